@@ -1,0 +1,310 @@
+public import CairnHTTP
+import CairnStorage
+import Crypto
+import HTTPTypes
+import Foundation
+public import Logging
+
+/// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
+/// across nodes.
+public struct LoginLimits: Sendable {
+    /// Failures allowed per email within the window before 429.
+    public var perEmail = 5
+    /// Failures allowed per client address within the window before 429.
+    public var perClient = 20
+    /// The sliding window, in seconds (15 minutes).
+    public var window = 15 * 60
+    /// Creates the default limits.
+    public init() {}
+}
+
+/// Account use cases: registration, login, refresh-token rotation, logout, profile and admin
+/// user management. Controllers translate HTTP to these calls; all rules live here.
+public final class AccountService: Sendable {
+    /// The table access.
+    public let store: AccountStore
+    /// Token signing and verification.
+    public let tokens: TokenService
+    /// bcrypt.
+    public let hasher: PasswordHasher
+    /// Revocation checks for access tokens.
+    public let sessions: SessionGuard
+    let limits: LoginLimits
+    let logger: Logger
+
+    /// Creates the service.
+    public init(store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), logger: Logger) {
+        self.store = store
+        self.tokens = tokens
+        self.hasher = hasher
+        self.sessions = SessionGuard(store: store)
+        self.limits = limits
+        self.logger = logger
+    }
+
+    // MARK: Registration and login
+
+    /// Creates a tenant and its first user (role `owner`).
+    /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email.
+    public func register(email: String, password: String, name: String, tenantName: String?) async throws -> User {
+        var issues: [FieldIssue] = []
+        let normalized = AccountRules.normalizeEmail(email)
+        if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
+        if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
+        let cleanName = AccountRules.normalizeName(name)
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        var cleanTenant: String?
+        if let tenantName {
+            cleanTenant = AccountRules.normalizeName(tenantName)
+            if cleanTenant == nil { issues.append(FieldIssue(field: "tenantName", issue: "must be 1 to 100 characters")) }
+        }
+        guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
+        let hash = try await hasher.hash(password)
+        let now = WallClock.milliseconds()
+        let user = User(
+            id: UUIDv7.make(), tenantId: UUIDv7.make(), email: normalized.email, name: cleanName, role: .owner, version: 1,
+            createdAt: now, updatedAt: now)
+        try await store.createTenant(name: cleanTenant ?? "\(cleanName)'s workspace", owner: user, passwordHash: hash, emailKey: normalized.key)
+        logger.info("registered tenant", metadata: ["tenant_id": .string(user.tenantId), "user_id": .string(user.id)])
+        return user
+    }
+
+    /// Checks credentials and starts a session.
+    /// - Throws: 401 `invalid_credentials` (same answer for unknown email and wrong password,
+    ///   after the same bcrypt work); 429 `rate_limited` after too many recent failures.
+    public func login(email: String, password: String, client: String) async throws -> TokenPair {
+        let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
+        let now = WallClock.milliseconds()
+        let windowMs = Int64(limits.window) * 1000
+        let failures = try await store.recentFailures(emailKey: key, client: client, since: now - windowMs)
+        if failures.email >= limits.perEmail || failures.client >= limits.perClient {
+            let oldest = failures.email >= limits.perEmail ? failures.emailOldest : failures.clientOldest
+            let retryAfter = Int(((oldest ?? now) + windowMs - now + 999) / 1000)
+            let limit = failures.email >= limits.perEmail ? limits.perEmail : limits.perClient
+            throw AppError.rateLimited(
+                retryAfter: retryAfter, policy: "\(limit);w=\(limits.window)", detail: "Too many failed logins. Try again later.")
+        }
+        let record = try await store.credentials(emailKey: key)
+        let valid = try await hasher.verify(password, against: record?.passwordHash)
+        guard valid, let user = record?.user else {
+            try await store.recordFailure(emailKey: key, client: client, at: now, pruneBefore: now - windowMs)
+            throw AppError(.unauthorized, code: "invalid_credentials", detail: "The email or password is incorrect.")
+        }
+        if failures.email > 0 { try await store.clearFailures(emailKey: key) }
+        return try await startSession(for: user)
+    }
+
+    /// Issues an access token and a new refresh-token family.
+    func startSession(for user: User, now: Date = Date()) async throws -> TokenPair {
+        let refresh = Self.newRefreshToken()
+        let familyId = try await store.startSession(token: refresh, userId: user.id, tenantId: user.tenantId, ttl: tokens.settings.refreshTokenTTL)
+        let access = try await tokens.issueAccessToken(userId: user.id, tenantId: user.tenantId, role: user.role, sessionId: familyId, now: now)
+        return TokenPair(accessToken: access.token, refreshToken: refresh, expiresIn: tokens.settings.accessTokenTTL)
+    }
+
+    /// 256 random bits, base64url: the refresh token given to the client (only its SHA-256 is stored).
+    static func newRefreshToken() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return Base64URL.encode((0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+    }
+
+    /// Rotates a refresh token.
+    /// - Throws: 401 `refresh_token_reused` (the family is now revoked) or
+    ///   `invalid_refresh_token` (unknown, expired or revoked).
+    public func refresh(token: String) async throws -> TokenPair {
+        guard token.utf8.count <= 256 else { throw Self.invalidRefresh }
+        let successor = Self.newRefreshToken()
+        switch try await store.rotate(token: token, successor: successor, ttl: tokens.settings.refreshTokenTTL) {
+        case .invalid:
+            throw Self.invalidRefresh
+        case .reused:
+            logger.warning("refresh token reuse detected; family revoked")
+            throw AppError(.unauthorized, code: "refresh_token_reused", detail: "This refresh token was already used; the session is revoked.")
+        case .rotated(let familyId, let userId, let tenantId):
+            guard let state = try await store.sessionState(userId: userId), state.tenantId == tenantId else {
+                throw Self.invalidRefresh
+            }
+            let access = try await tokens.issueAccessToken(userId: userId, tenantId: tenantId, role: state.role, sessionId: familyId)
+            return TokenPair(accessToken: access.token, refreshToken: successor, expiresIn: tokens.settings.accessTokenTTL)
+        }
+    }
+
+    static let invalidRefresh = AppError(.unauthorized, code: "invalid_refresh_token", detail: "The refresh token is not valid.")
+
+    /// Revokes the session (refresh-token family) of a token. Unknown tokens are ignored
+    /// (RFC 7009 §2.2: revocation answers success either way).
+    public func logout(refreshToken: String) async throws {
+        guard refreshToken.utf8.count <= 256 else { return }
+        _ = try await store.revokeFamily(ofToken: refreshToken)
+    }
+
+    /// Revokes every session of the user; their access tokens stop working on every node
+    /// within the session guard's refresh interval.
+    public func logoutAll(_ identity: Identity) async throws {
+        try await store.revokeAllSessions(userId: identity.userId, at: WallClock.milliseconds())
+        sessions.invalidate(userId: identity.userId)
+    }
+
+    // MARK: Access tokens
+
+    /// Verifies a Bearer token and returns the caller's identity.
+    /// - Throws: 401 `invalid_token` or `token_expired`.
+    public func authenticate(bearer token: String) async throws -> Identity {
+        let claims: AccessTokenClaims
+        do {
+            claims = try await tokens.verify(token)
+        } catch TokenError.expired {
+            throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
+        } catch {
+            throw AppError.unauthorized(code: "invalid_token", detail: "The access token is not valid.", invalidToken: true)
+        }
+        guard let identity = try await sessions.identity(for: claims) else {
+            throw AppError.unauthorized(code: "invalid_token", detail: "The access token has been revoked.", invalidToken: true)
+        }
+        return identity
+    }
+
+    // MARK: The caller's own account
+
+    /// The caller's account.
+    public func me(_ identity: Identity) async throws -> User {
+        guard let user = try await store.user(id: identity.userId, tenantId: identity.tenantId) else { throw AppError.notFound() }
+        return user
+    }
+
+    /// Changes the caller's name and/or email.
+    public func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
+        let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
+        guard let user = try await store.updateUser(
+            id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil)
+        else { throw AppError.notFound() }
+        return user
+    }
+
+    /// Changes the caller's password, revokes all their sessions, and starts a new one.
+    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short.
+    public func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
+        if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
+        let hash = try await store.passwordHash(userId: identity.userId)
+        guard try await hasher.verify(current, against: hash) else {
+            throw AppError.invalidField("currentPassword", "is incorrect")
+        }
+        let newHash = try await hasher.hash(new)
+        let now = WallClock.milliseconds()
+        guard let user = try await store.updateUser(
+            id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: nil, email: nil, role: nil, passwordHash: newHash)
+        else { throw AppError.notFound() }
+        try await store.revokeAllSessions(userId: user.id, at: now)
+        sessions.invalidate(userId: user.id)
+        return try await startSession(for: user, now: Date(timeIntervalSince1970: Double(now + 1) / 1000))
+    }
+
+    static func validateProfile(name: String?, email: String?) throws -> (String?, (email: String, key: String)?) {
+        var issues: [FieldIssue] = []
+        var cleanName: String?
+        var cleanEmail: (email: String, key: String)?
+        if let name {
+            cleanName = AccountRules.normalizeName(name)
+            if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        }
+        if let email {
+            cleanEmail = AccountRules.normalizeEmail(email)
+            if cleanEmail == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return (cleanName, cleanEmail)
+    }
+
+    // MARK: Admin user management (owner, admin)
+
+    /// A page of the tenant's users.
+    public func listUsers(_ identity: Identity, page: PageRequest) async throws -> Page<User> {
+        try identity.requireAdmin()
+        return try await store.users(tenantId: identity.tenantId, page: page)
+    }
+
+    /// A user of the caller's tenant.
+    public func user(_ identity: Identity, id: String) async throws -> User {
+        try identity.requireAdmin()
+        guard let user = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
+        return user
+    }
+
+    /// Creates a user in the caller's tenant. Only an owner may create another owner.
+    public func createUser(_ identity: Identity, email: String, name: String, role: String, password: String) async throws -> User {
+        try identity.requireAdmin()
+        var issues: [FieldIssue] = []
+        let normalized = AccountRules.normalizeEmail(email)
+        if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
+        let cleanName = AccountRules.normalizeName(name)
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        let parsedRole = Role(rawValue: role)
+        if parsedRole == nil { issues.append(FieldIssue(field: "role", issue: "must be one of owner, admin, member")) }
+        if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
+        guard issues.isEmpty, let normalized, let cleanName, let parsedRole else { throw AppError.invalidInput(issues) }
+        if parsedRole == .owner && identity.role != .owner { throw AppError.forbidden("Only an owner can create an owner.") }
+        return try await insertUser(tenantId: identity.tenantId, email: normalized, name: cleanName, role: parsedRole, password: password)
+    }
+
+    /// Creates a user for an operator (`cairn user create`), without a calling identity.
+    /// - Throws: `invalid_input`, `not_found` (no such tenant), `conflict`.
+    public func createUser(operatorTenantId tenantId: String, email: String, name: String, role: Role, password: String) async throws -> User {
+        var issues: [FieldIssue] = []
+        let normalized = AccountRules.normalizeEmail(email)
+        if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
+        let cleanName = AccountRules.normalizeName(name)
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
+        guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
+        guard try await store.tenantExists(tenantId) else { throw AppError.notFound("No such tenant.") }
+        return try await insertUser(tenantId: tenantId, email: normalized, name: cleanName, role: role, password: password)
+    }
+
+    private func insertUser(tenantId: String, email: (email: String, key: String), name: String, role: Role, password: String) async throws -> User {
+        let hash = try await hasher.hash(password)
+        let now = WallClock.milliseconds()
+        let user = User(
+            id: UUIDv7.make(), tenantId: tenantId, email: email.email, name: name, role: role, version: 1, createdAt: now, updatedAt: now)
+        try await store.insertUser(user, passwordHash: hash, emailKey: email.key)
+        return user
+    }
+
+    /// Updates a user of the caller's tenant. A role change voids the user's access tokens.
+    /// - Throws: 404, 403 (admins cannot change owners or grant ownership), 409 (last owner),
+    ///   412 (`If-Match` mismatch).
+    public func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User {
+        try identity.requireAdmin()
+        let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
+        var newRole: Role?
+        if let role {
+            guard let parsed = Role(rawValue: role) else { throw AppError.invalidField("role", "must be one of owner, admin, member") }
+            newRole = parsed
+        }
+        guard let target = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
+        if identity.role != .owner && (target.role == .owner || newRole == .owner) {
+            throw AppError.forbidden("Only an owner can change an owner or grant ownership.")
+        }
+        if let expectedVersion, expectedVersion != target.version { throw AppError.preconditionFailed() }
+        if target.role == .owner, let newRole, newRole != .owner, try await store.ownerCount(tenantId: identity.tenantId) <= 1 {
+            throw AppError.conflict("A tenant must keep at least one owner.")
+        }
+        guard let user = try await store.updateUser(
+            id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole)
+        else { throw AppError.preconditionFailed() }
+        sessions.invalidate(userId: id)
+        return user
+    }
+
+    /// Deletes a user of the caller's tenant and ends their sessions.
+    public func deleteUser(_ identity: Identity, id: String, expectedVersion: Int?) async throws {
+        try identity.requireAdmin()
+        guard let target = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
+        if target.id == identity.userId { throw AppError.conflict("You cannot delete your own account here.") }
+        if identity.role != .owner && target.role == .owner { throw AppError.forbidden("Only an owner can delete an owner.") }
+        if let expectedVersion, expectedVersion != target.version { throw AppError.preconditionFailed() }
+        guard try await store.deleteUser(id: id, tenantId: identity.tenantId, expectedVersion: target.version) else {
+            throw AppError.preconditionFailed()
+        }
+        sessions.invalidate(userId: id)
+    }
+}

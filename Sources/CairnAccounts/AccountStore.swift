@@ -1,0 +1,302 @@
+import CairnHTTP
+public import CairnStorage
+import Crypto
+import Foundation
+import SQLKit
+
+/// SQL for the accounts module's tables, written once against SQLKit for both engines.
+public struct AccountStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let userColumns = "id, tenant_id, email, name, role, version, created_at, updated_at"
+
+    static func user(from row: any SQLRow) throws -> User {
+        User(
+            id: try row.decode(column: "id", as: String.self),
+            tenantId: try row.decode(column: "tenant_id", as: String.self),
+            email: try row.decode(column: "email", as: String.self),
+            name: try row.decode(column: "name", as: String.self),
+            role: Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
+            version: try row.decode(column: "version", as: Int.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+    }
+
+    // MARK: Tenants and users
+
+    /// Inserts a tenant and its owner in one transaction.
+    /// - Throws: 409 `conflict` when the email is taken.
+    func createTenant(name: String, owner: User, passwordHash: String, emailKey: String) async throws {
+        do {
+            try await database.transaction { db in
+                try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: owner.tenantId), \(bind: name), \(bind: owner.createdAt))").run()
+                try await Self.insertUser(db, owner, passwordHash: passwordHash, emailKey: emailKey)
+            }
+        } catch where Database.isUniqueViolation(error) {
+            throw AppError.conflict("An account with this email already exists.")
+        }
+    }
+
+    /// Creates a tenant without users (operator command).
+    public func createTenant(name: String) async throws -> String {
+        let id = UUIDv7.make()
+        try await database.write { db in
+            try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: WallClock.milliseconds()))").run()
+        }
+        return id
+    }
+
+    /// True when the tenant exists.
+    public func tenantExists(_ id: String) async throws -> Bool {
+        try await database.read { db in
+            try await db.raw("SELECT id FROM tenants WHERE id = \(bind: id)").first() != nil
+        }
+    }
+
+    /// Inserts a user into an existing tenant.
+    /// - Throws: 409 `conflict` when the email is taken.
+    func insertUser(_ user: User, passwordHash: String, emailKey: String) async throws {
+        do {
+            try await database.write { db in try await Self.insertUser(db, user, passwordHash: passwordHash, emailKey: emailKey) }
+        } catch where Database.isUniqueViolation(error) {
+            throw AppError.conflict("An account with this email already exists.")
+        }
+    }
+
+    private static func insertUser(_ db: any SQLDatabase, _ user: User, passwordHash: String, emailKey: String) async throws {
+        try await db.raw(
+            """
+            INSERT INTO users (id, tenant_id, email, email_key, name, role, password_hash, sessions_valid_after, version, created_at, updated_at)
+            VALUES (\(bind: user.id), \(bind: user.tenantId), \(bind: user.email), \(bind: emailKey), \(bind: user.name),
+                    \(bind: user.role.rawValue), \(bind: passwordHash), 0, 1, \(bind: user.createdAt), \(bind: user.updatedAt))
+            """
+        ).run()
+    }
+
+    /// The user with this email key and their password hash, for login.
+    func credentials(emailKey: String) async throws -> (user: User, passwordHash: String)? {
+        try await database.read { db in
+            guard let row = try await db.raw("SELECT \(unsafeRaw: Self.userColumns), password_hash FROM users WHERE email_key = \(bind: emailKey)").first()
+            else { return nil }
+            return (try Self.user(from: row), try row.decode(column: "password_hash", as: String.self))
+        }
+    }
+
+    /// The password hash of a user.
+    func passwordHash(userId: String) async throws -> String? {
+        try await database.read { db in
+            try await db.raw("SELECT password_hash FROM users WHERE id = \(bind: userId)").first()?.decode(column: "password_hash", as: String.self)
+        }
+    }
+
+    /// A user of the given tenant, or nil (also for other tenants' users).
+    public func user(id: String, tenantId: String) async throws -> User? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
+                .first().map(Self.user(from:))
+        }
+    }
+
+    /// A page of a tenant's users, oldest first.
+    func users(tenantId: String, page: PageRequest) async throws -> Page<User> {
+        let rows = try await database.read { db in
+            let after = page.after ?? ""
+            return try await db.raw(
+                "SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE tenant_id = \(bind: tenantId) AND id > \(bind: after) ORDER BY id LIMIT \(bind: page.limit + 1)"
+            ).all()
+        }
+        var users = try rows.map(Self.user(from:))
+        var next: String?
+        if users.count > page.limit {
+            users.removeLast()
+            next = users.last.map { Cursor.encode($0.id) }
+        }
+        return Page(items: users, nextCursor: next)
+    }
+
+    /// Owners of a tenant.
+    func ownerCount(tenantId: String) async throws -> Int {
+        try await database.read { db in
+            try await db.raw("SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner'").first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+    }
+
+    /// Applies a change to a user row if its version still matches; returns the new row, or nil
+    /// when the row is gone or the version moved on.
+    /// - Throws: 409 `conflict` when the new email is taken.
+    func updateUser(
+        id: String, tenantId: String, expectedVersion: Int?, name: String?, email: (email: String, key: String)?, role: Role?,
+        passwordHash: String? = nil, revokeSessionsAt: Int64? = nil
+    ) async throws -> User? {
+        let now = WallClock.milliseconds()
+        do {
+            return try await database.write { db in
+                var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
+                if let name { sets.append(SQLQueryString("name = \(bind: name)")) }
+                if let email {
+                    sets.append(SQLQueryString("email = \(bind: email.email)"))
+                    sets.append(SQLQueryString("email_key = \(bind: email.key)"))
+                }
+                if let role { sets.append(SQLQueryString("role = \(bind: role.rawValue)")) }
+                if let passwordHash { sets.append(SQLQueryString("password_hash = \(bind: passwordHash)")) }
+                if let revokeSessionsAt { sets.append(SQLQueryString("sessions_valid_after = \(bind: revokeSessionsAt)")) }
+                var query: SQLQueryString = "UPDATE users SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+                query = query + " RETURNING \(unsafeRaw: Self.userColumns)"
+                return try await db.raw(query).first().map(Self.user(from:))
+            }
+        } catch where Database.isUniqueViolation(error) {
+            throw AppError.conflict("An account with this email already exists.")
+        }
+    }
+
+    /// Deletes a user and their refresh tokens; false when no such user in the tenant.
+    func deleteUser(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
+        try await database.transaction { db in
+            var query: SQLQueryString = "DELETE FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+            guard try await db.raw(query + " RETURNING id").first() != nil else { return false }
+            try await db.raw("DELETE FROM refresh_tokens WHERE user_id = \(bind: id)").run()
+            return true
+        }
+    }
+
+    /// What the Bearer middleware needs to honour revocations: the current role and the time
+    /// before which access tokens are void. Nil when the user no longer exists.
+    func sessionState(userId: String) async throws -> (role: Role, tenantId: String, validAfter: Int64)? {
+        try await database.read { db in
+            guard let row = try await db.raw("SELECT role, tenant_id, sessions_valid_after FROM users WHERE id = \(bind: userId)").first() else {
+                return nil
+            }
+            return (
+                Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
+                try row.decode(column: "tenant_id", as: String.self),
+                try row.decode(column: "sessions_valid_after", as: Int64.self)
+            )
+        }
+    }
+
+    // MARK: Refresh tokens
+
+    /// SHA-256 of a refresh token, hex: the only form stored.
+    static func hash(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Stores a new refresh token of a family.
+    static func insertRefreshToken(_ db: any SQLDatabase, token: String, familyId: String, userId: String, tenantId: String, ttl: Int) async throws {
+        let now = WallClock.milliseconds()
+        try await db.raw(
+            """
+            INSERT INTO refresh_tokens (id, family_id, user_id, tenant_id, token_hash, created_at, expires_at)
+            VALUES (\(bind: UUIDv7.make()), \(bind: familyId), \(bind: userId), \(bind: tenantId), \(bind: Self.hash(token)),
+                    \(bind: now), \(bind: now + Int64(ttl) * 1000))
+            """
+        ).run()
+    }
+
+    /// The outcome of presenting a refresh token.
+    enum Rotation {
+        case rotated(familyId: String, userId: String, tenantId: String)
+        case reused
+        case invalid
+    }
+
+    /// Atomically marks the token used (compare-and-set on `used_at IS NULL`) and stores its
+    /// successor in the same transaction. A token already used is reuse: its whole family is
+    /// revoked (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
+    func rotate(token: String, successor: String, ttl: Int) async throws -> Rotation {
+        let hash = Self.hash(token)
+        let now = WallClock.milliseconds()
+        return try await database.transaction { db in
+            if let row = try await db.raw(
+                """
+                UPDATE refresh_tokens SET used_at = \(bind: now)
+                WHERE token_hash = \(bind: hash) AND used_at IS NULL AND revoked_at IS NULL AND expires_at > \(bind: now)
+                RETURNING family_id, user_id, tenant_id
+                """
+            ).first() {
+                let familyId = try row.decode(column: "family_id", as: String.self)
+                let userId = try row.decode(column: "user_id", as: String.self)
+                let tenantId = try row.decode(column: "tenant_id", as: String.self)
+                try await Self.insertRefreshToken(db, token: successor, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl)
+                return .rotated(familyId: familyId, userId: userId, tenantId: tenantId)
+            }
+            guard let row = try await db.raw("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() else {
+                return .invalid
+            }
+            if try row.decodeNil(column: "used_at") { return .invalid }
+            let familyId = try row.decode(column: "family_id", as: String.self)
+            try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE family_id = \(bind: familyId) AND revoked_at IS NULL").run()
+            return .reused
+        }
+    }
+
+    /// Revokes the family of a refresh token; returns the family's user, if any.
+    func revokeFamily(ofToken token: String) async throws -> String? {
+        let hash = Self.hash(token)
+        let now = WallClock.milliseconds()
+        return try await database.transaction { db in
+            guard let row = try await db.raw("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() else {
+                return nil
+            }
+            let familyId = try row.decode(column: "family_id", as: String.self)
+            try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE family_id = \(bind: familyId) AND revoked_at IS NULL").run()
+            return try row.decode(column: "user_id", as: String.self)
+        }
+    }
+
+    /// Revokes every refresh token of a user and voids their access tokens issued before now.
+    func revokeAllSessions(userId: String, at now: Int64) async throws {
+        try await database.transaction { db in
+            try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE user_id = \(bind: userId) AND revoked_at IS NULL").run()
+            try await db.raw("UPDATE users SET sessions_valid_after = \(bind: now) WHERE id = \(bind: userId)").run()
+        }
+    }
+
+    /// Starts a session (a new refresh-token family) in the database.
+    func startSession(token: String, userId: String, tenantId: String, ttl: Int) async throws -> String {
+        let familyId = UUIDv7.make()
+        try await database.write { db in
+            try await Self.insertRefreshToken(db, token: token, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl)
+        }
+        return familyId
+    }
+
+    // MARK: Login failures (rate limiting, shared by all nodes)
+
+    /// Failures within the window for an email key and for a client address, with the oldest
+    /// failure time of each (for `Retry-After`).
+    func recentFailures(emailKey: String, client: String, since: Int64) async throws -> (email: Int, emailOldest: Int64?, client: Int, clientOldest: Int64?) {
+        try await database.read { db in
+            let byEmail = try await db.raw("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE email_key = \(bind: emailKey) AND at > \(bind: since)").first()
+            let byClient = try await db.raw("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)").first()
+            return (
+                try byEmail?.decode(column: "n", as: Int.self) ?? 0, try byEmail?.decode(column: "oldest", as: Int64?.self),
+                try byClient?.decode(column: "n", as: Int.self) ?? 0, try byClient?.decode(column: "oldest", as: Int64?.self)
+            )
+        }
+    }
+
+    /// Records a failed login and prunes failures older than the window.
+    func recordFailure(emailKey: String, client: String, at now: Int64, pruneBefore: Int64) async throws {
+        try await database.write { db in
+            try await db.raw("INSERT INTO login_failures (id, email_key, client, at) VALUES (\(bind: UUIDv7.make()), \(bind: emailKey), \(bind: client), \(bind: now))").run()
+            try await db.raw("DELETE FROM login_failures WHERE at <= \(bind: pruneBefore)").run()
+        }
+    }
+
+    /// Forgets an email's failures after a successful login.
+    func clearFailures(emailKey: String) async throws {
+        try await database.write { db in
+            try await db.raw("DELETE FROM login_failures WHERE email_key = \(bind: emailKey)").run()
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import CairnHTTP
+import CairnStorage
+import Synchronization
+
+/// Honours revocations for access tokens, which are otherwise valid until they expire.
+///
+/// Per user it caches the current role and the instant before which access tokens are void
+/// (set by logout-all, password change, role change or deletion), and re-reads the database
+/// when the entry is older than `maxAge` (2 s). So a revocation on any node takes effect on
+/// every node within `maxAge`, at the cost of one indexed read per active user per `maxAge`.
+public final class SessionGuard: Sendable {
+    struct Entry {
+        var state: (role: Role, tenantId: String, validAfter: Int64)?
+        var fetchedAt: ContinuousClock.Instant
+    }
+    private let store: AccountStore
+    private let maxAge: Duration
+    private let cache = Mutex<[String: Entry]>([:])
+
+    /// Creates a guard.
+    public init(store: AccountStore, maxAge: Duration = .seconds(2)) {
+        self.store = store
+        self.maxAge = maxAge
+    }
+
+    /// The identity for verified claims, or nil when the user is gone, moved tenant, or the
+    /// token was issued before the user's sessions were revoked.
+    func identity(for claims: AccessTokenClaims) async throws -> Identity? {
+        let now = ContinuousClock.now
+        var entry = cache.withLock { $0[claims.sub] }
+        if entry == nil || now - entry!.fetchedAt > maxAge {
+            let state = try await store.sessionState(userId: claims.sub)
+            let fresh = Entry(state: state, fetchedAt: now)
+            cache.withLock { cache in
+                if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+                cache[claims.sub] = fresh
+            }
+            entry = fresh
+        }
+        guard let state = entry?.state, state.tenantId == claims.tid else { return nil }
+        // Millisecond resolution: a token issued in the same millisecond as a revocation is void.
+        guard Int64((claims.iat * 1000).rounded(.down)) > state.validAfter else { return nil }
+        return Identity(userId: claims.sub, tenantId: claims.tid, role: state.role, tokenId: claims.jti)
+    }
+
+    /// Drops a user's cached entry, so this node applies a change at once.
+    func invalidate(userId: String) {
+        _ = cache.withLock { $0.removeValue(forKey: userId) }
+    }
+}

@@ -1,0 +1,274 @@
+public import CairnHTTP
+import CairnStorage
+import Crypto
+public import Foundation
+public import JWTKit
+import Synchronization
+
+/// The claims of a Cairn access token (RFC 7519 §4): `iss`, `aud`, `sub`, `tid` (tenant),
+/// `role`, `sid` (the refresh-token family, i.e. the session), `iat`, `exp`, `jti`.
+public struct AccessTokenClaims: JWTPayload, Equatable {
+    /// Issuer.
+    public var iss: String
+    /// Audience.
+    public var aud: String
+    /// Subject: the user id.
+    public var sub: String
+    /// Tenant id.
+    public var tid: String
+    /// Role at issue time (authorization uses the current role from the database).
+    public var role: String
+    /// Session id: the refresh-token family this token was issued with.
+    public var sid: String
+    /// Issued at, seconds since the epoch (fractional).
+    public var iat: Double
+    /// Expiry, seconds since the epoch.
+    public var exp: Double
+    /// Token id (UUIDv7).
+    public var jti: String
+
+    /// Creates claims.
+    public init(iss: String, aud: String, sub: String, tid: String, role: String, sid: String, iat: Double, exp: Double, jti: String) {
+        self.iss = iss
+        self.aud = aud
+        self.sub = sub
+        self.tid = tid
+        self.role = role
+        self.sid = sid
+        self.iat = iat
+        self.exp = exp
+        self.jti = jti
+    }
+
+    /// Claim checks run by jwt-kit after the signature is verified; `TokenService` checks
+    /// issuer, audience and expiry itself (with leeway) so it can tell them apart.
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+/// Why a token was refused; mapped to 401 `invalid_token` or `token_expired` (RFC 6750 §3.1).
+public enum TokenError: Error, Equatable, Sendable {
+    /// Malformed, bad signature, unknown key, wrong issuer or audience, disallowed algorithm.
+    case invalid(String)
+    /// Past `exp` plus the leeway.
+    case expired
+}
+
+/// Configuration of the token service.
+public struct TokenSettings: Sendable {
+    /// `iss` claim and expected issuer.
+    public var issuer: String = "cairn"
+    /// `aud` claim and expected audience.
+    public var audience: String = "cairn-api"
+    /// Access token lifetime in seconds (default 15 min).
+    public var accessTokenTTL: Int = 900
+    /// Refresh token lifetime in seconds (default 30 days).
+    public var refreshTokenTTL: Int = 30 * 86_400
+    /// Clock skew tolerated on `exp`, in seconds (RFC 8725 §3.10 does not fix one; 60 s is usual).
+    public var leeway: Double = 60
+    /// When set (≥ 32 bytes), tokens are HS256 with this secret instead of EdDSA.
+    public var hmacSecret: String?
+    /// The Ed25519 key ring file (mode 0600), used when `hmacSecret` is nil.
+    public var keyFile: String
+
+    /// Creates settings with the key ring at `keyFile`.
+    public init(keyFile: String) {
+        self.keyFile = keyFile
+    }
+}
+
+/// Issues and verifies access tokens: EdDSA (Ed25519) with `kid` by default, or HS256 with a
+/// configured secret. Follows RFC 7519 and the JWT BCP (RFC 8725): the algorithm is fixed by
+/// configuration, never taken from the token (no `alg: none`, no HS256/EdDSA confusion), and
+/// `kid` must name a key we hold.
+public final class TokenService: Sendable {
+    /// The algorithm tokens are signed with: `EdDSA` or `HS256`.
+    public let algorithm: String
+    /// Settings.
+    public let settings: TokenSettings
+    private struct KeyState: Sendable {
+        var keys: JWTKeyCollection
+        var signingKid: String
+        var knownKids: Set<String>
+        var publicJWKs: [[String: String]]
+        var loadedAt: ContinuousClock.Instant
+    }
+    private let state: Mutex<KeyState>
+
+    /// Loads (or, on first start, creates) the key ring.
+    /// - Throws: `KeyRingError` when the secret is too short or the key file is unreadable.
+    public init(settings: TokenSettings) async throws {
+        self.settings = settings
+        if let secret = settings.hmacSecret {
+            guard secret.utf8.count >= 32 else {
+                throw KeyRingError("CAIRN_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
+            }
+            self.algorithm = "HS256"
+            let kid = "hs256-" + SHA256.hash(data: Array(secret.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
+            let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
+            state = Mutex(KeyState(keys: keys, signingKid: kid, knownKids: [kid], publicJWKs: [], loadedAt: .now))
+        } else {
+            self.algorithm = "EdDSA"
+            let ring = try KeyRing.loadOrCreate(at: settings.keyFile)
+            state = Mutex(try await Self.keyState(from: ring))
+        }
+    }
+
+    private static func keyState(from ring: KeyRing) async throws -> KeyState {
+        let keys = JWTKeyCollection()
+        var jwks: [[String: String]] = []
+        for entry in ring.keys {
+            let privateKey = try Curve25519.Signing.PrivateKey(rawRepresentation: entry.privateKeyBytes)
+            await keys.add(eddsa: EdDSA.PrivateKey(backing: privateKey), kid: JWKIdentifier(string: entry.kid))
+            jwks.append([
+                "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": entry.kid,
+                "x": Base64URL.encode(privateKey.publicKey.rawRepresentation),
+            ])
+        }
+        guard let newest = ring.keys.max(by: { $0.createdAt < $1.createdAt }) else {
+            throw KeyRingError("the key ring is empty")
+        }
+        return KeyState(keys: keys, signingKid: newest.kid, knownKids: Set(ring.keys.map(\.kid)), publicJWKs: jwks, loadedAt: .now)
+    }
+
+    /// The JSON Web Key Set (RFC 7517 §5) of the public verification keys. Empty with HS256:
+    /// a symmetric secret is never published.
+    public var jwks: [[String: String]] {
+        state.withLock { $0.publicJWKs }
+    }
+
+    /// Signs an access token for a user's session.
+    /// - Returns: the compact JWS and its claims.
+    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date = Date()) async throws -> (token: String, claims: AccessTokenClaims) {
+        let iat = now.timeIntervalSince1970
+        let claims = AccessTokenClaims(
+            iss: settings.issuer, aud: settings.audience, sub: userId, tid: tenantId, role: role.rawValue, sid: sessionId,
+            iat: iat, exp: iat + Double(settings.accessTokenTTL), jti: UUIDv7.make())
+        let (keys, kid) = state.withLock { ($0.keys, $0.signingKid) }
+        var header = JWTHeader()
+        header.typ = "JWT"
+        let token = try await keys.sign(claims, kid: JWKIdentifier(string: kid), header: header)
+        return (token, claims)
+    }
+
+    /// Verifies a compact JWS access token.
+    /// - Throws: `TokenError.invalid` or `TokenError.expired`.
+    public func verify(_ token: String, now: Date = Date()) async throws -> AccessTokenClaims {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, token.utf8.count <= 4096,
+            let headerBytes = Base64URL.decode(String(parts[0])),
+            let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any]
+        else { throw TokenError.invalid("malformed token") }
+        guard let alg = header["alg"] as? String, alg == algorithm else {
+            throw TokenError.invalid("algorithm not accepted")
+        }
+        guard let kid = header["kid"] as? String else { throw TokenError.invalid("missing kid") }
+        if header["crit"] != nil { throw TokenError.invalid("unsupported critical header") }
+        var known = state.withLock { $0.knownKids.contains(kid) }
+        if !known { known = await reloadIfStale(lookingFor: kid) }
+        guard known else { throw TokenError.invalid("unknown key id") }
+        let keys = state.withLock { $0.keys }
+        let claims: AccessTokenClaims
+        do {
+            claims = try await keys.verify(token, as: AccessTokenClaims.self)
+        } catch {
+            throw TokenError.invalid("signature or payload rejected")
+        }
+        guard claims.iss == settings.issuer else { throw TokenError.invalid("wrong issuer") }
+        guard claims.aud == settings.audience else { throw TokenError.invalid("wrong audience") }
+        guard Role(rawValue: claims.role) != nil, UUIDv7.isValid(claims.sub), UUIDv7.isValid(claims.tid) else {
+            throw TokenError.invalid("malformed claims")
+        }
+        guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
+        return claims
+    }
+
+    /// A node started before `cairn keys rotate` learns the new key by re-reading the ring,
+    /// at most every 5 seconds.
+    private func reloadIfStale(lookingFor kid: String) async -> Bool {
+        guard settings.hmacSecret == nil else { return false }
+        let stale = state.withLock { ContinuousClock.now - $0.loadedAt > .seconds(5) }
+        guard stale, let ring = try? KeyRing.load(at: settings.keyFile), let fresh = try? await Self.keyState(from: ring) else {
+            return false
+        }
+        state.withLock { $0 = fresh }
+        return fresh.knownKids.contains(kid)
+    }
+
+    /// Adds a new signing key to the ring file; keys superseded longer ago than the access
+    /// token lifetime plus leeway are dropped (no token they signed can still be valid).
+    /// - Returns: the new key id.
+    public static func rotate(keyFile: String, accessTokenTTL: Int, leeway: Int = 60) throws -> String {
+        var ring = try KeyRing.loadOrCreate(at: keyFile)
+        let now = WallClock.milliseconds()
+        let entry = KeyRing.Entry.generate(now: now)
+        let sorted = ring.keys.sorted { $0.createdAt < $1.createdAt }
+        var kept: [KeyRing.Entry] = []
+        for (index, key) in sorted.enumerated() {
+            let supersededAt = index + 1 < sorted.count ? sorted[index + 1].createdAt : now
+            if now - supersededAt <= Int64(accessTokenTTL + leeway) * 1000 { kept.append(key) }
+        }
+        ring.keys = kept + [entry]
+        try ring.save(to: keyFile)
+        return entry.kid
+    }
+}
+
+/// A key ring problem, reported at start-up.
+public struct KeyRingError: Error, CustomStringConvertible {
+    /// What is wrong.
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The Ed25519 signing keys, stored as JSON in one file with mode 0600.
+struct KeyRing: Codable {
+    struct Entry: Codable {
+        var kid: String
+        var privateKey: String
+        var createdAt: Int64
+
+        var privateKeyBytes: Data { Data(base64Encoded: privateKey) ?? Data() }
+
+        static func generate(now: Int64) -> Entry {
+            let key = Curve25519.Signing.PrivateKey()
+            return Entry(kid: "ed25519-" + UUIDv7.make(), privateKey: key.rawRepresentation.base64EncodedString(), createdAt: now)
+        }
+    }
+    var keys: [Entry]
+
+    static func load(at path: String) throws -> KeyRing {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw KeyRingError("cannot read the signing key file \(path)")
+        }
+        guard let ring = try? JSONDecoder().decode(KeyRing.self, from: data), !ring.keys.isEmpty else {
+            throw KeyRingError("the signing key file \(path) is not a Cairn key ring")
+        }
+        return ring
+    }
+
+    static func loadOrCreate(at path: String) throws -> KeyRing {
+        if FileManager.default.fileExists(atPath: path) { return try load(at: path) }
+        let ring = KeyRing(keys: [.generate(now: WallClock.milliseconds())])
+        try ring.save(to: path)
+        return ring
+    }
+
+    /// Writes to a temporary file created with mode 0600, then renames it into place, so the
+    /// private keys are never readable by others, not even for a moment.
+    func save(to path: String) throws {
+        let data = try JSONEncoder().encode(self)
+        let temporary = path + ".tmp-\(UUIDv7.make())"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { throw KeyRingError("cannot write the signing key file \(path)") }
+        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        fsync(descriptor)
+        close(descriptor)
+        guard written == data.count, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw KeyRingError("cannot write the signing key file \(path)")
+        }
+    }
+}

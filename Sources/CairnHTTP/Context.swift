@@ -1,0 +1,90 @@
+public import Hummingbird
+import Logging
+import NIOCore
+
+/// Roles a user can hold within a tenant. `owner` and `admin` manage users.
+public enum Role: String, Sendable, Codable, CaseIterable {
+    case owner, admin, member
+
+    /// True for the roles allowed to manage a tenant's users and data.
+    public var isAdmin: Bool { self == .owner || self == .admin }
+}
+
+/// The authenticated caller, established by the Bearer middleware from a verified access token.
+public struct Identity: Sendable, Equatable {
+    /// The user's id (UUIDv7 string), the token's `sub`.
+    public var userId: String
+    /// The user's tenant id, the token's `tid`.
+    public var tenantId: String
+    /// The user's current role.
+    public var role: Role
+    /// The access token's `jti`, for audit logging.
+    public var tokenId: String
+
+    /// Creates an identity.
+    public init(userId: String, tenantId: String, role: Role, tokenId: String) {
+        self.userId = userId
+        self.tenantId = tenantId
+        self.role = role
+        self.tokenId = tokenId
+    }
+
+    /// Throws 403 `forbidden` unless the caller is an owner or admin.
+    public func requireAdmin() throws {
+        guard role.isAdmin else { throw AppError.forbidden() }
+    }
+}
+
+/// The request context of every route: the request id, the client address and, once the
+/// Bearer middleware has run, the caller's identity.
+public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext {
+    /// Hummingbird's per-request storage (logger, parameters, endpoint path).
+    public var coreContext: CoreRequestContextStorage
+    /// The request id (`X-Request-Id`, propagated or generated), also in every log line.
+    public var requestId: String = ""
+    /// The caller, when authenticated.
+    public var identity: Identity?
+    /// The TCP peer address, used for per-client rate limits.
+    public let remoteAddress: SocketAddress?
+
+    /// Creates the context for one request.
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+
+    /// Bodies above 1 MiB are refused with 413 (DESIGN.md, HTTP conventions).
+    public var maxUploadSize: Int { 1 << 20 }
+
+    /// The client's IP address as text, or `"unknown"`.
+    public var clientAddress: String {
+        remoteAddress?.ipAddress ?? "unknown"
+    }
+}
+
+/// The context of authenticated routes: the identity is not optional, so handlers never check it.
+public struct AuthenticatedContext: ChildRequestContext {
+    /// Hummingbird's per-request storage.
+    public var coreContext: CoreRequestContextStorage
+    /// The request id.
+    public var requestId: String
+    /// The authenticated caller.
+    public let identity: Identity
+    /// The client's IP address as text.
+    public let clientAddress: String
+
+    /// Builds the child context; throws 401 when the parent carries no identity, which can only
+    /// happen if a route was mounted without the Bearer middleware.
+    public init(context: CairnRequestContext) throws {
+        guard let identity = context.identity else {
+            throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
+        }
+        self.coreContext = context.coreContext
+        self.requestId = context.requestId
+        self.identity = identity
+        self.clientAddress = context.clientAddress
+    }
+
+    /// Bodies above 1 MiB are refused with 413.
+    public var maxUploadSize: Int { 1 << 20 }
+}

@@ -1,0 +1,164 @@
+public import Hummingbird
+public import HTTPTypes
+public import HummingbirdCore
+import NIOCore
+
+import Foundation
+
+/// Maximum nesting of JSON arrays and objects accepted in a request body.
+public let maximumJSONDepth = 64
+
+extension Request {
+    /// Reads and decodes a JSON request body.
+    ///
+    /// - Checks `Content-Type` is `application/json` or `application/*+json` (else 415
+    ///   `unsupported_media_type`), the size against `context.maxUploadSize` (else 413
+    ///   `payload_too_large`) and the nesting depth (else 400 `invalid_json`).
+    /// - Malformed JSON → 400 `invalid_json`; a missing field or wrong type → 400 `invalid_input`
+    ///   naming the field by its dotted path.
+    public mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
+        guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
+            throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await collectBody(upTo: context.maxUploadSize)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+        }
+        return try Self.decodeJSON(Value.self, from: buffer)
+    }
+
+    /// Decodes a JSON buffer with the same checks and error mapping as `decodeJSON(as:context:)`.
+    public static func decodeJSON<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+        let bytes = buffer.readableBytesView
+        if bytes.isEmpty {
+            throw AppError(.badRequest, code: "invalid_json", detail: "The body is empty.")
+        }
+        if !JSONDepth.isWithin(maximumJSONDepth, bytes) {
+            throw AppError(.badRequest, code: "invalid_json", detail: "JSON nests deeper than \(maximumJSONDepth) levels.")
+        }
+        do {
+            return try JSONDecoder().decode(Value.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw Self.problem(for: error)
+        }
+    }
+
+    static func isJSON(_ contentType: String) -> Bool {
+        let mediaType = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
+        return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
+    }
+
+    static func problem(for error: DecodingError) -> AppError {
+        func path(_ codingPath: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {
+            let keys = codingPath + (last.map { [$0] } ?? [])
+            let text = keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+            return text.isEmpty ? "body" : text.replacingOccurrences(of: ".[", with: "[")
+        }
+        switch error {
+        case .typeMismatch(let type, let context):
+            return .invalidField(path(context.codingPath), "must be \(describe(type))")
+        case .valueNotFound(let type, let context):
+            return .invalidField(path(context.codingPath), "must be \(describe(type)), not null")
+        case .keyNotFound(let key, let context):
+            return .invalidField(path(context.codingPath, key), "is required")
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty {
+                return AppError(.badRequest, code: "invalid_json", detail: "The body is not valid JSON.")
+            }
+            return .invalidField(path(context.codingPath), context.debugDescription)
+        @unknown default:
+            return AppError(.badRequest, code: "invalid_json", detail: "The body could not be decoded.")
+        }
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Bool.Type: "a boolean"
+        case is Int.Type, is Int64.Type, is Int32.Type: "an integer"
+        case is Double.Type, is Float.Type: "a number"
+        case is [Any].Type: "an array"
+        default: type == [String: Any].self ? "an object" : "a valid value"
+        }
+    }
+}
+
+/// Scans JSON bytes for nesting depth without parsing, skipping string contents.
+enum JSONDepth {
+    static func isWithin(_ limit: Int, _ bytes: ByteBufferView) -> Bool {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                if depth > limit { return false }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        return true
+    }
+}
+
+extension Response {
+    /// A JSON response from a `JSONWritable` value.
+    public static func json(_ value: some JSONWritable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var writer = JSONWriter()
+        value.writeJSON(to: &writer)
+        var headers = headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: writer.buffer))
+    }
+
+    /// A JSON response from any `Encodable` value, through Foundation's encoder (cold paths).
+    public static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+        let data = try JSONEncoder().encode(value)
+        var headers = headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// A field of a partial update (JSON Merge Patch semantics, RFC 7386): absent, explicitly
+/// `null`, or a value.
+public enum PatchField<Value: Sendable>: Sendable {
+    case absent
+    case null
+    case value(Value)
+
+    /// The value, when one was given.
+    public var value: Value? {
+        if case .value(let value) = self { return value }
+        return nil
+    }
+
+    /// True unless the field was absent.
+    public var isPresent: Bool {
+        if case .absent = self { return false }
+        return true
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// Decodes a partial-update field, keeping "absent" and "null" apart.
+    public func decodePatch<Value: Decodable & Sendable>(_ type: Value.Type, forKey key: Key) throws -> PatchField<Value> {
+        guard contains(key) else { return .absent }
+        if try decodeNil(forKey: key) { return .null }
+        return .value(try decode(Value.self, forKey: key))
+    }
+}

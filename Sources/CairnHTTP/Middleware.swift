@@ -1,0 +1,161 @@
+public import Hummingbird
+public import HTTPTypes
+public import HummingbirdCore
+import Logging
+import Synchronization
+
+import Foundation
+
+/// Knows which methods each registered path answers, so that a wrong method gets
+/// 405 + `Allow` instead of the router's 404. Filled once from `Router.routes` after all
+/// routes are registered, before the server starts.
+public final class RouteIndex: Sendable {
+    private let routes = Mutex<[(path: RouterPath, method: HTTPRequest.Method)]>([])
+
+    /// Creates an empty index.
+    public init() {}
+
+    /// Replaces the index with the router's routes.
+    public func load<Context>(from router: Router<Context>) {
+        let list = router.routes.map { (path: $0.path, method: $0.method) }
+        routes.withLock { $0 = list }
+    }
+
+    /// The methods registered for a concrete request path (empty when no route matches it).
+    public func allowedMethods(for path: String) -> [HTTPRequest.Method] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        return routes.withLock { routes in
+            var methods: [HTTPRequest.Method] = []
+            for route in routes where route.path.count == segments.count {
+                var matches = true
+                for (element, segment) in zip(route.path, segments) where !(element ~= segment) {
+                    matches = false
+                    break
+                }
+                if matches && !methods.contains(route.method) { methods.append(route.method) }
+            }
+            return methods
+        }
+    }
+}
+
+/// Assigns each request an id (`X-Request-Id`: propagated when the client sent a sane one,
+/// else a new UUID), puts it in the logger's metadata so every log line carries it, and echoes
+/// it on the response.
+public struct RequestIDMiddleware: RouterMiddleware {
+    /// The header name, `X-Request-Id`.
+    public static let header = HTTPField.Name("X-Request-Id")!
+
+    /// Creates the middleware.
+    public init() {}
+
+    /// Handles one request.
+    public func handle(
+        _ request: Request, context: CairnRequestContext,
+        next: (Request, CairnRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        let id: String
+        if let given = request.headers[Self.header], Self.isAcceptable(given) {
+            id = given
+        } else {
+            id = UUID().uuidString.lowercased()
+        }
+        context.requestId = id
+        context.logger[metadataKey: "request_id"] = .string(id)
+        do {
+            var response = try await next(request, context)
+            response.headers[Self.header] = id
+            return response
+        } catch let error as any HTTPResponseError {
+            var response = try error.response(from: request, context: context)
+            response.headers[Self.header] = id
+            return response
+        }
+    }
+
+    /// Only short ids of URL-safe characters are propagated, so a client cannot inject log lines.
+    static func isAcceptable(_ value: String) -> Bool {
+        !value.isEmpty && value.utf8.count <= 128
+            && value.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+            }
+    }
+}
+
+/// Turns every error into an RFC 9457 problem document with a stable code.
+///
+/// `AppError` passes through; Hummingbird's own errors are mapped by status (404 becomes 405 +
+/// `Allow` when the path exists under another method); anything else is logged by type and
+/// answered as 500 `internal` without details, so no SQL or secret can reach a client.
+public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: RouteIndex
+
+    /// Creates the middleware; `routes` is consulted for 405 answers.
+    public init(routes: RouteIndex) {
+        self.routes = routes
+    }
+
+    /// Handles one request.
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as AppError {
+            throw error
+        } catch let error as HTTPError {
+            throw map(error, request: request)
+        } catch let error as any HTTPResponseError {
+            throw AppError(error.status, code: Self.code(for: error.status))
+        } catch is CancellationError {
+            throw AppError(.serviceUnavailable, code: "unavailable", detail: "The request was cancelled.")
+        } catch {
+            context.logger.error(
+                "unhandled error",
+                metadata: ["error.type": .string(String(reflecting: type(of: error))), "error": .string(Self.sanitized(error))]
+            )
+            throw AppError(.internalServerError, code: "internal", detail: "An internal error occurred.")
+        }
+    }
+
+    private func map(_ error: HTTPError, request: Request) -> AppError {
+        if error.status == .notFound {
+            let allowed = routes.allowedMethods(for: request.uri.path)
+            if !allowed.isEmpty {
+                var headers = HTTPFields()
+                headers[.allow] = allowed.map(\.rawValue).sorted().joined(separator: ", ")
+                return AppError(
+                    .methodNotAllowed, code: "method_not_allowed",
+                    detail: "\(request.method.rawValue) is not allowed here.", headers: headers)
+            }
+            return AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(request.uri.path).")
+        }
+        if error.status == .contentTooLarge {
+            return AppError(.contentTooLarge, code: "payload_too_large", detail: "The request body exceeds the limit.")
+        }
+        return AppError(error.status, code: Self.code(for: error.status), detail: error.body)
+    }
+
+    /// The stable code for a status that reached us without one.
+    static func code(for status: HTTPResponse.Status) -> String {
+        switch status.code {
+        case 400: "invalid_input"
+        case 401: "unauthorized"
+        case 403: "forbidden"
+        case 404: "not_found"
+        case 405: "method_not_allowed"
+        case 409: "conflict"
+        case 412: "precondition_failed"
+        case 413: "payload_too_large"
+        case 415: "unsupported_media_type"
+        case 429: "rate_limited"
+        case 503: "unavailable"
+        default: status.code >= 500 ? "internal" : "invalid_input"
+        }
+    }
+
+    /// Error text for logs, cut short: driver errors may be long, and are never echoed to clients.
+    static func sanitized(_ error: any Error) -> String {
+        String(String(describing: error).prefix(300))
+    }
+}

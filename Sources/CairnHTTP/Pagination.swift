@@ -1,0 +1,147 @@
+import Hummingbird
+import HTTPTypes
+public import HummingbirdCore
+
+import Foundation
+
+/// A validated `?limit=&cursor=` pair for keyset pagination (DESIGN.md: limit 1..100, default 20,
+/// opaque cursor; answers are `{items, nextCursor}`).
+public struct PageRequest: Sendable, Equatable {
+    /// Rows to return, 1...100.
+    public var limit: Int
+    /// The sort key after which the page starts, decoded from the opaque cursor; nil for page one.
+    public var after: String?
+
+    /// Creates a page request.
+    public init(limit: Int = 20, after: String? = nil) {
+        self.limit = limit
+        self.after = after
+    }
+
+    /// Parses and validates the query. `validateKey` checks a decoded cursor's key (for example
+    /// that it is a UUID); a cursor that fails is a forged cursor → 400 `invalid_input`.
+    /// - Throws: `AppError.invalidInput` naming `limit` or `cursor`.
+    public static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
+        var issues: [FieldIssue] = []
+        var page = PageRequest()
+        let query = uri.queryParameters
+        if let raw = query.get("limit") {
+            if let value = Int(raw), (1...100).contains(value) {
+                page.limit = value
+            } else {
+                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
+            }
+        }
+        if let raw = query.get("cursor") {
+            if let key = Cursor.decode(raw), validateKey(key) {
+                page.after = key
+            } else {
+                issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued"))
+            }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return page
+    }
+}
+
+/// Opaque pagination cursors: base64url (RFC 4648 §5) of a versioned sort key.
+public enum Cursor {
+    private static let prefix = "c1:"
+
+    /// Encodes a sort key as an opaque cursor.
+    public static func encode(_ key: String) -> String {
+        Base64URL.encode(Array((prefix + key).utf8))
+    }
+
+    /// Decodes a cursor to its sort key, or nil when it is not one of ours.
+    public static func decode(_ cursor: String) -> String? {
+        guard cursor.utf8.count <= 256, let bytes = Base64URL.decode(cursor),
+            let text = String(validating: bytes, as: UTF8.self), text.hasPrefix(prefix)
+        else { return nil }
+        return String(text.dropFirst(prefix.count))
+    }
+}
+
+/// Base64url without padding (RFC 4648 §5), as used in cursors and tokens.
+public enum Base64URL {
+    /// Encodes bytes.
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+        Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Decodes text, or nil when it is not base64url.
+    public static func decode(_ text: String) -> [UInt8]? {
+        guard text.utf8.allSatisfy({ byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+        }) else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64).map { Array($0) }
+    }
+}
+
+/// A page of results: `{items, nextCursor}`.
+public struct Page<Item: JSONWritable>: JSONWritable {
+    /// The rows of this page.
+    public var items: [Item]
+    /// The cursor of the next page, nil on the last page.
+    public var nextCursor: String?
+
+    /// Creates a page.
+    public init(items: [Item], nextCursor: String?) {
+        self.items = items
+        self.nextCursor = nextCursor
+    }
+
+    /// Writes `{"items":[...],"nextCursor":...}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("items")
+        writer.arrayStart()
+        for item in items { item.writeJSON(to: &writer) }
+        writer.arrayEnd()
+        writer.key("nextCursor")
+        writer.string(nextCursor)
+        writer.objectEnd()
+    }
+}
+
+/// Entity tags and conditional requests (RFC 9110 §8.8.3, §13).
+public enum ETag {
+    /// A strong ETag for a row version: `"<version>"`.
+    public static func of(version: Int) -> String { "\"\(version)\"" }
+
+    /// The version named by `If-Match`, `nil` when absent or `*`.
+    /// - Throws: 412 `precondition_failed` when the header is present but names no version.
+    public static func expectedVersion(_ request: Request) throws -> Int? {
+        guard let value = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*"
+        else { return nil }
+        for candidate in value.split(separator: ",") {
+            var tag = candidate.trimmingCharacters(in: .whitespaces)
+            if tag.hasPrefix("W/") { continue }  // weak tags never match If-Match (RFC 9110 §13.1.1)
+            tag = tag.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            if let version = Int(tag) { return version }
+        }
+        throw AppError.preconditionFailed()
+    }
+
+    /// True when `If-None-Match` names the current tag (or `*`): answer 304.
+    public static func notModified(_ request: Request, etag: String) -> Bool {
+        guard let value = request.headers[.ifNoneMatch] else { return false }
+        if value.trimmingCharacters(in: .whitespaces) == "*" { return true }
+        return value.split(separator: ",").contains { candidate in
+            var tag = candidate.trimmingCharacters(in: .whitespaces)
+            if tag.hasPrefix("W/") { tag.removeFirst(2) }
+            return tag == etag
+        }
+    }
+
+    /// An empty 304 response carrying the tag.
+    public static func notModifiedResponse(etag: String) -> Response {
+        Response(status: .notModified, headers: [.eTag: etag])
+    }
+}

@@ -1,0 +1,170 @@
+public import CairnAccounts
+public import CairnHTTP
+public import CairnStorage
+public import CairnTasks
+import SQLKit
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import Metrics
+import NIOCore
+public import Prometheus
+import ServiceLifecycle
+import Synchronization
+
+/// Every module's migrations, in the order modules depend on each other.
+public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all
+
+/// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
+/// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
+public enum Observability {
+    /// The registry `/metrics` renders.
+    public static let registry = PrometheusCollectorRegistry()
+    private static let bootstrapped = Mutex(false)
+
+    /// Bootstraps swift-metrics with Prometheus, once.
+    public static func bootstrapMetrics() {
+        let first = bootstrapped.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .seconds(2.5), .seconds(5), .seconds(10),
+        ]
+        MetricsSystem.bootstrap(factory)
+    }
+}
+
+/// The wired parts of a Cairn node, for the CLI and tests.
+public struct CairnComponents: Sendable {
+    /// The database.
+    public let database: Database
+    /// Accounts use cases.
+    public let accounts: AccountService
+    /// Tasks persistence.
+    public let tasks: TaskStore
+}
+
+/// Opens the database, applies migrations when configured, loads keys, and wires the modules.
+/// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
+public func buildComponents(configuration: CairnConfiguration, logger: Logger) async throws -> CairnComponents {
+    if configuration.databaseURL == nil || configuration.jwtSecret == nil {
+        try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    }
+    let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
+    do {
+        if configuration.migrateOnStart {
+            try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
+        }
+        var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
+        tokenSettings.hmacSecret = configuration.jwtSecret
+        tokenSettings.accessTokenTTL = configuration.accessTokenTTL
+        tokenSettings.refreshTokenTTL = configuration.refreshTokenTTL
+        let tokens = try await TokenService(settings: tokenSettings)
+        let hasher = PasswordHasher(cost: configuration.bcryptCost, threads: configuration.bcryptThreads)
+        let accounts = AccountService(store: AccountStore(database: database), tokens: tokens, hasher: hasher, logger: logger)
+        return CairnComponents(database: database, accounts: accounts, tasks: TaskStore(database: database))
+    } catch {
+        await database.close()
+        throw error
+    }
+}
+
+/// Builds the router: middleware order, then each module's routes.
+///
+/// Order (outermost first): request id → metrics → problem+json mapping → request log → routes.
+/// Protected routes sit on a child context whose identity is not optional.
+public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
+    let routeIndex = RouteIndex()
+    let router = Router(context: CairnRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: ProblemMiddleware(routes: routeIndex))
+    router.add(middleware: LogRequestsMiddleware(.debug))
+
+    HealthController(database: components.database).addRoutes(to: router)
+    let authenticated = router.group()
+        .add(middleware: BearerMiddleware(accounts: components.accounts))
+        .group(context: AuthenticatedContext.self)
+    AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
+    UsersController(accounts: components.accounts).addRoutes(to: authenticated)
+    TasksController(store: components.tasks).addRoutes(to: authenticated)
+
+    routeIndex.load(from: router)
+    return router
+}
+
+/// Builds a Cairn node: components, router and HTTP server, with the database as a service
+/// that shuts down after the server has drained.
+public func buildApplication(configuration: CairnConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
+    Observability.bootstrapMetrics()
+    let components = try await buildComponents(configuration: configuration, logger: logger)
+    let router = buildRouter(components: components)
+    let hasher = components.accounts.hasher
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
+        services: [components.database, CleanupService { await hasher.shutdown() }],
+        onServerRunning: { channel in
+            logger.info(
+                "listening", metadata: ["address": .string(channel.localAddress?.description ?? "?"), "port": .stringConvertible(channel.localAddress?.port ?? 0)])
+        },
+        logger: logger
+    )
+}
+
+/// Runs an action on graceful shutdown (stopping thread pools and the like).
+struct CleanupService: Service {
+    let action: @Sendable () async -> Void
+    func run() async throws {
+        try? await gracefulShutdown()
+        await action()
+    }
+}
+
+/// `/health/live`, `/health/ready`, `/metrics`, `/openapi.yaml`.
+struct HealthController {
+    let database: Database
+
+    func addRoutes(to router: Router<CairnRequestContext>) {
+        router.get("health/live") { _, _ -> Response in
+            Self.json(#"{"status":"ok"}"#)
+        }
+        router.get("health/ready") { _, _ -> Response in
+            do {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { _ = try await database.read { try await $0.raw("SELECT 1 AS one").all() } }
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(2))
+                        throw CancellationError()
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            } catch {
+                throw AppError(.serviceUnavailable, code: "unavailable", detail: "The database is not reachable.", headers: [.retryAfter: "5"])
+            }
+            return Self.json(#"{"status":"ok","database":"ok"}"#)
+        }
+        router.get("metrics") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+        }
+        router.get("openapi.yaml") { _, _ -> Response in
+            guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let data = try? Data(contentsOf: url) else {
+                throw AppError.notFound()
+            }
+            return Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+    }
+
+    static func json(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}

@@ -1,0 +1,149 @@
+import Configuration
+public import Foundation
+import SystemPackage
+
+/// A setting with a bad value: start-up stops with one line naming it, and exit code 2.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    /// The environment variable naming the setting (e.g. `CAIRN_HTTP_PORT`).
+    public var setting: String
+    /// What is wrong with it.
+    public var problem: String
+    /// `invalid configuration: CAIRN_HTTP_PORT must be …`.
+    public var description: String { "invalid configuration: \(setting) \(problem)" }
+}
+
+/// Everything `cairn serve` can be told. Sources, highest precedence first: command-line flags,
+/// environment (`CAIRN_*`), an optional JSON file (`--config` / `CAIRN_CONFIG_FILE`, keys
+/// nested as in `{"http": {"port": 8080}}`), then these defaults.
+public struct CairnConfiguration: Sendable {
+    /// Listen address (`CAIRN_HTTP_HOST`, default 127.0.0.1).
+    public var httpHost = "127.0.0.1"
+    /// Listen port (`CAIRN_HTTP_PORT`, default 8080; 0 picks a free port).
+    public var httpPort = 8080
+    /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data).
+    public var dataDir = "./cairn-data"
+    /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
+    public var databaseURL: String?
+    /// HS256 secret (≥ 32 bytes) instead of Ed25519 keys (`CAIRN_JWT_SECRET`). Never logged.
+    public var jwtSecret: String?
+    /// Access token lifetime, seconds (`CAIRN_ACCESS_TOKEN_TTL`, default 900; accepts 15m, 1h).
+    public var accessTokenTTL = 900
+    /// Refresh token lifetime, seconds (`CAIRN_REFRESH_TOKEN_TTL`, default 30d).
+    public var refreshTokenTTL = 30 * 86_400
+    /// bcrypt cost 4...31 (`CAIRN_BCRYPT_COST`, default 12).
+    public var bcryptCost = 12
+    /// Threads that may hash passwords at once (`CAIRN_BCRYPT_THREADS`, default 1).
+    public var bcryptThreads = 1
+    /// `text` or `json` (`CAIRN_LOG_FORMAT`).
+    public var logFormat = "text"
+    /// swift-log level (`CAIRN_LOG_LEVEL`, default info).
+    public var logLevel = "info"
+    /// Apply pending migrations on start (`serve --no-migrate` turns it off).
+    public var migrateOnStart = true
+
+    /// Creates the defaults.
+    public init() {}
+
+    /// The SQLite database file inside the data directory.
+    public var sqlitePath: String { dataDir + "/cairn.sqlite" }
+    /// The Ed25519 key ring inside the data directory.
+    public var keyFile: String { dataDir + "/jwt-keys.json" }
+
+    /// Reads the configuration.
+    /// - Parameters:
+    ///   - flags: values given on the command line, keyed like `http.port`.
+    ///   - environment: the process environment (tests pass their own).
+    /// - Throws: `ConfigurationError` naming the first bad setting.
+    public static func load(flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> CairnConfiguration {
+        var providers: [any ConfigProvider] = []
+        var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, value) in flags {
+            flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(.string(value), isSecret: key == "jwt.secret")
+        }
+        providers.append(InMemoryProvider(name: "flags", values: flagValues))
+        providers.append(
+            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(["CAIRN_JWT_SECRET", "CAIRN_DATABASE_URL"]))
+                .prefixKeys(with: ["cairn"]))
+        if let file = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw ConfigurationError(setting: "CAIRN_CONFIG_FILE", problem: "names a file that is missing or not valid JSON: \(file)")
+            }
+        }
+        let reader = ConfigReader(providers: providers)
+        var config = CairnConfiguration()
+
+        func text(_ key: String) -> String? {
+            if let value = reader.string(forKey: ConfigKey(key.split(separator: ".").map(String.init))) { return value }
+            return reader.int(forKey: ConfigKey(key.split(separator: ".").map(String.init))).map(String.init)
+        }
+        func env(_ key: String) -> String { "CAIRN_" + key.uppercased().replacingOccurrences(of: ".", with: "_") }
+        func integer(_ key: String, _ range: ClosedRange<Int>, default value: Int) throws -> Int {
+            guard let raw = text(key) else { return value }
+            guard let parsed = Int(raw.trimmingCharacters(in: .whitespaces)), range.contains(parsed) else {
+                throw ConfigurationError(setting: env(key), problem: "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
+            }
+            return parsed
+        }
+        func duration(_ key: String, default value: Int) throws -> Int {
+            guard let raw = text(key) else { return value }
+            guard let seconds = parseDuration(raw), seconds >= 1, seconds <= 10 * 365 * 86_400 else {
+                throw ConfigurationError(setting: env(key), problem: "must be a duration like 900, 15m, 12h or 30d, got '\(raw)'")
+            }
+            return seconds
+        }
+
+        if let host = text("http.host") {
+            guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" }) else {
+                throw ConfigurationError(setting: "CAIRN_HTTP_HOST", problem: "must be a host name or IP address, got '\(host)'")
+            }
+            config.httpHost = host
+        }
+        config.httpPort = try integer("http.port", 0...65_535, default: config.httpPort)
+        if let dir = text("data.dir") {
+            guard !dir.isEmpty else { throw ConfigurationError(setting: "CAIRN_DATA_DIR", problem: "must not be empty") }
+            config.dataDir = dir
+        }
+        if let url = text("database.url"), !url.isEmpty {
+            guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+                throw ConfigurationError(setting: "CAIRN_DATABASE_URL", problem: "must start with postgres:// (leave it unset for embedded SQLite)")
+            }
+            config.databaseURL = url
+        }
+        if let secret = text("jwt.secret"), !secret.isEmpty {
+            guard secret.utf8.count >= 32 else {
+                throw ConfigurationError(setting: "CAIRN_JWT_SECRET", problem: "must be at least 32 bytes (RFC 7518 §3.2)")
+            }
+            config.jwtSecret = secret
+        }
+        config.accessTokenTTL = try duration("access.token.ttl", default: config.accessTokenTTL)
+        config.refreshTokenTTL = try duration("refresh.token.ttl", default: config.refreshTokenTTL)
+        config.bcryptCost = try integer("bcrypt.cost", 4...31, default: config.bcryptCost)
+        config.bcryptThreads = try integer("bcrypt.threads", 1...64, default: config.bcryptThreads)
+        if let format = text("log.format") {
+            guard ["text", "json"].contains(format) else {
+                throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")
+            }
+            config.logFormat = format
+        }
+        if let level = text("log.level") {
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
+                throw ConfigurationError(setting: "CAIRN_LOG_LEVEL", problem: "must be one of trace, debug, info, notice, warning, error, critical")
+            }
+            config.logLevel = level
+        }
+        return config
+    }
+
+    /// Seconds from `900`, `90s`, `15m`, `12h` or `30d`.
+    static func parseDuration(_ raw: String) -> Int? {
+        let text = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        guard let last = text.last else { return nil }
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        if let unit = units[last] {
+            return Int(text.dropLast()).map { $0 * unit }
+        }
+        return Int(text)
+    }
+}

@@ -1,0 +1,290 @@
+public import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PostgresKit
+import PostgresNIO
+public import SQLKit
+import SQLiteKit
+public import ServiceLifecycle
+
+import Foundation
+
+/// The SQL dialect in use. Repositories branch on it only where the engines truly differ.
+public enum Dialect: String, Sendable {
+    case sqlite, postgres
+}
+
+/// A coded storage failure that reaches operators (start-up) rather than HTTP clients.
+public struct StorageError: Error, Sendable, CustomStringConvertible {
+    /// Stable code: `invalid_database_url`, `database_unreachable`, `migration_failed`.
+    public var code: String
+    /// What went wrong, without credentials.
+    public var message: String
+    /// Creates an error.
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+    /// `code: message`.
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Cairn's one database handle: SQLKit over embedded SQLite or PostgreSQL.
+///
+/// - SQLite: WAL mode, `synchronous=FULL` (a commit is durable), one writer connection behind
+///   an async FIFO lock and a few reader connections; every call runs on a private thread pool,
+///   never on an event loop. Single node only.
+/// - PostgreSQL: a `PostgresClient` pool; several nodes may share one database.
+///
+/// It is a `Service`: add it to the `ServiceGroup` first so it is shut down last.
+public final class Database: Sendable, Service {
+    /// The dialect of the underlying engine.
+    public let dialect: Dialect
+    private let backend: Backend
+    private let logger: Logger
+
+    private enum Backend: Sendable {
+        case sqlite(SQLiteBackend)
+        case postgres(PostgresBackend)
+    }
+
+    private init(dialect: Dialect, backend: Backend, logger: Logger) {
+        self.dialect = dialect
+        self.backend = backend
+        self.logger = logger
+    }
+
+    /// Opens the database named by `url`: `postgres://user:pass@host:port/db[?sslmode=…]`
+    /// (or `postgresql://`) for PostgreSQL, otherwise a SQLite file at `sqlitePath`.
+    ///
+    /// PostgreSQL is checked with `SELECT 1` under `startupTimeout`, so a wrong host or password
+    /// fails fast with `database_unreachable` instead of retrying forever.
+    /// - Throws: `StorageError` (`invalid_database_url`, `database_unreachable`).
+    public static func open(
+        url: String?, sqlitePath: String, logger: Logger, startupTimeout: Duration = .seconds(15)
+    ) async throws -> Database {
+        if let url, !url.isEmpty {
+            let backend = try PostgresBackend(url: url, logger: logger)
+            let database = Database(dialect: .postgres, backend: .postgres(backend), logger: logger)
+            do {
+                try await withTimeout(startupTimeout) {
+                    try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
+                }
+            } catch {
+                await backend.shutdown()
+                throw StorageError(
+                    code: "database_unreachable",
+                    message: "cannot reach PostgreSQL at \(backend.redactedURL): \(Self.describe(error))")
+            }
+            return database
+        }
+        let backend = try await SQLiteBackend.open(path: sqlitePath, logger: logger)
+        return Database(dialect: .sqlite, backend: .sqlite(backend), logger: logger)
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        if error is TimeoutError { return "timed out" }
+        return String(describing: error).prefix(200).description
+    }
+
+    /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
+    public func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        switch backend {
+        case .sqlite(let sqlite): return try await body(sqlite.reader())
+        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        }
+    }
+
+    /// Runs single-statement writes without a transaction. SQLite: on the writer, serialized.
+    public func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        switch backend {
+        case .sqlite(let sqlite): return try await sqlite.withWriter { try await body($0) }
+        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        }
+    }
+
+    /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
+    /// SQLite uses `BEGIN IMMEDIATE` (the write lock is taken up front, so no upgrade deadlock).
+    public func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        switch backend {
+        case .sqlite(let sqlite):
+            return try await sqlite.withWriter { db in
+                try await Self.inTransaction(db, begin: "BEGIN IMMEDIATE", body)
+            }
+        case .postgres(let postgres):
+            return try await postgres.client.withConnection { connection in
+                try await Self.inTransaction(connection.sql(), begin: "BEGIN", body)
+            }
+        }
+    }
+
+    private static func inTransaction<R: Sendable>(
+        _ db: any SQLDatabase, begin: String, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R
+    ) async throws -> R {
+        try await db.raw(SQLQueryString(begin)).run()
+        do {
+            let result = try await body(db)
+            try await db.raw("COMMIT").run()
+            return result
+        } catch {
+            try? await db.raw("ROLLBACK").run()
+            throw error
+        }
+    }
+
+    /// Runs `body` in a transaction that first takes a database-wide exclusive lock named by
+    /// `key`: `pg_advisory_xact_lock` on PostgreSQL, the SQLite write lock otherwise. Used for
+    /// migrations, so several nodes starting at once apply each one exactly once.
+    public func withExclusiveLock<R: Sendable>(key: Int64, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await transaction { [dialect] db in
+            if dialect == .postgres {
+                try await db.raw("SELECT pg_advisory_xact_lock(\(bind: key))").run()
+            }
+            return try await body(db)
+        }
+    }
+
+    /// Waits for graceful shutdown, then closes every connection.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+
+    /// Closes every connection. Safe to call more than once.
+    public func close() async {
+        switch backend {
+        case .sqlite(let sqlite): await sqlite.close()
+        case .postgres(let postgres): await postgres.shutdown()
+        }
+    }
+}
+
+struct TimeoutError: Error {}
+
+func withTimeout<R: Sendable>(_ duration: Duration, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+    try await withThrowingTaskGroup(of: R.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: duration)
+            throw TimeoutError()
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
+/// PostgreSQL through postgres-nio's `PostgresClient`, whose `run()` drives the pool.
+final class PostgresBackend: Sendable {
+    let client: PostgresClient
+    let redactedURL: String
+    private let runner: Task<Void, Never>
+
+    init(url: String, logger: Logger) throws {
+        guard let components = URLComponents(string: url),
+            let scheme = components.scheme, scheme == "postgres" || scheme == "postgresql",
+            let host = components.host, !host.isEmpty
+        else {
+            throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL must look like postgres://user:password@host:5432/database")
+        }
+        let user = components.user.flatMap { $0.removingPercentEncoding } ?? "postgres"
+        let password = components.password.flatMap { $0.removingPercentEncoding }
+        let database = String(components.path.drop(while: { $0 == "/" }))
+        let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
+        let tls: PostgresClient.Configuration.TLS
+        switch sslmode {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        default:
+            throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
+        }
+        var configuration = PostgresClient.Configuration(
+            host: host, port: components.port ?? 5432, username: user, password: password,
+            database: database.isEmpty ? nil : database, tls: tls)
+        configuration.options.maximumConnections = 16
+        configuration.options.connectTimeout = .seconds(5)
+        self.redactedURL = "\(scheme)://\(user)@\(host):\(components.port ?? 5432)/\(database)"
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.client = client
+        self.runner = Task { await client.run() }
+    }
+
+    func shutdown() async {
+        runner.cancel()
+        _ = await runner.value
+    }
+}
+
+/// Embedded SQLite: one writer behind an async lock, several readers, a private thread pool.
+final class SQLiteBackend: Sendable {
+    private let writer: SQLiteConnection
+    private let readers: [SQLiteConnection]
+    private let writeLock = AsyncLock()
+    private let nextReader = AtomicCounter()
+    private let threadPool: NIOThreadPool
+
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], threadPool: NIOThreadPool) {
+        self.writer = writer
+        self.readers = readers
+        self.threadPool = threadPool
+    }
+
+    static func open(path: String, logger: Logger) async throws -> SQLiteBackend {
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        let storage: SQLiteConnection.Storage = path == ":memory:" ? .memory : .file(path: path)
+        let writer = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger, on: eventLoop)
+        let writerSQL = writer.sql()
+        if path != ":memory:" {
+            _ = try await writerSQL.raw("PRAGMA journal_mode=WAL").all()
+        }
+        for pragma in ["PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
+            _ = try await writerSQL.raw(SQLQueryString(pragma)).all()
+        }
+        var readers: [SQLiteConnection] = []
+        if path != ":memory:" {
+            for _ in 0..<3 {
+                let reader = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+                _ = try await reader.sql().raw("PRAGMA busy_timeout=10000").all()
+                readers.append(reader)
+            }
+        }
+        return SQLiteBackend(writer: writer, readers: readers, threadPool: pool)
+    }
+
+    func reader() -> any SQLDatabase {
+        if readers.isEmpty { return writer.sql() }
+        return readers[nextReader.next() % readers.count].sql()
+    }
+
+    func withWriter<R: Sendable>(_ body: @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await writeLock.withLock { try await body(writer.sql()) }
+    }
+
+    func close() async {
+        for connection in readers + [writer] where !connection.isClosed {
+            try? await connection.close()
+        }
+        try? await threadPool.shutdownGracefully()
+    }
+}
+
+extension Database {
+    /// True when `error` is a unique-constraint violation on either engine (SQLite
+    /// `SQLITE_CONSTRAINT_UNIQUE`/primary key, PostgreSQL SQLSTATE 23505).
+    public static func isUniqueViolation(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            return error.serverInfo?[.sqlState] == "23505"
+        }
+        if let error = error as? SQLiteError {
+            return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
+        }
+        return false
+    }
+}

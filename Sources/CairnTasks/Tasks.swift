@@ -1,0 +1,179 @@
+public import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// A to-do item of a tenant.
+public struct TaskItem: Sendable, Equatable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// Owning tenant (never shown to clients: it is always the caller's).
+    public var tenantId: String
+    /// Trimmed, 1–200 characters.
+    public var title: String
+    /// Up to 10,000 characters, or nil.
+    public var description: String?
+    /// Done or not.
+    public var completed: Bool
+    /// Id of the user who created it.
+    public var createdBy: String
+    /// Row version, the `ETag`.
+    public var version: Int
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+    /// Epoch milliseconds.
+    public var updatedAt: Int64
+
+    /// `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("title")
+        writer.string(title)
+        writer.key("description")
+        writer.string(description)
+        writer.key("completed")
+        writer.bool(completed)
+        writer.key("createdBy")
+        writer.string(createdBy)
+        writer.key("createdAt")
+        writer.string(Timestamp.format(milliseconds: createdAt))
+        writer.key("updatedAt")
+        writer.string(Timestamp.format(milliseconds: updatedAt))
+        writer.objectEnd()
+    }
+}
+
+/// The tasks module's tables.
+public enum TasksMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "tasks", version: 1, name: "tasks",
+            sql: [
+                """
+                CREATE TABLE tasks (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    title TEXT NOT NULL,
+                    description TEXT,
+                    completed BOOLEAN NOT NULL,
+                    created_by TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX tasks_tenant ON tasks (tenant_id, id)",
+                "CREATE INDEX tasks_tenant_completed ON tasks (tenant_id, completed, id)",
+            ])
+    ]
+}
+
+/// A validated change to a task; nil fields stay as they are.
+public struct TaskChange: Sendable {
+    /// New title.
+    public var title: String?
+    /// New description; `.some(nil)` clears it.
+    public var description: String??
+    /// New completion state.
+    public var completed: Bool?
+
+    /// Creates a change.
+    public init(title: String? = nil, description: String?? = nil, completed: Bool? = nil) {
+        self.title = title
+        self.description = description
+        self.completed = completed
+    }
+}
+
+/// Task persistence, tenant-scoped in every query: another tenant's task is simply absent.
+public struct TaskStore: Sendable {
+    let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let columns = "id, tenant_id, title, description, completed, created_by, version, created_at, updated_at"
+
+    static func task(from row: any SQLRow) throws -> TaskItem {
+        TaskItem(
+            id: try row.decode(column: "id", as: String.self),
+            tenantId: try row.decode(column: "tenant_id", as: String.self),
+            title: try row.decode(column: "title", as: String.self),
+            description: try row.decode(column: "description", as: String?.self),
+            completed: try row.decode(column: "completed", as: Bool.self),
+            createdBy: try row.decode(column: "created_by", as: String.self),
+            version: try row.decode(column: "version", as: Int.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+    }
+
+    /// A page of a tenant's tasks, newest first (UUIDv7 ids sort by creation time).
+    public func list(tenantId: String, completed: Bool?, page: PageRequest) async throws -> Page<TaskItem> {
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
+            if let completed { query = query + " AND completed = \(bind: completed)" }
+            if let after = page.after { query = query + " AND id < \(bind: after)" }
+            query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
+            return try await db.raw(query).all()
+        }
+        var tasks = try rows.map(Self.task(from:))
+        var next: String?
+        if tasks.count > page.limit {
+            tasks.removeLast()
+            next = tasks.last.map { Cursor.encode($0.id) }
+        }
+        return Page(items: tasks, nextCursor: next)
+    }
+
+    /// One task of the tenant, or nil.
+    public func get(id: String, tenantId: String) async throws -> TaskItem? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+                .map(Self.task(from:))
+        }
+    }
+
+    /// Inserts a new task.
+    public func insert(_ task: TaskItem) async throws {
+        try await database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES (\(bind: task.id), \(bind: task.tenantId), \(bind: task.title),
+                    \(bind: task.description), \(bind: task.completed), \(bind: task.createdBy), \(bind: task.version),
+                    \(bind: task.createdAt), \(bind: task.updatedAt))
+                """
+            ).run()
+        }
+    }
+
+    /// Applies a change when the version matches (any version when nil); nil when the task is
+    /// missing or its version moved on.
+    public func update(id: String, tenantId: String, expectedVersion: Int?, change: TaskChange) async throws -> TaskItem? {
+        guard UUIDv7.isValid(id) else { return nil }
+        let now = WallClock.milliseconds()
+        return try await database.write { db in
+            var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
+            if let title = change.title { sets.append(SQLQueryString("title = \(bind: title)")) }
+            if let description = change.description { sets.append(SQLQueryString("description = \(bind: description)")) }
+            if let completed = change.completed { sets.append(SQLQueryString("completed = \(bind: completed)")) }
+            var query: SQLQueryString = "UPDATE tasks SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+            return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.task(from:))
+        }
+    }
+
+    /// Deletes a task when the version matches (any when nil); false when nothing was deleted.
+    public func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
+        guard UUIDv7.isValid(id) else { return false }
+        return try await database.write { db in
+            var query: SQLQueryString = "DELETE FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+            return try await db.raw(query + " RETURNING id").first() != nil
+        }
+    }
+}

@@ -1,0 +1,137 @@
+public import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+
+/// `/tasks`: list, create, read, update, delete, scoped to the caller's tenant.
+public struct TasksController: Sendable {
+    let store: TaskStore
+
+    /// Creates the controller.
+    public init(store: TaskStore) {
+        self.store = store
+    }
+
+    /// Validation limits.
+    static let maxTitle = 200
+    static let maxDescription = 10_000
+
+    struct CreateBody: Decodable {
+        var title: String
+        var description: String?
+        var completed: Bool?
+    }
+
+    struct PatchBody: Decodable {
+        var title: PatchField<String>
+        var description: PatchField<String>
+        var completed: PatchField<Bool>
+        enum CodingKeys: String, CodingKey { case title, description, completed }
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            title = try container.decodePatch(String.self, forKey: .title)
+            description = try container.decodePatch(String.self, forKey: .description)
+            completed = try container.decodePatch(Bool.self, forKey: .completed)
+        }
+    }
+
+    static func validTitle(_ raw: String, into issues: inout [FieldIssue]) -> String? {
+        let title = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...maxTitle).contains(title.count) else {
+            issues.append(FieldIssue(field: "title", issue: "must be 1 to \(maxTitle) characters after trimming"))
+            return nil
+        }
+        return title
+    }
+
+    static func checkDescription(_ description: String?, into issues: inout [FieldIssue]) {
+        if let description, description.count > maxDescription {
+            issues.append(FieldIssue(field: "description", issue: "must be at most \(maxDescription) characters"))
+        }
+    }
+
+    static func response(_ task: TaskItem, status: HTTPResponse.Status = .ok) -> Response {
+        .json(task, status: status, headers: [.eTag: ETag.of(version: task.version)])
+    }
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.get("tasks") { request, context -> Response in
+            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+            var completed: Bool?
+            if let raw = request.uri.queryParameters.get("completed") {
+                guard let value = Bool(raw) else { throw AppError.invalidField("completed", "must be true or false") }
+                completed = value
+            }
+            return .json(try await store.list(tenantId: context.identity.tenantId, completed: completed, page: page))
+        }
+        group.post("tasks") { request, context -> Response in
+            var request = request
+            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+            var issues: [FieldIssue] = []
+            let title = Self.validTitle(body.title, into: &issues)
+            Self.checkDescription(body.description, into: &issues)
+            guard issues.isEmpty, let title else { throw AppError.invalidInput(issues) }
+            let now = WallClock.milliseconds()
+            let task = TaskItem(
+                id: UUIDv7.make(), tenantId: context.identity.tenantId, title: title, description: body.description,
+                completed: body.completed ?? false, createdBy: context.identity.userId, version: 1, createdAt: now, updatedAt: now)
+            try await store.insert(task)
+            var response = Self.response(task, status: .created)
+            response.headers[.location] = "/tasks/\(task.id)"
+            return response
+        }
+        group.get("tasks/:id") { request, context -> Response in
+            guard let task = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
+                throw AppError.notFound("No such task.")
+            }
+            let etag = ETag.of(version: task.version)
+            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+            return Self.response(task)
+        }
+        group.patch("tasks/:id") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let expected = try ETag.expectedVersion(request)
+            var request = request
+            let body = try await request.decodeJSON(as: PatchBody.self, context: context)
+            var issues: [FieldIssue] = []
+            var change = TaskChange()
+            switch body.title {
+            case .absent: break
+            case .null: issues.append(FieldIssue(field: "title", issue: "must be a string, not null"))
+            case .value(let raw): change.title = Self.validTitle(raw, into: &issues)
+            }
+            switch body.description {
+            case .absent: break
+            case .null: change.description = .some(nil)
+            case .value(let text):
+                Self.checkDescription(text, into: &issues)
+                change.description = .some(text)
+            }
+            switch body.completed {
+            case .absent: break
+            case .null: issues.append(FieldIssue(field: "completed", issue: "must be a boolean, not null"))
+            case .value(let value): change.completed = value
+            }
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+            let tenantId = context.identity.tenantId
+            if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
+                return Self.response(task)
+            }
+            // Tell "gone" (404) from "changed since your ETag" (412).
+            if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+            throw AppError.notFound("No such task.")
+        }
+        group.delete("tasks/:id") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let expected = try ETag.expectedVersion(request)
+            let tenantId = context.identity.tenantId
+            if try await store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
+                return Response(status: .noContent)
+            }
+            if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+            throw AppError.notFound("No such task.")
+        }
+    }
+}

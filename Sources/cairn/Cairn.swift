@@ -1,0 +1,215 @@
+import ArgumentParser
+import CairnAccounts
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import Foundation
+import Hummingbird
+import Logging
+
+/// The `cairn` command: serve, migrate, and operator tasks.
+@main
+struct Cairn: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cairn",
+        abstract: "Cairn: a self-hostable backend server (tasks, accounts, JWT auth).",
+        subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// Settings shared by every command; each maps to a `CAIRN_*` variable and wins over it.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "JSON configuration file (CAIRN_CONFIG_FILE).") var config: String?
+    @Option(help: "Data directory for SQLite and signing keys (CAIRN_DATA_DIR, default ./cairn-data).") var dataDir: String?
+    @Option(help: "postgres://user:pass@host:5432/db to use PostgreSQL (CAIRN_DATABASE_URL).") var databaseURL: String?
+    @Option(help: "Log format: text or json (CAIRN_LOG_FORMAT).") var logFormat: String?
+    @Option(help: "Log level (CAIRN_LOG_LEVEL, default info).") var logLevel: String?
+
+    var flags: [String: String] {
+        var flags: [String: String] = [:]
+        flags["config.file"] = config
+        flags["data.dir"] = dataDir
+        flags["database.url"] = databaseURL
+        flags["log.format"] = logFormat
+        flags["log.level"] = logLevel
+        return flags
+    }
+
+    /// Loads the configuration and bootstraps logging; a bad value prints one line and exits 2.
+    func load(extra: [String: String] = [:]) async throws -> (CairnConfiguration, Logger) {
+        let configuration: CairnConfiguration
+        do {
+            configuration = try await CairnConfiguration.load(flags: flags.merging(extra) { $1 })
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        let json = configuration.logFormat == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardOutput(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return (configuration, Logger(label: "cairn"))
+    }
+}
+
+/// Prints a start-up failure as one line and exits 1.
+func fail(_ error: any Error) -> ExitCode {
+    let text: String
+    switch error {
+    case let error as AppError: text = "\(error.code): \(error.detail ?? "")" + (error.errors.isEmpty ? "" : " " + error.errors.map { "\($0.field) \($0.issue)" }.joined(separator: "; "))
+    case let error as StorageError: text = error.description
+    case let error as KeyRingError: text = error.description
+    default: text = String(describing: error).prefix(300).description
+    }
+    FileHandle.standardError.write(Data("cairn: \(text)\n".utf8))
+    return ExitCode(1)
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the HTTP server (applies pending migrations first).")
+
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Listen address (CAIRN_HTTP_HOST, default 127.0.0.1).") var host: String?
+    @Option(help: "Listen port (CAIRN_HTTP_PORT, default 8080).") var port: String?
+    @Flag(help: "Do not apply pending migrations; leave them to `cairn migrate`.") var noMigrate = false
+
+    func run() async throws {
+        var extra: [String: String] = [:]
+        extra["http.host"] = host
+        extra["http.port"] = port
+        var (configuration, logger) = try await options.load(extra: extra)
+        configuration.migrateOnStart = !noMigrate
+        logger.info(
+            "starting cairn",
+            metadata: ["database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir)])
+        let app: any ApplicationProtocol
+        do {
+            app = try await buildApplication(configuration: configuration, logger: logger)
+        } catch {
+            throw fail(error)
+        }
+        try await app.runService()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply pending database migrations and exit.")
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let (configuration, logger) = try await options.load()
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+            let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
+            defer { Task { await database.close() } }
+            let applied = try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
+            print(applied.isEmpty ? "no pending migrations" : "applied \(applied.count): \(applied.joined(separator: ", "))")
+            await database.close()
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// Runs `body` with wired components, closing the database afterwards.
+func withComponents(_ options: CommonOptions, _ body: (CairnComponents) async throws -> Void) async throws {
+    let (configuration, logger) = try await options.load()
+    do {
+        let components = try await buildComponents(configuration: configuration, logger: logger)
+        do {
+            try await body(components)
+        } catch {
+            await components.database.close()
+            throw error
+        }
+        await components.database.close()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        throw fail(error)
+    }
+}
+
+struct TenantCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tenant", abstract: "Manage tenants.", subcommands: [Create.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a tenant and print its id.")
+        @OptionGroup var options: CommonOptions
+        @Option(help: "Tenant name.") var name: String
+
+        func run() async throws {
+            guard let clean = AccountRules.normalizeName(name) else {
+                throw ValidationError("--name must be 1 to 100 characters")
+            }
+            try await withComponents(options) { components in
+                print(try await components.accounts.store.createTenant(name: clean))
+            }
+        }
+    }
+}
+
+struct UserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "user", abstract: "Manage users.", subcommands: [Create.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a user. Without --tenant, creates a new tenant with the user as owner.",
+            discussion: "The password comes from --password-stdin, or CAIRN_USER_PASSWORD; otherwise one is generated and printed once.")
+        @OptionGroup var options: CommonOptions
+        @Option(help: "Email address.") var email: String
+        @Option(help: "Display name (default: the part of the email before @).") var name: String?
+        @Option(help: "Tenant id to add the user to.") var tenant: String?
+        @Flag(help: "Make the user an admin (owner when a new tenant is created).") var admin = false
+        @Flag(help: "Read the password from standard input.") var passwordStdin = false
+
+        func run() async throws {
+            var password = ProcessInfo.processInfo.environment["CAIRN_USER_PASSWORD"]
+            var generated = false
+            if passwordStdin {
+                password = readLine(strippingNewline: true)
+            }
+            if password == nil {
+                var generator = SystemRandomNumberGenerator()
+                password = Base64URL.encode((0..<18).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
+                generated = true
+            }
+            let displayName = name ?? String(email.split(separator: "@").first ?? "user")
+            try await withComponents(options) { components in
+                let user: User
+                if let tenant {
+                    user = try await components.accounts.createUser(
+                        operatorTenantId: tenant, email: email, name: displayName, role: admin ? .admin : .member, password: password!)
+                } else {
+                    user = try await components.accounts.register(email: email, password: password!, name: displayName, tenantName: nil)
+                }
+                print("created user \(user.id) in tenant \(user.tenantId) with role \(user.role.rawValue)")
+                if generated { print("password: \(password!)") }
+            }
+        }
+    }
+}
+
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Manage JWT signing keys.", subcommands: [Rotate.self])
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new Ed25519 signing key; older keys stay for verification until their tokens expire.")
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let (configuration, _) = try await options.load()
+            do {
+                try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+                let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accessTokenTTL)
+                print("new signing key \(kid); running nodes pick it up within seconds")
+            } catch {
+                throw fail(error)
+            }
+        }
+    }
+}
