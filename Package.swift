@@ -115,29 +115,83 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "CairnTestSupport",
+            dependencies: [
+                "CairnServer", "CairnStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+            ],
+            path: "Tests/CairnTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CairnHTTPTests",
-            dependencies: ["CairnHTTP", .product(name: "HummingbirdTesting", package: "hummingbird")],
+            dependencies: [
+                "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnStorageTests",
-            dependencies: ["CairnStorage"],
+            dependencies: [
+                "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnAccountsTests",
-            dependencies: ["CairnAccounts", "CairnServer", .product(name: "HummingbirdTesting", package: "hummingbird")],
+            dependencies: [
+                "CairnAccounts", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnTasksTests",
-            dependencies: ["CairnTasks", "CairnServer", .product(name: "HummingbirdTesting", package: "hummingbird")],
+            dependencies: [
+                "CairnTasks", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnServerTests",
-            dependencies: ["CairnServer", .product(name: "HummingbirdTesting", package: "hummingbird")],
+            dependencies: [
+                "CairnAccounts", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

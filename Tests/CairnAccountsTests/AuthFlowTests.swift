@@ -1,0 +1,177 @@
+import CairnAccounts
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@Suite("Registration and login")
+struct RegistrationTests {
+    @Test(arguments: TestEngine.available)
+    func registerCreatesOwnerWithoutLeakingTheHash(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let response = try await client.json(.post, "/auth/register", ["email": "  Ada@Example.COM ", "password": "long enough pw", "name": " Ada ", "tenantName": "Analytical"])
+            #expect(response.status == .created)
+            let user = response.object
+            #expect(user["email"] as? String == "Ada@Example.COM")
+            #expect(user["name"] as? String == "Ada")
+            #expect(user["role"] as? String == "owner")
+            #expect(response.headers[.location] == "/users/\(user["id"] as? String ?? "")")
+            #expect(!response.text.contains("$2"))  // no bcrypt hash anywhere
+            #expect(!response.text.lowercased().contains("password"))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func emailsDifferingOnlyInCaseOrNormalisationAreOneAccount(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let first = try await client.json(.post, "/auth/register", ["email": "jos\u{E9}@example.com", "password": "long enough pw", "name": "A"])
+            #expect(first.status == .created)
+            let upper = try await client.json(.post, "/auth/register", ["email": "JOS\u{C9}@EXAMPLE.COM", "password": "long enough pw", "name": "B"])
+            #expect(upper.status == .conflict)
+            #expect(upper.code == "conflict")
+            // "e" + combining acute accent is the same address after NFC normalisation.
+            let decomposed = try await client.json(.post, "/auth/register", ["email": "jose\u{301}@example.com", "password": "long enough pw", "name": "C"])
+            #expect(decomposed.status == .conflict)
+            let login = try await client.json(.post, "/auth/login", ["email": "JOSE\u{301}@example.com", "password": "long enough pw"])
+            #expect(login.status == .ok)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func invalidFieldsAreListed(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let response = try await client.json(.post, "/auth/register", ["email": "not-an-email", "password": "short", "name": ""])
+            #expect(response.status == .badRequest)
+            #expect(response.code == "invalid_input")
+            let fields = Set((response.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String })
+            #expect(fields == ["email", "password", "name"])
+            let long = try await client.json(.post, "/auth/register", ["email": "a@b.co", "password": String(repeating: "x", count: 129), "name": "A"])
+            #expect(long.status == .badRequest)
+            let wrongType = try await client.json(.post, "/auth/register", ["email": "a@b.co", "password": 12345678, "name": "A"])
+            #expect(wrongType.status == .badRequest)
+            #expect((wrongType.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "password")
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func loginAnswersTheSameForUnknownEmailAndWrongPassword(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            _ = try await client.registerAndLogin(email: "bob@example.com")
+            let wrong = try await client.json(.post, "/auth/login", ["email": "bob@example.com", "password": "wrong password"])
+            let unknown = try await client.json(.post, "/auth/login", ["email": "nobody@example.com", "password": "wrong password"])
+            #expect(wrong.status == .unauthorized)
+            #expect(unknown.status == .unauthorized)
+            #expect(wrong.code == "invalid_credentials")
+            #expect(wrong.text == unknown.text)
+            let ok = try await client.login(email: "BOB@example.com", password: "correct horse battery")
+            #expect(ok["tokenType"] as? String == "Bearer")
+            #expect(ok["expiresIn"] as? Int == 900)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func loginIsRateLimitedPerEmailInTheDatabase(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            _ = try await client.registerAndLogin(email: "carol@example.com")
+            for _ in 0..<5 {
+                let response = try await client.json(.post, "/auth/login", ["email": "carol@example.com", "password": "wrong password"])
+                #expect(response.status == .unauthorized)
+            }
+            // Even the right password is refused now.
+            let limited = try await client.json(.post, "/auth/login", ["email": "Carol@example.com", "password": "correct horse battery"])
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "rate_limited")
+            let retryAfter = Int(limited.headers[.retryAfter] ?? "") ?? 0
+            #expect(retryAfter > 800 && retryAfter <= 900)
+            #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "5;w=900")
+            // The counters live in the database, where every node reads them.
+            let count = try await components.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(count == 5)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            for index in 0..<20 {
+                _ = try await client.json(.post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"])
+            }
+            let limited = try await client.json(.post, "/auth/login", ["email": "fresh@example.com", "password": "wrong password"])
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "20;w=900")
+        }
+    }
+}
+
+@Suite("Refresh tokens")
+struct RefreshTokenTests {
+    @Test(arguments: TestEngine.available)
+    func refreshRotatesAndReuseRevokesTheFamily(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "dan@example.com")
+            let first = tokens["refreshToken"] as! String
+            let rotated = try await client.json(.post, "/auth/refresh-token", ["refreshToken": first])
+            #expect(rotated.status == .ok)
+            #expect(rotated.headers[.cacheControl] == "no-store")
+            let second = rotated.object["refreshToken"] as! String
+            #expect(second != first)
+            let reused = try await client.json(.post, "/auth/refresh-token", ["refreshToken": first])
+            #expect(reused.status == .unauthorized)
+            #expect(reused.code == "refresh_token_reused")
+            // The whole family is revoked: the newest token no longer works either.
+            let afterReuse = try await client.json(.post, "/auth/refresh-token", ["refreshToken": second])
+            #expect(afterReuse.status == .unauthorized)
+            let unknown = try await client.json(.post, "/auth/refresh-token", ["refreshToken": "made-up"])
+            #expect(unknown.code == "invalid_refresh_token")
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func concurrentRefreshesWithOneTokenLetExactlyOneSucceed(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            for round in 0..<3 {
+                let (_, tokens) = try await client.registerAndLogin(email: "race\(round)@example.com")
+                let token = tokens["refreshToken"] as! String
+                let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask { try await client.json(.post, "/auth/refresh-token", ["refreshToken": token]).status }
+                    }
+                    return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+                }
+                #expect(statuses.filter { $0 == .ok }.count == 1)
+                #expect(statuses.filter { $0 == .unauthorized }.count == 7)
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func logoutRevokesTheFamilyAndLogoutAllEveryAccessToken(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, session1) = try await client.registerAndLogin(email: "erin@example.com")
+            let session2 = try await client.login(email: "erin@example.com", password: "correct horse battery")
+            let logout = try await client.json(.post, "/auth/logout", ["refreshToken": session1["refreshToken"] as! String])
+            #expect(logout.status == .noContent)
+            let refused = try await client.json(.post, "/auth/refresh-token", ["refreshToken": session1["refreshToken"] as! String])
+            #expect(refused.status == .unauthorized)
+            // The other session is untouched by a single logout.
+            let access2 = session2["accessToken"] as! String
+            #expect(try await client.json(.get, "/users/me", token: access2).status == .ok)
+            let all = try await client.json(.post, "/auth/logout-all", token: access2)
+            #expect(all.status == .noContent)
+            let afterAll = try await client.json(.get, "/users/me", token: access2)
+            #expect(afterAll.status == .unauthorized)
+            #expect(afterAll.code == "invalid_token")
+            #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
+            // A new login works again.
+            let fresh = try await client.login(email: "erin@example.com", password: "correct horse battery")
+            #expect(try await client.json(.get, "/users/me", token: fresh["accessToken"] as? String).status == .ok)
+        }
+    }
+}
