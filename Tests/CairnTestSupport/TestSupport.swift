@@ -145,3 +145,14 @@ extension TestResponse {
     /// The problem `code` of an error body.
     public var code: String? { object["code"] as? String }
 }
+
+/// Awaits a condition, re-checking every 100 ms until it holds or `timeout` passes; returns
+/// whether it held. For effects that are asynchronous by design (cross-node propagation).
+public func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return try await condition()
+}

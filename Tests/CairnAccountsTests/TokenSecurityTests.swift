@@ -1,0 +1,214 @@
+import CairnAccounts
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Crypto
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+/// Builds compact JWS strings by hand, to forge what a library would refuse to produce.
+enum Forge {
+    static func encode(_ object: [String: Any]) -> String {
+        Base64URL.encode(try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+    }
+
+    static func parts(_ token: String) -> (header: [String: Any], claims: [String: Any], signature: String) {
+        let pieces = token.split(separator: ".").map(String.init)
+        let header = try! JSONSerialization.jsonObject(with: Data(Base64URL.decode(pieces[0])!)) as! [String: Any]
+        let claims = try! JSONSerialization.jsonObject(with: Data(Base64URL.decode(pieces[1])!)) as! [String: Any]
+        return (header, claims, pieces[2])
+    }
+
+    static func hs256(header: [String: Any], claims: [String: Any], secret: [UInt8]) -> String {
+        let input = encode(header) + "." + encode(claims)
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: SymmetricKey(data: secret))
+        return input + "." + Base64URL.encode(Array(mac))
+    }
+
+    static func ed25519(header: [String: Any], claims: [String: Any], key: Curve25519.Signing.PrivateKey) -> String {
+        let input = encode(header) + "." + encode(claims)
+        return input + "." + Base64URL.encode(try! key.signature(for: Array(input.utf8)))
+    }
+}
+
+@Suite("Bearer tokens (RFC 6750, RFC 8725)")
+struct TokenSecurityTests {
+    /// Registers, logs in, and checks a forged variant of the token is refused with `code`.
+    func expectRefused(
+        _ engine: TestEngine, code: String = "invalid_token",
+        forge: @escaping @Sendable (_ token: String, _ components: CairnComponents) async throws -> String
+    ) async throws {
+        try await withTestApp(engine) { client, components in
+            let (_, tokens) = try await client.registerAndLogin(email: "mallory@example.com")
+            let genuine = tokens["accessToken"] as! String
+            #expect(try await client.json(.get, "/users/me", token: genuine).status == .ok)
+            let forged = try await forge(genuine, components)
+            let response = try await client.json(.get, "/users/me", token: forged)
+            #expect(response.status == .unauthorized)
+            #expect(response.code == code)
+            #expect(response.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true)
+            if code == "invalid_token" || code == "token_expired" {
+                #expect(response.headers[.wwwAuthenticate]?.contains("error=\"invalid_token\"") == true)
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func algNoneIsRefused(engine: TestEngine) async throws {
+        try await expectRefused(engine) { token, _ in
+            var (header, claims, _) = Forge.parts(token)
+            header["alg"] = "none"
+            return Forge.encode(header) + "." + Forge.encode(claims) + "."
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func tamperedClaimsAreRefused(engine: TestEngine) async throws {
+        try await expectRefused(engine) { token, _ in
+            var (header, claims, signature) = Forge.parts(token)
+            claims["role"] = "admin"
+            claims["tid"] = UUIDv7.make()
+            return Forge.encode(header) + "." + Forge.encode(claims) + "." + signature
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func tamperedSignatureIsRefused(engine: TestEngine) async throws {
+        try await expectRefused(engine) { token, _ in
+            var bytes = Array(token.utf8)
+            let index = bytes.count - 5
+            bytes[index] = bytes[index] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func tokenSignedWithAnotherKeyIsRefused(engine: TestEngine) async throws {
+        try await expectRefused(engine) { token, _ in
+            let (header, claims, _) = Forge.parts(token)
+            return Forge.ed25519(header: header, claims: claims, key: Curve25519.Signing.PrivateKey())
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func hs256SignedWithThePublicKeyIsRefused(engine: TestEngine) async throws {
+        // The classic algorithm-confusion attack: HMAC keyed with the published public key.
+        try await expectRefused(engine) { token, components in
+            var (header, claims, _) = Forge.parts(token)
+            header["alg"] = "HS256"
+            let x = components.accounts.tokens.jwks.first!["x"]!
+            return Forge.hs256(header: header, claims: claims, secret: Base64URL.decode(x)!)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func unknownKeyIdIsRefused(engine: TestEngine) async throws {
+        try await expectRefused(engine) { token, _ in
+            var (header, claims, signature) = Forge.parts(token)
+            header["kid"] = "ed25519-unknown"
+            return Forge.encode(header) + "." + Forge.encode(claims) + "." + signature
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func expiredTokenIsTokenExpiredBeyondTheLeeway(engine: TestEngine) async throws {
+        try await expectRefused(engine, code: "token_expired") { token, components in
+            let claims = Forge.parts(token).claims
+            let issued = Date().addingTimeInterval(-900 - 61)
+            return try await components.accounts.tokens.issueAccessToken(
+                userId: claims["sub"] as! String, tenantId: claims["tid"] as! String, role: .owner, sessionId: claims["sid"] as! String,
+                now: issued
+            ).token
+        }
+        // Within the 60 s leeway the token is still accepted.
+        try await withTestApp(engine) { client, components in
+            let (user, _) = try await client.registerAndLogin(email: "leeway@example.com")
+            let token = try await components.accounts.tokens.issueAccessToken(
+                userId: user["id"] as! String, tenantId: user["tenantId"] as! String, role: .owner, sessionId: UUIDv7.make(),
+                now: Date().addingTimeInterval(-900 - 30)
+            ).token
+            #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func wrongAudienceAndIssuerAreRefused(engine: TestEngine) async throws {
+        for field in ["aud", "iss"] {
+            try await expectRefused(engine) { token, components in
+                let directory = components.accounts.tokens.settings.keyFile
+                var settings = TokenSettings(keyFile: directory)
+                if field == "aud" { settings.audience = "another-service" } else { settings.issuer = "someone-else" }
+                let other = try await TokenService(settings: settings)  // same keys, other claims
+                let claims = Forge.parts(token).claims
+                return try await other.issueAccessToken(
+                    userId: claims["sub"] as! String, tenantId: claims["tid"] as! String, role: .owner, sessionId: claims["sid"] as! String
+                ).token
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func malformedHeadersAreRefusedAndSchemeIsCaseInsensitive(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "hdr@example.com")
+            let token = tokens["accessToken"] as! String
+            let missing = try await client.execute(uri: "/users/me", method: .get)
+            #expect(missing.status == .unauthorized)
+            #expect(missing.code == "unauthorized")
+            #expect(missing.headers[.wwwAuthenticate] == "Bearer realm=\"cairn\"")
+            for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not a token", "Bearer a.b", "Bearer ....", "Bearer \(token)x\u{7F}"] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
+                #expect(response.status == .unauthorized, "\(value)")
+                #expect(response.code == "invalid_token", "\(value)")
+            }
+            let lower = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: "bearer \(token)"])
+            #expect(lower.status == .ok)
+        }
+    }
+
+    @Test func hs256ModeSignsWithTheSecretAndPublishesNoKeys() async throws {
+        try await withTestApp(.sqlite, configure: { $0.jwtSecret = String(repeating: "s", count: 40) }) { client, components in
+            let (_, tokens) = try await client.registerAndLogin(email: "hmac@example.com")
+            let token = tokens["accessToken"] as! String
+            #expect(Forge.parts(token).header["alg"] as? String == "HS256")
+            #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
+            #expect(components.accounts.tokens.jwks.isEmpty)
+            // An EdDSA token is refused by an HS256 node even if well-formed.
+            var (header, claims, _) = Forge.parts(token)
+            header["alg"] = "EdDSA"
+            let forged = Forge.ed25519(header: header, claims: claims, key: Curve25519.Signing.PrivateKey())
+            #expect(try await client.json(.get, "/users/me", token: forged).code == "invalid_token")
+        }
+    }
+
+    @Test func shortHMACSecretIsRejected() async throws {
+        var settings = TokenSettings(keyFile: "/nonexistent")
+        settings.hmacSecret = "too short"
+        await #expect(throws: KeyRingError.self) { try await TokenService(settings: settings) }
+    }
+
+    @Test func keyRotationKeepsOldTokensValidAndPublishesBothKeys() async throws {
+        try await withTestApp(.sqlite) { client, components in
+            let (_, tokens) = try await client.registerAndLogin(email: "rot@example.com")
+            let old = tokens["accessToken"] as! String
+            let keyFile = components.accounts.tokens.settings.keyFile
+            let attributes = try FileManager.default.attributesOfItem(atPath: keyFile)
+            #expect((attributes[.posixPermissions] as? Int) == 0o600)
+            let newKid = try TokenService.rotate(keyFile: keyFile, accessTokenTTL: 900)
+            let rotated = try await TokenService(settings: components.accounts.tokens.settings)
+            #expect(Set(rotated.jwks.compactMap { $0["kid"] }).count == 2)
+            let claims = try await rotated.verify(old)
+            #expect(claims.sub == Forge.parts(old).claims["sub"] as? String)
+            let fresh = try await rotated.issueAccessToken(userId: claims.sub, tenantId: claims.tid, role: .owner, sessionId: claims.sid)
+            #expect(Forge.parts(fresh.token).header["kid"] as? String == newKid)
+            // The running node had only the old key; it learns the new one from the ring file.
+            let accepted = try await eventually(timeout: .seconds(10)) {
+                try await client.json(.get, "/users/me", token: fresh.token).status == .ok
+            }
+            #expect(accepted)
+        }
+    }
+}
