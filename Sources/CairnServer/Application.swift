@@ -80,6 +80,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
 /// Order (outermost first): request id → metrics → problem+json mapping → request log → routes.
 /// Protected routes sit on a child context whose identity is not optional.
 public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
+    Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
     let router = Router(context: CairnRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
@@ -102,7 +103,6 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
 /// Builds a Cairn node: components, router and HTTP server, with the database as a service
 /// that shuts down after the server has drained.
 public func buildApplication(configuration: CairnConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
-    Observability.bootstrapMetrics()
     let components = try await buildComponents(configuration: configuration, logger: logger)
     let router = buildRouter(components: components)
     let hasher = components.accounts.hasher

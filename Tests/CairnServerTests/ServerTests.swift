@@ -1,0 +1,93 @@
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test func defaultsServeALaptop() async throws {
+        let config = try await CairnConfiguration.load(flags: [:], environment: [:])
+        #expect(config.httpHost == "127.0.0.1")
+        #expect(config.httpPort == 8080)
+        #expect(config.dataDir == "./cairn-data")
+        #expect(config.databaseURL == nil)
+        #expect(config.accessTokenTTL == 900)
+        #expect(config.refreshTokenTTL == 30 * 86_400)
+        #expect(config.bcryptCost == 12)
+    }
+
+    @Test func flagsWinOverEnvironmentWhichWinsOverTheFile() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        try Data(#"{"http": {"port": 7001, "host": "0.0.0.0"}, "bcrypt": {"cost": 10}, "log": {"format": "json"}}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        let environment = ["CAIRN_CONFIG_FILE": file, "CAIRN_HTTP_PORT": "7002", "CAIRN_ACCESS_TOKEN_TTL": "15m", "CAIRN_BCRYPT_COST": "11"]
+        let config = try await CairnConfiguration.load(flags: ["http.port": "7003"], environment: environment)
+        #expect(config.httpPort == 7003)  // flag
+        #expect(config.bcryptCost == 11)  // environment over file
+        #expect(config.httpHost == "0.0.0.0")  // file
+        #expect(config.logFormat == "json")  // file
+        #expect(config.accessTokenTTL == 900)
+        let withoutFlag = try await CairnConfiguration.load(flags: [:], environment: environment)
+        #expect(withoutFlag.httpPort == 7002)
+        let fileOnly = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_CONFIG_FILE": file])
+        #expect(fileOnly.httpPort == 7001)
+    }
+
+    @Test(arguments: [
+        ("CAIRN_HTTP_PORT", "eighty"), ("CAIRN_HTTP_PORT", "70000"), ("CAIRN_BCRYPT_COST", "3"), ("CAIRN_BCRYPT_COST", "32"),
+        ("CAIRN_ACCESS_TOKEN_TTL", "soon"), ("CAIRN_REFRESH_TOKEN_TTL", "-5"), ("CAIRN_LOG_FORMAT", "xml"),
+        ("CAIRN_JWT_SECRET", "short"), ("CAIRN_DATABASE_URL", "mysql://localhost/x"), ("CAIRN_CONFIG_FILE", "/nonexistent.json"),
+    ])
+    func badValuesNameTheSetting(setting: String, value: String) async throws {
+        do {
+            _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            Issue.record("accepted \(setting)=\(value)")
+        } catch let error as ConfigurationError {
+            #expect(error.setting == setting)
+            #expect(error.description.hasPrefix("invalid configuration: \(setting)"))
+            if setting == "CAIRN_JWT_SECRET" { #expect(!error.description.contains(value)) }
+        }
+    }
+}
+
+@Suite("Operations endpoints")
+struct OperationsTests {
+    @Test(arguments: TestEngine.available)
+    func healthMetricsOpenAPIAndRequestIds(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let live = try await client.execute(uri: "/health/live", method: .get)
+            #expect(live.status == .ok)
+            let ready = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(ready.status == .ok)
+            #expect(ready.object["database"] as? String == "ok")
+            // Generate traffic, then find it in the Prometheus exposition.
+            _ = try await client.execute(uri: "/tasks", method: .get)
+            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            #expect(metrics.status == .ok)
+            #expect(metrics.text.contains(#"hb_requests{http_route="/tasks",http_request_method="GET",http_response_status_code="401"}"#))
+            #expect(metrics.text.contains("http_server_request_duration_bucket"))
+            let spec = try await client.execute(uri: "/openapi.yaml", method: .get)
+            #expect(spec.status == .ok)
+            #expect(spec.text.hasPrefix("openapi: 3.1"))
+            let propagated = try await client.execute(uri: "/health/live", method: .get, headers: [HTTPField.Name("X-Request-Id")!: "req-42"])
+            #expect(propagated.headers[HTTPField.Name("X-Request-Id")!] == "req-42")
+            let generated = try await client.execute(uri: "/nowhere", method: .get)
+            #expect(generated.headers[HTTPField.Name("X-Request-Id")!]?.count == 36)
+        }
+    }
+
+    @Test func readinessFailsWhenTheDatabaseIsGone() async throws {
+        try await withTestApp(.sqlite) { client, components in
+            await components.database.close()
+            let ready = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(ready.status == .serviceUnavailable)
+            #expect(ready.code == "unavailable")
+            #expect(ready.headers[.retryAfter] != nil)
+        }
+    }
+}

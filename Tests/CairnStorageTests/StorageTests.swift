@@ -1,0 +1,182 @@
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import SQLKit
+import Testing
+
+@Suite("Storage on both engines")
+struct StorageTests {
+    /// Opens the fresh database behind a test configuration.
+    func open(_ engine: TestEngine) async throws -> (Database, TestDatabase) {
+        let test = try await TestDatabase.make(engine)
+        let database = try await Database.open(
+            url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        return (database, test)
+    }
+
+    @Test(arguments: TestEngine.available)
+    func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
+        let (first, test) = try await open(engine)
+        let probe = Migration(module: "probe", version: 1, name: "counts its own runs", sql: [
+            "CREATE TABLE probe_runs (id TEXT PRIMARY KEY)",
+            "INSERT INTO probe_runs (id) VALUES ('ran')",
+        ])
+        let second = Migration(module: "probe", version: 2, name: "second step", sql: ["INSERT INTO probe_runs (id) VALUES ('ran-2')"])
+        // Six "nodes", each with its own connection pool to the same database.
+        var nodes = [first]
+        for _ in 0..<5 {
+            nodes.append(try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger))
+        }
+        let applied = try await withThrowingTaskGroup(of: [String].self) { group in
+            for node in nodes {
+                group.addTask {
+                    try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        #expect(applied.sorted() == (allMigrations + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
+        let rows = try await first.read { db in try await db.raw("SELECT id FROM probe_runs ORDER BY id").all() }
+        #expect(try rows.map { try $0.decode(column: "id", as: String.self) } == ["ran", "ran-2"])
+        #expect(try await Migrator(database: first, migrations: allMigrations + [probe, second], logger: testLogger).pending().isEmpty)
+        for node in nodes { await node.close() }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aFailingMigrationLeavesNothingHalfApplied(engine: TestEngine) async throws {
+        let (database, _) = try await open(engine)
+        let broken = Migration(module: "broken", version: 1, name: "fails halfway", sql: [
+            "CREATE TABLE half_done (id TEXT PRIMARY KEY)",
+            "INSERT INTO no_such_table (id) VALUES ('x')",
+        ])
+        await #expect(throws: StorageError.self) {
+            try await Migrator(database: database, migrations: [broken], logger: testLogger).migrate()
+        }
+        let table = try await database.read { db in
+            try? await db.raw("SELECT COUNT(*) AS n FROM half_done").first()
+        }
+        #expect(table == nil)
+        #expect(try await Migrator(database: database, migrations: [broken], logger: testLogger).pending() == ["broken/1"])
+        await database.close()
+    }
+
+    @Test(arguments: TestEngine.available)
+    func transactionsCommitOrRollBackAsAWhole(engine: TestEngine) async throws {
+        let (database, _) = try await open(engine)
+        try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await database.transaction { db in
+                try await db.raw("INSERT INTO items (id, n) VALUES ('a', 1)").run()
+                throw Boom()
+            }
+        }
+        try await database.transaction { db in
+            try await db.raw("INSERT INTO items (id, n) VALUES ('b', 2)").run()
+        }
+        let ids = try await database.read { db in try await db.raw("SELECT id FROM items").all().map { try $0.decode(column: "id", as: String.self) } }
+        #expect(ids == ["b"])
+        // Unique violations are recognised on both engines.
+        do {
+            try await database.write { db in try await db.raw("INSERT INTO items (id, n) VALUES ('b', 3)").run() }
+            Issue.record("duplicate insert succeeded")
+        } catch {
+            #expect(Database.isUniqueViolation(error))
+        }
+        await database.close()
+    }
+
+    @Test(arguments: TestEngine.available)
+    func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
+        let (database, _) = try await open(engine)
+        try await database.write { db in
+            try await db.raw("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)").run()
+            try await db.raw("INSERT INTO counter (id, n) VALUES (1, 0)").run()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    try await database.write { db in try await db.raw("UPDATE counter SET n = n + 1 WHERE id = 1").run() }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let value = try await database.read { db in try await db.raw("SELECT n FROM counter").first()?.decode(column: "n", as: Int.self) }
+        #expect(value == 50)
+        await database.close()
+    }
+
+    @Test func unreachablePostgresFailsFastWithAClearError() async throws {
+        let started = ContinuousClock.now
+        do {
+            _ = try await Database.open(url: "postgres://nobody:secret@127.0.0.1:1/none", sqlitePath: "", logger: testLogger, startupTimeout: .seconds(3))
+            Issue.record("open succeeded")
+        } catch let error as StorageError {
+            #expect(error.code == "database_unreachable")
+            #expect(!error.description.contains("secret"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        await #expect(throws: StorageError.self) {
+            _ = try await Database.open(url: "mysql://x", sqlitePath: "", logger: testLogger)
+        }
+    }
+}
+
+@Suite("Identifiers")
+struct IdentifierTests {
+    @Test func uuidV7HasVersionVariantTimeAndStrictOrder() throws {
+        let before = WallClock.milliseconds()
+        let ids = (0..<20_000).map { _ in UUIDv7.make() }
+        let after = WallClock.milliseconds()
+        #expect(ids == ids.sorted())
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(100) {
+            #expect(UUIDv7.isValid(id))
+            let hex = id.replacingOccurrences(of: "-", with: "")
+            #expect(Array(hex)[12] == "7")
+            #expect("89ab".contains(Array(hex)[16]))
+            let ms = Int64(hex.prefix(12), radix: 16)!
+            #expect(ms >= before && ms <= after + 10)
+            #expect(UUID(uuidString: id) != nil)
+        }
+        #expect(!UUIDv7.isValid("not-a-uuid"))
+        #expect(!UUIDv7.isValid("01a2282d-d301-71ea-99c2-01ee396c88fg"))
+    }
+
+    @Test func asyncLockIsMutuallyExclusive() async throws {
+        let lock = AsyncLock()
+        actor Probe {
+            var inside = 0
+            var maximum = 0
+            func enter() { inside += 1; maximum = max(maximum, inside) }
+            func leave() { inside -= 1 }
+        }
+        let probe = Probe()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<100 {
+                group.addTask {
+                    await lock.withLock {
+                        await probe.enter()
+                        await Task.yield()
+                        await probe.leave()
+                    }
+                }
+            }
+        }
+        #expect(await probe.maximum == 1)
+    }
+}
+
+@Suite("CI guard")
+struct PostgresGuardTests {
+    /// CI sets CAIRN_TEST_REQUIRE_POSTGRES=1: then the PostgreSQL suites must not be skipped.
+    @Test func postgresSuitesRunWhenRequired() async throws {
+        guard ProcessInfo.processInfo.environment["CAIRN_TEST_REQUIRE_POSTGRES"] == "1" else { return }
+        #expect(TestEngine.available.contains(.postgres), "CAIRN_TEST_POSTGRES_URL is not set: the PostgreSQL suites were skipped")
+        let test = try await TestDatabase.make(.postgres)
+        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: "", logger: testLogger)
+        #expect(database.dialect == .postgres)
+        await database.close()
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// Locates the `cairn` binary built by `swift build` (or `CAIRN_BINARY`). End-to-end tests
+/// build nothing themselves.
+func cairnBinary() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["CAIRN_BINARY"] { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for configuration in ["debug", "release"] {
+        let path = root.appendingPathComponent(".build/\(configuration)/cairn").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    throw E2EError("the cairn binary is missing: run `swift build` before `swift test`")
+}
+
+struct E2EError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs the binary and captures its output.
+func runCairn(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: try cairnBinary())
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CAIRN_") }.merging(environment) { $1 }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let input = Pipe()
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    let error = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+}
+
+/// A running `cairn serve` on a free loopback port.
+final class ServerProcess: Sendable {
+    let process: Process
+    let port: Int
+    private let log: LogBuffer
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var output: String { log.text }
+
+    private init(process: Process, port: Int, log: LogBuffer) {
+        self.process = process
+        self.port = port
+        self.log = log
+    }
+
+    /// Starts the server with port 0 and reads the bound port from its `listening` log line.
+    static func start(dataDir: String, environment: [String: String] = [:]) async throws -> ServerProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try cairnBinary())
+        process.arguments = ["serve", "--port", "0", "--data-dir", dataDir]
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CAIRN_") }
+        env["CAIRN_BCRYPT_COST"] = "4"
+        process.environment = env.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let log = LogBuffer()
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { log.append(String(decoding: data, as: UTF8.self)) }
+        }
+        try process.run()
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let text = log.text
+            if let line = text.split(separator: "\n").first(where: { $0.contains("listening") && $0.contains("port=") }),
+                let range = line.range(of: #"port=(\d+)"#, options: .regularExpression),
+                let port = Int(line[range].dropFirst(5)), port > 0
+            {
+                return ServerProcess(process: process, port: port, log: log)
+            }
+            if !process.isRunning { throw E2EError("cairn exited during start-up:\n\(text)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process.terminate()
+        throw E2EError("cairn did not start within 60 s:\n\(log.text)")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    func stop() async throws -> Int32 {
+        process.terminate()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while process.isRunning && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            throw E2EError("cairn did not exit within 30 s of SIGTERM")
+        }
+        return process.terminationStatus
+    }
+}
+
+/// An HTTP exchange made with curl, a real client over loopback.
+struct CurlResponse {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+}
+
+func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: String? = nil) throws -> CurlResponse {
+    let headerFile = FileManager.default.temporaryDirectory.appendingPathComponent("h-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: headerFile) }
+    var arguments = ["-s", "-S", "-X", method, "-D", headerFile, "--max-time", "30"]
+    if let json {
+        arguments += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+        _ = json
+    }
+    if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+    arguments.append(url)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["curl"] + arguments
+    let out = Pipe()
+    let input = Pipe()
+    process.standardOutput = out
+    process.standardInput = input
+    try process.run()
+    if let json { input.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: json)) }
+    try input.fileHandleForWriting.close()
+    let body = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw E2EError("curl failed with \(process.terminationStatus) for \(method) \(url)") }
+    let rawHeaders = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
+    var status = 0
+    var headers: [String: String] = [:]
+    for line in rawHeaders.split(separator: "\r\n") {
+        if line.hasPrefix("HTTP/") {
+            status = Int(line.split(separator: " ")[1]) ?? 0
+        } else if let colon = line.firstIndex(of: ":") {
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+    }
+    return CurlResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
+}
+
+/// Output collected from a child process, appended from the pipe's handler thread.
+final class LogBuffer: Sendable {
+    private let storage = Mutex("")
+    var text: String { storage.withLock { $0 } }
+    func append(_ chunk: String) { storage.withLock { $0 += chunk } }
+}
