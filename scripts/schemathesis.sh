@@ -56,8 +56,8 @@ curl_json() { # method path body → prints the body, fails on HTTP >= 400
 }
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
-# Wait (briefly) for the server, then check it serves the contract.
-for _ in $(seq 1 50); do
+# Wait (up to 30 s) for the server, then check it serves the contract.
+for _ in $(seq 1 150); do
   curl --silent --fail --noproxy '*' --max-time 2 "$BASE/health/live" >/dev/null 2>&1 && break
   sleep 0.2
 done
