@@ -102,14 +102,6 @@ allow_header_conformance.enabled = true
 ignored_auth.enabled = true
 use_after_free.enabled = true
 ensure_resource_availability.enabled = true
-
-# KNOWN SERVER BUG (remove this block once fixed): a method /users/me does not support, e.g.
-# DELETE /users/me, answers 405 with `Allow: DELETE, GET, PATCH`: RouteIndex merges the methods
-# of /users/{id} (whose pattern also matches "me") although the router never routes /users/me
-# there, so DELETE is advertised but refused.
-[[operations]]
-include-path = "/users/me"
-checks.allow_header_conformance.enabled = false
 TOML
 
 ARGS=(

@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import HummingbirdBcrypt
 import NIOPosix
 
@@ -17,21 +19,30 @@ public final class PasswordHasher: Sendable {
         self.cost = cost
         self.pool = NIOThreadPool(numberOfThreads: max(1, threads))
         self.pool.start()
-        self.dummyHash = Bcrypt.hash("cairn-dummy-password-for-timing", cost: UInt8(cost))
+        self.dummyHash = Bcrypt.hash(Self.prehash("cairn-dummy-password-for-timing"), cost: UInt8(cost))
     }
 
     /// Hashes a password.
     public func hash(_ password: String) async throws -> String {
         let cost = UInt8(self.cost)
-        return try await pool.runIfActive { Bcrypt.hash(password, cost: cost) }
+        let input = Self.prehash(password)
+        return try await pool.runIfActive { Bcrypt.hash(input, cost: cost) }
     }
 
     /// Verifies a password against a stored hash; with `nil`, checks the dummy hash and returns
     /// false, taking the same time as a real check.
     public func verify(_ password: String, against hash: String?) async throws -> Bool {
         let target = hash ?? dummyHash
-        let matches = try await pool.runIfActive { Bcrypt.verify(password, hash: target) }
+        let input = Self.prehash(password)
+        let matches = try await pool.runIfActive { Bcrypt.verify(input, hash: target) }
         return hash != nil && matches
+    }
+
+    /// bcrypt reads at most 72 bytes and stops at a NUL byte, so a long password would be cut
+    /// short and `"\0…"` would equal `""`. Every password is first reduced to base64(SHA-256),
+    /// 44 printable bytes (the pre-hashing OWASP's Password Storage Cheat Sheet describes).
+    static func prehash(_ password: String) -> String {
+        Data(SHA256.hash(data: Array(password.utf8))).base64EncodedString()
     }
 
     /// Stops the pool.

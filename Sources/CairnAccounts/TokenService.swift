@@ -93,6 +93,12 @@ public final class TokenService: Sendable {
         var loadedAt: ContinuousClock.Instant
     }
     private let state: Mutex<KeyState>
+    /// Verified tokens by their exact text, so a client reusing its token costs a dictionary
+    /// lookup instead of an Ed25519 verification and a JSON decode. Only tokens that passed
+    /// every check enter; expiry is re-checked on each hit; the cache is emptied when full and
+    /// when the key ring changes.
+    private let verified = Mutex<[String: AccessTokenClaims]>([:])
+    private let verifiedCapacity = 10_000
 
     /// Loads (or, on first start, creates) the key ring.
     /// - Throws: `KeyRingError` when the secret is too short or the key file is unreadable.
@@ -153,6 +159,19 @@ public final class TokenService: Sendable {
     /// Verifies a compact JWS access token.
     /// - Throws: `TokenError.invalid` or `TokenError.expired`.
     public func verify(_ token: String, now: Date = Date()) async throws -> AccessTokenClaims {
+        if let claims = verified.withLock({ $0[token] }) {
+            guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
+            return claims
+        }
+        let claims = try await verifyUncached(token, now: now)
+        verified.withLock { cache in
+            if cache.count >= verifiedCapacity { cache.removeAll(keepingCapacity: true) }
+            cache[token] = claims
+        }
+        return claims
+    }
+
+    private func verifyUncached(_ token: String, now: Date) async throws -> AccessTokenClaims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, token.utf8.count <= 4096,
             let headerBytes = Base64URL.decode(String(parts[0])),
@@ -191,6 +210,7 @@ public final class TokenService: Sendable {
             return false
         }
         state.withLock { $0 = fresh }
+        verified.withLock { $0.removeAll() }
         return fresh.knownKids.contains(kid)
     }
 

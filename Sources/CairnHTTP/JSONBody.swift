@@ -35,8 +35,16 @@ extension Request {
         if bytes.isEmpty {
             throw AppError(.badRequest, code: "invalid_json", detail: "The body is empty.")
         }
-        if !JSONDepth.isWithin(maximumJSONDepth, bytes) {
+        switch JSONDepth.scan(bytes, limit: maximumJSONDepth) {
+        case .tooDeep:
             throw AppError(.badRequest, code: "invalid_json", detail: "JSON nests deeper than \(maximumJSONDepth) levels.")
+        case .containsNUL:
+            // Neither engine stores U+0000 in text (SQLite cuts the string, PostgreSQL refuses it).
+            throw AppError.invalidField("body", "strings must not contain the NUL character (U+0000)")
+        case .trailingComma:
+            throw AppError(.badRequest, code: "invalid_json", detail: "The body is not valid JSON (trailing comma).")
+        case .acceptable:
+            break
         }
         do {
             return try JSONDecoder().decode(Value.self, from: Data(bytes))
@@ -85,33 +93,53 @@ extension Request {
     }
 }
 
-/// Scans JSON bytes for nesting depth without parsing, skipping string contents.
+/// Scans JSON bytes without parsing: nesting depth, and `\u0000` escapes inside strings.
 enum JSONDepth {
+    enum Verdict: Equatable { case acceptable, tooDeep, containsNUL, trailingComma }
+
     static func isWithin(_ limit: Int, _ bytes: ByteBufferView) -> Bool {
+        scan(bytes, limit: limit) != .tooDeep
+    }
+
+    static func scan(_ bytes: ByteBufferView, limit: Int) -> Verdict {
         var depth = 0
         var inString = false
         var escaped = false
-        for byte in bytes {
+        var index = bytes.startIndex
+        var verdict = Verdict.acceptable
+        // Foundation's decoder tolerates `[1,]` and `{"a":1,}`; RFC 8259 does not.
+        var lastSignificant: UInt8 = 0
+        while index < bytes.endIndex {
+            let byte = bytes[index]
             if inString {
                 if escaped {
                     escaped = false
+                    if byte == UInt8(ascii: "u"), bytes.distance(from: index, to: bytes.endIndex) > 4,
+                        bytes[bytes.index(index, offsetBy: 1)...bytes.index(index, offsetBy: 4)].allSatisfy({ $0 == UInt8(ascii: "0") })
+                    {
+                        verdict = .containsNUL
+                    }
                 } else if byte == UInt8(ascii: "\\") {
                     escaped = true
                 } else if byte == UInt8(ascii: "\"") {
                     inString = false
                 }
-                continue
+            } else {
+                switch byte {
+                case UInt8(ascii: "\""): inString = true
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    depth += 1
+                    if depth > limit { return .tooDeep }
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if lastSignificant == UInt8(ascii: ",") { return .trailingComma }
+                    depth -= 1
+                default: break
+                }
+                if byte != 0x20 && byte != 0x0A && byte != 0x0D && byte != 0x09 { lastSignificant = byte }
             }
-            switch byte {
-            case UInt8(ascii: "\""): inString = true
-            case UInt8(ascii: "{"), UInt8(ascii: "["):
-                depth += 1
-                if depth > limit { return false }
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-            default: break
-            }
+            index = bytes.index(after: index)
         }
-        return true
+        return verdict
     }
 }
 

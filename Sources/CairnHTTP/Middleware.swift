@@ -25,14 +25,25 @@ public final class RouteIndex: Sendable {
     public func allowedMethods(for path: String) -> [HTTPRequest.Method] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
         return routes.withLock { routes in
+            // Like the router, prefer the most specific pattern: `/users/me` hides `/users/:id`.
+            var best = -1
             var methods: [HTTPRequest.Method] = []
             for route in routes where route.path.count == segments.count {
+                var literals = 0
                 var matches = true
-                for (element, segment) in zip(route.path, segments) where !(element ~= segment) {
-                    matches = false
-                    break
+                for (element, segment) in zip(route.path, segments) {
+                    guard element ~= segment else {
+                        matches = false
+                        break
+                    }
+                    if element == segment { literals += 1 }
                 }
-                if matches && !methods.contains(route.method) { methods.append(route.method) }
+                guard matches else { continue }
+                if literals > best {
+                    best = literals
+                    methods = []
+                }
+                if literals == best && !methods.contains(route.method) { methods.append(route.method) }
             }
             return methods
         }

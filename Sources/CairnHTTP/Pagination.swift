@@ -115,8 +115,8 @@ public enum ETag {
     /// A strong ETag for a row version: `"<version>"`.
     public static func of(version: Int) -> String { "\"\(version)\"" }
 
-    /// The version named by `If-Match`, `nil` when absent or `*`.
-    /// - Throws: 412 `precondition_failed` when the header is present but names no version.
+    /// The version named by `If-Match`: `nil` when absent or `*`; `-1` (matches no row) when
+    /// it names no tag of ours, so the caller answers 412, or 404 when the row is gone.
     public static func expectedVersion(_ request: Request) throws -> Int? {
         guard let value = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*"
         else { return nil }
@@ -124,9 +124,9 @@ public enum ETag {
             var tag = candidate.trimmingCharacters(in: .whitespaces)
             if tag.hasPrefix("W/") { continue }  // weak tags never match If-Match (RFC 9110 §13.1.1)
             tag = tag.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
-            if let version = Int(tag) { return version }
+            if let version = Int(tag), version >= 0 { return version }
         }
-        throw AppError.preconditionFailed()
+        return -1
     }
 
     /// True when `If-None-Match` names the current tag (or `*`): answer 304.

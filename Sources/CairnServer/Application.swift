@@ -82,7 +82,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
 public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
-    let router = Router(context: CairnRequestContext.self)
+    let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))

@@ -6,6 +6,7 @@ import PostgresKit
 import PostgresNIO
 public import SQLKit
 import SQLiteKit
+import Synchronization
 public import ServiceLifecycle
 
 import Foundation
@@ -113,9 +114,8 @@ public final class Database: Sendable, Service {
     public func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite):
-            return try await sqlite.withWriter { db in
-                try await Self.inTransaction(db, begin: "BEGIN IMMEDIATE", body)
-            }
+            // Each unit of work on the group-commit writer already runs atomically.
+            return try await sqlite.withWriter(body)
         case .postgres(let postgres):
             return try await postgres.client.withConnection { connection in
                 try await Self.inTransaction(connection.sql(), begin: "BEGIN", body)
@@ -220,11 +220,11 @@ final class PostgresBackend: Sendable {
     }
 }
 
-/// Embedded SQLite: one writer behind an async lock, several readers, a private thread pool.
+/// Embedded SQLite: one writer with group commit, several readers, a private thread pool.
 final class SQLiteBackend: Sendable {
     private let writer: SQLiteConnection
     private let readers: [SQLiteConnection]
-    private let writeLock = AsyncLock()
+    private let groupCommit: GroupCommitWriter
     private let nextReader = AtomicCounter()
     private let threadPool: NIOThreadPool
 
@@ -232,6 +232,7 @@ final class SQLiteBackend: Sendable {
         self.writer = writer
         self.readers = readers
         self.threadPool = threadPool
+        self.groupCommit = GroupCommitWriter(database: writer.sql())
     }
 
     static func open(path: String, logger: Logger) async throws -> SQLiteBackend {
@@ -263,8 +264,8 @@ final class SQLiteBackend: Sendable {
         return readers[nextReader.next() % readers.count].sql()
     }
 
-    func withWriter<R: Sendable>(_ body: @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
-        try await writeLock.withLock { try await body(writer.sql()) }
+    func withWriter<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await groupCommit.submit(body)
     }
 
     func close() async {
@@ -286,5 +287,93 @@ extension Database {
             return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
         }
         return false
+    }
+}
+
+/// Group commit for SQLite's single writer: units of work that arrive while a commit is being
+/// made durable are run together in the next transaction, each inside its own SAVEPOINT (so
+/// one that throws is rolled back alone), and committed with one fsync. No unit's caller is
+/// resumed before the COMMIT that contains it has succeeded; if it fails, every unit of the
+/// batch fails. Under no load a batch holds one unit, so there is no added latency.
+final class GroupCommitWriter: Sendable {
+    private struct Unit: Sendable {
+        let body: @Sendable (any SQLDatabase) async throws -> any Sendable
+        let continuation: CheckedContinuation<any Sendable, any Error>
+    }
+    private struct State {
+        var pending: [Unit] = []
+        var draining = false
+    }
+    private let database: any SQLDatabase
+    private let state = Mutex(State())
+    /// Upper bound on units per transaction, so one batch cannot grow without limit.
+    private let maximumBatch = 256
+
+    init(database: any SQLDatabase) {
+        self.database = database
+    }
+
+    func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
+            let startDrain = state.withLock { state -> Bool in
+                state.pending.append(Unit(body: { try await body($0) }, continuation: continuation))
+                if state.draining { return false }
+                state.draining = true
+                return true
+            }
+            if startDrain { Task { await self.drain() } }
+        }
+        // Safe: the unit stored above returns exactly `R`.
+        return result as! R
+    }
+
+    private func drain() async {
+        while true {
+            let batch = state.withLock { state -> [Unit] in
+                if state.pending.isEmpty {
+                    state.draining = false
+                    return []
+                }
+                let count = min(state.pending.count, maximumBatch)
+                let batch = Array(state.pending.prefix(count))
+                state.pending.removeFirst(count)
+                return batch
+            }
+            if batch.isEmpty { return }
+            await run(batch)
+        }
+    }
+
+    private func run(_ batch: [Unit]) async {
+        var results: [Result<any Sendable, any Error>] = []
+        results.reserveCapacity(batch.count)
+        do {
+            try await database.raw("BEGIN IMMEDIATE").run()
+        } catch {
+            for unit in batch { unit.continuation.resume(throwing: error) }
+            return
+        }
+        for unit in batch {
+            do {
+                try await database.raw("SAVEPOINT unit").run()
+                let value = try await unit.body(database)
+                try await database.raw("RELEASE unit").run()
+                results.append(.success(value))
+            } catch {
+                try? await database.raw("ROLLBACK TO unit").run()
+                try? await database.raw("RELEASE unit").run()
+                results.append(.failure(error))
+            }
+        }
+        do {
+            try await database.raw("COMMIT").run()
+        } catch {
+            try? await database.raw("ROLLBACK").run()
+            for unit in batch { unit.continuation.resume(throwing: error) }
+            return
+        }
+        for (unit, result) in zip(batch, results) {
+            unit.continuation.resume(with: result)
+        }
     }
 }

@@ -402,19 +402,19 @@ struct RoutingTests {
     }
 
     /// RFC 8259 has no trailing commas, but Foundation's `JSONDecoder` accepts them by design
-    /// (swiftlang/swift-corelibs-foundation#4682), and `decodeJSON` passes the bytes straight to it.
+    /// (swiftlang/swift-corelibs-foundation#4682); `decodeJSON` refuses them itself.
     @Test func trailingCommaIsInvalidJSON() async throws {
         try await withTestApp(.sqlite) { client, _ in
             let object = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat",}"#)
             let login = try await Self.raw(client, .post, "/auth/login", body: #"{"email":"tc@example.com","password":"long enough pw",}"#)
-            // Intermittent: a fix (trailing-comma check in JSONBody.swift) is in progress; drop the
-            // wrapper once it is committed.
-            withKnownIssue("bug: JSON with a trailing comma is accepted instead of 400 invalid_json", isIntermittent: true) {
-                #expect(object.status == .badRequest)
-                #expect(object.code == "invalid_json")
-                #expect(login.status == .badRequest)
-                #expect(login.code == "invalid_json")
-            }
+            let array = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat","x":[1,]}"#)
+            let inString = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long, enough]","name":"Pat"}"#)
+            #expect(object.status == .badRequest)
+            #expect(object.code == "invalid_json")
+            #expect(login.status == .badRequest)
+            #expect(login.code == "invalid_json")
+            #expect(array.code == "invalid_json")
+            #expect(inString.status == .created)
         }
     }
 

@@ -143,29 +143,6 @@ struct IdentifierTests {
         #expect(!UUIDv7.isValid("not-a-uuid"))
         #expect(!UUIDv7.isValid("01a2282d-d301-71ea-99c2-01ee396c88fg"))
     }
-
-    @Test func asyncLockIsMutuallyExclusive() async throws {
-        let lock = AsyncLock()
-        actor Probe {
-            var inside = 0
-            var maximum = 0
-            func enter() { inside += 1; maximum = max(maximum, inside) }
-            func leave() { inside -= 1 }
-        }
-        let probe = Probe()
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<100 {
-                group.addTask {
-                    await lock.withLock {
-                        await probe.enter()
-                        await Task.yield()
-                        await probe.leave()
-                    }
-                }
-            }
-        }
-        #expect(await probe.maximum == 1)
-    }
 }
 
 @Suite("CI guard")
