@@ -15,9 +15,13 @@ public final class RouteIndex: Sendable {
     /// Creates an empty index.
     public init() {}
 
-    /// Replaces the index with the router's routes.
-    public func load<Context>(from router: Router<Context>) {
-        let list = router.routes.map { (path: $0.path, method: $0.method) }
+    /// Replaces the index with the router's routes. With `headForGet`, every GET route also
+    /// answers HEAD (the router's `.autoGenerateHeadEndpoints`, which `routes` does not list).
+    public func load<Context>(from router: Router<Context>, headForGet: Bool = true) {
+        var list = router.routes.map { (path: $0.path, method: $0.method) }
+        if headForGet {
+            list += list.filter { $0.method == .get }.map { (path: $0.path, method: HTTPRequest.Method.head) }
+        }
         routes.withLock { $0 = list }
     }
 

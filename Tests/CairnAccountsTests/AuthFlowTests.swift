@@ -74,6 +74,21 @@ struct RegistrationTests {
         }
     }
 
+    @Test func passwordsAreComparedWhollyNotCutAtBcrypts72BytesOrAtNUL() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let long = String(repeating: "a", count: 72)
+            _ = try await client.registerAndLogin(email: "long@example.com", password: long + "XYZ")
+            let differentTail = try await client.json(.post, "/auth/login", ["email": "long@example.com", "password": long + "different"])
+            #expect(differentTail.status == .unauthorized)
+            let nul = try await client.json(.post, "/auth/register", ["email": "nul@example.com", "password": "abcdefgh\u{0}xyz", "name": "N"])
+            #expect(nul.status == .badRequest)  // NUL never reaches storage or bcrypt
+            let multibyte = String(repeating: "é", count: 40)  // 80 bytes
+            _ = try await client.registerAndLogin(email: "mb@example.com", password: multibyte + "1")
+            let cut = try await client.json(.post, "/auth/login", ["email": "mb@example.com", "password": multibyte + "2"])
+            #expect(cut.status == .unauthorized)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerEmailInTheDatabase(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in

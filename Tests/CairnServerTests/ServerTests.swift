@@ -81,6 +81,21 @@ struct OperationsTests {
         }
     }
 
+    @Test func allowNamesOnlyTheMostSpecificRouteAndHEADIsServed() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "allow@example.com")
+            let token = tokens["accessToken"] as? String
+            // /users/me hides /users/:id, which has DELETE: DELETE must not be advertised here.
+            let response = try await client.json(.delete, "/users/me", token: token)
+            #expect(response.status == .methodNotAllowed)
+            let allowed = Set((response.headers[.allow] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            #expect(allowed == ["GET", "HEAD", "PATCH"])
+            let head = try await client.execute(uri: "/health/live", method: .head)
+            #expect(head.status == .ok)
+            #expect(head.body.readableBytes == 0)
+        }
+    }
+
     @Test func readinessFailsWhenTheDatabaseIsGone() async throws {
         try await withTestApp(.sqlite) { client, components in
             await components.database.close()

@@ -107,6 +107,39 @@ struct StorageTests {
         await database.close()
     }
 
+    @Test(arguments: TestEngine.available)
+    func aFailingUnitInABusyBatchRollsBackAloneAndTheOthersCommit(engine: TestEngine) async throws {
+        let (database, _) = try await open(engine)
+        try await database.write { db in try await db.raw("CREATE TABLE units (id TEXT PRIMARY KEY, part INTEGER NOT NULL)").run() }
+        struct Refused: Error {}
+        // 60 concurrent transactions of two inserts each; every third throws after its first
+        // insert. On SQLite they share group commits; each must still be all-or-nothing.
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<60 {
+                group.addTask {
+                    do {
+                        try await database.transaction { db in
+                            try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)"), 1)").run()
+                            if index % 3 == 0 { throw Refused() }
+                            try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)-b"), 2)").run()
+                        }
+                        return true
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 40)
+        let ids = try await database.read { db in
+            try await db.raw("SELECT id FROM units").all().map { try $0.decode(column: "id", as: String.self) }
+        }
+        #expect(ids.count == 80)
+        #expect(!ids.contains("u0") && !ids.contains("u3") && ids.contains("u1") && ids.contains("u1-b"))
+        await database.close()
+    }
+
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
         let started = ContinuousClock.now
         do {
