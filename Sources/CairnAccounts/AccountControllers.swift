@@ -89,7 +89,10 @@ public struct UsersController: Sendable {
             email = try container.decodePatch(String.self, forKey: .email)
             role = try container.decodePatch(String.self, forKey: .role)
             var issues: [FieldIssue] = []
-            for (field, value) in [("name", name.isPresent && name.value == nil), ("email", email.isPresent && email.value == nil), ("role", role.isPresent && role.value == nil)] where value {
+            for (field, value) in [
+                ("name", name.isPresent && name.value == nil), ("email", email.isPresent && email.value == nil),
+                ("role", role.isPresent && role.value == nil),
+            ] where value {
                 issues.append(FieldIssue(field: field, issue: "must be a string, not null"))
             }
             if !issues.isEmpty { throw AppError.invalidInput(issues) }
@@ -162,7 +165,8 @@ public struct UsersController: Sendable {
             return Self.userResponse(user)
         }
         group.delete("users/:id") { request, context -> Response in
-            try await accounts.deleteUser(context.identity, id: try context.parameters.require("id"), expectedVersion: try ETag.expectedVersion(request))
+            try await accounts.deleteUser(
+                context.identity, id: try context.parameters.require("id"), expectedVersion: try ETag.expectedVersion(request))
             return Response(status: .noContent)
         }
     }

@@ -1,8 +1,8 @@
 public import CairnHTTP
 import CairnStorage
 import Crypto
-import HTTPTypes
 import Foundation
+import HTTPTypes
 public import Logging
 
 /// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
@@ -175,8 +175,9 @@ public final class AccountService: Sendable {
     /// Changes the caller's name and/or email.
     public func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
-        guard let user = try await store.updateUser(
-            id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil)
+        guard
+            let user = try await store.updateUser(
+                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil)
         else { throw AppError.notFound() }
         return user
     }
@@ -191,8 +192,9 @@ public final class AccountService: Sendable {
         }
         let newHash = try await hasher.hash(new)
         let now = WallClock.milliseconds()
-        guard let user = try await store.updateUser(
-            id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: nil, email: nil, role: nil, passwordHash: newHash)
+        guard
+            let user = try await store.updateUser(
+                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: nil, email: nil, role: nil, passwordHash: newHash)
         else { throw AppError.notFound() }
         try await store.revokeAllSessions(userId: user.id, at: now)
         sessions.invalidate(userId: user.id)
@@ -272,7 +274,8 @@ public final class AccountService: Sendable {
     /// Updates a user of the caller's tenant. A role change voids the user's access tokens.
     /// - Throws: 404, 403 (admins cannot change owners or grant ownership), 409 (last owner),
     ///   412 (`If-Match` mismatch).
-    public func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User {
+    public func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User
+    {
         try identity.requireAdmin()
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
         var newRole: Role?
@@ -288,8 +291,9 @@ public final class AccountService: Sendable {
         if target.role == .owner, let newRole, newRole != .owner, try await store.ownerCount(tenantId: identity.tenantId) <= 1 {
             throw AppError.conflict("A tenant must keep at least one owner.")
         }
-        guard let user = try await store.updateUser(
-            id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole)
+        guard
+            let user = try await store.updateUser(
+                id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole)
         else { throw AppError.preconditionFailed() }
         sessions.invalidate(userId: id)
         return user

@@ -35,10 +35,12 @@ public struct AccountStore: Sendable {
     func createTenant(name: String, owner: User, passwordHash: String, emailKey: String) async throws {
         do {
             try await database.transaction { db in
-                try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: owner.tenantId), \(bind: name), \(bind: owner.createdAt))").run()
+                try await db.raw(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (\(bind: owner.tenantId), \(bind: name), \(bind: owner.createdAt))"
+                ).run()
                 try await Self.insertUser(db, owner, passwordHash: passwordHash, emailKey: emailKey)
             }
-        } catch where Database.isUniqueViolation(error) {
+        } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("An account with this email already exists.")
         }
     }
@@ -47,7 +49,8 @@ public struct AccountStore: Sendable {
     public func createTenant(name: String) async throws -> String {
         let id = UUIDv7.make()
         try await database.write { db in
-            try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: WallClock.milliseconds()))").run()
+            try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: WallClock.milliseconds()))")
+                .run()
         }
         return id
     }
@@ -64,7 +67,7 @@ public struct AccountStore: Sendable {
     func insertUser(_ user: User, passwordHash: String, emailKey: String) async throws {
         do {
             try await database.write { db in try await Self.insertUser(db, user, passwordHash: passwordHash, emailKey: emailKey) }
-        } catch where Database.isUniqueViolation(error) {
+        } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("An account with this email already exists.")
         }
     }
@@ -82,7 +85,9 @@ public struct AccountStore: Sendable {
     /// The user with this email key and their password hash, for login.
     func credentials(emailKey: String) async throws -> (user: User, passwordHash: String)? {
         try await database.read { db in
-            guard let row = try await db.raw("SELECT \(unsafeRaw: Self.userColumns), password_hash FROM users WHERE email_key = \(bind: emailKey)").first()
+            guard
+                let row = try await db.raw("SELECT \(unsafeRaw: Self.userColumns), password_hash FROM users WHERE email_key = \(bind: emailKey)")
+                    .first()
             else { return nil }
             return (try Self.user(from: row), try row.decode(column: "password_hash", as: String.self))
         }
@@ -124,7 +129,8 @@ public struct AccountStore: Sendable {
     /// Owners of a tenant.
     func ownerCount(tenantId: String) async throws -> Int {
         try await database.read { db in
-            try await db.raw("SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner'").first()?.decode(column: "n", as: Int.self) ?? 0
+            try await db.raw("SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner'").first()?.decode(
+                column: "n", as: Int.self) ?? 0
         }
     }
 
@@ -152,7 +158,7 @@ public struct AccountStore: Sendable {
                 query = query + " RETURNING \(unsafeRaw: Self.userColumns)"
                 return try await db.raw(query).first().map(Self.user(from:))
             }
-        } catch where Database.isUniqueViolation(error) {
+        } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("An account with this email already exists.")
         }
     }
@@ -274,10 +280,16 @@ public struct AccountStore: Sendable {
 
     /// Failures within the window for an email key and for a client address, with the oldest
     /// failure time of each (for `Retry-After`).
-    func recentFailures(emailKey: String, client: String, since: Int64) async throws -> (email: Int, emailOldest: Int64?, client: Int, clientOldest: Int64?) {
+    func recentFailures(emailKey: String, client: String, since: Int64) async throws -> (
+        email: Int, emailOldest: Int64?, client: Int, clientOldest: Int64?
+    ) {
         try await database.read { db in
-            let byEmail = try await db.raw("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE email_key = \(bind: emailKey) AND at > \(bind: since)").first()
-            let byClient = try await db.raw("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)").first()
+            let byEmail = try await db.raw(
+                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE email_key = \(bind: emailKey) AND at > \(bind: since)"
+            ).first()
+            let byClient = try await db.raw(
+                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)"
+            ).first()
             return (
                 try byEmail?.decode(column: "n", as: Int.self) ?? 0, try byEmail?.decode(column: "oldest", as: Int64?.self),
                 try byClient?.decode(column: "n", as: Int.self) ?? 0, try byClient?.decode(column: "oldest", as: Int64?.self)
@@ -288,7 +300,9 @@ public struct AccountStore: Sendable {
     /// Records a failed login and prunes failures older than the window.
     func recordFailure(emailKey: String, client: String, at now: Int64, pruneBefore: Int64) async throws {
         try await database.write { db in
-            try await db.raw("INSERT INTO login_failures (id, email_key, client, at) VALUES (\(bind: UUIDv7.make()), \(bind: emailKey), \(bind: client), \(bind: now))").run()
+            try await db.raw(
+                "INSERT INTO login_failures (id, email_key, client, at) VALUES (\(bind: UUIDv7.make()), \(bind: emailKey), \(bind: client), \(bind: now))"
+            ).run()
             try await db.raw("DELETE FROM login_failures WHERE at <= \(bind: pruneBefore)").run()
         }
     }

@@ -1,6 +1,6 @@
 public import CairnHTTP
-public import Hummingbird
 import Foundation
+public import Hummingbird
 import Logging
 
 /// The one Bearer-token middleware (RFC 6750 §2.1) every protected route shares.

@@ -144,7 +144,9 @@ public final class TokenService: Sendable {
 
     /// Signs an access token for a user's session.
     /// - Returns: the compact JWS and its claims.
-    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date = Date()) async throws -> (token: String, claims: AccessTokenClaims) {
+    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date = Date()) async throws -> (
+        token: String, claims: AccessTokenClaims
+    ) {
         let iat = now.timeIntervalSince1970
         let claims = AccessTokenClaims(
             iss: settings.issuer, aud: settings.audience, sub: userId, tid: tenantId, role: role.rawValue, sid: sessionId,

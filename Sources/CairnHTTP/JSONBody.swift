@@ -1,9 +1,8 @@
-public import Hummingbird
+import Foundation
 public import HTTPTypes
+public import Hummingbird
 public import HummingbirdCore
 import NIOCore
-
-import Foundation
 
 /// Maximum nesting of JSON arrays and objects accepted in a request body.
 public let maximumJSONDepth = 64

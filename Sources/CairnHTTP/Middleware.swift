@@ -1,10 +1,9 @@
-public import Hummingbird
+import Foundation
 public import HTTPTypes
+public import Hummingbird
 public import HummingbirdCore
 import Logging
 import Synchronization
-
-import Foundation
 
 /// Knows which methods each registered path answers, so that a wrong method gets
 /// 405 + `Allow` instead of the router's 404. Filled once from `Router.routes` after all

@@ -1,8 +1,7 @@
-import Hummingbird
-import HTTPTypes
-public import HummingbirdCore
-
 import Foundation
+import HTTPTypes
+import Hummingbird
+public import HummingbirdCore
 
 /// A validated `?limit=&cursor=` pair for keyset pagination (DESIGN.md: limit 1..100, default 20,
 /// opaque cursor; answers are `{items, nextCursor}`).
@@ -74,10 +73,12 @@ public enum Base64URL {
 
     /// Decodes text, or nil when it is not base64url.
     public static func decode(_ text: String) -> [UInt8]? {
-        guard text.utf8.allSatisfy({ byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-        }) else { return nil }
+        guard
+            text.utf8.allSatisfy({ byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+            })
+        else { return nil }
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while base64.utf8.count % 4 != 0 { base64 += "=" }
         return Data(base64Encoded: base64).map { Array($0) }

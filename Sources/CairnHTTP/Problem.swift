@@ -1,9 +1,8 @@
-public import Hummingbird
+import Foundation
 public import HTTPTypes
+public import Hummingbird
 public import HummingbirdCore
 import NIOCore
-
-import Foundation
 
 /// One field-level validation failure inside a problem document: `{field, issue}`.
 public struct FieldIssue: Sendable, Equatable, Codable {

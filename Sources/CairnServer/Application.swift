@@ -2,7 +2,6 @@ public import CairnAccounts
 public import CairnHTTP
 public import CairnStorage
 public import CairnTasks
-import SQLKit
 import Foundation
 import HTTPTypes
 public import Hummingbird
@@ -10,6 +9,7 @@ public import Logging
 import Metrics
 import NIOCore
 public import Prometheus
+import SQLKit
 import ServiceLifecycle
 import Synchronization
 
@@ -54,7 +54,8 @@ public struct CairnComponents: Sendable {
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
 public func buildComponents(configuration: CairnConfiguration, logger: Logger) async throws -> CairnComponents {
     if configuration.databaseURL == nil || configuration.jwtSecret == nil {
-        try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
     let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
     do {
@@ -112,7 +113,8 @@ public func buildApplication(configuration: CairnConfiguration, logger: Logger) 
         services: [components.database, CleanupService { await hasher.shutdown() }],
         onServerRunning: { channel in
             logger.info(
-                "listening", metadata: ["address": .string(channel.localAddress?.description ?? "?"), "port": .stringConvertible(channel.localAddress?.port ?? 0)])
+                "listening",
+                metadata: ["address": .string(channel.localAddress?.description ?? "?"), "port": .stringConvertible(channel.localAddress?.port ?? 0)])
         },
         logger: logger
     )
@@ -165,6 +167,7 @@ struct HealthController {
     }
 
     static func json(_ text: String) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
+        Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -54,7 +54,9 @@ public struct CairnConfiguration: Sendable {
     ///   - flags: values given on the command line, keyed like `http.port`.
     ///   - environment: the process environment (tests pass their own).
     /// - Throws: `ConfigurationError` naming the first bad setting.
-    public static func load(flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> CairnConfiguration {
+    public static func load(flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) async throws
+        -> CairnConfiguration
+    {
         var providers: [any ConfigProvider] = []
         var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
         for (key, value) in flags {
@@ -82,7 +84,8 @@ public struct CairnConfiguration: Sendable {
         func integer(_ key: String, _ range: ClosedRange<Int>, default value: Int) throws -> Int {
             guard let raw = text(key) else { return value }
             guard let parsed = Int(raw.trimmingCharacters(in: .whitespaces)), range.contains(parsed) else {
-                throw ConfigurationError(setting: env(key), problem: "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
+                throw ConfigurationError(
+                    setting: env(key), problem: "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
             }
             return parsed
         }

@@ -1,5 +1,5 @@
-public import Logging
 import Foundation
+public import Logging
 import Synchronization
 
 /// One JSON object per line on standard output (`CAIRN_LOG_FORMAT=json`), for log shippers:

@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 import NIOCore
 import NIOPosix
@@ -6,10 +7,8 @@ import PostgresKit
 import PostgresNIO
 public import SQLKit
 import SQLiteKit
-import Synchronization
 public import ServiceLifecycle
-
-import Foundation
+import Synchronization
 
 /// The SQL dialect in use. Repositories branch on it only where the engines truly differ.
 public enum Dialect: String, Sendable {
@@ -251,7 +250,8 @@ final class SQLiteBackend: Sendable {
         var readers: [SQLiteConnection] = []
         if path != ":memory:" {
             for _ in 0..<3 {
-                let reader = try await SQLiteConnection.open(storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+                let reader = try await SQLiteConnection.open(
+                    storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
                 _ = try await reader.sql().raw("PRAGMA busy_timeout=10000").all()
                 readers.append(reader)
             }

@@ -1,6 +1,5 @@
-import Synchronization
-
 import Foundation
+import Synchronization
 
 /// UUID version 7 identifiers (RFC 9562 §5.7): 48-bit Unix milliseconds, then random bits.
 ///

@@ -77,7 +77,8 @@ public struct Migrator: Sendable {
                         "INSERT INTO cairn_migrations (module, version, name, applied_at) VALUES (\(bind: migration.module), \(bind: migration.version), \(bind: migration.name), \(bind: WallClock.milliseconds()))"
                     ).run()
                 } catch {
-                    throw StorageError(code: "migration_failed", message: "migration \(name) (\(migration.name)) failed: \(String(describing: error).prefix(300))")
+                    throw StorageError(
+                        code: "migration_failed", message: "migration \(name) (\(migration.name)) failed: \(String(describing: error).prefix(300))")
                 }
                 logger.info("applied migration", metadata: ["migration": .string(name), "name": .string(migration.name)])
                 done.append(name)

@@ -59,7 +59,10 @@ struct CommonOptions: ParsableArguments {
 func fail(_ error: any Error) -> ExitCode {
     let text: String
     switch error {
-    case let error as AppError: text = "\(error.code): \(error.detail ?? "")" + (error.errors.isEmpty ? "" : " " + error.errors.map { "\($0.field) \($0.issue)" }.joined(separator: "; "))
+    case let error as AppError:
+        text =
+            "\(error.code): \(error.detail ?? "")"
+            + (error.errors.isEmpty ? "" : " " + error.errors.map { "\($0.field) \($0.issue)" }.joined(separator: "; "))
     case let error as StorageError: text = error.description
     case let error as KeyRingError: text = error.description
     default: text = String(describing: error).prefix(300).description

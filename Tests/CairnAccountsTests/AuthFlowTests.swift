@@ -14,7 +14,8 @@ struct RegistrationTests {
     @Test(arguments: TestEngine.available)
     func registerCreatesOwnerWithoutLeakingTheHash(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let response = try await client.json(.post, "/auth/register", ["email": "  Ada@Example.COM ", "password": "long enough pw", "name": " Ada ", "tenantName": "Analytical"])
+            let response = try await client.json(
+                .post, "/auth/register", ["email": "  Ada@Example.COM ", "password": "long enough pw", "name": " Ada ", "tenantName": "Analytical"])
             #expect(response.status == .created)
             let user = response.object
             #expect(user["email"] as? String == "Ada@Example.COM")
@@ -35,7 +36,8 @@ struct RegistrationTests {
             #expect(upper.status == .conflict)
             #expect(upper.code == "conflict")
             // "e" + combining acute accent is the same address after NFC normalisation.
-            let decomposed = try await client.json(.post, "/auth/register", ["email": "jose\u{301}@example.com", "password": "long enough pw", "name": "C"])
+            let decomposed = try await client.json(
+                .post, "/auth/register", ["email": "jose\u{301}@example.com", "password": "long enough pw", "name": "C"])
             #expect(decomposed.status == .conflict)
             let login = try await client.json(.post, "/auth/login", ["email": "JOSE\u{301}@example.com", "password": "long enough pw"])
             #expect(login.status == .ok)
@@ -50,7 +52,8 @@ struct RegistrationTests {
             #expect(response.code == "invalid_input")
             let fields = Set((response.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String })
             #expect(fields == ["email", "password", "name"])
-            let long = try await client.json(.post, "/auth/register", ["email": "a@b.co", "password": String(repeating: "x", count: 129), "name": "A"])
+            let long = try await client.json(
+                .post, "/auth/register", ["email": "a@b.co", "password": String(repeating: "x", count: 129), "name": "A"])
             #expect(long.status == .badRequest)
             let wrongType = try await client.json(.post, "/auth/register", ["email": "a@b.co", "password": 12345678, "name": "A"])
             #expect(wrongType.status == .badRequest)
@@ -183,7 +186,8 @@ struct RefreshTokenTests {
             let afterAll = try await client.json(.get, "/users/me", token: access2)
             #expect(afterAll.status == .unauthorized)
             #expect(afterAll.code == "invalid_token")
-            #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
+            #expect(
+                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
             // A new login works again.
             let fresh = try await client.login(email: "erin@example.com", password: "correct horse battery")
             #expect(try await client.json(.get, "/users/me", token: fresh["accessToken"] as? String).status == .ok)

@@ -26,16 +26,21 @@ struct UserManagementTests {
             #expect(try await client.json(.patch, "/users/me", ["name": NSNull()], token: token1).status == .badRequest)
             #expect(try await client.json(.patch, "/users/me", ["role": "admin"], token: token1).status == .badRequest)
 
-            let wrong = try await client.json(.put, "/users/me/password", ["currentPassword": "nope nope", "newPassword": "another long one"], token: token1)
+            let wrong = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "nope nope", "newPassword": "another long one"], token: token1)
             #expect(wrong.status == .badRequest)
             #expect((wrong.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "currentPassword")
-            let changed = try await client.json(.put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"], token: token1)
+            let changed = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"], token: token1)
             #expect(changed.status == .ok)
             let newToken = changed.object["accessToken"] as! String
             #expect(try await client.json(.get, "/users/me", token: newToken).status == .ok)
             #expect(try await client.json(.get, "/users/me", token: session2["accessToken"] as? String).status == .unauthorized)
-            #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
-            #expect(try await client.json(.post, "/auth/login", ["email": "pat.new@example.com", "password": "correct horse battery"]).status == .unauthorized)
+            #expect(
+                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
+            #expect(
+                try await client.json(.post, "/auth/login", ["email": "pat.new@example.com", "password": "correct horse battery"]).status
+                    == .unauthorized)
             #expect(try await client.json(.post, "/auth/login", ["email": "pat.new@example.com", "password": "another long one"]).status == .ok)
         }
     }
@@ -51,7 +56,8 @@ struct UserManagementTests {
             let memberId = created.object["id"] as! String
             #expect(created.headers[.location] == "/users/\(memberId)")
             #expect(created.object["tenantId"] as? String == owner["tenantId"] as? String)
-            let bad = try await client.json(.post, "/users", ["email": "x@a.example", "name": "X", "role": "superuser", "password": "member password"], token: ownerToken)
+            let bad = try await client.json(
+                .post, "/users", ["email": "x@a.example", "name": "X", "role": "superuser", "password": "member password"], token: ownerToken)
             #expect(bad.status == .badRequest)
 
             // A member may not manage users.
@@ -99,7 +105,8 @@ struct UserManagementTests {
             #expect(try await client.json(.delete, "/users/\(memberId)", token: ownerToken).status == .noContent)
             #expect(try await client.json(.get, "/users/\(memberId)", token: ownerToken).status == .notFound)
             #expect(try await client.json(.get, "/users/me", token: memberToken).status == .unauthorized)
-            #expect(try await client.json(.post, "/auth/login", ["email": "member@a.example", "password": "member password"]).status == .unauthorized)
+            #expect(
+                try await client.json(.post, "/auth/login", ["email": "member@a.example", "password": "member password"]).status == .unauthorized)
         }
     }
 

@@ -263,7 +263,12 @@ struct PaginationTests {
         let cursor = Cursor.encode(key)
         #expect(Cursor.decode(cursor) == key)
         // Opaque and URL-safe: base64url without padding.
-        #expect(cursor.utf8.allSatisfy { $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")) })
+        #expect(
+            cursor.utf8.allSatisfy {
+                $0 < 0x80
+                    && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber || $0 == UInt8(ascii: "-")
+                        || $0 == UInt8(ascii: "_"))
+            })
         if !key.isEmpty { #expect(!cursor.contains(key)) }
     }
 
@@ -388,7 +393,9 @@ struct RoutingTests {
 
     @Test func malformedJSONIs400InvalidJSON() async throws {
         try await withTestApp(.sqlite) { client, _ in
-            for body in [#"{"email": "#, "not json", #"{"email":"a@b.co""#, "{'email':'a@b.co'}", #"{"email":"a@b.co",,}"#, "", "\u{FEFF}", "nul\u{0}"] {
+            for body in [
+                #"{"email": "#, "not json", #"{"email":"a@b.co""#, "{'email':'a@b.co'}", #"{"email":"a@b.co",,}"#, "", "\u{FEFF}", "nul\u{0}",
+            ] {
                 let response = try await Self.raw(client, .post, "/auth/register", body: body)
                 #expect(response.status == .badRequest, "\(body)")
                 #expect(response.code == "invalid_json", "\(body) → \(response.text)")
@@ -405,10 +412,13 @@ struct RoutingTests {
     /// (swiftlang/swift-corelibs-foundation#4682); `decodeJSON` refuses them itself.
     @Test func trailingCommaIsInvalidJSON() async throws {
         try await withTestApp(.sqlite) { client, _ in
-            let object = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat",}"#)
+            let object = try await Self.raw(
+                client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat",}"#)
             let login = try await Self.raw(client, .post, "/auth/login", body: #"{"email":"tc@example.com","password":"long enough pw",}"#)
-            let array = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat","x":[1,]}"#)
-            let inString = try await Self.raw(client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long, enough]","name":"Pat"}"#)
+            let array = try await Self.raw(
+                client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long enough pw","name":"Pat","x":[1,]}"#)
+            let inString = try await Self.raw(
+                client, .post, "/auth/register", body: #"{"email":"tc@example.com","password":"long, enough]","name":"Pat"}"#)
             #expect(object.status == .badRequest)
             #expect(object.code == "invalid_json")
             #expect(login.status == .badRequest)
@@ -472,7 +482,9 @@ struct RoutingTests {
 
     @Test func nonJSONContentTypeIs415() async throws {
         try await withTestApp(.sqlite) { client, _ in
-            for contentType in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "text/json"] {
+            for contentType in [
+                "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "text/json",
+            ] {
                 let response = try await Self.raw(client, .post, "/auth/register", body: Self.registration, contentType: contentType)
                 #expect(response.status == .unsupportedMediaType, "\(contentType)")
                 #expect(response.code == "unsupported_media_type", "\(contentType)")
@@ -492,7 +504,9 @@ struct RoutingTests {
             #expect(echoed.status == .ok)
             #expect(echoed.headers[Self.requestID] == "abc-123")
             let maxLength = String(repeating: "a", count: 128)
-            #expect(try await client.execute(uri: "/health/live", method: .get, headers: [Self.requestID: maxLength]).headers[Self.requestID] == maxLength)
+            #expect(
+                try await client.execute(uri: "/health/live", method: .get, headers: [Self.requestID: maxLength]).headers[Self.requestID] == maxLength
+            )
 
             let first = try await client.execute(uri: "/health/live", method: .get)
             let second = try await client.execute(uri: "/health/live", method: .get)

@@ -18,10 +18,12 @@ struct StorageTests {
     @Test(arguments: TestEngine.available)
     func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
         let (first, test) = try await open(engine)
-        let probe = Migration(module: "probe", version: 1, name: "counts its own runs", sql: [
-            "CREATE TABLE probe_runs (id TEXT PRIMARY KEY)",
-            "INSERT INTO probe_runs (id) VALUES ('ran')",
-        ])
+        let probe = Migration(
+            module: "probe", version: 1, name: "counts its own runs",
+            sql: [
+                "CREATE TABLE probe_runs (id TEXT PRIMARY KEY)",
+                "INSERT INTO probe_runs (id) VALUES ('ran')",
+            ])
         let second = Migration(module: "probe", version: 2, name: "second step", sql: ["INSERT INTO probe_runs (id) VALUES ('ran-2')"])
         // Six "nodes", each with its own connection pool to the same database.
         var nodes = [first]
@@ -46,10 +48,12 @@ struct StorageTests {
     @Test(arguments: TestEngine.available)
     func aFailingMigrationLeavesNothingHalfApplied(engine: TestEngine) async throws {
         let (database, _) = try await open(engine)
-        let broken = Migration(module: "broken", version: 1, name: "fails halfway", sql: [
-            "CREATE TABLE half_done (id TEXT PRIMARY KEY)",
-            "INSERT INTO no_such_table (id) VALUES ('x')",
-        ])
+        let broken = Migration(
+            module: "broken", version: 1, name: "fails halfway",
+            sql: [
+                "CREATE TABLE half_done (id TEXT PRIMARY KEY)",
+                "INSERT INTO no_such_table (id) VALUES ('x')",
+            ])
         await #expect(throws: StorageError.self) {
             try await Migrator(database: database, migrations: [broken], logger: testLogger).migrate()
         }
@@ -75,7 +79,8 @@ struct StorageTests {
         try await database.transaction { db in
             try await db.raw("INSERT INTO items (id, n) VALUES ('b', 2)").run()
         }
-        let ids = try await database.read { db in try await db.raw("SELECT id FROM items").all().map { try $0.decode(column: "id", as: String.self) } }
+        let ids = try await database.read { db in try await db.raw("SELECT id FROM items").all().map { try $0.decode(column: "id", as: String.self) }
+        }
         #expect(ids == ["b"])
         // Unique violations are recognised on both engines.
         do {
@@ -143,7 +148,8 @@ struct StorageTests {
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
         let started = ContinuousClock.now
         do {
-            _ = try await Database.open(url: "postgres://nobody:secret@127.0.0.1:1/none", sqlitePath: "", logger: testLogger, startupTimeout: .seconds(3))
+            _ = try await Database.open(
+                url: "postgres://nobody:secret@127.0.0.1:1/none", sqlitePath: "", logger: testLogger, startupTimeout: .seconds(3))
             Issue.record("open succeeded")
         } catch let error as StorageError {
             #expect(error.code == "database_unreachable")

@@ -6,8 +6,8 @@ public import HummingbirdTesting
 public import Logging
 import NIOCore
 import PostgresNIO
-public import Testing
 import SQLKit
+public import Testing
 
 /// The engines a database suite runs on: SQLite always, PostgreSQL when
 /// `CAIRN_TEST_POSTGRES_URL` is set (CI sets it and checks the suites ran).
@@ -120,7 +120,9 @@ extension TestClientProtocol {
     }
 
     /// Registers a tenant owner and logs in; returns the user object and the token pair.
-    public func registerAndLogin(email: String, password: String = "correct horse battery", name: String = "Test User") async throws -> (user: [String: Any], tokens: [String: Any]) {
+    public func registerAndLogin(email: String, password: String = "correct horse battery", name: String = "Test User") async throws -> (
+        user: [String: Any], tokens: [String: Any]
+    ) {
         let registered = try await json(.post, "/auth/register", ["email": email, "password": password, "name": name])
         guard registered.status == .created else { throw TestSetupError("register failed: \(registered.status) \(registered.text)") }
         let tokens = try await login(email: email, password: password)

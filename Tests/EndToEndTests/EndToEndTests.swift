@@ -107,7 +107,10 @@ struct EndToEndTests {
 
     @Test func operatorCommandsWork() throws {
         let dataDir = try temporaryDirectory()
-        for command in [["--help"], ["serve", "--help"], ["migrate", "--help"], ["user", "create", "--help"], ["tenant", "create", "--help"], ["keys", "rotate", "--help"]] {
+        for command in [
+            ["--help"], ["serve", "--help"], ["migrate", "--help"], ["user", "create", "--help"], ["tenant", "create", "--help"],
+            ["keys", "rotate", "--help"],
+        ] {
             let result = try runCairn(command)
             #expect(result.status == 0, "\(command)")
             #expect(result.output.contains("USAGE"), "\(command)")

@@ -20,7 +20,9 @@ struct E2EError: Error, CustomStringConvertible {
 }
 
 /// Runs the binary and captures its output.
-func runCairn(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> (status: Int32, output: String, error: String) {
+func runCairn(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> (
+    status: Int32, output: String, error: String
+) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: try cairnBinary())
     process.arguments = arguments
