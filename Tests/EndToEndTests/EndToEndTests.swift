@@ -94,6 +94,26 @@ struct EndToEndTests {
         #expect(!server.output.contains("e2e password!"))
     }
 
+    @Test func jsonLogsCarryTheRequestIdAndNoSecrets() async throws {
+        let server = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(), environment: ["CAIRN_LOG_FORMAT": "json", "CAIRN_LOG_LEVEL": "debug"])
+        let register = try curl(
+            "POST", "\(server.baseURL)/auth/register", json: ["email": "log@example.com", "password": "log password!", "name": "Log"],
+            headers: ["X-Request-Id": "e2e-request-1"])
+        #expect(register.status == 201)
+        #expect(register.headers["x-request-id"] == "e2e-request-1")
+        #expect(try await server.stop() == 0)
+        let lines = server.output.split(separator: "\n").filter { !$0.isEmpty }
+        var tagged = 0
+        for line in lines {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object != nil, "not JSON: \(line)")
+            if object?["request_id"] as? String == "e2e-request-1" { tagged += 1 }
+        }
+        #expect(tagged >= 1)
+        #expect(!server.output.contains("log password!"))
+    }
+
     @Test func aBadSettingStopsStartUpWithOneLineAndExitCode2() throws {
         let result = try runCairn(["serve", "--data-dir", try temporaryDirectory()], environment: ["CAIRN_HTTP_PORT": "not-a-port"])
         #expect(result.status == 2)

@@ -77,9 +77,12 @@ final class ServerProcess: Sendable {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             let text = log.text
-            if let line = text.split(separator: "\n").first(where: { $0.contains("listening") && $0.contains("port=") }),
-                let range = line.range(of: #"port=(\d+)"#, options: .regularExpression),
-                let port = Int(line[range].dropFirst(5)), port > 0
+            // Text logs say `port=8080`; JSON logs say `"port":"8080"`.
+            if let line = text.split(separator: "\n").first(where: {
+                $0.contains("listening") && $0.range(of: #"port(=|":")\d+"#, options: .regularExpression) != nil
+            }),
+                let range = line.range(of: #"port(=|":")\d+"#, options: .regularExpression),
+                let port = Int(line[range].filter(\.isNumber)), port > 0
             {
                 return ServerProcess(process: process, port: port, log: log)
             }
@@ -113,7 +116,9 @@ struct CurlResponse {
     var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
 }
 
-func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: String? = nil) throws -> CurlResponse {
+func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: String? = nil, headers extra: [String: String] = [:]) throws
+    -> CurlResponse
+{
     let headerFile = FileManager.default.temporaryDirectory.appendingPathComponent("h-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: headerFile) }
     var arguments = ["-s", "-S", "-X", method, "-D", headerFile, "--max-time", "30"]
@@ -122,6 +127,7 @@ func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: St
         _ = json
     }
     if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
+    for (name, value) in extra { arguments += ["-H", "\(name): \(value)"] }
     arguments.append(url)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
