@@ -88,6 +88,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CairnJobs",
+            dependencies: [
+                "CairnHTTP", "CairnStorage",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnServer",
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -95,7 +110,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
-                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks",
+                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks", "CairnJobs",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -46,7 +46,15 @@ extension Request {
             break
         }
         do {
-            return try JSONDecoder().decode(Value.self, from: Data(bytes))
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .custom { decoder in
+                let text = try decoder.singleValueContainer().decode(String.self)
+                guard let date = Timestamp.parse(text) else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be an RFC 3339 date-time"))
+                }
+                return date
+            }
+            return try decoder.decode(Value.self, from: Data(bytes))
         } catch let error as DecodingError {
             throw Self.problem(for: error)
         }

@@ -110,6 +110,13 @@ public struct JSONWriter: Sendable {
         needsComma = true
     }
 
+    /// Writes pre-validated JSON text as one value (callers guarantee it is valid JSON).
+    mutating func rawValue(_ text: String) {
+        separator()
+        buffer.writeString(text)
+        needsComma = true
+    }
+
     /// Writes `null`.
     public mutating func null() {
         separator()

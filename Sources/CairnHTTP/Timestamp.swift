@@ -1,3 +1,5 @@
+public import Foundation
+
 /// RFC 3339 UTC timestamps with milliseconds (`2026-11-29T16:29:15.123Z`), from and to
 /// Unix epoch milliseconds, which is how every table stores time on both engines.
 public enum Timestamp {
@@ -27,6 +29,16 @@ public enum Timestamp {
         pad(&out, ms, 3)
         out += "Z"
         return out
+    }
+
+    /// Parses an RFC 3339 date-time (with or without fractional seconds, any offset).
+    public static func parse(_ text: String) -> Date? {
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = withFraction.date(from: text) { return date }
+        let plain = ISO8601DateFormatter()
+        plain.formatOptions = [.withInternetDateTime]
+        return plain.date(from: text)
     }
 
     private static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {

@@ -1,5 +1,6 @@
 public import CairnAccounts
 public import CairnHTTP
+public import CairnJobs
 public import CairnStorage
 public import CairnTasks
 import Foundation
@@ -10,11 +11,11 @@ import Metrics
 import NIOCore
 public import Prometheus
 import SQLKit
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
 
 /// Every module's migrations, in the order modules depend on each other.
-public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all
+public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -48,6 +49,19 @@ public struct CairnComponents: Sendable {
     public let accounts: AccountService
     /// Tasks persistence.
     public let tasks: TaskStore
+    /// Cross-node notifications.
+    public let events: EventBus
+    /// The durable job queue.
+    public let jobs: JobQueue
+    /// Settings, for services built from these components.
+    public let configuration: CairnConfiguration
+    /// The logger.
+    public let logger: Logger
+
+    /// The background services of a node: the job worker.
+    public func makeServices() -> [any Service] {
+        [JobWorker(queue: jobs, logger: logger)]
+    }
 }
 
 /// Opens the database, applies migrations when configured, loads keys, and wires the modules.
@@ -69,7 +83,18 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         let tokens = try await TokenService(settings: tokenSettings)
         let hasher = PasswordHasher(cost: configuration.bcryptCost, threads: configuration.bcryptThreads)
         let accounts = AccountService(store: AccountStore(database: database), tokens: tokens, hasher: hasher, logger: logger)
-        return CairnComponents(database: database, accounts: accounts, tasks: TaskStore(database: database))
+        let events = EventBus(database: database, logger: logger)
+        var jobSettings = JobsSettings()
+        jobSettings.concurrency = configuration.jobsConcurrency
+        jobSettings.leaseSeconds = configuration.jobsLease
+        jobSettings.maxRunningPerTenant = configuration.jobsMaxRunningPerTenant
+        jobSettings.maxPendingPerTenant = configuration.jobsMaxPendingPerTenant
+        jobSettings.shutdownGrace = .seconds(configuration.jobsShutdownGrace)
+        jobSettings.retentionSeconds = configuration.jobsRetention
+        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
+        return CairnComponents(
+            database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
+            configuration: configuration, logger: logger)
     } catch {
         await database.close()
         throw error
@@ -96,6 +121,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
     UsersController(accounts: components.accounts).addRoutes(to: authenticated)
     TasksController(store: components.tasks).addRoutes(to: authenticated)
+    JobsController(queue: components.jobs).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router
@@ -110,7 +136,7 @@ public func buildApplication(configuration: CairnConfiguration, logger: Logger) 
     return Application(
         router: router,
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
-        services: [components.database, CleanupService { await hasher.shutdown() }],
+        services: [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
         onServerRunning: { channel in
             logger.info(
                 "listening",

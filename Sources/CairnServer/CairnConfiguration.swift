@@ -40,6 +40,18 @@ public struct CairnConfiguration: Sendable {
     public var logLevel = "info"
     /// Apply pending migrations on start (`serve --no-migrate` turns it off).
     public var migrateOnStart = true
+    /// Jobs run at once on this node (`CAIRN_JOBS_CONCURRENCY`, default 2 × cores).
+    public var jobsConcurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
+    /// Job lease in seconds (`CAIRN_JOBS_LEASE`, default 30).
+    public var jobsLease = 30
+    /// Running jobs per tenant on one node (`CAIRN_JOBS_MAX_RUNNING_PER_TENANT`, default 2).
+    public var jobsMaxRunningPerTenant = 2
+    /// Waiting jobs per tenant (`CAIRN_JOBS_MAX_PENDING_PER_TENANT`, default 100,000).
+    public var jobsMaxPendingPerTenant = 100_000
+    /// Seconds running jobs get to finish on shutdown (`CAIRN_JOBS_SHUTDOWN_GRACE`, default 10).
+    public var jobsShutdownGrace = 10
+    /// Days finished jobs are kept (`CAIRN_JOBS_RETENTION`, default 7d).
+    public var jobsRetention = 7 * 86_400
 
     /// Creates the defaults.
     public init() {}
@@ -124,6 +136,12 @@ public struct CairnConfiguration: Sendable {
         config.refreshTokenTTL = try duration("refresh.token.ttl", default: config.refreshTokenTTL)
         config.bcryptCost = try integer("bcrypt.cost", 4...31, default: config.bcryptCost)
         config.bcryptThreads = try integer("bcrypt.threads", 1...64, default: config.bcryptThreads)
+        config.jobsConcurrency = try integer("jobs.concurrency", 1...1024, default: config.jobsConcurrency)
+        config.jobsLease = try duration("jobs.lease", default: config.jobsLease)
+        config.jobsMaxRunningPerTenant = try integer("jobs.max.running.per.tenant", 1...1024, default: config.jobsMaxRunningPerTenant)
+        config.jobsMaxPendingPerTenant = try integer("jobs.max.pending.per.tenant", 1...100_000_000, default: config.jobsMaxPendingPerTenant)
+        config.jobsShutdownGrace = try integer("jobs.shutdown.grace", 0...3600, default: config.jobsShutdownGrace)
+        config.jobsRetention = try duration("jobs.retention", default: config.jobsRetention)
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")

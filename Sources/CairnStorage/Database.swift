@@ -148,6 +148,12 @@ public final class Database: Sendable, Service {
         }
     }
 
+    /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
+    var postgresClient: PostgresClient? {
+        if case .postgres(let postgres) = backend { return postgres.client }
+        return nil
+    }
+
     /// Waits for graceful shutdown, then closes every connection.
     public func run() async throws {
         try? await gracefulShutdown()

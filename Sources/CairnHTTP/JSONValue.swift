@@ -1,0 +1,81 @@
+import Foundation
+
+/// Any JSON value (RFC 8259), for free-form payloads such as job arguments, progress and
+/// checkpoints. Stored as JSON text; decoded only where a handler needs it.
+public enum JSONValue: Sendable, Equatable, Codable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    /// Decodes any JSON value.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    /// Encodes the value.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+
+    /// Parses JSON text; nil when it is not JSON.
+    public init?(text: String) {
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
+        self = value
+    }
+
+    /// Compact JSON text with sorted keys (stable, so equal values give equal text).
+    public var text: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
+    }
+
+    /// The member of an object, or nil.
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let members) = self { return members[key] }
+        return nil
+    }
+
+    /// The number as an integer, when it is one.
+    public var int: Int? {
+        if case .number(let value) = self, value.rounded() == value, abs(value) < 1e15 { return Int(value) }
+        return nil
+    }
+
+    /// The string, when it is one.
+    public var string: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+}
+
+extension JSONWriter {
+    /// Writes JSON text that is already valid (for example a stored payload) as one value.
+    public mutating func raw(json text: String) {
+        rawValue(text)
+    }
+}

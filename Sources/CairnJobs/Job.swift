@@ -1,0 +1,147 @@
+public import CairnHTTP
+public import CairnStorage
+
+/// The life of a job (River's state names): `scheduled`/`available`/`retryable` wait to run,
+/// `running` holds a lease, and `succeeded`, `cancelled` and `discarded` (the dead letters)
+/// are final.
+public enum JobState: String, Sendable, CaseIterable, Codable {
+    case scheduled, available, running, retryable, succeeded, cancelled, discarded
+
+    /// True for states a job never leaves on its own.
+    public var isFinal: Bool { self == .succeeded || self == .cancelled || self == .discarded }
+
+    /// States that wait to be claimed.
+    static let waiting: [JobState] = [.scheduled, .available, .retryable]
+}
+
+/// A durable job, as stored and as clients see it.
+public struct Job: Sendable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// The owning tenant.
+    public var tenantId: String
+    /// Queue name (`default` unless given).
+    public var queue: String
+    /// The registered handler's name.
+    public var kind: String
+    /// Arguments, JSON text.
+    public var args: String
+    /// 1 (most urgent) to 4, as in River.
+    public var priority: Int
+    /// Where it is in its life.
+    public var state: JobState
+    /// Attempts started so far (a claim starts one).
+    public var attempt: Int
+    /// Attempts allowed before the job is discarded.
+    public var maxAttempts: Int
+    /// Epoch milliseconds before which it is not run.
+    public var runAt: Int64
+    /// Latest progress report, JSON text.
+    public var progress: String?
+    /// Latest checkpoint, JSON text, handed to the next attempt.
+    public var checkpoint: String?
+    /// One entry per failed attempt, JSON array text: `[{at, attempt, error}]`.
+    public var errors: String
+    /// Deduplication key (unique per tenant and kind among unfinished jobs).
+    public var uniqueKey: String?
+    /// The user who enqueued it, if any.
+    public var createdBy: String?
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+    /// When the last attempt started (epoch ms).
+    public var attemptedAt: Int64?
+    /// When it reached a final state (epoch ms).
+    public var finishedAt: Int64?
+    /// The node holding its lease while running.
+    public var leaseOwner: String?
+    /// When the lease lapses unless renewed (epoch ms).
+    public var leaseExpiresAt: Int64?
+    /// Set when cancellation was requested while it ran.
+    public var cancelRequestedAt: Int64?
+
+    /// The job's JSON representation (camelCase, RFC 3339 times).
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("queue")
+        writer.string(queue)
+        writer.key("kind")
+        writer.string(kind)
+        writer.key("args")
+        writer.raw(json: args)
+        writer.key("priority")
+        writer.int(priority)
+        writer.key("state")
+        writer.string(state.rawValue)
+        writer.key("attempt")
+        writer.int(attempt)
+        writer.key("maxAttempts")
+        writer.int(maxAttempts)
+        writer.key("runAt")
+        writer.string(Timestamp.format(milliseconds: runAt))
+        writer.key("progress")
+        if let progress { writer.raw(json: progress) } else { writer.null() }
+        writer.key("checkpoint")
+        if let checkpoint { writer.raw(json: checkpoint) } else { writer.null() }
+        writer.key("errors")
+        writer.raw(json: errors)
+        writer.key("uniqueKey")
+        writer.string(uniqueKey)
+        writer.key("createdBy")
+        writer.string(createdBy)
+        writer.key("createdAt")
+        writer.string(Timestamp.format(milliseconds: createdAt))
+        writer.key("attemptedAt")
+        writer.string(attemptedAt.map { Timestamp.format(milliseconds: $0) })
+        writer.key("finishedAt")
+        writer.string(finishedAt.map { Timestamp.format(milliseconds: $0) })
+        writer.objectEnd()
+    }
+}
+
+/// The jobs module's tables.
+public enum JobsMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "jobs", version: 1, name: "jobs",
+            sql: [
+                """
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    args TEXT NOT NULL,
+                    priority INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    max_attempts INTEGER NOT NULL,
+                    run_at BIGINT NOT NULL,
+                    progress TEXT,
+                    checkpoint TEXT,
+                    errors TEXT NOT NULL,
+                    unique_key TEXT,
+                    created_by TEXT,
+                    created_at BIGINT NOT NULL,
+                    attempted_at BIGINT,
+                    finished_at BIGINT,
+                    lease_owner TEXT,
+                    lease_expires_at BIGINT,
+                    cancel_requested_at BIGINT)
+                """,
+                // Claiming: the waiting jobs in priority order.
+                "CREATE INDEX jobs_claim ON jobs (priority, run_at, id) WHERE state IN ('scheduled', 'available', 'retryable')",
+                // Rescue of lapsed leases, and the cancel watcher of each node.
+                "CREATE INDEX jobs_running ON jobs (lease_owner, lease_expires_at) WHERE state = 'running'",
+                "CREATE INDEX jobs_tenant ON jobs (tenant_id, id)",
+                "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+                // Unique jobs: one unfinished job per tenant, kind and key.
+                """
+                CREATE UNIQUE INDEX jobs_unique ON jobs (tenant_id, kind, unique_key)
+                WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running', 'retryable')
+                """,
+            ])
+    ]
+}

@@ -1,0 +1,243 @@
+public import CairnHTTP
+public import CairnStorage
+import Foundation
+import Metrics
+public import SQLKit
+import Synchronization
+
+/// Settings of the job system (`CAIRN_JOBS_*`).
+public struct JobsSettings: Sendable {
+    /// Jobs run at once on this node (`CAIRN_JOBS_CONCURRENCY`, default 2 × cores).
+    public var concurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
+    /// Lease length in seconds (`CAIRN_JOBS_LEASE`, default 30); renewed every third of it.
+    public var leaseSeconds = 30
+    /// Running jobs per tenant on this node (default 2).
+    public var maxRunningPerTenant = 2
+    /// Waiting jobs per tenant before enqueue answers 429 (default 100,000).
+    public var maxPendingPerTenant = 100_000
+    /// Fallback poll interval when no notification arrives.
+    public var pollInterval: Duration = .seconds(1)
+    /// How long running handlers get to finish on shutdown before they are released.
+    public var shutdownGrace: Duration = .seconds(10)
+    /// Age after which succeeded and cancelled jobs are deleted (default 7 days).
+    public var retentionSeconds = 7 * 86_400
+    /// How often lapsed leases are looked for.
+    public var rescueInterval: Duration = .seconds(5)
+    /// This node's name in leases.
+    public var nodeId = "node-" + UUIDv7.make()
+
+    /// Creates the defaults.
+    public init() {}
+}
+
+/// A handler that must not be retried: the job is discarded at once.
+public struct PermanentJobError: Error, CustomStringConvertible {
+    /// Why.
+    public var message: String
+    /// Creates the error.
+    public init(_ message: String) { self.message = message }
+    /// The message.
+    public var description: String { message }
+}
+
+/// What a running handler gets: its job, the last checkpoint, and ways to report.
+public struct JobContext: Sendable {
+    /// The job being run (state `running`, `attempt` already counts this attempt).
+    public let job: Job
+    /// The parsed arguments.
+    public let args: JSONValue
+    /// The checkpoint saved by an earlier attempt, if any: resume from here.
+    public let checkpoint: JSONValue?
+    let save: @Sendable (_ progress: String?, _ checkpoint: String?) async throws -> Void
+
+    /// Stores a progress report (e.g. `{rowsDone, bytesDone, fraction}`).
+    public func reportProgress(_ progress: JSONValue) async throws {
+        try await save(progress.text, nil)
+    }
+
+    /// Stores a checkpoint; a later attempt (after a crash or a retry) receives it.
+    public func saveCheckpoint(_ checkpoint: JSONValue, progress: JSONValue? = nil) async throws {
+        try await save(progress?.text, checkpoint.text)
+    }
+
+    /// True once the job was cancelled, its lease lost, or the node is shutting down; the
+    /// handler's task is cancelled too, so `Task.checkCancellation()` works as well.
+    public var isCancelled: Bool { Task.isCancelled }
+}
+
+/// A job handler: runs one attempt; throws to fail it (retried with backoff), or throws
+/// `PermanentJobError` to discard it.
+public typealias JobHandler = @Sendable (JobContext) async throws -> Void
+
+/// What to enqueue.
+public struct JobRequest: Sendable {
+    /// Handler name.
+    public var kind: String
+    /// Arguments.
+    public var args: JSONValue
+    /// Queue name.
+    public var queue = "default"
+    /// 1 (most urgent) to 4.
+    public var priority = 1
+    /// Not before this time (epoch ms); now when nil.
+    public var runAt: Int64?
+    /// Deduplication key among the tenant's unfinished jobs of this kind.
+    public var uniqueKey: String?
+    /// Attempts before discarding.
+    public var maxAttempts = 20
+
+    /// Creates a request.
+    public init(kind: String, args: JSONValue = .object([:])) {
+        self.kind = kind
+        self.args = args
+    }
+}
+
+/// The job system's Swift API for other modules: register handlers, enqueue (alone or in the
+/// caller's transaction), cancel, retry.
+public final class JobQueue: Sendable {
+    struct Registration: Sendable {
+        let handler: JobHandler
+        let enqueueableOverHTTP: Bool
+        let adminOnly: Bool
+    }
+
+    /// Table access.
+    public let store: JobStore
+    /// Settings.
+    public let settings: JobsSettings
+    let bus: EventBus
+    private let registry = Mutex<[String: Registration]>([:])
+
+    /// The EventBus channel that wakes workers when jobs are enqueued.
+    static let wakeChannel = "cairn_jobs_wake"
+
+    /// Creates the queue.
+    public init(store: JobStore, bus: EventBus, settings: JobsSettings) {
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        register(kind: "noop", enqueueableOverHTTP: true, adminOnly: true, handler: NoopJob.run)
+    }
+
+    /// Registers the handler of a kind. `enqueueableOverHTTP` lets `POST /jobs` create it.
+    public func register(kind: String, enqueueableOverHTTP: Bool = false, adminOnly: Bool = false, handler: @escaping JobHandler) {
+        registry.withLock { $0[kind] = Registration(handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly) }
+    }
+
+    func registration(_ kind: String) -> Registration? {
+        registry.withLock { $0[kind] }
+    }
+
+    /// Enqueues a job for a tenant. With `db` (the caller's open transaction), the job commits
+    /// or rolls back with the caller's own rows.
+    /// - Returns: the job and whether it is new (false: an unfinished job with the same unique key).
+    /// - Throws: 400 `invalid_input` (unknown kind, bad fields), 429 `rate_limited` (pending cap).
+    public func enqueue(_ request: JobRequest, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws -> (
+        job: Job, created: Bool
+    ) {
+        var issues: [FieldIssue] = []
+        if registration(request.kind) == nil { issues.append(FieldIssue(field: "kind", issue: "is not a registered job kind")) }
+        if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: "priority", issue: "must be 1 to 4")) }
+        if !(1...100).contains(request.maxAttempts) { issues.append(FieldIssue(field: "maxAttempts", issue: "must be 1 to 100")) }
+        if request.queue.isEmpty || request.queue.count > 64 || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            issues.append(FieldIssue(field: "queue", issue: "must be 1 to 64 letters, digits, - or _"))
+        }
+        if let key = request.uniqueKey, key.isEmpty || key.count > 256 {
+            issues.append(FieldIssue(field: "uniqueKey", issue: "must be 1 to 256 characters"))
+        }
+        if request.args.text.utf8.count > 64 * 1024 { issues.append(FieldIssue(field: "args", issue: "must be at most 64 KiB of JSON")) }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        if try await store.unfinishedCount(tenantId: tenantId) >= settings.maxPendingPerTenant {
+            throw AppError.rateLimited(
+                retryAfter: 30, policy: "\(settings.maxPendingPerTenant);w=1", detail: "Too many pending jobs for this tenant.")
+        }
+        let now = WallClock.milliseconds()
+        let runAt = request.runAt ?? now
+        let job = Job(
+            id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
+            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
+            errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, cancelRequestedAt: nil)
+        let result: (job: Job, inserted: Bool)
+        if let db {
+            result = try await JobStore.insert(job, on: db)
+            if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
+        } else {
+            result = try await store.database.transaction { [bus] db in
+                let result = try await JobStore.insert(job, on: db)
+                if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
+                return result
+            }
+        }
+        if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
+        return (result.job, result.inserted)
+    }
+
+    /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.
+    /// - Throws: 404 when missing; 409 when already final.
+    public func cancel(id: String, tenantId: String) async throws -> Job {
+        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: WallClock.milliseconds()) { return job }
+        guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
+        throw AppError.conflict("The job has already finished.")
+    }
+
+    /// Retries a discarded (dead-letter) or cancelled job.
+    /// - Throws: 404 when missing; 409 in any other state.
+    public func retry(id: String, tenantId: String) async throws -> Job {
+        if let job = try await store.retry(id: id, tenantId: tenantId, now: WallClock.milliseconds()) {
+            try? await bus.publish(channel: Self.wakeChannel, payload: job.id)
+            return job
+        }
+        guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
+        throw AppError.conflict("Only discarded or cancelled jobs can be retried.")
+    }
+
+    /// Deletes a finished job.
+    /// - Throws: 404 when missing; 409 when not finished.
+    public func delete(id: String, tenantId: String) async throws {
+        if try await store.delete(id: id, tenantId: tenantId) { return }
+        guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
+        throw AppError.conflict("Only finished jobs can be deleted; cancel it first.")
+    }
+
+    /// Backoff before attempt `attempt + 1`: about `min(2^attempt s, 1 h)` ± 10 % jitter.
+    static func backoff(afterAttempt attempt: Int) -> Int64 {
+        let base = min(pow(2.0, Double(min(attempt, 20))), 3600)
+        return Int64(base * Double.random(in: 0.9...1.1) * 1000)
+    }
+}
+
+/// The built-in `noop` kind: sleeps `sleepMs` (in slices of `checkpointEvery` ms, saving a
+/// checkpoint after each and resuming from it), then succeeds, or fails with
+/// `fail: "transient"` (retried) or `"permanent"` (discarded). For tests and benchmarks.
+enum NoopJob {
+    @Sendable static func run(_ context: JobContext) async throws {
+        let total = max(0, context.args["sleepMs"]?.int ?? 0)
+        let slice = max(1, context.args["checkpointEvery"]?.int ?? max(total, 1))
+        var done = context.checkpoint?["doneMs"]?.int ?? 0
+        let resumedFrom = done
+        while done < total {
+            let step = min(slice, total - done)
+            try await Task.sleep(for: .milliseconds(step))
+            done += step
+            if context.args["checkpointEvery"] != nil {
+                try await context.saveCheckpoint(
+                    .object(["doneMs": .number(Double(done))]),
+                    progress: .object([
+                        "fraction": .number(total == 0 ? 1 : Double(done) / Double(total)), "resumedFromMs": .number(Double(resumedFrom)),
+                    ]))
+            }
+        }
+        switch context.args["fail"]?.string {
+        case "transient": throw NoopFailure(message: "noop failed as asked (attempt \(context.job.attempt))")
+        case "permanent": throw PermanentJobError("noop failed permanently as asked")
+        default: return
+        }
+    }
+
+    struct NoopFailure: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
+    }
+}

@@ -1,0 +1,286 @@
+import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// SQL for the `jobs` table, written once for both engines. Claiming is one statement:
+/// `UPDATE … WHERE id IN (SELECT … LIMIT n)`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so
+/// nodes never wait on each other; on SQLite the single writer makes it atomic.
+public struct JobStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let columns = """
+        id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
+        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at
+        """
+
+    static func job(from row: any SQLRow) throws -> Job {
+        Job(
+            id: try row.decode(column: "id", as: String.self),
+            tenantId: try row.decode(column: "tenant_id", as: String.self),
+            queue: try row.decode(column: "queue", as: String.self),
+            kind: try row.decode(column: "kind", as: String.self),
+            args: try row.decode(column: "args", as: String.self),
+            priority: try row.decode(column: "priority", as: Int.self),
+            state: JobState(rawValue: try row.decode(column: "state", as: String.self)) ?? .discarded,
+            attempt: try row.decode(column: "attempt", as: Int.self),
+            maxAttempts: try row.decode(column: "max_attempts", as: Int.self),
+            runAt: try row.decode(column: "run_at", as: Int64.self),
+            progress: try row.decode(column: "progress", as: String?.self),
+            checkpoint: try row.decode(column: "checkpoint", as: String?.self),
+            errors: try row.decode(column: "errors", as: String.self),
+            uniqueKey: try row.decode(column: "unique_key", as: String?.self),
+            createdBy: try row.decode(column: "created_by", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            attemptedAt: try row.decode(column: "attempted_at", as: Int64?.self),
+            finishedAt: try row.decode(column: "finished_at", as: Int64?.self),
+            leaseOwner: try row.decode(column: "lease_owner", as: String?.self),
+            leaseExpiresAt: try row.decode(column: "lease_expires_at", as: Int64?.self),
+            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Int64?.self))
+    }
+
+    static func stateList(_ states: [JobState]) -> SQLQueryString {
+        SQLQueryString("(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")")
+    }
+
+    // MARK: Enqueue
+
+    /// Inserts a job, or returns the unfinished job with the same tenant, kind and unique key.
+    /// Runs on `db` when given (the caller's transaction), so a row and its job commit together.
+    /// - Returns: the job and whether it was newly inserted.
+    static func insert(_ job: Job, on db: any SQLDatabase) async throws -> (job: Job, inserted: Bool) {
+        let inserted = try await db.raw(
+            """
+            INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
+                \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
+                \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL)
+            ON CONFLICT DO NOTHING
+            RETURNING \(unsafeRaw: columns)
+            """
+        ).first()
+        if let inserted { return (try Self.job(from: inserted), true) }
+        guard let uniqueKey = job.uniqueKey,
+            let existing = try await db.raw(
+                """
+                SELECT \(unsafeRaw: columns) FROM jobs WHERE tenant_id = \(bind: job.tenantId) AND kind = \(bind: job.kind)
+                AND unique_key = \(bind: uniqueKey) AND state IN \(stateList([.scheduled, .available, .running, .retryable]))
+                """
+            ).first()
+        else {
+            throw AppError.conflict("A job with this id already exists.")
+        }
+        return (try Self.job(from: existing), false)
+    }
+
+    /// Unfinished jobs of a tenant (the pending cap).
+    func unfinishedCount(tenantId: String) async throws -> Int {
+        try await database.read { db in
+            try await db.raw(
+                "SELECT COUNT(*) AS n FROM jobs WHERE tenant_id = \(bind: tenantId) AND state IN \(Self.stateList([.scheduled, .available, .retryable]))"
+            ).first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+    }
+
+    // MARK: Workers
+
+    /// Claims up to `limit` due jobs for `node`, most urgent first, skipping tenants in
+    /// `excludedTenants` (at their per-node running cap). Each claimed job starts an attempt
+    /// and carries a lease until `now + leaseMs`.
+    func claim(node: String, limit: Int, excludedTenants: Set<String>, queues: [String], now: Int64, leaseMs: Int64) async throws -> [Job] {
+        guard limit > 0 else { return [] }
+        let dialect = database.dialect
+        return try await database.write { db in
+            var inner: SQLQueryString = """
+                SELECT id FROM jobs WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now)
+                """
+            if !queues.isEmpty {
+                inner =
+                    inner + " AND queue IN ("
+                    + SQLQueryString(queues.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")) + ")"
+            }
+            if !excludedTenants.isEmpty {
+                inner = inner + " AND tenant_id NOT IN (\(SQLList(excludedTenants.sorted().map { SQLBind($0) })))"
+            }
+            inner = inner + " ORDER BY priority, run_at, id LIMIT \(bind: limit)"
+            if dialect == .postgres { inner = inner + " FOR UPDATE SKIP LOCKED" }
+            return try await db.raw(
+                """
+                UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = \(bind: now), lease_owner = \(bind: node),
+                    lease_expires_at = \(bind: now + leaseMs)
+                WHERE id IN (\(inner))
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).all().map(Self.job(from:))
+        }
+    }
+
+    /// Extends the leases `node` holds; returns the ids it still holds.
+    func renew(ids: [String], node: String, until: Int64) async throws -> Set<String> {
+        guard !ids.isEmpty else { return [] }
+        return try await database.write { db in
+            Set(
+                try await db.raw(
+                    """
+                    UPDATE jobs SET lease_expires_at = \(bind: until)
+                    WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
+                    RETURNING id
+                    """
+                ).all().map { try $0.decode(column: "id", as: String.self) })
+        }
+    }
+
+    /// Ends a running attempt held by `node`. Returns false when the lease was lost.
+    func finish(
+        id: String, node: String, state: JobState, runAt: Int64? = nil, errors: String? = nil, now: Int64
+    ) async throws -> Job? {
+        try await database.write { db in
+            var sets: [any SQLExpression] = [
+                SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"), SQLRaw("lease_expires_at = NULL"),
+            ]
+            if state.isFinal { sets.append(SQLQueryString("finished_at = \(bind: now)")) }
+            if let runAt { sets.append(SQLQueryString("run_at = \(bind: runAt)")) }
+            if let errors { sets.append(SQLQueryString("errors = \(bind: errors)")) }
+            return try await db.raw(
+                """
+                UPDATE jobs SET \(SQLList(sets)) WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running'
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.job(from:))
+        }
+    }
+
+    /// Hands jobs back without consuming an attempt (graceful shutdown).
+    func release(ids: [String], node: String) async throws {
+        guard !ids.isEmpty else { return }
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
+                WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
+                """
+            ).run()
+        }
+    }
+
+    /// Returns jobs whose lease lapsed (their node died) to the queue, or discards them when no
+    /// attempt is left. Returns the rescued jobs.
+    func rescue(now: Int64) async throws -> [Job] {
+        try await database.write { db in
+            let lapsed = try await db.raw(
+                """
+                UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                    finished_at = CASE WHEN attempt >= max_attempts THEN \(bind: now) ELSE NULL END,
+                    lease_owner = NULL, lease_expires_at = NULL
+                WHERE state = 'running' AND lease_expires_at < \(bind: now)
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).all().map(Self.job(from:))
+            return lapsed
+        }
+    }
+
+    /// Jobs `node` runs whose cancellation was requested.
+    func cancelRequested(node: String) async throws -> [String] {
+        try await database.read { db in
+            try await db.raw(
+                "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = \(bind: node) AND cancel_requested_at IS NOT NULL"
+            ).all().map { try $0.decode(column: "id", as: String.self) }
+        }
+    }
+
+    /// Stores progress or a checkpoint of a running job held by `node`; false when the lease is lost.
+    func save(id: String, node: String, progress: String?, checkpoint: String?) async throws -> Bool {
+        try await database.write { db in
+            var sets: [any SQLExpression] = []
+            if let progress { sets.append(SQLQueryString("progress = \(bind: progress)")) }
+            if let checkpoint { sets.append(SQLQueryString("checkpoint = \(bind: checkpoint)")) }
+            guard !sets.isEmpty else { return true }
+            return try await db.raw(
+                "UPDATE jobs SET \(SQLList(sets)) WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running' RETURNING id"
+            ).first() != nil
+        }
+    }
+
+    /// Deletes finished jobs older than `before` (succeeded and cancelled; dead letters stay).
+    func prune(before: Int64) async throws -> Int {
+        try await database.write { db in
+            try await db.raw(
+                "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < \(bind: before) RETURNING id"
+            ).all().count
+        }
+    }
+
+    // MARK: Tenant-facing operations
+
+    /// One job of a tenant.
+    public func job(id: String, tenantId: String) async throws -> Job? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM jobs WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
+                .first().map(Self.job(from:))
+        }
+    }
+
+    /// A page of a tenant's jobs, newest first.
+    func list(tenantId: String, state: JobState?, kind: String?, page: PageRequest) async throws -> Page<Job> {
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM jobs WHERE tenant_id = \(bind: tenantId)"
+            if let state { query = query + " AND state = \(bind: state.rawValue)" }
+            if let kind { query = query + " AND kind = \(bind: kind)" }
+            if let after = page.after { query = query + " AND id < \(bind: after)" }
+            return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
+        }
+        var jobs = try rows.map(Self.job(from:))
+        var next: String?
+        if jobs.count > page.limit {
+            jobs.removeLast()
+            next = jobs.last.map { Cursor.encode($0.id) }
+        }
+        return Page(items: jobs, nextCursor: next)
+    }
+
+    /// Cancels a waiting job at once, or flags a running one for its node to stop.
+    func requestCancel(id: String, tenantId: String, now: Int64) async throws -> Job? {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE jobs SET
+                    state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+                    finished_at = CASE WHEN state = 'running' THEN finished_at ELSE \(bind: now) END,
+                    cancel_requested_at = CASE WHEN state = 'running' THEN \(bind: now) ELSE cancel_requested_at END
+                WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND state IN \(Self.stateList([.scheduled, .available, .retryable, .running]))
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.job(from:))
+        }
+    }
+
+    /// Puts a discarded or cancelled job back in the queue with a fresh set of attempts.
+    func retry(id: String, tenantId: String, now: Int64) async throws -> Job? {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE jobs SET state = 'available', attempt = 0, run_at = \(bind: now), finished_at = NULL, cancel_requested_at = NULL
+                WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND state IN ('discarded', 'cancelled')
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.job(from:))
+        }
+    }
+
+    /// Deletes a finished job.
+    func delete(id: String, tenantId: String) async throws -> Bool {
+        try await database.write { db in
+            try await db.raw(
+                "DELETE FROM jobs WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND state IN ('succeeded', 'cancelled', 'discarded') RETURNING id"
+            ).first() != nil
+        }
+    }
+}

@@ -1,0 +1,330 @@
+import CairnHTTP
+import CairnStorage
+import Foundation
+public import Logging
+import Metrics
+public import ServiceLifecycle
+import Synchronization
+
+/// Runs jobs on this node: claims due jobs (woken by the EventBus, with a slow poll as a
+/// fallback), renews their leases, stops cancelled ones, rescues lapsed leases of dead nodes,
+/// prunes old jobs, and on graceful shutdown stops claiming, lets running handlers finish
+/// within the grace period, and releases the rest for other nodes.
+public final class JobWorker: Service, Sendable {
+    enum StopReason: Sendable { case cancelRequested, leaseLost, shutdown }
+
+    struct Running: Sendable {
+        let tenantId: String
+        let task: Task<Void, Never>
+    }
+
+    struct State: Sendable {
+        var running: [String: Running] = [:]
+        var stopReasons: [String: StopReason] = [:]
+        var draining = false
+    }
+
+    let queue: JobQueue
+    let logger: Logger
+    private let state = Mutex(State())
+    private let wake = WakeSignal()
+
+    /// Creates a worker for a queue.
+    public init(queue: JobQueue, logger: Logger) {
+        self.queue = queue
+        self.logger = logger
+    }
+
+    private var settings: JobsSettings { queue.settings }
+    private var store: JobStore { queue.store }
+
+    /// Runs until graceful shutdown.
+    public func run() async throws {
+        let notifications = queue.bus.subscribe(channel: JobQueue.wakeChannel)
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { [wake] in
+                    for await _ in notifications { wake.signal() }
+                }
+                group.addTask { await self.claimLoop() }
+                group.addTask { await self.every(.seconds(Double(self.settings.leaseSeconds) / 3)) { try await self.renewLeases() } }
+                group.addTask { await self.every(.milliseconds(500)) { try await self.stopCancelled() } }
+                group.addTask { await self.every(self.settings.rescueInterval) { try await self.rescue() } }
+                group.addTask {
+                    await self.every(.seconds(3600)) {
+                        _ = try await self.store.prune(before: WallClock.milliseconds() - Int64(self.settings.retentionSeconds) * 1000)
+                    }
+                }
+                await self.waitUntilDrained()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.state.withLock { $0.draining = true }
+            self.wake.signal()
+        }
+        await shutdown()
+    }
+
+    private func waitUntilDrained() async {
+        while !state.withLock({ $0.draining }) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Repeats `body` every `interval` until cancelled; errors are logged, never fatal.
+    private func every(_ interval: Duration, _ body: @Sendable () async throws -> Void) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            if Task.isCancelled { return }
+            do { try await body() } catch {
+                logger.warning("job maintenance failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+            }
+        }
+    }
+
+    // MARK: Claiming
+
+    private func claimLoop() async {
+        while !Task.isCancelled {
+            let (free, excluded, draining) = state.withLock { state -> (Int, Set<String>, Bool) in
+                var perTenant: [String: Int] = [:]
+                for running in state.running.values { perTenant[running.tenantId, default: 0] += 1 }
+                let excluded = Set(perTenant.filter { $0.value >= settings.maxRunningPerTenant }.keys)
+                return (settings.concurrency - state.running.count, excluded, state.draining)
+            }
+            if draining { return }
+            var claimed: [Job] = []
+            if free > 0 {
+                do {
+                    claimed = try await store.claim(
+                        node: settings.nodeId, limit: free, excludedTenants: excluded, queues: [], now: WallClock.milliseconds(),
+                        leaseMs: Int64(settings.leaseSeconds) * 1000)
+                    claimed = try await enforceTenantCap(claimed)
+                } catch {
+                    logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+                }
+                for job in claimed { start(job) }
+            }
+            // Something was claimed: go round at once to fill the remaining slots; otherwise
+            // sleep until a notification, a finished job, or the poll interval.
+            if !claimed.isEmpty { continue }
+            await wake.wait(timeout: settings.pollInterval)
+        }
+    }
+
+    /// A batch is claimed in priority order across tenants; any job that would take its tenant
+    /// past `maxRunningPerTenant` on this node is handed straight back (no attempt consumed),
+    /// which leaves the free slots to other tenants' jobs.
+    private func enforceTenantCap(_ claimed: [Job]) async throws -> [Job] {
+        var counts = state.withLock { state -> [String: Int] in
+            var counts: [String: Int] = [:]
+            for running in state.running.values { counts[running.tenantId, default: 0] += 1 }
+            return counts
+        }
+        var kept: [Job] = []
+        var extra: [String] = []
+        for job in claimed {
+            if counts[job.tenantId, default: 0] < settings.maxRunningPerTenant {
+                counts[job.tenantId, default: 0] += 1
+                kept.append(job)
+            } else {
+                extra.append(job.id)
+            }
+        }
+        if !extra.isEmpty { try await store.release(ids: extra, node: settings.nodeId) }
+        return kept
+    }
+
+    private func start(_ job: Job) {
+        if let waited = job.attemptedAt.map({ $0 - job.runAt }), waited >= 0 {
+            Timer(label: "cairn_jobs_wait_seconds", dimensions: [("kind", job.kind)]).recordMilliseconds(waited)
+        }
+        let task = Task {
+            await self.execute(job)
+        }
+        state.withLock { state in
+            state.running[job.id] = Running(tenantId: job.tenantId, task: task)
+        }
+    }
+
+    // MARK: Running one attempt
+
+    private func execute(_ job: Job) async {
+        let startedAt = ContinuousClock.now
+        let node = settings.nodeId
+        let store = self.store
+        let context = JobContext(
+            job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
+            save: { progress, checkpoint in
+                guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint) else {
+                    throw CancellationError()
+                }
+            })
+        var failure: (any Error)?
+        if let registration = queue.registration(job.kind) {
+            do {
+                try await registration.handler(context)
+            } catch {
+                failure = error
+            }
+        } else {
+            failure = PermanentJobError("no handler is registered for kind '\(job.kind)'")
+        }
+        let reason = state.withLock { state -> StopReason? in
+            state.running[job.id] = nil
+            return state.stopReasons.removeValue(forKey: job.id)
+        }
+        defer { wake.signal() }
+        Timer(label: "cairn_jobs_run_seconds", dimensions: [("kind", job.kind)]).recordNanoseconds(
+            (ContinuousClock.now - startedAt).nanoseconds)
+        do {
+            try await record(job, failure: failure, reason: reason)
+        } catch {
+            logger.warning("recording a job outcome failed; its lease will lapse and it will be retried", metadata: ["job_id": .string(job.id)])
+        }
+    }
+
+    private func record(_ job: Job, failure: (any Error)?, reason: StopReason?) async throws {
+        let now = WallClock.milliseconds()
+        let node = settings.nodeId
+        switch reason {
+        case .leaseLost:
+            return
+        case .shutdown:
+            if failure != nil {
+                try await store.release(ids: [job.id], node: node)
+                return
+            }
+        case .cancelRequested:
+            if failure != nil {
+                _ = try await store.finish(id: job.id, node: node, state: .cancelled, now: now)
+                Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "cancelled")]).increment()
+                return
+            }
+        case nil:
+            break
+        }
+        guard let failure else {
+            _ = try await store.finish(id: job.id, node: node, state: .succeeded, now: now)
+            Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "succeeded")]).increment()
+            return
+        }
+        let message = String(String(describing: failure).prefix(2000))
+        var errors: [JSONValue] = []
+        if case .array(let existing) = JSONValue(text: job.errors) ?? .array([]) { errors = existing }
+        errors.append(
+            .object(["at": .string(Timestamp.format(milliseconds: now)), "attempt": .number(Double(job.attempt)), "error": .string(message)]))
+        let permanent = failure is PermanentJobError
+        if permanent || job.attempt >= job.maxAttempts {
+            _ = try await store.finish(id: job.id, node: node, state: .discarded, errors: JSONValue.array(errors).text, now: now)
+            Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "discarded")]).increment()
+            logger.warning(
+                "job discarded", metadata: ["job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt)])
+        } else {
+            let runAt = now + JobQueue.backoff(afterAttempt: job.attempt)
+            _ = try await store.finish(id: job.id, node: node, state: .retryable, runAt: runAt, errors: JSONValue.array(errors).text, now: now)
+            Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "retryable")]).increment()
+        }
+    }
+
+    // MARK: Leases, cancellation, rescue
+
+    private func renewLeases() async throws {
+        let ids = state.withLock { Array($0.running.keys) }
+        guard !ids.isEmpty else { return }
+        let held = try await store.renew(ids: ids, node: settings.nodeId, until: WallClock.milliseconds() + Int64(settings.leaseSeconds) * 1000)
+        for id in ids where !held.contains(id) { stop(id, reason: .leaseLost) }
+    }
+
+    private func stopCancelled() async throws {
+        guard state.withLock({ !$0.running.isEmpty }) else { return }
+        for id in try await store.cancelRequested(node: settings.nodeId) { stop(id, reason: .cancelRequested) }
+    }
+
+    private func stop(_ id: String, reason: StopReason) {
+        let task = state.withLock { state -> Task<Void, Never>? in
+            guard let running = state.running[id], state.stopReasons[id] == nil else { return nil }
+            state.stopReasons[id] = reason
+            return running.task
+        }
+        task?.cancel()
+    }
+
+    private func rescue() async throws {
+        let rescued = try await store.rescue(now: WallClock.milliseconds())
+        if !rescued.isEmpty {
+            logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])
+            wake.signal()
+        }
+    }
+
+    // MARK: Shutdown
+
+    private func shutdown() async {
+        let deadline = ContinuousClock.now + settings.shutdownGrace
+        while state.withLock({ !$0.running.isEmpty }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let remaining = state.withLock { Array($0.running.keys) }
+        for id in remaining { stop(id, reason: .shutdown) }
+        while state.withLock({ !$0.running.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if !remaining.isEmpty {
+            logger.info("released running jobs for other nodes", metadata: ["count": .stringConvertible(remaining.count)])
+        }
+    }
+}
+
+/// A one-slot wake-up: `signal()` wakes the current waiter, or the next one to wait.
+final class WakeSignal: Sendable {
+    private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.pending = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    func wait(timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = self.state.withLock { state -> Bool in
+                        if state.pending {
+                            state.pending = false
+                            return true
+                        }
+                        if let previous = state.waiter { previous.resume() }
+                        state.waiter = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.waiter = nil }
+                    return state.waiter
+                }
+                waiter?.resume()
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

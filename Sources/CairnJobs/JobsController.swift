@@ -1,0 +1,86 @@
+public import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+
+/// `/jobs`: enqueue (kinds registered as enqueueable over HTTP), list, read, cancel, retry,
+/// delete; all scoped to the caller's tenant.
+public struct JobsController: Sendable {
+    let queue: JobQueue
+
+    /// Creates the controller.
+    public init(queue: JobQueue) {
+        self.queue = queue
+    }
+
+    struct EnqueueBody: Decodable {
+        var kind: String
+        var args: JSONValue?
+        var queue: String?
+        var priority: Int?
+        var runAt: Date?
+        var uniqueKey: String?
+        var maxAttempts: Int?
+    }
+
+    static func decodeEnqueue(_ request: inout Request, context: AuthenticatedContext) async throws -> EnqueueBody {
+        do {
+            return try await request.decodeJSON(as: EnqueueBody.self, context: context)
+        } catch let error as AppError where error.errors.first?.field == "runAt" {
+            throw AppError.invalidField("runAt", "must be an RFC 3339 date-time")
+        }
+    }
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.post("jobs") { request, context -> Response in
+            var request = request
+            let body = try await Self.decodeEnqueue(&request, context: context)
+            guard let registration = queue.registration(body.kind), registration.enqueueableOverHTTP else {
+                throw AppError.invalidField("kind", "is not a job kind that can be enqueued over HTTP")
+            }
+            if registration.adminOnly { try context.identity.requireAdmin() }
+            if let args = body.args, case .object = args {
+            } else if body.args != nil {
+                throw AppError.invalidField("args", "must be a JSON object")
+            }
+            var job = JobRequest(kind: body.kind, args: body.args ?? .object([:]))
+            job.queue = body.queue ?? job.queue
+            job.priority = body.priority ?? job.priority
+            job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+            job.uniqueKey = body.uniqueKey
+            job.maxAttempts = body.maxAttempts ?? job.maxAttempts
+            let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
+            return .json(created, status: isNew ? .created : .ok, headers: [.location: "/jobs/\(created.id)"])
+        }
+        group.get("jobs") { request, context -> Response in
+            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+            var state: JobState?
+            if let raw = request.uri.queryParameters.get("state") {
+                guard let parsed = JobState(rawValue: raw) else {
+                    throw AppError.invalidField("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                state = parsed
+            }
+            let kind = request.uri.queryParameters.get("kind").map { String($0) }
+            return .json(try await queue.store.list(tenantId: context.identity.tenantId, state: state, kind: kind, page: page))
+        }
+        group.get("jobs/:id") { _, context -> Response in
+            guard let job = try await queue.store.job(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
+                throw AppError.notFound("No such job.")
+            }
+            return .json(job)
+        }
+        group.post("jobs/:id/cancel") { _, context -> Response in
+            .json(try await queue.cancel(id: try context.parameters.require("id"), tenantId: context.identity.tenantId))
+        }
+        group.post("jobs/:id/retry") { _, context -> Response in
+            .json(try await queue.retry(id: try context.parameters.require("id"), tenantId: context.identity.tenantId))
+        }
+        group.delete("jobs/:id") { _, context -> Response in
+            try await queue.delete(id: try context.parameters.require("id"), tenantId: context.identity.tenantId)
+            return Response(status: .noContent)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+public import Logging
+import PostgresNIO
+public import SQLKit
+import Synchronization
+
+/// Small notifications between nodes: `LISTEN/NOTIFY` on PostgreSQL, an in-process fan-out on
+/// SQLite (a single node). Payloads are short strings (ids, never row contents: PostgreSQL
+/// caps a payload at 8000 bytes); receivers read the rows they need.
+///
+/// Delivery is at most once and only to live subscribers; every consumer also polls slowly,
+/// so a lost notification delays work but never loses it.
+public final class EventBus: Sendable {
+    private let database: Database
+    private let logger: Logger
+    private let subscribers = Mutex<[String: [UInt64: AsyncStream<String>.Continuation]]>([:])
+    private let nextId = Atomic<UInt64>(0)
+
+    /// Creates the bus over a database.
+    public init(database: Database, logger: Logger) {
+        self.database = database
+        self.logger = logger
+    }
+
+    /// Publishes `payload` on `channel`. With `db` inside a transaction on PostgreSQL, the
+    /// notification is delivered when (and only if) the transaction commits.
+    public func publish(channel: String, payload: String, on db: (any SQLDatabase)? = nil) async throws {
+        if database.dialect == .postgres {
+            let query: SQLQueryString = "SELECT pg_notify(\(bind: channel), \(bind: payload))"
+            if let db {
+                try await db.raw(query).run()
+            } else {
+                try await database.write { try await $0.raw(query).run() }
+            }
+        } else {
+            deliverLocally(channel: channel, payload: payload)
+        }
+    }
+
+    private func deliverLocally(channel: String, payload: String) {
+        let targets = subscribers.withLock { Array(($0[channel] ?? [:]).values) }
+        for continuation in targets { continuation.yield(payload) }
+    }
+
+    /// Notifications on `channel` until the consuming task is cancelled. On PostgreSQL a
+    /// dedicated connection LISTENs, reconnecting after errors.
+    public func subscribe(channel: String) -> AsyncStream<String> {
+        let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        let id = nextId.wrappingAdd(1, ordering: .relaxed).newValue
+        subscribers.withLock { $0[channel, default: [:]][id] = continuation }
+        let logger = self.logger
+        let listener: Task<Void, Never>? = database.postgresClient.map { client in
+            Task {
+                while !Task.isCancelled {
+                    do {
+                        try await client.withConnection { connection in
+                            try await connection.listen(on: channel) { notifications in
+                                for try await notification in notifications {
+                                    continuation.yield(notification.payload)
+                                }
+                            }
+                        }
+                    } catch {
+                        if Task.isCancelled { break }
+                        logger.warning("event bus listener reconnecting", metadata: ["channel": .string(channel)])
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
+        continuation.onTermination = { [weak self] _ in
+            listener?.cancel()
+            _ = self?.subscribers.withLock { $0[channel]?.removeValue(forKey: id) }
+        }
+        return stream
+    }
+}
