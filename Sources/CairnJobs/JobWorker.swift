@@ -15,7 +15,7 @@ public final class JobWorker: Service, Sendable {
 
     struct Running: Sendable {
         let tenantId: String
-        let task: Task<Void, Never>
+        let task: Task<Void, any Error>
     }
 
     struct State: Sendable {
@@ -65,8 +65,9 @@ public final class JobWorker: Service, Sendable {
         await shutdown()
     }
 
+    /// Returns once graceful shutdown began, or the worker's task was cancelled.
     private func waitUntilDrained() async {
-        while !state.withLock({ $0.draining }) {
+        while !state.withLock({ $0.draining }) && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
         }
     }
@@ -139,18 +140,6 @@ public final class JobWorker: Service, Sendable {
         if let waited = job.attemptedAt.map({ $0 - job.runAt }), waited >= 0 {
             Timer(label: "cairn_jobs_wait_seconds", dimensions: [("kind", job.kind)]).recordMilliseconds(waited)
         }
-        let task = Task {
-            await self.execute(job)
-        }
-        state.withLock { state in
-            state.running[job.id] = Running(tenantId: job.tenantId, task: task)
-        }
-    }
-
-    // MARK: Running one attempt
-
-    private func execute(_ job: Job) async {
-        let startedAt = ContinuousClock.now
         let node = settings.nodeId
         let store = self.store
         let context = JobContext(
@@ -160,27 +149,32 @@ public final class JobWorker: Service, Sendable {
                     throw CancellationError()
                 }
             })
-        var failure: (any Error)?
-        if let registration = queue.registration(job.kind) {
-            do {
-                try await registration.handler(context)
-            } catch {
-                failure = error
+        let registration = queue.registration(job.kind)
+        // The handler runs in its own task, the one cancellation targets; the outcome is
+        // recorded by another, which stays uncancelled so its database writes go through.
+        let handler = Task<Void, any Error> {
+            guard let registration else { throw PermanentJobError("no handler is registered for kind '\(job.kind)'") }
+            try await registration.handler(context)
+        }
+        state.withLock { state in
+            state.running[job.id] = Running(tenantId: job.tenantId, task: handler)
+        }
+        Task {
+            let startedAt = ContinuousClock.now
+            var failure: (any Error)?
+            do { try await handler.value } catch { failure = error }
+            let reason = self.state.withLock { state -> StopReason? in
+                state.running[job.id] = nil
+                return state.stopReasons.removeValue(forKey: job.id)
             }
-        } else {
-            failure = PermanentJobError("no handler is registered for kind '\(job.kind)'")
-        }
-        let reason = state.withLock { state -> StopReason? in
-            state.running[job.id] = nil
-            return state.stopReasons.removeValue(forKey: job.id)
-        }
-        defer { wake.signal() }
-        Timer(label: "cairn_jobs_run_seconds", dimensions: [("kind", job.kind)]).recordNanoseconds(
-            (ContinuousClock.now - startedAt).nanoseconds)
-        do {
-            try await record(job, failure: failure, reason: reason)
-        } catch {
-            logger.warning("recording a job outcome failed; its lease will lapse and it will be retried", metadata: ["job_id": .string(job.id)])
+            Timer(label: "cairn_jobs_run_seconds", dimensions: [("kind", job.kind)]).recordNanoseconds((ContinuousClock.now - startedAt).nanoseconds)
+            do {
+                try await self.record(job, failure: failure, reason: reason)
+            } catch {
+                self.logger.warning(
+                    "recording a job outcome failed; its lease will lapse and it will be retried", metadata: ["job_id": .string(job.id)])
+            }
+            self.wake.signal()
         }
     }
 
@@ -242,7 +236,7 @@ public final class JobWorker: Service, Sendable {
     }
 
     private func stop(_ id: String, reason: StopReason) {
-        let task = state.withLock { state -> Task<Void, Never>? in
+        let task = state.withLock { state -> Task<Void, any Error>? in
             guard let running = state.running[id], state.stopReasons[id] == nil else { return nil }
             state.stopReasons[id] = reason
             return running.task

@@ -91,6 +91,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.maxPendingPerTenant = configuration.jobsMaxPendingPerTenant
         jobSettings.shutdownGrace = .seconds(configuration.jobsShutdownGrace)
         jobSettings.retentionSeconds = configuration.jobsRetention
+        jobSettings.rescueInterval = configuration.jobsRescueInterval
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,

@@ -52,6 +52,8 @@ public struct CairnConfiguration: Sendable {
     public var jobsShutdownGrace = 10
     /// Days finished jobs are kept (`CAIRN_JOBS_RETENTION`, default 7d).
     public var jobsRetention = 7 * 86_400
+    /// How often lapsed leases are looked for (not an environment setting; tests shorten it).
+    public var jobsRescueInterval: Duration = .seconds(5)
 
     /// Creates the defaults.
     public init() {}

@@ -85,12 +85,16 @@ public struct TestSetupError: Error, CustomStringConvertible {
 public func withTestApp<R: Sendable>(
     _ engine: TestEngine,
     configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    runServices: Bool = false,
+    prepare: @Sendable (CairnComponents) -> Void = { _ in },
     _ body: @Sendable (any TestClientProtocol, CairnComponents) async throws -> R
 ) async throws -> R {
     var database = try await TestDatabase.make(engine)
     configure(&database.configuration)
     let components = try await buildComponents(configuration: database.configuration, logger: testLogger)
-    let app = Application(router: buildRouter(components: components), logger: testLogger)
+    prepare(components)
+    let app = Application(
+        router: buildRouter(components: components), services: runServices ? components.makeServices() : [], logger: testLogger)
     do {
         let result = try await app.test(.router) { client in try await body(client, components) }
         await components.database.close()
