@@ -3,6 +3,10 @@ import Foundation
 import HummingbirdBcrypt
 import NIOPosix
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// bcrypt password hashing (OWASP Password Storage Cheat Sheet) on a dedicated thread pool,
 /// never on an event loop. The pool is small on purpose: at cost 12 a hash takes ~190 ms of
 /// CPU, so bounding concurrent hashes keeps a login burst from starving request handling.
@@ -26,7 +30,21 @@ public final class PasswordHasher: Sendable {
     public func hash(_ password: String) async throws -> String {
         let cost = UInt8(self.cost)
         let input = Self.prehash(password)
-        return try await pool.runIfActive { Bcrypt.hash(input, cost: cost) }
+        return try await pool.runIfActive {
+            Self.lowerThreadPriority()
+            return Bcrypt.hash(input, cost: cost)
+        }
+    }
+
+    /// Hashing threads run under Linux's `SCHED_IDLE` policy (value 5 in `<linux/sched.h>`,
+    /// not exported to Swift): they get CPU only when no normal thread wants it, so a burst of
+    /// logins uses idle time rather than time from the event loops serving other requests.
+    static func lowerThreadPriority() {
+        #if os(Linux)
+            var parameters = sched_param()
+            parameters.sched_priority = 0
+            _ = pthread_setschedparam(pthread_self(), 5, &parameters)
+        #endif
     }
 
     /// Verifies a password against a stored hash; with `nil`, checks the dummy hash and returns
@@ -34,7 +52,10 @@ public final class PasswordHasher: Sendable {
     public func verify(_ password: String, against hash: String?) async throws -> Bool {
         let target = hash ?? dummyHash
         let input = Self.prehash(password)
-        let matches = try await pool.runIfActive { Bcrypt.verify(input, hash: target) }
+        let matches = try await pool.runIfActive {
+            Self.lowerThreadPriority()
+            return Bcrypt.verify(input, hash: target)
+        }
         return hash != nil && matches
     }
 

@@ -7,37 +7,60 @@ import Synchronization
 /// Per user it caches the current role and the instant before which access tokens are void
 /// (set by logout-all, password change, role change or deletion), and re-reads the database
 /// when the entry is older than `maxAge` (2 s). So a revocation on any node takes effect on
-/// every node within `maxAge`, at the cost of one indexed read per active user per `maxAge`.
+/// every node within seconds, at the cost of one indexed read per active user per `maxAge`.
 public final class SessionGuard: Sendable {
     struct Entry {
         var state: (role: Role, tenantId: String, validAfter: Int64)?
         var fetchedAt: ContinuousClock.Instant
+        var refreshing = false
     }
     private let store: AccountStore
     private let maxAge: Duration
     private let cache = Mutex<[String: Entry]>([:])
 
-    /// Creates a guard.
+    /// Creates a guard. Entries are re-read after `maxAge`; while one request re-reads, the
+    /// others keep using the entry for up to another `maxAge`, so revocations apply within
+    /// 2 × `maxAge` (4 s by default) and a burst of requests causes one read, not one each.
     public init(store: AccountStore, maxAge: Duration = .seconds(2)) {
         self.store = store
         self.maxAge = maxAge
+    }
+
+    private enum Decision {
+        case use(Entry)
+        case fetch
     }
 
     /// The identity for verified claims, or nil when the user is gone, moved tenant, or the
     /// token was issued before the user's sessions were revoked.
     func identity(for claims: AccessTokenClaims) async throws -> Identity? {
         let now = ContinuousClock.now
-        var entry = cache.withLock { $0[claims.sub] }
-        if entry == nil || now - entry!.fetchedAt > maxAge {
-            let state = try await store.sessionState(userId: claims.sub)
-            let fresh = Entry(state: state, fetchedAt: now)
+        let maxAge = self.maxAge
+        let decision = cache.withLock { cache -> Decision in
+            guard var entry = cache[claims.sub] else { return .fetch }
+            let age = now - entry.fetchedAt
+            if age <= maxAge || (entry.refreshing && age <= maxAge * 2) { return .use(entry) }
+            entry.refreshing = true
+            cache[claims.sub] = entry
+            return .fetch
+        }
+        let entry: Entry
+        switch decision {
+        case .use(let cached):
+            entry = cached
+        case .fetch:
+            do {
+                entry = Entry(state: try await store.sessionState(userId: claims.sub), fetchedAt: now)
+            } catch {
+                cache.withLock { $0[claims.sub]?.refreshing = false }
+                throw error
+            }
             cache.withLock { cache in
                 if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
-                cache[claims.sub] = fresh
+                cache[claims.sub] = entry
             }
-            entry = fresh
         }
-        guard let state = entry?.state, state.tenantId == claims.tid else { return nil }
+        guard let state = entry.state, state.tenantId == claims.tid else { return nil }
         // Millisecond resolution: a token issued in the same millisecond as a revocation is void.
         guard Int64((claims.iat * 1000).rounded(.down)) > state.validAfter else { return nil }
         return Identity(userId: claims.sub, tenantId: claims.tid, role: state.role, tokenId: claims.jti)
