@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+@Suite("End to end: jobs survive crashes and restarts", .serialized)
+struct JobsEndToEndTests {
+    /// Registers an owner, logs in, returns the access token.
+    func owner(_ base: String) throws -> String {
+        _ = try curl("POST", "\(base)/auth/register", json: ["email": "jobs@example.com", "password": "jobs password!", "name": "Jobs"])
+        let login = try curl("POST", "\(base)/auth/login", json: ["email": "jobs@example.com", "password": "jobs password!"])
+        return try #require(login.json["accessToken"] as? String)
+    }
+
+    func awaitJob(_ base: String, _ id: String, token: String, until predicate: ([String: Any]) -> Bool, timeout: Duration = .seconds(30))
+        async throws
+        -> [String: Any]
+    {
+        let deadline = ContinuousClock.now + timeout
+        var job: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            job = try curl("GET", "\(base)/jobs/\(id)", token: token).json
+            if predicate(job) { return job }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("job \(id) never reached the expected state; last: \(job)")
+        return job
+    }
+
+    @Test(arguments: E2EEngine.available)
+    func aJobKilledMidRunResumesFromItsCheckpointAfterRestart(engine: E2EEngine) async throws {
+        let dataDir = try temporaryDirectory()
+        let environment = try engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
+        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let token = try owner(server.baseURL)
+        let created = try curl(
+            "POST", "\(server.baseURL)/jobs", json: ["kind": "noop", "args": ["sleepMs": 3000, "checkpointEvery": 100]], token: token)
+        #expect(created.status == 201)
+        let id = try #require(created.json["id"] as? String)
+        _ = try await awaitJob(server.baseURL, id, token: token) { (($0["checkpoint"] as? [String: Any])?["doneMs"] as? Double ?? 0) >= 500 }
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+
+        server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let done = try await awaitJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
+        #expect(done["attempt"] as? Int == 2)
+        let resumedFrom = (done["progress"] as? [String: Any])?["resumedFromMs"] as? Double ?? 0
+        #expect(resumedFrom >= 500, "the second attempt started from scratch")
+        #expect(try await server.stop() == 0)
+    }
+
+    @Test func sigtermReleasesARunningJobWithoutSpendingAnAttempt() async throws {
+        let dataDir = try temporaryDirectory()
+        let environment = ["CAIRN_JOBS_SHUTDOWN_GRACE": "0"]
+        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let token = try owner(server.baseURL)
+        let created = try curl(
+            "POST", "\(server.baseURL)/jobs", json: ["kind": "noop", "args": ["sleepMs": 1500, "checkpointEvery": 100]], token: token)
+        let id = try #require(created.json["id"] as? String)
+        _ = try await awaitJob(server.baseURL, id, token: token) { $0["state"] as? String == "running" }
+        #expect(try await server.stop() == 0)
+        server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let done = try await awaitJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
+        #expect(done["attempt"] as? Int == 1, "the released attempt was counted")
+        #expect(try await server.stop() == 0)
+    }
+}
