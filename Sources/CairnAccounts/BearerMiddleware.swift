@@ -37,14 +37,27 @@ public struct BearerMiddleware: RouterMiddleware {
     }
 
     /// The token of an `Authorization` value in the RFC 6750 §2.1 `b64token` syntax, or nil.
+    /// Scans UTF-8 bytes directly: this runs on every protected request.
     static func bearerToken(_ header: String) -> String? {
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-        let token = parts[1].trimmingCharacters(in: .whitespaces)
-        let allowed = token.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || "-._~+/=".utf8.contains(byte)
+        let bytes = header.utf8
+        guard bytes.count > 7 else { return nil }
+        var index = bytes.startIndex
+        for expected in "bearer".utf8 {
+            guard bytes[index] | 0x20 == expected else { return nil }  // ASCII case-insensitive
+            index = bytes.index(after: index)
         }
-        return allowed && !token.isEmpty ? token : nil
+        guard bytes[index] == UInt8(ascii: " ") else { return nil }
+        while index < bytes.endIndex, bytes[index] == UInt8(ascii: " ") { index = bytes.index(after: index) }
+        var end = bytes.endIndex
+        while end > index, bytes[bytes.index(before: end)] == UInt8(ascii: " ") { end = bytes.index(before: end) }
+        guard index < end else { return nil }
+        for byte in bytes[index..<end] {
+            let allowed =
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "~")
+                || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=")
+            if !allowed { return nil }
+        }
+        return String(header.utf8[index..<end])
     }
 }

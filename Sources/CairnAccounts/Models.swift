@@ -34,9 +34,9 @@ public struct User: Sendable, Equatable, JSONWritable {
         writer.key("role")
         writer.string(role.rawValue)
         writer.key("createdAt")
-        writer.string(Timestamp.format(milliseconds: createdAt))
+        writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
-        writer.string(Timestamp.format(milliseconds: updatedAt))
+        writer.timestamp(milliseconds: updatedAt)
         writer.objectEnd()
     }
 }

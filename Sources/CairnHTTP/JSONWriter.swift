@@ -117,6 +117,46 @@ public struct JSONWriter: Sendable {
         needsComma = true
     }
 
+    /// Writes epoch milliseconds as an RFC 3339 UTC string with milliseconds, digit by digit
+    /// (the same text as `Timestamp.format`, without building a String).
+    public mutating func timestamp(milliseconds: Int64) {
+        separator()
+        let (year, month, day, hour, minute, second, millisecond) = Timestamp.components(milliseconds: milliseconds)
+        buffer.writeInteger(UInt8(ascii: "\""))
+        digits(year, 4)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        digits(month, 2)
+        buffer.writeInteger(UInt8(ascii: "-"))
+        digits(day, 2)
+        buffer.writeInteger(UInt8(ascii: "T"))
+        digits(hour, 2)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        digits(minute, 2)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        digits(second, 2)
+        buffer.writeInteger(UInt8(ascii: "."))
+        digits(millisecond, 3)
+        buffer.writeStaticString("Z\"")
+        needsComma = true
+    }
+
+    /// Writes `value` zero-padded to `width` digits (plain decimal when it does not fit).
+    private mutating func digits(_ value: Int, _ width: Int) {
+        var limit = 1
+        for _ in 0..<width { limit *= 10 }
+        guard value >= 0, value < limit else {
+            buffer.writeString(String(value))
+            return
+        }
+        var divisor = limit / 10
+        var remainder = value
+        while divisor > 0 {
+            buffer.writeInteger(UInt8(ascii: "0") + UInt8(remainder / divisor))
+            remainder %= divisor
+            divisor /= 10
+        }
+    }
+
     /// Writes `null`.
     public mutating func null() {
         separator()

@@ -6,12 +6,7 @@ public enum Timestamp {
     /// Formats epoch milliseconds; uses the proleptic Gregorian calendar (days-from-civil
     /// algorithm by Howard Hinnant), without Foundation's slower formatters.
     public static func format(milliseconds: Int64) -> String {
-        let ms = Int(((milliseconds % 1000) + 1000) % 1000)
-        var seconds = (milliseconds - Int64(ms)) / 1000
-        let days = Int(floorDiv(seconds, 86_400))
-        seconds -= Int64(days) * 86_400
-        let secondOfDay = Int(seconds)
-        let (year, month, day) = civil(fromDays: days)
+        let (year, month, day, hour, minute, second, ms) = components(milliseconds: milliseconds)
         var out = ""
         out.reserveCapacity(24)
         pad(&out, year, 4)
@@ -20,15 +15,26 @@ public enum Timestamp {
         out += "-"
         pad(&out, day, 2)
         out += "T"
-        pad(&out, secondOfDay / 3600, 2)
+        pad(&out, hour, 2)
         out += ":"
-        pad(&out, (secondOfDay / 60) % 60, 2)
+        pad(&out, minute, 2)
         out += ":"
-        pad(&out, secondOfDay % 60, 2)
+        pad(&out, second, 2)
         out += "."
         pad(&out, ms, 3)
         out += "Z"
         return out
+    }
+
+    /// UTC calendar fields of epoch milliseconds: year, month, day, hour, minute, second, millisecond.
+    public static func components(milliseconds: Int64) -> (Int, Int, Int, Int, Int, Int, Int) {
+        let ms = Int(((milliseconds % 1000) + 1000) % 1000)
+        var seconds = (milliseconds - Int64(ms)) / 1000
+        let days = Int(floorDiv(seconds, 86_400))
+        seconds -= Int64(days) * 86_400
+        let secondOfDay = Int(seconds)
+        let (year, month, day) = civil(fromDays: days)
+        return (year, month, day, secondOfDay / 3600, (secondOfDay / 60) % 60, secondOfDay % 60, ms)
     }
 
     /// Parses an RFC 3339 date-time (with or without fractional seconds, any offset).

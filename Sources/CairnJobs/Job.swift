@@ -79,7 +79,7 @@ public struct Job: Sendable, JSONWritable {
         writer.key("maxAttempts")
         writer.int(maxAttempts)
         writer.key("runAt")
-        writer.string(Timestamp.format(milliseconds: runAt))
+        writer.timestamp(milliseconds: runAt)
         writer.key("progress")
         if let progress { writer.raw(json: progress) } else { writer.null() }
         writer.key("checkpoint")
@@ -91,11 +91,11 @@ public struct Job: Sendable, JSONWritable {
         writer.key("createdBy")
         writer.string(createdBy)
         writer.key("createdAt")
-        writer.string(Timestamp.format(milliseconds: createdAt))
+        writer.timestamp(milliseconds: createdAt)
         writer.key("attemptedAt")
-        writer.string(attemptedAt.map { Timestamp.format(milliseconds: $0) })
+        if let attemptedAt { writer.timestamp(milliseconds: attemptedAt) } else { writer.null() }
         writer.key("finishedAt")
-        writer.string(finishedAt.map { Timestamp.format(milliseconds: $0) })
+        if let finishedAt { writer.timestamp(milliseconds: finishedAt) } else { writer.null() }
         writer.objectEnd()
     }
 }

@@ -38,9 +38,9 @@ public struct TaskItem: Sendable, Equatable, JSONWritable {
         writer.key("createdBy")
         writer.string(createdBy)
         writer.key("createdAt")
-        writer.string(Timestamp.format(milliseconds: createdAt))
+        writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
-        writer.string(Timestamp.format(milliseconds: updatedAt))
+        writer.timestamp(milliseconds: updatedAt)
         writer.objectEnd()
     }
 }

@@ -187,6 +187,17 @@ struct JSONWriterTests {
 
 @Suite("Timestamp")
 struct TimestampTests {
+    @Test func jsonWriterTimestampsMatchTheFormatter() throws {
+        var generator = SystemRandomNumberGenerator()
+        var values: [Int64] = [0, -1, -86_400_001, 1_709_164_800_123, 4_102_444_800_000, 253_402_300_799_999]
+        for _ in 0..<2000 { values.append(Int64.random(in: -2_208_988_800_000...7_258_118_400_000, using: &generator)) }
+        for value in values {
+            var writer = JSONWriter()
+            writer.timestamp(milliseconds: value)
+            #expect(String(buffer: writer.buffer) == "\"" + Timestamp.format(milliseconds: value) + "\"", "\(value)")
+        }
+    }
+
     /// SplitMix64: a seeded generator, so a failing random value can be reproduced.
     struct SeededGenerator: RandomNumberGenerator {
         var state: UInt64
