@@ -53,6 +53,7 @@ public final class JobWorker: Service, Sendable {
                 group.addTask {
                     await self.every(.seconds(3600)) {
                         _ = try await self.store.prune(before: WallClock.milliseconds() - Int64(self.settings.retentionSeconds) * 1000)
+                        try await IdempotencyMiddleware.prune(database: self.store.database)
                     }
                 }
                 await self.waitUntilDrained()

@@ -32,9 +32,9 @@ public struct JobsController: Sendable {
         }
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes to the authenticated group; `POST /jobs` honours `Idempotency-Key`.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.post("jobs") { request, context -> Response in
+        group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs") { request, context -> Response in
             var request = request
             let body = try await Self.decodeEnqueue(&request, context: context)
             guard let registration = queue.registration(body.kind), registration.enqueueableOverHTTP else {

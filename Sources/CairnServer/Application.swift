@@ -15,7 +15,7 @@ public import ServiceLifecycle
 import Synchronization
 
 /// Every module's migrations, in the order modules depend on each other.
-public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all
+public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.

@@ -1,0 +1,75 @@
+import CairnHTTP
+import CairnJobs
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Crypto
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import SQLKit
+import Testing
+
+@Suite("Idempotency-Key (draft-ietf-httpapi-idempotency-key-header)")
+struct IdempotencyTests {
+    static let key = HTTPField.Name("Idempotency-Key")!
+
+    func post(_ client: any TestClientProtocol, _ body: String, key: String, token: String) async throws -> TestResponse {
+        try await client.execute(
+            uri: "/jobs", method: .post,
+            headers: [.contentType: "application/json", .authorization: "Bearer \(token)", Self.key: key],
+            body: ByteBuffer(string: body))
+    }
+
+    @Test(arguments: TestEngine.available)
+    func sameKeySameBodyReplaysOtherBodyIs422AndInFlightIs409(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "idem@example.com").tokens["accessToken"] as! String
+            let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
+            let first = try await post(client, body, key: "order-1", token: token)
+            #expect(first.status == .created)
+            let again = try await post(client, body, key: "order-1", token: token)
+            #expect(again.status == .created)
+            #expect(again.text == first.text)
+            #expect(again.headers[.location] == first.headers[.location])
+            #expect(again.headers[HTTPField.Name("Idempotent-Replayed")!] == "true")
+            let jobs = try await client.json(.get, "/jobs", token: token).object["items"] as? [Any]
+            #expect(jobs?.count == 1)
+
+            let other = try await post(client, #"{"kind":"noop","runAt":"2099-01-02T00:00:00Z"}"#, key: "order-1", token: token)
+            #expect(other.status == .unprocessableContent)
+            #expect(other.code == "idempotency_key_mismatch")
+
+            // Client errors are answered again too; the key is per tenant.
+            let bad = try await post(client, #"{"kind":"nope"}"#, key: "bad-1", token: token)
+            #expect(bad.status == .badRequest)
+            #expect(try await post(client, #"{"kind":"nope"}"#, key: "bad-1", token: token).headers[HTTPField.Name("Idempotent-Replayed")!] == "true")
+            let stranger = try await client.registerAndLogin(email: "idem2@example.com").tokens["accessToken"] as! String
+            let theirs = try await post(client, body, key: "order-1", token: stranger)
+            #expect(theirs.status == .created)
+            #expect(theirs.object["id"] as? String != first.object["id"] as? String)
+
+            // A first request still in flight: the same request again gets 409.
+            let pending = #"{"kind":"noop","runAt":"2099-01-03T00:00:00Z"}"#
+            var hasher = SHA256()
+            hasher.update(data: Array("POST /jobs\n".utf8))
+            hasher.update(data: Array(pending.utf8))
+            let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            let tenantId = try await client.json(.get, "/users/me", token: token).object["tenantId"] as! String
+            try await components.database.write { db in
+                try await db.raw(
+                    """
+                    INSERT INTO idempotency_keys (tenant_id, key, fingerprint, state, created_at)
+                    VALUES (\(bind: tenantId), 'slow-1', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
+                    """
+                ).run()
+            }
+            let inFlight = try await post(client, pending, key: "slow-1", token: token)
+            #expect(inFlight.status == .conflict)
+            #expect(inFlight.headers[.retryAfter] != nil)
+            let invalidKey = try await post(client, body, key: String(repeating: "k", count: 300), token: token)
+            #expect(invalidKey.status == .badRequest)
+        }
+    }
+}
