@@ -58,6 +58,9 @@ public struct Job: Sendable, JSONWritable {
     public var leaseExpiresAt: Int64?
     /// Set when cancellation was requested while it ran.
     public var cancelRequestedAt: Int64?
+    /// Grows with every change of state, progress or checkpoint: the event id of
+    /// `GET /jobs/{id}/events`.
+    public var version: Int
 
     /// The job's JSON representation (camelCase, RFC 3339 times).
     public func writeJSON(to writer: inout JSONWriter) {
@@ -142,6 +145,9 @@ public enum JobsMigrations {
                 CREATE UNIQUE INDEX jobs_unique ON jobs (tenant_id, kind, unique_key)
                 WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'available', 'running', 'retryable')
                 """,
-            ])
+            ]),
+        Migration(
+            module: "jobs", version: 2, name: "job versions for event streams",
+            sql: ["ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1"]),
     ]
 }

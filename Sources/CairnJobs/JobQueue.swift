@@ -107,6 +107,8 @@ public final class JobQueue: Sendable {
     /// Settings.
     public let settings: JobsSettings
     let bus: EventBus
+    /// Job-change notifications for event streams.
+    public let events: JobEventHub
     private let registry = Mutex<[String: Registration]>([:])
 
     /// The EventBus channel that wakes workers when jobs are enqueued.
@@ -117,6 +119,7 @@ public final class JobQueue: Sendable {
         self.store = store
         self.bus = bus
         self.settings = settings
+        self.events = JobEventHub(bus: bus)
         register(kind: "noop", enqueueableOverHTTP: true, adminOnly: true, handler: NoopJob.run)
     }
 
@@ -158,7 +161,7 @@ public final class JobQueue: Sendable {
             id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
             state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
             errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, cancelRequestedAt: nil)
+            leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1)
         let result: (job: Job, inserted: Bool)
         if let db {
             result = try await JobStore.insert(job, on: db)
@@ -177,7 +180,10 @@ public final class JobQueue: Sendable {
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.
     /// - Throws: 404 when missing; 409 when already final.
     public func cancel(id: String, tenantId: String) async throws -> Job {
-        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: WallClock.milliseconds()) { return job }
+        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: WallClock.milliseconds()) {
+            await events.announce([job.id])
+            return job
+        }
         guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
         throw AppError.conflict("The job has already finished.")
     }
@@ -187,6 +193,7 @@ public final class JobQueue: Sendable {
     public func retry(id: String, tenantId: String) async throws -> Job {
         if let job = try await store.retry(id: id, tenantId: tenantId, now: WallClock.milliseconds()) {
             try? await bus.publish(channel: Self.wakeChannel, payload: job.id)
+            await events.announce([job.id])
             return job
         }
         guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }

@@ -17,7 +17,7 @@ public struct JobStore: Sendable {
 
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
-        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at
+        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version
         """
 
     static func job(from row: any SQLRow) throws -> Job {
@@ -42,7 +42,8 @@ public struct JobStore: Sendable {
             finishedAt: try row.decode(column: "finished_at", as: Int64?.self),
             leaseOwner: try row.decode(column: "lease_owner", as: String?.self),
             leaseExpiresAt: try row.decode(column: "lease_expires_at", as: Int64?.self),
-            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Int64?.self))
+            cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Int64?.self),
+            version: try row.decode(column: "version", as: Int.self))
     }
 
     static func stateList(_ states: [JobState]) -> SQLQueryString {
@@ -60,7 +61,7 @@ public struct JobStore: Sendable {
             INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
                 \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
                 \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
-                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL)
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1)
             ON CONFLICT DO NOTHING
             RETURNING \(unsafeRaw: columns)
             """
@@ -112,7 +113,7 @@ public struct JobStore: Sendable {
             if dialect == .postgres { inner = inner + " FOR UPDATE SKIP LOCKED" }
             return try await db.raw(
                 """
-                UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = \(bind: now), lease_owner = \(bind: node),
+                UPDATE jobs SET version = version + 1, state = 'running', attempt = attempt + 1, attempted_at = \(bind: now), lease_owner = \(bind: node),
                     lease_expires_at = \(bind: now + leaseMs)
                 WHERE id IN (\(inner))
                 RETURNING \(unsafeRaw: Self.columns)
@@ -142,7 +143,8 @@ public struct JobStore: Sendable {
     ) async throws -> Job? {
         try await database.write { db in
             var sets: [any SQLExpression] = [
-                SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"), SQLRaw("lease_expires_at = NULL"),
+                SQLRaw("version = version + 1"), SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"),
+                SQLRaw("lease_expires_at = NULL"),
             ]
             if state.isFinal { sets.append(SQLQueryString("finished_at = \(bind: now)")) }
             if let runAt { sets.append(SQLQueryString("run_at = \(bind: runAt)")) }
@@ -162,7 +164,7 @@ public struct JobStore: Sendable {
         try await database.write { db in
             try await db.raw(
                 """
-                UPDATE jobs SET state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
+                UPDATE jobs SET version = version + 1, state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
                 WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
                 """
             ).run()
@@ -175,7 +177,7 @@ public struct JobStore: Sendable {
         try await database.write { db in
             let lapsed = try await db.raw(
                 """
-                UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                UPDATE jobs SET version = version + 1, state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
                     finished_at = CASE WHEN attempt >= max_attempts THEN \(bind: now) ELSE NULL END,
                     lease_owner = NULL, lease_expires_at = NULL
                 WHERE state = 'running' AND lease_expires_at < \(bind: now)
@@ -202,6 +204,7 @@ public struct JobStore: Sendable {
             if let progress { sets.append(SQLQueryString("progress = \(bind: progress)")) }
             if let checkpoint { sets.append(SQLQueryString("checkpoint = \(bind: checkpoint)")) }
             guard !sets.isEmpty else { return true }
+            sets.append(SQLRaw("version = version + 1"))
             return try await db.raw(
                 "UPDATE jobs SET \(SQLList(sets)) WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running' RETURNING id"
             ).first() != nil
@@ -251,7 +254,7 @@ public struct JobStore: Sendable {
         try await database.write { db in
             try await db.raw(
                 """
-                UPDATE jobs SET
+                UPDATE jobs SET version = version + 1,
                     state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
                     finished_at = CASE WHEN state = 'running' THEN finished_at ELSE \(bind: now) END,
                     cancel_requested_at = CASE WHEN state = 'running' THEN \(bind: now) ELSE cancel_requested_at END
@@ -267,7 +270,7 @@ public struct JobStore: Sendable {
         try await database.write { db in
             try await db.raw(
                 """
-                UPDATE jobs SET state = 'available', attempt = 0, run_at = \(bind: now), finished_at = NULL, cancel_requested_at = NULL
+                UPDATE jobs SET version = version + 1, state = 'available', attempt = 0, run_at = \(bind: now), finished_at = NULL, cancel_requested_at = NULL
                 WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND state IN ('discarded', 'cancelled')
                 RETURNING \(unsafeRaw: Self.columns)
                 """

@@ -102,6 +102,7 @@ public final class JobWorker: Service, Sendable {
                         node: settings.nodeId, limit: free, excludedTenants: excluded, queues: [], now: WallClock.milliseconds(),
                         leaseMs: Int64(settings.leaseSeconds) * 1000)
                     claimed = try await enforceTenantCap(claimed)
+                    await queue.events.announce(claimed.map(\.id))
                 } catch {
                     logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }
@@ -145,10 +146,11 @@ public final class JobWorker: Service, Sendable {
         let store = self.store
         let context = JobContext(
             job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
-            save: { progress, checkpoint in
+            save: { [events = queue.events] progress, checkpoint in
                 guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint) else {
                     throw CancellationError()
                 }
+                await events.announce([job.id])
             })
         let registration = queue.registration(job.kind)
         // The handler runs in its own task, the one cancellation targets; the outcome is
@@ -171,6 +173,7 @@ public final class JobWorker: Service, Sendable {
             Timer(label: "cairn_jobs_run_seconds", dimensions: [("kind", job.kind)]).recordNanoseconds((ContinuousClock.now - startedAt).nanoseconds)
             do {
                 try await self.record(job, failure: failure, reason: reason)
+                await self.queue.events.announce([job.id])
             } catch {
                 self.logger.warning(
                     "recording a job outcome failed; its lease will lapse and it will be retried", metadata: ["job_id": .string(job.id)])
@@ -248,6 +251,7 @@ public final class JobWorker: Service, Sendable {
     private func rescue() async throws {
         let rescued = try await store.rescue(now: WallClock.milliseconds())
         if !rescued.isEmpty {
+            await queue.events.announce(rescued.map(\.id))
             logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])
             wake.signal()
         }

@@ -78,6 +78,7 @@ public struct JobsController: Sendable {
         group.post("jobs/:id/retry") { _, context -> Response in
             .json(try await queue.retry(id: try context.parameters.require("id"), tenantId: context.identity.tenantId))
         }
+        addEventRoutes(to: group)
         group.delete("jobs/:id") { _, context -> Response in
             try await queue.delete(id: try context.parameters.require("id"), tenantId: context.identity.tenantId)
             return Response(status: .noContent)

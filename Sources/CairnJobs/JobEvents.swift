@@ -1,0 +1,124 @@
+import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Fans job-change notifications out to this node's event streams. One EventBus subscription
+/// per node (one LISTEN connection on PostgreSQL), however many clients watch; each watcher
+/// gets a wake-up and re-reads its job.
+public final class JobEventHub: Sendable {
+    /// The EventBus channel carrying ids of changed jobs, comma-separated.
+    static let channel = "cairn_job_events"
+
+    private struct State {
+        var watchers: [UInt64: (jobId: String, signal: WakeSignal)] = [:]
+        var subscription: Task<Void, Never>?
+        var nextId: UInt64 = 0
+    }
+    private let bus: EventBus
+    private let state = Mutex(State())
+
+    init(bus: EventBus) {
+        self.bus = bus
+    }
+
+    /// Announces that jobs changed (best effort: watchers also poll).
+    func announce(_ ids: [String]) async {
+        guard !ids.isEmpty else { return }
+        var start = 0
+        while start < ids.count {  // PostgreSQL caps a payload at 8000 bytes: 100 ids ≈ 3.7 KB
+            let end = min(start + 100, ids.count)
+            try? await bus.publish(channel: Self.channel, payload: ids[start..<end].joined(separator: ","))
+            start = end
+        }
+    }
+
+    /// Starts watching a job; returns the watcher id and its wake-up signal.
+    func watch(jobId: String) -> (UInt64, WakeSignal) {
+        let signal = WakeSignal()
+        let (id, needsSubscription) = state.withLock { state -> (UInt64, Bool) in
+            state.nextId += 1
+            state.watchers[state.nextId] = (jobId, signal)
+            return (state.nextId, state.subscription == nil)
+        }
+        if needsSubscription {
+            let stream = bus.subscribe(channel: Self.channel)
+            let task = Task { [weak self] in
+                for await payload in stream {
+                    guard let self else { return }
+                    let ids = Set(payload.split(separator: ",").map(String.init))
+                    let signals = self.state.withLock { state in state.watchers.values.filter { ids.contains($0.jobId) }.map(\.signal) }
+                    for signal in signals { signal.signal() }
+                }
+            }
+            state.withLock { state in
+                if state.subscription == nil { state.subscription = task } else { task.cancel() }
+            }
+        }
+        return (id, signal)
+    }
+
+    /// Stops watching.
+    func unwatch(_ id: UInt64) {
+        _ = state.withLock { $0.watchers.removeValue(forKey: id) }
+    }
+}
+
+extension JobsController {
+    /// `GET /jobs/{id}/events`: Server-Sent Events (WHATWG HTML §9.2) of a job's changes. The
+    /// first event is the current state; each event's `id` is the job's version, so a client
+    /// reconnecting with `Last-Event-ID` only gets what changed since. A comment line every
+    /// 15 s keeps proxies from closing an idle stream; the stream ends after the final state,
+    /// and on server shutdown.
+    func addEventRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.get("jobs/:id/events") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            let tenantId = context.identity.tenantId
+            guard try await queue.store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
+            let lastEventId = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+            let store = queue.store
+            let hub = queue.events
+            let body = ResponseBody { writer in
+                let (watcher, signal) = hub.watch(jobId: id)
+                defer { hub.unwatch(watcher) }
+                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                var sent = lastEventId
+                var lastWrite = ContinuousClock.now
+                let stopping = Atomic<Bool>(false)
+                try await withGracefulShutdownHandler {
+                    while !Task.isCancelled && !stopping.load(ordering: .relaxed) {
+                        guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
+                        if job.version > sent {
+                            var json = JSONWriter()
+                            job.writeJSON(to: &json)
+                            var event = ByteBuffer(string: "id: \(job.version)\nevent: job\ndata: ")
+                            event.writeImmutableBuffer(json.buffer)
+                            event.writeString("\n\n")
+                            try await writer.write(event)
+                            sent = job.version
+                            lastWrite = .now
+                        }
+                        if job.state.isFinal { break }
+                        if ContinuousClock.now - lastWrite >= .seconds(15) {
+                            try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                            lastWrite = .now
+                        }
+                        await signal.wait(timeout: .seconds(1))
+                    }
+                } onGracefulShutdown: {
+                    stopping.store(true, ordering: .relaxed)
+                    signal.signal()
+                }
+                try await writer.finish(nil)
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
+                body: body)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import CairnHTTP
+import CairnJobs
+import CairnServer
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+/// Parses `text/event-stream` into (id, event, data) triples.
+func serverSentEvents(_ text: String) -> [(id: Int, event: String, data: [String: Any])] {
+    text.components(separatedBy: "\n\n").compactMap { block in
+        var id: Int?
+        var event = ""
+        var data = ""
+        for line in block.split(separator: "\n") {
+            if line.hasPrefix("id: ") { id = Int(line.dropFirst(4)) }
+            if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
+            if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+        }
+        guard let id, let object = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any] else { return nil }
+        return (id, event, object)
+    }
+}
+
+@Suite("Jobs: live status over Server-Sent Events")
+struct JobEventsTests {
+    @Test(arguments: TestEngine.available)
+    func theStreamFollowsAJobToItsEndAndResumesAfterLastEventID(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { client, _ in
+            let token = try await client.registerAndLogin(email: "sse@example.com").tokens["accessToken"] as! String
+            let created = try await client.json(.post, "/jobs", ["kind": "noop", "args": ["sleepMs": 400, "checkpointEvery": 100]], token: token)
+            let id = created.object["id"] as! String
+            let stream = try await client.execute(uri: "/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(token)"])
+            #expect(stream.status == .ok)
+            #expect(stream.headers[.contentType] == "text/event-stream")
+            #expect(stream.text.hasPrefix("retry: 2000\n\n"))
+            let events = serverSentEvents(stream.text)
+            #expect(events.count >= 3, "expected the initial state, progress and the end")
+            #expect(events.allSatisfy { $0.event == "job" && $0.data["id"] as? String == id })
+            #expect(events.map(\.id) == events.map(\.id).sorted())
+            #expect(Set(events.map(\.id)).count == events.count)
+            #expect(events.last?.data["state"] as? String == "succeeded")
+            #expect(events.contains { ($0.data["progress"] as? [String: Any])?["fraction"] != nil })
+
+            // Reconnecting after the last event: nothing new, the stream just ends.
+            let last = events.last!.id
+            let resumed = try await client.execute(
+                uri: "/jobs/\(id)/events", method: .get,
+                headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(last)])
+            #expect(serverSentEvents(resumed.text).isEmpty)
+            // Reconnecting from an earlier event: the current state once.
+            let earlier = try await client.execute(
+                uri: "/jobs/\(id)/events", method: .get,
+                headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(events.first!.id)])
+            #expect(serverSentEvents(earlier.text).map(\.id) == [last])
+
+            let stranger = try await client.registerAndLogin(email: "sse2@example.com").tokens["accessToken"] as! String
+            #expect(try await client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
+        }
+    }
+}
