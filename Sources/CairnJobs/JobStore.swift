@@ -220,6 +220,19 @@ public struct JobStore: Sendable {
         }
     }
 
+    /// Jobs per state (the queue-depth gauges).
+    func countsByState() async throws -> [JobState: Int] {
+        try await database.read { db in
+            var counts: [JobState: Int] = [:]
+            for row in try await db.raw("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").all() {
+                if let state = JobState(rawValue: try row.decode(column: "state", as: String.self)) {
+                    counts[state] = try row.decode(column: "n", as: Int.self)
+                }
+            }
+            return counts
+        }
+    }
+
     // MARK: Tenant-facing operations
 
     /// One job of a tenant.

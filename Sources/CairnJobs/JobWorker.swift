@@ -225,7 +225,7 @@ public final class JobWorker: Service, Sendable {
         }
     }
 
-    // MARK: Leases, cancellation, rescue
+    // MARK: Leases, cancellation, rescue, queue depth
 
     private func renewLeases() async throws {
         let ids = state.withLock { Array($0.running.keys) }
@@ -249,6 +249,10 @@ public final class JobWorker: Service, Sendable {
     }
 
     private func rescue() async throws {
+        let counts = try await store.countsByState()
+        for state in JobState.allCases {
+            Gauge(label: "cairn_jobs", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
+        }
         let rescued = try await store.rescue(now: WallClock.milliseconds())
         if !rescued.isEmpty {
             await queue.events.announce(rescued.map(\.id))

@@ -60,3 +60,22 @@ struct JobEventsTests {
         }
     }
 }
+
+@Suite("Jobs: metrics")
+struct JobMetricsTests {
+    @Test func countersTimersAndQueueDepthAreExported() async throws {
+        try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { client, _ in
+            let token = try await client.registerAndLogin(email: "metrics@example.com").tokens["accessToken"] as! String
+            let created = try await client.json(.post, "/jobs", ["kind": "noop"], token: token)
+            _ = try await awaitJob(client, created.object["id"] as! String, token: token, state: "succeeded")
+            let exported = try await eventually(timeout: .seconds(5)) {
+                let text = try await client.execute(uri: "/metrics", method: .get).text
+                return text.contains(#"cairn_jobs_enqueued_total{kind="noop"}"#)
+                    && text.contains(#"cairn_jobs_finished_total{kind="noop",state="succeeded"}"#)
+                    && text.contains(#"cairn_jobs{state="succeeded"}"#)
+                    && text.contains("cairn_jobs_wait_seconds_bucket") && text.contains("cairn_jobs_run_seconds_bucket")
+            }
+            #expect(exported)
+        }
+    }
+}
