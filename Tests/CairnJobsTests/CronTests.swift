@@ -77,7 +77,7 @@ struct CronTests {
     @Test func agreesWithCroniter() throws {
         guard (try? runPython("import croniter")) != nil else {
             // CI installs croniter and must run this comparison; elsewhere it is optional.
-            if ProcessInfo.processInfo.environment["CAIRN_TEST_REQUIRE_POSTGRES"] == "1" {
+            if ProcessInfo.processInfo.environment["CI"] != nil {
                 Issue.record("croniter is not installed: pip install croniter")
             }
             return
