@@ -15,7 +15,9 @@ public import ServiceLifecycle
 import Synchronization
 
 /// Every module's migrations, in the order modules depend on each other.
-public let allMigrations: [Migration] = AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
+public let allMigrations: [Migration] =
+    AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
+    + ScheduleMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -58,9 +60,9 @@ public struct CairnComponents: Sendable {
     /// The logger.
     public let logger: Logger
 
-    /// The background services of a node: the job worker.
+    /// The background services of a node: the job worker and the cron scheduler.
     public func makeServices() -> [any Service] {
-        [JobWorker(queue: jobs, logger: logger)]
+        [JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger)]
     }
 }
 
@@ -123,6 +125,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     UsersController(accounts: components.accounts).addRoutes(to: authenticated)
     TasksController(store: components.tasks).addRoutes(to: authenticated)
     JobsController(queue: components.jobs).addRoutes(to: authenticated)
+    SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router

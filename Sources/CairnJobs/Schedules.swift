@@ -1,0 +1,344 @@
+public import CairnHTTP
+public import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import SQLKit
+public import ServiceLifecycle
+
+/// A recurring job: a cron expression in a time zone, and the job it enqueues.
+public struct Schedule: Sendable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// Owning tenant.
+    public var tenantId: String
+    /// Display name.
+    public var name: String
+    /// The cron expression.
+    public var cron: String
+    /// IANA time zone name.
+    public var timeZone: String
+    /// Job kind to enqueue.
+    public var kind: String
+    /// Job arguments, JSON text.
+    public var args: String
+    /// Paused when false.
+    public var enabled: Bool
+    /// The next occurrence (epoch ms), nil when the expression never fires again.
+    public var nextRunAt: Int64?
+    /// The last occurrence that enqueued a job (epoch ms).
+    public var lastRunAt: Int64?
+    /// Creator.
+    public var createdBy: String?
+    /// Epoch ms.
+    public var createdAt: Int64
+    /// Epoch ms.
+    public var updatedAt: Int64
+    /// Row version, the `ETag`.
+    public var version: Int
+
+    /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("name")
+        writer.string(name)
+        writer.key("cron")
+        writer.string(cron)
+        writer.key("timeZone")
+        writer.string(timeZone)
+        writer.key("kind")
+        writer.string(kind)
+        writer.key("args")
+        writer.raw(json: args)
+        writer.key("enabled")
+        writer.bool(enabled)
+        writer.key("nextRunAt")
+        if let nextRunAt { writer.timestamp(milliseconds: nextRunAt) } else { writer.null() }
+        writer.key("lastRunAt")
+        if let lastRunAt { writer.timestamp(milliseconds: lastRunAt) } else { writer.null() }
+        writer.key("createdBy")
+        writer.string(createdBy)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("updatedAt")
+        writer.timestamp(milliseconds: updatedAt)
+        writer.objectEnd()
+    }
+
+    static let columns =
+        "id, tenant_id, name, cron, time_zone, kind, args, enabled, next_run_at, last_run_at, created_by, created_at, updated_at, version"
+
+    static func from(_ row: any SQLRow) throws -> Schedule {
+        Schedule(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            name: try row.decode(column: "name", as: String.self), cron: try row.decode(column: "cron", as: String.self),
+            timeZone: try row.decode(column: "time_zone", as: String.self), kind: try row.decode(column: "kind", as: String.self),
+            args: try row.decode(column: "args", as: String.self), enabled: try row.decode(column: "enabled", as: Bool.self),
+            nextRunAt: try row.decode(column: "next_run_at", as: Int64?.self), lastRunAt: try row.decode(column: "last_run_at", as: Int64?.self),
+            createdBy: try row.decode(column: "created_by", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self), version: try row.decode(column: "version", as: Int.self))
+    }
+
+    /// The next occurrence strictly after `instant` (epoch ms), or nil.
+    static func next(cron: CronExpression, zone: TimeZone, after instant: Int64) -> Int64? {
+        cron.nextOccurrence(after: Date(timeIntervalSince1970: Double(instant) / 1000), in: zone)
+            .map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+    }
+}
+
+/// The schedules table.
+public enum ScheduleMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "schedules", version: 1, name: "schedules",
+            sql: [
+                """
+                CREATE TABLE schedules (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    cron TEXT NOT NULL,
+                    time_zone TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    args TEXT NOT NULL,
+                    enabled BOOLEAN NOT NULL,
+                    next_run_at BIGINT,
+                    last_run_at BIGINT,
+                    created_by TEXT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    version INTEGER NOT NULL)
+                """,
+                "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE enabled",
+                "CREATE INDEX schedules_tenant ON schedules (tenant_id, id)",
+            ])
+    ]
+}
+
+/// Fires due schedules: each occurrence enqueues exactly one job, however many nodes run.
+///
+/// A due row is taken with `FOR UPDATE SKIP LOCKED` (PostgreSQL; the single writer on SQLite),
+/// its job enqueued in the same transaction with the unique key `schedule:<id>:<occurrence>`,
+/// and `next_run_at` moved past now. After downtime the missed occurrences fire once, not once
+/// per missed slot.
+public final class Scheduler: Service, Sendable {
+    let queue: JobQueue
+    let logger: Logger
+    let interval: Duration
+
+    /// Creates the scheduler; it looks for due schedules every `interval`.
+    public init(queue: JobQueue, logger: Logger, interval: Duration = .milliseconds(500)) {
+        self.queue = queue
+        self.logger = logger
+        self.interval = interval
+    }
+
+    /// Runs until graceful shutdown.
+    public func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    while try await self.fireDue() > 0 {}
+                } catch {
+                    self.logger.warning("firing schedules failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+                }
+                try await Task.sleep(for: self.interval)
+            }
+        }
+    }
+
+    /// Fires up to 50 due schedules; returns how many fired.
+    @discardableResult
+    func fireDue() async throws -> Int {
+        let database = queue.store.database
+        let now = WallClock.milliseconds()
+        let queue = self.queue
+        return try await database.transaction { db in
+            var query: SQLQueryString =
+                "SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE enabled AND next_run_at <= \(bind: now) ORDER BY next_run_at LIMIT 50"
+            if database.dialect == .postgres { query = query + " FOR UPDATE SKIP LOCKED" }
+            let due = try await db.raw(query).all().map(Schedule.from)
+            for schedule in due {
+                guard let occurrence = schedule.nextRunAt, let cron = try? CronExpression(schedule.cron),
+                    let zone = TimeZone(identifier: schedule.timeZone)
+                else { continue }
+                var request = JobRequest(kind: schedule.kind, args: JSONValue(text: schedule.args) ?? .object([:]))
+                request.uniqueKey = "schedule:\(schedule.id):\(occurrence)"
+                do {
+                    _ = try await queue.enqueue(request, tenantId: schedule.tenantId, createdBy: schedule.createdBy, on: db)
+                } catch let error as AppError where error.code == "rate_limited" || error.code == "invalid_input" {
+                    self.logger.warning(
+                        "schedule skipped an occurrence", metadata: ["schedule_id": .string(schedule.id), "code": .string(error.code)])
+                }
+                let next = Schedule.next(cron: cron, zone: zone, after: max(now, occurrence))
+                try await db.raw(
+                    """
+                    UPDATE schedules SET next_run_at = \(bind: next), last_run_at = \(bind: occurrence)
+                    WHERE id = \(bind: schedule.id) AND next_run_at = \(bind: occurrence)
+                    """
+                ).run()
+            }
+            return due.count
+        }
+    }
+}
+
+/// `/schedules`: create, list, read, update and delete recurring jobs (admins).
+public struct SchedulesController: Sendable {
+    let queue: JobQueue
+
+    /// Creates the controller.
+    public init(queue: JobQueue) {
+        self.queue = queue
+    }
+
+    struct Body: Decodable {
+        var name: String?
+        var cron: String?
+        var timeZone: String?
+        var kind: String?
+        var args: JSONValue?
+        var enabled: Bool?
+    }
+
+    /// Validates the fields given; returns the parsed cron and zone.
+    func validate(_ body: Body, requireAll: Bool) throws -> (CronExpression?, TimeZone?) {
+        var issues: [FieldIssue] = []
+        if requireAll {
+            for (field, present) in [("name", body.name != nil), ("cron", body.cron != nil), ("kind", body.kind != nil)] where !present {
+                issues.append(FieldIssue(field: field, issue: "is required"))
+            }
+        }
+        if let name = body.name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).count) {
+            issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
+        }
+        var cron: CronExpression?
+        if let text = body.cron {
+            do { cron = try CronExpression(text) } catch let error as AppError { issues += error.errors }
+        }
+        var zone: TimeZone?
+        if let identifier = body.timeZone {
+            zone = TimeZone.knownTimeZoneIdentifiers.contains(identifier) || identifier == "UTC" ? TimeZone(identifier: identifier) : nil
+            if zone == nil { issues.append(FieldIssue(field: "timeZone", issue: "must be an IANA time zone such as Europe/Paris")) }
+        }
+        if let kind = body.kind, queue.registration(kind)?.enqueueableOverHTTP != true {
+            issues.append(FieldIssue(field: "kind", issue: "is not a job kind that can be scheduled"))
+        }
+        if let args = body.args, case .object = args {
+        } else if body.args != nil {
+            issues.append(FieldIssue(field: "args", issue: "must be a JSON object"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return (cron, zone)
+    }
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        let database = queue.store.database
+        group.post("schedules") { request, context -> Response in
+            try context.identity.requireAdmin()
+            var request = request
+            let body = try await request.decodeJSON(as: Body.self, context: context)
+            let (cron, zone) = try validate(body, requireAll: true)
+            let now = WallClock.milliseconds()
+            let timeZone = zone ?? TimeZone(identifier: "UTC")!
+            let schedule = Schedule(
+                id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
+                timeZone: timeZone.identifier, kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
+                nextRunAt: Schedule.next(cron: cron!, zone: timeZone, after: now), lastRunAt: nil, createdBy: context.identity.userId,
+                createdAt: now, updatedAt: now, version: 1)
+            try await database.write { db in
+                try await db.raw(
+                    """
+                    INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: schedule.id), \(bind: schedule.tenantId),
+                        \(bind: schedule.name), \(bind: schedule.cron), \(bind: schedule.timeZone), \(bind: schedule.kind), \(bind: schedule.args),
+                        \(bind: schedule.enabled), \(bind: schedule.nextRunAt), NULL, \(bind: schedule.createdBy), \(bind: now), \(bind: now), 1)
+                    """
+                ).run()
+            }
+            return .json(schedule, status: .created, headers: [.location: "/schedules/\(schedule.id)", .eTag: ETag.of(version: 1)])
+        }
+        group.get("schedules") { request, context -> Response in
+            try context.identity.requireAdmin()
+            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+            let tenantId = context.identity.tenantId
+            let rows = try await database.read { db in
+                var query: SQLQueryString = "SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE tenant_id = \(bind: tenantId)"
+                if let after = page.after { query = query + " AND id < \(bind: after)" }
+                return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
+            }
+            var items = try rows.map(Schedule.from)
+            var next: String?
+            if items.count > page.limit {
+                items.removeLast()
+                next = items.last.map { Cursor.encode($0.id) }
+            }
+            return .json(Page(items: items, nextCursor: next))
+        }
+        group.get("schedules/:id") { _, context -> Response in
+            try context.identity.requireAdmin()
+            let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+            return .json(schedule, headers: [.eTag: ETag.of(version: schedule.version)])
+        }
+        group.patch("schedules/:id") { request, context -> Response in
+            try context.identity.requireAdmin()
+            let expected = try ETag.expectedVersion(request)
+            var request = request
+            let body = try await request.decodeJSON(as: Body.self, context: context)
+            let (newCron, newZone) = try validate(body, requireAll: false)
+            let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+            if let expected, expected != current.version { throw AppError.preconditionFailed() }
+            var updated = current
+            updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
+            updated.cron = body.cron ?? current.cron
+            updated.timeZone = newZone?.identifier ?? current.timeZone
+            updated.kind = body.kind ?? current.kind
+            updated.args = body.args?.text ?? current.args
+            updated.enabled = body.enabled ?? current.enabled
+            let now = WallClock.milliseconds()
+            if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
+                let cron = try newCron ?? CronExpression(updated.cron)
+                updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
+            }
+            updated.updatedAt = now
+            updated.version = current.version + 1
+            let change = updated
+            let saved = try await database.write { db in
+                try await db.raw(
+                    """
+                    UPDATE schedules SET name = \(bind: change.name), cron = \(bind: change.cron), time_zone = \(bind: change.timeZone),
+                        kind = \(bind: change.kind), args = \(bind: change.args), enabled = \(bind: change.enabled),
+                        next_run_at = \(bind: change.nextRunAt), updated_at = \(bind: now), version = version + 1
+                    WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId) AND version = \(bind: current.version)
+                    RETURNING id
+                    """
+                ).first() != nil
+            }
+            guard saved else { throw AppError.preconditionFailed() }
+            return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        }
+        group.delete("schedules/:id") { request, context -> Response in
+            try context.identity.requireAdmin()
+            let expected = try ETag.expectedVersion(request)
+            let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+            if let expected, expected != current.version { throw AppError.preconditionFailed() }
+            try await database.write { db in
+                try await db.raw("DELETE FROM schedules WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId)").run()
+            }
+            return Response(status: .noContent)
+        }
+    }
+
+    private func load(_ id: String, tenantId: String) async throws -> Schedule {
+        guard UUIDv7.isValid(id) else { throw AppError.notFound("No such schedule.") }
+        let row = try await queue.store.database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+        }
+        guard let row else { throw AppError.notFound("No such schedule.") }
+        return try Schedule.from(row)
+    }
+}
