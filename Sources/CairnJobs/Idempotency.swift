@@ -37,7 +37,8 @@ public enum IdempotencyMigrations {
 /// status, same body, `Idempotent-Replayed: true`); the same key with another request → 422
 /// `idempotency_key_mismatch`; a key whose first request is still being processed → 409
 /// `conflict`. Keys are per tenant and stored in the database, so they hold across nodes and
-/// restarts. Server errors (5xx) are not stored: the client may retry them with the same key.
+/// restarts. Server errors (5xx) and 429s are not stored: the client may retry them with the
+/// same key once the condition has passed.
 public struct IdempotencyMiddleware: RouterMiddleware {
     /// The request header.
     public static let header = HTTPField.Name("Idempotency-Key")!
@@ -94,14 +95,14 @@ public struct IdempotencyMiddleware: RouterMiddleware {
         let response: Response
         do {
             response = try await next(request, context)
-        } catch let error as AppError where error.status.code < 500 {
+        } catch let error as AppError where error.status.code < 500 && error.status != .tooManyRequests {
             let problem = try error.response(from: request, context: context)
             return try await store(problem, tenantId: tenantId, key: key)
         } catch {
             try? await forget(tenantId: tenantId, key: key)
             throw error
         }
-        if response.status.code >= 500 {
+        if response.status.code >= 500 || response.status == .tooManyRequests {
             try? await forget(tenantId: tenantId, key: key)
             return response
         }

@@ -149,6 +149,9 @@ public final class JobQueue: Sendable {
         if let key = request.uniqueKey, key.isEmpty || key.count > 256 {
             issues.append(FieldIssue(field: "uniqueKey", issue: "must be 1 to 256 characters"))
         }
+        if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {
+            issues.append(FieldIssue(field: "runAt", issue: "must be between 1970-01-01 and 9999-12-31 (UTC)"))
+        }
         if request.args.text.utf8.count > 64 * 1024 { issues.append(FieldIssue(field: "args", issue: "must be at most 64 KiB of JSON")) }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         if try await store.unfinishedCount(tenantId: tenantId) >= settings.maxPendingPerTenant {
@@ -191,7 +194,13 @@ public final class JobQueue: Sendable {
     /// Retries a discarded (dead-letter) or cancelled job.
     /// - Throws: 404 when missing; 409 in any other state.
     public func retry(id: String, tenantId: String) async throws -> Job {
-        if let job = try await store.retry(id: id, tenantId: tenantId, now: WallClock.milliseconds()) {
+        let retried: Job?
+        do {
+            retried = try await store.retry(id: id, tenantId: tenantId, now: WallClock.milliseconds())
+        } catch  where Database.isUniqueViolation(error) {
+            throw AppError.conflict("Another unfinished job holds this job's unique key.")
+        }
+        if let job = retried {
             try? await bus.publish(channel: Self.wakeChannel, payload: job.id)
             await events.announce([job.id])
             return job

@@ -64,6 +64,9 @@ public struct JobsController: Sendable {
                 state = parsed
             }
             let kind = request.uri.queryParameters.get("kind").map { String($0) }
+            if let kind, kind.isEmpty || kind.utf8.count > 64 || !kind.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+                throw AppError.invalidField("kind", "must be 1 to 64 visible ASCII characters")
+            }
             return .json(try await queue.store.list(tenantId: context.identity.tenantId, state: state, kind: kind, page: page))
         }
         group.get("jobs/:id") { _, context -> Response in

@@ -73,3 +73,35 @@ struct IdempotencyTests {
         }
     }
 }
+
+@Suite("Jobs: edge cases found by fuzzing")
+struct JobEdgeCaseTests {
+    @Test(arguments: TestEngine.available)
+    func retryHeldUniqueKeyFarDatesNulKindsAndRateLimitedReplays(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 2 }) { client, _ in
+            let token = try await client.registerAndLogin(email: "edge@example.com").tokens["accessToken"] as! String
+            let body: [String: Any] = ["kind": "noop", "uniqueKey": "u2", "runAt": "2099-01-01T00:00:00Z"]
+            let first = try await client.json(.post, "/jobs", body, token: token).object["id"] as! String
+            _ = try await client.json(.post, "/jobs/\(first)/cancel", token: token)
+            #expect(try await client.json(.post, "/jobs", body, token: token).status == .created)
+            let retry = try await client.json(.post, "/jobs/\(first)/retry", token: token)
+            #expect(retry.status == .conflict)
+
+            let ancient = try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "0000-01-01T00:00:00+23:59"], token: token)
+            #expect(ancient.status == .badRequest)
+            #expect((ancient.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "runAt")
+            #expect(try await client.json(.get, "/jobs?kind=%00", token: token).status == .badRequest)
+
+            // The tenant now has 2 pending jobs (the cap): a 429 is not remembered under its key.
+            _ = try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], token: token)
+            let limited = try await client.json(
+                .post, "/jobs", ["kind": "noop"], token: token, headers: [IdempotencyTests.key: "cap-1"])
+            #expect(limited.status == .tooManyRequests)
+            let pending = try await client.json(.get, "/jobs?state=scheduled", token: token).object["items"] as? [[String: Any]] ?? []
+            _ = try await client.json(.post, "/jobs/\(pending.first?["id"] as? String ?? "")/cancel", token: token)
+            let later = try await client.json(.post, "/jobs", ["kind": "noop"], token: token, headers: [IdempotencyTests.key: "cap-1"])
+            #expect(later.status == .created)
+            #expect(later.headers[HTTPField.Name("Idempotent-Replayed")!] == nil)
+        }
+    }
+}

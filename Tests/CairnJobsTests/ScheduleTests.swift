@@ -1,5 +1,4 @@
 import CairnHTTP
-@testable import CairnJobs
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -8,6 +7,8 @@ import HTTPTypes
 import HummingbirdTesting
 import SQLKit
 import Testing
+
+@testable import CairnJobs
 
 @Suite("Schedules (cron)")
 struct ScheduleTests {
