@@ -23,9 +23,11 @@
 # failure (server errors, undocumented status codes, content types, headers or bodies).
 #
 # The run enqueues `noop` jobs with random arguments (POST /jobs), which the server then runs:
-# some sleep for a long time, some fail and are retried with backoff. That is harmless on a
-# throw-away data directory, but stopping the server afterwards may take up to its shutdown grace
-# for running jobs (CAIRN_JOBS_SHUTDOWN_GRACE, 10 s by default).
+# some sleep for a long time, some fail and are retried with backoff. It also creates cron
+# schedules (POST /schedules), which go on enqueueing such jobs (as often as once a minute) for as
+# long as the server runs. That is harmless on a throw-away data directory, but stopping the
+# server afterwards may take up to its shutdown grace for running jobs
+# (CAIRN_JOBS_SHUTDOWN_GRACE, 10 s by default).
 set -euo pipefail
 
 BASE="${1:-http://127.0.0.1:8080}"
@@ -36,7 +38,8 @@ TIME_LIMIT="${SCHEMATHESIS_TIME_LIMIT:-300}"
 
 die() { echo "schemathesis.sh: $*" >&2; exit 2; }
 
-# Loopback only: this check creates users, tasks and jobs, and hammers the login rate limiter.
+# Loopback only: this check creates users, tasks, jobs and schedules, and hammers the login rate
+# limiter.
 case "$BASE" in
   http://127.0.0.1:* | http://127.0.0.1 | http://localhost:* | http://localhost | "http://[::1]:"* | "http://[::1]") ;;
   *) die "refusing non-loopback base URL '$BASE' (use http://127.0.0.1:<port>)" ;;
@@ -93,7 +96,8 @@ TOKEN="$(printf '%s' "$LOGIN" | json_field accessToken)"
 #   positive_data_acceptance schema-valid requests are rightly refused with 404 (random ids),
 #                            409 (taken emails; cancelling, retrying or deleting a job in a
 #                            state that does not allow it) or 400 (blank titles, wrong current
-#                            password);
+#                            password, backwards cron ranges such as `5-1`, time-zone names
+#                            that the server's zone list lacks);
 #   object_level_authorization needs a second tenant's credentials configured.
 cat >"$WORK/schemathesis.toml" <<'TOML'
 [checks]
