@@ -63,7 +63,7 @@ public struct CronExpression: Sendable, Equatable {
 
     private static func parse(_ field: String, name: String, range: ClosedRange<Int>, names: [String], nameOffset: Int = 0) throws -> Set<Int> {
         func value(_ token: Substring) throws -> Int {
-            if let number = Int(token), range.contains(number) { return number }
+            if token.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let number = Int(token), range.contains(number) { return number }
             if let index = names.firstIndex(of: token.lowercased()) { return index + nameOffset }
             throw AppError.invalidField(name, "'\(token)' is not a value from \(range.lowerBound) to \(range.upperBound)")
         }

@@ -177,7 +177,7 @@ public final class Scheduler: Service, Sendable {
                 let next = Schedule.next(cron: cron, zone: zone, after: max(now, occurrence))
                 try await db.raw(
                     """
-                    UPDATE schedules SET next_run_at = \(bind: next), last_run_at = \(bind: occurrence)
+                    UPDATE schedules SET next_run_at = \(bind: next), last_run_at = \(bind: occurrence), version = version + 1
                     WHERE id = \(bind: schedule.id) AND next_run_at = \(bind: occurrence)
                     """
                 ).run()
@@ -222,7 +222,7 @@ public struct SchedulesController: Sendable {
         }
         var zone: TimeZone?
         if let identifier = body.timeZone {
-            zone = TimeZone.knownTimeZoneIdentifiers.contains(identifier) || identifier == "UTC" ? TimeZone(identifier: identifier) : nil
+            zone = identifier.isEmpty || identifier.count > 64 ? nil : TimeZone(identifier: identifier)
             if zone == nil { issues.append(FieldIssue(field: "timeZone", issue: "must be an IANA time zone such as Europe/Paris")) }
         }
         if let kind = body.kind, queue.registration(kind)?.enqueueableOverHTTP != true {
@@ -231,6 +231,9 @@ public struct SchedulesController: Sendable {
         if let args = body.args, case .object = args {
         } else if body.args != nil {
             issues.append(FieldIssue(field: "args", issue: "must be a JSON object"))
+        }
+        if let args = body.args, args.text.utf8.count > 64 * 1024 {
+            issues.append(FieldIssue(field: "args", issue: "must be at most 64 KiB of JSON"))
         }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         return (cron, zone)
@@ -248,7 +251,7 @@ public struct SchedulesController: Sendable {
             let timeZone = zone ?? TimeZone(identifier: "UTC")!
             let schedule = Schedule(
                 id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
-                timeZone: timeZone.identifier, kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
+                timeZone: body.timeZone ?? "UTC", kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
                 nextRunAt: Schedule.next(cron: cron!, zone: timeZone, after: now), lastRunAt: nil, createdBy: context.identity.userId,
                 createdAt: now, updatedAt: now, version: 1)
             try await database.write { db in
@@ -279,10 +282,12 @@ public struct SchedulesController: Sendable {
             }
             return .json(Page(items: items, nextCursor: next))
         }
-        group.get("schedules/:id") { _, context -> Response in
+        group.get("schedules/:id") { request, context -> Response in
             try context.identity.requireAdmin()
             let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-            return .json(schedule, headers: [.eTag: ETag.of(version: schedule.version)])
+            let etag = ETag.of(version: schedule.version)
+            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+            return .json(schedule, headers: [.eTag: etag])
         }
         group.patch("schedules/:id") { request, context -> Response in
             try context.identity.requireAdmin()
@@ -295,7 +300,7 @@ public struct SchedulesController: Sendable {
             var updated = current
             updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
             updated.cron = body.cron ?? current.cron
-            updated.timeZone = newZone?.identifier ?? current.timeZone
+            updated.timeZone = newZone == nil ? current.timeZone : (body.timeZone ?? current.timeZone)
             updated.kind = body.kind ?? current.kind
             updated.args = body.args?.text ?? current.args
             updated.enabled = body.enabled ?? current.enabled

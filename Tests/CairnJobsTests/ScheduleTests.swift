@@ -33,6 +33,21 @@ struct ScheduleTests {
             #expect(nextRun > Date() && nextRun < Date().addingTimeInterval(86_400 + 3600))
 
             let etag = try #require(created.headers[.eTag])
+            #expect(try await client.json(.get, "/schedules/\(id)", token: token, headers: [.ifNoneMatch: etag]).status == .notModified)
+            let utc = try await client.json(.post, "/schedules", ["name": "u", "cron": "@daily", "kind": "noop"], token: token)
+            #expect(utc.object["timeZone"] as? String == "UTC")
+            for zone in ["Asia/Kolkata", "Etc/UTC", "America/Argentina/Buenos_Aires"] {
+                let response = try await client.json(
+                    .post, "/schedules", ["name": "z", "cron": "@daily", "kind": "noop", "timeZone": zone], token: token)
+                #expect(response.status == .created, "\(zone)")
+                #expect(response.object["timeZone"] as? String == zone)
+            }
+            let huge = try await client.json(
+                .post, "/schedules", ["name": "big", "cron": "@daily", "kind": "noop", "args": ["pad": String(repeating: "x", count: 70_000)]],
+                token: token)
+            #expect((huge.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "args")
+            let plus = try await client.json(.post, "/schedules", ["name": "p", "cron": "+5 * * * *", "kind": "noop"], token: token)
+            #expect((plus.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "cron.minute")
             #expect(
                 try await client.json(.patch, "/schedules/\(id)", ["cron": "@hourly"], token: token, headers: [.ifMatch: "\"9\""]).status
                     == .preconditionFailed)
@@ -40,7 +55,7 @@ struct ScheduleTests {
                 .patch, "/schedules/\(id)", ["cron": "@hourly", "enabled": false], token: token, headers: [.ifMatch: etag])
             #expect(patched.status == .ok)
             #expect(patched.object["enabled"] as? Bool == false)
-            #expect((try await client.json(.get, "/schedules", token: token).object["items"] as? [Any])?.count == 1)
+            #expect((try await client.json(.get, "/schedules", token: token).object["items"] as? [Any])?.count == 5)
 
             let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens["accessToken"] as! String
             #expect(try await client.json(.get, "/schedules/\(id)", token: stranger).status == .notFound)
