@@ -7,6 +7,17 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What every test target needs: the shared test support and the modules it exercises.
+let testDependencies: [Target.Dependency] = [
+    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+    .product(name: "Hummingbird", package: "hummingbird"),
+    .product(name: "HummingbirdTesting", package: "hummingbird"),
+    .product(name: "HTTPTypes", package: "swift-http-types"),
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "SQLKit", package: "sql-kit"),
+    .product(name: "Logging", package: "swift-log"),
+]
+
 let package = Package(
     name: "Cairn",
     platforms: [.macOS(.v15)],
@@ -146,80 +157,32 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnHTTPTests",
-            dependencies: [
-                "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies,
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnStorageTests",
-            dependencies: [
-                "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies,
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnAccountsTests",
-            dependencies: [
-                "CairnAccounts", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies + ["CairnAccounts"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnTasksTests",
-            dependencies: [
-                "CairnTasks", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies + ["CairnTasks"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnServerTests",
-            dependencies: [
-                "CairnAccounts", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies + ["CairnAccounts"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnJobsTests",
-            dependencies: [
-                "CairnJobs", "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: testDependencies + ["CairnJobs"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -117,13 +117,7 @@ public struct AccountStore: Sendable {
                 "SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE tenant_id = \(bind: tenantId) AND id > \(bind: after) ORDER BY id LIMIT \(bind: page.limit + 1)"
             ).all()
         }
-        var users = try rows.map(Self.user(from:))
-        var next: String?
-        if users.count > page.limit {
-            users.removeLast()
-            next = users.last.map { Cursor.encode($0.id) }
-        }
-        return Page(items: users, nextCursor: next)
+        return Page(fetched: try rows.map(Self.user(from:)), limit: page.limit, sortKey: \.id)
     }
 
     /// Owners of a tenant.

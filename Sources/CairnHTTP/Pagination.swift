@@ -98,6 +98,18 @@ public struct Page<Item: JSONWritable>: JSONWritable {
         self.nextCursor = nextCursor
     }
 
+    /// A page from rows fetched with `LIMIT limit + 1`: the extra row, if any, only says there
+    /// is a next page, whose cursor is the sort key of the last row kept.
+    public init(fetched: [Item], limit: Int, sortKey: (Item) -> String) {
+        var items = fetched
+        var next: String?
+        if items.count > limit {
+            items.removeLast(items.count - limit)
+            next = items.last.map { Cursor.encode(sortKey($0)) }
+        }
+        self.init(items: items, nextCursor: next)
+    }
+
     /// Writes `{"items":[...],"nextCursor":...}`.
     public func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()

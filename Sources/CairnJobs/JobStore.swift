@@ -253,13 +253,7 @@ public struct JobStore: Sendable {
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        var jobs = try rows.map(Self.job(from:))
-        var next: String?
-        if jobs.count > page.limit {
-            jobs.removeLast()
-            next = jobs.last.map { Cursor.encode($0.id) }
-        }
-        return Page(items: jobs, nextCursor: next)
+        return Page(fetched: try rows.map(Self.job(from:)), limit: page.limit, sortKey: \.id)
     }
 
     /// Cancels a waiting job at once, or flags a running one for its node to stop.

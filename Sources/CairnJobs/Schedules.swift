@@ -274,13 +274,7 @@ public struct SchedulesController: Sendable {
                 if let after = page.after { query = query + " AND id < \(bind: after)" }
                 return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
             }
-            var items = try rows.map(Schedule.from)
-            var next: String?
-            if items.count > page.limit {
-                items.removeLast()
-                next = items.last.map { Cursor.encode($0.id) }
-            }
-            return .json(Page(items: items, nextCursor: next))
+            return .json(Page(fetched: try rows.map(Schedule.from), limit: page.limit, sortKey: \.id))
         }
         group.get("schedules/:id") { request, context -> Response in
             try context.identity.requireAdmin()

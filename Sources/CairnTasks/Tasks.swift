@@ -120,13 +120,7 @@ public struct TaskStore: Sendable {
             query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
             return try await db.raw(query).all()
         }
-        var tasks = try rows.map(Self.task(from:))
-        var next: String?
-        if tasks.count > page.limit {
-            tasks.removeLast()
-            next = tasks.last.map { Cursor.encode($0.id) }
-        }
-        return Page(items: tasks, nextCursor: next)
+        return Page(fetched: try rows.map(Self.task(from:)), limit: page.limit, sortKey: \.id)
     }
 
     /// One task of the tenant, or nil.
