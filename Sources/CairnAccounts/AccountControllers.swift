@@ -59,7 +59,7 @@ public struct AuthController: Sendable {
             return Response(status: .noContent)
         }
         router.get(".well-known/jwks.json") { _, _ -> Response in
-            let body = try JSONSerialization.data(withJSONObject: ["keys": accounts.tokens.jwks], options: [.sortedKeys])
+            let body = try JSONSerialization.data(withJSONObject: ["keys": await accounts.tokens.currentJWKS()], options: [.sortedKeys])
             return Response(
                 status: .ok, headers: [.contentType: "application/json", .cacheControl: "public, max-age=300"],
                 body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -117,8 +117,12 @@ public final class AccountService: Sendable {
         switch try await store.rotate(token: token, successor: successor, ttl: tokens.settings.refreshTokenTTL) {
         case .invalid:
             throw Self.invalidRefresh
-        case .reused:
-            logger.warning("refresh token reuse detected; family revoked")
+        case .reused(let userId):
+            // A replayed refresh token means it leaked: end every session of the user, including
+            // access tokens already issued (they are checked against the revocation time).
+            try await store.revokeAllSessions(userId: userId, at: WallClock.milliseconds())
+            sessions.invalidate(userId: userId)
+            logger.warning("refresh token reuse detected; all sessions of the user revoked")
             throw AppError(.unauthorized, code: "refresh_token_reused", detail: "This refresh token was already used; the session is revoked.")
         case .rotated(let familyId, let userId, let tenantId):
             guard let state = try await store.sessionState(userId: userId), state.tenantId == tenantId else {
@@ -288,12 +292,11 @@ public final class AccountService: Sendable {
             throw AppError.forbidden("Only an owner can change an owner or grant ownership.")
         }
         if let expectedVersion, expectedVersion != target.version { throw AppError.preconditionFailed() }
-        if target.role == .owner, let newRole, newRole != .owner, try await store.ownerCount(tenantId: identity.tenantId) <= 1 {
-            throw AppError.conflict("A tenant must keep at least one owner.")
-        }
+        let demotesOwner = target.role == .owner && newRole != nil && newRole != .owner
         guard
             let user = try await store.updateUser(
-                id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole)
+                id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole,
+                keepingAnOwner: demotesOwner)
         else { throw AppError.preconditionFailed() }
         sessions.invalidate(userId: id)
         return user
@@ -306,7 +309,8 @@ public final class AccountService: Sendable {
         if target.id == identity.userId { throw AppError.conflict("You cannot delete your own account here.") }
         if identity.role != .owner && target.role == .owner { throw AppError.forbidden("Only an owner can delete an owner.") }
         if let expectedVersion, expectedVersion != target.version { throw AppError.preconditionFailed() }
-        guard try await store.deleteUser(id: id, tenantId: identity.tenantId, expectedVersion: target.version) else {
+        guard try await store.deleteUser(id: id, tenantId: identity.tenantId, expectedVersion: target.version, keepingAnOwner: target.role == .owner)
+        else {
             throw AppError.preconditionFailed()
         }
         sessions.invalidate(userId: id)

@@ -120,24 +120,19 @@ public struct AccountStore: Sendable {
         return Page(fetched: try rows.map(Self.user(from:)), limit: page.limit, sortKey: \.id)
     }
 
-    /// Owners of a tenant.
-    func ownerCount(tenantId: String) async throws -> Int {
-        try await database.read { db in
-            try await db.raw("SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner'").first()?.decode(
-                column: "n", as: Int.self) ?? 0
-        }
-    }
-
     /// Applies a change to a user row if its version still matches; returns the new row, or nil
     /// when the row is gone or the version moved on.
     /// - Throws: 409 `conflict` when the new email is taken.
+    /// With `keepingAnOwner`, the change runs in a transaction that first locks the tenant row
+    /// (PostgreSQL; SQLite's single writer serializes anyway) and refuses, with 409, to leave the
+    /// tenant without another owner: two owners demoting each other at once cannot both win.
     func updateUser(
         id: String, tenantId: String, expectedVersion: Int?, name: String?, email: (email: String, key: String)?, role: Role?,
-        passwordHash: String? = nil, revokeSessionsAt: Int64? = nil
+        passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false
     ) async throws -> User? {
         let now = WallClock.milliseconds()
         do {
-            return try await database.write { db in
+            return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
                 var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
                 if let name { sets.append(SQLQueryString("name = \(bind: name)")) }
                 if let email {
@@ -157,9 +152,30 @@ public struct AccountStore: Sendable {
         }
     }
 
+    /// Runs `body` in a transaction; when `enabled`, the tenant row is locked first and the
+    /// call fails with 409 unless an owner other than `userId` remains.
+    private func withOwnerGuard<R: Sendable>(
+        tenantId: String, userId: String, enabled: Bool, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R
+    ) async throws -> R {
+        let dialect = database.dialect
+        return try await database.transaction { db in
+            if enabled {
+                if dialect == .postgres {
+                    try await db.raw("SELECT id FROM tenants WHERE id = \(bind: tenantId) FOR UPDATE").run()
+                }
+                let others =
+                    try await db.raw(
+                        "SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner' AND id <> \(bind: userId)"
+                    ).first()?.decode(column: "n", as: Int.self) ?? 0
+                if others == 0 { throw AppError.conflict("A tenant must keep at least one owner.") }
+            }
+            return try await body(db)
+        }
+    }
+
     /// Deletes a user and their refresh tokens; false when no such user in the tenant.
-    func deleteUser(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
-        try await database.transaction { db in
+    func deleteUser(id: String, tenantId: String, expectedVersion: Int?, keepingAnOwner: Bool = false) async throws -> Bool {
+        try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
             var query: SQLQueryString = "DELETE FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
             if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
             guard try await db.raw(query + " RETURNING id").first() != nil else { return false }
@@ -205,7 +221,7 @@ public struct AccountStore: Sendable {
     /// The outcome of presenting a refresh token.
     enum Rotation {
         case rotated(familyId: String, userId: String, tenantId: String)
-        case reused
+        case reused(userId: String)
         case invalid
     }
 
@@ -229,13 +245,14 @@ public struct AccountStore: Sendable {
                 try await Self.insertRefreshToken(db, token: successor, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl)
                 return .rotated(familyId: familyId, userId: userId, tenantId: tenantId)
             }
-            guard let row = try await db.raw("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() else {
+            guard let row = try await db.raw("SELECT family_id, user_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)").first()
+            else {
                 return .invalid
             }
             if try row.decodeNil(column: "used_at") { return .invalid }
             let familyId = try row.decode(column: "family_id", as: String.self)
             try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE family_id = \(bind: familyId) AND revoked_at IS NULL").run()
-            return .reused
+            return .reused(userId: try row.decode(column: "user_id", as: String.self))
         }
     }
 

@@ -80,7 +80,7 @@ public enum AccountRules {
 
     /// Password length rule (NIST SP 800-63B §5.1.1.2): 8 to 128 characters.
     public static func passwordIssue(_ password: String) -> String? {
-        let length = password.count
+        let length = password.unicodeScalars.count
         if length < 8 { return "must be at least 8 characters" }
         if length > 128 { return "must be at most 128 characters" }
         return nil
@@ -89,6 +89,6 @@ public enum AccountRules {
     /// Trims a display name and checks it is 1–100 characters.
     public static func normalizeName(_ raw: String) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        return (1...100).contains(name.count) ? name : nil
+        return (1...100).contains(name.unicodeScalars.count) ? name : nil
     }
 }

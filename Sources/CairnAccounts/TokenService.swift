@@ -142,6 +142,12 @@ public final class TokenService: Sendable {
         state.withLock { $0.publicJWKs }
     }
 
+    /// The JWKS after picking up a rotation made by `cairn keys rotate` (re-read at most every 5 s).
+    public func currentJWKS() async -> [[String: String]] {
+        await reloadIfStale()
+        return jwks
+    }
+
     /// Signs an access token for a user's session.
     /// - Returns: the compact JWS and its claims.
     public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date = Date()) async throws -> (
@@ -151,6 +157,7 @@ public final class TokenService: Sendable {
         let claims = AccessTokenClaims(
             iss: settings.issuer, aud: settings.audience, sub: userId, tid: tenantId, role: role.rawValue, sid: sessionId,
             iat: iat, exp: iat + Double(settings.accessTokenTTL), jti: UUIDv7.make())
+        await reloadIfStale()
         let (keys, kid) = state.withLock { ($0.keys, $0.signingKid) }
         var header = JWTHeader()
         header.typ = "JWT"
@@ -185,7 +192,10 @@ public final class TokenService: Sendable {
         guard let kid = header["kid"] as? String else { throw TokenError.invalid("missing kid") }
         if header["crit"] != nil { throw TokenError.invalid("unsupported critical header") }
         var known = state.withLock { $0.knownKids.contains(kid) }
-        if !known { known = await reloadIfStale(lookingFor: kid) }
+        if !known {
+            await reloadIfStale()
+            known = state.withLock { $0.knownKids.contains(kid) }
+        }
         guard known else { throw TokenError.invalid("unknown key id") }
         let keys = state.withLock { $0.keys }
         let claims: AccessTokenClaims
@@ -203,17 +213,21 @@ public final class TokenService: Sendable {
         return claims
     }
 
-    /// A node started before `cairn keys rotate` learns the new key by re-reading the ring,
-    /// at most every 5 seconds.
-    private func reloadIfStale(lookingFor kid: String) async -> Bool {
-        guard settings.hmacSecret == nil else { return false }
-        let stale = state.withLock { ContinuousClock.now - $0.loadedAt > .seconds(5) }
-        guard stale, let ring = try? KeyRing.load(at: settings.keyFile), let fresh = try? await Self.keyState(from: ring) else {
-            return false
+    /// A node started before `cairn keys rotate` learns the new keys by re-reading the ring
+    /// file, at most every 5 seconds: it then signs with the newest key, publishes all of them,
+    /// and verifies tokens signed by any of them.
+    private func reloadIfStale() async {
+        guard settings.hmacSecret == nil else { return }
+        let due = state.withLock { state -> Bool in
+            guard ContinuousClock.now - state.loadedAt > .seconds(5) else { return false }
+            state.loadedAt = .now  // one reload at a time
+            return true
         }
+        guard due, let ring = try? KeyRing.load(at: settings.keyFile) else { return }
+        let changed = state.withLock { Set(ring.keys.map(\.kid)) != $0.knownKids }
+        guard changed, let fresh = try? await Self.keyState(from: ring) else { return }
         state.withLock { $0 = fresh }
         verified.withLock { $0.removeAll() }
-        return fresh.knownKids.contains(kid)
     }
 
     /// Adds a new signing key to the ring file; keys superseded longer ago than the access

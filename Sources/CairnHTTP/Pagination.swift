@@ -133,13 +133,16 @@ public enum ETag {
     public static func expectedVersion(_ request: Request) throws -> Int? {
         guard let value = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*"
         else { return nil }
+        // Strong tags only (weak ones never match If-Match, RFC 9110 §13.1.1), properly quoted.
+        // A list names the versions it accepts; the newest wins, so `"0", "6"` matches version 6.
+        var versions: [Int] = []
         for candidate in value.split(separator: ",") {
-            var tag = candidate.trimmingCharacters(in: .whitespaces)
-            if tag.hasPrefix("W/") { continue }  // weak tags never match If-Match (RFC 9110 §13.1.1)
-            tag = tag.trimmingCharacters(in: CharacterSet(charactersIn: "\""))
-            if let version = Int(tag), version >= 0 { return version }
+            let tag = candidate.trimmingCharacters(in: .whitespaces)
+            guard tag.count >= 3, tag.hasPrefix("\""), tag.hasSuffix("\""), let version = Int(tag.dropFirst().dropLast()), version >= 0
+            else { continue }
+            versions.append(version)
         }
-        return -1
+        return versions.max() ?? -1
     }
 
     /// True when `If-None-Match` names the current tag (or `*`): answer 304.

@@ -103,6 +103,8 @@ public final class JobWorker: Service, Sendable {
                         leaseMs: Int64(settings.leaseSeconds) * 1000)
                     claimed = try await enforceTenantCap(claimed)
                     await queue.events.announce(claimed.map(\.id))
+                } catch is CancellationError {
+                    return
                 } catch {
                     logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }

@@ -32,6 +32,17 @@ public struct JobsController: Sendable {
         }
     }
 
+    /// Members may cancel, retry or delete only jobs they enqueued; owners and admins any job
+    /// of the tenant. Returns the job id. Throws 404 (missing or another tenant's) or 403.
+    func authorizeChange(_ context: AuthenticatedContext) async throws -> String {
+        let id = try context.parameters.require("id")
+        guard let job = try await queue.store.job(id: id, tenantId: context.identity.tenantId) else { throw AppError.notFound("No such job.") }
+        if !context.identity.role.isAdmin && job.createdBy != context.identity.userId {
+            throw AppError.forbidden("Only admins and the job's creator can change it.")
+        }
+        return id
+    }
+
     /// Adds the routes to the authenticated group; `POST /jobs` honours `Idempotency-Key`.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs") { request, context -> Response in
@@ -76,14 +87,16 @@ public struct JobsController: Sendable {
             return .json(job)
         }
         group.post("jobs/:id/cancel") { _, context -> Response in
-            .json(try await queue.cancel(id: try context.parameters.require("id"), tenantId: context.identity.tenantId))
+            let id = try await authorizeChange(context)
+            return .json(try await queue.cancel(id: id, tenantId: context.identity.tenantId))
         }
         group.post("jobs/:id/retry") { _, context -> Response in
-            .json(try await queue.retry(id: try context.parameters.require("id"), tenantId: context.identity.tenantId))
+            let id = try await authorizeChange(context)
+            return .json(try await queue.retry(id: id, tenantId: context.identity.tenantId))
         }
         addEventRoutes(to: group)
         group.delete("jobs/:id") { _, context -> Response in
-            try await queue.delete(id: try context.parameters.require("id"), tenantId: context.identity.tenantId)
+            try await queue.delete(id: try await authorizeChange(context), tenantId: context.identity.tenantId)
             return Response(status: .noContent)
         }
     }

@@ -143,6 +143,8 @@ public final class Scheduler: Service, Sendable {
             while !Task.isCancelled {
                 do {
                     while try await self.fireDue() > 0 {}
+                } catch is CancellationError {
+                    return
                 } catch {
                     self.logger.warning("firing schedules failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }
@@ -213,7 +215,7 @@ public struct SchedulesController: Sendable {
                 issues.append(FieldIssue(field: field, issue: "is required"))
             }
         }
-        if let name = body.name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).count) {
+        if let name = body.name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
         }
         var cron: CronExpression?

@@ -134,7 +134,14 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
 /// Builds a Cairn node: components, router and HTTP server, with the database as a service
 /// that shuts down after the server has drained.
 public func buildApplication(configuration: CairnConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
-    let components = try await buildComponents(configuration: configuration, logger: logger)
+    makeApplication(components: try await buildComponents(configuration: configuration, logger: logger))
+}
+
+/// Builds the HTTP application around already wired components (the CLI keeps the components,
+/// so it can close the database when the server cannot start).
+public func makeApplication(components: CairnComponents) -> some ApplicationProtocol {
+    let configuration = components.configuration
+    let logger = components.logger
     let router = buildRouter(components: components)
     let hasher = components.accounts.hasher
     return Application(
@@ -159,6 +166,9 @@ struct CleanupService: Service {
     }
 }
 
+/// A logger that drops everything (readiness probes run often and must not log).
+let quietLogger = Logger(label: "cairn.quiet", factory: { _ in SwiftLogNoOpLogHandler() })
+
 /// `/health/live`, `/health/ready`, `/metrics`, `/openapi.yaml`.
 struct HealthController {
     let database: Database
@@ -168,18 +178,27 @@ struct HealthController {
             Self.json(#"{"status":"ok"}"#)
         }
         router.get("health/ready") { _, _ -> Response in
+            // Ready means: the database answers within 2 s and its schema is current (a node
+            // started with --no-migrate before `cairn migrate` ran is not ready).
+            let pending: [String]
             do {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { _ = try await database.read { try await $0.raw("SELECT 1 AS one").all() } }
+                pending = try await withThrowingTaskGroup(of: [String].self) { group in
+                    group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
                     group.addTask {
                         try await Task.sleep(for: .seconds(2))
                         throw CancellationError()
                     }
-                    try await group.next()
+                    let result = try await group.next() ?? []
                     group.cancelAll()
+                    return result
                 }
             } catch {
                 throw AppError(.serviceUnavailable, code: "unavailable", detail: "The database is not reachable.", headers: [.retryAfter: "5"])
+            }
+            guard pending.isEmpty else {
+                throw AppError(
+                    .serviceUnavailable, code: "unavailable", detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
+                    headers: [.retryAfter: "5"])
             }
             return Self.json(#"{"status":"ok","database":"ok"}"#)
         }

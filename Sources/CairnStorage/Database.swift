@@ -160,12 +160,16 @@ public final class Database: Sendable, Service {
         await close()
     }
 
-    /// Closes every connection. Safe to call more than once.
+    /// Closes every connection. Safe to call more than once, and from a cancelled task: the
+    /// closing runs in a task of its own, so cancellation cannot leave connections open.
     public func close() async {
-        switch backend {
-        case .sqlite(let sqlite): await sqlite.close()
-        case .postgres(let postgres): await postgres.shutdown()
-        }
+        let backend = self.backend
+        await Task {
+            switch backend {
+            case .sqlite(let sqlite): await sqlite.close()
+            case .postgres(let postgres): await postgres.shutdown()
+            }
+        }.value
     }
 }
 
@@ -274,7 +278,10 @@ final class SQLiteBackend: Sendable {
         try await groupCommit.submit(body)
     }
 
+    private let closed = Atomic<Bool>(false)
+
     func close() async {
+        guard !closed.exchange(true, ordering: .acquiring) else { return }
         for connection in readers + [writer] where !connection.isClosed {
             try? await connection.close()
         }

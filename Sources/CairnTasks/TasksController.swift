@@ -38,7 +38,9 @@ public struct TasksController: Sendable {
 
     static func validTitle(_ raw: String, into issues: inout [FieldIssue]) -> String? {
         let title = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...maxTitle).contains(title.count) else {
+        // Lengths count Unicode scalars (as JSON Schema's maxLength does), so stacked combining
+        // marks cannot smuggle a huge string in as "one character".
+        guard (1...maxTitle).contains(title.unicodeScalars.count) else {
             issues.append(FieldIssue(field: "title", issue: "must be 1 to \(maxTitle) characters after trimming"))
             return nil
         }
@@ -46,7 +48,7 @@ public struct TasksController: Sendable {
     }
 
     static func checkDescription(_ description: String?, into issues: inout [FieldIssue]) {
-        if let description, description.count > maxDescription {
+        if let description, description.unicodeScalars.count > maxDescription {
             issues.append(FieldIssue(field: "description", issue: "must be at most \(maxDescription) characters"))
         }
     }

@@ -88,13 +88,22 @@ struct Serve: AsyncParsableCommand {
         logger.info(
             "starting cairn",
             metadata: ["database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir)])
-        let app: any ApplicationProtocol
+        let components: CairnComponents
         do {
-            app = try await buildApplication(configuration: configuration, logger: logger)
+            components = try await buildComponents(configuration: configuration, logger: logger)
         } catch {
             throw fail(error)
         }
-        try await app.runService()
+        do {
+            try await makeApplication(components: components).runService()
+        } catch {
+            // Most often the address: in use, or a host name that does not resolve.
+            await components.database.close()
+            let address = "\(configuration.httpHost):\(configuration.httpPort)"
+            FileHandle.standardError.write(
+                Data("cairn: cannot serve on \(address) (CAIRN_HTTP_HOST/CAIRN_HTTP_PORT): \(String(describing: error).prefix(200))\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }
 
@@ -209,7 +218,7 @@ struct KeysCommand: AsyncParsableCommand {
             do {
                 try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
                 let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accessTokenTTL)
-                print("new signing key \(kid); running nodes pick it up within seconds")
+                print("new signing key \(kid); running nodes sharing this key file pick it up within 5 seconds")
             } catch {
                 throw fail(error)
             }

@@ -105,3 +105,20 @@ struct JobEdgeCaseTests {
         }
     }
 }
+
+@Suite("Jobs: who may change a job")
+struct JobPermissionTests {
+    @Test func membersChangeOnlyJobsTheyEnqueued() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let owner = try await client.registerAndLogin(email: "boss@example.com").tokens["accessToken"] as! String
+            _ = try await client.json(
+                .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: owner)
+            let member = try await client.login(email: "mem@example.com", password: "member password")["accessToken"] as! String
+            let job = try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], token: owner).object["id"] as! String
+            #expect(try await client.json(.post, "/jobs/\(job)/cancel", token: member).status == .forbidden)
+            #expect(try await client.json(.delete, "/jobs/\(job)", token: member).status == .forbidden)
+            #expect(try await client.json(.post, "/jobs/\(job)/cancel", token: owner).status == .ok)
+            #expect(try await client.json(.post, "/jobs/\(job)/retry", token: member).status == .forbidden)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+import CairnAccounts
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+@Suite("Findings of the fresh-user trial")
+struct FreshUserFindingsTests {
+    @Test(arguments: TestEngine.available)
+    func twoOwnersDemotingEachOtherAtOnceLeaveOneOwner(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            for round in 0..<4 {
+                let (first, tokens) = try await client.registerAndLogin(email: "o\(round)@race.example")
+                let firstToken = tokens["accessToken"] as! String
+                let second = try await client.json(
+                    .post, "/users", ["email": "p\(round)@race.example", "name": "P", "role": "owner", "password": "second owner pw"],
+                    token: firstToken)
+                let secondToken = try await client.login(email: "p\(round)@race.example", password: "second owner pw")["accessToken"] as! String
+                let firstId = first["id"] as! String
+                let secondId = second.object["id"] as! String
+                async let a = client.json(.patch, "/users/\(secondId)", ["role": "member"], token: firstToken)
+                async let b = client.json(.patch, "/users/\(firstId)", ["role": "member"], token: secondToken)
+                let statuses = [try await a.status, try await b.status]
+                #expect(statuses.filter { $0 == .ok }.count == 1, "\(statuses)")
+                #expect(statuses.contains(.conflict) || statuses.contains(.forbidden), "\(statuses)")
+            }
+        }
+    }
+
+    @Test func refreshReuseAlsoVoidsTheSessionsAccessTokens() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "reuse@example.com")
+            let refresh = tokens["refreshToken"] as! String
+            let rotated = try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).object
+            #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).code == "refresh_token_reused")
+            #expect(try await client.json(.get, "/users/me", token: rotated["accessToken"] as? String).status == .unauthorized)
+        }
+    }
+
+    @Test func readinessReportsPendingMigrations() async throws {
+        try await withTestApp(.sqlite) { client, components in
+            try await components.database.write { try await $0.raw("DELETE FROM cairn_migrations WHERE module = 'tasks'").run() }
+            let ready = try await client.execute(uri: "/health/ready", method: .get)
+            #expect(ready.status == .serviceUnavailable)
+            #expect(ready.object["detail"] as? String == "1 database migrations are pending; run `cairn migrate`.")
+        }
+    }
+
+    @Test func lengthLimitsCountUnicodeScalarsNotGraphemes() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let token = try await client.registerAndLogin(email: "zalgo@example.com").tokens["accessToken"] as! String
+            let zalgo = "a" + String(repeating: "\u{301}", count: 300)
+            let task = try await client.json(.post, "/tasks", ["title": zalgo], token: token)
+            #expect(task.status == .badRequest)
+            #expect(try await client.json(.patch, "/users/me", ["name": zalgo], token: token).status == .badRequest)
+        }
+    }
+
+    @Test func aRunningNodeSignsWithARotatedKey() async throws {
+        try await withTestApp(.sqlite) { client, components in
+            _ = try await client.registerAndLogin(email: "rotate@example.com")
+            let newKid = try TokenService.rotate(keyFile: components.accounts.tokens.settings.keyFile, accessTokenTTL: 900)
+            let picked = try await eventually(timeout: .seconds(10)) {
+                let token = try await client.login(email: "rotate@example.com", password: "correct horse battery")["accessToken"] as! String
+                let header = String(token.split(separator: ".")[0])
+                let json = try JSONSerialization.jsonObject(with: Data(Base64URL.decode(header)!)) as? [String: Any]
+                return json?["kid"] as? String == newKid
+            }
+            #expect(picked)
+            let jwks = try await client.execute(uri: "/.well-known/jwks.json", method: .get).object["keys"] as? [Any]
+            #expect(jwks?.count == 2)
+        }
+    }
+}
