@@ -104,10 +104,6 @@ extension Request {
 enum JSONDepth {
     enum Verdict: Equatable { case acceptable, tooDeep, containsNUL, trailingComma }
 
-    static func isWithin(_ limit: Int, _ bytes: ByteBufferView) -> Bool {
-        scan(bytes, limit: limit) != .tooDeep
-    }
-
     static func scan(_ bytes: ByteBufferView, limit: Int) -> Verdict {
         var depth = 0
         var inString = false

@@ -1,11 +1,14 @@
 import CairnHTTP
-import CairnJobs
 import CairnServer
+import CairnStorage
 import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import SQLKit
 import Testing
+
+@testable import CairnJobs
 
 /// Parses `text/event-stream` into (id, event, data) triples.
 func serverSentEvents(_ text: String) -> [(id: Int, event: String, data: [String: Any])] {
@@ -76,6 +79,36 @@ struct JobMetricsTests {
                     && text.contains("cairn_jobs_wait_seconds_bucket") && text.contains("cairn_jobs_run_seconds_bucket")
             }
             #expect(exported)
+        }
+    }
+}
+
+@Suite("Jobs: retention")
+struct JobRetentionTests {
+    @Test(arguments: TestEngine.available)
+    func pruningDeletesOldFinishedJobsButKeepsDeadLettersAndRecentOnes(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "prune@example.com").tokens["accessToken"] as! String
+            var ids: [String] = []
+            for _ in 0..<3 {
+                ids.append(
+                    try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], token: token).object["id"] as! String)
+            }
+            let old = WallClock.milliseconds() - 8 * 86_400_000
+            let created = ids
+            try await components.database.write { db in
+                try await db.raw("UPDATE jobs SET state = 'succeeded', finished_at = \(bind: old) WHERE id = \(bind: created[0])").run()
+                try await db.raw("UPDATE jobs SET state = 'discarded', finished_at = \(bind: old) WHERE id = \(bind: created[1])").run()
+                try await db.raw(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = \(bind: WallClock.milliseconds()) WHERE id = \(bind: created[2])"
+                )
+                .run()
+            }
+            let deleted = try await components.jobs.store.prune(before: WallClock.milliseconds() - 7 * 86_400_000)
+            #expect(deleted == 1)
+            #expect(try await client.json(.get, "/jobs/\(ids[0])", token: token).status == .notFound)
+            #expect(try await client.json(.get, "/jobs/\(ids[1])", token: token).status == .ok)
+            #expect(try await client.json(.get, "/jobs/\(ids[2])", token: token).status == .ok)
         }
     }
 }
