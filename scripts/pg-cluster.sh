@@ -3,9 +3,11 @@
 #   scripts/pg-cluster.sh start [PORT]   → prints postgres://postgres@127.0.0.1:PORT/cairn_test
 #   scripts/pg-cluster.sh stop           → stops the cluster started last
 # Installs Debian's postgresql package when no server binaries are present. initdb refuses to
-# run as root, so the cluster runs as the postgres user. fsync is off: the data is disposable.
+# run as root, so the cluster runs as the postgres user. fsync is off (the data is disposable)
+# unless PG_FSYNC=on, which benchmarks use. PG_STATE names the file that remembers the cluster
+# (default /tmp/cairn-pg-cluster.path), so a caller can keep its own cluster apart.
 set -euo pipefail
-state=/tmp/cairn-pg-cluster.path
+state=${PG_STATE:-/tmp/cairn-pg-cluster.path}
 case "${1:-}" in
 start)
   port=${2:-54329}
@@ -21,7 +23,7 @@ start)
   chmod 700 "$pgdata"
   run "$pgbin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   run "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdata -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdata -c fsync=${PG_FSYNC:-off} -c max_connections=300" start >/dev/null
   run "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U postgres cairn_test
   echo "$pgbin $pgdata" > "$state"
   echo "postgres://postgres@127.0.0.1:$port/cairn_test?sslmode=disable"

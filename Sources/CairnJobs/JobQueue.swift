@@ -25,6 +25,12 @@ public struct JobsSettings: Sendable {
     public var rescueInterval: Duration = .seconds(5)
     /// This node's name in leases.
     public var nodeId = "node-" + UUIDv7.make()
+    /// Most jobs one claim statement takes (`CAIRN_JOBS_CLAIM_LIMIT`, default 100); 1 claims
+    /// singly.
+    public var claimLimit = 100
+    /// Write successful completions that arrive together as one statement (group commit, as
+    /// River's batch completer; `CAIRN_JOBS_BATCH_COMPLETIONS`, default true).
+    public var batchCompletions = true
 
     /// Creates the defaults.
     public init() {}
@@ -139,32 +145,10 @@ public final class JobQueue: Sendable {
     public func enqueue(_ request: JobRequest, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws -> (
         job: Job, created: Bool
     ) {
-        var issues: [FieldIssue] = []
-        if registration(request.kind) == nil { issues.append(FieldIssue(field: "kind", issue: "is not a registered job kind")) }
-        if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: "priority", issue: "must be 1 to 4")) }
-        if !(1...100).contains(request.maxAttempts) { issues.append(FieldIssue(field: "maxAttempts", issue: "must be 1 to 100")) }
-        if request.queue.isEmpty || request.queue.count > 64 || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
-            issues.append(FieldIssue(field: "queue", issue: "must be 1 to 64 letters, digits, - or _"))
-        }
-        if let key = request.uniqueKey, key.isEmpty || key.count > 256 {
-            issues.append(FieldIssue(field: "uniqueKey", issue: "must be 1 to 256 characters"))
-        }
-        if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {
-            issues.append(FieldIssue(field: "runAt", issue: "must be between 1970-01-01 and 9999-12-31 (UTC)"))
-        }
-        if request.args.text.utf8.count > 64 * 1024 { issues.append(FieldIssue(field: "args", issue: "must be at most 64 KiB of JSON")) }
+        let issues = validate(request, field: "")
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
-        if try await store.unfinishedCount(tenantId: tenantId) >= settings.maxPendingPerTenant {
-            throw AppError.rateLimited(
-                retryAfter: 30, policy: "\(settings.maxPendingPerTenant);w=1", detail: "Too many pending jobs for this tenant.")
-        }
-        let now = WallClock.milliseconds()
-        let runAt = request.runAt ?? now
-        let job = Job(
-            id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
-            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
-            errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1)
+        try await checkPendingCap(tenantId: tenantId, adding: 1)
+        let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: WallClock.milliseconds())
         let result: (job: Job, inserted: Bool)
         if let db {
             result = try await JobStore.insert(job, on: db)
@@ -178,6 +162,74 @@ public final class JobQueue: Sendable {
         }
         if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
         return (result.job, result.inserted)
+    }
+
+    /// Enqueues up to 1,000 jobs for a tenant at once (River's `InsertMany`, BullMQ's
+    /// `addBulk`): one validation pass, multi-row inserts and a single worker wake-up, all in one
+    /// transaction (the caller's when `db` is given) — either every job is enqueued or none.
+    /// - Returns: one entry per request, in order; `created` is false for a unique-key match.
+    /// - Throws: 400 `invalid_input` naming `jobs[i].field`, 429 `rate_limited` when the batch
+    ///   would take the tenant past its pending cap.
+    public func enqueueMany(_ requests: [JobRequest], tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws
+        -> [(job: Job, created: Bool)]
+    {
+        guard !requests.isEmpty else { return [] }
+        guard requests.count <= Self.maxBatch else { throw AppError.invalidField("jobs", "must hold 1 to \(Self.maxBatch) jobs") }
+        let issues = requests.indices.flatMap { validate(requests[$0], field: "jobs[\($0)].") }
+        if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
+        try await checkPendingCap(tenantId: tenantId, adding: requests.count)
+        let now = WallClock.milliseconds()
+        let jobs = requests.map { makeJob($0, tenantId: tenantId, createdBy: createdBy, now: now) }
+        let insert: @Sendable (any SQLDatabase) async throws -> [(job: Job, inserted: Bool)] = { [bus] db in
+            let results = try await JobStore.insertMany(jobs, on: db)
+            if results.contains(where: \.inserted) { try await bus.publish(channel: Self.wakeChannel, payload: "batch", on: db) }
+            return results
+        }
+        let results: [(job: Job, inserted: Bool)]
+        if let db { results = try await insert(db) } else { results = try await store.database.transaction(insert) }
+        var counts: [String: Int] = [:]
+        for result in results where result.inserted { counts[result.job.kind, default: 0] += 1 }
+        for (kind, count) in counts { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", kind)]).increment(by: count) }
+        return results.map { ($0.job, $0.inserted) }
+    }
+
+    /// The most jobs one `enqueueMany` call takes.
+    public static let maxBatch = 1000
+
+    private func validate(_ request: JobRequest, field prefix: String) -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if registration(request.kind) == nil { issues.append(FieldIssue(field: prefix + "kind", issue: "is not a registered job kind")) }
+        if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: prefix + "priority", issue: "must be 1 to 4")) }
+        if !(1...100).contains(request.maxAttempts) { issues.append(FieldIssue(field: prefix + "maxAttempts", issue: "must be 1 to 100")) }
+        if request.queue.isEmpty || request.queue.count > 64 || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            issues.append(FieldIssue(field: prefix + "queue", issue: "must be 1 to 64 letters, digits, - or _"))
+        }
+        if let key = request.uniqueKey, key.isEmpty || key.count > 256 {
+            issues.append(FieldIssue(field: prefix + "uniqueKey", issue: "must be 1 to 256 characters"))
+        }
+        if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {
+            issues.append(FieldIssue(field: prefix + "runAt", issue: "must be between 1970-01-01 and 9999-12-31 (UTC)"))
+        }
+        if request.args.text.utf8.count > 64 * 1024 {
+            issues.append(FieldIssue(field: prefix + "args", issue: "must be at most 64 KiB of JSON"))
+        }
+        return issues
+    }
+
+    private func checkPendingCap(tenantId: String, adding: Int) async throws {
+        if try await store.unfinishedCount(tenantId: tenantId) + adding > settings.maxPendingPerTenant {
+            throw AppError.rateLimited(
+                retryAfter: 30, policy: "\(settings.maxPendingPerTenant);w=1", detail: "Too many pending jobs for this tenant.")
+        }
+    }
+
+    private func makeJob(_ request: JobRequest, tenantId: String, createdBy: String?, now: Int64) -> Job {
+        let runAt = request.runAt ?? now
+        return Job(
+            id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
+            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
+            errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1)
     }
 
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.

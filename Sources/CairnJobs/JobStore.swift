@@ -80,6 +80,42 @@ public struct JobStore: Sendable {
         return (try Self.job(from: existing), false)
     }
 
+    /// Inserts many jobs in multi-row statements (500 rows each, well under both engines' bind
+    /// limits); a job whose unique key an unfinished job already holds comes back as that job.
+    /// - Returns: one entry per input job, in input order, with whether it was inserted.
+    static func insertMany(_ jobs: [Job], on db: any SQLDatabase) async throws -> [(job: Job, inserted: Bool)] {
+        var results: [(job: Job, inserted: Bool)] = []
+        results.reserveCapacity(jobs.count)
+        var start = 0
+        while start < jobs.count {
+            let chunk = jobs[start..<min(start + 500, jobs.count)]
+            start += chunk.count
+            let rows = chunk.map { job -> any SQLExpression in
+                SQLQueryString(
+                    """
+                    (\(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority), \
+                    \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey), \
+                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1)
+                    """)
+            }
+            let inserted = try await db.raw(
+                """
+                INSERT INTO jobs (\(unsafeRaw: columns)) VALUES \(SQLList(rows)) ON CONFLICT DO NOTHING RETURNING \(unsafeRaw: columns)
+                """
+            ).all().map(Self.job(from:))
+            let byId = Dictionary(uniqueKeysWithValues: inserted.map { ($0.id, $0) })
+            for job in chunk {
+                if let row = byId[job.id] {
+                    results.append((row, true))
+                } else {
+                    // Rare: a unique key already held (possibly by an earlier job of this batch).
+                    results.append(try await insert(job, on: db))
+                }
+            }
+        }
+        return results
+    }
+
     /// Unfinished jobs of a tenant (the pending cap).
     func unfinishedCount(tenantId: String) async throws -> Int {
         try await database.read { db in
@@ -155,6 +191,20 @@ public struct JobStore: Sendable {
                 RETURNING \(unsafeRaw: Self.columns)
                 """
             ).first().map(Self.job(from:))
+        }
+    }
+
+    /// Marks running jobs `node` holds as succeeded, in one statement (batched completions).
+    /// Jobs whose lease was lost are left alone.
+    func succeed(ids: [String], node: String, now: Int64) async throws {
+        guard !ids.isEmpty else { return }
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE jobs SET version = version + 1, state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = \(bind: now)
+                WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
+                """
+            ).run()
         }
     }
 

@@ -32,6 +32,52 @@ public struct JobsController: Sendable {
         }
     }
 
+    struct BatchBody: Decodable {
+        var jobs: [EnqueueBody]
+    }
+
+    /// `{items, createdCount, existing}`: the jobs in request order; `existing` lists the
+    /// indexes that matched an unfinished job's unique key instead of creating one.
+    struct BatchResult: JSONWritable {
+        let results: [(job: Job, created: Bool)]
+        var createdCount: Int { results.count { $0.created } }
+
+        func writeJSON(to writer: inout JSONWriter) {
+            writer.objectStart()
+            writer.key("items")
+            writer.arrayStart()
+            for result in results { result.job.writeJSON(to: &writer) }
+            writer.arrayEnd()
+            writer.key("createdCount")
+            writer.int(createdCount)
+            writer.key("existing")
+            writer.arrayStart()
+            for index in results.indices where !results[index].created { writer.int(index) }
+            writer.arrayEnd()
+            writer.objectEnd()
+        }
+    }
+
+    /// Turns a request body into a `JobRequest`, checking that its kind may be enqueued over
+    /// HTTP (and by this caller). Field names in errors carry `field` as a prefix.
+    func makeRequest(_ body: EnqueueBody, field: String, context: AuthenticatedContext) throws -> JobRequest {
+        guard let registration = queue.registration(body.kind), registration.enqueueableOverHTTP else {
+            throw AppError.invalidField(field + "kind", "is not a job kind that can be enqueued over HTTP")
+        }
+        if registration.adminOnly { try context.identity.requireAdmin() }
+        if let args = body.args, case .object = args {
+        } else if body.args != nil {
+            throw AppError.invalidField(field + "args", "must be a JSON object")
+        }
+        var job = JobRequest(kind: body.kind, args: body.args ?? .object([:]))
+        job.queue = body.queue ?? job.queue
+        job.priority = body.priority ?? job.priority
+        job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        job.uniqueKey = body.uniqueKey
+        job.maxAttempts = body.maxAttempts ?? job.maxAttempts
+        return job
+    }
+
     /// Members may cancel, retry or delete only jobs they enqueued; owners and admins any job
     /// of the tenant. Returns the job id. Throws 404 (missing or another tenant's) or 403.
     func authorizeChange(_ context: AuthenticatedContext) async throws -> String {
@@ -48,22 +94,25 @@ public struct JobsController: Sendable {
         group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs") { request, context -> Response in
             var request = request
             let body = try await Self.decodeEnqueue(&request, context: context)
-            guard let registration = queue.registration(body.kind), registration.enqueueableOverHTTP else {
-                throw AppError.invalidField("kind", "is not a job kind that can be enqueued over HTTP")
-            }
-            if registration.adminOnly { try context.identity.requireAdmin() }
-            if let args = body.args, case .object = args {
-            } else if body.args != nil {
-                throw AppError.invalidField("args", "must be a JSON object")
-            }
-            var job = JobRequest(kind: body.kind, args: body.args ?? .object([:]))
-            job.queue = body.queue ?? job.queue
-            job.priority = body.priority ?? job.priority
-            job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
-            job.uniqueKey = body.uniqueKey
-            job.maxAttempts = body.maxAttempts ?? job.maxAttempts
+            let job = try makeRequest(body, field: "", context: context)
             let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
             return .json(created, status: isNew ? .created : .ok, headers: [.location: "/jobs/\(created.id)"])
+        }
+        group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs/batch") { request, context -> Response in
+            var request = request
+            let body: BatchBody
+            do {
+                body = try await request.decodeJSON(as: BatchBody.self, context: context)
+            } catch let error as AppError where error.errors.first?.field.hasSuffix("runAt") == true {
+                throw AppError.invalidField(error.errors[0].field, "must be an RFC 3339 date-time")
+            }
+            guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
+                throw AppError.invalidField("jobs", "must hold 1 to \(JobQueue.maxBatch) jobs")
+            }
+            let requests = try body.jobs.indices.map { try makeRequest(body.jobs[$0], field: "jobs[\($0)].", context: context) }
+            let results = try await queue.enqueueMany(requests, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
+            let batch = BatchResult(results: results)
+            return .json(batch, status: batch.createdCount > 0 ? .created : .ok)
         }
         group.get("jobs") { request, context -> Response in
             let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)

@@ -94,6 +94,8 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.shutdownGrace = .seconds(configuration.jobsShutdownGrace)
         jobSettings.retentionSeconds = configuration.jobsRetention
         jobSettings.rescueInterval = configuration.jobsRescueInterval
+        jobSettings.claimLimit = configuration.jobsClaimLimit
+        jobSettings.batchCompletions = configuration.jobsBatchCompletions
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,

@@ -54,6 +54,10 @@ public struct CairnConfiguration: Sendable {
     public var jobsRetention = 7 * 86_400
     /// How often lapsed leases are looked for (not an environment setting; tests shorten it).
     public var jobsRescueInterval: Duration = .seconds(5)
+    /// Most jobs one claim statement takes (`CAIRN_JOBS_CLAIM_LIMIT`, 1–1000, default 100).
+    public var jobsClaimLimit = 100
+    /// Batch successful completions into one statement (`CAIRN_JOBS_BATCH_COMPLETIONS`, default true).
+    public var jobsBatchCompletions = true
 
     /// Creates the defaults.
     public init() {}
@@ -103,6 +107,15 @@ public struct CairnConfiguration: Sendable {
             }
             return parsed
         }
+        func boolean(_ key: String, default value: Bool) throws -> Bool {
+            if let flag = reader.bool(forKey: ConfigKey(key.split(separator: ".").map(String.init))) { return flag }
+            guard let raw = text(key) else { return value }
+            switch raw.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true", "1", "yes", "on": return true
+            case "false", "0", "no", "off": return false
+            default: throw ConfigurationError(setting: env(key), problem: "must be true or false, got '\(raw)'")
+            }
+        }
         func duration(_ key: String, default value: Int) throws -> Int {
             guard let raw = text(key) else { return value }
             guard let seconds = parseDuration(raw), seconds >= 1, seconds <= 10 * 365 * 86_400 else {
@@ -144,6 +157,8 @@ public struct CairnConfiguration: Sendable {
         config.jobsMaxPendingPerTenant = try integer("jobs.max.pending.per.tenant", 1...100_000_000, default: config.jobsMaxPendingPerTenant)
         config.jobsShutdownGrace = try integer("jobs.shutdown.grace", 0...3600, default: config.jobsShutdownGrace)
         config.jobsRetention = try duration("jobs.retention", default: config.jobsRetention)
+        config.jobsClaimLimit = try integer("jobs.claim.limit", 1...1000, default: config.jobsClaimLimit)
+        config.jobsBatchCompletions = try boolean("jobs.batch.completions", default: config.jobsBatchCompletions)
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")
