@@ -4,6 +4,7 @@ import CairnStorage
 import CairnTestSupport
 import Foundation
 import HTTPTypes
+import Hummingbird
 import HummingbirdTesting
 import SQLKit
 import Testing
@@ -61,6 +62,37 @@ struct JobEventsTests {
             let stranger = try await client.registerAndLogin(email: "sse2@example.com").tokens["accessToken"] as! String
             #expect(try await client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
         }
+    }
+}
+
+@Suite("Jobs: live status across nodes")
+struct JobEventsAcrossNodesTests {
+    /// Node B serves the stream, node A runs the job: B hears of every step through
+    /// LISTEN/NOTIFY. Its fallback poll is 1 s, so a 3 s job with ten checkpoints would show at
+    /// most four events if the notifications did not cross.
+    @Test func aStreamOnOneNodeFollowsAJobRunningOnAnother() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        var database = try await TestDatabase.make(.postgres)
+        database.configuration.bcryptCost = 4
+        let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
+        let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
+        let appA = Application(router: buildRouter(components: nodeA), services: nodeA.makeServices(), logger: testLogger)
+        let appB = Application(router: buildRouter(components: nodeB), logger: testLogger)
+        try await appA.test(.router) { _ in
+            try await appB.test(.router) { clientB in
+                let token = try await clientB.registerAndLogin(email: "sse-nodes@example.com").tokens["accessToken"] as! String
+                let created = try await clientB.json(
+                    .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 3000, "checkpointEvery": 300]], token: token)
+                let id = created.object["id"] as! String
+                let stream = try await clientB.execute(uri: "/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(token)"])
+                let events = serverSentEvents(stream.text)
+                #expect(events.last?.data["state"] as? String == "succeeded")
+                #expect(events.count >= 8, "only \(events.count) events reached the other node")
+                #expect(events.map(\.id) == events.map(\.id).sorted())
+            }
+        }
+        await nodeA.database.close()
+        await nodeB.database.close()
     }
 }
 

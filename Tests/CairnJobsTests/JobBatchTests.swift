@@ -1,0 +1,137 @@
+import CairnHTTP
+import CairnJobs
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import SQLKit
+import Testing
+
+func jobCount(_ database: Database) async throws -> Int {
+    try await database.read { db in
+        try await db.raw("SELECT COUNT(*) AS n FROM jobs").first()?.decode(column: "n", as: Int.self) ?? -1
+    }
+}
+
+@Suite("Jobs: batch enqueue and fairness at scale")
+struct JobBatchTests {
+    @Test(arguments: TestEngine.available)
+    func aBatchIsEnqueuedWhollyInOrderWithUniqueKeysResolved(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "batch@example.com").tokens["accessToken"] as! String
+            let later = "2099-01-01T00:00:00Z"
+            let held = try await enqueue(client, token: token, ["kind": "noop", "uniqueKey": "nightly", "runAt": later])
+            let response = try await client.json(
+                .post, "/jobs/batch",
+                [
+                    "jobs": [
+                        ["kind": "noop", "runAt": later, "priority": 2],
+                        ["kind": "noop", "uniqueKey": "nightly", "runAt": later],
+                        ["kind": "noop", "uniqueKey": "weekly", "runAt": later],
+                        ["kind": "noop", "uniqueKey": "weekly", "runAt": later],
+                    ]
+                ], token: token)
+            #expect(response.status == .created)
+            let items = response.object["items"] as? [[String: Any]] ?? []
+            #expect(items.count == 4)
+            #expect(items.first?["priority"] as? Int == 2)
+            #expect(response.object["createdCount"] as? Int == 2)
+            #expect(response.object["existing"] as? [Int] == [1, 3])
+            // An existing unique job is returned, and a key repeated inside the batch makes one job.
+            #expect(items[1]["id"] as? String == held.job["id"] as? String)
+            #expect(items[2]["id"] as? String == items[3]["id"] as? String)
+            #expect(try await jobCount(components.database) == 3)
+
+            // Only duplicates: nothing created → 200.
+            let again = try await client.json(.post, "/jobs/batch", ["jobs": [["kind": "noop", "uniqueKey": "nightly"]]], token: token)
+            #expect(again.status == .ok)
+            #expect(again.object["createdCount"] as? Int == 0)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aBadBatchNamesTheJobAndFieldAndEnqueuesNothing(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, components in
+            let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens["accessToken"] as! String
+            let unknown = try await client.json(
+                .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "no-such-kind"]]], token: token)
+            #expect(unknown.status == .badRequest)
+            #expect(unknown.code == "invalid_input")
+            #expect((unknown.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "jobs[1].kind")
+            let badPriority = try await client.json(
+                .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "noop", "priority": 9]]], token: token)
+            #expect((badPriority.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "jobs[1].priority")
+            #expect(try await client.json(.post, "/jobs/batch", ["jobs": []], token: token).status == .badRequest)
+            let tooMany = Array(repeating: ["kind": "noop"], count: 1001)
+            #expect(try await client.json(.post, "/jobs/batch", ["jobs": tooMany], token: token).code == "invalid_input")
+            // Past the pending cap the whole batch is refused.
+            let overCap = try await client.json(
+                .post, "/jobs/batch", ["jobs": Array(repeating: ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], count: 4)], token: token)
+            #expect(overCap.status == .tooManyRequests)
+            #expect(overCap.headers[.retryAfter] != nil)
+            #expect(try await jobCount(components.database) == 0)
+            // Within the cap, the same request goes through.
+            #expect(try await client.json(.post, "/jobs/batch", ["jobs": [["kind": "noop"]]], token: token).status == .created)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func enqueueManyInsideTheCallersTransactionRollsBackWithIt(engine: TestEngine) async throws {
+        try await withTestApp(engine) { _, components in
+            struct Abort: Error {}
+            let tenant = UUIDv7.make()
+            await #expect(throws: Abort.self) {
+                try await components.database.transaction { db in
+                    _ = try await components.jobs.enqueueMany(
+                        Array(repeating: JobRequest(kind: "noop"), count: 700), tenantId: tenant, createdBy: nil, on: db)
+                    throw Abort()
+                }
+            }
+            #expect(try await jobCount(components.database) == 0)
+            let results = try await components.jobs.enqueueMany(
+                Array(repeating: JobRequest(kind: "noop"), count: 700), tenantId: tenant, createdBy: nil)
+            #expect(results.count == 700)
+            #expect(Set(results.map(\.job.id)).count == 700)
+            #expect(try await jobCount(components.database) == 700)
+        }
+    }
+
+    /// The fairness bar: a tenant with 10,000 queued jobs must not delay another
+    /// tenant's single job by more than one job's length.
+    @Test(arguments: TestEngine.available)
+    func tenThousandQueuedJobsOfOneTenantDoNotDelayAnothersJob(engine: TestEngine) async throws {
+        let jobLengthMs = 3000
+        try await withTestApp(
+            engine,
+            configure: {
+                $0.jobsConcurrency = 4; $0.jobsMaxRunningPerTenant = 2
+            }, runServices: true
+        ) { client, components in
+            let busyTenant = UUIDv7.make()
+            for _ in 0..<10 {
+                _ = try await components.jobs.enqueueMany(
+                    Array(repeating: JobRequest(kind: "noop", args: .object(["sleepMs": .number(Double(jobLengthMs))])), count: 1000),
+                    tenantId: busyTenant, createdBy: nil)
+            }
+            // Let the busy tenant's jobs take the slots it may have before the other job arrives.
+            #expect(
+                try await eventually {
+                    try await components.database.read { db in
+                        try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state = 'running'").first()?.decode(column: "n", as: Int.self)
+                    } == 2
+                })
+            let quiet = try await client.registerAndLogin(email: "quiet10k@example.com").tokens["accessToken"] as! String
+            let single = try await enqueue(client, token: quiet, ["kind": "noop"])
+            let done = try await awaitJob(client, single.job["id"] as! String, token: quiet, state: "succeeded", timeout: .seconds(20))
+            let waited = Timestamp.parse(done["attemptedAt"] as? String ?? "")!.timeIntervalSince(Timestamp.parse(done["runAt"] as! String)!)
+            #expect(waited * 1000 < Double(jobLengthMs), "the single job waited \(waited) s behind the backlog")
+            let running = try await components.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state = 'running' AND tenant_id = \(bind: busyTenant)").first()?.decode(
+                    column: "n", as: Int.self)
+            }
+            #expect(running == 2, "the busy tenant runs more than its per-node cap")
+        }
+    }
+}
