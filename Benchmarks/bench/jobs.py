@@ -106,6 +106,9 @@ def account(base, email):
     status, data = request(base, "POST", "/auth/register", {"email": email, "password": PASSWORD, "name": "Bench"})
     if status != 201:
         sys.exit(f"register answered {status}: {data[:200]!r}")
+    status, data = request(base, "POST", "/auth/login", {"email": email, "password": PASSWORD})
+    if status != 200:
+        sys.exit(f"login answered {status}: {data[:200]!r}")
     return json.loads(data)["accessToken"]
 
 
@@ -182,12 +185,10 @@ def waits_at(nodes, token, jobs, rate, seconds):
     since = int(time.time() * 1000) - 1
     conn = http.client.HTTPConnection(nodes[0].base, timeout=120)
     tick, sent, start = 0.01, 0, time.time()
-    carry = 0.0
     while time.time() - start < seconds:
-        carry += rate * tick
-        n = int(carry)
-        if n:
-            carry -= n
+        # Catch up with the schedule (a slow request makes the next batch bigger, not the rate lower).
+        n = int(rate * (time.time() - start)) - sent
+        if n > 0:
             status, data = request(nodes[0].base, "POST", "/jobs/batch", {"jobs": [{"kind": "noop"}] * n}, token, conn)
             if status != 201:
                 sys.exit(f"POST /jobs/batch answered {status}: {data[:300]!r}")

@@ -96,15 +96,13 @@ public final class JobWorker: Service, Sendable {
                 var perTenant: [String: Int] = [:]
                 for running in state.running.values { perTenant[running.tenantId, default: 0] += 1 }
                 let excluded = Set(perTenant.filter { $0.value >= settings.maxRunningPerTenant }.keys)
-                return (min(settings.concurrency - state.running.count, settings.claimLimit), excluded, state.draining)
+                return (settings.concurrency - state.running.count, excluded, state.draining)
             }
             if draining { return }
             var claimed: [Job] = []
             if free > 0 {
                 do {
-                    claimed = try await store.claim(
-                        node: settings.nodeId, limit: free, excludedTenants: excluded, queues: [], now: WallClock.milliseconds(),
-                        leaseMs: Int64(settings.leaseSeconds) * 1000)
+                    claimed = try await claimRound(free: free, excluded: excluded)
                     claimed = try await enforceTenantCap(claimed)
                     await queue.events.announce(claimed.map(\.id))
                 } catch is CancellationError {
@@ -120,6 +118,44 @@ public final class JobWorker: Service, Sendable {
             await wake.wait(timeout: settings.pollInterval)
         }
     }
+
+    /// Fills up to `free` slots with statements of at most `claimLimit` jobs each, up to
+    /// `maxClaimsInFlight` of them at once (so claiming singly still keeps every slot busy).
+    private func claimRound(free: Int, excluded: Set<String>) async throws -> [Job] {
+        let limit = settings.claimLimit
+        var sizes: [Int] = []
+        var left = free
+        while left > 0 && sizes.count < Self.maxClaimsInFlight {
+            sizes.append(min(limit, left))
+            left -= limit
+        }
+        let store = self.store
+        let node = settings.nodeId
+        let leaseMs = Int64(settings.leaseSeconds) * 1000
+        if sizes.count == 1 {
+            return try await store.claim(node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
+        }
+        // A failed statement must not drop the jobs the others claimed: each reports alone.
+        return await withTaskGroup(of: [Job].self) { [logger] group in
+            for size in sizes {
+                group.addTask {
+                    do {
+                        return try await store.claim(
+                            node: node, limit: size, excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
+                    } catch {
+                        logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+                        return []
+                    }
+                }
+            }
+            var all: [Job] = []
+            for await jobs in group { all += jobs }
+            return all
+        }
+    }
+
+    /// Claim statements one round may run at once.
+    static let maxClaimsInFlight = 8
 
     /// A batch is claimed in priority order across tenants; any job that would take its tenant
     /// past `maxRunningPerTenant` on this node is handed straight back (no attempt consumed),
