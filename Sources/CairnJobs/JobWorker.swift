@@ -133,7 +133,8 @@ public final class JobWorker: Service, Sendable {
         let node = settings.nodeId
         let leaseMs = Int64(settings.leaseSeconds) * 1000
         if sizes.count == 1 {
-            return try await store.claim(node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
+            return try await store.claim(
+                node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
         }
         // A failed statement must not drop the jobs the others claimed: each reports alone.
         return await withTaskGroup(of: [Job].self) { [logger] group in

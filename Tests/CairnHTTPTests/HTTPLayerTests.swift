@@ -198,6 +198,30 @@ struct TimestampTests {
         }
     }
 
+    @Test func parsingRoundTripsAndAgreesWithFoundationOnOffsetsAndFractions() throws {
+        var generator = SeededGenerator(state: 20_261_129)
+        for _ in 0..<2000 {
+            let value = Int64.random(in: -2_208_988_800_000...7_258_118_400_000, using: &generator)
+            #expect(Timestamp.parseMilliseconds(Timestamp.format(milliseconds: value)) == value, "\(value)")
+        }
+        let reference = ISO8601DateFormatter()
+        reference.formatOptions = [.withInternetDateTime]
+        for text in [
+            "2026-11-29T16:29:15Z", "2026-11-29T16:29:15+05:30", "2026-11-29T16:29:15-08:00", "1969-12-31T23:59:59Z", "2024-02-29T00:00:00Z",
+        ] {
+            #expect(Timestamp.parse(text) == reference.date(from: text), "\(text)")
+        }
+        #expect(Timestamp.parseMilliseconds("2026-11-29T16:29:15.1Z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 100)
+        #expect(Timestamp.parseMilliseconds("2026-11-29t16:29:15.123456z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 123)
+        for bad in [
+            "", "2026-11-29", "2026-11-29T16:29Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-29T24:00:00Z",
+            "2026-11-29T16:29:15", "2026-11-29T16:29:15.Z", "2026-11-29T16:29:15+0530", "2026-11-29 16:29:15Z", "2026-11-29T16:29:15Z ",
+            "+2026-11-29T16:29:15Z",
+        ] {
+            #expect(Timestamp.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     /// SplitMix64: a seeded generator, so a failing random value can be reproduced.
     struct SeededGenerator: RandomNumberGenerator {
         var state: UInt64
