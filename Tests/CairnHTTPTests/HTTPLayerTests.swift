@@ -212,11 +212,13 @@ struct TimestampTests {
             #expect(Timestamp.parse(text) == reference.date(from: text), "\(text)")
         }
         #expect(Timestamp.parseMilliseconds("2026-11-29T16:29:15.1Z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 100)
-        #expect(Timestamp.parseMilliseconds("2026-11-29t16:29:15.123456z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 123)
+        #expect(Timestamp.parseMilliseconds("2026-11-29T16:29:15.123456Z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 123)
+        #expect(Timestamp.parseMilliseconds("2026-11-29T16:29:15.1235Z") == Timestamp.parseMilliseconds("2026-11-29T16:29:15Z")! + 124)
+        #expect(Timestamp.parseMilliseconds("2026-11-29T16:29:15.9999Z") == Timestamp.parseMilliseconds("2026-11-29T16:29:16Z"))
         for bad in [
             "", "2026-11-29", "2026-11-29T16:29Z", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-29T24:00:00Z",
             "2026-11-29T16:29:15", "2026-11-29T16:29:15.Z", "2026-11-29T16:29:15+0530", "2026-11-29 16:29:15Z", "2026-11-29T16:29:15Z ",
-            "+2026-11-29T16:29:15Z",
+            "+2026-11-29T16:29:15Z", "2026-11-29t16:29:15z", "2016-12-31T23:59:60Z",
         ] {
             #expect(Timestamp.parse(bad) == nil, "\(bad)")
         }
