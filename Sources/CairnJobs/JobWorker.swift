@@ -104,13 +104,14 @@ public final class JobWorker: Service, Sendable {
                 do {
                     claimed = try await claimRound(free: free, excluded: excluded)
                     claimed = try await enforceTenantCap(claimed)
-                    await queue.events.announce(claimed.map(\.id))
                 } catch is CancellationError {
                     return
                 } catch {
                     logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }
                 for job in claimed { start(job) }
+                // Announcing is best effort and must not hold up the next claim.
+                if !claimed.isEmpty { Task { [events = queue.events, ids = claimed.map(\.id)] in await events.announce(ids) } }
             }
             // Something was claimed: go round at once to fill the remaining slots; otherwise
             // sleep until a notification, a finished job, or the poll interval.
@@ -428,8 +429,8 @@ final class CompletionBatcher: Sendable {
             if batch.isEmpty { return }
             do {
                 try await store.succeed(ids: batch.map(\.id), node: node, now: WallClock.milliseconds())
-                await events.announce(batch.map(\.id))
                 for entry in batch { entry.done.resume() }
+                Task { [ids = batch.map(\.id)] in await events.announce(ids) }
             } catch {
                 for entry in batch { entry.done.resume(throwing: error) }
             }
