@@ -176,7 +176,7 @@ public struct JobStore: Sendable {
     /// Ends a running attempt held by `node`. Returns false when the lease was lost.
     func finish(
         id: String, node: String, state: JobState, runAt: Int64? = nil, errors: String? = nil, now: Int64
-    ) async throws -> Job? {
+    ) async throws -> Bool {
         try await database.write { db in
             var sets: [any SQLExpression] = [
                 SQLRaw("version = version + 1"), SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"),
@@ -188,9 +188,9 @@ public struct JobStore: Sendable {
             return try await db.raw(
                 """
                 UPDATE jobs SET \(SQLList(sets)) WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running'
-                RETURNING \(unsafeRaw: Self.columns)
+                RETURNING id
                 """
-            ).first().map(Self.job(from:))
+            ).first() != nil
         }
     }
 
