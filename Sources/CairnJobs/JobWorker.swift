@@ -31,6 +31,8 @@ public final class JobWorker: Service, Sendable {
     private let state = Mutex(State())
     private let wake = WakeSignal()
     private let completions: CompletionBatcher
+    /// Jobs claimed since the table was last vacuumed (see `vacuumIfChurned`).
+    private let claimedSinceVacuum = Atomic<Int>(0)
 
     /// Creates a worker for a queue.
     public init(queue: JobQueue, logger: Logger) {
@@ -54,6 +56,7 @@ public final class JobWorker: Service, Sendable {
                 group.addTask { await self.every(.seconds(Double(self.settings.leaseSeconds) / 3)) { try await self.renewLeases() } }
                 group.addTask { await self.every(.milliseconds(500)) { try await self.stopCancelled() } }
                 group.addTask { await self.every(self.settings.rescueInterval) { try await self.rescue() } }
+                group.addTask { await self.every(.seconds(2)) { try await self.vacuumIfChurned() } }
                 group.addTask {
                     await self.every(.seconds(3600)) {
                         _ = try await self.store.prune(before: WallClock.milliseconds() - Int64(self.settings.retentionSeconds) * 1000)
@@ -110,6 +113,7 @@ public final class JobWorker: Service, Sendable {
                     logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }
                 for job in claimed { start(job) }
+                claimedSinceVacuum.add(claimed.count, ordering: .relaxed)
                 // Announcing is best effort and must not hold up the next claim.
                 if !claimed.isEmpty { Task { [events = queue.events, ids = claimed.map(\.id)] in await events.announce(ids) } }
             }
@@ -312,6 +316,19 @@ public final class JobWorker: Service, Sendable {
             wake.signal()
         }
     }
+
+    /// Every claim leaves a dead row version in the claim index; PostgreSQL's claim scans step
+    /// over all of them until a VACUUM, so a busy queue slows down quadratically between
+    /// autovacuum runs (a minute apart by default). After 2,000 claims this node vacuums the
+    /// table, unless another node is already doing it.
+    private func vacuumIfChurned() async throws {
+        guard claimedSinceVacuum.load(ordering: .relaxed) >= 2000 else { return }
+        claimedSinceVacuum.store(0, ordering: .relaxed)
+        _ = try await store.database.vacuum(table: "jobs", lockKey: Self.vacuumLockKey)
+    }
+
+    /// The advisory lock that lets one node at a time vacuum `jobs` ("cairn-jobs-vacuum").
+    static let vacuumLockKey: Int64 = 0x6A6F_6273_7661_6375
 
     // MARK: Shutdown
 
