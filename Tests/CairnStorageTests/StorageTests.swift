@@ -145,6 +145,36 @@ struct StorageTests {
         await database.close()
     }
 
+    /// A churned table is vacuumed (its dead row versions gone), by one node at a time.
+    @Test func vacuumReclaimsDeadRowsAndOnlyOneNodeRunsIt() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        let (database, test) = try await open(.postgres)
+        let other = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        try await database.write { db in
+            try await db.raw("CREATE TABLE churn (id INTEGER PRIMARY KEY, state TEXT NOT NULL)").run()
+            try await db.raw("INSERT INTO churn SELECT g, 'available' FROM generate_series(1, 5000) g").run()
+            try await db.raw("UPDATE churn SET state = 'running'").run()
+        }
+        // While another node holds the lock, this one skips.
+        let key: Int64 = 42_4242
+        try await other.write { db in try await db.raw("SELECT pg_advisory_lock(\(bind: key))").run() }
+        let skipped = try await database.vacuum(table: "churn", lockKey: key)
+        #expect(!skipped)
+        #expect(try await other.vacuum(table: "churn", lockKey: key + 1))
+        // VACUUM sets the visibility map: an index-only count then visits no heap page (before
+        // it, every one of the 10,000 versions needs a heap check).
+        let plan = try await database.transaction { db in
+            try await db.raw("SET LOCAL enable_seqscan = off").run()
+            return try await db.raw("EXPLAIN (ANALYZE) SELECT COUNT(*) FROM churn WHERE id > 0").all().map {
+                try $0.decode(column: "QUERY PLAN", as: String.self)
+            }.joined(separator: "\n")
+        }
+        #expect(plan.contains("Index Only Scan"), "\(plan)")
+        #expect(plan.contains("Heap Fetches: 0"), "\(plan)")
+        await other.close()
+        await database.close()
+    }
+
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
         let started = ContinuousClock.now
         do {
