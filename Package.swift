@@ -114,6 +114,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CairnIngest",
+            dependencies: [],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnServer",
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -183,6 +188,11 @@ let package = Package(
         .testTarget(
             name: "CairnJobsTests",
             dependencies: testDependencies + ["CairnJobs"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CairnIngestTests",
+            dependencies: ["CairnIngest"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

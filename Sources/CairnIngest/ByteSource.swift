@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Bytes read in chunks, front to back: a file, a decompressed stream, or memory in tests.
+/// Parsers pull from a source so that memory stays flat whatever the input's size.
+public protocol ByteSource {
+    /// Fills the start of `buffer` with the next bytes; returns how many (0 only at the end).
+    /// - Throws: `IngestError` (`io`) when the underlying read fails.
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
+/// A file read with POSIX `read(2)`; closed when the source is released.
+public final class FileByteSource: ByteSource {
+    private let descriptor: Int32
+
+    /// Opens `path` for reading.
+    /// - Throws: `IngestError` (`io`) when the file cannot be opened.
+    public init(path: String) throws {
+        descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw IngestError(.io, "cannot open the file (errno \(errno))") }
+    }
+
+    deinit { close(descriptor) }
+
+    /// Reads the next bytes, retrying reads interrupted by signals.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+            if count >= 0 { return count }
+            if errno == EINTR { continue }
+            throw IngestError(.io, "reading the file failed (errno \(errno))")
+        }
+    }
+}
+
+/// Bytes held in memory, handed out in chunks of at most `chunkSize` (tests use small chunks
+/// to exercise records that straddle reads).
+public struct MemoryByteSource: ByteSource {
+    private let bytes: [UInt8]
+    private var offset = 0
+    private let chunkSize: Int
+
+    /// Creates a source over `bytes`.
+    public init(_ bytes: [UInt8], chunkSize: Int = 1 << 20) {
+        self.bytes = bytes
+        self.chunkSize = max(1, chunkSize)
+    }
+
+    /// Creates a source over a string's UTF-8 bytes.
+    public init(_ text: String, chunkSize: Int = 1 << 20) {
+        self.init(Array(text.utf8), chunkSize: chunkSize)
+    }
+
+    /// Copies the next chunk.
+    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let count = min(buffer.count, chunkSize, bytes.count - offset)
+        guard count > 0 else { return 0 }
+        bytes.withUnsafeBytes { source in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + count)]))
+        }
+        offset += count
+        return count
+    }
+}
+
+/// An error while reading or parsing input, with where it happened. `row` counts data records
+/// from 1 (a header is not counted); `byteOffset` is from the start of the input (a byte-order
+/// mark included).
+public struct IngestError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What went wrong, as a stable code.
+    public enum Kind: String, Sendable {
+        /// The input could not be read.
+        case io
+        /// The input is not well-formed for its format (quotes, field counts, syntax).
+        case malformed
+        /// The bytes are not valid UTF-8.
+        case invalidUTF8 = "invalid_utf8"
+        /// A record, field or document exceeds a limit.
+        case tooLarge = "too_large"
+        /// The input asks for something refused on purpose (external entities, entity expansion).
+        case forbidden
+    }
+
+    /// The kind of problem.
+    public var kind: Kind
+    /// A human-readable explanation (no file contents beyond a few bytes).
+    public var message: String
+    /// The data record the problem is in, when known (1-based; the header is not counted).
+    public var row: Int?
+    /// The offset of the offending byte (or of the record's start), when known.
+    public var byteOffset: Int64?
+
+    /// Creates an error.
+    public init(_ kind: Kind, _ message: String, row: Int? = nil, byteOffset: Int64? = nil) {
+        self.kind = kind
+        self.message = message
+        self.row = row
+        self.byteOffset = byteOffset
+    }
+
+    /// `message (row N, byte M)`.
+    public var description: String {
+        var where_: [String] = []
+        if let row { where_.append("row \(row)") }
+        if let byteOffset { where_.append("byte \(byteOffset)") }
+        return where_.isEmpty ? message : "\(message) (\(where_.joined(separator: ", ")))"
+    }
+}

@@ -1,0 +1,354 @@
+/// How to read a CSV file (the pipeline's `input.options`).
+public struct CSVOptions: Sendable, Equatable {
+    /// The field delimiter; nil detects it among `,` `;` tab `|` from the first lines.
+    public var delimiter: UInt8?
+    /// The quote character (default `"`).
+    public var quote: UInt8 = 0x22
+    /// Whether the first record names the columns (default true); otherwise the columns are
+    /// `column1`, `column2`, … and the first record is data.
+    public var header = true
+    /// Unquoted field values read as null (default `""`, `NA`, `NULL`). A quoted value is
+    /// always text, so `""` in quotes stays an empty string (as PostgreSQL's CSV COPY does).
+    public var nullValues: Set<String> = ["", "NA", "NULL"]
+    /// The longest record accepted, in bytes (default 64 MiB); longer is `tooLarge`.
+    public var maxRecordBytes = 64 << 20
+
+    /// Creates the defaults.
+    public init() {}
+}
+
+/// A streaming CSV reader (RFC 4180): records come out one at a time from a `ByteSource`
+/// read in 1 MiB chunks, so memory stays flat for any file size.
+///
+/// Accepts quoted fields holding delimiters, doubled quotes and line breaks; CRLF, LF or CR
+/// line ends; a UTF-8 byte-order mark (dropped); blank lines (skipped). Errors name the data row
+/// and byte offset: a record with another number of fields than the header, an unterminated
+/// quote, text after a closing quote, invalid UTF-8.
+///
+/// Written over raw bytes rather than with `CSV.swift` (which reads scalar by scalar, reports
+/// no offsets and never checks field counts); measured in `Benchmarks/ingest`.
+public final class CSVReader<Source: ByteSource> {
+    /// The column names (from the header, or `column1`… without one).
+    public private(set) var columns: [String] = []
+    /// The delimiter in use (given or detected).
+    public private(set) var delimiter: UInt8 = 0x2C
+    /// Data records returned so far.
+    public private(set) var row = 0
+    /// Bytes of input consumed by the records returned so far (a checkpoint to resume from).
+    public var bytesConsumed: Int64 { consumedBase + Int64(position) }
+
+    private var source: Source
+    private let options: CSVOptions
+    private var buffer: [UInt8]
+    private var position = 0  // next unread byte in buffer
+    private var end = 0  // bytes valid in buffer
+    private var consumedBase: Int64 = 0  // input offset of buffer[0]
+    private var atEOF = false
+    private var pendingFirst: [String?]?  // the first data record when there is no header
+    private var fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)] = []
+
+    /// Opens a reader: detects the delimiter if needed and reads the header.
+    /// - Parameter skipping: bytes already processed by an earlier run (a checkpoint's
+    ///   `bytesConsumed`); the header is still read first, then reading resumes there.
+    /// - Throws: `IngestError` when the header is malformed or the input cannot be read.
+    public init(source: Source, options: CSVOptions = CSVOptions(), resumingAt skipping: Int64 = 0) throws {
+        self.source = source
+        self.options = options
+        self.buffer = [UInt8](repeating: 0, count: 1 << 20)
+        try fill()
+        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+        delimiter = options.delimiter ?? detectDelimiter()
+        guard let first = try readRecord(countRow: false) else { return }
+        if options.header {
+            columns = first.enumerated().map { index, field in
+                guard let name = field, !name.isEmpty else { return "column\(index + 1)" }
+                return name
+            }
+        } else {
+            columns = (1...first.count).map { "column\($0)" }
+            pendingFirst = first
+        }
+        if skipping > bytesConsumed {
+            pendingFirst = nil
+            try skip(to: skipping)
+        }
+    }
+
+    /// The next record, its fields in column order (nil for null markers), or nil at the end.
+    /// - Throws: `IngestError` naming the row and byte offset.
+    public func next() throws -> [String?]? {
+        if let first = pendingFirst {
+            pendingFirst = nil
+            row += 1
+            return first
+        }
+        guard let record = try readRecord(countRow: true) else { return nil }
+        return record
+    }
+
+    // MARK: Reading
+
+    /// Moves unread bytes to the front and reads more; grows the buffer when one record fills it.
+    private func fill() throws {
+        if position > 0 {
+            let unread = end - position
+            if unread > 0 {
+                buffer.withUnsafeMutableBytes { raw in
+                    raw.baseAddress!.copyMemory(from: raw.baseAddress! + position, byteCount: unread)
+                }
+            }
+            consumedBase += Int64(position)
+            end = unread
+            position = 0
+        }
+        if end == buffer.count {
+            guard buffer.count < options.maxRecordBytes else {
+                throw IngestError(
+                    .tooLarge, "a record is longer than \(options.maxRecordBytes) bytes", row: row + 1, byteOffset: consumedBase)
+            }
+            buffer.append(contentsOf: [UInt8](repeating: 0, count: min(buffer.count, options.maxRecordBytes - buffer.count)))
+        }
+        while end < buffer.count && !atEOF {
+            let count = try buffer.withUnsafeMutableBytes { raw in
+                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...]))
+            }
+            if count == 0 { atEOF = true } else { end += count }
+            if count > 0 && end - position >= 64 << 10 { break }  // enough to work on
+        }
+    }
+
+    private func skip(to offset: Int64) throws {
+        while bytesConsumed < offset {
+            if position == end {
+                try fill()
+                if end == 0 && atEOF { return }
+            }
+            position += min(end - position, Int(offset - bytesConsumed))
+        }
+    }
+
+    private static var cr: UInt8 { 0x0D }
+    private static var lf: UInt8 { 0x0A }
+
+    /// Reads one record into `fields` (byte ranges), refilling as needed; converts to strings.
+    private func readRecord(countRow: Bool) throws -> [String?]? {
+        while true {
+            // Skip blank lines.
+            while true {
+                if position == end {
+                    if atEOF { return nil }
+                    try fill()
+                    continue
+                }
+                let byte = buffer[position]
+                if byte == Self.cr || byte == Self.lf { position += 1 } else { break }
+            }
+            let recordRow = row + 1
+            switch try scanRecord(row: recordRow) {
+            case .needMore:
+                try fill()
+                continue
+            case .record(let next):
+                let start = bytesConsumed
+                if !columns.isEmpty && fields.count != columns.count {
+                    position = next  // a caller that skips bad rows goes on with the next one
+                    if countRow { row += 1 }
+                    throw IngestError(
+                        .malformed, "the record has \(fields.count) fields, the header \(columns.count)", row: recordRow, byteOffset: start)
+                }
+                let values: [String?]
+                do {
+                    values = try makeValues(row: recordRow)
+                } catch {
+                    position = next
+                    if countRow { row += 1 }
+                    throw error
+                }
+                position = next
+                if countRow { row += 1 }
+                return values
+            }
+        }
+    }
+
+    private enum Scan { case needMore, record(next: Int) }
+
+    /// Finds the fields of the record at `position` within the buffer. Returns `.needMore`
+    /// when the record continues past the bytes read so far (and the input has more).
+    private func scanRecord(row: Int) throws -> Scan {
+        fields.removeAll(keepingCapacity: true)
+        let delimiter = self.delimiter
+        let quote = options.quote
+        let end = self.end
+        let atEOF = self.atEOF
+        let base = consumedBase
+        return try buffer.withUnsafeBufferPointer { bytes -> Scan in
+            var i = position
+            while true {
+                // One field starting at i.
+                if i < end && bytes[i] == quote {
+                    let open = i
+                    i += 1
+                    var escaped = false
+                    while true {
+                        guard i < end else {
+                            if atEOF {
+                                throw IngestError(.malformed, "a quoted field is never closed", row: row, byteOffset: base + Int64(open))
+                            }
+                            return .needMore
+                        }
+                        if bytes[i] == quote {
+                            if i + 1 < end && bytes[i + 1] == quote {
+                                escaped = true
+                                i += 2
+                                continue
+                            }
+                            if i + 1 == end && !atEOF { return .needMore }
+                            break
+                        }
+                        i += 1
+                    }
+                    fields.append((open + 1, i, true, escaped))
+                    i += 1  // past the closing quote
+                    if i < end {
+                        let after = bytes[i]
+                        if after != delimiter && after != Self.cr && after != Self.lf {
+                            throw IngestError(
+                                .malformed, "unexpected text after a closing quote", row: row, byteOffset: base + Int64(i))
+                        }
+                    }
+                } else {
+                    let start = i
+                    while i < end {
+                        let byte = bytes[i]
+                        if byte == delimiter || byte == Self.lf || byte == Self.cr { break }
+                        i += 1
+                    }
+                    if i == end && !atEOF { return .needMore }
+                    fields.append((start, i, false, false))
+                }
+                // After a field: a delimiter, a line end, or the end of input.
+                if i >= end {
+                    if !atEOF { return .needMore }
+                    return .record(next: i)
+                }
+                let byte = bytes[i]
+                if byte == delimiter {
+                    i += 1
+                    if i == end && !atEOF { return .needMore }
+                    if i == end {
+                        fields.append((i, i, false, false))  // a trailing delimiter: one more empty field
+                        return .record(next: i)
+                    }
+                    continue
+                }
+                if byte == Self.cr {
+                    if i + 1 == end && !atEOF { return .needMore }
+                    if i + 1 < end && bytes[i + 1] == Self.lf { return .record(next: i + 2) }
+                    return .record(next: i + 1)
+                }
+                return .record(next: i + 1)  // LF
+            }
+        }
+    }
+
+    /// Turns the scanned byte ranges into strings (null markers → nil), checking UTF-8.
+    private func makeValues(row: Int) throws -> [String?] {
+        var values: [String?] = []
+        values.reserveCapacity(fields.count)
+        let quote = options.quote
+        let nullValues = options.nullValues
+        let base = consumedBase
+        try buffer.withUnsafeBufferPointer { bytes in
+            for field in fields {
+                let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
+                var text: String?
+                if field.escaped {
+                    var unescaped: [UInt8] = []
+                    unescaped.reserveCapacity(slice.count)
+                    var k = 0
+                    while k < slice.count {
+                        unescaped.append(slice[k])
+                        k += slice[k] == quote ? 2 : 1
+                    }
+                    text = String(validating: unescaped, as: UTF8.self)
+                } else {
+                    text = String(validating: slice, as: UTF8.self)
+                }
+                guard let value = text else {
+                    let bad = Self.firstInvalidUTF8(slice) ?? 0
+                    throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(field.start + bad))
+                }
+                if !field.quoted && nullValues.contains(value) { values.append(nil) } else { values.append(value) }
+            }
+        }
+        return values
+    }
+
+    /// The index of the first byte that breaks UTF-8 (RFC 3629), or nil.
+    static func firstInvalidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        var i = 0
+        while i < bytes.count {
+            let lead = bytes[i]
+            let length: Int
+            let minimum: UInt32
+            switch lead {
+            case 0x00...0x7F:
+                i += 1
+                continue
+            case 0xC2...0xDF: (length, minimum) = (2, 0x80)
+            case 0xE0...0xEF: (length, minimum) = (3, 0x800)
+            case 0xF0...0xF4: (length, minimum) = (4, 0x10000)
+            default: return i
+            }
+            guard i + length <= bytes.count else { return i }
+            var scalar = UInt32(lead) & (0xFF >> (length + 1))
+            for k in 1..<length {
+                let next = bytes[i + k]
+                guard next & 0xC0 == 0x80 else { return i }
+                scalar = scalar << 6 | UInt32(next & 0x3F)
+            }
+            if scalar < minimum || scalar > 0x10FFFF || (0xD800...0xDFFF).contains(scalar) { return i }
+            i += length
+        }
+        return nil
+    }
+
+    /// Picks the delimiter among `,` `;` tab `|` that splits the first lines (up to 20 non-blank
+    /// ones, counted outside quotes) into the same number of fields, more than one, preferring
+    /// more fields and then the order given; `,` when none does.
+    private func detectDelimiter() -> UInt8 {
+        let candidates: [UInt8] = [0x2C, 0x3B, 0x09, 0x7C]
+        var perLine: [[Int]] = []
+        var current = [Int](repeating: 0, count: candidates.count)
+        var content = false
+        var inQuotes = false
+        var i = position
+        let limit = min(end, position + (64 << 10))
+        func endLine() {
+            if content { perLine.append(current) }
+            current = [Int](repeating: 0, count: candidates.count)
+            content = false
+        }
+        while i < limit && perLine.count < 20 {
+            let byte = buffer[i]
+            if byte == options.quote {
+                inQuotes.toggle()
+                content = true
+            } else if !inQuotes && (byte == Self.lf || byte == Self.cr) {
+                endLine()
+            } else {
+                content = true
+                if !inQuotes, let k = candidates.firstIndex(of: byte) { current[k] += 1 }
+            }
+            i += 1
+        }
+        if atEOF && i == end { endLine() }  // a last line without a line end
+        var best: (index: Int, count: Int)?
+        for k in candidates.indices {
+            guard let first = perLine.first?[k], first > 0, perLine.allSatisfy({ $0[k] == first }) else { continue }
+            if best == nil || first > best!.count { best = (k, first) }
+        }
+        return best.map { candidates[$0.index] } ?? 0x2C
+    }
+}
