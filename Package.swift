@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "cairn", targets: ["cairn"])
     ],
     dependencies: [
+        .package(url: "https://github.com/yaslab/CSV.swift.git", from: "2.5.2"),  // compared against in Benchmarks only
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
@@ -144,6 +145,12 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "cairn-bench",
+            dependencies: ["CairnIngest", .product(name: "CSV", package: "CSV.swift")],
+            path: "Benchmarks/cairn-bench",
             swiftSettings: swiftSettings
         ),
         .target(
