@@ -178,7 +178,12 @@ public final class CSVReader {
     /// Finds the fields of the record at `position` within the buffer. Returns `.needMore`
     /// when the record continues past the bytes read so far (and the input has more).
     private func scanRecord(row: Int) throws -> Scan {
+        // A local array: appending to the stored property would pay a dynamic exclusivity
+        // check per field.
+        var fields = self.fields
         fields.removeAll(keepingCapacity: true)
+        self.fields = []
+        defer { self.fields = fields }
         let delimiter = self.delimiter
         let quote = options.quote
         let end = self.end
