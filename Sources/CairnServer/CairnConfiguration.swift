@@ -1,3 +1,4 @@
+public import CairnCatalog
 import Configuration
 public import Foundation
 import SystemPackage
@@ -54,6 +55,9 @@ public struct CairnConfiguration: Sendable {
     public var jobsRetention = 7 * 86_400
     /// How often lapsed leases are looked for (not an environment setting; tests shorten it).
     public var jobsRescueInterval: Duration = .seconds(5)
+    /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
+    /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
+    public var catalog = CatalogSettings()
 
     /// Creates the defaults.
     public init() {}
@@ -144,6 +148,11 @@ public struct CairnConfiguration: Sendable {
         config.jobsMaxPendingPerTenant = try integer("jobs.max.pending.per.tenant", 1...100_000_000, default: config.jobsMaxPendingPerTenant)
         config.jobsShutdownGrace = try integer("jobs.shutdown.grace", 0...3600, default: config.jobsShutdownGrace)
         config.jobsRetention = try duration("jobs.retention", default: config.jobsRetention)
+        config.catalog.cacheTTL = .seconds(
+            try integer("catalog.cache.ttl", 0...86_400, default: Int(config.catalog.cacheTTL.components.seconds)))
+        config.catalog.cacheCapacity = try integer("catalog.cache.size", 16...10_000_000, default: config.catalog.cacheCapacity)
+        config.catalog.readTimeout = .milliseconds(
+            try integer("catalog.read.timeout.ms", 10...600_000, default: Int(config.catalog.readTimeout.components.seconds) * 1000))
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")
