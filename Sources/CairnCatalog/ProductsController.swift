@@ -80,10 +80,13 @@ public struct ProductsController: Sendable {
         let query = uri.queryParameters
         var filter = ProductFilter()
         if let category = query.get("category") {
-            if (1...ProductRules.maxCategory).contains(category.unicodeScalars.count) {
+            // Control characters never name a category (and NUL would reach PostgreSQL).
+            if (1...ProductRules.maxCategory).contains(category.unicodeScalars.count),
+                !category.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            {
                 filter.category = category
             } else {
-                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters"))
+                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters without control characters"))
             }
         }
         for (name, path) in [("minPrice", \ProductFilter.minPrice), ("maxPrice", \ProductFilter.maxPrice)] {
