@@ -43,6 +43,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -120,6 +121,35 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CairnCatalog",
+            dependencies: [
+                "CairnHTTP", "CairnStorage", "CairnJobs",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CairnReports",
+            dependencies: [
+                "CairnHTTP", "CairnStorage", "CairnTasks", "CairnCatalog",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnServer",
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -128,6 +158,7 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks", "CairnJobs",
+                "CairnCatalog", "CairnReports",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -141,6 +172,7 @@ let package = Package(
             name: "cairn",
             dependencies: [
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
+                "CairnTasks", "CairnCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -200,6 +232,16 @@ let package = Package(
         .testTarget(
             name: "CairnIngestTests",
             dependencies: ["CairnIngest"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CairnCatalogTests",
+            dependencies: testDependencies + ["CairnCatalog", "CairnJobs"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CairnReportsTests",
+            dependencies: testDependencies + ["CairnReports", "CairnTasks", "CairnCatalog"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -13,6 +13,8 @@ public final class SessionGuard: Sendable {
         var state: (role: Role, tenantId: String, validAfter: Int64)?
         var fetchedAt: ContinuousClock.Instant
         var refreshing = false
+        /// When the last re-read failed (database unreachable); nil after a success.
+        var failedAt: ContinuousClock.Instant?
     }
     private let store: AccountStore
     private let maxAge: Duration
@@ -40,6 +42,8 @@ public final class SessionGuard: Sendable {
             guard var entry = cache[claims.sub] else { return .fetch }
             let age = now - entry.fetchedAt
             if age <= maxAge || (entry.refreshing && age <= maxAge * 2) { return .use(entry) }
+            // After a failed re-read, try the database again at most once a second.
+            if let failed = entry.failedAt, now - failed < .seconds(1), age <= Self.outageGrace { return .use(entry) }
             entry.refreshing = true
             cache[claims.sub] = entry
             return .fetch
@@ -50,10 +54,20 @@ public final class SessionGuard: Sendable {
             entry = cached
         case .fetch:
             do {
-                entry = Entry(state: try await store.sessionState(userId: claims.sub), fetchedAt: now)
+                let store = self.store
+                entry = Entry(state: try await Self.within(.seconds(2)) { try await store.sessionState(userId: claims.sub) }, fetchedAt: now)
             } catch {
-                cache.withLock { $0[claims.sub]?.refreshing = false }
-                throw error
+                // The database cannot answer. No revocation can be committed while it is down,
+                // so an entry younger than `outageGrace` stays good: requests that other caches
+                // can serve (the catalog's stale reads) keep working through a short outage.
+                let fallback = cache.withLock { cache -> Entry? in
+                    cache[claims.sub]?.refreshing = false
+                    cache[claims.sub]?.failedAt = now
+                    guard let old = cache[claims.sub], now - old.fetchedAt <= Self.outageGrace else { return nil }
+                    return old
+                }
+                guard let fallback else { throw error }
+                entry = fallback
             }
             cache.withLock { cache in
                 if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
@@ -64,6 +78,22 @@ public final class SessionGuard: Sendable {
         // Millisecond resolution: a token issued in the same millisecond as a revocation is void.
         guard Int64((claims.iat * 1000).rounded(.down)) > state.validAfter else { return nil }
         return Identity(userId: claims.sub, tenantId: claims.tid, role: state.role, tokenId: claims.jti)
+    }
+
+    /// How long a cached entry is trusted when the database cannot be read.
+    static let outageGrace: Duration = .seconds(60)
+
+    /// Runs `body` with a deadline (the PostgreSQL pool honours cancellation while waiting).
+    static func within<R: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        try await withThrowingTaskGroup(of: R.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw CancellationError()
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
     }
 
     /// Drops a user's cached entry, so this node applies a change at once.

@@ -1,6 +1,8 @@
 public import CairnAccounts
+public import CairnCatalog
 public import CairnHTTP
 public import CairnJobs
+import CairnReports
 public import CairnStorage
 public import CairnTasks
 import Foundation
@@ -18,6 +20,7 @@ import Synchronization
 public let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
+    + CatalogMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -59,16 +62,23 @@ public struct CairnComponents: Sendable {
     public let configuration: CairnConfiguration
     /// The logger.
     public let logger: Logger
+    /// The product catalog: cached reads, invalidating writes.
+    public var catalog: CatalogService
+    /// Product imports (registers the `products.import` job kind).
+    public var productImporter: ProductImporter
 
-    /// The background services of a node: the job worker and the cron scheduler.
+    /// The background services of a node: the job worker, the cron scheduler and the catalog's
+    /// cache invalidation listener.
     public func makeServices() -> [any Service] {
-        [JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger)]
+        [JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener()]
     }
 }
 
 /// Opens the database, applies migrations when configured, loads keys, and wires the modules.
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
 public func buildComponents(configuration: CairnConfiguration, logger: Logger) async throws -> CairnComponents {
+    // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
+    Observability.bootstrapMetrics()
     if configuration.databaseURL == nil || configuration.jwtSecret == nil {
         try FileManager.default.createDirectory(
             atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -97,9 +107,10 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.claimLimit = configuration.jobsClaimLimit
         jobSettings.batchCompletions = configuration.jobsBatchCompletions
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
+        let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
-            configuration: configuration, logger: logger)
+            configuration: configuration, logger: logger, catalog: catalog, productImporter: ProductImporter(catalog: catalog, jobs: jobs))
     } catch {
         await database.close()
         throw error
@@ -128,6 +139,8 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     TasksController(store: components.tasks).addRoutes(to: authenticated)
     JobsController(queue: components.jobs).addRoutes(to: authenticated)
     SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
+    ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: authenticated)
+    ReportsController(tasks: components.tasks, products: components.catalog.store, logger: components.logger).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router

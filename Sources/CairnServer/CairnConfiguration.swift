@@ -1,3 +1,4 @@
+public import CairnCatalog
 import Configuration
 public import Foundation
 import SystemPackage
@@ -58,6 +59,9 @@ public struct CairnConfiguration: Sendable {
     public var jobsClaimLimit = 100
     /// Batch successful completions into one statement (`CAIRN_JOBS_BATCH_COMPLETIONS`, default true).
     public var jobsBatchCompletions = true
+    /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
+    /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
+    public var catalog = CatalogSettings()
 
     /// Creates the defaults.
     public init() {}
@@ -159,6 +163,11 @@ public struct CairnConfiguration: Sendable {
         config.jobsRetention = try duration("jobs.retention", default: config.jobsRetention)
         config.jobsClaimLimit = try integer("jobs.claim.limit", 1...1000, default: config.jobsClaimLimit)
         config.jobsBatchCompletions = try boolean("jobs.batch.completions", default: config.jobsBatchCompletions)
+        config.catalog.cacheTTL = .seconds(
+            try integer("catalog.cache.ttl", 0...86_400, default: Int(config.catalog.cacheTTL.components.seconds)))
+        config.catalog.cacheCapacity = try integer("catalog.cache.size", 16...10_000_000, default: config.catalog.cacheCapacity)
+        config.catalog.readTimeout = .milliseconds(
+            try integer("catalog.read.timeout.ms", 10...600_000, default: Int(config.catalog.readTimeout.components.seconds) * 1000))
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")

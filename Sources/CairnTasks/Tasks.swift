@@ -24,6 +24,22 @@ public struct TaskItem: Sendable, Equatable, JSONWritable {
     /// Epoch milliseconds.
     public var updatedAt: Int64
 
+    /// Creates a task.
+    public init(
+        id: String, tenantId: String, title: String, description: String?, completed: Bool, createdBy: String, version: Int,
+        createdAt: Int64, updatedAt: Int64
+    ) {
+        self.id = id
+        self.tenantId = tenantId
+        self.title = title
+        self.description = description
+        self.completed = completed
+        self.createdBy = createdBy
+        self.version = version
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
     /// `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
     public func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
@@ -168,6 +184,42 @@ public struct TaskStore: Sendable {
             var query: SQLQueryString = "DELETE FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
             if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
             return try await db.raw(query + " RETURNING id").first() != nil
+        }
+    }
+
+    /// Up to `limit` of a tenant's tasks (only done or only open ones when `completed` is set)
+    /// in ascending id (creation) order, starting after the id `after` (nil: from the first).
+    /// Keyset batches for streaming readers such as reports: each call is one short read, so no
+    /// cursor or transaction stays open between batches.
+    public func batch(tenantId: String, completed: Bool? = nil, after: String?, limit: Int) async throws -> [TaskItem] {
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
+            if let completed { query = query + " AND completed = \(bind: completed)" }
+            if let after { query = query + " AND id > \(bind: after)" }
+            query = query + " ORDER BY id ASC LIMIT \(bind: limit)"
+            return try await db.raw(query).all()
+        }
+        return try rows.map(Self.task(from:))
+    }
+
+    /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
+    /// (for seeding demo data fast).
+    public func insertBatch(_ tasks: [TaskItem]) async throws {
+        guard !tasks.isEmpty else { return }
+        try await database.transaction { db in
+            var start = 0
+            while start < tasks.count {
+                let chunk = tasks[start..<min(start + 1000, tasks.count)]
+                let rows = chunk.map { task in
+                    SQLQueryString(
+                        """
+                        (\(bind: task.id), \(bind: task.tenantId), \(bind: task.title), \(bind: task.description), \(bind: task.completed),
+                        \(bind: task.createdBy), \(bind: task.version), \(bind: task.createdAt), \(bind: task.updatedAt))
+                        """)
+                }
+                try await db.raw("INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES \(SQLList(rows))").run()
+                start += 1000
+            }
         }
     }
 }

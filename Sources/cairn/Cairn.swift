@@ -13,7 +13,7 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "Cairn: a self-hostable backend server (tasks, accounts, JWT auth).",
-        subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self],
+        subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self],
         defaultSubcommand: Serve.self)
 }
 

@@ -1,0 +1,185 @@
+import Foundation
+import Synchronization
+
+/// A circuit breaker for database reads (closed → open → half-open → closed).
+///
+/// Closed: calls pass; `failureThreshold` consecutive failures (errors or timeouts) open it.
+/// Open: calls fail fast for `cooldown`, sparing a struggling database. Then half-open: one
+/// probe call passes; its success closes the circuit, its failure opens it again.
+public final class CircuitBreaker: Sendable {
+    /// The breaker's state, exported as a gauge (0 closed, 1 open, 2 half-open).
+    public enum State: Int, Sendable {
+        case closed = 0
+        case open = 1
+        case halfOpen = 2
+    }
+
+    /// A call refused while the circuit is open; `retryAfter` is the time left, whole seconds ≥ 1.
+    public struct OpenError: Error, Sendable {
+        /// Seconds until a probe may be tried.
+        public var retryAfter: Int
+    }
+
+    private struct Inner {
+        var state: State = .closed
+        var failures = 0
+        var openUntil = ContinuousClock.now
+        var probeInFlight = false
+        var trips = 0
+    }
+
+    private let inner = Mutex(Inner())
+    let failureThreshold: Int
+    let cooldown: Duration
+    let onChange: @Sendable (State, _ tripped: Bool) -> Void
+
+    /// Creates a closed breaker; `onChange` is told of every state change (for metrics and logs).
+    public init(failureThreshold: Int, cooldown: Duration, onChange: @escaping @Sendable (State, _ tripped: Bool) -> Void = { _, _ in }) {
+        self.failureThreshold = max(1, failureThreshold)
+        self.cooldown = cooldown
+        self.onChange = onChange
+    }
+
+    /// The current state.
+    public var state: State { inner.withLock { $0.state } }
+
+    /// Times the circuit has opened.
+    public var trips: Int { inner.withLock { $0.trips } }
+
+    /// Runs `body` through the breaker.
+    /// - Throws: `OpenError` without calling `body` while open (or while a probe is out);
+    ///   otherwise whatever `body` throws (counted as a failure, except cancellation).
+    public func call<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
+        let now = ContinuousClock.now
+        let (verdict, changed): (Result<Bool, OpenError>, State?) = inner.withLock { inner in
+            switch inner.state {
+            case .closed:
+                return (.success(false), nil)
+            case .open:
+                if now < inner.openUntil {
+                    return (.failure(OpenError(retryAfter: Self.seconds(now.duration(to: inner.openUntil)))), nil)
+                }
+                inner.state = .halfOpen
+                inner.probeInFlight = true
+                return (.success(true), .halfOpen)
+            case .halfOpen:
+                if inner.probeInFlight { return (.failure(OpenError(retryAfter: 1)), nil) }
+                inner.probeInFlight = true
+                return (.success(true), nil)
+            }
+        }
+        if let changed { onChange(changed, false) }
+        let isProbe = try verdict.get()
+        do {
+            let result = try await body()
+            succeeded(probe: isProbe)
+            return result
+        } catch is CancellationError {
+            if isProbe { inner.withLock { $0.probeInFlight = false } }
+            throw CancellationError()
+        } catch {
+            failed(probe: isProbe)
+            throw error
+        }
+    }
+
+    private func succeeded(probe: Bool) {
+        let changed = inner.withLock { inner -> Bool in
+            inner.failures = 0
+            if probe { inner.probeInFlight = false }
+            guard inner.state != .closed else { return false }
+            inner.state = .closed
+            return true
+        }
+        if changed { onChange(.closed, false) }
+    }
+
+    private func failed(probe: Bool) {
+        let now = ContinuousClock.now
+        let tripped = inner.withLock { inner -> Bool in
+            if probe { inner.probeInFlight = false }
+            inner.failures += 1
+            guard inner.state == .halfOpen || (inner.state == .closed && inner.failures >= failureThreshold) else { return false }
+            inner.state = .open
+            inner.openUntil = now + cooldown
+            inner.trips += 1
+            return true
+        }
+        if tripped { onChange(.open, true) }
+    }
+
+    static func seconds(_ duration: Duration) -> Int {
+        let (seconds, attoseconds) = duration.components
+        return max(1, Int(seconds) + (attoseconds > 0 ? 1 : 0))
+    }
+}
+
+/// The read took longer than its budget.
+struct ReadTimeoutError: Error {}
+
+/// Runs `body` with a deadline. The race is unstructured on purpose: a database call that does
+/// not react to cancellation (a pool waiting for a connection to a stopped server) cannot hold
+/// the caller past the deadline; it is cancelled and left to finish on its own.
+func withDeadline<R: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+    let race = DeadlineRace<R>()
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<R, any Error>) in
+        race.begin(continuation)
+        let work = Task {
+            let result = await Result(catching: { try await body() })
+            race.finish(with: result)
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            if !Task.isCancelled { race.finish(with: .failure(ReadTimeoutError())) }
+        }
+        race.track(work: work, timer: timer)
+    }
+}
+
+/// The shared state of one `withDeadline` race: whoever finishes first resumes the caller and
+/// cancels the other.
+final class DeadlineRace<R: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<R, any Error>?
+        var work: Task<Void, Never>?
+        var timer: Task<Void, Never>?
+        var done = false
+    }
+    private let state = Mutex(State())
+
+    func begin(_ continuation: CheckedContinuation<R, any Error>) {
+        state.withLock { $0.continuation = continuation }
+    }
+
+    func track(work: Task<Void, Never>, timer: Task<Void, Never>) {
+        let finished = state.withLock { state -> Bool in
+            state.work = work
+            state.timer = timer
+            return state.done
+        }
+        if finished {
+            work.cancel()
+            timer.cancel()
+        }
+    }
+
+    func finish(with result: Result<R, any Error>) {
+        let (continuation, work, timer) = state.withLock { state in
+            defer {
+                state.continuation = nil
+                state.done = true
+            }
+            return (state.continuation, state.work, state.timer)
+        }
+        guard let continuation else { return }
+        work?.cancel()
+        timer?.cancel()
+        continuation.resume(with: result)
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}

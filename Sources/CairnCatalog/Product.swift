@@ -1,0 +1,238 @@
+public import CairnHTTP
+public import CairnStorage
+import Foundation
+
+/// A product of a tenant's catalog. Money is integer minor units plus an ISO 4217 code.
+public struct Product: Sendable, Equatable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// Owning tenant (never shown to clients).
+    public var tenantId: String
+    /// Stock keeping unit, unique per tenant: 1–64 of `A-Z a-z 0-9 . _ -`, starting alphanumeric.
+    public var sku: String
+    /// Trimmed, 1–200 characters.
+    public var name: String
+    /// Up to 10,000 characters, or nil.
+    public var description: String?
+    /// Price in minor units of `currency` (cents for EUR), 0...10^15.
+    public var priceMinor: Int64
+    /// ISO 4217 alphabetic code, upper case.
+    public var currency: String
+    /// Up to 100 characters, or nil.
+    public var category: String?
+    /// Units in stock, 0...10^12.
+    public var stock: Int64
+    /// A JSON object as compact text (at most 16 KiB).
+    public var attributes: String
+    /// Row version, the `ETag`.
+    public var version: Int
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+    /// Epoch milliseconds.
+    public var updatedAt: Int64
+
+    /// Creates a product.
+    public init(
+        id: String, tenantId: String, sku: String, name: String, description: String?, priceMinor: Int64, currency: String,
+        category: String?, stock: Int64, attributes: String, version: Int, createdAt: Int64, updatedAt: Int64
+    ) {
+        self.id = id
+        self.tenantId = tenantId
+        self.sku = sku
+        self.name = name
+        self.description = description
+        self.priceMinor = priceMinor
+        self.currency = currency
+        self.category = category
+        self.stock = stock
+        self.attributes = attributes
+        self.version = version
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
+    /// `{id, sku, name, description, priceMinor, currency, category, stock, attributes, version, createdAt, updatedAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("sku")
+        writer.string(sku)
+        writer.key("name")
+        writer.string(name)
+        writer.key("description")
+        writer.string(description)
+        writer.key("priceMinor")
+        writer.int(priceMinor)
+        writer.key("currency")
+        writer.string(currency)
+        writer.key("category")
+        writer.string(category)
+        writer.key("stock")
+        writer.int(stock)
+        writer.key("attributes")
+        writer.raw(json: attributes)
+        writer.key("version")
+        writer.int(version)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("updatedAt")
+        writer.timestamp(milliseconds: updatedAt)
+        writer.objectEnd()
+    }
+}
+
+/// Field rules shared by the HTTP API and the importer.
+public enum ProductRules {
+    /// Longest name, in Unicode scalars.
+    public static let maxName = 200
+    /// Longest description, in Unicode scalars.
+    public static let maxDescription = 10_000
+    /// Longest category, in Unicode scalars.
+    public static let maxCategory = 100
+    /// Highest price in minor units.
+    public static let maxPrice: Int64 = 1_000_000_000_000_000
+    /// Highest stock.
+    public static let maxStock: Int64 = 1_000_000_000_000
+    /// Largest attributes object, in UTF-8 bytes of its compact JSON text.
+    public static let maxAttributesBytes = 16 * 1024
+
+    /// True for 1–64 of `A-Z a-z 0-9 . _ -` starting with a letter or digit.
+    public static func isValidSKU(_ sku: String) -> Bool {
+        let bytes = Array(sku.utf8)
+        guard (1...64).contains(bytes.count) else { return false }
+        func alphanumeric(_ byte: UInt8) -> Bool {
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+        }
+        guard alphanumeric(bytes[0]) else { return false }
+        return bytes.allSatisfy { alphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") }
+    }
+
+    /// The trimmed name, or nil (with an issue) when empty or too long.
+    public static func name(_ raw: String, into issues: inout [FieldIssue]) -> String? {
+        let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...maxName).contains(name.unicodeScalars.count) else {
+            issues.append(FieldIssue(field: "name", issue: "must be 1 to \(maxName) characters after trimming"))
+            return nil
+        }
+        return name
+    }
+
+    /// Checks every field of a complete product, appending issues.
+    public static func check(_ product: Product, into issues: inout [FieldIssue]) {
+        if !isValidSKU(product.sku) {
+            issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
+        }
+        if let description = product.description, description.unicodeScalars.count > maxDescription {
+            issues.append(FieldIssue(field: "description", issue: "must be at most \(maxDescription) characters"))
+        }
+        if !(0...maxPrice).contains(product.priceMinor) {
+            issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(maxPrice)"))
+        }
+        if !ISO4217.codes.contains(product.currency) {
+            issues.append(FieldIssue(field: "currency", issue: "must be an ISO 4217 currency code such as EUR or USD"))
+        }
+        if let category = product.category, category.isEmpty || category.unicodeScalars.count > maxCategory {
+            issues.append(FieldIssue(field: "category", issue: "must be 1 to \(maxCategory) characters, or null"))
+        }
+        if !(0...maxStock).contains(product.stock) {
+            issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(maxStock)"))
+        }
+        if product.attributes.utf8.count > maxAttributesBytes {
+            issues.append(FieldIssue(field: "attributes", issue: "must be at most \(maxAttributesBytes) bytes of JSON"))
+        }
+    }
+
+    /// Compact JSON text of an attributes value, or nil (with an issue) unless it is an object.
+    public static func attributes(_ value: JSONValue, into issues: inout [FieldIssue]) -> String? {
+        guard case .object = value else {
+            issues.append(FieldIssue(field: "attributes", issue: "must be a JSON object"))
+            return nil
+        }
+        return value.text
+    }
+}
+
+/// The catalog module's tables. Full-text search is FTS5 on SQLite (an external-content index
+/// kept by triggers) and a generated `tsvector` with a GIN index on PostgreSQL; both use plain
+/// word tokens without stemming, so a query finds the same rows on either engine.
+public enum CatalogMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(module: "catalog", version: 1, name: "products") { dialect in
+            var statements = [
+                """
+                CREATE TABLE products (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    sku TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    description TEXT,
+                    price_minor BIGINT NOT NULL,
+                    currency TEXT NOT NULL,
+                    category TEXT,
+                    stock BIGINT NOT NULL,
+                    attributes TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL)
+                """,
+                "CREATE UNIQUE INDEX products_tenant_sku ON products (tenant_id, sku)",
+                "CREATE INDEX products_tenant_id ON products (tenant_id, id)",
+                "CREATE INDEX products_tenant_name ON products (tenant_id, name, id)",
+                "CREATE INDEX products_tenant_price ON products (tenant_id, price_minor, id)",
+                "CREATE INDEX products_tenant_updated ON products (tenant_id, updated_at, id)",
+                "CREATE INDEX products_tenant_category ON products (tenant_id, category, name, id)",
+            ]
+            switch dialect {
+            case .sqlite:
+                // External content: the index holds tokens only and points at products.rowid.
+                // (Rowids of a table without INTEGER PRIMARY KEY may change on VACUUM; run
+                // `INSERT INTO products_fts(products_fts) VALUES('rebuild')` after one.)
+                statements += [
+                    """
+                    CREATE VIRTUAL TABLE products_fts USING fts5(name, description, content='products', content_rowid='rowid',
+                        tokenize='unicode61 remove_diacritics 0')
+                    """,
+                    """
+                    CREATE TRIGGER products_fts_insert AFTER INSERT ON products BEGIN
+                        INSERT INTO products_fts(rowid, name, description) VALUES (new.rowid, new.name, new.description);
+                    END
+                    """,
+                    """
+                    CREATE TRIGGER products_fts_delete AFTER DELETE ON products BEGIN
+                        INSERT INTO products_fts(products_fts, rowid, name, description) VALUES ('delete', old.rowid, old.name, old.description);
+                    END
+                    """,
+                    """
+                    CREATE TRIGGER products_fts_update AFTER UPDATE OF name, description ON products BEGIN
+                        INSERT INTO products_fts(products_fts, rowid, name, description) VALUES ('delete', old.rowid, old.name, old.description);
+                        INSERT INTO products_fts(rowid, name, description) VALUES (new.rowid, new.name, new.description);
+                    END
+                    """,
+                ]
+            case .postgres:
+                statements += [
+                    """
+                    ALTER TABLE products ADD COLUMN search tsvector
+                        GENERATED ALWAYS AS (to_tsvector('simple', name || ' ' || coalesce(description, ''))) STORED
+                    """,
+                    "CREATE INDEX products_search ON products USING GIN (search)",
+                ]
+            }
+            return statements
+        },
+        Migration(
+            module: "catalog", version: 2, name: "product imports",
+            sql: [
+                """
+                CREATE TABLE product_imports (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    created_at BIGINT NOT NULL)
+                """
+            ]),
+    ]
+}

@@ -1,0 +1,347 @@
+import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// How a product list is ordered: a column, ascending or descending, with `id` as tie-breaker.
+public enum ProductSort: String, Sendable, CaseIterable {
+    case name, price, updatedAt
+
+    var column: String {
+        switch self {
+        case .name: "name"
+        case .price: "price_minor"
+        case .updatedAt: "updated_at"
+        }
+    }
+}
+
+/// Filters shared by `GET /products` and `GET /reports/products.csv`.
+public struct ProductFilter: Sendable, Equatable {
+    /// Exact category.
+    public var category: String?
+    /// Lowest price in minor units, inclusive.
+    public var minPrice: Int64?
+    /// Highest price in minor units, inclusive.
+    public var maxPrice: Int64?
+    /// Full-text query over name and description: every word must occur.
+    public var query: String?
+
+    /// Creates a filter (nil fields do not filter).
+    public init(category: String? = nil, minPrice: Int64? = nil, maxPrice: Int64? = nil, query: String? = nil) {
+        self.category = category
+        self.minPrice = minPrice
+        self.maxPrice = maxPrice
+        self.query = query
+    }
+
+    /// A stable text form, for cache keys.
+    var cacheKey: String {
+        "\(category ?? "")\u{1F}\(minPrice.map(String.init) ?? "")\u{1F}\(maxPrice.map(String.init) ?? "")\u{1F}\(query ?? "")"
+    }
+}
+
+/// The position after which a keyset page starts: the sort value and id of the last row shown.
+public struct ProductCursor: Sendable, Equatable {
+    /// The sort the cursor belongs to (a cursor of another sort is rejected).
+    public var sort: ProductSort
+    /// Descending or not.
+    public var descending: Bool
+    /// The sort column's value in the last row: text for names, digits for numbers.
+    public var value: String
+    /// The id of the last row.
+    public var id: String
+
+    private static let prefix = "p1"
+
+    /// Opaque base64url text.
+    public var encoded: String {
+        Base64URL.encode(Array("\(Self.prefix)\n\(sort.rawValue)\n\(descending ? "d" : "a")\n\(id)\n\(value)".utf8))
+    }
+
+    /// Decodes a cursor this server issued, or nil.
+    public static func decode(_ text: String) -> ProductCursor? {
+        guard text.utf8.count <= 2048, let bytes = Base64URL.decode(text), let plain = String(validating: bytes, as: UTF8.self) else {
+            return nil
+        }
+        let parts = plain.split(separator: "\n", maxSplits: 4, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 5, parts[0] == prefix, let sort = ProductSort(rawValue: parts[1]), parts[2] == "a" || parts[2] == "d",
+            UUIDv7.isValid(parts[3])
+        else { return nil }
+        if sort != .name, Int64(parts[4]) == nil { return nil }
+        return ProductCursor(sort: sort, descending: parts[2] == "d", value: parts[4], id: parts[3])
+    }
+
+    /// The cursor after `product` in a list ordered by `sort`.
+    static func after(_ product: Product, sort: ProductSort, descending: Bool) -> ProductCursor {
+        let value: String
+        switch sort {
+        case .name: value = product.name
+        case .price: value = String(product.priceMinor)
+        case .updatedAt: value = String(product.updatedAt)
+        }
+        return ProductCursor(sort: sort, descending: descending, value: value, id: product.id)
+    }
+}
+
+/// Dialect-specific full-text search: turns a user's query into a SQL condition on `products`.
+protocol ProductSearch: Sendable {
+    /// A condition that holds for rows matching every word of `query`, or nil when the query
+    /// has no searchable word (such a query matches nothing).
+    func condition(for query: String) -> SQLQueryString?
+}
+
+/// Words of a query: runs of letters and digits (what both engines' tokenizers index).
+func searchWords(_ query: String) -> [String] {
+    query.split(whereSeparator: { !($0.isLetter || $0.isNumber) }).map { $0.lowercased() }.filter { !$0.isEmpty }.prefix(16).map { $0 }
+}
+
+/// SQLite: FTS5 MATCH with every word as a quoted phrase, so no word is read as FTS5 syntax.
+struct SQLiteProductSearch: ProductSearch {
+    func condition(for query: String) -> SQLQueryString? {
+        let words = searchWords(query)
+        guard !words.isEmpty else { return nil }
+        let match = words.map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
+        return "rowid IN (SELECT rowid FROM products_fts WHERE products_fts MATCH \(bind: match))"
+    }
+}
+
+/// PostgreSQL: the generated `search` tsvector (GIN index) against the words' AND-ed lexemes.
+struct PostgresProductSearch: ProductSearch {
+    func condition(for query: String) -> SQLQueryString? {
+        let words = searchWords(query)
+        guard !words.isEmpty else { return nil }
+        return "search @@ plainto_tsquery('simple', \(bind: words.joined(separator: " ")))"
+    }
+}
+
+/// A validated change to a product; nil fields stay as they are.
+public struct ProductChange: Sendable {
+    /// New SKU.
+    public var sku: String?
+    /// New name.
+    public var name: String?
+    /// New description; `.some(nil)` clears it.
+    public var description: String??
+    /// New price.
+    public var priceMinor: Int64?
+    /// New currency.
+    public var currency: String?
+    /// New category; `.some(nil)` clears it.
+    public var category: String??
+    /// New stock.
+    public var stock: Int64?
+    /// New attributes (compact JSON object text).
+    public var attributes: String?
+
+    /// Creates an empty change.
+    public init() {}
+}
+
+/// Product persistence, tenant-scoped in every query.
+public struct ProductStore: Sendable {
+    let database: Database
+    let search: any ProductSearch
+
+    /// Creates a store; full-text search follows the database's dialect.
+    public init(database: Database) {
+        self.database = database
+        self.search = database.dialect == .postgres ? PostgresProductSearch() : SQLiteProductSearch()
+    }
+
+    static let columns =
+        "id, tenant_id, sku, name, description, price_minor, currency, category, stock, attributes, version, created_at, updated_at"
+
+    static func product(from row: any SQLRow) throws -> Product {
+        Product(
+            id: try row.decode(column: "id", as: String.self),
+            tenantId: try row.decode(column: "tenant_id", as: String.self),
+            sku: try row.decode(column: "sku", as: String.self),
+            name: try row.decode(column: "name", as: String.self),
+            description: try row.decode(column: "description", as: String?.self),
+            priceMinor: try row.decode(column: "price_minor", as: Int64.self),
+            currency: try row.decode(column: "currency", as: String.self),
+            category: try row.decode(column: "category", as: String?.self),
+            stock: try row.decode(column: "stock", as: Int64.self),
+            attributes: try row.decode(column: "attributes", as: String.self),
+            version: try row.decode(column: "version", as: Int.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+    }
+
+    /// One product by id, or nil.
+    public func get(id: String, tenantId: String) async throws -> Product? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM products WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
+                .first().map(Self.product(from:))
+        }
+    }
+
+    /// One product by SKU, or nil.
+    public func get(sku: String, tenantId: String) async throws -> Product? {
+        guard ProductRules.isValidSKU(sku) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM products WHERE sku = \(bind: sku) AND tenant_id = \(bind: tenantId)")
+                .first().map(Self.product(from:))
+        }
+    }
+
+    func filterSQL(tenantId: String, filter: ProductFilter) -> SQLQueryString? {
+        var query: SQLQueryString = "tenant_id = \(bind: tenantId)"
+        if let category = filter.category { query = query + " AND category = \(bind: category)" }
+        if let minPrice = filter.minPrice { query = query + " AND price_minor >= \(bind: minPrice)" }
+        if let maxPrice = filter.maxPrice { query = query + " AND price_minor <= \(bind: maxPrice)" }
+        if let text = filter.query {
+            guard let condition = search.condition(for: text) else { return nil }
+            query = query + " AND " + condition
+        }
+        return query
+    }
+
+    /// A keyset page ordered by `sort` then id. The cursor is the last row's (value, id), so a
+    /// row inserted before the cursor position never shifts later pages.
+    public func list(
+        tenantId: String, filter: ProductFilter, sort: ProductSort, descending: Bool, limit: Int, after: ProductCursor?
+    ) async throws -> (items: [Product], nextCursor: String?) {
+        guard var query = filterSQL(tenantId: tenantId, filter: filter) else { return ([], nil) }
+        let column = sort.column
+        let direction = descending ? "DESC" : "ASC"
+        if let after {
+            let comparison = descending ? "<" : ">"
+            let value: any Encodable & Sendable = sort == .name ? after.value : (Int64(after.value) ?? 0)
+            query = query + " AND (\(unsafeRaw: column), id) \(unsafeRaw: comparison) (\(bind: value), \(bind: after.id))"
+        }
+        let statement: SQLQueryString =
+            "SELECT \(unsafeRaw: Self.columns) FROM products WHERE " + query
+            + " ORDER BY \(unsafeRaw: column) \(unsafeRaw: direction), id \(unsafeRaw: direction) LIMIT \(bind: limit + 1)"
+        let rows = try await database.read { db in try await db.raw(statement).all() }
+        var items = try rows.map(Self.product(from:))
+        var next: String?
+        if items.count > limit {
+            items.removeLast(items.count - limit)
+            next = items.last.map { ProductCursor.after($0, sort: sort, descending: descending).encoded }
+        }
+        return (items, next)
+    }
+
+    /// Up to `limit` products matching `filter`, in ascending id order after `after`: keyset
+    /// batches for streaming readers (reports); every call is one short read.
+    public func batch(tenantId: String, filter: ProductFilter, after: String?, limit: Int) async throws -> [Product] {
+        guard var query = filterSQL(tenantId: tenantId, filter: filter) else { return [] }
+        if let after { query = query + " AND id > \(bind: after)" }
+        let statement: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM products WHERE " + query + " ORDER BY id ASC LIMIT \(bind: limit)"
+        let rows = try await database.read { db in try await db.raw(statement).all() }
+        return try rows.map(Self.product(from:))
+    }
+
+    static func values(_ product: Product) -> SQLQueryString {
+        """
+        (\(bind: product.id), \(bind: product.tenantId), \(bind: product.sku), \(bind: product.name), \(bind: product.description),
+        \(bind: product.priceMinor), \(bind: product.currency), \(bind: product.category), \(bind: product.stock),
+        \(bind: product.attributes), \(bind: product.version), \(bind: product.createdAt), \(bind: product.updatedAt))
+        """
+    }
+
+    /// Inserts a product.
+    /// - Throws: 409 `conflict` when the SKU is taken in the tenant.
+    public func insert(_ product: Product) async throws {
+        do {
+            try await database.write { db in
+                try await db.raw("INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(Self.values(product))").run()
+            }
+        } catch  where Database.isUniqueViolation(error) {
+            throw AppError.conflict("A product with SKU \(product.sku) already exists.")
+        }
+    }
+
+    /// Applies a change when the version matches (any when nil); nil when the product is
+    /// missing or its version moved on.
+    /// - Throws: 409 `conflict` when a new SKU is taken.
+    public func update(id: String, tenantId: String, expectedVersion: Int?, change: ProductChange) async throws -> Product? {
+        guard UUIDv7.isValid(id) else { return nil }
+        let now = WallClock.milliseconds()
+        do {
+            return try await database.write { db in
+                var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
+                if let sku = change.sku { sets.append(SQLQueryString("sku = \(bind: sku)")) }
+                if let name = change.name { sets.append(SQLQueryString("name = \(bind: name)")) }
+                if let description = change.description { sets.append(SQLQueryString("description = \(bind: description)")) }
+                if let price = change.priceMinor { sets.append(SQLQueryString("price_minor = \(bind: price)")) }
+                if let currency = change.currency { sets.append(SQLQueryString("currency = \(bind: currency)")) }
+                if let category = change.category { sets.append(SQLQueryString("category = \(bind: category)")) }
+                if let stock = change.stock { sets.append(SQLQueryString("stock = \(bind: stock)")) }
+                if let attributes = change.attributes { sets.append(SQLQueryString("attributes = \(bind: attributes)")) }
+                var query: SQLQueryString = "UPDATE products SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+                return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.product(from:))
+            }
+        } catch  where Database.isUniqueViolation(error) {
+            throw AppError.conflict("Another product already has that SKU.")
+        }
+    }
+
+    /// Deletes a product when the version matches (any when nil); false when nothing was deleted.
+    public func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
+        guard UUIDv7.isValid(id) else { return false }
+        return try await database.write { db in
+            var query: SQLQueryString = "DELETE FROM products WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
+            return try await db.raw(query + " RETURNING id").first() != nil
+        }
+    }
+
+    /// Inserts or updates products by (tenant, SKU) in one transaction, multi-row statements of
+    /// at most 500 rows: a changed row keeps its id and creation time and gets a new version.
+    /// Used by imports and `cairn seed`.
+    public func upsert(_ products: [Product]) async throws {
+        guard !products.isEmpty else { return }
+        try await database.transaction { db in
+            var start = 0
+            while start < products.count {
+                let chunk = products[start..<min(start + 500, products.count)]
+                try await db.raw(
+                    """
+                    INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map(Self.values)))
+                    ON CONFLICT (tenant_id, sku) DO UPDATE SET name = excluded.name, description = excluded.description,
+                        price_minor = excluded.price_minor, currency = excluded.currency, category = excluded.category,
+                        stock = excluded.stock, attributes = excluded.attributes, updated_at = excluded.updated_at,
+                        version = products.version + 1
+                    """
+                ).run()
+                start += 500
+            }
+        }
+    }
+
+    /// Stores an import's body until its job has run; returns its id.
+    func saveImport(tenantId: String, format: String, body: String) async throws -> String {
+        let id = UUIDv7.make()
+        try await database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO product_imports (id, tenant_id, format, body, created_at)
+                VALUES (\(bind: id), \(bind: tenantId), \(bind: format), \(bind: body), \(bind: WallClock.milliseconds()))
+                """
+            ).run()
+        }
+        return id
+    }
+
+    /// An import's format and body, or nil when gone.
+    func loadImport(id: String, tenantId: String) async throws -> (format: String, body: String)? {
+        try await database.read { db in
+            guard
+                let row = try await db.raw(
+                    "SELECT format, body FROM product_imports WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                ).first()
+            else { return nil }
+            return (try row.decode(column: "format", as: String.self), try row.decode(column: "body", as: String.self))
+        }
+    }
+
+    /// Forgets an import's body once it has been applied.
+    func deleteImport(id: String) async throws {
+        try await database.write { db in try await db.raw("DELETE FROM product_imports WHERE id = \(bind: id)").run() }
+    }
+}

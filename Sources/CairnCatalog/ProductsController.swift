@@ -1,0 +1,295 @@
+public import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import HummingbirdCore
+import NIOCore
+
+/// `/products`: reads for every member of the tenant (through the cache), writes for admins.
+public struct ProductsController: Sendable {
+    let catalog: CatalogService
+    let importer: ProductImporter
+
+    /// Creates the controller.
+    public init(catalog: CatalogService, importer: ProductImporter) {
+        self.catalog = catalog
+        self.importer = importer
+    }
+
+    static let xCache = HTTPField.Name("X-Cache")!
+    static let warning = HTTPField.Name("Warning")!
+    /// Clients may keep a copy but must revalidate it (cheap: `If-None-Match` answers 304).
+    static let cacheControl = "private, max-age=0, must-revalidate"
+
+    struct CreateBody: Decodable {
+        var sku: String
+        var name: String
+        var description: String?
+        var priceMinor: Int64
+        var currency: String
+        var category: String?
+        var stock: Int64?
+        var attributes: JSONValue?
+    }
+
+    struct PatchBody: Decodable {
+        var sku: PatchField<String>
+        var name: PatchField<String>
+        var description: PatchField<String>
+        var priceMinor: PatchField<Int64>
+        var currency: PatchField<String>
+        var category: PatchField<String>
+        var stock: PatchField<Int64>
+        var attributes: PatchField<JSONValue>
+        enum CodingKeys: String, CodingKey { case sku, name, description, priceMinor, currency, category, stock, attributes }
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            sku = try container.decodePatch(String.self, forKey: .sku)
+            name = try container.decodePatch(String.self, forKey: .name)
+            description = try container.decodePatch(String.self, forKey: .description)
+            priceMinor = try container.decodePatch(Int64.self, forKey: .priceMinor)
+            currency = try container.decodePatch(String.self, forKey: .currency)
+            category = try container.decodePatch(String.self, forKey: .category)
+            stock = try container.decodePatch(Int64.self, forKey: .stock)
+            attributes = try container.decodePatch(JSONValue.self, forKey: .attributes)
+        }
+    }
+
+    static func headers(status: CacheStatus, etag: String? = nil) -> HTTPFields {
+        var headers: HTTPFields = [xCache: status.rawValue, .cacheControl: cacheControl]
+        if let etag { headers[.eTag] = etag }
+        // RFC 7234 §5.5.1 warn-code 110; the field is obsolete in RFC 9111 but still the known
+        // way to say "stale", next to X-Cache.
+        if status == .stale { headers[warning] = "110 - \"Response is Stale\"" }
+        return headers
+    }
+
+    static func answer(_ read: CatalogRead<Product?>, request: Request) throws -> Response {
+        guard let product = read.value else { throw AppError.notFound("No such product.") }
+        let etag = ETag.of(version: product.version)
+        if ETag.notModified(request, etag: etag) {
+            return Response(status: .notModified, headers: headers(status: read.status, etag: etag))
+        }
+        return .json(product, headers: headers(status: read.status, etag: etag))
+    }
+
+    /// Parses the list filters shared with `/reports/products.csv`.
+    /// - Throws: 400 `invalid_input` naming each bad parameter.
+    public static func parseFilter(_ uri: URI, issues: inout [FieldIssue]) -> ProductFilter {
+        let query = uri.queryParameters
+        var filter = ProductFilter()
+        if let category = query.get("category") {
+            // Control characters never name a category (and NUL would reach PostgreSQL).
+            if (1...ProductRules.maxCategory).contains(category.unicodeScalars.count),
+                !category.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            {
+                filter.category = category
+            } else {
+                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters without control characters"))
+            }
+        }
+        for (name, path) in [("minPrice", \ProductFilter.minPrice), ("maxPrice", \ProductFilter.maxPrice)] {
+            guard let raw = query.get(name) else { continue }
+            if let value = Int64(raw), (0...ProductRules.maxPrice).contains(value) {
+                filter[keyPath: path] = value
+            } else {
+                issues.append(FieldIssue(field: name, issue: "must be an integer from 0 to \(ProductRules.maxPrice) (minor units)"))
+            }
+        }
+        if let min = filter.minPrice, let max = filter.maxPrice, min > max {
+            issues.append(FieldIssue(field: "maxPrice", issue: "must not be below minPrice"))
+        }
+        if let text = query.get("q") {
+            if text.unicodeScalars.count > 200 {
+                issues.append(FieldIssue(field: "q", issue: "must be at most 200 characters"))
+            } else if !text.trimmingCharacters(in: .whitespaces).isEmpty {
+                filter.query = text
+            }
+        }
+        return filter
+    }
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.get("products") { request, context -> Response in
+            var issues: [FieldIssue] = []
+            let filter = Self.parseFilter(request.uri, issues: &issues)
+            let query = request.uri.queryParameters
+            var limit = 20
+            if let raw = query.get("limit") {
+                if let value = Int(raw), (1...100).contains(value) {
+                    limit = value
+                } else {
+                    issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
+                }
+            }
+            var sort = ProductSort.name
+            var descending = false
+            if var raw = query.get("sort").map({ String($0) }) {
+                if raw.hasPrefix("-") {
+                    descending = true
+                    raw.removeFirst()
+                }
+                if let value = ProductSort(rawValue: raw) {
+                    sort = value
+                } else {
+                    issues.append(FieldIssue(field: "sort", issue: "must be name, price or updatedAt, optionally prefixed with - for descending"))
+                }
+            }
+            var after: ProductCursor?
+            if let raw = query.get("cursor") {
+                if let cursor = ProductCursor.decode(raw), cursor.sort == sort, cursor.descending == descending {
+                    after = cursor
+                } else {
+                    issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued for this sort"))
+                }
+            }
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+            let read = try await catalog.page(
+                tenantId: context.identity.tenantId, filter: filter, sort: sort, descending: descending, limit: limit, after: after)
+            var headers = Self.headers(status: read.status)
+            headers[.contentType] = "application/json"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: read.value))
+        }
+        group.get("products/by-sku/:sku") { request, context -> Response in
+            let sku = try context.parameters.require("sku")
+            guard ProductRules.isValidSKU(sku) else { throw AppError.notFound("No such product.") }
+            return try Self.answer(try await catalog.product(sku: sku, tenantId: context.identity.tenantId), request: request)
+        }
+        group.get("products/:id") { request, context -> Response in
+            let id = try context.parameters.require("id")
+            guard UUIDv7.isValid(id) else { throw AppError.notFound("No such product.") }
+            return try Self.answer(try await catalog.product(id: id, tenantId: context.identity.tenantId), request: request)
+        }
+        group.post("products") { request, context -> Response in
+            try context.identity.requireAdmin()
+            var request = request
+            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+            var issues: [FieldIssue] = []
+            let name = ProductRules.name(body.name, into: &issues)
+            let attributes = ProductRules.attributes(body.attributes ?? .object([:]), into: &issues)
+            let now = WallClock.milliseconds()
+            let product = Product(
+                id: UUIDv7.make(), tenantId: context.identity.tenantId, sku: body.sku, name: name ?? "", description: body.description,
+                priceMinor: body.priceMinor, currency: body.currency, category: body.category, stock: body.stock ?? 0,
+                attributes: attributes ?? "{}", version: 1, createdAt: now, updatedAt: now)
+            ProductRules.check(product, into: &issues)
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+            try await catalog.store.insert(product)
+            await catalog.invalidate(tenantId: product.tenantId)
+            var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
+            headers[.xCache] = nil
+            headers[.location] = "/products/\(product.id)"
+            return .json(product, status: .created, headers: headers)
+        }
+        group.patch("products/:id") { request, context -> Response in
+            try context.identity.requireAdmin()
+            let id = try context.parameters.require("id")
+            let expected = try ETag.expectedVersion(request)
+            var request = request
+            let body = try await request.decodeJSON(as: PatchBody.self, context: context)
+            let change = try Self.change(from: body)
+            let tenantId = context.identity.tenantId
+            if let product = try await catalog.store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
+                await catalog.invalidate(tenantId: tenantId)
+                var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
+                headers[.xCache] = nil
+                return .json(product, headers: headers)
+            }
+            if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+            throw AppError.notFound("No such product.")
+        }
+        group.delete("products/:id") { request, context -> Response in
+            try context.identity.requireAdmin()
+            let id = try context.parameters.require("id")
+            let expected = try ETag.expectedVersion(request)
+            let tenantId = context.identity.tenantId
+            if try await catalog.store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
+                await catalog.invalidate(tenantId: tenantId)
+                return Response(status: .noContent)
+            }
+            if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+            throw AppError.notFound("No such product.")
+        }
+        group.post("products:import") { request, context -> Response in
+            try context.identity.requireAdmin()
+            return try await importer.accept(request: request, context: context)
+        }
+    }
+
+    static func change(from body: PatchBody) throws -> ProductChange {
+        var issues: [FieldIssue] = []
+        var change = ProductChange()
+        func required<T>(_ field: PatchField<T>, _ name: String) -> T? {
+            switch field {
+            case .absent: return nil
+            case .null:
+                issues.append(FieldIssue(field: name, issue: "must not be null"))
+                return nil
+            case .value(let value): return value
+            }
+        }
+        if let sku = required(body.sku, "sku") {
+            if ProductRules.isValidSKU(sku) {
+                change.sku = sku
+            } else {
+                issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
+            }
+        }
+        if let name = required(body.name, "name") { change.name = ProductRules.name(name, into: &issues) }
+        switch body.description {
+        case .absent: break
+        case .null: change.description = .some(nil)
+        case .value(let text):
+            if text.unicodeScalars.count > ProductRules.maxDescription {
+                issues.append(FieldIssue(field: "description", issue: "must be at most \(ProductRules.maxDescription) characters"))
+            }
+            change.description = .some(text)
+        }
+        if let price = required(body.priceMinor, "priceMinor") {
+            if (0...ProductRules.maxPrice).contains(price) {
+                change.priceMinor = price
+            } else {
+                issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(ProductRules.maxPrice)"))
+            }
+        }
+        if let currency = required(body.currency, "currency") {
+            if ISO4217.codes.contains(currency) {
+                change.currency = currency
+            } else {
+                issues.append(FieldIssue(field: "currency", issue: "must be an ISO 4217 currency code such as EUR or USD"))
+            }
+        }
+        switch body.category {
+        case .absent: break
+        case .null: change.category = .some(nil)
+        case .value(let text):
+            if text.isEmpty || text.unicodeScalars.count > ProductRules.maxCategory {
+                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters, or null"))
+            }
+            change.category = .some(text)
+        }
+        if let stock = required(body.stock, "stock") {
+            if (0...ProductRules.maxStock).contains(stock) {
+                change.stock = stock
+            } else {
+                issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(ProductRules.maxStock)"))
+            }
+        }
+        if let attributes = required(body.attributes, "attributes") {
+            if let text = ProductRules.attributes(attributes, into: &issues) {
+                if text.utf8.count > ProductRules.maxAttributesBytes {
+                    issues.append(FieldIssue(field: "attributes", issue: "must be at most \(ProductRules.maxAttributesBytes) bytes of JSON"))
+                }
+                change.attributes = text
+            }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return change
+    }
+}
+
+extension HTTPField.Name {
+    static let xCache = HTTPField.Name("X-Cache")!
+}

@@ -1,0 +1,324 @@
+import CairnCatalog
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Synchronization
+import Testing
+
+// MARK: - Helpers
+
+let xCache = HTTPField.Name("X-Cache")!
+
+/// An owner's token and tenant id.
+func owner(_ client: any TestClientProtocol, _ email: String) async throws -> (token: String, tenantId: String) {
+    let (user, tokens) = try await client.registerAndLogin(email: email)
+    return (try #require(tokens["accessToken"] as? String), try #require(user["tenantId"] as? String))
+}
+
+/// Creates a product as `token`; fails unless 201.
+@discardableResult
+func createProduct(
+    _ client: any TestClientProtocol, token: String, _ body: [String: Any], sourceLocation: SourceLocation = #_sourceLocation
+) async throws -> [String: Any] {
+    var full: [String: Any] = ["sku": "SKU-\(UUID().uuidString.prefix(8))", "name": "Widget", "priceMinor": 1000, "currency": "EUR"]
+    full.merge(body) { $1 }
+    let response = try await client.json(.post, "/products", full, token: token)
+    try #require(response.status == .created, "create failed: \(response.status) \(response.text)", sourceLocation: sourceLocation)
+    return response.object
+}
+
+func items(_ response: TestResponse) -> [[String: Any]] { response.object["items"] as? [[String: Any]] ?? [] }
+func skus(_ response: TestResponse) -> [String] { items(response).compactMap { $0["sku"] as? String } }
+func fields(_ response: TestResponse) -> Set<String> {
+    Set((response.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String })
+}
+
+// MARK: - CRUD
+
+@Suite("Catalog: products API")
+struct ProductsAPITests {
+    @Test(arguments: TestEngine.available)
+    func createReadUpdateDeleteWithETags(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "ann@example.com")
+            let created = try await client.json(
+                .post, "/products",
+                [
+                    "sku": "CHAIR-1", "name": "  Oak Chair ", "description": "Solid oak", "priceMinor": 12_999, "currency": "EUR",
+                    "category": "furniture", "stock": 5, "attributes": ["color": "natural", "legs": 4],
+                ], token: token)
+            #expect(created.status == .created)
+            let id = try #require(created.object["id"] as? String)
+            #expect(created.headers[.location] == "/products/\(id)")
+            #expect(created.headers[.eTag] == "\"1\"")
+            #expect(created.object["name"] as? String == "Oak Chair")
+            #expect(created.object["tenantId"] == nil)
+            #expect((created.object["attributes"] as? [String: Any])?["legs"] as? Int == 4)
+
+            let read = try await client.json(.get, "/products/\(id)", token: token)
+            #expect(read.status == .ok)
+            #expect(read.headers[.eTag] == "\"1\"")
+            #expect(read.headers[.cacheControl]?.contains("private") == true)
+            #expect(read.headers[xCache] == "miss")
+            let again = try await client.json(.get, "/products/\(id)", token: token)
+            #expect(again.headers[xCache] == "hit")
+            let notModified = try await client.json(.get, "/products/\(id)", token: token, headers: [.ifNoneMatch: "\"1\""])
+            #expect(notModified.status == .notModified)
+            let bySKU = try await client.json(.get, "/products/by-sku/CHAIR-1", token: token)
+            #expect(bySKU.object["id"] as? String == id)
+
+            let stalePatch = try await client.json(.patch, "/products/\(id)", ["stock": 4], token: token, headers: [.ifMatch: "\"7\""])
+            #expect(stalePatch.status == .preconditionFailed)
+            let patched = try await client.json(
+                .patch, "/products/\(id)", ["stock": 4, "category": NSNull()], token: token, headers: [.ifMatch: "\"1\""])
+            #expect(patched.status == .ok)
+            #expect(patched.object["stock"] as? Int == 4)
+            #expect(patched.object["category"] is NSNull)
+            #expect(patched.headers[.eTag] == "\"2\"")
+            // The write invalidated the cached copy.
+            let afterPatch = try await client.json(.get, "/products/\(id)", token: token)
+            #expect(afterPatch.object["stock"] as? Int == 4)
+            #expect(afterPatch.headers[xCache] == "miss")
+
+            let duplicate = try await client.json(
+                .post, "/products", ["sku": "CHAIR-1", "name": "x", "priceMinor": 1, "currency": "EUR"], token: token)
+            #expect(duplicate.status == .conflict)
+            #expect(duplicate.code == "conflict")
+
+            #expect(try await client.json(.delete, "/products/\(id)", token: token, headers: [.ifMatch: "\"1\""]).status == .preconditionFailed)
+            #expect(try await client.json(.delete, "/products/\(id)", token: token).status == .noContent)
+            #expect(try await client.json(.get, "/products/\(id)", token: token).status == .notFound)
+            #expect(try await client.json(.delete, "/products/\(id)", token: token).status == .notFound)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func validationNamesEveryBadField(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "val@example.com")
+            let bad = try await client.json(
+                .post, "/products",
+                [
+                    "sku": "has space", "name": " ", "priceMinor": -1, "currency": "EURO", "category": "", "stock": -5,
+                    "attributes": [1, 2],
+                ], token: token)
+            #expect(bad.status == .badRequest)
+            #expect(bad.code == "invalid_input")
+            #expect(fields(bad) == ["sku", "name", "priceMinor", "currency", "category", "stock", "attributes"])
+            let unknownCurrency = try await client.json(
+                .post, "/products", ["sku": "A1", "name": "n", "priceMinor": 1, "currency": "XYZ"], token: token)
+            #expect(fields(unknownCurrency) == ["currency"])
+            let fractional = try await client.json(
+                .post, "/products", ["sku": "A1", "name": "n", "priceMinor": 1.5, "currency": "USD"], token: token)
+            #expect(fractional.status == .badRequest)
+            for currency in ["JPY", "CHF", "USD", "XAU"] {
+                try await createProduct(client, token: token, ["currency": currency])
+            }
+            let list = try await client.json(.get, "/products?limit=0&sort=colour&minPrice=x&cursor=zzz", token: token)
+            #expect(fields(list) == ["limit", "sort", "minPrice", "cursor"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func writesAreForAdminsAndTenantsAreIsolated(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "own@example.com")
+            let product = try await createProduct(client, token: token, ["sku": "MINE"])
+            let id = try #require(product["id"] as? String)
+            let created = try await client.json(
+                .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
+            try #require(created.status == .created)
+            let member = try #require(try await client.login(email: "mem@example.com", password: "member password")["accessToken"] as? String)
+            #expect(try await client.json(.get, "/products/\(id)", token: member).status == .ok)
+            #expect(
+                try await client.json(.post, "/products", ["sku": "X", "name": "x", "priceMinor": 1, "currency": "EUR"], token: member).status
+                    == .forbidden)
+            #expect(try await client.json(.patch, "/products/\(id)", ["stock": 1], token: member).status == .forbidden)
+            #expect(try await client.json(.delete, "/products/\(id)", token: member).status == .forbidden)
+
+            let (other, _) = try await owner(client, "other@example.com")
+            #expect(try await client.json(.get, "/products/\(id)", token: other).status == .notFound)
+            #expect(try await client.json(.get, "/products/by-sku/MINE", token: other).status == .notFound)
+            #expect(try await client.json(.patch, "/products/\(id)", ["stock": 1], token: other).status == .notFound)
+            #expect(try await client.json(.delete, "/products/\(id)", token: other).status == .notFound)
+            #expect(skus(try await client.json(.get, "/products", token: other)).isEmpty)
+            // The same SKU in another tenant is fine.
+            try await createProduct(client, token: other, ["sku": "MINE"])
+        }
+    }
+}
+
+// MARK: - Lists
+
+@Suite("Catalog: lists, filters, search")
+struct ProductListTests {
+    @Test(arguments: TestEngine.available)
+    func filtersSortAndFullTextSearch(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "list@example.com")
+            try await createProduct(
+                client, token: token, ["sku": "A", "name": "Oak Chair", "description": "sturdy seat", "priceMinor": 5000, "category": "furniture"])
+            try await createProduct(
+                client, token: token,
+                ["sku": "B", "name": "Steel Lamp", "description": "bright light for a desk", "priceMinor": 2000, "category": "lighting"])
+            try await createProduct(
+                client, token: token,
+                ["sku": "C", "name": "Bamboo Desk", "description": "a desk of bamboo", "priceMinor": 9000, "category": "furniture"])
+            try await createProduct(
+                client, token: token, ["sku": "D", "name": "Café Mug", "description": "Zürich edition", "priceMinor": 800, "category": "kitchen"])
+
+            #expect(skus(try await client.json(.get, "/products", token: token)) == ["C", "D", "A", "B"])
+            #expect(skus(try await client.json(.get, "/products?sort=-name", token: token)) == ["B", "A", "D", "C"])
+            #expect(skus(try await client.json(.get, "/products?sort=price", token: token)) == ["D", "B", "A", "C"])
+            #expect(skus(try await client.json(.get, "/products?sort=-price", token: token)) == ["C", "A", "B", "D"])
+            #expect(skus(try await client.json(.get, "/products?category=furniture&sort=price", token: token)) == ["A", "C"])
+            #expect(skus(try await client.json(.get, "/products?minPrice=2000&maxPrice=5000&sort=price", token: token)) == ["B", "A"])
+            #expect(Set(skus(try await client.json(.get, "/products?q=desk", token: token))) == ["B", "C"])
+            #expect(skus(try await client.json(.get, "/products?q=DESK%20bamboo", token: token)) == ["C"])
+            #expect(skus(try await client.json(.get, "/products?q=z%C3%BCrich", token: token)) == ["D"])
+            #expect(skus(try await client.json(.get, "/products?q=desk&category=lighting", token: token)) == ["B"])
+            // FTS syntax in the query is only text.
+            #expect(skus(try await client.json(.get, "/products?q=%22desk%22%20OR%20*", token: token)).count <= 2)
+            #expect(skus(try await client.json(.get, "/products?q=%2B%2B%2B", token: token)).isEmpty)
+            #expect(skus(try await client.json(.get, "/products?q=nothing", token: token)).isEmpty)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func keysetCursorIsStableUnderInserts(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "pages@example.com")
+            for index in 0..<10 {
+                try await createProduct(client, token: token, ["sku": "P\(index)", "name": "Item \(index)", "priceMinor": 100 * (index % 4)])
+            }
+            for sort in ["name", "-name", "price", "-price", "updatedAt", "-updatedAt"] {
+                var seen: [String] = []
+                var cursor: String?
+                var inserted = false
+                repeat {
+                    let path = "/products?limit=3&sort=\(sort)" + (cursor.map { "&cursor=\($0)" } ?? "")
+                    let page = try await client.json(.get, path, token: token)
+                    #expect(page.status == .ok)
+                    seen += skus(page)
+                    cursor = page.object["nextCursor"] as? String
+                    if !inserted {
+                        // A row sorting before the cursor must not shift or repeat later rows.
+                        try await createProduct(client, token: token, ["sku": "NEW-\(sort)", "name": "AAA first", "priceMinor": 0])
+                        inserted = true
+                    }
+                } while cursor != nil
+                #expect(Set(seen).count == seen.count, "repeated rows for \(sort)")
+                #expect(Set(seen).isSuperset(of: (0..<10).map { "P\($0)" }), "missing rows for \(sort)")
+            }
+            let mismatched = try await client.json(.get, "/products?limit=3&sort=name", token: token)
+            let cursor = try #require(mismatched.object["nextCursor"] as? String)
+            #expect(try await client.json(.get, "/products?sort=price&cursor=\(cursor)", token: token).status == .badRequest)
+        }
+    }
+}
+
+// MARK: - Cache
+
+@Suite("Catalog: cache and single-flight")
+struct CatalogCacheTests {
+    @Test(arguments: TestEngine.available)
+    func hundredConcurrentMissesMakeOneDatabaseRead(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let (token, _) = try await owner(client, "flight@example.com")
+            let id = try #require(try await createProduct(client, token: token, [:])["id"] as? String)
+            // Every read now takes 300 ms, so all 100 requests miss while the first read runs.
+            components.catalog.setReadDelayForTesting(.milliseconds(300))
+            let before = components.catalog.databaseReads
+            let statuses = try await withThrowingTaskGroup(of: (HTTPResponse.Status, String?).self) { group in
+                for _ in 0..<100 {
+                    group.addTask {
+                        let response = try await client.json(.get, "/products/\(id)", token: token)
+                        return (response.status, response.headers[xCache])
+                    }
+                }
+                var all: [(HTTPResponse.Status, String?)] = []
+                for try await result in group { all.append(result) }
+                return all
+            }
+            #expect(statuses.allSatisfy { $0.0 == .ok })
+            #expect(components.catalog.databaseReads - before == 1)
+            #expect(statuses.filter { $0.1 == "miss" }.count > 1)
+            let metrics = try await client.json(.get, "/metrics").text
+            #expect(metrics.contains("cairn_catalog_db_reads_total"))
+            #expect(metrics.contains("cairn_catalog_cache_requests_total"))
+            #expect(metrics.contains("cairn_catalog_cache_hit_ratio"))
+            #expect(metrics.contains("cairn_catalog_circuit_state"))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func listPagesAreCachedAndInvalidatedByWrites(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "lists@example.com")
+            try await createProduct(client, token: token, ["sku": "L1"])
+            let first = try await client.json(.get, "/products", token: token)
+            #expect(first.headers[xCache] == "miss")
+            let second = try await client.json(.get, "/products", token: token)
+            #expect(second.headers[xCache] == "hit")
+            #expect(second.text == first.text)
+            try await createProduct(client, token: token, ["sku": "L2"])
+            let third = try await client.json(.get, "/products", token: token)
+            #expect(third.headers[xCache] == "miss")
+            #expect(Set(skus(third)) == ["L1", "L2"])
+        }
+    }
+
+    @Test(.enabled(if: TestEngine.postgresBaseURL != nil))
+    func writesOnOneNodeInvalidateTheOtherNodesCache() async throws {
+        var database = try await TestDatabase.make(.postgres)
+        database.configuration.catalog.cacheTTL = .seconds(3600)
+        let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
+        let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
+        let listenerA = Task { await nodeA.catalog.listenForInvalidations() }
+        let listenerB = Task { await nodeB.catalog.listenForInvalidations() }
+        defer {
+            listenerA.cancel()
+            listenerB.cancel()
+        }
+        do {
+            try await Application(router: buildRouter(components: nodeA), logger: testLogger).test(.router) { a in
+                try await Application(router: buildRouter(components: nodeB), logger: testLogger).test(.router) { b in
+                    let (token, _) = try await owner(a, "nodes@example.com")
+                    let id = try #require(try await createProduct(a, token: token, ["stock": 1])["id"] as? String)
+                    #expect(try await b.json(.get, "/products/\(id)", token: token).headers[xCache] == "miss")
+                    #expect(try await b.json(.get, "/products/\(id)", token: token).headers[xCache] == "hit")
+                    #expect(try await b.json(.get, "/products", token: token).headers[xCache] == "miss")
+                    // B's LISTEN connection comes up asynchronously: write on A until B sees a
+                    // write (each attempt is a new value, so B cannot see it from its cache).
+                    let stock = Mutex(1)
+                    let seen = try await eventually {
+                        let next = stock.withLock { value -> Int in
+                            value += 1
+                            return value
+                        }
+                        let patched = try await a.json(.patch, "/products/\(id)", ["stock": next], token: token)
+                        guard patched.status == .ok else { return false }
+                        let read = try await b.json(.get, "/products/\(id)", token: token)
+                        return read.object["stock"] as? Int == next
+                    }
+                    #expect(seen)
+                    let latest = stock.withLock { $0 }
+                    let list = try await b.json(.get, "/products", token: token)
+                    #expect(items(list).first?["stock"] as? Int == latest)
+                }
+            }
+        } catch {
+            await nodeA.database.close()
+            await nodeB.database.close()
+            throw error
+        }
+        await nodeA.database.close()
+        await nodeB.database.close()
+    }
+}

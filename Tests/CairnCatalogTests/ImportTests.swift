@@ -1,0 +1,105 @@
+import CairnCatalog
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// Sends a raw body.
+func send(
+    _ client: any TestClientProtocol, _ path: String, body: String, contentType: String, token: String
+) async throws -> TestResponse {
+    try await client.execute(
+        uri: path, method: .post, headers: [.contentType: contentType, .authorization: "Bearer \(token)"], body: ByteBuffer(string: body))
+}
+
+/// Waits for a job to finish and returns it.
+func finishedJob(_ client: any TestClientProtocol, _ id: String, token: String) async throws -> [String: Any] {
+    let done = try await eventually(timeout: .seconds(30)) {
+        let state = try await client.json(.get, "/jobs/\(id)", token: token).object["state"] as? String ?? ""
+        return ["succeeded", "discarded", "cancelled"].contains(state)
+    }
+    let job = try await client.json(.get, "/jobs/\(id)", token: token).object
+    try #require(done, "job \(id) did not finish: \(job)")
+    return job
+}
+
+@Suite("Catalog: imports")
+struct ProductImportTests {
+    @Test(arguments: TestEngine.available)
+    func csvImportUpsertsBySKUAndRecordsRowErrors(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { client, _ in
+            let (token, _) = try await owner(client, "import@example.com")
+            try await createProduct(client, token: token, ["sku": "KEEP-1", "name": "Old name", "priceMinor": 1])
+            let csv =
+                "sku,name,description,priceMinor,currency,category,stock,attributes\r\n"
+                + "KEEP-1,New name,\"Has, comma and \"\"quotes\"\"\",2500,EUR,tools,3,\"{\"\"color\"\":\"\"red\"\"}\"\r\n"
+                + "NEW-1,Fresh,\"multi\nline\",100,USD,,0,\r\n"
+                + "BAD-1,No price,,abc,EUR,,,\r\n"
+                + "BAD-2,Bad currency,,5,EURO,,,\r\n"
+                + "bad sku,x,,5,EUR,,,\r\n"
+                + "NEW-2,Zürich Café,,700,CHF,food,1,\r\n"
+            let accepted = try await send(client, "/products:import", body: csv, contentType: "text/csv", token: token)
+            #expect(accepted.status == .accepted)
+            let jobId = try #require(accepted.object["id"] as? String)
+            #expect(accepted.headers[.location] == "/jobs/\(jobId)")
+            let job = try await finishedJob(client, jobId, token: token)
+            #expect(job["state"] as? String == "succeeded")
+            let progress = try #require(job["progress"] as? [String: Any])
+            #expect(progress["imported"] as? Int == 3)
+            #expect(progress["failed"] as? Int == 3)
+            let errors = progress["errors"] as? [[String: Any]] ?? []
+            #expect(errors.map { $0["row"] as? Int } == [3, 4, 5])
+            #expect(errors.map { $0["field"] as? String } == ["priceMinor", "currency", "sku"])
+
+            let kept = try await client.json(.get, "/products/by-sku/KEEP-1", token: token)
+            #expect(kept.object["name"] as? String == "New name")
+            #expect(kept.object["description"] as? String == "Has, comma and \"quotes\"")
+            #expect(kept.object["version"] as? Int == 2)
+            #expect((kept.object["attributes"] as? [String: Any])?["color"] as? String == "red")
+            #expect(try await client.json(.get, "/products/by-sku/NEW-1", token: token).object["description"] as? String == "multi\nline")
+            #expect(try await client.json(.get, "/products/by-sku/NEW-2", token: token).object["name"] as? String == "Zürich Café")
+            #expect(try await client.json(.get, "/products/by-sku/BAD-1", token: token).status == .notFound)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func ndjsonImportAndRefusals(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { client, _ in
+            let (token, _) = try await owner(client, "nd@example.com")
+            let ndjson = """
+                {"sku":"J-1","name":"One","priceMinor":100,"currency":"EUR","attributes":{"size":"L"}}
+                not json
+                {"sku":"J-2","name":"Two","priceMinor":"200","currency":"GBP","stock":4}
+
+                {"sku":"J-3","priceMinor":1,"currency":"EUR"}
+                """
+            let accepted = try await send(client, "/products:import", body: ndjson, contentType: "application/x-ndjson", token: token)
+            #expect(accepted.status == .accepted)
+            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            let progress = try #require(job["progress"] as? [String: Any])
+            #expect(progress["imported"] as? Int == 2)
+            #expect(progress["failed"] as? Int == 2)
+            #expect((progress["errors"] as? [[String: Any]] ?? []).map { $0["field"] as? String } == ["row", "name"])
+            #expect(try await client.json(.get, "/products/by-sku/J-2", token: token).object["stock"] as? Int == 4)
+
+            #expect(try await send(client, "/products:import", body: "x", contentType: "text/plain", token: token).status == .unsupportedMediaType)
+            #expect(try await send(client, "/products:import", body: "  \n", contentType: "text/csv", token: token).status == .badRequest)
+            let created = try await client.json(
+                .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
+            try #require(created.status == .created)
+            let member = try #require(try await client.login(email: "m@example.com", password: "member password")["accessToken"] as? String)
+            #expect(try await send(client, "/products:import", body: "sku\r\n", contentType: "text/csv", token: member).status == .forbidden)
+            // A header naming an unknown column fails the whole file, saying which.
+            let badHeader = try await send(client, "/products:import", body: "sku,colour\r\nA,red\r\n", contentType: "text/csv", token: token)
+            let failed = try await finishedJob(client, try #require(badHeader.object["id"] as? String), token: token)
+            #expect(failed["state"] as? String == "discarded")
+            #expect(((failed["progress"] as? [String: Any])?["errors"] as? [[String: Any]])?.first?["field"] as? String == "colour")
+        }
+    }
+}
