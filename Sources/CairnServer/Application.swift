@@ -1,11 +1,13 @@
 public import CairnAccounts
 public import CairnHTTP
 public import CairnJobs
+public import CairnNotifications
 public import CairnStorage
 public import CairnTasks
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import HummingbirdWebSocket
 public import Logging
 import Metrics
 import NIOCore
@@ -17,7 +19,7 @@ import Synchronization
 /// Every module's migrations, in the order modules depend on each other.
 public let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
-    + ScheduleMigrations.all
+    + ScheduleMigrations.all + NotificationsMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -55,6 +57,10 @@ public struct CairnComponents: Sendable {
     public let events: EventBus
     /// The durable job queue.
     public let jobs: JobQueue
+    /// Notifications: inbox, live hub, publish API.
+    public let notifications: Notifier
+    /// Outbound notification channels (webhooks), delivered by jobs.
+    public let channels: OutboundChannels
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
     /// The logger.
@@ -62,7 +68,10 @@ public struct CairnComponents: Sendable {
 
     /// The background services of a node: the job worker and the cron scheduler.
     public func makeServices() -> [any Service] {
-        [JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger)]
+        [
+            JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger),
+            NotificationService(center: notifications, jobs: jobs, logger: logger),
+        ]
     }
 }
 
@@ -95,9 +104,12 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.retentionSeconds = configuration.jobsRetention
         jobSettings.rescueInterval = configuration.jobsRescueInterval
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
+        let notifications = Notifier(
+            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
+        let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
-            configuration: configuration, logger: logger)
+            notifications: notifications, channels: channels, configuration: configuration, logger: logger)
     } catch {
         await database.close()
         throw error
@@ -126,6 +138,9 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     TasksController(store: components.tasks).addRoutes(to: authenticated)
     JobsController(queue: components.jobs).addRoutes(to: authenticated)
     SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
+    NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
+    NotificationSocketController(center: components.notifications).addRoutes(to: router)
+    ChannelsController(channels: components.channels).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router
@@ -146,6 +161,7 @@ public func makeApplication(components: CairnComponents) -> some ApplicationProt
     let hasher = components.accounts.hasher
     return Application(
         router: router,
+        server: .http1WebSocketUpgrade(webSocketRouter: router),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
         services: [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
         onServerRunning: { channel in

@@ -1,3 +1,4 @@
+public import CairnNotifications
 import Configuration
 public import Foundation
 import SystemPackage
@@ -54,6 +55,8 @@ public struct CairnConfiguration: Sendable {
     public var jobsRetention = 7 * 86_400
     /// How often lapsed leases are looked for (not an environment setting; tests shorten it).
     public var jobsRescueInterval: Duration = .seconds(5)
+    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; the rest tests shorten).
+    public var notifications = NotificationSettings()
 
     /// Creates the defaults.
     public init() {}
@@ -144,6 +147,13 @@ public struct CairnConfiguration: Sendable {
         config.jobsMaxPendingPerTenant = try integer("jobs.max.pending.per.tenant", 1...100_000_000, default: config.jobsMaxPendingPerTenant)
         config.jobsShutdownGrace = try integer("jobs.shutdown.grace", 0...3600, default: config.jobsShutdownGrace)
         config.jobsRetention = try duration("jobs.retention", default: config.jobsRetention)
+        config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
+        if let allow = text("webhooks.allow.private") {
+            guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
+                throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")
+            }
+            config.notifications.allowPrivateWebhookTargets = value
+        }
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")
