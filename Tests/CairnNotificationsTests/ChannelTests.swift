@@ -32,13 +32,11 @@ final class WebhookReceiver: Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
         let output = self.output
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                return
-            }
+        readLines(pipe.fileHandleForReading) { data in
+            guard let data else { return }
             let complete = output.partial.withLock { buffer -> [String] in
                 buffer.append(data)
                 var out: [String] = []
@@ -50,8 +48,6 @@ final class WebhookReceiver: Sendable {
             }
             output.lines.withLock { $0 += complete }
         }
-        try process.run()
-        self.process = process
         let firstLine: @Sendable () -> String? = { output.lines.withLock { $0.first } }
         _ = try await eventually { firstLine()?.hasPrefix("port ") == true }
         let port = firstLine().flatMap { Int($0.dropFirst(5)) } ?? 0
@@ -70,7 +66,6 @@ final class WebhookReceiver: Sendable {
 
     func stop() {
         process.terminate()
-        process.waitUntilExit()
     }
 }
 

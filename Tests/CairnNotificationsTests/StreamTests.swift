@@ -25,7 +25,7 @@ struct StreamTests {
             #expect(try await eventually { reader.events.count >= 100 })
             // Live ones, published while the stream runs, interleaved with the replay's end.
             for n in 101...150 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
-            #expect(try await eventually { reader.events.count >= 149 })
+            #expect(try await eventually { reader.events.count >= 150 })
             let seqs = reader.events.map(\.seq)
             #expect(seqs == Array(2...151).map(Int64.init))
             #expect(reader.events.first?.data["title"] as? String == "n1")

@@ -68,6 +68,22 @@ func addMember(_ client: any TestClientProtocol, owner: Member, email: String, r
         token: try #require(tokens["accessToken"] as? String), userId: try #require(created.object["id"] as? String), tenantId: owner.tenantId)
 }
 
+/// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
+/// would starve): `received` gets each chunk, then nil at end of file.
+func readLines(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
+    let thread = Thread {
+        while true {
+            let data = handle.availableData
+            if data.isEmpty {
+                received(nil)
+                return
+            }
+            received(data)
+        }
+    }
+    thread.start()
+}
+
 /// A `curl -N` reading a Server-Sent Events stream into memory as it arrives.
 final class SSEReader: Sendable {
     private final class Received: Sendable {
@@ -88,17 +104,10 @@ final class SSEReader: Sendable {
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         self.process = process
-        let received = self.received
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                received.done.withLock { $0 = true }
-            } else {
-                received.data.withLock { $0.append(data) }
-            }
-        }
         try process.run()
+        readLines(pipe.fileHandleForReading) { [received] data in
+            if let data { received.data.withLock { $0.append(data) } } else { received.done.withLock { $0 = true } }
+        }
     }
 
     /// Everything received so far.
@@ -125,7 +134,6 @@ final class SSEReader: Sendable {
 
     func stop() {
         if process.isRunning { process.terminate() }
-        process.waitUntilExit()
     }
 
     deinit {
