@@ -370,7 +370,7 @@ public final class OutboundChannels: Sendable {
         try await center.store.database.write { db in
             try await db.raw(
                 """
-                UPDATE notification_deliveries SET state = \(bind: state), last_error = \(bind: error), updated_at = \(bind: now),
+                UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
                     attempts = attempts + \(bind: countAttempt ? 1 : 0)
                 WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
                 """
