@@ -142,3 +142,86 @@ struct SocketTests {
         }
     }
 }
+
+/// What the fan-out test's sockets saw.
+private final class Tally: Sendable {
+    let received = Mutex<[String: [Int64]]>([:])
+    let ready = Mutex(0)
+    let foreign = Mutex(0)
+}
+
+@Suite("Notifications: fan-out across nodes")
+struct FanOutTests {
+    /// 100 users connected over WebSocket, half to each of two nodes on one PostgreSQL;
+    /// 10,000 notifications published through both nodes at once: every user receives exactly
+    /// their own 100, in seq order, none lost.
+    @Test func tenThousandNotificationsToOneHundredUsersAcrossTwoNodes() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        var database = try await TestDatabase.make(.postgres)
+        fastNotifications(&database.configuration)
+        database.configuration.notifications.ackTimeout = .seconds(30)
+        let configuration = database.configuration
+        try await withNode(configuration: configuration) { clientA, componentsA, portA in
+            try await withNode(configuration: configuration) { _, componentsB, portB in
+                let owner = try await signUp(clientA, "fan@example.com")
+                var members: [Member] = []
+                for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
+                let users = members + [owner]
+                let perUser = 100
+                let tally = Tally()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (index, user) in users.enumerated() {
+                        group.addTask {
+                            _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
+                                message, outbound in
+                                switch message["type"] as? String {
+                                case "ready":
+                                    tally.ready.withLock { $0 += 1 }
+                                    return true
+                                case "notification":
+                                    let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
+                                    let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
+                                    if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
+                                    let count = tally.received.withLock { all in
+                                        all[user.userId, default: []].append(seq)
+                                        return all[user.userId]!.count
+                                    }
+                                    if count % 20 == 0 { try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#)) }
+                                    return count < perUser
+                                default:
+                                    return true
+                                }
+                            }
+                        }
+                    }
+                    // Publish only once every socket is authenticated and subscribed.
+                    #expect(try await eventually(timeout: .seconds(30)) { tally.ready.withLock { $0 } == users.count })
+                    try await Task.sleep(for: .milliseconds(200))
+                    try await withThrowingTaskGroup(of: Void.self) { publishers in
+                        for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
+                            for worker in 0..<4 {
+                                publishers.addTask {
+                                    for round in 0..<(perUser / 2) where round % 4 == worker {
+                                        for user in users {
+                                            try await center.publish(
+                                                NotificationDraft(
+                                                    type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
+                                                to: [user.userId], tenantId: user.tenantId)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        try await publishers.waitForAll()
+                    }
+                    try await group.waitForAll()
+                }
+                let all = tally.received.withLock { $0 }
+                #expect(tally.foreign.withLock { $0 } == 0)
+                for user in users {
+                    #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
+                }
+            }
+        }
+    }
+}
