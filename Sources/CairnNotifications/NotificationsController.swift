@@ -92,10 +92,23 @@ public struct NotificationsController: Sendable {
             .json(Count(key: "unread", value: try await store.unreadCount(tenantId: context.identity.tenantId, userId: context.identity.userId)))
         }
         group.post("notifications/read-all") { request, context -> Response in
+            // The body is optional: none (or an empty one) marks everything read.
             var upToSeq: Int64?
-            if request.headers[.contentType] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0 {
-                var request = request
-                upToSeq = try await request.decodeJSON(as: ReadAllBody.self, context: context).upToSeq
+            var request = request
+            let buffer: ByteBuffer
+            do {
+                buffer = try await request.collectBody(upTo: context.maxUploadSize)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+            }
+            if buffer.readableBytes > 0 {
+                let mediaType =
+                    (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
+                    .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+                guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
+                    throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
+                }
+                upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq
                 if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
             }
             let count = try await store.markAllRead(
