@@ -133,7 +133,8 @@ _sequence = itertools.count(1)
 @schemathesis.hook("map_headers")
 def unique_idempotency_keys(context, headers):
     operation = context.operation
-    if not isinstance(headers, dict) or operation is None or operation.method.upper() != "POST" or operation.path != "/jobs":
+    if not isinstance(headers, dict) or operation is None or operation.method.upper() != "POST" \
+            or operation.path not in ("/jobs", "/notifications"):
         return headers
     for name, value in list(headers.items()):
         if name.lower() == "idempotency-key" and isinstance(value, str) and 1 <= len(value) <= 255 \
@@ -155,6 +156,8 @@ ARGS=(
   # GET /jobs/{id}/events is a Server-Sent Events stream that stays open until the job is
   # finished; for the fuzzer's noop jobs that sleep for hours it would only ever time out.
   --exclude-operation-id watchJob
+  # GET /notifications/stream is a Server-Sent Events stream that stays open until shutdown.
+  --exclude-operation-id watchNotifications
   --max-examples "$MAX_EXAMPLES"
   --workers "$WORKERS"
   --request-timeout 20

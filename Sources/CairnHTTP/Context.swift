@@ -1,4 +1,5 @@
 public import Hummingbird
+public import HummingbirdWebSocket
 import Logging
 import NIOCore
 
@@ -36,8 +37,9 @@ public struct Identity: Sendable, Equatable {
 }
 
 /// The request context of every route: the request id, the client address and, once the
-/// Bearer middleware has run, the caller's identity.
-public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext {
+/// Bearer middleware has run, the caller's identity. It conforms to `WebSocketRequestContext`
+/// so `GET /ws` can upgrade on the same router (hummingbird-websocket's requirement).
+public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, WebSocketRequestContext {
     /// Hummingbird's per-request storage (logger, parameters, endpoint path).
     public var coreContext: CoreRequestContextStorage
     /// The request id (`X-Request-Id`, propagated or generated), also in every log line.
@@ -46,11 +48,14 @@ public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext {
     public var identity: Identity?
     /// The TCP peer address, used for per-client rate limits.
     public let remoteAddress: SocketAddress?
+    /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
+    public let webSocket: WebSocketHandlerReference<CairnRequestContext>
 
     /// Creates the context for one request.
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.webSocket = .init()
     }
 
     /// Bodies above 1 MiB are refused with 413 (DESIGN.md, HTTP conventions).

@@ -37,6 +37,20 @@ public final class JobEventHub: Sendable {
         }
     }
 
+    /// Ids of changed jobs as they are announced on any node (state changes, progress,
+    /// checkpoints), until the consuming task is cancelled. At most once and best effort: for
+    /// modules that turn job changes into something else (job status notifications).
+    public func changes() -> AsyncStream<[String]> {
+        let source = bus.subscribe(channel: Self.channel)
+        return AsyncStream { continuation in
+            let task = Task {
+                for await payload in source { continuation.yield(payload.split(separator: ",").map(String.init)) }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
     /// Starts watching a job; returns the watcher id and its wake-up signal.
     func watch(jobId: String) -> (UInt64, WakeSignal) {
         let signal = WakeSignal()

@@ -294,6 +294,18 @@ public struct JobStore: Sendable {
         }
     }
 
+    /// Jobs by id across tenants, for modules that react to job changes (the ids come from
+    /// `JobEventHub.changes()`; callers keep results within each job's tenant).
+    public func jobs(ids: [String]) async throws -> [Job] {
+        let valid = ids.filter { UUIDv7.isValid($0) }
+        guard !valid.isEmpty else { return [] }
+        return try await database.read { db in
+            var list: SQLQueryString = ""
+            for (index, id) in valid.enumerated() { list = list + (index == 0 ? "" : ", ") + "\(bind: id)" }
+            return try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM jobs WHERE id IN (\(list))").all().map(Self.job(from:))
+        }
+    }
+
     /// A page of a tenant's jobs, newest first.
     func list(tenantId: String, state: JobState?, kind: String?, page: PageRequest) async throws -> Page<Job> {
         let rows = try await database.read { db in

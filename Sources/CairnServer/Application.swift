@@ -3,11 +3,13 @@ public import CairnCatalog
 public import CairnHTTP
 public import CairnJobs
 import CairnReports
+public import CairnNotifications
 public import CairnStorage
 public import CairnTasks
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import HummingbirdWebSocket
 public import Logging
 import Metrics
 import NIOCore
@@ -20,7 +22,7 @@ import Synchronization
 public let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
-    + CatalogMigrations.all
+    + CatalogMigrations.all + NotificationsMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -58,6 +60,10 @@ public struct CairnComponents: Sendable {
     public let events: EventBus
     /// The durable job queue.
     public let jobs: JobQueue
+    /// Notifications: inbox, live hub, publish API.
+    public let notifications: Notifier
+    /// Outbound notification channels (webhooks), delivered by jobs.
+    public let channels: OutboundChannels
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
     /// The logger.
@@ -70,7 +76,10 @@ public struct CairnComponents: Sendable {
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
     /// cache invalidation listener.
     public func makeServices() -> [any Service] {
-        [JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener()]
+        [
+            JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
+            NotificationService(center: notifications, jobs: jobs, logger: logger),
+        ]
     }
 }
 
@@ -108,9 +117,13 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.batchCompletions = configuration.jobsBatchCompletions
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
         let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
+        let notifications = Notifier(
+            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
+        let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
-            configuration: configuration, logger: logger, catalog: catalog, productImporter: ProductImporter(catalog: catalog, jobs: jobs))
+            notifications: notifications, channels: channels, configuration: configuration, logger: logger, catalog: catalog,
+            productImporter: ProductImporter(catalog: catalog, jobs: jobs))
     } catch {
         await database.close()
         throw error
@@ -141,6 +154,9 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
     ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: authenticated)
     ReportsController(tasks: components.tasks, products: components.catalog.store, logger: components.logger).addRoutes(to: authenticated)
+    NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
+    NotificationSocketController(center: components.notifications).addRoutes(to: router)
+    ChannelsController(channels: components.channels).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router
@@ -161,6 +177,7 @@ public func makeApplication(components: CairnComponents) -> some ApplicationProt
     let hasher = components.accounts.hasher
     return Application(
         router: router,
+        server: .http1WebSocketUpgrade(webSocketRouter: router),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
         services: [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
         onServerRunning: { channel in

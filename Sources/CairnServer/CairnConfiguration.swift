@@ -1,4 +1,5 @@
 public import CairnCatalog
+public import CairnNotifications
 import Configuration
 public import Foundation
 import SystemPackage
@@ -62,6 +63,8 @@ public struct CairnConfiguration: Sendable {
     /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
     /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
     public var catalog = CatalogSettings()
+    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; the rest tests shorten).
+    public var notifications = NotificationSettings()
 
     /// Creates the defaults.
     public init() {}
@@ -168,6 +171,13 @@ public struct CairnConfiguration: Sendable {
         config.catalog.cacheCapacity = try integer("catalog.cache.size", 16...10_000_000, default: config.catalog.cacheCapacity)
         config.catalog.readTimeout = .milliseconds(
             try integer("catalog.read.timeout.ms", 10...600_000, default: Int(config.catalog.readTimeout.components.seconds) * 1000))
+        config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
+        if let allow = text("webhooks.allow.private") {
+            guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
+                throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")
+            }
+            config.notifications.allowPrivateWebhookTargets = value
+        }
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")

@@ -1,0 +1,192 @@
+public import CairnHTTP
+public import CairnStorage
+
+/// One notification in a user's inbox, as stored and as clients see it.
+public struct StoredNotification: Sendable, Equatable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// The owning tenant (never shown to clients: it is always the caller's).
+    public var tenantId: String
+    /// The recipient.
+    public var userId: String
+    /// The recipient's sequence number: grows by one per notification, the catch-up cursor of
+    /// `GET /notifications/stream` (`Last-Event-ID`) and of the WebSocket `subscribe {since}`.
+    public var seq: Int64
+    /// `message`, `friend_request`, `system_alert`, `job_status` or a tenant-defined type.
+    public var type: String
+    /// Short title.
+    public var title: String
+    /// Text body.
+    public var body: String
+    /// JSON object text, at most 16 KiB.
+    public var data: String
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+    /// Epoch milliseconds, nil while unread.
+    public var readAt: Int64?
+
+    /// `{id, seq, type, title, body, data, createdAt, readAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("seq")
+        writer.int(seq)
+        writer.key("type")
+        writer.string(type)
+        writer.key("title")
+        writer.string(title)
+        writer.key("body")
+        writer.string(body)
+        writer.key("data")
+        writer.raw(json: data)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("readAt")
+        if let readAt { writer.timestamp(milliseconds: readAt) } else { writer.null() }
+        writer.objectEnd()
+    }
+}
+
+/// What to publish: the content of a notification, before it has recipients and sequence numbers.
+public struct NotificationDraft: Sendable, Equatable {
+    /// `[a-z][a-z0-9_.]{0,63}`; the built-in types are `message`, `friend_request`,
+    /// `system_alert` and `job_status`.
+    public var type: String
+    /// 1 to 200 characters.
+    public var title: String
+    /// Up to 10,000 characters.
+    public var body: String
+    /// A JSON object of at most 16 KiB.
+    public var data: JSONValue
+    /// When set, a second publish with the same key to the same user is a no-op (per tenant
+    /// and user; 1 to 200 characters). Used for job status and retried broadcasts.
+    public var dedupeKey: String?
+
+    /// Creates a draft.
+    public init(type: String, title: String, body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil) {
+        self.type = type
+        self.title = title
+        self.body = body
+        self.data = data
+        self.dedupeKey = dedupeKey
+    }
+
+    /// The built-in notification types.
+    public static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
+
+    /// True when `type` matches `[a-z][a-z0-9_.]{0,63}`.
+    public static func isValidType(_ type: String) -> Bool {
+        let bytes = Array(type.utf8)
+        guard let first = bytes.first, bytes.count <= 64, first >= 0x61 && first <= 0x7A else { return false }
+        return bytes.dropFirst().allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2E }
+    }
+
+    /// Checks every field.
+    /// - Throws: 400 `invalid_input` naming each bad field.
+    public func validate() throws {
+        var issues: [FieldIssue] = []
+        if !Self.isValidType(type) { issues.append(FieldIssue(field: "type", issue: "must match [a-z][a-z0-9_.]{0,63}")) }
+        let titleLength = title.unicodeScalars.count
+        if title.trimmingWhitespace().isEmpty || titleLength > 200 { issues.append(FieldIssue(field: "title", issue: "must be 1 to 200 characters")) }
+        if body.unicodeScalars.count > 10_000 { issues.append(FieldIssue(field: "body", issue: "must be at most 10,000 characters")) }
+        if case .object = data {
+            if data.text.utf8.count > 16 * 1024 { issues.append(FieldIssue(field: "data", issue: "must be at most 16 KiB of JSON")) }
+        } else {
+            issues.append(FieldIssue(field: "data", issue: "must be a JSON object"))
+        }
+        if let key = dedupeKey, key.isEmpty || key.utf8.count > 200 {
+            issues.append(FieldIssue(field: "dedupeKey", issue: "must be 1 to 200 characters"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> Substring {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return slice
+    }
+}
+
+/// The notifications module's tables.
+public enum NotificationsMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "notifications", version: 1, name: "notifications inbox",
+            sql: [
+                """
+                CREATE TABLE notifications (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    type TEXT NOT NULL,
+                    title TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    data TEXT NOT NULL,
+                    dedupe_key TEXT,
+                    created_at BIGINT NOT NULL,
+                    read_at BIGINT)
+                """,
+                // The inbox and the catch-up cursor: one user's notifications by seq.
+                "CREATE UNIQUE INDEX notifications_user_seq ON notifications (tenant_id, user_id, seq)",
+                "CREATE INDEX notifications_unread ON notifications (tenant_id, user_id, seq) WHERE read_at IS NULL",
+                "CREATE INDEX notifications_read_at ON notifications (read_at) WHERE read_at IS NOT NULL",
+                "CREATE UNIQUE INDEX notifications_dedupe ON notifications (tenant_id, user_id, dedupe_key) WHERE dedupe_key IS NOT NULL",
+                // Per-user sequence: incremented in the publishing transaction, so the row lock
+                // orders concurrent publishers and seq order is commit order for each user.
+                """
+                CREATE TABLE notification_counters (
+                    tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, user_id))
+                """,
+            ]),
+        Migration(
+            module: "notifications", version: 2, name: "preferences, webhook endpoints and deliveries",
+            sql: [
+                """
+                CREATE TABLE notification_preferences (
+                    tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    prefs TEXT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, user_id))
+                """,
+                """
+                CREATE TABLE webhook_endpoints (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    url TEXT NOT NULL,
+                    types TEXT NOT NULL,
+                    secret TEXT NOT NULL,
+                    enabled BOOLEAN NOT NULL,
+                    dead_letters INTEGER NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    disabled_at BIGINT)
+                """,
+                "CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant_id, id)",
+                """
+                CREATE TABLE notification_deliveries (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    notification_id TEXT NOT NULL,
+                    channel TEXT NOT NULL,
+                    endpoint_id TEXT,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL,
+                    last_error TEXT,
+                    payload TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX notification_deliveries_notification ON notification_deliveries (tenant_id, notification_id, id)",
+            ]),
+    ]
+}

@@ -1,0 +1,247 @@
+import CairnStorage
+import Logging
+import SQLKit
+import Synchronization
+
+/// What a live connection's mailbox holds when its consumer wakes.
+struct MailboxBatch: Sendable {
+    /// Live notifications, in arrival order (not necessarily seq order).
+    var rows: [StoredNotification] = []
+    /// Rows were dropped because the mailbox was full: re-read from the database.
+    var overflowed = false
+    /// The hub's ticker fired (heartbeats, token checks, ack timeouts).
+    var ticked = false
+    /// Messages from the client (WebSocket), in order.
+    var client: [ClientMessage] = []
+    /// The mailbox was closed (server shutdown or the socket ended).
+    var closed = false
+    /// More client messages arrived than the mailbox holds.
+    var clientFlood = false
+
+    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood }
+}
+
+/// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
+/// hub, the ticker, the socket reader) push without waiting; the connection's one task takes
+/// everything at once. Bounded: past `capacity` rows it drops them and flags an overflow, so a
+/// slow consumer costs at most `capacity` rows of memory and nothing is lost (it re-reads).
+final class Mailbox: Sendable {
+    private struct State {
+        var batch = MailboxBatch()
+        var waiter: CheckedContinuation<MailboxBatch, Never>?
+        var isClosed = false
+    }
+    private let state = Mutex(State())
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+    }
+
+    private func mutate(_ change: (inout MailboxBatch) -> Void) {
+        let resume = state.withLock { state -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? in
+            change(&state.batch)
+            guard let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            let batch = state.batch
+            state.batch = MailboxBatch()
+            return (waiter, batch)
+        }
+        if let (waiter, batch) = resume { waiter.resume(returning: batch) }
+    }
+
+    /// Adds live rows.
+    func push(_ rows: [StoredNotification]) {
+        let capacity = self.capacity
+        mutate { batch in
+            if batch.overflowed { return }
+            if batch.rows.count + rows.count > capacity {
+                batch.rows.removeAll()
+                batch.overflowed = true
+            } else {
+                batch.rows.append(contentsOf: rows)
+            }
+        }
+    }
+
+    /// Adds a client message; more than 64 waiting is a flood.
+    func push(client message: ClientMessage) {
+        mutate { batch in
+            if batch.client.count >= 64 { batch.clientFlood = true } else { batch.client.append(message) }
+        }
+    }
+
+    /// Wakes the consumer for its periodic checks.
+    func tick() {
+        mutate { $0.ticked = true }
+    }
+
+    /// Ends the consumer's loop.
+    func close() {
+        state.withLock { $0.isClosed = true }
+        mutate { $0.closed = true }
+    }
+
+    /// Everything that arrived since the last call; waits while there is nothing.
+    func next() async -> MailboxBatch {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> MailboxBatch? in
+                if state.isClosed { state.batch.closed = true }
+                if state.batch.isEmpty {
+                    state.waiter = continuation
+                    return nil
+                }
+                let batch = state.batch
+                state.batch = MailboxBatch()
+                return batch
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
+
+/// This node's live fan-out. Publishers announce new notification ids on the EventBus
+/// (`LISTEN/NOTIFY` on PostgreSQL, so every node hears them; in-process on SQLite); the hub
+/// holds one subscription per node, reads the announced rows once per announcement, and hands
+/// each row to the mailboxes of its recipient's connections on this node.
+///
+/// Announcements are hints: a connection that sees a gap in seq re-reads from the database,
+/// and announced ids not yet visible (announced inside a caller's transaction on SQLite, before
+/// its commit) are re-read a few times.
+public final class NotificationHub: Sendable {
+    /// The EventBus channel carrying ids of new notifications, comma-separated.
+    static let channel = "cairn_notifications"
+
+    private struct State {
+        var mailboxes: [String: [ObjectIdentifier: Mailbox]] = [:]
+        var subscription: Task<Void, Never>?
+        var ticker: Task<Void, Never>?
+        var count = 0
+    }
+    private let bus: EventBus
+    private let store: NotificationStore
+    private let logger: Logger
+    private let tickInterval: Duration
+    private let state = Mutex(State())
+
+    init(bus: EventBus, store: NotificationStore, tickInterval: Duration, logger: Logger) {
+        self.bus = bus
+        self.store = store
+        self.tickInterval = tickInterval
+        self.logger = logger
+    }
+
+    /// Live connections on this node.
+    public var connectionCount: Int { state.withLock { $0.count } }
+
+    static func key(_ tenantId: String, _ userId: String) -> String { tenantId + "/" + userId }
+
+    /// Announces stored notifications to every node, 100 ids per message (PostgreSQL caps a
+    /// payload at 8000 bytes). With `db` in a transaction on PostgreSQL, delivery happens on commit.
+    func announce(_ ids: [String], on db: (any SQLDatabase)?) async throws {
+        var start = 0
+        while start < ids.count {
+            let end = min(start + 100, ids.count)
+            try await bus.publish(channel: Self.channel, payload: ids[start..<end].joined(separator: ","), on: db)
+            start = end
+        }
+    }
+
+    /// Registers a connection's mailbox; the subscription exists before the caller reads its
+    /// backlog, so nothing committed after that read can be missed.
+    func register(_ mailbox: Mailbox, tenantId: String, userId: String) {
+        let start = state.withLock { state -> Bool in
+            state.mailboxes[Self.key(tenantId, userId), default: [:]][ObjectIdentifier(mailbox)] = mailbox
+            state.count += 1
+            return state.subscription == nil
+        }
+        if start { startSubscription() }
+    }
+
+    /// Removes a connection's mailbox.
+    func unregister(_ mailbox: Mailbox, tenantId: String, userId: String) {
+        state.withLock { state in
+            let key = Self.key(tenantId, userId)
+            if state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil { state.count -= 1 }
+            if state.mailboxes[key]?.isEmpty == true { state.mailboxes[key] = nil }
+        }
+    }
+
+    /// Closes every connection's mailbox (server shutdown).
+    func closeAll() {
+        let all = state.withLock { state in state.mailboxes.values.flatMap(\.values) }
+        for mailbox in all { mailbox.close() }
+    }
+
+    /// Stops the subscription and the ticker.
+    func stop() {
+        let tasks = state.withLock { state -> [Task<Void, Never>] in
+            defer {
+                state.subscription = nil
+                state.ticker = nil
+            }
+            return [state.subscription, state.ticker].compactMap { $0 }
+        }
+        for task in tasks { task.cancel() }
+    }
+
+    private func startSubscription() {
+        let stream = bus.subscribe(channel: Self.channel)
+        let subscription = Task { [weak self] in
+            for await payload in stream {
+                guard let self else { return }
+                let ids = payload.split(separator: ",").map(String.init)
+                await self.deliver(ids: ids, attempt: 0)
+            }
+        }
+        let interval = tickInterval
+        let ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                guard let self else { return }
+                let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
+                for mailbox in all { mailbox.tick() }
+            }
+        }
+        let keep = state.withLock { state -> Bool in
+            guard state.subscription == nil else { return false }
+            state.subscription = subscription
+            state.ticker = ticker
+            return true
+        }
+        if !keep {
+            subscription.cancel()
+            ticker.cancel()
+        }
+    }
+
+    /// Reads announced rows and hands them to local mailboxes. Ids not visible yet are retried
+    /// after 20 ms, 100 ms, 500 ms and 2 s, off the subscription's task so later
+    /// announcements are not held up.
+    private func deliver(ids: [String], attempt: Int) async {
+        guard state.withLock({ !$0.mailboxes.isEmpty }) else { return }
+        let rows: [StoredNotification]
+        do {
+            rows = try await store.notifications(ids: ids)
+        } catch {
+            logger.warning("notification hub read failed; connections catch up on their next gap")
+            return
+        }
+        let grouped = Dictionary(grouping: rows) { Self.key($0.tenantId, $0.userId) }
+        let targets = state.withLock { state in
+            grouped.compactMap { key, rows in state.mailboxes[key].map { (Array($0.values), rows) } }
+        }
+        for (mailboxes, rows) in targets {
+            for mailbox in mailboxes { mailbox.push(rows) }
+        }
+        if rows.count < ids.count, attempt < 4 {
+            let found = Set(rows.map(\.id))
+            let missing = ids.filter { !found.contains($0) }
+            let delays: [Duration] = [.milliseconds(20), .milliseconds(100), .milliseconds(500), .seconds(2)]
+            Task { [weak self] in
+                try? await Task.sleep(for: delays[attempt])
+                await self?.deliver(ids: missing, attempt: attempt + 1)
+            }
+        }
+    }
+}

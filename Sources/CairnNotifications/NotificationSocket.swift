@@ -1,0 +1,320 @@
+import CairnAccounts
+public import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+import HummingbirdWebSocket
+import NIOCore
+import NIOWebSocket
+import ServiceLifecycle
+
+/// A client message of the `/ws` protocol, parsed.
+enum ClientMessage: Sendable {
+    case auth(token: String)
+    case subscribe(since: Int64?)
+    case ack(seq: Int64)
+    case ping
+    /// Anything else: the socket is closed with 1008.
+    case invalid(String)
+    /// The client's side of the socket ended.
+    case disconnected
+
+    static func parse(_ text: String) -> ClientMessage {
+        guard text.utf8.count <= 8192, case .object(let object)? = JSONValue(text: text), case .string(let type)? = object["type"]
+        else { return .invalid("messages are JSON objects with a \"type\"") }
+        func seq(_ key: String) -> Int64?? {
+            switch object[key] {
+            case nil, .null?: return .some(nil)
+            case .number(let number)?:
+                guard let exact = Int64(exactly: number), exact >= 0 else { return nil }
+                return .some(exact)
+            default: return nil
+            }
+        }
+        switch type {
+        case "auth":
+            guard case .string(let token)? = object["token"], !token.isEmpty, token.utf8.count <= 4096 else { return .invalid("auth needs a token") }
+            return .auth(token: token)
+        case "subscribe":
+            guard let since = seq("since") else { return .invalid("since must be a sequence number") }
+            return .subscribe(since: since)
+        case "ack":
+            guard let value = seq("seq"), let seq = value else { return .invalid("ack needs a seq") }
+            return .ack(seq: seq)
+        case "ping":
+            return .ping
+        default:
+            return .invalid("unknown message type")
+        }
+    }
+}
+
+/// `GET /ws`: notifications over WebSocket (RFC 6455), JSON text frames.
+///
+/// Protocol (version `cairn.v1`):
+/// 1. Authenticate, either with `Sec-WebSocket-Protocol: cairn.v1, bearer.<access token>`
+///    (the server answers `cairn.v1`) or with a first message `{"type":"auth","token":"…"}`
+///    within 10 s. The server answers `{"type":"ready","userId":…,"seq":<latest seq>}`. A later
+///    `auth` message with a fresh token of the same user extends the connection's life.
+/// 2. `{"type":"subscribe","since":<seq>}` starts delivery: every stored notification after
+///    `since` is replayed, then live ones follow, with no gap and no duplicate. Without
+///    `since`, delivery starts at the present. A reconnecting client sends the last seq it
+///    acknowledged.
+/// 3. The server sends `{"type":"notification","seq":n,"notification":{…}}` in seq order.
+///    The client answers `{"type":"ack","seq":n}` (cumulative: everything up to n). Anything
+///    not acknowledged within 10 s is sent again while the socket is open; at most 500 are
+///    in flight, the rest wait.
+/// 4. `{"type":"ping"}` → `{"type":"pong"}`; the server also sends WebSocket pings every 30 s.
+///
+/// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect);
+/// 4408 no `auth` in time, or no client message for 60 s; 1008 a malformed or unexpected
+/// message; 1013 slow consumer (its buffer filled; reconnect and resume from the last ack);
+/// 1001 server shutdown. Tokens are never logged.
+public struct NotificationSocketController: Sendable {
+    let center: Notifier
+
+    /// The subprotocol name.
+    public static let subprotocol = "cairn.v1"
+
+    /// Creates the controller.
+    public init(center: Notifier) {
+        self.center = center
+    }
+
+    /// The values offered in `Sec-WebSocket-Protocol`.
+    static func offeredProtocols(_ request: Request) -> [String] {
+        request.headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",") }.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+    }
+
+    /// Adds `GET /ws` to the root router (the socket authenticates itself).
+    public func addRoutes(to router: Router<CairnRequestContext>) {
+        let center = self.center
+        router.ws(
+            "ws",
+            shouldUpgrade: { request, _ in
+                // A plain GET (no upgrade) gets a problem, not an empty 200.
+                guard request.headers[.upgrade]?.lowercased().contains("websocket") == true else {
+                    throw AppError(
+                        .upgradeRequired, code: "invalid_input", detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
+                        headers: [.upgrade: "websocket"])
+                }
+                let offered = Self.offeredProtocols(request)
+                var headers = HTTPFields()
+                if offered.contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
+                return .upgrade(headers)
+            },
+            onUpgrade: { inbound, outbound, context in
+                let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
+                let session = SocketSession(center: center, outbound: outbound)
+                try await session.run(inbound: inbound, headerToken: token)
+            })
+    }
+}
+
+/// One WebSocket connection's state machine; every decision runs on the connection's one task.
+struct SocketSession {
+    let center: Notifier
+    let outbound: WebSocketOutboundWriter
+
+    enum Closing: Error {
+        case close(UInt16, String)
+    }
+
+    struct InFlight {
+        var row: StoredNotification
+        var sentAt: ContinuousClock.Instant
+    }
+
+    func send(_ text: String) async throws {
+        try await outbound.write(.text(text))
+    }
+
+    func notificationFrame(_ row: StoredNotification) -> String {
+        var json = JSONWriter(capacity: 300 + row.data.utf8.count + row.body.utf8.count)
+        json.objectStart()
+        json.key("type")
+        json.string("notification")
+        json.key("seq")
+        json.int(row.seq)
+        json.key("notification")
+        row.writeJSON(to: &json)
+        json.objectEnd()
+        return String(buffer: json.buffer)
+    }
+
+    func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
+        let settings = center.settings
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity)
+        var registered: (tenantId: String, userId: String)?
+        defer {
+            if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId) }
+        }
+        let closeCode: (UInt16, String)
+        do {
+            closeCode = try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    // The reader: parses client frames into the mailbox, never blocking on the sender.
+                    do {
+                        for try await message in inbound.messages(maxSize: 64 * 1024) {
+                            switch message {
+                            case .text(let text): mailbox.push(client: ClientMessage.parse(text))
+                            case .binary: mailbox.push(client: .invalid("binary frames are not part of the protocol"))
+                            }
+                        }
+                    } catch {}
+                    mailbox.push(client: .disconnected)
+                }
+                group.addTask {
+                    // Ticks until authenticated (the hub ticks registered mailboxes).
+                    try? await Task.sleep(for: settings.authTimeout)
+                    mailbox.tick()
+                }
+                let result = try await withGracefulShutdownHandler {
+                    try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
+                } onGracefulShutdown: {
+                    mailbox.close()
+                }
+                group.cancelAll()
+                return result
+            }
+        } catch is CancellationError {
+            return
+        }
+        if closeCode.0 != 0 {
+            try? await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1)
+        }
+    }
+
+    /// The connection's loop; returns the close code to send (0: the client left).
+    func loop(mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?) async throws -> (UInt16, String) {
+        let settings = center.settings
+        let started = ContinuousClock.now
+        var token: String?
+        var identity: Identity?
+        var expiresAt = Date.distantFuture
+        var lastAuthCheck = ContinuousClock.now
+        var lastClientMessage = ContinuousClock.now
+        var subscribed = false
+        var cursor = LiveCursor(store: center.store, tenantId: "", userId: "")
+        var inFlight: [InFlight] = []
+        var behind = false
+
+        func authenticate(_ candidate: String) async throws -> (UInt16, String)? {
+            let verified: Identity
+            do {
+                verified = try await center.accounts.authenticate(bearer: candidate)
+                expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(candidate).exp)
+            } catch {
+                return (4401, "token invalid, expired or revoked; refresh and reconnect")
+            }
+            if let identity, identity.userId != verified.userId || identity.tenantId != verified.tenantId {
+                return (1008, "a connection cannot change user")
+            }
+            token = candidate
+            lastAuthCheck = .now
+            if identity == nil {
+                identity = verified
+                cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
+                center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId)
+                registered = (verified.tenantId, verified.userId)
+                let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
+                cursor.last = seq
+                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#)
+            }
+            return nil
+        }
+
+        /// Sends stored rows after the cursor while the in-flight window has room.
+        func fill() async throws {
+            while inFlight.count < settings.maxUnacked {
+                let room = min(200, settings.maxUnacked - inFlight.count)
+                let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
+                for row in rows {
+                    try await send(notificationFrame(row))
+                    inFlight.append(InFlight(row: row, sentAt: .now))
+                    cursor.last = row.seq
+                }
+                if rows.count < room {
+                    behind = false
+                    return
+                }
+            }
+            behind = true
+        }
+
+        if let headerToken, let close = try await authenticate(headerToken) { return close }
+        while true {
+            let batch = await mailbox.next()
+            if batch.closed { return (1001, "server shutting down") }
+            if batch.clientFlood { return (1008, "too many messages") }
+            for message in batch.client {
+                lastClientMessage = .now
+                switch message {
+                case .disconnected:
+                    return (0, "")
+                case .invalid(let reason):
+                    return (1008, reason)
+                case .auth(let candidate):
+                    if let close = try await authenticate(candidate) { return close }
+                case .ping:
+                    try await send(#"{"type":"pong"}"#)
+                case .subscribe(let since):
+                    guard identity != nil else { return (4401, "authenticate first") }
+                    guard !subscribed else { return (1008, "already subscribed") }
+                    subscribed = true
+                    if let since { cursor.last = since }
+                    try await fill()
+                case .ack(let seq):
+                    guard subscribed else { return (1008, "subscribe first") }
+                    inFlight.removeAll { $0.row.seq <= seq }
+                    if behind { try await fill() }
+                }
+            }
+            if batch.overflowed {
+                if subscribed { return (1013, "slow consumer: reconnect and resume from your last ack") }
+            } else if subscribed && !batch.rows.isEmpty {
+                let fresh = batch.rows.filter { $0.seq > cursor.last }.sorted { $0.seq < $1.seq }
+                if behind || inFlight.count + fresh.count > settings.maxUnacked || (fresh.first.map { $0.seq != cursor.last + 1 } ?? false) {
+                    try await fill()
+                } else {
+                    var expected = cursor.last + 1
+                    for row in fresh {
+                        if row.seq < expected { continue }
+                        if row.seq > expected {
+                            try await fill()
+                            break
+                        }
+                        try await send(notificationFrame(row))
+                        inFlight.append(InFlight(row: row, sentAt: .now))
+                        cursor.last = row.seq
+                        expected = row.seq + 1
+                    }
+                }
+            }
+            if batch.ticked {
+                let now = ContinuousClock.now
+                if identity == nil {
+                    if now - started >= settings.authTimeout { return (4408, "no auth message in time") }
+                    continue
+                }
+                if Date() >= expiresAt { return (4401, "access token expired; refresh and reconnect") }
+                if now - lastClientMessage >= settings.idleTimeout { return (4408, "idle") }
+                if let token, now - lastAuthCheck >= settings.authCheckInterval {
+                    lastAuthCheck = now
+                    do {
+                        _ = try await center.accounts.authenticate(bearer: token)
+                    } catch let error as AppError where error.status == .unauthorized {
+                        return (4401, "session revoked or token expired; refresh and reconnect")
+                    }
+                }
+                for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
+                    try await send(notificationFrame(inFlight[index].row))
+                    inFlight[index].sentAt = now
+                }
+            }
+        }
+    }
+}

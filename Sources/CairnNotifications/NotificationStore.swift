@@ -1,0 +1,222 @@
+import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// SQL for the inbox tables, written once for both engines.
+///
+/// Sequence numbers come from `notification_counters`: one upsert per publish increments the
+/// recipient's counter in the publishing transaction. The row lock it takes on PostgreSQL (and
+/// the single writer on SQLite) means that for each user, seq order is commit order: when a
+/// reader sees seq n, every lower seq is committed (or was deleted).
+public struct NotificationStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let columns = "id, tenant_id, user_id, seq, type, title, body, data, created_at, read_at"
+
+    static func notification(from row: any SQLRow) throws -> StoredNotification {
+        StoredNotification(
+            id: try row.decode(column: "id", as: String.self),
+            tenantId: try row.decode(column: "tenant_id", as: String.self),
+            userId: try row.decode(column: "user_id", as: String.self),
+            seq: try row.decode(column: "seq", as: Int64.self),
+            type: try row.decode(column: "type", as: String.self),
+            title: try row.decode(column: "title", as: String.self),
+            body: try row.decode(column: "body", as: String.self),
+            data: try row.decode(column: "data", as: String.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            readAt: try row.decode(column: "read_at", as: Int64?.self))
+    }
+
+    /// `a, b, c`.
+    static func joined(_ items: [SQLQueryString]) -> SQLQueryString {
+        var query: SQLQueryString = ""
+        for (index, item) in items.enumerated() {
+            if index > 0 { query = query + ", " }
+            query = query + item
+        }
+        return query
+    }
+
+    /// `(a, b, c)`.
+    static func list(_ items: [SQLQueryString]) -> SQLQueryString {
+        "(" + joined(items) + ")"
+    }
+
+    /// Stores `draft` for each of `userIds` (distinct, sorted so concurrent publishers lock
+    /// counters in one order and cannot deadlock) on `db`, which should be a transaction.
+    /// Users that already hold a notification with the draft's `dedupeKey` are skipped.
+    /// - Returns: the stored notifications, in `userIds` order.
+    static func insert(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, on db: any SQLDatabase) async throws
+        -> [StoredNotification]
+    {
+        guard !userIds.isEmpty else { return [] }
+        let counterRows = try await db.raw(
+            """
+            INSERT INTO notification_counters (tenant_id, user_id, seq) VALUES \
+            \(joined(userIds.map { "(\(bind: tenantId), \(bind: $0), 1)" }))
+            ON CONFLICT (tenant_id, user_id) DO UPDATE SET seq = notification_counters.seq + 1
+            RETURNING user_id, seq
+            """
+        ).all()
+        var seqs: [String: Int64] = [:]
+        for row in counterRows { seqs[try row.decode(column: "user_id", as: String.self)] = try row.decode(column: "seq", as: Int64.self) }
+        var recipients = userIds
+        if let key = draft.dedupeKey {
+            let existing = try await db.raw(
+                """
+                SELECT user_id FROM notifications WHERE tenant_id = \(bind: tenantId) AND dedupe_key = \(bind: key)
+                AND user_id IN \(list(userIds.map { "\(bind: $0)" }))
+                """
+            ).all()
+            let duplicates = Set(try existing.map { try $0.decode(column: "user_id", as: String.self) })
+            if !duplicates.isEmpty {
+                // Give the numbers back: still under the counter's row lock, so no gap is visible.
+                try await db.raw(
+                    """
+                    UPDATE notification_counters SET seq = seq - 1 WHERE tenant_id = \(bind: tenantId)
+                    AND user_id IN \(list(duplicates.sorted().map { "\(bind: $0)" }))
+                    """
+                ).run()
+                recipients.removeAll { duplicates.contains($0) }
+            }
+        }
+        guard !recipients.isEmpty else { return [] }
+        let data = draft.data.text
+        let stored = recipients.map { userId in
+            StoredNotification(
+                id: UUIDv7.make(), tenantId: tenantId, userId: userId, seq: seqs[userId] ?? 0, type: draft.type, title: draft.title,
+                body: draft.body, data: data, createdAt: now, readAt: nil)
+        }
+        let values = stored.map { item -> SQLQueryString in
+            """
+            (\(bind: item.id), \(bind: tenantId), \(bind: item.userId), \(bind: item.seq), \(bind: item.type), \(bind: item.title), \
+            \(bind: item.body), \(bind: item.data), \(bind: draft.dedupeKey), \(bind: now), NULL)
+            """
+        }
+        try await db.raw(
+            """
+            INSERT INTO notifications (id, tenant_id, user_id, seq, type, title, body, data, dedupe_key, created_at, read_at) VALUES \
+            \(joined(values))
+            """
+        ).run()
+        return stored
+    }
+
+    /// Notifications by id, across tenants (for this node's live delivery only).
+    func notifications(ids: [String]) async throws -> [StoredNotification] {
+        let valid = ids.filter { UUIDv7.isValid($0) }
+        guard !valid.isEmpty else { return [] }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE id IN \(Self.list(valid.map { "\(bind: $0)" }))")
+                .all().map(Self.notification(from:))
+        }
+    }
+
+    /// A user's notifications after `seq`, oldest first (catch-up).
+    public func after(seq: Int64, tenantId: String, userId: String, limit: Int) async throws -> [StoredNotification] {
+        try await database.read { db in
+            try await db.raw(
+                """
+                SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)
+                AND seq > \(bind: seq) ORDER BY seq LIMIT \(bind: limit)
+                """
+            ).all().map(Self.notification(from:))
+        }
+    }
+
+    /// The user's current (highest allocated) sequence number, 0 before the first notification.
+    public func currentSeq(tenantId: String, userId: String) async throws -> Int64 {
+        try await database.read { db in
+            try await db.raw("SELECT seq FROM notification_counters WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)")
+                .first()?.decode(column: "seq", as: Int64.self) ?? 0
+        }
+    }
+
+    /// A page of a user's inbox, newest first; the cursor is the last seq shown.
+    func list(tenantId: String, userId: String, unreadOnly: Bool, type: String?, page: PageRequest) async throws -> Page<StoredNotification> {
+        let rows = try await database.read { db in
+            var query: SQLQueryString =
+                "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
+            if unreadOnly { query = query + " AND read_at IS NULL" }
+            if let type { query = query + " AND type = \(bind: type)" }
+            if let after = page.after, let seq = Int64(after) { query = query + " AND seq < \(bind: seq)" }
+            return try await db.raw(query + " ORDER BY seq DESC LIMIT \(bind: page.limit + 1)").all()
+        }
+        return Page(fetched: try rows.map(Self.notification(from:)), limit: page.limit, sortKey: { String($0.seq) })
+    }
+
+    /// One notification of a user.
+    public func notification(id: String, tenantId: String, userId: String) async throws -> StoredNotification? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw(
+                "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
+            ).first().map(Self.notification(from:))
+        }
+    }
+
+    /// Unread notifications of a user.
+    func unreadCount(tenantId: String, userId: String) async throws -> Int {
+        try await database.read { db in
+            try await db.raw(
+                "SELECT COUNT(*) AS n FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId) AND read_at IS NULL"
+            ).first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+    }
+
+    /// Marks one notification read (keeping the first read time); nil when it is not the user's.
+    func markRead(id: String, tenantId: String, userId: String, now: Int64) async throws -> StoredNotification? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE notifications SET read_at = COALESCE(read_at, \(bind: now))
+                WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.notification(from:))
+        }
+    }
+
+    /// Marks every unread notification (up to `upToSeq` when given) read; returns how many.
+    func markAllRead(tenantId: String, userId: String, upToSeq: Int64?, now: Int64) async throws -> Int {
+        try await database.write { db in
+            var query: SQLQueryString = """
+                UPDATE notifications SET read_at = \(bind: now)
+                WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId) AND read_at IS NULL
+                """
+            if let upToSeq { query = query + " AND seq <= \(bind: upToSeq)" }
+            return try await db.raw(query + " RETURNING id").all().count
+        }
+    }
+
+    /// Deletes one notification of a user; false when it is not the user's.
+    func delete(id: String, tenantId: String, userId: String) async throws -> Bool {
+        guard UUIDv7.isValid(id) else { return false }
+        return try await database.write { db in
+            try await db.raw(
+                "DELETE FROM notifications WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId) RETURNING id"
+            ).first() != nil
+        }
+    }
+
+    /// Deletes read notifications read before `before` (epoch ms), at most `limit`; returns how many.
+    func pruneRead(before: Int64, limit: Int = 1000) async throws -> Int {
+        try await database.write { db in
+            try await db.raw(
+                """
+                DELETE FROM notifications WHERE id IN (
+                    SELECT id FROM notifications WHERE read_at IS NOT NULL AND read_at < \(bind: before) LIMIT \(bind: limit))
+                RETURNING id
+                """
+            ).all().count
+        }
+    }
+}

@@ -1,0 +1,313 @@
+import CairnAccounts
+public import CairnHTTP
+import CairnJobs
+public import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// `/notifications`: publish (admins), the caller's inbox, read state, and the live
+/// Server-Sent Events stream. Every read is scoped to the caller's tenant and user: another
+/// user's notification answers 404.
+public struct NotificationsController: Sendable {
+    let center: Notifier
+
+    /// Creates the controller.
+    public init(center: Notifier) {
+        self.center = center
+    }
+
+    struct PublishBody: Decodable {
+        var userIds: [String]?
+        var audience: String?
+        var type: String
+        var title: String
+        var body: String?
+        var data: JSONValue?
+    }
+
+    struct ReadAllBody: Decodable {
+        var upToSeq: Int64?
+    }
+
+    /// Adds the routes to the authenticated group; `POST /notifications` honours `Idempotency-Key`.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>, database: Database) {
+        let center = self.center
+        let store = center.store
+        group.group().add(middleware: IdempotencyMiddleware(database: database)).post("notifications") { request, context -> Response in
+            // Accounts has no service tokens with scopes yet, so publishing is for owners and admins.
+            try context.identity.requireAdmin()
+            var request = request
+            let body = try await request.decodeJSON(as: PublishBody.self, context: context)
+            let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
+            try draft.validate()
+            let tenantId = context.identity.tenantId
+            var stored: [StoredNotification] = []
+            switch (body.userIds, body.audience) {
+            case (let userIds?, nil):
+                guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
+                for (index, userId) in userIds.enumerated() {
+                    guard UUIDv7.isValid(userId), try await center.accounts.store.user(id: userId, tenantId: tenantId) != nil else {
+                        throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
+                    }
+                }
+                stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
+            case (nil, "tenant"?):
+                // One page of users per transaction, so a large tenant never holds the writer long.
+                var page = PageRequest(limit: 100)
+                while true {
+                    let users = try await center.accounts.listUsers(context.identity, page: page)
+                    stored += try await center.publish(draft, to: users.items.map(\.id), tenantId: tenantId)
+                    guard let next = users.nextCursor.flatMap(Cursor.decode) else { break }
+                    page.after = next
+                }
+            case (nil, _?):
+                throw AppError.invalidField("audience", "must be \"tenant\"")
+            default:
+                throw AppError.invalidInput([FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither")])
+            }
+            return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
+        }
+        group.get("notifications") { request, context -> Response in
+            let page = try PageRequest.parse(request.uri, validateKey: { Int64($0).map { $0 > 0 } ?? false })
+            let query = request.uri.queryParameters
+            var unreadOnly = false
+            if let raw = query.get("unread") {
+                switch raw {
+                case "true": unreadOnly = true
+                case "false": unreadOnly = false
+                default: throw AppError.invalidField("unread", "must be true or false")
+                }
+            }
+            let type = query.get("type").map { String($0) }
+            if let type, !NotificationDraft.isValidType(type) { throw AppError.invalidField("type", "must match [a-z][a-z0-9_.]{0,63}") }
+            return .json(
+                try await store.list(
+                    tenantId: context.identity.tenantId, userId: context.identity.userId, unreadOnly: unreadOnly, type: type, page: page))
+        }
+        group.get("notifications/unread-count") { _, context -> Response in
+            .json(Count(key: "unread", value: try await store.unreadCount(tenantId: context.identity.tenantId, userId: context.identity.userId)))
+        }
+        group.post("notifications/read-all") { request, context -> Response in
+            // The body is optional: none (or an empty one) marks everything read.
+            var upToSeq: Int64?
+            var request = request
+            let buffer: ByteBuffer
+            do {
+                buffer = try await request.collectBody(upTo: context.maxUploadSize)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+            }
+            if buffer.readableBytes > 0 {
+                let mediaType =
+                    (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
+                    .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+                guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
+                    throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
+                }
+                upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq
+                if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
+            }
+            let count = try await store.markAllRead(
+                tenantId: context.identity.tenantId, userId: context.identity.userId, upToSeq: upToSeq, now: WallClock.milliseconds())
+            return .json(Count(key: "updated", value: count))
+        }
+        group.get("notifications/stream") { request, context -> Response in
+            try await stream(request: request, context: context)
+        }
+        group.get("notifications/:id") { _, context -> Response in
+            guard
+                let item = try await store.notification(
+                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
+            else { throw AppError.notFound("No such notification.") }
+            return .json(item)
+        }
+        group.post("notifications/:id/read") { _, context -> Response in
+            guard
+                let item = try await store.markRead(
+                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId,
+                    now: WallClock.milliseconds())
+            else { throw AppError.notFound("No such notification.") }
+            return .json(item)
+        }
+        group.delete("notifications/:id") { _, context -> Response in
+            guard
+                try await store.delete(
+                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
+            else { throw AppError.notFound("No such notification.") }
+            return Response(status: .noContent)
+        }
+    }
+
+    /// The Bearer token of a request that passed the Bearer middleware.
+    static func bearer(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization], let space = header.firstIndex(of: " ") else { return nil }
+        return header[header.index(after: space)...].trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Parses a seq cursor (`Last-Event-ID`, `?since=`, `subscribe.since`): 0 or more.
+    static func parseSeq(_ text: String?, field: String) throws -> Int64? {
+        guard let text else { return nil }
+        guard let value = Int64(text.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+            throw AppError.invalidField(field, "must be a sequence number (0 or more)")
+        }
+        return value
+    }
+
+    /// `GET /notifications/stream`: Server-Sent Events (WHATWG HTML §9.2). Each event is
+    /// `id: <seq>`, `event: notification`, `data: <notification JSON>`. With `Last-Event-ID`
+    /// (or `?since=`) every stored notification after that seq is replayed first, then live
+    /// ones follow with no gap and no duplicate: the live subscription is registered before
+    /// the backlog is read, and events are de-duplicated and gap-checked by seq. Without
+    /// either, the stream starts at the present. A `: heartbeat` comment is sent when nothing
+    /// was written for `heartbeat` (15 s); `retry: 3000` advises the reconnect delay. The
+    /// stream ends on server shutdown, when the access token expires, or within seconds of
+    /// the user's sessions being revoked.
+    func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
+        let since =
+            try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
+            ?? Self.parseSeq(request.uri.queryParameters.get("since").map { String($0) }, field: "since")
+        guard let token = Self.bearer(request) else { throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false) }
+        let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
+        let identity = context.identity
+        let center = self.center
+        let body = ResponseBody { writer in
+            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity)
+            center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId)
+            defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
+            var cursor = LiveCursor(store: center.store, tenantId: identity.tenantId, userId: identity.userId)
+            try await withGracefulShutdownHandler {
+                try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
+                if let since {
+                    cursor.last = since
+                } else {
+                    cursor.last = try await center.store.currentSeq(tenantId: identity.tenantId, userId: identity.userId)
+                }
+                var lastWrite = ContinuousClock.now
+                var lastAuthCheck = ContinuousClock.now
+                func send(_ rows: [StoredNotification]) async throws {
+                    guard !rows.isEmpty else { return }
+                    var buffer = ByteBuffer()
+                    for row in rows { Self.writeEvent(row, to: &buffer) }
+                    try await writer.write(buffer)
+                    lastWrite = .now
+                }
+                try await cursor.catchUp(send)
+                loop: while !Task.isCancelled {
+                    let batch = await mailbox.next()
+                    if batch.closed { break }
+                    if batch.overflowed {
+                        try await cursor.catchUp(send)
+                    } else if !batch.rows.isEmpty {
+                        try await cursor.deliver(batch.rows, send)
+                    }
+                    if batch.ticked {
+                        let now = ContinuousClock.now
+                        if Date() >= expiresAt { break loop }
+                        if now - lastAuthCheck >= center.settings.authCheckInterval {
+                            lastAuthCheck = now
+                            do {
+                                _ = try await center.accounts.authenticate(bearer: token)
+                            } catch let error as AppError where error.status == .unauthorized {
+                                break loop
+                            }
+                        }
+                        if now - lastWrite >= center.settings.heartbeat {
+                            try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                            lastWrite = now
+                        }
+                    }
+                }
+            } onGracefulShutdown: {
+                mailbox.close()
+            }
+            try await writer.finish(nil)
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
+            body: body)
+    }
+
+    static func writeEvent(_ row: StoredNotification, to buffer: inout ByteBuffer) {
+        var json = JSONWriter(capacity: 256 + row.data.utf8.count + row.body.utf8.count)
+        row.writeJSON(to: &json)
+        buffer.writeString("id: \(row.seq)\nevent: notification\ndata: ")
+        buffer.writeImmutableBuffer(json.buffer)
+        buffer.writeString("\n\n")
+    }
+}
+
+/// Where one live connection stands in its user's sequence, and the rules that keep delivery
+/// gap-free and duplicate-free: rows at or below `last` are dropped; a row beyond `last + 1`
+/// first triggers a re-read from the database (the missing seqs are committed, or deleted).
+struct LiveCursor {
+    let store: NotificationStore
+    let tenantId: String
+    let userId: String
+    var last: Int64 = 0
+
+    /// Sends everything stored after `last`, in pages of 200.
+    mutating func catchUp(_ send: ([StoredNotification]) async throws -> Void) async throws {
+        while true {
+            let rows = try await store.after(seq: last, tenantId: tenantId, userId: userId, limit: 200)
+            guard let end = rows.last?.seq else { return }
+            try await send(rows)
+            last = end
+            if rows.count < 200 { return }
+        }
+    }
+
+    /// Sends live rows in seq order, filling gaps from the database.
+    mutating func deliver(_ rows: [StoredNotification], _ send: ([StoredNotification]) async throws -> Void) async throws {
+        var pending: [StoredNotification] = []
+        var top = last
+        for row in rows.sorted(by: { $0.seq < $1.seq }) {
+            if row.seq <= top { continue }
+            if row.seq > top + 1 {
+                try await send(pending)
+                last = top
+                pending.removeAll()
+                try await catchUp(send)
+                top = last
+                if row.seq <= top { continue }
+            }
+            pending.append(row)
+            top = row.seq
+        }
+        try await send(pending)
+        last = top
+    }
+}
+
+/// `{"ids": [...]}` of a publish.
+struct PublishResult: JSONWritable {
+    var ids: [String]
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("ids")
+        writer.arrayStart()
+        for id in ids { writer.string(id) }
+        writer.arrayEnd()
+        writer.key("count")
+        writer.int(ids.count)
+        writer.objectEnd()
+    }
+}
+
+/// `{"<key>": n}`.
+struct Count: JSONWritable {
+    var key: StaticString
+    var value: Int
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key(key)
+        writer.int(value)
+        writer.objectEnd()
+    }
+}

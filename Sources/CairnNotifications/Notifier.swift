@@ -1,0 +1,163 @@
+public import CairnAccounts
+import CairnHTTP
+public import CairnStorage
+import Foundation
+public import Logging
+public import SQLKit
+import Synchronization
+
+/// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
+public struct NotificationSettings: Sendable {
+    /// Read notifications older than this many seconds are pruned (default 90 days).
+    public var retentionSeconds = 90 * 86_400
+    /// How often the retention pruner runs.
+    public var pruneInterval: Duration = .seconds(3600)
+    /// SSE heartbeat comment interval (default 15 s).
+    public var heartbeat: Duration = .seconds(15)
+    /// Granularity of every connection's periodic checks (heartbeats, token checks, ack timeouts).
+    public var tick: Duration = .seconds(1)
+    /// How often a live connection re-checks its access token's revocation state.
+    public var authCheckInterval: Duration = .seconds(2)
+    /// Live rows buffered per connection before it falls back to re-reading (SSE) or is closed
+    /// as a slow consumer (WebSocket, close code 1013).
+    public var mailboxCapacity = 1000
+    /// WebSocket: notifications not acknowledged after this long are sent again.
+    public var ackTimeout: Duration = .seconds(10)
+    /// WebSocket: at most this many unacknowledged notifications in flight; more wait.
+    public var maxUnacked = 500
+    /// WebSocket: time allowed for the `auth` message (close 4401 after it).
+    public var authTimeout: Duration = .seconds(10)
+    /// WebSocket: a socket with no client message (including pongs and acks) for this long is
+    /// closed with 4408.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Recipients per transaction when publishing to many users (tenant broadcasts).
+    public var batchSize = 500
+    /// Webhook delivery attempts before the delivery is a dead letter (`failed`).
+    public var webhookMaxAttempts = 8
+    /// Dead letters after which an endpoint is disabled.
+    public var webhookDisableAfter = 5
+    /// Time allowed for one webhook request (default 10 s).
+    public var webhookTimeout: Duration = .seconds(10)
+    /// Allow webhook URLs resolving to loopback, link-local or private addresses
+    /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, default false: SSRF protection).
+    public var allowPrivateWebhookTargets = false
+
+    /// Creates the defaults.
+    public init() {}
+}
+
+/// The notifications module's Swift API for other modules: publish to users (alone or inside
+/// the caller's transaction), broadcast to a tenant, and the node's live hub.
+public final class Notifier: Sendable {
+    /// Inbox persistence.
+    public let store: NotificationStore
+    /// This node's live fan-out.
+    public let hub: NotificationHub
+    /// Settings.
+    public let settings: NotificationSettings
+    /// Account lookups (tenant membership, token checks of live connections).
+    public let accounts: AccountService
+    let logger: Logger
+    let hooks: PublishHooks
+
+    /// Creates the center.
+    public init(database: Database, bus: EventBus, accounts: AccountService, settings: NotificationSettings, logger: Logger) {
+        let store = NotificationStore(database: database)
+        self.store = store
+        self.settings = settings
+        self.accounts = accounts
+        self.logger = logger
+        self.hub = NotificationHub(bus: bus, store: store, tickInterval: settings.tick, logger: logger)
+        self.hooks = PublishHooks()
+    }
+
+    /// Publishes `draft` to `userIds` of `tenantId` (duplicates ignored). Without `db`, each
+    /// batch of `settings.batchSize` recipients is its own transaction; with `db` (the caller's
+    /// open transaction), every row commits or rolls back with the caller's own changes and
+    /// live delivery happens after the commit (no dual write). The caller vouches that the
+    /// users belong to the tenant.
+    /// - Returns: the stored notifications (users skipped by `dedupeKey` are left out).
+    /// - Throws: 400 `invalid_input` for a bad draft or user id; database errors.
+    @discardableResult
+    public func publish(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)? = nil) async throws
+        -> [StoredNotification]
+    {
+        try draft.validate()
+        if let bad = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {
+            throw AppError.invalidField("userIds[\(bad)]", "must be a user id")
+        }
+        let recipients = Array(Set(userIds)).sorted()
+        let now = WallClock.milliseconds()
+        let batchSize = max(1, settings.batchSize)
+        var stored: [StoredNotification] = []
+        stored.reserveCapacity(recipients.count)
+        var start = 0
+        let database = store.database
+        let hub = self.hub
+        let hooks = self.hooks
+        while start < recipients.count {
+            let batch = Array(recipients[start..<min(start + batchSize, recipients.count)])
+            start += batchSize
+            if let db {
+                let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, hooks: hooks, on: db)
+                try await hub.announce(rows.map(\.id), on: db)
+                stored += rows
+            } else {
+                // PostgreSQL delivers NOTIFY at commit, so announcing inside is exact; SQLite's
+                // bus is in-process and immediate, so announce after the commit there.
+                let inside = database.dialect == .postgres
+                let rows = try await database.transaction { db in
+                    let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, hooks: hooks, on: db)
+                    if inside { try await hub.announce(rows.map(\.id), on: db) }
+                    return rows
+                }
+                if !inside { try await hub.announce(rows.map(\.id), on: nil) }
+                stored += rows
+            }
+        }
+        return stored
+    }
+}
+
+extension Notifier {
+    /// One batch in one transaction: applies each recipient's in-app preference, stores the
+    /// inbox rows, and lets the outbound channels plan their deliveries (recipients who turned
+    /// in-app off still get those, under a notification id that has no inbox row).
+    static func storeBatch(
+        _ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, hooks: PublishHooks, on db: any SQLDatabase
+    ) async throws -> [StoredNotification] {
+        let preferences = try await PreferenceStore.preferences(tenantId: tenantId, userIds: userIds, on: db)
+        let inApp = userIds.filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .inApp) }
+        let rows = try await NotificationStore.insert(draft, tenantId: tenantId, userIds: inApp, now: now, on: db)
+        if hooks.isEmpty { return rows }
+        let stored = Set(inApp)
+        let data = draft.data.text
+        let outOfInbox = userIds.filter { !stored.contains($0) }.map { userId in
+            StoredNotification(
+                id: UUIDv7.make(), tenantId: tenantId, userId: userId, seq: 0, type: draft.type, title: draft.title, body: draft.body, data: data,
+                createdAt: now, readAt: nil)
+        }
+        try await hooks.afterInsert(rows + outOfInbox, draft, preferences, db)
+        return rows
+    }
+}
+
+/// Work other parts of the module do in the publishing transaction (outbound channel
+/// deliveries), set once while wiring.
+final class PublishHooks: Sendable {
+    typealias Hook = @Sendable ([StoredNotification], NotificationDraft, [String: NotificationPreferences], any SQLDatabase) async throws -> Void
+    private let hooks = Mutex<[Hook]>([])
+
+    func add(_ hook: @escaping Hook) {
+        hooks.withLock { $0.append(hook) }
+    }
+
+    var isEmpty: Bool { hooks.withLock { $0.isEmpty } }
+
+    func afterInsert(
+        _ rows: [StoredNotification], _ draft: NotificationDraft, _ preferences: [String: NotificationPreferences], _ db: any SQLDatabase
+    ) async throws {
+        guard !rows.isEmpty else { return }
+        for hook in hooks.withLock({ $0 }) { try await hook(rows, draft, preferences, db) }
+    }
+}

@@ -1,0 +1,176 @@
+import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// A delivery channel of notifications.
+public enum NotificationChannel: String, Sendable, CaseIterable, Codable {
+    /// The inbox and the live streams.
+    case inApp = "in_app"
+    /// The tenant's registered webhook endpoints (Standard Webhooks).
+    case webhook
+    /// Email through the tenant's provider.
+    case email
+    /// Mobile push through the tenant's provider.
+    case push
+}
+
+/// A user's notification preferences: per type, per channel on/off, and quiet hours in the
+/// user's time zone for the channels other than in-app.
+///
+/// JSON: `{"types": {"<type>" | "*": {"in_app": bool, "webhook": bool, "email": bool,
+/// "push": bool}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
+/// `*` applies to types without their own entry; a channel missing from an entry takes the
+/// `*` entry's value, then the default (in_app and webhook on, email and push off).
+/// `system_alert` in-app cannot be turned off.
+public struct NotificationPreferences: Sendable, Equatable, Codable {
+    /// Per type (or `*`), per channel.
+    public var types: [String: [String: Bool]]
+    /// Quiet hours, when set.
+    public var quietHours: QuietHours?
+
+    /// A daily window, possibly crossing midnight, during which non-in-app channels wait.
+    public struct QuietHours: Sendable, Equatable, Codable {
+        /// `HH:MM`, 24-hour clock.
+        public var start: String
+        /// `HH:MM`; before `start` means the window crosses midnight.
+        public var end: String
+        /// An IANA time zone name (e.g. `Europe/Paris`).
+        public var timeZone: String
+
+        /// Creates quiet hours.
+        public init(start: String, end: String, timeZone: String) {
+            self.start = start
+            self.end = end
+            self.timeZone = timeZone
+        }
+    }
+
+    /// Creates preferences.
+    public init(types: [String: [String: Bool]], quietHours: QuietHours?) {
+        self.types = types
+        self.quietHours = quietHours
+    }
+
+    /// The defaults: every type on in-app and webhook, off on email and push, no quiet hours.
+    public static let defaults = NotificationPreferences(types: [:], quietHours: nil)
+
+    static func minutes(_ text: String) -> Int? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].count == 2, parts[1].count == 2, let hours = Int(parts[0]), let minutes = Int(parts[1]),
+            (0...23).contains(hours), (0...59).contains(minutes)
+        else { return nil }
+        return hours * 60 + minutes
+    }
+
+    /// Checks the document.
+    /// - Throws: 400 `invalid_input` naming each bad field.
+    public func validate() throws {
+        var issues: [FieldIssue] = []
+        if types.count > 200 { issues.append(FieldIssue(field: "types", issue: "must have at most 200 entries")) }
+        for (type, channels) in types.sorted(by: { $0.key < $1.key }) {
+            if type != "*" && !NotificationDraft.isValidType(type) {
+                issues.append(FieldIssue(field: "types.\(type)", issue: "must be * or a type matching [a-z][a-z0-9_.]{0,63}"))
+                continue
+            }
+            for channel in channels.keys.sorted() where NotificationChannel(rawValue: channel) == nil {
+                issues.append(FieldIssue(field: "types.\(type).\(channel)", issue: "must be one of in_app, webhook, email, push"))
+            }
+        }
+        if types["system_alert"]?["in_app"] == false || (types["system_alert"]?["in_app"] == nil && types["*"]?["in_app"] == false) {
+            issues.append(FieldIssue(field: "types.system_alert.in_app", issue: "system alerts cannot be turned off in-app"))
+        }
+        if let quiet = quietHours {
+            if Self.minutes(quiet.start) == nil { issues.append(FieldIssue(field: "quietHours.start", issue: "must be HH:MM")) }
+            if Self.minutes(quiet.end) == nil { issues.append(FieldIssue(field: "quietHours.end", issue: "must be HH:MM")) }
+            if quiet.timeZone.isEmpty || quiet.timeZone.count > 64 || TimeZone(identifier: quiet.timeZone) == nil {
+                issues.append(FieldIssue(field: "quietHours.timeZone", issue: "must be an IANA time zone"))
+            }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+    }
+
+    /// Whether `type` goes out on `channel`.
+    public func allows(_ type: String, on channel: NotificationChannel) -> Bool {
+        if type == "system_alert" && channel == .inApp { return true }
+        if let value = types[type]?[channel.rawValue] ?? types["*"]?[channel.rawValue] { return value }
+        return channel == .inApp || channel == .webhook
+    }
+
+    /// The end of the quiet window containing `now` (epoch ms), or nil when `now` is outside
+    /// quiet hours (or none are set).
+    public func quietUntil(now: Int64) -> Int64? {
+        guard let quiet = quietHours, let start = Self.minutes(quiet.start), let end = Self.minutes(quiet.end), start != end,
+            let zone = TimeZone(identifier: quiet.timeZone)
+        else { return nil }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = zone
+        let date = Date(timeIntervalSince1970: Double(now) / 1000)
+        let parts = calendar.dateComponents([.hour, .minute], from: date)
+        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        let inside = start < end ? (minute >= start && minute < end) : (minute >= start || minute < end)
+        guard inside else { return nil }
+        // The next time the wall clock in the zone reads `end` (DST-aware via Calendar).
+        let next = calendar.nextDate(
+            after: date, matching: DateComponents(hour: end / 60, minute: end % 60), matchingPolicy: .nextTime)
+        return next.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+    }
+
+    /// The JSON document.
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}
+
+/// Stored preferences (`notification_preferences`).
+public struct PreferenceStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates the store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static func decode(_ text: String) -> NotificationPreferences {
+        (try? JSONDecoder().decode(NotificationPreferences.self, from: Data(text.utf8))) ?? .defaults
+    }
+
+    /// A user's preferences (the defaults when never set).
+    public func preferences(tenantId: String, userId: String) async throws -> NotificationPreferences {
+        try await database.read { db in
+            try await db.raw("SELECT prefs FROM notification_preferences WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)")
+                .first()?.decode(column: "prefs", as: String.self)
+        }.map(Self.decode) ?? .defaults
+    }
+
+    /// Preferences of several users of a tenant, on `db` (the publishing transaction).
+    static func preferences(tenantId: String, userIds: [String], on db: any SQLDatabase) async throws -> [String: NotificationPreferences] {
+        guard !userIds.isEmpty else { return [:] }
+        let rows = try await db.raw(
+            """
+            SELECT user_id, prefs FROM notification_preferences WHERE tenant_id = \(bind: tenantId)
+            AND user_id IN \(NotificationStore.list(userIds.map { "\(bind: $0)" }))
+            """
+        ).all()
+        var result: [String: NotificationPreferences] = [:]
+        for row in rows { result[try row.decode(column: "user_id", as: String.self)] = Self.decode(try row.decode(column: "prefs", as: String.self)) }
+        return result
+    }
+
+    /// Replaces a user's preferences.
+    public func save(_ preferences: NotificationPreferences, tenantId: String, userId: String) async throws {
+        let json = preferences.json
+        let now = WallClock.milliseconds()
+        try await database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO notification_preferences (tenant_id, user_id, prefs, updated_at) VALUES (\(bind: tenantId), \(bind: userId), \(bind: json), \(bind: now))
+                ON CONFLICT (tenant_id, user_id) DO UPDATE SET prefs = excluded.prefs, updated_at = excluded.updated_at
+                """
+            ).run()
+        }
+    }
+}

@@ -1,0 +1,500 @@
+import AsyncHTTPClient
+public import CairnHTTP
+public import CairnJobs
+import CairnStorage
+import Crypto
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SQLKit
+
+/// A tenant's webhook endpoint.
+struct WebhookEndpoint: Sendable, JSONWritable {
+    var id: String
+    var tenantId: String
+    var url: String
+    var types: [String]
+    var secret: String
+    var enabled: Bool
+    var deadLetters: Int
+    var createdAt: Int64
+    /// Shown once, in the creation response.
+    var showSecret = false
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("url")
+        writer.string(url)
+        writer.key("types")
+        writer.arrayStart()
+        for type in types { writer.string(type) }
+        writer.arrayEnd()
+        writer.key("enabled")
+        writer.bool(enabled)
+        writer.key("deadLetters")
+        writer.int(deadLetters)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        if showSecret {
+            writer.key("secret")
+            writer.string(secret)
+        }
+        writer.objectEnd()
+    }
+
+    func accepts(_ type: String) -> Bool { types.contains("*") || types.contains(type) }
+
+    static let columns = "id, tenant_id, url, types, secret, enabled, dead_letters, created_at"
+
+    static func from(_ row: any SQLRow) throws -> WebhookEndpoint {
+        let typesText = try row.decode(column: "types", as: String.self)
+        return WebhookEndpoint(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            url: try row.decode(column: "url", as: String.self),
+            types: (try? JSONDecoder().decode([String].self, from: Data(typesText.utf8))) ?? [],
+            secret: try row.decode(column: "secret", as: String.self), enabled: try row.decode(column: "enabled", as: Bool.self),
+            deadLetters: try row.decode(column: "dead_letters", as: Int.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+    }
+}
+
+/// A delivery of one notification on one outbound channel (and endpoint).
+struct Delivery: Sendable, JSONWritable {
+    var id: String
+    var notificationId: String
+    var channel: String
+    var endpointId: String?
+    var state: String
+    var attempts: Int
+    var lastError: String?
+    var createdAt: Int64
+    var updatedAt: Int64
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("notificationId")
+        writer.string(notificationId)
+        writer.key("channel")
+        writer.string(channel)
+        writer.key("endpointId")
+        writer.string(endpointId)
+        writer.key("state")
+        writer.string(state)
+        writer.key("attempts")
+        writer.int(attempts)
+        writer.key("lastError")
+        writer.string(lastError)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("updatedAt")
+        writer.timestamp(milliseconds: updatedAt)
+        writer.objectEnd()
+    }
+
+    static let columns = "id, notification_id, channel, endpoint_id, state, attempts, last_error, created_at, updated_at"
+
+    static func from(_ row: any SQLRow) throws -> Delivery {
+        Delivery(
+            id: try row.decode(column: "id", as: String.self), notificationId: try row.decode(column: "notification_id", as: String.self),
+            channel: try row.decode(column: "channel", as: String.self), endpointId: try row.decode(column: "endpoint_id", as: String?.self),
+            state: try row.decode(column: "state", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
+            lastError: try row.decode(column: "last_error", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+    }
+}
+
+/// `{"items": [...]}` without a cursor.
+struct ItemList<Item: JSONWritable>: JSONWritable {
+    var items: [Item]
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("items")
+        writer.arrayStart()
+        for item in items { item.writeJSON(to: &writer) }
+        writer.arrayEnd()
+        writer.objectEnd()
+    }
+}
+
+/// Standard Webhooks signatures (https://www.standardwebhooks.com): the secret is `whsec_`
+/// followed by base64 key bytes; `webhook-signature` is `v1,` + base64(HMAC-SHA256(key,
+/// "<webhook-id>.<webhook-timestamp>.<body>")).
+public enum WebhookSignature {
+    /// A new secret: `whsec_` + base64 of 32 random bytes.
+    public static func makeSecret() -> String {
+        "whsec_" + Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }).base64EncodedString()
+    }
+
+    /// The `webhook-signature` header value for a message.
+    public static func sign(secret: String, id: String, timestamp: Int64, body: String) -> String {
+        let keyText = secret.hasPrefix("whsec_") ? String(secret.dropFirst(6)) : secret
+        let key = SymmetricKey(data: Data(base64Encoded: keyText) ?? Data(keyText.utf8))
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("\(id).\(timestamp).\(body)".utf8), using: key)
+        return "v1," + Data(mac).base64EncodedString()
+    }
+}
+
+/// Refuses webhook targets on loopback, link-local, private, shared or unspecified addresses
+/// (SSRF), unless the operator allows them.
+enum AddressPolicy {
+    /// True when every address `host` resolves to is public.
+    static func isPublic(host: String) async -> Bool {
+        let trimmed = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        let addresses: [SocketAddress]
+        do {
+            addresses = try await NIOThreadPool.singleton.runIfActive {
+                try Self.resolve(trimmed)
+            }
+        } catch {
+            return false
+        }
+        return !addresses.isEmpty && addresses.allSatisfy(isPublic)
+    }
+
+    static func resolve(_ host: String) throws -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &result) == 0, let first = result else { return [] }
+        defer { freeaddrinfo(result) }
+        var addresses: [SocketAddress] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let info = cursor {
+            if let address = info.pointee.ai_addr {
+                if info.pointee.ai_family == AF_INET {
+                    address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { addresses.append(SocketAddress($0.pointee, host: host)) }
+                } else if info.pointee.ai_family == AF_INET6 {
+                    address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { addresses.append(SocketAddress($0.pointee, host: host)) }
+                }
+            }
+            cursor = info.pointee.ai_next
+        }
+        return addresses
+    }
+
+    static func isPublic(_ address: SocketAddress) -> Bool {
+        switch address {
+        case .v4(let v4):
+            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            let a = value >> 24
+            let b = (value >> 16) & 0xFF
+            if a == 0 || a == 10 || a == 127 { return false }  // unspecified, private, loopback
+            if a == 169 && b == 254 { return false }  // link-local (cloud metadata)
+            if a == 172 && (16...31).contains(b) { return false }
+            if a == 192 && b == 168 { return false }
+            if a == 100 && (64...127).contains(b) { return false }  // shared address space (RFC 6598)
+            if a >= 224 { return false }  // multicast, reserved, broadcast
+            return true
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes.allSatisfy({ $0 == 0 }) { return false }  // ::
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return false }  // ::1
+            if bytes[0] == 0xFE && (bytes[1] & 0xC0) == 0x80 { return false }  // fe80::/10
+            if (bytes[0] & 0xFE) == 0xFC { return false }  // fc00::/7
+            if bytes[0] == 0xFF { return false }  // multicast
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {  // IPv4-mapped
+                let v4 = UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15])
+                var raw = sockaddr_in()
+                raw.sin_family = sa_family_t(AF_INET)
+                raw.sin_addr.s_addr = v4.bigEndian
+                return isPublic(SocketAddress(raw, host: ""))
+            }
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+/// Outbound channels: plans deliveries in the publishing transaction (one record and one job
+/// per recipient, channel and endpoint) and runs them as jobs with the job system's retries,
+/// backoff and dead letters. Webhooks are implemented; email and push have no provider
+/// adapter yet, so no deliveries are planned for them.
+public final class OutboundChannels: Sendable {
+    let center: Notifier
+    let jobs: JobQueue
+    let preferences: PreferenceStore
+    let logger: Logger
+
+    /// One process-wide client (like `HTTPClient.shared`, which lives for the whole process and
+    /// needs no shutdown), configured not to follow redirects: a redirect could point anywhere.
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
+    /// The job kind that delivers one webhook.
+    static let webhookKind = "notifications.webhook"
+
+    /// Creates the channels and registers their job handler and publish hook.
+    public init(center: Notifier, jobs: JobQueue, logger: Logger) {
+        self.center = center
+        self.jobs = jobs
+        self.preferences = PreferenceStore(database: center.store.database)
+        self.logger = logger
+        jobs.register(kind: Self.webhookKind) { [weak self] context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverWebhook(context)
+        }
+        center.hooks.add { [weak self] rows, draft, preferences, db in
+            try await self?.plan(rows, draft: draft, preferences: preferences, on: db)
+        }
+    }
+
+    func endpoints(tenantId: String, on db: any SQLDatabase) async throws -> [WebhookEndpoint] {
+        try await db.raw(
+            "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)"
+        )
+        .all().map(WebhookEndpoint.from)
+    }
+
+    /// Plans webhook deliveries for stored (or in-app-less) notifications.
+    func plan(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
+        async throws
+    {
+        guard let tenantId = rows.first?.tenantId else { return }
+        let endpoints = try await endpoints(tenantId: tenantId, on: db).filter { $0.accepts(draft.type) }
+        guard !endpoints.isEmpty else { return }
+        let now = WallClock.milliseconds()
+        for row in rows {
+            let prefs = preferences[row.userId] ?? .defaults
+            guard prefs.allows(draft.type, on: .webhook) else { continue }
+            let runAt = prefs.quietUntil(now: now)
+            for endpoint in endpoints {
+                let deliveryId = UUIDv7.make()
+                var json = JSONWriter()
+                json.objectStart()
+                json.key("type")
+                json.string("notification.\(row.type)")
+                json.key("timestamp")
+                json.timestamp(milliseconds: now)
+                json.key("data")
+                json.objectStart()
+                json.key("userId")
+                json.string(row.userId)
+                json.key("notification")
+                row.writeJSON(to: &json)
+                json.objectEnd()
+                json.objectEnd()
+                let payload = String(buffer: json.buffer)
+                try await db.raw(
+                    """
+                    INSERT INTO notification_deliveries (id, tenant_id, user_id, notification_id, channel, endpoint_id, state, attempts, last_error,
+                        payload, created_at, updated_at)
+                    VALUES (\(bind: deliveryId), \(bind: tenantId), \(bind: row.userId), \(bind: row.id), 'webhook', \(bind: endpoint.id), 'pending', 0,
+                        NULL, \(bind: payload), \(bind: now), \(bind: now))
+                    """
+                ).run()
+                var request = JobRequest(kind: Self.webhookKind, args: .object(["deliveryId": .string(deliveryId)]))
+                request.maxAttempts = max(1, min(100, center.settings.webhookMaxAttempts))
+                request.queue = "notifications"
+                request.runAt = runAt
+                _ = try await jobs.enqueue(request, tenantId: tenantId, createdBy: nil, on: db)
+            }
+        }
+    }
+
+    struct DeliveryFailure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// One attempt of one webhook delivery.
+    func deliverWebhook(_ context: JobContext) async throws {
+        guard let deliveryId = context.args["deliveryId"]?.string else { throw PermanentJobError("deliveryId missing") }
+        let tenantId = context.job.tenantId
+        let database = center.store.database
+        let loaded = try await database.read { db -> (String, WebhookEndpoint?)? in
+            guard
+                let row = try await db.raw(
+                    "SELECT payload, endpoint_id FROM notification_deliveries WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)"
+                ).first()
+            else { return nil }
+            let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
+            let endpoint = try await db.raw(
+                "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE id = \(bind: endpointId) AND tenant_id = \(bind: tenantId)"
+            ).first().map(WebhookEndpoint.from)
+            return (try row.decode(column: "payload", as: String.self), endpoint)
+        }
+        guard let (payload, endpoint) = loaded else { return }  // the delivery was deleted
+        guard let endpoint, endpoint.enabled else {
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: "endpoint disabled or deleted", countAttempt: false)
+            return
+        }
+        var failure: String?
+        if !center.settings.allowPrivateWebhookTargets, let host = URL(string: endpoint.url)?.host, await !AddressPolicy.isPublic(host: host) {
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: "target address is not public", countAttempt: true)
+            throw PermanentJobError("webhook target address is not public")
+        }
+        let timestamp = WallClock.milliseconds() / 1000
+        var request = HTTPClientRequest(url: endpoint.url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "user-agent", value: "Cairn-Webhooks/1")
+        request.headers.add(name: "webhook-id", value: deliveryId)
+        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        request.headers.add(
+            name: "webhook-signature", value: WebhookSignature.sign(secret: endpoint.secret, id: deliveryId, timestamp: timestamp, body: payload))
+        request.body = .bytes(ByteBuffer(string: payload))
+        do {
+            let response = try await Self.client.execute(request, timeout: .init(center.settings.webhookTimeout))
+            // Read (and drop) at most 64 KiB of the answer so the connection can be reused.
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            if (200..<300).contains(Int(response.status.code)) {
+                try await record(deliveryId, tenantId: tenantId, state: "sent", error: nil, countAttempt: true)
+                return
+            }
+            failure = "HTTP \(response.status.code)"
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
+            failure = "timeout"
+        } catch {
+            failure = "connection failed"
+        }
+        let last = context.job.attempt >= context.job.maxAttempts
+        try await record(deliveryId, tenantId: tenantId, state: last ? "failed" : "pending", error: failure, countAttempt: true)
+        if last { try await deadLetter(endpoint) }
+        throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
+    }
+
+    func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool) async throws {
+        let now = WallClock.milliseconds()
+        try await center.store.database.write { db in
+            try await db.raw(
+                """
+                UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
+                    attempts = attempts + \(bind: countAttempt ? 1 : 0)
+                WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
+                """
+            ).run()
+        }
+    }
+
+    /// Counts a dead letter; disables the endpoint at the limit.
+    func deadLetter(_ endpoint: WebhookEndpoint) async throws {
+        let limit = center.settings.webhookDisableAfter
+        let now = WallClock.milliseconds()
+        try await center.store.database.write { db in
+            try await db.raw(
+                """
+                UPDATE webhook_endpoints SET dead_letters = dead_letters + 1,
+                    enabled = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: false) ELSE enabled END,
+                    disabled_at = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: now) ELSE disabled_at END
+                WHERE id = \(bind: endpoint.id) AND tenant_id = \(bind: endpoint.tenantId)
+                """
+            ).run()
+        }
+        logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
+    }
+}
+
+/// `/webhooks` (admins) and `/users/me/notification-preferences`, `/notifications/{id}/deliveries`.
+public struct ChannelsController: Sendable {
+    let channels: OutboundChannels
+
+    /// Creates the controller.
+    public init(channels: OutboundChannels) {
+        self.channels = channels
+    }
+
+    struct EndpointBody: Decodable {
+        var url: String
+        var types: [String]?
+    }
+
+    /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless allowed.
+    func validate(url text: String) async throws {
+        guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http",
+            let host = url.host, !host.isEmpty, url.user == nil
+        else { throw AppError.invalidField("url", "must be an absolute http or https URL without credentials") }
+        if !channels.center.settings.allowPrivateWebhookTargets, await !AddressPolicy.isPublic(host: host) {
+            throw AppError.invalidField("url", "must resolve to public addresses (loopback, link-local and private ranges are refused)")
+        }
+    }
+
+    /// Adds the routes.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        let channels = self.channels
+        let database = channels.center.store.database
+        group.post("webhooks") { request, context -> Response in
+            try context.identity.requireAdmin()
+            var request = request
+            let body = try await request.decodeJSON(as: EndpointBody.self, context: context)
+            try await validate(url: body.url)
+            let types = body.types ?? ["*"]
+            guard (1...100).contains(types.count), types.allSatisfy({ $0 == "*" || NotificationDraft.isValidType($0) }) else {
+                throw AppError.invalidField("types", "must list 1 to 100 notification types (or *)")
+            }
+            let typesJSON = String(decoding: try JSONEncoder().encode(types), as: UTF8.self)
+            var endpoint = WebhookEndpoint(
+                id: UUIDv7.make(), tenantId: context.identity.tenantId, url: body.url, types: types, secret: WebhookSignature.makeSecret(),
+                enabled: true, deadLetters: 0, createdAt: WallClock.milliseconds())
+            try await database.write { [endpoint] db in
+                try await db.raw(
+                    """
+                    INSERT INTO webhook_endpoints (\(unsafeRaw: WebhookEndpoint.columns), disabled_at) VALUES (\(bind: endpoint.id), \(bind: endpoint.tenantId),
+                        \(bind: endpoint.url), \(bind: typesJSON), \(bind: endpoint.secret), \(bind: true), 0, \(bind: endpoint.createdAt), NULL)
+                    """
+                ).run()
+            }
+            endpoint.showSecret = true
+            return .json(endpoint, status: .created, headers: [.location: "/webhooks/\(endpoint.id)"])
+        }
+        group.get("webhooks") { _, context -> Response in
+            try context.identity.requireAdmin()
+            let tenantId = context.identity.tenantId
+            let items = try await database.read { db in
+                try await db.raw(
+                    "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) ORDER BY id LIMIT 100"
+                ).all().map(WebhookEndpoint.from)
+            }
+            return .json(ItemList(items: items))
+        }
+        group.delete("webhooks/:id") { _, context -> Response in
+            try context.identity.requireAdmin()
+            let id = try context.parameters.require("id")
+            let tenantId = context.identity.tenantId
+            let deleted = try await database.write { db in
+                try await db.raw("DELETE FROM webhook_endpoints WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
+            }
+            guard deleted else { throw AppError.notFound("No such webhook endpoint.") }
+            return Response(status: .noContent)
+        }
+        group.get("notifications/:id/deliveries") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            let identity = context.identity
+            guard UUIDv7.isValid(id) else { throw AppError.notFound("No such notification.") }
+            let items = try await database.read { db in
+                try await db.raw(
+                    """
+                    SELECT \(unsafeRaw: Delivery.columns) FROM notification_deliveries
+                    WHERE tenant_id = \(bind: identity.tenantId) AND notification_id = \(bind: id) AND user_id = \(bind: identity.userId) ORDER BY id
+                    """
+                ).all().map(Delivery.from)
+            }
+            if items.isEmpty, try await channels.center.store.notification(id: id, tenantId: identity.tenantId, userId: identity.userId) == nil {
+                throw AppError.notFound("No such notification.")
+            }
+            return .json(ItemList(items: items))
+        }
+        group.get("users/me/notification-preferences") { _, context -> Response in
+            let preferences = try await channels.preferences.preferences(tenantId: context.identity.tenantId, userId: context.identity.userId)
+            return try .json(encodable: preferences)
+        }
+        group.put("users/me/notification-preferences") { request, context -> Response in
+            var request = request
+            let preferences = try await request.decodeJSON(as: NotificationPreferences.self, context: context)
+            try preferences.validate()
+            try await channels.preferences.save(preferences, tenantId: context.identity.tenantId, userId: context.identity.userId)
+            return try .json(encodable: preferences)
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import CairnHTTP
+import CairnNotifications
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Synchronization
+import Testing
+
+/// The Python webhook receiver (tests' independent signature check), on a loopback port.
+final class WebhookReceiver: Sendable {
+    private final class Lines: Sendable {
+        let lines = Mutex<[String]>([])
+        let partial = Mutex(Data())
+    }
+    private let process: Process
+    private let output = Lines()
+    let port: Int
+
+    /// Where the test writes the endpoint's secret once it knows it.
+    let secretFile: String
+
+    init(failFirst: Int) async throws {
+        secretFile = FileManager.default.temporaryDirectory.appendingPathComponent("whsec-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: secretFile, contents: Data("whsec_".utf8))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources/webhook_receiver.py").path
+        process.arguments = ["python3", script, secretFile, String(failFirst)]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        let output = self.output
+        readLines(pipe.fileHandleForReading) { data in
+            guard let data else { return }
+            let complete = output.partial.withLock { buffer -> [String] in
+                buffer.append(data)
+                var out: [String] = []
+                while let newline = buffer.firstIndex(of: 0x0A) {
+                    out.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
+                    buffer.removeSubrange(buffer.startIndex...newline)
+                }
+                return out
+            }
+            output.lines.withLock { $0 += complete }
+        }
+        let firstLine: @Sendable () -> String? = { output.lines.withLock { $0.first } }
+        _ = try await eventually { firstLine()?.hasPrefix("port ") == true }
+        let port = firstLine().flatMap { Int($0.dropFirst(5)) } ?? 0
+        guard port != 0 else { throw TestSetupError("webhook receiver did not start") }
+        self.port = port
+    }
+
+    /// The requests received: status answered, signature verified, webhook-id, body.
+    var requests: [[String: Any]] {
+        output.lines.withLock { $0 }.dropFirst().compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    func setSecret(_ secret: String) {
+        _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
+    }
+
+    func stop() {
+        process.terminate()
+    }
+}
+
+private func webhookSettings(_ configuration: inout CairnConfiguration) {
+    fastNotifications(&configuration)
+    configuration.notifications.allowPrivateWebhookTargets = true
+    configuration.notifications.webhookMaxAttempts = 2
+    configuration.notifications.webhookDisableAfter = 1
+}
+
+@Suite("Notifications: preferences and outbound channels")
+struct ChannelTests {
+    @Test(arguments: TestEngine.available)
+    func preferencesValidateAndRoundTrip(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let owner = try await signUp(client, "prefs@example.com")
+            let initial = try await client.json(.get, "/users/me/notification-preferences", token: owner.token)
+            #expect(initial.status == .ok)
+            #expect(initial.object["types"] as? [String: Any] != nil)
+            let locked = try await client.json(
+                .put, "/users/me/notification-preferences", ["types": ["system_alert": ["in_app": false]]], token: owner.token)
+            #expect(locked.status == .badRequest)
+            let badZone = try await client.json(
+                .put, "/users/me/notification-preferences",
+                ["types": [:], "quietHours": ["start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"]], token: owner.token)
+            #expect(badZone.status == .badRequest)
+            let badChannel = try await client.json(
+                .put, "/users/me/notification-preferences", ["types": ["message": ["sms": true]]], token: owner.token)
+            #expect(badChannel.status == .badRequest)
+            let saved = try await client.json(
+                .put, "/users/me/notification-preferences",
+                [
+                    "types": ["message": ["in_app": false], "*": ["email": true]],
+                    "quietHours": ["start": "22:00", "end": "07:00", "timeZone": "Europe/Paris"],
+                ],
+                token: owner.token)
+            #expect(saved.status == .ok)
+            let read = try await client.json(.get, "/users/me/notification-preferences", token: owner.token)
+            #expect((read.object["quietHours"] as? [String: Any])?["timeZone"] as? String == "Europe/Paris")
+            // In-app off for `message`: not stored; other types still are.
+            let center = components.notifications
+            #expect(
+                try await center.publish(NotificationDraft(type: "message", title: "muted"), to: [owner.userId], tenantId: owner.tenantId).isEmpty)
+            #expect(
+                try await center.publish(NotificationDraft(type: "system_alert", title: "loud"), to: [owner.userId], tenantId: owner.tenantId).count
+                    == 1)
+        }
+    }
+
+    @Test func quietHoursEndAtTheNextLocalEnd() throws {
+        let preferences = NotificationPreferences(types: [:], quietHours: .init(start: "22:00", end: "07:00", timeZone: "Europe/Paris"))
+        // 2026-01-15 23:30 in Paris is 22:30 UTC.
+        let inside = Int64(Date(timeIntervalSince1970: 1_768_516_200).timeIntervalSince1970 * 1000)
+        let until = try #require(preferences.quietUntil(now: inside))
+        // 07:00 Paris on the 16th = 06:00 UTC.
+        #expect(until == 1_768_543_200_000)
+        #expect(preferences.quietUntil(now: until) == nil)
+    }
+
+    @Test(arguments: TestEngine.available)
+    func webhooksAreSignedRetriedAndDeadLettered(engine: TestEngine) async throws {
+        try await withNode(engine, configure: webhookSettings) { client, components, _ in
+            let owner = try await signUp(client, "hooks@example.com")
+            let member = try await addMember(client, owner: owner, email: "hooks-m@example.com")
+            let flaky = try await WebhookReceiver(failFirst: 1)
+            defer { flaky.stop() }
+            let created = try await client.json(
+                .post, "/webhooks", ["url": "http://127.0.0.1:\(flaky.port)/hook", "types": ["message"]], token: owner.token)
+            #expect(created.status == .created)
+            let secret = try #require(created.object["secret"] as? String)
+            #expect(secret.hasPrefix("whsec_"))
+            flaky.setSecret(secret)
+            // The secret is shown once only.
+            #expect(try await client.json(.get, "/webhooks", token: owner.token).text.contains(secret) == false)
+            #expect(try await client.json(.get, "/webhooks", token: member.token).status == .forbidden)
+
+            let published = try await client.json(
+                .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "hooked"], token: owner.token)
+            let notificationId = try #require((published.object["ids"] as? [String])?.first)
+            #expect(try await eventually(timeout: .seconds(20)) { flaky.requests.count >= 2 })
+            let requests = flaky.requests
+            #expect(requests.map { $0["status"] as? Int } == [500, 200])
+            #expect(requests.allSatisfy { $0["verified"] as? Bool == true })
+            #expect(Set(requests.compactMap { $0["id"] as? String }).count == 1, "a retry keeps its webhook-id")
+            let body = try #require(requests.last?["body"] as? [String: Any])
+            #expect(body["type"] as? String == "notification.message")
+            #expect(((body["data"] as? [String: Any])?["notification"] as? [String: Any])?["id"] as? String == notificationId)
+            let deliveries = try await client.json(.get, "/notifications/\(notificationId)/deliveries", token: member.token)
+            let delivery = try #require((deliveries.object["items"] as? [[String: Any]])?.first)
+            #expect(delivery["state"] as? String == "sent")
+            #expect(delivery["attempts"] as? Int == 2)
+            #expect(delivery["lastError"] as? String == "HTTP 500")
+            #expect(try await client.json(.get, "/notifications/\(notificationId)/deliveries", token: owner.token).status == .notFound)
+
+            // An endpoint that keeps failing: the delivery dead-letters and the endpoint is disabled.
+            let broken = try await WebhookReceiver(failFirst: 1000)
+            defer { broken.stop() }
+            let second = try await client.json(
+                .post, "/webhooks", ["url": "http://127.0.0.1:\(broken.port)/hook", "types": ["friend_request"]], token: owner.token)
+            broken.setSecret(try #require(second.object["secret"] as? String))
+            let failing = try await components.notifications.publish(
+                NotificationDraft(type: "friend_request", title: "doomed"), to: [member.userId], tenantId: member.tenantId)
+            let failingId = try #require(failing.first?.id)
+            #expect(
+                try await eventually(timeout: .seconds(20)) {
+                    let items = try await client.json(.get, "/notifications/\(failingId)/deliveries", token: member.token).object["items"]
+                    return (items as? [[String: Any]])?.first?["state"] as? String == "failed"
+                })
+            #expect(broken.requests.count == 2)
+            let endpoints = try await client.json(.get, "/webhooks", token: owner.token).object["items"] as? [[String: Any]] ?? []
+            #expect(endpoints.first { $0["id"] as? String == second.object["id"] as? String }?["enabled"] as? Bool == false)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func webhookURLsOnPrivateAddressesAreRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let owner = try await signUp(client, "ssrf@example.com")
+            for url in [
+                "http://127.0.0.1:8080/x", "http://localhost/x", "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/",
+                "http://[::1]/x", "http://192.168.0.1/", "ftp://example.com/", "http://user:pw@example.com/",
+            ] {
+                let response = try await client.json(.post, "/webhooks", ["url": url], token: owner.token)
+                #expect(response.status == .badRequest, "\(url) was accepted")
+            }
+        }
+    }
+}

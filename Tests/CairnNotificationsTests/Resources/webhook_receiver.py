@@ -1,0 +1,49 @@
+"""A local webhook receiver for tests: verifies Standard Webhooks signatures with Python's
+own hmac (an independent implementation), answers 500 to the first FAIL requests and 200
+after, and prints one JSON line per request: {"status", "verified", "id", "body"}.
+
+Usage: webhook_receiver.py SECRET_FILE FAIL  (prints "port N" first; the secret is read from
+SECRET_FILE at each request, so a test can write it after registering the endpoint)."""
+import base64
+import hashlib
+import hmac
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+secret_file = sys.argv[1]
+fail = int(sys.argv[2])
+seen = 0
+
+
+def verify(msg_id, timestamp, body, header):
+    with open(secret_file) as f:
+        secret = f.read().strip()
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(part == f"v1,{expected}" for part in header.split(" "))
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        global seen
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length)
+        seen += 1
+        status = 500 if seen <= fail else 200
+        ok = verify(self.headers.get("webhook-id", ""), self.headers.get("webhook-timestamp", ""), body,
+                    self.headers.get("webhook-signature", ""))
+        print(json.dumps({"status": status, "verified": ok, "id": self.headers.get("webhook-id"),
+                          "body": json.loads(body)}), flush=True)
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(f"port {server.server_address[1]}", flush=True)
+server.serve_forever()

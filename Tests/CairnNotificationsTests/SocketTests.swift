@@ -1,0 +1,227 @@
+import CairnHTTP
+import CairnNotifications
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import HummingbirdWSClient
+import Logging
+import NIOWebSocket
+import Synchronization
+import Testing
+
+/// A parsed server frame.
+private func frame(_ text: String) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+}
+
+/// Runs a WebSocket client against `/ws`; `handle` gets each server frame and the writer, and
+/// returns false to leave. Returns the close frame the server sent, if any.
+private func socket(
+    port: Int, headers: HTTPFields = [:], opening: [String] = [],
+    _ handle: @escaping @Sendable ([String: Any], WebSocketOutboundWriter) async throws -> Bool = { _, _ in true }
+) async throws -> WebSocketCloseFrame? {
+    var configuration = WebSocketClientConfiguration()
+    configuration.additionalHeaders = headers
+    return try await WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/ws", configuration: configuration, logger: testLogger) {
+        inbound, outbound, _ in
+        for message in opening { try await outbound.write(.text(message)) }
+        for try await message in inbound.messages(maxSize: 1 << 20) {
+            guard case .text(let text) = message else { continue }
+            if try await !handle(frame(text), outbound) { return }
+        }
+    }
+}
+
+private func auth(_ token: String) -> String { #"{"type":"auth","token":"\#(token)"}"# }
+private func subscribe(_ since: Int64?) -> String {
+    since.map { #"{"type":"subscribe","since":\#($0)}"# } ?? #"{"type":"subscribe"}"#
+}
+
+@Suite("Notifications: WebSocket protocol")
+struct SocketTests {
+    @Test(arguments: TestEngine.available)
+    func replayAcksAndResumeAfterADropMidStream(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "ws@example.com")
+            for n in 1...100 {
+                try await components.notifications.publish(
+                    NotificationDraft(type: "message", title: "w\(n)"), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            // First connection: reads 40, acknowledges 30, then drops.
+            let firstSeqs = Mutex<[Int64]>([])
+            _ = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, outbound in
+                guard message["type"] as? String == "notification", let seq = (message["seq"] as? NSNumber)?.int64Value else { return true }
+                firstSeqs.withLock { $0.append(seq) }
+                if seq == 30 { try await outbound.write(.text(#"{"type":"ack","seq":30}"#)) }
+                return seq < 40
+            }
+            #expect(firstSeqs.withLock { $0 } == Array(1...40).map(Int64.init))
+            // Reconnect after the last ack: 31…100 once each, in order, and live ones after.
+            let secondSeqs = Mutex<[Int64]>([])
+            let center = components.notifications
+            _ = try await socket(port: port, opening: [auth(owner.token), subscribe(30)]) { message, outbound in
+                guard message["type"] as? String == "notification", let seq = (message["seq"] as? NSNumber)?.int64Value else { return true }
+                secondSeqs.withLock { $0.append(seq) }
+                try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
+                if seq == 100 {
+                    try await center.publish(NotificationDraft(type: "message", title: "live"), to: [owner.userId], tenantId: owner.tenantId)
+                }
+                return seq < 101
+            }
+            #expect(secondSeqs.withLock { $0 } == Array(31...101).map(Int64.init))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func unacknowledgedNotificationsAreSentAgain(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "resend@example.com")
+            try await components.notifications.publish(
+                NotificationDraft(type: "message", title: "again"), to: [owner.userId], tenantId: owner.tenantId)
+            let seen = Mutex(0)
+            _ = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, _ in
+                guard message["type"] as? String == "notification" else { return true }
+                #expect((message["seq"] as? NSNumber)?.int64Value == 1)
+                return seen.withLock { count in
+                    count += 1
+                    return count < 2
+                }
+            }
+            #expect(seen.withLock { $0 } == 2)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func subprotocolAuthPingAndCloseCodes(engine: TestEngine) async throws {
+        try await withNode(engine) { client, _, port in
+            let owner = try await signUp(client, "codes@example.com")
+            // Token in Sec-WebSocket-Protocol: ready without an auth message; ping → pong.
+            let got = Mutex<[String]>([])
+            _ = try await socket(
+                port: port, headers: [.secWebSocketProtocol: "cairn.v1, bearer.\(owner.token)"], opening: [#"{"type":"ping"}"#]
+            ) { message, _ in
+                let type = message["type"] as? String ?? "?"
+                got.withLock { $0.append(type) }
+                return !(got.withLock { $0.contains("ready") && $0.contains("pong") })
+            }
+            #expect(Set(got.withLock { $0 }) == ["ready", "pong"])
+
+            let badToken = try await socket(port: port, opening: [auth("not-a-token")])
+            #expect(badToken?.closeCode == .unknown(4401))
+            let silent = try await socket(port: port)
+            #expect(silent?.closeCode == .unknown(4408))
+            let garbage = try await socket(port: port, opening: [auth(owner.token), "{oops"])
+            #expect(garbage?.closeCode == .policyViolation)
+            let early = try await socket(port: port, opening: [subscribe(0)])
+            #expect(early?.closeCode == .unknown(4401))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func socketsNeverCarryAnotherUsersNotifications(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "wsiso@example.com")
+            let member = try await addMember(client, owner: owner, email: "wsiso-m@example.com")
+            let stranger = try await signUp(client, "wsiso-s@example.com")
+            let center = components.notifications
+            try await center.publish(NotificationDraft(type: "message", title: "owner"), to: [owner.userId], tenantId: owner.tenantId)
+            try await center.publish(NotificationDraft(type: "message", title: "stranger"), to: [stranger.userId], tenantId: stranger.tenantId)
+            try await center.publish(NotificationDraft(type: "message", title: "member"), to: [member.userId], tenantId: member.tenantId)
+            let titles = Mutex<[String]>([])
+            _ = try await socket(port: port, opening: [auth(member.token), subscribe(0)]) { message, outbound in
+                if message["type"] as? String == "notification" {
+                    titles.withLock { $0.append((message["notification"] as? [String: Any])?["title"] as? String ?? "?") }
+                    try await outbound.write(.text(#"{"type":"ping"}"#))
+                }
+                return message["type"] as? String != "pong"
+            }
+            #expect(titles.withLock { $0 } == ["member"])
+        }
+    }
+}
+
+/// What the fan-out test's sockets saw.
+private final class Tally: Sendable {
+    let received = Mutex<[String: [Int64]]>([:])
+    let ready = Mutex(0)
+    let foreign = Mutex(0)
+}
+
+@Suite("Notifications: fan-out across nodes")
+struct FanOutTests {
+    /// 100 users connected over WebSocket, half to each of two nodes on one PostgreSQL;
+    /// 10,000 notifications published through both nodes at once: every user receives exactly
+    /// their own 100, in seq order, none lost.
+    @Test func tenThousandNotificationsToOneHundredUsersAcrossTwoNodes() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        var database = try await TestDatabase.make(.postgres)
+        fastNotifications(&database.configuration)
+        database.configuration.notifications.ackTimeout = .seconds(30)
+        let configuration = database.configuration
+        try await withNode(configuration: configuration) { clientA, componentsA, portA in
+            try await withNode(configuration: configuration) { _, componentsB, portB in
+                let owner = try await signUp(clientA, "fan@example.com")
+                var members: [Member] = []
+                for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
+                let users = members + [owner]
+                let perUser = 100
+                let tally = Tally()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (index, user) in users.enumerated() {
+                        group.addTask {
+                            _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
+                                message, outbound in
+                                switch message["type"] as? String {
+                                case "ready":
+                                    tally.ready.withLock { $0 += 1 }
+                                    return true
+                                case "notification":
+                                    let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
+                                    let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
+                                    if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
+                                    let count = tally.received.withLock { all in
+                                        all[user.userId, default: []].append(seq)
+                                        return all[user.userId]!.count
+                                    }
+                                    if count % 20 == 0 { try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#)) }
+                                    return count < perUser
+                                default:
+                                    return true
+                                }
+                            }
+                        }
+                    }
+                    // Publish only once every socket is authenticated and subscribed.
+                    #expect(try await eventually(timeout: .seconds(30)) { tally.ready.withLock { $0 } == users.count })
+                    try await Task.sleep(for: .milliseconds(200))
+                    try await withThrowingTaskGroup(of: Void.self) { publishers in
+                        for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
+                            for worker in 0..<4 {
+                                publishers.addTask {
+                                    for round in 0..<(perUser / 2) where round % 4 == worker {
+                                        for user in users {
+                                            try await center.publish(
+                                                NotificationDraft(
+                                                    type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
+                                                to: [user.userId], tenantId: user.tenantId)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        try await publishers.waitForAll()
+                    }
+                    try await group.waitForAll()
+                }
+                let all = tally.received.withLock { $0 }
+                #expect(tally.foreign.withLock { $0 } == 0)
+                for user in users {
+                    #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
+                }
+            }
+        }
+    }
+}

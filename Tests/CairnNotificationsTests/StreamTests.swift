@@ -1,0 +1,144 @@
+import CairnHTTP
+import CairnJobs
+import CairnNotifications
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+@Suite("Notifications: Server-Sent Events")
+struct StreamTests {
+    @Test(arguments: TestEngine.available)
+    func catchUpAfterLastEventIDThenLiveWithNoGapOrDuplicate(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "sse@example.com")
+            let center = components.notifications
+            let draft = { (n: Int) in NotificationDraft(type: "message", title: "n\(n)", data: .object(["n": .number(Double(n))])) }
+            try await center.publish(draft(0), to: [owner.userId], tenantId: owner.tenantId)
+            // Disconnected: 100 notifications arrive.
+            for n in 1...100 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
+            let reader = try SSEReader(port: port, token: owner.token, lastEventId: 1)
+            defer { reader.stop() }
+            #expect(try await eventually { reader.events.count >= 100 })
+            // Live ones, published while the stream runs, interleaved with the replay's end.
+            for n in 101...150 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
+            #expect(try await eventually { reader.events.count >= 150 })
+            let seqs = reader.events.map(\.seq)
+            #expect(seqs == Array(2...151).map(Int64.init))
+            #expect(reader.events.first?.data["title"] as? String == "n1")
+            #expect(reader.text.hasPrefix("retry: 3000\n\n"))
+            #expect(try await eventually { reader.text.contains(": heartbeat\n\n") })
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func theSeamHoldsWhilePublishersRaceTheConnect(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "seam@example.com")
+            let center = components.notifications
+            let publisher = Task {
+                for n in 1...200 {
+                    try await center.publish(NotificationDraft(type: "message", title: "r\(n)"), to: [owner.userId], tenantId: owner.tenantId)
+                }
+            }
+            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            defer { reader.stop() }
+            try await publisher.value
+            #expect(try await eventually { reader.events.count >= 200 })
+            #expect(reader.events.map(\.seq) == Array(1...200).map(Int64.init))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func streamsAreIsolatedPerUserAndEndWhenSessionsAreRevoked(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "iso@example.com")
+            let member = try await addMember(client, owner: owner, email: "iso-m@example.com")
+            let stranger = try await signUp(client, "iso-s@example.com")
+            let ownerStream = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            let strangerStream = try SSEReader(port: port, token: stranger.token, query: "?since=0")
+            defer {
+                ownerStream.stop()
+                strangerStream.stop()
+            }
+            let published = try await client.json(
+                .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "for member"], token: owner.token)
+            #expect(published.status == .accepted)
+            let memberStream = try SSEReader(port: port, token: member.token, query: "?since=0")
+            defer { memberStream.stop() }
+            #expect(try await eventually { memberStream.events.count == 1 })
+            #expect(ownerStream.events.isEmpty && strangerStream.events.isEmpty)
+
+            // Revocation (logout-all) ends the member's stream within seconds.
+            #expect(try await client.json(.post, "/auth/logout-all", token: member.token).status == .noContent)
+            #expect(try await eventually { memberStream.ended })
+            #expect(!ownerStream.ended)
+            _ = components
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func badCursorsAndMissingTokensAreProblems(engine: TestEngine) async throws {
+        try await withNode(engine) { client, _, _ in
+            let owner = try await signUp(client, "bad@example.com")
+            let bad = try await client.execute(
+                uri: "/notifications/stream?since=-4", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
+            #expect(bad.status == .badRequest && bad.code == "invalid_input")
+            let anonymous = try await client.execute(uri: "/notifications/stream", method: .get)
+            #expect(anonymous.status == .unauthorized)
+        }
+    }
+
+    @Test func twoNodesOnOnePostgreSQLDeliverAcrossNodes() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        var database = try await TestDatabase.make(.postgres)
+        fastNotifications(&database.configuration)
+        let configuration = database.configuration
+        try await withNode(configuration: configuration) { clientA, componentsA, _ in
+            try await withNode(configuration: configuration) { clientB, _, portB in
+                let owner = try await signUp(clientA, "nodes@example.com")
+                let member = try await addMember(clientA, owner: owner, email: "nodes-m@example.com")
+                let reader = try SSEReader(port: portB, token: member.token, query: "?since=0")
+                defer { reader.stop() }
+                // Wait until node B's stream is connected (its first bytes arrived).
+                #expect(try await eventually { reader.text.hasPrefix("retry:") })
+                let published = try await clientA.json(
+                    .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "across"], token: owner.token)
+                #expect(published.status == .accepted)
+                #expect(try await eventually(timeout: .seconds(5)) { reader.events.count == 1 })
+                // And through node A's Swift API.
+                try await componentsA.notifications.publish(
+                    NotificationDraft(type: "message", title: "api"), to: [member.userId], tenantId: member.tenantId)
+                #expect(try await eventually(timeout: .seconds(5)) { reader.events.map(\.seq) == [1, 2] })
+                _ = clientB
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func jobChangesReachTheCreatorAsJobStatusNotifications(engine: TestEngine) async throws {
+        try await withNode(engine) { client, components, port in
+            let owner = try await signUp(client, "jobs@example.com")
+            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            defer { reader.stop() }
+            #expect(try await eventually { reader.text.hasPrefix("retry:") })
+            let created = try await client.json(
+                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 300, "checkpointEvery": 50]], token: owner.token)
+            #expect(created.status == .created)
+            let jobId = try #require(created.object["id"] as? String)
+            #expect(
+                try await eventually {
+                    reader.events.contains { (($0.data["data"] as? [String: Any])?["state"] as? String) == "succeeded" }
+                })
+            let statuses = reader.events.filter { $0.data["type"] as? String == "job_status" }
+            #expect(statuses.allSatisfy { ($0.data["data"] as? [String: Any])?["jobId"] as? String == jobId })
+            #expect(statuses.contains { ($0.data["data"] as? [String: Any])?["state"] as? String == "running" })
+            // Progress is throttled: 6 checkpoints within 300 ms make fewer notifications.
+            #expect(statuses.count < 8)
+            _ = components
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import CairnHTTP
+import CairnNotifications
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+
+/// Settings that make live connections check often, so tests do not wait long.
+func fastNotifications(_ configuration: inout CairnConfiguration) {
+    configuration.notifications.tick = .milliseconds(100)
+    configuration.notifications.heartbeat = .milliseconds(500)
+    configuration.notifications.authCheckInterval = .milliseconds(200)
+    configuration.notifications.ackTimeout = .milliseconds(800)
+    configuration.notifications.authTimeout = .milliseconds(800)
+    configuration.jobsRescueInterval = .seconds(1)
+}
+
+/// A real node (HTTP + WebSocket upgrade, services running) on a loopback port.
+func withNode<R: Sendable>(
+    configuration: CairnConfiguration,
+    _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
+) async throws -> R {
+    let components = try await buildComponents(configuration: configuration, logger: testLogger)
+    let app = makeApplication(components: components)
+    return try await app.test(.live) { client in
+        try await body(client, components, client.port!)
+    }
+}
+
+/// A node on a fresh database of `engine`.
+func withNode<R: Sendable>(
+    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications,
+    _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
+) async throws -> R {
+    var database = try await TestDatabase.make(engine)
+    configure(&database.configuration)
+    return try await withNode(configuration: database.configuration, body)
+}
+
+/// A registered tenant owner: token and user id.
+struct Member: Sendable {
+    var token: String
+    var userId: String
+    var tenantId: String
+}
+
+func signUp(_ client: any TestClientProtocol, _ email: String) async throws -> Member {
+    let (user, tokens) = try await client.registerAndLogin(email: email)
+    return Member(
+        token: try #require(tokens["accessToken"] as? String), userId: try #require(user["id"] as? String),
+        tenantId: try #require(user["tenantId"] as? String))
+}
+
+/// Adds a member to the owner's tenant and logs them in.
+func addMember(_ client: any TestClientProtocol, owner: Member, email: String, role: String = "member") async throws -> Member {
+    let created = try await client.json(
+        .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner.token)
+    try #require(created.status == .created, "create user: \(created.status) \(created.text)")
+    let tokens = try await client.login(email: email, password: "correct horse battery")
+    return Member(
+        token: try #require(tokens["accessToken"] as? String), userId: try #require(created.object["id"] as? String), tenantId: owner.tenantId)
+}
+
+/// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
+/// would starve): `received` gets each chunk, then nil at end of file.
+func readLines(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
+    let thread = Thread {
+        while true {
+            let data = handle.availableData
+            if data.isEmpty {
+                received(nil)
+                return
+            }
+            received(data)
+        }
+    }
+    thread.start()
+}
+
+/// A `curl -N` reading a Server-Sent Events stream into memory as it arrives.
+final class SSEReader: Sendable {
+    private final class Received: Sendable {
+        let data = Mutex(Data())
+        let done = Mutex(false)
+    }
+    private let process: Process
+    private let received = Received()
+
+    init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "") throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        var arguments = ["-sN", "-H", "Authorization: Bearer \(token)"]
+        if let lastEventId { arguments += ["-H", "Last-Event-ID: \(lastEventId)"] }
+        arguments.append("http://127.0.0.1:\(port)/notifications/stream\(query)")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        self.process = process
+        try process.run()
+        readLines(pipe.fileHandleForReading) { [received] data in
+            if let data { received.data.withLock { $0.append(data) } } else { received.done.withLock { $0 = true } }
+        }
+    }
+
+    /// Everything received so far.
+    var text: String { received.data.withLock { String(decoding: $0, as: UTF8.self) } }
+    /// True once the server ended the stream.
+    var ended: Bool { received.done.withLock { $0 } }
+
+    /// The `notification` events received so far: (seq, JSON object).
+    var events: [(seq: Int64, data: [String: Any])] {
+        text.components(separatedBy: "\n\n").compactMap { block in
+            var id: Int64?
+            var event = ""
+            var data = ""
+            for line in block.split(separator: "\n") {
+                if line.hasPrefix("id: ") { id = Int64(line.dropFirst(4)) }
+                if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
+                if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+            }
+            guard let id, event == "notification", let object = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+            else { return nil }
+            return (id, object)
+        }
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+    }
+}
