@@ -2,8 +2,8 @@ public import CairnAccounts
 public import CairnCatalog
 public import CairnHTTP
 public import CairnJobs
-import CairnReports
 public import CairnNotifications
+import CairnReports
 public import CairnStorage
 public import CairnTasks
 import Foundation
