@@ -120,7 +120,17 @@ let package = Package(
         ),
         .target(
             name: "CairnIngest",
-            dependencies: [],
+            dependencies: [
+                "CairnHTTP", "CairnStorage",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -182,7 +192,7 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks", "CairnJobs",
-                "CairnCatalog", "CairnReports", "CairnNotifications",
+                "CairnCatalog", "CairnReports", "CairnNotifications", "CairnIngest",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -256,7 +266,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnIngestTests",
-            dependencies: ["CairnIngest"],
+            dependencies: testDependencies + ["CairnIngest", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

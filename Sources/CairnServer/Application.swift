@@ -1,6 +1,7 @@
 public import CairnAccounts
 public import CairnCatalog
 public import CairnHTTP
+public import CairnIngest
 public import CairnJobs
 public import CairnNotifications
 import CairnReports
@@ -22,7 +23,7 @@ import Synchronization
 public let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
-    + CatalogMigrations.all + NotificationsMigrations.all
+    + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -70,8 +71,13 @@ public struct CairnComponents: Sendable {
     public let logger: Logger
     /// The product catalog: cached reads, invalidating writes.
     public var catalog: CatalogService
+
     /// Product imports (registers the `products.import` job kind).
     public var productImporter: ProductImporter
+    /// Uploaded files' metadata.
+    public var files: FileStore
+    /// Uploaded files' bytes (`<data dir>/blobs`).
+    public var blobs: LocalBlobStore
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
     /// cache invalidation listener.
@@ -123,7 +129,8 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, configuration: configuration, logger: logger, catalog: catalog,
-            productImporter: ProductImporter(catalog: catalog, jobs: jobs))
+            productImporter: ProductImporter(catalog: catalog, jobs: jobs), files: FileStore(database: database),
+            blobs: LocalBlobStore(rootPath: configuration.dataDir + "/blobs"))
     } catch {
         await database.close()
         throw error
@@ -157,6 +164,9 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: authenticated)
+    FilesController(
+        store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
+    ).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router

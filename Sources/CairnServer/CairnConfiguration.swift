@@ -1,4 +1,5 @@
 public import CairnCatalog
+public import CairnIngest
 public import CairnNotifications
 import Configuration
 public import Foundation
@@ -65,6 +66,9 @@ public struct CairnConfiguration: Sendable {
     public var catalog = CatalogSettings()
     /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; the rest tests shorten).
     public var notifications = NotificationSettings()
+    /// File size and volume limits per tenant (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`,
+    /// `CAIRN_FILES_MAX_PER_HOUR`, in bytes).
+    public var fileQuotas = FileQuotas()
 
     /// Creates the defaults.
     public init() {}
@@ -171,6 +175,10 @@ public struct CairnConfiguration: Sendable {
         config.catalog.cacheCapacity = try integer("catalog.cache.size", 16...10_000_000, default: config.catalog.cacheCapacity)
         config.catalog.readTimeout = .milliseconds(
             try integer("catalog.read.timeout.ms", 10...600_000, default: Int(config.catalog.readTimeout.components.seconds) * 1000))
+        config.fileQuotas.maxFileBytes = Int64(try integer("files.max.size", 1...(1 << 50), default: Int(config.fileQuotas.maxFileBytes)))
+        config.fileQuotas.maxTotalBytes = Int64(try integer("files.max.total", 1...(1 << 50), default: Int(config.fileQuotas.maxTotalBytes)))
+        config.fileQuotas.maxBytesPerHour = Int64(
+            try integer("files.max.per.hour", 1...(1 << 50), default: Int(config.fileQuotas.maxBytesPerHour)))
         config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
         if let allow = text("webhooks.allow.private") {
             guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {

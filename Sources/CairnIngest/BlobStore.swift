@@ -1,0 +1,90 @@
+import Crypto
+public import NIOCore
+public import NIOFileSystem
+
+/// Where uploaded bytes live. Blobs are named by tenant and file id, never by the user's file
+/// name, so a name such as `../../etc/passwd` is only ever a label.
+public protocol BlobStore: Sendable {
+    /// Streams `body` into the blob `id` of `tenantId`: visible only once complete (written to a
+    /// temporary path, synced, renamed), with its SHA-256 computed on the way.
+    /// - Parameter maxBytes: more than this many bytes aborts the write (nothing is kept).
+    /// - Returns: the size in bytes and the lower-case hex SHA-256.
+    /// - Throws: `BlobTooLarge` past `maxBytes`; the body's or the file system's errors.
+    func write<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
+        size: Int64, sha256: String
+    ) where Body.Element == ByteBuffer
+
+    /// The local path of a blob, for streaming readers and parsers.
+    func path(tenantId: String, id: String) -> FilePath
+
+    /// Deletes a blob; a missing one is not an error.
+    func delete(tenantId: String, id: String) async throws
+}
+
+/// Thrown by `BlobStore.write` when the body exceeds its limit.
+public struct BlobTooLarge: Error, Sendable {
+    /// The limit that was exceeded, in bytes.
+    public var limit: Int64
+}
+
+/// Blobs under `<root>/<tenantId>/<fileId>` on the local disk (the data directory's `blobs`).
+public struct LocalBlobStore: BlobStore {
+    /// The folder holding one folder per tenant.
+    public let root: FilePath
+
+    /// Creates a store rooted at `root` (created on first write).
+    public init(root: FilePath) {
+        self.root = root
+    }
+
+    /// Creates a store rooted at the folder `path`.
+    public init(rootPath path: String) {
+        self.root = FilePath(path)
+    }
+
+    /// Ids are server-made UUIDv7s; anything else could step outside the root, so it is refused.
+    private static func checked(_ part: String) -> String {
+        precondition(!part.isEmpty && part.utf8.allSatisfy { $0 == 0x2D || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
+        return part
+    }
+
+    /// The blob's path.
+    public func path(tenantId: String, id: String) -> FilePath {
+        root.appending(Self.checked(tenantId)).appending(Self.checked(id))
+    }
+
+    /// Streams the body to disk (NIOFileSystem's transactional creation: a hidden temporary
+    /// file renamed into place on success, removed on failure), fsyncs it, and hashes it.
+    public func write<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
+        size: Int64, sha256: String
+    ) where Body.Element == ByteBuffer {
+        let directory = root.appending(Self.checked(tenantId))
+        try await FileSystem.shared.createDirectory(at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+        var hasher = SHA256()
+        var size: Int64 = 0
+        try await FileSystem.shared.withFileHandle(
+            forWritingAt: directory.appending(Self.checked(id)), options: .newFile(replaceExisting: false, permissions: [.ownerReadWrite])
+        ) { handle in
+            try await handle.withBufferedWriter(capacity: .mebibytes(1)) { writer in
+                for try await chunk in body {
+                    size += Int64(chunk.readableBytes)
+                    if size > maxBytes { throw BlobTooLarge(limit: maxBytes) }
+                    chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                    try await writer.write(contentsOf: chunk)
+                }
+                try await writer.flush()
+            }
+            try await handle.synchronize()
+        }
+        let digest = hasher.finalize().map { byte in
+            let hex = Array("0123456789abcdef".utf8)
+            return String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]], as: UTF8.self)
+        }.joined()
+        return (size, digest)
+    }
+
+    /// Removes the blob file.
+    public func delete(tenantId: String, id: String) async throws {
+        _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
+    }
+}

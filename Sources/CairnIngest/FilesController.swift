@@ -1,0 +1,245 @@
+public import CairnHTTP
+import CairnStorage
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOFileSystem
+
+/// `/files`: upload (the raw body, streamed to disk while hashed), list, read, download (with
+/// single `Range` requests, RFC 9110 §14) and delete; all scoped to the caller's tenant.
+public struct FilesController: Sendable {
+    let store: FileStore
+    let blobs: any BlobStore
+    let quotas: FileQuotas
+    let logger: Logger
+
+    /// Creates the controller.
+    public init(store: FileStore, blobs: any BlobStore, quotas: FileQuotas, logger: Logger) {
+        self.store = store
+        self.blobs = blobs
+        self.quotas = quotas
+        self.logger = logger
+    }
+
+    /// Media types accepted as an upload body and the format each means.
+    static let formats: [String: String] = [
+        "text/csv": "csv", "application/csv": "csv", "application/json": "json", "application/x-ndjson": "ndjson",
+        "application/ndjson": "ndjson", "application/jsonl": "ndjson", "application/xml": "xml", "text/xml": "xml",
+    ]
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.post("files") { request, context -> Response in
+            try await upload(request, context: context)
+        }
+        group.get("files") { request, context -> Response in
+            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+            return .json(try await store.list(tenantId: context.identity.tenantId, page: page))
+        }
+        group.get("files/:id") { request, context -> Response in
+            let file = try await find(context)
+            let etag = "\"\(file.sha256)\""
+            if let match = request.headers[.ifNoneMatch],
+                match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
+            {
+                return Response(status: .notModified, headers: [.eTag: etag])
+            }
+            var response = Response.json(file)
+            response.headers[.eTag] = etag
+            return response
+        }
+        group.get("files/:id/content") { request, context -> Response in
+            try await download(request, file: try await find(context))
+        }
+        group.delete("files/:id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            let tenantId = context.identity.tenantId
+            guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
+            do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
+                logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
+            }
+            return Response(status: .noContent)
+        }
+    }
+
+    private func find(_ context: AuthenticatedContext) async throws -> StoredFile {
+        guard let file = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
+            throw AppError.notFound("No such file.")
+        }
+        return file
+    }
+
+    // MARK: Upload
+
+    private func upload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let tenantId = context.identity.tenantId
+        let mediaType =
+            (request.headers[.contentType] ?? "").split(separator: ";").first.map {
+                $0.trimmingCharacters(in: .whitespaces).lowercased()
+            } ?? ""
+        var format: String
+        if mediaType == "application/octet-stream" {
+            guard let asked = request.uri.queryParameters.get("format").map({ String($0) }), ["csv", "json", "ndjson", "xml"].contains(asked) else {
+                throw AppError.invalidField("format", "must be csv, json, ndjson or xml for an application/octet-stream body")
+            }
+            format = asked
+        } else if let known = Self.formats[mediaType] {
+            format = known
+        } else {
+            throw AppError(
+                .unsupportedMediaType, code: "unsupported_media_type",
+                detail:
+                    "Send the file as text/csv, application/json, application/x-ndjson, application/xml, or application/octet-stream with ?format=.")
+        }
+        if let asked = request.uri.queryParameters.get("format").map({ String($0) }), mediaType != "application/octet-stream" {
+            guard ["csv", "json", "ndjson", "xml"].contains(asked) else { throw AppError.invalidField("format", "must be csv, json, ndjson or xml") }
+            format = asked
+        }
+        let name = try Self.fileName(request, format: format)
+
+        // Quotas first, from Content-Length when the client sent one (nothing is read yet).
+        let declared = request.headers[.contentLength].flatMap { Int64($0) }
+        if let declared, declared > quotas.maxFileBytes { throw Self.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
+        let used = try await store.totalBytes(tenantId: tenantId)
+        let room = quotas.maxTotalBytes - used
+        if let declared, declared > room { throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.") }
+        let hour = WallClock.milliseconds() / 3_600_000
+        let uploaded = try await store.uploaded(tenantId: tenantId, hour: hour)
+        if uploaded + (declared ?? 1) > quotas.maxBytesPerHour {
+            let retryAfter = Int((hour + 1) * 3600 - WallClock.milliseconds() / 1000)
+            throw AppError.rateLimited(
+                retryAfter: max(1, retryAfter), policy: "\(quotas.maxBytesPerHour);w=3600", detail: "Hourly upload volume reached for this tenant.")
+        }
+
+        let id = UUIDv7.make()
+        let limit = min(quotas.maxFileBytes, room)
+        let written: (size: Int64, sha256: String)
+        do {
+            written = try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
+        } catch is BlobTooLarge {
+            throw Self.tooLarge(
+                limit == quotas.maxFileBytes
+                    ? "The file exceeds the \(quotas.maxFileBytes)-byte limit."
+                    : "The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+        }
+        let file = StoredFile(
+            id: id, tenantId: tenantId, name: name, size: written.size, sha256: written.sha256, contentType: mediaType, format: format,
+            createdBy: context.identity.userId, createdAt: WallClock.milliseconds())
+        do {
+            try await store.insert(file)
+            _ = try await store.addUpload(tenantId: tenantId, bytes: written.size, hour: hour)
+        } catch {
+            try? await blobs.delete(tenantId: tenantId, id: id)
+            throw error
+        }
+        var response = Response.json(file, status: .created)
+        response.headers[.location] = "/files/\(id)"
+        return response
+    }
+
+    static func tooLarge(_ detail: String) -> AppError {
+        AppError(.contentTooLarge, code: "payload_too_large", detail: detail)
+    }
+
+    /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187) or `filename` (RFC 6266),
+    /// else `?name=`, else `upload.<format>`. 1–255 characters, no control characters.
+    static func fileName(_ request: Request, format: String) throws -> String {
+        var name: String?
+        if let disposition = request.headers[.contentDisposition] {
+            name = dispositionParameter(disposition, "filename*").flatMap(decodeExtended) ?? dispositionParameter(disposition, "filename")
+        }
+        if name == nil, let asked = request.uri.queryParameters.get("name") { name = String(asked) }
+        guard let name else { return "upload.\(format)" }
+        let scalars = name.unicodeScalars
+        guard (1...255).contains(scalars.count), !scalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw AppError.invalidField("name", "must be 1 to 255 characters without control characters")
+        }
+        return name
+    }
+
+    static func dispositionParameter(_ header: String, _ key: String) -> String? {
+        for part in header.split(separator: ";").dropFirst() {
+            let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard pair.count == 2, pair[0].lowercased() == key else { continue }
+            var value = pair[1]
+            if value.hasPrefix("\"") && value.hasSuffix("\"") && value.count >= 2 {
+                value = String(value.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
+            }
+            return value
+        }
+        return nil
+    }
+
+    /// `UTF-8''na%C3%AFve.csv` → `naïve.csv` (RFC 8187 §3.2); nil for other charsets.
+    static func decodeExtended(_ value: String) -> String? {
+        let parts = value.split(separator: "'", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].lowercased() == "utf-8" else { return nil }
+        return String(parts[2]).removingPercentEncoding
+    }
+
+    // MARK: Download
+
+    private func download(_ request: Request, file: StoredFile) async throws -> Response {
+        var headers: HTTPFields = [.contentType: file.contentType, .acceptRanges: "bytes", .eTag: "\"\(file.sha256)\""]
+        var range: Range<Int64> = 0..<file.size
+        var status = HTTPResponse.Status.ok
+        if let header = request.headers[.range] {
+            switch Self.parseRange(header, size: file.size) {
+            case .whole: break
+            case .unsatisfiable:
+                throw AppError(
+                    .rangeNotSatisfiable, code: "range_not_satisfiable", detail: "The file has \(file.size) bytes.",
+                    headers: [.contentRange: "bytes */\(file.size)"])
+            case .range(let asked):
+                range = asked
+                status = .partialContent
+                headers[.contentRange] = "bytes \(asked.lowerBound)-\(asked.upperBound - 1)/\(file.size)"
+            }
+        }
+        headers[.contentLength] = String(range.count)
+        let path = blobs.path(tenantId: file.tenantId, id: file.id)
+        let range_ = range
+        let body = ResponseBody(contentLength: range.count) { writer in
+            let range = range_
+            if !range.isEmpty {
+                try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
+                    for try await chunk in handle.readChunks(in: range, chunkLength: .kibibytes(256)) {
+                        try await writer.write(chunk)
+                    }
+                }
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    enum RangeAnswer: Equatable { case whole, unsatisfiable, range(Range<Int64>) }
+
+    /// One `bytes=` range (first-last, first-, or -suffix). Several ranges, other units or bad
+    /// syntax are answered with the whole file, as RFC 9110 §14.2 allows.
+    static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
+        let trimmed = header.trimmingCharacters(in: .whitespaces)
+        guard trimmed.lowercased().hasPrefix("bytes="), !trimmed.contains(",") else { return .whole }
+        let spec = trimmed.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        guard spec.count == 2 else { return .whole }
+        if spec[0].isEmpty {
+            guard let suffix = Int64(spec[1]), suffix >= 0 else { return .whole }
+            if suffix == 0 || size == 0 { return .unsatisfiable }
+            return .range(max(0, size - suffix)..<size)
+        }
+        guard let first = Int64(spec[0]), first >= 0 else { return .whole }
+        let last: Int64
+        if spec[1].isEmpty {
+            last = size - 1
+        } else {
+            guard let value = Int64(spec[1]), value >= first else { return .whole }
+            last = min(value, size - 1)
+        }
+        guard first < size else { return .unsatisfiable }
+        return .range(first..<(last + 1))
+    }
+}
