@@ -165,3 +165,27 @@ struct CSVReaderTests {
         #expect(throws: IngestError.self) { try reader.next() }
     }
 }
+
+@Suite("Column type inference")
+struct ColumnTypeInferenceTests {
+    @Test func narrowestTypeEverySampleFits() {
+        var inference = ColumnTypeInference(columns: 7)
+        inference.add(["1", "1.5", "true", "2013-01-01T06:00:00Z", "x", nil, "7"])
+        inference.add(["-20", "2", "FALSE", "2013-01-01", "y", nil, "8.25"])
+        inference.add([nil, "-3e2", "true", nil, "1", nil, "nan"])
+        #expect(inference.types == [.integer, .real, .boolean, .timestamp, .text, .text, .text])
+    }
+
+    @Test func weatherColumnsAreInferredFromTheFirstThousandRecords() throws {
+        let reader = try CSVReader(source: try FileByteSource(path: "\(sharedData)/weather.csv"))
+        var inference = ColumnTypeInference(columns: reader.columns.count)
+        while inference.wantsMore, let row = try reader.next() { inference.add(row) }
+        let types = Dictionary(uniqueKeysWithValues: zip(reader.columns, inference.types))
+        #expect(types["origin"] == .text)
+        #expect(types["year"] == .integer)
+        #expect(types["temp"] == .real)
+        #expect(types["wind_gust"] == .real, "NA is null, not text")
+        #expect(types["time_hour"] == .timestamp)
+        #expect(inference.samples == 1000)
+    }
+}

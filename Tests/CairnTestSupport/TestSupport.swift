@@ -95,6 +95,8 @@ public func withTestApp<R: Sendable>(
     prepare(components)
     let app = Application(
         router: buildRouter(components: components), services: runServices ? components.makeServices() : [], logger: testLogger)
+    // The data directory (SQLite file, keys, blobs) goes with the test.
+    defer { try? FileManager.default.removeItem(atPath: database.configuration.dataDir) }
     do {
         let result = try await app.test(.router) { client in try await body(client, components) }
         await components.database.close()
