@@ -90,6 +90,8 @@ public struct ProductImporter: Sendable {
                 "errors": .array([.object(["row": .number(Double(issue.row)), "field": .string(issue.field), "issue": .string(issue.issue)])]),
             ])
             try await context.reportProgress(progress)
+            // The job ends here for good: its stored rows are of no further use.
+            try? await catalog.store.deleteImport(id: importId)
             throw PermanentJobError("the import is not valid \(format.uppercased()): \(issue.issue)")
         }
         func record(_ issue: ImportIssue) {

@@ -102,41 +102,43 @@ public struct CSVEncoder: Sendable {
     public mutating func timestamp(milliseconds: Int64) {
         separator()
         let (year, month, day, hour, minute, second, millisecond) = Timestamp.components(milliseconds: milliseconds)
-        pad(year, 4)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        pad(month, 2)
-        buffer.writeInteger(UInt8(ascii: "-"))
-        pad(day, 2)
-        buffer.writeInteger(UInt8(ascii: "T"))
-        pad(hour, 2)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        pad(minute, 2)
-        buffer.writeInteger(UInt8(ascii: ":"))
-        pad(second, 2)
-        buffer.writeInteger(UInt8(ascii: "."))
-        pad(millisecond, 3)
-        buffer.writeInteger(UInt8(ascii: "Z"))
-    }
-
-    private mutating func pad(_ value: Int, _ width: Int) {
-        var divisor = 1
-        for _ in 1..<width { divisor *= 10 }
-        var rest = max(0, value)
-        while divisor > 0 {
-            buffer.writeInteger(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
-            rest %= divisor
-            divisor /= 10
+        // Formatted on the stack and written once: per-byte buffer writes cost more than the digits.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
+            func put(_ value: Int, width: Int, at offset: Int) {
+                var rest = max(0, value)
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    text[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+                    rest /= 10
+                }
+            }
+            put(year, width: 4, at: 0)
+            text[4] = UInt8(ascii: "-")
+            put(month, width: 2, at: 5)
+            text[7] = UInt8(ascii: "-")
+            put(day, width: 2, at: 8)
+            text[10] = UInt8(ascii: "T")
+            put(hour, width: 2, at: 11)
+            text[13] = UInt8(ascii: ":")
+            put(minute, width: 2, at: 14)
+            text[16] = UInt8(ascii: ":")
+            put(second, width: 2, at: 17)
+            text[19] = UInt8(ascii: ".")
+            put(millisecond, width: 3, at: 20)
+            text[23] = UInt8(ascii: "Z")
+            buffer.writeBytes(UnsafeRawBufferPointer(text))
         }
     }
 
     private mutating func writeDigits(_ value: UInt64) {
-        var digits: (UInt64, Int) = (value, 0)
-        var scratch = [UInt8](repeating: 0, count: 20)
-        repeat {
-            scratch[19 - digits.1] = UInt8(ascii: "0") + UInt8(digits.0 % 10)
-            digits.0 /= 10
-            digits.1 += 1
-        } while digits.0 > 0
-        buffer.writeBytes(scratch[(20 - digits.1)...])
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var rest = value
+            var start = 20
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+                rest /= 10
+            } while rest > 0
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(digits)[start...]))
+        }
     }
 }
