@@ -1,5 +1,6 @@
 import CairnStorage
 import Logging
+import Metrics
 import SQLKit
 import Synchronization
 
@@ -150,21 +151,25 @@ public final class NotificationHub: Sendable {
     /// Registers a connection's mailbox; the subscription exists before the caller reads its
     /// backlog, so nothing committed after that read can be missed.
     func register(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        let start = state.withLock { state -> Bool in
+        let (start, count) = state.withLock { state -> (Bool, Int) in
             state.mailboxes[Self.key(tenantId, userId), default: [:]][ObjectIdentifier(mailbox)] = mailbox
             state.count += 1
-            return state.subscription == nil
+            return (state.subscription == nil, state.count)
         }
+        // Created per use: metrics made before the Prometheus bootstrap would stay no-ops.
+        Gauge(label: "cairn_notifications_connections").record(count)
         if start { startSubscription() }
     }
 
     /// Removes a connection's mailbox.
     func unregister(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        state.withLock { state in
+        let count = state.withLock { state -> Int in
             let key = Self.key(tenantId, userId)
             if state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil { state.count -= 1 }
             if state.mailboxes[key]?.isEmpty == true { state.mailboxes[key] = nil }
+            return state.count
         }
+        Gauge(label: "cairn_notifications_connections").record(count)
     }
 
     /// Closes every connection's mailbox (server shutdown).

@@ -35,6 +35,18 @@ private func socket(
     }
 }
 
+/// The close code the server sends a socket that authenticates with `token` and subscribes.
+func socketCloseCode(port: Int, token: String) async throws -> UInt16? {
+    let close = try await socket(port: port, opening: [auth(token), subscribe(nil)])
+    switch close?.closeCode {
+    case .unknown(let code)?: return code
+    case .policyViolation?: return 1008
+    case .goingAway?: return 1001
+    case .normalClosure?: return 1000
+    default: return nil
+    }
+}
+
 private func auth(_ token: String) -> String { #"{"type":"auth","token":"\#(token)"}"# }
 private func subscribe(_ since: Int64?) -> String {
     since.map { #"{"type":"subscribe","since":\#($0)}"# } ?? #"{"type":"subscribe"}"#
