@@ -88,8 +88,7 @@ def client_process(port, tokens, ready_queue, result_queue, stop_event):
                                 phase = data.get("p", "t")
                                 latencies[phase].append((now - data["t"]) * 1000)
                                 counts[phase] += 1
-                                if message["seq"] % 8 == 0:
-                                    await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+                                await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
                         return
                 except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
                     await asyncio.sleep(0.2 + random.random())
@@ -129,7 +128,7 @@ def main():
 
     data_dir = tempfile.mkdtemp(prefix="cairn-nbench-")
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), "CAIRN_DATA_DIR": data_dir, "CAIRN_HTTP_PORT": str(port),
+    env = {"PATH": os.environ.get("PATH", ""), **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}), "CAIRN_DATA_DIR": data_dir, "CAIRN_HTTP_PORT": str(port),
            "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h"}
     if args.pg_url:
         env["CAIRN_DATABASE_URL"] = args.pg_url

@@ -118,6 +118,10 @@ public final class NotificationHub: Sendable {
         var subscription: Task<Void, Never>?
         var ticker: Task<Void, Never>?
         var count = 0
+        /// Announced ids not read yet, and whether a drain is running: under load, many
+        /// announcements are read with one query instead of one query each.
+        var pendingIds: [String] = []
+        var draining = false
     }
     private let bus: EventBus
     private let store: NotificationStore
@@ -195,8 +199,7 @@ public final class NotificationHub: Sendable {
         let subscription = Task { [weak self] in
             for await payload in stream {
                 guard let self else { return }
-                let ids = payload.split(separator: ",").map(String.init)
-                await self.deliver(ids: ids, attempt: 0)
+                self.enqueue(payload.split(separator: ",").map(String.init))
             }
         }
         let interval = tickInterval
@@ -217,6 +220,34 @@ public final class NotificationHub: Sendable {
         if !keep {
             subscription.cancel()
             ticker.cancel()
+        }
+    }
+
+    private func enqueue(_ ids: [String]) {
+        let start = state.withLock { state -> Bool in
+            state.pendingIds += ids
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+        if start { Task { await self.drain() } }
+    }
+
+    /// Reads everything announced so far, 500 ids per query, until nothing is pending.
+    private func drain() async {
+        while true {
+            let batch = state.withLock { state -> [String] in
+                if state.pendingIds.isEmpty {
+                    state.draining = false
+                    return []
+                }
+                let count = min(state.pendingIds.count, 500)
+                let batch = Array(state.pendingIds.prefix(count))
+                state.pendingIds.removeFirst(count)
+                return batch
+            }
+            if batch.isEmpty { return }
+            await deliver(ids: batch, attempt: 0)
         }
     }
 
