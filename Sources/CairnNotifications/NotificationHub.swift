@@ -1,5 +1,6 @@
 import CairnStorage
 import Logging
+import Metrics
 import SQLKit
 import Synchronization
 
@@ -117,6 +118,10 @@ public final class NotificationHub: Sendable {
         var subscription: Task<Void, Never>?
         var ticker: Task<Void, Never>?
         var count = 0
+        /// Announced ids not read yet, and whether a drain is running: under load, many
+        /// announcements are read with one query instead of one query each.
+        var pendingIds: [String] = []
+        var draining = false
     }
     private let bus: EventBus
     private let store: NotificationStore
@@ -150,21 +155,25 @@ public final class NotificationHub: Sendable {
     /// Registers a connection's mailbox; the subscription exists before the caller reads its
     /// backlog, so nothing committed after that read can be missed.
     func register(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        let start = state.withLock { state -> Bool in
+        let (start, count) = state.withLock { state -> (Bool, Int) in
             state.mailboxes[Self.key(tenantId, userId), default: [:]][ObjectIdentifier(mailbox)] = mailbox
             state.count += 1
-            return state.subscription == nil
+            return (state.subscription == nil, state.count)
         }
+        // Created per use: metrics made before the Prometheus bootstrap would stay no-ops.
+        Gauge(label: "cairn_notifications_connections").record(count)
         if start { startSubscription() }
     }
 
     /// Removes a connection's mailbox.
     func unregister(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        state.withLock { state in
+        let count = state.withLock { state -> Int in
             let key = Self.key(tenantId, userId)
             if state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil { state.count -= 1 }
             if state.mailboxes[key]?.isEmpty == true { state.mailboxes[key] = nil }
+            return state.count
         }
+        Gauge(label: "cairn_notifications_connections").record(count)
     }
 
     /// Closes every connection's mailbox (server shutdown).
@@ -190,8 +199,7 @@ public final class NotificationHub: Sendable {
         let subscription = Task { [weak self] in
             for await payload in stream {
                 guard let self else { return }
-                let ids = payload.split(separator: ",").map(String.init)
-                await self.deliver(ids: ids, attempt: 0)
+                self.enqueue(payload.split(separator: ",").map(String.init))
             }
         }
         let interval = tickInterval
@@ -212,6 +220,34 @@ public final class NotificationHub: Sendable {
         if !keep {
             subscription.cancel()
             ticker.cancel()
+        }
+    }
+
+    private func enqueue(_ ids: [String]) {
+        let start = state.withLock { state -> Bool in
+            state.pendingIds += ids
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+        if start { Task { await self.drain() } }
+    }
+
+    /// Reads everything announced so far, 500 ids per query, until nothing is pending.
+    private func drain() async {
+        while true {
+            let batch = state.withLock { state -> [String] in
+                if state.pendingIds.isEmpty {
+                    state.draining = false
+                    return []
+                }
+                let count = min(state.pendingIds.count, 500)
+                let batch = Array(state.pendingIds.prefix(count))
+                state.pendingIds.removeFirst(count)
+                return batch
+            }
+            if batch.isEmpty { return }
+            await deliver(ids: batch, attempt: 0)
         }
     }
 

@@ -3,6 +3,7 @@ import CairnHTTP
 public import CairnStorage
 import Foundation
 public import Logging
+import Metrics
 public import SQLKit
 import Synchronization
 
@@ -115,6 +116,7 @@ public final class Notifier: Sendable {
                 stored += rows
             }
         }
+        Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
         return stored
     }
 }

@@ -153,7 +153,14 @@ struct ChannelTests {
             let body = try #require(requests.last?["body"] as? [String: Any])
             #expect(body["type"] as? String == "notification.message")
             #expect(((body["data"] as? [String: Any])?["notification"] as? [String: Any])?["id"] as? String == notificationId)
-            let deliveries = try await client.json(.get, "/notifications/\(notificationId)/deliveries", token: member.token)
+            // The record is updated just after the receiver answered.
+            let deliveryPath = "/notifications/\(notificationId)/deliveries"
+            #expect(
+                try await eventually {
+                    let items = try await client.json(.get, deliveryPath, token: member.token).object["items"] as? [[String: Any]]
+                    return items?.first?["state"] as? String == "sent"
+                })
+            let deliveries = try await client.json(.get, deliveryPath, token: member.token)
             let delivery = try #require((deliveries.object["items"] as? [[String: Any]])?.first)
             #expect(delivery["state"] as? String == "sent")
             #expect(delivery["attempts"] as? Int == 2)

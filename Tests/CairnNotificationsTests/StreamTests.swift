@@ -81,6 +81,25 @@ struct StreamTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func streamsEndWhenTheAccessTokenExpires(engine: TestEngine) async throws {
+        try await withNode(
+            engine,
+            configure: {
+                fastNotifications(&$0)
+                $0.accessTokenTTL = 2
+            }
+        ) { client, _, port in
+            let owner = try await signUp(client, "expiry@example.com")
+            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            defer { reader.stop() }
+            #expect(try await eventually { reader.text.hasPrefix("retry:") })
+            #expect(try await eventually { reader.ended })
+            let closed = try await socketCloseCode(port: port, token: owner.token)
+            #expect(closed == 4401)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func badCursorsAndMissingTokensAreProblems(engine: TestEngine) async throws {
         try await withNode(engine) { client, _, _ in
             let owner = try await signUp(client, "bad@example.com")

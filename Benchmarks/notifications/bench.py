@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Notification fan-out benchmark for Cairn (a measuring tool: no thresholds).
+
+Starts a fresh `cairn serve` (SQLite in a temp dir, or PostgreSQL with --pg-url), creates USERS
+users in one tenant, opens CONNS WebSocket connections (round-robin over the users, Python
+`websockets`, client processes of their own), then:
+
+  1. broadcast: ROUNDS x POST /notifications {"audience":"tenant"}; each notification carries
+     the publish time, every connection records publish -> receive latency. Reports p50/p90/p99/
+     max, deliveries expected vs received (lost), and server RSS per connection (VmRSS after
+     connecting minus before, divided by CONNS).
+  2. throughput: PUBLISHERS threads POST /notifications to one random user each for SECONDS
+     seconds; reports notifications stored per second (202s) and delivered per second.
+
+Usage: bench.py --bin .build/release/cairn [--conns 10000] [--users 1000] [--pg-url URL]
+All traffic stays on 127.0.0.1.
+"""
+import argparse
+import asyncio
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, token=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, (json.loads(data) if data else None)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def client_process(port, tokens, ready_queue, result_queue, stop_event):
+    """Holds len(tokens) sockets; reports latencies (ms) and counts when stop_event is set."""
+    import websockets
+
+    async def main():
+        latencies = {"b": [], "t": []}
+        counts = {"b": 0, "t": 0}
+        ready = [0]
+
+        async def one(token):
+            while True:
+                try:
+                    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_queue=None, ping_interval=None,
+                                                  open_timeout=120) as ws:
+                        await ws.send(json.dumps({"type": "auth", "token": token}))
+                        await ws.send(json.dumps({"type": "subscribe"}))
+                        first = True
+                        async for raw in ws:
+                            now = time.time()
+                            message = json.loads(raw)
+                            kind = message.get("type")
+                            if kind == "ready" and first:
+                                first = False
+                                ready[0] += 1
+                                ready_queue.put(1)
+                            elif kind == "notification":
+                                data = message["notification"]["data"]
+                                phase = data.get("p", "t")
+                                latencies[phase].append((now - data["t"]) * 1000)
+                                counts[phase] += 1
+                                await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+                        return
+                except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+                    await asyncio.sleep(0.2 + random.random())
+
+        tasks = []
+        for index, token in enumerate(tokens):
+            tasks.append(asyncio.create_task(one(token)))
+            if index % 200 == 199:
+                await asyncio.sleep(0.05)  # spread the handshakes a little
+        while not stop_event.is_set():
+            await asyncio.sleep(0.2)
+        result_queue.put((latencies, counts))
+        for task in tasks:
+            task.cancel()
+
+    asyncio.run(main())
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", default=".build/release/cairn")
+    parser.add_argument("--conns", type=int, default=10000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--publishers", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--pg-url", default=None)
+    args = parser.parse_args()
+
+    data_dir = tempfile.mkdtemp(prefix="cairn-nbench-")
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", ""), **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}), "CAIRN_DATA_DIR": data_dir, "CAIRN_HTTP_PORT": str(port),
+           "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h"}
+    if args.pg_url:
+        env["CAIRN_DATABASE_URL"] = args.pg_url
+    server = subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = []
+    try:
+        for _ in range(200):
+            try:
+                if request(port, "GET", "/health/live")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        status, owner = request(port, "POST", "/auth/register",
+                                {"email": "owner@bench.test", "password": "correct horse battery", "name": "Owner"})
+        assert status == 201, (status, owner)
+        status, tokens = request(port, "POST", "/auth/login", {"email": "owner@bench.test", "password": "correct horse battery"})
+        admin = tokens["accessToken"]
+        user_tokens = [admin]
+        user_ids = [owner["id"]]
+        t0 = time.time()
+        for n in range(args.users - 1):
+            email = f"u{n}@bench.test"
+            status, body = request(port, "POST", "/users",
+                                   {"email": email, "name": "U", "role": "member", "password": "correct horse battery"}, admin)
+            assert status == 201, (status, body)
+            user_ids.append(body["id"])
+            status, body = request(port, "POST", "/auth/login", {"email": email, "password": "correct horse battery"})
+            user_tokens.append(body["accessToken"])
+        print(f"users: {args.users} created in {time.time() - t0:.1f} s", flush=True)
+
+        time.sleep(1)
+        rss_before = rss_kib(server.pid)
+        ready_queue, result_queue, stop_event = mp.Queue(), mp.Queue(), mp.Event()
+        conn_tokens = [user_tokens[i % len(user_tokens)] for i in range(args.conns)]
+        conns_of = [0] * len(user_ids)
+        for i in range(args.conns):
+            conns_of[i % len(user_ids)] += 1
+        for c in range(args.clients):
+            p = mp.Process(target=client_process, args=(port, conn_tokens[c::args.clients], ready_queue, result_queue, stop_event))
+            p.start()
+            procs.append(p)
+        t0 = time.time()
+        ready = 0
+        while ready < args.conns and time.time() - t0 < 600:
+            ready_queue.get(timeout=600)
+            ready += 1
+        print(f"connections: {ready} authenticated and subscribed in {time.time() - t0:.1f} s", flush=True)
+        time.sleep(2)
+        rss_after = rss_kib(server.pid)
+        print(f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB with {ready} sockets -> "
+              f"{(rss_after - rss_before) / max(ready, 1):.1f} KiB per connection", flush=True)
+
+        # 1. Broadcasts.
+        for r in range(args.rounds):
+            start = time.time()
+            status, body = request(port, "POST", "/notifications",
+                                   {"audience": "tenant", "type": "system_alert", "title": f"b{r}", "data": {"t": start, "p": "b"}}, admin)
+            assert status == 202, (status, body)
+            print(f"broadcast {r}: {body['count']} stored, POST answered in {(time.time() - start) * 1000:.0f} ms", flush=True)
+            time.sleep(3)
+        broadcast_expected = args.rounds * args.conns
+
+        # 2. Throughput: publishers to random single users.
+        stored = [0]
+        expected = [0]
+        lock = threading.Lock()
+        deadline = time.time() + args.seconds
+
+        def publisher():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            while time.time() < deadline:
+                target = random.randrange(len(user_ids))
+                body = json.dumps({"userIds": [user_ids[target]], "type": "message", "title": "tp", "data": {"t": time.time(), "p": "t"}})
+                conn.request("POST", "/notifications", body, {"content-type": "application/json", "authorization": f"Bearer {admin}"})
+                response = conn.getresponse()
+                response.read()
+                if response.status == 202:
+                    with lock:
+                        stored[0] += 1
+                        expected[0] += conns_of[target]
+
+        threads = [threading.Thread(target=publisher) for _ in range(args.publishers)]
+        t0 = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.time() - t0
+        time.sleep(3)
+        stop_event.set()
+        latencies = {"b": [], "t": []}
+        received = {"b": 0, "t": 0}
+        for _ in procs:
+            lat, count = result_queue.get(timeout=120)
+            for phase in ("b", "t"):
+                latencies[phase] += lat[phase]
+                received[phase] += count[phase]
+        b = latencies["b"]
+        print(f"broadcast latency publish->receive (ms): p50 {percentile(b, 50):.1f} p90 {percentile(b, 90):.1f} "
+              f"p99 {percentile(b, 99):.1f} max {max(b or [0]):.1f}; deliveries {received['b']} of {broadcast_expected} "
+              f"(lost {broadcast_expected - received['b']})", flush=True)
+        t = latencies["t"]
+        print(f"throughput: {stored[0]} notifications stored in {elapsed:.1f} s = {stored[0] / elapsed:.0f}/s "
+              f"({args.publishers} HTTP publishers, one recipient each); delivered {received['t']} of {expected[0]} "
+              f"= {received['t'] / elapsed:.0f}/s (lost {expected[0] - received['t']}); latency p50 {percentile(t, 50):.1f} "
+              f"p99 {percentile(t, 99):.1f} ms", flush=True)
+    finally:
+        stop_event_set = locals().get("stop_event")
+        if stop_event_set is not None:
+            stop_event_set.set()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
