@@ -113,9 +113,33 @@ public struct FileStore: Sendable {
             createdAt: try row.decode(column: "created_at", as: Int64.self))
     }
 
-    /// Records a completely written file.
-    public func insert(_ file: StoredFile) async throws {
-        try await database.write { db in
+    /// Why a completely written file could not be recorded.
+    public enum QuotaExceeded: Error, Sendable {
+        /// The tenant's files would exceed `maxTotalBytes`.
+        case total
+        /// The tenant's uploads this hour would exceed `maxBytesPerHour`.
+        case hourly
+    }
+
+    /// Records a completely written file, checking the tenant's total and hourly quotas in the
+    /// same transaction under a per-tenant lock, so uploads that finish at the same moment (on
+    /// any node) cannot together exceed them.
+    /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
+    public func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64) async throws {
+        try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
+            let total =
+                try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: file.tenantId)")
+                .first()?.decode(column: "total", as: Int64.self) ?? 0
+            if total + file.size > quotas.maxTotalBytes { throw QuotaExceeded.total }
+            let uploaded =
+                try await db.raw(
+                    """
+                    INSERT INTO file_upload_usage (tenant_id, hour, bytes) VALUES (\(bind: file.tenantId), \(bind: hour), \(bind: file.size))
+                    ON CONFLICT (tenant_id, hour) DO UPDATE SET bytes = file_upload_usage.bytes + excluded.bytes
+                    RETURNING bytes
+                    """
+                ).first()?.decode(column: "bytes", as: Int64.self) ?? file.size
+            if uploaded > quotas.maxBytesPerHour { throw QuotaExceeded.hourly }
             try await db.raw(
                 """
                 INSERT INTO files (\(unsafeRaw: Self.columns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
@@ -124,6 +148,16 @@ public struct FileStore: Sendable {
                 """
             ).run()
         }
+    }
+
+    /// The advisory-lock key of a tenant's file quota: FNV-1a of `files:<tenant>`, folded to 63 bits.
+    static func lockKey(tenantId: String) -> Int64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in ("files:" + tenantId).utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
     }
 
     /// One file of the tenant, or nil.
@@ -159,19 +193,6 @@ public struct FileStore: Sendable {
         try await database.read { db in
             try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: tenantId)").first()?.decode(
                 column: "total", as: Int64.self) ?? 0
-        }
-    }
-
-    /// Adds `bytes` to the tenant's uploads of the current hour and returns the new total.
-    public func addUpload(tenantId: String, bytes: Int64, hour: Int64) async throws -> Int64 {
-        try await database.write { db in
-            try await db.raw(
-                """
-                INSERT INTO file_upload_usage (tenant_id, hour, bytes) VALUES (\(bind: tenantId), \(bind: hour), \(bind: bytes))
-                ON CONFLICT (tenant_id, hour) DO UPDATE SET bytes = file_upload_usage.bytes + excluded.bytes
-                RETURNING bytes
-                """
-            ).first()?.decode(column: "bytes", as: Int64.self) ?? bytes
         }
     }
 

@@ -54,8 +54,12 @@ public struct FilesController: Sendable {
             try await download(request, file: try await find(context))
         }
         group.delete("files/:id") { _, context -> Response in
-            let id = try context.parameters.require("id")
-            let tenantId = context.identity.tenantId
+            let file = try await find(context)
+            let (id, tenantId) = (file.id, file.tenantId)
+            // As with jobs: members delete what they uploaded; owners and admins anything.
+            if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
+                throw AppError.forbidden("Only admins and the file's uploader can delete it.")
+            }
             guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
             do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
                 logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
@@ -107,11 +111,7 @@ public struct FilesController: Sendable {
         if let declared, declared > room { throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.") }
         let hour = WallClock.milliseconds() / 3_600_000
         let uploaded = try await store.uploaded(tenantId: tenantId, hour: hour)
-        if uploaded + (declared ?? 1) > quotas.maxBytesPerHour {
-            let retryAfter = Int((hour + 1) * 3600 - WallClock.milliseconds() / 1000)
-            throw AppError.rateLimited(
-                retryAfter: max(1, retryAfter), policy: "\(quotas.maxBytesPerHour);w=3600", detail: "Hourly upload volume reached for this tenant.")
-        }
+        if uploaded + (declared ?? 1) > quotas.maxBytesPerHour { throw Self.hourlyLimit(quotas, hour: hour) }
 
         let id = UUIDv7.make()
         let limit = min(quotas.maxFileBytes, room)
@@ -128,55 +128,133 @@ public struct FilesController: Sendable {
             id: id, tenantId: tenantId, name: name, size: written.size, sha256: written.sha256, contentType: mediaType, format: format,
             createdBy: context.identity.userId, createdAt: WallClock.milliseconds())
         do {
-            try await store.insert(file)
-            _ = try await store.addUpload(tenantId: tenantId, bytes: written.size, hour: hour)
+            try await store.insert(file, quotas: quotas, hour: hour)
         } catch {
             try? await blobs.delete(tenantId: tenantId, id: id)
-            throw error
+            switch error as? FileStore.QuotaExceeded {
+            case .total: throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            case .hourly: throw Self.hourlyLimit(quotas, hour: hour)
+            case nil: throw error
+            }
         }
         var response = Response.json(file, status: .created)
         response.headers[.location] = "/files/\(id)"
         return response
     }
 
+    static func hourlyLimit(_ quotas: FileQuotas, hour: Int64) -> AppError {
+        let retryAfter = Int((hour + 1) * 3600 - WallClock.milliseconds() / 1000)
+        return AppError.rateLimited(
+            retryAfter: max(1, retryAfter), policy: "\(quotas.maxBytesPerHour);w=3600", detail: "Hourly upload volume reached for this tenant.")
+    }
+
     static func tooLarge(_ detail: String) -> AppError {
         AppError(.contentTooLarge, code: "payload_too_large", detail: detail)
     }
 
-    /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187) or `filename` (RFC 6266),
-    /// else `?name=`, else `upload.<format>`. 1–255 characters, no control characters.
+    /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187, UTF-8 or ISO-8859-1) or
+    /// `filename` (RFC 6266, token or quoted string), else `?name=`, else `upload.<format>`.
+    /// 1–255 characters, no control characters and no U+FFFD (what undecodable bytes become).
+    /// - Throws: 400 `invalid_input` on `name` for a malformed header or a bad name.
     static func fileName(_ request: Request, format: String) throws -> String {
         var name: String?
         if let disposition = request.headers[.contentDisposition] {
-            name = dispositionParameter(disposition, "filename*").flatMap(decodeExtended) ?? dispositionParameter(disposition, "filename")
+            guard let parameters = dispositionParameters(disposition) else {
+                throw AppError.invalidField("name", "Content-Disposition is malformed (RFC 6266)")
+            }
+            if let extended = parameters["filename*"] {
+                guard let decoded = decodeExtended(extended) else {
+                    throw AppError.invalidField("name", "filename* must be UTF-8 or ISO-8859-1 percent-encoding (RFC 8187)")
+                }
+                name = decoded
+            } else {
+                name = parameters["filename"]
+            }
         }
         if name == nil, let asked = request.uri.queryParameters.get("name") { name = String(asked) }
         guard let name else { return "upload.\(format)" }
         let scalars = name.unicodeScalars
-        guard (1...255).contains(scalars.count), !scalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        guard (1...255).contains(scalars.count),
+            !scalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{FFFD}" })
+        else {
             throw AppError.invalidField("name", "must be 1 to 255 characters without control characters")
         }
         return name
     }
 
-    static func dispositionParameter(_ header: String, _ key: String) -> String? {
-        for part in header.split(separator: ";").dropFirst() {
-            let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard pair.count == 2, pair[0].lowercased() == key else { continue }
-            var value = pair[1]
-            if value.hasPrefix("\"") && value.hasSuffix("\"") && value.count >= 2 {
-                value = String(value.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
-            }
-            return value
+    /// The parameters of a `Content-Disposition` value (names lower-cased; quoted strings
+    /// unescaped), or nil when it does not parse.
+    static func dispositionParameters(_ header: String) -> [String: String]? {
+        var result: [String: String] = [:]
+        let bytes = Array(header.utf8)
+        var i = 0
+        func skipSpace() { while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x09 { i += 1 } }
+        func token() -> String {
+            let start = i
+            while i < bytes.count, bytes[i] != 0x3B, bytes[i] != 0x3D, bytes[i] != 0x20, bytes[i] != 0x09, bytes[i] != 0x22 { i += 1 }
+            return String(decoding: bytes[start..<i], as: UTF8.self)
         }
-        return nil
+        skipSpace()
+        guard !token().isEmpty else { return nil }  // the disposition type
+        while true {
+            skipSpace()
+            if i == bytes.count { return result }
+            guard bytes[i] == 0x3B else { return nil }
+            i += 1
+            skipSpace()
+            if i == bytes.count { return result }
+            let key = token().lowercased()
+            skipSpace()
+            guard !key.isEmpty, i < bytes.count, bytes[i] == 0x3D else { return nil }
+            i += 1
+            skipSpace()
+            var value: [UInt8] = []
+            if i < bytes.count && bytes[i] == 0x22 {
+                i += 1
+                var closed = false
+                while i < bytes.count {
+                    if bytes[i] == 0x5C && i + 1 < bytes.count {
+                        value.append(bytes[i + 1])
+                        i += 2
+                    } else if bytes[i] == 0x22 {
+                        closed = true
+                        i += 1
+                        break
+                    } else {
+                        value.append(bytes[i])
+                        i += 1
+                    }
+                }
+                guard closed else { return nil }
+            } else {
+                value = Array(token().utf8)
+                guard !value.isEmpty else { return nil }
+            }
+            result[key] = String(decoding: value, as: UTF8.self)
+        }
     }
 
-    /// `UTF-8''na%C3%AFve.csv` → `naïve.csv` (RFC 8187 §3.2); nil for other charsets.
+    /// `UTF-8''na%C3%AFve.csv` → `naïve.csv`, `ISO-8859-1''%E9t%E9.csv` → `été.csv` (RFC 8187
+    /// §3.2); nil for another charset, bad percent-encoding or invalid UTF-8.
     static func decodeExtended(_ value: String) -> String? {
         let parts = value.split(separator: "'", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0].lowercased() == "utf-8" else { return nil }
-        return String(parts[2]).removingPercentEncoding
+        guard parts.count == 3 else { return nil }
+        var bytes: [UInt8] = []
+        var iterator = Array(parts[2].utf8).makeIterator()
+        while let byte = iterator.next() {
+            guard byte == 0x25 else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next(), let low = iterator.next(), let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(value)
+        }
+        switch parts[0].lowercased() {
+        case "utf-8": return String(validating: bytes, as: UTF8.self)
+        case "iso-8859-1": return String(String.UnicodeScalarView(bytes.map { Unicode.Scalar($0) }))
+        default: return nil
+        }
     }
 
     // MARK: Download
@@ -217,29 +295,28 @@ public struct FilesController: Sendable {
 
     enum RangeAnswer: Equatable { case whole, unsatisfiable, range(Range<Int64>) }
 
-    /// One `bytes=` range (first-last, first-, or -suffix). Several ranges, other units or bad
-    /// syntax are answered with the whole file, as RFC 9110 §14.2 allows.
+    /// One `bytes=` range (first-last, first-, or -suffix; digits only). Several ranges, other
+    /// units or bad syntax are answered with the whole file, as RFC 9110 §14.2 allows; a first
+    /// position at or past the end (however large) is unsatisfiable.
     static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
         let trimmed = header.trimmingCharacters(in: .whitespaces)
         guard trimmed.lowercased().hasPrefix("bytes="), !trimmed.contains(",") else { return .whole }
         let spec = trimmed.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map {
             $0.trimmingCharacters(in: .whitespaces)
         }
-        guard spec.count == 2 else { return .whole }
+        guard spec.count == 2, spec.allSatisfy({ $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }) else { return .whole }
+        // Positions beyond Int64 are simply "very large".
+        func position(_ text: String) -> Int64 { Int64(text) ?? .max }
         if spec[0].isEmpty {
-            guard let suffix = Int64(spec[1]), suffix >= 0 else { return .whole }
+            guard !spec[1].isEmpty else { return .whole }
+            let suffix = position(spec[1])
             if suffix == 0 || size == 0 { return .unsatisfiable }
             return .range(max(0, size - suffix)..<size)
         }
-        guard let first = Int64(spec[0]), first >= 0 else { return .whole }
-        let last: Int64
-        if spec[1].isEmpty {
-            last = size - 1
-        } else {
-            guard let value = Int64(spec[1]), value >= first else { return .whole }
-            last = min(value, size - 1)
-        }
+        let first = position(spec[0])
+        let last = spec[1].isEmpty ? size - 1 : min(position(spec[1]), size - 1)
         guard first < size else { return .unsatisfiable }
+        guard spec[1].isEmpty || position(spec[1]) >= first else { return .whole }
         return .range(first..<(last + 1))
     }
 }

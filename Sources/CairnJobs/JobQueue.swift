@@ -196,7 +196,7 @@ public final class JobQueue: Sendable {
     /// The most jobs one `enqueueMany` call takes.
     public static let maxBatch = 1000
 
-    private func validate(_ request: JobRequest, field prefix: String) -> [FieldIssue] {
+    func validate(_ request: JobRequest, field prefix: String) -> [FieldIssue] {
         var issues: [FieldIssue] = []
         if registration(request.kind) == nil { issues.append(FieldIssue(field: prefix + "kind", issue: "is not a registered job kind")) }
         if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: prefix + "priority", issue: "must be 1 to 4")) }

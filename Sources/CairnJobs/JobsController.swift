@@ -58,16 +58,21 @@ public struct JobsController: Sendable {
         }
     }
 
-    /// Turns a request body into a `JobRequest`, checking that its kind may be enqueued over
-    /// HTTP (and by this caller). Field names in errors carry `field` as a prefix.
-    func makeRequest(_ body: EnqueueBody, field: String, context: AuthenticatedContext) throws -> JobRequest {
-        guard let registration = queue.registration(body.kind), registration.enqueueableOverHTTP else {
-            throw AppError.invalidField(field + "kind", "is not a job kind that can be enqueued over HTTP")
+    /// Turns a request body into a `JobRequest` and lists every problem with it (field names
+    /// carry `field` as a prefix), so a client sees all of them at once. A kind that is not
+    /// enqueueable over HTTP is one problem among the others; an admin-only kind asked for by a
+    /// member is 403 at once.
+    func makeRequest(_ body: EnqueueBody, field: String, context: AuthenticatedContext) throws -> (JobRequest, [FieldIssue]) {
+        var issues: [FieldIssue] = []
+        let registration = queue.registration(body.kind)
+        if let registration, registration.enqueueableOverHTTP {
+            if registration.adminOnly { try context.identity.requireAdmin() }
+        } else {
+            issues.append(FieldIssue(field: field + "kind", issue: "is not a job kind that can be enqueued over HTTP"))
         }
-        if registration.adminOnly { try context.identity.requireAdmin() }
         if let args = body.args, case .object = args {
         } else if body.args != nil {
-            throw AppError.invalidField(field + "args", "must be a JSON object")
+            issues.append(FieldIssue(field: field + "args", issue: "must be a JSON object"))
         }
         var job = JobRequest(kind: body.kind, args: body.args ?? .object([:]))
         job.queue = body.queue ?? job.queue
@@ -75,7 +80,8 @@ public struct JobsController: Sendable {
         job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
         job.uniqueKey = body.uniqueKey
         job.maxAttempts = body.maxAttempts ?? job.maxAttempts
-        return job
+        issues += queue.validate(job, field: field).filter { $0.field != field + "kind" }
+        return (job, issues)
     }
 
     /// Members may cancel, retry or delete only jobs they enqueued; owners and admins any job
@@ -94,7 +100,8 @@ public struct JobsController: Sendable {
         group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs") { request, context -> Response in
             var request = request
             let body = try await Self.decodeEnqueue(&request, context: context)
-            let job = try makeRequest(body, field: "", context: context)
+            let (job, issues) = try makeRequest(body, field: "", context: context)
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
             let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
             return .json(created, status: isNew ? .created : .ok, headers: [.location: "/jobs/\(created.id)"])
         }
@@ -109,7 +116,14 @@ public struct JobsController: Sendable {
             guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
                 throw AppError.invalidField("jobs", "must hold 1 to \(JobQueue.maxBatch) jobs")
             }
-            let requests = try body.jobs.indices.map { try makeRequest(body.jobs[$0], field: "jobs[\($0)].", context: context) }
+            var requests: [JobRequest] = []
+            var issues: [FieldIssue] = []
+            for index in body.jobs.indices {
+                let (job, problems) = try makeRequest(body.jobs[index], field: "jobs[\(index)].", context: context)
+                requests.append(job)
+                issues += problems
+            }
+            if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
             let results = try await queue.enqueueMany(requests, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
             let batch = BatchResult(results: results)
             return .json(batch, status: batch.createdCount > 0 ? .created : .ok)

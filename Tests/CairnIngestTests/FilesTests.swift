@@ -131,4 +131,61 @@ struct FilesTests {
             #expect(blobs.filter { !$0.contains("/.") && $0.contains("/") }.count == 2, "refused uploads leave no blob behind")
         }
     }
+
+    @Test(arguments: TestEngine.available)
+    func uploadsFinishingTogetherCannotExceedTheTotalQuota(engine: TestEngine) async throws {
+        try await withTestApp(
+            engine,
+            configure: {
+                $0.fileQuotas.maxFileBytes = 100_000; $0.fileQuotas.maxTotalBytes = 250_000
+            }
+        ) { client, _ in
+            let token = try await client.registerAndLogin(email: "files-race@example.com").tokens["accessToken"] as! String
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<8 { group.addTask { try await upload(client, token: token, [UInt8](repeating: 0x61, count: 100_000)).status } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .created }.count == 2, "\(statuses)")
+            #expect(statuses.filter { $0 == .contentTooLarge }.count == 6)
+            let items = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
+            #expect(items?.count == 2)
+        }
+    }
+
+    @Test func namesRangesAndMembersFollowTheRules() async throws {
+        try await withTestApp(.sqlite) { client, _ in
+            let (_, ownerTokens) = try await client.registerAndLogin(email: "files-rules@example.com")
+            let owner = ownerTokens["accessToken"] as! String
+            let quoted = try await upload(client, token: owner, [0x61], headers: [.contentDisposition: #"attachment; filename="a;b \"c\".csv""#])
+            #expect(quoted.object["name"] as? String == #"a;b "c".csv"#)
+            let latin1 = try await upload(
+                client, token: owner, [0x61], headers: [.contentDisposition: "attachment; filename*=ISO-8859-1''%E9t%E9.csv"])
+            #expect(latin1.object["name"] as? String == "été.csv")
+            for bad in [#"attachment; filename="abc"#, "attachment; filename*=UTF-8''%FF%FE.csv", "attachment; filename*=UTF-8''a%ZZb.csv"] {
+                let refused = try await upload(client, token: owner, [0x61], headers: [.contentDisposition: bad])
+                #expect(refused.status == .badRequest, "\(bad)")
+            }
+            #expect(try await upload(client, token: owner, [0x61], query: "?name=%FF").status == .badRequest)
+
+            let id = try #require(latin1.object["id"] as? String)
+            func fetch(_ range: String) async throws -> TestResponse {
+                try await client.execute(uri: "/files/\(id)/content", method: .get, headers: [.authorization: "Bearer \(owner)", .range: range])
+            }
+            #expect(try await fetch("bytes=99999999999999999999999-").status == .rangeNotSatisfiable)
+            #expect(try await fetch("bytes=+0-0").status == .ok)
+            #expect(try await fetch("bytes=-+1").status == .ok)
+            #expect(try await fetch("bytes=0-99999999999999999999999").status == .partialContent)
+
+            // A member deletes only what they uploaded.
+            let created = try await client.json(
+                .post, "/users", ["email": "files-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
+                token: owner)
+            #expect(created.status == .created)
+            let member = try await client.login(email: "files-member@example.com", password: "correct horse battery")["accessToken"] as! String
+            #expect(try await client.json(.delete, "/files/\(id)", token: member).status == .forbidden)
+            let own = try await upload(client, token: member, [0x62])
+            #expect(try await client.json(.delete, "/files/\(own.object["id"] as! String)", token: member).status == .noContent)
+            #expect(try await client.json(.delete, "/files/\(id)", token: owner).status == .noContent)
+        }
+    }
 }

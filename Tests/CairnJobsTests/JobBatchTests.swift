@@ -63,6 +63,14 @@ struct JobBatchTests {
             let badPriority = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "noop", "priority": 9]]], token: token)
             #expect((badPriority.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "jobs[1].priority")
+            // Every problem is listed, an unknown kind among them.
+            let several = try await client.json(
+                .post, "/jobs/batch", ["jobs": [["kind": "bad"], ["kind": "noop", "priority": 9, "queue": ""]]], token: token)
+            #expect(
+                (several.object["errors"] as? [[String: Any]])?.compactMap { $0["field"] as? String }
+                    == ["jobs[0].kind", "jobs[1].priority", "jobs[1].queue"])
+            let single = try await client.json(.post, "/jobs", ["kind": "bad", "priority": 9, "maxAttempts": 0], token: token)
+            #expect((single.object["errors"] as? [[String: Any]])?.compactMap { $0["field"] as? String } == ["kind", "priority", "maxAttempts"])
             #expect(try await client.json(.post, "/jobs/batch", ["jobs": []], token: token).status == .badRequest)
             let tooMany = Array(repeating: ["kind": "noop"], count: 1001)
             #expect(try await client.json(.post, "/jobs/batch", ["jobs": tooMany], token: token).code == "invalid_input")
