@@ -151,7 +151,7 @@ let package = Package(
         .target(
             name: "CairnReports",
             dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnTasks", "CairnCatalog",
+                "CairnHTTP", "CairnStorage", "CairnTasks", "CairnCatalog", "CairnNotifications",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -276,7 +276,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnReportsTests",
-            dependencies: testDependencies + ["CairnReports", "CairnTasks", "CairnCatalog"],
+            dependencies: testDependencies + ["CairnReports", "CairnTasks", "CairnCatalog", "CairnNotifications"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

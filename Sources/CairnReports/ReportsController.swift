@@ -1,5 +1,6 @@
 public import CairnCatalog
 public import CairnHTTP
+public import CairnNotifications
 import CairnStorage
 public import CairnTasks
 import Foundation
@@ -20,19 +21,22 @@ import NIOCore
 public struct ReportsController: Sendable {
     let tasks: TaskStore
     let products: ProductStore
+    let notifications: NotificationStore?
     let logger: Logger
     let batchSize: Int
 
     /// Creates the controller; `batchSize` rows are read per database round trip.
-    public init(tasks: TaskStore, products: ProductStore, logger: Logger, batchSize: Int = 2000) {
+    public init(tasks: TaskStore, products: ProductStore, notifications: NotificationStore? = nil, logger: Logger, batchSize: Int = 2000) {
         self.tasks = tasks
         self.products = products
+        self.notifications = notifications
         self.logger = logger
         self.batchSize = max(1, batchSize)
     }
 
     /// Adds the routes to the authenticated group.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        addNotificationsReport(to: group)
         group.get("reports/tasks.csv") { request, context -> Response in
             try context.identity.requireAdmin()
             var issues: [FieldIssue] = []
@@ -99,6 +103,42 @@ public struct ReportsController: Sendable {
                     csv.text(product.attributes)
                     csv.timestamp(milliseconds: product.createdAt)
                     csv.timestamp(milliseconds: product.updatedAt)
+                    csv.endRecord()
+                })
+        }
+    }
+
+    /// `GET /reports/notifications.csv[?type=]`: every notification of the tenant, all users.
+    func addNotificationsReport(to group: RouterGroup<AuthenticatedContext>) {
+        guard let store = notifications else { return }
+        group.get("reports/notifications.csv") { request, context -> Response in
+            try context.identity.requireAdmin()
+            var issues: [FieldIssue] = []
+            let raw = Self.raw(request.uri, issues: &issues)
+            let type = request.uri.queryParameters.get("type").map { String($0) }
+            if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+                issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
+            }
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+            let tenantId = context.identity.tenantId
+            let batchSize = self.batchSize
+            return stream(
+                report: "notifications", request: request, context: context, raw: raw,
+                header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"],
+                fetch: { after in
+                    let rows = try await store.batch(tenantId: tenantId, type: type, after: after, limit: batchSize)
+                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
+                },
+                encode: { notification, csv in
+                    csv.plain(notification.id)
+                    csv.plain(notification.userId)
+                    csv.integer(notification.seq)
+                    csv.text(notification.type)
+                    csv.text(notification.title)
+                    csv.text(notification.body)
+                    csv.text(notification.data)
+                    csv.timestamp(milliseconds: notification.createdAt)
+                    if let readAt = notification.readAt { csv.timestamp(milliseconds: readAt) } else { csv.text(nil) }
                     csv.endRecord()
                 })
         }

@@ -160,7 +160,9 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     JobsController(queue: components.jobs).addRoutes(to: authenticated)
     SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
     ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: authenticated)
-    ReportsController(tasks: components.tasks, products: components.catalog.store, logger: components.logger).addRoutes(to: authenticated)
+    ReportsController(
+        tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
+    ).addRoutes(to: authenticated)
     NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: authenticated)

@@ -1,5 +1,6 @@
 import CairnCatalog
 import CairnHTTP
+import CairnNotifications
 import CairnServer
 import CairnStorage
 import CairnTasks
@@ -248,6 +249,47 @@ struct ReportsTests {
             #expect(Array(rows.dropFirst()) == stored.map(row))
             let (even, _) = try downloadCSV(port: port, path: "/reports/products.csv?category=even&minPrice=200", token: token)
             #expect(Array(even.dropFirst()) == stored.filter { $0.category == "even" && $0.priceMinor >= 200 }.map(row))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func notificationsReportHoldsEveryUsersNotificationsOfTheTenant(engine: TestEngine) async throws {
+        try await withLiveApp(engine) { port, client, components in
+            let (user, tokens) = try await client.registerAndLogin(email: "inbox-report@example.com")
+            let token = try #require(tokens["accessToken"] as? String)
+            let tenantId = try #require(user["tenantId"] as? String)
+            let ownerId = try #require(user["id"] as? String)
+            let member = try await client.json(
+                .post, "/users", ["email": "inbox-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
+                token: token)
+            let memberId = try #require(member.object["id"] as? String)
+            for text in trickyTexts where !text.isEmpty {
+                _ = try await components.notifications.publish(
+                    NotificationDraft(type: "message", title: text, body: text), to: [ownerId, memberId], tenantId: tenantId)
+            }
+            _ = try await components.notifications.publish(
+                NotificationDraft(type: "system_alert", title: "alert"), to: [memberId], tenantId: tenantId)
+            // Another tenant's notifications never appear.
+            let (other, _) = try await client.registerAndLogin(email: "inbox-other@example.com")
+            _ = try await components.notifications.publish(
+                NotificationDraft(type: "message", title: "secret"), to: [other["id"] as! String], tenantId: other["tenantId"] as! String)
+
+            let stored = try await components.notifications.store.batch(tenantId: tenantId, type: nil, after: nil, limit: 10_000)
+            let (rows, _) = try downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
+            #expect(rows.first == ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"])
+            #expect(rows.count == stored.count + 1)
+            #expect(stored.count == 2 * trickyTexts.count + 1)
+            #expect(
+                Array(rows.dropFirst())
+                    == stored.map {
+                        [
+                            $0.id, $0.userId, String($0.seq), $0.type, neutralised($0.title), neutralised($0.body), $0.data,
+                            timestamp($0.createdAt), "",
+                        ]
+                    })
+            #expect(!rows.contains { $0.contains("secret") })
+            let (alerts, _) = try downloadCSV(port: port, path: "/reports/notifications.csv?type=system_alert", token: token)
+            #expect(alerts.dropFirst().map { $0[4] } == ["alert"])
         }
     }
 
