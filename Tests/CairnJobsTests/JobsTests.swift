@@ -16,7 +16,7 @@ func fetchJob(_ client: any TestClientProtocol, _ id: String, token: String) asy
 
 /// Waits until the job reaches `state`; returns its last representation.
 func awaitJob(
-    _ client: any TestClientProtocol, _ id: String, token: String, state: String, timeout: Duration = .seconds(15)
+    _ client: any TestClientProtocol, _ id: String, token: String, state: String, timeout: Duration = .seconds(30)
 ) async throws -> [String: Any] {
     let deadline = ContinuousClock.now + timeout
     var job: [String: Any] = [:]

@@ -156,7 +156,7 @@ extension TestResponse {
 
 /// Awaits a condition, re-checking every 100 ms until it holds or `timeout` passes; returns
 /// whether it held. For effects that are asynchronous by design (cross-node propagation).
-public func eventually(timeout: Duration = .seconds(10), _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
+public func eventually(timeout: Duration = .seconds(30), _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return true }
