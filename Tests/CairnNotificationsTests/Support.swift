@@ -19,6 +19,7 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.notifications.authCheckInterval = .milliseconds(200)
     configuration.notifications.ackTimeout = .milliseconds(800)
     configuration.notifications.authTimeout = .milliseconds(800)
+    configuration.notifications.resyncInterval = .seconds(2)
     configuration.jobsRescueInterval = .seconds(1)
 }
 
