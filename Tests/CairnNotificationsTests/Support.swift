@@ -133,11 +133,13 @@ final class SSEReader: Sendable {
         }
     }
 
+    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
+    /// blocks SIGTERM, so `terminate()` could leave it running.
     func stop() {
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     deinit {
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }
