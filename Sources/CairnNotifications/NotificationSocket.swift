@@ -197,6 +197,7 @@ struct SocketSession {
         var expiresAt = Date.distantFuture
         var lastAuthCheck = ContinuousClock.now
         var lastClientMessage = ContinuousClock.now
+        var lastResync = ContinuousClock.now
         var subscribed = false
         var cursor = LiveCursor(store: center.store, tenantId: "", userId: "")
         var inFlight: [InFlight] = []
@@ -309,6 +310,10 @@ struct SocketSession {
                     } catch let error as AppError where error.status == .unauthorized {
                         return (4401, "session revoked or token expired; refresh and reconnect")
                     }
+                }
+                if subscribed && now - lastResync >= settings.resyncInterval {
+                    lastResync = now
+                    try await fill()
                 }
                 for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
                     try await send(notificationFrame(inFlight[index].row))

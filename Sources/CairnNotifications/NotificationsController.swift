@@ -188,6 +188,7 @@ public struct NotificationsController: Sendable {
                 }
                 var lastWrite = ContinuousClock.now
                 var lastAuthCheck = ContinuousClock.now
+                var lastResync = ContinuousClock.now
                 func send(_ rows: [StoredNotification]) async throws {
                     guard !rows.isEmpty else { return }
                     var buffer = ByteBuffer()
@@ -214,6 +215,10 @@ public struct NotificationsController: Sendable {
                             } catch let error as AppError where error.status == .unauthorized {
                                 break loop
                             }
+                        }
+                        if now - lastResync >= center.settings.resyncInterval {
+                            lastResync = now
+                            try await cursor.catchUp(send)
                         }
                         if now - lastWrite >= center.settings.heartbeat {
                             try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))

@@ -19,6 +19,10 @@ public struct NotificationSettings: Sendable {
     public var tick: Duration = .seconds(1)
     /// How often a live connection re-checks its access token's revocation state.
     public var authCheckInterval: Duration = .seconds(2)
+    /// How often a live connection re-reads its user's inbox after its cursor, whatever was
+    /// announced: the EventBus is at most once (a LISTEN connection that reconnects misses what
+    /// was sent meanwhile), so this bounds the delay of a lost announcement.
+    public var resyncInterval: Duration = .seconds(30)
     /// Live rows buffered per connection before it falls back to re-reading (SSE) or is closed
     /// as a slow consumer (WebSocket, close code 1013).
     public var mailboxCapacity = 1000

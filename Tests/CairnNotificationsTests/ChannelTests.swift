@@ -64,8 +64,10 @@ final class WebhookReceiver: Sendable {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
     }
 
+    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
+    /// blocks SIGTERM, so `terminate()` would leave it running.
     func stop() {
-        process.terminate()
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }
 

@@ -19,6 +19,7 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.notifications.authCheckInterval = .milliseconds(200)
     configuration.notifications.ackTimeout = .milliseconds(800)
     configuration.notifications.authTimeout = .milliseconds(800)
+    configuration.notifications.resyncInterval = .seconds(2)
     configuration.jobsRescueInterval = .seconds(1)
 }
 
@@ -132,11 +133,13 @@ final class SSEReader: Sendable {
         }
     }
 
+    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
+    /// blocks SIGTERM, so `terminate()` could leave it running.
     func stop() {
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     deinit {
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 }
