@@ -150,7 +150,9 @@ struct SocketTests {
                 }
                 return message["type"] as? String != "pong"
             }
-            #expect(titles.withLock { $0 } == ["member"])
+            // Unacknowledged notifications are re-sent after the ack timeout (a slow machine can
+            // hit it), so the same one may come twice; another user's never.
+            #expect(Set(titles.withLock { $0 }) == ["member"])
         }
     }
 }
