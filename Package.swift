@@ -136,7 +136,7 @@ let package = Package(
         .target(
             name: "CairnCatalog",
             dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnJobs",
+                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnIngest",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -271,7 +271,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnCatalogTests",
-            dependencies: testDependencies + ["CairnCatalog", "CairnJobs"],
+            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnIngest"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import CairnHTTP
+public import CairnIngest
 public import CairnJobs
 import CairnStorage
 import Foundation
@@ -20,38 +21,52 @@ public struct ProductImporter: Sendable {
 
     let catalog: CatalogService
     let jobs: JobQueue
+    let files: FileStore?
+    let blobs: (any BlobStore)?
 
-    /// Creates the importer and registers its job handler.
-    public init(catalog: CatalogService, jobs: JobQueue) {
+    /// Creates the importer and registers its job handler. With `files` and `blobs`, an import
+    /// may name an uploaded file (`{"fileId"}`) instead of carrying its rows.
+    public init(catalog: CatalogService, jobs: JobQueue, files: FileStore? = nil, blobs: (any BlobStore)? = nil) {
         self.catalog = catalog
         self.jobs = jobs
+        self.files = files
+        self.blobs = blobs
         jobs.register(kind: Self.kind, enqueueableOverHTTP: false, adminOnly: true) { [catalog] context in
             try await Self.run(context, catalog: catalog)
         }
     }
 
-    /// Accepts an import: 202 with the job and `Location: /jobs/{id}`.
-    /// - Throws: 415 for other media types, 413 above `maxBody`, 400 for a non-UTF-8 body or a
-    ///   `{fileId}` body (uploads are not available on this node yet).
+    struct FileBody: Decodable {
+        var fileId: String
+    }
+
+    /// Accepts an import: 202 with the job and `Location: /jobs/{id}`. The rows come as the body
+    /// (`text/csv`, `application/x-ndjson`) or from an uploaded file (`application/json`
+    /// `{"fileId"}`, a CSV or NDJSON file of the tenant).
+    /// - Throws: 415 for other media types, 413 above `maxBody`, 400 for a non-UTF-8 body, a
+    ///   file of another format, or a missing `fileId`; 404 for a file the tenant does not have.
     func accept(request: Request, context: AuthenticatedContext) async throws -> Response {
         let mediaType =
             (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        let format: String
+        var format: String
+        var buffer: ByteBuffer
         switch mediaType {
-        case "text/csv": format = "csv"
-        case "application/x-ndjson", "application/ndjson", "application/jsonl": format = "ndjson"
+        case "text/csv", "application/x-ndjson", "application/ndjson", "application/jsonl":
+            format = mediaType == "text/csv" ? "csv" : "ndjson"
+            do {
+                buffer = try await request.body.collect(upTo: Self.maxBody)
+            } catch {
+                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(Self.maxBody) bytes.")
+            }
         case "application/json":
-            throw AppError.invalidField("fileId", "imports from uploaded files are not available yet; send text/csv or application/x-ndjson")
+            var request = request
+            let body = try await request.decodeJSON(as: FileBody.self, context: context)
+            (format, buffer) = try await readFile(body.fileId, tenantId: context.identity.tenantId)
         default:
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type", detail: "Send the rows as text/csv or application/x-ndjson.")
-        }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: Self.maxBody)
-        } catch {
-            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(Self.maxBody) bytes.")
+                .unsupportedMediaType, code: "unsupported_media_type",
+                detail: "Send the rows as text/csv or application/x-ndjson, or {\"fileId\"} as application/json.")
         }
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self), !text.contains("\u{0}") else {
             throw AppError.invalidField("body", "must be UTF-8 text without NUL characters")
@@ -65,6 +80,19 @@ public struct ProductImporter: Sendable {
             JobRequest(kind: Self.kind, args: .object(["importId": .string(importId), "format": .string(format)])),
             tenantId: tenantId, createdBy: context.identity.userId)
         return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
+    }
+
+    /// The bytes and format of an uploaded CSV or NDJSON file of the tenant.
+    private func readFile(_ id: String, tenantId: String) async throws -> (String, ByteBuffer) {
+        guard let files, let blobs else { throw AppError.invalidField("fileId", "imports from uploaded files are not available") }
+        guard let file = try await files.get(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
+        guard file.format == "csv" || file.format == "ndjson" else {
+            throw AppError.invalidField("fileId", "must name a CSV or NDJSON file (this one is \(file.format))")
+        }
+        guard file.size <= Int64(Self.maxBody) else {
+            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "Imports take files up to \(Self.maxBody) bytes.")
+        }
+        return (file.format, try await blobs.read(tenantId: tenantId, id: file.id, limit: Self.maxBody))
     }
 
     /// One input row as field values by column name (missing columns absent).

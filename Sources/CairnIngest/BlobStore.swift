@@ -88,3 +88,13 @@ public struct LocalBlobStore: BlobStore {
         _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
     }
 }
+
+extension BlobStore {
+    /// A whole blob in memory, for small files only (at most `limit` bytes).
+    /// - Throws: the file system's error, also when the blob is larger than `limit`.
+    public func read(tenantId: String, id: String, limit: Int) async throws -> ByteBuffer {
+        try await FileSystem.shared.withFileHandle(forReadingAt: path(tenantId: tenantId, id: id)) { handle in
+            try await handle.readToEnd(maximumSizeAllowed: .bytes(Int64(limit)))
+        }
+    }
+}

@@ -123,14 +123,15 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.batchCompletions = configuration.jobsBatchCompletions
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
         let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
+        let files = FileStore(database: database)
+        let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
         let notifications = Notifier(
             database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
         let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, configuration: configuration, logger: logger, catalog: catalog,
-            productImporter: ProductImporter(catalog: catalog, jobs: jobs), files: FileStore(database: database),
-            blobs: LocalBlobStore(rootPath: configuration.dataDir + "/blobs"))
+            productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs)
     } catch {
         await database.close()
         throw error

@@ -102,4 +102,28 @@ struct ProductImportTests {
             #expect(((failed["progress"] as? [String: Any])?["errors"] as? [[String: Any]])?.first?["field"] as? String == "colour")
         }
     }
+
+    @Test(arguments: TestEngine.available)
+    func anUploadedFileCanBeImportedByItsId(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { client, _ in
+            let (token, _) = try await owner(client, "import-file@example.com")
+            let csv = "sku,name,priceMinor,currency\r\nF-1,From a file,990,EUR\r\nF-2,Second,10,USD\r\n"
+            let uploaded = try await send(client, "/files", body: csv, contentType: "text/csv", token: token)
+            #expect(uploaded.status == .created)
+            let fileId = try #require(uploaded.object["id"] as? String)
+            let accepted = try await client.json(.post, "/products:import", ["fileId": fileId], token: token)
+            #expect(accepted.status == .accepted)
+            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            #expect((job["progress"] as? [String: Any])?["imported"] as? Int == 2)
+            #expect(try await client.json(.get, "/products/by-sku/F-1", token: token).object["priceMinor"] as? Int == 990)
+
+            // Another tenant's file does not exist for this one; an XML file is not an import.
+            let (stranger, _) = try await owner(client, "import-file-2@example.com")
+            #expect(try await client.json(.post, "/products:import", ["fileId": fileId], token: stranger).status == .notFound)
+            let xml = try await send(client, "/files", body: "<a/>", contentType: "application/xml", token: token)
+            let wrong = try await client.json(.post, "/products:import", ["fileId": try #require(xml.object["id"] as? String)], token: token)
+            #expect(wrong.status == .badRequest)
+            #expect(try await client.json(.post, "/products:import", ["fileId": 5], token: token).status == .badRequest)
+        }
+    }
 }
