@@ -235,7 +235,10 @@ enum CSVRows {
     static let known: Set<String> = ["sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes"]
 
     static func parse(_ text: String) throws -> [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] {
-        let records = try records(Array(text.utf8))
+        // A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+        var bytes = Array(text.utf8)
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+        let records = try records(bytes)
         guard let header = records.first else { return [] }
         let columns = header.map { $0.trimmingCharacters(in: .whitespaces) }
         for column in columns where !known.contains(column) {
