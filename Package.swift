@@ -118,15 +118,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The system SQLite (libsqlite3-dev), for the pipeline sandbox's authorizer, progress
+        // handler and limits. A module of its own: its C structs clash with SQLiteNIO's bundled
+        // copy in any module that sees both.
+        .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3"),
+        .target(name: "CairnSandbox", dependencies: ["CSQLite3"], swiftSettings: swiftSettings),
         .target(
             name: "CairnIngest",
             dependencies: [
-                "CairnHTTP", "CairnStorage",
+                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnSandbox",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -266,7 +274,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnIngestTests",
-            dependencies: testDependencies + ["CairnIngest", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: testDependencies + ["CairnIngest", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

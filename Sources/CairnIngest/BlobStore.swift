@@ -19,6 +19,11 @@ public protocol BlobStore: Sendable {
 
     /// Deletes a blob; a missing one is not an error.
     func delete(tenantId: String, id: String) async throws
+
+    /// Makes a complete, synced local file the blob `id` of `tenantId` (replacing a blob of
+    /// that id), taking the file away from `path` (a pipeline's output).
+    /// - Throws: the file system's error; the file stays at `path` then.
+    func adopt(tenantId: String, id: String, movingFileAt path: FilePath) async throws
 }
 
 /// Thrown by `BlobStore.write` when the body exceeds its limit.
@@ -81,6 +86,16 @@ public struct LocalBlobStore: BlobStore {
             return String(decoding: [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]], as: UTF8.self)
         }.joined()
         return (size, digest)
+    }
+
+    /// Renames the file into place (the work folder and the blobs share the data directory's
+    /// file system).
+    public func adopt(tenantId: String, id: String, movingFileAt source: FilePath) async throws {
+        let directory = root.appending(Self.checked(tenantId))
+        try await FileSystem.shared.createDirectory(at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+        let target = directory.appending(Self.checked(id))
+        _ = try? await FileSystem.shared.removeItem(at: target, strategy: .platformDefault, recursively: false)
+        try await FileSystem.shared.moveItem(at: source, to: target)
     }
 
     /// Removes the blob file.

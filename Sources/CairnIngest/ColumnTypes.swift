@@ -49,6 +49,27 @@ public struct ColumnTypeInference: Sendable {
         }
     }
 
+    /// Adds one JSON record's values, aligned to the columns (nil where a member is missing).
+    /// JSON carries its own types: a number is never text, and a JSON string is text (or a
+    /// timestamp), never a number, so `"007"` stays `"007"`.
+    public mutating func add(json values: [FieldValue?]) {
+        guard wantsMore else { return }
+        samples += 1
+        for (index, value) in values.prefix(candidates.count).enumerated() {
+            let allowed: Set<ColumnType>
+            switch value {
+            case nil, .null?: continue
+            case .integer?: allowed = [.integer, .real, .text]
+            case .real?: allowed = [.real, .text]
+            case .bool?: allowed = [.boolean, .text]
+            case .text(let text)?: allowed = Self.fits(text, .timestamp) ? [.timestamp, .text] : [.text]
+            case .json?: allowed = [.text]
+            }
+            seen[index] = true
+            candidates[index].formIntersection(allowed)
+        }
+    }
+
     /// The inferred types, one per column.
     public var types: [ColumnType] {
         candidates.indices.map { index in

@@ -124,22 +124,18 @@ public struct FileStore: Sendable {
     /// Records a completely written file, checking the tenant's total and hourly quotas in the
     /// same transaction under a per-tenant lock, so uploads that finish at the same moment (on
     /// any node) cannot together exceed them.
+    /// - Parameter countsAsUpload: false for files the server made (pipeline outputs), which
+    ///   count towards the total but not towards the hourly upload quota.
     /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
-    public func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64) async throws {
+    public func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true) async throws {
         try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
             let total =
                 try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: file.tenantId)")
                 .first()?.decode(column: "total", as: Int64.self) ?? 0
             if total + file.size > quotas.maxTotalBytes { throw QuotaExceeded.total }
-            let uploaded =
-                try await db.raw(
-                    """
-                    INSERT INTO file_upload_usage (tenant_id, hour, bytes) VALUES (\(bind: file.tenantId), \(bind: hour), \(bind: file.size))
-                    ON CONFLICT (tenant_id, hour) DO UPDATE SET bytes = file_upload_usage.bytes + excluded.bytes
-                    RETURNING bytes
-                    """
-                ).first()?.decode(column: "bytes", as: Int64.self) ?? file.size
-            if uploaded > quotas.maxBytesPerHour { throw QuotaExceeded.hourly }
+            if countsAsUpload {
+                try await Self.countUpload(file, quotas: quotas, hour: hour, on: db)
+            }
             try await db.raw(
                 """
                 INSERT INTO files (\(unsafeRaw: Self.columns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
@@ -148,6 +144,18 @@ public struct FileStore: Sendable {
                 """
             ).run()
         }
+    }
+
+    private static func countUpload(_ file: StoredFile, quotas: FileQuotas, hour: Int64, on db: any SQLDatabase) async throws {
+        let uploaded =
+            try await db.raw(
+                """
+                INSERT INTO file_upload_usage (tenant_id, hour, bytes) VALUES (\(bind: file.tenantId), \(bind: hour), \(bind: file.size))
+                ON CONFLICT (tenant_id, hour) DO UPDATE SET bytes = file_upload_usage.bytes + excluded.bytes
+                RETURNING bytes
+                """
+            ).first()?.decode(column: "bytes", as: Int64.self) ?? file.size
+        if uploaded > quotas.maxBytesPerHour { throw QuotaExceeded.hourly }
     }
 
     /// The advisory-lock key of a tenant's file quota: FNV-1a of `files:<tenant>`, folded to 63 bits.
@@ -178,6 +186,17 @@ public struct FileStore: Sendable {
             return try await db.raw(query).all()
         }
         return Page(fetched: try rows.map(Self.file(from:)), limit: page.limit, sortKey: \.id)
+    }
+
+    /// The tenant's newest files of `format` created after the file `afterId` (all when nil),
+    /// newest first, at most `limit` (for scheduled pipeline runs).
+    public func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
+        try await database.read { db in
+            var query: SQLQueryString =
+                "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format)"
+            if let afterId { query = query + " AND id > \(bind: afterId)" }
+            return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: limit)").all()
+        }.map(Self.file(from:))
     }
 
     /// Deletes a file's row; false when there was none.

@@ -61,6 +61,8 @@ public struct Job: Sendable, JSONWritable {
     /// Grows with every change of state, progress or checkpoint: the event id of
     /// `GET /jobs/{id}/events`.
     public var version: Int
+    /// What the handler reported as its outcome (JSON text), e.g. a pipeline run's output file.
+    public var result: String? = nil
 
     /// The job's JSON representation (camelCase, RFC 3339 times).
     public func writeJSON(to writer: inout JSONWriter) {
@@ -87,6 +89,8 @@ public struct Job: Sendable, JSONWritable {
         if let progress { writer.raw(json: progress) } else { writer.null() }
         writer.key("checkpoint")
         if let checkpoint { writer.raw(json: checkpoint) } else { writer.null() }
+        writer.key("result")
+        if let result { writer.raw(json: result) } else { writer.null() }
         writer.key("errors")
         writer.raw(json: errors)
         writer.key("uniqueKey")
@@ -149,5 +153,8 @@ public enum JobsMigrations {
         Migration(
             module: "jobs", version: 2, name: "job versions for event streams",
             sql: ["ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1"]),
+        Migration(
+            module: "jobs", version: 3, name: "job results",
+            sql: ["ALTER TABLE jobs ADD COLUMN result TEXT"]),
     ]
 }

@@ -54,16 +54,25 @@ public struct JobContext: Sendable {
     public let args: JSONValue
     /// The checkpoint saved by an earlier attempt, if any: resume from here.
     public let checkpoint: JSONValue?
-    let save: @Sendable (_ progress: String?, _ checkpoint: String?) async throws -> Void
+    let save: @Sendable (_ progress: String?, _ checkpoint: String?, _ result: String?) async throws -> Void
 
     /// Stores a progress report (e.g. `{rowsDone, bytesDone, fraction}`).
+    /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
     public func reportProgress(_ progress: JSONValue) async throws {
-        try await save(progress.text, nil)
+        try await save(progress.text, nil, nil)
     }
 
     /// Stores a checkpoint; a later attempt (after a crash or a retry) receives it.
+    /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
     public func saveCheckpoint(_ checkpoint: JSONValue, progress: JSONValue? = nil) async throws {
-        try await save(progress?.text, checkpoint.text)
+        try await save(progress?.text, checkpoint.text, nil)
+    }
+
+    /// Stores the job's result (shown as `result` of the job), with a last progress report.
+    /// A later attempt may replace it.
+    /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
+    public func saveResult(_ result: JSONValue, progress: JSONValue? = nil) async throws {
+        try await save(progress?.text, nil, result.text)
     }
 
     /// True once the job was cancelled, its lease lost, or the node is shutting down; the

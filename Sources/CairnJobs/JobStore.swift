@@ -17,7 +17,7 @@ public struct JobStore: Sendable {
 
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
-        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version
+        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result
         """
 
     static func job(from row: any SQLRow) throws -> Job {
@@ -43,7 +43,8 @@ public struct JobStore: Sendable {
             leaseOwner: try row.decode(column: "lease_owner", as: String?.self),
             leaseExpiresAt: try row.decode(column: "lease_expires_at", as: Int64?.self),
             cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Int64?.self),
-            version: try row.decode(column: "version", as: Int.self))
+            version: try row.decode(column: "version", as: Int.self),
+            result: try row.decode(column: "result", as: String?.self))
     }
 
     static func stateList(_ states: [JobState]) -> SQLQueryString {
@@ -61,7 +62,7 @@ public struct JobStore: Sendable {
             INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
                 \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
                 \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
-                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1)
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
             ON CONFLICT DO NOTHING
             RETURNING \(unsafeRaw: columns)
             """
@@ -95,7 +96,7 @@ public struct JobStore: Sendable {
                     """
                     (\(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority), \
                     \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey), \
-                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1)
+                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
                     """)
             }
             let inserted = try await db.raw(
@@ -247,12 +248,14 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Stores progress or a checkpoint of a running job held by `node`; false when the lease is lost.
-    func save(id: String, node: String, progress: String?, checkpoint: String?) async throws -> Bool {
+    /// Stores progress, a checkpoint or the result of a running job held by `node`; false when
+    /// the lease is lost.
+    func save(id: String, node: String, progress: String?, checkpoint: String?, result: String? = nil) async throws -> Bool {
         try await database.write { db in
             var sets: [any SQLExpression] = []
             if let progress { sets.append(SQLQueryString("progress = \(bind: progress)")) }
             if let checkpoint { sets.append(SQLQueryString("checkpoint = \(bind: checkpoint)")) }
+            if let result { sets.append(SQLQueryString("result = \(bind: result)")) }
             guard !sets.isEmpty else { return true }
             sets.append(SQLRaw("version = version + 1"))
             return try await db.raw(

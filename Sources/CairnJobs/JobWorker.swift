@@ -194,8 +194,8 @@ public final class JobWorker: Service, Sendable {
         let store = self.store
         let context = JobContext(
             job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
-            save: { [events = queue.events] progress, checkpoint in
-                guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint) else {
+            save: { [events = queue.events] progress, checkpoint, result in
+                guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint, result: result) else {
                     throw CancellationError()
                 }
                 await events.announce([job.id])

@@ -4,7 +4,7 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 public import Logging
-import SQLKit
+public import SQLKit
 public import ServiceLifecycle
 
 /// A recurring job: a cron expression in a time zone, and the job it enqueues.
@@ -341,5 +341,43 @@ public struct SchedulesController: Sendable {
         }
         guard let row else { throw AppError.notFound("No such schedule.") }
         return try Schedule.from(row)
+    }
+}
+
+extension JobQueue {
+    /// Creates or replaces the schedule `id` for work another module owns (a pipeline's
+    /// schedule, say), on `db` — the caller's transaction, so the schedule and the caller's row
+    /// commit together. The schedule then fires like any other: one `kind` job per occurrence.
+    /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; the database's error.
+    public func putSchedule(
+        id: String, tenantId: String, name: String, cron: String, timeZone: String, kind: String, args: JSONValue, createdBy: String?,
+        on db: any SQLDatabase
+    ) async throws {
+        let expression = try CronExpression(cron)
+        guard let zone = TimeZone(identifier: timeZone) else { throw AppError.invalidField("timeZone", "must be an IANA time zone") }
+        let now = WallClock.milliseconds()
+        let next = Schedule.next(cron: expression, zone: zone, after: now)
+        try await db.raw(
+            """
+            INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: id), \(bind: tenantId), \(bind: name), \(bind: cron),
+                \(bind: timeZone), \(bind: kind), \(bind: args.text), \(bind: true), \(bind: next), NULL, \(bind: createdBy), \(bind: now),
+                \(bind: now), 1)
+            ON CONFLICT (id) DO UPDATE SET name = excluded.name, cron = excluded.cron, time_zone = excluded.time_zone,
+                kind = excluded.kind, args = excluded.args, enabled = excluded.enabled, next_run_at = excluded.next_run_at,
+                updated_at = excluded.updated_at, version = schedules.version + 1
+            """
+        ).run()
+    }
+
+    /// Deletes the schedule `id` of the tenant on `db`; a missing one is not an error.
+    public func deleteSchedule(id: String, tenantId: String, on db: any SQLDatabase) async throws {
+        try await db.raw("DELETE FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").run()
+    }
+
+    /// The next time the schedule `id` fires (epoch ms), or nil when it is missing or disabled.
+    public func nextRun(scheduleId id: String, tenantId: String) async throws -> Int64? {
+        try await store.database.read { db in
+            try await db.raw("SELECT next_run_at FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND enabled").first()
+        }?.decode(column: "next_run_at", as: Int64?.self)
     }
 }

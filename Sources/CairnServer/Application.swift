@@ -23,7 +23,7 @@ import Synchronization
 public let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
-    + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all
+    + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all + PipelineMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -78,13 +78,17 @@ public struct CairnComponents: Sendable {
     public var files: FileStore
     /// Uploaded files' bytes (`<data dir>/blobs`).
     public var blobs: LocalBlobStore
+    /// Tenants' pipelines.
+    public var pipelines: PipelineStore
+    /// Pipeline runs (registers the `pipeline.run` job kind; a service for its thread pool).
+    public var pipelineRunner: PipelineRunner
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
     /// cache invalidation listener.
     public func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
-            NotificationService(center: notifications, jobs: jobs, logger: logger),
+            NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
         ]
     }
 }
@@ -128,10 +132,17 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         let notifications = Notifier(
             database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
         let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
+        let pipelines = PipelineStore(database: database)
+        var pipelineSettings = configuration.pipelines
+        pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
+        let runner = PipelineRunner(
+            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.fileQuotas, settings: pipelineSettings,
+            logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, configuration: configuration, logger: logger, catalog: catalog,
-            productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs)
+            productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
+            pipelines: pipelines, pipelineRunner: runner)
     } catch {
         await database.close()
         throw error
@@ -170,6 +181,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
     ).addRoutes(to: authenticated)
+    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(to: authenticated)
 
     routeIndex.load(from: router)
     return router

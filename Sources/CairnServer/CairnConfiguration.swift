@@ -69,6 +69,9 @@ public struct CairnConfiguration: Sendable {
     /// File size and volume limits per tenant (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`,
     /// `CAIRN_FILES_MAX_PER_HOUR`, in bytes).
     public var fileQuotas = FileQuotas()
+    /// Pipeline runs: query time limit (`CAIRN_PIPELINE_TIMEOUT`, seconds) and worker threads
+    /// (`CAIRN_PIPELINE_THREADS`); the work folder is `<data dir>/pipelines`.
+    public var pipelines = PipelineSettings()
 
     /// Creates the defaults.
     public init() {}
@@ -180,6 +183,8 @@ public struct CairnConfiguration: Sendable {
         config.fileQuotas.maxBytesPerHour = Int64(
             try integer("files.max.per.hour", 1...(1 << 50), default: Int(config.fileQuotas.maxBytesPerHour)))
         config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
+        config.pipelines.timeoutSeconds = Double(try duration("pipeline.timeout", default: Int(config.pipelines.timeoutSeconds)))
+        config.pipelines.threads = try integer("pipeline.threads", 1...64, default: config.pipelines.threads)
         if let allow = text("webhooks.allow.private") {
             guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
                 throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")
