@@ -163,6 +163,8 @@ public final class PipelineRunner: Service, Sendable {
         let inputPath = blobs.path(tenantId: tenantId, id: file.id).string
         let started = ContinuousClock.now
 
+        // Reported in the result, so a resumed load is visible (and testable).
+        let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
             do {
@@ -214,7 +216,7 @@ public final class PipelineRunner: Service, Sendable {
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
         try await context.saveResult(
-            resultValue(checkpoint, output: output, failure: nil, rowsOutput: outcome.rows),
+            resultValue(checkpoint, output: output, failure: nil, rowsOutput: outcome.rows, resumedFromRow: resumedFromRow),
             progress: Self.progress(checkpoint, phase: "done", size: file.size, rowsOutput: outcome.rows))
     }
 
@@ -303,7 +305,9 @@ public final class PipelineRunner: Service, Sendable {
         return .object(fields)
     }
 
-    func resultValue(_ checkpoint: Checkpoint, output: StoredFile?, failure: String?, rowsOutput: Int? = nil) -> JSONValue {
+    func resultValue(_ checkpoint: Checkpoint, output: StoredFile?, failure: String?, rowsOutput: Int? = nil, resumedFromRow: Int? = nil)
+        -> JSONValue
+    {
         let load = checkpoint.load ?? LoadState()
         var fields: [String: JSONValue] = [
             "inputFileId": .string(checkpoint.fileId), "rowsRead": .number(Double(load.recordsRead)),
@@ -323,6 +327,7 @@ public final class PipelineRunner: Service, Sendable {
         }
         if let rowsOutput { fields["rowsOutput"] = .number(Double(rowsOutput)) }
         if let failure { fields["failure"] = .string(failure) }
+        if let resumedFromRow { fields["resumedFromRow"] = .number(Double(resumedFromRow)) }
         return .object(fields)
     }
 

@@ -41,9 +41,10 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
 /// Two phases. While Cairn loads the `input` table its own statements run unchecked. Then
 /// `lockDown()` installs the guards before the tenant's query is compiled:
 /// - an authorizer (`sqlite3_set_authorizer`) that allows only reading the `input` table (and
-///   the `json_each`/`json_tree` table functions) and calling functions other than
-///   `load_extension` and `fts3_tokenizer`: ATTACH, DETACH, PRAGMA, every write, schema change,
-///   transaction control and virtual-table creation are refused when the query is compiled;
+///   the query's own common table expressions) and calling functions other than
+///   `load_extension` and `fts3_tokenizer`: ATTACH, DETACH, PRAGMA, table-valued functions,
+///   every write, schema change, transaction control and virtual-table creation are refused
+///   when the query is compiled;
 /// - extension loading off, `SQLITE_DBCONFIG_DEFENSIVE` and untrusted schema;
 /// - `sqlite3_limit` bounds on string and SQL length, columns, expression depth, compound
 ///   selects, function arguments, attached databases (0) and trigger depth;
@@ -174,7 +175,7 @@ public final class SandboxDatabase {
             throw SandboxError(.notAQuery, "the pipeline's sql must be a single statement (found more after the first)")
         }
         guard sqlite3_stmt_readonly(statement) != 0 else {
-            throw SandboxError(.refused, "the pipeline's sql must not write")
+            throw SandboxError(.refused, "the pipeline's sql must be a read-only query")
         }
         return prepared
     }
@@ -342,9 +343,11 @@ private let sandboxAuthorizer:
             return SQLITE_OK
         case SQLITE_READ:
             let table = first.map { String(cString: $0) } ?? ""
-            let schema = database.map { String(cString: $0) } ?? "main"
+            // A common table expression (recursive ones are reported as reads) has no schema;
+            // every real table has one.
+            guard let database else { return SQLITE_OK }
+            let schema = String(cString: database)
             if schema == "main" && table.lowercased() == "input" { return SQLITE_OK }
-            if ["json_each", "json_tree"].contains(table.lowercased()) { return SQLITE_OK }
             return refuse("the pipeline's sql may read only the table input (it reads \(table.isEmpty ? "another table" : table))")
         case SQLITE_FUNCTION:
             let name = (second.map { String(cString: $0) } ?? "").lowercased()
@@ -354,6 +357,10 @@ private let sandboxAuthorizer:
         case SQLITE_DETACH: return refuse("DETACH is not allowed")
         case SQLITE_PRAGMA: return refuse("PRAGMA is not allowed")
         case SQLITE_TRANSACTION, SQLITE_SAVEPOINT: return refuse("transaction control is not allowed")
+        case SQLITE_UPDATE where first.map({ String(cString: $0) }) == "sqlite_master":
+            // How SQLite reports the first use of an eponymous virtual table (json_each,
+            // pragma_table_info, dbstat, …): none is needed over one table, so none is allowed.
+            return refuse("table-valued functions (json_each, pragma_…) are not allowed")
         case SQLITE_INSERT, SQLITE_UPDATE, SQLITE_DELETE: return refuse("the pipeline's sql must not write")
         default: return refuse("the pipeline's sql may only read (schema changes and other statements are not allowed)")
         }
