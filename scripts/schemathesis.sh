@@ -134,7 +134,7 @@ _sequence = itertools.count(1)
 def unique_idempotency_keys(context, headers):
     operation = context.operation
     if not isinstance(headers, dict) or operation is None or operation.method.upper() != "POST" \
-            or operation.path not in ("/jobs", "/notifications"):
+            or operation.path not in ("/jobs", "/notifications", "/pipelines/{id}/runs"):
         return headers
     for name, value in list(headers.items()):
         if name.lower() == "idempotency-key" and isinstance(value, str) and 1 <= len(value) <= 255 \
