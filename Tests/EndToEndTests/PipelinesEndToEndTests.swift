@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+
+@Suite("End to end: pipeline runs survive a crash", .serialized)
+struct PipelinesEndToEndTests {
+    /// Uploads a file with curl, streamed from disk.
+    func upload(_ base: String, path: String, token: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "curl", "-s", "-S", "--max-time", "120", "-X", "POST", "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: text/csv",
+            "--data-binary", "@\(path)", "\(base)/files",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let body = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let file = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+        return try #require(file?["id"] as? String, "upload failed: \(String(decoding: body, as: UTF8.self))")
+    }
+
+    @Test(arguments: E2EEngine.available)
+    func aRunKilledMidLoadResumesFromItsCheckpointWithCompleteOutput(engine: E2EEngine) async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let total = 600_000
+        let input = dataDir + "-input.csv"
+        var text = "i,label\n"
+        text.reserveCapacity(total * 16)
+        for index in 1...total { text += "\(index),row \(index)\n" }
+        FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
+        defer { try? FileManager.default.removeItem(atPath: input) }
+
+        let environment = try engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
+        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        _ = try curl("POST", "\(server.baseURL)/auth/register", json: ["email": "etl@example.com", "password": "pipeline password", "name": "E"])
+        let token = try #require(
+            try curl("POST", "\(server.baseURL)/auth/login", json: ["email": "etl@example.com", "password": "pipeline password"])
+                .json["accessToken"] as? String)
+        let file = try upload(server.baseURL, path: input, token: token)
+        let pipeline = try curl(
+            "POST", "\(server.baseURL)/pipelines",
+            json: [
+                "name": "totals", "input": ["format": "csv"], "output": ["format": "ndjson"],
+                "sql": "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s, count(DISTINCT label) AS l FROM input",
+            ], token: token)
+        let pipelineId = try #require(pipeline.json["id"] as? String, "\(pipeline.body)")
+        let started = try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
+        #expect(started.status == 202)
+        let jobId = try #require(started.json["id"] as? String)
+
+        // Kill the node once a checkpoint holds part of the load, before the load is done.
+        var checkpointed = 0
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            let job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
+            let load = (job["checkpoint"] as? [String: Any])?["load"] as? [String: Any]
+            checkpointed = load?["rowsLoaded"] as? Int ?? 0
+            if checkpointed > 0 || job["state"] as? String == "succeeded" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
+        kill(server.process.processIdentifier, SIGKILL)
+        server.process.waitUntilExit()
+
+        server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        var job: [String: Any] = [:]
+        let finish = ContinuousClock.now + .seconds(180)
+        while ContinuousClock.now < finish {
+            job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
+            if ["succeeded", "discarded"].contains(job["state"] as? String ?? "") { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(job["state"] as? String == "succeeded", "\(job)")
+        #expect(job["attempt"] as? Int == 2)
+        let result = try #require(job["result"] as? [String: Any])
+        #expect((result["resumedFromRow"] as? Int ?? 0) >= checkpointed, "the second attempt loaded from scratch")
+        #expect(result["rowsLoaded"] as? Int == total)
+        let output = try #require(result["outputFileId"] as? String)
+        let content = try curl("GET", "\(server.baseURL)/files/\(output)/content", token: token)
+        let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
+        #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
+        #expect(row?["d"] as? Int == total)
+        #expect(row?["l"] as? Int == total)
+        #expect(row?["s"] as? Int == total * (total + 1) / 2)
+        // One output file, and the work folder is gone.
+        let files = try curl("GET", "\(server.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
+        #expect(files.count == 2, "the input and one output")
+        let work = (try? FileManager.default.subpathsOfDirectory(atPath: dataDir + "/pipelines")) ?? []
+        #expect(!work.contains { $0.hasSuffix("input.sqlite") })
+        #expect(try await server.stop() == 0)
+    }
+}
