@@ -1,5 +1,6 @@
-// Parser throughput, one core: `swift run -c release cairn-bench csv FILE [--library]`.
-// Prints records, bytes and MB/s; `Benchmarks/ingest/run.sh` runs it beside Python's csv module.
+// Parser throughput, one core: `swift run -c release cairn-bench csv|json|ndjson FILE [--library]`,
+// or `cairn-bench xml FILE RECORDPATH`. Prints records, bytes and MB/s; `Benchmarks/ingest/run.sh`
+// and `Benchmarks/pipelines/run.sh` run it beside Python's csv module.
 import CSV
 import CairnIngest
 import Foundation
@@ -28,6 +29,19 @@ case ("csv", _):
     while let row = try reader.next() {
         records += 1
         cells += row.count
+    }
+case ("json", _), ("ndjson", _):
+    var options = JSONOptions()
+    options.layout = arguments[1] == "ndjson" ? .lines : .array
+    let reader = try JSONRecordReader(source: try FileByteSource(path: path), options: options)
+    while let record = try reader.next() {
+        records += 1
+        cells += record.count
+    }
+case ("xml", let recordPath?):
+    try XMLRecordReader(path: path, recordPath: recordPath).forEachRecord { record in
+        records += 1
+        cells += record.count
     }
 default:
     FileHandle.standardError.write(Data("unknown format \(arguments[1])\n".utf8))

@@ -132,10 +132,36 @@ public final class CSVReader {
     private static let cr: UInt8 = 0x0D
     private static let lf: UInt8 = 0x0A
 
-    /// Reads one record into `fields` (byte ranges), refilling as needed; converts to strings.
-    private func readRecord(countRow: Bool) throws -> [String?]? {
+    /// The next record as bytes, handed to `body` without making strings (the fast path of
+    /// bulk loads); nil at the end. The record's bytes are valid only inside `body`, and
+    /// `bytesConsumed` and `row` already count the record there.
+    /// - Throws: `IngestError` as `next()` does (UTF-8 is checked before `body` runs), or what
+    ///   `body` throws.
+    public func withNextRecord<R>(_ body: (CSVRawRecord) throws -> R) throws -> R? {
+        precondition(pendingFirst == nil, "read the first record of a header-less file with next()")
+        guard let next = try scanNextRecord(countRow: true) else { return nil }
+        let recordRow = row + 1
+        let base = consumedBase
+        let fields = self.fields
+        let quote = options.quote
+        let nullMarkers = self.nullMarkers
+        position = next
+        row += 1
+        return try buffer.withUnsafeBufferPointer { bytes in
+            for field in fields {
+                let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
+                if let bad = Self.firstInvalidUTF8(slice) {
+                    throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: recordRow, byteOffset: base + Int64(field.start + bad))
+                }
+            }
+            return try body(CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers))
+        }
+    }
+
+    /// Finds the next record's fields (blank lines skipped) and checks their count.
+    /// - Returns: the offset after the record, or nil at the end of input.
+    private func scanNextRecord(countRow: Bool) throws -> Int? {
         while true {
-            // Skip blank lines.
             while true {
                 if position == end {
                     if atEOF { return nil }
@@ -151,26 +177,28 @@ public final class CSVReader {
                 try fill()
                 continue
             case .record(let next):
-                let start = bytesConsumed
                 if !columns.isEmpty && fields.count != columns.count {
+                    let start = bytesConsumed
                     position = next  // a caller that skips bad rows goes on with the next one
                     if countRow { row += 1 }
                     throw IngestError(
                         .malformed, "the record has \(fields.count) fields, the header \(columns.count)", row: recordRow, byteOffset: start)
                 }
-                let values: [String?]
-                do {
-                    values = try makeValues(row: recordRow)
-                } catch {
-                    position = next
-                    if countRow { row += 1 }
-                    throw error
-                }
-                position = next
-                if countRow { row += 1 }
-                return values
+                return next
             }
         }
+    }
+
+    /// Reads one record into `fields` (byte ranges), refilling as needed; converts to strings.
+    private func readRecord(countRow: Bool) throws -> [String?]? {
+        guard let next = try scanNextRecord(countRow: countRow) else { return nil }
+        let recordRow = row + 1
+        // Also on a bad value: a caller that skips bad rows goes on with the next one.
+        defer {
+            position = next
+            if countRow { row += 1 }
+        }
+        return try makeValues(row: recordRow)
     }
 
     private enum Scan { case needMore, record(next: Int) }
@@ -366,5 +394,46 @@ public final class CSVReader {
             if best == nil || first > best!.count { best = (k, first) }
         }
         return best.map { candidates[$0.index] } ?? 0x2C
+    }
+}
+
+/// One CSV record's fields as bytes (see `CSVReader.withNextRecord`).
+public struct CSVRawRecord {
+    let bytes: UnsafeBufferPointer<UInt8>
+    let fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)]
+    let quote: UInt8
+    let nullMarkers: [[UInt8]]
+
+    /// The number of fields.
+    public var count: Int { fields.count }
+
+    /// Whether field `index` is unquoted and one of the null markers.
+    public func isNull(_ index: Int) -> Bool {
+        let field = fields[index]
+        guard !field.quoted else { return false }
+        let length = field.end - field.start
+        return nullMarkers.contains { marker in
+            marker.count == length && marker.withUnsafeBufferPointer { $0.elementsEqual(bytes[field.start..<field.end]) }
+        }
+    }
+
+    /// Calls `body` with field `index`'s bytes (doubled quotes undone).
+    public func withField<R>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let field = fields[index]
+        let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
+        guard field.escaped else { return try body(slice) }
+        var unescaped: [UInt8] = []
+        unescaped.reserveCapacity(slice.count)
+        var k = 0
+        while k < slice.count {
+            unescaped.append(slice[k])
+            k += slice[k] == quote ? 2 : 1
+        }
+        return try unescaped.withUnsafeBufferPointer(body)
+    }
+
+    /// Field `index` as a string (nil for a null marker).
+    public func string(_ index: Int) -> String? {
+        isNull(index) ? nil : withField(index) { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -293,18 +293,25 @@ enum PipelineEngine {
                 }
             }
             var lastErrorOffset: Int64 = -1
+            var ended = false  // the input is done (its end, or an error the reader cannot pass)
             while true {
                 let offset = reader.bytesConsumed
                 let record: [String?]
                 do {
-                    guard let next = try reader.next() else { break }
+                    guard let next = try reader.next() else {
+                        ended = true
+                        break
+                    }
                     record = next
                 } catch let error as IngestError {
                     state.recordsRead = recordsAlreadyRead + reader.row
                     let row = recordsAlreadyRead + (error.row ?? reader.row)
                     try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
                     // A reader that cannot move past the problem (a quote never closed) ends here.
-                    if reader.bytesConsumed == lastErrorOffset || error.kind == .io || error.kind == .tooLarge { break }
+                    if reader.bytesConsumed == lastErrorOffset || error.kind == .io || error.kind == .tooLarge {
+                        ended = true
+                        break
+                    }
                     lastErrorOffset = reader.bytesConsumed
                     continue
                 }
@@ -314,10 +321,12 @@ enum PipelineEngine {
                     sample.append((record, state.recordsRead, offset))
                     if inference!.wantsMore { continue }
                     try flushCSVSample(&sample, inference: &inference, reader: reader)
-                    continue
+                    break
                 }
                 try insertCSV(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
+                if insert != nil { break }  // the table exists: the fast path takes over
             }
+            if !ended && inference == nil && insert != nil { try loadCSVRecords(reader) }
             if inference != nil { try flushCSVSample(&sample, inference: &inference, reader: reader) }
             state.bytesRead = reader.bytesConsumed
         }
@@ -346,6 +355,100 @@ enum PipelineEngine {
                 }
             }
             try commitRow(bytesRead: bytesAfter)
+        }
+
+        /// The rest of the file, bound from the reader's bytes without making strings.
+        private func loadCSVRecords(_ reader: CSVReader) throws {
+            var lastErrorOffset: Int64 = -1
+            while true {
+                let offset = reader.bytesConsumed
+                do {
+                    let more = try reader.withNextRecord { record -> Bool in
+                        state.recordsRead = recordsAlreadyRead + reader.row
+                        try insertRaw(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
+                        return true
+                    }
+                    if more == nil { break }
+                } catch let error as IngestError {
+                    state.recordsRead = recordsAlreadyRead + reader.row
+                    let row = recordsAlreadyRead + (error.row ?? reader.row)
+                    try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
+                    if reader.bytesConsumed == lastErrorOffset || error.kind == .io || error.kind == .tooLarge { break }
+                    lastErrorOffset = reader.bytesConsumed
+                }
+            }
+        }
+
+        private func insertRaw(_ record: CSVRawRecord, row: Int, offset: Int64, bytesAfter: Int64) throws {
+            guard let insert else { return }
+            for (column, field) in state.sourceFields.enumerated() where field < record.count && !record.isNull(field) {
+                let parameter = Int32(column + 1)
+                let type = types[column]
+                let bound: Bool = record.withField(field) { bytes in
+                    switch type {
+                    case .text:
+                        insert.bind(parameter, utf8: bytes)
+                        return true
+                    case .integer:
+                        guard let value = Self.integer(bytes) else { return false }
+                        insert.bind(parameter, value)
+                        return true
+                    case .real:
+                        guard let value = Self.real(bytes) else { return false }
+                        insert.bind(parameter, value)
+                        return true
+                    case .boolean, .timestamp:
+                        return bind(text: String(decoding: bytes, as: UTF8.self), to: column) == nil
+                    }
+                }
+                if !bound {
+                    let problem = bind(text: record.string(field) ?? "", to: column) ?? "does not fit its column"
+                    insert.reset()
+                    try rowError(RowError(row: row, byteOffset: offset, column: state.columns[column].name, message: problem))
+                    return
+                }
+            }
+            try commitRow(bytesRead: bytesAfter)
+        }
+
+        /// A decimal integer (optional sign, surrounding spaces) that fits 64 bits.
+        static func integer(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+            var start = 0
+            var end = bytes.count
+            while start < end && bytes[start] == 0x20 { start += 1 }
+            while end > start && bytes[end - 1] == 0x20 { end -= 1 }
+            guard start < end else { return nil }
+            var negative = false
+            if bytes[start] == UInt8(ascii: "-") || bytes[start] == UInt8(ascii: "+") {
+                negative = bytes[start] == UInt8(ascii: "-")
+                start += 1
+                guard start < end else { return nil }
+            }
+            var value: Int64 = 0
+            for index in start..<end {
+                let digit = bytes[index] &- 0x30
+                guard digit < 10 else { return nil }
+                let (times, overflow) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = negative ? times.subtractingReportingOverflow(Int64(digit)) : times.addingReportingOverflow(Int64(digit))
+                if overflow || overflow2 { return nil }
+                value = sum
+            }
+            return value
+        }
+
+        /// A finite decimal number, as `ColumnTypeInference.fits(_:.real)` accepts.
+        static func real(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+            guard !bytes.isEmpty, bytes.count < 64,
+                bytes.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 })
+            else { return nil }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { text -> Double? in
+                for index in 0..<bytes.count { text[index] = CChar(bitPattern: bytes[index]) }
+                text[bytes.count] = 0
+                var end: UnsafeMutablePointer<CChar>?
+                let value = strtod(text.baseAddress!, &end)
+                guard end == text.baseAddress! + bytes.count, value.isFinite else { return nil }
+                return value
+            }
         }
 
         /// The table's columns from the CSV header: the declared ones (found by name, ignoring

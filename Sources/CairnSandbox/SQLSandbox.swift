@@ -112,6 +112,7 @@ public final class SandboxDatabase {
     /// Process-wide settings of the system SQLite, which only sandboxes use: a soft heap
     /// limit so caches shrink under pressure before anything fails.
     private static let configured: Bool = {
+        _ = cairn_sqlite_disable_memstatus()
         sqlite3_soft_heap_limit64(256 << 20)
         return true
     }()
@@ -230,6 +231,12 @@ public final class SandboxStatement {
                 statement, index, UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self),
                 UInt64(bytes.count), cairn_sqlite_transient(), UInt8(SQLITE_UTF8))
         }
+    }
+
+    /// Binds UTF-8 text given as bytes (copied).
+    public func bind(_ index: Int32, utf8 bytes: UnsafeBufferPointer<UInt8>) {
+        let pointer = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+        _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), cairn_sqlite_transient(), UInt8(SQLITE_UTF8))
     }
 
     /// Runs one step: true when a row is ready, false when the statement is done.
