@@ -9,6 +9,7 @@
 #      DuckDB (read_csv_auto) and a Python csv + sqlite3 script doing the same work.
 #   Benchmarks/pipelines/run.sh [--quick]    (--quick: ~100 MB files instead of 500 MB / 1 GB)
 #   BIG_COPIES=64 Benchmarks/pipelines/run.sh  (the large CSV as 64 copies of flights.csv: 2 GB)
+#   SKIP_PARSERS=1 Benchmarks/pipelines/run.sh (sections 2 and 3 only)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 data=${CAIRN_SHARED_DATA:-$root/../shared/data}
@@ -28,7 +29,7 @@ gzip -dc "$data/flights.csv.gz" >"$work/flights.csv"
 repeat() { { cat "$work/flights.csv"; for _ in $(seq $(($1 - 1))); do tail -n +2 "$work/flights.csv"; done; } >"$2"; }
 repeat "$copies_500" "$work/flights-500.csv"
 repeat "$copies_1g" "$work/flights-1g.csv"
-python3 - "$work/flights-500.csv" "$work/flights-500.ndjson" "$work/flights-500.xml" <<'PY'
+[ -n "${SKIP_PARSERS:-}" ] || python3 - "$work/flights-500.csv" "$work/flights-500.ndjson" "$work/flights-500.xml" <<'PY'
 import csv, json, sys
 from xml.sax.saxutils import quoteattr, escape
 with open(sys.argv[1], newline='') as f, open(sys.argv[2], 'w') as nd, open(sys.argv[3], 'w') as xml:
@@ -40,6 +41,7 @@ with open(sys.argv[1], newline='') as f, open(sys.argv[2], 'w') as nd, open(sys.
 PY
 mb() { echo "$(( $(stat -c %s "$1") / 1000000 ))"; }
 
+if [ -z "${SKIP_PARSERS:-}" ]; then
 echo
 echo "## 1. Parser throughput, one core"
 echo "| input | size | Cairn | Python csv |"
@@ -53,6 +55,7 @@ PY
 echo "| CSV | $(mb "$work/flights-500.csv") MB | $("$bench" csv "$work/flights-500.csv" | sed 's/.*: //') | $py_csv |"
 echo "| NDJSON | $(mb "$work/flights-500.ndjson") MB | $("$bench" ndjson "$work/flights-500.ndjson" | sed 's/.*: //') | |"
 echo "| XML (attributes) | $(mb "$work/flights-500.xml") MB | $("$bench" xml "$work/flights-500.xml" /flights/flight | sed 's/.*: //') | |"
+fi
 rm -f "$work/flights-500.ndjson" "$work/flights-500.xml"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
@@ -99,7 +102,7 @@ run_duckdb() {
   python3 - "$1" "$sql" <<'PY'
 import duckdb, sys, time
 t = time.time()
-duckdb.sql(sys.argv[2].replace("FROM input", f"FROM read_csv_auto('{sys.argv[1]}')")).fetchall()
+duckdb.sql(sys.argv[2].replace("FROM input", f"FROM read_csv_auto('{sys.argv[1]}', nullstr=['NA', ''])")).fetchall()
 print(f"{time.time() - t:.2f}")
 PY
 }

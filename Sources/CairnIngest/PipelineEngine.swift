@@ -110,6 +110,9 @@ enum PipelineEngine {
         var types: [ColumnType] = []
         var inBatch = 0
         var columnIndex: [String: Int] = [:]  // JSON/XML field name → column
+        /// Whether the query reads each column; the others are left NULL (projection pushdown,
+        /// learnt from the authorizer while compiling the query against the new table).
+        var loaded: [Bool] = []
         let recordsAlreadyRead: Int
 
         init(spec: PipelineSpec, db: SandboxDatabase, state: LoadState, control: SandboxControl, report: @escaping (LoadState) -> Void) {
@@ -142,6 +145,10 @@ enum PipelineEngine {
         }
 
         private func prepareInsert() throws {
+            // The query is compiled once here, so an SQL error or a refusal ends the run before
+            // the file is loaded.
+            let read = try db.columnsRead(by: spec.sql)
+            loaded = state.columns.map { read.contains($0.name.lowercased()) }
             types = state.columns.map(\.type)
             for (index, column) in state.columns.enumerated() { columnIndex[column.name] = index }
             let marks = Array(repeating: "?", count: state.columns.count).joined(separator: ", ")
@@ -384,25 +391,30 @@ enum PipelineEngine {
             for (column, field) in state.sourceFields.enumerated() where field < record.count && !record.isNull(field) {
                 let parameter = Int32(column + 1)
                 let type = types[column]
-                let bound: Bool = record.withField(field) { bytes in
+                // Every value is checked against its column's type; only the columns the query
+                // reads are bound (the others stay NULL, which it never sees).
+                let bind = loaded[column]
+                let fits: Bool = record.withField(field) { bytes in
                     switch type {
                     case .text:
-                        insert.bind(parameter, utf8: bytes)
+                        if bind { insert.bind(parameter, utf8: bytes) }
                         return true
                     case .integer:
                         guard let value = Self.integer(bytes) else { return false }
-                        insert.bind(parameter, value)
+                        if bind { insert.bind(parameter, value) }
                         return true
                     case .real:
                         guard let value = Self.real(bytes) else { return false }
-                        insert.bind(parameter, value)
+                        if bind { insert.bind(parameter, value) }
                         return true
                     case .boolean, .timestamp:
-                        return bind(text: String(decoding: bytes, as: UTF8.self), to: column) == nil
+                        let text = String(decoding: bytes, as: UTF8.self)
+                        guard ColumnTypeInference.fits(text, type) else { return false }
+                        return !bind || self.bind(text: text, to: column) == nil
                     }
                 }
-                if !bound {
-                    let problem = bind(text: record.string(field) ?? "", to: column) ?? "does not fit its column"
+                if !fits {
+                    let problem = self.bind(text: record.string(field) ?? "", to: column) ?? "does not fit its column"
                     insert.reset()
                     try rowError(RowError(row: row, byteOffset: offset, column: state.columns[column].name, message: problem))
                     return

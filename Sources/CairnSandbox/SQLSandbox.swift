@@ -63,6 +63,9 @@ public final class SandboxDatabase {
         let control: SandboxControl
         let refusal = Mutex<String?>(nil)
         let lockedDown = Atomic<Bool>(false)
+        /// Set while `columnsRead(by:)` compiles the tenant's query during the load phase.
+        let checking = Atomic<Bool>(false)
+        let columnsRead = Mutex<Set<String>>([])
         init(control: SandboxControl) { self.control = control }
     }
 
@@ -179,6 +182,29 @@ public final class SandboxDatabase {
             throw SandboxError(.refused, "the pipeline's sql must be a read-only query")
         }
         return prepared
+    }
+
+    /// Compiles the tenant's query under the tenant-phase policy (so a refused or broken query
+    /// fails before anything is loaded) and returns the lower-cased names of the `input`
+    /// columns it reads, from the authorizer's reports. Columns it never reads need not be
+    /// loaded.
+    /// - Throws: `SandboxError` (`notAQuery`, `refused`, `sql`).
+    public func columnsRead(by sql: String) throws -> Set<String> {
+        guardState.columnsRead.withLock { $0 = [] }
+        guardState.checking.store(true, ordering: .sequentiallyConsistent)
+        defer { guardState.checking.store(false, ordering: .sequentiallyConsistent) }
+        guard SQLText.startsWithQueryKeyword(sql) else {
+            throw SandboxError(.notAQuery, "the pipeline's sql must be one SELECT (or WITH … SELECT) statement")
+        }
+        guardState.refusal.withLock { $0 = nil }
+        var statement: OpaquePointer?
+        let status = sqlite3_prepare_v3(handle, sql, -1, 0, &statement, nil)
+        sqlite3_finalize(statement)
+        guard status == SQLITE_OK else {
+            if let refused = guardState.refusal.withLock({ $0 }) { throw SandboxError(.refused, refused) }
+            throw error(status, nil)
+        }
+        return guardState.columnsRead.withLock { $0 }
     }
 
     /// Maps an SQLite status (and message) to a `SandboxError`.
@@ -340,7 +366,8 @@ private let sandboxAuthorizer:
     ) -> Int32 = { context, action, first, second, database, _ in
         guard let context else { return SQLITE_DENY }
         let state = Unmanaged<SandboxDatabase.Guard>.fromOpaque(context).takeUnretainedValue()
-        guard state.lockedDown.load(ordering: .relaxed) else { return SQLITE_OK }
+        let checking = state.checking.load(ordering: .relaxed)
+        guard checking || state.lockedDown.load(ordering: .relaxed) else { return SQLITE_OK }
         func refuse(_ reason: String) -> Int32 {
             state.refusal.withLock { if $0 == nil { $0 = reason } }
             return SQLITE_DENY
@@ -354,7 +381,10 @@ private let sandboxAuthorizer:
             // every real table has one.
             guard let database else { return SQLITE_OK }
             let schema = String(cString: database)
-            if schema == "main" && table.lowercased() == "input" { return SQLITE_OK }
+            if schema == "main" && table.lowercased() == "input" {
+                if checking, let column = second { state.columnsRead.withLock { _ = $0.insert(String(cString: column).lowercased()) } }
+                return SQLITE_OK
+            }
             return refuse("the pipeline's sql may read only the table input (it reads \(table.isEmpty ? "another table" : table))")
         case SQLITE_FUNCTION:
             let name = (second.map { String(cString: $0) } ?? "").lowercased()

@@ -322,6 +322,11 @@ struct PipelineTests {
                 let message = (job["errors"] as? [[String: Any]])?.last?["error"] as? String ?? ""
                 #expect(message.contains(says), "\(sql): \(message)")
             }
+            // A broken query fails before the file is loaded.
+            let typo = try await tenant.run(try await tenant.create(pipelineBody("SELECT specie FROM input")), fileId: file)
+            #expect(typo["state"] as? String == "discarded")
+            #expect(((typo["errors"] as? [[String: Any]])?.last?["error"] as? String)?.contains("no such column: specie") == true)
+            #expect((typo["result"] as? [String: Any])?["rowsLoaded"] as? Int == 0)
             // Statements that are not one query never get stored.
             for sql in [
                 "SELECT 1; ATTACH DATABASE '/etc/passwd' AS x", "PRAGMA table_info(input)", "ATTACH DATABASE 'x' AS y", "DELETE FROM input",
