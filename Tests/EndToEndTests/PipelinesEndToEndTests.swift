@@ -9,7 +9,7 @@ struct PipelinesEndToEndTests {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [
             "curl", "-s", "-S", "--max-time", "120", "-X", "POST", "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: text/csv",
-            "--data-binary", "@\(path)", "\(base)/files",
+            "-T", path, "\(base)/files",
         ]
         let out = Pipe()
         process.standardOutput = out
@@ -89,6 +89,72 @@ struct PipelinesEndToEndTests {
         #expect(files.count == 2, "the input and one output")
         let work = (try? FileManager.default.subpathsOfDirectory(atPath: dataDir + "/pipelines")) ?? []
         #expect(!work.contains { $0.hasSuffix("input.sqlite") })
+        #expect(try await server.stop() == 0)
+    }
+}
+
+@Suite("End to end: a 2 GB CSV through a pipeline", .serialized, .enabled(if: ProcessInfo.processInfo.environment["CAIRN_TEST_LARGE_FILES"] == "1"))
+struct LargePipelineEndToEndTests {
+    /// Writes `bytes` of CSV (`i,payload`, 200-byte payloads) and returns the row count.
+    static func generate(_ path: String, bytes: Int) throws -> Int {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        let payload = String(repeating: "x", count: 200)
+        var chunk = "i,payload\n"
+        var written = 0
+        var rows = 0
+        while written < bytes {
+            rows += 1
+            chunk += "\(rows),\(payload)\n"
+            if chunk.utf8.count >= 8 << 20 {
+                written += chunk.utf8.count
+                try handle.write(contentsOf: Data(chunk.utf8))
+                chunk = ""
+            }
+        }
+        if !chunk.isEmpty { try handle.write(contentsOf: Data(chunk.utf8)) }
+        return rows
+    }
+
+    @Test func aTwoGigabyteFileIsCountedWithFlatMemory() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let input = dataDir + "-2g.csv"
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        let rows = try Self.generate(input, bytes: 2 << 30)
+        let server = try await ServerProcess.start(dataDir: dataDir)
+        _ = try curl("POST", "\(server.baseURL)/auth/register", json: ["email": "big@example.com", "password": "pipeline password", "name": "B"])
+        let token = try #require(
+            try curl("POST", "\(server.baseURL)/auth/login", json: ["email": "big@example.com", "password": "pipeline password"])
+                .json["accessToken"] as? String)
+        let file = try PipelinesEndToEndTests().upload(server.baseURL, path: input, token: token)
+        let pipeline = try curl(
+            "POST", "\(server.baseURL)/pipelines",
+            json: [
+                "name": "count", "input": ["format": "csv"], "output": ["format": "ndjson"], "sql": "SELECT count(*) AS n, sum(i) AS s FROM input",
+            ],
+            token: token)
+        let pipelineId = try #require(pipeline.json["id"] as? String)
+        let jobId = try #require(
+            try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token).json["id"] as? String)
+        var job: [String: Any] = [:]
+        let deadline = ContinuousClock.now + .seconds(1800)
+        while ContinuousClock.now < deadline {
+            job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
+            if ["succeeded", "discarded"].contains(job["state"] as? String ?? "") { break }
+            try await Task.sleep(for: .seconds(1))
+        }
+        let status = (try? String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM") } ?? "VmHWM: ?"
+        print("2 GB pipeline: \(rows) rows; server peak RSS \(peak.split(separator: ":")[1].trimmingCharacters(in: .whitespaces))")
+        #expect(job["state"] as? String == "succeeded", "\(job)")
+        let output = try #require((job["result"] as? [String: Any])?["outputFileId"] as? String)
+        let row =
+            try JSONSerialization.jsonObject(with: Data(try curl("GET", "\(server.baseURL)/files/\(output)/content", token: token).body.utf8))
+            as? [String: Any]
+        #expect(row?["n"] as? Int == rows)
+        #expect(row?["s"] as? Int == rows * (rows + 1) / 2)
         #expect(try await server.stop() == 0)
     }
 }
