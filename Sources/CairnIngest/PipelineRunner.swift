@@ -82,7 +82,9 @@ public final class PipelineRunner: Service, Sendable {
     /// - Throws: the job system's errors (429 when the tenant has too many pending jobs).
     public func enqueue(pipeline: Pipeline, fileId: String, createdBy: String?) async throws -> Job {
         var request = JobRequest(kind: Self.kind, args: .object(["pipelineId": .string(pipeline.id), "fileId": .string(fileId)]))
-        request.maxAttempts = 3
+        // Bad data, refused SQL and timeouts discard a run at once; attempts are spent only by
+        // crashes, lost leases and I/O errors, which a later attempt resumes from its checkpoint.
+        request.maxAttempts = 10
         return try await jobs.enqueue(request, tenantId: pipeline.tenantId, createdBy: createdBy).job
     }
 

@@ -73,7 +73,7 @@ struct PipelinesEndToEndTests {
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(job["state"] as? String == "succeeded", "\(job)")
-        #expect(job["attempt"] as? Int == 2)
+        #expect(job["attempt"] as? Int ?? 0 >= 2, "the kill cost the first attempt (a lease lapsing on a loaded machine may cost more)")
         let result = try #require(job["result"] as? [String: Any])
         #expect((result["resumedFromRow"] as? Int ?? 0) >= checkpointed, "the second attempt loaded from scratch")
         #expect(result["rowsLoaded"] as? Int == total)
