@@ -200,7 +200,7 @@ public struct NotificationsController: Sendable {
                 loop: while !Task.isCancelled {
                     let batch = await mailbox.next()
                     if batch.closed { break }
-                    if batch.overflowed {
+                    if batch.overflowed || batch.resync {
                         try await cursor.catchUp(send)
                     } else if !batch.rows.isEmpty {
                         try await cursor.deliver(batch.rows, send)
