@@ -1,4 +1,4 @@
-import CairnHTTP
+public import CairnHTTP
 public import CairnStorage
 import Crypto
 import Foundation
@@ -109,8 +109,8 @@ public struct AccountStore: Sendable {
         }
     }
 
-    /// A page of a tenant's users, oldest first.
-    func users(tenantId: String, page: PageRequest) async throws -> Page<User> {
+    /// A page of a tenant's users, oldest first (for trusted callers: no role check).
+    public func users(tenantId: String, page: PageRequest) async throws -> Page<User> {
         let rows = try await database.read { db in
             let after = page.after ?? ""
             return try await db.raw(

@@ -1,6 +1,6 @@
 public import CairnStorage
 
-/// The accounts module's tables: tenants, users, refresh tokens, login failures.
+/// The accounts module's tables: tenants, users, refresh tokens, login failures, service tokens.
 /// Timestamps are epoch milliseconds (BIGINT) on both engines.
 public enum AccountsMigrations {
     /// All migrations of the module, in order.
@@ -53,6 +53,23 @@ public enum AccountsMigrations {
                 "CREATE INDEX login_failures_email ON login_failures (email_key, at)",
                 "CREATE INDEX login_failures_client ON login_failures (client, at)",
                 "CREATE INDEX login_failures_at ON login_failures (at)",
-            ])
+            ]),
+        Migration(
+            module: "accounts", version: 2, name: "service tokens",
+            sql: [
+                // Only the SHA-256 of the secret is stored; scopes are space-separated (RFC 6749 §3.3).
+                """
+                CREATE TABLE service_tokens (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+                    name TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    token_hash TEXT NOT NULL UNIQUE,
+                    hint TEXT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    created_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX service_tokens_tenant ON service_tokens (tenant_id, id)",
+            ]),
     ]
 }

@@ -9,12 +9,21 @@ import Logging
 /// and its revocation state, and puts the identity on the context. Missing → 401
 /// `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
 /// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`.
+///
+/// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
+/// request, so a revocation holds at once on every node. They reach only the routes listed in
+/// `scopedRoutes`, and only with the scope listed there; anything else answers 403 `forbidden`
+/// with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
 public struct BearerMiddleware: RouterMiddleware {
     let accounts: AccountService
+    let scopedRoutes: [String: String]
 
-    /// Creates the middleware.
-    public init(accounts: AccountService) {
+    /// Creates the middleware. `scopedRoutes` maps `"METHOD /path"` (the router's endpoint
+    /// path, parameters as `{id}`, e.g. `"POST /notifications"`) to the scope a service token
+    /// needs there; routes not listed refuse service tokens.
+    public init(accounts: AccountService, scopedRoutes: [String: String] = [:]) {
         self.accounts = accounts
+        self.scopedRoutes = scopedRoutes
     }
 
     /// Handles one request.
@@ -29,9 +38,19 @@ public struct BearerMiddleware: RouterMiddleware {
             throw AppError.unauthorized(code: "invalid_token", detail: "The Authorization header is not a Bearer token.", invalidToken: true)
         }
         var context = context
-        let identity = try await accounts.authenticate(bearer: token)
+        let identity: Identity
+        if token.hasPrefix(AccountService.serviceTokenPrefix) {
+            identity = try await accounts.authenticate(serviceToken: token)
+            // Group middleware runs after routing, so the endpoint path is known here.
+            let path = context.endpointPath.map { $0.hasPrefix("/") ? $0 : "/" + $0 } ?? request.uri.path
+            let needed = scopedRoutes["\(request.method.rawValue) \(path)"]
+            guard let needed, identity.scopes?.contains(needed) == true else { throw AppError.insufficientScope(needed) }
+            context.logger[metadataKey: "service_token_id"] = .string(identity.tokenId)
+        } else {
+            identity = try await accounts.authenticate(bearer: token)
+            context.logger[metadataKey: "user_id"] = .string(identity.userId)
+        }
         context.identity = identity
-        context.logger[metadataKey: "user_id"] = .string(identity.userId)
         context.logger[metadataKey: "tenant_id"] = .string(identity.tenantId)
         return try await next(request, context)
     }

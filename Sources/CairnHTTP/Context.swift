@@ -21,18 +21,36 @@ public struct Identity: Sendable, Equatable {
     public var role: Role
     /// The access token's `jti`, for audit logging.
     public var tokenId: String
+    /// The scopes of a service token (RFC 6749 §3.3 scope tokens such as
+    /// `notifications:publish`); nil for a user's access token, which carries the role's rights.
+    public var scopes: Set<String>?
 
-    /// Creates an identity.
-    public init(userId: String, tenantId: String, role: Role, tokenId: String) {
+    /// Creates an identity; `scopes` is set only for service tokens.
+    public init(userId: String, tenantId: String, role: Role, tokenId: String, scopes: Set<String>? = nil) {
         self.userId = userId
         self.tenantId = tenantId
         self.role = role
         self.tokenId = tokenId
+        self.scopes = scopes
     }
 
-    /// Throws 403 `forbidden` unless the caller is an owner or admin.
+    /// True when the caller is a service token, not a user (`userId` is then the token's id).
+    public var isServiceToken: Bool { scopes != nil }
+
+    /// Throws 403 `forbidden` unless the caller is an owner or admin (never a service token).
     public func requireAdmin() throws {
-        guard role.isAdmin else { throw AppError.forbidden() }
+        guard role.isAdmin, !isServiceToken else { throw AppError.forbidden() }
+    }
+
+    /// Passes for owners and admins, and for service tokens holding `scope`.
+    /// - Throws: 403 `forbidden`; for a service token without the scope, with
+    ///   `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
+    public func requireAdmin(orScope scope: String) throws {
+        if let scopes {
+            guard scopes.contains(scope) else { throw AppError.insufficientScope(scope) }
+        } else {
+            try requireAdmin()
+        }
     }
 }
 

@@ -67,6 +67,16 @@ public struct AppError: Error, Sendable, HTTPResponseError {
         AppError(.forbidden, code: "forbidden", detail: detail)
     }
 
+    /// 403 `forbidden` for a service token whose scopes do not cover the route, with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"` and, when the route accepts one,
+    /// the `scope` it needs (RFC 6750 §3.1).
+    public static func insufficientScope(_ scope: String?) -> AppError {
+        var challenge = "Bearer realm=\"cairn\", error=\"insufficient_scope\""
+        if let scope { challenge += ", scope=\"\(scope)\"" }
+        let detail = scope.map { "This service token lacks the scope \($0)." } ?? "Service tokens cannot call this route."
+        return AppError(.forbidden, code: "forbidden", detail: detail, headers: [.wwwAuthenticate: challenge])
+    }
+
     /// 409 `conflict`.
     public static func conflict(_ detail: String) -> AppError {
         AppError(.conflict, code: "conflict", detail: detail)

@@ -18,8 +18,11 @@ struct MailboxBatch: Sendable {
     var closed = false
     /// More client messages arrived than the mailbox holds.
     var clientFlood = false
+    /// The node's subscription (re)started listening: announcements may have been missed
+    /// before it, so the connection re-reads its inbox after its cursor.
+    var resync = false
 
-    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood }
+    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync }
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
@@ -65,11 +68,24 @@ final class Mailbox: Sendable {
         }
     }
 
-    /// Adds a client message; more than 64 waiting is a flood.
+    /// Adds a client message; more than 64 waiting is a flood. Acks are cumulative, so an ack
+    /// following another waiting ack replaces it with the higher seq: a client that acks every
+    /// frame of a long replay (as the protocol invites) is never taken for a flood.
     func push(client message: ClientMessage) {
         mutate { batch in
-            if batch.client.count >= 64 { batch.clientFlood = true } else { batch.client.append(message) }
+            if case .ack(let seq) = message, case .ack(let previous)? = batch.client.last {
+                batch.client[batch.client.count - 1] = .ack(seq: max(seq, previous))
+            } else if batch.client.count >= 64 {
+                batch.clientFlood = true
+            } else {
+                batch.client.append(message)
+            }
         }
+    }
+
+    /// Asks the consumer to re-read its inbox after its cursor.
+    func requestResync() {
+        mutate { $0.resync = true }
     }
 
     /// Wakes the consumer for its periodic checks.
@@ -195,7 +211,14 @@ public final class NotificationHub: Sendable {
     }
 
     private func startSubscription() {
-        let stream = bus.subscribe(channel: Self.channel)
+        // Until LISTEN is in effect (and again after it reconnects) announcements are lost; a
+        // connection that read its backlog before that moment would otherwise wait for its
+        // periodic resync for what was committed in between. So every connection re-reads then.
+        let stream = bus.subscribe(channel: Self.channel) { [weak self] in
+            guard let self else { return }
+            let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
+            for mailbox in all { mailbox.requestResync() }
+        }
         let subscription = Task { [weak self] in
             for await payload in stream {
                 guard let self else { return }

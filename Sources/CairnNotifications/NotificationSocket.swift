@@ -276,6 +276,8 @@ struct SocketSession {
             }
             if batch.overflowed {
                 if subscribed { return (1013, "slow consumer: reconnect and resume from your last ack") }
+            } else if subscribed && batch.resync {
+                try await fill()
             } else if subscribed && !batch.rows.isEmpty {
                 let fresh = batch.rows.filter { $0.seq > cursor.last }.sorted { $0.seq < $1.seq }
                 if behind || inFlight.count + fresh.count > settings.maxUnacked || (fresh.first.map { $0.seq != cursor.last + 1 } ?? false) {

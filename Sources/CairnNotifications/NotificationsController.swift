@@ -33,13 +33,16 @@ public struct NotificationsController: Sendable {
         var upToSeq: Int64?
     }
 
+    /// The routes service tokens may call, for ``BearerMiddleware``: `POST /notifications`
+    /// with the scope `notifications:publish`.
+    public static let serviceTokenScopes = ["POST /notifications": ServiceTokenScope.notificationsPublish]
+
     /// Adds the routes to the authenticated group; `POST /notifications` honours `Idempotency-Key`.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>, database: Database) {
         let center = self.center
         let store = center.store
         group.group().add(middleware: IdempotencyMiddleware(database: database)).post("notifications") { request, context -> Response in
-            // Accounts has no service tokens with scopes yet, so publishing is for owners and admins.
-            try context.identity.requireAdmin()
+            try context.identity.requireAdmin(orScope: ServiceTokenScope.notificationsPublish)
             var request = request
             let body = try await request.decodeJSON(as: PublishBody.self, context: context)
             let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
@@ -59,7 +62,7 @@ public struct NotificationsController: Sendable {
                 // One page of users per transaction, so a large tenant never holds the writer long.
                 var page = PageRequest(limit: 100)
                 while true {
-                    let users = try await center.accounts.listUsers(context.identity, page: page)
+                    let users = try await center.accounts.store.users(tenantId: tenantId, page: page)
                     stored += try await center.publish(draft, to: users.items.map(\.id), tenantId: tenantId)
                     guard let next = users.nextCursor.flatMap(Cursor.decode) else { break }
                     page.after = next
@@ -200,7 +203,7 @@ public struct NotificationsController: Sendable {
                 loop: while !Task.isCancelled {
                     let batch = await mailbox.next()
                     if batch.closed { break }
-                    if batch.overflowed {
+                    if batch.overflowed || batch.resync {
                         try await cursor.catchUp(send)
                     } else if !batch.rows.isEmpty {
                         try await cursor.deliver(batch.rows, send)

@@ -360,39 +360,51 @@ public final class OutboundChannels: Sendable {
             failure = "connection failed"
         }
         let last = context.job.attempt >= context.job.maxAttempts
-        try await record(deliveryId, tenantId: tenantId, state: last ? "failed" : "pending", error: failure, countAttempt: true)
-        if last { try await deadLetter(endpoint) }
+        if last {
+            // One transaction: a reader never sees the dead letter without its count (or the
+            // endpoint still enabled after its last allowed one), and a crash cannot split them.
+            let error = failure
+            let limit = center.settings.webhookDisableAfter
+            try await center.store.database.transaction { db in
+                try await Self.record(deliveryId, tenantId: tenantId, state: "failed", error: error, countAttempt: true, on: db)
+                try await Self.deadLetter(endpoint, limit: limit, on: db)
+            }
+            logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
+        } else {
+            try await record(deliveryId, tenantId: tenantId, state: "pending", error: failure, countAttempt: true)
+        }
         throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
     }
 
     func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool) async throws {
-        let now = WallClock.milliseconds()
         try await center.store.database.write { db in
-            try await db.raw(
-                """
-                UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
-                    attempts = attempts + \(bind: countAttempt ? 1 : 0)
-                WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
-                """
-            ).run()
+            try await Self.record(deliveryId, tenantId: tenantId, state: state, error: error, countAttempt: countAttempt, on: db)
         }
     }
 
-    /// Counts a dead letter; disables the endpoint at the limit.
-    func deadLetter(_ endpoint: WebhookEndpoint) async throws {
-        let limit = center.settings.webhookDisableAfter
+    static func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, on db: any SQLDatabase) async throws
+    {
         let now = WallClock.milliseconds()
-        try await center.store.database.write { db in
-            try await db.raw(
-                """
-                UPDATE webhook_endpoints SET dead_letters = dead_letters + 1,
-                    enabled = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: false) ELSE enabled END,
-                    disabled_at = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: now) ELSE disabled_at END
-                WHERE id = \(bind: endpoint.id) AND tenant_id = \(bind: endpoint.tenantId)
-                """
-            ).run()
-        }
-        logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
+        try await db.raw(
+            """
+            UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
+                attempts = attempts + \(bind: countAttempt ? 1 : 0)
+            WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
+            """
+        ).run()
+    }
+
+    /// Counts a dead letter; disables the endpoint at the limit.
+    static func deadLetter(_ endpoint: WebhookEndpoint, limit: Int, on db: any SQLDatabase) async throws {
+        let now = WallClock.milliseconds()
+        try await db.raw(
+            """
+            UPDATE webhook_endpoints SET dead_letters = dead_letters + 1,
+                enabled = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: false) ELSE enabled END,
+                disabled_at = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: now) ELSE disabled_at END
+            WHERE id = \(bind: endpoint.id) AND tenant_id = \(bind: endpoint.tenantId)
+            """
+        ).run()
     }
 }
 

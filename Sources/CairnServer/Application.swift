@@ -164,10 +164,11 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
 
     HealthController(database: components.database).addRoutes(to: router)
     let authenticated = router.group()
-        .add(middleware: BearerMiddleware(accounts: components.accounts))
+        .add(middleware: BearerMiddleware(accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes))
         .group(context: AuthenticatedContext.self)
     AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
     UsersController(accounts: components.accounts).addRoutes(to: authenticated)
+    ServiceTokensController(accounts: components.accounts).addRoutes(to: authenticated)
     TasksController(store: components.tasks).addRoutes(to: authenticated)
     JobsController(queue: components.jobs).addRoutes(to: authenticated)
     SchedulesController(queue: components.jobs).addRoutes(to: authenticated)

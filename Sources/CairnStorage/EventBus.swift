@@ -43,7 +43,12 @@ public final class EventBus: Sendable {
 
     /// Notifications on `channel` until the consuming task is cancelled. On PostgreSQL a
     /// dedicated connection LISTENs, reconnecting after errors.
-    public func subscribe(channel: String) -> AsyncStream<String> {
+    ///
+    /// `onListening` runs each time the subscription starts receiving: at once on SQLite; on
+    /// PostgreSQL when `LISTEN` has been acknowledged, and again after every reconnect. What was
+    /// published before that moment is not delivered, so a consumer that must not miss anything
+    /// re-reads its source of truth then.
+    public func subscribe(channel: String, onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1024))
         let id = nextId.wrappingAdd(1, ordering: .relaxed).newValue
         subscribers.withLock { $0[channel, default: [:]][id] = continuation }
@@ -54,6 +59,8 @@ public final class EventBus: Sendable {
                     do {
                         try await client.withConnection { connection in
                             try await connection.listen(on: channel) { notifications in
+                                // listen(on:) calls this only once the server has acknowledged LISTEN.
+                                onListening?()
                                 for try await notification in notifications {
                                     continuation.yield(notification.payload)
                                 }
@@ -67,6 +74,7 @@ public final class EventBus: Sendable {
                 }
             }
         }
+        if database.postgresClient == nil { onListening?() }
         continuation.onTermination = { [weak self] _ in
             listener?.cancel()
             _ = self?.subscribers.withLock { $0[channel]?.removeValue(forKey: id) }

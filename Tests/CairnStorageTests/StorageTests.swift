@@ -216,6 +216,37 @@ struct IdentifierTests {
     }
 }
 
+@Suite("EventBus")
+struct EventBusTests {
+    /// What is published once `onListening` has run is delivered: consumers re-read their
+    /// source of truth at that moment, so nothing falls between their read and the LISTEN.
+    @Test(arguments: TestEngine.available)
+    func publishesAfterOnListeningAreDelivered(engine: TestEngine) async throws {
+        let test = try await TestDatabase.make(engine)
+        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        let bus = EventBus(database: database, logger: testLogger)
+        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+        let stream = bus.subscribe(channel: "probe") { listeningContinuation.yield() }
+        let received = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                var iterator = listening.makeAsyncIterator()
+                await iterator.next()
+                try await bus.publish(channel: "probe", payload: "after-listen")
+                var messages = stream.makeAsyncIterator()
+                return await messages.next()
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(30))
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+        #expect(received == "after-listen")
+        await database.close()
+    }
+}
+
 @Suite("CI guard")
 struct PostgresGuardTests {
     /// CI sets CAIRN_TEST_REQUIRE_POSTGRES=1: then the PostgreSQL suites must not be skipped.

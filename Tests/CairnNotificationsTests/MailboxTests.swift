@@ -1,0 +1,42 @@
+import Testing
+
+@testable import CairnNotifications
+
+@Suite("Notifications: connection mailbox")
+struct MailboxTests {
+    /// A client that acks every frame of a long replay sends more acks than the flood limit
+    /// (64 waiting messages) while the connection is busy sending; acks are cumulative, so they
+    /// collapse into the highest one instead of closing the socket with 1008. This was the
+    /// flaky close after a 70-frame replay on a loaded machine.
+    @Test func cumulativeAcksCollapseInsteadOfFlooding() async {
+        let mailbox = Mailbox(capacity: 10)
+        for seq in 31...200 { mailbox.push(client: .ack(seq: Int64(seq))) }
+        let batch = await mailbox.next()
+        #expect(!batch.clientFlood)
+        #expect(batch.client.count == 1)
+        if case .ack(let seq)? = batch.client.first { #expect(seq == 200) } else { Issue.record("expected one ack") }
+    }
+
+    /// Order with other messages is kept, and a real flood of other messages is still one.
+    @Test func acksKeepTheirPlaceAndOtherMessagesStillFlood() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.push(client: .ack(seq: 1))
+        mailbox.push(client: .ping)
+        mailbox.push(client: .ack(seq: 2))
+        mailbox.push(client: .ack(seq: 3))
+        let batch = await mailbox.next()
+        #expect(batch.client.count == 3)
+        if case .ack(let seq)? = batch.client.last { #expect(seq == 3) } else { Issue.record("expected a trailing ack") }
+        for _ in 0..<65 { mailbox.push(client: .ping) }
+        #expect(await mailbox.next().clientFlood)
+    }
+
+    /// A resync request wakes the consumer on its own (the node's LISTEN (re)started).
+    @Test func resyncWakesTheConsumer() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.requestResync()
+        let batch = await mailbox.next()
+        #expect(batch.resync)
+        #expect(batch.rows.isEmpty && !batch.overflowed)
+    }
+}
