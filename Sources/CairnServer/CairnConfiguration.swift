@@ -69,6 +69,9 @@ public struct CairnConfiguration: Sendable {
     /// File size and volume limits per tenant (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`,
     /// `CAIRN_FILES_MAX_PER_HOUR`, in bytes).
     public var fileQuotas = FileQuotas()
+    /// Seconds a tus upload may take from creation to its last byte (`CAIRN_UPLOADS_EXPIRY`,
+    /// default 24h); expired uploads answer 404 and their bytes are removed.
+    public var uploadsExpiry = 86_400
 
     /// Creates the defaults.
     public init() {}
@@ -180,6 +183,7 @@ public struct CairnConfiguration: Sendable {
         config.fileQuotas.maxBytesPerHour = Int64(
             try integer("files.max.per.hour", 1...(1 << 50), default: Int(config.fileQuotas.maxBytesPerHour)))
         config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
+        config.uploadsExpiry = try duration("uploads.expiry", default: config.uploadsExpiry)
         if let allow = text("webhooks.allow.private") {
             guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
                 throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")
