@@ -314,3 +314,57 @@ func run(_ executable: String, _ arguments: [String]) throws -> Data {
     }
     return data
 }
+
+@Suite("Files: multipart/form-data uploads")
+struct MultipartUploadTests {
+    @Test(arguments: TestEngine.available)
+    func aFormUploadStreamsItsOneFilePart(engine: TestEngine) async throws {
+        try await withLiveUploadsApp(engine) { port, client, components in
+            let token = try await client.registerAndLogin(email: "form@example.com").tokens["accessToken"] as! String
+            let penguins = "\(sharedData)/penguins.csv"
+            let output = try run(
+                "/usr/bin/curl",
+                [
+                    "-sS", "-H", "Authorization: Bearer \(token)", "-F", "note=hello", "-F", "file=@\(penguins);type=text/csv",
+                    "http://127.0.0.1:\(port)/files",
+                ])
+            let file = try JSONSerialization.jsonObject(with: output) as! [String: Any]
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: penguins))
+            #expect(file["sha256"] as? String == hex(SHA256.hash(data: bytes)))
+            #expect(file["size"] as? Int == bytes.count)
+            #expect(file["name"] as? String == "penguins.csv")
+            #expect(file["format"] as? String == "csv")
+
+            func form(_ body: String, boundary: String = "XyZ") async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/files", method: .post,
+                    headers: [.authorization: "Bearer \(token)", .contentType: "multipart/form-data; boundary=\(boundary)"],
+                    body: ByteBuffer(string: body.replacingOccurrences(of: "\n", with: "\r\n")))
+            }
+            let part = "--XyZ\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\nContent-Type: text/csv\n\na,b\n1,2\n"
+            let named = try await form(
+                "--XyZ\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''caf%C3%A9.bin\n\nx\n"
+                    + "--XyZ\nContent-Disposition: form-data; name=\"format\"\n\nndjson\n--XyZ--\n")
+            #expect(named.status == .created)
+            #expect(named.object["name"] as? String == "café.bin")
+            #expect(named.object["format"] as? String == "ndjson")
+            let cases: [(String, String, String)] = [
+                ("two files", part + part + "--XyZ--\n", "file"),
+                ("no file", "--XyZ\nContent-Disposition: form-data; name=\"name\"\n\nx.csv\n--XyZ--\n", "file"),
+                ("truncated", part, "body"),
+                ("truncated in a header", part + "--XyZ\nContent-Disp", "body"),
+            ]
+            for (label, body, field) in cases {
+                let refused = try await form(body)
+                #expect(refused.status == .badRequest, "\(label)")
+                #expect(refused.code == "invalid_input")
+                #expect((refused.object["errors"] as? [[String: Any]])?.first?["field"] as? String == field, "\(label)")
+            }
+            #expect(try await form(part + "--XyZ--\n", boundary: "").status == .badRequest)
+            let items = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
+            #expect(items?.count == 2, "refused forms leave no file")
+            let blobs = FileManager.default.enumerator(atPath: components.configuration.dataDir + "/blobs")?.allObjects as? [String] ?? []
+            #expect(blobs.filter { !$0.contains("/.") && $0.contains("/") }.count == 2, "and no blob")
+        }
+    }
+}
