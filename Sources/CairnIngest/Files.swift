@@ -75,7 +75,8 @@ public enum IngestMigrations {
                     bytes BIGINT NOT NULL,
                     PRIMARY KEY (tenant_id, hour))
                 """,
-            ])
+            ]),
+        Migration(module: "ingest", version: 2, name: "uploads", sql: UploadStore.migrationSQL),
     ]
 }
 

@@ -83,6 +83,7 @@ public struct FilesController: Sendable {
             (request.headers[.contentType] ?? "").split(separator: ";").first.map {
                 $0.trimmingCharacters(in: .whitespaces).lowercased()
             } ?? ""
+        if mediaType == "multipart/form-data" { return try await uploadForm(request, context: context) }
         var format: String
         if mediaType == "application/octet-stream" {
             guard let asked = request.uri.queryParameters.get("format").map({ String($0) }), ["csv", "json", "ndjson", "xml"].contains(asked) else {
@@ -102,9 +103,24 @@ public struct FilesController: Sendable {
             format = asked
         }
         let name = try Self.fileName(request, format: format)
-
-        // Quotas first, from Content-Length when the client sent one (nothing is read yet).
         let declared = request.headers[.contentLength].flatMap { Int64($0) }
+        return try await store(
+            tenantId: tenantId, userId: context.identity.userId, declared: declared,
+            write: { id, limit in
+                let written = try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
+                return (written.size, written.sha256, name, mediaType, format)
+            })
+    }
+
+    /// What an upload's writer reports: the stored bytes and the file's labels.
+    typealias Written = (size: Int64, sha256: String, name: String, contentType: String, format: String)
+
+    /// Checks the quotas, runs `write` (which streams the bytes into the blob `id`, at most
+    /// `limit` of them), and records the file; shared by raw and multipart uploads.
+    func store(
+        tenantId: String, userId: String?, declared: Int64?, write: (_ id: String, _ limit: Int64) async throws -> Written
+    ) async throws -> Response {
+        // Quotas first, from Content-Length when the client sent one (nothing is read yet).
         if let declared, declared > quotas.maxFileBytes { throw Self.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
         let used = try await store.totalBytes(tenantId: tenantId)
         let room = quotas.maxTotalBytes - used
@@ -115,9 +131,9 @@ public struct FilesController: Sendable {
 
         let id = UUIDv7.make()
         let limit = min(quotas.maxFileBytes, room)
-        let written: (size: Int64, sha256: String)
+        let written: Written
         do {
-            written = try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
+            written = try await write(id, limit)
         } catch is BlobTooLarge {
             throw Self.tooLarge(
                 limit == quotas.maxFileBytes
@@ -125,8 +141,8 @@ public struct FilesController: Sendable {
                     : "The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
         }
         let file = StoredFile(
-            id: id, tenantId: tenantId, name: name, size: written.size, sha256: written.sha256, contentType: mediaType, format: format,
-            createdBy: context.identity.userId, createdAt: WallClock.milliseconds())
+            id: id, tenantId: tenantId, name: written.name, size: written.size, sha256: written.sha256, contentType: written.contentType,
+            format: written.format, createdBy: userId, createdAt: WallClock.milliseconds())
         do {
             try await store.insert(file, quotas: quotas, hour: hour)
         } catch {
@@ -173,6 +189,12 @@ public struct FilesController: Sendable {
         }
         if name == nil, let asked = request.uri.queryParameters.get("name") { name = String(asked) }
         guard let name else { return "upload.\(format)" }
+        return try checkedName(name)
+    }
+
+    /// `name` if it is 1–255 characters without control characters or U+FFFD.
+    /// - Throws: 400 `invalid_input` on `name`.
+    static func checkedName(_ name: String) throws -> String {
         let scalars = name.unicodeScalars
         guard (1...255).contains(scalars.count),
             !scalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{FFFD}" })

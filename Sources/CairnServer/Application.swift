@@ -89,7 +89,13 @@ public struct CairnComponents: Sendable {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
+            UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
         ]
+    }
+
+    /// Bytes of unfinished tus uploads (`<data dir>/uploads`).
+    public var partialUploads: PartialUploads {
+        PartialUploads(rootPath: configuration.dataDir + "/uploads")
     }
 }
 
@@ -183,6 +189,11 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
         store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
     ).addRoutes(to: authenticated)
     PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(to: authenticated)
+    UploadsController(
+        uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
+        partials: components.partialUploads, quotas: components.configuration.fileQuotas,
+        expirySeconds: components.configuration.uploadsExpiry, logger: components.logger
+    ).addRoutes(to: router, authenticated: authenticated)
 
     routeIndex.load(from: router)
     return router

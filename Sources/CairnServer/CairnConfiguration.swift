@@ -72,6 +72,9 @@ public struct CairnConfiguration: Sendable {
     /// Pipeline runs: query time limit (`CAIRN_PIPELINE_TIMEOUT`, seconds) and worker threads
     /// (`CAIRN_PIPELINE_THREADS`); the work folder is `<data dir>/pipelines`.
     public var pipelines = PipelineSettings()
+    /// Seconds a tus upload may take from creation to its last byte (`CAIRN_UPLOADS_EXPIRY`,
+    /// default 24h); expired uploads answer 404 and their bytes are removed.
+    public var uploadsExpiry = 86_400
 
     /// Creates the defaults.
     public init() {}
@@ -185,6 +188,7 @@ public struct CairnConfiguration: Sendable {
         config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
         config.pipelines.timeoutSeconds = Double(try duration("pipeline.timeout", default: Int(config.pipelines.timeoutSeconds)))
         config.pipelines.threads = try integer("pipeline.threads", 1...64, default: config.pipelines.threads)
+        config.uploadsExpiry = try duration("uploads.expiry", default: config.uploadsExpiry)
         if let allow = text("webhooks.allow.private") {
             guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
                 throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")

@@ -1,0 +1,257 @@
+import CairnHTTP
+import Hummingbird
+import MultipartKit
+import NIOCore
+import Synchronization
+
+/// What a `multipart/form-data` body (RFC 7578) carried besides the file's bytes, known once the
+/// whole body has been read.
+struct MultipartOutcome: Sendable {
+    /// The file part's `filename*` (RFC 8187) or `filename`, if it had one.
+    var fileName: String?
+    /// The file part's media type (lower-cased, parameters dropped), if it had one.
+    var fileContentType: String?
+    /// Small text fields (`name`, `format`, …) by field name.
+    var fields: [String: String] = [:]
+}
+
+/// Thrown while streaming a multipart body: the body is malformed in the way `issue` says.
+struct MultipartProblem: Error, Sendable {
+    /// `file` or `body`.
+    var field: String
+    /// What is wrong, for the client.
+    var issue: String
+}
+
+/// The bytes of the single file part of a `multipart/form-data` body, as they arrive: the body
+/// runs through MultipartKit's streaming parser and only the file part's content comes out, so
+/// memory stays flat whatever the part's size. When iteration ends normally the body was
+/// complete (closing delimiter seen) with exactly one file part, and `outcome` holds the rest;
+/// otherwise iteration throws `MultipartProblem`.
+struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
+    typealias Element = ByteBuffer
+
+    let base: Base
+    let boundary: String
+    /// Filled in when the body is complete; read after iteration.
+    let outcome = OutcomeBox()
+
+    /// Holds the outcome across the copies of the sequence and its iterator.
+    final class OutcomeBox: Sendable {
+        let value = Mutex(MultipartOutcome())
+    }
+
+    init(base: Base, boundary: String) {
+        self.base = base
+        self.boundary = boundary
+    }
+
+    func makeAsyncIterator() -> Iterator {
+        Iterator(base: base.makeAsyncIterator(), collector: Collector(boundary: boundary), sink: self)
+    }
+
+    /// Text fields larger than this are refused; they are names and formats, not content.
+    static var fieldLimit: Int { 4096 }
+
+    struct Iterator: AsyncIteratorProtocol {
+        var base: Base.AsyncIterator
+        let collector: Collector
+        let sink: MultipartFileBody
+
+        mutating func next() async throws -> ByteBuffer? {
+            while true {
+                if !collector.pending.isEmpty { return collector.pending.removeFirst() }
+                if collector.ended { return nil }
+                guard let chunk = try await base.next() else {
+                    try collector.finish()
+                    let result = collector.result
+                    sink.outcome.value.withLock { $0 = result }
+                    collector.ended = true
+                    return nil
+                }
+                try collector.feed(chunk)
+            }
+        }
+    }
+
+    /// The parser's callbacks land here (the parser is synchronous; the iterator owns it).
+    final class Collector {
+        let parser: MultipartParser
+        /// `CRLF--boundary--`: once seen after a part ends, the body is complete.
+        let closeDelimiter: [UInt8]
+        var tail: [UInt8] = []
+        var pending: [ByteBuffer] = []
+        var result = MultipartOutcome()
+        var failure: MultipartProblem?
+        var ended = false
+        var sawFile = false
+        var sawClose = false
+        /// A part ended and no header of a next one has arrived yet.
+        var betweenParts = false
+        var headers: [String: String] = [:]
+        var kind: Kind?
+        var field = ""
+        var fieldBytes: [UInt8] = []
+
+        enum Kind { case file, field }
+
+        init(boundary: String) {
+            parser = MultipartParser(boundary: boundary)
+            closeDelimiter = Array("\r\n--\(boundary)--".utf8)
+            parser.onHeader = { [unowned self] name, value in
+                betweenParts = false
+                headers[name.lowercased()] = value
+            }
+            parser.onBody = { [unowned self] buffer in
+                guard failure == nil else { return }
+                if kind == nil { classify() }
+                switch kind {
+                case .file: pending.append(buffer)
+                case .field:
+                    fieldBytes.append(contentsOf: buffer.readableBytesView)
+                    if fieldBytes.count > MultipartFileBody.fieldLimit {
+                        fail("body", "the form field \(field) is longer than \(MultipartFileBody.fieldLimit) bytes")
+                    }
+                case nil: break
+                }
+            }
+            parser.onPartComplete = { [unowned self] in
+                guard failure == nil else { return }
+                if kind == nil { classify() }
+                if kind == .field { result.fields[field] = String(decoding: fieldBytes, as: UTF8.self) }
+                headers = [:]
+                kind = nil
+                fieldBytes = []
+                betweenParts = true
+            }
+        }
+
+        func fail(_ field: String, _ issue: String) {
+            if failure == nil { failure = MultipartProblem(field: field, issue: issue) }
+        }
+
+        /// Decides from the part's headers whether it is the file or a text field (RFC 7578 §4.2:
+        /// every part has `Content-Disposition: form-data; name=…`; a file part has a filename).
+        func classify() {
+            guard let disposition = headers["content-disposition"], let parameters = FilesController.dispositionParameters(disposition),
+                disposition.lowercased().hasPrefix("form-data"), let name = parameters["name"]
+            else {
+                fail("body", "every part needs Content-Disposition: form-data with a name (RFC 7578)")
+                return
+            }
+            if parameters["filename*"] != nil || parameters["filename"] != nil {
+                guard !sawFile else {
+                    fail("file", "the form has more than one file part; send exactly one")
+                    return
+                }
+                sawFile = true
+                kind = .file
+                if let extended = parameters["filename*"] {
+                    guard let decoded = FilesController.decodeExtended(extended) else {
+                        fail("name", "filename* must be UTF-8 or ISO-8859-1 percent-encoding (RFC 8187)")
+                        return
+                    }
+                    result.fileName = decoded
+                } else {
+                    result.fileName = parameters["filename"]
+                }
+                result.fileContentType = headers["content-type"].flatMap {
+                    $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+                }
+            } else {
+                kind = .field
+                field = name
+            }
+        }
+
+        func feed(_ chunk: ByteBuffer) throws {
+            do {
+                try parser.execute(chunk)
+            } catch {
+                throw MultipartProblem(field: "body", issue: "the multipart body is malformed (RFC 7578)")
+            }
+            if let failure { throw failure }
+            // The close delimiter can only follow a completed part (content never contains the
+            // boundary), so it is looked for only then: cheap, since parts end rarely.
+            if betweenParts && !sawClose {
+                let window = tail + Array(chunk.readableBytesView)
+                sawClose =
+                    window.count >= closeDelimiter.count
+                    && (0...(window.count - closeDelimiter.count)).contains { start in
+                        window[start..<(start + closeDelimiter.count)].elementsEqual(closeDelimiter)
+                    }
+            }
+            let keep = closeDelimiter.count - 1
+            tail = Array((tail + chunk.readableBytesView.suffix(keep)).suffix(keep))
+        }
+
+        func finish() throws {
+            guard sawClose && betweenParts else {
+                throw MultipartProblem(field: "body", issue: "the body ends before the closing boundary (truncated)")
+            }
+            guard sawFile else {
+                throw MultipartProblem(field: "file", issue: "the form has no file part (a part with a filename)")
+            }
+        }
+    }
+
+    /// The `boundary` parameter of a `multipart/form-data` content type: 1–70 characters of
+    /// RFC 2046 §5.1.1's `bchars`, not ending in a space; nil when missing or invalid.
+    static func boundary(of contentType: String) -> String? {
+        guard let parameters = FilesController.dispositionParameters(contentType), let boundary = parameters["boundary"] else { return nil }
+        let allowed = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ".utf8)
+        guard (1...70).contains(boundary.utf8.count), boundary.utf8.allSatisfy(allowed.contains), boundary.last != " " else { return nil }
+        return boundary
+    }
+}
+
+extension FilesController {
+    /// `POST /files` with a `multipart/form-data` body (RFC 7578): exactly one file part, whose
+    /// bytes stream to disk and are hashed like a raw body's; its `filename*`/`filename` or a
+    /// `name` field names the file, a `format` field (or `?format=`) or the part's media type
+    /// gives the format. Same quotas and answers as a raw upload.
+    /// - Throws: 400 `invalid_input` for a bad boundary, a second or missing file part, a
+    ///   malformed or truncated body (nothing is kept); 413/429 as for raw uploads.
+    func uploadForm(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let boundary = MultipartFileBody<RequestBody>.boundary(of: request.headers[.contentType] ?? "") else {
+            throw AppError.invalidField("Content-Type", "multipart/form-data needs a boundary of 1 to 70 characters (RFC 2046)")
+        }
+        let query = request.uri.queryParameters
+        let tenantId = context.identity.tenantId
+        // The body's length includes the form's framing, so only the streamed count is checked.
+        return try await store(
+            tenantId: tenantId, userId: context.identity.userId, declared: nil,
+            write: { id, limit in
+                let body = MultipartFileBody(base: request.body, boundary: boundary)
+                let written: (size: Int64, sha256: String)
+                do {
+                    written = try await blobs.write(tenantId: tenantId, id: id, body: body, maxBytes: limit)
+                } catch let problem as MultipartProblem {
+                    throw AppError.invalidField(problem.field, problem.issue)
+                }
+                let outcome = body.outcome.value.withLock { $0 }
+                do {
+                    let mediaType = outcome.fileContentType ?? "application/octet-stream"
+                    let asked = outcome.fields["format"] ?? query.get("format").map { String($0) }
+                    let format: String
+                    if let asked {
+                        guard ["csv", "json", "ndjson", "xml"].contains(asked) else {
+                            throw AppError.invalidField("format", "must be csv, json, ndjson or xml")
+                        }
+                        format = asked
+                    } else if let known = Self.formats[mediaType] {
+                        format = known
+                    } else {
+                        throw AppError.invalidField("format", "give a format field (csv, json, ndjson or xml) or the file part's Content-Type")
+                    }
+                    let name = try Self.checkedName(
+                        outcome.fileName ?? outcome.fields["name"] ?? query.get("name").map { String($0) } ?? "upload.\(format)")
+                    return (written.size, written.sha256, name, mediaType, format)
+                } catch {
+                    // The blob is complete on disk by now; a refused form must not leave it.
+                    try? await blobs.delete(tenantId: tenantId, id: id)
+                    throw error
+                }
+            })
+    }
+}

@@ -1,0 +1,229 @@
+import CairnHTTP
+public import CairnStorage
+import Foundation
+public import Logging
+public import NIOFileSystem
+import SQLKit
+public import ServiceLifecycle
+
+/// A resumable upload (tus 1.0): its declared length, the bytes durably received so far, and
+/// the file it became once complete.
+public struct TusUpload: Sendable, Equatable {
+    /// UUIDv7; also the id of the file it becomes.
+    public var id: String
+    /// Owning tenant.
+    public var tenantId: String
+    /// The creating user.
+    public var createdBy: String?
+    /// `Upload-Length`, in bytes.
+    public var length: Int64
+    /// `Upload-Offset`: bytes received, fsynced and committed.
+    public var offset: Int64
+    /// The file's name (from `Upload-Metadata` `filename`; a label only).
+    public var name: String
+    /// The file's media type (`filetype`, or `application/octet-stream`).
+    public var contentType: String
+    /// `csv`, `json`, `ndjson`, `xml` or `binary`.
+    public var format: String
+    /// The finished file's id, once complete.
+    public var fileId: String?
+    /// Epoch milliseconds after which the upload is gone.
+    public var expiresAt: Int64
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+}
+
+/// SQL for `uploads`, written once for both engines. A PATCH holds a lease on its upload
+/// (`lock_token`, `locked_until`), so two PATCHes of one upload never interleave on any node.
+public struct UploadStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// The `uploads` table (migration ingest 2).
+    static let migrationSQL = [
+        """
+        CREATE TABLE uploads (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            created_by TEXT,
+            length BIGINT NOT NULL,
+            upload_offset BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            format TEXT NOT NULL,
+            file_id TEXT,
+            lock_token TEXT,
+            locked_until BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            created_at BIGINT NOT NULL)
+        """,
+        "CREATE INDEX uploads_expiry ON uploads (expires_at)",
+    ]
+
+    static let columns = "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at"
+
+    static func upload(from row: any SQLRow) throws -> TusUpload {
+        TusUpload(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            createdBy: try row.decode(column: "created_by", as: String?.self), length: try row.decode(column: "length", as: Int64.self),
+            offset: try row.decode(column: "upload_offset", as: Int64.self), name: try row.decode(column: "name", as: String.self),
+            contentType: try row.decode(column: "content_type", as: String.self), format: try row.decode(column: "format", as: String.self),
+            fileId: try row.decode(column: "file_id", as: String?.self), expiresAt: try row.decode(column: "expires_at", as: Int64.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self))
+    }
+
+    /// Records a new upload at offset 0.
+    public func create(_ upload: TusUpload) async throws {
+        try await database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO uploads (id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, lock_token,
+                locked_until, expires_at, created_at) VALUES (\(bind: upload.id), \(bind: upload.tenantId), \(bind: upload.createdBy),
+                \(bind: upload.length), 0, \(bind: upload.name), \(bind: upload.contentType), \(bind: upload.format), NULL, NULL, 0,
+                \(bind: upload.expiresAt), \(bind: upload.createdAt))
+                """
+            ).run()
+        }
+    }
+
+    /// One upload of the tenant, or nil (also for another tenant's).
+    public func get(id: String, tenantId: String) async throws -> TusUpload? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+                .map(Self.upload(from:))
+        }
+    }
+
+    /// Takes the upload's lease when its committed offset is `offset` and no live lease is held.
+    /// - Returns: the upload, or nil when it is leased by another PATCH or at another offset.
+    public func lease(id: String, tenantId: String, offset: Int64, token: String, until: Int64, now: Int64) async throws -> TusUpload? {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE uploads SET lock_token = \(bind: token), locked_until = \(bind: until)
+                WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND upload_offset = \(bind: offset) AND file_id IS NULL
+                AND locked_until < \(bind: now) RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.upload(from:))
+        }
+    }
+
+    /// Commits a durable offset and extends (or, with `until` 0, releases) the lease.
+    /// - Returns: false when the lease was lost (nothing committed).
+    public func commit(id: String, token: String, offset: Int64, until: Int64) async throws -> Bool {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE uploads SET upload_offset = \(bind: offset), locked_until = \(bind: until),
+                lock_token = \(unsafeRaw: until == 0 ? "NULL" : "lock_token")
+                WHERE id = \(bind: id) AND lock_token = \(bind: token) RETURNING id
+                """
+            ).first() != nil
+        }
+    }
+
+    /// Marks the upload complete as the file `fileId`, releasing its lease.
+    public func complete(id: String, token: String, fileId: String) async throws {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE uploads SET file_id = \(bind: fileId), upload_offset = length, lock_token = NULL, locked_until = 0
+                WHERE id = \(bind: id) AND lock_token = \(bind: token)
+                """
+            ).run()
+        }
+    }
+
+    /// Deletes an upload's row; false when there was none.
+    public func delete(id: String, tenantId: String) async throws -> Bool {
+        guard UUIDv7.isValid(id) else { return false }
+        return try await database.write { db in
+            try await db.raw("DELETE FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
+        }
+    }
+
+    /// Deletes the rows of uploads expired at `now` whose lease is not live, and returns them.
+    public func expire(now: Int64, limit: Int = 500) async throws -> [TusUpload] {
+        try await database.write { db in
+            try await db.raw(
+                """
+                DELETE FROM uploads WHERE id IN (SELECT id FROM uploads WHERE expires_at < \(bind: now) AND locked_until < \(bind: now)
+                LIMIT \(bind: limit)) RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).all().map(Self.upload(from:))
+        }
+    }
+}
+
+/// Where the bytes of unfinished uploads live: `<root>/<tenantId>/<uploadId>.part`, named by
+/// server ids only, never by the uploader's file name.
+public struct PartialUploads: Sendable {
+    /// The folder holding one folder per tenant (the data directory's `uploads`).
+    public let root: FilePath
+
+    /// Creates the store rooted at the folder `path`.
+    public init(rootPath path: String) {
+        root = FilePath(path)
+    }
+
+    /// The partial file of an upload; ids are server-made UUIDv7s (checked by the caller).
+    public func path(tenantId: String, id: String) -> FilePath {
+        root.appending(tenantId).appending(id + ".part")
+    }
+
+    /// Removes an upload's partial file; a missing one is not an error.
+    public func delete(tenantId: String, id: String) async throws {
+        _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
+    }
+}
+
+/// Deletes expired tus uploads and their partial bytes (tus 1.0 expiration extension), every
+/// `interval`, until graceful shutdown.
+public struct UploadExpiryService: Service {
+    let store: UploadStore
+    let partials: PartialUploads
+    let interval: Duration
+    let logger: Logger
+
+    /// Creates the service.
+    public init(store: UploadStore, partials: PartialUploads, interval: Duration = .seconds(60), logger: Logger) {
+        self.store = store
+        self.partials = partials
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Sweeps once: deletes the uploads expired at `now` (epoch milliseconds) and their bytes.
+    /// - Returns: how many were removed.
+    @discardableResult
+    public func sweep(now: Int64 = WallClock.milliseconds()) async throws -> Int {
+        var removed = 0
+        while true {
+            let expired = try await store.expire(now: now)
+            for upload in expired { try? await partials.delete(tenantId: upload.tenantId, id: upload.id) }
+            removed += expired.count
+            if expired.count < 500 { return removed }
+        }
+    }
+
+    /// Runs the sweep loop until graceful shutdown.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let removed = try await sweep()
+                    if removed > 0 { logger.info("expired uploads removed", metadata: ["count": .stringConvertible(removed)]) }
+                } catch {
+                    logger.warning("sweeping expired uploads failed", metadata: ["error": .string(String(describing: type(of: error)))])
+                }
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+}
