@@ -23,7 +23,7 @@ start)
   chmod 700 "$pgdata"
   run "$pgbin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   run "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdata -c fsync=${PG_FSYNC:-off} -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdata -c fsync=${PG_FSYNC:-off} -c max_connections=1000 -c shared_buffers=256MB" start >/dev/null
   run "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U postgres cairn_test
   echo "$pgbin $pgdata" > "$state"
   echo "postgres://postgres@127.0.0.1:$port/cairn_test?sslmode=disable"

@@ -189,11 +189,11 @@ struct UploadsTests {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             let csv = directory.appendingPathComponent("flights.csv").path
-            try run("/bin/sh", ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(csv)'"])
+            try await run("/bin/sh", ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(csv)'"])
             let script = directory.appendingPathComponent("tus_client.py").path
             try Data(tusClientScript.utf8).write(to: URL(fileURLWithPath: script))
             for mode in ["plain", "cut"] {
-                let output = try run("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(port)", token, csv, mode])
+                let output = try await run("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(port)", token, csv, mode])
                 let report = try JSONSerialization.jsonObject(with: output) as! [String: Any]
                 let fileId = try #require(report["fileId"] as? String)
                 let file = try await client.json(.get, "/files/\(fileId)", token: token).object
@@ -293,9 +293,20 @@ let tusClientScript = #"""
     print(json.dumps({"fileId": head(url).headers["Cairn-File-Id"], "sha256": digest, "size": size, "resumedAt": resumed_at}))
     """#
 
-/// Runs a process and returns its standard output; fails unless it exits 0.
+/// Runs a process and returns its standard output; fails unless it exits 0. The wait happens on
+/// a Dispatch thread: a child that talks to this process's server (curl, tuspy) needs the Swift
+/// concurrency pool's two threads free to answer it, so blocking one of them per test can
+/// deadlock the suite.
 @discardableResult
-func run(_ executable: String, _ arguments: [String]) throws -> Data {
+func run(_ executable: String, _ arguments: [String]) async throws -> Data {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try runBlocking(executable, arguments) })
+        }
+    }
+}
+
+private func runBlocking(_ executable: String, _ arguments: [String]) throws -> Data {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -322,7 +333,7 @@ struct MultipartUploadTests {
         try await withLiveUploadsApp(engine) { port, client, components in
             let token = try await client.registerAndLogin(email: "form@example.com").tokens["accessToken"] as! String
             let penguins = "\(sharedData)/penguins.csv"
-            let output = try run(
+            let output = try await run(
                 "/usr/bin/curl",
                 [
                     "-sS", "-H", "Authorization: Bearer \(token)", "-F", "note=hello", "-F", "file=@\(penguins);type=text/csv",
