@@ -311,11 +311,16 @@ enum PipelineEngine {
                     }
                     record = next
                 } catch let error as IngestError {
-                    state.recordsRead = recordsAlreadyRead + reader.row
+                    // A reader that cannot move past the problem (a quote never closed) reports
+                    // it once and ends here.
+                    if reader.bytesConsumed == lastErrorOffset {
+                        ended = true
+                        break
+                    }
                     let row = recordsAlreadyRead + (error.row ?? reader.row)
+                    state.recordsRead = max(recordsAlreadyRead + reader.row, row)
                     try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
-                    // A reader that cannot move past the problem (a quote never closed) ends here.
-                    if reader.bytesConsumed == lastErrorOffset || error.kind == .io || error.kind == .tooLarge {
+                    if error.kind == .io || error.kind == .tooLarge {
                         ended = true
                         break
                     }
@@ -377,10 +382,11 @@ enum PipelineEngine {
                     }
                     if more == nil { break }
                 } catch let error as IngestError {
-                    state.recordsRead = recordsAlreadyRead + reader.row
+                    if reader.bytesConsumed == lastErrorOffset { break }
                     let row = recordsAlreadyRead + (error.row ?? reader.row)
+                    state.recordsRead = max(recordsAlreadyRead + reader.row, row)
                     try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
-                    if reader.bytesConsumed == lastErrorOffset || error.kind == .io || error.kind == .tooLarge { break }
+                    if error.kind == .io || error.kind == .tooLarge { break }
                     lastErrorOffset = reader.bytesConsumed
                 }
             }
