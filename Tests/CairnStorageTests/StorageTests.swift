@@ -30,13 +30,21 @@ struct StorageTests {
         for _ in 0..<5 {
             nodes.append(try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger))
         }
-        let applied = try await withThrowingTaskGroup(of: [String].self) { group in
-            for node in nodes {
-                group.addTask {
-                    try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
+        let applied: [String]
+        do {
+            applied = try await withThrowingTaskGroup(of: [String].self) { group in
+                for node in nodes {
+                    group.addTask {
+                        try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
+                    }
                 }
+                return try await group.reduce(into: [String]()) { $0 += $1 }
             }
-            return try await group.reduce(into: [String]()) { $0 += $1 }
+        } catch {
+            // Closed before the error is reported: sqlite-nio traps on a connection released open,
+            // which would hide the error behind a crash of the whole test run.
+            for node in nodes { await node.close() }
+            throw error
         }
         #expect(applied.sorted() == (allMigrations + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
         let rows = try await first.read { db in try await db.raw("SELECT id FROM probe_runs ORDER BY id").all() }
