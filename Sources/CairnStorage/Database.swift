@@ -280,7 +280,7 @@ final class SQLiteBackend: Sendable {
         if path != ":memory:" {
             _ = try await writerSQL.raw("PRAGMA journal_mode=WAL").all()
         }
-        for pragma in ["PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000", "PRAGMA foreign_keys=ON"] {
+        for pragma in ["PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000", "PRAGMA foreign_keys=ON"] {
             _ = try await writerSQL.raw(SQLQueryString(pragma)).all()
         }
         var readers: [SQLiteConnection] = []
@@ -288,7 +288,7 @@ final class SQLiteBackend: Sendable {
             for _ in 0..<3 {
                 let reader = try await SQLiteConnection.open(
                     storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-                _ = try await reader.sql().raw("PRAGMA busy_timeout=10000").all()
+                _ = try await reader.sql().raw("PRAGMA busy_timeout=30000").all()
                 readers.append(reader)
             }
         }
