@@ -188,5 +188,33 @@ public enum NotificationsMigrations {
                 """,
                 "CREATE INDEX notification_deliveries_notification ON notification_deliveries (tenant_id, notification_id, id)",
             ]),
+        Migration(
+            module: "notifications", version: 3, name: "email and push providers, push devices",
+            sql: [
+                // A tenant's provider settings (sendgrid, fcm, apns), secrets included: never returned.
+                """
+                CREATE TABLE notification_providers (
+                    tenant_id TEXT NOT NULL,
+                    provider TEXT NOT NULL,
+                    config TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, provider))
+                """,
+                """
+                CREATE TABLE notification_devices (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    platform TEXT NOT NULL,
+                    token TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    last_seen_at BIGINT NOT NULL)
+                """,
+                // A token identifies one app install: it belongs to one account at a time.
+                "CREATE UNIQUE INDEX notification_devices_token ON notification_devices (platform, token)",
+                "CREATE INDEX notification_devices_user ON notification_devices (tenant_id, user_id)",
+                "ALTER TABLE notification_deliveries ADD COLUMN provider_message_id TEXT",
+            ]),
     ]
 }

@@ -46,6 +46,10 @@ public struct NotificationSettings: Sendable {
     /// Allow webhook URLs resolving to loopback, link-local or private addresses
     /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, default false: SSRF protection).
     public var allowPrivateWebhookTargets = false
+    /// Email and push delivery attempts before the delivery is a dead letter (`failed`).
+    public var providerMaxAttempts = 8
+    /// The email and push providers' endpoints and TLS trust (operator settings).
+    public var providers = ProviderEndpoints()
 
     /// Creates the defaults.
     public init() {}

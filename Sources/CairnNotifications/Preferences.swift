@@ -21,7 +21,8 @@ public enum NotificationChannel: String, Sendable, CaseIterable, Codable {
 /// JSON: `{"types": {"<type>" | "*": {"in_app": bool, "webhook": bool, "email": bool,
 /// "push": bool}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
 /// `*` applies to types without their own entry; a channel missing from an entry takes the
-/// `*` entry's value, then the default (in_app and webhook on, email and push off).
+/// `*` entry's value, then the default: in_app, webhook and push on (push reaches only devices
+/// the user registered, which is their opt-in), email off (opt-in).
 /// `system_alert` in-app cannot be turned off.
 public struct NotificationPreferences: Sendable, Equatable, Codable {
     /// Per type (or `*`), per channel.
@@ -94,7 +95,7 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
     public func allows(_ type: String, on channel: NotificationChannel) -> Bool {
         if type == "system_alert" && channel == .inApp { return true }
         if let value = types[type]?[channel.rawValue] ?? types["*"]?[channel.rawValue] { return value }
-        return channel == .inApp || channel == .webhook
+        return channel != .email
     }
 
     /// The end of the quiet window containing `now` (epoch ms), or nil when `now` is outside

@@ -72,6 +72,7 @@ struct Delivery: Sendable, JSONWritable {
     var state: String
     var attempts: Int
     var lastError: String?
+    var providerMessageId: String?
     var createdAt: Int64
     var updatedAt: Int64
 
@@ -91,6 +92,8 @@ struct Delivery: Sendable, JSONWritable {
         writer.int(attempts)
         writer.key("lastError")
         writer.string(lastError)
+        writer.key("providerMessageId")
+        writer.string(providerMessageId)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
@@ -98,14 +101,16 @@ struct Delivery: Sendable, JSONWritable {
         writer.objectEnd()
     }
 
-    static let columns = "id, notification_id, channel, endpoint_id, state, attempts, last_error, created_at, updated_at"
+    static let columns = "id, notification_id, channel, endpoint_id, state, attempts, last_error, provider_message_id, created_at, updated_at"
 
     static func from(_ row: any SQLRow) throws -> Delivery {
         Delivery(
             id: try row.decode(column: "id", as: String.self), notificationId: try row.decode(column: "notification_id", as: String.self),
             channel: try row.decode(column: "channel", as: String.self), endpointId: try row.decode(column: "endpoint_id", as: String?.self),
             state: try row.decode(column: "state", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
-            lastError: try row.decode(column: "last_error", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            lastError: try row.decode(column: "last_error", as: String?.self),
+            providerMessageId: try row.decode(column: "provider_message_id", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
             updatedAt: try row.decode(column: "updated_at", as: Int64.self))
     }
 }
@@ -215,14 +220,15 @@ enum AddressPolicy {
 }
 
 /// Outbound channels: plans deliveries in the publishing transaction (one record and one job
-/// per recipient, channel and endpoint) and runs them as jobs with the job system's retries,
-/// backoff and dead letters. Webhooks are implemented; email and push have no provider
-/// adapter yet, so no deliveries are planned for them.
+/// per recipient and webhook endpoint, per recipient for email, per recipient and device for
+/// push) and runs them as jobs with the job system's retries, backoff and dead letters.
+/// Email and push go through the tenant's configured ``NotificationProvider`` adapters.
 public final class OutboundChannels: Sendable {
     let center: Notifier
     let jobs: JobQueue
     let preferences: PreferenceStore
     let logger: Logger
+    let credentials = CredentialCache()
 
     /// One process-wide client (like `HTTPClient.shared`, which lives for the whole process and
     /// needs no shutdown), configured not to follow redirects: a redirect could point anywhere.
@@ -235,6 +241,10 @@ public final class OutboundChannels: Sendable {
 
     /// The job kind that delivers one webhook.
     static let webhookKind = "notifications.webhook"
+    /// The job kind that sends one email.
+    static let emailKind = "notifications.email"
+    /// The job kind that sends one push notification to one device.
+    static let pushKind = "notifications.push"
 
     /// Creates the channels and registers their job handler and publish hook.
     public init(center: Notifier, jobs: JobQueue, logger: Logger) {
@@ -245,6 +255,12 @@ public final class OutboundChannels: Sendable {
         jobs.register(kind: Self.webhookKind) { [weak self] context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await self.deliverWebhook(context)
+        }
+        for kind in [Self.emailKind, Self.pushKind] {
+            jobs.register(kind: kind) { [weak self] context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
+                try await self.deliverThroughProvider(context)
+            }
         }
         center.hooks.add { [weak self] rows, draft, preferences, db in
             try await self?.plan(rows, draft: draft, preferences: preferences, on: db)
@@ -258,20 +274,26 @@ public final class OutboundChannels: Sendable {
         .all().map(WebhookEndpoint.from)
     }
 
-    /// Plans webhook deliveries for stored (or in-app-less) notifications.
+    /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the
+    /// tenant's endpoints, email when the tenant has an email provider, push to each of the
+    /// recipient's devices whose platform the tenant configured — each as the recipient's
+    /// preferences allow, delayed to the end of their quiet hours.
     func plan(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
         async throws
     {
         guard let tenantId = rows.first?.tenantId else { return }
         let endpoints = try await endpoints(tenantId: tenantId, on: db).filter { $0.accepts(draft.type) }
-        guard !endpoints.isEmpty else { return }
+        let providers = try await ProviderStore.configured(tenantId: tenantId, on: db)
+        let email = providers.contains(.sendgrid)
+        let pushPlatforms = providers.intersection([.fcm, .apns])
+        guard !endpoints.isEmpty || email || !pushPlatforms.isEmpty else { return }
+        let pushRecipients = pushPlatforms.isEmpty ? [] : rows.map(\.userId).filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .push) }
+        let devices = try await ProviderStore.devices(tenantId: tenantId, userIds: pushRecipients, platforms: pushPlatforms, on: db)
         let now = WallClock.milliseconds()
         for row in rows {
             let prefs = preferences[row.userId] ?? .defaults
-            guard prefs.allows(draft.type, on: .webhook) else { continue }
             let runAt = prefs.quietUntil(now: now)
-            for endpoint in endpoints {
-                let deliveryId = UUIDv7.make()
+            if prefs.allows(draft.type, on: .webhook), !endpoints.isEmpty {
                 var json = JSONWriter()
                 json.objectStart()
                 json.key("type")
@@ -287,21 +309,47 @@ public final class OutboundChannels: Sendable {
                 json.objectEnd()
                 json.objectEnd()
                 let payload = String(buffer: json.buffer)
-                try await db.raw(
-                    """
-                    INSERT INTO notification_deliveries (id, tenant_id, user_id, notification_id, channel, endpoint_id, state, attempts, last_error,
-                        payload, created_at, updated_at)
-                    VALUES (\(bind: deliveryId), \(bind: tenantId), \(bind: row.userId), \(bind: row.id), 'webhook', \(bind: endpoint.id), 'pending', 0,
-                        NULL, \(bind: payload), \(bind: now), \(bind: now))
-                    """
-                ).run()
-                var request = JobRequest(kind: Self.webhookKind, args: .object(["deliveryId": .string(deliveryId)]))
-                request.maxAttempts = max(1, min(100, center.settings.webhookMaxAttempts))
-                request.queue = "notifications"
-                request.runAt = runAt
-                _ = try await jobs.enqueue(request, tenantId: tenantId, createdBy: nil, on: db)
+                for endpoint in endpoints {
+                    try await planDelivery(
+                        row, channel: .webhook, endpointId: endpoint.id, payload: payload, kind: Self.webhookKind,
+                        maxAttempts: center.settings.webhookMaxAttempts, runAt: runAt, now: now, on: db)
+                }
+            }
+            let message = JSONValue.object([
+                "type": .string(row.type), "title": .string(row.title), "body": .string(row.body), "data": JSONValue(text: row.data) ?? .object([:]),
+            ]).text
+            if email, prefs.allows(draft.type, on: .email) {
+                try await planDelivery(
+                    row, channel: .email, endpointId: nil, payload: message, kind: Self.emailKind, maxAttempts: center.settings.providerMaxAttempts,
+                    runAt: runAt, now: now, on: db)
+            }
+            for device in devices[row.userId] ?? [] {
+                try await planDelivery(
+                    row, channel: .push, endpointId: device.id, payload: message, kind: Self.pushKind,
+                    maxAttempts: center.settings.providerMaxAttempts, runAt: runAt, now: now, on: db)
             }
         }
+    }
+
+    /// One delivery record and the job that carries it out, in the publishing transaction.
+    private func planDelivery(
+        _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, kind: String, maxAttempts: Int,
+        runAt: Int64?, now: Int64, on db: any SQLDatabase
+    ) async throws {
+        let deliveryId = UUIDv7.make()
+        try await db.raw(
+            """
+            INSERT INTO notification_deliveries (id, tenant_id, user_id, notification_id, channel, endpoint_id, state, attempts, last_error,
+                payload, created_at, updated_at)
+            VALUES (\(bind: deliveryId), \(bind: row.tenantId), \(bind: row.userId), \(bind: row.id), \(bind: channel.rawValue), \(bind: endpointId),
+                'pending', 0, NULL, \(bind: payload), \(bind: now), \(bind: now))
+            """
+        ).run()
+        var request = JobRequest(kind: kind, args: .object(["deliveryId": .string(deliveryId)]))
+        request.maxAttempts = max(1, min(100, maxAttempts))
+        request.queue = "notifications"
+        request.runAt = runAt
+        _ = try await jobs.enqueue(request, tenantId: row.tenantId, createdBy: nil, on: db)
     }
 
     struct DeliveryFailure: Error, CustomStringConvertible {

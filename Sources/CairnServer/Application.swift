@@ -185,6 +185,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: authenticated)
+    ProvidersController(channels: components.channels).addRoutes(to: authenticated)
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
     ).addRoutes(to: authenticated)

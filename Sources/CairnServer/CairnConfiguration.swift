@@ -195,6 +195,24 @@ public struct CairnConfiguration: Sendable {
             }
             config.notifications.allowPrivateWebhookTargets = value
         }
+        for (key, setting) in [
+            ("sendgrid.url", \ProviderEndpoints.sendGrid), ("fcm.url", \.fcm), ("fcm.token.url", \.fcmToken), ("apns.url", \.apns),
+            ("apns.sandbox.url", \.apnsSandbox),
+        ] {
+            guard let url = text(key) else { continue }
+            guard let parsed = URL(string: url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil, !url.hasSuffix("/") else {
+                throw ConfigurationError(
+                    setting: "CAIRN_" + key.uppercased().replacingOccurrences(of: ".", with: "_"),
+                    problem: "must be an http(s) URL without a trailing /")
+            }
+            config.notifications.providers[keyPath: setting] = url
+        }
+        if let caFile = text("providers.ca.file"), !caFile.isEmpty {
+            guard FileManager.default.isReadableFile(atPath: caFile) else {
+                throw ConfigurationError(setting: "CAIRN_PROVIDERS_CA_FILE", problem: "must be a readable PEM file")
+            }
+            config.notifications.providers.caFile = caFile
+        }
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {
                 throw ConfigurationError(setting: "CAIRN_LOG_FORMAT", problem: "must be text or json, got '\(format)'")

@@ -43,7 +43,7 @@ func pythonCSV(_ path: String, delimiter: String = ",") throws -> [[String]] {
 
 func temporaryFile(_ bytes: [UInt8]) throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-csv-\(UUID().uuidString).csv").path
-    FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
     return path
 }
 

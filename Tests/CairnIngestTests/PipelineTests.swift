@@ -491,7 +491,7 @@ struct PipelineCheckpointTests {
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let total = PipelineEngine.batchRows * 3 + 123
         let input = folder + "/input.csv"
-        FileManager.default.createFile(atPath: input, contents: Data(Self.csv(rows: total)))
+        _ = FileManager.default.createFile(atPath: input, contents: Data(Self.csv(rows: total)))
         let database = folder + "/work.sqlite"
         let spec = PipelineSpec(
             input: .init(format: .csv), sql: "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s FROM input", output: .init(format: .ndjson),
@@ -535,7 +535,7 @@ struct PipelineCheckpointTests {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let input = folder + "/input.csv"
-        FileManager.default.createFile(atPath: input, contents: Data(Self.csv(rows: 10)))
+        _ = FileManager.default.createFile(atPath: input, contents: Data(Self.csv(rows: 10)))
         let spec = PipelineSpec(input: .init(format: .csv), sql: "SELECT 1", output: .init(format: .csv), onRowError: .fail)
         let loaded = try PipelineEngine.load(
             spec: spec, filePath: input, databasePath: folder + "/work.sqlite", control: SandboxControl(), resume: nil, report: { _ in })

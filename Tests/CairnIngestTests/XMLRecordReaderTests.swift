@@ -60,7 +60,7 @@ struct XMLRecordReaderTests {
         } throws: { ($0 as? IngestError)?.kind == .forbidden }
 
         let secret = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-xxe-\(UUID().uuidString).txt")
-        FileManager.default.createFile(atPath: secret.path, contents: Data("TOP-SECRET".utf8))
+        _ = FileManager.default.createFile(atPath: secret.path, contents: Data("TOP-SECRET".utf8))
         defer { try? FileManager.default.removeItem(at: secret) }
         let xxe = """
             <?xml version="1.0"?>

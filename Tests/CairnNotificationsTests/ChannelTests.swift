@@ -11,12 +11,7 @@ import Testing
 
 /// The Python webhook receiver (tests' independent signature check), on a loopback port.
 final class WebhookReceiver: Sendable {
-    private final class Lines: Sendable {
-        let lines = Mutex<[String]>([])
-        let partial = Mutex(Data())
-    }
-    private let process: Process
-    private let output = Lines()
+    private let process: LineProcess
     let port: Int
 
     /// Where the test writes the endpoint's secret once it knows it.
@@ -25,50 +20,25 @@ final class WebhookReceiver: Sendable {
     init(failFirst: Int) async throws {
         secretFile = FileManager.default.temporaryDirectory.appendingPathComponent("whsec-\(UUID().uuidString)").path
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data("whsec_".utf8))
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources/webhook_receiver.py").path
-        process.arguments = ["python3", script, secretFile, String(failFirst)]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try LineProcess(script: "webhook_receiver.py", arguments: [secretFile, String(failFirst)])
         self.process = process
-        let output = self.output
-        readLines(pipe.fileHandleForReading) { data in
-            guard let data else { return }
-            let complete = output.partial.withLock { buffer -> [String] in
-                buffer.append(data)
-                var out: [String] = []
-                while let newline = buffer.firstIndex(of: 0x0A) {
-                    out.append(String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self))
-                    buffer.removeSubrange(buffer.startIndex...newline)
-                }
-                return out
-            }
-            output.lines.withLock { $0 += complete }
+        _ = try await eventually { process.lines.first?.hasPrefix("port ") == true }
+        let port = process.lines.first.flatMap { Int($0.dropFirst(5)) } ?? 0
+        guard port != 0 else {
+            process.stop()
+            throw TestSetupError("webhook receiver did not start")
         }
-        let firstLine: @Sendable () -> String? = { output.lines.withLock { $0.first } }
-        _ = try await eventually { firstLine()?.hasPrefix("port ") == true }
-        let port = firstLine().flatMap { Int($0.dropFirst(5)) } ?? 0
-        guard port != 0 else { throw TestSetupError("webhook receiver did not start") }
         self.port = port
     }
 
     /// The requests received: status answered, signature verified, webhook-id, body.
-    var requests: [[String: Any]] {
-        output.lines.withLock { $0 }.dropFirst().compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-    }
+    var requests: [[String: Any]] { process.objects }
 
     func setSecret(_ secret: String) {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
     }
 
-    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
-    /// blocks SIGTERM, so `terminate()` would leave it running.
-    func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+    func stop() { process.stop() }
 }
 
 private func webhookSettings(_ configuration: inout CairnConfiguration) {
