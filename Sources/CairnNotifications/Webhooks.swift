@@ -11,6 +11,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import SQLKit
+import Synchronization
 
 /// A tenant's webhook endpoint.
 struct WebhookEndpoint: Sendable, JSONWritable {
@@ -152,16 +153,29 @@ public enum WebhookSignature {
 enum AddressPolicy {
     /// True when every address `host` resolves to is public.
     static func isPublic(host: String) async -> Bool {
-        let trimmed = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        await publicAddress(host: host) != nil
+    }
+
+    /// The first address `host` resolves to (as text) when every one of them is public, else
+    /// nil (also when it does not resolve). Connecting to this very address, rather than
+    /// resolving again, is what makes the check hold (a name that resolves to a public address
+    /// for the check and to a private one for the connection is DNS rebinding).
+    static func publicAddress(host: String) async -> String? {
         let addresses: [SocketAddress]
         do {
             addresses = try await NIOThreadPool.singleton.runIfActive {
-                try Self.resolve(trimmed)
+                try Self.resolve(bare(host))
             }
         } catch {
-            return false
+            return nil
         }
-        return !addresses.isEmpty && addresses.allSatisfy(isPublic)
+        guard !addresses.isEmpty, addresses.allSatisfy(isPublic) else { return nil }
+        return addresses.first?.ipAddress
+    }
+
+    /// A URL host without the brackets of an IPv6 literal.
+    static func bare(_ host: String) -> String {
+        host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
     }
 
     static func resolve(_ host: String) throws -> [SocketAddress] {
@@ -216,6 +230,58 @@ enum AddressPolicy {
         default:
             return false
         }
+    }
+}
+
+/// HTTP clients that connect to one checked address of one host (DNS pinning; TLS still
+/// verifies the certificate for the host name), kept for connection reuse and shut down
+/// after five idle minutes or when more than 64 are open (the least recently used first).
+final class PinnedClients: Sendable {
+    static let shared = PinnedClients()
+    static let capacity = 64
+    static let idleTime: Duration = .seconds(300)
+
+    private struct Entry {
+        var client: HTTPClient
+        var lastUsed: ContinuousClock.Instant
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// The client whose connections to `host` go to `address`.
+    func client(host: String, address: String) -> HTTPClient {
+        let key = host + "|" + address
+        let (client, retired) = entries.withLock { entries -> (HTTPClient, [HTTPClient]) in
+            let now = ContinuousClock.now
+            if var entry = entries[key] {
+                entry.lastUsed = now
+                entries[key] = entry
+                return (entry.client, [])
+            }
+            var retired: [HTTPClient] = []
+            for (key, entry) in entries where now - entry.lastUsed > Self.idleTime {
+                retired.append(entry.client)
+                entries[key] = nil
+            }
+            if entries.count >= Self.capacity, let oldest = entries.min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
+                retired.append(oldest.value.client)
+                entries[oldest.key] = nil
+            }
+            var configuration = HTTPClient.Configuration()
+            configuration.redirectConfiguration = .disallow
+            configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
+            configuration.dnsOverride = [host: address]
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            entries[key] = Entry(client: client, lastUsed: now)
+            return (client, retired)
+        }
+        // A retired client may still carry a request: it is shut down after any timeout.
+        for old in retired {
+            Task {
+                try? await Task.sleep(for: .seconds(30))
+                try? await old.shutdown()
+            }
+        }
+        return client
     }
 }
 
@@ -379,9 +445,17 @@ public final class OutboundChannels: Sendable {
             return
         }
         var failure: String?
-        if !center.settings.allowPrivateWebhookTargets, let host = URL(string: endpoint.url)?.host, await !AddressPolicy.isPublic(host: host) {
-            try await record(deliveryId, tenantId: tenantId, state: "failed", error: "target address is not public", countAttempt: true)
-            throw PermanentJobError("webhook target address is not public")
+        // The address checked is the address connected to (pinned), so DNS cannot swap in a
+        // private one between the check and the connection.
+        let client: HTTPClient
+        if center.settings.allowPrivateWebhookTargets {
+            client = Self.client
+        } else {
+            guard let host = URL(string: endpoint.url)?.host, let address = await AddressPolicy.publicAddress(host: host) else {
+                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "target address is not public", countAttempt: true)
+                throw PermanentJobError("webhook target address is not public")
+            }
+            client = PinnedClients.shared.client(host: AddressPolicy.bare(host), address: address)
         }
         let timestamp = WallClock.milliseconds() / 1000
         var request = HTTPClientRequest(url: endpoint.url)
@@ -394,7 +468,7 @@ public final class OutboundChannels: Sendable {
             name: "webhook-signature", value: WebhookSignature.sign(secret: endpoint.secret, id: deliveryId, timestamp: timestamp, body: payload))
         request.body = .bytes(ByteBuffer(string: payload))
         do {
-            let response = try await Self.client.execute(request, timeout: .init(center.settings.webhookTimeout))
+            let response = try await client.execute(request, timeout: .init(center.settings.webhookTimeout))
             // Read (and drop) at most 64 KiB of the answer so the connection can be reused.
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if (200..<300).contains(Int(response.status.code)) {
