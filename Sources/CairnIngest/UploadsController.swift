@@ -287,7 +287,12 @@ public struct UploadsController: Sendable {
         }
         let checksum = try Self.checksum(request)
         let upload = try await find(context)
-        guard upload.fileId == nil, offset == upload.offset else {
+        if upload.fileId != nil {
+            throw AppError(
+                .conflict, code: "conflict", detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
+                headers: [Self.uploadOffset: String(upload.offset)])
+        }
+        guard offset == upload.offset else {
             throw AppError(
                 .conflict, code: "conflict", detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
                 headers: [Self.uploadOffset: String(upload.offset)])
