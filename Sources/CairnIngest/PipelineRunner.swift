@@ -1,4 +1,4 @@
-public import CairnHTTP
+import CairnHTTP
 public import CairnJobs
 import CairnSandbox
 import CairnStorage
@@ -330,6 +330,16 @@ public final class PipelineRunner: Service, Sendable {
         if let rowsOutput { fields["rowsOutput"] = .number(Double(rowsOutput)) }
         if let failure { fields["failure"] = .string(failure) }
         if let resumedFromRow { fields["resumedFromRow"] = .number(Double(resumedFromRow)) }
+        // Zero records is legitimate, but most often a recordPath that names no element:
+        // say so rather than succeed in silence.
+        if failure == nil, load.done, load.recordsRead == 0 {
+            let input = checkpoint.spec.input
+            let warning =
+                input.format == .xml
+                ? "recordPath '\(input.recordPath ?? "")' matched no element: the run read no records"
+                : "the file has no records"
+            fields["warnings"] = .array([.string(warning)])
+        }
         return .object(fields)
     }
 

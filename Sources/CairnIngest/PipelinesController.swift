@@ -1,5 +1,5 @@
 public import CairnHTTP
-public import CairnJobs
+import CairnJobs
 import CairnStorage
 import Foundation
 import HTTPTypes

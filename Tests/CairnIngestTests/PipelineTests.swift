@@ -229,6 +229,15 @@ struct PipelineTests {
             let picked = try await tenant.rows(of: countriesJob)
             #expect(picked.map { $0["alpha_2_code"] as? String } == ["FR", "JP"])
             #expect(picked.map { $0["name"] as? String } == ["France", "Japan"])
+            #expect((countriesJob["result"] as? [String: Any])?["warnings"] == nil)
+
+            // A recordPath that names no element succeeds with zero rows, and says why.
+            let missed = try await tenant.run(
+                try await tenant.create(
+                    pipelineBody("SELECT * FROM input", format: "xml", extra: ["recordPath": "/iso_3166_entries/country"])), fileId: countries)
+            let missedResult = try #require(missed["result"] as? [String: Any])
+            #expect(missedResult["rowsRead"] as? Int == 0)
+            #expect((missedResult["warnings"] as? [String])?.first?.contains("/iso_3166_entries/country") == true, "\(missedResult)")
         }
     }
 
