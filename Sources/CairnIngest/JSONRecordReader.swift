@@ -104,6 +104,27 @@ public final class JSONRecordReader {
         return fields
     }
 
+    /// NDJSON only: drops the rest of the line the last failed record started on and counts
+    /// it as a record, so reading can go on past a bad line (`onRowError: skip`). The skipped
+    /// bytes are never held whole, however long the line.
+    /// - Throws: `IngestError` when the source cannot be read.
+    public func skipLine() throws {
+        precondition(options.layout == .lines, "only NDJSON lines can be skipped")
+        row += 1
+        while true {
+            while position < end {
+                let byte = buffer[position]
+                position += 1
+                if byte == 0x0A { return }
+            }
+            if atEOF {
+                finished = true
+                return
+            }
+            try fill()
+        }
+    }
+
     private func finish() throws -> [(name: String, value: FieldValue)]? {
         position += 1
         if try skipWhitespace() {

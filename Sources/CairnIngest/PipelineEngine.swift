@@ -523,8 +523,25 @@ enum PipelineEngine {
                 throw PipelineFailure(message: "the file cannot be read as JSON: \(error)")
             }
             var skipped = 0
+            // NDJSON is one record per line, so a bad line can be left out (with `skip`) and
+            // reading resumes at the next; a JSON array cannot be read past a syntax error.
+            let linesSkippable = spec.input.format == .ndjson && spec.onRowError == .skip
             do {
-                while let record = try reader.next() {
+                while true {
+                    let record: [(name: String, value: FieldValue)]
+                    do {
+                        guard let next = try reader.next() else { break }
+                        record = next
+                    } catch let error as IngestError where linesSkippable && error.kind != .io {
+                        if skipped < recordsAlreadyRead {
+                            skipped += 1
+                        } else {
+                            state.recordsRead += 1
+                            try rowError(RowError(row: state.recordsRead, byteOffset: error.byteOffset, column: nil, message: error.message))
+                        }
+                        try reader.skipLine()
+                        continue
+                    }
                     if skipped < recordsAlreadyRead {
                         skipped += 1
                         continue

@@ -287,6 +287,23 @@ struct PipelineTests {
             #expect(((failed["errors"] as? [[String: Any]])?.last?["error"] as? String)?.contains("row 2") == true)
             #expect((failed["result"] as? [String: Any])?["outputFileId"] == nil)
 
+            // NDJSON is one record per line: with skip, a bad line is reported and the next read.
+            let lines = Array("{\"n\": 1}\n{\"n\": 2\n[3]\n\n{\"n\": 4}\nnot json\n{\"n\": 8}\n".utf8)
+            let linesFile = try await tenant.upload(lines, contentType: "application/x-ndjson")
+            let lineSkipped = try await tenant.run(
+                try await tenant.create(pipelineBody("SELECT sum(n) AS total, count(*) AS c FROM input", format: "ndjson", onRowError: "skip")),
+                fileId: linesFile)
+            #expect(lineSkipped["state"] as? String == "succeeded", "\(lineSkipped)")
+            let linesResult = try #require(lineSkipped["result"] as? [String: Any])
+            #expect(linesResult["rowsRead"] as? Int == 6)
+            #expect(linesResult["rowsSkipped"] as? Int == 3)
+            #expect((linesResult["errors"] as? [[String: Any]])?.map { $0["row"] as? Int } == [2, 3, 5])
+            #expect((linesResult["errors"] as? [[String: Any]])?.first?["byteOffset"] as? Int == 9, "line 2 starts at byte 9")
+            #expect(try await tenant.rows(of: lineSkipped).first?["total"] as? Int == 13)
+            let lineFailed = try await tenant.run(
+                try await tenant.create(pipelineBody("SELECT count(*) AS c FROM input", format: "ndjson")), fileId: linesFile)
+            #expect(lineFailed["state"] as? String == "discarded", "fail still ends the run at the first bad line")
+
             // Invalid UTF-8 names its row.
             let invalid: [UInt8] = Array("a\nok\n".utf8) + [0x66, 0xFF, 0x0A]
             let invalidJob = try await tenant.run(
