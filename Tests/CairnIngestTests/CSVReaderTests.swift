@@ -1,4 +1,5 @@
 import CairnIngest
+import CairnTestSupport
 import Foundation
 import Testing
 
@@ -24,21 +25,13 @@ func readAll(_ source: some ByteSource, _ options: CSVOptions = CSVOptions()) th
 }
 
 /// Runs Python's `csv` module on a file (an independent RFC 4180 reader) and returns its rows.
-func pythonCSV(_ path: String, delimiter: String = ",") throws -> [[String]] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+func pythonCSV(_ path: String, delimiter: String = ",") async throws -> [[String]] {
     let script = """
         import csv, json, sys
         with open(sys.argv[1], newline='', encoding='utf-8-sig') as f:
             json.dump([r for r in csv.reader(f, delimiter=sys.argv[2]) if r], sys.stdout)
         """
-    process.arguments = ["python3", "-c", script, path, delimiter]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return try JSONSerialization.jsonObject(with: data) as? [[String]] ?? []
+    return try JSONSerialization.jsonObject(with: try await runPython(script, [path, delimiter])) as? [[String]] ?? []
 }
 
 func temporaryFile(_ bytes: [UInt8]) throws -> String {
@@ -86,12 +79,12 @@ struct CSVReaderTests {
         #expect(empty == 8_255)
     }
 
-    @Test func agreesWithPythonsCSVModuleOnQuotesLineBreaksAndUnicode() throws {
+    @Test func agreesWithPythonsCSVModuleOnQuotesLineBreaksAndUnicode() async throws {
         let text =
             "\u{FEFF}id,name,note\r\n1,\"Smith, Jane\",\"said \"\"hi\"\"\"\r\n2,Zoë,\"two\r\nlines\"\r\n\r\n3,\"\",plain\n4,東京,\"a\nb\"\n5,x,\"\"\"quoted\"\"\""
         let path = try temporaryFile(Array(text.utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let expected = try pythonCSV(path)
+        let expected = try await pythonCSV(path)
         // Every chunk size, so records and quotes straddle reads at every position.
         for chunk in [1, 2, 3, 5, 7, 64, 1 << 20] {
             let (columns, rows) = try readAll(

@@ -15,16 +15,8 @@ import Testing
 
 /// Runs a Python script (an independent implementation to compare with) and decodes the JSON
 /// it prints.
-func python(_ script: String, _ arguments: [String] = []) throws -> Any {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script] + arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+func python(_ script: String, _ arguments: [String] = []) async throws -> Any {
+    try JSONSerialization.jsonObject(with: try await runPython(script, arguments), options: [.fragmentsAllowed])
 }
 
 /// `flights.csv`, decompressed once into the temporary folder.
@@ -136,7 +128,7 @@ struct PipelineTests {
     @Test(arguments: TestEngine.available)
     func flightsGroupedByCarrierMatchPythonsCSV(engine: TestEngine) async throws {
         let expected =
-            try python(
+            try await python(
                 """
                 import csv, json, sys
                 counts, sums, total = {}, {}, 0
@@ -182,14 +174,14 @@ struct PipelineTests {
     @Test(arguments: TestEngine.available)
     func realFilesKeepTheirNullsTypesAndRecords(engine: TestEngine) async throws {
         let weatherNA =
-            try python(
+            try await python(
                 """
                 import csv, json, sys
                 with open(sys.argv[1], newline='') as f:
                     json.dump(sum(1 for r in csv.DictReader(f) if r['wind_gust'] == 'NA'), sys.stdout)
                 """, ["\(sharedData)/weather.csv"]) as! Int
         let carNulls =
-            try python(
+            try await python(
                 """
                 import json, sys
                 cars = json.load(open(sys.argv[1]))

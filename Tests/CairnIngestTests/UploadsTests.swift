@@ -191,11 +191,11 @@ struct UploadsTests {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             let csv = directory.appendingPathComponent("flights.csv").path
-            try await run("/bin/sh", ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(csv)'"])
+            try await runProcess("/bin/sh", ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(csv)'"])
             let script = directory.appendingPathComponent("tus_client.py").path
             try Data(tusClientScript.utf8).write(to: URL(fileURLWithPath: script))
             for mode in ["plain", "cut"] {
-                let output = try await run("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(port)", token, csv, mode])
+                let output = try await runProcess("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(port)", token, csv, mode])
                 let report = try JSONSerialization.jsonObject(with: output) as! [String: Any]
                 let fileId = try #require(report["fileId"] as? String)
                 let file = try await client.json(.get, "/files/\(fileId)", token: token).object
@@ -295,39 +295,6 @@ let tusClientScript = #"""
     print(json.dumps({"fileId": head(url).headers["Cairn-File-Id"], "sha256": digest, "size": size, "resumedAt": resumed_at}))
     """#
 
-/// Runs a process and returns its standard output; fails unless it exits 0. The wait happens on
-/// a Dispatch thread: a child that talks to this process's server (curl, tuspy) needs the Swift
-/// concurrency pool's two threads free to answer it, so blocking one of them per test can
-/// deadlock the suite.
-@discardableResult
-func run(_ executable: String, _ arguments: [String]) async throws -> Data {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            continuation.resume(with: Result { try runBlocking(executable, arguments) })
-        }
-    }
-}
-
-private func runBlocking(_ executable: String, _ arguments: [String]) throws -> Data {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-run-\(UUID().uuidString).err")
-    _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
-    defer { try? FileManager.default.removeItem(at: errors) }
-    process.standardOutput = output
-    process.standardError = try FileHandle(forWritingTo: errors)
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        let text = (try? String(contentsOf: errors, encoding: .utf8)) ?? ""
-        throw TestSetupError("\(executable) \(arguments.prefix(2).joined(separator: " ")) exited \(process.terminationStatus): \(text.suffix(1500))")
-    }
-    return data
-}
-
 @Suite("Files: multipart/form-data uploads")
 struct MultipartUploadTests {
     @Test(arguments: TestEngine.available)
@@ -335,7 +302,7 @@ struct MultipartUploadTests {
         try await withLiveUploadsApp(engine) { port, client, components in
             let token = try await client.registerAndLogin(email: "form@example.com").tokens["accessToken"] as! String
             let penguins = "\(sharedData)/penguins.csv"
-            let output = try await run(
+            let output = try await runProcess(
                 "/usr/bin/curl",
                 [
                     "-sS", "-H", "Authorization: Bearer \(token)", "-F", "note=hello", "-F", "file=@\(penguins);type=text/csv",

@@ -1,5 +1,6 @@
 import CairnHTTP
 import CairnJobs
+import CairnTestSupport
 import Foundation
 import Testing
 
@@ -74,8 +75,8 @@ struct CronTests {
 
     /// Compares with croniter (PyPI), an independent implementation, over random expressions
     /// and start times, in UTC and in zones with and without daylight saving.
-    @Test func agreesWithCroniter() throws {
-        guard (try? runPython("import croniter")) != nil else {
+    @Test func agreesWithCroniter() async throws {
+        guard (try? await runPython("import croniter")) != nil else {
             // CI installs croniter and must run this comparison; elsewhere it is optional.
             if ProcessInfo.processInfo.environment["CI"] != nil {
                 Issue.record("croniter is not installed: pip install croniter")
@@ -113,21 +114,22 @@ struct CronTests {
         }
         let input = FileManager.default.temporaryDirectory.appendingPathComponent("cron-\(UUID().uuidString).json")
         try JSONSerialization.data(withJSONObject: cases).write(to: input)
-        let output = try runPython(
-            """
-            import json, sys, datetime, zoneinfo
-            from croniter import croniter
-            out = []
-            for case in json.load(open(sys.argv[1])):
-                zone = zoneinfo.ZoneInfo(case["zone"])
-                start = datetime.datetime.fromtimestamp(case["start"], zone)
-                try:
-                    nxt = croniter(case["expression"], start).get_next(datetime.datetime)
-                    out.append(int(nxt.timestamp()))
-                except Exception as error:
-                    out.append(None)
-            print(json.dumps(out))
-            """, arguments: [input.path])
+        let output = String(
+            decoding: try await runPython(
+                """
+                import json, sys, datetime, zoneinfo
+                from croniter import croniter
+                out = []
+                for case in json.load(open(sys.argv[1])):
+                    zone = zoneinfo.ZoneInfo(case["zone"])
+                    start = datetime.datetime.fromtimestamp(case["start"], zone)
+                    try:
+                        nxt = croniter(case["expression"], start).get_next(datetime.datetime)
+                        out.append(int(nxt.timestamp()))
+                    except Exception as error:
+                        out.append(None)
+                print(json.dumps(out))
+                """, [input.path]), as: UTF8.self)
         let expected = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [Any]
         var compared = 0
         var mismatches: [String] = []
@@ -148,21 +150,6 @@ struct CronTests {
         #expect(compared > 1500)
         #expect(mismatches.isEmpty, "\(mismatches.prefix(10))")
     }
-}
-
-/// Runs a Python snippet and returns its standard output.
-func runPython(_ code: String, arguments: [String] = []) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", code] + arguments
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw CocoaError(.executableLoad) }
-    return String(decoding: data, as: UTF8.self)
 }
 
 /// SplitMix64: a small deterministic generator, so failures can be replayed.

@@ -37,33 +37,9 @@ func withLiveApp<R: Sendable>(
     }
 }
 
-/// Runs a process and returns its standard output; fails unless it exits 0.
-@discardableResult
-func run(_ executable: String, _ arguments: [String], input: Data? = nil) throws -> Data {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    let stdin = Pipe()
-    process.standardInput = stdin
-    try process.run()
-    if let input { stdin.fileHandleForWriting.write(input) }
-    try stdin.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw TestSetupError("\(executable) \(arguments.first ?? "") exited \(process.terminationStatus): \(errorText.prefix(500))")
-    }
-    return data
-}
-
 /// Downloads `path` with curl into a temporary file and parses it with Python's csv module.
 /// Returns the rows (header first) and the response headers curl saw.
-func downloadCSV(port: Int, path: String, token: String, compressed: Bool = false) throws -> (rows: [[String]], headers: String) {
+func downloadCSV(port: Int, path: String, token: String, compressed: Bool = false) async throws -> (rows: [[String]], headers: String) {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-report-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
@@ -72,13 +48,13 @@ func downloadCSV(port: Int, path: String, token: String, compressed: Bool = fals
     var arguments = ["-sS", "--fail", "-o", file, "-D", headerFile, "-H", "Authorization: Bearer \(token)"]
     if compressed { arguments.append("--compressed") }
     arguments.append("http://127.0.0.1:\(port)\(path)")
-    try run("/usr/bin/curl", arguments)
+    try await runProcess("/usr/bin/curl", arguments)
     let script = """
         import csv, json, sys
         with open(sys.argv[1], newline='', encoding='utf-8') as f:
             print(json.dumps(list(csv.reader(f, strict=True))))
         """
-    let json = try run("/usr/bin/env", ["python3", "-c", script, file])
+    let json = try await runPython(script, [file])
     let rows = try JSONSerialization.jsonObject(with: json) as? [[String]] ?? []
     return (rows, (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? "")
 }
@@ -167,7 +143,7 @@ struct ReportsTests {
                 ]
             }
 
-            let (rows, headers) = try downloadCSV(port: port, path: "/reports/tasks.csv", token: token)
+            let (rows, headers) = try await downloadCSV(port: port, path: "/reports/tasks.csv", token: token)
             #expect(headers.lowercased().contains("content-type: text/csv; charset=utf-8"))
             #expect(rows.first == header)
             #expect(rows.count == expected.count + 1)
@@ -177,16 +153,16 @@ struct ReportsTests {
             #expect(!rows.contains { $0[1] == "secret" })
 
             // ?raw=true returns the values untouched.
-            let (rawRows, _) = try downloadCSV(port: port, path: "/reports/tasks.csv?raw=true", token: token)
+            let (rawRows, _) = try await downloadCSV(port: port, path: "/reports/tasks.csv?raw=true", token: token)
             #expect(Array(rawRows.dropFirst()) == expected.map { row($0, raw: true) })
 
             // gzip on request: curl decompresses it into the same rows.
-            let (gzipRows, gzipHeaders) = try downloadCSV(port: port, path: "/reports/tasks.csv", token: token, compressed: true)
+            let (gzipRows, gzipHeaders) = try await downloadCSV(port: port, path: "/reports/tasks.csv", token: token, compressed: true)
             #expect(gzipHeaders.lowercased().contains("content-encoding: gzip"))
             #expect(gzipRows == rows)
 
             // Filters as on the list endpoint.
-            let (doneRows, _) = try downloadCSV(port: port, path: "/reports/tasks.csv?completed=true", token: token)
+            let (doneRows, _) = try await downloadCSV(port: port, path: "/reports/tasks.csv?completed=true", token: token)
             #expect(Array(doneRows.dropFirst()) == expected.filter(\.completed).map { row($0, raw: false) })
         }
     }
@@ -244,10 +220,10 @@ struct ReportsTests {
                     timestamp(product.updatedAt),
                 ]
             }
-            let (rows, _) = try downloadCSV(port: port, path: "/reports/products.csv", token: token)
+            let (rows, _) = try await downloadCSV(port: port, path: "/reports/products.csv", token: token)
             #expect(rows.count == products.count + 1)
             #expect(Array(rows.dropFirst()) == stored.map(row))
-            let (even, _) = try downloadCSV(port: port, path: "/reports/products.csv?category=even&minPrice=200", token: token)
+            let (even, _) = try await downloadCSV(port: port, path: "/reports/products.csv?category=even&minPrice=200", token: token)
             #expect(Array(even.dropFirst()) == stored.filter { $0.category == "even" && $0.priceMinor >= 200 }.map(row))
         }
     }
@@ -275,7 +251,7 @@ struct ReportsTests {
                 NotificationDraft(type: "message", title: "secret"), to: [other["id"] as! String], tenantId: other["tenantId"] as! String)
 
             let stored = try await components.notifications.store.batch(tenantId: tenantId, type: nil, after: nil, limit: 10_000)
-            let (rows, _) = try downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
+            let (rows, _) = try await downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
             #expect(rows.first == ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"])
             #expect(rows.count == stored.count + 1)
             #expect(stored.count == 2 * trickyTexts.count + 1)
@@ -288,7 +264,7 @@ struct ReportsTests {
                         ]
                     })
             #expect(!rows.contains { $0.contains("secret") })
-            let (alerts, _) = try downloadCSV(port: port, path: "/reports/notifications.csv?type=system_alert", token: token)
+            let (alerts, _) = try await downloadCSV(port: port, path: "/reports/notifications.csv?type=system_alert", token: token)
             #expect(alerts.dropFirst().map { $0[4] } == ["alert"])
         }
     }
@@ -330,7 +306,7 @@ struct ReportsTests {
                 s.close()
                 print(got)
                 """
-            let received = try run("/usr/bin/env", ["python3", "-c", script, String(port), token])
+            let received = try await runPython(script, [String(port), token])
             #expect((Int(String(decoding: received, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 262_144)
 
             // The server notices, counts the abort and stops reading.
