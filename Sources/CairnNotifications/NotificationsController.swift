@@ -39,6 +39,11 @@ public struct NotificationsController: Sendable {
     /// with the scope `notifications:publish`.
     public static let serviceTokenScopes = ["POST /notifications": ServiceTokenScope.notificationsPublish]
 
+    /// The routes that take the access token as `?access_token=` (RFC 6750 §2.3), for
+    /// ``BearerMiddleware``: only the SSE stream, because a browser's `EventSource` cannot send
+    /// an `Authorization` header.
+    public static let queryTokenRoutes: Set<String> = ["GET /notifications/stream"]
+
     /// Adds the routes to the authenticated group; `POST /notifications` honours `Idempotency-Key`.
     /// To `userIds` it stores the rows before answering 202 `{ids, count}`; to
     /// `audience: "tenant"` it enqueues a ``TenantBroadcasts`` job and answers 202
@@ -171,12 +176,17 @@ public struct NotificationsController: Sendable {
     /// either, the stream starts at the present. A `: heartbeat` comment is sent when nothing
     /// was written for `heartbeat` (15 s); `retry: 3000` advises the reconnect delay. The
     /// stream ends on server shutdown, when the access token expires, or within seconds of
-    /// the user's sessions being revoked.
+    /// the user's sessions being revoked. The access token comes in the `Authorization` header
+    /// or, for browsers' `EventSource`, as `?access_token=` (RFC 6750 §2.3).
     func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
         let since =
             try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
             ?? Self.parseSeq(request.uri.queryParameters.get("since").map { String($0) }, field: "since")
-        guard let token = Self.bearer(request) else { throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false) }
+        // The Bearer middleware took the token from exactly one of these (RFC 6750 §2.1, §2.3).
+        let fromQuery = request.headers[.authorization] == nil
+        guard let token = fromQuery ? BearerMiddleware.queryToken(request) : Self.bearer(request) else {
+            throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false)
+        }
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         let identity = context.identity
         let center = self.center
@@ -239,7 +249,11 @@ public struct NotificationsController: Sendable {
         }
         return Response(
             status: .ok,
-            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
+            // RFC 6750 §2.3: a response to a request with the token in its URI is `private`.
+            headers: [
+                .contentType: "text/event-stream", .cacheControl: fromQuery ? "no-cache, private" : "no-cache",
+                HTTPField.Name("X-Accel-Buffering")!: "no",
+            ],
             body: body)
     }
 

@@ -169,11 +169,16 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))
-    router.add(middleware: LogRequestsMiddleware(.debug))
+    // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
+    router.add(middleware: RequestLogMiddleware(.debug))
 
     HealthController(database: components.database).addRoutes(to: router)
     let authenticated = router.group()
-        .add(middleware: BearerMiddleware(accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes))
+        .add(
+            middleware: BearerMiddleware(
+                accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes,
+                queryTokenRoutes: NotificationsController.queryTokenRoutes)
+        )
         .group(context: AuthenticatedContext.self)
     AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
     UsersController(accounts: components.accounts).addRoutes(to: authenticated)
