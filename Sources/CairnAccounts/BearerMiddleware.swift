@@ -10,6 +10,11 @@ import Logging
 /// `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
 /// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`.
 ///
+/// Routes listed in `queryTokenRoutes` also accept the token as the `access_token` query
+/// parameter (RFC 6750 §2.3), for clients that cannot set a header (a browser's `EventSource`);
+/// a request that sends both is 400 `invalid_input` (RFC 6750 §2: one method per request).
+/// Other routes ignore the parameter. The request log redacts it (``RequestLogMiddleware``).
+///
 /// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
 /// request, so a revocation holds at once on every node. They reach only the routes listed in
 /// `scopedRoutes`, and only with the scope listed there; anything else answers 403 `forbidden`
@@ -17,13 +22,19 @@ import Logging
 public struct BearerMiddleware: RouterMiddleware {
     let accounts: AccountService
     let scopedRoutes: [String: String]
+    let queryTokenRoutes: Set<String>
+
+    /// The query parameter of RFC 6750 §2.3.
+    public static let queryParameter = "access_token"
 
     /// Creates the middleware. `scopedRoutes` maps `"METHOD /path"` (the router's endpoint
     /// path, parameters as `{id}`, e.g. `"POST /notifications"`) to the scope a service token
-    /// needs there; routes not listed refuse service tokens.
-    public init(accounts: AccountService, scopedRoutes: [String: String] = [:]) {
+    /// needs there; routes not listed refuse service tokens. `queryTokenRoutes` lists the
+    /// routes (same form) that also take `?access_token=`.
+    public init(accounts: AccountService, scopedRoutes: [String: String] = [:], queryTokenRoutes: Set<String> = []) {
         self.accounts = accounts
         self.scopedRoutes = scopedRoutes
+        self.queryTokenRoutes = queryTokenRoutes
     }
 
     /// Handles one request.
@@ -31,19 +42,32 @@ public struct BearerMiddleware: RouterMiddleware {
         _ request: Request, context: CairnRequestContext,
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
-        guard let header = request.headers[.authorization] else {
+        // Group middleware runs after routing, so the endpoint path is known here.
+        let path = context.endpointPath.map { $0.hasPrefix("/") ? $0 : "/" + $0 } ?? request.uri.path
+        let route = "\(request.method.rawValue) \(path)"
+        let queryToken = queryTokenRoutes.contains(route) ? Self.queryToken(request) : nil
+        let token: String
+        switch (request.headers[.authorization], queryToken) {
+        case (_?, _?):
+            throw AppError.invalidField(Self.queryParameter, "send the access token in the Authorization header or the query, not both")
+        case (let header?, nil):
+            guard let parsed = Self.bearerToken(header) else {
+                throw AppError.unauthorized(code: "invalid_token", detail: "The Authorization header is not a Bearer token.", invalidToken: true)
+            }
+            token = parsed
+        case (nil, let query?):
+            guard Self.isB64Token(query.utf8[...]) else {
+                throw AppError.unauthorized(code: "invalid_token", detail: "The access_token parameter is not a Bearer token.", invalidToken: true)
+            }
+            token = query
+        case (nil, nil):
             throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
-        }
-        guard let token = Self.bearerToken(header) else {
-            throw AppError.unauthorized(code: "invalid_token", detail: "The Authorization header is not a Bearer token.", invalidToken: true)
         }
         var context = context
         let identity: Identity
         if token.hasPrefix(AccountService.serviceTokenPrefix) {
             identity = try await accounts.authenticate(serviceToken: token)
-            // Group middleware runs after routing, so the endpoint path is known here.
-            let path = context.endpointPath.map { $0.hasPrefix("/") ? $0 : "/" + $0 } ?? request.uri.path
-            let needed = scopedRoutes["\(request.method.rawValue) \(path)"]
+            let needed = scopedRoutes[route]
             guard let needed, identity.scopes?.contains(needed) == true else { throw AppError.insufficientScope(needed) }
             context.logger[metadataKey: "service_token_id"] = .string(identity.tokenId)
         } else {
@@ -69,14 +93,25 @@ public struct BearerMiddleware: RouterMiddleware {
         while index < bytes.endIndex, bytes[index] == UInt8(ascii: " ") { index = bytes.index(after: index) }
         var end = bytes.endIndex
         while end > index, bytes[bytes.index(before: end)] == UInt8(ascii: " ") { end = bytes.index(before: end) }
-        guard index < end else { return nil }
-        for byte in bytes[index..<end] {
+        guard index < end, isB64Token(bytes[index..<end]) else { return nil }
+        return String(header.utf8[index..<end])
+    }
+
+    /// The `access_token` query parameter (percent-decoded), if present.
+    public static func queryToken(_ request: Request) -> String? {
+        request.uri.queryParameters.get(queryParameter).map { String($0) }
+    }
+
+    /// True for a non-empty RFC 6750 `b64token`.
+    static func isB64Token(_ bytes: Substring.UTF8View) -> Bool {
+        guard !bytes.isEmpty else { return false }
+        for byte in bytes {
             let allowed =
                 (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "~")
                 || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=")
-            if !allowed { return nil }
+            if !allowed { return false }
         }
-        return String(header.utf8[index..<end])
+        return true
     }
 }

@@ -109,6 +109,20 @@ public struct NotificationStore: Sendable {
         return stored
     }
 
+    /// How many of `userIds` hold a notification with `dedupeKey` (one per user at most: the
+    /// key is unique per tenant and user).
+    func count(dedupeKey: String, tenantId: String, userIds: [String]) async throws -> Int {
+        guard !userIds.isEmpty else { return 0 }
+        return try await database.read { db in
+            try await db.raw(
+                """
+                SELECT COUNT(*) AS n FROM notifications WHERE tenant_id = \(bind: tenantId) AND dedupe_key = \(bind: dedupeKey)
+                AND user_id IN \(Self.list(userIds.map { "\(bind: $0)" }))
+                """
+            ).first()?.decode(column: "n", as: Int.self) ?? 0
+        }
+    }
+
     /// Notifications by id, across tenants (for this node's live delivery only).
     func notifications(ids: [String]) async throws -> [StoredNotification] {
         let valid = ids.filter { UUIDv7.isValid($0) }

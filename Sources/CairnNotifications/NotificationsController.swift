@@ -14,10 +14,12 @@ import Synchronization
 /// user's notification answers 404.
 public struct NotificationsController: Sendable {
     let center: Notifier
+    let broadcasts: TenantBroadcasts
 
-    /// Creates the controller.
-    public init(center: Notifier) {
+    /// Creates the controller; tenant broadcasts run as jobs of `broadcasts`.
+    public init(center: Notifier, broadcasts: TenantBroadcasts) {
         self.center = center
+        self.broadcasts = broadcasts
     }
 
     struct PublishBody: Decodable {
@@ -37,10 +39,19 @@ public struct NotificationsController: Sendable {
     /// with the scope `notifications:publish`.
     public static let serviceTokenScopes = ["POST /notifications": ServiceTokenScope.notificationsPublish]
 
+    /// The routes that take the access token as `?access_token=` (RFC 6750 §2.3), for
+    /// ``BearerMiddleware``: only the SSE stream, because a browser's `EventSource` cannot send
+    /// an `Authorization` header.
+    public static let queryTokenRoutes: Set<String> = ["GET /notifications/stream"]
+
     /// Adds the routes to the authenticated group; `POST /notifications` honours `Idempotency-Key`.
+    /// To `userIds` it stores the rows before answering 202 `{ids, count}`; to
+    /// `audience: "tenant"` it enqueues a ``TenantBroadcasts`` job and answers 202
+    /// `{broadcastId, job}` with `Location: /jobs/{id}` at once.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>, database: Database) {
         let center = self.center
         let store = center.store
+        let broadcasts = self.broadcasts
         group.group().add(middleware: IdempotencyMiddleware(database: database)).post("notifications") { request, context -> Response in
             try context.identity.requireAdmin(orScope: ServiceTokenScope.notificationsPublish)
             var request = request
@@ -48,7 +59,6 @@ public struct NotificationsController: Sendable {
             let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
             try draft.validate()
             let tenantId = context.identity.tenantId
-            var stored: [StoredNotification] = []
             switch (body.userIds, body.audience) {
             case (let userIds?, nil):
                 guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
@@ -57,22 +67,20 @@ public struct NotificationsController: Sendable {
                         throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
                     }
                 }
-                stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
+                let stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
+                return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
             case (nil, "tenant"?):
-                // One page of users per transaction, so a large tenant never holds the writer long.
-                var page = PageRequest(limit: 100)
-                while true {
-                    let users = try await center.accounts.store.users(tenantId: tenantId, page: page)
-                    stored += try await center.publish(draft, to: users.items.map(\.id), tenantId: tenantId)
-                    guard let next = users.nextCursor.flatMap(Cursor.decode) else { break }
-                    page.after = next
-                }
+                // A service token is no user: nobody gets the job's status notifications.
+                let createdBy = context.identity.isServiceToken ? nil : context.identity.userId
+                let started = try await broadcasts.start(draft, tenantId: tenantId, createdBy: createdBy)
+                return .json(
+                    BroadcastAccepted(broadcastId: started.broadcastId, job: started.job), status: .accepted,
+                    headers: [.location: "/jobs/\(started.job.id)"])
             case (nil, _?):
                 throw AppError.invalidField("audience", "must be \"tenant\"")
             default:
                 throw AppError.invalidInput([FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither")])
             }
-            return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
         }
         group.get("notifications") { request, context -> Response in
             let page = try PageRequest.parse(request.uri, validateKey: { Int64($0).map { $0 > 0 } ?? false })
@@ -168,12 +176,17 @@ public struct NotificationsController: Sendable {
     /// either, the stream starts at the present. A `: heartbeat` comment is sent when nothing
     /// was written for `heartbeat` (15 s); `retry: 3000` advises the reconnect delay. The
     /// stream ends on server shutdown, when the access token expires, or within seconds of
-    /// the user's sessions being revoked.
+    /// the user's sessions being revoked. The access token comes in the `Authorization` header
+    /// or, for browsers' `EventSource`, as `?access_token=` (RFC 6750 §2.3).
     func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
         let since =
             try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
             ?? Self.parseSeq(request.uri.queryParameters.get("since").map { String($0) }, field: "since")
-        guard let token = Self.bearer(request) else { throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false) }
+        // The Bearer middleware took the token from exactly one of these (RFC 6750 §2.1, §2.3).
+        let fromQuery = request.headers[.authorization] == nil
+        guard let token = fromQuery ? BearerMiddleware.queryToken(request) : Self.bearer(request) else {
+            throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false)
+        }
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         let identity = context.identity
         let center = self.center
@@ -236,7 +249,11 @@ public struct NotificationsController: Sendable {
         }
         return Response(
             status: .ok,
-            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
+            // RFC 6750 §2.3: a response to a request with the token in its URI is `private`.
+            headers: [
+                .contentType: "text/event-stream", .cacheControl: fromQuery ? "no-cache, private" : "no-cache",
+                HTTPField.Name("X-Accel-Buffering")!: "no",
+            ],
             body: body)
     }
 

@@ -65,6 +65,8 @@ public struct CairnComponents: Sendable {
     public let notifications: Notifier
     /// Outbound notification channels (webhooks), delivered by jobs.
     public let channels: OutboundChannels
+    /// Tenant broadcasts, run as jobs (registers the `notifications.broadcast` job kind).
+    public let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
     /// The logger.
@@ -138,6 +140,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         let notifications = Notifier(
             database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
         let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
+        let broadcasts = TenantBroadcasts(center: notifications, jobs: jobs)
         let pipelines = PipelineStore(database: database)
         var pipelineSettings = configuration.pipelines
         pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
@@ -146,7 +149,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
             logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
-            notifications: notifications, channels: channels, configuration: configuration, logger: logger, catalog: catalog,
+            notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, logger: logger, catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
             pipelines: pipelines, pipelineRunner: runner)
     } catch {
@@ -166,11 +169,16 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))
-    router.add(middleware: LogRequestsMiddleware(.debug))
+    // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
+    router.add(middleware: RequestLogMiddleware(.debug))
 
     HealthController(database: components.database).addRoutes(to: router)
     let authenticated = router.group()
-        .add(middleware: BearerMiddleware(accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes))
+        .add(
+            middleware: BearerMiddleware(
+                accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes,
+                queryTokenRoutes: NotificationsController.queryTokenRoutes)
+        )
         .group(context: AuthenticatedContext.self)
     AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
     UsersController(accounts: components.accounts).addRoutes(to: authenticated)
@@ -182,7 +190,8 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     ReportsController(
         tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
     ).addRoutes(to: authenticated)
-    NotificationsController(center: components.notifications).addRoutes(to: authenticated, database: components.database)
+    NotificationsController(center: components.notifications, broadcasts: components.broadcasts).addRoutes(
+        to: authenticated, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: authenticated)
     ProvidersController(channels: components.channels).addRoutes(to: authenticated)

@@ -64,7 +64,8 @@ public struct CairnConfiguration: Sendable {
     /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
     /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
     public var catalog = CatalogSettings()
-    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; the rest tests shorten).
+    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; `CAIRN_NOTIFICATIONS_BATCH_SIZE`,
+    /// default 500; the rest tests shorten).
     public var notifications = NotificationSettings()
     /// File size and volume limits per tenant (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`,
     /// `CAIRN_FILES_MAX_PER_HOUR`, in bytes).
@@ -186,6 +187,8 @@ public struct CairnConfiguration: Sendable {
         config.fileQuotas.maxBytesPerHour = Int64(
             try integer("files.max.per.hour", 1...(1 << 50), default: Int(config.fileQuotas.maxBytesPerHour)))
         config.notifications.retentionSeconds = try duration("notifications.retention", default: config.notifications.retentionSeconds)
+        // At most 2,000: a batch's insert binds 11 values per row, and SQLite allows 32,766.
+        config.notifications.batchSize = try integer("notifications.batch.size", 1...2000, default: config.notifications.batchSize)
         config.pipelines.timeoutSeconds = Double(try duration("pipeline.timeout", default: Int(config.pipelines.timeoutSeconds)))
         config.pipelines.threads = try integer("pipeline.threads", 1...64, default: config.pipelines.threads)
         config.uploadsExpiry = try duration("uploads.expiry", default: config.uploadsExpiry)

@@ -25,10 +25,10 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
 
 /// A real node (HTTP + WebSocket upgrade, services running) on a loopback port.
 func withNode<R: Sendable>(
-    configuration: CairnConfiguration,
+    configuration: CairnConfiguration, logger: Logger = testLogger,
     _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
 ) async throws -> R {
-    let components = try await buildComponents(configuration: configuration, logger: testLogger)
+    let components = try await buildComponents(configuration: configuration, logger: logger)
     let app = makeApplication(components: components)
     return try await app.test(.live) { client in
         try await body(client, components, client.port!)
@@ -94,10 +94,18 @@ final class SSEReader: Sendable {
     private let process: Process
     private let received = Received()
 
-    init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "") throws {
+    /// With `tokenInQuery`, the token goes in `?access_token=` (appended to `query`) instead
+    /// of the `Authorization` header, as a browser's `EventSource` sends it.
+    init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "", tokenInQuery: Bool = false) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        var arguments = ["-sN", "-H", "Authorization: Bearer \(token)"]
+        var arguments = ["-sN"]
+        var query = query
+        if tokenInQuery {
+            query += (query.isEmpty ? "?" : "&") + "access_token=\(token)"
+        } else {
+            arguments += ["-H", "Authorization: Bearer \(token)"]
+        }
         if let lastEventId { arguments += ["-H", "Last-Event-ID: \(lastEventId)"] }
         arguments.append("http://127.0.0.1:\(port)/notifications/stream\(query)")
         process.arguments = arguments
@@ -141,5 +149,28 @@ final class SSEReader: Sendable {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Keeps every log line of a logger (message and metadata, as text), at every level.
+struct CapturingLogHandler: LogHandler {
+    final class Lines: Sendable {
+        let lines = Mutex<[String]>([])
+        var text: String { lines.withLock { $0.joined(separator: "\n") } }
+    }
+
+    let captured: Lines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
+        let line = "\(event.level) \(event.message) \(all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
+        captured.lines.withLock { $0.append(line) }
     }
 }

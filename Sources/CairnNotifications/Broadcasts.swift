@@ -1,0 +1,130 @@
+import CairnAccounts
+import CairnHTTP
+public import CairnJobs
+import CairnStorage
+import Foundation
+
+/// Tenant broadcasts (`POST /notifications {"audience": "tenant"}`) as durable jobs of kind
+/// `notifications.broadcast`, so the request answers at once and a large tenant is stored in
+/// the background, one page of members per transaction, without holding the writer for long.
+///
+/// The job pages through the tenant's users in id order (`settings.batchSize` per page),
+/// publishes each page with ``Notifier/publish(_:to:tenantId:on:)`` and saves a checkpoint
+/// `{after, members, stored}` after it. Every row carries the dedupe key
+/// `broadcast:<broadcastId>`, so an attempt that redoes a page (a crash between the page's
+/// commit and its checkpoint, a lost lease, a retry) never stores a second row for a user. The
+/// job's result is `{broadcastId, members, stored}`: users visited, and inbox rows of this
+/// broadcast (users who turned the type's in-app channel off have none).
+public final class TenantBroadcasts: Sendable {
+    /// The job kind.
+    public static let kind = "notifications.broadcast"
+
+    let center: Notifier
+    let jobs: JobQueue
+
+    /// Creates the broadcaster and registers its job handler.
+    public init(center: Notifier, jobs: JobQueue) {
+        self.center = center
+        self.jobs = jobs
+        jobs.register(kind: Self.kind) { [weak self] context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.run(context)
+        }
+    }
+
+    /// The dedupe key of a broadcast's rows.
+    public static func dedupeKey(broadcastId: String) -> String { "broadcast:" + broadcastId }
+
+    /// Starts a broadcast of `draft` to every user of `tenantId`: enqueues its job and returns.
+    /// - Parameter createdBy: the publishing user (the job's creator, who gets its
+    ///   `job_status` notifications); nil for a service token.
+    /// - Returns: the new broadcast's id (UUIDv7) and its job.
+    /// - Throws: 400 `invalid_input` for a bad draft (or one too large to be a job's
+    ///   arguments); 429 `rate_limited` when the tenant has too many pending jobs.
+    public func start(_ draft: NotificationDraft, tenantId: String, createdBy: String?) async throws -> (broadcastId: String, job: Job) {
+        try draft.validate()
+        let broadcastId = UUIDv7.make()
+        var request = JobRequest(
+            kind: Self.kind,
+            args: .object([
+                "broadcastId": .string(broadcastId), "type": .string(draft.type), "title": .string(draft.title), "body": .string(draft.body),
+                "data": draft.data,
+            ]))
+        request.queue = "notifications"
+        request.maxAttempts = 10
+        // A body near its 10,000-character limit with escapes, plus 16 KiB of data, can exceed
+        // the 64 KiB of a job's arguments: name the fields the client sent, not `args`.
+        if request.args.text.utf8.count > 64 * 1024 {
+            throw AppError.invalidField("body", "together with data must fit in 64 KiB of JSON for a tenant broadcast")
+        }
+        let (job, _) = try await jobs.enqueue(request, tenantId: tenantId, createdBy: createdBy)
+        return (broadcastId, job)
+    }
+
+    /// Where a broadcast stands: the last user id done, users visited, rows stored.
+    struct Progress: Equatable {
+        var after: String?
+        var members = 0
+        var stored = 0
+
+        init(checkpoint: JSONValue?) {
+            after = checkpoint?["after"]?.string
+            members = checkpoint?["members"]?.int ?? 0
+            stored = checkpoint?["stored"]?.int ?? 0
+        }
+
+        var checkpoint: JSONValue {
+            .object(["after": after.map(JSONValue.string) ?? .null, "members": .number(Double(members)), "stored": .number(Double(stored))])
+        }
+
+        var report: JSONValue {
+            .object(["members": .number(Double(members)), "stored": .number(Double(stored))])
+        }
+    }
+
+    /// One attempt: resumes after the checkpoint's user id, page by page.
+    func run(_ context: JobContext) async throws {
+        let args = context.args
+        guard let broadcastId = args["broadcastId"]?.string, UUIDv7.isValid(broadcastId), let type = args["type"]?.string,
+            let title = args["title"]?.string
+        else { throw PermanentJobError("the broadcast's arguments are malformed") }
+        let key = Self.dedupeKey(broadcastId: broadcastId)
+        let draft = NotificationDraft(type: type, title: title, body: args["body"]?.string ?? "", data: args["data"] ?? .object([:]), dedupeKey: key)
+        do { try draft.validate() } catch { throw PermanentJobError("the broadcast's notification is invalid") }
+        let tenantId = context.job.tenantId
+        let pageSize = max(1, center.settings.batchSize)
+        var progress = Progress(checkpoint: context.checkpoint)
+        while true {
+            try Task.checkCancellation()
+            let page = try await center.accounts.store.users(tenantId: tenantId, page: PageRequest(limit: pageSize, after: progress.after))
+            guard let last = page.items.last else { break }
+            let userIds = page.items.map(\.id)
+            try await center.publish(draft, to: userIds, tenantId: tenantId)
+            // Counted from the table, not from this attempt's inserts: a page redone after a
+            // crash may have stored some or all of its rows in the earlier attempt.
+            progress.stored += try await center.store.count(dedupeKey: key, tenantId: tenantId, userIds: userIds)
+            progress.members += userIds.count
+            progress.after = last.id
+            try await context.saveCheckpoint(progress.checkpoint, progress: progress.report)
+            if page.nextCursor == nil { break }
+        }
+        try await context.saveResult(
+            .object(["broadcastId": .string(broadcastId), "members": .number(Double(progress.members)), "stored": .number(Double(progress.stored))]),
+            progress: progress.report)
+    }
+}
+
+/// `{"broadcastId": "…", "job": {…}}`: the 202 answer of a tenant broadcast.
+struct BroadcastAccepted: JSONWritable {
+    var broadcastId: String
+    var job: Job
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("broadcastId")
+        writer.string(broadcastId)
+        writer.key("job")
+        job.writeJSON(to: &writer)
+        writer.objectEnd()
+    }
+}
