@@ -46,8 +46,10 @@ struct ProviderSettingsRecord: Sendable, JSONWritable {
                 writer.string(config.fromEmail)
                 writer.key("fromName")
                 writer.string(config.fromName)
+                // The last 4 characters identify a real key (tens of characters); a short one
+                // would be shown whole, so it shows nothing.
                 writer.key("apiKey")
-                writer.string("…" + config.apiKey.suffix(4))
+                writer.string(config.apiKey.count >= 16 ? "…" + config.apiKey.suffix(4) : "…")
             }
         case .fcm:
             if let config = try? decoder.decode(FCMConfig.self, from: Data(self.config.utf8)) {
@@ -171,18 +173,27 @@ enum ProviderStore {
         ).first() != nil
     }
 
-    /// Registers `token` for the user: a token already known (on any account: the device
-    /// changed hands) moves to this user and keeps its id. Returns the device and whether it is new.
+    /// Registers `token` for the user in their tenant. The same user registering it again keeps
+    /// its registration (not new); a token another user of the tenant had (the device changed
+    /// hands) becomes a new registration of this user, so nothing of the other user's shows.
+    /// Tenants never share a registration: their apps are their own FCM projects or bundle ids.
+    /// Returns the device and whether it is new.
     static func register(
         tenantId: String, userId: String, platform: ProviderName, token: String, on db: any SQLDatabase
     ) async throws -> (PushDevice, created: Bool) {
         let now = WallClock.milliseconds()
         let newId = UUIDv7.make()
+        try await db.raw(
+            """
+            DELETE FROM notification_devices
+            WHERE tenant_id = \(bind: tenantId) AND platform = \(bind: platform.rawValue) AND token = \(bind: token) AND user_id <> \(bind: userId)
+            """
+        ).run()
         let row = try await db.raw(
             """
             INSERT INTO notification_devices (\(unsafeRaw: PushDevice.columns))
             VALUES (\(bind: newId), \(bind: tenantId), \(bind: userId), \(bind: platform.rawValue), \(bind: token), \(bind: now), \(bind: now))
-            ON CONFLICT (platform, token) DO UPDATE SET tenant_id = excluded.tenant_id, user_id = excluded.user_id, last_seen_at = excluded.last_seen_at
+            ON CONFLICT (tenant_id, platform, token) DO UPDATE SET last_seen_at = excluded.last_seen_at
             RETURNING \(unsafeRaw: PushDevice.columns)
             """
         ).first()
@@ -272,7 +283,25 @@ enum ProviderSettingsInput {
 
     /// The settings to store (JSON text) for `provider` from a request body.
     /// - Throws: 400 `invalid_input` naming every bad field.
-    static func config(for provider: ProviderName, body: ByteBuffer) throws -> String {
+    static func config(for provider: ProviderName, raw: JSONValue) throws -> String {
+        // Types first, every field at once (a Decodable stops at the first wrong one).
+        let typeIssues: [FieldIssue]
+        switch provider {
+        case .sendgrid:
+            typeIssues = stringFieldIssues(raw, [("apiKey", true), ("fromEmail", true), ("fromName", false)])
+        case .fcm:
+            typeIssues =
+                raw["serviceAccount"] == nil || raw["serviceAccount"] == .null
+                ? [FieldIssue(field: "serviceAccount", issue: "is required")]
+                : stringFieldIssues(
+                    raw["serviceAccount"]!, [("project_id", true), ("client_email", true), ("private_key", true), ("private_key_id", false)],
+                    prefix: "serviceAccount.")
+        case .apns:
+            typeIssues = stringFieldIssues(
+                raw, [("teamId", true), ("keyId", true), ("privateKey", true), ("topic", true), ("environment", false)])
+        }
+        if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
+        let body = ByteBuffer(string: raw.text)
         var issues: [FieldIssue] = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -335,6 +364,26 @@ enum ProviderSettingsInput {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Every field of `spec` (name, required) that is missing when required or not a string,
+    /// named with `prefix`; or the object itself when `value` is not one.
+    static func stringFieldIssues(_ value: JSONValue, _ spec: [(String, Bool)], prefix: String = "") -> [FieldIssue] {
+        guard case .object(let members) = value else {
+            return [FieldIssue(field: prefix.isEmpty ? "body" : String(prefix.dropLast()), issue: "must be an object")]
+        }
+        var issues: [FieldIssue] = []
+        for (name, required) in spec {
+            switch members[name] {
+            case nil, .null?:
+                if required { issues.append(FieldIssue(field: prefix + name, issue: "is required")) }
+            case .string?:
+                break
+            default:
+                issues.append(FieldIssue(field: prefix + name, issue: "must be a string"))
+            }
+        }
+        return issues
+    }
+
     static func isIdentifier(_ text: String, max: Int, extra: String) -> Bool {
         !text.isEmpty && text.utf8.count <= max
             && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || extra.unicodeScalars.contains($0)) }
@@ -394,7 +443,7 @@ public struct ProvidersController: Sendable {
             // Content type, size and depth checked as for every JSON body, then read per provider.
             var request = request
             let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
-            let config = try ProviderSettingsInput.config(for: provider, body: ByteBuffer(string: raw.text))
+            let config = try ProviderSettingsInput.config(for: provider, raw: raw)
             let tenantId = context.identity.tenantId
             let record = try await database.write { db in try await ProviderStore.put(tenantId: tenantId, provider: provider, config: config, on: db)
             }
@@ -412,8 +461,11 @@ public struct ProvidersController: Sendable {
         }
         group.post("users/me/devices") { request, context -> Response in
             var request = request
+            let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
+            let typeIssues = ProviderSettingsInput.stringFieldIssues(raw, [("platform", true), ("token", true)])
+            if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
             let (platform, token) = try ProviderSettingsInput.device(
-                try await request.decodeJSON(as: ProviderSettingsInput.DeviceBody.self, context: context))
+                try Request.decodeJSON(ProviderSettingsInput.DeviceBody.self, from: ByteBuffer(string: raw.text)))
             let identity = context.identity
             let (device, created) = try await database.write { db in
                 try await ProviderStore.register(tenantId: identity.tenantId, userId: identity.userId, platform: platform, token: token, on: db)

@@ -242,6 +242,52 @@ struct SendGridProvider: NotificationProvider {
     }
 }
 
+// MARK: Push payloads
+
+/// Fitting a notification into a push payload: APNs refuses payloads over 4,096 bytes
+/// (413 `PayloadTooLarge`) and FCM messages over 4,096 bytes besides the token (400).
+enum PushPayload {
+    static let limit = 4096
+
+    /// The payload `render(title, body, withData)` makes, within `limit` bytes: with the
+    /// notification's data when it fits, else without it (clients fetch the notification by
+    /// id), then with the longest body that fits (cut at a character, ending in "…"), and at
+    /// last the longest title. Sizes are measured on the rendered JSON, escapes included.
+    static func fit(_ message: OutboundMessage, limit: Int, render: (String, String, Bool) -> String) -> String {
+        let full = render(message.title, message.body, true)
+        if full.utf8.count <= limit { return full }
+        let lean = render(message.title, message.body, false)
+        if lean.utf8.count <= limit { return lean }
+        let body = Array(message.body)
+        if let fitted = longest(upTo: body.count - 1, { render(message.title, String(body[..<$0]) + "…", false) }, limit: limit) {
+            return fitted
+        }
+        let title = Array(message.title)
+        return longest(upTo: max(0, title.count - 1), { render(String(title[..<$0]) + "…", "", false) }, limit: limit)
+            ?? render("…", "", false)
+    }
+
+    /// The rendering of the largest `n` in `0...upper` that fits `limit` (binary search: the
+    /// size grows with `n`), or nil when not even `n = 0` fits.
+    private static func longest(upTo upper: Int, _ render: (Int) -> String, limit: Int) -> String? {
+        guard upper >= 0 else { return nil }
+        var best: String?
+        var low = 0
+        var high = upper
+        while low <= high {
+            let middle = (low + high) / 2
+            let text = render(middle)
+            if text.utf8.count <= limit {
+                best = text
+                low = middle + 1
+            } else {
+                high = middle - 1
+            }
+        }
+        return best
+    }
+}
+
 // MARK: Push: FCM HTTP v1
 
 /// A tenant's Firebase Cloud Messaging settings: the fields of a Google service account key
@@ -294,7 +340,8 @@ struct FCMProvider: NotificationProvider {
             do {
                 let kid = config.privateKeyId.map { JWKIdentifier(string: $0) }
                 let keys = await JWTKeyCollection().add(rsa: try Insecure.RSA.PrivateKey(pem: config.privateKey), digestAlgorithm: .sha256, kid: kid)
-                let now = Date()
+                // Whole seconds, as Google's own libraries send them (RFC 7519 allows fractions).
+                let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
                 assertion = try await keys.sign(
                     ServiceAccountAssertion(
                         iss: config.clientEmail, scope: Self.scope, aud: endpoints.fcmToken, iat: .init(value: now),
@@ -331,16 +378,18 @@ struct FCMProvider: NotificationProvider {
     /// FCM `data` values must be strings, and the whole message at most 4 KB: the ids and
     /// type always go, the notification's data only when it fits (clients fetch it otherwise).
     static func payload(_ message: OutboundMessage, token: String) -> String {
-        var data: [String: JSONValue] = ["notificationId": .string(message.notificationId), "type": .string(message.type)]
-        let dataText = message.data.text
-        if dataText.utf8.count + message.title.utf8.count + message.body.utf8.count < 3000 { data["data"] = .string(dataText) }
-        return JSONValue.object([
-            "message": .object([
-                "token": .string(token),
-                "notification": .object(["title": .string(message.title), "body": .string(message.body)]),
-                "data": .object(data),
-            ])
-        ]).text
+        // Measured with the token, which FCM may not count: on the safe side of its 4,096.
+        PushPayload.fit(message, limit: PushPayload.limit) { title, body, withData in
+            var data: [String: JSONValue] = ["notificationId": .string(message.notificationId), "type": .string(message.type)]
+            if withData { data["data"] = .string(message.data.text) }
+            return JSONValue.object([
+                "message": .object([
+                    "token": .string(token),
+                    "notification": .object(["title": .string(title), "body": .string(body)]),
+                    "data": .object(data),
+                ])
+            ]).text
+        }
     }
 
     func send(_ message: OutboundMessage, to token: String) async -> ProviderOutcome {
@@ -422,7 +471,8 @@ struct APNsProvider: NotificationProvider {
         try await cache.value(cacheKey) { [config] in
             let kid = JWKIdentifier(string: config.keyId)
             let keys = await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(pem: config.privateKey), kid: kid)
-            let token = try await keys.sign(APNsProviderClaims(iss: config.teamId, iat: .init(value: Date())), kid: kid)
+            let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+            let token = try await keys.sign(APNsProviderClaims(iss: config.teamId, iat: .init(value: now)), kid: kid)
             return (token, .seconds(40 * 60))
         }
     }
@@ -430,15 +480,15 @@ struct APNsProvider: NotificationProvider {
     /// `aps.alert` plus the ids and type; the notification's data when the whole payload stays
     /// within APNs' 4 KB.
     static func payload(_ message: OutboundMessage) -> String {
-        var object: [String: JSONValue] = [
-            "aps": .object(["alert": .object(["title": .string(message.title), "body": .string(message.body)])]),
-            "notificationId": .string(message.notificationId),
-            "type": .string(message.type),
-        ]
-        let lean = JSONValue.object(object).text
-        object["data"] = message.data
-        let full = JSONValue.object(object).text
-        return full.utf8.count <= 4096 ? full : lean
+        PushPayload.fit(message, limit: PushPayload.limit) { title, body, withData in
+            var object: [String: JSONValue] = [
+                "aps": .object(["alert": .object(["title": .string(title), "body": .string(body)])]),
+                "notificationId": .string(message.notificationId),
+                "type": .string(message.type),
+            ]
+            if withData { object["data"] = message.data }
+            return JSONValue.object(object).text
+        }
     }
 
     func send(_ message: OutboundMessage, to deviceToken: String) async -> ProviderOutcome {

@@ -378,7 +378,7 @@ public final class OutboundChannels: Sendable {
                 for endpoint in endpoints {
                     try await planDelivery(
                         row, channel: .webhook, endpointId: endpoint.id, payload: payload, kind: Self.webhookKind,
-                        maxAttempts: center.settings.webhookMaxAttempts, runAt: runAt, now: now, on: db)
+                        maxAttempts: center.settings.webhookMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
                 }
             }
             let message = JSONValue.object([
@@ -387,30 +387,36 @@ public final class OutboundChannels: Sendable {
             if email, prefs.allows(draft.type, on: .email) {
                 try await planDelivery(
                     row, channel: .email, endpointId: nil, payload: message, kind: Self.emailKind, maxAttempts: center.settings.providerMaxAttempts,
-                    runAt: runAt, now: now, on: db)
+                    runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
             }
             for device in devices[row.userId] ?? [] {
                 try await planDelivery(
                     row, channel: .push, endpointId: device.id, payload: message, kind: Self.pushKind,
-                    maxAttempts: center.settings.providerMaxAttempts, runAt: runAt, now: now, on: db)
+                    maxAttempts: center.settings.providerMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
             }
         }
     }
 
     /// One delivery record and the job that carries it out, in the publishing transaction.
+    /// With the draft's dedupe key, a second delivery of the same key to the same user, channel
+    /// and endpoint is not planned: the inbox row's unique key stops a repeated publish (a
+    /// retried broadcast page, the job-status bridge of every node) for users who keep in-app
+    /// on, and this stops it for those who turned in-app off, who have no inbox row.
     private func planDelivery(
         _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, kind: String, maxAttempts: Int,
-        runAt: Int64?, now: Int64, on db: any SQLDatabase
+        runAt: Int64?, dedupeKey: String?, now: Int64, on db: any SQLDatabase
     ) async throws {
         let deliveryId = UUIDv7.make()
-        try await db.raw(
+        let inserted = try await db.raw(
             """
             INSERT INTO notification_deliveries (id, tenant_id, user_id, notification_id, channel, endpoint_id, state, attempts, last_error,
-                payload, created_at, updated_at)
+                payload, dedupe_key, created_at, updated_at)
             VALUES (\(bind: deliveryId), \(bind: row.tenantId), \(bind: row.userId), \(bind: row.id), \(bind: channel.rawValue), \(bind: endpointId),
-                'pending', 0, NULL, \(bind: payload), \(bind: now), \(bind: now))
+                'pending', 0, NULL, \(bind: payload), \(bind: dedupeKey), \(bind: now), \(bind: now))
+            ON CONFLICT DO NOTHING RETURNING id
             """
-        ).run()
+        ).first()
+        guard inserted != nil else { return }
         var request = JobRequest(kind: kind, args: .object(["deliveryId": .string(deliveryId)]))
         request.maxAttempts = max(1, min(100, maxAttempts))
         request.queue = "notifications"

@@ -6,6 +6,7 @@ import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import SQLKit
 import Synchronization
 import Testing
 
@@ -156,6 +157,42 @@ struct ChannelTests {
             #expect(broken.requests.count == 2)
             let endpoints = try await client.json(.get, "/webhooks", token: owner.token).object["items"] as? [[String: Any]] ?? []
             #expect(endpoints.first { $0["id"] as? String == second.object["id"] as? String }?["enabled"] as? Bool == false)
+        }
+    }
+
+    /// A repeated publish with one dedupe key (a retried broadcast page, the job-status bridge
+    /// of every node) plans no second delivery, also for a user with in-app off, whom the inbox
+    /// row's unique key cannot protect.
+    @Test(arguments: TestEngine.available)
+    func aRepeatedDedupeKeyPlansNoSecondDelivery(engine: TestEngine) async throws {
+        try await withNode(engine, configure: webhookSettings) { client, components, _ in
+            let owner = try await signUp(client, "dedupe-hooks@example.com")
+            let member = try await addMember(client, owner: owner, email: "dedupe-hooks-m@example.com")
+            let receiver = try await WebhookReceiver(failFirst: 0)
+            defer { receiver.stop() }
+            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:\(receiver.port)/hook"], token: owner.token)
+            receiver.setSecret(try #require(created.object["secret"] as? String))
+            _ = try await client.json(
+                .put, "/users/me/notification-preferences", ["types": ["message": ["in_app": false, "webhook": true]]], token: member.token)
+            for _ in 0..<3 {
+                try await components.notifications.publish(
+                    NotificationDraft(type: "message", title: "once", dedupeKey: "broadcast:b1"), to: [member.userId, owner.userId],
+                    tenantId: owner.tenantId)
+            }
+            try await components.notifications.publish(
+                NotificationDraft(type: "message", title: "no key"), to: [member.userId], tenantId: owner.tenantId)
+            let counts = try await components.database.read { db in
+                try await db.raw(
+                    """
+                    SELECT user_id, COUNT(*) AS n FROM notification_deliveries WHERE tenant_id = \(bind: owner.tenantId) GROUP BY user_id
+                    """
+                ).all().reduce(into: [String: Int]()) {
+                    $0[try $1.decode(column: "user_id", as: String.self)] = try $1.decode(column: "n", as: Int.self)
+                }
+            }
+            #expect(counts[member.userId] == 2, "one for the keyed notification, one for the unkeyed")
+            #expect(counts[owner.userId] == 1)
+            #expect(try await eventually(timeout: .seconds(20)) { receiver.requests.count == 3 })
         }
     }
 

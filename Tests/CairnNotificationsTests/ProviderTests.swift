@@ -295,13 +295,27 @@ struct ProviderTests {
                 try await client.json(.put, "/notification-providers/sendgrid", ["apiKey": "x", "fromEmail": "a@b.co"], token: member.token).status
                     == .forbidden)
             #expect(try await client.json(.delete, "/notification-providers/sendgrid", token: owner.token).status == .notFound)
+            // Wrong types: every field named in one answer.
+            let wrongTypes = try await client.json(
+                .put, "/notification-providers/sendgrid", ["apiKey": 123, "fromEmail": NSNull(), "fromName": ["x"]], token: owner.token)
+            #expect(wrongTypes.status == .badRequest)
+            #expect(
+                Set((wrongTypes.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }) == [
+                    "apiKey", "fromEmail", "fromName",
+                ])
             let saved = try await client.json(
                 .put, "/notification-providers/sendgrid", ["apiKey": "SG.abcd1234", "fromEmail": "a@b.co"], token: owner.token)
             #expect(saved.status == .ok)
-            #expect(!saved.text.contains("SG.abcd1234"))
+            #expect(!saved.text.contains("1234"), "a short key shows none of its characters")
+            let longKey = "SG.0123456789abcdefWXYZ"
+            let savedLong = try await client.json(
+                .put, "/notification-providers/sendgrid", ["apiKey": longKey, "fromEmail": "a@b.co"], token: owner.token)
+            #expect((savedLong.object["settings"] as? [String: Any])?["apiKey"] as? String == "…WXYZ")
             #expect((try await client.json(.get, "/notification-providers", token: other.token).object["items"] as? [Any])?.isEmpty == true)
             #expect(try await client.json(.delete, "/notification-providers/sendgrid", token: owner.token).status == .noContent)
 
+            let deviceTypes = try await client.json(.post, "/users/me/devices", ["platform": 1, "token": ["x"]], token: member.token)
+            #expect(Set((deviceTypes.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }) == ["platform", "token"])
             for (platform, token) in [("apns", "not-hex"), ("apns", "abcd"), ("fcm", ""), ("fcm", "bad token with spaces"), ("email", "x")] {
                 let refused = try await client.json(.post, "/users/me/devices", ["platform": platform, "token": token], token: member.token)
                 #expect(refused.status == .badRequest, "\(platform) \(token)")
@@ -312,11 +326,20 @@ struct ProviderTests {
             #expect((try await client.json(.get, "/users/me/devices", token: owner.token).object["items"] as? [Any])?.isEmpty == true)
             #expect(try await client.json(.delete, "/users/me/devices/\(deviceId)", token: owner.token).status == .notFound)
             #expect(try await client.json(.delete, "/users/me/devices/\(deviceId)", token: other.token).status == .notFound)
-            // The same token registered by someone else moves to them (the device changed hands).
-            let moved = try await client.json(.post, "/users/me/devices", ["platform": "fcm", "token": "member-device"], token: other.token)
-            #expect(moved.status == .ok)
+            // Another tenant registering the same token gets a registration of its own, and
+            // learns nothing of the first (same answer as for any new token).
+            let elsewhere = try await client.json(.post, "/users/me/devices", ["platform": "fcm", "token": "member-device"], token: other.token)
+            #expect(elsewhere.status == .created)
+            #expect(elsewhere.object["id"] as? String != deviceId)
+            #expect((try await client.json(.get, "/users/me/devices", token: member.token).object["items"] as? [[String: Any]])?.count == 1)
+            // Within the tenant, the device changed hands: the new holder gets a new registration.
+            let moved = try await client.json(.post, "/users/me/devices", ["platform": "fcm", "token": "member-device"], token: owner.token)
+            #expect(moved.status == .created)
+            #expect(moved.object["id"] as? String != deviceId)
             #expect((try await client.json(.get, "/users/me/devices", token: member.token).object["items"] as? [Any])?.isEmpty == true)
-            #expect(try await client.json(.delete, "/users/me/devices/\(deviceId)", token: other.token).status == .noContent)
+            let again = try await client.json(.post, "/users/me/devices", ["platform": "fcm", "token": "member-device"], token: owner.token)
+            #expect(again.status == .ok)
+            #expect(again.object["id"] as? String == moved.object["id"] as? String)
         }
     }
 }

@@ -89,6 +89,8 @@ def handle(path, version, headers, body):
             claims = jwt.decode(form["assertion"][0], rsa_key.public_key(), algorithms=["RS256"],
                                 audience=f"{base}/token", issuer=CLIENT_EMAIL)
             assert claims["scope"] == "https://www.googleapis.com/auth/firebase.messaging"
+            assert isinstance(claims["iat"], int) and isinstance(claims["exp"], int), "whole seconds"
+            assert claims["exp"] - claims["iat"] <= 3600
             assert jwt.get_unverified_header(form["assertion"][0]).get("kid") == "abc123"
         except Exception as error:  # noqa: BLE001 - any failure is a refused grant
             return 400, {}, {"error": "invalid_grant", "error_description": str(error)[:80]}, False
@@ -115,11 +117,13 @@ def handle(path, version, headers, body):
             assert jwt.get_unverified_header(token).get("kid") == KEY_ID
             claims = jwt.decode(token, ec_key.public_key(), algorithms=["ES256"], issuer=TEAM_ID,
                                 options={"require": ["iat", "iss"]})
-            assert abs(claims["iat"] - time.time()) < 3600
+            assert isinstance(claims["iat"], int) and abs(claims["iat"] - time.time()) < 3600
         except Exception:  # noqa: BLE001
             return 403, {}, {"reason": "InvalidProviderToken"}, False
         if headers.get("apns-topic") != "com.example.app":
             return 400, {}, {"reason": "TopicDisallowed"}, True
+        if len(body) > 4096:
+            return 413, {}, {"reason": "PayloadTooLarge"}, True
         if path[len("/3/device/"):].startswith("dead"):
             return 410, {}, {"reason": "Unregistered", "timestamp": int(time.time() * 1000)}, True
         return 200, {"apns-id": headers.get("apns-id", str(uuid.uuid4()))}, None, True
