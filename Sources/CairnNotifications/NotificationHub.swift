@@ -29,17 +29,68 @@ struct MailboxBatch: Sendable {
 /// hub, the ticker, the socket reader) push without waiting; the connection's one task takes
 /// everything at once. Bounded: past `capacity` rows it drops them and flags an overflow, so a
 /// slow consumer costs at most `capacity` rows of memory and nothing is lost (it re-reads).
+///
+/// It is also the connection's write watchdog. Writes wait for the peer (NIO's outbound
+/// writers suspend while the channel is not writable), so a client that stops reading parks
+/// its consumer inside a write, where it sees neither overflows nor ticks. The consumer wraps
+/// each write in ``writing(_:)``; the hub's ticker (``tick()``) and, if asked, an overflow
+/// during a write call `onStall` from outside, which closes the channel and so fails the write.
 final class Mailbox: Sendable {
     private struct State {
         var batch = MailboxBatch()
         var waiter: CheckedContinuation<MailboxBatch, Never>?
         var isClosed = false
+        /// When the write in progress started (nil: none).
+        var writingSince: ContinuousClock.Instant?
+        /// `onStall` ran (it runs once).
+        var stalled = false
+    }
+    /// Why the watchdog gave up on a connection.
+    enum Stall: Sendable {
+        /// A write did not complete within the write timeout.
+        case writeTimeout
+        /// The mailbox overflowed while a write was waiting.
+        case overflow
     }
     private let state = Mutex(State())
     let capacity: Int
+    private let writeTimeout: Duration
+    private let stallOnOverflow: Bool
+    private let onStall: (@Sendable (Stall) -> Void)?
 
-    init(capacity: Int) {
+    /// - Parameters:
+    ///   - writeTimeout: a write still waiting after this long is a stall.
+    ///   - stallOnOverflow: an overflow while a write waits is a stall at once (WebSocket: an
+    ///     overflow closes the socket anyway; SSE re-reads instead, so it passes false).
+    ///   - onStall: closes the connection; runs at most once, on a producer's task.
+    init(
+        capacity: Int, writeTimeout: Duration = .seconds(10), stallOnOverflow: Bool = false,
+        onStall: (@Sendable (Stall) -> Void)? = nil
+    ) {
         self.capacity = capacity
+        self.writeTimeout = writeTimeout
+        self.stallOnOverflow = stallOnOverflow
+        self.onStall = onStall
+    }
+
+    /// Runs one write of the consumer under the watchdog.
+    func writing<T>(_ write: () async throws -> T) async throws -> T {
+        state.withLock { $0.writingSince = .now }
+        defer { state.withLock { $0.writingSince = nil } }
+        return try await write()
+    }
+
+    /// True once `onStall` has run: the connection is being closed.
+    var hasStalled: Bool { state.withLock { $0.stalled } }
+
+    private func stall(_ reason: Stall) {
+        guard let onStall else { return }
+        let first = state.withLock { state -> Bool in
+            if state.stalled { return false }
+            state.stalled = true
+            return true
+        }
+        if first { onStall(reason) }
     }
 
     private func mutate(_ change: (inout MailboxBatch) -> Void) {
@@ -57,15 +108,18 @@ final class Mailbox: Sendable {
     /// Adds live rows.
     func push(_ rows: [StoredNotification]) {
         let capacity = self.capacity
+        var overflowedNow = false
         mutate { batch in
             if batch.overflowed { return }
             if batch.rows.count + rows.count > capacity {
                 batch.rows.removeAll()
                 batch.overflowed = true
+                overflowedNow = true
             } else {
                 batch.rows.append(contentsOf: rows)
             }
         }
+        if overflowedNow, stallOnOverflow, state.withLock({ $0.writingSince != nil }) { stall(.overflow) }
     }
 
     /// Adds a client message; more than 64 waiting is a flood. Acks are cumulative, so an ack
@@ -88,9 +142,11 @@ final class Mailbox: Sendable {
         mutate { $0.resync = true }
     }
 
-    /// Wakes the consumer for its periodic checks.
+    /// Wakes the consumer for its periodic checks, and checks the write in progress.
     func tick() {
         mutate { $0.ticked = true }
+        let since = state.withLock { $0.writingSince }
+        if let since, ContinuousClock.now - since >= writeTimeout { stall(.writeTimeout) }
     }
 
     /// Ends the consumer's loop.

@@ -5,6 +5,8 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 import HummingbirdWebSocket
+import Logging
+import Metrics
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
@@ -69,8 +71,11 @@ enum ClientMessage: Sendable {
 ///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect);
 /// 4408 no `auth` in time, or no client message for 60 s; 1008 a malformed or unexpected
-/// message; 1013 slow consumer (its buffer filled; reconnect and resume from the last ack);
-/// 1001 server shutdown. Tokens are never logged.
+/// message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
+/// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
+/// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
+/// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
+/// Tokens are never logged.
 public struct NotificationSocketController: Sendable {
     let center: Notifier
 
@@ -108,7 +113,7 @@ public struct NotificationSocketController: Sendable {
             },
             onUpgrade: { inbound, outbound, context in
                 let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
-                let session = SocketSession(center: center, outbound: outbound)
+                let session = SocketSession(center: center, outbound: outbound, channel: context.requestContext.channel)
                 try await session.run(inbound: inbound, headerToken: token)
             })
     }
@@ -118,6 +123,7 @@ public struct NotificationSocketController: Sendable {
 struct SocketSession {
     let center: Notifier
     let outbound: WebSocketOutboundWriter
+    let channel: any Channel
 
     enum Closing: Error {
         case close(UInt16, String)
@@ -128,8 +134,29 @@ struct SocketSession {
         var sentAt: ContinuousClock.Instant
     }
 
-    func send(_ text: String) async throws {
-        try await outbound.write(.text(text))
+    /// Closes a socket whose client stopped reading: the session's task is parked in a write
+    /// that only the channel's closing can fail. The 1013 close frame is queued behind the
+    /// unread data (a client that resumes reading gets it); the connection is dropped once it
+    /// is written, or after 2 s.
+    static func closeSlowConsumer(_ channel: any Channel, reason: Mailbox.Stall, center: Notifier) {
+        center.logger.warning(
+            "closing a slow WebSocket consumer with 1013",
+            metadata: ["reason": "\(reason == .writeTimeout ? "write timeout" : "buffer overflow during a write")"])
+        Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "websocket")]).increment()
+        var data = ByteBuffer()
+        data.write(webSocketErrorCode: .init(codeNumber: 1013))
+        data.writeString("slow consumer: reconnect and resume from your last ack")
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: written)
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        written.futureResult.whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+    }
+
+    func send(_ text: String, _ mailbox: Mailbox) async throws {
+        try await mailbox.writing { try await outbound.write(.text(text)) }
     }
 
     func notificationFrame(_ row: StoredNotification) -> String {
@@ -147,7 +174,10 @@ struct SocketSession {
 
     func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
         let settings = center.settings
-        let mailbox = Mailbox(capacity: settings.mailboxCapacity)
+        let (channel, center) = (self.channel, self.center)
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity, writeTimeout: settings.writeTimeout, stallOnOverflow: true) {
+            Self.closeSlowConsumer(channel, reason: $0, center: center)
+        }
         var registered: (tenantId: String, userId: String)?
         defer {
             if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId) }
@@ -180,11 +210,13 @@ struct SocketSession {
                 group.cancelAll()
                 return result
             }
-        } catch is CancellationError {
-            return
+        } catch {
+            // A stalled write fails once the watchdog closes the channel: the socket is done.
+            if error is CancellationError || mailbox.hasStalled { return }
+            throw error
         }
         if closeCode.0 != 0 {
-            try? await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1)
+            try? await mailbox.writing { try await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1) }
         }
     }
 
@@ -223,7 +255,7 @@ struct SocketSession {
                 registered = (verified.tenantId, verified.userId)
                 let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
                 cursor.last = seq
-                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#)
+                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
             }
             return nil
         }
@@ -234,7 +266,7 @@ struct SocketSession {
                 let room = min(200, settings.maxUnacked - inFlight.count)
                 let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
                 for row in rows {
-                    try await send(notificationFrame(row))
+                    try await send(notificationFrame(row), mailbox)
                     inFlight.append(InFlight(row: row, sentAt: .now))
                     cursor.last = row.seq
                 }
@@ -261,7 +293,7 @@ struct SocketSession {
                 case .auth(let candidate):
                     if let close = try await authenticate(candidate) { return close }
                 case .ping:
-                    try await send(#"{"type":"pong"}"#)
+                    try await send(#"{"type":"pong"}"#, mailbox)
                 case .subscribe(let since):
                     guard identity != nil else { return (4401, "authenticate first") }
                     guard !subscribed else { return (1008, "already subscribed") }
@@ -290,7 +322,7 @@ struct SocketSession {
                             try await fill()
                             break
                         }
-                        try await send(notificationFrame(row))
+                        try await send(notificationFrame(row), mailbox)
                         inFlight.append(InFlight(row: row, sentAt: .now))
                         cursor.last = row.seq
                         expected = row.seq + 1
@@ -318,7 +350,7 @@ struct SocketSession {
                     try await fill()
                 }
                 for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
-                    try await send(notificationFrame(inFlight[index].row))
+                    try await send(notificationFrame(inFlight[index].row), mailbox)
                     inFlight[index].sentAt = now
                 }
             }

@@ -5,6 +5,8 @@ public import CairnStorage
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import Logging
+import Metrics
 import NIOCore
 import ServiceLifecycle
 import Synchronization
@@ -168,7 +170,9 @@ public struct NotificationsController: Sendable {
     /// either, the stream starts at the present. A `: heartbeat` comment is sent when nothing
     /// was written for `heartbeat` (15 s); `retry: 3000` advises the reconnect delay. The
     /// stream ends on server shutdown, when the access token expires, or within seconds of
-    /// the user's sessions being revoked.
+    /// the user's sessions being revoked. A client that stops reading holds at most its
+    /// mailbox (an overflow falls back to re-reading) plus the send buffers, and once a write
+    /// has waited `writeTimeout` (10 s) the connection is closed.
     func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
         let since =
             try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
@@ -177,13 +181,20 @@ public struct NotificationsController: Sendable {
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         let identity = context.identity
         let center = self.center
+        let channel = context.channel
         let body = ResponseBody { writer in
-            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity)
+            // The body's task, parked in a write, fails only when the channel closes; the
+            // error then ends the response like any failed write.
+            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout) { _ in
+                center.logger.warning("closing a stalled event stream: a write waited past the write timeout")
+                Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "sse")]).increment()
+                channel.close(promise: nil)
+            }
             center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId)
             defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
             var cursor = LiveCursor(store: center.store, tenantId: identity.tenantId, userId: identity.userId)
             try await withGracefulShutdownHandler {
-                try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
+                try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
                 if let since {
                     cursor.last = since
                 } else {
@@ -196,7 +207,7 @@ public struct NotificationsController: Sendable {
                     guard !rows.isEmpty else { return }
                     var buffer = ByteBuffer()
                     for row in rows { Self.writeEvent(row, to: &buffer) }
-                    try await writer.write(buffer)
+                    try await mailbox.writing { try await writer.write(buffer) }
                     lastWrite = .now
                 }
                 try await cursor.catchUp(send)
@@ -224,7 +235,7 @@ public struct NotificationsController: Sendable {
                             try await cursor.catchUp(send)
                         }
                         if now - lastWrite >= center.settings.heartbeat {
-                            try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                            try await mailbox.writing { try await writer.write(ByteBuffer(string: ": heartbeat\n\n")) }
                             lastWrite = now
                         }
                     }
@@ -232,7 +243,7 @@ public struct NotificationsController: Sendable {
             } onGracefulShutdown: {
                 mailbox.close()
             }
-            try await writer.finish(nil)
+            try await mailbox.writing { try await writer.finish(nil) }
         }
         return Response(
             status: .ok,
