@@ -22,14 +22,43 @@ enum ClientMessage: Sendable {
     /// The client's side of the socket ended.
     case disconnected
 
+    /// A member value of a client message, as far as the protocol looks at it.
+    enum Member: Equatable {
+        case string(String)
+        case integer(Int64)
+        case null
+        /// Any other JSON value (a fraction, a bool, an array, an object).
+        case other
+    }
+
     static func parse(_ text: String) -> ClientMessage {
-        guard text.utf8.count <= 8192, case .object(let object)? = JSONValue(text: text), case .string(let type)? = object["type"]
-        else { return .invalid("messages are JSON objects with a \"type\"") }
+        guard text.utf8.count <= 8192 else { return .invalid("messages are JSON objects with a \"type\"") }
+        // Acks arrive once per delivered notification: Foundation's JSONDecoder cost more than
+        // the rest of the socket's work, so the protocol's flat messages take a short scanner.
+        guard let members = flatObject(text) ?? fullMembers(text) else { return .invalid("messages are JSON objects with a \"type\"") }
+        return message(members)
+    }
+
+    /// The members of any JSON object, through the full parser (nil: not an object).
+    static func fullMembers(_ text: String) -> [String: Member]? {
+        guard case .object(let object)? = JSONValue(text: text) else { return nil }
+        return object.mapValues { value in
+            switch value {
+            case .string(let string): return .string(string)
+            case .null: return .null
+            case .number(let number): return Int64(exactly: number).map(Member.integer) ?? .other
+            default: return .other
+            }
+        }
+    }
+
+    static func message(_ object: [String: Member]) -> ClientMessage {
+        guard case .string(let type)? = object["type"] else { return .invalid("messages are JSON objects with a \"type\"") }
         func seq(_ key: String) -> Int64?? {
             switch object[key] {
             case nil, .null?: return .some(nil)
-            case .number(let number)?:
-                guard let exact = Int64(exactly: number), exact >= 0 else { return nil }
+            case .integer(let exact)?:
+                guard exact >= 0 else { return nil }
                 return .some(exact)
             default: return nil
             }
@@ -48,6 +77,89 @@ enum ClientMessage: Sendable {
             return .ping
         default:
             return .invalid("unknown message type")
+        }
+    }
+
+    /// The members of a flat JSON object (RFC 8259) whose values are strings without escapes,
+    /// integers of at most 15 digits (exact as the full parser's doubles) or null; nil for
+    /// anything else, duplicate keys included, which the full parser then decides.
+    static func flatObject(_ text: String) -> [String: Member]? {
+        var text = text
+        return text.withUTF8 { bytes -> [String: Member]? in
+            var index = 0
+            func skipSpace() {
+                while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 { index += 1 }
+            }
+            func string() -> String? {
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+                index += 1
+                let start = index
+                while index < bytes.count {
+                    let byte = bytes[index]
+                    if byte == UInt8(ascii: "\"") {
+                        index += 1
+                        return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(index - 1)]), as: UTF8.self)
+                    }
+                    if byte == UInt8(ascii: "\\") || byte < 0x20 { return nil }
+                    index += 1
+                }
+                return nil
+            }
+            func integer() -> Int64? {
+                let start = index
+                if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+                let digits = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                let count = index - digits
+                guard count >= 1, count <= 15, count == 1 || bytes[digits] != UInt8(ascii: "0") else { return nil }
+                if index < bytes.count, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) { return nil }
+                var value: Int64 = 0
+                for position in digits..<index { value = value * 10 + Int64(bytes[position] - UInt8(ascii: "0")) }
+                return bytes[start] == UInt8(ascii: "-") ? -value : value
+            }
+            var members: [String: Member] = [:]
+            skipSpace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+            index += 1
+            skipSpace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                index += 1
+            } else {
+                while true {
+                    skipSpace()
+                    guard let key = string(), members[key] == nil else { return nil }
+                    skipSpace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+                    index += 1
+                    skipSpace()
+                    guard index < bytes.count else { return nil }
+                    switch bytes[index] {
+                    case UInt8(ascii: "\""):
+                        guard let value = string() else { return nil }
+                        members[key] = .string(value)
+                    case UInt8(ascii: "n"):
+                        guard index + 4 <= bytes.count, bytes[index + 1] == UInt8(ascii: "u"), bytes[index + 2] == UInt8(ascii: "l"),
+                            bytes[index + 3] == UInt8(ascii: "l")
+                        else { return nil }
+                        index += 4
+                        members[key] = .null
+                    default:
+                        guard let value = integer() else { return nil }
+                        members[key] = .integer(value)
+                    }
+                    skipSpace()
+                    guard index < bytes.count else { return nil }
+                    if bytes[index] == UInt8(ascii: ",") {
+                        index += 1
+                        continue
+                    }
+                    guard bytes[index] == UInt8(ascii: "}") else { return nil }
+                    index += 1
+                    break
+                }
+            }
+            skipSpace()
+            return index == bytes.count ? members : nil
         }
     }
 }

@@ -40,3 +40,30 @@ struct MailboxTests {
         #expect(batch.rows.isEmpty && !batch.overflowed)
     }
 }
+
+@Suite("Notifications: client message parsing")
+struct ClientMessageTests {
+    /// The short scanner either agrees with the full JSON parser or leaves the text to it.
+    @Test func theFlatScannerAgreesWithTheFullParser() {
+        let samples = [
+            #"{"type":"ack","seq":42}"#, #" { "seq" : 7 , "type" : "ack" } "#, #"{"type":"subscribe","since":null}"#, #"{"type":"subscribe"}"#,
+            #"{"type":"auth","token":"eyJhbGciOi.abc-_"}"#, #"{"type":"ping"}"#, #"{"type":"ack","seq":-3}"#, #"{"type":"ack","seq":-0}"#,
+            #"{"type":"ack","seq":123456789012345}"#, #"{}"#, #"{"type":"ack","seq":4.5}"#, #"{"type":"ack","seq":1e2}"#,
+            #"{"type":"ack","seq":01}"#, #"{"type":"ack","seq":9007199254740993}"#, #"{"type":"a\u0063k","seq":1}"#,
+            #"{"type":"ack","seq":1,"type":"ping"}"#, #"{"type":"ack","seq":true}"#, #"{"type":"ack","seq":[1]}"#, #"{"type":"ack""#,
+            #"{"type":"ack",}"#, #"[1]"#, #"{"type":"ack","seq":1} x"#, #"{"type":"é","x":"ü"}"#, "",
+        ]
+        for sample in samples {
+            guard let fast = ClientMessage.flatObject(sample) else { continue }
+            #expect(fast == ClientMessage.fullMembers(sample), "\(sample)")
+        }
+        // The common messages take the scanner.
+        #expect(ClientMessage.flatObject(#"{"type":"ack","seq":42}"#) == ["type": .string("ack"), "seq": .integer(42)])
+        #expect(ClientMessage.flatObject(#"{"type":"a\u0063k","seq":1}"#) == nil)
+        #expect(ClientMessage.flatObject(#"{"type":"ack","seq":1,"type":"ping"}"#) == nil)
+        if case .ack(let seq) = ClientMessage.parse(#"{"type":"ack","seq":42}"#) { #expect(seq == 42) } else { Issue.record("expected an ack") }
+        if case .ack(let seq) = ClientMessage.parse(#"{"type":"a\u0063k","seq":5}"#) { #expect(seq == 5) } else { Issue.record("expected an ack") }
+        if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":-1}"#) {} else { Issue.record("negative seq must be invalid") }
+        if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":01}"#) {} else { Issue.record("leading zero must be invalid") }
+    }
+}
