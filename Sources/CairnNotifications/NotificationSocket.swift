@@ -350,8 +350,12 @@ struct SocketSession {
         func authenticate(_ candidate: String) async throws -> (UInt16, String)? {
             let verified: Identity
             do {
-                verified = try await center.accounts.authenticate(bearer: candidate)
-                expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(candidate).exp)
+                let accounts = center.accounts
+                let (identity, exp) = try await inShortTask {
+                    (try await accounts.authenticate(bearer: candidate), try await accounts.tokens.verify(candidate).exp)
+                }
+                verified = identity
+                expiresAt = Date(timeIntervalSince1970: exp)
             } catch {
                 return (4401, "token invalid, expired or revoked; refresh and reconnect")
             }
@@ -365,7 +369,8 @@ struct SocketSession {
                 cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
                 center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId)
                 registered = (verified.tenantId, verified.userId)
-                let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
+                let store = center.store
+                let seq = try await inShortTask { try await store.currentSeq(tenantId: verified.tenantId, userId: verified.userId) }
                 cursor.last = seq
                 try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
             }
@@ -376,7 +381,8 @@ struct SocketSession {
         func fill() async throws {
             while inFlight.count < settings.maxUnacked {
                 let room = min(200, settings.maxUnacked - inFlight.count)
-                let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
+                let (store, last, tenantId, userId) = (center.store, cursor.last, cursor.tenantId, cursor.userId)
+                let rows = try await inShortTask { try await store.after(seq: last, tenantId: tenantId, userId: userId, limit: room) }
                 for row in rows {
                     try await send(notificationFrame(row), mailbox)
                     inFlight.append(InFlight(row: row, sentAt: .now))
@@ -452,7 +458,8 @@ struct SocketSession {
                 if let token, now - lastAuthCheck >= settings.authCheckInterval {
                     lastAuthCheck = now
                     do {
-                        _ = try await center.accounts.authenticate(bearer: token)
+                        let accounts = center.accounts
+                        _ = try await inShortTask { try await accounts.authenticate(bearer: token) }
                     } catch let error as AppError where error.status == .unauthorized {
                         return (4401, "session revoked or token expired; refresh and reconnect")
                     }
