@@ -396,8 +396,20 @@ struct SocketSession {
             behind = true
         }
 
+        /// When the next periodic check is due (the earliest of the checks below).
+        func nextCheck() -> ContinuousClock.Instant {
+            guard identity != nil else { return started + settings.authTimeout }
+            var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
+            let left = expiresAt.timeIntervalSinceNow
+            if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+            if subscribed { next = min(next, lastResync + settings.resyncInterval) }
+            for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
+            return next
+        }
+
         if let headerToken, let close = try await authenticate(headerToken) { return close }
         while true {
+            mailbox.nextCheck(at: nextCheck())
             let batch = await mailbox.next()
             if batch.closed { return (1001, "server shutting down") }
             if batch.clientFlood { return (1008, "too many messages") }
@@ -448,7 +460,7 @@ struct SocketSession {
                 }
             }
             if batch.ticked {
-                let now = ContinuousClock.now
+                let now = batch.tickedAt ?? .now
                 if identity == nil {
                     if now - started >= settings.authTimeout { return (4408, "no auth message in time") }
                     continue

@@ -212,6 +212,12 @@ public struct NotificationsController: Sendable {
                 }
                 try await cursor.catchUp(send)
                 loop: while !Task.isCancelled {
+                    // Ticks wake the stream only when one of the checks below is due.
+                    var due = min(lastWrite + center.settings.heartbeat, lastAuthCheck + center.settings.authCheckInterval)
+                    due = min(due, lastResync + center.settings.resyncInterval)
+                    let left = expiresAt.timeIntervalSinceNow
+                    if left < 86_400 { due = min(due, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+                    mailbox.nextCheck(at: due)
                     let batch = await mailbox.next()
                     if batch.closed { break }
                     if batch.overflowed || batch.resync {
@@ -220,7 +226,7 @@ public struct NotificationsController: Sendable {
                         try await cursor.deliver(batch.rows, send)
                     }
                     if batch.ticked {
-                        let now = ContinuousClock.now
+                        let now = batch.tickedAt ?? .now
                         if Date() >= expiresAt { break loop }
                         if now - lastAuthCheck >= center.settings.authCheckInterval {
                             lastAuthCheck = now

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import CairnNotifications
@@ -38,6 +39,47 @@ struct MailboxTests {
         let batch = await mailbox.next()
         #expect(batch.resync)
         #expect(batch.rows.isEmpty && !batch.overflowed)
+    }
+}
+
+@Suite("Notifications: mailbox wakes and watchdog")
+struct MailboxWakeTests {
+    private static func row(_ seq: Int64) -> StoredNotification {
+        StoredNotification(
+            id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil)
+    }
+
+    /// Ticks before the consumer's next check leave it asleep; the first one at or after it wakes it.
+    @Test func ticksWakeOnlyWhenACheckIsDue() async {
+        let mailbox = Mailbox(capacity: 10)
+        let now = ContinuousClock.now
+        mailbox.nextCheck(at: now + .seconds(5))
+        mailbox.tick(now: now + .seconds(4))
+        mailbox.push(client: .ping)
+        #expect(await !mailbox.next().ticked)
+        mailbox.tick(now: now + .seconds(5))
+        let batch = await mailbox.next()
+        #expect(batch.ticked && batch.tickedAt == now + .seconds(5))
+    }
+
+    /// The watchdog: a write still waiting at a tick past the write timeout, or (when asked) an
+    /// overflow during a write, calls `onStall` once; neither happens outside a write.
+    @Test func stalledWritesAreReportedOnce() async throws {
+        let stalls = Mutex<[Mailbox.Stall]>([])
+        let mailbox = Mailbox(capacity: 1, writeTimeout: .zero, stallOnOverflow: true) { reason in stalls.withLock { $0.append(reason) } }
+        mailbox.tick()
+        mailbox.push([Self.row(1), Self.row(2)])
+        #expect(stalls.withLock { $0 }.isEmpty)
+        _ = await mailbox.next()
+        try await mailbox.writing {
+            mailbox.push([Self.row(1), Self.row(2)])
+            mailbox.tick()
+        }
+        #expect(stalls.withLock { $0 } == [.overflow])
+        #expect(mailbox.hasStalled)
+        let late = Mailbox(capacity: 10, writeTimeout: .zero) { reason in stalls.withLock { $0.append(reason) } }
+        try await late.writing { late.tick() }
+        #expect(stalls.withLock { $0 } == [.overflow, .writeTimeout])
     }
 }
 
