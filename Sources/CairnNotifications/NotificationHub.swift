@@ -26,6 +26,12 @@ struct MailboxBatch: Sendable {
     var tickedAt: ContinuousClock.Instant?
     /// Messages from the client (WebSocket), in order.
     var client: [ClientMessage] = []
+    /// The highest cumulative ack taken aside (see ``Mailbox/takeAcksAside(wake:)``), and when
+    /// the last of them arrived. They ride along with whatever wakes the consumer next.
+    var acked: Int64?
+    var ackedAt: ContinuousClock.Instant?
+    /// An ack arrived while the consumer asked to be woken by one.
+    var ackWake = false
     /// The mailbox was closed (server shutdown or the socket ended).
     var closed = false
     /// More client messages arrived than the mailbox holds.
@@ -34,7 +40,8 @@ struct MailboxBatch: Sendable {
     /// before it, so the connection re-reads its inbox after its cursor.
     var resync = false
 
-    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync }
+    /// Nothing that needs the consumer: acks taken aside alone do not count.
+    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync && !ackWake }
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
@@ -58,6 +65,9 @@ final class Mailbox: Sendable {
         var stalled = false
         /// The consumer's next periodic check; ticks before it do not wake it (nil: every tick does).
         var checkAt: ContinuousClock.Instant?
+        /// Acks are kept aside rather than queued; `wakeOnAck` says whether one wakes the consumer.
+        var acksAside = false
+        var wakeOnAck = true
     }
     /// Why the watchdog gave up on a connection.
     enum Stall: Sendable {
@@ -140,6 +150,26 @@ final class Mailbox: Sendable {
     /// following another waiting ack replaces it with the higher seq: a client that acks every
     /// frame of a long replay (as the protocol invites) is never taken for a flood.
     func push(client message: ClientMessage) {
+        if case .ack(let seq) = message {
+            // An ack only frees room in the in-flight window: it wakes the consumer when that
+            // window is full, and otherwise rides along with the next wake (one task switch
+            // saved per delivered notification).
+            let now = ContinuousClock.now
+            let outcome = state.withLock { state -> (aside: Bool, resume: (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)?) in
+                guard state.acksAside else { return (false, nil) }
+                state.batch.acked = max(state.batch.acked ?? seq, seq)
+                state.batch.ackedAt = now
+                guard state.wakeOnAck else { return (true, nil) }
+                state.batch.ackWake = true
+                guard let waiter = state.waiter else { return (true, nil) }
+                state.waiter = nil
+                let batch = state.batch
+                state.batch = MailboxBatch()
+                return (true, (waiter, batch))
+            }
+            if let (waiter, batch) = outcome.resume { waiter.resume(returning: batch) }
+            if outcome.aside { return }
+        }
         mutate { batch in
             if case .ack(let seq) = message, case .ack(let previous)? = batch.client.last {
                 batch.client[batch.client.count - 1] = .ack(seq: max(seq, previous))
@@ -148,6 +178,18 @@ final class Mailbox: Sendable {
             } else {
                 batch.client.append(message)
             }
+        }
+    }
+
+    /// From now on acks are kept aside instead of queued in order (the consumer has subscribed,
+    /// so their order among other messages no longer matters); `wake` says whether an ack
+    /// wakes the consumer (its in-flight window is full) or waits for the next wake.
+    func takeAcksAside(wake: Bool) {
+        state.withLock {
+            $0.acksAside = true
+            $0.wakeOnAck = wake
+            // An ack set aside before the window filled must not leave the consumer waiting.
+            if wake, $0.batch.acked != nil { $0.batch.ackWake = true }
         }
     }
 

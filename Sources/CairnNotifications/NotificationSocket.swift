@@ -410,9 +410,15 @@ struct SocketSession {
         if let headerToken, let close = try await authenticate(headerToken) { return close }
         while true {
             mailbox.nextCheck(at: nextCheck())
+            if subscribed { mailbox.takeAcksAside(wake: behind) }
             let batch = await mailbox.next()
             if batch.closed { return (1001, "server shutting down") }
             if batch.clientFlood { return (1008, "too many messages") }
+            if let acked = batch.acked {
+                lastClientMessage = max(lastClientMessage, batch.ackedAt ?? .now)
+                inFlight.removeAll { $0.row.seq <= acked }
+                if behind { try await fill() }
+            }
             for message in batch.client {
                 lastClientMessage = .now
                 switch message {

@@ -49,6 +49,28 @@ struct MailboxWakeTests {
             id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil)
     }
 
+    /// Acks set aside ride along with the next wake, the highest one kept.
+    @Test func acksSetAsideRideAlongWithTheNextWake() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.takeAcksAside(wake: false)
+        mailbox.push(client: .ack(seq: 3))
+        mailbox.push(client: .ack(seq: 5))
+        mailbox.push([Self.row(6)])
+        let batch = await mailbox.next()
+        #expect(batch.acked == 5 && batch.client.isEmpty && batch.rows.map(\.seq) == [6])
+    }
+
+    /// A consumer whose window is full is woken by an ack, also one set aside just before it asked.
+    @Test func aFullWindowIsWokenByAnAck() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.takeAcksAside(wake: false)
+        mailbox.push(client: .ack(seq: 2))
+        mailbox.takeAcksAside(wake: true)
+        #expect(await mailbox.next().acked == 2)
+        mailbox.push(client: .ack(seq: 4))
+        #expect(await mailbox.next().acked == 4)
+    }
+
     /// Ticks before the consumer's next check leave it asleep; the first one at or after it wakes it.
     @Test func ticksWakeOnlyWhenACheckIsDue() async {
         let mailbox = Mailbox(capacity: 10)
