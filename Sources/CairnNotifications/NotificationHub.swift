@@ -4,15 +4,6 @@ import Metrics
 import SQLKit
 import Synchronization
 
-/// Runs `work` in a task of its own and waits for it. A live connection's task lasts as long as
-/// the connection and keeps the deepest stack it ever reached (the concurrency runtime frees a
-/// task's stack slabs only when the task ends); database reads and token checks run deep, so
-/// they run here and their frames go when they return instead of staying with every idle
-/// connection.
-func inShortTask<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await Task { try await work() }.value
-}
-
 /// What a live connection's mailbox holds when its consumer wakes.
 struct MailboxBatch: Sendable {
     /// Live notifications, in arrival order (not necessarily seq order).

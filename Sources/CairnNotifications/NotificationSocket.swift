@@ -350,12 +350,8 @@ struct SocketSession {
         func authenticate(_ candidate: String) async throws -> (UInt16, String)? {
             let verified: Identity
             do {
-                let accounts = center.accounts
-                let (identity, exp) = try await inShortTask {
-                    (try await accounts.authenticate(bearer: candidate), try await accounts.tokens.verify(candidate).exp)
-                }
-                verified = identity
-                expiresAt = Date(timeIntervalSince1970: exp)
+                verified = try await center.accounts.authenticate(bearer: candidate)
+                expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(candidate).exp)
             } catch {
                 return (4401, "token invalid, expired or revoked; refresh and reconnect")
             }
@@ -369,8 +365,7 @@ struct SocketSession {
                 cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
                 center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId)
                 registered = (verified.tenantId, verified.userId)
-                let store = center.store
-                let seq = try await inShortTask { try await store.currentSeq(tenantId: verified.tenantId, userId: verified.userId) }
+                let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
                 cursor.last = seq
                 try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
             }
@@ -381,8 +376,7 @@ struct SocketSession {
         func fill() async throws {
             while inFlight.count < settings.maxUnacked {
                 let room = min(200, settings.maxUnacked - inFlight.count)
-                let (store, last, tenantId, userId) = (center.store, cursor.last, cursor.tenantId, cursor.userId)
-                let rows = try await inShortTask { try await store.after(seq: last, tenantId: tenantId, userId: userId, limit: room) }
+                let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
                 for row in rows {
                     try await send(notificationFrame(row), mailbox)
                     inFlight.append(InFlight(row: row, sentAt: .now))
@@ -476,8 +470,7 @@ struct SocketSession {
                 if let token, now - lastAuthCheck >= settings.authCheckInterval {
                     lastAuthCheck = now
                     do {
-                        let accounts = center.accounts
-                        _ = try await inShortTask { try await accounts.authenticate(bearer: token) }
+                        _ = try await center.accounts.authenticate(bearer: token)
                     } catch let error as AppError where error.status == .unauthorized {
                         return (4401, "session revoked or token expired; refresh and reconnect")
                     }

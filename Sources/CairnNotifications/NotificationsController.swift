@@ -198,7 +198,7 @@ public struct NotificationsController: Sendable {
                 if let since {
                     cursor.last = since
                 } else {
-                    cursor.last = try await inShortTask { try await center.store.currentSeq(tenantId: identity.tenantId, userId: identity.userId) }
+                    cursor.last = try await center.store.currentSeq(tenantId: identity.tenantId, userId: identity.userId)
                 }
                 var lastWrite = ContinuousClock.now
                 var lastAuthCheck = ContinuousClock.now
@@ -231,7 +231,7 @@ public struct NotificationsController: Sendable {
                         if now - lastAuthCheck >= center.settings.authCheckInterval {
                             lastAuthCheck = now
                             do {
-                                _ = try await inShortTask { try await center.accounts.authenticate(bearer: token) }
+                                _ = try await center.accounts.authenticate(bearer: token)
                             } catch let error as AppError where error.status == .unauthorized {
                                 break loop
                             }
@@ -278,8 +278,7 @@ struct LiveCursor {
     /// Sends everything stored after `last`, in pages of 200.
     mutating func catchUp(_ send: ([StoredNotification]) async throws -> Void) async throws {
         while true {
-            let (store, after, tenantId, userId) = (store, last, tenantId, userId)
-            let rows = try await inShortTask { try await store.after(seq: after, tenantId: tenantId, userId: userId, limit: 200) }
+            let rows = try await store.after(seq: last, tenantId: tenantId, userId: userId, limit: 200)
             guard let end = rows.last?.seq else { return }
             try await send(rows)
             last = end
