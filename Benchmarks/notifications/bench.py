@@ -65,6 +65,7 @@ def client_process(port, tokens, ready_queue, result_queue, stop_event):
     async def main():
         latencies = {"b": [], "t": []}
         counts = {"b": 0, "t": 0}
+        rounds = {}
         ready = [0]
 
         async def one(token):
@@ -88,6 +89,8 @@ def client_process(port, tokens, ready_queue, result_queue, stop_event):
                                 phase = data.get("p", "t")
                                 latencies[phase].append((now - data["t"]) * 1000)
                                 counts[phase] += 1
+                                if "r" in data:
+                                    rounds.setdefault(data["r"], []).append((now - data["t"]) * 1000)
                                 await ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
                         return
                 except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
@@ -100,7 +103,7 @@ def client_process(port, tokens, ready_queue, result_queue, stop_event):
                 await asyncio.sleep(0.05)  # spread the handshakes a little
         while not stop_event.is_set():
             await asyncio.sleep(0.2)
-        result_queue.put((latencies, counts))
+        result_queue.put((latencies, counts, rounds))
         for task in tasks:
             task.cancel()
 
@@ -185,7 +188,7 @@ def main():
         for r in range(args.rounds):
             start = time.time()
             status, body = request(port, "POST", "/notifications",
-                                   {"audience": "tenant", "type": "system_alert", "title": f"b{r}", "data": {"t": start, "p": "b"}}, admin)
+                                   {"audience": "tenant", "type": "system_alert", "title": f"b{r}", "data": {"t": start, "p": "b", "r": r}}, admin)
             assert status == 202, (status, body)
             answered = time.time() - start
             # A tenant broadcast is a job: the 202 comes at once, the rows follow. Latency stays
@@ -231,11 +234,19 @@ def main():
         stop_event.set()
         latencies = {"b": [], "t": []}
         received = {"b": 0, "t": 0}
+        per_round = {}
         for _ in procs:
-            lat, count = result_queue.get(timeout=120)
+            lat, count, rounds = result_queue.get(timeout=120)
             for phase in ("b", "t"):
                 latencies[phase] += lat[phase]
                 received[phase] += count[phase]
+            for r, values in rounds.items():
+                per_round.setdefault(r, []).extend(values)
+        # When a round's first and last deliveries arrive tells storing (first late) from fan-out (spread).
+        for r in sorted(per_round):
+            values = per_round[r]
+            print(f"broadcast {r} deliveries (ms after publish): first {min(values):.0f} p50 {percentile(values, 50):.0f} "
+                  f"last {max(values):.0f} ({len(values)} received)", flush=True)
         b = latencies["b"]
         print(f"broadcast latency publish->receive (ms): p50 {percentile(b, 50):.1f} p90 {percentile(b, 90):.1f} "
               f"p99 {percentile(b, 99):.1f} max {max(b or [0]):.1f}; deliveries {received['b']} of {broadcast_expected} "

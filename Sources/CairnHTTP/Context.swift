@@ -1,7 +1,7 @@
 public import Hummingbird
 public import HummingbirdWebSocket
 import Logging
-import NIOCore
+public import NIOCore
 
 /// Roles a user can hold within a tenant. `owner` and `admin` manage users.
 public enum Role: String, Sendable, Codable, CaseIterable {
@@ -68,11 +68,15 @@ public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, 
     public let remoteAddress: SocketAddress?
     /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
     public let webSocket: WebSocketHandlerReference<CairnRequestContext>
+    /// The request's connection: long-lived responses (WebSocket, SSE) close it when the client
+    /// stops reading, since a write waiting for the peer cannot be cancelled otherwise.
+    public let channel: any Channel
 
     /// Creates the context for one request.
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.channel = source.channel
         self.webSocket = .init()
     }
 
@@ -95,6 +99,8 @@ public struct AuthenticatedContext: ChildRequestContext {
     public let identity: Identity
     /// The client's IP address as text.
     public let clientAddress: String
+    /// The request's connection (see ``CairnRequestContext/channel``).
+    public let channel: any Channel
 
     /// Builds the child context; throws 401 when the parent carries no identity, which can only
     /// happen if a route was mounted without the Bearer middleware.
@@ -106,6 +112,7 @@ public struct AuthenticatedContext: ChildRequestContext {
         self.requestId = context.requestId
         self.identity = identity
         self.clientAddress = context.clientAddress
+        self.channel = context.channel
     }
 
     /// Bodies above 1 MiB are refused with 413.

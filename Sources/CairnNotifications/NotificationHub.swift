@@ -12,8 +12,17 @@ struct MailboxBatch: Sendable {
     var overflowed = false
     /// The hub's ticker fired (heartbeats, token checks, ack timeouts).
     var ticked = false
+    /// When the tick fired: the consumer measures its intervals from it, so a check due at a
+    /// tick is not put off to the next one by the time it took to wake.
+    var tickedAt: ContinuousClock.Instant?
     /// Messages from the client (WebSocket), in order.
     var client: [ClientMessage] = []
+    /// The highest cumulative ack taken aside (see ``Mailbox/takeAcksAside(wake:)``), and when
+    /// the last of them arrived. They ride along with whatever wakes the consumer next.
+    var acked: Int64?
+    var ackedAt: ContinuousClock.Instant?
+    /// An ack arrived while the consumer asked to be woken by one.
+    var ackWake = false
     /// The mailbox was closed (server shutdown or the socket ended).
     var closed = false
     /// More client messages arrived than the mailbox holds.
@@ -22,24 +31,81 @@ struct MailboxBatch: Sendable {
     /// before it, so the connection re-reads its inbox after its cursor.
     var resync = false
 
-    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync }
+    /// Nothing that needs the consumer: acks taken aside alone do not count.
+    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync && !ackWake }
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
 /// hub, the ticker, the socket reader) push without waiting; the connection's one task takes
 /// everything at once. Bounded: past `capacity` rows it drops them and flags an overflow, so a
 /// slow consumer costs at most `capacity` rows of memory and nothing is lost (it re-reads).
+///
+/// It is also the connection's write watchdog. Writes wait for the peer (NIO's outbound
+/// writers suspend while the channel is not writable), so a client that stops reading parks
+/// its consumer inside a write, where it sees neither overflows nor ticks. The consumer wraps
+/// each write in ``writing(_:)``; the hub's ticker (``tick()``) and, if asked, an overflow
+/// during a write call `onStall` from outside, which closes the channel and so fails the write.
 final class Mailbox: Sendable {
     private struct State {
         var batch = MailboxBatch()
         var waiter: CheckedContinuation<MailboxBatch, Never>?
         var isClosed = false
+        /// When the write in progress started (nil: none).
+        var writingSince: ContinuousClock.Instant?
+        /// `onStall` ran (it runs once).
+        var stalled = false
+        /// The consumer's next periodic check; ticks before it do not wake it (nil: every tick does).
+        var checkAt: ContinuousClock.Instant?
+        /// Acks are kept aside rather than queued; `wakeOnAck` says whether one wakes the consumer.
+        var acksAside = false
+        var wakeOnAck = true
+    }
+    /// Why the watchdog gave up on a connection.
+    enum Stall: Sendable {
+        /// A write did not complete within the write timeout.
+        case writeTimeout
+        /// The mailbox overflowed while a write was waiting.
+        case overflow
     }
     private let state = Mutex(State())
     let capacity: Int
+    private let writeTimeout: Duration
+    private let stallOnOverflow: Bool
+    private let onStall: (@Sendable (Stall) -> Void)?
 
-    init(capacity: Int) {
+    /// - Parameters:
+    ///   - writeTimeout: a write still waiting after this long is a stall.
+    ///   - stallOnOverflow: an overflow while a write waits is a stall at once (WebSocket: an
+    ///     overflow closes the socket anyway; SSE re-reads instead, so it passes false).
+    ///   - onStall: closes the connection; runs at most once, on a producer's task.
+    init(
+        capacity: Int, writeTimeout: Duration = .seconds(10), stallOnOverflow: Bool = false,
+        onStall: (@Sendable (Stall) -> Void)? = nil
+    ) {
         self.capacity = capacity
+        self.writeTimeout = writeTimeout
+        self.stallOnOverflow = stallOnOverflow
+        self.onStall = onStall
+    }
+
+    /// Runs one write of the consumer under the watchdog.
+    func writing<T>(_ write: () async throws -> T) async throws -> T {
+        state.withLock { $0.writingSince = .now }
+        defer { state.withLock { $0.writingSince = nil } }
+        return try await write()
+    }
+
+    /// True once `onStall` has run: the connection is being closed.
+    var hasStalled: Bool { state.withLock { $0.stalled } }
+
+    private func stall(_ reason: Stall) {
+        guard let onStall else { return }
+        let first = state.withLock { state -> Bool in
+            if state.stalled { return false }
+            state.stalled = true
+            return true
+        }
+        if first { onStall(reason) }
     }
 
     private func mutate(_ change: (inout MailboxBatch) -> Void) {
@@ -57,21 +123,44 @@ final class Mailbox: Sendable {
     /// Adds live rows.
     func push(_ rows: [StoredNotification]) {
         let capacity = self.capacity
+        var overflowedNow = false
         mutate { batch in
             if batch.overflowed { return }
             if batch.rows.count + rows.count > capacity {
                 batch.rows.removeAll()
                 batch.overflowed = true
+                overflowedNow = true
             } else {
                 batch.rows.append(contentsOf: rows)
             }
         }
+        if overflowedNow, stallOnOverflow, state.withLock({ $0.writingSince != nil }) { stall(.overflow) }
     }
 
     /// Adds a client message; more than 64 waiting is a flood. Acks are cumulative, so an ack
     /// following another waiting ack replaces it with the higher seq: a client that acks every
     /// frame of a long replay (as the protocol invites) is never taken for a flood.
     func push(client message: ClientMessage) {
+        if case .ack(let seq) = message {
+            // An ack only frees room in the in-flight window: it wakes the consumer when that
+            // window is full, and otherwise rides along with the next wake (one task switch
+            // saved per delivered notification).
+            let now = ContinuousClock.now
+            let outcome = state.withLock { state -> (aside: Bool, resume: (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)?) in
+                guard state.acksAside else { return (false, nil) }
+                state.batch.acked = max(state.batch.acked ?? seq, seq)
+                state.batch.ackedAt = now
+                guard state.wakeOnAck else { return (true, nil) }
+                state.batch.ackWake = true
+                guard let waiter = state.waiter else { return (true, nil) }
+                state.waiter = nil
+                let batch = state.batch
+                state.batch = MailboxBatch()
+                return (true, (waiter, batch))
+            }
+            if let (waiter, batch) = outcome.resume { waiter.resume(returning: batch) }
+            if outcome.aside { return }
+        }
         mutate { batch in
             if case .ack(let seq) = message, case .ack(let previous)? = batch.client.last {
                 batch.client[batch.client.count - 1] = .ack(seq: max(seq, previous))
@@ -83,14 +172,39 @@ final class Mailbox: Sendable {
         }
     }
 
+    /// From now on acks are kept aside instead of queued in order (the consumer has subscribed,
+    /// so their order among other messages no longer matters); `wake` says whether an ack
+    /// wakes the consumer (its in-flight window is full) or waits for the next wake.
+    func takeAcksAside(wake: Bool) {
+        state.withLock {
+            $0.acksAside = true
+            $0.wakeOnAck = wake
+            // An ack set aside before the window filled must not leave the consumer waiting.
+            if wake, $0.batch.acked != nil { $0.batch.ackWake = true }
+        }
+    }
+
     /// Asks the consumer to re-read its inbox after its cursor.
     func requestResync() {
         mutate { $0.resync = true }
     }
 
-    /// Wakes the consumer for its periodic checks.
-    func tick() {
-        mutate { $0.ticked = true }
+    /// Tells when the consumer's next periodic check is due: until then ticks leave it asleep
+    /// (10,000 idle sockets woken every second cost a tenth of a core and delayed broadcasts).
+    func nextCheck(at instant: ContinuousClock.Instant) {
+        state.withLock { $0.checkAt = instant }
+    }
+
+    /// Wakes the consumer for its periodic checks if one is due at `now`, and checks the write in progress.
+    func tick(now: ContinuousClock.Instant = .now) {
+        let (due, since) = state.withLock { state in (state.checkAt.map { now >= $0 } ?? true, state.writingSince) }
+        if due {
+            mutate {
+                $0.ticked = true
+                $0.tickedAt = now
+            }
+        }
+        if let since, now - since >= writeTimeout { stall(.writeTimeout) }
     }
 
     /// Ends the consumer's loop.
@@ -231,7 +345,8 @@ public final class NotificationHub: Sendable {
                 try? await Task.sleep(for: interval)
                 guard let self else { return }
                 let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
-                for mailbox in all { mailbox.tick() }
+                let now = ContinuousClock.now
+                for mailbox in all { mailbox.tick(now: now) }
             }
         }
         let keep = state.withLock { state -> Bool in

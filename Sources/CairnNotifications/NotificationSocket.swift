@@ -5,6 +5,8 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 import HummingbirdWebSocket
+import Logging
+import Metrics
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
@@ -20,14 +22,43 @@ enum ClientMessage: Sendable {
     /// The client's side of the socket ended.
     case disconnected
 
+    /// A member value of a client message, as far as the protocol looks at it.
+    enum Member: Equatable {
+        case string(String)
+        case integer(Int64)
+        case null
+        /// Any other JSON value (a fraction, a bool, an array, an object).
+        case other
+    }
+
     static func parse(_ text: String) -> ClientMessage {
-        guard text.utf8.count <= 8192, case .object(let object)? = JSONValue(text: text), case .string(let type)? = object["type"]
-        else { return .invalid("messages are JSON objects with a \"type\"") }
+        guard text.utf8.count <= 8192 else { return .invalid("messages are JSON objects with a \"type\"") }
+        // Acks arrive once per delivered notification: Foundation's JSONDecoder cost more than
+        // the rest of the socket's work, so the protocol's flat messages take a short scanner.
+        guard let members = flatObject(text) ?? fullMembers(text) else { return .invalid("messages are JSON objects with a \"type\"") }
+        return message(members)
+    }
+
+    /// The members of any JSON object, through the full parser (nil: not an object).
+    static func fullMembers(_ text: String) -> [String: Member]? {
+        guard case .object(let object)? = JSONValue(text: text) else { return nil }
+        return object.mapValues { value in
+            switch value {
+            case .string(let string): return .string(string)
+            case .null: return .null
+            case .number(let number): return Int64(exactly: number).map(Member.integer) ?? .other
+            default: return .other
+            }
+        }
+    }
+
+    static func message(_ object: [String: Member]) -> ClientMessage {
+        guard case .string(let type)? = object["type"] else { return .invalid("messages are JSON objects with a \"type\"") }
         func seq(_ key: String) -> Int64?? {
             switch object[key] {
             case nil, .null?: return .some(nil)
-            case .number(let number)?:
-                guard let exact = Int64(exactly: number), exact >= 0 else { return nil }
+            case .integer(let exact)?:
+                guard exact >= 0 else { return nil }
                 return .some(exact)
             default: return nil
             }
@@ -46,6 +77,89 @@ enum ClientMessage: Sendable {
             return .ping
         default:
             return .invalid("unknown message type")
+        }
+    }
+
+    /// The members of a flat JSON object (RFC 8259) whose values are strings without escapes,
+    /// integers of at most 15 digits (exact as the full parser's doubles) or null; nil for
+    /// anything else, duplicate keys included, which the full parser then decides.
+    static func flatObject(_ text: String) -> [String: Member]? {
+        var text = text
+        return text.withUTF8 { bytes -> [String: Member]? in
+            var index = 0
+            func skipSpace() {
+                while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x0A || bytes[index] == 0x0D || bytes[index] == 0x09 { index += 1 }
+            }
+            func string() -> String? {
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+                index += 1
+                let start = index
+                while index < bytes.count {
+                    let byte = bytes[index]
+                    if byte == UInt8(ascii: "\"") {
+                        index += 1
+                        return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<(index - 1)]), as: UTF8.self)
+                    }
+                    if byte == UInt8(ascii: "\\") || byte < 0x20 { return nil }
+                    index += 1
+                }
+                return nil
+            }
+            func integer() -> Int64? {
+                let start = index
+                if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+                let digits = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                let count = index - digits
+                guard count >= 1, count <= 15, count == 1 || bytes[digits] != UInt8(ascii: "0") else { return nil }
+                if index < bytes.count, [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) { return nil }
+                var value: Int64 = 0
+                for position in digits..<index { value = value * 10 + Int64(bytes[position] - UInt8(ascii: "0")) }
+                return bytes[start] == UInt8(ascii: "-") ? -value : value
+            }
+            var members: [String: Member] = [:]
+            skipSpace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+            index += 1
+            skipSpace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                index += 1
+            } else {
+                while true {
+                    skipSpace()
+                    guard let key = string(), members[key] == nil else { return nil }
+                    skipSpace()
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
+                    index += 1
+                    skipSpace()
+                    guard index < bytes.count else { return nil }
+                    switch bytes[index] {
+                    case UInt8(ascii: "\""):
+                        guard let value = string() else { return nil }
+                        members[key] = .string(value)
+                    case UInt8(ascii: "n"):
+                        guard index + 4 <= bytes.count, bytes[index + 1] == UInt8(ascii: "u"), bytes[index + 2] == UInt8(ascii: "l"),
+                            bytes[index + 3] == UInt8(ascii: "l")
+                        else { return nil }
+                        index += 4
+                        members[key] = .null
+                    default:
+                        guard let value = integer() else { return nil }
+                        members[key] = .integer(value)
+                    }
+                    skipSpace()
+                    guard index < bytes.count else { return nil }
+                    if bytes[index] == UInt8(ascii: ",") {
+                        index += 1
+                        continue
+                    }
+                    guard bytes[index] == UInt8(ascii: "}") else { return nil }
+                    index += 1
+                    break
+                }
+            }
+            skipSpace()
+            return index == bytes.count ? members : nil
         }
     }
 }
@@ -69,8 +183,11 @@ enum ClientMessage: Sendable {
 ///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect);
 /// 4408 no `auth` in time, or no client message for 60 s; 1008 a malformed or unexpected
-/// message; 1013 slow consumer (its buffer filled; reconnect and resume from the last ack);
-/// 1001 server shutdown. Tokens are never logged.
+/// message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
+/// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
+/// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
+/// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
+/// Tokens are never logged.
 public struct NotificationSocketController: Sendable {
     let center: Notifier
 
@@ -108,7 +225,7 @@ public struct NotificationSocketController: Sendable {
             },
             onUpgrade: { inbound, outbound, context in
                 let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
-                let session = SocketSession(center: center, outbound: outbound)
+                let session = SocketSession(center: center, outbound: outbound, channel: context.requestContext.channel)
                 try await session.run(inbound: inbound, headerToken: token)
             })
     }
@@ -118,6 +235,7 @@ public struct NotificationSocketController: Sendable {
 struct SocketSession {
     let center: Notifier
     let outbound: WebSocketOutboundWriter
+    let channel: any Channel
 
     enum Closing: Error {
         case close(UInt16, String)
@@ -128,8 +246,29 @@ struct SocketSession {
         var sentAt: ContinuousClock.Instant
     }
 
-    func send(_ text: String) async throws {
-        try await outbound.write(.text(text))
+    /// Closes a socket whose client stopped reading: the session's task is parked in a write
+    /// that only the channel's closing can fail. The 1013 close frame is queued behind the
+    /// unread data (a client that resumes reading gets it); the connection is dropped once it
+    /// is written, or after 2 s.
+    static func closeSlowConsumer(_ channel: any Channel, reason: Mailbox.Stall, center: Notifier) {
+        center.logger.warning(
+            "closing a slow WebSocket consumer with 1013",
+            metadata: ["reason": "\(reason == .writeTimeout ? "write timeout" : "buffer overflow during a write")"])
+        Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "websocket")]).increment()
+        var data = ByteBuffer()
+        data.write(webSocketErrorCode: .init(codeNumber: 1013))
+        data.writeString("slow consumer: reconnect and resume from your last ack")
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: written)
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        written.futureResult.whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+    }
+
+    func send(_ text: String, _ mailbox: Mailbox) async throws {
+        try await mailbox.writing { try await outbound.write(.text(text)) }
     }
 
     func notificationFrame(_ row: StoredNotification) -> String {
@@ -147,7 +286,10 @@ struct SocketSession {
 
     func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
         let settings = center.settings
-        let mailbox = Mailbox(capacity: settings.mailboxCapacity)
+        let (channel, center) = (self.channel, self.center)
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity, writeTimeout: settings.writeTimeout, stallOnOverflow: true) {
+            Self.closeSlowConsumer(channel, reason: $0, center: center)
+        }
         var registered: (tenantId: String, userId: String)?
         defer {
             if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId) }
@@ -180,11 +322,13 @@ struct SocketSession {
                 group.cancelAll()
                 return result
             }
-        } catch is CancellationError {
-            return
+        } catch {
+            // A stalled write fails once the watchdog closes the channel: the socket is done.
+            if error is CancellationError || mailbox.hasStalled { return }
+            throw error
         }
         if closeCode.0 != 0 {
-            try? await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1)
+            try? await mailbox.writing { try await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1) }
         }
     }
 
@@ -223,7 +367,7 @@ struct SocketSession {
                 registered = (verified.tenantId, verified.userId)
                 let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
                 cursor.last = seq
-                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#)
+                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
             }
             return nil
         }
@@ -234,7 +378,7 @@ struct SocketSession {
                 let room = min(200, settings.maxUnacked - inFlight.count)
                 let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
                 for row in rows {
-                    try await send(notificationFrame(row))
+                    try await send(notificationFrame(row), mailbox)
                     inFlight.append(InFlight(row: row, sentAt: .now))
                     cursor.last = row.seq
                 }
@@ -246,11 +390,29 @@ struct SocketSession {
             behind = true
         }
 
+        /// When the next periodic check is due (the earliest of the checks below).
+        func nextCheck() -> ContinuousClock.Instant {
+            guard identity != nil else { return started + settings.authTimeout }
+            var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
+            let left = expiresAt.timeIntervalSinceNow
+            if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+            if subscribed { next = min(next, lastResync + settings.resyncInterval) }
+            for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
+            return next
+        }
+
         if let headerToken, let close = try await authenticate(headerToken) { return close }
         while true {
+            mailbox.nextCheck(at: nextCheck())
+            if subscribed { mailbox.takeAcksAside(wake: behind) }
             let batch = await mailbox.next()
             if batch.closed { return (1001, "server shutting down") }
             if batch.clientFlood { return (1008, "too many messages") }
+            if let acked = batch.acked {
+                lastClientMessage = max(lastClientMessage, batch.ackedAt ?? .now)
+                inFlight.removeAll { $0.row.seq <= acked }
+                if behind { try await fill() }
+            }
             for message in batch.client {
                 lastClientMessage = .now
                 switch message {
@@ -261,7 +423,7 @@ struct SocketSession {
                 case .auth(let candidate):
                     if let close = try await authenticate(candidate) { return close }
                 case .ping:
-                    try await send(#"{"type":"pong"}"#)
+                    try await send(#"{"type":"pong"}"#, mailbox)
                 case .subscribe(let since):
                     guard identity != nil else { return (4401, "authenticate first") }
                     guard !subscribed else { return (1008, "already subscribed") }
@@ -290,7 +452,7 @@ struct SocketSession {
                             try await fill()
                             break
                         }
-                        try await send(notificationFrame(row))
+                        try await send(notificationFrame(row), mailbox)
                         inFlight.append(InFlight(row: row, sentAt: .now))
                         cursor.last = row.seq
                         expected = row.seq + 1
@@ -298,7 +460,7 @@ struct SocketSession {
                 }
             }
             if batch.ticked {
-                let now = ContinuousClock.now
+                let now = batch.tickedAt ?? .now
                 if identity == nil {
                     if now - started >= settings.authTimeout { return (4408, "no auth message in time") }
                     continue
@@ -318,7 +480,7 @@ struct SocketSession {
                     try await fill()
                 }
                 for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
-                    try await send(notificationFrame(inFlight[index].row))
+                    try await send(notificationFrame(inFlight[index].row), mailbox)
                     inFlight[index].sentAt = now
                 }
             }

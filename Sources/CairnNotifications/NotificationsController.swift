@@ -5,6 +5,8 @@ public import CairnStorage
 import Foundation
 import HTTPTypes
 public import Hummingbird
+import Logging
+import Metrics
 import NIOCore
 import ServiceLifecycle
 import Synchronization
@@ -177,7 +179,9 @@ public struct NotificationsController: Sendable {
     /// was written for `heartbeat` (15 s); `retry: 3000` advises the reconnect delay. The
     /// stream ends on server shutdown, when the access token expires, or within seconds of
     /// the user's sessions being revoked. The access token comes in the `Authorization` header
-    /// or, for browsers' `EventSource`, as `?access_token=` (RFC 6750 §2.3).
+    /// or, for browsers' `EventSource`, as `?access_token=` (RFC 6750 §2.3). A client that stops
+    /// reading holds at most its mailbox (an overflow falls back to re-reading) plus the send
+    /// buffers, and once a write has waited `writeTimeout` (10 s) the connection is closed.
     func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
         let since =
             try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
@@ -190,13 +194,20 @@ public struct NotificationsController: Sendable {
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         let identity = context.identity
         let center = self.center
+        let channel = context.channel
         let body = ResponseBody { writer in
-            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity)
+            // The body's task, parked in a write, fails only when the channel closes; the
+            // error then ends the response like any failed write.
+            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout) { _ in
+                center.logger.warning("closing a stalled event stream: a write waited past the write timeout")
+                Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "sse")]).increment()
+                channel.close(promise: nil)
+            }
             center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId)
             defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
             var cursor = LiveCursor(store: center.store, tenantId: identity.tenantId, userId: identity.userId)
             try await withGracefulShutdownHandler {
-                try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
+                try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
                 if let since {
                     cursor.last = since
                 } else {
@@ -209,11 +220,17 @@ public struct NotificationsController: Sendable {
                     guard !rows.isEmpty else { return }
                     var buffer = ByteBuffer()
                     for row in rows { Self.writeEvent(row, to: &buffer) }
-                    try await writer.write(buffer)
+                    try await mailbox.writing { try await writer.write(buffer) }
                     lastWrite = .now
                 }
                 try await cursor.catchUp(send)
                 loop: while !Task.isCancelled {
+                    // Ticks wake the stream only when one of the checks below is due.
+                    var due = min(lastWrite + center.settings.heartbeat, lastAuthCheck + center.settings.authCheckInterval)
+                    due = min(due, lastResync + center.settings.resyncInterval)
+                    let left = expiresAt.timeIntervalSinceNow
+                    if left < 86_400 { due = min(due, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+                    mailbox.nextCheck(at: due)
                     let batch = await mailbox.next()
                     if batch.closed { break }
                     if batch.overflowed || batch.resync {
@@ -222,7 +239,7 @@ public struct NotificationsController: Sendable {
                         try await cursor.deliver(batch.rows, send)
                     }
                     if batch.ticked {
-                        let now = ContinuousClock.now
+                        let now = batch.tickedAt ?? .now
                         if Date() >= expiresAt { break loop }
                         if now - lastAuthCheck >= center.settings.authCheckInterval {
                             lastAuthCheck = now
@@ -237,7 +254,7 @@ public struct NotificationsController: Sendable {
                             try await cursor.catchUp(send)
                         }
                         if now - lastWrite >= center.settings.heartbeat {
-                            try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                            try await mailbox.writing { try await writer.write(ByteBuffer(string: ": heartbeat\n\n")) }
                             lastWrite = now
                         }
                     }
@@ -245,7 +262,7 @@ public struct NotificationsController: Sendable {
             } onGracefulShutdown: {
                 mailbox.close()
             }
-            try await writer.finish(nil)
+            try await mailbox.writing { try await writer.finish(nil) }
         }
         return Response(
             status: .ok,

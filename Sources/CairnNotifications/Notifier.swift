@@ -26,6 +26,10 @@ public struct NotificationSettings: Sendable {
     /// Live rows buffered per connection before it falls back to re-reading (SSE) or is closed
     /// as a slow consumer (WebSocket, close code 1013).
     public var mailboxCapacity = 1000
+    /// WebSocket and SSE: a write to the client still waiting after this long (the client
+    /// stopped reading, and the kernel's and NIO's send buffers are full) ends the connection:
+    /// a WebSocket is closed as a slow consumer (1013), a stream is cut. Checked on each tick.
+    public var writeTimeout: Duration = .seconds(10)
     /// WebSocket: notifications not acknowledged after this long are sent again.
     public var ackTimeout: Duration = .seconds(10)
     /// WebSocket: at most this many unacknowledged notifications in flight; more wait.

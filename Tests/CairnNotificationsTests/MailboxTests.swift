@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import CairnNotifications
@@ -38,5 +39,95 @@ struct MailboxTests {
         let batch = await mailbox.next()
         #expect(batch.resync)
         #expect(batch.rows.isEmpty && !batch.overflowed)
+    }
+}
+
+@Suite("Notifications: mailbox wakes and watchdog")
+struct MailboxWakeTests {
+    private static func row(_ seq: Int64) -> StoredNotification {
+        StoredNotification(
+            id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil)
+    }
+
+    /// Acks set aside ride along with the next wake, the highest one kept.
+    @Test func acksSetAsideRideAlongWithTheNextWake() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.takeAcksAside(wake: false)
+        mailbox.push(client: .ack(seq: 3))
+        mailbox.push(client: .ack(seq: 5))
+        mailbox.push([Self.row(6)])
+        let batch = await mailbox.next()
+        #expect(batch.acked == 5 && batch.client.isEmpty && batch.rows.map(\.seq) == [6])
+    }
+
+    /// A consumer whose window is full is woken by an ack, also one set aside just before it asked.
+    @Test func aFullWindowIsWokenByAnAck() async {
+        let mailbox = Mailbox(capacity: 10)
+        mailbox.takeAcksAside(wake: false)
+        mailbox.push(client: .ack(seq: 2))
+        mailbox.takeAcksAside(wake: true)
+        #expect(await mailbox.next().acked == 2)
+        mailbox.push(client: .ack(seq: 4))
+        #expect(await mailbox.next().acked == 4)
+    }
+
+    /// Ticks before the consumer's next check leave it asleep; the first one at or after it wakes it.
+    @Test func ticksWakeOnlyWhenACheckIsDue() async {
+        let mailbox = Mailbox(capacity: 10)
+        let now = ContinuousClock.now
+        mailbox.nextCheck(at: now + .seconds(5))
+        mailbox.tick(now: now + .seconds(4))
+        mailbox.push(client: .ping)
+        #expect(await !mailbox.next().ticked)
+        mailbox.tick(now: now + .seconds(5))
+        let batch = await mailbox.next()
+        #expect(batch.ticked && batch.tickedAt == now + .seconds(5))
+    }
+
+    /// The watchdog: a write still waiting at a tick past the write timeout, or (when asked) an
+    /// overflow during a write, calls `onStall` once; neither happens outside a write.
+    @Test func stalledWritesAreReportedOnce() async throws {
+        let stalls = Mutex<[Mailbox.Stall]>([])
+        let mailbox = Mailbox(capacity: 1, writeTimeout: .zero, stallOnOverflow: true) { reason in stalls.withLock { $0.append(reason) } }
+        mailbox.tick()
+        mailbox.push([Self.row(1), Self.row(2)])
+        #expect(stalls.withLock { $0 }.isEmpty)
+        _ = await mailbox.next()
+        try await mailbox.writing {
+            mailbox.push([Self.row(1), Self.row(2)])
+            mailbox.tick()
+        }
+        #expect(stalls.withLock { $0 } == [.overflow])
+        #expect(mailbox.hasStalled)
+        let late = Mailbox(capacity: 10, writeTimeout: .zero) { reason in stalls.withLock { $0.append(reason) } }
+        try await late.writing { late.tick() }
+        #expect(stalls.withLock { $0 } == [.overflow, .writeTimeout])
+    }
+}
+
+@Suite("Notifications: client message parsing")
+struct ClientMessageTests {
+    /// The short scanner either agrees with the full JSON parser or leaves the text to it.
+    @Test func theFlatScannerAgreesWithTheFullParser() {
+        let samples = [
+            #"{"type":"ack","seq":42}"#, #" { "seq" : 7 , "type" : "ack" } "#, #"{"type":"subscribe","since":null}"#, #"{"type":"subscribe"}"#,
+            #"{"type":"auth","token":"eyJhbGciOi.abc-_"}"#, #"{"type":"ping"}"#, #"{"type":"ack","seq":-3}"#, #"{"type":"ack","seq":-0}"#,
+            #"{"type":"ack","seq":123456789012345}"#, #"{}"#, #"{"type":"ack","seq":4.5}"#, #"{"type":"ack","seq":1e2}"#,
+            #"{"type":"ack","seq":01}"#, #"{"type":"ack","seq":9007199254740993}"#, #"{"type":"a\u0063k","seq":1}"#,
+            #"{"type":"ack","seq":1,"type":"ping"}"#, #"{"type":"ack","seq":true}"#, #"{"type":"ack","seq":[1]}"#, #"{"type":"ack""#,
+            #"{"type":"ack",}"#, #"[1]"#, #"{"type":"ack","seq":1} x"#, #"{"type":"é","x":"ü"}"#, "",
+        ]
+        for sample in samples {
+            guard let fast = ClientMessage.flatObject(sample) else { continue }
+            #expect(fast == ClientMessage.fullMembers(sample), "\(sample)")
+        }
+        // The common messages take the scanner.
+        #expect(ClientMessage.flatObject(#"{"type":"ack","seq":42}"#) == ["type": .string("ack"), "seq": .integer(42)])
+        #expect(ClientMessage.flatObject(#"{"type":"a\u0063k","seq":1}"#) == nil)
+        #expect(ClientMessage.flatObject(#"{"type":"ack","seq":1,"type":"ping"}"#) == nil)
+        if case .ack(let seq) = ClientMessage.parse(#"{"type":"ack","seq":42}"#) { #expect(seq == 42) } else { Issue.record("expected an ack") }
+        if case .ack(let seq) = ClientMessage.parse(#"{"type":"a\u0063k","seq":5}"#) { #expect(seq == 5) } else { Issue.record("expected an ack") }
+        if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":-1}"#) {} else { Issue.record("negative seq must be invalid") }
+        if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":01}"#) {} else { Issue.record("leading zero must be invalid") }
     }
 }

@@ -155,6 +155,57 @@ struct SocketTests {
             #expect(Set(titles.withLock { $0 }) == ["member"])
         }
     }
+
+    /// A client that completes the handshake, authenticates and subscribes, then never reads
+    /// again while large notifications pile up: the server's writes wait on the full send
+    /// buffers, so only the write deadline can notice. The connection must be dropped (1013
+    /// queued, the hub forgets it) and the node must keep serving other sockets.
+    @Test(arguments: TestEngine.available)
+    func aClientThatStopsReadingIsDisconnected(engine: TestEngine) async throws {
+        try await withNode(
+            engine,
+            configure: {
+                fastNotifications(&$0)
+                $0.notifications.writeTimeout = .milliseconds(500)
+            }
+        ) { client, components, port in
+            let owner = try await signUp(client, "stall@example.com")
+            let member = try await addMember(client, owner: owner, email: "stall-m@example.com")
+            let center = components.notifications
+            let raw = try RawClient(port: port)
+            await raw.send(
+                Array(
+                    ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                        + "Sec-WebSocket-Protocol: cairn.v1, bearer.\(owner.token)\r\n\r\n").utf8))
+            let opened = await raw.read { $0.containsText(#""type":"ready""#) }
+            try #require(opened.bytes.containsText("101 Switching Protocols") && !opened.ended)
+            await raw.send(RawClient.textFrame(subscribe(nil)))
+            #expect(try await eventually { center.hub.connectionCount == 1 })
+
+            // 600 notifications of 12 KiB: far more than the kernel's and NIO's buffers hold
+            // for a client whose window stays closed (and more than the 500 sent unacknowledged).
+            let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
+            for n in 1...600 {
+                try await center.publish(
+                    NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            #expect(try await eventually(timeout: .seconds(20)) { center.hub.connectionCount == 0 })
+            // Reading again drains what the kernel held, then the end of the connection.
+            let rest = await raw.read()
+            #expect(rest.ended)
+
+            // The node still serves: another socket gets its notification.
+            try await center.publish(NotificationDraft(type: "message", title: "still here"), to: [member.userId], tenantId: owner.tenantId)
+            let titles = Mutex<[String]>([])
+            _ = try await socket(port: port, opening: [auth(member.token), subscribe(0)]) { message, _ in
+                guard message["type"] as? String == "notification" else { return true }
+                titles.withLock { $0.append((message["notification"] as? [String: Any])?["title"] as? String ?? "?") }
+                return false
+            }
+            #expect(titles.withLock { $0 } == ["still here"])
+        }
+    }
 }
 
 /// What the fan-out test's sockets saw.

@@ -100,6 +100,42 @@ struct StreamTests {
         }
     }
 
+    /// A stream reader that stops reading: the body's writes wait on the full send buffers;
+    /// after the write timeout the connection is closed and the hub forgets it (memory held
+    /// until then: the mailbox, capped, and the send buffers).
+    @Test(arguments: TestEngine.available)
+    func aReaderThatStopsReadingIsCut(engine: TestEngine) async throws {
+        try await withNode(
+            engine,
+            configure: {
+                fastNotifications(&$0)
+                $0.notifications.writeTimeout = .milliseconds(500)
+            }
+        ) { client, components, port in
+            let owner = try await signUp(client, "sse-stall@example.com")
+            let center = components.notifications
+            let raw = try RawClient(port: port)
+            await raw.send(
+                Array(
+                    ("GET /notifications/stream HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAuthorization: Bearer \(owner.token)\r\n\r\n").utf8))
+            let opened = await raw.read { $0.containsText("retry: 3000") }
+            try #require(opened.bytes.containsText("200 OK") && !opened.ended)
+            #expect(try await eventually { center.hub.connectionCount == 1 })
+            let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
+            for n in 1...600 {
+                try await center.publish(
+                    NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            #expect(try await eventually(timeout: .seconds(20)) { center.hub.connectionCount == 0 })
+            #expect(await raw.read().ended)
+            // Other streams are still served.
+            let reader = try SSEReader(port: port, token: owner.token, query: "?since=600")
+            defer { reader.stop() }
+            try await center.publish(NotificationDraft(type: "message", title: "after"), to: [owner.userId], tenantId: owner.tenantId)
+            #expect(try await eventually { reader.events.map(\.seq) == [601] })
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func badCursorsAndMissingTokensAreProblems(engine: TestEngine) async throws {
         try await withNode(engine) { client, _, _ in

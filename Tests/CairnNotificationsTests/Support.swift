@@ -12,6 +12,10 @@ import NIOCore
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Settings that make live connections check often, so tests do not wait long.
 func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.notifications.tick = .milliseconds(100)
@@ -172,5 +176,88 @@ struct CapturingLogHandler: LogHandler {
         let all = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
         let line = "\(event.level) \(event.message) \(all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
         captured.lines.withLock { $0.append(line) }
+    }
+}
+
+/// A raw TCP client over loopback with a small receive buffer, for clients that stop reading:
+/// `Foundation`/NIO clients read on their own, so a stalled reader has to be a plain socket.
+/// Blocking calls run on a thread of their own (see ``readLines(_:_:)``); reads time out after
+/// 10 s so a test never hangs on a connection the server failed to drop.
+final class RawClient: Sendable {
+    let fd: Int32
+
+    /// Connects to 127.0.0.1:`port` with `SO_RCVBUF` set first, so the advertised window stays small.
+    init(port: Int, receiveBuffer: Int32 = 4096) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var size = receiveBuffer
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// Runs blocking socket calls off the concurrency pool.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
+        }
+    }
+
+    /// Sends all of `bytes`.
+    func send(_ bytes: [UInt8]) async {
+        await blocking { [fd] in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if sent <= 0 { return }
+                offset += sent
+            }
+        }
+    }
+
+    /// Reads until `done` holds for what was read, the peer ends the connection, or a read
+    /// times out; returns the bytes and whether the connection ended (EOF or reset).
+    func read(until done: @escaping @Sendable ([UInt8]) -> Bool = { _ in false }) async -> (bytes: [UInt8], ended: Bool) {
+        await blocking { [fd] in
+            var received: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while !done(received) {
+                let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count == 0 { return (received, true) }
+                if count < 0 { return (received, errno == ECONNRESET) }
+                received += chunk[0..<count]
+            }
+            return (received, false)
+        }
+    }
+
+    /// A masked client text frame (RFC 6455 §5.2, §5.3), payload under 126 bytes.
+    static func textFrame(_ text: String) -> [UInt8] {
+        let payload = Array(text.utf8)
+        precondition(payload.count < 126)
+        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
+        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
+}
+
+extension [UInt8] {
+    /// Whether `text` occurs in these bytes.
+    func containsText(_ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard needle.count <= count else { return false }
+        return (0...(count - needle.count)).contains { self[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 }
