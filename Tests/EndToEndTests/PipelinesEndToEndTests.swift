@@ -29,7 +29,7 @@ struct PipelinesEndToEndTests {
         var text = "i,label\n"
         text.reserveCapacity(total * 16)
         for index in 1...total { text += "\(index),row \(index)\n" }
-        FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
         defer { try? FileManager.default.removeItem(atPath: input) }
 
         let environment = try engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
@@ -97,7 +97,7 @@ struct PipelinesEndToEndTests {
 struct LargePipelineEndToEndTests {
     /// Writes `bytes` of CSV (`i,payload`, 200-byte payloads) and returns the row count.
     static func generate(_ path: String, bytes: Int) throws -> Int {
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         defer { try? handle.close() }
         let payload = String(repeating: "x", count: 200)
