@@ -176,18 +176,17 @@ struct JobRuntimeTests {
             let busy = try await client.registerAndLogin(email: "busy@example.com").tokens["accessToken"] as! String
             let quiet = try await client.registerAndLogin(email: "quiet@example.com").tokens["accessToken"] as! String
             for _ in 0..<20 {
-                _ = try await enqueue(client, token: busy, ["kind": "noop", "args": ["sleepMs": 1000]])
+                _ = try await enqueue(client, token: busy, ["kind": "noop", "args": ["sleepMs": 3000]])
             }
             let single = try await enqueue(client, token: quiet, ["kind": "noop"])
             let done = try await awaitJob(client, single.job["id"] as! String, token: quiet, state: "succeeded", timeout: .seconds(15))
-            let backlog = try await client.json(.get, "/jobs?limit=100", token: busy).object["items"] as? [[String: Any]] ?? []
-            let running = backlog.filter { $0["state"] as? String == "running" }.count
-            // The backlog takes 10 s (20 jobs of 1 s, 2 at a time); the quiet job must not wait
+            // The backlog takes 30 s (20 jobs of 3 s, 2 at a time); the quiet job must not wait
             // for it, nor for more than one job's length (measured from its own enqueue, so a
-            // slow machine enqueueing the backlog does not count against it).
+            // slow machine enqueueing the backlog does not count against it). The per-node cap
+            // itself is measured on running handlers in JobBatchTests (rows in state 'running'
+            // briefly over-count it while completions are group-committed).
             let waited = Timestamp.parse(done["attemptedAt"] as? String ?? "")!.timeIntervalSince(Timestamp.parse(done["runAt"] as! String)!)
-            #expect(waited < 1.0, "the quiet tenant's job waited \(waited) s for the busy tenant's backlog")
-            #expect(running <= 2, "the busy tenant exceeded its per-node cap")
+            #expect(waited < 3.0, "the quiet tenant's job waited \(waited) s for the busy tenant's backlog")
         }
     }
 
