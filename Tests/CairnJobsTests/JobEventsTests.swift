@@ -87,7 +87,9 @@ struct JobEventsAcrossNodesTests {
                 let stream = try await clientB.execute(uri: "/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(token)"])
                 let events = serverSentEvents(stream.text)
                 #expect(events.last?.data["state"] as? String == "succeeded")
-                #expect(events.count >= 8, "only \(events.count) events reached the other node")
+                // Eleven changes (claim, ten checkpoints, outcome); polling alone would show at
+                // most four or five. A loaded machine coalesces some (a re-read covers several).
+                #expect(events.count >= 6, "only \(events.count) events reached the other node")
                 #expect(events.map(\.id) == events.map(\.id).sorted())
             }
         }
