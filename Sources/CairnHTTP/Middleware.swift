@@ -181,7 +181,7 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
 public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     let level: Logger.Level
 
-    /// Query parameters whose values are never logged (compared after percent-decoding).
+    /// Query parameters whose values are never logged (compared after percent-decoding, in any case).
     public static var redactedParameters: Set<String> { ["access_token"] }
 
     /// Creates the middleware, logging at `level`.
@@ -210,7 +210,9 @@ public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             let name = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             // A name that does not decode is redacted too: no guessing how a parser reads it.
             guard let decoded = String(name).replacingOccurrences(of: "+", with: " ").removingPercentEncoding,
-                !redactedParameters.contains(decoded)
+                // Case-insensitive: a client that writes ACCESS_TOKEN is refused, but its token
+                // is still a credential.
+                !redactedParameters.contains(decoded.lowercased())
             else { return "\(name)=***" }
             return String(pair)
         }

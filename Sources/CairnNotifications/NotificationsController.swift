@@ -192,6 +192,11 @@ public struct NotificationsController: Sendable {
             throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false)
         }
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
+        // Token checks allow a little clock skew; a stream would end at once on a token already
+        // past its expiry, so say why instead (an EventSource would retry it silently).
+        guard expiresAt > Date() else {
+            throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
+        }
         let identity = context.identity
         let center = self.center
         let channel = context.channel
@@ -207,12 +212,15 @@ public struct NotificationsController: Sendable {
             defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
             var cursor = LiveCursor(store: center.store, tenantId: identity.tenantId, userId: identity.userId)
             try await withGracefulShutdownHandler {
-                try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
+                // The starting point is fixed before the client sees the stream open: a row
+                // stored after the first bytes reach it is after the cursor, so it is delivered
+                // (read later, the cursor could pass a row the client expects, and drop it).
                 if let since {
                     cursor.last = since
                 } else {
                     cursor.last = try await center.store.currentSeq(tenantId: identity.tenantId, userId: identity.userId)
                 }
+                try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
                 var lastWrite = ContinuousClock.now
                 var lastAuthCheck = ContinuousClock.now
                 var lastResync = ContinuousClock.now

@@ -178,10 +178,34 @@ struct StreamTests {
                 uri: "/notifications/stream?access_token=\(owner.token)", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
             #expect(both.status == .badRequest && both.code == "invalid_input")
 
+            // A parameter name in another case is refused, and its value is still a credential.
+            let shouting = try await client.execute(uri: "/notifications/stream?ACCESS_TOKEN=\(owner.token)", method: .get)
+            #expect(shouting.status == .unauthorized)
+
             let log = captured.text
             #expect(log.contains("/notifications/stream?since=0&access_token=***"), "the request log line is there, redacted")
+            #expect(log.contains("ACCESS_TOKEN=***"))
             #expect(!log.contains(owner.token), "an access token reached the log")
             #expect(!log.contains(forged), "a rejected token reached the log")
+        }
+    }
+
+    /// Token checks allow some clock skew; a stream opened with a token already past its
+    /// expiry answers 401 `token_expired` rather than an empty stream an EventSource retries.
+    @Test func aStreamWithAnExpiredTokenIsRefused() async throws {
+        try await withNode(
+            .sqlite,
+            configure: {
+                fastNotifications(&$0)
+                $0.accessTokenTTL = 1
+            }
+        ) { client, _, _ in
+            let owner = try await signUp(client, "expired-stream@example.com")
+            try await Task.sleep(for: .milliseconds(2100))
+            let expired = try await client.execute(
+                uri: "/notifications/stream", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
+            #expect(expired.status == .unauthorized)
+            #expect(expired.code == "token_expired")
         }
     }
 
