@@ -74,7 +74,7 @@ struct SocketTests {
             // Reconnect after the last ack: 31…100 once each, in order, and live ones after.
             let secondSeqs = Mutex<[Int64]>([])
             let center = components.notifications
-            _ = try await socket(port: port, opening: [auth(owner.token), subscribe(30)]) { message, outbound in
+            let secondClose = try await socket(port: port, opening: [auth(owner.token), subscribe(30)]) { message, outbound in
                 guard message["type"] as? String == "notification", let seq = (message["seq"] as? NSNumber)?.int64Value else { return true }
                 secondSeqs.withLock { $0.append(seq) }
                 try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
@@ -83,7 +83,7 @@ struct SocketTests {
                 }
                 return seq < 101
             }
-            #expect(secondSeqs.withLock { $0 } == Array(31...101).map(Int64.init))
+            #expect(secondSeqs.withLock { $0 } == Array(31...101).map(Int64.init), "server close: \(String(describing: secondClose))")
         }
     }
 

@@ -87,7 +87,9 @@ struct StreamTests {
             engine,
             configure: {
                 fastNotifications(&$0)
-                $0.accessTokenTTL = 2
+                // Long enough to open the stream before it expires on a loaded machine (an
+                // expired token is refused with 401 at once).
+                $0.accessTokenTTL = 5
             }
         ) { client, _, port in
             let owner = try await signUp(client, "expiry@example.com")

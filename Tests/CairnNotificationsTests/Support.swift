@@ -22,7 +22,9 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.notifications.heartbeat = .milliseconds(500)
     configuration.notifications.authCheckInterval = .milliseconds(200)
     configuration.notifications.ackTimeout = .milliseconds(800)
-    configuration.notifications.authTimeout = .milliseconds(800)
+    // Not shorter: a loaded machine took longer than 800 ms to answer an auth message, and
+    // the socket was closed (4408) before its replay.
+    configuration.notifications.authTimeout = .seconds(5)
     configuration.notifications.resyncInterval = .seconds(2)
     configuration.jobsRescueInterval = .seconds(1)
 }
