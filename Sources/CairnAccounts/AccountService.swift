@@ -31,13 +31,16 @@ public final class AccountService: Sendable {
     public let sessions: SessionGuard
     let limits: LoginLimits
     let logger: Logger
+    /// The time of revocations and login-failure windows; the token service's clock.
+    var clock: any CairnClock { tokens.clock }
 
-    /// Creates the service.
+    /// Creates the service. Times (token issue and expiry, revocations, login windows, the
+    /// session guard's cache ages) are read from the token service's clock.
     public init(store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), logger: Logger) {
         self.store = store
         self.tokens = tokens
         self.hasher = hasher
-        self.sessions = SessionGuard(store: store)
+        self.sessions = SessionGuard(store: store, clock: tokens.clock)
         self.limits = limits
         self.logger = logger
     }
@@ -60,7 +63,7 @@ public final class AccountService: Sendable {
         }
         guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
         let hash = try await hasher.hash(password)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let user = User(
             id: UUIDv7.make(), tenantId: UUIDv7.make(), email: normalized.email, name: cleanName, role: .owner, version: 1,
             createdAt: now, updatedAt: now)
@@ -74,7 +77,7 @@ public final class AccountService: Sendable {
     ///   after the same bcrypt work); 429 `rate_limited` after too many recent failures.
     public func login(email: String, password: String, client: String) async throws -> TokenPair {
         let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let windowMs = Int64(limits.window) * 1000
         let failures = try await store.recentFailures(emailKey: key, client: client, since: now - windowMs)
         if failures.email >= limits.perEmail || failures.client >= limits.perClient {
@@ -95,7 +98,7 @@ public final class AccountService: Sendable {
     }
 
     /// Issues an access token and a new refresh-token family.
-    func startSession(for user: User, now: Date = Date()) async throws -> TokenPair {
+    func startSession(for user: User, now: Date? = nil) async throws -> TokenPair {
         let refresh = Self.newRefreshToken()
         let familyId = try await store.startSession(token: refresh, userId: user.id, tenantId: user.tenantId, ttl: tokens.settings.refreshTokenTTL)
         let access = try await tokens.issueAccessToken(userId: user.id, tenantId: user.tenantId, role: user.role, sessionId: familyId, now: now)
@@ -120,7 +123,7 @@ public final class AccountService: Sendable {
         case .reused(let userId):
             // A replayed refresh token means it leaked: end every session of the user, including
             // access tokens already issued (they are checked against the revocation time).
-            try await store.revokeAllSessions(userId: userId, at: WallClock.milliseconds())
+            try await store.revokeAllSessions(userId: userId, at: clock.milliseconds)
             sessions.invalidate(userId: userId)
             logger.warning("refresh token reuse detected; all sessions of the user revoked")
             throw AppError(.unauthorized, code: "refresh_token_reused", detail: "This refresh token was already used; the session is revoked.")
@@ -145,7 +148,7 @@ public final class AccountService: Sendable {
     /// Revokes every session of the user; their access tokens stop working on every node
     /// within the session guard's refresh interval.
     public func logoutAll(_ identity: Identity) async throws {
-        try await store.revokeAllSessions(userId: identity.userId, at: WallClock.milliseconds())
+        try await store.revokeAllSessions(userId: identity.userId, at: clock.milliseconds)
         sessions.invalidate(userId: identity.userId)
     }
 
@@ -195,7 +198,7 @@ public final class AccountService: Sendable {
             throw AppError.invalidField("currentPassword", "is incorrect")
         }
         let newHash = try await hasher.hash(new)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         guard
             let user = try await store.updateUser(
                 id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: nil, email: nil, role: nil, passwordHash: newHash)
@@ -268,7 +271,7 @@ public final class AccountService: Sendable {
 
     private func insertUser(tenantId: String, email: (email: String, key: String), name: String, role: Role, password: String) async throws -> User {
         let hash = try await hasher.hash(password)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let user = User(
             id: UUIDv7.make(), tenantId: tenantId, email: email.email, name: name, role: role, version: 1, createdAt: now, updatedAt: now)
         try await store.insertUser(user, passwordHash: hash, emailKey: email.key)

@@ -8,10 +8,13 @@ import SQLKit
 public struct AccountStore: Sendable {
     /// The database.
     public let database: Database
+    /// The time rows are stamped with and refresh tokens expire by.
+    let clock: any CairnClock
 
-    /// Creates a store.
-    public init(database: Database) {
+    /// Creates a store; `clock` stamps rows and decides refresh-token expiry.
+    public init(database: Database, clock: any CairnClock = SystemClock()) {
         self.database = database
+        self.clock = clock
     }
 
     static let userColumns = "id, tenant_id, email, name, role, version, created_at, updated_at"
@@ -49,7 +52,7 @@ public struct AccountStore: Sendable {
     public func createTenant(name: String) async throws -> String {
         let id = UUIDv7.make()
         try await database.write { db in
-            try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: WallClock.milliseconds()))")
+            try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: clock.milliseconds))")
                 .run()
         }
         return id
@@ -130,7 +133,7 @@ public struct AccountStore: Sendable {
         id: String, tenantId: String, expectedVersion: Int?, name: String?, email: (email: String, key: String)?, role: Role?,
         passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false
     ) async throws -> User? {
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         do {
             return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
                 var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
@@ -206,9 +209,10 @@ public struct AccountStore: Sendable {
         SHA256.hash(data: Array(token.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
-    /// Stores a new refresh token of a family.
-    static func insertRefreshToken(_ db: any SQLDatabase, token: String, familyId: String, userId: String, tenantId: String, ttl: Int) async throws {
-        let now = WallClock.milliseconds()
+    /// Stores a new refresh token of a family, issued at `now` (epoch ms).
+    static func insertRefreshToken(
+        _ db: any SQLDatabase, token: String, familyId: String, userId: String, tenantId: String, ttl: Int, now: Int64
+    ) async throws {
         try await db.raw(
             """
             INSERT INTO refresh_tokens (id, family_id, user_id, tenant_id, token_hash, created_at, expires_at)
@@ -230,7 +234,7 @@ public struct AccountStore: Sendable {
     /// revoked (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
     func rotate(token: String, successor: String, ttl: Int) async throws -> Rotation {
         let hash = Self.hash(token)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         return try await database.transaction { db in
             if let row = try await db.raw(
                 """
@@ -242,7 +246,8 @@ public struct AccountStore: Sendable {
                 let familyId = try row.decode(column: "family_id", as: String.self)
                 let userId = try row.decode(column: "user_id", as: String.self)
                 let tenantId = try row.decode(column: "tenant_id", as: String.self)
-                try await Self.insertRefreshToken(db, token: successor, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl)
+                try await Self.insertRefreshToken(
+                    db, token: successor, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl, now: now)
                 return .rotated(familyId: familyId, userId: userId, tenantId: tenantId)
             }
             guard let row = try await db.raw("SELECT family_id, user_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)").first()
@@ -259,7 +264,7 @@ public struct AccountStore: Sendable {
     /// Revokes the family of a refresh token; returns the family's user, if any.
     func revokeFamily(ofToken token: String) async throws -> String? {
         let hash = Self.hash(token)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         return try await database.transaction { db in
             guard let row = try await db.raw("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() else {
                 return nil
@@ -281,8 +286,9 @@ public struct AccountStore: Sendable {
     /// Starts a session (a new refresh-token family) in the database.
     func startSession(token: String, userId: String, tenantId: String, ttl: Int) async throws -> String {
         let familyId = UUIDv7.make()
+        let now = clock.milliseconds
         try await database.write { db in
-            try await Self.insertRefreshToken(db, token: token, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl)
+            try await Self.insertRefreshToken(db, token: token, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl, now: now)
         }
         return familyId
     }

@@ -1,5 +1,5 @@
 import CairnHTTP
-import CairnStorage
+public import CairnStorage
 import Synchronization
 
 /// Honours revocations for access tokens, which are otherwise valid until they expire.
@@ -18,14 +18,17 @@ public final class SessionGuard: Sendable {
     }
     private let store: AccountStore
     private let maxAge: Duration
+    private let clock: any CairnClock
     private let cache = Mutex<[String: Entry]>([:])
 
     /// Creates a guard. Entries are re-read after `maxAge`; while one request re-reads, the
     /// others keep using the entry for up to another `maxAge`, so revocations apply within
     /// 2 × `maxAge` (4 s by default) and a burst of requests causes one read, not one each.
-    public init(store: AccountStore, maxAge: Duration = .seconds(2)) {
+    /// Entry ages are measured on `clock`'s monotonic instant.
+    public init(store: AccountStore, maxAge: Duration = .seconds(2), clock: any CairnClock = SystemClock()) {
         self.store = store
         self.maxAge = maxAge
+        self.clock = clock
     }
 
     private enum Decision {
@@ -36,7 +39,7 @@ public final class SessionGuard: Sendable {
     /// The identity for verified claims, or nil when the user is gone, moved tenant, or the
     /// token was issued before the user's sessions were revoked.
     func identity(for claims: AccessTokenClaims) async throws -> Identity? {
-        let now = ContinuousClock.now
+        let now = clock.instant
         let maxAge = self.maxAge
         let decision = cache.withLock { cache -> Decision in
             guard var entry = cache[claims.sub] else { return .fetch }

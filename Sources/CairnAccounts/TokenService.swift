@@ -1,5 +1,5 @@
 public import CairnHTTP
-import CairnStorage
+public import CairnStorage
 import Crypto
 public import Foundation
 public import JWTKit
@@ -85,6 +85,8 @@ public final class TokenService: Sendable {
     public let algorithm: String
     /// Settings.
     public let settings: TokenSettings
+    /// The time tokens are issued at and checked against.
+    public let clock: any CairnClock
     private struct KeyState: Sendable {
         var keys: JWTKeyCollection
         var signingKid: String
@@ -100,10 +102,12 @@ public final class TokenService: Sendable {
     private let verified = Mutex<[String: AccessTokenClaims]>([:])
     private let verifiedCapacity = 10_000
 
-    /// Loads (or, on first start, creates) the key ring.
+    /// Loads (or, on first start, creates) the key ring. `clock` gives the time tokens are
+    /// issued at and checked against, and paces re-reads of the ring file.
     /// - Throws: `KeyRingError` when the secret is too short or the key file is unreadable.
-    public init(settings: TokenSettings) async throws {
+    public init(settings: TokenSettings, clock: any CairnClock = SystemClock()) async throws {
         self.settings = settings
+        self.clock = clock
         if let secret = settings.hmacSecret {
             guard secret.utf8.count >= 32 else {
                 throw KeyRingError("CAIRN_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
@@ -111,15 +115,15 @@ public final class TokenService: Sendable {
             self.algorithm = "HS256"
             let kid = "hs256-" + SHA256.hash(data: Array(secret.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
             let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
-            state = Mutex(KeyState(keys: keys, signingKid: kid, knownKids: [kid], publicJWKs: [], loadedAt: .now))
+            state = Mutex(KeyState(keys: keys, signingKid: kid, knownKids: [kid], publicJWKs: [], loadedAt: clock.instant))
         } else {
             self.algorithm = "EdDSA"
             let ring = try KeyRing.loadOrCreate(at: settings.keyFile)
-            state = Mutex(try await Self.keyState(from: ring))
+            state = Mutex(try await Self.keyState(from: ring, loadedAt: clock.instant))
         }
     }
 
-    private static func keyState(from ring: KeyRing) async throws -> KeyState {
+    private static func keyState(from ring: KeyRing, loadedAt: ContinuousClock.Instant) async throws -> KeyState {
         let keys = JWTKeyCollection()
         var jwks: [[String: String]] = []
         for entry in ring.keys {
@@ -133,7 +137,7 @@ public final class TokenService: Sendable {
         guard let newest = ring.keys.max(by: { $0.createdAt < $1.createdAt }) else {
             throw KeyRingError("the key ring is empty")
         }
-        return KeyState(keys: keys, signingKid: newest.kid, knownKids: Set(ring.keys.map(\.kid)), publicJWKs: jwks, loadedAt: .now)
+        return KeyState(keys: keys, signingKid: newest.kid, knownKids: Set(ring.keys.map(\.kid)), publicJWKs: jwks, loadedAt: loadedAt)
     }
 
     /// The JSON Web Key Set (RFC 7517 §5) of the public verification keys. Empty with HS256:
@@ -148,12 +152,12 @@ public final class TokenService: Sendable {
         return jwks
     }
 
-    /// Signs an access token for a user's session.
+    /// Signs an access token for a user's session, issued at `now` (the clock's time when nil).
     /// - Returns: the compact JWS and its claims.
-    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date = Date()) async throws -> (
+    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date? = nil) async throws -> (
         token: String, claims: AccessTokenClaims
     ) {
-        let iat = now.timeIntervalSince1970
+        let iat = (now ?? clock.now).timeIntervalSince1970
         let claims = AccessTokenClaims(
             iss: settings.issuer, aud: settings.audience, sub: userId, tid: tenantId, role: role.rawValue, sid: sessionId,
             iat: iat, exp: iat + Double(settings.accessTokenTTL), jti: UUIDv7.make())
@@ -165,9 +169,10 @@ public final class TokenService: Sendable {
         return (token, claims)
     }
 
-    /// Verifies a compact JWS access token.
+    /// Verifies a compact JWS access token, as of `now` (the clock's time when nil).
     /// - Throws: `TokenError.invalid` or `TokenError.expired`.
-    public func verify(_ token: String, now: Date = Date()) async throws -> AccessTokenClaims {
+    public func verify(_ token: String, now: Date? = nil) async throws -> AccessTokenClaims {
+        let now = now ?? clock.now
         if let claims = verified.withLock({ $0[token] }) {
             guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
             return claims
@@ -218,14 +223,15 @@ public final class TokenService: Sendable {
     /// and verifies tokens signed by any of them.
     private func reloadIfStale() async {
         guard settings.hmacSecret == nil else { return }
+        let now = clock.instant
         let due = state.withLock { state -> Bool in
-            guard ContinuousClock.now - state.loadedAt > .seconds(5) else { return false }
-            state.loadedAt = .now  // one reload at a time
+            guard now - state.loadedAt > .seconds(5) else { return false }
+            state.loadedAt = now  // one reload at a time
             return true
         }
         guard due, let ring = try? KeyRing.load(at: settings.keyFile) else { return }
         let changed = state.withLock { Set(ring.keys.map(\.kid)) != $0.knownKids }
-        guard changed, let fresh = try? await Self.keyState(from: ring) else { return }
+        guard changed, let fresh = try? await Self.keyState(from: ring, loadedAt: now) else { return }
         state.withLock { $0 = fresh }
         verified.withLock { $0.removeAll() }
     }

@@ -40,8 +40,12 @@ public final class JobEventHub: Sendable {
     /// Ids of changed jobs as they are announced on any node (state changes, progress,
     /// checkpoints), until the consuming task is cancelled. At most once and best effort: for
     /// modules that turn job changes into something else (job status notifications).
-    public func changes() -> AsyncStream<[String]> {
-        let source = bus.subscribe(channel: Self.channel)
+    ///
+    /// `onListening` runs each time the subscription starts receiving (see
+    /// `EventBus.subscribe(channel:onListening:)`): a consumer that must not miss a change
+    /// re-reads the jobs it follows then.
+    public func changes(onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<[String]> {
+        let source = bus.subscribe(channel: Self.channel, onListening: onListening)
         return AsyncStream { continuation in
             let task = Task {
                 for await payload in source { continuation.yield(payload.split(separator: ",").map(String.init)) }

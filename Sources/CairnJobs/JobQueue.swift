@@ -124,16 +124,19 @@ public final class JobQueue: Sendable {
     let bus: EventBus
     /// Job-change notifications for event streams.
     public let events: JobEventHub
+    /// The time jobs are stamped with, become due by, and back off and lease against.
+    public let clock: any CairnClock
     private let registry = Mutex<[String: Registration]>([:])
 
     /// The EventBus channel that wakes workers when jobs are enqueued.
     static let wakeChannel = "cairn_jobs_wake"
 
-    /// Creates the queue.
-    public init(store: JobStore, bus: EventBus, settings: JobsSettings) {
+    /// Creates the queue; `clock` gives the time runs are due, leased and retried by.
+    public init(store: JobStore, bus: EventBus, settings: JobsSettings, clock: any CairnClock = SystemClock()) {
         self.store = store
         self.bus = bus
         self.settings = settings
+        self.clock = clock
         self.events = JobEventHub(bus: bus)
         register(kind: "noop", enqueueableOverHTTP: true, adminOnly: true, handler: NoopJob.run)
     }
@@ -157,7 +160,7 @@ public final class JobQueue: Sendable {
         let issues = validate(request, field: "")
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         try await checkPendingCap(tenantId: tenantId, adding: 1)
-        let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: WallClock.milliseconds())
+        let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: clock.milliseconds)
         let result: (job: Job, inserted: Bool)
         if let db {
             result = try await JobStore.insert(job, on: db)
@@ -187,7 +190,7 @@ public final class JobQueue: Sendable {
         let issues = requests.indices.flatMap { validate(requests[$0], field: "jobs[\($0)].") }
         if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
         try await checkPendingCap(tenantId: tenantId, adding: requests.count)
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let jobs = requests.map { makeJob($0, tenantId: tenantId, createdBy: createdBy, now: now) }
         let insert: @Sendable (any SQLDatabase) async throws -> [(job: Job, inserted: Bool)] = { [bus] db in
             let results = try await JobStore.insertMany(jobs, on: db)
@@ -244,7 +247,7 @@ public final class JobQueue: Sendable {
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.
     /// - Throws: 404 when missing; 409 when already final.
     public func cancel(id: String, tenantId: String) async throws -> Job {
-        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: WallClock.milliseconds()) {
+        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: clock.milliseconds) {
             await events.announce([job.id])
             return job
         }
@@ -257,7 +260,7 @@ public final class JobQueue: Sendable {
     public func retry(id: String, tenantId: String) async throws -> Job {
         let retried: Job?
         do {
-            retried = try await store.retry(id: id, tenantId: tenantId, now: WallClock.milliseconds())
+            retried = try await store.retry(id: id, tenantId: tenantId, now: clock.milliseconds)
         } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("Another unfinished job holds this job's unique key.")
         }

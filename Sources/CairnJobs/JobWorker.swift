@@ -38,7 +38,7 @@ public final class JobWorker: Service, Sendable {
     public init(queue: JobQueue, logger: Logger) {
         self.queue = queue
         self.logger = logger
-        self.completions = CompletionBatcher(store: queue.store, node: queue.settings.nodeId)
+        self.completions = CompletionBatcher(store: queue.store, node: queue.settings.nodeId, clock: queue.clock)
     }
 
     private var settings: JobsSettings { queue.settings }
@@ -59,7 +59,7 @@ public final class JobWorker: Service, Sendable {
                 group.addTask { await self.every(.seconds(2)) { try await self.vacuumIfChurned() } }
                 group.addTask {
                     await self.every(.seconds(3600)) {
-                        _ = try await self.store.prune(before: WallClock.milliseconds() - Int64(self.settings.retentionSeconds) * 1000)
+                        _ = try await self.store.prune(before: self.queue.clock.milliseconds - Int64(self.settings.retentionSeconds) * 1000)
                         try await IdempotencyMiddleware.prune(database: self.store.database)
                     }
                 }
@@ -136,10 +136,11 @@ public final class JobWorker: Service, Sendable {
         }
         let store = self.store
         let node = settings.nodeId
+        let clock = queue.clock
         let leaseMs = Int64(settings.leaseSeconds) * 1000
         if sizes.count == 1 {
             return try await store.claim(
-                node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
+                node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: clock.milliseconds, leaseMs: leaseMs)
         }
         // A failed statement must not drop the jobs the others claimed: each reports alone.
         return await withTaskGroup(of: [Job].self) { [logger] group in
@@ -147,7 +148,7 @@ public final class JobWorker: Service, Sendable {
                 group.addTask {
                     do {
                         return try await store.claim(
-                            node: node, limit: size, excludedTenants: excluded, queues: [], now: WallClock.milliseconds(), leaseMs: leaseMs)
+                            node: node, limit: size, excludedTenants: excluded, queues: [], now: clock.milliseconds, leaseMs: leaseMs)
                     } catch {
                         logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                         return []
@@ -234,7 +235,7 @@ public final class JobWorker: Service, Sendable {
     /// Writes a handler's outcome. Returns true when the change still has to be announced
     /// (batched completions announce their whole batch themselves).
     private func record(_ job: Job, failure: (any Error)?, reason: StopReason?) async throws -> Bool {
-        let now = WallClock.milliseconds()
+        let now = queue.clock.milliseconds
         let node = settings.nodeId
         switch reason {
         case .leaseLost:
@@ -286,7 +287,7 @@ public final class JobWorker: Service, Sendable {
     private func renewLeases() async throws {
         let ids = state.withLock { Array($0.running.keys) }
         guard !ids.isEmpty else { return }
-        let held = try await store.renew(ids: ids, node: settings.nodeId, until: WallClock.milliseconds() + Int64(settings.leaseSeconds) * 1000)
+        let held = try await store.renew(ids: ids, node: settings.nodeId, until: queue.clock.milliseconds + Int64(settings.leaseSeconds) * 1000)
         for id in ids where !held.contains(id) { stop(id, reason: .leaseLost) }
     }
 
@@ -309,7 +310,7 @@ public final class JobWorker: Service, Sendable {
         for state in JobState.allCases {
             Gauge(label: "cairn_jobs", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
         }
-        let rescued = try await store.rescue(now: WallClock.milliseconds())
+        let rescued = try await store.rescue(now: queue.clock.milliseconds)
         if !rescued.isEmpty {
             await queue.events.announce(rescued.map(\.id))
             logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])
@@ -414,10 +415,12 @@ final class CompletionBatcher: Sendable {
     private let state = Mutex(State())
     private let store: JobStore
     private let node: String
+    private let clock: any CairnClock
 
-    init(store: JobStore, node: String) {
+    init(store: JobStore, node: String, clock: any CairnClock) {
         self.store = store
         self.node = node
+        self.clock = clock
     }
 
     /// Marks a job this node runs `succeeded`; returns once the write committed (and throws if
@@ -445,7 +448,7 @@ final class CompletionBatcher: Sendable {
             }
             if batch.isEmpty { return }
             do {
-                try await store.succeed(ids: batch.map(\.id), node: node, now: WallClock.milliseconds())
+                try await store.succeed(ids: batch.map(\.id), node: node, now: clock.milliseconds)
                 for entry in batch { entry.done.resume() }
                 Task { [ids = batch.map(\.id)] in await events.announce(ids) }
             } catch {

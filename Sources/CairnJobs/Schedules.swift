@@ -157,7 +157,7 @@ public final class Scheduler: Service, Sendable {
     @discardableResult
     func fireDue() async throws -> Int {
         let database = queue.store.database
-        let now = WallClock.milliseconds()
+        let now = queue.clock.milliseconds
         let queue = self.queue
         return try await database.transaction { db in
             var query: SQLQueryString =
@@ -249,7 +249,7 @@ public struct SchedulesController: Sendable {
             var request = request
             let body = try await request.decodeJSON(as: Body.self, context: context)
             let (cron, zone) = try validate(body, requireAll: true)
-            let now = WallClock.milliseconds()
+            let now = queue.clock.milliseconds
             let timeZone = zone ?? TimeZone(identifier: "UTC")!
             let schedule = Schedule(
                 id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
@@ -300,7 +300,7 @@ public struct SchedulesController: Sendable {
             updated.kind = body.kind ?? current.kind
             updated.args = body.args?.text ?? current.args
             updated.enabled = body.enabled ?? current.enabled
-            let now = WallClock.milliseconds()
+            let now = queue.clock.milliseconds
             if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
                 let cron = try newCron ?? CronExpression(updated.cron)
                 updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
@@ -355,7 +355,7 @@ extension JobQueue {
     ) async throws {
         let expression = try CronExpression(cron)
         guard let zone = TimeZone(identifier: timeZone) else { throw AppError.invalidField("timeZone", "must be an IANA time zone") }
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let next = Schedule.next(cron: expression, zone: zone, after: now)
         try await db.raw(
             """

@@ -252,6 +252,9 @@ public final class NotificationHub: Sendable {
         /// announcements are read with one query instead of one query each.
         var pendingIds: [String] = []
         var draining = false
+        /// Observers of ``connectionCount`` (see ``connectionCounts()``).
+        var countObservers: [UInt64: AsyncStream<Int>.Continuation] = [:]
+        var nextObserver: UInt64 = 0
     }
     private let bus: EventBus
     private let store: NotificationStore
@@ -268,6 +271,23 @@ public final class NotificationHub: Sendable {
 
     /// Live connections on this node.
     public var connectionCount: Int { state.withLock { $0.count } }
+
+    /// ``connectionCount`` now and after each change, until the consuming task is cancelled:
+    /// for callers that wait for connections to come and go (the newest count is kept when the
+    /// consumer falls behind).
+    public func connectionCounts() -> AsyncStream<Int> {
+        let (stream, continuation) = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state -> UInt64 in
+            state.nextObserver += 1
+            state.countObservers[state.nextObserver] = continuation
+            continuation.yield(state.count)
+            return state.nextObserver
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.countObservers.removeValue(forKey: id) }
+        }
+        return stream
+    }
 
     static func key(_ tenantId: String, _ userId: String) -> String { tenantId + "/" + userId }
 
@@ -288,6 +308,7 @@ public final class NotificationHub: Sendable {
         let (start, count) = state.withLock { state -> (Bool, Int) in
             state.mailboxes[Self.key(tenantId, userId), default: [:]][ObjectIdentifier(mailbox)] = mailbox
             state.count += 1
+            for observer in state.countObservers.values { observer.yield(state.count) }
             return (state.subscription == nil, state.count)
         }
         // Created per use: metrics made before the Prometheus bootstrap would stay no-ops.
@@ -301,6 +322,7 @@ public final class NotificationHub: Sendable {
             let key = Self.key(tenantId, userId)
             if state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil { state.count -= 1 }
             if state.mailboxes[key]?.isEmpty == true { state.mailboxes[key] = nil }
+            for observer in state.countObservers.values { observer.yield(state.count) }
             return state.count
         }
         Gauge(label: "cairn_notifications_connections").record(count)

@@ -44,7 +44,7 @@ public struct NotificationService: Service {
 
     private func prune() async {
         while !Task.isCancelled {
-            let cutoff = WallClock.milliseconds() - Int64(center.settings.retentionSeconds) * 1000
+            let cutoff = center.clock.milliseconds - Int64(center.settings.retentionSeconds) * 1000
             do {
                 while try await center.store.pruneRead(before: cutoff) >= 1000 {}
             } catch {

@@ -394,7 +394,7 @@ struct SocketSession {
         func nextCheck() -> ContinuousClock.Instant {
             guard identity != nil else { return started + settings.authTimeout }
             var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
-            let left = expiresAt.timeIntervalSinceNow
+            let left = expiresAt.timeIntervalSince(center.clock.now)
             if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
             if subscribed { next = min(next, lastResync + settings.resyncInterval) }
             for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
@@ -465,7 +465,7 @@ struct SocketSession {
                     if now - started >= settings.authTimeout { return (4408, "no auth message in time") }
                     continue
                 }
-                if Date() >= expiresAt { return (4401, "access token expired; refresh and reconnect") }
+                if center.clock.now >= expiresAt { return (4401, "access token expired; refresh and reconnect") }
                 if now - lastClientMessage >= settings.idleTimeout { return (4408, "idle") }
                 if let token, now - lastAuthCheck >= settings.authCheckInterval {
                     lastAuthCheck = now

@@ -125,7 +125,7 @@ public struct NotificationsController: Sendable {
                 if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
             }
             let count = try await store.markAllRead(
-                tenantId: context.identity.tenantId, userId: context.identity.userId, upToSeq: upToSeq, now: WallClock.milliseconds())
+                tenantId: context.identity.tenantId, userId: context.identity.userId, upToSeq: upToSeq, now: center.clock.milliseconds)
             return .json(Count(key: "updated", value: count))
         }
         group.get("notifications/stream") { request, context -> Response in
@@ -142,7 +142,7 @@ public struct NotificationsController: Sendable {
             guard
                 let item = try await store.markRead(
                     id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId,
-                    now: WallClock.milliseconds())
+                    now: center.clock.milliseconds)
             else { throw AppError.notFound("No such notification.") }
             return .json(item)
         }
@@ -194,7 +194,7 @@ public struct NotificationsController: Sendable {
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         // Token checks allow a little clock skew; a stream would end at once on a token already
         // past its expiry, so say why instead (an EventSource would retry it silently).
-        guard expiresAt > Date() else {
+        guard expiresAt > center.clock.now else {
             throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
         }
         let identity = context.identity
@@ -236,7 +236,7 @@ public struct NotificationsController: Sendable {
                     // Ticks wake the stream only when one of the checks below is due.
                     var due = min(lastWrite + center.settings.heartbeat, lastAuthCheck + center.settings.authCheckInterval)
                     due = min(due, lastResync + center.settings.resyncInterval)
-                    let left = expiresAt.timeIntervalSinceNow
+                    let left = expiresAt.timeIntervalSince(center.clock.now)
                     if left < 86_400 { due = min(due, .now + .milliseconds(Int64(max(0, left) * 1000))) }
                     mailbox.nextCheck(at: due)
                     let batch = await mailbox.next()
@@ -248,7 +248,7 @@ public struct NotificationsController: Sendable {
                     }
                     if batch.ticked {
                         let now = batch.tickedAt ?? .now
-                        if Date() >= expiresAt { break loop }
+                        if center.clock.now >= expiresAt { break loop }
                         if now - lastAuthCheck >= center.settings.authCheckInterval {
                             lastAuthCheck = now
                             do {

@@ -70,14 +70,21 @@ public final class Notifier: Sendable {
     public let settings: NotificationSettings
     /// Account lookups (tenant membership, token checks of live connections).
     public let accounts: AccountService
+    /// The time notifications are stamped with, quiet hours and retention are judged by, and
+    /// live connections compare their token's expiry with.
+    public let clock: any CairnClock
     let logger: Logger
     let hooks: PublishHooks
 
-    /// Creates the center.
-    public init(database: Database, bus: EventBus, accounts: AccountService, settings: NotificationSettings, logger: Logger) {
+    /// Creates the center; `clock` gives the time (see ``clock``).
+    public init(
+        database: Database, bus: EventBus, accounts: AccountService, settings: NotificationSettings, logger: Logger,
+        clock: any CairnClock = SystemClock()
+    ) {
         let store = NotificationStore(database: database)
         self.store = store
         self.settings = settings
+        self.clock = clock
         self.accounts = accounts
         self.logger = logger
         self.hub = NotificationHub(bus: bus, store: store, tickInterval: settings.tick, logger: logger)
@@ -100,7 +107,7 @@ public final class Notifier: Sendable {
             throw AppError.invalidField("userIds[\(bad)]", "must be a user id")
         }
         let recipients = Array(Set(userIds)).sorted()
-        let now = WallClock.milliseconds()
+        let now = clock.milliseconds
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []
         stored.reserveCapacity(recipients.count)

@@ -355,7 +355,7 @@ public final class OutboundChannels: Sendable {
         guard !endpoints.isEmpty || email || !pushPlatforms.isEmpty else { return }
         let pushRecipients = pushPlatforms.isEmpty ? [] : rows.map(\.userId).filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .push) }
         let devices = try await ProviderStore.devices(tenantId: tenantId, userIds: pushRecipients, platforms: pushPlatforms, on: db)
-        let now = WallClock.milliseconds()
+        let now = center.clock.milliseconds
         for row in rows {
             let prefs = preferences[row.userId] ?? .defaults
             let runAt = prefs.quietUntil(now: now)

@@ -69,6 +69,8 @@ public struct CairnComponents: Sendable {
     public let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
+    /// The time every module reads: token expiry, job backoff, leases, schedules, quiet hours.
+    public let clock: any CairnClock
     /// The logger.
     public let logger: Logger
     /// The product catalog: cached reads, invalidating writes.
@@ -101,9 +103,12 @@ public struct CairnComponents: Sendable {
     }
 }
 
-/// Opens the database, applies migrations when configured, loads keys, and wires the modules.
+/// Opens the database, applies migrations when configured, loads keys, and wires the modules,
+/// each reading the time from `clock` (tests pass one they advance by hand).
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
-public func buildComponents(configuration: CairnConfiguration, logger: Logger) async throws -> CairnComponents {
+public func buildComponents(
+    configuration: CairnConfiguration, logger: Logger, clock: any CairnClock = SystemClock()
+) async throws -> CairnComponents {
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
     if configuration.databaseURL == nil || configuration.jwtSecret == nil {
@@ -119,9 +124,9 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         tokenSettings.hmacSecret = configuration.jwtSecret
         tokenSettings.accessTokenTTL = configuration.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.refreshTokenTTL
-        let tokens = try await TokenService(settings: tokenSettings)
+        let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(cost: configuration.bcryptCost, threads: configuration.bcryptThreads)
-        let accounts = AccountService(store: AccountStore(database: database), tokens: tokens, hasher: hasher, logger: logger)
+        let accounts = AccountService(store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, logger: logger)
         let events = EventBus(database: database, logger: logger)
         var jobSettings = JobsSettings()
         jobSettings.concurrency = configuration.jobsConcurrency
@@ -133,12 +138,12 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         jobSettings.rescueInterval = configuration.jobsRescueInterval
         jobSettings.claimLimit = configuration.jobsClaimLimit
         jobSettings.batchCompletions = configuration.jobsBatchCompletions
-        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
+        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings, clock: clock)
         let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
         let notifications = Notifier(
-            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
+            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger, clock: clock)
         let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
         let broadcasts = TenantBroadcasts(center: notifications, jobs: jobs)
         let pipelines = PipelineStore(database: database)
@@ -149,7 +154,8 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
             logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
-            notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, logger: logger, catalog: catalog,
+            notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, clock: clock, logger: logger,
+            catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
             pipelines: pipelines, pipelineRunner: runner)
     } catch {
