@@ -1,4 +1,4 @@
-public import CairnServer
+import CairnServer
 import CairnStorage
 import Foundation
 public import Hummingbird
@@ -35,76 +35,12 @@ public let testLogger: Logger = {
     return logger
 }()
 
-/// A fresh, empty database for one test: a new SQLite file in a temporary directory, or a new
-/// PostgreSQL database created on the test server.
-public struct TestDatabase: Sendable {
-    /// The configuration pointing at it (data directory always set, bcrypt cost 4).
-    public var configuration: CairnConfiguration
-
-    /// Creates a fresh database on `engine`.
-    public static func make(_ engine: TestEngine) async throws -> TestDatabase {
-        var configuration = CairnConfiguration()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        configuration.dataDir = directory
-        configuration.bcryptCost = 4
-        configuration.bcryptThreads = 2
-        if engine == .postgres {
-            guard let base = TestEngine.postgresBaseURL else { throw TestSetupError("CAIRN_TEST_POSTGRES_URL is not set") }
-            let name = "cairn_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
-            let admin = try await Database.open(url: base, sqlitePath: "", logger: testLogger)
-            do {
-                try await admin.write { db in try await db.raw("CREATE DATABASE \(unsafeRaw: String(name))").run() }
-            } catch {
-                await admin.close()
-                throw error
-            }
-            await admin.close()
-            configuration.databaseURL = Self.replacingDatabase(in: base, with: String(name))
-        }
-        return TestDatabase(configuration: configuration)
-    }
-
-    static func replacingDatabase(in url: String, with name: String) -> String {
-        var components = URLComponents(string: url)!
-        components.path = "/" + name
-        return components.string!
-    }
-}
-
 /// A setup failure in a test helper.
 public struct TestSetupError: Error, CustomStringConvertible {
     /// What failed.
     public var description: String
     /// Creates the error.
     public init(_ description: String) { self.description = description }
-}
-
-/// Builds a node on a fresh database and runs `body` with a router-level test client and the
-/// node's components.
-public func withTestApp<R: Sendable>(
-    _ engine: TestEngine,
-    configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
-    runServices: Bool = false,
-    prepare: @Sendable (CairnComponents) -> Void = { _ in },
-    _ body: @Sendable (any TestClientProtocol, CairnComponents) async throws -> R
-) async throws -> R {
-    var database = try await TestDatabase.make(engine)
-    configure(&database.configuration)
-    let components = try await buildComponents(configuration: database.configuration, logger: testLogger)
-    prepare(components)
-    let app = Application(
-        router: buildRouter(components: components), services: runServices ? components.makeServices() : [], logger: testLogger)
-    // The data directory (SQLite file, keys, blobs) goes with the test.
-    defer { try? FileManager.default.removeItem(atPath: database.configuration.dataDir) }
-    do {
-        let result = try await app.test(.router) { client in try await body(client, components) }
-        await components.database.close()
-        return result
-    } catch {
-        await components.database.close()
-        throw error
-    }
 }
 
 /// JSON helpers for test requests.

@@ -1,0 +1,123 @@
+public import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
+/// would starve): `received` gets each chunk, then nil at end of file.
+public func readChunks(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
+    let thread = Thread {
+        while true {
+            let data = handle.availableData
+            if data.isEmpty {
+                received(nil)
+                return
+            }
+            received(data)
+        }
+    }
+    thread.start()
+}
+
+/// One Server-Sent Event (WHATWG HTML §9.2).
+public struct ServerSentEvent: Sendable {
+    /// The `id:` field, if any.
+    public var id: String?
+    /// The `event:` field (`message` when absent).
+    public var event: String
+    /// The `data:` lines, joined.
+    public var data: String
+
+    /// The data as a JSON object, or nil.
+    public var object: [String: Any]? {
+        try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+    }
+
+    /// The data decoded as `T` (see ``testJSONDecoder``).
+    public func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
+        try testJSONDecoder.decode(T.self, from: Data(data.utf8))
+    }
+
+    /// The complete events in `text` (a block not yet ended by a blank line is left out).
+    public static func parse(_ text: String) -> [ServerSentEvent] {
+        var blocks = text.components(separatedBy: "\n\n")
+        blocks.removeLast()  // what follows the last blank line is incomplete (or empty)
+        return blocks.compactMap { block in
+            var event = ServerSentEvent(id: nil, event: "message", data: "")
+            var hasData = false
+            for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix(":") { continue }
+                if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
+                if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)) }
+                if line.hasPrefix("data: ") {
+                    event.data += (hasData ? "\n" : "") + line.dropFirst(6)
+                    hasData = true
+                }
+            }
+            return hasData ? event : nil
+        }
+    }
+}
+
+/// A `curl -N` reading a `text/event-stream` response into memory as it arrives. Tests await
+/// what they expect with ``wait(_:timeout:until:)``, which re-checks on every chunk received.
+public final class EventStreamReader: Sendable {
+    /// What arrived so far.
+    public struct Received: Sendable {
+        /// Everything received (bytes: a character may be split between chunks).
+        public var data: Data
+        /// Everything received, as text.
+        public var text: String { String(decoding: data, as: UTF8.self) }
+        /// True once the server ended the stream.
+        public var ended: Bool
+        /// The complete events received.
+        public var events: [ServerSentEvent] { ServerSentEvent.parse(text) }
+    }
+
+    private let process: Process
+    private let received = Observed(Received(data: Data(), ended: false))
+
+    /// Starts reading `url` with extra request `headers` (`Name: value`).
+    public init(url: String, headers: [String] = []) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-sN"] + headers.flatMap { ["-H", $0] } + [url]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        self.process = process
+        try process.run()
+        readChunks(pipe.fileHandleForReading) { [received] data in
+            received.update { state in
+                if let data { state.data.append(data) } else { state.ended = true }
+            }
+        }
+    }
+
+    /// What arrived so far.
+    public var current: Received { received.value }
+    /// Everything received so far, as text.
+    public var text: String { received.value.text }
+    /// True once the server ended the stream.
+    public var ended: Bool { received.value.ended }
+
+    /// Returns what arrived once `predicate` holds for it, re-checked on each chunk.
+    /// - Throws: ``WaitTimeout`` after `timeout`.
+    @discardableResult
+    public func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Received) -> Bool) async throws
+        -> Received
+    {
+        try await received.wait(what, timeout: timeout, until: predicate)
+    }
+
+    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
+    /// blocks SIGTERM, so `terminate()` could leave it running.
+    public func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}

@@ -1,0 +1,118 @@
+import CairnAccounts
+public import CairnServer
+public import CairnStorage
+public import Hummingbird
+public import HummingbirdTesting
+import HummingbirdWebSocket
+public import Logging
+
+/// How a test talks to its node.
+public enum TestAppMode: Sendable {
+    /// Requests go straight to the router, with no socket (HummingbirdTesting's router mode).
+    case router
+    /// The node as `cairn serve` runs it: HTTP with WebSocket upgrade on a free loopback port,
+    /// so real clients (curl, Python, WebSocket) can connect.
+    case live
+}
+
+/// A node under test: its client, its parts, and in live mode its port.
+public struct TestApp: Sendable {
+    /// Sends requests to the node (over loopback HTTP in live mode).
+    public let client: any TestClientProtocol
+    /// The node's wired parts.
+    public let components: CairnComponents
+    /// The loopback port the node listens on (live mode only).
+    public let port: Int?
+
+    /// The clock every module of the node reads.
+    public var clock: any CairnClock { components.clock }
+    /// The node's database.
+    public var database: Database { components.database }
+    /// `http://127.0.0.1:<port>` (live mode only).
+    public var baseURL: String { "http://127.0.0.1:\(port ?? 0)" }
+}
+
+/// Builds a node on a fresh database of `engine` (removed afterwards) and runs `body` with it.
+///
+/// - Parameters:
+///   - mode: router (default) or live; see ``TestAppMode``.
+///   - clock: the time every module reads; pass a ``TestClock`` to advance it by hand.
+///   - configure: changes to the test configuration (bcrypt cost 4, a temporary data directory).
+///   - runServices: run the node's background services (job worker, scheduler, notification
+///     bridge…); by default live mode runs them and router mode does not.
+///   - prepare: runs on the wired components before the node starts (register job kinds).
+public func withTestApp<R: Sendable>(
+    _ engine: TestEngine, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(),
+    configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool? = nil, logger: Logger = testLogger,
+    prepare: @Sendable (CairnComponents) -> Void = { _ in }, _ body: @Sendable (TestApp) async throws -> R
+) async throws -> R {
+    try await withTestDatabase(engine) { database in
+        configure(&database.configuration)
+        return try await withTestApp(
+            on: database, mode: mode, clock: clock, runServices: runServices, logger: logger, prepare: prepare, body)
+    }
+}
+
+/// Builds a node on an existing test database and runs `body` with it; several nodes may
+/// share one database (see ``withTestDatabase(_:migrated:_:)``). The node's connections and
+/// threads are closed when `body` returns or throws.
+public func withTestApp<R: Sendable>(
+    on database: TestDatabase, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(), runServices: Bool? = nil,
+    logger: Logger = testLogger, prepare: @Sendable (CairnComponents) -> Void = { _ in }, _ body: @Sendable (TestApp) async throws -> R
+) async throws -> R {
+    let components = try await buildComponents(configuration: database.configuration, logger: logger, clock: clock)
+    prepare(components)
+    do {
+        let result: R
+        switch (mode, runServices ?? (mode == .live)) {
+        case (.router, let services):
+            let app = Application(
+                router: buildRouter(components: components), services: services ? components.makeServices() : [], logger: logger)
+            result = try await app.test(.router) { client in
+                try await body(TestApp(client: client, components: components, port: nil))
+            }
+        case (.live, true):
+            result = try await makeApplication(components: components).test(.live) { client in
+                try await body(TestApp(client: client, components: components, port: try livePort(client)))
+            }
+        case (.live, false):
+            // As `makeApplication`, without the background services (a node that only serves).
+            let router = buildRouter(components: components)
+            let app = Application(router: router, server: .http1WebSocketUpgrade(webSocketRouter: router), logger: logger)
+            result = try await app.test(.live) { client in
+                try await body(TestApp(client: client, components: components, port: try livePort(client)))
+            }
+        }
+        await close(components)
+        return result
+    } catch {
+        await close(components)
+        throw error
+    }
+}
+
+/// Builds a node on a fresh database and runs `body` with a router-level test client and the
+/// node's components (the two-argument form of ``withTestApp(_:mode:clock:configure:runServices:logger:prepare:_:)``).
+public func withTestApp<R: Sendable>(
+    _ engine: TestEngine,
+    configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    runServices: Bool = false,
+    prepare: @Sendable (CairnComponents) -> Void = { _ in },
+    _ body: @Sendable (any TestClientProtocol, CairnComponents) async throws -> R
+) async throws -> R {
+    try await withTestApp(engine, mode: .router, configure: configure, runServices: runServices, prepare: prepare) { (app: TestApp) in
+        try await body(app.client, app.components)
+    }
+}
+
+private func livePort(_ client: any TestClientProtocol) throws -> Int {
+    guard let port = client.port else { throw TestSetupError("the live test client has no port") }
+    return port
+}
+
+/// Closes what a node opened: its database connections and its bcrypt threads (both safe to
+/// close twice: a live node's services close them on shutdown too).
+private func close(_ components: CairnComponents) async {
+    await components.database.close()
+    await components.accounts.hasher.shutdown()
+}
