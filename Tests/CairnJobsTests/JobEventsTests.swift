@@ -11,19 +11,41 @@ import Testing
 
 @testable import CairnJobs
 
-/// Parses `text/event-stream` into (id, event, data) triples.
-func serverSentEvents(_ text: String) -> [(id: Int, event: String, data: [String: Any])] {
-    text.components(separatedBy: "\n\n").compactMap { block in
-        var id: Int?
-        var event = ""
-        var data = ""
-        for line in block.split(separator: "\n") {
-            if line.hasPrefix("id: ") { id = Int(line.dropFirst(4)) }
-            if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
-            if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+/// A job kind whose handler reports progress one step at a time, each step only once the test
+/// allows it: a test lets a step through after it saw the previous one, so no change can be
+/// coalesced with another however slow the machine.
+final class Steps: Sendable {
+    static let kind = "test.stepped"
+    private let allowed = Observed(0)
+
+    func allow(_ step: Int) {
+        allowed.update { $0 = max($0, step) }
+    }
+
+    /// Registers the kind: `count` progress reports, then the end, each once allowed (so
+    /// step `count + 1` lets the job succeed).
+    func register(on jobs: JobQueue, count: Int) {
+        jobs.register(kind: Self.kind) { context in
+            for step in 1...count {
+                try await self.allowed.wait("step \(step) allowed", timeout: .seconds(3600)) { $0 >= step }
+                try await context.reportProgress(.object(["step": .number(Double(step))]))
+            }
+            try await self.allowed.wait("the end allowed", timeout: .seconds(3600)) { $0 > count }
         }
-        guard let id, let object = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any] else { return nil }
-        return (id, event, object)
+    }
+
+    /// The steps reported by the running job's events in `events`, in order (the final event
+    /// repeats the last step's progress).
+    static func steps(_ events: [ServerSentEvent]) -> [Int] {
+        events.compactMap { event in
+            guard let job = try? event.decode(JobBody.self), job.state == "running" else { return nil }
+            return job.progress?["step"]?.int
+        }
+    }
+
+    /// Whether `events` hold step `step`'s progress.
+    static func shows(_ step: Int, _ events: [ServerSentEvent]) -> Bool {
+        steps(events).contains(step)
     }
 }
 
@@ -31,88 +53,113 @@ func serverSentEvents(_ text: String) -> [(id: Int, event: String, data: [String
 struct JobEventsTests {
     @Test(arguments: TestEngine.available)
     func theStreamFollowsAJobToItsEndAndResumesAfterLastEventID(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, _ in
-            let token = try await client.registerAndLogin(email: "sse@example.com").tokens["accessToken"] as! String
-            let created = try await client.json(.post, "/jobs", ["kind": "noop", "args": ["sleepMs": 400, "checkpointEvery": 100]], token: token)
-            let id = created.object["id"] as! String
-            let stream = try await client.execute(uri: "/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(token)"])
-            #expect(stream.status == .ok)
-            #expect(stream.headers[.contentType] == "text/event-stream")
-            #expect(stream.text.hasPrefix("retry: 2000\n\n"))
-            let events = serverSentEvents(stream.text)
-            #expect(events.count >= 3, "expected the initial state, progress and the end")
-            #expect(events.allSatisfy { $0.event == "job" && $0.data["id"] as? String == id })
-            #expect(events.map(\.id) == events.map(\.id).sorted())
-            #expect(Set(events.map(\.id)).count == events.count)
-            #expect(events.last?.data["state"] as? String == "succeeded")
-            #expect(events.contains { ($0.data["progress"] as? [String: Any])?["fraction"] != nil })
+        let steps = Steps()
+        try await withTestApp(engine, mode: .live, prepare: { steps.register(on: $0.jobs, count: 3) }) { app in
+            let (user, tokens) = try await app.client.registerAndLogin(email: "sse@example.com")
+            let token = tokens["accessToken"] as! String
+            let id = try await app.components.jobs.enqueue(
+                JobRequest(kind: Steps.kind), tenantId: user["tenantId"] as! String, createdBy: user["id"] as? String
+            ).job.id
+            let stream = try EventStreamReader(url: "\(app.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+            defer { stream.stop() }
+            for step in 1...3 {
+                steps.allow(step)
+                try await stream.wait("progress step \(step) on the stream") { Steps.shows(step, $0.events) }
+            }
+            steps.allow(4)
+            let received = try await stream.wait("the stream's end after the final state") { $0.ended }
+            #expect(received.text.hasPrefix("retry: 2000\n\n"))
+            let events = received.events
+            let jobs = try events.map { try $0.decode(JobBody.self) }
+            #expect(events.allSatisfy { $0.event == "job" })
+            #expect(jobs.allSatisfy { $0.id == id })
+            let versions = events.compactMap { $0.id.flatMap(Int.init) }
+            #expect(versions.count == events.count && versions == versions.sorted() && Set(versions).count == versions.count)
+            #expect(Steps.steps(events) == [1, 2, 3], "every progress report, in order")
+            #expect(jobs.last?.state == "succeeded")
 
             // Reconnecting after the last event: nothing new, the stream just ends.
-            let last = events.last!.id
-            let resumed = try await client.execute(
+            let last = versions.last!
+            let resumed = try await app.client.execute(
                 uri: "/jobs/\(id)/events", method: .get,
                 headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(last)])
-            #expect(serverSentEvents(resumed.text).isEmpty)
+            #expect(resumed.status == .ok)
+            #expect(resumed.headers[.contentType] == "text/event-stream")
+            #expect(ServerSentEvent.parse(resumed.text).isEmpty)
             // Reconnecting from an earlier event: the current state once.
-            let earlier = try await client.execute(
+            let earlier = try await app.client.execute(
                 uri: "/jobs/\(id)/events", method: .get,
-                headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(events.first!.id)])
-            #expect(serverSentEvents(earlier.text).map(\.id) == [last])
+                headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(versions.first!)])
+            #expect(ServerSentEvent.parse(earlier.text).map(\.id) == [String(last)])
 
-            let stranger = try await client.registerAndLogin(email: "sse2@example.com").tokens["accessToken"] as! String
-            #expect(try await client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
+            let stranger = try await app.client.registerAndLogin(email: "sse2@example.com").tokens["accessToken"] as! String
+            #expect(try await app.client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
         }
     }
 }
 
 @Suite("Jobs: live status across nodes")
 struct JobEventsAcrossNodesTests {
-    /// Node B serves the stream, node A runs the job: B hears of every step through
-    /// LISTEN/NOTIFY. Its fallback poll is 1 s, so a 3 s job with ten checkpoints would show at
-    /// most four events if the notifications did not cross.
+    /// Node B serves the stream, node A runs the job. Each of the job's ten progress reports is
+    /// let through only once B's stream showed the previous one, and B's own subscription must
+    /// hear every change A announced (the claim, ten reports, the outcome) through
+    /// LISTEN/NOTIFY: B's slow fallback poll could show the steps, but never announce them.
     @Test func aStreamOnOneNodeFollowsAJobRunningOnAnother() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        var database = try await TestDatabase.make(.postgres)
-        database.configuration.bcryptCost = 4
-        let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
-        let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
-        let appA = Application(router: buildRouter(components: nodeA), services: nodeA.makeServices(), logger: testLogger)
-        let appB = Application(router: buildRouter(components: nodeB), logger: testLogger)
-        try await appA.test(.router) { _ in
-            try await appB.test(.router) { clientB in
-                let token = try await clientB.registerAndLogin(email: "sse-nodes@example.com").tokens["accessToken"] as! String
-                let created = try await clientB.json(
-                    .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 3000, "checkpointEvery": 300]], token: token)
-                let id = created.object["id"] as! String
-                let stream = try await clientB.execute(uri: "/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(token)"])
-                let events = serverSentEvents(stream.text)
-                #expect(events.last?.data["state"] as? String == "succeeded")
-                // Eleven changes (claim, ten checkpoints, outcome); polling alone would show at
-                // most four or five. A loaded machine coalesces some (a re-read covers several).
-                #expect(events.count >= 6, "only \(events.count) events reached the other node")
-                #expect(events.map(\.id) == events.map(\.id).sorted())
+        let steps = Steps()
+        try await withTestDatabase(.postgres) { database in
+            try await withTestApp(on: database, runServices: true, prepare: { steps.register(on: $0.jobs, count: 10) }) { nodeA in
+                try await withTestApp(on: database, mode: .live, runServices: false) { nodeB in
+                    let heard = Observed<[String: Int]>([:])
+                    let listening = Observed(false)
+                    let changes = nodeB.components.jobs.events.changes(onListening: { listening.update { $0 = true } })
+                    let hearing = Task {
+                        for await ids in changes { heard.update { for id in ids { $0[id, default: 0] += 1 } } }
+                    }
+                    defer { hearing.cancel() }
+                    try await listening.wait("node B listening for job changes") { $0 }
+
+                    let (user, tokens) = try await nodeB.client.registerAndLogin(email: "sse-nodes@example.com")
+                    let token = tokens["accessToken"] as! String
+                    let id = try await nodeA.components.jobs.enqueue(
+                        JobRequest(kind: Steps.kind), tenantId: user["tenantId"] as! String, createdBy: user["id"] as? String
+                    ).job.id
+                    let stream = try EventStreamReader(url: "\(nodeB.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+                    defer { stream.stop() }
+                    for step in 1...10 {
+                        steps.allow(step)
+                        try await stream.wait("step \(step) on node B's stream") { Steps.shows(step, $0.events) }
+                    }
+                    steps.allow(11)
+                    let events = try await stream.wait("the end of node B's stream") { $0.ended }.events
+                    #expect((try? events.last?.decode(JobBody.self))?.state == "succeeded")
+                    #expect(Steps.steps(events) == Array(1...10))
+                    let versions = events.compactMap { $0.id.flatMap(Int.init) }
+                    #expect(versions == versions.sorted())
+                    try await heard.wait("node B hearing the claim, ten reports and the outcome") { $0[id, default: 0] >= 12 }
+                }
             }
         }
-        await nodeA.database.close()
-        await nodeB.database.close()
     }
 }
 
 @Suite("Jobs: metrics")
 struct JobMetricsTests {
     @Test func countersTimersAndQueueDepthAreExported() async throws {
-        try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { client, _ in
-            let token = try await client.registerAndLogin(email: "metrics@example.com").tokens["accessToken"] as! String
-            let created = try await client.json(.post, "/jobs", ["kind": "noop"], token: token)
-            _ = try await awaitJob(client, created.object["id"] as! String, token: token, state: "succeeded")
-            let exported = try await eventually(timeout: .seconds(5)) {
-                let text = try await client.execute(uri: "/metrics", method: .get).text
-                return text.contains(#"cairn_jobs_enqueued_total{kind="noop"}"#)
-                    && text.contains(#"cairn_jobs_finished_total{kind="noop",state="succeeded"}"#)
-                    && text.contains(#"cairn_jobs{state="succeeded"}"#)
-                    && text.contains("cairn_jobs_wait_seconds_bucket") && text.contains("cairn_jobs_run_seconds_bucket")
+        try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { app in
+            let token = try await app.client.registerAndLogin(email: "metrics@example.com").tokens["accessToken"] as! String
+            let created = try await app.client.json(.post, "/jobs", ["kind": "noop"], token: token)
+            try await app.awaitJob(created.object["id"] as! String, state: .succeeded, token: token)
+            // Counters and timers are recorded before the outcome is announced.
+            let text = try await app.client.execute(uri: "/metrics", method: .get).text
+            #expect(text.contains(#"cairn_jobs_enqueued_total{kind="noop"}"#))
+            #expect(text.contains(#"cairn_jobs_finished_total{kind="noop",state="succeeded"}"#))
+            #expect(text.contains("cairn_jobs_wait_seconds_bucket") && text.contains("cairn_jobs_run_seconds_bucket"))
+            // The queue-depth gauge is written by the worker's periodic maintenance pass (every
+            // 100 ms here), which announces nothing: polled.
+            try await pollUntil("the queue-depth gauge") {
+                try await app.client.execute(uri: "/metrics", method: .get).text.contains(#"cairn_jobs{state="succeeded"}"#)
             }
-            #expect(exported)
         }
     }
 }

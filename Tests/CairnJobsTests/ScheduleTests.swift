@@ -14,7 +14,10 @@ import Testing
 struct ScheduleTests {
     @Test(arguments: TestEngine.available)
     func schedulesAreValidatedAndManagedByAdminsOfTheirTenant(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
+        // 2026-03-10T12:00:00Z: the next 02:30 in Berlin (UTC+1 until the 29th) is 01:30 UTC on the 11th.
+        let clock = TestClock(now: Date(timeIntervalSince1970: 1_773_144_000))
+        try await withTestApp(engine, clock: clock) { app in
+            let client = app.client
             let token = try await client.registerAndLogin(email: "cron@example.com").tokens["accessToken"] as! String
             let bad = try await client.json(
                 .post, "/schedules", ["name": "x", "cron": "61 * * * *", "timeZone": "Mars/Olympus", "kind": "nope"], token: token)
@@ -25,17 +28,16 @@ struct ScheduleTests {
                 .post, "/schedules", ["name": "nightly", "cron": "30 2 * * *", "timeZone": "Europe/Berlin", "kind": "noop", "args": ["sleepMs": 1]],
                 token: token)
             #expect(created.status == .created)
-            let id = created.object["id"] as! String
-            let nextRun = Timestamp.parse(created.object["nextRunAt"] as! String)!
-            var berlin = Calendar(identifier: .gregorian)
-            berlin.timeZone = TimeZone(identifier: "Europe/Berlin")!
-            #expect(berlin.component(.hour, from: nextRun) == 2 && berlin.component(.minute, from: nextRun) == 30)
-            #expect(nextRun > Date() && nextRun < Date().addingTimeInterval(86_400 + 3600))
+            let schedule = try created.decode(ScheduleBody.self)
+            let id = schedule.id
+            #expect(schedule.nextRunAt == Date(timeIntervalSince1970: 1_773_192_600))
 
             let etag = try #require(created.headers[.eTag])
             #expect(try await client.json(.get, "/schedules/\(id)", token: token, headers: [.ifNoneMatch: etag]).status == .notModified)
-            let utc = try await client.json(.post, "/schedules", ["name": "u", "cron": "@daily", "kind": "noop"], token: token)
-            #expect(utc.object["timeZone"] as? String == "UTC")
+            let utc = try await client.json(.post, "/schedules", ["name": "u", "cron": "@daily", "kind": "noop"], token: token).decode(
+                ScheduleBody.self)
+            #expect(utc.timeZone == "UTC")
+            #expect(utc.nextRunAt == Date(timeIntervalSince1970: 1_773_187_200), "midnight UTC after the clock's noon")
             for zone in ["Asia/Kolkata", "Etc/UTC", "America/Argentina/Buenos_Aires"] {
                 let response = try await client.json(
                     .post, "/schedules", ["name": "z", "cron": "@daily", "kind": "noop", "timeZone": zone], token: token)
@@ -54,7 +56,7 @@ struct ScheduleTests {
             let patched = try await client.json(
                 .patch, "/schedules/\(id)", ["cron": "@hourly", "enabled": false], token: token, headers: [.ifMatch: etag])
             #expect(patched.status == .ok)
-            #expect(patched.object["enabled"] as? Bool == false)
+            #expect(try patched.decode(ScheduleBody.self).enabled == false)
             #expect((try await client.json(.get, "/schedules", token: token).object["items"] as? [Any])?.count == 5)
 
             let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens["accessToken"] as! String
@@ -70,14 +72,28 @@ struct ScheduleTests {
 
     @Test(arguments: TestEngine.available)
     func eachOccurrenceFiresExactlyOnceAndMissedOnesFireOnce(engine: TestEngine) async throws {
-        var test = try await TestDatabase.make(engine)
-        test.configuration.bcryptCost = 4
-        let nodeCount = engine == .postgres ? 3 : 1
-        var nodes: [CairnComponents] = []
-        for _ in 0..<nodeCount { nodes.append(try await buildComponents(configuration: test.configuration, logger: testLogger)) }
+        // Every node reads one clock, stopped 20.5 s past a minute.
+        let clock = TestClock(now: Date(timeIntervalSince1970: 1_773_144_020.5))
+        try await withTestDatabase(engine) { test in
+            let nodeCount = engine == .postgres ? 3 : 1
+            var nodes: [CairnComponents] = []
+            for _ in 0..<nodeCount {
+                nodes.append(try await buildComponents(configuration: test.configuration, logger: testLogger, clock: clock))
+            }
+            do {
+                try await fireOnce(nodes, clock: clock)
+            } catch {
+                for node in nodes { await node.database.close() }
+                throw error
+            }
+            for node in nodes { await node.database.close() }
+        }
+    }
+
+    private func fireOnce(_ nodes: [CairnComponents], clock: TestClock) async throws {
         let database = nodes[0].database
         let tenant = UUIDv7.make()
-        let missedSince = WallClock.milliseconds() - 10 * 60_000  // ten occurrences were missed
+        let missedSince = clock.milliseconds - 10 * 60_000  // ten occurrences were missed
         try await database.write { db in
             try await db.raw(
                 """
@@ -89,7 +105,6 @@ struct ScheduleTests {
             ).run()
         }
         let schedulers = nodes.map { Scheduler(queue: $0.jobs, logger: testLogger) }
-        let firing = WallClock.milliseconds()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for scheduler in schedulers {
                 for _ in 0..<5 { group.addTask { try await scheduler.fireDue() } }
@@ -103,11 +118,7 @@ struct ScheduleTests {
             )
         }
         #expect(jobs == ["schedule:01a22800-0000-7000-8000-000000000001:\(missedSince)"])
-        // The next occurrence is the first minute after the firing began (compared with that
-        // moment, not with the clock after the reads: a run crossing a minute boundary is fine).
-        #expect(next > firing)
-        #expect(next <= WallClock.milliseconds() + 60_000)
-        #expect(next % 60_000 == 0)
-        for node in nodes { await node.database.close() }
+        // The next occurrence is the first minute after the clock's time.
+        #expect(next == 1_773_144_060_000)
     }
 }

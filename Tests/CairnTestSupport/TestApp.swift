@@ -46,9 +46,8 @@ public func withTestApp<R: Sendable>(
     configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool? = nil, logger: Logger = testLogger,
     prepare: @Sendable (CairnComponents) -> Void = { _ in }, _ body: @Sendable (TestApp) async throws -> R
 ) async throws -> R {
-    try await withTestDatabase(engine) { database in
-        configure(&database.configuration)
-        return try await withTestApp(
+    try await withTestDatabase(engine, configure: configure) { database in
+        try await withTestApp(
             on: database, mode: mode, clock: clock, runServices: runServices, logger: logger, prepare: prepare, body)
     }
 }

@@ -61,14 +61,16 @@ public struct TestDatabase: Sendable {
 }
 
 /// Runs `body` with a fresh database of `engine` (see ``TestDatabase/make(_:migrated:)``),
-/// removed afterwards whether `body` succeeds or throws. Several nodes may share it; close
-/// their connections before `body` returns.
+/// its configuration changed by `configure`, removed afterwards whether `body` succeeds or
+/// throws. Several nodes may share it; close their connections before `body` returns.
 public func withTestDatabase<R: Sendable>(
-    _ engine: TestEngine, migrated: Bool = true, _ body: (inout TestDatabase) async throws -> R
+    _ engine: TestEngine, migrated: Bool = true, configure: (inout CairnConfiguration) -> Void = { _ in },
+    _ body: (TestDatabase) async throws -> R
 ) async throws -> R {
     var database = try await TestDatabase.make(engine, migrated: migrated)
+    configure(&database.configuration)
     do {
-        let result = try await body(&database)
+        let result = try await body(database)
         await database.remove()
         return result
     } catch {

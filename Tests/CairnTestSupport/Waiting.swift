@@ -39,6 +39,22 @@ private enum DeadlineOutcome<R: Sendable>: Sendable {
     case expired
 }
 
+/// Re-checks `condition` every `interval` until it holds. Only for state that changes with no
+/// event to wait on (a periodic maintenance pass, another process's output file); every call
+/// site says why it cannot wait on an event instead.
+/// - Throws: ``WaitTimeout`` after `timeout`, or what `condition` throws.
+public func pollUntil(
+    _ what: String, every interval: Duration = .milliseconds(100), timeout: Duration = .seconds(30),
+    _ condition: @escaping @Sendable () async throws -> Bool
+) async throws {
+    try await withDeadline(timeout, what) {
+        while try await !condition() {
+            // The poll interval: there is nothing to wait on (see the call site).
+            try await Task.sleep(for: interval)
+        }
+    }
+}
+
 /// Wake-ups for tasks waiting on a condition over state that changes when something happens
 /// (a job event, bytes from a peer, a line from a child process): whoever changes the state
 /// calls ``notify()``, and each waiter re-checks its condition then — never on a timer.
@@ -122,5 +138,40 @@ public func firstElement<S: AsyncSequence & Sendable>(
     try await withDeadline(timeout, what) {
         for try await element in sequence where predicate(element) { return element }
         throw WaitTimeout("\(what) (the sequence ended)", after: timeout)
+    }
+}
+
+/// A door that tasks (job handlers, publishing hooks) wait at until the test opens it, so a
+/// test holds work in a known state instead of sizing sleeps to outlast it.
+public final class Gate: Sendable {
+    private let state = Observed((open: false, arrived: 0))
+
+    /// A closed gate.
+    public init() {}
+
+    /// How many waits reached the gate.
+    public var arrived: Int { state.value.arrived }
+
+    /// Waits until the gate is open.
+    /// - Throws: `CancellationError` when the waiting task is cancelled (a node shutting down
+    ///   cancels its handlers), so a closed gate never hangs a test's shutdown.
+    public func wait() async throws {
+        state.update { $0.arrived += 1 }
+        do {
+            try await state.wait("the gate opening", timeout: .seconds(3600)) { $0.open }
+        } catch is WaitTimeout {
+            throw CancellationError()
+        }
+    }
+
+    /// Opens the gate: waiting tasks go on, later ones pass.
+    public func open() {
+        state.update { $0.open = true }
+    }
+
+    /// Returns once `count` waits have reached the gate.
+    /// - Throws: ``WaitTimeout`` after `timeout`.
+    public func waitForArrivals(_ count: Int, timeout: Duration = .seconds(30)) async throws {
+        try await state.wait("\(count) arrivals at the gate", timeout: timeout) { $0.arrived >= count }
     }
 }
