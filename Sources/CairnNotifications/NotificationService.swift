@@ -66,7 +66,7 @@ public struct NotificationService: Service {
             }
             for job in changed {
                 guard let creator = job.createdBy else { continue }
-                for draft in statuses.drafts(for: job, now: .now) {
+                for draft in statuses.drafts(for: job, now: center.clock.instant) {
                     do {
                         try await center.publish(draft, to: [creator], tenantId: job.tenantId)
                     } catch {
