@@ -29,8 +29,9 @@ struct AddressPinningTests {
         request.body = .bytes(.init(string: #"{"pinned":true}"#))
         let response = try await client.execute(request, timeout: .seconds(10))
         #expect(response.status.code == 200)
-        #expect(try await eventually { receiver.requests.count == 1 })
-        #expect((receiver.requests.first?["body"] as? [String: Any])?["pinned"] as? Bool == true)
+        let requests = try await receiver.wait("the pinned request reaching the receiver") { !$0.isEmpty }
+        #expect(requests.count == 1)
+        #expect((requests.first?["body"] as? [String: Any])?["pinned"] as? Bool == true)
 
         // Without the pin, the same name does not resolve.
         let unpinned = PinnedClients.shared.client(host: "other.cairn-test.invalid", address: "127.0.0.1")

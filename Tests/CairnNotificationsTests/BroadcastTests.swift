@@ -25,35 +25,6 @@ func broadcastRows(_ database: Database, broadcastId: String) async throws -> [S
     }
 }
 
-/// A door a task waits at until the test opens it.
-final class Gate: Sendable {
-    private let state = Mutex<(open: Bool, arrived: Int, waiters: [CheckedContinuation<Void, Never>])>((false, 0, []))
-
-    /// How many tasks reached the gate.
-    var arrived: Int { state.withLock { $0.arrived } }
-
-    func wait() async {
-        await withCheckedContinuation { continuation in
-            let pass = state.withLock { state -> Bool in
-                state.arrived += 1
-                if state.open { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if pass { continuation.resume() }
-        }
-    }
-
-    func open() {
-        let waiters = state.withLock { state in
-            state.open = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-}
-
 /// What a handler saved through its context.
 struct Saved: Sendable {
     var checkpoints: [JSONValue] = []
@@ -83,13 +54,14 @@ func makeTenant(_ client: any TestClientProtocol, prefix: String, members: Int) 
 struct BroadcastTests {
     @Test(arguments: TestEngine.available)
     func aBroadcastIsAJobStoringOneRowPerMemberInPagesAndIdempotencyKeyReplaysIt(engine: TestEngine) async throws {
-        try await withNode(
-            engine,
+        try await withTestApp(
+            engine, mode: .live,
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.batchSize = 3
             }
-        ) { client, components, _ in
+        ) { app in
+            let (client, components) = (app.client, app.components)
             // 8 users: three pages of at most 3.
             let (owner, members, stranger) = try await makeTenant(client, prefix: "bcast", members: 7)
             let headers: HTTPFields = [
@@ -110,18 +82,13 @@ struct BroadcastTests {
             #expect(again.object["broadcastId"] as? String == broadcastId)
             #expect(again.headers[.location] == "/jobs/\(jobId)")
 
-            #expect(
-                try await eventually {
-                    try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object["state"] as? String == "succeeded"
-                })
-            let done = try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object
-            let result = try #require(done["result"] as? [String: Any])
-            #expect(result["broadcastId"] as? String == broadcastId)
-            #expect(result["members"] as? Int == 8)
-            #expect(result["stored"] as? Int == 8)
+            let done = try await app.awaitJob(jobId, state: .succeeded, token: owner.token)
+            let result = try #require(done.result)
+            #expect(result["broadcastId"]?.string == broadcastId)
+            #expect(result["members"]?.int == 8)
+            #expect(result["stored"]?.int == 8)
             // The last checkpoint is after the last page.
-            let checkpoint = try #require(done["checkpoint"] as? [String: Any])
-            #expect(checkpoint["after"] as? String == ([owner] + members).map(\.userId).max())
+            #expect(done.checkpoint?["after"]?.string == ([owner] + members).map(\.userId).max())
 
             // Exactly one row per member, none outside the tenant, and one job for both requests.
             let rows = try await broadcastRows(components.database, broadcastId: broadcastId)
@@ -207,42 +174,43 @@ struct BroadcastTests {
     @Test(arguments: TestEngine.available)
     func requestsAreAnsweredWhileABroadcastRuns(engine: TestEngine) async throws {
         let gate = Gate()
-        try await withNode(
-            engine,
+        try await withTestApp(
+            engine, mode: .live,
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.batchSize = 2
             }
-        ) { client, components, _ in
+        ) { app in
+            let (client, components) = (app.client, app.components)
             let (owner, members, _) = try await makeTenant(client, prefix: "busy", members: 3)
             // The broadcast's first page waits here, inside its transaction, until the gate opens.
             components.notifications.hooks.add { _, draft, _, _ in
-                if draft.dedupeKey?.hasPrefix("broadcast:") == true { await gate.wait() }
+                if draft.dedupeKey?.hasPrefix("broadcast:") == true { try await gate.wait() }
             }
             defer { gate.open() }
-            let answered = Box<TestResponse?>(nil)
+            let answered = Observed<TestResponse?>(nil)
             let post = Task {
                 let response = try await client.json(
                     .post, "/notifications", ["audience": "tenant", "type": "system_alert", "title": "big"], token: owner.token)
-                answered.value.withLock { $0 = response }
+                answered.update { $0 = response }
             }
-            #expect(try await eventually { gate.arrived == 1 }, "the broadcast started")
-            // The POST was answered while the broadcast's first page is still open.
-            let postAnswered = try await eventually { answered.value.withLock { $0 != nil } }
-            #expect(postAnswered, "the POST waited for the broadcast")
-            if !postAnswered { gate.open() }
+            try await gate.waitForArrivals(1)  // the broadcast started
+            // The POST is answered while the broadcast's first page is still open.
+            do {
+                try await answered.wait("the POST answered while the broadcast runs") { $0 != nil }
+            } catch {
+                gate.open()
+                throw error
+            }
             try await post.value
-            let response = try #require(answered.value.withLock { $0 })
+            let response = try #require(answered.value)
             #expect(response.status == .accepted)
             let jobId = try #require((response.object["job"] as? [String: Any])?["id"] as? String)
             // Other requests are answered meanwhile: the job is running, nobody has the row yet.
             #expect(try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object["state"] as? String == "running")
             #expect(try await client.json(.get, "/notifications/unread-count", token: members[0].token).object["unread"] as? Int == 0)
             gate.open()
-            #expect(
-                try await eventually {
-                    try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object["state"] as? String == "succeeded"
-                })
+            try await app.awaitJob(jobId, state: .succeeded, token: owner.token)
             for member in [owner] + members {
                 let inbox = try await client.json(.get, "/notifications?type=system_alert", token: member.token).object
                 #expect((inbox["items"] as? [[String: Any]])?.count == 1)

@@ -23,9 +23,8 @@ final class WebhookReceiver: Sendable {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data("whsec_".utf8))
         let process = try LineProcess(script: "webhook_receiver.py", arguments: [secretFile, String(failFirst)])
         self.process = process
-        _ = try await eventually { process.lines.first?.hasPrefix("port ") == true }
-        let port = process.lines.first.flatMap { Int($0.dropFirst(5)) } ?? 0
-        guard port != 0 else {
+        let lines = try? await process.wait("the webhook receiver starting") { $0.first?.hasPrefix("port ") == true }
+        guard let port = lines?.first.flatMap({ Int($0.dropFirst(5)) }), port != 0 else {
             process.stop()
             throw TestSetupError("webhook receiver did not start")
         }
@@ -34,6 +33,15 @@ final class WebhookReceiver: Sendable {
 
     /// The requests received: status answered, signature verified, webhook-id, body.
     var requests: [[String: Any]] { process.objects }
+
+    /// Returns the requests received once `predicate` holds for them, re-checked on each request.
+    /// - Throws: `WaitTimeout` after `timeout`.
+    @discardableResult
+    func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable ([[String: Any]]) -> Bool) async throws
+        -> [[String: Any]]
+    {
+        LineProcess.objects(try await process.wait(what, timeout: timeout) { predicate(LineProcess.objects($0)) })
+    }
 
     func setSecret(_ secret: String) {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
@@ -100,7 +108,8 @@ struct ChannelTests {
 
     @Test(arguments: TestEngine.available)
     func webhooksAreSignedRetriedAndDeadLettered(engine: TestEngine) async throws {
-        try await withNode(engine, configure: webhookSettings) { client, components, _ in
+        try await withTestApp(engine, mode: .live, configure: webhookSettings) { app in
+            let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "hooks@example.com")
             let member = try await addMember(client, owner: owner, email: "hooks-m@example.com")
             let flaky = try await WebhookReceiver(failFirst: 1)
@@ -118,8 +127,8 @@ struct ChannelTests {
             let published = try await client.json(
                 .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "hooked"], token: owner.token)
             let notificationId = try #require((published.object["ids"] as? [String])?.first)
-            #expect(try await eventually(timeout: .seconds(20)) { flaky.requests.count >= 2 })
-            let requests = flaky.requests
+            // The second request is the delivery job's retry, after its backoff (about 2 s).
+            let requests = try await flaky.wait("the webhook and its retry") { $0.count >= 2 }
             #expect(requests.map { $0["status"] as? Int } == [500, 200])
             #expect(requests.allSatisfy { $0["verified"] as? Bool == true })
             #expect(Set(requests.compactMap { $0["id"] as? String }).count == 1, "a retry keeps its webhook-id")
@@ -128,16 +137,14 @@ struct ChannelTests {
             #expect(((body["data"] as? [String: Any])?["notification"] as? [String: Any])?["id"] as? String == notificationId)
             // The record is updated just after the receiver answered.
             let deliveryPath = "/notifications/\(notificationId)/deliveries"
-            #expect(
-                try await eventually {
-                    let items = try await client.json(.get, deliveryPath, token: member.token).object["items"] as? [[String: Any]]
-                    return items?.first?["state"] as? String == "sent"
-                })
-            let deliveries = try await client.json(.get, deliveryPath, token: member.token)
-            let delivery = try #require((deliveries.object["items"] as? [[String: Any]])?.first)
-            #expect(delivery["state"] as? String == "sent")
-            #expect(delivery["attempts"] as? Int == 2)
-            #expect(delivery["lastError"] as? String == "HTTP 500")
+            try await components.jobs.waitUntil("the delivery recorded as sent") {
+                try await client.json(.get, deliveryPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first?.state == "sent"
+            }
+            let delivery = try #require(
+                try await client.json(.get, deliveryPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first)
+            #expect(delivery.state == "sent")
+            #expect(delivery.attempts == 2)
+            #expect(delivery.lastError == "HTTP 500")
             #expect(try await client.json(.get, "/notifications/\(notificationId)/deliveries", token: owner.token).status == .notFound)
 
             // An endpoint that keeps failing: the delivery dead-letters and the endpoint is disabled.
@@ -149,11 +156,11 @@ struct ChannelTests {
             let failing = try await components.notifications.publish(
                 NotificationDraft(type: "friend_request", title: "doomed"), to: [member.userId], tenantId: member.tenantId)
             let failingId = try #require(failing.first?.id)
-            #expect(
-                try await eventually(timeout: .seconds(20)) {
-                    let items = try await client.json(.get, "/notifications/\(failingId)/deliveries", token: member.token).object["items"]
-                    return (items as? [[String: Any]])?.first?["state"] as? String == "failed"
-                })
+            try await components.jobs.waitUntil("the doomed delivery failed") {
+                let page = try await client.json(.get, "/notifications/\(failingId)/deliveries", token: member.token).decode(
+                    PageBody<DeliveryBody>.self)
+                return page.items.first?.state == "failed"
+            }
             #expect(broken.requests.count == 2)
             let endpoints = try await client.json(.get, "/webhooks", token: owner.token).object["items"] as? [[String: Any]] ?? []
             #expect(endpoints.first { $0["id"] as? String == second.object["id"] as? String }?["enabled"] as? Bool == false)
@@ -165,7 +172,8 @@ struct ChannelTests {
     /// row's unique key cannot protect.
     @Test(arguments: TestEngine.available)
     func aRepeatedDedupeKeyPlansNoSecondDelivery(engine: TestEngine) async throws {
-        try await withNode(engine, configure: webhookSettings) { client, components, _ in
+        try await withTestApp(engine, mode: .live, configure: webhookSettings) { app in
+            let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "dedupe-hooks@example.com")
             let member = try await addMember(client, owner: owner, email: "dedupe-hooks-m@example.com")
             let receiver = try await WebhookReceiver(failFirst: 0)
@@ -192,7 +200,15 @@ struct ChannelTests {
             }
             #expect(counts[member.userId] == 2, "one for the keyed notification, one for the unkeyed")
             #expect(counts[owner.userId] == 1)
-            #expect(try await eventually(timeout: .seconds(20)) { receiver.requests.count == 3 })
+            try await receiver.wait("three webhook requests") { $0.count >= 3 }
+            // Every delivery job has ended, so no fourth request is on its way.
+            try await components.jobs.waitUntil("every delivery job finished") {
+                try await components.database.read { db in
+                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'discarded', 'cancelled')").first()?
+                        .decode(column: "n", as: Int.self)
+                } == 0
+            }
+            #expect(receiver.requests.count == 3)
         }
     }
 

@@ -10,14 +10,11 @@ import Synchronization
 import Testing
 
 /// A Python test peer printing one line per event on its standard output, collected as they
-/// arrive (on a thread of its own, never the concurrency pool).
+/// arrive (on a thread of its own, never the concurrency pool); tests await the lines they expect.
 final class LineProcess: Sendable {
-    private final class Lines: Sendable {
-        let lines = Mutex<[String]>([])
-        let partial = Mutex(Data())
-    }
     private let process: Process
-    private let output = Lines()
+    private let lines = Observed<[String]>([])
+    private let partial = Mutex(Data())
 
     /// Starts `python3 script arguments…` from this folder's Resources.
     init(script: String, arguments: [String]) throws {
@@ -30,10 +27,9 @@ final class LineProcess: Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         self.process = process
-        let output = self.output
-        readLines(pipe.fileHandleForReading) { data in
+        readChunks(pipe.fileHandleForReading) { [self] data in
             guard let data else { return }
-            let complete = output.partial.withLock { buffer -> [String] in
+            let complete = self.partial.withLock { buffer -> [String] in
                 buffer.append(data)
                 var out: [String] = []
                 while let newline = buffer.firstIndex(of: 0x0A) {
@@ -42,16 +38,25 @@ final class LineProcess: Sendable {
                 }
                 return out
             }
-            output.lines.withLock { $0 += complete }
+            if !complete.isEmpty { self.lines.update { $0 += complete } }
         }
     }
 
     /// The lines printed so far.
-    var lines: [String] { output.lines.withLock { $0 } }
+    var printed: [String] { lines.value }
 
     /// The lines that are JSON objects.
-    var objects: [[String: Any]] {
+    var objects: [[String: Any]] { Self.objects(lines.value) }
+
+    static func objects(_ lines: [String]) -> [[String: Any]] {
         lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    /// Returns the lines printed once `predicate` holds for them, re-checked on each new line.
+    /// - Throws: `WaitTimeout` after `timeout`.
+    @discardableResult
+    func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable ([String]) -> Bool) async throws -> [String] {
+        try await lines.wait(what, timeout: timeout, until: predicate)
     }
 
     /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
@@ -75,9 +80,11 @@ final class FakeProviders: Sendable {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let process = try LineProcess(script: "fake_providers.py", arguments: [folder.path])
         self.process = process
-        guard try await eventually(timeout: .seconds(60), { process.lines.contains("ready") }) else {
+        do {
+            try await process.wait("the fake providers starting", timeout: .seconds(60)) { $0.contains("ready") }
+        } catch {
             process.stop()
-            throw TestSetupError("the fake providers did not start (pip install hypercorn trustme pyjwt cryptography)")
+            throw TestSetupError("the fake providers did not start (pip install hypercorn trustme pyjwt cryptography): \(error)")
         }
         let setup = try #require(
             try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("setup.json"))) as? [String: Any])
@@ -137,7 +144,8 @@ struct ProviderTests {
     func emailAndPushGoThroughTheTenantsProviders(engine: TestEngine) async throws {
         let fake = try await FakeProviders()
         defer { fake.stop() }
-        try await withNode(engine, configure: fake.configure) { client, _, _ in
+        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+            let client = app.client
             let owner = try await signUp(client, "providers@example.com")
             let member = try await addMember(client, owner: owner, email: "reader@example.com")
             try await configureProviders(client, owner, fake)
@@ -173,11 +181,11 @@ struct ProviderTests {
                 ["userIds": [member.userId], "type": "message", "title": "Hello there", "body": "A body", "data": ["orderId": 42]],
                 token: owner.token)
             let notificationId = try #require((published.object["ids"] as? [String])?.first)
-            #expect(
-                try await eventually(timeout: .seconds(30)) {
-                    let items = try await deliveries(client, notificationId, member)
-                    return items.count == 5 && items.allSatisfy { $0["state"] as? String != "pending" }
-                })
+            // Each delivery is a job: its row is final before the job's outcome is announced.
+            try await app.components.jobs.waitUntil("five deliveries done") {
+                let items = try await deliveries(client, notificationId, member)
+                return items.count == 5 && items.allSatisfy { $0["state"] as? String != "pending" }
+            }
             let items = try await deliveries(client, notificationId, member)
             let email = try #require(items.first { $0["channel"] as? String == "email" })
             #expect(email["state"] as? String == "sent")
@@ -229,7 +237,8 @@ struct ProviderTests {
     func transientFailuresAreRetriedAndRefusalsAreNot(engine: TestEngine) async throws {
         let fake = try await FakeProviders()
         defer { fake.stop() }
-        try await withNode(engine, configure: fake.configure) { client, components, _ in
+        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+            let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "retries@example.com")
             try await configureProviders(client, owner, fake)
             let throttled = try await addMember(client, owner: owner, email: "throttle@example.com")
@@ -243,12 +252,12 @@ struct ProviderTests {
                 NotificationDraft(type: "message", title: "Retry me"), to: [throttled.userId, bouncing.userId, quiet.userId], tenantId: owner.tenantId
             )
             let ids = Dictionary(uniqueKeysWithValues: stored.map { ($0.userId, $0.id) })
-            #expect(
-                try await eventually(timeout: .seconds(40)) {
-                    let a = try await deliveries(client, ids[throttled.userId]!, throttled)
-                    let b = try await deliveries(client, ids[bouncing.userId]!, bouncing)
-                    return a.count == 2 && a.allSatisfy { $0["state"] as? String == "sent" } && b.first?["state"] as? String == "failed"
-                })
+            // Retried after the jobs' backoff (about 2 s): waited for on job events.
+            try await components.jobs.waitUntil("the throttled deliveries sent and the bounce failed") {
+                let a = try await deliveries(client, ids[throttled.userId]!, throttled)
+                let b = try await deliveries(client, ids[bouncing.userId]!, bouncing)
+                return a.count == 2 && a.allSatisfy { $0["state"] as? String == "sent" } && b.first?["state"] as? String == "failed"
+            }
             for item in try await deliveries(client, ids[throttled.userId]!, throttled) {
                 #expect(item["attempts"] as? Int == 2, "429 and 503 are retried once, then sent: \(item)")
             }
@@ -266,7 +275,7 @@ struct ProviderTests {
 
     @Test(arguments: TestEngine.available)
     func settingsAndDevicesAreValidatedAndScoped(engine: TestEngine) async throws {
-        try await withNode(engine) { client, _, _ in
+        try await withTestApp(engine, configure: fastNotifications) { client, _ in
             let owner = try await signUp(client, "validate-providers@example.com")
             let member = try await addMember(client, owner: owner, email: "validate-m@example.com")
             let other = try await signUp(client, "other-tenant-providers@example.com")

@@ -12,7 +12,8 @@ import Testing
 struct ServiceTokenTests {
     @Test(arguments: TestEngine.available)
     func aServiceTokenPublishesOnlyWhereItsScopeAllowsUntilRevoked(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, _ in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "st-owner@example.com")
             let member = try await addMember(client, owner: owner, email: "st-member@example.com")
             let stranger = try await signUp(client, "st-stranger@example.com")

@@ -56,7 +56,8 @@ private func subscribe(_ since: Int64?) -> String {
 struct SocketTests {
     @Test(arguments: TestEngine.available)
     func replayAcksAndResumeAfterADropMidStream(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "ws@example.com")
             for n in 1...100 {
                 try await components.notifications.publish(
@@ -89,7 +90,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func unacknowledgedNotificationsAreSentAgain(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "resend@example.com")
             try await components.notifications.publish(
                 NotificationDraft(type: "message", title: "again"), to: [owner.userId], tenantId: owner.tenantId)
@@ -108,7 +110,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func subprotocolAuthPingAndCloseCodes(engine: TestEngine) async throws {
-        try await withNode(engine) { client, _, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, port) = (app.client, app.port!)
             let owner = try await signUp(client, "codes@example.com")
             // Token in Sec-WebSocket-Protocol: ready without an auth message; ping → pong.
             let got = Mutex<[String]>([])
@@ -134,7 +137,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func socketsNeverCarryAnotherUsersNotifications(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "wsiso@example.com")
             let member = try await addMember(client, owner: owner, email: "wsiso-m@example.com")
             let stranger = try await signUp(client, "wsiso-s@example.com")
@@ -162,13 +166,14 @@ struct SocketTests {
     /// queued, the hub forgets it) and the node must keep serving other sockets.
     @Test(arguments: TestEngine.available)
     func aClientThatStopsReadingIsDisconnected(engine: TestEngine) async throws {
-        try await withNode(
-            engine,
+        try await withTestApp(
+            engine, mode: .live,
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.writeTimeout = .milliseconds(500)
             }
-        ) { client, components, port in
+        ) { app in
+            let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "stall@example.com")
             let member = try await addMember(client, owner: owner, email: "stall-m@example.com")
             let center = components.notifications
@@ -181,7 +186,7 @@ struct SocketTests {
             let opened = await raw.read { $0.containsText(#""type":"ready""#) }
             try #require(opened.bytes.containsText("101 Switching Protocols") && !opened.ended)
             await raw.send(RawClient.textFrame(subscribe(nil)))
-            #expect(try await eventually { center.hub.connectionCount == 1 })
+            try await center.hub.waitForConnections("the socket registered") { $0 == 1 }
 
             // 600 notifications of 12 KiB: far more than the kernel's and NIO's buffers hold
             // for a client whose window stays closed (and more than the 500 sent unacknowledged).
@@ -190,7 +195,7 @@ struct SocketTests {
                 try await center.publish(
                     NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
             }
-            #expect(try await eventually(timeout: .seconds(20)) { center.hub.connectionCount == 0 })
+            try await center.hub.waitForConnections("the stalled socket dropped", timeout: .seconds(60)) { $0 == 0 }
             // Reading again drains what the kernel held, then the end of the connection.
             let rest = await raw.read()
             #expect(rest.ended)
@@ -211,7 +216,7 @@ struct SocketTests {
 /// What the fan-out test's sockets saw.
 private final class Tally: Sendable {
     let received = Mutex<[String: [Int64]]>([:])
-    let ready = Mutex(0)
+    let ready = Observed(0)
     let foreign = Mutex(0)
 }
 
@@ -224,72 +229,76 @@ struct FanOutTests {
     /// a client does).
     @Test func tenThousandNotificationsToOneHundredUsersAcrossTwoNodes() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        var database = try await TestDatabase.make(.postgres)
-        fastNotifications(&database.configuration)
-        database.configuration.notifications.ackTimeout = .seconds(30)
-        let configuration = database.configuration
-        try await withNode(configuration: configuration) { clientA, componentsA, portA in
-            try await withNode(configuration: configuration) { _, componentsB, portB in
-                let owner = try await signUp(clientA, "fan@example.com")
-                var members: [Member] = []
-                for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
-                let users = members + [owner]
-                let perUser = 100
-                let tally = Tally()
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    for (index, user) in users.enumerated() {
-                        group.addTask {
-                            _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
-                                message, outbound in
-                                switch message["type"] as? String {
-                                case "ready":
-                                    tally.ready.withLock { $0 += 1 }
-                                    return true
-                                case "notification":
-                                    let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
-                                    let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
-                                    if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
-                                    // At-least-once with seq: a client drops what it already has (a
-                                    // re-send after the ack timeout, on a slow machine).
-                                    let count = tally.received.withLock { all in
-                                        if let last = all[user.userId]?.last, seq <= last { return all[user.userId]!.count }
-                                        all[user.userId, default: []].append(seq)
-                                        return all[user.userId]!.count
+        let configure = { (configuration: inout CairnConfiguration) in
+            fastNotifications(&configuration)
+            configuration.notifications.ackTimeout = .seconds(30)
+        }
+        try await withTestDatabase(.postgres, configure: configure) { database in
+            try await withTestApp(on: database, mode: .live) { nodeA in
+                let (clientA, componentsA, portA) = (nodeA.client, nodeA.components, nodeA.port!)
+                try await withTestApp(on: database, mode: .live) { nodeB in
+                    let (componentsB, portB) = (nodeB.components, nodeB.port!)
+                    let owner = try await signUp(clientA, "fan@example.com")
+                    var members: [Member] = []
+                    for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
+                    let users = members + [owner]
+                    let perUser = 100
+                    let tally = Tally()
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for (index, user) in users.enumerated() {
+                            group.addTask {
+                                _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
+                                    message, outbound in
+                                    switch message["type"] as? String {
+                                    case "ready":
+                                        tally.ready.update { $0 += 1 }
+                                        return true
+                                    case "notification":
+                                        let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
+                                        let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
+                                        if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
+                                        // At-least-once with seq: a client drops what it already has (a
+                                        // re-send after the ack timeout, on a slow machine).
+                                        let count = tally.received.withLock { all in
+                                            if let last = all[user.userId]?.last, seq <= last { return all[user.userId]!.count }
+                                            all[user.userId, default: []].append(seq)
+                                            return all[user.userId]!.count
+                                        }
+                                        try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
+                                        return count < perUser
+                                    default:
+                                        return true
                                     }
-                                    try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
-                                    return count < perUser
-                                default:
-                                    return true
                                 }
                             }
                         }
-                    }
-                    // Publish only once every socket is authenticated and subscribed.
-                    #expect(try await eventually(timeout: .seconds(30)) { tally.ready.withLock { $0 } == users.count })
-                    try await Task.sleep(for: .milliseconds(200))
-                    try await withThrowingTaskGroup(of: Void.self) { publishers in
-                        for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
-                            for worker in 0..<4 {
-                                publishers.addTask {
-                                    for round in 0..<(perUser / 2) where round % 4 == worker {
-                                        for user in users {
-                                            try await center.publish(
-                                                NotificationDraft(
-                                                    type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
-                                                to: [user.userId], tenantId: user.tenantId)
+                        // Publish once every socket is authenticated: `ready` fixes the socket's cursor,
+                        // so whatever is stored after it is delivered once the socket subscribes.
+                        try await tally.ready.wait("every socket ready", timeout: .seconds(60)) { $0 == users.count }
+                        try await withThrowingTaskGroup(of: Void.self) { publishers in
+                            for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
+                                for worker in 0..<4 {
+                                    publishers.addTask {
+                                        for round in 0..<(perUser / 2) where round % 4 == worker {
+                                            for user in users {
+                                                try await center.publish(
+                                                    NotificationDraft(
+                                                        type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
+                                                    to: [user.userId], tenantId: user.tenantId)
+                                            }
                                         }
                                     }
                                 }
                             }
+                            try await publishers.waitForAll()
                         }
-                        try await publishers.waitForAll()
+                        try await group.waitForAll()
                     }
-                    try await group.waitForAll()
-                }
-                let all = tally.received.withLock { $0 }
-                #expect(tally.foreign.withLock { $0 } == 0)
-                for user in users {
-                    #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
+                    let all = tally.received.withLock { $0 }
+                    #expect(tally.foreign.withLock { $0 } == 0)
+                    for user in users {
+                        #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
+                    }
                 }
             }
         }

@@ -14,48 +14,49 @@ import Testing
 struct StreamTests {
     @Test(arguments: TestEngine.available)
     func catchUpAfterLastEventIDThenLiveWithNoGapOrDuplicate(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
-            let owner = try await signUp(client, "sse@example.com")
-            let center = components.notifications
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let owner = try await signUp(app.client, "sse@example.com")
+            let center = app.components.notifications
             let draft = { (n: Int) in NotificationDraft(type: "message", title: "n\(n)", data: .object(["n": .number(Double(n))])) }
             try await center.publish(draft(0), to: [owner.userId], tenantId: owner.tenantId)
             // Disconnected: 100 notifications arrive.
             for n in 1...100 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
-            let reader = try SSEReader(port: port, token: owner.token, lastEventId: 1)
+            let reader = try SSEReader(port: app.port!, token: owner.token, lastEventId: 1)
             defer { reader.stop() }
-            #expect(try await eventually { reader.events.count >= 100 })
+            try await reader.wait("the 100 missed notifications") { $0.notifications.count >= 100 }
             // Live ones, published while the stream runs, interleaved with the replay's end.
             for n in 101...150 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
-            #expect(try await eventually { reader.events.count >= 150 })
-            let seqs = reader.events.map(\.seq)
-            #expect(seqs == Array(2...151).map(Int64.init))
-            #expect(reader.events.first?.data["title"] as? String == "n1")
-            #expect(reader.text.hasPrefix("retry: 3000\n\n"))
-            #expect(try await eventually { reader.text.contains(": heartbeat\n\n") })
+            let received = try await reader.wait("the 50 live notifications") { $0.notifications.count >= 150 }
+            #expect(received.seqs == Array(2...151).map(Int64.init))
+            #expect(received.notifications.first?.data["title"] as? String == "n1")
+            #expect(received.text.hasPrefix("retry: 3000\n\n"))
+            // Heartbeats every 500 ms here.
+            try await reader.wait("a heartbeat") { $0.text.contains(": heartbeat\n\n") }
         }
     }
 
     @Test(arguments: TestEngine.available)
     func theSeamHoldsWhilePublishersRaceTheConnect(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
-            let owner = try await signUp(client, "seam@example.com")
-            let center = components.notifications
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let owner = try await signUp(app.client, "seam@example.com")
+            let center = app.components.notifications
             let publisher = Task {
                 for n in 1...200 {
                     try await center.publish(NotificationDraft(type: "message", title: "r\(n)"), to: [owner.userId], tenantId: owner.tenantId)
                 }
             }
-            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
             try await publisher.value
-            #expect(try await eventually { reader.events.count >= 200 })
-            #expect(reader.events.map(\.seq) == Array(1...200).map(Int64.init))
+            let received = try await reader.wait("all 200 notifications") { $0.notifications.count >= 200 }
+            #expect(received.seqs == Array(1...200).map(Int64.init))
         }
     }
 
     @Test(arguments: TestEngine.available)
     func streamsAreIsolatedPerUserAndEndWhenSessionsAreRevoked(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, port) = (app.client, app.port!)
             let owner = try await signUp(client, "iso@example.com")
             let member = try await addMember(client, owner: owner, email: "iso-m@example.com")
             let stranger = try await signUp(client, "iso-s@example.com")
@@ -70,34 +71,35 @@ struct StreamTests {
             #expect(published.status == .accepted)
             let memberStream = try SSEReader(port: port, token: member.token, query: "?since=0")
             defer { memberStream.stop() }
-            #expect(try await eventually { memberStream.events.count == 1 })
+            let received = try await memberStream.wait("the member's notification") { !$0.notifications.isEmpty }
+            #expect(received.notifications.count == 1)
+            // The others' streams opened before the publish: had it reached them, it would be there by now.
+            try await ownerStream.waitUntilOpen()
+            try await strangerStream.waitUntilOpen()
             #expect(ownerStream.events.isEmpty && strangerStream.events.isEmpty)
 
-            // Revocation (logout-all) ends the member's stream within seconds.
+            // Revocation (logout-all) ends the member's stream at its next token check.
             #expect(try await client.json(.post, "/auth/logout-all", token: member.token).status == .noContent)
-            #expect(try await eventually { memberStream.ended })
+            try await memberStream.wait("the member's stream ending") { $0.ended }
             #expect(!ownerStream.ended)
-            _ = components
         }
     }
 
+    /// The token's lifetime passes on the node's clock while the stream is open: the stream
+    /// ends at its next check, and a socket with the same token is closed with 4401.
     @Test(arguments: TestEngine.available)
     func streamsEndWhenTheAccessTokenExpires(engine: TestEngine) async throws {
-        try await withNode(
-            engine,
-            configure: {
-                fastNotifications(&$0)
-                // Long enough to open the stream before it expires on a loaded machine (an
-                // expired token is refused with 401 at once).
-                $0.accessTokenTTL = 5
-            }
-        ) { client, _, port in
-            let owner = try await signUp(client, "expiry@example.com")
-            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+        let clock = TestClock()
+        try await withTestApp(engine, mode: .live, clock: clock, configure: fastNotifications) { app in
+            let owner = try await signUp(app.client, "expiry@example.com")
+            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
-            #expect(try await eventually { reader.text.hasPrefix("retry:") })
-            #expect(try await eventually { reader.ended })
-            let closed = try await socketCloseCode(port: port, token: owner.token)
+            try await reader.waitUntilOpen()
+            #expect(!reader.ended)
+            // Past the 15-minute lifetime and the 60 s of clock skew token checks allow.
+            clock.advance(by: .seconds(900 + 61))
+            try await reader.wait("the stream ending") { $0.ended }
+            let closed = try await socketCloseCode(port: app.port!, token: owner.token)
             #expect(closed == 4401)
         }
     }
@@ -107,40 +109,44 @@ struct StreamTests {
     /// until then: the mailbox, capped, and the send buffers).
     @Test(arguments: TestEngine.available)
     func aReaderThatStopsReadingIsCut(engine: TestEngine) async throws {
-        try await withNode(
-            engine,
+        try await withTestApp(
+            engine, mode: .live,
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.writeTimeout = .milliseconds(500)
             }
-        ) { client, components, port in
-            let owner = try await signUp(client, "sse-stall@example.com")
-            let center = components.notifications
+        ) { app in
+            let port = app.port!
+            let owner = try await signUp(app.client, "sse-stall@example.com")
+            let center = app.components.notifications
             let raw = try RawClient(port: port)
             await raw.send(
                 Array(
                     ("GET /notifications/stream HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAuthorization: Bearer \(owner.token)\r\n\r\n").utf8))
             let opened = await raw.read { $0.containsText("retry: 3000") }
             try #require(opened.bytes.containsText("200 OK") && !opened.ended)
-            #expect(try await eventually { center.hub.connectionCount == 1 })
+            try await center.hub.waitForConnections("the stream registered") { $0 == 1 }
             let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
             for n in 1...600 {
                 try await center.publish(
                     NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
             }
-            #expect(try await eventually(timeout: .seconds(20)) { center.hub.connectionCount == 0 })
+            try await center.hub.waitForConnections("the stalled stream dropped", timeout: .seconds(60)) { $0 == 0 }
             #expect(await raw.read().ended)
             // Other streams are still served.
             let reader = try SSEReader(port: port, token: owner.token, query: "?since=600")
             defer { reader.stop() }
+            try await reader.waitUntilOpen()
             try await center.publish(NotificationDraft(type: "message", title: "after"), to: [owner.userId], tenantId: owner.tenantId)
-            #expect(try await eventually { reader.events.map(\.seq) == [601] })
+            let received = try await reader.wait("the notification after the stall") { !$0.notifications.isEmpty }
+            #expect(received.seqs == [601])
         }
     }
 
     @Test(arguments: TestEngine.available)
     func badCursorsAndMissingTokensAreProblems(engine: TestEngine) async throws {
-        try await withNode(engine) { client, _, _ in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let client = app.client
             let owner = try await signUp(client, "bad@example.com")
             let bad = try await client.execute(
                 uri: "/notifications/stream?since=-4", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
@@ -157,15 +163,14 @@ struct StreamTests {
         let captured = CapturingLogHandler.Lines()
         var logger = Logger(label: "cairn-capture", factory: { _ in CapturingLogHandler(captured: captured) })
         logger.logLevel = .trace
-        var database = try await TestDatabase.make(engine)
-        fastNotifications(&database.configuration)
-        try await withNode(configuration: database.configuration, logger: logger) { client, components, port in
+        try await withTestApp(engine, mode: .live, configure: fastNotifications, logger: logger) { app in
+            let client = app.client
             let owner = try await signUp(client, "query-token@example.com")
-            try await components.notifications.publish(
+            try await app.components.notifications.publish(
                 NotificationDraft(type: "message", title: "hello"), to: [owner.userId], tenantId: owner.tenantId)
-            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0", tokenInQuery: true)
+            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0", tokenInQuery: true)
             defer { reader.stop() }
-            #expect(try await eventually { reader.events.map(\.seq) == [1] })
+            #expect(try await reader.wait("the stored notification") { !$0.notifications.isEmpty }.seqs == [1])
 
             let forged = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJub2JvZHkifQ.bm90LWEtc2lnbmF0dXJl"
             let wrong = try await client.execute(uri: "/notifications/stream?access_token=\(forged)", method: .get)
@@ -195,15 +200,12 @@ struct StreamTests {
     /// Token checks allow some clock skew; a stream opened with a token already past its
     /// expiry answers 401 `token_expired` rather than an empty stream an EventSource retries.
     @Test func aStreamWithAnExpiredTokenIsRefused() async throws {
-        try await withNode(
-            .sqlite,
-            configure: {
-                fastNotifications(&$0)
-                $0.accessTokenTTL = 1
-            }
-        ) { client, _, _ in
+        let clock = TestClock()
+        try await withTestApp(.sqlite, mode: .live, clock: clock, configure: fastNotifications) { app in
+            let client = app.client
             let owner = try await signUp(client, "expired-stream@example.com")
-            try await Task.sleep(for: .milliseconds(2100))
+            // 2 s past the 15-minute lifetime: expired, but within the skew other checks allow.
+            clock.advance(by: .seconds(900 + 2))
             let expired = try await client.execute(
                 uri: "/notifications/stream", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
             #expect(expired.status == .unauthorized)
@@ -213,61 +215,53 @@ struct StreamTests {
 
     @Test func twoNodesOnOnePostgreSQLDeliverAcrossNodes() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        var database = try await TestDatabase.make(.postgres)
-        fastNotifications(&database.configuration)
-        let configuration = database.configuration
-        try await withNode(configuration: configuration) { clientA, componentsA, _ in
-            try await withNode(configuration: configuration) { clientB, _, portB in
-                let owner = try await signUp(clientA, "nodes@example.com")
-                let member = try await addMember(clientA, owner: owner, email: "nodes-m@example.com")
-                let reader = try SSEReader(port: portB, token: member.token, query: "?since=0")
-                defer { reader.stop() }
-                // Wait until node B's stream is connected (its first bytes arrived).
-                #expect(try await eventually { reader.text.hasPrefix("retry:") })
-                let published = try await clientA.json(
-                    .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "across"], token: owner.token)
-                #expect(published.status == .accepted)
-                #expect(try await eventually(timeout: .seconds(5)) { reader.events.count == 1 })
-                // And through node A's Swift API.
-                try await componentsA.notifications.publish(
-                    NotificationDraft(type: "message", title: "api"), to: [member.userId], tenantId: member.tenantId)
-                #expect(try await eventually(timeout: .seconds(5)) { reader.events.map(\.seq) == [1, 2] })
-                _ = clientB
+        try await withTestDatabase(.postgres, configure: fastNotifications) { database in
+            try await withTestApp(on: database, mode: .live) { nodeA in
+                try await withTestApp(on: database, mode: .live) { nodeB in
+                    let owner = try await signUp(nodeA.client, "nodes@example.com")
+                    let member = try await addMember(nodeA.client, owner: owner, email: "nodes-m@example.com")
+                    let reader = try SSEReader(port: nodeB.port!, token: member.token, query: "?since=0")
+                    defer { reader.stop() }
+                    // Node B's stream is connected once its first bytes arrived.
+                    try await reader.waitUntilOpen()
+                    let published = try await nodeA.client.json(
+                        .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "across"], token: owner.token)
+                    #expect(published.status == .accepted)
+                    try await reader.wait("the notification published over HTTP on node A") { $0.seqs == [1] }
+                    // And through node A's Swift API.
+                    try await nodeA.components.notifications.publish(
+                        NotificationDraft(type: "message", title: "api"), to: [member.userId], tenantId: member.tenantId)
+                    try await reader.wait("the notification published through node A's API") { $0.seqs == [1, 2] }
+                }
             }
         }
     }
 
     @Test(arguments: TestEngine.available)
+    /// Progress notifications are throttled to one per 2 s of the node's clock, which stands
+    /// still here: however long the 15 checkpoints take, only the run and the outcome are
+    /// reported (unthrottled: 17 notifications).
     func jobChangesReachTheCreatorAsJobStatusNotifications(engine: TestEngine) async throws {
-        try await withNode(engine) { client, components, port in
+        try await withTestApp(engine, mode: .live, clock: TestClock(), configure: fastNotifications) { app in
+            let client = app.client
             let owner = try await signUp(client, "jobs@example.com")
-            let reader = try SSEReader(port: port, token: owner.token, query: "?since=0")
+            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
-            #expect(try await eventually { reader.text.hasPrefix("retry:") })
+            try await reader.waitUntilOpen()
             let created = try await client.json(
-                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 1500, "checkpointEvery": 100]], token: owner.token)
+                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 300, "checkpointEvery": 20]], token: owner.token)
             #expect(created.status == .created)
             let jobId = try #require(created.object["id"] as? String)
-            // The job's own end first (a loaded machine can stretch its 15 checkpoints a lot),
-            // then its notification on the stream.
-            #expect(
-                try await eventually(timeout: .seconds(90)) {
-                    try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object["state"] as? String == "succeeded"
-                })
-            #expect(
-                try await eventually(timeout: .seconds(30)) {
-                    reader.events.contains { (($0.data["data"] as? [String: Any])?["state"] as? String) == "succeeded" }
-                })
-            let statuses = reader.events.filter { $0.data["type"] as? String == "job_status" }
+            try await app.components.jobs.waitForJob(jobId, state: .succeeded)
+            let received = try await reader.wait("the job's outcome on the stream") { received in
+                received.notifications.contains { (($0.data["data"] as? [String: Any])?["state"] as? String) == "succeeded" }
+            }
+            let statuses = received.notifications.filter { $0.data["type"] as? String == "job_status" }
             #expect(statuses.allSatisfy { ($0.data["data"] as? [String: Any])?["jobId"] as? String == jobId })
             // The run is reported before the outcome even when the bridge reads the job only after
             // it finished (a loaded machine): see JobStatusBridgeTests.
             let states = statuses.compactMap { ($0.data["data"] as? [String: Any])?["state"] as? String }
-            #expect(states.first == "running" && states.last == "succeeded", "\(states)")
-            // Progress is throttled (one per 2 s per job): 15 checkpoints make far fewer
-            // notifications (unthrottled: 17 with the claim and the outcome).
-            #expect(statuses.count < 12, "\(statuses.count)")
-            _ = components
+            #expect(states == ["running", "succeeded"])
         }
     }
 }

@@ -29,28 +29,6 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.jobsRescueInterval = .seconds(1)
 }
 
-/// A real node (HTTP + WebSocket upgrade, services running) on a loopback port.
-func withNode<R: Sendable>(
-    configuration: CairnConfiguration, logger: Logger = testLogger,
-    _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
-) async throws -> R {
-    let components = try await buildComponents(configuration: configuration, logger: logger)
-    let app = makeApplication(components: components)
-    return try await app.test(.live) { client in
-        try await body(client, components, client.port!)
-    }
-}
-
-/// A node on a fresh database of `engine`.
-func withNode<R: Sendable>(
-    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications,
-    _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
-) async throws -> R {
-    var database = try await TestDatabase.make(engine)
-    configure(&database.configuration)
-    return try await withNode(configuration: database.configuration, body)
-}
-
 /// A registered tenant owner: token and user id.
 struct Member: Sendable {
     var token: String
@@ -75,87 +53,59 @@ func addMember(_ client: any TestClientProtocol, owner: Member, email: String, r
         token: try #require(tokens["accessToken"] as? String), userId: try #require(created.object["id"] as? String), tenantId: owner.tenantId)
 }
 
-/// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
-/// would starve): `received` gets each chunk, then nil at end of file.
-func readLines(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
-    let thread = Thread {
-        while true {
-            let data = handle.availableData
-            if data.isEmpty {
-                received(nil)
-                return
-            }
-            received(data)
-        }
-    }
-    thread.start()
-}
-
-/// A `curl -N` reading a Server-Sent Events stream into memory as it arrives.
+/// A `curl -N` reading `/notifications/stream` as it arrives (see `EventStreamReader`).
 final class SSEReader: Sendable {
-    private final class Received: Sendable {
-        let data = Mutex(Data())
-        let done = Mutex(false)
-    }
-    private let process: Process
-    private let received = Received()
+    private let reader: EventStreamReader
 
     /// With `tokenInQuery`, the token goes in `?access_token=` (appended to `query`) instead
     /// of the `Authorization` header, as a browser's `EventSource` sends it.
     init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "", tokenInQuery: Bool = false) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        var arguments = ["-sN"]
+        var headers: [String] = []
         var query = query
         if tokenInQuery {
             query += (query.isEmpty ? "?" : "&") + "access_token=\(token)"
         } else {
-            arguments += ["-H", "Authorization: Bearer \(token)"]
+            headers.append("Authorization: Bearer \(token)")
         }
-        if let lastEventId { arguments += ["-H", "Last-Event-ID: \(lastEventId)"] }
-        arguments.append("http://127.0.0.1:\(port)/notifications/stream\(query)")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        self.process = process
-        try process.run()
-        readLines(pipe.fileHandleForReading) { [received] data in
-            if let data { received.data.withLock { $0.append(data) } } else { received.done.withLock { $0 = true } }
-        }
+        if let lastEventId { headers.append("Last-Event-ID: \(lastEventId)") }
+        reader = try EventStreamReader(url: "http://127.0.0.1:\(port)/notifications/stream\(query)", headers: headers)
     }
 
     /// Everything received so far.
-    var text: String { received.data.withLock { String(decoding: $0, as: UTF8.self) } }
+    var text: String { reader.text }
     /// True once the server ended the stream.
-    var ended: Bool { received.done.withLock { $0 } }
-
+    var ended: Bool { reader.ended }
     /// The `notification` events received so far: (seq, JSON object).
-    var events: [(seq: Int64, data: [String: Any])] {
-        text.components(separatedBy: "\n\n").compactMap { block in
-            var id: Int64?
-            var event = ""
-            var data = ""
-            for line in block.split(separator: "\n") {
-                if line.hasPrefix("id: ") { id = Int64(line.dropFirst(4)) }
-                if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
-                if line.hasPrefix("data: ") { data += line.dropFirst(6) }
-            }
-            guard let id, event == "notification", let object = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
-            else { return nil }
-            return (id, object)
+    var events: [(seq: Int64, data: [String: Any])] { reader.current.notifications }
+
+    /// Returns once `predicate` holds for what arrived, re-checked as bytes arrive.
+    /// - Throws: `WaitTimeout` after `timeout`.
+    @discardableResult
+    func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (EventStreamReader.Received) -> Bool)
+        async throws -> EventStreamReader.Received
+    {
+        try await reader.wait(what, timeout: timeout, until: predicate)
+    }
+
+    /// Returns once the stream opened (its first bytes, the `retry:` line, arrived).
+    func waitUntilOpen() async throws {
+        try await wait("the stream opening") { $0.text.hasPrefix("retry:") }
+    }
+
+    func stop() { reader.stop() }
+}
+
+extension EventStreamReader.Received {
+    /// The `notification` events: (seq, JSON object).
+    var notifications: [(seq: Int64, data: [String: Any])] {
+        events.compactMap { event in
+            guard event.event == "notification", let seq = event.id.flatMap({ Int64($0) }), let object = event.object else { return nil }
+            return (seq, object)
         }
     }
 
-    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
-    /// blocks SIGTERM, so `terminate()` could leave it running.
-    func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+    /// The seqs of the `notification` events.
+    var seqs: [Int64] { notifications.map(\.seq) }
 }
 
 /// Keeps every log line of a logger (message and metadata, as text), at every level.
@@ -183,7 +133,7 @@ struct CapturingLogHandler: LogHandler {
 
 /// A raw TCP client over loopback with a small receive buffer, for clients that stop reading:
 /// `Foundation`/NIO clients read on their own, so a stalled reader has to be a plain socket.
-/// Blocking calls run on a thread of their own (see ``readLines(_:_:)``); reads time out after
+/// Blocking calls run on a thread of their own (as `readChunks` reads); reads time out after
 /// 10 s so a test never hangs on a connection the server failed to drop.
 final class RawClient: Sendable {
     let fd: Int32
