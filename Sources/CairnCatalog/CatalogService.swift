@@ -232,10 +232,15 @@ public final class CatalogService: Sendable {
     }
 
     /// Subscribes to the catalog channel and invalidates the tenants named there, until the
-    /// calling task is cancelled.
-    public func listenForInvalidations() async {
-        for await tenant in bus.subscribe(channel: Self.channel) {
+    /// calling task is cancelled. `onListening` runs each time the subscription starts
+    /// receiving, `onInvalidation` after each tenant's entries were dropped (for callers that
+    /// wait for other nodes' writes to reach this node).
+    public func listenForInvalidations(
+        onListening: (@Sendable () -> Void)? = nil, onInvalidation: (@Sendable (_ tenantId: String) -> Void)? = nil
+    ) async {
+        for await tenant in bus.subscribe(channel: Self.channel, onListening: onListening) {
             invalidateLocally(tenantId: tenant)
+            onInvalidation?(tenant)
         }
     }
 
