@@ -8,7 +8,6 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
-import Synchronization
 import Testing
 
 // MARK: - Helpers
@@ -274,51 +273,41 @@ struct CatalogCacheTests {
         }
     }
 
+    /// Node B caches a product and a list; a write on node A reaches B as an invalidation
+    /// (LISTEN/NOTIFY), awaited as it is applied, after which B reads the new value.
     @Test(.enabled(if: TestEngine.postgresBaseURL != nil))
     func writesOnOneNodeInvalidateTheOtherNodesCache() async throws {
-        var database = try await TestDatabase.make(.postgres)
-        database.configuration.catalog.cacheTTL = .seconds(3600)
-        let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
-        let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
-        let listenerA = Task { await nodeA.catalog.listenForInvalidations() }
-        let listenerB = Task { await nodeB.catalog.listenForInvalidations() }
-        defer {
-            listenerA.cancel()
-            listenerB.cancel()
-        }
-        do {
-            try await Application(router: buildRouter(components: nodeA), logger: testLogger).test(.router) { a in
-                try await Application(router: buildRouter(components: nodeB), logger: testLogger).test(.router) { b in
-                    let (token, _) = try await owner(a, "nodes@example.com")
-                    let id = try #require(try await createProduct(a, token: token, ["stock": 1])["id"] as? String)
-                    #expect(try await b.json(.get, "/products/\(id)", token: token).headers[xCache] == "miss")
-                    #expect(try await b.json(.get, "/products/\(id)", token: token).headers[xCache] == "hit")
-                    #expect(try await b.json(.get, "/products", token: token).headers[xCache] == "miss")
-                    // B's LISTEN connection comes up asynchronously: write on A until B sees a
-                    // write (each attempt is a new value, so B cannot see it from its cache).
-                    let stock = Mutex(1)
-                    let seen = try await eventually {
-                        let next = stock.withLock { value -> Int in
-                            value += 1
-                            return value
-                        }
-                        let patched = try await a.json(.patch, "/products/\(id)", ["stock": next], token: token)
-                        guard patched.status == .ok else { return false }
-                        let read = try await b.json(.get, "/products/\(id)", token: token)
-                        return read.object["stock"] as? Int == next
+        try await withTestDatabase(.postgres, configure: { $0.catalog.cacheTTL = .seconds(3600) }) { database in
+            try await withTestApp(on: database) { a in
+                try await withTestApp(on: database) { b in
+                    let listening = Observed(false)
+                    let invalidated = Observed<[String]>([])
+                    let listenerA = Task { await a.components.catalog.listenForInvalidations() }
+                    let listenerB = Task {
+                        await b.components.catalog.listenForInvalidations(
+                            onListening: { listening.update { $0 = true } }, onInvalidation: { tenant in invalidated.update { $0.append(tenant) } })
                     }
-                    #expect(seen)
-                    let latest = stock.withLock { $0 }
-                    let list = try await b.json(.get, "/products", token: token)
-                    #expect(items(list).first?["stock"] as? Int == latest)
+                    defer {
+                        listenerA.cancel()
+                        listenerB.cancel()
+                    }
+                    let (token, tenantId) = try await owner(a.client, "nodes@example.com")
+                    let id = try #require(try await createProduct(a.client, token: token, ["stock": 1])["id"] as? String)
+                    #expect(try await b.client.json(.get, "/products/\(id)", token: token).headers[xCache] == "miss")
+                    #expect(try await b.client.json(.get, "/products/\(id)", token: token).headers[xCache] == "hit")
+                    #expect(try await b.client.json(.get, "/products", token: token).headers[xCache] == "miss")
+                    // B's LISTEN connection comes up asynchronously.
+                    try await listening.wait("node B listening for invalidations") { $0 }
+                    let patched = try await a.client.json(.patch, "/products/\(id)", ["stock": 2], token: token)
+                    #expect(patched.status == .ok)
+                    try await invalidated.wait("node A's write reaching node B") { $0.contains(tenantId) }
+                    let read = try await b.client.json(.get, "/products/\(id)", token: token)
+                    #expect(read.object["stock"] as? Int == 2)
+                    #expect(read.headers[xCache] == "miss")
+                    let list = try await b.client.json(.get, "/products", token: token)
+                    #expect(items(list).first?["stock"] as? Int == 2)
                 }
             }
-        } catch {
-            await nodeA.database.close()
-            await nodeB.database.close()
-            throw error
         }
-        await nodeA.database.close()
-        await nodeB.database.close()
     }
 }

@@ -18,22 +18,18 @@ func send(
         uri: path, method: .post, headers: [.contentType: contentType, .authorization: "Bearer \(token)"], body: ByteBuffer(string: body))
 }
 
-/// Waits for a job to finish and returns it.
-func finishedJob(_ client: any TestClientProtocol, _ id: String, token: String) async throws -> [String: Any] {
-    let done = try await eventually(timeout: .seconds(30)) {
-        let state = try await client.json(.get, "/jobs/\(id)", token: token).object["state"] as? String ?? ""
-        return ["succeeded", "discarded", "cancelled"].contains(state)
-    }
-    let job = try await client.json(.get, "/jobs/\(id)", token: token).object
-    try #require(done, "job \(id) did not finish: \(job)")
-    return job
+/// Waits (on job events) for an import job to finish and returns it as `GET /jobs/{id}` shows it.
+func finishedJob(_ app: TestApp, _ id: String, token: String) async throws -> [String: Any] {
+    try await app.components.jobs.waitUntilFinished(id)
+    return try await app.client.json(.get, "/jobs/\(id)", token: token).object
 }
 
 @Suite("Catalog: imports")
 struct ProductImportTests {
     @Test(arguments: TestEngine.available)
     func csvImportUpsertsBySKUAndRecordsRowErrors(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, _ in
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
             let (token, _) = try await owner(client, "import@example.com")
             try await createProduct(client, token: token, ["sku": "KEEP-1", "name": "Old name", "priceMinor": 1])
             let csv =
@@ -48,7 +44,7 @@ struct ProductImportTests {
             #expect(accepted.status == .accepted)
             let jobId = try #require(accepted.object["id"] as? String)
             #expect(accepted.headers[.location] == "/jobs/\(jobId)")
-            let job = try await finishedJob(client, jobId, token: token)
+            let job = try await finishedJob(app, jobId, token: token)
             #expect(job["state"] as? String == "succeeded")
             let progress = try #require(job["progress"] as? [String: Any])
             #expect(progress["imported"] as? Int == 3)
@@ -70,7 +66,8 @@ struct ProductImportTests {
 
     @Test(arguments: TestEngine.available)
     func ndjsonImportAndRefusals(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, _ in
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
             let (token, _) = try await owner(client, "nd@example.com")
             let ndjson = """
                 {"sku":"J-1","name":"One","priceMinor":100,"currency":"EUR","attributes":{"size":"L"}}
@@ -81,7 +78,7 @@ struct ProductImportTests {
                 """
             let accepted = try await send(client, "/products:import", body: ndjson, contentType: "application/x-ndjson", token: token)
             #expect(accepted.status == .accepted)
-            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
             let progress = try #require(job["progress"] as? [String: Any])
             #expect(progress["imported"] as? Int == 2)
             #expect(progress["failed"] as? Int == 2)
@@ -97,7 +94,7 @@ struct ProductImportTests {
             #expect(try await send(client, "/products:import", body: "sku\r\n", contentType: "text/csv", token: member).status == .forbidden)
             // A header naming an unknown column fails the whole file, saying which.
             let badHeader = try await send(client, "/products:import", body: "sku,colour\r\nA,red\r\n", contentType: "text/csv", token: token)
-            let failed = try await finishedJob(client, try #require(badHeader.object["id"] as? String), token: token)
+            let failed = try await finishedJob(app, try #require(badHeader.object["id"] as? String), token: token)
             #expect(failed["state"] as? String == "discarded")
             #expect(((failed["progress"] as? [String: Any])?["errors"] as? [[String: Any]])?.first?["field"] as? String == "colour")
         }
@@ -105,7 +102,8 @@ struct ProductImportTests {
 
     @Test(arguments: TestEngine.available)
     func anUploadedFileCanBeImportedByItsId(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, _ in
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
             let (token, _) = try await owner(client, "import-file@example.com")
             // With the byte-order mark Excel writes in front of "CSV UTF-8" files.
             let csv = "\u{FEFF}sku,name,priceMinor,currency\r\nF-1,From a file,990,EUR\r\nF-2,Second,10,USD\r\n"
@@ -114,7 +112,7 @@ struct ProductImportTests {
             let fileId = try #require(uploaded.object["id"] as? String)
             let accepted = try await client.json(.post, "/products:import", ["fileId": fileId], token: token)
             #expect(accepted.status == .accepted)
-            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
             #expect((job["progress"] as? [String: Any])?["imported"] as? Int == 2)
             #expect(try await client.json(.get, "/products/by-sku/F-1", token: token).object["priceMinor"] as? Int == 990)
 
