@@ -12,30 +12,6 @@ import NIOCore
 import SQLKit
 import Testing
 
-/// Builds a node on a fresh database served over real HTTP on a loopback port.
-func withLiveUploadsApp<R: Sendable>(
-    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
-    _ body: @Sendable (_ port: Int, _ client: any TestClientProtocol, _ components: CairnComponents) async throws -> R
-) async throws -> R {
-    var database = try await TestDatabase.make(engine)
-    configure(&database.configuration)
-    let components = try await buildComponents(configuration: database.configuration, logger: testLogger)
-    let app = Application(
-        router: buildRouter(components: components), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
-    defer { try? FileManager.default.removeItem(atPath: database.configuration.dataDir) }
-    do {
-        let result = try await app.test(.live) { client in
-            guard let port = client.port else { throw TestSetupError("live test client has no port") }
-            return try await body(port, client, components)
-        }
-        await components.database.close()
-        return result
-    } catch {
-        await components.database.close()
-        throw error
-    }
-}
-
 private let tus: HTTPField.Name = HTTPField.Name("Tus-Resumable")!
 private let offsetHeader = HTTPField.Name("Upload-Offset")!
 private let lengthHeader = HTTPField.Name("Upload-Length")!
@@ -65,7 +41,8 @@ private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedStr
 struct UploadsTests {
     @Test(arguments: TestEngine.available)
     func theTusProtocolOverRealHTTP(engine: TestEngine) async throws {
-        try await withLiveUploadsApp(engine, configure: { $0.fileQuotas.maxFileBytes = 1000 }) { _, client, components in
+        try await withTestApp(engine, mode: .live, configure: { $0.fileQuotas.maxFileBytes = 1000 }, runServices: false) { app in
+            let (client, components) = (app.client, app.components)
             let token = try await client.registerAndLogin(email: "tus@example.com").tokens["accessToken"] as! String
             let options = try await client.execute(uri: "/uploads", method: .options, headers: [:])
             #expect(options.status == .noContent)
@@ -171,7 +148,8 @@ struct UploadsTests {
 
     @Test(arguments: TestEngine.available)
     func aFinishedUploadStillMeetsTheTotalQuota(engine: TestEngine) async throws {
-        try await withLiveUploadsApp(engine, configure: { $0.fileQuotas.maxTotalBytes = 15 }) { _, client, _ in
+        try await withTestApp(engine, mode: .live, configure: { $0.fileQuotas.maxTotalBytes = 15 }, runServices: false) { app in
+            let client = app.client
             let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens["accessToken"] as! String
             let a = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"]).headers[.location])
             let b = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"]).headers[.location])
@@ -185,7 +163,8 @@ struct UploadsTests {
     }
 
     @Test func tuspyUploadsFlightsAndResumesAfterACutConnection() async throws {
-        try await withLiveUploadsApp(.sqlite) { port, client, _ in
+        try await withTestApp(.sqlite, mode: .live, runServices: false) { app in
+            let (port, client) = (app.port!, app.client)
             let token = try await client.registerAndLogin(email: "tuspy@example.com").tokens["accessToken"] as! String
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-tus-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -299,7 +278,8 @@ let tusClientScript = #"""
 struct MultipartUploadTests {
     @Test(arguments: TestEngine.available)
     func aFormUploadStreamsItsOneFilePart(engine: TestEngine) async throws {
-        try await withLiveUploadsApp(engine) { port, client, components in
+        try await withTestApp(engine, mode: .live, runServices: false) { app in
+            let (port, client, components) = (app.port!, app.client, app.components)
             let token = try await client.registerAndLogin(email: "form@example.com").tokens["accessToken"] as! String
             let penguins = "\(sharedData)/penguins.csv"
             let output = try await runProcess(

@@ -160,10 +160,8 @@ struct StreamTests {
     /// `?access_token=`; the token never reaches a log line, whatever the level.
     @Test(arguments: TestEngine.available)
     func theStreamTakesTheTokenInTheQueryAndNoLogLineHoldsIt(engine: TestEngine) async throws {
-        let captured = CapturingLogHandler.Lines()
-        var logger = Logger(label: "cairn-capture", factory: { _ in CapturingLogHandler(captured: captured) })
-        logger.logLevel = .trace
-        try await withTestApp(engine, mode: .live, configure: fastNotifications, logger: logger) { app in
+        let captured = CapturedLog()
+        try await withTestApp(engine, mode: .live, configure: fastNotifications, logger: captured.logger()) { app in
             let client = app.client
             let owner = try await signUp(client, "query-token@example.com")
             try await app.components.notifications.publish(

@@ -108,29 +108,6 @@ extension EventStreamReader.Received {
     var seqs: [Int64] { notifications.map(\.seq) }
 }
 
-/// Keeps every log line of a logger (message and metadata, as text), at every level.
-struct CapturingLogHandler: LogHandler {
-    final class Lines: Sendable {
-        let lines = Mutex<[String]>([])
-        var text: String { lines.withLock { $0.joined(separator: "\n") } }
-    }
-
-    let captured: Lines
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 })
-        let line = "\(event.level) \(event.message) \(all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))"
-        captured.lines.withLock { $0.append(line) }
-    }
-}
-
 /// A raw TCP client over loopback with a small receive buffer, for clients that stop reading:
 /// `Foundation`/NIO clients read on their own, so a stalled reader has to be a plain socket.
 /// Blocking calls run on a thread of their own (as `readChunks` reads); reads time out after

@@ -9,33 +9,11 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
 import Testing
 
 // MARK: - Helpers
-
-/// Runs `body` against a node served over real loopback HTTP (so curl and Python can talk to it).
-func withLiveApp<R: Sendable>(
-    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
-    _ body: @Sendable (_ port: Int, _ client: any TestClientProtocol, _ components: CairnComponents) async throws -> R
-) async throws -> R {
-    var database = try await TestDatabase.make(engine)
-    configure(&database.configuration)
-    let components = try await buildComponents(configuration: database.configuration, logger: testLogger)
-    let app = Application(
-        router: buildRouter(components: components), configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
-    do {
-        let result = try await app.test(.live) { client in
-            guard let port = client.port else { throw TestSetupError("live test client has no port") }
-            return try await body(port, client, components)
-        }
-        await components.database.close()
-        return result
-    } catch {
-        await components.database.close()
-        throw error
-    }
-}
 
 /// Downloads `path` with curl into a temporary file and parses it with Python's csv module.
 /// Returns the rows (header first) and the response headers curl saw.
@@ -92,7 +70,8 @@ let trickyTexts = [
 struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func tasksReportParsesIntoExactlyTheDatabaseRows(engine: TestEngine) async throws {
-        try await withLiveApp(engine) { port, client, components in
+        try await withTestApp(engine, mode: .live, runServices: false) { app in
+            let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "owner@example.com")
             let token = try #require(tokens["accessToken"] as? String)
             let tenantId = try #require(user["tenantId"] as? String)
@@ -198,7 +177,8 @@ struct ReportsTests {
 
     @Test(arguments: TestEngine.available)
     func productsReportFollowsTheListFilters(engine: TestEngine) async throws {
-        try await withLiveApp(engine) { port, client, components in
+        try await withTestApp(engine, mode: .live, runServices: false) { app in
+            let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "shop@example.com")
             let token = try #require(tokens["accessToken"] as? String)
             let tenantId = try #require(user["tenantId"] as? String)
@@ -230,7 +210,8 @@ struct ReportsTests {
 
     @Test(arguments: TestEngine.available)
     func notificationsReportHoldsEveryUsersNotificationsOfTheTenant(engine: TestEngine) async throws {
-        try await withLiveApp(engine) { port, client, components in
+        try await withTestApp(engine, mode: .live, runServices: false) { app in
+            let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "inbox-report@example.com")
             let token = try #require(tokens["accessToken"] as? String)
             let tenantId = try #require(user["tenantId"] as? String)
@@ -271,7 +252,9 @@ struct ReportsTests {
 
     @Test(arguments: TestEngine.available)
     func disconnectMidReportStopsTheDatabaseWorkAndTheServerStaysHealthy(engine: TestEngine) async throws {
-        try await withLiveApp(engine) { port, client, components in
+        let log = CapturedLog()
+        try await withTestApp(engine, mode: .live, runServices: false, logger: log.logger(level: .notice)) { app in
+            let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "big@example.com")
             let token = try #require(tokens["accessToken"] as? String)
             let tenantId = try #require(user["tenantId"] as? String)
@@ -309,13 +292,12 @@ struct ReportsTests {
             let received = try await runPython(script, [String(port), token])
             #expect((Int(String(decoding: received, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 262_144)
 
-            // The server notices, counts the abort and stops reading.
-            let noticed = try await eventually(timeout: .seconds(20)) {
-                let text = try await client.json(.get, "/metrics").text
-                return metric(text, "cairn_reports_aborted_total", label: "tasks") >= abortedBefore + 1
-                    && metric(text, "cairn_reports_active") == 0
-            }
-            #expect(noticed)
+            // The server notices at its next write, counts the abort and stops reading.
+            try await log.wait(forLineContaining: "report stopped before the end")
+            #expect(metric(try await client.json(.get, "/metrics").text, "cairn_reports_aborted_total", label: "tasks") >= abortedBefore + 1)
+            // The active gauge goes down as the report's task unwinds, just after that line:
+            // nothing marks that moment, so it is polled.
+            try await pollUntil("no report active") { metric(try await client.json(.get, "/metrics").text, "cairn_reports_active") == 0 }
             let after = try await client.json(.get, "/metrics").text
             let batchesRead = metric(after, "cairn_report_batches_read_total", label: "tasks") - batchesBefore
             #expect(batchesRead < Double(totalBatches))
