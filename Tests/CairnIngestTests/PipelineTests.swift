@@ -36,6 +36,8 @@ let flightsPath: String = {
 struct PipelineClient {
     let client: any TestClientProtocol
     let token: String
+    /// The node's queue, whose job events the runs are awaited on.
+    let jobs: JobQueue
 
     func upload(_ bytes: [UInt8], contentType: String = "text/csv", name: String = "data") async throws -> String {
         let response = try await CairnIngestTests.upload(
@@ -72,14 +74,9 @@ struct PipelineClient {
         return try await finished(jobId)
     }
 
+    /// Waits (on job events) for the run's job to end; returns it as `GET /jobs/{id}` shows it.
     func finished(_ jobId: String, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
-        let token = token
-        let client = client
-        let done = try await eventually(timeout: timeout) {
-            let state = try await client.json(.get, "/jobs/\(jobId)", token: token).object["state"] as? String
-            return ["succeeded", "discarded", "cancelled"].contains(state ?? "")
-        }
-        #expect(done, "the run did not finish")
+        try await jobs.waitUntilFinished(jobId, timeout: timeout)
         return try await client.json(.get, "/jobs/\(jobId)", token: token).object
     }
 
@@ -108,18 +105,18 @@ func pipelineBody(
 }
 
 func withPipelines<R: Sendable>(
-    _ engine: TestEngine, configure: @escaping @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    _ engine: TestEngine, clock: any CairnClock = SystemClock(), configure: @escaping @Sendable (inout CairnConfiguration) -> Void = { _ in },
     _ body: @Sendable (PipelineClient, any TestClientProtocol, CairnComponents) async throws -> R
 ) async throws -> R {
     try await withTestApp(
-        engine,
+        engine, clock: clock,
         configure: { configuration in
             configuration.pipelines.timeoutSeconds = 2
             configure(&configuration)
         }, runServices: true
-    ) { client, components in
-        let token = try await client.registerAndLogin(email: "pipelines@example.com").tokens["accessToken"] as! String
-        return try await body(PipelineClient(client: client, token: token), client, components)
+    ) { app in
+        let token = try await app.client.registerAndLogin(email: "pipelines@example.com").tokens["accessToken"] as! String
+        return try await body(PipelineClient(client: app.client, token: token, jobs: app.components.jobs), app.client, app.components)
     }
 }
 
@@ -381,7 +378,7 @@ struct PipelineTests {
             #expect(try await alice.rows(of: job).first?["n"] as? Int == 344)
 
             let bobToken = try await client.registerAndLogin(email: "bob@example.com").tokens["accessToken"] as! String
-            let bob = PipelineClient(client: client, token: bobToken)
+            let bob = PipelineClient(client: client, token: bobToken, jobs: alice.jobs)
             let bobPipeline = try await bob.create(pipelineBody("SELECT count(*) AS n FROM input"))
             #expect(try await bob.start(bobPipeline, fileId: file).status == .notFound, "Alice's file is not Bob's")
             #expect(try await bob.start(pipeline, fileId: file).status == .notFound, "nor is her pipeline")
@@ -433,7 +430,10 @@ struct PipelineTests {
 
     @Test(arguments: TestEngine.available)
     func scheduledRunsTakeTheNewestMatchingFileOrSkipWithAReason(engine: TestEngine) async throws {
-        try await withPipelines(engine) { tenant, client, components in
+        // The schedule fires when the node's clock reaches its next occurrence (up to a day
+        // ahead each time: the test's access token lives a week so it outlasts the moves).
+        let clock = TestClock()
+        try await withPipelines(engine, clock: clock, configure: { $0.accessTokenTTL = 7 * 86_400 }) { tenant, client, components in
             let pipeline = try await tenant.create(
                 pipelineBody("SELECT count(*) AS n FROM input").merging(
                     ["schedule": ["cron": "0 3 * * *", "timeZone": "Europe/Paris", "source": "namePattern", "namePattern": "sales-*.csv"]]
@@ -445,10 +445,10 @@ struct PipelineTests {
             _ = try await tenant.upload(Array("x\n1\n".utf8), name: "sales-old.csv")
             _ = try await tenant.upload(Array("x\n1\n2\n".utf8), name: "sales-2026.csv")
             _ = try await tenant.upload(Array("x\n1\n2\n3\n4\n".utf8), name: "other.csv")
-            let first = try await fire(scheduleId, components: components, tenant: tenant)
+            let first = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
             #expect(try await tenant.rows(of: first).first?["n"] as? Int == 2, "the newest file whose name matches")
 
-            let second = try await fire(scheduleId, components: components, tenant: tenant)
+            let second = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
             #expect(second["state"] as? String == "succeeded")
             let result = try #require(second["result"] as? [String: Any])
             #expect(result["skipped"] as? Bool == true)
@@ -460,20 +460,21 @@ struct PipelineTests {
         }
     }
 
-    /// Makes a schedule due now and waits for the job it fires.
-    func fire(_ scheduleId: String, components: CairnComponents, tenant: PipelineClient) async throws -> [String: Any] {
-        let before = try await components.database.read { db in
-            try await db.raw("SELECT count(*) AS n FROM jobs WHERE kind = 'pipeline.run'").first()?.decode(column: "n", as: Int.self) ?? 0
-        }
-        try await components.database.write { db in
-            try await db.raw("UPDATE schedules SET next_run_at = \(bind: WallClock.milliseconds() - 1000) WHERE id = \(bind: scheduleId)").run()
-        }
+    /// Moves the node's clock to the schedule's next occurrence and waits (on job events) for
+    /// the run it fires to end.
+    func fire(_ scheduleId: String, clock: TestClock, components: CairnComponents, tenant: PipelineClient) async throws -> [String: Any] {
         let count: @Sendable () async throws -> Int = {
             try await components.database.read { db in
                 try await db.raw("SELECT count(*) AS n FROM jobs WHERE kind = 'pipeline.run'").first()?.decode(column: "n", as: Int.self) ?? 0
             }
         }
-        #expect(try await eventually { try await count() > before }, "the schedule fired")
+        let before = try await count()
+        let tenantId = try await tenantId(tenant.client, tenant.token)
+        let next = try #require(try await components.jobs.nextRun(scheduleId: scheduleId, tenantId: tenantId))
+        clock.advance(to: Date(timeIntervalSince1970: Double(next) / 1000))
+        // The scheduler looks every 500 ms; the worker claims the run it enqueues at once, and
+        // the claim is announced.
+        try await components.jobs.waitUntil("the schedule firing") { try await count() > before }
         let jobId = try await components.database.read { db in
             try await db.raw("SELECT id FROM jobs WHERE kind = 'pipeline.run' ORDER BY id DESC LIMIT 1").first()?.decode(
                 column: "id", as: String.self)
