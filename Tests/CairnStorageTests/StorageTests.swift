@@ -7,180 +7,196 @@ import Testing
 
 @Suite("Storage on both engines")
 struct StorageTests {
-    /// Opens the fresh database behind a test configuration.
-    func open(_ engine: TestEngine) async throws -> (Database, TestDatabase) {
-        let test = try await TestDatabase.make(engine)
-        let database = try await Database.open(
-            url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-        return (database, test)
+    /// Runs `body` with a fresh, empty database (and its test configuration), closed and
+    /// removed afterwards.
+    func withDatabase(_ engine: TestEngine, _ body: (Database, TestDatabase) async throws -> Void) async throws {
+        try await withTestDatabase(engine, migrated: false) { test in
+            let database = try await Database.open(
+                url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+            do {
+                try await body(database, test)
+            } catch {
+                await database.close()
+                throw error
+            }
+            await database.close()
+        }
     }
 
     @Test(arguments: TestEngine.available)
     func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
-        let (first, test) = try await open(engine)
-        let probe = Migration(
-            module: "probe", version: 1, name: "counts its own runs",
-            sql: [
-                "CREATE TABLE probe_runs (id TEXT PRIMARY KEY)",
-                "INSERT INTO probe_runs (id) VALUES ('ran')",
-            ])
-        let second = Migration(module: "probe", version: 2, name: "second step", sql: ["INSERT INTO probe_runs (id) VALUES ('ran-2')"])
-        // Six "nodes", each with its own connection pool to the same database.
-        var nodes = [first]
-        for _ in 0..<5 {
-            nodes.append(try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger))
-        }
-        let applied: [String]
-        do {
-            applied = try await withThrowingTaskGroup(of: [String].self) { group in
-                for node in nodes {
-                    group.addTask {
-                        try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
-                    }
-                }
-                return try await group.reduce(into: [String]()) { $0 += $1 }
+        try await withDatabase(engine) { first, test in
+            let probe = Migration(
+                module: "probe", version: 1, name: "counts its own runs",
+                sql: [
+                    "CREATE TABLE probe_runs (id TEXT PRIMARY KEY)",
+                    "INSERT INTO probe_runs (id) VALUES ('ran')",
+                ])
+            let second = Migration(module: "probe", version: 2, name: "second step", sql: ["INSERT INTO probe_runs (id) VALUES ('ran-2')"])
+            // Six "nodes", each with its own connection pool to the same database.
+            var nodes = [first]
+            for _ in 0..<5 {
+                nodes.append(
+                    try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger))
             }
-        } catch {
-            // Closed before the error is reported: sqlite-nio traps on a connection released open,
-            // which would hide the error behind a crash of the whole test run.
+            let applied: [String]
+            do {
+                applied = try await withThrowingTaskGroup(of: [String].self) { group in
+                    for node in nodes {
+                        group.addTask {
+                            try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
+                        }
+                    }
+                    return try await group.reduce(into: [String]()) { $0 += $1 }
+                }
+            } catch {
+                // Closed before the error is reported: sqlite-nio traps on a connection released open,
+                // which would hide the error behind a crash of the whole test run.
+                for node in nodes { await node.close() }
+                throw error
+            }
+            #expect(applied.sorted() == (allMigrations + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
+            let rows = try await first.read { db in try await db.raw("SELECT id FROM probe_runs ORDER BY id").all() }
+            #expect(try rows.map { try $0.decode(column: "id", as: String.self) } == ["ran", "ran-2"])
+            #expect(try await Migrator(database: first, migrations: allMigrations + [probe, second], logger: testLogger).pending().isEmpty)
             for node in nodes { await node.close() }
-            throw error
         }
-        #expect(applied.sorted() == (allMigrations + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
-        let rows = try await first.read { db in try await db.raw("SELECT id FROM probe_runs ORDER BY id").all() }
-        #expect(try rows.map { try $0.decode(column: "id", as: String.self) } == ["ran", "ran-2"])
-        #expect(try await Migrator(database: first, migrations: allMigrations + [probe, second], logger: testLogger).pending().isEmpty)
-        for node in nodes { await node.close() }
     }
 
     @Test(arguments: TestEngine.available)
     func aFailingMigrationLeavesNothingHalfApplied(engine: TestEngine) async throws {
-        let (database, _) = try await open(engine)
-        let broken = Migration(
-            module: "broken", version: 1, name: "fails halfway",
-            sql: [
-                "CREATE TABLE half_done (id TEXT PRIMARY KEY)",
-                "INSERT INTO no_such_table (id) VALUES ('x')",
-            ])
-        await #expect(throws: StorageError.self) {
-            try await Migrator(database: database, migrations: [broken], logger: testLogger).migrate()
+        try await withDatabase(engine) { database, _ in
+            let broken = Migration(
+                module: "broken", version: 1, name: "fails halfway",
+                sql: [
+                    "CREATE TABLE half_done (id TEXT PRIMARY KEY)",
+                    "INSERT INTO no_such_table (id) VALUES ('x')",
+                ])
+            await #expect(throws: StorageError.self) {
+                try await Migrator(database: database, migrations: [broken], logger: testLogger).migrate()
+            }
+            let table = try await database.read { db in
+                try? await db.raw("SELECT COUNT(*) AS n FROM half_done").first()
+            }
+            #expect(table == nil)
+            #expect(try await Migrator(database: database, migrations: [broken], logger: testLogger).pending() == ["broken/1"])
+            await database.close()
         }
-        let table = try await database.read { db in
-            try? await db.raw("SELECT COUNT(*) AS n FROM half_done").first()
-        }
-        #expect(table == nil)
-        #expect(try await Migrator(database: database, migrations: [broken], logger: testLogger).pending() == ["broken/1"])
-        await database.close()
     }
 
     @Test(arguments: TestEngine.available)
     func transactionsCommitOrRollBackAsAWhole(engine: TestEngine) async throws {
-        let (database, _) = try await open(engine)
-        try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
-        struct Boom: Error {}
-        await #expect(throws: Boom.self) {
-            try await database.transaction { db in
-                try await db.raw("INSERT INTO items (id, n) VALUES ('a', 1)").run()
-                throw Boom()
+        try await withDatabase(engine) { database, _ in
+            try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
+            struct Boom: Error {}
+            await #expect(throws: Boom.self) {
+                try await database.transaction { db in
+                    try await db.raw("INSERT INTO items (id, n) VALUES ('a', 1)").run()
+                    throw Boom()
+                }
             }
+            try await database.transaction { db in
+                try await db.raw("INSERT INTO items (id, n) VALUES ('b', 2)").run()
+            }
+            let ids = try await database.read { db in
+                try await db.raw("SELECT id FROM items").all().map { try $0.decode(column: "id", as: String.self) }
+            }
+            #expect(ids == ["b"])
+            // Unique violations are recognised on both engines.
+            do {
+                try await database.write { db in try await db.raw("INSERT INTO items (id, n) VALUES ('b', 3)").run() }
+                Issue.record("duplicate insert succeeded")
+            } catch {
+                #expect(Database.isUniqueViolation(error))
+            }
+            await database.close()
         }
-        try await database.transaction { db in
-            try await db.raw("INSERT INTO items (id, n) VALUES ('b', 2)").run()
-        }
-        let ids = try await database.read { db in try await db.raw("SELECT id FROM items").all().map { try $0.decode(column: "id", as: String.self) }
-        }
-        #expect(ids == ["b"])
-        // Unique violations are recognised on both engines.
-        do {
-            try await database.write { db in try await db.raw("INSERT INTO items (id, n) VALUES ('b', 3)").run() }
-            Issue.record("duplicate insert succeeded")
-        } catch {
-            #expect(Database.isUniqueViolation(error))
-        }
-        await database.close()
     }
 
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
-        let (database, _) = try await open(engine)
-        try await database.write { db in
-            try await db.raw("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)").run()
-            try await db.raw("INSERT INTO counter (id, n) VALUES (1, 0)").run()
-        }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<50 {
-                group.addTask {
-                    try await database.write { db in try await db.raw("UPDATE counter SET n = n + 1 WHERE id = 1").run() }
-                }
+        try await withDatabase(engine) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)").run()
+                try await db.raw("INSERT INTO counter (id, n) VALUES (1, 0)").run()
             }
-            try await group.waitForAll()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        try await database.write { db in try await db.raw("UPDATE counter SET n = n + 1 WHERE id = 1").run() }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let value = try await database.read { db in try await db.raw("SELECT n FROM counter").first()?.decode(column: "n", as: Int.self) }
+            #expect(value == 50)
+            await database.close()
         }
-        let value = try await database.read { db in try await db.raw("SELECT n FROM counter").first()?.decode(column: "n", as: Int.self) }
-        #expect(value == 50)
-        await database.close()
     }
 
     @Test(arguments: TestEngine.available)
     func aFailingUnitInABusyBatchRollsBackAloneAndTheOthersCommit(engine: TestEngine) async throws {
-        let (database, _) = try await open(engine)
-        try await database.write { db in try await db.raw("CREATE TABLE units (id TEXT PRIMARY KEY, part INTEGER NOT NULL)").run() }
-        struct Refused: Error {}
-        // 60 concurrent transactions of two inserts each; every third throws after its first
-        // insert. On SQLite they share group commits; each must still be all-or-nothing.
-        let outcomes = await withTaskGroup(of: Bool.self) { group in
-            for index in 0..<60 {
-                group.addTask {
-                    do {
-                        try await database.transaction { db in
-                            try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)"), 1)").run()
-                            if index % 3 == 0 { throw Refused() }
-                            try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)-b"), 2)").run()
+        try await withDatabase(engine) { database, _ in
+            try await database.write { db in try await db.raw("CREATE TABLE units (id TEXT PRIMARY KEY, part INTEGER NOT NULL)").run() }
+            struct Refused: Error {}
+            // 60 concurrent transactions of two inserts each; every third throws after its first
+            // insert. On SQLite they share group commits; each must still be all-or-nothing.
+            let outcomes = await withTaskGroup(of: Bool.self) { group in
+                for index in 0..<60 {
+                    group.addTask {
+                        do {
+                            try await database.transaction { db in
+                                try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)"), 1)").run()
+                                if index % 3 == 0 { throw Refused() }
+                                try await db.raw("INSERT INTO units (id, part) VALUES (\(bind: "u\(index)-b"), 2)").run()
+                            }
+                            return true
+                        } catch {
+                            return false
                         }
-                        return true
-                    } catch {
-                        return false
                     }
                 }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
             }
-            return await group.reduce(into: [Bool]()) { $0.append($1) }
+            #expect(outcomes.filter { $0 }.count == 40)
+            let ids = try await database.read { db in
+                try await db.raw("SELECT id FROM units").all().map { try $0.decode(column: "id", as: String.self) }
+            }
+            #expect(ids.count == 80)
+            #expect(!ids.contains("u0") && !ids.contains("u3") && ids.contains("u1") && ids.contains("u1-b"))
+            await database.close()
         }
-        #expect(outcomes.filter { $0 }.count == 40)
-        let ids = try await database.read { db in
-            try await db.raw("SELECT id FROM units").all().map { try $0.decode(column: "id", as: String.self) }
-        }
-        #expect(ids.count == 80)
-        #expect(!ids.contains("u0") && !ids.contains("u3") && ids.contains("u1") && ids.contains("u1-b"))
-        await database.close()
     }
 
     /// A churned table is vacuumed (its dead row versions gone), by one node at a time.
     @Test func vacuumReclaimsDeadRowsAndOnlyOneNodeRunsIt() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        let (database, test) = try await open(.postgres)
-        let other = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-        try await database.write { db in
-            try await db.raw("CREATE TABLE churn (id INTEGER PRIMARY KEY, state TEXT NOT NULL)").run()
-            try await db.raw("INSERT INTO churn SELECT g, 'available' FROM generate_series(1, 5000) g").run()
-            try await db.raw("UPDATE churn SET state = 'running'").run()
+        try await withDatabase(.postgres) { database, test in
+            let other = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+            try await database.write { db in
+                try await db.raw("CREATE TABLE churn (id INTEGER PRIMARY KEY, state TEXT NOT NULL)").run()
+                try await db.raw("INSERT INTO churn SELECT g, 'available' FROM generate_series(1, 5000) g").run()
+                try await db.raw("UPDATE churn SET state = 'running'").run()
+            }
+            // While another node holds the lock, this one skips.
+            let key: Int64 = 42_4242
+            try await other.write { db in try await db.raw("SELECT pg_advisory_lock(\(bind: key))").run() }
+            let skipped = try await database.vacuum(table: "churn", lockKey: key)
+            #expect(!skipped)
+            #expect(try await other.vacuum(table: "churn", lockKey: key + 1))
+            // VACUUM sets the visibility map: an index-only count then visits no heap page (before
+            // it, every one of the 10,000 versions needs a heap check).
+            let plan = try await database.transaction { db in
+                try await db.raw("SET LOCAL enable_seqscan = off").run()
+                return try await db.raw("EXPLAIN (ANALYZE) SELECT COUNT(*) FROM churn WHERE id > 0").all().map {
+                    try $0.decode(column: "QUERY PLAN", as: String.self)
+                }.joined(separator: "\n")
+            }
+            #expect(plan.contains("Index Only Scan"), "\(plan)")
+            #expect(plan.contains("Heap Fetches: 0"), "\(plan)")
+            await other.close()
+            await database.close()
         }
-        // While another node holds the lock, this one skips.
-        let key: Int64 = 42_4242
-        try await other.write { db in try await db.raw("SELECT pg_advisory_lock(\(bind: key))").run() }
-        let skipped = try await database.vacuum(table: "churn", lockKey: key)
-        #expect(!skipped)
-        #expect(try await other.vacuum(table: "churn", lockKey: key + 1))
-        // VACUUM sets the visibility map: an index-only count then visits no heap page (before
-        // it, every one of the 10,000 versions needs a heap check).
-        let plan = try await database.transaction { db in
-            try await db.raw("SET LOCAL enable_seqscan = off").run()
-            return try await db.raw("EXPLAIN (ANALYZE) SELECT COUNT(*) FROM churn WHERE id > 0").all().map {
-                try $0.decode(column: "QUERY PLAN", as: String.self)
-            }.joined(separator: "\n")
-        }
-        #expect(plan.contains("Index Only Scan"), "\(plan)")
-        #expect(plan.contains("Heap Fetches: 0"), "\(plan)")
-        await other.close()
-        await database.close()
     }
 
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
@@ -230,28 +246,21 @@ struct EventBusTests {
     /// source of truth at that moment, so nothing falls between their read and the LISTEN.
     @Test(arguments: TestEngine.available)
     func publishesAfterOnListeningAreDelivered(engine: TestEngine) async throws {
-        let test = try await TestDatabase.make(engine)
-        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-        let bus = EventBus(database: database, logger: testLogger)
-        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
-        let stream = bus.subscribe(channel: "probe") { listeningContinuation.yield() }
-        let received = try await withThrowingTaskGroup(of: String?.self) { group in
-            group.addTask {
+        try await withTestDatabase(engine, migrated: false) { test in
+            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+            let bus = EventBus(database: database, logger: testLogger)
+            let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+            let stream = bus.subscribe(channel: "probe") { listeningContinuation.yield() }
+            let received = try await withDeadline(.seconds(30), "the message published after LISTEN") {
                 var iterator = listening.makeAsyncIterator()
                 await iterator.next()
                 try await bus.publish(channel: "probe", payload: "after-listen")
                 var messages = stream.makeAsyncIterator()
                 return await messages.next()
             }
-            group.addTask {
-                try await Task.sleep(for: .seconds(30))
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? nil
+            #expect(received == "after-listen")
+            await database.close()
         }
-        #expect(received == "after-listen")
-        await database.close()
     }
 }
 
@@ -261,9 +270,10 @@ struct PostgresGuardTests {
     @Test func postgresSuitesRunWhenRequired() async throws {
         guard ProcessInfo.processInfo.environment["CAIRN_TEST_REQUIRE_POSTGRES"] == "1" else { return }
         #expect(TestEngine.available.contains(.postgres), "CAIRN_TEST_POSTGRES_URL is not set: the PostgreSQL suites were skipped")
-        let test = try await TestDatabase.make(.postgres)
-        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: "", logger: testLogger)
-        #expect(database.dialect == .postgres)
-        await database.close()
+        try await withTestDatabase(.postgres, migrated: false) { test in
+            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: "", logger: testLogger)
+            #expect(database.dialect == .postgres)
+            await database.close()
+        }
     }
 }
