@@ -1,3 +1,4 @@
+import CairnStorage
 import Foundation
 import Synchronization
 
@@ -33,11 +34,14 @@ final class CatalogCache<Value: Sendable>: Sendable {
     let ttl: Duration
     let staleFor: Duration
     let capacity: Int
+    /// Entry ages are measured on this clock's monotonic instant.
+    let clock: any CairnClock
 
-    init(ttl: Duration, staleFor: Duration, capacity: Int) {
+    init(ttl: Duration, staleFor: Duration, capacity: Int, clock: any CairnClock = SystemClock()) {
         self.ttl = ttl
         self.staleFor = staleFor
         self.capacity = max(16, capacity)
+        self.clock = clock
     }
 
     /// The tenant's current generation (a read started now stores under it).
@@ -48,7 +52,7 @@ final class CatalogCache<Value: Sendable>: Sendable {
     /// The entry for `key` of the tenant's current generation: fresh or stale (within the
     /// stale window), or nil.
     func lookup(tenant: String, key: String) -> (value: Value, fresh: Bool)? {
-        let now = ContinuousClock.now
+        let now = clock.instant
         return state.withLock { state in
             guard let entry = state.entries[key] else { return nil }
             let age = entry.storedAt.duration(to: now)
@@ -63,7 +67,7 @@ final class CatalogCache<Value: Sendable>: Sendable {
     /// Stores `value` if the tenant is still at `generation` (a write in between means the
     /// value may already be outdated, so it is dropped).
     func store(tenant: String, key: String, value: Value, generation: UInt64) {
-        let now = ContinuousClock.now
+        let now = clock.instant
         state.withLock { state in
             guard (state.generations[tenant] ?? 0) == generation else { return }
             state.entries[key] = Entry(value: value, generation: generation, storedAt: now)

@@ -69,18 +69,18 @@ public final class CatalogService: Sendable {
     private let readFailures = Counter(label: "cairn_catalog_db_read_failures_total")
     private let entriesGauge = Gauge(label: "cairn_catalog_cache_entries")
 
-    /// Creates the service.
-    public init(store: ProductStore, bus: EventBus, settings: CatalogSettings, logger: Logger) {
+    /// Creates the service; cache ages and the breaker's cooldown are measured on `clock`.
+    public init(store: ProductStore, bus: EventBus, settings: CatalogSettings, logger: Logger, clock: any CairnClock = SystemClock()) {
         self.store = store
         self.bus = bus
         self.settings = settings
         self.logger = logger
-        products = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity)
-        pages = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity)
+        products = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity, clock: clock)
+        pages = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity, clock: clock)
         let stateGauge = Gauge(label: "cairn_catalog_circuit_state")
         let tripCounter = Counter(label: "cairn_catalog_circuit_trips_total")
         stateGauge.record(0)
-        breaker = CircuitBreaker(failureThreshold: settings.breakerThreshold, cooldown: settings.breakerCooldown) { state, tripped in
+        breaker = CircuitBreaker(failureThreshold: settings.breakerThreshold, cooldown: settings.breakerCooldown, clock: clock) { state, tripped in
             stateGauge.record(state.rawValue)
             if tripped {
                 tripCounter.increment()

@@ -1,3 +1,4 @@
+public import CairnStorage
 import Foundation
 import Synchronization
 
@@ -23,7 +24,7 @@ public final class CircuitBreaker: Sendable {
     private struct Inner {
         var state: State = .closed
         var failures = 0
-        var openUntil = ContinuousClock.now
+        var openUntil: ContinuousClock.Instant?
         var probeInFlight = false
         var trips = 0
     }
@@ -31,12 +32,18 @@ public final class CircuitBreaker: Sendable {
     private let inner = Mutex(Inner())
     let failureThreshold: Int
     let cooldown: Duration
+    let clock: any CairnClock
     let onChange: @Sendable (State, _ tripped: Bool) -> Void
 
-    /// Creates a closed breaker; `onChange` is told of every state change (for metrics and logs).
-    public init(failureThreshold: Int, cooldown: Duration, onChange: @escaping @Sendable (State, _ tripped: Bool) -> Void = { _, _ in }) {
+    /// Creates a closed breaker; `onChange` is told of every state change (for metrics and
+    /// logs). The cooldown is measured on `clock`'s monotonic instant.
+    public init(
+        failureThreshold: Int, cooldown: Duration, clock: any CairnClock = SystemClock(),
+        onChange: @escaping @Sendable (State, _ tripped: Bool) -> Void = { _, _ in }
+    ) {
         self.failureThreshold = max(1, failureThreshold)
         self.cooldown = cooldown
+        self.clock = clock
         self.onChange = onChange
     }
 
@@ -50,14 +57,14 @@ public final class CircuitBreaker: Sendable {
     /// - Throws: `OpenError` without calling `body` while open (or while a probe is out);
     ///   otherwise whatever `body` throws (counted as a failure, except cancellation).
     public func call<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
-        let now = ContinuousClock.now
+        let now = clock.instant
         let (verdict, changed): (Result<Bool, OpenError>, State?) = inner.withLock { inner in
             switch inner.state {
             case .closed:
                 return (.success(false), nil)
             case .open:
-                if now < inner.openUntil {
-                    return (.failure(OpenError(retryAfter: Self.seconds(now.duration(to: inner.openUntil)))), nil)
+                if let openUntil = inner.openUntil, now < openUntil {
+                    return (.failure(OpenError(retryAfter: Self.seconds(now.duration(to: openUntil)))), nil)
                 }
                 inner.state = .halfOpen
                 inner.probeInFlight = true
@@ -95,7 +102,7 @@ public final class CircuitBreaker: Sendable {
     }
 
     private func failed(probe: Bool) {
-        let now = ContinuousClock.now
+        let now = clock.instant
         let tripped = inner.withLock { inner -> Bool in
             if probe { inner.probeInFlight = false }
             inner.failures += 1

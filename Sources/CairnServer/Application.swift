@@ -139,7 +139,8 @@ public func buildComponents(
         jobSettings.claimLimit = configuration.jobsClaimLimit
         jobSettings.batchCompletions = configuration.jobsBatchCompletions
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings, clock: clock)
-        let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
+        let catalog = CatalogService(
+            store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
         let notifications = Notifier(
