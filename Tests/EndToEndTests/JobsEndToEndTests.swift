@@ -10,21 +10,6 @@ struct JobsEndToEndTests {
         return try #require(login.json["accessToken"] as? String)
     }
 
-    func awaitJob(_ base: String, _ id: String, token: String, until predicate: ([String: Any]) -> Bool, timeout: Duration = .seconds(30))
-        async throws
-        -> [String: Any]
-    {
-        let deadline = ContinuousClock.now + timeout
-        var job: [String: Any] = [:]
-        while ContinuousClock.now < deadline {
-            job = try curl("GET", "\(base)/jobs/\(id)", token: token).json
-            if predicate(job) { return job }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        Issue.record("job \(id) never reached the expected state; last: \(job)")
-        return job
-    }
-
     @Test(arguments: E2EEngine.available)
     func aJobKilledMidRunResumesFromItsCheckpointAfterRestart(engine: E2EEngine) async throws {
         let dataDir = try temporaryDirectory()

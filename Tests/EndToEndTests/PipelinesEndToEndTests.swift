@@ -50,27 +50,21 @@ struct PipelinesEndToEndTests {
         #expect(started.status == 202)
         let jobId = try #require(started.json["id"] as? String)
 
-        // Kill the node once a checkpoint holds part of the load, before the load is done.
-        var checkpointed = 0
-        let deadline = ContinuousClock.now + .seconds(120)
-        while ContinuousClock.now < deadline {
-            let job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
-            let load = (job["checkpoint"] as? [String: Any])?["load"] as? [String: Any]
-            checkpointed = load?["rowsLoaded"] as? Int ?? 0
-            if checkpointed > 0 || job["state"] as? String == "succeeded" { break }
-            try await Task.sleep(for: .milliseconds(50))
+        // Kill the node as soon as a checkpoint holds part of the load, before the load is done.
+        let loaded = { @Sendable (job: [String: Any]) in
+            ((job["checkpoint"] as? [String: Any])?["load"] as? [String: Any])?["rowsLoaded"] as? Int ?? 0
         }
+        let first = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(120)) {
+            loaded($0) > 0 || $0["state"] as? String == "succeeded"
+        }
+        let checkpointed = loaded(first)
         try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
         kill(server.process.processIdentifier, SIGKILL)
         server.process.waitUntilExit()
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        var job: [String: Any] = [:]
-        let finish = ContinuousClock.now + .seconds(180)
-        while ContinuousClock.now < finish {
-            job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
-            if ["succeeded", "discarded"].contains(job["state"] as? String ?? "") { break }
-            try await Task.sleep(for: .milliseconds(200))
+        let job = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(180)) {
+            ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
         }
         #expect(job["state"] as? String == "succeeded", "\(job)")
         #expect(job["attempt"] as? Int ?? 0 >= 2, "the kill cost the first attempt (a lease lapsing on a loaded machine may cost more)")
@@ -138,12 +132,8 @@ struct LargePipelineEndToEndTests {
         let pipelineId = try #require(pipeline.json["id"] as? String)
         let jobId = try #require(
             try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token).json["id"] as? String)
-        var job: [String: Any] = [:]
-        let deadline = ContinuousClock.now + .seconds(1800)
-        while ContinuousClock.now < deadline {
-            job = try curl("GET", "\(server.baseURL)/jobs/\(jobId)", token: token).json
-            if ["succeeded", "discarded"].contains(job["state"] as? String ?? "") { break }
-            try await Task.sleep(for: .seconds(1))
+        let job = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(1800)) {
+            ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
         }
         let status = (try? String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)) ?? ""
         let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM") } ?? "VmHWM: ?"

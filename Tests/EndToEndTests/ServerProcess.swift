@@ -73,37 +73,37 @@ final class ServerProcess: Sendable {
             let data = handle.availableData
             if !data.isEmpty { log.append(String(decoding: data, as: UTF8.self)) }
         }
+        process.terminationHandler = { _ in log.end() }
         try process.run()
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            let text = log.text
-            // Text logs say `port=8080`; JSON logs say `"port":"8080"`.
-            if let line = text.split(separator: "\n").first(where: {
-                $0.contains("listening") && $0.range(of: #"port(=|":")\d+"#, options: .regularExpression) != nil
-            }),
-                let range = line.range(of: #"port(=|":")\d+"#, options: .regularExpression),
-                let port = Int(line[range].filter(\.isNumber)), port > 0
-            {
-                return ServerProcess(process: process, port: port, log: log)
-            }
-            if !process.isRunning { throw E2EError("cairn exited during start-up:\n\(text)") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        // Waits for the `listening` line (or the exit), re-checked as output arrives.
+        let started = await log.wait(timeout: .seconds(60)) { text, ended in ended || Self.port(in: text) != nil }
+        if let port = Self.port(in: log.text) { return ServerProcess(process: process, port: port, log: log) }
+        if started { throw E2EError("cairn exited during start-up:\n\(log.text)") }
         process.terminate()
         throw E2EError("cairn did not start within 60 s:\n\(log.text)")
+    }
+
+    /// The port of the `listening` line in `text`: text logs say `port=8080`, JSON logs
+    /// `"port":"8080"`.
+    private static func port(in text: String) -> Int? {
+        guard
+            let line = text.split(separator: "\n").first(where: {
+                $0.contains("listening") && $0.range(of: #"port(=|":")\d+"#, options: .regularExpression) != nil
+            }),
+            let range = line.range(of: #"port(=|":")\d+"#, options: .regularExpression),
+            let port = Int(line[range].filter(\.isNumber)), port > 0
+        else { return nil }
+        return port
     }
 
     /// Sends SIGTERM and waits for the exit status.
     func stop() async throws -> Int32 {
         process.terminate()
-        let deadline = ContinuousClock.now + .seconds(30)
-        while process.isRunning && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        if process.isRunning {
+        guard await log.wait(timeout: .seconds(30), until: { _, ended in ended }) else {
             kill(process.processIdentifier, SIGKILL)
             throw E2EError("cairn did not exit within 30 s of SIGTERM")
         }
+        process.waitUntilExit()  // already exited: returns at once, and terminationStatus is set
         return process.terminationStatus
     }
 }
@@ -155,9 +155,92 @@ func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: St
     return CurlResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
 }
 
-/// Output collected from a child process, appended from the pipe's handler thread.
+/// Output collected from a child process, appended from the pipe's handler thread; a test
+/// awaits what it expects, re-checked as each chunk arrives (never on a timer).
 final class LogBuffer: Sendable {
-    private let storage = Mutex("")
-    var text: String { storage.withLock { $0 } }
-    func append(_ chunk: String) { storage.withLock { $0 += chunk } }
+    private struct State {
+        var text = ""
+        var ended = false
+        var waiters: [UInt64: AsyncStream<Void>.Continuation] = [:]
+        var nextWaiter: UInt64 = 0
+    }
+    private let storage = Mutex(State())
+
+    var text: String { storage.withLock { $0.text } }
+
+    func append(_ chunk: String) {
+        let waiters = storage.withLock { state in
+            state.text += chunk
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.yield() }
+    }
+
+    /// Marks the end of the output (the child exited).
+    func end() {
+        let waiters = storage.withLock { state in
+            state.ended = true
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.yield() }
+    }
+
+    /// Returns true once `predicate` holds for (text, ended), false after `timeout`.
+    func wait(timeout: Duration, until predicate: @escaping @Sendable (String, Bool) -> Bool) async -> Bool {
+        let (wakeUps, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = storage.withLock { state -> UInt64 in
+            state.nextWaiter += 1
+            state.waiters[state.nextWaiter] = continuation
+            return state.nextWaiter
+        }
+        defer { _ = storage.withLock { $0.waiters.removeValue(forKey: id) } }
+        return await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                if self.storage.withLock({ predicate($0.text, $0.ended) }) { return true }
+                for await _ in wakeUps where self.storage.withLock({ predicate($0.text, $0.ended) }) { return true }
+                return false
+            }
+            group.addTask {
+                // The deadline: a bound on a failure, never a wait a passing test sits through.
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+/// Follows `GET /jobs/{id}/events` (Server-Sent Events, one per change of the job) with
+/// `curl -N`, and returns the first state of the job that satisfies `predicate`.
+/// - Throws: `E2EError` when no event satisfies it within `timeout`.
+func awaitJob(
+    _ base: String, _ id: String, token: String, timeout: Duration = .seconds(60), until predicate: @escaping @Sendable ([String: Any]) -> Bool
+) async throws -> [String: Any] {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+    process.arguments = ["-sN", "-H", "Authorization: Bearer \(token)", "\(base)/jobs/\(id)/events"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    let received = LogBuffer()
+    pipe.fileHandleForReading.readabilityHandler = { handle in
+        let data = handle.availableData
+        if data.isEmpty { received.end() } else { received.append(String(decoding: data, as: UTF8.self)) }
+    }
+    try process.run()
+    defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    let states = { @Sendable (text: String) in
+        text.components(separatedBy: "\n\n").compactMap { block -> [String: Any]? in
+            guard let line = block.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }) else { return nil }
+            return try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any]
+        }
+    }
+    _ = await received.wait(timeout: timeout) { text, ended in ended || states(text).contains(where: predicate) }
+    let all = states(received.text)
+    guard let found = all.first(where: predicate) else {
+        throw E2EError("job \(id): no event matched within \(timeout); last: \(all.last.map { "\($0)" } ?? "none")")
+    }
+    return found
 }
