@@ -5,16 +5,22 @@ public import Foundation
 #endif
 
 /// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
-/// would starve): `received` gets each chunk, then nil at end of file.
+/// would starve): `received` gets each chunk, then nil at end of file (or on a read error).
+///
+/// Plain `read(2)`, retried when a signal interrupts it: `FileHandle.availableData` traps on
+/// `EINTR`, which the SIGCHLDs of the many child processes the tests run can cause.
 public func readChunks(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
+    let descriptor = handle.fileDescriptor
     let thread = Thread {
+        var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let data = handle.availableData
-            if data.isEmpty {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else {
                 received(nil)
                 return
             }
-            received(data)
+            received(Data(buffer[0..<count]))
         }
     }
     thread.start()

@@ -69,10 +69,7 @@ final class ServerProcess: Sendable {
         process.standardOutput = pipe
         process.standardError = pipe
         let log = LogBuffer()
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if !data.isEmpty { log.append(String(decoding: data, as: UTF8.self)) }
-        }
+        log.read(pipe.fileHandleForReading, endsAtEOF: false)
         process.terminationHandler = { _ in log.end() }
         try process.run()
         // Waits for the `listening` line (or the exit), re-checked as output arrives.
@@ -176,6 +173,25 @@ final class LogBuffer: Sendable {
         for waiter in waiters { waiter.yield() }
     }
 
+    /// Appends what `handle` delivers, read on a thread of its own with plain `read(2)`
+    /// retried on `EINTR` (`FileHandle.availableData` traps on it, and the tests' many child
+    /// processes' SIGCHLDs cause it); with `endsAtEOF`, the end of file ends the output.
+    func read(_ handle: FileHandle, endsAtEOF: Bool) {
+        let descriptor = handle.fileDescriptor
+        Thread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else {
+                    if endsAtEOF { self.end() }
+                    return
+                }
+                self.append(String(decoding: buffer[0..<count], as: UTF8.self))
+            }
+        }.start()
+    }
+
     /// Marks the end of the output (the child exited).
     func end() {
         let waiters = storage.withLock { state in
@@ -225,10 +241,7 @@ func awaitJob(
     process.standardOutput = pipe
     process.standardError = FileHandle.nullDevice
     let received = LogBuffer()
-    pipe.fileHandleForReading.readabilityHandler = { handle in
-        let data = handle.availableData
-        if data.isEmpty { received.end() } else { received.append(String(decoding: data, as: UTF8.self)) }
-    }
+    received.read(pipe.fileHandleForReading, endsAtEOF: true)
     try process.run()
     defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
     let states = { @Sendable (text: String) in
