@@ -72,8 +72,8 @@ struct RegistrationTests {
             #expect(wrong.code == "invalid_credentials")
             #expect(wrong.text == unknown.text)
             let ok = try await client.login(email: "BOB@example.com", password: "correct horse battery")
-            #expect(ok["tokenType"] as? String == "Bearer")
-            #expect(ok["expiresIn"] as? Int == 900)
+            #expect(ok.tokenType == "Bearer")
+            #expect(ok.expiresIn == 900)
         }
     }
 
@@ -134,7 +134,7 @@ struct RefreshTokenTests {
     func refreshRotatesAndReuseRevokesTheFamily(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "dan@example.com")
-            let first = tokens["refreshToken"] as! String
+            let first = tokens.refreshToken
             let rotated = try await client.json(.post, "/auth/refresh-token", ["refreshToken": first])
             #expect(rotated.status == .ok)
             #expect(rotated.headers[.cacheControl] == "no-store")
@@ -156,7 +156,7 @@ struct RefreshTokenTests {
         try await withTestApp(engine) { client, _ in
             for round in 0..<3 {
                 let (_, tokens) = try await client.registerAndLogin(email: "race\(round)@example.com")
-                let token = tokens["refreshToken"] as! String
+                let token = tokens.refreshToken
                 let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
                     for _ in 0..<8 {
                         group.addTask { try await client.json(.post, "/auth/refresh-token", ["refreshToken": token]).status }
@@ -174,12 +174,12 @@ struct RefreshTokenTests {
         try await withTestApp(engine) { client, _ in
             let (_, session1) = try await client.registerAndLogin(email: "erin@example.com")
             let session2 = try await client.login(email: "erin@example.com", password: "correct horse battery")
-            let logout = try await client.json(.post, "/auth/logout", ["refreshToken": session1["refreshToken"] as! String])
+            let logout = try await client.json(.post, "/auth/logout", ["refreshToken": session1.refreshToken])
             #expect(logout.status == .noContent)
-            let refused = try await client.json(.post, "/auth/refresh-token", ["refreshToken": session1["refreshToken"] as! String])
+            let refused = try await client.json(.post, "/auth/refresh-token", ["refreshToken": session1.refreshToken])
             #expect(refused.status == .unauthorized)
             // The other session is untouched by a single logout.
-            let access2 = session2["accessToken"] as! String
+            let access2 = session2.accessToken
             #expect(try await client.json(.get, "/users/me", token: access2).status == .ok)
             let all = try await client.json(.post, "/auth/logout-all", token: access2)
             #expect(all.status == .noContent)
@@ -187,10 +187,10 @@ struct RefreshTokenTests {
             #expect(afterAll.status == .unauthorized)
             #expect(afterAll.code == "invalid_token")
             #expect(
-                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
+                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2.refreshToken]).status == .unauthorized)
             // A new login works again.
             let fresh = try await client.login(email: "erin@example.com", password: "correct horse battery")
-            #expect(try await client.json(.get, "/users/me", token: fresh["accessToken"] as? String).status == .ok)
+            #expect(try await client.json(.get, "/users/me", token: fresh.accessToken).status == .ok)
         }
     }
 }

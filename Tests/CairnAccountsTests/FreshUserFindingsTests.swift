@@ -16,12 +16,12 @@ struct FreshUserFindingsTests {
         try await withTestApp(engine) { client, _ in
             for round in 0..<4 {
                 let (first, tokens) = try await client.registerAndLogin(email: "o\(round)@race.example")
-                let firstToken = tokens["accessToken"] as! String
+                let firstToken = tokens.accessToken
                 let second = try await client.json(
                     .post, "/users", ["email": "p\(round)@race.example", "name": "P", "role": "owner", "password": "second owner pw"],
                     token: firstToken)
-                let secondToken = try await client.login(email: "p\(round)@race.example", password: "second owner pw")["accessToken"] as! String
-                let firstId = first["id"] as! String
+                let secondToken = try await client.login(email: "p\(round)@race.example", password: "second owner pw").accessToken
+                let firstId = first.id
                 let secondId = second.object["id"] as! String
                 async let a = client.json(.patch, "/users/\(secondId)", ["role": "member"], token: firstToken)
                 async let b = client.json(.patch, "/users/\(firstId)", ["role": "member"], token: secondToken)
@@ -35,7 +35,7 @@ struct FreshUserFindingsTests {
     @Test func refreshReuseAlsoVoidsTheSessionsAccessTokens() async throws {
         try await withTestApp(.sqlite) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "reuse@example.com")
-            let refresh = tokens["refreshToken"] as! String
+            let refresh = tokens.refreshToken
             let rotated = try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).object
             #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).code == "refresh_token_reused")
             #expect(try await client.json(.get, "/users/me", token: rotated["accessToken"] as? String).status == .unauthorized)
@@ -53,7 +53,7 @@ struct FreshUserFindingsTests {
 
     @Test func lengthLimitsCountUnicodeScalarsNotGraphemes() async throws {
         try await withTestApp(.sqlite) { client, _ in
-            let token = try await client.registerAndLogin(email: "zalgo@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "zalgo@example.com").tokens.accessToken
             let zalgo = "a" + String(repeating: "\u{301}", count: 300)
             let task = try await client.json(.post, "/tasks", ["title": zalgo], token: token)
             #expect(task.status == .badRequest)
@@ -69,7 +69,7 @@ struct FreshUserFindingsTests {
             let newKid = try TokenService.rotate(keyFile: components.accounts.tokens.settings.keyFile, accessTokenTTL: 900)
             // The node re-reads the ring file at most every 5 s of its clock.
             clock.advance(by: .seconds(6))
-            let token = try await client.login(email: "rotate@example.com", password: "correct horse battery")["accessToken"] as! String
+            let token = try await client.login(email: "rotate@example.com", password: "correct horse battery").accessToken
             let header = String(token.split(separator: ".")[0])
             let json = try JSONSerialization.jsonObject(with: Data(Base64URL.decode(header)!)) as? [String: Any]
             #expect(json?["kid"] as? String == newKid)

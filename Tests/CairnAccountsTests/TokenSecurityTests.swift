@@ -43,7 +43,7 @@ struct TokenSecurityTests {
     ) async throws {
         try await withTestApp(engine) { client, components in
             let (_, tokens) = try await client.registerAndLogin(email: "mallory@example.com")
-            let genuine = tokens["accessToken"] as! String
+            let genuine = tokens.accessToken
             #expect(try await client.json(.get, "/users/me", token: genuine).status == .ok)
             let forged = try await forge(genuine, components)
             let response = try await client.json(.get, "/users/me", token: forged)
@@ -127,7 +127,7 @@ struct TokenSecurityTests {
         try await withTestApp(engine) { client, components in
             let (user, _) = try await client.registerAndLogin(email: "leeway@example.com")
             let token = try await components.accounts.tokens.issueAccessToken(
-                userId: user["id"] as! String, tenantId: user["tenantId"] as! String, role: .owner, sessionId: UUIDv7.make(),
+                userId: user.id, tenantId: user.tenantId, role: .owner, sessionId: UUIDv7.make(),
                 now: Date().addingTimeInterval(-900 - 30)
             ).token
             #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
@@ -154,7 +154,7 @@ struct TokenSecurityTests {
     func malformedHeadersAreRefusedAndSchemeIsCaseInsensitive(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "hdr@example.com")
-            let token = tokens["accessToken"] as! String
+            let token = tokens.accessToken
             let missing = try await client.execute(uri: "/users/me", method: .get)
             #expect(missing.status == .unauthorized)
             #expect(missing.code == "unauthorized")
@@ -172,7 +172,7 @@ struct TokenSecurityTests {
     @Test func hs256ModeSignsWithTheSecretAndPublishesNoKeys() async throws {
         try await withTestApp(.sqlite, configure: { $0.jwtSecret = String(repeating: "s", count: 40) }) { client, components in
             let (_, tokens) = try await client.registerAndLogin(email: "hmac@example.com")
-            let token = tokens["accessToken"] as! String
+            let token = tokens.accessToken
             #expect(Forge.parts(token).header["alg"] as? String == "HS256")
             #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
             #expect(components.accounts.tokens.jwks.isEmpty)
@@ -195,7 +195,7 @@ struct TokenSecurityTests {
         try await withTestApp(.sqlite, clock: clock) { app in
             let (client, components) = (app.client, app.components)
             let (_, tokens) = try await client.registerAndLogin(email: "rot@example.com")
-            let old = tokens["accessToken"] as! String
+            let old = tokens.accessToken
             let keyFile = components.accounts.tokens.settings.keyFile
             let attributes = try FileManager.default.attributesOfItem(atPath: keyFile)
             #expect((attributes[.posixPermissions] as? Int) == 0o600)

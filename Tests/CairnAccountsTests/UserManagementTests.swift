@@ -16,7 +16,7 @@ struct UserManagementTests {
         try await withTestApp(engine) { client, _ in
             let (_, session1) = try await client.registerAndLogin(email: "pat@example.com")
             let session2 = try await client.login(email: "pat@example.com", password: "correct horse battery")
-            let token1 = session1["accessToken"] as! String
+            let token1 = session1.accessToken
             let me = try await client.json(.get, "/users/me", token: token1)
             let etag = try #require(me.headers[.eTag])
             #expect(try await client.json(.get, "/users/me", token: token1, headers: [.ifNoneMatch: etag]).status == .notModified)
@@ -35,9 +35,9 @@ struct UserManagementTests {
             #expect(changed.status == .ok)
             let newToken = changed.object["accessToken"] as! String
             #expect(try await client.json(.get, "/users/me", token: newToken).status == .ok)
-            #expect(try await client.json(.get, "/users/me", token: session2["accessToken"] as? String).status == .unauthorized)
+            #expect(try await client.json(.get, "/users/me", token: session2.accessToken).status == .unauthorized)
             #expect(
-                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2["refreshToken"] as! String]).status == .unauthorized)
+                try await client.json(.post, "/auth/refresh-token", ["refreshToken": session2.refreshToken]).status == .unauthorized)
             #expect(
                 try await client.json(.post, "/auth/login", ["email": "pat.new@example.com", "password": "correct horse battery"]).status
                     == .unauthorized)
@@ -49,23 +49,23 @@ struct UserManagementTests {
     func adminsManageUsersOfTheirTenantOnly(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             let (owner, ownerTokens) = try await client.registerAndLogin(email: "owner@a.example")
-            let ownerToken = ownerTokens["accessToken"] as! String
+            let ownerToken = ownerTokens.accessToken
             let created = try await client.json(
                 .post, "/users", ["email": "member@a.example", "name": "Mem", "role": "member", "password": "member password"], token: ownerToken)
             #expect(created.status == .created)
             let memberId = created.object["id"] as! String
             #expect(created.headers[.location] == "/users/\(memberId)")
-            #expect(created.object["tenantId"] as? String == owner["tenantId"] as? String)
+            #expect(created.object["tenantId"] as? String == owner.tenantId)
             let bad = try await client.json(
                 .post, "/users", ["email": "x@a.example", "name": "X", "role": "superuser", "password": "member password"], token: ownerToken)
             #expect(bad.status == .badRequest)
 
             // A member may not manage users.
-            let memberToken = try await client.login(email: "member@a.example", password: "member password")["accessToken"] as! String
+            let memberToken = try await client.login(email: "member@a.example", password: "member password").accessToken
             let forbidden = try await client.json(.get, "/users", token: memberToken)
             #expect(forbidden.status == .forbidden)
             #expect(forbidden.code == "forbidden")
-            #expect(try await client.json(.delete, "/users/\(owner["id"] as! String)", token: memberToken).status == .forbidden)
+            #expect(try await client.json(.delete, "/users/\(owner.id)", token: memberToken).status == .forbidden)
 
             // Listing pages through the tenant's users.
             let list = try await client.json(.get, "/users?limit=1", token: ownerToken)
@@ -76,7 +76,7 @@ struct UserManagementTests {
 
             // Another tenant's admin sees 404, never 403.
             let (_, otherTokens) = try await client.registerAndLogin(email: "owner@b.example")
-            let otherToken = otherTokens["accessToken"] as! String
+            let otherToken = otherTokens.accessToken
             for method in [HTTPRequest.Method.get, .delete] {
                 let response = try await client.json(method, "/users/\(memberId)", token: otherToken)
                 #expect(response.status == .notFound)
@@ -96,10 +96,10 @@ struct UserManagementTests {
             #expect(try await client.json(.get, "/users", token: memberToken).status == .ok)
 
             // Admins cannot touch owners; the last owner cannot be demoted; self-delete refused.
-            #expect(try await client.json(.patch, "/users/\(owner["id"] as! String)", ["role": "member"], token: memberToken).status == .forbidden)
-            let demoteSelf = try await client.json(.patch, "/users/\(owner["id"] as! String)", ["role": "member"], token: ownerToken)
+            #expect(try await client.json(.patch, "/users/\(owner.id)", ["role": "member"], token: memberToken).status == .forbidden)
+            let demoteSelf = try await client.json(.patch, "/users/\(owner.id)", ["role": "member"], token: ownerToken)
             #expect(demoteSelf.status == .conflict)
-            #expect(try await client.json(.delete, "/users/\(owner["id"] as! String)", token: ownerToken).status == .conflict)
+            #expect(try await client.json(.delete, "/users/\(owner.id)", token: ownerToken).status == .conflict)
 
             // Deleting a user ends their sessions at once.
             #expect(try await client.json(.delete, "/users/\(memberId)", token: ownerToken).status == .noContent)
@@ -121,7 +121,7 @@ struct UserManagementTests {
             try await withTestApp(on: database, clock: clock) { nodeA in
                 try await withTestApp(on: database, clock: clock) { nodeB in
                     let (_, tokens) = try await nodeA.client.registerAndLogin(email: "multi@example.com")
-                    let token = tokens["accessToken"] as! String
+                    let token = tokens.accessToken
                     #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
                     #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: token).status == .noContent)
                     clock.advance(by: .seconds(5))

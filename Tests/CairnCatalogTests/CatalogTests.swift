@@ -17,7 +17,7 @@ let xCache = HTTPField.Name("X-Cache")!
 /// An owner's token and tenant id.
 func owner(_ client: any TestClientProtocol, _ email: String) async throws -> (token: String, tenantId: String) {
     let (user, tokens) = try await client.registerAndLogin(email: email)
-    return (try #require(tokens["accessToken"] as? String), try #require(user["tenantId"] as? String))
+    return (tokens.accessToken, user.tenantId)
 }
 
 /// Creates a product as `token`; fails unless 201.
@@ -133,7 +133,7 @@ struct ProductsAPITests {
             let created = try await client.json(
                 .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
             try #require(created.status == .created)
-            let member = try #require(try await client.login(email: "mem@example.com", password: "member password")["accessToken"] as? String)
+            let member = try await client.login(email: "mem@example.com", password: "member password").accessToken
             #expect(try await client.json(.get, "/products/\(id)", token: member).status == .ok)
             #expect(
                 try await client.json(.post, "/products", ["sku": "X", "name": "x", "priceMinor": 1, "currency": "EUR"], token: member).status

@@ -90,7 +90,7 @@ struct ProductImportTests {
             let created = try await client.json(
                 .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
             try #require(created.status == .created)
-            let member = try #require(try await client.login(email: "m@example.com", password: "member password")["accessToken"] as? String)
+            let member = try await client.login(email: "m@example.com", password: "member password").accessToken
             #expect(try await send(client, "/products:import", body: "sku\r\n", contentType: "text/csv", token: member).status == .forbidden)
             // A header naming an unknown column fails the whole file, saying which.
             let badHeader = try await send(client, "/products:import", body: "sku,colour\r\nA,red\r\n", contentType: "text/csv", token: token)

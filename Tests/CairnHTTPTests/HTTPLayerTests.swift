@@ -405,7 +405,7 @@ struct RoutingTests {
     @Test func wrongMethodIs405WithAllow() async throws {
         try await withTestApp(.sqlite) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "ray@example.com")
-            let token = tokens["accessToken"] as? String
+            let token = tokens.accessToken
             for authorization in [nil, token] {
                 let put = try await client.json(.put, "/tasks", ["title": "x"], token: authorization)
                 #expect(put.status == .methodNotAllowed)
@@ -511,7 +511,7 @@ struct RoutingTests {
             let task = #"{"title":"t"}"#
             let bigTask = try await Self.raw(
                 client, .post, "/tasks", body: task + String(repeating: " ", count: limit),
-                headers: [.authorization: "Bearer \(tokens["accessToken"] as? String ?? "")"])
+                headers: [.authorization: "Bearer \(tokens.accessToken ?? "")"])
             #expect(bigTask.status == .contentTooLarge)
             #expect(bigTask.code == "payload_too_large")
         }

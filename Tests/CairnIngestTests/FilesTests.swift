@@ -25,7 +25,7 @@ struct FilesTests {
     @Test(arguments: TestEngine.available)
     func anUploadIsStoredHashedListedDownloadedAndDeleted(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "files@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "files@example.com").tokens.accessToken
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(sharedData)/penguins.csv")))
             let created = try await upload(
                 client, token: token, bytes, headers: [.contentDisposition: "attachment; filename=\"../../etc/passwd\""])
@@ -64,7 +64,7 @@ struct FilesTests {
             #expect(beyond.headers[.contentRange] == "bytes */\(bytes.count)")
 
             // Another tenant sees nothing.
-            let stranger = try await client.registerAndLogin(email: "files-other@example.com").tokens["accessToken"] as! String
+            let stranger = try await client.registerAndLogin(email: "files-other@example.com").tokens.accessToken
             #expect(try await client.json(.get, "/files/\(id)", token: stranger).status == .notFound)
             #expect(try await client.json(.get, "/files/\(id)/content", token: stranger).status == .notFound)
             #expect(try await client.json(.delete, "/files/\(id)", token: stranger).status == .notFound)
@@ -79,7 +79,7 @@ struct FilesTests {
     @Test(arguments: TestEngine.available)
     func formatsMediaTypesAndNamesAreChecked(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "files-types@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "files-types@example.com").tokens.accessToken
             let json = try await upload(client, token: token, Array("[{\"a\":1}]".utf8), contentType: "application/json; charset=utf-8")
             #expect(json.object["format"] as? String == "json")
             #expect(json.object["name"] as? String == "upload.json")
@@ -111,7 +111,7 @@ struct FilesTests {
                 $0.fileQuotas.maxBytesPerHour = 4000
             }
         ) { client, components in
-            let token = try await client.registerAndLogin(email: "files-quota@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "files-quota@example.com").tokens.accessToken
             let big = try await upload(client, token: token, [UInt8](repeating: 0x61, count: 1001))
             #expect(big.status == .contentTooLarge)
             #expect(big.code == "payload_too_large")
@@ -140,7 +140,7 @@ struct FilesTests {
                 $0.fileQuotas.maxFileBytes = 100_000; $0.fileQuotas.maxTotalBytes = 250_000
             }
         ) { client, _ in
-            let token = try await client.registerAndLogin(email: "files-race@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "files-race@example.com").tokens.accessToken
             let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
                 for _ in 0..<8 { group.addTask { try await upload(client, token: token, [UInt8](repeating: 0x61, count: 100_000)).status } }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -155,7 +155,7 @@ struct FilesTests {
     @Test func namesRangesAndMembersFollowTheRules() async throws {
         try await withTestApp(.sqlite) { client, _ in
             let (_, ownerTokens) = try await client.registerAndLogin(email: "files-rules@example.com")
-            let owner = ownerTokens["accessToken"] as! String
+            let owner = ownerTokens.accessToken
             let quoted = try await upload(client, token: owner, [0x61], headers: [.contentDisposition: #"attachment; filename="a;b \"c\".csv""#])
             #expect(quoted.object["name"] as? String == #"a;b "c".csv"#)
             let latin1 = try await upload(
@@ -181,7 +181,7 @@ struct FilesTests {
                 .post, "/users", ["email": "files-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
                 token: owner)
             #expect(created.status == .created)
-            let member = try await client.login(email: "files-member@example.com", password: "correct horse battery")["accessToken"] as! String
+            let member = try await client.login(email: "files-member@example.com", password: "correct horse battery").accessToken
             #expect(try await client.json(.delete, "/files/\(id)", token: member).status == .forbidden)
             let own = try await upload(client, token: member, [0x62])
             #expect(try await client.json(.delete, "/files/\(own.object["id"] as! String)", token: member).status == .noContent)

@@ -115,7 +115,7 @@ func withPipelines<R: Sendable>(
             configure(&configuration)
         }, runServices: true
     ) { app in
-        let token = try await app.client.registerAndLogin(email: "pipelines@example.com").tokens["accessToken"] as! String
+        let token = try await app.client.registerAndLogin(email: "pipelines@example.com").tokens.accessToken
         return try await body(PipelineClient(client: app.client, token: token, jobs: app.components.jobs), app.client, app.components)
     }
 }
@@ -377,7 +377,7 @@ struct PipelineTests {
             let output = try #require((job["result"] as? [String: Any])?["outputFileId"] as? String)
             #expect(try await alice.rows(of: job).first?["n"] as? Int == 344)
 
-            let bobToken = try await client.registerAndLogin(email: "bob@example.com").tokens["accessToken"] as! String
+            let bobToken = try await client.registerAndLogin(email: "bob@example.com").tokens.accessToken
             let bob = PipelineClient(client: client, token: bobToken, jobs: alice.jobs)
             let bobPipeline = try await bob.create(pipelineBody("SELECT count(*) AS n FROM input"))
             #expect(try await bob.start(bobPipeline, fileId: file).status == .notFound, "Alice's file is not Bob's")

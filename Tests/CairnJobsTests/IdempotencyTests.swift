@@ -25,7 +25,7 @@ struct IdempotencyTests {
     @Test(arguments: TestEngine.available)
     func sameKeySameBodyReplaysOtherBodyIs422AndInFlightIs409(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "idem@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "idem@example.com").tokens.accessToken
             let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
             let first = try await post(client, body, key: "order-1", token: token)
             #expect(first.status == .created)
@@ -45,7 +45,7 @@ struct IdempotencyTests {
             let bad = try await post(client, #"{"kind":"nope"}"#, key: "bad-1", token: token)
             #expect(bad.status == .badRequest)
             #expect(try await post(client, #"{"kind":"nope"}"#, key: "bad-1", token: token).headers[HTTPField.Name("Idempotent-Replayed")!] == "true")
-            let stranger = try await client.registerAndLogin(email: "idem2@example.com").tokens["accessToken"] as! String
+            let stranger = try await client.registerAndLogin(email: "idem2@example.com").tokens.accessToken
             let theirs = try await post(client, body, key: "order-1", token: stranger)
             #expect(theirs.status == .created)
             #expect(theirs.object["id"] as? String != first.object["id"] as? String)
@@ -79,7 +79,7 @@ struct JobEdgeCaseTests {
     @Test(arguments: TestEngine.available)
     func retryHeldUniqueKeyFarDatesNulKindsAndRateLimitedReplays(engine: TestEngine) async throws {
         try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 2 }) { client, _ in
-            let token = try await client.registerAndLogin(email: "edge@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "edge@example.com").tokens.accessToken
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "u2", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await client.json(.post, "/jobs", body, token: token).object["id"] as! String
             _ = try await client.json(.post, "/jobs/\(first)/cancel", token: token)
@@ -110,10 +110,10 @@ struct JobEdgeCaseTests {
 struct JobPermissionTests {
     @Test func membersChangeOnlyJobsTheyEnqueued() async throws {
         try await withTestApp(.sqlite) { client, _ in
-            let owner = try await client.registerAndLogin(email: "boss@example.com").tokens["accessToken"] as! String
+            let owner = try await client.registerAndLogin(email: "boss@example.com").tokens.accessToken
             _ = try await client.json(
                 .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: owner)
-            let member = try await client.login(email: "mem@example.com", password: "member password")["accessToken"] as! String
+            let member = try await client.login(email: "mem@example.com", password: "member password").accessToken
             let job = try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], token: owner).object["id"] as! String
             #expect(try await client.json(.post, "/jobs/\(job)/cancel", token: member).status == .forbidden)
             #expect(try await client.json(.delete, "/jobs/\(job)", token: member).status == .forbidden)

@@ -20,7 +20,7 @@ struct JobBatchTests {
     @Test(arguments: TestEngine.available)
     func aBatchIsEnqueuedWhollyInOrderWithUniqueKeysResolved(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "batch@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "batch@example.com").tokens.accessToken
             let later = "2099-01-01T00:00:00Z"
             let held = try await enqueue(client, token: token, ["kind": "noop", "uniqueKey": "nightly", "runAt": later])
             let response = try await client.json(
@@ -54,7 +54,7 @@ struct JobBatchTests {
     @Test(arguments: TestEngine.available)
     func aBadBatchNamesTheJobAndFieldAndEnqueuesNothing(engine: TestEngine) async throws {
         try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, components in
-            let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens.accessToken
             let unknown = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "no-such-kind"]]], token: token)
             #expect(unknown.status == .badRequest)
@@ -135,7 +135,7 @@ struct JobBatchTests {
             }
             // The busy tenant's jobs take the slots it may have before the other job arrives.
             try await probe.waitForRunning(busyTenant, 2)
-            let quiet = try await app.client.registerAndLogin(email: "quiet10k@example.com").tokens["accessToken"] as! String
+            let quiet = try await app.client.registerAndLogin(email: "quiet10k@example.com").tokens.accessToken
             let single = try await enqueue(app.client, token: quiet, ["kind": "noop"])
             try await app.awaitJob(single.job["id"] as! String, state: .succeeded, token: quiet)
             #expect(probe.finished(busyTenant) == 0, "the single job ran while every busy job was still held")

@@ -56,9 +56,9 @@ struct JobEventsTests {
         let steps = Steps()
         try await withTestApp(engine, mode: .live, prepare: { steps.register(on: $0.jobs, count: 3) }) { app in
             let (user, tokens) = try await app.client.registerAndLogin(email: "sse@example.com")
-            let token = tokens["accessToken"] as! String
+            let token = tokens.accessToken
             let id = try await app.components.jobs.enqueue(
-                JobRequest(kind: Steps.kind), tenantId: user["tenantId"] as! String, createdBy: user["id"] as? String
+                JobRequest(kind: Steps.kind), tenantId: user.tenantId, createdBy: user.id
             ).job.id
             let stream = try EventStreamReader(url: "\(app.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
             defer { stream.stop() }
@@ -92,7 +92,7 @@ struct JobEventsTests {
                 headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(versions.first!)])
             #expect(ServerSentEvent.parse(earlier.text).map(\.id) == [String(last)])
 
-            let stranger = try await app.client.registerAndLogin(email: "sse2@example.com").tokens["accessToken"] as! String
+            let stranger = try await app.client.registerAndLogin(email: "sse2@example.com").tokens.accessToken
             #expect(try await app.client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
         }
     }
@@ -120,9 +120,9 @@ struct JobEventsAcrossNodesTests {
                     try await listening.wait("node B listening for job changes") { $0 }
 
                     let (user, tokens) = try await nodeB.client.registerAndLogin(email: "sse-nodes@example.com")
-                    let token = tokens["accessToken"] as! String
+                    let token = tokens.accessToken
                     let id = try await nodeA.components.jobs.enqueue(
-                        JobRequest(kind: Steps.kind), tenantId: user["tenantId"] as! String, createdBy: user["id"] as? String
+                        JobRequest(kind: Steps.kind), tenantId: user.tenantId, createdBy: user.id
                     ).job.id
                     let stream = try EventStreamReader(url: "\(nodeB.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
                     defer { stream.stop() }
@@ -147,7 +147,7 @@ struct JobEventsAcrossNodesTests {
 struct JobMetricsTests {
     @Test func countersTimersAndQueueDepthAreExported() async throws {
         try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { app in
-            let token = try await app.client.registerAndLogin(email: "metrics@example.com").tokens["accessToken"] as! String
+            let token = try await app.client.registerAndLogin(email: "metrics@example.com").tokens.accessToken
             let created = try await app.client.json(.post, "/jobs", ["kind": "noop"], token: token)
             try await app.awaitJob(created.object["id"] as! String, state: .succeeded, token: token)
             // Counters and timers are recorded before the outcome is announced.
@@ -169,7 +169,7 @@ struct JobRetentionTests {
     @Test(arguments: TestEngine.available)
     func pruningDeletesOldFinishedJobsButKeepsDeadLettersAndRecentOnes(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "prune@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "prune@example.com").tokens.accessToken
             var ids: [String] = []
             for _ in 0..<3 {
                 ids.append(

@@ -23,7 +23,7 @@ struct JobLifecycleTests {
         let clock = TestClock()
         try await withTestApp(engine, clock: clock, runServices: true) { app in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "jobs@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "jobs@example.com").tokens.accessToken
             let ok = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 20]])
             #expect(ok.status == .created)
             let okId = ok.job["id"] as! String
@@ -73,7 +73,7 @@ struct JobLifecycleTests {
     @Test(arguments: TestEngine.available)
     func enqueueValidatesKindsFieldsAndRoles(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "owner@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "owner@example.com").tokens.accessToken
             let unknown = try await client.json(.post, "/jobs", ["kind": "rm -rf"], token: token)
             #expect(unknown.status == .badRequest)
             #expect((unknown.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "kind")
@@ -85,7 +85,7 @@ struct JobLifecycleTests {
             // noop is for admins only.
             _ = try await client.json(
                 .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@example.com", password: "member password")["accessToken"] as! String
+            let member = try await client.login(email: "m@example.com", password: "member password").accessToken
             #expect(try await client.json(.post, "/jobs", ["kind": "noop"], token: member).status == .forbidden)
         }
     }
@@ -93,7 +93,7 @@ struct JobLifecycleTests {
     @Test(arguments: TestEngine.available)
     func uniqueKeysDeduplicateUnfinishedJobsAndThePendingCapAnswers429(engine: TestEngine) async throws {
         try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, _ in
-            let token = try await client.registerAndLogin(email: "uniq@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "uniq@example.com").tokens.accessToken
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "report-2026-11", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await enqueue(client, token: token, body)
             let second = try await enqueue(client, token: token, body)
@@ -118,8 +118,8 @@ struct JobLifecycleTests {
     @Test(arguments: TestEngine.available)
     func anotherTenantsJobIsNotFound(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let owner = try await client.registerAndLogin(email: "a@example.com").tokens["accessToken"] as! String
-            let other = try await client.registerAndLogin(email: "b@example.com").tokens["accessToken"] as! String
+            let owner = try await client.registerAndLogin(email: "a@example.com").tokens.accessToken
+            let other = try await client.registerAndLogin(email: "b@example.com").tokens.accessToken
             let job = try await enqueue(client, token: owner, ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"])
             let id = job.job["id"] as! String
             #expect(try await client.json(.get, "/jobs/\(id)", token: other).status == .notFound)
@@ -137,7 +137,7 @@ struct JobRuntimeTests {
     func cancellationStopsARunningHandler(engine: TestEngine) async throws {
         try await withTestApp(engine, runServices: true) { app in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cancel@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "cancel@example.com").tokens.accessToken
             let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 50]])
             let id = job.job["id"] as! String
             try await app.awaitJob(id, state: .running, token: token)
@@ -175,7 +175,7 @@ struct JobRuntimeTests {
                 Array(repeating: JobRequest(kind: "test.held"), count: 20), tenantId: busyTenant, createdBy: nil)
             // The busy tenant takes the two slots it may have on this node before the other job arrives.
             try await probe.waitForRunning(busyTenant, 2)
-            let quiet = try await app.client.registerAndLogin(email: "quiet@example.com").tokens["accessToken"] as! String
+            let quiet = try await app.client.registerAndLogin(email: "quiet@example.com").tokens.accessToken
             let single = try await enqueue(app.client, token: quiet, ["kind": "noop"])
             try await app.awaitJob(single.job["id"] as! String, state: .succeeded, token: quiet)
             #expect(probe.finished(busyTenant) == 0, "the quiet job ran while every busy job was still held")
@@ -191,13 +191,13 @@ struct JobRuntimeTests {
         let clock = TestClock()
         try await withTestApp(engine, clock: clock, configure: { $0.jobsRescueInterval = .milliseconds(200) }, runServices: true) { app in
             let (user, tokens) = try await app.client.registerAndLogin(email: "crash@example.com")
-            let token = tokens["accessToken"] as! String
+            let token = tokens.accessToken
             let job = try await enqueue(
                 app.client, token: token, ["kind": "noop", "args": ["sleepMs": 600, "checkpointEvery": 100], "runAt": "2099-01-01T00:00:00Z"])
             let id = job.job["id"] as! String
             // As if a node claimed it now with a 30 s lease, checkpointed at 400 ms, and died.
             let now = clock.milliseconds
-            let tenantId = user["tenantId"] as! String
+            let tenantId = user.tenantId
             try await app.database.write { db in
                 try await db.raw(
                     """

@@ -18,7 +18,7 @@ struct ScheduleTests {
         let clock = TestClock(now: Date(timeIntervalSince1970: 1_773_144_000))
         try await withTestApp(engine, clock: clock) { app in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cron@example.com").tokens["accessToken"] as! String
+            let token = try await client.registerAndLogin(email: "cron@example.com").tokens.accessToken
             let bad = try await client.json(
                 .post, "/schedules", ["name": "x", "cron": "61 * * * *", "timeZone": "Mars/Olympus", "kind": "nope"], token: token)
             #expect(bad.status == .badRequest)
@@ -59,12 +59,12 @@ struct ScheduleTests {
             #expect(try patched.decode(ScheduleBody.self).enabled == false)
             #expect((try await client.json(.get, "/schedules", token: token).object["items"] as? [Any])?.count == 5)
 
-            let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens["accessToken"] as! String
+            let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens.accessToken
             #expect(try await client.json(.get, "/schedules/\(id)", token: stranger).status == .notFound)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: stranger).status == .notFound)
             _ = try await client.json(
                 .post, "/users", ["email": "m@cron.example", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@cron.example", password: "member password")["accessToken"] as! String
+            let member = try await client.login(email: "m@cron.example", password: "member password").accessToken
             #expect(try await client.json(.get, "/schedules", token: member).status == .forbidden)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: token).status == .noContent)
         }

@@ -38,9 +38,7 @@ struct Member: Sendable {
 
 func signUp(_ client: any TestClientProtocol, _ email: String) async throws -> Member {
     let (user, tokens) = try await client.registerAndLogin(email: email)
-    return Member(
-        token: try #require(tokens["accessToken"] as? String), userId: try #require(user["id"] as? String),
-        tenantId: try #require(user["tenantId"] as? String))
+    return Member(token: tokens.accessToken, userId: user.id, tenantId: user.tenantId)
 }
 
 /// Adds a member to the owner's tenant and logs them in.
@@ -49,8 +47,7 @@ func addMember(_ client: any TestClientProtocol, owner: Member, email: String, r
         .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner.token)
     try #require(created.status == .created, "create user: \(created.status) \(created.text)")
     let tokens = try await client.login(email: email, password: "correct horse battery")
-    return Member(
-        token: try #require(tokens["accessToken"] as? String), userId: try #require(created.object["id"] as? String), tenantId: owner.tenantId)
+    return Member(token: tokens.accessToken, userId: try created.decode(UserBody.self).id, tenantId: owner.tenantId)
 }
 
 /// A `curl -N` reading `/notifications/stream` as it arrives (see `EventStreamReader`).

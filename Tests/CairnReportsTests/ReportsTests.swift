@@ -73,11 +73,11 @@ struct ReportsTests {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "owner@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let userId = try #require(user["id"] as? String)
+            let token = tokens.accessToken
+            let tenantId = user.tenantId
+            let userId = user.id
             let (other, _) = try await client.registerAndLogin(email: "other@example.com")
-            let otherTenant = try #require(other["tenantId"] as? String)
+            let otherTenant = other.tenantId
 
             // Tricky rows plus enough plain ones to span several read batches.
             var items: [TaskItem] = []
@@ -150,13 +150,13 @@ struct ReportsTests {
     func reportsAreForAdminsAndValidateTheirParameters(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "boss@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
+            let token = tokens.accessToken
             // A member of the same tenant.
             let created = try await client.json(
                 .post, "/users", ["email": "member@example.com", "name": "M", "role": "member", "password": "correct horse battery"], token: token)
             try #require(created.status == .created)
             let memberTokens = try await client.login(email: "member@example.com", password: "correct horse battery")
-            let memberToken = try #require(memberTokens["accessToken"] as? String)
+            let memberToken = memberTokens.accessToken
             for path in ["/reports/tasks.csv", "/reports/products.csv"] {
                 let forbidden = try await client.json(.get, path, token: memberToken)
                 #expect(forbidden.status == .forbidden)
@@ -180,8 +180,8 @@ struct ReportsTests {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "shop@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
+            let token = tokens.accessToken
+            let tenantId = user.tenantId
             let now = WallClock.milliseconds()
             var products: [Product] = []
             for (index, text) in trickyTexts.enumerated() {
@@ -213,9 +213,9 @@ struct ReportsTests {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "inbox-report@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let ownerId = try #require(user["id"] as? String)
+            let token = tokens.accessToken
+            let tenantId = user.tenantId
+            let ownerId = user.id
             let member = try await client.json(
                 .post, "/users", ["email": "inbox-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
                 token: token)
@@ -229,7 +229,7 @@ struct ReportsTests {
             // Another tenant's notifications never appear.
             let (other, _) = try await client.registerAndLogin(email: "inbox-other@example.com")
             _ = try await components.notifications.publish(
-                NotificationDraft(type: "message", title: "secret"), to: [other["id"] as! String], tenantId: other["tenantId"] as! String)
+                NotificationDraft(type: "message", title: "secret"), to: [other.id], tenantId: other.tenantId)
 
             let stored = try await components.notifications.store.batch(tenantId: tenantId, type: nil, after: nil, limit: 10_000)
             let (rows, _) = try await downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
@@ -256,9 +256,9 @@ struct ReportsTests {
         try await withTestApp(engine, mode: .live, runServices: false, logger: log.logger(level: .notice)) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
             let (user, tokens) = try await client.registerAndLogin(email: "big@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let userId = try #require(user["id"] as? String)
+            let token = tokens.accessToken
+            let tenantId = user.tenantId
+            let userId = user.id
             // About 60 MB of CSV: far more than socket buffers hold, 40 read batches.
             let filler = String(repeating: "lorem ipsum dolor sit amet ", count: 30)
             let now = WallClock.milliseconds()

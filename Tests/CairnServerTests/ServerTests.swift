@@ -84,7 +84,7 @@ struct OperationsTests {
     @Test func allowNamesOnlyTheMostSpecificRouteAndHEADIsServed() async throws {
         try await withTestApp(.sqlite) { client, _ in
             let (_, tokens) = try await client.registerAndLogin(email: "allow@example.com")
-            let token = tokens["accessToken"] as? String
+            let token = tokens.accessToken
             // /users/me hides /users/:id, which has DELETE: DELETE must not be advertised here.
             let response = try await client.json(.delete, "/users/me", token: token)
             #expect(response.status == .methodNotAllowed)

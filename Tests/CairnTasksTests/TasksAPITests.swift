@@ -14,8 +14,8 @@ import Testing
 /// The access token of a freshly registered tenant owner, and the owner's user id.
 private func signUp(_ client: any TestClientProtocol, _ email: String) async throws -> (token: String, userId: String) {
     let (user, tokens) = try await client.registerAndLogin(email: email)
-    let token = try #require(tokens["accessToken"] as? String)
-    let userId = try #require(user["id"] as? String)
+    let token = tokens.accessToken
+    let userId = user.id
     return (token, userId)
 }
 

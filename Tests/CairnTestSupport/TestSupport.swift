@@ -1,12 +1,8 @@
-import CairnServer
-import CairnStorage
 import Foundation
 public import Hummingbird
 public import HummingbirdTesting
 public import Logging
 import NIOCore
-import PostgresNIO
-import SQLKit
 public import Testing
 
 /// The engines a database suite runs on: SQLite always, PostgreSQL when
@@ -61,21 +57,21 @@ extension TestClientProtocol {
         return try await execute(uri: uri, method: method, headers: headers, body: buffer)
     }
 
-    /// Registers a tenant owner and logs in; returns the user object and the token pair.
+    /// Registers a tenant owner and logs in; returns the user and the token pair.
     public func registerAndLogin(email: String, password: String = "correct horse battery", name: String = "Test User") async throws -> (
-        user: [String: Any], tokens: [String: Any]
+        user: UserBody, tokens: TokenPairBody
     ) {
         let registered = try await json(.post, "/auth/register", ["email": email, "password": password, "name": name])
         guard registered.status == .created else { throw TestSetupError("register failed: \(registered.status) \(registered.text)") }
         let tokens = try await login(email: email, password: password)
-        return (registered.object, tokens)
+        return (try registered.decode(UserBody.self), tokens)
     }
 
     /// Logs in; fails the setup unless 200.
-    public func login(email: String, password: String) async throws -> [String: Any] {
+    public func login(email: String, password: String) async throws -> TokenPairBody {
         let response = try await json(.post, "/auth/login", ["email": email, "password": password])
         guard response.status == .ok else { throw TestSetupError("login failed: \(response.status) \(response.text)") }
-        return response.object
+        return try response.decode(TokenPairBody.self)
     }
 }
 
@@ -88,15 +84,4 @@ extension TestResponse {
     }
     /// The problem `code` of an error body.
     public var code: String? { object["code"] as? String }
-}
-
-/// Awaits a condition, re-checking every 100 ms until it holds or `timeout` passes; returns
-/// whether it held. For effects that are asynchronous by design (cross-node propagation).
-public func eventually(timeout: Duration = .seconds(30), _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    return try await condition()
 }
