@@ -106,6 +106,7 @@ struct CatalogResilienceTests {
         var configuration = CairnConfiguration()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         configuration.dataDir = directory
         configuration.bcryptCost = 4
         configuration.databaseURL = cluster.url

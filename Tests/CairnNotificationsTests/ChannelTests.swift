@@ -47,7 +47,10 @@ final class WebhookReceiver: Sendable {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
     }
 
-    func stop() { process.stop() }
+    func stop() {
+        process.stop()
+        try? FileManager.default.removeItem(atPath: secretFile)
+    }
 }
 
 private func webhookSettings(_ configuration: inout CairnConfiguration) {

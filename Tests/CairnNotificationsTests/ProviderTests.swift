@@ -74,10 +74,13 @@ final class FakeProviders: Sendable {
     nonisolated(unsafe) let setup: [String: Any]
     let base: String
     let caFile: String
+    /// The fake's certificates and setup, removed by ``stop()``.
+    let folder: URL
 
     init() async throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fake-providers-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        self.folder = folder
         let process = try LineProcess(script: "fake_providers.py", arguments: [folder.path])
         self.process = process
         do {
@@ -112,7 +115,10 @@ final class FakeProviders: Sendable {
         configuration.notifications.providerMaxAttempts = 3
     }
 
-    func stop() { process.stop() }
+    func stop() {
+        process.stop()
+        try? FileManager.default.removeItem(at: folder)
+    }
 }
 
 private func body(_ request: [String: Any]) -> [String: Any] {

@@ -9,11 +9,15 @@ import hashlib
 import hmac
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 secret_file = sys.argv[1]
 fail = int(sys.argv[2])
 seen = 0
+# Requests run on threads of their own: the count and the output are shared (print() writes a
+# line and its newline separately, so concurrent lines could merge into one unparseable line).
+lock = threading.Lock()
 
 
 def verify(msg_id, timestamp, body, header):
@@ -30,12 +34,15 @@ class Handler(BaseHTTPRequestHandler):
         global seen
         length = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(length)
-        seen += 1
-        status = 500 if seen <= fail else 200
+        with lock:
+            seen += 1
+            status = 500 if seen <= fail else 200
         ok = verify(self.headers.get("webhook-id", ""), self.headers.get("webhook-timestamp", ""), body,
                     self.headers.get("webhook-signature", ""))
-        print(json.dumps({"status": status, "verified": ok, "id": self.headers.get("webhook-id"),
-                          "body": json.loads(body)}), flush=True)
+        line = json.dumps({"status": status, "verified": ok, "id": self.headers.get("webhook-id"), "body": json.loads(body)})
+        with lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
         self.send_response(status)
         self.send_header("content-length", "0")
         self.end_headers()
