@@ -291,16 +291,21 @@ struct CatalogCacheTests {
                         listenerA.cancel()
                         listenerB.cancel()
                     }
-                    let (token, tenantId) = try await owner(a.client, "nodes@example.com")
-                    let id = try #require(try await createProduct(a.client, token: token, ["stock": 1])["id"] as? String)
-                    #expect(try await b.client.json(.get, "/products/\(id)", token: token).headers[xCache] == "miss")
-                    #expect(try await b.client.json(.get, "/products/\(id)", token: token).headers[xCache] == "hit")
-                    #expect(try await b.client.json(.get, "/products", token: token).headers[xCache] == "miss")
-                    // B's LISTEN connection comes up asynchronously.
+                    // B's LISTEN connection comes up asynchronously: the writes start once it is in effect.
                     try await listening.wait("node B listening for invalidations") { $0 }
+                    let (token, tenantId) = try await owner(a.client, "nodes@example.com")
+                    let heard = { @Sendable (tenants: [String]) in tenants.filter { $0 == tenantId }.count }
+                    let id = try #require(try await createProduct(a.client, token: token, ["stock": 1])["id"] as? String)
+                    // The create's own invalidation reaches B before B caches anything.
+                    try await invalidated.wait("the create reaching node B") { heard($0) >= 1 }
+                    let first = try await b.client.json(.get, "/products/\(id)", token: token)
+                    #expect(first.headers[xCache] == "miss", "\(first.status) \(first.text)")
+                    let second = try await b.client.json(.get, "/products/\(id)", token: token)
+                    #expect(second.headers[xCache] == "hit", "\(second.status) \(second.text)")
+                    #expect(try await b.client.json(.get, "/products", token: token).headers[xCache] == "miss")
                     let patched = try await a.client.json(.patch, "/products/\(id)", ["stock": 2], token: token)
                     #expect(patched.status == .ok)
-                    try await invalidated.wait("node A's write reaching node B") { $0.contains(tenantId) }
+                    try await invalidated.wait("node A's write reaching node B") { heard($0) >= 2 }
                     let read = try await b.client.json(.get, "/products/\(id)", token: token)
                     #expect(read.object["stock"] as? Int == 2)
                     #expect(read.headers[xCache] == "miss")
