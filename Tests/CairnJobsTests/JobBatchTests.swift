@@ -137,7 +137,7 @@ struct JobBatchTests {
             try await probe.waitForRunning(busyTenant, 2)
             let quiet = try await app.client.registerAndLogin(email: "quiet10k@example.com").tokens.accessToken
             let single = try await enqueue(app.client, token: quiet, ["kind": "noop"])
-            try await app.awaitJob(single.job["id"] as! String, state: .succeeded, token: quiet)
+            try await app.waitForJob(single.job["id"] as! String, state: .succeeded, token: quiet)
             #expect(probe.finished(busyTenant) == 0, "the single job ran while every busy job was still held")
             // Handlers that run at once, not rows in state 'running': a finished handler frees its
             // slot at once, while its completion is group-committed a moment later, so the table

@@ -149,7 +149,7 @@ struct JobMetricsTests {
         try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { app in
             let token = try await app.client.registerAndLogin(email: "metrics@example.com").tokens.accessToken
             let created = try await app.client.json(.post, "/jobs", ["kind": "noop"], token: token)
-            try await app.awaitJob(created.object["id"] as! String, state: .succeeded, token: token)
+            try await app.waitForJob(created.object["id"] as! String, state: .succeeded, token: token)
             // Counters and timers are recorded before the outcome is announced.
             let text = try await app.client.execute(uri: "/metrics", method: .get).text
             #expect(text.contains(#"cairn_jobs_enqueued_total{kind="noop"}"#))

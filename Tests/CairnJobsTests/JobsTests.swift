@@ -27,25 +27,25 @@ struct JobLifecycleTests {
             let ok = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 20]])
             #expect(ok.status == .created)
             let okId = ok.job["id"] as! String
-            let succeeded = try await app.awaitJob(okId, state: .succeeded, token: token)
+            let succeeded = try await app.waitForJob(okId, state: .succeeded, token: token)
             #expect(succeeded.attempt == 1)
             #expect(succeeded.finishedAt != nil)
 
             let permanent = try await enqueue(client, token: token, ["kind": "noop", "args": ["fail": "permanent"]])
             let permanentId = permanent.job["id"] as! String
-            let dead = try await app.awaitJob(permanentId, state: .discarded, token: token)
+            let dead = try await app.waitForJob(permanentId, state: .discarded, token: token)
             #expect(dead.attempt == 1)
             #expect(dead.errors.count == 1)
 
             let transient = try await enqueue(client, token: token, ["kind": "noop", "args": ["fail": "transient"], "maxAttempts": 2])
             let transientId = transient.job["id"] as! String
-            let retryable = try await app.awaitJob(transientId, state: .retryable, token: token)
+            let retryable = try await app.waitForJob(transientId, state: .retryable, token: token)
             #expect(retryable.attempt == 1)
             // Backoff after attempt 1 is 2 s ± 10 %, from the failure, on the node's clock.
             let backoff = retryable.runAt.timeIntervalSince(try #require(retryable.errors.first).at)
             #expect((1.8...2.2).contains(backoff), "backoff \(backoff) s")
             clock.advance(by: .seconds(3))
-            let exhausted = try await app.awaitJob(transientId, state: .discarded, token: token)
+            let exhausted = try await app.waitForJob(transientId, state: .discarded, token: token)
             #expect(exhausted.attempt == 2)
             #expect(exhausted.errors.map(\.attempt) == [1, 2])
 
@@ -53,7 +53,7 @@ struct JobLifecycleTests {
             let retried = try await client.json(.post, "/jobs/\(permanentId)/retry", token: token)
             #expect(retried.status == .ok)
             #expect(try retried.decode(JobBody.self).attempt == 0)
-            let again = try await app.awaitJob(permanentId, state: .discarded, token: token)
+            let again = try await app.waitForJob(permanentId, state: .discarded, token: token)
             #expect(again.errors.count == 2)
 
             // Only final jobs may be deleted; only dead or cancelled ones retried.
@@ -140,11 +140,11 @@ struct JobRuntimeTests {
             let token = try await client.registerAndLogin(email: "cancel@example.com").tokens.accessToken
             let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 50]])
             let id = job.job["id"] as! String
-            try await app.awaitJob(id, state: .running, token: token)
+            try await app.waitForJob(id, state: .running, token: token)
             let cancel = try await client.json(.post, "/jobs/\(id)/cancel", token: token)
             #expect(cancel.status == .ok)
             // The handler would sleep for a minute: reaching `cancelled` at all proves it was stopped.
-            let cancelled = try await app.awaitJob(id, state: .cancelled, token: token)
+            let cancelled = try await app.waitForJob(id, state: .cancelled, token: token)
             #expect(cancelled.finishedAt != nil)
             #expect(try await client.json(.post, "/jobs/\(id)/cancel", token: token).status == .conflict)
         }
@@ -177,7 +177,7 @@ struct JobRuntimeTests {
             try await probe.waitForRunning(busyTenant, 2)
             let quiet = try await app.client.registerAndLogin(email: "quiet@example.com").tokens.accessToken
             let single = try await enqueue(app.client, token: quiet, ["kind": "noop"])
-            try await app.awaitJob(single.job["id"] as! String, state: .succeeded, token: quiet)
+            try await app.waitForJob(single.job["id"] as! String, state: .succeeded, token: quiet)
             #expect(probe.finished(busyTenant) == 0, "the quiet job ran while every busy job was still held")
             #expect(probe.maxConcurrent(busyTenant) == 2, "the busy tenant runs more than its per-node cap")
         }
@@ -208,7 +208,7 @@ struct JobRuntimeTests {
                 ).run()
             }
             clock.advance(by: .seconds(31))
-            let done = try await app.awaitJob(id, state: .succeeded, token: token)
+            let done = try await app.waitForJob(id, state: .succeeded, token: token)
             #expect(done.attempt == 2)
             #expect(done.progress?["resumedFromMs"] == .number(400))
         }

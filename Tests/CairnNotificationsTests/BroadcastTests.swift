@@ -82,7 +82,7 @@ struct BroadcastTests {
             #expect(again.object["broadcastId"] as? String == broadcastId)
             #expect(again.headers[.location] == "/jobs/\(jobId)")
 
-            let done = try await app.awaitJob(jobId, state: .succeeded, token: owner.token)
+            let done = try await app.waitForJob(jobId, state: .succeeded, token: owner.token)
             let result = try #require(done.result)
             #expect(result["broadcastId"]?.string == broadcastId)
             #expect(result["members"]?.int == 8)
@@ -210,7 +210,7 @@ struct BroadcastTests {
             #expect(try await client.json(.get, "/jobs/\(jobId)", token: owner.token).object["state"] as? String == "running")
             #expect(try await client.json(.get, "/notifications/unread-count", token: members[0].token).object["unread"] as? Int == 0)
             gate.open()
-            try await app.awaitJob(jobId, state: .succeeded, token: owner.token)
+            try await app.waitForJob(jobId, state: .succeeded, token: owner.token)
             for member in [owner] + members {
                 let inbox = try await client.json(.get, "/notifications?type=system_alert", token: member.token).object
                 #expect((inbox["items"] as? [[String: Any]])?.count == 1)

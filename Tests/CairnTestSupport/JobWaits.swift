@@ -77,7 +77,7 @@ extension TestApp {
     /// shows it to the caller with `token`.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func awaitJob(_ id: String, state: JobState, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
+    public func waitForJob(_ id: String, state: JobState, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
         try await components.jobs.waitForJob(id, state: state, timeout: timeout)
         return try await job(id, token: token)
     }
@@ -86,7 +86,7 @@ extension TestApp {
     /// it to the caller with `token`.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func awaitFinished(_ id: String, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
+    public func waitUntilFinished(_ id: String, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
         try await components.jobs.waitUntilFinished(id, timeout: timeout)
         return try await job(id, token: token)
     }

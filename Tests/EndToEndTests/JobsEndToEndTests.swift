@@ -22,7 +22,7 @@ struct JobsEndToEndTests {
             "POST", "\(server.baseURL)/jobs", json: ["kind": "noop", "args": ["sleepMs": 10_000, "checkpointEvery": 100]], token: token)
         #expect(created.status == 201)
         let id = try #require(created.json["id"] as? String)
-        let checkpointed = try await awaitJob(server.baseURL, id, token: token) {
+        let checkpointed = try await followJob(server.baseURL, id, token: token) {
             ["succeeded", "discarded", "cancelled"].contains($0["state"] as? String ?? "")
                 || (($0["checkpoint"] as? [String: Any])?["doneMs"] as? Double ?? 0) >= 500
         }
@@ -31,7 +31,7 @@ struct JobsEndToEndTests {
         server.process.waitUntilExit()
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        let done = try await awaitJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
+        let done = try await followJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
         #expect(done["attempt"] as? Int == 2)
         let resumedFrom = (done["progress"] as? [String: Any])?["resumedFromMs"] as? Double ?? 0
         #expect(resumedFrom >= 500, "the second attempt started from scratch")
@@ -46,10 +46,10 @@ struct JobsEndToEndTests {
         let created = try curl(
             "POST", "\(server.baseURL)/jobs", json: ["kind": "noop", "args": ["sleepMs": 1500, "checkpointEvery": 100]], token: token)
         let id = try #require(created.json["id"] as? String)
-        _ = try await awaitJob(server.baseURL, id, token: token) { $0["state"] as? String == "running" }
+        _ = try await followJob(server.baseURL, id, token: token) { $0["state"] as? String == "running" }
         #expect(try await server.stop() == 0)
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        let done = try await awaitJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
+        let done = try await followJob(server.baseURL, id, token: token, until: { $0["state"] as? String == "succeeded" })
         #expect(done["attempt"] as? Int == 1, "the released attempt was counted")
         #expect(try await server.stop() == 0)
     }

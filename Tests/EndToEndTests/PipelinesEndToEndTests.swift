@@ -54,7 +54,7 @@ struct PipelinesEndToEndTests {
         let loaded = { @Sendable (job: [String: Any]) in
             ((job["checkpoint"] as? [String: Any])?["load"] as? [String: Any])?["rowsLoaded"] as? Int ?? 0
         }
-        let first = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(120)) {
+        let first = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(120)) {
             loaded($0) > 0 || $0["state"] as? String == "succeeded"
         }
         let checkpointed = loaded(first)
@@ -63,7 +63,7 @@ struct PipelinesEndToEndTests {
         server.process.waitUntilExit()
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        let job = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(180)) {
+        let job = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(180)) {
             ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
         }
         #expect(job["state"] as? String == "succeeded", "\(job)")
@@ -132,7 +132,7 @@ struct LargePipelineEndToEndTests {
         let pipelineId = try #require(pipeline.json["id"] as? String)
         let jobId = try #require(
             try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token).json["id"] as? String)
-        let job = try await awaitJob(server.baseURL, jobId, token: token, timeout: .seconds(1800)) {
+        let job = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(1800)) {
             ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
         }
         let status = (try? String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)) ?? ""

@@ -231,7 +231,7 @@ final class LogBuffer: Sendable {
 /// Follows `GET /jobs/{id}/events` (Server-Sent Events, one per change of the job) with
 /// `curl -N`, and returns the first state of the job that satisfies `predicate`.
 /// - Throws: `E2EError` when no event satisfies it within `timeout`.
-func awaitJob(
+func followJob(
     _ base: String, _ id: String, token: String, timeout: Duration = .seconds(60), until predicate: @escaping @Sendable ([String: Any]) -> Bool
 ) async throws -> [String: Any] {
     let process = Process()
