@@ -8,6 +8,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import SQLKit
 import Testing
 
 // MARK: - Helpers
@@ -298,6 +299,9 @@ struct CatalogCacheTests {
                     let id = try #require(try await createProduct(a.client, token: token, ["stock": 1])["id"] as? String)
                     // The create's own invalidation reaches B before B caches anything.
                     try await invalidated.wait("the create reaching node B") { heard($0) >= 1 }
+                    // B's pool opens its connections before the reads measured below: a cold
+                    // connection on a loaded machine can outlast the 2 s a session check may take.
+                    _ = try await b.database.read { db in try await db.raw("SELECT 1 AS one").all() }
                     let first = try await b.client.json(.get, "/products/\(id)", token: token)
                     #expect(first.headers[xCache] == "miss", "\(first.status) \(first.text)")
                     let second = try await b.client.json(.get, "/products/\(id)", token: token)

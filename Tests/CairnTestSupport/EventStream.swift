@@ -10,11 +10,12 @@ public import Foundation
 /// Plain `read(2)`, retried when a signal interrupts it: `FileHandle.availableData` traps on
 /// `EINTR`, which the SIGCHLDs of the many child processes the tests run can cause.
 public func readChunks(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
-    let descriptor = handle.fileDescriptor
     let thread = Thread {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            // Through `handle`, which the thread keeps alive: it closes its descriptor when
+            // released, and another pipe could then get the same number.
+            let count = buffer.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else {
                 received(nil)

@@ -177,11 +177,12 @@ final class LogBuffer: Sendable {
     /// retried on `EINTR` (`FileHandle.availableData` traps on it, and the tests' many child
     /// processes' SIGCHLDs cause it); with `endsAtEOF`, the end of file ends the output.
     func read(_ handle: FileHandle, endsAtEOF: Bool) {
-        let descriptor = handle.fileDescriptor
         Thread {
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+                // Through `handle`, which the thread keeps alive: it closes its descriptor when
+                // released, and another pipe could then get the same number.
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(handle.fileDescriptor, $0.baseAddress, $0.count) }
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else {
                     if endsAtEOF { self.end() }
