@@ -229,7 +229,9 @@ struct ProductListTests {
 struct CatalogCacheTests {
     @Test(arguments: TestEngine.available)
     func hundredConcurrentMissesMakeOneDatabaseRead(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
+        // The one read all 100 requests share must fit in the read budget (2 s by default),
+        // which a loaded machine can exceed: this test is about single flight, not the budget.
+        try await withTestApp(engine, configure: { $0.catalog.readTimeout = .seconds(60) }) { client, components in
             let (token, _) = try await owner(client, "flight@example.com")
             let id = try #require(try await createProduct(client, token: token, [:])["id"] as? String)
             // Every read now takes 300 ms, so all 100 requests miss while the first read runs.
@@ -246,7 +248,7 @@ struct CatalogCacheTests {
                 for try await result in group { all.append(result) }
                 return all
             }
-            #expect(statuses.allSatisfy { $0.0 == .ok })
+            #expect(statuses.allSatisfy { $0.0 == .ok }, "\(Set(statuses.map { "\($0.0)" }))")
             #expect(components.catalog.databaseReads - before == 1)
             #expect(statuses.filter { $0.1 == "miss" }.count > 1)
             let metrics = try await client.json(.get, "/metrics").text
