@@ -63,10 +63,15 @@ public struct TestDatabase: Sendable {
 /// Runs `body` with a fresh database of `engine` (see ``TestDatabase/make(_:migrated:)``),
 /// its configuration changed by `configure`, removed afterwards whether `body` succeeds or
 /// throws. Several nodes may share it; close their connections before `body` returns.
+///
+/// At most ``TestSlots/limit`` such databases exist at once in a test process; later tests wait
+/// for a slot (see ``TestSlots``).
 public func withTestDatabase<R: Sendable>(
     _ engine: TestEngine, migrated: Bool = true, configure: (inout CairnConfiguration) -> Void = { _ in },
     _ body: (TestDatabase) async throws -> R
 ) async throws -> R {
+    await TestSlots.shared.acquire()
+    defer { TestSlots.shared.release() }
     var database = try await TestDatabase.make(engine, migrated: migrated)
     configure(&database.configuration)
     do {
@@ -219,5 +224,54 @@ extension SQLQueryString {
     mutating func appendInterpolation(ident name: String) {
         precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "test database names are plain identifiers")
         appendInterpolation(unsafeRaw: "\"\(name)\"")
+    }
+}
+
+/// Bounds how many test databases (and the nodes on them) exist at once.
+///
+/// Swift Testing starts every test at once; each node holds a pool of connections and threads
+/// (SQLite's, bcrypt's), and a full run peaked at 1,700 descriptors and 1,500 threads. Past 1,024
+/// descriptors, Foundation's `Process` (whose termination monitor is a `select()`-based loop
+/// with a fixed 1,024-descriptor set) corrupts memory: a run crashed in `Process.run`. Tests
+/// beyond the limit wait, suspended, for a slot; a test holds one slot however many nodes share
+/// its database, so a test never waits for itself.
+public final class TestSlots: Sendable {
+    /// The process-wide slots.
+    public static let shared = TestSlots(limit: 12)
+
+    /// Databases that may exist at once.
+    public let limit: Int
+    private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
+
+    init(limit: Int) {
+        self.limit = limit
+        state = Mutex((limit, []))
+    }
+
+    /// Waits for a free slot and takes it.
+    public func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state -> Bool in
+                if state.free > 0 {
+                    state.free -= 1
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    /// Gives a slot back (to the longest waiter, if any).
+    public func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.free += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }
