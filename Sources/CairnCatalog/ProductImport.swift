@@ -1,5 +1,6 @@
+public import CairnFiles
+import CairnFormats
 import CairnHTTP
-public import CairnIngest
 public import CairnJobs
 import CairnStorage
 import Foundation

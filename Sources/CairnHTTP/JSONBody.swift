@@ -1,3 +1,4 @@
+import CairnFormats
 import Foundation
 public import HTTPTypes
 public import Hummingbird

@@ -1,3 +1,4 @@
+import CairnFormats
 public import NIOCore
 
 /// A minimal, allocation-light JSON writer (RFC 8259).

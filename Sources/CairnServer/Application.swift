@@ -1,9 +1,11 @@
 public import CairnAccounts
 public import CairnCatalog
+public import CairnFiles
 public import CairnHTTP
-public import CairnIngest
 public import CairnJobs
 public import CairnNotifications
+public import CairnOutbound
+public import CairnPipelines
 import CairnReports
 public import CairnStorage
 public import CairnTasks
@@ -102,8 +104,12 @@ public struct CairnComponents: Sendable {
 }
 
 /// Opens the database, applies migrations when configured, loads keys, and wires the modules.
+/// `observers` see published notifications after the outbound channels do (tests use it to
+/// hold a publish open).
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
-public func buildComponents(configuration: CairnConfiguration, logger: Logger) async throws -> CairnComponents {
+public func buildComponents(configuration: CairnConfiguration, logger: Logger, observers: [any PublishObserver] = []) async throws
+    -> CairnComponents
+{
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
     if configuration.databaseURL == nil || configuration.jwtSecret == nil {
@@ -137,9 +143,12 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger) a
         let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        let notificationStore = NotificationStore(database: database)
+        let channels = OutboundChannels(
+            database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, logger: logger)
         let notifications = Notifier(
-            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger)
-        let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
+            store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
+            logger: logger)
         let broadcasts = TenantBroadcasts(center: notifications, jobs: jobs)
         let pipelines = PipelineStore(database: database)
         var pipelineSettings = configuration.pipelines
@@ -194,6 +203,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
         to: authenticated, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: authenticated)
+    PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: authenticated)
     ProvidersController(channels: components.channels).addRoutes(to: authenticated)
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger

@@ -1,6 +1,8 @@
 public import CairnCatalog
-public import CairnIngest
+public import CairnFiles
 public import CairnNotifications
+public import CairnOutbound
+public import CairnPipelines
 import Configuration
 public import Foundation
 import SystemPackage
@@ -67,6 +69,9 @@ public struct CairnConfiguration: Sendable {
     /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; `CAIRN_NOTIFICATIONS_BATCH_SIZE`,
     /// default 500; the rest tests shorten).
     public var notifications = NotificationSettings()
+    /// Webhooks, email and push (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, the providers' URLs and
+    /// `CAIRN_PROVIDERS_CA_FILE`; attempts and timeouts tests shorten).
+    public var outbound = OutboundSettings()
     /// File size and volume limits per tenant (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`,
     /// `CAIRN_FILES_MAX_PER_HOUR`, in bytes).
     public var fileQuotas = FileQuotas()
@@ -196,7 +201,7 @@ public struct CairnConfiguration: Sendable {
             guard let value = ["true": true, "1": true, "false": false, "0": false][allow.lowercased()] else {
                 throw ConfigurationError(setting: "CAIRN_WEBHOOKS_ALLOW_PRIVATE", problem: "must be true or false, got '\(allow)'")
             }
-            config.notifications.allowPrivateWebhookTargets = value
+            config.outbound.allowPrivateWebhookTargets = value
         }
         for (key, setting) in [
             ("sendgrid.url", \ProviderEndpoints.sendGrid), ("fcm.url", \.fcm), ("fcm.token.url", \.fcmToken), ("apns.url", \.apns),
@@ -208,13 +213,13 @@ public struct CairnConfiguration: Sendable {
                     setting: "CAIRN_" + key.uppercased().replacingOccurrences(of: ".", with: "_"),
                     problem: "must be an http(s) URL without a trailing /")
             }
-            config.notifications.providers[keyPath: setting] = url
+            config.outbound.providers[keyPath: setting] = url
         }
         if let caFile = text("providers.ca.file"), !caFile.isEmpty {
             guard FileManager.default.isReadableFile(atPath: caFile) else {
                 throw ConfigurationError(setting: "CAIRN_PROVIDERS_CA_FILE", problem: "must be a readable PEM file")
             }
-            config.notifications.providers.caFile = caFile
+            config.outbound.providers.caFile = caFile
         }
         if let format = text("log.format") {
             guard ["text", "json"].contains(format) else {

@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnServer
 import CairnStorage

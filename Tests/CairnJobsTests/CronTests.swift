@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnJobs
 import CairnTestSupport

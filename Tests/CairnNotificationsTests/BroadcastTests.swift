@@ -212,13 +212,11 @@ struct BroadcastTests {
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.batchSize = 2
-            }
+            },
+            // The broadcast's first page waits here, inside its transaction, until the gate opens.
+            observers: [BroadcastGate(gate: gate)]
         ) { client, components, _ in
             let (owner, members, _) = try await makeTenant(client, prefix: "busy", members: 3)
-            // The broadcast's first page waits here, inside its transaction, until the gate opens.
-            components.notifications.hooks.add { _, draft, _, _ in
-                if draft.dedupeKey?.hasPrefix("broadcast:") == true { await gate.wait() }
-            }
             defer { gate.open() }
             let answered = Box<TestResponse?>(nil)
             let post = Task {
@@ -248,5 +246,16 @@ struct BroadcastTests {
                 #expect((inbox["items"] as? [[String: Any]])?.count == 1)
             }
         }
+    }
+}
+
+/// Holds each broadcast page inside its publishing transaction until the gate opens.
+struct BroadcastGate: PublishObserver {
+    let gate: Gate
+
+    func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
+        async throws
+    {
+        if draft.dedupeKey?.hasPrefix("broadcast:") == true { await gate.wait() }
     }
 }

@@ -31,10 +31,10 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
 
 /// A real node (HTTP + WebSocket upgrade, services running) on a loopback port.
 func withNode<R: Sendable>(
-    configuration: CairnConfiguration, logger: Logger = testLogger,
+    configuration: CairnConfiguration, logger: Logger = testLogger, observers: [any PublishObserver] = [],
     _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
 ) async throws -> R {
-    let components = try await buildComponents(configuration: configuration, logger: logger)
+    let components = try await buildComponents(configuration: configuration, logger: logger, observers: observers)
     let app = makeApplication(components: components)
     return try await app.test(.live) { client in
         try await body(client, components, client.port!)
@@ -43,12 +43,12 @@ func withNode<R: Sendable>(
 
 /// A node on a fresh database of `engine`.
 func withNode<R: Sendable>(
-    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications,
+    _ engine: TestEngine, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications, observers: [any PublishObserver] = [],
     _ body: @Sendable (any TestClientProtocol, CairnComponents, Int) async throws -> R
 ) async throws -> R {
     var database = try await TestDatabase.make(engine)
     configure(&database.configuration)
-    return try await withNode(configuration: database.configuration, body)
+    return try await withNode(configuration: database.configuration, observers: observers, body)
 }
 
 /// A registered tenant owner: token and user id.

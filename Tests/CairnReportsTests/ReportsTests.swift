@@ -1,4 +1,5 @@
 import CairnCatalog
+import CairnFormats
 import CairnHTTP
 import CairnNotifications
 import CairnServer

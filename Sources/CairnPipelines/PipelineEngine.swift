@@ -1,3 +1,5 @@
+import CairnFiles
+import CairnFormats
 import CairnSandbox
 import Crypto
 import Foundation

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 public import CairnHTTP
+public import CairnNotifications
 import Crypto
 import Foundation
 import JWTKit
@@ -84,27 +85,8 @@ public struct ProviderEndpoints: Sendable {
     public init() {}
 }
 
-/// The providers' HTTP clients, one per trust configuration, living for the whole process
-/// (like `HTTPClient.shared`). HTTP/2 is negotiated by ALPN where the server offers it, which
-/// APNs requires.
+/// One provider request and the classification of its answer, shared by the adapters.
 enum ProviderHTTP {
-    private static let clients = Mutex<[String: HTTPClient]>([:])
-
-    static func client(caFile: String?) -> HTTPClient {
-        clients.withLock { clients in
-            if let client = clients[caFile ?? ""] { return client }
-            var tls = TLSConfiguration.makeClientConfiguration()
-            if let caFile { tls.additionalTrustRoots = [.file(caFile)] }
-            var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
-            configuration.redirectConfiguration = .disallow
-            configuration.httpVersion = .automatic
-            configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            clients[caFile ?? ""] = client
-            return client
-        }
-    }
-
     struct Answer {
         var status: Int
         var headers: HTTPHeaders

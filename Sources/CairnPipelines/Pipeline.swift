@@ -1,3 +1,5 @@
+import CairnFiles
+public import CairnFormats
 public import CairnHTTP
 import CairnJobs
 import CairnSandbox

@@ -1,5 +1,3 @@
-import CairnHTTP
-
 /// A column's type in a pipeline's `input` table (SQLite storage classes plus the two
 /// conventions SQLite lacks: booleans as 0/1 and timestamps as RFC 3339 text).
 public enum ColumnType: String, Sendable, Codable, CaseIterable {

@@ -1,6 +1,7 @@
 import CairnAccounts
 import CairnHTTP
 import CairnJobs
+import CairnNotifications
 import CairnStorage
 import Crypto
 import Foundation
@@ -12,12 +13,12 @@ extension OutboundChannels {
     /// provider is not (or no longer) configured.
     func provider(_ name: ProviderName, tenantId: String) async throws -> (any NotificationProvider)? {
         guard
-            let record = try await center.store.database.read({ db in
+            let record = try await database.read({ db in
                 try await ProviderStore.settings(tenantId: tenantId, provider: name, on: db)
             })
         else { return nil }
-        let endpoints = center.settings.providers
-        let client = ProviderHTTP.client(caFile: endpoints.caFile)
+        let endpoints = settings.providers
+        let client = http.providerClient(caFile: endpoints.caFile)
         // Cached credentials are keyed by the settings themselves, so new keys take effect at once.
         let cacheKey = tenantId + ":" + SHA256.hash(data: Data(record.config.utf8)).map { String(format: "%02x", $0) }.joined()
         let decoder = JSONDecoder()
@@ -42,7 +43,7 @@ extension OutboundChannels {
     func deliverThroughProvider(_ context: JobContext) async throws {
         guard let deliveryId = context.args["deliveryId"]?.string else { throw PermanentJobError("deliveryId missing") }
         let tenantId = context.job.tenantId
-        let database = center.store.database
+        let database = database
         guard
             let row = try await database.read({ db in
                 try await db.raw(
@@ -64,7 +65,7 @@ extension OutboundChannels {
         let address: String
         var deviceId: String?
         if channel == NotificationChannel.email.rawValue {
-            guard let user = try await center.accounts.store.user(id: userId, tenantId: tenantId) else {
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId) else {
                 try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user no longer exists", countAttempt: false)
                 return
             }
@@ -110,7 +111,7 @@ extension OutboundChannels {
 
     func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, providerMessageId: String?) async throws {
         let now = WallClock.milliseconds()
-        try await center.store.database.write { db in
+        try await database.write { db in
             try await db.raw(
                 """
                 UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),

@@ -1,21 +1,7 @@
-import CairnIngest
+import CairnFormats
 import CairnTestSupport
 import Foundation
 import Testing
-
-/// The shared real data (`../shared/data` beside the repository, as DESIGN.md lays it out):
-/// `CAIRN_SHARED_DATA` when set, else the first `shared/data` found beside this file's
-/// ancestors (a clone may live anywhere), else `/work/shared/data`.
-let sharedData: String = {
-    if let dir = ProcessInfo.processInfo.environment["CAIRN_SHARED_DATA"], !dir.isEmpty { return dir }
-    var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    while url.path != "/" {
-        let candidate = url.appendingPathComponent("shared/data")
-        if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("README.md").path) { return candidate.path }
-        url = url.deletingLastPathComponent()
-    }
-    return "/work/shared/data"
-}()
 
 func readAll(_ source: some ByteSource, _ options: CSVOptions = CSVOptions()) throws -> (columns: [String], rows: [[String?]]) {
     let reader = try CSVReader(source: source, options: options)

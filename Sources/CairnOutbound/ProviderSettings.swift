@@ -1,5 +1,6 @@
 import CairnAccounts
 public import CairnHTTP
+public import CairnNotifications
 import CairnStorage
 import Crypto
 import Foundation
@@ -428,7 +429,7 @@ public struct ProvidersController: Sendable {
 
     /// Adds the routes.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        let database = channels.center.store.database
+        let database = channels.database
         group.get("notification-providers") { _, context -> Response in
             try context.identity.requireAdmin()
             let tenantId = context.identity.tenantId

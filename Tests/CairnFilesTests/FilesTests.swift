@@ -1,5 +1,5 @@
+import CairnFiles
 import CairnHTTP
-import CairnIngest
 import CairnServer
 import CairnTestSupport
 import Crypto
@@ -8,17 +8,6 @@ import HTTPTypes
 import HummingbirdTesting
 import NIOCore
 import Testing
-
-func upload(
-    _ client: any TestClientProtocol, token: String, _ bytes: [UInt8], contentType: String = "text/csv", query: String = "",
-    headers extra: HTTPFields = [:]
-) async throws -> TestResponse {
-    var headers: HTTPFields = [.authorization: "Bearer \(token)", .contentType: contentType]
-    for field in extra { headers.append(field) }
-    return try await client.execute(uri: "/files\(query)", method: .post, headers: headers, body: ByteBuffer(bytes: bytes))
-}
-
-func hex(_ digest: some Sequence<UInt8>) -> String { digest.map { String(format: "%02x", $0) }.joined() }
 
 @Suite("Files: upload, download, quotas")
 struct FilesTests {

@@ -1,3 +1,5 @@
+public import CairnFiles
+import CairnFormats
 import CairnHTTP
 public import CairnJobs
 import CairnSandbox

@@ -1,5 +1,5 @@
+import CairnFiles
 import CairnHTTP
-import CairnIngest
 import CairnServer
 import CairnStorage
 import CairnTestSupport

@@ -1,3 +1,5 @@
+import CairnFiles
+import CairnFormats
 import CairnHTTP
 import CairnJobs
 import CairnSandbox
@@ -11,7 +13,7 @@ import NIOCore
 import SQLKit
 import Testing
 
-@testable import CairnIngest
+@testable import CairnPipelines
 
 /// Runs a Python script (an independent implementation to compare with) and decodes the JSON
 /// it prints.
@@ -38,7 +40,7 @@ struct PipelineClient {
     let token: String
 
     func upload(_ bytes: [UInt8], contentType: String = "text/csv", name: String = "data") async throws -> String {
-        let response = try await CairnIngestTests.upload(
+        let response = try await CairnTestSupport.upload(
             client, token: token, bytes, contentType: contentType, headers: [.contentDisposition: "attachment; filename=\"\(name)\""])
         guard response.status == .created, let id = response.object["id"] as? String else {
             throw TestSetupError("upload failed: \(response.status) \(response.text)")

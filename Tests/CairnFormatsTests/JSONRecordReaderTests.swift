@@ -1,4 +1,5 @@
-import CairnIngest
+import CairnFormats
+import CairnTestSupport
 import Foundation
 import Testing
 

@@ -24,6 +24,22 @@ public struct StoredFile: Sendable, Equatable, JSONWritable {
     /// Epoch milliseconds.
     public var createdAt: Int64
 
+    /// Creates a file record (the row is written by ``FileStore``).
+    package init(
+        id: String, tenantId: String, name: String, size: Int64, sha256: String, contentType: String, format: String, createdBy: String?,
+        createdAt: Int64
+    ) {
+        self.id = id
+        self.tenantId = tenantId
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+        self.contentType = contentType
+        self.format = format
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
+
     /// `{id, name, size, sha256, contentType, format, createdBy, createdAt}`.
     public func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()

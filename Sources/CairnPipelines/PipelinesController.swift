@@ -1,3 +1,5 @@
+public import CairnFiles
+import CairnFormats
 public import CairnHTTP
 import CairnJobs
 import CairnStorage
