@@ -146,22 +146,26 @@ final class PinnedClients: Sendable {
 /// DNS-pinned clients, and the operator's email and push providers through clients that trust
 /// the operator's extra certificate authorities. Redirects are never followed. Created once
 /// by the composition root and injected, so tests can allow loopback targets.
-package final class OutboundHTTP: Sendable {
+package struct OutboundHTTP: Sendable {
     /// Whether targets on loopback, link-local and private addresses are allowed
     /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`; tests and closed networks only).
     package let allowPrivateTargets: Bool
-    private let pinned: PinnedClients
-    private let direct: HTTPClient
-    private let providerClients = Mutex<[String: HTTPClient]>([:])
 
-    /// Creates the clients; they live as long as the process (like `HTTPClient.shared`).
-    package init(allowPrivateTargets: Bool) {
-        self.allowPrivateTargets = allowPrivateTargets
-        self.pinned = PinnedClients()
+    // The clients live for the whole process, like `HTTPClient.shared`, which needs no
+    // shutdown: a client released without `shutdown()` traps, and a node's components (and
+    // the CLI's) are released at any time.
+    private static let pinned = PinnedClients()
+    private static let direct: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
-        self.direct = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+    private static let providerClients = Mutex<[String: HTTPClient]>([:])
+
+    /// Creates the policy; the clients are shared by the process.
+    package init(allowPrivateTargets: Bool) {
+        self.allowPrivateTargets = allowPrivateTargets
     }
 
     /// Whether `host` may be a webhook target: every address it resolves to is public, or
@@ -175,15 +179,15 @@ package final class OutboundHTTP: Sendable {
     /// pinned to the checked address (so DNS cannot swap in a private address between the
     /// check and the connection); nil when the host does not resolve to public addresses only.
     package func targetClient(host: String) async -> HTTPClient? {
-        if allowPrivateTargets { return direct }
+        if allowPrivateTargets { return Self.direct }
         guard let address = await AddressPolicy.publicAddress(host: host) else { return nil }
-        return pinned.client(host: AddressPolicy.bare(host), address: address)
+        return Self.pinned.client(host: AddressPolicy.bare(host), address: address)
     }
 
     /// The client for the operator's providers, one per trust configuration. HTTP/2 is
     /// negotiated by ALPN where the server offers it, which APNs requires.
     package func providerClient(caFile: String?) -> HTTPClient {
-        providerClients.withLock { clients in
+        Self.providerClients.withLock { clients in
             if let client = clients[caFile ?? ""] { return client }
             var tls = TLSConfiguration.makeClientConfiguration()
             if let caFile { tls.additionalTrustRoots = [.file(caFile)] }

@@ -10,7 +10,9 @@ import Testing
 
 @Suite("Notifications: webhook address checks and DNS pinning")
 struct AddressPinningTests {
-    let pinned = PinnedClients()
+    /// Process-wide, as in the server: a pinned client released without shutdown traps.
+    static let pinnedClients = PinnedClients()
+    var pinned: PinnedClients { Self.pinnedClients }
 
     @Test func onlyHostsWhoseEveryAddressIsPublicGetAnAddress() async {
         for host in ["127.0.0.1", "localhost", "[::1]", "10.0.0.7", "169.254.169.254", "100.64.1.1", "[fe80::1]", "name.invalid"] {
