@@ -158,16 +158,10 @@ public final class JobQueue: Sendable {
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         try await checkPendingCap(tenantId: tenantId, adding: 1)
         let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: WallClock.milliseconds())
-        let result: (job: Job, inserted: Bool)
-        if let db {
-            result = try await JobStore.insert(job, on: db)
+        let result = try await store.database.transaction(joining: db) { [bus] db in
+            let result = try await JobStore.insert(job, on: db)
             if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
-        } else {
-            result = try await store.database.transaction { [bus] db in
-                let result = try await JobStore.insert(job, on: db)
-                if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
-                return result
-            }
+            return result
         }
         if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
         return (result.job, result.inserted)
@@ -194,8 +188,7 @@ public final class JobQueue: Sendable {
             if results.contains(where: \.inserted) { try await bus.publish(channel: Self.wakeChannel, payload: "batch", on: db) }
             return results
         }
-        let results: [(job: Job, inserted: Bool)]
-        if let db { results = try await insert(db) } else { results = try await store.database.transaction(insert) }
+        let results = try await store.database.transaction(joining: db, insert)
         var counts: [String: Int] = [:]
         for result in results where result.inserted { counts[result.job.kind, default: 0] += 1 }
         for (kind, count) in counts { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", kind)]).increment(by: count) }

@@ -139,9 +139,7 @@ public struct JobStore: Sendable {
                 SELECT id FROM jobs WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now)
                 """
             if !queues.isEmpty {
-                inner =
-                    inner + " AND queue IN ("
-                    + SQLQueryString(queues.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")) + ")"
+                inner = inner + " AND queue IN (\(SQLList(queues.map { SQLBind($0) })))"
             }
             if !excludedTenants.isEmpty {
                 inner = inner + " AND tenant_id NOT IN (\(SQLList(excludedTenants.sorted().map { SQLBind($0) })))"

@@ -99,22 +99,13 @@ public final class Notifier: Sendable {
         while start < recipients.count {
             let batch = Array(recipients[start..<min(start + batchSize, recipients.count)])
             start += batchSize
-            if let db {
+            // The announcement is delivered after the commit on both engines (no dual write).
+            let rows = try await database.transaction(joining: db) { db in
                 let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)
                 try await hub.announce(rows.map(\.id), on: db)
-                stored += rows
-            } else {
-                // PostgreSQL delivers NOTIFY at commit, so announcing inside is exact; SQLite's
-                // bus is in-process and immediate, so announce after the commit there.
-                let inside = database.dialect == .postgres
-                let rows = try await database.transaction { db in
-                    let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)
-                    if inside { try await hub.announce(rows.map(\.id), on: db) }
-                    return rows
-                }
-                if !inside { try await hub.announce(rows.map(\.id), on: nil) }
-                stored += rows
+                return rows
             }
+            stored += rows
         }
         Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
         return stored
