@@ -70,6 +70,7 @@ let package = Package(
         .target(
             name: "CairnStorage",
             dependencies: [
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
@@ -280,7 +281,7 @@ let package = Package(
         .target(
             name: "CairnTestSupport",
             dependencies: [
-                "CairnServer", "CairnStorage",
+                "CairnServer", "CairnStorage", "CairnAccounts",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -314,7 +315,9 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnServerTests",
-            dependencies: testDependencies + ["CairnAccounts"],
+            dependencies: testDependencies + [
+                "CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -341,7 +344,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnCatalogTests",
-            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnFiles"],
+            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

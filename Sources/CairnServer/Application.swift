@@ -112,7 +112,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
 {
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
-    if configuration.databaseURL == nil || configuration.jwtSecret == nil {
+    if configuration.databaseURL == nil || configuration.accounts.jwtSecret == nil {
         try FileManager.default.createDirectory(
             atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
@@ -122,24 +122,14 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
             try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
         }
         var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
-        tokenSettings.hmacSecret = configuration.jwtSecret
-        tokenSettings.accessTokenTTL = configuration.accessTokenTTL
-        tokenSettings.refreshTokenTTL = configuration.refreshTokenTTL
+        tokenSettings.hmacSecret = configuration.accounts.jwtSecret
+        tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
+        tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         let tokens = try await TokenService(settings: tokenSettings)
-        let hasher = PasswordHasher(cost: configuration.bcryptCost, threads: configuration.bcryptThreads)
+        let hasher = PasswordHasher(cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads)
         let accounts = AccountService(store: AccountStore(database: database), tokens: tokens, hasher: hasher, logger: logger)
         let events = EventBus(database: database, logger: logger)
-        var jobSettings = JobsSettings()
-        jobSettings.concurrency = configuration.jobsConcurrency
-        jobSettings.leaseSeconds = configuration.jobsLease
-        jobSettings.maxRunningPerTenant = configuration.jobsMaxRunningPerTenant
-        jobSettings.maxPendingPerTenant = configuration.jobsMaxPendingPerTenant
-        jobSettings.shutdownGrace = .seconds(configuration.jobsShutdownGrace)
-        jobSettings.retentionSeconds = configuration.jobsRetention
-        jobSettings.rescueInterval = configuration.jobsRescueInterval
-        jobSettings.claimLimit = configuration.jobsClaimLimit
-        jobSettings.batchCompletions = configuration.jobsBatchCompletions
-        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings)
+        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs)
         let catalog = CatalogService(store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
@@ -155,7 +145,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
         var pipelineSettings = configuration.pipelines
         pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
         let runner = PipelineRunner(
-            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.fileQuotas, settings: pipelineSettings,
+            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
             logger: logger)
         return CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
@@ -207,13 +197,13 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: authenticated)
     ProvidersController(channels: components.channels).addRoutes(to: authenticated)
     FilesController(
-        store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
+        store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
     ).addRoutes(to: authenticated)
     PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(to: authenticated)
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
-        partials: components.partialUploads, quotas: components.configuration.fileQuotas,
-        expirySeconds: components.configuration.uploadsExpiry, logger: components.logger
+        partials: components.partialUploads, quotas: components.configuration.files.quotas,
+        expirySeconds: components.configuration.files.uploadsExpiry, logger: components.logger
     ).addRoutes(to: router, authenticated: authenticated)
 
     routeIndex.load(from: router)

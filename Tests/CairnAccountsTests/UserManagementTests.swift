@@ -114,7 +114,7 @@ struct UserManagementTests {
         guard TestEngine.available.contains(.postgres) else { return }
         // Two nodes on one PostgreSQL database, sharing the signing key ring.
         var database = try await TestDatabase.make(.postgres)
-        database.configuration.bcryptCost = 4
+        database.configuration.accounts.bcryptCost = 4
         let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
         let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
         let appA = Application(router: buildRouter(components: nodeA), logger: testLogger)

@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnCatalog
 import CairnHTTP
 import CairnServer
@@ -106,7 +107,7 @@ struct CatalogResilienceTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         configuration.dataDir = directory
-        configuration.bcryptCost = 4
+        configuration.accounts.bcryptCost = 4
         configuration.databaseURL = cluster.url
         configuration.catalog.cacheTTL = .milliseconds(200)
         configuration.catalog.readTimeout = .milliseconds(500)

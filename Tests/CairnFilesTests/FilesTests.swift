@@ -95,9 +95,9 @@ struct FilesTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.fileQuotas.maxFileBytes = 1000
-                $0.fileQuotas.maxTotalBytes = 2500
-                $0.fileQuotas.maxBytesPerHour = 4000
+                $0.files.quotas.maxFileBytes = 1000
+                $0.files.quotas.maxTotalBytes = 2500
+                $0.files.quotas.maxBytesPerHour = 4000
             }
         ) { client, components in
             let token = try await client.registerAndLogin(email: "files-quota@example.com").tokens["accessToken"] as! String
@@ -126,7 +126,7 @@ struct FilesTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.fileQuotas.maxFileBytes = 100_000; $0.fileQuotas.maxTotalBytes = 250_000
+                $0.files.quotas.maxFileBytes = 100_000; $0.files.quotas.maxTotalBytes = 250_000
             }
         ) { client, _ in
             let token = try await client.registerAndLogin(email: "files-race@example.com").tokens["accessToken"] as! String

@@ -65,7 +65,7 @@ private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedStr
 struct UploadsTests {
     @Test(arguments: TestEngine.available)
     func theTusProtocolOverRealHTTP(engine: TestEngine) async throws {
-        try await withLiveUploadsApp(engine, configure: { $0.fileQuotas.maxFileBytes = 1000 }) { _, client, components in
+        try await withLiveUploadsApp(engine, configure: { $0.files.quotas.maxFileBytes = 1000 }) { _, client, components in
             let token = try await client.registerAndLogin(email: "tus@example.com").tokens["accessToken"] as! String
             let options = try await client.execute(uri: "/uploads", method: .options, headers: [:])
             #expect(options.status == .noContent)
@@ -171,7 +171,7 @@ struct UploadsTests {
 
     @Test(arguments: TestEngine.available)
     func aFinishedUploadStillMeetsTheTotalQuota(engine: TestEngine) async throws {
-        try await withLiveUploadsApp(engine, configure: { $0.fileQuotas.maxTotalBytes = 15 }) { _, client, _ in
+        try await withLiveUploadsApp(engine, configure: { $0.files.quotas.maxTotalBytes = 15 }) { _, client, _ in
             let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens["accessToken"] as! String
             let a = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"]).headers[.location])
             let b = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"]).headers[.location])

@@ -55,7 +55,7 @@ struct JobBatchTests {
 
     @Test(arguments: TestEngine.available)
     func aBadBatchNamesTheJobAndFieldAndEnqueuesNothing(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, components in
+        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, components in
             let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens["accessToken"] as! String
             let unknown = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "no-such-kind"]]], token: token)
@@ -117,7 +117,7 @@ struct JobBatchTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.jobsConcurrency = 4; $0.jobsMaxRunningPerTenant = 2
+                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
             }, runServices: true,
             prepare: { components in
                 // A noop that counts how many of its handlers run at once, per tenant.

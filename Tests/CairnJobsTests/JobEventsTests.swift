@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnHTTP
 import CairnServer
 import CairnStorage
@@ -73,7 +74,7 @@ struct JobEventsAcrossNodesTests {
     @Test func aStreamOnOneNodeFollowsAJobRunningOnAnother() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
         var database = try await TestDatabase.make(.postgres)
-        database.configuration.bcryptCost = 4
+        database.configuration.accounts.bcryptCost = 4
         let nodeA = try await buildComponents(configuration: database.configuration, logger: testLogger)
         let nodeB = try await buildComponents(configuration: database.configuration, logger: testLogger)
         let appA = Application(router: buildRouter(components: nodeA), services: nodeA.makeServices(), logger: testLogger)
@@ -101,7 +102,7 @@ struct JobEventsAcrossNodesTests {
 @Suite("Jobs: metrics")
 struct JobMetricsTests {
     @Test func countersTimersAndQueueDepthAreExported() async throws {
-        try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { client, _ in
+        try await withTestApp(.sqlite, configure: { $0.jobs.rescueInterval = .milliseconds(100) }, runServices: true) { client, _ in
             let token = try await client.registerAndLogin(email: "metrics@example.com").tokens["accessToken"] as! String
             let created = try await client.json(.post, "/jobs", ["kind": "noop"], token: token)
             _ = try await awaitJob(client, created.object["id"] as! String, token: token, state: "succeeded")

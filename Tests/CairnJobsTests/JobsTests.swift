@@ -109,7 +109,7 @@ struct JobLifecycleTests {
 
     @Test(arguments: TestEngine.available)
     func uniqueKeysDeduplicateUnfinishedJobsAndThePendingCapAnswers429(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, _ in
+        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, _ in
             let token = try await client.registerAndLogin(email: "uniq@example.com").tokens["accessToken"] as! String
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "report-2026-11", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await enqueue(client, token: token, body)
@@ -171,7 +171,7 @@ struct JobRuntimeTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.jobsConcurrency = 4; $0.jobsMaxRunningPerTenant = 2
+                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
             }, runServices: true
         ) { client, _ in
             let busy = try await client.registerAndLogin(email: "busy@example.com").tokens["accessToken"] as! String
@@ -193,7 +193,7 @@ struct JobRuntimeTests {
 
     @Test(arguments: TestEngine.available)
     func aLapsedLeaseIsRescuedAndTheJobResumesFromItsCheckpoint(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsRescueInterval = .milliseconds(200) }, runServices: true) { client, components in
+        try await withTestApp(engine, configure: { $0.jobs.rescueInterval = .milliseconds(200) }, runServices: true) { client, components in
             let (user, tokens) = try await client.registerAndLogin(email: "crash@example.com")
             let token = tokens["accessToken"] as! String
             let job = try await enqueue(
@@ -220,8 +220,8 @@ struct JobRuntimeTests {
     @Test(arguments: TestEngine.available)
     func everyJobRunsExactlyOnceAcrossNodes(engine: TestEngine) async throws {
         var test = try await TestDatabase.make(engine)
-        test.configuration.jobsMaxRunningPerTenant = 8
-        test.configuration.jobsConcurrency = 8
+        test.configuration.jobs.maxRunningPerTenant = 8
+        test.configuration.jobs.concurrency = 8
         let nodeCount = engine == .postgres ? 2 : 1
         var nodes: [CairnComponents] = []
         for _ in 0..<nodeCount {

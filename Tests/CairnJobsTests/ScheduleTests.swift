@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnFormats
 import CairnHTTP
 import CairnServer
@@ -72,7 +73,7 @@ struct ScheduleTests {
     @Test(arguments: TestEngine.available)
     func eachOccurrenceFiresExactlyOnceAndMissedOnesFireOnce(engine: TestEngine) async throws {
         var test = try await TestDatabase.make(engine)
-        test.configuration.bcryptCost = 4
+        test.configuration.accounts.bcryptCost = 4
         let nodeCount = engine == .postgres ? 3 : 1
         var nodes: [CairnComponents] = []
         for _ in 0..<nodeCount { nodes.append(try await buildComponents(configuration: test.configuration, logger: testLogger)) }

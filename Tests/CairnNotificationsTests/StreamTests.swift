@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnHTTP
 import CairnJobs
 import CairnNotifications
@@ -89,7 +90,7 @@ struct StreamTests {
                 fastNotifications(&$0)
                 // Long enough to open the stream before it expires on a loaded machine (an
                 // expired token is refused with 401 at once).
-                $0.accessTokenTTL = 5
+                $0.accounts.accessTokenTTL = 5
             }
         ) { client, _, port in
             let owner = try await signUp(client, "expiry@example.com")
@@ -199,7 +200,7 @@ struct StreamTests {
             .sqlite,
             configure: {
                 fastNotifications(&$0)
-                $0.accessTokenTTL = 1
+                $0.accounts.accessTokenTTL = 1
             }
         ) { client, _, _ in
             let owner = try await signUp(client, "expired-stream@example.com")

@@ -1,3 +1,4 @@
+import CairnAccounts
 public import CairnServer
 import CairnStorage
 import Foundation
@@ -47,8 +48,8 @@ public struct TestDatabase: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         configuration.dataDir = directory
-        configuration.bcryptCost = 4
-        configuration.bcryptThreads = 2
+        configuration.accounts.bcryptCost = 4
+        configuration.accounts.bcryptThreads = 2
         if engine == .postgres {
             guard let base = TestEngine.postgresBaseURL else { throw TestSetupError("CAIRN_TEST_POSTGRES_URL is not set") }
             let name = "cairn_t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
