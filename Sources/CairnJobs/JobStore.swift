@@ -47,6 +47,9 @@ public struct JobStore: Sendable {
             result: try row.decode(column: "result", as: String?.self))
     }
 
+    /// The states as SQL literals, not binds: they are the enum's own constants (no outside
+    /// value reaches them), and PostgreSQL matches a partial index's `WHERE state IN (…)`
+    /// predicate only against literals.
     static func stateList(_ states: [JobState]) -> SQLQueryString {
         SQLQueryString("(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")")
     }
