@@ -156,14 +156,23 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
         let runner = PipelineRunner(
             pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.fileQuotas, settings: pipelineSettings,
             logger: logger)
-        return CairnComponents(
+        let components = CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, logger: logger, catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
             pipelines: pipelines, pipelineRunner: runner)
+        components.registerJobs()
+        return components
     } catch {
         await database.close()
         throw error
+    }
+}
+
+extension CairnComponents {
+    /// Registers every module's job handlers on the node's queue, once, before its worker runs.
+    func registerJobs() {
+        channels.registerJobs(on: jobs)
     }
 }
 
