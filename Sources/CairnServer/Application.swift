@@ -67,7 +67,7 @@ public struct CairnComponents: Sendable {
     public let notifications: Notifier
     /// Outbound notification channels (webhooks), delivered by jobs.
     public let channels: OutboundChannels
-    /// Tenant broadcasts, run as jobs (registers the `notifications.broadcast` job kind).
+    /// Tenant broadcasts, run as jobs of kind `notifications.broadcast`.
     public let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
@@ -76,7 +76,7 @@ public struct CairnComponents: Sendable {
     /// The product catalog: cached reads, invalidating writes.
     public var catalog: CatalogService
 
-    /// Product imports (registers the `products.import` job kind).
+    /// Product imports, run as jobs of kind `products.import`.
     public var productImporter: ProductImporter
     /// Uploaded files' metadata.
     public var files: FileStore
@@ -84,7 +84,7 @@ public struct CairnComponents: Sendable {
     public var blobs: LocalBlobStore
     /// Tenants' pipelines.
     public var pipelines: PipelineStore
-    /// Pipeline runs (registers the `pipeline.run` job kind; a service for its thread pool).
+    /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
     public var pipelineRunner: PipelineRunner
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
@@ -173,6 +173,9 @@ extension CairnComponents {
     /// Registers every module's job handlers on the node's queue, once, before its worker runs.
     func registerJobs() {
         channels.registerJobs(on: jobs)
+        broadcasts.registerJobs(on: jobs)
+        productImporter.registerJobs(on: jobs)
+        pipelineRunner.registerJobs(on: jobs)
     }
 }
 
