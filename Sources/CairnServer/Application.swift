@@ -172,6 +172,7 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
 extension CairnComponents {
     /// Registers every module's job handlers on the node's queue, once, before its worker runs.
     func registerJobs() {
+        BuiltInJobs.registerJobs(on: jobs)
         channels.registerJobs(on: jobs)
         broadcasts.registerJobs(on: jobs)
         productImporter.registerJobs(on: jobs)

@@ -158,7 +158,7 @@ struct BroadcastTests {
                 var job = started.job
                 job.attempt = number
                 let context = JobContext(
-                    job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: checkpoint,
+                    job: job, checkpoint: checkpoint,
                     save: { _, checkpoint, result in
                         try saved.value.withLock { saved in
                             if let checkpoint {
@@ -202,7 +202,7 @@ struct BroadcastTests {
                 NotificationDraft(type: "system_alert", title: "other"), tenantId: owner.tenantId, createdBy: nil)
             var job = other.job
             job.attempt = 1
-            try await components.broadcasts.run(try broadcastArguments(job), context: JobContext(job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: nil, save: { _, _, _ in }))
+            try await components.broadcasts.run(try broadcastArguments(job), context: JobContext(job: job, checkpoint: nil, save: { _, _, _ in }))
             #expect(
                 try await broadcastRows(components.database, broadcastId: other.broadcastId)
                     == Dictionary(uniqueKeysWithValues: everyone.map { ($0, 1) }))
