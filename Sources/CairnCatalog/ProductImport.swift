@@ -12,7 +12,7 @@ import NIOCore
 /// (`products.import`), whose progress reports counts and per-row errors.
 public struct ProductImporter: Sendable {
     /// The job kind.
-    public static let kind = "products.import"
+    public static var kind: String { ImportProducts.kind }
     /// Largest import body, bytes (10 MiB; larger files go through uploads).
     public static let maxBody = 10 << 20
     /// Per-row errors kept in the job's progress.
@@ -25,15 +25,20 @@ public struct ProductImporter: Sendable {
     let files: FileStore?
     let blobs: (any BlobStore)?
 
-    /// Creates the importer and registers its job handler. With `files` and `blobs`, an import
-    /// may name an uploaded file (`{"fileId"}`) instead of carrying its rows.
+    /// Creates the importer; call ``registerJobs(on:)`` once, from the composition root. With
+    /// `files` and `blobs`, an import may name an uploaded file (`{"fileId"}`) instead of
+    /// carrying its rows.
     public init(catalog: CatalogService, jobs: JobQueue, files: FileStore? = nil, blobs: (any BlobStore)? = nil) {
         self.catalog = catalog
         self.jobs = jobs
         self.files = files
         self.blobs = blobs
-        jobs.register(kind: Self.kind, enqueueableOverHTTP: false, adminOnly: true) { [catalog] context in
-            try await Self.run(context, catalog: catalog)
+    }
+
+    /// Registers the import job handler on `queue`.
+    public func registerJobs(on queue: JobQueue) {
+        queue.register(ImportProducts.self) { [catalog] args, context in
+            try await Self.run(args, context: context, catalog: catalog)
         }
     }
 
@@ -78,8 +83,7 @@ public struct ProductImporter: Sendable {
         let tenantId = context.identity.tenantId
         let importId = try await catalog.store.saveImport(tenantId: tenantId, format: format, body: text)
         let (job, _) = try await jobs.enqueue(
-            JobRequest(kind: Self.kind, args: .object(["importId": .string(importId), "format": .string(format)])),
-            tenantId: tenantId, createdBy: context.identity.userId)
+            ImportProducts(importId: importId, format: format), tenantId: tenantId, createdBy: context.identity.userId)
         return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
     }
 
@@ -99,8 +103,8 @@ public struct ProductImporter: Sendable {
     /// One input row as field values by column name (missing columns absent).
     typealias Row = [String: JSONValue]
 
-    static func run(_ context: JobContext, catalog: CatalogService) async throws {
-        guard let importId = context.args["importId"]?.string else { throw PermanentJobError("importId is missing") }
+    static func run(_ args: ImportProducts, context: JobContext, catalog: CatalogService) async throws {
+        let importId = args.importId
         let tenantId = context.job.tenantId
         guard let (format, body) = try await catalog.store.loadImport(id: importId, tenantId: tenantId) else {
             throw PermanentJobError("the import's rows are gone")

@@ -194,7 +194,7 @@ public final class JobWorker: Service, Sendable {
         let node = settings.nodeId
         let store = self.store
         let context = JobContext(
-            job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
+            job: job, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
             save: { [events = queue.events] progress, checkpoint, result in
                 guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint, result: result) else {
                     throw CancellationError()

@@ -347,12 +347,14 @@ public struct SchedulesController: Sendable {
 extension JobQueue {
     /// Creates or replaces the schedule `id` for work another module owns (a pipeline's
     /// schedule, say), on `db` — the caller's transaction, so the schedule and the caller's row
-    /// commit together. The schedule then fires like any other: one `kind` job per occurrence.
+    /// commit together. The schedule then fires like any other: one job of `Arguments.kind`
+    /// carrying `job` per occurrence.
     /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; the database's error.
-    public func putSchedule(
-        id: String, tenantId: String, name: String, cron: String, timeZone: String, kind: String, args: JSONValue, createdBy: String?,
-        on db: any SQLDatabase
+    public func putSchedule<Arguments: JobArguments>(
+        id: String, tenantId: String, name: String, cron: String, timeZone: String, job: Arguments, createdBy: String?, on db: any SQLDatabase
     ) async throws {
+        let kind = Arguments.kind
+        let args = try job.jsonValue()
         let expression = try CronExpression(cron)
         guard let zone = TimeZone(identifier: timeZone) else { throw AppError.invalidField("timeZone", "must be an IANA time zone") }
         let now = WallClock.milliseconds()

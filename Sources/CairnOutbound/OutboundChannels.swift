@@ -29,13 +29,6 @@ public final class OutboundChannels: PublishObserver {
     let logger: Logger
     let credentials = CredentialCache()
 
-    /// The job kind that delivers one webhook.
-    static let webhookKind = "notifications.webhook"
-    /// The job kind that sends one email.
-    static let emailKind = "notifications.email"
-    /// The job kind that sends one push notification to one device.
-    static let pushKind = "notifications.push"
-
     /// Creates the channels. Pass them to ``Notifier`` as its publish observer and call
     /// ``registerJobs(on:)`` once, from the composition root.
     public init(
@@ -52,15 +45,17 @@ public final class OutboundChannels: PublishObserver {
 
     /// Registers the delivery job handlers (webhook, email, push) on `queue`.
     public func registerJobs(on queue: JobQueue) {
-        queue.register(kind: Self.webhookKind) { [weak self] context in
+        queue.register(SendWebhook.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.deliverWebhook(context)
+            try await self.deliverWebhook(args.deliveryId, context: context)
         }
-        for kind in [Self.emailKind, Self.pushKind] {
-            queue.register(kind: kind) { [weak self] context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                try await self.deliverThroughProvider(context)
-            }
+        queue.register(SendEmail.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverThroughProvider(args.deliveryId, context: context)
+        }
+        queue.register(SendPush.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverThroughProvider(args.deliveryId, context: context)
         }
     }
 
@@ -115,7 +110,7 @@ public final class OutboundChannels: PublishObserver {
                 let payload = String(buffer: json.buffer)
                 for endpoint in endpoints {
                     try await planDelivery(
-                        row, channel: .webhook, endpointId: endpoint.id, payload: payload, kind: Self.webhookKind,
+                        row, channel: .webhook, endpointId: endpoint.id, payload: payload, job: SendWebhook.self,
                         maxAttempts: settings.webhookMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
                 }
             }
@@ -124,12 +119,12 @@ public final class OutboundChannels: PublishObserver {
             ]).text
             if email, prefs.allows(draft.type, on: .email) {
                 try await planDelivery(
-                    row, channel: .email, endpointId: nil, payload: message, kind: Self.emailKind, maxAttempts: settings.providerMaxAttempts,
+                    row, channel: .email, endpointId: nil, payload: message, job: SendEmail.self, maxAttempts: settings.providerMaxAttempts,
                     runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
             }
             for device in devices[row.userId] ?? [] {
                 try await planDelivery(
-                    row, channel: .push, endpointId: device.id, payload: message, kind: Self.pushKind,
+                    row, channel: .push, endpointId: device.id, payload: message, job: SendPush.self,
                     maxAttempts: settings.providerMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
             }
         }
@@ -140,8 +135,8 @@ public final class OutboundChannels: PublishObserver {
     /// and endpoint is not planned: the inbox row's unique key stops a repeated publish (a
     /// retried broadcast page, the job-status bridge of every node) for users who keep in-app
     /// on, and this stops it for those who turned in-app off, who have no inbox row.
-    private func planDelivery(
-        _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, kind: String, maxAttempts: Int,
+    private func planDelivery<Delivery: DeliveryJob>(
+        _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, job: Delivery.Type, maxAttempts: Int,
         runAt: Int64?, dedupeKey: String?, now: Int64, on db: any SQLDatabase
     ) async throws {
         let deliveryId = UUIDv7.make()
@@ -155,9 +150,8 @@ public final class OutboundChannels: PublishObserver {
             """
         ).first()
         guard inserted != nil else { return }
-        var request = JobRequest(kind: kind, args: .object(["deliveryId": .string(deliveryId)]))
+        var request = try JobRequest(Delivery(deliveryId: deliveryId))
         request.maxAttempts = max(1, min(100, maxAttempts))
-        request.queue = "notifications"
         request.runAt = runAt
         _ = try await jobs.enqueue(request, tenantId: row.tenantId, createdBy: nil, on: db)
     }
@@ -166,9 +160,8 @@ public final class OutboundChannels: PublishObserver {
         var description: String
     }
 
-    /// One attempt of one webhook delivery.
-    func deliverWebhook(_ context: JobContext) async throws {
-        guard let deliveryId = context.args["deliveryId"]?.string else { throw PermanentJobError("deliveryId missing") }
+    /// One attempt of the webhook delivery `deliveryId`.
+    func deliverWebhook(_ deliveryId: String, context: JobContext) async throws {
         let tenantId = context.job.tenantId
         let database = database
         let loaded = try await database.read { db -> (String, WebhookEndpoint?)? in

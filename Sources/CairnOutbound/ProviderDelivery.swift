@@ -35,13 +35,12 @@ extension OutboundChannels {
         }
     }
 
-    /// One attempt of one email or push delivery: resolves the address (the user's current
+    /// One attempt of the email or push delivery `deliveryId`: resolves the address (the user's current
     /// email; the device's token), sends through the tenant's provider and records the outcome.
     /// Transient failures throw, so the job system retries with backoff until the last attempt
     /// (then the delivery is `failed`, a dead letter); a refusal fails at once; a device the
     /// provider no longer knows is unregistered.
-    func deliverThroughProvider(_ context: JobContext) async throws {
-        guard let deliveryId = context.args["deliveryId"]?.string else { throw PermanentJobError("deliveryId missing") }
+    func deliverThroughProvider(_ deliveryId: String, context: JobContext) async throws {
         let tenantId = context.job.tenantId
         let database = database
         guard

@@ -38,7 +38,7 @@ public struct PipelineSettings: Sendable {
 /// to a node's disk: an attempt rescued by another node starts its load again.
 public final class PipelineRunner: Service, Sendable {
     /// The job kind.
-    public static let kind = "pipeline.run"
+    public static var kind: String { RunPipeline.kind }
 
     let pipelines: PipelineStore
     let files: FileStore
@@ -49,7 +49,8 @@ public final class PipelineRunner: Service, Sendable {
     let logger: Logger
     let pool: NIOThreadPool
 
-    /// Creates the runner, starts its thread pool and registers the job kind.
+    /// Creates the runner and starts its thread pool; call ``registerJobs(on:)`` once, from the
+    /// composition root.
     public init(
         pipelines: PipelineStore, files: FileStore, blobs: any BlobStore, jobs: JobQueue, quotas: FileQuotas, settings: PipelineSettings,
         logger: Logger
@@ -63,9 +64,13 @@ public final class PipelineRunner: Service, Sendable {
         self.logger = logger
         self.pool = NIOThreadPool(numberOfThreads: max(1, settings.threads))
         pool.start()
-        jobs.register(kind: Self.kind, enqueueableOverHTTP: false) { [weak self] context in
+    }
+
+    /// Registers the pipeline run job handler on `queue`.
+    public func registerJobs(on queue: JobQueue) {
+        queue.register(RunPipeline.self) { [weak self] args, context in
             guard let self else { throw CancellationError() }
-            try await self.run(context)
+            try await self.run(args, context: context)
         }
     }
 
@@ -83,11 +88,7 @@ public final class PipelineRunner: Service, Sendable {
     /// Enqueues a run of `pipeline` on the file `fileId` (the caller checked both).
     /// - Throws: the job system's errors (429 when the tenant has too many pending jobs).
     public func enqueue(pipeline: Pipeline, fileId: String, createdBy: String?) async throws -> Job {
-        var request = JobRequest(kind: Self.kind, args: .object(["pipelineId": .string(pipeline.id), "fileId": .string(fileId)]))
-        // Bad data, refused SQL and timeouts discard a run at once; attempts are spent only by
-        // crashes, lost leases and I/O errors, which a later attempt resumes from its checkpoint.
-        request.maxAttempts = 10
-        return try await jobs.enqueue(request, tenantId: pipeline.tenantId, createdBy: createdBy).job
+        try await jobs.enqueue(RunPipeline(pipelineId: pipeline.id, fileId: fileId), tenantId: pipeline.tenantId, createdBy: createdBy).job
     }
 
     /// What a run keeps between attempts.
@@ -105,9 +106,9 @@ public final class PipelineRunner: Service, Sendable {
 
     // MARK: The job
 
-    func run(_ context: JobContext) async throws {
+    func run(_ args: RunPipeline, context: JobContext) async throws {
         let job = context.job
-        guard let pipelineId = context.args["pipelineId"]?.string else { throw PermanentJobError("pipelineId is missing") }
+        let pipelineId = args.pipelineId
         var checkpoint: Checkpoint
         if let saved = context.checkpoint.flatMap({ Self.decode(Checkpoint.self, $0) }) {
             checkpoint = saved
@@ -116,7 +117,7 @@ public final class PipelineRunner: Service, Sendable {
                 throw PermanentJobError("the pipeline was deleted")
             }
             let fileId: String
-            if let given = context.args["fileId"]?.string {
+            if let given = args.fileId {
                 fileId = given
             } else {
                 guard let chosen = try await scheduledInput(pipeline) else {
@@ -387,4 +388,18 @@ public final class PipelineRunner: Service, Sendable {
             }
         }
     }
+}
+
+/// The arguments of a `pipeline.run` job: the pipeline, and the input file of an on-demand run
+/// (none for a scheduled run, which picks the newest matching file itself).
+struct RunPipeline: JobArguments {
+    static let kind = "pipeline.run"
+    /// Bad data, refused SQL and timeouts discard a run at once; attempts are spent only by
+    /// crashes, lost leases and I/O errors, which a later attempt resumes from its checkpoint.
+    static let defaultMaxAttempts = 10
+
+    /// The pipeline to run.
+    var pipelineId: String
+    /// The input file; nil for a scheduled run.
+    var fileId: String?
 }

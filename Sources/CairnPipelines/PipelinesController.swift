@@ -170,7 +170,7 @@ public struct PipelinesController: Sendable {
         if let previous, previous.spec.schedule == schedule, previous.scheduleId == scheduleId { return }
         try await jobs.putSchedule(
             id: scheduleId, tenantId: pipeline.tenantId, name: "pipeline \(pipeline.name)", cron: schedule.cron,
-            timeZone: schedule.timeZone ?? "UTC", kind: PipelineRunner.kind, args: .object(["pipelineId": .string(pipeline.id)]),
+            timeZone: schedule.timeZone ?? "UTC", job: RunPipeline(pipelineId: pipeline.id),
             createdBy: pipeline.createdBy, on: db)
     }
 }

@@ -67,7 +67,7 @@ public struct CairnComponents: Sendable {
     public let notifications: Notifier
     /// Outbound notification channels (webhooks), delivered by jobs.
     public let channels: OutboundChannels
-    /// Tenant broadcasts, run as jobs (registers the `notifications.broadcast` job kind).
+    /// Tenant broadcasts, run as jobs of kind `notifications.broadcast`.
     public let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
@@ -76,7 +76,7 @@ public struct CairnComponents: Sendable {
     /// The product catalog: cached reads, invalidating writes.
     public var catalog: CatalogService
 
-    /// Product imports (registers the `products.import` job kind).
+    /// Product imports, run as jobs of kind `products.import`.
     public var productImporter: ProductImporter
     /// Uploaded files' metadata.
     public var files: FileStore
@@ -84,7 +84,7 @@ public struct CairnComponents: Sendable {
     public var blobs: LocalBlobStore
     /// Tenants' pipelines.
     public var pipelines: PipelineStore
-    /// Pipeline runs (registers the `pipeline.run` job kind; a service for its thread pool).
+    /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
     public var pipelineRunner: PipelineRunner
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
@@ -147,14 +147,27 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
         let runner = PipelineRunner(
             pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
             logger: logger)
-        return CairnComponents(
+        let components = CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, logger: logger, catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
             pipelines: pipelines, pipelineRunner: runner)
+        components.registerJobs()
+        return components
     } catch {
         await database.close()
         throw error
+    }
+}
+
+extension CairnComponents {
+    /// Registers every module's job handlers on the node's queue, once, before its worker runs.
+    func registerJobs() {
+        BuiltInJobs.registerJobs(on: jobs)
+        channels.registerJobs(on: jobs)
+        broadcasts.registerJobs(on: jobs)
+        productImporter.registerJobs(on: jobs)
+        pipelineRunner.registerJobs(on: jobs)
     }
 }
 

@@ -121,7 +121,7 @@ struct JobBatchTests {
             }, runServices: true,
             prepare: { components in
                 // A noop that counts how many of its handlers run at once, per tenant.
-                components.jobs.register(kind: "test.probe") { context in
+                components.jobs.register(Probe.self) { _, context in
                     probe.enter(context.job.tenantId)
                     defer { probe.leave(context.job.tenantId) }
                     try await Task.sleep(for: .milliseconds(jobLengthMs))
@@ -131,7 +131,7 @@ struct JobBatchTests {
             let busyTenant = UUIDv7.make()
             for _ in 0..<10 {
                 _ = try await components.jobs.enqueueMany(
-                    Array(repeating: JobRequest(kind: "test.probe"), count: 1000), tenantId: busyTenant, createdBy: nil)
+                    Array(repeating: try JobRequest(Probe()), count: 1000), tenantId: busyTenant, createdBy: nil)
             }
             // Let the busy tenant's jobs take the slots it may have before the other job arrives.
             #expect(
@@ -171,4 +171,9 @@ final class ConcurrencyProbe: Sendable {
     func maxConcurrent(_ tenant: String) -> Int {
         state.withLock { $0.max[tenant] ?? 0 }
     }
+}
+
+/// A job kind without arguments, whose handler a test registers.
+struct Probe: JobArguments {
+    static let kind = "test.probe"
 }

@@ -236,7 +236,7 @@ struct JobRuntimeTests {
         for (index, node) in nodes.enumerated() {
             let name = "node-\(index)"
             let db = node.database
-            node.jobs.register(kind: "effect") { context in
+            node.jobs.register(Effect.self) { _, context in
                 let started = WallClock.milliseconds()
                 try await db.write { try await $0.raw("INSERT INTO runs (job_id, node) VALUES (\(bind: context.job.id), \(bind: name))").run() }
                 try await Task.sleep(for: .milliseconds(Int.random(in: 0...3)))
@@ -253,7 +253,7 @@ struct JobRuntimeTests {
         let producer = nodes[0].jobs
         try await database.transaction { db in
             for _ in 0..<total {
-                _ = try await producer.enqueue(JobRequest(kind: "effect"), tenantId: tenant, createdBy: nil, on: db)
+                try await producer.enqueue(Effect(), tenantId: tenant, createdBy: nil, on: db)
             }
         }
         let workers = nodes.map { JobWorker(queue: $0.jobs, logger: testLogger) }
@@ -281,4 +281,9 @@ struct JobRuntimeTests {
         #expect(busiest == nodeCount, "every node took part")
         for node in nodes { await node.database.close() }
     }
+}
+
+/// The job kind of the exactly-once test, without arguments; each node registers its handler.
+struct Effect: JobArguments {
+    static let kind = "effect"
 }

@@ -25,6 +25,11 @@ func broadcastRows(_ database: Database, broadcastId: String) async throws -> [S
     }
 }
 
+/// The typed arguments of a broadcast's job, decoded from its stored `args`.
+func broadcastArguments(_ job: Job) throws -> SendBroadcast {
+    try JSONDecoder().decode(SendBroadcast.self, from: Data(job.args.utf8))
+}
+
 /// A door a task waits at until the test opens it.
 final class Gate: Sendable {
     private let state = Mutex<(open: Bool, arrived: Int, waiters: [CheckedContinuation<Void, Never>])>((false, 0, []))
@@ -153,7 +158,7 @@ struct BroadcastTests {
                 var job = started.job
                 job.attempt = number
                 let context = JobContext(
-                    job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: checkpoint,
+                    job: job, checkpoint: checkpoint,
                     save: { _, checkpoint, result in
                         try saved.value.withLock { saved in
                             if let checkpoint {
@@ -164,7 +169,7 @@ struct BroadcastTests {
                         }
                     })
                 do {
-                    try await components.broadcasts.run(context)
+                    try await components.broadcasts.run(try broadcastArguments(job), context: context)
                 } catch is Crash {}
                 return saved.value.withLock { $0 }
             }
@@ -197,7 +202,7 @@ struct BroadcastTests {
                 NotificationDraft(type: "system_alert", title: "other"), tenantId: owner.tenantId, createdBy: nil)
             var job = other.job
             job.attempt = 1
-            try await components.broadcasts.run(JobContext(job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: nil, save: { _, _, _ in }))
+            try await components.broadcasts.run(try broadcastArguments(job), context: JobContext(job: job, checkpoint: nil, save: { _, _, _ in }))
             #expect(
                 try await broadcastRows(components.database, broadcastId: other.broadcastId)
                     == Dictionary(uniqueKeysWithValues: everyone.map { ($0, 1) }))
