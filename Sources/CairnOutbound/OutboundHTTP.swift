@@ -139,14 +139,6 @@ final class PinnedClients: Sendable {
         }
         return client
     }
-
-    /// Forgets every client and returns them, for shutting down.
-    func removeAll() -> [HTTPClient] {
-        entries.withLock { entries in
-            defer { entries = [:] }
-            return entries.values.map(\.client)
-        }
-    }
 }
 
 /// The one way Cairn's outbound channels reach other servers over HTTP: tenants' webhook
@@ -174,14 +166,6 @@ package struct OutboundHTTP: Sendable {
     /// Creates the policy; the clients are shared by the process.
     package init(allowPrivateTargets: Bool) {
         self.allowPrivateTargets = allowPrivateTargets
-    }
-
-    // AsyncHTTPClient wants every client shut down before it is released (a debug build traps
-    // otherwise): the clients go with their node's components (a test's node, say). A client
-    // that is shutting down keeps itself alive until its connections are closed.
-    deinit {
-        let clients = [direct] + providerClients.withLock { Array($0.values) } + pinned.removeAll()
-        for client in clients { _ = client.shutdown() }
     }
 
     /// Whether `host` may be a webhook target: every address it resolves to is public, or

@@ -136,7 +136,6 @@ public func buildComponents(configuration: CairnConfiguration, logger: Logger, o
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
             database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, logger: logger)
-        channels.registerJobs(on: jobs)
         let notifications = Notifier(
             store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
             logger: logger)
