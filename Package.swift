@@ -281,7 +281,9 @@ let package = Package(
         .target(
             name: "CairnTestSupport",
             dependencies: [
-                "CairnServer", "CairnStorage", "CairnAccounts",
+                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
+                // The row factories insert through these modules' stores.
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
