@@ -305,6 +305,14 @@ let package = Package(
             dependencies: testDependencies,
             swiftSettings: swiftSettings
         ),
+        // The store conformance suite: every store's operations called directly, on both engines.
+        .testTarget(
+            name: "CairnStoreTests",
+            dependencies: testDependencies + [
+                "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CairnAccountsTests",
             dependencies: testDependencies + ["CairnAccounts"],
