@@ -315,6 +315,30 @@ struct JobStoreTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func aRequestedCancelSurvivesTheLossOfTheRunningNode(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = JobStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let abandoned = try await Factory.runningJob(on: database, tenant: tenant, node: "dead", queue: "q", now: now, leaseMs: 1_000)
+            let shutDown = try await Factory.runningJob(on: database, tenant: tenant, node: "leaving", queue: "q", now: now, leaseMs: 60_000)
+            #expect(try await store.requestCancel(id: abandoned.id, tenantId: tenant.id, now: now + 10)?.cancelRequestedAt == now + 10)
+            #expect(try await store.requestCancel(id: shutDown.id, tenantId: tenant.id, now: now + 10)?.cancelRequestedAt == now + 10)
+
+            // Its node died before it saw the request: the rescue ends the job as cancelled
+            // instead of queueing it to run again.
+            #expect(try await store.rescue(now: now + 1_001).map(\.id) == [abandoned.id])
+            let rescued = try #require(try await store.job(id: abandoned.id, tenantId: tenant.id))
+            #expect(rescued.state == .cancelled)
+            #expect(rescued.finishedAt == now + 1_001)
+            // Its node shut down before it saw the request: handing it back cancels it too.
+            try await store.release(ids: [shutDown.id], node: "leaving")
+            #expect(try await store.job(id: shutDown.id, tenantId: tenant.id)?.state == .cancelled)
+            #expect(try await store.job(id: shutDown.id, tenantId: tenant.id)?.finishedAt != nil)
+            #expect(try await store.claim(node: "other", limit: 10, excludedTenants: [], queues: ["q"], now: now + 2_000, leaseMs: 1_000).isEmpty)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func progressCheckpointsAndResultsNeedTheLease(engine: TestEngine) async throws {
         try await withStoreDatabase(engine) { database in
             let store = JobStore(database: database)
