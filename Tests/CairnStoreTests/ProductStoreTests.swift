@@ -163,6 +163,27 @@ struct ProductStoreTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func searchSplitsWordsAtPunctuationOnBothEngines(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = ProductStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            _ = try await Factory.product(
+                on: database, tenant: tenant, name: "USB 3.0 hub", description: "See example.com/hubs or mail help@example.com")
+            _ = try await Factory.product(on: database, tenant: tenant, name: "Cable v2.1", description: "e-mail, café_crème")
+            // The query is split into words at every character that is not a letter or digit;
+            // the indexed text must be split the same way on both engines.
+            #expect(try await search(store, tenant, "3.0") == ["USB 3.0 hub"])
+            #expect(try await search(store, tenant, "usb 3") == ["USB 3.0 hub"])
+            #expect(try await search(store, tenant, "example.com") == ["USB 3.0 hub"])
+            #expect(try await search(store, tenant, "hubs") == ["USB 3.0 hub"])
+            #expect(try await search(store, tenant, "help") == ["USB 3.0 hub"])
+            #expect(try await search(store, tenant, "v2") == ["Cable v2.1"])
+            #expect(try await search(store, tenant, "mail") == ["Cable v2.1", "USB 3.0 hub"])
+            #expect(try await search(store, tenant, "crème café") == ["Cable v2.1"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func searchFollowsUpdatesUpsertsAndDeletes(engine: TestEngine) async throws {
         try await withStoreDatabase(engine) { database in
             let store = ProductStore(database: database)
