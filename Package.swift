@@ -281,7 +281,9 @@ let package = Package(
         .target(
             name: "CairnTestSupport",
             dependencies: [
-                "CairnServer", "CairnStorage", "CairnAccounts",
+                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
+                // The row factories insert through these modules' stores.
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
@@ -301,6 +303,14 @@ let package = Package(
         .testTarget(
             name: "CairnStorageTests",
             dependencies: testDependencies,
+            swiftSettings: swiftSettings
+        ),
+        // The store conformance suite: every store's operations called directly, on both engines.
+        .testTarget(
+            name: "CairnStoreTests",
+            dependencies: testDependencies + [
+                "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
