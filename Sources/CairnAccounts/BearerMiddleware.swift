@@ -52,16 +52,16 @@ public struct BearerMiddleware: RouterMiddleware {
             throw AppError.invalidField(Self.queryParameter, "send the access token in the Authorization header or the query, not both")
         case (let header?, nil):
             guard let parsed = Self.bearerToken(header) else {
-                throw AppError.unauthorized(code: "invalid_token", detail: "The Authorization header is not a Bearer token.", invalidToken: true)
+                throw AppError.unauthorized(code: .invalidToken, detail: "The Authorization header is not a Bearer token.", invalidToken: true)
             }
             token = parsed
         case (nil, let query?):
             guard Self.isB64Token(query.utf8[...]) else {
-                throw AppError.unauthorized(code: "invalid_token", detail: "The access_token parameter is not a Bearer token.", invalidToken: true)
+                throw AppError.unauthorized(code: .invalidToken, detail: "The access_token parameter is not a Bearer token.", invalidToken: true)
             }
             token = query
         case (nil, nil):
-            throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
         }
         var context = context
         let identity: Identity

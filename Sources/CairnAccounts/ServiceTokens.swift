@@ -171,7 +171,7 @@ extension AccountService {
     /// - Throws: 401 `invalid_token` for an unknown or revoked secret.
     public func authenticate(serviceToken secret: String) async throws -> Identity {
         guard secret.utf8.count <= 256, let token = try await store.serviceToken(secret: secret) else {
-            throw AppError.unauthorized(code: "invalid_token", detail: "The service token is not valid.", invalidToken: true)
+            throw AppError.unauthorized(code: .invalidToken, detail: "The service token is not valid.", invalidToken: true)
         }
         return Identity(userId: token.id, tenantId: token.tenantId, role: .member, tokenId: token.id, scopes: Set(token.scopes))
     }

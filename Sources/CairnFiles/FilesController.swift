@@ -94,7 +94,7 @@ public struct FilesController: Sendable {
             format = known
         } else {
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type",
+                .unsupportedMediaType, code: .unsupportedMediaType,
                 detail:
                     "Send the file as text/csv, application/json, application/x-ndjson, application/xml, or application/octet-stream with ?format=.")
         }
@@ -165,7 +165,7 @@ public struct FilesController: Sendable {
     }
 
     static func tooLarge(_ detail: String) -> AppError {
-        AppError(.contentTooLarge, code: "payload_too_large", detail: detail)
+        AppError(.contentTooLarge, code: .payloadTooLarge, detail: detail)
     }
 
     /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187, UTF-8 or ISO-8859-1) or
@@ -290,7 +290,7 @@ public struct FilesController: Sendable {
             case .whole: break
             case .unsatisfiable:
                 throw AppError(
-                    .rangeNotSatisfiable, code: "range_not_satisfiable", detail: "The file has \(file.size) bytes.",
+                    .rangeNotSatisfiable, code: .rangeNotSatisfiable, detail: "The file has \(file.size) bytes.",
                     headers: [.contentRange: "bytes */\(file.size)"])
             case .range(let asked):
                 range = asked

@@ -99,7 +99,7 @@ public struct UploadsController: Sendable {
         do {
             guard request.headers[Self.tusResumable] == "1.0.0" else {
                 throw AppError(
-                    .preconditionFailed, code: "precondition_failed", detail: "This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0).",
+                    .preconditionFailed, code: .preconditionFailed, detail: "This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0).",
                     headers: [Self.tusVersion: "1.0.0"])
             }
             var response = try await body()
@@ -174,7 +174,7 @@ public struct UploadsController: Sendable {
         let hasBody = request.headers[.contentType] == Self.offsetStream
         if !hasBody && (request.headers[.contentLength].flatMap { Int64($0) } ?? 0) > 0 {
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type", detail: "A body on POST /uploads must be \(Self.offsetStream).")
+                .unsupportedMediaType, code: .unsupportedMediaType, detail: "A body on POST /uploads must be \(Self.offsetStream).")
         }
 
         let now = WallClock.milliseconds()
@@ -280,7 +280,7 @@ public struct UploadsController: Sendable {
 
     private func patch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         guard request.headers[.contentType] == Self.offsetStream else {
-            throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "A PATCH body must be \(Self.offsetStream).")
+            throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "A PATCH body must be \(Self.offsetStream).")
         }
         guard let text = request.headers[Self.uploadOffset], let offset = Int64(text), offset >= 0 else {
             throw AppError.invalidField("Upload-Offset", "must be a non-negative integer")
@@ -289,12 +289,12 @@ public struct UploadsController: Sendable {
         let upload = try await find(context)
         if upload.fileId != nil {
             throw AppError(
-                .conflict, code: "conflict", detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
+                .conflict, code: .conflict, detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
                 headers: [Self.uploadOffset: String(upload.offset)])
         }
         guard offset == upload.offset else {
             throw AppError(
-                .conflict, code: "conflict", detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
+                .conflict, code: .conflict, detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
                 headers: [Self.uploadOffset: String(upload.offset)])
         }
         let now = WallClock.milliseconds()
@@ -371,7 +371,7 @@ public struct UploadsController: Sendable {
                     verified = true
                 } else {
                     failure = AppError(
-                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: "checksum_mismatch",
+                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: .checksumMismatch,
                         detail: "The body does not match Upload-Checksum; it was not kept.")
                 }
             }

@@ -106,7 +106,7 @@ public struct AuthenticatedContext: ChildRequestContext {
     /// happen if a route was mounted without the Bearer middleware.
     public init(context: CairnRequestContext) throws {
         guard let identity = context.identity else {
-            throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
         }
         self.coreContext = context.coreContext
         self.requestId = context.requestId

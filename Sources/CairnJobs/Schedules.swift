@@ -172,9 +172,9 @@ public final class Scheduler: Service, Sendable {
                 request.uniqueKey = "schedule:\(schedule.id):\(occurrence)"
                 do {
                     _ = try await queue.enqueue(request, tenantId: schedule.tenantId, createdBy: schedule.createdBy, on: db)
-                } catch let error as AppError where error.code == "rate_limited" || error.code == "invalid_input" {
+                } catch let error as AppError where error.code == .rateLimited || error.code == .invalidInput {
                     self.logger.warning(
-                        "schedule skipped an occurrence", metadata: ["schedule_id": .string(schedule.id), "code": .string(error.code)])
+                        "schedule skipped an occurrence", metadata: ["schedule_id": .string(schedule.id), "code": .string(error.code.rawValue)])
                 }
                 let next = Schedule.next(cron: cron, zone: zone, after: max(now, occurrence))
                 try await db.raw(

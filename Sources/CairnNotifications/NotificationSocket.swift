@@ -215,7 +215,7 @@ public struct NotificationSocketController: Sendable {
                 // A plain GET (no upgrade) gets a problem, not an empty 200.
                 guard request.headers[.upgrade]?.lowercased().contains("websocket") == true else {
                     throw AppError(
-                        .upgradeRequired, code: "invalid_input", detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
+                        .upgradeRequired, code: .invalidInput, detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
                         headers: [.upgrade: "websocket"])
                 }
                 let offered = Self.offeredProtocols(request)

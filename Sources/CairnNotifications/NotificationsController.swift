@@ -112,14 +112,14 @@ public struct NotificationsController: Sendable {
             do {
                 buffer = try await request.collectBody(upTo: context.maxUploadSize)
             } catch let error as HTTPError where error.status == .contentTooLarge {
-                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
             }
             if buffer.readableBytes > 0 {
                 let mediaType =
                     (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
                     .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
                 guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
-                    throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
+                    throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
                 }
                 upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq
                 if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
@@ -189,13 +189,13 @@ public struct NotificationsController: Sendable {
         // The Bearer middleware took the token from exactly one of these (RFC 6750 §2.1, §2.3).
         let fromQuery = request.headers[.authorization] == nil
         guard let token = fromQuery ? BearerMiddleware.queryToken(request) : Self.bearer(request) else {
-            throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "", invalidToken: false)
         }
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         // Token checks allow a little clock skew; a stream would end at once on a token already
         // past its expiry, so say why instead (an EventSource would retry it silently).
         guard expiresAt > Date() else {
-            throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
+            throw AppError.unauthorized(code: .tokenExpired, detail: "The access token has expired.", invalidToken: true)
         }
         let identity = context.identity
         let center = self.center

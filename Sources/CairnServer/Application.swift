@@ -273,11 +273,11 @@ struct HealthController {
                     return result
                 }
             } catch {
-                throw AppError(.serviceUnavailable, code: "unavailable", detail: "The database is not reachable.", headers: [.retryAfter: "5"])
+                throw AppError(.serviceUnavailable, code: .unavailable, detail: "The database is not reachable.", headers: [.retryAfter: "5"])
             }
             guard pending.isEmpty else {
                 throw AppError(
-                    .serviceUnavailable, code: "unavailable", detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
+                    .serviceUnavailable, code: .unavailable, detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
                     headers: [.retryAfter: "5"])
             }
             return Self.json(#"{"status":"ok","database":"ok"}"#)
