@@ -1,4 +1,3 @@
-public import CairnHTTP
 public import CairnStorage
 import Crypto
 import Foundation
@@ -7,7 +6,9 @@ public import Hummingbird
 import NIOCore
 import SQLKit
 
-/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header).
+/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header). It moved here
+/// from CairnJobs with the middleware; its migration key (`idempotency`, version 1) is unchanged,
+/// so existing databases do not run it again.
 public enum IdempotencyMigrations {
     /// All migrations of the module, in order.
     public static let all: [Migration] = [
