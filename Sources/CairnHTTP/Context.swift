@@ -64,6 +64,9 @@ public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, 
     public var requestId: String = ""
     /// The caller, when authenticated.
     public var identity: Identity?
+    /// What the matched route's group accepts as credentials, set by the group's
+    /// ``TokenPolicyMiddleware`` for the authenticator (``RouteGroups/authenticated(_:accepting:)``).
+    public internal(set) var tokenPolicy: TokenPolicy = .users
     /// The TCP peer address, used for per-client rate limits.
     public let remoteAddress: SocketAddress?
     /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
