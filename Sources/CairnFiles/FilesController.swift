@@ -31,41 +31,52 @@ public struct FilesController: Sendable {
 
     /// Adds the routes to the authenticated group.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.post("files") { request, context -> Response in
-            try await upload(request, context: context)
+        group.group("files")
+            .post(use: upload)
+            .get(use: list)
+            .get(":id", use: show)
+            .get(":id/content", use: content)
+            .delete(":id", use: delete)
+    }
+
+    /// `GET /files`: a page of the tenant's files.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        return .json(try await store.list(tenantId: context.identity.tenantId, page: page))
+    }
+
+    /// `GET /files/{id}`: the file's metadata; its `ETag` is the content's SHA-256.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let file = try await find(context)
+        let etag = "\"\(file.sha256)\""
+        if let match = request.headers[.ifNoneMatch],
+            match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
+        {
+            return Response(status: .notModified, headers: [.eTag: etag])
         }
-        group.get("files") { request, context -> Response in
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            return .json(try await store.list(tenantId: context.identity.tenantId, page: page))
+        var response = Response.json(file)
+        response.headers[.eTag] = etag
+        return response
+    }
+
+    /// `GET /files/{id}/content`: the bytes, with single `Range` requests.
+    @Sendable func content(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await download(request, file: try await find(context))
+    }
+
+    /// `DELETE /files/{id}`: members delete what they uploaded; owners and admins anything.
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let file = try await find(context)
+        let (id, tenantId) = (file.id, file.tenantId)
+        // As with jobs: members delete what they uploaded; owners and admins anything.
+        if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
+            throw AppError.forbidden("Only admins and the file's uploader can delete it.")
         }
-        group.get("files/:id") { request, context -> Response in
-            let file = try await find(context)
-            let etag = "\"\(file.sha256)\""
-            if let match = request.headers[.ifNoneMatch],
-                match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
-            {
-                return Response(status: .notModified, headers: [.eTag: etag])
-            }
-            var response = Response.json(file)
-            response.headers[.eTag] = etag
-            return response
+        guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
+        do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
+            logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
         }
-        group.get("files/:id/content") { request, context -> Response in
-            try await download(request, file: try await find(context))
-        }
-        group.delete("files/:id") { _, context -> Response in
-            let file = try await find(context)
-            let (id, tenantId) = (file.id, file.tenantId)
-            // As with jobs: members delete what they uploaded; owners and admins anything.
-            if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
-                throw AppError.forbidden("Only admins and the file's uploader can delete it.")
-            }
-            guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
-            do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
-                logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
-            }
-            return Response(status: .noContent)
-        }
+        return Response(status: .noContent)
     }
 
     private func find(_ context: AuthenticatedContext) async throws -> StoredFile {
@@ -77,7 +88,8 @@ public struct FilesController: Sendable {
 
     // MARK: Upload
 
-    private func upload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+    /// `POST /files`: the raw body (or one multipart part), streamed to the blob store.
+    @Sendable func upload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let tenantId = context.identity.tenantId
         let mediaType =
             (request.headers[.contentType] ?? "").split(separator: ";").first.map {
