@@ -244,28 +244,34 @@ public struct FilesController: Sendable {
             skipSpace()
             var value: [UInt8] = []
             if i < bytes.count && bytes[i] == 0x22 {
-                i += 1
-                var closed = false
-                while i < bytes.count {
-                    if bytes[i] == 0x5C && i + 1 < bytes.count {
-                        value.append(bytes[i + 1])
-                        i += 2
-                    } else if bytes[i] == 0x22 {
-                        closed = true
-                        i += 1
-                        break
-                    } else {
-                        value.append(bytes[i])
-                        i += 1
-                    }
-                }
-                guard closed else { return nil }
+                guard let quoted = quotedString(bytes, at: &i) else { return nil }
+                value = quoted
             } else {
                 value = Array(token().utf8)
                 guard !value.isEmpty else { return nil }
             }
             result[key] = String(decoding: value, as: UTF8.self)
         }
+    }
+
+    /// The unescaped content of the quoted string (RFC 9110 §5.6.4) whose opening quote is at
+    /// `bytes[i]`; `i` moves past the closing quote. Nil when the string is not closed.
+    static func quotedString(_ bytes: [UInt8], at i: inout Int) -> [UInt8]? {
+        var value: [UInt8] = []
+        i += 1
+        while i < bytes.count {
+            if bytes[i] == 0x5C && i + 1 < bytes.count {
+                value.append(bytes[i + 1])
+                i += 2
+            } else if bytes[i] == 0x22 {
+                i += 1
+                return value
+            } else {
+                value.append(bytes[i])
+                i += 1
+            }
+        }
+        return nil
     }
 
     /// `UTF-8''na%C3%AFve.csv` → `naïve.csv`, `ISO-8859-1''%E9t%E9.csv` → `été.csv` (RFC 8187

@@ -175,9 +175,6 @@ public struct ReportsController: Sendable {
         encode: @escaping @Sendable (Row, inout CSVEncoder) -> Void
     ) -> Response {
         let gzip = Self.acceptsGzip(request)
-        let logger = self.logger
-        let requestId = context.requestId
-        let metrics = ReportMetrics(report: report)
         var headers: HTTPFields = [
             .contentType: "text/csv; charset=utf-8; header=present",
             .contentDisposition: "attachment; filename=\"\(report).csv\"",
@@ -185,7 +182,20 @@ public struct ReportsController: Sendable {
             .vary: "Accept-Encoding",
         ]
         if gzip { headers[.contentEncoding] = "gzip" }
-        let body = ResponseBody { writer in
+        let body = csvBody(
+            report: report, requestId: context.requestId, gzip: gzip, raw: raw, header: header, fetch: fetch, encode: encode)
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// The report's body: batches read one ahead, encoded, compressed when `gzip`, written.
+    func csvBody<Row: Sendable>(
+        report: String, requestId: String, gzip: Bool, raw: Bool, header: [StaticString],
+        fetch: @escaping @Sendable (String?) async throws -> (next: String?, rows: [Row]),
+        encode: @escaping @Sendable (Row, inout CSVEncoder) -> Void
+    ) -> ResponseBody {
+        let logger = self.logger
+        let metrics = ReportMetrics(report: report)
+        return ResponseBody { writer in
             metrics.started()
             defer { metrics.ended() }
             let compressor = try gzip ? GzipStream() : nil
@@ -193,21 +203,11 @@ public struct ReportsController: Sendable {
             csv.header(header)
             var rowsWritten = 0
             // One batch is read ahead while the previous one is encoded and written.
-            var pending: Task<(next: String?, rows: [Row]), any Error>? = Task {
-                metrics.batchRead()
-                return try await fetch(nil)
-            }
+            var pending: Task<(next: String?, rows: [Row]), any Error>? = Self.read(after: nil, fetch: fetch, metrics: metrics)
             do {
                 while let task = pending {
                     let batch = try await task.value
-                    if let next = batch.next {
-                        pending = Task {
-                            metrics.batchRead()
-                            return try await fetch(next)
-                        }
-                    } else {
-                        pending = nil
-                    }
+                    pending = batch.next.map { Self.read(after: $0, fetch: fetch, metrics: metrics) }
                     for row in batch.rows { encode(row, &csv) }
                     rowsWritten += batch.rows.count
                     metrics.rows(batch.rows.count)
@@ -222,16 +222,30 @@ public struct ReportsController: Sendable {
             } catch {
                 pending?.cancel()
                 metrics.aborted()
-                logger.notice(
-                    "report stopped before the end: client gone or read failed",
-                    metadata: [
-                        "report": .string(report), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
-                        "error.type": .string(String(reflecting: type(of: error))),
-                    ])
+                Self.logStopped(logger, report: report, rows: rowsWritten, requestId: requestId, error: error)
                 throw error
             }
         }
-        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// Starts reading the batch after `key` (the first batch for nil).
+    static func read<Row: Sendable>(
+        after key: String?, fetch: @escaping @Sendable (String?) async throws -> (next: String?, rows: [Row]), metrics: ReportMetrics
+    ) -> Task<(next: String?, rows: [Row]), any Error> {
+        Task {
+            metrics.batchRead()
+            return try await fetch(key)
+        }
+    }
+
+    /// Logs a report that ended before its last row (the client went away, or a read failed).
+    static func logStopped(_ logger: Logger, report: String, rows rowsWritten: Int, requestId: String, error: any Error) {
+        logger.notice(
+            "report stopped before the end: client gone or read failed",
+            metadata: [
+                "report": .string(report), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
+                "error.type": .string(String(reflecting: type(of: error))),
+            ])
     }
 }
 
