@@ -57,7 +57,9 @@ let package = Package(
         .target(
             name: "CairnHTTP",
             dependencies: [
-                "CairnFormats",
+                "CairnFormats", "CairnStorage",
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),

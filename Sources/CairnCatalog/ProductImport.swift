@@ -63,7 +63,7 @@ public struct ProductImporter: Sendable {
             do {
                 buffer = try await request.body.collect(upTo: Self.maxBody)
             } catch {
-                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(Self.maxBody) bytes.")
+                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
             }
         case "application/json":
             var request = request
@@ -71,7 +71,7 @@ public struct ProductImporter: Sendable {
             (format, buffer) = try await readFile(body.fileId, tenantId: context.identity.tenantId)
         default:
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type",
+                .unsupportedMediaType, code: .unsupportedMediaType,
                 detail: "Send the rows as text/csv or application/x-ndjson, or {\"fileId\"} as application/json.")
         }
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self), !text.contains("\u{0}") else {
@@ -95,7 +95,7 @@ public struct ProductImporter: Sendable {
             throw AppError.invalidField("fileId", "must name a CSV or NDJSON file (this one is \(file.format))")
         }
         guard file.size <= Int64(Self.maxBody) else {
-            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "Imports take files up to \(Self.maxBody) bytes.")
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "Imports take files up to \(Self.maxBody) bytes.")
         }
         return (file.format, try await blobs.read(tenantId: tenantId, id: file.id, limit: Self.maxBody))
     }

@@ -31,41 +31,52 @@ public struct FilesController: Sendable {
 
     /// Adds the routes to the authenticated group.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.post("files") { request, context -> Response in
-            try await upload(request, context: context)
+        group.group("files")
+            .post(use: upload)
+            .get(use: list)
+            .get(":id", use: show)
+            .get(":id/content", use: content)
+            .delete(":id", use: delete)
+    }
+
+    /// `GET /files`: a page of the tenant's files.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        return .json(try await store.list(tenantId: context.identity.tenantId, page: page))
+    }
+
+    /// `GET /files/{id}`: the file's metadata; its `ETag` is the content's SHA-256.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let file = try await find(context)
+        let etag = "\"\(file.sha256)\""
+        if let match = request.headers[.ifNoneMatch],
+            match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
+        {
+            return Response(status: .notModified, headers: [.eTag: etag])
         }
-        group.get("files") { request, context -> Response in
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            return .json(try await store.list(tenantId: context.identity.tenantId, page: page))
+        var response = Response.json(file)
+        response.headers[.eTag] = etag
+        return response
+    }
+
+    /// `GET /files/{id}/content`: the bytes, with single `Range` requests.
+    @Sendable func content(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await download(request, file: try await find(context))
+    }
+
+    /// `DELETE /files/{id}`: members delete what they uploaded; owners and admins anything.
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let file = try await find(context)
+        let (id, tenantId) = (file.id, file.tenantId)
+        // As with jobs: members delete what they uploaded; owners and admins anything.
+        if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
+            throw AppError.forbidden("Only admins and the file's uploader can delete it.")
         }
-        group.get("files/:id") { request, context -> Response in
-            let file = try await find(context)
-            let etag = "\"\(file.sha256)\""
-            if let match = request.headers[.ifNoneMatch],
-                match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
-            {
-                return Response(status: .notModified, headers: [.eTag: etag])
-            }
-            var response = Response.json(file)
-            response.headers[.eTag] = etag
-            return response
+        guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
+        do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
+            logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
         }
-        group.get("files/:id/content") { request, context -> Response in
-            try await download(request, file: try await find(context))
-        }
-        group.delete("files/:id") { _, context -> Response in
-            let file = try await find(context)
-            let (id, tenantId) = (file.id, file.tenantId)
-            // As with jobs: members delete what they uploaded; owners and admins anything.
-            if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
-                throw AppError.forbidden("Only admins and the file's uploader can delete it.")
-            }
-            guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
-            do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
-                logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
-            }
-            return Response(status: .noContent)
-        }
+        return Response(status: .noContent)
     }
 
     private func find(_ context: AuthenticatedContext) async throws -> StoredFile {
@@ -77,7 +88,8 @@ public struct FilesController: Sendable {
 
     // MARK: Upload
 
-    private func upload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+    /// `POST /files`: the raw body (or one multipart part), streamed to the blob store.
+    @Sendable func upload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let tenantId = context.identity.tenantId
         let mediaType =
             (request.headers[.contentType] ?? "").split(separator: ";").first.map {
@@ -94,7 +106,7 @@ public struct FilesController: Sendable {
             format = known
         } else {
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type",
+                .unsupportedMediaType, code: .unsupportedMediaType,
                 detail:
                     "Send the file as text/csv, application/json, application/x-ndjson, application/xml, or application/octet-stream with ?format=.")
         }
@@ -165,7 +177,7 @@ public struct FilesController: Sendable {
     }
 
     static func tooLarge(_ detail: String) -> AppError {
-        AppError(.contentTooLarge, code: "payload_too_large", detail: detail)
+        AppError(.contentTooLarge, code: .payloadTooLarge, detail: detail)
     }
 
     /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187, UTF-8 or ISO-8859-1) or
@@ -232,28 +244,34 @@ public struct FilesController: Sendable {
             skipSpace()
             var value: [UInt8] = []
             if i < bytes.count && bytes[i] == 0x22 {
-                i += 1
-                var closed = false
-                while i < bytes.count {
-                    if bytes[i] == 0x5C && i + 1 < bytes.count {
-                        value.append(bytes[i + 1])
-                        i += 2
-                    } else if bytes[i] == 0x22 {
-                        closed = true
-                        i += 1
-                        break
-                    } else {
-                        value.append(bytes[i])
-                        i += 1
-                    }
-                }
-                guard closed else { return nil }
+                guard let quoted = quotedString(bytes, at: &i) else { return nil }
+                value = quoted
             } else {
                 value = Array(token().utf8)
                 guard !value.isEmpty else { return nil }
             }
             result[key] = String(decoding: value, as: UTF8.self)
         }
+    }
+
+    /// The unescaped content of the quoted string (RFC 9110 §5.6.4) whose opening quote is at
+    /// `bytes[i]`; `i` moves past the closing quote. Nil when the string is not closed.
+    static func quotedString(_ bytes: [UInt8], at i: inout Int) -> [UInt8]? {
+        var value: [UInt8] = []
+        i += 1
+        while i < bytes.count {
+            if bytes[i] == 0x5C && i + 1 < bytes.count {
+                value.append(bytes[i + 1])
+                i += 2
+            } else if bytes[i] == 0x22 {
+                i += 1
+                return value
+            } else {
+                value.append(bytes[i])
+                i += 1
+            }
+        }
+        return nil
     }
 
     /// `UTF-8''na%C3%AFve.csv` → `naïve.csv`, `ISO-8859-1''%E9t%E9.csv` → `été.csv` (RFC 8187
@@ -290,7 +308,7 @@ public struct FilesController: Sendable {
             case .whole: break
             case .unsatisfiable:
                 throw AppError(
-                    .rangeNotSatisfiable, code: "range_not_satisfiable", detail: "The file has \(file.size) bytes.",
+                    .rangeNotSatisfiable, code: .rangeNotSatisfiable, detail: "The file has \(file.size) bytes.",
                     headers: [.contentRange: "bytes */\(file.size)"])
             case .range(let asked):
                 range = asked

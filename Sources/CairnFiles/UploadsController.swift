@@ -58,38 +58,53 @@ public struct UploadsController: Sendable {
 
     /// Adds `OPTIONS` (public: it tells capabilities only) and the tenant-scoped routes.
     public func addRoutes(to router: Router<CairnRequestContext>, authenticated group: RouterGroup<AuthenticatedContext>) {
-        let options: @Sendable (Request, CairnRequestContext) async throws -> Response = { _, _ in
-            Response(
-                status: .noContent,
-                headers: [
-                    Self.tusResumable: "1.0.0", Self.tusVersion: "1.0.0", Self.tusExtension: Self.extensions,
-                    Self.tusMaxSize: String(quotas.maxFileBytes), Self.tusChecksumAlgorithm: "sha256,sha1,md5",
-                ])
-        }
         router.on("uploads", method: .options, use: options)
         router.on("uploads/:id", method: .options, use: options)
-        group.post("uploads") { request, context -> Response in
-            try await tus(request) { try await create(request, context: context) }
+        group.group("uploads")
+            .post(use: postUpload)
+            .head(":id", use: headUpload)
+            .patch(":id", use: patchUpload)
+            .delete(":id", use: deleteUpload)
+    }
+
+    /// `OPTIONS /uploads[/{id}]`: the server's tus capabilities.
+    @Sendable func options(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Response(
+            status: .noContent,
+            headers: [
+                Self.tusResumable: "1.0.0", Self.tusVersion: "1.0.0", Self.tusExtension: Self.extensions,
+                Self.tusMaxSize: String(quotas.maxFileBytes), Self.tusChecksumAlgorithm: "sha256,sha1,md5",
+            ])
+    }
+
+    /// `POST /uploads`: creation, and creation-with-upload when a body comes along.
+    @Sendable func postUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) { try await create(request, context: context) }
+    }
+
+    /// `HEAD /uploads/{id}`: the offset to resume from.
+    @Sendable func headUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) {
+            let upload = try await find(context)
+            var headers = state(upload)
+            headers[.cacheControl] = "no-store"
+            headers[Self.uploadLength] = String(upload.length)
+            return Response(status: .ok, headers: headers)
         }
-        group.head("uploads/:id") { request, context -> Response in
-            try await tus(request) {
-                let upload = try await find(context)
-                var headers = state(upload)
-                headers[.cacheControl] = "no-store"
-                headers[Self.uploadLength] = String(upload.length)
-                return Response(status: .ok, headers: headers)
-            }
-        }
-        group.patch("uploads/:id") { request, context -> Response in
-            try await tus(request) { try await patch(request, context: context) }
-        }
-        group.delete("uploads/:id") { request, context -> Response in
-            try await tus(request) {
-                let upload = try await find(context)
-                guard try await uploads.delete(id: upload.id, tenantId: upload.tenantId) else { throw AppError.notFound("No such upload.") }
-                try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
-                return Response(status: .noContent)
-            }
+    }
+
+    /// `PATCH /uploads/{id}`: appends the body at `Upload-Offset`.
+    @Sendable func patchUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) { try await patch(request, context: context) }
+    }
+
+    /// `DELETE /uploads/{id}`: termination.
+    @Sendable func deleteUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) {
+            let upload = try await find(context)
+            guard try await uploads.delete(id: upload.id, tenantId: upload.tenantId) else { throw AppError.notFound("No such upload.") }
+            try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
+            return Response(status: .noContent)
         }
     }
 
@@ -99,7 +114,7 @@ public struct UploadsController: Sendable {
         do {
             guard request.headers[Self.tusResumable] == "1.0.0" else {
                 throw AppError(
-                    .preconditionFailed, code: "precondition_failed", detail: "This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0).",
+                    .preconditionFailed, code: .preconditionFailed, detail: "This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0).",
                     headers: [Self.tusVersion: "1.0.0"])
             }
             var response = try await body()
@@ -145,36 +160,18 @@ public struct UploadsController: Sendable {
             throw AppError.invalidField("Upload-Length", "must be a non-negative integer")
         }
         let tenantId = context.identity.tenantId
-        if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
-        if try await files.totalBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
-            throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
-        }
-        let hour = WallClock.milliseconds() / 3_600_000
-        if try await files.uploaded(tenantId: tenantId, hour: hour) + length > quotas.maxBytesPerHour {
-            throw FilesController.hourlyLimit(quotas, hour: hour)
-        }
+        try await checkQuotas(tenantId: tenantId, length: length)
         let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
         let contentType = metadata["filetype"].map {
             $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         }
         let name = try FilesController.checkedName(metadata["filename"] ?? "upload")
-        let format: String
-        if let asked = metadata["format"] {
-            guard ["csv", "json", "ndjson", "xml", "binary"].contains(asked) else {
-                throw AppError.invalidField("Upload-Metadata", "format must be csv, json, ndjson, xml or binary")
-            }
-            format = asked
-        } else if let contentType, let known = FilesController.formats[contentType] {
-            format = known
-        } else {
-            let suffix = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
-            format = ["csv": "csv", "json": "json", "ndjson": "ndjson", "jsonl": "ndjson", "xml": "xml"][suffix] ?? "binary"
-        }
+        let format = try Self.format(asked: metadata["format"], contentType: contentType, name: name)
         // creation-with-upload: a body is the first bytes when typed as tus says.
         let hasBody = request.headers[.contentType] == Self.offsetStream
         if !hasBody && (request.headers[.contentLength].flatMap { Int64($0) } ?? 0) > 0 {
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type", detail: "A body on POST /uploads must be \(Self.offsetStream).")
+                .unsupportedMediaType, code: .unsupportedMediaType, detail: "A body on POST /uploads must be \(Self.offsetStream).")
         }
 
         let now = WallClock.milliseconds()
@@ -182,12 +179,7 @@ public struct UploadsController: Sendable {
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: name,
             contentType: contentType ?? "application/octet-stream", format: format, fileId: nil,
             expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
-        let path = partials.path(tenantId: tenantId, id: upload.id)
-        try await FileSystem.shared.createDirectory(
-            at: path.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
-        try await FileSystem.shared.withFileHandle(
-            forWritingAt: path, options: .newFile(replaceExisting: true, permissions: [.ownerReadWrite])
-        ) { _ in }
+        try await createPartialFile(tenantId: tenantId, id: upload.id)
         try await uploads.create(upload)
         if hasBody || length == 0 {
             let token = UUID().uuidString
@@ -200,6 +192,48 @@ public struct UploadsController: Sendable {
         var headers = state(upload)
         headers[.location] = "/uploads/\(upload.id)"
         return Response(status: .created, headers: headers)
+    }
+
+    /// Refuses an upload of `length` bytes the tenant's quotas cannot take (413, or 429 for the
+    /// hourly volume), before anything is stored.
+    private func checkQuotas(tenantId: String, length: Int64) async throws {
+        if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
+        if try await files.totalBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
+            throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+        }
+        let hour = WallClock.milliseconds() / 3_600_000
+        if try await files.uploaded(tenantId: tenantId, hour: hour) + length > quotas.maxBytesPerHour {
+            throw FilesController.hourlyLimit(quotas, hour: hour)
+        }
+    }
+
+    /// The upload's format: `Upload-Metadata`'s `format`, else its `filetype`'s, else the file
+    /// name's suffix's, else `binary`.
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata` for an unknown `format`.
+    static func format(asked: String?, contentType: String?, name: String) throws -> String {
+        let format: String
+        if let asked {
+            guard ["csv", "json", "ndjson", "xml", "binary"].contains(asked) else {
+                throw AppError.invalidField("Upload-Metadata", "format must be csv, json, ndjson, xml or binary")
+            }
+            format = asked
+        } else if let contentType, let known = FilesController.formats[contentType] {
+            format = known
+        } else {
+            let suffix = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
+            format = ["csv": "csv", "json": "json", "ndjson": "ndjson", "jsonl": "ndjson", "xml": "xml"][suffix] ?? "binary"
+        }
+        return format
+    }
+
+    /// Creates the upload's empty partial file (and its directory).
+    private func createPartialFile(tenantId: String, id: String) async throws {
+        let path = partials.path(tenantId: tenantId, id: id)
+        try await FileSystem.shared.createDirectory(
+            at: path.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+        try await FileSystem.shared.withFileHandle(
+            forWritingAt: path, options: .newFile(replaceExisting: true, permissions: [.ownerReadWrite])
+        ) { _ in }
     }
 
     /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional), keys unique.
@@ -280,7 +314,7 @@ public struct UploadsController: Sendable {
 
     private func patch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         guard request.headers[.contentType] == Self.offsetStream else {
-            throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "A PATCH body must be \(Self.offsetStream).")
+            throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "A PATCH body must be \(Self.offsetStream).")
         }
         guard let text = request.headers[Self.uploadOffset], let offset = Int64(text), offset >= 0 else {
             throw AppError.invalidField("Upload-Offset", "must be a non-negative integer")
@@ -289,12 +323,12 @@ public struct UploadsController: Sendable {
         let upload = try await find(context)
         if upload.fileId != nil {
             throw AppError(
-                .conflict, code: "conflict", detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
+                .conflict, code: .conflict, detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
                 headers: [Self.uploadOffset: String(upload.offset)])
         }
         guard offset == upload.offset else {
             throw AppError(
-                .conflict, code: "conflict", detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
+                .conflict, code: .conflict, detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
                 headers: [Self.uploadOffset: String(upload.offset)])
         }
         let now = WallClock.milliseconds()
@@ -371,7 +405,7 @@ public struct UploadsController: Sendable {
                     verified = true
                 } else {
                     failure = AppError(
-                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: "checksum_mismatch",
+                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: .checksumMismatch,
                         detail: "The body does not match Upload-Checksum; it was not kept.")
                 }
             }

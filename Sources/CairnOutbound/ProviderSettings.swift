@@ -427,68 +427,85 @@ public struct ProvidersController: Sendable {
         self.channels = channels
     }
 
-    /// Adds the routes.
+    /// Adds the routes: providers for owners and admins, devices for the caller.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        let database = channels.database
-        group.get("notification-providers") { _, context -> Response in
-            try context.identity.requireAdmin()
-            let tenantId = context.identity.tenantId
-            let items = try await database.read { db in try await ProviderStore.all(tenantId: tenantId, on: db) }
-            return .json(ItemList(items: items))
+        group.group("notification-providers").add(middleware: RequireAdmin())
+            .get(use: listProviders)
+            .put(":provider", use: putProvider)
+            .delete(":provider", use: deleteProvider)
+        group.group("users/me/devices")
+            .post(use: registerDevice)
+            .get(use: listDevices)
+            .delete(":id", use: deleteDevice)
+    }
+
+    /// `GET /notification-providers`: the tenant's configured providers, secrets masked.
+    @Sendable func listProviders(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let tenantId = context.identity.tenantId
+        let items = try await channels.database.read { db in try await ProviderStore.all(tenantId: tenantId, on: db) }
+        return .json(ItemList(items: items))
+    }
+
+    /// `PUT /notification-providers/{provider}`: sets a provider's configuration.
+    @Sendable func putProvider(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let provider = ProviderName(rawValue: try context.parameters.require("provider")) else {
+            throw AppError.notFound("No such provider: use sendgrid, fcm or apns.")
         }
-        group.put("notification-providers/:provider") { request, context -> Response in
-            try context.identity.requireAdmin()
-            guard let provider = ProviderName(rawValue: try context.parameters.require("provider")) else {
-                throw AppError.notFound("No such provider: use sendgrid, fcm or apns.")
-            }
-            // Content type, size and depth checked as for every JSON body, then read per provider.
-            var request = request
-            let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
-            let config = try ProviderSettingsInput.config(for: provider, raw: raw)
-            let tenantId = context.identity.tenantId
-            let record = try await database.write { db in try await ProviderStore.put(tenantId: tenantId, provider: provider, config: config, on: db)
-            }
-            guard let record else { throw StoreInconsistency() }
-            return .json(record)
+        // Content type, size and depth checked as for every JSON body, then read per provider.
+        var request = request
+        let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
+        let config = try ProviderSettingsInput.config(for: provider, raw: raw)
+        let tenantId = context.identity.tenantId
+        let record = try await channels.database.write { db in
+            try await ProviderStore.put(tenantId: tenantId, provider: provider, config: config, on: db)
         }
-        group.delete("notification-providers/:provider") { _, context -> Response in
-            try context.identity.requireAdmin()
-            guard let provider = ProviderName(rawValue: try context.parameters.require("provider")) else { throw AppError.notFound() }
-            let tenantId = context.identity.tenantId
-            guard try await database.write({ db in try await ProviderStore.delete(tenantId: tenantId, provider: provider, on: db) }) else {
-                throw AppError.notFound("This provider is not configured.")
-            }
-            return Response(status: .noContent)
+        guard let record else { throw StoreInconsistency() }
+        return .json(record)
+    }
+
+    /// `DELETE /notification-providers/{provider}`.
+    @Sendable func deleteProvider(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let provider = ProviderName(rawValue: try context.parameters.require("provider")) else { throw AppError.notFound() }
+        let tenantId = context.identity.tenantId
+        guard try await channels.database.write({ db in try await ProviderStore.delete(tenantId: tenantId, provider: provider, on: db) }) else {
+            throw AppError.notFound("This provider is not configured.")
         }
-        group.post("users/me/devices") { request, context -> Response in
-            var request = request
-            let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
-            let typeIssues = ProviderSettingsInput.stringFieldIssues(raw, [("platform", true), ("token", true)])
-            if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
-            let (platform, token) = try ProviderSettingsInput.device(
-                try Request.decodeJSON(ProviderSettingsInput.DeviceBody.self, from: ByteBuffer(string: raw.text)))
-            let identity = context.identity
-            let (device, created) = try await database.write { db in
-                try await ProviderStore.register(tenantId: identity.tenantId, userId: identity.userId, platform: platform, token: token, on: db)
-            }
-            return .json(device, status: created ? .created : .ok, headers: [.location: "/users/me/devices/\(device.id)"])
+        return Response(status: .noContent)
+    }
+
+    /// `POST /users/me/devices`: 201 for a new registration, 200 for a known one.
+    @Sendable func registerDevice(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
+        let typeIssues = ProviderSettingsInput.stringFieldIssues(raw, [("platform", true), ("token", true)])
+        if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
+        let (platform, token) = try ProviderSettingsInput.device(
+            try Request.decodeJSON(ProviderSettingsInput.DeviceBody.self, from: ByteBuffer(string: raw.text)))
+        let identity = context.identity
+        let (device, created) = try await channels.database.write { db in
+            try await ProviderStore.register(tenantId: identity.tenantId, userId: identity.userId, platform: platform, token: token, on: db)
         }
-        group.get("users/me/devices") { _, context -> Response in
-            let identity = context.identity
-            let items = try await database.read { db in
-                try await ProviderStore.devices(tenantId: identity.tenantId, userId: identity.userId, on: db)
-            }
-            return .json(ItemList(items: items))
+        return .json(device, status: created ? .created : .ok, headers: [.location: "/users/me/devices/\(device.id)"])
+    }
+
+    /// `GET /users/me/devices`.
+    @Sendable func listDevices(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let identity = context.identity
+        let items = try await channels.database.read { db in
+            try await ProviderStore.devices(tenantId: identity.tenantId, userId: identity.userId, on: db)
         }
-        group.delete("users/me/devices/:id") { _, context -> Response in
-            let id = try context.parameters.require("id")
-            let identity = context.identity
-            guard UUIDv7.isValid(id),
-                try await database.write({ db in
-                    try await ProviderStore.deleteDevice(id: id, tenantId: identity.tenantId, userId: identity.userId, on: db)
-                })
-            else { throw AppError.notFound("No such device.") }
-            return Response(status: .noContent)
-        }
+        return .json(ItemList(items: items))
+    }
+
+    /// `DELETE /users/me/devices/{id}`.
+    @Sendable func deleteDevice(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let identity = context.identity
+        guard UUIDv7.isValid(id),
+            try await channels.database.write({ db in
+                try await ProviderStore.deleteDevice(id: id, tenantId: identity.tenantId, userId: identity.userId, on: db)
+            })
+        else { throw AppError.notFound("No such device.") }
+        return Response(status: .noContent)
     }
 }

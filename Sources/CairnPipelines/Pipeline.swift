@@ -233,7 +233,7 @@ public struct PipelineStore: Sendable {
     static func pipeline(from row: any SQLRow) throws -> Pipeline {
         let specText = try row.decode(column: "spec", as: String.self)
         guard let spec = PipelineSpec.parse(specText) else {
-            throw AppError(.internalServerError, code: "internal", detail: "A stored pipeline is unreadable.")
+            throw AppError(.internalServerError, code: .internal, detail: "A stored pipeline is unreadable.")
         }
         return Pipeline(
             id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),

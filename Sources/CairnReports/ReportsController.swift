@@ -34,114 +34,116 @@ public struct ReportsController: Sendable {
         self.batchSize = max(1, batchSize)
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes to the authenticated group, all for owners and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        addNotificationsReport(to: group)
-        group.get("reports/tasks.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            var completed: Bool?
-            if let value = request.uri.queryParameters.get("completed") {
-                if let parsed = Bool(value) {
-                    completed = parsed
-                } else {
-                    issues.append(FieldIssue(field: "completed", issue: "must be true or false"))
-                }
+        let reports = group.group("reports").add(middleware: RequireAdmin())
+        if notifications != nil { reports.get("notifications.csv", use: notificationsReport) }
+        reports.get("tasks.csv", use: tasksReport)
+        reports.get("products.csv", use: productsReport)
+    }
+
+    /// `GET /reports/tasks.csv[?completed=&raw=]`.
+    @Sendable func tasksReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var issues: [FieldIssue] = []
+        let raw = Self.raw(request.uri, issues: &issues)
+        var completed: Bool?
+        if let value = request.uri.queryParameters.get("completed") {
+            if let parsed = Bool(value) {
+                completed = parsed
+            } else {
+                issues.append(FieldIssue(field: "completed", issue: "must be true or false"))
             }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let store = tasks
-            let wanted = completed
-            let batchSize = self.batchSize
-            return stream(
-                report: "tasks", request: request, context: context, raw: raw,
-                header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, completed: wanted, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { task, csv in
-                    csv.plain(task.id)
-                    csv.text(task.title)
-                    csv.text(task.description)
-                    csv.bool(task.completed)
-                    csv.plain(task.createdBy)
-                    csv.timestamp(milliseconds: task.createdAt)
-                    csv.timestamp(milliseconds: task.updatedAt)
-                    csv.endRecord()
-                })
         }
-        group.get("reports/products.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            let filter = ProductsController.parseFilter(request.uri, issues: &issues)
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let store = products
-            let batchSize = self.batchSize
-            return stream(
-                report: "products", request: request, context: context, raw: raw,
-                header: [
-                    "id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt",
-                    "updatedAt",
-                ],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { product, csv in
-                    csv.plain(product.id)
-                    csv.text(product.sku)
-                    csv.text(product.name)
-                    csv.text(product.description)
-                    csv.integer(product.priceMinor)
-                    csv.text(product.currency)
-                    csv.text(product.category)
-                    csv.integer(product.stock)
-                    csv.text(product.attributes)
-                    csv.timestamp(milliseconds: product.createdAt)
-                    csv.timestamp(milliseconds: product.updatedAt)
-                    csv.endRecord()
-                })
-        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        let tenantId = context.identity.tenantId
+        let store = tasks
+        let wanted = completed
+        let batchSize = self.batchSize
+        return stream(
+            report: "tasks", request: request, context: context, raw: raw,
+            header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"],
+            fetch: { after in
+                let rows = try await store.batch(tenantId: tenantId, completed: wanted, after: after, limit: batchSize)
+                return (rows.count == batchSize ? rows.last?.id : nil, rows)
+            },
+            encode: { task, csv in
+                csv.plain(task.id)
+                csv.text(task.title)
+                csv.text(task.description)
+                csv.bool(task.completed)
+                csv.plain(task.createdBy)
+                csv.timestamp(milliseconds: task.createdAt)
+                csv.timestamp(milliseconds: task.updatedAt)
+                csv.endRecord()
+            })
+    }
+
+    /// `GET /reports/products.csv`, with the filters of `GET /products`.
+    @Sendable func productsReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var issues: [FieldIssue] = []
+        let raw = Self.raw(request.uri, issues: &issues)
+        let filter = ProductsController.parseFilter(request.uri, issues: &issues)
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        let tenantId = context.identity.tenantId
+        let store = products
+        let batchSize = self.batchSize
+        return stream(
+            report: "products", request: request, context: context, raw: raw,
+            header: [
+                "id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt",
+                "updatedAt",
+            ],
+            fetch: { after in
+                let rows = try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: batchSize)
+                return (rows.count == batchSize ? rows.last?.id : nil, rows)
+            },
+            encode: { product, csv in
+                csv.plain(product.id)
+                csv.text(product.sku)
+                csv.text(product.name)
+                csv.text(product.description)
+                csv.integer(product.priceMinor)
+                csv.text(product.currency)
+                csv.text(product.category)
+                csv.integer(product.stock)
+                csv.text(product.attributes)
+                csv.timestamp(milliseconds: product.createdAt)
+                csv.timestamp(milliseconds: product.updatedAt)
+                csv.endRecord()
+            })
     }
 
     /// `GET /reports/notifications.csv[?type=]`: every notification of the tenant, all users.
-    func addNotificationsReport(to group: RouterGroup<AuthenticatedContext>) {
-        guard let store = notifications else { return }
-        group.get("reports/notifications.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            let type = request.uri.queryParameters.get("type").map { String($0) }
-            if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
-                issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let batchSize = self.batchSize
-            return stream(
-                report: "notifications", request: request, context: context, raw: raw,
-                header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, type: type, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { notification, csv in
-                    csv.plain(notification.id)
-                    csv.plain(notification.userId)
-                    csv.integer(notification.seq)
-                    csv.text(notification.type)
-                    csv.text(notification.title)
-                    csv.text(notification.body)
-                    csv.text(notification.data)
-                    csv.timestamp(milliseconds: notification.createdAt)
-                    if let readAt = notification.readAt { csv.timestamp(milliseconds: readAt) } else { csv.text(nil) }
-                    csv.endRecord()
-                })
+    @Sendable func notificationsReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let store = notifications else { throw AppError.notFound() }
+        var issues: [FieldIssue] = []
+        let raw = Self.raw(request.uri, issues: &issues)
+        let type = request.uri.queryParameters.get("type").map { String($0) }
+        if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+            issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
         }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        let tenantId = context.identity.tenantId
+        let batchSize = self.batchSize
+        return stream(
+            report: "notifications", request: request, context: context, raw: raw,
+            header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"],
+            fetch: { after in
+                let rows = try await store.batch(tenantId: tenantId, type: type, after: after, limit: batchSize)
+                return (rows.count == batchSize ? rows.last?.id : nil, rows)
+            },
+            encode: { notification, csv in
+                csv.plain(notification.id)
+                csv.plain(notification.userId)
+                csv.integer(notification.seq)
+                csv.text(notification.type)
+                csv.text(notification.title)
+                csv.text(notification.body)
+                csv.text(notification.data)
+                csv.timestamp(milliseconds: notification.createdAt)
+                if let readAt = notification.readAt { csv.timestamp(milliseconds: readAt) } else { csv.text(nil) }
+                csv.endRecord()
+            })
     }
 
     static func raw(_ uri: URI, issues: inout [FieldIssue]) -> Bool {
@@ -173,9 +175,6 @@ public struct ReportsController: Sendable {
         encode: @escaping @Sendable (Row, inout CSVEncoder) -> Void
     ) -> Response {
         let gzip = Self.acceptsGzip(request)
-        let logger = self.logger
-        let requestId = context.requestId
-        let metrics = ReportMetrics(report: report)
         var headers: HTTPFields = [
             .contentType: "text/csv; charset=utf-8; header=present",
             .contentDisposition: "attachment; filename=\"\(report).csv\"",
@@ -183,7 +182,20 @@ public struct ReportsController: Sendable {
             .vary: "Accept-Encoding",
         ]
         if gzip { headers[.contentEncoding] = "gzip" }
-        let body = ResponseBody { writer in
+        let body = csvBody(
+            report: report, requestId: context.requestId, gzip: gzip, raw: raw, header: header, fetch: fetch, encode: encode)
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// The report's body: batches read one ahead, encoded, compressed when `gzip`, written.
+    func csvBody<Row: Sendable>(
+        report: String, requestId: String, gzip: Bool, raw: Bool, header: [StaticString],
+        fetch: @escaping @Sendable (String?) async throws -> (next: String?, rows: [Row]),
+        encode: @escaping @Sendable (Row, inout CSVEncoder) -> Void
+    ) -> ResponseBody {
+        let logger = self.logger
+        let metrics = ReportMetrics(report: report)
+        return ResponseBody { writer in
             metrics.started()
             defer { metrics.ended() }
             let compressor = try gzip ? GzipStream() : nil
@@ -191,21 +203,11 @@ public struct ReportsController: Sendable {
             csv.header(header)
             var rowsWritten = 0
             // One batch is read ahead while the previous one is encoded and written.
-            var pending: Task<(next: String?, rows: [Row]), any Error>? = Task {
-                metrics.batchRead()
-                return try await fetch(nil)
-            }
+            var pending: Task<(next: String?, rows: [Row]), any Error>? = Self.read(after: nil, fetch: fetch, metrics: metrics)
             do {
                 while let task = pending {
                     let batch = try await task.value
-                    if let next = batch.next {
-                        pending = Task {
-                            metrics.batchRead()
-                            return try await fetch(next)
-                        }
-                    } else {
-                        pending = nil
-                    }
+                    pending = batch.next.map { Self.read(after: $0, fetch: fetch, metrics: metrics) }
                     for row in batch.rows { encode(row, &csv) }
                     rowsWritten += batch.rows.count
                     metrics.rows(batch.rows.count)
@@ -220,16 +222,30 @@ public struct ReportsController: Sendable {
             } catch {
                 pending?.cancel()
                 metrics.aborted()
-                logger.notice(
-                    "report stopped before the end: client gone or read failed",
-                    metadata: [
-                        "report": .string(report), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
-                        "error.type": .string(String(reflecting: type(of: error))),
-                    ])
+                Self.logStopped(logger, report: report, rows: rowsWritten, requestId: requestId, error: error)
                 throw error
             }
         }
-        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// Starts reading the batch after `key` (the first batch for nil).
+    static func read<Row: Sendable>(
+        after key: String?, fetch: @escaping @Sendable (String?) async throws -> (next: String?, rows: [Row]), metrics: ReportMetrics
+    ) -> Task<(next: String?, rows: [Row]), any Error> {
+        Task {
+            metrics.batchRead()
+            return try await fetch(key)
+        }
+    }
+
+    /// Logs a report that ended before its last row (the client went away, or a read failed).
+    static func logStopped(_ logger: Logger, report: String, rows rowsWritten: Int, requestId: String, error: any Error) {
+        logger.notice(
+            "report stopped before the end: client gone or read failed",
+            metadata: [
+                "report": .string(report), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
+                "error.type": .string(String(reflecting: type(of: error))),
+            ])
     }
 }
 

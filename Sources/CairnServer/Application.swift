@@ -173,7 +173,9 @@ extension CairnComponents {
 /// Builds the router: middleware order, then each module's routes.
 ///
 /// Order (outermost first): request id → metrics → problem+json mapping → request log → routes.
-/// Protected routes sit on a child context whose identity is not optional.
+/// Protected routes sit in authenticated groups (a child context whose identity is not
+/// optional); each group's token policy, and any admin-only subgroup, is declared by its
+/// controller next to its routes.
 public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
@@ -185,38 +187,33 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     router.add(middleware: RequestLogMiddleware(.debug))
 
     HealthController(database: components.database).addRoutes(to: router)
-    let authenticated = router.group()
-        .add(
-            middleware: BearerMiddleware(
-                accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes,
-                queryTokenRoutes: NotificationsController.queryTokenRoutes)
-        )
-        .group(context: AuthenticatedContext.self)
-    AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
-    UsersController(accounts: components.accounts).addRoutes(to: authenticated)
-    ServiceTokensController(accounts: components.accounts).addRoutes(to: authenticated)
-    TasksController(store: components.tasks).addRoutes(to: authenticated)
-    JobsController(queue: components.jobs).addRoutes(to: authenticated)
-    SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
-    ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: authenticated)
+    let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
+    AuthController(accounts: components.accounts).addRoutes(to: routes)
+    UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())
+    ServiceTokensController(accounts: components.accounts).addRoutes(to: routes.authenticated())
+    TasksController(store: components.tasks).addRoutes(to: routes.authenticated())
+    JobsController(queue: components.jobs).addRoutes(to: routes.authenticated())
+    SchedulesController(queue: components.jobs).addRoutes(to: routes.authenticated())
+    ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: routes.authenticated())
     ReportsController(
         tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
-    ).addRoutes(to: authenticated)
+    ).addRoutes(to: routes.authenticated())
     NotificationsController(center: components.notifications, broadcasts: components.broadcasts).addRoutes(
-        to: authenticated, database: components.database)
+        to: routes, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
-    ChannelsController(channels: components.channels).addRoutes(to: authenticated)
-    PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: authenticated)
-    ProvidersController(channels: components.channels).addRoutes(to: authenticated)
+    ChannelsController(channels: components.channels).addRoutes(to: routes.authenticated())
+    PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: routes.authenticated())
+    ProvidersController(channels: components.channels).addRoutes(to: routes.authenticated())
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
-    ).addRoutes(to: authenticated)
-    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(to: authenticated)
+    ).addRoutes(to: routes.authenticated())
+    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(
+        to: routes.authenticated())
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
         partials: components.partialUploads, quotas: components.configuration.files.quotas,
         expirySeconds: components.configuration.files.uploadsExpiry, logger: components.logger
-    ).addRoutes(to: router, authenticated: authenticated)
+    ).addRoutes(to: router, authenticated: routes.authenticated())
 
     routeIndex.load(from: router)
     return router
@@ -266,45 +263,54 @@ struct HealthController {
     let database: Database
 
     func addRoutes(to router: Router<CairnRequestContext>) {
-        router.get("health/live") { _, _ -> Response in
-            Self.json(#"{"status":"ok"}"#)
-        }
-        router.get("health/ready") { _, _ -> Response in
-            // Ready means: the database answers within 2 s and its schema is current (a node
-            // started with --no-migrate before `cairn migrate` ran is not ready).
-            let pending: [String]
-            do {
-                pending = try await withThrowingTaskGroup(of: [String].self) { group in
-                    group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
-                    group.addTask {
-                        try await Task.sleep(for: .seconds(2))
-                        throw CancellationError()
-                    }
-                    let result = try await group.next() ?? []
-                    group.cancelAll()
-                    return result
+        router.get("health/live", use: live)
+        router.get("health/ready", use: ready)
+        router.get("metrics", use: metrics)
+        router.get("openapi.yaml", use: openAPI)
+    }
+
+    @Sendable func live(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Self.json(#"{"status":"ok"}"#)
+    }
+
+    /// Ready means: the database answers within 2 s and its schema is current (a node started
+    /// with --no-migrate before `cairn migrate` ran is not ready).
+    @Sendable func ready(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        let database = self.database
+        let pending: [String]
+        do {
+            pending = try await withThrowingTaskGroup(of: [String].self) { group in
+                group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()
                 }
-            } catch {
-                throw AppError(.serviceUnavailable, code: "unavailable", detail: "The database is not reachable.", headers: [.retryAfter: "5"])
+                let result = try await group.next() ?? []
+                group.cancelAll()
+                return result
             }
-            guard pending.isEmpty else {
-                throw AppError(
-                    .serviceUnavailable, code: "unavailable", detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
-                    headers: [.retryAfter: "5"])
-            }
-            return Self.json(#"{"status":"ok","database":"ok"}"#)
+        } catch {
+            throw AppError(.serviceUnavailable, code: .unavailable, detail: "The database is not reachable.", headers: [.retryAfter: "5"])
         }
-        router.get("metrics") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+        guard pending.isEmpty else {
+            throw AppError(
+                .serviceUnavailable, code: .unavailable, detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
+                headers: [.retryAfter: "5"])
         }
-        router.get("openapi.yaml") { _, _ -> Response in
-            guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let data = try? Data(contentsOf: url) else {
-                throw AppError.notFound()
-            }
-            return Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Self.json(#"{"status":"ok","database":"ok"}"#)
+    }
+
+    @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+    }
+
+    @Sendable func openAPI(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let data = try? Data(contentsOf: url) else {
+            throw AppError.notFound()
         }
+        return Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func json(_ text: String) -> Response {

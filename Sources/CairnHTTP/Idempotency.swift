@@ -1,4 +1,3 @@
-public import CairnHTTP
 public import CairnStorage
 import Crypto
 import Foundation
@@ -7,7 +6,9 @@ public import Hummingbird
 import NIOCore
 import SQLKit
 
-/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header).
+/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header). It moved here
+/// from CairnJobs with the middleware; its migration key (`idempotency`, version 1) is unchanged,
+/// so existing databases do not run it again.
 public enum IdempotencyMigrations {
     /// All migrations of the module, in order.
     public static let all: [Migration] = [
@@ -67,7 +68,7 @@ public struct IdempotencyMiddleware: RouterMiddleware {
         do {
             body = try await request.collectBody(upTo: context.maxUploadSize)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
         }
         var hasher = SHA256()
         hasher.update(data: Array("\(request.method.rawValue) \(request.uri.path)\n".utf8))
@@ -151,17 +152,17 @@ public struct IdempotencyMiddleware: RouterMiddleware {
         }
         guard let row else {
             throw AppError(
-                .conflict, code: "conflict", detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
+                .conflict, code: .conflict, detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
         }
         guard try row.decode(column: "fingerprint", as: String.self) == fingerprint else {
             throw AppError(
-                .unprocessableContent, code: "idempotency_key_mismatch",
+                .unprocessableContent, code: .idempotencyKeyMismatch,
                 detail: "This Idempotency-Key was used with a different request.")
         }
         guard try row.decode(column: "state", as: String.self) == "completed", let status = try row.decode(column: "status", as: Int?.self)
         else {
             throw AppError(
-                .conflict, code: "conflict", detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
+                .conflict, code: .conflict, detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
         }
         var headers: HTTPFields = [Self.replayed: "true"]
         if let contentType = try row.decode(column: "content_type", as: String?.self) { headers[.contentType] = contentType }
