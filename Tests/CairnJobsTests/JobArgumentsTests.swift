@@ -151,7 +151,7 @@ struct JobArgumentsTests {
                 _ = try await components.jobs.enqueue(JobRequest(kind: "test.unknown"), tenantId: tenant, createdBy: nil)
                 Issue.record("an unknown kind was enqueued")
             } catch let error as AppError {
-                #expect(error.code == "invalid_input")
+                #expect(error.code == .invalidInput)
                 #expect(error.errors.map(\.field) == ["kind"])
             }
             // A row whose kind this node has no handler for (another version's kind).
