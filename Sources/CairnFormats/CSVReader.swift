@@ -150,7 +150,7 @@ public final class CSVReader {
         return try buffer.withUnsafeBufferPointer { bytes in
             for field in fields {
                 let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
-                if let bad = Self.firstInvalidUTF8(slice) {
+                if let bad = UTF8Validation.firstInvalidByte(slice) {
                     throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: recordRow, byteOffset: base + Int64(field.start + bad))
                 }
             }
@@ -302,7 +302,7 @@ public final class CSVReader {
                     values.append(nil)
                     continue
                 }
-                if let bad = Self.firstInvalidUTF8(slice) {
+                if let bad = UTF8Validation.firstInvalidByte(slice) {
                     throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(field.start + bad))
                 }
                 if field.escaped {
@@ -320,42 +320,6 @@ public final class CSVReader {
             }
         }
         return values
-    }
-
-    /// The index of the first byte that breaks UTF-8 (RFC 3629), or nil.
-    static func firstInvalidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
-        var i = 0
-        // ASCII runs, eight bytes at a time.
-        if let base = bytes.baseAddress {
-            while i + 8 <= bytes.count {
-                if UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
-                i += 8
-            }
-        }
-        while i < bytes.count {
-            let lead = bytes[i]
-            let length: Int
-            let minimum: UInt32
-            switch lead {
-            case 0x00...0x7F:
-                i += 1
-                continue
-            case 0xC2...0xDF: (length, minimum) = (2, 0x80)
-            case 0xE0...0xEF: (length, minimum) = (3, 0x800)
-            case 0xF0...0xF4: (length, minimum) = (4, 0x10000)
-            default: return i
-            }
-            guard i + length <= bytes.count else { return i }
-            var scalar = UInt32(lead) & (0xFF >> (length + 1))
-            for k in 1..<length {
-                let next = bytes[i + k]
-                guard next & 0xC0 == 0x80 else { return i }
-                scalar = scalar << 6 | UInt32(next & 0x3F)
-            }
-            if scalar < minimum || scalar > 0x10FFFF || (0xD800...0xDFFF).contains(scalar) { return i }
-            i += length
-        }
-        return nil
     }
 
     /// Picks the delimiter among `,` `;` tab `|` that splits the first lines (up to 20 non-blank

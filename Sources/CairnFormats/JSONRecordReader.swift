@@ -375,7 +375,7 @@ private struct Parser {
         guard i < b.count else { throw fail("a string is never closed", open) }
         let raw = UnsafeBufferPointer(rebasing: b[start..<i])
         i += 1
-        if let bad = CSVReader.firstInvalidUTF8(raw) {
+        if let bad = UTF8Validation.firstInvalidByte(raw) {
             throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(start + bad))
         }
         if plain { return String(decoding: raw, as: UTF8.self) }
