@@ -7,10 +7,13 @@ import Foundation
     import Glibc
 #endif
 
-/// A buffered, hashed, size-bounded file writer for pipeline outputs (RFC 4180 CSV and JSON).
+/// A hashed, size-bounded output file: encoders gather bytes and hand them over in chunks of
+/// about `chunkBytes`; the file counts, hashes and writes them.
 final class OutputWriter {
+    /// Bytes an encoder gathers before they are written.
+    static let chunkBytes = 1 << 20
+
     private let descriptor: Int32
-    private var buffer: [UInt8] = []
     private var hasher = SHA256()
     private var written: Int64 = 0
     private let maxBytes: Int64
@@ -20,26 +23,20 @@ final class OutputWriter {
         descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw SandboxError(.io, "the output file could not be created") }
         self.maxBytes = maxBytes
-        buffer.reserveCapacity(1 << 20)
     }
 
     deinit { if descriptor >= 0 { Glibc.close(descriptor) } }
 
-    @inline(__always) func byte(_ value: UInt8) { buffer.append(value) }
-
-    func bytes(_ values: [UInt8]) {
-        buffer.append(contentsOf: values)
-        if buffer.count >= 1 << 20 { flush() }
-    }
-
-    private func flush() {
-        guard !buffer.isEmpty, !failed else { return }
-        written += Int64(buffer.count)
+    /// Writes `bytes` and empties them once they hold at least `threshold` bytes. Past the size
+    /// limit or after a write error nothing more is written and `failed` is set.
+    func drain(_ bytes: inout [UInt8], atLeast threshold: Int = OutputWriter.chunkBytes) {
+        guard bytes.count >= threshold, !bytes.isEmpty, !failed else { return }
+        written += Int64(bytes.count)
         if written > maxBytes {
             failed = true
             return
         }
-        buffer.withUnsafeBytes { raw in
+        bytes.withUnsafeBytes { raw in
             hasher.update(bufferPointer: raw)
             var offset = 0
             while offset < raw.count {
@@ -52,91 +49,117 @@ final class OutputWriter {
                 offset += count
             }
         }
-        buffer.removeAll(keepingCapacity: true)
+        bytes.removeAll(keepingCapacity: true)
     }
 
-    /// Flushes, syncs and closes; returns the size and lower-case hex SHA-256.
+    /// Syncs and closes (after the last `drain`); returns the size and lower-case hex SHA-256.
     /// - Throws: `PipelineFailure` past the size limit, `SandboxError` (`io`) on a write error.
     func close() throws -> (Int64, String) {
-        flush()
         if written > maxBytes { throw PipelineFailure(message: "the output exceeds the \(maxBytes)-byte file limit") }
         if failed || fsync(descriptor) != 0 { throw SandboxError(.io, "writing the output file failed") }
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         return (written, digest)
     }
+}
 
-    // MARK: Values
+/// Encodes a query's result rows in one output format into an output file.
+protocol ResultEncoder {
+    /// Appends the row the statement is on.
+    mutating func row(_ statement: SandboxStatement)
+    /// Appends what follows the last row.
+    mutating func finish()
+    /// Hands the bytes gathered so far to `file` (see `OutputWriter.drain`).
+    mutating func drain(into file: OutputWriter, atLeast threshold: Int)
+}
 
-    func csvValue(_ statement: SandboxStatement, _ index: Int32) {
-        switch statement.kind(index) {
-        case .null: break
-        case .integer: buffer.append(contentsOf: String(statement.int64(index)).utf8)
-        case .real:
-            let value = statement.double(index)
-            if value.isFinite { buffer.append(contentsOf: "\(value)".utf8) }
-        case .text: csvText(Self.validUTF8(statement.bytes(index)))
-        case .blob: buffer.append(contentsOf: Data(statement.bytes(index)).base64EncodedString().utf8)
-        }
-        if buffer.count >= 1 << 20 { flush() }
+/// Result rows as CSV through the shared `CSVWriter`: RFC 4180 with LF record ends and a header
+/// of the column names. Text is never neutralised (outputs are data for programs); NULL and
+/// non-finite reals are empty fields, blobs base64, invalid UTF-8 replaced by U+FFFD.
+struct CSVResultEncoder: ResultEncoder {
+    private var csv = CSVWriter(neutraliseFormulas: false, lineEnding: .lf, capacity: OutputWriter.chunkBytes)
+    private let columns: Int32
+
+    init(columns names: [String]) {
+        columns = Int32(names.count)
+        csv.header(names)
     }
 
-    /// A field, quoted when it holds a comma, quote or line break (RFC 4180 §2).
-    func csvText(_ text: some Collection<UInt8>) {
-        let needsQuotes = text.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0A || $0 == 0x0D }
-        guard needsQuotes else {
-            buffer.append(contentsOf: text)
-            return
+    mutating func row(_ statement: SandboxStatement) {
+        for index in 0..<columns {
+            switch statement.kind(index) {
+            case .null: csv.null()
+            case .integer: csv.integer(statement.int64(index))
+            case .real: csv.real(statement.double(index))
+            case .text: UTF8Validation.withRepaired(statement.bytes(index)) { csv.text(utf8: $0) }
+            case .blob: csv.plain(Data(statement.bytes(index)).base64EncodedString())
+            }
         }
-        buffer.append(UInt8(ascii: "\""))
-        for byte in text {
-            if byte == UInt8(ascii: "\"") { buffer.append(byte) }
-            buffer.append(byte)
-        }
-        buffer.append(UInt8(ascii: "\""))
+        csv.endRecord()
     }
 
-    func jsonValue(_ statement: SandboxStatement, _ index: Int32, boolean: Bool) {
+    mutating func finish() {}
+
+    mutating func drain(into file: OutputWriter, atLeast threshold: Int) { file.drain(&csv.bytes, atLeast: threshold) }
+}
+
+/// Result rows as JSON objects keyed by column name, one per line (NDJSON) or in one array,
+/// strings escaped by the shared `JSONString`. A BOOLEAN column's 0 and 1 are `false` and
+/// `true`; non-finite reals are `null`; blobs base64 strings; invalid UTF-8 U+FFFD.
+struct JSONResultEncoder: ResultEncoder {
+    private var bytes: [UInt8] = []
+    /// Each column's `"name":`.
+    private let keys: [[UInt8]]
+    private let booleans: [Bool]
+    private let lines: Bool
+    private var rows = 0
+
+    init(columns names: [String], booleans: [Bool], lines: Bool) {
+        keys = names.map { name in
+            var key: [UInt8] = []
+            JSONString.append(name, to: &key)
+            key.append(UInt8(ascii: ":"))
+            return key
+        }
+        self.booleans = booleans
+        self.lines = lines
+        bytes.reserveCapacity(OutputWriter.chunkBytes)
+        if !lines { bytes.append(UInt8(ascii: "[")) }
+    }
+
+    mutating func row(_ statement: SandboxStatement) {
+        if !lines && rows > 0 { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "{"))
+        for index in keys.indices {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes.append(contentsOf: keys[index])
+            value(statement, Int32(index), boolean: booleans[index])
+        }
+        bytes.append(UInt8(ascii: "}"))
+        if lines { bytes.append(0x0A) }
+        rows += 1
+    }
+
+    private mutating func value(_ statement: SandboxStatement, _ index: Int32, boolean: Bool) {
         switch statement.kind(index) {
-        case .null: buffer.append(contentsOf: "null".utf8)
+        case .null: bytes.append(contentsOf: "null".utf8)
         case .integer:
             let value = statement.int64(index)
             if boolean && (value == 0 || value == 1) {
-                buffer.append(contentsOf: (value == 1 ? "true" : "false").utf8)
+                bytes.append(contentsOf: (value == 1 ? "true" : "false").utf8)
             } else {
-                buffer.append(contentsOf: String(value).utf8)
+                bytes.append(contentsOf: String(value).utf8)
             }
         case .real:
             let value = statement.double(index)
-            buffer.append(contentsOf: (value.isFinite ? "\(value)" : "null").utf8)
-        case .text: buffer.append(contentsOf: Self.jsonString(Self.validUTF8(statement.bytes(index))))
-        case .blob: buffer.append(contentsOf: Self.jsonString(Array(Data(statement.bytes(index)).base64EncodedString().utf8)))
+            bytes.append(contentsOf: (value.isFinite ? value.description : "null").utf8)
+        case .text: UTF8Validation.withRepaired(statement.bytes(index)) { JSONString.append(utf8: $0, to: &bytes) }
+        case .blob: JSONString.append(Data(statement.bytes(index)).base64EncodedString(), to: &bytes)
         }
-        if buffer.count >= 1 << 20 { flush() }
     }
 
-    /// A JSON string (RFC 8259 §7).
-    static func jsonString(_ text: some Collection<UInt8>) -> [UInt8] {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        out.reserveCapacity(text.count + 2)
-        let hex = Array("0123456789abcdef".utf8)
-        for byte in text {
-            switch byte {
-            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case 0..<0x20: out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-            default: out.append(byte)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
+    mutating func finish() {
+        if !lines { bytes.append(contentsOf: "]\n".utf8) }
     }
 
-    /// SQL can make text that is not UTF-8 (`CAST(x'ff' AS TEXT)`); outputs carry U+FFFD then.
-    static func validUTF8(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        if !bytes.contains(where: { $0 >= 0x80 }) || String(validating: bytes, as: UTF8.self) != nil { return Array(bytes) }
-        return Array(String(decoding: bytes, as: UTF8.self).utf8)
-    }
+    mutating func drain(into file: OutputWriter, atLeast threshold: Int) { file.drain(&bytes, atLeast: threshold) }
 }

@@ -24,48 +24,35 @@ extension PipelineEngine {
         let count = statement.columnCount
         let names = Loader.unique((0..<count).map { statement.columnName(Int32($0)) })
         let booleans = (0..<count).map { statement.declaredType(Int32($0))?.uppercased() == "BOOLEAN" }
-        let writer = try OutputWriter(path: outputPath, maxBytes: maxBytes)
-        let format = spec.output.format
-        switch format {
+        let file = try OutputWriter(path: outputPath, maxBytes: maxBytes)
+        let rows: Int
+        switch spec.output.format {
         case .csv:
-            for index in 0..<count {
-                if index > 0 { writer.byte(UInt8(ascii: ",")) }
-                writer.csvText(Array(names[index].utf8))
-            }
-            writer.byte(0x0A)
-        case .json: writer.byte(UInt8(ascii: "["))
-        case .ndjson: break
+            var encoder = CSVResultEncoder(columns: names)
+            rows = try write(statement, with: &encoder, to: file, report: report)
+        case .json, .ndjson:
+            var encoder = JSONResultEncoder(columns: names, booleans: booleans, lines: spec.output.format == .ndjson)
+            rows = try write(statement, with: &encoder, to: file, report: report)
         }
-        let keys = names.map { name -> [UInt8] in
-            var key = OutputWriter.jsonString(Array(name.utf8))
-            key.append(UInt8(ascii: ":"))
-            return key
-        }
+        let (bytes, digest) = try file.close()
+        return QueryOutcome(rows: rows, bytes: bytes, sha256: digest, columns: names)
+    }
+
+    /// Steps through the result, encoding every row and writing in chunks; stops early when the
+    /// file has failed (past its size limit). Returns the rows written.
+    private static func write(
+        _ statement: SandboxStatement, with encoder: inout some ResultEncoder, to file: OutputWriter, report: (Int) -> Void
+    ) throws -> Int {
         var rows = 0
         while try statement.step() {
-            if format == .csv {
-                for index in 0..<count {
-                    if index > 0 { writer.byte(UInt8(ascii: ",")) }
-                    writer.csvValue(statement, Int32(index))
-                }
-                writer.byte(0x0A)
-            } else {
-                if format == .json && rows > 0 { writer.byte(UInt8(ascii: ",")) }
-                writer.byte(UInt8(ascii: "{"))
-                for index in 0..<count {
-                    if index > 0 { writer.byte(UInt8(ascii: ",")) }
-                    writer.bytes(keys[index])
-                    writer.jsonValue(statement, Int32(index), boolean: booleans[index])
-                }
-                writer.byte(UInt8(ascii: "}"))
-                if format == .ndjson { writer.byte(0x0A) }
-            }
+            encoder.row(statement)
             rows += 1
-            if writer.failed { break }
+            encoder.drain(into: file, atLeast: OutputWriter.chunkBytes)
+            if file.failed { break }
             if rows % 10_000 == 0 { report(rows) }
         }
-        if format == .json { writer.bytes(Array("]\n".utf8)) }
-        let (bytes, digest) = try writer.close()
-        return QueryOutcome(rows: rows, bytes: bytes, sha256: digest, columns: names)
+        encoder.finish()
+        encoder.drain(into: file, atLeast: 0)
+        return rows
     }
 }
