@@ -37,32 +37,49 @@ public final class FileByteSource: ByteSource {
 }
 
 /// Bytes held in memory, handed out in chunks of at most `chunkSize` (tests use small chunks
-/// to exercise records that straddle reads).
+/// to exercise records that straddle reads). A string's UTF-8 is read where it is, not copied.
 public struct MemoryByteSource: ByteSource {
-    private let bytes: [UInt8]
+    private enum Storage {
+        case bytes([UInt8])
+        case text(String)
+    }
+
+    private let storage: Storage
+    private let count: Int
     private var offset = 0
     private let chunkSize: Int
 
     /// Creates a source over `bytes`.
     public init(_ bytes: [UInt8], chunkSize: Int = 1 << 20) {
-        self.bytes = bytes
+        storage = .bytes(bytes)
+        count = bytes.count
         self.chunkSize = max(1, chunkSize)
     }
 
     /// Creates a source over a string's UTF-8 bytes.
     public init(_ text: String, chunkSize: Int = 1 << 20) {
-        self.init(Array(text.utf8), chunkSize: chunkSize)
+        var text = text
+        text.makeContiguousUTF8()
+        storage = .text(text)
+        count = text.utf8.count
+        self.chunkSize = max(1, chunkSize)
     }
 
     /// Copies the next chunk.
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let count = min(buffer.count, chunkSize, bytes.count - offset)
-        guard count > 0 else { return 0 }
-        bytes.withUnsafeBytes { source in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + count)]))
+        let length = min(buffer.count, chunkSize, count - offset)
+        guard length > 0 else { return 0 }
+        let range = offset..<(offset + length)
+        switch storage {
+        case .bytes(let bytes): bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[range])) }
+        case .text(let text):
+            // Contiguous since `init`, so the closure always runs.
+            _ = text.utf8.withContiguousStorageIfAvailable {
+                buffer.copyMemory(from: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[range])))
+            }
         }
-        offset += count
-        return count
+        offset += length
+        return length
     }
 }
 

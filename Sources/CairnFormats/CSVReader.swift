@@ -148,13 +148,9 @@ public final class CSVReader {
         position = next
         row += 1
         return try buffer.withUnsafeBufferPointer { bytes in
-            for field in fields {
-                let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
-                if let bad = Self.firstInvalidUTF8(slice) {
-                    throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: recordRow, byteOffset: base + Int64(field.start + bad))
-                }
-            }
-            return try body(CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers))
+            let record = CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers)
+            try record.checkUTF8(row: recordRow, base: base)
+            return try body(record)
         }
     }
 
@@ -289,73 +285,12 @@ public final class CSVReader {
 
     /// Turns the scanned byte ranges into strings (null markers → nil), checking UTF-8.
     private func makeValues(row: Int) throws -> [String?] {
-        let fields = self.fields
-        var values: [String?] = []
-        values.reserveCapacity(fields.count)
-        let quote = options.quote
-        let nullMarkers = self.nullMarkers
         let base = consumedBase
-        try buffer.withUnsafeBufferPointer { bytes in
-            for field in fields {
-                let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
-                if !field.quoted && nullMarkers.contains(where: { $0.count == slice.count && $0.elementsEqual(slice) }) {
-                    values.append(nil)
-                    continue
-                }
-                if let bad = Self.firstInvalidUTF8(slice) {
-                    throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(field.start + bad))
-                }
-                if field.escaped {
-                    var unescaped: [UInt8] = []
-                    unescaped.reserveCapacity(slice.count)
-                    var k = 0
-                    while k < slice.count {
-                        unescaped.append(slice[k])
-                        k += slice[k] == quote ? 2 : 1
-                    }
-                    values.append(String(decoding: unescaped, as: UTF8.self))
-                } else {
-                    values.append(String(decoding: slice, as: UTF8.self))
-                }
-            }
+        return try buffer.withUnsafeBufferPointer { bytes in
+            let record = CSVRawRecord(bytes: bytes, fields: fields, quote: options.quote, nullMarkers: nullMarkers)
+            try record.checkUTF8(row: row, base: base)
+            return (0..<record.count).map(record.string)
         }
-        return values
-    }
-
-    /// The index of the first byte that breaks UTF-8 (RFC 3629), or nil.
-    static func firstInvalidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
-        var i = 0
-        // ASCII runs, eight bytes at a time.
-        if let base = bytes.baseAddress {
-            while i + 8 <= bytes.count {
-                if UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
-                i += 8
-            }
-        }
-        while i < bytes.count {
-            let lead = bytes[i]
-            let length: Int
-            let minimum: UInt32
-            switch lead {
-            case 0x00...0x7F:
-                i += 1
-                continue
-            case 0xC2...0xDF: (length, minimum) = (2, 0x80)
-            case 0xE0...0xEF: (length, minimum) = (3, 0x800)
-            case 0xF0...0xF4: (length, minimum) = (4, 0x10000)
-            default: return i
-            }
-            guard i + length <= bytes.count else { return i }
-            var scalar = UInt32(lead) & (0xFF >> (length + 1))
-            for k in 1..<length {
-                let next = bytes[i + k]
-                guard next & 0xC0 == 0x80 else { return i }
-                scalar = scalar << 6 | UInt32(next & 0x3F)
-            }
-            if scalar < minimum || scalar > 0x10FFFF || (0xD800...0xDFFF).contains(scalar) { return i }
-            i += length
-        }
-        return nil
     }
 
     /// Picks the delimiter among `,` `;` tab `|` that splits the first lines (up to 20 non-blank
@@ -435,5 +370,15 @@ public struct CSVRawRecord {
     /// Field `index` as a string (nil for a null marker).
     public func string(_ index: Int) -> String? {
         isNull(index) ? nil : withField(index) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Throws `invalidUTF8` naming the first field byte that breaks UTF-8; `base` is the input
+    /// offset of the reader's buffer.
+    func checkUTF8(row: Int, base: Int64) throws {
+        for field in fields {
+            if let bad = UTF8Validation.firstInvalidByte(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])) {
+                throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(field.start + bad))
+            }
+        }
     }
 }

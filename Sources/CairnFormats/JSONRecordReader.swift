@@ -99,6 +99,7 @@ public final class JSONRecordReader {
         let fields = try buffer.withUnsafeBufferPointer { bytes in
             try parser.record(UnsafeBufferPointer(rebasing: bytes[position..<(position + length)]))
         }
+        if options.layout == .lines { try checkLineEnd(after: length, row: recordRow) }
         position += length
         row += 1
         return fields
@@ -121,6 +122,24 @@ public final class JSONRecordReader {
                 finished = true
                 return
             }
+            try fill()
+        }
+    }
+
+    /// NDJSON: only spaces, tabs and a CR may follow a record on its line.
+    private func checkLineEnd(after length: Int, row: Int) throws {
+        var offset = length  // from `position`, which a refill moves
+        while true {
+            while position + offset < end {
+                switch buffer[position + offset] {
+                case 0x20, 0x09, 0x0D: offset += 1
+                case 0x0A: return
+                default:
+                    throw IngestError(
+                        .malformed, "text after the record on its line", row: row, byteOffset: consumedBase + Int64(position + offset))
+                }
+            }
+            if atEOF { return }
             try fill()
         }
     }
@@ -161,6 +180,7 @@ public final class JSONRecordReader {
             }
             scan: while i < end {
                 let byte = buffer[i]
+                if byte == 0x0A && options.layout == .lines { break scan }  // the line ended first
                 if inString {
                     if escaped {
                         escaped = false
@@ -194,7 +214,7 @@ public final class JSONRecordReader {
                 i += 1
             }
             if let complete { return complete - position }
-            if atEOF {
+            if atEOF || i < end {
                 throw IngestError(.malformed, "the record is cut short", row: row, byteOffset: consumedBase + Int64(position))
             }
             if end - position >= options.maxRecordBytes {
@@ -259,20 +279,12 @@ private struct Parser {
     mutating func object(
         _ b: UnsafeBufferPointer<UInt8>, prefix: String, into fields: inout [(name: String, value: FieldValue)], index: inout [String: Int]
     ) throws {
-        i += 1  // {
-        skipSpace(b)
-        if i < b.count && b[i] == 0x7D {
-            i += 1
+        if try opensEmpty(b, closing: 0x7D) {
             if !prefix.isEmpty { set(String(prefix.dropLast()), .json("{}"), &fields, &index) }
             return
         }
-        while true {
-            skipSpace(b)
-            guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
-            let key = try string(b)
-            skipSpace(b)
-            guard i < b.count, b[i] == 0x3A else { throw fail("expected :", i) }
-            i += 1
+        repeat {
+            let key = try memberName(b)
             skipSpace(b)
             guard i < b.count else { throw fail("the record is cut short", i) }
             if b[i] == 0x7B && options.flatten {
@@ -284,16 +296,42 @@ private struct Parser {
             } else {
                 set(prefix + key, try scalar(b), &fields, &index)
             }
-            skipSpace(b)
-            guard i < b.count else { throw fail("the record is cut short", i) }
-            if b[i] == 0x2C {
-                i += 1
-                continue
-            }
-            guard b[i] == 0x7D else { throw fail("expected , or }", i) }
+        } while try continues(b, closing: 0x7D)
+    }
+
+    /// Steps past the `{` or `[` at `i`; true (and past the closing bracket too) when the
+    /// object or array is empty.
+    mutating func opensEmpty(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
+        i += 1
+        skipSpace(b)
+        guard i < b.count, b[i] == closing else { return false }
+        i += 1
+        return true
+    }
+
+    /// Reads `"name":` at `i` (after optional whitespace) and returns the name.
+    mutating func memberName(_ b: UnsafeBufferPointer<UInt8>) throws -> String {
+        skipSpace(b)
+        guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
+        let name = try string(b)
+        skipSpace(b)
+        guard i < b.count, b[i] == 0x3A else { throw fail("expected :", i) }
+        i += 1
+        return name
+    }
+
+    /// After a member or element: true past a `,` (another follows), false past the closing
+    /// bracket.
+    mutating func continues(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
+        skipSpace(b)
+        guard i < b.count else { throw fail("the record is cut short", i) }
+        if b[i] == 0x2C {
             i += 1
-            return
+            return true
         }
+        guard b[i] == closing else { throw fail(closing == 0x7D ? "expected , or }" : "expected , or ]", i) }
+        i += 1
+        return false
     }
 
     func set(_ name: String, _ value: FieldValue, _ fields: inout [(name: String, value: FieldValue)], _ index: inout [String: Int]) {
@@ -375,7 +413,7 @@ private struct Parser {
         guard i < b.count else { throw fail("a string is never closed", open) }
         let raw = UnsafeBufferPointer(rebasing: b[start..<i])
         i += 1
-        if let bad = CSVReader.firstInvalidUTF8(raw) {
+        if let bad = UTF8Validation.firstInvalidByte(raw) {
             throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(start + bad))
         }
         if plain { return String(decoding: raw, as: UTF8.self) }
@@ -440,49 +478,14 @@ private struct Parser {
         guard i < b.count else { throw fail("the record is cut short", i) }
         switch b[i] {
         case 0x7B:
-            i += 1
-            skipSpace(b)
-            if i < b.count && b[i] == 0x7D {
-                i += 1
-                return
-            }
-            while true {
-                skipSpace(b)
-                guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
-                _ = try string(b)
-                skipSpace(b)
-                guard i < b.count, b[i] == 0x3A else { throw fail("expected :", i) }
-                i += 1
+            if try opensEmpty(b, closing: 0x7D) { return }
+            repeat {
+                _ = try memberName(b)
                 try skipValue(b)
-                skipSpace(b)
-                guard i < b.count else { throw fail("the record is cut short", i) }
-                if b[i] == 0x2C {
-                    i += 1
-                    continue
-                }
-                guard b[i] == 0x7D else { throw fail("expected , or }", i) }
-                i += 1
-                return
-            }
+            } while try continues(b, closing: 0x7D)
         case 0x5B:
-            i += 1
-            skipSpace(b)
-            if i < b.count && b[i] == 0x5D {
-                i += 1
-                return
-            }
-            while true {
-                try skipValue(b)
-                skipSpace(b)
-                guard i < b.count else { throw fail("the record is cut short", i) }
-                if b[i] == 0x2C {
-                    i += 1
-                    continue
-                }
-                guard b[i] == 0x5D else { throw fail("expected , or ]", i) }
-                i += 1
-                return
-            }
+            if try opensEmpty(b, closing: 0x5D) { return }
+            repeat { try skipValue(b) } while try continues(b, closing: 0x5D)
         default:
             _ = try scalar(b)
         }

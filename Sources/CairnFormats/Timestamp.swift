@@ -6,24 +6,48 @@ public enum Timestamp {
     /// Formats epoch milliseconds; uses the proleptic Gregorian calendar (days-from-civil
     /// algorithm by Howard Hinnant), without Foundation's slower formatters.
     public static func format(milliseconds: Int64) -> String {
-        let (year, month, day, hour, minute, second, ms) = components(milliseconds: milliseconds)
-        var out = ""
-        out.reserveCapacity(24)
-        pad(&out, year, 4)
-        out += "-"
-        pad(&out, month, 2)
-        out += "-"
-        pad(&out, day, 2)
-        out += "T"
-        pad(&out, hour, 2)
-        out += ":"
-        pad(&out, minute, 2)
-        out += ":"
-        pad(&out, second, 2)
-        out += "."
-        pad(&out, ms, 3)
-        out += "Z"
-        return out
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(24)
+        append(milliseconds: milliseconds, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the text of `format(milliseconds:)` to `out` digit by digit, without making a
+    /// String: the one formatter behind JSON and CSV timestamps. A year outside 0...9999 is
+    /// written as a plain decimal (RFC 3339 has no form for it).
+    public static func append(milliseconds: Int64, to out: inout [UInt8]) {
+        let (year, month, day, hour, minute, second, millisecond) = components(milliseconds: milliseconds)
+        // Formatted on the stack and appended once: 24 separate appends cost more than the digits.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
+            func put(_ value: Int, width: Int, at offset: Int) {
+                var rest = value
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    text[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
+                    rest /= 10
+                }
+            }
+            let yearFits = (0...9999).contains(year)
+            if yearFits { put(year, width: 4, at: 0) }
+            text[4] = UInt8(ascii: "-")
+            put(month, width: 2, at: 5)
+            text[7] = UInt8(ascii: "-")
+            put(day, width: 2, at: 8)
+            text[10] = UInt8(ascii: "T")
+            put(hour, width: 2, at: 11)
+            text[13] = UInt8(ascii: ":")
+            put(minute, width: 2, at: 14)
+            text[16] = UInt8(ascii: ":")
+            put(second, width: 2, at: 17)
+            text[19] = UInt8(ascii: ".")
+            put(millisecond, width: 3, at: 20)
+            text[23] = UInt8(ascii: "Z")
+            if yearFits {
+                out.append(contentsOf: UnsafeBufferPointer(text))
+            } else {
+                out.append(contentsOf: String(year).utf8)
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: text[4...]))
+            }
+        }
     }
 
     /// UTC calendar fields of epoch milliseconds: year, month, day, hour, minute, second, millisecond.
@@ -122,12 +146,6 @@ public enum Timestamp {
 
     private static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
         a >= 0 ? a / b : -((-a + b - 1) / b)
-    }
-
-    private static func pad(_ out: inout String, _ value: Int, _ width: Int) {
-        let text = String(value)
-        if text.count < width { out += String(repeating: "0", count: width - text.count) }
-        out += text
     }
 
     static func civil(fromDays z0: Int) -> (Int, Int, Int) {

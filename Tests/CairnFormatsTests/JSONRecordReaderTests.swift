@@ -64,6 +64,24 @@ struct JSONRecordReaderTests {
         #expect(records[1][1].value == .null)
     }
 
+    @Test func ndjsonHoldsOneRecordPerLineAndReadsOnPastABadOne() throws {
+        var options = JSONOptions()
+        options.layout = .lines
+        for chunk in [1, 3, 1 << 20] {
+            let text = "{\"a\":1} {\"a\":2}\n{\"a\":\n3}\n{\"a\":4} \r\n"
+            let reader = try JSONRecordReader(source: MemoryByteSource(text, chunkSize: chunk), options: options)
+            #expect(throws: IngestError(.malformed, "text after the record on its line", row: 1, byteOffset: 8)) { try reader.next() }
+            try reader.skipLine()
+            #expect(throws: IngestError(.malformed, "the record is cut short", row: 2, byteOffset: 16)) { try reader.next() }
+            try reader.skipLine()
+            #expect(throws: IngestError(.malformed, "the record is not a JSON object", row: 3, byteOffset: 22)) { try reader.next() }
+            try reader.skipLine()
+            #expect(try reader.next()?.first?.value == .integer(4), "spaces and a CR may end a line")
+            #expect(try reader.next() == nil)
+            #expect(reader.row == 4)
+        }
+    }
+
     @Test func errorsNameTheRecordAndOffset() throws {
         #expect(throws: IngestError(.malformed, "the document is not a JSON array", byteOffset: 0)) {
             try readRecords(MemoryByteSource("{\"a\":1}"))
