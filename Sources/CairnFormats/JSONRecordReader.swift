@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A field value read from a JSON or XML record.
 public enum FieldValue: Sendable, Equatable {
     /// JSON `null` (or a missing member).
@@ -167,6 +173,14 @@ public final class JSONRecordReader {
         }
     }
 
+    /// The index of the first LF at or after `start` in the buffer, or `end` when none is there yet.
+    private func lineEnd(from start: Int) -> Int {
+        buffer.withUnsafeBytes { raw in
+            guard start < end, let found = memchr(raw.baseAddress! + start, 0x0A, end - start) else { return end }
+            return raw.baseAddress!.distance(to: UnsafeRawPointer(found))
+        }
+    }
+
     /// The length of the JSON value at `position`, refilling until it is all in the buffer.
     private func elementLength(row: Int) throws -> Int {
         while true {
@@ -178,9 +192,10 @@ public final class JSONRecordReader {
             guard buffer[position] == 0x7B else {
                 throw IngestError(.malformed, "the record is not a JSON object", row: row, byteOffset: bytesConsumed)
             }
-            scan: while i < end {
+            // NDJSON: the record must end on its line, so the scan stops at the line's end.
+            let limit = options.layout == .lines ? lineEnd(from: position) : end
+            scan: while i < limit {
                 let byte = buffer[i]
-                if byte == 0x0A && options.layout == .lines { break scan }  // the line ended first
                 if inString {
                     if escaped {
                         escaped = false
@@ -214,7 +229,7 @@ public final class JSONRecordReader {
                 i += 1
             }
             if let complete { return complete - position }
-            if atEOF || i < end {
+            if atEOF || limit < end {
                 throw IngestError(.malformed, "the record is cut short", row: row, byteOffset: consumedBase + Int64(position))
             }
             if end - position >= options.maxRecordBytes {
@@ -301,6 +316,7 @@ private struct Parser {
 
     /// Steps past the `{` or `[` at `i`; true (and past the closing bracket too) when the
     /// object or array is empty.
+    @inline(__always)
     mutating func opensEmpty(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
         i += 1
         skipSpace(b)
@@ -310,6 +326,7 @@ private struct Parser {
     }
 
     /// Reads `"name":` at `i` (after optional whitespace) and returns the name.
+    @inline(__always)
     mutating func memberName(_ b: UnsafeBufferPointer<UInt8>) throws -> String {
         skipSpace(b)
         guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
@@ -322,6 +339,7 @@ private struct Parser {
 
     /// After a member or element: true past a `,` (another follows), false past the closing
     /// bracket.
+    @inline(__always)
     mutating func continues(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
         skipSpace(b)
         guard i < b.count else { throw fail("the record is cut short", i) }
