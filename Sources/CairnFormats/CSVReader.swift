@@ -27,7 +27,7 @@ public struct CSVOptions: Sendable, Equatable {
 ///
 /// Written over raw bytes rather than with `CSV.swift` (which reads scalar by scalar, reports
 /// no offsets and never checks field counts); measured in `Benchmarks/ingest`.
-public final class CSVReader {
+public final class CSVReader: BufferedInput {
     /// The column names (from the header, or `column1`… without one).
     public private(set) var columns: [String] = []
     /// The delimiter in use (given or detected).
@@ -37,13 +37,13 @@ public final class CSVReader {
     /// Bytes of input consumed by the records returned so far (a checkpoint to resume from).
     public var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
-    private var source: any ByteSource
+    var source: any ByteSource
     private let options: CSVOptions
-    private var buffer: [UInt8]
-    private var position = 0  // next unread byte in buffer
-    private var end = 0  // bytes valid in buffer
-    private var consumedBase: Int64 = 0  // input offset of buffer[0]
-    private var atEOF = false
+    var buffer: [UInt8]
+    var position = 0
+    var end = 0
+    var consumedBase: Int64 = 0
+    var atEOF = false
     private var pendingFirst: [String?]?  // the first data record when there is no header
     private var fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)] = []
     private let nullMarkers: [[UInt8]]
@@ -57,8 +57,7 @@ public final class CSVReader {
         self.options = options
         self.buffer = [UInt8](repeating: 0, count: 1 << 20)
         self.nullMarkers = options.nullValues.map { Array($0.utf8) }
-        try fill()
-        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+        try start()
         delimiter = options.delimiter ?? detectDelimiter()
         guard let first = try readRecord(countRow: false) else { return }
         if options.header {
@@ -90,32 +89,10 @@ public final class CSVReader {
 
     // MARK: Reading
 
-    /// Moves unread bytes to the front and reads more; grows the buffer when one record fills it.
+    /// Reads more input; grows the buffer when one record fills it.
     private func fill() throws {
-        if position > 0 {
-            let unread = end - position
-            if unread > 0 {
-                buffer.withUnsafeMutableBytes { raw in
-                    raw.baseAddress!.copyMemory(from: raw.baseAddress! + position, byteCount: unread)
-                }
-            }
-            consumedBase += Int64(position)
-            end = unread
-            position = 0
-        }
-        if end == buffer.count {
-            guard buffer.count < options.maxRecordBytes else {
-                throw IngestError(
-                    .tooLarge, "a record is longer than \(options.maxRecordBytes) bytes", row: row + 1, byteOffset: consumedBase)
-            }
-            buffer.append(contentsOf: [UInt8](repeating: 0, count: min(buffer.count, options.maxRecordBytes - buffer.count)))
-        }
-        while end < buffer.count && !atEOF {
-            let count = try buffer.withUnsafeMutableBytes { raw in
-                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...]))
-            }
-            if count == 0 { atEOF = true } else { end += count }
-            if count > 0 && end - position >= 64 << 10 { break }  // enough to work on
+        guard try refill(growingUpTo: options.maxRecordBytes) else {
+            throw IngestError(.tooLarge, "a record is longer than \(options.maxRecordBytes) bytes", row: row + 1, byteOffset: consumedBase)
         }
     }
 

@@ -47,19 +47,19 @@ public struct JSONOptions: Sendable, Equatable {
 /// is one record, read and parsed alone, so a file of any size never sits in memory whole.
 /// Records must be objects; members come out in document order (a repeated key keeps its last
 /// value). Errors name the record (from 1) and the byte offset.
-public final class JSONRecordReader {
+public final class JSONRecordReader: BufferedInput {
     /// Records returned so far.
     public private(set) var row = 0
     /// Bytes of input consumed by the records returned so far.
     public var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
-    private var source: any ByteSource
+    var source: any ByteSource
     private let options: JSONOptions
-    private var buffer = [UInt8](repeating: 0, count: 1 << 20)
-    private var position = 0
-    private var end = 0
-    private var consumedBase: Int64 = 0
-    private var atEOF = false
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var position = 0
+    var end = 0
+    var consumedBase: Int64 = 0
+    var atEOF = false
     private var started = false
     private var finished = false
 
@@ -67,8 +67,7 @@ public final class JSONRecordReader {
     public init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
         self.source = source
         self.options = options
-        try fill()
-        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+        try start()
     }
 
     /// The next record's fields in document order, or nil at the end.
@@ -239,22 +238,10 @@ public final class JSONRecordReader {
         }
     }
 
+    /// Reads more input, growing the buffer without a limit (`elementLength` enforces
+    /// `maxRecordBytes`).
     private func fill() throws {
-        if position > 0 {
-            let unread = end - position
-            if unread > 0 {
-                buffer.withUnsafeMutableBytes { raw in raw.baseAddress!.copyMemory(from: raw.baseAddress! + position, byteCount: unread) }
-            }
-            consumedBase += Int64(position)
-            end = unread
-            position = 0
-        }
-        if end == buffer.count { buffer.append(contentsOf: [UInt8](repeating: 0, count: buffer.count)) }
-        while end < buffer.count && !atEOF {
-            let count = try buffer.withUnsafeMutableBytes { raw in try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...])) }
-            if count == 0 { atEOF = true } else { end += count }
-            if count > 0 && end - position >= 64 << 10 { break }
-        }
+        _ = try refill(growingUpTo: .max)
     }
 }
 
