@@ -36,6 +36,58 @@ public final class FileByteSource: ByteSource {
     }
 }
 
+/// A streaming reader's input: bytes pulled from a `ByteSource` into one growable buffer, of
+/// which `position..<end` is not yet consumed and `buffer[0]` is at input offset
+/// `consumedBase`. CSVReader and JSONRecordReader share its refill.
+protocol BufferedInput: AnyObject {
+    var source: any ByteSource { get set }
+    var buffer: [UInt8] { get set }
+    /// The next unread byte.
+    var position: Int { get set }
+    /// The bytes valid in `buffer`.
+    var end: Int { get set }
+    /// The input offset of `buffer[0]`.
+    var consumedBase: Int64 { get set }
+    var atEOF: Bool { get set }
+}
+
+extension BufferedInput {
+    /// Reads the first chunk and steps over a UTF-8 byte-order mark.
+    func start() throws {
+        _ = try refill(growingUpTo: .max)
+        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+    }
+
+    /// Moves the unread bytes to the front and reads more (until 64 KiB are unread, the buffer
+    /// is full or the input ends). When the unread bytes already fill the buffer, it first
+    /// doubles, to at most `limit` bytes.
+    /// - Returns: false, reading nothing, when the buffer is full and at `limit`.
+    /// - Throws: the source's `IngestError` (`io`).
+    func refill(growingUpTo limit: Int) throws -> Bool {
+        if position > 0 {
+            let unread = end - position
+            if unread > 0 {
+                let from = position
+                buffer.withUnsafeMutableBytes { raw in raw.baseAddress!.copyMemory(from: raw.baseAddress! + from, byteCount: unread) }
+            }
+            consumedBase += Int64(position)
+            end = unread
+            position = 0
+        }
+        if end == buffer.count {
+            guard buffer.count < limit else { return false }
+            buffer.append(contentsOf: repeatElement(0, count: min(buffer.count, limit - buffer.count)))
+        }
+        while end < buffer.count && !atEOF {
+            let from = end
+            let count = try buffer.withUnsafeMutableBytes { raw in try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[from...])) }
+            if count == 0 { atEOF = true } else { end += count }
+            if count > 0 && end - position >= 64 << 10 { break }  // enough to work on
+        }
+        return true
+    }
+}
+
 /// Bytes held in memory, handed out in chunks of at most `chunkSize` (tests use small chunks
 /// to exercise records that straddle reads). A string's UTF-8 is read where it is, not copied.
 public struct MemoryByteSource: ByteSource {

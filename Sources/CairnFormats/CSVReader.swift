@@ -27,7 +27,7 @@ public struct CSVOptions: Sendable, Equatable {
 ///
 /// Written over raw bytes rather than with `CSV.swift` (which reads scalar by scalar, reports
 /// no offsets and never checks field counts); measured in `Benchmarks/ingest`.
-public final class CSVReader {
+public final class CSVReader: BufferedInput {
     /// The column names (from the header, or `column1`… without one).
     public private(set) var columns: [String] = []
     /// The delimiter in use (given or detected).
@@ -37,13 +37,13 @@ public final class CSVReader {
     /// Bytes of input consumed by the records returned so far (a checkpoint to resume from).
     public var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
-    private var source: any ByteSource
+    var source: any ByteSource
     private let options: CSVOptions
-    private var buffer: [UInt8]
-    private var position = 0  // next unread byte in buffer
-    private var end = 0  // bytes valid in buffer
-    private var consumedBase: Int64 = 0  // input offset of buffer[0]
-    private var atEOF = false
+    var buffer: [UInt8]
+    var position = 0
+    var end = 0
+    var consumedBase: Int64 = 0
+    var atEOF = false
     private var pendingFirst: [String?]?  // the first data record when there is no header
     private var fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)] = []
     private let nullMarkers: [[UInt8]]
@@ -57,8 +57,7 @@ public final class CSVReader {
         self.options = options
         self.buffer = [UInt8](repeating: 0, count: 1 << 20)
         self.nullMarkers = options.nullValues.map { Array($0.utf8) }
-        try fill()
-        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+        try start()
         delimiter = options.delimiter ?? detectDelimiter()
         guard let first = try readRecord(countRow: false) else { return }
         if options.header {
@@ -90,32 +89,10 @@ public final class CSVReader {
 
     // MARK: Reading
 
-    /// Moves unread bytes to the front and reads more; grows the buffer when one record fills it.
+    /// Reads more input; grows the buffer when one record fills it.
     private func fill() throws {
-        if position > 0 {
-            let unread = end - position
-            if unread > 0 {
-                buffer.withUnsafeMutableBytes { raw in
-                    raw.baseAddress!.copyMemory(from: raw.baseAddress! + position, byteCount: unread)
-                }
-            }
-            consumedBase += Int64(position)
-            end = unread
-            position = 0
-        }
-        if end == buffer.count {
-            guard buffer.count < options.maxRecordBytes else {
-                throw IngestError(
-                    .tooLarge, "a record is longer than \(options.maxRecordBytes) bytes", row: row + 1, byteOffset: consumedBase)
-            }
-            buffer.append(contentsOf: [UInt8](repeating: 0, count: min(buffer.count, options.maxRecordBytes - buffer.count)))
-        }
-        while end < buffer.count && !atEOF {
-            let count = try buffer.withUnsafeMutableBytes { raw in
-                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...]))
-            }
-            if count == 0 { atEOF = true } else { end += count }
-            if count > 0 && end - position >= 64 << 10 { break }  // enough to work on
+        guard try refill(growingUpTo: options.maxRecordBytes) else {
+            throw IngestError(.tooLarge, "a record is longer than \(options.maxRecordBytes) bytes", row: row + 1, byteOffset: consumedBase)
         }
     }
 
@@ -148,9 +125,10 @@ public final class CSVReader {
         position = next
         row += 1
         return try buffer.withUnsafeBufferPointer { bytes in
-            let record = CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers)
-            try record.checkUTF8(row: recordRow, base: base)
-            return try body(record)
+            for field in fields {
+                try Self.checkUTF8(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]), row: recordRow, at: base + Int64(field.start))
+            }
+            return try body(CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers))
         }
     }
 
@@ -285,11 +263,36 @@ public final class CSVReader {
 
     /// Turns the scanned byte ranges into strings (null markers → nil), checking UTF-8.
     private func makeValues(row: Int) throws -> [String?] {
+        let fields = self.fields
+        var values: [String?] = []
+        values.reserveCapacity(fields.count)
+        let quote = options.quote
+        let nullMarkers = self.nullMarkers
         let base = consumedBase
-        return try buffer.withUnsafeBufferPointer { bytes in
-            let record = CSVRawRecord(bytes: bytes, fields: fields, quote: options.quote, nullMarkers: nullMarkers)
-            try record.checkUTF8(row: row, base: base)
-            return (0..<record.count).map(record.string)
+        try buffer.withUnsafeBufferPointer { bytes in
+            for field in fields {
+                let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
+                if !field.quoted && nullMarkers.contains(where: { $0.count == slice.count && $0.elementsEqual(slice) }) {
+                    values.append(nil)
+                    continue
+                }
+                try Self.checkUTF8(slice, row: row, at: base + Int64(field.start))
+                guard field.escaped else {
+                    values.append(String(decoding: slice, as: UTF8.self))
+                    continue
+                }
+                values.append(CSVRawRecord.withUnescaped(slice, escaped: true, quote: quote) { String(decoding: $0, as: UTF8.self) })
+            }
+        }
+        return values
+    }
+
+    /// Throws `invalidUTF8` naming the first byte of `field` (which starts at input offset
+    /// `offset`) that breaks UTF-8.
+    @inline(__always)
+    static func checkUTF8(_ field: UnsafeBufferPointer<UInt8>, row: Int, at offset: Int64) throws {
+        if let bad = UTF8Validation.firstInvalidByte(field) {
+            throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: offset + Int64(bad))
         }
     }
 
@@ -355,14 +358,21 @@ public struct CSVRawRecord {
     /// Calls `body` with field `index`'s bytes (doubled quotes undone).
     public func withField<R>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
         let field = fields[index]
-        let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
-        guard field.escaped else { return try body(slice) }
+        return try Self.withUnescaped(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]), escaped: field.escaped, quote: quote, body)
+    }
+
+    /// Calls `body` with a field's bytes, its doubled quotes undone when `escaped`.
+    @inline(__always)
+    static func withUnescaped<R>(
+        _ field: UnsafeBufferPointer<UInt8>, escaped: Bool, quote: UInt8, _ body: (UnsafeBufferPointer<UInt8>) throws -> R
+    ) rethrows -> R {
+        guard escaped else { return try body(field) }
         var unescaped: [UInt8] = []
-        unescaped.reserveCapacity(slice.count)
+        unescaped.reserveCapacity(field.count)
         var k = 0
-        while k < slice.count {
-            unescaped.append(slice[k])
-            k += slice[k] == quote ? 2 : 1
+        while k < field.count {
+            unescaped.append(field[k])
+            k += field[k] == quote ? 2 : 1
         }
         return try unescaped.withUnsafeBufferPointer(body)
     }
@@ -370,15 +380,5 @@ public struct CSVRawRecord {
     /// Field `index` as a string (nil for a null marker).
     public func string(_ index: Int) -> String? {
         isNull(index) ? nil : withField(index) { String(decoding: $0, as: UTF8.self) }
-    }
-
-    /// Throws `invalidUTF8` naming the first field byte that breaks UTF-8; `base` is the input
-    /// offset of the reader's buffer.
-    func checkUTF8(row: Int, base: Int64) throws {
-        for field in fields {
-            if let bad = UTF8Validation.firstInvalidByte(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])) {
-                throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(field.start + bad))
-            }
-        }
     }
 }

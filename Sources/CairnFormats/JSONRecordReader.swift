@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A field value read from a JSON or XML record.
 public enum FieldValue: Sendable, Equatable {
     /// JSON `null` (or a missing member).
@@ -41,19 +47,19 @@ public struct JSONOptions: Sendable, Equatable {
 /// is one record, read and parsed alone, so a file of any size never sits in memory whole.
 /// Records must be objects; members come out in document order (a repeated key keeps its last
 /// value). Errors name the record (from 1) and the byte offset.
-public final class JSONRecordReader {
+public final class JSONRecordReader: BufferedInput {
     /// Records returned so far.
     public private(set) var row = 0
     /// Bytes of input consumed by the records returned so far.
     public var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
-    private var source: any ByteSource
+    var source: any ByteSource
     private let options: JSONOptions
-    private var buffer = [UInt8](repeating: 0, count: 1 << 20)
-    private var position = 0
-    private var end = 0
-    private var consumedBase: Int64 = 0
-    private var atEOF = false
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var position = 0
+    var end = 0
+    var consumedBase: Int64 = 0
+    var atEOF = false
     private var started = false
     private var finished = false
 
@@ -61,8 +67,7 @@ public final class JSONRecordReader {
     public init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
         self.source = source
         self.options = options
-        try fill()
-        if end >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF { position = 3 }
+        try start()
     }
 
     /// The next record's fields in document order, or nil at the end.
@@ -167,6 +172,14 @@ public final class JSONRecordReader {
         }
     }
 
+    /// The index of the first LF at or after `start` in the buffer, or `end` when none is there yet.
+    private func lineEnd(from start: Int) -> Int {
+        buffer.withUnsafeBytes { raw in
+            guard start < end, let found = memchr(raw.baseAddress! + start, 0x0A, end - start) else { return end }
+            return raw.baseAddress!.distance(to: UnsafeRawPointer(found))
+        }
+    }
+
     /// The length of the JSON value at `position`, refilling until it is all in the buffer.
     private func elementLength(row: Int) throws -> Int {
         while true {
@@ -178,9 +191,10 @@ public final class JSONRecordReader {
             guard buffer[position] == 0x7B else {
                 throw IngestError(.malformed, "the record is not a JSON object", row: row, byteOffset: bytesConsumed)
             }
-            scan: while i < end {
+            // NDJSON: the record must end on its line, so the scan stops at the line's end.
+            let limit = options.layout == .lines ? lineEnd(from: position) : end
+            scan: while i < limit {
                 let byte = buffer[i]
-                if byte == 0x0A && options.layout == .lines { break scan }  // the line ended first
                 if inString {
                     if escaped {
                         escaped = false
@@ -214,7 +228,7 @@ public final class JSONRecordReader {
                 i += 1
             }
             if let complete { return complete - position }
-            if atEOF || i < end {
+            if atEOF || limit < end {
                 throw IngestError(.malformed, "the record is cut short", row: row, byteOffset: consumedBase + Int64(position))
             }
             if end - position >= options.maxRecordBytes {
@@ -224,22 +238,10 @@ public final class JSONRecordReader {
         }
     }
 
+    /// Reads more input, growing the buffer without a limit (`elementLength` enforces
+    /// `maxRecordBytes`).
     private func fill() throws {
-        if position > 0 {
-            let unread = end - position
-            if unread > 0 {
-                buffer.withUnsafeMutableBytes { raw in raw.baseAddress!.copyMemory(from: raw.baseAddress! + position, byteCount: unread) }
-            }
-            consumedBase += Int64(position)
-            end = unread
-            position = 0
-        }
-        if end == buffer.count { buffer.append(contentsOf: [UInt8](repeating: 0, count: buffer.count)) }
-        while end < buffer.count && !atEOF {
-            let count = try buffer.withUnsafeMutableBytes { raw in try source.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[end...])) }
-            if count == 0 { atEOF = true } else { end += count }
-            if count > 0 && end - position >= 64 << 10 { break }
-        }
+        _ = try refill(growingUpTo: .max)
     }
 }
 
@@ -301,6 +303,7 @@ private struct Parser {
 
     /// Steps past the `{` or `[` at `i`; true (and past the closing bracket too) when the
     /// object or array is empty.
+    @inline(__always)
     mutating func opensEmpty(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
         i += 1
         skipSpace(b)
@@ -310,6 +313,7 @@ private struct Parser {
     }
 
     /// Reads `"name":` at `i` (after optional whitespace) and returns the name.
+    @inline(__always)
     mutating func memberName(_ b: UnsafeBufferPointer<UInt8>) throws -> String {
         skipSpace(b)
         guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
@@ -322,6 +326,7 @@ private struct Parser {
 
     /// After a member or element: true past a `,` (another follows), false past the closing
     /// bracket.
+    @inline(__always)
     mutating func continues(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
         skipSpace(b)
         guard i < b.count else { throw fail("the record is cut short", i) }

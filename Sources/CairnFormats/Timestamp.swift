@@ -19,29 +19,16 @@ public enum Timestamp {
         let (year, month, day, hour, minute, second, millisecond) = components(milliseconds: milliseconds)
         // Formatted on the stack and appended once: 24 separate appends cost more than the digits.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
-            func put(_ value: Int, width: Int, at offset: Int) {
+            ("0000-00-00T00:00:00.000Z" as StaticString).withUTF8Buffer { _ = text.initialize(fromContentsOf: $0) }
+            let fields = [(year, 0, 4), (month, 5, 2), (day, 8, 2), (hour, 11, 2), (minute, 14, 2), (second, 17, 2), (millisecond, 20, 3)]
+            for (value, offset, width) in fields {
                 var rest = value
                 for index in stride(from: offset + width - 1, through: offset, by: -1) {
                     text[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
                     rest /= 10
                 }
             }
-            let yearFits = (0...9999).contains(year)
-            if yearFits { put(year, width: 4, at: 0) }
-            text[4] = UInt8(ascii: "-")
-            put(month, width: 2, at: 5)
-            text[7] = UInt8(ascii: "-")
-            put(day, width: 2, at: 8)
-            text[10] = UInt8(ascii: "T")
-            put(hour, width: 2, at: 11)
-            text[13] = UInt8(ascii: ":")
-            put(minute, width: 2, at: 14)
-            text[16] = UInt8(ascii: ":")
-            put(second, width: 2, at: 17)
-            text[19] = UInt8(ascii: ".")
-            put(millisecond, width: 3, at: 20)
-            text[23] = UInt8(ascii: "Z")
-            if yearFits {
+            if (0...9999).contains(year) {
                 out.append(contentsOf: UnsafeBufferPointer(text))
             } else {
                 out.append(contentsOf: String(year).utf8)

@@ -72,6 +72,12 @@ func metric(_ text: String, _ name: String, label: String? = nil) -> Double {
     return total
 }
 
+/// A newly registered owner (the admin of a new tenant).
+func owner(_ client: any TestClientProtocol, _ email: String) async throws -> (token: String, tenantId: String, userId: String) {
+    let (user, tokens) = try await client.registerAndLogin(email: email)
+    return (try #require(tokens["accessToken"] as? String), try #require(user["tenantId"] as? String), try #require(user["id"] as? String))
+}
+
 /// OWASP neutralisation as the report applies it.
 func neutralised(_ value: String) -> String {
     guard let first = value.unicodeScalars.first, ["=", "+", "-", "@", "\t", "\r"].contains(first) else { return value }
@@ -94,12 +100,8 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func tasksReportParsesIntoExactlyTheDatabaseRows(engine: TestEngine) async throws {
         try await withLiveApp(engine) { port, client, components in
-            let (user, tokens) = try await client.registerAndLogin(email: "owner@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let userId = try #require(user["id"] as? String)
-            let (other, _) = try await client.registerAndLogin(email: "other@example.com")
-            let otherTenant = try #require(other["tenantId"] as? String)
+            let (token, tenantId, userId) = try await owner(client, "owner@example.com")
+            let otherTenant = try await owner(client, "other@example.com").tenantId
 
             // Tricky rows plus enough plain ones to span several read batches.
             var items: [TaskItem] = []
@@ -171,8 +173,7 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func reportsAreForAdminsAndValidateTheirParameters(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let (_, tokens) = try await client.registerAndLogin(email: "boss@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
+            let token = try await owner(client, "boss@example.com").token
             // A member of the same tenant.
             let created = try await client.json(
                 .post, "/users", ["email": "member@example.com", "name": "M", "role": "member", "password": "correct horse battery"], token: token)
@@ -200,9 +201,7 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func productsReportFollowsTheListFilters(engine: TestEngine) async throws {
         try await withLiveApp(engine) { port, client, components in
-            let (user, tokens) = try await client.registerAndLogin(email: "shop@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
+            let (token, tenantId, _) = try await owner(client, "shop@example.com")
             let now = WallClock.milliseconds()
             var products: [Product] = []
             for (index, text) in trickyTexts.enumerated() {
@@ -232,10 +231,7 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func notificationsReportHoldsEveryUsersNotificationsOfTheTenant(engine: TestEngine) async throws {
         try await withLiveApp(engine) { port, client, components in
-            let (user, tokens) = try await client.registerAndLogin(email: "inbox-report@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let ownerId = try #require(user["id"] as? String)
+            let (token, tenantId, ownerId) = try await owner(client, "inbox-report@example.com")
             let member = try await client.json(
                 .post, "/users", ["email": "inbox-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
                 token: token)
@@ -247,9 +243,9 @@ struct ReportsTests {
             _ = try await components.notifications.publish(
                 NotificationDraft(type: "system_alert", title: "alert"), to: [memberId], tenantId: tenantId)
             // Another tenant's notifications never appear.
-            let (other, _) = try await client.registerAndLogin(email: "inbox-other@example.com")
+            let other = try await owner(client, "inbox-other@example.com")
             _ = try await components.notifications.publish(
-                NotificationDraft(type: "message", title: "secret"), to: [other["id"] as! String], tenantId: other["tenantId"] as! String)
+                NotificationDraft(type: "message", title: "secret"), to: [other.userId], tenantId: other.tenantId)
 
             let stored = try await components.notifications.store.batch(tenantId: tenantId, type: nil, after: nil, limit: 10_000)
             let (rows, _) = try await downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
@@ -273,10 +269,7 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func disconnectMidReportStopsTheDatabaseWorkAndTheServerStaysHealthy(engine: TestEngine) async throws {
         try await withLiveApp(engine) { port, client, components in
-            let (user, tokens) = try await client.registerAndLogin(email: "big@example.com")
-            let token = try #require(tokens["accessToken"] as? String)
-            let tenantId = try #require(user["tenantId"] as? String)
-            let userId = try #require(user["id"] as? String)
+            let (token, tenantId, userId) = try await owner(client, "big@example.com")
             // About 60 MB of CSV: far more than socket buffers hold, 40 read batches.
             let filler = String(repeating: "lorem ipsum dolor sit amet ", count: 30)
             let now = WallClock.milliseconds()
