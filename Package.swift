@@ -9,7 +9,7 @@ let swiftSettings: [SwiftSetting] = [
 
 /// What every test target needs: the shared test support and the modules it exercises.
 let testDependencies: [Target.Dependency] = [
-    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer",
+    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats",
     .product(name: "Hummingbird", package: "hummingbird"),
     .product(name: "HummingbirdTesting", package: "hummingbird"),
     .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -50,8 +50,16 @@ let package = Package(
     ],
     targets: [
         .target(
+            name: "CairnFormats",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnHTTP",
             dependencies: [
+                "CairnFormats", "CairnStorage",
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -64,6 +72,7 @@ let package = Package(
         .target(
             name: "CairnStorage",
             dependencies: [
+                .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
@@ -125,9 +134,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3"),
         .target(name: "CairnSandbox", dependencies: ["CSQLite3"], swiftSettings: swiftSettings),
         .target(
-            name: "CairnIngest",
+            name: "CairnFiles",
             dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnSandbox",
+                "CairnHTTP", "CairnStorage", "CairnFormats",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -135,7 +144,6 @@ let package = Package(
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -145,9 +153,27 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CairnPipelines",
+            dependencies: [
+                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnCatalog",
             dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnIngest",
+                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnFiles", "CairnFormats",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -162,7 +188,7 @@ let package = Package(
         .target(
             name: "CairnReports",
             dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnTasks", "CairnCatalog", "CairnNotifications",
+                "CairnHTTP", "CairnStorage", "CairnFormats", "CairnTasks", "CairnCatalog", "CairnNotifications",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -197,6 +223,26 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CairnOutbound",
+            dependencies: [
+                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnJobs", "CairnNotifications",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CairnServer",
             dependencies: [
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -205,7 +251,8 @@ let package = Package(
                 .product(name: "SQLKit", package: "sql-kit"),
                 .product(name: "Logging", package: "swift-log"),
                 "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks", "CairnJobs",
-                "CairnCatalog", "CairnReports", "CairnNotifications", "CairnIngest",
+                "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats", "CairnFiles",
+                "CairnPipelines",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Configuration", package: "swift-configuration"),
@@ -229,14 +276,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "cairn-bench",
-            dependencies: ["CairnIngest", .product(name: "CSV", package: "CSV.swift")],
+            dependencies: ["CairnFormats", .product(name: "CSV", package: "CSV.swift")],
             path: "Benchmarks/cairn-bench",
             swiftSettings: swiftSettings
         ),
         .target(
             name: "CairnTestSupport",
             dependencies: [
-                "CairnServer", "CairnStorage",
+                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
+                // The row factories insert through these modules' stores.
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -257,6 +307,14 @@ let package = Package(
             dependencies: testDependencies,
             swiftSettings: swiftSettings
         ),
+        // The store conformance suite: every store's operations called directly, on both engines.
+        .testTarget(
+            name: "CairnStoreTests",
+            dependencies: testDependencies + [
+                "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CairnAccountsTests",
             dependencies: testDependencies + ["CairnAccounts"],
@@ -269,7 +327,9 @@ let package = Package(
         ),
         .testTarget(
             name: "CairnServerTests",
-            dependencies: testDependencies + ["CairnAccounts"],
+            dependencies: testDependencies + [
+                "CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -278,13 +338,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "CairnIngestTests",
-            dependencies: testDependencies + ["CairnIngest", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto")],
+            name: "CairnFormatsTests",
+            dependencies: testDependencies,
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CairnFilesTests",
+            dependencies: testDependencies + ["CairnFiles", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CairnPipelinesTests",
+            dependencies: testDependencies + [
+                "CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CairnCatalogTests",
-            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnIngest"],
+            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -295,7 +367,7 @@ let package = Package(
         .testTarget(
             name: "CairnNotificationsTests",
             dependencies: testDependencies + [
-                "CairnNotifications", "CairnAccounts", "CairnJobs",
+                "CairnNotifications", "CairnOutbound", "CairnAccounts", "CairnJobs",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],

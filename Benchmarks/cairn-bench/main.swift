@@ -2,7 +2,7 @@
 // or `cairn-bench xml FILE RECORDPATH`. Prints records, bytes and MB/s; `Benchmarks/ingest/run.sh`
 // and `Benchmarks/pipelines/run.sh` run it beside Python's csv module.
 import CSV
-import CairnIngest
+import CairnFormats
 import Foundation
 
 let arguments = CommandLine.arguments
@@ -25,7 +25,7 @@ case ("csv", "--library"):
         cells += row.count
     }
 case ("csv", _):
-    let reader = try CairnIngest.CSVReader(source: try FileByteSource(path: path))
+    let reader = try CairnFormats.CSVReader(source: try FileByteSource(path: path))
     while let row = try reader.next() {
         records += 1
         cells += row.count

@@ -27,43 +27,63 @@ public struct AuthController: Sendable {
         var refreshToken: String
     }
 
-    /// Adds the public routes to `router` and `POST /auth/logout-all` to `authenticated`.
-    public func addRoutes(to router: Router<CairnRequestContext>, authenticated: RouterGroup<AuthenticatedContext>) {
-        let auth = router.group("auth")
-        auth.post("register") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: RegisterBody.self, context: context)
-            let user = try await accounts.register(email: body.email, password: body.password, name: body.name, tenantName: body.tenantName)
-            return .json(user, status: .created, headers: [.location: "/users/\(user.id)", .eTag: ETag.of(version: user.version)])
-        }
-        auth.post("login") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: LoginBody.self, context: context)
-            let pair = try await accounts.login(email: body.email, password: body.password, client: context.clientAddress)
-            return .json(pair, headers: [.cacheControl: "no-store"])
-        }
-        auth.post("refresh-token") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
-            let pair = try await accounts.refresh(token: body.refreshToken)
-            return .json(pair, headers: [.cacheControl: "no-store"])
-        }
-        auth.post("logout") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
-            try await accounts.logout(refreshToken: body.refreshToken)
-            return Response(status: .noContent)
-        }
-        authenticated.post("auth/logout-all") { _, context -> Response in
-            try await accounts.logoutAll(context.identity)
-            return Response(status: .noContent)
-        }
-        router.get(".well-known/jwks.json") { _, _ -> Response in
-            let body = try JSONSerialization.data(withJSONObject: ["keys": await accounts.tokens.currentJWKS()], options: [.sortedKeys])
-            return Response(
-                status: .ok, headers: [.contentType: "application/json", .cacheControl: "public, max-age=300"],
-                body: .init(byteBuffer: ByteBuffer(bytes: body)))
-        }
+    /// Adds the public `/auth/*` routes and the JWKS, and `POST /auth/logout-all` for
+    /// authenticated callers.
+    public func addRoutes(to routes: RouteGroups) {
+        routes.router.group("auth")
+            .post("register", use: register)
+            .post("login", use: login)
+            .post("refresh-token", use: refresh)
+            .post("logout", use: logout)
+        routes.authenticated("auth")
+            .post("logout-all", use: logoutAll)
+        routes.router.get(".well-known/jwks.json", use: jwks)
+    }
+
+    /// `POST /auth/register`: a new user (and a new tenant unless one is named).
+    @Sendable func register(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: RegisterBody.self, context: context)
+        let user = try await accounts.register(email: body.email, password: body.password, name: body.name, tenantName: body.tenantName)
+        return .json(user, status: .created, headers: [.location: "/users/\(user.id)", .eTag: ETag.of(version: user.version)])
+    }
+
+    /// `POST /auth/login`: an access and refresh token pair.
+    @Sendable func login(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: LoginBody.self, context: context)
+        let pair = try await accounts.login(email: body.email, password: body.password, client: context.clientAddress)
+        return .json(pair, headers: [.cacheControl: "no-store"])
+    }
+
+    /// `POST /auth/refresh-token`: rotates the refresh token.
+    @Sendable func refresh(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
+        let pair = try await accounts.refresh(token: body.refreshToken)
+        return .json(pair, headers: [.cacheControl: "no-store"])
+    }
+
+    /// `POST /auth/logout`: revokes one session.
+    @Sendable func logout(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
+        try await accounts.logout(refreshToken: body.refreshToken)
+        return Response(status: .noContent)
+    }
+
+    /// `POST /auth/logout-all`: revokes every session of the caller.
+    @Sendable func logoutAll(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await accounts.logoutAll(context.identity)
+        return Response(status: .noContent)
+    }
+
+    /// `GET /.well-known/jwks.json`: the public signing keys.
+    @Sendable func jwks(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        let body = try JSONSerialization.data(withJSONObject: ["keys": await accounts.tokens.currentJWKS()], options: [.sortedKeys])
+        return Response(
+            status: .ok, headers: [.contentType: "application/json", .cacheControl: "public, max-age=300"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }
 
@@ -113,61 +133,85 @@ public struct UsersController: Sendable {
         .json(user, status: status, headers: [.eTag: ETag.of(version: user.version)])
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes: the caller's own profile for everyone, the tenant's users for owners
+    /// and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.get("users/me") { request, context -> Response in
-            let user = try await accounts.me(context.identity)
-            let etag = ETag.of(version: user.version)
-            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-            return Self.userResponse(user)
-        }
-        group.patch("users/me") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
-            if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
-            let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value)
-            return Self.userResponse(user)
-        }
-        group.put("users/me/password") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: PasswordBody.self, context: context)
-            let pair = try await accounts.changePassword(context.identity, current: body.currentPassword, new: body.newPassword)
-            return .json(pair, headers: [.cacheControl: "no-store"])
-        }
-        group.get("users") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            return .json(try await accounts.listUsers(context.identity, page: page))
-        }
-        group.post("users") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var request = request
-            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
-            let user = try await accounts.createUser(context.identity, email: body.email, name: body.name, role: body.role, password: body.password)
-            var response = Self.userResponse(user, status: .created)
-            response.headers[.location] = "/users/\(user.id)"
-            return response
-        }
-        group.get("users/:id") { request, context -> Response in
-            let user = try await accounts.user(context.identity, id: try context.parameters.require("id"))
-            let etag = ETag.of(version: user.version)
-            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-            return Self.userResponse(user)
-        }
-        group.patch("users/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let expected = try ETag.expectedVersion(request)
-            var request = request
-            let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
-            let user = try await accounts.updateUser(
-                context.identity, id: try context.parameters.require("id"), expectedVersion: expected,
-                name: body.name.value, email: body.email.value, role: body.role.value)
-            return Self.userResponse(user)
-        }
-        group.delete("users/:id") { request, context -> Response in
-            try await accounts.deleteUser(
-                context.identity, id: try context.parameters.require("id"), expectedVersion: try ETag.expectedVersion(request))
-            return Response(status: .noContent)
-        }
+        group.group("users/me")
+            .get(use: me)
+            .patch(use: updateMe)
+            .put("password", use: changePassword)
+        group.group("users").add(middleware: RequireAdmin())
+            .get(use: list)
+            .post(use: create)
+            .get(":id", use: show)
+            .patch(":id", use: update)
+            .delete(":id", use: delete)
+    }
+
+    /// `GET /users/me`.
+    @Sendable func me(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let user = try await accounts.me(context.identity)
+        let etag = ETag.of(version: user.version)
+        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        return Self.userResponse(user)
+    }
+
+    /// `PATCH /users/me`: name and email (not the role).
+    @Sendable func updateMe(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
+        if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
+        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value)
+        return Self.userResponse(user)
+    }
+
+    /// `PUT /users/me/password`: a new token pair; other sessions end.
+    @Sendable func changePassword(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: PasswordBody.self, context: context)
+        let pair = try await accounts.changePassword(context.identity, current: body.currentPassword, new: body.newPassword)
+        return .json(pair, headers: [.cacheControl: "no-store"])
+    }
+
+    /// `GET /users` (admins).
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        return .json(try await accounts.listUsers(context.identity, page: page))
+    }
+
+    /// `POST /users` (admins).
+    @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+        let user = try await accounts.createUser(context.identity, email: body.email, name: body.name, role: body.role, password: body.password)
+        var response = Self.userResponse(user, status: .created)
+        response.headers[.location] = "/users/\(user.id)"
+        return response
+    }
+
+    /// `GET /users/{id}` (admins).
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let user = try await accounts.user(context.identity, id: try context.parameters.require("id"))
+        let etag = ETag.of(version: user.version)
+        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        return Self.userResponse(user)
+    }
+
+    /// `PATCH /users/{id}` (admins; `If-Match` optional).
+    @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let expected = try ETag.expectedVersion(request)
+        var request = request
+        let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
+        let user = try await accounts.updateUser(
+            context.identity, id: try context.parameters.require("id"), expectedVersion: expected,
+            name: body.name.value, email: body.email.value, role: body.role.value)
+        return Self.userResponse(user)
+    }
+
+    /// `DELETE /users/{id}` (admins; `If-Match` optional).
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await accounts.deleteUser(
+            context.identity, id: try context.parameters.require("id"), expectedVersion: try ETag.expectedVersion(request))
+        return Response(status: .noContent)
     }
 }

@@ -91,7 +91,7 @@ public final class AccountService: Sendable {
         let valid = try await hasher.verify(password, against: record?.passwordHash)
         guard valid, let user = record?.user else {
             try await store.recordFailure(emailKey: key, client: client, at: now, pruneBefore: now - windowMs)
-            throw AppError(.unauthorized, code: "invalid_credentials", detail: "The email or password is incorrect.")
+            throw AppError(.unauthorized, code: .invalidCredentials, detail: "The email or password is incorrect.")
         }
         if failures.email > 0 { try await store.clearFailures(emailKey: key) }
         return try await startSession(for: user)
@@ -126,7 +126,7 @@ public final class AccountService: Sendable {
             try await store.revokeAllSessions(userId: userId, at: clock.milliseconds)
             sessions.invalidate(userId: userId)
             logger.warning("refresh token reuse detected; all sessions of the user revoked")
-            throw AppError(.unauthorized, code: "refresh_token_reused", detail: "This refresh token was already used; the session is revoked.")
+            throw AppError(.unauthorized, code: .refreshTokenReused, detail: "This refresh token was already used; the session is revoked.")
         case .rotated(let familyId, let userId, let tenantId):
             guard let state = try await store.sessionState(userId: userId), state.tenantId == tenantId else {
                 throw Self.invalidRefresh
@@ -136,7 +136,7 @@ public final class AccountService: Sendable {
         }
     }
 
-    static let invalidRefresh = AppError(.unauthorized, code: "invalid_refresh_token", detail: "The refresh token is not valid.")
+    static let invalidRefresh = AppError(.unauthorized, code: .invalidRefreshToken, detail: "The refresh token is not valid.")
 
     /// Revokes the session (refresh-token family) of a token. Unknown tokens are ignored
     /// (RFC 7009 §2.2: revocation answers success either way).
@@ -161,12 +161,12 @@ public final class AccountService: Sendable {
         do {
             claims = try await tokens.verify(token)
         } catch TokenError.expired {
-            throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
+            throw AppError.unauthorized(code: .tokenExpired, detail: "The access token has expired.", invalidToken: true)
         } catch {
-            throw AppError.unauthorized(code: "invalid_token", detail: "The access token is not valid.", invalidToken: true)
+            throw AppError.unauthorized(code: .invalidToken, detail: "The access token is not valid.", invalidToken: true)
         }
         guard let identity = try await sessions.identity(for: claims) else {
-            throw AppError.unauthorized(code: "invalid_token", detail: "The access token has been revoked.", invalidToken: true)
+            throw AppError.unauthorized(code: .invalidToken, detail: "The access token has been revoked.", invalidToken: true)
         }
         return identity
     }

@@ -10,31 +10,28 @@ import Logging
 /// `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
 /// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`.
 ///
-/// Routes listed in `queryTokenRoutes` also accept the token as the `access_token` query
+/// What else a route accepts is its group's ``TokenPolicy`` (``CairnRequestContext/tokenPolicy``,
+/// set where the group is declared: ``RouteGroups/authenticated(_:accepting:)``), never a list
+/// of paths.
+///
+/// Groups whose policy accepts a query token also take the token as the `access_token` query
 /// parameter (RFC 6750 §2.3), for clients that cannot set a header (a browser's `EventSource`);
 /// a request that sends both is 400 `invalid_input` (RFC 6750 §2: one method per request).
-/// Other routes ignore the parameter. The request log redacts it (``RequestLogMiddleware``).
+/// Other groups ignore the parameter. The request log redacts it (``RequestLogMiddleware``).
 ///
 /// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
-/// request, so a revocation holds at once on every node. They reach only the routes listed in
-/// `scopedRoutes`, and only with the scope listed there; anything else answers 403 `forbidden`
+/// request, so a revocation holds at once on every node. They reach only groups whose policy
+/// names a service-token scope, and only with that scope; anything else answers 403 `forbidden`
 /// with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
 public struct BearerMiddleware: RouterMiddleware {
     let accounts: AccountService
-    let scopedRoutes: [String: String]
-    let queryTokenRoutes: Set<String>
 
     /// The query parameter of RFC 6750 §2.3.
     public static let queryParameter = "access_token"
 
-    /// Creates the middleware. `scopedRoutes` maps `"METHOD /path"` (the router's endpoint
-    /// path, parameters as `{id}`, e.g. `"POST /notifications"`) to the scope a service token
-    /// needs there; routes not listed refuse service tokens. `queryTokenRoutes` lists the
-    /// routes (same form) that also take `?access_token=`.
-    public init(accounts: AccountService, scopedRoutes: [String: String] = [:], queryTokenRoutes: Set<String> = []) {
+    /// Creates the middleware.
+    public init(accounts: AccountService) {
         self.accounts = accounts
-        self.scopedRoutes = scopedRoutes
-        self.queryTokenRoutes = queryTokenRoutes
     }
 
     /// Handles one request.
@@ -42,32 +39,30 @@ public struct BearerMiddleware: RouterMiddleware {
         _ request: Request, context: CairnRequestContext,
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
-        // Group middleware runs after routing, so the endpoint path is known here.
-        let path = context.endpointPath.map { $0.hasPrefix("/") ? $0 : "/" + $0 } ?? request.uri.path
-        let route = "\(request.method.rawValue) \(path)"
-        let queryToken = queryTokenRoutes.contains(route) ? Self.queryToken(request) : nil
+        let policy = context.tokenPolicy
+        let queryToken = policy.acceptsQueryToken ? Self.queryToken(request) : nil
         let token: String
         switch (request.headers[.authorization], queryToken) {
         case (_?, _?):
             throw AppError.invalidField(Self.queryParameter, "send the access token in the Authorization header or the query, not both")
         case (let header?, nil):
             guard let parsed = Self.bearerToken(header) else {
-                throw AppError.unauthorized(code: "invalid_token", detail: "The Authorization header is not a Bearer token.", invalidToken: true)
+                throw AppError.unauthorized(code: .invalidToken, detail: "The Authorization header is not a Bearer token.", invalidToken: true)
             }
             token = parsed
         case (nil, let query?):
             guard Self.isB64Token(query.utf8[...]) else {
-                throw AppError.unauthorized(code: "invalid_token", detail: "The access_token parameter is not a Bearer token.", invalidToken: true)
+                throw AppError.unauthorized(code: .invalidToken, detail: "The access_token parameter is not a Bearer token.", invalidToken: true)
             }
             token = query
         case (nil, nil):
-            throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
         }
         var context = context
         let identity: Identity
         if token.hasPrefix(AccountService.serviceTokenPrefix) {
             identity = try await accounts.authenticate(serviceToken: token)
-            let needed = scopedRoutes[route]
+            let needed = policy.serviceTokenScope
             guard let needed, identity.scopes?.contains(needed) == true else { throw AppError.insufficientScope(needed) }
             context.logger[metadataKey: "service_token_id"] = .string(identity.tokenId)
         } else {

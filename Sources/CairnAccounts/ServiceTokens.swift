@@ -6,7 +6,8 @@ public import Hummingbird
 import Logging
 import SQLKit
 
-/// The scopes a service token may hold (RFC 6749 §3.3 scope tokens), and the routes each opens.
+/// The scopes a service token may hold (RFC 6749 §3.3 scope tokens). A route group opens to
+/// service tokens by naming one in its ``TokenPolicy`` where its routes are declared.
 public enum ServiceTokenScope {
     /// `POST /notifications`: publish to users of the token's tenant.
     public static let notificationsPublish = "notifications:publish"
@@ -171,7 +172,7 @@ extension AccountService {
     /// - Throws: 401 `invalid_token` for an unknown or revoked secret.
     public func authenticate(serviceToken secret: String) async throws -> Identity {
         guard secret.utf8.count <= 256, let token = try await store.serviceToken(secret: secret) else {
-            throw AppError.unauthorized(code: "invalid_token", detail: "The service token is not valid.", invalidToken: true)
+            throw AppError.unauthorized(code: .invalidToken, detail: "The service token is not valid.", invalidToken: true)
         }
         return Identity(userId: token.id, tenantId: token.tenantId, role: .member, tokenId: token.id, scopes: Set(token.scopes))
     }
@@ -191,25 +192,33 @@ public struct ServiceTokensController: Sendable {
         var scopes: [String]
     }
 
-    /// Adds `POST/GET /service-tokens` and `DELETE /service-tokens/{id}`.
+    /// Adds `POST/GET /service-tokens` and `DELETE /service-tokens/{id}`, for owners and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.post("service-tokens") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var request = request
-            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
-            let (token, secret) = try await accounts.createServiceToken(context.identity, name: body.name, scopes: body.scopes)
-            return .json(
-                CreatedServiceToken(token: token, secret: secret), status: .created,
-                headers: [.location: "/service-tokens/\(token.id)", .cacheControl: "no-store"])
-        }
-        group.get("service-tokens") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            return .json(try await accounts.listServiceTokens(context.identity, page: page))
-        }
-        group.delete("service-tokens/:id") { _, context -> Response in
-            try await accounts.revokeServiceToken(context.identity, id: try context.parameters.require("id"))
-            return Response(status: .noContent)
-        }
+        group.group("service-tokens").add(middleware: RequireAdmin())
+            .post(use: create)
+            .get(use: list)
+            .delete(":id", use: revoke)
+    }
+
+    /// `POST /service-tokens`: the token and, this once, its secret.
+    @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+        let (token, secret) = try await accounts.createServiceToken(context.identity, name: body.name, scopes: body.scopes)
+        return .json(
+            CreatedServiceToken(token: token, secret: secret), status: .created,
+            headers: [.location: "/service-tokens/\(token.id)", .cacheControl: "no-store"])
+    }
+
+    /// `GET /service-tokens`: a page of the tenant's tokens, without secrets.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        return .json(try await accounts.listServiceTokens(context.identity, page: page))
+    }
+
+    /// `DELETE /service-tokens/{id}`: revokes a token on every node at once.
+    @Sendable func revoke(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await accounts.revokeServiceToken(context.identity, id: try context.parameters.require("id"))
+        return Response(status: .noContent)
     }
 }

@@ -165,14 +165,14 @@ public final class CatalogService: Sendable {
             }
             if let open = error as? CircuitBreaker.OpenError {
                 throw AppError(
-                    .serviceUnavailable, code: "unavailable", detail: "The catalog database is not answering; try again shortly.",
+                    .serviceUnavailable, code: .unavailable, detail: "The catalog database is not answering; try again shortly.",
                     headers: [.retryAfter: String(open.retryAfter)])
             }
             if error is CancellationError { throw error }
             logger.warning("catalog read failed", metadata: ["error.type": .string(String(reflecting: type(of: error)))])
             let retry = CircuitBreaker.seconds(settings.breakerCooldown)
             throw AppError(
-                .serviceUnavailable, code: "unavailable", detail: "The catalog database is not answering; try again shortly.",
+                .serviceUnavailable, code: .unavailable, detail: "The catalog database is not answering; try again shortly.",
                 headers: [.retryAfter: String(retry)])
         }
     }

@@ -234,5 +234,20 @@ public enum CatalogMigrations {
                     created_at BIGINT NOT NULL)
                 """
             ]),
+        // PostgreSQL's parser keeps `3.0`, `example.com`, `a@b.org` and `/a/b` as single tokens
+        // where FTS5 (and the query side, `searchWords`) split them into words, so a search for
+        // `3.0` found a product on SQLite and not on PostgreSQL. ASCII punctuation becomes a
+        // space before parsing, so both engines index the same words. SQLite has nothing to do.
+        Migration(module: "catalog", version: 3, name: "search splits words at punctuation on PostgreSQL") { dialect in
+            guard dialect == .postgres else { return [] }
+            return [
+                "ALTER TABLE products DROP COLUMN search",
+                """
+                ALTER TABLE products ADD COLUMN search tsvector GENERATED ALWAYS AS (to_tsvector('simple',
+                    regexp_replace(name || ' ' || coalesce(description, ''), '[!-/:-@[-`{-~]+', ' ', 'g'))) STORED
+                """,
+                "CREATE INDEX products_search ON products USING GIN (search)",
+            ]
+        },
     ]
 }

@@ -1,5 +1,6 @@
+public import CairnFiles
+import CairnFormats
 import CairnHTTP
-public import CairnIngest
 public import CairnJobs
 import CairnStorage
 import Foundation
@@ -11,7 +12,7 @@ import NIOCore
 /// (`products.import`), whose progress reports counts and per-row errors.
 public struct ProductImporter: Sendable {
     /// The job kind.
-    public static let kind = "products.import"
+    public static var kind: String { ImportProducts.kind }
     /// Largest import body, bytes (10 MiB; larger files go through uploads).
     public static let maxBody = 10 << 20
     /// Per-row errors kept in the job's progress.
@@ -24,15 +25,20 @@ public struct ProductImporter: Sendable {
     let files: FileStore?
     let blobs: (any BlobStore)?
 
-    /// Creates the importer and registers its job handler. With `files` and `blobs`, an import
-    /// may name an uploaded file (`{"fileId"}`) instead of carrying its rows.
+    /// Creates the importer; call ``registerJobs(on:)`` once, from the composition root. With
+    /// `files` and `blobs`, an import may name an uploaded file (`{"fileId"}`) instead of
+    /// carrying its rows.
     public init(catalog: CatalogService, jobs: JobQueue, files: FileStore? = nil, blobs: (any BlobStore)? = nil) {
         self.catalog = catalog
         self.jobs = jobs
         self.files = files
         self.blobs = blobs
-        jobs.register(kind: Self.kind, enqueueableOverHTTP: false, adminOnly: true) { [catalog] context in
-            try await Self.run(context, catalog: catalog)
+    }
+
+    /// Registers the import job handler on `queue`.
+    public func registerJobs(on queue: JobQueue) {
+        queue.register(ImportProducts.self) { [catalog] args, context in
+            try await Self.run(args, context: context, catalog: catalog)
         }
     }
 
@@ -57,7 +63,7 @@ public struct ProductImporter: Sendable {
             do {
                 buffer = try await request.body.collect(upTo: Self.maxBody)
             } catch {
-                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(Self.maxBody) bytes.")
+                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
             }
         case "application/json":
             var request = request
@@ -65,7 +71,7 @@ public struct ProductImporter: Sendable {
             (format, buffer) = try await readFile(body.fileId, tenantId: context.identity.tenantId)
         default:
             throw AppError(
-                .unsupportedMediaType, code: "unsupported_media_type",
+                .unsupportedMediaType, code: .unsupportedMediaType,
                 detail: "Send the rows as text/csv or application/x-ndjson, or {\"fileId\"} as application/json.")
         }
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self), !text.contains("\u{0}") else {
@@ -77,8 +83,7 @@ public struct ProductImporter: Sendable {
         let tenantId = context.identity.tenantId
         let importId = try await catalog.store.saveImport(tenantId: tenantId, format: format, body: text)
         let (job, _) = try await jobs.enqueue(
-            JobRequest(kind: Self.kind, args: .object(["importId": .string(importId), "format": .string(format)])),
-            tenantId: tenantId, createdBy: context.identity.userId)
+            ImportProducts(importId: importId, format: format), tenantId: tenantId, createdBy: context.identity.userId)
         return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
     }
 
@@ -90,88 +95,72 @@ public struct ProductImporter: Sendable {
             throw AppError.invalidField("fileId", "must name a CSV or NDJSON file (this one is \(file.format))")
         }
         guard file.size <= Int64(Self.maxBody) else {
-            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "Imports take files up to \(Self.maxBody) bytes.")
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "Imports take files up to \(Self.maxBody) bytes.")
         }
         return (file.format, try await blobs.read(tenantId: tenantId, id: file.id, limit: Self.maxBody))
     }
 
-    /// One input row as field values by column name (missing columns absent).
-    typealias Row = [String: JSONValue]
-
-    static func run(_ context: JobContext, catalog: CatalogService) async throws {
-        guard let importId = context.args["importId"]?.string else { throw PermanentJobError("importId is missing") }
+    static func run(_ args: ImportProducts, context: JobContext, catalog: CatalogService) async throws {
+        let importId = args.importId
         let tenantId = context.job.tenantId
         guard let (format, body) = try await catalog.store.loadImport(id: importId, tenantId: tenantId) else {
             throw PermanentJobError("the import's rows are gone")
         }
-        var errors: [JSONValue] = []
-        var failed = 0
-        var imported = 0
-        var pending: [Product] = []
-        var seen = Set<String>()
-        let rows: [(line: Int, row: Result<Row, ImportIssue>)]
+        try await apply(ImportInput(format: format, body: body), importId: importId, tenantId: tenantId, context: context, catalog: catalog)
+    }
+
+    /// Upserts the rows of `input` in batches of `batchSize`, reporting progress after each.
+    /// The body is read twice, streaming, record by record: first to count its rows and find
+    /// a malformed file (which then fails whole, before any row is written), then to apply it.
+    static func apply(_ input: ImportInput, importId: String, tenantId: String, context: JobContext, catalog: CatalogService) async throws {
+        var progress = ImportProgress()
+        var rows: ImportRows
         do {
-            rows = format == "csv" ? try CSVRows.parse(body) : NDJSONRows.parse(body)
+            progress.rowsTotal = try input.countRows()
+            rows = try input.rows()
         } catch let issue as ImportIssue {
-            let progress: JSONValue = .object([
-                "rowsTotal": .number(0), "imported": .number(0), "failed": .number(0),
-                "errors": .array([.object(["row": .number(Double(issue.row)), "field": .string(issue.field), "issue": .string(issue.issue)])]),
-            ])
-            try await context.reportProgress(progress)
+            progress.record(issue)
+            try await context.reportProgress(progress.json(done: false))
             // The job ends here for good: its stored rows are of no further use.
             try? await catalog.store.deleteImport(id: importId)
-            throw PermanentJobError("the import is not valid \(format.uppercased()): \(issue.issue)")
+            throw PermanentJobError("the import is not valid \(input.format.uppercased()): \(issue.issue)")
         }
-        func record(_ issue: ImportIssue) {
-            failed += 1
-            if errors.count < maxErrors {
-                errors.append(.object(["row": .number(Double(issue.row)), "field": .string(issue.field), "issue": .string(issue.issue)]))
-            }
-        }
-        func progress() -> JSONValue {
-            .object([
-                "rowsTotal": .number(Double(rows.count)), "rowsDone": .number(Double(imported + failed)), "imported": .number(Double(imported)),
-                "failed": .number(Double(failed)), "errors": .array(errors),
-            ])
-        }
+        var pending: [Product] = []
+        var seen = Set<String>()
         let now = WallClock.milliseconds()
-        for (line, result) in rows {
+        while let (line, row) = try rows.next() {
             try Task.checkCancellation()
-            switch result {
-            case .failure(let issue): record(issue)
-            case .success(let row):
-                switch product(from: row, line: line, tenantId: tenantId, now: now) {
-                case .failure(let issue): record(issue)
-                case .success(let product):
-                    // A SKU twice in one file: the later row wins, as in a sequential upsert.
-                    if seen.contains(product.sku) {
-                        pending.removeAll { $0.sku == product.sku }
-                        imported -= 1
-                    }
-                    seen.insert(product.sku)
-                    pending.append(product)
-                    imported += 1
+            switch row.flatMap({ product(from: $0, line: line, tenantId: tenantId, now: now) }) {
+            case .failure(let issue): progress.record(issue)
+            case .success(let product):
+                // A SKU twice in one file: the later row wins, as in a sequential upsert.
+                if seen.contains(product.sku) {
+                    pending.removeAll { $0.sku == product.sku }
+                    progress.imported -= 1
                 }
+                seen.insert(product.sku)
+                pending.append(product)
+                progress.imported += 1
             }
             if pending.count >= batchSize {
                 try await catalog.store.upsert(pending)
                 pending.removeAll(keepingCapacity: true)
                 seen.removeAll(keepingCapacity: true)
                 await catalog.invalidate(tenantId: tenantId)
-                try await context.reportProgress(progress())
+                try await context.reportProgress(progress.json())
             }
         }
         try await catalog.store.upsert(pending)
         await catalog.invalidate(tenantId: tenantId)
-        try await context.reportProgress(progress())
+        try await context.reportProgress(progress.json())
         try await catalog.store.deleteImport(id: importId)
     }
 
-    static func product(from row: Row, line: Int, tenantId: String, now: Int64) -> Result<Product, ImportIssue> {
+    static func product(from row: ImportRows.Row, line: Int, tenantId: String, now: Int64) -> Result<Product, ImportIssue> {
         var issues: [FieldIssue] = []
         func text(_ key: String, required: Bool) -> String? {
             switch row[key] {
-            case .string(let value)?: return value
+            case .text(let value)?: return value
             case .null?, nil:
                 if required { issues.append(FieldIssue(field: key, issue: "is required")) }
                 return nil
@@ -182,19 +171,18 @@ public struct ProductImporter: Sendable {
         }
         func integer(_ key: String, required: Bool) -> Int64? {
             switch row[key] {
-            case .number(let value)? where value.rounded() == value && abs(value) < 9e15: return Int64(value)
-            case .string(let value)?:
+            case .integer(let value)? where value.magnitude < 9_000_000_000_000_000: return value
+            case .real(let value)? where value.rounded() == value && abs(value) < 9e15: return Int64(value)
+            case .text(let value)?:
                 if let parsed = Int64(value.trimmingCharacters(in: .whitespaces)) { return parsed }
                 if value.isEmpty && !required { return nil }
-                issues.append(FieldIssue(field: key, issue: "must be an integer"))
-                return nil
             case .null?, nil:
                 if required { issues.append(FieldIssue(field: key, issue: "is required")) }
                 return nil
-            default:
-                issues.append(FieldIssue(field: key, issue: "must be an integer"))
-                return nil
+            default: break
             }
+            issues.append(FieldIssue(field: key, issue: "must be an integer"))
+            return nil
         }
         let sku = text("sku", required: true) ?? ""
         let name = text("name", required: true).flatMap { ProductRules.name($0, into: &issues) } ?? ""
@@ -205,13 +193,15 @@ public struct ProductImporter: Sendable {
         let stock = integer("stock", required: false) ?? 0
         var attributes = "{}"
         switch row["attributes"] {
-        case nil, .null?: break
-        case .string(let raw)?:
-            if raw.isEmpty { break }
-            if let value = JSONValue(text: raw), let text = ProductRules.attributes(value, into: &issues) { attributes = text }
-            if JSONValue(text: raw) == nil { issues.append(FieldIssue(field: "attributes", issue: "must be a JSON object")) }
-        case let value?:
-            if let text = ProductRules.attributes(value, into: &issues) { attributes = text }
+        case nil, .null?, .text("")?: break
+        case .text(let raw)?, .json(let raw)?:
+            // CSV carries the object as text; NDJSON as the object itself.
+            if let value = JSONValue(text: raw) {
+                attributes = ProductRules.attributes(value, into: &issues) ?? attributes
+            } else {
+                issues.append(FieldIssue(field: "attributes", issue: "must be a JSON object"))
+            }
+        case _?: issues.append(FieldIssue(field: "attributes", issue: "must be a JSON object"))
         }
         let product = Product(
             id: UUIDv7.make(), tenantId: tenantId, sku: sku, name: name, description: description, priceMinor: price,
@@ -222,117 +212,139 @@ public struct ProductImporter: Sendable {
     }
 }
 
-/// A problem with one input row (`row` is 1-based, counting data rows).
+/// A problem with one input row (`row` is 1-based, counting data rows), or with the whole
+/// file (`row` 0 for its header).
 struct ImportIssue: Error {
     var row: Int
     var field: String
     var issue: String
 }
 
-/// RFC 4180 CSV with a header row naming the columns (`sku,name,description,priceMinor,
-/// currency,category,stock,attributes`; unknown columns are refused, order is free).
-enum CSVRows {
+/// Counts and the first `maxErrors` row errors, as the job's progress reports them.
+struct ImportProgress {
+    var rowsTotal = 0
+    var imported = 0
+    var failed = 0
+    var errors: [JSONValue] = []
+
+    mutating func record(_ issue: ImportIssue) {
+        failed += 1
+        if errors.count < ProductImporter.maxErrors {
+            errors.append(.object(["row": .number(Double(issue.row)), "field": .string(issue.field), "issue": .string(issue.issue)]))
+        }
+    }
+
+    /// `{rowsTotal, rowsDone, imported, failed, errors}`; a file that failed whole reports no
+    /// rows at all (and no `rowsDone`).
+    func json(done: Bool = true) -> JSONValue {
+        guard done else {
+            return .object(["rowsTotal": .number(0), "imported": .number(0), "failed": .number(0), "errors": .array(errors)])
+        }
+        return .object([
+            "rowsTotal": .number(Double(rowsTotal)), "rowsDone": .number(Double(imported + failed)), "imported": .number(Double(imported)),
+            "failed": .number(Double(failed)), "errors": .array(errors),
+        ])
+    }
+}
+
+/// A stored import body and its format (`csv` or `ndjson`).
+struct ImportInput {
+    var format: String
+    var body: String
+
+    /// The rows, read from the start.
+    /// - Throws: `ImportIssue` when the CSV header is malformed or names an unknown column.
+    func rows() throws -> ImportRows {
+        try ImportRows(format: format, source: MemoryByteSource(body))
+    }
+
+    /// The number of rows (good or bad) the body holds.
+    /// - Throws: `ImportIssue` for a file that fails whole (see `ImportRows.next`).
+    func countRows() throws -> Int {
+        var rows = try rows()
+        var count = 0
+        while try rows.next() != nil { count += 1 }
+        return count
+    }
+}
+
+/// An import's rows, one at a time, from CairnFormats' streaming readers: memory stays flat
+/// whatever the number of rows.
+///
+/// - CSV (RFC 4180, `,`) with a header row naming the columns (`sku,name,description,
+///   priceMinor,currency,category,stock,attributes`; unknown columns are refused, order is
+///   free). Every value is text (no null markers: `NA` is a name like any other).
+/// - NDJSON: one object per line, fields as in `POST /products` (nested values kept as JSON).
+struct ImportRows {
+    /// One input row as field values by column name (missing columns absent).
+    typealias Row = [String: FieldValue]
+
     static let known: Set<String> = ["sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes"]
 
-    static func parse(_ text: String) throws -> [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] {
-        // A UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
-        var bytes = Array(text.utf8)
-        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
-        let records = try records(bytes)
-        guard let header = records.first else { return [] }
-        let columns = header.map { $0.trimmingCharacters(in: .whitespaces) }
-        for column in columns where !known.contains(column) {
-            throw ImportIssue(row: 0, field: column, issue: "is not a known column (\(known.sorted().joined(separator: ", ")))")
-        }
-        var rows: [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] = []
-        for (index, record) in records.dropFirst().enumerated() {
-            if record == [""] { continue }
-            guard record.count == columns.count else {
-                rows.append(
-                    (index + 1, .failure(ImportIssue(row: index + 1, field: "row", issue: "has \(record.count) fields, the header \(columns.count)")))
-                )
-                continue
-            }
-            var row: ImportRows.Row = [:]
-            for (column, value) in zip(columns, record) { row[column] = .string(value) }
-            rows.append((index + 1, .success(row)))
-        }
-        return rows
+    private enum Reader {
+        case csv(CSVReader, columns: [String])
+        case ndjson(JSONRecordReader)
     }
 
-    /// Splits CSV bytes into records of fields: quoted fields may hold commas, quotes (doubled)
-    /// and line breaks; records end with CRLF or LF.
-    static func records(_ bytes: [UInt8]) throws -> [[String]] {
-        var records: [[String]] = []
-        var record: [String] = []
-        var field: [UInt8] = []
-        var index = 0
-        var quoted = false
-        var line = 1
-        let quote = UInt8(ascii: "\""), comma = UInt8(ascii: ","), cr = UInt8(ascii: "\r"), lf = UInt8(ascii: "\n")
-        func endField() {
-            record.append(String(decoding: field, as: UTF8.self))
-            field.removeAll(keepingCapacity: true)
+    private let reader: Reader
+
+    /// Opens the rows of `source`; for CSV, reads and checks the header.
+    /// - Throws: `ImportIssue` for a malformed header or an unknown column.
+    init(format: String, source: some ByteSource) throws {
+        guard format == "csv" else {
+            var options = JSONOptions()
+            options.layout = .lines
+            options.flatten = false
+            reader = .ndjson(try Self.opening { try JSONRecordReader(source: source, options: options) })
+            return
         }
-        while index < bytes.count {
-            let byte = bytes[index]
-            if quoted {
-                if byte == quote {
-                    if index + 1 < bytes.count, bytes[index + 1] == quote {
-                        field.append(quote)
-                        index += 2
-                        continue
-                    }
-                    quoted = false
-                } else {
-                    if byte == lf { line += 1 }
-                    field.append(byte)
-                }
-                index += 1
-                continue
-            }
-            switch byte {
-            case quote where field.isEmpty: quoted = true
-            case comma: endField()
-            case cr where index + 1 < bytes.count && bytes[index + 1] == lf: break
-            case lf:
-                endField()
-                records.append(record)
-                record.removeAll(keepingCapacity: true)
-                line += 1
-            default: field.append(byte)
-            }
-            index += 1
+        var options = CSVOptions()
+        options.delimiter = UInt8(ascii: ",")
+        options.nullValues = []
+        let csv = try Self.opening { try CSVReader(source: source, options: options) }
+        let columns = csv.columns.map { $0.trimmingCharacters(in: .whitespaces) }
+        for column in columns where !Self.known.contains(column) {
+            throw ImportIssue(row: 0, field: column, issue: "is not a known column (\(Self.known.sorted().joined(separator: ", ")))")
         }
-        if quoted { throw ImportIssue(row: max(0, records.count), field: "body", issue: "a quoted field is not closed (line \(line))") }
-        if !field.isEmpty || !record.isEmpty {
-            endField()
-            records.append(record)
-        }
-        return records
+        reader = .csv(csv, columns: columns)
     }
-}
 
-/// Shared row type of the import parsers.
-enum ImportRows {
-    typealias Row = [String: JSONValue]
-}
-
-/// Newline-delimited JSON: one object per line, fields as in `POST /products`.
-enum NDJSONRows {
-    static func parse(_ text: String) -> [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] {
-        var rows: [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] = []
-        var number = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
-            number += 1
-            guard let value = JSONValue(text: trimmed), case .object(let members) = value else {
-                rows.append((number, .failure(ImportIssue(row: number, field: "row", issue: "is not a JSON object"))))
-                continue
-            }
-            rows.append((number, .success(members)))
+    private static func opening<Reader>(_ open: () throws -> Reader) throws -> Reader {
+        do {
+            return try open()
+        } catch let error as IngestError {
+            throw ImportIssue(row: 0, field: "body", issue: error.description)
         }
-        return rows
+    }
+
+    /// The next row and its data row number (from 1), or nil at the end. A row that cannot be
+    /// read (a CSV record with another number of fields than the header, an NDJSON line that
+    /// is not one JSON object) is a failure, and reading goes on with the next.
+    /// - Throws: `ImportIssue` (field `body`) when the file cannot be read past a problem:
+    ///   an unclosed quote or text after a closing quote.
+    mutating func next() throws -> (line: Int, row: Result<Row, ImportIssue>)? {
+        switch reader {
+        case .csv(let csv, let columns):
+            let start = csv.bytesConsumed
+            do {
+                guard let record = try csv.next() else { return nil }
+                return (csv.row, .success(Row(zip(columns, record.map { FieldValue.text($0 ?? "") }), uniquingKeysWith: { $1 })))
+            } catch let error as IngestError where error.kind == .malformed && csv.bytesConsumed != start {
+                // The reader is past the record: only this row is bad.
+                return (csv.row, .failure(ImportIssue(row: csv.row, field: "row", issue: error.message)))
+            } catch let error as IngestError {
+                throw ImportIssue(row: error.row ?? csv.row + 1, field: "body", issue: error.description)
+            }
+        case .ndjson(let lines):
+            do {
+                guard let record = try lines.next() else { return nil }
+                return (lines.row, .success(Row(record.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })))
+            } catch let error as IngestError where error.kind == .malformed || error.kind == .invalidUTF8 {
+                try lines.skipLine()
+                return (lines.row, .failure(ImportIssue(row: lines.row, field: "row", issue: error.message)))
+            } catch let error as IngestError {
+                throw ImportIssue(row: error.row ?? lines.row + 1, field: "body", issue: error.description)
+            }
+        }
     }
 }

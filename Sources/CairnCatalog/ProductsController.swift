@@ -110,134 +110,179 @@ public struct ProductsController: Sendable {
         return filter
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes to the authenticated group: reads for everyone, writes for owners and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.get("products") { request, context -> Response in
-            var issues: [FieldIssue] = []
-            let filter = Self.parseFilter(request.uri, issues: &issues)
-            let query = request.uri.queryParameters
-            var limit = 20
-            if let raw = query.get("limit") {
-                if let value = Int(raw), (1...100).contains(value) {
-                    limit = value
-                } else {
-                    issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
-                }
-            }
-            var sort = ProductSort.name
-            var descending = false
-            if var raw = query.get("sort").map({ String($0) }) {
-                if raw.hasPrefix("-") {
-                    descending = true
-                    raw.removeFirst()
-                }
-                if let value = ProductSort(rawValue: raw) {
-                    sort = value
-                } else {
-                    issues.append(FieldIssue(field: "sort", issue: "must be name, price or updatedAt, optionally prefixed with - for descending"))
-                }
-            }
-            var after: ProductCursor?
-            if let raw = query.get("cursor") {
-                if let cursor = ProductCursor.decode(raw), cursor.sort == sort, cursor.descending == descending {
-                    after = cursor
-                } else {
-                    issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued for this sort"))
-                }
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let read = try await catalog.page(
-                tenantId: context.identity.tenantId, filter: filter, sort: sort, descending: descending, limit: limit, after: after)
-            var headers = Self.headers(status: read.status)
-            headers[.contentType] = "application/json"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: read.value))
-        }
-        group.get("products/by-sku/:sku") { request, context -> Response in
-            let sku = try context.parameters.require("sku")
-            guard ProductRules.isValidSKU(sku) else { throw AppError.notFound("No such product.") }
-            return try Self.answer(try await catalog.product(sku: sku, tenantId: context.identity.tenantId), request: request)
-        }
-        group.get("products/:id") { request, context -> Response in
-            let id = try context.parameters.require("id")
-            guard UUIDv7.isValid(id) else { throw AppError.notFound("No such product.") }
-            return try Self.answer(try await catalog.product(id: id, tenantId: context.identity.tenantId), request: request)
-        }
-        group.post("products") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var request = request
-            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
-            var issues: [FieldIssue] = []
-            let name = ProductRules.name(body.name, into: &issues)
-            let attributes = ProductRules.attributes(body.attributes ?? .object([:]), into: &issues)
-            let now = WallClock.milliseconds()
-            let product = Product(
-                id: UUIDv7.make(), tenantId: context.identity.tenantId, sku: body.sku, name: name ?? "", description: body.description,
-                priceMinor: body.priceMinor, currency: body.currency, category: body.category, stock: body.stock ?? 0,
-                attributes: attributes ?? "{}", version: 1, createdAt: now, updatedAt: now)
-            ProductRules.check(product, into: &issues)
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            try await catalog.store.insert(product)
-            await catalog.invalidate(tenantId: product.tenantId)
-            var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
-            headers[.xCache] = nil
-            headers[.location] = "/products/\(product.id)"
-            return .json(product, status: .created, headers: headers)
-        }
-        group.patch("products/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let id = try context.parameters.require("id")
-            let expected = try ETag.expectedVersion(request)
-            var request = request
-            let body = try await request.decodeJSON(as: PatchBody.self, context: context)
-            let change = try Self.change(from: body)
-            let tenantId = context.identity.tenantId
-            if let product = try await catalog.store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
-                await catalog.invalidate(tenantId: tenantId)
-                var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
-                headers[.xCache] = nil
-                return .json(product, headers: headers)
-            }
-            if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-            throw AppError.notFound("No such product.")
-        }
-        group.delete("products/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let id = try context.parameters.require("id")
-            let expected = try ETag.expectedVersion(request)
-            let tenantId = context.identity.tenantId
-            if try await catalog.store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
-                await catalog.invalidate(tenantId: tenantId)
-                return Response(status: .noContent)
-            }
-            if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-            throw AppError.notFound("No such product.")
-        }
-        group.post("products:import") { request, context -> Response in
-            try context.identity.requireAdmin()
-            return try await importer.accept(request: request, context: context)
-        }
+        group.group("products")
+            .get(use: list)
+            .get("by-sku/:sku", use: showBySKU)
+            .get(":id", use: show)
+        group.group().add(middleware: RequireAdmin())
+            .post("products", use: create)
+            .patch("products/:id", use: update)
+            .delete("products/:id", use: delete)
+            .post("products:import", use: startImport)
     }
 
+    /// The query of `GET /products`.
+    struct ListQuery {
+        var filter: ProductFilter
+        var limit = 20
+        var sort = ProductSort.name
+        var descending = false
+        var after: ProductCursor?
+    }
+
+    /// Parses `GET /products`' query: the filters, `limit`, `sort` (`-` for descending) and a
+    /// `cursor` issued for the same sort.
+    /// - Throws: 400 `invalid_input` naming each bad parameter.
+    static func listQuery(_ uri: URI) throws -> ListQuery {
+        var issues: [FieldIssue] = []
+        var list = ListQuery(filter: parseFilter(uri, issues: &issues))
+        let query = uri.queryParameters
+        if let raw = query.get("limit") {
+            if let value = Int(raw), (1...100).contains(value) {
+                list.limit = value
+            } else {
+                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
+            }
+        }
+        if var raw = query.get("sort").map({ String($0) }) {
+            if raw.hasPrefix("-") {
+                list.descending = true
+                raw.removeFirst()
+            }
+            if let value = ProductSort(rawValue: raw) {
+                list.sort = value
+            } else {
+                issues.append(FieldIssue(field: "sort", issue: "must be name, price or updatedAt, optionally prefixed with - for descending"))
+            }
+        }
+        if let raw = query.get("cursor") {
+            if let cursor = ProductCursor.decode(raw), cursor.sort == list.sort, cursor.descending == list.descending {
+                list.after = cursor
+            } else {
+                issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued for this sort"))
+            }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return list
+    }
+
+    /// `GET /products`: a page of the tenant's products, through the cache.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let list = try Self.listQuery(request.uri)
+        let read = try await catalog.page(
+            tenantId: context.identity.tenantId, filter: list.filter, sort: list.sort, descending: list.descending, limit: list.limit,
+            after: list.after)
+        var headers = Self.headers(status: read.status)
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: read.value))
+    }
+
+    /// `GET /products/by-sku/{sku}`.
+    @Sendable func showBySKU(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let sku = try context.parameters.require("sku")
+        guard ProductRules.isValidSKU(sku) else { throw AppError.notFound("No such product.") }
+        return try Self.answer(try await catalog.product(sku: sku, tenantId: context.identity.tenantId), request: request)
+    }
+
+    /// `GET /products/{id}`.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard UUIDv7.isValid(id) else { throw AppError.notFound("No such product.") }
+        return try Self.answer(try await catalog.product(id: id, tenantId: context.identity.tenantId), request: request)
+    }
+
+    /// `POST /products` (admins).
+    @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+        var issues: [FieldIssue] = []
+        let name = ProductRules.name(body.name, into: &issues)
+        let attributes = ProductRules.attributes(body.attributes ?? .object([:]), into: &issues)
+        let now = WallClock.milliseconds()
+        let product = Product(
+            id: UUIDv7.make(), tenantId: context.identity.tenantId, sku: body.sku, name: name ?? "", description: body.description,
+            priceMinor: body.priceMinor, currency: body.currency, category: body.category, stock: body.stock ?? 0,
+            attributes: attributes ?? "{}", version: 1, createdAt: now, updatedAt: now)
+        ProductRules.check(product, into: &issues)
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        try await catalog.store.insert(product)
+        await catalog.invalidate(tenantId: product.tenantId)
+        var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
+        headers[.xCache] = nil
+        headers[.location] = "/products/\(product.id)"
+        return .json(product, status: .created, headers: headers)
+    }
+
+    /// `PATCH /products/{id}` (admins; `If-Match` optional).
+    @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let expected = try ETag.expectedVersion(request)
+        var request = request
+        let body = try await request.decodeJSON(as: PatchBody.self, context: context)
+        let change = try Self.change(from: body)
+        let tenantId = context.identity.tenantId
+        if let product = try await catalog.store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
+            await catalog.invalidate(tenantId: tenantId)
+            var headers = Self.headers(status: .miss, etag: ETag.of(version: product.version))
+            headers[.xCache] = nil
+            return .json(product, headers: headers)
+        }
+        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+        throw AppError.notFound("No such product.")
+    }
+
+    /// `DELETE /products/{id}` (admins; `If-Match` optional).
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let expected = try ETag.expectedVersion(request)
+        let tenantId = context.identity.tenantId
+        if try await catalog.store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
+            await catalog.invalidate(tenantId: tenantId)
+            return Response(status: .noContent)
+        }
+        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+        throw AppError.notFound("No such product.")
+    }
+
+    /// `POST /products:import` (admins): 202, the import runs as a job.
+    @Sendable func startImport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await importer.accept(request: request, context: context)
+    }
+
+    /// The change a PATCH body asks for.
+    /// - Throws: 400 `invalid_input` listing every bad field, in the body's documented order.
     static func change(from body: PatchBody) throws -> ProductChange {
         var issues: [FieldIssue] = []
         var change = ProductChange()
-        func required<T>(_ field: PatchField<T>, _ name: String) -> T? {
-            switch field {
-            case .absent: return nil
-            case .null:
-                issues.append(FieldIssue(field: name, issue: "must not be null"))
-                return nil
-            case .value(let value): return value
-            }
+        describing(&change, from: body, issues: &issues)
+        pricing(&change, from: body, issues: &issues)
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return change
+    }
+
+    /// A field's value; nil when absent, and an issue when null (these fields cannot be cleared).
+    static func required<T>(_ field: PatchField<T>, _ name: String, issues: inout [FieldIssue]) -> T? {
+        switch field {
+        case .absent: return nil
+        case .null:
+            issues.append(FieldIssue(field: name, issue: "must not be null"))
+            return nil
+        case .value(let value): return value
         }
-        if let sku = required(body.sku, "sku") {
+    }
+
+    /// `sku`, `name` and `description` of a PATCH body.
+    static func describing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
+        if let sku = required(body.sku, "sku", issues: &issues) {
             if ProductRules.isValidSKU(sku) {
                 change.sku = sku
             } else {
                 issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
             }
         }
-        if let name = required(body.name, "name") { change.name = ProductRules.name(name, into: &issues) }
+        if let name = required(body.name, "name", issues: &issues) { change.name = ProductRules.name(name, into: &issues) }
         switch body.description {
         case .absent: break
         case .null: change.description = .some(nil)
@@ -247,14 +292,18 @@ public struct ProductsController: Sendable {
             }
             change.description = .some(text)
         }
-        if let price = required(body.priceMinor, "priceMinor") {
+    }
+
+    /// `priceMinor`, `currency`, `category`, `stock` and `attributes` of a PATCH body.
+    static func pricing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
+        if let price = required(body.priceMinor, "priceMinor", issues: &issues) {
             if (0...ProductRules.maxPrice).contains(price) {
                 change.priceMinor = price
             } else {
                 issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(ProductRules.maxPrice)"))
             }
         }
-        if let currency = required(body.currency, "currency") {
+        if let currency = required(body.currency, "currency", issues: &issues) {
             if ISO4217.codes.contains(currency) {
                 change.currency = currency
             } else {
@@ -270,14 +319,14 @@ public struct ProductsController: Sendable {
             }
             change.category = .some(text)
         }
-        if let stock = required(body.stock, "stock") {
+        if let stock = required(body.stock, "stock", issues: &issues) {
             if (0...ProductRules.maxStock).contains(stock) {
                 change.stock = stock
             } else {
                 issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(ProductRules.maxStock)"))
             }
         }
-        if let attributes = required(body.attributes, "attributes") {
+        if let attributes = required(body.attributes, "attributes", issues: &issues) {
             if let text = ProductRules.attributes(attributes, into: &issues) {
                 if text.utf8.count > ProductRules.maxAttributesBytes {
                     issues.append(FieldIssue(field: "attributes", issue: "must be at most \(ProductRules.maxAttributesBytes) bytes of JSON"))
@@ -285,8 +334,6 @@ public struct ProductsController: Sendable {
                 change.attributes = text
             }
         }
-        if !issues.isEmpty { throw AppError.invalidInput(issues) }
-        return change
     }
 }
 

@@ -64,6 +64,9 @@ public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, 
     public var requestId: String = ""
     /// The caller, when authenticated.
     public var identity: Identity?
+    /// What the matched route's group accepts as credentials, set by the group's
+    /// ``TokenPolicyMiddleware`` for the authenticator (``RouteGroups/authenticated(_:accepting:)``).
+    public internal(set) var tokenPolicy: TokenPolicy = .users
     /// The TCP peer address, used for per-client rate limits.
     public let remoteAddress: SocketAddress?
     /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
@@ -106,7 +109,7 @@ public struct AuthenticatedContext: ChildRequestContext {
     /// happen if a route was mounted without the Bearer middleware.
     public init(context: CairnRequestContext) throws {
         guard let identity = context.identity else {
-            throw AppError.unauthorized(code: "unauthorized", detail: "A Bearer access token is required.", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
         }
         self.coreContext = context.coreContext
         self.requestId = context.requestId

@@ -1,3 +1,4 @@
+import CairnFormats
 import Foundation
 public import HTTPTypes
 public import Hummingbird
@@ -17,13 +18,13 @@ extension Request {
     ///   naming the field by its dotted path.
     public mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
         guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
-            throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
+            throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
         }
         let buffer: ByteBuffer
         do {
             buffer = try await collectBody(upTo: context.maxUploadSize)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
         }
         return try Self.decodeJSON(Value.self, from: buffer)
     }
@@ -32,16 +33,16 @@ extension Request {
     public static func decodeJSON<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
         let bytes = buffer.readableBytesView
         if bytes.isEmpty {
-            throw AppError(.badRequest, code: "invalid_json", detail: "The body is empty.")
+            throw AppError(.badRequest, code: .invalidJSON, detail: "The body is empty.")
         }
         switch JSONDepth.scan(bytes, limit: maximumJSONDepth) {
         case .tooDeep:
-            throw AppError(.badRequest, code: "invalid_json", detail: "JSON nests deeper than \(maximumJSONDepth) levels.")
+            throw AppError(.badRequest, code: .invalidJSON, detail: "JSON nests deeper than \(maximumJSONDepth) levels.")
         case .containsNUL:
             // Neither engine stores U+0000 in text (SQLite cuts the string, PostgreSQL refuses it).
             throw AppError.invalidField("body", "strings must not contain the NUL character (U+0000)")
         case .trailingComma:
-            throw AppError(.badRequest, code: "invalid_json", detail: "The body is not valid JSON (trailing comma).")
+            throw AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON (trailing comma).")
         case .acceptable:
             break
         }
@@ -80,11 +81,11 @@ extension Request {
             return .invalidField(path(context.codingPath, key), "is required")
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty {
-                return AppError(.badRequest, code: "invalid_json", detail: "The body is not valid JSON.")
+                return AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON.")
             }
             return .invalidField(path(context.codingPath), context.debugDescription)
         @unknown default:
-            return AppError(.badRequest, code: "invalid_json", detail: "The body could not be decoded.")
+            return AppError(.badRequest, code: .invalidJSON, detail: "The body could not be decoded.")
         }
     }
 

@@ -1,3 +1,4 @@
+import CairnFormats
 public import NIOCore
 
 /// A minimal, allocation-light JSON writer (RFC 8259).
@@ -29,28 +30,25 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes `{`.
-    public mutating func objectStart() {
-        separator()
-        bytes.append(UInt8(ascii: "{"))
-        needsComma = false
-    }
+    public mutating func objectStart() { open(UInt8(ascii: "{")) }
 
     /// Writes `}`.
-    public mutating func objectEnd() {
-        bytes.append(UInt8(ascii: "}"))
-        needsComma = true
-    }
+    public mutating func objectEnd() { close(UInt8(ascii: "}")) }
 
     /// Writes `[`.
-    public mutating func arrayStart() {
+    public mutating func arrayStart() { open(UInt8(ascii: "[")) }
+
+    /// Writes `]`.
+    public mutating func arrayEnd() { close(UInt8(ascii: "]")) }
+
+    private mutating func open(_ bracket: UInt8) {
         separator()
-        bytes.append(UInt8(ascii: "["))
+        bytes.append(bracket)
         needsComma = false
     }
 
-    /// Writes `]`.
-    public mutating func arrayEnd() {
-        bytes.append(UInt8(ascii: "]"))
+    private mutating func close(_ bracket: UInt8) {
+        bytes.append(bracket)
         needsComma = true
     }
 
@@ -64,31 +62,10 @@ public struct JSONWriter: Sendable {
         needsComma = false
     }
 
-    /// Writes a string value, escaped per RFC 8259 §7.
+    /// Writes a string value, escaped per RFC 8259 §7 (by `JSONString`).
     public mutating func string(_ value: String) {
         separator()
-        bytes.append(UInt8(ascii: "\""))
-        let hex: StaticString = "0123456789abcdef"
-        for byte in value.utf8 {
-            if byte >= 0x20 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
-                bytes.append(byte)
-                continue
-            }
-            switch byte {
-            case UInt8(ascii: "\""): append("\\\"")
-            case UInt8(ascii: "\\"): append("\\\\")
-            case 0x0A: append("\\n")
-            case 0x0D: append("\\r")
-            case 0x09: append("\\t")
-            default:
-                append("\\u00")
-                hex.withUTF8Buffer { digits in
-                    bytes.append(digits[Int(byte >> 4)])
-                    bytes.append(digits[Int(byte & 0xF)])
-                }
-            }
-        }
-        bytes.append(UInt8(ascii: "\""))
+        JSONString.append(value, to: &bytes)
         needsComma = true
     }
 
@@ -119,43 +96,13 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes epoch milliseconds as an RFC 3339 UTC string with milliseconds, digit by digit
-    /// (the same text as `Timestamp.format`, without building a String).
+    /// (`Timestamp.append`: the text of `Timestamp.format`, without building a String).
     public mutating func timestamp(milliseconds: Int64) {
         separator()
-        let (year, month, day, hour, minute, second, millisecond) = Timestamp.components(milliseconds: milliseconds)
         bytes.append(UInt8(ascii: "\""))
-        digits(year, 4)
-        bytes.append(UInt8(ascii: "-"))
-        digits(month, 2)
-        bytes.append(UInt8(ascii: "-"))
-        digits(day, 2)
-        bytes.append(UInt8(ascii: "T"))
-        digits(hour, 2)
-        bytes.append(UInt8(ascii: ":"))
-        digits(minute, 2)
-        bytes.append(UInt8(ascii: ":"))
-        digits(second, 2)
-        bytes.append(UInt8(ascii: "."))
-        digits(millisecond, 3)
-        append("Z\"")
+        Timestamp.append(milliseconds: milliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
         needsComma = true
-    }
-
-    /// Writes `value` zero-padded to `width` digits (plain decimal when it does not fit).
-    private mutating func digits(_ value: Int, _ width: Int) {
-        var limit = 1
-        for _ in 0..<width { limit *= 10 }
-        guard value >= 0, value < limit else {
-            bytes.append(contentsOf: String(value).utf8)
-            return
-        }
-        var divisor = limit / 10
-        var remainder = value
-        while divisor > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(remainder / divisor))
-            remainder %= divisor
-            divisor /= 10
-        }
     }
 
     /// Writes `null`.

@@ -122,13 +122,13 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             throw AppError(error.status, code: Self.code(for: error.status))
         } catch is CancellationError {
-            throw AppError(.serviceUnavailable, code: "unavailable", detail: "The request was cancelled.")
+            throw AppError(.serviceUnavailable, code: .unavailable, detail: "The request was cancelled.")
         } catch {
             context.logger.error(
                 "unhandled error",
                 metadata: ["error.type": .string(String(reflecting: type(of: error))), "error": .string(Self.sanitized(error))]
             )
-            throw AppError(.internalServerError, code: "internal", detail: "An internal error occurred.")
+            throw AppError(.internalServerError, code: .internal, detail: "An internal error occurred.")
         }
     }
 
@@ -139,32 +139,32 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                 var headers = HTTPFields()
                 headers[.allow] = allowed.map(\.rawValue).sorted().joined(separator: ", ")
                 return AppError(
-                    .methodNotAllowed, code: "method_not_allowed",
+                    .methodNotAllowed, code: .methodNotAllowed,
                     detail: "\(request.method.rawValue) is not allowed here.", headers: headers)
             }
-            return AppError(.notFound, code: "not_found", detail: "No route matches \(request.method.rawValue) \(request.uri.path).")
+            return AppError(.notFound, code: .notFound, detail: "No route matches \(request.method.rawValue) \(request.uri.path).")
         }
         if error.status == .contentTooLarge {
-            return AppError(.contentTooLarge, code: "payload_too_large", detail: "The request body exceeds the limit.")
+            return AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The request body exceeds the limit.")
         }
         return AppError(error.status, code: Self.code(for: error.status), detail: error.body)
     }
 
     /// The stable code for a status that reached us without one.
-    static func code(for status: HTTPResponse.Status) -> String {
+    static func code(for status: HTTPResponse.Status) -> AppError.Code {
         switch status.code {
-        case 400: "invalid_input"
-        case 401: "unauthorized"
-        case 403: "forbidden"
-        case 404: "not_found"
-        case 405: "method_not_allowed"
-        case 409: "conflict"
-        case 412: "precondition_failed"
-        case 413: "payload_too_large"
-        case 415: "unsupported_media_type"
-        case 429: "rate_limited"
-        case 503: "unavailable"
-        default: status.code >= 500 ? "internal" : "invalid_input"
+        case 400: .invalidInput
+        case 401: .unauthorized
+        case 403: .forbidden
+        case 404: .notFound
+        case 405: .methodNotAllowed
+        case 409: .conflict
+        case 412: .preconditionFailed
+        case 413: .payloadTooLarge
+        case 415: .unsupportedMediaType
+        case 429: .rateLimited
+        case 503: .unavailable
+        default: status.code >= 500 ? .internal : .invalidInput
         }
     }
 

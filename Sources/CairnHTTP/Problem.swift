@@ -24,10 +24,61 @@ public struct FieldIssue: Sendable, Equatable, Codable {
 /// so no stack trace, SQL text or secret can leak into a response.
 /// The body is `application/problem+json`: `{type, title, status, code, detail?, errors?}`.
 public struct AppError: Error, Sendable, HTTPResponseError {
+    /// The closed set of stable, machine-readable problem codes. Each one is documented in
+    /// openapi.yaml's `Problem` schema (a test checks the two lists are the same set), so a
+    /// client can switch on `code` without meeting one it was never told about.
+    public enum Code: String, Sendable, CaseIterable, CustomStringConvertible {
+        /// 400: empty body, malformed JSON, or nesting too deep.
+        case invalidJSON = "invalid_json"
+        /// 400: a field or parameter is missing, mistyped or out of range (see `errors`).
+        case invalidInput = "invalid_input"
+        /// 401: no credentials.
+        case unauthorized
+        /// 401: malformed, forged, wrong-algorithm or revoked token.
+        case invalidToken = "invalid_token"
+        /// 401: the access token has expired.
+        case tokenExpired = "token_expired"
+        /// 401: wrong email or password.
+        case invalidCredentials = "invalid_credentials"
+        /// 401: unknown, expired or revoked refresh token.
+        case invalidRefreshToken = "invalid_refresh_token"
+        /// 401: an already-rotated refresh token (the session is revoked).
+        case refreshTokenReused = "refresh_token_reused"
+        /// 403: the caller's role or token scope does not allow this.
+        case forbidden
+        /// 404: no such resource in the caller's tenant, or no such route.
+        case notFound = "not_found"
+        /// 405: the path does not support this method.
+        case methodNotAllowed = "method_not_allowed"
+        /// 409: the change clashes with the current state.
+        case conflict
+        /// 412: `If-Match` (or tus' `Tus-Resumable`) does not match.
+        case preconditionFailed = "precondition_failed"
+        /// 413: the body or file is too large.
+        case payloadTooLarge = "payload_too_large"
+        /// 415: the body's media type is not accepted.
+        case unsupportedMediaType = "unsupported_media_type"
+        /// 416: a `Range` starts past the end of the file.
+        case rangeNotSatisfiable = "range_not_satisfiable"
+        /// 422: an `Idempotency-Key` reused with a different request.
+        case idempotencyKeyMismatch = "idempotency_key_mismatch"
+        /// 460 (tus checksum extension): the body does not match `Upload-Checksum`.
+        case checksumMismatch = "checksum_mismatch"
+        /// 429: too many requests; see `Retry-After`.
+        case rateLimited = "rate_limited"
+        /// 500: an unexpected error (details only in the server log).
+        case `internal`
+        /// 503: a dependency is not available.
+        case unavailable
+
+        /// The code as it appears in responses and logs.
+        public var description: String { rawValue }
+    }
+
     /// HTTP status of the response.
     public var status: HTTPResponse.Status
-    /// Stable machine-readable code (`invalid_input`, `not_found`, ...), documented in openapi.yaml.
-    public var code: String
+    /// Stable machine-readable code, one of the closed set documented in openapi.yaml.
+    public var code: Code
     /// Human-readable explanation specific to this occurrence; never contains secrets.
     public var detail: String?
     /// Field-level validation failures, for `invalid_input`.
@@ -37,7 +88,7 @@ public struct AppError: Error, Sendable, HTTPResponseError {
 
     /// Creates a problem with the given status, code and optional detail.
     public init(
-        _ status: HTTPResponse.Status, code: String, detail: String? = nil, errors: [FieldIssue] = [],
+        _ status: HTTPResponse.Status, code: Code, detail: String? = nil, errors: [FieldIssue] = [],
         headers: HTTPFields = [:]
     ) {
         self.status = status
@@ -49,7 +100,7 @@ public struct AppError: Error, Sendable, HTTPResponseError {
 
     /// 400 `invalid_input` listing the failing fields.
     public static func invalidInput(_ errors: [FieldIssue], detail: String = "The request has invalid fields.") -> AppError {
-        AppError(.badRequest, code: "invalid_input", detail: detail, errors: errors)
+        AppError(.badRequest, code: .invalidInput, detail: detail, errors: errors)
     }
 
     /// 400 `invalid_input` for a single field.
@@ -59,12 +110,12 @@ public struct AppError: Error, Sendable, HTTPResponseError {
 
     /// 404 `not_found`. Used for missing rows and for other tenants' rows alike (no existence leak).
     public static func notFound(_ detail: String = "The resource does not exist.") -> AppError {
-        AppError(.notFound, code: "not_found", detail: detail)
+        AppError(.notFound, code: .notFound, detail: detail)
     }
 
     /// 403 `forbidden`: authenticated, but the role does not allow this.
     public static func forbidden(_ detail: String = "Your role does not allow this action.") -> AppError {
-        AppError(.forbidden, code: "forbidden", detail: detail)
+        AppError(.forbidden, code: .forbidden, detail: detail)
     }
 
     /// 403 `forbidden` for a service token whose scopes do not cover the route, with
@@ -74,21 +125,21 @@ public struct AppError: Error, Sendable, HTTPResponseError {
         var challenge = "Bearer realm=\"cairn\", error=\"insufficient_scope\""
         if let scope { challenge += ", scope=\"\(scope)\"" }
         let detail = scope.map { "This service token lacks the scope \($0)." } ?? "Service tokens cannot call this route."
-        return AppError(.forbidden, code: "forbidden", detail: detail, headers: [.wwwAuthenticate: challenge])
+        return AppError(.forbidden, code: .forbidden, detail: detail, headers: [.wwwAuthenticate: challenge])
     }
 
     /// 409 `conflict`.
     public static func conflict(_ detail: String) -> AppError {
-        AppError(.conflict, code: "conflict", detail: detail)
+        AppError(.conflict, code: .conflict, detail: detail)
     }
 
     /// 412 `precondition_failed`: `If-Match` did not match the current `ETag`.
     public static func preconditionFailed() -> AppError {
-        AppError(.preconditionFailed, code: "precondition_failed", detail: "The resource has changed since the given ETag.")
+        AppError(.preconditionFailed, code: .preconditionFailed, detail: "The resource has changed since the given ETag.")
     }
 
     /// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3). `invalidToken` adds `error="invalid_token"`.
-    public static func unauthorized(code: String, detail: String, invalidToken: Bool) -> AppError {
+    public static func unauthorized(code: Code, detail: String, invalidToken: Bool) -> AppError {
         var challenge = "Bearer realm=\"cairn\""
         if invalidToken {
             challenge += ", error=\"invalid_token\""
@@ -102,7 +153,7 @@ public struct AppError: Error, Sendable, HTTPResponseError {
         headers[.retryAfter] = String(max(1, seconds))
         headers[HTTPField.Name("RateLimit-Policy")!] = policy
         headers[HTTPField.Name("RateLimit")!] = "remaining=0, reset=\(max(1, seconds))"
-        return AppError(.tooManyRequests, code: "rate_limited", detail: detail, headers: headers)
+        return AppError(.tooManyRequests, code: .rateLimited, detail: detail, headers: headers)
     }
 
     /// Renders the problem document.
@@ -112,13 +163,13 @@ public struct AppError: Error, Sendable, HTTPResponseError {
         var writer = JSONWriter()
         writer.objectStart()
         writer.key("type")
-        writer.string("https://cairn.dev/problems/\(code)")
+        writer.string("https://cairn.dev/problems/\(code.rawValue)")
         writer.key("title")
         writer.string(status.reasonPhrase)
         writer.key("status")
         writer.int(status.code)
         writer.key("code")
-        writer.string(code)
+        writer.string(code.rawValue)
         if let detail {
             writer.key("detail")
             writer.string(detail)

@@ -92,51 +92,53 @@ extension JobsController {
     /// reconnecting with `Last-Event-ID` only gets what changed since. A comment line every
     /// 15 s keeps proxies from closing an idle stream; the stream ends after the final state,
     /// and on server shutdown.
-    func addEventRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.get("jobs/:id/events") { request, context -> Response in
-            let id = try context.parameters.require("id")
-            let tenantId = context.identity.tenantId
-            guard try await queue.store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
-            let lastEventId = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
-            let store = queue.store
-            let hub = queue.events
-            let body = ResponseBody { writer in
-                let (watcher, signal) = hub.watch(jobId: id)
-                defer { hub.unwatch(watcher) }
-                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-                var sent = lastEventId
-                var lastWrite = ContinuousClock.now
-                let stopping = Atomic<Bool>(false)
-                try await withGracefulShutdownHandler {
-                    while !Task.isCancelled && !stopping.load(ordering: .relaxed) {
-                        guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
-                        if job.version > sent {
-                            var json = JSONWriter()
-                            job.writeJSON(to: &json)
-                            var event = ByteBuffer(string: "id: \(job.version)\nevent: job\ndata: ")
-                            event.writeImmutableBuffer(json.buffer)
-                            event.writeString("\n\n")
-                            try await writer.write(event)
-                            sent = job.version
-                            lastWrite = .now
-                        }
-                        if job.state.isFinal { break }
-                        if ContinuousClock.now - lastWrite >= .seconds(15) {
-                            try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
-                            lastWrite = .now
-                        }
-                        await signal.wait(timeout: .seconds(1))
+    @Sendable func events(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let tenantId = context.identity.tenantId
+        guard try await queue.store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
+        let lastEventId = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
+            body: eventStream(jobId: id, tenantId: tenantId, after: lastEventId))
+    }
+
+    /// The events of job `id` after version `lastEventId`, until its final state or shutdown.
+    func eventStream(jobId id: String, tenantId: String, after lastEventId: Int) -> ResponseBody {
+        let store = queue.store
+        let hub = queue.events
+        return ResponseBody { writer in
+            let (watcher, signal) = hub.watch(jobId: id)
+            defer { hub.unwatch(watcher) }
+            try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            var sent = lastEventId
+            var lastWrite = ContinuousClock.now
+            let stopping = Atomic<Bool>(false)
+            try await withGracefulShutdownHandler {
+                while !Task.isCancelled && !stopping.load(ordering: .relaxed) {
+                    guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
+                    if job.version > sent {
+                        var json = JSONWriter()
+                        job.writeJSON(to: &json)
+                        var event = ByteBuffer(string: "id: \(job.version)\nevent: job\ndata: ")
+                        event.writeImmutableBuffer(json.buffer)
+                        event.writeString("\n\n")
+                        try await writer.write(event)
+                        sent = job.version
+                        lastWrite = .now
                     }
-                } onGracefulShutdown: {
-                    stopping.store(true, ordering: .relaxed)
-                    signal.signal()
+                    if job.state.isFinal { break }
+                    if ContinuousClock.now - lastWrite >= .seconds(15) {
+                        try await writer.write(ByteBuffer(string: ": heartbeat\n\n"))
+                        lastWrite = .now
+                    }
+                    await signal.wait(timeout: .seconds(1))
                 }
-                try await writer.finish(nil)
+            } onGracefulShutdown: {
+                stopping.store(true, ordering: .relaxed)
+                signal.signal()
             }
-            return Response(
-                status: .ok,
-                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
-                body: body)
+            try await writer.finish(nil)
         }
     }
 }

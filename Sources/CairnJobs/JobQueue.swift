@@ -46,12 +46,11 @@ public struct PermanentJobError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// What a running handler gets: its job, the last checkpoint, and ways to report.
+/// What a running handler gets besides its typed arguments: its job, the last checkpoint, and
+/// ways to report.
 public struct JobContext: Sendable {
     /// The job being run (state `running`, `attempt` already counts this attempt).
     public let job: Job
-    /// The parsed arguments.
-    public let args: JSONValue
     /// The checkpoint saved by an earlier attempt, if any: resume from here.
     public let checkpoint: JSONValue?
     let save: @Sendable (_ progress: String?, _ checkpoint: String?, _ result: String?) async throws -> Void
@@ -80,15 +79,17 @@ public struct JobContext: Sendable {
     public var isCancelled: Bool { Task.isCancelled }
 }
 
-/// A job handler: runs one attempt; throws to fail it (retried with backoff), or throws
-/// `PermanentJobError` to discard it.
-public typealias JobHandler = @Sendable (JobContext) async throws -> Void
+/// A job handler after its arguments were decoded: runs one attempt; throws to fail it (retried
+/// with backoff), or throws `PermanentJobError` to discard it. Modules register typed handlers
+/// with ``JobQueue/register(_:handler:)``.
+typealias JobHandler = @Sendable (JobContext) async throws -> Void
 
-/// What to enqueue.
+/// What to enqueue: built from a kind's ``JobArguments`` (``init(_:)``), or, for jobs named
+/// over HTTP and by schedules, from a kind name and a JSON object.
 public struct JobRequest: Sendable {
     /// Handler name.
     public var kind: String
-    /// Arguments.
+    /// Arguments, the JSON object stored as the job's `args`.
     public var args: JSONValue
     /// Queue name.
     public var queue = "default"
@@ -101,8 +102,9 @@ public struct JobRequest: Sendable {
     /// Attempts before discarding.
     public var maxAttempts = 20
 
-    /// Creates a request.
-    public init(kind: String, args: JSONValue = .object([:])) {
+    /// Creates a request from a kind's name and its arguments as JSON (`/jobs`, schedules);
+    /// Swift producers use ``init(_:)`` with the kind's ``JobArguments``.
+    package init(kind: String, args: JSONValue = .object([:])) {
         self.kind = kind
         self.args = args
     }
@@ -138,11 +140,11 @@ public final class JobQueue: Sendable {
         self.settings = settings
         self.clock = clock
         self.events = JobEventHub(bus: bus)
-        register(kind: "noop", enqueueableOverHTTP: true, adminOnly: true, handler: NoopJob.run)
     }
 
-    /// Registers the handler of a kind. `enqueueableOverHTTP` lets `POST /jobs` create it.
-    public func register(kind: String, enqueueableOverHTTP: Bool = false, adminOnly: Bool = false, handler: @escaping JobHandler) {
+    /// Registers the handler of a kind (``register(_:handler:)`` is the typed way). A second
+    /// registration of a kind replaces the first. `enqueueableOverHTTP` lets `POST /jobs` create it.
+    func register(kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, handler: @escaping JobHandler) {
         registry.withLock { $0[kind] = Registration(handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly) }
     }
 
@@ -161,16 +163,10 @@ public final class JobQueue: Sendable {
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         try await checkPendingCap(tenantId: tenantId, adding: 1)
         let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: clock.milliseconds)
-        let result: (job: Job, inserted: Bool)
-        if let db {
-            result = try await JobStore.insert(job, on: db)
+        let result = try await store.database.transaction(joining: db) { [bus] db in
+            let result = try await JobStore.insert(job, on: db)
             if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
-        } else {
-            result = try await store.database.transaction { [bus] db in
-                let result = try await JobStore.insert(job, on: db)
-                if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
-                return result
-            }
+            return result
         }
         if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
         return (result.job, result.inserted)
@@ -197,8 +193,7 @@ public final class JobQueue: Sendable {
             if results.contains(where: \.inserted) { try await bus.publish(channel: Self.wakeChannel, payload: "batch", on: db) }
             return results
         }
-        let results: [(job: Job, inserted: Bool)]
-        if let db { results = try await insert(db) } else { results = try await store.database.transaction(insert) }
+        let results = try await store.database.transaction(joining: db, insert)
         var counts: [String: Int] = [:]
         for result in results where result.inserted { counts[result.job.kind, default: 0] += 1 }
         for (kind, count) in counts { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", kind)]).increment(by: count) }
@@ -288,20 +283,40 @@ public final class JobQueue: Sendable {
     }
 }
 
+/// The job kinds of the job system itself (`noop`).
+public enum BuiltInJobs {
+    /// Registers the built-in kinds on `queue`; called once, from the composition root.
+    public static func registerJobs(on queue: JobQueue) {
+        queue.register(Noop.self, handler: Noop.run)
+    }
+}
+
 /// The built-in `noop` kind: sleeps `sleepMs` (in slices of `checkpointEvery` ms, saving a
 /// checkpoint after each and resuming from it), then succeeds, or fails with
-/// `fail: "transient"` (retried) or `"permanent"` (discarded). For tests and benchmarks.
-enum NoopJob {
-    @Sendable static func run(_ context: JobContext) async throws {
-        let total = max(0, context.args["sleepMs"]?.int ?? 0)
-        let slice = max(1, context.args["checkpointEvery"]?.int ?? max(total, 1))
+/// `fail: "transient"` (retried) or `"permanent"` (discarded). For tests and benchmarks;
+/// owners and admins may enqueue it over HTTP.
+struct Noop: JobArguments {
+    static let kind = "noop"
+    static let enqueueableOverHTTP = true
+    static let adminOnly = true
+
+    /// Milliseconds to sleep (default 0).
+    var sleepMs: Int?
+    /// Milliseconds between checkpoints; none are saved without it.
+    var checkpointEvery: Int?
+    /// `transient` or `permanent` to fail as asked; anything else succeeds.
+    var fail: String?
+
+    @Sendable static func run(_ args: Noop, context: JobContext) async throws {
+        let total = max(0, args.sleepMs ?? 0)
+        let slice = max(1, args.checkpointEvery ?? max(total, 1))
         var done = context.checkpoint?["doneMs"]?.int ?? 0
         let resumedFrom = done
         while done < total {
             let step = min(slice, total - done)
             try await Task.sleep(for: .milliseconds(step))
             done += step
-            if context.args["checkpointEvery"] != nil {
+            if args.checkpointEvery != nil {
                 try await context.saveCheckpoint(
                     .object(["doneMs": .number(Double(done))]),
                     progress: .object([
@@ -309,7 +324,7 @@ enum NoopJob {
                     ]))
             }
         }
-        switch context.args["fail"]?.string {
+        switch args.fail {
         case "transient": throw NoopFailure(message: "noop failed as asked (attempt \(context.job.attempt))")
         case "permanent": throw PermanentJobError("noop failed permanently as asked")
         default: return

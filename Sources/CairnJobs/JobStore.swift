@@ -47,6 +47,9 @@ public struct JobStore: Sendable {
             result: try row.decode(column: "result", as: String?.self))
     }
 
+    /// The states as SQL literals, not binds: they are the enum's own constants (no outside
+    /// value reaches them), and PostgreSQL matches a partial index's `WHERE state IN (…)`
+    /// predicate only against literals.
     static func stateList(_ states: [JobState]) -> SQLQueryString {
         SQLQueryString("(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")")
     }
@@ -139,9 +142,7 @@ public struct JobStore: Sendable {
                 SELECT id FROM jobs WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now)
                 """
             if !queues.isEmpty {
-                inner =
-                    inner + " AND queue IN ("
-                    + SQLQueryString(queues.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")) + ")"
+                inner = inner + " AND queue IN (\(SQLList(queues.map { SQLBind($0) })))"
             }
             if !excludedTenants.isEmpty {
                 inner = inner + " AND tenant_id NOT IN (\(SQLList(excludedTenants.sorted().map { SQLBind($0) })))"
@@ -209,13 +210,16 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Hands jobs back without consuming an attempt (graceful shutdown).
-    func release(ids: [String], node: String) async throws {
+    /// Hands jobs back without consuming an attempt (graceful shutdown). A job whose
+    /// cancellation was requested is cancelled instead: it must not run again elsewhere.
+    func release(ids: [String], node: String, now: Int64 = WallClock.milliseconds()) async throws {
         guard !ids.isEmpty else { return }
         try await database.write { db in
             try await db.raw(
                 """
-                UPDATE jobs SET version = version + 1, state = 'available', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
+                UPDATE jobs SET version = version + 1, state = CASE WHEN cancel_requested_at IS NULL THEN 'available' ELSE 'cancelled' END,
+                    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE \(bind: now) END,
+                    attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
                 WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
                 """
             ).run()
@@ -223,13 +227,16 @@ public struct JobStore: Sendable {
     }
 
     /// Returns jobs whose lease lapsed (their node died) to the queue, or discards them when no
-    /// attempt is left. Returns the rescued jobs.
+    /// attempt is left, or cancels them when their cancellation was requested (as River's
+    /// rescuer does). Returns the rescued jobs.
     func rescue(now: Int64) async throws -> [Job] {
         try await database.write { db in
             let lapsed = try await db.raw(
                 """
-                UPDATE jobs SET version = version + 1, state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                    finished_at = CASE WHEN attempt >= max_attempts THEN \(bind: now) ELSE NULL END,
+                UPDATE jobs SET version = version + 1,
+                    state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                        WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                    finished_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts THEN \(bind: now) ELSE NULL END,
                     lease_owner = NULL, lease_expires_at = NULL
                 WHERE state = 'running' AND lease_expires_at < \(bind: now)
                 RETURNING \(unsafeRaw: Self.columns)

@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnStorage
 import Foundation
@@ -183,7 +184,7 @@ public final class JobWorker: Service, Sendable {
                 extra.append(job.id)
             }
         }
-        if !extra.isEmpty { try await store.release(ids: extra, node: settings.nodeId) }
+        if !extra.isEmpty { try await store.release(ids: extra, node: settings.nodeId, now: queue.clock.milliseconds) }
         return kept
     }
 
@@ -194,7 +195,7 @@ public final class JobWorker: Service, Sendable {
         let node = settings.nodeId
         let store = self.store
         let context = JobContext(
-            job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
+            job: job, checkpoint: job.checkpoint.flatMap { JSONValue(text: $0) },
             save: { [events = queue.events] progress, checkpoint, result in
                 guard try await store.save(id: job.id, node: node, progress: progress, checkpoint: checkpoint, result: result) else {
                     throw CancellationError()
@@ -242,7 +243,7 @@ public final class JobWorker: Service, Sendable {
             return false
         case .shutdown:
             if failure != nil {
-                try await store.release(ids: [job.id], node: node)
+                try await store.release(ids: [job.id], node: node, now: now)
                 return true
             }
         case .cancelRequested:

@@ -95,72 +95,95 @@ public struct JobsController: Sendable {
         return id
     }
 
-    /// Adds the routes to the authenticated group; `POST /jobs` honours `Idempotency-Key`.
+    /// Adds the routes to the authenticated group; the two enqueue routes honour `Idempotency-Key`.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs") { request, context -> Response in
-            var request = request
-            let body = try await Self.decodeEnqueue(&request, context: context)
-            let (job, issues) = try makeRequest(body, field: "", context: context)
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
-            return .json(created, status: isNew ? .created : .ok, headers: [.location: "/jobs/\(created.id)"])
+        group.group("jobs").add(middleware: IdempotencyMiddleware(database: queue.store.database))
+            .post(use: enqueue)
+            .post("batch", use: enqueueBatch)
+        group.group("jobs")
+            .get(use: list)
+            .get(":id", use: show)
+            .post(":id/cancel", use: cancel)
+            .post(":id/retry", use: retry)
+            .get(":id/events", use: events)
+            .delete(":id", use: delete)
+    }
+
+    /// `POST /jobs`: 201 for a new job, 200 when its unique key matched an unfinished one.
+    @Sendable func enqueue(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await Self.decodeEnqueue(&request, context: context)
+        let (job, issues) = try makeRequest(body, field: "", context: context)
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
+        return .json(created, status: isNew ? .created : .ok, headers: [.location: "/jobs/\(created.id)"])
+    }
+
+    /// `POST /jobs/batch`: up to ``JobQueue/maxBatch`` jobs in one transaction.
+    @Sendable func enqueueBatch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body: BatchBody
+        do {
+            body = try await request.decodeJSON(as: BatchBody.self, context: context)
+        } catch let error as AppError where error.errors.first?.field.hasSuffix("runAt") == true {
+            throw AppError.invalidField(error.errors[0].field, "must be an RFC 3339 date-time")
         }
-        group.group().add(middleware: IdempotencyMiddleware(database: queue.store.database)).post("jobs/batch") { request, context -> Response in
-            var request = request
-            let body: BatchBody
-            do {
-                body = try await request.decodeJSON(as: BatchBody.self, context: context)
-            } catch let error as AppError where error.errors.first?.field.hasSuffix("runAt") == true {
-                throw AppError.invalidField(error.errors[0].field, "must be an RFC 3339 date-time")
+        guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
+            throw AppError.invalidField("jobs", "must hold 1 to \(JobQueue.maxBatch) jobs")
+        }
+        var requests: [JobRequest] = []
+        var issues: [FieldIssue] = []
+        for index in body.jobs.indices {
+            let (job, problems) = try makeRequest(body.jobs[index], field: "jobs[\(index)].", context: context)
+            requests.append(job)
+            issues += problems
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
+        let results = try await queue.enqueueMany(requests, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
+        let batch = BatchResult(results: results)
+        return .json(batch, status: batch.createdCount > 0 ? .created : .ok)
+    }
+
+    /// `GET /jobs[?state=&kind=]`: a page of the tenant's jobs.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        var state: JobState?
+        if let raw = request.uri.queryParameters.get("state") {
+            guard let parsed = JobState(rawValue: raw) else {
+                throw AppError.invalidField("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
             }
-            guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
-                throw AppError.invalidField("jobs", "must hold 1 to \(JobQueue.maxBatch) jobs")
-            }
-            var requests: [JobRequest] = []
-            var issues: [FieldIssue] = []
-            for index in body.jobs.indices {
-                let (job, problems) = try makeRequest(body.jobs[index], field: "jobs[\(index)].", context: context)
-                requests.append(job)
-                issues += problems
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
-            let results = try await queue.enqueueMany(requests, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
-            let batch = BatchResult(results: results)
-            return .json(batch, status: batch.createdCount > 0 ? .created : .ok)
+            state = parsed
         }
-        group.get("jobs") { request, context -> Response in
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            var state: JobState?
-            if let raw = request.uri.queryParameters.get("state") {
-                guard let parsed = JobState(rawValue: raw) else {
-                    throw AppError.invalidField("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                state = parsed
-            }
-            let kind = request.uri.queryParameters.get("kind").map { String($0) }
-            if let kind, kind.isEmpty || kind.utf8.count > 64 || !kind.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
-                throw AppError.invalidField("kind", "must be 1 to 64 visible ASCII characters")
-            }
-            return .json(try await queue.store.list(tenantId: context.identity.tenantId, state: state, kind: kind, page: page))
+        let kind = request.uri.queryParameters.get("kind").map { String($0) }
+        if let kind, kind.isEmpty || kind.utf8.count > 64 || !kind.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+            throw AppError.invalidField("kind", "must be 1 to 64 visible ASCII characters")
         }
-        group.get("jobs/:id") { _, context -> Response in
-            guard let job = try await queue.store.job(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
-                throw AppError.notFound("No such job.")
-            }
-            return .json(job)
+        return .json(try await queue.store.list(tenantId: context.identity.tenantId, state: state, kind: kind, page: page))
+    }
+
+    /// `GET /jobs/{id}`.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let job = try await queue.store.job(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
+            throw AppError.notFound("No such job.")
         }
-        group.post("jobs/:id/cancel") { _, context -> Response in
-            let id = try await authorizeChange(context)
-            return .json(try await queue.cancel(id: id, tenantId: context.identity.tenantId))
-        }
-        group.post("jobs/:id/retry") { _, context -> Response in
-            let id = try await authorizeChange(context)
-            return .json(try await queue.retry(id: id, tenantId: context.identity.tenantId))
-        }
-        addEventRoutes(to: group)
-        group.delete("jobs/:id") { _, context -> Response in
-            try await queue.delete(id: try await authorizeChange(context), tenantId: context.identity.tenantId)
-            return Response(status: .noContent)
-        }
+        return .json(job)
+    }
+
+    /// `POST /jobs/{id}/cancel` (the job's creator, owners and admins).
+    @Sendable func cancel(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try await authorizeChange(context)
+        return .json(try await queue.cancel(id: id, tenantId: context.identity.tenantId))
+    }
+
+    /// `POST /jobs/{id}/retry` (the job's creator, owners and admins).
+    @Sendable func retry(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try await authorizeChange(context)
+        return .json(try await queue.retry(id: id, tenantId: context.identity.tenantId))
+    }
+
+    /// `DELETE /jobs/{id}` (the job's creator, owners and admins).
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await queue.delete(id: try await authorizeChange(context), tenantId: context.identity.tenantId)
+        return Response(status: .noContent)
     }
 }

@@ -172,9 +172,9 @@ public final class Scheduler: Service, Sendable {
                 request.uniqueKey = "schedule:\(schedule.id):\(occurrence)"
                 do {
                     _ = try await queue.enqueue(request, tenantId: schedule.tenantId, createdBy: schedule.createdBy, on: db)
-                } catch let error as AppError where error.code == "rate_limited" || error.code == "invalid_input" {
+                } catch let error as AppError where error.code == .rateLimited || error.code == .invalidInput {
                     self.logger.warning(
-                        "schedule skipped an occurrence", metadata: ["schedule_id": .string(schedule.id), "code": .string(error.code)])
+                        "schedule skipped an occurrence", metadata: ["schedule_id": .string(schedule.id), "code": .string(error.code.rawValue)])
                 }
                 let next = Schedule.next(cron: cron, zone: zone, after: max(now, occurrence))
                 try await db.raw(
@@ -241,97 +241,112 @@ public struct SchedulesController: Sendable {
         return (cron, zone)
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes to the authenticated group, all for owners and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.group("schedules").add(middleware: RequireAdmin())
+            .post(use: create)
+            .get(use: list)
+            .get(":id", use: show)
+            .patch(":id", use: update)
+            .delete(":id", use: delete)
+    }
+
+    /// `POST /schedules`: 201 with `Location` and `ETag`.
+    @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let database = queue.store.database
-        group.post("schedules") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var request = request
-            let body = try await request.decodeJSON(as: Body.self, context: context)
-            let (cron, zone) = try validate(body, requireAll: true)
-            let now = queue.clock.milliseconds
-            let timeZone = zone ?? TimeZone(identifier: "UTC")!
-            let schedule = Schedule(
-                id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
-                timeZone: body.timeZone ?? "UTC", kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
-                nextRunAt: Schedule.next(cron: cron!, zone: timeZone, after: now), lastRunAt: nil, createdBy: context.identity.userId,
-                createdAt: now, updatedAt: now, version: 1)
-            try await database.write { db in
-                try await db.raw(
-                    """
-                    INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: schedule.id), \(bind: schedule.tenantId),
-                        \(bind: schedule.name), \(bind: schedule.cron), \(bind: schedule.timeZone), \(bind: schedule.kind), \(bind: schedule.args),
-                        \(bind: schedule.enabled), \(bind: schedule.nextRunAt), NULL, \(bind: schedule.createdBy), \(bind: now), \(bind: now), 1)
-                    """
-                ).run()
-            }
-            return .json(schedule, status: .created, headers: [.location: "/schedules/\(schedule.id)", .eTag: ETag.of(version: 1)])
+        var request = request
+        let body = try await request.decodeJSON(as: Body.self, context: context)
+        let (cron, zone) = try validate(body, requireAll: true)
+        let now = queue.clock.milliseconds
+        let timeZone = zone ?? TimeZone(identifier: "UTC")!
+        let schedule = Schedule(
+            id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
+            timeZone: body.timeZone ?? "UTC", kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
+            nextRunAt: Schedule.next(cron: cron!, zone: timeZone, after: now), lastRunAt: nil, createdBy: context.identity.userId,
+            createdAt: now, updatedAt: now, version: 1)
+        try await database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: schedule.id), \(bind: schedule.tenantId),
+                    \(bind: schedule.name), \(bind: schedule.cron), \(bind: schedule.timeZone), \(bind: schedule.kind), \(bind: schedule.args),
+                    \(bind: schedule.enabled), \(bind: schedule.nextRunAt), NULL, \(bind: schedule.createdBy), \(bind: now), \(bind: now), 1)
+                """
+            ).run()
         }
-        group.get("schedules") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            let tenantId = context.identity.tenantId
-            let rows = try await database.read { db in
-                var query: SQLQueryString = "SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE tenant_id = \(bind: tenantId)"
-                if let after = page.after { query = query + " AND id < \(bind: after)" }
-                return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
-            }
-            return .json(Page(fetched: try rows.map(Schedule.from), limit: page.limit, sortKey: \.id))
+        return .json(schedule, status: .created, headers: [.location: "/schedules/\(schedule.id)", .eTag: ETag.of(version: 1)])
+    }
+
+    /// `GET /schedules`: a page of the tenant's schedules, newest first.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let database = queue.store.database
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        let tenantId = context.identity.tenantId
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE tenant_id = \(bind: tenantId)"
+            if let after = page.after { query = query + " AND id < \(bind: after)" }
+            return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        group.get("schedules/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-            let etag = ETag.of(version: schedule.version)
-            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-            return .json(schedule, headers: [.eTag: etag])
+        return .json(Page(fetched: try rows.map(Schedule.from), limit: page.limit, sortKey: \.id))
+    }
+
+    /// `GET /schedules/{id}`, with `If-None-Match` → 304.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+        let etag = ETag.of(version: schedule.version)
+        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        return .json(schedule, headers: [.eTag: etag])
+    }
+
+    /// `PATCH /schedules/{id}` (`If-Match` optional): a new cron, zone or re-enabling moves the next run.
+    @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let expected = try ETag.expectedVersion(request)
+        var request = request
+        let body = try await request.decodeJSON(as: Body.self, context: context)
+        let (newCron, newZone) = try validate(body, requireAll: false)
+        let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+        if let expected, expected != current.version { throw AppError.preconditionFailed() }
+        var updated = current
+        updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
+        updated.cron = body.cron ?? current.cron
+        updated.timeZone = newZone == nil ? current.timeZone : (body.timeZone ?? current.timeZone)
+        updated.kind = body.kind ?? current.kind
+        updated.args = body.args?.text ?? current.args
+        updated.enabled = body.enabled ?? current.enabled
+        let now = queue.clock.milliseconds
+        if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
+            let cron = try newCron ?? CronExpression(updated.cron)
+            updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
         }
-        group.patch("schedules/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let expected = try ETag.expectedVersion(request)
-            var request = request
-            let body = try await request.decodeJSON(as: Body.self, context: context)
-            let (newCron, newZone) = try validate(body, requireAll: false)
-            let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-            if let expected, expected != current.version { throw AppError.preconditionFailed() }
-            var updated = current
-            updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
-            updated.cron = body.cron ?? current.cron
-            updated.timeZone = newZone == nil ? current.timeZone : (body.timeZone ?? current.timeZone)
-            updated.kind = body.kind ?? current.kind
-            updated.args = body.args?.text ?? current.args
-            updated.enabled = body.enabled ?? current.enabled
-            let now = queue.clock.milliseconds
-            if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
-                let cron = try newCron ?? CronExpression(updated.cron)
-                updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
-            }
-            updated.updatedAt = now
-            updated.version = current.version + 1
-            let change = updated
-            let saved = try await database.write { db in
-                try await db.raw(
-                    """
-                    UPDATE schedules SET name = \(bind: change.name), cron = \(bind: change.cron), time_zone = \(bind: change.timeZone),
-                        kind = \(bind: change.kind), args = \(bind: change.args), enabled = \(bind: change.enabled),
-                        next_run_at = \(bind: change.nextRunAt), updated_at = \(bind: now), version = version + 1
-                    WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId) AND version = \(bind: current.version)
-                    RETURNING id
-                    """
-                ).first() != nil
-            }
-            guard saved else { throw AppError.preconditionFailed() }
-            return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        updated.updatedAt = now
+        updated.version = current.version + 1
+        guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }
+        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+    }
+
+    /// Writes `change` over `current` if nobody changed it since it was read.
+    private func save(_ change: Schedule, replacing current: Schedule, now: Int64) async throws -> Bool {
+        try await queue.store.database.write { db in
+            try await db.raw(
+                """
+                UPDATE schedules SET name = \(bind: change.name), cron = \(bind: change.cron), time_zone = \(bind: change.timeZone),
+                    kind = \(bind: change.kind), args = \(bind: change.args), enabled = \(bind: change.enabled),
+                    next_run_at = \(bind: change.nextRunAt), updated_at = \(bind: now), version = version + 1
+                WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId) AND version = \(bind: current.version)
+                RETURNING id
+                """
+            ).first() != nil
         }
-        group.delete("schedules/:id") { request, context -> Response in
-            try context.identity.requireAdmin()
-            let expected = try ETag.expectedVersion(request)
-            let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-            if let expected, expected != current.version { throw AppError.preconditionFailed() }
-            try await database.write { db in
-                try await db.raw("DELETE FROM schedules WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId)").run()
-            }
-            return Response(status: .noContent)
+    }
+
+    /// `DELETE /schedules/{id}` (`If-Match` optional).
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let expected = try ETag.expectedVersion(request)
+        let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+        if let expected, expected != current.version { throw AppError.preconditionFailed() }
+        try await queue.store.database.write { db in
+            try await db.raw("DELETE FROM schedules WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId)").run()
         }
+        return Response(status: .noContent)
     }
 
     private func load(_ id: String, tenantId: String) async throws -> Schedule {
@@ -347,12 +362,14 @@ public struct SchedulesController: Sendable {
 extension JobQueue {
     /// Creates or replaces the schedule `id` for work another module owns (a pipeline's
     /// schedule, say), on `db` — the caller's transaction, so the schedule and the caller's row
-    /// commit together. The schedule then fires like any other: one `kind` job per occurrence.
+    /// commit together. The schedule then fires like any other: one job of `Arguments.kind`
+    /// carrying `job` per occurrence.
     /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; the database's error.
-    public func putSchedule(
-        id: String, tenantId: String, name: String, cron: String, timeZone: String, kind: String, args: JSONValue, createdBy: String?,
-        on db: any SQLDatabase
+    public func putSchedule<Arguments: JobArguments>(
+        id: String, tenantId: String, name: String, cron: String, timeZone: String, job: Arguments, createdBy: String?, on db: any SQLDatabase
     ) async throws {
+        let kind = Arguments.kind
+        let args = try job.jsonValue()
         let expression = try CronExpression(cron)
         guard let zone = TimeZone(identifier: timeZone) else { throw AppError.invalidField("timeZone", "must be an IANA time zone") }
         let now = clock.milliseconds

@@ -17,18 +17,22 @@ import Foundation
 /// broadcast (users who turned the type's in-app channel off have none).
 public final class TenantBroadcasts: Sendable {
     /// The job kind.
-    public static let kind = "notifications.broadcast"
+    public static var kind: String { SendBroadcast.kind }
 
     let center: Notifier
     let jobs: JobQueue
 
-    /// Creates the broadcaster and registers its job handler.
+    /// Creates the broadcaster; call ``registerJobs(on:)`` once, from the composition root.
     public init(center: Notifier, jobs: JobQueue) {
         self.center = center
         self.jobs = jobs
-        jobs.register(kind: Self.kind) { [weak self] context in
+    }
+
+    /// Registers the broadcast job handler on `queue`.
+    public func registerJobs(on queue: JobQueue) {
+        queue.register(SendBroadcast.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.run(context)
+            try await self.run(args, context: context)
         }
     }
 
@@ -44,14 +48,8 @@ public final class TenantBroadcasts: Sendable {
     public func start(_ draft: NotificationDraft, tenantId: String, createdBy: String?) async throws -> (broadcastId: String, job: Job) {
         try draft.validate()
         let broadcastId = UUIDv7.make()
-        var request = JobRequest(
-            kind: Self.kind,
-            args: .object([
-                "broadcastId": .string(broadcastId), "type": .string(draft.type), "title": .string(draft.title), "body": .string(draft.body),
-                "data": draft.data,
-            ]))
-        request.queue = "notifications"
-        request.maxAttempts = 10
+        let request = try JobRequest(
+            SendBroadcast(broadcastId: broadcastId, type: draft.type, title: draft.title, body: draft.body, data: draft.data))
         // A body near its 10,000-character limit with escapes, plus 16 KiB of data, can exceed
         // the 64 KiB of a job's arguments: name the fields the client sent, not `args`.
         if request.args.text.utf8.count > 64 * 1024 {
@@ -83,13 +81,11 @@ public final class TenantBroadcasts: Sendable {
     }
 
     /// One attempt: resumes after the checkpoint's user id, page by page.
-    func run(_ context: JobContext) async throws {
-        let args = context.args
-        guard let broadcastId = args["broadcastId"]?.string, UUIDv7.isValid(broadcastId), let type = args["type"]?.string,
-            let title = args["title"]?.string
-        else { throw PermanentJobError("the broadcast's arguments are malformed") }
+    func run(_ args: SendBroadcast, context: JobContext) async throws {
+        let broadcastId = args.broadcastId
+        guard UUIDv7.isValid(broadcastId) else { throw PermanentJobError("the broadcast's id is not a UUIDv7") }
         let key = Self.dedupeKey(broadcastId: broadcastId)
-        let draft = NotificationDraft(type: type, title: title, body: args["body"]?.string ?? "", data: args["data"] ?? .object([:]), dedupeKey: key)
+        let draft = NotificationDraft(type: args.type, title: args.title, body: args.body, data: args.data, dedupeKey: key)
         do { try draft.validate() } catch { throw PermanentJobError("the broadcast's notification is invalid") }
         let tenantId = context.job.tenantId
         let pageSize = max(1, center.settings.batchSize)
@@ -112,6 +108,24 @@ public final class TenantBroadcasts: Sendable {
             .object(["broadcastId": .string(broadcastId), "members": .number(Double(progress.members)), "stored": .number(Double(progress.stored))]),
             progress: progress.report)
     }
+}
+
+/// The arguments of a `notifications.broadcast` job: the broadcast's id and its notification.
+struct SendBroadcast: JobArguments {
+    static let kind = "notifications.broadcast"
+    static let defaultQueue = "notifications"
+    static let defaultMaxAttempts = 10
+
+    /// The broadcast's id (UUIDv7), which keys its rows' dedupe key.
+    var broadcastId: String
+    /// The notification's type.
+    var type: String
+    /// The notification's title.
+    var title: String
+    /// The notification's body.
+    var body: String
+    /// The notification's data (a JSON object).
+    var data: JSONValue
 }
 
 /// `{"broadcastId": "…", "job": {…}}`: the 202 answer of a tenant broadcast.

@@ -292,7 +292,7 @@ public final class NotificationHub: Sendable {
     static func key(_ tenantId: String, _ userId: String) -> String { tenantId + "/" + userId }
 
     /// Announces stored notifications to every node, 100 ids per message (PostgreSQL caps a
-    /// payload at 8000 bytes). With `db` in a transaction on PostgreSQL, delivery happens on commit.
+    /// payload at 8000 bytes). With `db` in a transaction, delivery happens on commit (both engines).
     func announce(_ ids: [String], on db: (any SQLDatabase)?) async throws {
         var start = 0
         while start < ids.count {

@@ -208,26 +208,31 @@ public struct NotificationSocketController: Sendable {
 
     /// Adds `GET /ws` to the root router (the socket authenticates itself).
     public func addRoutes(to router: Router<CairnRequestContext>) {
-        let center = self.center
-        router.ws(
-            "ws",
-            shouldUpgrade: { request, _ in
-                // A plain GET (no upgrade) gets a problem, not an empty 200.
-                guard request.headers[.upgrade]?.lowercased().contains("websocket") == true else {
-                    throw AppError(
-                        .upgradeRequired, code: "invalid_input", detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
-                        headers: [.upgrade: "websocket"])
-                }
-                let offered = Self.offeredProtocols(request)
-                var headers = HTTPFields()
-                if offered.contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
-                return .upgrade(headers)
-            },
-            onUpgrade: { inbound, outbound, context in
-                let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
-                let session = SocketSession(center: center, outbound: outbound, channel: context.requestContext.channel)
-                try await session.run(inbound: inbound, headerToken: token)
-            })
+        router.ws("ws", shouldUpgrade: shouldUpgrade, onUpgrade: onUpgrade)
+    }
+
+    /// Upgrades a WebSocket handshake, agreeing on `cairn.v1` when offered.
+    /// - Throws: 426 `invalid_input` for a plain GET (no upgrade), instead of an empty 200.
+    @Sendable func shouldUpgrade(_ request: Request, context: CairnRequestContext) async throws -> RouterShouldUpgrade {
+        // A plain GET (no upgrade) gets a problem, not an empty 200.
+        guard request.headers[.upgrade]?.lowercased().contains("websocket") == true else {
+            throw AppError(
+                .upgradeRequired, code: .invalidInput, detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
+                headers: [.upgrade: "websocket"])
+        }
+        let offered = Self.offeredProtocols(request)
+        var headers = HTTPFields()
+        if offered.contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
+        return .upgrade(headers)
+    }
+
+    /// Runs one connection's ``SocketSession``, with the token of `bearer.<token>` if offered.
+    @Sendable func onUpgrade(
+        _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, context: WebSocketRouterContext<CairnRequestContext>
+    ) async throws {
+        let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
+        let session = SocketSession(center: center, outbound: outbound, channel: context.requestContext.channel)
+        try await session.run(inbound: inbound, headerToken: token)
     }
 }
 

@@ -4,14 +4,14 @@ import CairnJobs
 public import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+import Hummingbird
 import Logging
 import Metrics
 import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// `/notifications`: publish (admins), the caller's inbox, read state, and the live
+/// `/notifications`: publish (admins and service tokens), the caller's inbox, read state, and the live
 /// Server-Sent Events stream. Every read is scoped to the caller's tenant and user: another
 /// user's notification answers 404.
 public struct NotificationsController: Sendable {
@@ -37,122 +37,135 @@ public struct NotificationsController: Sendable {
         var upToSeq: Int64?
     }
 
-    /// The routes service tokens may call, for ``BearerMiddleware``: `POST /notifications`
-    /// with the scope `notifications:publish`.
-    public static let serviceTokenScopes = ["POST /notifications": ServiceTokenScope.notificationsPublish]
+    /// Adds the routes. `POST /notifications` is for owners, admins and service tokens with the
+    /// scope `notifications:publish`, and honours `Idempotency-Key`; the SSE stream also takes
+    /// the access token as `?access_token=` (RFC 6750 §2.3), because a browser's `EventSource`
+    /// cannot send an `Authorization` header; the rest is the caller's own inbox.
+    public func addRoutes(to routes: RouteGroups, database: Database) {
+        routes.authenticated("notifications", accepting: .serviceTokens(scope: ServiceTokenScope.notificationsPublish))
+            .add(middleware: RequireAdmin(orScope: ServiceTokenScope.notificationsPublish))
+            .add(middleware: IdempotencyMiddleware(database: database))
+            .post(use: publish)
+        routes.authenticated("notifications", accepting: .queryToken)
+            .get("stream", use: stream)
+        routes.authenticated("notifications")
+            .get(use: list)
+            .get("unread-count", use: unreadCount)
+            .post("read-all", use: readAll)
+            .get(":id", use: show)
+            .post(":id/read", use: markRead)
+            .delete(":id", use: delete)
+    }
 
-    /// The routes that take the access token as `?access_token=` (RFC 6750 §2.3), for
-    /// ``BearerMiddleware``: only the SSE stream, because a browser's `EventSource` cannot send
-    /// an `Authorization` header.
-    public static let queryTokenRoutes: Set<String> = ["GET /notifications/stream"]
-
-    /// Adds the routes to the authenticated group; `POST /notifications` honours `Idempotency-Key`.
-    /// To `userIds` it stores the rows before answering 202 `{ids, count}`; to
-    /// `audience: "tenant"` it enqueues a ``TenantBroadcasts`` job and answers 202
-    /// `{broadcastId, job}` with `Location: /jobs/{id}` at once.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>, database: Database) {
-        let center = self.center
-        let store = center.store
-        let broadcasts = self.broadcasts
-        group.group().add(middleware: IdempotencyMiddleware(database: database)).post("notifications") { request, context -> Response in
-            try context.identity.requireAdmin(orScope: ServiceTokenScope.notificationsPublish)
-            var request = request
-            let body = try await request.decodeJSON(as: PublishBody.self, context: context)
-            let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
-            try draft.validate()
-            let tenantId = context.identity.tenantId
-            switch (body.userIds, body.audience) {
-            case (let userIds?, nil):
-                guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
-                for (index, userId) in userIds.enumerated() {
-                    guard UUIDv7.isValid(userId), try await center.accounts.store.user(id: userId, tenantId: tenantId) != nil else {
-                        throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
-                    }
-                }
-                let stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
-                return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
-            case (nil, "tenant"?):
-                // A service token is no user: nobody gets the job's status notifications.
-                let createdBy = context.identity.isServiceToken ? nil : context.identity.userId
-                let started = try await broadcasts.start(draft, tenantId: tenantId, createdBy: createdBy)
-                return .json(
-                    BroadcastAccepted(broadcastId: started.broadcastId, job: started.job), status: .accepted,
-                    headers: [.location: "/jobs/\(started.job.id)"])
-            case (nil, _?):
-                throw AppError.invalidField("audience", "must be \"tenant\"")
-            default:
-                throw AppError.invalidInput([FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither")])
-            }
-        }
-        group.get("notifications") { request, context -> Response in
-            let page = try PageRequest.parse(request.uri, validateKey: { Int64($0).map { $0 > 0 } ?? false })
-            let query = request.uri.queryParameters
-            var unreadOnly = false
-            if let raw = query.get("unread") {
-                switch raw {
-                case "true": unreadOnly = true
-                case "false": unreadOnly = false
-                default: throw AppError.invalidField("unread", "must be true or false")
+    /// `POST /notifications`. To `userIds` it stores the rows before answering 202
+    /// `{ids, count}`; to `audience: "tenant"` it enqueues a ``TenantBroadcasts`` job and
+    /// answers 202 `{broadcastId, job}` with `Location: /jobs/{id}` at once.
+    @Sendable func publish(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: PublishBody.self, context: context)
+        let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
+        try draft.validate()
+        let tenantId = context.identity.tenantId
+        switch (body.userIds, body.audience) {
+        case (let userIds?, nil):
+            guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
+            for (index, userId) in userIds.enumerated() {
+                guard UUIDv7.isValid(userId), try await center.accounts.store.user(id: userId, tenantId: tenantId) != nil else {
+                    throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
                 }
             }
-            let type = query.get("type").map { String($0) }
-            if let type, !NotificationDraft.isValidType(type) { throw AppError.invalidField("type", "must match [a-z][a-z0-9_.]{0,63}") }
+            let stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
+            return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
+        case (nil, "tenant"?):
+            // A service token is no user: nobody gets the job's status notifications.
+            let createdBy = context.identity.isServiceToken ? nil : context.identity.userId
+            let started = try await broadcasts.start(draft, tenantId: tenantId, createdBy: createdBy)
             return .json(
-                try await store.list(
-                    tenantId: context.identity.tenantId, userId: context.identity.userId, unreadOnly: unreadOnly, type: type, page: page))
+                BroadcastAccepted(broadcastId: started.broadcastId, job: started.job), status: .accepted,
+                headers: [.location: "/jobs/\(started.job.id)"])
+        case (nil, _?):
+            throw AppError.invalidField("audience", "must be \"tenant\"")
+        default:
+            throw AppError.invalidInput([FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither")])
         }
-        group.get("notifications/unread-count") { _, context -> Response in
-            .json(Count(key: "unread", value: try await store.unreadCount(tenantId: context.identity.tenantId, userId: context.identity.userId)))
-        }
-        group.post("notifications/read-all") { request, context -> Response in
-            // The body is optional: none (or an empty one) marks everything read.
-            var upToSeq: Int64?
-            var request = request
-            let buffer: ByteBuffer
-            do {
-                buffer = try await request.collectBody(upTo: context.maxUploadSize)
-            } catch let error as HTTPError where error.status == .contentTooLarge {
-                throw AppError(.contentTooLarge, code: "payload_too_large", detail: "The body exceeds \(context.maxUploadSize) bytes.")
+    }
+
+    /// `GET /notifications[?unread=&type=]`: a page of the caller's inbox, newest first.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: { Int64($0).map { $0 > 0 } ?? false })
+        let query = request.uri.queryParameters
+        var unreadOnly = false
+        if let raw = query.get("unread") {
+            switch raw {
+            case "true": unreadOnly = true
+            case "false": unreadOnly = false
+            default: throw AppError.invalidField("unread", "must be true or false")
             }
-            if buffer.readableBytes > 0 {
-                let mediaType =
-                    (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
-                    .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-                guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
-                    throw AppError(.unsupportedMediaType, code: "unsupported_media_type", detail: "Send the body as application/json.")
-                }
-                upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq
-                if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
+        }
+        let type = query.get("type").map { String($0) }
+        if let type, !NotificationDraft.isValidType(type) { throw AppError.invalidField("type", "must match [a-z][a-z0-9_.]{0,63}") }
+        return .json(
+            try await center.store.list(
+                tenantId: context.identity.tenantId, userId: context.identity.userId, unreadOnly: unreadOnly, type: type, page: page))
+    }
+
+    /// `GET /notifications/unread-count`.
+    @Sendable func unreadCount(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        .json(Count(key: "unread", value: try await center.store.unreadCount(tenantId: context.identity.tenantId, userId: context.identity.userId)))
+    }
+
+    /// `POST /notifications/read-all`: everything, or everything up to `upToSeq`.
+    @Sendable func readAll(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        // The body is optional: none (or an empty one) marks everything read.
+        var upToSeq: Int64?
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: context.maxUploadSize)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
+        }
+        if buffer.readableBytes > 0 {
+            let mediaType =
+                (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
+                .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
+                throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
             }
-            let count = try await store.markAllRead(
-                tenantId: context.identity.tenantId, userId: context.identity.userId, upToSeq: upToSeq, now: center.clock.milliseconds)
-            return .json(Count(key: "updated", value: count))
+            upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq
+            if let upToSeq, upToSeq < 0 { throw AppError.invalidField("upToSeq", "must be 0 or more") }
         }
-        group.get("notifications/stream") { request, context -> Response in
-            try await stream(request: request, context: context)
-        }
-        group.get("notifications/:id") { _, context -> Response in
-            guard
-                let item = try await store.notification(
-                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
-            else { throw AppError.notFound("No such notification.") }
-            return .json(item)
-        }
-        group.post("notifications/:id/read") { _, context -> Response in
-            guard
-                let item = try await store.markRead(
-                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId,
-                    now: center.clock.milliseconds)
-            else { throw AppError.notFound("No such notification.") }
-            return .json(item)
-        }
-        group.delete("notifications/:id") { _, context -> Response in
-            guard
-                try await store.delete(
-                    id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
-            else { throw AppError.notFound("No such notification.") }
-            return Response(status: .noContent)
-        }
+        let count = try await center.store.markAllRead(
+            tenantId: context.identity.tenantId, userId: context.identity.userId, upToSeq: upToSeq, now: center.clock.milliseconds)
+        return .json(Count(key: "updated", value: count))
+    }
+
+    /// `GET /notifications/{id}`: one of the caller's notifications.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard
+            let item = try await center.store.notification(
+                id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
+        else { throw AppError.notFound("No such notification.") }
+        return .json(item)
+    }
+
+    /// `POST /notifications/{id}/read`.
+    @Sendable func markRead(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard
+            let item = try await center.store.markRead(
+                id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId,
+                now: center.clock.milliseconds)
+        else { throw AppError.notFound("No such notification.") }
+        return .json(item)
+    }
+
+    /// `DELETE /notifications/{id}`.
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard
+            try await center.store.delete(
+                id: try context.parameters.require("id"), tenantId: context.identity.tenantId, userId: context.identity.userId)
+        else { throw AppError.notFound("No such notification.") }
+        return Response(status: .noContent)
     }
 
     /// The Bearer token of a request that passed the Bearer middleware.
@@ -182,25 +195,37 @@ public struct NotificationsController: Sendable {
     /// or, for browsers' `EventSource`, as `?access_token=` (RFC 6750 §2.3). A client that stops
     /// reading holds at most its mailbox (an overflow falls back to re-reading) plus the send
     /// buffers, and once a write has waited `writeTimeout` (10 s) the connection is closed.
-    func stream(request: Request, context: AuthenticatedContext) async throws -> Response {
+    @Sendable func stream(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let since =
             try Self.parseSeq(request.headers[HTTPField.Name("Last-Event-ID")!], field: "Last-Event-ID")
             ?? Self.parseSeq(request.uri.queryParameters.get("since").map { String($0) }, field: "since")
         // The Bearer middleware took the token from exactly one of these (RFC 6750 §2.1, §2.3).
         let fromQuery = request.headers[.authorization] == nil
         guard let token = fromQuery ? BearerMiddleware.queryToken(request) : Self.bearer(request) else {
-            throw AppError.unauthorized(code: "unauthorized", detail: "", invalidToken: false)
+            throw AppError.unauthorized(code: .unauthorized, detail: "", invalidToken: false)
         }
         let expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(token).exp)
         // Token checks allow a little clock skew; a stream would end at once on a token already
         // past its expiry, so say why instead (an EventSource would retry it silently).
         guard expiresAt > center.clock.now else {
-            throw AppError.unauthorized(code: "token_expired", detail: "The access token has expired.", invalidToken: true)
+            throw AppError.unauthorized(code: .tokenExpired, detail: "The access token has expired.", invalidToken: true)
         }
-        let identity = context.identity
+        let body = eventStream(identity: context.identity, token: token, since: since, expiresAt: expiresAt, channel: context.channel)
+        return Response(
+            status: .ok,
+            // RFC 6750 §2.3: a response to a request with the token in its URI is `private`.
+            headers: [
+                .contentType: "text/event-stream", .cacheControl: fromQuery ? "no-cache, private" : "no-cache",
+                HTTPField.Name("X-Accel-Buffering")!: "no",
+            ],
+            body: body)
+    }
+
+    /// The body of `GET /notifications/stream` for `identity`, from `since` (or the present),
+    /// until shutdown, the token's expiry at `expiresAt`, or the revocation of `token`.
+    func eventStream(identity: Identity, token: String, since: Int64?, expiresAt: Date, channel: any Channel) -> ResponseBody {
         let center = self.center
-        let channel = context.channel
-        let body = ResponseBody { writer in
+        return ResponseBody { writer in
             // The body's task, parked in a write, fails only when the channel closes; the
             // error then ends the response like any failed write.
             let mailbox = Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout) { _ in
@@ -272,14 +297,6 @@ public struct NotificationsController: Sendable {
             }
             try await mailbox.writing { try await writer.finish(nil) }
         }
-        return Response(
-            status: .ok,
-            // RFC 6750 §2.3: a response to a request with the token in its URI is `private`.
-            headers: [
-                .contentType: "text/event-stream", .cacheControl: fromQuery ? "no-cache, private" : "no-cache",
-                HTTPField.Name("X-Accel-Buffering")!: "no",
-            ],
-            body: body)
     }
 
     static func writeEvent(_ row: StoredNotification, to buffer: inout ByteBuffer) {

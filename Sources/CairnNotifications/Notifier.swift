@@ -5,7 +5,6 @@ import Foundation
 public import Logging
 import Metrics
 public import SQLKit
-import Synchronization
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
 public struct NotificationSettings: Sendable {
@@ -41,20 +40,6 @@ public struct NotificationSettings: Sendable {
     public var idleTimeout: Duration = .seconds(60)
     /// Recipients per transaction when publishing to many users (tenant broadcasts).
     public var batchSize = 500
-    /// Webhook delivery attempts before the delivery is a dead letter (`failed`).
-    public var webhookMaxAttempts = 8
-    /// Dead letters after which an endpoint is disabled.
-    public var webhookDisableAfter = 5
-    /// Time allowed for one webhook request (default 10 s).
-    public var webhookTimeout: Duration = .seconds(10)
-    /// Allow webhook URLs resolving to loopback, link-local or private addresses
-    /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, default false: SSRF protection).
-    public var allowPrivateWebhookTargets = false
-    /// Email and push delivery attempts before the delivery is a dead letter (`failed`).
-    public var providerMaxAttempts = 8
-    /// The email and push providers' endpoints and TLS trust (operator settings).
-    public var providers = ProviderEndpoints()
-
     /// Creates the defaults.
     public init() {}
 }
@@ -74,21 +59,22 @@ public final class Notifier: Sendable {
     /// live connections compare their token's expiry with.
     public let clock: any CairnClock
     let logger: Logger
-    let hooks: PublishHooks
+    let observers: [any PublishObserver]
 
-    /// Creates the center; `clock` gives the time (see ``clock``).
+    /// Creates the center. `observers` (the outbound channels) see every batch of stored
+    /// notifications inside the publishing transaction, in order; `clock` gives the time (see
+    /// ``clock``).
     public init(
-        database: Database, bus: EventBus, accounts: AccountService, settings: NotificationSettings, logger: Logger,
-        clock: any CairnClock = SystemClock()
+        store: NotificationStore, bus: EventBus, accounts: AccountService, settings: NotificationSettings, observers: [any PublishObserver] = [],
+        logger: Logger, clock: any CairnClock = SystemClock()
     ) {
-        let store = NotificationStore(database: database)
         self.store = store
         self.settings = settings
         self.clock = clock
         self.accounts = accounts
         self.logger = logger
         self.hub = NotificationHub(bus: bus, store: store, tickInterval: settings.tick, logger: logger)
-        self.hooks = PublishHooks()
+        self.observers = observers
     }
 
     /// Publishes `draft` to `userIds` of `tenantId` (duplicates ignored). Without `db`, each
@@ -114,26 +100,17 @@ public final class Notifier: Sendable {
         var start = 0
         let database = store.database
         let hub = self.hub
-        let hooks = self.hooks
+        let observers = self.observers
         while start < recipients.count {
             let batch = Array(recipients[start..<min(start + batchSize, recipients.count)])
             start += batchSize
-            if let db {
-                let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, hooks: hooks, on: db)
+            // The announcement is delivered after the commit on both engines (no dual write).
+            let rows = try await database.transaction(joining: db) { db in
+                let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)
                 try await hub.announce(rows.map(\.id), on: db)
-                stored += rows
-            } else {
-                // PostgreSQL delivers NOTIFY at commit, so announcing inside is exact; SQLite's
-                // bus is in-process and immediate, so announce after the commit there.
-                let inside = database.dialect == .postgres
-                let rows = try await database.transaction { db in
-                    let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, hooks: hooks, on: db)
-                    if inside { try await hub.announce(rows.map(\.id), on: db) }
-                    return rows
-                }
-                if !inside { try await hub.announce(rows.map(\.id), on: nil) }
-                stored += rows
+                return rows
             }
+            stored += rows
         }
         Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
         return stored
@@ -145,12 +122,12 @@ extension Notifier {
     /// inbox rows, and lets the outbound channels plan their deliveries (recipients who turned
     /// in-app off still get those, under a notification id that has no inbox row).
     static func storeBatch(
-        _ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, hooks: PublishHooks, on db: any SQLDatabase
+        _ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, observers: [any PublishObserver], on db: any SQLDatabase
     ) async throws -> [StoredNotification] {
         let preferences = try await PreferenceStore.preferences(tenantId: tenantId, userIds: userIds, on: db)
         let inApp = userIds.filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .inApp) }
         let rows = try await NotificationStore.insert(draft, tenantId: tenantId, userIds: inApp, now: now, on: db)
-        if hooks.isEmpty { return rows }
+        if observers.isEmpty { return rows }
         let stored = Set(inApp)
         let data = draft.data.text
         let outOfInbox = userIds.filter { !stored.contains($0) }.map { userId in
@@ -158,27 +135,19 @@ extension Notifier {
                 id: UUIDv7.make(), tenantId: tenantId, userId: userId, seq: 0, type: draft.type, title: draft.title, body: draft.body, data: data,
                 createdAt: now, readAt: nil)
         }
-        try await hooks.afterInsert(rows + outOfInbox, draft, preferences, db)
+        let all = rows + outOfInbox
+        guard !all.isEmpty else { return rows }
+        for observer in observers { try await observer.didStore(all, draft: draft, preferences: preferences, on: db) }
         return rows
     }
 }
 
-/// Work other parts of the module do in the publishing transaction (outbound channel
-/// deliveries), set once while wiring.
-final class PublishHooks: Sendable {
-    typealias Hook = @Sendable ([StoredNotification], NotificationDraft, [String: NotificationPreferences], any SQLDatabase) async throws -> Void
-    private let hooks = Mutex<[Hook]>([])
-
-    func add(_ hook: @escaping Hook) {
-        hooks.withLock { $0.append(hook) }
-    }
-
-    var isEmpty: Bool { hooks.withLock { $0.isEmpty } }
-
-    func afterInsert(
-        _ rows: [StoredNotification], _ draft: NotificationDraft, _ preferences: [String: NotificationPreferences], _ db: any SQLDatabase
-    ) async throws {
-        guard !rows.isEmpty else { return }
-        for hook in hooks.withLock({ $0 }) { try await hook(rows, draft, preferences, db) }
-    }
+/// Sees every batch of notifications stored by a publish, inside the publishing transaction,
+/// so that work planned there (outbound deliveries) commits or rolls back with the rows.
+/// Recipients who turned in-app off appear under a notification id that has no inbox row.
+public protocol PublishObserver: Sendable {
+    /// Called once per stored batch (never with an empty one), on the transaction's connection.
+    /// - Throws: any error, which rolls the batch back.
+    func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
+        async throws
 }

@@ -1,6 +1,8 @@
-import CairnHTTP
+import CairnAccounts
+public import CairnHTTP
 public import CairnStorage
 import Foundation
+public import Hummingbird
 import SQLKit
 
 /// A delivery channel of notifications.
@@ -173,5 +175,36 @@ public struct PreferenceStore: Sendable {
                 """
             ).run()
         }
+    }
+}
+
+/// `/users/me/notification-preferences`: the caller's own channel and quiet-hour preferences.
+public struct PreferencesController: Sendable {
+    let store: PreferenceStore
+
+    /// Creates the controller.
+    public init(store: PreferenceStore) {
+        self.store = store
+    }
+
+    /// Adds the routes to the authenticated group.
+    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.get("users/me/notification-preferences", use: show)
+        group.put("users/me/notification-preferences", use: replace)
+    }
+
+    /// The caller's preferences (the defaults when never set).
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let preferences = try await store.preferences(tenantId: context.identity.tenantId, userId: context.identity.userId)
+        return try .json(encodable: preferences)
+    }
+
+    /// Replaces the caller's preferences; 400 `invalid_input` for an invalid document.
+    @Sendable func replace(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let preferences = try await request.decodeJSON(as: NotificationPreferences.self, context: context)
+        try preferences.validate()
+        try await store.save(preferences, tenantId: context.identity.tenantId, userId: context.identity.userId)
+        return try .json(encodable: preferences)
     }
 }

@@ -1,4 +1,5 @@
 public import CairnCatalog
+import CairnFormats
 public import CairnHTTP
 public import CairnNotifications
 import CairnStorage
@@ -34,124 +35,102 @@ public struct ReportsController: Sendable {
         self.batchSize = max(1, batchSize)
     }
 
-    /// Adds the routes to the authenticated group.
+    /// Adds the routes to the authenticated group, all for owners and admins.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        addNotificationsReport(to: group)
-        group.get("reports/tasks.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            var completed: Bool?
-            if let value = request.uri.queryParameters.get("completed") {
-                if let parsed = Bool(value) {
-                    completed = parsed
-                } else {
-                    issues.append(FieldIssue(field: "completed", issue: "must be true or false"))
-                }
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let store = tasks
-            let wanted = completed
-            let batchSize = self.batchSize
-            return stream(
-                report: "tasks", request: request, context: context, raw: raw,
-                header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, completed: wanted, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { task, csv in
-                    csv.plain(task.id)
-                    csv.text(task.title)
-                    csv.text(task.description)
-                    csv.bool(task.completed)
-                    csv.plain(task.createdBy)
-                    csv.timestamp(milliseconds: task.createdAt)
-                    csv.timestamp(milliseconds: task.updatedAt)
-                    csv.endRecord()
-                })
+        let reports = group.group("reports").add(middleware: RequireAdmin())
+        reports.get("tasks.csv", use: tasksReport)
+        reports.get("products.csv", use: productsReport)
+        if notifications != nil { reports.get("notifications.csv", use: notificationsReport) }
+    }
+
+    /// `GET /reports/tasks.csv[?completed=&raw=]`: every task of the tenant.
+    @Sendable func tasksReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var query = try ReportQuery(request, context: context)
+        var completed: Bool?
+        if let value = request.uri.queryParameters.get("completed") {
+            completed = Bool(String(value))
+            if completed == nil { query.issues.append(FieldIssue(field: "completed", issue: "must be true or false")) }
         }
-        group.get("reports/products.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            let filter = ProductsController.parseFilter(request.uri, issues: &issues)
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let store = products
-            let batchSize = self.batchSize
-            return stream(
-                report: "products", request: request, context: context, raw: raw,
-                header: [
-                    "id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt",
-                    "updatedAt",
-                ],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { product, csv in
-                    csv.plain(product.id)
-                    csv.text(product.sku)
-                    csv.text(product.name)
-                    csv.text(product.description)
-                    csv.integer(product.priceMinor)
-                    csv.text(product.currency)
-                    csv.text(product.category)
-                    csv.integer(product.stock)
-                    csv.text(product.attributes)
-                    csv.timestamp(milliseconds: product.createdAt)
-                    csv.timestamp(milliseconds: product.updatedAt)
-                    csv.endRecord()
-                })
+        try query.validate()
+        let store = tasks
+        let wanted = completed
+        return stream(Self.tasksCSV, query: query, request: request, context: context) { tenantId, after, limit in
+            try await store.batch(tenantId: tenantId, completed: wanted, after: after, limit: limit)
         }
     }
 
-    /// `GET /reports/notifications.csv[?type=]`: every notification of the tenant, all users.
-    func addNotificationsReport(to group: RouterGroup<AuthenticatedContext>) {
-        guard let store = notifications else { return }
-        group.get("reports/notifications.csv") { request, context -> Response in
-            try context.identity.requireAdmin()
-            var issues: [FieldIssue] = []
-            let raw = Self.raw(request.uri, issues: &issues)
-            let type = request.uri.queryParameters.get("type").map { String($0) }
-            if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
-                issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            let batchSize = self.batchSize
-            return stream(
-                report: "notifications", request: request, context: context, raw: raw,
-                header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"],
-                fetch: { after in
-                    let rows = try await store.batch(tenantId: tenantId, type: type, after: after, limit: batchSize)
-                    return (rows.count == batchSize ? rows.last?.id : nil, rows)
-                },
-                encode: { notification, csv in
-                    csv.plain(notification.id)
-                    csv.plain(notification.userId)
-                    csv.integer(notification.seq)
-                    csv.text(notification.type)
-                    csv.text(notification.title)
-                    csv.text(notification.body)
-                    csv.text(notification.data)
-                    csv.timestamp(milliseconds: notification.createdAt)
-                    if let readAt = notification.readAt { csv.timestamp(milliseconds: readAt) } else { csv.text(nil) }
-                    csv.endRecord()
-                })
+    /// `GET /reports/products.csv[?raw=]` with the filters of `GET /products`.
+    @Sendable func productsReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var query = try ReportQuery(request, context: context)
+        let filter = ProductsController.parseFilter(request.uri, issues: &query.issues)
+        try query.validate()
+        let store = products
+        return stream(Self.productsCSV, query: query, request: request, context: context) { tenantId, after, limit in
+            try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: limit)
         }
     }
 
-    static func raw(_ uri: URI, issues: inout [FieldIssue]) -> Bool {
-        guard let value = uri.queryParameters.get("raw") else { return false }
-        guard let raw = Bool(String(value)) else {
-            issues.append(FieldIssue(field: "raw", issue: "must be true or false"))
-            return false
+    /// `GET /reports/notifications.csv[?type=&raw=]`: every notification of the tenant, all users.
+    @Sendable func notificationsReport(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let store = notifications else { throw AppError.notFound("No such report.") }
+        var query = try ReportQuery(request, context: context)
+        let type = request.uri.queryParameters.get("type").map { String($0) }
+        if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+            query.issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
         }
-        return raw
+        try query.validate()
+        return stream(Self.notificationsCSV, query: query, request: request, context: context) { tenantId, after, limit in
+            try await store.batch(tenantId: tenantId, type: type, after: after, limit: limit)
+        }
     }
+
+    // MARK: Columns
+
+    static let tasksCSV = CSVReport<TaskItem>(
+        name: "tasks", header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"], key: { $0.id }
+    ) { task, csv in
+        csv.plain(task.id)
+        csv.text(task.title)
+        csv.text(task.description)
+        csv.bool(task.completed)
+        csv.plain(task.createdBy)
+        csv.timestamp(milliseconds: task.createdAt)
+        csv.timestamp(milliseconds: task.updatedAt)
+    }
+
+    static let productsCSV = CSVReport<Product>(
+        name: "products",
+        header: ["id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt", "updatedAt"],
+        key: { $0.id }
+    ) { product, csv in
+        csv.plain(product.id)
+        csv.text(product.sku)
+        csv.text(product.name)
+        csv.text(product.description)
+        csv.integer(product.priceMinor)
+        csv.text(product.currency)
+        csv.text(product.category)
+        csv.integer(product.stock)
+        csv.text(product.attributes)
+        csv.timestamp(milliseconds: product.createdAt)
+        csv.timestamp(milliseconds: product.updatedAt)
+    }
+
+    static let notificationsCSV = CSVReport<StoredNotification>(
+        name: "notifications", header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"], key: { $0.id }
+    ) { notification, csv in
+        csv.plain(notification.id)
+        csv.plain(notification.userId)
+        csv.integer(notification.seq)
+        csv.text(notification.type)
+        csv.text(notification.title)
+        csv.text(notification.body)
+        csv.text(notification.data)
+        csv.timestamp(milliseconds: notification.createdAt)
+        if let readAt = notification.readAt { csv.timestamp(milliseconds: readAt) } else { csv.null() }
+    }
+
+    // MARK: Streaming
 
     /// True when `Accept-Encoding` accepts gzip (a q-value of 0 refuses it, RFC 9110 §12.5.3).
     static func acceptsGzip(_ request: Request) -> Bool {
@@ -165,52 +144,52 @@ public struct ReportsController: Sendable {
         return false
     }
 
-    /// The streamed response. `fetch(after)` returns the next batch and the key to continue
-    /// after (nil when this was the last batch); `encode` writes one row.
+    /// The streamed response of `report`. `fetch(tenantId, after, limit)` reads at most `limit`
+    /// rows after the key `after` (from the first row when nil).
     func stream<Row: Sendable>(
-        report: String, request: Request, context: AuthenticatedContext, raw: Bool, header: [StaticString],
-        fetch: @escaping @Sendable (String?) async throws -> (next: String?, rows: [Row]),
-        encode: @escaping @Sendable (Row, inout CSVEncoder) -> Void
+        _ report: CSVReport<Row>, query: ReportQuery, request: Request, context: AuthenticatedContext,
+        fetch: @escaping @Sendable (_ tenantId: String, _ after: String?, _ limit: Int) async throws -> [Row]
     ) -> Response {
         let gzip = Self.acceptsGzip(request)
         let logger = self.logger
         let requestId = context.requestId
-        let metrics = ReportMetrics(report: report)
+        let tenantId = context.identity.tenantId
+        let batchSize = self.batchSize
+        let metrics = ReportMetrics(report: report.name)
         var headers: HTTPFields = [
             .contentType: "text/csv; charset=utf-8; header=present",
-            .contentDisposition: "attachment; filename=\"\(report).csv\"",
+            .contentDisposition: "attachment; filename=\"\(report.name).csv\"",
             .cacheControl: "no-store",
             .vary: "Accept-Encoding",
         ]
         if gzip { headers[.contentEncoding] = "gzip" }
+        /// The next batch, and the key to continue after (nil when it is the last).
+        @Sendable func read(after: String?) async throws -> (next: String?, rows: [Row]) {
+            metrics.batchRead()
+            let rows = try await fetch(tenantId, after, batchSize)
+            return (rows.count == batchSize ? rows.last.map(report.key) : nil, rows)
+        }
         let body = ResponseBody { writer in
             metrics.started()
             defer { metrics.ended() }
             let compressor = try gzip ? GzipStream() : nil
-            var csv = CSVEncoder(neutralise: !raw)
-            csv.header(header)
+            var csv = CSVWriter(neutraliseFormulas: !query.raw)
+            csv.header(report.header)
             var rowsWritten = 0
             // One batch is read ahead while the previous one is encoded and written.
-            var pending: Task<(next: String?, rows: [Row]), any Error>? = Task {
-                metrics.batchRead()
-                return try await fetch(nil)
-            }
+            var pending: Task<(next: String?, rows: [Row]), any Error>? = Task { try await read(after: nil) }
             do {
                 while let task = pending {
                     let batch = try await task.value
-                    if let next = batch.next {
-                        pending = Task {
-                            metrics.batchRead()
-                            return try await fetch(next)
-                        }
-                    } else {
-                        pending = nil
+                    pending = batch.next.map { next in Task { try await read(after: next) } }
+                    for row in batch.rows {
+                        report.encode(row, &csv)
+                        csv.endRecord()
                     }
-                    for row in batch.rows { encode(row, &csv) }
                     rowsWritten += batch.rows.count
                     metrics.rows(batch.rows.count)
-                    var chunk = csv.buffer
-                    csv.buffer.clear()
+                    var chunk = ByteBuffer(bytes: csv.bytes)
+                    csv.bytes.removeAll(keepingCapacity: true)
                     if let compressor { chunk = try compressor.compress(chunk, finish: pending == nil) }
                     if chunk.readableBytes == 0 { continue }
                     metrics.bytes(chunk.readableBytes)
@@ -223,13 +202,44 @@ public struct ReportsController: Sendable {
                 logger.notice(
                     "report stopped before the end: client gone or read failed",
                     metadata: [
-                        "report": .string(report), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
+                        "report": .string(report.name), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
                         "error.type": .string(String(reflecting: type(of: error))),
                     ])
                 throw error
             }
         }
         return Response(status: .ok, headers: headers, body: body)
+    }
+}
+
+/// One CSV report: its name (the file's and the metrics' label), its header, a row's keyset key
+/// and how a row's fields are written (the record is ended after it).
+struct CSVReport<Row: Sendable>: Sendable {
+    let name: String
+    let header: [String]
+    let key: @Sendable (Row) -> String
+    let encode: @Sendable (Row, inout CSVWriter) -> Void
+}
+
+/// What every report checks first (the group's `RequireAdmin` has let only admins in): `raw`
+/// (true: text cells are not neutralised) is a boolean. A report's own parameters add their issues before `validate()`.
+struct ReportQuery: Sendable {
+    var raw = false
+    var issues: [FieldIssue] = []
+
+    init(_ request: Request, context: AuthenticatedContext) throws {
+        if let value = request.uri.queryParameters.get("raw") {
+            if let parsed = Bool(String(value)) {
+                raw = parsed
+            } else {
+                issues.append(FieldIssue(field: "raw", issue: "must be true or false"))
+            }
+        }
+    }
+
+    /// Throws `invalid_input` with every issue found.
+    func validate() throws {
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
     }
 }
 

@@ -1,9 +1,11 @@
 public import CairnAccounts
 public import CairnCatalog
+public import CairnFiles
 public import CairnHTTP
-public import CairnIngest
 public import CairnJobs
 public import CairnNotifications
+public import CairnOutbound
+public import CairnPipelines
 import CairnReports
 public import CairnStorage
 public import CairnTasks
@@ -65,7 +67,7 @@ public struct CairnComponents: Sendable {
     public let notifications: Notifier
     /// Outbound notification channels (webhooks), delivered by jobs.
     public let channels: OutboundChannels
-    /// Tenant broadcasts, run as jobs (registers the `notifications.broadcast` job kind).
+    /// Tenant broadcasts, run as jobs of kind `notifications.broadcast`.
     public let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
     public let configuration: CairnConfiguration
@@ -76,7 +78,7 @@ public struct CairnComponents: Sendable {
     /// The product catalog: cached reads, invalidating writes.
     public var catalog: CatalogService
 
-    /// Product imports (registers the `products.import` job kind).
+    /// Product imports, run as jobs of kind `products.import`.
     public var productImporter: ProductImporter
     /// Uploaded files' metadata.
     public var files: FileStore
@@ -84,7 +86,7 @@ public struct CairnComponents: Sendable {
     public var blobs: LocalBlobStore
     /// Tenants' pipelines.
     public var pipelines: PipelineStore
-    /// Pipeline runs (registers the `pipeline.run` job kind; a service for its thread pool).
+    /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
     public var pipelineRunner: PipelineRunner
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
@@ -104,14 +106,15 @@ public struct CairnComponents: Sendable {
 }
 
 /// Opens the database, applies migrations when configured, loads keys, and wires the modules,
-/// each reading the time from `clock` (tests pass one they advance by hand).
+/// each reading the time from `clock` (tests pass one they advance by hand). `observers` see
+/// published notifications after the outbound channels do (tests use it to hold a publish open).
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
 public func buildComponents(
-    configuration: CairnConfiguration, logger: Logger, clock: any CairnClock = SystemClock()
+    configuration: CairnConfiguration, logger: Logger, observers: [any PublishObserver] = [], clock: any CairnClock = SystemClock()
 ) async throws -> CairnComponents {
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
-    if configuration.databaseURL == nil || configuration.jwtSecret == nil {
+    if configuration.databaseURL == nil || configuration.accounts.jwtSecret == nil {
         try FileManager.default.createDirectory(
             atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
@@ -121,54 +124,62 @@ public func buildComponents(
             try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
         }
         var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
-        tokenSettings.hmacSecret = configuration.jwtSecret
-        tokenSettings.accessTokenTTL = configuration.accessTokenTTL
-        tokenSettings.refreshTokenTTL = configuration.refreshTokenTTL
+        tokenSettings.hmacSecret = configuration.accounts.jwtSecret
+        tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
+        tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
-        let hasher = PasswordHasher(cost: configuration.bcryptCost, threads: configuration.bcryptThreads)
+        let hasher = PasswordHasher(cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads)
         let accounts = AccountService(store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, logger: logger)
         let events = EventBus(database: database, logger: logger)
-        var jobSettings = JobsSettings()
-        jobSettings.concurrency = configuration.jobsConcurrency
-        jobSettings.leaseSeconds = configuration.jobsLease
-        jobSettings.maxRunningPerTenant = configuration.jobsMaxRunningPerTenant
-        jobSettings.maxPendingPerTenant = configuration.jobsMaxPendingPerTenant
-        jobSettings.shutdownGrace = .seconds(configuration.jobsShutdownGrace)
-        jobSettings.retentionSeconds = configuration.jobsRetention
-        jobSettings.rescueInterval = configuration.jobsRescueInterval
-        jobSettings.claimLimit = configuration.jobsClaimLimit
-        jobSettings.batchCompletions = configuration.jobsBatchCompletions
-        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: jobSettings, clock: clock)
+        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        let notificationStore = NotificationStore(database: database)
+        let channels = OutboundChannels(
+            database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, logger: logger)
         let notifications = Notifier(
-            database: database, bus: events, accounts: accounts, settings: configuration.notifications, logger: logger, clock: clock)
-        let channels = OutboundChannels(center: notifications, jobs: jobs, logger: logger)
+            store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
+            logger: logger, clock: clock)
         let broadcasts = TenantBroadcasts(center: notifications, jobs: jobs)
         let pipelines = PipelineStore(database: database)
         var pipelineSettings = configuration.pipelines
         pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
         let runner = PipelineRunner(
-            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.fileQuotas, settings: pipelineSettings,
+            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
             logger: logger)
-        return CairnComponents(
+        let components = CairnComponents(
             database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
             notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, clock: clock, logger: logger,
             catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
             pipelines: pipelines, pipelineRunner: runner)
+        components.registerJobs()
+        return components
     } catch {
         await database.close()
         throw error
     }
 }
 
+extension CairnComponents {
+    /// Registers every module's job handlers on the node's queue, once, before its worker runs.
+    func registerJobs() {
+        BuiltInJobs.registerJobs(on: jobs)
+        channels.registerJobs(on: jobs)
+        broadcasts.registerJobs(on: jobs)
+        productImporter.registerJobs(on: jobs)
+        pipelineRunner.registerJobs(on: jobs)
+    }
+}
+
 /// Builds the router: middleware order, then each module's routes.
 ///
 /// Order (outermost first): request id → metrics → problem+json mapping → request log → routes.
-/// Protected routes sit on a child context whose identity is not optional.
+/// Protected routes sit in authenticated groups (a child context whose identity is not
+/// optional); each group's token policy, and any admin-only subgroup, is declared by its
+/// controller next to its routes.
 public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
@@ -180,37 +191,33 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     router.add(middleware: RequestLogMiddleware(.debug))
 
     HealthController(database: components.database).addRoutes(to: router)
-    let authenticated = router.group()
-        .add(
-            middleware: BearerMiddleware(
-                accounts: components.accounts, scopedRoutes: NotificationsController.serviceTokenScopes,
-                queryTokenRoutes: NotificationsController.queryTokenRoutes)
-        )
-        .group(context: AuthenticatedContext.self)
-    AuthController(accounts: components.accounts).addRoutes(to: router, authenticated: authenticated)
-    UsersController(accounts: components.accounts).addRoutes(to: authenticated)
-    ServiceTokensController(accounts: components.accounts).addRoutes(to: authenticated)
-    TasksController(store: components.tasks).addRoutes(to: authenticated)
-    JobsController(queue: components.jobs).addRoutes(to: authenticated)
-    SchedulesController(queue: components.jobs).addRoutes(to: authenticated)
-    ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: authenticated)
+    let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
+    AuthController(accounts: components.accounts).addRoutes(to: routes)
+    UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())
+    ServiceTokensController(accounts: components.accounts).addRoutes(to: routes.authenticated())
+    TasksController(store: components.tasks).addRoutes(to: routes.authenticated())
+    JobsController(queue: components.jobs).addRoutes(to: routes.authenticated())
+    SchedulesController(queue: components.jobs).addRoutes(to: routes.authenticated())
+    ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: routes.authenticated())
     ReportsController(
         tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
-    ).addRoutes(to: authenticated)
+    ).addRoutes(to: routes.authenticated())
     NotificationsController(center: components.notifications, broadcasts: components.broadcasts).addRoutes(
-        to: authenticated, database: components.database)
+        to: routes, database: components.database)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
-    ChannelsController(channels: components.channels).addRoutes(to: authenticated)
-    ProvidersController(channels: components.channels).addRoutes(to: authenticated)
+    ChannelsController(channels: components.channels).addRoutes(to: routes.authenticated())
+    PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: routes.authenticated())
+    ProvidersController(channels: components.channels).addRoutes(to: routes.authenticated())
     FilesController(
-        store: components.files, blobs: components.blobs, quotas: components.configuration.fileQuotas, logger: components.logger
-    ).addRoutes(to: authenticated)
-    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(to: authenticated)
+        store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
+    ).addRoutes(to: routes.authenticated())
+    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(
+        to: routes.authenticated())
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
-        partials: components.partialUploads, quotas: components.configuration.fileQuotas,
-        expirySeconds: components.configuration.uploadsExpiry, logger: components.logger
-    ).addRoutes(to: router, authenticated: authenticated)
+        partials: components.partialUploads, quotas: components.configuration.files.quotas,
+        expirySeconds: components.configuration.files.uploadsExpiry, logger: components.logger
+    ).addRoutes(to: router, authenticated: routes.authenticated())
 
     routeIndex.load(from: router)
     return router
@@ -260,45 +267,54 @@ struct HealthController {
     let database: Database
 
     func addRoutes(to router: Router<CairnRequestContext>) {
-        router.get("health/live") { _, _ -> Response in
-            Self.json(#"{"status":"ok"}"#)
-        }
-        router.get("health/ready") { _, _ -> Response in
-            // Ready means: the database answers within 2 s and its schema is current (a node
-            // started with --no-migrate before `cairn migrate` ran is not ready).
-            let pending: [String]
-            do {
-                pending = try await withThrowingTaskGroup(of: [String].self) { group in
-                    group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
-                    group.addTask {
-                        try await Task.sleep(for: .seconds(2))
-                        throw CancellationError()
-                    }
-                    let result = try await group.next() ?? []
-                    group.cancelAll()
-                    return result
+        router.get("health/live", use: live)
+        router.get("health/ready", use: ready)
+        router.get("metrics", use: metrics)
+        router.get("openapi.yaml", use: openAPI)
+    }
+
+    @Sendable func live(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Self.json(#"{"status":"ok"}"#)
+    }
+
+    /// Ready means: the database answers within 2 s and its schema is current (a node started
+    /// with --no-migrate before `cairn migrate` ran is not ready).
+    @Sendable func ready(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        let database = self.database
+        let pending: [String]
+        do {
+            pending = try await withThrowingTaskGroup(of: [String].self) { group in
+                group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()
                 }
-            } catch {
-                throw AppError(.serviceUnavailable, code: "unavailable", detail: "The database is not reachable.", headers: [.retryAfter: "5"])
+                let result = try await group.next() ?? []
+                group.cancelAll()
+                return result
             }
-            guard pending.isEmpty else {
-                throw AppError(
-                    .serviceUnavailable, code: "unavailable", detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
-                    headers: [.retryAfter: "5"])
-            }
-            return Self.json(#"{"status":"ok","database":"ok"}"#)
+        } catch {
+            throw AppError(.serviceUnavailable, code: .unavailable, detail: "The database is not reachable.", headers: [.retryAfter: "5"])
         }
-        router.get("metrics") { _, _ -> Response in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+        guard pending.isEmpty else {
+            throw AppError(
+                .serviceUnavailable, code: .unavailable, detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
+                headers: [.retryAfter: "5"])
         }
-        router.get("openapi.yaml") { _, _ -> Response in
-            guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let data = try? Data(contentsOf: url) else {
-                throw AppError.notFound()
-            }
-            return Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Self.json(#"{"status":"ok","database":"ok"}"#)
+    }
+
+    @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+    }
+
+    @Sendable func openAPI(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml"), let data = try? Data(contentsOf: url) else {
+            throw AppError.notFound()
         }
+        return Response(status: .ok, headers: [.contentType: "application/yaml"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     static func json(_ text: String) -> Response {

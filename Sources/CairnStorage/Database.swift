@@ -110,6 +110,8 @@ public final class Database: Sendable, Service {
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     /// SQLite uses `BEGIN IMMEDIATE` (the write lock is taken up front, so no upgrade deadlock).
+    /// `body` gets the transaction's connection; work it registers with
+    /// ``afterCommit(on:_:)`` runs after the commit, before this returns.
     public func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite):
@@ -127,8 +129,10 @@ public final class Database: Sendable, Service {
     ) async throws -> R {
         try await db.raw(SQLQueryString(begin)).run()
         do {
-            let result = try await body(db)
+            let transaction = Transaction(db)
+            let result = try await body(transaction)
             try await db.raw("COMMIT").run()
+            transaction.committed()
             return result
         } catch {
             try? await db.raw("ROLLBACK").run()
@@ -338,6 +342,8 @@ final class GroupCommitWriter: Sendable {
     private struct Unit: Sendable {
         let body: @Sendable (any SQLDatabase) async throws -> any Sendable
         let continuation: CheckedContinuation<any Sendable, any Error>
+        /// The unit's view of the batch's transaction, holding its after-commit work.
+        let transaction: Transaction
     }
     private struct State {
         var pending: [Unit] = []
@@ -355,7 +361,7 @@ final class GroupCommitWriter: Sendable {
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let startDrain = state.withLock { state -> Bool in
-                state.pending.append(Unit(body: { try await body($0) }, continuation: continuation))
+                state.pending.append(Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database)))
                 if state.draining { return false }
                 state.draining = true
                 return true
@@ -395,7 +401,7 @@ final class GroupCommitWriter: Sendable {
         for unit in batch {
             do {
                 try await database.raw("SAVEPOINT unit").run()
-                let value = try await unit.body(database)
+                let value = try await unit.body(unit.transaction)
                 try await database.raw("RELEASE unit").run()
                 results.append(.success(value))
             } catch {
@@ -412,6 +418,8 @@ final class GroupCommitWriter: Sendable {
             return
         }
         for (unit, result) in zip(batch, results) {
+            // A unit rolled back to its savepoint has nothing to announce.
+            if case .success = result { unit.transaction.committed() }
             unit.continuation.resume(with: result)
         }
     }

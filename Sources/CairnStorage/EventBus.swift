@@ -21,8 +21,9 @@ public final class EventBus: Sendable {
         self.logger = logger
     }
 
-    /// Publishes `payload` on `channel`. With `db` inside a transaction on PostgreSQL, the
-    /// notification is delivered when (and only if) the transaction commits.
+    /// Publishes `payload` on `channel`. With `db` inside a transaction, the notification is
+    /// delivered when (and only if) the transaction commits, on both engines: PostgreSQL
+    /// delivers `NOTIFY` at commit, and on SQLite the in-process delivery is after-commit work.
     public func publish(channel: String, payload: String, on db: (any SQLDatabase)? = nil) async throws {
         if database.dialect == .postgres {
             let query: SQLQueryString = "SELECT pg_notify(\(bind: channel), \(bind: payload))"
@@ -31,6 +32,8 @@ public final class EventBus: Sendable {
             } else {
                 try await database.write { try await $0.raw(query).run() }
             }
+        } else if let db {
+            Database.afterCommit(on: db) { [weak self] in self?.deliverLocally(channel: channel, payload: payload) }
         } else {
             deliverLocally(channel: channel, payload: payload)
         }

@@ -59,81 +59,104 @@ public struct TasksController: Sendable {
 
     /// Adds the routes to the authenticated group.
     public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.get("tasks") { request, context -> Response in
-            let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
-            var completed: Bool?
-            if let raw = request.uri.queryParameters.get("completed") {
-                guard let value = Bool(raw) else { throw AppError.invalidField("completed", "must be true or false") }
-                completed = value
-            }
-            return .json(try await store.list(tenantId: context.identity.tenantId, completed: completed, page: page))
+        group.group("tasks")
+            .get(use: list)
+            .post(use: create)
+            .get(":id", use: show)
+            .patch(":id", use: update)
+            .delete(":id", use: delete)
+    }
+
+    /// `GET /tasks[?completed=]`: a page of the tenant's tasks.
+    @Sendable func list(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let page = try PageRequest.parse(request.uri, validateKey: UUIDv7.isValid)
+        var completed: Bool?
+        if let raw = request.uri.queryParameters.get("completed") {
+            guard let value = Bool(raw) else { throw AppError.invalidField("completed", "must be true or false") }
+            completed = value
         }
-        group.post("tasks") { request, context -> Response in
-            var request = request
-            let body = try await request.decodeJSON(as: CreateBody.self, context: context)
-            var issues: [FieldIssue] = []
-            let title = Self.validTitle(body.title, into: &issues)
-            Self.checkDescription(body.description, into: &issues)
-            guard issues.isEmpty, let title else { throw AppError.invalidInput(issues) }
-            let now = WallClock.milliseconds()
-            let task = TaskItem(
-                id: UUIDv7.make(), tenantId: context.identity.tenantId, title: title, description: body.description,
-                completed: body.completed ?? false, createdBy: context.identity.userId, version: 1, createdAt: now, updatedAt: now)
-            try await store.insert(task)
-            var response = Self.response(task, status: .created)
-            response.headers[.location] = "/tasks/\(task.id)"
-            return response
+        return .json(try await store.list(tenantId: context.identity.tenantId, completed: completed, page: page))
+    }
+
+    /// `POST /tasks`: 201 with `Location` and `ETag`.
+    @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        var request = request
+        let body = try await request.decodeJSON(as: CreateBody.self, context: context)
+        var issues: [FieldIssue] = []
+        let title = Self.validTitle(body.title, into: &issues)
+        Self.checkDescription(body.description, into: &issues)
+        guard issues.isEmpty, let title else { throw AppError.invalidInput(issues) }
+        let now = WallClock.milliseconds()
+        let task = TaskItem(
+            id: UUIDv7.make(), tenantId: context.identity.tenantId, title: title, description: body.description,
+            completed: body.completed ?? false, createdBy: context.identity.userId, version: 1, createdAt: now, updatedAt: now)
+        try await store.insert(task)
+        var response = Self.response(task, status: .created)
+        response.headers[.location] = "/tasks/\(task.id)"
+        return response
+    }
+
+    /// `GET /tasks/{id}`, with `If-None-Match` → 304.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard let task = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
+            throw AppError.notFound("No such task.")
         }
-        group.get("tasks/:id") { request, context -> Response in
-            guard let task = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
-                throw AppError.notFound("No such task.")
-            }
-            let etag = ETag.of(version: task.version)
-            if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        let etag = ETag.of(version: task.version)
+        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        return Self.response(task)
+    }
+
+    /// `PATCH /tasks/{id}` (JSON merge semantics; `If-Match` optional, 412 on mismatch).
+    @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let expected = try ETag.expectedVersion(request)
+        var request = request
+        let body = try await request.decodeJSON(as: PatchBody.self, context: context)
+        let change = try Self.change(from: body)
+        let tenantId = context.identity.tenantId
+        if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
             return Self.response(task)
         }
-        group.patch("tasks/:id") { request, context -> Response in
-            let id = try context.parameters.require("id")
-            let expected = try ETag.expectedVersion(request)
-            var request = request
-            let body = try await request.decodeJSON(as: PatchBody.self, context: context)
-            var issues: [FieldIssue] = []
-            var change = TaskChange()
-            switch body.title {
-            case .absent: break
-            case .null: issues.append(FieldIssue(field: "title", issue: "must be a string, not null"))
-            case .value(let raw): change.title = Self.validTitle(raw, into: &issues)
-            }
-            switch body.description {
-            case .absent: break
-            case .null: change.description = .some(nil)
-            case .value(let text):
-                Self.checkDescription(text, into: &issues)
-                change.description = .some(text)
-            }
-            switch body.completed {
-            case .absent: break
-            case .null: issues.append(FieldIssue(field: "completed", issue: "must be a boolean, not null"))
-            case .value(let value): change.completed = value
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            let tenantId = context.identity.tenantId
-            if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
-                return Self.response(task)
-            }
-            // Tell "gone" (404) from "changed since your ETag" (412).
-            if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-            throw AppError.notFound("No such task.")
+        // Tell "gone" (404) from "changed since your ETag" (412).
+        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+        throw AppError.notFound("No such task.")
+    }
+
+    /// The change a PATCH body asks for.
+    /// - Throws: 400 `invalid_input` listing every bad field.
+    static func change(from body: PatchBody) throws -> TaskChange {
+        var issues: [FieldIssue] = []
+        var change = TaskChange()
+        switch body.title {
+        case .absent: break
+        case .null: issues.append(FieldIssue(field: "title", issue: "must be a string, not null"))
+        case .value(let raw): change.title = Self.validTitle(raw, into: &issues)
         }
-        group.delete("tasks/:id") { request, context -> Response in
-            let id = try context.parameters.require("id")
-            let expected = try ETag.expectedVersion(request)
-            let tenantId = context.identity.tenantId
-            if try await store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
-                return Response(status: .noContent)
-            }
-            if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-            throw AppError.notFound("No such task.")
+        switch body.description {
+        case .absent: break
+        case .null: change.description = .some(nil)
+        case .value(let text):
+            Self.checkDescription(text, into: &issues)
+            change.description = .some(text)
         }
+        switch body.completed {
+        case .absent: break
+        case .null: issues.append(FieldIssue(field: "completed", issue: "must be a boolean, not null"))
+        case .value(let value): change.completed = value
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return change
+    }
+
+    /// `DELETE /tasks/{id}` (`If-Match` optional).
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let expected = try ETag.expectedVersion(request)
+        let tenantId = context.identity.tenantId
+        if try await store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
+            return Response(status: .noContent)
+        }
+        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
+        throw AppError.notFound("No such task.")
     }
 }

@@ -217,7 +217,7 @@ struct KeysCommand: AsyncParsableCommand {
             let (configuration, _) = try await options.load()
             do {
                 try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
-                let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accessTokenTTL)
+                let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accounts.accessTokenTTL)
                 print("new signing key \(kid); running nodes sharing this key file pick it up within 5 seconds")
             } catch {
                 throw fail(error)

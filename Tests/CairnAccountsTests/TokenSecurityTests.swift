@@ -170,7 +170,7 @@ struct TokenSecurityTests {
     }
 
     @Test func hs256ModeSignsWithTheSecretAndPublishesNoKeys() async throws {
-        try await withTestApp(.sqlite, configure: { $0.jwtSecret = String(repeating: "s", count: 40) }) { client, components in
+        try await withTestApp(.sqlite, configure: { $0.accounts.jwtSecret = String(repeating: "s", count: 40) }) { client, components in
             let (_, tokens) = try await client.registerAndLogin(email: "hmac@example.com")
             let token = tokens.accessToken
             #expect(Forge.parts(token).header["alg"] as? String == "HS256")

@@ -1,4 +1,4 @@
-import CairnCatalog
+import CairnFormats
 import CairnHTTP
 import CairnServer
 import CairnStorage
@@ -9,6 +9,8 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import CairnCatalog
 
 /// Sends a raw body.
 func send(
@@ -101,6 +103,25 @@ struct ProductImportTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func brokenQuotingFailsTheWholeFileBeforeAnyRowIsWritten(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { client, _ in
+            let (token, _) = try await owner(client, "broken-quote@example.com")
+            // More good rows than one batch, then a quote that is never closed.
+            let good = ProductImporter.batchSize + 10
+            let csv = "sku,name,priceMinor,currency\r\n" + (1...good).map { "S-\($0),Name,1,EUR\r\n" }.joined() + "LAST,\"open,1,EUR\r\n"
+            let accepted = try await send(client, "/products:import", body: csv, contentType: "text/csv", token: token)
+            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            #expect(job["state"] as? String == "discarded")
+            let progress = try #require(job["progress"] as? [String: Any])
+            #expect(progress["imported"] as? Int == 0)
+            let errors = try #require(progress["errors"] as? [[String: Any]])
+            #expect(errors.map { $0["field"] as? String } == ["body"])
+            #expect(errors.first?["row"] as? Int == good + 1)
+            #expect(try await client.json(.get, "/products/by-sku/S-1", token: token).status == .notFound)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func anUploadedFileCanBeImportedByItsId(engine: TestEngine) async throws {
         try await withTestApp(engine, runServices: true) { app in
             let client = app.client
@@ -123,6 +144,87 @@ struct ProductImportTests {
             let wrong = try await client.json(.post, "/products:import", ["fileId": try #require(xml.object["id"] as? String)], token: token)
             #expect(wrong.status == .badRequest)
             #expect(try await client.json(.post, "/products:import", ["fileId": 5], token: token).status == .badRequest)
+        }
+    }
+}
+
+/// All rows of an import body, as `(line, fields or the issue)`.
+func importRows(_ format: String, _ body: String, chunkSize: Int = 1 << 20) throws -> [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] {
+    var rows = try ImportRows(format: format, source: MemoryByteSource(body, chunkSize: chunkSize))
+    var all: [(line: Int, row: Result<ImportRows.Row, ImportIssue>)] = []
+    while let next = try rows.next() { all.append(next) }
+    return all
+}
+
+@Suite("Catalog: import rows, streamed")
+struct ImportRowsTests {
+    @Test func csvRowsAreTextByColumnNameAndARaggedRowIsOneBadRow() throws {
+        let csv = "\u{FEFF} sku ,name,stock\r\nA;x,NA,\r\n\r\nB,\"two\r\nlines, \"\"q\"\"\",5\nC,1\nD,,7"
+        for chunk in [1, 5, 1 << 20] {
+            let rows = try importRows("csv", csv, chunkSize: chunk)
+            #expect(rows.map(\.line) == [1, 2, 3, 4], "a blank line is not a row")
+            #expect(try rows[0].row.get() == ["sku": .text("A;x"), "name": .text("NA"), "stock": .text("")], "NA and empty stay text")
+            #expect(try rows[1].row.get()["name"] == .text("two\r\nlines, \"q\""))
+            #expect(throws: ImportIssue.self) { try rows[2].row.get() }
+            #expect(try rows[3].row.get()["stock"] == .text("7"))
+        }
+    }
+
+    @Test func csvHeadersNameKnownColumnsOnly() throws {
+        #expect(throws: ImportIssue.self) { try importRows("csv", "sku,colour\r\nA,red\r\n") }
+        #expect(throws: ImportIssue.self) { try importRows("csv", "sku,\"name\n") }
+        #expect(try importRows("csv", "sku\r\n").isEmpty)
+    }
+
+    @Test(arguments: ["sku,name\nA,x\nB,\"open\nC,y\n", "sku,name\nA,x\nB,\"quoted\"after\nC,y\n"])
+    func brokenQuotingFailsTheWholeFile(_ csv: String) throws {
+        var rows = try ImportRows(format: "csv", source: MemoryByteSource(csv))
+        #expect(try rows.next()?.line == 1)
+        do {
+            _ = try rows.next()
+            Issue.record("the broken record was read")
+        } catch let issue as ImportIssue {
+            #expect(issue.field == "body")
+            #expect(issue.row == 2)
+        }
+    }
+
+    @Test func ndjsonLinesAreObjectsAndABadLineIsOneBadRow() throws {
+        let ndjson =
+            "{\"sku\":\"A\",\"priceMinor\":1,\"attributes\":{\"a\":[1]}}\n\n  \nnot json\n{\"sku\":\"B\"} {\"sku\":\"C\"}\n{\"sku\":\"D\",\n\"x\":1}\n{\"sku\":\"E\",\"sku\":\"F\"}"
+        for chunk in [1, 7, 1 << 20] {
+            let rows = try importRows("ndjson", ndjson, chunkSize: chunk)
+            #expect(rows.map(\.line) == [1, 2, 3, 4, 5, 6])
+            #expect(try rows[0].row.get() == ["sku": .text("A"), "priceMinor": .integer(1), "attributes": .json(#"{"a":[1]}"#)])
+            for bad in [1, 2, 3, 4] { #expect(throws: ImportIssue.self) { try rows[bad].row.get() } }
+            #expect(try rows[5].row.get() == ["sku": .text("F")], "a repeated key keeps its last value")
+        }
+    }
+
+    @Test func ndjsonValuesBecomeProductFieldsAsInPostProducts() throws {
+        func product(_ fields: ImportRows.Row) -> Result<Product, ImportIssue> {
+            ProductImporter.product(from: fields, line: 1, tenantId: "t", now: 0)
+        }
+        let good = try product([
+            "sku": .text("A"), "name": .text(" A "), "priceMinor": .real(100), "currency": .text("EUR"), "stock": .text(" 4 "),
+            "attributes": .json(#"{"size":"L"}"#),
+        ]).get()
+        #expect(good.priceMinor == 100 && good.stock == 4 && good.name == "A")
+        #expect(good.attributes == #"{"size":"L"}"#)
+        let base: ImportRows.Row = ["sku": .text("A"), "name": .text("A"), "priceMinor": .integer(1), "currency": .text("EUR")]
+        for (field, value, issue) in [
+            ("priceMinor", FieldValue.real(1.5), "must be an integer"), ("priceMinor", .integer(9_000_000_000_000_000), "must be an integer"),
+            ("priceMinor", .bool(true), "must be an integer"), ("priceMinor", .null, "is required"), ("sku", .integer(1), "must be a string"),
+            ("attributes", .json("[1]"), "must be a JSON object"), ("attributes", .text("{"), "must be a JSON object"),
+            ("attributes", .integer(1), "must be a JSON object"),
+        ] {
+            var fields = base
+            fields[field] = value
+            #expect(throws: ImportIssue.self, "\(field) \(value)") { try product(fields).get() }
+            if case .failure(let failure) = product(fields) {
+                #expect(failure.field == field)
+                #expect(failure.issue == issue)
+            }
         }
     }
 }

@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnCatalog
 import CairnHTTP
 import CairnServer
@@ -108,7 +109,7 @@ struct CatalogResilienceTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         configuration.dataDir = directory
-        configuration.bcryptCost = 4
+        configuration.accounts.bcryptCost = 4
         configuration.databaseURL = cluster.url
         configuration.catalog.cacheTTL = .milliseconds(200)
         configuration.catalog.readTimeout = .milliseconds(500)

@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnServer
 import CairnStorage
@@ -333,7 +334,7 @@ struct PaginationTests {
             return nil
         } catch let error as AppError {
             #expect(error.status == .badRequest)
-            #expect(error.code == "invalid_input")
+            #expect(error.code == .invalidInput)
             return error.errors.map(\.field)
         } catch {
             Issue.record("unexpected error \(error)")

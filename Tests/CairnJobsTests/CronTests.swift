@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnJobs
 import CairnTestSupport
@@ -39,7 +40,7 @@ struct CronTests {
             _ = try CronExpression(expression)
             Issue.record("accepted \(expression)")
         } catch let error as AppError {
-            #expect(error.code == "invalid_input")
+            #expect(error.code == .invalidInput)
             #expect(error.errors.first?.field == field, "\(expression)")
         } catch {
             Issue.record("unexpected \(error)")

@@ -78,7 +78,7 @@ struct IdempotencyTests {
 struct JobEdgeCaseTests {
     @Test(arguments: TestEngine.available)
     func retryHeldUniqueKeyFarDatesNulKindsAndRateLimitedReplays(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 2 }) { client, _ in
+        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 2 }) { client, _ in
             let token = try await client.registerAndLogin(email: "edge@example.com").tokens.accessToken
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "u2", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await client.json(.post, "/jobs", body, token: token).object["id"] as! String

@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnJobs
 import CairnServer
@@ -53,7 +54,7 @@ struct JobBatchTests {
 
     @Test(arguments: TestEngine.available)
     func aBadBatchNamesTheJobAndFieldAndEnqueuesNothing(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, components in
+        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, components in
             let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens.accessToken
             let unknown = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "no-such-kind"]]], token: token)
@@ -116,7 +117,7 @@ struct JobBatchTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.jobsConcurrency = 4; $0.jobsMaxRunningPerTenant = 2
+                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
             }, runServices: true,
             prepare: { components in
                 // A handler that counts how many of its kind run at once, per tenant, and waits at the gate.
@@ -182,4 +183,9 @@ final class ConcurrencyProbe: Sendable {
     func waitForRunning(_ tenant: String, _ count: Int) async throws {
         try await state.wait("\(count) handlers of \(tenant) running") { $0.current[tenant, default: 0] >= count }
     }
+}
+
+/// A job kind without arguments, whose handler a test registers.
+struct Probe: JobArguments {
+    static let kind = "test.probe"
 }

@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnHTTP
 import CairnServer
 import CairnStorage
@@ -146,7 +147,7 @@ struct JobEventsAcrossNodesTests {
 @Suite("Jobs: metrics")
 struct JobMetricsTests {
     @Test func countersTimersAndQueueDepthAreExported() async throws {
-        try await withTestApp(.sqlite, configure: { $0.jobsRescueInterval = .milliseconds(100) }, runServices: true) { app in
+        try await withTestApp(.sqlite, configure: { $0.jobs.rescueInterval = .milliseconds(100) }, runServices: true) { app in
             let token = try await app.client.registerAndLogin(email: "metrics@example.com").tokens.accessToken
             let created = try await app.client.json(.post, "/jobs", ["kind": "noop"], token: token)
             try await app.waitForJob(created.object["id"] as! String, state: .succeeded, token: token)

@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnHTTP
 import CairnJobs
 import CairnServer
@@ -92,7 +93,7 @@ struct JobLifecycleTests {
 
     @Test(arguments: TestEngine.available)
     func uniqueKeysDeduplicateUnfinishedJobsAndThePendingCapAnswers429(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobsMaxPendingPerTenant = 3 }) { client, _ in
+        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, _ in
             let token = try await client.registerAndLogin(email: "uniq@example.com").tokens.accessToken
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "report-2026-11", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await enqueue(client, token: token, body)
@@ -159,7 +160,7 @@ struct JobRuntimeTests {
         try await withTestApp(
             engine,
             configure: {
-                $0.jobsConcurrency = 4; $0.jobsMaxRunningPerTenant = 2
+                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
             }, runServices: true,
             prepare: { components in
                 components.jobs.register(kind: "test.held") { context in
@@ -189,7 +190,7 @@ struct JobRuntimeTests {
     @Test(arguments: TestEngine.available)
     func aLapsedLeaseIsRescuedAndTheJobResumesFromItsCheckpoint(engine: TestEngine) async throws {
         let clock = TestClock()
-        try await withTestApp(engine, clock: clock, configure: { $0.jobsRescueInterval = .milliseconds(200) }, runServices: true) { app in
+        try await withTestApp(engine, clock: clock, configure: { $0.jobs.rescueInterval = .milliseconds(200) }, runServices: true) { app in
             let (user, tokens) = try await app.client.registerAndLogin(email: "crash@example.com")
             let token = tokens.accessToken
             let job = try await enqueue(
@@ -217,8 +218,8 @@ struct JobRuntimeTests {
     @Test(arguments: TestEngine.available)
     func everyJobRunsExactlyOnceAcrossNodes(engine: TestEngine) async throws {
         let configure = { (configuration: inout CairnConfiguration) in
-            configuration.jobsMaxRunningPerTenant = 8
-            configuration.jobsConcurrency = 8
+            configuration.jobs.maxRunningPerTenant = 8
+            configuration.jobs.concurrency = 8
         }
         try await withTestDatabase(engine, configure: configure) { test in
             let nodeCount = engine == .postgres ? 2 : 1
@@ -246,7 +247,7 @@ struct JobRuntimeTests {
         for (index, node) in nodes.enumerated() {
             let name = "node-\(index)"
             let db = node.database
-            node.jobs.register(kind: "effect") { context in
+            node.jobs.register(Effect.self) { _, context in
                 let started = WallClock.milliseconds()
                 try await db.write { try await $0.raw("INSERT INTO runs (job_id, node) VALUES (\(bind: context.job.id), \(bind: name))").run() }
                 // Lets other handlers, on this node and the other, run in between.
@@ -264,7 +265,7 @@ struct JobRuntimeTests {
         let producer = nodes[0].jobs
         try await database.transaction { db in
             for _ in 0..<total {
-                _ = try await producer.enqueue(JobRequest(kind: "effect"), tenantId: tenant, createdBy: nil, on: db)
+                try await producer.enqueue(Effect(), tenantId: tenant, createdBy: nil, on: db)
             }
         }
         let workers = nodes.map { JobWorker(queue: $0.jobs, logger: testLogger) }
@@ -290,4 +291,9 @@ struct JobRuntimeTests {
         #expect(failed == 0)
         #expect(busiest == nodes.count, "every node took part")
     }
+}
+
+/// The job kind of the exactly-once test, without arguments; each node registers its handler.
+struct Effect: JobArguments {
+    static let kind = "effect"
 }

@@ -1,3 +1,5 @@
+import CairnAccounts
+import CairnFormats
 import CairnHTTP
 import CairnServer
 import CairnStorage

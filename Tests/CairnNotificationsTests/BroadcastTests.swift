@@ -25,6 +25,11 @@ func broadcastRows(_ database: Database, broadcastId: String) async throws -> [S
     }
 }
 
+/// The typed arguments of a broadcast's job, decoded from its stored `args`.
+func broadcastArguments(_ job: Job) throws -> SendBroadcast {
+    try JSONDecoder().decode(SendBroadcast.self, from: Data(job.args.utf8))
+}
+
 /// What a handler saved through its context.
 struct Saved: Sendable {
     var checkpoints: [JSONValue] = []
@@ -120,7 +125,7 @@ struct BroadcastTests {
                 var job = started.job
                 job.attempt = number
                 let context = JobContext(
-                    job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: checkpoint,
+                    job: job, checkpoint: checkpoint,
                     save: { _, checkpoint, result in
                         try saved.value.withLock { saved in
                             if let checkpoint {
@@ -131,7 +136,7 @@ struct BroadcastTests {
                         }
                     })
                 do {
-                    try await components.broadcasts.run(context)
+                    try await components.broadcasts.run(try broadcastArguments(job), context: context)
                 } catch is Crash {}
                 return saved.value.withLock { $0 }
             }
@@ -164,7 +169,7 @@ struct BroadcastTests {
                 NotificationDraft(type: "system_alert", title: "other"), tenantId: owner.tenantId, createdBy: nil)
             var job = other.job
             job.attempt = 1
-            try await components.broadcasts.run(JobContext(job: job, args: JSONValue(text: job.args) ?? .null, checkpoint: nil, save: { _, _, _ in }))
+            try await components.broadcasts.run(try broadcastArguments(job), context: JobContext(job: job, checkpoint: nil, save: { _, _, _ in }))
             #expect(
                 try await broadcastRows(components.database, broadcastId: other.broadcastId)
                     == Dictionary(uniqueKeysWithValues: everyone.map { ($0, 1) }))
@@ -179,14 +184,12 @@ struct BroadcastTests {
             configure: {
                 fastNotifications(&$0)
                 $0.notifications.batchSize = 2
-            }
+            },
+            // The broadcast's first page waits here, inside its transaction, until the gate opens.
+            observers: [BroadcastGate(gate: gate)]
         ) { app in
             let (client, components) = (app.client, app.components)
             let (owner, members, _) = try await makeTenant(client, prefix: "busy", members: 3)
-            // The broadcast's first page waits here, inside its transaction, until the gate opens.
-            components.notifications.hooks.add { _, draft, _, _ in
-                if draft.dedupeKey?.hasPrefix("broadcast:") == true { try await gate.wait() }
-            }
             defer { gate.open() }
             let answered = Observed<TestResponse?>(nil)
             let post = Task {
@@ -216,5 +219,16 @@ struct BroadcastTests {
                 #expect((inbox["items"] as? [[String: Any]])?.count == 1)
             }
         }
+    }
+}
+
+/// Holds each broadcast page inside its publishing transaction until the gate opens.
+struct BroadcastGate: PublishObserver {
+    let gate: Gate
+
+    func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
+        async throws
+    {
+        if draft.dedupeKey?.hasPrefix("broadcast:") == true { try await gate.wait() }
     }
 }

@@ -1,5 +1,6 @@
 import CairnHTTP
 import CairnNotifications
+import CairnOutbound
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -55,9 +56,9 @@ final class WebhookReceiver: Sendable {
 
 private func webhookSettings(_ configuration: inout CairnConfiguration) {
     fastNotifications(&configuration)
-    configuration.notifications.allowPrivateWebhookTargets = true
-    configuration.notifications.webhookMaxAttempts = 2
-    configuration.notifications.webhookDisableAfter = 1
+    configuration.outbound.allowPrivateWebhookTargets = true
+    configuration.outbound.webhookMaxAttempts = 2
+    configuration.outbound.webhookDisableAfter = 1
 }
 
 @Suite("Notifications: preferences and outbound channels")

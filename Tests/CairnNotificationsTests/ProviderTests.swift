@@ -1,5 +1,6 @@
 import CairnHTTP
 import CairnNotifications
+import CairnOutbound
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -106,13 +107,13 @@ final class FakeProviders: Sendable {
     /// Points a node's provider endpoints at the fake.
     func configure(_ configuration: inout CairnConfiguration) {
         fastNotifications(&configuration)
-        configuration.notifications.providers.sendGrid = base
-        configuration.notifications.providers.fcm = base
-        configuration.notifications.providers.fcmToken = base + "/token"
-        configuration.notifications.providers.apns = base
-        configuration.notifications.providers.apnsSandbox = base
-        configuration.notifications.providers.caFile = caFile
-        configuration.notifications.providerMaxAttempts = 3
+        configuration.outbound.providers.sendGrid = base
+        configuration.outbound.providers.fcm = base
+        configuration.outbound.providers.fcmToken = base + "/token"
+        configuration.outbound.providers.apns = base
+        configuration.outbound.providers.apnsSandbox = base
+        configuration.outbound.providers.caFile = caFile
+        configuration.outbound.providerMaxAttempts = 3
     }
 
     func stop() {

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 
 @testable import CairnNotifications
+@testable import CairnOutbound
 
 @Suite("Notifications: push payloads fit the providers' 4 KB")
 struct PushPayloadTests {

@@ -1,4 +1,5 @@
 import CairnHTTP
+import CairnJobs
 import CairnNotifications
 import CairnServer
 import CairnStorage
@@ -26,7 +27,7 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     // the socket was closed (4408) before its replay.
     configuration.notifications.authTimeout = .seconds(5)
     configuration.notifications.resyncInterval = .seconds(2)
-    configuration.jobsRescueInterval = .seconds(1)
+    configuration.jobs.rescueInterval = .seconds(1)
 }
 
 /// A registered tenant owner: token and user id.

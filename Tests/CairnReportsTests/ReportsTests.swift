@@ -1,4 +1,5 @@
 import CairnCatalog
+import CairnFormats
 import CairnHTTP
 import CairnNotifications
 import CairnServer
@@ -49,6 +50,12 @@ func metric(_ text: String, _ name: String, label: String? = nil) -> Double {
     return total
 }
 
+/// A newly registered owner (the admin of a new tenant).
+func owner(_ client: any TestClientProtocol, _ email: String) async throws -> (token: String, tenantId: String, userId: String) {
+    let (user, tokens) = try await client.registerAndLogin(email: email)
+    return (tokens.accessToken, user.tenantId, user.id)
+}
+
 /// OWASP neutralisation as the report applies it.
 func neutralised(_ value: String) -> String {
     guard let first = value.unicodeScalars.first, ["=", "+", "-", "@", "\t", "\r"].contains(first) else { return value }
@@ -72,12 +79,8 @@ struct ReportsTests {
     func tasksReportParsesIntoExactlyTheDatabaseRows(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
-            let (user, tokens) = try await client.registerAndLogin(email: "owner@example.com")
-            let token = tokens.accessToken
-            let tenantId = user.tenantId
-            let userId = user.id
-            let (other, _) = try await client.registerAndLogin(email: "other@example.com")
-            let otherTenant = other.tenantId
+            let (token, tenantId, userId) = try await owner(client, "owner@example.com")
+            let otherTenant = try await owner(client, "other@example.com").tenantId
 
             // Tricky rows plus enough plain ones to span several read batches.
             var items: [TaskItem] = []
@@ -149,8 +152,7 @@ struct ReportsTests {
     @Test(arguments: TestEngine.available)
     func reportsAreForAdminsAndValidateTheirParameters(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let (_, tokens) = try await client.registerAndLogin(email: "boss@example.com")
-            let token = tokens.accessToken
+            let token = try await owner(client, "boss@example.com").token
             // A member of the same tenant.
             let created = try await client.json(
                 .post, "/users", ["email": "member@example.com", "name": "M", "role": "member", "password": "correct horse battery"], token: token)
@@ -179,9 +181,7 @@ struct ReportsTests {
     func productsReportFollowsTheListFilters(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
-            let (user, tokens) = try await client.registerAndLogin(email: "shop@example.com")
-            let token = tokens.accessToken
-            let tenantId = user.tenantId
+            let (token, tenantId, _) = try await owner(client, "shop@example.com")
             let now = WallClock.milliseconds()
             var products: [Product] = []
             for (index, text) in trickyTexts.enumerated() {
@@ -212,10 +212,7 @@ struct ReportsTests {
     func notificationsReportHoldsEveryUsersNotificationsOfTheTenant(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
-            let (user, tokens) = try await client.registerAndLogin(email: "inbox-report@example.com")
-            let token = tokens.accessToken
-            let tenantId = user.tenantId
-            let ownerId = user.id
+            let (token, tenantId, ownerId) = try await owner(client, "inbox-report@example.com")
             let member = try await client.json(
                 .post, "/users", ["email": "inbox-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
                 token: token)
@@ -227,9 +224,9 @@ struct ReportsTests {
             _ = try await components.notifications.publish(
                 NotificationDraft(type: "system_alert", title: "alert"), to: [memberId], tenantId: tenantId)
             // Another tenant's notifications never appear.
-            let (other, _) = try await client.registerAndLogin(email: "inbox-other@example.com")
+            let other = try await owner(client, "inbox-other@example.com")
             _ = try await components.notifications.publish(
-                NotificationDraft(type: "message", title: "secret"), to: [other.id], tenantId: other.tenantId)
+                NotificationDraft(type: "message", title: "secret"), to: [other.userId], tenantId: other.tenantId)
 
             let stored = try await components.notifications.store.batch(tenantId: tenantId, type: nil, after: nil, limit: 10_000)
             let (rows, _) = try await downloadCSV(port: port, path: "/reports/notifications.csv", token: token)
@@ -255,10 +252,7 @@ struct ReportsTests {
         let log = CapturedLog()
         try await withTestApp(engine, mode: .live, runServices: false, logger: log.logger(level: .notice)) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
-            let (user, tokens) = try await client.registerAndLogin(email: "big@example.com")
-            let token = tokens.accessToken
-            let tenantId = user.tenantId
-            let userId = user.id
+            let (token, tenantId, userId) = try await owner(client, "big@example.com")
             // About 60 MB of CSV: far more than socket buffers hold, 40 read batches.
             let filler = String(repeating: "lorem ipsum dolor sit amet ", count: 30)
             let now = WallClock.milliseconds()

@@ -1,4 +1,11 @@
+import CairnAccounts
+import CairnCatalog
+import CairnFiles
 import CairnHTTP
+import CairnJobs
+import CairnNotifications
+import CairnOutbound
+import CairnPipelines
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -16,9 +23,9 @@ struct ConfigurationTests {
         #expect(config.httpPort == 8080)
         #expect(config.dataDir == "./cairn-data")
         #expect(config.databaseURL == nil)
-        #expect(config.accessTokenTTL == 900)
-        #expect(config.refreshTokenTTL == 30 * 86_400)
-        #expect(config.bcryptCost == 12)
+        #expect(config.accounts.accessTokenTTL == 900)
+        #expect(config.accounts.refreshTokenTTL == 30 * 86_400)
+        #expect(config.accounts.bcryptCost == 12)
     }
 
     @Test func flagsWinOverEnvironmentWhichWinsOverTheFile() async throws {
@@ -28,20 +35,45 @@ struct ConfigurationTests {
         let environment = ["CAIRN_CONFIG_FILE": file, "CAIRN_HTTP_PORT": "7002", "CAIRN_ACCESS_TOKEN_TTL": "15m", "CAIRN_BCRYPT_COST": "11"]
         let config = try await CairnConfiguration.load(flags: ["http.port": "7003"], environment: environment)
         #expect(config.httpPort == 7003)  // flag
-        #expect(config.bcryptCost == 11)  // environment over file
+        #expect(config.accounts.bcryptCost == 11)  // environment over file
         #expect(config.httpHost == "0.0.0.0")  // file
         #expect(config.logFormat == "json")  // file
-        #expect(config.accessTokenTTL == 900)
+        #expect(config.accounts.accessTokenTTL == 900)
         let withoutFlag = try await CairnConfiguration.load(flags: [:], environment: environment)
         #expect(withoutFlag.httpPort == 7002)
         let fileOnly = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_CONFIG_FILE": file])
         #expect(fileOnly.httpPort == 7001)
     }
 
+    /// Each module reads its own scope: a variable lands in that module's settings type.
+    @Test func eachModuleReadsItsOwnScope() async throws {
+        let config = try await CairnConfiguration.load(
+            flags: [:],
+            environment: [
+                "CAIRN_JOBS_LEASE": "45", "CAIRN_JOBS_SHUTDOWN_GRACE": "3", "CAIRN_CATALOG_CACHE_SIZE": "100",
+                "CAIRN_NOTIFICATIONS_BATCH_SIZE": "100", "CAIRN_PIPELINE_THREADS": "3", "CAIRN_FILES_MAX_SIZE": "1000",
+                "CAIRN_UPLOADS_EXPIRY": "2h", "CAIRN_WEBHOOKS_ALLOW_PRIVATE": "true", "CAIRN_FCM_URL": "http://127.0.0.1:9",
+                "CAIRN_BCRYPT_THREADS": "3",
+            ])
+        #expect(config.jobs.leaseSeconds == 45)
+        #expect(config.jobs.shutdownGrace == .seconds(3))
+        #expect(config.catalog.cacheCapacity == 100)
+        #expect(config.notifications.batchSize == 100)
+        #expect(config.pipelines.threads == 3)
+        #expect(config.files.quotas.maxFileBytes == 1000)
+        #expect(config.files.uploadsExpiry == 7200)
+        #expect(config.outbound.allowPrivateWebhookTargets)
+        #expect(config.outbound.providers.fcm == "http://127.0.0.1:9")
+        #expect(config.accounts.bcryptThreads == 3)
+    }
+
     @Test(arguments: [
         ("CAIRN_HTTP_PORT", "eighty"), ("CAIRN_HTTP_PORT", "70000"), ("CAIRN_BCRYPT_COST", "3"), ("CAIRN_BCRYPT_COST", "32"),
         ("CAIRN_ACCESS_TOKEN_TTL", "soon"), ("CAIRN_REFRESH_TOKEN_TTL", "-5"), ("CAIRN_LOG_FORMAT", "xml"),
         ("CAIRN_JWT_SECRET", "short"), ("CAIRN_DATABASE_URL", "mysql://localhost/x"), ("CAIRN_CONFIG_FILE", "/nonexistent.json"),
+        ("CAIRN_JOBS_LEASE", "soon"), ("CAIRN_JOBS_CLAIM_LIMIT", "0"), ("CAIRN_CATALOG_CACHE_SIZE", "1"),
+        ("CAIRN_NOTIFICATIONS_BATCH_SIZE", "5000"), ("CAIRN_PIPELINE_THREADS", "0"), ("CAIRN_WEBHOOKS_ALLOW_PRIVATE", "maybe"),
+        ("CAIRN_SENDGRID_URL", "ftp://mail.example"), ("CAIRN_FILES_MAX_SIZE", "0"), ("CAIRN_UPLOADS_EXPIRY", "never"),
     ])
     func badValuesNameTheSetting(setting: String, value: String) async throws {
         do {

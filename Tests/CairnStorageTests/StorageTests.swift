@@ -3,6 +3,7 @@ import CairnStorage
 import CairnTestSupport
 import Foundation
 import SQLKit
+import Synchronization
 import Testing
 
 @Suite("Storage on both engines")
@@ -275,5 +276,67 @@ struct PostgresGuardTests {
             #expect(database.dialect == .postgres)
             await database.close()
         }
+    }
+}
+
+@Suite("Transactions and after-commit work")
+struct TransactionTests {
+    struct Rollback: Error {}
+
+    /// After-commit work runs once the transaction committed, not inside it, and never for a
+    /// transaction (or a group-commit unit) that rolled back.
+    @Test(arguments: TestEngine.available)
+    func afterCommitWorkRunsOnlyOnCommit(engine: TestEngine) async throws {
+        let test = try await TestDatabase.make(engine)
+        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        defer { Task { await database.close() } }
+        let ran = Mutex<[String]>([])
+        let insideSaw = try await database.transaction { db in
+            Database.afterCommit(on: db) { ran.withLock { $0.append("committed") } }
+            return ran.withLock { $0 }
+        }
+        #expect(insideSaw.isEmpty, "the work ran inside the transaction")
+        #expect(ran.withLock { $0 } == ["committed"])
+        await #expect(throws: Rollback.self) {
+            try await database.transaction { db in
+                Database.afterCommit(on: db) { ran.withLock { $0.append("rolled back") } }
+                throw Rollback()
+            }
+        }
+        #expect(ran.withLock { $0 } == ["committed"])
+        // Joining: the work waits for the outer transaction's commit.
+        try await database.transaction { outer in
+            try await database.transaction(joining: outer) { inner in
+                Database.afterCommit(on: inner) { ran.withLock { $0.append("joined") } }
+            }
+            #expect(ran.withLock { $0 } == ["committed"], "joined work ran before the outer commit")
+        }
+        #expect(ran.withLock { $0 } == ["committed", "joined"])
+    }
+
+    /// A bus message published inside a transaction that rolls back is never delivered; one
+    /// published inside a committed transaction is (both engines, so no caller branches on the
+    /// dialect).
+    @Test(.timeLimit(.minutes(1)), arguments: TestEngine.available)
+    func busMessagesFollowTheTransaction(engine: TestEngine) async throws {
+        let test = try await TestDatabase.make(engine)
+        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        defer { Task { await database.close() } }
+        let bus = EventBus(database: database, logger: testLogger)
+        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+        let stream = bus.subscribe(channel: "tx-probe") { listeningContinuation.yield() }
+        var listened = listening.makeAsyncIterator()
+        await listened.next()
+        await #expect(throws: Rollback.self) {
+            try await database.transaction { db in
+                try await bus.publish(channel: "tx-probe", payload: "rolled-back", on: db)
+                throw Rollback()
+            }
+        }
+        try await database.transaction { db in
+            try await bus.publish(channel: "tx-probe", payload: "committed", on: db)
+        }
+        var messages = stream.makeAsyncIterator()
+        #expect(await messages.next() == "committed")
     }
 }

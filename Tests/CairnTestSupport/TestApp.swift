@@ -1,4 +1,5 @@
 import CairnAccounts
+public import CairnNotifications
 public import CairnServer
 public import CairnStorage
 public import Hummingbird
@@ -40,15 +41,17 @@ public struct TestApp: Sendable {
 ///   - configure: changes to the test configuration (bcrypt cost 4, a temporary data directory).
 ///   - runServices: run the node's background services (job worker, scheduler, notification
 ///     bridge…); by default live mode runs them and router mode does not.
+///   - observers: see published notifications after the outbound channels (hold a publish open).
 ///   - prepare: runs on the wired components before the node starts (register job kinds).
 public func withTestApp<R: Sendable>(
     _ engine: TestEngine, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(),
     configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool? = nil, logger: Logger = testLogger,
-    prepare: @Sendable (CairnComponents) -> Void = { _ in }, _ body: @Sendable (TestApp) async throws -> R
+    observers: [any PublishObserver] = [], prepare: @Sendable (CairnComponents) -> Void = { _ in },
+    _ body: @Sendable (TestApp) async throws -> R
 ) async throws -> R {
     try await withTestDatabase(engine, configure: configure) { database in
         try await withTestApp(
-            on: database, mode: mode, clock: clock, runServices: runServices, logger: logger, prepare: prepare, body)
+            on: database, mode: mode, clock: clock, runServices: runServices, logger: logger, observers: observers, prepare: prepare, body)
     }
 }
 
@@ -57,9 +60,10 @@ public func withTestApp<R: Sendable>(
 /// threads are closed when `body` returns or throws.
 public func withTestApp<R: Sendable>(
     on database: TestDatabase, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(), runServices: Bool? = nil,
-    logger: Logger = testLogger, prepare: @Sendable (CairnComponents) -> Void = { _ in }, _ body: @Sendable (TestApp) async throws -> R
+    logger: Logger = testLogger, observers: [any PublishObserver] = [], prepare: @Sendable (CairnComponents) -> Void = { _ in },
+    _ body: @Sendable (TestApp) async throws -> R
 ) async throws -> R {
-    let components = try await buildComponents(configuration: database.configuration, logger: logger, clock: clock)
+    let components = try await buildComponents(configuration: database.configuration, logger: logger, observers: observers, clock: clock)
     prepare(components)
     do {
         let result: R

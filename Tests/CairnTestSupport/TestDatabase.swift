@@ -24,8 +24,8 @@ public struct TestDatabase: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         configuration.dataDir = directory
-        configuration.bcryptCost = 4
-        configuration.bcryptThreads = 2
+        configuration.accounts.bcryptCost = 4
+        configuration.accounts.bcryptThreads = 2
         switch engine {
         case .sqlite:
             if migrated {

@@ -1,0 +1,242 @@
+public import CairnHTTP
+public import CairnStorage
+import Foundation
+import SQLKit
+
+/// An uploaded file of a tenant. Its bytes live in the `BlobStore` under its id.
+public struct StoredFile: Sendable, Equatable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// Owning tenant.
+    public var tenantId: String
+    /// The name the uploader gave (a label only; never used as a path).
+    public var name: String
+    /// Bytes.
+    public var size: Int64
+    /// Lower-case hex SHA-256 of the content.
+    public var sha256: String
+    /// The media type it was uploaded as.
+    public var contentType: String
+    /// `csv`, `json`, `ndjson`, `xml`, or `binary`.
+    public var format: String
+    /// The uploading user.
+    public var createdBy: String?
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+
+    /// Creates a file record (the row is written by ``FileStore``).
+    package init(
+        id: String, tenantId: String, name: String, size: Int64, sha256: String, contentType: String, format: String, createdBy: String?,
+        createdAt: Int64
+    ) {
+        self.id = id
+        self.tenantId = tenantId
+        self.name = name
+        self.size = size
+        self.sha256 = sha256
+        self.contentType = contentType
+        self.format = format
+        self.createdBy = createdBy
+        self.createdAt = createdAt
+    }
+
+    /// `{id, name, size, sha256, contentType, format, createdBy, createdAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("name")
+        writer.string(name)
+        writer.key("size")
+        writer.int(Int(size))
+        writer.key("sha256")
+        writer.string(sha256)
+        writer.key("contentType")
+        writer.string(contentType)
+        writer.key("format")
+        writer.string(format)
+        writer.key("createdBy")
+        writer.string(createdBy)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.objectEnd()
+    }
+}
+
+/// The ingest module's tables.
+public enum IngestMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "ingest", version: 1, name: "files",
+            sql: [
+                """
+                CREATE TABLE files (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    size BIGINT NOT NULL,
+                    sha256 TEXT NOT NULL,
+                    content_type TEXT NOT NULL,
+                    format TEXT NOT NULL,
+                    created_by TEXT,
+                    created_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX files_tenant ON files (tenant_id, id)",
+                // Bytes uploaded per tenant and hour (the hourly upload quota).
+                """
+                CREATE TABLE file_upload_usage (
+                    tenant_id TEXT NOT NULL,
+                    hour BIGINT NOT NULL,
+                    bytes BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, hour))
+                """,
+            ]),
+        Migration(module: "ingest", version: 2, name: "uploads", sql: UploadStore.migrationSQL),
+    ]
+}
+
+/// Per-tenant limits on files.
+public struct FileQuotas: Sendable, Equatable {
+    /// The largest single file, in bytes (`CAIRN_FILES_MAX_SIZE`, default 4 GiB).
+    public var maxFileBytes: Int64 = 4 << 30
+    /// All of a tenant's files together (`CAIRN_FILES_MAX_TOTAL`, default 20 GiB).
+    public var maxTotalBytes: Int64 = 20 << 30
+    /// Bytes a tenant may upload per clock hour (`CAIRN_FILES_MAX_PER_HOUR`, default 10 GiB).
+    public var maxBytesPerHour: Int64 = 10 << 30
+
+    /// Creates the defaults.
+    public init() {}
+}
+
+/// SQL for `files`, written once for both engines.
+public struct FileStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let columns = "id, tenant_id, name, size, sha256, content_type, format, created_by, created_at"
+
+    static func file(from row: any SQLRow) throws -> StoredFile {
+        StoredFile(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            name: try row.decode(column: "name", as: String.self), size: try row.decode(column: "size", as: Int64.self),
+            sha256: try row.decode(column: "sha256", as: String.self), contentType: try row.decode(column: "content_type", as: String.self),
+            format: try row.decode(column: "format", as: String.self), createdBy: try row.decode(column: "created_by", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self))
+    }
+
+    /// Why a completely written file could not be recorded.
+    public enum QuotaExceeded: Error, Sendable {
+        /// The tenant's files would exceed `maxTotalBytes`.
+        case total
+        /// The tenant's uploads this hour would exceed `maxBytesPerHour`.
+        case hourly
+    }
+
+    /// Records a completely written file, checking the tenant's total and hourly quotas in the
+    /// same transaction under a per-tenant lock, so uploads that finish at the same moment (on
+    /// any node) cannot together exceed them.
+    /// - Parameter countsAsUpload: false for files the server made (pipeline outputs), which
+    ///   count towards the total but not towards the hourly upload quota.
+    /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
+    public func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true) async throws {
+        try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
+            let total =
+                try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: file.tenantId)")
+                .first()?.decode(column: "total", as: Int64.self) ?? 0
+            if total + file.size > quotas.maxTotalBytes { throw QuotaExceeded.total }
+            if countsAsUpload {
+                try await Self.countUpload(file, quotas: quotas, hour: hour, on: db)
+            }
+            try await db.raw(
+                """
+                INSERT INTO files (\(unsafeRaw: Self.columns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
+                \(bind: file.size), \(bind: file.sha256), \(bind: file.contentType), \(bind: file.format), \(bind: file.createdBy),
+                \(bind: file.createdAt))
+                """
+            ).run()
+        }
+    }
+
+    private static func countUpload(_ file: StoredFile, quotas: FileQuotas, hour: Int64, on db: any SQLDatabase) async throws {
+        let uploaded =
+            try await db.raw(
+                """
+                INSERT INTO file_upload_usage (tenant_id, hour, bytes) VALUES (\(bind: file.tenantId), \(bind: hour), \(bind: file.size))
+                ON CONFLICT (tenant_id, hour) DO UPDATE SET bytes = file_upload_usage.bytes + excluded.bytes
+                RETURNING bytes
+                """
+            ).first()?.decode(column: "bytes", as: Int64.self) ?? file.size
+        if uploaded > quotas.maxBytesPerHour { throw QuotaExceeded.hourly }
+    }
+
+    /// The advisory-lock key of a tenant's file quota: FNV-1a of `files:<tenant>`, folded to 63 bits.
+    static func lockKey(tenantId: String) -> Int64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in ("files:" + tenantId).utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
+    }
+
+    /// One file of the tenant, or nil.
+    public func get(id: String, tenantId: String) async throws -> StoredFile? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+                .map(Self.file(from:))
+        }
+    }
+
+    /// A page of the tenant's files, newest first.
+    public func list(tenantId: String, page: PageRequest) async throws -> Page<StoredFile> {
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId)"
+            if let after = page.after { query = query + " AND id < \(bind: after)" }
+            query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
+            return try await db.raw(query).all()
+        }
+        return Page(fetched: try rows.map(Self.file(from:)), limit: page.limit, sortKey: \.id)
+    }
+
+    /// The tenant's newest files of `format` created after the file `afterId` (all when nil),
+    /// newest first, at most `limit` (for scheduled pipeline runs).
+    public func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
+        try await database.read { db in
+            var query: SQLQueryString =
+                "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format)"
+            if let afterId { query = query + " AND id > \(bind: afterId)" }
+            return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: limit)").all()
+        }.map(Self.file(from:))
+    }
+
+    /// Deletes a file's row; false when there was none.
+    public func delete(id: String, tenantId: String) async throws -> Bool {
+        guard UUIDv7.isValid(id) else { return false }
+        return try await database.write { db in
+            try await db.raw("DELETE FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
+        }
+    }
+
+    /// Bytes the tenant's files take.
+    public func totalBytes(tenantId: String) async throws -> Int64 {
+        try await database.read { db in
+            try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: tenantId)").first()?.decode(
+                column: "total", as: Int64.self) ?? 0
+        }
+    }
+
+    /// Bytes the tenant uploaded in the given hour.
+    public func uploaded(tenantId: String, hour: Int64) async throws -> Int64 {
+        try await database.read { db in
+            try await db.raw("SELECT bytes FROM file_upload_usage WHERE tenant_id = \(bind: tenantId) AND hour = \(bind: hour)").first()?
+                .decode(column: "bytes", as: Int64.self) ?? 0
+        }
+    }
+}

@@ -1,0 +1,471 @@
+public import CairnHTTP
+import CairnStorage
+import Crypto
+import Foundation
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOFileSystem
+
+/// `/uploads`: resumable uploads with the tus 1.0.0 protocol (https://tus.io/protocols/resumable-upload)
+/// — core, creation, creation-with-upload, termination, expiration and checksum (sha256, sha1,
+/// md5). A finished upload becomes a `StoredFile` with the upload's id (`Cairn-File-Id`).
+/// Every route but `OPTIONS` is tenant-scoped; another tenant's upload is 404. Errors are
+/// problem+json, also for the status codes tus fixes (409, 412, 415, 460).
+public struct UploadsController: Sendable {
+    let uploads: UploadStore
+    let files: FileStore
+    let blobs: LocalBlobStore
+    let partials: PartialUploads
+    let quotas: FileQuotas
+    let expirySeconds: Int
+    let logger: Logger
+
+    /// Creates the controller; uploads not finished within `expirySeconds` of their creation expire.
+    public init(
+        uploads: UploadStore, files: FileStore, blobs: LocalBlobStore, partials: PartialUploads, quotas: FileQuotas, expirySeconds: Int,
+        logger: Logger
+    ) {
+        self.uploads = uploads
+        self.files = files
+        self.blobs = blobs
+        self.partials = partials
+        self.quotas = quotas
+        self.expirySeconds = expirySeconds
+        self.logger = logger
+    }
+
+    static let tusResumable = HTTPField.Name("Tus-Resumable")!
+    static let tusVersion = HTTPField.Name("Tus-Version")!
+    static let tusExtension = HTTPField.Name("Tus-Extension")!
+    static let tusMaxSize = HTTPField.Name("Tus-Max-Size")!
+    static let tusChecksumAlgorithm = HTTPField.Name("Tus-Checksum-Algorithm")!
+    static let uploadOffset = HTTPField.Name("Upload-Offset")!
+    static let uploadLength = HTTPField.Name("Upload-Length")!
+    static let uploadDeferLength = HTTPField.Name("Upload-Defer-Length")!
+    static let uploadMetadata = HTTPField.Name("Upload-Metadata")!
+    static let uploadExpires = HTTPField.Name("Upload-Expires")!
+    static let uploadChecksum = HTTPField.Name("Upload-Checksum")!
+    static let fileIdHeader = HTTPField.Name("Cairn-File-Id")!
+    static let extensions = "creation,creation-with-upload,termination,expiration,checksum"
+    static let offsetStream = "application/offset+octet-stream"
+    /// A PATCH's lease on its upload, renewed at every checkpoint.
+    static let leaseMilliseconds: Int64 = 60_000
+    /// Bytes and time between checkpoints (fsync, then commit the offset) within one PATCH.
+    static let checkpointBytes: Int64 = 8 << 20
+    static let checkpointMilliseconds: Int64 = 20_000
+
+    /// Adds `OPTIONS` (public: it tells capabilities only) and the tenant-scoped routes.
+    public func addRoutes(to router: Router<CairnRequestContext>, authenticated group: RouterGroup<AuthenticatedContext>) {
+        router.on("uploads", method: .options, use: options)
+        router.on("uploads/:id", method: .options, use: options)
+        group.group("uploads")
+            .post(use: postUpload)
+            .head(":id", use: headUpload)
+            .patch(":id", use: patchUpload)
+            .delete(":id", use: deleteUpload)
+    }
+
+    /// `OPTIONS /uploads[/{id}]`: the server's tus capabilities.
+    @Sendable func options(_ request: Request, context: CairnRequestContext) async throws -> Response {
+        Response(
+            status: .noContent,
+            headers: [
+                Self.tusResumable: "1.0.0", Self.tusVersion: "1.0.0", Self.tusExtension: Self.extensions,
+                Self.tusMaxSize: String(quotas.maxFileBytes), Self.tusChecksumAlgorithm: "sha256,sha1,md5",
+            ])
+    }
+
+    /// `POST /uploads`: creation, and creation-with-upload when a body comes along.
+    @Sendable func postUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) { try await create(request, context: context) }
+    }
+
+    /// `HEAD /uploads/{id}`: the offset to resume from.
+    @Sendable func headUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) {
+            let upload = try await find(context)
+            var headers = state(upload)
+            headers[.cacheControl] = "no-store"
+            headers[Self.uploadLength] = String(upload.length)
+            return Response(status: .ok, headers: headers)
+        }
+    }
+
+    /// `PATCH /uploads/{id}`: appends the body at `Upload-Offset`.
+    @Sendable func patchUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) { try await patch(request, context: context) }
+    }
+
+    /// `DELETE /uploads/{id}`: termination.
+    @Sendable func deleteUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        try await tus(request) {
+            let upload = try await find(context)
+            guard try await uploads.delete(id: upload.id, tenantId: upload.tenantId) else { throw AppError.notFound("No such upload.") }
+            try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
+            return Response(status: .noContent)
+        }
+    }
+
+    /// Checks `Tus-Resumable` (412 with `Tus-Version` unless 1.0.0) and puts `Tus-Resumable` on
+    /// every answer, errors included.
+    private func tus(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+        do {
+            guard request.headers[Self.tusResumable] == "1.0.0" else {
+                throw AppError(
+                    .preconditionFailed, code: .preconditionFailed, detail: "This server speaks tus 1.0.0 (send Tus-Resumable: 1.0.0).",
+                    headers: [Self.tusVersion: "1.0.0"])
+            }
+            var response = try await body()
+            response.headers[Self.tusResumable] = "1.0.0"
+            return response
+        } catch var error as AppError {
+            error.headers[Self.tusResumable] = "1.0.0"
+            throw error
+        }
+    }
+
+    /// `Upload-Offset`, `Upload-Expires` and, once complete, `Cairn-File-Id`.
+    private func state(_ upload: TusUpload) -> HTTPFields {
+        var headers: HTTPFields = [Self.uploadOffset: String(upload.offset), Self.uploadExpires: Self.httpDate(upload.expiresAt)]
+        if let fileId = upload.fileId { headers[Self.fileIdHeader] = fileId }
+        return headers
+    }
+
+    /// An RFC 9110 §5.6.7 IMF-fixdate.
+    static func httpDate(_ milliseconds: Int64) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+
+    /// The caller's live upload; expired ones are gone (404) even before the sweeper removes them.
+    private func find(_ context: AuthenticatedContext) async throws -> TusUpload {
+        guard let upload = try await uploads.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId),
+            upload.expiresAt >= WallClock.milliseconds()
+        else { throw AppError.notFound("No such upload.") }
+        return upload
+    }
+
+    // MARK: Creation
+
+    private func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        if request.headers[Self.uploadDeferLength] != nil {
+            throw AppError.invalidField("Upload-Defer-Length", "not supported: send Upload-Length")
+        }
+        guard let text = request.headers[Self.uploadLength], let length = Int64(text), length >= 0 else {
+            throw AppError.invalidField("Upload-Length", "must be a non-negative integer")
+        }
+        let tenantId = context.identity.tenantId
+        try await checkQuotas(tenantId: tenantId, length: length)
+        let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
+        let contentType = metadata["filetype"].map {
+            $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        }
+        let name = try FilesController.checkedName(metadata["filename"] ?? "upload")
+        let format = try Self.format(asked: metadata["format"], contentType: contentType, name: name)
+        // creation-with-upload: a body is the first bytes when typed as tus says.
+        let hasBody = request.headers[.contentType] == Self.offsetStream
+        if !hasBody && (request.headers[.contentLength].flatMap { Int64($0) } ?? 0) > 0 {
+            throw AppError(
+                .unsupportedMediaType, code: .unsupportedMediaType, detail: "A body on POST /uploads must be \(Self.offsetStream).")
+        }
+
+        let now = WallClock.milliseconds()
+        var upload = TusUpload(
+            id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: name,
+            contentType: contentType ?? "application/octet-stream", format: format, fileId: nil,
+            expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
+        try await createPartialFile(tenantId: tenantId, id: upload.id)
+        try await uploads.create(upload)
+        if hasBody || length == 0 {
+            let token = UUID().uuidString
+            guard
+                let leased = try await uploads.lease(
+                    id: upload.id, tenantId: tenantId, offset: 0, token: token, until: now + Self.leaseMilliseconds, now: now)
+            else { throw AppError.conflict("The upload is busy.") }
+            upload = try await append(leased, token: token, body: request.body, checksum: try Self.checksum(request))
+        }
+        var headers = state(upload)
+        headers[.location] = "/uploads/\(upload.id)"
+        return Response(status: .created, headers: headers)
+    }
+
+    /// Refuses an upload of `length` bytes the tenant's quotas cannot take (413, or 429 for the
+    /// hourly volume), before anything is stored.
+    private func checkQuotas(tenantId: String, length: Int64) async throws {
+        if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
+        if try await files.totalBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
+            throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+        }
+        let hour = WallClock.milliseconds() / 3_600_000
+        if try await files.uploaded(tenantId: tenantId, hour: hour) + length > quotas.maxBytesPerHour {
+            throw FilesController.hourlyLimit(quotas, hour: hour)
+        }
+    }
+
+    /// The upload's format: `Upload-Metadata`'s `format`, else its `filetype`'s, else the file
+    /// name's suffix's, else `binary`.
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata` for an unknown `format`.
+    static func format(asked: String?, contentType: String?, name: String) throws -> String {
+        let format: String
+        if let asked {
+            guard ["csv", "json", "ndjson", "xml", "binary"].contains(asked) else {
+                throw AppError.invalidField("Upload-Metadata", "format must be csv, json, ndjson, xml or binary")
+            }
+            format = asked
+        } else if let contentType, let known = FilesController.formats[contentType] {
+            format = known
+        } else {
+            let suffix = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
+            format = ["csv": "csv", "json": "json", "ndjson": "ndjson", "jsonl": "ndjson", "xml": "xml"][suffix] ?? "binary"
+        }
+        return format
+    }
+
+    /// Creates the upload's empty partial file (and its directory).
+    private func createPartialFile(tenantId: String, id: String) async throws {
+        let path = partials.path(tenantId: tenantId, id: id)
+        try await FileSystem.shared.createDirectory(
+            at: path.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+        try await FileSystem.shared.withFileHandle(
+            forWritingAt: path, options: .newFile(replaceExisting: true, permissions: [.ownerReadWrite])
+        ) { _ in }
+    }
+
+    /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional), keys unique.
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata`.
+    static func metadata(_ header: String) throws -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in header.split(separator: ",") {
+            let parts = pair.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true)
+            guard (1...2).contains(parts.count), result[String(parts[0])] == nil else {
+                throw AppError.invalidField("Upload-Metadata", "must be comma-separated 'key base64value' pairs with unique keys")
+            }
+            if parts.count == 1 {
+                result[String(parts[0])] = ""
+                continue
+            }
+            guard let data = Data(base64Encoded: String(parts[1])), let value = String(data: data, encoding: .utf8) else {
+                throw AppError.invalidField("Upload-Metadata", "the value of \(parts[0]) is not base64 of UTF-8 text")
+            }
+            result[String(parts[0])] = value
+        }
+        return result
+    }
+
+    // MARK: Appending
+
+    /// `Upload-Checksum: <algorithm> <base64 digest>` of one request's body.
+    struct Checksum {
+        var algorithm: String
+        var digest: [UInt8]
+
+        func makeHasher() -> ChunkHasher {
+            switch algorithm {
+            case "sha1": .sha1(Insecure.SHA1())
+            case "md5": .md5(Insecure.MD5())
+            default: .sha256(SHA256())
+            }
+        }
+    }
+
+    /// The hash functions `Tus-Checksum-Algorithm` advertises.
+    enum ChunkHasher {
+        case sha256(SHA256), sha1(Insecure.SHA1), md5(Insecure.MD5)
+
+        mutating func update(_ buffer: ByteBuffer) {
+            buffer.withUnsafeReadableBytes { bytes in
+                switch self {
+                case .sha256(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .sha256(h)
+                case .sha1(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .sha1(h)
+                case .md5(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .md5(h)
+                }
+            }
+        }
+
+        func finalize() -> [UInt8] {
+            switch self {
+            case .sha256(let h): Array(h.finalize())
+            case .sha1(let h): Array(h.finalize())
+            case .md5(let h): Array(h.finalize())
+            }
+        }
+    }
+
+    /// - Throws: 400 `invalid_input` for an unknown algorithm or a digest that is not base64.
+    static func checksum(_ request: Request) throws -> Checksum? {
+        guard let header = request.headers[Self.uploadChecksum] else { return nil }
+        let parts = header.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 2, ["sha256", "sha1", "md5"].contains(parts[0].lowercased()), let digest = Data(base64Encoded: String(parts[1])) else {
+            throw AppError.invalidField("Upload-Checksum", "must be '<sha256|sha1|md5> <base64 digest>'")
+        }
+        return Checksum(algorithm: parts[0].lowercased(), digest: Array(digest))
+    }
+
+    private func patch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        guard request.headers[.contentType] == Self.offsetStream else {
+            throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "A PATCH body must be \(Self.offsetStream).")
+        }
+        guard let text = request.headers[Self.uploadOffset], let offset = Int64(text), offset >= 0 else {
+            throw AppError.invalidField("Upload-Offset", "must be a non-negative integer")
+        }
+        let checksum = try Self.checksum(request)
+        let upload = try await find(context)
+        if upload.fileId != nil {
+            throw AppError(
+                .conflict, code: .conflict, detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
+                headers: [Self.uploadOffset: String(upload.offset)])
+        }
+        guard offset == upload.offset else {
+            throw AppError(
+                .conflict, code: .conflict, detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
+                headers: [Self.uploadOffset: String(upload.offset)])
+        }
+        let now = WallClock.milliseconds()
+        let token = UUID().uuidString
+        guard
+            let leased = try await uploads.lease(
+                id: upload.id, tenantId: upload.tenantId, offset: offset, token: token, until: now + Self.leaseMilliseconds, now: now)
+        else {
+            throw AppError.conflict("Another PATCH of this upload is in progress, or its offset moved; ask HEAD for the offset.")
+        }
+        let finished = try await append(leased, token: token, body: request.body, checksum: checksum)
+        return Response(status: .noContent, headers: state(finished))
+    }
+
+    /// Appends `body` at the upload's committed offset under the lease `token`: bytes are
+    /// fsynced before each new offset is committed (every `checkpointBytes` or
+    /// `checkpointMilliseconds`, and at the end), so the offset never claims bytes not on disk,
+    /// and a cut request keeps what was durably received. With a checksum nothing is committed
+    /// until the whole body matched. Completes the upload when it reaches its length.
+    /// - Throws: 460 `checksum_mismatch`; 400 past `Upload-Length`; 409 when the lease was lost;
+    ///   the body's error when the connection was cut (after keeping what arrived).
+    private func append(_ upload: TusUpload, token: String, body: RequestBody, checksum: Checksum?) async throws -> TusUpload {
+        let path = partials.path(tenantId: upload.tenantId, id: upload.id)
+        var hasher = checksum?.makeHasher()
+        let remaining = upload.length - upload.offset
+        let (written, committed, failure): (Int64, Int64, (any Error)?) = try await FileSystem.shared.withFileHandle(
+            forWritingAt: path, options: .modifyFile(createIfNecessary: true, permissions: [.ownerReadWrite])
+        ) { handle in
+            // Bytes past the committed offset (a cut or refused PATCH) are not part of the upload.
+            try await handle.resize(to: .bytes(upload.offset))
+            var offset = upload.offset
+            var committed = upload.offset
+            var pending = ByteBuffer()
+            var leaseUntil = WallClock.milliseconds() + Self.leaseMilliseconds
+            var lastCheckpoint = WallClock.milliseconds()
+            func flush() async throws {
+                guard pending.readableBytes > 0 else { return }
+                try await handle.write(contentsOf: pending, toAbsoluteOffset: offset)
+                offset += Int64(pending.readableBytes)
+                pending.clear()
+            }
+            // fsync, then commit the offset (or, under a checksum, only renew the lease).
+            func checkpoint(release: Bool) async throws {
+                try await flush()
+                try await handle.synchronize()
+                let now = WallClock.milliseconds()
+                let durable = checksum == nil || verified ? offset : committed
+                guard try await uploads.commit(id: upload.id, token: token, offset: durable, until: release ? 0 : now + Self.leaseMilliseconds)
+                else { throw AppError.conflict("The upload was terminated or taken over by another PATCH.") }
+                committed = durable
+                leaseUntil = now + Self.leaseMilliseconds
+                lastCheckpoint = now
+            }
+            var failure: (any Error)?
+            var verified = false
+            do {
+                for try await chunk in body {
+                    let now = WallClock.milliseconds()
+                    // Never write without a live lease: renew it first when it runs short.
+                    if now > leaseUntil - 15_000 || now - lastCheckpoint > Self.checkpointMilliseconds { try await checkpoint(release: false) }
+                    if offset - upload.offset + Int64(pending.readableBytes + chunk.readableBytes) > remaining {
+                        throw AppError.invalidField("Upload-Offset", "the body goes past Upload-Length (\(upload.length) bytes)")
+                    }
+                    hasher?.update(chunk)
+                    pending.writeImmutableBuffer(chunk)
+                    if pending.readableBytes >= 1 << 20 { try await flush() }
+                    if checksum == nil && offset - committed >= Self.checkpointBytes { try await checkpoint(release: false) }
+                }
+            } catch {
+                failure = error
+            }
+            if let hasher, let checksum, failure == nil {
+                if hasher.finalize() == checksum.digest {
+                    verified = true
+                } else {
+                    failure = AppError(
+                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: .checksumMismatch,
+                        detail: "The body does not match Upload-Checksum; it was not kept.")
+                }
+            }
+            let complete = failure == nil && offset + Int64(pending.readableBytes) == upload.length
+            if failure != nil, checksum != nil {
+                // An unverified body is dropped whole; only the lease is given back.
+                pending.clear()
+                _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
+                return (offset, committed, failure)
+            }
+            // What arrived is kept, also when the connection was cut (tus: SHOULD keep partial data).
+            do {
+                try await checkpoint(release: !complete)
+            } catch {
+                return (offset, committed, error)
+            }
+            return (offset, committed, failure)
+        }
+        if let failure { throw failure }
+        _ = committed
+        var result = upload
+        result.offset = written
+        if written == upload.length { result = try await finish(result, token: token) }
+        return result
+    }
+
+    /// Turns a complete upload into a file: hashes the partial file, renames it into the blob
+    /// store under the upload's id, and records it with the usual quota checks.
+    /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed).
+    private func finish(_ upload: TusUpload, token: String) async throws -> TusUpload {
+        let path = partials.path(tenantId: upload.tenantId, id: upload.id)
+        var hasher = SHA256()
+        try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
+            for try await chunk in handle.readChunks(in: 0..<upload.length, chunkLength: .mebibytes(1)) {
+                chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            }
+        }
+        let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let target = blobs.path(tenantId: upload.tenantId, id: upload.id)
+        try await FileSystem.shared.createDirectory(
+            at: target.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+        try await FileSystem.shared.moveItem(at: path, to: target)
+        let file = StoredFile(
+            id: upload.id, tenantId: upload.tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
+            format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())
+        let hour = WallClock.milliseconds() / 3_600_000
+        do {
+            try await files.insert(file, quotas: quotas, hour: hour)
+        } catch {
+            try? await blobs.delete(tenantId: upload.tenantId, id: upload.id)
+            _ = try? await uploads.delete(id: upload.id, tenantId: upload.tenantId)
+            switch error as? FileStore.QuotaExceeded {
+            case .total: throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            case .hourly: throw FilesController.hourlyLimit(quotas, hour: hour)
+            case nil: throw error
+            }
+        }
+        try await uploads.complete(id: upload.id, token: token, fileId: file.id)
+        var result = upload
+        result.fileId = file.id
+        return result
+    }
+}

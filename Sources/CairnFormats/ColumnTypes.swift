@@ -1,0 +1,96 @@
+/// A column's type in a pipeline's `input` table (SQLite storage classes plus the two
+/// conventions SQLite lacks: booleans as 0/1 and timestamps as RFC 3339 text).
+public enum ColumnType: String, Sendable, Codable, CaseIterable {
+    /// 64-bit signed integers.
+    case integer
+    /// Floating-point numbers.
+    case real
+    /// `true`/`false` (any case), stored as 1/0.
+    case boolean
+    /// RFC 3339 date-times or `YYYY-MM-DD` dates, stored as text.
+    case timestamp
+    /// Anything else.
+    case text
+}
+
+/// Infers column types from sample values (the pipeline's first 1,000 records): the narrowest
+/// type every non-null sample fits, in the order integer → real → boolean → timestamp → text.
+/// A column with no non-null sample is `text`.
+public struct ColumnTypeInference: Sendable {
+    /// Candidate types still possible for each column.
+    private var candidates: [Set<ColumnType>]
+    private var seen: [Bool]
+    /// Records sampled so far.
+    public private(set) var samples = 0
+    /// How many records are sampled (default 1,000).
+    public let limit: Int
+
+    /// Starts inferring `count` columns.
+    public init(columns count: Int, limit: Int = 1000) {
+        candidates = Array(repeating: Set(ColumnType.allCases), count: count)
+        seen = Array(repeating: false, count: count)
+        self.limit = limit
+    }
+
+    /// Whether more samples are wanted.
+    public var wantsMore: Bool { samples < limit }
+
+    /// Adds one record's values (nil for null); extra values beyond the column count are ignored.
+    public mutating func add(_ values: [String?]) {
+        guard wantsMore else { return }
+        samples += 1
+        for (index, value) in values.prefix(candidates.count).enumerated() {
+            guard let value else { continue }
+            seen[index] = true
+            if candidates[index].count == 1 { continue }  // already text
+            candidates[index] = candidates[index].filter { Self.fits(value, $0) }
+        }
+    }
+
+    /// Adds one JSON record's values, aligned to the columns (nil where a member is missing).
+    /// JSON carries its own types: a number is never text, and a JSON string is text (or a
+    /// timestamp), never a number, so `"007"` stays `"007"`.
+    public mutating func add(json values: [FieldValue?]) {
+        guard wantsMore else { return }
+        samples += 1
+        for (index, value) in values.prefix(candidates.count).enumerated() {
+            let allowed: Set<ColumnType>
+            switch value {
+            case nil, .null?: continue
+            case .integer?: allowed = [.integer, .real, .text]
+            case .real?: allowed = [.real, .text]
+            case .bool?: allowed = [.boolean, .text]
+            case .text(let text)?: allowed = Self.fits(text, .timestamp) ? [.timestamp, .text] : [.text]
+            case .json?: allowed = [.text]
+            }
+            seen[index] = true
+            candidates[index].formIntersection(allowed)
+        }
+    }
+
+    /// The inferred types, one per column.
+    public var types: [ColumnType] {
+        candidates.indices.map { index in
+            guard seen[index] else { return .text }
+            return [ColumnType.integer, .real, .boolean, .timestamp].first { candidates[index].contains($0) } ?? .text
+        }
+    }
+
+    /// Whether `value` can be stored as `type`.
+    public static func fits(_ value: String, _ type: ColumnType) -> Bool {
+        switch type {
+        case .text: return true
+        case .integer: return Int64(value) != nil
+        case .real:
+            // Double("inf")/("nan") parse but are not numbers a user means.
+            guard let number = Double(value), number.isFinite else { return false }
+            return value.utf8.allSatisfy { (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 }
+        case .boolean:
+            let lower = value.lowercased()
+            return lower == "true" || lower == "false"
+        case .timestamp:
+            if Timestamp.parseMilliseconds(value) != nil { return true }
+            return value.utf8.count == 10 && Timestamp.parseMilliseconds(value + "T00:00:00Z") != nil
+        }
+    }
+}

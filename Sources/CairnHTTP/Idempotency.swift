@@ -1,0 +1,180 @@
+public import CairnStorage
+import Crypto
+import Foundation
+import HTTPTypes
+public import Hummingbird
+import NIOCore
+import SQLKit
+
+/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header). It moved here
+/// from CairnJobs with the middleware; its migration key (`idempotency`, version 1) is unchanged,
+/// so existing databases do not run it again.
+public enum IdempotencyMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "idempotency", version: 1, name: "idempotency keys",
+            sql: [
+                """
+                CREATE TABLE idempotency_keys (
+                    tenant_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    status INTEGER,
+                    content_type TEXT,
+                    location TEXT,
+                    body TEXT,
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, key))
+                """,
+                "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+            ])
+    ]
+}
+
+/// `Idempotency-Key` on POSTs that start work (draft-ietf-httpapi-idempotency-key-header-06):
+/// the same key with the same request within 24 h answers the first response again (same
+/// status, same body, `Idempotent-Replayed: true`); the same key with another request → 422
+/// `idempotency_key_mismatch`; a key whose first request is still being processed → 409
+/// `conflict`. Keys are per tenant and stored in the database, so they hold across nodes and
+/// restarts. Server errors (5xx) and 429s are not stored: the client may retry them with the
+/// same key once the condition has passed.
+public struct IdempotencyMiddleware: RouterMiddleware {
+    /// The request header.
+    public static let header = HTTPField.Name("Idempotency-Key")!
+    /// Set on a replayed response.
+    public static let replayed = HTTPField.Name("Idempotent-Replayed")!
+    /// How long a key is remembered.
+    public static let lifetimeMs: Int64 = 24 * 3600 * 1000
+
+    let database: Database
+
+    /// Creates the middleware.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    /// Handles one request.
+    public func handle(
+        _ request: Request, context: AuthenticatedContext, next: (Request, AuthenticatedContext) async throws -> Response
+    ) async throws -> Response {
+        guard request.method == .post, let key = request.headers[Self.header] else { return try await next(request, context) }
+        guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+            throw AppError.invalidField("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: context.maxUploadSize)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
+        }
+        var hasher = SHA256()
+        hasher.update(data: Array("\(request.method.rawValue) \(request.uri.path)\n".utf8))
+        hasher.update(data: Array(body.readableBytesView))
+        let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let tenantId = context.identity.tenantId
+        let now = WallClock.milliseconds()
+
+        let claimed = try await database.write { db in
+            try await db.raw(
+                "DELETE FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key) AND created_at < \(bind: now - Self.lifetimeMs)"
+            ).run()
+            return try await db.raw(
+                """
+                INSERT INTO idempotency_keys (tenant_id, key, fingerprint, state, created_at)
+                VALUES (\(bind: tenantId), \(bind: key), \(bind: fingerprint), 'processing', \(bind: now))
+                ON CONFLICT DO NOTHING RETURNING key
+                """
+            ).first() != nil
+        }
+        if !claimed {
+            return try await replay(tenantId: tenantId, key: key, fingerprint: fingerprint)
+        }
+
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as AppError where error.status.code < 500 && error.status != .tooManyRequests {
+            let problem = try error.response(from: request, context: context)
+            return try await store(problem, tenantId: tenantId, key: key)
+        } catch {
+            try? await forget(tenantId: tenantId, key: key)
+            throw error
+        }
+        if response.status.code >= 500 || response.status == .tooManyRequests {
+            try? await forget(tenantId: tenantId, key: key)
+            return response
+        }
+        return try await store(response, tenantId: tenantId, key: key)
+    }
+
+    /// Deletes keys older than their lifetime (run periodically by the job worker).
+    public static func prune(database: Database) async throws {
+        let cutoff = WallClock.milliseconds() - lifetimeMs
+        try await database.write { db in try await db.raw("DELETE FROM idempotency_keys WHERE created_at < \(bind: cutoff)").run() }
+    }
+
+    private func forget(tenantId: String, key: String) async throws {
+        try await database.write { db in
+            try await db.raw("DELETE FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)").run()
+        }
+    }
+
+    /// Records a finished response and returns it (rebuilt from the captured body).
+    private func store(_ response: Response, tenantId: String, key: String) async throws -> Response {
+        let collector = BodyCollector()
+        var response = response
+        try await response.body.write(collector)
+        let text = String(buffer: collector.buffer)
+        let status = response.status.code
+        let contentType = response.headers[.contentType]
+        let location = response.headers[.location]
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE idempotency_keys SET state = 'completed', status = \(bind: status), content_type = \(bind: contentType),
+                    location = \(bind: location), body = \(bind: text)
+                WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)
+                """
+            ).run()
+        }
+        response.body = ResponseBody(byteBuffer: collector.buffer)
+        return response
+    }
+
+    private func replay(tenantId: String, key: String, fingerprint: String) async throws -> Response {
+        let row = try await database.read { db in
+            try await db.raw(
+                "SELECT fingerprint, state, status, content_type, location, body FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)"
+            ).first()
+        }
+        guard let row else {
+            throw AppError(
+                .conflict, code: .conflict, detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
+        }
+        guard try row.decode(column: "fingerprint", as: String.self) == fingerprint else {
+            throw AppError(
+                .unprocessableContent, code: .idempotencyKeyMismatch,
+                detail: "This Idempotency-Key was used with a different request.")
+        }
+        guard try row.decode(column: "state", as: String.self) == "completed", let status = try row.decode(column: "status", as: Int?.self)
+        else {
+            throw AppError(
+                .conflict, code: .conflict, detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
+        }
+        var headers: HTTPFields = [Self.replayed: "true"]
+        if let contentType = try row.decode(column: "content_type", as: String?.self) { headers[.contentType] = contentType }
+        if let location = try row.decode(column: "location", as: String?.self) { headers[.location] = location }
+        let body = try row.decode(column: "body", as: String?.self) ?? ""
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Captures a response body so it can be stored and sent.
+final class BodyCollector: ResponseBodyWriter {
+    var buffer = ByteBuffer()
+    func write(_ part: ByteBuffer) async throws { buffer.writeImmutableBuffer(part) }
+    func finish(_ trailingHeaders: HTTPFields?) async throws {}
+}

@@ -1,0 +1,110 @@
+public import Hummingbird
+
+/// What a group of routes accepts as credentials besides a user's access token in the
+/// `Authorization` header. It belongs to the group, not to a path: moving or renaming a route
+/// within its group cannot change who may call it, and a route added to a group without a
+/// wider policy refuses service tokens and `?access_token=`.
+public struct TokenPolicy: Sendable, Equatable {
+    /// Service tokens holding this scope may call the group's routes; nil refuses service
+    /// tokens (403 `forbidden`, `WWW-Authenticate: Bearer error="insufficient_scope"`).
+    public var serviceTokenScope: String?
+    /// The access token may come as the `access_token` query parameter (RFC 6750 §2.3), for
+    /// clients that cannot set a header (a browser's `EventSource`). Otherwise the parameter
+    /// is ignored.
+    public var acceptsQueryToken: Bool
+
+    /// Creates a policy.
+    public init(serviceTokenScope: String? = nil, acceptsQueryToken: Bool = false) {
+        self.serviceTokenScope = serviceTokenScope
+        self.acceptsQueryToken = acceptsQueryToken
+    }
+
+    /// Users' access tokens in the `Authorization` header only: the default.
+    public static let users = TokenPolicy()
+
+    /// Users' access tokens, and service tokens holding `scope`.
+    public static func serviceTokens(scope: String) -> TokenPolicy {
+        TokenPolicy(serviceTokenScope: scope)
+    }
+
+    /// Users' access tokens, in the `Authorization` header or as `?access_token=`.
+    public static let queryToken = TokenPolicy(acceptsQueryToken: true)
+}
+
+/// Puts a group's ``TokenPolicy`` on the context, for the authenticator that follows it in the
+/// group (``RouteGroups/authenticated(_:accepting:)`` adds both, in that order).
+struct TokenPolicyMiddleware: RouterMiddleware {
+    let policy: TokenPolicy
+
+    func handle(
+        _ request: Request, context: CairnRequestContext, next: (Request, CairnRequestContext) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        context.tokenPolicy = policy
+        return try await next(request, context)
+    }
+}
+
+/// The router as controllers see it: public routes, and authenticated route groups whose token
+/// policy is declared where the group is made, next to its routes.
+///
+/// ```swift
+/// routes.authenticated("notifications", accepting: .serviceTokens(scope: "notifications:publish"))
+///     .add(middleware: RequireAdmin(orScope: "notifications:publish"))
+///     .post(use: publish)
+/// ```
+public struct RouteGroups {
+    /// The routes anyone may call.
+    public let router: Router<CairnRequestContext>
+    let authenticator: any MiddlewareProtocol<Request, Response, CairnRequestContext>
+
+    /// Creates the groups; `authenticator` (the Bearer middleware) reads the group's
+    /// ``TokenPolicy`` from ``CairnRequestContext/tokenPolicy`` and sets the identity.
+    public init(router: Router<CairnRequestContext>, authenticator: any MiddlewareProtocol<Request, Response, CairnRequestContext>) {
+        self.router = router
+        self.authenticator = authenticator
+    }
+
+    /// A new group at `path` whose routes need an access token, with the identity on an
+    /// ``AuthenticatedContext``; `policy` says what else the group accepts.
+    public func authenticated(_ path: RouterPath = "", accepting policy: TokenPolicy = .users) -> RouterGroup<AuthenticatedContext> {
+        router.group(path)
+            .add(middleware: TokenPolicyMiddleware(policy: policy))
+            .add(middleware: authenticator)
+            .group(context: AuthenticatedContext.self)
+    }
+}
+
+/// Route-group middleware: only the tenant's owners and admins reach the group's routes, and,
+/// with a scope, service tokens holding it; anyone else gets 403 `forbidden`.
+///
+/// ```swift
+/// let admins = group.group().add(middleware: RequireAdmin())
+/// admins.post("schedules", use: create)
+/// ```
+public struct RequireAdmin: RouterMiddleware {
+    let scope: String?
+
+    /// Owners and admins only; never a service token.
+    public init() {
+        self.scope = nil
+    }
+
+    /// Owners and admins, and service tokens holding `scope` (the group's ``TokenPolicy`` must
+    /// also admit them, or the authenticator refuses them first).
+    public init(orScope scope: String) {
+        self.scope = scope
+    }
+
+    /// Handles one request.
+    public func handle(
+        _ request: Request, context: AuthenticatedContext, next: (Request, AuthenticatedContext) async throws -> Response
+    ) async throws -> Response {
+        if let scope {
+            try context.identity.requireAdmin(orScope: scope)
+        } else {
+            try context.identity.requireAdmin()
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,135 @@
+import CairnHTTP
+import Foundation
+public import SQLKit
+
+/// The typed arguments of one job kind, as swift-jobs' `JobParameters`: the value is what a
+/// handler receives and what a producer enqueues, stored as the job's `args` JSON object (its
+/// coding keys are the object's keys), so no code reads or builds that object by hand.
+///
+/// ```swift
+/// struct SendWebhook: JobArguments {
+///     static let kind = "notifications.webhook"
+///     var deliveryId: String
+/// }
+/// queue.register(SendWebhook.self) { args, context in try await deliver(args.deliveryId) }
+/// try await queue.enqueue(SendWebhook(deliveryId: id), tenantId: tenantId, createdBy: nil, on: db)
+/// ```
+public protocol JobArguments: Codable, Sendable {
+    /// The kind's name, stored in the job's `kind` (e.g. `notifications.webhook`).
+    static var kind: String { get }
+    /// Whether `POST /jobs`, `POST /jobs/batch` and `/schedules` may create jobs of this kind
+    /// (default false: only Swift code enqueues it).
+    static var enqueueableOverHTTP: Bool { get }
+    /// Whether, over HTTP, only owners and admins may enqueue this kind (default false).
+    static var adminOnly: Bool { get }
+    /// The queue a ``JobRequest`` of this kind starts with (default `default`).
+    static var defaultQueue: String { get }
+    /// The attempts a ``JobRequest`` of this kind starts with (default 20).
+    static var defaultMaxAttempts: Int { get }
+}
+
+extension JobArguments {
+    /// Not enqueueable over HTTP.
+    public static var enqueueableOverHTTP: Bool { false }
+    /// Any member may enqueue it (when it is enqueueable over HTTP at all).
+    public static var adminOnly: Bool { false }
+    /// The `default` queue.
+    public static var defaultQueue: String { "default" }
+    /// 20 attempts.
+    public static var defaultMaxAttempts: Int { 20 }
+
+    /// The arguments as the JSON object stored in the job's `args`.
+    /// - Throws: `EncodingError` when a value has no JSON form (a non-finite number).
+    func jsonValue() throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(self))
+    }
+
+    /// Decodes a job's stored `args` text.
+    /// - Throws: ``PermanentJobError`` naming the kind and what is wrong (a missing or
+    ///   mistyped field, text that is not JSON): a document that does not decode now never will.
+    static func decode(storedArguments text: String) throws -> Self {
+        do {
+            return try JSONDecoder().decode(Self.self, from: Data(text.utf8))
+        } catch let error as DecodingError {
+            throw PermanentJobError("the arguments of this \(kind) job are malformed: \(Self.describe(error, in: text))")
+        } catch {
+            throw PermanentJobError("the arguments of this \(kind) job are malformed: \(error)")
+        }
+    }
+
+    /// One line saying what is wrong with `text`, with the field's path (`data.items[2]`);
+    /// never the document itself.
+    static func describe(_ error: DecodingError, in text: String) -> String {
+        func place(_ path: [any CodingKey]) -> String {
+            var text = ""
+            for key in path {
+                if let index = key.intValue, key.stringValue.hasPrefix("Index ") {
+                    text += "[\(index)]"
+                } else {
+                    text += (text.isEmpty ? "" : ".") + key.stringValue
+                }
+            }
+            return text.isEmpty ? "the document" : "`\(text)`"
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "\(place(context.codingPath + [key])) is missing"
+        case .valueNotFound(let type, let context):
+            if context.codingPath.isEmpty { return "the document is null, not a JSON object" }
+            return "\(place(context.codingPath)) is null, not a \(type)"
+        case .typeMismatch(let type, let context):
+            let expected = type is [String: Any].Type ? "JSON object" : type is [Any].Type ? "JSON array" : "\(type)"
+            return "\(place(context.codingPath)) is not a \(expected)"
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty {
+                // Foundation reports a number that does not fit its type (1.5 for an Int) as
+                // invalid JSON, without the field: tell the two apart by parsing alone.
+                let parses = (try? JSONSerialization.jsonObject(with: Data(text.utf8), options: .fragmentsAllowed)) != nil
+                return parses ? "a number does not fit its field's type" : "the document is not valid JSON"
+            }
+            return "\(place(context.codingPath)) is invalid (\(context.debugDescription))"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+}
+
+extension JobRequest {
+    /// A request for a job of `Arguments.kind` carrying `arguments`, on the kind's default
+    /// queue with its default attempts; change the other fields (`runAt`, `uniqueKey`, …) before
+    /// enqueueing it.
+    /// - Throws: `EncodingError` when a value has no JSON form (a non-finite number).
+    public init<Arguments: JobArguments>(_ arguments: Arguments) throws {
+        self.init(kind: Arguments.kind, args: try arguments.jsonValue())
+        queue = Arguments.defaultQueue
+        maxAttempts = Arguments.defaultMaxAttempts
+    }
+}
+
+extension JobQueue {
+    /// Registers the handler of the kind `Arguments.kind`, with the kind's HTTP options. Each
+    /// attempt decodes the job's stored arguments and passes them to `handler`; a document that
+    /// does not decode discards the job at once (``PermanentJobError``) without calling it.
+    /// Modules register their kinds in their `registerJobs(on:)`, called once by the
+    /// composition root.
+    public func register<Arguments: JobArguments>(
+        _ type: Arguments.Type, handler: @escaping @Sendable (_ arguments: Arguments, _ context: JobContext) async throws -> Void
+    ) {
+        register(kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly) { context in
+            try await handler(try Arguments.decode(storedArguments: context.job.args), context)
+        }
+    }
+
+    /// Enqueues a job of `Arguments.kind` carrying `arguments` on the kind's default queue and
+    /// attempts (build a ``JobRequest`` from the arguments to set other fields). With `db` (the
+    /// caller's open transaction), the job commits or rolls back with the caller's own rows.
+    /// - Returns: the job and whether it is new (false: an unfinished job with the same unique key).
+    /// - Throws: 400 `invalid_input` (kind not registered, arguments over 64 KiB), 429
+    ///   `rate_limited` (pending cap).
+    @discardableResult
+    public func enqueue<Arguments: JobArguments>(_ arguments: Arguments, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil)
+        async throws -> (job: Job, created: Bool)
+    {
+        try await enqueue(JobRequest(arguments), tenantId: tenantId, createdBy: createdBy, on: db)
+    }
+}

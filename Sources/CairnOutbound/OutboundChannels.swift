@@ -1,0 +1,281 @@
+import AsyncHTTPClient
+public import CairnAccounts
+import CairnHTTP
+public import CairnJobs
+public import CairnNotifications
+public import CairnStorage
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+public import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+public import SQLKit
+import Synchronization
+
+/// Outbound channels: plans deliveries in the publishing transaction (one record and one job
+/// per recipient and webhook endpoint, per recipient for email, per recipient and device for
+/// push) and runs them as jobs with the job system's retries, backoff and dead letters.
+/// Email and push go through the tenant's configured ``NotificationProvider`` adapters.
+public final class OutboundChannels: PublishObserver {
+    let database: Database
+    let notifications: NotificationStore
+    let accounts: AccountService
+    let jobs: JobQueue
+    let http: OutboundHTTP
+    let settings: OutboundSettings
+    let logger: Logger
+    let credentials = CredentialCache()
+
+    /// Creates the channels. Pass them to ``Notifier`` as its publish observer and call
+    /// ``registerJobs(on:)`` once, from the composition root.
+    public init(
+        database: Database, notifications: NotificationStore, accounts: AccountService, jobs: JobQueue, settings: OutboundSettings, logger: Logger
+    ) {
+        self.database = database
+        self.notifications = notifications
+        self.accounts = accounts
+        self.jobs = jobs
+        self.settings = settings
+        self.http = OutboundHTTP(allowPrivateTargets: settings.allowPrivateWebhookTargets)
+        self.logger = logger
+    }
+
+    /// Registers the delivery job handlers (webhook, email, push) on `queue`.
+    public func registerJobs(on queue: JobQueue) {
+        queue.register(SendWebhook.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverWebhook(args.deliveryId, context: context)
+        }
+        queue.register(SendEmail.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverThroughProvider(args.deliveryId, context: context)
+        }
+        queue.register(SendPush.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverThroughProvider(args.deliveryId, context: context)
+        }
+    }
+
+    /// Plans the outbound deliveries of notifications just stored, in the publishing transaction.
+    public func didStore(
+        _ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase
+    ) async throws {
+        try await plan(rows, draft: draft, preferences: preferences, on: db)
+    }
+
+    func endpoints(tenantId: String, on db: any SQLDatabase) async throws -> [WebhookEndpoint] {
+        try await db.raw(
+            "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)"
+        )
+        .all().map(WebhookEndpoint.from)
+    }
+
+    /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the
+    /// tenant's endpoints, email when the tenant has an email provider, push to each of the
+    /// recipient's devices whose platform the tenant configured — each as the recipient's
+    /// preferences allow, delayed to the end of their quiet hours.
+    func plan(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
+        async throws
+    {
+        guard let tenantId = rows.first?.tenantId else { return }
+        let endpoints = try await endpoints(tenantId: tenantId, on: db).filter { $0.accepts(draft.type) }
+        let providers = try await ProviderStore.configured(tenantId: tenantId, on: db)
+        let email = providers.contains(.sendgrid)
+        let pushPlatforms = providers.intersection([.fcm, .apns])
+        guard !endpoints.isEmpty || email || !pushPlatforms.isEmpty else { return }
+        let pushRecipients = pushPlatforms.isEmpty ? [] : rows.map(\.userId).filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .push) }
+        let devices = try await ProviderStore.devices(tenantId: tenantId, userIds: pushRecipients, platforms: pushPlatforms, on: db)
+        // The node's clock (the job queue's): quiet hours are judged by it.
+        let now = jobs.clock.milliseconds
+        for row in rows {
+            let prefs = preferences[row.userId] ?? .defaults
+            let runAt = prefs.quietUntil(now: now)
+            if prefs.allows(draft.type, on: .webhook), !endpoints.isEmpty {
+                var json = JSONWriter()
+                json.objectStart()
+                json.key("type")
+                json.string("notification.\(row.type)")
+                json.key("timestamp")
+                json.timestamp(milliseconds: now)
+                json.key("data")
+                json.objectStart()
+                json.key("userId")
+                json.string(row.userId)
+                json.key("notification")
+                row.writeJSON(to: &json)
+                json.objectEnd()
+                json.objectEnd()
+                let payload = String(buffer: json.buffer)
+                for endpoint in endpoints {
+                    try await planDelivery(
+                        row, channel: .webhook, endpointId: endpoint.id, payload: payload, job: SendWebhook.self,
+                        maxAttempts: settings.webhookMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+                }
+            }
+            let message = JSONValue.object([
+                "type": .string(row.type), "title": .string(row.title), "body": .string(row.body), "data": JSONValue(text: row.data) ?? .object([:]),
+            ]).text
+            if email, prefs.allows(draft.type, on: .email) {
+                try await planDelivery(
+                    row, channel: .email, endpointId: nil, payload: message, job: SendEmail.self, maxAttempts: settings.providerMaxAttempts,
+                    runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+            }
+            for device in devices[row.userId] ?? [] {
+                try await planDelivery(
+                    row, channel: .push, endpointId: device.id, payload: message, job: SendPush.self,
+                    maxAttempts: settings.providerMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+            }
+        }
+    }
+
+    /// One delivery record and the job that carries it out, in the publishing transaction.
+    /// With the draft's dedupe key, a second delivery of the same key to the same user, channel
+    /// and endpoint is not planned: the inbox row's unique key stops a repeated publish (a
+    /// retried broadcast page, the job-status bridge of every node) for users who keep in-app
+    /// on, and this stops it for those who turned in-app off, who have no inbox row.
+    private func planDelivery<Delivery: DeliveryJob>(
+        _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, job: Delivery.Type, maxAttempts: Int,
+        runAt: Int64?, dedupeKey: String?, now: Int64, on db: any SQLDatabase
+    ) async throws {
+        let deliveryId = UUIDv7.make()
+        let inserted = try await db.raw(
+            """
+            INSERT INTO notification_deliveries (id, tenant_id, user_id, notification_id, channel, endpoint_id, state, attempts, last_error,
+                payload, dedupe_key, created_at, updated_at)
+            VALUES (\(bind: deliveryId), \(bind: row.tenantId), \(bind: row.userId), \(bind: row.id), \(bind: channel.rawValue), \(bind: endpointId),
+                'pending', 0, NULL, \(bind: payload), \(bind: dedupeKey), \(bind: now), \(bind: now))
+            ON CONFLICT DO NOTHING RETURNING id
+            """
+        ).first()
+        guard inserted != nil else { return }
+        var request = try JobRequest(Delivery(deliveryId: deliveryId))
+        request.maxAttempts = max(1, min(100, maxAttempts))
+        request.runAt = runAt
+        _ = try await jobs.enqueue(request, tenantId: row.tenantId, createdBy: nil, on: db)
+    }
+
+    struct DeliveryFailure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// One attempt of the webhook delivery `deliveryId`.
+    func deliverWebhook(_ deliveryId: String, context: JobContext) async throws {
+        let tenantId = context.job.tenantId
+        let database = database
+        let loaded = try await database.read { db -> (String, WebhookEndpoint?)? in
+            guard
+                let row = try await db.raw(
+                    "SELECT payload, endpoint_id FROM notification_deliveries WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)"
+                ).first()
+            else { return nil }
+            let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
+            let endpoint = try await db.raw(
+                "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE id = \(bind: endpointId) AND tenant_id = \(bind: tenantId)"
+            ).first().map(WebhookEndpoint.from)
+            return (try row.decode(column: "payload", as: String.self), endpoint)
+        }
+        guard let (payload, endpoint) = loaded else { return }  // the delivery was deleted
+        guard let endpoint, endpoint.enabled else {
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: "endpoint disabled or deleted", countAttempt: false)
+            return
+        }
+        var failure: String?
+        guard let host = URL(string: endpoint.url)?.host, let client = await http.targetClient(host: host) else {
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: "target address is not public", countAttempt: true)
+            throw PermanentJobError("webhook target address is not public")
+        }
+        let timestamp = WallClock.milliseconds() / 1000
+        var request = HTTPClientRequest(url: endpoint.url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "user-agent", value: "Cairn-Webhooks/1")
+        request.headers.add(name: "webhook-id", value: deliveryId)
+        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        request.headers.add(
+            name: "webhook-signature", value: WebhookSignature.sign(secret: endpoint.secret, id: deliveryId, timestamp: timestamp, body: payload))
+        request.body = .bytes(ByteBuffer(string: payload))
+        do {
+            let response = try await client.execute(request, timeout: .init(settings.webhookTimeout))
+            // Read (and drop) at most 64 KiB of the answer so the connection can be reused.
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            if (200..<300).contains(Int(response.status.code)) {
+                try await record(deliveryId, tenantId: tenantId, state: "sent", error: nil, countAttempt: true)
+                return
+            }
+            failure = "HTTP \(response.status.code)"
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
+            failure = "timeout"
+        } catch {
+            failure = "connection failed"
+        }
+        let last = context.job.attempt >= context.job.maxAttempts
+        if last {
+            // One transaction: a reader never sees the dead letter without its count (or the
+            // endpoint still enabled after its last allowed one), and a crash cannot split them.
+            let error = failure
+            let limit = settings.webhookDisableAfter
+            try await database.transaction { db in
+                try await Self.record(deliveryId, tenantId: tenantId, state: "failed", error: error, countAttempt: true, on: db)
+                try await Self.deadLetter(endpoint, limit: limit, on: db)
+            }
+            logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
+        } else {
+            try await record(deliveryId, tenantId: tenantId, state: "pending", error: failure, countAttempt: true)
+        }
+        throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
+    }
+
+    func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool) async throws {
+        try await database.write { db in
+            try await Self.record(deliveryId, tenantId: tenantId, state: state, error: error, countAttempt: countAttempt, on: db)
+        }
+    }
+
+    static func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, on db: any SQLDatabase) async throws
+    {
+        let now = WallClock.milliseconds()
+        try await db.raw(
+            """
+            UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
+                attempts = attempts + \(bind: countAttempt ? 1 : 0)
+            WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
+            """
+        ).run()
+    }
+
+    /// Counts a dead letter; disables the endpoint at the limit.
+    static func deadLetter(_ endpoint: WebhookEndpoint, limit: Int, on db: any SQLDatabase) async throws {
+        let now = WallClock.milliseconds()
+        try await db.raw(
+            """
+            UPDATE webhook_endpoints SET dead_letters = dead_letters + 1,
+                enabled = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: false) ELSE enabled END,
+                disabled_at = CASE WHEN dead_letters + 1 >= \(bind: limit) THEN \(bind: now) ELSE disabled_at END
+            WHERE id = \(bind: endpoint.id) AND tenant_id = \(bind: endpoint.tenantId)
+            """
+        ).run()
+    }
+}
+
+/// Settings of the outbound channels (`CAIRN_WEBHOOKS_*`, `CAIRN_PROVIDERS_*` and the providers' URLs).
+public struct OutboundSettings: Sendable {
+    /// Webhook delivery attempts before the delivery is a dead letter (`failed`).
+    public var webhookMaxAttempts = 8
+    /// Dead letters after which an endpoint is disabled.
+    public var webhookDisableAfter = 5
+    /// Time allowed for one webhook request (default 10 s).
+    public var webhookTimeout: Duration = .seconds(10)
+    /// Allow webhook URLs resolving to loopback, link-local or private addresses
+    /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, default false: SSRF protection).
+    public var allowPrivateWebhookTargets = false
+    /// Email and push delivery attempts before the delivery is a dead letter (`failed`).
+    public var providerMaxAttempts = 8
+    /// The email and push providers' endpoints and TLS trust (operator settings).
+    public var providers = ProviderEndpoints()
+
+    /// Creates the defaults.
+    public init() {}
+}

@@ -1,0 +1,123 @@
+import CairnAccounts
+import CairnHTTP
+import CairnJobs
+import CairnNotifications
+import CairnStorage
+import Crypto
+import Foundation
+import Logging
+import SQLKit
+
+extension OutboundChannels {
+    /// The adapter for a tenant's provider, built from its stored settings; nil when the
+    /// provider is not (or no longer) configured.
+    func provider(_ name: ProviderName, tenantId: String) async throws -> (any NotificationProvider)? {
+        guard
+            let record = try await database.read({ db in
+                try await ProviderStore.settings(tenantId: tenantId, provider: name, on: db)
+            })
+        else { return nil }
+        let endpoints = settings.providers
+        let client = http.providerClient(caFile: endpoints.caFile)
+        // Cached credentials are keyed by the settings themselves, so new keys take effect at once.
+        let cacheKey = tenantId + ":" + SHA256.hash(data: Data(record.config.utf8)).map { String(format: "%02x", $0) }.joined()
+        let decoder = JSONDecoder()
+        let data = Data(record.config.utf8)
+        switch name {
+        case .sendgrid:
+            return SendGridProvider(config: try decoder.decode(SendGridConfig.self, from: data), endpoints: endpoints, client: client)
+        case .fcm:
+            return FCMProvider(
+                config: try decoder.decode(FCMConfig.self, from: data), endpoints: endpoints, client: client, cache: credentials, cacheKey: cacheKey)
+        case .apns:
+            return APNsProvider(
+                config: try decoder.decode(APNsConfig.self, from: data), endpoints: endpoints, client: client, cache: credentials, cacheKey: cacheKey)
+        }
+    }
+
+    /// One attempt of the email or push delivery `deliveryId`: resolves the address (the user's current
+    /// email; the device's token), sends through the tenant's provider and records the outcome.
+    /// Transient failures throw, so the job system retries with backoff until the last attempt
+    /// (then the delivery is `failed`, a dead letter); a refusal fails at once; a device the
+    /// provider no longer knows is unregistered.
+    func deliverThroughProvider(_ deliveryId: String, context: JobContext) async throws {
+        let tenantId = context.job.tenantId
+        let database = database
+        guard
+            let row = try await database.read({ db in
+                try await db.raw(
+                    """
+                    SELECT notification_id, user_id, channel, endpoint_id, payload FROM notification_deliveries
+                    WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
+                    """
+                ).first()
+            })
+        else { return }  // the delivery was deleted with its notification
+        let channel = try row.decode(column: "channel", as: String.self)
+        let userId = try row.decode(column: "user_id", as: String.self)
+        let payload = JSONValue(text: try row.decode(column: "payload", as: String.self)) ?? .object([:])
+        let message = OutboundMessage(
+            notificationId: try row.decode(column: "notification_id", as: String.self), deliveryId: deliveryId, type: payload["type"]?.string ?? "",
+            title: payload["title"]?.string ?? "", body: payload["body"]?.string ?? "", data: payload["data"] ?? .object([:]))
+
+        let providerName: ProviderName
+        let address: String
+        var deviceId: String?
+        if channel == NotificationChannel.email.rawValue {
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId) else {
+                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user no longer exists", countAttempt: false)
+                return
+            }
+            providerName = .sendgrid
+            address = user.email
+        } else {
+            let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
+            guard let device = try await database.read({ db in try await ProviderStore.device(id: endpointId, tenantId: tenantId, on: db) }),
+                device.userId == userId
+            else {
+                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the device is no longer registered", countAttempt: false)
+                return
+            }
+            providerName = device.platform
+            address = device.token
+            deviceId = device.id
+        }
+        guard let provider = try await provider(providerName, tenantId: tenantId) else {
+            try await record(
+                deliveryId, tenantId: tenantId, state: "failed", error: "\(providerName.rawValue) is not configured", countAttempt: false)
+            return
+        }
+        let outcome = await provider.send(message, to: address)
+        switch outcome {
+        case .sent(let messageId):
+            try await record(deliveryId, tenantId: tenantId, state: "sent", error: nil, countAttempt: true, providerMessageId: messageId)
+        case .rejected(let why):
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: true)
+            throw PermanentJobError("\(providerName.rawValue) refused the delivery: \(why)")
+        case .recipientGone(let why):
+            try await database.transaction { [deviceId] db in
+                try await Self.record(
+                    deliveryId, tenantId: tenantId, state: "failed", error: "device unregistered: \(why)", countAttempt: true, on: db)
+                if let deviceId { try await ProviderStore.deleteDevice(id: deviceId, tenantId: tenantId, userId: nil, on: db) }
+            }
+            logger.info("push device unregistered by its provider", metadata: ["provider": .string(providerName.rawValue)])
+        case .retry(let why):
+            let last = context.job.attempt >= context.job.maxAttempts
+            try await record(deliveryId, tenantId: tenantId, state: last ? "failed" : "pending", error: why, countAttempt: true)
+            throw DeliveryFailure(description: "\(providerName.rawValue) delivery failed: \(why)")
+        }
+    }
+
+    func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, providerMessageId: String?) async throws {
+        let now = WallClock.milliseconds()
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE notification_deliveries SET state = \(bind: state), last_error = COALESCE(\(bind: error), last_error), updated_at = \(bind: now),
+                    attempts = attempts + \(bind: countAttempt ? 1 : 0), provider_message_id = \(bind: providerMessageId)
+                WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: tenantId)
+                """
+            ).run()
+        }
+    }
+}

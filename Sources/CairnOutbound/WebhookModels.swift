@@ -1,0 +1,121 @@
+import CairnHTTP
+import CairnNotifications
+import Foundation
+import SQLKit
+
+/// A tenant's webhook endpoint.
+struct WebhookEndpoint: Sendable, JSONWritable {
+    var id: String
+    var tenantId: String
+    var url: String
+    var types: [String]
+    var secret: String
+    var enabled: Bool
+    var deadLetters: Int
+    var createdAt: Int64
+    /// Shown once, in the creation response.
+    var showSecret = false
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("url")
+        writer.string(url)
+        writer.key("types")
+        writer.arrayStart()
+        for type in types { writer.string(type) }
+        writer.arrayEnd()
+        writer.key("enabled")
+        writer.bool(enabled)
+        writer.key("deadLetters")
+        writer.int(deadLetters)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        if showSecret {
+            writer.key("secret")
+            writer.string(secret)
+        }
+        writer.objectEnd()
+    }
+
+    func accepts(_ type: String) -> Bool { types.contains("*") || types.contains(type) }
+
+    static let columns = "id, tenant_id, url, types, secret, enabled, dead_letters, created_at"
+
+    static func from(_ row: any SQLRow) throws -> WebhookEndpoint {
+        let typesText = try row.decode(column: "types", as: String.self)
+        return WebhookEndpoint(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            url: try row.decode(column: "url", as: String.self),
+            types: (try? JSONDecoder().decode([String].self, from: Data(typesText.utf8))) ?? [],
+            secret: try row.decode(column: "secret", as: String.self), enabled: try row.decode(column: "enabled", as: Bool.self),
+            deadLetters: try row.decode(column: "dead_letters", as: Int.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+    }
+}
+
+/// A delivery of one notification on one outbound channel (and endpoint).
+struct Delivery: Sendable, JSONWritable {
+    var id: String
+    var notificationId: String
+    var channel: String
+    var endpointId: String?
+    var state: String
+    var attempts: Int
+    var lastError: String?
+    var providerMessageId: String?
+    var createdAt: Int64
+    var updatedAt: Int64
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("notificationId")
+        writer.string(notificationId)
+        writer.key("channel")
+        writer.string(channel)
+        writer.key("endpointId")
+        writer.string(endpointId)
+        writer.key("state")
+        writer.string(state)
+        writer.key("attempts")
+        writer.int(attempts)
+        writer.key("lastError")
+        writer.string(lastError)
+        writer.key("providerMessageId")
+        writer.string(providerMessageId)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("updatedAt")
+        writer.timestamp(milliseconds: updatedAt)
+        writer.objectEnd()
+    }
+
+    static let columns = "id, notification_id, channel, endpoint_id, state, attempts, last_error, provider_message_id, created_at, updated_at"
+
+    static func from(_ row: any SQLRow) throws -> Delivery {
+        Delivery(
+            id: try row.decode(column: "id", as: String.self), notificationId: try row.decode(column: "notification_id", as: String.self),
+            channel: try row.decode(column: "channel", as: String.self), endpointId: try row.decode(column: "endpoint_id", as: String?.self),
+            state: try row.decode(column: "state", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
+            lastError: try row.decode(column: "last_error", as: String?.self),
+            providerMessageId: try row.decode(column: "provider_message_id", as: String?.self),
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+    }
+}
+
+/// `{"items": [...]}` without a cursor.
+struct ItemList<Item: JSONWritable>: JSONWritable {
+    var items: [Item]
+
+    func writeJSON(to writer: inout JSONWriter) {
+        writer.objectStart()
+        writer.key("items")
+        writer.arrayStart()
+        for item in items { item.writeJSON(to: &writer) }
+        writer.arrayEnd()
+        writer.objectEnd()
+    }
+}

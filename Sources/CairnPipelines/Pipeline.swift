@@ -1,0 +1,389 @@
+import CairnFiles
+public import CairnFormats
+public import CairnHTTP
+import CairnJobs
+import CairnSandbox
+public import CairnStorage
+import Foundation
+import HTTPTypes
+import SQLKit
+
+/// What a pipeline does: how to read its input, the tenant's SQL over the table `input`, how to
+/// write the result, and optionally when to run by itself. Stored as JSON; a run keeps the
+/// specification it started with in its checkpoint, so editing a pipeline never changes a run
+/// in flight.
+public struct PipelineSpec: Codable, Sendable, Equatable {
+    /// Input formats.
+    public enum InputFormat: String, Codable, Sendable, CaseIterable {
+        /// RFC 4180 CSV.
+        case csv
+        /// A top-level JSON array of objects (RFC 8259).
+        case json
+        /// One JSON object per line.
+        case ndjson
+        /// Elements at `recordPath`.
+        case xml
+    }
+
+    /// Output formats.
+    public enum OutputFormat: String, Codable, Sendable, CaseIterable {
+        /// RFC 4180 CSV with a header row.
+        case csv
+        /// One JSON object per line.
+        case ndjson
+        /// One JSON array of objects.
+        case json
+    }
+
+    /// What a record that cannot be loaded does to the run.
+    public enum RowErrorPolicy: String, Codable, Sendable {
+        /// The run fails at the first bad record.
+        case fail
+        /// Bad records are counted, the first 1,000 reported, and left out.
+        case skip
+    }
+
+    /// Parser options (`input.options`). CSV: `delimiter`, `quote`, `header`, `nullValues`;
+    /// JSON and NDJSON: `flatten`.
+    public struct Options: Codable, Sendable, Equatable {
+        /// One character; detected among `,` `;` tab `|` when absent.
+        public var delimiter: String?
+        /// One character (default `"`).
+        public var quote: String?
+        /// Whether the first record names the columns (default true).
+        public var header: Bool?
+        /// Unquoted values read as null (default `""`, `NA`, `NULL`).
+        public var nullValues: [String]?
+        /// Nested objects as dotted columns (default true) or JSON text.
+        public var flatten: Bool?
+    }
+
+    /// A declared column of `input`.
+    public struct Column: Codable, Sendable, Equatable {
+        /// The column's name (the CSV header's, the JSON member's or the XML field's).
+        public var name: String
+        /// Its type.
+        public var type: ColumnType
+    }
+
+    /// `input`.
+    public struct Input: Codable, Sendable, Equatable {
+        /// The file's format.
+        public var format: InputFormat
+        /// Parser options.
+        public var options: Options?
+        /// XML only: the path of the record elements, e.g. `/iso_3166_entries/iso_3166_entry`.
+        public var recordPath: String?
+        /// Declared columns; inferred from the first 1,000 records when absent.
+        public var columns: [Column]?
+    }
+
+    /// `output`.
+    public struct Output: Codable, Sendable, Equatable {
+        /// The result file's format.
+        public var format: OutputFormat
+    }
+
+    /// `schedule`: runs through the job system's cron scheduler.
+    public struct Schedule: Codable, Sendable, Equatable {
+        /// Five-field cron expression.
+        public var cron: String
+        /// IANA time zone the cron is read in (default UTC).
+        public var timeZone: String?
+        /// `latest` (the newest file of the input format) or `namePattern`.
+        public var source: String?
+        /// With `source: namePattern`: a shell glob (`fnmatch(3)`) on the file's name.
+        public var namePattern: String?
+    }
+
+    /// How to read the file.
+    public var input: Input
+    /// One SQLite `SELECT` (or `WITH … SELECT`) over the table `input`.
+    public var sql: String
+    /// How to write the result.
+    public var output: Output
+    /// What a bad record does.
+    public var onRowError: RowErrorPolicy
+    /// When the pipeline runs by itself.
+    public var schedule: Schedule?
+
+    /// Compact JSON text.
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// Parses stored JSON text.
+    static func parse(_ text: String) -> PipelineSpec? {
+        try? JSONDecoder().decode(PipelineSpec.self, from: Data(text.utf8))
+    }
+
+    /// The CSV reader options this specification asks for.
+    var csvOptions: CSVOptions {
+        var options = CSVOptions()
+        if let delimiter = input.options?.delimiter?.utf8.first { options.delimiter = delimiter }
+        if let quote = input.options?.quote?.utf8.first { options.quote = quote }
+        if let header = input.options?.header { options.header = header }
+        if let nulls = input.options?.nullValues { options.nullValues = Set(nulls) }
+        return options
+    }
+
+    /// The JSON reader options this specification asks for.
+    var jsonOptions: JSONOptions {
+        var options = JSONOptions()
+        options.layout = input.format == .ndjson ? .lines : .array
+        if let flatten = input.options?.flatten { options.flatten = flatten }
+        return options
+    }
+}
+
+/// A tenant's pipeline as stored and shown.
+public struct Pipeline: Sendable, JSONWritable {
+    /// UUIDv7.
+    public var id: String
+    /// Owning tenant.
+    public var tenantId: String
+    /// A label, 1 to 100 characters.
+    public var name: String
+    /// What it does.
+    public var spec: PipelineSpec
+    /// The job-system schedule that runs it, when `spec.schedule` is set.
+    public var scheduleId: String?
+    /// The newest file a scheduled run has taken (the next one takes only newer files).
+    public var lastScheduledFileId: String?
+    /// The creating user.
+    public var createdBy: String?
+    /// Epoch milliseconds.
+    public var createdAt: Int64
+    /// Epoch milliseconds.
+    public var updatedAt: Int64
+    /// Grows with every change (the `ETag`).
+    public var version: Int
+
+    /// `{id, name, input, sql, output, onRowError, schedule, createdBy, createdAt, updatedAt}`.
+    public func writeJSON(to writer: inout JSONWriter) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        func raw(_ value: some Encodable) -> String {
+            String(decoding: (try? encoder.encode(value)) ?? Data("null".utf8), as: UTF8.self)
+        }
+        writer.objectStart()
+        writer.key("id")
+        writer.string(id)
+        writer.key("name")
+        writer.string(name)
+        writer.key("input")
+        writer.raw(json: raw(spec.input))
+        writer.key("sql")
+        writer.string(spec.sql)
+        writer.key("output")
+        writer.raw(json: raw(spec.output))
+        writer.key("onRowError")
+        writer.string(spec.onRowError.rawValue)
+        writer.key("schedule")
+        if let schedule = spec.schedule { writer.raw(json: raw(schedule)) } else { writer.null() }
+        writer.key("createdBy")
+        writer.string(createdBy)
+        writer.key("createdAt")
+        writer.timestamp(milliseconds: createdAt)
+        writer.key("updatedAt")
+        writer.timestamp(milliseconds: updatedAt)
+        writer.objectEnd()
+    }
+}
+
+/// The pipelines' tables (a migration module of their own, beside the files').
+public enum PipelineMigrations {
+    /// All migrations of the module, in order.
+    public static let all: [Migration] = [
+        Migration(
+            module: "pipelines", version: 1, name: "pipelines",
+            sql: [
+                """
+                CREATE TABLE pipelines (
+                    id TEXT PRIMARY KEY,
+                    tenant_id TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    spec TEXT NOT NULL,
+                    schedule_id TEXT,
+                    last_scheduled_file_id TEXT,
+                    created_by TEXT,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    version INTEGER NOT NULL)
+                """,
+                "CREATE INDEX pipelines_tenant ON pipelines (tenant_id, id)",
+            ])
+    ]
+}
+
+/// SQL for `pipelines`, written once for both engines.
+public struct PipelineStore: Sendable {
+    /// The database.
+    public let database: Database
+
+    /// Creates a store.
+    public init(database: Database) {
+        self.database = database
+    }
+
+    static let columns = "id, tenant_id, name, spec, schedule_id, last_scheduled_file_id, created_by, created_at, updated_at, version"
+
+    static func pipeline(from row: any SQLRow) throws -> Pipeline {
+        let specText = try row.decode(column: "spec", as: String.self)
+        guard let spec = PipelineSpec.parse(specText) else {
+            throw AppError(.internalServerError, code: .internal, detail: "A stored pipeline is unreadable.")
+        }
+        return Pipeline(
+            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
+            name: try row.decode(column: "name", as: String.self), spec: spec, scheduleId: try row.decode(column: "schedule_id", as: String?.self),
+            lastScheduledFileId: try row.decode(column: "last_scheduled_file_id", as: String?.self),
+            createdBy: try row.decode(column: "created_by", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self), version: try row.decode(column: "version", as: Int.self))
+    }
+
+    /// Inserts a pipeline on `db` (the caller's transaction).
+    static func insert(_ pipeline: Pipeline, on db: any SQLDatabase) async throws {
+        try await db.raw(
+            """
+            INSERT INTO pipelines (\(unsafeRaw: columns)) VALUES (\(bind: pipeline.id), \(bind: pipeline.tenantId), \(bind: pipeline.name),
+            \(bind: pipeline.spec.json), \(bind: pipeline.scheduleId), NULL, \(bind: pipeline.createdBy), \(bind: pipeline.createdAt),
+            \(bind: pipeline.updatedAt), 1)
+            """
+        ).run()
+    }
+
+    /// Replaces name, specification and schedule when the stored version is `expected`.
+    /// - Returns: false when another change came first.
+    static func update(_ pipeline: Pipeline, expected: Int, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw(
+            """
+            UPDATE pipelines SET name = \(bind: pipeline.name), spec = \(bind: pipeline.spec.json), schedule_id = \(bind: pipeline.scheduleId),
+                updated_at = \(bind: pipeline.updatedAt), version = version + 1
+            WHERE id = \(bind: pipeline.id) AND tenant_id = \(bind: pipeline.tenantId) AND version = \(bind: expected)
+            RETURNING id
+            """
+        ).first() != nil
+    }
+
+    /// Deletes a pipeline on `db`.
+    static func delete(id: String, tenantId: String, on db: any SQLDatabase) async throws {
+        try await db.raw("DELETE FROM pipelines WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").run()
+    }
+
+    /// A pipeline of the tenant, or nil.
+    public func get(id: String, tenantId: String) async throws -> Pipeline? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.read { db in
+            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM pipelines WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+        }.map(Self.pipeline)
+    }
+
+    /// A page of the tenant's pipelines, newest first.
+    public func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
+        let rows = try await database.read { db in
+            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM pipelines WHERE tenant_id = \(bind: tenantId)"
+            if let after = page.after { query = query + " AND id < \(bind: after)" }
+            return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
+        }
+        return Page(fetched: try rows.map(Self.pipeline), limit: page.limit, sortKey: \.id)
+    }
+
+    /// Records the file a scheduled run took, if it is newer than the one recorded.
+    func recordScheduledFile(pipelineId: String, tenantId: String, fileId: String) async throws {
+        try await database.write { db in
+            try await db.raw(
+                """
+                UPDATE pipelines SET last_scheduled_file_id = \(bind: fileId)
+                WHERE id = \(bind: pipelineId) AND tenant_id = \(bind: tenantId)
+                  AND (last_scheduled_file_id IS NULL OR last_scheduled_file_id < \(bind: fileId))
+                """
+            ).run()
+        }
+    }
+}
+
+/// Checks a pipeline body and turns it into a specification, listing every problem at once.
+enum PipelineValidation {
+    /// Longest SQL text, bytes.
+    static let maxSQLBytes = 64 << 10
+
+    static func validate(name: String?, spec: PipelineSpec, issues: inout [FieldIssue]) {
+        if let name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
+            issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
+        }
+        let input = spec.input
+        if let options = input.options {
+            let isCSV = input.format == .csv
+            let isJSON = input.format == .json || input.format == .ndjson
+            for (field, present, allowed) in [
+                ("delimiter", options.delimiter != nil, isCSV), ("quote", options.quote != nil, isCSV), ("header", options.header != nil, isCSV),
+                ("nullValues", options.nullValues != nil, isCSV), ("flatten", options.flatten != nil, isJSON),
+            ] where present && !allowed {
+                issues.append(FieldIssue(field: "input.options.\(field)", issue: "does not apply to \(input.format.rawValue) input"))
+            }
+            for (field, value) in [("delimiter", options.delimiter), ("quote", options.quote)] {
+                guard let value else { continue }
+                if value.utf8.count != 1 || value == "\n" || value == "\r" {
+                    issues.append(FieldIssue(field: "input.options.\(field)", issue: "must be one ASCII character other than a line break"))
+                }
+            }
+            if let delimiter = options.delimiter, delimiter == (options.quote ?? "\"") {
+                issues.append(FieldIssue(field: "input.options.delimiter", issue: "must differ from the quote character"))
+            }
+            if let nulls = options.nullValues, nulls.count > 100 || nulls.contains(where: { $0.utf8.count > 64 }) {
+                issues.append(FieldIssue(field: "input.options.nullValues", issue: "must be at most 100 values of at most 64 bytes"))
+            }
+        }
+        if input.format == .xml {
+            let path = input.recordPath ?? ""
+            let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+            if parts.count < 2 || !parts[0].isEmpty || parts.dropFirst().contains(where: \.isEmpty) || path.utf8.count > 512 {
+                issues.append(FieldIssue(field: "input.recordPath", issue: "is required for xml input and must look like /root/record"))
+            }
+        } else if input.recordPath != nil {
+            issues.append(FieldIssue(field: "input.recordPath", issue: "applies to xml input only"))
+        }
+        if let columns = input.columns {
+            if columns.isEmpty || columns.count > 2000 {
+                issues.append(FieldIssue(field: "input.columns", issue: "must list 1 to 2000 columns"))
+            }
+            var seen = Set<String>()
+            for (index, column) in columns.enumerated() {
+                if column.name.isEmpty || column.name.utf8.count > 256 {
+                    issues.append(FieldIssue(field: "input.columns[\(index)].name", issue: "must be 1 to 256 bytes"))
+                } else if !seen.insert(column.name.lowercased()).inserted {
+                    issues.append(FieldIssue(field: "input.columns[\(index)].name", issue: "repeats another column's name (names ignore case)"))
+                }
+            }
+        }
+        if spec.sql.utf8.count > maxSQLBytes || spec.sql.contains("\u{0}") {
+            issues.append(FieldIssue(field: "sql", issue: "must be at most \(maxSQLBytes) bytes"))
+        } else if !SQLText.isSingleQuery(spec.sql) {
+            issues.append(FieldIssue(field: "sql", issue: "must be one SELECT (or WITH … SELECT) statement"))
+        }
+        if let schedule = spec.schedule {
+            do { _ = try CronExpression(schedule.cron) } catch let error as AppError {
+                issues += error.errors.map { FieldIssue(field: "schedule.cron", issue: $0.issue) }
+            } catch {
+                issues.append(FieldIssue(field: "schedule.cron", issue: "is not a valid cron expression"))
+            }
+            if let zone = schedule.timeZone, zone.isEmpty || zone.count > 64 || TimeZone(identifier: zone) == nil {
+                issues.append(FieldIssue(field: "schedule.timeZone", issue: "must be an IANA time zone such as Europe/Paris"))
+            }
+            switch schedule.source ?? "latest" {
+            case "latest":
+                if schedule.namePattern != nil {
+                    issues.append(FieldIssue(field: "schedule.namePattern", issue: "applies only with source namePattern"))
+                }
+            case "namePattern":
+                if (schedule.namePattern ?? "").isEmpty || (schedule.namePattern ?? "").utf8.count > 256 {
+                    issues.append(FieldIssue(field: "schedule.namePattern", issue: "is required with source namePattern (1 to 256 bytes)"))
+                }
+            default:
+                issues.append(FieldIssue(field: "schedule.source", issue: "must be latest or namePattern"))
+            }
+        }
+    }
+}

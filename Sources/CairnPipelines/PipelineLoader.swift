@@ -1,0 +1,629 @@
+import CairnFormats
+import CairnSandbox
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A record that could not be loaded: where it is and why.
+struct RowError: Codable, Sendable, Equatable {
+    /// The data record, from 1 (a header is not counted).
+    var row: Int
+    /// The byte offset of the problem (or the record), when the format knows it.
+    var byteOffset: Int64?
+    /// The column, for a value that does not fit its column's type.
+    var column: String?
+    /// What is wrong.
+    var message: String
+
+    var text: String {
+        var place = "row \(row)"
+        if let byteOffset { place += " (byte \(byteOffset))" }
+        if let column { place += ", column \(column)" }
+        return "\(place): \(message)"
+    }
+}
+
+/// How far loading got: saved as part of the run's checkpoint after every committed batch.
+struct LoadState: Codable, Sendable, Equatable {
+    /// The `input` table's columns (empty until the table exists).
+    var columns: [PipelineSpec.Column] = []
+    /// For CSV: which field of a record feeds each column.
+    var sourceFields: [Int] = []
+    /// Records read (loaded or not).
+    var recordsRead = 0
+    /// Rows committed to `input`.
+    var rowsLoaded = 0
+    /// Input bytes behind the committed rows (CSV and JSON).
+    var bytesRead: Int64 = 0
+    /// Bad records met.
+    var errorCount = 0
+    /// The first `PipelineEngine.maxErrors` of them.
+    var errors: [RowError] = []
+    /// Whether the whole file is loaded.
+    var done = false
+}
+
+/// Thrown when the work database does not match the checkpoint (a lost write): the load
+/// starts again from the beginning.
+struct LoadRestart: Error {}
+
+extension PipelineEngine {
+    // MARK: Load
+
+    /// Loads `filePath` into `input` of the database at `databasePath`, resuming after `resume`.
+    /// `report` gets the state after every commit.
+    /// - Throws: `PipelineFailure` (bad data with `onRowError: fail`, or a file that cannot be
+    ///   parsed), `LoadRestart`, `SandboxError` (`cancelled`, `io`).
+    static func load(
+        spec: PipelineSpec, filePath: String, databasePath: String, control: SandboxControl, resume: LoadState?,
+        report: (LoadState) -> Void
+    ) throws -> LoadState {
+        let db = try SandboxDatabase(path: databasePath, control: control)
+        // The loader lives only for this call.
+        return try withoutActuallyEscaping(report) { report in
+            let loader = Loader(spec: spec, db: db, state: resume ?? LoadState(), control: control, report: report)
+            if let resume, !resume.columns.isEmpty { try loader.reopen(expectedRows: resume.rowsLoaded) }
+            switch spec.input.format {
+            case .csv: try loader.loadCSV(path: filePath)
+            case .json, .ndjson: try loader.loadJSON(path: filePath)
+            case .xml: try loader.loadXML(path: filePath)
+            }
+            try loader.finish()
+            return loader.state
+        }
+    }
+
+    /// Appends rows to `input` and keeps the load state.
+    final class Loader {
+        let spec: PipelineSpec
+        let db: SandboxDatabase
+        var state: LoadState
+        let control: SandboxControl
+        let report: (LoadState) -> Void
+        var insert: SandboxStatement?
+        var types: [ColumnType] = []
+        var inBatch = 0
+        var columnIndex: [String: Int] = [:]  // JSON/XML field name → column
+        /// Whether the query reads each column; the others are left NULL (projection pushdown,
+        /// learnt from the authorizer while compiling the query against the new table).
+        var loaded: [Bool] = []
+        let recordsAlreadyRead: Int
+
+        init(spec: PipelineSpec, db: SandboxDatabase, state: LoadState, control: SandboxControl, report: @escaping (LoadState) -> Void) {
+            self.spec = spec
+            self.db = db
+            self.state = state
+            self.control = control
+            self.report = report
+            self.recordsAlreadyRead = state.recordsRead
+        }
+
+        /// A resumed load: the table must hold at least the checkpoint's rows; rows committed
+        /// after the last saved checkpoint are removed (their records are read again).
+        func reopen(expectedRows: Int) throws {
+            let count = try db.prepare("SELECT count(*) FROM input")
+            guard try count.step() else { throw LoadRestart() }
+            let rows = Int(count.int64(0))
+            if rows < expectedRows { throw LoadRestart() }
+            if rows > expectedRows { try db.execute("DELETE FROM input WHERE rowid > \(expectedRows)") }
+            try prepareInsert()
+            try db.execute("BEGIN")
+        }
+
+        func createTable(_ columns: [PipelineSpec.Column]) throws {
+            state.columns = columns
+            let definitions = columns.map { "\(SQLText.quoted($0.name)) \(Self.declaredType($0.type))" }.joined(separator: ", ")
+            try db.execute("CREATE TABLE input (\(definitions))")
+            try prepareInsert()
+            try db.execute("BEGIN")
+        }
+
+        private func prepareInsert() throws {
+            // The query is compiled once here, so an SQL error or a refusal ends the run before
+            // the file is loaded.
+            let read = try db.columnsRead(by: spec.sql)
+            loaded = state.columns.map { read.contains($0.name.lowercased()) }
+            types = state.columns.map(\.type)
+            for (index, column) in state.columns.enumerated() { columnIndex[column.name] = index }
+            let marks = Array(repeating: "?", count: state.columns.count).joined(separator: ", ")
+            insert = try db.prepare("INSERT INTO input VALUES (\(marks))")
+        }
+
+        /// SQLite declared types; `BOOLEAN` and `TIMESTAMP` survive into query results'
+        /// declared types, so JSON output can write booleans as `true`/`false`.
+        static func declaredType(_ type: ColumnType) -> String {
+            switch type {
+            case .integer: return "INTEGER"
+            case .real: return "REAL"
+            case .boolean: return "BOOLEAN"
+            case .timestamp: return "TIMESTAMP"
+            case .text: return "TEXT"
+            }
+        }
+
+        /// Counts a bad record; with `fail` the run ends here.
+        func rowError(_ error: RowError) throws {
+            if spec.onRowError == .fail {
+                state.errorCount += 1
+                state.errors.append(error)
+                throw PipelineFailure(message: "the input has a bad record: \(error.text)")
+            }
+            state.errorCount += 1
+            if state.errors.count < maxErrors { state.errors.append(error) }
+        }
+
+        /// Runs the insert once its parameters are bound; commits a batch when full.
+        func commitRow(bytesRead: Int64?) throws {
+            guard let insert else { return }
+            _ = try insert.step()
+            insert.reset()
+            state.rowsLoaded += 1
+            inBatch += 1
+            if inBatch >= batchRows {
+                if let bytesRead { state.bytesRead = bytesRead }
+                try commit()
+            }
+        }
+
+        func commit() throws {
+            try db.execute("COMMIT")
+            inBatch = 0
+            report(state)
+            if control.isCancelled { throw SandboxError(.cancelled, "the run was cancelled") }
+            try db.execute("BEGIN")
+        }
+
+        func finish() throws {
+            if insert == nil { try createTable(state.columns.isEmpty ? [PipelineSpec.Column(name: "value", type: .text)] : state.columns) }
+            state.done = true
+            try db.execute("COMMIT")
+            report(state)
+        }
+
+        // MARK: Binding
+
+        /// Binds a text value (CSV or XML) to column `index` by its type.
+        /// - Returns: the problem, when it does not fit.
+        func bind(text value: String, to index: Int) -> String? {
+            guard let insert else { return nil }
+            let parameter = Int32(index + 1)
+            switch types[index] {
+            case .text:
+                insert.bind(parameter, value)
+            case .integer:
+                guard let number = Int64(value) ?? Int64(value.trimmingCharacters(in: .whitespaces)) else {
+                    return "'\(Self.excerpt(value))' is not an integer"
+                }
+                insert.bind(parameter, number)
+            case .real:
+                guard ColumnTypeInference.fits(value, .real), let number = Double(value) else { return "'\(Self.excerpt(value))' is not a number" }
+                insert.bind(parameter, number)
+            case .boolean:
+                switch value.lowercased() {
+                case "true": insert.bind(parameter, Int64(1))
+                case "false": insert.bind(parameter, Int64(0))
+                default: return "'\(Self.excerpt(value))' is not true or false"
+                }
+            case .timestamp:
+                guard ColumnTypeInference.fits(value, .timestamp) else { return "'\(Self.excerpt(value))' is not an RFC 3339 timestamp or date" }
+                insert.bind(parameter, value)
+            }
+            return nil
+        }
+
+        /// Binds a JSON value to column `index` by its type.
+        /// Strings are read as text would be (`"5"` fits an integer column), other JSON
+        /// values must match.
+        func bind(_ value: FieldValue, to index: Int) -> String? {
+            guard let insert else { return nil }
+            let parameter = Int32(index + 1)
+            let type = types[index]
+            switch value {
+            case .null: return nil
+            case .text(let text):
+                return bind(text: text, to: index)
+            case .integer(let number):
+                switch type {
+                case .integer: insert.bind(parameter, number)
+                case .real: insert.bind(parameter, Double(number))
+                case .text: insert.bind(parameter, String(number))
+                default: return "a number does not fit a \(type.rawValue) column"
+                }
+            case .real(let number):
+                switch type {
+                case .real: insert.bind(parameter, number)
+                case .text: insert.bind(parameter, "\(number)")
+                default: return "\(number) does not fit a \(type.rawValue) column"
+                }
+            case .bool(let flag):
+                switch type {
+                case .boolean: insert.bind(parameter, Int64(flag ? 1 : 0))
+                case .text: insert.bind(parameter, flag ? "true" : "false")
+                default: return "a boolean does not fit a \(type.rawValue) column"
+                }
+            case .json(let text):
+                guard type == .text else { return "an array or object does not fit a \(type.rawValue) column" }
+                insert.bind(parameter, text)
+            }
+            return nil
+        }
+
+        static func excerpt(_ value: String) -> String {
+            value.count > 40 ? String(value.prefix(40)) + "…" : value
+        }
+
+        // MARK: CSV
+
+        func loadCSV(path: String) throws {
+            let reader: CSVReader
+            do {
+                reader = try CSVReader(source: try FileByteSource(path: path), options: spec.csvOptions, resumingAt: state.bytesRead)
+            } catch let error as IngestError {
+                throw PipelineFailure(message: "the file cannot be read as CSV: \(error)")
+            }
+            var sample: [(fields: [String?], row: Int, offset: Int64)] = []
+            var inference: ColumnTypeInference?
+            if state.columns.isEmpty {
+                let (columns, fields, declared) = try csvColumns(header: reader.columns)
+                state.sourceFields = fields
+                if declared {
+                    try createTable(columns)
+                } else {
+                    state.columns = columns
+                    inference = ColumnTypeInference(columns: columns.count, limit: sampleRecords)
+                }
+            }
+            var lastErrorOffset: Int64 = -1
+            var ended = false  // the input is done (its end, or an error the reader cannot pass)
+            while true {
+                let offset = reader.bytesConsumed
+                let record: [String?]
+                do {
+                    guard let next = try reader.next() else {
+                        ended = true
+                        break
+                    }
+                    record = next
+                } catch let error as IngestError {
+                    // A reader that cannot move past the problem (a quote never closed) reports
+                    // it once and ends here.
+                    if reader.bytesConsumed == lastErrorOffset {
+                        ended = true
+                        break
+                    }
+                    let row = recordsAlreadyRead + (error.row ?? reader.row)
+                    state.recordsRead = max(recordsAlreadyRead + reader.row, row)
+                    try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
+                    if error.kind == .io || error.kind == .tooLarge {
+                        ended = true
+                        break
+                    }
+                    lastErrorOffset = reader.bytesConsumed
+                    continue
+                }
+                state.recordsRead = recordsAlreadyRead + reader.row
+                if inference != nil {
+                    inference!.add(state.sourceFields.map { $0 < record.count ? record[$0] : nil })
+                    sample.append((record, state.recordsRead, offset))
+                    if inference!.wantsMore { continue }
+                    try flushCSVSample(&sample, inference: &inference, reader: reader)
+                    break
+                }
+                try insertCSV(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
+                if insert != nil { break }  // the table exists: the fast path takes over
+            }
+            if !ended && inference == nil && insert != nil { try loadCSVRecords(reader) }
+            if inference != nil { try flushCSVSample(&sample, inference: &inference, reader: reader) }
+            state.bytesRead = reader.bytesConsumed
+        }
+
+        /// Creates the table from the sampled types and loads the sampled records.
+        private func flushCSVSample(
+            _ sample: inout [(fields: [String?], row: Int, offset: Int64)], inference: inout ColumnTypeInference?, reader: CSVReader
+        ) throws {
+            guard let types = inference?.types else { return }
+            inference = nil
+            try createTable(zip(state.columns, types).map { PipelineSpec.Column(name: $0.name, type: $1) })
+            for (index, entry) in sample.enumerated() {
+                let after = index + 1 < sample.count ? sample[index + 1].offset : reader.bytesConsumed
+                try insertCSV(entry.fields, row: entry.row, offset: entry.offset, bytesAfter: after)
+            }
+            sample.removeAll()
+        }
+
+        private func insertCSV(_ record: [String?], row: Int, offset: Int64, bytesAfter: Int64) throws {
+            for (column, field) in state.sourceFields.enumerated() {
+                guard field < record.count, let value = record[field] else { continue }
+                if let problem = bind(text: value, to: column) {
+                    insert?.reset()
+                    try rowError(RowError(row: row, byteOffset: offset, column: state.columns[column].name, message: problem))
+                    return
+                }
+            }
+            try commitRow(bytesRead: bytesAfter)
+        }
+
+        /// The rest of the file, bound from the reader's bytes without making strings.
+        private func loadCSVRecords(_ reader: CSVReader) throws {
+            var lastErrorOffset: Int64 = -1
+            while true {
+                let offset = reader.bytesConsumed
+                do {
+                    let more = try reader.withNextRecord { record -> Bool in
+                        state.recordsRead = recordsAlreadyRead + reader.row
+                        try insertRaw(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
+                        return true
+                    }
+                    if more == nil { break }
+                } catch let error as IngestError {
+                    if reader.bytesConsumed == lastErrorOffset { break }
+                    let row = recordsAlreadyRead + (error.row ?? reader.row)
+                    state.recordsRead = max(recordsAlreadyRead + reader.row, row)
+                    try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
+                    if error.kind == .io || error.kind == .tooLarge { break }
+                    lastErrorOffset = reader.bytesConsumed
+                }
+            }
+        }
+
+        private func insertRaw(_ record: CSVRawRecord, row: Int, offset: Int64, bytesAfter: Int64) throws {
+            guard let insert else { return }
+            for (column, field) in state.sourceFields.enumerated() where field < record.count && !record.isNull(field) {
+                let parameter = Int32(column + 1)
+                let type = types[column]
+                // Every value is checked against its column's type; only the columns the query
+                // reads are bound (the others stay NULL, which it never sees).
+                let bind = loaded[column]
+                let fits: Bool = record.withField(field) { bytes in
+                    switch type {
+                    case .text:
+                        if bind { insert.bind(parameter, utf8: bytes) }
+                        return true
+                    case .integer:
+                        guard let value = Self.integer(bytes) else { return false }
+                        if bind { insert.bind(parameter, value) }
+                        return true
+                    case .real:
+                        guard let value = Self.real(bytes) else { return false }
+                        if bind { insert.bind(parameter, value) }
+                        return true
+                    case .boolean, .timestamp:
+                        let text = String(decoding: bytes, as: UTF8.self)
+                        guard ColumnTypeInference.fits(text, type) else { return false }
+                        return !bind || self.bind(text: text, to: column) == nil
+                    }
+                }
+                if !fits {
+                    let problem = self.bind(text: record.string(field) ?? "", to: column) ?? "does not fit its column"
+                    insert.reset()
+                    try rowError(RowError(row: row, byteOffset: offset, column: state.columns[column].name, message: problem))
+                    return
+                }
+            }
+            try commitRow(bytesRead: bytesAfter)
+        }
+
+        /// A decimal integer (optional sign, surrounding spaces) that fits 64 bits.
+        static func integer(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+            var start = 0
+            var end = bytes.count
+            while start < end && bytes[start] == 0x20 { start += 1 }
+            while end > start && bytes[end - 1] == 0x20 { end -= 1 }
+            guard start < end else { return nil }
+            var negative = false
+            if bytes[start] == UInt8(ascii: "-") || bytes[start] == UInt8(ascii: "+") {
+                negative = bytes[start] == UInt8(ascii: "-")
+                start += 1
+                guard start < end else { return nil }
+            }
+            var value: Int64 = 0
+            for index in start..<end {
+                let digit = bytes[index] &- 0x30
+                guard digit < 10 else { return nil }
+                let (times, overflow) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = negative ? times.subtractingReportingOverflow(Int64(digit)) : times.addingReportingOverflow(Int64(digit))
+                if overflow || overflow2 { return nil }
+                value = sum
+            }
+            return value
+        }
+
+        /// A finite decimal number, as `ColumnTypeInference.fits(_:.real)` accepts.
+        static func real(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+            guard !bytes.isEmpty, bytes.count < 64,
+                bytes.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 })
+            else { return nil }
+            return withUnsafeTemporaryAllocation(of: CChar.self, capacity: bytes.count + 1) { text -> Double? in
+                for index in 0..<bytes.count { text[index] = CChar(bitPattern: bytes[index]) }
+                text[bytes.count] = 0
+                var end: UnsafeMutablePointer<CChar>?
+                let value = strtod(text.baseAddress!, &end)
+                guard end == text.baseAddress! + bytes.count, value.isFinite else { return nil }
+                return value
+            }
+        }
+
+        /// The table's columns from the CSV header: the declared ones (found by name, ignoring
+        /// case; by position without a header), or every header name made unique.
+        private func csvColumns(header: [String]) throws -> ([PipelineSpec.Column], [Int], Bool) {
+            if let declared = spec.input.columns {
+                var fields: [Int] = []
+                let hasHeader = spec.input.options?.header ?? true
+                for (position, column) in declared.enumerated() {
+                    if hasHeader {
+                        guard let index = header.firstIndex(where: { $0.lowercased() == column.name.lowercased() }) else {
+                            throw PipelineFailure(message: "the declared column \(column.name) is not in the file's header")
+                        }
+                        fields.append(index)
+                    } else {
+                        guard position < header.count else {
+                            throw PipelineFailure(message: "the file has \(header.count) columns but \(declared.count) are declared")
+                        }
+                        fields.append(position)
+                    }
+                }
+                return (declared, fields, true)
+            }
+            let names = Self.unique(header.isEmpty ? ["value"] : header)
+            return (names.map { PipelineSpec.Column(name: $0, type: .text) }, Array(names.indices), false)
+        }
+
+        /// Names made unique ignoring case (SQLite's rule): a repeat gets `_2`, `_3`, ….
+        static func unique(_ names: [String]) -> [String] {
+            var seen = Set<String>()
+            return names.map { name in
+                var candidate = name.isEmpty ? "column" : name
+                var suffix = 2
+                while seen.contains(candidate.lowercased()) {
+                    candidate = "\(name)_\(suffix)"
+                    suffix += 1
+                }
+                seen.insert(candidate.lowercased())
+                return candidate
+            }
+        }
+
+        // MARK: JSON and XML (named fields)
+
+        private var sampleNamed: [(fields: [(name: String, value: FieldValue)], row: Int)] = []
+        private var discovered: [String] = []
+        private var discoveredSet = Set<String>()
+
+        func loadJSON(path: String) throws {
+            let reader: JSONRecordReader
+            do {
+                reader = try JSONRecordReader(source: try FileByteSource(path: path), options: spec.jsonOptions)
+            } catch let error as IngestError {
+                throw PipelineFailure(message: "the file cannot be read as JSON: \(error)")
+            }
+            var skipped = 0
+            // NDJSON is one record per line, so a bad line can be left out (with `skip`) and
+            // reading resumes at the next; a JSON array cannot be read past a syntax error.
+            let linesSkippable = spec.input.format == .ndjson && spec.onRowError == .skip
+            do {
+                while true {
+                    let record: [(name: String, value: FieldValue)]
+                    do {
+                        guard let next = try reader.next() else { break }
+                        record = next
+                    } catch let error as IngestError where linesSkippable && error.kind != .io {
+                        if skipped < recordsAlreadyRead {
+                            skipped += 1
+                        } else {
+                            state.recordsRead += 1
+                            try rowError(RowError(row: state.recordsRead, byteOffset: error.byteOffset, column: nil, message: error.message))
+                        }
+                        try reader.skipLine()
+                        continue
+                    }
+                    if skipped < recordsAlreadyRead {
+                        skipped += 1
+                        continue
+                    }
+                    state.recordsRead += 1
+                    try addNamed(record, untyped: false, bytesAfter: reader.bytesConsumed)
+                }
+            } catch let error as IngestError {
+                // A JSON document that stops being JSON cannot be read past the problem.
+                throw PipelineFailure(message: "the file is not valid \(spec.input.format == .ndjson ? "NDJSON" : "JSON"): \(error)")
+            }
+            try flushNamedSample(untyped: false)
+            state.bytesRead = reader.bytesConsumed
+        }
+
+        func loadXML(path: String) throws {
+            let reader: XMLRecordReader
+            do {
+                reader = try XMLRecordReader(path: path, recordPath: spec.input.recordPath ?? "/")
+            } catch let error as IngestError {
+                throw PipelineFailure(message: "the file cannot be read as XML: \(error)")
+            }
+            var skipped = 0
+            do {
+                try reader.forEachRecord { record in
+                    if skipped < recordsAlreadyRead {
+                        skipped += 1
+                        return
+                    }
+                    state.recordsRead += 1
+                    try addNamed(record, untyped: true, bytesAfter: nil)
+                }
+            } catch let error as IngestError {
+                throw PipelineFailure(message: "the file is not usable XML: \(error)")
+            }
+            try flushNamedSample(untyped: true)
+        }
+
+        private var namedInference: ColumnTypeInference?
+
+        private func addNamed(_ record: [(name: String, value: FieldValue)], untyped: Bool, bytesAfter: Int64?) throws {
+            if insert == nil {
+                if let declared = spec.input.columns {
+                    try createTable(declared)
+                } else {
+                    for field in record where !discoveredSet.contains(field.name) && discovered.count < 2000 {
+                        discoveredSet.insert(field.name)
+                        discovered.append(field.name)
+                    }
+                    sampleNamed.append((record, state.recordsRead))
+                    if sampleNamed.count < sampleRecords { return }
+                    try flushNamedSample(untyped: untyped)
+                    return
+                }
+            }
+            try insertNamed(record, row: state.recordsRead, untyped: untyped, bytesAfter: bytesAfter)
+        }
+
+        /// Creates the table from the fields seen in the sample and their types, and loads it.
+        private func flushNamedSample(untyped: Bool) throws {
+            guard insert == nil, !sampleNamed.isEmpty || spec.input.columns != nil else { return }
+            if let declared = spec.input.columns {
+                try createTable(declared)
+                return
+            }
+            let names = Self.unique(discovered)
+            var inference = ColumnTypeInference(columns: names.count, limit: sampleRecords)
+            var position: [String: Int] = [:]
+            for (index, name) in discovered.enumerated() { position[name] = index }
+            for (fields, _) in sampleNamed {
+                var values = [FieldValue?](repeating: nil, count: names.count)
+                for field in fields { if let index = position[field.name] { values[index] = field.value } }
+                if untyped {
+                    inference.add(
+                        values.map { value -> String? in
+                            if case .text(let text)? = value { return text }
+                            return nil
+                        })
+                } else {
+                    inference.add(json: values)
+                }
+            }
+            try createTable(zip(names, inference.types).map { PipelineSpec.Column(name: $0, type: $1) })
+            // Fields are matched by their name in the file, which `unique` may have renamed.
+            columnIndex = position
+            let sample = sampleNamed
+            sampleNamed = []
+            for (fields, row) in sample { try insertNamed(fields, row: row, untyped: untyped, bytesAfter: nil) }
+        }
+
+        private func insertNamed(_ record: [(name: String, value: FieldValue)], row: Int, untyped: Bool, bytesAfter: Int64?) throws {
+            for field in record {
+                guard let index = columnIndex[field.name] ?? (spec.input.columns == nil ? nil : columnIndexIgnoringCase(field.name)) else {
+                    continue
+                }
+                if let problem = bind(field.value, to: index) {
+                    insert?.reset()
+                    try rowError(RowError(row: row, byteOffset: nil, column: state.columns[index].name, message: problem))
+                    return
+                }
+            }
+            try commitRow(bytesRead: bytesAfter)
+        }
+
+        private func columnIndexIgnoringCase(_ name: String) -> Int? {
+            state.columns.firstIndex { $0.name.lowercased() == name.lowercased() }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+import CairnHTTP
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import Testing
+
+@testable import CairnAccounts
+
+@Suite("AccountStore on both engines")
+struct AccountStoreTests {
+    func owner(tenantId: String, email: String) -> User {
+        let now = WallClock.milliseconds()
+        return User(id: UUIDv7.make(), tenantId: tenantId, email: email, name: "Owner", role: .owner, version: 1, createdAt: now, updatedAt: now)
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aTenantExistsOnceCreated(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database, name: "Acme")
+            #expect(try await store.tenantExists(tenant.id))
+            #expect(try await !store.tenantExists(UUIDv7.make()))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aTenantAndItsOwnerAreCreatedTogetherOrNotAtAll(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let first = owner(tenantId: UUIDv7.make(), email: "Owner@Example.com")
+            try await store.createTenant(name: "First", owner: first, passwordHash: "hash-1", emailKey: "owner@example.com")
+            #expect(try await store.tenantExists(first.tenantId))
+            #expect(try await store.user(id: first.id, tenantId: first.tenantId) == first)
+
+            // The same email key for a new tenant: 409, and the new tenant's row is rolled back too.
+            let second = owner(tenantId: UUIDv7.make(), email: "OWNER@example.com")
+            await expectAppError(.conflict) {
+                try await store.createTenant(name: "Second", owner: second, passwordHash: "hash-2", emailKey: "owner@example.com")
+            }
+            #expect(try await !store.tenantExists(second.tenantId))
+            let credentials = try await store.credentials(emailKey: "owner@example.com")
+            #expect(credentials?.user == first)
+            #expect(credentials?.passwordHash == "hash-1")
+            #expect(try await store.credentials(emailKey: "nobody@example.com") == nil)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func emailsAreUniqueAcrossTenantsIgnoringCase(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let a = try await Factory.tenant(on: database)
+            let b = try await Factory.tenant(on: database)
+            let taken = try await Factory.user(on: database, tenant: a, email: "Same@Example.com")
+            await expectAppError(.conflict) { try await Factory.user(on: database, tenant: b, email: "same@EXAMPLE.com") }
+            let users = try await AccountStore(database: database).users(tenantId: b.id, page: PageRequest(limit: 10))
+            #expect(users.items.isEmpty)
+            #expect(try await AccountStore(database: database).passwordHash(userId: taken.id) == "not-a-real-hash")
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func anotherTenantsUserIsInvisibleAndUntouchable(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let mine = try await Factory.tenant(on: database)
+            let theirs = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: theirs, name: "Theirs")
+
+            #expect(try await store.user(id: user.id, tenantId: mine.id) == nil)
+            #expect(try await store.user(id: "not-a-uuid", tenantId: theirs.id) == nil)
+            #expect(try await store.users(tenantId: mine.id, page: PageRequest()).items.isEmpty)
+            let renamed = try await store.updateUser(
+                id: user.id, tenantId: mine.id, expectedVersion: nil, name: "Mine now", email: nil, role: .owner)
+            #expect(renamed == nil)
+            #expect(try await !store.deleteUser(id: user.id, tenantId: mine.id, expectedVersion: nil))
+            #expect(try await store.user(id: user.id, tenantId: theirs.id) == user)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func usersPageOldestFirstWithinTheirTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            var made: [User] = []
+            for index in 0..<5 {
+                made.append(try await Factory.user(on: database, tenant: tenant, name: "User \(index)"))
+                _ = try await Factory.user(on: database, tenant: other)
+            }
+            let pages = try await allPages(limit: 2) { try await store.users(tenantId: tenant.id, page: $0) }
+            #expect(pages.map { $0.map(\.id) } == [[made[0].id, made[1].id], [made[2].id, made[3].id], [made[4].id]])
+            // A listing that ends exactly at a page boundary has no empty last page.
+            let exact = try await allPages(limit: 5) { try await store.users(tenantId: tenant.id, page: $0) }
+            #expect(exact.count == 1)
+            #expect(exact.first == made)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func updatesApplyOnlyAtTheExpectedVersion(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant, name: "Before")
+            let other = try await Factory.user(on: database, tenant: tenant, email: "taken@example.com")
+
+            let stale = try await store.updateUser(id: user.id, tenantId: tenant.id, expectedVersion: 7, name: "Stale", email: nil, role: nil)
+            #expect(stale == nil)
+            #expect(try await store.user(id: user.id, tenantId: tenant.id)?.name == "Before")
+
+            let updated = try await store.updateUser(
+                id: user.id, tenantId: tenant.id, expectedVersion: 1, name: "After", email: ("New@Example.com", "new@example.com"), role: .admin)
+            #expect(updated?.version == 2)
+            #expect(updated?.name == "After")
+            #expect(updated?.email == "New@Example.com")
+            #expect(updated?.role == .admin)
+            #expect(updated?.createdAt == user.createdAt)
+            #expect(try await store.user(id: user.id, tenantId: tenant.id) == updated)
+            #expect(try await store.credentials(emailKey: "new@example.com")?.user.id == user.id)
+
+            await expectAppError(.conflict) {
+                try await store.updateUser(
+                    id: user.id, tenantId: tenant.id, expectedVersion: nil, name: nil, email: ("TAKEN@example.com", "taken@example.com"), role: nil)
+            }
+            #expect(try await store.user(id: user.id, tenantId: tenant.id) == updated)
+            #expect(try await store.credentials(emailKey: "taken@example.com")?.user.id == other.id)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aTenantKeepsAtLeastOneOwner(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let first = try await Factory.user(on: database, tenant: tenant, role: .owner)
+            let second = try await Factory.user(on: database, tenant: tenant, role: .member)
+            // Another tenant's owner does not count.
+            _ = try await Factory.user(on: database, tenant: try await Factory.tenant(on: database), role: .owner)
+
+            await expectAppError(.conflict) {
+                try await store.updateUser(
+                    id: first.id, tenantId: tenant.id, expectedVersion: nil, name: nil, email: nil, role: .member, keepingAnOwner: true)
+            }
+            await expectAppError(.conflict) {
+                try await store.deleteUser(id: first.id, tenantId: tenant.id, expectedVersion: nil, keepingAnOwner: true)
+            }
+            #expect(try await store.user(id: first.id, tenantId: tenant.id)?.role == .owner)
+
+            _ = try await store.updateUser(id: second.id, tenantId: tenant.id, expectedVersion: nil, name: nil, email: nil, role: .owner)
+            let demoted = try await store.updateUser(
+                id: first.id, tenantId: tenant.id, expectedVersion: nil, name: nil, email: nil, role: .member, keepingAnOwner: true)
+            #expect(demoted?.role == .member)
+            await expectAppError(.conflict) {
+                try await store.updateUser(
+                    id: second.id, tenantId: tenant.id, expectedVersion: nil, name: nil, email: nil, role: .admin, keepingAnOwner: true)
+            }
+            #expect(try await store.user(id: second.id, tenantId: tenant.id)?.role == .owner)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func deletingAUserEndsTheirSessions(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant)
+            let bystander = try await Factory.user(on: database, tenant: tenant)
+            _ = try await store.startSession(token: "user-token", userId: user.id, tenantId: tenant.id, ttl: 3600)
+            _ = try await store.startSession(token: "bystander-token", userId: bystander.id, tenantId: tenant.id, ttl: 3600)
+
+            #expect(try await !store.deleteUser(id: user.id, tenantId: tenant.id, expectedVersion: 2))
+            #expect(try await store.user(id: user.id, tenantId: tenant.id) != nil)
+            #expect(try await store.deleteUser(id: user.id, tenantId: tenant.id, expectedVersion: 1))
+            #expect(try await store.user(id: user.id, tenantId: tenant.id) == nil)
+            #expect(try await store.sessionState(userId: user.id)?.tenantId == nil)
+            #expect(try await !store.deleteUser(id: user.id, tenantId: tenant.id, expectedVersion: nil))
+
+            guard case .invalid = try await store.rotate(token: "user-token", successor: "next", ttl: 3600) else {
+                Issue.record("a deleted user's refresh token still rotates")
+                return
+            }
+            guard case .rotated = try await store.rotate(token: "bystander-token", successor: "bystander-next", ttl: 3600) else {
+                Issue.record("another user's session was ended")
+                return
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func refreshTokensRotateOnceAndReuseRevokesTheFamily(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant)
+            let family = try await store.startSession(token: "first", userId: user.id, tenantId: tenant.id, ttl: 3600)
+
+            guard case .rotated(let rotatedFamily, let userId, let tenantId) = try await store.rotate(token: "first", successor: "second", ttl: 3600)
+            else {
+                Issue.record("a fresh refresh token did not rotate")
+                return
+            }
+            #expect(rotatedFamily == family)
+            #expect(userId == user.id)
+            #expect(tenantId == tenant.id)
+
+            // Presenting "first" again is reuse: the whole family, "second" included, is revoked.
+            guard case .reused(let reuser) = try await store.rotate(token: "first", successor: "third", ttl: 3600) else {
+                Issue.record("a used refresh token was not treated as reuse")
+                return
+            }
+            #expect(reuser == user.id)
+            guard case .invalid = try await store.rotate(token: "second", successor: "fourth", ttl: 3600) else {
+                Issue.record("the successor of a reused token still rotates")
+                return
+            }
+            guard case .invalid = try await store.rotate(token: "never-issued", successor: "fifth", ttl: 3600) else {
+                Issue.record("an unknown token rotated")
+                return
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func anExpiredRefreshTokenIsInvalidNotReuse(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant)
+            _ = try await store.startSession(token: "expired", userId: user.id, tenantId: tenant.id, ttl: -1)
+            _ = try await store.startSession(token: "sibling", userId: user.id, tenantId: tenant.id, ttl: 3600)
+            guard case .invalid = try await store.rotate(token: "expired", successor: "next", ttl: 3600) else {
+                Issue.record("an expired refresh token rotated or counted as reuse")
+                return
+            }
+            // Not reuse: the user's other sessions live on.
+            guard case .rotated = try await store.rotate(token: "sibling", successor: "sibling-next", ttl: 3600) else {
+                Issue.record("an expired token revoked another session")
+                return
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func revokingAFamilyOrEverySessionEndsThem(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant, role: .admin)
+            _ = try await store.startSession(token: "laptop", userId: user.id, tenantId: tenant.id, ttl: 3600)
+            _ = try await store.startSession(token: "phone", userId: user.id, tenantId: tenant.id, ttl: 3600)
+            _ = try await store.startSession(token: "tablet", userId: user.id, tenantId: tenant.id, ttl: 3600)
+
+            #expect(try await store.revokeFamily(ofToken: "laptop") == user.id)
+            #expect(try await store.revokeFamily(ofToken: "never-issued") == nil)
+            guard case .invalid = try await store.rotate(token: "laptop", successor: "laptop-2", ttl: 3600) else {
+                Issue.record("a revoked family still rotates")
+                return
+            }
+            guard case .rotated = try await store.rotate(token: "phone", successor: "phone-2", ttl: 3600) else {
+                Issue.record("revoking one family revoked another")
+                return
+            }
+
+            let state = try await store.sessionState(userId: user.id)
+            #expect(state?.role == .admin)
+            #expect(state?.tenantId == tenant.id)
+            #expect(state?.validAfter == 0)
+            try await store.revokeAllSessions(userId: user.id, at: 1_234_567)
+            #expect(try await store.sessionState(userId: user.id)?.validAfter == 1_234_567)
+            for token in ["phone-2", "tablet"] {
+                guard case .invalid = try await store.rotate(token: token, successor: token + "-next", ttl: 3600) else {
+                    Issue.record("\(token) survived revoking every session")
+                    return
+                }
+            }
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func loginFailuresCountPerEmailAndClientWithinTheWindow(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            try await store.recordFailure(emailKey: "a@example.com", client: "192.0.2.1", at: 1_000, pruneBefore: 0)
+            try await store.recordFailure(emailKey: "a@example.com", client: "192.0.2.2", at: 1_100, pruneBefore: 0)
+            try await store.recordFailure(emailKey: "b@example.com", client: "192.0.2.1", at: 1_500, pruneBefore: 0)
+
+            var recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 0)
+            #expect(recent.email == 2)
+            #expect(recent.emailOldest == 1_000)
+            #expect(recent.client == 2)
+            #expect(recent.clientOldest == 1_000)
+
+            // The window is open at its start: a failure exactly at `since` is outside.
+            recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 1_000)
+            #expect(recent.email == 1)
+            #expect(recent.emailOldest == 1_100)
+            #expect(recent.client == 1)
+            recent = try await store.recentFailures(emailKey: "c@example.com", client: "198.51.100.1", since: 0)
+            #expect(recent.email == 0)
+            #expect(recent.emailOldest == nil)
+            #expect(recent.client == 0)
+            #expect(recent.clientOldest == nil)
+
+            // Recording prunes failures at or before `pruneBefore`, whoever they were for.
+            try await store.recordFailure(emailKey: "c@example.com", client: "192.0.2.1", at: 5_000, pruneBefore: 1_100)
+            recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 0)
+            #expect(recent.email == 0)
+            #expect(recent.client == 2)
+            #expect(recent.clientOldest == 1_500)
+
+            try await store.clearFailures(emailKey: "b@example.com")
+            recent = try await store.recentFailures(emailKey: "b@example.com", client: "192.0.2.1", since: 0)
+            #expect(recent.email == 0)
+            #expect(recent.client == 1)
+        }
+    }
+}

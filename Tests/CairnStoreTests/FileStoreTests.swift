@@ -1,0 +1,250 @@
+import CairnFiles
+import CairnHTTP
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import Testing
+
+@Suite("FileStore and UploadStore on both engines")
+struct FileStoreTests {
+    func quotas(total: Int64 = 1 << 40, perHour: Int64 = 1 << 40) -> FileQuotas {
+        var quotas = FileQuotas()
+        quotas.maxTotalBytes = total
+        quotas.maxBytesPerHour = perHour
+        return quotas
+    }
+
+    // MARK: Files
+
+    @Test(arguments: TestEngine.available)
+    func aFileReadsBackOnlyInItsTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let file = try await Factory.file(
+                on: database, tenant: tenant, name: "orders.ndjson", size: 42, format: "ndjson", contentType: "application/x-ndjson",
+                createdBy: "someone")
+            #expect(try await store.get(id: file.id, tenantId: tenant.id) == file)
+            #expect(try await store.get(id: file.id, tenantId: other.id) == nil)
+            #expect(try await store.get(id: "not-a-uuid", tenantId: tenant.id) == nil)
+            #expect(try await store.list(tenantId: other.id, page: PageRequest()).items.isEmpty)
+            #expect(try await store.newest(tenantId: other.id, format: "ndjson", after: nil).isEmpty)
+            #expect(try await store.totalBytes(tenantId: other.id) == 0)
+            #expect(try await !store.delete(id: file.id, tenantId: other.id))
+            #expect(try await store.get(id: file.id, tenantId: tenant.id) == file)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func filesPageNewestFirst(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            var made: [StoredFile] = []
+            for _ in 0..<5 {
+                made.append(try await Factory.file(on: database, tenant: tenant))
+                _ = try await Factory.file(on: database, tenant: other)
+            }
+            let pages = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, page: $0) }
+            #expect(pages.map(\.count) == [2, 2, 1])
+            #expect(pages.flatMap { $0.map(\.id) } == made.reversed().map(\.id))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func theTotalQuotaRefusesTheFileThatWouldPassIt(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let limits = quotas(total: 1_000)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 600, quotas: limits, hour: 1)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 400, quotas: limits, hour: 1)
+            do {
+                _ = try await Factory.file(on: database, tenant: tenant, size: 1, quotas: limits, hour: 1)
+                Issue.record("a file past the total quota was recorded")
+            } catch FileStore.QuotaExceeded.total {
+            }
+            #expect(try await store.totalBytes(tenantId: tenant.id) == 1_000)
+            #expect(try await store.list(tenantId: tenant.id, page: PageRequest()).items.count == 2)
+            #expect(try await store.uploaded(tenantId: tenant.id, hour: 1) == 1_000)
+            // Each tenant has its own total.
+            _ = try await Factory.file(on: database, tenant: other, size: 1_000, quotas: limits, hour: 1)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func theHourlyQuotaCountsUploadsPerHourAndRollsBackARefusal(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let limits = quotas(perHour: 500)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 300, quotas: limits, hour: 7)
+            do {
+                _ = try await Factory.file(on: database, tenant: tenant, size: 300, quotas: limits, hour: 7)
+                Issue.record("a file past the hourly quota was recorded")
+            } catch FileStore.QuotaExceeded.hourly {
+            }
+            // The refused file's bytes are not counted against the hour.
+            #expect(try await store.uploaded(tenantId: tenant.id, hour: 7) == 300)
+            #expect(try await store.totalBytes(tenantId: tenant.id) == 300)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 300, quotas: limits, hour: 8)
+            #expect(try await store.uploaded(tenantId: tenant.id, hour: 8) == 300)
+            // Files the server makes count towards the total only.
+            _ = try await Factory.file(on: database, tenant: tenant, size: 300, quotas: limits, hour: 7, countsAsUpload: false)
+            #expect(try await store.uploaded(tenantId: tenant.id, hour: 7) == 300)
+            #expect(try await store.totalBytes(tenantId: tenant.id) == 900)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func uploadsFinishingTogetherCannotPassTheTotalQuota(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let limits = quotas(total: 1_000)
+            let outcomes = await withTaskGroup(of: Bool.self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        do {
+                            _ = try await Factory.file(on: database, tenant: tenant, size: 200, quotas: limits)
+                            return true
+                        } catch {
+                            return false
+                        }
+                    }
+                }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 }.count == 5)
+            #expect(try await store.totalBytes(tenantId: tenant.id) == 1_000)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func newestFilesOfAFormatComeAfterTheLastOneTaken(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            var csv: [StoredFile] = []
+            for _ in 0..<4 {
+                csv.append(try await Factory.file(on: database, tenant: tenant, format: "csv"))
+                _ = try await Factory.file(on: database, tenant: tenant, format: "json")
+                _ = try await Factory.file(on: database, tenant: other, format: "csv")
+            }
+            #expect(try await store.newest(tenantId: tenant.id, format: "csv", after: nil, limit: 2).map(\.id) == [csv[3].id, csv[2].id])
+            #expect(try await store.newest(tenantId: tenant.id, format: "csv", after: csv[1].id).map(\.id) == [csv[3].id, csv[2].id])
+            #expect(try await store.newest(tenantId: tenant.id, format: "csv", after: csv[3].id).isEmpty)
+            #expect(try await store.newest(tenantId: tenant.id, format: "xml", after: nil).isEmpty)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func deletingAFileFreesItsBytes(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = FileStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let limits = quotas(total: 1_000)
+            let big = try await Factory.file(on: database, tenant: tenant, size: 800, quotas: limits)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 200, quotas: limits)
+            #expect(try await store.delete(id: big.id, tenantId: tenant.id))
+            #expect(try await !store.delete(id: big.id, tenantId: tenant.id))
+            #expect(try await !store.delete(id: "not-a-uuid", tenantId: tenant.id))
+            #expect(try await store.totalBytes(tenantId: tenant.id) == 200)
+            _ = try await Factory.file(on: database, tenant: tenant, size: 800, quotas: limits)
+        }
+    }
+
+    // MARK: Uploads
+
+    @Test(arguments: TestEngine.available)
+    func anUploadReadsBackOnlyInItsTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = UploadStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let upload = try await Factory.upload(on: database, tenant: tenant, length: 5_000, name: "big.xml", format: "xml", createdBy: "u")
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id) == upload)
+            #expect(try await store.get(id: upload.id, tenantId: other.id) == nil)
+            #expect(try await store.get(id: "not-a-uuid", tenantId: tenant.id) == nil)
+            #expect(try await store.lease(id: upload.id, tenantId: other.id, offset: 0, token: "t", until: 10, now: 1) == nil)
+            #expect(try await !store.delete(id: upload.id, tenantId: other.id))
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id) == upload)
+            #expect(try await store.delete(id: upload.id, tenantId: tenant.id))
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id) == nil)
+            #expect(try await !store.delete(id: upload.id, tenantId: tenant.id))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func onePatchAtATimeLeasesAnUploadAtItsCommittedOffset(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = UploadStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let upload = try await Factory.upload(on: database, tenant: tenant, length: 1_000)
+            let leased = try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "first", until: 2_000, now: 1_000)
+            #expect(leased == upload)
+            // A live lease (up to and including its end) keeps a second PATCH out.
+            #expect(try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "second", until: 3_000, now: 2_000) == nil)
+
+            #expect(try await store.commit(id: upload.id, token: "first", offset: 400, until: 2_500))
+            #expect(try await !store.commit(id: upload.id, token: "second", offset: 900, until: 2_500))
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id)?.offset == 400)
+            // Releasing (until 0) lets the next PATCH in, at the committed offset only.
+            #expect(try await store.commit(id: upload.id, token: "first", offset: 500, until: 0))
+            #expect(try await store.lease(id: upload.id, tenantId: tenant.id, offset: 400, token: "second", until: 3_000, now: 2_600) == nil)
+            #expect(try await store.lease(id: upload.id, tenantId: tenant.id, offset: 500, token: "second", until: 3_000, now: 2_600)?.offset == 500)
+            #expect(try await !store.commit(id: upload.id, token: "first", offset: 600, until: 0))
+
+            // A lapsed lease is taken over; its holder can no longer commit.
+            #expect(try await store.lease(id: upload.id, tenantId: tenant.id, offset: 500, token: "third", until: 9_000, now: 3_001) != nil)
+            #expect(try await !store.commit(id: upload.id, token: "second", offset: 700, until: 0))
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id)?.offset == 500)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aCompletedUploadBecomesItsFileAndTakesNoMorePatches(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = UploadStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let upload = try await Factory.upload(on: database, tenant: tenant, length: 300)
+            _ = try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "t", until: 2_000, now: 1_000)
+            try await store.complete(id: upload.id, token: "someone-else", fileId: "wrong")
+            #expect(try await store.get(id: upload.id, tenantId: tenant.id)?.fileId == nil)
+            try await store.complete(id: upload.id, token: "t", fileId: upload.id)
+            let done = try #require(try await store.get(id: upload.id, tenantId: tenant.id))
+            #expect(done.fileId == upload.id)
+            #expect(done.offset == 300)
+            #expect(try await store.lease(id: upload.id, tenantId: tenant.id, offset: 300, token: "late", until: 9_000, now: 5_000) == nil)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func expiryRemovesExpiredUploadsThatNoPatchHolds(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = UploadStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let expired = try await Factory.upload(on: database, tenant: tenant, expiresAt: 1_000)
+            let theirs = try await Factory.upload(on: database, tenant: other, expiresAt: 1_000)
+            let busy = try await Factory.upload(on: database, tenant: tenant, expiresAt: 1_000)
+            let live = try await Factory.upload(on: database, tenant: tenant, expiresAt: 10_000)
+            _ = try await store.lease(id: busy.id, tenantId: tenant.id, offset: 0, token: "t", until: 5_000, now: 500)
+
+            #expect(try await store.expire(now: 1_000).isEmpty)
+            #expect(Set(try await store.expire(now: 2_000).map(\.id)) == [expired.id, theirs.id])
+            #expect(try await store.get(id: expired.id, tenantId: tenant.id) == nil)
+            #expect(try await store.expire(now: 6_000).map(\.id) == [busy.id])
+            #expect(try await store.get(id: live.id, tenantId: tenant.id) == live)
+
+            for _ in 0..<3 { _ = try await Factory.upload(on: database, tenant: tenant, expiresAt: 20_000) }
+            #expect(try await store.expire(now: 30_000, limit: 2).count == 2)
+            #expect(try await store.expire(now: 30_000, limit: 2).count == 2)
+            #expect(try await store.expire(now: 30_000, limit: 2).isEmpty)
+        }
+    }
+}

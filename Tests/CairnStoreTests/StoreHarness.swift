@@ -1,0 +1,81 @@
+import CairnHTTP
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import SQLKit
+import Testing
+
+/// A migrated, empty database for one store test, removed afterwards: the SQLite file's folder,
+/// or the PostgreSQL database (dropped, so a run leaves no databases behind).
+///
+/// Store tests need no application: they open the database, apply every module's migrations
+/// and call the stores directly, as River's driver suite calls its driver.
+func withStoreDatabase<R: Sendable>(_ engine: TestEngine, _ body: @Sendable (Database) async throws -> R) async throws -> R {
+    let test = try await TestDatabase.make(engine)
+    let configuration = test.configuration
+    defer { try? FileManager.default.removeItem(atPath: configuration.dataDir) }
+    let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
+    let result: Result<R, any Error>
+    do {
+        try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
+        result = .success(try await body(database))
+    } catch {
+        result = .failure(error)
+    }
+    // Closed before anything is reported: sqlite-nio traps on a connection released open.
+    await database.close()
+    if engine == .postgres, let url = configuration.databaseURL { try await dropPostgresDatabase(of: url) }
+    return try result.get()
+}
+
+/// Drops the database `url` names, from the test server's maintenance database.
+private func dropPostgresDatabase(of url: String) async throws {
+    guard let base = TestEngine.postgresBaseURL, let name = URLComponents(string: url)?.path.dropFirst(), !name.isEmpty,
+        name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
+    else { return }
+    let admin = try await Database.open(url: base, sqlitePath: "", logger: testLogger)
+    do {
+        try await admin.write { db in try await db.raw("DROP DATABASE IF EXISTS \(unsafeRaw: String(name)) WITH (FORCE)").run() }
+    } catch {
+        await admin.close()
+        throw error
+    }
+    await admin.close()
+}
+
+/// Expects `body` to throw the coded `AppError` with `status` (409 `conflict`, ...).
+func expectAppError<R>(
+    _ status: HTTPResponse.Status, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R
+) async {
+    do {
+        _ = try await body()
+        Issue.record("expected an error with status \(status.code), got none", sourceLocation: sourceLocation)
+    } catch let error as AppError {
+        #expect(error.status == status, "got \(error.status.code) \(error.code)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected an AppError with status \(status.code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Every page of a keyset-paged listing, following `nextCursor` until it is nil; fails the test
+/// when a page is over `limit` or the walk does not end within `maxPages`.
+func allPages<Item: JSONWritable & Sendable>(
+    limit: Int, maxPages: Int = 100, sourceLocation: SourceLocation = #_sourceLocation,
+    _ fetch: (PageRequest) async throws -> Page<Item>
+) async throws -> [[Item]] {
+    var pages: [[Item]] = []
+    var after: String?
+    for _ in 0..<maxPages {
+        let page = try await fetch(PageRequest(limit: limit, after: after))
+        #expect(page.items.count <= limit, sourceLocation: sourceLocation)
+        pages.append(page.items)
+        guard let cursor = page.nextCursor else { return pages }
+        #expect(page.items.count == limit, "a page with a next cursor is full", sourceLocation: sourceLocation)
+        after = Cursor.decode(cursor)
+        #expect(after != nil, "the next cursor is one of ours", sourceLocation: sourceLocation)
+    }
+    Issue.record("the listing did not end within \(maxPages) pages", sourceLocation: sourceLocation)
+    return pages
+}

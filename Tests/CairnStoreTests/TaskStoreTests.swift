@@ -1,0 +1,144 @@
+import CairnHTTP
+import CairnStorage
+import CairnTasks
+import CairnTestSupport
+import Foundation
+import Testing
+
+@Suite("TaskStore on both engines")
+struct TaskStoreTests {
+    @Test(arguments: TestEngine.available)
+    func aTaskReadsBackAsInsertedOnlyInItsTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let task = try await Factory.task(on: database, tenant: tenant, title: "Write tests", description: "Both engines", completed: true)
+            #expect(try await store.get(id: task.id, tenantId: tenant.id) == task)
+            #expect(try await store.get(id: task.id, tenantId: other.id) == nil)
+            #expect(try await store.get(id: "not-a-uuid", tenantId: tenant.id) == nil)
+            #expect(try await store.list(tenantId: other.id, completed: nil, page: PageRequest()).items.isEmpty)
+            #expect(try await store.batch(tenantId: other.id, after: nil, limit: 10).isEmpty)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func listsPageNewestFirstAndFilterByCompletion(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            var made: [TaskItem] = []
+            for index in 0..<7 {
+                made.append(try await Factory.task(on: database, tenant: tenant, title: "Task \(index)", completed: index % 2 == 0))
+                _ = try await Factory.task(on: database, tenant: other, completed: index % 2 == 0)
+            }
+            let newestFirst = made.reversed().map(\.id)
+            let pages = try await allPages(limit: 3) { try await store.list(tenantId: tenant.id, completed: nil, page: $0) }
+            #expect(pages.map(\.count) == [3, 3, 1])
+            #expect(pages.flatMap { $0.map(\.id) } == newestFirst)
+
+            let done = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, completed: true, page: $0) }
+            #expect(done.flatMap { $0.map(\.id) } == made.filter(\.completed).reversed().map(\.id))
+            let open = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, completed: false, page: $0) }
+            #expect(open.flatMap { $0.map(\.id) } == made.filter { !$0.completed }.reversed().map(\.id))
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func updatesApplyAtTheExpectedVersionInTheTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let task = try await Factory.task(on: database, tenant: tenant, title: "Before", description: "Keep me")
+
+            #expect(try await store.update(id: task.id, tenantId: other.id, expectedVersion: nil, change: TaskChange(title: "Hijacked")) == nil)
+            #expect(try await store.update(id: task.id, tenantId: tenant.id, expectedVersion: 2, change: TaskChange(title: "Stale")) == nil)
+            #expect(try await store.update(id: "not-a-uuid", tenantId: tenant.id, expectedVersion: nil, change: TaskChange(title: "X")) == nil)
+            #expect(try await store.get(id: task.id, tenantId: tenant.id) == task)
+
+            // Fields left nil stay; the title and completion change.
+            let first = try await store.update(
+                id: task.id, tenantId: tenant.id, expectedVersion: 1, change: TaskChange(title: "After", completed: true))
+            #expect(first?.version == 2)
+            #expect(first?.title == "After")
+            #expect(first?.description == "Keep me")
+            #expect(first?.completed == true)
+            #expect(first?.createdAt == task.createdAt)
+            // `.some(nil)` clears the description.
+            let cleared = try await store.update(id: task.id, tenantId: tenant.id, expectedVersion: nil, change: TaskChange(description: .some(nil)))
+            #expect(cleared?.version == 3)
+            #expect(cleared?.description == nil)
+            #expect(cleared?.title == "After")
+            #expect(try await store.get(id: task.id, tenantId: tenant.id) == cleared)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func deletesApplyAtTheExpectedVersionInTheTenant(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            let task = try await Factory.task(on: database, tenant: tenant)
+            let bystander = try await Factory.task(on: database, tenant: tenant)
+
+            #expect(try await !store.delete(id: task.id, tenantId: other.id, expectedVersion: nil))
+            #expect(try await !store.delete(id: task.id, tenantId: tenant.id, expectedVersion: 5))
+            #expect(try await !store.delete(id: "not-a-uuid", tenantId: tenant.id, expectedVersion: nil))
+            #expect(try await store.get(id: task.id, tenantId: tenant.id) != nil)
+            #expect(try await store.delete(id: task.id, tenantId: tenant.id, expectedVersion: 1))
+            #expect(try await store.get(id: task.id, tenantId: tenant.id) == nil)
+            #expect(try await !store.delete(id: task.id, tenantId: tenant.id, expectedVersion: nil))
+            #expect(try await store.get(id: bystander.id, tenantId: tenant.id) == bystander)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func batchesWalkOldestFirstAfterAnId(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let other = try await Factory.tenant(on: database)
+            var made: [TaskItem] = []
+            for index in 0..<5 {
+                made.append(try await Factory.task(on: database, tenant: tenant, completed: index >= 3))
+                _ = try await Factory.task(on: database, tenant: other)
+            }
+            #expect(try await store.batch(tenantId: tenant.id, after: nil, limit: 2).map(\.id) == made[0..<2].map(\.id))
+            #expect(try await store.batch(tenantId: tenant.id, after: made[1].id, limit: 2).map(\.id) == made[2..<4].map(\.id))
+            #expect(try await store.batch(tenantId: tenant.id, after: made[3].id, limit: 2).map(\.id) == [made[4].id])
+            #expect(try await store.batch(tenantId: tenant.id, after: made[4].id, limit: 2).isEmpty)
+            #expect(try await store.batch(tenantId: tenant.id, completed: true, after: nil, limit: 10).map(\.id) == [made[3].id, made[4].id])
+            #expect(try await store.batch(tenantId: tenant.id, completed: false, after: made[0].id, limit: 10).map(\.id) == [made[1].id, made[2].id])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func batchInsertsCrossChunksAndAreAllOrNothing(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = TaskStore(database: database)
+            let tenant = try await Factory.tenant(on: database)
+            let now = WallClock.milliseconds()
+            func row(_ index: Int, id: String = UUIDv7.make()) -> TaskItem {
+                TaskItem(
+                    id: id, tenantId: tenant.id, title: "Seeded \(index)", description: nil, completed: false, createdBy: "seed", version: 1,
+                    createdAt: now, updatedAt: now)
+            }
+            // 1,001 rows: two statements (1,000 rows each at most).
+            let rows = (0..<1_001).map { row($0) }
+            try await store.insertBatch(rows)
+            let stored = try await store.batch(tenantId: tenant.id, after: nil, limit: 2_000)
+            #expect(stored.map(\.id) == rows.map(\.id))
+            #expect(stored.last == rows.last)
+
+            // The second chunk repeats an id: the first chunk is rolled back with it.
+            let failing = (0..<1_000).map { row($0) } + [row(1_000, id: rows[0].id)]
+            await #expect(throws: (any Error).self) { try await store.insertBatch(failing) }
+            #expect(try await store.get(id: failing[0].id, tenantId: tenant.id) == nil)
+            #expect(try await store.batch(tenantId: tenant.id, after: nil, limit: 3_000).count == 1_001)
+            try await store.insertBatch([])
+        }
+    }
+}
