@@ -104,13 +104,14 @@ struct ProductImportTests {
 
     @Test(arguments: TestEngine.available)
     func brokenQuotingFailsTheWholeFileBeforeAnyRowIsWritten(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, _ in
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
             let (token, _) = try await owner(client, "broken-quote@example.com")
             // More good rows than one batch, then a quote that is never closed.
             let good = ProductImporter.batchSize + 10
             let csv = "sku,name,priceMinor,currency\r\n" + (1...good).map { "S-\($0),Name,1,EUR\r\n" }.joined() + "LAST,\"open,1,EUR\r\n"
             let accepted = try await send(client, "/products:import", body: csv, contentType: "text/csv", token: token)
-            let job = try await finishedJob(client, try #require(accepted.object["id"] as? String), token: token)
+            let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
             #expect(job["state"] as? String == "discarded")
             let progress = try #require(job["progress"] as? [String: Any])
             #expect(progress["imported"] as? Int == 0)

@@ -43,15 +43,11 @@ struct CSVReaderTests {
         #expect(rows.contains { $0[gust] != nil })
     }
 
-    @Test func flightsParseWithTheirEmptyDepartureTimes() throws {
+    @Test func flightsParseWithTheirEmptyDepartureTimes() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-flights-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(dir)/flights.csv'"]
-        try process.run()
-        process.waitUntilExit()
+        try await runProcess("/bin/sh", ["-c", "gzip -dc '\(sharedData)/flights.csv.gz' > '\(dir)/flights.csv'"])
         let reader = try CSVReader(source: try FileByteSource(path: "\(dir)/flights.csv"))
         let depTime = try #require(reader.columns.firstIndex(of: "dep_time"))
         var rows = 0

@@ -512,7 +512,7 @@ struct RoutingTests {
             let task = #"{"title":"t"}"#
             let bigTask = try await Self.raw(
                 client, .post, "/tasks", body: task + String(repeating: " ", count: limit),
-                headers: [.authorization: "Bearer \(tokens.accessToken ?? "")"])
+                headers: [.authorization: "Bearer \(tokens.accessToken)"])
             #expect(bigTask.status == .contentTooLarge)
             #expect(bigTask.code == "payload_too_large")
         }

@@ -182,33 +182,8 @@ private final class Recorded<Value: Sendable>: Sendable {
     var values: [Value] { state.withLock { $0 } }
 }
 
-private struct JobDidNotFinish: Error, CustomStringConvertible {
-    var description: String
-}
-
-/// Job `id` once it is final. It is read again whenever the job system announces a change to
-/// it (subscribed before the first read, so no change is missed), never on a timer; `timeout`
-/// is only the deadline.
+/// Job `id` once it is final, awaited on the job events the queue publishes (see
+/// `JobQueue.waitUntilFinished` in CairnTestSupport); `timeout` is only the deadline.
 private func awaitFinal(_ id: String, tenantId: String, _ components: CairnComponents, timeout: Duration = .seconds(60)) async throws -> Job {
-    let (listening, live) = AsyncStream<Void>.makeStream()
-    let changes = components.events.subscribe(channel: JobEventHub.channel, onListening: { live.yield() })
-    let store = components.jobs.store
-    return try await withThrowingTaskGroup(of: Job?.self) { group in
-        group.addTask {
-            for await _ in listening { break }
-            if let job = try await store.job(id: id, tenantId: tenantId), job.state.isFinal { return job }
-            for await payload in changes where payload.split(separator: ",").contains(Substring(id)) {
-                if let job = try await store.job(id: id, tenantId: tenantId), job.state.isFinal { return job }
-            }
-            return nil
-        }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        let first = try await group.next() ?? nil
-        group.cancelAll()
-        guard let job = first else { throw JobDidNotFinish(description: "job \(id) was not final within \(timeout)") }
-        return job
-    }
+    try await components.jobs.waitUntilFinished(id, timeout: timeout)
 }

@@ -121,7 +121,7 @@ struct JobBatchTests {
             }, runServices: true,
             prepare: { components in
                 // A handler that counts how many of its kind run at once, per tenant, and waits at the gate.
-                components.jobs.register(kind: "test.probe") { context in
+                components.jobs.register(Probe.self) { _, context in
                     probe.enter(context.job.tenantId)
                     defer { probe.leave(context.job.tenantId) }
                     try await gate.wait()
@@ -132,7 +132,7 @@ struct JobBatchTests {
             let busyTenant = UUIDv7.make()
             for _ in 0..<10 {
                 _ = try await app.components.jobs.enqueueMany(
-                    Array(repeating: JobRequest(kind: "test.probe"), count: 1000), tenantId: busyTenant, createdBy: nil)
+                    Array(repeating: try JobRequest(Probe()), count: 1000), tenantId: busyTenant, createdBy: nil)
             }
             // The busy tenant's jobs take the slots it may have before the other job arrives.
             try await probe.waitForRunning(busyTenant, 2)

@@ -16,7 +16,10 @@ import Testing
 /// allows it: a test lets a step through after it saw the previous one, so no change can be
 /// coalesced with another however slow the machine.
 final class Steps: Sendable {
-    static let kind = "test.stepped"
+    /// The kind's (empty) arguments.
+    struct Stepped: JobArguments {
+        static let kind = "test.stepped"
+    }
     private let allowed = Observed(0)
 
     func allow(_ step: Int) {
@@ -26,7 +29,7 @@ final class Steps: Sendable {
     /// Registers the kind: `count` progress reports, then the end, each once allowed (so
     /// step `count + 1` lets the job succeed).
     func register(on jobs: JobQueue, count: Int) {
-        jobs.register(kind: Self.kind) { context in
+        jobs.register(Stepped.self) { _, context in
             for step in 1...count {
                 try await self.allowed.wait("step \(step) allowed", timeout: .seconds(3600)) { $0 >= step }
                 try await context.reportProgress(.object(["step": .number(Double(step))]))
@@ -59,9 +62,9 @@ struct JobEventsTests {
             let (user, tokens) = try await app.client.registerAndLogin(email: "sse@example.com")
             let token = tokens.accessToken
             let id = try await app.components.jobs.enqueue(
-                JobRequest(kind: Steps.kind), tenantId: user.tenantId, createdBy: user.id
+                Steps.Stepped(), tenantId: user.tenantId, createdBy: user.id
             ).job.id
-            let stream = try EventStreamReader(url: "\(app.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+            let stream = try await EventStreamReader(url: "\(app.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
             defer { stream.stop() }
             for step in 1...3 {
                 steps.allow(step)
@@ -123,9 +126,9 @@ struct JobEventsAcrossNodesTests {
                     let (user, tokens) = try await nodeB.client.registerAndLogin(email: "sse-nodes@example.com")
                     let token = tokens.accessToken
                     let id = try await nodeA.components.jobs.enqueue(
-                        JobRequest(kind: Steps.kind), tenantId: user.tenantId, createdBy: user.id
+                        Steps.Stepped(), tenantId: user.tenantId, createdBy: user.id
                     ).job.id
-                    let stream = try EventStreamReader(url: "\(nodeB.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+                    let stream = try await EventStreamReader(url: "\(nodeB.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
                     defer { stream.stop() }
                     for step in 1...10 {
                         steps.allow(step)

@@ -163,7 +163,7 @@ struct JobRuntimeTests {
                 $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
             }, runServices: true,
             prepare: { components in
-                components.jobs.register(kind: "test.held") { context in
+                components.jobs.register(Held.self) { _, context in
                     probe.enter(context.job.tenantId)
                     defer { probe.leave(context.job.tenantId) }
                     try await gate.wait()
@@ -173,7 +173,7 @@ struct JobRuntimeTests {
             defer { gate.open() }
             let busyTenant = UUIDv7.make()
             _ = try await app.components.jobs.enqueueMany(
-                Array(repeating: JobRequest(kind: "test.held"), count: 20), tenantId: busyTenant, createdBy: nil)
+                Array(repeating: try JobRequest(Held()), count: 20), tenantId: busyTenant, createdBy: nil)
             // The busy tenant takes the two slots it may have on this node before the other job arrives.
             try await probe.waitForRunning(busyTenant, 2)
             let quiet = try await app.client.registerAndLogin(email: "quiet@example.com").tokens.accessToken
@@ -296,4 +296,9 @@ struct JobRuntimeTests {
 /// The job kind of the exactly-once test, without arguments; each node registers its handler.
 struct Effect: JobArguments {
     static let kind = "effect"
+}
+
+/// A job kind without arguments whose handler waits at a test's gate.
+struct Held: JobArguments {
+    static let kind = "test.held"
 }

@@ -188,7 +188,7 @@ struct BroadcastTests {
             // The broadcast's first page waits here, inside its transaction, until the gate opens.
             observers: [BroadcastGate(gate: gate)]
         ) { app in
-            let (client, components) = (app.client, app.components)
+            let client = app.client
             let (owner, members, _) = try await makeTenant(client, prefix: "busy", members: 3)
             defer { gate.open() }
             let answered = Observed<TestResponse?>(nil)

@@ -22,7 +22,7 @@ final class WebhookReceiver: Sendable {
     init(failFirst: Int) async throws {
         secretFile = FileManager.default.temporaryDirectory.appendingPathComponent("whsec-\(UUID().uuidString)").path
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data("whsec_".utf8))
-        let process = try LineProcess(script: "webhook_receiver.py", arguments: [secretFile, String(failFirst)])
+        let process = try await LineProcess(script: "webhook_receiver.py", arguments: [secretFile, String(failFirst)])
         self.process = process
         let lines = try? await process.wait("the webhook receiver starting") { $0.first?.hasPrefix("port ") == true }
         guard let port = lines?.first.flatMap({ Int($0.dropFirst(5)) }), port != 0 else {

@@ -11,26 +11,20 @@ import Synchronization
 import Testing
 
 /// A Python test peer printing one line per event on its standard output, collected as they
-/// arrive (on a thread of its own, never the concurrency pool); tests await the lines they expect.
+/// arrive; tests await the lines they expect.
 final class LineProcess: Sendable {
-    private let process: Process
-    private let lines = Observed<[String]>([])
-    private let partial = Mutex(Data())
+    private let lines: Observed<[String]>
+    private let child: ChildProcess
 
     /// Starts `python3 script arguments…` from this folder's Resources.
-    init(script: String, arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    init(script: String, arguments: [String]) async throws {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Resources/\(script)").path
-        process.arguments = ["python3", path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        readChunks(pipe.fileHandleForReading) { [self] data in
+        let lines = Observed<[String]>([])
+        let partial = Mutex(Data())
+        self.lines = lines
+        child = try await ChildProcess("/usr/bin/env", ["python3", path] + arguments) { data in
             guard let data else { return }
-            let complete = self.partial.withLock { buffer -> [String] in
+            let complete = partial.withLock { buffer -> [String] in
                 buffer.append(data)
                 var out: [String] = []
                 while let newline = buffer.firstIndex(of: 0x0A) {
@@ -39,7 +33,7 @@ final class LineProcess: Sendable {
                 }
                 return out
             }
-            if !complete.isEmpty { self.lines.update { $0 += complete } }
+            if !complete.isEmpty { lines.update { $0 += complete } }
         }
     }
 
@@ -60,10 +54,9 @@ final class LineProcess: Sendable {
         try await lines.wait(what, timeout: timeout, until: predicate)
     }
 
-    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
-    /// blocks SIGTERM, so `terminate()` would leave it running.
+    /// Stops the peer (SIGKILL).
     func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        child.signal(SIGKILL)
     }
 }
 
@@ -82,7 +75,7 @@ final class FakeProviders: Sendable {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fake-providers-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         self.folder = folder
-        let process = try LineProcess(script: "fake_providers.py", arguments: [folder.path])
+        let process = try await LineProcess(script: "fake_providers.py", arguments: [folder.path])
         self.process = process
         do {
             try await process.wait("the fake providers starting", timeout: .seconds(60)) { $0.contains("ready") }

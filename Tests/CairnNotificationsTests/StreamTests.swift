@@ -22,7 +22,7 @@ struct StreamTests {
             try await center.publish(draft(0), to: [owner.userId], tenantId: owner.tenantId)
             // Disconnected: 100 notifications arrive.
             for n in 1...100 { try await center.publish(draft(n), to: [owner.userId], tenantId: owner.tenantId) }
-            let reader = try SSEReader(port: app.port!, token: owner.token, lastEventId: 1)
+            let reader = try await SSEReader(port: app.port!, token: owner.token, lastEventId: 1)
             defer { reader.stop() }
             try await reader.wait("the 100 missed notifications") { $0.notifications.count >= 100 }
             // Live ones, published while the stream runs, interleaved with the replay's end.
@@ -46,7 +46,7 @@ struct StreamTests {
                     try await center.publish(NotificationDraft(type: "message", title: "r\(n)"), to: [owner.userId], tenantId: owner.tenantId)
                 }
             }
-            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
+            let reader = try await SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
             try await publisher.value
             let received = try await reader.wait("all 200 notifications") { $0.notifications.count >= 200 }
@@ -61,8 +61,8 @@ struct StreamTests {
             let owner = try await signUp(client, "iso@example.com")
             let member = try await addMember(client, owner: owner, email: "iso-m@example.com")
             let stranger = try await signUp(client, "iso-s@example.com")
-            let ownerStream = try SSEReader(port: port, token: owner.token, query: "?since=0")
-            let strangerStream = try SSEReader(port: port, token: stranger.token, query: "?since=0")
+            let ownerStream = try await SSEReader(port: port, token: owner.token, query: "?since=0")
+            let strangerStream = try await SSEReader(port: port, token: stranger.token, query: "?since=0")
             defer {
                 ownerStream.stop()
                 strangerStream.stop()
@@ -70,7 +70,7 @@ struct StreamTests {
             let published = try await client.json(
                 .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "for member"], token: owner.token)
             #expect(published.status == .accepted)
-            let memberStream = try SSEReader(port: port, token: member.token, query: "?since=0")
+            let memberStream = try await SSEReader(port: port, token: member.token, query: "?since=0")
             defer { memberStream.stop() }
             let received = try await memberStream.wait("the member's notification") { !$0.notifications.isEmpty }
             #expect(received.notifications.count == 1)
@@ -93,7 +93,7 @@ struct StreamTests {
         let clock = TestClock()
         try await withTestApp(engine, mode: .live, clock: clock, configure: fastNotifications) { app in
             let owner = try await signUp(app.client, "expiry@example.com")
-            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
+            let reader = try await SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
             try await reader.waitUntilOpen()
             #expect(!reader.ended)
@@ -135,7 +135,7 @@ struct StreamTests {
             try await center.hub.waitForConnections("the stalled stream dropped", timeout: .seconds(60)) { $0 == 0 }
             #expect(await raw.read().ended)
             // Other streams are still served.
-            let reader = try SSEReader(port: port, token: owner.token, query: "?since=600")
+            let reader = try await SSEReader(port: port, token: owner.token, query: "?since=600")
             defer { reader.stop() }
             try await reader.waitUntilOpen()
             try await center.publish(NotificationDraft(type: "message", title: "after"), to: [owner.userId], tenantId: owner.tenantId)
@@ -167,7 +167,7 @@ struct StreamTests {
             let owner = try await signUp(client, "query-token@example.com")
             try await app.components.notifications.publish(
                 NotificationDraft(type: "message", title: "hello"), to: [owner.userId], tenantId: owner.tenantId)
-            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0", tokenInQuery: true)
+            let reader = try await SSEReader(port: app.port!, token: owner.token, query: "?since=0", tokenInQuery: true)
             defer { reader.stop() }
             #expect(try await reader.wait("the stored notification") { !$0.notifications.isEmpty }.seqs == [1])
 
@@ -219,7 +219,7 @@ struct StreamTests {
                 try await withTestApp(on: database, mode: .live) { nodeB in
                     let owner = try await signUp(nodeA.client, "nodes@example.com")
                     let member = try await addMember(nodeA.client, owner: owner, email: "nodes-m@example.com")
-                    let reader = try SSEReader(port: nodeB.port!, token: member.token, query: "?since=0")
+                    let reader = try await SSEReader(port: nodeB.port!, token: member.token, query: "?since=0")
                     defer { reader.stop() }
                     // Node B's stream is connected once its first bytes arrived.
                     try await reader.waitUntilOpen()
@@ -244,7 +244,7 @@ struct StreamTests {
         try await withTestApp(engine, mode: .live, clock: TestClock(), configure: fastNotifications) { app in
             let client = app.client
             let owner = try await signUp(client, "jobs@example.com")
-            let reader = try SSEReader(port: app.port!, token: owner.token, query: "?since=0")
+            let reader = try await SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
             try await reader.waitUntilOpen()
             let created = try await client.json(

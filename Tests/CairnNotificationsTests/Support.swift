@@ -57,7 +57,7 @@ final class SSEReader: Sendable {
 
     /// With `tokenInQuery`, the token goes in `?access_token=` (appended to `query`) instead
     /// of the `Authorization` header, as a browser's `EventSource` sends it.
-    init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "", tokenInQuery: Bool = false) throws {
+    init(port: Int, token: String, lastEventId: Int64? = nil, query: String = "", tokenInQuery: Bool = false) async throws {
         var headers: [String] = []
         var query = query
         if tokenInQuery {
@@ -66,7 +66,7 @@ final class SSEReader: Sendable {
             headers.append("Authorization: Bearer \(token)")
         }
         if let lastEventId { headers.append("Last-Event-ID: \(lastEventId)") }
-        reader = try EventStreamReader(url: "http://127.0.0.1:\(port)/notifications/stream\(query)", headers: headers)
+        reader = try await EventStreamReader(url: "http://127.0.0.1:\(port)/notifications/stream\(query)", headers: headers)
     }
 
     /// Everything received so far.

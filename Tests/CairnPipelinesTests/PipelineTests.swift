@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnFiles
 import CairnFormats
 import CairnHTTP
@@ -21,18 +22,15 @@ func python(_ script: String, _ arguments: [String] = []) async throws -> Any {
     try JSONSerialization.jsonObject(with: try await runPython(script, arguments), options: [.fragmentsAllowed])
 }
 
-/// `flights.csv`, decompressed once into the temporary folder.
-let flightsPath: String = {
+/// `flights.csv`, decompressed into the temporary folder once (written under another name and
+/// renamed, so a test running beside the first never reads half of it).
+func flightsPath() async throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-flights-\(getpid()).csv").path
     if !FileManager.default.fileExists(atPath: path) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["sh", "-c", "gunzip -c \"$0\" > \"$1\"", "\(sharedData)/flights.csv.gz", path]
-        try? process.run()
-        process.waitUntilExit()
+        try await runProcess("/bin/sh", ["-c", "gunzip -c \"$0\" > \"$1.$$\" && mv \"$1.$$\" \"$1\"", "\(sharedData)/flights.csv.gz", path])
     }
     return path
-}()
+}
 
 /// A tenant's session in a pipeline test: uploads, pipelines, runs.
 struct PipelineClient {
@@ -126,6 +124,7 @@ func withPipelines<R: Sendable>(
 struct PipelineTests {
     @Test(arguments: TestEngine.available)
     func flightsGroupedByCarrierMatchPythonsCSV(engine: TestEngine) async throws {
+        let flightsPath = try await flightsPath()
         let expected =
             try await python(
                 """

@@ -72,7 +72,7 @@ struct RoutePolicyTests {
     /// `notifications:publish`.
     static func callers(_ client: some TestClientProtocol) async throws -> (owner: String, member: String, service: String) {
         let owner = try await client.registerAndLogin(email: "policy-owner@example.com")
-        let ownerToken = try #require(owner.tokens["accessToken"] as? String)
+        let ownerToken = owner.tokens.accessToken
         let created = try await client.json(
             .post, "/users", ["email": "policy-member@example.com", "name": "Member", "role": "member", "password": "correct horse battery"],
             token: ownerToken)
@@ -80,7 +80,7 @@ struct RoutePolicyTests {
         let member = try await client.login(email: "policy-member@example.com", password: "correct horse battery")
         let service = try await client.json(.post, "/service-tokens", ["name": "policy", "scopes": ["notifications:publish"]], token: ownerToken)
         #expect(service.status == .created)
-        return (ownerToken, try #require(member["accessToken"] as? String), try #require(service.object["token"] as? String))
+        return (ownerToken, member.accessToken, try #require(service.object["token"] as? String))
     }
 
     // The policy does not depend on the database engine: SQLite is enough.

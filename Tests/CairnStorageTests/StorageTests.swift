@@ -10,7 +10,7 @@ import Testing
 struct StorageTests {
     /// Runs `body` with a fresh, empty database (and its test configuration), closed and
     /// removed afterwards.
-    func withDatabase(_ engine: TestEngine, _ body: (Database, TestDatabase) async throws -> Void) async throws {
+    static func withDatabase(_ engine: TestEngine, _ body: (Database, TestDatabase) async throws -> Void) async throws {
         try await withTestDatabase(engine, migrated: false) { test in
             let database = try await Database.open(
                 url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
@@ -26,7 +26,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
-        try await withDatabase(engine) { first, test in
+        try await Self.withDatabase(engine) { first, test in
             let probe = Migration(
                 module: "probe", version: 1, name: "counts its own runs",
                 sql: [
@@ -66,7 +66,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func aFailingMigrationLeavesNothingHalfApplied(engine: TestEngine) async throws {
-        try await withDatabase(engine) { database, _ in
+        try await Self.withDatabase(engine) { database, _ in
             let broken = Migration(
                 module: "broken", version: 1, name: "fails halfway",
                 sql: [
@@ -87,7 +87,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func transactionsCommitOrRollBackAsAWhole(engine: TestEngine) async throws {
-        try await withDatabase(engine) { database, _ in
+        try await Self.withDatabase(engine) { database, _ in
             try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
             struct Boom: Error {}
             await #expect(throws: Boom.self) {
@@ -116,7 +116,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
-        try await withDatabase(engine) { database, _ in
+        try await Self.withDatabase(engine) { database, _ in
             try await database.write { db in
                 try await db.raw("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)").run()
                 try await db.raw("INSERT INTO counter (id, n) VALUES (1, 0)").run()
@@ -137,7 +137,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func aFailingUnitInABusyBatchRollsBackAloneAndTheOthersCommit(engine: TestEngine) async throws {
-        try await withDatabase(engine) { database, _ in
+        try await Self.withDatabase(engine) { database, _ in
             try await database.write { db in try await db.raw("CREATE TABLE units (id TEXT PRIMARY KEY, part INTEGER NOT NULL)").run() }
             struct Refused: Error {}
             // 60 concurrent transactions of two inserts each; every third throws after its first
@@ -172,7 +172,7 @@ struct StorageTests {
     /// A churned table is vacuumed (its dead row versions gone), by one node at a time.
     @Test func vacuumReclaimsDeadRowsAndOnlyOneNodeRunsIt() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        try await withDatabase(.postgres) { database, test in
+        try await Self.withDatabase(.postgres) { database, test in
             let other = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
             try await database.write { db in
                 try await db.raw("CREATE TABLE churn (id INTEGER PRIMARY KEY, state TEXT NOT NULL)").run()
@@ -287,56 +287,61 @@ struct TransactionTests {
     /// transaction (or a group-commit unit) that rolled back.
     @Test(arguments: TestEngine.available)
     func afterCommitWorkRunsOnlyOnCommit(engine: TestEngine) async throws {
-        let test = try await TestDatabase.make(engine)
-        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-        defer { Task { await database.close() } }
-        let ran = Mutex<[String]>([])
-        let insideSaw = try await database.transaction { db in
-            Database.afterCommit(on: db) { ran.withLock { $0.append("committed") } }
-            return ran.withLock { $0 }
-        }
-        #expect(insideSaw.isEmpty, "the work ran inside the transaction")
-        #expect(ran.withLock { $0 } == ["committed"])
-        await #expect(throws: Rollback.self) {
-            try await database.transaction { db in
-                Database.afterCommit(on: db) { ran.withLock { $0.append("rolled back") } }
-                throw Rollback()
+        try await StorageTests.withDatabase(engine) { database, _ in
+            let ran = Mutex<[String]>([])
+            let insideSaw = try await database.transaction { db in
+                Database.afterCommit(on: db) { ran.withLock { $0.append("committed") } }
+                return ran.withLock { $0 }
             }
-        }
-        #expect(ran.withLock { $0 } == ["committed"])
-        // Joining: the work waits for the outer transaction's commit.
-        try await database.transaction { outer in
-            try await database.transaction(joining: outer) { inner in
-                Database.afterCommit(on: inner) { ran.withLock { $0.append("joined") } }
+            #expect(insideSaw.isEmpty, "the work ran inside the transaction")
+            #expect(ran.withLock { $0 } == ["committed"])
+            await #expect(throws: Rollback.self) {
+                try await database.transaction { db in
+                    Database.afterCommit(on: db) { ran.withLock { $0.append("rolled back") } }
+                    throw Rollback()
+                }
             }
-            #expect(ran.withLock { $0 } == ["committed"], "joined work ran before the outer commit")
+            #expect(ran.withLock { $0 } == ["committed"])
+            // Joining: the work waits for the outer transaction's commit.
+            try await database.transaction { outer in
+                try await database.transaction(joining: outer) { inner in
+                    Database.afterCommit(on: inner) { ran.withLock { $0.append("joined") } }
+                }
+                #expect(ran.withLock { $0 } == ["committed"], "joined work ran before the outer commit")
+            }
+            #expect(ran.withLock { $0 } == ["committed", "joined"])
         }
-        #expect(ran.withLock { $0 } == ["committed", "joined"])
     }
 
     /// A bus message published inside a transaction that rolls back is never delivered; one
     /// published inside a committed transaction is (both engines, so no caller branches on the
     /// dialect).
-    @Test(.timeLimit(.minutes(1)), arguments: TestEngine.available)
+    @Test(arguments: TestEngine.available)
     func busMessagesFollowTheTransaction(engine: TestEngine) async throws {
-        let test = try await TestDatabase.make(engine)
-        let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-        defer { Task { await database.close() } }
-        let bus = EventBus(database: database, logger: testLogger)
-        let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
-        let stream = bus.subscribe(channel: "tx-probe") { listeningContinuation.yield() }
-        var listened = listening.makeAsyncIterator()
-        await listened.next()
-        await #expect(throws: Rollback.self) {
-            try await database.transaction { db in
-                try await bus.publish(channel: "tx-probe", payload: "rolled-back", on: db)
-                throw Rollback()
+        try await StorageTests.withDatabase(engine) { database, _ in
+            let bus = EventBus(database: database, logger: testLogger)
+            let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+            let stream = bus.subscribe(channel: "tx-probe") { listeningContinuation.yield() }
+            // Deadlines rather than a time limit on the test, which would count the time it waits
+            // for a test database slot.
+            try await withDeadline(.seconds(60), "the subscription listening") {
+                var listened = listening.makeAsyncIterator()
+                await listened.next()
             }
+            await #expect(throws: Rollback.self) {
+                try await database.transaction { db in
+                    try await bus.publish(channel: "tx-probe", payload: "rolled-back", on: db)
+                    throw Rollback()
+                }
+            }
+            try await database.transaction { db in
+                try await bus.publish(channel: "tx-probe", payload: "committed", on: db)
+            }
+            let received = try await withDeadline(.seconds(60), "the committed message") {
+                var messages = stream.makeAsyncIterator()
+                return await messages.next()
+            }
+            #expect(received == "committed")
         }
-        try await database.transaction { db in
-            try await bus.publish(channel: "tx-probe", payload: "committed", on: db)
-        }
-        var messages = stream.makeAsyncIterator()
-        #expect(await messages.next() == "committed")
     }
 }

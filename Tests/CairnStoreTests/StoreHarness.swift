@@ -7,42 +7,26 @@ import HTTPTypes
 import SQLKit
 import Testing
 
-/// A migrated, empty database for one store test, removed afterwards: the SQLite file's folder,
-/// or the PostgreSQL database (dropped, so a run leaves no databases behind).
+/// A migrated, empty database for one store test (a copy of the migrated template), removed
+/// afterwards: the SQLite file's folder, or the PostgreSQL database (dropped).
 ///
 /// Store tests need no application: they open the database, apply every module's migrations
 /// and call the stores directly, as River's driver suite calls its driver.
 func withStoreDatabase<R: Sendable>(_ engine: TestEngine, _ body: @Sendable (Database) async throws -> R) async throws -> R {
-    let test = try await TestDatabase.make(engine)
-    let configuration = test.configuration
-    defer { try? FileManager.default.removeItem(atPath: configuration.dataDir) }
-    let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
-    let result: Result<R, any Error>
-    do {
-        try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
-        result = .success(try await body(database))
-    } catch {
-        result = .failure(error)
+    try await withTestDatabase(engine) { test in
+        let configuration = test.configuration
+        let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
+        let result: Result<R, any Error>
+        do {
+            try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
+            result = .success(try await body(database))
+        } catch {
+            result = .failure(error)
+        }
+        // Closed before anything is reported: sqlite-nio traps on a connection released open.
+        await database.close()
+        return try result.get()
     }
-    // Closed before anything is reported: sqlite-nio traps on a connection released open.
-    await database.close()
-    if engine == .postgres, let url = configuration.databaseURL { try await dropPostgresDatabase(of: url) }
-    return try result.get()
-}
-
-/// Drops the database `url` names, from the test server's maintenance database.
-private func dropPostgresDatabase(of url: String) async throws {
-    guard let base = TestEngine.postgresBaseURL, let name = URLComponents(string: url)?.path.dropFirst(), !name.isEmpty,
-        name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
-    else { return }
-    let admin = try await Database.open(url: base, sqlitePath: "", logger: testLogger)
-    do {
-        try await admin.write { db in try await db.raw("DROP DATABASE IF EXISTS \(unsafeRaw: String(name)) WITH (FORCE)").run() }
-    } catch {
-        await admin.close()
-        throw error
-    }
-    await admin.close()
 }
 
 /// Expects `body` to throw the coded `AppError` with `status` (409 `conflict`, ...).

@@ -1,32 +1,5 @@
 public import Foundation
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-/// Reads a pipe on a thread of its own (not the 2-thread concurrency pool, which blocking reads
-/// would starve): `received` gets each chunk, then nil at end of file (or on a read error).
-///
-/// Plain `read(2)`, retried when a signal interrupts it: `FileHandle.availableData` traps on
-/// `EINTR`, which the SIGCHLDs of the many child processes the tests run can cause.
-public func readChunks(_ handle: FileHandle, _ received: @escaping @Sendable (Data?) -> Void) {
-    let thread = Thread {
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            // Through `handle`, which the thread keeps alive: it closes its descriptor when
-            // released, and another pipe could then get the same number.
-            let count = buffer.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else {
-                received(nil)
-                return
-            }
-            received(Data(buffer[0..<count]))
-        }
-    }
-    thread.start()
-}
-
 /// One Server-Sent Event (WHATWG HTML §9.2).
 public struct ServerSentEvent: Sendable {
     /// The `id:` field, if any.
@@ -82,20 +55,15 @@ public final class EventStreamReader: Sendable {
         public var events: [ServerSentEvent] { ServerSentEvent.parse(text) }
     }
 
-    private let process: Process
-    private let received = Observed(Received(data: Data(), ended: false))
+    private let received: Observed<Received>
+    private let child: ChildProcess
 
     /// Starts reading `url` with extra request `headers` (`Name: value`).
-    public init(url: String, headers: [String] = []) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-sN"] + headers.flatMap { ["-H", $0] } + [url]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        self.process = process
-        try process.run()
-        readChunks(pipe.fileHandleForReading) { [received] data in
+    /// - Throws: `SubprocessError` when curl cannot be started.
+    public init(url: String, headers: [String] = []) async throws {
+        let received = Observed(Received(data: Data(), ended: false))
+        self.received = received
+        child = try await ChildProcess("/usr/bin/curl", ["-sN"] + headers.flatMap { ["-H", $0] } + [url]) { data in
             received.update { state in
                 if let data { state.data.append(data) } else { state.ended = true }
             }
@@ -118,13 +86,8 @@ public final class EventStreamReader: Sendable {
         try await received.wait(what, timeout: timeout, until: predicate)
     }
 
-    /// SIGKILL: a child inherits the test process's signal mask, in which ServiceLifecycle
-    /// blocks SIGTERM, so `terminate()` could leave it running.
+    /// Stops curl (SIGKILL).
     public func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
-
-    deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        child.signal(SIGKILL)
     }
 }

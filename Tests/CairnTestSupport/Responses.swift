@@ -1,3 +1,4 @@
+import CairnFormats
 public import CairnHTTP
 public import Foundation
 public import HummingbirdTesting

@@ -1,3 +1,4 @@
+import CairnAccounts
 public import CairnServer
 import CairnStorage
 import Foundation

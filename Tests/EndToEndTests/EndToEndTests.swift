@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import Testing
 
@@ -10,26 +11,20 @@ enum E2EEngine: String, CaseIterable, CustomTestStringConvertible {
     var testDescription: String { rawValue }
 
     /// Environment for a fresh database on this engine.
-    func environment() throws -> [String: String] {
+    func environment() async throws -> [String: String] {
         guard self == .postgres, let base = ProcessInfo.processInfo.environment["CAIRN_TEST_POSTGRES_URL"] else { return [:] }
         let name = "cairn_e2e_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
         var components = URLComponents(string: base)!
-        let result = try runPsql(base, "CREATE DATABASE \(name)")
+        let result = try await runPsql(base, "CREATE DATABASE \(name)")
         guard result == 0 else { throw E2EError("could not create database \(name)") }
         components.path = "/" + name
         return ["CAIRN_DATABASE_URL": components.string!]
     }
 }
 
-/// Creates a database through psql (a real PostgreSQL client).
-func runPsql(_ url: String, _ sql: String) throws -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["psql", url.replacingOccurrences(of: "?sslmode=disable", with: ""), "-q", "-c", sql]
-    process.standardOutput = FileHandle.nullDevice
-    try process.run()
-    process.waitUntilExit()
-    return process.terminationStatus
+/// Runs SQL through psql (a real PostgreSQL client); returns its exit status.
+func runPsql(_ url: String, _ sql: String) async throws -> Int32 {
+    try await runChild("/usr/bin/env", ["psql", url.replacingOccurrences(of: "?sslmode=disable", with: ""), "-q", "-c", sql]).status
 }
 
 func temporaryDirectory() throws -> String {
@@ -43,33 +38,34 @@ struct EndToEndTests {
     @Test(arguments: E2EEngine.available)
     func accountsAndTasksSurviveARestart(engine: E2EEngine) async throws {
         let dataDir = try temporaryDirectory()
-        let environment = try engine.environment()
+        let environment = try await engine.environment()
         var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
         var base = server.baseURL
 
-        let register = try curl("POST", "\(base)/auth/register", json: ["email": "e2e@example.com", "password": "e2e password!", "name": "E2E"])
+        let register = try await curl(
+            "POST", "\(base)/auth/register", json: ["email": "e2e@example.com", "password": "e2e password!", "name": "E2E"])
         #expect(register.status == 201)
-        let login = try curl("POST", "\(base)/auth/login", json: ["email": "E2E@example.com", "password": "e2e password!"])
+        let login = try await curl("POST", "\(base)/auth/login", json: ["email": "E2E@example.com", "password": "e2e password!"])
         #expect(login.status == 200)
         var access = try #require(login.json["accessToken"] as? String)
         let firstRefresh = try #require(login.json["refreshToken"] as? String)
 
         for title in ["first", "second", "third"] {
-            let created = try curl("POST", "\(base)/tasks", json: ["title": title], token: access)
+            let created = try await curl("POST", "\(base)/tasks", json: ["title": title], token: access)
             #expect(created.status == 201)
             #expect(created.headers["location"]?.hasPrefix("/tasks/") == true)
         }
-        let list = try curl("GET", "\(base)/tasks?limit=2", token: access)
+        let list = try await curl("GET", "\(base)/tasks?limit=2", token: access)
         #expect(list.status == 200)
         #expect((list.json["items"] as? [[String: Any]])?.map { $0["title"] as? String } == ["third", "second"])
         #expect(list.json["nextCursor"] is String)
 
-        let refreshed = try curl("POST", "\(base)/auth/refresh-token", json: ["refreshToken": firstRefresh])
+        let refreshed = try await curl("POST", "\(base)/auth/refresh-token", json: ["refreshToken": firstRefresh])
         #expect(refreshed.status == 200)
         let secondRefresh = try #require(refreshed.json["refreshToken"] as? String)
         access = try #require(refreshed.json["accessToken"] as? String)
-        #expect(try curl("POST", "\(base)/auth/logout", json: ["refreshToken": secondRefresh]).status == 204)
-        let refused = try curl("POST", "\(base)/auth/refresh-token", json: ["refreshToken": secondRefresh])
+        #expect(try await curl("POST", "\(base)/auth/logout", json: ["refreshToken": secondRefresh]).status == 204)
+        let refused = try await curl("POST", "\(base)/auth/refresh-token", json: ["refreshToken": secondRefresh])
         #expect(refused.status == 401)
         #expect(refused.headers["content-type"] == "application/problem+json")
 
@@ -77,13 +73,13 @@ struct EndToEndTests {
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
         base = server.baseURL
-        let again = try curl("POST", "\(base)/auth/login", json: ["email": "e2e@example.com", "password": "e2e password!"])
+        let again = try await curl("POST", "\(base)/auth/login", json: ["email": "e2e@example.com", "password": "e2e password!"])
         #expect(again.status == 200)
         let token = try #require(again.json["accessToken"] as? String)
-        let after = try curl("GET", "\(base)/tasks", token: token)
+        let after = try await curl("GET", "\(base)/tasks", token: token)
         #expect((after.json["items"] as? [[String: Any]])?.count == 3)
         // The access token issued before the restart is still valid: the signing key persisted.
-        #expect(try curl("GET", "\(base)/users/me", token: access).status == 200)
+        #expect(try await curl("GET", "\(base)/users/me", token: access).status == 200)
         #expect(try await server.stop() == 0)
         if engine == .sqlite {
             let keyFile = dataDir + "/jwt-keys.json"
@@ -97,7 +93,7 @@ struct EndToEndTests {
     @Test func jsonLogsCarryTheRequestIdAndNoSecrets() async throws {
         let server = try await ServerProcess.start(
             dataDir: try temporaryDirectory(), environment: ["CAIRN_LOG_FORMAT": "json", "CAIRN_LOG_LEVEL": "debug"])
-        let register = try curl(
+        let register = try await curl(
             "POST", "\(server.baseURL)/auth/register", json: ["email": "log@example.com", "password": "log password!", "name": "Log"],
             headers: ["X-Request-Id": "e2e-request-1"])
         #expect(register.status == 201)
@@ -114,45 +110,45 @@ struct EndToEndTests {
         #expect(!server.output.contains("log password!"))
     }
 
-    @Test func aBadSettingStopsStartUpWithOneLineAndExitCode2() throws {
-        let result = try runCairn(["serve", "--data-dir", try temporaryDirectory()], environment: ["CAIRN_HTTP_PORT": "not-a-port"])
+    @Test func aBadSettingStopsStartUpWithOneLineAndExitCode2() async throws {
+        let result = try await runCairn(["serve", "--data-dir", try temporaryDirectory()], environment: ["CAIRN_HTTP_PORT": "not-a-port"])
         #expect(result.status == 2)
         let lines = result.error.split(separator: "\n")
         #expect(lines.count == 1)
         #expect(lines.first?.contains("CAIRN_HTTP_PORT") == true)
-        let secret = try runCairn(["migrate", "--data-dir", try temporaryDirectory()], environment: ["CAIRN_JWT_SECRET": "short-secret"])
+        let secret = try await runCairn(["migrate", "--data-dir", try temporaryDirectory()], environment: ["CAIRN_JWT_SECRET": "short-secret"])
         #expect(secret.status == 2)
         #expect(!secret.error.contains("short-secret"))
     }
 
-    @Test func operatorCommandsWork() throws {
+    @Test func operatorCommandsWork() async throws {
         let dataDir = try temporaryDirectory()
         for command in [
             ["--help"], ["serve", "--help"], ["migrate", "--help"], ["user", "create", "--help"], ["tenant", "create", "--help"],
             ["keys", "rotate", "--help"],
         ] {
-            let result = try runCairn(command)
+            let result = try await runCairn(command)
             #expect(result.status == 0, "\(command)")
             #expect(result.output.contains("USAGE"), "\(command)")
         }
-        let migrate = try runCairn(["migrate", "--data-dir", dataDir])
+        let migrate = try await runCairn(["migrate", "--data-dir", dataDir])
         #expect(migrate.status == 0)
         #expect(migrate.output.contains("accounts/1"))
-        #expect(try runCairn(["migrate", "--data-dir", dataDir]).output.contains("no pending migrations"))
-        let tenant = try runCairn(["tenant", "create", "--name", "Acme", "--data-dir", dataDir])
+        #expect(try await runCairn(["migrate", "--data-dir", dataDir]).output.contains("no pending migrations"))
+        let tenant = try await runCairn(["tenant", "create", "--name", "Acme", "--data-dir", dataDir])
         #expect(tenant.status == 0)
         let tenantId = tenant.output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(tenantId.count == 36)
-        let user = try runCairn(
+        let user = try await runCairn(
             ["user", "create", "--email", "ops@acme.example", "--tenant", tenantId, "--admin", "--password-stdin", "--data-dir", dataDir],
             environment: ["CAIRN_BCRYPT_COST": "4"], stdin: "operator password\n")
         #expect(user.status == 0)
         #expect(user.output.contains("role admin"))
-        let duplicate = try runCairn(
+        let duplicate = try await runCairn(
             ["user", "create", "--email", "OPS@acme.example", "--tenant", tenantId, "--data-dir", dataDir], environment: ["CAIRN_BCRYPT_COST": "4"])
         #expect(duplicate.status == 1)
         #expect(duplicate.error.contains("conflict"))
-        let rotate = try runCairn(["keys", "rotate", "--data-dir", dataDir])
+        let rotate = try await runCairn(["keys", "rotate", "--data-dir", dataDir])
         #expect(rotate.status == 0)
         let ring = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dataDir + "/jwt-keys.json"))) as? [String: Any]
         #expect((ring?["keys"] as? [Any])?.count == 2)

@@ -1,23 +1,19 @@
+import CairnTestSupport
 import Foundation
 import Testing
 
 @Suite("End to end: pipeline runs survive a crash", .serialized)
 struct PipelinesEndToEndTests {
     /// Uploads a file with curl, streamed from disk.
-    func upload(_ base: String, path: String, token: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "curl", "-s", "-S", "--max-time", "120", "-X", "POST", "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: text/csv",
-            "-T", path, "\(base)/files",
-        ]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let body = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let file = try JSONSerialization.jsonObject(with: body) as? [String: Any]
-        return try #require(file?["id"] as? String, "upload failed: \(String(decoding: body, as: UTF8.self))")
+    func upload(_ base: String, path: String, token: String) async throws -> String {
+        let result = try await runChild(
+            "/usr/bin/env",
+            [
+                "curl", "-s", "-S", "--max-time", "120", "-X", "POST", "-H", "Authorization: Bearer \(token)", "-H", "Content-Type: text/csv",
+                "-T", path, "\(base)/files",
+            ])
+        let file = try JSONSerialization.jsonObject(with: result.output) as? [String: Any]
+        return try #require(file?["id"] as? String, "upload failed: \(result.text) \(result.errorText)")
     }
 
     @Test(arguments: E2EEngine.available)
@@ -32,21 +28,22 @@ struct PipelinesEndToEndTests {
         _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
         defer { try? FileManager.default.removeItem(atPath: input) }
 
-        let environment = try engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
+        let environment = try await engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
         var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        _ = try curl("POST", "\(server.baseURL)/auth/register", json: ["email": "etl@example.com", "password": "pipeline password", "name": "E"])
+        _ = try await curl(
+            "POST", "\(server.baseURL)/auth/register", json: ["email": "etl@example.com", "password": "pipeline password", "name": "E"])
         let token = try #require(
-            try curl("POST", "\(server.baseURL)/auth/login", json: ["email": "etl@example.com", "password": "pipeline password"])
+            try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "etl@example.com", "password": "pipeline password"])
                 .json["accessToken"] as? String)
-        let file = try upload(server.baseURL, path: input, token: token)
-        let pipeline = try curl(
+        let file = try await upload(server.baseURL, path: input, token: token)
+        let pipeline = try await curl(
             "POST", "\(server.baseURL)/pipelines",
             json: [
                 "name": "totals", "input": ["format": "csv"], "output": ["format": "ndjson"],
                 "sql": "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s, count(DISTINCT label) AS l FROM input",
             ], token: token)
         let pipelineId = try #require(pipeline.json["id"] as? String, "\(pipeline.body)")
-        let started = try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
+        let started = try await curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
         #expect(started.status == 202)
         let jobId = try #require(started.json["id"] as? String)
 
@@ -59,8 +56,7 @@ struct PipelinesEndToEndTests {
         }
         let checkpointed = loaded(first)
         try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
-        kill(server.process.processIdentifier, SIGKILL)
-        server.process.waitUntilExit()
+        await server.kill()
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
         let job = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(180)) {
@@ -72,14 +68,14 @@ struct PipelinesEndToEndTests {
         #expect((result["resumedFromRow"] as? Int ?? 0) >= checkpointed, "the second attempt loaded from scratch")
         #expect(result["rowsLoaded"] as? Int == total)
         let output = try #require(result["outputFileId"] as? String)
-        let content = try curl("GET", "\(server.baseURL)/files/\(output)/content", token: token)
+        let content = try await curl("GET", "\(server.baseURL)/files/\(output)/content", token: token)
         let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
         #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
         #expect(row?["d"] as? Int == total)
         #expect(row?["l"] as? Int == total)
         #expect(row?["s"] as? Int == total * (total + 1) / 2)
         // One output file, and the work folder is gone.
-        let files = try curl("GET", "\(server.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
+        let files = try await curl("GET", "\(server.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
         #expect(files.count == 2, "the input and one output")
         let work = (try? FileManager.default.subpathsOfDirectory(atPath: dataDir + "/pipelines")) ?? []
         #expect(!work.contains { $0.hasSuffix("input.sqlite") })
@@ -118,12 +114,13 @@ struct LargePipelineEndToEndTests {
         defer { try? FileManager.default.removeItem(atPath: input) }
         let rows = try Self.generate(input, bytes: 2 << 30)
         let server = try await ServerProcess.start(dataDir: dataDir)
-        _ = try curl("POST", "\(server.baseURL)/auth/register", json: ["email": "big@example.com", "password": "pipeline password", "name": "B"])
+        _ = try await curl(
+            "POST", "\(server.baseURL)/auth/register", json: ["email": "big@example.com", "password": "pipeline password", "name": "B"])
         let token = try #require(
-            try curl("POST", "\(server.baseURL)/auth/login", json: ["email": "big@example.com", "password": "pipeline password"])
+            try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "big@example.com", "password": "pipeline password"])
                 .json["accessToken"] as? String)
-        let file = try PipelinesEndToEndTests().upload(server.baseURL, path: input, token: token)
-        let pipeline = try curl(
+        let file = try await PipelinesEndToEndTests().upload(server.baseURL, path: input, token: token)
+        let pipeline = try await curl(
             "POST", "\(server.baseURL)/pipelines",
             json: [
                 "name": "count", "input": ["format": "csv"], "output": ["format": "ndjson"], "sql": "SELECT count(*) AS n, sum(i) AS s FROM input",
@@ -131,17 +128,17 @@ struct LargePipelineEndToEndTests {
             token: token)
         let pipelineId = try #require(pipeline.json["id"] as? String)
         let jobId = try #require(
-            try curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token).json["id"] as? String)
+            try await curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token).json["id"] as? String)
         let job = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(1800)) {
             ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
         }
-        let status = (try? String(contentsOfFile: "/proc/\(server.process.processIdentifier)/status", encoding: .utf8)) ?? ""
+        let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
         let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM") } ?? "VmHWM: ?"
         print("2 GB pipeline: \(rows) rows; server peak RSS \(peak.split(separator: ":")[1].trimmingCharacters(in: .whitespaces))")
         #expect(job["state"] as? String == "succeeded", "\(job)")
         let output = try #require((job["result"] as? [String: Any])?["outputFileId"] as? String)
         let row =
-            try JSONSerialization.jsonObject(with: Data(try curl("GET", "\(server.baseURL)/files/\(output)/content", token: token).body.utf8))
+            try JSONSerialization.jsonObject(with: Data(try await curl("GET", "\(server.baseURL)/files/\(output)/content", token: token).body.utf8))
             as? [String: Any]
         #expect(row?["n"] as? Int == rows)
         #expect(row?["s"] as? Int == rows * (rows + 1) / 2)

@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -19,64 +20,52 @@ struct E2EError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The environment a child `cairn` gets: this process's without its `CAIRN_*` settings, plus
+/// `environment`.
+func cairnEnvironment(_ environment: [String: String]) -> [String: String] {
+    ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CAIRN_") }.merging(environment) { $1 }
+}
+
 /// Runs the binary and captures its output.
-func runCairn(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> (
+func runCairn(_ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) async throws -> (
     status: Int32, output: String, error: String
 ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try cairnBinary())
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CAIRN_") }.merging(environment) { $1 }
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    let input = Pipe()
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let output = out.fileHandleForReading.readDataToEndOfFile()
-    let error = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+    let result = try await runChild(
+        try cairnBinary(), arguments, environment: cairnEnvironment(environment), input: Data((stdin ?? "").utf8))
+    return (result.status, result.text, result.errorText)
 }
 
 /// A running `cairn serve` on a free loopback port.
 final class ServerProcess: Sendable {
-    let process: Process
+    let child: ChildProcess
     let port: Int
     private let log: LogBuffer
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
     var output: String { log.text }
+    /// The server's process id.
+    var pid: pid_t { child.pid }
 
-    private init(process: Process, port: Int, log: LogBuffer) {
-        self.process = process
+    private init(child: ChildProcess, port: Int, log: LogBuffer) {
+        self.child = child
         self.port = port
         self.log = log
     }
 
     /// Starts the server with port 0 and reads the bound port from its `listening` log line.
     static func start(dataDir: String, environment: [String: String] = [:]) async throws -> ServerProcess {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try cairnBinary())
-        process.arguments = ["serve", "--port", "0", "--data-dir", dataDir]
-        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CAIRN_") }
-        env["CAIRN_BCRYPT_COST"] = "4"
-        process.environment = env.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
         let log = LogBuffer()
-        log.read(pipe.fileHandleForReading, endsAtEOF: false)
-        process.terminationHandler = { _ in log.end() }
-        try process.run()
+        let child = try await ChildProcess(
+            try cairnBinary(), ["serve", "--port", "0", "--data-dir", dataDir],
+            environment: cairnEnvironment(["CAIRN_BCRYPT_COST": "4"].merging(environment) { $1 }), includeErrors: true
+        ) { data in
+            if let data { log.append(String(decoding: data, as: UTF8.self)) } else { log.end() }
+        }
         // Waits for the `listening` line (or the exit), re-checked as output arrives.
         let started = await log.wait(timeout: .seconds(60)) { text, ended in ended || Self.port(in: text) != nil }
-        if let port = Self.port(in: log.text) { return ServerProcess(process: process, port: port, log: log) }
+        if let port = Self.port(in: log.text) { return ServerProcess(child: child, port: port, log: log) }
         if started { throw E2EError("cairn exited during start-up:\n\(log.text)") }
-        process.terminate()
+        child.signal(SIGKILL)
         throw E2EError("cairn did not start within 60 s:\n\(log.text)")
     }
 
@@ -95,13 +84,18 @@ final class ServerProcess: Sendable {
 
     /// Sends SIGTERM and waits for the exit status.
     func stop() async throws -> Int32 {
-        process.terminate()
-        guard await log.wait(timeout: .seconds(30), until: { _, ended in ended }) else {
-            kill(process.processIdentifier, SIGKILL)
+        child.signal(SIGTERM)
+        guard let status = await child.waitForExit(timeout: .seconds(30)) else {
+            child.signal(SIGKILL)
             throw E2EError("cairn did not exit within 30 s of SIGTERM")
         }
-        process.waitUntilExit()  // already exited: returns at once, and terminationStatus is set
-        return process.terminationStatus
+        return status
+    }
+
+    /// Sends SIGKILL (a crash) and waits for the exit.
+    func kill() async {
+        child.signal(SIGKILL)
+        _ = await child.waitForExit()
     }
 }
 
@@ -113,32 +107,20 @@ struct CurlResponse {
     var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
 }
 
-func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: String? = nil, headers extra: [String: String] = [:]) throws
-    -> CurlResponse
+func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: String? = nil, headers extra: [String: String] = [:])
+    async throws -> CurlResponse
 {
     let headerFile = FileManager.default.temporaryDirectory.appendingPathComponent("h-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: headerFile) }
-    var arguments = ["-s", "-S", "-X", method, "-D", headerFile, "--max-time", "30"]
-    if let json {
-        arguments += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
-        _ = json
-    }
+    var arguments = ["curl", "-s", "-S", "-X", method, "-D", headerFile, "--max-time", "30"]
+    if json != nil { arguments += ["-H", "Content-Type: application/json", "--data-binary", "@-"] }
     if let token { arguments += ["-H", "Authorization: Bearer \(token)"] }
     for (name, value) in extra { arguments += ["-H", "\(name): \(value)"] }
     arguments.append(url)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["curl"] + arguments
-    let out = Pipe()
-    let input = Pipe()
-    process.standardOutput = out
-    process.standardInput = input
-    try process.run()
-    if let json { input.fileHandleForWriting.write(try JSONSerialization.data(withJSONObject: json)) }
-    try input.fileHandleForWriting.close()
-    let body = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw E2EError("curl failed with \(process.terminationStatus) for \(method) \(url)") }
+    let input = try json.map { try JSONSerialization.data(withJSONObject: $0) }
+    let result = try await runChild("/usr/bin/env", arguments, input: input)
+    guard result.status == 0 else { throw E2EError("curl failed with \(result.status) for \(method) \(url): \(result.errorText)") }
+    let body = result.output
     let rawHeaders = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
     var status = 0
     var headers: [String: String] = [:]
@@ -152,7 +134,7 @@ func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: St
     return CurlResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
 }
 
-/// Output collected from a child process, appended from the pipe's handler thread; a test
+/// Output collected from a child process as it arrives; a test
 /// awaits what it expects, re-checked as each chunk arrives (never on a timer).
 final class LogBuffer: Sendable {
     private struct State {
@@ -171,26 +153,6 @@ final class LogBuffer: Sendable {
             return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.yield() }
-    }
-
-    /// Appends what `handle` delivers, read on a thread of its own with plain `read(2)`
-    /// retried on `EINTR` (`FileHandle.availableData` traps on it, and the tests' many child
-    /// processes' SIGCHLDs cause it); with `endsAtEOF`, the end of file ends the output.
-    func read(_ handle: FileHandle, endsAtEOF: Bool) {
-        Thread {
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                // Through `handle`, which the thread keeps alive: it closes its descriptor when
-                // released, and another pipe could then get the same number.
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(handle.fileDescriptor, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else {
-                    if endsAtEOF { self.end() }
-                    return
-                }
-                self.append(String(decoding: buffer[0..<count], as: UTF8.self))
-            }
-        }.start()
     }
 
     /// Marks the end of the output (the child exited).
@@ -235,16 +197,12 @@ final class LogBuffer: Sendable {
 func followJob(
     _ base: String, _ id: String, token: String, timeout: Duration = .seconds(60), until predicate: @escaping @Sendable ([String: Any]) -> Bool
 ) async throws -> [String: Any] {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments = ["-sN", "-H", "Authorization: Bearer \(token)", "\(base)/jobs/\(id)/events"]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
     let received = LogBuffer()
-    received.read(pipe.fileHandleForReading, endsAtEOF: true)
-    try process.run()
-    defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    let curl = try await ChildProcess("/usr/bin/curl", ["-sN", "-H", "Authorization: Bearer \(token)", "\(base)/jobs/\(id)/events"]) {
+        data in
+        if let data { received.append(String(decoding: data, as: UTF8.self)) } else { received.end() }
+    }
+    defer { curl.signal(SIGKILL) }
     let states = { @Sendable (text: String) in
         text.components(separatedBy: "\n\n").compactMap { block -> [String: Any]? in
             guard let line = block.split(separator: "\n").first(where: { $0.hasPrefix("data: ") }) else { return nil }
