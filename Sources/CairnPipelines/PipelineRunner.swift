@@ -27,8 +27,8 @@ public struct PipelineSettings: Sendable {
     public init() {}
 }
 
-/// Runs pipelines as jobs of kind `pipeline.run`: on demand (`POST /pipelines/{id}/runs`) or
-/// from a pipeline's schedule. One run streams the input file through its parser into a
+/// Runs pipelines as jobs of kind `pipeline.run`: on demand (``PipelineService/startRun(pipelineId:fileId:tenantId:createdBy:)``)
+/// or from a pipeline's schedule. One run streams the input file through its parser into a
 /// job-private SQLite database (committing and checkpointing every 50,000 rows), runs the
 /// tenant's query in the sandbox, and streams the result into a new file of the tenant.
 ///
@@ -83,12 +83,6 @@ public final class PipelineRunner: Service, Sendable {
             }
         }
         try? await pool.shutdownGracefully()
-    }
-
-    /// Enqueues a run of `pipeline` on the file `fileId` (the caller checked both).
-    /// - Throws: the job system's errors (429 when the tenant has too many pending jobs).
-    public func enqueue(pipeline: Pipeline, fileId: String, createdBy: String?) async throws -> Job {
-        try await jobs.enqueue(RunPipeline(pipelineId: pipeline.id, fileId: fileId), tenantId: pipeline.tenantId, createdBy: createdBy).job
     }
 
     /// What a run keeps between attempts.

@@ -88,6 +88,8 @@ public struct CairnComponents: Sendable {
     public var pipelines: PipelineStore
     /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
     public var pipelineRunner: PipelineRunner
+    /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
+    public var pipelineService: PipelineService
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
     /// cache invalidation listener.
@@ -154,7 +156,7 @@ public func buildComponents(
             notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, clock: clock, logger: logger,
             catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
-            pipelines: pipelines, pipelineRunner: runner)
+            pipelines: pipelines, pipelineRunner: runner, pipelineService: PipelineService(store: pipelines, files: files, jobs: jobs))
         components.registerJobs()
         return components
     } catch {
@@ -211,8 +213,7 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
     ).addRoutes(to: routes.authenticated())
-    PipelinesController(store: components.pipelines, files: components.files, runner: components.pipelineRunner).addRoutes(
-        to: routes.authenticated())
+    PipelinesController(service: components.pipelineService).addRoutes(to: routes.authenticated())
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
         partials: components.partialUploads, quotas: components.configuration.files.quotas,
