@@ -153,14 +153,42 @@ public struct UploadsController: Sendable {
     // MARK: Creation
 
     private func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let length = try Self.uploadLength(request)
+        let tenantId = context.identity.tenantId
+        try await checkQuotas(tenantId: tenantId, length: length)
+        let described = try Self.describedUpload(request)
+        let now = WallClock.milliseconds()
+        var upload = TusUpload(
+            id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,
+            contentType: described.contentType ?? "application/octet-stream", format: described.format, fileId: nil,
+            expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
+        try await createPartialFile(tenantId: tenantId, id: upload.id)
+        try await uploads.create(upload)
+        if described.hasBody || length == 0 {
+            let (leased, token) = try await lease(upload, busy: "The upload is busy.")
+            upload = try await append(leased, token: token, body: request.body, checksum: try Self.checksum(request))
+        }
+        var headers = state(upload)
+        headers[.location] = "/uploads/\(upload.id)"
+        return Response(status: .created, headers: headers)
+    }
+
+    /// `Upload-Length` of a creation (deferred lengths are not offered).
+    /// - Throws: 400 `invalid_input` on `Upload-Defer-Length` or `Upload-Length`.
+    static func uploadLength(_ request: Request) throws -> Int64 {
         if request.headers[Self.uploadDeferLength] != nil {
             throw AppError.invalidField("Upload-Defer-Length", "not supported: send Upload-Length")
         }
         guard let text = request.headers[Self.uploadLength], let length = Int64(text), length >= 0 else {
             throw AppError.invalidField("Upload-Length", "must be a non-negative integer")
         }
-        let tenantId = context.identity.tenantId
-        try await checkQuotas(tenantId: tenantId, length: length)
+        return length
+    }
+
+    /// What a creation says of its file (name, media type, format, from `Upload-Metadata`) and
+    /// whether its body holds the first bytes (creation-with-upload).
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata`; 415 for a body not typed as tus says.
+    static func describedUpload(_ request: Request) throws -> (name: String, contentType: String?, format: String, hasBody: Bool) {
         let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
         let contentType = metadata["filetype"].map {
             $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
@@ -173,25 +201,7 @@ public struct UploadsController: Sendable {
             throw AppError(
                 .unsupportedMediaType, code: .unsupportedMediaType, detail: "A body on POST /uploads must be \(Self.offsetStream).")
         }
-
-        let now = WallClock.milliseconds()
-        var upload = TusUpload(
-            id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: name,
-            contentType: contentType ?? "application/octet-stream", format: format, fileId: nil,
-            expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
-        try await createPartialFile(tenantId: tenantId, id: upload.id)
-        try await uploads.create(upload)
-        if hasBody || length == 0 {
-            let token = UUID().uuidString
-            guard
-                let leased = try await uploads.lease(
-                    id: upload.id, tenantId: tenantId, offset: 0, token: token, until: now + Self.leaseMilliseconds, now: now)
-            else { throw AppError.conflict("The upload is busy.") }
-            upload = try await append(leased, token: token, body: request.body, checksum: try Self.checksum(request))
-        }
-        var headers = state(upload)
-        headers[.location] = "/uploads/\(upload.id)"
-        return Response(status: .created, headers: headers)
+        return (name, contentType, format, hasBody)
     }
 
     /// Refuses an upload of `length` bytes the tenant's quotas cannot take (413, or 429 for the
@@ -257,70 +267,33 @@ public struct UploadsController: Sendable {
         return result
     }
 
-    // MARK: Appending
-
-    /// `Upload-Checksum: <algorithm> <base64 digest>` of one request's body.
-    struct Checksum {
-        var algorithm: String
-        var digest: [UInt8]
-
-        func makeHasher() -> ChunkHasher {
-            switch algorithm {
-            case "sha1": .sha1(Insecure.SHA1())
-            case "md5": .md5(Insecure.MD5())
-            default: .sha256(SHA256())
-            }
-        }
-    }
-
-    /// The hash functions `Tus-Checksum-Algorithm` advertises.
-    enum ChunkHasher {
-        case sha256(SHA256), sha1(Insecure.SHA1), md5(Insecure.MD5)
-
-        mutating func update(_ buffer: ByteBuffer) {
-            buffer.withUnsafeReadableBytes { bytes in
-                switch self {
-                case .sha256(var h):
-                    h.update(bufferPointer: bytes)
-                    self = .sha256(h)
-                case .sha1(var h):
-                    h.update(bufferPointer: bytes)
-                    self = .sha1(h)
-                case .md5(var h):
-                    h.update(bufferPointer: bytes)
-                    self = .md5(h)
-                }
-            }
-        }
-
-        func finalize() -> [UInt8] {
-            switch self {
-            case .sha256(let h): Array(h.finalize())
-            case .sha1(let h): Array(h.finalize())
-            case .md5(let h): Array(h.finalize())
-            }
-        }
-    }
-
-    /// - Throws: 400 `invalid_input` for an unknown algorithm or a digest that is not base64.
-    static func checksum(_ request: Request) throws -> Checksum? {
-        guard let header = request.headers[Self.uploadChecksum] else { return nil }
-        let parts = header.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 2, ["sha256", "sha1", "md5"].contains(parts[0].lowercased()), let digest = Data(base64Encoded: String(parts[1])) else {
-            throw AppError.invalidField("Upload-Checksum", "must be '<sha256|sha1|md5> <base64 digest>'")
-        }
-        return Checksum(algorithm: parts[0].lowercased(), digest: Array(digest))
-    }
-
     private func patch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let offset = try Self.patchOffset(request)
+        let checksum = try Self.checksum(request)
+        let upload = try await find(context)
+        try Self.checkResumable(upload, at: offset)
+        let (leased, token) = try await lease(
+            upload, busy: "Another PATCH of this upload is in progress, or its offset moved; ask HEAD for the offset.")
+        let finished = try await append(leased, token: token, body: request.body, checksum: checksum)
+        return Response(status: .noContent, headers: state(finished))
+    }
+
+    /// A PATCH's `Upload-Offset`, once its body is typed as tus says.
+    /// - Throws: 415 for another body type; 400 `invalid_input` on `Upload-Offset`.
+    static func patchOffset(_ request: Request) throws -> Int64 {
         guard request.headers[.contentType] == Self.offsetStream else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "A PATCH body must be \(Self.offsetStream).")
         }
         guard let text = request.headers[Self.uploadOffset], let offset = Int64(text), offset >= 0 else {
             throw AppError.invalidField("Upload-Offset", "must be a non-negative integer")
         }
-        let checksum = try Self.checksum(request)
-        let upload = try await find(context)
+        return offset
+    }
+
+    /// Whether `upload` takes bytes at `offset`.
+    /// - Throws: 409 `conflict` with the upload's `Upload-Offset` when it is complete or the
+    ///   offsets differ.
+    static func checkResumable(_ upload: TusUpload, at offset: Int64) throws {
         if upload.fileId != nil {
             throw AppError(
                 .conflict, code: .conflict, detail: "The upload is complete (\(upload.offset) bytes); it accepts no more data.",
@@ -331,101 +304,39 @@ public struct UploadsController: Sendable {
                 .conflict, code: .conflict, detail: "Upload-Offset \(offset) does not match the upload's offset \(upload.offset).",
                 headers: [Self.uploadOffset: String(upload.offset)])
         }
+    }
+
+    /// Takes the upload's write lease at its current offset, for one request.
+    /// - Returns: the leased upload and the lease's token.
+    /// - Throws: 409 `conflict` saying `busy` when another request holds it or the offset moved.
+    private func lease(_ upload: TusUpload, busy: String) async throws -> (TusUpload, token: String) {
         let now = WallClock.milliseconds()
         let token = UUID().uuidString
         guard
             let leased = try await uploads.lease(
-                id: upload.id, tenantId: upload.tenantId, offset: offset, token: token, until: now + Self.leaseMilliseconds, now: now)
-        else {
-            throw AppError.conflict("Another PATCH of this upload is in progress, or its offset moved; ask HEAD for the offset.")
-        }
-        let finished = try await append(leased, token: token, body: request.body, checksum: checksum)
-        return Response(status: .noContent, headers: state(finished))
+                id: upload.id, tenantId: upload.tenantId, offset: upload.offset, token: token, until: now + Self.leaseMilliseconds, now: now)
+        else { throw AppError.conflict(busy) }
+        return (leased, token)
     }
 
-    /// Appends `body` at the upload's committed offset under the lease `token`: bytes are
-    /// fsynced before each new offset is committed (every `checkpointBytes` or
-    /// `checkpointMilliseconds`, and at the end), so the offset never claims bytes not on disk,
-    /// and a cut request keeps what was durably received. With a checksum nothing is committed
-    /// until the whole body matched. Completes the upload when it reaches its length.
+    /// Appends `body` at the upload's committed offset under the lease `token` (see
+    /// ``TusAppend``), and completes the upload when it reaches its length.
     /// - Throws: 460 `checksum_mismatch`; 400 past `Upload-Length`; 409 when the lease was lost;
-    ///   the body's error when the connection was cut (after keeping what arrived).
+    ///   the body's error when the connection was cut (after keeping what arrived); the
+    ///   completion's errors.
     private func append(_ upload: TusUpload, token: String, body: RequestBody, checksum: Checksum?) async throws -> TusUpload {
         let path = partials.path(tenantId: upload.tenantId, id: upload.id)
-        var hasher = checksum?.makeHasher()
-        let remaining = upload.length - upload.offset
-        let (written, committed, failure): (Int64, Int64, (any Error)?) = try await FileSystem.shared.withFileHandle(
+        let uploads = self.uploads
+        let (written, failure) = try await FileSystem.shared.withFileHandle(
             forWritingAt: path, options: .modifyFile(createIfNecessary: true, permissions: [.ownerReadWrite])
         ) { handle in
             // Bytes past the committed offset (a cut or refused PATCH) are not part of the upload.
             try await handle.resize(to: .bytes(upload.offset))
-            var offset = upload.offset
-            var committed = upload.offset
-            var pending = ByteBuffer()
-            var leaseUntil = WallClock.milliseconds() + Self.leaseMilliseconds
-            var lastCheckpoint = WallClock.milliseconds()
-            func flush() async throws {
-                guard pending.readableBytes > 0 else { return }
-                try await handle.write(contentsOf: pending, toAbsoluteOffset: offset)
-                offset += Int64(pending.readableBytes)
-                pending.clear()
-            }
-            // fsync, then commit the offset (or, under a checksum, only renew the lease).
-            func checkpoint(release: Bool) async throws {
-                try await flush()
-                try await handle.synchronize()
-                let now = WallClock.milliseconds()
-                let durable = checksum == nil || verified ? offset : committed
-                guard try await uploads.commit(id: upload.id, token: token, offset: durable, until: release ? 0 : now + Self.leaseMilliseconds)
-                else { throw AppError.conflict("The upload was terminated or taken over by another PATCH.") }
-                committed = durable
-                leaseUntil = now + Self.leaseMilliseconds
-                lastCheckpoint = now
-            }
-            var failure: (any Error)?
-            var verified = false
-            do {
-                for try await chunk in body {
-                    let now = WallClock.milliseconds()
-                    // Never write without a live lease: renew it first when it runs short.
-                    if now > leaseUntil - 15_000 || now - lastCheckpoint > Self.checkpointMilliseconds { try await checkpoint(release: false) }
-                    if offset - upload.offset + Int64(pending.readableBytes + chunk.readableBytes) > remaining {
-                        throw AppError.invalidField("Upload-Offset", "the body goes past Upload-Length (\(upload.length) bytes)")
-                    }
-                    hasher?.update(chunk)
-                    pending.writeImmutableBuffer(chunk)
-                    if pending.readableBytes >= 1 << 20 { try await flush() }
-                    if checksum == nil && offset - committed >= Self.checkpointBytes { try await checkpoint(release: false) }
-                }
-            } catch {
-                failure = error
-            }
-            if let hasher, let checksum, failure == nil {
-                if hasher.finalize() == checksum.digest {
-                    verified = true
-                } else {
-                    failure = AppError(
-                        HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: .checksumMismatch,
-                        detail: "The body does not match Upload-Checksum; it was not kept.")
-                }
-            }
-            let complete = failure == nil && offset + Int64(pending.readableBytes) == upload.length
-            if failure != nil, checksum != nil {
-                // An unverified body is dropped whole; only the lease is given back.
-                pending.clear()
-                _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
-                return (offset, committed, failure)
-            }
-            // What arrived is kept, also when the connection was cut (tus: SHOULD keep partial data).
-            do {
-                try await checkpoint(release: !complete)
-            } catch {
-                return (offset, committed, error)
-            }
-            return (offset, committed, failure)
+            var append = TusAppend(upload: upload, token: token, checksum: checksum, uploads: uploads, handle: handle)
+            let failure = await append.write(body)
+            return (append.offset, failure)
         }
         if let failure { throw failure }
-        _ = committed
         var result = upload
         result.offset = written
         if written == upload.length { result = try await finish(result, token: token) }
@@ -437,13 +348,7 @@ public struct UploadsController: Sendable {
     /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed).
     private func finish(_ upload: TusUpload, token: String) async throws -> TusUpload {
         let path = partials.path(tenantId: upload.tenantId, id: upload.id)
-        var hasher = SHA256()
-        try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
-            for try await chunk in handle.readChunks(in: 0..<upload.length, chunkLength: .mebibytes(1)) {
-                chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-            }
-        }
-        let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let sha256 = try await Self.sha256(of: path, length: upload.length)
         let target = blobs.path(tenantId: upload.tenantId, id: upload.id)
         try await FileSystem.shared.createDirectory(
             at: target.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
@@ -451,6 +356,27 @@ public struct UploadsController: Sendable {
         let file = StoredFile(
             id: upload.id, tenantId: upload.tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
             format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())
+        try await record(file, of: upload)
+        try await uploads.complete(id: upload.id, token: token, fileId: file.id)
+        var result = upload
+        result.fileId = file.id
+        return result
+    }
+
+    /// The lowercase hex SHA-256 of the first `length` bytes of the file at `path`.
+    static func sha256(of path: FilePath, length: Int64) async throws -> String {
+        var hasher = SHA256()
+        try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
+            for try await chunk in handle.readChunks(in: 0..<length, chunkLength: .mebibytes(1)) {
+                chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+            }
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Records the finished upload's file, counting it against the tenant's quotas.
+    /// - Throws: 413/429 when the quotas no longer allow it; the blob and the upload are then removed.
+    private func record(_ file: StoredFile, of upload: TusUpload) async throws {
         let hour = WallClock.milliseconds() / 3_600_000
         do {
             try await files.insert(file, quotas: quotas, hour: hour)
@@ -463,9 +389,5 @@ public struct UploadsController: Sendable {
             case nil: throw error
             }
         }
-        try await uploads.complete(id: upload.id, token: token, fileId: file.id)
-        var result = upload
-        result.fileId = file.id
-        return result
     }
 }

@@ -1,0 +1,191 @@
+import CairnHTTP
+import CairnStorage
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOFileSystem
+
+extension UploadsController {
+    /// `Upload-Checksum: <algorithm> <base64 digest>` of one request's body.
+    struct Checksum {
+        var algorithm: String
+        var digest: [UInt8]
+
+        func makeHasher() -> ChunkHasher {
+            switch algorithm {
+            case "sha1": .sha1(Insecure.SHA1())
+            case "md5": .md5(Insecure.MD5())
+            default: .sha256(SHA256())
+            }
+        }
+    }
+
+    /// The hash functions `Tus-Checksum-Algorithm` advertises.
+    enum ChunkHasher {
+        case sha256(SHA256), sha1(Insecure.SHA1), md5(Insecure.MD5)
+
+        mutating func update(_ buffer: ByteBuffer) {
+            buffer.withUnsafeReadableBytes { bytes in
+                switch self {
+                case .sha256(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .sha256(h)
+                case .sha1(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .sha1(h)
+                case .md5(var h):
+                    h.update(bufferPointer: bytes)
+                    self = .md5(h)
+                }
+            }
+        }
+
+        func finalize() -> [UInt8] {
+            switch self {
+            case .sha256(let h): Array(h.finalize())
+            case .sha1(let h): Array(h.finalize())
+            case .md5(let h): Array(h.finalize())
+            }
+        }
+    }
+
+    /// - Throws: 400 `invalid_input` for an unknown algorithm or a digest that is not base64.
+    static func checksum(_ request: Request) throws -> Checksum? {
+        guard let header = request.headers[Self.uploadChecksum] else { return nil }
+        let parts = header.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 2, ["sha256", "sha1", "md5"].contains(parts[0].lowercased()), let digest = Data(base64Encoded: String(parts[1])) else {
+            throw AppError.invalidField("Upload-Checksum", "must be '<sha256|sha1|md5> <base64 digest>'")
+        }
+        return Checksum(algorithm: parts[0].lowercased(), digest: Array(digest))
+    }
+}
+
+/// One request body appended to a partial upload file at the upload's committed offset, under
+/// the lease `token`. Bytes are fsynced before each new offset is committed (every
+/// `checkpointBytes` or `checkpointMilliseconds`, and at the end), so the offset never claims
+/// bytes not on disk, and a cut request keeps what was durably received. With a checksum
+/// nothing is committed until the whole body matched.
+struct TusAppend {
+    let upload: TusUpload
+    let token: String
+    let checksum: UploadsController.Checksum?
+    let uploads: UploadStore
+    let handle: WriteFileHandle
+    private var hasher: UploadsController.ChunkHasher?
+    /// Where the next buffered byte goes in the file: bytes written so far end here.
+    private(set) var offset: Int64
+    /// The offset the database holds.
+    private var committed: Int64
+    /// Received bytes not yet written (up to 1 MiB).
+    private var pending = ByteBuffer()
+    private var leaseUntil: Int64
+    private var lastCheckpoint: Int64
+    /// Whether the whole body matched `checksum`: only then may a checksummed body be committed.
+    private var verified = false
+
+    /// Prepares to append to `handle`, the upload's partial file, already cut to `upload.offset`.
+    init(upload: TusUpload, token: String, checksum: UploadsController.Checksum?, uploads: UploadStore, handle: WriteFileHandle) {
+        self.upload = upload
+        self.token = token
+        self.checksum = checksum
+        self.uploads = uploads
+        self.handle = handle
+        self.hasher = checksum?.makeHasher()
+        self.offset = upload.offset
+        self.committed = upload.offset
+        let now = WallClock.milliseconds()
+        self.leaseUntil = now + UploadsController.leaseMilliseconds
+        self.lastCheckpoint = now
+    }
+
+    /// Appends `body`, then verifies its checksum and keeps or drops what arrived.
+    /// - Returns: the error that ended the append (460 `checksum_mismatch`; 400 past
+    ///   `Upload-Length`; 409 when the lease was lost; the body's error when the connection was
+    ///   cut), or nil when the whole body was written and committed.
+    mutating func write(_ body: RequestBody) async -> (any Error)? {
+        var failure: (any Error)?
+        do {
+            for try await chunk in body { try await receive(chunk) }
+        } catch {
+            failure = error
+        }
+        if failure == nil { failure = verifyChecksum() }
+        return await end(after: failure)
+    }
+
+    /// Takes one chunk of the body: checkpoints first when the lease runs short or a checkpoint
+    /// is due, refuses bytes past `Upload-Length`, hashes and buffers the chunk.
+    private mutating func receive(_ chunk: ByteBuffer) async throws {
+        let now = WallClock.milliseconds()
+        // Never write without a live lease: renew it first when it runs short.
+        if now > leaseUntil - 15_000 || now - lastCheckpoint > UploadsController.checkpointMilliseconds { try await checkpoint(release: false) }
+        if offset - upload.offset + Int64(pending.readableBytes + chunk.readableBytes) > upload.length - upload.offset {
+            throw AppError.invalidField("Upload-Offset", "the body goes past Upload-Length (\(upload.length) bytes)")
+        }
+        hasher?.update(chunk)
+        pending.writeImmutableBuffer(chunk)
+        if pending.readableBytes >= 1 << 20 { try await flush() }
+        if checksum == nil && offset - committed >= UploadsController.checkpointBytes { try await checkpoint(release: false) }
+    }
+
+    /// Compares the whole body's digest with `Upload-Checksum` (nothing to do without one).
+    /// - Returns: 460 `checksum_mismatch` when they differ.
+    private mutating func verifyChecksum() -> (any Error)? {
+        guard let hasher, let checksum else { return nil }
+        guard hasher.finalize() == checksum.digest else {
+            return AppError(
+                HTTPResponse.Status(code: 460, reasonPhrase: "Checksum Mismatch"), code: .checksumMismatch,
+                detail: "The body does not match Upload-Checksum; it was not kept.")
+        }
+        verified = true
+        return nil
+    }
+
+    /// Ends the append after `failure` (nil when the whole body arrived and matched): a failed
+    /// checksummed body is dropped, anything else is committed, and the lease is released
+    /// unless the upload is now complete (its completion still needs the lease).
+    /// - Returns: `failure`, or the final checkpoint's error.
+    private mutating func end(after failure: (any Error)?) async -> (any Error)? {
+        if failure != nil, checksum != nil {
+            // An unverified body is dropped whole; only the lease is given back.
+            pending.clear()
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
+            return failure
+        }
+        let complete = failure == nil && offset + Int64(pending.readableBytes) == upload.length
+        // What arrived is kept, also when the connection was cut (tus: SHOULD keep partial data).
+        do {
+            try await checkpoint(release: !complete)
+        } catch {
+            return error
+        }
+        return failure
+    }
+
+    /// Writes the buffered bytes at `offset`.
+    private mutating func flush() async throws {
+        guard pending.readableBytes > 0 else { return }
+        try await handle.write(contentsOf: pending, toAbsoluteOffset: offset)
+        offset += Int64(pending.readableBytes)
+        pending.clear()
+    }
+
+    /// fsync, then commit the offset (or, under a checksum not yet verified, only renew the
+    /// lease); `release` gives the lease back.
+    /// - Throws: 409 `conflict` when the upload was terminated or its lease taken over.
+    private mutating func checkpoint(release: Bool) async throws {
+        try await flush()
+        try await handle.synchronize()
+        let now = WallClock.milliseconds()
+        let durable = checksum == nil || verified ? offset : committed
+        guard
+            try await uploads.commit(
+                id: upload.id, token: token, offset: durable, until: release ? 0 : now + UploadsController.leaseMilliseconds)
+        else { throw AppError.conflict("The upload was terminated or taken over by another PATCH.") }
+        committed = durable
+        leaseUntil = now + UploadsController.leaseMilliseconds
+        lastCheckpoint = now
+    }
+}
