@@ -226,76 +226,29 @@ public struct NotificationsController: Sendable {
     func eventStream(identity: Identity, token: String, since: Int64?, expiresAt: Date, channel: any Channel) -> ResponseBody {
         let center = self.center
         return ResponseBody { writer in
-            // The body's task, parked in a write, fails only when the channel closes; the
-            // error then ends the response like any failed write.
-            let mailbox = Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout) { _ in
-                center.logger.warning("closing a stalled event stream: a write waited past the write timeout")
-                Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "sse")]).increment()
-                channel.close(promise: nil)
-            }
+            let mailbox = Self.makeMailbox(center: center, channel: channel)
             center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId)
             defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
-            var cursor = LiveCursor(store: center.store, tenantId: identity.tenantId, userId: identity.userId)
+            var stream = NotificationEventStream(center: center, identity: identity, token: token, expiresAt: expiresAt, mailbox: mailbox)
             try await withGracefulShutdownHandler {
-                // The starting point is fixed before the client sees the stream open: a row
-                // stored after the first bytes reach it is after the cursor, so it is delivered
-                // (read later, the cursor could pass a row the client expects, and drop it).
-                if let since {
-                    cursor.last = since
-                } else {
-                    cursor.last = try await center.store.currentSeq(tenantId: identity.tenantId, userId: identity.userId)
-                }
-                try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
-                var lastWrite = ContinuousClock.now
-                var lastAuthCheck = ContinuousClock.now
-                var lastResync = ContinuousClock.now
-                func send(_ rows: [StoredNotification]) async throws {
-                    guard !rows.isEmpty else { return }
-                    var buffer = ByteBuffer()
-                    for row in rows { Self.writeEvent(row, to: &buffer) }
-                    try await mailbox.writing { try await writer.write(buffer) }
-                    lastWrite = .now
-                }
-                try await cursor.catchUp(send)
-                loop: while !Task.isCancelled {
-                    // Ticks wake the stream only when one of the checks below is due.
-                    var due = min(lastWrite + center.settings.heartbeat, lastAuthCheck + center.settings.authCheckInterval)
-                    due = min(due, lastResync + center.settings.resyncInterval)
-                    let left = expiresAt.timeIntervalSince(center.clock.now)
-                    if left < 86_400 { due = min(due, .now + .milliseconds(Int64(max(0, left) * 1000))) }
-                    mailbox.nextCheck(at: due)
-                    let batch = await mailbox.next()
-                    if batch.closed { break }
-                    if batch.overflowed || batch.resync {
-                        try await cursor.catchUp(send)
-                    } else if !batch.rows.isEmpty {
-                        try await cursor.deliver(batch.rows, send)
-                    }
-                    if batch.ticked {
-                        let now = batch.tickedAt ?? .now
-                        if center.clock.now >= expiresAt { break loop }
-                        if now - lastAuthCheck >= center.settings.authCheckInterval {
-                            lastAuthCheck = now
-                            do {
-                                _ = try await center.accounts.authenticate(bearer: token)
-                            } catch let error as AppError where error.status == .unauthorized {
-                                break loop
-                            }
-                        }
-                        if now - lastResync >= center.settings.resyncInterval {
-                            lastResync = now
-                            try await cursor.catchUp(send)
-                        }
-                        if now - lastWrite >= center.settings.heartbeat {
-                            try await mailbox.writing { try await writer.write(ByteBuffer(string: ": heartbeat\n\n")) }
-                            lastWrite = now
-                        }
-                    }
-                }
+                try await stream.open(since: since, writer: &writer)
+                try await stream.runLive(writer: &writer)
             } onGracefulShutdown: {
                 mailbox.close()
             }
             try await mailbox.writing { try await writer.finish(nil) }
+        }
+    }
+
+    /// The hub mailbox of one SSE connection; a write that waits past the write timeout closes
+    /// the connection (and counts a slow consumer).
+    static func makeMailbox(center: Notifier, channel: any Channel) -> Mailbox {
+        // The body's task, parked in a write, fails only when the channel closes; the error then
+        // ends the response like any failed write.
+        Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout) { _ in
+            center.logger.warning("closing a stalled event stream: a write waited past the write timeout")
+            Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", "sse")]).increment()
+            channel.close(promise: nil)
         }
     }
 
