@@ -151,11 +151,14 @@ public struct ReportsController: Sendable {
         fetch: @escaping @Sendable (_ tenantId: String, _ after: String?, _ limit: Int) async throws -> [Row]
     ) -> Response {
         let gzip = Self.acceptsGzip(request)
-        let logger = self.logger
-        let requestId = context.requestId
-        let tenantId = context.identity.tenantId
-        let batchSize = self.batchSize
-        let metrics = ReportMetrics(report: report.name)
+        let run = CSVReportStream(
+            report: report, raw: query.raw, gzip: gzip, batchSize: batchSize, tenantId: context.identity.tenantId, requestId: context.requestId,
+            logger: logger, fetch: fetch)
+        return Response(status: .ok, headers: Self.headers(report, gzip: gzip), body: ResponseBody { writer in try await run.write(to: &writer) })
+    }
+
+    /// A report's response headers: a CSV attachment named after it, never cached.
+    static func headers<Row>(_ report: CSVReport<Row>, gzip: Bool) -> HTTPFields {
         var headers: HTTPFields = [
             .contentType: "text/csv; charset=utf-8; header=present",
             .contentDisposition: "attachment; filename=\"\(report.name).csv\"",
@@ -163,52 +166,7 @@ public struct ReportsController: Sendable {
             .vary: "Accept-Encoding",
         ]
         if gzip { headers[.contentEncoding] = "gzip" }
-        /// The next batch, and the key to continue after (nil when it is the last).
-        @Sendable func read(after: String?) async throws -> (next: String?, rows: [Row]) {
-            metrics.batchRead()
-            let rows = try await fetch(tenantId, after, batchSize)
-            return (rows.count == batchSize ? rows.last.map(report.key) : nil, rows)
-        }
-        let body = ResponseBody { writer in
-            metrics.started()
-            defer { metrics.ended() }
-            let compressor = try gzip ? GzipStream() : nil
-            var csv = CSVWriter(neutraliseFormulas: !query.raw)
-            csv.header(report.header)
-            var rowsWritten = 0
-            // One batch is read ahead while the previous one is encoded and written.
-            var pending: Task<(next: String?, rows: [Row]), any Error>? = Task { try await read(after: nil) }
-            do {
-                while let task = pending {
-                    let batch = try await task.value
-                    pending = batch.next.map { next in Task { try await read(after: next) } }
-                    for row in batch.rows {
-                        report.encode(row, &csv)
-                        csv.endRecord()
-                    }
-                    rowsWritten += batch.rows.count
-                    metrics.rows(batch.rows.count)
-                    var chunk = ByteBuffer(bytes: csv.bytes)
-                    csv.bytes.removeAll(keepingCapacity: true)
-                    if let compressor { chunk = try compressor.compress(chunk, finish: pending == nil) }
-                    if chunk.readableBytes == 0 { continue }
-                    metrics.bytes(chunk.readableBytes)
-                    try await writer.write(chunk)
-                }
-                try await writer.finish(nil)
-            } catch {
-                pending?.cancel()
-                metrics.aborted()
-                logger.notice(
-                    "report stopped before the end: client gone or read failed",
-                    metadata: [
-                        "report": .string(report.name), "rows": .stringConvertible(rowsWritten), "request_id": .string(requestId),
-                        "error.type": .string(String(reflecting: type(of: error))),
-                    ])
-                throw error
-            }
-        }
-        return Response(status: .ok, headers: headers, body: body)
+        return headers
     }
 }
 
