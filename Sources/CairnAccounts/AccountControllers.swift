@@ -1,15 +1,15 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 
 /// `/auth/*`: register, login, refresh-token rotation, logout; and `/.well-known/jwks.json`.
-public struct AuthController: Sendable {
+package struct AuthController: Sendable {
     let accounts: AccountService
 
     /// Creates the controller.
-    public init(accounts: AccountService) {
+    package init(accounts: AccountService) {
         self.accounts = accounts
     }
 
@@ -29,7 +29,7 @@ public struct AuthController: Sendable {
 
     /// Adds the public `/auth/*` routes and the JWKS, and `POST /auth/logout-all` for
     /// authenticated callers.
-    public func addRoutes(to routes: RouteGroups) {
+    package func addRoutes(to routes: RouteGroups) {
         routes.router.group("auth")
             .post("register", use: register)
             .post("login", use: login)
@@ -88,11 +88,11 @@ public struct AuthController: Sendable {
 }
 
 /// `/users/me` for everyone; `/users` and `/users/{id}` for owners and admins.
-public struct UsersController: Sendable {
+package struct UsersController: Sendable {
     let accounts: AccountService
 
     /// Creates the controller.
-    public init(accounts: AccountService) {
+    package init(accounts: AccountService) {
         self.accounts = accounts
     }
 
@@ -135,7 +135,7 @@ public struct UsersController: Sendable {
 
     /// Adds the routes: the caller's own profile for everyone, the tenant's users for owners
     /// and admins.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("users/me")
             .get(use: me)
             .patch(use: updateMe)

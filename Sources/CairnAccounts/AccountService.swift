@@ -1,34 +1,34 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-public import Logging
+package import Logging
 
 /// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
 /// across nodes.
-public struct LoginLimits: Sendable {
+package struct LoginLimits: Sendable {
     /// Failures allowed per email within the window before 429.
-    public var perEmail = 5
+    package var perEmail = 5
     /// Failures allowed per client address within the window before 429.
-    public var perClient = 20
+    package var perClient = 20
     /// The sliding window, in seconds (15 minutes).
-    public var window = 15 * 60
+    package var window = 15 * 60
     /// Creates the default limits.
-    public init() {}
+    package init() {}
 }
 
 /// Account use cases: registration, login, refresh-token rotation, logout, profile and admin
 /// user management. Controllers translate HTTP to these calls; all rules live here.
-public final class AccountService: Sendable {
+package final class AccountService: Sendable {
     /// The table access.
-    public let store: AccountStore
+    package let store: AccountStore
     /// Token signing and verification.
-    public let tokens: TokenService
+    package let tokens: TokenService
     /// bcrypt.
-    public let hasher: PasswordHasher
+    package let hasher: PasswordHasher
     /// Revocation checks for access tokens.
-    public let sessions: SessionGuard
+    package let sessions: SessionGuard
     let limits: LoginLimits
     let logger: Logger
     /// The time of revocations and login-failure windows; the token service's clock.
@@ -36,7 +36,7 @@ public final class AccountService: Sendable {
 
     /// Creates the service. Times (token issue and expiry, revocations, login windows, the
     /// session guard's cache ages) are read from the token service's clock.
-    public init(store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), logger: Logger) {
+    package init(store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), logger: Logger) {
         self.store = store
         self.tokens = tokens
         self.hasher = hasher
@@ -49,7 +49,7 @@ public final class AccountService: Sendable {
 
     /// Creates a tenant and its first user (role `owner`).
     /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email.
-    public func register(email: String, password: String, name: String, tenantName: String?) async throws -> User {
+    package func register(email: String, password: String, name: String, tenantName: String?) async throws -> User {
         var issues: [FieldIssue] = []
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
@@ -75,7 +75,7 @@ public final class AccountService: Sendable {
     /// Checks credentials and starts a session.
     /// - Throws: 401 `invalid_credentials` (same answer for unknown email and wrong password,
     ///   after the same bcrypt work); 429 `rate_limited` after too many recent failures.
-    public func login(email: String, password: String, client: String) async throws -> TokenPair {
+    package func login(email: String, password: String, client: String) async throws -> TokenPair {
         let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
         let now = clock.milliseconds
         let windowMs = Int64(limits.window) * 1000
@@ -114,7 +114,7 @@ public final class AccountService: Sendable {
     /// Rotates a refresh token.
     /// - Throws: 401 `refresh_token_reused` (the family is now revoked) or
     ///   `invalid_refresh_token` (unknown, expired or revoked).
-    public func refresh(token: String) async throws -> TokenPair {
+    package func refresh(token: String) async throws -> TokenPair {
         guard token.utf8.count <= 256 else { throw Self.invalidRefresh }
         let successor = Self.newRefreshToken()
         switch try await store.rotate(token: token, successor: successor, ttl: tokens.settings.refreshTokenTTL) {
@@ -140,14 +140,14 @@ public final class AccountService: Sendable {
 
     /// Revokes the session (refresh-token family) of a token. Unknown tokens are ignored
     /// (RFC 7009 §2.2: revocation answers success either way).
-    public func logout(refreshToken: String) async throws {
+    package func logout(refreshToken: String) async throws {
         guard refreshToken.utf8.count <= 256 else { return }
         _ = try await store.revokeFamily(ofToken: refreshToken)
     }
 
     /// Revokes every session of the user; their access tokens stop working on every node
     /// within the session guard's refresh interval.
-    public func logoutAll(_ identity: Identity) async throws {
+    package func logoutAll(_ identity: Identity) async throws {
         try await store.revokeAllSessions(userId: identity.userId, at: clock.milliseconds)
         sessions.invalidate(userId: identity.userId)
     }
@@ -156,7 +156,7 @@ public final class AccountService: Sendable {
 
     /// Verifies a Bearer token and returns the caller's identity.
     /// - Throws: 401 `invalid_token` or `token_expired`.
-    public func authenticate(bearer token: String) async throws -> Identity {
+    package func authenticate(bearer token: String) async throws -> Identity {
         let claims: AccessTokenClaims
         do {
             claims = try await tokens.verify(token)
@@ -174,13 +174,13 @@ public final class AccountService: Sendable {
     // MARK: The caller's own account
 
     /// The caller's account.
-    public func me(_ identity: Identity) async throws -> User {
+    package func me(_ identity: Identity) async throws -> User {
         guard let user = try await store.user(id: identity.userId, tenantId: identity.tenantId) else { throw AppError.notFound() }
         return user
     }
 
     /// Changes the caller's name and/or email.
-    public func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
+    package func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
         guard
             let user = try await store.updateUser(
@@ -191,7 +191,7 @@ public final class AccountService: Sendable {
 
     /// Changes the caller's password, revokes all their sessions, and starts a new one.
     /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short.
-    public func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
+    package func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
         if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
         let hash = try await store.passwordHash(userId: identity.userId)
         guard try await hasher.verify(current, against: hash) else {
@@ -227,20 +227,20 @@ public final class AccountService: Sendable {
     // MARK: Admin user management (owner, admin)
 
     /// A page of the tenant's users.
-    public func listUsers(_ identity: Identity, page: PageRequest) async throws -> Page<User> {
+    package func listUsers(_ identity: Identity, page: PageRequest) async throws -> Page<User> {
         try identity.requireAdmin()
         return try await store.users(tenantId: identity.tenantId, page: page)
     }
 
     /// A user of the caller's tenant.
-    public func user(_ identity: Identity, id: String) async throws -> User {
+    package func user(_ identity: Identity, id: String) async throws -> User {
         try identity.requireAdmin()
         guard let user = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
         return user
     }
 
     /// Creates a user in the caller's tenant. Only an owner may create another owner.
-    public func createUser(_ identity: Identity, email: String, name: String, role: String, password: String) async throws -> User {
+    package func createUser(_ identity: Identity, email: String, name: String, role: String, password: String) async throws -> User {
         try identity.requireAdmin()
         var issues: [FieldIssue] = []
         let normalized = AccountRules.normalizeEmail(email)
@@ -257,7 +257,7 @@ public final class AccountService: Sendable {
 
     /// Creates a user for an operator (`cairn user create`), without a calling identity.
     /// - Throws: `invalid_input`, `not_found` (no such tenant), `conflict`.
-    public func createUser(operatorTenantId tenantId: String, email: String, name: String, role: Role, password: String) async throws -> User {
+    package func createUser(operatorTenantId tenantId: String, email: String, name: String, role: Role, password: String) async throws -> User {
         var issues: [FieldIssue] = []
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
@@ -281,7 +281,7 @@ public final class AccountService: Sendable {
     /// Updates a user of the caller's tenant. A role change voids the user's access tokens.
     /// - Throws: 404, 403 (admins cannot change owners or grant ownership), 409 (last owner),
     ///   412 (`If-Match` mismatch).
-    public func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User
+    package func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User
     {
         try identity.requireAdmin()
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
@@ -306,7 +306,7 @@ public final class AccountService: Sendable {
     }
 
     /// Deletes a user of the caller's tenant and ends their sessions.
-    public func deleteUser(_ identity: Identity, id: String, expectedVersion: Int?) async throws {
+    package func deleteUser(_ identity: Identity, id: String, expectedVersion: Int?) async throws {
         try identity.requireAdmin()
         guard let target = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
         if target.id == identity.userId { throw AppError.conflict("You cannot delete your own account here.") }

@@ -1,18 +1,18 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Crypto
 import Foundation
 import SQLKit
 
 /// SQL for the accounts module's tables, written once against SQLKit for both engines.
-public struct AccountStore: Sendable {
+package struct AccountStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
     /// The time rows are stamped with and refresh tokens expire by.
     let clock: any CairnClock
 
     /// Creates a store; `clock` stamps rows and decides refresh-token expiry.
-    public init(database: Database, clock: any CairnClock = SystemClock()) {
+    package init(database: Database, clock: any CairnClock = SystemClock()) {
         self.database = database
         self.clock = clock
     }
@@ -49,7 +49,7 @@ public struct AccountStore: Sendable {
     }
 
     /// Creates a tenant without users (operator command).
-    public func createTenant(name: String) async throws -> String {
+    package func createTenant(name: String) async throws -> String {
         let id = UUIDv7.make()
         try await database.write { db in
             try await db.raw("INSERT INTO tenants (id, name, created_at) VALUES (\(bind: id), \(bind: name), \(bind: clock.milliseconds))")
@@ -59,7 +59,7 @@ public struct AccountStore: Sendable {
     }
 
     /// True when the tenant exists.
-    public func tenantExists(_ id: String) async throws -> Bool {
+    package func tenantExists(_ id: String) async throws -> Bool {
         try await database.read { db in
             try await db.raw("SELECT id FROM tenants WHERE id = \(bind: id)").first() != nil
         }
@@ -104,7 +104,7 @@ public struct AccountStore: Sendable {
     }
 
     /// A user of the given tenant, or nil (also for other tenants' users).
-    public func user(id: String, tenantId: String) async throws -> User? {
+    package func user(id: String, tenantId: String) async throws -> User? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
@@ -113,7 +113,7 @@ public struct AccountStore: Sendable {
     }
 
     /// A page of a tenant's users, oldest first (for trusted callers: no role check).
-    public func users(tenantId: String, page: PageRequest) async throws -> Page<User> {
+    package func users(tenantId: String, page: PageRequest) async throws -> Page<User> {
         let rows = try await database.read { db in
             let after = page.after ?? ""
             return try await db.raw(

@@ -1,10 +1,10 @@
-public import CairnStorage
+package import CairnStorage
 
 /// The accounts module's tables: tenants, users, refresh tokens, login failures, service tokens.
 /// Timestamps are epoch milliseconds (BIGINT) on both engines.
-public enum AccountsMigrations {
+package enum AccountsMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "accounts", version: 1, name: "tenants, users, refresh tokens, login failures",
             sql: [

@@ -1,6 +1,6 @@
-public import CairnHTTP
+package import CairnHTTP
 import Foundation
-public import Hummingbird
+package import Hummingbird
 import Logging
 
 /// The one Bearer-token middleware (RFC 6750 §2.1) every protected route shares.
@@ -23,19 +23,19 @@ import Logging
 /// request, so a revocation holds at once on every node. They reach only groups whose policy
 /// names a service-token scope, and only with that scope; anything else answers 403 `forbidden`
 /// with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
-public struct BearerMiddleware: RouterMiddleware {
+package struct BearerMiddleware: RouterMiddleware {
     let accounts: AccountService
 
     /// The query parameter of RFC 6750 §2.3.
-    public static let queryParameter = "access_token"
+    package static let queryParameter = "access_token"
 
     /// Creates the middleware.
-    public init(accounts: AccountService) {
+    package init(accounts: AccountService) {
         self.accounts = accounts
     }
 
     /// Handles one request.
-    public func handle(
+    package func handle(
         _ request: Request, context: CairnRequestContext,
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
@@ -93,7 +93,7 @@ public struct BearerMiddleware: RouterMiddleware {
     }
 
     /// The `access_token` query parameter (percent-decoded), if present.
-    public static func queryToken(_ request: Request) -> String? {
+    package static func queryToken(_ request: Request) -> String? {
         request.uri.queryParameters.get(queryParameter).map { String($0) }
     }
 

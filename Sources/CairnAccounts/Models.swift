@@ -1,27 +1,27 @@
-public import CairnHTTP
+package import CairnHTTP
 import Foundation
 
 /// A user account as clients see it (never the password hash).
-public struct User: Sendable, Equatable, JSONWritable {
+package struct User: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The tenant the user belongs to.
-    public var tenantId: String
+    package var tenantId: String
     /// Email as entered (trimmed, NFC); unique case-insensitively.
-    public var email: String
+    package var email: String
     /// Display name.
-    public var name: String
+    package var name: String
     /// Role within the tenant.
-    public var role: Role
+    package var role: Role
     /// Row version, the `ETag`.
-    public var version: Int
+    package var version: Int
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch milliseconds.
-    public var updatedAt: Int64
+    package var updatedAt: Int64
 
     /// `{id, tenantId, email, name, role, createdAt, updatedAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -42,16 +42,16 @@ public struct User: Sendable, Equatable, JSONWritable {
 }
 
 /// The answer to login and refresh (RFC 6749 §5.1 field meanings, camelCase names).
-public struct TokenPair: Sendable, JSONWritable {
+package struct TokenPair: Sendable, JSONWritable {
     /// The JWT access token.
-    public var accessToken: String
+    package var accessToken: String
     /// The opaque refresh token (256 random bits, base64url).
-    public var refreshToken: String
+    package var refreshToken: String
     /// Seconds until the access token expires.
-    public var expiresIn: Int
+    package var expiresIn: Int
 
     /// `{accessToken, refreshToken, tokenType: "Bearer", expiresIn}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("accessToken")
         writer.string(accessToken)
@@ -66,10 +66,10 @@ public struct TokenPair: Sendable, JSONWritable {
 }
 
 /// Input rules for account fields, shared by registration, admin creation and profile edits.
-public enum AccountRules {
+package enum AccountRules {
     /// Trims and NFC-normalises an email; returns `(email, key)` where `key` is the
     /// case-folded form used for uniqueness, or nil when it is not a plausible address.
-    public static func normalizeEmail(_ raw: String) -> (email: String, key: String)? {
+    package static func normalizeEmail(_ raw: String) -> (email: String, key: String)? {
         let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).precomposedStringWithCanonicalMapping
         guard email.utf8.count <= 254, !email.contains(where: { $0.isWhitespace }) else { return nil }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
@@ -79,7 +79,7 @@ public enum AccountRules {
     }
 
     /// Password length rule (NIST SP 800-63B §5.1.1.2): 8 to 128 characters.
-    public static func passwordIssue(_ password: String) -> String? {
+    package static func passwordIssue(_ password: String) -> String? {
         let length = password.unicodeScalars.count
         if length < 8 { return "must be at least 8 characters" }
         if length > 128 { return "must be at most 128 characters" }
@@ -87,7 +87,7 @@ public enum AccountRules {
     }
 
     /// Trims a display name and checks it is 1–100 characters.
-    public static func normalizeName(_ raw: String) -> String? {
+    package static func normalizeName(_ raw: String) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         return (1...100).contains(name.unicodeScalars.count) ? name : nil
     }

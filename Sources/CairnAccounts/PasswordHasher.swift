@@ -10,15 +10,15 @@ import NIOPosix
 /// bcrypt password hashing (OWASP Password Storage Cheat Sheet) on a dedicated thread pool,
 /// never on an event loop. The pool is small on purpose: at cost 12 a hash takes ~190 ms of
 /// CPU, so bounding concurrent hashes keeps a login burst from starving request handling.
-public final class PasswordHasher: Sendable {
+package final class PasswordHasher: Sendable {
     /// bcrypt cost factor (4...31). 12 in production; tests use 4.
-    public let cost: Int
+    package let cost: Int
     private let pool: NIOThreadPool
     private let dummyHash: String
 
     /// Creates a hasher with its own pool of `threads` threads, and precomputes the dummy hash
     /// that unknown emails are checked against (so both answers take about the same time).
-    public init(cost: Int, threads: Int) {
+    package init(cost: Int, threads: Int) {
         precondition((4...31).contains(cost), "bcrypt cost must be within 4...31")
         self.cost = cost
         self.pool = NIOThreadPool(numberOfThreads: max(1, threads))
@@ -27,7 +27,7 @@ public final class PasswordHasher: Sendable {
     }
 
     /// Hashes a password.
-    public func hash(_ password: String) async throws -> String {
+    package func hash(_ password: String) async throws -> String {
         let cost = UInt8(self.cost)
         let input = Self.prehash(password)
         return try await pool.runIfActive {
@@ -49,7 +49,7 @@ public final class PasswordHasher: Sendable {
 
     /// Verifies a password against a stored hash; with `nil`, checks the dummy hash and returns
     /// false, taking the same time as a real check.
-    public func verify(_ password: String, against hash: String?) async throws -> Bool {
+    package func verify(_ password: String, against hash: String?) async throws -> Bool {
         let target = hash ?? dummyHash
         let input = Self.prehash(password)
         let matches = try await pool.runIfActive {
@@ -67,7 +67,7 @@ public final class PasswordHasher: Sendable {
     }
 
     /// Stops the pool.
-    public func shutdown() async {
+    package func shutdown() async {
         try? await pool.shutdownGracefully()
     }
 }

@@ -1,41 +1,41 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import Logging
 import SQLKit
 
 /// The scopes a service token may hold (RFC 6749 §3.3 scope tokens). A route group opens to
 /// service tokens by naming one in its ``TokenPolicy`` where its routes are declared.
-public enum ServiceTokenScope {
+package enum ServiceTokenScope {
     /// `POST /notifications`: publish to users of the token's tenant.
-    public static let notificationsPublish = "notifications:publish"
+    package static let notificationsPublish = "notifications:publish"
     /// Every scope a token may be given.
-    public static let all: Set<String> = [notificationsPublish]
+    package static let all: Set<String> = [notificationsPublish]
 }
 
 /// A tenant's API key for servers (the Supabase service key, PocketBase's API tokens): an
 /// opaque secret `cairn_st_<43 base64url characters>` (256 random bits) with a name and scopes.
 /// Only its SHA-256 is stored; the secret is shown once, on creation.
-public struct ServiceToken: Sendable, Equatable, JSONWritable {
+package struct ServiceToken: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The tenant the token acts for.
-    public var tenantId: String
+    package var tenantId: String
     /// A label for people (1 to 100 characters).
-    public var name: String
+    package var name: String
     /// Granted scopes, sorted.
-    public var scopes: [String]
+    package var scopes: [String]
     /// The secret's first characters (`cairn_st_AbCd`), to recognise it in a list.
-    public var hint: String
+    package var hint: String
     /// The user who created it.
-    public var createdBy: String
+    package var createdBy: String
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
 
     /// `{id, name, scopes, hint, createdBy, createdAt}` (never the secret).
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writeFields(to: &writer)
         writer.objectEnd()
@@ -128,12 +128,12 @@ extension AccountStore {
 
 extension AccountService {
     /// The prefix of every service-token secret (recognisable by people and secret scanners).
-    public static let serviceTokenPrefix = "cairn_st_"
+    package static let serviceTokenPrefix = "cairn_st_"
 
     /// Creates a service token of the caller's tenant (owners and admins).
     /// - Returns: the token and its secret, which is not stored and cannot be shown again.
     /// - Throws: 403 `forbidden`; 400 `invalid_input` for a bad name or unknown scopes.
-    public func createServiceToken(_ identity: Identity, name: String, scopes: [String]) async throws -> (ServiceToken, String) {
+    package func createServiceToken(_ identity: Identity, name: String, scopes: [String]) async throws -> (ServiceToken, String) {
         try identity.requireAdmin()
         var issues: [FieldIssue] = []
         let cleanName = AccountRules.normalizeName(name)
@@ -153,7 +153,7 @@ extension AccountService {
     }
 
     /// A page of the tenant's service tokens, oldest first, without secrets (owners and admins).
-    public func listServiceTokens(_ identity: Identity, page: PageRequest) async throws -> Page<ServiceToken> {
+    package func listServiceTokens(_ identity: Identity, page: PageRequest) async throws -> Page<ServiceToken> {
         try identity.requireAdmin()
         return try await store.serviceTokens(tenantId: identity.tenantId, page: page)
     }
@@ -161,7 +161,7 @@ extension AccountService {
     /// Revokes (deletes) a service token; every node refuses it from the next request on, since
     /// service tokens are looked up in the database on each use.
     /// - Throws: 403 `forbidden`; 404 `not_found`, also for another tenant's token.
-    public func revokeServiceToken(_ identity: Identity, id: String) async throws {
+    package func revokeServiceToken(_ identity: Identity, id: String) async throws {
         try identity.requireAdmin()
         guard try await store.deleteServiceToken(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
         logger.info("service token revoked", metadata: ["service_token_id": .string(id), "tenant_id": .string(identity.tenantId)])
@@ -170,7 +170,7 @@ extension AccountService {
     /// The identity of a service-token secret: the token's id as `userId`, role `member`, and
     /// its scopes (which alone decide what it may call).
     /// - Throws: 401 `invalid_token` for an unknown or revoked secret.
-    public func authenticate(serviceToken secret: String) async throws -> Identity {
+    package func authenticate(serviceToken secret: String) async throws -> Identity {
         guard secret.utf8.count <= 256, let token = try await store.serviceToken(secret: secret) else {
             throw AppError.unauthorized(code: .invalidToken, detail: "The service token is not valid.", invalidToken: true)
         }
@@ -179,11 +179,11 @@ extension AccountService {
 }
 
 /// `/service-tokens`: the tenant's API keys for servers (owners and admins).
-public struct ServiceTokensController: Sendable {
+package struct ServiceTokensController: Sendable {
     let accounts: AccountService
 
     /// Creates the controller.
-    public init(accounts: AccountService) {
+    package init(accounts: AccountService) {
         self.accounts = accounts
     }
 
@@ -193,7 +193,7 @@ public struct ServiceTokensController: Sendable {
     }
 
     /// Adds `POST/GET /service-tokens` and `DELETE /service-tokens/{id}`, for owners and admins.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("service-tokens").add(middleware: RequireAdmin())
             .post(use: create)
             .get(use: list)

@@ -1,5 +1,5 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Synchronization
 
 /// Honours revocations for access tokens, which are otherwise valid until they expire.
@@ -8,7 +8,7 @@ import Synchronization
 /// (set by logout-all, password change, role change or deletion), and re-reads the database
 /// when the entry is older than `maxAge` (2 s). So a revocation on any node takes effect on
 /// every node within seconds, at the cost of one indexed read per active user per `maxAge`.
-public final class SessionGuard: Sendable {
+package final class SessionGuard: Sendable {
     struct Entry {
         var state: (role: Role, tenantId: String, validAfter: Int64)?
         var fetchedAt: ContinuousClock.Instant
@@ -25,7 +25,7 @@ public final class SessionGuard: Sendable {
     /// others keep using the entry for up to another `maxAge`, so revocations apply within
     /// 2 × `maxAge` (4 s by default) and a burst of requests causes one read, not one each.
     /// Entry ages are measured on `clock`'s monotonic instant.
-    public init(store: AccountStore, maxAge: Duration = .seconds(2), clock: any CairnClock = SystemClock()) {
+    package init(store: AccountStore, maxAge: Duration = .seconds(2), clock: any CairnClock = SystemClock()) {
         self.store = store
         self.maxAge = maxAge
         self.clock = clock

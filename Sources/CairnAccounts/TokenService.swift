@@ -1,34 +1,34 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Crypto
-public import Foundation
-public import JWTKit
+package import Foundation
+package import JWTKit
 import Synchronization
 
 /// The claims of a Cairn access token (RFC 7519 §4): `iss`, `aud`, `sub`, `tid` (tenant),
 /// `role`, `sid` (the refresh-token family, i.e. the session), `iat`, `exp`, `jti`.
-public struct AccessTokenClaims: JWTPayload, Equatable {
+package struct AccessTokenClaims: JWTPayload, Equatable {
     /// Issuer.
-    public var iss: String
+    package var iss: String
     /// Audience.
-    public var aud: String
+    package var aud: String
     /// Subject: the user id.
-    public var sub: String
+    package var sub: String
     /// Tenant id.
-    public var tid: String
+    package var tid: String
     /// Role at issue time (authorization uses the current role from the database).
-    public var role: String
+    package var role: String
     /// Session id: the refresh-token family this token was issued with.
-    public var sid: String
+    package var sid: String
     /// Issued at, seconds since the epoch (fractional).
-    public var iat: Double
+    package var iat: Double
     /// Expiry, seconds since the epoch.
-    public var exp: Double
+    package var exp: Double
     /// Token id (UUIDv7).
-    public var jti: String
+    package var jti: String
 
     /// Creates claims.
-    public init(iss: String, aud: String, sub: String, tid: String, role: String, sid: String, iat: Double, exp: Double, jti: String) {
+    package init(iss: String, aud: String, sub: String, tid: String, role: String, sid: String, iat: Double, exp: Double, jti: String) {
         self.iss = iss
         self.aud = aud
         self.sub = sub
@@ -42,11 +42,11 @@ public struct AccessTokenClaims: JWTPayload, Equatable {
 
     /// Claim checks run by jwt-kit after the signature is verified; `TokenService` checks
     /// issuer, audience and expiry itself (with leeway) so it can tell them apart.
-    public func verify(using algorithm: some JWTAlgorithm) async throws {}
+    package func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// Why a token was refused; mapped to 401 `invalid_token` or `token_expired` (RFC 6750 §3.1).
-public enum TokenError: Error, Equatable, Sendable {
+package enum TokenError: Error, Equatable, Sendable {
     /// Malformed, bad signature, unknown key, wrong issuer or audience, disallowed algorithm.
     case invalid(String)
     /// Past `exp` plus the leeway.
@@ -54,24 +54,24 @@ public enum TokenError: Error, Equatable, Sendable {
 }
 
 /// Configuration of the token service.
-public struct TokenSettings: Sendable {
+package struct TokenSettings: Sendable {
     /// `iss` claim and expected issuer.
-    public var issuer: String = "cairn"
+    package var issuer: String = "cairn"
     /// `aud` claim and expected audience.
-    public var audience: String = "cairn-api"
+    package var audience: String = "cairn-api"
     /// Access token lifetime in seconds (default 15 min).
-    public var accessTokenTTL: Int = 900
+    package var accessTokenTTL: Int = 900
     /// Refresh token lifetime in seconds (default 30 days).
-    public var refreshTokenTTL: Int = 30 * 86_400
+    package var refreshTokenTTL: Int = 30 * 86_400
     /// Clock skew tolerated on `exp`, in seconds (RFC 8725 §3.10 does not fix one; 60 s is usual).
-    public var leeway: Double = 60
+    package var leeway: Double = 60
     /// When set (≥ 32 bytes), tokens are HS256 with this secret instead of EdDSA.
-    public var hmacSecret: String?
+    package var hmacSecret: String?
     /// The Ed25519 key ring file (mode 0600), used when `hmacSecret` is nil.
-    public var keyFile: String
+    package var keyFile: String
 
     /// Creates settings with the key ring at `keyFile`.
-    public init(keyFile: String) {
+    package init(keyFile: String) {
         self.keyFile = keyFile
     }
 }
@@ -80,13 +80,13 @@ public struct TokenSettings: Sendable {
 /// configured secret. Follows RFC 7519 and the JWT BCP (RFC 8725): the algorithm is fixed by
 /// configuration, never taken from the token (no `alg: none`, no HS256/EdDSA confusion), and
 /// `kid` must name a key we hold.
-public final class TokenService: Sendable {
+package final class TokenService: Sendable {
     /// The algorithm tokens are signed with: `EdDSA` or `HS256`.
-    public let algorithm: String
+    package let algorithm: String
     /// Settings.
-    public let settings: TokenSettings
+    package let settings: TokenSettings
     /// The time tokens are issued at and checked against.
-    public let clock: any CairnClock
+    package let clock: any CairnClock
     private struct KeyState: Sendable {
         var keys: JWTKeyCollection
         var signingKid: String
@@ -105,7 +105,7 @@ public final class TokenService: Sendable {
     /// Loads (or, on first start, creates) the key ring. `clock` gives the time tokens are
     /// issued at and checked against, and paces re-reads of the ring file.
     /// - Throws: `KeyRingError` when the secret is too short or the key file is unreadable.
-    public init(settings: TokenSettings, clock: any CairnClock = SystemClock()) async throws {
+    package init(settings: TokenSettings, clock: any CairnClock = SystemClock()) async throws {
         self.settings = settings
         self.clock = clock
         if let secret = settings.hmacSecret {
@@ -142,19 +142,19 @@ public final class TokenService: Sendable {
 
     /// The JSON Web Key Set (RFC 7517 §5) of the public verification keys. Empty with HS256:
     /// a symmetric secret is never published.
-    public var jwks: [[String: String]] {
+    package var jwks: [[String: String]] {
         state.withLock { $0.publicJWKs }
     }
 
     /// The JWKS after picking up a rotation made by `cairn keys rotate` (re-read at most every 5 s).
-    public func currentJWKS() async -> [[String: String]] {
+    package func currentJWKS() async -> [[String: String]] {
         await reloadIfStale()
         return jwks
     }
 
     /// Signs an access token for a user's session, issued at `now` (the clock's time when nil).
     /// - Returns: the compact JWS and its claims.
-    public func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date? = nil) async throws -> (
+    package func issueAccessToken(userId: String, tenantId: String, role: Role, sessionId: String, now: Date? = nil) async throws -> (
         token: String, claims: AccessTokenClaims
     ) {
         let iat = (now ?? clock.now).timeIntervalSince1970
@@ -171,7 +171,7 @@ public final class TokenService: Sendable {
 
     /// Verifies a compact JWS access token, as of `now` (the clock's time when nil).
     /// - Throws: `TokenError.invalid` or `TokenError.expired`.
-    public func verify(_ token: String, now: Date? = nil) async throws -> AccessTokenClaims {
+    package func verify(_ token: String, now: Date? = nil) async throws -> AccessTokenClaims {
         let now = now ?? clock.now
         if let claims = verified.withLock({ $0[token] }) {
             guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
@@ -239,7 +239,7 @@ public final class TokenService: Sendable {
     /// Adds a new signing key to the ring file; keys superseded longer ago than the access
     /// token lifetime plus leeway are dropped (no token they signed can still be valid).
     /// - Returns: the new key id.
-    public static func rotate(keyFile: String, accessTokenTTL: Int, leeway: Int = 60) throws -> String {
+    package static func rotate(keyFile: String, accessTokenTTL: Int, leeway: Int = 60) throws -> String {
         var ring = try KeyRing.loadOrCreate(at: keyFile)
         let now = WallClock.milliseconds()
         let entry = KeyRing.Entry.generate(now: now)
@@ -256,9 +256,9 @@ public final class TokenService: Sendable {
 }
 
 /// A key ring problem, reported at start-up.
-public struct KeyRingError: Error, CustomStringConvertible {
+package struct KeyRingError: Error, CustomStringConvertible {
     /// What is wrong.
-    public var description: String
+    package var description: String
     init(_ description: String) { self.description = description }
 }
 

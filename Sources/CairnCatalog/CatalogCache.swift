@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 
 /// Whether an answer came from the cache.
-public enum CacheStatus: String, Sendable {
+package enum CacheStatus: String, Sendable {
     /// Fresh from the cache.
     case hit
     /// Read from the database (and now cached).

@@ -1,31 +1,31 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import HTTPTypes
-public import Logging
+package import Logging
 import Metrics
-public import NIOCore
-public import ServiceLifecycle
+package import NIOCore
+package import ServiceLifecycle
 import Synchronization
 
 /// Catalog cache and resilience settings.
-public struct CatalogSettings: Sendable {
+package struct CatalogSettings: Sendable {
     /// How long a cached product or list page is fresh (`CAIRN_CATALOG_CACHE_TTL`, default 30 s).
-    public var cacheTTL: Duration = .seconds(30)
+    package var cacheTTL: Duration = .seconds(30)
     /// How long past its TTL an entry may still be served, marked stale, while the database
     /// cannot answer (default 10 min).
-    public var staleFor: Duration = .seconds(600)
+    package var staleFor: Duration = .seconds(600)
     /// Entries per cache (`CAIRN_CATALOG_CACHE_SIZE`, default 10,000 products and 10,000 pages).
-    public var cacheCapacity = 10_000
+    package var cacheCapacity = 10_000
     /// Budget of one database read (`CAIRN_CATALOG_READ_TIMEOUT`, default 2 s).
-    public var readTimeout: Duration = .seconds(2)
+    package var readTimeout: Duration = .seconds(2)
     /// Consecutive failed reads that open the circuit (default 5).
-    public var breakerThreshold = 5
+    package var breakerThreshold = 5
     /// How long the circuit stays open before a probe (default 5 s).
-    public var breakerCooldown: Duration = .seconds(5)
+    package var breakerCooldown: Duration = .seconds(5)
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// What a cached product read holds: the product, or its absence (404s are cached too, and
@@ -35,21 +35,21 @@ struct ProductSlot: Sendable {
 }
 
 /// A read through the cache: the value and where it came from.
-public struct CatalogRead<Value: Sendable>: Sendable {
+package struct CatalogRead<Value: Sendable>: Sendable {
     /// The value.
-    public var value: Value
+    package var value: Value
     /// `hit`, `miss` or `stale`.
-    public var status: CacheStatus
+    package var status: CacheStatus
 }
 
 /// The catalog's read path (cache, single-flight, deadline, circuit breaker) and write path
 /// (store, then invalidation on every node over the EventBus).
-public final class CatalogService: Sendable {
+package final class CatalogService: Sendable {
     /// The EventBus channel of invalidations; the payload is a tenant id.
-    public static let channel = "cairn_catalog"
+    package static let channel = "cairn_catalog"
 
     /// Product persistence.
-    public let store: ProductStore
+    package let store: ProductStore
     let bus: EventBus
     let settings: CatalogSettings
     let logger: Logger
@@ -58,7 +58,7 @@ public final class CatalogService: Sendable {
     let productFlights = SingleFlight<ProductSlot>()
     let pageFlights = SingleFlight<ByteBuffer>()
     /// The breaker guarding database reads.
-    public let breaker: CircuitBreaker
+    package let breaker: CircuitBreaker
     private let reads = Atomic<Int>(0)
     private let testDelay = Mutex<Duration>(.zero)
 
@@ -70,7 +70,7 @@ public final class CatalogService: Sendable {
     private let entriesGauge = Gauge(label: "cairn_catalog_cache_entries")
 
     /// Creates the service; cache ages and the breaker's cooldown are measured on `clock`.
-    public init(store: ProductStore, bus: EventBus, settings: CatalogSettings, logger: Logger, clock: any CairnClock = SystemClock()) {
+    package init(store: ProductStore, bus: EventBus, settings: CatalogSettings, logger: Logger, clock: any CairnClock = SystemClock()) {
         self.store = store
         self.bus = bus
         self.settings = settings
@@ -98,11 +98,11 @@ public final class CatalogService: Sendable {
 
     /// Database reads made by the catalog's read path so far (single-flight makes concurrent
     /// misses of one key count once).
-    public var databaseReads: Int { reads.load(ordering: .relaxed) }
+    package var databaseReads: Int { reads.load(ordering: .relaxed) }
 
     /// Test hook: every database read of the read path first waits this long (so tests can hold
     /// many misses in flight at once). Zero in production.
-    public func setReadDelayForTesting(_ delay: Duration) {
+    package func setReadDelayForTesting(_ delay: Duration) {
         testDelay.withLock { $0 = delay }
     }
 
@@ -180,7 +180,7 @@ public final class CatalogService: Sendable {
     /// A product by id through the cache.
     /// - Throws: 503 `unavailable` (with `Retry-After`) when the database cannot answer and
     ///   nothing is cached.
-    public func product(id: String, tenantId: String) async throws -> CatalogRead<Product?> {
+    package func product(id: String, tenantId: String) async throws -> CatalogRead<Product?> {
         let store = self.store
         let read = try await cached(cache: products, flights: productFlights, tenant: tenantId, key: "id\u{1F}" + id) {
             ProductSlot(product: try await store.get(id: id, tenantId: tenantId))
@@ -190,7 +190,7 @@ public final class CatalogService: Sendable {
 
     /// A product by SKU through the cache.
     /// - Throws: 503 `unavailable` as `product(id:tenantId:)`.
-    public func product(sku: String, tenantId: String) async throws -> CatalogRead<Product?> {
+    package func product(sku: String, tenantId: String) async throws -> CatalogRead<Product?> {
         let store = self.store
         let read = try await cached(cache: products, flights: productFlights, tenant: tenantId, key: "sku\u{1F}" + sku) {
             ProductSlot(product: try await store.get(sku: sku, tenantId: tenantId))
@@ -200,7 +200,7 @@ public final class CatalogService: Sendable {
 
     /// A list page (its JSON body `{items, nextCursor}`) through the cache.
     /// - Throws: 503 `unavailable` as `product(id:tenantId:)`.
-    public func page(
+    package func page(
         tenantId: String, filter: ProductFilter, sort: ProductSort, descending: Bool, limit: Int, after: ProductCursor?
     ) async throws -> CatalogRead<ByteBuffer> {
         let store = self.store
@@ -215,7 +215,7 @@ public final class CatalogService: Sendable {
 
     /// Drops the tenant's cached entries on this node and tells every other node to do the
     /// same. Called after every committed write.
-    public func invalidate(tenantId: String) async {
+    package func invalidate(tenantId: String) async {
         invalidateLocally(tenantId: tenantId)
         do {
             try await bus.publish(channel: Self.channel, payload: tenantId)
@@ -226,7 +226,7 @@ public final class CatalogService: Sendable {
     }
 
     /// Drops the tenant's cached entries on this node only.
-    public func invalidateLocally(tenantId: String) {
+    package func invalidateLocally(tenantId: String) {
         products.invalidate(tenant: tenantId)
         pages.invalidate(tenant: tenantId)
     }
@@ -235,7 +235,7 @@ public final class CatalogService: Sendable {
     /// calling task is cancelled. `onListening` runs each time the subscription starts
     /// receiving, `onInvalidation` after each tenant's entries were dropped (for callers that
     /// wait for other nodes' writes to reach this node).
-    public func listenForInvalidations(
+    package func listenForInvalidations(
         onListening: (@Sendable () -> Void)? = nil, onInvalidation: (@Sendable (_ tenantId: String) -> Void)? = nil
     ) async {
         for await tenant in bus.subscribe(channel: Self.channel, onListening: onListening) {
@@ -245,7 +245,7 @@ public final class CatalogService: Sendable {
     }
 
     /// The background service that applies other nodes' invalidations to this node's cache.
-    public func makeInvalidationListener() -> some Service {
+    package func makeInvalidationListener() -> some Service {
         InvalidationListener(catalog: self)
     }
 }

@@ -1,10 +1,10 @@
-public import CairnStorage
+package import CairnStorage
 
 extension CatalogSettings {
     /// Reads the settings that are set, in the `catalog` scope: `CAIRN_CATALOG_CACHE_TTL`
     /// (seconds, 0–86400), `_CACHE_SIZE` (entries), `_READ_TIMEOUT_MS`.
     /// - Throws: `ConfigurationError` naming the first bad one.
-    public mutating func read(from settings: SettingsReader) throws {
+    package mutating func read(from settings: SettingsReader) throws {
         cacheTTL = .seconds(try settings.integer("cache.ttl", in: 0...86_400, default: Int(cacheTTL.components.seconds)))
         cacheCapacity = try settings.integer("cache.size", in: 16...10_000_000, default: cacheCapacity)
         readTimeout = .milliseconds(

@@ -1,4 +1,4 @@
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import Synchronization
 
@@ -7,18 +7,18 @@ import Synchronization
 /// Closed: calls pass; `failureThreshold` consecutive failures (errors or timeouts) open it.
 /// Open: calls fail fast for `cooldown`, sparing a struggling database. Then half-open: one
 /// probe call passes; its success closes the circuit, its failure opens it again.
-public final class CircuitBreaker: Sendable {
+package final class CircuitBreaker: Sendable {
     /// The breaker's state, exported as a gauge (0 closed, 1 open, 2 half-open).
-    public enum State: Int, Sendable {
+    package enum State: Int, Sendable {
         case closed = 0
         case open = 1
         case halfOpen = 2
     }
 
     /// A call refused while the circuit is open; `retryAfter` is the time left, whole seconds ≥ 1.
-    public struct OpenError: Error, Sendable {
+    package struct OpenError: Error, Sendable {
         /// Seconds until a probe may be tried.
-        public var retryAfter: Int
+        package var retryAfter: Int
     }
 
     private struct Inner {
@@ -37,7 +37,7 @@ public final class CircuitBreaker: Sendable {
 
     /// Creates a closed breaker; `onChange` is told of every state change (for metrics and
     /// logs). The cooldown is measured on `clock`'s monotonic instant.
-    public init(
+    package init(
         failureThreshold: Int, cooldown: Duration, clock: any CairnClock = SystemClock(),
         onChange: @escaping @Sendable (State, _ tripped: Bool) -> Void = { _, _ in }
     ) {
@@ -48,15 +48,15 @@ public final class CircuitBreaker: Sendable {
     }
 
     /// The current state.
-    public var state: State { inner.withLock { $0.state } }
+    package var state: State { inner.withLock { $0.state } }
 
     /// Times the circuit has opened.
-    public var trips: Int { inner.withLock { $0.trips } }
+    package var trips: Int { inner.withLock { $0.trips } }
 
     /// Runs `body` through the breaker.
     /// - Throws: `OpenError` without calling `body` while open (or while a probe is out);
     ///   otherwise whatever `body` throws (counted as a failure, except cancellation).
-    public func call<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
+    package func call<R: Sendable>(_ body: @Sendable () async throws -> R) async throws -> R {
         let now = clock.instant
         let (verdict, changed): (Result<Bool, OpenError>, State?) = inner.withLock { inner in
             switch inner.state {

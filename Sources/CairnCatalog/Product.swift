@@ -1,38 +1,38 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
 
 /// A product of a tenant's catalog. Money is integer minor units plus an ISO 4217 code.
-public struct Product: Sendable, Equatable, JSONWritable {
+package struct Product: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Owning tenant (never shown to clients).
-    public var tenantId: String
+    package var tenantId: String
     /// Stock keeping unit, unique per tenant: 1–64 of `A-Z a-z 0-9 . _ -`, starting alphanumeric.
-    public var sku: String
+    package var sku: String
     /// Trimmed, 1–200 characters.
-    public var name: String
+    package var name: String
     /// Up to 10,000 characters, or nil.
-    public var description: String?
+    package var description: String?
     /// Price in minor units of `currency` (cents for EUR), 0...10^15.
-    public var priceMinor: Int64
+    package var priceMinor: Int64
     /// ISO 4217 alphabetic code, upper case.
-    public var currency: String
+    package var currency: String
     /// Up to 100 characters, or nil.
-    public var category: String?
+    package var category: String?
     /// Units in stock, 0...10^12.
-    public var stock: Int64
+    package var stock: Int64
     /// A JSON object as compact text (at most 16 KiB).
-    public var attributes: String
+    package var attributes: String
     /// Row version, the `ETag`.
-    public var version: Int
+    package var version: Int
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch milliseconds.
-    public var updatedAt: Int64
+    package var updatedAt: Int64
 
     /// Creates a product.
-    public init(
+    package init(
         id: String, tenantId: String, sku: String, name: String, description: String?, priceMinor: Int64, currency: String,
         category: String?, stock: Int64, attributes: String, version: Int, createdAt: Int64, updatedAt: Int64
     ) {
@@ -52,7 +52,7 @@ public struct Product: Sendable, Equatable, JSONWritable {
     }
 
     /// `{id, sku, name, description, priceMinor, currency, category, stock, attributes, version, createdAt, updatedAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -83,22 +83,22 @@ public struct Product: Sendable, Equatable, JSONWritable {
 }
 
 /// Field rules shared by the HTTP API and the importer.
-public enum ProductRules {
+package enum ProductRules {
     /// Longest name, in Unicode scalars.
-    public static let maxName = 200
+    package static let maxName = 200
     /// Longest description, in Unicode scalars.
-    public static let maxDescription = 10_000
+    package static let maxDescription = 10_000
     /// Longest category, in Unicode scalars.
-    public static let maxCategory = 100
+    package static let maxCategory = 100
     /// Highest price in minor units.
-    public static let maxPrice: Int64 = 1_000_000_000_000_000
+    package static let maxPrice: Int64 = 1_000_000_000_000_000
     /// Highest stock.
-    public static let maxStock: Int64 = 1_000_000_000_000
+    package static let maxStock: Int64 = 1_000_000_000_000
     /// Largest attributes object, in UTF-8 bytes of its compact JSON text.
-    public static let maxAttributesBytes = 16 * 1024
+    package static let maxAttributesBytes = 16 * 1024
 
     /// True for 1–64 of `A-Z a-z 0-9 . _ -` starting with a letter or digit.
-    public static func isValidSKU(_ sku: String) -> Bool {
+    package static func isValidSKU(_ sku: String) -> Bool {
         let bytes = Array(sku.utf8)
         guard (1...64).contains(bytes.count) else { return false }
         func alphanumeric(_ byte: UInt8) -> Bool {
@@ -109,7 +109,7 @@ public enum ProductRules {
     }
 
     /// The trimmed name, or nil (with an issue) when empty or too long.
-    public static func name(_ raw: String, into issues: inout [FieldIssue]) -> String? {
+    package static func name(_ raw: String, into issues: inout [FieldIssue]) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
         guard (1...maxName).contains(name.unicodeScalars.count) else {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to \(maxName) characters after trimming"))
@@ -119,7 +119,7 @@ public enum ProductRules {
     }
 
     /// Checks every field of a complete product, appending issues.
-    public static func check(_ product: Product, into issues: inout [FieldIssue]) {
+    package static func check(_ product: Product, into issues: inout [FieldIssue]) {
         if !isValidSKU(product.sku) {
             issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
         }
@@ -144,7 +144,7 @@ public enum ProductRules {
     }
 
     /// Compact JSON text of an attributes value, or nil (with an issue) unless it is an object.
-    public static func attributes(_ value: JSONValue, into issues: inout [FieldIssue]) -> String? {
+    package static func attributes(_ value: JSONValue, into issues: inout [FieldIssue]) -> String? {
         guard case .object = value else {
             issues.append(FieldIssue(field: "attributes", issue: "must be a JSON object"))
             return nil
@@ -156,9 +156,9 @@ public enum ProductRules {
 /// The catalog module's tables. Full-text search is FTS5 on SQLite (an external-content index
 /// kept by triggers) and a generated `tsvector` with a GIN index on PostgreSQL; both use plain
 /// word tokens without stemming, so a query finds the same rows on either engine.
-public enum CatalogMigrations {
+package enum CatalogMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(module: "catalog", version: 1, name: "products") { dialect in
             var statements = [
                 """

@@ -1,7 +1,7 @@
-public import CairnFiles
+package import CairnFiles
 import CairnFormats
 import CairnHTTP
-public import CairnJobs
+package import CairnJobs
 import CairnStorage
 import Foundation
 import HTTPTypes
@@ -10,11 +10,11 @@ import NIOCore
 
 /// `POST /products:import`: a CSV or NDJSON body is stored and upserted by SKU in a job
 /// (`products.import`), whose progress reports counts and per-row errors.
-public struct ProductImporter: Sendable {
+package struct ProductImporter: Sendable {
     /// The job kind.
-    public static var kind: String { ImportProducts.kind }
+    package static var kind: String { ImportProducts.kind }
     /// Largest import body, bytes (10 MiB; larger files go through uploads).
-    public static let maxBody = 10 << 20
+    package static let maxBody = 10 << 20
     /// Per-row errors kept in the job's progress.
     static let maxErrors = 1000
     /// Rows upserted per transaction.
@@ -28,7 +28,7 @@ public struct ProductImporter: Sendable {
     /// Creates the importer; call ``registerJobs(on:)`` once, from the composition root. With
     /// `files` and `blobs`, an import may name an uploaded file (`{"fileId"}`) instead of
     /// carrying its rows.
-    public init(catalog: CatalogService, jobs: JobQueue, files: FileStore? = nil, blobs: (any BlobStore)? = nil) {
+    package init(catalog: CatalogService, jobs: JobQueue, files: FileStore? = nil, blobs: (any BlobStore)? = nil) {
         self.catalog = catalog
         self.jobs = jobs
         self.files = files
@@ -36,7 +36,7 @@ public struct ProductImporter: Sendable {
     }
 
     /// Registers the import job handler on `queue`.
-    public func registerJobs(on queue: JobQueue) {
+    package func registerJobs(on queue: JobQueue) {
         queue.register(ImportProducts.self) { [catalog] args, context in
             try await Self.run(args, context: context, catalog: catalog)
         }

@@ -1,10 +1,10 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import SQLKit
 
 /// How a product list is ordered: a column, ascending or descending, with `id` as tie-breaker.
-public enum ProductSort: String, Sendable, CaseIterable {
+package enum ProductSort: String, Sendable, CaseIterable {
     case name, price, updatedAt
 
     var column: String {
@@ -17,18 +17,18 @@ public enum ProductSort: String, Sendable, CaseIterable {
 }
 
 /// Filters shared by `GET /products` and `GET /reports/products.csv`.
-public struct ProductFilter: Sendable, Equatable {
+package struct ProductFilter: Sendable, Equatable {
     /// Exact category.
-    public var category: String?
+    package var category: String?
     /// Lowest price in minor units, inclusive.
-    public var minPrice: Int64?
+    package var minPrice: Int64?
     /// Highest price in minor units, inclusive.
-    public var maxPrice: Int64?
+    package var maxPrice: Int64?
     /// Full-text query over name and description: every word must occur.
-    public var query: String?
+    package var query: String?
 
     /// Creates a filter (nil fields do not filter).
-    public init(category: String? = nil, minPrice: Int64? = nil, maxPrice: Int64? = nil, query: String? = nil) {
+    package init(category: String? = nil, minPrice: Int64? = nil, maxPrice: Int64? = nil, query: String? = nil) {
         self.category = category
         self.minPrice = minPrice
         self.maxPrice = maxPrice
@@ -42,25 +42,25 @@ public struct ProductFilter: Sendable, Equatable {
 }
 
 /// The position after which a keyset page starts: the sort value and id of the last row shown.
-public struct ProductCursor: Sendable, Equatable {
+package struct ProductCursor: Sendable, Equatable {
     /// The sort the cursor belongs to (a cursor of another sort is rejected).
-    public var sort: ProductSort
+    package var sort: ProductSort
     /// Descending or not.
-    public var descending: Bool
+    package var descending: Bool
     /// The sort column's value in the last row: text for names, digits for numbers.
-    public var value: String
+    package var value: String
     /// The id of the last row.
-    public var id: String
+    package var id: String
 
     private static let prefix = "p1"
 
     /// Opaque base64url text.
-    public var encoded: String {
+    package var encoded: String {
         Base64URL.encode(Array("\(Self.prefix)\n\(sort.rawValue)\n\(descending ? "d" : "a")\n\(id)\n\(value)".utf8))
     }
 
     /// Decodes a cursor this server issued, or nil.
-    public static func decode(_ text: String) -> ProductCursor? {
+    package static func decode(_ text: String) -> ProductCursor? {
         guard text.utf8.count <= 2048, let bytes = Base64URL.decode(text), let plain = String(validating: bytes, as: UTF8.self) else {
             return nil
         }
@@ -116,35 +116,35 @@ struct PostgresProductSearch: ProductSearch {
 }
 
 /// A validated change to a product; nil fields stay as they are.
-public struct ProductChange: Sendable {
+package struct ProductChange: Sendable {
     /// New SKU.
-    public var sku: String?
+    package var sku: String?
     /// New name.
-    public var name: String?
+    package var name: String?
     /// New description; `.some(nil)` clears it.
-    public var description: String??
+    package var description: String??
     /// New price.
-    public var priceMinor: Int64?
+    package var priceMinor: Int64?
     /// New currency.
-    public var currency: String?
+    package var currency: String?
     /// New category; `.some(nil)` clears it.
-    public var category: String??
+    package var category: String??
     /// New stock.
-    public var stock: Int64?
+    package var stock: Int64?
     /// New attributes (compact JSON object text).
-    public var attributes: String?
+    package var attributes: String?
 
     /// Creates an empty change.
-    public init() {}
+    package init() {}
 }
 
 /// Product persistence, tenant-scoped in every query.
-public struct ProductStore: Sendable {
+package struct ProductStore: Sendable {
     let database: Database
     let search: any ProductSearch
 
     /// Creates a store; full-text search follows the database's dialect.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
         self.search = database.dialect == .postgres ? PostgresProductSearch() : SQLiteProductSearch()
     }
@@ -170,7 +170,7 @@ public struct ProductStore: Sendable {
     }
 
     /// One product by id, or nil.
-    public func get(id: String, tenantId: String) async throws -> Product? {
+    package func get(id: String, tenantId: String) async throws -> Product? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM products WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
@@ -179,7 +179,7 @@ public struct ProductStore: Sendable {
     }
 
     /// One product by SKU, or nil.
-    public func get(sku: String, tenantId: String) async throws -> Product? {
+    package func get(sku: String, tenantId: String) async throws -> Product? {
         guard ProductRules.isValidSKU(sku) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM products WHERE sku = \(bind: sku) AND tenant_id = \(bind: tenantId)")
@@ -201,7 +201,7 @@ public struct ProductStore: Sendable {
 
     /// A keyset page ordered by `sort` then id. The cursor is the last row's (value, id), so a
     /// row inserted before the cursor position never shifts later pages.
-    public func list(
+    package func list(
         tenantId: String, filter: ProductFilter, sort: ProductSort, descending: Bool, limit: Int, after: ProductCursor?
     ) async throws -> (items: [Product], nextCursor: String?) {
         guard var query = filterSQL(tenantId: tenantId, filter: filter) else { return ([], nil) }
@@ -227,7 +227,7 @@ public struct ProductStore: Sendable {
 
     /// Up to `limit` products matching `filter`, in ascending id order after `after`: keyset
     /// batches for streaming readers (reports); every call is one short read.
-    public func batch(tenantId: String, filter: ProductFilter, after: String?, limit: Int) async throws -> [Product] {
+    package func batch(tenantId: String, filter: ProductFilter, after: String?, limit: Int) async throws -> [Product] {
         guard var query = filterSQL(tenantId: tenantId, filter: filter) else { return [] }
         if let after { query = query + " AND id > \(bind: after)" }
         let statement: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM products WHERE " + query + " ORDER BY id ASC LIMIT \(bind: limit)"
@@ -245,7 +245,7 @@ public struct ProductStore: Sendable {
 
     /// Inserts a product.
     /// - Throws: 409 `conflict` when the SKU is taken in the tenant.
-    public func insert(_ product: Product) async throws {
+    package func insert(_ product: Product) async throws {
         do {
             try await database.write { db in
                 try await db.raw("INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(Self.values(product))").run()
@@ -258,7 +258,7 @@ public struct ProductStore: Sendable {
     /// Applies a change when the version matches (any when nil); nil when the product is
     /// missing or its version moved on.
     /// - Throws: 409 `conflict` when a new SKU is taken.
-    public func update(id: String, tenantId: String, expectedVersion: Int?, change: ProductChange) async throws -> Product? {
+    package func update(id: String, tenantId: String, expectedVersion: Int?, change: ProductChange) async throws -> Product? {
         guard UUIDv7.isValid(id) else { return nil }
         let now = WallClock.milliseconds()
         do {
@@ -282,7 +282,7 @@ public struct ProductStore: Sendable {
     }
 
     /// Deletes a product when the version matches (any when nil); false when nothing was deleted.
-    public func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
+    package func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
         return try await database.write { db in
             var query: SQLQueryString = "DELETE FROM products WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
@@ -294,7 +294,7 @@ public struct ProductStore: Sendable {
     /// Inserts or updates products by (tenant, SKU) in one transaction, multi-row statements of
     /// at most 500 rows: a changed row keeps its id and creation time and gets a new version.
     /// Used by imports and `cairn seed`.
-    public func upsert(_ products: [Product]) async throws {
+    package func upsert(_ products: [Product]) async throws {
         guard !products.isEmpty else { return }
         try await database.transaction { db in
             var start = 0

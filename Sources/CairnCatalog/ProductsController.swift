@@ -1,18 +1,18 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
-public import HummingbirdCore
+package import Hummingbird
+package import HummingbirdCore
 import NIOCore
 
 /// `/products`: reads for every member of the tenant (through the cache), writes for admins.
-public struct ProductsController: Sendable {
+package struct ProductsController: Sendable {
     let catalog: CatalogService
     let importer: ProductImporter
 
     /// Creates the controller.
-    public init(catalog: CatalogService, importer: ProductImporter) {
+    package init(catalog: CatalogService, importer: ProductImporter) {
         self.catalog = catalog
         self.importer = importer
     }
@@ -76,7 +76,7 @@ public struct ProductsController: Sendable {
 
     /// Parses the list filters shared with `/reports/products.csv`.
     /// - Throws: 400 `invalid_input` naming each bad parameter.
-    public static func parseFilter(_ uri: URI, issues: inout [FieldIssue]) -> ProductFilter {
+    package static func parseFilter(_ uri: URI, issues: inout [FieldIssue]) -> ProductFilter {
         let query = uri.queryParameters
         var filter = ProductFilter()
         if let category = query.get("category") {
@@ -111,7 +111,7 @@ public struct ProductsController: Sendable {
     }
 
     /// Adds the routes to the authenticated group: reads for everyone, writes for owners and admins.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("products")
             .get(use: list)
             .get("by-sku/:sku", use: showBySKU)

@@ -1,10 +1,10 @@
 import Crypto
-public import NIOCore
-public import NIOFileSystem
+package import NIOCore
+package import NIOFileSystem
 
 /// Where uploaded bytes live. Blobs are named by tenant and file id, never by the user's file
 /// name, so a name such as `../../etc/passwd` is only ever a label.
-public protocol BlobStore: Sendable {
+package protocol BlobStore: Sendable {
     /// Streams `body` into the blob `id` of `tenantId`: visible only once complete (written to a
     /// temporary path, synced, renamed), with its SHA-256 computed on the way.
     /// - Parameter maxBytes: more than this many bytes aborts the write (nothing is kept).
@@ -27,23 +27,23 @@ public protocol BlobStore: Sendable {
 }
 
 /// Thrown by `BlobStore.write` when the body exceeds its limit.
-public struct BlobTooLarge: Error, Sendable {
+package struct BlobTooLarge: Error, Sendable {
     /// The limit that was exceeded, in bytes.
-    public var limit: Int64
+    package var limit: Int64
 }
 
 /// Blobs under `<root>/<tenantId>/<fileId>` on the local disk (the data directory's `blobs`).
-public struct LocalBlobStore: BlobStore {
+package struct LocalBlobStore: BlobStore {
     /// The folder holding one folder per tenant.
-    public let root: FilePath
+    package let root: FilePath
 
     /// Creates a store rooted at `root` (created on first write).
-    public init(root: FilePath) {
+    package init(root: FilePath) {
         self.root = root
     }
 
     /// Creates a store rooted at the folder `path`.
-    public init(rootPath path: String) {
+    package init(rootPath path: String) {
         self.root = FilePath(path)
     }
 
@@ -54,13 +54,13 @@ public struct LocalBlobStore: BlobStore {
     }
 
     /// The blob's path.
-    public func path(tenantId: String, id: String) -> FilePath {
+    package func path(tenantId: String, id: String) -> FilePath {
         root.appending(Self.checked(tenantId)).appending(Self.checked(id))
     }
 
     /// Streams the body to disk (NIOFileSystem's transactional creation: a hidden temporary
     /// file renamed into place on success, removed on failure), fsyncs it, and hashes it.
-    public func write<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
+    package func write<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
         size: Int64, sha256: String
     ) where Body.Element == ByteBuffer {
         let directory = root.appending(Self.checked(tenantId))
@@ -90,7 +90,7 @@ public struct LocalBlobStore: BlobStore {
 
     /// Renames the file into place (the work folder and the blobs share the data directory's
     /// file system).
-    public func adopt(tenantId: String, id: String, movingFileAt source: FilePath) async throws {
+    package func adopt(tenantId: String, id: String, movingFileAt source: FilePath) async throws {
         let directory = root.appending(Self.checked(tenantId))
         try await FileSystem.shared.createDirectory(at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
         let target = directory.appending(Self.checked(id))
@@ -99,7 +99,7 @@ public struct LocalBlobStore: BlobStore {
     }
 
     /// Removes the blob file.
-    public func delete(tenantId: String, id: String) async throws {
+    package func delete(tenantId: String, id: String) async throws {
         _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
     }
 }
@@ -107,7 +107,7 @@ public struct LocalBlobStore: BlobStore {
 extension BlobStore {
     /// A whole blob in memory, for small files only (at most `limit` bytes).
     /// - Throws: the file system's error, also when the blob is larger than `limit`.
-    public func read(tenantId: String, id: String, limit: Int) async throws -> ByteBuffer {
+    package func read(tenantId: String, id: String, limit: Int) async throws -> ByteBuffer {
         try await FileSystem.shared.withFileHandle(forReadingAt: path(tenantId: tenantId, id: id)) { handle in
             try await handle.readToEnd(maximumSizeAllowed: .bytes(Int64(limit)))
         }

@@ -1,28 +1,28 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
 import SQLKit
 
 /// An uploaded file of a tenant. Its bytes live in the `BlobStore` under its id.
-public struct StoredFile: Sendable, Equatable, JSONWritable {
+package struct StoredFile: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Owning tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// The name the uploader gave (a label only; never used as a path).
-    public var name: String
+    package var name: String
     /// Bytes.
-    public var size: Int64
+    package var size: Int64
     /// Lower-case hex SHA-256 of the content.
-    public var sha256: String
+    package var sha256: String
     /// The media type it was uploaded as.
-    public var contentType: String
+    package var contentType: String
     /// `csv`, `json`, `ndjson`, `xml`, or `binary`.
-    public var format: String
+    package var format: String
     /// The uploading user.
-    public var createdBy: String?
+    package var createdBy: String?
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
 
     /// Creates a file record (the row is written by ``FileStore``).
     package init(
@@ -41,7 +41,7 @@ public struct StoredFile: Sendable, Equatable, JSONWritable {
     }
 
     /// `{id, name, size, sha256, contentType, format, createdBy, createdAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -64,9 +64,9 @@ public struct StoredFile: Sendable, Equatable, JSONWritable {
 }
 
 /// The ingest module's tables.
-public enum IngestMigrations {
+package enum IngestMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "ingest", version: 1, name: "files",
             sql: [
@@ -97,25 +97,25 @@ public enum IngestMigrations {
 }
 
 /// Per-tenant limits on files.
-public struct FileQuotas: Sendable, Equatable {
+package struct FileQuotas: Sendable, Equatable {
     /// The largest single file, in bytes (`CAIRN_FILES_MAX_SIZE`, default 4 GiB).
-    public var maxFileBytes: Int64 = 4 << 30
+    package var maxFileBytes: Int64 = 4 << 30
     /// All of a tenant's files together (`CAIRN_FILES_MAX_TOTAL`, default 20 GiB).
-    public var maxTotalBytes: Int64 = 20 << 30
+    package var maxTotalBytes: Int64 = 20 << 30
     /// Bytes a tenant may upload per clock hour (`CAIRN_FILES_MAX_PER_HOUR`, default 10 GiB).
-    public var maxBytesPerHour: Int64 = 10 << 30
+    package var maxBytesPerHour: Int64 = 10 << 30
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// SQL for `files`, written once for both engines.
-public struct FileStore: Sendable {
+package struct FileStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -131,7 +131,7 @@ public struct FileStore: Sendable {
     }
 
     /// Why a completely written file could not be recorded.
-    public enum QuotaExceeded: Error, Sendable {
+    package enum QuotaExceeded: Error, Sendable {
         /// The tenant's files would exceed `maxTotalBytes`.
         case total
         /// The tenant's uploads this hour would exceed `maxBytesPerHour`.
@@ -144,7 +144,7 @@ public struct FileStore: Sendable {
     /// - Parameter countsAsUpload: false for files the server made (pipeline outputs), which
     ///   count towards the total but not towards the hourly upload quota.
     /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
-    public func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true) async throws {
+    package func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true) async throws {
         try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
             let total =
                 try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: file.tenantId)")
@@ -186,7 +186,7 @@ public struct FileStore: Sendable {
     }
 
     /// One file of the tenant, or nil.
-    public func get(id: String, tenantId: String) async throws -> StoredFile? {
+    package func get(id: String, tenantId: String) async throws -> StoredFile? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
@@ -195,7 +195,7 @@ public struct FileStore: Sendable {
     }
 
     /// A page of the tenant's files, newest first.
-    public func list(tenantId: String, page: PageRequest) async throws -> Page<StoredFile> {
+    package func list(tenantId: String, page: PageRequest) async throws -> Page<StoredFile> {
         let rows = try await database.read { db in
             var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId)"
             if let after = page.after { query = query + " AND id < \(bind: after)" }
@@ -207,7 +207,7 @@ public struct FileStore: Sendable {
 
     /// The tenant's newest files of `format` created after the file `afterId` (all when nil),
     /// newest first, at most `limit` (for scheduled pipeline runs).
-    public func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
+    package func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
         try await database.read { db in
             var query: SQLQueryString =
                 "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format)"
@@ -217,7 +217,7 @@ public struct FileStore: Sendable {
     }
 
     /// Deletes a file's row; false when there was none.
-    public func delete(id: String, tenantId: String) async throws -> Bool {
+    package func delete(id: String, tenantId: String) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
         return try await database.write { db in
             try await db.raw("DELETE FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
@@ -225,7 +225,7 @@ public struct FileStore: Sendable {
     }
 
     /// Bytes the tenant's files take.
-    public func totalBytes(tenantId: String) async throws -> Int64 {
+    package func totalBytes(tenantId: String) async throws -> Int64 {
         try await database.read { db in
             try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: tenantId)").first()?.decode(
                 column: "total", as: Int64.self) ?? 0
@@ -233,7 +233,7 @@ public struct FileStore: Sendable {
     }
 
     /// Bytes the tenant uploaded in the given hour.
-    public func uploaded(tenantId: String, hour: Int64) async throws -> Int64 {
+    package func uploaded(tenantId: String, hour: Int64) async throws -> Int64 {
         try await database.read { db in
             try await db.raw("SELECT bytes FROM file_upload_usage WHERE tenant_id = \(bind: tenantId) AND hour = \(bind: hour)").first()?
                 .decode(column: "bytes", as: Int64.self) ?? 0

@@ -1,22 +1,22 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
-public import Logging
+package import Hummingbird
+package import Logging
 import NIOCore
 import NIOFileSystem
 
 /// `/files`: upload (the raw body, streamed to disk while hashed), list, read, download (with
 /// single `Range` requests, RFC 9110 §14) and delete; all scoped to the caller's tenant.
-public struct FilesController: Sendable {
+package struct FilesController: Sendable {
     let store: FileStore
     let blobs: any BlobStore
     let quotas: FileQuotas
     let logger: Logger
 
     /// Creates the controller.
-    public init(store: FileStore, blobs: any BlobStore, quotas: FileQuotas, logger: Logger) {
+    package init(store: FileStore, blobs: any BlobStore, quotas: FileQuotas, logger: Logger) {
         self.store = store
         self.blobs = blobs
         self.quotas = quotas
@@ -30,7 +30,7 @@ public struct FilesController: Sendable {
     ]
 
     /// Adds the routes to the authenticated group.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("files")
             .post(use: upload)
             .get(use: list)

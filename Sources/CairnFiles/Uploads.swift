@@ -1,46 +1,46 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
-public import Logging
-public import NIOFileSystem
+package import Logging
+package import NIOFileSystem
 import SQLKit
-public import ServiceLifecycle
+import ServiceLifecycle
 
 /// A resumable upload (tus 1.0): its declared length, the bytes durably received so far, and
 /// the file it became once complete.
-public struct TusUpload: Sendable, Equatable {
+package struct TusUpload: Sendable, Equatable {
     /// UUIDv7; also the id of the file it becomes.
-    public var id: String
+    package var id: String
     /// Owning tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// The creating user.
-    public var createdBy: String?
+    package var createdBy: String?
     /// `Upload-Length`, in bytes.
-    public var length: Int64
+    package var length: Int64
     /// `Upload-Offset`: bytes received, fsynced and committed.
-    public var offset: Int64
+    package var offset: Int64
     /// The file's name (from `Upload-Metadata` `filename`; a label only).
-    public var name: String
+    package var name: String
     /// The file's media type (`filetype`, or `application/octet-stream`).
-    public var contentType: String
+    package var contentType: String
     /// `csv`, `json`, `ndjson`, `xml` or `binary`.
-    public var format: String
+    package var format: String
     /// The finished file's id, once complete.
-    public var fileId: String?
+    package var fileId: String?
     /// Epoch milliseconds after which the upload is gone.
-    public var expiresAt: Int64
+    package var expiresAt: Int64
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
 }
 
 /// SQL for `uploads`, written once for both engines. A PATCH holds a lease on its upload
 /// (`lock_token`, `locked_until`), so two PATCHes of one upload never interleave on any node.
-public struct UploadStore: Sendable {
+package struct UploadStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -78,7 +78,7 @@ public struct UploadStore: Sendable {
     }
 
     /// Records a new upload at offset 0.
-    public func create(_ upload: TusUpload) async throws {
+    package func create(_ upload: TusUpload) async throws {
         try await database.write { db in
             try await db.raw(
                 """
@@ -92,7 +92,7 @@ public struct UploadStore: Sendable {
     }
 
     /// One upload of the tenant, or nil (also for another tenant's).
-    public func get(id: String, tenantId: String) async throws -> TusUpload? {
+    package func get(id: String, tenantId: String) async throws -> TusUpload? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
@@ -102,7 +102,7 @@ public struct UploadStore: Sendable {
 
     /// Takes the upload's lease when its committed offset is `offset` and no live lease is held.
     /// - Returns: the upload, or nil when it is leased by another PATCH or at another offset.
-    public func lease(id: String, tenantId: String, offset: Int64, token: String, until: Int64, now: Int64) async throws -> TusUpload? {
+    package func lease(id: String, tenantId: String, offset: Int64, token: String, until: Int64, now: Int64) async throws -> TusUpload? {
         try await database.write { db in
             try await db.raw(
                 """
@@ -116,7 +116,7 @@ public struct UploadStore: Sendable {
 
     /// Commits a durable offset and extends (or, with `until` 0, releases) the lease.
     /// - Returns: false when the lease was lost (nothing committed).
-    public func commit(id: String, token: String, offset: Int64, until: Int64) async throws -> Bool {
+    package func commit(id: String, token: String, offset: Int64, until: Int64) async throws -> Bool {
         try await database.write { db in
             try await db.raw(
                 """
@@ -129,7 +129,7 @@ public struct UploadStore: Sendable {
     }
 
     /// Marks the upload complete as the file `fileId`, releasing its lease.
-    public func complete(id: String, token: String, fileId: String) async throws {
+    package func complete(id: String, token: String, fileId: String) async throws {
         try await database.write { db in
             try await db.raw(
                 """
@@ -141,7 +141,7 @@ public struct UploadStore: Sendable {
     }
 
     /// Deletes an upload's row; false when there was none.
-    public func delete(id: String, tenantId: String) async throws -> Bool {
+    package func delete(id: String, tenantId: String) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
         return try await database.write { db in
             try await db.raw("DELETE FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
@@ -149,7 +149,7 @@ public struct UploadStore: Sendable {
     }
 
     /// Deletes the rows of uploads expired at `now` whose lease is not live, and returns them.
-    public func expire(now: Int64, limit: Int = 500) async throws -> [TusUpload] {
+    package func expire(now: Int64, limit: Int = 500) async throws -> [TusUpload] {
         try await database.write { db in
             try await db.raw(
                 """
@@ -163,36 +163,36 @@ public struct UploadStore: Sendable {
 
 /// Where the bytes of unfinished uploads live: `<root>/<tenantId>/<uploadId>.part`, named by
 /// server ids only, never by the uploader's file name.
-public struct PartialUploads: Sendable {
+package struct PartialUploads: Sendable {
     /// The folder holding one folder per tenant (the data directory's `uploads`).
-    public let root: FilePath
+    package let root: FilePath
 
     /// Creates the store rooted at the folder `path`.
-    public init(rootPath path: String) {
+    package init(rootPath path: String) {
         root = FilePath(path)
     }
 
     /// The partial file of an upload; ids are server-made UUIDv7s (checked by the caller).
-    public func path(tenantId: String, id: String) -> FilePath {
+    package func path(tenantId: String, id: String) -> FilePath {
         root.appending(tenantId).appending(id + ".part")
     }
 
     /// Removes an upload's partial file; a missing one is not an error.
-    public func delete(tenantId: String, id: String) async throws {
+    package func delete(tenantId: String, id: String) async throws {
         _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
     }
 }
 
 /// Deletes expired tus uploads and their partial bytes (tus 1.0 expiration extension), every
 /// `interval`, until graceful shutdown.
-public struct UploadExpiryService: Service {
+package struct UploadExpiryService: Service {
     let store: UploadStore
     let partials: PartialUploads
     let interval: Duration
     let logger: Logger
 
     /// Creates the service.
-    public init(store: UploadStore, partials: PartialUploads, interval: Duration = .seconds(60), logger: Logger) {
+    package init(store: UploadStore, partials: PartialUploads, interval: Duration = .seconds(60), logger: Logger) {
         self.store = store
         self.partials = partials
         self.interval = interval
@@ -202,7 +202,7 @@ public struct UploadExpiryService: Service {
     /// Sweeps once: deletes the uploads expired at `now` (epoch milliseconds) and their bytes.
     /// - Returns: how many were removed.
     @discardableResult
-    public func sweep(now: Int64 = WallClock.milliseconds()) async throws -> Int {
+    package func sweep(now: Int64 = WallClock.milliseconds()) async throws -> Int {
         var removed = 0
         while true {
             let expired = try await store.expire(now: now)
@@ -213,7 +213,7 @@ public struct UploadExpiryService: Service {
     }
 
     /// Runs the sweep loop until graceful shutdown.
-    public func run() async throws {
+    package func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {

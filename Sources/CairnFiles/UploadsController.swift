@@ -1,10 +1,10 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-public import Hummingbird
-public import Logging
+package import Hummingbird
+package import Logging
 import NIOCore
 import NIOFileSystem
 
@@ -13,7 +13,7 @@ import NIOFileSystem
 /// md5). A finished upload becomes a `StoredFile` with the upload's id (`Cairn-File-Id`).
 /// Every route but `OPTIONS` is tenant-scoped; another tenant's upload is 404. Errors are
 /// problem+json, also for the status codes tus fixes (409, 412, 415, 460).
-public struct UploadsController: Sendable {
+package struct UploadsController: Sendable {
     let uploads: UploadStore
     let files: FileStore
     let blobs: LocalBlobStore
@@ -23,7 +23,7 @@ public struct UploadsController: Sendable {
     let logger: Logger
 
     /// Creates the controller; uploads not finished within `expirySeconds` of their creation expire.
-    public init(
+    package init(
         uploads: UploadStore, files: FileStore, blobs: LocalBlobStore, partials: PartialUploads, quotas: FileQuotas, expirySeconds: Int,
         logger: Logger
     ) {
@@ -57,7 +57,7 @@ public struct UploadsController: Sendable {
     static let checkpointMilliseconds: Int64 = 20_000
 
     /// Adds `OPTIONS` (public: it tells capabilities only) and the tenant-scoped routes.
-    public func addRoutes(to router: Router<CairnRequestContext>, authenticated group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to router: Router<CairnRequestContext>, authenticated group: RouterGroup<AuthenticatedContext>) {
         router.on("uploads", method: .options, use: options)
         router.on("uploads/:id", method: .options, use: options)
         group.group("uploads")

@@ -6,19 +6,19 @@
 
 /// Bytes read in chunks, front to back: a file, a decompressed stream, or memory in tests.
 /// Parsers pull from a source so that memory stays flat whatever the input's size.
-public protocol ByteSource {
+package protocol ByteSource {
     /// Fills the start of `buffer` with the next bytes; returns how many (0 only at the end).
     /// - Throws: `IngestError` (`io`) when the underlying read fails.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
 /// A file read with POSIX `read(2)`; closed when the source is released.
-public final class FileByteSource: ByteSource {
+package final class FileByteSource: ByteSource {
     private let descriptor: Int32
 
     /// Opens `path` for reading.
     /// - Throws: `IngestError` (`io`) when the file cannot be opened.
-    public init(path: String) throws {
+    package init(path: String) throws {
         descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw IngestError(.io, "cannot open the file (errno \(errno))") }
     }
@@ -26,7 +26,7 @@ public final class FileByteSource: ByteSource {
     deinit { close(descriptor) }
 
     /// Reads the next bytes, retrying reads interrupted by signals.
-    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    package func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         while true {
             let count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
             if count >= 0 { return count }
@@ -90,7 +90,7 @@ extension BufferedInput {
 
 /// Bytes held in memory, handed out in chunks of at most `chunkSize` (tests use small chunks
 /// to exercise records that straddle reads). A string's UTF-8 is read where it is, not copied.
-public struct MemoryByteSource: ByteSource {
+package struct MemoryByteSource: ByteSource {
     private enum Storage {
         case bytes([UInt8])
         case text(String)
@@ -102,14 +102,14 @@ public struct MemoryByteSource: ByteSource {
     private let chunkSize: Int
 
     /// Creates a source over `bytes`.
-    public init(_ bytes: [UInt8], chunkSize: Int = 1 << 20) {
+    package init(_ bytes: [UInt8], chunkSize: Int = 1 << 20) {
         storage = .bytes(bytes)
         count = bytes.count
         self.chunkSize = max(1, chunkSize)
     }
 
     /// Creates a source over a string's UTF-8 bytes.
-    public init(_ text: String, chunkSize: Int = 1 << 20) {
+    package init(_ text: String, chunkSize: Int = 1 << 20) {
         var text = text
         text.makeContiguousUTF8()
         storage = .text(text)
@@ -118,7 +118,7 @@ public struct MemoryByteSource: ByteSource {
     }
 
     /// Copies the next chunk.
-    public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    package mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         let length = min(buffer.count, chunkSize, count - offset)
         guard length > 0 else { return 0 }
         let range = offset..<(offset + length)
@@ -138,9 +138,9 @@ public struct MemoryByteSource: ByteSource {
 /// An error while reading or parsing input, with where it happened. `row` counts data records
 /// from 1 (a header is not counted); `byteOffset` is from the start of the input (a byte-order
 /// mark included).
-public struct IngestError: Error, CustomStringConvertible, Sendable, Equatable {
+package struct IngestError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What went wrong, as a stable code.
-    public enum Kind: String, Sendable {
+    package enum Kind: String, Sendable {
         /// The input could not be read.
         case io
         /// The input is not well-formed for its format (quotes, field counts, syntax).
@@ -154,16 +154,16 @@ public struct IngestError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     /// The kind of problem.
-    public var kind: Kind
+    package var kind: Kind
     /// A human-readable explanation (no file contents beyond a few bytes).
-    public var message: String
+    package var message: String
     /// The data record the problem is in, when known (1-based; the header is not counted).
-    public var row: Int?
+    package var row: Int?
     /// The offset of the offending byte (or of the record's start), when known.
-    public var byteOffset: Int64?
+    package var byteOffset: Int64?
 
     /// Creates an error.
-    public init(_ kind: Kind, _ message: String, row: Int? = nil, byteOffset: Int64? = nil) {
+    package init(_ kind: Kind, _ message: String, row: Int? = nil, byteOffset: Int64? = nil) {
         self.kind = kind
         self.message = message
         self.row = row
@@ -171,7 +171,7 @@ public struct IngestError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     /// `message (row N, byte M)`.
-    public var description: String {
+    package var description: String {
         var where_: [String] = []
         if let row { where_.append("row \(row)") }
         if let byteOffset { where_.append("byte \(byteOffset)") }

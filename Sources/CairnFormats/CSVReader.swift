@@ -1,20 +1,20 @@
 /// How to read a CSV file (the pipeline's `input.options`).
-public struct CSVOptions: Sendable, Equatable {
+package struct CSVOptions: Sendable, Equatable {
     /// The field delimiter; nil detects it among `,` `;` tab `|` from the first lines.
-    public var delimiter: UInt8?
+    package var delimiter: UInt8?
     /// The quote character (default `"`).
-    public var quote: UInt8 = 0x22
+    package var quote: UInt8 = 0x22
     /// Whether the first record names the columns (default true); otherwise the columns are
     /// `column1`, `column2`, … and the first record is data.
-    public var header = true
+    package var header = true
     /// Unquoted field values read as null (default `""`, `NA`, `NULL`). A quoted value is
     /// always text, so `""` in quotes stays an empty string (as PostgreSQL's CSV COPY does).
-    public var nullValues: Set<String> = ["", "NA", "NULL"]
+    package var nullValues: Set<String> = ["", "NA", "NULL"]
     /// The longest record accepted, in bytes (default 64 MiB); longer is `tooLarge`.
-    public var maxRecordBytes = 64 << 20
+    package var maxRecordBytes = 64 << 20
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// A streaming CSV reader (RFC 4180): records come out one at a time from a `ByteSource`
@@ -27,15 +27,15 @@ public struct CSVOptions: Sendable, Equatable {
 ///
 /// Written over raw bytes rather than with `CSV.swift` (which reads scalar by scalar, reports
 /// no offsets and never checks field counts); measured in `Benchmarks/ingest`.
-public final class CSVReader: BufferedInput {
+package final class CSVReader: BufferedInput {
     /// The column names (from the header, or `column1`… without one).
-    public private(set) var columns: [String] = []
+    package private(set) var columns: [String] = []
     /// The delimiter in use (given or detected).
-    public private(set) var delimiter: UInt8 = 0x2C
+    package private(set) var delimiter: UInt8 = 0x2C
     /// Data records returned so far.
-    public private(set) var row = 0
+    package private(set) var row = 0
     /// Bytes of input consumed by the records returned so far (a checkpoint to resume from).
-    public var bytesConsumed: Int64 { consumedBase + Int64(position) }
+    package var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
     var source: any ByteSource
     private let options: CSVOptions
@@ -52,7 +52,7 @@ public final class CSVReader: BufferedInput {
     /// - Parameter skipping: bytes already processed by an earlier run (a checkpoint's
     ///   `bytesConsumed`); the header is still read first, then reading resumes there.
     /// - Throws: `IngestError` when the header is malformed or the input cannot be read.
-    public init(source: any ByteSource, options: CSVOptions = CSVOptions(), resumingAt skipping: Int64 = 0) throws {
+    package init(source: any ByteSource, options: CSVOptions = CSVOptions(), resumingAt skipping: Int64 = 0) throws {
         self.source = source
         self.options = options
         self.buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -77,7 +77,7 @@ public final class CSVReader: BufferedInput {
 
     /// The next record, its fields in column order (nil for null markers), or nil at the end.
     /// - Throws: `IngestError` naming the row and byte offset.
-    public func next() throws -> [String?]? {
+    package func next() throws -> [String?]? {
         if let first = pendingFirst {
             pendingFirst = nil
             row += 1
@@ -114,7 +114,7 @@ public final class CSVReader: BufferedInput {
     /// `bytesConsumed` and `row` already count the record there.
     /// - Throws: `IngestError` as `next()` does (UTF-8 is checked before `body` runs), or what
     ///   `body` throws.
-    public func withNextRecord<R>(_ body: (CSVRawRecord) throws -> R) throws -> R? {
+    package func withNextRecord<R>(_ body: (CSVRawRecord) throws -> R) throws -> R? {
         precondition(pendingFirst == nil, "read the first record of a header-less file with next()")
         guard let next = try scanNextRecord(countRow: true) else { return nil }
         let recordRow = row + 1
@@ -336,17 +336,17 @@ public final class CSVReader: BufferedInput {
 }
 
 /// One CSV record's fields as bytes (see `CSVReader.withNextRecord`).
-public struct CSVRawRecord {
+package struct CSVRawRecord {
     let bytes: UnsafeBufferPointer<UInt8>
     let fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)]
     let quote: UInt8
     let nullMarkers: [[UInt8]]
 
     /// The number of fields.
-    public var count: Int { fields.count }
+    package var count: Int { fields.count }
 
     /// Whether field `index` is unquoted and one of the null markers.
-    public func isNull(_ index: Int) -> Bool {
+    package func isNull(_ index: Int) -> Bool {
         let field = fields[index]
         guard !field.quoted else { return false }
         let length = field.end - field.start
@@ -356,7 +356,7 @@ public struct CSVRawRecord {
     }
 
     /// Calls `body` with field `index`'s bytes (doubled quotes undone).
-    public func withField<R>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+    package func withField<R>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
         let field = fields[index]
         return try Self.withUnescaped(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]), escaped: field.escaped, quote: quote, body)
     }
@@ -378,7 +378,7 @@ public struct CSVRawRecord {
     }
 
     /// Field `index` as a string (nil for a null marker).
-    public func string(_ index: Int) -> String? {
+    package func string(_ index: Int) -> String? {
         isNull(index) ? nil : withField(index) { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -12,9 +12,9 @@
 ///
 /// Bytes gather in `bytes`; callers hand them on (to a response, a file) and empty the array
 /// with `removeAll(keepingCapacity: true)` between chunks.
-public struct CSVWriter: Sendable {
+package struct CSVWriter: Sendable {
     /// How records end.
-    public enum LineEnding: Sendable {
+    package enum LineEnding: Sendable {
         /// CR LF, as RFC 4180 writes it (reports).
         case crlf
         /// LF alone (pipeline outputs, as most programs write CSV).
@@ -22,15 +22,15 @@ public struct CSVWriter: Sendable {
     }
 
     /// Whether formula-like text cells get a leading apostrophe.
-    public var neutraliseFormulas: Bool
+    package var neutraliseFormulas: Bool
     /// How records end.
-    public let lineEnding: LineEnding
+    package let lineEnding: LineEnding
     /// The output so far.
-    public var bytes: [UInt8]
+    package var bytes: [UInt8]
     private var fieldsInRecord = 0
 
     /// Creates a writer whose output array starts with `capacity` bytes (it grows as needed).
-    public init(neutraliseFormulas: Bool, lineEnding: LineEnding = .crlf, capacity: Int = 64 * 1024) {
+    package init(neutraliseFormulas: Bool, lineEnding: LineEnding = .crlf, capacity: Int = 64 * 1024) {
         self.neutraliseFormulas = neutraliseFormulas
         self.lineEnding = lineEnding
         bytes = []
@@ -43,7 +43,7 @@ public struct CSVWriter: Sendable {
     }
 
     /// Ends the current record.
-    public mutating func endRecord() {
+    package mutating func endRecord() {
         if lineEnding == .crlf { bytes.append(0x0D) }
         bytes.append(0x0A)
         fieldsInRecord = 0
@@ -51,7 +51,7 @@ public struct CSVWriter: Sendable {
 
     /// Writes a header record: each name quoted as needed, never neutralised (column names
     /// are the server's or the query's, not a cell of user data).
-    public mutating func header(_ names: [String]) {
+    package mutating func header(_ names: [String]) {
         for name in names {
             var name = name
             name.withUTF8 { field($0, neutralise: false) }
@@ -60,31 +60,31 @@ public struct CSVWriter: Sendable {
     }
 
     /// A text cell: neutralised (when on) and quoted as needed; nil is an empty field.
-    public mutating func text(_ value: String?) {
+    package mutating func text(_ value: String?) {
         guard var value else { return null() }
         value.withUTF8 { field($0, neutralise: neutraliseFormulas) }
     }
 
     /// A text cell from valid UTF-8 bytes (`UTF8Validation.withRepaired` makes them so),
     /// written as `text(_:)` writes a string.
-    public mutating func text(utf8: UnsafeBufferPointer<UInt8>) {
+    package mutating func text(utf8: UnsafeBufferPointer<UInt8>) {
         field(utf8, neutralise: neutraliseFormulas)
     }
 
     /// A value the server generates (ids, codes, numbers it formatted): written as it is,
     /// never neutralised or quoted. Callers pass only text without commas, quotes or line breaks.
-    public mutating func plain(_ value: String) {
+    package mutating func plain(_ value: String) {
         separator()
         bytes.append(contentsOf: value.utf8)
     }
 
     /// An empty field (null).
-    public mutating func null() {
+    package mutating func null() {
         separator()
     }
 
     /// An integer cell.
-    public mutating func integer(_ value: Int64) {
+    package mutating func integer(_ value: Int64) {
         separator()
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
@@ -101,19 +101,19 @@ public struct CSVWriter: Sendable {
 
     /// A floating-point cell in Swift's shortest round-trip form (`1.5`, `1e-05`, `100.0`);
     /// infinities and NaN are an empty field.
-    public mutating func real(_ value: Double) {
+    package mutating func real(_ value: Double) {
         separator()
         if value.isFinite { bytes.append(contentsOf: value.description.utf8) }
     }
 
     /// `true` or `false`.
-    public mutating func bool(_ value: Bool) {
+    package mutating func bool(_ value: Bool) {
         separator()
         bytes.append(contentsOf: value ? "true".utf8 : "false".utf8)
     }
 
     /// An RFC 3339 UTC timestamp with milliseconds, e.g. `2026-01-31T09:05:00.123Z`.
-    public mutating func timestamp(milliseconds: Int64) {
+    package mutating func timestamp(milliseconds: Int64) {
         separator()
         Timestamp.append(milliseconds: milliseconds, to: &bytes)
     }

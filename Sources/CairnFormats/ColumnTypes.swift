@@ -1,6 +1,6 @@
 /// A column's type in a pipeline's `input` table (SQLite storage classes plus the two
 /// conventions SQLite lacks: booleans as 0/1 and timestamps as RFC 3339 text).
-public enum ColumnType: String, Sendable, Codable, CaseIterable {
+package enum ColumnType: String, Sendable, Codable, CaseIterable {
     /// 64-bit signed integers.
     case integer
     /// Floating-point numbers.
@@ -16,27 +16,27 @@ public enum ColumnType: String, Sendable, Codable, CaseIterable {
 /// Infers column types from sample values (the pipeline's first 1,000 records): the narrowest
 /// type every non-null sample fits, in the order integer → real → boolean → timestamp → text.
 /// A column with no non-null sample is `text`.
-public struct ColumnTypeInference: Sendable {
+package struct ColumnTypeInference: Sendable {
     /// Candidate types still possible for each column.
     private var candidates: [Set<ColumnType>]
     private var seen: [Bool]
     /// Records sampled so far.
-    public private(set) var samples = 0
+    package private(set) var samples = 0
     /// How many records are sampled (default 1,000).
-    public let limit: Int
+    package let limit: Int
 
     /// Starts inferring `count` columns.
-    public init(columns count: Int, limit: Int = 1000) {
+    package init(columns count: Int, limit: Int = 1000) {
         candidates = Array(repeating: Set(ColumnType.allCases), count: count)
         seen = Array(repeating: false, count: count)
         self.limit = limit
     }
 
     /// Whether more samples are wanted.
-    public var wantsMore: Bool { samples < limit }
+    package var wantsMore: Bool { samples < limit }
 
     /// Adds one record's values (nil for null); extra values beyond the column count are ignored.
-    public mutating func add(_ values: [String?]) {
+    package mutating func add(_ values: [String?]) {
         guard wantsMore else { return }
         samples += 1
         for (index, value) in values.prefix(candidates.count).enumerated() {
@@ -50,7 +50,7 @@ public struct ColumnTypeInference: Sendable {
     /// Adds one JSON record's values, aligned to the columns (nil where a member is missing).
     /// JSON carries its own types: a number is never text, and a JSON string is text (or a
     /// timestamp), never a number, so `"007"` stays `"007"`.
-    public mutating func add(json values: [FieldValue?]) {
+    package mutating func add(json values: [FieldValue?]) {
         guard wantsMore else { return }
         samples += 1
         for (index, value) in values.prefix(candidates.count).enumerated() {
@@ -69,7 +69,7 @@ public struct ColumnTypeInference: Sendable {
     }
 
     /// The inferred types, one per column.
-    public var types: [ColumnType] {
+    package var types: [ColumnType] {
         candidates.indices.map { index in
             guard seen[index] else { return .text }
             return [ColumnType.integer, .real, .boolean, .timestamp].first { candidates[index].contains($0) } ?? .text
@@ -77,7 +77,7 @@ public struct ColumnTypeInference: Sendable {
     }
 
     /// Whether `value` can be stored as `type`.
-    public static func fits(_ value: String, _ type: ColumnType) -> Bool {
+    package static func fits(_ value: String, _ type: ColumnType) -> Bool {
         switch type {
         case .text: return true
         case .integer: return Int64(value) != nil

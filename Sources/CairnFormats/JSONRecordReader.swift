@@ -5,7 +5,7 @@
 #endif
 
 /// A field value read from a JSON or XML record.
-public enum FieldValue: Sendable, Equatable {
+package enum FieldValue: Sendable, Equatable {
     /// JSON `null` (or a missing member).
     case null
     /// `true` or `false`.
@@ -21,37 +21,37 @@ public enum FieldValue: Sendable, Equatable {
 }
 
 /// How JSON input is laid out and how nesting is handled (the pipeline's `input.options`).
-public struct JSONOptions: Sendable, Equatable {
+package struct JSONOptions: Sendable, Equatable {
     /// The layout of the input.
-    public enum Layout: String, Sendable {
+    package enum Layout: String, Sendable {
         /// One top-level array of objects (RFC 8259).
         case array
         /// One object per line (NDJSON / JSON Lines).
         case lines
     }
     /// `array` or `lines`.
-    public var layout: Layout = .array
+    package var layout: Layout = .array
     /// Nested objects become dotted columns (`address.city`) when true; JSON text when false.
     /// Arrays are always kept as JSON text.
-    public var flatten = true
+    package var flatten = true
     /// The largest record accepted, in bytes (default 16 MiB); larger is `tooLarge`.
-    public var maxRecordBytes = 16 << 20
+    package var maxRecordBytes = 16 << 20
     /// The deepest nesting accepted (default 64).
-    public var maxDepth = 64
+    package var maxDepth = 64
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// A streaming JSON record reader: each element of a top-level array (or each line of NDJSON)
 /// is one record, read and parsed alone, so a file of any size never sits in memory whole.
 /// Records must be objects; members come out in document order (a repeated key keeps its last
 /// value). Errors name the record (from 1) and the byte offset.
-public final class JSONRecordReader: BufferedInput {
+package final class JSONRecordReader: BufferedInput {
     /// Records returned so far.
-    public private(set) var row = 0
+    package private(set) var row = 0
     /// Bytes of input consumed by the records returned so far.
-    public var bytesConsumed: Int64 { consumedBase + Int64(position) }
+    package var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
     var source: any ByteSource
     private let options: JSONOptions
@@ -64,7 +64,7 @@ public final class JSONRecordReader: BufferedInput {
     private var finished = false
 
     /// Creates a reader.
-    public init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
+    package init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
         self.source = source
         self.options = options
         try start()
@@ -72,7 +72,7 @@ public final class JSONRecordReader: BufferedInput {
 
     /// The next record's fields in document order, or nil at the end.
     /// - Throws: `IngestError` naming the record and byte offset.
-    public func next() throws -> [(name: String, value: FieldValue)]? {
+    package func next() throws -> [(name: String, value: FieldValue)]? {
         guard !finished else { return nil }
         if options.layout == .array && !started {
             guard try skipWhitespace(), buffer[position] == UInt8(ascii: "[") else {
@@ -114,7 +114,7 @@ public final class JSONRecordReader: BufferedInput {
     /// it as a record, so reading can go on past a bad line (`onRowError: skip`). The skipped
     /// bytes are never held whole, however long the line.
     /// - Throws: `IngestError` when the source cannot be read.
-    public func skipLine() throws {
+    package func skipLine() throws {
         precondition(options.layout == .lines, "only NDJSON lines can be skipped")
         row += 1
         while true {

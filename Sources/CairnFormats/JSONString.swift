@@ -4,16 +4,16 @@
 /// `"` and `\` are escaped, and so is every control character below U+0020: `\n`, `\r`, `\t`
 /// in their short forms, the others as `\u00XX` with lower-case hex. Everything else, DEL and
 /// non-ASCII UTF-8 included, is copied as it is, in runs rather than byte by byte.
-public enum JSONString {
+package enum JSONString {
     /// Appends `text` as a JSON string, quotes included.
-    public static func append(_ text: String, to out: inout [UInt8]) {
+    package static func append(_ text: String, to out: inout [UInt8]) {
         var text = text
         text.withUTF8 { append(utf8: $0, to: &out) }
     }
 
     /// Appends UTF-8 bytes as a JSON string, quotes included. The bytes must be valid UTF-8
     /// (`UTF8Validation.withRepaired` makes them so): they are copied, not checked.
-    public static func append(utf8 bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    package static func append(utf8 bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var start = 0
         for index in 0..<bytes.count {

@@ -1,11 +1,11 @@
-public import Foundation
+package import Foundation
 
 /// RFC 3339 UTC timestamps with milliseconds (`2026-11-29T16:29:15.123Z`), from and to
 /// Unix epoch milliseconds, which is how every table stores time on both engines.
-public enum Timestamp {
+package enum Timestamp {
     /// Formats epoch milliseconds; uses the proleptic Gregorian calendar (days-from-civil
     /// algorithm by Howard Hinnant), without Foundation's slower formatters.
-    public static func format(milliseconds: Int64) -> String {
+    package static func format(milliseconds: Int64) -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(24)
         append(milliseconds: milliseconds, to: &bytes)
@@ -15,7 +15,7 @@ public enum Timestamp {
     /// Appends the text of `format(milliseconds:)` to `out` digit by digit, without making a
     /// String: the one formatter behind JSON and CSV timestamps. A year outside 0...9999 is
     /// written as a plain decimal (RFC 3339 has no form for it).
-    public static func append(milliseconds: Int64, to out: inout [UInt8]) {
+    package static func append(milliseconds: Int64, to out: inout [UInt8]) {
         let (year, month, day, hour, minute, second, millisecond) = components(milliseconds: milliseconds)
         // Formatted on the stack and appended once: 24 separate appends cost more than the digits.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
@@ -38,7 +38,7 @@ public enum Timestamp {
     }
 
     /// UTC calendar fields of epoch milliseconds: year, month, day, hour, minute, second, millisecond.
-    public static func components(milliseconds: Int64) -> (Int, Int, Int, Int, Int, Int, Int) {
+    package static func components(milliseconds: Int64) -> (Int, Int, Int, Int, Int, Int, Int) {
         let ms = Int(((milliseconds % 1000) + 1000) % 1000)
         var seconds = (milliseconds - Int64(ms)) / 1000
         let days = Int(floorDiv(seconds, 86_400))
@@ -55,12 +55,12 @@ public enum Timestamp {
     ///
     /// Hand-written rather than `ISO8601DateFormatter`: that costs about 0.1 ms per call on Linux
     /// (ICU set-up), which dominated batch enqueues.
-    public static func parse(_ text: String) -> Date? {
+    package static func parse(_ text: String) -> Date? {
         parseMilliseconds(text).map { Date(timeIntervalSince1970: Double($0) / 1000) }
     }
 
     /// Like `parse(_:)`, in epoch milliseconds.
-    public static func parseMilliseconds(_ text: String) -> Int64? {
+    package static func parseMilliseconds(_ text: String) -> Int64? {
         let b = Array(text.utf8)
         var i = 0
         func digits(_ count: Int) -> Int? {

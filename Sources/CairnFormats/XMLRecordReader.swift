@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 
 #if canImport(FoundationXML)
     import FoundationXML
@@ -16,21 +16,21 @@ public import Foundation
 /// be caught later). External entities are also switched off in the parser. The DOCTYPE itself
 /// is blanked out before parsing (FoundationXML on Linux crashes on some internal subsets, such
 /// as the ATTLISTs of Debian's iso-codes files), so DTD attribute defaults do not apply.
-public final class XMLRecordReader {
+package final class XMLRecordReader {
     /// Records delivered so far.
-    public private(set) var row = 0
+    package private(set) var row = 0
 
     private let makeStream: () -> InputStream?
     private let path: [String]
 
     /// A reader over a file.
     /// - Throws: `IngestError` (`malformed`) when `recordPath` is not `/a/b…`.
-    public convenience init(path file: String, recordPath: String) throws {
+    package convenience init(path file: String, recordPath: String) throws {
         try self.init(recordPath: recordPath) { InputStream(fileAtPath: file) }
     }
 
     /// A reader over bytes in memory (tests).
-    public convenience init(data: Data, recordPath: String) throws {
+    package convenience init(data: Data, recordPath: String) throws {
         try self.init(recordPath: recordPath) { InputStream(data: data) }
     }
 
@@ -46,7 +46,7 @@ public final class XMLRecordReader {
     /// Parses the whole input, calling `body` with each record's fields in document order.
     /// - Throws: `IngestError` (`malformed` with the line, `forbidden` for entity declarations,
     ///   `io`), or whatever `body` throws (the parse stops at once).
-    public func forEachRecord(_ body: ([(name: String, value: FieldValue)]) throws -> Void) throws {
+    package func forEachRecord(_ body: ([(name: String, value: FieldValue)]) throws -> Void) throws {
         guard let prolog = makeStream() else { throw IngestError(.io, "cannot open the file") }
         let doctype = try Self.checkProlog(prolog)
         guard let stream = makeStream() else { throw IngestError(.io, "cannot open the file") }

@@ -1,32 +1,32 @@
-public import Hummingbird
-public import HummingbirdWebSocket
+package import Hummingbird
+package import HummingbirdWebSocket
 import Logging
-public import NIOCore
+package import NIOCore
 
 /// Roles a user can hold within a tenant. `owner` and `admin` manage users.
-public enum Role: String, Sendable, Codable, CaseIterable {
+package enum Role: String, Sendable, Codable, CaseIterable {
     case owner, admin, member
 
     /// True for the roles allowed to manage a tenant's users and data.
-    public var isAdmin: Bool { self == .owner || self == .admin }
+    package var isAdmin: Bool { self == .owner || self == .admin }
 }
 
 /// The authenticated caller, established by the Bearer middleware from a verified access token.
-public struct Identity: Sendable, Equatable {
+package struct Identity: Sendable, Equatable {
     /// The user's id (UUIDv7 string), the token's `sub`.
-    public var userId: String
+    package var userId: String
     /// The user's tenant id, the token's `tid`.
-    public var tenantId: String
+    package var tenantId: String
     /// The user's current role.
-    public var role: Role
+    package var role: Role
     /// The access token's `jti`, for audit logging.
-    public var tokenId: String
+    package var tokenId: String
     /// The scopes of a service token (RFC 6749 §3.3 scope tokens such as
     /// `notifications:publish`); nil for a user's access token, which carries the role's rights.
-    public var scopes: Set<String>?
+    package var scopes: Set<String>?
 
     /// Creates an identity; `scopes` is set only for service tokens.
-    public init(userId: String, tenantId: String, role: Role, tokenId: String, scopes: Set<String>? = nil) {
+    package init(userId: String, tenantId: String, role: Role, tokenId: String, scopes: Set<String>? = nil) {
         self.userId = userId
         self.tenantId = tenantId
         self.role = role
@@ -35,17 +35,17 @@ public struct Identity: Sendable, Equatable {
     }
 
     /// True when the caller is a service token, not a user (`userId` is then the token's id).
-    public var isServiceToken: Bool { scopes != nil }
+    package var isServiceToken: Bool { scopes != nil }
 
     /// Throws 403 `forbidden` unless the caller is an owner or admin (never a service token).
-    public func requireAdmin() throws {
+    package func requireAdmin() throws {
         guard role.isAdmin, !isServiceToken else { throw AppError.forbidden() }
     }
 
     /// Passes for owners and admins, and for service tokens holding `scope`.
     /// - Throws: 403 `forbidden`; for a service token without the scope, with
     ///   `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
-    public func requireAdmin(orScope scope: String) throws {
+    package func requireAdmin(orScope scope: String) throws {
         if let scopes {
             guard scopes.contains(scope) else { throw AppError.insufficientScope(scope) }
         } else {
@@ -57,26 +57,26 @@ public struct Identity: Sendable, Equatable {
 /// The request context of every route: the request id, the client address and, once the
 /// Bearer middleware has run, the caller's identity. It conforms to `WebSocketRequestContext`
 /// so `GET /ws` can upgrade on the same router (hummingbird-websocket's requirement).
-public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, WebSocketRequestContext {
+package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, WebSocketRequestContext {
     /// Hummingbird's per-request storage (logger, parameters, endpoint path).
-    public var coreContext: CoreRequestContextStorage
+    package var coreContext: CoreRequestContextStorage
     /// The request id (`X-Request-Id`, propagated or generated), also in every log line.
-    public var requestId: String = ""
+    package var requestId: String = ""
     /// The caller, when authenticated.
-    public var identity: Identity?
+    package var identity: Identity?
     /// What the matched route's group accepts as credentials, set by the group's
     /// ``TokenPolicyMiddleware`` for the authenticator (``RouteGroups/authenticated(_:accepting:)``).
-    public internal(set) var tokenPolicy: TokenPolicy = .users
+    package internal(set) var tokenPolicy: TokenPolicy = .users
     /// The TCP peer address, used for per-client rate limits.
-    public let remoteAddress: SocketAddress?
+    package let remoteAddress: SocketAddress?
     /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
-    public let webSocket: WebSocketHandlerReference<CairnRequestContext>
+    package let webSocket: WebSocketHandlerReference<CairnRequestContext>
     /// The request's connection: long-lived responses (WebSocket, SSE) close it when the client
     /// stops reading, since a write waiting for the peer cannot be cancelled otherwise.
-    public let channel: any Channel
+    package let channel: any Channel
 
     /// Creates the context for one request.
-    public init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
@@ -84,30 +84,30 @@ public struct CairnRequestContext: RequestContext, RemoteAddressRequestContext, 
     }
 
     /// Bodies above 1 MiB are refused with 413 (DESIGN.md, HTTP conventions).
-    public var maxUploadSize: Int { 1 << 20 }
+    package var maxUploadSize: Int { 1 << 20 }
 
     /// The client's IP address as text, or `"unknown"`.
-    public var clientAddress: String {
+    package var clientAddress: String {
         remoteAddress?.ipAddress ?? "unknown"
     }
 }
 
 /// The context of authenticated routes: the identity is not optional, so handlers never check it.
-public struct AuthenticatedContext: ChildRequestContext {
+package struct AuthenticatedContext: ChildRequestContext {
     /// Hummingbird's per-request storage.
-    public var coreContext: CoreRequestContextStorage
+    package var coreContext: CoreRequestContextStorage
     /// The request id.
-    public var requestId: String
+    package var requestId: String
     /// The authenticated caller.
-    public let identity: Identity
+    package let identity: Identity
     /// The client's IP address as text.
-    public let clientAddress: String
+    package let clientAddress: String
     /// The request's connection (see ``CairnRequestContext/channel``).
-    public let channel: any Channel
+    package let channel: any Channel
 
     /// Builds the child context; throws 401 when the parent carries no identity, which can only
     /// happen if a route was mounted without the Bearer middleware.
-    public init(context: CairnRequestContext) throws {
+    package init(context: CairnRequestContext) throws {
         guard let identity = context.identity else {
             throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
         }
@@ -119,5 +119,5 @@ public struct AuthenticatedContext: ChildRequestContext {
     }
 
     /// Bodies above 1 MiB are refused with 413.
-    public var maxUploadSize: Int { 1 << 20 }
+    package var maxUploadSize: Int { 1 << 20 }
 }

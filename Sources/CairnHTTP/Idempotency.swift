@@ -1,17 +1,17 @@
-public import CairnStorage
+package import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import NIOCore
 import SQLKit
 
 /// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header). It moved here
 /// from CairnJobs with the middleware; its migration key (`idempotency`, version 1) is unchanged,
 /// so existing databases do not run it again.
-public enum IdempotencyMigrations {
+package enum IdempotencyMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "idempotency", version: 1, name: "idempotency keys",
             sql: [
@@ -40,23 +40,23 @@ public enum IdempotencyMigrations {
 /// `conflict`. Keys are per tenant and stored in the database, so they hold across nodes and
 /// restarts. Server errors (5xx) and 429s are not stored: the client may retry them with the
 /// same key once the condition has passed.
-public struct IdempotencyMiddleware: RouterMiddleware {
+package struct IdempotencyMiddleware: RouterMiddleware {
     /// The request header.
-    public static let header = HTTPField.Name("Idempotency-Key")!
+    package static let header = HTTPField.Name("Idempotency-Key")!
     /// Set on a replayed response.
-    public static let replayed = HTTPField.Name("Idempotent-Replayed")!
+    package static let replayed = HTTPField.Name("Idempotent-Replayed")!
     /// How long a key is remembered.
-    public static let lifetimeMs: Int64 = 24 * 3600 * 1000
+    package static let lifetimeMs: Int64 = 24 * 3600 * 1000
 
     let database: Database
 
     /// Creates the middleware.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
     /// Handles one request.
-    public func handle(
+    package func handle(
         _ request: Request, context: AuthenticatedContext, next: (Request, AuthenticatedContext) async throws -> Response
     ) async throws -> Response {
         guard request.method == .post, let key = request.headers[Self.header] else { return try await next(request, context) }
@@ -111,7 +111,7 @@ public struct IdempotencyMiddleware: RouterMiddleware {
     }
 
     /// Deletes keys older than their lifetime (run periodically by the job worker).
-    public static func prune(database: Database) async throws {
+    package static func prune(database: Database) async throws {
         let cutoff = WallClock.milliseconds() - lifetimeMs
         try await database.write { db in try await db.raw("DELETE FROM idempotency_keys WHERE created_at < \(bind: cutoff)").run() }
     }

@@ -1,12 +1,12 @@
 import CairnFormats
 import Foundation
-public import HTTPTypes
-public import Hummingbird
-public import HummingbirdCore
+package import HTTPTypes
+package import Hummingbird
+package import HummingbirdCore
 import NIOCore
 
 /// Maximum nesting of JSON arrays and objects accepted in a request body.
-public let maximumJSONDepth = 64
+package let maximumJSONDepth = 64
 
 extension Request {
     /// Reads and decodes a JSON request body.
@@ -16,7 +16,7 @@ extension Request {
     ///   `payload_too_large`) and the nesting depth (else 400 `invalid_json`).
     /// - Malformed JSON → 400 `invalid_json`; a missing field or wrong type → 400 `invalid_input`
     ///   naming the field by its dotted path.
-    public mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
+    package mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
         guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
         }
@@ -30,7 +30,7 @@ extension Request {
     }
 
     /// Decodes a JSON buffer with the same checks and error mapping as `decodeJSON(as:context:)`.
-    public static func decodeJSON<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+    package static func decodeJSON<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
         let bytes = buffer.readableBytesView
         if bytes.isEmpty {
             throw AppError(.badRequest, code: .invalidJSON, detail: "The body is empty.")
@@ -149,7 +149,7 @@ enum JSONDepth {
 
 extension Response {
     /// A JSON response from a `JSONWritable` value.
-    public static func json(_ value: some JSONWritable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+    package static func json(_ value: some JSONWritable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var writer = JSONWriter()
         value.writeJSON(to: &writer)
         var headers = headers
@@ -158,7 +158,7 @@ extension Response {
     }
 
     /// A JSON response from any `Encodable` value, through Foundation's encoder (cold paths).
-    public static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+    package static func json(encodable value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
         let data = try JSONEncoder().encode(value)
         var headers = headers
         headers[.contentType] = "application/json"
@@ -168,19 +168,19 @@ extension Response {
 
 /// A field of a partial update (JSON Merge Patch semantics, RFC 7386): absent, explicitly
 /// `null`, or a value.
-public enum PatchField<Value: Sendable>: Sendable {
+package enum PatchField<Value: Sendable>: Sendable {
     case absent
     case null
     case value(Value)
 
     /// The value, when one was given.
-    public var value: Value? {
+    package var value: Value? {
         if case .value(let value) = self { return value }
         return nil
     }
 
     /// True unless the field was absent.
-    public var isPresent: Bool {
+    package var isPresent: Bool {
         if case .absent = self { return false }
         return true
     }
@@ -188,7 +188,7 @@ public enum PatchField<Value: Sendable>: Sendable {
 
 extension KeyedDecodingContainer {
     /// Decodes a partial-update field, keeping "absent" and "null" apart.
-    public func decodePatch<Value: Decodable & Sendable>(_ type: Value.Type, forKey key: Key) throws -> PatchField<Value> {
+    package func decodePatch<Value: Decodable & Sendable>(_ type: Value.Type, forKey key: Key) throws -> PatchField<Value> {
         guard contains(key) else { return .absent }
         if try decodeNil(forKey: key) { return .null }
         return .value(try decode(Value.self, forKey: key))

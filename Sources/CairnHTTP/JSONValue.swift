@@ -2,7 +2,7 @@ import Foundation
 
 /// Any JSON value (RFC 8259), for free-form payloads such as job arguments, progress and
 /// checkpoints. Stored as JSON text; decoded only where a handler needs it.
-public enum JSONValue: Sendable, Equatable, Codable {
+package enum JSONValue: Sendable, Equatable, Codable {
     case null
     case bool(Bool)
     case number(Double)
@@ -11,7 +11,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     case object([String: JSONValue])
 
     /// Decodes any JSON value.
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
@@ -29,7 +29,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     }
 
     /// Encodes the value.
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()
@@ -42,32 +42,32 @@ public enum JSONValue: Sendable, Equatable, Codable {
     }
 
     /// Parses JSON text; nil when it is not JSON.
-    public init?(text: String) {
+    package init?(text: String) {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
         self = value
     }
 
     /// Compact JSON text with sorted keys (stable, so equal values give equal text).
-    public var text: String {
+    package var text: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
     }
 
     /// The member of an object, or nil.
-    public subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         if case .object(let members) = self { return members[key] }
         return nil
     }
 
     /// The number as an integer, when it is one.
-    public var int: Int? {
+    package var int: Int? {
         if case .number(let value) = self, value.rounded() == value, abs(value) < 1e15 { return Int(value) }
         return nil
     }
 
     /// The string, when it is one.
-    public var string: String? {
+    package var string: String? {
         if case .string(let value) = self { return value }
         return nil
     }
@@ -75,7 +75,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
 
 extension JSONWriter {
     /// Writes JSON text that is already valid (for example a stored payload) as one value.
-    public mutating func raw(json text: String) {
+    package mutating func raw(json text: String) {
         rawValue(text)
     }
 }

@@ -1,5 +1,5 @@
 import CairnFormats
-public import NIOCore
+package import NIOCore
 
 /// A minimal, allocation-light JSON writer (RFC 8259).
 ///
@@ -8,15 +8,15 @@ public import NIOCore
 /// (appending a byte is cheap) and copied into one `ByteBuffer` at the end. Commas are inserted
 /// automatically; callers only pair `objectStart`/`objectEnd`, `arrayStart`/`arrayEnd` and
 /// precede values in objects with `key(_:)`.
-public struct JSONWriter: Sendable {
+package struct JSONWriter: Sendable {
     private var bytes: [UInt8]
     private var needsComma = false
 
     /// The bytes written so far.
-    public var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
+    package var buffer: ByteBuffer { ByteBuffer(bytes: bytes) }
 
     /// Creates a writer with an initial capacity in bytes.
-    public init(capacity: Int = 1024) {
+    package init(capacity: Int = 1024) {
         bytes = []
         bytes.reserveCapacity(capacity)
     }
@@ -30,16 +30,16 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes `{`.
-    public mutating func objectStart() { open(UInt8(ascii: "{")) }
+    package mutating func objectStart() { open(UInt8(ascii: "{")) }
 
     /// Writes `}`.
-    public mutating func objectEnd() { close(UInt8(ascii: "}")) }
+    package mutating func objectEnd() { close(UInt8(ascii: "}")) }
 
     /// Writes `[`.
-    public mutating func arrayStart() { open(UInt8(ascii: "[")) }
+    package mutating func arrayStart() { open(UInt8(ascii: "[")) }
 
     /// Writes `]`.
-    public mutating func arrayEnd() { close(UInt8(ascii: "]")) }
+    package mutating func arrayEnd() { close(UInt8(ascii: "]")) }
 
     private mutating func open(_ bracket: UInt8) {
         separator()
@@ -53,7 +53,7 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes an object key followed by `:`; the next value call writes its value.
-    public mutating func key(_ name: StaticString) {
+    package mutating func key(_ name: StaticString) {
         separator()
         bytes.append(UInt8(ascii: "\""))
         append(name)
@@ -63,26 +63,26 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes a string value, escaped per RFC 8259 §7 (by `JSONString`).
-    public mutating func string(_ value: String) {
+    package mutating func string(_ value: String) {
         separator()
         JSONString.append(value, to: &bytes)
         needsComma = true
     }
 
     /// Writes a string value, or `null` when nil.
-    public mutating func string(_ value: String?) {
+    package mutating func string(_ value: String?) {
         if let value { string(value) } else { null() }
     }
 
     /// Writes an integer value.
-    public mutating func int(_ value: some BinaryInteger) {
+    package mutating func int(_ value: some BinaryInteger) {
         separator()
         bytes.append(contentsOf: String(value).utf8)
         needsComma = true
     }
 
     /// Writes `true` or `false`.
-    public mutating func bool(_ value: Bool) {
+    package mutating func bool(_ value: Bool) {
         separator()
         append(value ? "true" : "false")
         needsComma = true
@@ -97,7 +97,7 @@ public struct JSONWriter: Sendable {
 
     /// Writes epoch milliseconds as an RFC 3339 UTC string with milliseconds, digit by digit
     /// (`Timestamp.append`: the text of `Timestamp.format`, without building a String).
-    public mutating func timestamp(milliseconds: Int64) {
+    package mutating func timestamp(milliseconds: Int64) {
         separator()
         bytes.append(UInt8(ascii: "\""))
         Timestamp.append(milliseconds: milliseconds, to: &bytes)
@@ -106,7 +106,7 @@ public struct JSONWriter: Sendable {
     }
 
     /// Writes `null`.
-    public mutating func null() {
+    package mutating func null() {
         separator()
         append("null")
         needsComma = true
@@ -114,7 +114,7 @@ public struct JSONWriter: Sendable {
 }
 
 /// A response type that can write itself as JSON without Foundation's encoder.
-public protocol JSONWritable {
+package protocol JSONWritable {
     /// Writes this value as one JSON value.
     func writeJSON(to writer: inout JSONWriter)
 }

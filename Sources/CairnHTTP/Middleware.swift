@@ -1,22 +1,22 @@
 import Foundation
-public import HTTPTypes
-public import Hummingbird
-public import HummingbirdCore
-public import Logging
+package import HTTPTypes
+package import Hummingbird
+package import HummingbirdCore
+package import Logging
 import Synchronization
 
 /// Knows which methods each registered path answers, so that a wrong method gets
 /// 405 + `Allow` instead of the router's 404. Filled once from `Router.routes` after all
 /// routes are registered, before the server starts.
-public final class RouteIndex: Sendable {
+package final class RouteIndex: Sendable {
     private let routes = Mutex<[(path: RouterPath, method: HTTPRequest.Method)]>([])
 
     /// Creates an empty index.
-    public init() {}
+    package init() {}
 
     /// Replaces the index with the router's routes. With `headForGet`, every GET route also
     /// answers HEAD (the router's `.autoGenerateHeadEndpoints`, which `routes` does not list).
-    public func load<Context>(from router: Router<Context>, headForGet: Bool = true) {
+    package func load<Context>(from router: Router<Context>, headForGet: Bool = true) {
         var list = router.routes.map { (path: $0.path, method: $0.method) }
         if headForGet {
             list += list.filter { $0.method == .get }.map { (path: $0.path, method: HTTPRequest.Method.head) }
@@ -25,7 +25,7 @@ public final class RouteIndex: Sendable {
     }
 
     /// The methods registered for a concrete request path (empty when no route matches it).
-    public func allowedMethods(for path: String) -> [HTTPRequest.Method] {
+    package func allowedMethods(for path: String) -> [HTTPRequest.Method] {
         let segments = path.split(separator: "/", omittingEmptySubsequences: true)
         return routes.withLock { routes in
             // Like the router, prefer the most specific pattern: `/users/me` hides `/users/:id`.
@@ -56,15 +56,15 @@ public final class RouteIndex: Sendable {
 /// Assigns each request an id (`X-Request-Id`: propagated when the client sent a sane one,
 /// else a new UUID), puts it in the logger's metadata so every log line carries it, and echoes
 /// it on the response.
-public struct RequestIDMiddleware: RouterMiddleware {
+package struct RequestIDMiddleware: RouterMiddleware {
     /// The header name, `X-Request-Id`.
-    public static let header = HTTPField.Name("X-Request-Id")!
+    package static let header = HTTPField.Name("X-Request-Id")!
 
     /// Creates the middleware.
-    public init() {}
+    package init() {}
 
     /// Handles one request.
-    public func handle(
+    package func handle(
         _ request: Request, context: CairnRequestContext,
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
@@ -103,16 +103,16 @@ public struct RequestIDMiddleware: RouterMiddleware {
 /// `AppError` passes through; Hummingbird's own errors are mapped by status (404 becomes 405 +
 /// `Allow` when the path exists under another method); anything else is logged by type and
 /// answered as 500 `internal` without details, so no SQL or secret can reach a client.
-public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: RouteIndex
 
     /// Creates the middleware; `routes` is consulted for 405 answers.
-    public init(routes: RouteIndex) {
+    package init(routes: RouteIndex) {
         self.routes = routes
     }
 
     /// Handles one request.
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as AppError {
@@ -178,19 +178,19 @@ public struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
 /// Hummingbird's `LogRequestsMiddleware`, except that the values of credential query
 /// parameters (`access_token`, RFC 6750 §2.3, whose caveats include URLs ending up in logs)
 /// are replaced by `***`, so a token never reaches a log line at any level.
-public struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
+package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     let level: Logger.Level
 
     /// Query parameters whose values are never logged (compared after percent-decoding, in any case).
-    public static var redactedParameters: Set<String> { ["access_token"] }
+    package static var redactedParameters: Set<String> { ["access_token"] }
 
     /// Creates the middleware, logging at `level`.
-    public init(_ level: Logger.Level) {
+    package init(_ level: Logger.Level) {
         self.level = level
     }
 
     /// Handles one request.
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // Skip the redaction work when the line would be dropped anyway.
         if context.logger.logLevel <= level {
             context.logger.log(

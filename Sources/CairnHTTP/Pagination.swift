@@ -1,18 +1,18 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-public import HummingbirdCore
+package import HummingbirdCore
 
 /// A validated `?limit=&cursor=` pair for keyset pagination (DESIGN.md: limit 1..100, default 20,
 /// opaque cursor; answers are `{items, nextCursor}`).
-public struct PageRequest: Sendable, Equatable {
+package struct PageRequest: Sendable, Equatable {
     /// Rows to return, 1...100.
-    public var limit: Int
+    package var limit: Int
     /// The sort key after which the page starts, decoded from the opaque cursor; nil for page one.
-    public var after: String?
+    package var after: String?
 
     /// Creates a page request.
-    public init(limit: Int = 20, after: String? = nil) {
+    package init(limit: Int = 20, after: String? = nil) {
         self.limit = limit
         self.after = after
     }
@@ -20,7 +20,7 @@ public struct PageRequest: Sendable, Equatable {
     /// Parses and validates the query. `validateKey` checks a decoded cursor's key (for example
     /// that it is a UUID); a cursor that fails is a forged cursor → 400 `invalid_input`.
     /// - Throws: `AppError.invalidInput` naming `limit` or `cursor`.
-    public static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
+    package static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
         var issues: [FieldIssue] = []
         var page = PageRequest()
         let query = uri.queryParameters
@@ -44,16 +44,16 @@ public struct PageRequest: Sendable, Equatable {
 }
 
 /// Opaque pagination cursors: base64url (RFC 4648 §5) of a versioned sort key.
-public enum Cursor {
+package enum Cursor {
     private static let prefix = "c1:"
 
     /// Encodes a sort key as an opaque cursor.
-    public static func encode(_ key: String) -> String {
+    package static func encode(_ key: String) -> String {
         Base64URL.encode(Array((prefix + key).utf8))
     }
 
     /// Decodes a cursor to its sort key, or nil when it is not one of ours.
-    public static func decode(_ cursor: String) -> String? {
+    package static func decode(_ cursor: String) -> String? {
         guard cursor.utf8.count <= 256, let bytes = Base64URL.decode(cursor),
             let text = String(validating: bytes, as: UTF8.self), text.hasPrefix(prefix)
         else { return nil }
@@ -62,9 +62,9 @@ public enum Cursor {
 }
 
 /// Base64url without padding (RFC 4648 §5), as used in cursors and tokens.
-public enum Base64URL {
+package enum Base64URL {
     /// Encodes bytes.
-    public static func encode(_ bytes: some Collection<UInt8>) -> String {
+    package static func encode(_ bytes: some Collection<UInt8>) -> String {
         Data(bytes).base64EncodedString()
             .replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_")
@@ -72,7 +72,7 @@ public enum Base64URL {
     }
 
     /// Decodes text, or nil when it is not base64url.
-    public static func decode(_ text: String) -> [UInt8]? {
+    package static func decode(_ text: String) -> [UInt8]? {
         guard
             text.utf8.allSatisfy({ byte in
                 (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
@@ -86,21 +86,21 @@ public enum Base64URL {
 }
 
 /// A page of results: `{items, nextCursor}`.
-public struct Page<Item: JSONWritable>: JSONWritable {
+package struct Page<Item: JSONWritable>: JSONWritable {
     /// The rows of this page.
-    public var items: [Item]
+    package var items: [Item]
     /// The cursor of the next page, nil on the last page.
-    public var nextCursor: String?
+    package var nextCursor: String?
 
     /// Creates a page.
-    public init(items: [Item], nextCursor: String?) {
+    package init(items: [Item], nextCursor: String?) {
         self.items = items
         self.nextCursor = nextCursor
     }
 
     /// A page from rows fetched with `LIMIT limit + 1`: the extra row, if any, only says there
     /// is a next page, whose cursor is the sort key of the last row kept.
-    public init(fetched: [Item], limit: Int, sortKey: (Item) -> String) {
+    package init(fetched: [Item], limit: Int, sortKey: (Item) -> String) {
         var items = fetched
         var next: String?
         if items.count > limit {
@@ -111,7 +111,7 @@ public struct Page<Item: JSONWritable>: JSONWritable {
     }
 
     /// Writes `{"items":[...],"nextCursor":...}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("items")
         writer.arrayStart()
@@ -124,13 +124,13 @@ public struct Page<Item: JSONWritable>: JSONWritable {
 }
 
 /// Entity tags and conditional requests (RFC 9110 §8.8.3, §13).
-public enum ETag {
+package enum ETag {
     /// A strong ETag for a row version: `"<version>"`.
-    public static func of(version: Int) -> String { "\"\(version)\"" }
+    package static func of(version: Int) -> String { "\"\(version)\"" }
 
     /// The version named by `If-Match`: `nil` when absent or `*`; `-1` (matches no row) when
     /// it names no tag of ours, so the caller answers 412, or 404 when the row is gone.
-    public static func expectedVersion(_ request: Request) throws -> Int? {
+    package static func expectedVersion(_ request: Request) throws -> Int? {
         guard let value = request.headers[.ifMatch]?.trimmingCharacters(in: .whitespaces), !value.isEmpty, value != "*"
         else { return nil }
         // Strong tags only (weak ones never match If-Match, RFC 9110 §13.1.1), properly quoted.
@@ -146,7 +146,7 @@ public enum ETag {
     }
 
     /// True when `If-None-Match` names the current tag (or `*`): answer 304.
-    public static func notModified(_ request: Request, etag: String) -> Bool {
+    package static func notModified(_ request: Request, etag: String) -> Bool {
         guard let value = request.headers[.ifNoneMatch] else { return false }
         if value.trimmingCharacters(in: .whitespaces) == "*" { return true }
         return value.split(separator: ",").contains { candidate in
@@ -157,7 +157,7 @@ public enum ETag {
     }
 
     /// An empty 304 response carrying the tag.
-    public static func notModifiedResponse(etag: String) -> Response {
+    package static func notModifiedResponse(etag: String) -> Response {
         Response(status: .notModified, headers: [.eTag: etag])
     }
 }

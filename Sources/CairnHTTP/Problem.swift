@@ -1,18 +1,18 @@
 import Foundation
-public import HTTPTypes
-public import Hummingbird
-public import HummingbirdCore
+package import HTTPTypes
+package import Hummingbird
+package import HummingbirdCore
 import NIOCore
 
 /// One field-level validation failure inside a problem document: `{field, issue}`.
-public struct FieldIssue: Sendable, Equatable, Codable {
+package struct FieldIssue: Sendable, Equatable, Codable {
     /// The JSON field (dotted path for nested fields) or query parameter at fault.
-    public var field: String
+    package var field: String
     /// A short, human-readable statement of what is wrong with it.
-    public var issue: String
+    package var issue: String
 
     /// Creates a field issue.
-    public init(field: String, issue: String) {
+    package init(field: String, issue: String) {
         self.field = field
         self.issue = issue
     }
@@ -23,11 +23,11 @@ public struct FieldIssue: Sendable, Equatable, Codable {
 /// Every other error thrown by a handler is turned into `internal` (500) by ``ProblemMiddleware``,
 /// so no stack trace, SQL text or secret can leak into a response.
 /// The body is `application/problem+json`: `{type, title, status, code, detail?, errors?}`.
-public struct AppError: Error, Sendable, HTTPResponseError {
+package struct AppError: Error, Sendable, HTTPResponseError {
     /// The closed set of stable, machine-readable problem codes. Each one is documented in
     /// openapi.yaml's `Problem` schema (a test checks the two lists are the same set), so a
     /// client can switch on `code` without meeting one it was never told about.
-    public enum Code: String, Sendable, CaseIterable, CustomStringConvertible {
+    package enum Code: String, Sendable, CaseIterable, CustomStringConvertible {
         /// 400: empty body, malformed JSON, or nesting too deep.
         case invalidJSON = "invalid_json"
         /// 400: a field or parameter is missing, mistyped or out of range (see `errors`).
@@ -72,22 +72,22 @@ public struct AppError: Error, Sendable, HTTPResponseError {
         case unavailable
 
         /// The code as it appears in responses and logs.
-        public var description: String { rawValue }
+        package var description: String { rawValue }
     }
 
     /// HTTP status of the response.
-    public var status: HTTPResponse.Status
+    package var status: HTTPResponse.Status
     /// Stable machine-readable code, one of the closed set documented in openapi.yaml.
-    public var code: Code
+    package var code: Code
     /// Human-readable explanation specific to this occurrence; never contains secrets.
-    public var detail: String?
+    package var detail: String?
     /// Field-level validation failures, for `invalid_input`.
-    public var errors: [FieldIssue]
+    package var errors: [FieldIssue]
     /// Extra response headers (`WWW-Authenticate`, `Retry-After`, `Allow`, ...).
-    public var headers: HTTPFields
+    package var headers: HTTPFields
 
     /// Creates a problem with the given status, code and optional detail.
-    public init(
+    package init(
         _ status: HTTPResponse.Status, code: Code, detail: String? = nil, errors: [FieldIssue] = [],
         headers: HTTPFields = [:]
     ) {
@@ -99,29 +99,29 @@ public struct AppError: Error, Sendable, HTTPResponseError {
     }
 
     /// 400 `invalid_input` listing the failing fields.
-    public static func invalidInput(_ errors: [FieldIssue], detail: String = "The request has invalid fields.") -> AppError {
+    package static func invalidInput(_ errors: [FieldIssue], detail: String = "The request has invalid fields.") -> AppError {
         AppError(.badRequest, code: .invalidInput, detail: detail, errors: errors)
     }
 
     /// 400 `invalid_input` for a single field.
-    public static func invalidField(_ field: String, _ issue: String) -> AppError {
+    package static func invalidField(_ field: String, _ issue: String) -> AppError {
         invalidInput([FieldIssue(field: field, issue: issue)])
     }
 
     /// 404 `not_found`. Used for missing rows and for other tenants' rows alike (no existence leak).
-    public static func notFound(_ detail: String = "The resource does not exist.") -> AppError {
+    package static func notFound(_ detail: String = "The resource does not exist.") -> AppError {
         AppError(.notFound, code: .notFound, detail: detail)
     }
 
     /// 403 `forbidden`: authenticated, but the role does not allow this.
-    public static func forbidden(_ detail: String = "Your role does not allow this action.") -> AppError {
+    package static func forbidden(_ detail: String = "Your role does not allow this action.") -> AppError {
         AppError(.forbidden, code: .forbidden, detail: detail)
     }
 
     /// 403 `forbidden` for a service token whose scopes do not cover the route, with
     /// `WWW-Authenticate: Bearer error="insufficient_scope"` and, when the route accepts one,
     /// the `scope` it needs (RFC 6750 §3.1).
-    public static func insufficientScope(_ scope: String?) -> AppError {
+    package static func insufficientScope(_ scope: String?) -> AppError {
         var challenge = "Bearer realm=\"cairn\", error=\"insufficient_scope\""
         if let scope { challenge += ", scope=\"\(scope)\"" }
         let detail = scope.map { "This service token lacks the scope \($0)." } ?? "Service tokens cannot call this route."
@@ -129,17 +129,17 @@ public struct AppError: Error, Sendable, HTTPResponseError {
     }
 
     /// 409 `conflict`.
-    public static func conflict(_ detail: String) -> AppError {
+    package static func conflict(_ detail: String) -> AppError {
         AppError(.conflict, code: .conflict, detail: detail)
     }
 
     /// 412 `precondition_failed`: `If-Match` did not match the current `ETag`.
-    public static func preconditionFailed() -> AppError {
+    package static func preconditionFailed() -> AppError {
         AppError(.preconditionFailed, code: .preconditionFailed, detail: "The resource has changed since the given ETag.")
     }
 
     /// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3). `invalidToken` adds `error="invalid_token"`.
-    public static func unauthorized(code: Code, detail: String, invalidToken: Bool) -> AppError {
+    package static func unauthorized(code: Code, detail: String, invalidToken: Bool) -> AppError {
         var challenge = "Bearer realm=\"cairn\""
         if invalidToken {
             challenge += ", error=\"invalid_token\""
@@ -148,7 +148,7 @@ public struct AppError: Error, Sendable, HTTPResponseError {
     }
 
     /// 429 `rate_limited` with `Retry-After` (seconds) and the IETF RateLimit headers.
-    public static func rateLimited(retryAfter seconds: Int, policy: String, detail: String) -> AppError {
+    package static func rateLimited(retryAfter seconds: Int, policy: String, detail: String) -> AppError {
         var headers = HTTPFields()
         headers[.retryAfter] = String(max(1, seconds))
         headers[HTTPField.Name("RateLimit-Policy")!] = policy
@@ -157,7 +157,7 @@ public struct AppError: Error, Sendable, HTTPResponseError {
     }
 
     /// Renders the problem document.
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
+    package func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
         var writer = JSONWriter()

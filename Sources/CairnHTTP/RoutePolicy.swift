@@ -1,34 +1,34 @@
-public import Hummingbird
+package import Hummingbird
 
 /// What a group of routes accepts as credentials besides a user's access token in the
 /// `Authorization` header. It belongs to the group, not to a path: moving or renaming a route
 /// within its group cannot change who may call it, and a route added to a group without a
 /// wider policy refuses service tokens and `?access_token=`.
-public struct TokenPolicy: Sendable, Equatable {
+package struct TokenPolicy: Sendable, Equatable {
     /// Service tokens holding this scope may call the group's routes; nil refuses service
     /// tokens (403 `forbidden`, `WWW-Authenticate: Bearer error="insufficient_scope"`).
-    public var serviceTokenScope: String?
+    package var serviceTokenScope: String?
     /// The access token may come as the `access_token` query parameter (RFC 6750 §2.3), for
     /// clients that cannot set a header (a browser's `EventSource`). Otherwise the parameter
     /// is ignored.
-    public var acceptsQueryToken: Bool
+    package var acceptsQueryToken: Bool
 
     /// Creates a policy.
-    public init(serviceTokenScope: String? = nil, acceptsQueryToken: Bool = false) {
+    package init(serviceTokenScope: String? = nil, acceptsQueryToken: Bool = false) {
         self.serviceTokenScope = serviceTokenScope
         self.acceptsQueryToken = acceptsQueryToken
     }
 
     /// Users' access tokens in the `Authorization` header only: the default.
-    public static let users = TokenPolicy()
+    package static let users = TokenPolicy()
 
     /// Users' access tokens, and service tokens holding `scope`.
-    public static func serviceTokens(scope: String) -> TokenPolicy {
+    package static func serviceTokens(scope: String) -> TokenPolicy {
         TokenPolicy(serviceTokenScope: scope)
     }
 
     /// Users' access tokens, in the `Authorization` header or as `?access_token=`.
-    public static let queryToken = TokenPolicy(acceptsQueryToken: true)
+    package static let queryToken = TokenPolicy(acceptsQueryToken: true)
 }
 
 /// Puts a group's ``TokenPolicy`` on the context, for the authenticator that follows it in the
@@ -53,21 +53,21 @@ struct TokenPolicyMiddleware: RouterMiddleware {
 ///     .add(middleware: RequireAdmin(orScope: "notifications:publish"))
 ///     .post(use: publish)
 /// ```
-public struct RouteGroups {
+package struct RouteGroups {
     /// The routes anyone may call.
-    public let router: Router<CairnRequestContext>
+    package let router: Router<CairnRequestContext>
     let authenticator: any MiddlewareProtocol<Request, Response, CairnRequestContext>
 
     /// Creates the groups; `authenticator` (the Bearer middleware) reads the group's
     /// ``TokenPolicy`` from ``CairnRequestContext/tokenPolicy`` and sets the identity.
-    public init(router: Router<CairnRequestContext>, authenticator: any MiddlewareProtocol<Request, Response, CairnRequestContext>) {
+    package init(router: Router<CairnRequestContext>, authenticator: any MiddlewareProtocol<Request, Response, CairnRequestContext>) {
         self.router = router
         self.authenticator = authenticator
     }
 
     /// A new group at `path` whose routes need an access token, with the identity on an
     /// ``AuthenticatedContext``; `policy` says what else the group accepts.
-    public func authenticated(_ path: RouterPath = "", accepting policy: TokenPolicy = .users) -> RouterGroup<AuthenticatedContext> {
+    package func authenticated(_ path: RouterPath = "", accepting policy: TokenPolicy = .users) -> RouterGroup<AuthenticatedContext> {
         router.group(path)
             .add(middleware: TokenPolicyMiddleware(policy: policy))
             .add(middleware: authenticator)
@@ -82,22 +82,22 @@ public struct RouteGroups {
 /// let admins = group.group().add(middleware: RequireAdmin())
 /// admins.post("schedules", use: create)
 /// ```
-public struct RequireAdmin: RouterMiddleware {
+package struct RequireAdmin: RouterMiddleware {
     let scope: String?
 
     /// Owners and admins only; never a service token.
-    public init() {
+    package init() {
         self.scope = nil
     }
 
     /// Owners and admins, and service tokens holding `scope` (the group's ``TokenPolicy`` must
     /// also admit them, or the authenticator refuses them first).
-    public init(orScope scope: String) {
+    package init(orScope scope: String) {
         self.scope = scope
     }
 
     /// Handles one request.
-    public func handle(
+    package func handle(
         _ request: Request, context: AuthenticatedContext, next: (Request, AuthenticatedContext) async throws -> Response
     ) async throws -> Response {
         if let scope {

@@ -1,5 +1,5 @@
 import CairnHTTP
-public import Foundation
+package import Foundation
 
 /// A cron schedule: the standard 5 fields (`minute hour day-of-month month day-of-week`) with
 /// lists, ranges, steps and month/day names, or `@yearly`, `@monthly`, `@weekly`, `@daily`,
@@ -9,29 +9,29 @@ public import Foundation
 /// restricted (anything but a bare `*`), a day matches if either does; day-of-week 7 is Sunday. Across daylight-saving
 /// transitions a local time that does not exist is skipped and one that occurs twice fires
 /// once (at its first occurrence).
-public struct CronExpression: Sendable, Equatable {
+package struct CronExpression: Sendable, Equatable {
     /// Equal when they fire at the same times (whatever the spelling).
-    public static func == (lhs: CronExpression, rhs: CronExpression) -> Bool {
+    package static func == (lhs: CronExpression, rhs: CronExpression) -> Bool {
         lhs.minutes == rhs.minutes && lhs.hours == rhs.hours && lhs.daysOfMonth == rhs.daysOfMonth && lhs.months == rhs.months
             && lhs.daysOfWeek == rhs.daysOfWeek && lhs.dayOfMonthRestricted == rhs.dayOfMonthRestricted
             && lhs.dayOfWeekRestricted == rhs.dayOfWeekRestricted
     }
 
     /// Allowed minutes (0–59), hours (0–23), days of month (1–31), months (1–12), weekdays (0–6, Sunday 0).
-    public let minutes: Set<Int>
+    package let minutes: Set<Int>
     /// Allowed hours.
-    public let hours: Set<Int>
+    package let hours: Set<Int>
     /// Allowed days of the month.
-    public let daysOfMonth: Set<Int>
+    package let daysOfMonth: Set<Int>
     /// Allowed months.
-    public let months: Set<Int>
+    package let months: Set<Int>
     /// Allowed days of the week.
-    public let daysOfWeek: Set<Int>
+    package let daysOfWeek: Set<Int>
     /// Whether day-of-month and day-of-week were each restricted (not `*`).
     let dayOfMonthRestricted: Bool
     let dayOfWeekRestricted: Bool
     /// The source text.
-    public let text: String
+    package let text: String
 
     private static let macros = [
         "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0", "@daily": "0 0 * * *",
@@ -43,7 +43,7 @@ public struct CronExpression: Sendable, Equatable {
     /// Parses an expression.
     /// - Throws: 400 `invalid_input` naming the field (`cron.minute`, `cron.hour`,
     ///   `cron.dayOfMonth`, `cron.month`, `cron.dayOfWeek`, or `cron`).
-    public init(_ text: String) throws {
+    package init(_ text: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let expanded = Self.macros[trimmed.lowercased()] ?? trimmed
         let fields = expanded.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
@@ -108,7 +108,7 @@ public struct CronExpression: Sendable, Equatable {
 
     /// The first occurrence strictly after `instant`, in `timeZone`; nil if none within 8 years
     /// (for example `0 0 30 2 *`).
-    public func nextOccurrence(after instant: Date, in timeZone: TimeZone) -> Date? {
+    package func nextOccurrence(after instant: Date, in timeZone: TimeZone) -> Date? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
         let sortedHours = hours.sorted()

@@ -1,71 +1,71 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 
 /// The life of a job (River's state names): `scheduled`/`available`/`retryable` wait to run,
 /// `running` holds a lease, and `succeeded`, `cancelled` and `discarded` (the dead letters)
 /// are final.
-public enum JobState: String, Sendable, CaseIterable, Codable {
+package enum JobState: String, Sendable, CaseIterable, Codable {
     case scheduled, available, running, retryable, succeeded, cancelled, discarded
 
     /// True for states a job never leaves on its own.
-    public var isFinal: Bool { self == .succeeded || self == .cancelled || self == .discarded }
+    package var isFinal: Bool { self == .succeeded || self == .cancelled || self == .discarded }
 
     /// States that wait to be claimed.
     static let waiting: [JobState] = [.scheduled, .available, .retryable]
 }
 
 /// A durable job, as stored and as clients see it.
-public struct Job: Sendable, JSONWritable {
+package struct Job: Sendable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The owning tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// Queue name (`default` unless given).
-    public var queue: String
+    package var queue: String
     /// The registered handler's name.
-    public var kind: String
+    package var kind: String
     /// Arguments, JSON text.
-    public var args: String
+    package var args: String
     /// 1 (most urgent) to 4, as in River.
-    public var priority: Int
+    package var priority: Int
     /// Where it is in its life.
-    public var state: JobState
+    package var state: JobState
     /// Attempts started so far (a claim starts one).
-    public var attempt: Int
+    package var attempt: Int
     /// Attempts allowed before the job is discarded.
-    public var maxAttempts: Int
+    package var maxAttempts: Int
     /// Epoch milliseconds before which it is not run.
-    public var runAt: Int64
+    package var runAt: Int64
     /// Latest progress report, JSON text.
-    public var progress: String?
+    package var progress: String?
     /// Latest checkpoint, JSON text, handed to the next attempt.
-    public var checkpoint: String?
+    package var checkpoint: String?
     /// One entry per failed attempt, JSON array text: `[{at, attempt, error}]`.
-    public var errors: String
+    package var errors: String
     /// Deduplication key (unique per tenant and kind among unfinished jobs).
-    public var uniqueKey: String?
+    package var uniqueKey: String?
     /// The user who enqueued it, if any.
-    public var createdBy: String?
+    package var createdBy: String?
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// When the last attempt started (epoch ms).
-    public var attemptedAt: Int64?
+    package var attemptedAt: Int64?
     /// When it reached a final state (epoch ms).
-    public var finishedAt: Int64?
+    package var finishedAt: Int64?
     /// The node holding its lease while running.
-    public var leaseOwner: String?
+    package var leaseOwner: String?
     /// When the lease lapses unless renewed (epoch ms).
-    public var leaseExpiresAt: Int64?
+    package var leaseExpiresAt: Int64?
     /// Set when cancellation was requested while it ran.
-    public var cancelRequestedAt: Int64?
+    package var cancelRequestedAt: Int64?
     /// Grows with every change of state, progress or checkpoint: the event id of
     /// `GET /jobs/{id}/events`.
-    public var version: Int
+    package var version: Int
     /// What the handler reported as its outcome (JSON text), e.g. a pipeline run's output file.
-    public var result: String? = nil
+    package var result: String? = nil
 
     /// The job's JSON representation (camelCase, RFC 3339 times).
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -108,9 +108,9 @@ public struct Job: Sendable, JSONWritable {
 }
 
 /// The jobs module's tables.
-public enum JobsMigrations {
+package enum JobsMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "jobs", version: 1, name: "jobs",
             sql: [

@@ -1,6 +1,6 @@
 import CairnHTTP
 import Foundation
-public import SQLKit
+package import SQLKit
 
 /// The typed arguments of one job kind, as swift-jobs' `JobParameters`: the value is what a
 /// handler receives and what a producer enqueues, stored as the job's `args` JSON object (its
@@ -14,7 +14,7 @@ public import SQLKit
 /// queue.register(SendWebhook.self) { args, context in try await deliver(args.deliveryId) }
 /// try await queue.enqueue(SendWebhook(deliveryId: id), tenantId: tenantId, createdBy: nil, on: db)
 /// ```
-public protocol JobArguments: Codable, Sendable {
+package protocol JobArguments: Codable, Sendable {
     /// The kind's name, stored in the job's `kind` (e.g. `notifications.webhook`).
     static var kind: String { get }
     /// Whether `POST /jobs`, `POST /jobs/batch` and `/schedules` may create jobs of this kind
@@ -30,13 +30,13 @@ public protocol JobArguments: Codable, Sendable {
 
 extension JobArguments {
     /// Not enqueueable over HTTP.
-    public static var enqueueableOverHTTP: Bool { false }
+    package static var enqueueableOverHTTP: Bool { false }
     /// Any member may enqueue it (when it is enqueueable over HTTP at all).
-    public static var adminOnly: Bool { false }
+    package static var adminOnly: Bool { false }
     /// The `default` queue.
-    public static var defaultQueue: String { "default" }
+    package static var defaultQueue: String { "default" }
     /// 20 attempts.
-    public static var defaultMaxAttempts: Int { 20 }
+    package static var defaultMaxAttempts: Int { 20 }
 
     /// The arguments as the JSON object stored in the job's `args`.
     /// - Throws: `EncodingError` when a value has no JSON form (a non-finite number).
@@ -99,7 +99,7 @@ extension JobRequest {
     /// queue with its default attempts; change the other fields (`runAt`, `uniqueKey`, …) before
     /// enqueueing it.
     /// - Throws: `EncodingError` when a value has no JSON form (a non-finite number).
-    public init<Arguments: JobArguments>(_ arguments: Arguments) throws {
+    package init<Arguments: JobArguments>(_ arguments: Arguments) throws {
         self.init(kind: Arguments.kind, args: try arguments.jsonValue())
         queue = Arguments.defaultQueue
         maxAttempts = Arguments.defaultMaxAttempts
@@ -112,7 +112,7 @@ extension JobQueue {
     /// does not decode discards the job at once (``PermanentJobError``) without calling it.
     /// Modules register their kinds in their `registerJobs(on:)`, called once by the
     /// composition root.
-    public func register<Arguments: JobArguments>(
+    package func register<Arguments: JobArguments>(
         _ type: Arguments.Type, handler: @escaping @Sendable (_ arguments: Arguments, _ context: JobContext) async throws -> Void
     ) {
         register(kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly) { context in
@@ -127,7 +127,7 @@ extension JobQueue {
     /// - Throws: 400 `invalid_input` (kind not registered, arguments over 64 KiB), 429
     ///   `rate_limited` (pending cap).
     @discardableResult
-    public func enqueue<Arguments: JobArguments>(_ arguments: Arguments, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil)
+    package func enqueue<Arguments: JobArguments>(_ arguments: Arguments, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil)
         async throws -> (job: Job, created: Bool)
     {
         try await enqueue(JobRequest(arguments), tenantId: tenantId, createdBy: createdBy, on: db)

@@ -10,7 +10,7 @@ import Synchronization
 /// Fans job-change notifications out to this node's event streams. One EventBus subscription
 /// per node (one LISTEN connection on PostgreSQL), however many clients watch; each watcher
 /// gets a wake-up and re-reads its job.
-public final class JobEventHub: Sendable {
+package final class JobEventHub: Sendable {
     /// The EventBus channel carrying ids of changed jobs, comma-separated.
     static let channel = "cairn_job_events"
 
@@ -44,7 +44,7 @@ public final class JobEventHub: Sendable {
     /// `onListening` runs each time the subscription starts receiving (see
     /// `EventBus.subscribe(channel:onListening:)`): a consumer that must not miss a change
     /// re-reads the jobs it follows then.
-    public func changes(onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<[String]> {
+    package func changes(onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<[String]> {
         let source = bus.subscribe(channel: Self.channel, onListening: onListening)
         return AsyncStream { continuation in
             let task = Task {

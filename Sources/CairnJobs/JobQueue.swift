@@ -1,82 +1,82 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
 import Metrics
-public import SQLKit
+package import SQLKit
 import Synchronization
 
 /// Settings of the job system (`CAIRN_JOBS_*`).
-public struct JobsSettings: Sendable {
+package struct JobsSettings: Sendable {
     /// Jobs run at once on this node (`CAIRN_JOBS_CONCURRENCY`, default 2 × cores).
-    public var concurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
+    package var concurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
     /// Lease length in seconds (`CAIRN_JOBS_LEASE`, default 30); renewed every third of it.
-    public var leaseSeconds = 30
+    package var leaseSeconds = 30
     /// Running jobs per tenant on this node (default 2).
-    public var maxRunningPerTenant = 2
+    package var maxRunningPerTenant = 2
     /// Waiting jobs per tenant before enqueue answers 429 (default 100,000).
-    public var maxPendingPerTenant = 100_000
+    package var maxPendingPerTenant = 100_000
     /// Fallback poll interval when no notification arrives.
-    public var pollInterval: Duration = .seconds(1)
+    package var pollInterval: Duration = .seconds(1)
     /// How long running handlers get to finish on shutdown before they are released.
-    public var shutdownGrace: Duration = .seconds(10)
+    package var shutdownGrace: Duration = .seconds(10)
     /// Age after which succeeded and cancelled jobs are deleted (default 7 days).
-    public var retentionSeconds = 7 * 86_400
+    package var retentionSeconds = 7 * 86_400
     /// How often lapsed leases are looked for.
-    public var rescueInterval: Duration = .seconds(5)
+    package var rescueInterval: Duration = .seconds(5)
     /// This node's name in leases.
-    public var nodeId = "node-" + UUIDv7.make()
+    package var nodeId = "node-" + UUIDv7.make()
     /// Most jobs one claim statement takes (`CAIRN_JOBS_CLAIM_LIMIT`, default 100); 1 claims
     /// singly.
-    public var claimLimit = 100
+    package var claimLimit = 100
     /// Write successful completions that arrive together as one statement (group commit, as
     /// River's batch completer; `CAIRN_JOBS_BATCH_COMPLETIONS`, default true).
-    public var batchCompletions = true
+    package var batchCompletions = true
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// A handler that must not be retried: the job is discarded at once.
-public struct PermanentJobError: Error, CustomStringConvertible {
+package struct PermanentJobError: Error, CustomStringConvertible {
     /// Why.
-    public var message: String
+    package var message: String
     /// Creates the error.
-    public init(_ message: String) { self.message = message }
+    package init(_ message: String) { self.message = message }
     /// The message.
-    public var description: String { message }
+    package var description: String { message }
 }
 
 /// What a running handler gets besides its typed arguments: its job, the last checkpoint, and
 /// ways to report.
-public struct JobContext: Sendable {
+package struct JobContext: Sendable {
     /// The job being run (state `running`, `attempt` already counts this attempt).
-    public let job: Job
+    package let job: Job
     /// The checkpoint saved by an earlier attempt, if any: resume from here.
-    public let checkpoint: JSONValue?
+    package let checkpoint: JSONValue?
     let save: @Sendable (_ progress: String?, _ checkpoint: String?, _ result: String?) async throws -> Void
 
     /// Stores a progress report (e.g. `{rowsDone, bytesDone, fraction}`).
     /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
-    public func reportProgress(_ progress: JSONValue) async throws {
+    package func reportProgress(_ progress: JSONValue) async throws {
         try await save(progress.text, nil, nil)
     }
 
     /// Stores a checkpoint; a later attempt (after a crash or a retry) receives it.
     /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
-    public func saveCheckpoint(_ checkpoint: JSONValue, progress: JSONValue? = nil) async throws {
+    package func saveCheckpoint(_ checkpoint: JSONValue, progress: JSONValue? = nil) async throws {
         try await save(progress?.text, checkpoint.text, nil)
     }
 
     /// Stores the job's result (shown as `result` of the job), with a last progress report.
     /// A later attempt may replace it.
     /// - Throws: `CancellationError` when the job's lease is lost; the database's error.
-    public func saveResult(_ result: JSONValue, progress: JSONValue? = nil) async throws {
+    package func saveResult(_ result: JSONValue, progress: JSONValue? = nil) async throws {
         try await save(progress?.text, nil, result.text)
     }
 
     /// True once the job was cancelled, its lease lost, or the node is shutting down; the
     /// handler's task is cancelled too, so `Task.checkCancellation()` works as well.
-    public var isCancelled: Bool { Task.isCancelled }
+    package var isCancelled: Bool { Task.isCancelled }
 }
 
 /// A job handler after its arguments were decoded: runs one attempt; throws to fail it (retried
@@ -86,21 +86,21 @@ typealias JobHandler = @Sendable (JobContext) async throws -> Void
 
 /// What to enqueue: built from a kind's ``JobArguments`` (``init(_:)``), or, for jobs named
 /// over HTTP and by schedules, from a kind name and a JSON object.
-public struct JobRequest: Sendable {
+package struct JobRequest: Sendable {
     /// Handler name.
-    public var kind: String
+    package var kind: String
     /// Arguments, the JSON object stored as the job's `args`.
-    public var args: JSONValue
+    package var args: JSONValue
     /// Queue name.
-    public var queue = "default"
+    package var queue = "default"
     /// 1 (most urgent) to 4.
-    public var priority = 1
+    package var priority = 1
     /// Not before this time (epoch ms); now when nil.
-    public var runAt: Int64?
+    package var runAt: Int64?
     /// Deduplication key among the tenant's unfinished jobs of this kind.
-    public var uniqueKey: String?
+    package var uniqueKey: String?
     /// Attempts before discarding.
-    public var maxAttempts = 20
+    package var maxAttempts = 20
 
     /// Creates a request from a kind's name and its arguments as JSON (`/jobs`, schedules);
     /// Swift producers use ``init(_:)`` with the kind's ``JobArguments``.
@@ -112,7 +112,7 @@ public struct JobRequest: Sendable {
 
 /// The job system's Swift API for other modules: register handlers, enqueue (alone or in the
 /// caller's transaction), cancel, retry.
-public final class JobQueue: Sendable {
+package final class JobQueue: Sendable {
     struct Registration: Sendable {
         let handler: JobHandler
         let enqueueableOverHTTP: Bool
@@ -120,21 +120,21 @@ public final class JobQueue: Sendable {
     }
 
     /// Table access.
-    public let store: JobStore
+    package let store: JobStore
     /// Settings.
-    public let settings: JobsSettings
+    package let settings: JobsSettings
     let bus: EventBus
     /// Job-change notifications for event streams.
-    public let events: JobEventHub
+    package let events: JobEventHub
     /// The time jobs are stamped with, become due by, and back off and lease against.
-    public let clock: any CairnClock
+    package let clock: any CairnClock
     private let registry = Mutex<[String: Registration]>([:])
 
     /// The EventBus channel that wakes workers when jobs are enqueued.
     static let wakeChannel = "cairn_jobs_wake"
 
     /// Creates the queue; `clock` gives the time runs are due, leased and retried by.
-    public init(store: JobStore, bus: EventBus, settings: JobsSettings, clock: any CairnClock = SystemClock()) {
+    package init(store: JobStore, bus: EventBus, settings: JobsSettings, clock: any CairnClock = SystemClock()) {
         self.store = store
         self.bus = bus
         self.settings = settings
@@ -156,7 +156,7 @@ public final class JobQueue: Sendable {
     /// or rolls back with the caller's own rows.
     /// - Returns: the job and whether it is new (false: an unfinished job with the same unique key).
     /// - Throws: 400 `invalid_input` (unknown kind, bad fields), 429 `rate_limited` (pending cap).
-    public func enqueue(_ request: JobRequest, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws -> (
+    package func enqueue(_ request: JobRequest, tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws -> (
         job: Job, created: Bool
     ) {
         let issues = validate(request, field: "")
@@ -178,7 +178,7 @@ public final class JobQueue: Sendable {
     /// - Returns: one entry per request, in order; `created` is false for a unique-key match.
     /// - Throws: 400 `invalid_input` naming `jobs[i].field`, 429 `rate_limited` when the batch
     ///   would take the tenant past its pending cap.
-    public func enqueueMany(_ requests: [JobRequest], tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws
+    package func enqueueMany(_ requests: [JobRequest], tenantId: String, createdBy: String?, on db: (any SQLDatabase)? = nil) async throws
         -> [(job: Job, created: Bool)]
     {
         guard !requests.isEmpty else { return [] }
@@ -201,7 +201,7 @@ public final class JobQueue: Sendable {
     }
 
     /// The most jobs one `enqueueMany` call takes.
-    public static let maxBatch = 1000
+    package static let maxBatch = 1000
 
     func validate(_ request: JobRequest, field prefix: String) -> [FieldIssue] {
         var issues: [FieldIssue] = []
@@ -241,7 +241,7 @@ public final class JobQueue: Sendable {
 
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.
     /// - Throws: 404 when missing; 409 when already final.
-    public func cancel(id: String, tenantId: String) async throws -> Job {
+    package func cancel(id: String, tenantId: String) async throws -> Job {
         if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: clock.milliseconds) {
             await events.announce([job.id])
             return job
@@ -252,7 +252,7 @@ public final class JobQueue: Sendable {
 
     /// Retries a discarded (dead-letter) or cancelled job.
     /// - Throws: 404 when missing; 409 in any other state.
-    public func retry(id: String, tenantId: String) async throws -> Job {
+    package func retry(id: String, tenantId: String) async throws -> Job {
         let retried: Job?
         do {
             retried = try await store.retry(id: id, tenantId: tenantId, now: clock.milliseconds)
@@ -270,7 +270,7 @@ public final class JobQueue: Sendable {
 
     /// Deletes a finished job.
     /// - Throws: 404 when missing; 409 when not finished.
-    public func delete(id: String, tenantId: String) async throws {
+    package func delete(id: String, tenantId: String) async throws {
         if try await store.delete(id: id, tenantId: tenantId) { return }
         guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
         throw AppError.conflict("Only finished jobs can be deleted; cancel it first.")
@@ -284,9 +284,9 @@ public final class JobQueue: Sendable {
 }
 
 /// The job kinds of the job system itself (`noop`).
-public enum BuiltInJobs {
+package enum BuiltInJobs {
     /// Registers the built-in kinds on `queue`; called once, from the composition root.
-    public static func registerJobs(on queue: JobQueue) {
+    package static func registerJobs(on queue: JobQueue) {
         queue.register(Noop.self, handler: Noop.run)
     }
 }

@@ -1,17 +1,17 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import SQLKit
 
 /// SQL for the `jobs` table, written once for both engines. Claiming is one statement:
 /// `UPDATE … WHERE id IN (SELECT … LIMIT n)`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so
 /// nodes never wait on each other; on SQLite the single writer makes it atomic.
-public struct JobStore: Sendable {
+package struct JobStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -296,7 +296,7 @@ public struct JobStore: Sendable {
     // MARK: Tenant-facing operations
 
     /// One job of a tenant.
-    public func job(id: String, tenantId: String) async throws -> Job? {
+    package func job(id: String, tenantId: String) async throws -> Job? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM jobs WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
@@ -306,7 +306,7 @@ public struct JobStore: Sendable {
 
     /// Jobs by id across tenants, for modules that react to job changes (the ids come from
     /// `JobEventHub.changes()`; callers keep results within each job's tenant).
-    public func jobs(ids: [String]) async throws -> [Job] {
+    package func jobs(ids: [String]) async throws -> [Job] {
         let valid = ids.filter { UUIDv7.isValid($0) }
         guard !valid.isEmpty else { return [] }
         return try await database.read { db in

@@ -2,16 +2,16 @@ import CairnFormats
 import CairnHTTP
 import CairnStorage
 import Foundation
-public import Logging
+package import Logging
 import Metrics
-public import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 
 /// Runs jobs on this node: claims due jobs (woken by the EventBus, with a slow poll as a
 /// fallback), renews their leases, stops cancelled ones, rescues lapsed leases of dead nodes,
 /// prunes old jobs, and on graceful shutdown stops claiming, lets running handlers finish
 /// within the grace period, and releases the rest for other nodes.
-public final class JobWorker: Service, Sendable {
+package final class JobWorker: Service, Sendable {
     enum StopReason: Sendable { case cancelRequested, leaseLost, shutdown }
 
     struct Running: Sendable {
@@ -36,7 +36,7 @@ public final class JobWorker: Service, Sendable {
     private let claimedSinceVacuum = Atomic<Int>(0)
 
     /// Creates a worker for a queue.
-    public init(queue: JobQueue, logger: Logger) {
+    package init(queue: JobQueue, logger: Logger) {
         self.queue = queue
         self.logger = logger
         self.completions = CompletionBatcher(store: queue.store, node: queue.settings.nodeId, clock: queue.clock)
@@ -46,7 +46,7 @@ public final class JobWorker: Service, Sendable {
     private var store: JobStore { queue.store }
 
     /// Runs until graceful shutdown.
-    public func run() async throws {
+    package func run() async throws {
         let notifications = queue.bus.subscribe(channel: JobQueue.wakeChannel)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in

@@ -1,16 +1,16 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 
 /// `/jobs`: enqueue (kinds registered as enqueueable over HTTP), list, read, cancel, retry,
 /// delete; all scoped to the caller's tenant.
-public struct JobsController: Sendable {
+package struct JobsController: Sendable {
     let queue: JobQueue
 
     /// Creates the controller.
-    public init(queue: JobQueue) {
+    package init(queue: JobQueue) {
         self.queue = queue
     }
 
@@ -96,7 +96,7 @@ public struct JobsController: Sendable {
     }
 
     /// Adds the routes to the authenticated group; the two enqueue routes honour `Idempotency-Key`.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("jobs").add(middleware: IdempotencyMiddleware(database: queue.store.database))
             .post(use: enqueue)
             .post("batch", use: enqueueBatch)

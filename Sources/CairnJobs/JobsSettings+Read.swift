@@ -1,11 +1,11 @@
-public import CairnStorage
+package import CairnStorage
 
 extension JobsSettings {
     /// Reads the settings that are set, in the `jobs` scope: `CAIRN_JOBS_CONCURRENCY` (1–1024),
     /// `_LEASE`, `_MAX_RUNNING_PER_TENANT` (1–1024), `_MAX_PENDING_PER_TENANT`,
     /// `_SHUTDOWN_GRACE` (0–3600 s), `_RETENTION`, `_CLAIM_LIMIT` (1–1000), `_BATCH_COMPLETIONS`.
     /// - Throws: `ConfigurationError` naming the first bad one.
-    public mutating func read(from settings: SettingsReader) throws {
+    package mutating func read(from settings: SettingsReader) throws {
         concurrency = try settings.integer("concurrency", in: 1...1024, default: concurrency)
         leaseSeconds = try settings.seconds("lease", default: leaseSeconds)
         maxRunningPerTenant = try settings.integer("max.running.per.tenant", in: 1...1024, default: maxRunningPerTenant)

@@ -1,45 +1,45 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
-public import Logging
-public import SQLKit
-public import ServiceLifecycle
+package import Hummingbird
+package import Logging
+package import SQLKit
+import ServiceLifecycle
 
 /// A recurring job: a cron expression in a time zone, and the job it enqueues.
-public struct Schedule: Sendable, JSONWritable {
+package struct Schedule: Sendable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Owning tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// Display name.
-    public var name: String
+    package var name: String
     /// The cron expression.
-    public var cron: String
+    package var cron: String
     /// IANA time zone name.
-    public var timeZone: String
+    package var timeZone: String
     /// Job kind to enqueue.
-    public var kind: String
+    package var kind: String
     /// Job arguments, JSON text.
-    public var args: String
+    package var args: String
     /// Paused when false.
-    public var enabled: Bool
+    package var enabled: Bool
     /// The next occurrence (epoch ms), nil when the expression never fires again.
-    public var nextRunAt: Int64?
+    package var nextRunAt: Int64?
     /// The last occurrence that enqueued a job (epoch ms).
-    public var lastRunAt: Int64?
+    package var lastRunAt: Int64?
     /// Creator.
-    public var createdBy: String?
+    package var createdBy: String?
     /// Epoch ms.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch ms.
-    public var updatedAt: Int64
+    package var updatedAt: Int64
     /// Row version, the `ETag`.
-    public var version: Int
+    package var version: Int
 
     /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -90,9 +90,9 @@ public struct Schedule: Sendable, JSONWritable {
 }
 
 /// The schedules table.
-public enum ScheduleMigrations {
+package enum ScheduleMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "schedules", version: 1, name: "schedules",
             sql: [
@@ -125,20 +125,20 @@ public enum ScheduleMigrations {
 /// its job enqueued in the same transaction with the unique key `schedule:<id>:<occurrence>`,
 /// and `next_run_at` moved past now. After downtime the missed occurrences fire once, not once
 /// per missed slot.
-public final class Scheduler: Service, Sendable {
+package final class Scheduler: Service, Sendable {
     let queue: JobQueue
     let logger: Logger
     let interval: Duration
 
     /// Creates the scheduler; it looks for due schedules every `interval`.
-    public init(queue: JobQueue, logger: Logger, interval: Duration = .milliseconds(500)) {
+    package init(queue: JobQueue, logger: Logger, interval: Duration = .milliseconds(500)) {
         self.queue = queue
         self.logger = logger
         self.interval = interval
     }
 
     /// Runs until graceful shutdown.
-    public func run() async throws {
+    package func run() async throws {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
@@ -190,11 +190,11 @@ public final class Scheduler: Service, Sendable {
 }
 
 /// `/schedules`: create, list, read, update and delete recurring jobs (admins).
-public struct SchedulesController: Sendable {
+package struct SchedulesController: Sendable {
     let queue: JobQueue
 
     /// Creates the controller.
-    public init(queue: JobQueue) {
+    package init(queue: JobQueue) {
         self.queue = queue
     }
 
@@ -242,7 +242,7 @@ public struct SchedulesController: Sendable {
     }
 
     /// Adds the routes to the authenticated group, all for owners and admins.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("schedules").add(middleware: RequireAdmin())
             .post(use: create)
             .get(use: list)
@@ -365,7 +365,7 @@ extension JobQueue {
     /// commit together. The schedule then fires like any other: one job of `Arguments.kind`
     /// carrying `job` per occurrence.
     /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; the database's error.
-    public func putSchedule<Arguments: JobArguments>(
+    package func putSchedule<Arguments: JobArguments>(
         id: String, tenantId: String, name: String, cron: String, timeZone: String, job: Arguments, createdBy: String?, on db: any SQLDatabase
     ) async throws {
         let kind = Arguments.kind
@@ -387,12 +387,12 @@ extension JobQueue {
     }
 
     /// Deletes the schedule `id` of the tenant on `db`; a missing one is not an error.
-    public func deleteSchedule(id: String, tenantId: String, on db: any SQLDatabase) async throws {
+    package func deleteSchedule(id: String, tenantId: String, on db: any SQLDatabase) async throws {
         try await db.raw("DELETE FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").run()
     }
 
     /// The next time the schedule `id` fires (epoch ms), or nil when it is missing or disabled.
-    public func nextRun(scheduleId id: String, tenantId: String) async throws -> Int64? {
+    package func nextRun(scheduleId id: String, tenantId: String) async throws -> Int64? {
         try await store.database.read { db in
             try await db.raw("SELECT next_run_at FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND enabled").first()
         }?.decode(column: "next_run_at", as: Int64?.self)

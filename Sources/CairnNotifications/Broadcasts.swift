@@ -1,6 +1,6 @@
 import CairnAccounts
 import CairnHTTP
-public import CairnJobs
+package import CairnJobs
 import CairnStorage
 import Foundation
 
@@ -15,21 +15,21 @@ import Foundation
 /// commit and its checkpoint, a lost lease, a retry) never stores a second row for a user. The
 /// job's result is `{broadcastId, members, stored}`: users visited, and inbox rows of this
 /// broadcast (users who turned the type's in-app channel off have none).
-public final class TenantBroadcasts: Sendable {
+package final class TenantBroadcasts: Sendable {
     /// The job kind.
-    public static var kind: String { SendBroadcast.kind }
+    package static var kind: String { SendBroadcast.kind }
 
     let center: Notifier
     let jobs: JobQueue
 
     /// Creates the broadcaster; call ``registerJobs(on:)`` once, from the composition root.
-    public init(center: Notifier, jobs: JobQueue) {
+    package init(center: Notifier, jobs: JobQueue) {
         self.center = center
         self.jobs = jobs
     }
 
     /// Registers the broadcast job handler on `queue`.
-    public func registerJobs(on queue: JobQueue) {
+    package func registerJobs(on queue: JobQueue) {
         queue.register(SendBroadcast.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await self.run(args, context: context)
@@ -37,7 +37,7 @@ public final class TenantBroadcasts: Sendable {
     }
 
     /// The dedupe key of a broadcast's rows.
-    public static func dedupeKey(broadcastId: String) -> String { "broadcast:" + broadcastId }
+    package static func dedupeKey(broadcastId: String) -> String { "broadcast:" + broadcastId }
 
     /// Starts a broadcast of `draft` to every user of `tenantId`: enqueues its job and returns.
     /// - Parameter createdBy: the publishing user (the job's creator, who gets its
@@ -45,7 +45,7 @@ public final class TenantBroadcasts: Sendable {
     /// - Returns: the new broadcast's id (UUIDv7) and its job.
     /// - Throws: 400 `invalid_input` for a bad draft (or one too large to be a job's
     ///   arguments); 429 `rate_limited` when the tenant has too many pending jobs.
-    public func start(_ draft: NotificationDraft, tenantId: String, createdBy: String?) async throws -> (broadcastId: String, job: Job) {
+    package func start(_ draft: NotificationDraft, tenantId: String, createdBy: String?) async throws -> (broadcastId: String, job: Job) {
         try draft.validate()
         let broadcastId = UUIDv7.make()
         let request = try JobRequest(

@@ -1,32 +1,32 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 
 /// One notification in a user's inbox, as stored and as clients see it.
-public struct StoredNotification: Sendable, Equatable, JSONWritable {
+package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The owning tenant (never shown to clients: it is always the caller's).
-    public var tenantId: String
+    package var tenantId: String
     /// The recipient.
-    public var userId: String
+    package var userId: String
     /// The recipient's sequence number: grows by one per notification, the catch-up cursor of
     /// `GET /notifications/stream` (`Last-Event-ID`) and of the WebSocket `subscribe {since}`.
-    public var seq: Int64
+    package var seq: Int64
     /// `message`, `friend_request`, `system_alert`, `job_status` or a tenant-defined type.
-    public var type: String
+    package var type: String
     /// Short title.
-    public var title: String
+    package var title: String
     /// Text body.
-    public var body: String
+    package var body: String
     /// JSON object text, at most 16 KiB.
-    public var data: String
+    package var data: String
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch milliseconds, nil while unread.
-    public var readAt: Int64?
+    package var readAt: Int64?
 
     /// `{id, seq, type, title, body, data, createdAt, readAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -49,22 +49,22 @@ public struct StoredNotification: Sendable, Equatable, JSONWritable {
 }
 
 /// What to publish: the content of a notification, before it has recipients and sequence numbers.
-public struct NotificationDraft: Sendable, Equatable {
+package struct NotificationDraft: Sendable, Equatable {
     /// `[a-z][a-z0-9_.]{0,63}`; the built-in types are `message`, `friend_request`,
     /// `system_alert` and `job_status`.
-    public var type: String
+    package var type: String
     /// 1 to 200 characters.
-    public var title: String
+    package var title: String
     /// Up to 10,000 characters.
-    public var body: String
+    package var body: String
     /// A JSON object of at most 16 KiB.
-    public var data: JSONValue
+    package var data: JSONValue
     /// When set, a second publish with the same key to the same user is a no-op (per tenant
     /// and user; 1 to 200 characters). Used for job status and retried broadcasts.
-    public var dedupeKey: String?
+    package var dedupeKey: String?
 
     /// Creates a draft.
-    public init(type: String, title: String, body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil) {
+    package init(type: String, title: String, body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil) {
         self.type = type
         self.title = title
         self.body = body
@@ -73,10 +73,10 @@ public struct NotificationDraft: Sendable, Equatable {
     }
 
     /// The built-in notification types.
-    public static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
+    package static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
 
     /// True when `type` matches `[a-z][a-z0-9_.]{0,63}`.
-    public static func isValidType(_ type: String) -> Bool {
+    package static func isValidType(_ type: String) -> Bool {
         let bytes = Array(type.utf8)
         guard let first = bytes.first, bytes.count <= 64, first >= 0x61 && first <= 0x7A else { return false }
         return bytes.dropFirst().allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2E }
@@ -84,7 +84,7 @@ public struct NotificationDraft: Sendable, Equatable {
 
     /// Checks every field.
     /// - Throws: 400 `invalid_input` naming each bad field.
-    public func validate() throws {
+    package func validate() throws {
         var issues: [FieldIssue] = []
         if !Self.isValidType(type) { issues.append(FieldIssue(field: "type", issue: "must match [a-z][a-z0-9_.]{0,63}")) }
         let titleLength = title.unicodeScalars.count
@@ -112,9 +112,9 @@ extension String {
 }
 
 /// The notifications module's tables.
-public enum NotificationsMigrations {
+package enum NotificationsMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "notifications", version: 1, name: "notifications inbox",
             sql: [

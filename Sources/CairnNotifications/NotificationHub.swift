@@ -239,7 +239,7 @@ final class Mailbox: Sendable {
 /// Announcements are hints: a connection that sees a gap in seq re-reads from the database,
 /// and announced ids not yet visible (announced inside a caller's transaction on SQLite, before
 /// its commit) are re-read a few times.
-public final class NotificationHub: Sendable {
+package final class NotificationHub: Sendable {
     /// The EventBus channel carrying ids of new notifications, comma-separated.
     static let channel = "cairn_notifications"
 
@@ -270,12 +270,12 @@ public final class NotificationHub: Sendable {
     }
 
     /// Live connections on this node.
-    public var connectionCount: Int { state.withLock { $0.count } }
+    package var connectionCount: Int { state.withLock { $0.count } }
 
     /// ``connectionCount`` now and after each change, until the consuming task is cancelled:
     /// for callers that wait for connections to come and go (the newest count is kept when the
     /// consumer falls behind).
-    public func connectionCounts() -> AsyncStream<Int> {
+    package func connectionCounts() -> AsyncStream<Int> {
         let (stream, continuation) = AsyncStream<Int>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let id = state.withLock { state -> UInt64 in
             state.nextObserver += 1

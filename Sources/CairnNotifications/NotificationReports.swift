@@ -4,7 +4,7 @@ import SQLKit
 extension NotificationStore {
     /// A batch of the tenant's notifications (every user's) in id order after `after`, for
     /// streamed reports: one short keyset read per batch, never a long-lived cursor.
-    public func batch(tenantId: String, type: String?, after: String?, limit: Int) async throws -> [StoredNotification] {
+    package func batch(tenantId: String, type: String?, after: String?, limit: Int) async throws -> [StoredNotification] {
         try await database.read { db in
             var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId)"
             if let type { query = query + " AND type = \(bind: type)" }

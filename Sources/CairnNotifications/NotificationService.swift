@@ -1,9 +1,9 @@
 import CairnHTTP
-public import CairnJobs
+package import CairnJobs
 import CairnStorage
 import Foundation
-public import Logging
-public import ServiceLifecycle
+package import Logging
+import ServiceLifecycle
 
 /// The module's background work on each node, as one `Service`: retention pruning of read
 /// notifications, the job-status bridge, and closing live connections on shutdown.
@@ -11,14 +11,14 @@ public import ServiceLifecycle
 /// Job status: every change a job announces (state changes, progress, checkpoints) becomes a
 /// stored `job_status` notification to the job's creator, so it reaches the creator's SSE and
 /// WebSocket streams and the inbox (see ``JobStatusBridge`` for the rules).
-public struct NotificationService: Service {
+package struct NotificationService: Service {
     let center: Notifier
     let jobs: JobQueue?
     let logger: Logger
     let progressInterval: Duration
 
     /// Creates the service; without `jobs`, no job-status notifications are made.
-    public init(center: Notifier, jobs: JobQueue?, logger: Logger, progressInterval: Duration = .seconds(2)) {
+    package init(center: Notifier, jobs: JobQueue?, logger: Logger, progressInterval: Duration = .seconds(2)) {
         self.center = center
         self.jobs = jobs
         self.logger = logger
@@ -26,7 +26,7 @@ public struct NotificationService: Service {
     }
 
     /// Runs until graceful shutdown.
-    public func run() async throws {
+    package func run() async throws {
         await withGracefulShutdownHandler {
             await cancelWhenGracefulShutdown {
                 await withTaskGroup(of: Void.self) { group in

@@ -1,9 +1,9 @@
 import CairnAccounts
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import Metrics
@@ -188,14 +188,14 @@ enum ClientMessage: Sendable {
 /// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
 /// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
 /// Tokens are never logged.
-public struct NotificationSocketController: Sendable {
+package struct NotificationSocketController: Sendable {
     let center: Notifier
 
     /// The subprotocol name.
-    public static let subprotocol = "cairn.v1"
+    package static let subprotocol = "cairn.v1"
 
     /// Creates the controller.
-    public init(center: Notifier) {
+    package init(center: Notifier) {
         self.center = center
     }
 
@@ -207,7 +207,7 @@ public struct NotificationSocketController: Sendable {
     }
 
     /// Adds `GET /ws` to the root router (the socket authenticates itself).
-    public func addRoutes(to router: Router<CairnRequestContext>) {
+    package func addRoutes(to router: Router<CairnRequestContext>) {
         router.ws("ws", shouldUpgrade: shouldUpgrade, onUpgrade: onUpgrade)
     }
 

@@ -1,5 +1,5 @@
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import SQLKit
 
@@ -9,12 +9,12 @@ import SQLKit
 /// recipient's counter in the publishing transaction. The row lock it takes on PostgreSQL (and
 /// the single writer on SQLite) means that for each user, seq order is commit order: when a
 /// reader sees seq n, every lower seq is committed (or was deleted).
-public struct NotificationStore: Sendable {
+package struct NotificationStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -134,7 +134,7 @@ public struct NotificationStore: Sendable {
     }
 
     /// A user's notifications after `seq`, oldest first (catch-up).
-    public func after(seq: Int64, tenantId: String, userId: String, limit: Int) async throws -> [StoredNotification] {
+    package func after(seq: Int64, tenantId: String, userId: String, limit: Int) async throws -> [StoredNotification] {
         try await database.read { db in
             try await db.raw(
                 """
@@ -146,7 +146,7 @@ public struct NotificationStore: Sendable {
     }
 
     /// The user's current (highest allocated) sequence number, 0 before the first notification.
-    public func currentSeq(tenantId: String, userId: String) async throws -> Int64 {
+    package func currentSeq(tenantId: String, userId: String) async throws -> Int64 {
         try await database.read { db in
             try await db.raw("SELECT seq FROM notification_counters WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)")
                 .first()?.decode(column: "seq", as: Int64.self) ?? 0
@@ -167,7 +167,7 @@ public struct NotificationStore: Sendable {
     }
 
     /// One notification of a user.
-    public func notification(id: String, tenantId: String, userId: String) async throws -> StoredNotification? {
+    package func notification(id: String, tenantId: String, userId: String) async throws -> StoredNotification? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw(

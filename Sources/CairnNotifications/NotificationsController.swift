@@ -1,7 +1,7 @@
 import CairnAccounts
-public import CairnHTTP
+package import CairnHTTP
 import CairnJobs
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -14,12 +14,12 @@ import Synchronization
 /// `/notifications`: publish (admins and service tokens), the caller's inbox, read state, and the live
 /// Server-Sent Events stream. Every read is scoped to the caller's tenant and user: another
 /// user's notification answers 404.
-public struct NotificationsController: Sendable {
+package struct NotificationsController: Sendable {
     let center: Notifier
     let broadcasts: TenantBroadcasts
 
     /// Creates the controller; tenant broadcasts run as jobs of `broadcasts`.
-    public init(center: Notifier, broadcasts: TenantBroadcasts) {
+    package init(center: Notifier, broadcasts: TenantBroadcasts) {
         self.center = center
         self.broadcasts = broadcasts
     }
@@ -41,7 +41,7 @@ public struct NotificationsController: Sendable {
     /// scope `notifications:publish`, and honours `Idempotency-Key`; the SSE stream also takes
     /// the access token as `?access_token=` (RFC 6750 §2.3), because a browser's `EventSource`
     /// cannot send an `Authorization` header; the rest is the caller's own inbox.
-    public func addRoutes(to routes: RouteGroups, database: Database) {
+    package func addRoutes(to routes: RouteGroups, database: Database) {
         routes.authenticated("notifications", accepting: .serviceTokens(scope: ServiceTokenScope.notificationsPublish))
             .add(middleware: RequireAdmin(orScope: ServiceTokenScope.notificationsPublish))
             .add(middleware: IdempotencyMiddleware(database: database))

@@ -1,70 +1,70 @@
-public import CairnAccounts
+package import CairnAccounts
 import CairnHTTP
-public import CairnStorage
+package import CairnStorage
 import Foundation
-public import Logging
+package import Logging
 import Metrics
-public import SQLKit
+package import SQLKit
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
-public struct NotificationSettings: Sendable {
+package struct NotificationSettings: Sendable {
     /// Read notifications older than this many seconds are pruned (default 90 days).
-    public var retentionSeconds = 90 * 86_400
+    package var retentionSeconds = 90 * 86_400
     /// How often the retention pruner runs.
-    public var pruneInterval: Duration = .seconds(3600)
+    package var pruneInterval: Duration = .seconds(3600)
     /// SSE heartbeat comment interval (default 15 s).
-    public var heartbeat: Duration = .seconds(15)
+    package var heartbeat: Duration = .seconds(15)
     /// Granularity of every connection's periodic checks (heartbeats, token checks, ack timeouts).
-    public var tick: Duration = .seconds(1)
+    package var tick: Duration = .seconds(1)
     /// How often a live connection re-checks its access token's revocation state.
-    public var authCheckInterval: Duration = .seconds(2)
+    package var authCheckInterval: Duration = .seconds(2)
     /// How often a live connection re-reads its user's inbox after its cursor, whatever was
     /// announced: the EventBus is at most once (a LISTEN connection that reconnects misses what
     /// was sent meanwhile), so this bounds the delay of a lost announcement.
-    public var resyncInterval: Duration = .seconds(30)
+    package var resyncInterval: Duration = .seconds(30)
     /// Live rows buffered per connection before it falls back to re-reading (SSE) or is closed
     /// as a slow consumer (WebSocket, close code 1013).
-    public var mailboxCapacity = 1000
+    package var mailboxCapacity = 1000
     /// WebSocket and SSE: a write to the client still waiting after this long (the client
     /// stopped reading, and the kernel's and NIO's send buffers are full) ends the connection:
     /// a WebSocket is closed as a slow consumer (1013), a stream is cut. Checked on each tick.
-    public var writeTimeout: Duration = .seconds(10)
+    package var writeTimeout: Duration = .seconds(10)
     /// WebSocket: notifications not acknowledged after this long are sent again.
-    public var ackTimeout: Duration = .seconds(10)
+    package var ackTimeout: Duration = .seconds(10)
     /// WebSocket: at most this many unacknowledged notifications in flight; more wait.
-    public var maxUnacked = 500
+    package var maxUnacked = 500
     /// WebSocket: time allowed for the `auth` message (close 4401 after it).
-    public var authTimeout: Duration = .seconds(10)
+    package var authTimeout: Duration = .seconds(10)
     /// WebSocket: a socket with no client message (including pongs and acks) for this long is
     /// closed with 4408.
-    public var idleTimeout: Duration = .seconds(60)
+    package var idleTimeout: Duration = .seconds(60)
     /// Recipients per transaction when publishing to many users (tenant broadcasts).
-    public var batchSize = 500
+    package var batchSize = 500
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// The notifications module's Swift API for other modules: publish to users (alone or inside
 /// the caller's transaction), broadcast to a tenant, and the node's live hub.
-public final class Notifier: Sendable {
+package final class Notifier: Sendable {
     /// Inbox persistence.
-    public let store: NotificationStore
+    package let store: NotificationStore
     /// This node's live fan-out.
-    public let hub: NotificationHub
+    package let hub: NotificationHub
     /// Settings.
-    public let settings: NotificationSettings
+    package let settings: NotificationSettings
     /// Account lookups (tenant membership, token checks of live connections).
-    public let accounts: AccountService
+    package let accounts: AccountService
     /// The time notifications are stamped with, quiet hours and retention are judged by, and
     /// live connections compare their token's expiry with.
-    public let clock: any CairnClock
+    package let clock: any CairnClock
     let logger: Logger
     let observers: [any PublishObserver]
 
     /// Creates the center. `observers` (the outbound channels) see every batch of stored
     /// notifications inside the publishing transaction, in order; `clock` gives the time (see
     /// ``clock``).
-    public init(
+    package init(
         store: NotificationStore, bus: EventBus, accounts: AccountService, settings: NotificationSettings, observers: [any PublishObserver] = [],
         logger: Logger, clock: any CairnClock = SystemClock()
     ) {
@@ -85,7 +85,7 @@ public final class Notifier: Sendable {
     /// - Returns: the stored notifications (users skipped by `dedupeKey` are left out).
     /// - Throws: 400 `invalid_input` for a bad draft or user id; database errors.
     @discardableResult
-    public func publish(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)? = nil) async throws
+    package func publish(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)? = nil) async throws
         -> [StoredNotification]
     {
         try draft.validate()
@@ -145,7 +145,7 @@ extension Notifier {
 /// Sees every batch of notifications stored by a publish, inside the publishing transaction,
 /// so that work planned there (outbound deliveries) commits or rolls back with the rows.
 /// Recipients who turned in-app off appear under a notification id that has no inbox row.
-public protocol PublishObserver: Sendable {
+package protocol PublishObserver: Sendable {
     /// Called once per stored batch (never with an empty one), on the transaction's connection.
     /// - Throws: any error, which rolls the batch back.
     func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)

@@ -1,12 +1,12 @@
 import CairnAccounts
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
-public import Hummingbird
+package import Hummingbird
 import SQLKit
 
 /// A delivery channel of notifications.
-public enum NotificationChannel: String, Sendable, CaseIterable, Codable {
+package enum NotificationChannel: String, Sendable, CaseIterable, Codable {
     /// The inbox and the live streams.
     case inApp = "in_app"
     /// The tenant's registered webhook endpoints (Standard Webhooks).
@@ -26,23 +26,23 @@ public enum NotificationChannel: String, Sendable, CaseIterable, Codable {
 /// `*` entry's value, then the default: in_app, webhook and push on (push reaches only devices
 /// the user registered, which is their opt-in), email off (opt-in).
 /// `system_alert` in-app cannot be turned off.
-public struct NotificationPreferences: Sendable, Equatable, Codable {
+package struct NotificationPreferences: Sendable, Equatable, Codable {
     /// Per type (or `*`), per channel.
-    public var types: [String: [String: Bool]]
+    package var types: [String: [String: Bool]]
     /// Quiet hours, when set.
-    public var quietHours: QuietHours?
+    package var quietHours: QuietHours?
 
     /// A daily window, possibly crossing midnight, during which non-in-app channels wait.
-    public struct QuietHours: Sendable, Equatable, Codable {
+    package struct QuietHours: Sendable, Equatable, Codable {
         /// `HH:MM`, 24-hour clock.
-        public var start: String
+        package var start: String
         /// `HH:MM`; before `start` means the window crosses midnight.
-        public var end: String
+        package var end: String
         /// An IANA time zone name (e.g. `Europe/Paris`).
-        public var timeZone: String
+        package var timeZone: String
 
         /// Creates quiet hours.
-        public init(start: String, end: String, timeZone: String) {
+        package init(start: String, end: String, timeZone: String) {
             self.start = start
             self.end = end
             self.timeZone = timeZone
@@ -50,13 +50,13 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
     }
 
     /// Creates preferences.
-    public init(types: [String: [String: Bool]], quietHours: QuietHours?) {
+    package init(types: [String: [String: Bool]], quietHours: QuietHours?) {
         self.types = types
         self.quietHours = quietHours
     }
 
     /// The defaults: every type on in-app and webhook, off on email and push, no quiet hours.
-    public static let defaults = NotificationPreferences(types: [:], quietHours: nil)
+    package static let defaults = NotificationPreferences(types: [:], quietHours: nil)
 
     static func minutes(_ text: String) -> Int? {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
@@ -68,7 +68,7 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
 
     /// Checks the document.
     /// - Throws: 400 `invalid_input` naming each bad field.
-    public func validate() throws {
+    package func validate() throws {
         var issues: [FieldIssue] = []
         if types.count > 200 { issues.append(FieldIssue(field: "types", issue: "must have at most 200 entries")) }
         for (type, channels) in types.sorted(by: { $0.key < $1.key }) {
@@ -94,7 +94,7 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
     }
 
     /// Whether `type` goes out on `channel`.
-    public func allows(_ type: String, on channel: NotificationChannel) -> Bool {
+    package func allows(_ type: String, on channel: NotificationChannel) -> Bool {
         if type == "system_alert" && channel == .inApp { return true }
         if let value = types[type]?[channel.rawValue] ?? types["*"]?[channel.rawValue] { return value }
         return channel != .email
@@ -102,7 +102,7 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
 
     /// The end of the quiet window containing `now` (epoch ms), or nil when `now` is outside
     /// quiet hours (or none are set).
-    public func quietUntil(now: Int64) -> Int64? {
+    package func quietUntil(now: Int64) -> Int64? {
         guard let quiet = quietHours, let start = Self.minutes(quiet.start), let end = Self.minutes(quiet.end), start != end,
             let zone = TimeZone(identifier: quiet.timeZone)
         else { return nil }
@@ -128,12 +128,12 @@ public struct NotificationPreferences: Sendable, Equatable, Codable {
 }
 
 /// Stored preferences (`notification_preferences`).
-public struct PreferenceStore: Sendable {
+package struct PreferenceStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates the store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -142,7 +142,7 @@ public struct PreferenceStore: Sendable {
     }
 
     /// A user's preferences (the defaults when never set).
-    public func preferences(tenantId: String, userId: String) async throws -> NotificationPreferences {
+    package func preferences(tenantId: String, userId: String) async throws -> NotificationPreferences {
         try await database.read { db in
             try await db.raw("SELECT prefs FROM notification_preferences WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)")
                 .first()?.decode(column: "prefs", as: String.self)
@@ -164,7 +164,7 @@ public struct PreferenceStore: Sendable {
     }
 
     /// Replaces a user's preferences.
-    public func save(_ preferences: NotificationPreferences, tenantId: String, userId: String) async throws {
+    package func save(_ preferences: NotificationPreferences, tenantId: String, userId: String) async throws {
         let json = preferences.json
         let now = WallClock.milliseconds()
         try await database.write { db in
@@ -179,16 +179,16 @@ public struct PreferenceStore: Sendable {
 }
 
 /// `/users/me/notification-preferences`: the caller's own channel and quiet-hour preferences.
-public struct PreferencesController: Sendable {
+package struct PreferencesController: Sendable {
     let store: PreferenceStore
 
     /// Creates the controller.
-    public init(store: PreferenceStore) {
+    package init(store: PreferenceStore) {
         self.store = store
     }
 
     /// Adds the routes to the authenticated group.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.get("users/me/notification-preferences", use: show)
         group.put("users/me/notification-preferences", use: replace)
     }

@@ -1,12 +1,12 @@
 import AsyncHTTPClient
-public import CairnHTTP
+package import CairnHTTP
 import CairnJobs
 import CairnNotifications
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -15,11 +15,11 @@ import SQLKit
 import Synchronization
 
 /// `/webhooks` (admins) and `/notifications/{id}/deliveries`.
-public struct ChannelsController: Sendable {
+package struct ChannelsController: Sendable {
     let channels: OutboundChannels
 
     /// Creates the controller.
-    public init(channels: OutboundChannels) {
+    package init(channels: OutboundChannels) {
         self.channels = channels
     }
 
@@ -39,7 +39,7 @@ public struct ChannelsController: Sendable {
     }
 
     /// Adds the routes: `/webhooks` for owners and admins, a notification's deliveries for its recipient.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("webhooks").add(middleware: RequireAdmin())
             .post(use: createWebhook)
             .get(use: listWebhooks)

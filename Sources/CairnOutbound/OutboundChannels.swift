@@ -1,25 +1,25 @@
 import AsyncHTTPClient
-public import CairnAccounts
+package import CairnAccounts
 import CairnHTTP
-public import CairnJobs
-public import CairnNotifications
-public import CairnStorage
+package import CairnJobs
+package import CairnNotifications
+package import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
-public import Logging
+package import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-public import SQLKit
+package import SQLKit
 import Synchronization
 
 /// Outbound channels: plans deliveries in the publishing transaction (one record and one job
 /// per recipient and webhook endpoint, per recipient for email, per recipient and device for
 /// push) and runs them as jobs with the job system's retries, backoff and dead letters.
 /// Email and push go through the tenant's configured ``NotificationProvider`` adapters.
-public final class OutboundChannels: PublishObserver {
+package final class OutboundChannels: PublishObserver {
     let database: Database
     let notifications: NotificationStore
     let accounts: AccountService
@@ -31,7 +31,7 @@ public final class OutboundChannels: PublishObserver {
 
     /// Creates the channels. Pass them to ``Notifier`` as its publish observer and call
     /// ``registerJobs(on:)`` once, from the composition root.
-    public init(
+    package init(
         database: Database, notifications: NotificationStore, accounts: AccountService, jobs: JobQueue, settings: OutboundSettings, logger: Logger
     ) {
         self.database = database
@@ -44,7 +44,7 @@ public final class OutboundChannels: PublishObserver {
     }
 
     /// Registers the delivery job handlers (webhook, email, push) on `queue`.
-    public func registerJobs(on queue: JobQueue) {
+    package func registerJobs(on queue: JobQueue) {
         queue.register(SendWebhook.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await self.deliverWebhook(args.deliveryId, context: context)
@@ -60,7 +60,7 @@ public final class OutboundChannels: PublishObserver {
     }
 
     /// Plans the outbound deliveries of notifications just stored, in the publishing transaction.
-    public func didStore(
+    package func didStore(
         _ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase
     ) async throws {
         try await plan(rows, draft: draft, preferences: preferences, on: db)
@@ -261,21 +261,21 @@ public final class OutboundChannels: PublishObserver {
 }
 
 /// Settings of the outbound channels (`CAIRN_WEBHOOKS_*`, `CAIRN_PROVIDERS_*` and the providers' URLs).
-public struct OutboundSettings: Sendable {
+package struct OutboundSettings: Sendable {
     /// Webhook delivery attempts before the delivery is a dead letter (`failed`).
-    public var webhookMaxAttempts = 8
+    package var webhookMaxAttempts = 8
     /// Dead letters after which an endpoint is disabled.
-    public var webhookDisableAfter = 5
+    package var webhookDisableAfter = 5
     /// Time allowed for one webhook request (default 10 s).
-    public var webhookTimeout: Duration = .seconds(10)
+    package var webhookTimeout: Duration = .seconds(10)
     /// Allow webhook URLs resolving to loopback, link-local or private addresses
     /// (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, default false: SSRF protection).
-    public var allowPrivateWebhookTargets = false
+    package var allowPrivateWebhookTargets = false
     /// Email and push delivery attempts before the delivery is a dead letter (`failed`).
-    public var providerMaxAttempts = 8
+    package var providerMaxAttempts = 8
     /// The email and push providers' endpoints and TLS trust (operator settings).
-    public var providers = ProviderEndpoints()
+    package var providers = ProviderEndpoints()
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }

@@ -1,4 +1,4 @@
-public import CairnStorage
+package import CairnStorage
 import Foundation
 
 extension OutboundSettings {
@@ -7,7 +7,7 @@ extension OutboundSettings {
     /// `CAIRN_FCM_URL`, `CAIRN_FCM_TOKEN_URL`, `CAIRN_APNS_URL`, `CAIRN_APNS_SANDBOX_URL`) and
     /// `CAIRN_PROVIDERS_CA_FILE` (a readable PEM file).
     /// - Throws: `ConfigurationError` naming the first bad one.
-    public mutating func read(from settings: SettingsReader) throws {
+    package mutating func read(from settings: SettingsReader) throws {
         allowPrivateWebhookTargets = try settings.boolean("webhooks.allow.private", default: allowPrivateWebhookTargets)
         for (key, setting) in [
             ("sendgrid.url", \ProviderEndpoints.sendGrid), ("fcm.url", \.fcm), ("fcm.token.url", \.fcmToken), ("apns.url", \.apns),

@@ -1,17 +1,17 @@
 import CairnAccounts
-public import CairnHTTP
-public import CairnNotifications
+package import CairnHTTP
+package import CairnNotifications
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import JWTKit
 import NIOCore
 import SQLKit
 
 /// The provider adapters a tenant can configure, by name.
-public enum ProviderName: String, Sendable, CaseIterable {
+package enum ProviderName: String, Sendable, CaseIterable {
     /// Email through a SendGrid-compatible v3 Mail Send API.
     case sendgrid
     /// Push to Android, web and iOS apps through Firebase Cloud Messaging HTTP v1.
@@ -20,7 +20,7 @@ public enum ProviderName: String, Sendable, CaseIterable {
     case apns
 
     /// The channel the provider serves.
-    public var channel: NotificationChannel { self == .sendgrid ? .email : .push }
+    package var channel: NotificationChannel { self == .sendgrid ? .email : .push }
 }
 
 /// A tenant's stored provider settings; the secret parts never leave the server.
@@ -419,16 +419,16 @@ enum ProviderSettingsInput {
 
 /// `/notification-providers` (admins: a tenant's email and push credentials) and
 /// `/users/me/devices` (a user's push registrations).
-public struct ProvidersController: Sendable {
+package struct ProvidersController: Sendable {
     let channels: OutboundChannels
 
     /// Creates the controller.
-    public init(channels: OutboundChannels) {
+    package init(channels: OutboundChannels) {
         self.channels = channels
     }
 
     /// Adds the routes: providers for owners and admins, devices for the caller.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("notification-providers").add(middleware: RequireAdmin())
             .get(use: listProviders)
             .put(":provider", use: putProvider)

@@ -1,6 +1,6 @@
 import AsyncHTTPClient
-public import CairnHTTP
-public import CairnNotifications
+package import CairnHTTP
+package import CairnNotifications
 import Crypto
 import Foundation
 import JWTKit
@@ -10,22 +10,22 @@ import NIOSSL
 import Synchronization
 
 /// One message for one recipient of an outbound channel, rendered from a notification.
-public struct OutboundMessage: Sendable, Equatable {
+package struct OutboundMessage: Sendable, Equatable {
     /// The notification's id (also the id providers see, for deduplication on their side).
-    public var notificationId: String
+    package var notificationId: String
     /// The delivery's id: `apns-id` on APNs, a custom argument elsewhere.
-    public var deliveryId: String
+    package var deliveryId: String
     /// Notification type.
-    public var type: String
+    package var type: String
     /// Title: the email subject, the push alert title.
-    public var title: String
+    package var title: String
     /// Body text.
-    public var body: String
+    package var body: String
     /// The notification's `data`, a JSON object.
-    public var data: JSONValue
+    package var data: JSONValue
 
     /// Creates a message.
-    public init(notificationId: String, deliveryId: String, type: String, title: String, body: String, data: JSONValue) {
+    package init(notificationId: String, deliveryId: String, type: String, title: String, body: String, data: JSONValue) {
         self.notificationId = notificationId
         self.deliveryId = deliveryId
         self.type = type
@@ -36,7 +36,7 @@ public struct OutboundMessage: Sendable, Equatable {
 }
 
 /// What a provider made of one send.
-public enum ProviderOutcome: Sendable, Equatable {
+package enum ProviderOutcome: Sendable, Equatable {
     /// Accepted; the provider's message id when it gave one.
     case sent(messageId: String?)
     /// A transient failure (throttling, a 5xx, a timeout, an expired access token): try again later.
@@ -53,7 +53,7 @@ public enum ProviderOutcome: Sendable, Equatable {
 ///
 /// Adapters classify every answer into a ``ProviderOutcome`` so that the delivery job knows
 /// whether to retry (the job system's backoff and dead letters), give up, or forget a device.
-public protocol NotificationProvider: Sendable {
+package protocol NotificationProvider: Sendable {
     /// The channel this provider serves.
     var channel: NotificationChannel { get }
     /// Sends `message` to `address`.
@@ -63,26 +63,26 @@ public protocol NotificationProvider: Sendable {
 
 /// Where the providers live. The operator sets them (never a tenant, whose requests could
 /// otherwise be pointed at internal addresses); tests point them at a local fake.
-public struct ProviderEndpoints: Sendable {
+package struct ProviderEndpoints: Sendable {
     /// SendGrid v3 API base URL (`CAIRN_SENDGRID_URL`).
-    public var sendGrid = "https://api.sendgrid.com"
+    package var sendGrid = "https://api.sendgrid.com"
     /// FCM HTTP v1 API base URL (`CAIRN_FCM_URL`).
-    public var fcm = "https://fcm.googleapis.com"
+    package var fcm = "https://fcm.googleapis.com"
     /// Google OAuth 2.0 token endpoint for service accounts (`CAIRN_FCM_TOKEN_URL`); used instead
     /// of the service account file's `token_uri`, which a tenant controls.
-    public var fcmToken = "https://oauth2.googleapis.com/token"
+    package var fcmToken = "https://oauth2.googleapis.com/token"
     /// APNs production base URL (`CAIRN_APNS_URL`).
-    public var apns = "https://api.push.apple.com"
+    package var apns = "https://api.push.apple.com"
     /// APNs development (sandbox) base URL (`CAIRN_APNS_SANDBOX_URL`).
-    public var apnsSandbox = "https://api.sandbox.push.apple.com"
+    package var apnsSandbox = "https://api.sandbox.push.apple.com"
     /// A PEM file of extra trusted certificate authorities for the providers' TLS
     /// (`CAIRN_PROVIDERS_CA_FILE`), besides the system's.
-    public var caFile: String?
+    package var caFile: String?
     /// Time allowed for one provider request.
-    public var timeout: Duration = .seconds(10)
+    package var timeout: Duration = .seconds(10)
 
     /// The defaults: the providers' public endpoints.
-    public init() {}
+    package init() {}
 }
 
 /// One provider request and the classification of its answer, shared by the adapters.
@@ -182,13 +182,13 @@ final class CredentialCache: Sendable {
 // MARK: Email: SendGrid v3 Mail Send
 
 /// A tenant's SendGrid-compatible email settings.
-public struct SendGridConfig: Sendable, Codable, Equatable {
+package struct SendGridConfig: Sendable, Codable, Equatable {
     /// API key (secret; never returned).
-    public var apiKey: String
+    package var apiKey: String
     /// Sender address.
-    public var fromEmail: String
+    package var fromEmail: String
     /// Sender display name.
-    public var fromName: String?
+    package var fromName: String?
 }
 
 /// Email through SendGrid's v3 Mail Send API (`POST /v3/mail/send`, bearer API key, 202 on
@@ -274,15 +274,15 @@ enum PushPayload {
 
 /// A tenant's Firebase Cloud Messaging settings: the fields of a Google service account key
 /// file that FCM HTTP v1 needs.
-public struct FCMConfig: Sendable, Codable, Equatable {
+package struct FCMConfig: Sendable, Codable, Equatable {
     /// `project_id`.
-    public var projectId: String
+    package var projectId: String
     /// `client_email`: the service account, the JWT's issuer.
-    public var clientEmail: String
+    package var clientEmail: String
     /// `private_key`: RSA private key PEM (secret; never returned).
-    public var privateKey: String
+    package var privateKey: String
     /// `private_key_id`: the JWT's `kid`.
-    public var privateKeyId: String?
+    package var privateKeyId: String?
 }
 
 /// The claims of a service account's OAuth 2.0 JWT bearer assertion (RFC 7523 §3; Google's
@@ -416,17 +416,17 @@ struct FCMProvider: NotificationProvider {
 // MARK: Push: APNs over HTTP/2
 
 /// A tenant's Apple Push Notification service settings (token-based authentication).
-public struct APNsConfig: Sendable, Codable, Equatable {
+package struct APNsConfig: Sendable, Codable, Equatable {
     /// The Apple developer team id, the provider token's issuer.
-    public var teamId: String
+    package var teamId: String
     /// The signing key's id, the provider token's `kid`.
-    public var keyId: String
+    package var keyId: String
     /// The `.p8` signing key: a P-256 private key PEM (secret; never returned).
-    public var privateKey: String
+    package var privateKey: String
     /// `apns-topic`: the app's bundle id.
-    public var topic: String
+    package var topic: String
     /// `production` or `sandbox`.
-    public var environment: String
+    package var environment: String
 }
 
 /// The claims of an APNs provider token: issuer (team id) and issued-at.

@@ -4,14 +4,14 @@ import Foundation
 /// Standard Webhooks signatures (https://www.standardwebhooks.com): the secret is `whsec_`
 /// followed by base64 key bytes; `webhook-signature` is `v1,` + base64(HMAC-SHA256(key,
 /// "<webhook-id>.<webhook-timestamp>.<body>")).
-public enum WebhookSignature {
+package enum WebhookSignature {
     /// A new secret: `whsec_` + base64 of 32 random bytes.
-    public static func makeSecret() -> String {
+    package static func makeSecret() -> String {
         "whsec_" + Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }).base64EncodedString()
     }
 
     /// The `webhook-signature` header value for a message.
-    public static func sign(secret: String, id: String, timestamp: Int64, body: String) -> String {
+    package static func sign(secret: String, id: String, timestamp: Int64, body: String) -> String {
         let keyText = secret.hasPrefix("whsec_") ? String(secret.dropFirst(6)) : secret
         let key = SymmetricKey(data: Data(base64Encoded: keyText) ?? Data(keyText.utf8))
         let mac = HMAC<SHA256>.authenticationCode(for: Data("\(id).\(timestamp).\(body)".utf8), using: key)

@@ -1,9 +1,9 @@
 import CairnFiles
-public import CairnFormats
-public import CairnHTTP
+package import CairnFormats
+package import CairnHTTP
 import CairnJobs
 import CairnSandbox
-public import CairnStorage
+package import CairnStorage
 import Foundation
 import HTTPTypes
 import SQLKit
@@ -12,9 +12,9 @@ import SQLKit
 /// write the result, and optionally when to run by itself. Stored as JSON; a run keeps the
 /// specification it started with in its checkpoint, so editing a pipeline never changes a run
 /// in flight.
-public struct PipelineSpec: Codable, Sendable, Equatable {
+package struct PipelineSpec: Codable, Sendable, Equatable {
     /// Input formats.
-    public enum InputFormat: String, Codable, Sendable, CaseIterable {
+    package enum InputFormat: String, Codable, Sendable, CaseIterable {
         /// RFC 4180 CSV.
         case csv
         /// A top-level JSON array of objects (RFC 8259).
@@ -26,7 +26,7 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     }
 
     /// Output formats.
-    public enum OutputFormat: String, Codable, Sendable, CaseIterable {
+    package enum OutputFormat: String, Codable, Sendable, CaseIterable {
         /// RFC 4180 CSV with a header row.
         case csv
         /// One JSON object per line.
@@ -36,7 +36,7 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
     }
 
     /// What a record that cannot be loaded does to the run.
-    public enum RowErrorPolicy: String, Codable, Sendable {
+    package enum RowErrorPolicy: String, Codable, Sendable {
         /// The run fails at the first bad record.
         case fail
         /// Bad records are counted, the first 1,000 reported, and left out.
@@ -45,67 +45,67 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
 
     /// Parser options (`input.options`). CSV: `delimiter`, `quote`, `header`, `nullValues`;
     /// JSON and NDJSON: `flatten`.
-    public struct Options: Codable, Sendable, Equatable {
+    package struct Options: Codable, Sendable, Equatable {
         /// One character; detected among `,` `;` tab `|` when absent.
-        public var delimiter: String?
+        package var delimiter: String?
         /// One character (default `"`).
-        public var quote: String?
+        package var quote: String?
         /// Whether the first record names the columns (default true).
-        public var header: Bool?
+        package var header: Bool?
         /// Unquoted values read as null (default `""`, `NA`, `NULL`).
-        public var nullValues: [String]?
+        package var nullValues: [String]?
         /// Nested objects as dotted columns (default true) or JSON text.
-        public var flatten: Bool?
+        package var flatten: Bool?
     }
 
     /// A declared column of `input`.
-    public struct Column: Codable, Sendable, Equatable {
+    package struct Column: Codable, Sendable, Equatable {
         /// The column's name (the CSV header's, the JSON member's or the XML field's).
-        public var name: String
+        package var name: String
         /// Its type.
-        public var type: ColumnType
+        package var type: ColumnType
     }
 
     /// `input`.
-    public struct Input: Codable, Sendable, Equatable {
+    package struct Input: Codable, Sendable, Equatable {
         /// The file's format.
-        public var format: InputFormat
+        package var format: InputFormat
         /// Parser options.
-        public var options: Options?
+        package var options: Options?
         /// XML only: the path of the record elements, e.g. `/iso_3166_entries/iso_3166_entry`.
-        public var recordPath: String?
+        package var recordPath: String?
         /// Declared columns; inferred from the first 1,000 records when absent.
-        public var columns: [Column]?
+        package var columns: [Column]?
     }
 
     /// `output`.
-    public struct Output: Codable, Sendable, Equatable {
+    package struct Output: Codable, Sendable, Equatable {
         /// The result file's format.
-        public var format: OutputFormat
+        package var format: OutputFormat
     }
 
     /// `schedule`: runs through the job system's cron scheduler.
-    public struct Schedule: Codable, Sendable, Equatable {
+    package struct Schedule: Codable, Sendable, Equatable {
         /// Five-field cron expression.
-        public var cron: String
+        package var cron: String
         /// IANA time zone the cron is read in (default UTC).
-        public var timeZone: String?
+        package var timeZone: String?
         /// `latest` (the newest file of the input format) or `namePattern`.
-        public var source: String?
+        package var source: String?
         /// With `source: namePattern`: a shell glob (`fnmatch(3)`) on the file's name.
-        public var namePattern: String?
+        package var namePattern: String?
     }
 
     /// How to read the file.
-    public var input: Input
+    package var input: Input
     /// One SQLite `SELECT` (or `WITH … SELECT`) over the table `input`.
-    public var sql: String
+    package var sql: String
     /// How to write the result.
-    public var output: Output
+    package var output: Output
     /// What a bad record does.
-    public var onRowError: RowErrorPolicy
+    package var onRowError: RowErrorPolicy
     /// When the pipeline runs by itself.
-    public var schedule: Schedule?
+    package var schedule: Schedule?
 
     /// Compact JSON text.
     var json: String {
@@ -139,30 +139,30 @@ public struct PipelineSpec: Codable, Sendable, Equatable {
 }
 
 /// A tenant's pipeline as stored and shown.
-public struct Pipeline: Sendable, JSONWritable {
+package struct Pipeline: Sendable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Owning tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// A label, 1 to 100 characters.
-    public var name: String
+    package var name: String
     /// What it does.
-    public var spec: PipelineSpec
+    package var spec: PipelineSpec
     /// The job-system schedule that runs it, when `spec.schedule` is set.
-    public var scheduleId: String?
+    package var scheduleId: String?
     /// The newest file a scheduled run has taken (the next one takes only newer files).
-    public var lastScheduledFileId: String?
+    package var lastScheduledFileId: String?
     /// The creating user.
-    public var createdBy: String?
+    package var createdBy: String?
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch milliseconds.
-    public var updatedAt: Int64
+    package var updatedAt: Int64
     /// Grows with every change (the `ETag`).
-    public var version: Int
+    package var version: Int
 
     /// `{id, name, input, sql, output, onRowError, schedule, createdBy, createdAt, updatedAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         func raw(_ value: some Encodable) -> String {
@@ -194,9 +194,9 @@ public struct Pipeline: Sendable, JSONWritable {
 }
 
 /// The pipelines' tables (a migration module of their own, beside the files').
-public enum PipelineMigrations {
+package enum PipelineMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "pipelines", version: 1, name: "pipelines",
             sql: [
@@ -219,12 +219,12 @@ public enum PipelineMigrations {
 }
 
 /// SQL for `pipelines`, written once for both engines.
-public struct PipelineStore: Sendable {
+package struct PipelineStore: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -273,7 +273,7 @@ public struct PipelineStore: Sendable {
     }
 
     /// A pipeline of the tenant, or nil.
-    public func get(id: String, tenantId: String) async throws -> Pipeline? {
+    package func get(id: String, tenantId: String) async throws -> Pipeline? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM pipelines WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
@@ -281,7 +281,7 @@ public struct PipelineStore: Sendable {
     }
 
     /// A page of the tenant's pipelines, newest first.
-    public func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
+    package func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
         let rows = try await database.read { db in
             var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM pipelines WHERE tenant_id = \(bind: tenantId)"
             if let after = page.after { query = query + " AND id < \(bind: after)" }

@@ -1,30 +1,30 @@
-public import CairnFiles
+package import CairnFiles
 import CairnFormats
 import CairnHTTP
-public import CairnJobs
+package import CairnJobs
 import CairnSandbox
 import CairnStorage
 import Foundation
-public import Logging
+package import Logging
 import Metrics
 import NIOFileSystem
 import NIOPosix
-public import ServiceLifecycle
+import ServiceLifecycle
 
 /// Settings of pipeline runs (`CAIRN_PIPELINE_*`).
-public struct PipelineSettings: Sendable {
+package struct PipelineSettings: Sendable {
     /// Seconds the tenant's query may run before it is stopped (`CAIRN_PIPELINE_TIMEOUT`,
     /// default 300).
-    public var timeoutSeconds: Double = 300
+    package var timeoutSeconds: Double = 300
     /// Threads that parse, load and query, i.e. runs making progress at once on this node
     /// (`CAIRN_PIPELINE_THREADS`, default 2). They are not the Swift concurrency pool's, so a
     /// long query never holds up requests.
-    public var threads = 2
+    package var threads = 2
     /// Where runs keep their job-private databases (`<data dir>/pipelines`).
-    public var workDirectory = "./cairn-data/pipelines"
+    package var workDirectory = "./cairn-data/pipelines"
 
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 }
 
 /// Runs pipelines as jobs of kind `pipeline.run`: on demand (``PipelineService/startRun(pipelineId:fileId:tenantId:createdBy:)``)
@@ -36,9 +36,9 @@ public struct PipelineSettings: Sendable {
 /// committed after the last checkpoint are removed and read again), and the output file's id is
 /// fixed in the checkpoint before it is recorded, so a run's output exists once. Runs are local
 /// to a node's disk: an attempt rescued by another node starts its load again.
-public final class PipelineRunner: Service, Sendable {
+package final class PipelineRunner: Service, Sendable {
     /// The job kind.
-    public static var kind: String { RunPipeline.kind }
+    package static var kind: String { RunPipeline.kind }
 
     let pipelines: PipelineStore
     let files: FileStore
@@ -51,7 +51,7 @@ public final class PipelineRunner: Service, Sendable {
 
     /// Creates the runner and starts its thread pool; call ``registerJobs(on:)`` once, from the
     /// composition root.
-    public init(
+    package init(
         pipelines: PipelineStore, files: FileStore, blobs: any BlobStore, jobs: JobQueue, quotas: FileQuotas, settings: PipelineSettings,
         logger: Logger
     ) {
@@ -67,7 +67,7 @@ public final class PipelineRunner: Service, Sendable {
     }
 
     /// Registers the pipeline run job handler on `queue`.
-    public func registerJobs(on queue: JobQueue) {
+    package func registerJobs(on queue: JobQueue) {
         queue.register(RunPipeline.self) { [weak self] args, context in
             guard let self else { throw CancellationError() }
             try await self.run(args, context: context)
@@ -75,7 +75,7 @@ public final class PipelineRunner: Service, Sendable {
     }
 
     /// Removes the work folders of finished runs every 10 minutes; stops the pool on shutdown.
-    public func run() async throws {
+    package func run() async throws {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.removeStaleWork()

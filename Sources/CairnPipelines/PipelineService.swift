@@ -1,28 +1,28 @@
-public import CairnFiles
-public import CairnHTTP
-public import CairnJobs
+package import CairnFiles
+package import CairnHTTP
+package import CairnJobs
 import CairnStorage
 import Foundation
 import SQLKit
 
 /// A create or update of a pipeline as a client sent it: every member optional (a create
 /// requires `name`, `input` and `sql`); `schedule` is `.some(nil)` when the client removes it.
-public struct PipelineChanges: Sendable {
+package struct PipelineChanges: Sendable {
     /// A label, 1 to 100 characters (trimmed).
-    public var name: String?
+    package var name: String?
     /// How to read the file.
-    public var input: PipelineSpec.Input?
+    package var input: PipelineSpec.Input?
     /// The tenant's query.
-    public var sql: String?
+    package var sql: String?
     /// How to write the result (create's default: CSV).
-    public var output: PipelineSpec.Output?
+    package var output: PipelineSpec.Output?
     /// What a bad record does (create's default: `fail`).
-    public var onRowError: PipelineSpec.RowErrorPolicy?
+    package var onRowError: PipelineSpec.RowErrorPolicy?
     /// nil: unchanged (none on create); `.some(nil)`: removed; `.some(schedule)`: set.
-    public var schedule: PipelineSpec.Schedule??
+    package var schedule: PipelineSpec.Schedule??
 
     /// Creates a change set; members left nil are unchanged.
-    public init(
+    package init(
         name: String? = nil, input: PipelineSpec.Input? = nil, sql: String? = nil, output: PipelineSpec.Output? = nil,
         onRowError: PipelineSpec.RowErrorPolicy? = nil, schedule: PipelineSpec.Schedule?? = nil
     ) {
@@ -39,15 +39,15 @@ public struct PipelineChanges: Sendable {
 /// written in one transaction (so a schedule never outlives, or runs ahead of, its pipeline),
 /// and runs start as jobs of kind `pipeline.run`. Reads and writes are scoped to `tenantId`:
 /// another tenant's pipeline or file is 404.
-public struct PipelineService: Sendable {
+package struct PipelineService: Sendable {
     /// The pipelines' table.
-    public let store: PipelineStore
+    package let store: PipelineStore
     let files: FileStore
     let jobs: JobQueue
 
     /// Creates the service over the pipelines' store, the tenant's files (a run's input) and
     /// the job queue (runs and schedules).
-    public init(store: PipelineStore, files: FileStore, jobs: JobQueue) {
+    package init(store: PipelineStore, files: FileStore, jobs: JobQueue) {
         self.store = store
         self.files = files
         self.jobs = jobs
@@ -55,13 +55,13 @@ public struct PipelineService: Sendable {
 
     /// A pipeline of the tenant.
     /// - Throws: 404 `not_found` when the tenant has no pipeline `id`.
-    public func get(id: String, tenantId: String) async throws -> Pipeline {
+    package func get(id: String, tenantId: String) async throws -> Pipeline {
         guard let pipeline = try await store.get(id: id, tenantId: tenantId) else { throw AppError.notFound("No such pipeline.") }
         return pipeline
     }
 
     /// A page of the tenant's pipelines, newest first.
-    public func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
+    package func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
         try await store.list(tenantId: tenantId, page: page)
     }
 
@@ -69,7 +69,7 @@ public struct PipelineService: Sendable {
     /// transaction.
     /// - Throws: 400 `invalid_input` listing every missing or invalid member; the database's error
     ///   (nothing is stored then).
-    public func create(_ changes: PipelineChanges, tenantId: String, createdBy: String?) async throws -> Pipeline {
+    package func create(_ changes: PipelineChanges, tenantId: String, createdBy: String?) async throws -> Pipeline {
         var issues: [FieldIssue] = []
         for (field, present) in [("name", changes.name != nil), ("input", changes.input != nil), ("sql", changes.sql != nil)] where !present {
             issues.append(FieldIssue(field: field, issue: "is required"))
@@ -98,7 +98,7 @@ public struct PipelineService: Sendable {
     /// - Returns: the stored pipeline, one version later.
     /// - Throws: 404 `not_found`; 412 `precondition_failed` when the version is not
     ///   `expectedVersion` or another change came first; 400 `invalid_input`.
-    public func update(id: String, tenantId: String, expectedVersion: Int?, changes: PipelineChanges) async throws -> Pipeline {
+    package func update(id: String, tenantId: String, expectedVersion: Int?, changes: PipelineChanges) async throws -> Pipeline {
         let current = try await get(id: id, tenantId: tenantId)
         if let expectedVersion, expectedVersion != current.version { throw AppError.preconditionFailed() }
         let updated = try Self.applying(changes, to: current, now: WallClock.milliseconds())
@@ -114,7 +114,7 @@ public struct PipelineService: Sendable {
     /// Deletes the tenant's pipeline `id` and its job schedule, in one transaction.
     /// - Parameter expectedVersion: the version the client saw (`If-Match`), nil for any.
     /// - Throws: 404 `not_found`; 412 `precondition_failed` when the version is not `expectedVersion`.
-    public func delete(id: String, tenantId: String, expectedVersion: Int?) async throws {
+    package func delete(id: String, tenantId: String, expectedVersion: Int?) async throws {
         let current = try await get(id: id, tenantId: tenantId)
         if let expectedVersion, expectedVersion != current.version { throw AppError.preconditionFailed() }
         try await store.database.transaction { db in
@@ -128,7 +128,7 @@ public struct PipelineService: Sendable {
     /// - Throws: 404 `not_found` for the pipeline or the file; 400 `invalid_input` on `fileId` when
     ///   the file's format is neither the pipeline's input format nor `binary`; the job system's
     ///   errors (429 when the tenant has too many pending jobs).
-    public func startRun(pipelineId id: String, fileId: String, tenantId: String, createdBy: String?) async throws -> Job {
+    package func startRun(pipelineId id: String, fileId: String, tenantId: String, createdBy: String?) async throws -> Job {
         let pipeline = try await get(id: id, tenantId: tenantId)
         guard let file = try await files.get(id: fileId, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
         let format = pipeline.spec.input.format.rawValue

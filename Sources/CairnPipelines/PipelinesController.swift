@@ -1,17 +1,17 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnJobs
 import CairnStorage
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 
 /// `/pipelines`: a tenant's processing logic (owners and admins write, members read and run)
 /// and `POST /pipelines/{id}/runs`, which starts a run as a job (202 + `Location: /jobs/{id}`,
 /// `Idempotency-Key` honoured). It translates HTTP only; ``PipelineService`` does the work.
-public struct PipelinesController: Sendable {
+package struct PipelinesController: Sendable {
     let service: PipelineService
 
     /// Creates the controller.
-    public init(service: PipelineService) {
+    package init(service: PipelineService) {
         self.service = service
     }
 
@@ -44,7 +44,7 @@ public struct PipelinesController: Sendable {
     }
 
     /// Adds the routes to the authenticated group: owners and admins write, members read and run.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("pipelines")
             .get(use: list)
             .get(":id", use: show)

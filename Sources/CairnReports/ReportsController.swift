@@ -1,14 +1,14 @@
-public import CairnCatalog
+package import CairnCatalog
 import CairnFormats
-public import CairnHTTP
-public import CairnNotifications
+package import CairnHTTP
+package import CairnNotifications
 import CairnStorage
-public import CairnTasks
+package import CairnTasks
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import HummingbirdCore
-public import Logging
+package import Logging
 import Metrics
 import NIOCore
 
@@ -19,7 +19,7 @@ import NIOCore
 /// when the connection can take more: a slow client slows the reader, and at most two batches
 /// (the one being written, the one read ahead) are in memory. When the client goes away, the
 /// next write throws, the read-ahead is cancelled and no further batch is read.
-public struct ReportsController: Sendable {
+package struct ReportsController: Sendable {
     let tasks: TaskStore
     let products: ProductStore
     let notifications: NotificationStore?
@@ -27,7 +27,7 @@ public struct ReportsController: Sendable {
     let batchSize: Int
 
     /// Creates the controller; `batchSize` rows are read per database round trip.
-    public init(tasks: TaskStore, products: ProductStore, notifications: NotificationStore? = nil, logger: Logger, batchSize: Int = 2000) {
+    package init(tasks: TaskStore, products: ProductStore, notifications: NotificationStore? = nil, logger: Logger, batchSize: Int = 2000) {
         self.tasks = tasks
         self.products = products
         self.notifications = notifications
@@ -36,7 +36,7 @@ public struct ReportsController: Sendable {
     }
 
     /// Adds the routes to the authenticated group, all for owners and admins.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         let reports = group.group("reports").add(middleware: RequireAdmin())
         reports.get("tasks.csv", use: tasksReport)
         reports.get("products.csv", use: productsReport)

@@ -3,9 +3,9 @@ import Foundation
 import Synchronization
 
 /// Why the sandbox stopped a pipeline's SQL or its load.
-public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable {
+package struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A stable code for clients.
-    public enum Kind: String, Sendable {
+    package enum Kind: String, Sendable {
         /// The query is not a single read-only `SELECT` (or `WITH … SELECT`).
         case notAQuery = "not_a_query"
         /// The authorizer refused an action (ATTACH, PRAGMA, a write, another table, …).
@@ -21,18 +21,18 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
     }
 
     /// The kind of problem.
-    public var kind: Kind
+    package var kind: Kind
     /// What happened, in words safe to show the tenant (no server paths).
-    public var message: String
+    package var message: String
 
     /// Creates an error.
-    public init(_ kind: Kind, _ message: String) {
+    package init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
     }
 
     /// The message.
-    public var description: String { message }
+    package var description: String { message }
 }
 
 /// A job-private SQLite database in which one tenant's pipeline SQL runs, on the system SQLite
@@ -53,7 +53,7 @@ public struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable 
 ///
 /// Not thread-safe: one thread uses it at a time (a pipeline run hands it from one thread-pool
 /// call to the next, each finishing before the next starts).
-public final class SandboxDatabase {
+package final class SandboxDatabase {
     let handle: OpaquePointer
     let guardState: Guard
 
@@ -70,16 +70,16 @@ public final class SandboxDatabase {
     }
 
     /// Longest string or blob value, bytes (a CSV record may be 64 MiB).
-    public static let maxValueBytes: Int32 = 80 << 20
+    package static let maxValueBytes: Int32 = 80 << 20
     /// Longest tenant SQL text, bytes.
-    public static let maxSQLBytes: Int32 = 64 << 10
+    package static let maxSQLBytes: Int32 = 64 << 10
 
     /// Opens (creating if needed) the database file at `path`.
     /// - Parameters:
     ///   - control: the run's deadline and cancellation, shared with other tasks.
     ///   - cacheBytes: the page cache of this connection, bytes.
     /// - Throws: `SandboxError` (`io`) when the file cannot be opened.
-    public init(path: String, control: SandboxControl, cacheBytes: Int = 32 << 20) throws {
+    package init(path: String, control: SandboxControl, cacheBytes: Int = 32 << 20) throws {
         Self.configureLibrary()
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
@@ -124,7 +124,7 @@ public final class SandboxDatabase {
 
     /// Installs the tenant-phase guards (see the type's documentation). Cairn's own statements
     /// after this point are checked as the tenant's are.
-    public func lockDown() {
+    package func lockDown() {
         sqlite3_limit(handle, SQLITE_LIMIT_SQL_LENGTH, Self.maxSQLBytes)
         sqlite3_limit(handle, SQLITE_LIMIT_COLUMN, 2000)
         sqlite3_limit(handle, SQLITE_LIMIT_EXPR_DEPTH, 200)
@@ -137,7 +137,7 @@ public final class SandboxDatabase {
 
     /// Runs Cairn's own SQL (one or more statements, no results).
     /// - Throws: `SandboxError`.
-    public func execute(_ sql: String) throws {
+    package func execute(_ sql: String) throws {
         var message: UnsafeMutablePointer<CChar>?
         let status = sqlite3_exec(handle, sql, nil, nil, &message)
         let text = message.map { String(cString: $0) }
@@ -147,7 +147,7 @@ public final class SandboxDatabase {
 
     /// Compiles one statement of Cairn's own.
     /// - Throws: `SandboxError`.
-    public func prepare(_ sql: String) throws -> SandboxStatement {
+    package func prepare(_ sql: String) throws -> SandboxStatement {
         var statement: OpaquePointer?
         let status = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard status == SQLITE_OK, let statement else { throw error(status, nil) }
@@ -157,7 +157,7 @@ public final class SandboxDatabase {
     /// Compiles the tenant's query: exactly one statement, read-only, starting with `SELECT`
     /// or `WITH`, every action it takes allowed by the authorizer.
     /// - Throws: `SandboxError` (`notAQuery`, `refused`, `sql`).
-    public func prepareQuery(_ sql: String) throws -> SandboxStatement {
+    package func prepareQuery(_ sql: String) throws -> SandboxStatement {
         precondition(guardState.lockedDown.load(ordering: .sequentiallyConsistent), "lockDown() first")
         guard SQLText.startsWithQueryKeyword(sql) else {
             throw SandboxError(.notAQuery, "the pipeline's sql must be one SELECT (or WITH … SELECT) statement")
@@ -189,7 +189,7 @@ public final class SandboxDatabase {
     /// columns it reads, from the authorizer's reports. Columns it never reads need not be
     /// loaded.
     /// - Throws: `SandboxError` (`notAQuery`, `refused`, `sql`).
-    public func columnsRead(by sql: String) throws -> Set<String> {
+    package func columnsRead(by sql: String) throws -> Set<String> {
         guardState.columnsRead.withLock { $0 = [] }
         guardState.checking.store(true, ordering: .sequentiallyConsistent)
         defer { guardState.checking.store(false, ordering: .sequentiallyConsistent) }
@@ -223,11 +223,11 @@ public final class SandboxDatabase {
     }
 
     /// Rows changed by the last statement.
-    public var changes: Int { Int(sqlite3_changes64(handle)) }
+    package var changes: Int { Int(sqlite3_changes64(handle)) }
 }
 
 /// A compiled statement of a `SandboxDatabase`: bind, step, read columns.
-public final class SandboxStatement {
+package final class SandboxStatement {
     let statement: OpaquePointer
     let database: SandboxDatabase
 
@@ -241,16 +241,16 @@ public final class SandboxStatement {
     }
 
     /// Parameters the statement takes.
-    public var parameterCount: Int { Int(sqlite3_bind_parameter_count(statement)) }
+    package var parameterCount: Int { Int(sqlite3_bind_parameter_count(statement)) }
 
     /// Binds NULL to parameter `index` (1-based).
-    public func bindNull(_ index: Int32) { sqlite3_bind_null(statement, index) }
+    package func bindNull(_ index: Int32) { sqlite3_bind_null(statement, index) }
     /// Binds an integer.
-    public func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(statement, index, value) }
+    package func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(statement, index, value) }
     /// Binds a real.
-    public func bind(_ index: Int32, _ value: Double) { sqlite3_bind_double(statement, index, value) }
+    package func bind(_ index: Int32, _ value: Double) { sqlite3_bind_double(statement, index, value) }
     /// Binds text (copied).
-    public func bind(_ index: Int32, _ value: String) {
+    package func bind(_ index: Int32, _ value: String) {
         var value = value
         value.withUTF8 { bytes in
             _ = sqlite3_bind_text64(
@@ -260,14 +260,14 @@ public final class SandboxStatement {
     }
 
     /// Binds UTF-8 text given as bytes (copied).
-    public func bind(_ index: Int32, utf8 bytes: UnsafeBufferPointer<UInt8>) {
+    package func bind(_ index: Int32, utf8 bytes: UnsafeBufferPointer<UInt8>) {
         let pointer = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
         _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), cairn_sqlite_transient(), UInt8(SQLITE_UTF8))
     }
 
     /// Runs one step: true when a row is ready, false when the statement is done.
     /// - Throws: `SandboxError` (timeouts and cancellation included).
-    public func step() throws -> Bool {
+    package func step() throws -> Bool {
         let status = sqlite3_step(statement)
         if status == SQLITE_ROW { return true }
         if status == SQLITE_DONE { return false }
@@ -275,20 +275,20 @@ public final class SandboxStatement {
     }
 
     /// Resets the statement for another execution and clears its bindings.
-    public func reset() {
+    package func reset() {
         sqlite3_reset(statement)
         sqlite3_clear_bindings(statement)
     }
 
     /// Result columns.
-    public var columnCount: Int { Int(sqlite3_column_count(statement)) }
+    package var columnCount: Int { Int(sqlite3_column_count(statement)) }
     /// A result column's name.
-    public func columnName(_ index: Int32) -> String { sqlite3_column_name(statement, index).map { String(cString: $0) } ?? "" }
+    package func columnName(_ index: Int32) -> String { sqlite3_column_name(statement, index).map { String(cString: $0) } ?? "" }
     /// The declared type of the table column a result column comes from (nil for expressions).
-    public func declaredType(_ index: Int32) -> String? { sqlite3_column_decltype(statement, index).map { String(cString: $0) } }
+    package func declaredType(_ index: Int32) -> String? { sqlite3_column_decltype(statement, index).map { String(cString: $0) } }
 
     /// The storage class of a column of the current row.
-    public func kind(_ index: Int32) -> SandboxValueKind {
+    package func kind(_ index: Int32) -> SandboxValueKind {
         switch sqlite3_column_type(statement, index) {
         case SQLITE_INTEGER: return .integer
         case SQLITE_FLOAT: return .real
@@ -299,11 +299,11 @@ public final class SandboxStatement {
     }
 
     /// The column as an integer.
-    public func int64(_ index: Int32) -> Int64 { sqlite3_column_int64(statement, index) }
+    package func int64(_ index: Int32) -> Int64 { sqlite3_column_int64(statement, index) }
     /// The column as a real.
-    public func double(_ index: Int32) -> Double { sqlite3_column_double(statement, index) }
+    package func double(_ index: Int32) -> Double { sqlite3_column_double(statement, index) }
     /// The column's bytes (text as UTF-8, or a blob), valid until the next step.
-    public func bytes(_ index: Int32) -> UnsafeRawBufferPointer {
+    package func bytes(_ index: Int32) -> UnsafeRawBufferPointer {
         let kind = sqlite3_column_type(statement, index)
         let pointer = kind == SQLITE_BLOB ? sqlite3_column_blob(statement, index) : UnsafeRawPointer(sqlite3_column_text(statement, index))
         let count = Int(sqlite3_column_bytes(statement, index))
@@ -311,35 +311,35 @@ public final class SandboxStatement {
         return UnsafeRawBufferPointer(start: pointer, count: count)
     }
     /// The column as text.
-    public func text(_ index: Int32) -> String { String(decoding: bytes(index), as: UTF8.self) }
+    package func text(_ index: Int32) -> String { String(decoding: bytes(index), as: UTF8.self) }
 }
 
 /// A run's deadline and cancellation, shared by the task that awaits the run and the thread
 /// that runs its SQL (the progress handler reads it every 10,000 steps).
-public final class SandboxControl: Sendable {
+package final class SandboxControl: Sendable {
     private let cancelled = Atomic<Bool>(false)
     private let deadline = Atomic<UInt64>(UInt64.max)  // DispatchTime uptime nanoseconds
 
     /// A control with no deadline.
-    public init() {}
+    package init() {}
 
     /// Statements stop at their next progress check after `seconds` from now.
-    public func setDeadline(seconds: Double) {
+    package func setDeadline(seconds: Double) {
         deadline.store(DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, min(seconds, 1e9)) * 1e9), ordering: .relaxed)
     }
 
     /// Stops running statements at their next progress check (callable from any thread).
-    public func cancel() { cancelled.store(true, ordering: .relaxed) }
+    package func cancel() { cancelled.store(true, ordering: .relaxed) }
 
     /// Whether `cancel()` was called.
-    public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+    package var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
 
     /// Whether the deadline has passed.
-    public var isPastDeadline: Bool { DispatchTime.now().uptimeNanoseconds > deadline.load(ordering: .relaxed) }
+    package var isPastDeadline: Bool { DispatchTime.now().uptimeNanoseconds > deadline.load(ordering: .relaxed) }
 }
 
 /// SQLite's storage classes.
-public enum SandboxValueKind: Sendable {
+package enum SandboxValueKind: Sendable {
     /// NULL.
     case null
     /// A 64-bit integer.
@@ -405,10 +405,10 @@ private let sandboxAuthorizer:
 
 /// Lexical checks of SQL text (strings, quoted identifiers and comments skipped), for
 /// validating a pipeline before any database sees its SQL.
-public enum SQLText {
+package enum SQLText {
     /// Whether `sql` is one statement starting with `SELECT` or `WITH`: nothing but blanks,
     /// comments and semicolons after the first semicolon outside quotes and comments.
-    public static func isSingleQuery(_ sql: String) -> Bool {
+    package static func isSingleQuery(_ sql: String) -> Bool {
         guard startsWithQueryKeyword(sql) else { return false }
         let bytes = Array(sql.utf8)
         var index = 0
@@ -479,7 +479,7 @@ public enum SQLText {
     }
 
     /// `name` as an SQL identifier in double quotes.
-    public static func quoted(_ name: String) -> String {
+    package static func quoted(_ name: String) -> String {
         "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }

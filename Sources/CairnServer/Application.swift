@@ -1,41 +1,41 @@
-public import CairnAccounts
-public import CairnCatalog
-public import CairnFiles
-public import CairnHTTP
-public import CairnJobs
-public import CairnNotifications
-public import CairnOutbound
-public import CairnPipelines
+package import CairnAccounts
+package import CairnCatalog
+package import CairnFiles
+package import CairnHTTP
+package import CairnJobs
+package import CairnNotifications
+package import CairnOutbound
+package import CairnPipelines
 import CairnReports
-public import CairnStorage
-public import CairnTasks
+package import CairnStorage
+package import CairnTasks
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 import HummingbirdWebSocket
-public import Logging
+package import Logging
 import Metrics
 import NIOCore
-public import Prometheus
+package import Prometheus
 import SQLKit
-public import ServiceLifecycle
+package import ServiceLifecycle
 import Synchronization
 
 /// Every module's migrations, in the order modules depend on each other.
-public let allMigrations: [Migration] =
+package let allMigrations: [Migration] =
     AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
     + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all + PipelineMigrations.all
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
-public enum Observability {
+package enum Observability {
     /// The registry `/metrics` renders.
-    public static let registry = PrometheusCollectorRegistry()
+    package static let registry = PrometheusCollectorRegistry()
     private static let bootstrapped = Mutex(false)
 
     /// Bootstraps swift-metrics with Prometheus, once.
-    public static func bootstrapMetrics() {
+    package static func bootstrapMetrics() {
         let first = bootstrapped.withLock { done -> Bool in
             defer { done = true }
             return !done
@@ -52,48 +52,48 @@ public enum Observability {
 }
 
 /// The wired parts of a Cairn node, for the CLI and tests.
-public struct CairnComponents: Sendable {
+package struct CairnComponents: Sendable {
     /// The database.
-    public let database: Database
+    package let database: Database
     /// Accounts use cases.
-    public let accounts: AccountService
+    package let accounts: AccountService
     /// Tasks persistence.
-    public let tasks: TaskStore
+    package let tasks: TaskStore
     /// Cross-node notifications.
-    public let events: EventBus
+    package let events: EventBus
     /// The durable job queue.
-    public let jobs: JobQueue
+    package let jobs: JobQueue
     /// Notifications: inbox, live hub, publish API.
-    public let notifications: Notifier
+    package let notifications: Notifier
     /// Outbound notification channels (webhooks), delivered by jobs.
-    public let channels: OutboundChannels
+    package let channels: OutboundChannels
     /// Tenant broadcasts, run as jobs of kind `notifications.broadcast`.
-    public let broadcasts: TenantBroadcasts
+    package let broadcasts: TenantBroadcasts
     /// Settings, for services built from these components.
-    public let configuration: CairnConfiguration
+    package let configuration: CairnConfiguration
     /// The time every module reads: token expiry, job backoff, leases, schedules, quiet hours.
-    public let clock: any CairnClock
+    package let clock: any CairnClock
     /// The logger.
-    public let logger: Logger
+    package let logger: Logger
     /// The product catalog: cached reads, invalidating writes.
-    public var catalog: CatalogService
+    package var catalog: CatalogService
 
     /// Product imports, run as jobs of kind `products.import`.
-    public var productImporter: ProductImporter
+    package var productImporter: ProductImporter
     /// Uploaded files' metadata.
-    public var files: FileStore
+    package var files: FileStore
     /// Uploaded files' bytes (`<data dir>/blobs`).
-    public var blobs: LocalBlobStore
+    package var blobs: LocalBlobStore
     /// Tenants' pipelines.
-    public var pipelines: PipelineStore
+    package var pipelines: PipelineStore
     /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
-    public var pipelineRunner: PipelineRunner
+    package var pipelineRunner: PipelineRunner
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
-    public var pipelineService: PipelineService
+    package var pipelineService: PipelineService
 
     /// The background services of a node: the job worker, the cron scheduler and the catalog's
     /// cache invalidation listener.
-    public func makeServices() -> [any Service] {
+    package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
@@ -102,7 +102,7 @@ public struct CairnComponents: Sendable {
     }
 
     /// Bytes of unfinished tus uploads (`<data dir>/uploads`).
-    public var partialUploads: PartialUploads {
+    package var partialUploads: PartialUploads {
         PartialUploads(rootPath: configuration.dataDir + "/uploads")
     }
 }
@@ -111,7 +111,7 @@ public struct CairnComponents: Sendable {
 /// each reading the time from `clock` (tests pass one they advance by hand). `observers` see
 /// published notifications after the outbound channels do (tests use it to hold a publish open).
 /// - Throws: `StorageError`, `KeyRingError` (start-up problems, each one clear line).
-public func buildComponents(
+package func buildComponents(
     configuration: CairnConfiguration, logger: Logger, observers: [any PublishObserver] = [], clock: any CairnClock = SystemClock()
 ) async throws -> CairnComponents {
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
@@ -182,7 +182,7 @@ extension CairnComponents {
 /// Protected routes sit in authenticated groups (a child context whose identity is not
 /// optional); each group's token policy, and any admin-only subgroup, is declared by its
 /// controller next to its routes.
-public func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
+package func buildRouter(components: CairnComponents) -> Router<CairnRequestContext> {
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
     let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
@@ -226,13 +226,13 @@ public func buildRouter(components: CairnComponents) -> Router<CairnRequestConte
 
 /// Builds a Cairn node: components, router and HTTP server, with the database as a service
 /// that shuts down after the server has drained.
-public func buildApplication(configuration: CairnConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
+package func buildApplication(configuration: CairnConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
     makeApplication(components: try await buildComponents(configuration: configuration, logger: logger))
 }
 
 /// Builds the HTTP application around already wired components (the CLI keeps the components,
 /// so it can close the database when the server cannot start).
-public func makeApplication(components: CairnComponents) -> some ApplicationProtocol {
+package func makeApplication(components: CairnComponents) -> some ApplicationProtocol {
     let configuration = components.configuration
     let logger = components.logger
     let router = buildRouter(components: components)

@@ -1,68 +1,68 @@
-public import CairnAccounts
-public import CairnCatalog
-public import CairnFiles
-public import CairnJobs
-public import CairnNotifications
-public import CairnOutbound
-public import CairnPipelines
+package import CairnAccounts
+package import CairnCatalog
+package import CairnFiles
+package import CairnJobs
+package import CairnNotifications
+package import CairnOutbound
+package import CairnPipelines
 import CairnStorage
 import Configuration
-public import Foundation
+import Foundation
 import SystemPackage
 
 /// Everything `cairn serve` can be told. Sources, highest precedence first: command-line flags,
 /// environment (`CAIRN_*`), an optional JSON file (`--config` / `CAIRN_CONFIG_FILE`, keys
 /// nested as in `{"http": {"port": 8080}}`), then these defaults.
-public struct CairnConfiguration: Sendable {
+package struct CairnConfiguration: Sendable {
     /// Listen address (`CAIRN_HTTP_HOST`, default 127.0.0.1).
-    public var httpHost = "127.0.0.1"
+    package var httpHost = "127.0.0.1"
     /// Listen port (`CAIRN_HTTP_PORT`, default 8080; 0 picks a free port).
-    public var httpPort = 8080
+    package var httpPort = 8080
     /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data).
-    public var dataDir = "./cairn-data"
+    package var dataDir = "./cairn-data"
     /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
-    public var databaseURL: String?
+    package var databaseURL: String?
     /// Accounts and tokens (`CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`,
     /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`).
-    public var accounts = AccountSettings()
+    package var accounts = AccountSettings()
     /// `text` or `json` (`CAIRN_LOG_FORMAT`).
-    public var logFormat = "text"
+    package var logFormat = "text"
     /// swift-log level (`CAIRN_LOG_LEVEL`, default info).
-    public var logLevel = "info"
+    package var logLevel = "info"
     /// Apply pending migrations on start (`serve --no-migrate` turns it off).
-    public var migrateOnStart = true
+    package var migrateOnStart = true
     /// The job system (`CAIRN_JOBS_*`: concurrency, lease, per-tenant caps, shutdown grace,
     /// retention, claim limit, batched completions).
-    public var jobs = JobsSettings()
+    package var jobs = JobsSettings()
     /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
     /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
-    public var catalog = CatalogSettings()
+    package var catalog = CatalogSettings()
     /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; `CAIRN_NOTIFICATIONS_BATCH_SIZE`,
     /// default 500; the rest tests shorten).
-    public var notifications = NotificationSettings()
+    package var notifications = NotificationSettings()
     /// Webhooks, email and push (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, the providers' URLs and
     /// `CAIRN_PROVIDERS_CA_FILE`; attempts and timeouts tests shorten).
-    public var outbound = OutboundSettings()
+    package var outbound = OutboundSettings()
     /// Files and uploads (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`, `CAIRN_FILES_MAX_PER_HOUR`,
     /// `CAIRN_UPLOADS_EXPIRY`).
-    public var files = FilesSettings()
+    package var files = FilesSettings()
     /// Pipeline runs: query time limit (`CAIRN_PIPELINE_TIMEOUT`, seconds) and worker threads
     /// (`CAIRN_PIPELINE_THREADS`); the work folder is `<data dir>/pipelines`.
-    public var pipelines = PipelineSettings()
+    package var pipelines = PipelineSettings()
     /// Creates the defaults.
-    public init() {}
+    package init() {}
 
     /// The SQLite database file inside the data directory.
-    public var sqlitePath: String { dataDir + "/cairn.sqlite" }
+    package var sqlitePath: String { dataDir + "/cairn.sqlite" }
     /// The Ed25519 key ring inside the data directory.
-    public var keyFile: String { dataDir + "/jwt-keys.json" }
+    package var keyFile: String { dataDir + "/jwt-keys.json" }
 
     /// Reads the configuration.
     /// - Parameters:
     ///   - flags: values given on the command line, keyed like `http.port`.
     ///   - environment: the process environment (tests pass their own).
     /// - Throws: `ConfigurationError` naming the first bad setting.
-    public static func load(flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) async throws
+    package static func load(flags: [String: String] = [:], environment: [String: String] = ProcessInfo.processInfo.environment) async throws
         -> CairnConfiguration
     {
         var providers: [any ConfigProvider] = []

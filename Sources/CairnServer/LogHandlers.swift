@@ -1,30 +1,30 @@
 import Foundation
-public import Logging
+package import Logging
 import Synchronization
 
 /// One JSON object per line on standard output (`CAIRN_LOG_FORMAT=json`), for log shippers:
 /// `{"ts", "level", "label", "msg", ...metadata}`. Secrets are never put in metadata.
-public struct JSONLogHandler: LogHandler {
+package struct JSONLogHandler: LogHandler {
     /// Metadata attached to every line of this logger.
-    public var metadata: Logger.Metadata = [:]
+    package var metadata: Logger.Metadata = [:]
     /// Minimum level.
-    public var logLevel: Logger.Level = .info
+    package var logLevel: Logger.Level = .info
     let label: String
     private static let output = Mutex(())
 
     /// Creates a handler for a logger label.
-    public init(label: String) {
+    package init(label: String) {
         self.label = label
     }
 
     /// Metadata accessor.
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
     /// Writes one line.
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         var object: [String: Any] = [
             "ts": ISO8601DateFormatter.string(from: Date(), timeZone: .gmt, formatOptions: [.withInternetDateTime, .withFractionalSeconds]),
             "level": event.level.rawValue, "label": label, "msg": event.message.description,

@@ -1,33 +1,33 @@
 import Foundation
-public import Logging
+package import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
 import PostgresKit
 import PostgresNIO
-public import SQLKit
+package import SQLKit
 import SQLiteKit
-public import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 
 /// The SQL dialect in use. Repositories branch on it only where the engines truly differ.
-public enum Dialect: String, Sendable {
+package enum Dialect: String, Sendable {
     case sqlite, postgres
 }
 
 /// A coded storage failure that reaches operators (start-up) rather than HTTP clients.
-public struct StorageError: Error, Sendable, CustomStringConvertible {
+package struct StorageError: Error, Sendable, CustomStringConvertible {
     /// Stable code: `invalid_database_url`, `database_unreachable`, `migration_failed`.
-    public var code: String
+    package var code: String
     /// What went wrong, without credentials.
-    public var message: String
+    package var message: String
     /// Creates an error.
-    public init(code: String, message: String) {
+    package init(code: String, message: String) {
         self.code = code
         self.message = message
     }
     /// `code: message`.
-    public var description: String { "\(code): \(message)" }
+    package var description: String { "\(code): \(message)" }
 }
 
 /// Cairn's one database handle: SQLKit over embedded SQLite or PostgreSQL.
@@ -38,9 +38,9 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
 /// - PostgreSQL: a `PostgresClient` pool; several nodes may share one database.
 ///
 /// It is a `Service`: add it to the `ServiceGroup` first so it is shut down last.
-public final class Database: Sendable, Service {
+package final class Database: Sendable, Service {
     /// The dialect of the underlying engine.
-    public let dialect: Dialect
+    package let dialect: Dialect
     private let backend: Backend
     private let logger: Logger
 
@@ -61,7 +61,7 @@ public final class Database: Sendable, Service {
     /// PostgreSQL is checked with `SELECT 1` under `startupTimeout`, so a wrong host or password
     /// fails fast with `database_unreachable` instead of retrying forever.
     /// - Throws: `StorageError` (`invalid_database_url`, `database_unreachable`).
-    public static func open(
+    package static func open(
         url: String?, sqlitePath: String, logger: Logger, startupTimeout: Duration = .seconds(15)
     ) async throws -> Database {
         if let url, !url.isEmpty {
@@ -93,7 +93,7 @@ public final class Database: Sendable, Service {
     }
 
     /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
-    public func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    package func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite): return try await body(sqlite.reader())
         case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
@@ -101,7 +101,7 @@ public final class Database: Sendable, Service {
     }
 
     /// Runs single-statement writes without a transaction. SQLite: on the writer, serialized.
-    public func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    package func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite): return try await sqlite.withWriter { try await body($0) }
         case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
@@ -112,7 +112,7 @@ public final class Database: Sendable, Service {
     /// SQLite uses `BEGIN IMMEDIATE` (the write lock is taken up front, so no upgrade deadlock).
     /// `body` gets the transaction's connection; work it registers with
     /// ``afterCommit(on:_:)`` runs after the commit, before this returns.
-    public func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    package func transaction<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite):
             // Each unit of work on the group-commit writer already runs atomically.
@@ -143,7 +143,7 @@ public final class Database: Sendable, Service {
     /// Runs `body` in a transaction that first takes a database-wide exclusive lock named by
     /// `key`: `pg_advisory_xact_lock` on PostgreSQL, the SQLite write lock otherwise. Used for
     /// migrations, so several nodes starting at once apply each one exactly once.
-    public func withExclusiveLock<R: Sendable>(key: Int64, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+    package func withExclusiveLock<R: Sendable>(key: Int64, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         try await transaction { [dialect] db in
             if dialect == .postgres {
                 try await db.raw("SELECT pg_advisory_xact_lock(\(bind: key))").run()
@@ -159,7 +159,7 @@ public final class Database: Sendable, Service {
     /// SQLite reuses freed pages by itself: a no-op there.
     /// - Returns: whether this call vacuumed.
     /// - Throws: the driver's error when the statement fails.
-    public func vacuum(table: String, lockKey: Int64) async throws -> Bool {
+    package func vacuum(table: String, lockKey: Int64) async throws -> Bool {
         guard let client = postgresClient else { return false }
         precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
         return try await client.withConnection { connection in
@@ -185,14 +185,14 @@ public final class Database: Sendable, Service {
     }
 
     /// Waits for graceful shutdown, then closes every connection.
-    public func run() async throws {
+    package func run() async throws {
         try? await gracefulShutdown()
         await close()
     }
 
     /// Closes every connection. Safe to call more than once, and from a cancelled task: the
     /// closing runs in a task of its own, so cancellation cannot leave connections open.
-    public func close() async {
+    package func close() async {
         let backend = self.backend
         await Task {
             switch backend {
@@ -322,7 +322,7 @@ final class SQLiteBackend: Sendable {
 extension Database {
     /// True when `error` is a unique-constraint violation on either engine (SQLite
     /// `SQLITE_CONSTRAINT_UNIQUE`/primary key, PostgreSQL SQLSTATE 23505).
-    public static func isUniqueViolation(_ error: any Error) -> Bool {
+    package static func isUniqueViolation(_ error: any Error) -> Bool {
         if let error = error as? PSQLError {
             return error.serverInfo?[.sqlState] == "23505"
         }

@@ -1,6 +1,6 @@
-public import Logging
+package import Logging
 import PostgresNIO
-public import SQLKit
+package import SQLKit
 import Synchronization
 
 /// Small notifications between nodes: `LISTEN/NOTIFY` on PostgreSQL, an in-process fan-out on
@@ -9,14 +9,14 @@ import Synchronization
 ///
 /// Delivery is at most once and only to live subscribers; every consumer also polls slowly,
 /// so a lost notification delays work but never loses it.
-public final class EventBus: Sendable {
+package final class EventBus: Sendable {
     private let database: Database
     private let logger: Logger
     private let subscribers = Mutex<[String: [UInt64: AsyncStream<String>.Continuation]]>([:])
     private let nextId = Atomic<UInt64>(0)
 
     /// Creates the bus over a database.
-    public init(database: Database, logger: Logger) {
+    package init(database: Database, logger: Logger) {
         self.database = database
         self.logger = logger
     }
@@ -24,7 +24,7 @@ public final class EventBus: Sendable {
     /// Publishes `payload` on `channel`. With `db` inside a transaction, the notification is
     /// delivered when (and only if) the transaction commits, on both engines: PostgreSQL
     /// delivers `NOTIFY` at commit, and on SQLite the in-process delivery is after-commit work.
-    public func publish(channel: String, payload: String, on db: (any SQLDatabase)? = nil) async throws {
+    package func publish(channel: String, payload: String, on db: (any SQLDatabase)? = nil) async throws {
         if database.dialect == .postgres {
             let query: SQLQueryString = "SELECT pg_notify(\(bind: channel), \(bind: payload))"
             if let db {
@@ -51,7 +51,7 @@ public final class EventBus: Sendable {
     /// PostgreSQL when `LISTEN` has been acknowledged, and again after every reconnect. What was
     /// published before that moment is not delivered, so a consumer that must not miss anything
     /// re-reads its source of truth then.
-    public func subscribe(channel: String, onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<String> {
+    package func subscribe(channel: String, onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<String> {
         let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1024))
         let id = nextId.wrappingAdd(1, ordering: .relaxed).newValue
         subscribers.withLock { $0[channel, default: [:]][id] = continuation }

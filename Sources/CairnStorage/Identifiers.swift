@@ -6,11 +6,11 @@ import Synchronization
 /// Ids sort by creation time, so "newest first" is `ORDER BY id DESC` and keyset cursors are
 /// plain ids. Within one process, ids are strictly increasing (RFC 9562 §6.2 method 1: a
 /// 12-bit counter in `rand_a`, seeded randomly each millisecond).
-public enum UUIDv7 {
+package enum UUIDv7 {
     private static let state = Mutex<(milliseconds: UInt64, counter: UInt16)>((0, 0))
 
     /// A new id as a lowercase hyphenated string.
-    public static func make() -> String {
+    package static func make() -> String {
         var generator = SystemRandomNumberGenerator()
         let now = UInt64(WallClock.milliseconds())
         let (ms, counter) = state.withLock { state -> (UInt64, UInt16) in
@@ -42,7 +42,7 @@ public enum UUIDv7 {
     }
 
     /// True for a canonical lowercase or uppercase hyphenated UUID string of any version.
-    public static func isValid(_ text: some StringProtocol) -> Bool {
+    package static func isValid(_ text: some StringProtocol) -> Bool {
         let bytes = Array(text.utf8)
         guard bytes.count == 36 else { return false }
         for (index, byte) in bytes.enumerated() {
@@ -57,9 +57,9 @@ public enum UUIDv7 {
 }
 
 /// Wall-clock time as Unix epoch milliseconds, the unit every table stores.
-public enum WallClock {
+package enum WallClock {
     /// Milliseconds since 1970-01-01T00:00:00Z.
-    public static func milliseconds() -> Int64 {
+    package static func milliseconds() -> Int64 {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
     }
 }

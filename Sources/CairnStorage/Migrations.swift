@@ -1,21 +1,21 @@
-public import Logging
+package import Logging
 import SQLKit
 
 /// One schema change owned by a module. Applied once, in `(module, version)` order, recorded
 /// in `cairn_migrations`. Statements may differ per dialect, but must leave both engines with
 /// the same tables, columns and meaning.
-public struct Migration: Sendable {
+package struct Migration: Sendable {
     /// The owning module, e.g. `accounts`.
-    public var module: String
+    package var module: String
     /// Increasing number within the module, starting at 1.
-    public var version: Int
+    package var version: Int
     /// Short description, recorded for operators.
-    public var name: String
+    package var name: String
     /// The SQL statements for a dialect, run in order inside the migration transaction.
-    public var statements: @Sendable (Dialect) -> [String]
+    package var statements: @Sendable (Dialect) -> [String]
 
     /// Creates a migration.
-    public init(module: String, version: Int, name: String, statements: @escaping @Sendable (Dialect) -> [String]) {
+    package init(module: String, version: Int, name: String, statements: @escaping @Sendable (Dialect) -> [String]) {
         self.module = module
         self.version = version
         self.name = name
@@ -23,7 +23,7 @@ public struct Migration: Sendable {
     }
 
     /// Creates a migration whose statements are the same on both engines.
-    public init(module: String, version: Int, name: String, sql: [String]) {
+    package init(module: String, version: Int, name: String, sql: [String]) {
         self.init(module: module, version: version, name: name, statements: { _ in sql })
     }
 }
@@ -31,7 +31,7 @@ public struct Migration: Sendable {
 /// Applies pending migrations under a database-wide lock (advisory lock on PostgreSQL,
 /// write lock on SQLite), all in one transaction: several nodes starting at once apply each
 /// migration exactly once, and a failing migration leaves nothing half-applied.
-public struct Migrator: Sendable {
+package struct Migrator: Sendable {
     /// `pg_advisory_xact_lock` key: "cairn-migrations" folded into 63 bits.
     static let lockKey: Int64 = 0x6361_6972_6E6D_6967
 
@@ -40,7 +40,7 @@ public struct Migrator: Sendable {
     let logger: Logger
 
     /// Creates a migrator for the given migrations (order does not matter).
-    public init(database: Database, migrations: [Migration], logger: Logger) {
+    package init(database: Database, migrations: [Migration], logger: Logger) {
         self.database = database
         self.migrations = migrations.sorted { ($0.module, $0.version) < ($1.module, $1.version) }
         self.logger = logger
@@ -49,7 +49,7 @@ public struct Migrator: Sendable {
     /// Applies every pending migration; returns the `module/version` names it applied.
     /// - Throws: `StorageError` with code `migration_failed` naming the migration.
     @discardableResult
-    public func migrate() async throws -> [String] {
+    package func migrate() async throws -> [String] {
         let migrations = self.migrations
         let dialect = database.dialect
         let logger = self.logger
@@ -88,7 +88,7 @@ public struct Migrator: Sendable {
     }
 
     /// The migrations not yet applied, as `module/version` names.
-    public func pending() async throws -> [String] {
+    package func pending() async throws -> [String] {
         let migrations = self.migrations
         return try await database.read { db in
             let rows = (try? await db.raw("SELECT module, version FROM cairn_migrations").all()) ?? []

@@ -1,21 +1,21 @@
-public import Configuration
+package import Configuration
 import Foundation
 
 /// A setting with a bad value: start-up stops with one line naming it, and exit code 2.
-public struct ConfigurationError: Error, CustomStringConvertible {
+package struct ConfigurationError: Error, CustomStringConvertible {
     /// The environment variable naming the setting (e.g. `CAIRN_HTTP_PORT`).
-    public var setting: String
+    package var setting: String
     /// What is wrong with it.
-    public var problem: String
+    package var problem: String
 
     /// Creates the error.
-    public init(setting: String, problem: String) {
+    package init(setting: String, problem: String) {
         self.setting = setting
         self.problem = problem
     }
 
     /// `invalid configuration: CAIRN_HTTP_PORT must be …`.
-    public var description: String { "invalid configuration: \(setting) \(problem)" }
+    package var description: String { "invalid configuration: \(setting) \(problem)" }
 }
 
 /// One module's view of the configuration (swift-configuration's `ConfigReader`, scoped to
@@ -23,12 +23,12 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 /// when the key is absent and throws a ``ConfigurationError`` naming the environment variable
 /// (`jobs.lease` → `CAIRN_JOBS_LEASE`) when the value is bad. Each module reads its own
 /// settings type with it; the server's configuration only wires the scopes together.
-public struct SettingsReader: Sendable {
+package struct SettingsReader: Sendable {
     private let reader: ConfigReader
     private let scope: [String]
 
     /// A reader over the whole configuration.
-    public init(_ reader: ConfigReader) {
+    package init(_ reader: ConfigReader) {
         self.reader = reader
         self.scope = []
     }
@@ -39,7 +39,7 @@ public struct SettingsReader: Sendable {
     }
 
     /// The settings below `key` (`"jobs"`: `lease` then means `jobs.lease`).
-    public func scoped(to key: String) -> SettingsReader {
+    package func scoped(to key: String) -> SettingsReader {
         SettingsReader(reader: reader, scope: scope + Self.components(key))
     }
 
@@ -47,24 +47,24 @@ public struct SettingsReader: Sendable {
     private func configKey(_ key: String) -> ConfigKey { ConfigKey(scope + Self.components(key)) }
 
     /// The environment variable of `key` in this scope.
-    public func variable(_ key: String) -> String {
+    package func variable(_ key: String) -> String {
         "CAIRN_" + (scope + Self.components(key)).joined(separator: "_").uppercased()
     }
 
     /// An error naming `key`'s environment variable.
-    public func invalid(_ key: String, _ problem: String) -> ConfigurationError {
+    package func invalid(_ key: String, _ problem: String) -> ConfigurationError {
         ConfigurationError(setting: variable(key), problem: problem)
     }
 
     /// The raw value of `key`, if set (numbers given in a JSON file read as their text).
-    public func text(_ key: String) -> String? {
+    package func text(_ key: String) -> String? {
         if let value = reader.string(forKey: configKey(key)) { return value }
         return reader.int(forKey: configKey(key)).map(String.init)
     }
 
     /// An integer in `range`.
     /// - Throws: ``ConfigurationError`` when set to anything else.
-    public func integer(_ key: String, in range: ClosedRange<Int>, default value: Int) throws -> Int {
+    package func integer(_ key: String, in range: ClosedRange<Int>, default value: Int) throws -> Int {
         guard let raw = text(key) else { return value }
         guard let parsed = Int(raw.trimmingCharacters(in: .whitespaces)), range.contains(parsed) else {
             throw invalid(key, "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
@@ -74,7 +74,7 @@ public struct SettingsReader: Sendable {
 
     /// A boolean: true/1/yes/on or false/0/no/off, in any case.
     /// - Throws: ``ConfigurationError`` when set to anything else.
-    public func boolean(_ key: String, default value: Bool) throws -> Bool {
+    package func boolean(_ key: String, default value: Bool) throws -> Bool {
         if let flag = reader.bool(forKey: configKey(key)) { return flag }
         guard let raw = text(key) else { return value }
         switch raw.trimmingCharacters(in: .whitespaces).lowercased() {
@@ -86,7 +86,7 @@ public struct SettingsReader: Sendable {
 
     /// A duration in whole seconds, from `900`, `90s`, `15m`, `12h` or `30d` (1 s to 10 years).
     /// - Throws: ``ConfigurationError`` when set to anything else.
-    public func seconds(_ key: String, default value: Int) throws -> Int {
+    package func seconds(_ key: String, default value: Int) throws -> Int {
         guard let raw = text(key) else { return value }
         guard let seconds = Self.parseDuration(raw), seconds >= 1, seconds <= 10 * 365 * 86_400 else {
             throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(raw)'")
@@ -96,7 +96,7 @@ public struct SettingsReader: Sendable {
 
     /// An absolute http(s) URL without a trailing `/`, if set.
     /// - Throws: ``ConfigurationError`` when set to anything else.
-    public func baseURL(_ key: String) throws -> String? {
+    package func baseURL(_ key: String) throws -> String? {
         guard let url = text(key) else { return nil }
         guard let parsed = URL(string: url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil, !url.hasSuffix("/") else {
             throw invalid(key, "must be an http(s) URL without a trailing /")
@@ -105,7 +105,7 @@ public struct SettingsReader: Sendable {
     }
 
     /// Seconds from `900`, `90s`, `15m`, `12h` or `30d`; nil for anything else.
-    public static func parseDuration(_ raw: String) -> Int? {
+    package static func parseDuration(_ raw: String) -> Int? {
         let text = raw.trimmingCharacters(in: .whitespaces).lowercased()
         guard let last = text.last else { return nil }
         let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]

@@ -1,6 +1,6 @@
 import Logging
 import NIOCore
-public import SQLKit
+package import SQLKit
 import Synchronization
 
 /// The connection of an open transaction, as ``Database/transaction(_:)`` hands it to its body:
@@ -49,7 +49,7 @@ final class Transaction: SQLDatabase {
 extension Database {
     /// Runs `work` when the transaction `db` belongs to has committed; at once when `db` is
     /// not a transaction's connection (a plain read or autocommit write has nothing to wait for).
-    public static func afterCommit(on db: any SQLDatabase, _ work: @escaping @Sendable () -> Void) {
+    package static func afterCommit(on db: any SQLDatabase, _ work: @escaping @Sendable () -> Void) {
         if let transaction = db as? Transaction {
             transaction.afterCommit(work)
         } else {
@@ -60,7 +60,7 @@ extension Database {
     /// Runs `body` inside the caller's open transaction `db` when one is given (its changes
     /// commit or roll back with the caller's), else in a new transaction of its own.
     /// - Throws: what `body` throws, or the database's error.
-    public func transaction<R: Sendable>(
+    package func transaction<R: Sendable>(
         joining db: (any SQLDatabase)?, _ body: @escaping @Sendable (any SQLDatabase) async throws -> R
     ) async throws -> R {
         if let db { return try await body(db) }

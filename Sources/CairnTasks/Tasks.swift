@@ -1,31 +1,31 @@
-public import CairnHTTP
-public import CairnStorage
+package import CairnHTTP
+package import CairnStorage
 import Foundation
 import SQLKit
 
 /// A to-do item of a tenant.
-public struct TaskItem: Sendable, Equatable, JSONWritable {
+package struct TaskItem: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Owning tenant (never shown to clients: it is always the caller's).
-    public var tenantId: String
+    package var tenantId: String
     /// Trimmed, 1–200 characters.
-    public var title: String
+    package var title: String
     /// Up to 10,000 characters, or nil.
-    public var description: String?
+    package var description: String?
     /// Done or not.
-    public var completed: Bool
+    package var completed: Bool
     /// Id of the user who created it.
-    public var createdBy: String
+    package var createdBy: String
     /// Row version, the `ETag`.
-    public var version: Int
+    package var version: Int
     /// Epoch milliseconds.
-    public var createdAt: Int64
+    package var createdAt: Int64
     /// Epoch milliseconds.
-    public var updatedAt: Int64
+    package var updatedAt: Int64
 
     /// Creates a task.
-    public init(
+    package init(
         id: String, tenantId: String, title: String, description: String?, completed: Bool, createdBy: String, version: Int,
         createdAt: Int64, updatedAt: Int64
     ) {
@@ -41,7 +41,7 @@ public struct TaskItem: Sendable, Equatable, JSONWritable {
     }
 
     /// `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
-    public func writeJSON(to writer: inout JSONWriter) {
+    package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
         writer.string(id)
@@ -62,9 +62,9 @@ public struct TaskItem: Sendable, Equatable, JSONWritable {
 }
 
 /// The tasks module's tables.
-public enum TasksMigrations {
+package enum TasksMigrations {
     /// All migrations of the module, in order.
-    public static let all: [Migration] = [
+    package static let all: [Migration] = [
         Migration(
             module: "tasks", version: 1, name: "tasks",
             sql: [
@@ -87,16 +87,16 @@ public enum TasksMigrations {
 }
 
 /// A validated change to a task; nil fields stay as they are.
-public struct TaskChange: Sendable {
+package struct TaskChange: Sendable {
     /// New title.
-    public var title: String?
+    package var title: String?
     /// New description; `.some(nil)` clears it.
-    public var description: String??
+    package var description: String??
     /// New completion state.
-    public var completed: Bool?
+    package var completed: Bool?
 
     /// Creates a change.
-    public init(title: String? = nil, description: String?? = nil, completed: Bool? = nil) {
+    package init(title: String? = nil, description: String?? = nil, completed: Bool? = nil) {
         self.title = title
         self.description = description
         self.completed = completed
@@ -104,11 +104,11 @@ public struct TaskChange: Sendable {
 }
 
 /// Task persistence, tenant-scoped in every query: another tenant's task is simply absent.
-public struct TaskStore: Sendable {
+package struct TaskStore: Sendable {
     let database: Database
 
     /// Creates a store.
-    public init(database: Database) {
+    package init(database: Database) {
         self.database = database
     }
 
@@ -128,7 +128,7 @@ public struct TaskStore: Sendable {
     }
 
     /// A page of a tenant's tasks, newest first (UUIDv7 ids sort by creation time).
-    public func list(tenantId: String, completed: Bool?, page: PageRequest) async throws -> Page<TaskItem> {
+    package func list(tenantId: String, completed: Bool?, page: PageRequest) async throws -> Page<TaskItem> {
         let rows = try await database.read { db in
             var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
             if let completed { query = query + " AND completed = \(bind: completed)" }
@@ -140,7 +140,7 @@ public struct TaskStore: Sendable {
     }
 
     /// One task of the tenant, or nil.
-    public func get(id: String, tenantId: String) async throws -> TaskItem? {
+    package func get(id: String, tenantId: String) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
@@ -149,7 +149,7 @@ public struct TaskStore: Sendable {
     }
 
     /// Inserts a new task.
-    public func insert(_ task: TaskItem) async throws {
+    package func insert(_ task: TaskItem) async throws {
         try await database.write { db in
             try await db.raw(
                 """
@@ -163,7 +163,7 @@ public struct TaskStore: Sendable {
 
     /// Applies a change when the version matches (any version when nil); nil when the task is
     /// missing or its version moved on.
-    public func update(id: String, tenantId: String, expectedVersion: Int?, change: TaskChange) async throws -> TaskItem? {
+    package func update(id: String, tenantId: String, expectedVersion: Int?, change: TaskChange) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
         let now = WallClock.milliseconds()
         return try await database.write { db in
@@ -178,7 +178,7 @@ public struct TaskStore: Sendable {
     }
 
     /// Deletes a task when the version matches (any when nil); false when nothing was deleted.
-    public func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
+    package func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
         return try await database.write { db in
             var query: SQLQueryString = "DELETE FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
@@ -191,7 +191,7 @@ public struct TaskStore: Sendable {
     /// in ascending id (creation) order, starting after the id `after` (nil: from the first).
     /// Keyset batches for streaming readers such as reports: each call is one short read, so no
     /// cursor or transaction stays open between batches.
-    public func batch(tenantId: String, completed: Bool? = nil, after: String?, limit: Int) async throws -> [TaskItem] {
+    package func batch(tenantId: String, completed: Bool? = nil, after: String?, limit: Int) async throws -> [TaskItem] {
         let rows = try await database.read { db in
             var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
             if let completed { query = query + " AND completed = \(bind: completed)" }
@@ -204,7 +204,7 @@ public struct TaskStore: Sendable {
 
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
     /// (for seeding demo data fast).
-    public func insertBatch(_ tasks: [TaskItem]) async throws {
+    package func insertBatch(_ tasks: [TaskItem]) async throws {
         guard !tasks.isEmpty else { return }
         try await database.transaction { db in
             var start = 0

@@ -1,15 +1,15 @@
-public import CairnHTTP
+package import CairnHTTP
 import CairnStorage
 import Foundation
 import HTTPTypes
-public import Hummingbird
+package import Hummingbird
 
 /// `/tasks`: list, create, read, update, delete, scoped to the caller's tenant.
-public struct TasksController: Sendable {
+package struct TasksController: Sendable {
     let store: TaskStore
 
     /// Creates the controller.
-    public init(store: TaskStore) {
+    package init(store: TaskStore) {
         self.store = store
     }
 
@@ -58,7 +58,7 @@ public struct TasksController: Sendable {
     }
 
     /// Adds the routes to the authenticated group.
-    public func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("tasks")
             .get(use: list)
             .post(use: create)

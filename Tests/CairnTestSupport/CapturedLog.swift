@@ -1,28 +1,28 @@
-public import Logging
+package import Logging
 
 /// Keeps every line logged through the loggers it makes (level, message and metadata as
 /// text), so a test can read what was logged and await a line the code logs when something
 /// happens.
-public final class CapturedLog: Sendable {
+package final class CapturedLog: Sendable {
     private let lines = Observed<[String]>([])
 
     /// An empty log.
-    public init() {}
+    package init() {}
 
     /// A logger writing here, at every level from `level` up.
-    public func logger(label: String = "cairn-capture", level: Logger.Level = .trace) -> Logger {
+    package func logger(label: String = "cairn-capture", level: Logger.Level = .trace) -> Logger {
         var logger = Logger(label: label, factory: { [lines] _ in Handler(lines: lines) })
         logger.logLevel = level
         return logger
     }
 
     /// Every line so far, one per entry.
-    public var text: String { lines.value.joined(separator: "\n") }
+    package var text: String { lines.value.joined(separator: "\n") }
 
     /// Returns the lines once one of them contains `fragment`, re-checked as lines arrive.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func wait(forLineContaining fragment: String, timeout: Duration = .seconds(30)) async throws -> [String] {
+    package func wait(forLineContaining fragment: String, timeout: Duration = .seconds(30)) async throws -> [String] {
         try await lines.wait("a log line containing '\(fragment)'", timeout: timeout) { $0.contains { $0.contains(fragment) } }
     }
 

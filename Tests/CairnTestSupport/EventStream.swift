@@ -1,26 +1,26 @@
-public import Foundation
+package import Foundation
 
 /// One Server-Sent Event (WHATWG HTML §9.2).
-public struct ServerSentEvent: Sendable {
+package struct ServerSentEvent: Sendable {
     /// The `id:` field, if any.
-    public var id: String?
+    package var id: String?
     /// The `event:` field (`message` when absent).
-    public var event: String
+    package var event: String
     /// The `data:` lines, joined.
-    public var data: String
+    package var data: String
 
     /// The data as a JSON object, or nil.
-    public var object: [String: Any]? {
+    package var object: [String: Any]? {
         try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
     }
 
     /// The data decoded as `T` (see ``testJSONDecoder``).
-    public func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
+    package func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
         try testJSONDecoder.decode(T.self, from: Data(data.utf8))
     }
 
     /// The complete events in `text` (a block not yet ended by a blank line is left out).
-    public static func parse(_ text: String) -> [ServerSentEvent] {
+    package static func parse(_ text: String) -> [ServerSentEvent] {
         var blocks = text.components(separatedBy: "\n\n")
         blocks.removeLast()  // what follows the last blank line is incomplete (or empty)
         return blocks.compactMap { block in
@@ -42,17 +42,17 @@ public struct ServerSentEvent: Sendable {
 
 /// A `curl -N` reading a `text/event-stream` response into memory as it arrives. Tests await
 /// what they expect with ``wait(_:timeout:until:)``, which re-checks on every chunk received.
-public final class EventStreamReader: Sendable {
+package final class EventStreamReader: Sendable {
     /// What arrived so far.
-    public struct Received: Sendable {
+    package struct Received: Sendable {
         /// Everything received (bytes: a character may be split between chunks).
-        public var data: Data
+        package var data: Data
         /// Everything received, as text.
-        public var text: String { String(decoding: data, as: UTF8.self) }
+        package var text: String { String(decoding: data, as: UTF8.self) }
         /// True once the server ended the stream.
-        public var ended: Bool
+        package var ended: Bool
         /// The complete events received.
-        public var events: [ServerSentEvent] { ServerSentEvent.parse(text) }
+        package var events: [ServerSentEvent] { ServerSentEvent.parse(text) }
     }
 
     private let received: Observed<Received>
@@ -60,7 +60,7 @@ public final class EventStreamReader: Sendable {
 
     /// Starts reading `url` with extra request `headers` (`Name: value`).
     /// - Throws: `SubprocessError` when curl cannot be started.
-    public init(url: String, headers: [String] = []) async throws {
+    package init(url: String, headers: [String] = []) async throws {
         let received = Observed(Received(data: Data(), ended: false))
         self.received = received
         child = try await ChildProcess("/usr/bin/curl", ["-sN"] + headers.flatMap { ["-H", $0] } + [url]) { data in
@@ -71,23 +71,23 @@ public final class EventStreamReader: Sendable {
     }
 
     /// What arrived so far.
-    public var current: Received { received.value }
+    package var current: Received { received.value }
     /// Everything received so far, as text.
-    public var text: String { received.value.text }
+    package var text: String { received.value.text }
     /// True once the server ended the stream.
-    public var ended: Bool { received.value.ended }
+    package var ended: Bool { received.value.ended }
 
     /// Returns what arrived once `predicate` holds for it, re-checked on each chunk.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Received) -> Bool) async throws
+    package func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Received) -> Bool) async throws
         -> Received
     {
         try await received.wait(what, timeout: timeout, until: predicate)
     }
 
     /// Stops curl (SIGKILL).
-    public func stop() {
+    package func stop() {
         child.signal(SIGKILL)
     }
 }

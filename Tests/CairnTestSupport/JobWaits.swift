@@ -1,4 +1,4 @@
-public import CairnJobs
+package import CairnJobs
 import CairnServer
 import HTTPTypes
 
@@ -12,7 +12,7 @@ extension JobQueue {
     /// listening, and after every job change on any node.
     /// - Throws: ``WaitTimeout`` after `timeout` (a bound on a failure, never a wait a passing
     ///   test sits through), or what `condition` throws.
-    public func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: @escaping @Sendable () async throws -> Bool)
+    package func waitUntil(_ what: String, timeout: Duration = .seconds(60), _ condition: @escaping @Sendable () async throws -> Bool)
         async throws
     {
         try await waitOnChanges(what, timeout: timeout, of: nil, condition)
@@ -22,7 +22,7 @@ extension JobQueue {
     /// listening and whenever the job changes.
     /// - Throws: ``WaitTimeout`` after `timeout`; ``TestSetupError`` when there is no such job.
     @discardableResult
-    public func waitForJob(_ id: String, _ what: String = "", timeout: Duration = .seconds(60), until predicate: @escaping @Sendable (Job) -> Bool)
+    package func waitForJob(_ id: String, _ what: String = "", timeout: Duration = .seconds(60), until predicate: @escaping @Sendable (Job) -> Bool)
         async throws -> Job
     {
         let store = self.store
@@ -43,14 +43,14 @@ extension JobQueue {
     /// Returns job `id` once it is in `state`.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func waitForJob(_ id: String, state: JobState, timeout: Duration = .seconds(60)) async throws -> Job {
+    package func waitForJob(_ id: String, state: JobState, timeout: Duration = .seconds(60)) async throws -> Job {
         try await waitForJob(id, "job \(id) reaching \(state.rawValue)", timeout: timeout) { $0.state == state }
     }
 
     /// Returns job `id` once it is final (succeeded, cancelled or discarded).
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func waitUntilFinished(_ id: String, timeout: Duration = .seconds(60)) async throws -> Job {
+    package func waitUntilFinished(_ id: String, timeout: Duration = .seconds(60)) async throws -> Job {
         try await waitForJob(id, "job \(id) finishing", timeout: timeout) { $0.state.isFinal }
     }
 
@@ -69,7 +69,7 @@ extension JobQueue {
 
 extension TestApp {
     /// `GET /jobs/{id}` as the caller with `token` sees it.
-    public func job(_ id: String, token: String) async throws -> JobBody {
+    package func job(_ id: String, token: String) async throws -> JobBody {
         try await client.json(.get, "/jobs/\(id)", token: token).decode(JobBody.self)
     }
 
@@ -77,7 +77,7 @@ extension TestApp {
     /// shows it to the caller with `token`.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func waitForJob(_ id: String, state: JobState, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
+    package func waitForJob(_ id: String, state: JobState, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
         try await components.jobs.waitForJob(id, state: state, timeout: timeout)
         return try await job(id, token: token)
     }
@@ -86,7 +86,7 @@ extension TestApp {
     /// it to the caller with `token`.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func waitUntilFinished(_ id: String, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
+    package func waitUntilFinished(_ id: String, token: String, timeout: Duration = .seconds(60)) async throws -> JobBody {
         try await components.jobs.waitUntilFinished(id, timeout: timeout)
         return try await job(id, token: token)
     }

@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 import Subprocess
 import Synchronization
 import SystemPackage
@@ -13,18 +13,18 @@ import SystemPackage
 // many descriptors open.
 
 /// How a finished child ended and what it printed.
-public struct ChildResult: Sendable {
+package struct ChildResult: Sendable {
     /// The exit code, or 128 + the signal number when a signal ended it (the shell's rule).
-    public var status: Int32
+    package var status: Int32
     /// Everything it wrote to standard output.
-    public var output: Data
+    package var output: Data
     /// Everything it wrote to standard error.
-    public var error: Data
+    package var error: Data
 
     /// Standard output as UTF-8 text.
-    public var text: String { String(decoding: output, as: UTF8.self) }
+    package var text: String { String(decoding: output, as: UTF8.self) }
     /// Standard error as UTF-8 text.
-    public var errorText: String { String(decoding: error, as: UTF8.self) }
+    package var errorText: String { String(decoding: error, as: UTF8.self) }
 }
 
 /// The exit code of `status`, or 128 + the signal number.
@@ -53,7 +53,7 @@ private func childEnvironment(_ environment: [String: String]?) -> Subprocess.En
 /// threads, two on a 2-core machine, free to answer it.
 /// - Parameter environment: the child's whole environment; nil inherits this process's.
 /// - Throws: `SubprocessError` when it cannot be started, or when it prints more than 1 GiB.
-public func runChild(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil)
+package func runChild(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil)
     async throws -> ChildResult
 {
     let limit = 1 << 30
@@ -74,7 +74,7 @@ public func runChild(_ executable: String, _ arguments: [String], environment: [
 /// when given, is written to its standard input.
 /// - Throws: `TestSetupError` with the end of its standard error unless it exits 0.
 @discardableResult
-public func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil) async throws -> Data {
+package func runProcess(_ executable: String, _ arguments: [String], input: Data? = nil) async throws -> Data {
     let result = try await runChild(executable, arguments, input: input)
     guard result.status == 0 else {
         throw TestSetupError(
@@ -86,7 +86,7 @@ public func runProcess(_ executable: String, _ arguments: [String], input: Data?
 /// Runs a Python 3 snippet (`python3 -c code arguments…`) and returns its standard output.
 /// - Throws: `TestSetupError` unless it exits 0.
 @discardableResult
-public func runPython(_ code: String, _ arguments: [String] = []) async throws -> Data {
+package func runPython(_ code: String, _ arguments: [String] = []) async throws -> Data {
     try await runProcess("/usr/bin/env", ["python3", "-c", code] + arguments)
 }
 
@@ -95,7 +95,7 @@ public func runPython(_ code: String, _ arguments: [String] = []) async throws -
 ///
 /// A child inherits no blocked signals (swift-subprocess resets the mask), so SIGTERM reaches
 /// it even though ServiceLifecycle blocks SIGTERM in the test process.
-public final class ChildProcess: Sendable {
+package final class ChildProcess: Sendable {
     private struct State {
         var pid: Int32?
         var status: Int32?
@@ -111,7 +111,7 @@ public final class ChildProcess: Sendable {
     ///   - includeErrors: standard error joins standard output (`2>&1`); otherwise discarded.
     ///   - received: each chunk of output, then nil once the child closed it.
     /// - Throws: `SubprocessError` when it cannot be started.
-    public init(
+    package init(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, includeErrors: Bool = false,
         received: @escaping @Sendable (Data?) -> Void
     ) async throws {
@@ -185,26 +185,26 @@ public final class ChildProcess: Sendable {
     }
 
     /// The child's process id.
-    public var pid: Int32 { state.withLock { $0.pid ?? 0 } }
+    package var pid: Int32 { state.withLock { $0.pid ?? 0 } }
 
     /// True until the child has exited and its output has been read to the end.
-    public var isRunning: Bool { state.withLock { $0.status == nil } }
+    package var isRunning: Bool { state.withLock { $0.status == nil } }
 
     /// Sends `signal` (SIGTERM, SIGKILL…) unless the child has exited.
-    public func signal(_ signal: Int32) {
+    package func signal(_ signal: Int32) {
         state.withLock { state in
             if state.status == nil, let pid = state.pid { _ = kill(pid, signal) }
         }
     }
 
     /// Waits for the child to exit; returns its exit code (or 128 + the signal number).
-    public func waitForExit() async -> Int32 {
+    package func waitForExit() async -> Int32 {
         await waitForExit(timeout: nil) ?? 255
     }
 
     /// Waits up to `timeout` for the child to exit; returns its exit code (or 128 + the signal
     /// number), or nil if it is still running then.
-    public func waitForExit(timeout: Duration?) async -> Int32? {
+    package func waitForExit(timeout: Duration?) async -> Int32? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Int32?, Never>) in
             let waiter = state.withLock { state -> Int? in
                 guard state.status == nil else { return nil }

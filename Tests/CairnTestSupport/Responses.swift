@@ -1,7 +1,7 @@
 import CairnFormats
-public import CairnHTTP
-public import Foundation
-public import HummingbirdTesting
+package import CairnHTTP
+package import Foundation
+package import HummingbirdTesting
 import NIOCore
 
 // Typed views of the bodies tests read, so a test says `response.decode(JobBody.self).state`
@@ -11,7 +11,7 @@ import NIOCore
 extension TestResponse {
     /// Decodes the JSON body as `T` (RFC 3339 timestamps as `Date`).
     /// - Throws: ``TestSetupError`` naming the status, the decoding error and the body.
-    public func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
+    package func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
         do {
             return try testJSONDecoder.decode(T.self, from: Data(body.readableBytesView))
         } catch {
@@ -21,7 +21,7 @@ extension TestResponse {
 }
 
 /// The decoder of ``TestResponse/decode(_:)``: Cairn's timestamps are RFC 3339 with milliseconds.
-public let testJSONDecoder: JSONDecoder = {
+package let testJSONDecoder: JSONDecoder = {
     let decoder = JSONDecoder()
     decoder.dateDecodingStrategy = .custom { decoder in
         let text = try decoder.singleValueContainer().decode(String.self)
@@ -34,174 +34,174 @@ public let testJSONDecoder: JSONDecoder = {
 }()
 
 /// An RFC 9457 problem (`application/problem+json`).
-public struct ProblemBody: Decodable, Sendable {
+package struct ProblemBody: Decodable, Sendable {
     /// One invalid field.
-    public struct Issue: Decodable, Sendable, Equatable {
+    package struct Issue: Decodable, Sendable, Equatable {
         /// The field, e.g. `jobs[1].priority`.
-        public var field: String
+        package var field: String
         /// What is wrong with it.
-        public var issue: String
+        package var issue: String
     }
     /// The HTTP status.
-    public var status: Int
+    package var status: Int
     /// Cairn's stable error code.
-    public var code: String
+    package var code: String
     /// Human-readable detail.
-    public var detail: String?
+    package var detail: String?
     /// Invalid fields, for `invalid_input`.
-    public var errors: [Issue]?
+    package var errors: [Issue]?
 
     /// The names of the invalid fields, in order.
-    public var fields: [String] { (errors ?? []).map(\.field) }
+    package var fields: [String] { (errors ?? []).map(\.field) }
 }
 
 /// A page of a list: `{items, nextCursor}`.
-public struct PageBody<Item: Decodable & Sendable>: Decodable, Sendable {
+package struct PageBody<Item: Decodable & Sendable>: Decodable, Sendable {
     /// The items of this page.
-    public var items: [Item]
+    package var items: [Item]
     /// The cursor of the next page, nil on the last.
-    public var nextCursor: String?
+    package var nextCursor: String?
 }
 
 /// `{accessToken, refreshToken, tokenType, expiresIn}`.
-public struct TokenPairBody: Decodable, Sendable {
+package struct TokenPairBody: Decodable, Sendable {
     /// The JWT access token.
-    public var accessToken: String
+    package var accessToken: String
     /// The opaque refresh token.
-    public var refreshToken: String
+    package var refreshToken: String
     /// `Bearer`.
-    public var tokenType: String
+    package var tokenType: String
     /// Seconds until the access token expires.
-    public var expiresIn: Int
+    package var expiresIn: Int
 }
 
 /// A user.
-public struct UserBody: Decodable, Sendable {
+package struct UserBody: Decodable, Sendable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The user's tenant.
-    public var tenantId: String
+    package var tenantId: String
     /// Normalized email.
-    public var email: String
+    package var email: String
     /// Display name.
-    public var name: String
+    package var name: String
     /// `owner`, `admin` or `member`.
-    public var role: String
+    package var role: String
 }
 
 /// A job as `/jobs` shows it.
-public struct JobBody: Decodable, Sendable {
+package struct JobBody: Decodable, Sendable {
     /// One failed attempt.
-    public struct Failure: Decodable, Sendable {
+    package struct Failure: Decodable, Sendable {
         /// When it failed.
-        public var at: Date
+        package var at: Date
         /// Which attempt.
-        public var attempt: Int
+        package var attempt: Int
         /// The handler's error.
-        public var error: String
+        package var error: String
     }
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Handler name.
-    public var kind: String
+    package var kind: String
     /// Queue name.
-    public var queue: String
+    package var queue: String
     /// `available`, `scheduled`, `running`, `retryable`, `succeeded`, `cancelled`, `discarded`.
-    public var state: String
+    package var state: String
     /// 1 (most urgent) to 4.
-    public var priority: Int
+    package var priority: Int
     /// Attempts started.
-    public var attempt: Int
+    package var attempt: Int
     /// Attempts allowed.
-    public var maxAttempts: Int
+    package var maxAttempts: Int
     /// Not before this time.
-    public var runAt: Date
+    package var runAt: Date
     /// Free-form arguments.
-    public var args: JSONValue
+    package var args: JSONValue
     /// The last progress report.
-    public var progress: JSONValue?
+    package var progress: JSONValue?
     /// The last checkpoint.
-    public var checkpoint: JSONValue?
+    package var checkpoint: JSONValue?
     /// The handler's result.
-    public var result: JSONValue?
+    package var result: JSONValue?
     /// Failed attempts, oldest first.
-    public var errors: [Failure]
+    package var errors: [Failure]
     /// Deduplication key.
-    public var uniqueKey: String?
+    package var uniqueKey: String?
     /// Creation time.
-    public var createdAt: Date
+    package var createdAt: Date
     /// When the last attempt started.
-    public var attemptedAt: Date?
+    package var attemptedAt: Date?
     /// When the job reached a final state.
-    public var finishedAt: Date?
+    package var finishedAt: Date?
 }
 
 /// A notification in a user's inbox.
-public struct NotificationBody: Decodable, Sendable {
+package struct NotificationBody: Decodable, Sendable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// The recipient's sequence number.
-    public var seq: Int64
+    package var seq: Int64
     /// e.g. `message`, `job_status`.
-    public var type: String
+    package var type: String
     /// Title.
-    public var title: String
+    package var title: String
     /// Free-form data.
-    public var data: JSONValue
+    package var data: JSONValue
     /// When it was read.
-    public var readAt: Date?
+    package var readAt: Date?
 }
 
 /// One outbound delivery of a notification.
-public struct DeliveryBody: Decodable, Sendable {
+package struct DeliveryBody: Decodable, Sendable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// `webhook`, `email` or `push`.
-    public var channel: String
+    package var channel: String
     /// The webhook endpoint or device.
-    public var endpointId: String?
+    package var endpointId: String?
     /// `pending`, `sent` or `failed`.
-    public var state: String
+    package var state: String
     /// Attempts made.
-    public var attempts: Int
+    package var attempts: Int
     /// The last error.
-    public var lastError: String?
+    package var lastError: String?
     /// The provider's id of the message.
-    public var providerMessageId: String?
+    package var providerMessageId: String?
 }
 
 /// A recurring job.
-public struct ScheduleBody: Decodable, Sendable {
+package struct ScheduleBody: Decodable, Sendable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Display name.
-    public var name: String
+    package var name: String
     /// Cron expression.
-    public var cron: String
+    package var cron: String
     /// IANA zone.
-    public var timeZone: String
+    package var timeZone: String
     /// Job kind.
-    public var kind: String
+    package var kind: String
     /// Paused when false.
-    public var enabled: Bool
+    package var enabled: Bool
     /// The next occurrence.
-    public var nextRunAt: Date?
+    package var nextRunAt: Date?
     /// The last occurrence that enqueued a job.
-    public var lastRunAt: Date?
+    package var lastRunAt: Date?
 }
 
 /// A task of `/tasks`.
-public struct TaskBody: Decodable, Sendable {
+package struct TaskBody: Decodable, Sendable {
     /// UUIDv7.
-    public var id: String
+    package var id: String
     /// Title.
-    public var title: String
+    package var title: String
     /// Longer text.
-    public var description: String?
+    package var description: String?
     /// Done or not.
-    public var completed: Bool
+    package var completed: Bool
     /// Creation time.
-    public var createdAt: Date
+    package var createdAt: Date
     /// Last change.
-    public var updatedAt: Date
+    package var updatedAt: Date
 }

@@ -1,34 +1,34 @@
-public import CairnCatalog
-public import CairnHTTP
-public import CairnStorage
-public import CairnTasks
+package import CairnCatalog
+package import CairnHTTP
+package import CairnStorage
+package import CairnTasks
 import Foundation
 
-@testable public import CairnAccounts
-@testable public import CairnFiles
-@testable public import CairnJobs
-@testable public import CairnNotifications
-@testable public import CairnPipelines
+@testable package import CairnAccounts
+@testable package import CairnFiles
+@testable package import CairnJobs
+@testable package import CairnNotifications
+@testable package import CairnPipelines
 
 /// A tenant made by ``Factory/tenant(on:name:)``.
-public struct TenantRow: Sendable, Hashable {
+package struct TenantRow: Sendable, Hashable {
     /// The tenant's id.
-    public let id: String
+    package let id: String
     /// Its name.
-    public let name: String
+    package let name: String
 }
 
 /// Typed row builders for store-level tests (the role of River's `testfactory`): each inserts a
 /// valid row through its module's store with sensible defaults, so a test states only the
 /// fields it is about. Every default that must be unique (emails, SKUs, ids) is made unique.
-public enum Factory {
+package enum Factory {
     /// A fresh suffix for unique defaults.
     static func unique() -> String { UUIDv7.make() }
 
     // MARK: Accounts
 
     /// Inserts a tenant without users.
-    public static func tenant(on database: Database, name: String = "Factory tenant") async throws -> TenantRow {
+    package static func tenant(on database: Database, name: String = "Factory tenant") async throws -> TenantRow {
         let id = try await AccountStore(database: database).createTenant(name: name)
         return TenantRow(id: id, name: name)
     }
@@ -36,7 +36,7 @@ public enum Factory {
     /// Inserts a user into `tenant`. `email` defaults to a unique address; its lower-cased form
     /// is the uniqueness key, as the service computes it.
     /// - Throws: 409 `conflict` when the email is taken (in any tenant).
-    public static func user(
+    package static func user(
         on database: Database, tenant: TenantRow, email: String? = nil, name: String = "Factory user", role: Role = .member,
         passwordHash: String = "not-a-real-hash", createdAt: Int64 = WallClock.milliseconds()
     ) async throws -> User {
@@ -50,7 +50,7 @@ public enum Factory {
     // MARK: Tasks
 
     /// Inserts a task of `tenant`.
-    public static func task(
+    package static func task(
         on database: Database, tenant: TenantRow, title: String = "Factory task", description: String? = nil, completed: Bool = false,
         createdBy: String = "01900000-0000-7000-8000-000000000000", createdAt: Int64 = WallClock.milliseconds()
     ) async throws -> TaskItem {
@@ -65,7 +65,7 @@ public enum Factory {
 
     /// The job a factory would insert (not inserted): waiting, `scheduled` when `runAt` is
     /// after `now`, else `available`, as the queue makes them.
-    public static func jobRow(
+    package static func jobRow(
         tenant: TenantRow, kind: String = "noop", args: String = "{}", queue: String = "default", priority: Int = 1,
         runAt: Int64? = nil, now: Int64 = WallClock.milliseconds(), uniqueKey: String? = nil, maxAttempts: Int = 20, createdBy: String? = nil
     ) -> Job {
@@ -79,7 +79,7 @@ public enum Factory {
 
     /// Inserts a waiting job of `tenant` through the store's insert (unique keys apply: the
     /// answer is then the unfinished job holding the key).
-    public static func job(
+    package static func job(
         on database: Database, tenant: TenantRow, kind: String = "noop", args: String = "{}", queue: String = "default", priority: Int = 1,
         runAt: Int64? = nil, now: Int64 = WallClock.milliseconds(), uniqueKey: String? = nil, maxAttempts: Int = 20, createdBy: String? = nil
     ) async throws -> Job {
@@ -93,7 +93,7 @@ public enum Factory {
     /// `now + leaseMs`). It waits on a queue of its own unless `queue` is given, so the claim
     /// takes this job and no other.
     /// - Throws: `TestSetupError` when the claim took another job or none.
-    public static func runningJob(
+    package static func runningJob(
         on database: Database, tenant: TenantRow, node: String = "factory-node", kind: String = "noop", queue: String? = nil,
         uniqueKey: String? = nil, maxAttempts: Int = 20, now: Int64 = WallClock.milliseconds(), leaseMs: Int64 = 30_000
     ) async throws -> Job {
@@ -110,7 +110,7 @@ public enum Factory {
 
     /// Inserts a job and runs it to the final `state` (`succeeded`, `cancelled` or
     /// `discarded`) finished at `finishedAt`, through claim and finish.
-    public static func finishedJob(
+    package static func finishedJob(
         on database: Database, tenant: TenantRow, state: JobState = .succeeded, kind: String = "noop", uniqueKey: String? = nil,
         finishedAt: Int64 = WallClock.milliseconds()
     ) async throws -> Job {
@@ -127,7 +127,7 @@ public enum Factory {
 
     /// Inserts a product of `tenant`. `sku` defaults to a unique one.
     /// - Throws: 409 `conflict` when the SKU is taken in the tenant.
-    public static func product(
+    package static func product(
         on database: Database, tenant: TenantRow, sku: String? = nil, name: String = "Factory product", description: String? = nil,
         priceMinor: Int64 = 1_000, currency: String = "EUR", category: String? = nil, stock: Int64 = 10, attributes: String = "{}",
         createdAt: Int64 = WallClock.milliseconds(), updatedAt: Int64? = nil
@@ -141,7 +141,7 @@ public enum Factory {
 
     /// The product ``product(on:tenant:sku:name:description:priceMinor:currency:category:stock:attributes:createdAt:updatedAt:)``
     /// would insert, not inserted (for upserts).
-    public static func productRow(
+    package static func productRow(
         tenant: TenantRow, sku: String? = nil, name: String = "Factory product", description: String? = nil, priceMinor: Int64 = 1_000,
         currency: String = "EUR", category: String? = nil, stock: Int64 = 10, attributes: String = "{}",
         createdAt: Int64 = WallClock.milliseconds(), updatedAt: Int64? = nil
@@ -157,7 +157,7 @@ public enum Factory {
     /// Records a file of `tenant` through the quota-checking insert (default quotas, so it
     /// counts towards the tenant's total and the upload hour `hour`).
     /// - Throws: `FileStore.QuotaExceeded` when `quotas` refuse it.
-    public static func file(
+    package static func file(
         on database: Database, tenant: TenantRow, name: String = "factory.csv", size: Int64 = 100, format: String = "csv",
         contentType: String = "text/csv", createdBy: String? = nil, quotas: FileQuotas = FileQuotas(), hour: Int64 = 0,
         countsAsUpload: Bool = true, createdAt: Int64 = WallClock.milliseconds()
@@ -170,7 +170,7 @@ public enum Factory {
     }
 
     /// Records a new tus upload of `tenant` at offset 0.
-    public static func upload(
+    package static func upload(
         on database: Database, tenant: TenantRow, length: Int64 = 1_000, name: String = "factory.csv", contentType: String = "text/csv",
         format: String = "csv", createdBy: String? = nil, createdAt: Int64 = WallClock.milliseconds(), expiresAt: Int64? = nil
     ) async throws -> TusUpload {
@@ -184,14 +184,14 @@ public enum Factory {
     // MARK: Pipelines
 
     /// A CSV-to-CSV specification running `sql` over `input`.
-    public static func pipelineSpec(sql: String = "SELECT * FROM input", cron: String? = nil) -> PipelineSpec {
+    package static func pipelineSpec(sql: String = "SELECT * FROM input", cron: String? = nil) -> PipelineSpec {
         PipelineSpec(
             input: .init(format: .csv, options: nil, recordPath: nil, columns: nil), sql: sql, output: .init(format: .csv), onRowError: .fail,
             schedule: cron.map { .init(cron: $0, timeZone: nil, source: nil, namePattern: nil) })
     }
 
     /// Inserts a pipeline of `tenant` through the store's insert, in a transaction of its own.
-    public static func pipeline(
+    package static func pipeline(
         on database: Database, tenant: TenantRow, name: String = "Factory pipeline", spec: PipelineSpec = pipelineSpec(),
         scheduleId: String? = nil, createdBy: String? = nil, createdAt: Int64 = WallClock.milliseconds()
     ) async throws -> Pipeline {
@@ -207,7 +207,7 @@ public enum Factory {
     /// Publishes one notification to each of `users` of `tenant` through the store's insert,
     /// in a transaction of its own (sequence numbers and dedupe keys apply).
     /// - Returns: the stored notifications, in `users` order (users holding `dedupeKey` skipped).
-    public static func notifications(
+    package static func notifications(
         on database: Database, tenant: TenantRow, users: [String], type: String = "message", title: String = "Factory notification",
         body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil, now: Int64 = WallClock.milliseconds()
     ) async throws -> [StoredNotification] {
@@ -222,7 +222,7 @@ public enum Factory {
 
     /// Publishes one notification to `user` of `tenant`.
     /// - Throws: `TestSetupError` when the user already holds `dedupeKey` (nothing stored).
-    public static func notification(
+    package static func notification(
         on database: Database, tenant: TenantRow, user: String, type: String = "message", title: String = "Factory notification",
         body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil, now: Int64 = WallClock.milliseconds()
     ) async throws -> StoredNotification {
@@ -233,7 +233,7 @@ public enum Factory {
     }
 
     /// Saves `preferences` as the user's.
-    public static func preferences(
+    package static func preferences(
         on database: Database, tenant: TenantRow, user: String,
         _ preferences: NotificationPreferences = NotificationPreferences(types: ["*": ["email": true]], quietHours: nil)
     ) async throws -> NotificationPreferences {

@@ -1,12 +1,12 @@
 import Foundation
-public import HTTPTypes
-public import HummingbirdTesting
+package import HTTPTypes
+package import HummingbirdTesting
 import NIOCore
 
 /// The shared real data (`../shared/data` beside the repository, as DESIGN.md lays it out):
 /// `CAIRN_SHARED_DATA` when set, else the first `shared/data` found beside this file's
 /// ancestors (a clone may live anywhere), else `/work/shared/data`.
-public let sharedData: String = {
+package let sharedData: String = {
     if let dir = ProcessInfo.processInfo.environment["CAIRN_SHARED_DATA"], !dir.isEmpty { return dir }
     var url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     while url.path != "/" {
@@ -18,7 +18,7 @@ public let sharedData: String = {
 }()
 
 /// Uploads `bytes` with `POST /files` (a plain body of `contentType`), as `token`.
-public func upload(
+package func upload(
     _ client: any TestClientProtocol, token: String, _ bytes: [UInt8], contentType: String = "text/csv", query: String = "",
     headers extra: HTTPFields = [:]
 ) async throws -> TestResponse {
@@ -28,4 +28,4 @@ public func upload(
 }
 
 /// Lowercase hexadecimal of a digest.
-public func hex(_ digest: some Sequence<UInt8>) -> String { digest.map { String(format: "%02x", $0) }.joined() }
+package func hex(_ digest: some Sequence<UInt8>) -> String { digest.map { String(format: "%02x", $0) }.joined() }

@@ -1,14 +1,14 @@
 import CairnAccounts
-public import CairnNotifications
-public import CairnServer
-public import CairnStorage
+package import CairnNotifications
+package import CairnServer
+package import CairnStorage
 import Hummingbird
-public import HummingbirdTesting
+package import HummingbirdTesting
 import HummingbirdWebSocket
-public import Logging
+package import Logging
 
 /// How a test talks to its node.
-public enum TestAppMode: Sendable {
+package enum TestAppMode: Sendable {
     /// Requests go straight to the router, with no socket (HummingbirdTesting's router mode).
     case router
     /// The node as `cairn serve` runs it: HTTP with WebSocket upgrade on a free loopback port,
@@ -17,20 +17,20 @@ public enum TestAppMode: Sendable {
 }
 
 /// A node under test: its client, its parts, and in live mode its port.
-public struct TestApp: Sendable {
+package struct TestApp: Sendable {
     /// Sends requests to the node (over loopback HTTP in live mode).
-    public let client: any TestClientProtocol
+    package let client: any TestClientProtocol
     /// The node's wired parts.
-    public let components: CairnComponents
+    package let components: CairnComponents
     /// The loopback port the node listens on (live mode only).
-    public let port: Int?
+    package let port: Int?
 
     /// The clock every module of the node reads.
-    public var clock: any CairnClock { components.clock }
+    package var clock: any CairnClock { components.clock }
     /// The node's database.
-    public var database: Database { components.database }
+    package var database: Database { components.database }
     /// `http://127.0.0.1:<port>` (live mode only).
-    public var baseURL: String { "http://127.0.0.1:\(port ?? 0)" }
+    package var baseURL: String { "http://127.0.0.1:\(port ?? 0)" }
 }
 
 /// Builds a node on a fresh database of `engine` (removed afterwards) and runs `body` with it.
@@ -43,7 +43,7 @@ public struct TestApp: Sendable {
 ///     bridge…); by default live mode runs them and router mode does not.
 ///   - observers: see published notifications after the outbound channels (hold a publish open).
 ///   - prepare: runs on the wired components before the node starts (register job kinds).
-public func withTestApp<R: Sendable>(
+package func withTestApp<R: Sendable>(
     _ engine: TestEngine, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(),
     configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool? = nil, logger: Logger = testLogger,
     observers: [any PublishObserver] = [], prepare: @Sendable (CairnComponents) -> Void = { _ in },
@@ -58,7 +58,7 @@ public func withTestApp<R: Sendable>(
 /// Builds a node on an existing test database and runs `body` with it; several nodes may
 /// share one database (see ``withTestDatabase(_:migrated:_:)``). The node's connections and
 /// threads are closed when `body` returns or throws.
-public func withTestApp<R: Sendable>(
+package func withTestApp<R: Sendable>(
     on database: TestDatabase, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(), runServices: Bool? = nil,
     logger: Logger = testLogger, observers: [any PublishObserver] = [], prepare: @Sendable (CairnComponents) -> Void = { _ in },
     _ body: @Sendable (TestApp) async throws -> R
@@ -96,7 +96,7 @@ public func withTestApp<R: Sendable>(
 
 /// Builds a node on a fresh database and runs `body` with a router-level test client and the
 /// node's components (the two-argument form of ``withTestApp(_:mode:clock:configure:runServices:logger:prepare:_:)``).
-public func withTestApp<R: Sendable>(
+package func withTestApp<R: Sendable>(
     _ engine: TestEngine,
     configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
     runServices: Bool = false,

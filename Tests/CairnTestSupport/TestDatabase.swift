@@ -1,5 +1,5 @@
 import CairnAccounts
-public import CairnServer
+package import CairnServer
 import CairnStorage
 import Foundation
 import Logging
@@ -10,17 +10,17 @@ import Synchronization
 /// new data directory, or a PostgreSQL database created with `CREATE DATABASE … TEMPLATE`),
 /// or an empty one. ``remove()`` drops what it created; ``withTestDatabase(_:migrated:_:)``
 /// calls it for you.
-public struct TestDatabase: Sendable {
+package struct TestDatabase: Sendable {
     /// The configuration pointing at it (data directory always set, bcrypt cost 4).
-    public var configuration: CairnConfiguration
+    package var configuration: CairnConfiguration
     /// The engine it runs on.
-    public let engine: TestEngine
+    package let engine: TestEngine
     /// The PostgreSQL database's name, nil on SQLite.
     let postgresName: String?
 
     /// Creates a database on `engine`: a copy of the migrated template when `migrated`,
     /// otherwise empty (for tests of migrations themselves). Call ``remove()`` when done.
-    public static func make(_ engine: TestEngine, migrated: Bool = true) async throws -> TestDatabase {
+    package static func make(_ engine: TestEngine, migrated: Bool = true) async throws -> TestDatabase {
         var configuration = CairnConfiguration()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -53,7 +53,7 @@ public struct TestDatabase: Sendable {
 
     /// Drops the PostgreSQL database (ending any connection still open to it) and removes the
     /// data directory. Errors are ignored: a leftover must not fail a test that passed.
-    public func remove() async {
+    package func remove() async {
         if let postgresName, let admin = try? await PostgresAdmin.shared.database() {
             _ = try? await admin.write { db in try await db.raw("DROP DATABASE IF EXISTS \(ident: postgresName) WITH (FORCE)").run() }
         }
@@ -67,7 +67,7 @@ public struct TestDatabase: Sendable {
 ///
 /// At most ``TestSlots/limit`` such databases exist at once in a test process; later tests wait
 /// for a slot (see ``TestSlots``).
-public func withTestDatabase<R: Sendable>(
+package func withTestDatabase<R: Sendable>(
     _ engine: TestEngine, migrated: Bool = true, configure: (inout CairnConfiguration) -> Void = { _ in },
     _ body: (TestDatabase) async throws -> R
 ) async throws -> R {
@@ -236,12 +236,12 @@ extension SQLQueryString {
 /// with a fixed 1,024-descriptor set) corrupts memory: a run crashed in `Process.run`. Tests
 /// beyond the limit wait, suspended, for a slot; a test holds one slot however many nodes share
 /// its database, so a test never waits for itself.
-public final class TestSlots: Sendable {
+package final class TestSlots: Sendable {
     /// The process-wide slots.
-    public static let shared = TestSlots(limit: 12)
+    package static let shared = TestSlots(limit: 12)
 
     /// Databases that may exist at once.
-    public let limit: Int
+    package let limit: Int
     private let state: Mutex<(free: Int, waiters: [CheckedContinuation<Void, Never>])>
 
     init(limit: Int) {
@@ -250,7 +250,7 @@ public final class TestSlots: Sendable {
     }
 
     /// Waits for a free slot and takes it.
-    public func acquire() async {
+    package func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let granted = state.withLock { state -> Bool in
                 if state.free > 0 {
@@ -265,7 +265,7 @@ public final class TestSlots: Sendable {
     }
 
     /// Gives a slot back (to the longest waiter, if any).
-    public func release() {
+    package func release() {
         let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if state.waiters.isEmpty {
                 state.free += 1

@@ -1,49 +1,49 @@
 import Foundation
-public import Hummingbird
-public import HummingbirdTesting
-public import Logging
+package import Hummingbird
+package import HummingbirdTesting
+package import Logging
 import NIOCore
-public import Testing
+import Testing
 
 /// The engines a database suite runs on: SQLite always, PostgreSQL when
 /// `CAIRN_TEST_POSTGRES_URL` is set (CI sets it and checks the suites ran).
-public enum TestEngine: String, Sendable, CaseIterable, CustomTestStringConvertible {
+package enum TestEngine: String, Sendable, CaseIterable, CustomTestStringConvertible {
     case sqlite, postgres
 
     /// The engines available in this run.
-    public static var available: [TestEngine] {
+    package static var available: [TestEngine] {
         postgresBaseURL == nil ? [.sqlite] : [.sqlite, .postgres]
     }
 
     /// The PostgreSQL server URL for tests, if any.
-    public static var postgresBaseURL: String? {
+    package static var postgresBaseURL: String? {
         ProcessInfo.processInfo.environment["CAIRN_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     /// Shown in test output, so CI can see both engines ran.
-    public var testDescription: String { rawValue }
+    package var testDescription: String { rawValue }
 }
 
 /// A quiet logger for tests.
-public let testLogger: Logger = {
+package let testLogger: Logger = {
     var logger = Logger(label: "cairn-test")
     logger.logLevel = .error
     return logger
 }()
 
 /// A setup failure in a test helper.
-public struct TestSetupError: Error, CustomStringConvertible {
+package struct TestSetupError: Error, CustomStringConvertible {
     /// What failed.
-    public var description: String
+    package var description: String
     /// Creates the error.
-    public init(_ description: String) { self.description = description }
+    package init(_ description: String) { self.description = description }
 }
 
 /// JSON helpers for test requests.
 extension TestClientProtocol {
     /// Sends a JSON request; `token` adds `Authorization: Bearer`.
     @discardableResult
-    public func json(
+    package func json(
         _ method: HTTPRequest.Method, _ uri: String, _ body: Any? = nil, token: String? = nil, headers: HTTPFields = [:]
     ) async throws -> TestResponse {
         var headers = headers
@@ -58,7 +58,7 @@ extension TestClientProtocol {
     }
 
     /// Registers a tenant owner and logs in; returns the user and the token pair.
-    public func registerAndLogin(email: String, password: String = "correct horse battery", name: String = "Test User") async throws -> (
+    package func registerAndLogin(email: String, password: String = "correct horse battery", name: String = "Test User") async throws -> (
         user: UserBody, tokens: TokenPairBody
     ) {
         let registered = try await json(.post, "/auth/register", ["email": email, "password": password, "name": name])
@@ -68,7 +68,7 @@ extension TestClientProtocol {
     }
 
     /// Logs in; fails the setup unless 200.
-    public func login(email: String, password: String) async throws -> TokenPairBody {
+    package func login(email: String, password: String) async throws -> TokenPairBody {
         let response = try await json(.post, "/auth/login", ["email": email, "password": password])
         guard response.status == .ok else { throw TestSetupError("login failed: \(response.status) \(response.text)") }
         return try response.decode(TokenPairBody.self)
@@ -77,11 +77,11 @@ extension TestClientProtocol {
 
 extension TestResponse {
     /// The body as text.
-    public var text: String { String(buffer: body) }
+    package var text: String { String(buffer: body) }
     /// The body as a JSON object (empty when it is not one).
-    public var object: [String: Any] {
+    package var object: [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]) ?? [:]
     }
     /// The problem `code` of an error body.
-    public var code: String? { object["code"] as? String }
+    package var code: String? { object["code"] as? String }
 }

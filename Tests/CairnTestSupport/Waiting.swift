@@ -1,12 +1,12 @@
 import Synchronization
 
 /// A wait whose condition did not hold before its deadline.
-public struct WaitTimeout: Error, CustomStringConvertible {
+package struct WaitTimeout: Error, CustomStringConvertible {
     /// What was awaited, and for how long.
-    public var description: String
+    package var description: String
 
     /// Creates the error for a wait on `what` that gave up after `timeout`.
-    public init(_ what: String, after timeout: Duration) {
+    package init(_ what: String, after timeout: Duration) {
         description = "\(what): not within \(timeout)"
     }
 }
@@ -15,7 +15,7 @@ public struct WaitTimeout: Error, CustomStringConvertible {
 ///
 /// The deadline bounds a failure; a passing test never sits through it, so it can be generous
 /// without slowing anything down, and a loaded machine does not make a correct test fail.
-public func withDeadline<R: Sendable>(
+package func withDeadline<R: Sendable>(
     _ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> R
 ) async throws -> R {
     try await withThrowingTaskGroup(of: DeadlineOutcome<R>.self) { group in
@@ -43,7 +43,7 @@ private enum DeadlineOutcome<R: Sendable>: Sendable {
 /// event to wait on (a periodic maintenance pass, another process's output file); every call
 /// site says why it cannot wait on an event instead.
 /// - Throws: ``WaitTimeout`` after `timeout`, or what `condition` throws.
-public func pollUntil(
+package func pollUntil(
     _ what: String, every interval: Duration = .milliseconds(100), timeout: Duration = .seconds(30),
     _ condition: @escaping @Sendable () async throws -> Bool
 ) async throws {
@@ -58,20 +58,20 @@ public func pollUntil(
 /// Wake-ups for tasks waiting on a condition over state that changes when something happens
 /// (a job event, bytes from a peer, a line from a child process): whoever changes the state
 /// calls ``notify()``, and each waiter re-checks its condition then — never on a timer.
-public final class ChangeSignal: Sendable {
+package final class ChangeSignal: Sendable {
     private let waiters = Mutex<(next: UInt64, all: [UInt64: AsyncStream<Void>.Continuation])>((0, [:]))
 
     /// Creates a signal with no waiters.
-    public init() {}
+    package init() {}
 
     /// Wakes every waiter, which re-checks its condition.
-    public func notify() {
+    package func notify() {
         for waiter in waiters.withLock({ Array($0.all.values) }) { waiter.yield() }
     }
 
     /// Returns once `condition` holds; it is checked at once and again after each
     /// ``notify()``. Throws ``WaitTimeout`` after `timeout`, or what `condition` throws.
-    public func wait(
+    package func wait(
         _ what: String, timeout: Duration = .seconds(30), until condition: @escaping @Sendable () async throws -> Bool
     ) async throws {
         // Registered before the first check, so a change between that check and the wait
@@ -94,20 +94,20 @@ public final class ChangeSignal: Sendable {
 }
 
 /// A value that tasks update and other tasks await.
-public final class Observed<Value: Sendable>: Sendable {
+package final class Observed<Value: Sendable>: Sendable {
     private let state: Mutex<Value>
     private let signal = ChangeSignal()
 
     /// Starts with `value`.
-    public init(_ value: Value) {
+    package init(_ value: Value) {
         state = Mutex(value)
     }
 
     /// The current value.
-    public var value: Value { state.withLock { $0 } }
+    package var value: Value { state.withLock { $0 } }
 
     /// Changes the value and wakes the waiters.
-    public func update(_ change: (inout Value) -> Void) {
+    package func update(_ change: (inout Value) -> Void) {
         state.withLock { change(&$0) }
         signal.notify()
     }
@@ -115,7 +115,7 @@ public final class Observed<Value: Sendable>: Sendable {
     /// Returns the first value that satisfies `predicate`, checked now and after each update.
     /// - Throws: ``WaitTimeout`` after `timeout`.
     @discardableResult
-    public func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Value) -> Bool) async throws
+    package func wait(_ what: String, timeout: Duration = .seconds(30), until predicate: @escaping @Sendable (Value) -> Bool) async throws
         -> Value
     {
         let seen = Mutex<Value?>(nil)
@@ -132,7 +132,7 @@ public final class Observed<Value: Sendable>: Sendable {
 /// Returns the first element of `sequence` that satisfies `predicate`.
 /// - Throws: ``WaitTimeout`` after `timeout`, or when the sequence ends first.
 @discardableResult
-public func firstElement<S: AsyncSequence & Sendable>(
+package func firstElement<S: AsyncSequence & Sendable>(
     of sequence: S, _ what: String, timeout: Duration = .seconds(30), where predicate: @escaping @Sendable (S.Element) -> Bool
 ) async throws -> S.Element where S.Element: Sendable {
     try await withDeadline(timeout, what) {
@@ -143,19 +143,19 @@ public func firstElement<S: AsyncSequence & Sendable>(
 
 /// A door that tasks (job handlers, publishing hooks) wait at until the test opens it, so a
 /// test holds work in a known state instead of sizing sleeps to outlast it.
-public final class Gate: Sendable {
+package final class Gate: Sendable {
     private let state = Observed((open: false, arrived: 0))
 
     /// A closed gate.
-    public init() {}
+    package init() {}
 
     /// How many waits reached the gate.
-    public var arrived: Int { state.value.arrived }
+    package var arrived: Int { state.value.arrived }
 
     /// Waits until the gate is open.
     /// - Throws: `CancellationError` when the waiting task is cancelled (a node shutting down
     ///   cancels its handlers), so a closed gate never hangs a test's shutdown.
-    public func wait() async throws {
+    package func wait() async throws {
         state.update { $0.arrived += 1 }
         do {
             try await state.wait("the gate opening", timeout: .seconds(3600)) { $0.open }
@@ -165,13 +165,13 @@ public final class Gate: Sendable {
     }
 
     /// Opens the gate: waiting tasks go on, later ones pass.
-    public func open() {
+    package func open() {
         state.update { $0.open = true }
     }
 
     /// Returns once `count` waits have reached the gate.
     /// - Throws: ``WaitTimeout`` after `timeout`.
-    public func waitForArrivals(_ count: Int, timeout: Duration = .seconds(30)) async throws {
+    package func waitForArrivals(_ count: Int, timeout: Duration = .seconds(30)) async throws {
         try await state.wait("\(count) arrivals at the gate", timeout: timeout) { $0.arrived >= count }
     }
 }
