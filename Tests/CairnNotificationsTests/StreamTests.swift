@@ -127,12 +127,7 @@ struct StreamTests {
             let opened = await raw.read { $0.containsText("retry: 3000") }
             try #require(opened.bytes.containsText("200 OK") && !opened.ended)
             try await center.hub.waitForConnections("the stream registered") { $0 == 1 }
-            let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
-            for n in 1...600 {
-                try await center.publish(
-                    NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
-            }
-            try await center.hub.waitForConnections("the stalled stream dropped", timeout: .seconds(60)) { $0 == 0 }
+            try await overflowStalledClient(center, owner: owner, client: "stream")
             #expect(await raw.read().ended)
             // Other streams are still served.
             let reader = try await SSEReader(port: port, token: owner.token, query: "?since=600")
