@@ -166,13 +166,7 @@ struct SocketTests {
     /// queued, the hub forgets it) and the node must keep serving other sockets.
     @Test(arguments: TestEngine.available)
     func aClientThatStopsReadingIsDisconnected(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                fastNotifications(&$0)
-                $0.notifications.writeTimeout = .milliseconds(500)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
             let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "stall@example.com")
             let member = try await addMember(client, owner: owner, email: "stall-m@example.com")

@@ -110,13 +110,7 @@ struct StreamTests {
     /// until then: the mailbox, capped, and the send buffers).
     @Test(arguments: TestEngine.available)
     func aReaderThatStopsReadingIsCut(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                fastNotifications(&$0)
-                $0.notifications.writeTimeout = .milliseconds(500)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
             let port = app.port!
             let owner = try await signUp(app.client, "sse-stall@example.com")
             let center = app.components.notifications

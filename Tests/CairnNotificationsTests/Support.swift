@@ -30,6 +30,13 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.jobs.rescueInterval = .seconds(1)
 }
 
+/// ``fastNotifications(_:)`` with a short write timeout, so a client that stops reading is cut
+/// soon after its send buffers fill.
+func stallingNotifications(_ configuration: inout CairnConfiguration) {
+    fastNotifications(&configuration)
+    configuration.notifications.writeTimeout = .milliseconds(500)
+}
+
 /// A registered tenant owner: token and user id.
 struct Member: Sendable {
     var token: String
