@@ -2,7 +2,7 @@ import CairnAccounts
 public import CairnNotifications
 public import CairnServer
 public import CairnStorage
-public import Hummingbird
+import Hummingbird
 public import HummingbirdTesting
 import HummingbirdWebSocket
 public import Logging
