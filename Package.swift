@@ -1,22 +1,50 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-let swiftSettings: [SwiftSetting] = [
+/// The upcoming features every target builds with (DESIGN.md, code style).
+let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// Shorthands for the products several targets name.
+let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let hummingbirdCore = Target.Dependency.product(name: "HummingbirdCore", package: "hummingbird")
+let hummingbirdWebSocket = Target.Dependency.product(name: "HummingbirdWebSocket", package: "hummingbird-websocket")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioFileSystem = Target.Dependency.product(name: "_NIOFileSystem", package: "swift-nio")
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
+let sqlKit = Target.Dependency.product(name: "SQLKit", package: "sql-kit")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+let jwtKit = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
+let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
+let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+
+/// What every feature module (and the composition root) builds on: the HTTP layer, storage,
+/// Hummingbird, SQLKit and logging.
+let moduleDependencies: [Target.Dependency] = [
+    "CairnHTTP", "CairnStorage", httpTypes, hummingbird, hummingbirdCore, nioCore, sqlKit, logging,
+]
+
 /// What every test target needs: the shared test support and the modules it exercises.
 let testDependencies: [Target.Dependency] = [
-    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats",
-    .product(name: "Hummingbird", package: "hummingbird"),
+    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", hummingbird,
     .product(name: "HummingbirdTesting", package: "hummingbird"),
-    .product(name: "HTTPTypes", package: "swift-http-types"),
-    .product(name: "NIOCore", package: "swift-nio"),
-    .product(name: "SQLKit", package: "sql-kit"),
-    .product(name: "Logging", package: "swift-log"),
+    httpTypes, nioCore, sqlKit, logging,
 ]
+
+extension Target {
+    /// A test target of the module's own name: ``testDependencies``, then the modules it tests.
+    static func testTarget(named name: String, _ modules: [Target.Dependency] = [], exclude: [String] = []) -> Target {
+        .testTarget(name: name, dependencies: testDependencies + modules, exclude: exclude, swiftSettings: strictSettings)
+    }
+}
 
 let package = Package(
     name: "Cairn",
@@ -53,335 +81,167 @@ let package = Package(
     targets: [
         .target(
             name: "CairnFormats",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: swiftSettings
+            dependencies: [nioCore],
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnHTTP",
             dependencies: [
-                "CairnFormats", "CairnStorage",
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                "CairnFormats", "CairnStorage", sqlKit, crypto, hummingbird, hummingbirdWebSocket, hummingbirdCore, httpTypes,
+                nioCore, logging,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnStorage",
             dependencies: [
                 .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "SQLKit", package: "sql-kit"),
+                sqlKit,
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                nioSSL, nioPosix, logging, serviceLifecycle,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnAccounts",
-            dependencies: [
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                "CairnHTTP", "CairnStorage",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
-                .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "Crypto", package: "swift-crypto"),
+            dependencies: moduleDependencies + [
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"), jwtKit, crypto,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnTasks",
-            dependencies: [
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                "CairnHTTP", "CairnStorage", "CairnAccounts",
-                .product(name: "Hummingbird", package: "hummingbird"),
+            dependencies: moduleDependencies + [
+                "CairnAccounts"
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnJobs",
-            dependencies: [
-                "CairnHTTP", "CairnStorage",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            dependencies: moduleDependencies + [
+                metrics, serviceLifecycle,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         // The system SQLite (libsqlite3-dev), for the pipeline sandbox's authorizer, progress
         // handler and limits. A module of its own: its C structs clash with SQLiteNIO's bundled
         // copy in any module that sees both.
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3"),
-        .target(name: "CairnSandbox", dependencies: ["CSQLite3"], swiftSettings: swiftSettings),
+        .target(name: "CairnSandbox", dependencies: ["CSQLite3"], swiftSettings: strictSettings),
         .target(
             name: "CairnFiles",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnFormats",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "_NIOFileSystem", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "MultipartKit", package: "multipart-kit"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            dependencies: moduleDependencies + [
+                "CairnFormats", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"), serviceLifecycle,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnPipelines",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "_NIOFileSystem", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            dependencies: moduleDependencies + [
+                "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox", nioFileSystem, nioPosix, metrics, crypto, serviceLifecycle,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnCatalog",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnJobs", "CairnFiles", "CairnFormats",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            dependencies: moduleDependencies + [
+                "CairnJobs", "CairnFiles", "CairnFormats", metrics, serviceLifecycle,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnReports",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnFormats", "CairnTasks", "CairnCatalog", "CairnNotifications",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "CompressNIO", package: "compress-nio"),
+            dependencies: moduleDependencies + [
+                "CairnFormats", "CairnTasks", "CairnCatalog", "CairnNotifications", metrics, .product(name: "CompressNIO", package: "compress-nio"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnNotifications",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnJobs",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+            dependencies: moduleDependencies + [
+                "CairnAccounts", "CairnJobs", hummingbirdWebSocket, metrics, crypto, serviceLifecycle, asyncHTTPClient, nioPosix,
+                .product(name: "NIOWebSocket", package: "swift-nio"), nioHTTP1, nioSSL, jwtKit,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnOutbound",
-            dependencies: [
-                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnJobs", "CairnNotifications",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "JWTKit", package: "jwt-kit"),
+            dependencies: moduleDependencies + [
+                "CairnAccounts", "CairnJobs", "CairnNotifications", metrics, crypto, asyncHTTPClient, nioPosix, nioHTTP1, nioSSL, jwtKit,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnServer",
-            dependencies: [
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
-                .product(name: "Logging", package: "swift-log"),
-                "CairnHTTP", "CairnStorage", "CairnAccounts", "CairnTasks", "CairnJobs",
-                "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats", "CairnFiles",
-                "CairnPipelines",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
-                .product(name: "Configuration", package: "swift-configuration"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            dependencies: moduleDependencies + [
+                "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
+                "CairnFiles", "CairnPipelines", hummingbirdWebSocket, .product(name: "Configuration", package: "swift-configuration"), metrics,
+                .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
             ],
             resources: [.copy("Resources/openapi.yaml")],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
-                "CairnTasks", "CairnCatalog",
+                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP", "CairnTasks", "CairnCatalog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
+                hummingbird, logging,
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "cairn-bench",
             dependencies: ["CairnFormats", .product(name: "CSV", package: "CSV.swift")],
             path: "Benchmarks/cairn-bench",
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
         .target(
             name: "CairnTestSupport",
             dependencies: [
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
                 // The row factories insert through these modules' stores.
-                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "Hummingbird", package: "hummingbird"),
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications", httpTypes,
+                hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
+                logging, nioCore,
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "SQLKit", package: "sql-kit"),
+                sqlKit,
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "Tests/CairnTestSupport",
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
-        .testTarget(
-            name: "CairnHTTPTests",
-            dependencies: testDependencies,
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnStorageTests",
-            dependencies: testDependencies,
-            swiftSettings: swiftSettings
-        ),
+        .testTarget(named: "CairnHTTPTests"),
+        .testTarget(named: "CairnStorageTests"),
         // The store conformance suite: every store's operations called directly, on both engines.
         .testTarget(
-            name: "CairnStoreTests",
-            dependencies: testDependencies + [
-                "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications",
-            ],
-            swiftSettings: swiftSettings
-        ),
+            named: "CairnStoreTests",
+            ["CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications"]),
+        .testTarget(named: "CairnAccountsTests", ["CairnAccounts"]),
+        .testTarget(named: "CairnTasksTests", ["CairnTasks"]),
         .testTarget(
-            name: "CairnAccountsTests",
-            dependencies: testDependencies + ["CairnAccounts"],
-            swiftSettings: swiftSettings
-        ),
+            named: "CairnServerTests",
+            ["CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines"]),
+        .testTarget(named: "CairnJobsTests", ["CairnJobs"]),
+        .testTarget(named: "CairnFormatsTests"),
+        .testTarget(named: "CairnFilesTests", ["CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
+        .testTarget(named: "CairnPipelinesTests", ["CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
+        .testTarget(named: "CairnCatalogTests", ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"]),
+        .testTarget(named: "CairnReportsTests", ["CairnReports", "CairnTasks", "CairnCatalog", "CairnNotifications"]),
         .testTarget(
-            name: "CairnTasksTests",
-            dependencies: testDependencies + ["CairnTasks"],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnServerTests",
-            dependencies: testDependencies + [
-                "CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines",
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnJobsTests",
-            dependencies: testDependencies + ["CairnJobs"],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnFormatsTests",
-            dependencies: testDependencies,
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnFilesTests",
-            dependencies: testDependencies + ["CairnFiles", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnPipelinesTests",
-            dependencies: testDependencies + [
-                "CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnCatalogTests",
-            dependencies: testDependencies + ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnReportsTests",
-            dependencies: testDependencies + ["CairnReports", "CairnTasks", "CairnCatalog", "CairnNotifications"],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CairnNotificationsTests",
-            dependencies: testDependencies + [
+            named: "CairnNotificationsTests",
+            [
                 "CairnNotifications", "CairnOutbound", "CairnAccounts", "CairnJobs",
-                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-            ],
-            exclude: ["Resources"],
-            swiftSettings: swiftSettings
-        ),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"), .product(name: "NIOWebSocket", package: "swift-nio"),
+            ], exclude: ["Resources"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["CairnTestSupport"],
-            swiftSettings: swiftSettings
+            swiftSettings: strictSettings
         ),
     ]
 )

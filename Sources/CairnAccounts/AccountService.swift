@@ -281,7 +281,8 @@ package final class AccountService: Sendable {
     /// Updates a user of the caller's tenant. A role change voids the user's access tokens.
     /// - Throws: 404, 403 (admins cannot change owners or grant ownership), 409 (last owner),
     ///   412 (`If-Match` mismatch).
-    package func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws -> User
+    package func updateUser(_ identity: Identity, id: String, expectedVersion: Int?, name: String?, email: String?, role: String?) async throws
+        -> User
     {
         try identity.requireAdmin()
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)

@@ -166,13 +166,7 @@ struct SocketTests {
     /// queued, the hub forgets it) and the node must keep serving other sockets.
     @Test(arguments: TestEngine.available)
     func aClientThatStopsReadingIsDisconnected(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                fastNotifications(&$0)
-                $0.notifications.writeTimeout = .milliseconds(500)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
             let (client, components, port) = (app.client, app.components, app.port!)
             let owner = try await signUp(client, "stall@example.com")
             let member = try await addMember(client, owner: owner, email: "stall-m@example.com")
@@ -187,15 +181,7 @@ struct SocketTests {
             try #require(opened.bytes.containsText("101 Switching Protocols") && !opened.ended)
             await raw.send(RawClient.textFrame(subscribe(nil)))
             try await center.hub.waitForConnections("the socket registered") { $0 == 1 }
-
-            // 600 notifications of 12 KiB: far more than the kernel's and NIO's buffers hold
-            // for a client whose window stays closed (and more than the 500 sent unacknowledged).
-            let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
-            for n in 1...600 {
-                try await center.publish(
-                    NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
-            }
-            try await center.hub.waitForConnections("the stalled socket dropped", timeout: .seconds(60)) { $0 == 0 }
+            try await overflowStalledClient(center, owner: owner, client: "socket")
             // Reading again drains what the kernel held, then the end of the connection.
             let rest = await raw.read()
             #expect(rest.ended)

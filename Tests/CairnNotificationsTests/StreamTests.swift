@@ -110,13 +110,7 @@ struct StreamTests {
     /// until then: the mailbox, capped, and the send buffers).
     @Test(arguments: TestEngine.available)
     func aReaderThatStopsReadingIsCut(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                fastNotifications(&$0)
-                $0.notifications.writeTimeout = .milliseconds(500)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
             let port = app.port!
             let owner = try await signUp(app.client, "sse-stall@example.com")
             let center = app.components.notifications
@@ -127,12 +121,7 @@ struct StreamTests {
             let opened = await raw.read { $0.containsText("retry: 3000") }
             try #require(opened.bytes.containsText("200 OK") && !opened.ended)
             try await center.hub.waitForConnections("the stream registered") { $0 == 1 }
-            let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
-            for n in 1...600 {
-                try await center.publish(
-                    NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
-            }
-            try await center.hub.waitForConnections("the stalled stream dropped", timeout: .seconds(60)) { $0 == 0 }
+            try await overflowStalledClient(center, owner: owner, client: "stream")
             #expect(await raw.read().ended)
             // Other streams are still served.
             let reader = try await SSEReader(port: port, token: owner.token, query: "?since=600")

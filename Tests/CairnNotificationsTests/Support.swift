@@ -30,6 +30,13 @@ func fastNotifications(_ configuration: inout CairnConfiguration) {
     configuration.jobs.rescueInterval = .seconds(1)
 }
 
+/// ``fastNotifications(_:)`` with a short write timeout, so a client that stops reading is cut
+/// soon after its send buffers fill.
+func stallingNotifications(_ configuration: inout CairnConfiguration) {
+    fastNotifications(&configuration)
+    configuration.notifications.writeTimeout = .milliseconds(500)
+}
+
 /// A registered tenant owner: token and user id.
 struct Member: Sendable {
     var token: String
@@ -49,6 +56,18 @@ func addMember(_ client: any TestClientProtocol, owner: Member, email: String, r
     try #require(created.status == .created, "create user: \(created.status) \(created.text)")
     let tokens = try await client.login(email: email, password: "correct horse battery")
     return Member(token: tokens.accessToken, userId: try created.decode(UserBody.self).id, tenantId: owner.tenantId)
+}
+
+/// Publishes 600 notifications of 12 KiB to `owner`, far more than the kernel's and NIO's
+/// buffers hold for a client whose window stays closed (and more than the 500 a socket may
+/// have unacknowledged), then waits until the hub has dropped that stalled `client`.
+func overflowStalledClient(_ notifier: Notifier, owner: Member, client: String) async throws {
+    let pad = JSONValue.object(["pad": .string(String(repeating: "x", count: 12 * 1024))])
+    for n in 1...600 {
+        try await notifier.publish(
+            NotificationDraft(type: "message", title: "big \(n)", data: pad), to: [owner.userId], tenantId: owner.tenantId)
+    }
+    try await notifier.hub.waitForConnections("the stalled \(client) dropped", timeout: .seconds(60)) { $0 == 0 }
 }
 
 /// A `curl -N` reading `/notifications/stream` as it arrives (see `EventStreamReader`).

@@ -9,6 +9,23 @@ import Testing
 
 @Suite("AccountStore on both engines")
 struct AccountStoreTests {
+    /// Which answer a rotation gave, without its payload.
+    enum Outcome { case rotated, reused, invalid }
+
+    /// Expects rotating `token` to `successor` (for an hour) to give `expected`.
+    func expectRotation(
+        _ store: AccountStore, _ token: String, to successor: String, gives expected: Outcome, _ comment: Comment,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let outcome: Outcome =
+            switch try await store.rotate(token: token, successor: successor, ttl: 3600) {
+            case .rotated: .rotated
+            case .reused: .reused
+            case .invalid: .invalid
+            }
+        #expect(outcome == expected, comment, sourceLocation: sourceLocation)
+    }
+
     func owner(tenantId: String, email: String) -> User {
         let now = WallClock.milliseconds()
         return User(id: UUIDv7.make(), tenantId: tenantId, email: email, name: "Owner", role: .owner, version: 1, createdAt: now, updatedAt: now)
@@ -48,23 +65,18 @@ struct AccountStoreTests {
 
     @Test(arguments: TestEngine.available)
     func emailsAreUniqueAcrossTenantsIgnoringCase(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let a = try await Factory.tenant(on: database)
-            let b = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, a, b, database in
             let taken = try await Factory.user(on: database, tenant: a, email: "Same@Example.com")
             await expectAppError(.conflict) { try await Factory.user(on: database, tenant: b, email: "same@EXAMPLE.com") }
-            let users = try await AccountStore(database: database).users(tenantId: b.id, page: PageRequest(limit: 10))
+            let users = try await store.users(tenantId: b.id, page: PageRequest(limit: 10))
             #expect(users.items.isEmpty)
-            #expect(try await AccountStore(database: database).passwordHash(userId: taken.id) == "not-a-real-hash")
+            #expect(try await store.passwordHash(userId: taken.id) == "not-a-real-hash")
         }
     }
 
     @Test(arguments: TestEngine.available)
     func anotherTenantsUserIsInvisibleAndUntouchable(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let mine = try await Factory.tenant(on: database)
-            let theirs = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, mine, theirs, database in
             let user = try await Factory.user(on: database, tenant: theirs, name: "Theirs")
 
             #expect(try await store.user(id: user.id, tenantId: mine.id) == nil)
@@ -80,14 +92,9 @@ struct AccountStoreTests {
 
     @Test(arguments: TestEngine.available)
     func usersPageOldestFirstWithinTheirTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [User] = []
-            for index in 0..<5 {
-                made.append(try await Factory.user(on: database, tenant: tenant, name: "User \(index)"))
-                _ = try await Factory.user(on: database, tenant: other)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, other, database in
+            let made = try await rows(5, in: tenant, beside: other) { owner, index in
+                try await Factory.user(on: database, tenant: owner, name: "User \(index)")
             }
             let pages = try await allPages(limit: 2) { try await store.users(tenantId: tenant.id, page: $0) }
             #expect(pages.map { $0.map(\.id) } == [[made[0].id, made[1].id], [made[2].id, made[3].id], [made[4].id]])
@@ -100,9 +107,7 @@ struct AccountStoreTests {
 
     @Test(arguments: TestEngine.available)
     func updatesApplyOnlyAtTheExpectedVersion(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let user = try await Factory.user(on: database, tenant: tenant, name: "Before")
             let other = try await Factory.user(on: database, tenant: tenant, email: "taken@example.com")
 
@@ -131,9 +136,7 @@ struct AccountStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aTenantKeepsAtLeastOneOwner(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let first = try await Factory.user(on: database, tenant: tenant, role: .owner)
             let second = try await Factory.user(on: database, tenant: tenant, role: .member)
             // Another tenant's owner does not count.
@@ -162,9 +165,7 @@ struct AccountStoreTests {
 
     @Test(arguments: TestEngine.available)
     func deletingAUserEndsTheirSessions(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let user = try await Factory.user(on: database, tenant: tenant)
             let bystander = try await Factory.user(on: database, tenant: tenant)
             _ = try await store.startSession(token: "user-token", userId: user.id, tenantId: tenant.id, ttl: 3600)
@@ -177,22 +178,14 @@ struct AccountStoreTests {
             #expect(try await store.sessionState(userId: user.id)?.tenantId == nil)
             #expect(try await !store.deleteUser(id: user.id, tenantId: tenant.id, expectedVersion: nil))
 
-            guard case .invalid = try await store.rotate(token: "user-token", successor: "next", ttl: 3600) else {
-                Issue.record("a deleted user's refresh token still rotates")
-                return
-            }
-            guard case .rotated = try await store.rotate(token: "bystander-token", successor: "bystander-next", ttl: 3600) else {
-                Issue.record("another user's session was ended")
-                return
-            }
+            try await expectRotation(store, "user-token", to: "next", gives: .invalid, "a deleted user's refresh token still rotates")
+            try await expectRotation(store, "bystander-token", to: "bystander-next", gives: .rotated, "another user's session was ended")
         }
     }
 
     @Test(arguments: TestEngine.available)
     func refreshTokensRotateOnceAndReuseRevokesTheFamily(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let user = try await Factory.user(on: database, tenant: tenant)
             let family = try await store.startSession(token: "first", userId: user.id, tenantId: tenant.id, ttl: 3600)
 
@@ -211,42 +204,26 @@ struct AccountStoreTests {
                 return
             }
             #expect(reuser == user.id)
-            guard case .invalid = try await store.rotate(token: "second", successor: "fourth", ttl: 3600) else {
-                Issue.record("the successor of a reused token still rotates")
-                return
-            }
-            guard case .invalid = try await store.rotate(token: "never-issued", successor: "fifth", ttl: 3600) else {
-                Issue.record("an unknown token rotated")
-                return
-            }
+            try await expectRotation(store, "second", to: "fourth", gives: .invalid, "the successor of a reused token still rotates")
+            try await expectRotation(store, "never-issued", to: "fifth", gives: .invalid, "an unknown token rotated")
         }
     }
 
     @Test(arguments: TestEngine.available)
     func anExpiredRefreshTokenIsInvalidNotReuse(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let user = try await Factory.user(on: database, tenant: tenant)
             _ = try await store.startSession(token: "expired", userId: user.id, tenantId: tenant.id, ttl: -1)
             _ = try await store.startSession(token: "sibling", userId: user.id, tenantId: tenant.id, ttl: 3600)
-            guard case .invalid = try await store.rotate(token: "expired", successor: "next", ttl: 3600) else {
-                Issue.record("an expired refresh token rotated or counted as reuse")
-                return
-            }
+            try await expectRotation(store, "expired", to: "next", gives: .invalid, "an expired refresh token rotated or counted as reuse")
             // Not reuse: the user's other sessions live on.
-            guard case .rotated = try await store.rotate(token: "sibling", successor: "sibling-next", ttl: 3600) else {
-                Issue.record("an expired token revoked another session")
-                return
-            }
+            try await expectRotation(store, "sibling", to: "sibling-next", gives: .rotated, "an expired token revoked another session")
         }
     }
 
     @Test(arguments: TestEngine.available)
     func revokingAFamilyOrEverySessionEndsThem(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = AccountStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, { AccountStore(database: $0) }) { store, tenant, _, database in
             let user = try await Factory.user(on: database, tenant: tenant, role: .admin)
             _ = try await store.startSession(token: "laptop", userId: user.id, tenantId: tenant.id, ttl: 3600)
             _ = try await store.startSession(token: "phone", userId: user.id, tenantId: tenant.id, ttl: 3600)
@@ -254,14 +231,8 @@ struct AccountStoreTests {
 
             #expect(try await store.revokeFamily(ofToken: "laptop") == user.id)
             #expect(try await store.revokeFamily(ofToken: "never-issued") == nil)
-            guard case .invalid = try await store.rotate(token: "laptop", successor: "laptop-2", ttl: 3600) else {
-                Issue.record("a revoked family still rotates")
-                return
-            }
-            guard case .rotated = try await store.rotate(token: "phone", successor: "phone-2", ttl: 3600) else {
-                Issue.record("revoking one family revoked another")
-                return
-            }
+            try await expectRotation(store, "laptop", to: "laptop-2", gives: .invalid, "a revoked family still rotates")
+            try await expectRotation(store, "phone", to: "phone-2", gives: .rotated, "revoking one family revoked another")
 
             let state = try await store.sessionState(userId: user.id)
             #expect(state?.role == .admin)
@@ -270,10 +241,7 @@ struct AccountStoreTests {
             try await store.revokeAllSessions(userId: user.id, at: 1_234_567)
             #expect(try await store.sessionState(userId: user.id)?.validAfter == 1_234_567)
             for token in ["phone-2", "tablet"] {
-                guard case .invalid = try await store.rotate(token: token, successor: token + "-next", ttl: 3600) else {
-                    Issue.record("\(token) survived revoking every session")
-                    return
-                }
+                try await expectRotation(store, token, to: token + "-next", gives: .invalid, "\(token) survived revoking every session")
             }
         }
     }

@@ -18,10 +18,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aFileReadsBackOnlyInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, other, database in
             let file = try await Factory.file(
                 on: database, tenant: tenant, name: "orders.ndjson", size: 42, format: "ndjson", contentType: "application/x-ndjson",
                 createdBy: "someone")
@@ -38,15 +35,8 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func filesPageNewestFirst(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [StoredFile] = []
-            for _ in 0..<5 {
-                made.append(try await Factory.file(on: database, tenant: tenant))
-                _ = try await Factory.file(on: database, tenant: other)
-            }
+        try await withStore(engine, FileStore.init) { store, tenant, other, database in
+            let made = try await rows(5, in: tenant, beside: other) { owner, _ in try await Factory.file(on: database, tenant: owner) }
             let pages = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, page: $0) }
             #expect(pages.map(\.count) == [2, 2, 1])
             #expect(pages.flatMap { $0.map(\.id) } == made.reversed().map(\.id))
@@ -55,10 +45,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func theTotalQuotaRefusesTheFileThatWouldPassIt(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, other, database in
             let limits = quotas(total: 1_000)
             _ = try await Factory.file(on: database, tenant: tenant, size: 600, quotas: limits, hour: 1)
             _ = try await Factory.file(on: database, tenant: tenant, size: 400, quotas: limits, hour: 1)
@@ -77,9 +64,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func theHourlyQuotaCountsUploadsPerHourAndRollsBackARefusal(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, _, database in
             let limits = quotas(perHour: 500)
             _ = try await Factory.file(on: database, tenant: tenant, size: 300, quotas: limits, hour: 7)
             do {
@@ -101,9 +86,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func uploadsFinishingTogetherCannotPassTheTotalQuota(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, _, database in
             let limits = quotas(total: 1_000)
             let outcomes = await withTaskGroup(of: Bool.self) { group in
                 for _ in 0..<12 {
@@ -118,17 +101,15 @@ struct FileStoreTests {
                 }
                 return await group.reduce(into: [Bool]()) { $0.append($1) }
             }
+            let total = try await store.totalBytes(tenantId: tenant.id)
             #expect(outcomes.filter { $0 }.count == 5)
-            #expect(try await store.totalBytes(tenantId: tenant.id) == 1_000)
+            #expect(total == 1_000)
         }
     }
 
     @Test(arguments: TestEngine.available)
     func newestFilesOfAFormatComeAfterTheLastOneTaken(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, other, database in
             var csv: [StoredFile] = []
             for _ in 0..<4 {
                 csv.append(try await Factory.file(on: database, tenant: tenant, format: "csv"))
@@ -144,9 +125,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func deletingAFileFreesItsBytes(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = FileStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, FileStore.init) { store, tenant, _, database in
             let limits = quotas(total: 1_000)
             let big = try await Factory.file(on: database, tenant: tenant, size: 800, quotas: limits)
             _ = try await Factory.file(on: database, tenant: tenant, size: 200, quotas: limits)
@@ -162,10 +141,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func anUploadReadsBackOnlyInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = UploadStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, UploadStore.init) { store, tenant, other, database in
             let upload = try await Factory.upload(on: database, tenant: tenant, length: 5_000, name: "big.xml", format: "xml", createdBy: "u")
             #expect(try await store.get(id: upload.id, tenantId: tenant.id) == upload)
             #expect(try await store.get(id: upload.id, tenantId: other.id) == nil)
@@ -181,9 +157,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func onePatchAtATimeLeasesAnUploadAtItsCommittedOffset(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = UploadStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, UploadStore.init) { store, tenant, _, database in
             let upload = try await Factory.upload(on: database, tenant: tenant, length: 1_000)
             let leased = try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "first", until: 2_000, now: 1_000)
             #expect(leased == upload)
@@ -208,9 +182,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aCompletedUploadBecomesItsFileAndTakesNoMorePatches(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = UploadStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, UploadStore.init) { store, tenant, _, database in
             let upload = try await Factory.upload(on: database, tenant: tenant, length: 300)
             _ = try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "t", until: 2_000, now: 1_000)
             try await store.complete(id: upload.id, token: "someone-else", fileId: "wrong")
@@ -225,10 +197,7 @@ struct FileStoreTests {
 
     @Test(arguments: TestEngine.available)
     func expiryRemovesExpiredUploadsThatNoPatchHolds(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = UploadStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, UploadStore.init) { store, tenant, other, database in
             let expired = try await Factory.upload(on: database, tenant: tenant, expiresAt: 1_000)
             let theirs = try await Factory.upload(on: database, tenant: other, expiresAt: 1_000)
             let busy = try await Factory.upload(on: database, tenant: tenant, expiresAt: 1_000)

@@ -14,8 +14,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func anInsertedJobWaitsWithNoAttemptYet(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { _, tenant, _, database in
             let job = try await Factory.job(
                 on: database, tenant: tenant, kind: "report", args: #"{"n":1}"#, queue: "reports", priority: 3, now: now, maxAttempts: 5,
                 createdBy: "someone")
@@ -40,9 +39,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aUniqueKeyIsHeldByOneUnfinishedJobPerTenantAndKind(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let a = try await Factory.tenant(on: database)
-            let b = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { _, a, b, database in
             let first = try await Factory.job(on: database, tenant: a, kind: "report", uniqueKey: "daily")
 
             let again = Factory.jobRow(tenant: a, kind: "report", uniqueKey: "daily")
@@ -65,8 +62,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func anInsertWithATakenIdIsAConflict(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { _, tenant, _, database in
             let job = try await Factory.job(on: database, tenant: tenant, kind: "first")
             var row = Factory.jobRow(tenant: tenant, kind: "second")
             row.id = job.id
@@ -78,8 +74,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func insertManyKeepsInputOrderAcrossStatementsAndResolvesKeysWithinTheBatch(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { _, tenant, _, database in
             let existing = try await Factory.job(on: database, tenant: tenant, kind: "k", uniqueKey: "held")
             // 502 jobs: two statements (500 rows each at most). Job 1 repeats job 0's key in the
             // same statement, job 501 in the next one, and job 2 asks for a key already held.
@@ -103,9 +98,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func claimTakesDueJobsByPriorityThenRunAtThenId(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let lowEarly = try await Factory.job(on: database, tenant: tenant, priority: 2, runAt: now - 3_000, now: now)
             let urgentLate = try await Factory.job(on: database, tenant: tenant, priority: 1, runAt: now - 1_000, now: now)
             let urgentEarly = try await Factory.job(on: database, tenant: tenant, priority: 1, runAt: now - 2_000, now: now)
@@ -134,10 +127,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func claimHonoursItsLimitQueuesAndExcludedTenants(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let a = try await Factory.tenant(on: database)
-            let b = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, a, b, database in
             let aDefault = [try await Factory.job(on: database, tenant: a, now: now), try await Factory.job(on: database, tenant: a, now: now)]
             let aReports = try await Factory.job(on: database, tenant: a, queue: "reports", now: now)
             let bDefault = [try await Factory.job(on: database, tenant: b, now: now), try await Factory.job(on: database, tenant: b, now: now)]
@@ -159,8 +149,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentClaimersNeverTakeTheSameJob(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { _, tenant, _, database in
             let rows = (0..<120).map { _ in Factory.jobRow(tenant: tenant, now: now) }
             _ = try await database.transaction { db in try await JobStore.insertMany(rows, on: db) }
             // Eight claimers race, each claiming four at a time until nothing is left: PostgreSQL
@@ -191,9 +180,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func renewExtendsOnlyTheLeasesTheNodeHolds(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let mine = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", now: now, leaseMs: 1_000)
             let theirs = try await Factory.runningJob(on: database, tenant: tenant, node: "node-b", now: now, leaseMs: 1_000)
             let waiting = try await Factory.job(on: database, tenant: tenant, now: now)
@@ -209,9 +196,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func finishingAnAttemptNeedsItsLease(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let job = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", queue: "q", now: now)
             let errors = #"[{"at":"2027-01-15T08:00:00.000Z","attempt":1,"error":"boom"}]"#
 
@@ -243,9 +228,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func batchedSuccessCompletesOnlyTheNodesRunningJobs(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let first = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", now: now)
             let second = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", now: now)
             let elsewhere = try await Factory.runningJob(on: database, tenant: tenant, node: "node-b", now: now)
@@ -266,9 +249,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func releasingHandsAJobBackWithoutUsingAnAttempt(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let job = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", queue: "q", now: now)
             try await store.release(ids: [job.id], node: "node-b")
             #expect(try await store.job(id: job.id, tenantId: tenant.id)?.state == .running)
@@ -285,9 +266,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func rescueRequeuesLapsedLeasesAndDiscardsJobsWithoutAttemptsLeft(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let lapsed = try await Factory.runningJob(on: database, tenant: tenant, node: "dead", now: now, leaseMs: 1_000)
             let lastAttempt = try await Factory.runningJob(on: database, tenant: tenant, node: "dead", maxAttempts: 1, now: now, leaseMs: 1_000)
             let live = try await Factory.runningJob(on: database, tenant: tenant, node: "alive", now: now, leaseMs: 60_000)
@@ -316,9 +295,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aRequestedCancelSurvivesTheLossOfTheRunningNode(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let abandoned = try await Factory.runningJob(on: database, tenant: tenant, node: "dead", queue: "q", now: now, leaseMs: 1_000)
             let shutDown = try await Factory.runningJob(on: database, tenant: tenant, node: "leaving", queue: "q", now: now, leaseMs: 60_000)
             #expect(try await store.requestCancel(id: abandoned.id, tenantId: tenant.id, now: now + 10)?.cancelRequestedAt == now + 10)
@@ -340,9 +317,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func progressCheckpointsAndResultsNeedTheLease(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let job = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", now: now)
 
             #expect(try await store.save(id: job.id, node: "node-a", progress: #"{"fraction":0.5}"#, checkpoint: #"{"row":10}"#))
@@ -370,9 +345,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func retentionDeletesOnlyOldSucceededAndCancelledJobs(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let oldSucceeded = try await Factory.finishedJob(on: database, tenant: tenant, state: .succeeded, finishedAt: now - 10_000)
             let oldCancelled = try await Factory.finishedJob(on: database, tenant: tenant, state: .cancelled, finishedAt: now - 10_000)
             let oldDiscarded = try await Factory.finishedJob(on: database, tenant: tenant, state: .discarded, finishedAt: now - 10_000)
@@ -394,10 +367,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func cancelEndsAWaitingJobAtOnceAndFlagsARunningOne(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, other, database in
             let waiting = try await Factory.job(on: database, tenant: tenant, now: now)
             let running = try await Factory.runningJob(on: database, tenant: tenant, node: "node-a", now: now)
             let done = try await Factory.finishedJob(on: database, tenant: tenant, finishedAt: now)
@@ -425,10 +395,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func retryRequeuesDeadLettersWithFreshAttempts(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, other, database in
             let dead = try await Factory.finishedJob(on: database, tenant: tenant, state: .discarded, finishedAt: now)
             let succeeded = try await Factory.finishedJob(on: database, tenant: tenant, state: .succeeded, finishedAt: now)
             let waiting = try await Factory.job(on: database, tenant: tenant, now: now)
@@ -447,9 +414,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func retryingADeadLetterWhoseKeyIsTakenAgainFails(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
             let dead = try await Factory.finishedJob(on: database, tenant: tenant, state: .discarded, kind: "sync", uniqueKey: "k", finishedAt: now)
             _ = try await Factory.job(on: database, tenant: tenant, kind: "sync", now: now, uniqueKey: "k")
             do {
@@ -464,10 +429,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func onlyFinishedJobsOfTheTenantCanBeDeleted(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, tenant, other, database in
             let waiting = try await Factory.job(on: database, tenant: tenant, now: now)
             let running = try await Factory.runningJob(on: database, tenant: tenant, now: now)
             let done = try await Factory.finishedJob(on: database, tenant: tenant, state: .cancelled, finishedAt: now)
@@ -484,14 +446,9 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func listsPageNewestFirstAndFilterByStateAndKind(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [Job] = []
-            for index in 0..<6 {
-                made.append(try await Factory.job(on: database, tenant: tenant, kind: index % 2 == 0 ? "even" : "odd", now: now))
-                _ = try await Factory.job(on: database, tenant: other, kind: "even", now: now)
+        try await withStore(engine, JobStore.init) { store, tenant, other, database in
+            let made = try await rows(6, in: tenant, beside: other) { owner, index in
+                try await Factory.job(on: database, tenant: owner, kind: index % 2 == 0 ? "even" : "odd", now: now)
             }
             let done = try await Factory.finishedJob(on: database, tenant: tenant, kind: "even", finishedAt: now)
 
@@ -511,10 +468,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func readsByIdAreTenantScopedExceptTheCrossTenantBulkRead(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let a = try await Factory.tenant(on: database)
-            let b = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, a, b, database in
             let mine = try await Factory.job(on: database, tenant: a, now: now)
             let theirs = try await Factory.job(on: database, tenant: b, now: now)
             #expect(try await store.job(id: theirs.id, tenantId: a.id) == nil)
@@ -529,10 +483,7 @@ struct JobStoreTests {
 
     @Test(arguments: TestEngine.available)
     func pendingCountsOnlyWaitingJobsOfTheTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = JobStore(database: database)
-            let a = try await Factory.tenant(on: database)
-            let b = try await Factory.tenant(on: database)
+        try await withStore(engine, JobStore.init) { store, a, b, database in
             _ = try await Factory.job(on: database, tenant: a, now: now)
             _ = try await Factory.job(on: database, tenant: a, runAt: now + 60_000, now: now)
             _ = try await Factory.runningJob(on: database, tenant: a, now: now)

@@ -18,10 +18,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func eachUserNumbersTheirNotificationsFromOne(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, other, database in
             let both = try await Factory.notifications(
                 on: database, tenant: tenant, users: [alice, bob], type: "friend_request", title: "Hi", body: "Body",
                 data: .object(["from": .string("carol")]), now: 1_000)
@@ -46,9 +43,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentPublishersGiveEachUserGaplessIncreasingNumbers(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, _, database in
             let (alice, bob) = (self.alice, self.bob)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<24 {
@@ -68,10 +63,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aDedupeKeyDeliversOncePerUserWithoutLeavingAGap(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, other, database in
             let first = try await Factory.notification(on: database, tenant: tenant, user: alice, dedupeKey: "job-1-done")
             #expect(first.seq == 1)
 
@@ -92,10 +84,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func catchUpReturnsAUsersNotificationsAfterASeqOldestFirst(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, other, database in
             var mine: [StoredNotification] = []
             for _ in 0..<5 {
                 mine.append(try await Factory.notification(on: database, tenant: tenant, user: alice))
@@ -110,10 +99,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func theInboxPagesNewestFirstAndFiltersUnreadAndType(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, other, database in
             var mine: [StoredNotification] = []
             for index in 0..<6 {
                 mine.append(
@@ -144,10 +130,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func onlyTheRecipientReadsMarksOrDeletesANotification(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, other, database in
             let note = try await Factory.notification(on: database, tenant: tenant, user: alice)
 
             #expect(try await store.notification(id: note.id, tenantId: tenant.id, userId: bob) == nil)
@@ -170,9 +153,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func markAllReadStopsAtTheGivenSeqAndTouchesOnlyTheUser(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, _, database in
             var mine: [StoredNotification] = []
             for _ in 0..<4 {
                 mine.append(try await Factory.notification(on: database, tenant: tenant, user: alice))
@@ -192,9 +173,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func pruningDeletesOnlyNotificationsReadBeforeTheCutoff(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = NotificationStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, NotificationStore.init) { store, tenant, _, database in
             let oldRead = try await Factory.notification(on: database, tenant: tenant, user: alice)
             let newRead = try await Factory.notification(on: database, tenant: tenant, user: alice)
             let unread = try await Factory.notification(on: database, tenant: tenant, user: alice)
@@ -233,10 +212,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func preferencesAreTheDefaultsUntilSavedAndThenReplacedWhole(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PreferenceStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PreferenceStore.init) { store, tenant, other, database in
             #expect(try await store.preferences(tenantId: tenant.id, userId: alice) == .defaults)
 
             let quiet = NotificationPreferences.QuietHours(start: "22:00", end: "07:00", timeZone: "Europe/Paris")
@@ -255,9 +231,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func publishingReadsTheSavedPreferencesOfItsRecipients(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PreferenceStore.init) { _, tenant, other, database in
             let saved = try await Factory.preferences(on: database, tenant: tenant, user: alice)
             _ = try await Factory.preferences(on: database, tenant: other, user: bob)
             let (alice, bob, carol) = (self.alice, self.bob, self.carol)
@@ -272,9 +246,7 @@ struct NotificationStoreTests {
 
     @Test(arguments: TestEngine.available)
     func unreadableStoredPreferencesReadAsTheDefaults(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PreferenceStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, PreferenceStore.init) { store, tenant, _, database in
             _ = try await Factory.preferences(on: database, tenant: tenant, user: alice)
             try await database.write { db in
                 try await db.raw("UPDATE notification_preferences SET prefs = 'not json' WHERE tenant_id = \(bind: tenant.id)").run()

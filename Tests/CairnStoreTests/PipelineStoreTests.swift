@@ -12,10 +12,7 @@ import Testing
 struct PipelineStoreTests {
     @Test(arguments: TestEngine.available)
     func aPipelineReadsBackWithItsSpecificationOnlyInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PipelineStore.init) { store, tenant, other, database in
             let spec = Factory.pipelineSpec(sql: "SELECT name, COUNT(*) AS n FROM input GROUP BY name", cron: "0 * * * *")
             let pipeline = try await Factory.pipeline(
                 on: database, tenant: tenant, name: "Hourly counts", spec: spec, scheduleId: "schedule-1", createdBy: "someone", createdAt: 1_000)
@@ -37,14 +34,9 @@ struct PipelineStoreTests {
 
     @Test(arguments: TestEngine.available)
     func pipelinesPageNewestFirst(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [Pipeline] = []
-            for index in 0..<5 {
-                made.append(try await Factory.pipeline(on: database, tenant: tenant, name: "P\(index)"))
-                _ = try await Factory.pipeline(on: database, tenant: other)
+        try await withStore(engine, PipelineStore.init) { store, tenant, other, database in
+            let made = try await rows(5, in: tenant, beside: other) { owner, index in
+                try await Factory.pipeline(on: database, tenant: owner, name: "P\(index)")
             }
             let pages = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, page: $0) }
             #expect(pages.map(\.count) == [2, 2, 1])
@@ -54,10 +46,7 @@ struct PipelineStoreTests {
 
     @Test(arguments: TestEngine.available)
     func updatesReplaceThePipelineOnlyAtTheExpectedVersionInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PipelineStore.init) { store, tenant, other, database in
             let pipeline = try await Factory.pipeline(on: database, tenant: tenant, name: "Before", createdAt: 1_000)
 
             var edit = pipeline
@@ -88,10 +77,7 @@ struct PipelineStoreTests {
 
     @Test(arguments: TestEngine.available)
     func deletesAreTenantScoped(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PipelineStore.init) { store, tenant, other, database in
             let pipeline = try await Factory.pipeline(on: database, tenant: tenant)
             try await database.transaction { db in try await PipelineStore.delete(id: pipeline.id, tenantId: other.id, on: db) }
             #expect(try await store.get(id: pipeline.id, tenantId: tenant.id) != nil)
@@ -102,10 +88,7 @@ struct PipelineStoreTests {
 
     @Test(arguments: TestEngine.available)
     func theLastScheduledFileOnlyMovesForward(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, PipelineStore.init) { store, tenant, other, database in
             let pipeline = try await Factory.pipeline(on: database, tenant: tenant)
             let (older, newer) = (UUIDv7.make(), UUIDv7.make())
 
@@ -121,9 +104,7 @@ struct PipelineStoreTests {
 
     @Test(arguments: TestEngine.available)
     func anUnreadableStoredSpecificationIsAnInternalError(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = PipelineStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, PipelineStore.init) { store, tenant, _, database in
             let pipeline = try await Factory.pipeline(on: database, tenant: tenant)
             try await database.write { db in
                 try await db.raw("UPDATE pipelines SET spec = 'not json' WHERE id = \(bind: pipeline.id)").run()

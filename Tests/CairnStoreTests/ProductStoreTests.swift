@@ -37,10 +37,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func aProductReadsBackByIdAndSKUOnlyInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             let product = try await Factory.product(
                 on: database, tenant: tenant, sku: "MUG-1", name: "Mug", description: "Blue", priceMinor: 1_250, currency: "USD",
                 category: "kitchen", stock: 3, attributes: #"{"color":"blue"}"#)
@@ -56,10 +53,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func skusAreUniqueWithinATenantOnly(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             let first = try await Factory.product(on: database, tenant: tenant, sku: "SKU-1", name: "First")
             let second = try await Factory.product(on: database, tenant: tenant, sku: "SKU-2", name: "Second")
             await expectAppError(.conflict) { try await Factory.product(on: database, tenant: tenant, sku: "SKU-1", name: "Copy") }
@@ -75,20 +69,13 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func everySortPagesInBothDirectionsThroughTies(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             // Ties on every sort column, so the id tie-breaker and the cursor's (value, id) matter.
             let names = ["pear", "apple", "pear", "fig", "apple", "pear", "date", "kiwi"]
             let prices: [Int64] = [300, 100, 300, 200, 100, 300, 50, 200]
             let updated: [Int64] = [5, 3, 5, 1, 3, 5, 9, 1]
-            var made: [Product] = []
-            for index in names.indices {
-                made.append(
-                    try await Factory.product(
-                        on: database, tenant: tenant, name: names[index], priceMinor: prices[index], createdAt: updated[index]))
-                _ = try await Factory.product(on: database, tenant: other, name: names[index], priceMinor: prices[index])
+            let made = try await rows(names.count, in: tenant, beside: other) { owner, index in
+                try await Factory.product(on: database, tenant: owner, name: names[index], priceMinor: prices[index], createdAt: updated[index])
             }
             for sort in ProductSort.allCases {
                 for descending in [false, true] {
@@ -111,9 +98,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func filtersCombineCategoryAndInclusivePriceBounds(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, _, database in
             _ = try await Factory.product(on: database, tenant: tenant, name: "a", priceMinor: 100, category: "tools")
             _ = try await Factory.product(on: database, tenant: tenant, name: "b", priceMinor: 200, category: "tools")
             _ = try await Factory.product(on: database, tenant: tenant, name: "c", priceMinor: 300, category: "tools")
@@ -134,10 +119,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func searchFindsProductsHoldingEveryWord(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             _ = try await Factory.product(on: database, tenant: tenant, name: "Red apple", description: "Fresh fruit")
             _ = try await Factory.product(on: database, tenant: tenant, name: "Green apple", description: nil)
             _ = try await Factory.product(on: database, tenant: tenant, name: "Red car", description: "Fast, shiny")
@@ -164,9 +146,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func searchSplitsWordsAtPunctuationOnBothEngines(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, _, database in
             _ = try await Factory.product(
                 on: database, tenant: tenant, name: "USB 3.0 hub", description: "See example.com/hubs or mail help@example.com")
             _ = try await Factory.product(on: database, tenant: tenant, name: "Cable v2.1", description: "e-mail, café_crème")
@@ -185,9 +165,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func searchFollowsUpdatesUpsertsAndDeletes(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, _, database in
             let car = try await Factory.product(on: database, tenant: tenant, sku: "CAR", name: "Red car")
             let apple = try await Factory.product(on: database, tenant: tenant, sku: "APPLE", name: "Green apple")
 
@@ -210,10 +188,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func updatesAndDeletesApplyAtTheExpectedVersionInTheTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             let product = try await Factory.product(
                 on: database, tenant: tenant, name: "Lamp", description: "Warm", priceMinor: 4_000, category: "home")
 
@@ -245,10 +220,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func upsertsMatchBySKUKeepingIdAndCreation(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             let existing = try await Factory.product(on: database, tenant: tenant, sku: "SKU-0", name: "Old", createdAt: 1_000)
             let theirs = try await Factory.product(on: database, tenant: other, sku: "SKU-0", name: "Theirs")
 
@@ -273,9 +245,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func batchesWalkAscendingIdsAfterAnId(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, _, database in
             var made: [Product] = []
             for _ in 0..<5 { made.append(try await Factory.product(on: database, tenant: tenant)) }
             let first = try await store.batch(tenantId: tenant.id, filter: ProductFilter(), after: nil, limit: 3)
@@ -287,10 +257,7 @@ struct ProductStoreTests {
 
     @Test(arguments: TestEngine.available)
     func importBodiesAreKeptPerTenantUntilDeleted(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = ProductStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, ProductStore.init) { store, tenant, other, database in
             let id = try await store.saveImport(tenantId: tenant.id, format: "csv", body: "sku,name\nA,Apple\n")
             let loaded = try await store.loadImport(id: id, tenantId: tenant.id)
             #expect(loaded?.format == "csv")

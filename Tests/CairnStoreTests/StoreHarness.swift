@@ -29,6 +29,33 @@ func withStoreDatabase<R: Sendable>(_ engine: TestEngine, _ body: @Sendable (Dat
     }
 }
 
+/// The start most store tests share: a migrated, empty database (as ``withStoreDatabase(_:_:)``),
+/// the store under test on it, the tenant the test acts as, and another tenant whose rows a
+/// tenant-scoped read must never return. `body` receives the store, the two tenants and the
+/// database (for factories and other stores).
+func withStore<Store: Sendable, R: Sendable>(
+    _ engine: TestEngine, _ makeStore: @Sendable (Database) -> Store,
+    _ body: @Sendable (Store, TenantRow, TenantRow, Database) async throws -> R
+) async throws -> R {
+    try await withStoreDatabase(engine) { database in
+        try await body(makeStore(database), try await Factory.tenant(on: database), try await Factory.tenant(on: database), database)
+    }
+}
+
+/// `count` rows made by `make` in `tenant`, each followed by one made the same way in `other`
+/// (a bystander that `tenant`'s listings must skip); answers `tenant`'s rows in the order made.
+/// `make` receives the tenant to make the row in and the row's index.
+func rows<Item>(
+    _ count: Int, in tenant: TenantRow, beside other: TenantRow, _ make: (TenantRow, Int) async throws -> Item
+) async rethrows -> [Item] {
+    var made: [Item] = []
+    for index in 0..<count {
+        made.append(try await make(tenant, index))
+        _ = try await make(other, index)
+    }
+    return made
+}
+
 /// Expects `body` to throw the coded `AppError` with `status` (409 `conflict`, ...).
 func expectAppError<R>(
     _ status: HTTPResponse.Status, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> R

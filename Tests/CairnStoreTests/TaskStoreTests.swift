@@ -9,10 +9,7 @@ import Testing
 struct TaskStoreTests {
     @Test(arguments: TestEngine.available)
     func aTaskReadsBackAsInsertedOnlyInItsTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
             let task = try await Factory.task(on: database, tenant: tenant, title: "Write tests", description: "Both engines", completed: true)
             #expect(try await store.get(id: task.id, tenantId: tenant.id) == task)
             #expect(try await store.get(id: task.id, tenantId: other.id) == nil)
@@ -24,14 +21,9 @@ struct TaskStoreTests {
 
     @Test(arguments: TestEngine.available)
     func listsPageNewestFirstAndFilterByCompletion(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [TaskItem] = []
-            for index in 0..<7 {
-                made.append(try await Factory.task(on: database, tenant: tenant, title: "Task \(index)", completed: index % 2 == 0))
-                _ = try await Factory.task(on: database, tenant: other, completed: index % 2 == 0)
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
+            let made = try await rows(7, in: tenant, beside: other) { owner, index in
+                try await Factory.task(on: database, tenant: owner, title: "Task \(index)", completed: index % 2 == 0)
             }
             let newestFirst = made.reversed().map(\.id)
             let pages = try await allPages(limit: 3) { try await store.list(tenantId: tenant.id, completed: nil, page: $0) }
@@ -47,10 +39,7 @@ struct TaskStoreTests {
 
     @Test(arguments: TestEngine.available)
     func updatesApplyAtTheExpectedVersionInTheTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
             let task = try await Factory.task(on: database, tenant: tenant, title: "Before", description: "Keep me")
 
             #expect(try await store.update(id: task.id, tenantId: other.id, expectedVersion: nil, change: TaskChange(title: "Hijacked")) == nil)
@@ -77,10 +66,7 @@ struct TaskStoreTests {
 
     @Test(arguments: TestEngine.available)
     func deletesApplyAtTheExpectedVersionInTheTenant(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
             let task = try await Factory.task(on: database, tenant: tenant)
             let bystander = try await Factory.task(on: database, tenant: tenant)
 
@@ -97,14 +83,9 @@ struct TaskStoreTests {
 
     @Test(arguments: TestEngine.available)
     func batchesWalkOldestFirstAfterAnId(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
-            let other = try await Factory.tenant(on: database)
-            var made: [TaskItem] = []
-            for index in 0..<5 {
-                made.append(try await Factory.task(on: database, tenant: tenant, completed: index >= 3))
-                _ = try await Factory.task(on: database, tenant: other)
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
+            let made = try await rows(5, in: tenant, beside: other) { owner, index in
+                try await Factory.task(on: database, tenant: owner, completed: index >= 3)
             }
             #expect(try await store.batch(tenantId: tenant.id, after: nil, limit: 2).map(\.id) == made[0..<2].map(\.id))
             #expect(try await store.batch(tenantId: tenant.id, after: made[1].id, limit: 2).map(\.id) == made[2..<4].map(\.id))
@@ -117,9 +98,7 @@ struct TaskStoreTests {
 
     @Test(arguments: TestEngine.available)
     func batchInsertsCrossChunksAndAreAllOrNothing(engine: TestEngine) async throws {
-        try await withStoreDatabase(engine) { database in
-            let store = TaskStore(database: database)
-            let tenant = try await Factory.tenant(on: database)
+        try await withStore(engine, TaskStore.init) { store, tenant, _, database in
             let now = WallClock.milliseconds()
             func row(_ index: Int, id: String = UUIDv7.make()) -> TaskItem {
                 TaskItem(

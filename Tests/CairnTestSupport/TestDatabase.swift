@@ -140,22 +140,28 @@ final class Templates: Sendable {
         return String(hash, radix: 16)
     }()
 
+    /// Applies every migration to the database at `url` (or the SQLite file at `sqlitePath`),
+    /// then closes it, failed or not: a template must have no connection left open.
+    private static func migrate(url: String?, sqlitePath: String) async throws {
+        let database = try await Database.open(url: url, sqlitePath: sqlitePath, logger: testLogger)
+        do {
+            try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
+        } catch {
+            await database.close()
+            throw error
+        }
+        await database.close()
+    }
+
     /// The path of the migrated SQLite template.
     func sqlite() async throws -> String {
         try await once(.sqlite) {
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-template-\(Self.migrationsDigest).sqlite").path
             if FileManager.default.fileExists(atPath: path) { return path }
             let building = path + ".building-\(UUID().uuidString)"
-            let database = try await Database.open(url: nil, sqlitePath: building, logger: testLogger)
-            do {
-                try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
-            } catch {
-                await database.close()
-                throw error
-            }
             // Closing the last connection checkpoints the write-ahead log into the main file and
             // deletes it, so copying that one file copies the database.
-            await database.close()
+            try await Self.migrate(url: nil, sqlitePath: building)
             for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: building + suffix) }
             if rename(building, path) != 0 { try? FileManager.default.removeItem(atPath: building) }
             return path
@@ -176,14 +182,7 @@ final class Templates: Sendable {
             let building = "cairn_tplb_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(16)
             try await admin.write { db in try await db.raw("CREATE DATABASE \(ident: String(building))").run() }
             do {
-                let database = try await Database.open(url: try PostgresAdmin.url(database: String(building)), sqlitePath: "", logger: testLogger)
-                do {
-                    try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
-                } catch {
-                    await database.close()
-                    throw error
-                }
-                await database.close()
+                try await Self.migrate(url: try PostgresAdmin.url(database: String(building)), sqlitePath: "")
                 // A clone needs its template free of connections: none may connect to it again.
                 try await admin.write { db in
                     try await db.raw("ALTER DATABASE \(ident: String(building)) WITH ALLOW_CONNECTIONS false IS_TEMPLATE true").run()

@@ -137,56 +137,26 @@ func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: St
 /// Output collected from a child process as it arrives; a test
 /// awaits what it expects, re-checked as each chunk arrives (never on a timer).
 final class LogBuffer: Sendable {
-    private struct State {
-        var text = ""
-        var ended = false
-        var waiters: [UInt64: AsyncStream<Void>.Continuation] = [:]
-        var nextWaiter: UInt64 = 0
-    }
-    private let storage = Mutex(State())
+    private let state = Observed((text: "", ended: false))
 
-    var text: String { storage.withLock { $0.text } }
+    var text: String { state.value.text }
 
     func append(_ chunk: String) {
-        let waiters = storage.withLock { state in
-            state.text += chunk
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.yield() }
+        state.update { $0.text += chunk }
     }
 
     /// Marks the end of the output (the child exited).
     func end() {
-        let waiters = storage.withLock { state in
-            state.ended = true
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.yield() }
+        state.update { $0.ended = true }
     }
 
     /// Returns true once `predicate` holds for (text, ended), false after `timeout`.
     func wait(timeout: Duration, until predicate: @escaping @Sendable (String, Bool) -> Bool) async -> Bool {
-        let (wakeUps, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = storage.withLock { state -> UInt64 in
-            state.nextWaiter += 1
-            state.waiters[state.nextWaiter] = continuation
-            return state.nextWaiter
-        }
-        defer { _ = storage.withLock { $0.waiters.removeValue(forKey: id) } }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                if self.storage.withLock({ predicate($0.text, $0.ended) }) { return true }
-                for await _ in wakeUps where self.storage.withLock({ predicate($0.text, $0.ended) }) { return true }
-                return false
-            }
-            group.addTask {
-                // The deadline: a bound on a failure, never a wait a passing test sits through.
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        do {
+            try await state.wait("the child's output", timeout: timeout) { predicate($0.text, $0.ended) }
+            return true
+        } catch {
+            return false
         }
     }
 }
