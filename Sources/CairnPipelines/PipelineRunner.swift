@@ -89,7 +89,8 @@ public final class PipelineRunner: Service, Sendable {
     let settings: PipelineSettings
     let logger: Logger
     let slots: PipelineSlots
-    /// The sandbox process of each run in progress on this node, by job id.
+    /// The sandbox process of each run in progress on this node, by job id (from its `started`
+    /// report to its end).
     let children = Mutex<[String: pid_t]>([:])
 
     /// Creates the runner; call ``registerJobs(on:)`` once, from the composition root.
@@ -329,7 +330,11 @@ public final class PipelineRunner: Service, Sendable {
             do {
                 ending = try await SandboxProcess.run(
                     executable: settings.sandboxExecutable, folder: folder, order: order, deadline: deadline,
-                    started: { pid in self.children.withLock { $0[jobId] = pid } }, report: { continuation.yield($0) })
+                    report: { report in
+                        // Known once its limits are in place, before its first report is saved.
+                        if report.event == .started, let pid = report.pid { self.children.withLock { $0[jobId] = pid } }
+                        continuation.yield(report)
+                    })
                 self.children.withLock { $0[jobId] = nil }
                 // A cancelled run's process was killed: that is the cancellation, not a failure.
                 try Task.checkCancellation()

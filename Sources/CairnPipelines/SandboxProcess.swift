@@ -29,14 +29,11 @@ enum SandboxProcess {
     }
 
     /// Runs `order` in a sandbox process in `folder`.
-    /// - Parameters:
-    ///   - started: called with the process id once it runs.
-    ///   - report: called with every intermediate report (`started`, `committed`,
-    ///     `restarted`, `rows`), in order.
+    /// - Parameter report: called with every intermediate report (`started`, once the limits
+    ///   are in place, then `committed`, `restarted`, `rows`), in order.
     /// - Throws: `SubprocessError` when the process cannot be started; `CancellationError`.
     static func run(
-        executable: String, folder: String, order: SandboxOrder, deadline: Duration?, started: @escaping @Sendable (pid_t) -> Void,
-        report: @escaping @Sendable (SandboxReport) -> Void
+        executable: String, folder: String, order: SandboxOrder, deadline: Duration?, report: @escaping @Sendable (SandboxReport) -> Void
     ) async throws -> Ending {
         var line = try JSONEncoder().encode(order)
         line.append(0x0A)
@@ -47,7 +44,6 @@ enum SandboxProcess {
             .path(FilePath(executable)), arguments: [PipelineSandbox.commandName], environment: .custom([:]),
             workingDirectory: FilePath(folder), platformOptions: options, input: .inputWriter, output: .sequence, error: .sequence
         ) { execution -> (SandboxReport?, Bool, String) in
-            started(execution.processIdentifier.value)
             // Standard input stays open until the process ends: its end of file tells the
             // process that this server has gone.
             _ = try await execution.standardInputWriter.write(orderLine)
