@@ -75,7 +75,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
-        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),  // the tests' child processes
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),  // pipeline sandboxes, the tests' children
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),  // FilePath, for swift-subprocess
     ],
     targets: [
@@ -140,7 +140,10 @@ let package = Package(
         .target(
             name: "CairnPipelines",
             dependencies: moduleDependencies + [
-                "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox", nioFileSystem, nioPosix, metrics, crypto, serviceLifecycle,
+                "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox", nioFileSystem, metrics, crypto, serviceLifecycle,
+                // The sandbox processes of pipeline runs (never Foundation's Process on Linux).
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strictSettings
         ),
@@ -186,7 +189,8 @@ let package = Package(
         .executableTarget(
             name: "cairn",
             dependencies: [
-                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP", "CairnTasks", "CairnCatalog",
+                "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
+                "CairnTasks", "CairnCatalog", "CairnPipelines",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 hummingbird, logging,
             ],

@@ -15,3 +15,9 @@ static inline int cairn_sqlite_db_config(sqlite3 *db, int op, int value) {
 static inline int cairn_sqlite_disable_memstatus(void) {
     return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
+
+// Memory statistics on: the sandbox process needs them for sqlite3_hard_heap_limit64, which
+// SQLite enforces only while it counts its allocations.
+static inline int cairn_sqlite_enable_memstatus(void) {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1);
+}

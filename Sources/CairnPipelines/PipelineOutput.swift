@@ -55,7 +55,7 @@ final class OutputWriter {
     /// Syncs and closes (after the last `drain`); returns the size and lower-case hex SHA-256.
     /// - Throws: `PipelineFailure` past the size limit, `SandboxError` (`io`) on a write error.
     func close() throws -> (Int64, String) {
-        if written > maxBytes { throw PipelineFailure(message: "the output exceeds the \(maxBytes)-byte file limit") }
+        if written > maxBytes { throw PipelineFailure(message: "output limit of \(PipelineSettings.describe(bytes: maxBytes)) reached") }
         if failed || fsync(descriptor) != 0 { throw SandboxError(.io, "writing the output file failed") }
         let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         return (written, digest)

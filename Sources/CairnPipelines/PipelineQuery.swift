@@ -2,7 +2,7 @@ import CairnFormats
 import CairnSandbox
 
 /// The outcome of the query phase.
-struct QueryOutcome: Sendable {
+struct QueryOutcome: Codable, Sendable {
     var rows: Int
     var bytes: Int64
     var sha256: String
@@ -11,11 +11,13 @@ struct QueryOutcome: Sendable {
 
 extension PipelineEngine {
     /// Runs the tenant's query over the loaded database and writes the result to `outputPath`.
-    /// - Throws: `SandboxError` (`refused`, `notAQuery`, `sql`, `timeout`, `cancelled`),
-    ///   `PipelineFailure` when the output would exceed `maxBytes`.
+    /// `admit` sees every row before it is encoded, and may refuse it by throwing.
+    /// - Throws: `SandboxError` (`refused`, `notAQuery`, `sql`, `timeout`, `cancelled`,
+    ///   `memory`), `PipelineFailure` when the output would exceed `maxBytes`, what `admit`
+    ///   throws.
     static func query(
         spec: PipelineSpec, databasePath: String, outputPath: String, maxBytes: Int64, timeoutSeconds: Double, control: SandboxControl,
-        report: (Int) -> Void
+        report: (Int) -> Void, admit: (SandboxStatement) throws -> Void = { _ in }
     ) throws -> QueryOutcome {
         let db = try SandboxDatabase(path: databasePath, control: control)
         db.lockDown()
@@ -29,10 +31,10 @@ extension PipelineEngine {
         switch spec.output.format {
         case .csv:
             var encoder = CSVResultEncoder(columns: names)
-            rows = try write(statement, with: &encoder, to: file, report: report)
+            rows = try write(statement, with: &encoder, to: file, report: report, admit: admit)
         case .json, .ndjson:
             var encoder = JSONResultEncoder(columns: names, booleans: booleans, lines: spec.output.format == .ndjson)
-            rows = try write(statement, with: &encoder, to: file, report: report)
+            rows = try write(statement, with: &encoder, to: file, report: report, admit: admit)
         }
         let (bytes, digest) = try file.close()
         return QueryOutcome(rows: rows, bytes: bytes, sha256: digest, columns: names)
@@ -41,11 +43,15 @@ extension PipelineEngine {
     /// Steps through the result, encoding every row and writing in chunks; stops early when the
     /// file has failed (past its size limit). Returns the rows written.
     private static func write(
-        _ statement: SandboxStatement, with encoder: inout some ResultEncoder, to file: OutputWriter, report: (Int) -> Void
+        _ statement: SandboxStatement, with encoder: inout some ResultEncoder, to file: OutputWriter, report: (Int) -> Void,
+        admit: (SandboxStatement) throws -> Void
     ) throws -> Int {
         var rows = 0
         while try statement.step() {
+            try admit(statement)
             encoder.row(statement)
+            // SQLite hands out an empty value when it cannot expand one: never write that.
+            if statement.ranOutOfMemory { throw SandboxError(.memory, "SQLite ran out of memory") }
             rows += 1
             encoder.drain(into: file, atLeast: OutputWriter.chunkBytes)
             if file.failed { break }

@@ -8,29 +8,70 @@ import Foundation
 package import Logging
 import Metrics
 import NIOFileSystem
-import NIOPosix
 import ServiceLifecycle
+import Subprocess
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Settings of pipeline runs (`CAIRN_PIPELINE_*`).
 package struct PipelineSettings: Sendable {
     /// Seconds the tenant's query may run before it is stopped (`CAIRN_PIPELINE_TIMEOUT`,
-    /// default 300).
+    /// default 300); its sandbox process is killed 5 seconds later if it has not stopped.
     package var timeoutSeconds: Double = 300
-    /// Threads that parse, load and query, i.e. runs making progress at once on this node
-    /// (`CAIRN_PIPELINE_THREADS`, default 2). They are not the Swift concurrency pool's, so a
-    /// long query never holds up requests.
+    /// Runs making progress at once on this node, each in its own sandbox process
+    /// (`CAIRN_PIPELINE_THREADS`, default 2). Other runs wait for a free slot.
     package var threads = 2
+    /// Of those slots, the most one tenant's runs may hold at once
+    /// (`CAIRN_PIPELINE_MAX_RUNNING_PER_TENANT`); nil means half of `threads`, at least 1, so
+    /// another tenant's run never waits for one tenant's long runs.
+    package var maxRunningPerTenant: Int?
+    /// Memory one sandbox process may use, bytes (`CAIRN_PIPELINE_MEMORY`, default 512 MiB):
+    /// its `RLIMIT_DATA`, heap and thread stacks included.
+    package var memoryBytes: Int64 = 512 << 20
+    /// CPU seconds one sandbox process (a run's load, or its query) may use
+    /// (`CAIRN_PIPELINE_CPU`, default 600), beside the wall-clock `timeoutSeconds`.
+    package var cpuSeconds = 600
+    /// The largest output a run may write, bytes (`CAIRN_PIPELINE_MAX_OUTPUT`, default 1 GiB;
+    /// never more than the largest file a tenant may have).
+    package var maxOutputBytes: Int64 = 1 << 30
+    /// Descriptors one sandbox process may hold (its `RLIMIT_NOFILE`).
+    package var openFiles = 64
     /// Where runs keep their job-private databases (`<data dir>/pipelines`).
     package var workDirectory = "./cairn-data/pipelines"
+    /// The `cairn` binary started in sandbox mode; by default the running binary itself
+    /// (`/proc/self/exe`, so the sandbox is always the server's own version). Tests, whose
+    /// process is not `cairn`, point it at the built binary.
+    package var sandboxExecutable = "/proc/self/exe"
 
     /// Creates the defaults.
     package init() {}
+
+    /// `maxRunningPerTenant`, or its default.
+    package var runningPerTenant: Int { min(threads, maxRunningPerTenant ?? max(1, threads / 2)) }
+
+    /// A size as people read it: "512 MiB", "1 GiB", "64 KiB", otherwise "123 bytes".
+    package static func describe(bytes: Int64) -> String {
+        for (unit, name) in [(Int64(1) << 30, "GiB"), (Int64(1) << 20, "MiB"), (Int64(1) << 10, "KiB")] where bytes >= unit && bytes % unit == 0 {
+            return "\(bytes / unit) \(name)"
+        }
+        return "\(bytes) bytes"
+    }
 }
 
 /// Runs pipelines as jobs of kind `pipeline.run`: on demand (``PipelineService/startRun(pipelineId:fileId:tenantId:createdBy:)``)
 /// or from a pipeline's schedule. One run streams the input file through its parser into a
 /// job-private SQLite database (committing and checkpointing every 50,000 rows), runs the
 /// tenant's query in the sandbox, and streams the result into a new file of the tenant.
+///
+/// The load and the query each run in a sandbox process of their own (`cairn
+/// pipeline-sandbox`, see ``PipelineSandbox``) under hard limits of memory, CPU time, file
+/// size and open files, in the run's work folder: tenant SQL that allocates, loops or writes
+/// without bound ends its own process and fails its run, and the server's memory does not
+/// move. Runs take turns for the node's slots (`threads`), at most `runningPerTenant` of them
+/// one tenant's.
 ///
 /// A killed or failed attempt resumes from its checkpoint: rows loaded stay loaded (rows
 /// committed after the last checkpoint are removed and read again), and the output file's id is
@@ -47,10 +88,12 @@ package final class PipelineRunner: Service, Sendable {
     let quotas: FileQuotas
     let settings: PipelineSettings
     let logger: Logger
-    let pool: NIOThreadPool
+    let slots: PipelineSlots
+    /// The sandbox process of each run in progress on this node, by job id (from its `started`
+    /// report to its end).
+    let children = Mutex<[String: pid_t]>([:])
 
-    /// Creates the runner and starts its thread pool; call ``registerJobs(on:)`` once, from the
-    /// composition root.
+    /// Creates the runner; call ``registerJobs(on:)`` once, from the composition root.
     package init(
         pipelines: PipelineStore, files: FileStore, blobs: any BlobStore, jobs: JobQueue, quotas: FileQuotas, settings: PipelineSettings,
         logger: Logger
@@ -62,8 +105,7 @@ package final class PipelineRunner: Service, Sendable {
         self.quotas = quotas
         self.settings = settings
         self.logger = logger
-        self.pool = NIOThreadPool(numberOfThreads: max(1, settings.threads))
-        pool.start()
+        self.slots = PipelineSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
     }
 
     /// Registers the pipeline run job handler on `queue`.
@@ -74,7 +116,9 @@ package final class PipelineRunner: Service, Sendable {
         }
     }
 
-    /// Removes the work folders of finished runs every 10 minutes; stops the pool on shutdown.
+    /// Removes the work folders of finished runs every 10 minutes. Sandbox processes end with
+    /// their runs: on shutdown the job worker cancels the runs it does not let finish, which
+    /// kills their processes.
     package func run() async throws {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -82,7 +126,11 @@ package final class PipelineRunner: Service, Sendable {
                 try await Task.sleep(for: .seconds(600))
             }
         }
-        try? await pool.shutdownGracefully()
+    }
+
+    /// The sandbox process of job `jobId`'s run, while one is going on this node.
+    func sandboxProcess(jobId: String) -> pid_t? {
+        children.withLock { $0[jobId] }
     }
 
     /// What a run keeps between attempts.
@@ -129,7 +177,9 @@ package final class PipelineRunner: Service, Sendable {
         }
         let folder = workFolder(tenantId: job.tenantId, jobId: job.id)
         do {
-            try await run(context, checkpoint: &checkpoint, folder: folder)
+            try await slots.withSlot(tenantId: job.tenantId) {
+                try await run(context, checkpoint: &checkpoint, folder: folder)
+            }
             try? FileManager.default.removeItem(atPath: folder)
         } catch let failure as PipelineFailure {
             try? FileManager.default.removeItem(atPath: folder)
@@ -158,7 +208,7 @@ package final class PipelineRunner: Service, Sendable {
             throw PipelineFailure(message: "the input file was deleted")
         }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let databasePath = folder + "/input.sqlite"
+        let databasePath = folder + "/" + SandboxOrder.databaseName
         let inputPath = blobs.path(tenantId: tenantId, id: file.id).string
         let started = ContinuousClock.now
 
@@ -166,33 +216,30 @@ package final class PipelineRunner: Service, Sendable {
         let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
-            do {
-                checkpoint.load = try await load(context, checkpoint: checkpoint, inputPath: inputPath, databasePath: databasePath, size: file.size)
-            } catch is LoadRestart {
-                logger.info("pipeline work database does not match its checkpoint; loading again", metadata: ["job_id": .string(context.job.id)])
-                Self.removeDatabase(databasePath)
-                checkpoint.load = nil
-                checkpoint.load = try await load(context, checkpoint: checkpoint, inputPath: inputPath, databasePath: databasePath, size: file.size)
-            }
+            checkpoint.load = try await load(context, checkpoint: checkpoint, inputPath: inputPath, folder: folder, size: file.size)
             try await context.saveCheckpoint(Self.encode(checkpoint), progress: Self.progress(checkpoint, phase: "querying", size: file.size))
         }
 
-        let outputPath = folder + "/output"
-        let control = SandboxControl()
+        let outputPath = folder + "/" + SandboxOrder.outputName
         let spec = checkpoint.spec
-        let maxBytes = quotas.maxFileBytes
+        let maxBytes = min(settings.maxOutputBytes, quotas.maxFileBytes)
         let timeout = settings.timeoutSeconds
         let snapshot = checkpoint
-        let outcome = try await onPool(
-            control: control, context: context,
-            snapshot: { rows in
-                Self.progress(snapshot, phase: "querying", size: file.size, rowsOutput: rows)
+        // The query writes its output and SQLite's temporary files (sorts, grouping); each may
+        // be as large as the output limit or twice the work database.
+        let databaseBytes = Self.fileSize(databasePath) + Self.fileSize(databasePath + "-wal")
+        let order = SandboxOrder(
+            phase: .query, spec: spec, inputPath: nil, resume: nil, maxOutputBytes: maxBytes, timeoutSeconds: timeout,
+            limits: limits(fileBytes: max(maxBytes + (1 << 20), 2 * databaseBytes + (64 << 20))))
+        let queried = try await inSandbox(order, context: context, folder: folder, deadline: .seconds(timeout + 5)) { report in
+            switch report.event {
+            // Announced as a job change, so a watcher sees the query's process once it runs.
+            case .started: return (nil, Self.progress(snapshot, phase: "querying", size: file.size))
+            case .rows: return (nil, Self.progress(snapshot, phase: "querying", size: file.size, rowsOutput: report.rows ?? 0))
+            default: return nil
             }
-        ) { report in
-            try PipelineEngine.query(
-                spec: spec, databasePath: databasePath, outputPath: outputPath, maxBytes: maxBytes, timeoutSeconds: timeout, control: control,
-                report: report)
         }
+        guard let outcome = queried.outcome else { throw SandboxError(.io, "the query's process reported no outcome") }
         let elapsed = (ContinuousClock.now - started).components
         Timer(label: "cairn_pipeline_run_seconds").recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
 
@@ -219,66 +266,132 @@ package final class PipelineRunner: Service, Sendable {
             progress: Self.progress(checkpoint, phase: "done", size: file.size, rowsOutput: outcome.rows))
     }
 
-    /// The load phase on the pool; every committed batch becomes a checkpoint.
-    private func load(_ context: JobContext, checkpoint: Checkpoint, inputPath: String, databasePath: String, size: Int64) async throws -> LoadState {
-        let control = SandboxControl()
-        let spec = checkpoint.spec
-        let resume = checkpoint.load
+    /// The load phase in a sandbox process; every committed batch becomes a checkpoint.
+    private func load(_ context: JobContext, checkpoint: Checkpoint, inputPath: String, folder: String, size: Int64) async throws -> LoadState {
         let base = checkpoint
-        return try await onPool(
-            control: control, context: context,
-            save: { (state: LoadState) in
+        // The work database is the one file a load writes; it may outgrow its input (row
+        // overhead, the WAL), never by this much.
+        let order = SandboxOrder(
+            phase: .load, spec: checkpoint.spec, inputPath: inputPath, resume: checkpoint.load, maxOutputBytes: 0, timeoutSeconds: 0,
+            limits: limits(fileBytes: 4 * size + (256 << 20)))
+        let loaded = try await inSandbox(order, context: context, folder: folder, deadline: nil) { report in
+            switch report.event {
+            case .committed:
+                guard let state = report.load else { return nil }
                 var next = base
                 next.load = state
                 return (Self.encode(next), Self.progress(next, phase: "loading", size: size))
+            case .restarted:
+                self.logger.info("pipeline work database does not match its checkpoint; loading again", metadata: ["job_id": .string(context.job.id)])
+                return nil
+            default:
+                return nil
             }
-        ) { report in
-            try PipelineEngine.load(spec: spec, filePath: inputPath, databasePath: databasePath, control: control, resume: resume, report: report)
         }
+        guard let state = loaded.load else { throw SandboxError(.io, "the load's process reported no outcome") }
+        return state
     }
 
-    /// Runs `work` on the pipeline pool. What it reports is saved by this task as it goes (the
-    /// newest report wins when saving falls behind), and cancelling this task stops the work.
-    private func onPool<Report: Sendable, Outcome: Sendable>(
-        control: SandboxControl, context: JobContext, save: @escaping @Sendable (Report) -> (checkpoint: JSONValue?, progress: JSONValue),
-        work: @escaping @Sendable (_ report: (Report) -> Void) throws -> Outcome
-    ) async throws -> Outcome {
-        let (reports, continuation) = AsyncStream.makeStream(of: Report.self, bufferingPolicy: .bufferingNewest(1))
-        return try await withTaskCancellationHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await report in reports {
-                        let (checkpoint, progress) = save(report)
-                        if let checkpoint {
-                            try await context.saveCheckpoint(checkpoint, progress: progress)
-                        } else {
-                            try await context.reportProgress(progress)
-                        }
+    /// The limits of one sandbox process of this node.
+    private func limits(fileBytes: Int64) -> SandboxLimits {
+        SandboxLimits(memoryBytes: settings.memoryBytes, cpuSeconds: settings.cpuSeconds, fileBytes: fileBytes, openFiles: settings.openFiles)
+    }
+
+    /// Runs `order` in a sandbox process in `folder` and returns its final report. What `save`
+    /// makes of the intermediate reports is saved by this task as it goes (the newest wins when
+    /// saving falls behind: a checkpoint or progress), and cancelling this task kills the
+    /// process.
+    /// - Throws: `PipelineFailure` for a limit reached, bad data or refused SQL (final);
+    ///   `SandboxError` (`io`) when another attempt may succeed; `CancellationError`.
+    private func inSandbox(
+        _ order: SandboxOrder, context: JobContext, folder: String, deadline: Duration?,
+        save: @escaping @Sendable (SandboxReport) -> (checkpoint: JSONValue?, progress: JSONValue)?
+    ) async throws -> SandboxReport {
+        let (reports, continuation) = AsyncStream.makeStream(of: SandboxReport.self, bufferingPolicy: .bufferingNewest(1))
+        let jobId = context.job.id
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await report in reports {
+                    guard let (checkpoint, progress) = save(report) else { continue }
+                    if let checkpoint {
+                        try await context.saveCheckpoint(checkpoint, progress: progress)
+                    } else {
+                        try await context.reportProgress(progress)
                     }
                 }
-                let outcome: Outcome
-                do {
-                    outcome = try await pool.runIfActive { try work { continuation.yield($0) } }
-                } catch {
-                    continuation.finish()
-                    group.cancelAll()
-                    throw error
-                }
-                continuation.finish()
-                try await group.waitForAll()
-                return outcome
             }
-        } onCancel: {
-            control.cancel()
+            let ending: SandboxProcess.Ending
+            do {
+                ending = try await SandboxProcess.run(
+                    executable: settings.sandboxExecutable, folder: folder, order: order, deadline: deadline,
+                    report: { report in
+                        // Known once its limits are in place, before its first report is saved.
+                        if report.event == .started, let pid = report.pid { self.children.withLock { $0[jobId] = pid } }
+                        continuation.yield(report)
+                    })
+                self.children.withLock { $0[jobId] = nil }
+                // A cancelled run's process was killed: that is the cancellation, not a failure.
+                try Task.checkCancellation()
+            } catch {
+                self.children.withLock { $0[jobId] = nil }
+                continuation.finish()
+                group.cancelAll()
+                throw error
+            }
+            continuation.finish()
+            try await group.waitForAll()
+            return try outcome(of: ending, order: order)
         }
     }
 
-    /// `onPool` for work whose reports are progress only.
-    private func onPool<Outcome: Sendable>(
-        control: SandboxControl, context: JobContext, snapshot: @escaping @Sendable (Int) -> JSONValue,
-        work: @escaping @Sendable (_ report: (Int) -> Void) throws -> Outcome
-    ) async throws -> Outcome {
-        try await onPool(control: control, context: context, save: { (rows: Int) in (nil, snapshot(rows)) }, work: work)
+    /// The final report of a sandbox process that ended well, or the error its ending means.
+    private func outcome(of ending: SandboxProcess.Ending, order: SandboxOrder) throws -> SandboxReport {
+        if ending.timedOut { throw PipelineFailure(message: "the query ran past the pipeline time limit") }
+        if let last = ending.last {
+            if last.event == .failed {
+                let message = last.message ?? "the run failed"
+                switch last.kind {
+                case "io": throw SandboxError(.io, message)
+                case "cancelled": throw CancellationError()
+                case "internal":
+                    logger.error("pipeline sandbox process failed", metadata: ["error": .string(message)])
+                    throw PipelineFailure(message: "the run's sandbox process failed")
+                default: throw PipelineFailure(message: message)
+                }
+            }
+            if case .exited(0) = ending.status { return last }
+        }
+        let limits = order.limits
+        switch ending.status {
+        case .signaled(SIGXCPU):
+            throw PipelineFailure(message: "CPU time limit reached")
+        case .signaled(SIGXFSZ):
+            throw PipelineFailure(message: "a work file of the run reached the size limit of \(PipelineSettings.describe(bytes: limits.fileBytes))")
+        case .signaled(let signal) where [SIGTERM, SIGINT, SIGHUP, SIGKILL].contains(signal):
+            // Stopped from outside (a service manager stopping the node's process group, the
+            // kernel's OOM killer): another attempt resumes from the checkpoint.
+            throw SandboxError(.io, "the run's sandbox process was stopped by signal \(signal)")
+        case .signaled(let signal):
+            // The Swift runtime traps when an allocation fails under RLIMIT_DATA; SQLite's own
+            // allocations fail earlier and are reported as such.
+            let errors = ending.errors.lowercased()
+            if errors.contains("alloc") || errors.contains("memory") {
+                throw PipelineFailure(message: PipelineSandbox.memoryMessage(limits.memoryBytes))
+            }
+            logger.warning(
+                "pipeline sandbox process crashed",
+                metadata: ["signal": .stringConvertible(signal), "stderr": .string(String(ending.errors.suffix(500)))])
+            throw PipelineFailure(message: "the run's sandbox process crashed (signal \(signal))")
+        case .exited(let code):
+            logger.warning(
+                "pipeline sandbox process ended without an outcome",
+                metadata: ["status": .stringConvertible(code), "stderr": .string(String(ending.errors.suffix(500)))])
+            throw PipelineFailure(message: "the run's sandbox process ended without an outcome (status \(code))")
+        }
+    }
+
+    static func fileSize(_ path: String) -> Int64 {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
     }
 
     /// The newest file for a scheduled run: of the pipeline's input format, newer than the one

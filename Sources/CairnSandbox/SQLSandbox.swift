@@ -18,6 +18,9 @@ package struct SandboxError: Error, CustomStringConvertible, Sendable, Equatable
         case sql
         /// A file of the sandbox could not be read or written.
         case io
+        /// SQLite could not allocate memory: the sandbox's heap limit (see
+        /// ``SandboxDatabase/limitMemory(heapBytes:)``) was reached.
+        case memory
     }
 
     /// The kind of problem.
@@ -113,14 +116,38 @@ package final class SandboxDatabase {
     }
 
     /// Process-wide settings of the system SQLite, which only sandboxes use: a soft heap
-    /// limit so caches shrink under pressure before anything fails.
+    /// limit so caches shrink under pressure before anything fails. In a process whose memory
+    /// is limited (``limitMemory(heapBytes:)``) the limits set there stay.
     private static let configured: Bool = {
+        if memoryLimited.load(ordering: .sequentiallyConsistent) { return true }
         _ = cairn_sqlite_disable_memstatus()
         sqlite3_soft_heap_limit64(256 << 20)
         return true
     }()
 
+    private static let memoryLimited = Atomic<Bool>(false)
+
     private static func configureLibrary() { _ = configured }
+
+    /// Bounds what the system SQLite may allocate in this whole process to `heapBytes`: past
+    /// it an allocation fails and the statement with it (``SandboxError/Kind/memory``), while
+    /// the process itself carries on and can report why. Caches start shrinking at half of
+    /// it. For the pipeline sandbox process, which is limited as a whole; call it once,
+    /// before any database is opened.
+    /// - Parameter heapBytes: bytes; at least 16 MiB.
+    package static func limitMemory(heapBytes: Int64) {
+        memoryLimited.store(true, ordering: .sequentiallyConsistent)
+        // Statistics must be switched on before SQLite initialises, or the limits do nothing.
+        _ = cairn_sqlite_enable_memstatus()
+        _ = sqlite3_initialize()
+        let bytes = max(16 << 20, heapBytes)
+        sqlite3_hard_heap_limit64(bytes)
+        sqlite3_soft_heap_limit64(bytes / 2)
+    }
+
+    /// Bytes the system SQLite holds in this process (0 unless ``limitMemory(heapBytes:)``
+    /// switched its statistics on).
+    package static var memoryUsed: Int64 { sqlite3_memory_used() }
 
     /// Installs the tenant-phase guards (see the type's documentation). Cairn's own statements
     /// after this point are checked as the tenant's are.
@@ -214,6 +241,7 @@ package final class SandboxDatabase {
             if guardState.control.isCancelled { return SandboxError(.cancelled, "the run was cancelled") }
             return SandboxError(.timeout, "the query ran past the pipeline time limit")
         }
+        if primary == SQLITE_NOMEM { return SandboxError(.memory, "SQLite ran out of memory") }
         if primary == SQLITE_AUTH, let refused = guardState.refusal.withLock({ $0 }) { return SandboxError(.refused, refused) }
         let text = message ?? String(cString: sqlite3_errmsg(handle))
         if primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CANTOPEN {
@@ -312,6 +340,23 @@ package final class SandboxStatement {
     }
     /// The column as text.
     package func text(_ index: Int32) -> String { String(decoding: bytes(index), as: UTF8.self) }
+
+    /// Bytes of the current row's text and blob values (numbers count 8), without copying or
+    /// expanding them.
+    package var rowBytes: Int {
+        var total = 0
+        for index in 0..<sqlite3_column_count(statement) {
+            switch sqlite3_column_type(statement, index) {
+            case SQLITE_TEXT, SQLITE_BLOB: total += Int(sqlite3_column_bytes(statement, index))
+            default: total += 8
+            }
+        }
+        return total
+    }
+
+    /// Whether reading a column of the current row failed for lack of memory (SQLite then
+    /// hands out an empty value rather than the real one).
+    package var ranOutOfMemory: Bool { sqlite3_errcode(database.handle) & 0xFF == SQLITE_NOMEM }
 }
 
 /// A run's deadline and cancellation, shared by the task that awaits the run and the thread

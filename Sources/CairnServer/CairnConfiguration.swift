@@ -46,8 +46,10 @@ package struct CairnConfiguration: Sendable {
     /// Files and uploads (`CAIRN_FILES_MAX_SIZE`, `CAIRN_FILES_MAX_TOTAL`, `CAIRN_FILES_MAX_PER_HOUR`,
     /// `CAIRN_UPLOADS_EXPIRY`).
     package var files = FilesSettings()
-    /// Pipeline runs: query time limit (`CAIRN_PIPELINE_TIMEOUT`, seconds) and worker threads
-    /// (`CAIRN_PIPELINE_THREADS`); the work folder is `<data dir>/pipelines`.
+    /// Pipeline runs: query time limit (`CAIRN_PIPELINE_TIMEOUT`, seconds), runs at once
+    /// (`CAIRN_PIPELINE_THREADS`, `CAIRN_PIPELINE_MAX_RUNNING_PER_TENANT`) and each sandbox
+    /// process's limits (`CAIRN_PIPELINE_MEMORY`, `CAIRN_PIPELINE_CPU`,
+    /// `CAIRN_PIPELINE_MAX_OUTPUT`); the work folder is `<data dir>/pipelines`.
     package var pipelines = PipelineSettings()
     /// Creates the defaults.
     package init() {}

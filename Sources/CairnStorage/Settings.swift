@@ -104,6 +104,31 @@ package struct SettingsReader: Sendable {
         return url
     }
 
+    /// A size in bytes, from `536870912`, `512MiB`, `512M`, `64KiB` or `2GiB` (binary units,
+    /// with or without the `iB`), in `range`.
+    /// - Throws: ``ConfigurationError`` when set to anything else.
+    package func bytes(_ key: String, in range: ClosedRange<Int64>, default value: Int64) throws -> Int64 {
+        guard let raw = text(key) else { return value }
+        guard let parsed = Self.parseBytes(raw), range.contains(parsed) else {
+            throw invalid(key, "must be a size from \(range.lowerBound) to \(range.upperBound) bytes, like 536870912 or 512MiB, got '\(raw)'")
+        }
+        return parsed
+    }
+
+    /// Bytes from `536870912`, `512MiB`, `512M`, `64KiB`, `2G`…; nil for anything else.
+    package static func parseBytes(_ raw: String) -> Int64? {
+        var text = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        if text.hasSuffix("ib") { text.removeLast(2) } else if text.hasSuffix("b") { text.removeLast() }
+        let units: [Character: Int64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
+        var unit: Int64 = 1
+        if let last = text.last, let scale = units[last] {
+            unit = scale
+            text.removeLast()
+        }
+        guard let value = Int64(text.trimmingCharacters(in: .whitespaces)), value >= 0, value <= Int64.max / unit else { return nil }
+        return value * unit
+    }
+
     /// Seconds from `900`, `90s`, `15m`, `12h` or `30d`; nil for anything else.
     package static func parseDuration(_ raw: String) -> Int? {
         let text = raw.trimmingCharacters(in: .whitespaces).lowercased()

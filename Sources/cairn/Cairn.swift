@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnAccounts
 import CairnHTTP
+import CairnPipelines
 import CairnServer
 import CairnStorage
 import Foundation
@@ -13,7 +14,7 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "Cairn: a self-hostable backend server (tasks, accounts, JWT auth).",
-        subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self],
+        subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self, PipelineSandboxCommand.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -104,6 +105,16 @@ struct Serve: AsyncParsableCommand {
                 Data("cairn: cannot serve on \(address) (CAIRN_HTTP_HOST/CAIRN_HTTP_PORT): \(String(describing: error).prefix(200))\n".utf8))
             throw ExitCode(2)
         }
+    }
+}
+
+/// One phase of a pipeline run under hard limits, started by the server itself (hidden: never
+/// run by hand). See `PipelineSandbox`.
+struct PipelineSandboxCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: PipelineSandbox.commandName, shouldDisplay: false)
+
+    func run() throws {
+        PipelineSandbox.main()
     }
 }
 

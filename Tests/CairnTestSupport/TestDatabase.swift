@@ -1,10 +1,23 @@
 import CairnAccounts
+import CairnPipelines
 package import CairnServer
 import CairnStorage
 import Foundation
 import Logging
 import SQLKit
 import Synchronization
+
+/// The `cairn` binary `swift build` made (or `CAIRN_BINARY`), which in-process nodes start in
+/// sandbox mode for pipeline runs.
+package let builtCairnBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["CAIRN_BINARY"] { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for configuration in ["debug", "release"] {
+        let path = root.appendingPathComponent(".build/\(configuration)/cairn").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return root.appendingPathComponent(".build/debug/cairn").path
+}()
 
 /// A fresh database for one test: a copy of a migrated template (a SQLite file copied into a
 /// new data directory, or a PostgreSQL database created with `CREATE DATABASE … TEMPLATE`),
@@ -27,6 +40,8 @@ package struct TestDatabase: Sendable {
         configuration.dataDir = directory
         configuration.accounts.bcryptCost = 4
         configuration.accounts.bcryptThreads = 2
+        // This process is the test runner, not `cairn`: pipeline runs start the built binary.
+        configuration.pipelines.sandboxExecutable = builtCairnBinary
         switch engine {
         case .sqlite:
             if migrated {
