@@ -180,7 +180,15 @@ public struct UploadsController: Sendable {
             contentType: contentType ?? "application/octet-stream", format: format, fileId: nil,
             expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
         try await createPartialFile(tenantId: tenantId, id: upload.id)
-        try await uploads.create(upload)
+        do {
+            try await uploads.create(upload, quotas: quotas)
+        } catch {
+            try? await partials.delete(tenantId: tenantId, id: upload.id)
+            if error is FileStore.QuotaExceeded {
+                throw FilesController.tooLarge("The tenant's files and unfinished uploads would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            }
+            throw error
+        }
         if hasBody || length == 0 {
             let token = UUID().uuidString
             guard
@@ -195,10 +203,11 @@ public struct UploadsController: Sendable {
     }
 
     /// Refuses an upload of `length` bytes the tenant's quotas cannot take (413, or 429 for the
-    /// hourly volume), before anything is stored.
+    /// hourly volume), before anything is stored. A quick first look: the total is checked
+    /// again, and reserved, atomically when the upload is recorded.
     private func checkQuotas(tenantId: String, length: Int64) async throws {
         if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
-        if try await files.totalBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
+        if try await files.usedBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
             throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
         }
         let hour = WallClock.milliseconds() / 3_600_000
@@ -453,7 +462,7 @@ public struct UploadsController: Sendable {
             format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())
         let hour = WallClock.milliseconds() / 3_600_000
         do {
-            try await files.insert(file, quotas: quotas, hour: hour)
+            try await files.insert(file, quotas: quotas, hour: hour, completingUpload: upload.id)
         } catch {
             try? await blobs.delete(tenantId: upload.tenantId, id: upload.id)
             _ = try? await uploads.delete(id: upload.id, tenantId: upload.tenantId)
