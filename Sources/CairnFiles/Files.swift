@@ -140,15 +140,19 @@ package struct FileStore: Sendable {
 
     /// Records a completely written file, checking the tenant's total and hourly quotas in the
     /// same transaction under a per-tenant lock, so uploads that finish at the same moment (on
-    /// any node) cannot together exceed them.
-    /// - Parameter countsAsUpload: false for files the server made (pipeline outputs), which
-    ///   count towards the total but not towards the hourly upload quota.
+    /// any node) cannot together exceed them. The total counts the tenant's files and the
+    /// declared lengths of its unfinished tus uploads (see `usedBytes`).
+    /// - Parameters:
+    ///   - countsAsUpload: false for files the server made (pipeline outputs), which count
+    ///     towards the total but not towards the hourly upload quota.
+    ///   - completingUpload: the id of the tus upload this file completes, whose reservation
+    ///     is this file's own and so is not counted twice.
     /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
-    package func insert(_ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true) async throws {
+    package func insert(
+        _ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true, completingUpload: String? = nil
+    ) async throws {
         try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
-            let total =
-                try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: file.tenantId)")
-                .first()?.decode(column: "total", as: Int64.self) ?? 0
+            let total = try await Self.usedBytes(tenantId: file.tenantId, excludingUpload: completingUpload, on: db)
             if total + file.size > quotas.maxTotalBytes { throw QuotaExceeded.total }
             if countsAsUpload {
                 try await Self.countUpload(file, quotas: quotas, hour: hour, on: db)
@@ -224,7 +228,28 @@ package struct FileStore: Sendable {
         }
     }
 
-    /// Bytes the tenant's files take.
+    /// Bytes counted against the tenant's total quota: its files, plus the declared length
+    /// (`Upload-Length`) of each unfinished tus upload, reserved from its creation so that
+    /// unfinished uploads cannot fill the disk past the quota.
+    package func usedBytes(tenantId: String) async throws -> Int64 {
+        try await database.read { db in try await Self.usedBytes(tenantId: tenantId, excludingUpload: nil, on: db) }
+    }
+
+    /// `usedBytes` on `db` (inside the caller's transaction), leaving out the upload
+    /// `excludingUpload`'s reservation.
+    static func usedBytes(tenantId: String, excludingUpload: String?, on db: any SQLDatabase) async throws -> Int64 {
+        // An expired upload still holds its partial bytes until the sweeper removes it, so it
+        // counts until then.
+        try await db.raw(
+            """
+            SELECT CAST((SELECT COALESCE(SUM(size), 0) FROM files WHERE tenant_id = \(bind: tenantId))
+            + (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE tenant_id = \(bind: tenantId) AND file_id IS NULL
+            AND id <> \(bind: excludingUpload ?? "")) AS BIGINT) AS total
+            """
+        ).first()?.decode(column: "total", as: Int64.self) ?? 0
+    }
+
+    /// Bytes the tenant's files take (finished files only; see `usedBytes` for the quota).
     package func totalBytes(tenantId: String) async throws -> Int64 {
         try await database.read { db in
             try await db.raw("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM files WHERE tenant_id = \(bind: tenantId)").first()?.decode(

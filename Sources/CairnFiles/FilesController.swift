@@ -134,7 +134,7 @@ package struct FilesController: Sendable {
     ) async throws -> Response {
         // Quotas first, from Content-Length when the client sent one (nothing is read yet).
         if let declared, declared > quotas.maxFileBytes { throw Self.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
-        let used = try await store.totalBytes(tenantId: tenantId)
+        let used = try await store.usedBytes(tenantId: tenantId)
         let room = quotas.maxTotalBytes - used
         if let declared, declared > room { throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.") }
         let hour = WallClock.milliseconds() / 3_600_000

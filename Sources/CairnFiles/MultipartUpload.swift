@@ -15,12 +15,16 @@ struct MultipartOutcome: Sendable {
     var fields: [String: String] = [:]
 }
 
-/// Thrown while streaming a multipart body: the body is malformed in the way `issue` says.
+/// Thrown while streaming a multipart body: the body is malformed, or passes one of
+/// `MultipartFileBody`'s limits, in the way `issue` says.
 struct MultipartProblem: Error, Sendable {
-    /// `file` or `body`.
+    /// `file`, `body` or the form field at fault.
     var field: String
-    /// What is wrong, for the client.
+    /// What is wrong, for the client (a limit is named with its value).
     var issue: String
+    /// Whether a limit was passed (413 `payload_too_large`) rather than the form being
+    /// malformed (400 `invalid_input`).
+    var tooLarge = false
 }
 
 /// The bytes of the single file part of a `multipart/form-data` body, as they arrive: the body
@@ -50,8 +54,18 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         Iterator(base: base.makeAsyncIterator(), collector: Collector(boundary: boundary), sink: self)
     }
 
-    /// Text fields larger than this are refused; they are names and formats, not content.
+    // The form's parts other than the file are names and formats, not content, so everything
+    // but the file's bytes is held to a few KiB: a form of 600,000 tiny fields, or a header line
+    // that never ends, is refused before it costs memory.
+
+    /// Bytes of one text field's value (4 KiB).
     static var fieldLimit: Int { 4096 }
+    /// Parts in one form, the file part included.
+    static var maxParts: Int { 100 }
+    /// Bytes of one header line of a part (8 KiB), its CRLF included; also bounds a preamble line.
+    static var maxHeaderLine: Int { 8192 }
+    /// Bytes of the body that are not the file's content (64 KiB): headers, fields, boundaries.
+    static var maxNonFileBytes: Int { 65_536 }
 
     struct Iterator: AsyncIteratorProtocol {
         var base: Base.AsyncIterator
@@ -92,6 +106,16 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         var kind: Kind?
         var field = ""
         var fieldBytes: [UInt8] = []
+        /// Parts begun so far.
+        var parts = 0
+        /// Bytes fed that were not the file part's content.
+        var nonFileBytes = 0
+        /// File content bytes delivered during the current `feed`.
+        var fileBytesInChunk = 0
+        /// Inside a part's content (between its blank line and its boundary).
+        var inBody = false
+        /// Bytes since the last line feed, counted outside part contents.
+        var lineBytes = 0
 
         enum Kind { case file, field }
 
@@ -99,35 +123,59 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
             parser = MultipartParser(boundary: boundary)
             closeDelimiter = Array("\r\n--\(boundary)--".utf8)
             parser.onHeader = { [unowned self] name, value in
+                guard failure == nil else { return }
+                if betweenParts || parts == 0 {
+                    parts += 1
+                    if parts > MultipartFileBody.maxParts {
+                        tooLarge("body", "the form has more than \(MultipartFileBody.maxParts) parts")
+                        return
+                    }
+                }
                 betweenParts = false
+                // The line was held whole by the parser; the running count in `feed` keeps that
+                // to about one limit, and this check is exact.
+                if name.utf8.count + value.utf8.count + 4 > MultipartFileBody.maxHeaderLine {
+                    tooLarge("body", "a part's header line is longer than \(MultipartFileBody.maxHeaderLine) bytes")
+                    return
+                }
                 headers[name.lowercased()] = value
             }
             parser.onBody = { [unowned self] buffer in
                 guard failure == nil else { return }
+                inBody = true
                 if kind == nil { classify() }
                 switch kind {
-                case .file: pending.append(buffer)
+                case .file:
+                    fileBytesInChunk += buffer.readableBytes
+                    pending.append(buffer)
                 case .field:
                     fieldBytes.append(contentsOf: buffer.readableBytesView)
                     if fieldBytes.count > MultipartFileBody.fieldLimit {
-                        fail("body", "the form field \(field) is longer than \(MultipartFileBody.fieldLimit) bytes")
+                        tooLarge(field, "the form field \(field) is longer than \(MultipartFileBody.fieldLimit) bytes")
                     }
                 case nil: break
                 }
             }
             parser.onPartComplete = { [unowned self] in
                 guard failure == nil else { return }
+                if parts == 0 { parts = 1 }  // a part with no header lines at all
                 if kind == nil { classify() }
                 if kind == .field { result.fields[field] = String(decoding: fieldBytes, as: UTF8.self) }
                 headers = [:]
                 kind = nil
                 fieldBytes = []
                 betweenParts = true
+                inBody = false
+                lineBytes = 0
             }
         }
 
         func fail(_ field: String, _ issue: String) {
             if failure == nil { failure = MultipartProblem(field: field, issue: issue) }
+        }
+
+        func tooLarge(_ field: String, _ issue: String) {
+            if failure == nil { failure = MultipartProblem(field: field, issue: issue, tooLarge: true) }
         }
 
         /// Decides from the part's headers whether it is the file or a text field (RFC 7578 §4.2:
@@ -165,12 +213,41 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         }
 
         func feed(_ chunk: ByteBuffer) throws {
-            do {
-                try parser.execute(chunk)
-            } catch {
-                throw MultipartProblem(field: "body", issue: "the multipart body is malformed (RFC 7578)")
+            // Within a part's content the parser holds nothing, so the chunk goes in whole.
+            // Elsewhere it may hold a header line until its end: it gets small slices, each
+            // counted first, so an endless line is stopped near the limit.
+            var rest = chunk
+            while rest.readableBytes > 0 {
+                let slice: ByteBuffer
+                if inBody || sawClose {
+                    slice = rest
+                    rest = ByteBuffer()
+                } else {
+                    slice = rest.readSlice(length: Swift.min(rest.readableBytes, 1024))!
+                    for byte in slice.readableBytesView {
+                        lineBytes = byte == 0x0A ? 0 : lineBytes + 1
+                        if lineBytes > MultipartFileBody.maxHeaderLine {
+                            tooLarge("body", "a part's header line is longer than \(MultipartFileBody.maxHeaderLine) bytes")
+                            throw failure!
+                        }
+                    }
+                }
+                fileBytesInChunk = 0
+                do {
+                    try parser.execute(slice)
+                } catch {
+                    throw MultipartProblem(field: "body", issue: "the multipart body is malformed (RFC 7578)")
+                }
+                if let failure { throw failure }
+                // After the close delimiter comes the epilogue, which the parser ignores.
+                if !sawClose {
+                    nonFileBytes += slice.readableBytes - fileBytesInChunk
+                    if nonFileBytes > MultipartFileBody.maxNonFileBytes {
+                        tooLarge("body", "the form's parts other than the file take more than \(MultipartFileBody.maxNonFileBytes) bytes")
+                        throw failure!
+                    }
+                }
             }
-            if let failure { throw failure }
             // The close delimiter can only follow a completed part (content never contains the
             // boundary), so it is looked for only then: cheap, since parts end rarely.
             if betweenParts && !sawClose {
@@ -211,7 +288,10 @@ extension FilesController {
     /// `name` field names the file, a `format` field (or `?format=`) or the part's media type
     /// gives the format. Same quotas and answers as a raw upload.
     /// - Throws: 400 `invalid_input` for a bad boundary, a second or missing file part, a
-    ///   malformed or truncated body (nothing is kept); 413/429 as for raw uploads.
+    ///   malformed or truncated body; 413 `payload_too_large` past a limit of the form (more
+    ///   than `maxParts` parts, a field over `fieldLimit`, a header line over `maxHeaderLine`,
+    ///   more than `maxNonFileBytes` besides the file) or, as for raw uploads, of the quotas;
+    ///   429 as for raw uploads. Nothing is kept when it throws.
     func uploadForm(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         guard let boundary = MultipartFileBody<RequestBody>.boundary(of: request.headers[.contentType] ?? "") else {
             throw AppError.invalidField("Content-Type", "multipart/form-data needs a boundary of 1 to 70 characters (RFC 2046)")
@@ -226,6 +306,10 @@ extension FilesController {
                 let written: (size: Int64, sha256: String)
                 do {
                     written = try await blobs.write(tenantId: tenantId, id: id, body: body, maxBytes: limit)
+                } catch let problem as MultipartProblem where problem.tooLarge {
+                    throw AppError(
+                        .contentTooLarge, code: .payloadTooLarge, detail: "The form passes a limit: \(problem.issue).",
+                        errors: [FieldIssue(field: problem.field, issue: problem.issue)])
                 } catch let problem as MultipartProblem {
                     throw AppError.invalidField(problem.field, problem.issue)
                 }

@@ -77,9 +77,16 @@ package struct UploadStore: Sendable {
             createdAt: try row.decode(column: "created_at", as: Int64.self))
     }
 
-    /// Records a new upload at offset 0.
-    package func create(_ upload: TusUpload) async throws {
-        try await database.write { db in
+    /// Records a new upload at offset 0. With `quotas`, its `length` is reserved against the
+    /// tenant's total quota in the same transaction, under the lock `FileStore.insert` takes,
+    /// so uploads created at the same moment (on any node) cannot together overshoot it.
+    /// - Throws: `FileStore.QuotaExceeded.total` (nothing recorded), or the database's error.
+    package func create(_ upload: TusUpload, quotas: FileQuotas? = nil) async throws {
+        try await database.withExclusiveLock(key: FileStore.lockKey(tenantId: upload.tenantId)) { db in
+            if let quotas {
+                let used = try await FileStore.usedBytes(tenantId: upload.tenantId, excludingUpload: nil, on: db)
+                if used + upload.length > quotas.maxTotalBytes { throw FileStore.QuotaExceeded.total }
+            }
             try await db.raw(
                 """
                 INSERT INTO uploads (id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, lock_token,

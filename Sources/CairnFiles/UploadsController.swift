@@ -163,7 +163,7 @@ package struct UploadsController: Sendable {
             contentType: described.contentType ?? "application/octet-stream", format: described.format, fileId: nil,
             expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
         try await createPartialFile(tenantId: tenantId, id: upload.id)
-        try await uploads.create(upload)
+        try await record(upload)
         if described.hasBody || length == 0 {
             let (leased, token) = try await lease(upload, busy: "The upload is busy.")
             upload = try await append(leased, token: token, body: request.body, checksum: try Self.checksum(request))
@@ -171,6 +171,21 @@ package struct UploadsController: Sendable {
         var headers = state(upload)
         headers[.location] = "/uploads/\(upload.id)"
         return Response(status: .created, headers: headers)
+    }
+
+    /// Records `upload`, reserving its length against the tenant's total quota in the same
+    /// transaction; on refusal its empty partial file is removed.
+    /// - Throws: 413 `payload_too_large` when files and unfinished uploads would pass the quota.
+    private func record(_ upload: TusUpload) async throws {
+        do {
+            try await uploads.create(upload, quotas: quotas)
+        } catch {
+            try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
+            if error is FileStore.QuotaExceeded {
+                throw FilesController.tooLarge("The tenant's files and unfinished uploads would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            }
+            throw error
+        }
     }
 
     /// `Upload-Length` of a creation (deferred lengths are not offered).
@@ -205,10 +220,11 @@ package struct UploadsController: Sendable {
     }
 
     /// Refuses an upload of `length` bytes the tenant's quotas cannot take (413, or 429 for the
-    /// hourly volume), before anything is stored.
+    /// hourly volume), before anything is stored. A quick first look: the total is checked
+    /// again, and reserved, atomically when the upload is recorded.
     private func checkQuotas(tenantId: String, length: Int64) async throws {
         if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
-        if try await files.totalBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
+        if try await files.usedBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
             throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
         }
         let hour = WallClock.milliseconds() / 3_600_000
@@ -379,7 +395,7 @@ package struct UploadsController: Sendable {
     private func record(_ file: StoredFile, of upload: TusUpload) async throws {
         let hour = WallClock.milliseconds() / 3_600_000
         do {
-            try await files.insert(file, quotas: quotas, hour: hour)
+            try await files.insert(file, quotas: quotas, hour: hour, completingUpload: upload.id)
         } catch {
             try? await blobs.delete(tenantId: upload.tenantId, id: upload.id)
             _ = try? await uploads.delete(id: upload.id, tenantId: upload.tenantId)

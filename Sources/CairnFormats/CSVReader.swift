@@ -12,6 +12,10 @@ package struct CSVOptions: Sendable, Equatable {
     package var nullValues: Set<String> = ["", "NA", "NULL"]
     /// The longest record accepted, in bytes (default 64 MiB); longer is `tooLarge`.
     package var maxRecordBytes = 64 << 20
+    /// The most fields a record may have (default 10,000): a header with more columns is
+    /// `tooLarge`. Bounds the per-record field table, which a 64 MiB record of bare delimiters
+    /// would otherwise grow to 64 M entries (1.5 GiB).
+    package var maxColumns = 10_000
 
     /// Creates the defaults.
     package init() {}
@@ -34,6 +38,11 @@ package final class CSVReader: BufferedInput {
     package private(set) var delimiter: UInt8 = 0x2C
     /// Data records returned so far.
     package private(set) var row = 0
+    /// The error that stopped reading, if one did: a stream error (a quote never closed, text
+    /// after a closing quote, a record or header over a limit, a failed read), past which no
+    /// record can be found. Every later read throws it again. A bad row (another number of
+    /// fields than the header, invalid UTF-8) leaves this nil: reading goes on with the next.
+    package private(set) var streamError: IngestError?
     /// Bytes of input consumed by the records returned so far (a checkpoint to resume from).
     package var bytesConsumed: Int64 { consumedBase + Int64(position) }
 
@@ -46,6 +55,8 @@ package final class CSVReader: BufferedInput {
     var atEOF = false
     private var pendingFirst: [String?]?  // the first data record when there is no header
     private var fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)] = []
+    /// Fields of the last scanned record beyond `maxColumns` (counted, not kept).
+    private var extraFields = 0
     private let nullMarkers: [[UInt8]]
 
     /// Opens a reader: detects the delimiter if needed and reads the header.
@@ -135,31 +146,51 @@ package final class CSVReader: BufferedInput {
     /// Finds the next record's fields (blank lines skipped) and checks their count.
     /// - Returns: the offset after the record, or nil at the end of input.
     private func scanNextRecord(countRow: Bool) throws -> Int? {
+        if let streamError { throw streamError }
         while true {
             while true {
                 if position == end {
                     if atEOF { return nil }
-                    try fill()
+                    try stopping { try fill() }
                     continue
                 }
                 let byte = buffer[position]
                 if byte == Self.cr || byte == Self.lf { position += 1 } else { break }
             }
             let recordRow = row + 1
-            switch try scanRecord(row: recordRow) {
+            switch try stopping({ try scanRecord(row: recordRow) }) {
             case .needMore:
-                try fill()
+                try stopping { try fill() }
                 continue
             case .record(let next):
-                if !columns.isEmpty && fields.count != columns.count {
+                let count = fields.count + extraFields
+                if columns.isEmpty && extraFields > 0 {
+                    // The header (or a header-less file's first record) sets the column count.
+                    let error = IngestError(
+                        .tooLarge, "the first record has \(count) fields, more than the limit of \(options.maxColumns) columns", row: recordRow,
+                        byteOffset: bytesConsumed)
+                    streamError = error
+                    throw error
+                }
+                if !columns.isEmpty && count != columns.count {
                     let start = bytesConsumed
                     position = next  // a caller that skips bad rows goes on with the next one
                     if countRow { row += 1 }
-                    throw IngestError(
-                        .malformed, "the record has \(fields.count) fields, the header \(columns.count)", row: recordRow, byteOffset: start)
+                    throw IngestError(.malformed, "the record has \(count) fields, the header \(columns.count)", row: recordRow, byteOffset: start)
                 }
                 return next
             }
+        }
+    }
+
+    /// Runs `body`; an `IngestError` it throws is a stream error (see `streamError`).
+    @inline(__always)
+    private func stopping<R>(_ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch let error as IngestError {
+            streamError = error
+            throw error
         }
     }
 
@@ -185,7 +216,12 @@ package final class CSVReader: BufferedInput {
         var fields = self.fields
         fields.removeAll(keepingCapacity: true)
         self.fields = []
-        defer { self.fields = fields }
+        var extra = 0
+        defer {
+            self.fields = fields
+            extraFields = extra
+        }
+        let maxFields = options.maxColumns
         let delimiter = self.delimiter
         let quote = options.quote
         let end = self.end
@@ -217,7 +253,7 @@ package final class CSVReader: BufferedInput {
                         }
                         i += 1
                     }
-                    fields.append((open + 1, i, true, escaped))
+                    if fields.count < maxFields { fields.append((open + 1, i, true, escaped)) } else { extra += 1 }
                     i += 1  // past the closing quote
                     if i < end {
                         let after = bytes[i]
@@ -234,7 +270,7 @@ package final class CSVReader: BufferedInput {
                         i += 1
                     }
                     if i == end && !atEOF { return .needMore }
-                    fields.append((start, i, false, false))
+                    if fields.count < maxFields { fields.append((start, i, false, false)) } else { extra += 1 }
                 }
                 // After a field: a delimiter, a line end, or the end of input.
                 if i >= end {
@@ -246,7 +282,8 @@ package final class CSVReader: BufferedInput {
                     i += 1
                     if i == end && !atEOF { return .needMore }
                     if i == end {
-                        fields.append((i, i, false, false))  // a trailing delimiter: one more empty field
+                        // A trailing delimiter: one more empty field.
+                        if fields.count < maxFields { fields.append((i, i, false, false)) } else { extra += 1 }
                         return .record(next: i)
                     }
                     continue

@@ -34,8 +34,13 @@ package struct JSONOptions: Sendable, Equatable {
     /// Nested objects become dotted columns (`address.city`) when true; JSON text when false.
     /// Arrays are always kept as JSON text.
     package var flatten = true
-    /// The largest record accepted, in bytes (default 16 MiB); larger is `tooLarge`.
+    /// The largest record accepted, in bytes (default 16 MiB); larger is `tooLarge`. For NDJSON
+    /// this bounds the whole line (the record and the blanks after it).
     package var maxRecordBytes = 16 << 20
+    /// The most fields one record may have, nested objects' dotted fields included (default
+    /// 10,000); more is `tooLarge`. Bounds a record's field table, which 16 MiB of tiny members
+    /// would otherwise grow to millions of entries.
+    package var maxFields = 10_000
     /// The deepest nesting accepted (default 64).
     package var maxDepth = 64
 
@@ -104,8 +109,8 @@ package final class JSONRecordReader: BufferedInput {
         let fields = try buffer.withUnsafeBufferPointer { bytes in
             try parser.record(UnsafeBufferPointer(rebasing: bytes[position..<(position + length)]))
         }
-        if options.layout == .lines { try checkLineEnd(after: length, row: recordRow) }
         position += length
+        if options.layout == .lines { try checkLineEnd(row: recordRow, recordLength: length) }
         row += 1
         return fields
     }
@@ -131,17 +136,23 @@ package final class JSONRecordReader: BufferedInput {
         }
     }
 
-    /// NDJSON: only spaces, tabs and a CR may follow a record on its line.
-    private func checkLineEnd(after length: Int, row: Int) throws {
-        var offset = length  // from `position`, which a refill moves
+    /// NDJSON: only spaces, tabs and a CR may follow a record on its line, and the line (of
+    /// which `recordLength` bytes came before `position`) may not pass `maxRecordBytes`. The
+    /// blanks are consumed as they are read, so they never pile up in the buffer.
+    private func checkLineEnd(row: Int, recordLength: Int) throws {
+        var lineBytes = recordLength
         while true {
-            while position + offset < end {
-                switch buffer[position + offset] {
-                case 0x20, 0x09, 0x0D: offset += 1
+            while position < end {
+                switch buffer[position] {
+                case 0x20, 0x09, 0x0D:
+                    position += 1
+                    lineBytes += 1
+                    if lineBytes > options.maxRecordBytes {
+                        throw IngestError(.tooLarge, "a line is longer than \(options.maxRecordBytes) bytes", row: row, byteOffset: bytesConsumed)
+                    }
                 case 0x0A: return
                 default:
-                    throw IngestError(
-                        .malformed, "text after the record on its line", row: row, byteOffset: consumedBase + Int64(position + offset))
+                    throw IngestError(.malformed, "text after the record on its line", row: row, byteOffset: bytesConsumed)
                 }
             }
             if atEOF { return }
@@ -232,7 +243,8 @@ package final class JSONRecordReader: BufferedInput {
                 throw IngestError(.malformed, "the record is cut short", row: row, byteOffset: consumedBase + Int64(position))
             }
             if end - position >= options.maxRecordBytes {
-                throw IngestError(.tooLarge, "a record is larger than \(options.maxRecordBytes) bytes", row: row, byteOffset: bytesConsumed)
+                let what = options.layout == .lines ? "a line is longer than" : "a record is larger than"
+                throw IngestError(.tooLarge, "\(what) \(options.maxRecordBytes) bytes", row: row, byteOffset: bytesConsumed)
             }
             try fill()
         }
@@ -251,6 +263,8 @@ private struct Parser {
     let row: Int
     let base: Int64
     var i = 0
+    /// UTF-8 bytes of the record's field names so far.
+    var nameBytes = 0
 
     init(options: JSONOptions, row: Int, base: Int64) {
         self.options = options
@@ -281,8 +295,9 @@ private struct Parser {
     mutating func object(
         _ b: UnsafeBufferPointer<UInt8>, prefix: String, into fields: inout [(name: String, value: FieldValue)], index: inout [String: Int]
     ) throws {
+        let open = i
         if try opensEmpty(b, closing: 0x7D) {
-            if !prefix.isEmpty { set(String(prefix.dropLast()), .json("{}"), &fields, &index) }
+            if !prefix.isEmpty { try set(String(prefix.dropLast()), .json("{}"), &fields, &index, at: open) }
             return
         }
         repeat {
@@ -294,9 +309,10 @@ private struct Parser {
             } else if b[i] == 0x7B || b[i] == 0x5B {
                 let start = i
                 try skipValue(b)
-                set(prefix + key, .json(try compact(b, start..<i)), &fields, &index)
+                try set(prefix + key, .json(try compact(b, start..<i)), &fields, &index, at: start)
             } else {
-                set(prefix + key, try scalar(b), &fields, &index)
+                let start = i
+                try set(prefix + key, try scalar(b), &fields, &index, at: start)
             }
         } while try continues(b, closing: 0x7D)
     }
@@ -339,10 +355,25 @@ private struct Parser {
         return false
     }
 
-    func set(_ name: String, _ value: FieldValue, _ fields: inout [(name: String, value: FieldValue)], _ index: inout [String: Int]) {
+    /// Sets field `name` (a repeat keeps the last value); `at` is where its value starts.
+    /// - Throws: `tooLarge` when a new field would pass `maxFields`, or the names together
+    ///   `maxRecordBytes`.
+    mutating func set(
+        _ name: String, _ value: FieldValue, _ fields: inout [(name: String, value: FieldValue)], _ index: inout [String: Int], at: Int
+    ) throws {
         if let existing = index[name] {
             fields[existing].value = value
         } else {
+            guard fields.count < options.maxFields else {
+                throw IngestError(.tooLarge, "a record has more than \(options.maxFields) fields", row: row, byteOffset: base + Int64(at))
+            }
+            // Flattened names repeat their parents' names, so deep nesting under a long key
+            // could make the names far larger than the record: they share its limit.
+            nameBytes += name.utf8.count
+            guard nameBytes <= options.maxRecordBytes else {
+                throw IngestError(
+                    .tooLarge, "a record's field names take more than \(options.maxRecordBytes) bytes", row: row, byteOffset: base + Int64(at))
+            }
             index[name] = fields.count
             fields.append((name, value))
         }

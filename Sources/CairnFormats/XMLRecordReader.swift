@@ -4,6 +4,20 @@ package import Foundation
     import FoundationXML
 #endif
 
+/// How much one XML record may hold (the pipeline's limits; exceeding one is `tooLarge`).
+package struct XMLLimits: Sendable, Equatable {
+    /// The largest record, in UTF-8 bytes of its field names and values (default 16 MiB).
+    package var maxRecordBytes = 16 << 20
+    /// The longest text of one element, in UTF-8 bytes (default 8 MiB), counted as it arrives,
+    /// whether or not it becomes a field.
+    package var maxTextBytes = 8 << 20
+    /// The most fields one record may have (default 10,000).
+    package var maxFields = 10_000
+
+    /// Creates the defaults.
+    package init() {}
+}
+
 /// Reads records from XML: each element at `recordPath` (e.g. `/iso_3166_entries/iso_3166_entry`)
 /// is one record; its attributes and the text of its child elements become fields (a child's
 /// attributes as `child.attribute`), in document order.
@@ -22,19 +36,21 @@ package final class XMLRecordReader {
 
     private let makeStream: () -> InputStream?
     private let path: [String]
+    private let limits: XMLLimits
 
     /// A reader over a file.
     /// - Throws: `IngestError` (`malformed`) when `recordPath` is not `/a/b…`.
-    package convenience init(path file: String, recordPath: String) throws {
-        try self.init(recordPath: recordPath) { InputStream(fileAtPath: file) }
+    package convenience init(path file: String, recordPath: String, limits: XMLLimits = XMLLimits()) throws {
+        try self.init(recordPath: recordPath, limits: limits) { InputStream(fileAtPath: file) }
     }
 
     /// A reader over bytes in memory (tests).
-    package convenience init(data: Data, recordPath: String) throws {
-        try self.init(recordPath: recordPath) { InputStream(data: data) }
+    package convenience init(data: Data, recordPath: String, limits: XMLLimits = XMLLimits()) throws {
+        try self.init(recordPath: recordPath, limits: limits) { InputStream(data: data) }
     }
 
-    private init(recordPath: String, makeStream: @escaping () -> InputStream?) throws {
+    private init(recordPath: String, limits: XMLLimits, makeStream: @escaping () -> InputStream?) throws {
+        self.limits = limits
         let parts = recordPath.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard parts.count >= 2, parts[0].isEmpty, parts.dropFirst().allSatisfy({ !$0.isEmpty }) else {
             throw IngestError(.malformed, "recordPath must look like /root/record, got '\(recordPath)'")
@@ -45,7 +61,8 @@ package final class XMLRecordReader {
 
     /// Parses the whole input, calling `body` with each record's fields in document order.
     /// - Throws: `IngestError` (`malformed` with the line, `forbidden` for entity declarations,
-    ///   `io`), or whatever `body` throws (the parse stops at once).
+    ///   `tooLarge` past a limit of `XMLLimits`, `io`), or whatever `body` throws (the parse
+    ///   stops at once).
     package func forEachRecord(_ body: ([(name: String, value: FieldValue)]) throws -> Void) throws {
         guard let prolog = makeStream() else { throw IngestError(.io, "cannot open the file") }
         let doctype = try Self.checkProlog(prolog)
@@ -55,7 +72,7 @@ package final class XMLRecordReader {
         parser.shouldProcessNamespaces = false
         // The delegate holds `body` only while `parse()` runs.
         let (ok, records, failure) = withoutActuallyEscaping(body) { body in
-            let delegate = Delegate(path: path, body: body)
+            let delegate = Delegate(path: path, limits: limits, body: body)
             parser.delegate = delegate
             let ok = parser.parse()
             parser.delegate = nil
@@ -148,65 +165,107 @@ package final class XMLRecordReader {
 
     private final class Delegate: NSObject, XMLParserDelegate {
         let path: [String]
+        let limits: XMLLimits
         let body: ([(name: String, value: FieldValue)]) throws -> Void
         var stack: [String] = []
         var record: [(name: String, value: FieldValue)]?
         var index: [String: Int] = [:]
         var text = ""
+        /// UTF-8 bytes of `text`.
+        var textBytes = 0
+        /// UTF-8 bytes of the current record's field names and values.
+        var recordBytes = 0
         var records = 0
         var failure: (any Error)?
 
-        init(path: [String], body: @escaping ([(name: String, value: FieldValue)]) throws -> Void) {
+        init(path: [String], limits: XMLLimits, body: @escaping ([(name: String, value: FieldValue)]) throws -> Void) {
             self.path = path
+            self.limits = limits
             self.body = body
         }
 
-        func set(_ name: String, _ value: String) {
+        /// Stops the parse with `tooLarge` (the first failure wins).
+        func refuse(_ parser: XMLParser, _ message: String) {
+            if failure == nil { failure = IngestError(.tooLarge, message + " (record \(records + 1), line \(parser.lineNumber))", row: records + 1) }
+            record = nil
+            text = ""
+            parser.abortParsing()
+        }
+
+        /// Sets a field of the current record (a repeat keeps the last value), within the limits.
+        func set(_ name: String, _ value: String, _ parser: XMLParser) {
+            guard record != nil else { return }
+            recordBytes += name.utf8.count + value.utf8.count
+            if recordBytes > limits.maxRecordBytes {
+                refuse(parser, "a record is larger than \(limits.maxRecordBytes) bytes")
+                return
+            }
             if let existing = index[name] {
                 record?[existing].value = .text(value)
             } else {
+                guard index.count < limits.maxFields else {
+                    refuse(parser, "a record has more than \(limits.maxFields) fields")
+                    return
+                }
                 index[name] = record?.count ?? 0
                 record?.append((name, .text(value)))
             }
+        }
+
+        /// Appends text of the current element, within the limit.
+        func append(_ string: String, _ parser: XMLParser) {
+            guard record != nil else { return }
+            textBytes += string.utf8.count
+            if textBytes > limits.maxTextBytes {
+                refuse(parser, "an element's text is longer than \(limits.maxTextBytes) bytes")
+                return
+            }
+            text += string
         }
 
         func parser(
             _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
             attributes: [String: String] = [:]
         ) {
+            guard failure == nil else { return }
             stack.append(elementName)
             text = ""
+            textBytes = 0
             if stack == path {
                 record = []
                 index = [:]
+                recordBytes = 0
                 // libxml2 hands attributes over in a dictionary: sort them for a stable order.
-                for key in attributes.keys.sorted() { set(key, attributes[key]!) }
+                for key in attributes.keys.sorted() { set(key, attributes[key]!, parser) }
             } else if record != nil, stack.count > path.count {
                 let name = stack[path.count...].joined(separator: ".")
-                for key in attributes.keys.sorted() { set(name + "." + key, attributes[key]!) }
+                for key in attributes.keys.sorted() { set(name + "." + key, attributes[key]!, parser) }
             }
         }
 
         func parser(_ parser: XMLParser, foundCharacters string: String) {
-            if record != nil { text += string }
+            append(string, parser)
         }
 
         func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
-            if record != nil { text += String(decoding: CDATABlock, as: UTF8.self) }
+            append(String(decoding: CDATABlock, as: UTF8.self), parser)
         }
 
         func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
+            guard failure == nil, !stack.isEmpty else { return }
             defer {
                 stack.removeLast()
                 text = ""
+                textBytes = 0
             }
-            guard let current = record else { return }
+            guard record != nil else { return }
             if stack.count > path.count {
+                // No copy of `record` may be alive here: `set` would then copy all its fields.
                 let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-                if !trimmed.isEmpty { set(stack[path.count...].joined(separator: "."), trimmed) }
+                if !trimmed.isEmpty { set(stack[path.count...].joined(separator: "."), trimmed, parser) }
                 return
             }
-            guard stack == path else { return }
+            guard stack == path, let current = record else { return }
             record = nil
             records += 1
             do { try body(current) } catch {

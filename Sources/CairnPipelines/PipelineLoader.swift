@@ -275,8 +275,7 @@ extension PipelineEngine {
                     inference = ColumnTypeInference(columns: columns.count, limit: sampleRecords)
                 }
             }
-            var lastErrorOffset: Int64 = -1
-            var ended = false  // the input is done (its end, or an error the reader cannot pass)
+            var ended = false  // the input is done
             while true {
                 let offset = reader.bytesConsumed
                 let record: [String?]
@@ -287,20 +286,12 @@ extension PipelineEngine {
                     }
                     record = next
                 } catch let error as IngestError {
-                    // A reader that cannot move past the problem (a quote never closed) reports
-                    // it once and ends here.
-                    if reader.bytesConsumed == lastErrorOffset {
-                        ended = true
-                        break
-                    }
+                    // Only a bad row may be skipped; past a stream error the rest of the file is
+                    // unreadable, and a run that stopped there would succeed on part of it.
+                    if reader.streamError != nil { throw Self.streamFailure(error, format: "CSV") }
                     let row = recordsAlreadyRead + (error.row ?? reader.row)
                     state.recordsRead = max(recordsAlreadyRead + reader.row, row)
                     try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
-                    if error.kind == .io || error.kind == .tooLarge {
-                        ended = true
-                        break
-                    }
-                    lastErrorOffset = reader.bytesConsumed
                     continue
                 }
                 state.recordsRead = recordsAlreadyRead + reader.row
@@ -333,6 +324,14 @@ extension PipelineEngine {
             sample.removeAll()
         }
 
+        /// What a reader error the file cannot be read past becomes: a failed read is retried
+        /// (`SandboxError` `io`); anything else (a quote never closed, a limit passed) ends the
+        /// run, whatever `onRowError` says.
+        static func streamFailure(_ error: IngestError, format: String) -> any Error {
+            if error.kind == .io { return SandboxError(.io, "reading the input failed: \(error)") }
+            return PipelineFailure(message: "the file cannot be read as \(format) past this point: \(error)")
+        }
+
         private func insertCSV(_ record: [String?], row: Int, offset: Int64, bytesAfter: Int64) throws {
             for (column, field) in state.sourceFields.enumerated() {
                 guard field < record.count, let value = record[field] else { continue }
@@ -347,7 +346,6 @@ extension PipelineEngine {
 
         /// The rest of the file, bound from the reader's bytes without making strings.
         private func loadCSVRecords(_ reader: CSVReader) throws {
-            var lastErrorOffset: Int64 = -1
             while true {
                 let offset = reader.bytesConsumed
                 do {
@@ -358,12 +356,10 @@ extension PipelineEngine {
                     }
                     if more == nil { break }
                 } catch let error as IngestError {
-                    if reader.bytesConsumed == lastErrorOffset { break }
+                    if reader.streamError != nil { throw Self.streamFailure(error, format: "CSV") }
                     let row = recordsAlreadyRead + (error.row ?? reader.row)
                     state.recordsRead = max(recordsAlreadyRead + reader.row, row)
                     try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
-                    if error.kind == .io || error.kind == .tooLarge { break }
-                    lastErrorOffset = reader.bytesConsumed
                 }
             }
         }
@@ -508,7 +504,7 @@ extension PipelineEngine {
                     do {
                         guard let next = try reader.next() else { break }
                         record = next
-                    } catch let error as IngestError where linesSkippable && error.kind != .io {
+                    } catch let error as IngestError where linesSkippable && error.kind != .io && error.kind != .tooLarge {
                         if skipped < recordsAlreadyRead {
                             skipped += 1
                         } else {
@@ -527,6 +523,9 @@ extension PipelineEngine {
                 }
             } catch let error as IngestError {
                 // A JSON document that stops being JSON cannot be read past the problem.
+                if error.kind == .io || error.kind == .tooLarge {
+                    throw Self.streamFailure(error, format: spec.input.format == .ndjson ? "NDJSON" : "JSON")
+                }
                 throw PipelineFailure(message: "the file is not valid \(spec.input.format == .ndjson ? "NDJSON" : "JSON"): \(error)")
             }
             try flushNamedSample(untyped: false)
