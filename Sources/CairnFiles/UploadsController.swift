@@ -157,6 +157,8 @@ package struct UploadsController: Sendable {
         let tenantId = context.identity.tenantId
         try await checkQuotas(tenantId: tenantId, length: length)
         let described = try Self.describedUpload(request)
+        // Read before the upload is recorded and leased: a malformed header must leave nothing.
+        let checksum = described.hasBody || length == 0 ? try Self.checksum(request) : nil
         let now = WallClock.milliseconds()
         var upload = TusUpload(
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,
@@ -166,7 +168,7 @@ package struct UploadsController: Sendable {
         try await record(upload)
         if described.hasBody || length == 0 {
             let (leased, token) = try await lease(upload, busy: "The upload is busy.")
-            upload = try await append(leased, token: token, body: request.body, checksum: try Self.checksum(request))
+            upload = try await append(leased, token: token, body: request.body, checksum: checksum)
         }
         var headers = state(upload)
         headers[.location] = "/uploads/\(upload.id)"

@@ -39,6 +39,26 @@ private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedStr
 
 @Suite("Uploads: tus 1.0 and multipart/form-data")
 struct UploadsTests {
+    /// A creation-with-upload whose `Upload-Checksum` cannot be read is refused before the
+    /// upload is recorded: before, it was recorded and leased first, so the 400 left an upload
+    /// that no request could append to until its lease ran out.
+    @Test(arguments: TestEngine.available)
+    func aCreationWithAMalformedChecksumRecordsNothing(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "tus-sum@example.com").tokens.accessToken
+            let refused = try await tusRequest(
+                client, .post, "/uploads", token: token,
+                headers: [lengthHeader: "5", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Checksum")!: "crc32 AAAA"],
+                body: Array("hello".utf8))
+            #expect(refused.status == .badRequest)
+            #expect(refused.code == "invalid_input")
+            let uploads = try await components.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(uploads == 0)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func theTusProtocolOverRealHTTP(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxFileBytes = 1000 }, runServices: false) { app in
