@@ -14,8 +14,27 @@ package struct LoginLimits: Sendable {
     package var perClient = 20
     /// The sliding window, in seconds (15 minutes).
     package var window = 15 * 60
+    /// Registrations per client address within `registerWindow` before 429.
+    package var registerPerClient = 10
+    /// The registration window, in seconds (1 hour).
+    package var registerWindow = 3600
+    /// Wrong current passwords per user within `passwordWindow` before 429.
+    package var passwordFailures = 5
+    /// The window of wrong current passwords, in seconds (15 minutes).
+    package var passwordWindow = 15 * 60
     /// Creates the default limits.
     package init() {}
+
+    /// The limits configured in `settings`.
+    package init(_ settings: AccountSettings) {
+        perEmail = settings.loginMaxPerEmail
+        perClient = settings.loginMaxPerClient
+        window = settings.loginWindow
+        registerPerClient = settings.registerMaxPerClient
+        registerWindow = settings.registerWindow
+        passwordFailures = settings.passwordChangeMaxFailures
+        passwordWindow = settings.passwordChangeWindow
+    }
 }
 
 /// Account use cases: registration, login, refresh-token rotation, logout, profile and admin
@@ -78,23 +97,38 @@ package final class AccountService: Sendable {
     package func login(email: String, password: String, client: String) async throws -> TokenPair {
         let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
         let now = clock.milliseconds
-        let windowMs = Int64(limits.window) * 1000
-        let failures = try await store.recentFailures(emailKey: key, client: client, since: now - windowMs)
-        if failures.email >= limits.perEmail || failures.client >= limits.perClient {
-            let oldest = failures.email >= limits.perEmail ? failures.emailOldest : failures.clientOldest
-            let retryAfter = Int(((oldest ?? now) + windowMs - now + 999) / 1000)
-            let limit = failures.email >= limits.perEmail ? limits.perEmail : limits.perClient
-            throw AppError.rateLimited(
-                retryAfter: retryAfter, policy: "\(limit);w=\(limits.window)", detail: "Too many failed logins. Try again later.")
+        // The attempt is counted as a failure before bcrypt runs, in one atomic step, so a burst
+        // of concurrent guesses cannot all pass the check before any of them is recorded.
+        let admission = try await store.admitLoginAttempt(
+            emailKey: key, client: client, now: now, windowMs: Int64(limits.window) * 1000, perEmail: limits.perEmail,
+            perClient: limits.perClient)
+        let attemptId = try Self.admitted(admission, window: limits.window, detail: "Too many failed logins. Try again later.")
+        let record: (user: User, passwordHash: String)?
+        let valid: Bool
+        do {
+            record = try await store.credentials(emailKey: key)
+            valid = try await hasher.verify(password, against: record?.passwordHash)
+        } catch {
+            // Not evaluated (hashing queue full, database error): not a failure.
+            try? await store.releaseLoginAttempt(attemptId)
+            throw error
         }
-        let record = try await store.credentials(emailKey: key)
-        let valid = try await hasher.verify(password, against: record?.passwordHash)
         guard valid, let user = record?.user else {
-            try await store.recordFailure(emailKey: key, client: client, at: now, pruneBefore: now - windowMs)
             throw AppError(.unauthorized, code: .invalidCredentials, detail: "The email or password is incorrect.")
         }
-        if failures.email > 0 { try await store.clearFailures(emailKey: key) }
+        try await store.clearFailures(emailKey: key)
         return try await startSession(for: user)
+    }
+
+    /// The admitted attempt's id.
+    /// - Throws: 429 `rate_limited` with `Retry-After` and `RateLimit-Policy` for a refusal.
+    static func admitted(_ admission: AccountStore.Admission, window: Int, detail: String) throws -> String {
+        switch admission {
+        case .admitted(let attemptId):
+            return attemptId
+        case .limited(let retryAfter, let limit):
+            throw AppError.rateLimited(retryAfter: retryAfter, policy: "\(limit);w=\(window)", detail: detail)
+        }
     }
 
     /// Issues an access token and a new refresh-token family.

@@ -131,7 +131,9 @@ package func buildComponents(
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads)
-        let accounts = AccountService(store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, logger: logger)
+        let accounts = AccountService(
+            store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
+            logger: logger)
         let events = EventBus(database: database, logger: logger)
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(

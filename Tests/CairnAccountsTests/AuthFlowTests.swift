@@ -116,6 +116,29 @@ struct RegistrationTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func concurrentWrongLoginsForOneEmailAreCountedOneByOne(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.accounts.loginMaxPerEmail = 4 }, runServices: false) { app in
+            let client = app.client
+            _ = try await client.registerAndLogin(email: "dave@example.com")
+            let answers = try await withThrowingTaskGroup(of: TestResponse.self) { group in
+                for _ in 0..<40 {
+                    group.addTask { try await client.json(.post, "/auth/login", ["email": "dave@example.com", "password": "wrong password"]) }
+                }
+                return try await group.reduce(into: [TestResponse]()) { $0.append($1) }
+            }
+            // Exactly the configured number reach bcrypt; the rest are refused before it.
+            #expect(answers.filter { $0.status == .unauthorized }.count == 4)
+            let limited = answers.filter { $0.status == .tooManyRequests }
+            #expect(limited.count == 36)
+            #expect(limited.allSatisfy { $0.code == "rate_limited" && (Int($0.headers[.retryAfter] ?? "") ?? 0) > 0 })
+            let recorded = try await app.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(recorded == 4)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {
