@@ -66,9 +66,13 @@ package final class AccountService: Sendable {
 
     // MARK: Registration and login
 
-    /// Creates a tenant and its first user (role `owner`).
-    /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email.
-    package func register(email: String, password: String, name: String, tenantName: String?) async throws -> User {
+    /// Creates a tenant and its first user (role `owner`). Registration is open, so each client
+    /// address may register `registerPerClient` times per `registerWindow`: every valid attempt
+    /// costs a bcrypt hash and creates a tenant.
+    /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email;
+    ///   429 `rate_limited` with `Retry-After` when the address is over its limit.
+    /// - Parameter client: the caller's address; nil for an operator (`cairn`), who is not limited.
+    package func register(email: String, password: String, name: String, tenantName: String?, client: String? = nil) async throws -> User {
         var issues: [FieldIssue] = []
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
@@ -81,7 +85,22 @@ package final class AccountService: Sendable {
             if cleanTenant == nil { issues.append(FieldIssue(field: "tenantName", issue: "must be 1 to 100 characters")) }
         }
         guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
-        let hash = try await hasher.hash(password)
+        var attemptId: String?
+        if let client {
+            let admission = try await store.admitAttempt(
+                bucket: "register:" + client, now: clock.milliseconds, windowMs: Int64(limits.registerWindow) * 1000,
+                limit: limits.registerPerClient)
+            attemptId = try Self.admitted(
+                admission, window: limits.registerWindow, detail: "Too many registrations from this address. Try again later.")
+        }
+        let hash: String
+        do {
+            hash = try await hasher.hash(password)
+        } catch {
+            // Not attempted (hashing queue full): the address keeps its allowance.
+            if let attemptId { try? await store.releaseAttempt(attemptId) }
+            throw error
+        }
         let now = clock.milliseconds
         let user = User(
             id: UUIDv7.make(), tenantId: UUIDv7.make(), email: normalized.email, name: cleanName, role: .owner, version: 1,
@@ -224,13 +243,27 @@ package final class AccountService: Sendable {
     }
 
     /// Changes the caller's password, revokes all their sessions, and starts a new one.
-    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short.
+    /// A stolen access token must not become a password oracle: each user may give a wrong
+    /// current password `passwordFailures` times per `passwordWindow`.
+    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short;
+    ///   429 `rate_limited` with `Retry-After` after too many wrong current passwords.
     package func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
         if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
-        let hash = try await store.passwordHash(userId: identity.userId)
-        guard try await hasher.verify(current, against: hash) else {
-            throw AppError.invalidField("currentPassword", "is incorrect")
+        // Counted before bcrypt in one atomic step (as logins), released when the password is right.
+        let admission = try await store.admitAttempt(
+            bucket: "password:" + identity.userId, now: clock.milliseconds, windowMs: Int64(limits.passwordWindow) * 1000,
+            limit: limits.passwordFailures)
+        let attemptId = try Self.admitted(admission, window: limits.passwordWindow, detail: "Too many wrong passwords. Try again later.")
+        let matches: Bool
+        do {
+            let hash = try await store.passwordHash(userId: identity.userId)
+            matches = try await hasher.verify(current, against: hash)
+        } catch {
+            try? await store.releaseAttempt(attemptId)
+            throw error
         }
+        guard matches else { throw AppError.invalidField("currentPassword", "is incorrect") }
+        try await store.releaseAttempt(attemptId)
         let newHash = try await hasher.hash(new)
         let now = clock.milliseconds
         guard

@@ -139,6 +139,55 @@ struct RegistrationTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func registrationIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.accounts.registerMaxPerClient = 2 }) { client, _ in
+            for index in 0..<2 {
+                let created = try await client.json(
+                    .post, "/auth/register", ["email": "owner\(index)@example.com", "password": "correct horse battery", "name": "Owner"])
+                #expect(created.status == .created)
+            }
+            let limited = try await client.json(
+                .post, "/auth/register", ["email": "owner9@example.com", "password": "correct horse battery", "name": "Owner"])
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "rate_limited")
+            #expect((Int(limited.headers[.retryAfter] ?? "") ?? 0) > 3500)
+            #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "2;w=3600")
+            // Bad input is still answered as such, and costs nothing.
+            let invalid = try await client.json(.post, "/auth/register", ["email": "nope", "password": "x", "name": "Owner"])
+            #expect(invalid.status == .badRequest)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func wrongCurrentPasswordsAreRateLimitedPerUser(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.accounts.passwordChangeMaxFailures = 2 }) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "frank@example.com")
+            let token = tokens.accessToken
+            // A right current password does not use up the allowance.
+            let (_, other) = try await client.registerAndLogin(email: "grace@example.com")
+            let changed = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"],
+                token: other.accessToken)
+            #expect(changed.status == .ok)
+            for _ in 0..<2 {
+                let wrong = try await client.json(
+                    .put, "/users/me/password", ["currentPassword": "wrong password", "newPassword": "another long one"], token: token)
+                #expect(wrong.status == .badRequest)
+            }
+            // Now even the right one waits: a stolen access token is no password oracle.
+            let limited = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"], token: token)
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "rate_limited")
+            #expect((Int(limited.headers[.retryAfter] ?? "") ?? 0) > 800)
+            let grace = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "another long one", "newPassword": "a third long one"],
+                token: try await client.login(email: "grace@example.com", password: "another long one").accessToken)
+            #expect(grace.status == .ok)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {
