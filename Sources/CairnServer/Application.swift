@@ -130,7 +130,8 @@ package func buildComponents(
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
-        let hasher = PasswordHasher(cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads)
+        let hasher = PasswordHasher(
+            cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
         let accounts = AccountService(
             store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
             logger: logger)

@@ -23,7 +23,8 @@ package struct CairnConfiguration: Sendable {
     /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
     package var databaseURL: String?
     /// Accounts and tokens (`CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`,
-    /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`).
+    /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`, `CAIRN_BCRYPT_QUEUE`, `CAIRN_LOGIN_*`, `CAIRN_REGISTER_*`,
+    /// `CAIRN_PASSWORD_CHANGE_*`).
     package var accounts = AccountSettings()
     /// `text` or `json` (`CAIRN_LOG_FORMAT`).
     package var logFormat = "text"

@@ -188,6 +188,39 @@ struct RegistrationTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func aFullHashingQueueAnswers503AtOnceAndCountsNothing(engine: TestEngine) async throws {
+        let gate = Gate()
+        try await withTestApp(engine, configure: { $0.accounts.bcryptQueue = 1 }) { client, components in
+            _ = try await client.registerAndLogin(email: "hana@example.com")
+            components.accounts.hasher.holdAdmittedWork { try await gate.wait() }
+            async let held = client.json(.post, "/auth/login", ["email": "hana@example.com", "password": "correct horse battery"])
+            try await gate.waitForArrivals(1, timeout: .seconds(10))
+            // The one slot is taken: other logins and registrations are refused, not queued.
+            let login = try await client.json(.post, "/auth/login", ["email": "ivan@example.com", "password": "wrong password"])
+            let register = try await client.json(
+                .post, "/auth/register", ["email": "ivan@example.com", "password": "correct horse battery", "name": "Ivan"])
+            for refused in [login, register] {
+                #expect(refused.status == .serviceUnavailable)
+                #expect(refused.code == "unavailable")
+                #expect(refused.headers[.retryAfter] == "1")
+            }
+            #expect(gate.arrived == 1)
+            gate.open()
+            #expect(try await held.status == .ok)
+            #expect(components.accounts.hasher.inFlight == 0)
+            // Refused attempts were never evaluated, so they use up no allowance.
+            let counts = try await components.database.read { db in
+                (
+                    try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self),
+                    try await db.raw("SELECT COUNT(*) AS n FROM auth_attempts").first()?.decode(column: "n", as: Int.self)
+                )
+            }
+            #expect(counts.0 == 0)
+            #expect(counts.1 == 1)  // hana's own registration
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {
