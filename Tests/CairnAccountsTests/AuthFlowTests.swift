@@ -221,6 +221,51 @@ struct RegistrationTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func aClientCannotChooseItsAddressWithoutTrustedProxies(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.accounts.loginMaxPerClient = 2 }, runServices: false) { app in
+            for index in 0..<2 {
+                let spoofed = HTTPFields([
+                    HTTPField(name: HTTPField.Name("X-Forwarded-For")!, value: "203.0.113.\(index)"),
+                    HTTPField(name: HTTPField.Name("Forwarded")!, value: "for=198.51.100.\(index)"),
+                ])
+                let wrong = try await app.client.json(
+                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"], headers: spoofed)
+                #expect(wrong.status == .unauthorized)
+            }
+            let limited = try await app.client.json(
+                .post, "/auth/login", ["email": "other@example.com", "password": "wrong password"],
+                headers: [HTTPField.Name("X-Forwarded-For")!: "192.0.2.99"])
+            #expect(limited.status == .tooManyRequests)
+            let clients = try await app.database.read { db in
+                try await db.raw("SELECT DISTINCT client FROM login_failures").all().map { try $0.decode(column: "client", as: String.self) }
+            }
+            #expect(clients == ["127.0.0.1"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aTrustedProxysForwardedClientIsCountedSeparately(engine: TestEngine) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                $0.accounts.loginMaxPerClient = 2
+                $0.trustedProxies = try! TrustedProxies(parsing: "127.0.0.0/8, ::1")
+            }, runServices: false
+        ) { app in
+            for index in 0..<3 {
+                let wrong = try await app.client.json(
+                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"],
+                    headers: [HTTPField.Name("Forwarded")!: "for=\"[2001:db8::\(index)]:4711\""])
+                #expect(wrong.status == .unauthorized)
+            }
+            let clients = try await app.database.read { db in
+                try await db.raw("SELECT client FROM login_failures ORDER BY client").all().map { try $0.decode(column: "client", as: String.self) }
+            }
+            #expect(clients == ["2001:db8::", "2001:db8::1", "2001:db8::2"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {
