@@ -59,7 +59,7 @@ package final class AccountService: Sendable {
         self.store = store
         self.tokens = tokens
         self.hasher = hasher
-        self.sessions = SessionGuard(store: store, clock: tokens.clock)
+        self.sessions = SessionGuard(store: store, clock: tokens.clock, accessTokenTTL: tokens.settings.accessTokenTTL)
         self.limits = limits
         self.logger = logger
     }
@@ -191,11 +191,15 @@ package final class AccountService: Sendable {
 
     static let invalidRefresh = AppError(.unauthorized, code: .invalidRefreshToken, detail: "The refresh token is not valid.")
 
-    /// Revokes the session (refresh-token family) of a token. Unknown tokens are ignored
-    /// (RFC 7009 §2.2: revocation answers success either way).
+    /// Revokes the session (refresh-token family) of a token, and with it the access tokens
+    /// carrying its `sid`: at once on this node, within the session guard's refresh interval
+    /// (at most 4 s) on every other. Unknown tokens are ignored (RFC 7009 §2.2: revocation
+    /// answers success either way).
     package func logout(refreshToken: String) async throws {
         guard refreshToken.utf8.count <= 256 else { return }
-        _ = try await store.revokeFamily(ofToken: refreshToken)
+        if let userId = try await store.revokeFamily(ofToken: refreshToken) {
+            sessions.invalidate(userId: userId)
+        }
     }
 
     /// Revokes every session of the user; their access tokens stop working on every node

@@ -187,17 +187,25 @@ package struct AccountStore: Sendable {
         }
     }
 
-    /// What the Bearer middleware needs to honour revocations: the current role and the time
-    /// before which access tokens are void. Nil when the user no longer exists.
-    func sessionState(userId: String) async throws -> (role: Role, tenantId: String, validAfter: Int64)? {
+    /// What the Bearer middleware needs to honour revocations: the current role, the time
+    /// before which access tokens are void, and the sessions (refresh-token families, the
+    /// tokens' `sid`) revoked after `revokedSince` (epoch ms; older revocations outlive every
+    /// access token issued in them). Nil when the user no longer exists.
+    func sessionState(userId: String, revokedSince: Int64 = 0) async throws -> (
+        role: Role, tenantId: String, validAfter: Int64, revokedSessions: Set<String>
+    )? {
         try await database.read { db in
             guard let row = try await db.raw("SELECT role, tenant_id, sessions_valid_after FROM users WHERE id = \(bind: userId)").first() else {
                 return nil
             }
+            let revoked = try await db.raw(
+                "SELECT DISTINCT family_id FROM refresh_tokens WHERE user_id = \(bind: userId) AND revoked_at > \(bind: revokedSince)"
+            ).all().map { try $0.decode(column: "family_id", as: String.self) }
             return (
                 Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
                 try row.decode(column: "tenant_id", as: String.self),
-                try row.decode(column: "sessions_valid_after", as: Int64.self)
+                try row.decode(column: "sessions_valid_after", as: Int64.self),
+                Set(revoked)
             )
         }
     }
