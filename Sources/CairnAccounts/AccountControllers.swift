@@ -44,7 +44,8 @@ package struct AuthController: Sendable {
     @Sendable func register(_ request: Request, context: CairnRequestContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: RegisterBody.self, context: context)
-        let user = try await accounts.register(email: body.email, password: body.password, name: body.name, tenantName: body.tenantName)
+        let user = try await accounts.register(
+            email: body.email, password: body.password, name: body.name, tenantName: body.tenantName, client: context.clientAddress)
         return .json(user, status: .created, headers: [.location: "/users/\(user.id)", .eTag: ETag.of(version: user.version)])
     }
 

@@ -14,8 +14,27 @@ package struct LoginLimits: Sendable {
     package var perClient = 20
     /// The sliding window, in seconds (15 minutes).
     package var window = 15 * 60
+    /// Registrations per client address within `registerWindow` before 429.
+    package var registerPerClient = 10
+    /// The registration window, in seconds (1 hour).
+    package var registerWindow = 3600
+    /// Wrong current passwords per user within `passwordWindow` before 429.
+    package var passwordFailures = 5
+    /// The window of wrong current passwords, in seconds (15 minutes).
+    package var passwordWindow = 15 * 60
     /// Creates the default limits.
     package init() {}
+
+    /// The limits configured in `settings`.
+    package init(_ settings: AccountSettings) {
+        perEmail = settings.loginMaxPerEmail
+        perClient = settings.loginMaxPerClient
+        window = settings.loginWindow
+        registerPerClient = settings.registerMaxPerClient
+        registerWindow = settings.registerWindow
+        passwordFailures = settings.passwordChangeMaxFailures
+        passwordWindow = settings.passwordChangeWindow
+    }
 }
 
 /// Account use cases: registration, login, refresh-token rotation, logout, profile and admin
@@ -40,16 +59,20 @@ package final class AccountService: Sendable {
         self.store = store
         self.tokens = tokens
         self.hasher = hasher
-        self.sessions = SessionGuard(store: store, clock: tokens.clock)
+        self.sessions = SessionGuard(store: store, clock: tokens.clock, accessTokenTTL: tokens.settings.accessTokenTTL)
         self.limits = limits
         self.logger = logger
     }
 
     // MARK: Registration and login
 
-    /// Creates a tenant and its first user (role `owner`).
-    /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email.
-    package func register(email: String, password: String, name: String, tenantName: String?) async throws -> User {
+    /// Creates a tenant and its first user (role `owner`). Registration is open, so each client
+    /// address may register `registerPerClient` times per `registerWindow`: every valid attempt
+    /// costs a bcrypt hash and creates a tenant.
+    /// - Throws: 400 `invalid_input` listing bad fields; 409 `conflict` for a taken email;
+    ///   429 `rate_limited` with `Retry-After` when the address is over its limit.
+    /// - Parameter client: the caller's address; nil for an operator (`cairn`), who is not limited.
+    package func register(email: String, password: String, name: String, tenantName: String?, client: String? = nil) async throws -> User {
         var issues: [FieldIssue] = []
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
@@ -62,7 +85,22 @@ package final class AccountService: Sendable {
             if cleanTenant == nil { issues.append(FieldIssue(field: "tenantName", issue: "must be 1 to 100 characters")) }
         }
         guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
-        let hash = try await hasher.hash(password)
+        var attemptId: String?
+        if let client {
+            let admission = try await store.admitAttempt(
+                bucket: "register:" + client, now: clock.milliseconds, windowMs: Int64(limits.registerWindow) * 1000,
+                limit: limits.registerPerClient)
+            attemptId = try Self.admitted(
+                admission, window: limits.registerWindow, detail: "Too many registrations from this address. Try again later.")
+        }
+        let hash: String
+        do {
+            hash = try await hasher.hash(password)
+        } catch {
+            // Not attempted (hashing queue full): the address keeps its allowance.
+            if let attemptId { try? await store.releaseAttempt(attemptId) }
+            throw error
+        }
         let now = clock.milliseconds
         let user = User(
             id: UUIDv7.make(), tenantId: UUIDv7.make(), email: normalized.email, name: cleanName, role: .owner, version: 1,
@@ -78,23 +116,38 @@ package final class AccountService: Sendable {
     package func login(email: String, password: String, client: String) async throws -> TokenPair {
         let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
         let now = clock.milliseconds
-        let windowMs = Int64(limits.window) * 1000
-        let failures = try await store.recentFailures(emailKey: key, client: client, since: now - windowMs)
-        if failures.email >= limits.perEmail || failures.client >= limits.perClient {
-            let oldest = failures.email >= limits.perEmail ? failures.emailOldest : failures.clientOldest
-            let retryAfter = Int(((oldest ?? now) + windowMs - now + 999) / 1000)
-            let limit = failures.email >= limits.perEmail ? limits.perEmail : limits.perClient
-            throw AppError.rateLimited(
-                retryAfter: retryAfter, policy: "\(limit);w=\(limits.window)", detail: "Too many failed logins. Try again later.")
+        // The attempt is counted as a failure before bcrypt runs, in one atomic step, so a burst
+        // of concurrent guesses cannot all pass the check before any of them is recorded.
+        let admission = try await store.admitLoginAttempt(
+            emailKey: key, client: client, now: now, windowMs: Int64(limits.window) * 1000, perEmail: limits.perEmail,
+            perClient: limits.perClient)
+        let attemptId = try Self.admitted(admission, window: limits.window, detail: "Too many failed logins. Try again later.")
+        let record: (user: User, passwordHash: String)?
+        let valid: Bool
+        do {
+            record = try await store.credentials(emailKey: key)
+            valid = try await hasher.verify(password, against: record?.passwordHash)
+        } catch {
+            // Not evaluated (hashing queue full, database error): not a failure.
+            try? await store.releaseLoginAttempt(attemptId)
+            throw error
         }
-        let record = try await store.credentials(emailKey: key)
-        let valid = try await hasher.verify(password, against: record?.passwordHash)
         guard valid, let user = record?.user else {
-            try await store.recordFailure(emailKey: key, client: client, at: now, pruneBefore: now - windowMs)
             throw AppError(.unauthorized, code: .invalidCredentials, detail: "The email or password is incorrect.")
         }
-        if failures.email > 0 { try await store.clearFailures(emailKey: key) }
+        try await store.clearFailures(emailKey: key)
         return try await startSession(for: user)
+    }
+
+    /// The admitted attempt's id.
+    /// - Throws: 429 `rate_limited` with `Retry-After` and `RateLimit-Policy` for a refusal.
+    static func admitted(_ admission: AccountStore.Admission, window: Int, detail: String) throws -> String {
+        switch admission {
+        case .admitted(let attemptId):
+            return attemptId
+        case .limited(let retryAfter, let limit):
+            throw AppError.rateLimited(retryAfter: retryAfter, policy: "\(limit);w=\(window)", detail: detail)
+        }
     }
 
     /// Issues an access token and a new refresh-token family.
@@ -138,11 +191,15 @@ package final class AccountService: Sendable {
 
     static let invalidRefresh = AppError(.unauthorized, code: .invalidRefreshToken, detail: "The refresh token is not valid.")
 
-    /// Revokes the session (refresh-token family) of a token. Unknown tokens are ignored
-    /// (RFC 7009 §2.2: revocation answers success either way).
+    /// Revokes the session (refresh-token family) of a token, and with it the access tokens
+    /// carrying its `sid`: at once on this node, within the session guard's refresh interval
+    /// (at most 4 s) on every other. Unknown tokens are ignored (RFC 7009 §2.2: revocation
+    /// answers success either way).
     package func logout(refreshToken: String) async throws {
         guard refreshToken.utf8.count <= 256 else { return }
-        _ = try await store.revokeFamily(ofToken: refreshToken)
+        if let userId = try await store.revokeFamily(ofToken: refreshToken) {
+            sessions.invalidate(userId: userId)
+        }
     }
 
     /// Revokes every session of the user; their access tokens stop working on every node
@@ -190,13 +247,27 @@ package final class AccountService: Sendable {
     }
 
     /// Changes the caller's password, revokes all their sessions, and starts a new one.
-    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short.
+    /// A stolen access token must not become a password oracle: each user may give a wrong
+    /// current password `passwordFailures` times per `passwordWindow`.
+    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short;
+    ///   429 `rate_limited` with `Retry-After` after too many wrong current passwords.
     package func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
         if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
-        let hash = try await store.passwordHash(userId: identity.userId)
-        guard try await hasher.verify(current, against: hash) else {
-            throw AppError.invalidField("currentPassword", "is incorrect")
+        // Counted before bcrypt in one atomic step (as logins), released when the password is right.
+        let admission = try await store.admitAttempt(
+            bucket: "password:" + identity.userId, now: clock.milliseconds, windowMs: Int64(limits.passwordWindow) * 1000,
+            limit: limits.passwordFailures)
+        let attemptId = try Self.admitted(admission, window: limits.passwordWindow, detail: "Too many wrong passwords. Try again later.")
+        let matches: Bool
+        do {
+            let hash = try await store.passwordHash(userId: identity.userId)
+            matches = try await hasher.verify(current, against: hash)
+        } catch {
+            try? await store.releaseAttempt(attemptId)
+            throw error
         }
+        guard matches else { throw AppError.invalidField("currentPassword", "is incorrect") }
+        try await store.releaseAttempt(attemptId)
         let newHash = try await hasher.hash(new)
         let now = clock.milliseconds
         guard

@@ -187,17 +187,25 @@ package struct AccountStore: Sendable {
         }
     }
 
-    /// What the Bearer middleware needs to honour revocations: the current role and the time
-    /// before which access tokens are void. Nil when the user no longer exists.
-    func sessionState(userId: String) async throws -> (role: Role, tenantId: String, validAfter: Int64)? {
+    /// What the Bearer middleware needs to honour revocations: the current role, the time
+    /// before which access tokens are void, and the sessions (refresh-token families, the
+    /// tokens' `sid`) revoked after `revokedSince` (epoch ms; older revocations outlive every
+    /// access token issued in them). Nil when the user no longer exists.
+    func sessionState(userId: String, revokedSince: Int64 = 0) async throws -> (
+        role: Role, tenantId: String, validAfter: Int64, revokedSessions: Set<String>
+    )? {
         try await database.read { db in
             guard let row = try await db.raw("SELECT role, tenant_id, sessions_valid_after FROM users WHERE id = \(bind: userId)").first() else {
                 return nil
             }
+            let revoked = try await db.raw(
+                "SELECT DISTINCT family_id FROM refresh_tokens WHERE user_id = \(bind: userId) AND revoked_at > \(bind: revokedSince)"
+            ).all().map { try $0.decode(column: "family_id", as: String.self) }
             return (
                 Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
                 try row.decode(column: "tenant_id", as: String.self),
-                try row.decode(column: "sessions_valid_after", as: Int64.self)
+                try row.decode(column: "sessions_valid_after", as: Int64.self),
+                Set(revoked)
             )
         }
     }
@@ -295,32 +303,95 @@ package struct AccountStore: Sendable {
 
     // MARK: Login failures (rate limiting, shared by all nodes)
 
-    /// Failures within the window for an email key and for a client address, with the oldest
-    /// failure time of each (for `Retry-After`).
-    func recentFailures(emailKey: String, client: String, since: Int64) async throws -> (
-        email: Int, emailOldest: Int64?, client: Int, clientOldest: Int64?
-    ) {
-        try await database.read { db in
+    /// The outcome of asking to evaluate one more password guess.
+    enum Admission: Sendable, Equatable {
+        /// The guess may be checked; its row (already counted as a failure) has this id.
+        case admitted(attemptId: String)
+        /// Too many recent failures: `retryAfter` seconds until the oldest leaves the window,
+        /// and the limit that was reached.
+        case limited(retryAfter: Int, limit: Int)
+    }
+
+    /// Serializes throttling decisions on `keys` within a transaction: PostgreSQL transaction
+    /// advisory locks, taken in sorted order so two callers never wait on each other in a
+    /// cycle; SQLite needs nothing, as `BEGIN IMMEDIATE` already holds the one write lock.
+    static func lockThrottleKeys(_ db: any SQLDatabase, dialect: Dialect, _ keys: [String]) async throws {
+        guard dialect == .postgres else { return }
+        for key in keys.sorted() {
+            try await db.raw("SELECT pg_advisory_xact_lock(hashtextextended(\(bind: key), 0))").run()
+        }
+    }
+
+    /// Atomically checks the recent failures of an email key and of a client address and,
+    /// when both are below their limits, records this attempt as a failure before any bcrypt
+    /// work. Concurrent guesses are counted one by one: the check and the insert hold a lock
+    /// per key (see ``lockThrottleKeys(_:dialect:_:)``), so exactly `perEmail` guesses for one
+    /// email get evaluated in a window however many arrive at once. A correct password later
+    /// clears the email's rows; an attempt that could not be evaluated is released.
+    func admitLoginAttempt(emailKey: String, client: String, now: Int64, windowMs: Int64, perEmail: Int, perClient: Int) async throws
+        -> Admission
+    {
+        let dialect = database.dialect
+        let since = now - windowMs
+        return try await database.transaction { db in
+            try await Self.lockThrottleKeys(db, dialect: dialect, ["login-email:" + emailKey, "login-client:" + client])
             let byEmail = try await db.raw(
                 "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE email_key = \(bind: emailKey) AND at > \(bind: since)"
             ).first()
             let byClient = try await db.raw(
                 "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)"
             ).first()
-            return (
-                try byEmail?.decode(column: "n", as: Int.self) ?? 0, try byEmail?.decode(column: "oldest", as: Int64?.self),
-                try byClient?.decode(column: "n", as: Int.self) ?? 0, try byClient?.decode(column: "oldest", as: Int64?.self)
-            )
+            let emailCount = try byEmail?.decode(column: "n", as: Int.self) ?? 0
+            let clientCount = try byClient?.decode(column: "n", as: Int.self) ?? 0
+            if emailCount >= perEmail || clientCount >= perClient {
+                let row = emailCount >= perEmail ? byEmail : byClient
+                let oldest = try row?.decode(column: "oldest", as: Int64?.self) ?? now
+                return .limited(
+                    retryAfter: Int((oldest + windowMs - now + 999) / 1000), limit: emailCount >= perEmail ? perEmail : perClient)
+            }
+            let id = UUIDv7.make()
+            try await db.raw(
+                "INSERT INTO login_failures (id, email_key, client, at) VALUES (\(bind: id), \(bind: emailKey), \(bind: client), \(bind: now))"
+            ).run()
+            try await db.raw("DELETE FROM login_failures WHERE at <= \(bind: since)").run()
+            return .admitted(attemptId: id)
         }
     }
 
-    /// Records a failed login and prunes failures older than the window.
-    func recordFailure(emailKey: String, client: String, at now: Int64, pruneBefore: Int64) async throws {
+    /// Forgets one admitted login attempt that was never evaluated (the hashing queue was full
+    /// or the database failed), so it does not count as a failure.
+    func releaseLoginAttempt(_ attemptId: String) async throws {
         try await database.write { db in
-            try await db.raw(
-                "INSERT INTO login_failures (id, email_key, client, at) VALUES (\(bind: UUIDv7.make()), \(bind: emailKey), \(bind: client), \(bind: now))"
-            ).run()
-            try await db.raw("DELETE FROM login_failures WHERE at <= \(bind: pruneBefore)").run()
+            try await db.raw("DELETE FROM login_failures WHERE id = \(bind: attemptId)").run()
+        }
+    }
+
+    /// Atomically counts one attempt in `bucket` (for example `register:<address>` or
+    /// `password:<user id>`) unless `limit` attempts are already within the window; the same
+    /// locking as ``admitLoginAttempt(emailKey:client:now:windowMs:perEmail:perClient:)``.
+    func admitAttempt(bucket: String, now: Int64, windowMs: Int64, limit: Int) async throws -> Admission {
+        let dialect = database.dialect
+        let since = now - windowMs
+        return try await database.transaction { db in
+            try await Self.lockThrottleKeys(db, dialect: dialect, ["attempts:" + bucket])
+            let row = try await db.raw(
+                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_attempts WHERE bucket = \(bind: bucket) AND at > \(bind: since)"
+            ).first()
+            if try row?.decode(column: "n", as: Int.self) ?? 0 >= limit {
+                let oldest = try row?.decode(column: "oldest", as: Int64?.self) ?? now
+                return .limited(retryAfter: Int((oldest + windowMs - now + 999) / 1000), limit: limit)
+            }
+            let id = UUIDv7.make()
+            try await db.raw("INSERT INTO auth_attempts (id, bucket, at) VALUES (\(bind: id), \(bind: bucket), \(bind: now))").run()
+            try await db.raw("DELETE FROM auth_attempts WHERE at <= \(bind: since)").run()
+            return .admitted(attemptId: id)
+        }
+    }
+
+    /// Forgets one counted attempt (a correct current password, or one never evaluated).
+    func releaseAttempt(_ attemptId: String) async throws {
+        try await database.write { db in
+            try await db.raw("DELETE FROM auth_attempts WHERE id = \(bind: attemptId)").run()
         }
     }
 

@@ -71,5 +71,19 @@ package enum AccountsMigrations {
                 """,
                 "CREATE INDEX service_tokens_tenant ON service_tokens (tenant_id, id)",
             ]),
+        Migration(
+            module: "accounts", version: 3, name: "attempt throttling for registration and password changes",
+            sql: [
+                // One row per counted attempt; `bucket` names what is limited (`register:<address>`,
+                // `password:<user id>`). Rows older than the window are pruned on insert.
+                """
+                CREATE TABLE auth_attempts (
+                    id TEXT PRIMARY KEY,
+                    bucket TEXT NOT NULL,
+                    at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX auth_attempts_bucket ON auth_attempts (bucket, at)",
+                "CREATE INDEX auth_attempts_at ON auth_attempts (at)",
+            ]),
     ]
 }

@@ -10,7 +10,7 @@ import Synchronization
 /// every node within seconds, at the cost of one indexed read per active user per `maxAge`.
 package final class SessionGuard: Sendable {
     struct Entry {
-        var state: (role: Role, tenantId: String, validAfter: Int64)?
+        var state: (role: Role, tenantId: String, validAfter: Int64, revokedSessions: Set<String>)?
         var fetchedAt: ContinuousClock.Instant
         var refreshing = false
         /// When the last re-read failed (database unreachable); nil after a success.
@@ -19,14 +19,18 @@ package final class SessionGuard: Sendable {
     private let store: AccountStore
     private let maxAge: Duration
     private let clock: any CairnClock
+    /// Access-token lifetime in ms: a session revoked longer ago has no live access tokens.
+    private let tokenLifetimeMs: Int64
     private let cache = Mutex<[String: Entry]>([:])
 
     /// Creates a guard. Entries are re-read after `maxAge`; while one request re-reads, the
     /// others keep using the entry for up to another `maxAge`, so revocations apply within
     /// 2 × `maxAge` (4 s by default) and a burst of requests causes one read, not one each.
     /// Entry ages are measured on `clock`'s monotonic instant.
-    package init(store: AccountStore, maxAge: Duration = .seconds(2), clock: any CairnClock = SystemClock()) {
+    /// `accessTokenTTL` (seconds) bounds how far back revoked sessions (`sid`) are read.
+    package init(store: AccountStore, maxAge: Duration = .seconds(2), clock: any CairnClock = SystemClock(), accessTokenTTL: Int = 900) {
         self.store = store
+        self.tokenLifetimeMs = Int64(accessTokenTTL) * 1000
         self.maxAge = maxAge
         self.clock = clock
     }
@@ -58,7 +62,11 @@ package final class SessionGuard: Sendable {
         case .fetch:
             do {
                 let store = self.store
-                entry = Entry(state: try await Self.within(.seconds(2)) { try await store.sessionState(userId: claims.sub) }, fetchedAt: now)
+                // Margin of a minute for clock skew between the nodes that issued the tokens.
+                let revokedSince = clock.milliseconds - tokenLifetimeMs - 60_000
+                entry = Entry(
+                    state: try await Self.within(.seconds(2)) { try await store.sessionState(userId: claims.sub, revokedSince: revokedSince) },
+                    fetchedAt: now)
             } catch {
                 // The database cannot answer. No revocation can be committed while it is down,
                 // so an entry younger than `outageGrace` stays good: requests that other caches
@@ -80,6 +88,8 @@ package final class SessionGuard: Sendable {
         guard let state = entry.state, state.tenantId == claims.tid else { return nil }
         // Millisecond resolution: a token issued in the same millisecond as a revocation is void.
         guard Int64((claims.iat * 1000).rounded(.down)) > state.validAfter else { return nil }
+        // A logged-out session's access tokens end with it (`POST /auth/logout`).
+        guard !state.revokedSessions.contains(claims.sid) else { return nil }
         return Identity(userId: claims.sub, tenantId: claims.tid, role: state.role, tokenId: claims.jti)
     }
 

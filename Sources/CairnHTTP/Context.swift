@@ -81,15 +81,15 @@ package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext,
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
         self.webSocket = .init()
+        self.clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     /// Bodies above 1 MiB are refused with 413 (DESIGN.md, HTTP conventions).
     package var maxUploadSize: Int { 1 << 20 }
 
-    /// The client's IP address as text, or `"unknown"`.
-    package var clientAddress: String {
-        remoteAddress?.ipAddress ?? "unknown"
-    }
+    /// The client's IP address as text, or `"unknown"`: the TCP peer, unless the peer is a
+    /// trusted proxy (``ClientAddressMiddleware`` then sets what the proxies' headers say).
+    package internal(set) var clientAddress: String
 }
 
 /// The context of authenticated routes: the identity is not optional, so handlers never check it.

@@ -130,8 +130,11 @@ package func buildComponents(
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
-        let hasher = PasswordHasher(cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads)
-        let accounts = AccountService(store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, logger: logger)
+        let hasher = PasswordHasher(
+            cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
+        let accounts = AccountService(
+            store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
+            logger: logger)
         let events = EventBus(database: database, logger: logger)
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(
@@ -178,7 +181,7 @@ extension CairnComponents {
 
 /// Builds the router: middleware order, then each module's routes.
 ///
-/// Order (outermost first): request id → metrics → problem+json mapping → request log → routes.
+/// Order (outermost first): request id → client address → metrics → problem+json mapping → request log → routes.
 /// Protected routes sit in authenticated groups (a child context whose identity is not
 /// optional); each group's token policy, and any admin-only subgroup, is declared by its
 /// controller next to its routes.
@@ -187,6 +190,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     let routeIndex = RouteIndex()
     let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: ClientAddressMiddleware(proxies: components.configuration.trustedProxies))
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))
     // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.

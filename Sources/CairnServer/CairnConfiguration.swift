@@ -1,6 +1,7 @@
 package import CairnAccounts
 package import CairnCatalog
 package import CairnFiles
+package import CairnHTTP
 package import CairnJobs
 package import CairnNotifications
 package import CairnOutbound
@@ -23,8 +24,12 @@ package struct CairnConfiguration: Sendable {
     /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
     package var databaseURL: String?
     /// Accounts and tokens (`CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`,
-    /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`).
+    /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`, `CAIRN_BCRYPT_QUEUE`, `CAIRN_LOGIN_*`, `CAIRN_REGISTER_*`,
+    /// `CAIRN_PASSWORD_CHANGE_*`).
     package var accounts = AccountSettings()
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
+    /// (`CAIRN_TRUSTED_PROXIES`, comma-separated CIDR blocks; default none).
+    package var trustedProxies = TrustedProxies()
     /// `text` or `json` (`CAIRN_LOG_FORMAT`).
     package var logFormat = "text"
     /// swift-log level (`CAIRN_LOG_LEVEL`, default info).
@@ -111,6 +116,13 @@ package struct CairnConfiguration: Sendable {
                 throw settings.invalid("log.level", "must be one of trace, debug, info, notice, warning, error, critical")
             }
             config.logLevel = level
+        }
+        if let proxies = settings.text("trusted.proxies") {
+            do {
+                config.trustedProxies = try TrustedProxies(parsing: proxies)
+            } catch let error as TrustedProxies.Invalid {
+                throw settings.invalid("trusted.proxies", error.description)
+            }
         }
         // Each module reads its own settings from its own scope.
         try config.accounts.read(from: settings)

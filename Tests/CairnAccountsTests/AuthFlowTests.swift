@@ -116,6 +116,156 @@ struct RegistrationTests {
     }
 
     @Test(arguments: TestEngine.available)
+    func concurrentWrongLoginsForOneEmailAreCountedOneByOne(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.accounts.loginMaxPerEmail = 4 }, runServices: false) { app in
+            let client = app.client
+            _ = try await client.registerAndLogin(email: "dave@example.com")
+            let answers = try await withThrowingTaskGroup(of: TestResponse.self) { group in
+                for _ in 0..<40 {
+                    group.addTask { try await client.json(.post, "/auth/login", ["email": "dave@example.com", "password": "wrong password"]) }
+                }
+                return try await group.reduce(into: [TestResponse]()) { $0.append($1) }
+            }
+            // Exactly the configured number reach bcrypt; the rest are refused before it.
+            #expect(answers.filter { $0.status == .unauthorized }.count == 4)
+            let limited = answers.filter { $0.status == .tooManyRequests }
+            #expect(limited.count == 36)
+            #expect(limited.allSatisfy { $0.code == "rate_limited" && (Int($0.headers[.retryAfter] ?? "") ?? 0) > 0 })
+            let recorded = try await app.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(recorded == 4)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func registrationIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.accounts.registerMaxPerClient = 2 }) { client, _ in
+            for index in 0..<2 {
+                let created = try await client.json(
+                    .post, "/auth/register", ["email": "owner\(index)@example.com", "password": "correct horse battery", "name": "Owner"])
+                #expect(created.status == .created)
+            }
+            let limited = try await client.json(
+                .post, "/auth/register", ["email": "owner9@example.com", "password": "correct horse battery", "name": "Owner"])
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "rate_limited")
+            #expect((Int(limited.headers[.retryAfter] ?? "") ?? 0) > 3500)
+            #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "2;w=3600")
+            // Bad input is still answered as such, and costs nothing.
+            let invalid = try await client.json(.post, "/auth/register", ["email": "nope", "password": "x", "name": "Owner"])
+            #expect(invalid.status == .badRequest)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func wrongCurrentPasswordsAreRateLimitedPerUser(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: { $0.accounts.passwordChangeMaxFailures = 2 }) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "frank@example.com")
+            let token = tokens.accessToken
+            // A right current password does not use up the allowance.
+            let (_, other) = try await client.registerAndLogin(email: "grace@example.com")
+            let changed = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"],
+                token: other.accessToken)
+            #expect(changed.status == .ok)
+            for _ in 0..<2 {
+                let wrong = try await client.json(
+                    .put, "/users/me/password", ["currentPassword": "wrong password", "newPassword": "another long one"], token: token)
+                #expect(wrong.status == .badRequest)
+            }
+            // Now even the right one waits: a stolen access token is no password oracle.
+            let limited = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "correct horse battery", "newPassword": "another long one"], token: token)
+            #expect(limited.status == .tooManyRequests)
+            #expect(limited.code == "rate_limited")
+            #expect((Int(limited.headers[.retryAfter] ?? "") ?? 0) > 800)
+            let grace = try await client.json(
+                .put, "/users/me/password", ["currentPassword": "another long one", "newPassword": "a third long one"],
+                token: try await client.login(email: "grace@example.com", password: "another long one").accessToken)
+            #expect(grace.status == .ok)
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aFullHashingQueueAnswers503AtOnceAndCountsNothing(engine: TestEngine) async throws {
+        let gate = Gate()
+        try await withTestApp(engine, configure: { $0.accounts.bcryptQueue = 1 }) { client, components in
+            _ = try await client.registerAndLogin(email: "hana@example.com")
+            components.accounts.hasher.holdAdmittedWork { try await gate.wait() }
+            async let held = client.json(.post, "/auth/login", ["email": "hana@example.com", "password": "correct horse battery"])
+            try await gate.waitForArrivals(1, timeout: .seconds(10))
+            // The one slot is taken: other logins and registrations are refused, not queued.
+            let login = try await client.json(.post, "/auth/login", ["email": "ivan@example.com", "password": "wrong password"])
+            let register = try await client.json(
+                .post, "/auth/register", ["email": "ivan@example.com", "password": "correct horse battery", "name": "Ivan"])
+            for refused in [login, register] {
+                #expect(refused.status == .serviceUnavailable)
+                #expect(refused.code == "unavailable")
+                #expect(refused.headers[.retryAfter] == "1")
+            }
+            #expect(gate.arrived == 1)
+            gate.open()
+            #expect(try await held.status == .ok)
+            #expect(components.accounts.hasher.inFlight == 0)
+            // Refused attempts were never evaluated, so they use up no allowance.
+            let counts = try await components.database.read { db in
+                (
+                    try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self),
+                    try await db.raw("SELECT COUNT(*) AS n FROM auth_attempts").first()?.decode(column: "n", as: Int.self)
+                )
+            }
+            #expect(counts.0 == 0)
+            #expect(counts.1 == 1)  // hana's own registration
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aClientCannotChooseItsAddressWithoutTrustedProxies(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.accounts.loginMaxPerClient = 2 }, runServices: false) { app in
+            for index in 0..<2 {
+                let spoofed = HTTPFields([
+                    HTTPField(name: HTTPField.Name("X-Forwarded-For")!, value: "203.0.113.\(index)"),
+                    HTTPField(name: HTTPField.Name("Forwarded")!, value: "for=198.51.100.\(index)"),
+                ])
+                let wrong = try await app.client.json(
+                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"], headers: spoofed)
+                #expect(wrong.status == .unauthorized)
+            }
+            let limited = try await app.client.json(
+                .post, "/auth/login", ["email": "other@example.com", "password": "wrong password"],
+                headers: [HTTPField.Name("X-Forwarded-For")!: "192.0.2.99"])
+            #expect(limited.status == .tooManyRequests)
+            let clients = try await app.database.read { db in
+                try await db.raw("SELECT DISTINCT client FROM login_failures").all().map { try $0.decode(column: "client", as: String.self) }
+            }
+            #expect(clients == ["127.0.0.1"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aTrustedProxysForwardedClientIsCountedSeparately(engine: TestEngine) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                $0.accounts.loginMaxPerClient = 2
+                $0.trustedProxies = try! TrustedProxies(parsing: "127.0.0.0/8, ::1")
+            }, runServices: false
+        ) { app in
+            for index in 0..<3 {
+                let wrong = try await app.client.json(
+                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"],
+                    headers: [HTTPField.Name("Forwarded")!: "for=\"[2001:db8::\(index)]:4711\""])
+                #expect(wrong.status == .unauthorized)
+            }
+            let clients = try await app.database.read { db in
+                try await db.raw("SELECT client FROM login_failures ORDER BY client").all().map { try $0.decode(column: "client", as: String.self) }
+            }
+            #expect(clients == ["2001:db8::", "2001:db8::1", "2001:db8::2"])
+        }
+    }
+
+    @Test(arguments: TestEngine.available)
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {

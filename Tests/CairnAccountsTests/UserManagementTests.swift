@@ -130,4 +130,32 @@ struct UserManagementTests {
             }
         }
     }
+
+    /// Logging out one session ends that session's access tokens (their `sid`) at once on the
+    /// node that took the logout and within 5 s on another; the user's other session lives on.
+    @Test func logoutEndsThatSessionsAccessTokensOnEveryNode() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        let clock = TestClock()
+        try await withTestDatabase(.postgres) { database in
+            try await withTestApp(on: database, clock: clock) { nodeA in
+                try await withTestApp(on: database, clock: clock) { nodeB in
+                    let (_, phone) = try await nodeA.client.registerAndLogin(email: "sid@example.com")
+                    let laptop = try await nodeA.client.login(email: "sid@example.com", password: "correct horse battery")
+                    for token in [phone.accessToken, laptop.accessToken] {
+                        #expect(try await nodeA.client.json(.get, "/users/me", token: token).status == .ok)
+                        #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
+                    }
+                    let logout = try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": phone.refreshToken])
+                    #expect(logout.status == .noContent)
+                    #expect(try await nodeA.client.json(.get, "/users/me", token: phone.accessToken).status == .unauthorized)
+                    clock.advance(by: .seconds(5))
+                    let ended = try await nodeB.client.json(.get, "/users/me", token: phone.accessToken)
+                    #expect(ended.status == .unauthorized)
+                    #expect(ended.code == "invalid_token")
+                    #expect(try await nodeA.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
+                    #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
+                }
+            }
+        }
+    }
 }

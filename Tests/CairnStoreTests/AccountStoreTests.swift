@@ -3,6 +3,7 @@ import CairnStorage
 import CairnTestSupport
 import Foundation
 import HTTPTypes
+import SQLKit
 import Testing
 
 @testable import CairnAccounts
@@ -247,41 +248,57 @@ struct AccountStoreTests {
     }
 
     @Test(arguments: TestEngine.available)
-    func loginFailuresCountPerEmailAndClientWithinTheWindow(engine: TestEngine) async throws {
+    func loginAttemptsAreAdmittedPerEmailAndClientWithinTheWindow(engine: TestEngine) async throws {
         try await withStoreDatabase(engine) { database in
             let store = AccountStore(database: database)
-            try await store.recordFailure(emailKey: "a@example.com", client: "192.0.2.1", at: 1_000, pruneBefore: 0)
-            try await store.recordFailure(emailKey: "a@example.com", client: "192.0.2.2", at: 1_100, pruneBefore: 0)
-            try await store.recordFailure(emailKey: "b@example.com", client: "192.0.2.1", at: 1_500, pruneBefore: 0)
+            func admit(_ email: String, _ client: String, at now: Int64, window: Int64 = 10_000) async throws -> AccountStore.Admission {
+                try await store.admitLoginAttempt(emailKey: email, client: client, now: now, windowMs: window, perEmail: 2, perClient: 3)
+            }
+            guard case .admitted = try await admit("a@example.com", "192.0.2.1", at: 1_000) else { Issue.record("first refused"); return }
+            guard case .admitted = try await admit("a@example.com", "192.0.2.2", at: 1_100) else { Issue.record("second refused"); return }
+            // The email's limit is reached; Retry-After runs to when its oldest attempt leaves the window.
+            #expect(try await admit("a@example.com", "192.0.2.3", at: 2_000) == .limited(retryAfter: 9, limit: 2))
+            guard case .admitted(let third) = try await admit("b@example.com", "192.0.2.1", at: 1_500) else {
+                Issue.record("other email refused")
+                return
+            }
+            guard case .admitted = try await admit("c@example.com", "192.0.2.1", at: 1_600) else { Issue.record("refused"); return }
+            // 192.0.2.1 has three attempts: its limit.
+            #expect(try await admit("d@example.com", "192.0.2.1", at: 1_700) == .limited(retryAfter: 10, limit: 3))
+            // A released attempt no longer counts.
+            try await store.releaseLoginAttempt(third)
+            guard case .admitted = try await admit("d@example.com", "192.0.2.1", at: 1_800) else { Issue.record("release ignored"); return }
+            // The window is open at its start: attempts at or before now − window are outside (and pruned).
+            guard case .admitted = try await admit("a@example.com", "192.0.2.9", at: 11_000) else { Issue.record("window ignored"); return }
+            try await store.clearFailures(emailKey: "a@example.com")
+            let left = try await database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(left == 2)  // c and d; a@example.com was cleared, a@1000 pruned
+        }
+    }
 
-            var recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 0)
-            #expect(recent.email == 2)
-            #expect(recent.emailOldest == 1_000)
-            #expect(recent.client == 2)
-            #expect(recent.clientOldest == 1_000)
-
-            // The window is open at its start: a failure exactly at `since` is outside.
-            recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 1_000)
-            #expect(recent.email == 1)
-            #expect(recent.emailOldest == 1_100)
-            #expect(recent.client == 1)
-            recent = try await store.recentFailures(emailKey: "c@example.com", client: "198.51.100.1", since: 0)
-            #expect(recent.email == 0)
-            #expect(recent.emailOldest == nil)
-            #expect(recent.client == 0)
-            #expect(recent.clientOldest == nil)
-
-            // Recording prunes failures at or before `pruneBefore`, whoever they were for.
-            try await store.recordFailure(emailKey: "c@example.com", client: "192.0.2.1", at: 5_000, pruneBefore: 1_100)
-            recent = try await store.recentFailures(emailKey: "a@example.com", client: "192.0.2.1", since: 0)
-            #expect(recent.email == 0)
-            #expect(recent.client == 2)
-            #expect(recent.clientOldest == 1_500)
-
-            try await store.clearFailures(emailKey: "b@example.com")
-            recent = try await store.recentFailures(emailKey: "b@example.com", client: "192.0.2.1", since: 0)
-            #expect(recent.email == 0)
-            #expect(recent.client == 1)
+    @Test(arguments: TestEngine.available)
+    func attemptsAreAdmittedPerBucketWithinTheWindow(engine: TestEngine) async throws {
+        try await withStoreDatabase(engine) { database in
+            let store = AccountStore(database: database)
+            guard case .admitted(let first) = try await store.admitAttempt(bucket: "register:192.0.2.1", now: 1_000, windowMs: 5_000, limit: 1)
+            else {
+                Issue.record("first refused")
+                return
+            }
+            #expect(
+                try await store.admitAttempt(bucket: "register:192.0.2.1", now: 2_000, windowMs: 5_000, limit: 1) == .limited(retryAfter: 4, limit: 1)
+            )
+            guard case .admitted = try await store.admitAttempt(bucket: "register:192.0.2.2", now: 2_000, windowMs: 5_000, limit: 1) else {
+                Issue.record("other bucket refused")
+                return
+            }
+            try await store.releaseAttempt(first)
+            guard case .admitted = try await store.admitAttempt(bucket: "register:192.0.2.1", now: 2_000, windowMs: 5_000, limit: 1) else {
+                Issue.record("release ignored")
+                return
+            }
         }
     }
 }
