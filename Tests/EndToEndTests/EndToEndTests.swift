@@ -68,6 +68,9 @@ struct EndToEndTests {
         let refused = try await curl("POST", "\(base)/auth/refresh-token", json: ["refreshToken": secondRefresh])
         #expect(refused.status == 401)
         #expect(refused.headers["content-type"] == "application/problem+json")
+        // A second session, not logged out: its access token must outlive the restart.
+        let second = try await curl("POST", "\(base)/auth/login", json: ["email": "e2e@example.com", "password": "e2e password!"])
+        let kept = try #require(second.json["accessToken"] as? String)
 
         #expect(try await server.stop() == 0)
 
@@ -79,7 +82,9 @@ struct EndToEndTests {
         let after = try await curl("GET", "\(base)/tasks", token: token)
         #expect((after.json["items"] as? [[String: Any]])?.count == 3)
         // The access token issued before the restart is still valid: the signing key persisted.
-        #expect(try await curl("GET", "\(base)/users/me", token: access).status == 200)
+        #expect(try await curl("GET", "\(base)/users/me", token: kept).status == 200)
+        // The logged-out session's access token stays ended across the restart.
+        #expect(try await curl("GET", "\(base)/users/me", token: access).status == 401)
         #expect(try await server.stop() == 0)
         if engine == .sqlite {
             let keyFile = dataDir + "/jwt-keys.json"
@@ -87,6 +92,7 @@ struct EndToEndTests {
             #expect(mode == 0o600)
         }
         #expect(!server.output.contains(access))
+        #expect(!server.output.contains(kept))
         #expect(!server.output.contains("e2e password!"))
     }
 
