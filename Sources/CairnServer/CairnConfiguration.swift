@@ -19,7 +19,8 @@ package struct CairnConfiguration: Sendable {
     package var httpHost = "127.0.0.1"
     /// Listen port (`CAIRN_HTTP_PORT`, default 8080; 0 picks a free port).
     package var httpPort = 8080
-    /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data).
+    /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data),
+    /// made absolute against the working directory when loaded.
     package var dataDir = "./cairn-data"
     /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
     package var databaseURL: String?
@@ -101,6 +102,9 @@ package struct CairnConfiguration: Sendable {
             guard !dir.isEmpty else { throw settings.invalid("data.dir", "must not be empty") }
             config.dataDir = dir
         }
+        // Absolute from here on: pipeline sandbox processes run in their own work folders, where
+        // a path relative to the server's working directory would name nothing.
+        config.dataDir = URL(fileURLWithPath: config.dataDir).standardizedFileURL.path
         if let url = settings.text("database.url"), !url.isEmpty {
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
                 throw settings.invalid("database.url", "must start with postgres:// (leave it unset for embedded SQLite)")

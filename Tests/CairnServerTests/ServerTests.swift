@@ -17,11 +17,19 @@ import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {
+    /// A relative data directory is resolved once, against the working directory: the pipeline
+    /// sandbox runs in a folder of its own, where a relative blob path named nothing.
+    @Test func aRelativeDataDirectoryIsMadeAbsolute() async throws {
+        let config = try await CairnConfiguration.load(flags: ["data.dir": "some/./data"], environment: [:])
+        #expect(config.dataDir == FileManager.default.currentDirectoryPath + "/some/data")
+        #expect(config.sqlitePath.hasPrefix("/"))
+    }
+
     @Test func defaultsServeALaptop() async throws {
         let config = try await CairnConfiguration.load(flags: [:], environment: [:])
         #expect(config.httpHost == "127.0.0.1")
         #expect(config.httpPort == 8080)
-        #expect(config.dataDir == "./cairn-data")
+        #expect(config.dataDir == FileManager.default.currentDirectoryPath + "/cairn-data")
         #expect(config.databaseURL == nil)
         #expect(config.accounts.accessTokenTTL == 900)
         #expect(config.accounts.refreshTokenTTL == 30 * 86_400)
