@@ -93,6 +93,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         let parser: MultipartParser
         /// `CRLF--boundary--`: once seen after a part ends, the body is complete.
         let closeDelimiter: [UInt8]
+        var headerGuard: MultipartHeaderGuard
         var tail: [UInt8] = []
         var pending: [ByteBuffer] = []
         var result = MultipartOutcome()
@@ -121,6 +122,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
 
         init(boundary: String) {
             parser = MultipartParser(boundary: boundary)
+            headerGuard = MultipartHeaderGuard(boundary: boundary)
             closeDelimiter = Array("\r\n--\(boundary)--".utf8)
             parser.onHeader = { [unowned self] name, value in
                 guard failure == nil else { return }
@@ -213,6 +215,10 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         }
 
         func feed(_ chunk: ByteBuffer) throws {
+            // After the close delimiter comes the epilogue, which the parser ignores.
+            guard sawClose || headerGuard.accepts(chunk) else {
+                throw MultipartProblem(field: "body", issue: "a part's header name is not US-ASCII (RFC 5322 §2.2)")
+            }
             // Within a part's content the parser holds nothing, so the chunk goes in whole.
             // Elsewhere it may hold a header line until its end: it gets small slices, each
             // counted first, so an endless line is stopped near the limit.
