@@ -5,8 +5,9 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
-/// Refuses webhook targets on loopback, link-local, private, shared or unspecified addresses
-/// (SSRF), unless the operator allows them.
+/// Refuses webhook and provider targets on any address that is not globally reachable unicast
+/// (SSRF): loopback, private, link-local, shared, NAT64, documentation, benchmarking and every
+/// other special-purpose range, unless the operator allows them.
 enum AddressPolicy {
     /// True when every address `host` resolves to is public.
     static func isPublic(host: String) async -> Bool {
@@ -56,37 +57,75 @@ enum AddressPolicy {
         return addresses
     }
 
+    /// True when `address` is globally reachable unicast: not in the IANA IPv4 or IPv6
+    /// Special-Purpose Address Registries (RFC 6890 and its updates), not multicast or reserved,
+    /// and for IPv6 inside global unicast `2000::/3` (RFC 4291 §2.4). An IPv4-mapped IPv6 address
+    /// is judged by its IPv4 address.
     static func isPublic(_ address: SocketAddress) -> Bool {
         switch address {
         case .v4(let v4):
-            let value = UInt32(bigEndian: v4.address.sin_addr.s_addr)
-            let a = value >> 24
-            let b = (value >> 16) & 0xFF
-            if a == 0 || a == 10 || a == 127 { return false }  // unspecified, private, loopback
-            if a == 169 && b == 254 { return false }  // link-local (cloud metadata)
-            if a == 172 && (16...31).contains(b) { return false }
-            if a == 192 && b == 168 { return false }
-            if a == 100 && (64...127).contains(b) { return false }  // shared address space (RFC 6598)
-            if a >= 224 { return false }  // multicast, reserved, broadcast
-            return true
+            return isPublicV4(UInt32(bigEndian: v4.address.sin_addr.s_addr))
         case .v6(let v6):
             let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            if bytes.allSatisfy({ $0 == 0 }) { return false }  // ::
-            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return false }  // ::1
-            if bytes[0] == 0xFE && (bytes[1] & 0xC0) == 0x80 { return false }  // fe80::/10
-            if (bytes[0] & 0xFE) == 0xFC { return false }  // fc00::/7
-            if bytes[0] == 0xFF { return false }  // multicast
-            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {  // IPv4-mapped
-                let v4 = UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15])
-                var raw = sockaddr_in()
-                raw.sin_family = sa_family_t(AF_INET)
-                raw.sin_addr.s_addr = v4.bigEndian
-                return isPublic(SocketAddress(raw, host: ""))
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {  // ::ffff:0:0/96
+                return isPublicV4(UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15]))
             }
-            return true
+            guard bytes[0] & 0xE0 == 0x20 else { return false }  // outside 2000::/3: ::/8, fc00::/7, fe80::/10, fec0::/10, ff00::/8…
+            return !refusedV6.contains { matches(bytes, prefix: $0.prefix, length: $0.length) }
         default:
             return false
         }
+    }
+
+    /// IPv4 ranges no webhook may reach: the special-purpose registry's entries, multicast and
+    /// the reserved class E (RFC 1112 §4), as (network, prefix length).
+    static let refusedV4: [(network: UInt32, length: Int)] = [
+        (0x0000_0000, 8),  // 0.0.0.0/8 "this network" (RFC 791)
+        (0x0A00_0000, 8),  // 10.0.0.0/8 private (RFC 1918)
+        (0x6440_0000, 10),  // 100.64.0.0/10 shared address space (RFC 6598)
+        (0x7F00_0000, 8),  // 127.0.0.0/8 loopback (RFC 1122)
+        (0xA9FE_0000, 16),  // 169.254.0.0/16 link-local, cloud metadata (RFC 3927)
+        (0xAC10_0000, 12),  // 172.16.0.0/12 private (RFC 1918)
+        (0xC000_0000, 24),  // 192.0.0.0/24 IETF protocol assignments (RFC 6890)
+        (0xC000_0200, 24),  // 192.0.2.0/24 TEST-NET-1 (RFC 5737)
+        (0xC01F_C400, 24),  // 192.31.196.0/24 AS112-v4 (RFC 7535)
+        (0xC034_C100, 24),  // 192.52.193.0/24 AMT (RFC 7450)
+        (0xC058_6300, 24),  // 192.88.99.0/24 6to4 relay anycast (RFC 7526)
+        (0xC0A8_0000, 16),  // 192.168.0.0/16 private (RFC 1918)
+        (0xC0AF_3000, 24),  // 192.175.48.0/24 AS112 direct delegation (RFC 7534)
+        (0xC612_0000, 15),  // 198.18.0.0/15 benchmarking (RFC 2544)
+        (0xC633_6400, 24),  // 198.51.100.0/24 TEST-NET-2 (RFC 5737)
+        (0xCB00_7100, 24),  // 203.0.113.0/24 TEST-NET-3 (RFC 5737)
+        (0xE000_0000, 4),  // 224.0.0.0/4 multicast (RFC 5771)
+        (0xF000_0000, 4),  // 240.0.0.0/4 reserved, and 255.255.255.255 broadcast (RFC 1112, RFC 919)
+    ]
+
+    /// IPv6 ranges inside `2000::/3` from the special-purpose registry. The rest of it lies
+    /// outside `2000::/3` and is refused by that test: NAT64 `64:ff9b::/96` (RFC 6052, which
+    /// reaches any IPv4 address, private ones included, through the operator's translator) and
+    /// its local-use `64:ff9b:1::/48` (RFC 8215), discard-only `100::/64` (RFC 6666), SRv6
+    /// `5f00::/16` (RFC 9602), unique local, link-local, site-local and multicast.
+    static let refusedV6: [(prefix: [UInt8], length: Int)] = [
+        ([0x20, 0x01, 0x00, 0x00], 23),  // 2001::/23 IETF protocol assignments: Teredo, benchmarking, ORCHID (RFC 2928)
+        ([0x20, 0x01, 0x0D, 0xB8], 32),  // 2001:db8::/32 documentation (RFC 3849)
+        ([0x20, 0x02], 16),  // 2002::/16 6to4, which embeds any IPv4 address (RFC 3056)
+        ([0x26, 0x20, 0x00, 0x4F, 0x80, 0x00], 48),  // 2620:4f:8000::/48 AS112 direct delegation (RFC 7534)
+        ([0x3F, 0xFF, 0x00], 20),  // 3fff::/20 documentation (RFC 9637)
+    ]
+
+    /// True when the IPv4 address (host byte order) is in none of `refusedV4`.
+    static func isPublicV4(_ value: UInt32) -> Bool {
+        !refusedV4.contains { value >> (32 - $0.length) == $0.network >> (32 - $0.length) }
+    }
+
+    /// Whether the first `length` bits of `bytes` equal those of `prefix` (which holds at least
+    /// `length` bits).
+    static func matches(_ bytes: [UInt8], prefix: [UInt8], length: Int) -> Bool {
+        for bit in stride(from: 0, to: length, by: 8) {
+            let mask: UInt8 = length - bit >= 8 ? 0xFF : ~(0xFF >> UInt8(length - bit))
+            if bytes[bit / 8] & mask != prefix[bit / 8] & mask { return false }
+        }
+        return true
     }
 }
 
