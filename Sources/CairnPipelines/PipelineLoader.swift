@@ -261,7 +261,7 @@ extension PipelineEngine {
             do {
                 reader = try CSVReader(source: try FileByteSource(path: path), options: spec.csvOptions, resumingAt: state.bytesRead)
             } catch let error as IngestError {
-                throw PipelineFailure(message: "the file cannot be read as CSV: \(error)")
+                throw Self.openFailure(error, format: "CSV")
             }
             var sample: [(fields: [String?], row: Int, offset: Int64)] = []
             var inference: ColumnTypeInference?
@@ -322,6 +322,14 @@ extension PipelineEngine {
                 try insertCSV(entry.fields, row: entry.row, offset: entry.offset, bytesAfter: after)
             }
             sample.removeAll()
+        }
+
+        /// What an error opening the file becomes: a failed open is retried (`SandboxError` `io`:
+        /// the file may be readable on the next attempt); a start that is not the format ends
+        /// the run.
+        static func openFailure(_ error: IngestError, format: String) -> any Error {
+            if error.kind == .io { return SandboxError(.io, "opening the input failed: \(error)") }
+            return PipelineFailure(message: "the file cannot be read as \(format): \(error)")
         }
 
         /// What a reader error the file cannot be read past becomes: a failed read is retried
@@ -492,7 +500,7 @@ extension PipelineEngine {
             do {
                 reader = try JSONRecordReader(source: try FileByteSource(path: path), options: spec.jsonOptions)
             } catch let error as IngestError {
-                throw PipelineFailure(message: "the file cannot be read as JSON: \(error)")
+                throw Self.openFailure(error, format: "JSON")
             }
             var skipped = 0
             // NDJSON is one record per line, so a bad line can be left out (with `skip`) and
@@ -537,7 +545,7 @@ extension PipelineEngine {
             do {
                 reader = try XMLRecordReader(path: path, recordPath: spec.input.recordPath ?? "/")
             } catch let error as IngestError {
-                throw PipelineFailure(message: "the file cannot be read as XML: \(error)")
+                throw Self.openFailure(error, format: "XML")
             }
             var skipped = 0
             do {
@@ -550,6 +558,7 @@ extension PipelineEngine {
                     try addNamed(record, untyped: true, bytesAfter: nil)
                 }
             } catch let error as IngestError {
+                if error.kind == .io { throw Self.streamFailure(error, format: "XML") }
                 throw PipelineFailure(message: "the file is not usable XML: \(error)")
             }
             try flushNamedSample(untyped: true)

@@ -173,11 +173,13 @@ package final class PipelineRunner: Service, Sendable {
                 try await pipelines.recordScheduledFile(pipelineId: pipeline.id, tenantId: job.tenantId, fileId: chosen.id)
             }
             checkpoint = Checkpoint(fileId: fileId, spec: pipeline.spec, pipelineName: pipeline.name, load: nil, outputFileId: nil)
-            try await context.saveCheckpoint(Self.encode(checkpoint), progress: .object(["phase": .string("loading"), "fraction": .number(0)]))
+            try await context.saveCheckpoint(Self.encode(checkpoint), progress: .object(["phase": .string("waiting"), "fraction": .number(0)]))
         }
         let folder = workFolder(tenantId: job.tenantId, jobId: job.id)
         do {
             try await slots.withSlot(tenantId: job.tenantId) {
+                // Until now the run showed `waiting` (for a pipeline slot), not a load that is stuck.
+                if checkpoint.load?.done != true { try await context.reportProgress(Self.progress(checkpoint, phase: "loading")) }
                 try await run(context, checkpoint: &checkpoint, folder: folder)
             }
             try? FileManager.default.removeItem(atPath: folder)
@@ -190,11 +192,22 @@ package final class PipelineRunner: Service, Sendable {
             try? await context.saveResult(resultValue(checkpoint, output: nil, failure: error.message))
             throw PermanentJobError(error.message)
         } catch {
-            // Retried (or cancelled): the folder stays for the next attempt; the last one cleans up.
-            if job.attempt >= job.maxAttempts { try? FileManager.default.removeItem(atPath: folder) }
+            // Retried, or stopped by a lost lease or shutdown: the folder stays for the next
+            // attempt, and the last one cleans up. A run cancelled by its tenant ends here, so its
+            // folder goes now (a retry of it loads again).
+            let cancelled = await cancelRequested(job)
+            if job.attempt >= job.maxAttempts || cancelled { try? FileManager.default.removeItem(atPath: folder) }
             if let error = error as? SandboxError, error.kind == .cancelled { throw CancellationError() }
             throw error
         }
+    }
+
+    /// Whether the job's tenant asked to cancel it. Read in a task of its own: the handler's task
+    /// is cancelled by then, and its database reads could refuse to start.
+    private func cancelRequested(_ job: Job) async -> Bool {
+        guard Task.isCancelled else { return false }
+        let store = jobs.store
+        return await Task { (try? await store.job(id: job.id, tenantId: job.tenantId))?.cancelRequestedAt != nil }.value
     }
 
     private func run(_ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws {
@@ -212,6 +225,11 @@ package final class PipelineRunner: Service, Sendable {
         let inputPath = blobs.path(tenantId: tenantId, id: file.id).string
         let started = ContinuousClock.now
 
+        if checkpoint.load?.done == true && !FileManager.default.fileExists(atPath: databasePath) {
+            // Loaded by an attempt whose folder is gone (removed on cancel, or another node's):
+            // load again rather than query nothing.
+            checkpoint.load = nil
+        }
         // Reported in the result, so a resumed load is visible (and testable).
         let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
         if checkpoint.load?.done != true {

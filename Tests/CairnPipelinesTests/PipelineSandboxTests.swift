@@ -1,3 +1,4 @@
+import CairnFiles
 import CairnHTTP
 import CairnJobs
 import CairnServer
@@ -7,6 +8,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import Synchronization
+import SystemPackage
 import Testing
 
 @testable import CairnPipelines
@@ -185,6 +187,44 @@ struct PipelineSandboxTests {
             try await components.jobs.waitForJob(jobId, state: .cancelled)
             #expect(kill(pid, 0) == -1 && errno == ESRCH, "the process is gone (killed and reaped)")
             #expect(runner.sandboxProcess(jobId: jobId) == nil)
+            #expect(!FileManager.default.fileExists(atPath: folder), "a cancelled run's work folder is removed at once")
+
+            // Retried, its checkpoint says "loaded" but the work database is gone: it loads again
+            // and reaches its query (it used to query an empty database and fail for good).
+            #expect(try await client.json(.post, "/jobs/\(jobId)/retry", token: tenant.token).status == .ok)
+            try await components.jobs.waitUntil("the retried run's query process", timeout: .seconds(60)) {
+                guard let job = try await components.jobs.store.jobs(ids: [jobId]).first else { return false }
+                if job.state.isFinal { return true }
+                return runner.sandboxProcess(jobId: jobId) != nil && job.progress.flatMap { JSONValue(text: $0) }?["phase"]?.string == "querying"
+            }
+            let retried = try #require(try await components.jobs.store.jobs(ids: [jobId]).first)
+            #expect(retried.state == .running, "\(retried.state): \(retried.errors)")
+            #expect(FileManager.default.fileExists(atPath: folder + "/" + SandboxOrder.databaseName))
+            #expect(try await client.json(.post, "/jobs/\(jobId)/cancel", token: tenant.token).status == .ok)
+            try await components.jobs.waitForJob(jobId, state: .cancelled)
+        }
+    }
+
+    /// A file that cannot be opened is an I/O error, retried with backoff like any other (the
+    /// README's promise); it used to be discarded at once as if the data were bad.
+    @Test(arguments: TestEngine.available)
+    func anInputThatCannotBeOpenedIsRetriedAndSucceedsOnceReadable(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withPipelines(engine, clock: clock) { tenant, client, components in
+            let file = try await tenant.upload(tinyCSV)
+            let blob = components.blobs.path(tenantId: try await tenantOf(client, tenant.token), id: file).string
+            #expect(rename(blob, blob + ".away") == 0)
+            let jobId = try await tenant.startRun(try await tenant.create(pipelineBody("SELECT count(*) AS n FROM input")), fileId: file)
+            try await components.jobs.waitForJob(jobId, state: .retryable)
+            let waiting = try #require(try await components.jobs.store.jobs(ids: [jobId]).first)
+            #expect(waiting.errors.contains("opening the input failed"), "\(waiting.errors)")
+
+            #expect(rename(blob + ".away", blob) == 0)
+            clock.advance(by: .seconds(3))  // past the first backoff (2 s ± 10%), within the token's life
+            let job = try await tenant.finished(jobId)
+            #expect(job["state"] as? String == "succeeded", "\(job)")
+            #expect(job["attempt"] as? Int == 2)
+            #expect(try await tenant.rows(of: job).first?["n"] as? Int == 3)
         }
     }
 
@@ -227,6 +267,11 @@ struct PipelineSandboxTests {
             #expect(slots.waiting[hogTenant] == 2, "its other runs wait: \(slots)")
             let states = try await components.jobs.store.jobs(ids: hogJobs).map(\.state)
             #expect(states.allSatisfy { $0 == .running }, "\(states)")
+            // Their progress says why: the waiting ones are not a load that is stuck.
+            let phases = try await components.jobs.store.jobs(ids: hogJobs).map {
+                $0.progress.flatMap { JSONValue(text: $0) }?["phase"]?.string ?? ""
+            }
+            #expect(phases.sorted() == ["querying", "waiting", "waiting"], "\(phases)")
 
             for id in hogJobs { _ = try await client.json(.post, "/jobs/\(id)/cancel", token: hog.token) }
             for id in hogJobs { try await components.jobs.waitForJob(id, state: .cancelled) }
