@@ -23,6 +23,12 @@ package struct CatalogSettings: Sendable {
     package var breakerThreshold = 5
     /// How long the circuit stays open before a probe (default 5 s).
     package var breakerCooldown: Duration = .seconds(5)
+    /// Uncached database reads in flight on the node (`CAIRN_CATALOG_MAX_READS`, default 8, half
+    /// the PostgreSQL pool).
+    package var maxReads = 8
+    /// Of those, one tenant's (`CAIRN_CATALOG_MAX_READS_PER_TENANT`, default 4): its slow
+    /// queries wait for its own slots, inside its own read deadlines.
+    package var maxReadsPerTenant = 4
 
     /// Creates the defaults.
     package init() {}
@@ -57,10 +63,18 @@ package final class CatalogService: Sendable {
     let pages: CatalogCache<ByteBuffer>
     let productFlights = SingleFlight<ProductSlot>()
     let pageFlights = SingleFlight<ByteBuffer>()
-    /// The breaker guarding database reads.
-    package let breaker: CircuitBreaker
+    /// One breaker per tenant guarding its database reads: a tenant whose reads fail or time
+    /// out opens only its own circuit.
+    private let breakers = Mutex<[String: CircuitBreaker]>([:])
+    /// Database reads shared fairly between tenants.
+    package let readSlots: FairSlots
+    private let clock: any CairnClock
     private let reads = Atomic<Int>(0)
-    private let testDelay = Mutex<Duration>(.zero)
+    private let testDelays = Mutex<[String: Duration]>([:])
+    /// Tenants whose circuit is not closed, exported as `cairn_catalog_circuits_open`.
+    private let openCircuits = Atomic<Int>(0)
+    private let openGauge = Gauge(label: "cairn_catalog_circuits_open")
+    private let tripCounter = Counter(label: "cairn_catalog_circuit_trips_total")
 
     private let cacheCounters: [CacheStatus: Counter]
     private let hitRatio = Gauge(label: "cairn_catalog_cache_hit_ratio")
@@ -77,18 +91,9 @@ package final class CatalogService: Sendable {
         self.logger = logger
         products = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity, clock: clock)
         pages = CatalogCache(ttl: settings.cacheTTL, staleFor: settings.staleFor, capacity: settings.cacheCapacity, clock: clock)
-        let stateGauge = Gauge(label: "cairn_catalog_circuit_state")
-        let tripCounter = Counter(label: "cairn_catalog_circuit_trips_total")
-        stateGauge.record(0)
-        breaker = CircuitBreaker(failureThreshold: settings.breakerThreshold, cooldown: settings.breakerCooldown, clock: clock) { state, tripped in
-            stateGauge.record(state.rawValue)
-            if tripped {
-                tripCounter.increment()
-                logger.warning("catalog circuit opened: database reads are failing")
-            } else if state == .closed {
-                logger.notice("catalog circuit closed: database reads recovered")
-            }
-        }
+        self.clock = clock
+        readSlots = FairSlots(capacity: settings.maxReads, perTenant: settings.maxReadsPerTenant)
+        openGauge.record(0)
         var counters: [CacheStatus: Counter] = [:]
         for status in [CacheStatus.hit, .miss, .stale] {
             counters[status] = Counter(label: "cairn_catalog_cache_requests_total", dimensions: [("result", status.rawValue)])
@@ -100,10 +105,28 @@ package final class CatalogService: Sendable {
     /// misses of one key count once).
     package var databaseReads: Int { reads.load(ordering: .relaxed) }
 
-    /// Test hook: every database read of the read path first waits this long (so tests can hold
-    /// many misses in flight at once). Zero in production.
-    package func setReadDelayForTesting(_ delay: Duration) {
-        testDelay.withLock { $0 = delay }
+    /// Test hook: every database read of the read path first waits this long, holding its read
+    /// slot even past its deadline (so tests can hold many misses in flight, or play a tenant's
+    /// slow queries); for one
+    /// tenant, or every tenant when `tenantId` is nil. Zero in production.
+    package func setReadDelayForTesting(_ delay: Duration, tenantId: String? = nil) {
+        testDelays.withLock { $0[tenantId ?? ""] = delay }
+    }
+
+    /// The circuit breaker of `tenantId`'s database reads, made on first use. Breakers that are
+    /// closed are forgotten when more than 10,000 tenants have one (a closed breaker with no
+    /// failures is the same as a new one; a few failures may be forgotten).
+    package func breaker(tenantId: String) -> CircuitBreaker {
+        breakers.withLock { breakers in
+            if let breaker = breakers[tenantId] { return breaker }
+            if breakers.count >= 10_000 { breakers = breakers.filter { $0.value.state != .closed } }
+            let breaker = CircuitBreaker(failureThreshold: settings.breakerThreshold, cooldown: settings.breakerCooldown, clock: clock) {
+                [weak self] from, to in
+                self?.circuitChanged(tenantId: tenantId, from: from, to: to)
+            }
+            breakers[tenantId] = breaker
+            return breaker
+        }
     }
 
     private func count(_ status: CacheStatus) {
@@ -116,17 +139,37 @@ package final class CatalogService: Sendable {
         hitRatio.record(ratio)
     }
 
-    /// One guarded database read: deadline, breaker, counters.
-    private func guardedRead<R: Sendable>(_ body: @escaping @Sendable () async throws -> R) async throws -> R {
-        let delay = testDelay.withLock { $0 }
+    /// Metrics and logs of one tenant's circuit changing state.
+    private func circuitChanged(tenantId: String, from: CircuitBreaker.State, to: CircuitBreaker.State) {
+        if to == .open {
+            tripCounter.increment()
+            logger.warning("catalog circuit opened: the tenant's database reads are failing", metadata: ["tenant_id": .string(tenantId)])
+        }
+        // Open and half-open both count as not closed.
+        if from == .closed {
+            openGauge.record(openCircuits.add(1, ordering: .relaxed).newValue)
+        } else if to == .closed {
+            openGauge.record(openCircuits.subtract(1, ordering: .relaxed).newValue)
+            logger.notice("catalog circuit closed: the tenant's database reads recovered", metadata: ["tenant_id": .string(tenantId)])
+        }
+    }
+
+    /// One guarded database read of a tenant: its breaker, then within the deadline a fair read
+    /// slot and the read; counters.
+    private func guardedRead<R: Sendable>(tenantId: String, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
+        let delay = testDelays.withLock { $0[tenantId] ?? $0[""] ?? .zero }
         let timeout = settings.readTimeout
+        let slots = readSlots
         do {
-            return try await breaker.call {
+            return try await breaker(tenantId: tenantId).call {
                 self.reads.add(1, ordering: .relaxed)
                 self.readCounter.increment()
                 return try await withDeadline(timeout) {
-                    if delay > .zero { try await Task.sleep(for: delay) }
-                    return try await body()
+                    try await slots.withSlot(tenantId: tenantId) {
+                        // Not cancellable, as a query the database runs on after its caller gave up.
+                        if delay > .zero { await Task { try? await Task.sleep(for: delay) }.value }
+                        return try await body()
+                    }
                 }
             }
         } catch let error as CircuitBreaker.OpenError {
@@ -151,7 +194,7 @@ package final class CatalogService: Sendable {
         let generation = cache.generation(tenant: tenant)
         do {
             let value = try await flights.run(key: "\(generation)\u{1F}" + fullKey) {
-                let value = try await self.guardedRead(load)
+                let value = try await self.guardedRead(tenantId: tenant, load)
                 cache.store(tenant: tenant, key: fullKey, value: value, generation: generation)
                 return value
             }

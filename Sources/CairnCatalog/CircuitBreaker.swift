@@ -8,7 +8,7 @@ import Synchronization
 /// Open: calls fail fast for `cooldown`, sparing a struggling database. Then half-open: one
 /// probe call passes; its success closes the circuit, its failure opens it again.
 package final class CircuitBreaker: Sendable {
-    /// The breaker's state, exported as a gauge (0 closed, 1 open, 2 half-open).
+    /// The breaker's state.
     package enum State: Int, Sendable {
         case closed = 0
         case open = 1
@@ -33,13 +33,13 @@ package final class CircuitBreaker: Sendable {
     let failureThreshold: Int
     let cooldown: Duration
     let clock: any CairnClock
-    let onChange: @Sendable (State, _ tripped: Bool) -> Void
+    let onChange: @Sendable (_ from: State, _ to: State) -> Void
 
-    /// Creates a closed breaker; `onChange` is told of every state change (for metrics and
-    /// logs). The cooldown is measured on `clock`'s monotonic instant.
+    /// Creates a closed breaker; `onChange` is told of every state change, from and to (for
+    /// metrics and logs; `to == .open` is a trip). The cooldown is measured on `clock`'s monotonic instant.
     package init(
         failureThreshold: Int, cooldown: Duration, clock: any CairnClock = SystemClock(),
-        onChange: @escaping @Sendable (State, _ tripped: Bool) -> Void = { _, _ in }
+        onChange: @escaping @Sendable (_ from: State, _ to: State) -> Void = { _, _ in }
     ) {
         self.failureThreshold = max(1, failureThreshold)
         self.cooldown = cooldown
@@ -75,7 +75,7 @@ package final class CircuitBreaker: Sendable {
                 return (.success(true), nil)
             }
         }
-        if let changed { onChange(changed, false) }
+        if let changed { onChange(.open, changed) }
         let isProbe = try verdict.get()
         do {
             let result = try await body()
@@ -91,28 +91,28 @@ package final class CircuitBreaker: Sendable {
     }
 
     private func succeeded(probe: Bool) {
-        let changed = inner.withLock { inner -> Bool in
+        let from = inner.withLock { inner -> State? in
             inner.failures = 0
             if probe { inner.probeInFlight = false }
-            guard inner.state != .closed else { return false }
-            inner.state = .closed
-            return true
+            guard inner.state != .closed else { return nil }
+            defer { inner.state = .closed }
+            return inner.state
         }
-        if changed { onChange(.closed, false) }
+        if let from { onChange(from, .closed) }
     }
 
     private func failed(probe: Bool) {
         let now = clock.instant
-        let tripped = inner.withLock { inner -> Bool in
+        let from = inner.withLock { inner -> State? in
             if probe { inner.probeInFlight = false }
             inner.failures += 1
-            guard inner.state == .halfOpen || (inner.state == .closed && inner.failures >= failureThreshold) else { return false }
-            inner.state = .open
+            guard inner.state == .halfOpen || (inner.state == .closed && inner.failures >= failureThreshold) else { return nil }
+            defer { inner.state = .open }
             inner.openUntil = now + cooldown
             inner.trips += 1
-            return true
+            return inner.state
         }
-        if tripped { onChange(.open, true) }
+        if let from { onChange(from, .open) }
     }
 
     static func seconds(_ duration: Duration) -> Int {

@@ -88,7 +88,7 @@ package final class PipelineRunner: Service, Sendable {
     let quotas: FileQuotas
     let settings: PipelineSettings
     let logger: Logger
-    let slots: PipelineSlots
+    let slots: FairSlots
     /// The sandbox process of each run in progress on this node, by job id (from its `started`
     /// report to its end).
     let children = Mutex<[String: pid_t]>([:])
@@ -105,7 +105,7 @@ package final class PipelineRunner: Service, Sendable {
         self.quotas = quotas
         self.settings = settings
         self.logger = logger
-        self.slots = PipelineSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
+        self.slots = FairSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
     }
 
     /// Registers the pipeline run job handler on `queue`.

@@ -255,7 +255,7 @@ struct CatalogCacheTests {
             #expect(metrics.contains("cairn_catalog_db_reads_total"))
             #expect(metrics.contains("cairn_catalog_cache_requests_total"))
             #expect(metrics.contains("cairn_catalog_cache_hit_ratio"))
-            #expect(metrics.contains("cairn_catalog_circuit_state"))
+            #expect(metrics.contains("cairn_catalog_circuits_open"))
         }
     }
 

@@ -120,7 +120,7 @@ struct CatalogResilienceTests {
         let app = Application(router: buildRouter(components: components), logger: testLogger)
         do {
             try await app.test(.router) { client in
-                let (token, _) = try await owner(client, "stale@example.com")
+                let (token, tenantId) = try await owner(client, "stale@example.com")
                 let cached = try #require(try await createProduct(client, token: token, ["sku": "CACHED"])["id"] as? String)
                 let uncached = try #require(try await createProduct(client, token: token, ["sku": "UNCACHED"])["id"] as? String)
                 #expect(try await client.json(.get, "/products/\(cached)", token: token).headers[xCache] == "miss")
@@ -145,8 +145,8 @@ struct CatalogResilienceTests {
                 #expect(unavailable.status == .serviceUnavailable)
                 #expect(unavailable.code == "unavailable")
                 #expect(Int(unavailable.headers[.retryAfter] ?? "") ?? 0 >= 1)
-                #expect(components.catalog.breaker.state != .closed)
-                #expect(components.catalog.breaker.trips >= 1)
+                #expect(components.catalog.breaker(tenantId: tenantId).state != .closed)
+                #expect(components.catalog.breaker(tenantId: tenantId).trips >= 1)
                 let metrics = try await client.json(.get, "/metrics").text
                 #expect(metrics.contains("cairn_catalog_circuit_trips_total"))
 
@@ -160,7 +160,7 @@ struct CatalogResilienceTests {
                     let response = try await client.json(.get, "/products/\(uncached)", token: token)
                     return response.status == .ok && response.headers[xCache] != "stale"
                 }
-                #expect(components.catalog.breaker.state == .closed)
+                #expect(components.catalog.breaker(tenantId: tenantId).state == .closed)
                 let fresh = try await client.json(.get, "/products/\(cached)", token: token)
                 #expect(fresh.status == .ok)
                 #expect(fresh.headers[xCache] != "stale")
@@ -170,5 +170,68 @@ struct CatalogResilienceTests {
             throw error
         }
         await components.database.close()
+    }
+}
+
+@Suite("Catalog: noisy neighbours")
+struct CatalogNoisyNeighbourTests {
+    /// One tenant's slow uncached reads (played by an 8 s delay inside its read slot, as a slow
+    /// query holding a pooled connection past its 5 s budget) time out and open its own circuit; another tenant's
+    /// uncached reads meanwhile take a free slot at once and are answered, and its circuit
+    /// stays closed. With one node-wide breaker, or slots served first come first served, the
+    /// other tenant's reads got 503.
+    @Test(arguments: TestEngine.available)
+    func oneTenantsSlowReadsNeverFailAnotherTenantsUncachedReads(engine: TestEngine) async throws {
+        try await withTestApp(
+            engine,
+            configure: {
+                $0.catalog.readTimeout = .seconds(5)
+                $0.catalog.maxReads = 2
+                $0.catalog.maxReadsPerTenant = 1
+                $0.catalog.breakerThreshold = 3
+                $0.catalog.breakerCooldown = .seconds(600)
+            }
+        ) { client, components in
+            let catalog = components.catalog
+            let (noisy, noisyTenant) = try await owner(client, "noisy@example.com")
+            let (quiet, quietTenant) = try await owner(client, "quiet@example.com")
+            var noisyIds: [String] = []
+            for index in 0..<8 {
+                noisyIds.append(try #require(try await createProduct(client, token: noisy, ["sku": "N-\(index)"])["id"] as? String))
+            }
+            let quietId = try #require(try await createProduct(client, token: quiet, ["sku": "Q-1"])["id"] as? String)
+            catalog.setReadDelayForTesting(.seconds(8), tenantId: noisyTenant)
+
+            let ids = noisyIds
+            let storm = Task {
+                try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                    for id in ids { group.addTask { try await client.json(.get, "/products/\(id)", token: noisy).status } }
+                    var statuses: [HTTPResponse.Status] = []
+                    for try await status in group { statuses.append(status) }
+                    return statuses
+                }
+            }
+            // Slots change with no event to wait on: polled until the storm holds its slot and queues.
+            try await pollUntil("the noisy tenant's reads holding their slot and queueing") {
+                let snapshot = catalog.readSlots.snapshot()
+                return snapshot.running[noisyTenant, default: 0] >= 1 && snapshot.waiting[noisyTenant, default: 0] >= 5
+            }
+            let during = try await client.json(.get, "/products/\(quietId)", token: quiet)
+            #expect(during.status == .ok, "\(during.status) \(during.text)")
+            #expect(during.headers[xCache] == "miss")
+
+            let statuses = try await storm.value
+            #expect(statuses.contains(.serviceUnavailable), "the noisy tenant's queued reads ran out of budget: \(statuses)")
+            #expect(catalog.breaker(tenantId: noisyTenant).trips >= 1)
+            #expect(catalog.breaker(tenantId: noisyTenant).state == .open)
+
+            // Its open circuit is its own: another uncached read of the quiet tenant (a miss
+            // after a write) reaches the database.
+            let another = try #require(try await createProduct(client, token: quiet, ["sku": "Q-2"])["id"] as? String)
+            let after = try await client.json(.get, "/products/\(another)", token: quiet)
+            #expect(after.status == .ok, "\(after.status) \(after.text)")
+            #expect(after.headers[xCache] == "miss")
+            #expect(catalog.breaker(tenantId: quietTenant).state == .closed)
+        }
     }
 }

@@ -283,7 +283,7 @@ struct PipelineSandboxTests {
 @Suite("Pipeline slots")
 struct PipelineSlotsTests {
     @Test func aFreedSlotGoesToTheTenantWithTheFewestRunsAndCancelledWaitersLeave() async throws {
-        let slots = PipelineSlots(capacity: 2, perTenant: 1)
+        let slots = FairSlots(capacity: 2, perTenant: 1)
         let order = Recorder()
         let (releaseA, releaseAContinuation) = AsyncStream.makeStream(of: Void.self)
         // A takes one slot and holds it.

@@ -1,13 +1,14 @@
 import Synchronization
 
-/// The node's pipeline slots, shared fairly between tenants: at most `capacity` runs at once,
-/// at most `perTenant` of them one tenant's. A freed slot goes to the earliest waiting run of
-/// the tenant with the fewest runs going, so one tenant's queue of long runs never keeps
-/// another tenant's run waiting for more than one slot's turn.
+/// Slots of one scarce resource of the node, shared fairly between tenants: at most `capacity`
+/// holders at once, at most `perTenant` of them one tenant's. A freed slot goes to the earliest
+/// waiter of the tenant with the fewest slots held, so one tenant's queue of long work never
+/// keeps another tenant waiting for more than one slot's turn.
 ///
-/// The job queue's own per-tenant cap (`CAIRN_JOBS_MAX_RUNNING_PER_TENANT`) counts every kind
-/// of job; this one counts the expensive part, the sandbox processes.
-final class PipelineSlots: Sendable {
+/// Pipeline runs use it for their sandbox processes (the job queue's own per-tenant cap counts
+/// every kind of job), the catalog for its database reads (so one tenant's slow queries cannot
+/// hold the connection pool).
+package final class FairSlots: Sendable {
     private struct Waiter {
         let id: Int
         let tenantId: String
@@ -21,18 +22,21 @@ final class PipelineSlots: Sendable {
         var nextId = 0
     }
 
-    let capacity: Int
-    let perTenant: Int
+    /// Slots in all.
+    package let capacity: Int
+    /// Slots one tenant may hold at once.
+    package let perTenant: Int
     private let state = Mutex(State())
 
-    init(capacity: Int, perTenant: Int) {
+    /// Creates the slots; both counts are at least 1, and `perTenant` at most `capacity`.
+    package init(capacity: Int, perTenant: Int) {
         self.capacity = max(1, capacity)
         self.perTenant = max(1, min(perTenant, capacity))
     }
 
-    /// Runs `body` holding a slot for `tenantId`, waiting for one first.
+    /// Runs `body` holding a slot for `tenantId`, waiting for one first (cancellable).
     /// - Throws: `CancellationError` when cancelled while waiting; what `body` throws.
-    func withSlot<R: Sendable>(tenantId: String, _ body: () async throws -> R) async throws -> R {
+    package func withSlot<R: Sendable>(tenantId: String, _ body: () async throws -> R) async throws -> R {
         try await acquire(tenantId: tenantId)
         do {
             let result = try await body()
@@ -44,8 +48,8 @@ final class PipelineSlots: Sendable {
         }
     }
 
-    /// Slots held and runs waiting, per tenant (for tests and metrics).
-    func snapshot() -> (running: [String: Int], waiting: [String: Int]) {
+    /// Slots held and waiters, per tenant (for tests and metrics).
+    package func snapshot() -> (running: [String: Int], waiting: [String: Int]) {
         state.withLock { state in
             var waiting: [String: Int] = [:]
             for waiter in state.waiting { waiting[waiter.tenantId, default: 0] += 1 }
@@ -55,7 +59,7 @@ final class PipelineSlots: Sendable {
 
     private func acquire(tenantId: String) async throws {
         let id = state.withLock { state -> Int? in
-            // With runs waiting, this one queues behind them and `grant` picks the order.
+            // With others waiting, this one queues behind them and `grant` picks the order.
             if state.waiting.isEmpty && canStart(tenantId, in: state) {
                 state.running[tenantId, default: 0] += 1
                 state.total += 1
@@ -97,13 +101,13 @@ final class PipelineSlots: Sendable {
         grant()
     }
 
-    /// Starts waiting runs while slots are free: each time the earliest run of the tenant with
-    /// the fewest runs going.
+    /// Starts waiters while slots are free: each time the earliest waiter of the tenant with
+    /// the fewest slots held.
     private func grant() {
         let started = state.withLock { state -> [Waiter] in
             var started: [Waiter] = []
             while state.total < capacity {
-                // The earliest waiting run among the tenants with the fewest runs going.
+                // The earliest waiter among the tenants with the fewest slots held.
                 var chosen: Int?
                 var fewest = Int.max
                 for (index, waiter) in state.waiting.enumerated() where canStart(waiter.tenantId, in: state) {
