@@ -145,14 +145,17 @@ package struct FileStore: Sendable {
     /// - Parameters:
     ///   - countsAsUpload: false for files the server made (pipeline outputs), which count
     ///     towards the total but not towards the hourly upload quota.
-    ///   - completingUpload: the id of the tus upload this file completes, whose reservation
-    ///     is this file's own and so is not counted twice.
-    /// - Throws: `QuotaExceeded` (nothing recorded), or the database's error.
+    ///   - completingUpload: the tus upload this file completes and the token of its lease: its
+    ///     reservation is this file's own (not counted twice), and it is marked complete in the
+    ///     same transaction, so no crash leaves a recorded file beside an unfinished upload.
+    /// - Throws: `QuotaExceeded` (nothing recorded); `UploadLeaseLost` when the upload's lease
+    ///   was taken over (nothing recorded); the database's error.
     package func insert(
-        _ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true, completingUpload: String? = nil
+        _ file: StoredFile, quotas: FileQuotas, hour: Int64, countsAsUpload: Bool = true,
+        completingUpload: (id: String, token: String)? = nil
     ) async throws {
         try await database.withExclusiveLock(key: Self.lockKey(tenantId: file.tenantId)) { db in
-            let total = try await Self.usedBytes(tenantId: file.tenantId, excludingUpload: completingUpload, on: db)
+            let total = try await Self.usedBytes(tenantId: file.tenantId, excludingUpload: completingUpload?.id, on: db)
             if total + file.size > quotas.maxTotalBytes { throw QuotaExceeded.total }
             if countsAsUpload {
                 try await Self.countUpload(file, quotas: quotas, hour: hour, on: db)
@@ -164,8 +167,20 @@ package struct FileStore: Sendable {
                 \(bind: file.createdAt))
                 """
             ).run()
+            if let (uploadId, token) = completingUpload {
+                let completed = try await db.raw(
+                    """
+                    UPDATE uploads SET file_id = \(bind: file.id), upload_offset = length, lock_token = NULL, locked_until = 0
+                    WHERE id = \(bind: uploadId) AND lock_token = \(bind: token) RETURNING id
+                    """
+                ).first()
+                if completed == nil { throw UploadLeaseLost() }
+            }
         }
     }
+
+    /// The upload a file was to complete is no longer leased by the completing request.
+    package struct UploadLeaseLost: Error {}
 
     private static func countUpload(_ file: StoredFile, quotas: FileQuotas, hour: Int64, on db: any SQLDatabase) async throws {
         let uploaded =

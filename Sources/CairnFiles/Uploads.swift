@@ -135,18 +135,6 @@ package struct UploadStore: Sendable {
         }
     }
 
-    /// Marks the upload complete as the file `fileId`, releasing its lease.
-    package func complete(id: String, token: String, fileId: String) async throws {
-        try await database.write { db in
-            try await db.raw(
-                """
-                UPDATE uploads SET file_id = \(bind: fileId), upload_offset = length, lock_token = NULL, locked_until = 0
-                WHERE id = \(bind: id) AND lock_token = \(bind: token)
-                """
-            ).run()
-        }
-    }
-
     /// Deletes an upload's row; false when there was none.
     package func delete(id: String, tenantId: String) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }

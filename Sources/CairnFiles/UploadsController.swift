@@ -85,7 +85,12 @@ package struct UploadsController: Sendable {
     /// `HEAD /uploads/{id}`: the offset to resume from.
     @Sendable func headUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         try await tus(request) {
-            let upload = try await find(context)
+            var upload = try await find(context)
+            if upload.fileId == nil && upload.offset == upload.length {
+                // Every byte arrived but the completion stopped short (a crash, a failed write):
+                // finish it now, or a client that trusts this offset would never see its file.
+                if let (leased, token) = try? await lease(upload, busy: "") { upload = try await finish(leased, token: token) }
+            }
             var headers = state(upload)
             headers[.cacheControl] = "no-store"
             headers[Self.uploadLength] = String(upload.length)
@@ -345,6 +350,15 @@ package struct UploadsController: Sendable {
     private func append(_ upload: TusUpload, token: String, body: RequestBody, checksum: Checksum?) async throws -> TusUpload {
         let path = partials.path(tenantId: upload.tenantId, id: upload.id)
         let uploads = self.uploads
+        if upload.offset > 0, try await FileSystem.shared.info(forFileAt: path) == nil {
+            // Never make up the received bytes (a new file cut to the offset would be zeros).
+            // All of them arrived and an earlier completion moved them: finish that one.
+            if upload.offset == upload.length { return try await finish(upload, token: token) }
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.offset, until: 0)
+            throw AppError(
+                .gone, code: .notFound, detail: "The upload's received bytes are not on this node; create a new upload.",
+                headers: [Self.uploadOffset: String(upload.offset)])
+        }
         let (written, failure) = try await FileSystem.shared.withFileHandle(
             forWritingAt: path, options: .modifyFile(createIfNecessary: true, permissions: [.ownerReadWrite])
         ) { handle in
@@ -361,21 +375,30 @@ package struct UploadsController: Sendable {
         return result
     }
 
-    /// Turns a complete upload into a file: hashes the partial file, renames it into the blob
-    /// store under the upload's id, and records it with the usual quota checks.
-    /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed).
+    /// Turns a complete upload into a file: renames the partial file into the blob store under
+    /// the upload's id, hashes it there, and records the file and the upload's completion in one
+    /// transaction, with the usual quota checks. Safe to repeat after it stopped anywhere: once
+    /// the partial file is gone its bytes are in the blob store, and the record is all or nothing.
+    /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed);
+    ///   503 `unavailable` when the record could not be written (the bytes stay, and the next
+    ///   HEAD or PATCH finishes it); 410 when the bytes are nowhere.
     private func finish(_ upload: TusUpload, token: String) async throws -> TusUpload {
-        let path = partials.path(tenantId: upload.tenantId, id: upload.id)
-        let sha256 = try await Self.sha256(of: path, length: upload.length)
+        let partial = partials.path(tenantId: upload.tenantId, id: upload.id)
         let target = blobs.path(tenantId: upload.tenantId, id: upload.id)
-        try await FileSystem.shared.createDirectory(
-            at: target.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
-        try await FileSystem.shared.moveItem(at: path, to: target)
+        if try await FileSystem.shared.info(forFileAt: partial) != nil {
+            try await FileSystem.shared.createDirectory(
+                at: target.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
+            _ = try? await FileSystem.shared.removeItem(at: target)
+            try await FileSystem.shared.moveItem(at: partial, to: target)
+        } else if try await FileSystem.shared.info(forFileAt: target) == nil {
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.offset, until: 0)
+            throw AppError(.gone, code: .notFound, detail: "The upload's bytes are not on this node; create a new upload.")
+        }
+        let sha256 = try await Self.sha256(of: target, length: upload.length)
         let file = StoredFile(
             id: upload.id, tenantId: upload.tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
             format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())
-        try await record(file, of: upload)
-        try await uploads.complete(id: upload.id, token: token, fileId: file.id)
+        try await record(file, of: upload, token: token)
         var result = upload
         result.fileId = file.id
         return result
@@ -392,20 +415,31 @@ package struct UploadsController: Sendable {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
-    /// Records the finished upload's file, counting it against the tenant's quotas.
-    /// - Throws: 413/429 when the quotas no longer allow it; the blob and the upload are then removed.
-    private func record(_ file: StoredFile, of upload: TusUpload) async throws {
+    /// Records the finished upload's file, counting it against the tenant's quotas, and marks
+    /// the upload complete in the same transaction.
+    /// - Throws: 413/429 when the quotas no longer allow it (the blob and the upload are then
+    ///   removed); 503 `unavailable` on any other error: a fully received upload is never
+    ///   deleted for a database that failed once, and its lease is given back for the next try.
+    private func record(_ file: StoredFile, of upload: TusUpload, token: String) async throws {
         let hour = WallClock.milliseconds() / 3_600_000
         do {
-            try await files.insert(file, quotas: quotas, hour: hour, completingUpload: upload.id)
-        } catch {
+            try await files.insert(file, quotas: quotas, hour: hour, completingUpload: (upload.id, token))
+        } catch let exceeded as FileStore.QuotaExceeded {
             try? await blobs.delete(tenantId: upload.tenantId, id: upload.id)
             _ = try? await uploads.delete(id: upload.id, tenantId: upload.tenantId)
-            switch error as? FileStore.QuotaExceeded {
+            switch exceeded {
             case .total: throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
             case .hourly: throw FilesController.hourlyLimit(quotas, hour: hour)
-            case nil: throw error
             }
+        } catch {
+            logger.warning(
+                "recording a finished upload failed; the next HEAD or PATCH finishes it",
+                metadata: ["upload_id": .string(upload.id), "error.type": .string(String(reflecting: type(of: error)))])
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.length, until: 0)
+            throw AppError(
+                .serviceUnavailable, code: .unavailable,
+                detail: "Every byte arrived, but the file could not be recorded yet; HEAD or PATCH the upload again to finish it.",
+                headers: [.retryAfter: "1"])
         }
     }
 }

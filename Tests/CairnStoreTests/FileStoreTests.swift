@@ -185,9 +185,19 @@ struct FileStoreTests {
         try await withStore(engine, UploadStore.init) { store, tenant, _, database in
             let upload = try await Factory.upload(on: database, tenant: tenant, length: 300)
             _ = try await store.lease(id: upload.id, tenantId: tenant.id, offset: 0, token: "t", until: 2_000, now: 1_000)
-            try await store.complete(id: upload.id, token: "someone-else", fileId: "wrong")
+            let files = FileStore(database: database)
+            let file = StoredFile(
+                id: upload.id, tenantId: tenant.id, name: "done.csv", size: 300, sha256: String(repeating: "0", count: 64),
+                contentType: "text/csv", format: "csv", createdBy: "someone", createdAt: 1_500)
+            // Recording the file and completing the upload are one transaction: without the
+            // lease neither happens.
+            await #expect(throws: FileStore.UploadLeaseLost.self) {
+                try await files.insert(file, quotas: quotas(), hour: 0, completingUpload: (upload.id, "someone-else"))
+            }
+            #expect(try await files.get(id: upload.id, tenantId: tenant.id) == nil)
             #expect(try await store.get(id: upload.id, tenantId: tenant.id)?.fileId == nil)
-            try await store.complete(id: upload.id, token: "t", fileId: upload.id)
+            try await files.insert(file, quotas: quotas(), hour: 0, completingUpload: (upload.id, "t"))
+            #expect(try await files.get(id: upload.id, tenantId: tenant.id) == file)
             let done = try #require(try await store.get(id: upload.id, tenantId: tenant.id))
             #expect(done.fileId == upload.id)
             #expect(done.offset == 300)

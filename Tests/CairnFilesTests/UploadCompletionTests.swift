@@ -1,0 +1,127 @@
+import CairnFiles
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Crypto
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import SQLKit
+import SystemPackage
+import Testing
+
+/// Completing a tus upload survives a database that fails at the worst moment: every byte has
+/// arrived and moved into the blob store, but the file is not recorded. That is also the state
+/// a crash between the two leaves. The bytes stay, and the next HEAD or PATCH finishes it.
+@Suite("Uploads: completion after a failure")
+struct UploadCompletionTests {
+    static let tus = HTTPField.Name("Tus-Resumable")!
+    static let offset = HTTPField.Name("Upload-Offset")!
+    static let length = HTTPField.Name("Upload-Length")!
+    static let fileId = HTTPField.Name("Cairn-File-Id")!
+
+    /// Makes every insert into `files` fail, as a database error would (a trigger, on either engine).
+    static func breakFileInserts(_ database: Database, engine: TestEngine) async throws {
+        try await database.write { db in
+            if engine == .postgres {
+                try await db.raw(
+                    "CREATE FUNCTION cairn_test_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+                ).run()
+                try await db.raw("CREATE TRIGGER cairn_test_refuse BEFORE INSERT ON files FOR EACH ROW EXECUTE FUNCTION cairn_test_refuse()").run()
+            } else {
+                try await db.raw("CREATE TRIGGER cairn_test_refuse BEFORE INSERT ON files BEGIN SELECT RAISE(ABORT, 'injected failure'); END").run()
+            }
+        }
+    }
+
+    static func repairFileInserts(_ database: Database, engine: TestEngine) async throws {
+        try await database.write { db in
+            try await db.raw(engine == .postgres ? "DROP TRIGGER cairn_test_refuse ON files" : "DROP TRIGGER cairn_test_refuse").run()
+        }
+    }
+
+    func request(
+        _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, token: String, headers: HTTPFields = [:], body: [UInt8]? = nil
+    ) async throws -> TestResponse {
+        var all: HTTPFields = [.authorization: "Bearer \(token)", Self.tus: "1.0.0"]
+        for field in headers { all[field.name] = field.value }
+        return try await client.execute(uri: uri, method: method, headers: all, body: body.map { ByteBuffer(bytes: $0) })
+    }
+
+    func patch(_ client: any TestClientProtocol, _ uri: String, token: String, at offset: Int, _ bytes: [UInt8]) async throws -> TestResponse {
+        try await request(
+            client, .patch, uri, token: token, headers: [.contentType: "application/offset+octet-stream", Self.offset: String(offset)], body: bytes)
+    }
+
+    @Test(arguments: TestEngine.available)
+    func aFailedRecordKeepsEveryByteAndTheNextHeadOrPatchFinishesIt(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "tus-finish@example.com").tokens.accessToken
+            let bytes = Array("id,name\n1,one\n2,two\n".utf8)
+            var locations: [String] = []
+            for _ in 0..<2 {
+                let created = try await request(client, .post, "/uploads", token: token, headers: [Self.length: String(bytes.count)])
+                locations.append(try #require(created.headers[.location]))
+            }
+
+            try await Self.breakFileInserts(components.database, engine: engine)
+            for location in locations {
+                let failed = try await patch(client, location, token: token, at: 0, bytes)
+                #expect(failed.status == .serviceUnavailable, "\(failed.status) \(failed.text)")
+                #expect(failed.code == "unavailable")
+                // While the database still fails, a HEAD's attempt to finish fails the same way.
+                #expect(try await request(client, .head, location, token: token).status == .serviceUnavailable)
+            }
+            // Not deleted: the uploads are still there, every byte received, their leases given back.
+            let waiting = try await components.database.read { db in
+                try await db.raw("SELECT upload_offset, length, lock_token FROM uploads WHERE file_id IS NULL").all()
+            }
+            #expect(waiting.count == 2)
+            for row in waiting {
+                #expect(try row.decode(column: "upload_offset", as: Int.self) == bytes.count)
+                #expect(try row.decode(column: "lock_token", as: String?.self) == nil)
+            }
+            try await Self.repairFileInserts(components.database, engine: engine)
+
+            // One is finished by a HEAD (what tuspy sends on resuming), the other by an empty PATCH
+            // at its length; neither is made up from zeros.
+            let byHead = try await request(client, .head, locations[0], token: token)
+            #expect(byHead.status == .ok)
+            let empty = try await patch(client, locations[1], token: token, at: bytes.count, [])
+            #expect(empty.status == .noContent, "\(empty.status) \(empty.text)")
+            for id in [byHead.headers[Self.fileId], empty.headers[Self.fileId]] {
+                let fileId = try #require(id)
+                let file = try await client.json(.get, "/files/\(fileId)", token: token).object
+                #expect(file["sha256"] as? String == SHA256.hash(data: Data(bytes)).map { String(format: "%02x", $0) }.joined())
+                let content = try await client.execute(uri: "/files/\(fileId)/content", method: .get, headers: [.authorization: "Bearer \(token)"])
+                #expect(Array(content.body.readableBytesView) == bytes)
+            }
+            // And the quota counts each file once (no reservation left beside it).
+            let uploads = try await components.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM uploads WHERE file_id IS NULL").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(uploads == 0)
+        }
+    }
+
+    /// A PATCH that finds no partial file behind a non-zero offset (removed, or on another
+    /// node's disk) is refused: it used to create one cut to the offset, zeros, and complete it.
+    @Test(arguments: TestEngine.available)
+    func aPatchWithoutItsReceivedBytesIsGoneNotZeros(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let (user, tokens) = try await client.registerAndLogin(email: "tus-lost@example.com")
+            let token = tokens.accessToken
+            let created = try await request(client, .post, "/uploads", token: token, headers: [Self.length: "8"])
+            let location = try #require(created.headers[.location])
+            #expect(try await patch(client, location, token: token, at: 0, Array("abcd".utf8)).status == .noContent)
+            let id = String(location.split(separator: "/").last ?? "")
+            try FileManager.default.removeItem(atPath: components.partialUploads.path(tenantId: user.tenantId, id: id).description)
+
+            let refused = try await patch(client, location, token: token, at: 4, Array("efgh".utf8))
+            #expect(refused.status == .gone, "\(refused.status) \(refused.text)")
+            let files = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
+            #expect(files?.isEmpty == true, "no file made of zeros")
+        }
+    }
+}
