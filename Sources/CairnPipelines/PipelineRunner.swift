@@ -154,6 +154,10 @@ package final class PipelineRunner: Service, Sendable {
         var checkpoint: Checkpoint
         if let saved = context.checkpoint.flatMap({ Self.decode(Checkpoint.self, $0) }) {
             checkpoint = saved
+            // A scheduled run that stopped between its first checkpoint and recording its file.
+            if args.fileId == nil {
+                try await pipelines.recordScheduledFile(pipelineId: pipelineId, tenantId: job.tenantId, fileId: saved.fileId)
+            }
         } else {
             guard let pipeline = try await pipelines.get(id: pipelineId, tenantId: job.tenantId) else {
                 throw PermanentJobError("the pipeline was deleted")
@@ -170,10 +174,12 @@ package final class PipelineRunner: Service, Sendable {
                     return
                 }
                 fileId = chosen.id
-                try await pipelines.recordScheduledFile(pipelineId: pipeline.id, tenantId: job.tenantId, fileId: chosen.id)
             }
             checkpoint = Checkpoint(fileId: fileId, spec: pipeline.spec, pipelineName: pipeline.name, load: nil, outputFileId: nil)
             try await context.saveCheckpoint(Self.encode(checkpoint), progress: .object(["phase": .string("waiting"), "fraction": .number(0)]))
+            // Recorded only once the run holds its file in a checkpoint: a crash in between must
+            // not make the schedule skip a file no run took (the resumed run records it).
+            if args.fileId == nil { try await pipelines.recordScheduledFile(pipelineId: pipeline.id, tenantId: job.tenantId, fileId: fileId) }
         }
         let folder = workFolder(tenantId: job.tenantId, jobId: job.id)
         do {
@@ -212,10 +218,17 @@ package final class PipelineRunner: Service, Sendable {
 
     private func run(_ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws {
         let tenantId = context.job.tenantId
-        if let outputId = checkpoint.outputFileId, let existing = try await files.get(id: outputId, tenantId: tenantId) {
-            // An earlier attempt recorded the output and stopped before the job completed.
-            try await context.saveResult(resultValue(checkpoint, output: existing, failure: nil), progress: Self.progress(checkpoint, phase: "done"))
-            return
+        if let outputId = checkpoint.outputFileId {
+            if let existing = try await files.get(id: outputId, tenantId: tenantId) {
+                // An earlier attempt recorded the output and stopped before the job completed.
+                try await context.saveResult(
+                    resultValue(checkpoint, output: existing, failure: nil), progress: Self.progress(checkpoint, phase: "done"))
+                return
+            }
+            // It stopped before recording it: bytes it may have moved into the file store are
+            // outside every quota and listed nowhere, so they go before the query runs again.
+            try? await blobs.delete(tenantId: tenantId, id: outputId)
+            checkpoint.outputFileId = nil
         }
         guard let file = try await files.get(id: checkpoint.fileId, tenantId: tenantId) else {
             throw PipelineFailure(message: "the input file was deleted")

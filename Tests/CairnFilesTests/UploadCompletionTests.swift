@@ -21,26 +21,6 @@ struct UploadCompletionTests {
     static let length = HTTPField.Name("Upload-Length")!
     static let fileId = HTTPField.Name("Cairn-File-Id")!
 
-    /// Makes every insert into `files` fail, as a database error would (a trigger, on either engine).
-    static func breakFileInserts(_ database: Database, engine: TestEngine) async throws {
-        try await database.write { db in
-            if engine == .postgres {
-                try await db.raw(
-                    "CREATE FUNCTION cairn_test_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
-                ).run()
-                try await db.raw("CREATE TRIGGER cairn_test_refuse BEFORE INSERT ON files FOR EACH ROW EXECUTE FUNCTION cairn_test_refuse()").run()
-            } else {
-                try await db.raw("CREATE TRIGGER cairn_test_refuse BEFORE INSERT ON files BEGIN SELECT RAISE(ABORT, 'injected failure'); END").run()
-            }
-        }
-    }
-
-    static func repairFileInserts(_ database: Database, engine: TestEngine) async throws {
-        try await database.write { db in
-            try await db.raw(engine == .postgres ? "DROP TRIGGER cairn_test_refuse ON files" : "DROP TRIGGER cairn_test_refuse").run()
-        }
-    }
-
     func request(
         _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, token: String, headers: HTTPFields = [:], body: [UInt8]? = nil
     ) async throws -> TestResponse {
@@ -65,7 +45,7 @@ struct UploadCompletionTests {
                 locations.append(try #require(created.headers[.location]))
             }
 
-            try await Self.breakFileInserts(components.database, engine: engine)
+            try await injectDatabaseFailure(components.database, engine: engine, name: "refuse_files", on: "INSERT", of: "files")
             for location in locations {
                 let failed = try await patch(client, location, token: token, at: 0, bytes)
                 #expect(failed.status == .serviceUnavailable, "\(failed.status) \(failed.text)")
@@ -82,7 +62,7 @@ struct UploadCompletionTests {
                 #expect(try row.decode(column: "upload_offset", as: Int.self) == bytes.count)
                 #expect(try row.decode(column: "lock_token", as: String?.self) == nil)
             }
-            try await Self.repairFileInserts(components.database, engine: engine)
+            try await removeDatabaseFailure(components.database, engine: engine, name: "refuse_files", of: "files")
 
             // One is finished by a HEAD (what tuspy sends on resuming), the other by an empty PATCH
             // at its length; neither is made up from zeros.

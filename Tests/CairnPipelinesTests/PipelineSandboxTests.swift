@@ -228,6 +228,36 @@ struct PipelineSandboxTests {
         }
     }
 
+    /// A run that moved its output into the file store and stopped before recording it (played
+    /// by the record failing once) leaves no bytes outside the quota: its retry removes them
+    /// before it queries again, and only the recorded output remains.
+    @Test(arguments: TestEngine.available)
+    func anOutputNeverRecordedLeavesNoBytesBehind(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withPipelines(engine, clock: clock) { tenant, client, components in
+            let tenantId = try await tenantOf(client, tenant.token)
+            let file = try await tenant.upload(tinyCSV)
+            try await injectDatabaseFailure(components.database, engine: engine, name: "refuse_outputs", on: "INSERT", of: "files")
+            let jobId = try await tenant.startRun(try await tenant.create(pipelineBody("SELECT * FROM input")), fileId: file)
+            try await components.jobs.waitForJob(jobId, state: .retryable)
+            let folder = components.configuration.dataDir + "/blobs/" + tenantId
+            let blobs: @Sendable () -> Set<String> = {
+                Set(((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { !$0.hasPrefix(".") })
+            }
+            #expect(blobs().count == 2, "the input and the unrecorded output: \(blobs())")
+            try await removeDatabaseFailure(components.database, engine: engine, name: "refuse_outputs", of: "files")
+
+            clock.advance(by: .seconds(3))  // past the first backoff (2 s ± 10%)
+            let job = try await tenant.finished(jobId)
+            #expect(try await tenant.rows(of: job).count == 3)
+            let listed = Set(
+                (try await client.json(.get, "/files", token: tenant.token).object["items"] as? [[String: Any]] ?? []).compactMap {
+                    $0["id"] as? String
+                })
+            #expect(blobs() == listed, "every stored byte belongs to a listed file, counted in the quota")
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func oneTenantsQueuedRunsNeverHoldEverySlot(engine: TestEngine) async throws {
         try await withPipelines(
