@@ -111,6 +111,29 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A WebSocket is not timed by the transport: after the upgrade it stays open, silent, past
+    /// every timeout, and frames still flow (a ping is answered with a pong). The guard leaves
+    /// the pipeline on the upgrade: had it stayed, the first frame would reach it as raw bytes.
+    @Test(arguments: TestEngine.available)
+    func aWebSocketOutlivesTheTimeouts(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+            try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+            // 2.5 s of silence: more than the idle, head and body timeouts (the socket's own
+            // authentication timeout is 10 s).
+            let quiet = await wire.read(deadline: 2.5) { _ in false }
+            #expect(!quiet.ended)
+            await wire.send([0x89, 0x80, 0x01, 0x02, 0x03, 0x04])  // a masked, empty ping
+            let pong = await wire.read(deadline: 10) { $0.starts(with: [0x8A, 0x00]) }
+            #expect(pong.bytes.starts(with: [0x8A, 0x00]))
+            #expect(!pong.ended)
+        }
+    }
+
     /// A raw non-ASCII byte in the request line: `400 bad_request`, then the connection closes
     /// (before: no answer, and the connection stayed open).
     @Test(arguments: TestEngine.available)
