@@ -104,6 +104,7 @@ struct GuardedHTTPChannel: ServerChildChannel {
 ///
 /// A first request that asks for a WebSocket upgrade takes the guard out of the pipeline: the
 /// connection becomes a WebSocket (with its own pings) or Hummingbird answers and closes it.
+/// Such a request that announces a body gets `400 bad_request` here instead.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -174,6 +175,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             headBytesSeen = false
             lastBodyProgress = .now()
             if requestsSeen == 1, Self.asksForWebSocket(head) {
+                // The upgrade handler waits for the request's end, and would wait forever for a
+                // body that never comes, untimed; a handshake is a GET without one (RFC 6455 §4.1).
+                guard !Self.declaresBody(head) else {
+                    requestsSeen = 0  // never forwarded: the upgrade handler has seen nothing
+                    pendingResponses = 0
+                    readingBody = false
+                    answer(context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.")
+                    return
+                }
+                // Removed before the request's end can start the upgrade: after it, the pipeline
+                // carries WebSocket frames, which this handler cannot take.
                 cancelTimer()
                 context.fireChannelRead(data)
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -254,6 +266,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private static func asksForWebSocket(_ head: HTTPRequestHead) -> Bool {
         head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
             && head.headers["upgrade"].contains { $0.lowercased().contains("websocket") }
+    }
+
+    /// True for a head whose framing announces a body (`Transfer-Encoding`, or a
+    /// `Content-Length` other than 0).
+    private static func declaresBody(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
     }
 
     private func start(_ context: ChannelHandlerContext) {

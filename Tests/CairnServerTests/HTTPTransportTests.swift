@@ -134,6 +134,22 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A WebSocket handshake that announces a body and never sends it is not left waiting,
+    /// untimed, in the upgrade: `400 bad_request`, then the connection closes.
+    @Test(arguments: TestEngine.available)
+    func aWebSocketHandshakeWithABodyIsRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 10\r\n\r\n")
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#""code":"bad_request""#))
+        }
+    }
+
     /// A raw non-ASCII byte in the request line: `400 bad_request`, then the connection closes
     /// (before: no answer, and the connection stayed open).
     @Test(arguments: TestEngine.available)
