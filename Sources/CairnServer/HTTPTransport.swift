@@ -116,19 +116,25 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case head, idle, body
     }
 
+    /// Timeouts and the header limit (named in answers).
     private let settings: HTTPTransportSettings
+    /// Whether the connection's first head timer has been started.
     private var started = false
     /// Set once the guard answers or closes: everything after is ignored.
     private var finished = false
+    /// Request heads forwarded so far (0: the upgrade handler has seen nothing yet).
     private var requestsSeen = 0
     /// Request heads whose response has not ended yet.
     private var pendingResponses = 0
+    /// Between a request's head and its end.
     private var readingBody = false
     /// When the awaited head started (connection opening or its first bytes); nil when idle.
     private var headStarted: NIODeadline?
     /// Whether any byte of the awaited head has arrived (a 408 is only owed then).
     private var headBytesSeen = false
+    /// When the last response ended with nothing more asked.
     private var idleSince = NIODeadline.now()
+    /// When the body last moved, or the server last became ready to read it.
     private var lastBodyProgress = NIODeadline.now()
     /// A read was asked for and not yet satisfied: the server is ready for more bytes.
     private var readPending = false
@@ -136,7 +142,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var partsThisRead = false
     /// When bytes last came in after the guard answered (it drains them before closing).
     private var lastBytes = NIODeadline.now()
+    /// The one scheduled check, if any.
     private var timer: Scheduled<Void>?
+    /// When ``timer`` fires.
     private var timerDeadline: NIODeadline?
 
     /// A guard applying `settings`' timeouts.
@@ -274,6 +282,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
     }
 
+    /// Starts timing the connection's first head, once.
     private func start(_ context: ChannelHandlerContext) {
         guard !started else { return }
         started = true
@@ -281,6 +290,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         rearm(context)
     }
 
+    /// Notes that nothing is in flight: the idle timeout runs from now.
     private func becomeIdle() {
         idleSince = .now()
         headStarted = nil
@@ -311,12 +321,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Cancels the scheduled check.
     private func cancelTimer() {
         timer?.cancel()
         timer = nil
         timerDeadline = nil
     }
 
+    /// The scheduled check: ends the connection if its current wait is over (with a 408 for a
+    /// partly sent head), else re-arms.
     private func expire(_ context: ChannelHandlerContext) {
         guard !finished, let (when, wait) = deadline() else { return }
         guard NIODeadline.now() >= when else {
