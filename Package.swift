@@ -180,7 +180,8 @@ let package = Package(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnPipelines", hummingbirdWebSocket, .product(name: "Configuration", package: "swift-configuration"), metrics,
+                "CairnFiles", "CairnPipelines", hummingbirdWebSocket, nioHTTP1, .product(name: "Configuration", package: "swift-configuration"),
+                metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
             ],
             resources: [.copy("Resources/openapi.yaml")],

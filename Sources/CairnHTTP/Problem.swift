@@ -32,6 +32,12 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         case invalidJSON = "invalid_json"
         /// 400: a field or parameter is missing, mistyped or out of range (see `errors`).
         case invalidInput = "invalid_input"
+        /// 400: the request is not valid HTTP/1.1 (a raw non-ASCII byte in its request line, a
+        /// malformed head); the connection is closed after the answer.
+        case badRequest = "bad_request"
+        /// 408: the request head did not arrive within `CAIRN_HTTP_HEAD_TIMEOUT`; the connection
+        /// is closed after the answer.
+        case requestTimeout = "request_timeout"
         /// 401: no credentials.
         case unauthorized
         /// 401: malformed, forged, wrong-algorithm or revoked token.
@@ -64,6 +70,9 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         case idempotencyKeyMismatch = "idempotency_key_mismatch"
         /// 460 (tus checksum extension): the body does not match `Upload-Checksum`.
         case checksumMismatch = "checksum_mismatch"
+        /// 431 (RFC 6585 §5): the request's header block is larger than the server reads; the
+        /// connection is closed after the answer.
+        case requestHeaderFieldsTooLarge = "request_header_fields_too_large"
         /// 429: too many requests; see `Retry-After`.
         case rateLimited = "rate_limited"
         /// 500: an unexpected error (details only in the server log).

@@ -243,7 +243,7 @@ package func makeApplication(components: CairnComponents) -> some ApplicationPro
     let hasher = components.accounts.hasher
     return Application(
         router: router,
-        server: .http1WebSocketUpgrade(webSocketRouter: router),
+        server: .cairn(router: router, settings: configuration.http),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
         services: [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
         onServerRunning: { channel in

@@ -19,6 +19,9 @@ package struct CairnConfiguration: Sendable {
     package var httpHost = "127.0.0.1"
     /// Listen port (`CAIRN_HTTP_PORT`, default 8080; 0 picks a free port).
     package var httpPort = 8080
+    /// Connection timeouts and the header block limit (`CAIRN_HTTP_HEAD_TIMEOUT`,
+    /// `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT`).
+    package var http = HTTPTransportSettings()
     /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data),
     /// made absolute against the working directory when loaded.
     package var dataDir = "./cairn-data"
@@ -98,6 +101,7 @@ package struct CairnConfiguration: Sendable {
             config.httpHost = host
         }
         config.httpPort = try settings.integer("http.port", in: 0...65_535, default: config.httpPort)
+        try config.http.read(from: settings)
         if let dir = settings.text("data.dir") {
             guard !dir.isEmpty else { throw settings.invalid("data.dir", "must not be empty") }
             config.dataDir = dir

@@ -81,7 +81,7 @@ package func withTestApp<R: Sendable>(
         case (.live, false):
             // As `makeApplication`, without the background services (a node that only serves).
             let router = buildRouter(components: components)
-            let app = Application(router: router, server: .http1WebSocketUpgrade(webSocketRouter: router), logger: logger)
+            let app = Application(router: router, server: .cairn(router: router, settings: components.configuration.http), logger: logger)
             result = try await app.test(.live) { client in
                 try await body(TestApp(client: client, components: components, port: try livePort(client)))
             }

@@ -1,0 +1,403 @@
+package import CairnHTTP
+package import CairnStorage
+import Foundation
+package import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// How long an HTTP/1.1 client may hold a connection without making progress, and how large a
+/// request head may be. SSE responses and WebSocket connections are not timed here: they keep
+/// their own heartbeats.
+package struct HTTPTransportSettings: Sendable {
+    /// Time for a request head (request line and headers) to arrive in full, counted from the
+    /// connection's opening or from the first bytes of a later request (`CAIRN_HTTP_HEAD_TIMEOUT`,
+    /// default 30 s; Node's `headersTimeout`, nginx's `client_header_timeout`). A client that
+    /// sent part of a head gets `408 request_timeout`, then the connection closes.
+    package var headTimeout: Duration = .seconds(30)
+    /// Time a keep-alive connection may wait between a response's end and the next request
+    /// (`CAIRN_HTTP_IDLE_TIMEOUT`, default 65 s: above the 60 s of common load balancers, so
+    /// they close first and never reuse a connection Cairn is closing; Node's `keepAliveTimeout`,
+    /// nginx's `keepalive_timeout`).
+    package var idleTimeout: Duration = .seconds(65)
+    /// Longest pause in a request body while the server is ready to read it
+    /// (`CAIRN_HTTP_BODY_TIMEOUT`, default 60 s; nginx's `client_body_timeout`). A stall limit,
+    /// not a total one: an upload that keeps sending is never cut, and time the server spends
+    /// not reading (back-pressure) does not count.
+    package var bodyTimeout: Duration = .seconds(60)
+    /// Largest header block in bytes (64 KiB; nginx allows 32 KiB, Node 16 KiB); a larger one
+    /// gets `431 request_header_fields_too_large` (RFC 6585 §5), then the connection closes.
+    package var maxHeaderBytes = 64 * 1024
+
+    /// The defaults.
+    package init() {}
+
+    /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT` and `CAIRN_HTTP_BODY_TIMEOUT`
+    /// (durations: `30`, `30s`, `2m`).
+    /// - Throws: `ConfigurationError` naming the first bad setting.
+    package mutating func read(from settings: SettingsReader) throws {
+        headTimeout = .seconds(try settings.seconds("http.head.timeout", default: 30))
+        idleTimeout = .seconds(try settings.seconds("http.idle.timeout", default: 65))
+        bodyTimeout = .seconds(try settings.seconds("http.body.timeout", default: 60))
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 with WebSocket upgrade (Hummingbird's `http1WebSocketUpgrade`), every connection
+    /// watched by a ``ConnectionGuard`` that applies `settings`.
+    package static func cairn(router: Router<CairnRequestContext>, settings: HTTPTransportSettings) -> HTTPServerBuilder {
+        let webSocketResponder = router.buildResponder()
+        let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
+            maxHeaderFieldSize: settings.maxHeaderBytes, maxHeaderListSize: settings.maxHeaderBytes)
+        // Hummingbird's own idle timer stays off: it would also close SSE streams that write
+        // nothing for a while; ConnectionGuard times only the phases where the client owes bytes.
+        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder))
+        return HTTPServerBuilder { responder in
+            GuardedHTTPChannel(
+                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
+                settings: settings)
+        }
+    }
+}
+
+/// Hummingbird's HTTP/1.1 + WebSocket child channel with a ``ConnectionGuard`` placed right
+/// after the HTTP request decoder, from the connection's first byte (Hummingbird's
+/// `additionalChannelHandlers` join only after the first request head, too late for a head
+/// timeout or for the decoder's errors).
+struct GuardedHTTPChannel: ServerChildChannel {
+    typealias Value = HTTP1WebSocketUpgradeChannel.Value
+    /// The channel that does the HTTP and WebSocket work.
+    let inner: HTTP1WebSocketUpgradeChannel
+    /// Timeouts and limits.
+    let settings: HTTPTransportSettings
+
+    /// Sets up the inner channel, then adds the guard after its request decoder.
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let settings = settings
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            let pipeline = channel.pipeline.syncOperations
+            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try pipeline.addHandler(ConnectionGuard(settings: settings), position: .after(decoder))
+            return value
+        }
+    }
+
+    /// Serves the connection as the inner channel does.
+    func handle(value: Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
+    }
+}
+
+/// Watches one HTTP/1.1 connection between the request decoder and the rest of the pipeline:
+///
+/// - head: from the connection's opening, or from the first bytes of a later request, the head
+///   must be complete within `headTimeout` (else `408 request_timeout` if any of it came, and close);
+/// - idle: after a response's end with nothing more asked, the connection closes after `idleTimeout`;
+/// - body: while the server waits to read more of a request body, a pause of `bodyTimeout` closes it;
+/// - while a response is being written (an SSE stream, a slow report) nothing is timed;
+/// - the decoder's errors are answered here, since nothing else would: `431
+///   request_header_fields_too_large` for a header block over the limit, `400 bad_request` for
+///   anything else that is not HTTP/1.1 (a raw non-ASCII byte in the request line), then the
+///   connection closes; when a response is already under way the connection just closes.
+///
+/// A first request that asks for a WebSocket upgrade takes the guard out of the pipeline: the
+/// connection becomes a WebSocket (with its own pings) or Hummingbird answers and closes it.
+/// Such a request that announces a body gets `400 bad_request` here instead.
+final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// What the connection is waiting for when its timer runs out.
+    private enum Wait {
+        case head, idle, body
+    }
+
+    /// Timeouts and the header limit (named in answers).
+    private let settings: HTTPTransportSettings
+    /// Whether the connection's first head timer has been started.
+    private var started = false
+    /// Set once the guard answers or closes: everything after is ignored.
+    private var finished = false
+    /// Request heads forwarded so far (0: the upgrade handler has seen nothing yet).
+    private var requestsSeen = 0
+    /// Request heads whose response has not ended yet.
+    private var pendingResponses = 0
+    /// Between a request's head and its end.
+    private var readingBody = false
+    /// When the awaited head started (connection opening or its first bytes); nil when idle.
+    private var headStarted: NIODeadline?
+    /// Whether any byte of the awaited head has arrived (a 408 is only owed then).
+    private var headBytesSeen = false
+    /// When the last response ended with nothing more asked.
+    private var idleSince = NIODeadline.now()
+    /// When the body last moved, or the server last became ready to read it.
+    private var lastBodyProgress = NIODeadline.now()
+    /// A read was asked for and not yet satisfied: the server is ready for more bytes.
+    private var readPending = false
+    /// Whether the current read produced any request part.
+    private var partsThisRead = false
+    /// When bytes last came in after the guard answered (it drains them before closing).
+    private var lastBytes = NIODeadline.now()
+    /// The one scheduled check, if any.
+    private var timer: Scheduled<Void>?
+    /// When ``timer`` fires.
+    private var timerDeadline: NIODeadline?
+
+    /// A guard applying `settings`' timeouts.
+    init(settings: HTTPTransportSettings) {
+        self.settings = settings
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cancelTimer()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finished = true
+        cancelTimer()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finished else { return }
+        partsThisRead = true
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestsSeen += 1
+            pendingResponses += 1
+            readingBody = true
+            headStarted = nil
+            headBytesSeen = false
+            lastBodyProgress = .now()
+            if requestsSeen == 1, Self.asksForWebSocket(head) {
+                // The upgrade handler waits for the request's end, and would wait forever for a
+                // body that never comes, untimed; a handshake is a GET without one (RFC 6455 §4.1).
+                guard !Self.declaresBody(head) else {
+                    requestsSeen = 0  // never forwarded: the upgrade handler has seen nothing
+                    pendingResponses = 0
+                    readingBody = false
+                    answer(context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.")
+                    return
+                }
+                // Removed before the request's end can start the upgrade: after it, the pipeline
+                // carries WebSocket frames, which this handler cannot take.
+                cancelTimer()
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
+            }
+        case .body:
+            lastBodyProgress = .now()
+        case .end:
+            readingBody = false
+            if pendingResponses == 0 { becomeIdle() }
+        }
+        context.fireChannelRead(data)
+        rearm(context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readPending = false
+        if finished { lastBytes = .now() }
+        if !finished, !partsThisRead, !readingBody, pendingResponses == 0, headStarted == nil || !headBytesSeen {
+            // Bytes came that did not complete a head: a request has started, its head is now timed.
+            if headStarted == nil { headStarted = .now() }
+            headBytesSeen = true
+        }
+        partsThisRead = false
+        if !finished { rearm(context) }
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if !readPending {
+            readPending = true
+            // The time the server was not reading was not the client's to use.
+            if readingBody { lastBodyProgress = .now() }
+            if !finished { rearm(context) }
+        }
+        context.read()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data), pendingResponses > 0 {
+            pendingResponses -= 1
+            if pendingResponses == 0, !readingBody { becomeIdle() }
+            if !finished { rearm(context) }
+        }
+        context.write(data, promise: promise)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        // The client ended its side while an answer lingers: nothing more to drain (closed
+        // after the event has passed, so the upgrade handler sees an end of input, not a removal).
+        if finished, let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !finished else { return }
+        // Only between responses can a whole answer still be written on this connection.
+        guard pendingResponses == 0, !readingBody else {
+            finish(context)
+            return
+        }
+        if parserError == .headerOverflow {
+            answer(
+                context, status: .requestHeaderFieldsTooLarge, code: .requestHeaderFieldsTooLarge,
+                detail: "The request's header block is larger than \(settings.maxHeaderBytes / 1024) KiB.")
+        } else {
+            answer(context, status: .badRequest, code: .badRequest, detail: "The request is not valid HTTP/1.1.")
+        }
+    }
+
+    /// True for a head asking to become a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+    private static func asksForWebSocket(_ head: HTTPRequestHead) -> Bool {
+        head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+            && head.headers["upgrade"].contains { $0.lowercased().contains("websocket") }
+    }
+
+    /// True for a head whose framing announces a body (`Transfer-Encoding`, or a
+    /// `Content-Length` other than 0).
+    private static func declaresBody(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
+    }
+
+    /// Starts timing the connection's first head, once.
+    private func start(_ context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        headStarted = .now()
+        rearm(context)
+    }
+
+    /// Notes that nothing is in flight: the idle timeout runs from now.
+    private func becomeIdle() {
+        idleSince = .now()
+        headStarted = nil
+        headBytesSeen = false
+    }
+
+    /// When the connection's current wait runs out, if it is timed at all.
+    private func deadline() -> (NIODeadline, Wait)? {
+        if readingBody { return readPending ? (lastBodyProgress + TimeAmount(settings.bodyTimeout), .body) : nil }
+        if pendingResponses > 0 { return nil }
+        if let headStarted { return (headStarted + TimeAmount(settings.headTimeout), .head) }
+        return (idleSince + TimeAmount(settings.idleTimeout), .idle)
+    }
+
+    /// Keeps one timer, at or before the current deadline; a timer that fires early re-arms.
+    private func rearm(_ context: ChannelHandlerContext) {
+        guard let (when, _) = deadline() else {
+            cancelTimer()
+            return
+        }
+        if timer != nil, let timerDeadline, timerDeadline <= when { return }
+        cancelTimer()
+        timerDeadline = when
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: when) { [self] in
+            timer = nil
+            timerDeadline = nil
+            expire(context)
+        }
+    }
+
+    /// Cancels the scheduled check.
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
+    }
+
+    /// The scheduled check: ends the connection if its current wait is over (with a 408 for a
+    /// partly sent head), else re-arms.
+    private func expire(_ context: ChannelHandlerContext) {
+        guard !finished, let (when, wait) = deadline() else { return }
+        guard NIODeadline.now() >= when else {
+            rearm(context)
+            return
+        }
+        if wait == .head, headBytesSeen {
+            answer(
+                context, status: .requestTimeout, code: .requestTimeout,
+                detail: "The request head did not arrive within \(settings.headTimeout.components.seconds) s.")
+        } else {
+            finish(context)
+        }
+    }
+
+    /// Writes a small problem+json answer with `Connection: close`, then closes.
+    private func answer(_ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String) {
+        finished = true
+        cancelTimer()
+        var body = context.channel.allocator.buffer(capacity: 256)
+        body.writeString(
+            #"{"type":"https://cairn.dev/problems/\#(code.rawValue)","title":"\#(status.reasonPhrase)","status":\#(status.code),"#
+                + #""code":"\#(code.rawValue)","detail":"\#(detail)"}"#)
+        var head = HTTPResponseHead(version: .http1_1, status: status)
+        head.headers.add(name: "Content-Type", value: "application/problem+json")
+        head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        head.headers.add(name: "Connection", value: "close")
+        // As every other answer (openapi.yaml's conventions); there is no request id to echo.
+        head.headers.add(name: "X-Request-Id", value: UUID().uuidString.lowercased())
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+            lastBytes = .now()
+            linger(context, until: .now() + .seconds(2))
+        }
+    }
+
+    /// Reads and drops what the client still sends, and closes once it has been quiet for
+    /// 200 ms, or at `deadline`: closing with unread request bytes in the socket makes the
+    /// kernel send RST, which can destroy the answer before the client reads it. (Not a
+    /// half-close: with the output shut, the client's end of input closes the channel under
+    /// the upgrade handler, see ``close(_:)``.)
+    private func linger(_ context: ChannelHandlerContext, until deadline: NIODeadline) {
+        context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(200)) { [self] in
+            let now = NIODeadline.now()
+            if now >= deadline || now - lastBytes >= .milliseconds(200) {
+                close(context)
+            } else {
+                linger(context, until: deadline)
+            }
+        }
+    }
+
+    /// Closes without an answer.
+    private func finish(_ context: ChannelHandlerContext) {
+        finished = true
+        cancelTimer()
+        close(context)
+    }
+
+    /// Closes the connection. Before the first head, the close goes through the upgrade
+    /// handler as the end of input: closed under it, it would fail its upgrade with an error
+    /// Hummingbird logs at error level, once for every connection a timeout ends.
+    private func close(_ context: ChannelHandlerContext) {
+        if requestsSeen == 0 { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension ConnectionGuard: Sendable {}

@@ -1,0 +1,294 @@
+import CairnAccounts
+import CairnNotifications
+import CairnServer
+import CairnStorage
+import CairnTestSupport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Timeouts short enough that each test takes about a second.
+private func shortTimeouts(_ configuration: inout CairnConfiguration) {
+    configuration.http.headTimeout = .seconds(1)
+    configuration.http.idleTimeout = .seconds(1)
+    configuration.http.bodyTimeout = .seconds(1)
+}
+
+/// The connection bounds of issue 13 (HTTP transport), over real TCP: what a client that stops
+/// sending, or sends what is not HTTP/1.1, gets; and what must not be cut (a slow but steady
+/// upload, an SSE stream).
+@Suite("HTTP transport bounds")
+struct HTTPTransportTests {
+    /// Half a head: `408 request_timeout` after the head timeout, then the connection closes
+    /// (before: 150 such connections were all still held after 45 s).
+    @Test(arguments: TestEngine.available)
+    func aHalfSentHeadIsAnswered408AndClosed(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: ")
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.text.hasPrefix("HTTP/1.1 408"))
+            #expect(answer.text.contains(#""code":"request_timeout""#))
+            #expect(answer.text.contains("application/problem+json"))
+            #expect(answer.elapsed >= 0.9 && answer.elapsed < 5, "closed after \(answer.elapsed) s")
+        }
+    }
+
+    /// A keep-alive connection is reused while busy, then closed after the idle timeout.
+    @Test(arguments: TestEngine.available)
+    func anIdleKeepAliveConnectionIsClosed(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            for _ in 0..<2 {
+                await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                let answer = await wire.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) }
+                #expect(!answer.ended)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"))
+            }
+            let rest = await wire.readToEnd(deadline: 10)
+            #expect(rest.ended)
+            #expect(rest.bytes.isEmpty)
+            #expect(rest.elapsed >= 0.9 && rest.elapsed < 5, "closed after \(rest.elapsed) s")
+        }
+    }
+
+    /// A body that stops half-way closes the connection after the body timeout.
+    @Test(arguments: TestEngine.available)
+    func aStalledBodyClosesTheConnection(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"email\": ")
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.elapsed >= 0.9 && answer.elapsed < 5, "closed after \(answer.elapsed) s")
+        }
+    }
+
+    /// The body timeout is a stall limit, not a total: a body sent in small pieces every 200 ms
+    /// for 2 s (twice the timeout) is read to its end and answered.
+    @Test(arguments: TestEngine.available)
+    func aSlowButSteadyBodyIsServed(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let body =
+                Array(#"{"email": "nobody@example.com", "password": "not the right one"}"#.utf8)
+                + Array(repeating: UInt8(ascii: " "), count: 36)
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
+            for piece in stride(from: 0, to: body.count, by: 10) {
+                // The pacing is the client under test, not a wait for the server.
+                try await Task.sleep(for: .milliseconds(200))
+                await wire.send(Array(body[piece..<min(piece + 10, body.count)]))
+            }
+            let answer = await wire.read(deadline: 10) { $0.containsText("invalid_credentials") }
+            #expect(answer.text.hasPrefix("HTTP/1.1 401"), "got \(answer.text.prefix(200))")
+        }
+    }
+
+    /// An SSE stream writes nothing for longer than the idle and head timeouts and stays open,
+    /// still delivering.
+    @Test(arguments: TestEngine.available)
+    func anSSEStreamOutlivesTheIdleTimeout(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let (user, tokens) = try await app.client.registerAndLogin(email: "transport-sse@example.com")
+            let wire = try WireClient(port: app.port!)
+            await wire.send("GET /notifications/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(tokens.accessToken)\r\n\r\n")
+            let opened = await wire.read(deadline: 10) { $0.containsText("retry: 3000") }
+            try #require(opened.text.hasPrefix("HTTP/1.1 200") && !opened.ended)
+            // 2.5 s of silence (heartbeats come every 15 s): more than the idle, head and body timeouts.
+            let quiet = await wire.read(deadline: 2.5) { _ in false }
+            #expect(!quiet.ended)
+            try await app.components.notifications.publish(
+                NotificationDraft(type: "message", title: "still here"), to: [user.id], tenantId: user.tenantId)
+            let delivered = await wire.read(deadline: 10) { $0.containsText("still here") }
+            #expect(delivered.text.contains("still here"))
+            #expect(!delivered.ended)
+        }
+    }
+
+    /// A WebSocket is not timed by the transport: after the upgrade it stays open, silent, past
+    /// every timeout, and frames still flow (a ping is answered with a pong). The guard leaves
+    /// the pipeline on the upgrade: had it stayed, the first frame would reach it as raw bytes.
+    @Test(arguments: TestEngine.available)
+    func aWebSocketOutlivesTheTimeouts(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+            try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+            // 2.5 s of silence: more than the idle, head and body timeouts (the socket's own
+            // authentication timeout is 10 s).
+            let quiet = await wire.read(deadline: 2.5) { _ in false }
+            #expect(!quiet.ended)
+            await wire.send([0x89, 0x80, 0x01, 0x02, 0x03, 0x04])  // a masked, empty ping
+            let pong = await wire.read(deadline: 10) { $0.starts(with: [0x8A, 0x00]) }
+            #expect(pong.bytes.starts(with: [0x8A, 0x00]))
+            #expect(!pong.ended)
+        }
+    }
+
+    /// A WebSocket handshake that announces a body and never sends it is not left waiting,
+    /// untimed, in the upgrade: `400 bad_request`, then the connection closes.
+    @Test(arguments: TestEngine.available)
+    func aWebSocketHandshakeWithABodyIsRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 10\r\n\r\n")
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#""code":"bad_request""#))
+        }
+    }
+
+    /// A raw non-ASCII byte in the request line: `400 bad_request`, then the connection closes
+    /// (before: no answer, and the connection stayed open).
+    @Test(arguments: TestEngine.available)
+    func aNonASCIIRequestLineIsAnswered400AndClosed(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            for path in [[0xC3, 0xA9], [0xE9]] as [[UInt8]] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(Array("GET /health/".utf8) + path + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+                let answer = await wire.readToEnd(deadline: 10)
+                #expect(answer.ended)
+                #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
+                #expect(answer.text.contains(#""code":"bad_request""#))
+                #expect(answer.text.contains("Connection: close"))
+                #expect(answer.text.contains("X-Request-Id: "))
+                #expect(answer.elapsed < 0.9, "answered after \(answer.elapsed) s: the head timeout, not the parser")
+            }
+        }
+    }
+
+    /// A 100 KiB header block: `431 request_header_fields_too_large` (RFC 6585 §5), then the
+    /// connection closes, and the answer survives the unread rest of the block.
+    @Test(arguments: TestEngine.available)
+    func anOversizedHeaderBlockIsAnswered431(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let fields = (0..<100).map { "X-Filler-\($0): \(String(repeating: "a", count: 1000))\r\n" }.joined()
+            let wire = try WireClient(port: app.port!)
+            await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\(fields)\r\n")
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.text.hasPrefix("HTTP/1.1 431"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#""code":"request_header_fields_too_large""#))
+            #expect(answer.elapsed < 0.9, "answered after \(answer.elapsed) s: the head timeout, not the parser")
+        }
+    }
+
+    /// The three timeouts come from `CAIRN_HTTP_*_TIMEOUT`, with defaults near nginx's and Node's.
+    @Test func timeoutsAreRead() async throws {
+        let defaults = try await CairnConfiguration.load(flags: [:], environment: [:])
+        #expect(defaults.http.headTimeout == .seconds(30))
+        #expect(defaults.http.idleTimeout == .seconds(65))
+        #expect(defaults.http.bodyTimeout == .seconds(60))
+        #expect(defaults.http.maxHeaderBytes == 64 * 1024)
+        let set = try await CairnConfiguration.load(
+            flags: [:], environment: ["CAIRN_HTTP_HEAD_TIMEOUT": "10", "CAIRN_HTTP_IDLE_TIMEOUT": "5s", "CAIRN_HTTP_BODY_TIMEOUT": "2m"])
+        #expect(set.http.headTimeout == .seconds(10))
+        #expect(set.http.idleTimeout == .seconds(5))
+        #expect(set.http.bodyTimeout == .seconds(120))
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_HTTP_IDLE_TIMEOUT": "soon"])
+        }
+    }
+}
+
+/// A blocking TCP client for bytes no HTTP library would send.
+private final class WireClient: Sendable {
+    let fd: Int32
+
+    /// Connects to 127.0.0.1:`port`.
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EMFILE) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    /// What a read got: the bytes, whether the peer ended the connection (EOF or reset), and
+    /// the seconds it took.
+    struct Read: Sendable {
+        let bytes: [UInt8]
+        let ended: Bool
+        let elapsed: Double
+        var text: String { String(decoding: bytes, as: UTF8.self) }
+    }
+
+    /// Runs blocking socket calls off the concurrency pool.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
+        }
+    }
+
+    /// Sends `text` as UTF-8.
+    func send(_ text: String) async { await send(Array(text.utf8)) }
+
+    /// Sends all of `bytes` (stops quietly if the peer is gone).
+    func send(_ bytes: [UInt8]) async {
+        await blocking { [fd] in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if sent <= 0 { return }
+                offset += sent
+            }
+        }
+    }
+
+    /// Reads until the peer ends the connection or `deadline` seconds pass.
+    func readToEnd(deadline: Double) async -> Read { await read(deadline: deadline) { _ in false } }
+
+    /// Reads until `done` holds for what was read, the peer ends the connection, or `deadline`
+    /// seconds pass.
+    func read(deadline: Double, until done: @escaping @Sendable ([UInt8]) -> Bool) async -> Read {
+        await blocking { [fd] in
+            let start = Date()
+            var received: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while !done(received) {
+                let left = deadline - Date().timeIntervalSince(start)
+                if left <= 0 { break }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, Int32(left * 1000) + 1) > 0 else { continue }
+                let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count == 0 || (count < 0 && errno == ECONNRESET) {
+                    return Read(bytes: received, ended: true, elapsed: Date().timeIntervalSince(start))
+                }
+                if count < 0 { break }
+                received += chunk[0..<count]
+            }
+            return Read(bytes: received, ended: false, elapsed: Date().timeIntervalSince(start))
+        }
+    }
+}
+
+extension [UInt8] {
+    /// Whether `text`'s UTF-8 bytes occur in these bytes.
+    fileprivate func containsText(_ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard needle.count <= count else { return false }
+        return (0...(count - needle.count)).contains { self[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+}
