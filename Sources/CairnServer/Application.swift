@@ -132,10 +132,10 @@ package func buildComponents(
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(
             cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
+        let events = EventBus(database: database, logger: logger)
         let accounts = AccountService(
             store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
-            logger: logger)
-        let events = EventBus(database: database, logger: logger)
+            bus: events, logger: logger)
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
