@@ -1,5 +1,5 @@
 package import CairnHTTP
-import CairnStorage
+package import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
@@ -48,15 +48,21 @@ package final class AccountService: Sendable {
     package let hasher: PasswordHasher
     /// Revocation checks for access tokens.
     package let sessions: SessionGuard
+    /// Announces session changes to every node (``sessionChanges(onListening:)``); nil: this node only.
+    let bus: EventBus?
     let limits: LoginLimits
     let logger: Logger
     /// The time of revocations and login-failure windows; the token service's clock.
     var clock: any CairnClock { tokens.clock }
 
     /// Creates the service. Times (token issue and expiry, revocations, login windows, the
-    /// session guard's cache ages) are read from the token service's clock.
-    package init(store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), logger: Logger) {
+    /// session guard's cache ages) are read from the token service's clock. With `bus`, session
+    /// changes are announced to every node (see ``sessionChanges(onListening:)``).
+    package init(
+        store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), bus: EventBus? = nil, logger: Logger
+    ) {
         self.store = store
+        self.bus = bus
         self.tokens = tokens
         self.hasher = hasher
         self.sessions = SessionGuard(store: store, clock: tokens.clock, accessTokenTTL: tokens.settings.accessTokenTTL)
@@ -177,7 +183,7 @@ package final class AccountService: Sendable {
             // A replayed refresh token means it leaked: end every session of the user, including
             // access tokens already issued (they are checked against the revocation time).
             try await store.revokeAllSessions(userId: userId, at: clock.milliseconds)
-            sessions.invalidate(userId: userId)
+            await sessionsChanged(userId: userId)
             logger.warning("refresh token reuse detected; all sessions of the user revoked")
             throw AppError(.unauthorized, code: .refreshTokenReused, detail: "This refresh token was already used; the session is revoked.")
         case .rotated(let familyId, let userId, let tenantId):
@@ -198,7 +204,7 @@ package final class AccountService: Sendable {
     package func logout(refreshToken: String) async throws {
         guard refreshToken.utf8.count <= 256 else { return }
         if let userId = try await store.revokeFamily(ofToken: refreshToken) {
-            sessions.invalidate(userId: userId)
+            await sessionsChanged(userId: userId)
         }
     }
 
@@ -206,7 +212,7 @@ package final class AccountService: Sendable {
     /// within the session guard's refresh interval.
     package func logoutAll(_ identity: Identity) async throws {
         try await store.revokeAllSessions(userId: identity.userId, at: clock.milliseconds)
-        sessions.invalidate(userId: identity.userId)
+        await sessionsChanged(userId: identity.userId)
     }
 
     // MARK: Access tokens
@@ -275,7 +281,7 @@ package final class AccountService: Sendable {
                 id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: nil, email: nil, role: nil, passwordHash: newHash)
         else { throw AppError.notFound() }
         try await store.revokeAllSessions(userId: user.id, at: now)
-        sessions.invalidate(userId: user.id)
+        await sessionsChanged(userId: user.id)
         return try await startSession(for: user, now: Date(timeIntervalSince1970: Double(now + 1) / 1000))
     }
 
@@ -373,7 +379,7 @@ package final class AccountService: Sendable {
                 id: id, tenantId: identity.tenantId, expectedVersion: target.version, name: cleanName, email: cleanEmail, role: newRole,
                 keepingAnOwner: demotesOwner)
         else { throw AppError.preconditionFailed() }
-        sessions.invalidate(userId: id)
+        await sessionsChanged(userId: id)
         return user
     }
 
@@ -388,6 +394,55 @@ package final class AccountService: Sendable {
         else {
             throw AppError.preconditionFailed()
         }
-        sessions.invalidate(userId: id)
+        await sessionsChanged(userId: id)
+    }
+
+    // MARK: Revocation announcements
+
+    /// The EventBus channel carrying the id of a user whose sessions or role changed.
+    static let sessionsChannel = "cairn_sessions"
+
+    /// Applies a committed change of `userId`'s sessions (logout, logout-all, password or role
+    /// change, deletion) at once on this node, and announces it to every node (best effort: a
+    /// node that misses it still applies it within the session guard's refresh interval).
+    func sessionsChanged(userId: String) async {
+        sessions.invalidate(userId: userId)
+        guard let bus else { return }
+        do {
+            try await bus.publish(channel: Self.sessionsChannel, payload: userId)
+        } catch {
+            logger.warning("could not announce a session revocation; other nodes apply it within seconds")
+        }
+    }
+
+    /// Ids of users whose sessions changed, as any node announces them, until the consuming
+    /// task is cancelled. Each is first dropped from this node's session cache, so a token
+    /// check made after receiving an id reads the change. For live connections (event streams,
+    /// WebSockets) that must end promptly when their session ends.
+    ///
+    /// `onListening` runs each time the subscription starts receiving (see
+    /// `EventBus.subscribe(channel:onListening:)`): what was announced before is not delivered,
+    /// so this node's session cache is emptied first, and a consumer re-checks its connections then. Without a bus the stream stays empty.
+    package func sessionChanges(onListening: (@Sendable () -> Void)? = nil) -> AsyncStream<String> {
+        guard let bus else {
+            onListening?()
+            return AsyncStream { _ in }
+        }
+        let sessions = self.sessions
+        // Announcements missed before listening are unknown: forget every cached session state.
+        let source = bus.subscribe(channel: Self.sessionsChannel) {
+            sessions.invalidateAll()
+            onListening?()
+        }
+        return AsyncStream { continuation in
+            let task = Task {
+                for await userId in source {
+                    sessions.invalidate(userId: userId)
+                    continuation.yield(userId)
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
     }
 }

@@ -243,7 +243,14 @@ package struct AccountStore: Sendable {
     func rotate(token: String, successor: String, ttl: Int) async throws -> Rotation {
         let hash = Self.hash(token)
         let now = clock.milliseconds
+        let dialect = database.dialect
         return try await database.transaction { db in
+            // Serialized with the user's logout-all (see ``lockSessions(_:dialect:userId:)``):
+            // otherwise, on PostgreSQL, the successor inserted here is not yet visible to a
+            // concurrent logout-all's UPDATE, commits after it, and survives as a live session.
+            if let owner = try await db.raw("SELECT user_id FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() {
+                try await Self.lockSessions(db, dialect: dialect, userId: try owner.decode(column: "user_id", as: String.self))
+            }
             if let row = try await db.raw(
                 """
                 UPDATE refresh_tokens SET used_at = \(bind: now)
@@ -273,10 +280,13 @@ package struct AccountStore: Sendable {
     func revokeFamily(ofToken token: String) async throws -> String? {
         let hash = Self.hash(token)
         let now = clock.milliseconds
+        let dialect = database.dialect
         return try await database.transaction { db in
             guard let row = try await db.raw("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() else {
                 return nil
             }
+            // A rotation of this family committing after this UPDATE would add a live successor.
+            try await Self.lockSessions(db, dialect: dialect, userId: try row.decode(column: "user_id", as: String.self))
             let familyId = try row.decode(column: "family_id", as: String.self)
             try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE family_id = \(bind: familyId) AND revoked_at IS NULL").run()
             return try row.decode(column: "user_id", as: String.self)
@@ -285,10 +295,24 @@ package struct AccountStore: Sendable {
 
     /// Revokes every refresh token of a user and voids their access tokens issued before now.
     func revokeAllSessions(userId: String, at now: Int64) async throws {
+        let dialect = database.dialect
         try await database.transaction { db in
-            try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE user_id = \(bind: userId) AND revoked_at IS NULL").run()
+            // The user's row first (as rotations lock it), then the tokens: no rotation can
+            // commit a successor this UPDATE does not see.
+            try await Self.lockSessions(db, dialect: dialect, userId: userId)
             try await db.raw("UPDATE users SET sessions_valid_after = \(bind: now) WHERE id = \(bind: userId)").run()
+            try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE user_id = \(bind: userId) AND revoked_at IS NULL").run()
         }
+    }
+
+    /// Serializes, within a transaction, every change to a user's refresh tokens (rotation,
+    /// logout, logout-all): on PostgreSQL a row lock on the user (`SELECT … FOR UPDATE`),
+    /// always taken before any token row so two of them never wait on each other in a cycle;
+    /// under READ COMMITTED each later statement then sees what the previous holder committed.
+    /// SQLite needs nothing: `BEGIN IMMEDIATE` already holds the one write lock.
+    static func lockSessions(_ db: any SQLDatabase, dialect: Dialect, userId: String) async throws {
+        guard dialect == .postgres else { return }
+        try await db.raw("SELECT id FROM users WHERE id = \(bind: userId) FOR UPDATE").run()
     }
 
     /// Starts a session (a new refresh-token family) in the database.

@@ -65,9 +65,27 @@ package struct BearerMiddleware: RouterMiddleware {
             let needed = policy.serviceTokenScope
             guard let needed, identity.scopes?.contains(needed) == true else { throw AppError.insufficientScope(needed) }
             context.logger[metadataKey: "service_token_id"] = .string(identity.tokenId)
+            context.credential = CredentialCheck(expiresAtMs: nil) { [accounts] in
+                do {
+                    _ = try await accounts.authenticate(serviceToken: token)
+                    return true
+                } catch let error as AppError where error.status == .unauthorized {
+                    return false
+                }
+            }
         } else {
             identity = try await accounts.authenticate(bearer: token)
             context.logger[metadataKey: "user_id"] = .string(identity.userId)
+            // Verified above, so this is a cache hit.
+            let expiry = try await accounts.tokens.verify(token).exp
+            context.credential = CredentialCheck(expiresAtMs: Int64((expiry * 1000).rounded(.down))) { [accounts] in
+                do {
+                    _ = try await accounts.authenticate(bearer: token)
+                    return true
+                } catch let error as AppError where error.status == .unauthorized {
+                    return false
+                }
+            }
         }
         context.identity = identity
         context.logger[metadataKey: "tenant_id"] = .string(identity.tenantId)

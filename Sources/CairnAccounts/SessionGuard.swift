@@ -22,6 +22,9 @@ package final class SessionGuard: Sendable {
     /// Access-token lifetime in ms: a session revoked longer ago has no live access tokens.
     private let tokenLifetimeMs: Int64
     private let cache = Mutex<[String: Entry]>([:])
+    /// Bumped by every ``invalidate(userId:)``: a re-read that started before an invalidation
+    /// may have read the state from before the revocation, so its result is not cached.
+    private let generation = Atomic<UInt64>(0)
 
     /// Creates a guard. Entries are re-read after `maxAge`; while one request re-reads, the
     /// others keep using the entry for up to another `maxAge`, so revocations apply within
@@ -60,6 +63,7 @@ package final class SessionGuard: Sendable {
         case .use(let cached):
             entry = cached
         case .fetch:
+            let startedAt = generation.load(ordering: .acquiring)
             do {
                 let store = self.store
                 // Margin of a minute for clock skew between the nodes that issued the tokens.
@@ -81,6 +85,10 @@ package final class SessionGuard: Sendable {
                 entry = fallback
             }
             cache.withLock { cache in
+                guard self.generation.load(ordering: .acquiring) == startedAt else {
+                    cache[claims.sub]?.refreshing = false
+                    return
+                }
                 if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
                 cache[claims.sub] = entry
             }
@@ -91,6 +99,14 @@ package final class SessionGuard: Sendable {
         // A logged-out session's access tokens end with it (`POST /auth/logout`).
         guard !state.revokedSessions.contains(claims.sid) else { return nil }
         return Identity(userId: claims.sub, tenantId: claims.tid, role: state.role, tokenId: claims.jti)
+    }
+
+    /// Drops every cached entry (announcements of changes may have been missed).
+    func invalidateAll() {
+        cache.withLock { cache in
+            self.generation.add(1, ordering: .releasing)
+            cache.removeAll()
+        }
     }
 
     /// How long a cached entry is trusted when the database cannot be read.
@@ -109,8 +125,12 @@ package final class SessionGuard: Sendable {
         }
     }
 
-    /// Drops a user's cached entry, so this node applies a change at once.
+    /// Drops a user's cached entry, so this node applies a change at once; re-reads already
+    /// under way when it is called do not put their (possibly older) result back.
     func invalidate(userId: String) {
-        _ = cache.withLock { $0.removeValue(forKey: userId) }
+        cache.withLock { cache in
+            self.generation.add(1, ordering: .releasing)
+            cache.removeValue(forKey: userId)
+        }
     }
 }

@@ -148,10 +148,18 @@ package struct UploadsController: Sendable {
     }
 
     /// The caller's live upload; expired ones are gone (404) even before the sweeper removes them.
+    /// Only its uploader (the user or service token that created it) and the tenant's owners and
+    /// admins may see, resume or terminate it, as with files and jobs.
+    /// - Throws: 404 `not_found` (no such upload in the tenant, or expired); 403 `forbidden`
+    ///   for anyone else in the tenant.
     private func find(_ context: AuthenticatedContext) async throws -> TusUpload {
         guard let upload = try await uploads.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId),
             upload.expiresAt >= WallClock.milliseconds()
         else { throw AppError.notFound("No such upload.") }
+        let identity = context.identity
+        guard upload.createdBy == identity.userId || (identity.role.isAdmin && !identity.isServiceToken) else {
+            throw AppError.forbidden("Only admins and the upload's uploader can use it.")
+        }
         return upload
     }
 

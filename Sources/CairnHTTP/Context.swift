@@ -54,6 +54,29 @@ package struct Identity: Sendable, Equatable {
     }
 }
 
+/// Re-checks the credential a request was authenticated with, for a response that outlives
+/// the request (an event stream): an access token expires, and its session can be logged out.
+package struct CredentialCheck: Sendable {
+    /// When the credential ends by itself, in milliseconds since the epoch (an access token's
+    /// `exp`, RFC 7519 §4.1.4); nil when it has no expiry.
+    package let expiresAtMs: Int64?
+    private let check: @Sendable () async throws -> Bool
+
+    /// A check of a credential expiring at `expiresAtMs`; `check` answers whether it still
+    /// authenticates the same caller.
+    package init(expiresAtMs: Int64?, check: @escaping @Sendable () async throws -> Bool) {
+        self.expiresAtMs = expiresAtMs
+        self.check = check
+    }
+
+    /// Whether the credential still authenticates the caller: false once it has expired or
+    /// been revoked (logout, logout-all, password or role change, deletion).
+    /// - Throws: errors other than a refusal (the database's, say).
+    package func isStillValid() async throws -> Bool {
+        try await check()
+    }
+}
+
 /// The request context of every route: the request id, the client address and, once the
 /// Bearer middleware has run, the caller's identity. It conforms to `WebSocketRequestContext`
 /// so `GET /ws` can upgrade on the same router (hummingbird-websocket's requirement).
@@ -64,6 +87,8 @@ package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext,
     package var requestId: String = ""
     /// The caller, when authenticated.
     package var identity: Identity?
+    /// Re-checks the caller's credential (set with ``identity`` by the Bearer middleware).
+    package var credential: CredentialCheck?
     /// What the matched route's group accepts as credentials, set by the group's
     /// ``TokenPolicyMiddleware`` for the authenticator (``RouteGroups/authenticated(_:accepting:)``).
     package internal(set) var tokenPolicy: TokenPolicy = .users
@@ -100,6 +125,8 @@ package struct AuthenticatedContext: ChildRequestContext {
     package var requestId: String
     /// The authenticated caller.
     package let identity: Identity
+    /// Re-checks the caller's credential, for responses that outlive the request.
+    package let credential: CredentialCheck?
     /// The client's IP address as text.
     package let clientAddress: String
     /// The request's connection (see ``CairnRequestContext/channel``).
@@ -114,6 +141,7 @@ package struct AuthenticatedContext: ChildRequestContext {
         self.coreContext = context.coreContext
         self.requestId = context.requestId
         self.identity = identity
+        self.credential = context.credential
         self.clientAddress = context.clientAddress
         self.channel = context.channel
     }

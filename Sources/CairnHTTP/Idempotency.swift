@@ -29,17 +29,60 @@ package enum IdempotencyMigrations {
                     PRIMARY KEY (tenant_id, key))
                 """,
                 "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
-            ])
+            ]),
+        // Keys belong to their caller (user or service token), not to the whole tenant: two
+        // users of one tenant picking the same key must not see each other's responses. The
+        // table only caches replies for a day, so it is recreated rather than converted (a
+        // request retried across the upgrade runs again, as after the key's lifetime).
+        Migration(
+            module: "idempotency", version: 2, name: "idempotency keys per caller",
+            sql: [
+                "DROP TABLE idempotency_keys",
+                """
+                CREATE TABLE idempotency_keys (
+                    tenant_id TEXT NOT NULL,
+                    caller_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    status INTEGER,
+                    content_type TEXT,
+                    location TEXT,
+                    body TEXT,
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, caller_id, key))
+                """,
+                "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+            ]),
     ]
+}
+
+/// Settings of `Idempotency-Key` handling (`CAIRN_IDEMPOTENCY_*`).
+package struct IdempotencySettings: Sendable {
+    /// Seconds after which a key whose request never finished (the node died, or the client
+    /// went away mid-request) is released for a new attempt (default 60; `CAIRN_IDEMPOTENCY_LEASE`).
+    package var leaseSeconds = 60
+    /// Creates the defaults.
+    package init() {}
+
+    /// Reads the settings that are set, in the `idempotency` scope: `CAIRN_IDEMPOTENCY_LEASE`
+    /// (a duration such as `60`, `90s` or `5m`).
+    /// - Throws: `ConfigurationError` naming a bad value.
+    package mutating func read(from settings: SettingsReader) throws {
+        leaseSeconds = try settings.seconds("lease", default: leaseSeconds)
+    }
 }
 
 /// `Idempotency-Key` on POSTs that start work (draft-ietf-httpapi-idempotency-key-header-06):
 /// the same key with the same request within 24 h answers the first response again (same
 /// status, same body, `Idempotent-Replayed: true`); the same key with another request → 422
 /// `idempotency_key_mismatch`; a key whose first request is still being processed → 409
-/// `conflict`. Keys are per tenant and stored in the database, so they hold across nodes and
-/// restarts. Server errors (5xx) and 429s are not stored: the client may retry them with the
-/// same key once the condition has passed.
+/// `conflict`, until the first request finishes or, if it never does (its node died), until
+/// its lease (``IdempotencySettings/leaseSeconds``, 60 s) has passed. Keys belong to their
+/// caller (the user, or the service token) within the tenant: another caller's same key is
+/// another key. They are stored in the database, so they hold across nodes and restarts.
+/// Server errors (5xx) and 429s are not stored: the client may retry them with the same key
+/// once the condition has passed.
 package struct IdempotencyMiddleware: RouterMiddleware {
     /// The request header.
     package static let header = HTTPField.Name("Idempotency-Key")!
@@ -49,10 +92,14 @@ package struct IdempotencyMiddleware: RouterMiddleware {
     package static let lifetimeMs: Int64 = 24 * 3600 * 1000
 
     let database: Database
+    let clock: any CairnClock
+    let leaseMs: Int64
 
-    /// Creates the middleware.
-    package init(database: Database) {
+    /// Creates the middleware; key ages are read from `clock`.
+    package init(database: Database, settings: IdempotencySettings = IdempotencySettings(), clock: any CairnClock = SystemClock()) {
         self.database = database
+        self.clock = clock
+        self.leaseMs = Int64(settings.leaseSeconds) * 1000
     }
 
     /// Handles one request.
@@ -74,23 +121,29 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         hasher.update(data: Array("\(request.method.rawValue) \(request.uri.path)\n".utf8))
         hasher.update(data: Array(body.readableBytesView))
         let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        let tenantId = context.identity.tenantId
-        let now = WallClock.milliseconds()
+        let scope = Scope(tenantId: context.identity.tenantId, callerId: context.identity.userId, key: key)
+        let now = clock.milliseconds
+        let (lifetimeMs, leaseMs) = (Self.lifetimeMs, self.leaseMs)
 
         let claimed = try await database.write { db in
+            // Expired, or claimed by a request that never finished within its lease.
             try await db.raw(
-                "DELETE FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key) AND created_at < \(bind: now - Self.lifetimeMs)"
+                """
+                DELETE FROM idempotency_keys
+                WHERE tenant_id = \(bind: scope.tenantId) AND caller_id = \(bind: scope.callerId) AND key = \(bind: key)
+                    AND (created_at < \(bind: now - lifetimeMs) OR (state = 'processing' AND created_at < \(bind: now - leaseMs)))
+                """
             ).run()
             return try await db.raw(
                 """
-                INSERT INTO idempotency_keys (tenant_id, key, fingerprint, state, created_at)
-                VALUES (\(bind: tenantId), \(bind: key), \(bind: fingerprint), 'processing', \(bind: now))
+                INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
+                VALUES (\(bind: scope.tenantId), \(bind: scope.callerId), \(bind: key), \(bind: fingerprint), 'processing', \(bind: now))
                 ON CONFLICT DO NOTHING RETURNING key
                 """
             ).first() != nil
         }
         if !claimed {
-            return try await replay(tenantId: tenantId, key: key, fingerprint: fingerprint)
+            return try await replay(scope, fingerprint: fingerprint)
         }
 
         let response: Response
@@ -98,16 +151,23 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as AppError where error.status.code < 500 && error.status != .tooManyRequests {
             let problem = try error.response(from: request, context: context)
-            return try await store(problem, tenantId: tenantId, key: key)
+            return try await store(problem, scope)
         } catch {
-            try? await forget(tenantId: tenantId, key: key)
+            try? await forget(scope)
             throw error
         }
         if response.status.code >= 500 || response.status == .tooManyRequests {
-            try? await forget(tenantId: tenantId, key: key)
+            try? await forget(scope)
             return response
         }
-        return try await store(response, tenantId: tenantId, key: key)
+        return try await store(response, scope)
+    }
+
+    /// Whose key: a key is one caller's (user or service token) within one tenant.
+    struct Scope {
+        var tenantId: String
+        var callerId: String
+        var key: String
     }
 
     /// Deletes keys older than their lifetime (run periodically by the job worker).
@@ -116,14 +176,19 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         try await database.write { db in try await db.raw("DELETE FROM idempotency_keys WHERE created_at < \(bind: cutoff)").run() }
     }
 
-    private func forget(tenantId: String, key: String) async throws {
+    private func forget(_ scope: Scope) async throws {
         try await database.write { db in
-            try await db.raw("DELETE FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)").run()
+            try await db.raw(
+                """
+                DELETE FROM idempotency_keys
+                WHERE tenant_id = \(bind: scope.tenantId) AND caller_id = \(bind: scope.callerId) AND key = \(bind: scope.key)
+                """
+            ).run()
         }
     }
 
     /// Records a finished response and returns it (rebuilt from the captured body).
-    private func store(_ response: Response, tenantId: String, key: String) async throws -> Response {
+    private func store(_ response: Response, _ scope: Scope) async throws -> Response {
         let collector = BodyCollector()
         var response = response
         try await response.body.write(collector)
@@ -136,7 +201,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
                 """
                 UPDATE idempotency_keys SET state = 'completed', status = \(bind: status), content_type = \(bind: contentType),
                     location = \(bind: location), body = \(bind: text)
-                WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)
+                WHERE tenant_id = \(bind: scope.tenantId) AND caller_id = \(bind: scope.callerId) AND key = \(bind: scope.key)
                 """
             ).run()
         }
@@ -144,10 +209,13 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         return response
     }
 
-    private func replay(tenantId: String, key: String, fingerprint: String) async throws -> Response {
+    private func replay(_ scope: Scope, fingerprint: String) async throws -> Response {
         let row = try await database.read { db in
             try await db.raw(
-                "SELECT fingerprint, state, status, content_type, location, body FROM idempotency_keys WHERE tenant_id = \(bind: tenantId) AND key = \(bind: key)"
+                """
+                SELECT fingerprint, state, status, content_type, location, body FROM idempotency_keys
+                WHERE tenant_id = \(bind: scope.tenantId) AND caller_id = \(bind: scope.callerId) AND key = \(bind: scope.key)
+                """
             ).first()
         }
         guard let row else {

@@ -91,7 +91,9 @@ extension JobsController {
     /// first event is the current state; each event's `id` is the job's version, so a client
     /// reconnecting with `Last-Event-ID` only gets what changed since. A comment line every
     /// 15 s keeps proxies from closing an idle stream; the stream ends after the final state,
-    /// and on server shutdown.
+    /// on server shutdown, when the access token expires, and within ``credentialCheckInterval``
+    /// of its session's logout (or any other revocation of the credential), as notification
+    /// streams do.
     @Sendable func events(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let id = try context.parameters.require("id")
         let tenantId = context.identity.tenantId
@@ -100,22 +102,37 @@ extension JobsController {
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
-            body: eventStream(jobId: id, tenantId: tenantId, after: lastEventId))
+            body: eventStream(jobId: id, tenantId: tenantId, after: lastEventId, credential: context.credential))
     }
 
-    /// The events of job `id` after version `lastEventId`, until its final state or shutdown.
-    func eventStream(jobId id: String, tenantId: String, after lastEventId: Int) -> ResponseBody {
+    /// How often a job's event stream re-checks the caller's credential (revocations).
+    static let credentialCheckInterval: Duration = .seconds(2)
+
+    /// The events of job `id` after version `lastEventId`, until its final state, shutdown,
+    /// or the end of `credential` (its expiry on the queue's clock, or its revocation).
+    func eventStream(jobId id: String, tenantId: String, after lastEventId: Int, credential: CredentialCheck?) -> ResponseBody {
         let store = queue.store
         let hub = queue.events
+        let clock = queue.clock
         return ResponseBody { writer in
             let (watcher, signal) = hub.watch(jobId: id)
             defer { hub.unwatch(watcher) }
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
             var sent = lastEventId
             var lastWrite = ContinuousClock.now
+            var lastCredentialCheck = ContinuousClock.now
             let stopping = Atomic<Bool>(false)
             try await withGracefulShutdownHandler {
                 while !Task.isCancelled && !stopping.load(ordering: .relaxed) {
+                    // The stream outlives the request's authentication: like a notification
+                    // stream it ends when the token expires or its session is revoked.
+                    if let credential {
+                        if let expiresAt = credential.expiresAtMs, clock.milliseconds >= expiresAt { break }
+                        if ContinuousClock.now - lastCredentialCheck >= Self.credentialCheckInterval {
+                            lastCredentialCheck = .now
+                            guard try await credential.isStillValid() else { break }
+                        }
+                    }
                     guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
                     if job.version > sent {
                         var json = JSONWriter()

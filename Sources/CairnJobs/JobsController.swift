@@ -8,10 +8,12 @@ package import Hummingbird
 /// delete; all scoped to the caller's tenant.
 package struct JobsController: Sendable {
     let queue: JobQueue
+    let idempotency: IdempotencyMiddleware
 
-    /// Creates the controller.
-    package init(queue: JobQueue) {
+    /// Creates the controller; `idempotency` serves the enqueue routes' `Idempotency-Key`.
+    package init(queue: JobQueue, idempotency: IdempotencyMiddleware) {
         self.queue = queue
+        self.idempotency = idempotency
     }
 
     struct EnqueueBody: Decodable {
@@ -97,7 +99,7 @@ package struct JobsController: Sendable {
 
     /// Adds the routes to the authenticated group; the two enqueue routes honour `Idempotency-Key`.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.group("jobs").add(middleware: IdempotencyMiddleware(database: queue.store.database))
+        group.group("jobs").add(middleware: idempotency)
             .post(use: enqueue)
             .post("batch", use: enqueueBatch)
         group.group("jobs")

@@ -8,7 +8,8 @@ import NIOCore
 /// One open `GET /notifications/stream` response: the replay from the client's cursor, then
 /// the live loop, which delivers the hub's batches gap-free and duplicate-free (see
 /// ``LiveCursor``) and, on the mailbox's ticks, ends the stream at the token's expiry or its
-/// revocation, re-reads from the database, and sends heartbeats.
+/// revocation, re-reads from the database, and sends heartbeats. A session change announced
+/// by any node (a logout) makes it re-check its token at once.
 struct NotificationEventStream {
     let center: Notifier
     let token: String
@@ -57,6 +58,11 @@ struct NotificationEventStream {
                 try await catchUp(writer: &writer)
             } else if !batch.rows.isEmpty {
                 try await deliver(batch.rows, writer: &writer)
+            }
+            if batch.authCheck {
+                // The user's sessions changed on some node (a logout): end now if this one did.
+                lastAuthCheck = .now
+                guard try await isStillAuthorized() else { return }
             }
             if batch.ticked {
                 guard try await tick(at: batch.tickedAt ?? .now, writer: &writer) else { return }

@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnStorage
 import Logging
 import Metrics
@@ -30,9 +31,13 @@ struct MailboxBatch: Sendable {
     /// The node's subscription (re)started listening: announcements may have been missed
     /// before it, so the connection re-reads its inbox after its cursor.
     var resync = false
+    /// The user's sessions changed (a logout on any node): re-check the token now.
+    var authCheck = false
 
     /// Nothing that needs the consumer: acks taken aside alone do not count.
-    var isEmpty: Bool { rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync && !ackWake }
+    var isEmpty: Bool {
+        rows.isEmpty && !overflowed && !ticked && client.isEmpty && !closed && !clientFlood && !resync && !ackWake && !authCheck
+    }
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
@@ -189,6 +194,11 @@ final class Mailbox: Sendable {
         mutate { $0.resync = true }
     }
 
+    /// Asks the consumer to re-check its token at once (its user's sessions changed).
+    func requestAuthCheck() {
+        mutate { $0.authCheck = true }
+    }
+
     /// Tells when the consumer's next periodic check is due: until then ticks leave it asleep
     /// (10,000 idle sockets woken every second cost a tenth of a core and delayed broadcasts).
     func nextCheck(at instant: ContinuousClock.Instant) {
@@ -247,6 +257,7 @@ package final class NotificationHub: Sendable {
         var mailboxes: [String: [ObjectIdentifier: Mailbox]] = [:]
         var subscription: Task<Void, Never>?
         var ticker: Task<Void, Never>?
+        var sessionWatch: Task<Void, Never>?
         var count = 0
         /// Announced ids not read yet, and whether a drain is running: under load, many
         /// announcements are read with one query instead of one query each.
@@ -258,13 +269,17 @@ package final class NotificationHub: Sendable {
     }
     private let bus: EventBus
     private let store: NotificationStore
+    private let accounts: AccountService
     private let logger: Logger
     private let tickInterval: Duration
     private let state = Mutex(State())
 
-    init(bus: EventBus, store: NotificationStore, tickInterval: Duration, logger: Logger) {
+    /// A hub announcing on `bus`, reading rows from `store`; it hears `accounts`' session
+    /// changes so a logout on any node ends the user's live connections at once.
+    init(bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, logger: Logger) {
         self.bus = bus
         self.store = store
+        self.accounts = accounts
         self.tickInterval = tickInterval
         self.logger = logger
     }
@@ -340,8 +355,9 @@ package final class NotificationHub: Sendable {
             defer {
                 state.subscription = nil
                 state.ticker = nil
+                state.sessionWatch = nil
             }
-            return [state.subscription, state.ticker].compactMap { $0 }
+            return [state.subscription, state.ticker, state.sessionWatch].compactMap { $0 }
         }
         for task in tasks { task.cancel() }
     }
@@ -361,6 +377,24 @@ package final class NotificationHub: Sendable {
                 self.enqueue(payload.split(separator: ",").map(String.init))
             }
         }
+        // A logout on any node: the user's connections re-check their tokens now, not at their
+        // next periodic check. Announcements missed while not listening are covered by a
+        // re-check of every connection once listening (again).
+        let changes = accounts.sessionChanges { [weak self] in
+            guard let self else { return }
+            let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
+            for mailbox in all { mailbox.requestAuthCheck() }
+        }
+        let sessionWatch = Task { [weak self] in
+            for await userId in changes {
+                guard let self else { return }
+                let suffix = "/" + userId
+                let targets = self.state.withLock { state in
+                    state.mailboxes.filter { $0.key.hasSuffix(suffix) }.values.flatMap(\.values)
+                }
+                for mailbox in targets { mailbox.requestAuthCheck() }
+            }
+        }
         let interval = tickInterval
         let ticker = Task { [weak self] in
             while !Task.isCancelled {
@@ -375,11 +409,13 @@ package final class NotificationHub: Sendable {
             guard state.subscription == nil else { return false }
             state.subscription = subscription
             state.ticker = ticker
+            state.sessionWatch = sessionWatch
             return true
         }
         if !keep {
             subscription.cancel()
             ticker.cancel()
+            sessionWatch.cancel()
         }
     }
 

@@ -181,7 +181,8 @@ enum ClientMessage: Sendable {
 ///    in flight, the rest wait.
 /// 4. `{"type":"ping"}` → `{"type":"pong"}`; the server also sends WebSocket pings every 30 s.
 ///
-/// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect);
+/// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect), sent
+/// within moments of the session's logout (or logout-all) on any node, with a reason;
 /// 4408 no `auth` in time, or no client message for 60 s; 1008 a malformed or unexpected
 /// message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
 /// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
@@ -462,6 +463,15 @@ struct SocketSession {
                         cursor.last = row.seq
                         expected = row.seq + 1
                     }
+                }
+            }
+            if batch.authCheck, let token {
+                // The user's sessions changed on some node (a logout): close now if this one did.
+                lastAuthCheck = .now
+                do {
+                    _ = try await center.accounts.authenticate(bearer: token)
+                } catch let error as AppError where error.status == .unauthorized {
+                    return (4401, "session ended (logged out or revoked); log in again")
                 }
             }
             if batch.ticked {

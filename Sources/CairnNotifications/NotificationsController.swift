@@ -1,7 +1,7 @@
 import CairnAccounts
 package import CairnHTTP
 import CairnJobs
-package import CairnStorage
+import CairnStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -41,10 +41,10 @@ package struct NotificationsController: Sendable {
     /// scope `notifications:publish`, and honours `Idempotency-Key`; the SSE stream also takes
     /// the access token as `?access_token=` (RFC 6750 §2.3), because a browser's `EventSource`
     /// cannot send an `Authorization` header; the rest is the caller's own inbox.
-    package func addRoutes(to routes: RouteGroups, database: Database) {
+    package func addRoutes(to routes: RouteGroups, idempotency: IdempotencyMiddleware) {
         routes.authenticated("notifications", accepting: .serviceTokens(scope: ServiceTokenScope.notificationsPublish))
             .add(middleware: RequireAdmin(orScope: ServiceTokenScope.notificationsPublish))
-            .add(middleware: IdempotencyMiddleware(database: database))
+            .add(middleware: idempotency)
             .post(use: publish)
         routes.authenticated("notifications", accepting: .queryToken)
             .get("stream", use: stream)

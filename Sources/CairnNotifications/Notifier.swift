@@ -73,7 +73,7 @@ package final class Notifier: Sendable {
         self.clock = clock
         self.accounts = accounts
         self.logger = logger
-        self.hub = NotificationHub(bus: bus, store: store, tickInterval: settings.tick, logger: logger)
+        self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
         self.observers = observers
     }
 

@@ -9,10 +9,12 @@ package import Hummingbird
 /// `Idempotency-Key` honoured). It translates HTTP only; ``PipelineService`` does the work.
 package struct PipelinesController: Sendable {
     let service: PipelineService
+    let idempotency: IdempotencyMiddleware
 
-    /// Creates the controller.
-    package init(service: PipelineService) {
+    /// Creates the controller; `idempotency` serves `POST /pipelines/{id}/runs`.
+    package init(service: PipelineService, idempotency: IdempotencyMiddleware) {
         self.service = service
+        self.idempotency = idempotency
     }
 
     /// A create or update body. On update every member is optional; `schedule: null` removes
@@ -52,7 +54,7 @@ package struct PipelinesController: Sendable {
             .post(use: create)
             .patch(":id", use: update)
             .delete(":id", use: delete)
-        group.group("pipelines").add(middleware: IdempotencyMiddleware(database: service.store.database))
+        group.group("pipelines").add(middleware: idempotency)
             .post(":id/runs", use: run)
     }
 

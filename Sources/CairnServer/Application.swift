@@ -132,10 +132,10 @@ package func buildComponents(
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(
             cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
+        let events = EventBus(database: database, logger: logger)
         let accounts = AccountService(
             store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
-            logger: logger)
-        let events = EventBus(database: database, logger: logger)
+            bus: events, logger: logger)
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
@@ -202,14 +202,15 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())
     ServiceTokensController(accounts: components.accounts).addRoutes(to: routes.authenticated())
     TasksController(store: components.tasks).addRoutes(to: routes.authenticated())
-    JobsController(queue: components.jobs).addRoutes(to: routes.authenticated())
+    let idempotency = IdempotencyMiddleware(database: components.database, settings: components.configuration.idempotency, clock: components.clock)
+    JobsController(queue: components.jobs, idempotency: idempotency).addRoutes(to: routes.authenticated())
     SchedulesController(queue: components.jobs).addRoutes(to: routes.authenticated())
     ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: routes.authenticated())
     ReportsController(
         tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
     ).addRoutes(to: routes.authenticated())
     NotificationsController(center: components.notifications, broadcasts: components.broadcasts).addRoutes(
-        to: routes, database: components.database)
+        to: routes, idempotency: idempotency)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
     ChannelsController(channels: components.channels).addRoutes(to: routes.authenticated())
     PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: routes.authenticated())
@@ -217,7 +218,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
     ).addRoutes(to: routes.authenticated())
-    PipelinesController(service: components.pipelineService).addRoutes(to: routes.authenticated())
+    PipelinesController(service: components.pipelineService, idempotency: idempotency).addRoutes(to: routes.authenticated())
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
         partials: components.partialUploads, quotas: components.configuration.files.quotas,

@@ -43,6 +43,9 @@ package struct CairnConfiguration: Sendable {
     /// The job system (`CAIRN_JOBS_*`: concurrency, lease, per-tenant caps, shutdown grace,
     /// retention, claim limit, batched completions).
     package var jobs = JobsSettings()
+    /// `Idempotency-Key` handling (`CAIRN_IDEMPOTENCY_LEASE`: how long a key whose request
+    /// never finished stays claimed, default 60 s).
+    package var idempotency = IdempotencySettings()
     /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
     /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
     package var catalog = CatalogSettings()
@@ -135,6 +138,7 @@ package struct CairnConfiguration: Sendable {
         // Each module reads its own settings from its own scope.
         try config.accounts.read(from: settings)
         try config.jobs.read(from: settings.scoped(to: "jobs"))
+        try config.idempotency.read(from: settings.scoped(to: "idempotency"))
         try config.catalog.read(from: settings.scoped(to: "catalog"))
         try config.files.read(from: settings)
         try config.notifications.read(from: settings.scoped(to: "notifications"))

@@ -39,6 +39,49 @@ private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedStr
 
 @Suite("Uploads: tus 1.0 and multipart/form-data")
 struct UploadsTests {
+    /// An upload is its uploader's (issue 13): another member of the tenant can neither read
+    /// its offset, append to it nor terminate it (403 `forbidden`, as for files and jobs);
+    /// admins and owners can; another tenant does not see it at all (404).
+    @Test(arguments: TestEngine.available)
+    func onlyTheUploaderAndAdminsMayUseAnUpload(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let owner = try await client.registerAndLogin(email: "tus-owner@example.com").tokens.accessToken
+            func member(_ email: String, role: String) async throws -> String {
+                let created = try await client.json(
+                    .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner)
+                try #require(created.status == .created)
+                return try await client.login(email: email, password: "correct horse battery").accessToken
+            }
+            let uploader = try await member("tus-uploader@example.com", role: "member")
+            let other = try await member("tus-other@example.com", role: "member")
+            let admin = try await member("tus-admin@example.com", role: "admin")
+            let stranger = try await client.registerAndLogin(email: "tus-stranger@example.com").tokens.accessToken
+            let metadata = "filename \(base64("data.csv")),filetype \(base64("text/csv"))"
+            let created = try await tusRequest(
+                client, .post, "/uploads", token: uploader, headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: metadata])
+            try #require(created.status == .created)
+            let location = try #require(created.headers[.location])
+
+            #expect(try await tusRequest(client, .head, location, token: other).status == .forbidden)
+            let refused = try await patch(client, location, token: other, offset: 0, Array("hello".utf8))
+            #expect(refused.status == .forbidden)
+            #expect(refused.code == "forbidden")
+            #expect(refused.headers[tus] == "1.0.0")
+            let notTerminated = try await tusRequest(client, .delete, location, token: other)
+            #expect(notTerminated.status == .forbidden)
+            #expect(notTerminated.code == "forbidden")
+            #expect(try await tusRequest(client, .head, location, token: stranger).status == .notFound)
+
+            #expect(try await patch(client, location, token: uploader, offset: 0, Array("hello".utf8)).status == .noContent)
+            let seenByAdmin = try await tusRequest(client, .head, location, token: admin)
+            #expect(seenByAdmin.status == .ok)
+            #expect(seenByAdmin.headers[offsetHeader] == "5")
+            #expect(try await patch(client, location, token: admin, offset: 5, Array("world".utf8)).status == .noContent)
+            #expect(try await tusRequest(client, .delete, location, token: owner).status == .noContent)
+            #expect(try await tusRequest(client, .head, location, token: uploader).status == .notFound)
+        }
+    }
+
     /// A creation-with-upload whose `Upload-Checksum` cannot be read is refused before the
     /// upload is recorded: before, it was recorded and leased first, so the 400 left an upload
     /// that no request could append to until its lease ran out.

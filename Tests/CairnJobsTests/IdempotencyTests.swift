@@ -56,12 +56,13 @@ struct IdempotencyTests {
             hasher.update(data: Array("POST /jobs\n".utf8))
             hasher.update(data: Array(pending.utf8))
             let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-            let tenantId = try await client.json(.get, "/users/me", token: token).object["tenantId"] as! String
+            let me = try await client.json(.get, "/users/me", token: token).object
+            let (tenantId, userId) = (me["tenantId"] as! String, me["id"] as! String)
             try await components.database.write { db in
                 try await db.raw(
                     """
-                    INSERT INTO idempotency_keys (tenant_id, key, fingerprint, state, created_at)
-                    VALUES (\(bind: tenantId), 'slow-1', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
+                    INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
+                    VALUES (\(bind: tenantId), \(bind: userId), 'slow-1', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
                     """
                 ).run()
             }
@@ -70,6 +71,73 @@ struct IdempotencyTests {
             #expect(inFlight.headers[.retryAfter] != nil)
             let invalidKey = try await post(client, body, key: String(repeating: "k", count: 300), token: token)
             #expect(invalidKey.status == .badRequest)
+        }
+    }
+}
+
+@Suite("Idempotency-Key: per caller, and released after a lease")
+struct IdempotencyScopeTests {
+    /// Two users of one tenant (owner and admin: members may not enqueue) pick the same key for the same request (issue 13): each gets
+    /// their own job, never the other's reply.
+    @Test(arguments: TestEngine.available)
+    func twoUsersOfOneTenantDoNotShareKeys(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let owner = try await client.registerAndLogin(email: "idem-owner@example.com").tokens.accessToken
+            let created = try await client.json(
+                .post, "/users", ["email": "idem-member@example.com", "name": "Admin", "role": "admin", "password": "correct horse battery"],
+                token: owner)
+            try #require(created.status == .created)
+            let member = try await client.login(email: "idem-member@example.com", password: "correct horse battery").accessToken
+            let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
+            let first = try await IdempotencyTests().post(client, body, key: "shared-1", token: owner)
+            #expect(first.status == .created)
+            let second = try await IdempotencyTests().post(client, body, key: "shared-1", token: member)
+            #expect(second.status == .created)
+            #expect(second.headers[IdempotencyMiddleware.replayed] == nil, "not the owner's reply")
+            #expect(second.object["id"] as? String != first.object["id"] as? String)
+            #expect(second.object["createdBy"] as? String == created.object["id"] as? String)
+            // Each still replays their own.
+            let again = try await IdempotencyTests().post(client, body, key: "shared-1", token: member)
+            #expect(again.headers[IdempotencyMiddleware.replayed] == "true")
+            #expect(again.object["id"] as? String == second.object["id"] as? String)
+        }
+    }
+
+    /// A request that claimed its key and never finished (its node died): the key answers 409
+    /// until its 60 s lease has passed on the node's clock, then the request may run again.
+    @Test(arguments: TestEngine.available)
+    func aKeyWhoseRequestDiedIsReleasedAfterItsLease(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withTestApp(engine, clock: clock) { app in
+            let (user, tokens) = try await app.client.registerAndLogin(email: "idem-lease@example.com")
+            let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
+            var hasher = SHA256()
+            hasher.update(data: Array("POST /jobs\n".utf8))
+            hasher.update(data: Array(body.utf8))
+            let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            // What a request leaves behind when its node dies between claiming and answering.
+            try await app.components.database.write { db in
+                try await db.raw(
+                    """
+                    INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
+                    VALUES (\(bind: user.tenantId), \(bind: user.id), 'died-1', \(bind: fingerprint), 'processing', \(bind: clock.milliseconds))
+                    """
+                ).run()
+            }
+            let held = try await IdempotencyTests().post(app.client, body, key: "died-1", token: tokens.accessToken)
+            #expect(held.status == .conflict)
+            clock.advance(by: .seconds(59))
+            #expect(try await IdempotencyTests().post(app.client, body, key: "died-1", token: tokens.accessToken).status == .conflict)
+            clock.advance(by: .seconds(2))
+            let released = try await IdempotencyTests().post(app.client, body, key: "died-1", token: tokens.accessToken)
+            #expect(released.status == .created)
+            #expect(released.headers[IdempotencyMiddleware.replayed] == nil)
+            // Completed now: replayed, not released again, long after the lease (within the
+            // access token's 15 minutes).
+            clock.advance(by: .seconds(600))
+            let replayed = try await IdempotencyTests().post(app.client, body, key: "died-1", token: tokens.accessToken)
+            #expect(replayed.headers[IdempotencyMiddleware.replayed] == "true")
+            #expect(replayed.object["id"] as? String == released.object["id"] as? String)
         }
     }
 }

@@ -102,6 +102,38 @@ struct JobEventsTests {
     }
 }
 
+@Suite("Jobs: event streams end with their credential")
+struct JobEventsCredentialTests {
+    /// A job that stays queued (no worker runs), watched from two sessions of one user: the
+    /// logged-out session's stream ends (issue 13), the other's goes on until its access token
+    /// expires on the node's clock.
+    @Test(arguments: TestEngine.available)
+    func aStreamEndsAtLogoutAndAtTheTokensExpiry(engine: TestEngine) async throws {
+        let clock = TestClock()
+        let steps = Steps()
+        try await withTestApp(engine, mode: .live, clock: clock, runServices: false, prepare: { steps.register(on: $0.jobs, count: 1) }) { app in
+            let (user, first) = try await app.client.registerAndLogin(email: "sse-logout@example.com")
+            let second = try await app.client.login(email: "sse-logout@example.com", password: "correct horse battery")
+            let id = try await app.components.jobs.enqueue(Steps.Stepped(), tenantId: user.tenantId, createdBy: user.id).job.id
+            let url = "\(app.baseURL)/jobs/\(id)/events"
+            let loggedOut = try await EventStreamReader(url: url, headers: ["Authorization: Bearer \(first.accessToken)"])
+            defer { loggedOut.stop() }
+            let other = try await EventStreamReader(url: url, headers: ["Authorization: Bearer \(second.accessToken)"])
+            defer { other.stop() }
+            try await loggedOut.wait("the job's first event") { !$0.events.isEmpty }
+            try await other.wait("the job's first event") { !$0.events.isEmpty }
+
+            #expect(try await app.client.json(.post, "/auth/logout", ["refreshToken": first.refreshToken]).status == .noContent)
+            try await loggedOut.wait("the logged-out session's stream ending", timeout: .seconds(15)) { $0.ended }
+            #expect(!other.current.ended, "the other session's stream goes on")
+
+            // Past the 15-minute lifetime and the 60 s of clock skew token checks allow.
+            clock.advance(by: .seconds(900 + 61))
+            try await other.wait("the stream ending at the token's expiry", timeout: .seconds(15)) { $0.ended }
+        }
+    }
+}
+
 @Suite("Jobs: live status across nodes")
 struct JobEventsAcrossNodesTests {
     /// Node B serves the stream, node A runs the job. Each of the job's ten progress reports is

@@ -5,6 +5,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import NIOCore
 import SQLKit
 import Testing
 
@@ -87,6 +88,40 @@ struct ServiceTokenTests {
             #expect(revoked.status == .unauthorized)
             #expect(revoked.code == "invalid_token")
             #expect(try await client.json(.delete, "/service-tokens/\(id)", token: owner.token).status == .notFound)
+        }
+    }
+}
+
+@Suite("Notifications: Idempotency-Key per caller")
+struct PublishIdempotencyTests {
+    /// The owner and the tenant's service token send the same `Idempotency-Key` with the same
+    /// publish (issue 13): each publish is stored, neither caller is answered the other's reply.
+    @Test(arguments: TestEngine.available)
+    func aServiceTokenAndAUserOfOneTenantHaveTheirOwnKeys(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let owner = try await signUp(client, "idem-st@example.com")
+            let created = try await client.json(
+                .post, "/service-tokens", ["name": "billing", "scopes": ["notifications:publish"]], token: owner.token)
+            let secret = try #require(created.object["token"] as? String)
+            // The same bytes every time: the key's fingerprint is over the exact body.
+            let body = #"{"userIds":["\#(owner.userId)"],"type":"message","title":"same key"}"#
+            func publish(_ token: String) async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/notifications", method: .post,
+                    headers: [.authorization: "Bearer \(token)", .contentType: "application/json", HTTPField.Name("Idempotency-Key")!: "publish-1"],
+                    body: ByteBuffer(string: body))
+            }
+            let byUser = try await publish(owner.token)
+            #expect(byUser.status == .accepted)
+            let byService = try await publish(secret)
+            #expect(byService.status == .accepted)
+            #expect(byService.headers[HTTPField.Name("Idempotent-Replayed")!] == nil)
+            #expect(byService.text != byUser.text)
+            let replayed = try await publish(secret)
+            #expect(replayed.headers[HTTPField.Name("Idempotent-Replayed")!] == "true")
+            #expect(replayed.text == byService.text)
+            let unread = try await client.json(.get, "/notifications/unread-count", token: owner.token)
+            #expect(unread.object["unread"] as? Int == 2)
         }
     }
 }

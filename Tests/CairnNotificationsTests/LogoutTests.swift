@@ -1,0 +1,87 @@
+import CairnNotifications
+import CairnServer
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+/// Live connections check their token once an hour here: only the announcement of the logout
+/// (issue 13) can end them within the tests' deadlines.
+private func slowTokenChecks(_ configuration: inout CairnConfiguration) {
+    fastNotifications(&configuration)
+    configuration.notifications.authCheckInterval = .seconds(3600)
+}
+
+/// Opens one SSE stream and one WebSocket per session token, and waits until the node's hub
+/// holds all of them (so the logout happens while they are live, not before they start).
+private struct LiveConnections {
+    var streams: [SSEReader] = []
+    var sockets: [Task<UInt16?, any Error>] = []
+
+    static func open(port: Int, hub: NotificationHub, tokens: [String]) async throws -> LiveConnections {
+        var live = LiveConnections()
+        for token in tokens {
+            live.streams.append(try await SSEReader(port: port, token: token, query: "?since=0"))
+            live.sockets.append(Task { try await socketCloseCode(port: port, token: token) })
+        }
+        try await hub.waitForConnections("\(tokens.count * 2) live connections", where: { $0 == tokens.count * 2 })
+        return live
+    }
+
+    func stop() {
+        for stream in streams { stream.stop() }
+        for socket in sockets { socket.cancel() }
+    }
+}
+
+@Suite("Notifications: logout ends live connections")
+struct LogoutTests {
+    /// `POST /auth/logout` ends that session's SSE stream and closes its WebSocket (4401, with
+    /// a reason) at once, long before their next periodic token check; the user's other session
+    /// keeps its connections until `POST /auth/logout-all` ends them too.
+    @Test(arguments: TestEngine.available)
+    func logoutEndsThatSessionsStreamsAndLogoutAllEndsTheRest(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: slowTokenChecks) { app in
+            let (client, port) = (app.client, app.port!)
+            let first = try await client.registerAndLogin(email: "logout-live@example.com").tokens
+            let second = try await client.login(email: "logout-live@example.com", password: "correct horse battery")
+            let live = try await LiveConnections.open(
+                port: port, hub: app.components.notifications.hub, tokens: [first.accessToken, second.accessToken])
+            defer { live.stop() }
+
+            let logout = try await client.json(.post, "/auth/logout", ["refreshToken": first.refreshToken])
+            #expect(logout.status == .noContent)
+            try await live.streams[0].wait("the logged-out session's stream ending", timeout: .seconds(10)) { $0.ended }
+            let closed = try await withDeadline(.seconds(10), "the logged-out session's socket closing") { try await live.sockets[0].value }
+            #expect(closed == 4401)
+            #expect(!live.streams[1].ended, "the other session's stream stays open")
+            try await app.components.notifications.hub.waitForConnections("the other session's two connections", where: { $0 == 2 })
+
+            #expect(try await client.json(.post, "/auth/logout-all", token: second.accessToken).status == .noContent)
+            try await live.streams[1].wait("the other session's stream ending", timeout: .seconds(10)) { $0.ended }
+            let closedToo = try await withDeadline(.seconds(10), "the other session's socket closing") { try await live.sockets[1].value }
+            #expect(closedToo == 4401)
+        }
+    }
+
+    /// The connections live on node B, the logout is made on node A: B hears it through
+    /// LISTEN/NOTIFY, drops its cached session state and ends them.
+    @Test func aLogoutOnOneNodeEndsStreamsOnAnother() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        try await withTestDatabase(.postgres, configure: slowTokenChecks) { database in
+            try await withTestApp(on: database, mode: .live) { nodeA in
+                try await withTestApp(on: database, mode: .live) { nodeB in
+                    let tokens = try await nodeA.client.registerAndLogin(email: "logout-nodes@example.com").tokens
+                    let live = try await LiveConnections.open(
+                        port: nodeB.port!, hub: nodeB.components.notifications.hub, tokens: [tokens.accessToken])
+                    defer { live.stop() }
+                    #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: tokens.accessToken).status == .noContent)
+                    try await live.streams[0].wait("node B's stream ending", timeout: .seconds(10)) { $0.ended }
+                    let closed = try await withDeadline(.seconds(10), "node B's socket closing") { try await live.sockets[0].value }
+                    #expect(closed == 4401)
+                }
+            }
+        }
+    }
+}
