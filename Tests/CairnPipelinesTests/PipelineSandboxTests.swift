@@ -173,6 +173,12 @@ struct PipelineSandboxTests {
             let limits = try String(contentsOfFile: proc + "/limits", encoding: .utf8)
             #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max data size") && $0.contains("536870912") }, "\(limits)")
             #expect(limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains(" 64 ") }, "\(limits)")
+            // proc(5): the 19th field of a thread's stat is its nice value (per thread on Linux;
+            // the process name, the 2nd, has no spaces here).
+            let threads = try FileManager.default.contentsOfDirectory(atPath: proc + "/task").map {
+                (try? String(contentsOfFile: proc + "/task/" + $0 + "/stat", encoding: .utf8))?.split(separator: " ")[18] ?? "?"
+            }
+            #expect(!threads.isEmpty && threads.allSatisfy { $0 == "10" }, "every thread yields the CPU to the server: \(threads)")
             let targets = try FileManager.default.contentsOfDirectory(atPath: proc + "/fd").compactMap {
                 try? FileManager.default.destinationOfSymbolicLink(atPath: proc + "/fd/" + $0)
             }
