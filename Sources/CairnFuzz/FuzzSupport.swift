@@ -24,7 +24,8 @@ private final class ResultBox<Value>: @unchecked Sendable {
 }
 
 /// Runs `body` to completion from synchronous code (libFuzzer's callback is synchronous).
-/// Never call it from inside a Swift concurrency task.
+/// Never call it from a thread of Swift's cooperative pool (a task or an async test): with
+/// every pool thread blocked here, `body` never runs. Tests replay on a thread of their own.
 func blockingWait<Value: Sendable>(_ body: @escaping @Sendable () async -> Value) -> Value {
     let box = ResultBox<Value>()
     let done = DispatchSemaphore(value: 0)

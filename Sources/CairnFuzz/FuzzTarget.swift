@@ -70,7 +70,8 @@ package enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     /// Replays every file under `root/<target>/` (for each target that has a folder) through
-    /// its target, in name order.
+    /// its target, in name order. Call it off Swift's cooperative pool: the `bearer` target
+    /// blocks its thread on a task.
     /// - Returns: the number of inputs replayed, by target.
     /// - Throws: when a folder cannot be listed or a file read.
     @discardableResult
