@@ -197,6 +197,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The fuzz targets of every parser of untrusted bytes (issue 13): a library, so tests
+        // replay the corpora in-process, and an executable that replays files, or with
+        // -DCAIRN_LIBFUZZER and -sanitize=fuzzer is the libFuzzer binary (scripts/fuzz.sh).
+        .target(
+            name: "CairnFuzz",
+            dependencies: [
+                "CairnAccounts", "CairnFiles", "CairnFormats", "CairnHTTP", "CairnJobs", "CairnNotifications", hummingbird, hummingbirdCore,
+                httpTypes, nioCore, crypto,
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(name: "cairn-fuzz", dependencies: ["CairnFuzz"], swiftSettings: strictSettings),
         .executableTarget(
             name: "cairn-bench",
             dependencies: ["CairnFormats", .product(name: "CSV", package: "CSV.swift")],
@@ -233,6 +245,7 @@ let package = Package(
             ["CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines"]),
         .testTarget(named: "CairnJobsTests", ["CairnJobs"]),
         .testTarget(named: "CairnFormatsTests"),
+        .testTarget(named: "CairnFuzzTests", ["CairnFuzz"]),
         .testTarget(named: "CairnFilesTests", ["CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
         .testTarget(named: "CairnPipelinesTests", ["CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
         .testTarget(named: "CairnCatalogTests", ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"]),

@@ -94,7 +94,7 @@ package struct BearerMiddleware: RouterMiddleware {
 
     /// The token of an `Authorization` value in the RFC 6750 §2.1 `b64token` syntax, or nil.
     /// Scans UTF-8 bytes directly: this runs on every protected request.
-    static func bearerToken(_ header: String) -> String? {
+    package static func bearerToken(_ header: String) -> String? {
         let bytes = header.utf8
         guard bytes.count > 7 else { return nil }
         var index = bytes.startIndex
@@ -116,7 +116,7 @@ package struct BearerMiddleware: RouterMiddleware {
     }
 
     /// True for a non-empty RFC 6750 `b64token`.
-    static func isB64Token(_ bytes: Substring.UTF8View) -> Bool {
+    package static func isB64Token(_ bytes: Substring.UTF8View) -> Bool {
         guard !bytes.isEmpty else { return false }
         for byte in bytes {
             let allowed =

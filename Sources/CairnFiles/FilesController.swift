@@ -333,12 +333,12 @@ package struct FilesController: Sendable {
         return Response(status: status, headers: headers, body: body)
     }
 
-    enum RangeAnswer: Equatable { case whole, unsatisfiable, range(Range<Int64>) }
+    package enum RangeAnswer: Equatable { case whole, unsatisfiable, range(Range<Int64>) }
 
     /// One `bytes=` range (first-last, first-, or -suffix; digits only). Several ranges, other
     /// units or bad syntax are answered with the whole file, as RFC 9110 §14.2 allows; a first
     /// position at or past the end (however large) is unsatisfiable.
-    static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
+    package static func parseRange(_ header: String, size: Int64) -> RangeAnswer {
         let trimmed = header.trimmingCharacters(in: .whitespaces)
         guard trimmed.lowercased().hasPrefix("bytes="), !trimmed.contains(",") else { return .whole }
         let spec = trimmed.dropFirst(6).split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map {

@@ -23,6 +23,8 @@ struct MultipartHeaderGuard {
     private var inName = true
     /// Bytes of the current header line so far.
     private var lineLength = 0
+    /// The last byte was the CR ending a header line; the LF the parser expects next is skipped.
+    private var afterCR = false
 
     /// - Parameter boundary: the form's boundary, already checked against RFC 2046's `bchars`.
     init(boundary: String) {
@@ -49,6 +51,7 @@ struct MultipartHeaderGuard {
                     inHeaders = true
                     inName = true
                     lineLength = 0
+                    afterCR = false
                     index = end
                 } else {
                     index = bytes.count
@@ -59,23 +62,30 @@ struct MultipartHeaderGuard {
         return ok
     }
 
-    /// Reads header lines from `index` until the block ends or the bytes do.
+    /// Reads header lines from `index` until the block ends or the bytes do. Lines end as the
+    /// parser ends them: at CR (its LF follows); a bare LF is a value byte to the parser (or a
+    /// syntax error in a name), so it must not start a new name here either.
     private mutating func scanHeaders(_ bytes: UnsafeRawBufferPointer, from index: Int, ok: inout Bool) -> Int {
         var index = index
         while index < bytes.count {
             let byte = bytes[index]
             index += 1
+            if afterCR {
+                afterCR = false
+                if byte == 0x0A { continue }
+            }
             switch byte {
-            case 0x0A:
-                // A line of nothing but CR ends the block (RFC 5322 §2.1's empty line).
-                if lineLength <= 1 {
+            case 0x0D:
+                // A CR at the start of a line ends the block (RFC 5322 §2.1's empty line).
+                if inName && lineLength == 0 {
                     inHeaders = false
                     return index
                 }
                 inName = true
                 lineLength = 0
+                afterCR = true
                 continue
-            case 0x3A:
+            case 0x3A where lineLength > 0:
                 inName = false
             case 0x80... where inName:
                 ok = false

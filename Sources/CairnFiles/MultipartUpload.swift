@@ -1,23 +1,23 @@
 import CairnHTTP
 import Hummingbird
 import MultipartKit
-import NIOCore
+package import NIOCore
 import Synchronization
 
 /// What a `multipart/form-data` body (RFC 7578) carried besides the file's bytes, known once the
 /// whole body has been read.
-struct MultipartOutcome: Sendable {
+package struct MultipartOutcome: Sendable {
     /// The file part's `filename*` (RFC 8187) or `filename`, if it had one.
-    var fileName: String?
+    package var fileName: String?
     /// The file part's media type (lower-cased, parameters dropped), if it had one.
-    var fileContentType: String?
+    package var fileContentType: String?
     /// Small text fields (`name`, `format`, …) by field name.
-    var fields: [String: String] = [:]
+    package var fields: [String: String] = [:]
 }
 
 /// Thrown while streaming a multipart body: the body is malformed, or passes one of
 /// `MultipartFileBody`'s limits, in the way `issue` says.
-struct MultipartProblem: Error, Sendable {
+package struct MultipartProblem: Error, Sendable {
     /// `file`, `body` or the form field at fault.
     var field: String
     /// What is wrong, for the client (a limit is named with its value).
@@ -32,8 +32,8 @@ struct MultipartProblem: Error, Sendable {
 /// memory stays flat whatever the part's size. When iteration ends normally the body was
 /// complete (closing delimiter seen) with exactly one file part, and `outcome` holds the rest;
 /// otherwise iteration throws `MultipartProblem`.
-struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
-    typealias Element = ByteBuffer
+package struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
+    package typealias Element = ByteBuffer
 
     let base: Base
     let boundary: String
@@ -50,7 +50,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         self.boundary = boundary
     }
 
-    func makeAsyncIterator() -> Iterator {
+    package func makeAsyncIterator() -> Iterator {
         Iterator(base: base.makeAsyncIterator(), collector: Collector(boundary: boundary), sink: self)
     }
 
@@ -59,20 +59,20 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
     // that never ends, is refused before it costs memory.
 
     /// Bytes of one text field's value (4 KiB).
-    static var fieldLimit: Int { 4096 }
+    package static var fieldLimit: Int { 4096 }
     /// Parts in one form, the file part included.
-    static var maxParts: Int { 100 }
+    package static var maxParts: Int { 100 }
     /// Bytes of one header line of a part (8 KiB), its CRLF included; also bounds a preamble line.
     static var maxHeaderLine: Int { 8192 }
     /// Bytes of the body that are not the file's content (64 KiB): headers, fields, boundaries.
     static var maxNonFileBytes: Int { 65_536 }
 
-    struct Iterator: AsyncIteratorProtocol {
+    package struct Iterator: AsyncIteratorProtocol {
         var base: Base.AsyncIterator
         let collector: Collector
         let sink: MultipartFileBody
 
-        mutating func next() async throws -> ByteBuffer? {
+        package mutating func next() async throws -> ByteBuffer? {
             while true {
                 if !collector.pending.isEmpty { return collector.pending.removeFirst() }
                 if collector.ended { return nil }
@@ -89,14 +89,14 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
     }
 
     /// The parser's callbacks land here (the parser is synchronous; the iterator owns it).
-    final class Collector {
+    package final class Collector {
         let parser: MultipartParser
         /// `CRLF--boundary--`: once seen after a part ends, the body is complete.
         let closeDelimiter: [UInt8]
         var headerGuard: MultipartHeaderGuard
         var tail: [UInt8] = []
-        var pending: [ByteBuffer] = []
-        var result = MultipartOutcome()
+        package var pending: [ByteBuffer] = []
+        package var result = MultipartOutcome()
         var failure: MultipartProblem?
         var ended = false
         var sawFile = false
@@ -108,7 +108,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
         var field = ""
         var fieldBytes: [UInt8] = []
         /// Parts begun so far.
-        var parts = 0
+        package var parts = 0
         /// Bytes fed that were not the file part's content.
         var nonFileBytes = 0
         /// File content bytes delivered during the current `feed`.
@@ -120,7 +120,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
 
         enum Kind { case file, field }
 
-        init(boundary: String) {
+        package init(boundary: String) {
             parser = MultipartParser(boundary: boundary)
             headerGuard = MultipartHeaderGuard(boundary: boundary)
             closeDelimiter = Array("\r\n--\(boundary)--".utf8)
@@ -214,7 +214,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
             }
         }
 
-        func feed(_ chunk: ByteBuffer) throws {
+        package func feed(_ chunk: ByteBuffer) throws {
             // After the close delimiter comes the epilogue, which the parser ignores.
             guard sawClose || headerGuard.accepts(chunk) else {
                 throw MultipartProblem(field: "body", issue: "a part's header name is not US-ASCII (RFC 5322 §2.2)")
@@ -268,7 +268,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
             tail = Array((tail + chunk.readableBytesView.suffix(keep)).suffix(keep))
         }
 
-        func finish() throws {
+        package func finish() throws {
             guard sawClose && betweenParts else {
                 throw MultipartProblem(field: "body", issue: "the body ends before the closing boundary (truncated)")
             }
@@ -280,7 +280,7 @@ struct MultipartFileBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendabl
 
     /// The `boundary` parameter of a `multipart/form-data` content type: 1–70 characters of
     /// RFC 2046 §5.1.1's `bchars`, not ending in a space; nil when missing or invalid.
-    static func boundary(of contentType: String) -> String? {
+    package static func boundary(of contentType: String) -> String? {
         guard let parameters = FilesController.dispositionParameters(contentType), let boundary = parameters["boundary"] else { return nil }
         let allowed = Set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ".utf8)
         guard (1...70).contains(boundary.utf8.count), boundary.utf8.allSatisfy(allowed.contains), boundary.last != " " else { return nil }

@@ -3,13 +3,13 @@ import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
-import Hummingbird
+package import Hummingbird
 import NIOCore
 import NIOFileSystem
 
 extension UploadsController {
     /// `Upload-Checksum: <algorithm> <base64 digest>` of one request's body.
-    struct Checksum {
+    package struct Checksum {
         var algorithm: String
         var digest: [UInt8]
 
@@ -52,7 +52,7 @@ extension UploadsController {
     }
 
     /// - Throws: 400 `invalid_input` for an unknown algorithm or a digest that is not base64.
-    static func checksum(_ request: Request) throws -> Checksum? {
+    package static func checksum(_ request: Request) throws -> Checksum? {
         guard let header = request.headers[Self.uploadChecksum] else { return nil }
         let parts = header.split(separator: " ", omittingEmptySubsequences: true)
         guard parts.count == 2, ["sha256", "sha1", "md5"].contains(parts[0].lowercased()), let digest = Data(base64Encoded: String(parts[1])) else {

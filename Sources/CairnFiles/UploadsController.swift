@@ -205,7 +205,7 @@ package struct UploadsController: Sendable {
 
     /// `Upload-Length` of a creation (deferred lengths are not offered).
     /// - Throws: 400 `invalid_input` on `Upload-Defer-Length` or `Upload-Length`.
-    static func uploadLength(_ request: Request) throws -> Int64 {
+    package static func uploadLength(_ request: Request) throws -> Int64 {
         if request.headers[Self.uploadDeferLength] != nil {
             throw AppError.invalidField("Upload-Defer-Length", "not supported: send Upload-Length")
         }
@@ -218,7 +218,7 @@ package struct UploadsController: Sendable {
     /// What a creation says of its file (name, media type, format, from `Upload-Metadata`) and
     /// whether its body holds the first bytes (creation-with-upload).
     /// - Throws: 400 `invalid_input` on `Upload-Metadata`; 415 for a body not typed as tus says.
-    static func describedUpload(_ request: Request) throws -> (name: String, contentType: String?, format: String, hasBody: Bool) {
+    package static func describedUpload(_ request: Request) throws -> (name: String, contentType: String?, format: String, hasBody: Bool) {
         let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
         let contentType = metadata["filetype"].map {
             $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
@@ -279,7 +279,7 @@ package struct UploadsController: Sendable {
 
     /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional), keys unique.
     /// - Throws: 400 `invalid_input` on `Upload-Metadata`.
-    static func metadata(_ header: String) throws -> [String: String] {
+    package static func metadata(_ header: String) throws -> [String: String] {
         var result: [String: String] = [:]
         for pair in header.split(separator: ",") {
             let parts = pair.trimmingCharacters(in: .whitespaces).split(separator: " ", omittingEmptySubsequences: true)
@@ -311,7 +311,7 @@ package struct UploadsController: Sendable {
 
     /// A PATCH's `Upload-Offset`, once its body is typed as tus says.
     /// - Throws: 415 for another body type; 400 `invalid_input` on `Upload-Offset`.
-    static func patchOffset(_ request: Request) throws -> Int64 {
+    package static func patchOffset(_ request: Request) throws -> Int64 {
         guard request.headers[.contentType] == Self.offsetStream else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "A PATCH body must be \(Self.offsetStream).")
         }

@@ -110,8 +110,18 @@ package enum Timestamp {
         }
         guard i == b.count else { return nil }
         let seconds = Int64(days(fromCivil: year, month, day)) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offsetMinutes * 60)
-        return seconds * 1000 + Int64(millis)
+        let result = seconds * 1000 + Int64(millis)
+        // Only instants Cairn writes back as four-digit years: rounding (59.9996 s) or an offset
+        // can carry 9999-12-31 into year 10000 or 0000-01-01 into year -1, which `format` would
+        // write as text this parser refuses (found by fuzzing).
+        guard (Self.earliestMilliseconds...Self.latestMilliseconds).contains(result) else { return nil }
+        return result
     }
+
+    /// 0000-01-01T00:00:00.000Z, in epoch milliseconds: the earliest instant `parse` accepts.
+    static let earliestMilliseconds = Int64(days(fromCivil: 0, 1, 1)) * 86_400_000
+    /// 9999-12-31T23:59:59.999Z, in epoch milliseconds: the latest instant `parse` accepts.
+    static let latestMilliseconds = Int64(days(fromCivil: 10_000, 1, 1)) * 86_400_000 - 1
 
     static func daysIn(month: Int, year: Int) -> Int {
         switch month {

@@ -67,7 +67,8 @@ package final class XMLRecordReader {
         guard let prolog = makeStream() else { throw IngestError(.io, "cannot open the file") }
         let doctype = try Self.checkProlog(prolog)
         guard let stream = makeStream() else { throw IngestError(.io, "cannot open the file") }
-        let parser = XMLParser(stream: doctype.map { BlankingInputStream(stream, blanking: $0) } ?? stream)
+        let guarded = EntityNameGuardStream(doctype.map { BlankingInputStream(stream, blanking: $0) } ?? stream)
+        let parser = XMLParser(stream: guarded)
         parser.shouldResolveExternalEntities = false
         parser.shouldProcessNamespaces = false
         // The delegate holds `body` only while `parse()` runs.
@@ -79,6 +80,9 @@ package final class XMLRecordReader {
             return (ok, delegate.records, delegate.failure)
         }
         row = records
+        if guarded.refused {
+            throw IngestError(.malformed, "an entity reference's name is not UTF-8 (XML 1.0 §4.1)", row: records + 1)
+        }
         if let failure { throw failure }
         if !ok {
             let reason = parser.parserError.map { "\($0.localizedDescription)" } ?? "not well-formed"
@@ -313,5 +317,85 @@ private final class BlankingInputStream: InputStream {
             offset += count
         }
         return count
+    }
+}
+
+/// Ends the stream (a read error) at an entity reference (`&name;`) whose name is not valid
+/// UTF-8, before libxml2 hands that name to FoundationXML.
+///
+/// Why: FoundationXML's entity callback (`_NSXMLParserGetEntity`, Swift 6.3.1) force-unwraps the
+/// name decoded as UTF-8, so `&a\u{C2}\u{CA};` traps and takes the process down (found by
+/// fuzzing). Every `&` is looked at, even in comments and CDATA, a superset of what libxml2
+/// reads as a reference; a document declared in another encoding with non-ASCII entity names
+/// is refused too, which loses next to nothing.
+private final class EntityNameGuardStream: InputStream {
+    private let inner: InputStream
+    /// True once a bad name was seen; the parse then fails and the reader says why.
+    private(set) var refused = false
+    /// After `&`: reading a name (false for `&#…` character references).
+    private var inName = false
+    /// The byte just read was `&`.
+    private var afterAmpersand = false
+    /// UTF-8 continuation bytes the name's current character still needs.
+    private var needed = 0
+    /// The range the next continuation byte must fall in (stricter after E0, ED, F0, F4).
+    private var low: UInt8 = 0x80
+    private var high: UInt8 = 0xBF
+
+    init(_ inner: InputStream) {
+        self.inner = inner
+        super.init(data: Data())
+    }
+
+    override func open() { inner.open() }
+    override func close() { inner.close() }
+    override var hasBytesAvailable: Bool { !refused && inner.hasBytesAvailable }
+    override var streamStatus: Stream.Status { refused ? .error : inner.streamStatus }
+    // The parser asks for the error once a read fails; the inner stream has none to give.
+    override var streamError: (any Error)? {
+        refused ? IngestError(.malformed, "an entity reference's name is not UTF-8") : inner.streamError
+    }
+
+    override func read(_ buffer: UnsafeMutablePointer<UInt8>, maxLength length: Int) -> Int {
+        guard !refused else { return -1 }
+        let count = inner.read(buffer, maxLength: length)
+        for k in 0..<max(count, 0) where !accept(buffer[k]) {
+            refused = true
+            return -1
+        }
+        return count
+    }
+
+    /// Whether `byte` keeps the stream acceptable.
+    private func accept(_ byte: UInt8) -> Bool {
+        if afterAmpersand {
+            afterAmpersand = false
+            inName = byte != 0x23  // `&#` starts a character reference, not a name
+            if !inName { return true }
+        }
+        if inName {
+            if needed > 0 {
+                guard (low...high).contains(byte) else { return false }
+                needed -= 1
+                low = 0x80
+                high = 0xBF
+                return true
+            }
+            switch byte {
+            case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, 0x2D, 0x2E, 0x5F, 0x3A: return true
+            case 0xC2...0xDF: needed = 1
+            case 0xE0: (needed, low) = (2, 0xA0)
+            case 0xE1...0xEC, 0xEE, 0xEF: needed = 2
+            case 0xED: (needed, high) = (2, 0x9F)
+            case 0xF0: (needed, low) = (3, 0x90)
+            case 0xF1...0xF3: needed = 3
+            case 0xF4: (needed, high) = (3, 0x8F)
+            case 0x80...: return false
+            default: inName = false  // the name ends
+            }
+            if needed > 0 { return true }
+        }
+        if byte == 0x26 { afterAmpersand = true }
+        return true
     }
 }

@@ -12,7 +12,7 @@ import NIOWebSocket
 import ServiceLifecycle
 
 /// A client message of the `/ws` protocol, parsed.
-enum ClientMessage: Sendable {
+package enum ClientMessage: Sendable {
     case auth(token: String)
     case subscribe(since: Int64?)
     case ack(seq: Int64)
@@ -23,7 +23,7 @@ enum ClientMessage: Sendable {
     case disconnected
 
     /// A member value of a client message, as far as the protocol looks at it.
-    enum Member: Equatable {
+    package enum Member: Equatable {
         case string(String)
         case integer(Int64)
         case null
@@ -31,7 +31,7 @@ enum ClientMessage: Sendable {
         case other
     }
 
-    static func parse(_ text: String) -> ClientMessage {
+    package static func parse(_ text: String) -> ClientMessage {
         guard text.utf8.count <= 8192 else { return .invalid("messages are JSON objects with a \"type\"") }
         // Acks arrive once per delivered notification: Foundation's JSONDecoder cost more than
         // the rest of the socket's work, so the protocol's flat messages take a short scanner.
@@ -40,7 +40,7 @@ enum ClientMessage: Sendable {
     }
 
     /// The members of any JSON object, through the full parser (nil: not an object).
-    static func fullMembers(_ text: String) -> [String: Member]? {
+    package static func fullMembers(_ text: String) -> [String: Member]? {
         guard case .object(let object)? = JSONValue(text: text) else { return nil }
         return object.mapValues { value in
             switch value {
@@ -83,7 +83,7 @@ enum ClientMessage: Sendable {
     /// The members of a flat JSON object (RFC 8259) whose values are strings without escapes,
     /// integers of at most 15 digits (exact as the full parser's doubles) or null; nil for
     /// anything else, duplicate keys included, which the full parser then decides.
-    static func flatObject(_ text: String) -> [String: Member]? {
+    package static func flatObject(_ text: String) -> [String: Member]? {
         var text = text
         return text.withUTF8 { bytes -> [String: Member]? in
             var index = 0

@@ -36,6 +36,11 @@ struct MultipartHeaderGuardTests {
         #expect(!Self.verdict(Self.bad, chunk: size), "a non-ASCII header name in the second part is refused")
         // The first part's header block, right at the start of the stream.
         #expect(!Self.verdict(Array("--XyZ\r\n\u{D2}: v\r\n\r\nx\r\n--XyZ--\r\n".utf8), chunk: size))
+        // The parser ends header lines at CR only: after a bare LF in a value and then CRLF, a
+        // new header name begins (found by fuzzing; the guard took the LF for a line end and the
+        // CRLF for the empty line).
+        #expect(
+            !Self.verdict(Array("--XyZ\r\nContent-Disposition: form-data; name=\"f\"\n\r\n\u{D2}x: 2\r\n\r\nv\r\n--XyZ--\r\n".utf8), chunk: size))
     }
 
     @Test(arguments: TestEngine.available)
