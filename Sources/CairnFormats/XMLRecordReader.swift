@@ -65,9 +65,12 @@ package final class XMLRecordReader {
     ///   stops at once).
     package func forEachRecord(_ body: ([(name: String, value: FieldValue)]) throws -> Void) throws {
         guard let prolog = makeStream() else { throw IngestError(.io, "cannot open the file") }
-        let doctype = try Self.checkProlog(prolog)
+        let (doctype, utf8) = try Self.checkProlog(prolog)
         guard let stream = makeStream() else { throw IngestError(.io, "cannot open the file") }
-        let guarded = EntityNameGuardStream(doctype.map { BlankingInputStream(stream, blanking: $0) } ?? stream)
+        let inner = doctype.map { BlankingInputStream(stream, blanking: $0) } ?? stream
+        // libxml2 transcodes a document declared in another encoding; a UTF-8 one is passed on
+        // as it is, so it is checked first (see `UTF8GuardStream`).
+        let guarded: InputStream = utf8 ? UTF8GuardStream(inner) : inner
         let parser = XMLParser(stream: guarded)
         parser.shouldResolveExternalEntities = false
         parser.shouldProcessNamespaces = false
@@ -80,8 +83,8 @@ package final class XMLRecordReader {
             return (ok, delegate.records, delegate.failure)
         }
         row = records
-        if guarded.refused {
-            throw IngestError(.malformed, "an entity reference's name is not UTF-8 (XML 1.0 §4.1)", row: records + 1)
+        if let guarded = guarded as? UTF8GuardStream, let offset = guarded.invalidAt {
+            throw IngestError(.malformed, "the XML is not valid UTF-8 at byte \(offset) (XML 1.0 §4.3.3)", row: records + 1)
         }
         if let failure { throw failure }
         if !ok {
@@ -92,8 +95,9 @@ package final class XMLRecordReader {
 
     /// Reads the prolog (up to the root element, at most 4 MiB) and refuses ENTITY
     /// declarations and external DTDs. Comments and processing instructions are skipped.
-    /// - Returns: the byte range of the DOCTYPE declaration, if there is one.
-    static func checkProlog(_ stream: InputStream) throws -> Range<Int>? {
+    /// - Returns: the byte range of the DOCTYPE declaration, if there is one, and whether the
+    ///   document is UTF-8 (no XML declaration, or one without `encoding` or naming UTF-8).
+    static func checkProlog(_ stream: InputStream) throws -> (doctype: Range<Int>?, utf8: Bool) {
         stream.open()
         defer { stream.close() }
         var bytes: [UInt8] = []
@@ -120,6 +124,12 @@ package final class XMLRecordReader {
             i += text.utf8.count
         }
         if starts("\u{FEFF}") { i += 3 }
+        var utf8 = true
+        if starts("<?xml ") {
+            let start = i
+            try skip(past: "?>")
+            utf8 = Self.declaresUTF8(bytes[start..<i])
+        }
         var doctype: Range<Int>?
         var doctypeStart = 0
         while need(1) {
@@ -161,10 +171,21 @@ package final class XMLRecordReader {
                     i += 1
                 }
             } else {
-                return doctype  // the root element: the prolog is clean
+                return (doctype, utf8)  // the root element: the prolog is clean
             }
         }
-        return doctype
+        return (doctype, utf8)
+    }
+
+    /// Whether an XML declaration (`<?xml … ?>`) leaves the document UTF-8: no `encoding`
+    /// pseudo-attribute, or one naming UTF-8 (XML 1.0 §4.3.3, names compared case-insensitively).
+    static func declaresUTF8(_ declaration: ArraySlice<UInt8>) -> Bool {
+        let text = String(decoding: declaration, as: UTF8.self)
+        guard let range = text.range(of: "encoding") else { return true }
+        let rest = text[range.upperBound...].drop { $0 == " " || $0 == "=" || $0 == "\t" }
+        guard let quote = rest.first, quote == "\"" || quote == "'" else { return true }
+        let name = rest.dropFirst().prefix { $0 != quote }.lowercased()
+        return name == "utf-8" || name == "utf8"
     }
 
     private final class Delegate: NSObject, XMLParserDelegate {
@@ -320,27 +341,22 @@ private final class BlankingInputStream: InputStream {
     }
 }
 
-/// Ends the stream (a read error) at an entity reference (`&name;`) whose name is not valid
-/// UTF-8, before libxml2 hands that name to FoundationXML.
+/// Ends the stream (a read error) at the first byte that is not UTF-8, before libxml2 hands a
+/// name holding it to FoundationXML.
 ///
-/// Why: FoundationXML's entity callback (`_NSXMLParserGetEntity`, Swift 6.3.1) force-unwraps the
-/// name decoded as UTF-8, so `&a\u{C2}\u{CA};` traps and takes the process down (found by
-/// fuzzing). Every `&` is looked at, even in comments and CDATA, a superset of what libxml2
-/// reads as a reference; a document declared in another encoding with non-ASCII entity names
-/// is refused too, which loses next to nothing.
-private final class EntityNameGuardStream: InputStream {
+/// Why: FoundationXML (Swift 6.3.1) force-unwraps names decoded as UTF-8 in its entity and
+/// element callbacks, so `&a\u{C2}\u{CA};` or an element name of `0xFF` bytes traps and takes the
+/// process down (found by fuzzing). A UTF-8 document with such bytes is not well-formed XML
+/// anyway (XML 1.0 §4.3.3), so refusing it loses nothing.
+private final class UTF8GuardStream: InputStream {
     private let inner: InputStream
-    /// True once a bad name was seen; the parse then fails and the reader says why.
-    private(set) var refused = false
-    /// After `&`: reading a name (false for `&#…` character references).
-    private var inName = false
-    /// The byte just read was `&`.
-    private var afterAmpersand = false
-    /// UTF-8 continuation bytes the name's current character still needs.
-    private var needed = 0
-    /// The range the next continuation byte must fall in (stricter after E0, ED, F0, F4).
-    private var low: UInt8 = 0x80
-    private var high: UInt8 = 0xBF
+    /// The stream offset of the first invalid byte, once seen; the parse then fails and the
+    /// reader says why.
+    private(set) var invalidAt: Int64?
+    /// Bytes of a sequence cut by the end of the last read, checked with the next one.
+    private var carry: [UInt8] = []
+    /// Bytes passed on so far.
+    private var offset: Int64 = 0
 
     init(_ inner: InputStream) {
         self.inner = inner
@@ -349,53 +365,43 @@ private final class EntityNameGuardStream: InputStream {
 
     override func open() { inner.open() }
     override func close() { inner.close() }
-    override var hasBytesAvailable: Bool { !refused && inner.hasBytesAvailable }
-    override var streamStatus: Stream.Status { refused ? .error : inner.streamStatus }
+    override var hasBytesAvailable: Bool { invalidAt == nil && inner.hasBytesAvailable }
+    override var streamStatus: Stream.Status { invalidAt != nil ? .error : inner.streamStatus }
     // The parser asks for the error once a read fails; the inner stream has none to give.
     override var streamError: (any Error)? {
-        refused ? IngestError(.malformed, "an entity reference's name is not UTF-8") : inner.streamError
+        invalidAt != nil ? IngestError(.malformed, "the XML is not valid UTF-8") : inner.streamError
     }
 
     override func read(_ buffer: UnsafeMutablePointer<UInt8>, maxLength length: Int) -> Int {
-        guard !refused else { return -1 }
+        guard invalidAt == nil else { return -1 }
         let count = inner.read(buffer, maxLength: length)
-        for k in 0..<max(count, 0) where !accept(buffer[k]) {
-            refused = true
+        guard count > 0 else {
+            // The input ended inside a sequence.
+            if count == 0 && !carry.isEmpty { invalidAt = offset - Int64(carry.count) }
+            return invalidAt == nil ? count : -1
+        }
+        let bytes = carry + UnsafeBufferPointer(start: buffer, count: count)
+        // A sequence may be cut by the end of this read: up to 3 trailing bytes wait for the next.
+        var checked = bytes.count
+        if let lead = bytes.suffix(3).lastIndex(where: { $0 >= 0xC0 }), bytes.count - lead < Self.length(of: bytes[lead]) {
+            checked = lead
+        }
+        if let bad = bytes.withUnsafeBufferPointer({ UTF8Validation.firstInvalidByte(UnsafeBufferPointer(rebasing: $0[0..<checked])) }) {
+            invalidAt = offset - Int64(carry.count) + Int64(bad)
             return -1
         }
+        carry = Array(bytes[checked...])
+        offset += Int64(count)
         return count
     }
 
-    /// Whether `byte` keeps the stream acceptable.
-    private func accept(_ byte: UInt8) -> Bool {
-        if afterAmpersand {
-            afterAmpersand = false
-            inName = byte != 0x23  // `&#` starts a character reference, not a name
-            if !inName { return true }
+    /// The length of the UTF-8 sequence a lead byte starts (1 for anything else).
+    private static func length(of lead: UInt8) -> Int {
+        switch lead {
+        case 0xC0...0xDF: 2
+        case 0xE0...0xEF: 3
+        case 0xF0...0xF7: 4
+        default: 1
         }
-        if inName {
-            if needed > 0 {
-                guard (low...high).contains(byte) else { return false }
-                needed -= 1
-                low = 0x80
-                high = 0xBF
-                return true
-            }
-            switch byte {
-            case 0x30...0x39, 0x41...0x5A, 0x61...0x7A, 0x2D, 0x2E, 0x5F, 0x3A: return true
-            case 0xC2...0xDF: needed = 1
-            case 0xE0: (needed, low) = (2, 0xA0)
-            case 0xE1...0xEC, 0xEE, 0xEF: needed = 2
-            case 0xED: (needed, high) = (2, 0x9F)
-            case 0xF0: (needed, low) = (3, 0x90)
-            case 0xF1...0xF3: needed = 3
-            case 0xF4: (needed, high) = (3, 0x8F)
-            case 0x80...: return false
-            default: inName = false  // the name ends
-            }
-            if needed > 0 { return true }
-        }
-        if byte == 0x26 { afterAmpersand = true }
-        return true
     }
 }

@@ -2,9 +2,10 @@ import CairnFormats
 import Foundation
 import Testing
 
-/// An entity reference whose name is not UTF-8 once trapped inside FoundationXML (found by
-/// fuzzing): the reader refuses it as malformed instead.
-@Suite("XML entity names")
+/// An entity reference or an element whose name is not UTF-8 once trapped inside FoundationXML
+/// (found by fuzzing): the reader refuses a UTF-8 document holding bytes that are not UTF-8 as
+/// malformed instead, and leaves documents declared in another encoding to libxml2's transcoding.
+@Suite("XML names that are not UTF-8")
 struct XMLEntityNameTests {
     /// Reads `document` with records at `/r/row`.
     static func read(_ document: [UInt8]) throws -> Int {
@@ -23,5 +24,35 @@ struct XMLEntityNameTests {
         #expect(try Self.read(Array("<r><row><a>&#xE9;&amp;&#233;é</a></row><row/></r>".utf8)) == 2)
         // An undefined entity is the parser's own error, not a trap.
         #expect(throws: IngestError.self) { try Self.read(Array("<r><row><a>&aé;</a></row></r>".utf8)) }
+    }
+
+    @Test(arguments: [[0xFF, 0xFF], [0xC3], [0xE9, 0x80], [0xF4, 0x90, 0x80, 0x80]])
+    func anElementNameThatIsNotUTF8IsRefused(_ name: [UInt8]) {
+        let document = Array("<r><row><".utf8) + name + Array("/></row></r>".utf8)
+        #expect {
+            try Self.read(document)
+        } throws: { error in
+            (error as? IngestError)?.message.contains("not valid UTF-8") == true
+        }
+    }
+
+    /// A sequence cut between two reads of the stream is still checked whole.
+    @Test func aSequenceSplitAcrossReadsIsJudgedWhole() throws {
+        let padding = String(repeating: "x", count: (64 << 10) - 14)
+        let valid = Array("<r><row><a>\(padding)é€😀</a></row></r>".utf8)
+        #expect(try Self.read(valid) == 1)
+        var broken = Array("<r><row><a>\(padding)".utf8)
+        broken += [0xE2, 0x82]  // € without its last byte
+        broken += Array("</a></row></r>".utf8)
+        #expect(throws: IngestError.self) { try Self.read(broken) }
+    }
+
+    @Test func aDocumentDeclaredInAnotherEncodingIsTranscodedNotRefused() throws {
+        // ISO-8859-1: 0xE9 is é, in a name and in text.
+        let document = Array("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><r><row><caf".utf8) + [0xE9] + Array(">x".utf8) + [0xE9]
+            + Array("</caf".utf8) + [0xE9] + Array("></row></r>".utf8)
+        var fields: [(name: String, value: FieldValue)] = []
+        try XMLRecordReader(data: Data(document), recordPath: "/r/row").forEachRecord { fields = $0 }
+        #expect(fields.first?.name == "café")
     }
 }
