@@ -49,7 +49,8 @@ struct XMLEntityNameTests {
 
     @Test func aDocumentDeclaredInAnotherEncodingIsTranscodedNotRefused() throws {
         // ISO-8859-1: 0xE9 is é, in a name and in text.
-        let document = Array("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><r><row><caf".utf8) + [0xE9] + Array(">x".utf8) + [0xE9]
+        let document =
+            Array("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><r><row><caf".utf8) + [0xE9] + Array(">x".utf8) + [0xE9]
             + Array("</caf".utf8) + [0xE9] + Array("></row></r>".utf8)
         var fields: [(name: String, value: FieldValue)] = []
         try XMLRecordReader(data: Data(document), recordPath: "/r/row").forEachRecord { fields = $0 }
