@@ -177,15 +177,18 @@ package final class XMLRecordReader {
         return (doctype, utf8)
     }
 
-    /// Whether an XML declaration (`<?xml … ?>`) leaves the document UTF-8: no `encoding`
-    /// pseudo-attribute, or one naming UTF-8 (XML 1.0 §4.3.3, names compared case-insensitively).
+    /// Whether the document is read as UTF-8 and so must be checked as UTF-8: unless its XML
+    /// declaration (`<?xml … ?>`) names one of the single-byte encodings libxml2 transcodes
+    /// (ISO-8859-n, Windows-125n; XML 1.0 §4.3.3), it is. A name that is malformed, unknown or
+    /// multi-byte (Shift_JIS…) counts as UTF-8: libxml2 may pass such bytes on untranscoded.
     static func declaresUTF8(_ declaration: ArraySlice<UInt8>) -> Bool {
         let text = String(decoding: declaration, as: UTF8.self)
         guard let range = text.range(of: "encoding") else { return true }
         let rest = text[range.upperBound...].drop { $0 == " " || $0 == "=" || $0 == "\t" }
         guard let quote = rest.first, quote == "\"" || quote == "'" else { return true }
         let name = rest.dropFirst().prefix { $0 != quote }.lowercased()
-        return name == "utf-8" || name == "utf8"
+        let singleByte = (1...16).map { "iso-8859-\($0)" } + (0...8).map { "windows-125\($0)" } + ["latin1", "us-ascii"]
+        return !singleByte.contains(name)
     }
 
     private final class Delegate: NSObject, XMLParserDelegate {
