@@ -69,8 +69,8 @@ package final class XMLRecordReader {
         guard let stream = makeStream() else { throw IngestError(.io, "cannot open the file") }
         let inner = doctype.map { BlankingInputStream(stream, blanking: $0) } ?? stream
         // libxml2 transcodes a document declared in another encoding; a UTF-8 one is passed on
-        // as it is, so it is checked first (see `UTF8GuardStream`).
-        let guarded: InputStream = utf8 ? UTF8GuardStream(inner) : inner
+        // as it is, so it is checked first, and control characters in any (see `XMLCharGuardStream`).
+        let guarded = XMLCharGuardStream(inner, utf8: utf8)
         let parser = XMLParser(stream: guarded)
         parser.shouldResolveExternalEntities = false
         parser.shouldProcessNamespaces = false
@@ -83,8 +83,10 @@ package final class XMLRecordReader {
             return (ok, delegate.records, delegate.failure)
         }
         row = records
-        if let guarded = guarded as? UTF8GuardStream, let offset = guarded.invalidAt {
-            throw IngestError(.malformed, "the XML is not valid UTF-8 at byte \(offset) (XML 1.0 §4.3.3)", row: records + 1)
+        if let offset = guarded.invalidAt {
+            throw IngestError(
+                .malformed, "the XML holds a byte that is not an XML character at byte \(offset) (not UTF-8, or a control character; XML 1.0 §2.2)",
+                row: records + 1)
         }
         if let failure { throw failure }
         if !ok {
@@ -141,6 +143,8 @@ package final class XMLRecordReader {
             } else if starts("<!--") {
                 try skip(past: "-->")
             } else if starts("<!DOCTYPE") {
+                // One at most (XML 1.0 §2.8): only one is blanked out before the parser reads.
+                guard doctype == nil else { throw IngestError(.malformed, "the XML has more than one DOCTYPE") }
                 doctypeStart = i
                 i += 9
                 var inQuote: UInt8?
@@ -344,15 +348,18 @@ private final class BlankingInputStream: InputStream {
     }
 }
 
-/// Ends the stream (a read error) at the first byte that is not UTF-8, before libxml2 hands a
-/// name holding it to FoundationXML.
+/// Ends the stream (a read error) at the first byte that cannot be an XML character: one that
+/// is not UTF-8 (in a document read as UTF-8), or a control character other than tab, LF and CR
+/// (XML 1.0 §2.2), before libxml2 hands a name or string holding it to FoundationXML.
 ///
 /// Why: FoundationXML (Swift 6.3.1) force-unwraps names decoded as UTF-8 in its entity and
 /// element callbacks, so `&a\u{C2}\u{CA};` or an element name of `0xFF` bytes traps and takes the
-/// process down (found by fuzzing). A UTF-8 document with such bytes is not well-formed XML
-/// anyway (XML 1.0 §4.3.3), so refusing it loses nothing.
-private final class UTF8GuardStream: InputStream {
+/// process down, and a NUL cuts the C strings it hands on (found by fuzzing). Such a document is
+/// not well-formed XML anyway, so refusing it loses nothing.
+private final class XMLCharGuardStream: InputStream {
     private let inner: InputStream
+    /// Whether the bytes must be UTF-8 (a document libxml2 does not transcode).
+    private let utf8: Bool
     /// The stream offset of the first invalid byte, once seen; the parse then fails and the
     /// reader says why.
     private(set) var invalidAt: Int64?
@@ -361,8 +368,9 @@ private final class UTF8GuardStream: InputStream {
     /// Bytes passed on so far.
     private var offset: Int64 = 0
 
-    init(_ inner: InputStream) {
+    init(_ inner: InputStream, utf8: Bool) {
         self.inner = inner
+        self.utf8 = utf8
         super.init(data: Data())
     }
 
@@ -372,12 +380,20 @@ private final class UTF8GuardStream: InputStream {
     override var streamStatus: Stream.Status { invalidAt != nil ? .error : inner.streamStatus }
     // The parser asks for the error once a read fails; the inner stream has none to give.
     override var streamError: (any Error)? {
-        invalidAt != nil ? IngestError(.malformed, "the XML is not valid UTF-8") : inner.streamError
+        invalidAt != nil ? IngestError(.malformed, "the XML holds a byte that is not an XML character") : inner.streamError
     }
 
     override func read(_ buffer: UnsafeMutablePointer<UInt8>, maxLength length: Int) -> Int {
         guard invalidAt == nil else { return -1 }
         let count = inner.read(buffer, maxLength: length)
+        for k in 0..<max(count, 0) where buffer[k] < 0x20 && buffer[k] != 0x09 && buffer[k] != 0x0A && buffer[k] != 0x0D {
+            invalidAt = offset + Int64(k)
+            return -1
+        }
+        guard utf8 else {
+            offset += Int64(max(count, 0))
+            return count
+        }
         guard count > 0 else {
             // The input ended inside a sequence.
             if count == 0 && !carry.isEmpty { invalidAt = offset - Int64(carry.count) }

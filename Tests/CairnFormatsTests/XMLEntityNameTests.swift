@@ -32,7 +32,7 @@ struct XMLEntityNameTests {
         #expect {
             try Self.read(document)
         } throws: { error in
-            (error as? IngestError)?.message.contains("not valid UTF-8") == true
+            (error as? IngestError)?.message.contains("not an XML character") == true
         }
     }
 
@@ -55,5 +55,21 @@ struct XMLEntityNameTests {
         var fields: [(name: String, value: FieldValue)] = []
         try XMLRecordReader(data: Data(document), recordPath: "/r/row").forEachRecord { fields = $0 }
         #expect(fields.first?.name == "café")
+    }
+
+    /// A NUL (or another control character) cut the C strings FoundationXML hands on; a second
+    /// DOCTYPE was passed to the parser unchecked (found by fuzzing, with NULs in both).
+    @Test(arguments: ["<r><row><a>x\u{0}y</a></row></r>", "<r><row><a>\u{1B}</a></row></r>", "<r><row \u{0}/></r>"])
+    func controlCharactersAreRefused(_ document: String) {
+        #expect(throws: IngestError.self) { try Self.read(Array(document.utf8)) }
+    }
+
+    @Test func aSecondDoctypeIsRefused() {
+        #expect {
+            try Self.read(Array("<!DOCTYPE r><!DOCTYPE r><r><row/></r>".utf8))
+        } throws: { error in
+            (error as? IngestError)?.message.contains("more than one DOCTYPE") == true
+        }
+        #expect((try? Self.read(Array("<!DOCTYPE r>\t\r\n<r><row/></r>".utf8))) == 1, "tab, CR and LF are characters")
     }
 }
