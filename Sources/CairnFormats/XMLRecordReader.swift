@@ -85,7 +85,8 @@ package final class XMLRecordReader {
         row = records
         if let offset = guarded.invalidAt {
             throw IngestError(
-                .malformed, "the XML holds a byte that is not an XML character at byte \(offset) (not UTF-8, or a control character; XML 1.0 §2.2)",
+                .malformed,
+                "the XML holds a byte that is not an XML character at byte \(offset) (not UTF-8, a control character, or the end of a processing instruction without data; XML 1.0 §2.2)",
                 row: records + 1)
         }
         if let failure { throw failure }
@@ -350,7 +351,8 @@ private final class BlankingInputStream: InputStream {
 
 /// Ends the stream (a read error) at the first byte that cannot be an XML character: one that
 /// is not UTF-8 (in a document read as UTF-8), or a control character other than tab, LF and CR
-/// (XML 1.0 §2.2), before libxml2 hands a name or string holding it to FoundationXML.
+/// (XML 1.0 §2.2), before libxml2 hands a name or string holding it to FoundationXML; and at a
+/// processing instruction without data, which FoundationXML cannot take either.
 ///
 /// Why: FoundationXML (Swift 6.3.1) force-unwraps names decoded as UTF-8 in its entity and
 /// element callbacks, so `&a\u{C2}\u{CA};` or an element name of `0xFF` bytes traps and takes the
@@ -386,7 +388,7 @@ private final class XMLCharGuardStream: InputStream {
     override func read(_ buffer: UnsafeMutablePointer<UInt8>, maxLength length: Int) -> Int {
         guard invalidAt == nil else { return -1 }
         let count = inner.read(buffer, maxLength: length)
-        for k in 0..<max(count, 0) where buffer[k] < 0x20 && buffer[k] != 0x09 && buffer[k] != 0x0A && buffer[k] != 0x0D {
+        for k in 0..<max(count, 0) where !accept(buffer[k]) {
             invalidAt = offset + Int64(k)
             return -1
         }
@@ -412,6 +414,26 @@ private final class XMLCharGuardStream: InputStream {
         carry = Array(bytes[checked...])
         offset += Int64(count)
         return count
+    }
+
+    /// Where a processing instruction's start stands: 0 outside, 1 after `<`, 2 in `<?name`.
+    private var instruction = 0
+
+    /// Whether `byte` may come next: not a control character other than tab, LF and CR, and
+    /// not the `?` that would end a processing instruction with a target and no data
+    /// (`<?name?>`, legal XML whose null data FoundationXML hands to `strlen`; found by
+    /// fuzzing). Such an instruction is refused wherever it stands, in CDATA too.
+    private func accept(_ byte: UInt8) -> Bool {
+        if byte < 0x20 && byte != 0x09 && byte != 0x0A && byte != 0x0D { return false }
+        switch (instruction, byte) {
+        case (2, 0x3F): return false
+        case (2, 0x20), (2, 0x09), (2, 0x0A), (2, 0x0D): instruction = 0
+        case (2, _): break
+        case (1, 0x3F): instruction = 2
+        case (_, 0x3C): instruction = 1
+        default: instruction = 0
+        }
+        return true
     }
 
     /// The length of the UTF-8 sequence a lead byte starts (1 for anything else).

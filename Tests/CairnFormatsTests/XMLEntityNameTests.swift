@@ -59,7 +59,10 @@ struct XMLEntityNameTests {
 
     /// A NUL (or another control character) cut the C strings FoundationXML hands on; a second
     /// DOCTYPE was passed to the parser unchecked (found by fuzzing, with NULs in both).
-    @Test(arguments: ["<r><row><a>x\u{0}y</a></row></r>", "<r><row><a>\u{1B}</a></row></r>", "<r><row \u{0}/></r>"])
+    @Test(arguments: [
+        "<r><row><a>x\u{0}y</a></row></r>", "<r><row><a>\u{1B}</a></row></r>", "<r><row \u{0}/></r>", "<?pi?><r><row/></r>",
+        "<r><row><?pi?></row></r>", "<r><??><row/></r>",
+    ])
     func controlCharactersAreRefused(_ document: String) {
         #expect(throws: IngestError.self) { try Self.read(Array(document.utf8)) }
     }
@@ -71,5 +74,6 @@ struct XMLEntityNameTests {
             (error as? IngestError)?.message.contains("more than one DOCTYPE") == true
         }
         #expect((try? Self.read(Array("<!DOCTYPE r>\t\r\n<r><row/></r>".utf8))) == 1, "tab, CR and LF are characters")
+        #expect((try? Self.read(Array("<?pi data?><r><?pi ?><row/><a><b/></a></r>".utf8))) == 1, "instructions with data are read")
     }
 }
