@@ -56,10 +56,14 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Prints a start-up failure as one line and exits 1.
+/// Prints a start-up failure as one line and exits 1 (2 for a wrong or unreadable master key,
+/// as for any other bad setting).
 func fail(_ error: any Error) -> ExitCode {
     let text: String
     switch error {
+    case let error as MasterKeyError:
+        FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
+        return ExitCode(2)
     case let error as AppError:
         text =
             "\(error.code): \(error.detail ?? "")"
