@@ -140,6 +140,10 @@ package func buildComponents(
         tokenSettings.hmacSecret = configuration.accounts.jwtSecret
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
+        if configuration.databaseURL != nil {
+            // Several nodes: the ring lives in the database, sealed; nothing to copy between nodes.
+            tokenSettings.keyDatabase = (database, secrets)
+        }
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(
             cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)

@@ -221,7 +221,8 @@ struct UserCommand: AsyncParsableCommand {
 }
 
 struct KeysCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Manage JWT signing keys.", subcommands: [Rotate.self])
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage JWT signing keys.", subcommands: [Rotate.self])
 
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -229,13 +230,11 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var options: CommonOptions
 
         func run() async throws {
-            let (configuration, _) = try await options.load()
-            do {
-                try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
-                let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accounts.accessTokenTTL)
-                print("new signing key \(kid); running nodes sharing this key file pick it up within 5 seconds")
-            } catch {
-                throw fail(error)
+            try await withComponents(options) { components in
+                let settings = components.accounts.tokens.settings
+                let kid = try await TokenService.rotate(settings)
+                let shared = settings.keyDatabase == nil ? "sharing this key file" : "on this database"
+                print("new signing key \(kid); running nodes \(shared) pick it up within 5 seconds")
             }
         }
     }
