@@ -47,6 +47,43 @@ struct SecretsEndToEndTests {
     }
 
     @Test
+    func rotateMasterReencryptsEverythingUnderANewKey() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let environment = ["CAIRN_WEBHOOKS_ALLOW_PRIVATE": "true"]
+        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let register = try await curl(
+            "POST", "\(server.baseURL)/auth/register", json: ["email": "master@example.com", "password": "master password!", "name": "Keys"])
+        #expect(register.status == 201)
+        let first = try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "master@example.com", "password": "master password!"])
+        let token = try #require(first.json["accessToken"] as? String)
+        let apiKey = "SG.rotate-master-" + UUID().uuidString
+        let put = try await curl(
+            "PUT", "\(server.baseURL)/notification-providers/sendgrid", json: ["apiKey": apiKey, "fromEmail": "noreply@example.com"], token: token)
+        #expect(put.status == 200)
+        let hook = try await curl("POST", "\(server.baseURL)/webhooks", json: ["url": "http://127.0.0.1:9/hook"], token: token)
+        #expect(hook.status == 201)
+        #expect(try await server.stop() == 0)
+        let oldKey = try String(contentsOfFile: dataDir + "/master.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let rotated = try await runCairn(["keys", "rotate-master", "--data-dir", dataDir], environment: environment)
+        #expect(rotated.status == 0, "\(rotated.error)")
+        #expect(rotated.output.contains("re-sealed 2 secrets"), "\(rotated.output)")
+        let newKey = try String(contentsOfFile: dataDir + "/master.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(newKey != oldKey && !rotated.output.contains(newKey))
+
+        server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let login = try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "master@example.com", "password": "master password!"])
+        let fresh = try #require(login.json["accessToken"] as? String)
+        let listed = try await curl("GET", "\(server.baseURL)/notification-providers", token: fresh)
+        #expect(listed.body.contains("…" + apiKey.suffix(4)), "\(listed.body)")
+        #expect(try await server.stop() == 0)
+        // The old key no longer opens this database.
+        let (status, output) = try await Self.serveUntilExit(dataDir: dataDir, environment: environment.merging(["CAIRN_MASTER_KEY": oldKey]) { $1 })
+        #expect(status == 2, "\(output)")
+    }
+
+    @Test
     func aSingleNodeGeneratesItsMasterKeyFileWithMode0600() async throws {
         let dataDir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
