@@ -100,7 +100,7 @@ let package = Package(
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                nioSSL, nioPosix, logging, serviceLifecycle,
+                nioSSL, nioPosix, logging, serviceLifecycle, crypto,
             ],
             swiftSettings: strictSettings
         ),
@@ -191,7 +191,7 @@ let package = Package(
             name: "cairn",
             dependencies: [
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
-                "CairnTasks", "CairnCatalog", "CairnPipelines",
+                "CairnTasks", "CairnCatalog", "CairnPipelines", "CairnOutbound",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 hummingbird, logging,
             ],

@@ -85,5 +85,12 @@ package enum AccountsMigrations {
                 "CREATE INDEX auth_attempts_bucket ON auth_attempts (bucket, at)",
                 "CREATE INDEX auth_attempts_at ON auth_attempts (at)",
             ]),
+        Migration(
+            module: "accounts", version: 4, name: "signing key ring in the database",
+            sql: [
+                // Used on PostgreSQL (several nodes); SQLite keeps `jwt-keys.json`. The private
+                // key is sealed under the master key (`v1:…`, see SecretBox).
+                "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, private_key TEXT NOT NULL, created_at BIGINT NOT NULL)"
+            ]),
     ]
 }

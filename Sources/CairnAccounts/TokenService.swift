@@ -3,6 +3,7 @@ package import CairnStorage
 import Crypto
 package import Foundation
 package import JWTKit
+package import SQLKit
 import Synchronization
 
 /// The claims of a Cairn access token (RFC 7519 §4): `iss`, `aud`, `sub`, `tid` (tenant),
@@ -67,8 +68,12 @@ package struct TokenSettings: Sendable {
     package var leeway: Double = 60
     /// When set (≥ 32 bytes), tokens are HS256 with this secret instead of EdDSA.
     package var hmacSecret: String?
-    /// The Ed25519 key ring file (mode 0600), used when `hmacSecret` is nil.
+    /// The Ed25519 key ring file (mode 0600), used when `hmacSecret` is nil and `keyDatabase`
+    /// is not set; on the database, a ring file left from before is imported once.
     package var keyFile: String
+    /// When set (PostgreSQL, several nodes), the key ring lives in the `signing_keys` table,
+    /// private keys sealed with the box: no node needs a copied file.
+    package var keyDatabase: (database: Database, secrets: SecretBox)?
 
     /// Creates settings with the key ring at `keyFile`.
     package init(keyFile: String) {
@@ -118,7 +123,7 @@ package final class TokenService: Sendable {
             state = Mutex(KeyState(keys: keys, signingKid: kid, knownKids: [kid], publicJWKs: [], loadedAt: clock.instant))
         } else {
             self.algorithm = "EdDSA"
-            let ring = try KeyRing.loadOrCreate(at: settings.keyFile)
+            let ring = try await KeyRing.loadOrCreate(settings)
             state = Mutex(try await Self.keyState(from: ring, loadedAt: clock.instant))
         }
     }
@@ -219,7 +224,7 @@ package final class TokenService: Sendable {
     }
 
     /// A node started before `cairn keys rotate` learns the new keys by re-reading the ring
-    /// file, at most every 5 seconds: it then signs with the newest key, publishes all of them,
+    /// (file or database), at most every 5 seconds: it then signs with the newest key, publishes all of them,
     /// and verifies tokens signed by any of them.
     private func reloadIfStale() async {
         guard settings.hmacSecret == nil else { return }
@@ -229,29 +234,64 @@ package final class TokenService: Sendable {
             state.loadedAt = now  // one reload at a time
             return true
         }
-        guard due, let ring = try? KeyRing.load(at: settings.keyFile) else { return }
+        guard due, let ring = try? await KeyRing.load(settings) else { return }
         let changed = state.withLock { Set(ring.keys.map(\.kid)) != $0.knownKids }
         guard changed, let fresh = try? await Self.keyState(from: ring, loadedAt: now) else { return }
         state.withLock { $0 = fresh }
         verified.withLock { $0.removeAll() }
     }
 
-    /// Adds a new signing key to the ring file; keys superseded longer ago than the access
-    /// token lifetime plus leeway are dropped (no token they signed can still be valid).
+    /// Adds a new signing key to the ring (the file, or the database when `settings` names
+    /// one); keys superseded longer ago than the access token lifetime plus leeway are dropped
+    /// (no token they signed can still be valid).
     /// - Returns: the new key id.
-    package static func rotate(keyFile: String, accessTokenTTL: Int, leeway: Int = 60) throws -> String {
-        var ring = try KeyRing.loadOrCreate(at: keyFile)
+    /// - Throws: `KeyRingError`, `MasterKeyError` or a database error.
+    package static func rotate(_ settings: TokenSettings, leeway: Int = 60) async throws -> String {
+        let accessTokenTTL = settings.accessTokenTTL
+        let retire = { @Sendable (ring: KeyRing, now: Int64) -> [KeyRing.Entry] in
+            let sorted = ring.keys.sorted { $0.createdAt < $1.createdAt }
+            var kept: [KeyRing.Entry] = []
+            for (index, key) in sorted.enumerated() {
+                let supersededAt = index + 1 < sorted.count ? sorted[index + 1].createdAt : now
+                if now - supersededAt <= Int64(accessTokenTTL + leeway) * 1000 { kept.append(key) }
+            }
+            return kept
+        }
+        if let (database, secrets) = settings.keyDatabase {
+            _ = try await KeyRing.loadOrCreate(settings)
+            return try await database.withExclusiveLock(key: KeyRing.lockKey) { db in
+                let ring = try await KeyRing.read(on: db, secrets: secrets)
+                let now = WallClock.milliseconds()
+                let kept = Set(retire(ring, now).map(\.kid))
+                for entry in ring.keys where !kept.contains(entry.kid) {
+                    try await db.raw("DELETE FROM signing_keys WHERE kid = \(bind: entry.kid)").run()
+                }
+                let entry = KeyRing.Entry.generate(now: now)
+                try await KeyRing.insert(entry, secrets: secrets, on: db)
+                return entry.kid
+            }
+        }
+        var ring = try KeyRing.loadOrCreate(at: settings.keyFile)
         let now = WallClock.milliseconds()
         let entry = KeyRing.Entry.generate(now: now)
-        let sorted = ring.keys.sorted { $0.createdAt < $1.createdAt }
-        var kept: [KeyRing.Entry] = []
-        for (index, key) in sorted.enumerated() {
-            let supersededAt = index + 1 < sorted.count ? sorted[index + 1].createdAt : now
-            if now - supersededAt <= Int64(accessTokenTTL + leeway) * 1000 { kept.append(key) }
-        }
-        ring.keys = kept + [entry]
-        try ring.save(to: keyFile)
+        ring.keys = retire(ring, now) + [entry]
+        try ring.save(to: settings.keyFile)
         return entry.kid
+    }
+
+    /// Re-seals the private keys of the database key ring from `old` to `new` on `db` (inside
+    /// `cairn keys rotate-master`'s transaction).
+    /// - Returns: how many keys it re-sealed.
+    /// - Throws: `MasterKeyError` when a key does not open under `old`.
+    @discardableResult
+    package static func resealKeys(from old: SecretBox, to new: SecretBox, on db: any SQLDatabase) async throws -> Int {
+        let rows = try await db.raw("SELECT kid, private_key FROM signing_keys").all()
+        for row in rows {
+            let kid = try row.decode(column: "kid", as: String.self)
+            let sealed = try new.reseal(try row.decode(column: "private_key", as: String.self), purpose: KeyRing.purpose, from: old)
+            try await db.raw("UPDATE signing_keys SET private_key = \(bind: sealed) WHERE kid = \(bind: kid)").run()
+        }
+        return rows.count
     }
 }
 
@@ -262,9 +302,10 @@ package struct KeyRingError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The Ed25519 signing keys, stored as JSON in one file with mode 0600.
-struct KeyRing: Codable {
-    struct Entry: Codable {
+/// The Ed25519 signing keys, stored as JSON in one file with mode 0600 (one node, SQLite), or
+/// as rows of `signing_keys` with private keys sealed under the master key (PostgreSQL).
+struct KeyRing: Codable, Sendable {
+    struct Entry: Codable, Sendable {
         var kid: String
         var privateKey: String
         var createdAt: Int64
@@ -289,6 +330,56 @@ struct KeyRing: Codable {
             throw KeyRingError("the signing key file \(path) is not a Cairn key ring")
         }
         return ring
+    }
+
+    /// `pg_advisory_xact_lock` key for creating and rotating the database ring: "cairn-keyring".
+    static let lockKey: Int64 = 0x6361_6972_6E6B_6579
+    /// What private keys are sealed for (``SecretBox``'s additional data).
+    static let purpose = "signing.key"
+
+    /// The ring from where `settings` keep it.
+    static func load(_ settings: TokenSettings) async throws -> KeyRing {
+        guard let (database, secrets) = settings.keyDatabase else { return try load(at: settings.keyFile) }
+        let ring = try await database.read { db in try await read(on: db, secrets: secrets) }
+        guard !ring.keys.isEmpty else { throw KeyRingError("the signing key ring in the database is empty") }
+        return ring
+    }
+
+    /// The ring from where `settings` keep it, created on first start: in the database, from
+    /// the node's old `jwt-keys.json` when there is one (tokens it signed stay valid), or a
+    /// new key. Creation runs under a lock, so nodes starting together make one ring.
+    static func loadOrCreate(_ settings: TokenSettings) async throws -> KeyRing {
+        guard let (database, secrets) = settings.keyDatabase else { return try loadOrCreate(at: settings.keyFile) }
+        if let ring = try? await load(settings) { return ring }
+        let imported = FileManager.default.fileExists(atPath: settings.keyFile) ? try load(at: settings.keyFile) : nil
+        return try await database.withExclusiveLock(key: lockKey) { db in
+            let existing = try await read(on: db, secrets: secrets)
+            guard existing.keys.isEmpty else { return existing }
+            let ring = imported ?? KeyRing(keys: [.generate(now: WallClock.milliseconds())])
+            for entry in ring.keys { try await insert(entry, secrets: secrets, on: db) }
+            return ring
+        }
+    }
+
+    /// The rows of `signing_keys`, private keys opened.
+    static func read(on db: any SQLDatabase, secrets: SecretBox) async throws -> KeyRing {
+        KeyRing(
+            keys: try await db.raw("SELECT kid, private_key, created_at FROM signing_keys ORDER BY created_at").all().map { row in
+                Entry(
+                    kid: try row.decode(column: "kid", as: String.self),
+                    privateKey: try secrets.open(try row.decode(column: "private_key", as: String.self), purpose: purpose),
+                    createdAt: try row.decode(column: "created_at", as: Int64.self))
+            })
+    }
+
+    /// Stores one key, its private key sealed.
+    static func insert(_ entry: Entry, secrets: SecretBox, on db: any SQLDatabase) async throws {
+        try await db.raw(
+            """
+            INSERT INTO signing_keys (kid, private_key, created_at)
+            VALUES (\(bind: entry.kid), \(bind: secrets.seal(entry.privateKey, purpose: purpose)), \(bind: entry.createdAt))
+            """
+        ).run()
     }
 
     static func loadOrCreate(at path: String) throws -> KeyRing {

@@ -61,11 +61,12 @@ package struct ChannelsController: Sendable {
         var endpoint = WebhookEndpoint(
             id: UUIDv7.make(), tenantId: context.identity.tenantId, url: body.url, types: types, secret: WebhookSignature.makeSecret(),
             enabled: true, deadLetters: 0, createdAt: WallClock.milliseconds())
+        let sealedSecret = channels.secrets.seal(endpoint.secret, purpose: WebhookEndpoint.secretPurpose)
         try await database.write { [endpoint] db in
             try await db.raw(
                 """
                 INSERT INTO webhook_endpoints (\(unsafeRaw: WebhookEndpoint.columns), disabled_at) VALUES (\(bind: endpoint.id), \(bind: endpoint.tenantId),
-                    \(bind: endpoint.url), \(bind: typesJSON), \(bind: endpoint.secret), \(bind: true), 0, \(bind: endpoint.createdAt), NULL)
+                    \(bind: endpoint.url), \(bind: typesJSON), \(bind: sealedSecret), \(bind: true), 0, \(bind: endpoint.createdAt), NULL)
                 """
             ).run()
         }
@@ -76,10 +77,11 @@ package struct ChannelsController: Sendable {
     /// `GET /webhooks`: the tenant's endpoints (at most 100), without secrets.
     @Sendable func listWebhooks(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let tenantId = context.identity.tenantId
+        let secrets = channels.secrets
         let items = try await channels.database.read { db in
             try await db.raw(
                 "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) ORDER BY id LIMIT 100"
-            ).all().map(WebhookEndpoint.from)
+            ).all().map { try WebhookEndpoint.from($0, secrets: secrets) }
         }
         return .json(ItemList(items: items))
     }

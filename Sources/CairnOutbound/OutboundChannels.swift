@@ -28,13 +28,18 @@ package final class OutboundChannels: PublishObserver {
     let settings: OutboundSettings
     let logger: Logger
     let credentials = CredentialCache()
+    /// Seals webhook secrets and provider settings at rest.
+    let secrets: SecretBox
 
-    /// Creates the channels. Pass them to ``Notifier`` as its publish observer and call
-    /// ``registerJobs(on:)`` once, from the composition root.
+    /// Creates the channels, sealing their secrets at rest with `secrets`. Pass them to
+    /// ``Notifier`` as its publish observer and call ``registerJobs(on:)`` once, from the
+    /// composition root.
     package init(
-        database: Database, notifications: NotificationStore, accounts: AccountService, jobs: JobQueue, settings: OutboundSettings, logger: Logger
+        database: Database, notifications: NotificationStore, accounts: AccountService, jobs: JobQueue, settings: OutboundSettings,
+        secrets: SecretBox, logger: Logger
     ) {
         self.database = database
+        self.secrets = secrets
         self.notifications = notifications
         self.accounts = accounts
         self.jobs = jobs
@@ -70,7 +75,7 @@ package final class OutboundChannels: PublishObserver {
         try await db.raw(
             "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)"
         )
-        .all().map(WebhookEndpoint.from)
+        .all().map { try WebhookEndpoint.from($0, secrets: secrets) }
     }
 
     /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the
@@ -165,6 +170,7 @@ package final class OutboundChannels: PublishObserver {
     func deliverWebhook(_ deliveryId: String, context: JobContext) async throws {
         let tenantId = context.job.tenantId
         let database = database
+        let secrets = secrets
         let loaded = try await database.read { db -> (String, WebhookEndpoint?)? in
             guard
                 let row = try await db.raw(
@@ -174,7 +180,7 @@ package final class OutboundChannels: PublishObserver {
             let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
             let endpoint = try await db.raw(
                 "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE id = \(bind: endpointId) AND tenant_id = \(bind: tenantId)"
-            ).first().map(WebhookEndpoint.from)
+            ).first().map { try WebhookEndpoint.from($0, secrets: secrets) }
             return (try row.decode(column: "payload", as: String.self), endpoint)
         }
         guard let (payload, endpoint) = loaded else { return }  // the delivery was deleted

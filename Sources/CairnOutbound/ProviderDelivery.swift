@@ -12,9 +12,10 @@ extension OutboundChannels {
     /// The adapter for a tenant's provider, built from its stored settings; nil when the
     /// provider is not (or no longer) configured.
     func provider(_ name: ProviderName, tenantId: String) async throws -> (any NotificationProvider)? {
+        let secrets = secrets
         guard
             let record = try await database.read({ db in
-                try await ProviderStore.settings(tenantId: tenantId, provider: name, on: db)
+                try await ProviderStore.settings(tenantId: tenantId, provider: name, secrets: secrets, on: db)
             })
         else { return nil }
         let endpoints = settings.providers

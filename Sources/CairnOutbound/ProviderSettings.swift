@@ -81,10 +81,16 @@ struct ProviderSettingsRecord: Sendable, JSONWritable {
         writer.objectEnd()
     }
 
-    static func from(_ row: any SQLRow) throws -> ProviderSettingsRecord? {
+    /// What the settings (API keys, private keys) are sealed for (``SecretBox``'s additional data).
+    static let configPurpose = "provider.config"
+
+    /// The settings in `row`, opened with `secrets` (a plaintext row the start-up sealing step
+    /// has not reached yet reads as it is); nil for an unknown provider.
+    /// - Throws: a decoding error, or `MasterKeyError` when the settings do not open.
+    static func from(_ row: any SQLRow, secrets: SecretBox) throws -> ProviderSettingsRecord? {
         guard let provider = ProviderName(rawValue: try row.decode(column: "provider", as: String.self)) else { return nil }
         return ProviderSettingsRecord(
-            provider: provider, config: try row.decode(column: "config", as: String.self),
+            provider: provider, config: try secrets.openOrPlain(try row.decode(column: "config", as: String.self), purpose: configPurpose),
             createdAt: try row.decode(column: "created_at", as: Int64.self), updatedAt: try row.decode(column: "updated_at", as: Int64.self))
     }
 }
@@ -141,31 +147,36 @@ enum ProviderStore {
             })
     }
 
-    static func settings(tenantId: String, provider: ProviderName, on db: any SQLDatabase) async throws -> ProviderSettingsRecord? {
+    static func settings(tenantId: String, provider: ProviderName, secrets: SecretBox, on db: any SQLDatabase) async throws
+        -> ProviderSettingsRecord?
+    {
         try await db.raw(
             """
             SELECT provider, config, created_at, updated_at FROM notification_providers
             WHERE tenant_id = \(bind: tenantId) AND provider = \(bind: provider.rawValue)
             """
-        ).first().flatMap(ProviderSettingsRecord.from)
+        ).first().flatMap { try ProviderSettingsRecord.from($0, secrets: secrets) }
     }
 
-    static func all(tenantId: String, on db: any SQLDatabase) async throws -> [ProviderSettingsRecord] {
+    static func all(tenantId: String, secrets: SecretBox, on db: any SQLDatabase) async throws -> [ProviderSettingsRecord] {
         try await db.raw(
             "SELECT provider, config, created_at, updated_at FROM notification_providers WHERE tenant_id = \(bind: tenantId) ORDER BY provider"
-        ).all().compactMap(ProviderSettingsRecord.from)
+        ).all().compactMap { try ProviderSettingsRecord.from($0, secrets: secrets) }
     }
 
-    static func put(tenantId: String, provider: ProviderName, config: String, on db: any SQLDatabase) async throws -> ProviderSettingsRecord? {
+    static func put(tenantId: String, provider: ProviderName, config: String, secrets: SecretBox, on db: any SQLDatabase) async throws
+        -> ProviderSettingsRecord?
+    {
         let now = WallClock.milliseconds()
+        let sealed = secrets.seal(config, purpose: ProviderSettingsRecord.configPurpose)
         try await db.raw(
             """
             INSERT INTO notification_providers (tenant_id, provider, config, created_at, updated_at)
-            VALUES (\(bind: tenantId), \(bind: provider.rawValue), \(bind: config), \(bind: now), \(bind: now))
+            VALUES (\(bind: tenantId), \(bind: provider.rawValue), \(bind: sealed), \(bind: now), \(bind: now))
             ON CONFLICT (tenant_id, provider) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at
             """
         ).run()
-        return try await settings(tenantId: tenantId, provider: provider, on: db)
+        return try await settings(tenantId: tenantId, provider: provider, secrets: secrets, on: db)
     }
 
     static func delete(tenantId: String, provider: ProviderName, on db: any SQLDatabase) async throws -> Bool {
@@ -442,7 +453,8 @@ package struct ProvidersController: Sendable {
     /// `GET /notification-providers`: the tenant's configured providers, secrets masked.
     @Sendable func listProviders(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let tenantId = context.identity.tenantId
-        let items = try await channels.database.read { db in try await ProviderStore.all(tenantId: tenantId, on: db) }
+        let secrets = channels.secrets
+        let items = try await channels.database.read { db in try await ProviderStore.all(tenantId: tenantId, secrets: secrets, on: db) }
         return .json(ItemList(items: items))
     }
 
@@ -456,8 +468,9 @@ package struct ProvidersController: Sendable {
         let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
         let config = try ProviderSettingsInput.config(for: provider, raw: raw)
         let tenantId = context.identity.tenantId
+        let secrets = channels.secrets
         let record = try await channels.database.write { db in
-            try await ProviderStore.put(tenantId: tenantId, provider: provider, config: config, on: db)
+            try await ProviderStore.put(tenantId: tenantId, provider: provider, config: config, secrets: secrets, on: db)
         }
         guard let record else { throw StoreInconsistency() }
         return .json(record)

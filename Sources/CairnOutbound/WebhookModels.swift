@@ -1,5 +1,6 @@
 import CairnHTTP
 import CairnNotifications
+import CairnStorage
 import Foundation
 import SQLKit
 
@@ -43,13 +44,20 @@ struct WebhookEndpoint: Sendable, JSONWritable {
 
     static let columns = "id, tenant_id, url, types, secret, enabled, dead_letters, created_at"
 
-    static func from(_ row: any SQLRow) throws -> WebhookEndpoint {
+    /// What the signing secret is sealed for (``SecretBox``'s additional data).
+    static let secretPurpose = "webhook.secret"
+
+    /// The endpoint in `row`, its signing secret opened with `secrets` (a plaintext secret the
+    /// start-up sealing step has not reached yet reads as it is).
+    /// - Throws: a decoding error, or `MasterKeyError` when the secret does not open.
+    static func from(_ row: any SQLRow, secrets: SecretBox) throws -> WebhookEndpoint {
         let typesText = try row.decode(column: "types", as: String.self)
         return WebhookEndpoint(
             id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
             url: try row.decode(column: "url", as: String.self),
             types: (try? JSONDecoder().decode([String].self, from: Data(typesText.utf8))) ?? [],
-            secret: try row.decode(column: "secret", as: String.self), enabled: try row.decode(column: "enabled", as: Bool.self),
+            secret: try secrets.openOrPlain(try row.decode(column: "secret", as: String.self), purpose: secretPurpose),
+            enabled: try row.decode(column: "enabled", as: Bool.self),
             deadLetters: try row.decode(column: "dead_letters", as: Int.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
     }
 }

@@ -23,7 +23,7 @@ import Synchronization
 
 /// Every module's migrations, in the order modules depend on each other.
 package let allMigrations: [Migration] =
-    AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
+    StorageMigrations.all + AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
     + ScheduleMigrations.all
     + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all + PipelineMigrations.all
 
@@ -61,6 +61,8 @@ package struct CairnComponents: Sendable {
     package let tasks: TaskStore
     /// Cross-node notifications.
     package let events: EventBus
+    /// Seals secrets at rest under the node's master key.
+    package let secrets: SecretBox
     /// The durable job queue.
     package let jobs: JobQueue
     /// Notifications: inbox, live hub, publish API.
@@ -116,7 +118,7 @@ package func buildComponents(
 ) async throws -> CairnComponents {
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
-    if configuration.databaseURL == nil || configuration.accounts.jwtSecret == nil {
+    if configuration.databaseURL == nil || configuration.accounts.jwtSecret == nil || configuration.masterKey == nil {
         try FileManager.default.createDirectory(
             atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
@@ -125,10 +127,23 @@ package func buildComponents(
         if configuration.migrateOnStart {
             try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
         }
+        let secrets = SecretBox(master: try configuration.masterKey ?? MasterKey.loadOrCreate(at: configuration.masterKeyFile))
+        do {
+            try await MasterKeyCheck.verify(secrets, on: database)
+        } catch let error as MasterKeyError {
+            throw error
+        } catch {
+            // No canary table yet: a node started with --no-migrate before `cairn migrate`;
+            // it is not ready until then, and checks the key on its next start.
+        }
         var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
         tokenSettings.hmacSecret = configuration.accounts.jwtSecret
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
+        if configuration.databaseURL != nil {
+            // Several nodes: the ring lives in the database, sealed; nothing to copy between nodes.
+            tokenSettings.keyDatabase = (database, secrets)
+        }
         let tokens = try await TokenService(settings: tokenSettings, clock: clock)
         let hasher = PasswordHasher(
             cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
@@ -143,7 +158,9 @@ package func buildComponents(
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
-            database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, logger: logger)
+            database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
+            logger: logger)
+        if configuration.migrateOnStart { try await channels.sealPlaintextSecrets() }
         let notifications = Notifier(
             store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
             logger: logger, clock: clock)
@@ -155,7 +172,7 @@ package func buildComponents(
             pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
             logger: logger)
         let components = CairnComponents(
-            database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, jobs: jobs,
+            database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, secrets: secrets, jobs: jobs,
             notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, clock: clock, logger: logger,
             catalog: catalog,
             productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,

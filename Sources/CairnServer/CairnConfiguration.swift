@@ -6,7 +6,7 @@ package import CairnJobs
 package import CairnNotifications
 package import CairnOutbound
 package import CairnPipelines
-import CairnStorage
+package import CairnStorage
 import Configuration
 import Foundation
 import SystemPackage
@@ -27,6 +27,9 @@ package struct CairnConfiguration: Sendable {
     package var dataDir = "./cairn-data"
     /// `postgres://…` to run on PostgreSQL (`CAIRN_DATABASE_URL`); nil runs on embedded SQLite.
     package var databaseURL: String?
+    /// The master key secrets at rest are sealed under (`CAIRN_MASTER_KEY`, 32 bytes in
+    /// base64); nil uses `<data dir>/master.key`, generated on first start with mode 0600.
+    package var masterKey: MasterKey?
     /// Accounts and tokens (`CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`,
     /// `CAIRN_BCRYPT_COST`, `CAIRN_BCRYPT_THREADS`, `CAIRN_BCRYPT_QUEUE`, `CAIRN_LOGIN_*`, `CAIRN_REGISTER_*`,
     /// `CAIRN_PASSWORD_CHANGE_*`).
@@ -70,6 +73,8 @@ package struct CairnConfiguration: Sendable {
     package var sqlitePath: String { dataDir + "/cairn.sqlite" }
     /// The Ed25519 key ring inside the data directory.
     package var keyFile: String { dataDir + "/jwt-keys.json" }
+    /// The generated master key, used when `CAIRN_MASTER_KEY` is not set.
+    package var masterKeyFile: String { dataDir + "/master.key" }
 
     /// Reads the configuration.
     /// - Parameters:
@@ -82,12 +87,15 @@ package struct CairnConfiguration: Sendable {
         var providers: [any ConfigProvider] = []
         var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
         for (key, value) in flags {
-            flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(.string(value), isSecret: key == "jwt.secret")
+            flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(
+                .string(value), isSecret: key == "jwt.secret" || key == "master.key")
         }
         providers.append(InMemoryProvider(name: "flags", values: flagValues))
         providers.append(
-            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(["CAIRN_JWT_SECRET", "CAIRN_DATABASE_URL"]))
-                .prefixKeys(with: ["cairn"]))
+            EnvironmentVariablesProvider(
+                environmentVariables: environment, secretsSpecifier: .specific(["CAIRN_JWT_SECRET", "CAIRN_DATABASE_URL", "CAIRN_MASTER_KEY"])
+            )
+            .prefixKeys(with: ["cairn"]))
         if let file = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
             do {
                 providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
@@ -117,6 +125,11 @@ package struct CairnConfiguration: Sendable {
                 throw settings.invalid("database.url", "must start with postgres:// (leave it unset for embedded SQLite)")
             }
             config.databaseURL = url
+        }
+        if let text = settings.text("master.key"), !text.isEmpty {
+            // The message never repeats the value: it is a secret.
+            guard let key = try? MasterKey(base64: text) else { throw settings.invalid("master.key", "must be 32 bytes in base64") }
+            config.masterKey = key
         }
         if let format = settings.text("log.format") {
             guard ["text", "json"].contains(format) else { throw settings.invalid("log.format", "must be text or json, got '\(format)'") }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CairnAccounts
 import CairnHTTP
+import CairnOutbound
 import CairnPipelines
 import CairnServer
 import CairnStorage
@@ -56,10 +57,14 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Prints a start-up failure as one line and exits 1.
+/// Prints a start-up failure as one line and exits 1 (2 for a wrong or unreadable master key,
+/// as for any other bad setting).
 func fail(_ error: any Error) -> ExitCode {
     let text: String
     switch error {
+    case let error as MasterKeyError:
+        FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
+        return ExitCode(2)
     case let error as AppError:
         text =
             "\(error.code): \(error.detail ?? "")"
@@ -217,7 +222,8 @@ struct UserCommand: AsyncParsableCommand {
 }
 
 struct KeysCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "keys", abstract: "Manage JWT signing keys.", subcommands: [Rotate.self])
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage JWT signing keys and the master key.", subcommands: [Rotate.self, RotateMaster.self])
 
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -225,13 +231,60 @@ struct KeysCommand: AsyncParsableCommand {
         @OptionGroup var options: CommonOptions
 
         func run() async throws {
-            let (configuration, _) = try await options.load()
-            do {
-                try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
-                let kid = try TokenService.rotate(keyFile: configuration.keyFile, accessTokenTTL: configuration.accounts.accessTokenTTL)
-                print("new signing key \(kid); running nodes sharing this key file pick it up within 5 seconds")
-            } catch {
-                throw fail(error)
+            try await withComponents(options) { components in
+                let settings = components.accounts.tokens.settings
+                let kid = try await TokenService.rotate(settings)
+                let shared = settings.keyDatabase == nil ? "sharing this key file" : "on this database"
+                print("new signing key \(kid); running nodes \(shared) pick it up within 5 seconds")
+            }
+        }
+    }
+
+    /// `cairn keys rotate-master`: every sealed secret re-encrypted under a new master key, in
+    /// one transaction.
+    struct RotateMaster: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-master",
+            abstract: "Re-encrypt every secret at rest under a new master key.",
+            discussion: """
+                The new key comes from CAIRN_NEW_MASTER_KEY (32 bytes, base64) or is generated. Without CAIRN_MASTER_KEY, \
+                it replaces <data dir>/master.key; with it, set CAIRN_MASTER_KEY to the new key on every node and restart them.
+                """)
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let fresh: MasterKey
+            if let text = ProcessInfo.processInfo.environment["CAIRN_NEW_MASTER_KEY"] {
+                guard let key = try? MasterKey(base64: text) else {
+                    FileHandle.standardError.write(Data("cairn: invalid configuration: CAIRN_NEW_MASTER_KEY must be 32 bytes in base64\n".utf8))
+                    throw ExitCode(2)
+                }
+                fresh = key
+            } else {
+                fresh = MasterKey.generate()
+            }
+            try await withComponents(options) { components in
+                let old = components.secrets
+                let new = SecretBox(master: fresh)
+                let keyFile = components.configuration.masterKey == nil ? components.configuration.masterKeyFile : nil
+                // The new key reaches the disk before the database uses it, so no crash leaves
+                // secrets sealed under a key that exists nowhere.
+                if let keyFile { try fresh.save(to: keyFile + ".new") }
+                let count = try await components.database.transaction { db in
+                    let outbound = try await OutboundChannels.resealSecrets(from: old, to: new, on: db)
+                    let keys = try await TokenService.resealKeys(from: old, to: new, on: db)
+                    try await MasterKeyCheck.reseal(new, on: db)
+                    return outbound + keys
+                }
+                if let keyFile {
+                    guard rename(keyFile + ".new", keyFile) == 0 else {
+                        throw MasterKeyError("re-sealed under the key in \(keyFile).new, but cannot rename it to \(keyFile): rename it by hand")
+                    }
+                    print("re-sealed \(count) secrets under master key \(fresh.id), saved in \(keyFile); restart the node")
+                } else {
+                    print("re-sealed \(count) secrets under master key \(fresh.id); set CAIRN_MASTER_KEY on every node and restart them:")
+                    if ProcessInfo.processInfo.environment["CAIRN_NEW_MASTER_KEY"] == nil { print(fresh.base64) }
+                }
             }
         }
     }

@@ -66,7 +66,7 @@ struct FreshUserFindingsTests {
         try await withTestApp(.sqlite, clock: clock) { app in
             let (client, components) = (app.client, app.components)
             _ = try await client.registerAndLogin(email: "rotate@example.com")
-            let newKid = try TokenService.rotate(keyFile: components.accounts.tokens.settings.keyFile, accessTokenTTL: 900)
+            let newKid = try await TokenService.rotate(components.accounts.tokens.settings)
             // The node re-reads the ring file at most every 5 s of its clock.
             clock.advance(by: .seconds(6))
             let token = try await client.login(email: "rotate@example.com", password: "correct horse battery").accessToken

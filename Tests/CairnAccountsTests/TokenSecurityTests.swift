@@ -199,7 +199,7 @@ struct TokenSecurityTests {
             let keyFile = components.accounts.tokens.settings.keyFile
             let attributes = try FileManager.default.attributesOfItem(atPath: keyFile)
             #expect((attributes[.posixPermissions] as? Int) == 0o600)
-            let newKid = try TokenService.rotate(keyFile: keyFile, accessTokenTTL: 900)
+            let newKid = try await TokenService.rotate(components.accounts.tokens.settings)
             let rotated = try await TokenService(settings: components.accounts.tokens.settings)
             #expect(Set(rotated.jwks.compactMap { $0["kid"] }).count == 2)
             let claims = try await rotated.verify(old)
