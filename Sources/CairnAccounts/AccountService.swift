@@ -220,6 +220,13 @@ package final class AccountService: Sendable {
     /// Verifies a Bearer token and returns the caller's identity.
     /// - Throws: 401 `invalid_token` or `token_expired`.
     package func authenticate(bearer token: String) async throws -> Identity {
+        try await authenticateWithExpiry(bearer: token).identity
+    }
+
+    /// Verifies a Bearer token and returns the caller's identity and the token's `exp`
+    /// (seconds since the epoch), for callers that re-check a credential until it expires.
+    /// - Throws: 401 `invalid_token` or `token_expired`.
+    package func authenticateWithExpiry(bearer token: String) async throws -> (identity: Identity, expiresAt: Double) {
         let claims: AccessTokenClaims
         do {
             claims = try await tokens.verify(token)
@@ -231,7 +238,7 @@ package final class AccountService: Sendable {
         guard let identity = try await sessions.identity(for: claims) else {
             throw AppError.unauthorized(code: .invalidToken, detail: "The access token has been revoked.", invalidToken: true)
         }
-        return identity
+        return (identity, claims.exp)
     }
 
     // MARK: The caller's own account

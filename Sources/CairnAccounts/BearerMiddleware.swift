@@ -74,10 +74,9 @@ package struct BearerMiddleware: RouterMiddleware {
                 }
             }
         } else {
-            identity = try await accounts.authenticate(bearer: token)
+            let expiry: Double
+            (identity, expiry) = try await accounts.authenticateWithExpiry(bearer: token)
             context.logger[metadataKey: "user_id"] = .string(identity.userId)
-            // Verified above, so this is a cache hit.
-            let expiry = try await accounts.tokens.verify(token).exp
             context.credential = CredentialCheck(expiresAtMs: Int64((expiry * 1000).rounded(.down))) { [accounts] in
                 do {
                     _ = try await accounts.authenticate(bearer: token)

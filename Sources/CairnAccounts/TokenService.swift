@@ -1,6 +1,6 @@
 package import CairnHTTP
 package import CairnStorage
-import Crypto
+package import Crypto
 package import Foundation
 package import JWTKit
 package import SQLKit
@@ -100,19 +100,20 @@ package final class TokenService: Sendable {
         var loadedAt: ContinuousClock.Instant
     }
     private let state: Mutex<KeyState>
-    /// Verified tokens by their exact text, so a client reusing its token costs a dictionary
-    /// lookup instead of an Ed25519 verification and a JSON decode. Only tokens that passed
-    /// every check enter; expiry is re-checked on each hit; the cache is emptied when full and
-    /// when the key ring changes.
-    private let verified = Mutex<[String: AccessTokenClaims]>([:])
-    private let verifiedCapacity = 10_000
+    /// Verified tokens by the SHA-256 of their text, so a client reusing its token costs a hash
+    /// and a dictionary lookup instead of an Ed25519 verification and a JSON decode. Only tokens
+    /// that passed every check enter; expiry is re-checked on each hit; the key ring is re-read
+    /// (at most every 5 s) on hits too, and the cache is emptied when the ring changes.
+    private let verified: Mutex<VerifiedTokenCache>
 
     /// Loads (or, on first start, creates) the key ring. `clock` gives the time tokens are
     /// issued at and checked against, and paces re-reads of the ring file.
     /// - Throws: `KeyRingError` when the secret is too short or the key file is unreadable.
-    package init(settings: TokenSettings, clock: any CairnClock = SystemClock()) async throws {
+    /// `cacheCapacity` bounds the verified-token cache (entries; see ``VerifiedTokenCache``).
+    package init(settings: TokenSettings, clock: any CairnClock = SystemClock(), cacheCapacity: Int = 10_000) async throws {
         self.settings = settings
         self.clock = clock
+        self.verified = Mutex(VerifiedTokenCache(capacity: cacheCapacity))
         if let secret = settings.hmacSecret {
             guard secret.utf8.count >= 32 else {
                 throw KeyRingError("CAIRN_JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2)")
@@ -178,16 +179,27 @@ package final class TokenService: Sendable {
     /// - Throws: `TokenError.invalid` or `TokenError.expired`.
     package func verify(_ token: String, now: Date? = nil) async throws -> AccessTokenClaims {
         let now = now ?? clock.now
-        if let claims = verified.withLock({ $0[token] }) {
+        // A key removed from the ring (by hand, or by `cairn keys rotate` once it is old
+        // enough) must stop verifying on this node too, cached tokens included.
+        await reloadIfStale()
+        let key = VerifiedTokenCache.key(token)
+        if let claims = verified.withLock({ $0.claims(for: key) }) {
             guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
             return claims
         }
         let claims = try await verifyUncached(token, now: now)
-        verified.withLock { cache in
-            if cache.count >= verifiedCapacity { cache.removeAll(keepingCapacity: true) }
-            cache[token] = claims
-        }
+        verified.withLock { $0.insert(claims, for: key) }
         return claims
+    }
+
+    /// How many verified tokens are cached (for tests and metrics).
+    package var cachedTokenCount: Int {
+        verified.withLock { $0.count }
+    }
+
+    /// True when `token` is in the verified-token cache (for tests).
+    package func isCached(_ token: String) -> Bool {
+        verified.withLock { $0.claims(for: VerifiedTokenCache.key(token)) != nil }
     }
 
     private func verifyUncached(_ token: String, now: Date) async throws -> AccessTokenClaims {
@@ -292,6 +304,61 @@ package final class TokenService: Sendable {
             try await db.raw("UPDATE signing_keys SET private_key = \(bind: sealed) WHERE kid = \(bind: kid)").run()
         }
         return rows.count
+    }
+}
+
+/// A bounded map from the SHA-256 of an access token (never the token itself, so a memory dump
+/// holds no usable bearer credential) to the claims verified for it.
+///
+/// Holds at most `capacity` entries; when full, the oldest insertion is evicted (a ring of
+/// slots), so a burst of new tokens costs their own verifications, not every client's. Entries
+/// are not dropped at expiry: the caller re-checks `exp` on every hit.
+package struct VerifiedTokenCache: Sendable {
+    private var entries: [SHA256Digest: AccessTokenClaims] = [:]
+    /// Keys in insertion order, as a ring; `next` is the slot the next insertion takes.
+    private var slots: [SHA256Digest?]
+    private var next = 0
+    /// The most entries held at once.
+    package let capacity: Int
+
+    /// Creates an empty cache holding at most `capacity` (at least 1) entries.
+    package init(capacity: Int) {
+        self.capacity = max(1, capacity)
+        self.slots = Array(repeating: nil, count: self.capacity)
+    }
+
+    /// The cache key of a token: SHA-256 (FIPS 180-4) of its UTF-8 text.
+    package static func key(_ token: String) -> SHA256Digest {
+        var hasher = SHA256()
+        let hashed = token.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(bytes))
+            return true
+        }
+        if hashed == nil { hasher.update(data: Array(token.utf8)) }  // a bridged, non-contiguous string
+        return hasher.finalize()
+    }
+
+    /// The number of entries.
+    package var count: Int { entries.count }
+
+    /// The claims cached under `key`, if any.
+    package func claims(for key: SHA256Digest) -> AccessTokenClaims? {
+        entries[key]
+    }
+
+    /// Caches `claims` under `key`, evicting the oldest entry when full.
+    package mutating func insert(_ claims: AccessTokenClaims, for key: SHA256Digest) {
+        if entries.updateValue(claims, forKey: key) != nil { return }  // two requests verified it at once
+        if let evicted = slots[next] { entries.removeValue(forKey: evicted) }
+        slots[next] = key
+        next = (next + 1) % capacity
+    }
+
+    /// Drops every entry (the key ring changed).
+    package mutating func removeAll() {
+        entries.removeAll(keepingCapacity: true)
+        slots = Array(repeating: nil, count: capacity)
+        next = 0
     }
 }
 
