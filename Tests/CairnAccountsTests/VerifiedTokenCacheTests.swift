@@ -7,6 +7,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import SQLKit
 import Synchronization
 import Testing
 
@@ -123,15 +124,23 @@ struct VerifiedTokenCacheTests {
             let keyFile = app.components.accounts.tokens.settings.keyFile
             let oldKid = try #require(Forge.parts(token).header["kid"] as? String)
 
-            let newKid = try TokenService.rotate(keyFile: keyFile, accessTokenTTL: 900)
+            let newKid = try await TokenService.rotate(app.components.accounts.tokens.settings)
             clock.advance(by: .seconds(6))
             #expect(try await client.json(.get, "/users/me", token: token).status == .ok, "the old key is still in the ring")
 
-            // Remove the old key by hand (what an operator does with a leaked key).
-            var ring = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: keyFile))) as? [String: Any])
-            let keys = try #require(ring["keys"] as? [[String: Any]])
-            ring["keys"] = keys.filter { $0["kid"] as? String != oldKid }
-            try JSONSerialization.data(withJSONObject: ring).write(to: URL(fileURLWithPath: keyFile))
+            // Remove the old key by hand (what an operator does with a leaked key): from the
+            // database's ring on PostgreSQL, from the key file on SQLite.
+            if engine == .postgres {
+                try await app.components.database.write { db in
+                    try await db.raw("DELETE FROM signing_keys WHERE kid = \(bind: oldKid)").run()
+                }
+            } else {
+                var ring = try #require(
+                    try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: keyFile))) as? [String: Any])
+                let keys = try #require(ring["keys"] as? [[String: Any]])
+                ring["keys"] = keys.filter { $0["kid"] as? String != oldKid }
+                try JSONSerialization.data(withJSONObject: ring).write(to: URL(fileURLWithPath: keyFile))
+            }
             clock.advance(by: .seconds(6))
 
             let refused = try await client.json(.get, "/users/me", token: token)
