@@ -459,16 +459,6 @@ struct KeyRing: Codable, Sendable {
     /// Writes to a temporary file created with mode 0600, then renames it into place, so the
     /// private keys are never readable by others, not even for a moment.
     func save(to path: String) throws {
-        let data = try JSONEncoder().encode(self)
-        let temporary = path + ".tmp-\(UUIDv7.make())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { throw KeyRingError("cannot write the signing key file \(path)") }
-        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        fsync(descriptor)
-        close(descriptor)
-        guard written == data.count, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw KeyRingError("cannot write the signing key file \(path)")
-        }
+        guard writePrivateFile(try JSONEncoder().encode(self), to: path) else { throw KeyRingError("cannot write the signing key file \(path)") }
     }
 }

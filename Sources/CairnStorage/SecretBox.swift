@@ -64,18 +64,25 @@ package struct MasterKey: Sendable {
     /// Writes the key to `path` with mode 0600, replacing any file there.
     /// - Throws: `MasterKeyError` when it cannot be written.
     package func save(to path: String) throws {
-        let data = Data((base64 + "\n").utf8)
-        let temporary = path + ".tmp-\(UUIDv7.make())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { throw MasterKeyError("cannot write the master key file \(path)") }
-        let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-        fsync(descriptor)
-        close(descriptor)
-        guard written == data.count, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw MasterKeyError("cannot write the master key file \(path)")
-        }
+        guard writePrivateFile(Data((base64 + "\n").utf8), to: path) else { throw MasterKeyError("cannot write the master key file \(path)") }
     }
+}
+
+/// Writes `data` to a temporary file created with mode 0600, fsyncs it and renames it over
+/// `path`, so a secret is never readable by others nor half-written, not even for a moment.
+/// - Returns: false when any step failed (the temporary file is then removed).
+package func writePrivateFile(_ data: Data, to path: String) -> Bool {
+    let temporary = path + ".tmp-\(UUIDv7.make())"
+    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    guard descriptor >= 0 else { return false }
+    let written = data.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    let synced = fsync(descriptor) == 0
+    close(descriptor)
+    guard written == data.count, synced, rename(temporary, path) == 0 else {
+        unlink(temporary)
+        return false
+    }
+    return true
 }
 
 /// A master key problem: unreadable, malformed, or not the key this database was sealed with.
