@@ -84,10 +84,11 @@ package final class XMLRecordReader {
         }
         row = records
         if let offset = guarded.invalidAt {
-            throw IngestError(
-                .malformed,
-                "the XML holds a byte that is not an XML character at byte \(offset) (not UTF-8, a control character, or the end of a processing instruction without data; XML 1.0 §2.2)",
-                row: records + 1)
+            let what =
+                guarded.emptyInstruction
+                ? "a processing instruction without data (<?name?>), which the XML parser cannot read; give it data or remove it"
+                : "a byte that is not an XML character (not UTF-8, or a control character; XML 1.0 §2.2)"
+            throw IngestError(.malformed, "the XML holds \(what), at byte \(offset)", row: records + 1)
         }
         if let failure { throw failure }
         if !ok {
@@ -418,6 +419,8 @@ private final class XMLCharGuardStream: InputStream {
 
     /// Where a processing instruction's start stands: 0 outside, 1 after `<`, 2 in `<?name`.
     private var instruction = 0
+    /// Whether the stream ended at a processing instruction without data (not a bad byte).
+    private(set) var emptyInstruction = false
 
     /// Whether `byte` may come next: not a control character other than tab, LF and CR, and
     /// not the `?` that would end a processing instruction with a target and no data
@@ -426,7 +429,9 @@ private final class XMLCharGuardStream: InputStream {
     private func accept(_ byte: UInt8) -> Bool {
         if byte < 0x20 && byte != 0x09 && byte != 0x0A && byte != 0x0D { return false }
         switch (instruction, byte) {
-        case (2, 0x3F): return false
+        case (2, 0x3F):
+            emptyInstruction = true
+            return false
         case (2, 0x20), (2, 0x09), (2, 0x0A), (2, 0x0D): instruction = 0
         case (2, _): break
         case (1, 0x3F): instruction = 2

@@ -126,6 +126,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var requestsSeen = 0
     /// Request heads whose response has not ended yet.
     private var pendingResponses = 0
+    /// A decoder error that came while earlier requests were still being answered; answered
+    /// once they are.
+    private var deferredError: HTTPParserError?
     /// Between a request's head and its end.
     private var readingBody = false
     /// When the awaited head started (connection opening or its first bytes); nil when idle.
@@ -233,12 +236,19 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var answerDeferred = false
         if case .end = unwrapOutboundIn(data), pendingResponses > 0 {
             pendingResponses -= 1
             if pendingResponses == 0, !readingBody { becomeIdle() }
+            answerDeferred = pendingResponses == 0 && deferredError != nil
             if !finished { rearm(context) }
         }
         context.write(data, promise: promise)
+        if answerDeferred, let error = deferredError {
+            // The responses to the requests before the bad one are out, in order: now its answer.
+            deferredError = nil
+            answer(context, parserError: error)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -255,12 +265,23 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireErrorCaught(error)
             return
         }
-        guard !finished else { return }
-        // Only between responses can a whole answer still be written on this connection.
-        guard pendingResponses == 0, !readingBody else {
+        guard !finished, deferredError == nil else { return }
+        // Inside a body there is no request boundary left to answer at.
+        guard !readingBody else {
             finish(context)
             return
         }
+        // Pipelined behind requests still being answered (they may already have changed
+        // state): their responses go first, then this answer (RFC 9112 §9.3.2).
+        guard pendingResponses == 0 else {
+            deferredError = parserError
+            return
+        }
+        answer(context, parserError: parserError)
+    }
+
+    /// The answer to a head the decoder refused: 431 for a header block over the limit, else 400.
+    private func answer(_ context: ChannelHandlerContext, parserError: HTTPParserError) {
         if parserError == .headerOverflow {
             answer(
                 context, status: .requestHeaderFieldsTooLarge, code: .requestHeaderFieldsTooLarge,

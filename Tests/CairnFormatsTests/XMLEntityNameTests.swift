@@ -67,6 +67,14 @@ struct XMLEntityNameTests {
         #expect(throws: IngestError.self) { try Self.read(Array(document.utf8)) }
     }
 
+    @Test func anInstructionWithoutDataIsRefusedSayingSo() {
+        #expect {
+            try Self.read(Array("<r><row><?pi?></row></r>".utf8))
+        } throws: { error in
+            (error as? IngestError)?.message.contains("processing instruction without data") == true
+        }
+    }
+
     @Test func aSecondDoctypeIsRefused() {
         #expect {
             try Self.read(Array("<!DOCTYPE r><!DOCTYPE r><r><row/></r>".utf8))

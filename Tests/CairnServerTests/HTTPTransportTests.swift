@@ -169,6 +169,24 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A valid request and a malformed one in one write (pipelining): the first is answered,
+    /// then the second gets its 400, in order. The connection used to close at once, dropping
+    /// the first answer although its request had run (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func aMalformedRequestPipelinedBehindAValidOneWaitsForItsAnswer(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(
+                Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /h".utf8) + [0xFF] + Array(" HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.ended)
+            #expect(answer.text.hasPrefix("HTTP/1.1 200"), "got \(answer.text.prefix(300))")
+            let second = answer.text.range(of: "HTTP/1.1 400")
+            #expect(second != nil, "then the 400: \(answer.text)")
+            #expect(answer.text.contains(#""code":"bad_request""#))
+        }
+    }
+
     /// A 100 KiB header block: `431 request_header_fields_too_large` (RFC 6585 §5), then the
     /// connection closes, and the answer survives the unread rest of the block.
     @Test(arguments: TestEngine.available)
