@@ -191,11 +191,13 @@ package final class PipelineRunner: Service, Sendable {
             try? FileManager.default.removeItem(atPath: folder)
         } catch let failure as PipelineFailure {
             try? FileManager.default.removeItem(atPath: folder)
-            try? await context.saveResult(resultValue(checkpoint, output: nil, failure: failure.message))
+            try? await context.saveResult(
+                resultValue(checkpoint, output: nil, failure: failure.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(failure.message)
         } catch let error as SandboxError where error.kind != .io && error.kind != .cancelled {
             try? FileManager.default.removeItem(atPath: folder)
-            try? await context.saveResult(resultValue(checkpoint, output: nil, failure: error.message))
+            try? await context.saveResult(
+                resultValue(checkpoint, output: nil, failure: error.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(error.message)
         } catch {
             // Retried, or stopped by a lost lease or shutdown: the folder stays for the next

@@ -125,6 +125,8 @@ struct PipelineSandboxTests {
             let file = try await tenant.upload(tinyCSV)
             let job = try await tenant.run(try await tenant.create(pipelineBody(runawaySQL)), fileId: file)
             #expect(tenant.failure(of: job) == "CPU time limit reached", "\(job)")
+            // Its last progress says it failed, not that it is still querying.
+            #expect((job["progress"] as? [String: Any])?["phase"] as? String == "failed", "\(job)")
         }
     }
 
