@@ -102,6 +102,20 @@ struct UploadsTests {
         }
     }
 
+    /// A filename whose metadata holds a NUL is refused whole, never stored cut at the NUL (a
+    /// fresh-user trial reported `evil\0.csv` kept as `evil`; over tus' metadata it is a 400).
+    @Test(arguments: TestEngine.available)
+    func aFilenameWithANulIsRefusedNotCut(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let token = try await client.registerAndLogin(email: "tus-nul@example.com").tokens.accessToken
+            let name = Data("evil\u{0}.csv".utf8).base64EncodedString()
+            let refused = try await tusRequest(
+                client, .post, "/uploads", token: token, headers: [lengthHeader: "5", HTTPField.Name("Upload-Metadata")!: "filename \(name)"])
+            #expect(refused.status == .badRequest, "\(refused.status) \(refused.text)")
+            #expect(refused.code == "invalid_input")
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func theTusProtocolOverRealHTTP(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxFileBytes = 1000 }, runServices: false) { app in
