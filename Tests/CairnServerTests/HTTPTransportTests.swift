@@ -69,23 +69,30 @@ struct HTTPTransportTests {
         }
     }
 
-    /// The body timeout is a stall limit, not a total: a body sent in small pieces every 200 ms
-    /// for 2 s (twice the timeout) is read to its end and answered.
+    /// The body timeout is a stall limit, not a total: a body sent in small pieces every 250 ms
+    /// for about 6 s (half again the 4 s timeout) is read to its end and answered. The gaps are a
+    /// sixteenth of the timeout, so a loaded machine's late wake-ups do not turn them into stalls.
     @Test(arguments: TestEngine.available)
     func aSlowButSteadyBodyIsServed(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                shortTimeouts(&$0)
+                $0.http.bodyTimeout = .seconds(4)
+            }
+        ) { app in
             let body =
                 Array(#"{"email": "nobody@example.com", "password": "not the right one"}"#.utf8)
                 + Array(repeating: UInt8(ascii: " "), count: 36)
             let wire = try WireClient(port: app.port!)
             await wire.send(
                 "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
-            for piece in stride(from: 0, to: body.count, by: 10) {
+            for piece in stride(from: 0, to: body.count, by: 4) {
                 // The pacing is the client under test, not a wait for the server.
-                try await Task.sleep(for: .milliseconds(200))
-                await wire.send(Array(body[piece..<min(piece + 10, body.count)]))
+                try await Task.sleep(for: .milliseconds(250))
+                await wire.send(Array(body[piece..<min(piece + 4, body.count)]))
             }
-            let answer = await wire.read(deadline: 10) { $0.containsText("invalid_credentials") }
+            let answer = await wire.read(deadline: 20) { $0.containsText("invalid_credentials") }
             #expect(answer.text.hasPrefix("HTTP/1.1 401"), "got \(answer.text.prefix(200))")
         }
     }
@@ -154,7 +161,14 @@ struct HTTPTransportTests {
     /// (before: no answer, and the connection stayed open).
     @Test(arguments: TestEngine.available)
     func aNonASCIIRequestLineIsAnswered400AndClosed(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+        // A head timeout far off: the answer must be the parser's, however loaded the machine.
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                shortTimeouts(&$0)
+                $0.http.headTimeout = .seconds(30)
+            }
+        ) { app in
             for path in [[0xC3, 0xA9], [0xE9]] as [[UInt8]] {
                 let wire = try WireClient(port: app.port!)
                 await wire.send(Array("GET /health/".utf8) + path + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
@@ -164,7 +178,7 @@ struct HTTPTransportTests {
                 #expect(answer.text.contains(#""code":"bad_request""#))
                 #expect(answer.text.contains("Connection: close"))
                 #expect(answer.text.contains("X-Request-Id: "))
-                #expect(answer.elapsed < 0.9, "answered after \(answer.elapsed) s: the head timeout, not the parser")
+                #expect(answer.elapsed < 20, "answered after \(answer.elapsed) s: the head timeout, not the parser")
             }
         }
     }
@@ -191,7 +205,14 @@ struct HTTPTransportTests {
     /// connection closes, and the answer survives the unread rest of the block.
     @Test(arguments: TestEngine.available)
     func anOversizedHeaderBlockIsAnswered431(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
+        // A head timeout far off: the answer must be the parser's, however loaded the machine.
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                shortTimeouts(&$0)
+                $0.http.headTimeout = .seconds(30)
+            }
+        ) { app in
             let fields = (0..<100).map { "X-Filler-\($0): \(String(repeating: "a", count: 1000))\r\n" }.joined()
             let wire = try WireClient(port: app.port!)
             await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\(fields)\r\n")
@@ -199,7 +220,7 @@ struct HTTPTransportTests {
             #expect(answer.ended)
             #expect(answer.text.hasPrefix("HTTP/1.1 431"), "got \(answer.text.prefix(200))")
             #expect(answer.text.contains(#""code":"request_header_fields_too_large""#))
-            #expect(answer.elapsed < 0.9, "answered after \(answer.elapsed) s: the head timeout, not the parser")
+            #expect(answer.elapsed < 20, "answered after \(answer.elapsed) s: the head timeout, not the parser")
         }
     }
 
