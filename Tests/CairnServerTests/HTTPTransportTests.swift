@@ -17,6 +17,13 @@ private func shortTimeouts(_ configuration: inout CairnConfiguration) {
     configuration.http.bodyTimeout = .seconds(1)
 }
 
+/// Short timeouts but a head timeout far off, so an answer is the parser's, however loaded the
+/// machine (the tests of 400 and 431).
+private func parserAnswerTimeouts(_ configuration: inout CairnConfiguration) {
+    shortTimeouts(&configuration)
+    configuration.http.headTimeout = .seconds(30)
+}
+
 /// The connection bounds of issue 13 (HTTP transport), over real TCP: what a client that stops
 /// sending, or sends what is not HTTP/1.1, gets; and what must not be cut (a slow but steady
 /// upload, an SSE stream).
@@ -161,14 +168,7 @@ struct HTTPTransportTests {
     /// (before: no answer, and the connection stayed open).
     @Test(arguments: TestEngine.available)
     func aNonASCIIRequestLineIsAnswered400AndClosed(engine: TestEngine) async throws {
-        // A head timeout far off: the answer must be the parser's, however loaded the machine.
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                shortTimeouts(&$0)
-                $0.http.headTimeout = .seconds(30)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: parserAnswerTimeouts) { app in
             for path in [[0xC3, 0xA9], [0xE9]] as [[UInt8]] {
                 let wire = try WireClient(port: app.port!)
                 await wire.send(Array("GET /health/".utf8) + path + Array(" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
@@ -205,14 +205,7 @@ struct HTTPTransportTests {
     /// connection closes, and the answer survives the unread rest of the block.
     @Test(arguments: TestEngine.available)
     func anOversizedHeaderBlockIsAnswered431(engine: TestEngine) async throws {
-        // A head timeout far off: the answer must be the parser's, however loaded the machine.
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                shortTimeouts(&$0)
-                $0.http.headTimeout = .seconds(30)
-            }
-        ) { app in
+        try await withTestApp(engine, mode: .live, configure: parserAnswerTimeouts) { app in
             let fields = (0..<100).map { "X-Filler-\($0): \(String(repeating: "a", count: 1000))\r\n" }.joined()
             let wire = try WireClient(port: app.port!)
             await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\(fields)\r\n")
