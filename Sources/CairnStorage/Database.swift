@@ -179,6 +179,12 @@ package final class Database: Sendable, Service {
     }
 
     /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
+    /// A reader connection of the SQLite backend (its writer when the database is in memory).
+    func sqliteReaderConnection() throws -> SQLiteConnection {
+        guard case .sqlite(let sqlite) = backend else { throw StorageError(code: "wrong_engine", message: "not a SQLite database") }
+        return sqlite.readerConnection()
+    }
+
     var postgresClient: PostgresClient? {
         if case .postgres(let postgres) = backend { return postgres.client }
         return nil
@@ -300,8 +306,13 @@ final class SQLiteBackend: Sendable {
     }
 
     func reader() -> any SQLDatabase {
-        if readers.isEmpty { return writer.sql() }
-        return readers[nextReader.next() % readers.count].sql()
+        readerConnection().sql()
+    }
+
+    /// The next reader connection, round robin (the writer when there are none: in memory).
+    func readerConnection() -> SQLiteConnection {
+        if readers.isEmpty { return writer }
+        return readers[nextReader.next() % readers.count]
     }
 
     func withWriter<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {

@@ -114,38 +114,52 @@ package struct TaskStore: Sendable {
 
     static let columns = "id, tenant_id, title, description, completed, created_by, version, created_at, updated_at"
 
-    static func task(from row: any SQLRow) throws -> TaskItem {
+    /// `columns`, in order, for rows read by name (SQLKit rows of `RETURNING`).
+    static let columnNames = columns.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+
+    /// A task from a row holding `columns` in order.
+    static func task(from row: PositionalRow) throws -> TaskItem {
         TaskItem(
-            id: try row.decode(column: "id", as: String.self),
-            tenantId: try row.decode(column: "tenant_id", as: String.self),
-            title: try row.decode(column: "title", as: String.self),
-            description: try row.decode(column: "description", as: String?.self),
-            completed: try row.decode(column: "completed", as: Bool.self),
-            createdBy: try row.decode(column: "created_by", as: String.self),
-            version: try row.decode(column: "version", as: Int.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self),
-            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+            id: try row.string(0), tenantId: try row.string(1), title: try row.string(2), description: try row.optionalString(3),
+            completed: try row.bool(4), createdBy: try row.string(5), version: try row.int(6), createdAt: try row.int64(7),
+            updatedAt: try row.int64(8))
+    }
+
+    /// A task from a SQLKit row holding `columns`.
+    static func task(from row: any SQLRow) throws -> TaskItem {
+        try task(from: PositionalRow(row, columns: columnNames))
+    }
+
+    /// Tasks of `tenantId` (only done or open ones when `completed` is set), after the id
+    /// `after` (before it when `descending`), at most `limit`, in id order: one positional read.
+    private func read(tenantId: String, completed: Bool?, after: String?, descending: Bool, limit: Int) async throws -> [TaskItem] {
+        var sql = "SELECT \(Self.columns) FROM tasks WHERE tenant_id = $1"
+        var binds: [SQLBindValue] = [.text(tenantId)]
+        if let completed {
+            binds.append(.bool(completed))
+            sql += " AND completed = $\(binds.count)"
+        }
+        if let after {
+            binds.append(.text(after))
+            sql += descending ? " AND id < $\(binds.count)" : " AND id > $\(binds.count)"
+        }
+        binds.append(.integer(Int64(limit)))
+        sql += (descending ? " ORDER BY id DESC" : " ORDER BY id ASC") + " LIMIT $\(binds.count)"
+        return try await database.readRows(sql, binds, Self.task(from:))
     }
 
     /// A page of a tenant's tasks, newest first (UUIDv7 ids sort by creation time).
     package func list(tenantId: String, completed: Bool?, page: PageRequest) async throws -> Page<TaskItem> {
-        let rows = try await database.read { db in
-            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
-            if let completed { query = query + " AND completed = \(bind: completed)" }
-            if let after = page.after { query = query + " AND id < \(bind: after)" }
-            query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
-            return try await db.raw(query).all()
-        }
-        return Page(fetched: try rows.map(Self.task(from:)), limit: page.limit, sortKey: \.id)
+        let items = try await read(tenantId: tenantId, completed: completed, after: page.after, descending: true, limit: page.limit + 1)
+        return Page(fetched: items, limit: page.limit, sortKey: \.id)
     }
 
     /// One task of the tenant, or nil.
     package func get(id: String, tenantId: String) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
-        return try await database.read { db in
-            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
-                .map(Self.task(from:))
-        }
+        return try await database.readRows(
+            "SELECT \(Self.columns) FROM tasks WHERE id = $1 AND tenant_id = $2", [.text(id), .text(tenantId)], Self.task(from:)
+        ).first
     }
 
     /// Inserts a new task.
@@ -192,14 +206,7 @@ package struct TaskStore: Sendable {
     /// Keyset batches for streaming readers such as reports: each call is one short read, so no
     /// cursor or transaction stays open between batches.
     package func batch(tenantId: String, completed: Bool? = nil, after: String?, limit: Int) async throws -> [TaskItem] {
-        let rows = try await database.read { db in
-            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM tasks WHERE tenant_id = \(bind: tenantId)"
-            if let completed { query = query + " AND completed = \(bind: completed)" }
-            if let after { query = query + " AND id > \(bind: after)" }
-            query = query + " ORDER BY id ASC LIMIT \(bind: limit)"
-            return try await db.raw(query).all()
-        }
-        return try rows.map(Self.task(from:))
+        try await read(tenantId: tenantId, completed: completed, after: after, descending: false, limit: limit)
     }
 
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction

@@ -114,6 +114,49 @@ struct StorageTests {
         }
     }
 
+    /// Positional reads bind each value type and decode each column type the same way on both
+    /// engines, as SQLKit wrote them (booleans are integers on SQLite), with `$n` reused and out
+    /// of order, and read SQLKit rows of `RETURNING` through the same accessors.
+    @Test(arguments: TestEngine.available)
+    func positionalReadsBindAndDecodeEveryTypeAlike(engine: TestEngine) async throws {
+        try await Self.withDatabase(engine) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, done BOOLEAN NOT NULL, n BIGINT NOT NULL, v INTEGER NOT NULL)")
+                    .run()
+                try await db.raw("INSERT INTO items VALUES (\(bind: "a"), \(bind: "x$1y"), \(bind: true), \(bind: Int64(1) << 40), \(bind: 7))").run()
+                try await db.raw("INSERT INTO items VALUES (\(bind: "b"), NULL, \(bind: false), \(bind: Int64(-3)), \(bind: 8))").run()
+            }
+            struct Item: Equatable, Sendable {
+                var id: String, label: String?, done: Bool, n: Int64, v: Int
+            }
+            let decode: @Sendable (PositionalRow) throws -> Item = { row in
+                Item(id: try row.string(0), label: try row.optionalString(1), done: try row.bool(2), n: try row.int64(3), v: try row.int(4))
+            }
+            let a = Item(id: "a", label: "x$1y", done: true, n: 1 << 40, v: 7)
+            let b = Item(id: "b", label: nil, done: false, n: -3, v: 8)
+            let all = try await database.readRows("SELECT id, label, done, n, v FROM items ORDER BY id", [], decode)
+            #expect(all == [a, b])
+            // $2 before $1, and $1 twice: numbered, not positional, on both engines.
+            let picked = try await database.readRows(
+                "SELECT id, label, done, n, v FROM items WHERE done = $2 AND (id = $1 OR label = $1) AND n > $3",
+                [.text("a"), .bool(true), .integer(0)],
+                decode)
+            #expect(picked == [a])
+            let none = try await database.readRows("SELECT id, label, done, n, v FROM items WHERE label = $1", [.null], decode)
+            #expect(none.isEmpty)
+            // A column read as the wrong type is a clear error, not a crash or a wrong value.
+            await #expect(throws: PositionalRowError.self) {
+                _ = try await database.readRows("SELECT label FROM items WHERE id = $1", [.text("b")]) { try $0.string(0) }
+            }
+            let returned = try await database.write { db in
+                try await db.raw("UPDATE items SET v = v + 1 WHERE id = 'b' RETURNING id, label, done, n, v").first().map {
+                    try decode(PositionalRow($0, columns: ["id", "label", "done", "n", "v"]))
+                }
+            }
+            #expect(returned == Item(id: "b", label: nil, done: false, n: -3, v: 9))
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await Self.withDatabase(engine) { database, _ in

@@ -1,0 +1,180 @@
+import NIOCore
+import PostgresNIO
+package import SQLKit
+import SQLiteNIO
+
+/// A value bound to a numbered placeholder (`$1`, `$2`, …) of a positional query.
+package enum SQLBindValue: Sendable, Equatable {
+    /// Text (PostgreSQL `text`, SQLite TEXT).
+    case text(String)
+    /// A 64-bit integer (PostgreSQL `int8`, SQLite INTEGER).
+    case integer(Int64)
+    /// A boolean (PostgreSQL `bool`, SQLite INTEGER 0/1, as SQLKit stores it).
+    case bool(Bool)
+    /// SQL NULL.
+    case null
+}
+
+/// Thrown when a column of a positional row does not hold the type asked for.
+package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
+    /// The zero-based column index.
+    package var column: Int
+    /// The type asked for.
+    package var expected: String
+
+    /// A short diagnosis for logs (no values: they may be user data).
+    package var description: String { "column \(column) is not \(expected)" }
+}
+
+/// One result row read by column position, in `SELECT` order, without Codable.
+///
+/// Hot reads use it instead of SQLKit's `decode(column:as:)`, whose per-cell Codable machinery
+/// (a decoder, a coding path and a name lookup per cell) cost a fifth of the server's CPU on
+/// `GET /tasks` on PostgreSQL. Rows from SQLKit (writes with `RETURNING`) are read through the
+/// same accessors by column name, so each model keeps one row decoder.
+package struct PositionalRow {
+    private enum Storage {
+        case postgres(PostgresRandomAccessRow)
+        case sqlite(SQLiteRow)
+        case sqlKit(any SQLRow, columns: [String])
+    }
+
+    private let storage: Storage
+
+    private init(_ storage: Storage) {
+        self.storage = storage
+    }
+
+    /// Wraps a SQLKit row whose columns are named, in order, by `columns`.
+    package init(_ row: any SQLRow, columns: [String]) {
+        self.storage = .sqlKit(row, columns: columns)
+    }
+
+    fileprivate static func postgres(_ row: PostgresRow) -> PositionalRow { PositionalRow(.postgres(row.makeRandomAccess())) }
+    fileprivate static func sqlite(_ row: SQLiteRow) -> PositionalRow { PositionalRow(.sqlite(row)) }
+
+    /// The text in column `index`.
+    /// - Throws: `PositionalRowError` when it is NULL or not text.
+    package func string(_ index: Int) throws -> String {
+        guard let value = try optionalString(index) else { throw PositionalRowError(column: index, expected: "text") }
+        return value
+    }
+
+    /// The text in column `index`, nil for NULL.
+    /// - Throws: `PositionalRowError` when it is not text.
+    package func optionalString(_ index: Int) throws -> String? {
+        switch storage {
+        case .postgres(let row):
+            do { return try row[index].decode(String?.self) } catch { throw PositionalRowError(column: index, expected: "text") }
+        case .sqlite(let row):
+            switch row.columns[index].data {
+            case .text(let text): return text
+            case .null: return nil
+            default: throw PositionalRowError(column: index, expected: "text")
+            }
+        case .sqlKit(let row, let columns):
+            do { return try row.decode(column: columns[index], as: String?.self) } catch {
+                throw PositionalRowError(column: index, expected: "text")
+            }
+        }
+    }
+
+    /// The integer in column `index` (any integer width on PostgreSQL).
+    /// - Throws: `PositionalRowError` when it is NULL or not an integer.
+    package func int64(_ index: Int) throws -> Int64 {
+        switch storage {
+        case .postgres(let row):
+            do { return try row[index].decode(Int64.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
+        case .sqlite(let row):
+            guard case .integer(let value) = row.columns[index].data else { throw PositionalRowError(column: index, expected: "an integer") }
+            return Int64(value)
+        case .sqlKit(let row, let columns):
+            do { return try row.decode(column: columns[index], as: Int64.self) } catch {
+                throw PositionalRowError(column: index, expected: "an integer")
+            }
+        }
+    }
+
+    /// The integer in column `index` as `Int`.
+    /// - Throws: `PositionalRowError` when it is NULL or not an integer.
+    package func int(_ index: Int) throws -> Int {
+        Int(try int64(index))
+    }
+
+    /// The boolean in column `index` (SQLite: an integer, 0 is false).
+    /// - Throws: `PositionalRowError` when it is NULL or not a boolean.
+    package func bool(_ index: Int) throws -> Bool {
+        switch storage {
+        case .postgres(let row):
+            do { return try row[index].decode(Bool.self) } catch { throw PositionalRowError(column: index, expected: "a boolean") }
+        case .sqlite(let row):
+            guard case .integer(let value) = row.columns[index].data else { throw PositionalRowError(column: index, expected: "a boolean") }
+            return value != 0
+        case .sqlKit(let row, let columns):
+            do { return try row.decode(column: columns[index], as: Bool.self) } catch {
+                throw PositionalRowError(column: index, expected: "a boolean")
+            }
+        }
+    }
+}
+
+extension Database {
+    /// Runs one read-only statement and decodes its rows by position, without SQLKit's Codable
+    /// decoding (for hot reads: lists, lookups, report batches).
+    ///
+    /// - Parameters:
+    ///   - sql: one statement whose placeholders are `$1`…`$n` (PostgreSQL's form; SQLite reads
+    ///     them as its numbered `?NNN` parameters). A `$` followed by a digit must not appear in
+    ///     a string literal of the statement: pass such text as a bound value.
+    ///   - binds: the values of `$1`…`$n`, in order.
+    ///   - decode: builds a value from one row; runs once per row, in order.
+    /// - Returns: the decoded rows, in the order the statement returned them.
+    /// - Throws: the engine's errors, or what `decode` throws.
+    package func readRows<R: Sendable>(
+        _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
+    ) async throws -> [R] {
+        switch dialect {
+        case .postgres:
+            guard let client = postgresClient else { return [] }
+            var bindings = PostgresBindings(capacity: binds.count)
+            for bind in binds {
+                switch bind {
+                case .text(let text): bindings.append(text)
+                case .integer(let value): bindings.append(value)
+                case .bool(let value): bindings.append(value)
+                case .null: bindings.appendNull()
+                }
+            }
+            var results: [R] = []
+            for try await row in try await client.query(PostgresQuery(unsafeSQL: sql, binds: bindings)) {
+                results.append(try decode(.postgres(row)))
+            }
+            return results
+        case .sqlite:
+            let values: [SQLiteData] = binds.map { bind in
+                switch bind {
+                case .text(let text): .text(text)
+                case .integer(let value): .integer(Int(value))
+                case .bool(let value): .integer(value ? 1 : 0)
+                case .null: .null
+                }
+            }
+            let rows = try await sqliteReaderConnection().query(Self.sqliteParameters(sql), values)
+            return try rows.map { try decode(.sqlite($0)) }
+        }
+    }
+
+    /// `$n` placeholders rewritten as SQLite's numbered `?n` (same numbering, so reuse and
+    /// order match PostgreSQL's meaning).
+    static func sqliteParameters(_ sql: String) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(sql.utf8.count)
+        var previous: UInt8 = 0
+        for byte in sql.utf8 {
+            if previous == UInt8(ascii: "$"), (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) { out[out.count - 1] = UInt8(ascii: "?") }
+            out.append(byte)
+            previous = byte
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
