@@ -35,7 +35,8 @@ package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
 package struct PositionalRow {
     private enum Storage {
         case postgres(PostgresRandomAccessRow)
-        case sqlite(SQLiteRow)
+        /// The columns, taken once: `SQLiteRow.columns` builds a new array on every access.
+        case sqlite([SQLiteColumn])
         case sqlKit(any SQLRow, columns: [String])
     }
 
@@ -51,7 +52,7 @@ package struct PositionalRow {
     }
 
     fileprivate static func postgres(_ row: PostgresRow) -> PositionalRow { PositionalRow(.postgres(row.makeRandomAccess())) }
-    fileprivate static func sqlite(_ row: SQLiteRow) -> PositionalRow { PositionalRow(.sqlite(row)) }
+    fileprivate static func sqlite(_ row: SQLiteRow) -> PositionalRow { PositionalRow(.sqlite(row.columns)) }
 
     /// The text in column `index`.
     /// - Throws: `PositionalRowError` when it is NULL or not text.
@@ -67,7 +68,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(String?.self) } catch { throw PositionalRowError(column: index, expected: "text") }
         case .sqlite(let row):
-            switch row.columns[index].data {
+            switch row[index].data {
             case .text(let text): return text
             case .null: return nil
             default: throw PositionalRowError(column: index, expected: "text")
@@ -86,7 +87,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(Int64.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
         case .sqlite(let row):
-            guard case .integer(let value) = row.columns[index].data else { throw PositionalRowError(column: index, expected: "an integer") }
+            guard case .integer(let value) = row[index].data else { throw PositionalRowError(column: index, expected: "an integer") }
             return Int64(value)
         case .sqlKit(let row, let columns):
             do { return try row.decode(column: columns[index], as: Int64.self) } catch {
@@ -108,7 +109,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(Bool.self) } catch { throw PositionalRowError(column: index, expected: "a boolean") }
         case .sqlite(let row):
-            guard case .integer(let value) = row.columns[index].data else { throw PositionalRowError(column: index, expected: "a boolean") }
+            guard case .integer(let value) = row[index].data else { throw PositionalRowError(column: index, expected: "a boolean") }
             return value != 0
         case .sqlKit(let row, let columns):
             do { return try row.decode(column: columns[index], as: Bool.self) } catch {
