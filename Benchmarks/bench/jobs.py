@@ -37,6 +37,9 @@ import helpers  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PASSWORD = "correct horse battery staple"
+# One master key for every node of a run: nodes sharing a database must seal secrets alike
+# (a node with another key refuses to start, by design).
+MASTER_KEY = __import__("base64").b64encode(os.urandom(32)).decode()
 CONCURRENCY = 100  # jobs per node at once (River's benchmark runs 100 workers too)
 
 
@@ -52,7 +55,8 @@ class Node:
         full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
                 "CAIRN_LOG_LEVEL": "warning", "CAIRN_BCRYPT_COST": "4", "CAIRN_ACCESS_TOKEN_TTL": "2h",
                 "CAIRN_JOBS_CONCURRENCY": str(CONCURRENCY), "CAIRN_JOBS_MAX_RUNNING_PER_TENANT": str(CONCURRENCY),
-                "CAIRN_JOBS_MAX_PENDING_PER_TENANT": "100000000", "CAIRN_JWT_SECRET": "bench-secret-" + "x" * 40}
+                "CAIRN_JOBS_MAX_PENDING_PER_TENANT": "100000000", "CAIRN_JWT_SECRET": "bench-secret-" + "x" * 40,
+                "CAIRN_MASTER_KEY": MASTER_KEY}
         full.update(env)
         self.proc = subprocess.Popen([binary, "serve", "--data-dir", self.data, "--host", "127.0.0.1", "--port", str(self.port)],
                                      env=full, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
