@@ -13,6 +13,23 @@ package enum SQLBindValue: Sendable, Equatable {
     case bool(Bool)
     /// SQL NULL.
     case null
+    /// A text array (PostgreSQL `text[]`, for `= ANY($n)`); SQLite has no arrays and refuses it.
+    case texts([String])
+
+    /// The values as PostgreSQL bindings.
+    static func postgresBindings(_ binds: [SQLBindValue]) -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: binds.count)
+        for bind in binds {
+            switch bind {
+            case .text(let text): bindings.append(text)
+            case .integer(let value): bindings.append(value)
+            case .bool(let value): bindings.append(value)
+            case .null: bindings.appendNull()
+            case .texts(let values): bindings.append(values)
+            }
+        }
+        return bindings
+    }
 }
 
 /// Thrown when a column of a positional row does not hold the type asked for.
@@ -46,9 +63,14 @@ package struct PositionalRow {
         self.storage = storage
     }
 
-    /// Wraps a SQLKit row whose columns are named, in order, by `columns`.
+    /// Wraps a SQLKit row whose columns are named, in order, by `columns` (a SQLite row is read
+    /// by position straight away: its columns are in the statement's order).
     package init(_ row: any SQLRow, columns: [String]) {
-        self.storage = .sqlKit(row, columns: columns)
+        if let sqlite = row as? SQLiteRow {
+            self.storage = .sqlite(sqlite.columns)
+        } else {
+            self.storage = .sqlKit(row, columns: columns)
+        }
     }
 
     fileprivate static func postgres(_ row: PostgresRow) -> PositionalRow { PositionalRow(.postgres(row.makeRandomAccess())) }
@@ -96,6 +118,25 @@ package struct PositionalRow {
         }
     }
 
+    /// The integer in column `index`, nil for NULL.
+    /// - Throws: `PositionalRowError` when it is not an integer.
+    package func optionalInt64(_ index: Int) throws -> Int64? {
+        switch storage {
+        case .postgres(let row):
+            do { return try row[index].decode(Int64?.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
+        case .sqlite(let row):
+            switch row[index].data {
+            case .integer(let value): return Int64(value)
+            case .null: return nil
+            default: throw PositionalRowError(column: index, expected: "an integer")
+            }
+        case .sqlKit(let row, let columns):
+            do { return try row.decode(column: columns[index], as: Int64?.self) } catch {
+                throw PositionalRowError(column: index, expected: "an integer")
+            }
+        }
+    }
+
     /// The integer in column `index` as `Int`.
     /// - Throws: `PositionalRowError` when it is NULL or not an integer.
     package func int(_ index: Int) throws -> Int {
@@ -137,27 +178,20 @@ extension Database {
         switch dialect {
         case .postgres:
             guard let client = postgresClient else { return [] }
-            var bindings = PostgresBindings(capacity: binds.count)
-            for bind in binds {
-                switch bind {
-                case .text(let text): bindings.append(text)
-                case .integer(let value): bindings.append(value)
-                case .bool(let value): bindings.append(value)
-                case .null: bindings.appendNull()
-                }
-            }
+            let bindings = SQLBindValue.postgresBindings(binds)
             var results: [R] = []
             for try await row in try await client.query(PostgresQuery(unsafeSQL: sql, binds: bindings)) {
                 results.append(try decode(.postgres(row)))
             }
             return results
         case .sqlite:
-            let values: [SQLiteData] = binds.map { bind in
+            let values: [SQLiteData] = try binds.map { bind in
                 switch bind {
                 case .text(let text): .text(text)
                 case .integer(let value): .integer(Int(value))
                 case .bool(let value): .integer(value ? 1 : 0)
                 case .null: .null
+                case .texts: throw StorageError(code: "unsupported_bind", message: "SQLite has no array values")
                 }
             }
             let rows = try await sqliteReaderConnection().query(Self.sqliteParameters(sql), values)
@@ -177,5 +211,45 @@ extension Database {
             previous = byte
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// A statement whose SQL text never changes (placeholders `$1`…`$n`). On PostgreSQL it is
+/// prepared once per connection and then only bound and executed: no parse and no plan per
+/// call, which cost more than the execution for short hot statements such as job claims.
+package protocol StaticStatement: Sendable {
+    /// The statement, in PostgreSQL's syntax.
+    static var sql: String { get }
+}
+
+/// A `StaticStatement` in postgres-nio's prepared-statement form; rows are handed back raw and
+/// decoded by position by the caller.
+private struct PreparedRows<Statement: StaticStatement>: PostgresPreparedStatement {
+    static var name: String { "cairn:" + String(reflecting: Statement.self) }
+    static var sql: String { Statement.sql }
+    let binds: [SQLBindValue]
+
+    func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
+extension Database {
+    /// Runs a `StaticStatement` on PostgreSQL as a prepared statement (outside any transaction;
+    /// it commits by itself) and decodes its rows by position.
+    /// - Parameters:
+    ///   - statement: the statement type.
+    ///   - binds: the values of `$1`…`$n`, in order.
+    ///   - decode: builds a value from one row.
+    /// - Returns: the decoded rows, in order.
+    /// - Throws: `StorageError` (`wrong_engine`) on SQLite, the engine's errors, or `decode`'s.
+    package func executePrepared<Statement: StaticStatement, R: Sendable>(
+        _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
+    ) async throws -> [R] {
+        guard let client = postgresClient else { throw StorageError(code: "wrong_engine", message: "prepared statements are for PostgreSQL") }
+        var results: [R] = []
+        for try await row in try await client.execute(PreparedRows<Statement>(binds: binds)) {
+            results.append(try decode(.postgres(row)))
+        }
+        return results
     }
 }
