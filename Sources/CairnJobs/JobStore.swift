@@ -44,12 +44,7 @@ package struct JobStore: Sendable {
     /// value reaches them), and PostgreSQL matches a partial index's `WHERE state IN (…)`
     /// predicate only against literals.
     static func stateList(_ states: [JobState]) -> SQLQueryString {
-        SQLQueryString(stateLiterals(states))
-    }
-
-    /// `stateList` as plain text, for static statements.
-    static func stateLiterals(_ states: [JobState]) -> String {
-        "(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+        SQLQueryString("(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")")
     }
 
     // MARK: Enqueue
@@ -134,12 +129,7 @@ package struct JobStore: Sendable {
     /// and carries a lease until `now + leaseMs`.
     func claim(node: String, limit: Int, excludedTenants: Set<String>, queues: [String], now: Int64, leaseMs: Int64) async throws -> [Job] {
         guard limit > 0 else { return [] }
-        if database.dialect == .postgres {
-            return try await database.executePrepared(
-                ClaimStatement.self,
-                [.integer(now), .texts(queues), .texts(excludedTenants.sorted()), .integer(Int64(limit)), .text(node), .integer(now + leaseMs)],
-                Self.job(from:))
-        }
+        let dialect = database.dialect
         return try await database.write { db in
             var inner: SQLQueryString = """
                 SELECT id FROM jobs WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now)
@@ -151,6 +141,7 @@ package struct JobStore: Sendable {
                 inner = inner + " AND tenant_id NOT IN (\(SQLList(excludedTenants.sorted().map { SQLBind($0) })))"
             }
             inner = inner + " ORDER BY priority, run_at, id LIMIT \(bind: limit)"
+            if dialect == .postgres { inner = inner + " FOR UPDATE SKIP LOCKED" }
             return try await db.raw(
                 """
                 UPDATE jobs SET version = version + 1, state = 'running', attempt = attempt + 1, attempted_at = \(bind: now), lease_owner = \(bind: node),
@@ -160,26 +151,6 @@ package struct JobStore: Sendable {
                 """
             ).all().map(Self.job(from:))
         }
-    }
-
-    /// The claim on PostgreSQL: one prepared statement whatever the filters (an empty queue
-    /// list means every queue), `FOR UPDATE SKIP LOCKED` so nodes never wait on each other.
-    /// The claim commits with `synchronous_commit` off: a claim lost in a crash leaves its job
-    /// waiting, to be claimed again, exactly as when a node dies holding the lease; the
-    /// attempt's outcome is written with a durable commit, which also makes the claim durable
-    /// (the WAL is flushed in order). Binds: now, queues, excluded tenants, limit, node, lease end.
-    enum ClaimStatement: StaticStatement {
-        static let sql = """
-            WITH claim_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
-            UPDATE jobs SET version = version + 1, state = 'running', attempt = attempt + 1, attempted_at = $1, lease_owner = $5,
-                lease_expires_at = $6
-            WHERE id IN (
-                SELECT id FROM jobs WHERE state IN \(JobStore.stateLiterals(JobState.waiting)) AND run_at <= $1
-                    AND (cardinality($2::text[]) = 0 OR queue = ANY($2::text[])) AND tenant_id <> ALL($3::text[])
-                ORDER BY priority, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
-            AND EXISTS (SELECT 1 FROM claim_commit)
-            RETURNING \(JobStore.columns)
-            """
     }
 
     /// Extends the leases `node` holds; returns the ids it still holds.
@@ -201,13 +172,6 @@ package struct JobStore: Sendable {
     func finish(
         id: String, node: String, state: JobState, runAt: Int64? = nil, errors: String? = nil, now: Int64
     ) async throws -> Bool {
-        if database.dialect == .postgres {
-            let binds: [SQLBindValue] = [
-                .text(state.rawValue), .bool(state.isFinal), .integer(now), runAt.map { .integer($0) } ?? .null, errors.map { .text($0) } ?? .null,
-                .text(id), .text(node),
-            ]
-            return try await !database.executePrepared(FinishStatement.self, binds) { try $0.string(0) }.isEmpty
-        }
         return try await database.write { db in
             var sets: [any SQLExpression] = [
                 SQLRaw("version = version + 1"), SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"),
@@ -229,10 +193,6 @@ package struct JobStore: Sendable {
     /// Jobs whose lease was lost are left alone.
     func succeed(ids: [String], node: String, now: Int64) async throws {
         guard !ids.isEmpty else { return }
-        if database.dialect == .postgres {
-            _ = try await database.executePrepared(SucceedStatement.self, [.texts(ids), .text(node), .integer(now)]) { _ in () }
-            return
-        }
         try await database.write { db in
             try await db.raw(
                 """
@@ -241,26 +201,6 @@ package struct JobStore: Sendable {
                 """
             ).run()
         }
-    }
-
-    /// `finish` on PostgreSQL, prepared. Binds: state, whether it is final (sets
-    /// `finished_at`), now, the next run (NULL keeps it), the errors (NULL keeps them), id, node.
-    enum FinishStatement: StaticStatement {
-        static let sql = """
-            UPDATE jobs SET version = version + 1, state = $1, lease_owner = NULL, lease_expires_at = NULL,
-                finished_at = CASE WHEN $2::boolean THEN $3::bigint ELSE finished_at END, run_at = COALESCE($4::bigint, run_at),
-                errors = COALESCE($5::text, errors)
-            WHERE id = $6 AND lease_owner = $7 AND state = 'running'
-            RETURNING id
-            """
-    }
-
-    /// `succeed` on PostgreSQL, prepared. Binds: ids, node, now.
-    enum SucceedStatement: StaticStatement {
-        static let sql = """
-            UPDATE jobs SET version = version + 1, state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = $3
-            WHERE id = ANY($1::text[]) AND lease_owner = $2 AND state = 'running'
-            """
     }
 
     /// Hands jobs back without consuming an attempt (graceful shutdown). A job whose

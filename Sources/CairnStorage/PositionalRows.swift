@@ -13,8 +13,6 @@ package enum SQLBindValue: Sendable, Equatable {
     case bool(Bool)
     /// SQL NULL.
     case null
-    /// A text array (PostgreSQL `text[]`, for `= ANY($n)`); SQLite has no arrays and refuses it.
-    case texts([String])
 
     /// The values as PostgreSQL bindings.
     static func postgresBindings(_ binds: [SQLBindValue]) -> PostgresBindings {
@@ -25,7 +23,6 @@ package enum SQLBindValue: Sendable, Equatable {
             case .integer(let value): bindings.append(value)
             case .bool(let value): bindings.append(value)
             case .null: bindings.appendNull()
-            case .texts(let values): bindings.append(values)
             }
         }
         return bindings
@@ -185,13 +182,12 @@ extension Database {
             }
             return results
         case .sqlite:
-            let values: [SQLiteData] = try binds.map { bind in
+            let values: [SQLiteData] = binds.map { bind in
                 switch bind {
                 case .text(let text): .text(text)
                 case .integer(let value): .integer(Int(value))
                 case .bool(let value): .integer(value ? 1 : 0)
                 case .null: .null
-                case .texts: throw StorageError(code: "unsupported_bind", message: "SQLite has no array values")
                 }
             }
             let rows = try await sqliteReaderConnection().query(Self.sqliteParameters(sql), values)
@@ -211,45 +207,5 @@ extension Database {
             previous = byte
         }
         return String(decoding: out, as: UTF8.self)
-    }
-}
-
-/// A statement whose SQL text never changes (placeholders `$1`…`$n`). On PostgreSQL it is
-/// prepared once per connection and then only bound and executed: no parse and no plan per
-/// call, which cost more than the execution for short hot statements such as job claims.
-package protocol StaticStatement: Sendable {
-    /// The statement, in PostgreSQL's syntax.
-    static var sql: String { get }
-}
-
-/// A `StaticStatement` in postgres-nio's prepared-statement form; rows are handed back raw and
-/// decoded by position by the caller.
-private struct PreparedRows<Statement: StaticStatement>: PostgresPreparedStatement {
-    static var name: String { "cairn:" + String(reflecting: Statement.self) }
-    static var sql: String { Statement.sql }
-    let binds: [SQLBindValue]
-
-    func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
-    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
-}
-
-extension Database {
-    /// Runs a `StaticStatement` on PostgreSQL as a prepared statement (outside any transaction;
-    /// it commits by itself) and decodes its rows by position.
-    /// - Parameters:
-    ///   - statement: the statement type.
-    ///   - binds: the values of `$1`…`$n`, in order.
-    ///   - decode: builds a value from one row.
-    /// - Returns: the decoded rows, in order.
-    /// - Throws: `StorageError` (`wrong_engine`) on SQLite, the engine's errors, or `decode`'s.
-    package func executePrepared<Statement: StaticStatement, R: Sendable>(
-        _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
-    ) async throws -> [R] {
-        guard let client = postgresClient else { throw StorageError(code: "wrong_engine", message: "prepared statements are for PostgreSQL") }
-        var results: [R] = []
-        for try await row in try await client.execute(PreparedRows<Statement>(binds: binds)) {
-            results.append(try decode(.postgres(row)))
-        }
-        return results
     }
 }
