@@ -187,7 +187,8 @@ let package = Package(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1, .product(name: "Configuration", package: "swift-configuration"),
+                "CairnFiles", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
             ],

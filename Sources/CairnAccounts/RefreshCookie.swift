@@ -70,10 +70,11 @@ package enum RefreshCookie {
         }
         if let origin = request.headers[origin] {
             let host = request.head.authority
-            let originHost = URLComponents(string: origin).map { components -> String? in
-                guard let hostName = components.host else { return nil }
-                return components.port.map { "\(hostName):\($0)" } ?? hostName
-            } ?? nil
+            let originHost =
+                URLComponents(string: origin).map { components -> String? in
+                    guard let hostName = components.host else { return nil }
+                    return components.port.map { "\(hostName):\($0)" } ?? hostName
+                } ?? nil
             guard let host, let originHost, originHost.lowercased() == host.lowercased() else {
                 throw rejected("The refresh-token cookie is accepted only from the console's own origin.")
             }
