@@ -96,7 +96,7 @@ for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "-
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_LISTENER})
-wait = WebDriverWait(driver, 60)
+wait = WebDriverWait(driver, 120)
 problems = []
 
 
@@ -156,7 +156,7 @@ try:
     go("files", EC.presence_of_element_located((By.ID, "file-input")))
     shot("03-files")
     driver.find_element(By.ID, "file-input").send_keys(flights)
-    wait.until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Uploaded flights.csv"))
+    WebDriverWait(driver, 300).until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Uploaded flights.csv"))
     percent = driver.find_element(By.ID, "upload-percent").text
     assert percent.startswith("100%"), percent
     assert driver.find_element(By.ID, "upload-progress").get_attribute("value") == "100"
@@ -188,6 +188,10 @@ try:
     assert len(rows) >= 3 and "EWR" in driver.find_element(By.ID, "result-table").text, len(rows)
     assert max(seen) == 1.0, seen
     assert any(0 < value < 1 for value in seen), f"the progress bar did not move between 0 and 1: {sorted(seen)}"
+    # A schedule's next five runs, computed as the cron expression is typed.
+    driver.find_element(By.ID, "pipeline-cron").send_keys("0 6 * * 1-5")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#next-runs li time")) == 5)
+    assert all("T06:00:00.000Z" in item.get_attribute("datetime") for item in driver.find_elements(By.CSS_SELECTOR, "#next-runs li time"))
     shot("06-pipeline-run")
 
     # Notifications: one published over the API arrives live and changes the badge.
@@ -203,9 +207,11 @@ try:
     # Jobs: the dead letter is listed and retried.
     go("jobs", EC.presence_of_element_located((By.ID, "job-state")))
     Select(driver.find_element(By.ID, "job-state")).select_by_value("discarded")
-    retry = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"button.retry[data-job='{dead['id']}']")))
+    retry = f"button.retry[data-job='{dead['id']}']"
+    wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, retry)))
     shot("08-jobs-dead-letters")
-    retry.click()
+    # The list re-renders every 2 s: find and click in one step, so the button is never stale.
+    eventually("a click on Retry", lambda: driver.execute_script("const b = document.querySelector(arguments[0]); if (b) b.click(); return Boolean(b);", retry))
     wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "Job queued again."))
     # Retried, it runs once more and fails again: a second attempt in its error history.
     eventually("the retried job's second attempt", lambda: len(call("GET", f"/jobs/{dead['id']}", token=API_TOKEN)[1]["errors"]) >= 2)
@@ -222,6 +228,16 @@ try:
     shot("11-operators")
     go("account", EC.text_to_be_present_in_element((By.ID, "main"), "Notification preferences"))
     shot("12-account")
+    # Dark mode and a phone's width.
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    go("pipelines", EC.presence_of_element_located((By.ID, "pipeline-create")))
+    shot("13-dark-pipelines")
+    driver.set_window_size(390, 844)
+    go("jobs", EC.presence_of_element_located((By.ID, "job-state")))
+    collect()
+    driver.save_screenshot(os.path.join(SHOTS, "14-dark-phone-jobs.png"))
+    driver.set_window_size(1280, 1000)
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
     # Sign out: the session ends and the refresh cookie is gone.
     assert refresh_cookie() is not None
@@ -230,7 +246,7 @@ try:
     eventually("the refresh cookie's removal", lambda: refresh_cookie() is None, timeout=10)
     driver.refresh()
     wait.until(EC.visibility_of_element_located((By.ID, "signin-form")))
-    shot("13-signed-out")
+    shot("15-signed-out")
 
     collect()
     assert not problems, "\n".join(problems)

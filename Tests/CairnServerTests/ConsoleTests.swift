@@ -42,7 +42,10 @@ struct ConsoleTests {
     @Test(arguments: TestEngine.available)
     func noConsoleFileHasInlineScriptOrStyle(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
-            let page = try await client.execute(uri: "/console/", method: .get, headers: [:], body: nil).text
+            let response = try await client.execute(uri: "/console/", method: .get, headers: [:], body: nil)
+            #expect(response.status == .ok)
+            let page = response.text
+            #expect(page.contains("<main"))
             #expect(page.range(of: #"<script(?![^>]*\bsrc=)"#, options: .regularExpression) == nil, "an inline <script>")
             #expect(page.range(of: #"\sstyle=|<style|\son[a-z]+="#, options: .regularExpression) == nil, "inline style or handler")
         }
