@@ -25,7 +25,9 @@ package enum RefreshCookie {
     package static let optIn = HTTPField.Name("X-Cairn-Refresh-Cookie")!
     /// The request header every cookie-authenticated request must carry (any non-empty value).
     package static let csrfHeader = HTTPField.Name("X-Cairn-CSRF")!
+    /// Fetch Metadata's `Sec-Fetch-Site` (W3C Fetch Metadata Request Headers).
     static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+    /// The request's `Origin` (RFC 6454 §7).
     static let origin = HTTPField.Name("Origin")!
 
     /// True when the request asked for the refresh token as a cookie.
@@ -81,6 +83,7 @@ package enum RefreshCookie {
         }
     }
 
+    /// 403 `csrf_rejected` with `detail`.
     static func rejected(_ detail: String) -> AppError {
         AppError(.forbidden, code: .csrfRejected, detail: detail)
     }
@@ -98,8 +101,10 @@ package enum RefreshCookie {
 /// A token pair as the console receives it: `{accessToken, tokenType: "Bearer", expiresIn}`,
 /// the refresh token being in the cookie only.
 struct AccessTokenOnly: JSONWritable {
+    /// The pair whose refresh token is left out.
     let pair: TokenPair
 
+    /// Writes `{accessToken, tokenType, expiresIn}`.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("accessToken")

@@ -15,8 +15,11 @@ import NIOCore
 package struct ConsoleController: Sendable {
     /// One embedded file: its bytes, media type and tag.
     struct Asset: Sendable {
+        /// The file's bytes.
         let bytes: ByteBuffer
+        /// Its media type, from its extension.
         let contentType: String
+        /// A strong tag: the first 128 bits of its SHA-256, quoted (RFC 9110 §8.8.3).
         let etag: String
     }
 

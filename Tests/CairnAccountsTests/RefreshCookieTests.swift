@@ -12,8 +12,11 @@ import Testing
 /// cleared by logout. API clients are unchanged.
 @Suite("Refresh-token cookie")
 struct RefreshCookieTests {
+    /// The console's request for the cookie.
     static let optIn: HTTPFields = [HTTPField.Name("X-Cairn-Refresh-Cookie")!: "1"]
+    /// The header every cookie-authenticated request carries.
     static let csrf = HTTPField.Name("X-Cairn-CSRF")!
+    /// `Set-Cookie` (RFC 6265 §4.1).
     static let setCookie = HTTPField.Name("Set-Cookie")!
 
     /// The `cairn_refresh` value of a `Set-Cookie` header.

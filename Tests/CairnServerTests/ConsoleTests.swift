@@ -10,6 +10,7 @@ import Testing
 /// browser's `GET /` lands there while API clients keep the JSON 404.
 @Suite("Console serving")
 struct ConsoleTests {
+    /// The policy header (CSP Level 3).
     static let csp = HTTPField.Name("Content-Security-Policy")!
 
     @Test(arguments: TestEngine.available)

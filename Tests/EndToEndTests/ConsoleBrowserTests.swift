@@ -5,11 +5,15 @@ import Testing
 /// Where the browser suite finds its parts: Debian's Chromium and chromedriver (or
 /// `CHROMIUM`/`CHROMEDRIVER`), and Selenium for Python.
 enum ConsoleBrowser {
+    /// This process's environment.
     static let environment = ProcessInfo.processInfo.environment
+    /// The browser.
     static let chromium = environment["CHROMIUM"] ?? "/usr/bin/chromium"
+    /// The WebDriver server for it.
     static let chromedriver = environment["CHROMEDRIVER"] ?? "/usr/bin/chromedriver"
     /// CI must run the suite: there a missing browser is a failure, not a skip.
     static let required = environment["CI"] != nil
+    /// True when both executables are there.
     static let browserPresent =
         FileManager.default.isExecutableFile(atPath: chromium) && FileManager.default.isExecutableFile(atPath: chromedriver)
     /// The Selenium script (scripts/console-browser-test.py).
