@@ -96,6 +96,7 @@ for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "-
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_LISTENER})
+driver.set_script_timeout(90)
 wait = WebDriverWait(driver, 120)
 problems = []
 
@@ -112,6 +113,7 @@ def collect():
 
 def shot(name):
     """A full-page screenshot: the window grows to the page's height for it."""
+    print(f"step: {name}", flush=True)
     collect()
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, max(1000, min(height, 6000)))
@@ -120,6 +122,7 @@ def shot(name):
 
 
 def go(section, ready):
+    print(f"page: {section}", flush=True)
     driver.execute_script("location.hash = arguments[0]", f"#/{section}")
     wait.until(ready)
 
@@ -155,12 +158,33 @@ try:
     # Files: the tus upload of flights.csv, to 100%.
     go("files", EC.presence_of_element_located((By.ID, "file-input")))
     shot("03-files")
+    # Paused as soon as some bytes are in, then the page is reloaded: choosing the same file
+    # again resumes at the server's offset (tus HEAD) instead of starting over.
+    driver.find_element(By.ID, "file-input").send_keys(flights)
+    paused = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const started = Date.now();
+        const poll = () => {
+          const bar = document.getElementById('upload-progress');
+          if (bar && bar.value >= 1 && bar.value < 100) { document.getElementById('upload-pause').click(); done(bar.value); }
+          else if (Date.now() - started > 60000) done(-1); else setTimeout(poll, 5);
+        };
+        poll();""")
+    assert 1 <= paused < 100, f"the upload could not be paused mid-way ({paused})"
+    wait.until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Paused."))
+    shot("03b-files-paused")
+    driver.refresh()
+    wait.until(EC.presence_of_element_located((By.ID, "file-input")))
     driver.find_element(By.ID, "file-input").send_keys(flights)
     WebDriverWait(driver, 300).until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Uploaded flights.csv"))
     percent = driver.find_element(By.ID, "upload-percent").text
     assert percent.startswith("100%"), percent
     assert driver.find_element(By.ID, "upload-progress").get_attribute("value") == "100"
+    resumed = int(driver.find_element(By.ID, "upload-status").get_attribute("data-resumed-from") or 0)
+    assert resumed > 0, "the second choice of the file started over instead of resuming"
     wait.until(EC.text_to_be_present_in_element((By.ID, "file-list"), "flights.csv"))
+    names = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#file-list tbody tr td:first-child")]
+    assert names.count("flights.csv") == 1, names
     shot("04-files-uploaded")
 
     # Pipelines: create one over the file, run it, watch the bar, see the result table.
@@ -251,6 +275,11 @@ try:
     collect()
     assert not problems, "\n".join(problems)
     print("console browser test passed", flush=True)
+except Exception as error:
+    # The step that failed, in one line, before the driver's long stack trace.
+    print(f"FAILED: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", flush=True)
+    shot("failure")
+    raise
 finally:
     driver.quit()
     shutil.rmtree(work, ignore_errors=True)

@@ -32,6 +32,8 @@ export class Upload {
     this.url = localStorage.getItem(storageKey(file));
     this.request = null;
     this.stopped = false;
+    /** The offset the server reported when this upload was resumed (0 for a fresh one). */
+    this.resumedFrom = 0;
   }
 
   /** True when an earlier, unfinished upload of this file can be continued. */
@@ -60,6 +62,7 @@ export class Upload {
       try {
         const head = await api(this.url, { method: 'HEAD', raw: true, headers: { 'Tus-Resumable': '1.0.0' } });
         offset = Number(head.headers.get('Upload-Offset'));
+        this.resumedFrom = offset;
         this.onStatus(`Resuming at ${Math.round((offset / this.file.size) * 100)}%`);
       } catch (error) {
         if (!(error instanceof APIError) || error.status >= 500) throw error;

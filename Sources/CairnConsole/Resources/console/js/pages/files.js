@@ -13,7 +13,7 @@ export async function show() {
   const progressText = h('span', { id: 'upload-percent', 'aria-live': 'polite' }, '');
   const uploadStatus = h('p', { id: 'upload-status', class: 'muted' }, '');
   const input = h('input', { type: 'file', id: 'file-input', 'aria-label': 'Choose a file to upload' });
-  const pauseButton = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Pause');
+  const pauseButton = h('button', { type: 'button', class: 'secondary', id: 'upload-pause', disabled: true }, 'Pause');
   let upload = null;
   const begin = async (file) => {
     upload = new Upload(file, {
@@ -33,7 +33,8 @@ export async function show() {
     const run = async () => {
       try {
         const fileId = await upload.start();
-        uploadStatus.textContent = `Uploaded ${file.name}.`;
+        uploadStatus.textContent = upload.resumedFrom ? `Uploaded ${file.name} (resumed at ${bytes(upload.resumedFrom)}).` : `Uploaded ${file.name}.`;
+        uploadStatus.dataset.resumedFrom = String(upload.resumedFrom);
         uploadStatus.dataset.fileId = fileId || '';
         pauseButton.disabled = true;
         say(`Uploaded ${file.name}.`);
