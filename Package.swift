@@ -176,11 +176,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The browser console (issue 15): static files served at /console, no build step.
+        .target(
+            name: "CairnConsole",
+            dependencies: ["CairnHTTP", hummingbird, httpTypes, nioCore, crypto],
+            resources: [.copy("Resources/console")],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnPipelines", hummingbirdWebSocket, nioHTTP1, .product(name: "Configuration", package: "swift-configuration"),
+                "CairnFiles", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
             ],
@@ -242,7 +250,7 @@ let package = Package(
         .testTarget(named: "CairnTasksTests", ["CairnTasks"]),
         .testTarget(
             named: "CairnServerTests",
-            ["CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines"]),
+            ["CairnConsole", "CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines"]),
         .testTarget(named: "CairnJobsTests", ["CairnJobs"]),
         .testTarget(named: "CairnFormatsTests"),
         .testTarget(named: "CairnFuzzTests", ["CairnFuzz"]),

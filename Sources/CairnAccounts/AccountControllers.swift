@@ -24,7 +24,8 @@ package struct AuthController: Sendable {
         var password: String
     }
     struct RefreshBody: Decodable {
-        var refreshToken: String
+        /// Absent when the console's cookie carries the token (``RefreshCookie``).
+        var refreshToken: String?
     }
 
     /// Adds the public `/auth/*` routes and the JWKS, and `POST /auth/logout-all` for
@@ -54,29 +55,63 @@ package struct AuthController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: LoginBody.self, context: context)
         let pair = try await accounts.login(email: body.email, password: body.password, client: context.clientAddress)
-        return .json(pair, headers: [.cacheControl: "no-store"])
+        return RefreshCookie.response(
+            pair, request: request, secure: context.forwardedHTTPS, maxAge: accounts.tokens.settings.refreshTokenTTL)
     }
 
-    /// `POST /auth/refresh-token`: rotates the refresh token.
+    /// The refresh token of a refresh or logout: the body's, else the console's cookie (after
+    /// the cookie's CSRF checks); nil when there is neither.
+    /// - Throws: 403 `csrf_rejected` (``RefreshCookie/checkSameOrigin(_:)``).
+    func presentedToken(_ body: RefreshBody, request: Request) throws -> (token: String, fromCookie: Bool)? {
+        if let token = body.refreshToken { return (token, false) }
+        guard let token = RefreshCookie.token(in: request) else { return nil }
+        try RefreshCookie.checkSameOrigin(request)
+        return (token, true)
+    }
+
+    /// `POST /auth/refresh-token`: rotates the refresh token (from the body, or the console's
+    /// cookie). A refused cookie is cleared.
     @Sendable func refresh(_ request: Request, context: CairnRequestContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
-        let pair = try await accounts.refresh(token: body.refreshToken)
-        return .json(pair, headers: [.cacheControl: "no-store"])
+        guard let presented = try presentedToken(body, request: request) else {
+            throw AppError.invalidField("refreshToken", "is required (or the console's refresh-token cookie)")
+        }
+        do {
+            let pair = try await accounts.refresh(token: presented.token)
+            return RefreshCookie.response(
+                pair, request: request, secure: context.forwardedHTTPS, maxAge: accounts.tokens.settings.refreshTokenTTL)
+        } catch var error as AppError where presented.fromCookie {
+            error.headers[.setCookie] = RefreshCookie.clearing(secure: context.forwardedHTTPS)
+            throw error
+        }
     }
 
-    /// `POST /auth/logout`: revokes one session.
+    /// `POST /auth/logout`: revokes one session (the body's token, or the console's cookie),
+    /// and clears the cookie when the request carried it or asked for it.
     @Sendable func logout(_ request: Request, context: CairnRequestContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: RefreshBody.self, context: context)
-        try await accounts.logout(refreshToken: body.refreshToken)
-        return Response(status: .noContent)
+        guard let presented = try presentedToken(body, request: request) else {
+            throw AppError.invalidField("refreshToken", "is required (or the console's refresh-token cookie)")
+        }
+        try await accounts.logout(refreshToken: presented.token)
+        var response = Response(status: .noContent)
+        if presented.fromCookie || RefreshCookie.isRequested(by: request) {
+            response.headers[.setCookie] = RefreshCookie.clearing(secure: context.forwardedHTTPS)
+        }
+        return response
     }
 
-    /// `POST /auth/logout-all`: revokes every session of the caller.
+    /// `POST /auth/logout-all`: revokes every session of the caller (and clears the console's
+    /// cookie when the request carried it).
     @Sendable func logoutAll(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         try await accounts.logoutAll(context.identity)
-        return Response(status: .noContent)
+        var response = Response(status: .noContent)
+        if RefreshCookie.token(in: request) != nil || RefreshCookie.isRequested(by: request) {
+            response.headers[.setCookie] = RefreshCookie.clearing(secure: context.forwardedHTTPS)
+        }
+        return response
     }
 
     /// `GET /.well-known/jwks.json`: the public signing keys.
@@ -171,7 +206,8 @@ package struct UsersController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: PasswordBody.self, context: context)
         let pair = try await accounts.changePassword(context.identity, current: body.currentPassword, new: body.newPassword)
-        return .json(pair, headers: [.cacheControl: "no-store"])
+        return RefreshCookie.response(
+            pair, request: request, secure: context.forwardedHTTPS, maxAge: accounts.tokens.settings.refreshTokenTTL)
     }
 
     /// `GET /users` (admins).

@@ -142,6 +142,24 @@ package struct TrustedProxies: Sendable, Equatable {
         return current
     }
 
+    /// True when `peer` is a trusted proxy whose nearest forwarding header says the client used
+    /// HTTPS: the last `proto=` of `Forwarded` (RFC 7239 §5.4) when present, else the last
+    /// entry of `X-Forwarded-Proto`.
+    package func saysHTTPS(peer: String, headers: HTTPFields) -> Bool {
+        guard !blocks.isEmpty, let peerBytes = IPAddress.bytes(of: peer), trusts(peerBytes) else { return false }
+        let forwarded = headers[values: .forwarded]
+        if !forwarded.isEmpty {
+            let protos = forwarded.flatMap { $0.split(separator: ",") }.compactMap { element -> Substring? in
+                element.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+                    .first { $0.lowercased().hasPrefix("proto=") }
+                    .map { Substring($0.dropFirst("proto=".count)) }
+            }
+            if let last = protos.last { return last.trimmingCharacters(in: CharacterSet(charactersIn: "\"")).lowercased() == "https" }
+        }
+        let entries = headers[values: .xForwardedProto].flatMap { $0.split(separator: ",") }
+        return entries.last.map { $0.trimmingCharacters(in: .whitespaces).lowercased() == "https" } ?? false
+    }
+
     /// A forwarded node (RFC 7239 §6).
     enum Node: Equatable {
         case address([UInt8])
@@ -240,6 +258,8 @@ extension HTTPField.Name {
     static let forwarded = HTTPField.Name("Forwarded")!
     /// The de-facto `X-Forwarded-For`.
     static let xForwardedFor = HTTPField.Name("X-Forwarded-For")!
+    /// The de-facto `X-Forwarded-Proto`.
+    static let xForwardedProto = HTTPField.Name("X-Forwarded-Proto")!
 }
 
 /// Sets ``CairnRequestContext/clientAddress`` from the proxies' headers when the TCP peer is a
@@ -259,6 +279,7 @@ package struct ClientAddressMiddleware: RouterMiddleware {
     package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard !proxies.blocks.isEmpty else { return try await next(request, context) }
         var context = context
+        context.forwardedHTTPS = proxies.saysHTTPS(peer: context.clientAddress, headers: request.headers)
         context.clientAddress = proxies.clientAddress(peer: context.clientAddress, headers: request.headers)
         return try await next(request, context)
     }

@@ -115,6 +115,11 @@ package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext,
     /// The client's IP address as text, or `"unknown"`: the TCP peer, unless the peer is a
     /// trusted proxy (``ClientAddressMiddleware`` then sets what the proxies' headers say).
     package internal(set) var clientAddress: String
+
+    /// True when a trusted proxy said the client used HTTPS (`Forwarded: proto=https` or
+    /// `X-Forwarded-Proto: https`, RFC 7239 §5.4); Cairn itself serves plain HTTP, so cookies
+    /// are marked `Secure` only then.
+    package internal(set) var forwardedHTTPS = false
 }
 
 /// The context of authenticated routes: the identity is not optional, so handlers never check it.
@@ -129,6 +134,8 @@ package struct AuthenticatedContext: ChildRequestContext {
     package let credential: CredentialCheck?
     /// The client's IP address as text.
     package let clientAddress: String
+    /// True when a trusted proxy said the client used HTTPS (see ``CairnRequestContext/forwardedHTTPS``).
+    package let forwardedHTTPS: Bool
     /// The request's connection (see ``CairnRequestContext/channel``).
     package let channel: any Channel
 
@@ -143,6 +150,7 @@ package struct AuthenticatedContext: ChildRequestContext {
         self.identity = identity
         self.credential = context.credential
         self.clientAddress = context.clientAddress
+        self.forwardedHTTPS = context.forwardedHTTPS
         self.channel = context.channel
     }
 

@@ -52,6 +52,9 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         case refreshTokenReused = "refresh_token_reused"
         /// 403: the caller's role or token scope does not allow this.
         case forbidden
+        /// 403: a request authenticated by the console's refresh-token cookie lacks the
+        /// `X-Cairn-CSRF` header or comes from another origin (`Origin`, `Sec-Fetch-Site`).
+        case csrfRejected = "csrf_rejected"
         /// 404: no such resource in the caller's tenant, or no such route.
         case notFound = "not_found"
         /// 405: the path does not support this method.

@@ -1,5 +1,6 @@
 package import CairnAccounts
 package import CairnCatalog
+import CairnConsole
 package import CairnFiles
 package import CairnHTTP
 package import CairnJobs
@@ -214,6 +215,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     router.add(middleware: RequestLogMiddleware(.debug))
 
     HealthController(database: components.database).addRoutes(to: router)
+    ConsoleController().addRoutes(to: router)
     let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
     AuthController(accounts: components.accounts).addRoutes(to: routes)
     UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())

@@ -15,9 +15,10 @@ import Testing
 @Suite("Route policy: every route against the declared tables")
 struct RoutePolicyTests {
     /// Routes anyone may call (the WebSocket authenticates itself; tus' OPTIONS tells
-    /// capabilities only).
+    /// capabilities only; the console's files are static and the page signs in by itself).
     static let publicRoutes: Set<String> = [
-        "GET /health/live", "GET /health/ready", "GET /metrics", "GET /openapi.yaml", "GET /.well-known/jwks.json",
+        "GET /", "GET /console", "GET /console/**", "GET /health/live", "GET /health/ready", "GET /metrics", "GET /openapi.yaml",
+        "GET /.well-known/jwks.json",
         "POST /auth/register", "POST /auth/login", "POST /auth/refresh-token", "POST /auth/logout",
         "GET /ws", "OPTIONS /uploads", "OPTIONS /uploads/{id}",
     ]
