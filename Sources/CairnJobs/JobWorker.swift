@@ -311,6 +311,7 @@ package final class JobWorker: Service, Sendable {
         for state in JobState.allCases {
             Gauge(label: "cairn_jobs", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
         }
+        try await queue.sampleLag()
         let rescued = try await store.rescue(now: queue.clock.milliseconds)
         if !rescued.isEmpty {
             await queue.events.announce(rescued.map(\.id))

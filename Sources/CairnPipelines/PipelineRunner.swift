@@ -106,6 +106,7 @@ package final class PipelineRunner: Service, Sendable {
         self.settings = settings
         self.logger = logger
         self.slots = FairSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
+        ChildMetrics.publishAll()
     }
 
     /// Registers the pipeline run job handler on `queue`.

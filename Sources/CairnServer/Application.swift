@@ -93,13 +93,15 @@ package struct CairnComponents: Sendable {
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
     package var pipelineService: PipelineService
 
-    /// The background services of a node: the job worker, the cron scheduler and the catalog's
-    /// cache invalidation listener.
+    /// The background services of a node: the job worker, the cron scheduler, the catalog's
+    /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry and
+    /// the event-loop latency probe.
     package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
+            EventLoopProbe(),
         ]
     }
 
@@ -156,6 +158,7 @@ package func buildComponents(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        BlobMetrics.publishAll()
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
             database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
