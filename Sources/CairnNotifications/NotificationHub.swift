@@ -505,9 +505,12 @@ package enum LiveTransport: String, Sendable, CaseIterable {
         Gauge(label: "cairn_notifications_connections", dimensions: [("transport", rawValue)]).record(count)
     }
 
-    /// Publishes every transport's count (0 before any connection), so the series exist from
-    /// start-up.
+    /// Publishes every transport's count (0 before any connection) and slow-consumer closes, so
+    /// the series exist from start-up.
     static func publishAll() {
-        for transport in allCases { transport.change(by: 0) }
+        for transport in allCases {
+            transport.change(by: 0)
+            Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", transport.rawValue)]).increment(by: 0)
+        }
     }
 }

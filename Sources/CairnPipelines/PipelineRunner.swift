@@ -107,6 +107,8 @@ package final class PipelineRunner: Service, Sendable {
         self.logger = logger
         self.slots = FairSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
         ChildMetrics.publishAll()
+        // The run-time histogram exists from start-up, empty.
+        _ = Timer(label: "cairn_pipeline_run_seconds")
     }
 
     /// Registers the pipeline run job handler on `queue`.

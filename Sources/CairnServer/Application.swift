@@ -34,6 +34,11 @@ package enum Observability {
     package static let registry = PrometheusCollectorRegistry()
     private static let bootstrapped = Mutex(false)
 
+    /// The registry's metrics in the Prometheus text format 0.0.4 (what `/metrics` answers).
+    package static func exposition() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+
     /// Bootstraps swift-metrics with Prometheus, once.
     package static func bootstrapMetrics() {
         let first = bootstrapped.withLock { done -> Bool in
@@ -95,13 +100,13 @@ package struct CairnComponents: Sendable {
 
     /// The background services of a node: the job worker, the cron scheduler, the catalog's
     /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry and
-    /// the event-loop latency probe.
+    /// the event-loop latency and data-directory disk probes.
     package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
-            EventLoopProbe(),
+            EventLoopProbe(), DiskProbe(path: configuration.dataDir),
         ]
     }
 
@@ -333,7 +338,7 @@ struct HealthController {
     @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {
         Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+            body: .init(byteBuffer: ByteBuffer(bytes: Observability.exposition())))
     }
 
     @Sendable func openAPI(_ request: Request, context: CairnRequestContext) async throws -> Response {
