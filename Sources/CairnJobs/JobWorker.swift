@@ -311,13 +311,14 @@ package final class JobWorker: Service, Sendable {
         for state in JobState.allCases {
             Gauge(label: "cairn_jobs", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
         }
-        try await queue.sampleLag()
         let rescued = try await store.rescue(now: queue.clock.milliseconds)
         if !rescued.isEmpty {
             await queue.events.announce(rescued.map(\.id))
             logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])
             wake.signal()
         }
+        // After the rescue, so a failing lag query cannot hold rescues back.
+        try await queue.sampleLag()
     }
 
     /// Every claim leaves a dead row version in the claim index; PostgreSQL's claim scans step

@@ -30,12 +30,15 @@ package struct EventLoopProbe: Service {
     }
 
     /// Probes every loop once, all at once, and returns when each has answered.
-    package func probe() async {
+    /// - Parameter submitted: called once per loop right after its probe task is scheduled
+    ///   (tests use it to hold a loop busy past that moment).
+    package func probe(submitted: @escaping @Sendable () -> Void = {}) async {
         await withTaskGroup(of: Void.self) { tasks in
             for loop in group.makeIterator() {
                 tasks.addTask {
                     let asked = ContinuousClock.now
                     let answered = loop.submit { ContinuousClock.now }
+                    submitted()
                     guard let at = try? await answered.get() else { return }
                     let lag = (at - asked).components
                     Timer(label: "cairn_event_loop_lag_seconds", preferredDisplayUnit: .seconds)

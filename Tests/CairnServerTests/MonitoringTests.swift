@@ -4,6 +4,7 @@ import CairnJobs
 import CairnServer
 import CairnStorage
 import CairnTestSupport
+import Dispatch
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
@@ -192,7 +193,7 @@ struct MonitoringTests {
         }
     }
 
-    /// A loop kept busy for 200 ms shows a probe delay past 100 ms; an idle one does not.
+    /// A loop kept busy for 200 ms after the probe's task is queued shows a delay past 100 ms.
     @Test func eventLoopLagShowsABlockedLoop() async throws {
         Observability.bootstrapMetrics()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -203,16 +204,15 @@ struct MonitoringTests {
             return all - fast
         }
         let before = slowProbes()
-        // Resumed from inside the blocking task (a loop future's get() would resume only
-        // after the task, once the loop is free again).
-        await withCheckedContinuation { (started: CheckedContinuation<Void, Never>) in
-            group.next().execute {
-                started.resume()
-                // Blocks the loop on purpose: this is what the probe must see.
-                usleep(200_000)
-            }
+        // The loop is held until the probe's task is queued, then 200 ms more: the probe's
+        // wait is at least that long however loaded the machine is.
+        let queued = DispatchSemaphore(value: 0)
+        group.next().execute {
+            // Blocks the loop on purpose: this is what the probe must see.
+            queued.wait()
+            usleep(200_000)
         }
-        await probe.probe()
+        await probe.probe(submitted: { queued.signal() })
         #expect(slowProbes() - before >= 1)
         try await group.shutdownGracefully()
     }
