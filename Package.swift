@@ -100,7 +100,7 @@ let package = Package(
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                nioSSL, nioPosix, logging, serviceLifecycle, crypto,
+                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics,
             ],
             swiftSettings: strictSettings
         ),

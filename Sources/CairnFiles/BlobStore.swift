@@ -1,4 +1,5 @@
 import Crypto
+import Metrics
 package import NIOCore
 package import NIOFileSystem
 
@@ -63,6 +64,12 @@ package struct LocalBlobStore: BlobStore {
     package func write<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
         size: Int64, sha256: String
     ) where Body.Element == ByteBuffer {
+        try await BlobMetrics.timed(.write) { try await writeUnmeasured(tenantId: tenantId, id: id, body: body, maxBytes: maxBytes) }
+    }
+
+    private func writeUnmeasured<Body: AsyncSequence & Sendable>(tenantId: String, id: String, body: Body, maxBytes: Int64) async throws -> (
+        size: Int64, sha256: String
+    ) where Body.Element == ByteBuffer {
         let directory = root.appending(Self.checked(tenantId))
         try await FileSystem.shared.createDirectory(at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
         var hasher = SHA256()
@@ -91,6 +98,10 @@ package struct LocalBlobStore: BlobStore {
     /// Renames the file into place (the work folder and the blobs share the data directory's
     /// file system).
     package func adopt(tenantId: String, id: String, movingFileAt source: FilePath) async throws {
+        try await BlobMetrics.timed(.adopt) { try await adoptUnmeasured(tenantId: tenantId, id: id, movingFileAt: source) }
+    }
+
+    private func adoptUnmeasured(tenantId: String, id: String, movingFileAt source: FilePath) async throws {
         let directory = root.appending(Self.checked(tenantId))
         try await FileSystem.shared.createDirectory(at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
         let target = directory.appending(Self.checked(id))
@@ -100,7 +111,9 @@ package struct LocalBlobStore: BlobStore {
 
     /// Removes the blob file.
     package func delete(tenantId: String, id: String) async throws {
-        _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
+        try await BlobMetrics.timed(.delete) {
+            _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
+        }
     }
 }
 
@@ -108,8 +121,54 @@ extension BlobStore {
     /// A whole blob in memory, for small files only (at most `limit` bytes).
     /// - Throws: the file system's error, also when the blob is larger than `limit`.
     package func read(tenantId: String, id: String, limit: Int) async throws -> ByteBuffer {
-        try await FileSystem.shared.withFileHandle(forReadingAt: path(tenantId: tenantId, id: id)) { handle in
-            try await handle.readToEnd(maximumSizeAllowed: .bytes(Int64(limit)))
+        try await BlobMetrics.timed(.read) {
+            try await FileSystem.shared.withFileHandle(forReadingAt: path(tenantId: tenantId, id: id)) { handle in
+                try await handle.readToEnd(maximumSizeAllowed: .bytes(Int64(limit)))
+            }
+        }
+    }
+}
+
+/// Blob-store latency and errors by operation: `cairn_blob_operation_seconds{operation}`
+/// (histogram of every call, failed or not) and `cairn_blob_operation_errors_total{operation}`
+/// (calls that threw, except a body over its limit, which is the client's doing). Streaming
+/// reads by path (downloads, parsers) are the file system's and are not counted here.
+package enum BlobMetrics {
+    /// The operations measured (a closed set: the label stays bounded).
+    package enum Operation: String, Sendable, CaseIterable {
+        /// ``BlobStore/write(tenantId:id:body:maxBytes:)``.
+        case write
+        /// ``BlobStore/read(tenantId:id:limit:)``.
+        case read
+        /// ``BlobStore/delete(tenantId:id:)``.
+        case delete
+        /// ``BlobStore/adopt(tenantId:id:movingFileAt:)``.
+        case adopt
+    }
+
+    /// Runs `body` as one `operation`, recording its duration and whether it failed.
+    static func timed<R>(_ operation: Operation, _ body: () async throws -> R) async throws -> R {
+        let started = ContinuousClock.now
+        defer {
+            let elapsed = (ContinuousClock.now - started).components
+            // Made per use: metrics made before the Prometheus bootstrap would stay no-ops.
+            Timer(label: "cairn_blob_operation_seconds", dimensions: [("operation", operation.rawValue)], preferredDisplayUnit: .seconds)
+                .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        }
+        do {
+            return try await body()
+        } catch let error as BlobTooLarge {
+            throw error
+        } catch {
+            Counter(label: "cairn_blob_operation_errors_total", dimensions: [("operation", operation.rawValue)]).increment()
+            throw error
+        }
+    }
+
+    /// Publishes a zero error count for every operation, so the series exist from start-up.
+    package static func publishAll() {
+        for operation in Operation.allCases {
+            Counter(label: "cairn_blob_operation_errors_total", dimensions: [("operation", operation.rawValue)]).increment(by: 0)
         }
     }
 }

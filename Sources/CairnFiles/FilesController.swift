@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 package import Hummingbird
 package import Logging
+import Metrics
 import NIOCore
 import NIOFileSystem
 
@@ -21,6 +22,8 @@ package struct FilesController: Sendable {
         self.blobs = blobs
         self.quotas = quotas
         self.logger = logger
+        // The refusal counters exist from start-up, at zero.
+        for limit in ["size", "hourly"] { Counter(label: "cairn_files_quota_refusals_total", dimensions: [("limit", limit)]).increment(by: 0) }
     }
 
     /// Media types accepted as an upload body and the format each means.
@@ -170,14 +173,20 @@ package struct FilesController: Sendable {
         return response
     }
 
+    /// The refusal of an upload past the tenant's hourly volume (429); counted in
+    /// `cairn_files_quota_refusals_total{limit="hourly"}`.
     static func hourlyLimit(_ quotas: FileQuotas, hour: Int64) -> AppError {
+        Counter(label: "cairn_files_quota_refusals_total", dimensions: [("limit", "hourly")]).increment()
         let retryAfter = Int((hour + 1) * 3600 - WallClock.milliseconds() / 1000)
         return AppError.rateLimited(
             retryAfter: max(1, retryAfter), policy: "\(quotas.maxBytesPerHour);w=3600", detail: "Hourly upload volume reached for this tenant.")
     }
 
+    /// The refusal of an upload past the file size limit or the tenant's total quota (413);
+    /// counted in `cairn_files_quota_refusals_total{limit="size"}`.
     static func tooLarge(_ detail: String) -> AppError {
-        AppError(.contentTooLarge, code: .payloadTooLarge, detail: detail)
+        Counter(label: "cairn_files_quota_refusals_total", dimensions: [("limit", "size")]).increment()
+        return AppError(.contentTooLarge, code: .payloadTooLarge, detail: detail)
     }
 
     /// The file's name: `Content-Disposition`'s `filename*` (RFC 8187, UTF-8 or ISO-8859-1) or

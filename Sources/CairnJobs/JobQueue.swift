@@ -129,6 +129,8 @@ package final class JobQueue: Sendable {
     /// The time jobs are stamped with, become due by, and back off and lease against.
     package let clock: any CairnClock
     private let registry = Mutex<[String: Registration]>([:])
+    /// The queue-lag gauges' sampler.
+    let lag = QueueLag()
 
     /// The EventBus channel that wakes workers when jobs are enqueued.
     static let wakeChannel = "cairn_jobs_wake"

@@ -286,6 +286,24 @@ package struct JobStore: Sendable {
         }
     }
 
+    /// The due time (Unix milliseconds) of the oldest job each queue could run now: waiting
+    /// (`scheduled`, `available`, `retryable`) and due by `now`. Queues with none are absent.
+    func oldestDue(now: Int64) async throws -> [String: Int64] {
+        try await database.read { db in
+            var oldest: [String: Int64] = [:]
+            let rows = try await db.raw(
+                """
+                SELECT queue, MIN(run_at) AS oldest FROM jobs
+                WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now) GROUP BY queue
+                """
+            ).all()
+            for row in rows {
+                oldest[try row.decode(column: "queue", as: String.self)] = try row.decode(column: "oldest", as: Int64.self)
+            }
+            return oldest
+        }
+    }
+
     // MARK: Tenant-facing operations
 
     /// One job of a tenant.

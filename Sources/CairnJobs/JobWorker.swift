@@ -317,6 +317,8 @@ package final class JobWorker: Service, Sendable {
             logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])
             wake.signal()
         }
+        // After the rescue, so a failing lag query cannot hold rescues back.
+        try await queue.sampleLag()
     }
 
     /// Every claim leaves a dead row version in the claim index; PostgreSQL's claim scans step

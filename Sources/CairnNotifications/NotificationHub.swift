@@ -282,6 +282,7 @@ package final class NotificationHub: Sendable {
         self.accounts = accounts
         self.tickInterval = tickInterval
         self.logger = logger
+        LiveTransport.publishAll()
     }
 
     /// Live connections on this node.
@@ -317,30 +318,30 @@ package final class NotificationHub: Sendable {
         }
     }
 
-    /// Registers a connection's mailbox; the subscription exists before the caller reads its
-    /// backlog, so nothing committed after that read can be missed.
-    func register(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        let (start, count) = state.withLock { state -> (Bool, Int) in
+    /// Registers a connection's mailbox, reached over `transport`; the subscription exists
+    /// before the caller reads its backlog, so nothing committed after that read can be missed.
+    func register(_ mailbox: Mailbox, tenantId: String, userId: String, transport: LiveTransport) {
+        let start = state.withLock { state -> Bool in
             state.mailboxes[Self.key(tenantId, userId), default: [:]][ObjectIdentifier(mailbox)] = mailbox
             state.count += 1
             for observer in state.countObservers.values { observer.yield(state.count) }
-            return (state.subscription == nil, state.count)
+            return state.subscription == nil
         }
-        // Created per use: metrics made before the Prometheus bootstrap would stay no-ops.
-        Gauge(label: "cairn_notifications_connections").record(count)
+        transport.connectionOpened()
         if start { startSubscription() }
     }
 
-    /// Removes a connection's mailbox.
-    func unregister(_ mailbox: Mailbox, tenantId: String, userId: String) {
-        let count = state.withLock { state -> Int in
+    /// Removes a connection's mailbox, registered over `transport`.
+    func unregister(_ mailbox: Mailbox, tenantId: String, userId: String, transport: LiveTransport) {
+        let removed = state.withLock { state -> Bool in
             let key = Self.key(tenantId, userId)
-            if state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil { state.count -= 1 }
+            let removed = state.mailboxes[key]?.removeValue(forKey: ObjectIdentifier(mailbox)) != nil
+            if removed { state.count -= 1 }
             if state.mailboxes[key]?.isEmpty == true { state.mailboxes[key] = nil }
             for observer in state.countObservers.values { observer.yield(state.count) }
-            return state.count
+            return removed
         }
-        Gauge(label: "cairn_notifications_connections").record(count)
+        if removed { transport.connectionClosed() }
     }
 
     /// Closes every connection's mailbox (server shutdown).
@@ -474,6 +475,42 @@ package final class NotificationHub: Sendable {
                 try? await Task.sleep(for: delays[attempt])
                 await self?.deliver(ids: missing, attempt: attempt + 1)
             }
+        }
+    }
+}
+
+/// How a live connection reaches its client: the label of
+/// `cairn_notifications_connections{transport}` (live connections of this process, a gauge).
+package enum LiveTransport: String, Sendable, CaseIterable {
+    /// The notifications WebSocket (RFC 6455).
+    case websocket
+    /// `GET /notifications/stream` (Server-Sent Events).
+    case sse
+
+    /// Open connections per transport, across the process's hubs.
+    private static let open = Mutex([LiveTransport: Int]())
+
+    /// Counts a connection opened over this transport.
+    func connectionOpened() { change(by: 1) }
+
+    /// Counts a connection of this transport closed.
+    func connectionClosed() { change(by: -1) }
+
+    private func change(by delta: Int) {
+        let count = Self.open.withLock { open in
+            open[self, default: 0] += delta
+            return open[self, default: 0]
+        }
+        // Made per use: metrics made before the Prometheus bootstrap would stay no-ops.
+        Gauge(label: "cairn_notifications_connections", dimensions: [("transport", rawValue)]).record(count)
+    }
+
+    /// Publishes every transport's count (0 before any connection) and slow-consumer closes, so
+    /// the series exist from start-up.
+    static func publishAll() {
+        for transport in allCases {
+            transport.change(by: 0)
+            Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", transport.rawValue)]).increment(by: 0)
         }
     }
 }

@@ -298,7 +298,7 @@ struct SocketSession {
         }
         var registered: (tenantId: String, userId: String)?
         defer {
-            if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId) }
+            if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId, transport: .websocket) }
         }
         let closeCode: (UInt16, String)
         do {
@@ -369,7 +369,7 @@ struct SocketSession {
             if identity == nil {
                 identity = verified
                 cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
-                center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId)
+                center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId, transport: .websocket)
                 registered = (verified.tenantId, verified.userId)
                 let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
                 cursor.last = seq

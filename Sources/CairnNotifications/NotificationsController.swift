@@ -227,8 +227,8 @@ package struct NotificationsController: Sendable {
         let center = self.center
         return ResponseBody { writer in
             let mailbox = Self.makeMailbox(center: center, channel: channel)
-            center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId)
-            defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId) }
+            center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId, transport: .sse)
+            defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId, transport: .sse) }
             var stream = NotificationEventStream(center: center, identity: identity, token: token, expiresAt: expiresAt, mailbox: mailbox)
             try await withGracefulShutdownHandler {
                 try await stream.open(since: since, writer: &writer)

@@ -106,6 +106,9 @@ package final class PipelineRunner: Service, Sendable {
         self.settings = settings
         self.logger = logger
         self.slots = FairSlots(capacity: settings.threads, perTenant: settings.runningPerTenant)
+        ChildMetrics.publishAll()
+        // The run-time histogram exists from start-up, empty.
+        _ = Timer(label: "cairn_pipeline_run_seconds")
     }
 
     /// Registers the pipeline run job handler on `queue`.

@@ -40,6 +40,16 @@ enum SandboxProcess {
         let orderLine = [UInt8](line)
         var options = PlatformOptions()
         options.processGroupID = 0
+        return try await ChildMetrics.tracking {
+            try await Self.spawn(executable: executable, folder: folder, options: options, orderLine: orderLine, deadline: deadline, report: report)
+        }
+    }
+
+    /// Starts the process and follows its output to its end; see ``run(executable:folder:order:deadline:report:)``.
+    private static func spawn(
+        executable: String, folder: String, options: PlatformOptions, orderLine: [UInt8], deadline: Duration?,
+        report: @escaping @Sendable (SandboxReport) -> Void
+    ) async throws -> Ending {
         let result = try await Subprocess.run(
             .path(FilePath(executable)), arguments: [PipelineSandbox.commandName], environment: .custom([:]),
             workingDirectory: FilePath(folder), platformOptions: options, input: .inputWriter, output: .sequence, error: .sequence

@@ -35,6 +35,11 @@ package enum Observability {
     package static let registry = PrometheusCollectorRegistry()
     private static let bootstrapped = Mutex(false)
 
+    /// The registry's metrics in the Prometheus text format 0.0.4 (what `/metrics` answers).
+    package static func exposition() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+
     /// Bootstraps swift-metrics with Prometheus, once.
     package static func bootstrapMetrics() {
         let first = bootstrapped.withLock { done -> Bool in
@@ -94,13 +99,15 @@ package struct CairnComponents: Sendable {
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
     package var pipelineService: PipelineService
 
-    /// The background services of a node: the job worker, the cron scheduler and the catalog's
-    /// cache invalidation listener.
+    /// The background services of a node: the job worker, the cron scheduler, the catalog's
+    /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry and
+    /// the event-loop latency and data-directory disk probes.
     package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
+            EventLoopProbe(), DiskProbe(path: configuration.dataDir),
         ]
     }
 
@@ -157,6 +164,7 @@ package func buildComponents(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
         let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        BlobMetrics.publishAll()
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
             database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
@@ -332,7 +340,7 @@ struct HealthController {
     @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {
         Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: Observability.registry.emitToBuffer())))
+            body: .init(byteBuffer: ByteBuffer(bytes: Observability.exposition())))
     }
 
     @Sendable func openAPI(_ request: Request, context: CairnRequestContext) async throws -> Response {

@@ -95,8 +95,8 @@ package final class Database: Sendable, Service {
     /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
     package func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let sqlite): return try await body(sqlite.reader())
-        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        case .sqlite(let sqlite): return try await sqlite.readerMetrics.using { try await body(sqlite.reader()) }
+        case .postgres(let postgres): return try await postgres.withConnection { try await body($0.sql()) }
         }
     }
 
@@ -104,7 +104,7 @@ package final class Database: Sendable, Service {
     package func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite): return try await sqlite.withWriter { try await body($0) }
-        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        case .postgres(let postgres): return try await postgres.withConnection { try await body($0.sql()) }
         }
     }
 
@@ -118,7 +118,7 @@ package final class Database: Sendable, Service {
             // Each unit of work on the group-commit writer already runs atomically.
             return try await sqlite.withWriter(body)
         case .postgres(let postgres):
-            return try await postgres.client.withConnection { connection in
+            return try await postgres.withConnection { connection in
                 try await Self.inTransaction(connection.sql(), begin: "BEGIN", body)
             }
         }
@@ -251,12 +251,26 @@ final class PostgresBackend: Sendable {
         var configuration = PostgresClient.Configuration(
             host: host, port: components.port ?? 5432, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: tls)
-        configuration.options.maximumConnections = 16
+        configuration.options.maximumConnections = Self.maximumConnections
         configuration.options.connectTimeout = .seconds(5)
         self.redactedURL = "\(scheme)://\(user)@\(host):\(components.port ?? 5432)/\(database)"
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
         self.runner = Task { await client.run() }
+    }
+
+    /// Connections the pool opens at most.
+    static let maximumConnections = 16
+    /// The pool's use and wait time.
+    let metrics = PoolMetrics(pool: "postgres", capacity: maximumConnections)
+
+    /// `PostgresClient.withConnection`, with the wait for a connection and its use measured.
+    func withConnection<R: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> R) async throws -> R {
+        let asked = ContinuousClock.now
+        return try await client.withConnection { connection in
+            metrics.waited(since: asked)
+            return try await metrics.using { try await body(connection) }
+        }
     }
 
     func shutdown() async {
@@ -272,12 +286,16 @@ final class SQLiteBackend: Sendable {
     private let groupCommit: GroupCommitWriter
     private let nextReader = AtomicCounter()
     private let threadPool: NIOThreadPool
+    /// The reader connections' use (the writer's is kept by its group commit).
+    let readerMetrics: PoolMetrics
 
     private init(writer: SQLiteConnection, readers: [SQLiteConnection], threadPool: NIOThreadPool) {
         self.writer = writer
         self.readers = readers
         self.threadPool = threadPool
         self.groupCommit = GroupCommitWriter(database: writer.sql())
+        // Without readers (an in-memory database) reads go to the writer connection.
+        self.readerMetrics = PoolMetrics(pool: "sqlite_reader", capacity: max(readers.count, 1))
     }
 
     static func open(path: String, logger: Logger) async throws -> SQLiteBackend {
@@ -355,6 +373,8 @@ final class GroupCommitWriter: Sendable {
         let continuation: CheckedContinuation<any Sendable, any Error>
         /// The unit's view of the batch's transaction, holding its after-commit work.
         let transaction: Transaction
+        /// When the unit was submitted (its wait for the writer ends when its body starts).
+        let submitted: ContinuousClock.Instant
     }
     private struct State {
         var pending: [Unit] = []
@@ -364,6 +384,8 @@ final class GroupCommitWriter: Sendable {
     private let state = Mutex(State())
     /// Upper bound on units per transaction, so one batch cannot grow without limit.
     private let maximumBatch = 256
+    /// The writer's use and the units' wait for it.
+    private let metrics = PoolMetrics(pool: "sqlite_writer", capacity: 1)
 
     init(database: any SQLDatabase) {
         self.database = database
@@ -372,7 +394,8 @@ final class GroupCommitWriter: Sendable {
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let startDrain = state.withLock { state -> Bool in
-                state.pending.append(Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database)))
+                state.pending.append(
+                    Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now))
                 if state.draining { return false }
                 state.draining = true
                 return true
@@ -396,7 +419,7 @@ final class GroupCommitWriter: Sendable {
                 return batch
             }
             if batch.isEmpty { return }
-            await run(batch)
+            await metrics.using { await run(batch) }
         }
     }
 
@@ -411,6 +434,7 @@ final class GroupCommitWriter: Sendable {
         }
         for unit in batch {
             do {
+                metrics.waited(since: unit.submitted)
                 try await database.raw("SAVEPOINT unit").run()
                 let value = try await unit.body(unit.transaction)
                 try await database.raw("RELEASE unit").run()
