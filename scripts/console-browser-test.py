@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -97,7 +98,7 @@ options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=options)
 driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_LISTENER})
 driver.set_script_timeout(90)
-wait = WebDriverWait(driver, 120)
+wait = WebDriverWait(driver, 120, ignored_exceptions=(StaleElementReferenceException,))
 problems = []
 
 
@@ -176,7 +177,7 @@ try:
     driver.refresh()
     wait.until(EC.presence_of_element_located((By.ID, "file-input")))
     driver.find_element(By.ID, "file-input").send_keys(flights)
-    WebDriverWait(driver, 300).until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Uploaded flights.csv"))
+    WebDriverWait(driver, 300, ignored_exceptions=(StaleElementReferenceException,)).until(EC.text_to_be_present_in_element((By.ID, "upload-status"), "Uploaded flights.csv"))
     percent = driver.find_element(By.ID, "upload-percent").text
     assert percent.startswith("100%"), percent
     assert driver.find_element(By.ID, "upload-progress").get_attribute("value") == "100"
