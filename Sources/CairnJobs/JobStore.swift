@@ -17,7 +17,8 @@ package struct JobStore: Sendable {
 
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
-        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result
+        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result, \
+        trace_context
         """
 
     static func job(from row: any SQLRow) throws -> Job {
@@ -44,7 +45,8 @@ package struct JobStore: Sendable {
             leaseExpiresAt: try row.decode(column: "lease_expires_at", as: Int64?.self),
             cancelRequestedAt: try row.decode(column: "cancel_requested_at", as: Int64?.self),
             version: try row.decode(column: "version", as: Int.self),
-            result: try row.decode(column: "result", as: String?.self))
+            result: try row.decode(column: "result", as: String?.self),
+            traceContext: try row.decode(column: "trace_context", as: String?.self))
     }
 
     /// The states as SQL literals, not binds: they are the enum's own constants (no outside
@@ -65,7 +67,7 @@ package struct JobStore: Sendable {
             INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
                 \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
                 \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
-                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
             ON CONFLICT DO NOTHING
             RETURNING \(unsafeRaw: columns)
             """
@@ -99,7 +101,7 @@ package struct JobStore: Sendable {
                     """
                     (\(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority), \
                     \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey), \
-                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
+                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
                     """)
             }
             let inserted = try await db.raw(

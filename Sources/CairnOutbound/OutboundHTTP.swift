@@ -1,9 +1,12 @@
 package import AsyncHTTPClient
+import CairnStorage
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import Tracing
 
 /// Refuses webhook and provider targets on any address that is not globally reachable unicast
 /// (SSRF): loopback, private, link-local, shared, NAT64, documentation, benchmarking and every
@@ -221,6 +224,30 @@ package struct OutboundHTTP: Sendable {
         if allowPrivateTargets { return Self.direct }
         guard let address = await AddressPolicy.publicAddress(host: host) else { return nil }
         return Self.pinned.client(host: AddressPolicy.bare(host), address: address)
+    }
+
+    /// Sends `request` on `client` within `timeout`, inside a client span named `operation`
+    /// (`webhook delivery`, `provider delivery`) that carries the OpenTelemetry HTTP client
+    /// attributes (method, `server.address`, `server.port`, the status; never the URL's path or
+    /// query, which may hold credentials), and with the span's W3C `traceparent` (and
+    /// `tracestate`) headers added, so the receiver can continue the trace.
+    /// - Throws: AsyncHTTPClient's errors (connection, timeout), recorded on the span.
+    package static func execute(
+        _ request: HTTPClientRequest, on client: HTTPClient, timeout: Duration, operation: String, attributes: [String: String] = [:]
+    ) async throws -> HTTPClientResponse {
+        try await withSpan(operation, ofKind: .client) { span in
+            var request = request
+            let url = URL(string: request.url)
+            span.attributes["http.request.method"] = request.method.rawValue
+            if let host = url?.host { span.attributes["server.address"] = host }
+            if let port = url?.port ?? (url?.scheme == "https" ? 443 : url?.scheme == "http" ? 80 : nil) { span.attributes["server.port"] = port }
+            for (key, value) in attributes { span.attributes[key] = value }
+            for (name, value) in TraceContext.headers() { request.headers.replaceOrAdd(name: name, value: value) }
+            let response = try await client.execute(request, timeout: .init(timeout))
+            span.attributes["http.response.status_code"] = Int(response.status.code)
+            if response.status.code >= 400 { span.setStatus(.init(code: .error)) }
+            return response
+        }
     }
 
     /// The client for the operator's providers, one per trust configuration. HTTP/2 is

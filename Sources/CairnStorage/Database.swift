@@ -9,6 +9,7 @@ package import SQLKit
 import SQLiteKit
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// The SQL dialect in use. Repositories branch on it only where the engines truly differ.
 package enum Dialect: String, Sendable {
@@ -95,16 +96,16 @@ package final class Database: Sendable, Service {
     /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
     package func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let sqlite): return try await body(sqlite.reader())
-        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        case .sqlite(let sqlite): return try await body(traced(sqlite.reader()))
+        case .postgres(let postgres): return try await postgres.client.withConnection { try await body(self.traced($0.sql())) }
         }
     }
 
     /// Runs single-statement writes without a transaction. SQLite: on the writer, serialized.
     package func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let sqlite): return try await sqlite.withWriter { try await body($0) }
-        case .postgres(let postgres): return try await postgres.client.withConnection { try await body($0.sql()) }
+        case .sqlite(let sqlite): return try await sqlite.withWriter { try await body(self.traced($0)) }
+        case .postgres(let postgres): return try await postgres.client.withConnection { try await body(self.traced($0.sql())) }
         }
     }
 
@@ -116,10 +117,10 @@ package final class Database: Sendable, Service {
         switch backend {
         case .sqlite(let sqlite):
             // Each unit of work on the group-commit writer already runs atomically.
-            return try await sqlite.withWriter(body)
+            return try await sqlite.withWriter { try await body(self.traced($0)) }
         case .postgres(let postgres):
             return try await postgres.client.withConnection { connection in
-                try await Self.inTransaction(connection.sql(), begin: "BEGIN", body)
+                try await Self.inTransaction(self.traced(connection.sql()), begin: "BEGIN", body)
             }
         }
     }
@@ -344,6 +345,8 @@ final class GroupCommitWriter: Sendable {
         let continuation: CheckedContinuation<any Sendable, any Error>
         /// The unit's view of the batch's transaction, holding its after-commit work.
         let transaction: Transaction
+        /// The submitter's service context, so its statements join the submitter's trace.
+        let context: ServiceContext?
     }
     private struct State {
         var pending: [Unit] = []
@@ -361,7 +364,8 @@ final class GroupCommitWriter: Sendable {
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let startDrain = state.withLock { state -> Bool in
-                state.pending.append(Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database)))
+                state.pending.append(
+                    Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), context: ServiceContext.current))
                 if state.draining { return false }
                 state.draining = true
                 return true
@@ -401,7 +405,7 @@ final class GroupCommitWriter: Sendable {
         for unit in batch {
             do {
                 try await database.raw("SAVEPOINT unit").run()
-                let value = try await unit.body(unit.transaction)
+                let value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
                 try await database.raw("RELEASE unit").run()
                 results.append(.success(value))
             } catch {
