@@ -4,8 +4,8 @@ package import CairnStorage
 import Foundation
 package import Logging
 import Metrics
-import Tracing
 package import SQLKit
+import Tracing
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
 package struct NotificationSettings: Sendable {

@@ -166,6 +166,7 @@ final class PinnedClients: Sendable {
             }
             var configuration = HTTPClient.Configuration()
             configuration.redirectConfiguration = .disallow
+            configuration.tracing = OutboundHTTP.untraced
             configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
             configuration.dnsOverride = [host: address]
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -200,6 +201,7 @@ package struct OutboundHTTP: Sendable {
     private static let direct: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
+        configuration.tracing = OutboundHTTP.untraced
         configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
@@ -224,6 +226,15 @@ package struct OutboundHTTP: Sendable {
         if allowPrivateTargets { return Self.direct }
         guard let address = await AddressPolicy.publicAddress(host: host) else { return nil }
         return Self.pinned.client(host: AddressPolicy.bare(host), address: address)
+    }
+
+    /// AsyncHTTPClient's own tracing turned off: its spans record the full URL and query, where
+    /// a webhook target's or provider's credential may sit. ``execute(_:on:timeout:operation:attributes:)``
+    /// makes the span and sends `traceparent` instead.
+    static var untraced: HTTPClient.TracingConfiguration {
+        var tracing = HTTPClient.TracingConfiguration()
+        tracing.tracer = nil
+        return tracing
     }
 
     /// Sends `request` on `client` within `timeout`, inside a client span named `operation`
@@ -259,6 +270,7 @@ package struct OutboundHTTP: Sendable {
             if let caFile { tls.additionalTrustRoots = [.file(caFile)] }
             var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
             configuration.redirectConfiguration = .disallow
+            configuration.tracing = OutboundHTTP.untraced
             configuration.httpVersion = .automatic
             configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

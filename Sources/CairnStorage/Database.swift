@@ -365,7 +365,9 @@ final class GroupCommitWriter: Sendable {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let startDrain = state.withLock { state -> Bool in
                 state.pending.append(
-                    Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), context: ServiceContext.current))
+                    Unit(
+                        body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), context: ServiceContext.current)
+                )
                 if state.draining { return false }
                 state.draining = true
                 return true

@@ -148,7 +148,10 @@ struct TracingEndToEndTests {
         _ = try await curl("POST", "\(base)/auth/register", json: ["email": "trace@example.com", "password": "trace password!", "name": "T"])
         let login = try await curl("POST", "\(base)/auth/login", json: ["email": "trace@example.com", "password": "trace password!"])
         let token = try #require(login.json["accessToken"] as? String)
-        let hook = try await curl("POST", "\(base)/webhooks", json: ["url": "http://127.0.0.1:\(receiver.port)/hook", "types": ["message"]], token: token)
+        // A credential in the target's URL, as many webhook receivers take one.
+        let hookKey = "hook-key-" + Self.hex(8)
+        let hook = try await curl(
+            "POST", "\(base)/webhooks", json: ["url": "http://127.0.0.1:\(receiver.port)/hook?key=\(hookKey)", "types": ["message"]], token: token)
         #expect(hook.status == 201, "\(hook.body)")
 
         let traceId = Self.hex(16)
@@ -165,7 +168,9 @@ struct TracingEndToEndTests {
 
         // Done when the webhook arrived and its delivery span was exported.
         let arrived = await receiver.output.wait(timeout: .seconds(60)) { _, _ in
-            !receiver.webhooks.isEmpty && receiver.spans.contains { $0["name"] as? String == "webhook delivery" && $0["traceId"] as? String == traceId }
+            let spans = receiver.spans
+            return !receiver.webhooks.isEmpty && spans.contains { $0["name"] as? String == "webhook delivery" && $0["traceId"] as? String == traceId }
+                && spans.contains { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
         }
         let spans = receiver.spans.filter { $0["traceId"] as? String == traceId }
         try #require(arrived, "no traced webhook delivery within 60 s; spans of the trace: \(spans.map { $0["name"] ?? "?" })")
@@ -181,6 +186,8 @@ struct TracingEndToEndTests {
         let queried = receiver.spans.first { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
         #expect((queried?["attributes"] as? [String: Any])?["url.query"] as? String == "access_token=***", "\(queried ?? [:])")
         #expect(!receiver.output.text.contains(token), "a token reached a span")
+        let spanText = receiver.records("span").map { "\($0)" }.joined()
+        #expect(!spanText.contains(hookKey), "the webhook URL's credential reached a span")
 
         // The chain from the webhook's HTTP call up to the request.
         let delivery = try #require(spans.first { $0["name"] as? String == "webhook delivery" })
