@@ -20,10 +20,10 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
 
     /// Handles one request.
     package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard TraceContext.isEnabled else { return try await next(request, context) }
+        guard let tracer = TraceContext.tracer else { return try await next(request, context) }
         var parent = ServiceContext.current ?? .topLevel
-        InstrumentationSystem.instrument.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
-        let span = startSpan("\(request.method.rawValue)", context: parent, ofKind: .server)
+        tracer.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
+        let span: any Span = tracer.startSpan(request.method.rawValue, context: parent, ofKind: .server)
         span.attributes["http.request.method"] = request.method.rawValue
         span.attributes["url.path"] = request.uri.path
         span.attributes["url.scheme"] = "http"

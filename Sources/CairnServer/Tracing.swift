@@ -57,7 +57,7 @@ package enum TracingBootstrap {
         configuration.diagnosticLogLevel = .warning
         let (tracer, service) = try OTel.makeTracingBackend(configuration: configuration)
         InstrumentationSystem.bootstrap(tracer)
-        TraceContext.markEnabled()
+        TraceContext.markEnabled(tracer: tracer)
         logger.info("tracing on", metadata: ["exporter": "otlp/http"])
         return BoundedShutdown(service, bound: .seconds(5))
     }

@@ -11,19 +11,29 @@ package import Tracing
 /// every call here is a cheap no-op, so in-process tests run untraced.
 package enum TraceContext {
     private static let enabled = Atomic<Bool>(false)
+    private static let installed = Mutex<(any Tracer)?>(nil)
 
     /// Whether a tracer is installed in this process (set once, by the bootstrap).
     package static var isEnabled: Bool { enabled.load(ordering: .relaxed) }
 
-    /// Records that the process's tracer is installed; called by the bootstrap only.
-    package static func markEnabled() {
+    /// The installed tracer, kept here because `InstrumentationSystem.tracer` looks it up with
+    /// a dynamic cast on every call, too slow for the per-request and per-statement paths.
+    package static var tracer: (any Tracer)? {
+        guard isEnabled else { return nil }
+        return installed.withLock { $0 }
+    }
+
+    /// Records the process's tracer, just installed with `InstrumentationSystem.bootstrap`;
+    /// called by the bootstrap only.
+    package static func markEnabled(tracer: any Tracer) {
+        installed.withLock { $0 = tracer }
         enabled.store(true, ordering: .relaxed)
     }
 
     /// The recording span of the current task, when tracing is on and one is active.
     package static var currentSpan: (any Span)? {
-        guard isEnabled, let context = ServiceContext.current else { return nil }
-        return InstrumentationSystem.tracer.activeSpan(identifiedBy: context)
+        guard isEnabled, let context = ServiceContext.current, let tracer else { return nil }
+        return tracer.activeSpan(identifiedBy: context)
     }
 
     /// Sets a string attribute on the current span, if any (the tenant id of a request, …).
@@ -34,9 +44,9 @@ package enum TraceContext {
     /// The current span's W3C Trace Context headers (`traceparent`, and `tracestate` when
     /// there is one), empty when tracing is off or no span is active.
     package static func headers() -> [(String, String)] {
-        guard isEnabled, let context = ServiceContext.current else { return [] }
+        guard let tracer, let context = ServiceContext.current else { return [] }
         var carrier: [String: String] = [:]
-        InstrumentationSystem.instrument.inject(context, into: &carrier, using: DictionaryInjector())
+        tracer.inject(context, into: &carrier, using: DictionaryInjector())
         return carrier.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
@@ -54,10 +64,10 @@ package enum TraceContext {
     /// `text` is nil, malformed or tracing is off.
     package static func context(from text: String?) -> ServiceContext {
         var context = ServiceContext.topLevel
-        guard isEnabled, let text, let data = text.data(using: .utf8),
+        guard let tracer, let text, let data = text.data(using: .utf8),
             let object = try? JSONSerialization.jsonObject(with: data) as? [String: String]
         else { return context }
-        InstrumentationSystem.instrument.extract(object, into: &context, using: DictionaryExtractor())
+        tracer.extract(object, into: &context, using: DictionaryExtractor())
         return context
     }
 }

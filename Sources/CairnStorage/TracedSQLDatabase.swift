@@ -32,17 +32,24 @@ final class TracedSQLDatabase: SQLDatabase {
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        guard TraceContext.currentSpan != nil else { return try await base.execute(sql: query, onRow) }
+        guard let tracer = TraceContext.tracer, let parent = ServiceContext.current, tracer.activeSpan(identifiedBy: parent) != nil else {
+            return try await base.execute(sql: query, onRow)
+        }
         var serializer = SQLSerializer(database: base)
         query.serialize(to: &serializer)
         let (operation, collection) = Self.describe(serializer.sql)
-        let name = collection.map { "\(operation) \($0)" } ?? operation
-        try await withSpan(name, ofKind: .client) { span in
-            span.attributes["db.system.name"] = system
-            span.attributes["db.system"] = system
-            span.attributes["db.operation.name"] = operation
-            if let collection { span.attributes["db.collection.name"] = collection }
-            try await base.execute(sql: query, onRow)
+        let span: any Span = tracer.startSpan(collection.map { "\(operation) \($0)" } ?? operation, context: parent, ofKind: .client)
+        defer { span.end() }
+        span.attributes["db.system.name"] = system
+        span.attributes["db.system"] = system
+        span.attributes["db.operation.name"] = operation
+        if let collection { span.attributes["db.collection.name"] = collection }
+        do {
+            try await ServiceContext.$current.withValue(span.context) { try await base.execute(sql: query, onRow) }
+        } catch {
+            span.recordError(error)
+            span.setStatus(.init(code: .error))
+            throw error
         }
     }
 
