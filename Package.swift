@@ -25,18 +25,19 @@ let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
 let jwtKit = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
 let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let tracing = Target.Dependency.product(name: "Tracing", package: "swift-distributed-tracing")
 
 /// What every feature module (and the composition root) builds on: the HTTP layer, storage,
 /// Hummingbird, SQLKit and logging.
 let moduleDependencies: [Target.Dependency] = [
-    "CairnHTTP", "CairnStorage", httpTypes, hummingbird, hummingbirdCore, nioCore, sqlKit, logging,
+    "CairnHTTP", "CairnStorage", httpTypes, hummingbird, hummingbirdCore, nioCore, sqlKit, logging, tracing,
 ]
 
 /// What every test target needs: the shared test support and the modules it exercises.
 let testDependencies: [Target.Dependency] = [
     "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", hummingbird,
     .product(name: "HummingbirdTesting", package: "hummingbird"),
-    httpTypes, nioCore, sqlKit, logging,
+    httpTypes, nioCore, sqlKit, logging, tracing,
 ]
 
 extension Target {
@@ -77,6 +78,9 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),  // pipeline sandboxes, the tests' children
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),  // FilePath, for swift-subprocess
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.3.0"),
+        // Trace export only (OTLP over HTTP/protobuf, no gRPC); metrics stay on Prometheus.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         .target(
@@ -88,7 +92,7 @@ let package = Package(
             name: "CairnHTTP",
             dependencies: [
                 "CairnFormats", "CairnStorage", sqlKit, crypto, hummingbird, hummingbirdWebSocket, hummingbirdCore, httpTypes,
-                nioCore, logging,
+                nioCore, logging, tracing,
             ],
             swiftSettings: strictSettings
         ),
@@ -100,7 +104,7 @@ let package = Package(
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics,
+                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing,
             ],
             swiftSettings: strictSettings
         ),
@@ -191,6 +195,7 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
+                .product(name: "OTel", package: "swift-otel"),
             ],
             resources: [.copy("Resources/openapi.yaml")],
             swiftSettings: strictSettings
@@ -201,7 +206,7 @@ let package = Package(
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
                 "CairnTasks", "CairnCatalog", "CairnPipelines", "CairnOutbound",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                hummingbird, logging,
+                hummingbird, logging, serviceLifecycle,
             ],
             swiftSettings: strictSettings
         ),

@@ -1,4 +1,5 @@
 package import CairnHTTP
+import CairnStorage
 import Foundation
 package import Hummingbird
 import Logging
@@ -88,6 +89,7 @@ package struct BearerMiddleware: RouterMiddleware {
         }
         context.identity = identity
         context.logger[metadataKey: "tenant_id"] = .string(identity.tenantId)
+        TraceContext.setAttribute("cairn.tenant_id", identity.tenantId)
         return try await next(request, context)
     }
 

@@ -63,6 +63,10 @@ package struct Job: Sendable, JSONWritable {
     package var version: Int
     /// What the handler reported as its outcome (JSON text), e.g. a pipeline run's output file.
     package var result: String? = nil
+    /// The W3C Trace Context of the span that enqueued it (JSON text of `traceparent` and
+    /// `tracestate`), so each attempt, on whichever node, continues that trace. Never shown to
+    /// clients.
+    package var traceContext: String? = nil
 
     /// The job's JSON representation (camelCase, RFC 3339 times).
     package func writeJSON(to writer: inout JSONWriter) {
@@ -156,5 +160,8 @@ package enum JobsMigrations {
         Migration(
             module: "jobs", version: 3, name: "job results",
             sql: ["ALTER TABLE jobs ADD COLUMN result TEXT"]),
+        Migration(
+            module: "jobs", version: 4, name: "job trace context",
+            sql: ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]),
     ]
 }

@@ -4,10 +4,12 @@ import Foundation
 import Metrics
 package import SQLKit
 import Synchronization
+package import Tracing
 
 /// Settings of the job system (`CAIRN_JOBS_*`).
 package struct JobsSettings: Sendable {
-    /// Jobs run at once on this node (`CAIRN_JOBS_CONCURRENCY`, default 2 × cores).
+    /// Jobs run at once on this node (`CAIRN_JOBS_CONCURRENCY`, default 2 × cores; 0 makes an
+    /// HTTP-only node that enqueues jobs for the others to run).
     package var concurrency = 2 * ProcessInfo.processInfo.activeProcessorCount
     /// Lease length in seconds (`CAIRN_JOBS_LEASE`, default 30); renewed every third of it.
     package var leaseSeconds = 30
@@ -163,15 +165,30 @@ package final class JobQueue: Sendable {
     ) {
         let issues = validate(request, field: "")
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
-        try await checkPendingCap(tenantId: tenantId, adding: 1)
-        let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: clock.milliseconds)
-        let result = try await store.database.transaction(joining: db) { [bus] db in
-            let result = try await JobStore.insert(job, on: db)
-            if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
-            return result
+        return try await withSpan("job enqueue \(request.kind)", ofKind: .producer) { span in
+            Self.describe(span, operation: "send", queue: request.queue, kind: request.kind, tenantId: tenantId)
+            try await checkPendingCap(tenantId: tenantId, adding: 1)
+            let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: clock.milliseconds)
+            let result = try await store.database.transaction(joining: db) { [bus] db in
+                let result = try await JobStore.insert(job, on: db)
+                if result.inserted { try await bus.publish(channel: Self.wakeChannel, payload: job.id, on: db) }
+                return result
+            }
+            span.attributes["messaging.message.id"] = result.job.id
+            if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
+            return (result.job, result.inserted)
         }
-        if result.inserted { Counter(label: "cairn_jobs_enqueued_total", dimensions: [("kind", job.kind)]).increment() }
-        return (result.job, result.inserted)
+    }
+
+    /// Sets the OpenTelemetry messaging attributes of a job span: `messaging.system` `cairn`,
+    /// `messaging.operation.type` (`send`, `receive`, `process`), the queue as
+    /// `messaging.destination.name`, `cairn.job.kind` and `cairn.tenant_id`.
+    package static func describe(_ span: any Span, operation: String, queue: String, kind: String, tenantId: String?) {
+        span.attributes["messaging.system"] = "cairn"
+        span.attributes["messaging.operation.type"] = operation
+        span.attributes["messaging.destination.name"] = queue
+        span.attributes["cairn.job.kind"] = kind
+        if let tenantId { span.attributes["cairn.tenant_id"] = tenantId }
     }
 
     /// Enqueues up to 1,000 jobs for a tenant at once (River's `InsertMany`, BullMQ's
@@ -187,6 +204,19 @@ package final class JobQueue: Sendable {
         guard requests.count <= Self.maxBatch else { throw AppError.invalidField("jobs", "must hold 1 to \(Self.maxBatch) jobs") }
         let issues = requests.indices.flatMap { validate(requests[$0], field: "jobs[\($0)].") }
         if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
+        return try await withSpan("job enqueue batch", ofKind: .producer) { span in
+            span.attributes["messaging.system"] = "cairn"
+            span.attributes["messaging.operation.type"] = "send"
+            span.attributes["messaging.batch.message_count"] = requests.count
+            span.attributes["cairn.tenant_id"] = tenantId
+            return try await enqueueBatch(requests, tenantId: tenantId, createdBy: createdBy, on: db)
+        }
+    }
+
+    /// ``enqueueMany(_:tenantId:createdBy:on:)`` once validated, inside its span.
+    private func enqueueBatch(_ requests: [JobRequest], tenantId: String, createdBy: String?, on db: (any SQLDatabase)?) async throws
+        -> [(job: Job, created: Bool)]
+    {
         try await checkPendingCap(tenantId: tenantId, adding: requests.count)
         let now = clock.milliseconds
         let jobs = requests.map { makeJob($0, tenantId: tenantId, createdBy: createdBy, now: now) }
@@ -238,7 +268,7 @@ package final class JobQueue: Sendable {
             id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
             state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
             errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1)
+            leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1, traceContext: TraceContext.serialized())
     }
 
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.

@@ -17,7 +17,8 @@ package struct JobStore: Sendable {
 
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
-        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result
+        unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result, \
+        trace_context
         """
 
     /// `columns`, in order, for SQLKit rows read by name.
@@ -32,7 +33,8 @@ package struct JobStore: Sendable {
             errors: try row.string(12), uniqueKey: try row.optionalString(13), createdBy: try row.optionalString(14),
             createdAt: try row.int64(15), attemptedAt: try row.optionalInt64(16), finishedAt: try row.optionalInt64(17),
             leaseOwner: try row.optionalString(18), leaseExpiresAt: try row.optionalInt64(19),
-            cancelRequestedAt: try row.optionalInt64(20), version: try row.int(21), result: try row.optionalString(22))
+            cancelRequestedAt: try row.optionalInt64(20), version: try row.int(21), result: try row.optionalString(22),
+            traceContext: try row.optionalString(23))
     }
 
     /// A job from a SQLKit row holding `columns`.
@@ -58,7 +60,7 @@ package struct JobStore: Sendable {
             INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
                 \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
                 \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
-                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
             ON CONFLICT DO NOTHING
             RETURNING \(unsafeRaw: columns)
             """
@@ -92,7 +94,7 @@ package struct JobStore: Sendable {
                     """
                     (\(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority), \
                     \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey), \
-                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL)
+                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
                     """)
             }
             let inserted = try await db.raw(

@@ -6,6 +6,7 @@ package import Logging
 import Metrics
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// Runs jobs on this node: claims due jobs (woken by the EventBus, with a slow poll as a
 /// fallback), renews their leases, stops cancelled ones, rescues lapsed leases of dead nodes,
@@ -104,6 +105,7 @@ package final class JobWorker: Service, Sendable {
             }
             if draining { return }
             var claimed: [Job] = []
+            let claimStarted = DefaultTracerClock.now
             if free > 0 {
                 do {
                     claimed = try await claimRound(free: free, excluded: excluded)
@@ -113,7 +115,7 @@ package final class JobWorker: Service, Sendable {
                 } catch {
                     logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
                 }
-                for job in claimed { start(job) }
+                for job in claimed { start(job, claimStarted: claimStarted) }
                 claimedSinceVacuum.add(claimed.count, ordering: .relaxed)
                 // Announcing is best effort and must not hold up the next claim.
                 if !claimed.isEmpty { Task { [events = queue.events, ids = claimed.map(\.id)] in await events.announce(ids) } }
@@ -188,7 +190,10 @@ package final class JobWorker: Service, Sendable {
         return kept
     }
 
-    private func start(_ job: Job) {
+    /// Runs one attempt of a claimed job. Its span (`job <kind>`, a consumer span) is a child of
+    /// the span that enqueued the job, whichever node that was on; a `job claim` span under the
+    /// same parent covers the claim that took it (from `claimStarted`).
+    private func start(_ job: Job, claimStarted: DefaultTracerClock.Instant) {
         if let waited = job.attemptedAt.map({ $0 - job.runAt }), waited >= 0 {
             Timer(label: "cairn_jobs_wait_seconds", dimensions: [("kind", job.kind)]).recordMilliseconds(waited)
         }
@@ -203,11 +208,25 @@ package final class JobWorker: Service, Sendable {
                 await events.announce([job.id])
             })
         let registration = queue.registration(job.kind)
+        let parent = TraceContext.context(from: job.traceContext)
+        if TraceContext.isEnabled {
+            let claim = startSpan("job claim \(job.kind)", context: parent, ofKind: .consumer, at: claimStarted)
+            JobQueue.describe(claim, operation: "receive", queue: job.queue, kind: job.kind, tenantId: job.tenantId)
+            claim.attributes["messaging.message.id"] = job.id
+            claim.attributes["cairn.node_id"] = node
+            claim.end()
+        }
         // The handler runs in its own task, the one cancellation targets; the outcome is
         // recorded by another, which stays uncancelled so its database writes go through.
         let handler = Task<Void, any Error> {
             guard let registration else { throw PermanentJobError("no handler is registered for kind '\(job.kind)'") }
-            try await registration.handler(context)
+            try await withSpan("job \(job.kind)", context: parent, ofKind: .consumer) { span in
+                JobQueue.describe(span, operation: "process", queue: job.queue, kind: job.kind, tenantId: job.tenantId)
+                span.attributes["messaging.message.id"] = job.id
+                span.attributes["cairn.job.attempt"] = job.attempt
+                span.attributes["cairn.node_id"] = node
+                try await registration.handler(context)
+            }
         }
         state.withLock { state in
             state.running[job.id] = Running(tenantId: job.tenantId, task: handler)

@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import SQLKit
 import Synchronization
+import Tracing
 
 /// What a live connection's mailbox holds when its consumer wakes.
 struct MailboxBatch: Sendable {
@@ -453,20 +454,29 @@ package final class NotificationHub: Sendable {
     /// announcements are not held up.
     private func deliver(ids: [String], attempt: Int) async {
         guard state.withLock({ !$0.mailboxes.isEmpty }) else { return }
-        let rows: [StoredNotification]
-        do {
-            rows = try await store.notifications(ids: ids)
-        } catch {
-            logger.warning("notification hub read failed; connections catch up on their next gap")
-            return
+        // A trace of its own: the announcement crossed the database's NOTIFY, which carries ids only.
+        let read = await withSpan("notification live delivery", ofKind: .consumer) { span -> [StoredNotification]? in
+            let rows: [StoredNotification]
+            do {
+                rows = try await store.notifications(ids: ids)
+            } catch {
+                logger.warning("notification hub read failed; connections catch up on their next gap")
+                return nil
+            }
+            let grouped = Dictionary(grouping: rows) { Self.key($0.tenantId, $0.userId) }
+            let targets = state.withLock { state in
+                grouped.compactMap { key, rows in state.mailboxes[key].map { (Array($0.values), rows) } }
+            }
+            var connections = 0
+            for (mailboxes, rows) in targets {
+                for mailbox in mailboxes { mailbox.push(rows) }
+                connections += mailboxes.count
+            }
+            span.attributes["cairn.notification.count"] = rows.count
+            span.attributes["cairn.notification.connections"] = connections
+            return rows
         }
-        let grouped = Dictionary(grouping: rows) { Self.key($0.tenantId, $0.userId) }
-        let targets = state.withLock { state in
-            grouped.compactMap { key, rows in state.mailboxes[key].map { (Array($0.values), rows) } }
-        }
-        for (mailboxes, rows) in targets {
-            for mailbox in mailboxes { mailbox.push(rows) }
-        }
+        guard let rows = read else { return }
         if rows.count < ids.count, attempt < 4 {
             let found = Set(rows.map(\.id))
             let missing = ids.filter { !found.contains($0) }

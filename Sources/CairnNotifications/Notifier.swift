@@ -5,6 +5,7 @@ import Foundation
 package import Logging
 import Metrics
 package import SQLKit
+import Tracing
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
 package struct NotificationSettings: Sendable {
@@ -92,6 +93,18 @@ package final class Notifier: Sendable {
         if let bad = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {
             throw AppError.invalidField("userIds[\(bad)]", "must be a user id")
         }
+        return try await withSpan("notification publish", ofKind: .producer) { span in
+            span.attributes["cairn.tenant_id"] = tenantId
+            span.attributes["cairn.notification.type"] = draft.type
+            span.attributes["cairn.notification.recipients"] = userIds.count
+            return try await storeAll(draft, to: userIds, tenantId: tenantId, on: db)
+        }
+    }
+
+    /// ``publish(_:to:tenantId:on:)`` once validated, inside its span.
+    private func storeAll(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)?) async throws
+        -> [StoredNotification]
+    {
         let recipients = Array(Set(userIds)).sorted()
         let now = clock.milliseconds
         let batchSize = max(1, settings.batchSize)

@@ -14,6 +14,7 @@ import NIOHTTP1
 import NIOPosix
 package import SQLKit
 import Synchronization
+import Tracing
 
 /// Outbound channels: plans deliveries in the publishing transaction (one record and one job
 /// per recipient and webhook endpoint, per recipient for email, per recipient and device for
@@ -56,11 +57,17 @@ package final class OutboundChannels: PublishObserver {
         }
         queue.register(SendEmail.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.deliverThroughProvider(args.deliveryId, context: context)
+            try await withSpan("email delivery") { span in
+                span.attributes["cairn.delivery.id"] = args.deliveryId
+                try await self.deliverThroughProvider(args.deliveryId, context: context)
+            }
         }
         queue.register(SendPush.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.deliverThroughProvider(args.deliveryId, context: context)
+            try await withSpan("push delivery") { span in
+                span.attributes["cairn.delivery.id"] = args.deliveryId
+                try await self.deliverThroughProvider(args.deliveryId, context: context)
+            }
         }
     }
 
@@ -204,7 +211,9 @@ package final class OutboundChannels: PublishObserver {
             name: "webhook-signature", value: WebhookSignature.sign(secret: endpoint.secret, id: deliveryId, timestamp: timestamp, body: payload))
         request.body = .bytes(ByteBuffer(string: payload))
         do {
-            let response = try await client.execute(request, timeout: .init(settings.webhookTimeout))
+            let response = try await OutboundHTTP.execute(
+                request, on: client, timeout: settings.webhookTimeout, operation: "webhook delivery",
+                attributes: ["cairn.tenant_id": tenantId, "cairn.delivery.id": deliveryId, "cairn.webhook.endpoint_id": endpoint.id])
             // Read (and drop) at most 64 KiB of the answer so the connection can be reused.
             _ = try? await response.body.collect(upTo: 64 * 1024)
             if (200..<300).contains(Int(response.status.code)) {

@@ -1,9 +1,12 @@
 package import AsyncHTTPClient
+import CairnStorage
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
+import Tracing
 
 /// Refuses webhook and provider targets on any address that is not globally reachable unicast
 /// (SSRF): loopback, private, link-local, shared, NAT64, documentation, benchmarking and every
@@ -163,6 +166,7 @@ final class PinnedClients: Sendable {
             }
             var configuration = HTTPClient.Configuration()
             configuration.redirectConfiguration = .disallow
+            configuration.tracing = OutboundHTTP.untraced
             configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
             configuration.dnsOverride = [host: address]
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -197,6 +201,7 @@ package struct OutboundHTTP: Sendable {
     private static let direct: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
+        configuration.tracing = OutboundHTTP.untraced
         configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
@@ -223,6 +228,39 @@ package struct OutboundHTTP: Sendable {
         return Self.pinned.client(host: AddressPolicy.bare(host), address: address)
     }
 
+    /// AsyncHTTPClient's own tracing turned off: its spans record the full URL and query, where
+    /// a webhook target's or provider's credential may sit. ``execute(_:on:timeout:operation:attributes:)``
+    /// makes the span and sends `traceparent` instead.
+    static var untraced: HTTPClient.TracingConfiguration {
+        var tracing = HTTPClient.TracingConfiguration()
+        tracing.tracer = nil
+        return tracing
+    }
+
+    /// Sends `request` on `client` within `timeout`, inside a client span named `operation`
+    /// (`webhook delivery`, `provider delivery`) that carries the OpenTelemetry HTTP client
+    /// attributes (method, `server.address`, `server.port`, the status; never the URL's path or
+    /// query, which may hold credentials), and with the span's W3C `traceparent` (and
+    /// `tracestate`) headers added, so the receiver can continue the trace.
+    /// - Throws: AsyncHTTPClient's errors (connection, timeout), recorded on the span.
+    package static func execute(
+        _ request: HTTPClientRequest, on client: HTTPClient, timeout: Duration, operation: String, attributes: [String: String] = [:]
+    ) async throws -> HTTPClientResponse {
+        try await withSpan(operation, ofKind: .client) { span in
+            var request = request
+            let url = URL(string: request.url)
+            span.attributes["http.request.method"] = request.method.rawValue
+            if let host = url?.host { span.attributes["server.address"] = host }
+            if let port = url?.port ?? (url?.scheme == "https" ? 443 : url?.scheme == "http" ? 80 : nil) { span.attributes["server.port"] = port }
+            for (key, value) in attributes { span.attributes[key] = value }
+            for (name, value) in TraceContext.headers() { request.headers.replaceOrAdd(name: name, value: value) }
+            let response = try await client.execute(request, timeout: .init(timeout))
+            span.attributes["http.response.status_code"] = Int(response.status.code)
+            if response.status.code >= 400 { span.setStatus(.init(code: .error)) }
+            return response
+        }
+    }
+
     /// The client for the operator's providers, one per trust configuration. HTTP/2 is
     /// negotiated by ALPN where the server offers it, which APNs requires.
     package func providerClient(caFile: String?) -> HTTPClient {
@@ -232,6 +270,7 @@ package struct OutboundHTTP: Sendable {
             if let caFile { tls.additionalTrustRoots = [.file(caFile)] }
             var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
             configuration.redirectConfiguration = .disallow
+            configuration.tracing = OutboundHTTP.untraced
             configuration.httpVersion = .automatic
             configuration.timeout = .init(connect: .seconds(5), read: .seconds(10))
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

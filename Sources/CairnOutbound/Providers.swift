@@ -102,7 +102,7 @@ enum ProviderHTTP {
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.headers.add(name: "user-agent", value: "Cairn-Notifications/1")
         request.body = .bytes(ByteBuffer(string: body))
-        let response = try await client.execute(request, timeout: .init(timeout))
+        let response = try await OutboundHTTP.execute(request, on: client, timeout: timeout, operation: "provider request")
         let bytes = try await response.body.collect(upTo: 64 * 1024)
         return Answer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
     }

@@ -11,6 +11,7 @@ import NIOFileSystem
 import ServiceLifecycle
 import Subprocess
 import Synchronization
+import Tracing
 
 #if canImport(Glibc)
     import Glibc
@@ -252,11 +253,17 @@ package final class PipelineRunner: Service, Sendable {
         let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
-            checkpoint.load = try await load(context, checkpoint: checkpoint, inputPath: inputPath, folder: folder, size: file.size)
+            let current = checkpoint
+            checkpoint.load = try await withSpan("pipeline load") { span in
+                span.attributes["cairn.pipeline.phase"] = "load"
+                span.attributes["cairn.file.size"] = Int(file.size)
+                let state = try await load(context, checkpoint: current, inputPath: inputPath, folder: folder, size: file.size)
+                span.attributes["cairn.pipeline.rows_loaded"] = state.rowsLoaded
+                return state
+            }
             try await context.saveCheckpoint(Self.encode(checkpoint), progress: Self.progress(checkpoint, phase: "querying", size: file.size))
         }
 
-        let outputPath = folder + "/" + SandboxOrder.outputName
         let spec = checkpoint.spec
         let maxBytes = min(settings.maxOutputBytes, quotas.maxFileBytes)
         let timeout = settings.timeoutSeconds
@@ -267,18 +274,42 @@ package final class PipelineRunner: Service, Sendable {
         let order = SandboxOrder(
             phase: .query, spec: spec, inputPath: nil, resume: nil, maxOutputBytes: maxBytes, timeoutSeconds: timeout,
             limits: limits(fileBytes: max(maxBytes + (1 << 20), 2 * databaseBytes + (64 << 20))))
-        let queried = try await inSandbox(order, context: context, folder: folder, deadline: .seconds(timeout + 5)) { report in
-            switch report.event {
-            // Announced as a job change, so a watcher sees the query's process once it runs.
-            case .started: return (nil, Self.progress(snapshot, phase: "querying", size: file.size))
-            case .rows: return (nil, Self.progress(snapshot, phase: "querying", size: file.size, rowsOutput: report.rows ?? 0))
-            default: return nil
+        let queried = try await withSpan("pipeline query") { span in
+            span.attributes["cairn.pipeline.phase"] = "query"
+            let queried = try await inSandbox(order, context: context, folder: folder, deadline: .seconds(timeout + 5)) { report in
+                switch report.event {
+                // Announced as a job change, so a watcher sees the query's process once it runs.
+                case .started: return (nil, Self.progress(snapshot, phase: "querying", size: file.size))
+                case .rows: return (nil, Self.progress(snapshot, phase: "querying", size: file.size, rowsOutput: report.rows ?? 0))
+                default: return nil
+                }
             }
+            if let rows = queried.outcome?.rows { span.attributes["cairn.pipeline.rows_output"] = rows }
+            return queried
         }
         guard let outcome = queried.outcome else { throw SandboxError(.io, "the query's process reported no outcome") }
         let elapsed = (ContinuousClock.now - started).components
         Timer(label: "cairn_pipeline_run_seconds").recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
 
+        let output = try await withSpan("pipeline output") { span in
+            span.attributes["cairn.pipeline.phase"] = "output"
+            span.attributes["cairn.file.size"] = Int(outcome.bytes)
+            return try await store(outcome, context, checkpoint: &checkpoint, folder: folder)
+        }
+        Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
+        Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
+        try await context.saveResult(
+            resultValue(checkpoint, output: output, failure: nil, rowsOutput: outcome.rows, resumedFromRow: resumedFromRow),
+            progress: Self.progress(checkpoint, phase: "done", size: file.size, rowsOutput: outcome.rows))
+    }
+
+    /// The output phase: moves the query's output into the file store and records it under the
+    /// tenant's quota.
+    /// - Throws: `PipelineFailure` when it would exceed the quota; storage errors.
+    private func store(_ outcome: QueryOutcome, _ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws -> StoredFile {
+        let tenantId = context.job.tenantId
+        let spec = checkpoint.spec
+        let outputPath = folder + "/" + SandboxOrder.outputName
         // The output's id is fixed before it is recorded, so a retry after a crash finds it.
         let outputId = UUIDv7.make()
         checkpoint.outputFileId = outputId
@@ -295,11 +326,7 @@ package final class PipelineRunner: Service, Sendable {
             try? await blobs.delete(tenantId: tenantId, id: outputId)
             throw PipelineFailure(message: "the output (\(outcome.bytes) bytes) would exceed the tenant's file quota")
         }
-        Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
-        Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
-        try await context.saveResult(
-            resultValue(checkpoint, output: output, failure: nil, rowsOutput: outcome.rows, resumedFromRow: resumedFromRow),
-            progress: Self.progress(checkpoint, phase: "done", size: file.size, rowsOutput: outcome.rows))
+        return output
     }
 
     /// The load phase in a sandbox process; every committed batch becomes a checkpoint.

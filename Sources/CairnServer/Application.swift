@@ -207,7 +207,7 @@ extension CairnComponents {
 
 /// Builds the router: middleware order, then each module's routes.
 ///
-/// Order (outermost first): request id → client address → metrics → problem+json mapping → request log → routes.
+/// Order (outermost first): tracing span → request id → client address → metrics → problem+json mapping → request log → routes.
 /// Protected routes sit in authenticated groups (a child context whose identity is not
 /// optional); each group's token policy, and any admin-only subgroup, is declared by its
 /// controller next to its routes.
@@ -215,6 +215,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
     let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
+    router.add(middleware: RequestTracingMiddleware())
     router.add(middleware: RequestIDMiddleware())
     router.add(middleware: ClientAddressMiddleware(proxies: components.configuration.trustedProxies))
     router.add(middleware: MetricsMiddleware())
@@ -263,8 +264,9 @@ package func buildApplication(configuration: CairnConfiguration, logger: Logger)
 }
 
 /// Builds the HTTP application around already wired components (the CLI keeps the components,
-/// so it can close the database when the server cannot start).
-package func makeApplication(components: CairnComponents) -> some ApplicationProtocol {
+/// so it can close the database when the server cannot start). `services` run before every
+/// other and stop after them (the trace exporter, which flushes the spans of the drained work).
+package func makeApplication(components: CairnComponents, services extra: [any Service] = []) -> some ApplicationProtocol {
     let configuration = components.configuration
     let logger = components.logger
     let router = buildRouter(components: components)
@@ -273,7 +275,7 @@ package func makeApplication(components: CairnComponents) -> some ApplicationPro
         router: router,
         server: .cairn(router: router, settings: configuration.http),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
-        services: [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
+        services: extra + [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
         onServerRunning: { channel in
             logger.info(
                 "listening",

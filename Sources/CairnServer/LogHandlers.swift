@@ -9,12 +9,16 @@ package struct JSONLogHandler: LogHandler {
     package var metadata: Logger.Metadata = [:]
     /// Minimum level.
     package var logLevel: Logger.Level = .info
+    /// Metadata added to every line when it is written: the current span's `trace_id` and
+    /// `span_id` (``TracingBootstrap/logMetadataProvider``).
+    package var metadataProvider: Logger.MetadataProvider?
     let label: String
     private static let output = Mutex(())
 
-    /// Creates a handler for a logger label.
-    package init(label: String) {
+    /// Creates a handler for a logger label, with the process's metadata provider if any.
+    package init(label: String, metadataProvider: Logger.MetadataProvider? = nil) {
         self.label = label
+        self.metadataProvider = metadataProvider
     }
 
     /// Metadata accessor.
@@ -29,7 +33,9 @@ package struct JSONLogHandler: LogHandler {
             "ts": ISO8601DateFormatter.string(from: Date(), timeZone: .gmt, formatOptions: [.withInternetDateTime, .withFractionalSeconds]),
             "level": event.level.rawValue, "label": label, "msg": event.message.description,
         ]
-        for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
+        var all = metadata
+        if let provided = metadataProvider?.get(), !provided.isEmpty { all.merge(provided, uniquingKeysWith: { $1 }) }
+        for (key, value) in all.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
             object[key] = Self.plain(value)
         }
         guard var line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
@@ -60,16 +66,23 @@ package struct TextLogHandler: LogHandler {
     /// Minimum level.
     package var logLevel: Logger.Level = .info
     /// Writes the lines; its own metadata stays empty until a line is written.
-    let output: StreamLogHandler
+    var output: StreamLogHandler
 
-    /// Creates a handler writing to standard output.
-    package init(label: String) {
-        output = StreamLogHandler.standardOutput(label: label)
+    /// Metadata added to every line when it is written (the current span's `trace_id` and
+    /// `span_id`); `StreamLogHandler` merges it.
+    package var metadataProvider: Logger.MetadataProvider? {
+        get { output.metadataProvider }
+        set { output.metadataProvider = newValue }
+    }
+
+    /// Creates a handler writing to standard output, with the process's metadata provider if any.
+    package init(label: String, metadataProvider: Logger.MetadataProvider? = nil) {
+        output = StreamLogHandler.standardOutput(label: label, metadataProvider: metadataProvider)
     }
 
     /// Creates a handler writing to `stream` (tests capture lines this way).
-    package init(label: String, stream: any TextOutputStream & Sendable) {
-        output = StreamLogHandler(label: label, stream: stream)
+    package init(label: String, stream: any TextOutputStream & Sendable, metadataProvider: Logger.MetadataProvider? = nil) {
+        output = StreamLogHandler(label: label, stream: stream, metadataProvider: metadataProvider)
     }
 
     /// Metadata accessor; formats nothing.

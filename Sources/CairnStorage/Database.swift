@@ -9,6 +9,7 @@ package import SQLKit
 import SQLiteKit
 import ServiceLifecycle
 import Synchronization
+import Tracing
 
 /// The SQL dialect in use. Repositories branch on it only where the engines truly differ.
 package enum Dialect: String, Sendable {
@@ -95,16 +96,16 @@ package final class Database: Sendable, Service {
     /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
     package func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let sqlite): return try await sqlite.readerMetrics.using { try await body(sqlite.reader()) }
-        case .postgres(let postgres): return try await postgres.withConnection { try await body($0.sql()) }
+        case .sqlite(let sqlite): return try await sqlite.readerMetrics.using { try await body(self.traced(sqlite.reader())) }
+        case .postgres(let postgres): return try await postgres.withConnection { try await body(self.traced($0.sql())) }
         }
     }
 
     /// Runs single-statement writes without a transaction. SQLite: on the writer, serialized.
     package func write<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
-        case .sqlite(let sqlite): return try await sqlite.withWriter { try await body($0) }
-        case .postgres(let postgres): return try await postgres.withConnection { try await body($0.sql()) }
+        case .sqlite(let sqlite): return try await sqlite.withWriter { try await body(self.traced($0)) }
+        case .postgres(let postgres): return try await postgres.withConnection { try await body(self.traced($0.sql())) }
         }
     }
 
@@ -116,10 +117,10 @@ package final class Database: Sendable, Service {
         switch backend {
         case .sqlite(let sqlite):
             // Each unit of work on the group-commit writer already runs atomically.
-            return try await sqlite.withWriter(body)
+            return try await sqlite.withWriter { try await body(self.traced($0)) }
         case .postgres(let postgres):
             return try await postgres.withConnection { connection in
-                try await Self.inTransaction(connection.sql(), begin: "BEGIN", body)
+                try await Self.inTransaction(self.traced(connection.sql()), begin: "BEGIN", body)
             }
         }
     }
@@ -178,13 +179,18 @@ package final class Database: Sendable, Service {
         }
     }
 
-    /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
-    /// A reader connection of the SQLite backend (its writer when the database is in memory).
-    func sqliteReaderConnection() throws -> SQLiteConnection {
-        guard case .sqlite(let sqlite) = backend else { throw StorageError(code: "wrong_engine", message: "not a SQLite database") }
-        return sqlite.readerConnection()
+    /// Runs `postgres` or `sqlite` on a reader connection of the engine in use, metered like
+    /// `read` (positional reads, which bypass SQLKit).
+    func withNativeReader<R: Sendable>(
+        postgres: @escaping @Sendable (PostgresConnection) async throws -> R, sqlite: @escaping @Sendable (SQLiteConnection) async throws -> R
+    ) async throws -> R {
+        switch backend {
+        case .sqlite(let backend): return try await backend.readerMetrics.using { try await sqlite(backend.readerConnection()) }
+        case .postgres(let backend): return try await backend.withConnection(postgres)
+        }
     }
 
+    /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
     var postgresClient: PostgresClient? {
         if case .postgres(let postgres) = backend { return postgres.client }
         return nil
@@ -375,6 +381,8 @@ final class GroupCommitWriter: Sendable {
         let transaction: Transaction
         /// When the unit was submitted (its wait for the writer ends when its body starts).
         let submitted: ContinuousClock.Instant
+        /// The submitter's service context, so its statements join the submitter's trace.
+        let context: ServiceContext?
     }
     private struct State {
         var pending: [Unit] = []
@@ -395,7 +403,9 @@ final class GroupCommitWriter: Sendable {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
             let startDrain = state.withLock { state -> Bool in
                 state.pending.append(
-                    Unit(body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now))
+                    Unit(
+                        body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now,
+                        context: ServiceContext.current))
                 if state.draining { return false }
                 state.draining = true
                 return true
@@ -436,7 +446,7 @@ final class GroupCommitWriter: Sendable {
             do {
                 metrics.waited(since: unit.submitted)
                 try await database.raw("SAVEPOINT unit").run()
-                let value = try await unit.body(unit.transaction)
+                let value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
                 try await database.raw("RELEASE unit").run()
                 results.append(.success(value))
             } catch {

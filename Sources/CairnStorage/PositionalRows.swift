@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import PostgresNIO
 package import SQLKit
@@ -172,28 +173,33 @@ extension Database {
     package func readRows<R: Sendable>(
         _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
-        switch dialect {
-        case .postgres:
-            guard let client = postgresClient else { return [] }
-            let bindings = SQLBindValue.postgresBindings(binds)
-            var results: [R] = []
-            for try await row in try await client.query(PostgresQuery(unsafeSQL: sql, binds: bindings)) {
-                results.append(try decode(.postgres(row)))
-            }
-            return results
-        case .sqlite:
-            let values: [SQLiteData] = binds.map { bind in
-                switch bind {
-                case .text(let text): .text(text)
-                case .integer(let value): .integer(Int(value))
-                case .bool(let value): .integer(value ? 1 : 0)
-                case .null: .null
-                }
-            }
-            let rows = try await sqliteReaderConnection().query(Self.sqliteParameters(sql), values)
-            return try rows.map { try decode(.sqlite($0)) }
+        let statement = TracedSQLDatabase.describe(sql)
+        let system = dialect == .postgres ? "postgresql" : "sqlite"
+        return try await TracedSQLDatabase.withStatementSpan(statement, system: system) {
+            try await self.withNativeReader(
+                postgres: { connection in
+                    var results: [R] = []
+                    let rows = try await connection.query(
+                        PostgresQuery(unsafeSQL: sql, binds: SQLBindValue.postgresBindings(binds)), logger: Self.quiet)
+                    for try await row in rows { results.append(try decode(.postgres(row))) }
+                    return results
+                },
+                sqlite: { connection in
+                    let values: [SQLiteData] = binds.map { bind in
+                        switch bind {
+                        case .text(let text): .text(text)
+                        case .integer(let value): .integer(Int(value))
+                        case .bool(let value): .integer(value ? 1 : 0)
+                        case .null: .null
+                        }
+                    }
+                    return try await connection.query(Self.sqliteParameters(sql), values).map { try decode(.sqlite($0)) }
+                })
         }
     }
+
+    /// postgres-nio logs each query at debug level; positional reads log nothing of their own.
+    static let quiet = Logger(label: "cairn.storage.rows", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// `$n` placeholders rewritten as SQLite's numbered `?n` (same numbering, so reuse and
     /// order match PostgreSQL's meaning).

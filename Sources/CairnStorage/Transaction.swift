@@ -50,7 +50,7 @@ extension Database {
     /// Runs `work` when the transaction `db` belongs to has committed; at once when `db` is
     /// not a transaction's connection (a plain read or autocommit write has nothing to wait for).
     package static func afterCommit(on db: any SQLDatabase, _ work: @escaping @Sendable () -> Void) {
-        if let transaction = db as? Transaction {
+        if let transaction = (db as? Transaction) ?? ((db as? TracedSQLDatabase)?.base as? Transaction) {
             transaction.afterCommit(work)
         } else {
             work()

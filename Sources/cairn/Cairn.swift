@@ -8,6 +8,7 @@ import CairnStorage
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 
 /// The `cairn` command: serve, migrate, and operator tasks.
 @main
@@ -48,11 +49,13 @@ struct CommonOptions: ParsableArguments {
         }
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
         let json = configuration.logFormat == "json"
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : TextLogHandler(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler: any LogHandler =
+                    json ? JSONLogHandler(label: label, metadataProvider: provider) : TextLogHandler(label: label, metadataProvider: provider)
+                handler.logLevel = level
+                return handler
+            }, metadataProvider: TracingBootstrap.logMetadataProvider)
         return (configuration, Logger(label: "cairn"))
     }
 }
@@ -94,6 +97,13 @@ struct Serve: AsyncParsableCommand {
         logger.info(
             "starting cairn",
             metadata: ["database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir)])
+        let tracing: (any Service)?
+        do {
+            tracing = try TracingBootstrap.bootstrap(logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("cairn: OTEL_* settings: \(String(describing: error).prefix(300))\n".utf8))
+            throw ExitCode(2)
+        }
         let components: CairnComponents
         do {
             components = try await buildComponents(configuration: configuration, logger: logger)
@@ -101,7 +111,7 @@ struct Serve: AsyncParsableCommand {
             throw fail(error)
         }
         do {
-            try await makeApplication(components: components).runService()
+            try await makeApplication(components: components, services: tracing.map { [$0] } ?? []).runService()
         } catch {
             // Most often the address: in use, or a host name that does not resolve.
             await components.database.close()

@@ -37,6 +37,28 @@ struct JobStoreTests {
         }
     }
 
+    /// The enqueuing span's trace context (issue 16) is stored with the job, single and in
+    /// batches, and comes back with the claim that starts an attempt on whichever node.
+    @Test(arguments: TestEngine.available)
+    func aJobKeepsTheTraceContextItWasEnqueuedWith(engine: TestEngine) async throws {
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
+            let context = #"{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
+            var single = Factory.jobRow(tenant: tenant, now: now)
+            single.traceContext = context
+            var batched = Factory.jobRow(tenant: tenant, priority: 2, now: now)
+            batched.traceContext = context
+            let untraced = Factory.jobRow(tenant: tenant, priority: 3, now: now)
+            let inserted = try await database.write { [single] db in try await JobStore.insert(single, on: db) }
+            #expect(inserted.job.traceContext == context)
+            let many = try await database.write { [batched] db in try await JobStore.insertMany([batched, untraced], on: db) }
+            #expect(many.map(\.job.traceContext) == [context, nil])
+            let claimed = try await store.claim(node: "node-b", limit: 3, excludedTenants: [], queues: [], now: now, leaseMs: 30_000)
+            // RETURNING gives no order: compared by id.
+            let byId = Dictionary(uniqueKeysWithValues: claimed.map { ($0.id, $0.traceContext) })
+            #expect(byId == [single.id: context, batched.id: context, untraced.id: nil])
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func aUniqueKeyIsHeldByOneUnfinishedJobPerTenantAndKind(engine: TestEngine) async throws {
         try await withStore(engine, JobStore.init) { _, a, b, database in

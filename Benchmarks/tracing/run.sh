@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The cost of OpenTelemetry tracing (issue 16): requests per second and p99 latency of
+# GET /tasks?limit=20 with tracing off, on at 100 % sampling and on at 10 %, in one run, against
+# a release build on SQLite, spans exported over OTLP/HTTP to a local receiver that accepts them.
+# A measurement tool, not a test: it prints a table and never fails on a number (goal: the
+# overhead at 10 % under 5 %).
+#
+#   Benchmarks/tracing/run.sh [--quick] [--no-build]
+#
+#   DURATION=15     seconds per wrk run (--quick: 3)
+#   CONNECTIONS=32  wrk connections (2 wrk threads)
+#   ROUNDS=2        times the three modes are measured, interleaved (the best of each is shown)
+#   CAIRN_BIN=...   the cairn binary (default: the release build, built if needed)
+#
+# Everything listens on 127.0.0.1; what is started here is stopped and removed on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+CONNECTIONS=${CONNECTIONS:-32}
+ROUNDS=${ROUNDS:-2}
+BUILD=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) DURATION=3; ROUNDS=1 ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+DURATION=${DURATION:-15}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+command -v curl >/dev/null || { echo "curl is not installed" >&2; exit 2; }
+
+if [ -z "${CAIRN_BIN:-}" ]; then
+  if [ "$BUILD" = 1 ]; then (cd "$root" && swift build -c release --scratch-path .build-release --product cairn >/dev/null); fi
+  CAIRN_BIN="$root/.build-release/release/cairn"
+fi
+[ -x "$CAIRN_BIN" ] || { echo "no cairn binary at $CAIRN_BIN (build with: swift build -c release --scratch-path .build-release --product cairn)" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/cairn-tracing-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  local rc=$? pid
+  set +e
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# waits up to 60 s for a pattern in a log file; prints the first match
+wait_for() {
+  local file=$1 pattern=$2 i
+  for i in $(seq 600); do
+    if grep -Eo "$pattern" "$file" 2>/dev/null | head -1 | grep .; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for '$pattern' in $file:" >&2; cat "$file" >&2; return 1
+}
+
+# ---- the OTLP/HTTP receiver: reads each export and answers 200, counting spans' bytes ------------
+python3 - "$work/receiver.port" >"$work/receiver.log" 2>&1 <<'PY' &
+import sys
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args): pass
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+open(sys.argv[1], "w").write(str(server.server_address[1]))
+server.serve_forever()
+PY
+PIDS+=($!)
+for i in $(seq 100); do [ -s "$work/receiver.port" ] && break; sleep 0.1; done
+collector="http://127.0.0.1:$(cat "$work/receiver.port")"
+
+# ---- one measurement: start a node in MODE, seed 40 tasks, run wrk, stop it ----------------------
+measure() {
+  local mode=$1 data="$work/data-$1-$2" log="$work/cairn-$1-$2.log" port pid token
+  local -a env=(CAIRN_BCRYPT_COST=4)
+  case $mode in
+    off) ;;
+    100) env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$collector" OTEL_TRACES_SAMPLER=always_on) ;;
+    10) env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$collector" OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.1) ;;
+  esac
+  # Info level: the `listening` line gives the port; requests log at debug, so nothing more.
+  env "${env[@]}" CAIRN_LOG_LEVEL=info "$CAIRN_BIN" serve --port 0 --data-dir "$data" >"$log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  port=$(wait_for "$log" 'port[=":]+[0-9]+' | grep -Eo '[0-9]+$')
+  local base="http://127.0.0.1:$port"
+  curl -fsS -o /dev/null -X POST "$base/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"bench password!","name":"Bench"}'
+  token=$(curl -fsS -X POST "$base/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"bench password!"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+  for i in $(seq 40); do
+    curl -fsS -o /dev/null -X POST "$base/tasks" -H "authorization: Bearer $token" -H 'content-type: application/json' -d "{\"title\":\"task $i\"}"
+  done
+  # warm-up, then the measured run
+  wrk -t2 -c"$CONNECTIONS" -d1 -H "authorization: Bearer $token" "$base/tasks?limit=20" >/dev/null
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $token" "$base/tasks?limit=20" >"$work/wrk-$mode-$2.txt"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-$mode-$2.txt")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' "$work/wrk-$mode-$2.txt")
+  echo "$mode $rps $p99" >>"$work/results"
+}
+
+echo "GET /tasks?limit=20, SQLite, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS round(s); binary $CAIRN_BIN"
+for round in $(seq "$ROUNDS"); do
+  for mode in off 100 10; do measure "$mode" "$round"; done
+done
+
+python3 - "$work/results" <<'PY'
+import sys
+best = {}
+for line in open(sys.argv[1]):
+    mode, rps, p99 = line.split()
+    rps, p99 = float(rps), float(p99)
+    if mode not in best or rps > best[mode][0]:
+        best[mode] = (rps, p99)
+off = best["off"]
+print(f"{'tracing':<14}{'req/s':>12}{'p99 ms':>10}{'req/s vs off':>15}{'p99 vs off':>13}")
+for mode, label in (("off", "off"), ("100", "on, 100 %"), ("10", "on, 10 %")):
+    rps, p99 = best[mode]
+    print(f"{label:<14}{rps:>12.0f}{p99:>10.2f}{rps / off[0]:>15.3f}{p99 / off[1]:>13.3f}")
+overhead = 1 - best["10"][0] / off[0]
+print(f"overhead at 10 %: {overhead * 100:.1f} % of req/s (goal: under 5 %)")
+PY

@@ -1,0 +1,67 @@
+import CairnStorage
+import HTTPTypes
+package import Hummingbird
+import Tracing
+
+/// One OpenTelemetry server span per request (issue 16), continuing the caller's trace when
+/// the request carries W3C Trace Context (`traceparent`, `tracestate`).
+///
+/// Hummingbird's `TracingMiddleware`, with what Cairn needs on top: `url.query` with the values
+/// of credential parameters (`access_token`, RFC 6750 §2.3) replaced by `***` exactly as the
+/// request log does (after percent-decoding, in any case); no header or body recorded; the
+/// span named `METHOD /route/template` with `http.route` the route template. The tenant id is
+/// added by the Bearer middleware (`cairn.tenant_id`). The span covers the handler, not the
+/// streaming of a long body (an SSE stream would otherwise keep it open for hours).
+/// Installed first, so the request id, problem mapping and request log run inside the span and
+/// their log lines carry its ids. With no tracer installed it only calls `next`.
+package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Creates the middleware.
+    package init() {}
+
+    /// Handles one request.
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let tracer = TraceContext.tracer else { return try await next(request, context) }
+        var parent = ServiceContext.current ?? .topLevel
+        tracer.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
+        let span: any Span = tracer.startSpan(request.method.rawValue, context: parent, ofKind: .server)
+        span.attributes["http.request.method"] = request.method.rawValue
+        span.attributes["url.path"] = request.uri.path
+        span.attributes["url.scheme"] = "http"
+        if let query = request.uri.query, !query.isEmpty {
+            let redacted = RequestLogMiddleware<Context>.redacted(path: "", query: query)
+            span.attributes["url.query"] = String(redacted.dropFirst())
+        }
+        if let agent = request.headers[.userAgent] { span.attributes["user_agent.original"] = agent }
+        if let context = context as? CairnRequestContext { span.attributes["client.address"] = context.clientAddress }
+        defer { span.end() }
+        do {
+            let response = try await ServiceContext.$current.withValue(span.context) { try await next(request, context) }
+            finish(span, status: Int(response.status.code), route: context.endpointPath, method: request.method)
+            return response
+        } catch {
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            finish(span, status: Int(status), route: context.endpointPath, method: request.method)
+            span.recordError(error)
+            throw error
+        }
+    }
+
+    private func finish(_ span: any Span, status: Int, route: String?, method: HTTPRequest.Method) {
+        if let route {
+            span.operationName = "\(method.rawValue) \(route)"
+            span.attributes["http.route"] = route
+        }
+        span.attributes["http.response.status_code"] = status
+        // Server spans are errors for 5xx only (OpenTelemetry HTTP conventions): a 4xx is the
+        // client's mistake.
+        if status >= 500 { span.setStatus(.init(code: .error)) }
+    }
+}
+
+/// Reads propagation headers (`traceparent`, `tracestate`) from a request's fields.
+struct HTTPFieldsExtractor: Extractor {
+    func extract(key: String, from carrier: HTTPFields) -> String? {
+        guard let name = HTTPField.Name(key) else { return nil }
+        return carrier[name]
+    }
+}

@@ -1,0 +1,95 @@
+import CairnStorage
+import Foundation
+package import Logging
+import OTel
+package import ServiceLifecycle
+import Synchronization
+import Tracing
+
+/// The process's OpenTelemetry tracing (issue 16): spans exported with swift-otel over
+/// OTLP/HTTP (protobuf), configured by the standard `OTEL_*` environment variables, which
+/// swift-otel reads itself (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+/// `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`,
+/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_TIMEOUT`, …).
+///
+/// Off unless an endpoint is set. Only traces: metrics stay on Prometheus and logs on
+/// standard output. Spans are exported in batches off the request path, so an unreachable
+/// collector costs requests nothing; each export gives up after 2 s and the flush at shutdown
+/// after 3 s (unless `OTEL_EXPORTER_OTLP_TIMEOUT`/`OTEL_BSP_EXPORT_TIMEOUT` say otherwise), and
+/// ``BoundedShutdown`` stops the exporter at most 5 s after the shutdown signal whatever they say.
+package enum TracingBootstrap {
+    private static let bootstrapped = Mutex(false)
+
+    /// Whether `environment` turns tracing on: an OTLP endpoint is set, and neither
+    /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns it off.
+    package static func isConfigured(_ environment: [String: String]) -> Bool {
+        let endpoint = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].contains {
+            !(environment[$0] ?? "").trimmingCharacters(in: .whitespaces).isEmpty
+        }
+        let disabled = environment["OTEL_SDK_DISABLED"]?.lowercased() == "true" || environment["OTEL_TRACES_EXPORTER"]?.lowercased() == "none"
+        return endpoint && !disabled
+    }
+
+    /// Installs the tracer once per process when ``isConfigured(_:)``, and returns the service
+    /// that exports its spans (to run first in the node's service group, so it stops last and
+    /// flushes the spans of the work that drained before it); nil when tracing is off or
+    /// already installed. `logger` gets swift-otel's own warnings (export failures).
+    /// - Throws: swift-otel's configuration errors (a malformed `OTEL_*` value), so the
+    ///   node refuses to start rather than run untraced unnoticed.
+    package static func bootstrap(environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger) throws
+        -> (any Service)?
+    {
+        guard isConfigured(environment) else { return nil }
+        let first = bootstrapped.withLock { done -> Bool in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return nil }
+        var configuration = OTel.Configuration.default
+        configuration.serviceName = "cairn"
+        configuration.metrics.enabled = false
+        configuration.logs.enabled = false
+        configuration.traces.enabled = true
+        configuration.traces.exporter = .otlp
+        configuration.traces.otlpExporter.timeout = .seconds(2)
+        configuration.traces.batchSpanProcessor.exportTimeout = .seconds(3)
+        configuration.diagnosticLogger = .custom(logger)
+        configuration.diagnosticLogLevel = .warning
+        let (tracer, service) = try OTel.makeTracingBackend(configuration: configuration)
+        InstrumentationSystem.bootstrap(tracer)
+        TraceContext.markEnabled(tracer: tracer)
+        logger.info("tracing on", metadata: ["exporter": "otlp/http"])
+        return BoundedShutdown(service, bound: .seconds(5))
+    }
+
+    /// The log metadata of the current span: `trace_id`, `span_id` (lower-case hex, as W3C
+    /// Trace Context writes them) and `trace_flags`, when a span is active; nothing otherwise.
+    package static var logMetadataProvider: Logger.MetadataProvider {
+        OTel.makeLoggingMetadataProvider()
+    }
+}
+
+/// Runs a service and, once graceful shutdown has begun, gives it at most `bound` to finish
+/// before cancelling it: a collector that does not answer must not hold a node's exit.
+struct BoundedShutdown: Service {
+    let inner: any Service
+    let bound: Duration
+
+    init(_ inner: any Service, bound: Duration) {
+        self.inner = inner
+        self.bound = bound
+    }
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await inner.run() }
+            group.addTask { [bound] in
+                try await gracefulShutdown()
+                try await Task.sleep(for: bound)
+            }
+            // Whichever ends first: the service (done), or the bound after shutdown began.
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+}

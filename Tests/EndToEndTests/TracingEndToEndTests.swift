@@ -1,0 +1,237 @@
+import CairnTestSupport
+import Foundation
+import Testing
+
+/// OpenTelemetry traces (issue 16) seen by a real OTLP/HTTP receiver: real `cairn serve`
+/// processes (the tracer is bootstrapped once per process), a Python receiver decoding the
+/// protobuf with `opentelemetry-proto`, and curl as the client.
+@Suite("End to end: OpenTelemetry traces across nodes", .serialized)
+struct TracingEndToEndTests {
+    /// One OTLP/HTTP receiver on loopback: `POST /v1/traces` bodies decoded as
+    /// `ExportTraceServiceRequest`, one JSON line per span on standard output; any other POST
+    /// is a webhook target, printed with its `traceparent`. With `blackhole`, a socket that
+    /// listens and never answers (a collector that hangs).
+    static let receiver = #"""
+        import gzip, json, socket, sys, threading, time
+        from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+
+        if len(sys.argv) > 1 and sys.argv[1] == "blackhole":
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(1024)
+            print("port", s.getsockname()[1], flush=True)
+            while True:
+                time.sleep(3600)
+
+        lock = threading.Lock()
+
+        def value(v):
+            kind = v.WhichOneof("value")
+            if kind is None:
+                return None
+            if kind == "array_value":
+                return [value(x) for x in v.array_value.values]
+            if kind == "kvlist_value":
+                return {kv.key: value(kv.value) for kv in v.kvlist_value.values}
+            if kind == "bytes_value":
+                return v.bytes_value.hex()
+            return getattr(v, kind)
+
+        def emit(record):
+            with lock:
+                sys.stdout.write(json.dumps(record) + "\n")
+                sys.stdout.flush()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.path == "/v1/traces":
+                    if self.headers.get("content-encoding") == "gzip":
+                        body = gzip.decompress(body)
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    for resource_spans in request.resource_spans:
+                        resource = {kv.key: value(kv.value) for kv in resource_spans.resource.attributes}
+                        for scope_spans in resource_spans.scope_spans:
+                            for span in scope_spans.spans:
+                                emit({
+                                    "record": "span", "traceId": span.trace_id.hex(), "spanId": span.span_id.hex(),
+                                    "parentSpanId": span.parent_span_id.hex(), "name": span.name, "kind": span.kind,
+                                    "attributes": {kv.key: value(kv.value) for kv in span.attributes},
+                                    "instance": resource.get("service.instance.id"), "service": resource.get("service.name"),
+                                })
+                    reply = ExportTraceServiceResponse().SerializeToString()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/x-protobuf")
+                    self.send_header("content-length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                else:
+                    emit({"record": "webhook", "path": self.path, "traceparent": self.headers.get("traceparent")})
+                    self.send_response(204)
+                    self.end_headers()
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        print("port", server.server_address[1], flush=True)
+        server.serve_forever()
+        """#
+
+    /// A running receiver: its port and what it printed.
+    struct Receiver {
+        let child: ChildProcess
+        let port: Int
+        let output: LogBuffer
+
+        /// The spans received so far.
+        var spans: [[String: Any]] { records("span") }
+        /// The webhook requests received so far.
+        var webhooks: [[String: Any]] { records("webhook") }
+
+        func records(_ kind: String) -> [[String: Any]] {
+            output.text.split(separator: "\n").compactMap { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+                return object["record"] as? String == kind ? object : nil
+            }
+        }
+    }
+
+    static func startReceiver(_ arguments: [String] = []) async throws -> Receiver {
+        let output = LogBuffer()
+        let child = try await ChildProcess("/usr/bin/env", ["python3", "-c", receiver] + arguments, includeErrors: true) { data in
+            if let data { output.append(String(decoding: data, as: UTF8.self)) } else { output.end() }
+        }
+        _ = await output.wait(timeout: .seconds(30)) { text, ended in ended || text.contains("\n") }
+        guard let line = output.text.split(separator: "\n").first, line.hasPrefix("port "), let port = Int(line.dropFirst(5)) else {
+            child.signal(SIGKILL)
+            throw E2EError("the OTLP receiver did not start: \(output.text)")
+        }
+        return Receiver(child: child, port: port, output: output)
+    }
+
+    /// 32 random bytes in base64: the master key both nodes share.
+    static func masterKey() -> String {
+        Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+    }
+
+    /// Random lower-case hex of `bytes` bytes (a W3C trace or span id).
+    static func hex(_ bytes: Int) -> String {
+        (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    }
+
+    /// A tenant broadcast asked of node A (which runs no jobs) with a caller's `traceparent`:
+    /// its job runs on node B, publishes, and a webhook delivery job posts to the receiver. One
+    /// trace — the caller's — holds request (A) → job attempt (B) → publish → webhook delivery,
+    /// the webhook sees that trace in `traceparent`, and log lines of both nodes, in both
+    /// formats, carry its trace id.
+    @Test(.enabled(if: E2EEngine.available.contains(.postgres), "needs PostgreSQL (two nodes)"))
+    func oneTraceFollowsARequestThroughAJobOnAnotherNodeToAWebhook() async throws {
+        let receiver = try await Self.startReceiver()
+        defer { receiver.child.signal(SIGKILL) }
+        let shared = try await E2EEngine.postgres.environment().merging([
+            "CAIRN_MASTER_KEY": Self.masterKey(), "CAIRN_WEBHOOKS_ALLOW_PRIVATE": "true", "CAIRN_LOG_LEVEL": "debug",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "100",
+        ]) { $1 }
+        let nodeA = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(),
+            environment: shared.merging([
+                "CAIRN_JOBS_CONCURRENCY": "0", "CAIRN_LOG_FORMAT": "json", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-a",
+            ]) { $1 })
+        let nodeB = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(),
+            environment: shared.merging(["CAIRN_LOG_FORMAT": "text", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-b"]) { $1 })
+
+        let base = nodeA.baseURL
+        _ = try await curl("POST", "\(base)/auth/register", json: ["email": "trace@example.com", "password": "trace password!", "name": "T"])
+        let login = try await curl("POST", "\(base)/auth/login", json: ["email": "trace@example.com", "password": "trace password!"])
+        let token = try #require(login.json["accessToken"] as? String)
+        // A credential in the target's URL, as many webhook receivers take one.
+        let hookKey = "hook-key-" + Self.hex(8)
+        let hook = try await curl(
+            "POST", "\(base)/webhooks", json: ["url": "http://127.0.0.1:\(receiver.port)/hook?key=\(hookKey)", "types": ["message"]], token: token)
+        #expect(hook.status == 201, "\(hook.body)")
+
+        let traceId = Self.hex(16)
+        let callerSpan = Self.hex(8)
+        let published = try await curl(
+            "POST", "\(base)/notifications", json: ["type": "message", "title": "traced", "audience": "tenant"], token: token,
+            headers: ["traceparent": "00-\(traceId)-\(callerSpan)-01"])
+        #expect(published.status == 202, "\(published.body)")
+        // A credential in the query string reaches no span (its own trace).
+        let queryTrace = Self.hex(16)
+        _ = try await curl(
+            "GET", "\(base)/notifications/unread-count?access_token=\(token)", token: token,
+            headers: ["traceparent": "00-\(queryTrace)-\(Self.hex(8))-01"])
+
+        // Done when the webhook arrived and its delivery span was exported.
+        let arrived = await receiver.output.wait(timeout: .seconds(60)) { _, _ in
+            let spans = receiver.spans
+            return !receiver.webhooks.isEmpty && spans.contains { $0["name"] as? String == "webhook delivery" && $0["traceId"] as? String == traceId }
+                && spans.contains { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
+        }
+        let spans = receiver.spans.filter { $0["traceId"] as? String == traceId }
+        try #require(arrived, "no traced webhook delivery within 60 s; spans of the trace: \(spans.map { $0["name"] ?? "?" })")
+        let byId = Dictionary(spans.map { ($0["spanId"] as? String ?? "", $0) }, uniquingKeysWith: { first, _ in first })
+
+        let request = try #require(spans.first { $0["name"] as? String == "POST /notifications" }, "\(spans.map { $0["name"] ?? "?" })")
+        #expect(request["parentSpanId"] as? String == callerSpan, "the request did not continue the caller's trace")
+        #expect(request["instance"] as? String == "node-a")
+        let requestAttributes = request["attributes"] as? [String: Any] ?? [:]
+        #expect(requestAttributes["http.route"] as? String == "/notifications")
+        #expect(requestAttributes["http.response.status_code"] as? Int == 202)
+        #expect(requestAttributes["cairn.tenant_id"] is String)
+        let queried = receiver.spans.first { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
+        #expect((queried?["attributes"] as? [String: Any])?["url.query"] as? String == "access_token=***", "\(queried ?? [:])")
+        #expect(!receiver.output.text.contains(token), "a token reached a span")
+        let spanText = receiver.records("span").map { "\($0)" }.joined()
+        #expect(!spanText.contains(hookKey), "the webhook URL's credential reached a span")
+
+        // The chain from the webhook's HTTP call up to the request.
+        let delivery = try #require(spans.first { $0["name"] as? String == "webhook delivery" })
+        var chain: [[String: Any]] = [delivery]
+        while let parent = chain.last?["parentSpanId"] as? String, let span = byId[parent] { chain.append(span) }
+        let names = chain.map { $0["name"] as? String ?? "?" }
+        let attempt = try #require(chain.first { $0["name"] as? String == "job notifications.broadcast" }, "chain: \(names)")
+        let publish = try #require(chain.first { $0["name"] as? String == "notification publish" }, "chain: \(names)")
+        #expect(chain.contains { $0["name"] as? String == "job notifications.webhook" }, "chain: \(names)")
+        #expect(chain.last?["spanId"] as? String == request["spanId"] as? String, "the delivery does not descend from the request: \(names)")
+        // request → … → broadcast attempt → … → publish → … → webhook delivery.
+        let position = { (span: [String: Any]) in chain.firstIndex { $0["spanId"] as? String == span["spanId"] as? String } ?? -1 }
+        #expect(position(delivery) < position(publish) && position(publish) < position(attempt) && position(attempt) < chain.count - 1)
+        #expect(attempt["instance"] as? String == "node-b", "the job attempt ran on \(attempt["instance"] ?? "?")")
+        #expect(spans.contains { ($0["attributes"] as? [String: Any])?["db.system.name"] as? String == "postgresql" }, "no database span")
+
+        let webhook = try #require(receiver.webhooks.first)
+        let traceparent = try #require(webhook["traceparent"] as? String, "the webhook came without traceparent")
+        #expect(traceparent.split(separator: "-").dropFirst().first.map(String.init) == traceId)
+        #expect(traceparent.split(separator: "-").dropFirst(2).first.map(String.init) == delivery["spanId"] as? String)
+
+        // Log lines within spans carry their ids: JSON on node A, text on node B.
+        #expect(nodeA.output.contains("\"trace_id\":\"\(traceId)\""), "no JSON log line of node A carries the trace id")
+        #expect(nodeB.output.contains("trace_id=\(traceId)"), "no text log line of node B carries the trace id")
+        #expect(try await nodeA.stop() == 0)
+        #expect(try await nodeB.stop() == 0)
+    }
+
+    /// A collector that accepts connections and never answers neither slows requests down nor
+    /// holds the node's exit: SIGTERM ends it within 10 s (the exporter is stopped 5 s after the
+    /// shutdown signal at the latest; without the bounds it retries for 30 s).
+    @Test func aHangingCollectorDoesNotDelayShutdown() async throws {
+        let blackhole = try await Self.startReceiver(["blackhole"])
+        defer { blackhole.child.signal(SIGKILL) }
+        let server = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(),
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(blackhole.port)", "OTEL_BSP_SCHEDULE_DELAY": "100"])
+        for _ in 0..<5 {
+            #expect(try await curl("GET", "\(server.baseURL)/health/live").status == 200)
+        }
+        // Spans are waiting to be exported (to a collector that never answers) when SIGTERM comes.
+        server.child.signal(SIGTERM)
+        let status = await server.child.waitForExit(timeout: .seconds(10))
+        if status == nil { server.child.signal(SIGKILL) }
+        #expect(status == 0, "cairn did not exit within 10 s of SIGTERM with a hanging collector")
+    }
+}
