@@ -34,7 +34,7 @@ let moduleDependencies: [Target.Dependency] = [
 
 /// What every test target needs: the shared test support and the modules it exercises.
 let testDependencies: [Target.Dependency] = [
-    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", hummingbird,
+    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", "CairnObjects", hummingbird,
     .product(name: "HummingbirdTesting", package: "hummingbird"),
     httpTypes, nioCore, sqlKit, logging,
 ]
@@ -82,6 +82,13 @@ let package = Package(
         .target(
             name: "CairnFormats",
             dependencies: [nioCore],
+            swiftSettings: strictSettings
+        ),
+        // The object store: the BlobStore protocol, the file-system and S3-compatible backends,
+        // AWS Signature Version 4 (no app code: Crypto, NIO and AsyncHTTPClient only).
+        .target(
+            name: "CairnObjects",
+            dependencies: [nioCore, nioFileSystem, nioHTTP1, crypto, asyncHTTPClient],
             swiftSettings: strictSettings
         ),
         .target(
@@ -133,14 +140,15 @@ let package = Package(
         .target(
             name: "CairnFiles",
             dependencies: moduleDependencies + [
-                "CairnFormats", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"), serviceLifecycle,
+                "CairnFormats", "CairnObjects", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"),
+                serviceLifecycle,
             ],
             swiftSettings: strictSettings
         ),
         .target(
             name: "CairnPipelines",
             dependencies: moduleDependencies + [
-                "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox", nioFileSystem, metrics, crypto, serviceLifecycle,
+                "CairnJobs", "CairnFormats", "CairnFiles", "CairnObjects", "CairnSandbox", nioFileSystem, metrics, crypto, serviceLifecycle,
                 // The sandbox processes of pipeline runs (never Foundation's Process on Linux).
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -150,7 +158,7 @@ let package = Package(
         .target(
             name: "CairnCatalog",
             dependencies: moduleDependencies + [
-                "CairnJobs", "CairnFiles", "CairnFormats", metrics, serviceLifecycle,
+                "CairnJobs", "CairnFiles", "CairnObjects", "CairnFormats", metrics, serviceLifecycle,
             ],
             swiftSettings: strictSettings
         ),
@@ -180,7 +188,8 @@ let package = Package(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnPipelines", hummingbirdWebSocket, nioHTTP1, .product(name: "Configuration", package: "swift-configuration"),
+                "CairnFiles", "CairnObjects", "CairnPipelines", hummingbirdWebSocket, nioHTTP1,
+                .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
             ],
@@ -220,7 +229,7 @@ let package = Package(
             dependencies: [
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
                 // The row factories insert through these modules' stores.
-                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications", httpTypes,
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnObjects", "CairnPipelines", "CairnNotifications", httpTypes,
                 hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 logging, nioCore,
@@ -247,6 +256,7 @@ let package = Package(
         .testTarget(named: "CairnFormatsTests"),
         .testTarget(named: "CairnFuzzTests", ["CairnFuzz"]),
         .testTarget(named: "CairnFilesTests", ["CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
+        .testTarget(named: "CairnObjectsTests", [crypto, asyncHTTPClient, .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(named: "CairnPipelinesTests", ["CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
         .testTarget(named: "CairnCatalogTests", ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"]),
         .testTarget(named: "CairnReportsTests", ["CairnReports", "CairnTasks", "CairnCatalog", "CairnNotifications"]),

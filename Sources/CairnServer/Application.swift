@@ -4,6 +4,7 @@ package import CairnFiles
 package import CairnHTTP
 package import CairnJobs
 package import CairnNotifications
+package import CairnObjects
 package import CairnOutbound
 package import CairnPipelines
 import CairnReports
@@ -84,8 +85,8 @@ package struct CairnComponents: Sendable {
     package var productImporter: ProductImporter
     /// Uploaded files' metadata.
     package var files: FileStore
-    /// Uploaded files' bytes (`<data dir>/blobs`).
-    package var blobs: LocalBlobStore
+    /// Uploaded files' bytes (`CAIRN_BLOB_URL`; `<data dir>/blobs` by default).
+    package var blobs: any BlobStore
     /// Tenants' pipelines.
     package var pipelines: PipelineStore
     /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
@@ -155,7 +156,7 @@ package func buildComponents(
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
-        let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        let blobs = configuration.files.makeBlobStore(dataDir: configuration.dataDir)
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
             database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
@@ -213,7 +214,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
     router.add(middleware: RequestLogMiddleware(.debug))
 
-    HealthController(database: components.database).addRoutes(to: router)
+    HealthController(database: components.database, blobs: components.blobs).addRoutes(to: router)
     let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
     AuthController(accounts: components.accounts).addRoutes(to: routes)
     UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())
@@ -288,6 +289,7 @@ let quietLogger = Logger(label: "cairn.quiet", factory: { _ in SwiftLogNoOpLogHa
 /// `/health/live`, `/health/ready`, `/metrics`, `/openapi.yaml`.
 struct HealthController {
     let database: Database
+    let blobs: any BlobStore
 
     func addRoutes(to router: Router<CairnRequestContext>) {
         router.get("health/live", use: live)
@@ -301,7 +303,8 @@ struct HealthController {
     }
 
     /// Ready means: the database answers within 2 s and its schema is current (a node started
-    /// with --no-migrate before `cairn migrate` ran is not ready).
+    /// with --no-migrate before `cairn migrate` ran is not ready), and the blob store answers
+    /// within 2 s.
     @Sendable func ready(_ request: Request, context: CairnRequestContext) async throws -> Response {
         let database = self.database
         let pending: [String]
@@ -324,7 +327,21 @@ struct HealthController {
                 .serviceUnavailable, code: .unavailable, detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
                 headers: [.retryAfter: "5"])
         }
-        return Self.json(#"{"status":"ok","database":"ok"}"#)
+        let blobs = self.blobs
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await blobs.checkReachable() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            throw AppError(.serviceUnavailable, code: .unavailable, detail: "The blob store is not reachable.", headers: [.retryAfter: "5"])
+        }
+        return Self.json(#"{"status":"ok","database":"ok","blobs":"ok"}"#)
     }
 
     @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {
