@@ -56,11 +56,17 @@ package enum TestBlobBackend: String, Sendable, CaseIterable, CustomTestStringCo
         }
     }
 
-    /// Points a test node's configuration at this backend (S3: a prefix of its own).
+    /// A change of a test node's configuration that points it at this backend (S3: a prefix of
+    /// its own in the test bucket, which exists).
     /// - Throws: `TestSetupError` without a server.
-    package func configure(_ configuration: inout CairnConfiguration) throws {
-        guard self == .s3 else { return }
-        configuration.files.blobLocation = .s3(bucket: Self.bucket, prefix: "app-\(UUID().uuidString.lowercased())/")
-        configuration.files.s3 = try Self.s3Configuration()
+    package func configure() async throws -> @Sendable (inout CairnConfiguration) -> Void {
+        guard self == .s3 else { return { _ in } }
+        let s3 = try Self.s3Configuration()
+        _ = try await Self.s3Client()
+        let prefix = "app-\(UUID().uuidString.lowercased())/"
+        return { configuration in
+            configuration.files.blobLocation = .s3(bucket: Self.bucket, prefix: prefix)
+            configuration.files.s3 = s3
+        }
     }
 }
