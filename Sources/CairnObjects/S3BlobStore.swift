@@ -187,9 +187,15 @@ struct HTTPClientResponseBodyReader: Sendable {
             self.base = base
         }
 
+        /// The next buffer: the network's small reads gathered up to 256 KiB, so a consumer
+        /// (an HTTP response) writes a few large buffers rather than many small ones.
         func next() async throws -> ByteBuffer? {
             do {
-                return try await base.next()
+                guard var gathered = try await base.next() else { return nil }
+                while gathered.readableBytes < 256 << 10, let more = try await base.next() {
+                    gathered.writeImmutableBuffer(more)
+                }
+                return gathered
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
