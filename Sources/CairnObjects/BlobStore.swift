@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 package import NIOCore
 package import NIOFileSystem
 
@@ -47,9 +48,31 @@ package protocol BlobStore: Sendable {
     /// - Throws: `BlobNotFound`, `BlobStoreUnavailable`, the file system's errors.
     func copy(tenantId: String, id: String, toLocalFile path: FilePath) async throws
 
+    /// Every blob of the store with its size and last change (for the orphan sweeper), in no
+    /// particular order; entries whose names are not blob names are left out.
+    /// - Throws: `BlobStoreUnavailable`.
+    func list() async throws -> [BlobEntry]
+
     /// Whether the store answers (a cheap listing or a look at its folder), for readiness.
     /// - Throws: `BlobStoreUnavailable` when it does not.
     func checkReachable() async throws
+}
+
+/// One blob in a listing.
+package struct BlobEntry: Sendable, Equatable {
+    /// The tenant's id.
+    package var tenantId: String
+    /// The blob's id.
+    package var id: String
+    /// Its size in bytes.
+    package var size: Int64
+    /// When it was last written, epoch milliseconds.
+    package var modifiedAt: Int64
+}
+
+/// Whether a name is an id the stores use (UUIDs: lower-case hex and `-`).
+func isBlobName(_ part: some StringProtocol) -> Bool {
+    !part.isEmpty && part.utf8.allSatisfy { $0 == 0x2D || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
 }
 
 /// Thrown by `BlobStore.write` when the body exceeds its limit.
@@ -226,6 +249,23 @@ package struct LocalBlobStore: BlobStore {
     /// Removes the blob file.
     package func delete(tenantId: String, id: String) async throws {
         _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
+    }
+
+    /// Walks `<root>/<tenant>/<id>`; hidden temporary files of writes in progress are left out.
+    package func list() async throws -> [BlobEntry] {
+        let root = self.root.string
+        var entries: [BlobEntry] = []
+        let manager = FileManager.default
+        for tenant in (try? manager.contentsOfDirectory(atPath: root)) ?? [] where isBlobName(tenant) {
+            for id in (try? manager.contentsOfDirectory(atPath: root + "/" + tenant)) ?? [] where isBlobName(id) {
+                guard let attributes = try? manager.attributesOfItem(atPath: root + "/" + tenant + "/" + id) else { continue }
+                let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                entries.append(
+                    BlobEntry(
+                        tenantId: tenant, id: id, size: (attributes[.size] as? NSNumber)?.int64Value ?? 0, modifiedAt: Int64(modified * 1000)))
+            }
+        }
+        return entries
     }
 
     /// The root is a folder, or can become one (a new data directory).

@@ -149,6 +149,15 @@ package struct S3BlobStore: BlobStore {
         }
     }
 
+    /// Every object under the prefix named `<tenant>/<id>`.
+    package func list() async throws -> [BlobEntry] {
+        try await listAll().compactMap { object in
+            let parts = object.key.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, isBlobName(parts[0]), isBlobName(parts[1]) else { return nil }
+            return BlobEntry(tenantId: String(parts[0]), id: String(parts[1]), size: object.size, modifiedAt: object.lastModified ?? 0)
+        }
+    }
+
     /// One listing of at most one key under the prefix.
     package func checkReachable() async throws {
         _ = try await available { try await client.listObjects(bucket: bucket, prefix: prefix, maxKeys: 1) }

@@ -85,6 +85,8 @@ package struct S3ObjectSummary: Sendable, Equatable {
     package var key: String
     /// Its size in bytes.
     package var size: Int64
+    /// When it was last written, epoch milliseconds (nil when the answer did not say).
+    package var lastModified: Int64? = nil
 }
 
 /// A small S3 client over AsyncHTTPClient, signing with ``SigV4Signer``: the object, multipart
@@ -237,7 +239,8 @@ package struct S3Client: Sendable {
         let objects = scan.elements("Contents").compactMap { item -> S3ObjectSummary? in
             let entry = XMLScan(item)
             guard let key = entry.first("Key") else { return nil }
-            return S3ObjectSummary(key: key, size: entry.first("Size").flatMap { Int64($0) } ?? 0)
+            return S3ObjectSummary(
+                key: key, size: entry.first("Size").flatMap { Int64($0) } ?? 0, lastModified: entry.first("LastModified").flatMap(Self.parseTime))
         }
         let truncated = scan.first("IsTruncated") == "true"
         return (objects, truncated ? scan.first("NextContinuationToken") : nil)
@@ -320,6 +323,13 @@ package struct S3Client: Sendable {
         return S3Error(
             operation: operation, status: status, code: scan.first("Code") ?? fallback, message: String((scan.first("Message") ?? "").prefix(200)),
             requestId: scan.first("RequestId"))
+    }
+
+    /// Epoch milliseconds of an ISO 8601 time as S3 lists them (`2026-12-04T23:00:00.000Z`).
+    static func parseTime(_ text: String) -> Int64? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = text.contains(".") ? [.withInternetDateTime, .withFractionalSeconds] : [.withInternetDateTime]
+        return formatter.date(from: text).map { Int64($0.timeIntervalSince1970 * 1000) }
     }
 
     /// A transport error's text, cut short (AsyncHTTPClient's errors name hosts, never headers).

@@ -94,13 +94,14 @@ package struct CairnComponents: Sendable {
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
     package var pipelineService: PipelineService
 
-    /// The background services of a node: the job worker, the cron scheduler and the catalog's
-    /// cache invalidation listener.
+    /// The background services of a node: the job worker, the cron scheduler, the catalog's
+    /// cache invalidation listener, the upload expiry and the orphaned-blob sweeper.
     package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
+            OrphanSweeper(database: database, blobs: blobs, logger: logger),
         ]
     }
 
