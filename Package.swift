@@ -35,7 +35,7 @@ let moduleDependencies: [Target.Dependency] = [
 
 /// What every test target needs: the shared test support and the modules it exercises.
 let testDependencies: [Target.Dependency] = [
-    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", hummingbird,
+    "CairnTestSupport", "CairnHTTP", "CairnStorage", "CairnServer", "CairnFormats", "CairnObjects", hummingbird,
     .product(name: "HummingbirdTesting", package: "hummingbird"),
     httpTypes, nioCore, sqlKit, logging, tracing,
 ]
@@ -88,6 +88,13 @@ let package = Package(
             dependencies: [nioCore],
             swiftSettings: strictSettings
         ),
+        // The object store: the BlobStore protocol, the file-system and S3-compatible backends,
+        // AWS Signature Version 4 (no app code: Crypto, NIO and AsyncHTTPClient only).
+        .target(
+            name: "CairnObjects",
+            dependencies: [nioCore, nioFileSystem, nioHTTP1, crypto, asyncHTTPClient],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "CairnHTTP",
             dependencies: [
@@ -137,14 +144,15 @@ let package = Package(
         .target(
             name: "CairnFiles",
             dependencies: moduleDependencies + [
-                "CairnFormats", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"), serviceLifecycle,
+                "CairnFormats", "CairnObjects", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"),
+                serviceLifecycle,
             ],
             swiftSettings: strictSettings
         ),
         .target(
             name: "CairnPipelines",
             dependencies: moduleDependencies + [
-                "CairnJobs", "CairnFormats", "CairnFiles", "CairnSandbox", nioFileSystem, metrics, crypto, serviceLifecycle,
+                "CairnJobs", "CairnFormats", "CairnFiles", "CairnObjects", "CairnSandbox", nioFileSystem, metrics, crypto, serviceLifecycle,
                 // The sandbox processes of pipeline runs (never Foundation's Process on Linux).
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
@@ -154,7 +162,7 @@ let package = Package(
         .target(
             name: "CairnCatalog",
             dependencies: moduleDependencies + [
-                "CairnJobs", "CairnFiles", "CairnFormats", metrics, serviceLifecycle,
+                "CairnJobs", "CairnFiles", "CairnObjects", "CairnFormats", metrics, serviceLifecycle,
             ],
             swiftSettings: strictSettings
         ),
@@ -191,7 +199,7 @@ let package = Package(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                "CairnFiles", "CairnObjects", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
                 .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
@@ -233,7 +241,7 @@ let package = Package(
             dependencies: [
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
                 // The row factories insert through these modules' stores.
-                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications", httpTypes,
+                "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnObjects", "CairnPipelines", "CairnNotifications", httpTypes,
                 hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 logging, nioCore,
@@ -260,6 +268,7 @@ let package = Package(
         .testTarget(named: "CairnFormatsTests"),
         .testTarget(named: "CairnFuzzTests", ["CairnFuzz"]),
         .testTarget(named: "CairnFilesTests", ["CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
+        .testTarget(named: "CairnObjectsTests", [crypto, asyncHTTPClient, .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(named: "CairnPipelinesTests", ["CairnPipelines", "CairnFiles", "CairnJobs", "CairnAccounts", crypto]),
         .testTarget(named: "CairnCatalogTests", ["CairnCatalog", "CairnJobs", "CairnFiles", "CairnAccounts"]),
         .testTarget(named: "CairnReportsTests", ["CairnReports", "CairnTasks", "CairnCatalog", "CairnNotifications"]),

@@ -2,6 +2,7 @@ package import CairnFiles
 import CairnFormats
 import CairnHTTP
 package import CairnJobs
+package import CairnObjects
 import CairnStorage
 import Foundation
 import HTTPTypes
@@ -97,7 +98,7 @@ package struct ProductImporter: Sendable {
         guard file.size <= Int64(Self.maxBody) else {
             throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "Imports take files up to \(Self.maxBody) bytes.")
         }
-        return (file.format, try await blobs.read(tenantId: tenantId, id: file.id, limit: Self.maxBody))
+        return (file.format, try await FilesController.storeCall { try await blobs.read(tenantId: tenantId, id: file.id, limit: Self.maxBody) })
     }
 
     static func run(_ args: ImportProducts, context: JobContext, catalog: CatalogService) async throws {

@@ -1,4 +1,5 @@
 package import CairnHTTP
+package import CairnObjects
 import CairnStorage
 import Foundation
 import HTTPTypes
@@ -6,7 +7,6 @@ package import Hummingbird
 package import Logging
 import Metrics
 import NIOCore
-import NIOFileSystem
 
 /// `/files`: upload (the raw body, streamed to disk while hashed), list, read, download (with
 /// single `Range` requests, RFC 9110 §14) and delete; all scoped to the caller's tenant.
@@ -149,6 +149,8 @@ package struct FilesController: Sendable {
         let written: Written
         do {
             written = try await write(id, limit)
+        } catch is BlobStoreUnavailable {
+            throw Self.storeUnavailable
         } catch is BlobTooLarge {
             throw Self.tooLarge(
                 limit == quotas.maxFileBytes
@@ -171,6 +173,22 @@ package struct FilesController: Sendable {
         var response = Response.json(file, status: .created)
         response.headers[.location] = "/files/\(id)"
         return response
+    }
+
+    /// 503 `unavailable` with `Retry-After`: the blob store cannot be reached.
+    package static var storeUnavailable: AppError {
+        AppError(
+            .serviceUnavailable, code: .unavailable, detail: "The file store is not reachable; try again shortly.", headers: [.retryAfter: "5"])
+    }
+
+    /// Runs a blob store call, answering 503 when the store is unreachable.
+    /// - Throws: ``storeUnavailable`` for `BlobStoreUnavailable`; other errors as they are.
+    package static func storeCall<T>(_ call: () async throws -> T) async throws -> T {
+        do {
+            return try await call()
+        } catch is BlobStoreUnavailable {
+            throw storeUnavailable
+        }
     }
 
     /// The refusal of an upload past the tenant's hourly volume (429); counted in
@@ -326,17 +344,10 @@ package struct FilesController: Sendable {
             }
         }
         headers[.contentLength] = String(range.count)
-        let path = blobs.path(tenantId: file.tenantId, id: file.id)
-        let range_ = range
+        // Opened before the answer starts, so an unreachable store is still a 503.
+        let chunks = try await Self.storeCall { try await blobs.read(tenantId: file.tenantId, id: file.id, range: range) }
         let body = ResponseBody(contentLength: range.count) { writer in
-            let range = range_
-            if !range.isEmpty {
-                try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
-                    for try await chunk in handle.readChunks(in: range, chunkLength: .kibibytes(256)) {
-                        try await writer.write(chunk)
-                    }
-                }
-            }
+            for try await chunk in chunks { try await writer.write(chunk) }
             try await writer.finish(nil)
         }
         return Response(status: status, headers: headers, body: body)

@@ -1,4 +1,5 @@
 import CairnHTTP
+import CairnObjects
 import Hummingbird
 import MultipartKit
 package import NIOCore

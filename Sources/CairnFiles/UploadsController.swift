@@ -1,4 +1,5 @@
 package import CairnHTTP
+package import CairnObjects
 import CairnStorage
 import Crypto
 import Foundation
@@ -16,7 +17,7 @@ import NIOFileSystem
 package struct UploadsController: Sendable {
     let uploads: UploadStore
     let files: FileStore
-    let blobs: LocalBlobStore
+    let blobs: any BlobStore
     let partials: PartialUploads
     let quotas: FileQuotas
     let expirySeconds: Int
@@ -24,7 +25,7 @@ package struct UploadsController: Sendable {
 
     /// Creates the controller; uploads not finished within `expirySeconds` of their creation expire.
     package init(
-        uploads: UploadStore, files: FileStore, blobs: LocalBlobStore, partials: PartialUploads, quotas: FileQuotas, expirySeconds: Int,
+        uploads: UploadStore, files: FileStore, blobs: any BlobStore, partials: PartialUploads, quotas: FileQuotas, expirySeconds: Int,
         logger: Logger
     ) {
         self.uploads = uploads
@@ -383,26 +384,32 @@ package struct UploadsController: Sendable {
         return result
     }
 
-    /// Turns a complete upload into a file: renames the partial file into the blob store under
-    /// the upload's id, hashes it there, and records the file and the upload's completion in one
-    /// transaction, with the usual quota checks. Safe to repeat after it stopped anywhere: once
-    /// the partial file is gone its bytes are in the blob store, and the record is all or nothing.
+    /// Turns a complete upload into a file: hashes the partial file, moves it into the blob
+    /// store under the upload's id (a rename on the file system, a streamed write to an object
+    /// store), and records the file and the upload's completion in one transaction, with the
+    /// usual quota checks. Safe to repeat after it stopped anywhere: once the partial file is
+    /// gone its bytes are in the blob store, and the record is all or nothing.
     /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed);
-    ///   503 `unavailable` when the record could not be written (the bytes stay, and the next
-    ///   HEAD or PATCH finishes it); 410 when the bytes are nowhere.
+    ///   503 `unavailable` when the record could not be written or the store is unreachable (the
+    ///   bytes stay, and the next HEAD or PATCH finishes it); 410 when the bytes are nowhere.
     private func finish(_ upload: TusUpload, token: String) async throws -> TusUpload {
         let partial = partials.path(tenantId: upload.tenantId, id: upload.id)
-        let target = blobs.path(tenantId: upload.tenantId, id: upload.id)
+        let sha256: String
         if try await FileSystem.shared.info(forFileAt: partial) != nil {
-            try await FileSystem.shared.createDirectory(
-                at: target.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
-            _ = try? await FileSystem.shared.removeItem(at: target)
-            try await FileSystem.shared.moveItem(at: partial, to: target)
-        } else if try await FileSystem.shared.info(forFileAt: target) == nil {
+            sha256 = try await Self.sha256(of: partial, length: upload.length)
+            try await FilesController.storeCall { try await blobs.adopt(tenantId: upload.tenantId, id: upload.id, movingFileAt: partial) }
+        } else if try await FilesController.storeCall({ try await blobs.size(tenantId: upload.tenantId, id: upload.id) }) != nil {
+            var hasher = SHA256()
+            try await FilesController.storeCall {
+                for try await chunk in try await blobs.read(tenantId: upload.tenantId, id: upload.id, range: 0..<upload.length) {
+                    chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                }
+            }
+            sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        } else {
             _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.offset, until: 0)
             throw AppError(.gone, code: .notFound, detail: "The upload's bytes are not on this node; create a new upload.")
         }
-        let sha256 = try await Self.sha256(of: target, length: upload.length)
         let file = StoredFile(
             id: upload.id, tenantId: upload.tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
             format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())

@@ -2,6 +2,7 @@ package import CairnFiles
 import CairnFormats
 import CairnHTTP
 package import CairnJobs
+package import CairnObjects
 import CairnSandbox
 import CairnStorage
 import Foundation
@@ -76,8 +77,10 @@ package struct PipelineSettings: Sendable {
 ///
 /// A killed or failed attempt resumes from its checkpoint: rows loaded stay loaded (rows
 /// committed after the last checkpoint are removed and read again), and the output file's id is
-/// fixed in the checkpoint before it is recorded, so a run's output exists once. Runs are local
-/// to a node's disk: an attempt rescued by another node starts its load again.
+/// fixed in the checkpoint before it is recorded, so a run's output exists once. The input is
+/// read from the blob store into the run's work folder (node-local scratch) and the output
+/// written back through it, so an attempt rescued by another node fetches the input again and
+/// loads it again (its work database stayed on the first node).
 package final class PipelineRunner: Service, Sendable {
     /// The job kind.
     package static var kind: String { RunPipeline.kind }
@@ -145,6 +148,9 @@ package final class PipelineRunner: Service, Sendable {
         var load: LoadState?
         var outputFileId: String?
     }
+
+    /// The name of the input's copy in a run's work folder.
+    static let inputName = "input.data"
 
     func workFolder(tenantId: String, jobId: String) -> String {
         settings.workDirectory + "/" + tenantId + "/" + jobId
@@ -241,7 +247,7 @@ package final class PipelineRunner: Service, Sendable {
         }
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let databasePath = folder + "/" + SandboxOrder.databaseName
-        let inputPath = blobs.path(tenantId: tenantId, id: file.id).string
+        let inputPath = folder + "/" + Self.inputName
         let started = ContinuousClock.now
 
         if checkpoint.load?.done == true && !FileManager.default.fileExists(atPath: databasePath) {
@@ -253,6 +259,17 @@ package final class PipelineRunner: Service, Sendable {
         let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
+            // The input comes from the store into this node's scratch (a hard link when the store
+            // is this file system), once per work folder: a run rescued on another node fetches it
+            // again, and its load resumes at the checkpoint's byte offset of the same bytes.
+            if !FileManager.default.fileExists(atPath: inputPath) {
+                do {
+                    try await blobs.copy(tenantId: tenantId, id: file.id, toLocalFile: FilePath(inputPath))
+                } catch is BlobNotFound {
+                    // Retried like any I/O error: the bytes may yet appear (a store catching up).
+                    throw SandboxError(.io, "opening the input failed: the input file's bytes are not in the store")
+                }
+            }
             let current = checkpoint
             checkpoint.load = try await withSpan("pipeline load") { span in
                 span.attributes["cairn.pipeline.phase"] = "load"
@@ -261,6 +278,9 @@ package final class PipelineRunner: Service, Sendable {
                 span.attributes["cairn.pipeline.rows_loaded"] = state.rowsLoaded
                 return state
             }
+            // Loaded: the copy goes before tenant SQL runs in this folder (it may be a hard link
+            // to the stored blob).
+            try? FileManager.default.removeItem(atPath: inputPath)
             try await context.saveCheckpoint(Self.encode(checkpoint), progress: Self.progress(checkpoint, phase: "querying", size: file.size))
         }
 

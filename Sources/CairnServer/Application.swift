@@ -5,6 +5,7 @@ package import CairnFiles
 package import CairnHTTP
 package import CairnJobs
 package import CairnNotifications
+package import CairnObjects
 package import CairnOutbound
 package import CairnPipelines
 import CairnReports
@@ -90,8 +91,8 @@ package struct CairnComponents: Sendable {
     package var productImporter: ProductImporter
     /// Uploaded files' metadata.
     package var files: FileStore
-    /// Uploaded files' bytes (`<data dir>/blobs`).
-    package var blobs: LocalBlobStore
+    /// Uploaded files' bytes (`CAIRN_BLOB_URL`; `<data dir>/blobs` by default).
+    package var blobs: any BlobStore
     /// Tenants' pipelines.
     package var pipelines: PipelineStore
     /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
@@ -100,14 +101,15 @@ package struct CairnComponents: Sendable {
     package var pipelineService: PipelineService
 
     /// The background services of a node: the job worker, the cron scheduler, the catalog's
-    /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry and
-    /// the event-loop latency and data-directory disk probes.
+    /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry, the
+    /// orphaned-blob sweeper and the event-loop latency and data-directory disk probes.
     package func makeServices() -> [any Service] {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
             EventLoopProbe(), DiskProbe(path: configuration.dataDir),
+            OrphanSweeper(database: database, blobs: blobs, logger: logger),
         ]
     }
 
@@ -163,7 +165,7 @@ package func buildComponents(
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
         let files = FileStore(database: database)
-        let blobs = LocalBlobStore(rootPath: configuration.dataDir + "/blobs")
+        let blobs = MeteredBlobStore(configuration.files.makeBlobStore(dataDir: configuration.dataDir))
         BlobMetrics.publishAll()
         let notificationStore = NotificationStore(database: database)
         let channels = OutboundChannels(
@@ -223,7 +225,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
     router.add(middleware: RequestLogMiddleware(.debug))
 
-    HealthController(database: components.database).addRoutes(to: router)
+    HealthController(database: components.database, blobs: components.blobs).addRoutes(to: router)
     ConsoleController().addRoutes(to: router)
     let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
     AuthController(accounts: components.accounts).addRoutes(to: routes)
@@ -300,6 +302,7 @@ let quietLogger = Logger(label: "cairn.quiet", factory: { _ in SwiftLogNoOpLogHa
 /// `/health/live`, `/health/ready`, `/metrics`, `/openapi.yaml`.
 struct HealthController {
     let database: Database
+    let blobs: any BlobStore
 
     func addRoutes(to router: Router<CairnRequestContext>) {
         router.get("health/live", use: live)
@@ -313,7 +316,8 @@ struct HealthController {
     }
 
     /// Ready means: the database answers within 2 s and its schema is current (a node started
-    /// with --no-migrate before `cairn migrate` ran is not ready).
+    /// with --no-migrate before `cairn migrate` ran is not ready), and the blob store answers
+    /// within 2 s.
     @Sendable func ready(_ request: Request, context: CairnRequestContext) async throws -> Response {
         let database = self.database
         let pending: [String]
@@ -336,7 +340,21 @@ struct HealthController {
                 .serviceUnavailable, code: .unavailable, detail: "\(pending.count) database migrations are pending; run `cairn migrate`.",
                 headers: [.retryAfter: "5"])
         }
-        return Self.json(#"{"status":"ok","database":"ok"}"#)
+        let blobs = self.blobs
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await blobs.checkReachable() }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            throw AppError(.serviceUnavailable, code: .unavailable, detail: "The blob store is not reachable.", headers: [.retryAfter: "5"])
+        }
+        return Self.json(#"{"status":"ok","database":"ok","blobs":"ok"}"#)
     }
 
     @Sendable func metrics(_ request: Request, context: CairnRequestContext) async throws -> Response {

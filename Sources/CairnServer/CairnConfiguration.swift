@@ -154,6 +154,7 @@ package struct CairnConfiguration: Sendable {
         try config.idempotency.read(from: settings.scoped(to: "idempotency"))
         try config.catalog.read(from: settings.scoped(to: "catalog"))
         try config.files.read(from: settings)
+        try config.files.readStore(environment: environment)
         try config.notifications.read(from: settings.scoped(to: "notifications"))
         try config.outbound.read(from: settings)
         try config.pipelines.read(from: settings.scoped(to: "pipeline"))

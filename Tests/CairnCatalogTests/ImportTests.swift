@@ -122,9 +122,9 @@ struct ProductImportTests {
         }
     }
 
-    @Test(arguments: TestEngine.available)
-    func anUploadedFileCanBeImportedByItsId(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { app in
+    @Test(arguments: TestEngine.available, TestBlobBackend.available)
+    func anUploadedFileCanBeImportedByItsId(engine: TestEngine, backend: TestBlobBackend) async throws {
+        try await withTestApp(engine, configure: try await backend.configure(), runServices: true) { app in
             let client = app.client
             let (token, _) = try await owner(client, "import-file@example.com")
             // With the byte-order mark Excel writes in front of "CSV UTF-8" files.

@@ -239,8 +239,9 @@ struct UploadsTests {
         }
     }
 
-    @Test func tuspyUploadsFlightsAndResumesAfterACutConnection() async throws {
-        try await withTestApp(.sqlite, mode: .live, runServices: false) { app in
+    @Test(arguments: TestBlobBackend.available)
+    func tuspyUploadsFlightsAndResumesAfterACutConnection(backend: TestBlobBackend) async throws {
+        try await withTestApp(.sqlite, mode: .live, configure: try await backend.configure(), runServices: false) { app in
             let (port, client) = (app.port!, app.client)
             let token = try await client.registerAndLogin(email: "tuspy@example.com").tokens.accessToken
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-tus-\(UUID().uuidString)")

@@ -220,7 +220,7 @@ struct PipelineSandboxTests {
         let clock = TestClock()
         try await withPipelines(engine, clock: clock) { tenant, client, components in
             let file = try await tenant.upload(tinyCSV)
-            let blob = components.blobs.path(tenantId: try await tenantOf(client, tenant.token), id: file).string
+            let blob = components.configuration.dataDir + "/blobs/\(try await tenantOf(client, tenant.token))/\(file)"
             #expect(rename(blob, blob + ".away") == 0)
             let jobId = try await tenant.startRun(try await tenant.create(pipelineBody("SELECT count(*) AS n FROM input")), fileId: file)
             try await components.jobs.waitForJob(jobId, state: .retryable)

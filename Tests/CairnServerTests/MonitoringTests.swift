@@ -1,6 +1,7 @@
 import CairnFiles
 import CairnHTTP
 import CairnJobs
+import CairnObjects
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -222,7 +223,7 @@ struct MonitoringTests {
         Observability.bootstrapMetrics()
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("blobs-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let blobs = LocalBlobStore(rootPath: folder)
+        let blobs = MeteredBlobStore(LocalBlobStore(rootPath: folder))
         let tenant = UUIDv7.make()
         let id = UUIDv7.make()
         let writes = metricValue("cairn_blob_operation_seconds_count", ["operation": "write"]) ?? 0

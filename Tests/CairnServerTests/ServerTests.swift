@@ -105,6 +105,7 @@ struct OperationsTests {
             let ready = try await client.execute(uri: "/health/ready", method: .get)
             #expect(ready.status == .ok)
             #expect(ready.object["database"] as? String == "ok")
+            #expect(ready.object["blobs"] as? String == "ok")
             // Generate traffic, then find it in the Prometheus exposition.
             _ = try await client.execute(uri: "/tasks", method: .get)
             let metrics = try await client.execute(uri: "/metrics", method: .get)

@@ -1,0 +1,74 @@
+package import CairnObjects
+package import CairnStorage
+package import Logging
+import ServiceLifecycle
+
+/// Removes blobs that no file and no upload names, once they are older than a grace period (a
+/// write completes before its row is recorded, and a pipeline's output is stored before its file
+/// is: the grace covers that gap). On PostgreSQL one node at a time sweeps (the others wait for
+/// its database-wide lock, then find little left); on SQLite there is one node.
+package struct OrphanSweeper: Service {
+    let database: Database
+    let blobs: any BlobStore
+    /// Milliseconds a blob without a row is left alone.
+    let graceMilliseconds: Int64
+    let interval: Duration
+    let logger: Logger
+
+    /// The lock key: "cairn-blob-sweeper" folded to 63 bits (FNV-1a).
+    static let lockKey: Int64 = {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "cairn-blob-sweeper".utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
+    }()
+
+    /// Creates the sweeper: every `interval`, blobs older than `graceSeconds` (default 1 h)
+    /// that no row names are deleted.
+    package init(database: Database, blobs: any BlobStore, graceSeconds: Int = 3600, interval: Duration = .seconds(3600), logger: Logger) {
+        self.database = database
+        self.blobs = blobs
+        self.graceMilliseconds = Int64(graceSeconds) * 1000
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Sweeps once at `now` (epoch milliseconds).
+    /// - Returns: the ids of the blobs removed.
+    /// - Throws: `BlobStoreUnavailable`; the database's errors.
+    @discardableResult
+    package func sweep(now: Int64 = WallClock.milliseconds()) async throws -> [String] {
+        if database.dialect == .postgres {
+            let sweeper = self
+            return try await database.withExclusiveLock(key: Self.lockKey) { _ in try await sweeper.sweepUnlocked(now: now) }
+        }
+        return try await sweepUnlocked(now: now)
+    }
+
+    private func sweepUnlocked(now: Int64) async throws -> [String] {
+        let files = FileStore(database: database)
+        let uploads = UploadStore(database: database)
+        var removed: [String] = []
+        for entry in try await blobs.list() where now - entry.modifiedAt > graceMilliseconds {
+            if try await files.get(id: entry.id, tenantId: entry.tenantId) != nil { continue }
+            if try await uploads.get(id: entry.id, tenantId: entry.tenantId) != nil { continue }
+            try await blobs.delete(tenantId: entry.tenantId, id: entry.id)
+            removed.append(entry.id)
+        }
+        return removed
+    }
+
+    /// Runs the sweep loop until graceful shutdown.
+    package func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                do {
+                    let removed = try await sweep()
+                    if !removed.isEmpty { logger.info("orphaned blobs removed", metadata: ["count": .stringConvertible(removed.count)]) }
+                } catch {
+                    logger.warning("sweeping orphaned blobs failed", metadata: ["error.type": .string(String(reflecting: type(of: error)))])
+                }
+            }
+        }
+    }
+}

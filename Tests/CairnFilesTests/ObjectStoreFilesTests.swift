@@ -1,0 +1,104 @@
+import CairnFiles
+import CairnHTTP
+import CairnObjects
+import CairnServer
+import CairnTestSupport
+import Crypto
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// Files on the S3-compatible store (moto's server in CI): the whole app, two nodes sharing one
+/// database and one bucket, and an unreachable store.
+@Suite("Files: on the object store")
+struct ObjectStoreFilesTests {
+    /// The database several nodes can share: PostgreSQL when there is one.
+    static var sharedEngine: TestEngine { TestEngine.available.last! }
+
+    /// Whether this run has an S3 server (under CI it must).
+    static var hasS3: Bool { TestBlobBackend.available.contains(.s3) }
+
+    /// A file uploaded on node A is downloaded (whole and with `Range`) on node B, the bytes
+    /// are in the bucket and not on the nodes' disk, and deleting it on B removes the object.
+    @Test func aFileUploadedOnOneNodeIsReadOnAnotherAndDeletedFromTheBucket() async throws {
+        guard Self.hasS3 else { return }
+        let s3 = try TestBlobBackend.s3Configuration()
+        _ = try await TestBlobBackend.s3Client()
+        let prefix = "app-\(UUID().uuidString.lowercased())/"
+        try await withTestDatabase(
+            Self.sharedEngine,
+            configure: {
+                $0.files.blobLocation = .s3(bucket: TestBlobBackend.bucket, prefix: prefix)
+                $0.files.s3 = s3
+            }
+        ) { database in
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(sharedData)/penguins.csv")))
+            let (token, id) = try await withTestApp(on: database) { app in
+                let ready = try await app.client.execute(uri: "/health/ready", method: .get)
+                #expect(ready.status == .ok)
+                #expect(ready.object["blobs"] as? String == "ok")
+                let token = try await app.client.registerAndLogin(email: "s3-files@example.com").tokens.accessToken
+                let created = try await upload(app.client, token: token, bytes)
+                #expect(created.status == .created)
+                #expect(created.object["sha256"] as? String == SigV4Signer.hex(SHA256.hash(data: bytes)))
+                return (token, try #require(created.object["id"] as? String))
+            }
+            let store = S3BlobStore(client: S3Client(configuration: s3), bucket: TestBlobBackend.bucket, prefix: prefix)
+            let objects = try await store.listAll()
+            #expect(objects.count == 1 && objects.first?.key.hasSuffix("/" + id) == true && objects.first?.size == Int64(bytes.count))
+            let onDisk = FileManager.default.enumerator(atPath: database.configuration.dataDir + "/blobs")?.allObjects ?? []
+            #expect(onDisk.isEmpty, "no blob on the node's disk")
+            try await withTestApp(on: database) { app in
+                let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+                let whole = try await app.client.execute(uri: "/files/\(id)/content", method: .get, headers: auth)
+                #expect(whole.status == .ok)
+                #expect(Array(whole.body.readableBytesView) == bytes)
+                var ranged = auth
+                ranged[.range] = "bytes=100-1099"
+                let part = try await app.client.execute(uri: "/files/\(id)/content", method: .get, headers: ranged)
+                #expect(part.status == .partialContent)
+                #expect(Array(part.body.readableBytesView) == Array(bytes[100...1099]))
+                #expect(part.headers[.contentRange] == "bytes 100-1099/\(bytes.count)")
+                #expect(try await app.client.json(.delete, "/files/\(id)", token: token).status == .noContent)
+            }
+            #expect(try await store.listAll().isEmpty, "the object is gone")
+        }
+    }
+
+    /// A store nobody answers for: uploads and downloads answer 503 `unavailable` with
+    /// `Retry-After` (nothing recorded), and the node is not ready.
+    @Test(arguments: TestEngine.available)
+    func anUnreachableStoreAnswers503(engine: TestEngine) async throws {
+        // Port 1 on loopback: nothing listens there, so connections are refused.
+        let unreachable = try S3Configuration(
+            credentials: SigV4Credentials(accessKeyId: "AKIDUNREACHABLE", secretAccessKey: "never-in-a-response"), endpoint: "http://127.0.0.1:1")
+        try await withTestDatabase(engine) { database in
+            // The file is recorded by a node on the file store; the other node's store is away.
+            let (token, id) = try await withTestApp(on: database) { app in
+                let token = try await app.client.registerAndLogin(email: "s3-away@example.com").tokens.accessToken
+                let created = try await upload(app.client, token: token, Array("a,b\n1,2\n".utf8))
+                return (token, try #require(created.object["id"] as? String))
+            }
+            var away = database
+            away.configuration.files.blobLocation = .s3(bucket: "cairn-test", prefix: "away/")
+            away.configuration.files.s3 = unreachable
+            try await withTestApp(on: away) { app in
+                let refused = try await upload(app.client, token: token, Array("a,b\n3,4\n".utf8))
+                #expect(refused.status == .serviceUnavailable)
+                #expect(refused.object["code"] as? String == "unavailable")
+                #expect(refused.headers[.retryAfter] != nil)
+                #expect(!refused.text.contains("never-in-a-response"))
+                let listed = try await app.client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
+                #expect(listed?.count == 1, "nothing recorded")
+                let download = try await app.client.execute(
+                    uri: "/files/\(id)/content", method: .get, headers: [.authorization: "Bearer \(token)"])
+                #expect(download.status == .serviceUnavailable)
+                #expect(download.headers[.retryAfter] != nil)
+                let ready = try await app.client.execute(uri: "/health/ready", method: .get)
+                #expect(ready.status == .serviceUnavailable)
+            }
+        }
+    }
+}
