@@ -101,11 +101,18 @@ package struct UsersController: Sendable {
         var name: PatchField<String>
         var email: PatchField<String>
         var role: PatchField<String>
+        /// The caller's phone (E.164), or null to remove it; only `PATCH /users/me` reads it.
+        var phone: PatchField<String>
 
-        enum CodingKeys: String, CodingKey { case name, email, role }
+        enum CodingKeys: String, CodingKey { case name, email, role, phone }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
+            do {
+                phone = try container.decodePatch(String.self, forKey: .phone)
+            } catch is DecodingError {
+                throw AppError.invalidField("phone", "must be a string or null")
+            }
             name = try container.decodePatch(String.self, forKey: .name)
             email = try container.decodePatch(String.self, forKey: .email)
             role = try container.decodePatch(String.self, forKey: .role)
@@ -157,12 +164,13 @@ package struct UsersController: Sendable {
         return Self.userResponse(user)
     }
 
-    /// `PATCH /users/me`: name and email (not the role).
+    /// `PATCH /users/me`: name, email and phone (not the role).
     @Sendable func updateMe(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
         if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
-        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value)
+        let phone: String?? = body.phone.isPresent ? .some(body.phone.value) : nil
+        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value, phone: phone)
         return Self.userResponse(user)
     }
 

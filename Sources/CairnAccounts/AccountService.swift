@@ -250,11 +250,14 @@ package final class AccountService: Sendable {
     }
 
     /// Changes the caller's name and/or email.
-    package func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
+    package func updateMe(_ identity: Identity, name: String?, email: String?, phone: String?? = nil) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
+        if case .some(.some(let number)) = phone, !AccountRules.isE164(number) {
+            throw AppError.invalidField("phone", "must be an E.164 number: + and 8 to 15 digits, the first not 0 (or null to remove it)")
+        }
         guard
             let user = try await store.updateUser(
-                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil)
+                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil, phone: phone)
         else { throw AppError.notFound() }
         return user
     }

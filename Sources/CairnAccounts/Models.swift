@@ -19,8 +19,10 @@ package struct User: Sendable, Equatable, JSONWritable {
     package var createdAt: Int64
     /// Epoch milliseconds.
     package var updatedAt: Int64
+    /// The user's mobile number for SMS, E.164 (`+` and 8 to 15 digits), when they gave one.
+    package var phone: String? = nil
 
-    /// `{id, tenantId, email, name, role, createdAt, updatedAt}`.
+    /// `{id, tenantId, email, name, role, phone, createdAt, updatedAt}` (`phone` null when unset).
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
@@ -33,6 +35,8 @@ package struct User: Sendable, Equatable, JSONWritable {
         writer.string(name)
         writer.key("role")
         writer.string(role.rawValue)
+        writer.key("phone")
+        writer.string(phone)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
@@ -67,6 +71,14 @@ package struct TokenPair: Sendable, JSONWritable {
 
 /// Input rules for account fields, shared by registration, admin creation and profile edits.
 package enum AccountRules {
+    /// Whether `text` is an E.164 number (ITU-T E.164 as Twilio and other SMS APIs take it):
+    /// `+`, then 8 to 15 digits, the first not 0.
+    package static func isE164(_ text: String) -> Bool {
+        let digits = text.utf8.dropFirst()
+        return text.utf8.first == UInt8(ascii: "+") && (8...15).contains(digits.count) && digits.first != UInt8(ascii: "0")
+            && digits.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
+
     /// Trims and NFC-normalises an email; returns `(email, key)` where `key` is the
     /// case-folded form used for uniqueness, or nil when it is not a plausible address.
     package static func normalizeEmail(_ raw: String) -> (email: String, key: String)? {

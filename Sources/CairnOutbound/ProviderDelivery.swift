@@ -33,11 +33,13 @@ extension OutboundChannels {
         case .apns:
             return APNsProvider(
                 config: try decoder.decode(APNsConfig.self, from: data), endpoints: endpoints, client: client, cache: credentials, cacheKey: cacheKey)
+        case .twilio:
+            return TwilioProvider(config: try decoder.decode(TwilioConfig.self, from: data), endpoints: endpoints, client: client)
         }
     }
 
-    /// One attempt of the email or push delivery `deliveryId`: resolves the address (the user's current
-    /// email; the device's token), sends through the tenant's provider and records the outcome.
+    /// One attempt of the email, push or SMS delivery `deliveryId`: resolves the address (the user's
+    /// current email or phone; the device's token), sends through the tenant's provider and records the outcome.
     /// Transient failures throw, so the job system retries with backoff until the last attempt
     /// (then the delivery is `failed`, a dead letter); a refusal fails at once; a device the
     /// provider no longer knows is unregistered.
@@ -71,6 +73,14 @@ extension OutboundChannels {
             }
             providerName = .sendgrid
             address = user.email
+        } else if channel == NotificationChannel.sms.rawValue {
+            // The phone as it is now: a number changed or removed after publishing counts.
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId), let phone = user.phone else {
+                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user has no phone number", countAttempt: false)
+                return
+            }
+            providerName = .twilio
+            address = phone
         } else {
             let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
             guard let device = try await database.read({ db in try await ProviderStore.device(id: endpointId, tenantId: tenantId, on: db) }),
