@@ -77,6 +77,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.0"),  // pipeline sandboxes, the tests' children
         .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),  // FilePath, for swift-subprocess
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),  // notification templates
     ],
     targets: [
         .target(
@@ -173,6 +174,7 @@ let package = Package(
             name: "CairnOutbound",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnJobs", "CairnNotifications", metrics, crypto, asyncHTTPClient, nioPosix, nioHTTP1, nioSSL, jwtKit,
+                .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: strictSettings
         ),

@@ -23,6 +23,8 @@ package struct OutboundMessage: Sendable, Equatable {
     package var body: String
     /// The notification's `data`, a JSON object.
     package var data: JSONValue
+    /// The HTML body of an email, when the type's template has one.
+    package var html: String? = nil
 
     /// Creates a message.
     package init(notificationId: String, deliveryId: String, type: String, title: String, body: String, data: JSONValue) {
@@ -210,7 +212,10 @@ struct SendGridProvider: NotificationProvider {
             "personalizations": .array([.object(["to": .array([.object(["email": .string(address)])])])]),
             "from": .object(from),
             "subject": .string(message.title),
-            "content": .array([.object(["type": .string("text/plain"), "value": .string(text)])]),
+            // SendGrid wants text/plain before text/html.
+            "content": .array(
+                [.object(["type": .string("text/plain"), "value": .string(text)])]
+                    + (message.html.map { [.object(["type": .string("text/html"), "value": .string($0)])] } ?? [])),
             "custom_args": .object(["notification_id": .string(message.notificationId), "delivery_id": .string(message.deliveryId)]),
         ])
         do {
