@@ -98,5 +98,11 @@ package enum AccountsMigrations {
                 // E.164 (`+` and digits), checked by the application; NULL when the user gave none.
                 "ALTER TABLE users ADD COLUMN phone TEXT"
             ]),
+        Migration(
+            module: "accounts", version: 6, name: "a locale on the profile, for notification templates",
+            sql: [
+                // A BCP 47 tag, checked by the application; NULL renders templates' default variant.
+                "ALTER TABLE users ADD COLUMN locale TEXT"
+            ]),
     ]
 }

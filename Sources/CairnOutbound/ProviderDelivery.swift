@@ -66,7 +66,7 @@ extension OutboundChannels {
         // The type's template for the channel, rendered whole before anything is sent: a
         // variable the notification lacks fails the delivery (a dead letter), never half a message.
         do {
-            message = try await rendered(message, channel: channel, tenantId: tenantId)
+            message = try await rendered(message, channel: channel, tenantId: tenantId, userId: userId)
         } catch let missing as TemplateVariableMissing {
             let why = "template_variable_missing: \(missing.name)"
             try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: true)
@@ -131,12 +131,16 @@ extension OutboundChannels {
     /// `message` rendered through its type's template for `channel` (email subject, text and
     /// html; SMS text; push title and body), or as it is when the type has none for the channel.
     /// - Throws: ``TemplateVariableMissing``.
-    func rendered(_ message: OutboundMessage, channel: String, tenantId: String) async throws -> OutboundMessage {
+    /// The variant is the user's profile `locale`'s (then its shorter tags, then `default`).
+    func rendered(_ message: OutboundMessage, channel: String, tenantId: String, userId: String) async throws -> OutboundMessage {
         guard let templateChannel = TemplateChannel(rawValue: channel) else { return message }
         let type = message.type
-        guard let (template, _, _) = try await database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) }),
+        guard let (template, _, _) = try await database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
+        else { return message }
+        let locale = try await accounts.store.user(id: userId, tenantId: tenantId)?.locale
+        guard
             let (_, parts) = try TemplateRenderer.render(
-                template, channel: templateChannel, locale: nil,
+                template, channel: templateChannel, locale: locale,
                 context: TemplateRenderer.context(title: message.title, body: message.body, data: message.data))
         else { return message }
         var message = message

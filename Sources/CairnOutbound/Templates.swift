@@ -138,13 +138,9 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
             && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
     }
 
-    /// A BCP 47 shape (RFC 5646): 2–8 letter primary subtag, then 1–8 alphanumeric subtags.
+    /// A BCP 47 shape (RFC 5646), as on the user's profile.
     static func isLanguageTag(_ text: String) -> Bool {
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard let first = parts.first, (2...8).contains(first.count), first.allSatisfy({ $0.isASCII && $0.isLetter }), text.count <= 35 else {
-            return false
-        }
-        return parts.dropFirst().allSatisfy { (1...8).contains($0.count) && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) } }
+        AccountRules.isLanguageTag(text)
     }
 }
 

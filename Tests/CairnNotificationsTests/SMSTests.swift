@@ -143,6 +143,13 @@ struct SMSTests {
             #expect(set.status == .ok)
             #expect(set.object["phone"] as? String == "+12345678")
             #expect(try await client.json(.get, "/users/me", token: member.token).object["phone"] as? String == "+12345678")
+            // A locale for templates: BCP 47, or null.
+            for bad: Any in ["d", "de_AT", "de-", "toolonglang", 5] {
+                let refused = try await client.json(.patch, "/users/me", ["locale": bad], token: member.token)
+                #expect(refused.status == .badRequest, "\(bad)")
+                #expect((refused.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "locale", "\(refused.text)")
+            }
+            #expect(try await client.json(.patch, "/users/me", ["locale": "de-AT"], token: member.token).object["locale"] as? String == "de-AT")
             let cleared = try await client.json(.patch, "/users/me", ["phone": NSNull()], token: member.token)
             #expect(cleared.status == .ok)
             #expect(cleared.object["phone"] is NSNull)

@@ -104,7 +104,8 @@ struct TemplateTests {
             let sendgrid: [String: Any] = ["apiKey": try #require(fake.setup["sendgridKey"] as? String), "fromEmail": "noreply@example.com"]
             #expect(try await client.json(.put, "/notification-providers/sendgrid", sendgrid, token: owner.token).status == .ok)
             let member = try await addMember(client, owner: owner, email: "templates-reader@example.com")
-            #expect(try await client.json(.patch, "/users/me", ["phone": "+4915112345678"], token: member.token).status == .ok)
+            #expect(
+                try await client.json(.patch, "/users/me", ["phone": "+4915112345678", "locale": "de-AT"], token: member.token).status == .ok)
             #expect(
                 try await client.json(
                     .put, "/users/me/notification-preferences", ["types": ["*": ["sms": true, "email": true]]], token: member.token
@@ -113,7 +114,9 @@ struct TemplateTests {
                 "default": [
                     "email": ["subject": "Order {{orderId}}", "html": "<p>{{customer}}</p>", "text": "For {{customer}}"],
                     "sms": ["text": "Order {{orderId}} for {{customer}}"],
-                ]
+                ],
+                // The member's locale is de-AT: SMS from de, email from default.
+                "locales": ["de": ["sms": ["text": "Bestellung {{orderId}} für {{customer}}"]]],
             ]
             #expect(try await client.json(.put, "/notification-templates/order", template, token: owner.token).status == .ok)
 
@@ -127,7 +130,7 @@ struct TemplateTests {
                 return items.count == 2 && items.allSatisfy { $0["state"] as? String == "sent" }
             }
             let sms = try #require(fake.requests(to: "/2010-04-01/").last)
-            #expect((sms["body"] as? String)?.contains("Body=Order%2042%20for%20%3CAnn%3E") == true, "\(sms["body"] ?? "")")
+            #expect((sms["body"] as? String)?.contains("Body=Bestellung%2042%20f%C3%BCr%20%3CAnn%3E") == true, "\(sms["body"] ?? "")")
             let mail = try #require(fake.requests(to: "/v3/mail/send").last)
             let mailBody = try #require(try JSONSerialization.jsonObject(with: Data((mail["body"] as? String ?? "").utf8)) as? [String: Any])
             #expect(mailBody["subject"] as? String == "Order 42")
