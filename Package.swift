@@ -81,6 +81,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.3.0"),
         // Trace export only (OTLP over HTTP/protobuf, no gRPC); metrics stay on Prometheus.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),  // notification templates
     ],
     targets: [
         .target(
@@ -185,6 +186,7 @@ let package = Package(
             name: "CairnOutbound",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnJobs", "CairnNotifications", metrics, crypto, asyncHTTPClient, nioPosix, nioHTTP1, nioSSL, jwtKit,
+                .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: strictSettings
         ),

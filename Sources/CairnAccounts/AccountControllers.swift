@@ -136,11 +136,25 @@ package struct UsersController: Sendable {
         var name: PatchField<String>
         var email: PatchField<String>
         var role: PatchField<String>
+        /// The caller's phone (E.164), or null to remove it; only `PATCH /users/me` reads it.
+        var phone: PatchField<String>
+        /// The caller's locale (BCP 47), or null to remove it; only `PATCH /users/me` reads it.
+        var locale: PatchField<String>
 
-        enum CodingKeys: String, CodingKey { case name, email, role }
+        enum CodingKeys: String, CodingKey { case name, email, role, phone, locale }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
+            do {
+                phone = try container.decodePatch(String.self, forKey: .phone)
+            } catch is DecodingError {
+                throw AppError.invalidField("phone", "must be a string or null")
+            }
+            do {
+                locale = try container.decodePatch(String.self, forKey: .locale)
+            } catch is DecodingError {
+                throw AppError.invalidField("locale", "must be a string or null")
+            }
             name = try container.decodePatch(String.self, forKey: .name)
             email = try container.decodePatch(String.self, forKey: .email)
             role = try container.decodePatch(String.self, forKey: .role)
@@ -192,12 +206,14 @@ package struct UsersController: Sendable {
         return Self.userResponse(user)
     }
 
-    /// `PATCH /users/me`: name and email (not the role).
+    /// `PATCH /users/me`: name, email, phone and locale (not the role).
     @Sendable func updateMe(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
         if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
-        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value)
+        let phone: String?? = body.phone.isPresent ? .some(body.phone.value) : nil
+        let locale: String?? = body.locale.isPresent ? .some(body.locale.value) : nil
+        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value, phone: phone, locale: locale)
         return Self.userResponse(user)
     }
 

@@ -250,11 +250,18 @@ package final class AccountService: Sendable {
     }
 
     /// Changes the caller's name and/or email.
-    package func updateMe(_ identity: Identity, name: String?, email: String?) async throws -> User {
+    package func updateMe(_ identity: Identity, name: String?, email: String?, phone: String?? = nil, locale: String?? = nil) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
+        if case .some(.some(let number)) = phone, !AccountRules.isE164(number) {
+            throw AppError.invalidField("phone", "must be an E.164 number: + and 8 to 15 digits, the first not 0 (or null to remove it)")
+        }
+        if case .some(.some(let tag)) = locale, !AccountRules.isLanguageTag(tag) {
+            throw AppError.invalidField("locale", "must be a BCP 47 language tag such as de or de-AT (or null to remove it)")
+        }
         guard
             let user = try await store.updateUser(
-                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil)
+                id: identity.userId, tenantId: identity.tenantId, expectedVersion: nil, name: cleanName, email: cleanEmail, role: nil, phone: phone,
+                locale: locale)
         else { throw AppError.notFound() }
         return user
     }

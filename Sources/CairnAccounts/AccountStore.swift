@@ -17,7 +17,7 @@ package struct AccountStore: Sendable {
         self.clock = clock
     }
 
-    static let userColumns = "id, tenant_id, email, name, role, version, created_at, updated_at"
+    static let userColumns = "id, tenant_id, email, name, role, version, created_at, updated_at, phone, locale"
 
     static func user(from row: any SQLRow) throws -> User {
         User(
@@ -28,7 +28,8 @@ package struct AccountStore: Sendable {
             role: Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
             version: try row.decode(column: "version", as: Int.self),
             createdAt: try row.decode(column: "created_at", as: Int64.self),
-            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self),
+            phone: try row.decode(column: "phone", as: String?.self), locale: try row.decode(column: "locale", as: String?.self))
     }
 
     // MARK: Tenants and users
@@ -129,9 +130,11 @@ package struct AccountStore: Sendable {
     /// With `keepingAnOwner`, the change runs in a transaction that first locks the tenant row
     /// (PostgreSQL; SQLite's single writer serializes anyway) and refuses, with 409, to leave the
     /// tenant without another owner: two owners demoting each other at once cannot both win.
+    /// `phone` and `locale`: nil leaves them, `.some(nil)` clears them.
     func updateUser(
         id: String, tenantId: String, expectedVersion: Int?, name: String?, email: (email: String, key: String)?, role: Role?,
-        passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false
+        passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false, phone: String?? = nil,
+        locale: String?? = nil
     ) async throws -> User? {
         let now = clock.milliseconds
         do {
@@ -143,6 +146,8 @@ package struct AccountStore: Sendable {
                     sets.append(SQLQueryString("email_key = \(bind: email.key)"))
                 }
                 if let role { sets.append(SQLQueryString("role = \(bind: role.rawValue)")) }
+                if let phone { sets.append(SQLQueryString("phone = \(bind: phone)")) }
+                if let locale { sets.append(SQLQueryString("locale = \(bind: locale)")) }
                 if let passwordHash { sets.append(SQLQueryString("password_hash = \(bind: passwordHash)")) }
                 if let revokeSessionsAt { sets.append(SQLQueryString("sessions_valid_after = \(bind: revokeSessionsAt)")) }
                 var query: SQLQueryString = "UPDATE users SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"

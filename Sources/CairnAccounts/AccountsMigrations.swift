@@ -92,5 +92,17 @@ package enum AccountsMigrations {
                 // key is sealed under the master key (`v1:…`, see SecretBox).
                 "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, private_key TEXT NOT NULL, created_at BIGINT NOT NULL)"
             ]),
+        Migration(
+            module: "accounts", version: 5, name: "a phone number on the profile, for SMS",
+            sql: [
+                // E.164 (`+` and digits), checked by the application; NULL when the user gave none.
+                "ALTER TABLE users ADD COLUMN phone TEXT"
+            ]),
+        Migration(
+            module: "accounts", version: 6, name: "a locale on the profile, for notification templates",
+            sql: [
+                // A BCP 47 tag, checked by the application; NULL renders templates' default variant.
+                "ALTER TABLE users ADD COLUMN locale TEXT"
+            ]),
     ]
 }

@@ -19,8 +19,12 @@ package struct User: Sendable, Equatable, JSONWritable {
     package var createdAt: Int64
     /// Epoch milliseconds.
     package var updatedAt: Int64
+    /// The user's mobile number for SMS, E.164 (`+` and 8 to 15 digits), when they gave one.
+    package var phone: String? = nil
+    /// The user's language for notifications, a BCP 47 tag (RFC 5646), when they chose one.
+    package var locale: String? = nil
 
-    /// `{id, tenantId, email, name, role, createdAt, updatedAt}`.
+    /// `{id, tenantId, email, name, role, phone, locale, createdAt, updatedAt}` (`phone`, `locale` null when unset).
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
@@ -33,6 +37,10 @@ package struct User: Sendable, Equatable, JSONWritable {
         writer.string(name)
         writer.key("role")
         writer.string(role.rawValue)
+        writer.key("phone")
+        writer.string(phone)
+        writer.key("locale")
+        writer.string(locale)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
@@ -67,6 +75,24 @@ package struct TokenPair: Sendable, JSONWritable {
 
 /// Input rules for account fields, shared by registration, admin creation and profile edits.
 package enum AccountRules {
+    /// Whether `text` has the shape of a BCP 47 language tag (RFC 5646): a primary subtag of
+    /// 2 to 8 letters, then subtags of 1 to 8 letters or digits, at most 35 characters.
+    package static func isLanguageTag(_ text: String) -> Bool {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard let first = parts.first, (2...8).contains(first.count), first.allSatisfy({ $0.isASCII && $0.isLetter }), text.count <= 35 else {
+            return false
+        }
+        return parts.dropFirst().allSatisfy { (1...8).contains($0.count) && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) } }
+    }
+
+    /// Whether `text` is an E.164 number (ITU-T E.164 as Twilio and other SMS APIs take it):
+    /// `+`, then 8 to 15 digits, the first not 0.
+    package static func isE164(_ text: String) -> Bool {
+        let digits = text.utf8.dropFirst()
+        return text.utf8.first == UInt8(ascii: "+") && (8...15).contains(digits.count) && digits.first != UInt8(ascii: "0")
+            && digits.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+    }
+
     /// Trims and NFC-normalises an email; returns `(email, key)` where `key` is the
     /// case-folded form used for uniqueness, or nil when it is not a plausible address.
     package static func normalizeEmail(_ raw: String) -> (email: String, key: String)? {

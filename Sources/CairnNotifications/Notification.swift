@@ -221,5 +221,19 @@ package enum NotificationsMigrations {
                 ON notification_deliveries (tenant_id, user_id, channel, COALESCE(endpoint_id, ''), dedupe_key) WHERE dedupe_key IS NOT NULL
                 """,
             ]),
+        Migration(
+            module: "notifications", version: 4, name: "notification templates",
+            sql: [
+                // One document per tenant and type: per locale, per channel Mustache templates (Outbound renders them).
+                """
+                CREATE TABLE notification_templates (
+                    tenant_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    document TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    updated_at BIGINT NOT NULL,
+                    PRIMARY KEY (tenant_id, type))
+                """
+            ]),
     ]
 }

@@ -15,16 +15,18 @@ package enum NotificationChannel: String, Sendable, CaseIterable, Codable {
     case email
     /// Mobile push through the tenant's provider.
     case push
+    /// SMS to the user's phone (E.164, on their profile) through the tenant's provider.
+    case sms
 }
 
 /// A user's notification preferences: per type, per channel on/off, and quiet hours in the
 /// user's time zone for the channels other than in-app.
 ///
 /// JSON: `{"types": {"<type>" | "*": {"in_app": bool, "webhook": bool, "email": bool,
-/// "push": bool}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
+/// "push": bool, "sms": bool}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
 /// `*` applies to types without their own entry; a channel missing from an entry takes the
 /// `*` entry's value, then the default: in_app, webhook and push on (push reaches only devices
-/// the user registered, which is their opt-in), email off (opt-in).
+/// the user registered, which is their opt-in), email and sms off (opt-in).
 /// `system_alert` in-app cannot be turned off.
 package struct NotificationPreferences: Sendable, Equatable, Codable {
     /// Per type (or `*`), per channel.
@@ -55,7 +57,7 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
         self.quietHours = quietHours
     }
 
-    /// The defaults: every type on in-app and webhook, off on email and push, no quiet hours.
+    /// The defaults: every type on in-app, webhook and push, off on email and sms, no quiet hours.
     package static let defaults = NotificationPreferences(types: [:], quietHours: nil)
 
     static func minutes(_ text: String) -> Int? {
@@ -77,7 +79,7 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
                 continue
             }
             for channel in channels.keys.sorted() where NotificationChannel(rawValue: channel) == nil {
-                issues.append(FieldIssue(field: "types.\(type).\(channel)", issue: "must be one of in_app, webhook, email, push"))
+                issues.append(FieldIssue(field: "types.\(type).\(channel)", issue: "must be one of in_app, webhook, email, push, sms"))
             }
         }
         if types["system_alert"]?["in_app"] == false || (types["system_alert"]?["in_app"] == nil && types["*"]?["in_app"] == false) {
@@ -97,7 +99,7 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
     package func allows(_ type: String, on channel: NotificationChannel) -> Bool {
         if type == "system_alert" && channel == .inApp { return true }
         if let value = types[type]?[channel.rawValue] ?? types["*"]?[channel.rawValue] { return value }
-        return channel != .email
+        return channel != .email && channel != .sms
     }
 
     /// The end of the quiet window containing `now` (epoch ms), or nil when `now` is outside

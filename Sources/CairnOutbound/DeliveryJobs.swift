@@ -30,3 +30,9 @@ struct SendPush: DeliveryJob {
     static let kind = "notifications.push"
     var deliveryId: String
 }
+
+/// Sends one SMS to the user's phone (`notifications.sms`).
+struct SendSMS: DeliveryJob {
+    static let kind = "notifications.sms"
+    var deliveryId: String
+}

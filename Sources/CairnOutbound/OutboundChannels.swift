@@ -49,7 +49,7 @@ package final class OutboundChannels: PublishObserver {
         self.logger = logger
     }
 
-    /// Registers the delivery job handlers (webhook, email, push) on `queue`.
+    /// Registers the delivery job handlers (webhook, email, push, SMS) on `queue`.
     package func registerJobs(on queue: JobQueue) {
         queue.register(SendWebhook.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
@@ -69,6 +69,10 @@ package final class OutboundChannels: PublishObserver {
                 try await self.deliverThroughProvider(args.deliveryId, context: context)
             }
         }
+        queue.register(SendSMS.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await self.deliverThroughProvider(args.deliveryId, context: context)
+        }
     }
 
     /// Plans the outbound deliveries of notifications just stored, in the publishing transaction.
@@ -86,7 +90,7 @@ package final class OutboundChannels: PublishObserver {
     }
 
     /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the
-    /// tenant's endpoints, email when the tenant has an email provider, push to each of the
+    /// tenant's endpoints, email (SMS) when the tenant has an email (SMS) provider, push to each of the
     /// recipient's devices whose platform the tenant configured — each as the recipient's
     /// preferences allow, delayed to the end of their quiet hours.
     func plan(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
@@ -96,8 +100,9 @@ package final class OutboundChannels: PublishObserver {
         let endpoints = try await endpoints(tenantId: tenantId, on: db).filter { $0.accepts(draft.type) }
         let providers = try await ProviderStore.configured(tenantId: tenantId, on: db)
         let email = providers.contains(.sendgrid)
+        let sms = providers.contains(.twilio)
         let pushPlatforms = providers.intersection([.fcm, .apns])
-        guard !endpoints.isEmpty || email || !pushPlatforms.isEmpty else { return }
+        guard !endpoints.isEmpty || email || sms || !pushPlatforms.isEmpty else { return }
         let pushRecipients = pushPlatforms.isEmpty ? [] : rows.map(\.userId).filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .push) }
         let devices = try await ProviderStore.devices(tenantId: tenantId, userIds: pushRecipients, platforms: pushPlatforms, on: db)
         // The node's clock (the job queue's): quiet hours are judged by it.
@@ -133,6 +138,12 @@ package final class OutboundChannels: PublishObserver {
             if email, prefs.allows(draft.type, on: .email) {
                 try await planDelivery(
                     row, channel: .email, endpointId: nil, payload: message, job: SendEmail.self, maxAttempts: settings.providerMaxAttempts,
+                    runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+            }
+            // The phone is read when the job runs (as the email address): Accounts owns it.
+            if sms, prefs.allows(draft.type, on: .sms) {
+                try await planDelivery(
+                    row, channel: .sms, endpointId: nil, payload: message, job: SendSMS.self, maxAttempts: settings.providerMaxAttempts,
                     runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
             }
             for device in devices[row.userId] ?? [] {

@@ -33,11 +33,13 @@ extension OutboundChannels {
         case .apns:
             return APNsProvider(
                 config: try decoder.decode(APNsConfig.self, from: data), endpoints: endpoints, client: client, cache: credentials, cacheKey: cacheKey)
+        case .twilio:
+            return TwilioProvider(config: try decoder.decode(TwilioConfig.self, from: data), endpoints: endpoints, client: client)
         }
     }
 
-    /// One attempt of the email or push delivery `deliveryId`: resolves the address (the user's current
-    /// email; the device's token), sends through the tenant's provider and records the outcome.
+    /// One attempt of the email, push or SMS delivery `deliveryId`: resolves the address (the user's
+    /// current email or phone; the device's token), sends through the tenant's provider and records the outcome.
     /// Transient failures throw, so the job system retries with backoff until the last attempt
     /// (then the delivery is `failed`, a dead letter); a refusal fails at once; a device the
     /// provider no longer knows is unregistered.
@@ -57,10 +59,19 @@ extension OutboundChannels {
         let channel = try row.decode(column: "channel", as: String.self)
         let userId = try row.decode(column: "user_id", as: String.self)
         let payload = JSONValue(text: try row.decode(column: "payload", as: String.self)) ?? .object([:])
-        let message = OutboundMessage(
+        var message = OutboundMessage(
             notificationId: try row.decode(column: "notification_id", as: String.self), deliveryId: deliveryId, type: payload["type"]?.string ?? "",
             title: payload["title"]?.string ?? "", body: payload["body"]?.string ?? "", data: payload["data"] ?? .object([:]))
 
+        // The type's template for the channel, rendered whole before anything is sent: a
+        // variable the notification lacks fails the delivery (a dead letter), never half a message.
+        do {
+            message = try await rendered(message, channel: channel, tenantId: tenantId, userId: userId)
+        } catch let missing as TemplateVariableMissing {
+            let why = "template_variable_missing: \(missing.name)"
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: true)
+            throw PermanentJobError(why)
+        }
         let providerName: ProviderName
         let address: String
         var deviceId: String?
@@ -71,6 +82,14 @@ extension OutboundChannels {
             }
             providerName = .sendgrid
             address = user.email
+        } else if channel == NotificationChannel.sms.rawValue {
+            // The phone as it is now: a number changed or removed after publishing counts.
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId), let phone = user.phone else {
+                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user has no phone number", countAttempt: false)
+                return
+            }
+            providerName = .twilio
+            address = phone
         } else {
             let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
             guard let device = try await database.read({ db in try await ProviderStore.device(id: endpointId, tenantId: tenantId, on: db) }),
@@ -107,6 +126,39 @@ extension OutboundChannels {
             try await record(deliveryId, tenantId: tenantId, state: last ? "failed" : "pending", error: why, countAttempt: true)
             throw DeliveryFailure(description: "\(providerName.rawValue) delivery failed: \(why)")
         }
+    }
+
+    /// `message` rendered through its type's template for `channel` (email subject, text and
+    /// html; SMS text; push title and body), or as it is when the type has none for the channel.
+    /// - Throws: ``TemplateVariableMissing``.
+    /// The variant is the user's profile `locale`'s (then its shorter tags, then `default`).
+    func rendered(_ message: OutboundMessage, channel: String, tenantId: String, userId: String) async throws -> OutboundMessage {
+        guard let templateChannel = TemplateChannel(rawValue: channel) else { return message }
+        let type = message.type
+        guard let (template, _, _) = try await database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
+        else { return message }
+        let locale = try await accounts.store.user(id: userId, tenantId: tenantId)?.locale
+        guard
+            let (_, parts) = try TemplateRenderer.render(
+                template, channel: templateChannel, locale: locale,
+                context: TemplateRenderer.context(title: message.title, body: message.body, data: message.data))
+        else { return message }
+        var message = message
+        switch templateChannel {
+        case .email:
+            message.title = parts["subject"] ?? message.title
+            message.body = parts["text"] ?? message.body
+            message.html = parts["html"]
+        case .sms:
+            if let text = parts["text"] {
+                message.title = ""
+                message.body = text
+            }
+        case .push:
+            message.title = parts["title"] ?? message.title
+            message.body = parts["body"] ?? message.body
+        }
+        return message
     }
 
     func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, providerMessageId: String?) async throws {

@@ -18,9 +18,17 @@ package enum ProviderName: String, Sendable, CaseIterable {
     case fcm
     /// Push to Apple devices through APNs over HTTP/2.
     case apns
+    /// SMS through a Twilio-compatible Programmable Messaging API.
+    case twilio
 
     /// The channel the provider serves.
-    package var channel: NotificationChannel { self == .sendgrid ? .email : .push }
+    package var channel: NotificationChannel {
+        switch self {
+        case .sendgrid: .email
+        case .fcm, .apns: .push
+        case .twilio: .sms
+        }
+    }
 }
 
 /// A tenant's stored provider settings; the secret parts never leave the server.
@@ -71,6 +79,16 @@ struct ProviderSettingsRecord: Sendable, JSONWritable {
                 writer.string(config.topic)
                 writer.key("environment")
                 writer.string(config.environment)
+            }
+        case .twilio:
+            if let config = try? decoder.decode(TwilioConfig.self, from: Data(self.config.utf8)) {
+                writer.key("accountSid")
+                writer.string(config.accountSid)
+                writer.key("from")
+                writer.string(config.from)
+                // As SendGrid's key: Twilio's tokens are 32 characters, a short one shows nothing.
+                writer.key("authToken")
+                writer.string(config.authToken.count >= 16 ? "…" + config.authToken.suffix(4) : "…")
             }
         }
         writer.objectEnd()
@@ -285,6 +303,12 @@ enum ProviderSettingsInput {
         var serviceAccount: ServiceAccount
     }
 
+    struct TwilioBody: Decodable {
+        var accountSid: String
+        var authToken: String
+        var from: String
+    }
+
     struct APNsBody: Decodable {
         var teamId: String
         var keyId: String
@@ -311,6 +335,8 @@ enum ProviderSettingsInput {
         case .apns:
             typeIssues = stringFieldIssues(
                 raw, [("teamId", true), ("keyId", true), ("privateKey", true), ("topic", true), ("environment", false)])
+        case .twilio:
+            typeIssues = stringFieldIssues(raw, [("accountSid", true), ("authToken", true), ("from", true)])
         }
         if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
         let body = ByteBuffer(string: raw.text)
@@ -372,6 +398,22 @@ enum ProviderSettingsInput {
             if !issues.isEmpty { throw AppError.invalidInput(issues) }
             data = try encoder.encode(
                 APNsConfig(teamId: input.teamId, keyId: input.keyId, privateKey: input.privateKey, topic: input.topic, environment: environment))
+        case .twilio:
+            let input = try Request.decodeJSON(TwilioBody.self, from: body)
+            // Account SIDs are "AC" and 32 hexadecimal digits; compatible APIs may use other ids,
+            // which only need to be safe in a URL path.
+            if !isIdentifier(input.accountSid, max: 64, extra: "-_") {
+                issues.append(FieldIssue(field: "accountSid", issue: "must be the account SID (letters, digits, - and _)"))
+            }
+            if input.authToken.isEmpty || input.authToken.utf8.count > 256 || input.authToken.contains(where: { $0.isNewline || $0 == ":" }) {
+                issues.append(FieldIssue(field: "authToken", issue: "must be 1 to 256 characters on one line, without a colon"))
+            }
+            if !AccountRules.isE164(input.from) && !isIdentifier(input.from, max: 34, extra: "") {
+                issues.append(
+                    FieldIssue(field: "from", issue: "must be an E.164 number, a messaging service SID or an alphanumeric sender id"))
+            }
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+            data = try encoder.encode(TwilioConfig(accountSid: input.accountSid, authToken: input.authToken, from: input.from))
         }
         return String(decoding: data, as: UTF8.self)
     }
@@ -409,7 +451,7 @@ enum ProviderSettingsInput {
     /// Checks a device registration: FCM registration tokens are up to 4,096 URL-safe
     /// characters; APNs device tokens are hexadecimal (64 digits today, 200 at most).
     static func device(_ body: DeviceBody) throws -> (ProviderName, String) {
-        guard let platform = ProviderName(rawValue: body.platform), platform != .sendgrid else {
+        guard let platform = ProviderName(rawValue: body.platform), platform.channel == .push else {
             throw AppError.invalidField("platform", "must be fcm or apns")
         }
         let token = body.token
@@ -428,7 +470,7 @@ enum ProviderSettingsInput {
     }
 }
 
-/// `/notification-providers` (admins: a tenant's email and push credentials) and
+/// `/notification-providers` (admins: a tenant's email, push and SMS credentials) and
 /// `/users/me/devices` (a user's push registrations).
 package struct ProvidersController: Sendable {
     let channels: OutboundChannels
@@ -461,7 +503,7 @@ package struct ProvidersController: Sendable {
     /// `PUT /notification-providers/{provider}`: sets a provider's configuration.
     @Sendable func putProvider(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         guard let provider = ProviderName(rawValue: try context.parameters.require("provider")) else {
-            throw AppError.notFound("No such provider: use sendgrid, fcm or apns.")
+            throw AppError.notFound("No such provider: use sendgrid, fcm, apns or twilio.")
         }
         // Content type, size and depth checked as for every JSON body, then read per provider.
         var request = request

@@ -23,6 +23,8 @@ package struct OutboundMessage: Sendable, Equatable {
     package var body: String
     /// The notification's `data`, a JSON object.
     package var data: JSONValue
+    /// The HTML body of an email, when the type's template has one.
+    package var html: String? = nil
 
     /// Creates a message.
     package init(notificationId: String, deliveryId: String, type: String, title: String, body: String, data: JSONValue) {
@@ -48,8 +50,8 @@ package enum ProviderOutcome: Sendable, Equatable {
     case recipientGone(String)
 }
 
-/// A provider adapter of an outbound channel (email or push): sends one message to one
-/// address (an email address, a device token) with the tenant's credentials.
+/// A provider adapter of an outbound channel (email, push or SMS): sends one message to one
+/// address (an email address, a device token, a phone number) with the tenant's credentials.
 ///
 /// Adapters classify every answer into a ``ProviderOutcome`` so that the delivery job knows
 /// whether to retry (the job system's backoff and dead letters), give up, or forget a device.
@@ -75,6 +77,8 @@ package struct ProviderEndpoints: Sendable {
     package var apns = "https://api.push.apple.com"
     /// APNs development (sandbox) base URL (`CAIRN_APNS_SANDBOX_URL`).
     package var apnsSandbox = "https://api.sandbox.push.apple.com"
+    /// Twilio REST API base URL (`CAIRN_TWILIO_URL`).
+    package var twilio = "https://api.twilio.com"
     /// A PEM file of extra trusted certificate authorities for the providers' TLS
     /// (`CAIRN_PROVIDERS_CA_FILE`), besides the system's.
     package var caFile: String?
@@ -208,7 +212,10 @@ struct SendGridProvider: NotificationProvider {
             "personalizations": .array([.object(["to": .array([.object(["email": .string(address)])])])]),
             "from": .object(from),
             "subject": .string(message.title),
-            "content": .array([.object(["type": .string("text/plain"), "value": .string(text)])]),
+            // SendGrid wants text/plain before text/html.
+            "content": .array(
+                [.object(["type": .string("text/plain"), "value": .string(text)])]
+                    + (message.html.map { [.object(["type": .string("text/html"), "value": .string($0)])] } ?? [])),
             "custom_args": .object(["notification_id": .string(message.notificationId), "delivery_id": .string(message.deliveryId)]),
         ])
         do {
@@ -502,6 +509,64 @@ struct APNsProvider: NotificationProvider {
             return .retry("HTTP 403 \(reason)")
         default:
             return ProviderHTTP.classify(answer, messageId: nil, detail: reason)
+        }
+    }
+}
+
+// MARK: SMS: Twilio Programmable Messaging
+
+/// A tenant's Twilio-compatible SMS settings.
+package struct TwilioConfig: Sendable, Codable, Equatable {
+    /// The account SID (`AC…`): the user name of HTTP Basic authentication and part of the URL.
+    package var accountSid: String
+    /// The auth token (secret; never returned): the password of HTTP Basic authentication.
+    package var authToken: String
+    /// The sender: an E.164 number, a messaging service SID or an alphanumeric sender id.
+    package var from: String
+}
+
+/// SMS through Twilio's Messages resource (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`,
+/// form-encoded `To`, `From`, `Body`, HTTP Basic authentication per RFC 7617 with the account
+/// SID and auth token; 201 with the message's `sid` on acceptance); any API compatible with it
+/// works. Twilio's error codes 21211 (invalid `To`) and 21614 (not a mobile number) are refusals.
+struct TwilioProvider: NotificationProvider {
+    /// Twilio's limit on a message body: 1,600 characters (longer bodies are refused with 21617).
+    static let maxBody = 1600
+
+    let config: TwilioConfig
+    let endpoints: ProviderEndpoints
+    let client: HTTPClient
+
+    var channel: NotificationChannel { .sms }
+
+    /// The SMS text: the title, then the body on its own line, cut to ``maxBody`` characters.
+    static func text(_ message: OutboundMessage) -> String {
+        let text = message.body.isEmpty ? message.title : message.title.isEmpty ? message.body : message.title + "\n" + message.body
+        return text.count <= maxBody ? text : String(text.prefix(maxBody - 1)) + "…"
+    }
+
+    func send(_ message: OutboundMessage, to phone: String) async -> ProviderOutcome {
+        let form = [("To", phone), ("From", config.from), ("Body", Self.text(message))]
+            .map { "\($0.0)=\(FCMProvider.formEncode($0.1))" }.joined(separator: "&")
+        let credentials = Data("\(config.accountSid):\(config.authToken)".utf8).base64EncodedString()
+        let answer: ProviderHTTP.Answer
+        do {
+            let account = FCMProvider.formEncode(config.accountSid)
+            answer = try await ProviderHTTP.send(
+                client, url: "\(endpoints.twilio)/2010-04-01/Accounts/\(account)/Messages.json",
+                headers: [("authorization", "Basic \(credentials)"), ("content-type", "application/x-www-form-urlencoded")], body: form,
+                timeout: endpoints.timeout)
+        } catch {
+            return .retry(ProviderHTTP.describe(error))
+        }
+        let json = JSONValue(text: answer.body)
+        let code = json?["code"]?.int
+        let detail = code.map { "code \($0)" } ?? ""
+        switch answer.status {
+        case 200..<300: return .sent(messageId: json?["sid"]?.string)
+        case 400 where code == 21211 || code == 21614:
+            return .rejected("HTTP 400 code \(code ?? 0): the number is invalid or cannot receive SMS")
+        default: return ProviderHTTP.classify(answer, messageId: nil, detail: detail)
         }
     }
 }

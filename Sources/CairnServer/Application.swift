@@ -245,6 +245,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     ChannelsController(channels: components.channels).addRoutes(to: routes.authenticated())
     PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: routes.authenticated())
     ProvidersController(channels: components.channels).addRoutes(to: routes.authenticated())
+    TemplatesController(channels: components.channels).addRoutes(to: routes.authenticated())
     FilesController(
         store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
     ).addRoutes(to: routes.authenticated())

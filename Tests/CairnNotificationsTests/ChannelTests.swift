@@ -77,8 +77,9 @@ struct ChannelTests {
                 .put, "/users/me/notification-preferences",
                 ["types": [:], "quietHours": ["start": "22:00", "end": "07:00", "timeZone": "Mars/Olympus"]], token: owner.token)
             #expect(badZone.status == .badRequest)
+            // `sms` is a channel since SMS went in; `fax` is not.
             let badChannel = try await client.json(
-                .put, "/users/me/notification-preferences", ["types": ["message": ["sms": true]]], token: owner.token)
+                .put, "/users/me/notification-preferences", ["types": ["message": ["fax": true]]], token: owner.token)
             #expect(badChannel.status == .badRequest)
             let saved = try await client.json(
                 .put, "/users/me/notification-preferences",

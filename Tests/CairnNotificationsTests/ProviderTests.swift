@@ -60,7 +60,7 @@ final class LineProcess: Sendable {
     }
 }
 
-/// The fake SendGrid, FCM (with its OAuth token endpoint) and APNs of
+/// The fake SendGrid, FCM (with its OAuth token endpoint), APNs and Twilio of
 /// `Resources/fake_providers.py`, over TLS with HTTP/2, checking credentials with PyJWT.
 final class FakeProviders: Sendable {
     let process: LineProcess
@@ -105,6 +105,7 @@ final class FakeProviders: Sendable {
         configuration.outbound.providers.fcmToken = base + "/token"
         configuration.outbound.providers.apns = base
         configuration.outbound.providers.apnsSandbox = base
+        configuration.outbound.providers.twilio = base
         configuration.outbound.providers.caFile = caFile
         configuration.outbound.providerMaxAttempts = 3
     }
@@ -119,7 +120,7 @@ private func body(_ request: [String: Any]) -> [String: Any] {
     (try? JSONSerialization.jsonObject(with: Data((request["body"] as? String ?? "").utf8)) as? [String: Any]) ?? [:]
 }
 
-private func deliveries(_ client: any TestClientProtocol, _ notificationId: String, _ member: Member) async throws -> [[String: Any]] {
+func deliveries(_ client: any TestClientProtocol, _ notificationId: String, _ member: Member) async throws -> [[String: Any]] {
     try await client.json(.get, "/notifications/\(notificationId)/deliveries", token: member.token).object["items"] as? [[String: Any]] ?? []
 }
 

@@ -39,6 +39,8 @@ struct RoutePolicyTests {
         "POST /pipelines", "PATCH /pipelines/{id}", "DELETE /pipelines/{id}",
         "POST /webhooks", "GET /webhooks", "DELETE /webhooks/{id}",
         "GET /notification-providers", "PUT /notification-providers/{provider}", "DELETE /notification-providers/{provider}",
+        "GET /notification-templates/{type}", "PUT /notification-templates/{type}", "DELETE /notification-templates/{type}",
+        "POST /notification-templates/{type}/preview",
         "POST /notifications",
     ]
 
@@ -57,6 +59,7 @@ struct RoutePolicyTests {
             pattern.split(separator: "/", omittingEmptySubsequences: false).map { segment -> String in
                 switch segment {
                 case "{provider}": "fcm"
+                case "{type}": "message"
                 case "{sku}": "NO-SUCH-SKU"
                 case _ where segment.hasPrefix("{"): "01890a5d-ac96-774b-bcce-b302099a8057"
                 default: String(segment)

@@ -1,20 +1,25 @@
-"""Local fake email and push providers for tests (no outside network): SendGrid v3 Mail Send,
-Google's OAuth 2.0 token endpoint + FCM HTTP v1, and APNs, served over TLS (a trustme CA)
-with HTTP/2 and HTTP/1.1 by hypercorn.
+"""Local fake email, push and SMS providers for tests (no outside network): SendGrid v3 Mail
+Send, Google's OAuth 2.0 token endpoint + FCM HTTP v1, APNs, and Twilio's Messages resource,
+served over TLS (a trustme CA) with HTTP/2 and HTTP/1.1 by hypercorn.
 
 Credentials are checked with independent implementations (PyJWT + cryptography): the FCM
 service account assertion (RS256, audience = this token URL), the APNs provider token (ES256,
-kid and iss), the SendGrid API key. Behaviour by recipient, to exercise every outcome:
+kid and iss), the SendGrid API key, Twilio's HTTP Basic credentials (account SID and auth
+token, RFC 7617) and form body. Behaviour by recipient, to exercise every outcome:
   email "bounce…"     400 (rejected)         email "throttle…"  429 once, then 202
   FCM "unregistered…" 404 UNREGISTERED       FCM "flaky…"       503 once, then 200
   APNs token "dead…"  410 Unregistered       APNs over HTTP/1.1 refused (400)
+  SMS "+15005550001"  400 code 21211         SMS "+15005550009" 400 code 21614
+  SMS "…4290"         429 once, then 201     SMS "…5030"        503 once, then 201
 
 Usage: fake_providers.py WORKDIR. Writes WORKDIR/setup.json (port, CA file, the credentials a
 tenant configures) and then prints "ready"; then one JSON line per request:
-{"path", "httpVersion", "headers", "body", "status", "verified"}.
+{"path", "method", "httpVersion", "headers", "body", "status", "verified"}.
 """
 import asyncio
+import base64
 import json
+import re
 import os
 import socket
 import sys
@@ -57,12 +62,16 @@ CLIENT_EMAIL = "cairn-test@cairn-test.iam.gserviceaccount.com"
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
 SENDGRID_KEY = "SG.test-key"
+TWILIO_SID = "AC" + uuid.uuid4().hex
+TWILIO_TOKEN = uuid.uuid4().hex
+TWILIO_FROM = "+15005550006"
 setup = {
     "port": port, "caFile": ca_file, "base": base, "sendgridKey": SENDGRID_KEY,
     "serviceAccount": {"type": "service_account", "project_id": "cairn-test", "private_key_id": "abc123",
                        "private_key": pem(rsa_key), "client_email": CLIENT_EMAIL,
                        "token_uri": "https://oauth2.googleapis.com/token"},
     "apns": {"teamId": TEAM_ID, "keyId": KEY_ID, "privateKey": pem(ec_key), "topic": "com.example.app"},
+    "twilio": {"accountSid": TWILIO_SID, "authToken": TWILIO_TOKEN, "from": TWILIO_FROM},
 }
 with open(os.path.join(workdir, "setup.json"), "w") as f:
     json.dump(setup, f)
@@ -79,9 +88,51 @@ def once(key):
     return True
 
 
-def handle(path, version, headers, body):
+def twilio_error(status, code, message):
+    return status, {}, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                        "status": status}
+
+
+def handle_twilio(method, sid, headers, body):
+    """Twilio's Messages resource: Basic auth with the account SID and auth token, a
+    form-encoded To/From/Body, 201 with the message's sid."""
+    try:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        assert scheme == "Basic"
+        assert base64.b64decode(credentials, validate=True).decode() == f"{TWILIO_SID}:{TWILIO_TOKEN}"
+        assert sid == TWILIO_SID
+    except Exception:  # noqa: BLE001 - any failure is a refused authentication
+        return (*twilio_error(401, 20003, "Authenticate"), False)
+    if method != "POST":
+        return (*twilio_error(405, 20004, "Method not allowed"), False)
+    if headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        return (*twilio_error(400, 20001, "Unsupported content type"), False)
+    form = urllib.parse.parse_qs(body.decode(), keep_blank_values=True, strict_parsing=True)
+    if sorted(form) != ["Body", "From", "To"] or any(len(v) != 1 for v in form.values()):
+        return (*twilio_error(400, 21602, "To, From and Body are required, once each"), False)
+    to, sender, text = form["To"][0], form["From"][0], form["Body"][0]
+    if sender != TWILIO_FROM:
+        return (*twilio_error(400, 21212, "The 'From' number is not a valid phone number"), False)
+    if not text or len(text) > 1600:
+        return (*twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit"), False)
+    if not re.fullmatch(r"\+[1-9][0-9]{7,14}", to) or to == "+15005550001":
+        return (*twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number."), True)
+    if to == "+15005550009":
+        return (*twilio_error(400, 21614, f"'To' number {to} is not a valid mobile number"), True)
+    if to.endswith("4290") and once(to):
+        return (*twilio_error(429, 20429, "Too Many Requests"), True)
+    if to.endswith("5030") and once(to):
+        return (*twilio_error(503, 20500, "Service Unavailable"), True)
+    return 201, {}, {"sid": "SM" + uuid.uuid4().hex, "account_sid": TWILIO_SID, "to": to, "from": sender, "body": text,
+                     "status": "queued", "num_segments": "1"}, True
+
+
+def handle(path, version, headers, body, method="POST"):
     """(status, headers, body dict, verified)."""
     auth = headers.get("authorization", "")
+    twilio = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", path)
+    if twilio:
+        return handle_twilio(method, twilio.group(1), headers, body)
     if path == "/token":
         form = urllib.parse.parse_qs(body.decode())
         try:
@@ -150,8 +201,8 @@ async def app(scope, receive, send):
         if not event.get("more_body"):
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-    status, extra, answer, verified = handle(scope["path"], scope["http_version"], headers, body)
-    record = {"path": scope["path"], "httpVersion": scope["http_version"], "headers": headers,
+    status, extra, answer, verified = handle(scope["path"], scope["http_version"], headers, body, scope["method"])
+    record = {"path": scope["path"], "method": scope["method"], "httpVersion": scope["http_version"], "headers": headers,
               "body": body.decode(errors="replace"), "status": status, "verified": verified}
     print(json.dumps(record), flush=True)
     payload = b"" if answer is None else json.dumps(answer).encode()

@@ -1,0 +1,428 @@
+import CairnAccounts
+package import CairnHTTP
+import CairnNotifications
+import CairnStorage
+import Foundation
+import HTTPTypes
+package import Hummingbird
+import Mustache
+import NIOCore
+import SQLKit
+
+/// The parts a channel's template may have: email `subject`, `html`, `text`; SMS `text`;
+/// push `title`, `body`.
+enum TemplateChannel: String, CaseIterable {
+    case email
+    case sms
+    case push
+
+    /// The parts of the channel, in order.
+    var parts: [String] {
+        switch self {
+        case .email: ["subject", "html", "text"]
+        case .sms: ["text"]
+        case .push: ["title", "body"]
+        }
+    }
+}
+
+/// A tenant's templates for one notification type: per locale variant (`default` and BCP 47
+/// tags, RFC 5646), per channel, per part, Mustache text.
+///
+/// JSON: `{"variables": [name]?, "default": {channel: {part: text}}, "locales": {tag: {channel: {part: text}}}?}`.
+struct NotificationTemplate: Sendable, Codable, Equatable {
+    /// The variables the type's `data` declares (optional); `title` and `body` are always there.
+    var variables: [String]?
+    /// The variant used when no locale variant has the channel.
+    var `default`: [String: [String: String]]
+    /// Variants by BCP 47 tag (`de`, `de-AT`).
+    var locales: [String: [String: [String: String]]]?
+
+    /// The locale chain of `tag`: `de-AT` → `de-AT`, `de`; nil → none. Case-insensitive.
+    static func chain(_ tag: String?) -> [String] {
+        guard let tag, !tag.isEmpty else { return [] }
+        var parts = tag.split(separator: "-").map(String.init)
+        var chain: [String] = []
+        while !parts.isEmpty {
+            chain.append(parts.joined(separator: "-"))
+            parts.removeLast()
+        }
+        return chain
+    }
+
+    /// The parts for `channel` in `locale`, each from the most specific variant that has it
+    /// (`de-AT`, then `de`, then `default`: a regional variant may override only the subject),
+    /// and the most specific tag used; nil when no variant has the channel.
+    func variant(_ channel: TemplateChannel, locale: String?) -> (tag: String, parts: [String: String])? {
+        let byLower = Dictionary((locales ?? [:]).map { ($0.key.lowercased(), $0) }, uniquingKeysWith: { first, _ in first })
+        var variants: [(String, [String: String])] = Self.chain(locale?.lowercased()).compactMap { tag in
+            guard let (original, variant) = byLower[tag], let parts = variant[channel.rawValue] else { return nil }
+            return (original, parts)
+        }
+        if let parts = self.default[channel.rawValue] { variants.append(("default", parts)) }
+        guard let tag = variants.first?.0 else { return nil }
+        var parts: [String: String] = [:]
+        for part in channel.parts {
+            parts[part] = variants.lazy.compactMap { $0.1[part] }.first
+        }
+        return (tag, parts)
+    }
+
+    /// Checks the document: known channels and parts, BCP 47-shaped tags, Mustache syntax
+    /// (with the position of an error), no partials, pragmas or delimiter changes, raw output
+    /// (`{{{…}}}`, `{{&…}}`) only in email `html`, and, when `variables` is given, no
+    /// top-level variable outside it (besides `title` and `body`).
+    /// - Throws: 400 `invalid_input` naming each bad field.
+    func validate() throws {
+        var issues: [FieldIssue] = []
+        let declared = variables.map { Set($0 + ["title", "body"]) }
+        if let variables, variables.count > 100 || variables.contains(where: { !Self.isName($0) }) {
+            issues.append(FieldIssue(field: "variables", issue: "must list at most 100 names of letters, digits and _"))
+        }
+        var variants: [(String, [String: [String: String]])] = [("default", self.default)]
+        for (tag, variant) in (locales ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if !Self.isLanguageTag(tag) { issues.append(FieldIssue(field: "locales.\(tag)", issue: "must be a BCP 47 language tag")) }
+            variants.append(("locales.\(tag)", variant))
+        }
+        if (locales?.count ?? 0) > 100 { issues.append(FieldIssue(field: "locales", issue: "must have at most 100 entries")) }
+        for (prefix, variant) in variants {
+            for (channelName, parts) in variant.sorted(by: { $0.key < $1.key }) {
+                guard let channel = TemplateChannel(rawValue: channelName) else {
+                    issues.append(FieldIssue(field: "\(prefix).\(channelName)", issue: "must be email, sms or push"))
+                    continue
+                }
+                for (part, text) in parts.sorted(by: { $0.key < $1.key }) {
+                    let field = "\(prefix).\(channelName).\(part)"
+                    guard channel.parts.contains(part) else {
+                        issues.append(FieldIssue(field: field, issue: "must be one of \(channel.parts.joined(separator: ", "))"))
+                        continue
+                    }
+                    if text.utf8.count > 100_000 { issues.append(FieldIssue(field: field, issue: "must be at most 100,000 bytes")) }
+                    do {
+                        _ = try MustacheTemplate(string: text)
+                    } catch let error as MustacheTemplate.ParserError {
+                        issues.append(
+                            FieldIssue(
+                                field: field,
+                                issue:
+                                    "Mustache syntax error at line \(error.context.lineNumber), column \(error.context.columnNumber): \(error.error)")
+                        )
+                        continue
+                    } catch {
+                        issues.append(FieldIssue(field: field, issue: "is not a valid Mustache template"))
+                        continue
+                    }
+                    let scan = TemplateScan(text)
+                    if let unsupported = scan.unsupported {
+                        issues.append(FieldIssue(field: field, issue: "must not use \(unsupported)"))
+                    }
+                    if scan.raw && !(channel == .email && part == "html") {
+                        issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html"))
+                    }
+                    if let declared, let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !declared.contains($0) }) {
+                        issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown), which is not in variables"))
+                    }
+                }
+            }
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+    }
+
+    /// The first segment of a dotted name.
+    static func root(_ name: String) -> String {
+        String(name.split(separator: ".", maxSplits: 1).first ?? Substring(name))
+    }
+
+    static func isName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 64
+            && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }
+    }
+
+    /// A BCP 47 shape (RFC 5646), as on the user's profile.
+    static func isLanguageTag(_ text: String) -> Bool {
+        AccountRules.isLanguageTag(text)
+    }
+}
+
+/// What a template's tags name, found by scanning `{{…}}` (swift-mustache keeps its tokens to itself).
+struct TemplateScan {
+    /// Variables outside any section (their names resolve against the notification itself).
+    var topLevel: [String] = []
+    /// Whether the template outputs a value raw.
+    var raw = false
+    /// A construct Cairn's templates do not support (partials, pragmas, delimiter changes, blocks).
+    var unsupported: String?
+
+    init(_ text: String) {
+        var depth = 0
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            rest = rest[open.upperBound...]
+            let triple = rest.first == "{"
+            guard let close = rest.range(of: triple ? "}}}" : "}}") else { break }
+            var tag = rest[..<close.lowerBound]
+            rest = rest[close.upperBound...]
+            if triple { tag = tag.dropFirst() }
+            tag = Substring(tag.trimmingCharacters(in: .whitespaces))
+            let sigil = triple ? "{" : tag.first.map(String.init) ?? ""
+            let name = triple ? String(tag) : String(tag.dropFirst()).trimmingCharacters(in: .whitespaces)
+            switch sigil {
+            case "{", "&":
+                raw = true
+                if depth == 0 { topLevel.append(name) }
+            case "#", "^":
+                if depth == 0 { topLevel.append(name) }
+                depth += 1
+            case "/": depth = max(0, depth - 1)
+            case "!": break
+            case ">": unsupported = unsupported ?? "partials ({{>…}})"
+            case "%": unsupported = unsupported ?? "pragmas ({{%…}})"
+            case "=": unsupported = unsupported ?? "delimiter changes ({{=…=}})"
+            case "$", "<": unsupported = unsupported ?? "blocks and inheritance"
+            default:
+                if depth == 0 { topLevel.append(String(tag)) }
+            }
+        }
+    }
+}
+
+/// A template variable the notification does not have.
+struct TemplateVariableMissing: Error {
+    /// The variable's name.
+    var name: String
+}
+
+/// Rendering of a notification through its type's templates.
+enum TemplateRenderer {
+    /// The Mustache context: the notification's `data` members, then `title` and `body`.
+    static func context(title: String, body: String, data: JSONValue) -> [String: Any] {
+        var context: [String: Any] = [:]
+        if case .object(let members) = data { for (key, value) in members { context[key] = foundation(value) } }
+        context["title"] = title
+        context["body"] = body
+        return context
+    }
+
+    static func foundation(_ value: JSONValue) -> Any {
+        switch value {
+        case .null: return NSNull()
+        case .bool(let value): return value
+        case .number(let value): return value.rounded() == value && abs(value) < 1e15 ? Int(value) as Any : value as Any
+        case .string(let value): return value
+        case .array(let items): return items.map(foundation)
+        case .object(let members): return members.mapValues(foundation)
+        }
+    }
+
+    static func has(_ name: String, in context: [String: Any]) -> Bool {
+        if name == "." { return true }
+        var current: Any? = context
+        for segment in name.split(separator: ".") {
+            guard let object = current as? [String: Any], let next = object[String(segment)], !(next is NSNull) else { return false }
+            current = next
+        }
+        return true
+    }
+
+    /// Renders the channel's parts of the variant for `locale`: HTML-escaped in email `html`,
+    /// plain text elsewhere. Nil when the template has no variant for the channel.
+    /// - Throws: ``TemplateVariableMissing`` for a top-level variable the context lacks (sections
+    ///   may be missing: they render nothing).
+    static func render(
+        _ template: NotificationTemplate, channel: TemplateChannel, locale: String?, context: [String: Any]
+    ) throws -> (tag: String, parts: [String: String])? {
+        guard let (tag, parts) = template.variant(channel, locale: locale) else { return nil }
+        var rendered: [String: String] = [:]
+        for part in channel.parts {
+            guard let text = parts[part] else { continue }
+            let scan = TemplateScan(text)
+            let sections = Set(TemplateScan.sectionNames(text))
+            if let missing = scan.topLevel.first(where: { !sections.contains($0) && !has($0, in: context) }) {
+                throw TemplateVariableMissing(name: missing)
+            }
+            let source = channel == .email && part == "html" ? text : "{{% CONTENT_TYPE: TEXT}}" + text
+            rendered[part] = try MustacheTemplate(string: source).render(context)
+        }
+        return (tag, rendered)
+    }
+}
+
+extension TemplateScan {
+    /// The names of the top-level sections (`{{#name}}`, `{{^name}}`), which may be missing.
+    static func sectionNames(_ text: String) -> [String] {
+        var names: [String] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            rest = rest[open.upperBound...]
+            guard let close = rest.range(of: "}}") else { break }
+            let tag = rest[..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            if tag.first == "#" || tag.first == "^" { names.append(String(tag.dropFirst()).trimmingCharacters(in: .whitespaces)) }
+        }
+        return names
+    }
+}
+
+/// Templates in the database (`notification_templates`).
+enum TemplateStore {
+    static func get(tenantId: String, type: String, on db: any SQLDatabase) async throws -> (NotificationTemplate, Int64, Int64)? {
+        guard
+            let row = try await db.raw(
+                "SELECT document, created_at, updated_at FROM notification_templates WHERE tenant_id = \(bind: tenantId) AND type = \(bind: type)"
+            ).first()
+        else { return nil }
+        let template = try JSONDecoder().decode(NotificationTemplate.self, from: Data(try row.decode(column: "document", as: String.self).utf8))
+        return (template, try row.decode(column: "created_at", as: Int64.self), try row.decode(column: "updated_at", as: Int64.self))
+    }
+
+    static func put(_ template: NotificationTemplate, tenantId: String, type: String, on db: any SQLDatabase) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let document = String(decoding: try encoder.encode(template), as: UTF8.self)
+        let now = WallClock.milliseconds()
+        try await db.raw(
+            """
+            INSERT INTO notification_templates (tenant_id, type, document, created_at, updated_at)
+            VALUES (\(bind: tenantId), \(bind: type), \(bind: document), \(bind: now), \(bind: now))
+            ON CONFLICT (tenant_id, type) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at
+            """
+        ).run()
+    }
+
+    static func delete(tenantId: String, type: String, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw("DELETE FROM notification_templates WHERE tenant_id = \(bind: tenantId) AND type = \(bind: type) RETURNING type").first()
+            != nil
+    }
+}
+
+/// `/notification-templates/{type}` (owners and admins): a notification type's per-channel,
+/// per-locale Mustache templates, and a preview.
+package struct TemplatesController: Sendable {
+    let channels: OutboundChannels
+
+    /// Creates the controller.
+    package init(channels: OutboundChannels) {
+        self.channels = channels
+    }
+
+    struct PreviewBody: Decodable {
+        var channel: String
+        var locale: String?
+        var title: String?
+        var body: String?
+        var data: JSONValue?
+    }
+
+    /// Adds the routes for owners and admins.
+    package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
+        group.group("notification-templates").add(middleware: RequireAdmin())
+            .get(":type", use: show)
+            .put(":type", use: replace)
+            .delete(":type", use: delete)
+            .post(":type/preview", use: preview)
+    }
+
+    func type(_ context: AuthenticatedContext) throws -> String {
+        let type = try context.parameters.require("type")
+        guard NotificationDraft.isValidType(type) else { throw AppError.notFound("No such notification type.") }
+        return type
+    }
+
+    /// `{type, variables?, default, locales?, createdAt, updatedAt}`.
+    struct Stored: JSONWritable {
+        var type: String
+        var template: NotificationTemplate
+        var createdAt: Int64
+        var updatedAt: Int64
+
+        func writeJSON(to writer: inout JSONWriter) {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            writer.objectStart()
+            writer.key("type")
+            writer.string(type)
+            if let variables = template.variables {
+                writer.key("variables")
+                writer.raw(json: (try? encoder.encode(variables)).map { String(decoding: $0, as: UTF8.self) } ?? "[]")
+            }
+            writer.key("default")
+            writer.raw(json: (try? encoder.encode(template.default)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+            if let locales = template.locales {
+                writer.key("locales")
+                writer.raw(json: (try? encoder.encode(locales)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+            }
+            writer.key("createdAt")
+            writer.timestamp(milliseconds: createdAt)
+            writer.key("updatedAt")
+            writer.timestamp(milliseconds: updatedAt)
+            writer.objectEnd()
+        }
+    }
+
+    static func response(_ template: NotificationTemplate, type: String, createdAt: Int64, updatedAt: Int64) throws -> Response {
+        .json(Stored(type: type, template: template, createdAt: createdAt, updatedAt: updatedAt))
+    }
+
+    /// `GET /notification-templates/{type}`.
+    @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let type = try type(context)
+        let tenantId = context.identity.tenantId
+        guard
+            let (template, createdAt, updatedAt) = try await channels.database.read({ db in
+                try await TemplateStore.get(tenantId: tenantId, type: type, on: db)
+            })
+        else { throw AppError.notFound("This type has no templates.") }
+        return try Self.response(template, type: type, createdAt: createdAt, updatedAt: updatedAt)
+    }
+
+    /// `PUT /notification-templates/{type}`: replaces the type's templates after checking them.
+    @Sendable func replace(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let type = try type(context)
+        var request = request
+        let template = try await request.decodeJSON(as: NotificationTemplate.self, context: context)
+        try template.validate()
+        let tenantId = context.identity.tenantId
+        let stored = try await channels.database.write { db in
+            try await TemplateStore.put(template, tenantId: tenantId, type: type, on: db)
+            return try await TemplateStore.get(tenantId: tenantId, type: type, on: db)
+        }
+        guard let (saved, createdAt, updatedAt) = stored else { throw StoreInconsistency() }
+        return try Self.response(saved, type: type, createdAt: createdAt, updatedAt: updatedAt)
+    }
+
+    /// `DELETE /notification-templates/{type}`.
+    @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let type = try type(context)
+        let tenantId = context.identity.tenantId
+        guard try await channels.database.write({ db in try await TemplateStore.delete(tenantId: tenantId, type: type, on: db) }) else {
+            throw AppError.notFound("This type has no templates.")
+        }
+        return Response(status: .noContent)
+    }
+
+    /// `POST /notification-templates/{type}/preview {channel, locale?, title?, body?, data?}`:
+    /// the rendered parts and the variant used; 400 for a variable the sample lacks.
+    @Sendable func preview(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let type = try type(context)
+        var request = request
+        let body = try await request.decodeJSON(as: PreviewBody.self, context: context)
+        guard let channel = TemplateChannel(rawValue: body.channel) else { throw AppError.invalidField("channel", "must be email, sms or push") }
+        if let locale = body.locale, !NotificationTemplate.isLanguageTag(locale) {
+            throw AppError.invalidField("locale", "must be a BCP 47 language tag")
+        }
+        let tenantId = context.identity.tenantId
+        guard let (template, _, _) = try await channels.database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
+        else { throw AppError.notFound("This type has no templates.") }
+        let renderContext = TemplateRenderer.context(title: body.title ?? "", body: body.body ?? "", data: body.data ?? .object([:]))
+        let rendered: (tag: String, parts: [String: String])?
+        do {
+            rendered = try TemplateRenderer.render(template, channel: channel, locale: body.locale, context: renderContext)
+        } catch let missing as TemplateVariableMissing {
+            throw AppError.invalidField("data.\(missing.name)", "template_variable_missing: the template uses it and the sample lacks it")
+        }
+        guard let rendered else { throw AppError.notFound("This type has no \(channel.rawValue) template.") }
+        let answer = JSONValue.object([
+            "channel": .string(channel.rawValue), "locale": .string(rendered.tag), "parts": .object(rendered.parts.mapValues { .string($0) }),
+        ])
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: answer.text)))
+    }
+}
