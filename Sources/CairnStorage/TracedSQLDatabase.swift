@@ -12,23 +12,13 @@ import Tracing
 ///
 /// Only statements run under a recording span get one (a request, a job attempt): the job
 /// worker's and listeners' polling would otherwise start a trace of its own every second.
-final class TracedSQLDatabase: SQLDatabase {
+final class TracedSQLDatabase: SQLDatabaseWrapper {
     let base: any SQLDatabase
     let system: String
 
     init(_ base: any SQLDatabase, system: String) {
         self.base = base
         self.system = system
-    }
-
-    var logger: Logger { base.logger }
-    var eventLoop: any EventLoop { base.eventLoop }
-    var version: (any SQLDatabaseReportedVersion)? { base.version }
-    var dialect: any SQLDialect { base.dialect }
-    var queryLogLevel: Logger.Level? { base.queryLogLevel }
-
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
-        base.execute(sql: query, onRow)
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
@@ -60,10 +50,6 @@ final class TracedSQLDatabase: SQLDatabase {
             span.setStatus(.init(code: .error))
             throw error
         }
-    }
-
-    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
-        try await closure(self)
     }
 
     /// The operation (first keyword, upper-cased) and the plain table name a statement works

@@ -8,7 +8,7 @@ import Synchronization
 /// ``Database/afterCommit(on:_:)`` runs once the transaction has committed — on both engines,
 /// and never when it rolls back. On SQLite each unit of a group commit has its own, so a unit
 /// rolled back to its savepoint drops its work while the others' still runs.
-final class Transaction: SQLDatabase {
+final class Transaction: SQLDatabaseWrapper {
     let base: any SQLDatabase
     private let pending = Mutex<[@Sendable () -> Void]>([])
 
@@ -27,6 +27,19 @@ final class Transaction: SQLDatabase {
         }) { work() }
     }
 
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        try await base.execute(sql: query, onRow)
+    }
+}
+
+/// A connection that wraps another (a transaction's view, a traced connection): everything a
+/// wrapper does not change is the wrapped connection's.
+protocol SQLDatabaseWrapper: SQLDatabase {
+    /// The wrapped connection.
+    var base: any SQLDatabase { get }
+}
+
+extension SQLDatabaseWrapper {
     var logger: Logger { base.logger }
     var eventLoop: any EventLoop { base.eventLoop }
     var version: (any SQLDatabaseReportedVersion)? { base.version }
@@ -37,10 +50,7 @@ final class Transaction: SQLDatabase {
         base.execute(sql: query, onRow)
     }
 
-    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        try await base.execute(sql: query, onRow)
-    }
-
+    /// Statements of a session run on the wrapper, so its behaviour holds for them too.
     func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         try await closure(self)
     }
