@@ -25,6 +25,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -150,6 +151,30 @@ try:
     form.find_element(By.NAME, "title").send_keys("Try the console")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "Try the console"))
+    # The header names who is signed in.
+    wait.until(EC.text_to_be_present_in_element((By.ID, "who-name"), EMAIL))
+    # "Skip to content" moves focus to the main area and stays on the page (no "Not found").
+    driver.execute_script("document.querySelector('a.skip').focus()")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait.until(lambda d: d.execute_script("return document.activeElement && document.activeElement.id") == "main")
+    assert driver.find_element(By.CSS_SELECTOR, "main h1").text == "Tasks", driver.find_element(By.CSS_SELECTOR, "main h1").text
+    # A long unbroken title wraps inside the table instead of widening the page.
+    form = driver.find_element(By.ID, "task-form")
+    form.find_element(By.NAME, "title").send_keys("x" * 190)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "main"), "x" * 190))
+    overflow = driver.execute_script("const wrap = document.querySelector('#main .table-wrap'); return wrap.scrollWidth - wrap.clientWidth")
+    assert overflow <= 0, f"a long task title widens the table by {overflow}px"
+    # Deleting asks first: Cancel keeps the task, confirming deletes it.
+    delete = lambda: next(row for row in driver.find_elements(By.CSS_SELECTOR, "#main tbody tr") if "x" * 190 in row.text).find_element(By.CSS_SELECTOR, "button.task-delete")
+    delete().click()
+    wait.until(EC.visibility_of_element_located((By.ID, "confirm-dialog")))
+    driver.find_element(By.ID, "confirm-cancel").click()
+    wait.until(EC.invisibility_of_element_located((By.ID, "confirm-dialog")))
+    assert "x" * 190 in driver.find_element(By.ID, "main").text, "Cancel deleted the task"
+    delete().click()
+    wait.until(EC.element_to_be_clickable((By.ID, "confirm-ok"))).click()
+    wait.until(lambda d: "x" * 190 not in d.find_element(By.ID, "main").text)
     shot("02-tasks")
 
     # A reload keeps the session: the HttpOnly cookie is traded for a new access token.
@@ -198,6 +223,7 @@ try:
     sql.send_keys("SELECT origin, count(*) AS flights, round(avg(dep_delay), 2) AS mean_delay FROM input GROUP BY origin ORDER BY flights DESC")
     driver.find_element(By.ID, "pipeline-create-submit").click()
     wait.until(EC.presence_of_element_located((By.ID, "run-submit")))
+    pipeline_page = driver.execute_script("return location.hash")
     wait.until(EC.text_to_be_present_in_element((By.ID, "pipeline-columns"), "dep_delay"))
     driver.find_element(By.ID, "run-submit").click()
     seen = set()
@@ -217,7 +243,15 @@ try:
     driver.find_element(By.ID, "pipeline-cron").send_keys("0 6 * * 1-5")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#next-runs li time")) == 5)
     assert all("T06:00:00.000Z" in item.get_attribute("datetime") for item in driver.find_elements(By.CSS_SELECTOR, "#next-runs li time"))
+    assert "result rows" in driver.find_element(By.ID, "run-summary").text, driver.find_element(By.ID, "run-summary").text
+    # The finished run is listed under Recent runs without a reload.
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recent-runs tbody tr")) >= 1)
     shot("06-pipeline-run")
+    # Reopened, the page offers the last run's input again, not the run's newer output file.
+    driver.refresh()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "pipeline-columns"), "dep_delay"))
+    chosen = Select(driver.find_element(By.ID, "run-file")).first_selected_option.text
+    assert chosen.startswith("flights.csv"), chosen
 
     # Notifications: one published over the API arrives live and changes the badge.
     go("tasks", EC.visibility_of_element_located((By.ID, "task-form")))
@@ -245,6 +279,14 @@ try:
     go("catalog", EC.presence_of_element_located((By.CSS_SELECTOR, "form[role=search]")))
     shot("09-catalog")
     go("admin", EC.text_to_be_present_in_element((By.ID, "main"), "Service tokens"))
+    # A new service token is listed at once, and its secret is shown once beside the list.
+    driver.find_element(By.ID, "token-name").send_keys("browser-token")
+    driver.find_element(By.ID, "token-create").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "secret-once"), "not shown again"))
+    assert "browser-token" in driver.find_element(By.ID, "main").text, "the new token is not in the list"
+    # The signed-in user's own row cannot be removed.
+    own = next(row for row in driver.find_elements(By.CSS_SELECTOR, "#main tbody tr") if EMAIL in row.text)
+    assert not own.find_elements(By.XPATH, ".//button[normalize-space()='Remove']"), "the own user row offers Remove"
     shot("10-admin")
     go("operators", EC.presence_of_element_located((By.CSS_SELECTOR, "#charts svg.chart")))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#routes table tbody tr")) > 0)
@@ -258,6 +300,16 @@ try:
     go("pipelines", EC.presence_of_element_located((By.ID, "pipeline-create")))
     shot("13-dark-pipelines")
     driver.set_window_size(390, 844)
+    # On a phone a pipeline's page (SQL editor, columns, results) fits the width and the header stays short.
+    wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+    driver.execute_script("location.hash = arguments[0]", pipeline_page)
+    wait.until(EC.presence_of_element_located((By.ID, "run-submit")))
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the pipelines page is {overflow}px wider than a phone"
+    header = driver.execute_script("return document.querySelector('header.top').getBoundingClientRect().height")
+    assert header <= 120, f"the header takes {header}px of a phone's height"
+    collect()
+    driver.save_screenshot(os.path.join(SHOTS, "13b-dark-phone-pipelines.png"))
     go("jobs", EC.presence_of_element_located((By.ID, "job-state")))
     collect()
     driver.save_screenshot(os.path.join(SHOTS, "14-dark-phone-jobs.png"))
@@ -272,6 +324,14 @@ try:
     driver.refresh()
     wait.until(EC.visibility_of_element_located((By.ID, "signin-form")))
     shot("15-signed-out")
+    # A deep link opened signed out is where signing in lands.
+    driver.get(BASE + "/console/#/files")
+    wait.until(EC.visibility_of_element_located((By.ID, "signin-form")))
+    driver.find_element(By.ID, "signin-email").send_keys(EMAIL)
+    driver.find_element(By.ID, "signin-password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "signin-submit").click()
+    wait.until(EC.presence_of_element_located((By.ID, "file-input")))
+    assert driver.execute_script("return location.hash") == "#/files", driver.execute_script("return location.hash")
 
     collect()
     assert not problems, "\n".join(problems)

@@ -65,13 +65,21 @@ function renderWho(signedIn) {
   document.body.classList.toggle('is-admin', me.role === 'owner' || me.role === 'admin');
   for (const item of document.querySelectorAll('.admin-only')) item.hidden = !(me.role === 'owner' || me.role === 'admin');
   who.replaceChildren(
+    h('span', { id: 'who-name' }, me.email || ''),
     h('span', { class: 'muted', id: 'who-role' }, me.role || ''),
     h('button', { class: 'secondary', id: 'sign-out', type: 'button', onclick: signOut }, 'Sign out'));
+  // The token names the user by id only; the profile says who that is.
+  api('/users/me').then((user) => {
+    const name = document.getElementById('who-name');
+    if (name) { name.textContent = user.email; name.title = user.name; }
+  }).catch(() => { /* the header keeps the role alone */ });
 }
 
 async function signOut() {
   closeSocket();
   await logout();
+  // Signing out on purpose is not an interrupted visit: the next sign-in starts at the tasks.
+  sessionStorage.removeItem(auth.afterSignInKey);
   say('Signed out.');
   location.hash = '#/signin';
 }
@@ -86,7 +94,11 @@ async function route() {
   }
   if (!token()) {
     const page = publicPages[section] || auth.signIn;
-    if (!publicPages[section]) history.replaceState(null, '', '#/signin');
+    if (!publicPages[section]) {
+      // A deep link opened signed out is where sign-in lands afterwards.
+      if (pages[section]) sessionStorage.setItem(auth.afterSignInKey, location.hash);
+      history.replaceState(null, '', '#/signin');
+    }
     page({ signal: current.signal });
     return;
   }
@@ -103,10 +115,26 @@ async function route() {
 
 onSession((signedIn) => {
   renderWho(signedIn);
-  if (signedIn) { connectSocket(); refreshUnread(); } else { closeSocket(); setUnread(0); if (!location.hash.match(/^#\/(signin|register)/)) location.hash = '#/signin'; }
+  if (signedIn) { connectSocket(); refreshUnread(); } else {
+    closeSocket();
+    setUnread(0);
+    if (!location.hash.match(/^#\/(signin|register)/)) {
+      // A session that ends mid-use comes back to the same page after signing in again.
+      if (location.hash.startsWith('#/')) sessionStorage.setItem(auth.afterSignInKey, location.hash);
+      location.hash = '#/signin';
+    }
+  }
 });
 
-window.addEventListener('hashchange', route);
+/** Moves focus to the main area without routing (the skip link's target is not a page). */
+function skipToMain(event) {
+  event.preventDefault();
+  document.getElementById('main').focus();
+}
+
+// Only route-like hashes (#/…, or none) are pages; another fragment such as #main is an anchor.
+window.addEventListener('hashchange', () => { if (!location.hash || location.hash.startsWith('#/')) route(); });
+document.querySelector('a.skip').addEventListener('click', skipToMain);
 window.addEventListener('error', (event) => say(`Unexpected error: ${event.message}`, 'error'));
 // A fresh page keeps the session by trading the HttpOnly cookie for an access token.
 if (mayHaveSession()) await refresh();

@@ -59,7 +59,13 @@ export function chart(title, series, unit) {
       class: index ? 'line2' : 'line',
       points: line.points.map((value, position) => (Number.isFinite(value) ? `${x(position).toFixed(1)},${y(value).toFixed(1)}` : null)).filter(Boolean).join(' '),
     })));
-  return h('figure', { class: 'card' }, h('figcaption', {}, h('strong', {}, title), ' ', h('span', { class: 'legend' }, series.map((line) => `${line.label}: ${format(line.points.at(-1))} ${line.unit ?? unit}`).join(' · '))), svg);
+  return h('figure', { class: 'card' }, h('figcaption', {}, h('strong', {}, title), ' ', h('span', { class: 'legend' }, series.map(legend).join(' · '))), svg);
+
+  // A line needs two samples (rates are differences between them); until then it says so.
+  function legend(line) {
+    if (line.points.filter((value) => Number.isFinite(value)).length < 2) return `${line.label}: collecting…`;
+    return `${line.label}: ${format(line.points.at(-1))} ${line.unit ?? unit}`;
+  }
 }
 
 function format(value) {

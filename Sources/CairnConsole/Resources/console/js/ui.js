@@ -116,3 +116,35 @@ export function parseCSV(text, maxRows = 20) {
   }
   return rows;
 }
+
+/**
+ * Asks before something destructive: a modal <dialog> (Escape or Cancel says no; focus starts
+ * on Cancel, so Enter alone never destroys). Resolves true when the person confirms.
+ */
+export function confirmAction(question, confirmLabel = 'Delete') {
+  return new Promise((resolve) => {
+    const cancel = h('button', { type: 'button', class: 'secondary', id: 'confirm-cancel' }, 'Cancel');
+    const ok = h('button', { type: 'button', class: 'danger', id: 'confirm-ok' }, confirmLabel);
+    const dialog = h('dialog', { class: 'confirm', id: 'confirm-dialog', 'aria-labelledby': 'confirm-question' },
+      h('p', { id: 'confirm-question' }, question), h('div', { class: 'row' }, cancel, ok));
+    const opener = document.activeElement;
+    let answer = false;
+    cancel.addEventListener('click', () => dialog.close());
+    ok.addEventListener('click', () => { answer = true; dialog.close(); });
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      if (opener && opener.isConnected) opener.focus();
+      resolve(answer);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    cancel.focus();
+  });
+}
+
+/** A danger button that asks `question` first and then runs `action`, reporting errors. */
+export function dangerButton(label, question, action, attributes = {}) {
+  return h('button', { type: 'button', class: 'danger', ...attributes, onclick: () => attempt(async () => {
+    if (await confirmAction(question, label)) await action();
+  }) }, label);
+}

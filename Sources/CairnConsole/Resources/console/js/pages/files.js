@@ -2,7 +2,7 @@
 // preview of the first rows of CSV, JSON and XML files (a ranged read of the first 64 KiB).
 import { api } from '../api.js';
 import { Upload } from '../tus.js';
-import { attempt, bytes, h, parseCSV, render, say, table, when } from '../ui.js';
+import { attempt, bytes, dangerButton, h, parseCSV, render, say, table, when } from '../ui.js';
 
 let cursors = [null];
 
@@ -26,6 +26,7 @@ export async function show() {
     });
     uploadStatus.textContent = upload.resumable ? `Resuming ${file.name}…` : `Uploading ${file.name}…`;
     pauseButton.disabled = false;
+    pauseButton.hidden = false;
     pauseButton.textContent = 'Pause';
     pauseButton.onclick = () => {
       if (upload.stopped) { pauseButton.textContent = 'Pause'; run(); } else { upload.pause(); pauseButton.textContent = 'Resume'; uploadStatus.textContent = 'Paused.'; }
@@ -37,6 +38,7 @@ export async function show() {
         uploadStatus.dataset.resumedFrom = String(upload.resumedFrom);
         uploadStatus.dataset.fileId = fileId || '';
         pauseButton.disabled = true;
+        pauseButton.hidden = true;
         say(`Uploaded ${file.name}.`);
         await refreshList();
       } catch (error) {
@@ -77,7 +79,7 @@ function fileTable(items, preview, refreshList) {
     { label: 'Actions', value: (file) => h('span', { class: 'row' },
       h('button', { class: 'secondary', type: 'button', onclick: () => attempt(() => showPreview(file, preview)) }, 'Preview'),
       h('button', { class: 'secondary', type: 'button', onclick: () => attempt(() => download(file)) }, 'Download'),
-      h('button', { class: 'danger', type: 'button', onclick: () => attempt(async () => { await api(`/files/${file.id}`, { method: 'DELETE' }); say('File deleted.'); await refreshList(); }) }, 'Delete')) },
+      dangerButton('Delete', `Delete the file ${file.name}?`, async () => { await api(`/files/${file.id}`, { method: 'DELETE' }); say('File deleted.'); await refreshList(); })) },
   ], items, 'No files yet.');
 }
 

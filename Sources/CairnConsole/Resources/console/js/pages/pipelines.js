@@ -3,7 +3,7 @@
 // errors, the output's download, and the schedule's next five runs.
 import { api, events } from '../api.js';
 import * as cron from '../cron.js';
-import { attempt, bytes, field, form, h, parseCSV, render, say, stateLabel, table, when } from '../ui.js';
+import { attempt, bytes, dangerButton, field, form, h, parseCSV, render, say, stateLabel, table, when } from '../ui.js';
 import { download } from './files.js';
 
 const formats = ['csv', 'json', 'ndjson', 'xml'];
@@ -78,10 +78,18 @@ async function detail(id, context) {
   const response = await api(`/pipelines/${id}`, { raw: true });
   const etag = response.headers.get('ETag');
   const pipeline = await response.json();
-  const files = (await api('/files?limit=100')).items.filter((file) => file.format === pipeline.input.format);
-  const runs = (await api('/jobs?kind=pipeline.run&limit=100')).items.filter((job) => job.args?.pipelineId === id);
+  const allRuns = (await api('/jobs?kind=pipeline.run&limit=100')).items;
+  let runs = allRuns.filter((job) => job.args?.pipelineId === id);
+  // Pipelines' outputs are files too: known by the runs that wrote them, or by the name a run
+  // gives its output (<pipeline>-<job id>.<format>). They go last and are never the default.
+  const outputIds = new Set(allRuns.map((job) => job.result?.outputFileId).filter(Boolean));
+  const isOutput = (file) => outputIds.has(file.id) || /-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(csv|json|ndjson)$/i.test(file.name);
+  const candidates = (await api('/files?limit=100')).items.filter((file) => file.format === pipeline.input.format);
+  const files = [...candidates.filter((file) => !isOutput(file)), ...candidates.filter(isOutput)];
+  const lastInput = runs.map((job) => job.args?.fileId || job.result?.inputFileId).find((fileId) => files.some((file) => file.id === fileId));
+  const defaultFile = lastInput || files.find((file) => !isOutput(file))?.id;
   const columnsBox = h('div', {}, columnList([], 'Choose an input file to see its columns.'));
-  const fileSelect = h('select', { id: 'run-file', name: 'fileId' }, files.map((file) => h('option', { value: file.id }, `${file.name} (${bytes(file.size)})`)));
+  const fileSelect = h('select', { id: 'run-file', name: 'fileId' }, files.map((file) => h('option', { value: file.id, selected: file.id === defaultFile, dataset: { output: isOutput(file) ? '1' : '0' } }, `${file.name} (${bytes(file.size)})${isOutput(file) ? ' — a pipeline output' : ''}`)));
   const showColumns = async () => {
     const file = files.find((candidate) => candidate.id === fileSelect.value);
     if (!file) return;
@@ -119,10 +127,27 @@ async function detail(id, context) {
       progress.value = last.state === 'succeeded' ? 1 : fraction;
       progress.dataset.fraction = String(progress.value);
       const rows = last.progress?.rowsDone ? `, ${last.progress.rowsDone.toLocaleString()} rows read` : '';
-      runState.replaceChildren(stateLabel(last.state), ` ${last.progress?.phase || ''}${rows} · ${Math.round(progress.value * 100)}%`);
+      // A run that has failed for good reads "failed" (its job state, discarded, is an engine word).
+      const failed = last.state === 'discarded' || last.state === 'cancelled';
+      const phase = failed ? '' : ` ${last.progress?.phase || ''}`;
+      runState.replaceChildren(failed ? stateLabel('failed') : stateLabel(last.state), `${phase}${rows} · ${Math.round(progress.value * 100)}%`);
     }, context.signal);
     if (!last) last = await api(`/jobs/${jobId}`);
     await showResult(last);
+    await refreshRuns();
+  };
+  const runsBox = h('div', { id: 'recent-runs' });
+  const runsTable = () => table([
+    { label: 'Job', value: (job) => h('a', { href: `#/jobs/${job.id}` }, job.id.slice(-8)) },
+    { label: 'State', value: (job) => stateLabel(job.state) },
+    { label: 'Started', value: (job) => when(job.createdAt) },
+    { label: '', value: (job) => h('button', { type: 'button', class: 'secondary', onclick: () => attempt(() => follow(job.id)) }, 'Show') },
+  ], runs.slice(0, 10), 'No runs yet.');
+  runsBox.append(runsTable());
+  // After a run (or when one is started) the list shows it without a reload.
+  const refreshRuns = async () => {
+    runs = (await api('/jobs?kind=pipeline.run&limit=100')).items.filter((job) => job.args?.pipelineId === id);
+    runsBox.replaceChildren(runsTable());
   };
   const showResult = async (job) => {
     const result = job.result || {};
@@ -131,7 +156,7 @@ async function detail(id, context) {
     for (const warning of result.warnings || []) parts.push(h('p', { class: 'muted' }, warning));
     if (result.outputFileId) {
       const output = await api(`/files/${result.outputFileId}`);
-      parts.push(h('p', {}, `${(result.rowsOutput ?? 0).toLocaleString()} rows out of ${(result.rowsLoaded ?? 0).toLocaleString()} loaded (${result.rowsSkipped ?? 0} skipped). `,
+      parts.push(h('p', { id: 'run-summary' }, `${(result.rowsOutput ?? 0).toLocaleString()} result rows · ${(result.rowsLoaded ?? 0).toLocaleString()} input rows loaded (${(result.rowsSkipped ?? 0).toLocaleString()} skipped) `,
         h('button', { type: 'button', class: 'secondary', id: 'run-download', onclick: () => attempt(() => download(output)) }, `Download ${output.name}`)));
       const text = await (await api(`/files/${output.id}/content`, { raw: true, headers: { Range: 'bytes=0-65535' } })).text();
       let header = [];
@@ -175,11 +200,11 @@ async function detail(id, context) {
           h('h3', {}, 'Next five runs'), nextRuns,
           h('div', { class: 'row' },
             h('button', { type: 'submit' }, 'Save'),
-            h('button', { type: 'button', class: 'danger', onclick: () => attempt(async () => {
+            dangerButton('Delete', `Delete the pipeline ${pipeline.name} and its schedule?`, async () => {
               await api(`/pipelines/${id}`, { method: 'DELETE', headers: { 'If-Match': etag } });
               say('Pipeline deleted.');
               location.hash = '#/pipelines';
-            }) }, 'Delete')),
+            })),
         ], async (values) => {
           const body = { name: values.name, sql: values.sql, output: { format: values.output }, onRowError: values.onRowError, schedule: values.cron ? { cron: values.cron, timeZone: values.timeZone || 'UTC' } : null };
           await api(`/pipelines/${id}`, { method: 'PATCH', body, headers: { 'If-Match': etag } });
@@ -190,15 +215,11 @@ async function detail(id, context) {
     h('section', { class: 'card' }, h('h2', {}, 'Run'),
       files.length ? form({ id: 'run-form', class: 'row' }, [field(`Input file (${pipeline.input.format})`, fileSelect), h('button', { type: 'submit', id: 'run-submit' }, 'Run')], async (values) => {
         const job = await api(`/pipelines/${id}/runs`, { method: 'POST', body: { fileId: values.fileId }, headers: { 'Idempotency-Key': crypto.randomUUID() } });
+        refreshRuns().catch(() => { /* the list catches up when the run ends */ });
         await follow(job.id);
       }) : h('p', { class: 'muted' }, `Upload a ${pipeline.input.format} file first (Files).`),
       progress, runState, resultBox),
-    h('section', { class: 'card' }, h('h2', {}, 'Recent runs'), table([
-      { label: 'Job', value: (job) => h('a', { href: `#/jobs/${job.id}` }, job.id.slice(-8)) },
-      { label: 'State', value: (job) => stateLabel(job.state) },
-      { label: 'Started', value: (job) => when(job.createdAt) },
-      { label: '', value: (job) => h('button', { type: 'button', class: 'secondary', onclick: () => attempt(() => follow(job.id)) }, 'Show') },
-    ], runs.slice(0, 10), 'No runs yet.')));
+    h('section', { class: 'card' }, h('h2', {}, 'Recent runs'), runsBox));
   if (files.length) attempt(showColumns);
   return undefined;
 }

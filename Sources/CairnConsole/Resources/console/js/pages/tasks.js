@@ -1,6 +1,6 @@
 // Tasks: list with a filter and cursor paging, create, edit, complete, delete (If-Match).
 import { api } from '../api.js';
-import { attempt, field, form, h, render, say, table, when } from '../ui.js';
+import { attempt, dangerButton, field, form, h, render, say, table, when } from '../ui.js';
 
 const state = { filter: '', cursors: [null] };
 
@@ -20,8 +20,8 @@ export async function show() {
     h('section', { class: 'card' },
       h('h2', {}, 'New task'),
       form({ class: 'row', id: 'task-form' }, [
-        field('Title', h('input', { name: 'title', required: true, maxLength: 200 })),
-        field('Description', h('input', { name: 'description' })),
+        field('Title', h('input', { name: 'title', required: true, maxLength: 200, autocomplete: 'off' })),
+        field('Description', h('input', { name: 'description', autocomplete: 'off' })),
         h('button', { type: 'submit' }, 'Add task'),
       ], async (values, element) => {
         await api('/tasks', { method: 'POST', body: { title: values.title, description: values.description || undefined } });
@@ -34,12 +34,12 @@ export async function show() {
     }, [['', 'All'], ['false', 'Open'], ['true', 'Completed']].map(([value, label]) => h('option', { value, selected: state.filter === value }, label))))),
     table([
       { label: 'Done', value: (task) => h('input', { type: 'checkbox', checked: task.completed, 'aria-label': `Completed: ${task.title}`, onchange: (event) => attempt(() => edit(task, { completed: event.target.checked })) }) },
-      { label: 'Title', value: (task) => task.title },
+      { label: 'Title', value: (task) => h('span', { class: 'task-title' }, task.title) },
       { label: 'Description', value: (task) => task.description || '' },
       { label: 'Updated', value: (task) => when(task.updatedAt) },
       { label: 'Actions', value: (task) => h('span', { class: 'row' },
         h('button', { class: 'secondary', type: 'button', onclick: () => { const title = prompt('Title', task.title); if (title) attempt(() => edit(task, { title })); } }, 'Edit'),
-        h('button', { class: 'danger', type: 'button', onclick: () => attempt(async () => { await api(`/tasks/${task.id}`, { method: 'DELETE' }); say('Task deleted.'); show(); }) }, 'Delete')) },
+        dangerButton('Delete', `Delete the task “${task.title}”?`, async () => { await api(`/tasks/${task.id}`, { method: 'DELETE' }); say('Task deleted.'); show(); }, { class: 'danger task-delete' })) },
     ], page.items, 'No tasks.'),
     h('div', { class: 'pager' },
       h('button', { class: 'secondary', type: 'button', disabled: state.cursors.length === 1, onclick: () => { state.cursors.pop(); show(); } }, 'Previous'),
