@@ -158,12 +158,13 @@ struct PipelineSandboxTests {
             let file = try await tenant.upload(tinyCSV)
             let jobId = try await tenant.startRun(try await tenant.create(pipelineBody(runawaySQL)), fileId: file)
             let runner = components.pipelineRunner
-            // The query's process announces itself with a progress report once it runs.
+            // The query's process announces itself with a progress report once it runs. The
+            // phase is read first: a process seen before it could be the loader, about to exit.
             try await components.jobs.waitUntil("the query's sandbox process runs", timeout: .seconds(60)) {
-                guard runner.sandboxProcess(jobId: jobId) != nil, let job = try await components.jobs.store.jobs(ids: [jobId]).first else {
-                    return false
-                }
-                return job.progress.flatMap { JSONValue(text: $0) }?["phase"]?.string == "querying"
+                guard let job = try await components.jobs.store.jobs(ids: [jobId]).first,
+                    job.progress.flatMap({ JSONValue(text: $0) })?["phase"]?.string == "querying"
+                else { return false }
+                return runner.sandboxProcess(jobId: jobId) != nil
             }
             let pid = try #require(runner.sandboxProcess(jobId: jobId))
             let proc = "/proc/\(pid)"
