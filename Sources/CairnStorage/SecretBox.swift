@@ -18,6 +18,11 @@ package struct MasterKey: Sendable {
     package init(bytes: some ContiguousBytes) throws {
         let key = SymmetricKey(data: bytes)
         guard key.bitCount == 256 else { throw MasterKeyError("the master key must be 32 bytes") }
+        self.init(checked: key)
+    }
+
+    /// A key already known to be 256 bits.
+    private init(checked key: SymmetricKey) {
         self.key = key
         var material = Data("cairn-master-key-id".utf8)
         key.withUnsafeBytes { material.append(contentsOf: $0) }
@@ -35,8 +40,7 @@ package struct MasterKey: Sendable {
 
     /// A new random key.
     package static func generate() -> MasterKey {
-        // 32 bytes from the system's CSPRNG cannot have another length.
-        try! MasterKey(bytes: SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) })
+        MasterKey(checked: SymmetricKey(size: .bits256))
     }
 
     /// The key as base64 text (for `master.key` and for printing once by `rotate-master`).

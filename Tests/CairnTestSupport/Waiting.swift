@@ -47,8 +47,19 @@ package func pollUntil(
     _ what: String, every interval: Duration = .milliseconds(100), timeout: Duration = .seconds(30),
     _ condition: @escaping @Sendable () async throws -> Bool
 ) async throws {
+    try await pollFor(what, every: interval, timeout: timeout) { try await condition() ? () : nil }
+}
+
+/// Re-runs `attempt` every `interval` until it returns a value, and returns that value; for
+/// the same cases as ``pollUntil(_:every:timeout:_:)``.
+/// - Throws: ``WaitTimeout`` after `timeout`, or what `attempt` throws.
+package func pollFor<T: Sendable>(
+    _ what: String, every interval: Duration = .milliseconds(100), timeout: Duration = .seconds(30),
+    _ attempt: @escaping @Sendable () async throws -> T?
+) async throws -> T {
     try await withDeadline(timeout, what) {
-        while try await !condition() {
+        while true {
+            if let value = try await attempt() { return value }
             // The poll interval: there is nothing to wait on (see the call site).
             try await Task.sleep(for: interval)
         }

@@ -107,19 +107,6 @@ func tokenKid(_ token: String) -> String? {
     return object["kid"] as? String
 }
 
-/// Re-runs `attempt` until it returns a value or `deadline` passes (a bound on a failure; a
-/// passing run waits only as long as the nodes' 5 s reload takes).
-func eventually<T>(_ what: String, deadline: Duration, _ attempt: () async throws -> T?) async throws -> T {
-    let clock = ContinuousClock()
-    let end = clock.now + deadline
-    while true {
-        if let value = try await attempt() { return value }
-        guard clock.now < end else { throw E2EError("\(what) did not happen within \(deadline)") }
-        // Polling an HTTP endpoint: the node announces nothing a test could await.
-        try await Task.sleep(for: .milliseconds(100))
-    }
-}
-
 extension SecretsEndToEndTests {
     @Test
     func aKeyRotationOnOneNodeIsAcceptedByAnotherWithNothingCopied() async throws {
@@ -149,11 +136,12 @@ extension SecretsEndToEndTests {
         let newKid = try #require(line.split(separator: " ").dropFirst(3).first.map { String($0.dropLast()) })
         #expect(newKid != tokenKid(before))
         let start = ContinuousClock.now
-        let after = try await eventually("A signing with the new key", deadline: .seconds(10)) {
+        // Polling HTTP endpoints: the nodes announce nothing a test could await.
+        let after = try await pollFor("A signing with the new key", timeout: .seconds(10)) {
             let token = try await login()
             return tokenKid(token) == newKid ? token : nil
         }
-        _ = try await eventually("B accepting the new key", deadline: .seconds(10)) {
+        _ = try await pollFor("B accepting the new key", timeout: .seconds(10)) {
             try await curl("GET", "\(b.baseURL)/tasks", token: after).status == 200 ? true : nil
         }
         let reached = ContinuousClock.now - start
