@@ -26,12 +26,6 @@ package struct FilesController: Sendable {
         for limit in ["size", "hourly"] { Counter(label: "cairn_files_quota_refusals_total", dimensions: [("limit", limit)]).increment(by: 0) }
     }
 
-    /// Media types accepted as an upload body and the format each means.
-    static let formats: [String: String] = [
-        "text/csv": "csv", "application/csv": "csv", "application/json": "json", "application/x-ndjson": "ndjson",
-        "application/ndjson": "ndjson", "application/jsonl": "ndjson", "application/xml": "xml", "text/xml": "xml",
-    ]
-
     /// Adds the routes to the authenticated group.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("files")
@@ -101,11 +95,11 @@ package struct FilesController: Sendable {
         if mediaType == "multipart/form-data" { return try await uploadForm(request, context: context) }
         var format: String
         if mediaType == "application/octet-stream" {
-            guard let asked = request.uri.queryParameters.get("format").map({ String($0) }), ["csv", "json", "ndjson", "xml"].contains(asked) else {
+            guard let asked = request.uri.queryParameters.get("format").map({ String($0) }), FileFormats.names.contains(asked) else {
                 throw AppError.invalidField("format", "must be csv, json, ndjson or xml for an application/octet-stream body")
             }
             format = asked
-        } else if let known = Self.formats[mediaType] {
+        } else if let known = FileFormats.mediaTypes[mediaType] {
             format = known
         } else {
             throw AppError(
@@ -114,7 +108,7 @@ package struct FilesController: Sendable {
                     "Send the file as text/csv, application/json, application/x-ndjson, application/xml, or application/octet-stream with ?format=.")
         }
         if let asked = request.uri.queryParameters.get("format").map({ String($0) }), mediaType != "application/octet-stream" {
-            guard ["csv", "json", "ndjson", "xml"].contains(asked) else { throw AppError.invalidField("format", "must be csv, json, ndjson or xml") }
+            guard FileFormats.names.contains(asked) else { throw AppError.invalidField("format", "must be csv, json, ndjson or xml") }
             format = asked
         }
         let name = try Self.fileName(request, format: format)
@@ -327,7 +321,13 @@ package struct FilesController: Sendable {
     // MARK: Download
 
     private func download(_ request: Request, file: StoredFile) async throws -> Response {
-        var headers: HTTPFields = [.contentType: file.contentType, .acceptRanges: "bytes", .eTag: "\"\(file.sha256)\""]
+        // Never rendered on Cairn's origin (stored XSS): an allow-listed type or octet-stream, no
+        // sniffing, saved as an attachment, and sandboxed should a browser render it anyway.
+        var headers: HTTPFields = [
+            .contentType: FileFormats.servedType(contentType: file.contentType, format: file.format), .acceptRanges: "bytes",
+            .eTag: "\"\(file.sha256)\"", .xContentTypeOptions: "nosniff", .contentDisposition: FileFormats.attachment(name: file.name),
+            .contentSecurityPolicy: "sandbox; default-src 'none'",
+        ]
         var range: Range<Int64> = 0..<file.size
         var status = HTTPResponse.Status.ok
         if let header = request.headers[.range] {

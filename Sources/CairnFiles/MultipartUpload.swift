@@ -323,14 +323,15 @@ extension FilesController {
                 let outcome = body.outcome.value.withLock { $0 }
                 do {
                     let mediaType = outcome.fileContentType ?? "application/octet-stream"
+                    try FileFormats.checkDeclared(type: mediaType)
                     let asked = outcome.fields["format"] ?? query.get("format").map { String($0) }
                     let format: String
                     if let asked {
-                        guard ["csv", "json", "ndjson", "xml"].contains(asked) else {
+                        guard FileFormats.names.contains(asked) else {
                             throw AppError.invalidField("format", "must be csv, json, ndjson or xml")
                         }
                         format = asked
-                    } else if let known = Self.formats[mediaType] {
+                    } else if let known = FileFormats.mediaTypes[mediaType] {
                         format = known
                     } else {
                         throw AppError.invalidField("format", "give a format field (csv, json, ndjson or xml) or the file part's Content-Type")

@@ -74,9 +74,13 @@ package struct UploadsController: Sendable {
             status: .noContent,
             headers: [
                 Self.tusResumable: "1.0.0", Self.tusVersion: "1.0.0", Self.tusExtension: Self.extensions,
-                Self.tusMaxSize: String(quotas.maxFileBytes), Self.tusChecksumAlgorithm: "sha256,sha1,md5",
+                Self.tusMaxSize: String(maxSize), Self.tusChecksumAlgorithm: "sha256,sha1,md5",
             ])
     }
+
+    /// `Tus-Max-Size`: the largest upload the quotas could ever take, in bytes (the smallest of
+    /// the file size limit, the tenant's total quota and its hourly volume).
+    var maxSize: Int64 { min(quotas.maxFileBytes, quotas.maxTotalBytes, quotas.maxBytesPerHour) }
 
     /// `POST /uploads`: creation, and creation-with-upload when a body comes along.
     @Sendable func postUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -176,7 +180,7 @@ package struct UploadsController: Sendable {
         let now = WallClock.milliseconds()
         var upload = TusUpload(
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,
-            contentType: described.contentType ?? "application/octet-stream", format: described.format, fileId: nil,
+            contentType: described.contentType, format: described.format, fileId: nil,
             expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
         try await createPartialFile(tenantId: tenantId, id: upload.id)
         try await record(upload)
@@ -205,10 +209,14 @@ package struct UploadsController: Sendable {
     }
 
     /// `Upload-Length` of a creation (deferred lengths are not offered).
-    /// - Throws: 400 `invalid_input` on `Upload-Defer-Length` or `Upload-Length`.
+    /// - Throws: 400 `invalid_input` on `Upload-Defer-Length` or `Upload-Length`; 413
+    ///   `payload_too_large` for a length of digits past `Int64.max` (past any `Tus-Max-Size`).
     package static func uploadLength(_ request: Request) throws -> Int64 {
         if request.headers[Self.uploadDeferLength] != nil {
             throw AppError.invalidField("Upload-Defer-Length", "not supported: send Upload-Length")
+        }
+        if let text = request.headers[Self.uploadLength], !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }), Int64(text) == nil {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "Upload-Length is larger than Tus-Max-Size.")
         }
         guard let text = request.headers[Self.uploadLength], let length = Int64(text), length >= 0 else {
             throw AppError.invalidField("Upload-Length", "must be a non-negative integer")
@@ -217,15 +225,25 @@ package struct UploadsController: Sendable {
     }
 
     /// What a creation says of its file (name, media type, format, from `Upload-Metadata`) and
-    /// whether its body holds the first bytes (creation-with-upload).
-    /// - Throws: 400 `invalid_input` on `Upload-Metadata`; 415 for a body not typed as tus says.
-    package static func describedUpload(_ request: Request) throws -> (name: String, contentType: String?, format: String, hasBody: Bool) {
+    /// whether its body holds the first bytes (creation-with-upload). The file must pass the
+    /// allow-list of `POST /files` (``FileFormats``): an allow-listed `filetype` (or
+    /// `application/octet-stream`, or none), a name whose suffix, if any, is allow-listed, and a
+    /// format from `format`, `filetype` or the name. The media type kept is `filetype` when
+    /// allow-listed, else the format's own.
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata`; 415 `unsupported_media_type` for a
+    ///   type, name or format outside the allow-list, or a body not typed as tus says.
+    package static func describedUpload(_ request: Request) throws -> (name: String, contentType: String, format: String, hasBody: Bool) {
         let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
-        let contentType = metadata["filetype"].map {
-            $0.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        }
+        let declared = metadata["filetype"].map(FileFormats.mediaType).flatMap { $0.isEmpty ? nil : $0 }
+        if let declared { try FileFormats.checkDeclared(type: declared) }
         let name = try FilesController.checkedName(metadata["filename"] ?? "upload")
-        let format = try Self.format(asked: metadata["format"], contentType: contentType, name: name)
+        if let suffix = FileFormats.suffix(of: name), FileFormats.suffixes[suffix] == nil {
+            throw AppError(
+                .unsupportedMediaType, code: .unsupportedMediaType,
+                detail: "The file name's suffix .\(suffix) is not a CSV, JSON, NDJSON or XML file's (.csv, .json, .ndjson, .jsonl, .xml).")
+        }
+        let format = try Self.format(asked: metadata["format"], contentType: declared, name: name)
+        let contentType = declared.flatMap { FileFormats.mediaTypes[$0] == nil ? nil : $0 } ?? FileFormats.canonicalType[format] ?? ""
         // creation-with-upload: a body is the first bytes when typed as tus says.
         let hasBody = request.headers[.contentType] == Self.offsetStream
         if !hasBody && (request.headers[.contentLength].flatMap { Int64($0) } ?? 0) > 0 {
@@ -239,7 +257,10 @@ package struct UploadsController: Sendable {
     /// hourly volume), before anything is stored. A quick first look: the total is checked
     /// again, and reserved, atomically when the upload is recorded.
     private func checkQuotas(tenantId: String, length: Int64) async throws {
-        if length > quotas.maxFileBytes { throw FilesController.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
+        // tus 1.0 core: an Upload-Length past Tus-Max-Size is 413, never a 429 that no wait cures.
+        if length > maxSize {
+            throw FilesController.tooLarge("Upload-Length \(length) is larger than Tus-Max-Size (\(maxSize) bytes).")
+        }
         if try await files.usedBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
             throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
         }
@@ -250,22 +271,20 @@ package struct UploadsController: Sendable {
     }
 
     /// The upload's format: `Upload-Metadata`'s `format`, else its `filetype`'s, else the file
-    /// name's suffix's, else `binary`.
-    /// - Throws: 400 `invalid_input` on `Upload-Metadata` for an unknown `format`.
+    /// name's suffix's.
+    /// - Throws: 415 `unsupported_media_type` when none of them names an allow-listed format.
     static func format(asked: String?, contentType: String?, name: String) throws -> String {
-        let format: String
-        if let asked {
-            guard ["csv", "json", "ndjson", "xml", "binary"].contains(asked) else {
-                throw AppError.invalidField("Upload-Metadata", "format must be csv, json, ndjson, xml or binary")
-            }
-            format = asked
-        } else if let contentType, let known = FilesController.formats[contentType] {
-            format = known
-        } else {
-            let suffix = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
-            format = ["csv": "csv", "json": "json", "ndjson": "ndjson", "jsonl": "ndjson", "xml": "xml"][suffix] ?? "binary"
+        if let format = asked ?? contentType.flatMap({ FileFormats.mediaTypes[$0] })
+            ?? FileFormats.suffix(of: name).flatMap({
+                FileFormats.suffixes[$0]
+            }), FileFormats.names.contains(format)
+        {
+            return format
         }
-        return format
+        throw AppError(
+            .unsupportedMediaType, code: .unsupportedMediaType,
+            detail:
+                "Name the file's format (csv, json, ndjson or xml) in Upload-Metadata: format, an allow-listed filetype, or the filename's suffix.")
     }
 
     /// Creates the upload's empty partial file (and its directory).

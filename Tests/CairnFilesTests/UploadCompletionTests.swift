@@ -41,7 +41,9 @@ struct UploadCompletionTests {
             let bytes = Array("id,name\n1,one\n2,two\n".utf8)
             var locations: [String] = []
             for _ in 0..<2 {
-                let created = try await request(client, .post, "/uploads", token: token, headers: [Self.length: String(bytes.count)])
+                let created = try await request(
+                    client, .post, "/uploads", token: token,
+                    headers: [Self.length: String(bytes.count), HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
                 locations.append(try #require(created.headers[.location]))
             }
 
@@ -92,7 +94,8 @@ struct UploadCompletionTests {
         try await withTestApp(engine) { client, components in
             let (user, tokens) = try await client.registerAndLogin(email: "tus-lost@example.com")
             let token = tokens.accessToken
-            let created = try await request(client, .post, "/uploads", token: token, headers: [Self.length: "8"])
+            let created = try await request(
+                client, .post, "/uploads", token: token, headers: [Self.length: "8", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
             let location = try #require(created.headers[.location])
             #expect(try await patch(client, location, token: token, at: 0, Array("abcd".utf8)).status == .noContent)
             let id = String(location.split(separator: "/").last ?? "")

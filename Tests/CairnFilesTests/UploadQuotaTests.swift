@@ -18,7 +18,11 @@ private let offsetHeader = HTTPField.Name("Upload-Offset")!
 struct UploadQuotaTests {
     static func create(_ client: any TestClientProtocol, token: String, length: Int) async throws -> TestResponse {
         try await client.execute(
-            uri: "/uploads", method: .post, headers: [.authorization: "Bearer \(token)", tus: "1.0.0", lengthHeader: String(length)])
+            uri: "/uploads", method: .post,
+            headers: [
+                .authorization: "Bearer \(token)", tus: "1.0.0", lengthHeader: String(length),
+                HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+            ])
     }
 
     @Test(arguments: TestEngine.available)
@@ -65,7 +69,7 @@ struct UploadQuotaTests {
             let script = """
                 for i in $(seq 1 20); do
                   curl -s -o /dev/null -w '%{http_code}\\n' -X POST -H "Authorization: Bearer $1" -H 'Tus-Resumable: 1.0.0' \
-                    -H 'Upload-Length: 100' "$2/uploads" &
+                    -H 'Upload-Length: 100' -H 'Upload-Metadata: filename ZGF0YS5jc3Y=' "$2/uploads" &
                 done
                 wait
                 """

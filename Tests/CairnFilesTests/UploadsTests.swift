@@ -91,7 +91,10 @@ struct UploadsTests {
             let token = try await client.registerAndLogin(email: "tus-sum@example.com").tokens.accessToken
             let refused = try await tusRequest(
                 client, .post, "/uploads", token: token,
-                headers: [lengthHeader: "5", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Checksum")!: "crc32 AAAA"],
+                headers: [
+                    lengthHeader: "5", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Checksum")!: "crc32 AAAA",
+                    HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+                ],
                 body: Array("hello".utf8))
             #expect(refused.status == .badRequest)
             #expect(refused.code == "invalid_input")
@@ -193,7 +196,10 @@ struct UploadsTests {
 
             // creation-with-upload, then termination.
             let withBody = try await tusRequest(
-                client, .post, "/uploads", token: token, headers: [lengthHeader: "8", .contentType: "application/offset+octet-stream"],
+                client, .post, "/uploads", token: token,
+                headers: [
+                    lengthHeader: "8", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+                ],
                 body: Array("abc".utf8))
             #expect(withBody.status == .created)
             #expect(withBody.headers[offsetHeader] == "3")
@@ -208,7 +214,11 @@ struct UploadsTests {
             #expect(onDisk().isEmpty, "termination removes the bytes")
 
             // expiration: an upload past its time answers 404, and the sweeper removes its bytes.
-            let third = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "8"]).headers[.location])
+            let third = try #require(
+                try await tusRequest(
+                    client, .post, "/uploads", token: token,
+                    headers: [lengthHeader: "8", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                ).headers[.location])
             #expect(try await patch(client, third, token: token, offset: 0, Array("abcd".utf8)).status == .noContent)
             let id = String(third.dropFirst("/uploads/".count))
             try await components.database.write { db in
@@ -228,14 +238,23 @@ struct UploadsTests {
         try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxTotalBytes = 15 }, runServices: false) { app in
             let client = app.client
             let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens.accessToken
-            let a = try #require(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"]).headers[.location])
+            let a = try #require(
+                try await tusRequest(
+                    client, .post, "/uploads", token: token,
+                    headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                ).headers[.location])
             // The first upload's 10 bytes are reserved from its creation (UploadQuotaTests has more).
-            let refused = try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "10"])
+            let refused = try await tusRequest(
+                client, .post, "/uploads", token: token, headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
             #expect(refused.status == .contentTooLarge, "10 + 10 bytes exceed the 15-byte total")
             #expect(try await patch(client, a, token: token, offset: 0, Array(repeating: 0x61, count: 10)).status == .noContent)
             let items = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
             #expect(items?.count == 1)
-            #expect(try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "6"]).status == .contentTooLarge)
+            #expect(
+                try await tusRequest(
+                    client, .post, "/uploads", token: token,
+                    headers: [lengthHeader: "6", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                ).status == .contentTooLarge)
         }
     }
 

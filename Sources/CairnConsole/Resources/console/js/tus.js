@@ -10,7 +10,9 @@ const storageKey = (file) => `cairn.tus:${file.name}:${file.size}:${file.lastMod
 function metadata(file, format) {
   const encode = (text) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
   const pairs = [`filename ${encode(file.name)}`];
-  if (file.type) pairs.push(`filetype ${encode(file.type)}`);
+  // The server refuses types outside its allow-list; browsers type a .csv as
+  // application/vnd.ms-excel on some systems, so the name's format is sent instead.
+  if (file.type && !format) pairs.push(`filetype ${encode(file.type)}`);
   if (format) pairs.push(`format ${encode(format)}`);
   return pairs.join(',');
 }
