@@ -209,7 +209,7 @@ extension CairnComponents {
 
 /// Builds the router: middleware order, then each module's routes.
 ///
-/// Order (outermost first): tracing span → request id → client address → metrics → problem+json mapping → request log → routes.
+/// Order (outermost first): tracing span → request id → CORS → client address → metrics → problem+json mapping → request log → routes.
 /// Protected routes sit in authenticated groups (a child context whose identity is not
 /// optional); each group's token policy, and any admin-only subgroup, is declared by its
 /// controller next to its routes.
@@ -219,6 +219,8 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
     router.add(middleware: RequestTracingMiddleware())
     router.add(middleware: RequestIDMiddleware())
+    // Before everything that may refuse a request: preflights carry no credentials.
+    router.add(middleware: CORSMiddleware(origins: components.configuration.corsOrigins))
     router.add(middleware: ClientAddressMiddleware(proxies: components.configuration.trustedProxies))
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))

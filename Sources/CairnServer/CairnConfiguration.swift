@@ -37,6 +37,9 @@ package struct CairnConfiguration: Sendable {
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client
     /// (`CAIRN_TRUSTED_PROXIES`, comma-separated CIDR blocks; default none).
     package var trustedProxies = TrustedProxies()
+    /// Browser origins allowed to call the API (`CAIRN_CORS_ORIGINS`, comma-separated exact
+    /// origins; default none: CORS off).
+    package var corsOrigins = CORSOrigins()
     /// `text` or `json` (`CAIRN_LOG_FORMAT`).
     package var logFormat = "text"
     /// swift-log level (`CAIRN_LOG_LEVEL`, default info).
@@ -146,6 +149,13 @@ package struct CairnConfiguration: Sendable {
                 config.trustedProxies = try TrustedProxies(parsing: proxies)
             } catch let error as TrustedProxies.Invalid {
                 throw settings.invalid("trusted.proxies", error.description)
+            }
+        }
+        if let origins = settings.text("cors.origins") {
+            do {
+                config.corsOrigins = try CORSOrigins(parsing: origins)
+            } catch let error as CORSOrigins.Invalid {
+                throw settings.invalid("cors.origins", error.description)
             }
         }
         // Each module reads its own settings from its own scope.
