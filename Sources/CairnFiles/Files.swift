@@ -93,6 +93,9 @@ package enum IngestMigrations {
                 """,
             ]),
         Migration(module: "ingest", version: 2, name: "uploads", sql: UploadStore.migrationSQL),
+        // The node holding an upload's lease (its `Database.instanceKey`): a dead node's lease is free at once.
+        Migration(
+            module: "ingest", version: 3, name: "upload_lock_node", sql: ["ALTER TABLE uploads ADD COLUMN lock_node BIGINT NOT NULL DEFAULT 0"]),
     ]
 }
 

@@ -107,16 +107,20 @@ package struct UploadStore: Sendable {
         }
     }
 
-    /// Takes the upload's lease when its committed offset is `offset` and no live lease is held.
+    /// Takes the upload's lease for this node when its committed offset is `offset` and no live
+    /// lease is held. A lease is live until `locked_until` while the node that took it lives: a
+    /// crashed node's lease is free at once (see `Database.livenessPredicate(ofColumn:)`), and
+    /// a cut client connection gives its lease back as its PATCH ends.
     /// - Returns: the upload, or nil when it is leased by another PATCH or at another offset.
     package func lease(id: String, tenantId: String, offset: Int64, token: String, until: Int64, now: Int64) async throws -> TusUpload? {
-        try await database.write { db in
+        let (node, alive) = (database.instanceKey, database.livenessPredicate(ofColumn: "lock_node"))
+        return try await database.write { db in
             try await db.raw(
                 """
-                UPDATE uploads SET lock_token = \(bind: token), locked_until = \(bind: until)
+                UPDATE uploads SET lock_token = \(bind: token), locked_until = \(bind: until), lock_node = \(bind: node)
                 WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND upload_offset = \(bind: offset) AND file_id IS NULL
-                AND locked_until < \(bind: now) RETURNING \(unsafeRaw: Self.columns)
-                """
+                AND (locked_until < \(bind: now) OR lock_token IS NULL OR NOT (
+                """ + alive + ")) RETURNING \(unsafeRaw: Self.columns)"
             ).first().map(Self.upload(from:))
         }
     }

@@ -42,6 +42,9 @@ package struct StorageError: Error, Sendable, CustomStringConvertible {
 package final class Database: Sendable, Service {
     /// The dialect of the underlying engine.
     package let dialect: Dialect
+    /// This node's liveness key (random, positive, one per opened database, so per node): rows
+    /// a node leases name it, and the lease dies with the node (see ``livenessPredicate(ofColumn:)``).
+    package let instanceKey: Int64
     private let backend: Backend
     private let logger: Logger
 
@@ -50,10 +53,31 @@ package final class Database: Sendable, Service {
         case postgres(PostgresBackend)
     }
 
-    private init(dialect: Dialect, backend: Backend, logger: Logger) {
+    private init(dialect: Dialect, backend: Backend, instanceKey: Int64, logger: Logger) {
         self.dialect = dialect
         self.backend = backend
+        self.instanceKey = instanceKey
         self.logger = logger
+    }
+
+    /// SQL true when the node named by the liveness key in `column` (an ``instanceKey``) is
+    /// alive, as seen from this node: this node itself, or, on PostgreSQL, a node whose
+    /// session advisory lock on its key is held — PostgreSQL drops it the moment that node's
+    /// connection closes (a crash, `kill -9`, a lost network), so a dead node's leases are free
+    /// at once, not after a wall-clock lease. On SQLite (one node) only this process is alive:
+    /// any other key was left by a process that has stopped.
+    package func livenessPredicate(ofColumn column: String) -> SQLQueryString {
+        precondition(column.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "." }, "column names are identifiers")
+        switch dialect {
+        case .sqlite: return "\(unsafeRaw: column) = \(bind: instanceKey)"
+        case .postgres:
+            // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half), objsubid 1.
+            return """
+                (\(unsafeRaw: column) = \(bind: instanceKey) OR EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1
+                AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND ((classid::bigint << 32) | objid::bigint) = \(unsafeRaw: column)))
+                """
+        }
     }
 
     /// Opens the database named by `url`: `postgres://user:pass@host:port/db[?sslmode=…]`
@@ -67,10 +91,11 @@ package final class Database: Sendable, Service {
     ) async throws -> Database {
         if let url, !url.isEmpty {
             let backend = try PostgresBackend(url: url, logger: logger)
-            let database = Database(dialect: .postgres, backend: .postgres(backend), logger: logger)
+            let database = Database(dialect: .postgres, backend: .postgres(backend), instanceKey: Self.makeInstanceKey(), logger: logger)
             do {
                 try await withTimeout(startupTimeout) {
                     try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
+                    try await backend.holdLiveness(key: database.instanceKey)
                 }
             } catch {
                 await backend.shutdown()
@@ -81,8 +106,11 @@ package final class Database: Sendable, Service {
             return database
         }
         let backend = try await SQLiteBackend.open(path: sqlitePath, logger: logger)
-        return Database(dialect: .sqlite, backend: .sqlite(backend), logger: logger)
+        return Database(dialect: .sqlite, backend: .sqlite(backend), instanceKey: Self.makeInstanceKey(), logger: logger)
     }
+
+    /// A random key in `1...Int64.max`.
+    private static func makeInstanceKey() -> Int64 { Int64.random(in: 1...Int64.max) }
 
     private static func describe(_ error: any Error) -> String {
         if let error = error as? PSQLError {
@@ -280,8 +308,48 @@ final class PostgresBackend: Sendable {
     }
 
     func shutdown() async {
+        let holder = liveness.withLock { $0 }
+        holder?.cancel()
+        _ = await holder?.value
         runner.cancel()
         _ = await runner.value
+    }
+
+    /// The task holding this node's liveness lock.
+    private let liveness = Mutex<Task<Void, Never>?>(nil)
+
+    /// Takes the session advisory lock `key` on a connection of its own and keeps it for as long
+    /// as the backend runs (checked every 10 s; taken again on a new connection after an error),
+    /// so other nodes see this node alive exactly while its connection is (see
+    /// ``Database/livenessPredicate(ofColumn:)``). Returns once the lock is first held.
+    /// - Throws: the driver's error when the first attempt fails.
+    func holdLiveness(key: Int64) async throws {
+        // Every attempt reports; the caller reads only the first (later ones replace each other).
+        let (held, attempts) = AsyncStream<Result<Void, any Error>>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (client, logger) = (self.client, Logger(label: "cairn.liveness"))
+        let task = Task {
+            while !Task.isCancelled {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
+                        attempts.yield(.success(()))
+                        while !Task.isCancelled {
+                            try await Task.sleep(for: .seconds(10))
+                            try await connection.query("SELECT 1", logger: logger)
+                        }
+                    }
+                } catch {
+                    attempts.yield(.failure(error))
+                    // A lost connection took the lock with it: take it again on a new one.
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
+        liveness.withLock { $0 = task }
+        for await result in held {
+            try result.get()
+            return
+        }
     }
 }
 
