@@ -205,6 +205,7 @@ let package = Package(
                 .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "OTel", package: "swift-otel"),
             ],
             resources: [.copy("Resources/openapi.yaml")],

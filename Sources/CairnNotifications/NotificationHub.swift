@@ -351,6 +351,19 @@ package final class NotificationHub: Sendable {
         for mailbox in all { mailbox.close() }
     }
 
+    /// Closes every live connection (WebSockets with 1001 "going away", RFC 6455 §7.4.1; SSE
+    /// streams end) and waits until all have gone or `timeout` passed: run on SIGTERM before
+    /// the HTTP server's own shutdown, whose WebSocket layer would otherwise close them first,
+    /// with 1000.
+    package func closeAllAndWait(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        closeAll()
+        while state.withLock({ !$0.mailboxes.isEmpty }), ContinuousClock.now < deadline {
+            // Connections unregister as their handlers return; polled, as there is no event for "none left".
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// Stops the subscription and the ticker.
     func stop() {
         let tasks = state.withLock { state -> [Task<Void, Never>] in

@@ -22,6 +22,7 @@ package import Prometheus
 import SQLKit
 package import ServiceLifecycle
 import Synchronization
+import UnixSignals
 
 /// Every module's migrations, in the order modules depend on each other.
 package let allMigrations: [Migration] =
@@ -377,4 +378,30 @@ struct HealthController {
         Response(
             status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// Closes the node's live notification connections first on graceful shutdown, so WebSocket
+/// clients get 1001 "going away" (RFC 6455 §7.4.1: reconnect elsewhere) rather than the 1000
+/// the HTTP server's WebSocket layer sends to the connections it still holds when it stops.
+struct LiveConnectionsCloser: Service {
+    let hub: NotificationHub
+
+    /// Waits for graceful shutdown, then closes the connections (at most 5 s).
+    func run() async throws {
+        try? await gracefulShutdown()
+        await hub.closeAllAndWait(timeout: .seconds(5))
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT: the application of ``makeApplication(components:services:)``
+/// and, stopped before it (a service group stops its services last first), the
+/// ``LiveConnectionsCloser``.
+/// - Throws: the application's error (the server could not start).
+package func runNode(components: CairnComponents, services extra: [any Service] = []) async throws {
+    let application = makeApplication(components: components, services: extra)
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [application, LiveConnectionsCloser(hub: components.notifications.hub)], gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: components.logger))
+    try await group.run()
 }

@@ -111,7 +111,7 @@ struct Serve: AsyncParsableCommand {
             throw fail(error)
         }
         do {
-            try await makeApplication(components: components, services: tracing.map { [$0] } ?? []).runService()
+            try await runNode(components: components, services: tracing.map { [$0] } ?? [])
         } catch {
             // Most often the address: in use, or a host name that does not resolve.
             await components.database.close()
