@@ -61,6 +61,7 @@ package struct CORSOrigins: Sendable, Equatable {
 /// through with no CORS header, so browsers refuse their pages the answers. Every answer
 /// carries `Vary: Origin` while CORS is on, so caches keep the answers apart.
 package struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// The allowed origins, serialized (see ``CORSOrigins``); empty: CORS off.
     let origins: Set<String>
 
     /// Methods a preflight may ask for.

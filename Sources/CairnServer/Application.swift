@@ -384,6 +384,7 @@ struct HealthController {
 /// clients get 1001 "going away" (RFC 6455 §7.4.1: reconnect elsewhere) rather than the 1000
 /// the HTTP server's WebSocket layer sends to the connections it still holds when it stops.
 struct LiveConnectionsCloser: Service {
+    /// The node's notification hub, which holds every live connection's mailbox.
     let hub: NotificationHub
 
     /// Waits for graceful shutdown, then closes the connections (at most 5 s).
