@@ -112,6 +112,12 @@ struct TracingEndToEndTests {
         return Receiver(child: child, port: port, output: output)
     }
 
+    /// The spans the traced broadcast must export, whatever order they end in: a job attempt's
+    /// span ends after the work it enqueued may already have run on another worker.
+    static let chainNames = [
+        "POST /notifications", "job notifications.broadcast", "notification publish", "job notifications.webhook", "webhook delivery",
+    ]
+
     /// 32 random bytes in base64: the master key both nodes share.
     static func masterKey() -> String {
         Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
@@ -173,12 +179,12 @@ struct TracingEndToEndTests {
             "GET", "\(base)/notifications/unread-count?access_token=\(token)", token: token,
             headers: ["traceparent": "00-\(queryTrace)-\(Self.hex(8))-01"])
 
-        // Done when the webhook arrived and its delivery span was exported.
+        // Done when both webhooks arrived and every span of the chain was exported.
         let arrived = await receiver.output.wait(timeout: .seconds(60)) { _, _ in
             let spans = receiver.spans
             let hooks = receiver.webhooks.compactMap { $0["traceparent"] as? String }
             return hooks.contains { $0.contains(traceId) } && hooks.contains { $0.contains(droppedTrace) }
-                && spans.contains { $0["name"] as? String == "webhook delivery" && $0["traceId"] as? String == traceId }
+                && Self.chainNames.allSatisfy { name in spans.contains { $0["name"] as? String == name && $0["traceId"] as? String == traceId } }
                 && spans.contains { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
         }
         let spans = receiver.spans.filter { $0["traceId"] as? String == traceId }
