@@ -24,6 +24,12 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
         var parent = ServiceContext.current ?? .topLevel
         tracer.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
         let span: any Span = tracer.startSpan(request.method.rawValue, context: parent, ofKind: .server)
+        defer { span.end() }
+        // A request the sampler dropped runs with the dropped span's context (so `traceparent`
+        // still goes out, flagged not sampled) and none of the attribute work below.
+        guard span.isRecording else {
+            return try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await next(request, context) }
+        }
         span.attributes["http.request.method"] = request.method.rawValue
         span.attributes["url.path"] = request.uri.path
         span.attributes["url.scheme"] = "http"
@@ -33,7 +39,6 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
         }
         if let agent = request.headers[.userAgent] { span.attributes["user_agent.original"] = agent }
         if let context = context as? CairnRequestContext { span.attributes["client.address"] = context.clientAddress }
-        defer { span.end() }
         do {
             let response = try await ServiceContext.$current.withValue(span.context) { try await next(request, context) }
             finish(span, status: Int(response.status.code), route: context.endpointPath, method: request.method)

@@ -165,7 +165,7 @@ package final class JobQueue: Sendable {
     ) {
         let issues = validate(request, field: "")
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
-        return try await withSpan("job enqueue \(request.kind)", ofKind: .producer) { span in
+        return try await TraceContext.withSpan("job enqueue \(request.kind)", ofKind: .producer) { span in
             Self.describe(span, operation: "send", queue: request.queue, kind: request.kind, tenantId: tenantId)
             try await checkPendingCap(tenantId: tenantId, adding: 1)
             let job = makeJob(request, tenantId: tenantId, createdBy: createdBy, now: clock.milliseconds)
@@ -204,7 +204,7 @@ package final class JobQueue: Sendable {
         guard requests.count <= Self.maxBatch else { throw AppError.invalidField("jobs", "must hold 1 to \(Self.maxBatch) jobs") }
         let issues = requests.indices.flatMap { validate(requests[$0], field: "jobs[\($0)].") }
         if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
-        return try await withSpan("job enqueue batch", ofKind: .producer) { span in
+        return try await TraceContext.withSpan("job enqueue batch", ofKind: .producer) { span in
             span.attributes["messaging.system"] = "cairn"
             span.attributes["messaging.operation.type"] = "send"
             span.attributes["messaging.batch.message_count"] = requests.count

@@ -220,7 +220,7 @@ package final class JobWorker: Service, Sendable {
         // recorded by another, which stays uncancelled so its database writes go through.
         let handler = Task<Void, any Error> {
             guard let registration else { throw PermanentJobError("no handler is registered for kind '\(job.kind)'") }
-            try await withSpan("job \(job.kind)", context: parent, ofKind: .consumer) { span in
+            try await TraceContext.withSpan("job \(job.kind)", context: parent, ofKind: .consumer) { span in
                 JobQueue.describe(span, operation: "process", queue: job.queue, kind: job.kind, tenantId: job.tenantId)
                 span.attributes["messaging.message.id"] = job.id
                 span.attributes["cairn.job.attempt"] = job.attempt

@@ -468,7 +468,7 @@ package final class NotificationHub: Sendable {
     private func deliver(ids: [String], attempt: Int) async {
         guard state.withLock({ !$0.mailboxes.isEmpty }) else { return }
         // A trace of its own: the announcement crossed the database's NOTIFY, which carries ids only.
-        let read = await withSpan("notification live delivery", ofKind: .consumer) { span -> [StoredNotification]? in
+        let read = await TraceContext.withSpan("notification live delivery", ofKind: .consumer) { span -> [StoredNotification]? in
             let rows: [StoredNotification]
             do {
                 rows = try await store.notifications(ids: ids)

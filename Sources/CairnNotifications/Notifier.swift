@@ -93,7 +93,7 @@ package final class Notifier: Sendable {
         if let bad = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {
             throw AppError.invalidField("userIds[\(bad)]", "must be a user id")
         }
-        return try await withSpan("notification publish", ofKind: .producer) { span in
+        return try await TraceContext.withSpan("notification publish", ofKind: .producer) { span in
             span.attributes["cairn.tenant_id"] = tenantId
             span.attributes["cairn.notification.type"] = draft.type
             span.attributes["cairn.notification.recipients"] = userIds.count

@@ -57,14 +57,14 @@ package final class OutboundChannels: PublishObserver {
         }
         queue.register(SendEmail.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await withSpan("email delivery") { span in
+            try await TraceContext.withSpan("email delivery") { span in
                 span.attributes["cairn.delivery.id"] = args.deliveryId
                 try await self.deliverThroughProvider(args.deliveryId, context: context)
             }
         }
         queue.register(SendPush.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await withSpan("push delivery") { span in
+            try await TraceContext.withSpan("push delivery") { span in
                 span.attributes["cairn.delivery.id"] = args.deliveryId
                 try await self.deliverThroughProvider(args.deliveryId, context: context)
             }

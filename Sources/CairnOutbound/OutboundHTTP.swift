@@ -246,7 +246,7 @@ package struct OutboundHTTP: Sendable {
     package static func execute(
         _ request: HTTPClientRequest, on client: HTTPClient, timeout: Duration, operation: String, attributes: [String: String] = [:]
     ) async throws -> HTTPClientResponse {
-        try await withSpan(operation, ofKind: .client) { span in
+        try await TraceContext.withSpan(operation, ofKind: .client) { span in
             var request = request
             let url = URL(string: request.url)
             span.attributes["http.request.method"] = request.method.rawValue

@@ -271,7 +271,7 @@ package final class PipelineRunner: Service, Sendable {
                 }
             }
             let current = checkpoint
-            checkpoint.load = try await withSpan("pipeline load") { span in
+            checkpoint.load = try await TraceContext.withSpan("pipeline load") { span in
                 span.attributes["cairn.pipeline.phase"] = "load"
                 span.attributes["cairn.file.size"] = Int(file.size)
                 let state = try await load(context, checkpoint: current, inputPath: inputPath, folder: folder, size: file.size)
@@ -294,7 +294,7 @@ package final class PipelineRunner: Service, Sendable {
         let order = SandboxOrder(
             phase: .query, spec: spec, inputPath: nil, resume: nil, maxOutputBytes: maxBytes, timeoutSeconds: timeout,
             limits: limits(fileBytes: max(maxBytes + (1 << 20), 2 * databaseBytes + (64 << 20))))
-        let queried = try await withSpan("pipeline query") { span in
+        let queried = try await TraceContext.withSpan("pipeline query") { span in
             span.attributes["cairn.pipeline.phase"] = "query"
             let queried = try await inSandbox(order, context: context, folder: folder, deadline: .seconds(timeout + 5)) { report in
                 switch report.event {
@@ -311,7 +311,7 @@ package final class PipelineRunner: Service, Sendable {
         let elapsed = (ContinuousClock.now - started).components
         Timer(label: "cairn_pipeline_run_seconds").recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
 
-        let output = try await withSpan("pipeline output") { span in
+        let output = try await TraceContext.withSpan("pipeline output") { span in
             span.attributes["cairn.pipeline.phase"] = "output"
             span.attributes["cairn.file.size"] = Int(outcome.bytes)
             return try await store(outcome, context, checkpoint: &checkpoint, folder: folder)

@@ -173,9 +173,8 @@ extension Database {
     package func readRows<R: Sendable>(
         _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
-        let statement = TracedSQLDatabase.describe(sql)
         let system = dialect == .postgres ? "postgresql" : "sqlite"
-        return try await TracedSQLDatabase.withStatementSpan(statement, system: system) {
+        return try await TracedSQLDatabase.withStatementSpan(TracedSQLDatabase.describe(sql), system: system) {
             try await self.withNativeReader(
                 postgres: { connection in
                     var results: [R] = []

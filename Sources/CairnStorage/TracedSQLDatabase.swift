@@ -22,21 +22,28 @@ final class TracedSQLDatabase: SQLDatabaseWrapper {
     }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
-        guard TraceContext.tracer != nil, ServiceContext.current != nil else { return try await base.execute(sql: query, onRow) }
-        var serializer = SQLSerializer(database: base)
-        query.serialize(to: &serializer)
-        try await Self.withStatementSpan(Self.describe(serializer.sql), system: system) { try await base.execute(sql: query, onRow) }
+        try await Self.withStatementSpan(
+            {
+                var serializer = SQLSerializer(database: base)
+                query.serialize(to: &serializer)
+                return Self.describe(serializer.sql)
+            }(), system: system
+        ) { try await base.execute(sql: query, onRow) }
     }
 
     /// Runs one statement's `body` in a client span named by `statement` (see `describe`), when
-    /// a recording span is active; else runs it untraced.
+    /// a recording span is active; else runs it untraced. `statement` is only worked out for a
+    /// span that records: serialising and reading the SQL costs more than the statement's
+    /// bookkeeping on a hot read.
     static func withStatementSpan<R>(
-        _ statement: (operation: String, collection: String?), system: String, _ body: () async throws -> R
+        _ statement: @autoclosure () -> (operation: String, collection: String?), system: String, _ body: () async throws -> R
     ) async throws -> R {
-        guard let tracer = TraceContext.tracer, let parent = ServiceContext.current, tracer.activeSpan(identifiedBy: parent) != nil else {
+        guard let tracer = TraceContext.tracer, let parent = ServiceContext.current, !TraceContext.isSampledOut(parent),
+            tracer.activeSpan(identifiedBy: parent) != nil
+        else {
             return try await body()
         }
-        let (operation, collection) = statement
+        let (operation, collection) = statement()
         let span: any Span = tracer.startSpan(collection.map { "\(operation) \($0)" } ?? operation, context: parent, ofKind: .client)
         defer { span.end() }
         span.attributes["db.system.name"] = system

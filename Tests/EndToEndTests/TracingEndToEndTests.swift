@@ -112,6 +112,12 @@ struct TracingEndToEndTests {
         return Receiver(child: child, port: port, output: output)
     }
 
+    /// The spans the traced broadcast must export, whatever order they end in: a job attempt's
+    /// span ends after the work it enqueued may already have run on another worker.
+    static let chainNames = [
+        "POST /notifications", "job notifications.broadcast", "notification publish", "job notifications.webhook", "webhook delivery",
+    ]
+
     /// 32 random bytes in base64: the master key both nodes share.
     static func masterKey() -> String {
         Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
@@ -154,6 +160,13 @@ struct TracingEndToEndTests {
             "POST", "\(base)/webhooks", json: ["url": "http://127.0.0.1:\(receiver.port)/hook?key=\(hookKey)", "types": ["message"]], token: token)
         #expect(hook.status == 201, "\(hook.body)")
 
+        // First a caller whose trace is not sampled (flags 00): the node makes no span for it,
+        // anywhere, yet carries its trace on, still flagged 00, to the webhook.
+        let droppedTrace = Self.hex(16)
+        let unsampled = try await curl(
+            "POST", "\(base)/notifications", json: ["type": "message", "title": "untraced", "audience": "tenant"], token: token,
+            headers: ["traceparent": "00-\(droppedTrace)-\(Self.hex(8))-00"])
+        #expect(unsampled.status == 202, "\(unsampled.body)")
         let traceId = Self.hex(16)
         let callerSpan = Self.hex(8)
         let published = try await curl(
@@ -166,10 +179,12 @@ struct TracingEndToEndTests {
             "GET", "\(base)/notifications/unread-count?access_token=\(token)", token: token,
             headers: ["traceparent": "00-\(queryTrace)-\(Self.hex(8))-01"])
 
-        // Done when the webhook arrived and its delivery span was exported.
+        // Done when both webhooks arrived and every span of the chain was exported.
         let arrived = await receiver.output.wait(timeout: .seconds(60)) { _, _ in
             let spans = receiver.spans
-            return !receiver.webhooks.isEmpty && spans.contains { $0["name"] as? String == "webhook delivery" && $0["traceId"] as? String == traceId }
+            let hooks = receiver.webhooks.compactMap { $0["traceparent"] as? String }
+            return hooks.contains { $0.contains(traceId) } && hooks.contains { $0.contains(droppedTrace) }
+                && Self.chainNames.allSatisfy { name in spans.contains { $0["name"] as? String == name && $0["traceId"] as? String == traceId } }
                 && spans.contains { $0["traceId"] as? String == queryTrace && $0["kind"] as? Int == 2 }
         }
         let spans = receiver.spans.filter { $0["traceId"] as? String == traceId }
@@ -204,8 +219,11 @@ struct TracingEndToEndTests {
         #expect(attempt["instance"] as? String == "node-b", "the job attempt ran on \(attempt["instance"] ?? "?")")
         #expect(spans.contains { ($0["attributes"] as? [String: Any])?["db.system.name"] as? String == "postgresql" }, "no database span")
 
-        let webhook = try #require(receiver.webhooks.first)
-        let traceparent = try #require(webhook["traceparent"] as? String, "the webhook came without traceparent")
+        let traceparent = try #require(
+            receiver.webhooks.compactMap { $0["traceparent"] as? String }.first { $0.contains(traceId) }, "the webhook came without traceparent")
+        let droppedParent = try #require(receiver.webhooks.compactMap { $0["traceparent"] as? String }.first { $0.contains(droppedTrace) })
+        #expect(droppedParent.hasSuffix("-00"), "the unsampled trace went out as \(droppedParent)")
+        #expect(!receiver.spans.contains { $0["traceId"] as? String == droppedTrace }, "a span of the unsampled trace was exported")
         #expect(traceparent.split(separator: "-").dropFirst().first.map(String.init) == traceId)
         #expect(traceparent.split(separator: "-").dropFirst(2).first.map(String.init) == delivery["spanId"] as? String)
 
