@@ -26,6 +26,11 @@ extension JSONEnum {
     }
 }
 
+/// A body model whose object may carry members it does not read, such as a document pasted as
+/// it was downloaded (a Google service account key file has a dozen fields; Cairn needs four).
+/// ``BodyDecoder`` does not refuse the others; every other model's unknown fields are refused.
+package protocol AllowsUnknownFields {}
+
 /// Decodes a parsed request body (``JSONNode``) into a model, collecting every field error
 /// instead of stopping at the first (RFC 9457 §3 lets a problem carry them as an extension
 /// member: Cairn's `errors: [{field, issue}]`).
@@ -162,7 +167,11 @@ final class BodyDecodingState {
         case is JSONValue.Type:
             return Self.jsonValue(node) as! T
         default:
-            return try T(from: NodeDecoder(node: node, codingPath: path, state: self))
+            let value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
+            if T.self is any AllowsUnknownFields.Type, case .object(let object) = node {
+                object.read = Array(repeating: true, count: object.keys.count)
+            }
+            return value
         }
     }
 

@@ -133,7 +133,10 @@ struct RequestBodyDecodingTests {
     @Test func unknownFieldsAreRefusedByName() throws {
         let error = try problem(Sample.self, #"{"name":"n","priceMinor":1,"colour":"red","inner":{"size":1,"sise":2}}"#)
         #expect(error.code == .invalidInput)
-        #expect(error.errors == [FieldIssue(field: "colour", issue: "is not a known field"), FieldIssue(field: "inner.sise", issue: "is not a known field")])
+        #expect(
+            error.errors == [
+                FieldIssue(field: "colour", issue: "is not a known field"), FieldIssue(field: "inner.sise", issue: "is not a known field"),
+            ])
         // Unknown fields are reported with the other field errors.
         let both = try problem(Sample.self, #"{"name":5,"priceMinor":1,"extra":true}"#)
         #expect(both.errors.map(\.field) == ["name", "extra"])
@@ -251,6 +254,34 @@ struct RequestBodyRouteTests {
             let issues = try format.decode(ProblemBody.self).errors ?? []
             #expect(issues.map { [$0.field, $0.issue] } == [["input.format", "must be one of: csv, json, ndjson, xml"]])
             #expect(!format.text.contains("Cannot initialize"))
+        }
+    }
+
+    /// `PATCH {}` on schedules, the caller's profile and pipelines answers the resource as it
+    /// is: the same `ETag` (version) and `updatedAt` (tasks and products have their own tests).
+    @Test(arguments: TestEngine.available)
+    func emptyPatchesChangeNothing(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "same@example.com")
+            let token = tokens.accessToken
+            let schedule = try await client.json(.post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop"], token: token)
+            let pipeline = try await client.json(
+                .post, "/pipelines", ["name": "p", "input": ["format": "csv"], "sql": "SELECT * FROM input", "output": ["format": "csv"]],
+                token: token)
+            let me = try await client.json(.get, "/users/me", token: token)
+            for (path, created) in [
+                ("/schedules/\(schedule.object["id"] as? String ?? "")", schedule),
+                ("/pipelines/\(pipeline.object["id"] as? String ?? "")", pipeline),
+                ("/users/me", me),
+            ] {
+                #expect(created.status == .created || created.status == .ok, "\(path): \(created.text)")
+                let before = try #require(created.headers[.eTag], "\(path)")
+                let empty = try await client.json(.patch, path, [String: Any](), token: token)
+                #expect(empty.status == .ok, "\(path): \(empty.text)")
+                #expect(empty.headers[.eTag] == before, "\(path)")
+                #expect(empty.object["updatedAt"] as? String == created.object["updatedAt"] as? String, "\(path)")
+                #expect(try await client.json(.get, path, token: token).headers[.eTag] == before, "\(path)")
+            }
         }
     }
 }
