@@ -136,6 +136,13 @@ package struct AccountStore: Sendable {
         passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false, phone: String?? = nil,
         locale: String?? = nil
     ) async throws -> User? {
+        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay.
+        if name == nil, email == nil, role == nil, phone == nil, locale == nil, passwordHash == nil, revokeSessionsAt == nil {
+            guard let current = try await user(id: id, tenantId: tenantId), expectedVersion.map({ $0 == current.version }) ?? true else {
+                return nil
+            }
+            return current
+        }
         let now = clock.milliseconds
         do {
             return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in

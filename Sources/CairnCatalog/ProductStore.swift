@@ -136,6 +136,12 @@ package struct ProductChange: Sendable {
 
     /// Creates an empty change.
     package init() {}
+
+    /// True when the change sets nothing (an empty PATCH `{}`).
+    package var isEmpty: Bool {
+        sku == nil && name == nil && description == nil && priceMinor == nil && currency == nil && category == nil && stock == nil
+            && attributes == nil
+    }
 }
 
 /// Product persistence, tenant-scoped in every query.
@@ -260,6 +266,14 @@ package struct ProductStore: Sendable {
     /// - Throws: 409 `conflict` when a new SKU is taken.
     package func update(id: String, tenantId: String, expectedVersion: Int?, change: ProductChange) async throws -> Product? {
         guard UUIDv7.isValid(id) else { return nil }
+        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay;
+        // `If-Match` still applies.
+        if change.isEmpty {
+            guard let product = try await get(id: id, tenantId: tenantId), expectedVersion.map({ $0 == product.version }) ?? true else {
+                return nil
+            }
+            return product
+        }
         let now = WallClock.milliseconds()
         do {
             return try await database.write { db in

@@ -4,7 +4,7 @@ import Logging
 package import NIOCore
 
 /// Roles a user can hold within a tenant. `owner` and `admin` manage users.
-package enum Role: String, Sendable, Codable, CaseIterable {
+package enum Role: String, Sendable, Codable, CaseIterable, JSONEnum {
     case owner, admin, member
 
     /// True for the roles allowed to manage a tenant's users and data.

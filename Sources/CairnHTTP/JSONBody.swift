@@ -14,8 +14,10 @@ extension Request {
     /// - Checks `Content-Type` is `application/json` or `application/*+json` (else 415
     ///   `unsupported_media_type`), the size against `context.maxUploadSize` (else 413
     ///   `payload_too_large`) and the nesting depth (else 400 `invalid_json`).
-    /// - Malformed JSON → 400 `invalid_json`; a missing field or wrong type → 400 `invalid_input`
-    ///   naming the field by its dotted path.
+    /// - Malformed JSON, or a member name repeated within one object (RFC 8259 §4) → 400
+    ///   `invalid_json`; the repeated name is in `errors`.
+    /// - Every missing, null, mistyped, out-of-range or unknown field → one 400 `invalid_input`
+    ///   listing them all in `errors`, each named by its dotted path (see ``BodyDecoder``).
     package mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
         guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
@@ -46,58 +48,23 @@ extension Request {
         case .acceptable:
             break
         }
+        let node: JSONNode
         do {
-            let decoder = JSONDecoder()
-            decoder.dateDecodingStrategy = .custom { decoder in
-                let text = try decoder.singleValueContainer().decode(String.self)
-                guard let date = Timestamp.parse(text) else {
-                    throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "must be an RFC 3339 date-time"))
-                }
-                return date
-            }
-            return try decoder.decode(Value.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw Self.problem(for: error)
+            node = try JSONTreeParser.parse(buffer)
+        } catch .invalid(let offset) {
+            throw AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON (at byte \(offset)).")
+        } catch .duplicateKey(let path) {
+            // RFC 8259 §4: with a repeated name, readers disagree on which value counts.
+            throw AppError(
+                .badRequest, code: .invalidJSON, detail: "The body repeats the member \(path) in one object.",
+                errors: [FieldIssue(field: path, issue: "appears more than once")])
         }
+        return try BodyDecoder.decode(Value.self, from: node)
     }
 
     static func isJSON(_ contentType: String) -> Bool {
         let mediaType = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
         return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
-    }
-
-    static func problem(for error: DecodingError) -> AppError {
-        func path(_ codingPath: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {
-            let keys = codingPath + (last.map { [$0] } ?? [])
-            let text = keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return text.isEmpty ? "body" : text.replacingOccurrences(of: ".[", with: "[")
-        }
-        switch error {
-        case .typeMismatch(let type, let context):
-            return .invalidField(path(context.codingPath), "must be \(describe(type))")
-        case .valueNotFound(let type, let context):
-            return .invalidField(path(context.codingPath), "must be \(describe(type)), not null")
-        case .keyNotFound(let key, let context):
-            return .invalidField(path(context.codingPath, key), "is required")
-        case .dataCorrupted(let context):
-            if context.codingPath.isEmpty {
-                return AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON.")
-            }
-            return .invalidField(path(context.codingPath), context.debugDescription)
-        @unknown default:
-            return AppError(.badRequest, code: .invalidJSON, detail: "The body could not be decoded.")
-        }
-    }
-
-    static func describe(_ type: Any.Type) -> String {
-        switch type {
-        case is String.Type: "a string"
-        case is Bool.Type: "a boolean"
-        case is Int.Type, is Int64.Type, is Int32.Type: "an integer"
-        case is Double.Type, is Float.Type: "a number"
-        case is [Any].Type: "an array"
-        default: type == [String: Any].self ? "an object" : "a valid value"
-        }
     }
 }
 

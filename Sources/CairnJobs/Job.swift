@@ -4,7 +4,7 @@ package import CairnStorage
 /// The life of a job (River's state names): `scheduled`/`available`/`retryable` wait to run,
 /// `running` holds a lease, and `succeeded`, `cancelled` and `discarded` (the dead letters)
 /// are final.
-package enum JobState: String, Sendable, CaseIterable, Codable {
+package enum JobState: String, Sendable, CaseIterable, Codable, JSONEnum {
     case scheduled, available, running, retryable, succeeded, cancelled, discarded
 
     /// True for states a job never leaves on its own.

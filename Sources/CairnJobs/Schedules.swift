@@ -305,6 +305,10 @@ package struct SchedulesController: Sendable {
         let (newCron, newZone) = try validate(body, requireAll: false)
         let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
         if let expected, expected != current.version { throw AppError.preconditionFailed() }
+        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay.
+        if body.name == nil, body.cron == nil, body.timeZone == nil, body.kind == nil, body.args == nil, body.enabled == nil {
+            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+        }
         var updated = current
         updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
         updated.cron = body.cron ?? current.cron

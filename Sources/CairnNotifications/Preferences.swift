@@ -6,7 +6,7 @@ package import Hummingbird
 import SQLKit
 
 /// A delivery channel of notifications.
-package enum NotificationChannel: String, Sendable, CaseIterable, Codable {
+package enum NotificationChannel: String, Sendable, CaseIterable, Codable, JSONEnum {
     /// The inbox and the live streams.
     case inApp = "in_app"
     /// The tenant's registered webhook endpoints (Standard Webhooks).

@@ -291,8 +291,9 @@ enum ProviderSettingsInput {
         var fromName: String?
     }
 
-    /// A Google service account key file, as downloaded (snake_case), or its fields.
-    struct ServiceAccount: Decodable {
+    /// A Google service account key file, as downloaded (snake_case), or its fields; the file's
+    /// other fields (`type`, `token_uri`, …) are accepted and not stored.
+    struct ServiceAccount: Decodable, AllowsUnknownFields {
         var project_id: String
         var client_email: String
         var private_key: String

@@ -14,7 +14,7 @@ import SQLKit
 /// in flight.
 package struct PipelineSpec: Codable, Sendable, Equatable {
     /// Input formats.
-    package enum InputFormat: String, Codable, Sendable, CaseIterable {
+    package enum InputFormat: String, Codable, Sendable, CaseIterable, JSONEnum {
         /// RFC 4180 CSV.
         case csv
         /// A top-level JSON array of objects (RFC 8259).
@@ -26,7 +26,7 @@ package struct PipelineSpec: Codable, Sendable, Equatable {
     }
 
     /// Output formats.
-    package enum OutputFormat: String, Codable, Sendable, CaseIterable {
+    package enum OutputFormat: String, Codable, Sendable, CaseIterable, JSONEnum {
         /// RFC 4180 CSV with a header row.
         case csv
         /// One JSON object per line.
@@ -36,7 +36,7 @@ package struct PipelineSpec: Codable, Sendable, Equatable {
     }
 
     /// What a record that cannot be loaded does to the run.
-    package enum RowErrorPolicy: String, Codable, Sendable {
+    package enum RowErrorPolicy: String, Codable, Sendable, CaseIterable, JSONEnum {
         /// The run fails at the first bad record.
         case fail
         /// Bad records are counted, the first 1,000 reported, and left out.
@@ -387,3 +387,6 @@ enum PipelineValidation {
         }
     }
 }
+
+/// Column types in pipeline specs list their allowed values when a body names another.
+extension ColumnType: JSONEnum {}

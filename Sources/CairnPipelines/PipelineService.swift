@@ -95,12 +95,18 @@ package struct PipelineService: Sendable {
     /// Applies `changes` to the tenant's pipeline `id` and brings its job schedule in line
     /// (created, replaced or removed), in one transaction.
     /// - Parameter expectedVersion: the version the client saw (`If-Match`), nil for any.
-    /// - Returns: the stored pipeline, one version later.
+    /// - Returns: the stored pipeline, one version later (unchanged when `changes` is empty).
     /// - Throws: 404 `not_found`; 412 `precondition_failed` when the version is not
     ///   `expectedVersion` or another change came first; 400 `invalid_input`.
     package func update(id: String, tenantId: String, expectedVersion: Int?, changes: PipelineChanges) async throws -> Pipeline {
         let current = try await get(id: id, tenantId: tenantId)
         if let expectedVersion, expectedVersion != current.version { throw AppError.preconditionFailed() }
+        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay.
+        if changes.name == nil, changes.input == nil, changes.sql == nil, changes.output == nil, changes.onRowError == nil,
+            changes.schedule == nil
+        {
+            return current
+        }
         let updated = try Self.applying(changes, to: current, now: WallClock.milliseconds())
         let saved = try await store.database.transaction { db -> Bool in
             guard try await PipelineStore.update(updated, expected: current.version, on: db) else { return false }

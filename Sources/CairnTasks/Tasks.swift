@@ -101,6 +101,9 @@ package struct TaskChange: Sendable {
         self.description = description
         self.completed = completed
     }
+
+    /// True when the change sets nothing (an empty PATCH `{}`).
+    package var isEmpty: Bool { title == nil && description == nil && completed == nil }
 }
 
 /// Task persistence, tenant-scoped in every query: another tenant's task is simply absent.
@@ -179,6 +182,14 @@ package struct TaskStore: Sendable {
     /// missing or its version moved on.
     package func update(id: String, tenantId: String, expectedVersion: Int?, change: TaskChange) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
+        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay
+        // (as Stripe answers an update without parameters); `If-Match` still applies.
+        if change.isEmpty {
+            guard let task = try await get(id: id, tenantId: tenantId), expectedVersion.map({ $0 == task.version }) ?? true else {
+                return nil
+            }
+            return task
+        }
         let now = WallClock.milliseconds()
         return try await database.write { db in
             var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]

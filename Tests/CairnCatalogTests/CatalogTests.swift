@@ -152,6 +152,29 @@ struct ProductsAPITests {
             try await createProduct(client, token: other, ["sku": "MINE"])
         }
     }
+
+    /// `priceMinor: 1.5` names the field (it used to be `invalid_json` with none), and an
+    /// empty PATCH moves neither the version nor `updatedAt`.
+    @Test(arguments: TestEngine.available)
+    func fractionalPriceNamesTheFieldAndEmptyPatchKeepsTheVersion(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "frac@example.com")
+            let fraction = try await client.json(
+                .post, "/products", ["sku": "F-1", "name": "F", "priceMinor": 1.5, "currency": "EUR"], token: token)
+            #expect(fraction.status == .badRequest)
+            let problem = try fraction.decode(ProblemBody.self)
+            #expect(problem.code == "invalid_input")
+            #expect(problem.errors?.map { [$0.field, $0.issue] } == [["priceMinor", "must be an integer"]])
+            let created = try await client.json(.post, "/products", ["sku": "F-2", "name": "F", "priceMinor": 150, "currency": "EUR"], token: token)
+            #expect(created.status == .created)
+            let id = try #require(created.object["id"] as? String)
+            let empty = try await client.json(.patch, "/products/\(id)", [String: Any](), token: token, headers: [.ifMatch: "\"1\""])
+            #expect(empty.status == .ok)
+            #expect(empty.headers[.eTag] == "\"1\"")
+            #expect(empty.object["updatedAt"] as? String == created.object["updatedAt"] as? String)
+            #expect(try await client.json(.get, "/products/\(id)", token: token).headers[.eTag] == "\"1\"")
+        }
+    }
 }
 
 // MARK: - Lists

@@ -474,6 +474,31 @@ struct TasksConditionalTests {
             #expect(ids(try await client.json(.get, "/tasks", token: token)) == [keep])
         }
     }
+
+    /// An empty PATCH changes nothing, so it moves neither `version` (the ETag) nor `updatedAt`;
+    /// `If-Match` still applies. An unknown field is refused rather than ignored.
+    @Test(arguments: TestEngine.available)
+    func emptyPatchKeepsTheVersionAndUnknownFieldsAreRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await signUp(client, "empty@example.com")
+            let task = try await createTask(client, token: token, ["title": "Same"])
+            let id = try #require(task["id"] as? String)
+            let empty = try await client.json(.patch, "/tasks/\(id)", [String: Any](), token: token)
+            #expect(empty.status == .ok)
+            #expect(empty.headers[.eTag] == "\"1\"")
+            #expect(empty.object["updatedAt"] as? String == task["updatedAt"] as? String)
+            let fetched = try await client.json(.get, "/tasks/\(id)", token: token)
+            #expect(fetched.headers[.eTag] == "\"1\"")
+            let stale = try await client.json(.patch, "/tasks/\(id)", [String: Any](), token: token, headers: [.ifMatch: "\"7\""])
+            #expect(stale.status == .preconditionFailed)
+            let missing = try await client.json(.patch, "/tasks/\(UUIDv7.make())", [String: Any](), token: token)
+            #expect(missing.status == .notFound)
+            let unknown = try await client.json(.patch, "/tasks/\(id)", ["done": true, "title": 5], token: token)
+            #expect(unknown.status == .badRequest)
+            #expect(fields(unknown) == ["title", "done"])
+            #expect(try await client.json(.get, "/tasks/\(id)", token: token).headers[.eTag] == "\"1\"")
+        }
+    }
 }
 
 // MARK: - Tenancy and authentication

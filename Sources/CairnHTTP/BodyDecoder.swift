@@ -1,0 +1,409 @@
+import CairnFormats
+import Foundation
+
+/// A `String`-backed enum accepted in request bodies: a value outside the enum is refused with
+/// the allowed values listed (`must be one of: csv, json, ndjson, xml`) instead of Swift's
+/// "Cannot initialize … from invalid String value" (which names a Swift type, not the API).
+///
+/// Conforming is all an enum needs: the default `init(from:)` below serves every decoder.
+package protocol JSONEnum: RawRepresentable, CaseIterable, Decodable, Sendable where RawValue == String {}
+
+extension JSONEnum {
+    /// The allowed values, comma-separated in declaration order: `csv, json, ndjson, xml`.
+    package static var allowedValues: String { allCases.map(\.rawValue).joined(separator: ", ") }
+
+    /// The issue text for a value outside the enum: `must be one of: a, b, c`.
+    package static var choiceIssue: String { "must be one of: \(allowedValues)" }
+
+    /// Decodes the raw string.
+    /// - Throws: `DecodingError.dataCorrupted` whose description is ``choiceIssue``.
+    package init(from decoder: any Decoder) throws {
+        // A non-string (a number, null) gets the same answer: the list is what the client needs.
+        guard let raw = try? decoder.singleValueContainer().decode(String.self), let value = Self(rawValue: raw) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: Self.choiceIssue))
+        }
+        self = value
+    }
+}
+
+/// A body model whose object may carry members it does not read, such as a document pasted as
+/// it was downloaded (a Google service account key file has a dozen fields; Cairn needs four).
+/// ``BodyDecoder`` does not refuse the others; every other model's unknown fields are refused.
+package protocol AllowsUnknownFields {}
+
+/// Decodes a parsed request body (``JSONNode``) into a model, collecting every field error
+/// instead of stopping at the first (RFC 9457 §3 lets a problem carry them as an extension
+/// member: Cairn's `errors: [{field, issue}]`).
+///
+/// - A keyed field that is missing, null, of the wrong type or out of range is recorded and
+///   decoding goes on with a placeholder (the model is never returned when anything was
+///   recorded), so `{"email":1,"password":2,"name":3}` names all three fields.
+/// - Integers are exact: `1.5` and `1e20` for an `Int` field are `invalid_input` naming it,
+///   with the accepted range when the number is integral but too large.
+/// - ``JSONEnum`` fields list the allowed values.
+/// - Members of an object that the model never asked for are unknown fields, refused by name
+///   (Stripe's and PocketBase's behaviour: a misspelt optional field is not silently ignored).
+///   Only checked when the model decoded, so a model that stopped early is not blamed for the
+///   members it did not reach.
+///
+/// Single-value containers throw as usual (types such as `JSONValue` probe with `try?`).
+package enum BodyDecoder {
+    /// Decodes `type` from `node`.
+    /// - Throws: `AppError` 400 `invalid_input` listing every field issue found.
+    static func decode<Value: Decodable>(_ type: Value.Type, from node: JSONNode) throws -> Value {
+        let state = BodyDecodingState()
+        var value: Value?
+        do {
+            value = try state.decodeValue(Value.self, node: node, path: [])
+        } catch is RecordedFailure {
+            // Already in `state.issues`.
+        } catch let error as DecodingError {
+            state.record(error)
+        } catch let error as AppError where error.code == .invalidInput {
+            // A model's own validation (thrown from its `init(from:)`) joins the decoder's issues.
+            state.issues.append(contentsOf: error.errors.filter { issue in !state.issues.contains { $0.field == issue.field } })
+        }
+        if value != nil {
+            for (object, path) in state.objects {
+                for index in object.keys.indices where !object.read[index] {
+                    state.issues.append(FieldIssue(field: BodyDecodingState.text(path + [AnyKey(object.keys[index])]), issue: "is not a known field"))
+                }
+            }
+        }
+        guard state.issues.isEmpty, let value else { throw AppError.invalidInput(state.issues) }
+        return value
+    }
+}
+
+/// Thrown after a failure has been recorded, to abandon a value that has no placeholder.
+struct RecordedFailure: Error {}
+
+/// A coding key for any member name or array index.
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int?
+    init(_ string: String) {
+        stringValue = string
+        intValue = nil
+    }
+    init(stringValue: String) { self.init(stringValue) }
+    init(intValue: Int) {
+        stringValue = String(intValue)
+        self.intValue = intValue
+    }
+}
+
+/// What one body decode has found so far.
+final class BodyDecodingState {
+    /// Field issues, in the order the model asked for the fields.
+    var issues: [FieldIssue] = []
+    /// Every object a keyed container was opened on, with its path (for unknown members).
+    var objects: [(JSONObject, [any CodingKey])] = []
+
+    /// The dotted path of a coding path, as `errors[].field` shows it: `jobs[0].kind`; `body`
+    /// for the root.
+    static func text(_ path: [any CodingKey]) -> String {
+        var text = ""
+        for key in path {
+            if let index = key.intValue {
+                text += "[\(index)]"
+            } else {
+                text += text.isEmpty ? key.stringValue : "." + key.stringValue
+            }
+        }
+        return text.isEmpty ? "body" : text
+    }
+
+    /// Records a decoding error at its path (once per field).
+    func record(_ error: DecodingError) {
+        let (path, issue): ([any CodingKey], String) =
+            switch error {
+            case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+                (context.codingPath, Self.readable(context.debugDescription))
+            case .keyNotFound(let key, let context): (context.codingPath + [key], "is required")
+            @unknown default: ([], "could not be decoded")
+            }
+        record(path, issue)
+    }
+
+    /// Records `issue` for the field at `path`, unless that field already has one.
+    func record(_ path: [any CodingKey], _ issue: String) {
+        let field = Self.text(path)
+        if !issues.contains(where: { $0.field == field }) { issues.append(FieldIssue(field: field, issue: issue)) }
+    }
+
+    /// Swift's own messages name Swift types; replace them with a neutral text.
+    static func readable(_ description: String) -> String {
+        description.hasPrefix("Cannot initialize") ? "has a value that is not allowed" : description
+    }
+
+    /// Decodes `type` from `node`, throwing `DecodingError` with API wording in its description.
+    func decodeValue<T: Decodable>(_ type: T.Type, node: JSONNode, path: [any CodingKey]) throws -> T {
+        func mismatch(_ expected: String) -> DecodingError {
+            let issue = if case .null = node { "must be \(expected), not null" } else { "must be \(expected)" }
+            return .typeMismatch(T.self, .init(codingPath: path, debugDescription: issue))
+        }
+        switch type {
+        case is String.Type:
+            guard case .string(let text) = node else { throw mismatch("a string") }
+            return text as! T
+        case is Bool.Type:
+            guard case .bool(let flag) = node else { throw mismatch("a boolean") }
+            return flag as! T
+        case is Double.Type:
+            guard case .number(let double, _) = node, double.isFinite else { throw mismatch("a number") }
+            return double as! T
+        case is Float.Type:
+            guard case .number(let double, _) = node, Float(double).isFinite else { throw mismatch("a number") }
+            return Float(double) as! T
+        case let integer as any FixedWidthInteger.Type:
+            return try Self.integer(integer, node: node, path: path, mismatch: mismatch) as! T
+        case is Date.Type:
+            guard case .string(let text) = node else { throw mismatch("an RFC 3339 date-time string") }
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "must be an RFC 3339 date-time"))
+            }
+            return date as! T
+        case is JSONValue.Type:
+            return Self.jsonValue(node) as! T
+        default:
+            let value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
+            if T.self is any AllowsUnknownFields.Type, case .object(let object) = node {
+                object.read = Array(repeating: true, count: object.keys.count)
+            }
+            return value
+        }
+    }
+
+    /// An integer of `type`: exact, in range.
+    static func integer<I: FixedWidthInteger>(
+        _ type: I.Type, node: JSONNode, path: [any CodingKey], mismatch: (String) -> DecodingError
+    ) throws -> I {
+        guard case .number(let double, let exact) = node else { throw mismatch("an integer") }
+        if let exact, let value = I(exactly: exact) { return value }
+        // Integral but too large (1e20, or 300 for a UInt8): say which range is accepted.
+        if double.rounded() == double || double.isInfinite {
+            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "must be an integer from \(I.min) to \(I.max)"))
+        }
+        throw mismatch("an integer")
+    }
+
+    /// The node as a ``JSONValue``, every member read.
+    static func jsonValue(_ node: JSONNode) -> JSONValue {
+        switch node {
+        case .null: return .null
+        case .bool(let flag): return .bool(flag)
+        case .number(let double, _): return .number(double)
+        case .string(let text): return .string(text)
+        case .array(let elements): return .array(elements.map(jsonValue))
+        case .object(let object):
+            var members: [String: JSONValue] = [:]
+            members.reserveCapacity(object.keys.count)
+            for index in object.keys.indices { members[object.keys[index]] = jsonValue(object.values[index]) }
+            return .object(members)
+        }
+    }
+
+    /// A stand-in for a field that failed, so the model's decoding can go on to its other
+    /// fields; thrown away with the model.
+    /// - Throws: ``RecordedFailure`` for types without one (the enclosing model then stops).
+    func placeholder<T>(_ type: T.Type) throws -> T {
+        switch type {
+        case is String.Type: return "" as! T
+        case is Bool.Type: return false as! T
+        case is Double.Type: return 0.0 as! T
+        case is Float.Type: return Float(0) as! T
+        case let integer as any FixedWidthInteger.Type: return integer.zero as! T
+        case is Date.Type: return Date(timeIntervalSince1970: 0) as! T
+        case is JSONValue.Type: return JSONValue.null as! T
+        case let choice as any JSONEnum.Type: return choice.firstCase as! T
+        default: throw RecordedFailure()
+        }
+    }
+
+    /// Decodes a member or array element that the model requires, recording a failure.
+    func field<T: Decodable>(_ type: T.Type, node: JSONNode?, path: [any CodingKey]) throws -> T {
+        guard let node else {
+            record(path, "is required")
+            return try placeholder(type)
+        }
+        do {
+            return try decodeValue(type, node: node, path: path)
+        } catch let error as DecodingError {
+            record(error)
+            return try placeholder(type)
+        }
+    }
+}
+
+extension JSONEnum {
+    /// The first case, type-erased, for ``BodyDecodingState/placeholder(_:)``.
+    fileprivate static var firstCase: Any? { allCases.first }
+}
+
+/// A `Decoder` over one ``JSONNode``.
+struct NodeDecoder: Decoder {
+    let node: JSONNode
+    let codingPath: [any CodingKey]
+    let state: BodyDecodingState
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
+        guard case .object(let object) = node else {
+            let issue = if case .null = node { "must be an object, not null" } else { "must be an object" }
+            throw DecodingError.typeMismatch([String: Any].self, .init(codingPath: codingPath, debugDescription: issue))
+        }
+        state.objects.append((object, codingPath))
+        return KeyedDecodingContainer(NodeKeyedContainer<Key>(object: object, codingPath: codingPath, state: state))
+    }
+
+    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        guard case .array(let elements) = node else {
+            let issue = if case .null = node { "must be an array, not null" } else { "must be an array" }
+            throw DecodingError.typeMismatch([Any].self, .init(codingPath: codingPath, debugDescription: issue))
+        }
+        return NodeUnkeyedContainer(elements: elements, codingPath: codingPath, state: state)
+    }
+
+    func singleValueContainer() throws -> any SingleValueDecodingContainer {
+        NodeSingleValueContainer(node: node, codingPath: codingPath, state: state)
+    }
+}
+
+/// Members of one object; every question about a key marks it read.
+struct NodeKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
+    let object: JSONObject
+    let codingPath: [any CodingKey]
+    let state: BodyDecodingState
+
+    var allKeys: [Key] { object.keys.compactMap { Key(stringValue: $0) } }
+
+    private func member(_ key: Key) -> JSONNode? {
+        guard let index = object.position(of: key.stringValue) else { return nil }
+        object.read[index] = true
+        return object.values[index]
+    }
+
+    func contains(_ key: Key) -> Bool {
+        member(key) != nil
+    }
+
+    func decodeNil(forKey key: Key) throws -> Bool {
+        guard let node = member(key) else {
+            throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "is required"))
+        }
+        if case .null = node { return true }
+        return false
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
+        try state.field(type, node: member(key), path: codingPath + [key])
+    }
+
+    func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        guard let node = member(key) else { return nil }
+        if case .null = node { return nil }
+        do {
+            return try state.decodeValue(type, node: node, path: codingPath + [key])
+        } catch let error as DecodingError {
+            state.record(error)
+            return nil
+        } catch is RecordedFailure {
+            return nil
+        }
+    }
+
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+        guard let node = member(key) else {
+            throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "is required"))
+        }
+        return try NodeDecoder(node: node, codingPath: codingPath + [key], state: state).container(keyedBy: type)
+    }
+
+    func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+        guard let node = member(key) else {
+            throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "is required"))
+        }
+        return try NodeDecoder(node: node, codingPath: codingPath + [key], state: state).unkeyedContainer()
+    }
+
+    func superDecoder() throws -> any Decoder {
+        NodeDecoder(node: .object(object), codingPath: codingPath, state: state)
+    }
+
+    func superDecoder(forKey key: Key) throws -> any Decoder {
+        NodeDecoder(node: member(key) ?? .null, codingPath: codingPath + [key], state: state)
+    }
+}
+
+/// Elements of one array, read in order.
+struct NodeUnkeyedContainer: UnkeyedDecodingContainer {
+    let elements: [JSONNode]
+    let codingPath: [any CodingKey]
+    let state: BodyDecodingState
+    var currentIndex = 0
+
+    init(elements: [JSONNode], codingPath: [any CodingKey], state: BodyDecodingState) {
+        self.elements = elements
+        self.codingPath = codingPath
+        self.state = state
+    }
+
+    var count: Int? { elements.count }
+    var isAtEnd: Bool { currentIndex >= elements.count }
+
+    private var path: [any CodingKey] { codingPath + [AnyKey(intValue: currentIndex)] }
+
+    private mutating func next() throws -> JSONNode {
+        guard !isAtEnd else {
+            throw DecodingError.valueNotFound(JSONNode.self, .init(codingPath: path, debugDescription: "is required"))
+        }
+        defer { currentIndex += 1 }
+        return elements[currentIndex]
+    }
+
+    mutating func decodeNil() throws -> Bool {
+        guard !isAtEnd else { return false }
+        if case .null = elements[currentIndex] {
+            currentIndex += 1
+            return true
+        }
+        return false
+    }
+
+    mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        let path = self.path
+        return try state.field(type, node: try next(), path: path)
+    }
+
+    mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+        let path = self.path
+        return try NodeDecoder(node: try next(), codingPath: path, state: state).container(keyedBy: type)
+    }
+
+    mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
+        let path = self.path
+        return try NodeDecoder(node: try next(), codingPath: path, state: state).unkeyedContainer()
+    }
+
+    mutating func superDecoder() throws -> any Decoder {
+        let path = self.path
+        return NodeDecoder(node: try next(), codingPath: path, state: state)
+    }
+}
+
+/// One value; throws on mismatch without recording (callers may probe with `try?`).
+struct NodeSingleValueContainer: SingleValueDecodingContainer {
+    let node: JSONNode
+    let codingPath: [any CodingKey]
+    let state: BodyDecodingState
+
+    func decodeNil() -> Bool {
+        if case .null = node { return true }
+        return false
+    }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try state.decodeValue(type, node: node, path: codingPath)
+    }
+}
