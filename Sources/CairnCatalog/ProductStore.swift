@@ -138,6 +138,33 @@ package struct ProductChange: Sendable {
     package init() {}
 }
 
+/// A product column an import may set, besides `sku` (raw values are the JSON field names).
+enum ProductColumn: String, CaseIterable, Sendable {
+    case name, description, priceMinor, currency, category, stock, attributes
+
+    /// The columns a new product cannot do without.
+    static let required: [ProductColumn] = [.name, .priceMinor, .currency]
+
+    /// The SQL column name.
+    var sql: String {
+        switch self {
+        case .priceMinor: "price_minor"
+        default: rawValue
+        }
+    }
+}
+
+/// One import row for ``ProductStore/upsert(imported:)``: a product whose `columns` hold the
+/// row's values (the others hold defaults or placeholders), and whether it may only update.
+struct ProductUpsert: Sendable {
+    /// The values; only `sku` and `columns` come from the row.
+    var product: Product
+    /// The columns the row gives.
+    var columns: Set<ProductColumn>
+    /// True when the row lacks a required column: it updates an existing product or nothing.
+    var updateOnly: Bool
+}
+
 /// Product persistence, tenant-scoped in every query.
 package struct ProductStore: Sendable {
     let database: Database
@@ -311,6 +338,51 @@ package struct ProductStore: Sendable {
                 ).run()
                 start += 500
             }
+        }
+    }
+
+    /// Upserts import rows by (tenant, SKU) in one transaction, setting on an existing product
+    /// only the columns each row gives (a new product takes the defaults for the others: no
+    /// description or category, stock 0, attributes `{}`). Rows with the same set of columns
+    /// share multi-row statements of at most 500 rows; no SKU may occur twice in `rows`.
+    /// - Returns: the SKUs of update-only rows that match no product: nothing was written for
+    ///   them (a row without a required column cannot create one).
+    func upsert(imported rows: [ProductUpsert]) async throws -> Set<String> {
+        guard !rows.isEmpty else { return [] }
+        let dialect = database.dialect
+        return try await database.transaction { db in
+            var missing = Set<String>()
+            let updateOnly = rows.filter(\.updateOnly)
+            if let tenantId = updateOnly.first?.product.tenantId {
+                // Locked on PostgreSQL so that no product found here is deleted before the
+                // statements below update it (which would insert the row's placeholders).
+                let lock = dialect == .postgres ? " FOR UPDATE" : ""
+                let found = try await db.raw(
+                    """
+                    SELECT sku FROM products WHERE tenant_id = \(bind: tenantId)
+                        AND sku IN (\(SQLList(updateOnly.map { SQLBind($0.product.sku) })))\(unsafeRaw: lock)
+                    """
+                ).all().map { try $0.decode(column: "sku", as: String.self) }
+                missing = Set(updateOnly.map(\.product.sku)).subtracting(found)
+            }
+            let writable = rows.filter { !($0.updateOnly && missing.contains($0.product.sku)) }
+            let groups = Dictionary(grouping: writable) { $0.columns.map(\.rawValue).sorted() }
+            for (_, group) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                let sets = ProductColumn.allCases.filter(group[0].columns.contains).map { "\($0.sql) = excluded.\($0.sql)" }
+                let updates = (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
+                var start = 0
+                while start < group.count {
+                    let chunk = group[start..<min(start + 500, group.count)]
+                    try await db.raw(
+                        """
+                        INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map { Self.values($0.product) }))
+                        ON CONFLICT (tenant_id, sku) DO UPDATE SET \(unsafeRaw: updates)
+                        """
+                    ).run()
+                    start += 500
+                }
+            }
+            return missing
         }
     }
 
