@@ -106,12 +106,60 @@ struct SQLiteProductSearch: ProductSearch {
     }
 }
 
-/// PostgreSQL: the generated `search` tsvector (GIN index) against the words' AND-ed lexemes.
+/// PostgreSQL: the generated `search` tsvector (GIN index) against the words' AND-ed lexemes,
+/// folded as the column is (``SearchFolding``), so accents are ignored both ways.
 struct PostgresProductSearch: ProductSearch {
     func condition(for query: String) -> SQLQueryString? {
-        let words = searchWords(query)
+        let words = searchWords(query).map(SearchFolding.fold)
         guard !words.isEmpty else { return nil }
         return "search @@ plainto_tsquery('simple', \(bind: words.joined(separator: " ")))"
+    }
+}
+
+/// Accent folding for full-text search, the same on both engines: a Latin letter with
+/// diacritics becomes its base letter (`é` → `e`, `Ǻ` → `A`) and combining marks
+/// (U+0300–U+036F, from decomposed text) are dropped. SQLite's FTS5 tokenizer
+/// `unicode61 remove_diacritics 2` does this itself; PostgreSQL gets this map as a
+/// `translate()` in its generated search column and queries are folded in Swift, which needs
+/// no extension (`unaccent` is not `IMMUTABLE`, so it cannot feed a generated column, and is
+/// not installed everywhere).
+enum SearchFolding {
+    /// Accented letters of U+00C0–U+024F and U+1E00–U+1EFF with their base letters: those whose
+    /// canonical decomposition is an ASCII letter followed by combining marks, adjusted to
+    /// FTS5's own table (which keeps `Ǡ ǡ` and folds the long s `ſ ẛ` to `s`).
+    static let pairs: [(accented: Unicode.Scalar, base: Unicode.Scalar)] = {
+        var pairs: [(Unicode.Scalar, Unicode.Scalar)] = []
+        for value in Array(0xC0...0x24F) + Array(0x1E00...0x1EFF) where value != 0x1E0 && value != 0x1E1 {
+            guard let scalar = Unicode.Scalar(value) else { continue }
+            let parts = Array(String(Character(scalar)).decomposedStringWithCanonicalMapping.unicodeScalars)
+            guard parts.count > 1, parts[0].isASCII, parts[0].properties.isAlphabetic,
+                parts.dropFirst().allSatisfy({ combiningMarks.contains($0.value) })
+            else { continue }
+            pairs.append((scalar, parts[0]))
+        }
+        return pairs + [("\u{17F}", "s"), ("\u{1E9B}", "s")]
+    }()
+
+    /// The combining diacritical marks, dropped.
+    static let combiningMarks: ClosedRange<UInt32> = 0x300...0x36F
+
+    private static let bases: [Unicode.Scalar: Unicode.Scalar] = Dictionary(pairs.map { ($0.accented, $0.base) }) { first, _ in first }
+
+    /// `word` with accents folded (see the type).
+    static func fold(_ word: String) -> String {
+        var folded = String.UnicodeScalarView()
+        for scalar in word.unicodeScalars where !combiningMarks.contains(scalar.value) { folded.append(bases[scalar] ?? scalar) }
+        return String(folded)
+    }
+
+    /// `translate(text, from, to)` of PostgreSQL doing ``fold(_:)``: the accented letters then
+    /// the combining marks in `from`, their bases in `to` (characters of `from` past the end
+    /// of `to` are deleted). Neither holds a quote, so both go into SQL as literals.
+    static func translateSQL(_ text: String) -> String {
+        var from = String.UnicodeScalarView(pairs.map(\.accented))
+        from.append(contentsOf: combiningMarks.compactMap(Unicode.Scalar.init))
+        let to = String.UnicodeScalarView(pairs.map(\.base))
+        return "translate(\(text), '\(String(from))', '\(String(to))')"
     }
 }
 
