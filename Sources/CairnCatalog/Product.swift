@@ -155,7 +155,8 @@ package enum ProductRules {
 
 /// The catalog module's tables. Full-text search is FTS5 on SQLite (an external-content index
 /// kept by triggers) and a generated `tsvector` with a GIN index on PostgreSQL; both use plain
-/// word tokens without stemming, so a query finds the same rows on either engine.
+/// word tokens without stemming, with Latin diacritics folded (`SearchFolding`), so a query finds
+/// the same rows on either engine.
 package enum CatalogMigrations {
     /// All migrations of the module, in order.
     package static let all: [Migration] = [
@@ -248,6 +249,30 @@ package enum CatalogMigrations {
                 """,
                 "CREATE INDEX products_search ON products USING GIN (search)",
             ]
+        },
+        // Issue 20: `q=creme` must find "Café crème", and `q=crème` "Creme brulee". SQLite's
+        // tokenizer folds diacritics itself (the index is rebuilt from the table); PostgreSQL
+        // folds them with `translate()` in the generated column (see `SearchFolding`).
+        Migration(module: "catalog", version: 4, name: "search ignores accents") { dialect in
+            switch dialect {
+            case .sqlite:
+                return [
+                    "DROP TABLE products_fts",
+                    """
+                    CREATE VIRTUAL TABLE products_fts USING fts5(name, description, content='products', content_rowid='rowid',
+                        tokenize='unicode61 remove_diacritics 2')
+                    """,
+                    "INSERT INTO products_fts(products_fts) VALUES ('rebuild')",
+                ]
+            case .postgres:
+                let text = SearchFolding.translateSQL(
+                    "regexp_replace(name || ' ' || coalesce(description, ''), '[!-/:-@[-`{-~]+', ' ', 'g')")
+                return [
+                    "ALTER TABLE products DROP COLUMN search",
+                    "ALTER TABLE products ADD COLUMN search tsvector GENERATED ALWAYS AS (to_tsvector('simple', \(text))) STORED",
+                    "CREATE INDEX products_search ON products USING GIN (search)",
+                ]
+            }
         },
     ]
 }

@@ -126,44 +126,58 @@ package struct ProductImporter: Sendable {
             try? await catalog.store.deleteImport(id: importId)
             throw PermanentJobError("the import is not valid \(input.format.uppercased()): \(issue.issue)")
         }
-        var pending: [Product] = []
+        var pending: [ImportedProduct] = []
         var seen = Set<String>()
         let now = WallClock.milliseconds()
+        /// Writes the pending rows; an update-only row whose SKU matches no product becomes a row
+        /// error naming the first required column it lacks.
+        func flush() async throws {
+            let missing = try await catalog.store.upsert(imported: pending.map(\.upsert))
+            for row in pending where missing.contains(row.upsert.product.sku) {
+                progress.imported -= 1
+                progress.record(
+                    ImportIssue(
+                        row: row.line, field: row.lacking, issue: "is required to create a product (no product has SKU \(row.upsert.product.sku))"))
+            }
+            pending.removeAll(keepingCapacity: true)
+            seen.removeAll(keepingCapacity: true)
+            await catalog.invalidate(tenantId: tenantId)
+        }
         while let (line, row) = try rows.next() {
             try Task.checkCancellation()
             switch row.flatMap({ product(from: $0, line: line, tenantId: tenantId, now: now) }) {
             case .failure(let issue): progress.record(issue)
             case .success(let product):
-                // A SKU twice in one file: the later row wins, as in a sequential upsert.
-                if seen.contains(product.sku) {
-                    pending.removeAll { $0.sku == product.sku }
-                    progress.imported -= 1
-                }
-                seen.insert(product.sku)
+                // A SKU twice in one file: the rows apply in order, as sequential upserts (a
+                // later row that gives fewer columns keeps what the earlier one wrote).
+                if seen.contains(product.upsert.product.sku) { try await flush() }
+                seen.insert(product.upsert.product.sku)
                 pending.append(product)
                 progress.imported += 1
             }
             if pending.count >= batchSize {
-                try await catalog.store.upsert(pending)
-                pending.removeAll(keepingCapacity: true)
-                seen.removeAll(keepingCapacity: true)
-                await catalog.invalidate(tenantId: tenantId)
+                try await flush()
                 try await context.reportProgress(progress.json())
             }
         }
-        try await catalog.store.upsert(pending)
-        await catalog.invalidate(tenantId: tenantId)
+        try await flush()
         try await context.reportProgress(progress.json())
         try await catalog.store.deleteImport(id: importId)
     }
 
-    static func product(from row: ImportRows.Row, line: Int, tenantId: String, now: Int64) -> Result<Product, ImportIssue> {
+    /// The product a row gives, as an upsert by SKU of the columns the row has (a CSV header's
+    /// columns; an NDJSON record's keys). An optional column given empty or `null` is cleared
+    /// (no description or category, stock 0, attributes `{}`); a required one (`name`,
+    /// `priceMinor`, `currency`) cannot be null. A row without every required column may only
+    /// update a product (the store finds out which).
+    static func product(from row: ImportRows.Row, line: Int, tenantId: String, now: Int64) -> Result<ImportedProduct, ImportIssue> {
         var issues: [FieldIssue] = []
         func text(_ key: String, required: Bool) -> String? {
             switch row[key] {
             case .text(let value)?: return value
-            case .null?, nil:
-                if required { issues.append(FieldIssue(field: key, issue: "is required")) }
+            case nil: return nil
+            case .null?:
+                if required { issues.append(FieldIssue(field: key, issue: key == "sku" ? "is required" : "must not be null")) }
                 return nil
             default:
                 issues.append(FieldIssue(field: key, issue: "must be a string"))
@@ -177,15 +191,19 @@ package struct ProductImporter: Sendable {
             case .text(let value)?:
                 if let parsed = Int64(value.trimmingCharacters(in: .whitespaces)) { return parsed }
                 if value.isEmpty && !required { return nil }
-            case .null?, nil:
-                if required { issues.append(FieldIssue(field: key, issue: "is required")) }
+            case nil: return nil
+            case .null?:
+                if required { issues.append(FieldIssue(field: key, issue: "must not be null")) }
                 return nil
             default: break
             }
             issues.append(FieldIssue(field: key, issue: "must be an integer"))
             return nil
         }
+        guard row["sku"] != nil else { return .failure(ImportIssue(row: line, field: "sku", issue: "is required")) }
         let sku = text("sku", required: true) ?? ""
+        let columns = Set(ProductColumn.allCases.filter { row[$0.rawValue] != nil })
+        let lacking = ProductColumn.required.first { !columns.contains($0) }
         let name = text("name", required: true).flatMap { ProductRules.name($0, into: &issues) } ?? ""
         let description = text("description", required: false).flatMap { $0.isEmpty ? nil : $0 }
         let price = integer("priceMinor", required: true) ?? 0
@@ -207,10 +225,26 @@ package struct ProductImporter: Sendable {
         let product = Product(
             id: UUIDv7.make(), tenantId: tenantId, sku: sku, name: name, description: description, priceMinor: price,
             currency: currency, category: category, stock: stock, attributes: attributes, version: 1, createdAt: now, updatedAt: now)
-        if issues.isEmpty { ProductRules.check(product, into: &issues) }
+        if issues.isEmpty {
+            // Only the row's own columns are checked: the others hold placeholders.
+            var checked: [FieldIssue] = []
+            ProductRules.check(product, into: &checked)
+            issues = checked.filter { $0.field == "sku" || ProductColumn(rawValue: $0.field).map(columns.contains) == true }
+        }
         if let first = issues.first { return .failure(ImportIssue(row: line, field: first.field, issue: first.issue)) }
-        return .success(product)
+        return .success(
+            ImportedProduct(
+                line: line, upsert: ProductUpsert(product: product, columns: columns, updateOnly: lacking != nil),
+                lacking: lacking?.rawValue ?? ""))
     }
+}
+
+/// A valid import row waiting to be written: its data row number, its upsert, and the first
+/// required column it lacks (empty when it has them all).
+struct ImportedProduct {
+    var line: Int
+    var upsert: ProductUpsert
+    var lacking: String
 }
 
 /// A problem with one input row (`row` is 1-based, counting data rows), or with the whole
@@ -226,12 +260,18 @@ struct ImportProgress {
     var rowsTotal = 0
     var imported = 0
     var failed = 0
-    var errors: [JSONValue] = []
+    var issues: [ImportIssue] = []
 
     mutating func record(_ issue: ImportIssue) {
         failed += 1
-        if errors.count < ProductImporter.maxErrors {
-            errors.append(.object(["row": .number(Double(issue.row)), "field": .string(issue.field), "issue": .string(issue.issue)]))
+        if issues.count < ProductImporter.maxErrors { issues.append(issue) }
+    }
+
+    /// The errors in row order (a row found update-only with no product is known only when its
+    /// batch is written, after later rows were read).
+    var errors: [JSONValue] {
+        issues.sorted { $0.row < $1.row }.map {
+            .object(["row": .number(Double($0.row)), "field": .string($0.field), "issue": .string($0.issue)])
         }
     }
 

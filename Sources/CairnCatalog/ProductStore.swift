@@ -106,12 +106,60 @@ struct SQLiteProductSearch: ProductSearch {
     }
 }
 
-/// PostgreSQL: the generated `search` tsvector (GIN index) against the words' AND-ed lexemes.
+/// PostgreSQL: the generated `search` tsvector (GIN index) against the words' AND-ed lexemes,
+/// folded as the column is (``SearchFolding``), so accents are ignored both ways.
 struct PostgresProductSearch: ProductSearch {
     func condition(for query: String) -> SQLQueryString? {
-        let words = searchWords(query)
+        let words = searchWords(query).map(SearchFolding.fold)
         guard !words.isEmpty else { return nil }
         return "search @@ plainto_tsquery('simple', \(bind: words.joined(separator: " ")))"
+    }
+}
+
+/// Accent folding for full-text search, the same on both engines: a Latin letter with
+/// diacritics becomes its base letter (`é` → `e`, `Ǻ` → `A`) and combining marks
+/// (U+0300–U+036F, from decomposed text) are dropped. SQLite's FTS5 tokenizer
+/// `unicode61 remove_diacritics 2` does this itself; PostgreSQL gets this map as a
+/// `translate()` in its generated search column and queries are folded in Swift, which needs
+/// no extension (`unaccent` is not `IMMUTABLE`, so it cannot feed a generated column, and is
+/// not installed everywhere).
+enum SearchFolding {
+    /// Accented letters of U+00C0–U+024F and U+1E00–U+1EFF with their base letters: those whose
+    /// canonical decomposition is an ASCII letter followed by combining marks, adjusted to
+    /// FTS5's own table (which keeps `Ǡ ǡ` and folds the long s `ſ ẛ` to `s`).
+    static let pairs: [(accented: Unicode.Scalar, base: Unicode.Scalar)] = {
+        var pairs: [(Unicode.Scalar, Unicode.Scalar)] = []
+        for value in Array(0xC0...0x24F) + Array(0x1E00...0x1EFF) where value != 0x1E0 && value != 0x1E1 {
+            guard let scalar = Unicode.Scalar(value) else { continue }
+            let parts = Array(String(Character(scalar)).decomposedStringWithCanonicalMapping.unicodeScalars)
+            guard parts.count > 1, parts[0].isASCII, parts[0].properties.isAlphabetic,
+                parts.dropFirst().allSatisfy({ combiningMarks.contains($0.value) })
+            else { continue }
+            pairs.append((scalar, parts[0]))
+        }
+        return pairs + [("\u{17F}", "s"), ("\u{1E9B}", "s")]
+    }()
+
+    /// The combining diacritical marks, dropped.
+    static let combiningMarks: ClosedRange<UInt32> = 0x300...0x36F
+
+    private static let bases: [Unicode.Scalar: Unicode.Scalar] = Dictionary(pairs.map { ($0.accented, $0.base) }) { first, _ in first }
+
+    /// `word` with accents folded (see the type).
+    static func fold(_ word: String) -> String {
+        var folded = String.UnicodeScalarView()
+        for scalar in word.unicodeScalars where !combiningMarks.contains(scalar.value) { folded.append(bases[scalar] ?? scalar) }
+        return String(folded)
+    }
+
+    /// `translate(text, from, to)` of PostgreSQL doing ``fold(_:)``: the accented letters then
+    /// the combining marks in `from`, their bases in `to` (characters of `from` past the end
+    /// of `to` are deleted). Neither holds a quote, so both go into SQL as literals.
+    static func translateSQL(_ text: String) -> String {
+        var from = String.UnicodeScalarView(pairs.map(\.accented))
+        from.append(contentsOf: combiningMarks.compactMap(Unicode.Scalar.init))
+        let to = String.UnicodeScalarView(pairs.map(\.base))
+        return "translate(\(text), '\(String(from))', '\(String(to))')"
     }
 }
 
@@ -142,6 +190,33 @@ package struct ProductChange: Sendable {
         sku == nil && name == nil && description == nil && priceMinor == nil && currency == nil && category == nil && stock == nil
             && attributes == nil
     }
+}
+
+/// A product column an import may set, besides `sku` (raw values are the JSON field names).
+enum ProductColumn: String, CaseIterable, Sendable {
+    case name, description, priceMinor, currency, category, stock, attributes
+
+    /// The columns a new product cannot do without.
+    static let required: [ProductColumn] = [.name, .priceMinor, .currency]
+
+    /// The SQL column name.
+    var sql: String {
+        switch self {
+        case .priceMinor: "price_minor"
+        default: rawValue
+        }
+    }
+}
+
+/// One import row for ``ProductStore/upsert(imported:)``: a product whose `columns` hold the
+/// row's values (the others hold defaults or placeholders), and whether it may only update.
+struct ProductUpsert: Sendable {
+    /// The values; only `sku` and `columns` come from the row.
+    var product: Product
+    /// The columns the row gives.
+    var columns: Set<ProductColumn>
+    /// True when the row lacks a required column: it updates an existing product or nothing.
+    var updateOnly: Bool
 }
 
 /// Product persistence, tenant-scoped in every query.
@@ -325,6 +400,51 @@ package struct ProductStore: Sendable {
                 ).run()
                 start += 500
             }
+        }
+    }
+
+    /// Upserts import rows by (tenant, SKU) in one transaction, setting on an existing product
+    /// only the columns each row gives (a new product takes the defaults for the others: no
+    /// description or category, stock 0, attributes `{}`). Rows with the same set of columns
+    /// share multi-row statements of at most 500 rows; no SKU may occur twice in `rows`.
+    /// - Returns: the SKUs of update-only rows that match no product: nothing was written for
+    ///   them (a row without a required column cannot create one).
+    func upsert(imported rows: [ProductUpsert]) async throws -> Set<String> {
+        guard !rows.isEmpty else { return [] }
+        let dialect = database.dialect
+        return try await database.transaction { db in
+            var missing = Set<String>()
+            let updateOnly = rows.filter(\.updateOnly)
+            if let tenantId = updateOnly.first?.product.tenantId {
+                // Locked on PostgreSQL so that no product found here is deleted before the
+                // statements below update it (which would insert the row's placeholders).
+                let lock = dialect == .postgres ? " FOR UPDATE" : ""
+                let found = try await db.raw(
+                    """
+                    SELECT sku FROM products WHERE tenant_id = \(bind: tenantId)
+                        AND sku IN (\(SQLList(updateOnly.map { SQLBind($0.product.sku) })))\(unsafeRaw: lock)
+                    """
+                ).all().map { try $0.decode(column: "sku", as: String.self) }
+                missing = Set(updateOnly.map(\.product.sku)).subtracting(found)
+            }
+            let writable = rows.filter { !($0.updateOnly && missing.contains($0.product.sku)) }
+            let groups = Dictionary(grouping: writable) { $0.columns.map(\.rawValue).sorted() }
+            for (_, group) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                let sets = ProductColumn.allCases.filter(group[0].columns.contains).map { "\($0.sql) = excluded.\($0.sql)" }
+                let updates = (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
+                var start = 0
+                while start < group.count {
+                    let chunk = group[start..<min(start + 500, group.count)]
+                    try await db.raw(
+                        """
+                        INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map { Self.values($0.product) }))
+                        ON CONFLICT (tenant_id, sku) DO UPDATE SET \(unsafeRaw: updates)
+                        """
+                    ).run()
+                    start += 500
+                }
+            }
+            return missing
         }
     }
 

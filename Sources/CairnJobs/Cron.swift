@@ -59,6 +59,24 @@ package struct CronExpression: Sendable, Equatable {
         daysOfWeek = Set(try Self.parse(fields[4], name: "cron.dayOfWeek", range: 0...7, names: Self.dayNames).map { $0 % 7 })
         dayOfMonthRestricted = fields[2] != "*"
         dayOfWeekRestricted = fields[4] != "*"
+        try checkCanFire()
+    }
+
+    /// Longest month lengths, January first (February 29 exists in leap years).
+    private static let monthLengths = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+    /// Refuses an expression that can never fire. Every minute and hour field allows some
+    /// value and every month has every weekday, so the one way to never fire is days of the
+    /// month (without days of the week, which would widen them) that none of the months has,
+    /// as `0 0 30 2 *` or `0 0 31 4,6 *`. February 29 fires, in leap years.
+    /// - Throws: 400 `invalid_input` on `cron.dayOfMonth`.
+    private func checkCanFire() throws {
+        guard dayOfMonthRestricted && !dayOfWeekRestricted else { return }
+        let fires = months.contains { month in daysOfMonth.contains { $0 <= Self.monthLengths[month - 1] } }
+        guard !fires else { return }
+        let days = daysOfMonth.sorted().map(String.init).joined(separator: ", ")
+        let names = months.sorted().map { Self.monthNames[$0 - 1].capitalized }.joined(separator: ", ")
+        throw AppError.invalidField("cron.dayOfMonth", "no day chosen (\(days)) occurs in \(names): the schedule would never fire")
     }
 
     private static func parse(_ field: String, name: String, range: ClosedRange<Int>, names: [String], nameOffset: Int = 0) throws -> Set<Int> {
@@ -107,7 +125,7 @@ package struct CronExpression: Sendable, Equatable {
     }
 
     /// The first occurrence strictly after `instant`, in `timeZone`; nil if none within 8 years
-    /// (for example `0 0 30 2 *`).
+    /// (parsing refuses expressions that never fire, so in practice never).
     package func nextOccurrence(after instant: Date, in timeZone: TimeZone) -> Date? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone

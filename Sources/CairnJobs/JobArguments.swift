@@ -1,4 +1,4 @@
-import CairnHTTP
+package import CairnHTTP
 import Foundation
 package import SQLKit
 
@@ -26,6 +26,11 @@ package protocol JobArguments: Codable, Sendable {
     static var defaultQueue: String { get }
     /// The attempts a ``JobRequest`` of this kind starts with (default 20).
     static var defaultMaxAttempts: Int { get }
+    /// What is wrong with `arguments`, a job's `args` object as a client or schedule gives it,
+    /// each issue naming its field below `args` (`args.sleepMs`); empty when a job may carry
+    /// them. Checked at enqueue time, so a bad argument is a `400`, not a discarded job. The
+    /// default decodes them; a kind enqueueable over HTTP adds its ranges and unknown keys.
+    static func issues(in arguments: JSONValue) -> [FieldIssue]
 }
 
 extension JobArguments {
@@ -37,6 +42,40 @@ extension JobArguments {
     package static var defaultQueue: String { "default" }
     /// 20 attempts.
     package static var defaultMaxAttempts: Int { 20 }
+
+    /// The arguments decode as `Self`, or one issue naming the field that does not.
+    package static func issues(in arguments: JSONValue) -> [FieldIssue] {
+        let text = arguments.text
+        do {
+            _ = try JSONDecoder().decode(Self.self, from: Data(text.utf8))
+            return []
+        } catch let error as DecodingError {
+            return [Self.issue(error, in: text)]
+        } catch {
+            return [FieldIssue(field: "args", issue: "are not valid arguments of \(kind)")]
+        }
+    }
+
+    /// A decoding error as an issue on its field below `args` (`args.items[2]`).
+    static func issue(_ error: DecodingError, in text: String) -> FieldIssue {
+        func field(_ path: [any CodingKey]) -> String {
+            path.reduce("args") { text, key in
+                if let index = key.intValue, key.stringValue.hasPrefix("Index ") { return text + "[\(index)]" }
+                return text + "." + key.stringValue
+            }
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return FieldIssue(field: field(context.codingPath + [key]), issue: "is required")
+        case .valueNotFound(let type, let context): return FieldIssue(field: field(context.codingPath), issue: "must be a \(type), not null")
+        case .typeMismatch(let type, let context):
+            let expected = type is [String: Any].Type ? "JSON object" : type is [Any].Type ? "JSON array" : "\(type)"
+            return FieldIssue(field: field(context.codingPath), issue: "must be a \(expected)")
+        case .dataCorrupted(let context):
+            return FieldIssue(field: field(context.codingPath), issue: describe(error, in: text))
+        @unknown default:
+            return FieldIssue(field: "args", issue: "are not valid arguments of \(kind)")
+        }
+    }
 
     /// The arguments as the JSON object stored in the job's `args`.
     /// - Throws: `EncodingError` when a value has no JSON form (a non-finite number).
@@ -115,7 +154,10 @@ extension JobQueue {
     package func register<Arguments: JobArguments>(
         _ type: Arguments.Type, handler: @escaping @Sendable (_ arguments: Arguments, _ context: JobContext) async throws -> Void
     ) {
-        register(kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly) { context in
+        register(
+            kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly,
+            check: Arguments.issues(in:)
+        ) { context in
             try await handler(try Arguments.decode(storedArguments: context.job.args), context)
         }
     }

@@ -119,6 +119,8 @@ package final class JobQueue: Sendable {
         let handler: JobHandler
         let enqueueableOverHTTP: Bool
         let adminOnly: Bool
+        /// The kind's argument check (``JobArguments/issues(in:)``).
+        let check: @Sendable (JSONValue) -> [FieldIssue]
     }
 
     /// Table access.
@@ -148,8 +150,14 @@ package final class JobQueue: Sendable {
 
     /// Registers the handler of a kind (``register(_:handler:)`` is the typed way). A second
     /// registration of a kind replaces the first. `enqueueableOverHTTP` lets `POST /jobs` create it.
-    func register(kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, handler: @escaping JobHandler) {
-        registry.withLock { $0[kind] = Registration(handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly) }
+    /// `check` finds what is wrong with a request's arguments (none by default).
+    func register(
+        kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, check: @escaping @Sendable (JSONValue) -> [FieldIssue] = { _ in [] },
+        handler: @escaping JobHandler
+    ) {
+        registry.withLock {
+            $0[kind] = Registration(handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly, check: check)
+        }
     }
 
     func registration(_ kind: String) -> Registration? {
@@ -251,6 +259,8 @@ package final class JobQueue: Sendable {
         }
         if request.args.text.utf8.count > 64 * 1024 {
             issues.append(FieldIssue(field: prefix + "args", issue: "must be at most 64 KiB of JSON"))
+        } else if case .object = request.args, let registration = registration(request.kind) {
+            issues += registration.check(request.args).map { FieldIssue(field: prefix + $0.field, issue: $0.issue) }
         }
         return issues
     }
@@ -332,12 +342,38 @@ struct Noop: JobArguments {
     static let enqueueableOverHTTP = true
     static let adminOnly = true
 
-    /// Milliseconds to sleep (default 0).
+    /// Milliseconds to sleep, 0 to ``maxMilliseconds`` (default 0).
     var sleepMs: Int?
-    /// Milliseconds between checkpoints; none are saved without it.
+    /// Milliseconds between checkpoints, 1 to ``maxMilliseconds``; none are saved without it.
     var checkpointEvery: Int?
-    /// `transient` or `permanent` to fail as asked; anything else succeeds.
+    /// `transient` or `permanent` to fail as asked; succeeds when absent or null.
     var fail: String?
+
+    /// The longest sleep and checkpoint interval: one day, in milliseconds.
+    static let maxMilliseconds = 86_400_000
+
+    /// Unknown keys, non-integers, values out of range and other `fail` values, each naming its
+    /// field (`args.sleepMs`); `null` is the same as leaving a key out.
+    static func issues(in arguments: JSONValue) -> [FieldIssue] {
+        guard case .object(let fields) = arguments else { return [FieldIssue(field: "args", issue: "must be a JSON object")] }
+        var issues: [FieldIssue] = []
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) where value != .null {
+            switch key {
+            case "sleepMs", "checkpointEvery":
+                let lowest = key == "sleepMs" ? 0 : 1
+                if value.int.map({ (lowest...maxMilliseconds).contains($0) }) != true {
+                    issues.append(FieldIssue(field: "args.\(key)", issue: "must be an integer from \(lowest) to \(maxMilliseconds) (milliseconds)"))
+                }
+            case "fail":
+                if value != .string("transient") && value != .string("permanent") {
+                    issues.append(FieldIssue(field: "args.fail", issue: "must be \"transient\" or \"permanent\""))
+                }
+            default:
+                issues.append(FieldIssue(field: "args.\(key)", issue: "is not an argument of noop (sleepMs, checkpointEvery, fail)"))
+            }
+        }
+        return issues
+    }
 
     @Sendable static func run(_ args: Noop, context: JobContext) async throws {
         let total = max(0, args.sleepMs ?? 0)

@@ -82,7 +82,9 @@ package struct JobsController: Sendable {
         job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
         job.uniqueKey = body.uniqueKey
         job.maxAttempts = body.maxAttempts ?? job.maxAttempts
-        issues += queue.validate(job, field: field).filter { $0.field != field + "kind" }
+        let enqueueable = registration?.enqueueableOverHTTP == true
+        // The arguments of a kind clients may not enqueue are none of their business.
+        issues += queue.validate(job, field: field).filter { $0.field != field + "kind" && (enqueueable || !$0.field.hasPrefix(field + "args.")) }
         return (job, issues)
     }
 

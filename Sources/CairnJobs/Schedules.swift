@@ -241,6 +241,17 @@ package struct SchedulesController: Sendable {
         return (cron, zone)
     }
 
+    /// Checks the arguments a schedule's jobs will carry against their kind (``JobArguments/issues(in:)``),
+    /// and that the schedule fires at all in its zone, so neither fails only when it fires.
+    /// - Throws: 400 `invalid_input` naming `args.…` or `cron`.
+    func check(kind: String, args: JSONValue, cron: CronExpression, zone: TimeZone, now: Int64) throws {
+        var issues = queue.registration(kind)?.check(args) ?? []
+        if Schedule.next(cron: cron, zone: zone, after: now) == nil {
+            issues.append(FieldIssue(field: "cron", issue: "never fires in \(zone.identifier)"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+    }
+
     /// Adds the routes to the authenticated group, all for owners and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("schedules").add(middleware: RequireAdmin())
@@ -259,6 +270,7 @@ package struct SchedulesController: Sendable {
         let (cron, zone) = try validate(body, requireAll: true)
         let now = queue.clock.milliseconds
         let timeZone = zone ?? TimeZone(identifier: "UTC")!
+        try check(kind: body.kind!, args: body.args ?? .object([:]), cron: cron!, zone: timeZone, now: now)
         let schedule = Schedule(
             id: UUIDv7.make(), tenantId: context.identity.tenantId, name: body.name!.trimmingCharacters(in: .whitespaces), cron: body.cron!,
             timeZone: body.timeZone ?? "UTC", kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
@@ -317,6 +329,11 @@ package struct SchedulesController: Sendable {
         updated.args = body.args?.text ?? current.args
         updated.enabled = body.enabled ?? current.enabled
         let now = queue.clock.milliseconds
+        if newCron != nil || newZone != nil || body.kind != nil || body.args != nil {
+            try check(
+                kind: updated.kind, args: JSONValue(text: updated.args) ?? .object([:]), cron: try newCron ?? CronExpression(updated.cron),
+                zone: TimeZone(identifier: updated.timeZone)!, now: now)
+        }
         if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
             let cron = try newCron ?? CronExpression(updated.cron)
             updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)

@@ -213,6 +213,64 @@ struct ProductListTests {
         }
     }
 
+    /// Issue 20: search ignores accents both ways (`q=creme` finds "Café crème", `q=crème`
+    /// finds "Creme brulee"), in any case, and in decomposed text (`e` + U+0301) too.
+    @Test(arguments: TestEngine.available)
+    func fullTextSearchIgnoresAccentsBothWays(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (token, _) = try await owner(client, "accents@example.com")
+            try await createProduct(client, token: token, ["sku": "CAFE", "name": "Café crème", "description": "Douce et légère"])
+            try await createProduct(client, token: token, ["sku": "PLAIN", "name": "Creme brulee", "description": "Naive recipe"])
+            try await createProduct(client, token: token, ["sku": "NFD", "name": "Nai\u{0308}ve Tee", "description": "Ångström blend"])
+            try await createProduct(client, token: token, ["sku": "OTHER", "name": "Oak chair"])
+            func search(_ query: String) async throws -> Set<String> {
+                let encoded = try #require(query.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+                return Set(skus(try await client.json(.get, "/products?q=\(encoded)", token: token)))
+            }
+            #expect(try await search("creme") == ["CAFE", "PLAIN"])
+            #expect(try await search("crème") == ["CAFE", "PLAIN"])
+            #expect(try await search("CRÈME") == ["CAFE", "PLAIN"])
+            #expect(try await search("cafe creme") == ["CAFE"])
+            #expect(try await search("legere") == ["CAFE"])
+            #expect(try await search("brûlée") == ["PLAIN"])
+            #expect(try await search("naïve") == ["PLAIN", "NFD"])
+            #expect(try await search("nai\u{0308}ve") == ["PLAIN", "NFD"])
+            #expect(try await search("angstrom") == ["NFD"])
+        }
+    }
+
+    /// Products written before the accent-folding migration are found by it too: SQLite's
+    /// index is rebuilt, PostgreSQL's generated column recomputed.
+    @Test(arguments: TestEngine.available)
+    func theAccentMigrationReindexesExistingProducts(engine: TestEngine) async throws {
+        try await withTestDatabase(engine, migrated: false) { test in
+            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+            do {
+                let before = CatalogMigrations.all.filter { $0.version < 4 }
+                try await Migrator(database: database, migrations: before, logger: testLogger).migrate()
+                let store = ProductStore(database: database)
+                let tenantId = UUIDv7.make()
+                try await store.insert(
+                    Product(
+                        id: UUIDv7.make(), tenantId: tenantId, sku: "OLD", name: "Café crème", description: nil, priceMinor: 1, currency: "EUR",
+                        category: nil, stock: 0, attributes: "{}", version: 1, createdAt: 0, updatedAt: 0))
+                func found(_ query: String) async throws -> [String] {
+                    try await store.list(
+                        tenantId: tenantId, filter: ProductFilter(query: query), sort: .name, descending: false, limit: 10, after: nil
+                    ).items.map(\.sku)
+                }
+                #expect(try await found("creme").isEmpty, "accents mattered before the migration")
+                try await Migrator(database: database, migrations: CatalogMigrations.all, logger: testLogger).migrate()
+                #expect(try await found("creme") == ["OLD"])
+                #expect(try await found("café") == ["OLD"])
+            } catch {
+                await database.close()
+                throw error
+            }
+            await database.close()
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func keysetCursorIsStableUnderInserts(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in

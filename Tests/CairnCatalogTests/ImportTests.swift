@@ -102,6 +102,82 @@ struct ProductImportTests {
         }
     }
 
+    /// Issue 20: an import is an upsert by SKU of the columns its file has. A CSV without the
+    /// optional columns (or an NDJSON record without their keys) leaves them as they are; an
+    /// explicit null clears an optional column; a row that would create a product without a
+    /// required column is a row error naming it.
+    @Test(arguments: TestEngine.available)
+    func anImportUpdatesOnlyTheColumnsItsFileHas(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
+            let (token, _) = try await owner(client, "partial-import@example.com")
+            try await createProduct(
+                client, token: token,
+                ["sku": "FULL-1", "name": "Full", "description": "Kept", "category": "tools", "stock": 42, "attributes": ["color": "red"]])
+            // Read once, so a stale cache entry would show if the import forgot to invalidate.
+            #expect(try await client.json(.get, "/products/by-sku/FULL-1", token: token).object["stock"] as? Int == 42)
+            func run(_ body: String, _ contentType: String) async throws -> [String: Any] {
+                let accepted = try await send(client, "/products:import", body: body, contentType: contentType, token: token)
+                try #require(accepted.status == .accepted)
+                let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
+                #expect(job["state"] as? String == "succeeded")
+                return try #require(job["progress"] as? [String: Any])
+            }
+            func product(_ sku: String) async throws -> [String: Any] {
+                try await client.json(.get, "/products/by-sku/\(sku)", token: token).object
+            }
+
+            var progress = try await run("sku,name,priceMinor,currency\r\nFULL-1,Renamed,250,EUR\r\n", "text/csv")
+            #expect(progress["imported"] as? Int == 1)
+            var full = try await product("FULL-1")
+            #expect(full["name"] as? String == "Renamed")
+            #expect(full["priceMinor"] as? Int == 250)
+            #expect(full["stock"] as? Int == 42)
+            #expect(full["description"] as? String == "Kept")
+            #expect(full["category"] as? String == "tools")
+            #expect((full["attributes"] as? [String: Any])?["color"] as? String == "red")
+            #expect(full["version"] as? Int == 2)
+
+            // An update needs only the SKU and what changes; a new SKU needs the required columns.
+            progress = try await run("sku,stock\r\nFULL-1,7\r\nNEW-9,3\r\n", "text/csv")
+            #expect(progress["imported"] as? Int == 1)
+            #expect(progress["failed"] as? Int == 1)
+            var errors = progress["errors"] as? [[String: Any]] ?? []
+            #expect(errors.map { $0["row"] as? Int } == [2])
+            #expect(errors.map { $0["field"] as? String } == ["name"])
+            #expect(try await client.json(.get, "/products/by-sku/NEW-9", token: token).status == .notFound)
+            full = try await product("FULL-1")
+            #expect(full["stock"] as? Int == 7)
+            #expect(full["name"] as? String == "Renamed")
+            #expect(full["description"] as? String == "Kept")
+
+            // NDJSON: a key left out stays, a null clears an optional column (and may not null a
+            // required one); two rows of one SKU apply in order.
+            let ndjson = """
+                {"sku":"FULL-1","description":null,"attributes":null}
+                {"sku":"FULL-1","category":null}
+                {"sku":"FULL-1","name":null}
+                {"sku":"NEW-2","name":"Created","priceMinor":5,"currency":"USD"}
+                {"sku":"NEW-3","priceMinor":5,"currency":"USD"}
+                """
+            progress = try await run(ndjson, "application/x-ndjson")
+            #expect(progress["imported"] as? Int == 3)
+            errors = progress["errors"] as? [[String: Any]] ?? []
+            #expect(errors.map { $0["row"] as? Int } == [3, 5])
+            #expect(errors.map { $0["field"] as? String } == ["name", "name"])
+            full = try await product("FULL-1")
+            #expect(full["description"] is NSNull)
+            #expect(full["category"] is NSNull)
+            #expect((full["attributes"] as? [String: Any])?.isEmpty == true)
+            #expect(full["stock"] as? Int == 7)
+            #expect(full["name"] as? String == "Renamed")
+            #expect(full["priceMinor"] as? Int == 250)
+            let created = try await product("NEW-2")
+            #expect(created["stock"] as? Int == 0)
+            #expect(created["description"] is NSNull)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func brokenQuotingFailsTheWholeFileBeforeAnyRowIsWritten(engine: TestEngine) async throws {
         try await withTestApp(engine, runServices: true) { app in
@@ -204,7 +280,7 @@ struct ImportRowsTests {
 
     @Test func ndjsonValuesBecomeProductFieldsAsInPostProducts() throws {
         func product(_ fields: ImportRows.Row) -> Result<Product, ImportIssue> {
-            ProductImporter.product(from: fields, line: 1, tenantId: "t", now: 0)
+            ProductImporter.product(from: fields, line: 1, tenantId: "t", now: 0).map(\.upsert.product)
         }
         let good = try product([
             "sku": .text("A"), "name": .text(" A "), "priceMinor": .real(100), "currency": .text("EUR"), "stock": .text(" 4 "),
@@ -215,7 +291,7 @@ struct ImportRowsTests {
         let base: ImportRows.Row = ["sku": .text("A"), "name": .text("A"), "priceMinor": .integer(1), "currency": .text("EUR")]
         for (field, value, issue) in [
             ("priceMinor", FieldValue.real(1.5), "must be an integer"), ("priceMinor", .integer(9_000_000_000_000_000), "must be an integer"),
-            ("priceMinor", .bool(true), "must be an integer"), ("priceMinor", .null, "is required"), ("sku", .integer(1), "must be a string"),
+            ("priceMinor", .bool(true), "must be an integer"), ("priceMinor", .null, "must not be null"), ("sku", .integer(1), "must be a string"),
             ("attributes", .json("[1]"), "must be a JSON object"), ("attributes", .text("{"), "must be a JSON object"),
             ("attributes", .integer(1), "must be a JSON object"),
         ] {

@@ -27,7 +27,25 @@ struct CronTests {
         #expect(try CronExpression("* * * * 7").daysOfWeek == [0])
         #expect(try CronExpression("5/15 * * * *").minutes == [5, 20, 35, 50])
         #expect(try next("@daily", after: "2026-03-01T10:00:00Z") == "2026-03-02T00:00:00.000Z")
-        #expect(try next("0 0 30 2 *", after: "2026-01-01T00:00:00Z") == nil)
+        #expect(try next("0 0 29 2 *", after: "2026-03-01T00:00:00Z") == "2028-02-29T00:00:00.000Z")
+    }
+
+    /// Issue 20: an expression that can never fire is refused when parsed, naming the field;
+    /// one that fires only rarely (February 29, a weekday or an impossible day) is kept.
+    @Test func anExpressionThatNeverFiresIsRefused() throws {
+        for never in ["0 0 30 2 *", "0 0 31 2 *", "0 0 31 4,6,9,11 *", "* * 30-31 feb *", "0 0 30,31 2 *"] {
+            do {
+                _ = try CronExpression(never)
+                Issue.record("\(never) was accepted")
+            } catch let error as AppError {
+                #expect(error.errors.map(\.field) == ["cron.dayOfMonth"], "\(never)")
+                #expect(error.errors.first?.issue.contains("never fire") == true)
+            }
+        }
+        for rare in ["0 0 29 2 *", "0 0 30 2 1", "0 0 31 2,3 *", "0 0 1-31 2 *"] {
+            #expect(throws: Never.self, "\(rare)") { try CronExpression(rare) }
+            #expect(try next(rare, after: "2026-03-02T00:00:00Z") != nil, "\(rare)")
+        }
     }
 
     @Test(arguments: [

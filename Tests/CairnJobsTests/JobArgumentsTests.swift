@@ -3,6 +3,8 @@ import CairnServer
 import CairnStorage
 import CairnTestSupport
 import Foundation
+import HTTPTypes
+import HummingbirdTesting
 import SQLKit
 import Synchronization
 import Testing
@@ -123,9 +125,20 @@ struct JobArgumentsTests {
             }
         ) { _, components in
             let tenant = UUIDv7.make()
-            // Valid JSON of the wrong shape, as an older or foreign producer might store.
-            let (misshapen, _) = try await components.jobs.enqueue(
-                JobRequest(kind: Sample.kind, args: .object(["deliveryId": .number(5)])), tenantId: tenant, createdBy: nil)
+            // Valid JSON of the wrong shape is refused at enqueue, naming the field…
+            do {
+                _ = try await components.jobs.enqueue(
+                    JobRequest(kind: Sample.kind, args: .object(["deliveryId": .number(5)])), tenantId: tenant, createdBy: nil)
+                Issue.record("misshapen arguments were enqueued")
+            } catch let error as AppError {
+                #expect(error.errors.map(\.field) == ["args.deliveryId"])
+            }
+            // …but an older or foreign producer might have stored it.
+            let (misshapen, _) = try await components.database.transaction { db in
+                let enqueued = try await components.jobs.enqueue(sample, tenantId: tenant, createdBy: nil, on: db)
+                try await db.raw("UPDATE jobs SET args = '{\"deliveryId\":5}' WHERE id = \(bind: enqueued.job.id)").run()
+                return enqueued
+            }
             // Text that is not JSON at all (only a hand-edited row could hold it).
             let (garbled, _) = try await components.database.transaction { db in
                 let enqueued = try await components.jobs.enqueue(sample, tenantId: tenant, createdBy: nil, on: db)
@@ -140,6 +153,49 @@ struct JobArgumentsTests {
                 #expect(errors?[0]?["error"]?.string == "the arguments of this test.sample job are malformed: " + problem)
             }
             #expect(calls.values.isEmpty)
+        }
+    }
+
+    /// Issue 20: `noop`'s arguments are checked at enqueue, over HTTP, in batches and in
+    /// schedules: an unknown member, another type or a value out of range is a 400 naming it.
+    @Test(arguments: TestEngine.available)
+    func noopArgumentsAreCheckedWhenEnqueuedOrScheduled(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let token = try await client.registerAndLogin(email: "noop-args@example.com").tokens.accessToken
+            func fields(_ response: TestResponse) -> [String] {
+                (response.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }
+            }
+            let bad: [([String: Any], [String])] = [
+                (["sleepMs": "10"], ["args.sleepMs"]), (["sleepMs": -1], ["args.sleepMs"]), (["sleepMs": 1.5], ["args.sleepMs"]),
+                (["sleepMs": 86_400_001], ["args.sleepMs"]), (["checkpointEvery": 0], ["args.checkpointEvery"]),
+                (["fail": "sometimes"], ["args.fail"]), (["fail": true], ["args.fail"]), (["slepMs": 5], ["args.slepMs"]),
+                (["sleepMs": "x", "extra": 1], ["args.extra", "args.sleepMs"]),
+            ]
+            for (args, expected) in bad {
+                let response = try await client.json(.post, "/jobs", ["kind": "noop", "args": args], token: token)
+                #expect(response.status == .badRequest, "\(args)")
+                #expect(response.object["code"] as? String == "invalid_input")
+                #expect(fields(response) == expected, "\(args)")
+            }
+            let good = try await client.json(
+                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 0, "checkpointEvery": 86_400_000, "fail": NSNull()]], token: token)
+            #expect(good.status == .created, "\(good.text)")
+
+            let batch = try await client.json(
+                .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "noop", "args": ["sleepMs": "soon"]]]], token: token)
+            #expect(batch.status == .badRequest)
+            #expect(fields(batch) == ["jobs[1].args.sleepMs"])
+
+            let scheduled = try await client.json(
+                .post, "/schedules", ["name": "s", "cron": "@daily", "kind": "noop", "args": ["fail": "often"]], token: token)
+            #expect(scheduled.status == .badRequest)
+            #expect(fields(scheduled) == ["args.fail"])
+            let created = try await client.json(.post, "/schedules", ["name": "s", "cron": "@daily", "kind": "noop"], token: token)
+            #expect(created.status == .created)
+            let id = try #require(created.object["id"] as? String)
+            let patched = try await client.json(.patch, "/schedules/\(id)", ["args": ["sleepMs": -5]], token: token)
+            #expect(patched.status == .badRequest)
+            #expect(fields(patched) == ["args.sleepMs"])
         }
     }
 

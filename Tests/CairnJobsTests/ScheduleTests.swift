@@ -50,6 +50,14 @@ struct ScheduleTests {
                 .post, "/schedules", ["name": "big", "cron": "@daily", "kind": "noop", "args": ["pad": String(repeating: "x", count: 70_000)]],
                 token: token)
             #expect((huge.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "args")
+            // Issue 20: an expression that can never fire is refused, on creation and on change.
+            let never = try await client.json(.post, "/schedules", ["name": "n", "cron": "0 0 30 2 *", "kind": "noop"], token: token)
+            #expect(never.status == .badRequest)
+            #expect(never.object["code"] as? String == "invalid_input")
+            #expect((never.object["errors"] as? [[String: Any]])?.map { $0["field"] as? String } == ["cron.dayOfMonth"])
+            let neverPatched = try await client.json(.patch, "/schedules/\(id)", ["cron": "0 0 31 4,6,9,11 *"], token: token)
+            #expect(neverPatched.status == .badRequest)
+            #expect((neverPatched.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "cron.dayOfMonth")
             let plus = try await client.json(.post, "/schedules", ["name": "p", "cron": "+5 * * * *", "kind": "noop"], token: token)
             #expect((plus.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "cron.minute")
             #expect(
