@@ -159,13 +159,29 @@ struct TokenSecurityTests {
             #expect(missing.status == .unauthorized)
             #expect(missing.code == "unauthorized")
             #expect(missing.headers[.wwwAuthenticate] == "Bearer realm=\"cairn\"")
-            for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not a token", "Bearer a.b", "Bearer ....", "Bearer \(token)x\u{7F}"] {
+            for value in ["Bearer", "Bearer not a token", "Bearer a.b", "Bearer ....", "Bearer \(token)x\u{7F}"] {
                 let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
                 #expect(response.status == .unauthorized, "\(value)")
                 #expect(response.code == "invalid_token", "\(value)")
             }
             let lower = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: "bearer \(token)"])
             #expect(lower.status == .ok)
+        }
+    }
+
+    /// `Authorization: Basic …` (or any scheme but Bearer) carries no Bearer credential: 401
+    /// `unauthorized` with a bare `WWW-Authenticate: Bearer` challenge, as without a header
+    /// (RFC 6750 §3.1: no error code when the client used another authentication method).
+    @Test(arguments: TestEngine.available)
+    func anotherSchemeIsAskedForABearerTokenWithoutAnErrorCode(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            _ = try await client.registerAndLogin(email: "basic@example.com")
+            for value in ["Basic dXNlcjpwYXNz", "basic Y29ycmVjdA==", "Digest username=\"a\"", "Bearer2 abc", "Token abc"] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
+                #expect(response.status == .unauthorized, "\(value)")
+                #expect(response.code == "unauthorized", "\(value)")
+                #expect(response.headers[.wwwAuthenticate] == "Bearer realm=\"cairn\"", "\(value)")
+            }
         }
     }
 
