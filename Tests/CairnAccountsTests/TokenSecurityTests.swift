@@ -185,6 +185,19 @@ struct TokenSecurityTests {
         }
     }
 
+    /// curl's own `-u user:password` (HTTP Basic) against a Bearer route, over real HTTP: 401
+    /// `unauthorized` and the bare challenge a client needs to switch to a Bearer token.
+    @Test func curlWithBasicCredentialsIsToldToUseBearer() async throws {
+        try await withTestApp(.sqlite, mode: .live, runServices: false) { app in
+            let output = try await runProcess(
+                "/usr/bin/curl", ["-sS", "-i", "-u", "ada:correct horse battery", "\(app.baseURL)/users/me"])
+            let text = String(decoding: output, as: UTF8.self)
+            #expect(text.hasPrefix("HTTP/1.1 401"), "\(text)")
+            #expect(text.lowercased().contains("www-authenticate: bearer realm=\"cairn\"\r\n"), "\(text)")
+            #expect(text.contains(#""code":"unauthorized""#), "\(text)")
+        }
+    }
+
     @Test func hs256ModeSignsWithTheSecretAndPublishesNoKeys() async throws {
         try await withTestApp(.sqlite, configure: { $0.accounts.jwtSecret = String(repeating: "s", count: 40) }) { client, components in
             let (_, tokens) = try await client.registerAndLogin(email: "hmac@example.com")
