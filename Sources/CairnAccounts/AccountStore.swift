@@ -320,7 +320,8 @@ package struct AccountStore: Sendable {
     /// A token already used within `reuseIntervalMs` of its rotation (two tabs, a retry after
     /// a lost response) gets the successor its family has now: the chain of successors is
     /// followed, as long as each was rotated within the interval, to the first one not yet
-    /// used. Any other reuse revokes the whole family (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
+    /// used; when the family was revoked meanwhile (a logout) it is `.invalid`. Any other reuse
+    /// revokes the whole family (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
     func rotate(token: String, salt: String, reuseIntervalMs: Int64, ttl: Int) async throws -> Rotation {
         let hash = Self.hash(token)
         let now = clock.milliseconds
@@ -355,10 +356,15 @@ package struct AccountStore: Sendable {
             else {
                 return .invalid
             }
-            if try row.decodeNil(column: "used_at") { return .invalid }
+            guard let usedAt = try row.decode(column: "used_at", as: Int64?.self) else { return .invalid }
             let familyId = try row.decode(column: "family_id", as: String.self)
             let userId = try row.decode(column: "user_id", as: String.self)
-            if let successor = try await Self.activeSuccessor(db, of: token, now: now, reuseIntervalMs: reuseIntervalMs) {
+            if reuseIntervalMs > 0, now - usedAt <= reuseIntervalMs {
+                guard let successor = try await Self.activeSuccessor(db, of: token, now: now, reuseIntervalMs: reuseIntervalMs) else {
+                    // Within the interval the chain can only be broken by a logout (or expiry):
+                    // the session ended on purpose, which is no sign of theft.
+                    return .invalid
+                }
                 return .rotated(
                     familyId: familyId, userId: userId, tenantId: try row.decode(column: "tenant_id", as: String.self), successor: successor)
             }

@@ -71,6 +71,26 @@ struct RefreshReuseIntervalTests {
         }
     }
 
+    /// A tab that logs out within the interval ends the session; the other tab's retry of the
+    /// old token is then `invalid_refresh_token`, not a theft alarm that would end the user's
+    /// other sessions too.
+    @Test(arguments: TestEngine.available)
+    func aLogoutWithinTheIntervalIsNoTheftAlarm(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withTestApp(engine, clock: clock) { app in
+            let (_, login) = try await app.client.registerAndLogin(email: "logout-tab@example.com")
+            let phone = try await app.client.login(email: "logout-tab@example.com", password: "correct horse battery")
+            let successor = try #require(try await refresh(app.client, login.refreshToken).object["refreshToken"] as? String)
+            clock.advance(by: .seconds(2))
+            #expect(try await app.client.json(.post, "/auth/logout", ["refreshToken": successor]).status == .noContent)
+            clock.advance(by: .seconds(2))
+            let retried = try await refresh(app.client, login.refreshToken)
+            #expect(retried.status == .unauthorized)
+            #expect(retried.code == "invalid_refresh_token")
+            #expect(try await refresh(app.client, phone.refreshToken).status == .ok, "the phone's session was ended")
+        }
+    }
+
     /// Eight real HTTP clients present one refresh token at the same moment (Python threads
     /// released by a barrier): every one gets 200 and the same successor, every access token
     /// works, and the successor rotates on. Before the interval, seven got `refresh_token_reused`
