@@ -140,8 +140,10 @@ package struct UsersController: Sendable {
         var phone: PatchField<String>
         /// The caller's locale (BCP 47), or null to remove it; only `PATCH /users/me` reads it.
         var locale: PatchField<String>
+        /// The caller's password, required by `PATCH /users/me` to change the email.
+        var currentPassword: String?
 
-        enum CodingKeys: String, CodingKey { case name, email, role, phone, locale }
+        enum CodingKeys: String, CodingKey { case name, email, role, phone, locale, currentPassword }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -154,6 +156,11 @@ package struct UsersController: Sendable {
                 locale = try container.decodePatch(String.self, forKey: .locale)
             } catch is DecodingError {
                 throw AppError.invalidField("locale", "must be a string or null")
+            }
+            do {
+                currentPassword = try container.decodeIfPresent(String.self, forKey: .currentPassword)
+            } catch is DecodingError {
+                throw AppError.invalidField("currentPassword", "must be a string")
             }
             name = try container.decodePatch(String.self, forKey: .name)
             email = try container.decodePatch(String.self, forKey: .email)
@@ -172,6 +179,9 @@ package struct UsersController: Sendable {
         var currentPassword: String
         var newPassword: String
     }
+    struct DeleteMeBody: Decodable {
+        var currentPassword: String
+    }
     struct CreateBody: Decodable {
         var email: String
         var name: String
@@ -189,6 +199,7 @@ package struct UsersController: Sendable {
         group.group("users/me")
             .get(use: me)
             .patch(use: updateMe)
+            .delete(use: deleteMe)
             .put("password", use: changePassword)
         group.group("users").add(middleware: RequireAdmin())
             .get(use: list)
@@ -206,15 +217,36 @@ package struct UsersController: Sendable {
         return Self.userResponse(user)
     }
 
-    /// `PATCH /users/me`: name, email, phone and locale (not the role).
+    /// `PATCH /users/me`: name, email (with `currentPassword`), phone and locale (not the role).
     @Sendable func updateMe(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
         if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
         let phone: String?? = body.phone.isPresent ? .some(body.phone.value) : nil
         let locale: String?? = body.locale.isPresent ? .some(body.locale.value) : nil
-        let user = try await accounts.updateMe(context.identity, name: body.name.value, email: body.email.value, phone: phone, locale: locale)
+        let user = try await accounts.updateMe(
+            context.identity, name: body.name.value, email: body.email.value, phone: phone, locale: locale, currentPassword: body.currentPassword)
         return Self.userResponse(user)
+    }
+
+    /// `DELETE /users/me`: the caller's account (body `{"currentPassword": …}`); with
+    /// `?tenant=delete`, the tenant of its last owner and all its data. Clears the console's
+    /// cookie when the request carried it.
+    @Sendable func deleteMe(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let deleteTenant: Bool
+        switch request.uri.queryParameters.get("tenant") {
+        case nil: deleteTenant = false
+        case "delete": deleteTenant = true
+        default: throw AppError.invalidField("tenant", "must be delete (or absent)")
+        }
+        var request = request
+        let body = try await request.decodeJSON(as: DeleteMeBody.self, context: context)
+        try await accounts.deleteMe(context.identity, currentPassword: body.currentPassword, deleteTenant: deleteTenant)
+        var response = Response(status: .noContent)
+        if RefreshCookie.token(in: request) != nil || RefreshCookie.isRequested(by: request) {
+            response.headers[.setCookie] = RefreshCookie.clearing(secure: context.forwardedHTTPS)
+        }
+        return response
     }
 
     /// `PUT /users/me/password`: a new token pair; other sessions end.

@@ -8,7 +8,8 @@ package import Logging
 /// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
 /// across nodes.
 package struct LoginLimits: Sendable {
-    /// Failures allowed per email within the window before 429.
+    /// Failures allowed per email from one client address within the window before that
+    /// address gets 429 for that email (other addresses are not affected).
     package var perEmail = 5
     /// Failures allowed per client address within the window before 429.
     package var perClient = 20
@@ -51,17 +52,22 @@ package final class AccountService: Sendable {
     /// Announces session changes to every node (``sessionChanges(onListening:)``); nil: this node only.
     let bus: EventBus?
     let limits: LoginLimits
+    /// Other modules' tables deleted with a user or a tenant.
+    let erasure: DataErasure
     let logger: Logger
     /// The time of revocations and login-failure windows; the token service's clock.
     var clock: any CairnClock { tokens.clock }
 
     /// Creates the service. Times (token issue and expiry, revocations, login windows, the
     /// session guard's cache ages) are read from the token service's clock. With `bus`, session
-    /// changes are announced to every node (see ``sessionChanges(onListening:)``).
+    /// changes are announced to every node (see ``sessionChanges(onListening:)``). `erasure`
+    /// names the other modules' tables deleted with a user or a tenant.
     package init(
-        store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), bus: EventBus? = nil, logger: Logger
+        store: AccountStore, tokens: TokenService, hasher: PasswordHasher, limits: LoginLimits = LoginLimits(), bus: EventBus? = nil,
+        erasure: DataErasure = DataErasure(), logger: Logger
     ) {
         self.store = store
+        self.erasure = erasure
         self.bus = bus
         self.tokens = tokens
         self.hasher = hasher
@@ -84,11 +90,11 @@ package final class AccountService: Sendable {
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
         if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
         let cleanName = AccountRules.normalizeName(name)
-        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: AccountRules.nameIssue)) }
         var cleanTenant: String?
         if let tenantName {
             cleanTenant = AccountRules.normalizeName(tenantName)
-            if cleanTenant == nil { issues.append(FieldIssue(field: "tenantName", issue: "must be 1 to 100 characters")) }
+            if cleanTenant == nil { issues.append(FieldIssue(field: "tenantName", issue: AccountRules.nameIssue)) }
         }
         guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
         var attemptId: String?
@@ -116,9 +122,12 @@ package final class AccountService: Sendable {
         return user
     }
 
-    /// Checks credentials and starts a session.
+    /// Checks credentials and starts a session. Failures are counted per email and client
+    /// address, and per client address: a client that has not failed for this email is never
+    /// refused, so wrong passwords from elsewhere cannot lock the real user out.
     /// - Throws: 401 `invalid_credentials` (same answer for unknown email and wrong password,
-    ///   after the same bcrypt work); 429 `rate_limited` after too many recent failures.
+    ///   after the same bcrypt work); 429 `rate_limited` after too many recent failures from
+    ///   this client.
     package func login(email: String, password: String, client: String) async throws -> TokenPair {
         let key = AccountRules.normalizeEmail(email)?.key ?? email.lowercased()
         let now = clock.milliseconds
@@ -141,7 +150,7 @@ package final class AccountService: Sendable {
         guard valid, let user = record?.user else {
             throw AppError(.unauthorized, code: .invalidCredentials, detail: "The email or password is incorrect.")
         }
-        try await store.clearFailures(emailKey: key)
+        try await store.clearFailures(emailKey: key, client: client)
         return try await startSession(for: user)
     }
 
@@ -170,13 +179,17 @@ package final class AccountService: Sendable {
         return Base64URL.encode((0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) })
     }
 
-    /// Rotates a refresh token.
-    /// - Throws: 401 `refresh_token_reused` (the family is now revoked) or
+    /// Rotates a refresh token. Presented again within `refreshReuseInterval` seconds of its
+    /// rotation, it answers the session's current successor instead (Supabase's
+    /// `refresh_token_reuse_interval`): concurrent tabs and retried requests stay logged in.
+    /// - Throws: 401 `refresh_token_reused` (used before that interval; the family is now revoked) or
     ///   `invalid_refresh_token` (unknown, expired or revoked).
     package func refresh(token: String) async throws -> TokenPair {
         guard token.utf8.count <= 256 else { throw Self.invalidRefresh }
-        let successor = Self.newRefreshToken()
-        switch try await store.rotate(token: token, successor: successor, ttl: tokens.settings.refreshTokenTTL) {
+        let rotation = try await store.rotate(
+            token: token, salt: Self.newRefreshToken(), reuseIntervalMs: Int64(tokens.settings.refreshReuseInterval) * 1000,
+            ttl: tokens.settings.refreshTokenTTL)
+        switch rotation {
         case .invalid:
             throw Self.invalidRefresh
         case .reused(let userId):
@@ -186,7 +199,7 @@ package final class AccountService: Sendable {
             await sessionsChanged(userId: userId)
             logger.warning("refresh token reuse detected; all sessions of the user revoked")
             throw AppError(.unauthorized, code: .refreshTokenReused, detail: "This refresh token was already used; the session is revoked.")
-        case .rotated(let familyId, let userId, let tenantId):
+        case .rotated(let familyId, let userId, let tenantId, let successor):
             guard let state = try await store.sessionState(userId: userId), state.tenantId == tenantId else {
                 throw Self.invalidRefresh
             }
@@ -249,14 +262,29 @@ package final class AccountService: Sendable {
         return user
     }
 
-    /// Changes the caller's name and/or email.
-    package func updateMe(_ identity: Identity, name: String?, email: String?, phone: String?? = nil, locale: String?? = nil) async throws -> User {
+    /// Changes the caller's name, email, phone or locale. A new email needs the current password
+    /// (a stolen access token must not take the account over through a password reset to
+    /// another address), with the same throttle as ``changePassword(_:current:new:)``.
+    /// - Throws: 400 `invalid_input` (bad fields; `currentPassword` missing or wrong for a new
+    ///   email); 409 `conflict` for a taken email; 429 `rate_limited` after too many wrong passwords.
+    package func updateMe(
+        _ identity: Identity, name: String?, email: String?, phone: String?? = nil, locale: String?? = nil, currentPassword: String? = nil
+    ) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
         if case .some(.some(let number)) = phone, !AccountRules.isE164(number) {
             throw AppError.invalidField("phone", "must be an E.164 number: + and 8 to 15 digits, the first not 0 (or null to remove it)")
         }
         if case .some(.some(let tag)) = locale, !AccountRules.isLanguageTag(tag) {
             throw AppError.invalidField("locale", "must be a BCP 47 language tag such as de or de-AT (or null to remove it)")
+        }
+        if let cleanEmail {
+            guard let current = try await store.user(id: identity.userId, tenantId: identity.tenantId) else { throw AppError.notFound() }
+            if AccountRules.normalizeEmail(current.email)?.key != cleanEmail.key {
+                guard let currentPassword else {
+                    throw AppError.invalidField("currentPassword", "is required to change the email")
+                }
+                try await verifyCurrentPassword(identity, currentPassword)
+            }
         }
         guard
             let user = try await store.updateUser(
@@ -266,14 +294,12 @@ package final class AccountService: Sendable {
         return user
     }
 
-    /// Changes the caller's password, revokes all their sessions, and starts a new one.
-    /// A stolen access token must not become a password oracle: each user may give a wrong
-    /// current password `passwordFailures` times per `passwordWindow`.
-    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short;
-    ///   429 `rate_limited` with `Retry-After` after too many wrong current passwords.
-    package func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
-        if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
-        // Counted before bcrypt in one atomic step (as logins), released when the password is right.
+    /// Checks the caller's current password. A stolen access token must not become a password
+    /// oracle: each user may give a wrong one `passwordFailures` times per `passwordWindow`
+    /// (counted before bcrypt in one atomic step, as logins; released when it is right).
+    /// - Throws: 400 `invalid_input` (`currentPassword` is incorrect); 429 `rate_limited` with
+    ///   `Retry-After` after too many wrong ones.
+    func verifyCurrentPassword(_ identity: Identity, _ current: String) async throws {
         let admission = try await store.admitAttempt(
             bucket: "password:" + identity.userId, now: clock.milliseconds, windowMs: Int64(limits.passwordWindow) * 1000,
             limit: limits.passwordFailures)
@@ -288,6 +314,46 @@ package final class AccountService: Sendable {
         }
         guard matches else { throw AppError.invalidField("currentPassword", "is incorrect") }
         try await store.releaseAttempt(attemptId)
+    }
+
+    /// Deletes the caller's account after checking the current password: their sessions (at
+    /// once on every node), inbox, devices, preferences and throttling rows. Content they made in
+    /// the tenant (tasks, files, pipelines, jobs) stays the tenant's. The tenant's last owner
+    /// must pass `deleteTenant`, which deletes the tenant with every user and all its data.
+    /// - Throws: 400 `invalid_input` (wrong `currentPassword`); 403 `forbidden` (`deleteTenant`
+    ///   by a non-owner); 409 `conflict` (last owner without `deleteTenant`, or `deleteTenant`
+    ///   while another owner remains); 429 `rate_limited`.
+    package func deleteMe(_ identity: Identity, currentPassword: String, deleteTenant: Bool) async throws {
+        guard let me = try await store.user(id: identity.userId, tenantId: identity.tenantId) else { throw AppError.notFound() }
+        try await verifyCurrentPassword(identity, currentPassword)
+        if deleteTenant {
+            guard me.role == .owner else { throw AppError.forbidden("Only the tenant's last owner can delete it.") }
+            let userIds = try await store.deleteTenant(id: me.tenantId, ownerId: me.id, erasure: erasure)
+            for userId in userIds { await sessionsChanged(userId: userId) }
+            logger.info("deleted tenant", metadata: ["tenant_id": .string(me.tenantId), "users": .stringConvertible(userIds.count)])
+            return
+        }
+        do {
+            guard
+                try await store.deleteUser(
+                    id: me.id, tenantId: me.tenantId, expectedVersion: nil, keepingAnOwner: me.role == .owner, erasure: erasure)
+            else { throw AppError.notFound() }
+        } catch let error as AppError where error.status == .conflict {
+            throw AppError.conflict(
+                "You are the tenant's last owner: make another user an owner first, or delete the tenant and all its data with ?tenant=delete.")
+        }
+        await sessionsChanged(userId: me.id)
+        logger.info("deleted own account", metadata: ["tenant_id": .string(me.tenantId), "user_id": .string(me.id)])
+    }
+
+    /// Changes the caller's password, revokes all their sessions, and starts a new one.
+    /// A stolen access token must not become a password oracle: each user may give a wrong
+    /// current password `passwordFailures` times per `passwordWindow`.
+    /// - Throws: 400 `invalid_input` when the current password is wrong or the new one too short;
+    ///   429 `rate_limited` with `Retry-After` after too many wrong current passwords.
+    package func changePassword(_ identity: Identity, current: String, new: String) async throws -> TokenPair {
+        if let issue = AccountRules.passwordIssue(new) { throw AppError.invalidField("newPassword", issue) }
+        try await verifyCurrentPassword(identity, current)
         let newHash = try await hasher.hash(new)
         let now = clock.milliseconds
         guard
@@ -305,7 +371,7 @@ package final class AccountService: Sendable {
         var cleanEmail: (email: String, key: String)?
         if let name {
             cleanName = AccountRules.normalizeName(name)
-            if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+            if cleanName == nil { issues.append(FieldIssue(field: "name", issue: AccountRules.nameIssue)) }
         }
         if let email {
             cleanEmail = AccountRules.normalizeEmail(email)
@@ -337,7 +403,7 @@ package final class AccountService: Sendable {
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
         let cleanName = AccountRules.normalizeName(name)
-        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: AccountRules.nameIssue)) }
         let parsedRole = Role(rawValue: role)
         if parsedRole == nil { issues.append(FieldIssue(field: "role", issue: "must be one of owner, admin, member")) }
         if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
@@ -353,7 +419,7 @@ package final class AccountService: Sendable {
         let normalized = AccountRules.normalizeEmail(email)
         if normalized == nil { issues.append(FieldIssue(field: "email", issue: "must be a valid email address")) }
         let cleanName = AccountRules.normalizeName(name)
-        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: AccountRules.nameIssue)) }
         if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
         guard issues.isEmpty, let normalized, let cleanName else { throw AppError.invalidInput(issues) }
         guard try await store.tenantExists(tenantId) else { throw AppError.notFound("No such tenant.") }
@@ -397,14 +463,17 @@ package final class AccountService: Sendable {
         return user
     }
 
-    /// Deletes a user of the caller's tenant and ends their sessions.
+    /// Deletes a user of the caller's tenant with their own data (as ``deleteMe(_:currentPassword:deleteTenant:)``)
+    /// and ends their sessions.
     package func deleteUser(_ identity: Identity, id: String, expectedVersion: Int?) async throws {
         try identity.requireAdmin()
         guard let target = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }
         if target.id == identity.userId { throw AppError.conflict("You cannot delete your own account here.") }
         if identity.role != .owner && target.role == .owner { throw AppError.forbidden("Only an owner can delete an owner.") }
         if let expectedVersion, expectedVersion != target.version { throw AppError.preconditionFailed() }
-        guard try await store.deleteUser(id: id, tenantId: identity.tenantId, expectedVersion: target.version, keepingAnOwner: target.role == .owner)
+        guard
+            try await store.deleteUser(
+                id: id, tenantId: identity.tenantId, expectedVersion: target.version, keepingAnOwner: target.role == .owner, erasure: erasure)
         else {
             throw AppError.preconditionFailed()
         }

@@ -1,7 +1,8 @@
 package import CairnStorage
 
 /// Settings of accounts and tokens, read from the top of the configuration:
-/// `CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`, `CAIRN_BCRYPT_COST`,
+/// `CAIRN_JWT_SECRET`, `CAIRN_ACCESS_TOKEN_TTL`, `CAIRN_REFRESH_TOKEN_TTL`, `CAIRN_REFRESH_REUSE_INTERVAL`,
+/// `CAIRN_BCRYPT_COST`,
 /// `CAIRN_BCRYPT_THREADS`, `CAIRN_BCRYPT_QUEUE`, and the attempt limits `CAIRN_LOGIN_*`,
 /// `CAIRN_REGISTER_*` and `CAIRN_PASSWORD_CHANGE_*` (OWASP Authentication Cheat Sheet).
 package struct AccountSettings: Sendable {
@@ -11,6 +12,10 @@ package struct AccountSettings: Sendable {
     package var accessTokenTTL = 900
     /// Refresh token lifetime in seconds (default 30d).
     package var refreshTokenTTL = 30 * 86_400
+    /// Seconds during which a refresh token already rotated may be presented again and get the
+    /// same successor instead of a reuse alarm (default 10, as Supabase's
+    /// `refresh_token_reuse_interval`; 0 turns it off). `CAIRN_REFRESH_REUSE_INTERVAL`.
+    package var refreshReuseInterval = 10
     /// bcrypt cost 4...31 (default 12).
     package var bcryptCost = 12
     /// Threads that may hash passwords at once (default 1).
@@ -18,7 +23,8 @@ package struct AccountSettings: Sendable {
     /// Password checks and hashes admitted at once, running or waiting for a thread (default
     /// 64); beyond it requests get 503 `unavailable` with `Retry-After` rather than queueing.
     package var bcryptQueue = 64
-    /// Failed logins per email within `loginWindow` before 429 (default 5).
+    /// Failed logins per email from one client address within `loginWindow` before that
+    /// address gets 429 for it (default 5).
     package var loginMaxPerEmail = 5
     /// Failed logins per client address within `loginWindow` before 429 (default 20).
     package var loginMaxPerClient = 20
@@ -46,6 +52,7 @@ package struct AccountSettings: Sendable {
         }
         accessTokenTTL = try settings.seconds("access.token.ttl", default: accessTokenTTL)
         refreshTokenTTL = try settings.seconds("refresh.token.ttl", default: refreshTokenTTL)
+        refreshReuseInterval = try settings.integer("refresh.reuse.interval", in: 0...300, default: refreshReuseInterval)
         bcryptCost = try settings.integer("bcrypt.cost", in: 4...31, default: bcryptCost)
         bcryptThreads = try settings.integer("bcrypt.threads", in: 1...64, default: bcryptThreads)
         bcryptQueue = try settings.integer("bcrypt.queue", in: 1...100_000, default: bcryptQueue)

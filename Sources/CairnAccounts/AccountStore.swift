@@ -188,14 +188,77 @@ package struct AccountStore: Sendable {
         }
     }
 
-    /// Deletes a user and their refresh tokens; false when no such user in the tenant.
-    func deleteUser(id: String, tenantId: String, expectedVersion: Int?, keepingAnOwner: Bool = false) async throws -> Bool {
-        try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
+    /// Deletes a user and everything that is theirs alone (``DataErasure/userTables``, refresh
+    /// tokens, throttling rows) in one transaction; false when no such user in the tenant.
+    /// With `keepingAnOwner`, refuses with 409 to leave the tenant without an owner.
+    func deleteUser(
+        id: String, tenantId: String, expectedVersion: Int?, keepingAnOwner: Bool = false, erasure: DataErasure = DataErasure()
+    ) async throws -> Bool {
+        let dialect = database.dialect
+        return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
+            // Rotations lock the user row too: none can commit a successor after this.
+            try await Self.lockSessions(db, dialect: dialect, userId: id)
             var query: SQLQueryString = "DELETE FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
             if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-            guard try await db.raw(query + " RETURNING id").first() != nil else { return false }
-            try await db.raw("DELETE FROM refresh_tokens WHERE user_id = \(bind: id)").run()
+            guard let row = try await db.raw(query + " RETURNING email_key").first() else { return false }
+            try await Self.erasePersonalRows(
+                db, userId: id, emailKey: try row.decode(column: "email_key", as: String.self), tenantId: tenantId, erasure: erasure)
             return true
+        }
+    }
+
+    /// Deletes the rows that belong to one user: other modules' per-user rows, refresh tokens,
+    /// login failures for the email and the password-attempt bucket.
+    static func erasePersonalRows(_ db: any SQLDatabase, userId: String, emailKey: String, tenantId: String, erasure: DataErasure) async throws {
+        // Table names come from code (``DataErasure``), never from a request.
+        for table in erasure.userTables {
+            try await db.raw("DELETE FROM \(unsafeRaw: table) WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)").run()
+        }
+        try await db.raw("DELETE FROM refresh_tokens WHERE user_id = \(bind: userId)").run()
+        try await db.raw("DELETE FROM login_failures WHERE email_key = \(bind: emailKey)").run()
+        try await db.raw("DELETE FROM auth_attempts WHERE bucket = \(bind: "password:" + userId)").run()
+    }
+
+    /// Deletes a tenant with all its data (every table of ``DataErasure/tenantTables``, its
+    /// service tokens, users and their personal rows) in one transaction, when `ownerId` is its
+    /// last owner.
+    /// - Returns: the ids of the users deleted.
+    /// - Throws: 409 `conflict` when another owner remains, 404 when `ownerId` is not an owner of it.
+    func deleteTenant(id tenantId: String, ownerId: String, erasure: DataErasure) async throws -> [String] {
+        let dialect = database.dialect
+        return try await database.transaction { db in
+            if dialect == .postgres {
+                try await db.raw("SELECT id FROM tenants WHERE id = \(bind: tenantId) FOR UPDATE").run()
+            }
+            let users = try await db.raw("SELECT id, email_key, role FROM users WHERE tenant_id = \(bind: tenantId) ORDER BY id").all().map {
+                (
+                    id: try $0.decode(column: "id", as: String.self), emailKey: try $0.decode(column: "email_key", as: String.self),
+                    role: try $0.decode(column: "role", as: String.self)
+                )
+            }
+            guard users.contains(where: { $0.id == ownerId && $0.role == Role.owner.rawValue }) else { throw AppError.notFound() }
+            if users.contains(where: { $0.id != ownerId && $0.role == Role.owner.rawValue }) {
+                throw AppError.conflict("Another owner remains: the tenant is theirs too. Delete your account without tenant=delete.")
+            }
+            for user in users {
+                try await Self.lockSessions(db, dialect: dialect, userId: user.id)
+                try await Self.erasePersonalRows(db, userId: user.id, emailKey: user.emailKey, tenantId: tenantId, erasure: erasure)
+            }
+            for table in erasure.tenantTables {
+                try await db.raw("DELETE FROM \(unsafeRaw: table) WHERE tenant_id = \(bind: tenantId)").run()
+            }
+            try await db.raw("DELETE FROM service_tokens WHERE tenant_id = \(bind: tenantId)").run()
+            try await db.raw("DELETE FROM users WHERE tenant_id = \(bind: tenantId)").run()
+            try await db.raw("DELETE FROM tenants WHERE id = \(bind: tenantId)").run()
+            return users.map(\.id)
+        }
+    }
+
+    /// How many owners a tenant has.
+    func ownerCount(tenantId: String) async throws -> Int {
+        try await database.read { db in
+            try await db.raw("SELECT COUNT(*) AS n FROM users WHERE tenant_id = \(bind: tenantId) AND role = 'owner'").first()?.decode(
+                column: "n", as: Int.self) ?? 0
         }
     }
 
@@ -244,15 +307,29 @@ package struct AccountStore: Sendable {
 
     /// The outcome of presenting a refresh token.
     enum Rotation {
-        case rotated(familyId: String, userId: String, tenantId: String)
+        case rotated(familyId: String, userId: String, tenantId: String, successor: String)
         case reused(userId: String)
         case invalid
     }
 
-    /// Atomically marks the token used (compare-and-set on `used_at IS NULL`) and stores its
-    /// successor in the same transaction. A token already used is reuse: its whole family is
-    /// revoked (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
-    func rotate(token: String, successor: String, ttl: Int) async throws -> Rotation {
+    /// The successor of a refresh token rotated with `salt`: HMAC-SHA256 (RFC 2104) keyed by the
+    /// token, base64url. Only its SHA-256 is stored, and neither input is, so it can be given
+    /// again within the reuse interval without keeping any refresh token in the database.
+    static func successor(of token: String, salt: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(salt.utf8), using: SymmetricKey(data: Array(token.utf8)))
+        return Base64URL.encode(Array(mac))
+    }
+
+    /// Atomically marks the token used (compare-and-set on `used_at IS NULL`), records the
+    /// random `salt` its successor is derived from (``successor(of:salt:)``), and stores that
+    /// successor in the same transaction.
+    ///
+    /// A token already used within `reuseIntervalMs` of its rotation (two tabs, a retry after
+    /// a lost response) gets the successor its family has now: the chain of successors is
+    /// followed, as long as each was rotated within the interval, to the first one not yet
+    /// used; when the family was revoked meanwhile (a logout) it is `.invalid`. Any other reuse
+    /// revokes the whole family (OAuth 2.0 Security BCP, RFC 9700 §4.14.2).
+    func rotate(token: String, salt: String, reuseIntervalMs: Int64, ttl: Int) async throws -> Rotation {
         let hash = Self.hash(token)
         let now = clock.milliseconds
         let dialect = database.dialect
@@ -260,12 +337,13 @@ package struct AccountStore: Sendable {
             // Serialized with the user's logout-all (see ``lockSessions(_:dialect:userId:)``):
             // otherwise, on PostgreSQL, the successor inserted here is not yet visible to a
             // concurrent logout-all's UPDATE, commits after it, and survives as a live session.
+            // It also makes a second presentation of the token wait for the first rotation.
             if let owner = try await db.raw("SELECT user_id FROM refresh_tokens WHERE token_hash = \(bind: hash)").first() {
                 try await Self.lockSessions(db, dialect: dialect, userId: try owner.decode(column: "user_id", as: String.self))
             }
             if let row = try await db.raw(
                 """
-                UPDATE refresh_tokens SET used_at = \(bind: now)
+                UPDATE refresh_tokens SET used_at = \(bind: now), successor_salt = \(bind: salt)
                 WHERE token_hash = \(bind: hash) AND used_at IS NULL AND revoked_at IS NULL AND expires_at > \(bind: now)
                 RETURNING family_id, user_id, tenant_id
                 """
@@ -273,19 +351,55 @@ package struct AccountStore: Sendable {
                 let familyId = try row.decode(column: "family_id", as: String.self)
                 let userId = try row.decode(column: "user_id", as: String.self)
                 let tenantId = try row.decode(column: "tenant_id", as: String.self)
+                let successor = Self.successor(of: token, salt: salt)
                 try await Self.insertRefreshToken(
                     db, token: successor, familyId: familyId, userId: userId, tenantId: tenantId, ttl: ttl, now: now)
-                return .rotated(familyId: familyId, userId: userId, tenantId: tenantId)
+                return .rotated(familyId: familyId, userId: userId, tenantId: tenantId, successor: successor)
             }
-            guard let row = try await db.raw("SELECT family_id, user_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)").first()
+            guard
+                let row = try await db.raw(
+                    "SELECT family_id, user_id, tenant_id, used_at FROM refresh_tokens WHERE token_hash = \(bind: hash)"
+                ).first()
             else {
                 return .invalid
             }
-            if try row.decodeNil(column: "used_at") { return .invalid }
+            guard let usedAt = try row.decode(column: "used_at", as: Int64?.self) else { return .invalid }
             let familyId = try row.decode(column: "family_id", as: String.self)
+            let userId = try row.decode(column: "user_id", as: String.self)
+            if reuseIntervalMs > 0, now - usedAt <= reuseIntervalMs {
+                guard let successor = try await Self.activeSuccessor(db, of: token, now: now, reuseIntervalMs: reuseIntervalMs) else {
+                    // Within the interval the chain can only be broken by a logout (or expiry):
+                    // the session ended on purpose, which is no sign of theft.
+                    return .invalid
+                }
+                return .rotated(
+                    familyId: familyId, userId: userId, tenantId: try row.decode(column: "tenant_id", as: String.self), successor: successor)
+            }
             try await db.raw("UPDATE refresh_tokens SET revoked_at = \(bind: now) WHERE family_id = \(bind: familyId) AND revoked_at IS NULL").run()
-            return .reused(userId: try row.decode(column: "user_id", as: String.self))
+            return .reused(userId: userId)
         }
+    }
+
+    /// The live, unused successor of `token` when `token` and every successor between were
+    /// rotated within `reuseIntervalMs` before `now` and nothing of the chain is revoked or
+    /// expired; nil otherwise (reuse). Follows at most 16 links.
+    static func activeSuccessor(_ db: any SQLDatabase, of token: String, now: Int64, reuseIntervalMs: Int64) async throws -> String? {
+        guard reuseIntervalMs > 0 else { return nil }
+        var current = token
+        for _ in 0..<16 {
+            guard
+                let row = try await db.raw(
+                    "SELECT used_at, revoked_at, expires_at, successor_salt FROM refresh_tokens WHERE token_hash = \(bind: Self.hash(current))"
+                ).first(),
+                try row.decodeNil(column: "revoked_at"), try row.decode(column: "expires_at", as: Int64.self) > now
+            else { return nil }
+            guard let usedAt = try row.decode(column: "used_at", as: Int64?.self) else {
+                return current == token ? nil : current
+            }
+            guard now - usedAt <= reuseIntervalMs, let salt = try row.decode(column: "successor_salt", as: String?.self) else { return nil }
+            current = Self.successor(of: current, salt: salt)
+        }
+        return nil
     }
 
     /// Revokes the family of a refresh token; returns the family's user, if any.
@@ -358,12 +472,16 @@ package struct AccountStore: Sendable {
         }
     }
 
-    /// Atomically checks the recent failures of an email key and of a client address and,
-    /// when both are below their limits, records this attempt as a failure before any bcrypt
-    /// work. Concurrent guesses are counted one by one: the check and the insert hold a lock
-    /// per key (see ``lockThrottleKeys(_:dialect:_:)``), so exactly `perEmail` guesses for one
-    /// email get evaluated in a window however many arrive at once. A correct password later
-    /// clears the email's rows; an attempt that could not be evaluated is released.
+    /// Atomically checks the recent failures of an email key from this client address, and of
+    /// the client address over every email, and, when both are below their limits, records this
+    /// attempt as a failure before any bcrypt work. The email's counter is per client (OWASP
+    /// Authentication Cheat Sheet, account lockout): failures from one address never lock the
+    /// account for another address that has not failed, so nobody can lock anybody out.
+    /// Concurrent guesses are counted one by one: the check and the insert hold a lock per key
+    /// (see ``lockThrottleKeys(_:dialect:_:)``), so exactly `perEmail` guesses for one email
+    /// from one client get evaluated in a window however many arrive at once. A correct password
+    /// later clears that client's rows for the email; an attempt that could not be evaluated is
+    /// released.
     func admitLoginAttempt(emailKey: String, client: String, now: Int64, windowMs: Int64, perEmail: Int, perClient: Int) async throws
         -> Admission
     {
@@ -372,7 +490,10 @@ package struct AccountStore: Sendable {
         return try await database.transaction { db in
             try await Self.lockThrottleKeys(db, dialect: dialect, ["login-email:" + emailKey, "login-client:" + client])
             let byEmail = try await db.raw(
-                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE email_key = \(bind: emailKey) AND at > \(bind: since)"
+                """
+                SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures
+                WHERE email_key = \(bind: emailKey) AND client = \(bind: client) AND at > \(bind: since)
+                """
             ).first()
             let byClient = try await db.raw(
                 "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)"
@@ -431,10 +552,11 @@ package struct AccountStore: Sendable {
         }
     }
 
-    /// Forgets an email's failures after a successful login.
-    func clearFailures(emailKey: String) async throws {
+    /// Forgets an email's failures from `client` after a successful login from it (other
+    /// clients' failures stand: a login by the real user must not reset a guesser's count).
+    func clearFailures(emailKey: String, client: String) async throws {
         try await database.write { db in
-            try await db.raw("DELETE FROM login_failures WHERE email_key = \(bind: emailKey)").run()
+            try await db.raw("DELETE FROM login_failures WHERE email_key = \(bind: emailKey) AND client = \(bind: client)").run()
         }
     }
 }

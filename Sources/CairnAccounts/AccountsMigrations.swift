@@ -104,5 +104,13 @@ package enum AccountsMigrations {
                 // A BCP 47 tag, checked by the application; NULL renders templates' default variant.
                 "ALTER TABLE users ADD COLUMN locale TEXT"
             ]),
+        Migration(
+            module: "accounts", version: 7, name: "refresh-token reuse interval",
+            sql: [
+                // Random, set when the token is rotated: its successor is HMAC-SHA256(token, salt), so
+                // the same successor can be given again within the reuse interval without storing it
+                // (a database dump holds neither the token nor its successor).
+                "ALTER TABLE refresh_tokens ADD COLUMN successor_salt TEXT"
+            ]),
     ]
 }

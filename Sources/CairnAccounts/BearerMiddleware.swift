@@ -7,8 +7,8 @@ import Logging
 /// The one Bearer-token middleware (RFC 6750 §2.1) every protected route shares.
 ///
 /// Reads `Authorization: Bearer <token>` (scheme case-insensitive), verifies the access token
-/// and its revocation state, and puts the identity on the context. Missing → 401
-/// `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
+/// and its revocation state, and puts the identity on the context. Missing, or another scheme
+/// (`Basic …`) → 401 `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
 /// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`.
 ///
 /// What else a route accepts is its group's ``TokenPolicy`` (``CairnRequestContext/tokenPolicy``,
@@ -23,7 +23,7 @@ import Logging
 /// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
 /// request, so a revocation holds at once on every node. They reach only groups whose policy
 /// names a service-token scope, and only with that scope; anything else answers 403 `forbidden`
-/// with `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).
+/// with `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` (RFC 6750 §3.1).
 package struct BearerMiddleware: RouterMiddleware {
     let accounts: AccountService
 
@@ -47,6 +47,11 @@ package struct BearerMiddleware: RouterMiddleware {
         case (_?, _?):
             throw AppError.invalidField(Self.queryParameter, "send the access token in the Authorization header or the query, not both")
         case (let header?, nil):
+            // Another scheme (Basic, Digest…) is no Bearer credential at all: RFC 6750 §3.1 says
+            // to answer without an error code, as for a request without credentials.
+            guard Self.isBearerScheme(header) else {
+                throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
+            }
             guard let parsed = Self.bearerToken(header) else {
                 throw AppError.unauthorized(code: .invalidToken, detail: "The Authorization header is not a Bearer token.", invalidToken: true)
             }
@@ -109,6 +114,13 @@ package struct BearerMiddleware: RouterMiddleware {
         while end > index, bytes[bytes.index(before: end)] == UInt8(ascii: " ") { end = bytes.index(before: end) }
         guard index < end, isB64Token(bytes[index..<end]) else { return nil }
         return String(header.utf8[index..<end])
+    }
+
+    /// Whether an `Authorization` value uses the `Bearer` scheme (ASCII case-insensitive,
+    /// RFC 9110 §11.1): its first word, up to a space or the end.
+    package static func isBearerScheme(_ header: String) -> Bool {
+        let scheme = header.utf8.prefix { $0 != UInt8(ascii: " ") }
+        return scheme.count == 6 && zip(scheme, "bearer".utf8).allSatisfy { $0 | 0x20 == $1 }
     }
 
     /// The `access_token` query parameter (percent-decoded), if present.

@@ -94,10 +94,12 @@ package enum AccountRules {
     }
 
     /// Trims and NFC-normalises an email; returns `(email, key)` where `key` is the
-    /// case-folded form used for uniqueness, or nil when it is not a plausible address.
+    /// case-folded form used for uniqueness, or nil when it is not a plausible address (an
+    /// invisible or bidirectional control character anywhere makes it implausible: see
+    /// ``TextSafety/containsInvisible(_:)``).
     package static func normalizeEmail(_ raw: String) -> (email: String, key: String)? {
         let email = raw.trimmingCharacters(in: .whitespacesAndNewlines).precomposedStringWithCanonicalMapping
-        guard email.utf8.count <= 254, !email.contains(where: { $0.isWhitespace }) else { return nil }
+        guard email.utf8.count <= 254, !email.contains(where: { $0.isWhitespace }), !TextSafety.containsInvisible(email) else { return nil }
         let parts = email.split(separator: "@", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."), !parts[1].hasSuffix(".")
         else { return nil }
@@ -112,9 +114,31 @@ package enum AccountRules {
         return nil
     }
 
-    /// Trims a display name and checks it is 1–100 characters.
+    /// Trims a display name (of a user or a tenant) and checks it is 1–100 characters without
+    /// bidirectional control characters (``TextSafety/containsBidiControl(_:)``).
     package static func normalizeName(_ raw: String) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        return (1...100).contains(name.unicodeScalars.count) ? name : nil
+        return (1...100).contains(name.unicodeScalars.count) && !TextSafety.containsBidiControl(name) ? name : nil
+    }
+
+    /// The issue reported for a name ``normalizeName(_:)`` refuses.
+    package static let nameIssue = "must be 1 to 100 characters without bidirectional control characters"
+}
+
+/// Where other modules keep data of a user or a tenant, for deleting an account or a tenant
+/// (`DELETE /users/me`, `DELETE /users/{id}`). The composition root lists each module's tables;
+/// a test checks that every table with a `user_id` or `tenant_id` column is listed. Rows are
+/// deleted in list order (children before parents).
+package struct DataErasure: Sendable {
+    /// Tables with `tenant_id` and `user_id` columns whose rows are the user's own (inbox,
+    /// devices, preferences): deleted with the user.
+    package var userTables: [String]
+    /// Tables with a `tenant_id` column: every row is deleted with the tenant.
+    package var tenantTables: [String]
+
+    /// Creates the lists.
+    package init(userTables: [String] = [], tenantTables: [String] = []) {
+        self.userTables = userTables
+        self.tenantTables = tenantTables
     }
 }

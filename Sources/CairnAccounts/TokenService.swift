@@ -64,6 +64,9 @@ package struct TokenSettings: Sendable {
     package var accessTokenTTL: Int = 900
     /// Refresh token lifetime in seconds (default 30 days).
     package var refreshTokenTTL: Int = 30 * 86_400
+    /// Seconds after a rotation during which the rotated refresh token still returns the same
+    /// successor (default 10; 0: none), so two tabs or a retried request do not look like theft.
+    package var refreshReuseInterval: Int = 10
     /// Clock skew tolerated on `exp`, in seconds (RFC 8725 §3.10 does not fix one; 60 s is usual).
     package var leeway: Double = 60
     /// When set (≥ 32 bytes), tokens are HS256 with this secret instead of EdDSA.

@@ -225,14 +225,15 @@ package struct FilesController: Sendable {
         return try checkedName(name)
     }
 
-    /// `name` if it is 1–255 characters without control characters or U+FFFD.
+    /// `name` if it is 1–255 characters without control characters, bidirectional control
+    /// characters (``TextSafety/isBidiControl(_:)``) or U+FFFD.
     /// - Throws: 400 `invalid_input` on `name`.
     static func checkedName(_ name: String) throws -> String {
         let scalars = name.unicodeScalars
         guard (1...255).contains(scalars.count),
-            !scalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{FFFD}" })
+            !scalars.contains(where: { $0.properties.generalCategory == .control || $0 == "\u{FFFD}" || TextSafety.isBidiControl($0) })
         else {
-            throw AppError.invalidField("name", "must be 1 to 255 characters without control characters")
+            throw AppError.invalidField("name", "must be 1 to 255 characters without control or bidirectional control characters")
         }
         return name
     }

@@ -131,14 +131,20 @@ package struct AppError: Error, Sendable, HTTPResponseError {
     }
 
     /// 403 `forbidden` for a service token whose scopes do not cover the route, with
-    /// `WWW-Authenticate: Bearer error="insufficient_scope"` and, when the route accepts one,
-    /// the `scope` it needs (RFC 6750 §3.1).
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"`: the scope the route
+    /// accepts, or ``userScope`` where it accepts none (RFC 6750 §3, §3.1).
     package static func insufficientScope(_ scope: String?) -> AppError {
-        var challenge = "Bearer realm=\"cairn\", error=\"insufficient_scope\""
-        if let scope { challenge += ", scope=\"\(scope)\"" }
-        let detail = scope.map { "This service token lacks the scope \($0)." } ?? "Service tokens cannot call this route."
+        // RFC 6750 §3: `scope` names what the route needs; a route no service token may call
+        // needs a user's access token, named by the pseudo-scope `user`.
+        let challenge = "Bearer realm=\"cairn\", error=\"insufficient_scope\", scope=\"\(scope ?? userScope)\""
+        let detail =
+            scope.map { "This service token lacks the scope \($0)." } ?? "Service tokens cannot call this route: it needs a user's access token."
         return AppError(.forbidden, code: .forbidden, detail: detail, headers: [.wwwAuthenticate: challenge])
     }
+
+    /// The `scope` of a 403 `insufficient_scope` on a route only users' access tokens may call
+    /// (RFC 6750 §3); no service token can hold it.
+    package static let userScope = "user"
 
     /// 409 `conflict`.
     package static func conflict(_ detail: String) -> AppError {

@@ -151,6 +151,7 @@ package func buildComponents(
         tokenSettings.hmacSecret = configuration.accounts.jwtSecret
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
+        tokenSettings.refreshReuseInterval = configuration.accounts.refreshReuseInterval
         if configuration.databaseURL != nil {
             // Several nodes: the ring lives in the database, sealed; nothing to copy between nodes.
             tokenSettings.keyDatabase = (database, secrets)
@@ -161,7 +162,7 @@ package func buildComponents(
         let events = EventBus(database: database, logger: logger)
         let accounts = AccountService(
             store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
-            bus: events, logger: logger)
+            bus: events, erasure: .cairn, logger: logger)
         let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
         let catalog = CatalogService(
             store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)

@@ -181,7 +181,7 @@ struct TenantCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let clean = AccountRules.normalizeName(name) else {
-                throw ValidationError("--name must be 1 to 100 characters")
+                throw ValidationError("--name must be 1 to 100 characters without bidirectional control characters")
             }
             try await withComponents(options) { components in
                 print(try await components.accounts.store.createTenant(name: clean))

@@ -33,10 +33,13 @@ struct FreshUserFindingsTests {
     }
 
     @Test func refreshReuseAlsoVoidsTheSessionsAccessTokens() async throws {
-        try await withTestApp(.sqlite) { client, _ in
+        let clock = TestClock()
+        try await withTestApp(.sqlite, clock: clock) { app in
+            let client = app.client
             let (_, tokens) = try await client.registerAndLogin(email: "reuse@example.com")
             let refresh = tokens.refreshToken
             let rotated = try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).object
+            clock.advance(by: .seconds(11))  // past the reuse interval (10 s)
             #expect(try await client.json(.post, "/auth/refresh-token", ["refreshToken": refresh]).code == "refresh_token_reused")
             #expect(try await client.json(.get, "/users/me", token: rotated["accessToken"] as? String).status == .unauthorized)
         }

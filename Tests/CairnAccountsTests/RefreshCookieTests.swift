@@ -75,7 +75,9 @@ struct RefreshCookieTests {
 
     @Test(arguments: TestEngine.available)
     func refreshReadsTheCookieRotatesItAndTheOldOneIsRefused(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
+        let clock = TestClock()
+        try await withTestApp(engine, clock: clock) { app in
+            let client = app.client
             let login = try await Self.cookieLogin(client, email: "rotate@example.com")
             let first = try #require(Self.cookieValue(login))
             var headers = Self.optIn
@@ -87,7 +89,8 @@ struct RefreshCookieTests {
             let second = try #require(Self.cookieValue(refreshed))
             #expect(second != first)
             #expect(refreshed.object["refreshToken"] == nil)
-            // The rotated-away token is reuse: refused, and the cookie is cleared.
+            // The rotated-away token, past the reuse interval, is reuse: refused, and the cookie is cleared.
+            clock.advance(by: .seconds(11))
             let reused = try await client.json(.post, "/auth/refresh-token", [String: String](), headers: headers)
             #expect(reused.status == .unauthorized)
             #expect(reused.code == "refresh_token_reused")

@@ -159,13 +159,42 @@ struct TokenSecurityTests {
             #expect(missing.status == .unauthorized)
             #expect(missing.code == "unauthorized")
             #expect(missing.headers[.wwwAuthenticate] == "Bearer realm=\"cairn\"")
-            for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not a token", "Bearer a.b", "Bearer ....", "Bearer \(token)x\u{7F}"] {
+            for value in ["Bearer", "Bearer not a token", "Bearer a.b", "Bearer ....", "Bearer \(token)x\u{7F}"] {
                 let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
                 #expect(response.status == .unauthorized, "\(value)")
                 #expect(response.code == "invalid_token", "\(value)")
             }
             let lower = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: "bearer \(token)"])
             #expect(lower.status == .ok)
+        }
+    }
+
+    /// `Authorization: Basic …` (or any scheme but Bearer) carries no Bearer credential: 401
+    /// `unauthorized` with a bare `WWW-Authenticate: Bearer` challenge, as without a header
+    /// (RFC 6750 §3.1: no error code when the client used another authentication method).
+    @Test(arguments: TestEngine.available)
+    func anotherSchemeIsAskedForABearerTokenWithoutAnErrorCode(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            _ = try await client.registerAndLogin(email: "basic@example.com")
+            for value in ["Basic dXNlcjpwYXNz", "basic Y29ycmVjdA==", "Digest username=\"a\"", "Bearer2 abc", "Token abc"] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
+                #expect(response.status == .unauthorized, "\(value)")
+                #expect(response.code == "unauthorized", "\(value)")
+                #expect(response.headers[.wwwAuthenticate] == "Bearer realm=\"cairn\"", "\(value)")
+            }
+        }
+    }
+
+    /// curl's own `-u user:password` (HTTP Basic) against a Bearer route, over real HTTP: 401
+    /// `unauthorized` and the bare challenge a client needs to switch to a Bearer token.
+    @Test func curlWithBasicCredentialsIsToldToUseBearer() async throws {
+        try await withTestApp(.sqlite, mode: .live, runServices: false) { app in
+            let output = try await runProcess(
+                "/usr/bin/curl", ["-sS", "-i", "-u", "ada:correct horse battery", "\(app.baseURL)/users/me"])
+            let text = String(decoding: output, as: UTF8.self)
+            #expect(text.hasPrefix("HTTP/1.1 401"), "\(text)")
+            #expect(text.lowercased().contains("www-authenticate: bearer realm=\"cairn\"\r\n"), "\(text)")
+            #expect(text.contains(#""code":"unauthorized""#), "\(text)")
         }
     }
 

@@ -20,7 +20,8 @@ struct UserManagementTests {
             let me = try await client.json(.get, "/users/me", token: token1)
             let etag = try #require(me.headers[.eTag])
             #expect(try await client.json(.get, "/users/me", token: token1, headers: [.ifNoneMatch: etag]).status == .notModified)
-            let patched = try await client.json(.patch, "/users/me", ["name": "Patricia", "email": "Pat.New@Example.com"], token: token1)
+            let patched = try await client.json(
+                .patch, "/users/me", ["name": "Patricia", "email": "Pat.New@Example.com", "currentPassword": "correct horse battery"], token: token1)
             #expect(patched.status == .ok)
             #expect(patched.object["name"] as? String == "Patricia")
             #expect(try await client.json(.patch, "/users/me", ["name": NSNull()], token: token1).status == .badRequest)

@@ -68,7 +68,8 @@ struct ServiceTokenTests {
                 let refused = try await client.json(method, path, token: secret)
                 #expect(refused.status == .forbidden, "\(path)")
                 #expect(refused.code == "forbidden")
-                #expect(refused.headers[.wwwAuthenticate]?.contains(#"error="insufficient_scope""#) == true)
+                // RFC 6750 §3: the challenge names what the route needs (a user's access token).
+                #expect(refused.headers[.wwwAuthenticate] == #"Bearer realm="cairn", error="insufficient_scope", scope="user""#, "\(path)")
             }
 
             // A token without the scope gets told which scope the route needs.

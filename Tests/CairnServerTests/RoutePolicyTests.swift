@@ -121,7 +121,7 @@ struct RoutePolicyTests {
                     #expect(response.status == .unsupportedMediaType, "\(route)")
                 } else {
                     #expect(response.status == .forbidden && response.code == "forbidden", "\(route)")
-                    #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="cairn", error="insufficient_scope""#, "\(route)")
+                    #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="cairn", error="insufficient_scope", scope="user""#, "\(route)")
                 }
             }
         }

@@ -13,18 +13,23 @@ struct AccountStoreTests {
     /// Which answer a rotation gave, without its payload.
     enum Outcome { case rotated, reused, invalid }
 
-    /// Expects rotating `token` to `successor` (for an hour) to give `expected`.
+    /// Expects rotating `token` (its successor valid for an hour, no reuse interval) to give
+    /// `expected`; returns the successor when it rotated.
+    @discardableResult
     func expectRotation(
-        _ store: AccountStore, _ token: String, to successor: String, gives expected: Outcome, _ comment: Comment,
-        sourceLocation: SourceLocation = #_sourceLocation
-    ) async throws {
-        let outcome: Outcome =
-            switch try await store.rotate(token: token, successor: successor, ttl: 3600) {
-            case .rotated: .rotated
-            case .reused: .reused
-            case .invalid: .invalid
-            }
+        _ store: AccountStore, _ token: String, gives expected: Outcome, _ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> String? {
+        var successor: String?
+        let outcome: Outcome
+        switch try await store.rotate(token: token, salt: UUIDv7.make(), reuseIntervalMs: 0, ttl: 3600) {
+        case .rotated(_, _, _, let next):
+            successor = next
+            outcome = .rotated
+        case .reused: outcome = .reused
+        case .invalid: outcome = .invalid
+        }
         #expect(outcome == expected, comment, sourceLocation: sourceLocation)
+        return successor
     }
 
     func owner(tenantId: String, email: String) -> User {
@@ -179,8 +184,8 @@ struct AccountStoreTests {
             #expect(try await store.sessionState(userId: user.id)?.tenantId == nil)
             #expect(try await !store.deleteUser(id: user.id, tenantId: tenant.id, expectedVersion: nil))
 
-            try await expectRotation(store, "user-token", to: "next", gives: .invalid, "a deleted user's refresh token still rotates")
-            try await expectRotation(store, "bystander-token", to: "bystander-next", gives: .rotated, "another user's session was ended")
+            try await expectRotation(store, "user-token", gives: .invalid, "a deleted user's refresh token still rotates")
+            try await expectRotation(store, "bystander-token", gives: .rotated, "another user's session was ended")
         }
     }
 
@@ -190,7 +195,9 @@ struct AccountStoreTests {
             let user = try await Factory.user(on: database, tenant: tenant)
             let family = try await store.startSession(token: "first", userId: user.id, tenantId: tenant.id, ttl: 3600)
 
-            guard case .rotated(let rotatedFamily, let userId, let tenantId) = try await store.rotate(token: "first", successor: "second", ttl: 3600)
+            guard
+                case .rotated(let rotatedFamily, let userId, let tenantId, let second) = try await store.rotate(
+                    token: "first", salt: "salt-1", reuseIntervalMs: 0, ttl: 3600)
             else {
                 Issue.record("a fresh refresh token did not rotate")
                 return
@@ -200,13 +207,13 @@ struct AccountStoreTests {
             #expect(tenantId == tenant.id)
 
             // Presenting "first" again is reuse: the whole family, "second" included, is revoked.
-            guard case .reused(let reuser) = try await store.rotate(token: "first", successor: "third", ttl: 3600) else {
+            guard case .reused(let reuser) = try await store.rotate(token: "first", salt: "salt-2", reuseIntervalMs: 0, ttl: 3600) else {
                 Issue.record("a used refresh token was not treated as reuse")
                 return
             }
             #expect(reuser == user.id)
-            try await expectRotation(store, "second", to: "fourth", gives: .invalid, "the successor of a reused token still rotates")
-            try await expectRotation(store, "never-issued", to: "fifth", gives: .invalid, "an unknown token rotated")
+            try await expectRotation(store, second, gives: .invalid, "the successor of a reused token still rotates")
+            try await expectRotation(store, "never-issued", gives: .invalid, "an unknown token rotated")
         }
     }
 
@@ -216,9 +223,9 @@ struct AccountStoreTests {
             let user = try await Factory.user(on: database, tenant: tenant)
             _ = try await store.startSession(token: "expired", userId: user.id, tenantId: tenant.id, ttl: -1)
             _ = try await store.startSession(token: "sibling", userId: user.id, tenantId: tenant.id, ttl: 3600)
-            try await expectRotation(store, "expired", to: "next", gives: .invalid, "an expired refresh token rotated or counted as reuse")
+            try await expectRotation(store, "expired", gives: .invalid, "an expired refresh token rotated or counted as reuse")
             // Not reuse: the user's other sessions live on.
-            try await expectRotation(store, "sibling", to: "sibling-next", gives: .rotated, "an expired token revoked another session")
+            try await expectRotation(store, "sibling", gives: .rotated, "an expired token revoked another session")
         }
     }
 
@@ -232,8 +239,8 @@ struct AccountStoreTests {
 
             #expect(try await store.revokeFamily(ofToken: "laptop") == user.id)
             #expect(try await store.revokeFamily(ofToken: "never-issued") == nil)
-            try await expectRotation(store, "laptop", to: "laptop-2", gives: .invalid, "a revoked family still rotates")
-            try await expectRotation(store, "phone", to: "phone-2", gives: .rotated, "revoking one family revoked another")
+            try await expectRotation(store, "laptop", gives: .invalid, "a revoked family still rotates")
+            let phone = try await expectRotation(store, "phone", gives: .rotated, "revoking one family revoked another")
 
             let state = try await store.sessionState(userId: user.id)
             #expect(state?.role == .admin)
@@ -241,8 +248,8 @@ struct AccountStoreTests {
             #expect(state?.validAfter == 0)
             try await store.revokeAllSessions(userId: user.id, at: 1_234_567)
             #expect(try await store.sessionState(userId: user.id)?.validAfter == 1_234_567)
-            for token in ["phone-2", "tablet"] {
-                try await expectRotation(store, token, to: token + "-next", gives: .invalid, "\(token) survived revoking every session")
+            for token in [phone ?? "phone", "tablet"] {
+                try await expectRotation(store, token, gives: .invalid, "\(token) survived revoking every session")
             }
         }
     }
@@ -255,26 +262,33 @@ struct AccountStoreTests {
                 try await store.admitLoginAttempt(emailKey: email, client: client, now: now, windowMs: window, perEmail: 2, perClient: 3)
             }
             guard case .admitted = try await admit("a@example.com", "192.0.2.1", at: 1_000) else { Issue.record("first refused"); return }
-            guard case .admitted = try await admit("a@example.com", "192.0.2.2", at: 1_100) else { Issue.record("second refused"); return }
-            // The email's limit is reached; Retry-After runs to when its oldest attempt leaves the window.
-            #expect(try await admit("a@example.com", "192.0.2.3", at: 2_000) == .limited(retryAfter: 9, limit: 2))
-            guard case .admitted(let third) = try await admit("b@example.com", "192.0.2.1", at: 1_500) else {
+            guard case .admitted = try await admit("a@example.com", "192.0.2.1", at: 1_100) else { Issue.record("second refused"); return }
+            // The email's limit from this client is reached; Retry-After runs to when its oldest attempt leaves the window.
+            #expect(try await admit("a@example.com", "192.0.2.1", at: 2_000) == .limited(retryAfter: 9, limit: 2))
+            // Another client that has not failed for this email is not locked out by them.
+            guard case .admitted = try await admit("a@example.com", "192.0.2.2", at: 2_000) else { Issue.record("lockout"); return }
+            guard case .admitted(let third) = try await admit("b@example.com", "192.0.2.3", at: 1_500) else {
                 Issue.record("other email refused")
                 return
             }
-            guard case .admitted = try await admit("c@example.com", "192.0.2.1", at: 1_600) else { Issue.record("refused"); return }
-            // 192.0.2.1 has three attempts: its limit.
-            #expect(try await admit("d@example.com", "192.0.2.1", at: 1_700) == .limited(retryAfter: 10, limit: 3))
+            guard case .admitted = try await admit("c@example.com", "192.0.2.3", at: 1_600) else { Issue.record("refused"); return }
+            guard case .admitted = try await admit("e@example.com", "192.0.2.3", at: 1_650) else { Issue.record("refused"); return }
+            // 192.0.2.3 has three attempts: its limit, whatever the email.
+            #expect(try await admit("d@example.com", "192.0.2.3", at: 1_700) == .limited(retryAfter: 10, limit: 3))
             // A released attempt no longer counts.
             try await store.releaseLoginAttempt(third)
-            guard case .admitted = try await admit("d@example.com", "192.0.2.1", at: 1_800) else { Issue.record("release ignored"); return }
+            guard case .admitted = try await admit("d@example.com", "192.0.2.3", at: 1_800) else { Issue.record("release ignored"); return }
             // The window is open at its start: attempts at or before now − window are outside (and pruned).
-            guard case .admitted = try await admit("a@example.com", "192.0.2.9", at: 11_000) else { Issue.record("window ignored"); return }
-            try await store.clearFailures(emailKey: "a@example.com")
+            guard case .admitted = try await admit("a@example.com", "192.0.2.1", at: 11_000) else { Issue.record("window ignored"); return }
+            // A success clears only that client's failures for the email.
+            try await store.clearFailures(emailKey: "a@example.com", client: "192.0.2.1")
             let left = try await database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
+                try await db.raw("SELECT email_key, client FROM login_failures ORDER BY at").all().map {
+                    (try $0.decode(column: "email_key", as: String.self), try $0.decode(column: "client", as: String.self))
+                }
             }
-            #expect(left == 2)  // c and d; a@example.com was cleared, a@1000 pruned
+            #expect(left.map(\.0) == ["c@example.com", "e@example.com", "d@example.com", "a@example.com"])
+            #expect(left.last?.1 == "192.0.2.2")
         }
     }
 

@@ -16,6 +16,12 @@ package struct TenantRow: Sendable, Hashable {
     package let id: String
     /// Its name.
     package let name: String
+
+    /// Names an existing tenant (one registered through the API, say).
+    package init(id: String, name: String) {
+        self.id = id
+        self.name = name
+    }
 }
 
 /// Typed row builders for store-level tests (the role of River's `testfactory`): each inserts a
