@@ -90,7 +90,8 @@ package struct PipelineSpec: Codable, Sendable, Equatable {
         package var cron: String
         /// IANA time zone the cron is read in (default UTC).
         package var timeZone: String?
-        /// `latest` (the newest file of the input format) or `namePattern`.
+        /// `latest` (the newest uploaded file of the input format) or `namePattern`; either way
+        /// only files a user uploaded are candidates, never pipeline outputs.
         package var source: String?
         /// With `source: namePattern`: a shell glob (`fnmatch(3)`) on the file's name.
         package var namePattern: String?

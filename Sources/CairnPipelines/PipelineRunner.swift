@@ -178,7 +178,7 @@ package final class PipelineRunner: Service, Sendable {
             } else {
                 guard let chosen = try await scheduledInput(pipeline) else {
                     let reason =
-                        "no new \(pipeline.spec.input.format.rawValue) file\(pipeline.spec.schedule?.namePattern.map { " matching \($0)" } ?? "") since the last scheduled run"
+                        "no new uploaded \(pipeline.spec.input.format.rawValue) file\(pipeline.spec.schedule?.namePattern.map { " matching \($0)" } ?? "") since the last scheduled run"
                     try await context.saveResult(
                         .object(["skipped": .bool(true), "reason": .string(reason)]), progress: .object(["fraction": .number(1)]))
                     return
@@ -196,7 +196,7 @@ package final class PipelineRunner: Service, Sendable {
             try await slots.withSlot(tenantId: job.tenantId) {
                 // Until now the run showed `waiting` (for a pipeline slot), not a load that is stuck.
                 if checkpoint.load?.done != true { try await context.reportProgress(Self.progress(checkpoint, phase: "loading")) }
-                try await run(context, checkpoint: &checkpoint, folder: folder)
+                try await run(context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
             }
             try? FileManager.default.removeItem(atPath: folder)
         } catch let failure as PipelineFailure {
@@ -228,7 +228,7 @@ package final class PipelineRunner: Service, Sendable {
         return await Task { (try? await store.job(id: job.id, tenantId: job.tenantId))?.cancelRequestedAt != nil }.value
     }
 
-    private func run(_ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws {
+    private func run(_ context: JobContext, pipelineId: String, checkpoint: inout Checkpoint, folder: String) async throws {
         let tenantId = context.job.tenantId
         if let outputId = checkpoint.outputFileId {
             if let existing = try await files.get(id: outputId, tenantId: tenantId) {
@@ -314,7 +314,7 @@ package final class PipelineRunner: Service, Sendable {
         let output = try await withSpan("pipeline output") { span in
             span.attributes["cairn.pipeline.phase"] = "output"
             span.attributes["cairn.file.size"] = Int(outcome.bytes)
-            return try await store(outcome, context, checkpoint: &checkpoint, folder: folder)
+            return try await store(outcome, context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
         }
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
@@ -324,9 +324,11 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// The output phase: moves the query's output into the file store and records it under the
-    /// tenant's quota.
+    /// tenant's quota, as a file of origin `pipeline` naming `pipelineId` and the run's job.
     /// - Throws: `PipelineFailure` when it would exceed the quota; storage errors.
-    private func store(_ outcome: QueryOutcome, _ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws -> StoredFile {
+    private func store(
+        _ outcome: QueryOutcome, _ context: JobContext, pipelineId: String, checkpoint: inout Checkpoint, folder: String
+    ) async throws -> StoredFile {
         let tenantId = context.job.tenantId
         let spec = checkpoint.spec
         let outputPath = folder + "/" + SandboxOrder.outputName
@@ -338,7 +340,8 @@ package final class PipelineRunner: Service, Sendable {
         let output = StoredFile(
             id: outputId, tenantId: tenantId, name: Self.outputName(checkpoint.pipelineName, jobId: context.job.id, format: format),
             size: outcome.bytes, sha256: outcome.sha256, contentType: Self.contentType(format), format: format == .csv ? "csv" : format.rawValue,
-            createdBy: context.job.createdBy, createdAt: WallClock.milliseconds())
+            createdBy: context.job.createdBy, createdAt: WallClock.milliseconds(), origin: .pipeline, originPipelineId: pipelineId,
+            originJobId: context.job.id)
         try await blobs.adopt(tenantId: tenantId, id: outputId, movingFileAt: FilePath(outputPath))
         do {
             try await files.insert(output, quotas: quotas, hour: WallClock.milliseconds() / 3_600_000, countsAsUpload: false)
@@ -477,8 +480,9 @@ package final class PipelineRunner: Service, Sendable {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
     }
 
-    /// The newest file for a scheduled run: of the pipeline's input format, newer than the one
-    /// the previous scheduled run took, matching `namePattern` when the schedule has one.
+    /// The newest file for a scheduled run: uploaded (never a pipeline's output, or a schedule
+    /// would take its own last result on every tick), of the pipeline's input format, newer than
+    /// the one the previous scheduled run took, matching `namePattern` when the schedule has one.
     private func scheduledInput(_ pipeline: Pipeline) async throws -> StoredFile? {
         let format = pipeline.spec.input.format.rawValue
         let candidates = try await files.newest(tenantId: pipeline.tenantId, format: format, after: pipeline.lastScheduledFileId)

@@ -461,6 +461,49 @@ struct PipelineTests {
         }
     }
 
+    /// A scheduled pipeline whose output has its input's format used to take its own previous
+    /// output as the "latest" file, so every tick processed the last result and added another
+    /// file, for ever. Outputs carry their origin (the pipeline and run) and are never picked.
+    @Test(arguments: TestEngine.available)
+    func scheduledRunsTakeOnlyUploadsNeverPipelineOutputs(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withPipelines(engine, clock: clock, configure: { $0.accounts.accessTokenTTL = 7 * 86_400 }) { tenant, client, components in
+            let pipeline = try await tenant.create(
+                pipelineBody("SELECT count(*) AS n FROM input", output: "csv").merging(
+                    ["schedule": ["cron": "0 3 * * *", "timeZone": "UTC", "source": "latest"]]) { $1 })
+            let stored = try #require(try await components.pipelines.get(id: pipeline, tenantId: try tenantId(client, tenant.token)))
+            let scheduleId = try #require(stored.scheduleId)
+            let upload = try await tenant.upload(Array("x\n1\n2\n".utf8), name: "daily.csv")
+            let uploaded = try await client.json(.get, "/files/\(upload)", token: tenant.token).object
+            #expect(uploaded["origin"] as? String == "upload")
+            #expect(uploaded["pipelineId"] is NSNull && uploaded["jobId"] is NSNull, "\(uploaded)")
+
+            let first = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+            let result = try #require(first["result"] as? [String: Any], "\(first)")
+            #expect(result["inputFileId"] as? String == upload)
+            let outputId = try #require(result["outputFileId"] as? String)
+            let output = try await client.json(.get, "/files/\(outputId)", token: tenant.token).object
+            #expect(output["format"] as? String == "csv", "an output the schedule could mistake for its input")
+            #expect(output["origin"] as? String == "pipeline")
+            #expect(output["pipelineId"] as? String == pipeline)
+            #expect(output["jobId"] as? String == first["id"] as? String)
+
+            // Nothing new was uploaded: the next tick skips rather than process its own output.
+            for _ in 0..<2 {
+                let next = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+                let skipped = try #require(next["result"] as? [String: Any], "\(next)")
+                #expect(skipped["skipped"] as? Bool == true, "\(skipped)")
+            }
+            let files = try await client.json(.get, "/files", token: tenant.token).object["items"] as? [[String: Any]]
+            #expect(files?.count == 2, "the upload and one output")
+
+            // A new upload is taken on the next tick.
+            let later = try await tenant.upload(Array("x\n1\n2\n3\n".utf8), name: "daily2.csv")
+            let again = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+            #expect((again["result"] as? [String: Any])?["inputFileId"] as? String == later, "\(again)")
+        }
+    }
+
     /// A scheduled run that stops after choosing its file but before its first checkpoint (a
     /// crash there, played by that checkpoint failing once) leaves the file to its retry: the
     /// file is recorded as the schedule's last only with that checkpoint. It used to be recorded
