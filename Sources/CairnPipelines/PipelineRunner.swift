@@ -268,12 +268,15 @@ package final class PipelineRunner: Service, Sendable {
                 resultValue(checkpoint, output: nil, failure: error.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(error.message)
         } catch {
-            // Retried, or stopped by a lost lease or shutdown: the folder stays for the next
-            // attempt on this node, and goes as soon as the job is final, deleted or taken by
-            // another node (see `run()`). A run cancelled by its tenant ends here, so its folder
-            // goes now (a retry of it loads again).
+            // Retried, or stopped by shutdown: the folder stays for the next attempt on this
+            // node, and goes as soon as the job is final, deleted or taken by another node (see
+            // `run()`). A run cancelled by its tenant, or stopped because its job is gone, final
+            // or another node's (a lost lease), has no next attempt here: its folder goes now (a
+            // retry of it loads again).
+            if job.attempt >= job.maxAttempts { removeWork(jobId: job.id, tenantId: job.tenantId) }
             let cancelled = await cancelRequested(job)
-            if job.attempt >= job.maxAttempts || cancelled { removeWork(jobId: job.id, tenantId: job.tenantId) }
+            let abandoned = Task.isCancelled ? await hasNoNextAttemptHere(job) : false
+            if cancelled || abandoned { removeWork(jobId: job.id, tenantId: job.tenantId) }
             if let error = error as? SandboxError, error.kind == .cancelled { throw CancellationError() }
             throw error
         }
@@ -285,6 +288,23 @@ package final class PipelineRunner: Service, Sendable {
         guard Task.isCancelled else { return false }
         let store = jobs.store
         return await Task { (try? await store.job(id: job.id, tenantId: job.tenantId))?.cancelRequestedAt != nil }.value
+    }
+
+    /// Whether no later attempt of the job can use this node's folder: the job is gone (its
+    /// lease lost because its row was deleted), final, or running on another node (a lost
+    /// lease). Read in a task of its own, as `cancelRequested` is; a failed read says false
+    /// (the folder then waits for the next announcement or sweep).
+    private func hasNoNextAttemptHere(_ job: Job) async -> Bool {
+        let store = jobs.store
+        let node = jobs.settings.nodeId
+        return await Task {
+            do {
+                guard let current = try await store.job(id: job.id, tenantId: job.tenantId) else { return true }
+                return current.state.isFinal || (current.state == .running && current.leaseOwner != node)
+            } catch {
+                return false
+            }
+        }.value
     }
 
     private func run(_ context: JobContext, pipelineId: String, checkpoint: inout Checkpoint, folder: String) async throws {

@@ -1,3 +1,4 @@
+import CairnHTTP
 import CairnJobs
 import CairnServer
 import CairnStorage
@@ -53,6 +54,34 @@ struct PipelineWorkFolderTests {
             #expect(try await client.json(.post, "/jobs/\(jobId)/cancel", token: tenant.token).status == .ok)
             try await components.jobs.waitForJob(jobId, state: .cancelled)
             try await waitUntilGone(folder, "cancelled while running")
+        }
+    }
+
+    /// A run whose job row disappears under it (its lease renewal finds nothing to renew, and
+    /// stops it) has no later attempt: its node removes the folder then, not at the next sweep.
+    @Test(arguments: TestEngine.available)
+    func aRunWhoseJobIsGoneRemovesItsFolder(engine: TestEngine) async throws {
+        try await withPipelines(
+            engine,
+            configure: {
+                $0.jobs.leaseSeconds = 3  // renewed every second
+                $0.pipelines.timeoutSeconds = 120
+                $0.pipelines.cpuSeconds = 120
+            }
+        ) { tenant, client, components in
+            let runner = components.pipelineRunner
+            let file = try await tenant.upload(tinyCSV)
+            let jobId = try await tenant.startRun(try await tenant.create(pipelineBody(runawaySQL)), fileId: file)
+            let folder = runner.workFolder(tenantId: try await tenantOf(client, tenant.token), jobId: jobId)
+            try await components.jobs.waitUntil("the run's query works in its folder", timeout: .seconds(60)) {
+                guard let job = try await components.jobs.store.jobs(ids: [jobId]).first,
+                    job.progress.flatMap({ JSONValue(text: $0) })?["phase"]?.string == "querying"
+                else { return false }
+                return runner.sandboxProcess(jobId: jobId) != nil
+            }
+            try await components.database.write { db in try await db.raw("DELETE FROM jobs WHERE id = \(bind: jobId)").run() }
+            try await waitUntilGone(folder, "the job was deleted under its run", timeout: .seconds(20))
+            #expect(runner.sandboxProcess(jobId: jobId) == nil, "its process was stopped")
         }
     }
 
