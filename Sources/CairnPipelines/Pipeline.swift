@@ -345,7 +345,11 @@ enum PipelineValidation {
     /// Longest SQL text, bytes.
     static let maxSQLBytes = 64 << 10
 
-    static func validate(name: String?, spec: PipelineSpec, issues: inout [FieldIssue]) {
+    /// Adds every problem of `name` and `spec` to `issues`.
+    /// - Parameter compile: whether to compile the SQL (``compileProblem(_:)``): on create, and
+    ///   on an update that changes the SQL or the input, so a stored pipeline whose SQL no longer
+    ///   compiles can still be renamed or rescheduled.
+    static func validate(name: String?, spec: PipelineSpec, compile: Bool = true, issues: inout [FieldIssue]) {
         if let name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
         }
@@ -398,7 +402,7 @@ enum PipelineValidation {
             issues.append(FieldIssue(field: "sql", issue: "must be at most \(maxSQLBytes) bytes"))
         } else if !SQLText.isSingleQuery(spec.sql) {
             issues.append(FieldIssue(field: "sql", issue: "must be one SELECT (or WITH … SELECT) statement"))
-        } else if let problem = compileProblem(spec) {
+        } else if compile, let problem = compileProblem(spec) {
             issues.append(FieldIssue(field: "sql", issue: problem))
         }
         if let schedule = spec.schedule {
