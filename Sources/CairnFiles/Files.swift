@@ -3,7 +3,16 @@ package import CairnStorage
 import Foundation
 import SQLKit
 
-/// An uploaded file of a tenant. Its bytes live in the `BlobStore` under its id.
+/// Where a file came from.
+package enum FileOrigin: String, Sendable, Equatable {
+    /// A user uploaded it (`POST /files`, multipart or tus).
+    case upload
+    /// A pipeline run wrote it (its output).
+    case pipeline
+}
+
+/// An uploaded file of a tenant, or a pipeline run's output. Its bytes live in the `BlobStore`
+/// under its id.
 package struct StoredFile: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
@@ -23,11 +32,19 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
     package var createdBy: String?
     /// Epoch milliseconds.
     package var createdAt: Int64
+    /// Who made it: a user's upload, or a pipeline run. Scheduled pipelines take only uploads,
+    /// so no run ever takes its own (or another pipeline's) output as input.
+    package var origin: FileOrigin
+    /// With `origin` `pipeline`: the pipeline that wrote it.
+    package var originPipelineId: String?
+    /// With `origin` `pipeline`: the run (a `pipeline.run` job) that wrote it.
+    package var originJobId: String?
 
-    /// Creates a file record (the row is written by ``FileStore``).
+    /// Creates a file record (the row is written by ``FileStore``); an upload unless `origin`
+    /// says otherwise.
     package init(
         id: String, tenantId: String, name: String, size: Int64, sha256: String, contentType: String, format: String, createdBy: String?,
-        createdAt: Int64
+        createdAt: Int64, origin: FileOrigin = .upload, originPipelineId: String? = nil, originJobId: String? = nil
     ) {
         self.id = id
         self.tenantId = tenantId
@@ -38,9 +55,14 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
         self.format = format
         self.createdBy = createdBy
         self.createdAt = createdAt
+        self.origin = origin
+        self.originPipelineId = originPipelineId
+        self.originJobId = originJobId
     }
 
-    /// `{id, name, size, sha256, contentType, format, createdBy, createdAt}`.
+    /// `{id, name, size, sha256, contentType, format, createdBy, createdAt, origin, pipelineId,
+    /// jobId}`; `pipelineId` and `jobId` name the run that wrote a pipeline output (null for
+    /// uploads).
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
@@ -59,6 +81,12 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
         writer.string(createdBy)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
+        writer.key("origin")
+        writer.string(origin.rawValue)
+        writer.key("pipelineId")
+        writer.string(originPipelineId)
+        writer.key("jobId")
+        writer.string(originJobId)
         writer.objectEnd()
     }
 }
@@ -96,6 +124,14 @@ package enum IngestMigrations {
         // The node holding an upload's lease (its `Database.instanceKey`): a dead node's lease is free at once.
         Migration(
             module: "ingest", version: 3, name: "upload_lock_node", sql: ["ALTER TABLE uploads ADD COLUMN lock_node BIGINT NOT NULL DEFAULT 0"]),
+        // Files existing before this migration count as uploads: outputs were not told apart.
+        Migration(
+            module: "ingest", version: 4, name: "file origin",
+            sql: [
+                "ALTER TABLE files ADD COLUMN origin TEXT NOT NULL DEFAULT 'upload'",
+                "ALTER TABLE files ADD COLUMN origin_pipeline_id TEXT",
+                "ALTER TABLE files ADD COLUMN origin_job_id TEXT",
+            ]),
     ]
 }
 
@@ -122,7 +158,7 @@ package struct FileStore: Sendable {
         self.database = database
     }
 
-    static let columns = "id, tenant_id, name, size, sha256, content_type, format, created_by, created_at"
+    static let columns = "id, tenant_id, name, size, sha256, content_type, format, created_by, created_at, origin, origin_pipeline_id, origin_job_id"
 
     static func file(from row: any SQLRow) throws -> StoredFile {
         StoredFile(
@@ -130,7 +166,10 @@ package struct FileStore: Sendable {
             name: try row.decode(column: "name", as: String.self), size: try row.decode(column: "size", as: Int64.self),
             sha256: try row.decode(column: "sha256", as: String.self), contentType: try row.decode(column: "content_type", as: String.self),
             format: try row.decode(column: "format", as: String.self), createdBy: try row.decode(column: "created_by", as: String?.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self))
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            origin: FileOrigin(rawValue: try row.decode(column: "origin", as: String.self)) ?? .upload,
+            originPipelineId: try row.decode(column: "origin_pipeline_id", as: String?.self),
+            originJobId: try row.decode(column: "origin_job_id", as: String?.self))
     }
 
     /// Why a completely written file could not be recorded.
@@ -167,7 +206,7 @@ package struct FileStore: Sendable {
                 """
                 INSERT INTO files (\(unsafeRaw: Self.columns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
                 \(bind: file.size), \(bind: file.sha256), \(bind: file.contentType), \(bind: file.format), \(bind: file.createdBy),
-                \(bind: file.createdAt))
+                \(bind: file.createdAt), \(bind: file.origin.rawValue), \(bind: file.originPipelineId), \(bind: file.originJobId))
                 """
             ).run()
             if let (uploadId, token) = completingUpload {
@@ -227,12 +266,14 @@ package struct FileStore: Sendable {
         return Page(fetched: try rows.map(Self.file(from:)), limit: page.limit, sortKey: \.id)
     }
 
-    /// The tenant's newest files of `format` created after the file `afterId` (all when nil),
-    /// newest first, at most `limit` (for scheduled pipeline runs).
+    /// The tenant's newest uploaded files of `format` created after the file `afterId` (all
+    /// when nil), newest first, at most `limit` (for scheduled pipeline runs). Pipeline outputs
+    /// are never among them: a schedule that took them would process its own last result on
+    /// every tick, for ever.
     package func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
         try await database.read { db in
             var query: SQLQueryString =
-                "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format)"
+                "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format) AND origin = 'upload'"
             if let afterId { query = query + " AND id > \(bind: afterId)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: limit)").all()
         }.map(Self.file(from:))

@@ -90,7 +90,8 @@ package struct PipelineSpec: Codable, Sendable, Equatable {
         package var cron: String
         /// IANA time zone the cron is read in (default UTC).
         package var timeZone: String?
-        /// `latest` (the newest file of the input format) or `namePattern`.
+        /// `latest` (the newest uploaded file of the input format) or `namePattern`; either way
+        /// only files a user uploaded are candidates, never pipeline outputs.
         package var source: String?
         /// With `source: namePattern`: a shell glob (`fnmatch(3)`) on the file's name.
         package var namePattern: String?
@@ -306,10 +307,49 @@ package struct PipelineStore: Sendable {
 
 /// Checks a pipeline body and turns it into a specification, listing every problem at once.
 enum PipelineValidation {
+    /// The one column `input` has when a query is compiled before its columns are known.
+    static let unknownColumns = "cairn: columns known at run time"
+
+    /// Compiles the specification's SQL as a run would, in a sandbox database (the system
+    /// SQLite behind the run's authorizer and limits, in memory) whose empty `input` table has
+    /// the declared columns, so an unknown table or column, a syntax error or a refused action
+    /// fails when the pipeline is written, not when it runs. Without declared columns (they are
+    /// inferred from each run's file) only "no such column" cannot be judged yet: it is left to
+    /// the run, which compiles the query against the inferred columns before it loads a row.
+    /// Compiling executes nothing: it takes microseconds for the longest SQL allowed.
+    /// - Returns: nil when the query compiles; otherwise SQLite's or the authorizer's message.
+    static func compileProblem(_ spec: PipelineSpec) -> String? {
+        guard let db = try? SandboxDatabase(path: ":memory:", control: SandboxControl(), cacheBytes: 1 << 20) else { return nil }
+        let columns = spec.input.columns ?? []
+        let definitions =
+            columns.isEmpty
+            ? SQLText.quoted(unknownColumns)
+            : columns.map { "\(SQLText.quoted($0.name)) \(PipelineEngine.Loader.declaredType($0.type))" }.joined(separator: ", ")
+        do {
+            try db.execute("CREATE TABLE input (\(definitions))")
+        } catch {
+            // Declared names that cannot form a table are reported on input.columns already.
+            return nil
+        }
+        do {
+            _ = try db.columnsRead(by: spec.sql)
+            return nil
+        } catch let error as SandboxError {
+            if columns.isEmpty && error.kind == .sql && error.message.hasPrefix("no such column") { return nil }
+            return error.message
+        } catch {
+            return nil
+        }
+    }
+
     /// Longest SQL text, bytes.
     static let maxSQLBytes = 64 << 10
 
-    static func validate(name: String?, spec: PipelineSpec, issues: inout [FieldIssue]) {
+    /// Adds every problem of `name` and `spec` to `issues`.
+    /// - Parameter compile: whether to compile the SQL (``compileProblem(_:)``): on create, and
+    ///   on an update that changes the SQL or the input, so a stored pipeline whose SQL no longer
+    ///   compiles can still be renamed or rescheduled.
+    static func validate(name: String?, spec: PipelineSpec, compile: Bool = true, issues: inout [FieldIssue]) {
         if let name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
         }
@@ -362,6 +402,8 @@ enum PipelineValidation {
             issues.append(FieldIssue(field: "sql", issue: "must be at most \(maxSQLBytes) bytes"))
         } else if !SQLText.isSingleQuery(spec.sql) {
             issues.append(FieldIssue(field: "sql", issue: "must be one SELECT (or WITH … SELECT) statement"))
+        } else if compile, let problem = compileProblem(spec) {
+            issues.append(FieldIssue(field: "sql", issue: problem))
         }
         if let schedule = spec.schedule {
             do { _ = try CronExpression(schedule.cron) } catch let error as AppError {

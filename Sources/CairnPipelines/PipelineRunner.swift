@@ -96,6 +96,17 @@ package final class PipelineRunner: Service, Sendable {
     /// The sandbox process of each run in progress on this node, by job id (from its `started`
     /// report to its end).
     let children = Mutex<[String: pid_t]>([:])
+    /// The work folders this node holds, and the runs whose handler is going on it.
+    let work = Mutex(WorkFolders())
+
+    /// The work folders of one node: which jobs have one here (by job id, their tenant's id),
+    /// and which of them are running here now (never removed from under their run).
+    struct WorkFolders {
+        /// Job id → tenant id, for every folder known on this node.
+        var folders: [String: String] = [:]
+        /// Jobs whose handler runs on this node.
+        var active: Set<String> = []
+    }
 
     /// Creates the runner; call ``registerJobs(on:)`` once, from the composition root.
     package init(
@@ -123,15 +134,57 @@ package final class PipelineRunner: Service, Sendable {
         }
     }
 
-    /// Removes the work folders of finished runs every 10 minutes. Sandbox processes end with
-    /// their runs: on shutdown the job worker cancels the runs it does not let finish, which
-    /// kills their processes.
+    /// Removes the work folders this node holds as soon as their run no longer needs them: on
+    /// every announced change of such a job (from any node: a cancel, a final state reached
+    /// elsewhere, a deletion) the job is read again, and its folder goes when the job is final,
+    /// gone, or running on another node (which loads its input again). A sweep of the whole
+    /// work directory at start-up and every minute catches announcements that were missed.
+    /// Sandbox processes end with their runs: on shutdown the job worker cancels the runs it
+    /// does not let finish, which kills their processes.
     package func run() async throws {
         try? await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                await self.removeStaleWork()
-                try await Task.sleep(for: .seconds(600))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await ids in self.jobs.events.changes() {
+                        await self.removeWorkNoLongerNeeded(jobIds: ids)
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        await self.removeStaleWork()
+                        try await Task.sleep(for: .seconds(60))
+                    }
+                }
+                try await group.waitForAll()
             }
+        }
+    }
+
+    /// Removes the folders of `jobIds` (those this node holds and does not run) whose job is
+    /// final, deleted, or running on another node.
+    func removeWorkNoLongerNeeded(jobIds: [String]) async {
+        let held = work.withLock { state in jobIds.compactMap { id in state.folders[id].map { (id, $0) } } }
+        for (jobId, tenantId) in held where work.withLock({ !$0.active.contains(jobId) }) {
+            let job: Job?
+            do {
+                job = try await jobs.store.job(id: jobId, tenantId: tenantId)
+            } catch {
+                continue  // the next announcement or sweep tries again
+            }
+            if let job, !job.state.isFinal, job.state != .running || job.leaseOwner == jobs.settings.nodeId { continue }
+            removeWork(jobId: jobId, tenantId: tenantId, unlessActive: true)
+        }
+    }
+
+    /// Deletes a run's work folder and forgets it; with `unlessActive`, not while a run of the
+    /// job goes on on this node (checked under the same lock the run registers with, so a run
+    /// starting now never loses its folder).
+    func removeWork(jobId: String, tenantId: String, unlessActive: Bool = false) {
+        let folder = workFolder(tenantId: tenantId, jobId: jobId)
+        work.withLock { state in
+            if unlessActive && state.active.contains(jobId) { return }
+            try? FileManager.default.removeItem(atPath: folder)
+            state.folders[jobId] = nil
         }
     }
 
@@ -178,7 +231,7 @@ package final class PipelineRunner: Service, Sendable {
             } else {
                 guard let chosen = try await scheduledInput(pipeline) else {
                     let reason =
-                        "no new \(pipeline.spec.input.format.rawValue) file\(pipeline.spec.schedule?.namePattern.map { " matching \($0)" } ?? "") since the last scheduled run"
+                        "no new uploaded \(pipeline.spec.input.format.rawValue) file\(pipeline.spec.schedule?.namePattern.map { " matching \($0)" } ?? "") since the last scheduled run"
                     try await context.saveResult(
                         .object(["skipped": .bool(true), "reason": .string(reason)]), progress: .object(["fraction": .number(1)]))
                     return
@@ -192,29 +245,38 @@ package final class PipelineRunner: Service, Sendable {
             if args.fileId == nil { try await pipelines.recordScheduledFile(pipelineId: pipeline.id, tenantId: job.tenantId, fileId: fileId) }
         }
         let folder = workFolder(tenantId: job.tenantId, jobId: job.id)
+        work.withLock { state in
+            state.active.insert(job.id)
+            state.folders[job.id] = job.tenantId
+        }
+        defer { work.withLock { _ = $0.active.remove(job.id) } }
         do {
             try await slots.withSlot(tenantId: job.tenantId) {
                 // Until now the run showed `waiting` (for a pipeline slot), not a load that is stuck.
                 if checkpoint.load?.done != true { try await context.reportProgress(Self.progress(checkpoint, phase: "loading")) }
-                try await run(context, checkpoint: &checkpoint, folder: folder)
+                try await run(context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
             }
-            try? FileManager.default.removeItem(atPath: folder)
+            removeWork(jobId: job.id, tenantId: job.tenantId)
         } catch let failure as PipelineFailure {
-            try? FileManager.default.removeItem(atPath: folder)
+            removeWork(jobId: job.id, tenantId: job.tenantId)
             try? await context.saveResult(
                 resultValue(checkpoint, output: nil, failure: failure.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(failure.message)
         } catch let error as SandboxError where error.kind != .io && error.kind != .cancelled {
-            try? FileManager.default.removeItem(atPath: folder)
+            removeWork(jobId: job.id, tenantId: job.tenantId)
             try? await context.saveResult(
                 resultValue(checkpoint, output: nil, failure: error.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(error.message)
         } catch {
-            // Retried, or stopped by a lost lease or shutdown: the folder stays for the next
-            // attempt, and the last one cleans up. A run cancelled by its tenant ends here, so its
-            // folder goes now (a retry of it loads again).
+            // Retried, or stopped by shutdown: the folder stays for the next attempt on this
+            // node, and goes as soon as the job is final, deleted or taken by another node (see
+            // `run()`). A run cancelled by its tenant, or stopped because its job is gone, final
+            // or another node's (a lost lease), has no next attempt here: its folder goes now (a
+            // retry of it loads again).
+            if job.attempt >= job.maxAttempts { removeWork(jobId: job.id, tenantId: job.tenantId) }
             let cancelled = await cancelRequested(job)
-            if job.attempt >= job.maxAttempts || cancelled { try? FileManager.default.removeItem(atPath: folder) }
+            let abandoned = Task.isCancelled ? await hasNoNextAttemptHere(job) : false
+            if cancelled || abandoned { removeWork(jobId: job.id, tenantId: job.tenantId) }
             if let error = error as? SandboxError, error.kind == .cancelled { throw CancellationError() }
             throw error
         }
@@ -228,7 +290,24 @@ package final class PipelineRunner: Service, Sendable {
         return await Task { (try? await store.job(id: job.id, tenantId: job.tenantId))?.cancelRequestedAt != nil }.value
     }
 
-    private func run(_ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws {
+    /// Whether no later attempt of the job can use this node's folder: the job is gone (its
+    /// lease lost because its row was deleted), final, or running on another node (a lost
+    /// lease). Read in a task of its own, as `cancelRequested` is; a failed read says false
+    /// (the folder then waits for the next announcement or sweep).
+    private func hasNoNextAttemptHere(_ job: Job) async -> Bool {
+        let store = jobs.store
+        let node = jobs.settings.nodeId
+        return await Task {
+            do {
+                guard let current = try await store.job(id: job.id, tenantId: job.tenantId) else { return true }
+                return current.state.isFinal || (current.state == .running && current.leaseOwner != node)
+            } catch {
+                return false
+            }
+        }.value
+    }
+
+    private func run(_ context: JobContext, pipelineId: String, checkpoint: inout Checkpoint, folder: String) async throws {
         let tenantId = context.job.tenantId
         if let outputId = checkpoint.outputFileId {
             if let existing = try await files.get(id: outputId, tenantId: tenantId) {
@@ -314,7 +393,7 @@ package final class PipelineRunner: Service, Sendable {
         let output = try await TraceContext.withSpan("pipeline output") { span in
             span.attributes["cairn.pipeline.phase"] = "output"
             span.attributes["cairn.file.size"] = Int(outcome.bytes)
-            return try await store(outcome, context, checkpoint: &checkpoint, folder: folder)
+            return try await store(outcome, context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
         }
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
@@ -324,9 +403,11 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// The output phase: moves the query's output into the file store and records it under the
-    /// tenant's quota.
+    /// tenant's quota, as a file of origin `pipeline` naming `pipelineId` and the run's job.
     /// - Throws: `PipelineFailure` when it would exceed the quota; storage errors.
-    private func store(_ outcome: QueryOutcome, _ context: JobContext, checkpoint: inout Checkpoint, folder: String) async throws -> StoredFile {
+    private func store(
+        _ outcome: QueryOutcome, _ context: JobContext, pipelineId: String, checkpoint: inout Checkpoint, folder: String
+    ) async throws -> StoredFile {
         let tenantId = context.job.tenantId
         let spec = checkpoint.spec
         let outputPath = folder + "/" + SandboxOrder.outputName
@@ -338,7 +419,8 @@ package final class PipelineRunner: Service, Sendable {
         let output = StoredFile(
             id: outputId, tenantId: tenantId, name: Self.outputName(checkpoint.pipelineName, jobId: context.job.id, format: format),
             size: outcome.bytes, sha256: outcome.sha256, contentType: Self.contentType(format), format: format == .csv ? "csv" : format.rawValue,
-            createdBy: context.job.createdBy, createdAt: WallClock.milliseconds())
+            createdBy: context.job.createdBy, createdAt: WallClock.milliseconds(), origin: .pipeline, originPipelineId: pipelineId,
+            originJobId: context.job.id)
         try await blobs.adopt(tenantId: tenantId, id: outputId, movingFileAt: FilePath(outputPath))
         do {
             try await files.insert(output, quotas: quotas, hour: WallClock.milliseconds() / 3_600_000, countsAsUpload: false)
@@ -477,8 +559,9 @@ package final class PipelineRunner: Service, Sendable {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
     }
 
-    /// The newest file for a scheduled run: of the pipeline's input format, newer than the one
-    /// the previous scheduled run took, matching `namePattern` when the schedule has one.
+    /// The newest file for a scheduled run: uploaded (never a pipeline's output, or a schedule
+    /// would take its own last result on every tick), of the pipeline's input format, newer than
+    /// the one the previous scheduled run took, matching `namePattern` when the schedule has one.
     private func scheduledInput(_ pipeline: Pipeline) async throws -> StoredFile? {
         let format = pipeline.spec.input.format.rawValue
         let candidates = try await files.newest(tenantId: pipeline.tenantId, format: format, after: pipeline.lastScheduledFileId)
@@ -564,19 +647,20 @@ package final class PipelineRunner: Service, Sendable {
         for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 
-    /// Deletes work folders whose job is final or gone (a run that died on its last attempt).
+    /// Learns every work folder on this node's disk (a restarted node's too) and deletes
+    /// those whose job is final, gone, or running on another node (see
+    /// ``removeWorkNoLongerNeeded(jobIds:)``).
     func removeStaleWork() async {
         guard let tenants = try? FileManager.default.contentsOfDirectory(atPath: settings.workDirectory) else { return }
+        var found: [String] = []
         for tenant in tenants {
             let tenantFolder = settings.workDirectory + "/" + tenant
-            for jobId in (try? FileManager.default.contentsOfDirectory(atPath: tenantFolder)) ?? [] {
-                guard let job = try? await jobs.store.job(id: jobId, tenantId: tenant) else {
-                    if UUIDv7.isValid(jobId) { try? FileManager.default.removeItem(atPath: tenantFolder + "/" + jobId) }
-                    continue
-                }
-                if job.state.isFinal { try? FileManager.default.removeItem(atPath: tenantFolder + "/" + jobId) }
+            for jobId in (try? FileManager.default.contentsOfDirectory(atPath: tenantFolder)) ?? [] where UUIDv7.isValid(jobId) {
+                work.withLock { $0.folders[jobId] = tenant }
+                found.append(jobId)
             }
         }
+        await removeWorkNoLongerNeeded(jobIds: found)
     }
 }
 

@@ -156,7 +156,7 @@ package struct PipelineService: Sendable {
         updated.spec.onRowError = changes.onRowError ?? current.spec.onRowError
         if let schedule = changes.schedule { updated.spec.schedule = schedule }
         var issues: [FieldIssue] = []
-        PipelineValidation.validate(name: changes.name, spec: updated.spec, issues: &issues)
+        PipelineValidation.validate(name: changes.name, spec: updated.spec, compile: changes.sql != nil || changes.input != nil, issues: &issues)
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         if updated.spec.schedule == nil {
             updated.scheduleId = nil

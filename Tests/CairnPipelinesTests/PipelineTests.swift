@@ -335,20 +335,26 @@ struct PipelineTests {
     func theSandboxRefusesEscapesAndStopsRunawayQueries(engine: TestEngine) async throws {
         try await withPipelines(engine, configure: { $0.pipelines.timeoutSeconds = 2 }) { tenant, client, _ in
             let file = try await tenant.upload(path: "\(sharedData)/penguins.csv")
+            // Refused when the pipeline is written (the run refuses them again).
             let refused: [(sql: String, says: String)] = [
                 ("WITH x AS (SELECT 1) SELECT * FROM pragma_table_info('input')", "table-valued"),
                 ("SELECT load_extension('/tmp/evil.so')", "load_extension"),
                 ("SELECT * FROM sqlite_master", "only the table input"),
-                ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c", "time limit"),
             ]
             for (sql, says) in refused {
-                let job = try await tenant.run(try await tenant.create(pipelineBody(sql)), fileId: file)
-                #expect(job["state"] as? String == "discarded", "\(sql)")
-                #expect(job["attempt"] as? Int == 1, "a refusal is not retried")
-                let message = (job["errors"] as? [[String: Any]])?.last?["error"] as? String ?? ""
-                #expect(message.contains(says), "\(sql): \(message)")
+                let response = try await client.json(.post, "/pipelines", pipelineBody(sql), token: tenant.token)
+                #expect(response.status == .badRequest, "\(sql)")
+                let issue = (response.object["errors"] as? [[String: Any]])?.first
+                #expect(issue?["field"] as? String == "sql")
+                #expect((issue?["issue"] as? String)?.contains(says) == true, "\(sql): \(response.text)")
             }
-            // A broken query fails before the file is loaded.
+            let runaway = try await tenant.run(
+                try await tenant.create(pipelineBody("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c")),
+                fileId: file)
+            #expect(runaway["state"] as? String == "discarded")
+            #expect(runaway["attempt"] as? Int == 1, "a timeout is not retried")
+            #expect(((runaway["errors"] as? [[String: Any]])?.last?["error"] as? String)?.contains("time limit") == true, "\(runaway)")
+            // Without declared columns a column is judged by the run, before the file is loaded.
             let typo = try await tenant.run(try await tenant.create(pipelineBody("SELECT specie FROM input")), fileId: file)
             #expect(typo["state"] as? String == "discarded")
             #expect(((typo["errors"] as? [[String: Any]])?.last?["error"] as? String)?.contains("no such column: specie") == true)
@@ -458,6 +464,49 @@ struct PipelineTests {
             // Removing the schedule removes it from the job system.
             _ = try await client.json(.patch, "/pipelines/\(pipeline)", ["schedule": NSNull()], token: tenant.token)
             #expect(try await components.jobs.nextRun(scheduleId: scheduleId, tenantId: stored.tenantId) == nil)
+        }
+    }
+
+    /// A scheduled pipeline whose output has its input's format used to take its own previous
+    /// output as the "latest" file, so every tick processed the last result and added another
+    /// file, for ever. Outputs carry their origin (the pipeline and run) and are never picked.
+    @Test(arguments: TestEngine.available)
+    func scheduledRunsTakeOnlyUploadsNeverPipelineOutputs(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withPipelines(engine, clock: clock, configure: { $0.accounts.accessTokenTTL = 7 * 86_400 }) { tenant, client, components in
+            let pipeline = try await tenant.create(
+                pipelineBody("SELECT count(*) AS n FROM input", output: "csv").merging(
+                    ["schedule": ["cron": "0 3 * * *", "timeZone": "UTC", "source": "latest"]]) { $1 })
+            let stored = try #require(try await components.pipelines.get(id: pipeline, tenantId: try tenantId(client, tenant.token)))
+            let scheduleId = try #require(stored.scheduleId)
+            let upload = try await tenant.upload(Array("x\n1\n2\n".utf8), name: "daily.csv")
+            let uploaded = try await client.json(.get, "/files/\(upload)", token: tenant.token).object
+            #expect(uploaded["origin"] as? String == "upload")
+            #expect(uploaded["pipelineId"] is NSNull && uploaded["jobId"] is NSNull, "\(uploaded)")
+
+            let first = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+            let result = try #require(first["result"] as? [String: Any], "\(first)")
+            #expect(result["inputFileId"] as? String == upload)
+            let outputId = try #require(result["outputFileId"] as? String)
+            let output = try await client.json(.get, "/files/\(outputId)", token: tenant.token).object
+            #expect(output["format"] as? String == "csv", "an output the schedule could mistake for its input")
+            #expect(output["origin"] as? String == "pipeline")
+            #expect(output["pipelineId"] as? String == pipeline)
+            #expect(output["jobId"] as? String == first["id"] as? String)
+
+            // Nothing new was uploaded: the next tick skips rather than process its own output.
+            for _ in 0..<2 {
+                let next = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+                let skipped = try #require(next["result"] as? [String: Any], "\(next)")
+                #expect(skipped["skipped"] as? Bool == true, "\(skipped)")
+            }
+            let files = try await client.json(.get, "/files", token: tenant.token).object["items"] as? [[String: Any]]
+            #expect(files?.count == 2, "the upload and one output")
+
+            // A new upload is taken on the next tick.
+            let later = try await tenant.upload(Array("x\n1\n2\n3\n".utf8), name: "daily2.csv")
+            let again = try await fire(scheduleId, clock: clock, components: components, tenant: tenant)
+            #expect((again["result"] as? [String: Any])?["inputFileId"] as? String == later, "\(again)")
         }
     }
 
