@@ -75,6 +75,11 @@ package struct NotificationDraft: Sendable, Equatable {
     /// The built-in notification types.
     package static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
 
+    /// The types only the server publishes: `job_status` (the job system's own status) and
+    /// `system_alert` (which users cannot mute). `POST /notifications` refuses them, so no
+    /// publisher can pass for the server.
+    package static let serverTypes: Set<String> = ["job_status", "system_alert"]
+
     /// True when `type` matches `[a-z][a-z0-9_.]{0,63}`.
     package static func isValidType(_ type: String) -> Bool {
         let bytes = Array(type.utf8)
