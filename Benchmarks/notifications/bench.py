@@ -188,7 +188,7 @@ def main():
         for r in range(args.rounds):
             start = time.time()
             status, body = request(port, "POST", "/notifications",
-                                   {"audience": "tenant", "type": "system_alert", "title": f"b{r}", "data": {"t": start, "p": "b", "r": r}}, admin)
+                                   {"audience": "tenant", "type": "announcement", "title": f"b{r}", "data": {"t": start, "p": "b", "r": r}}, admin)
             assert status == 202, (status, body)
             answered = time.time() - start
             # A tenant broadcast is a job: the 202 comes at once, the rows follow. Latency stays

@@ -295,7 +295,7 @@ package final class JobWorker: Service, Sendable {
             logger.warning(
                 "job discarded", metadata: ["job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt)])
         } else {
-            let runAt = now + JobQueue.backoff(afterAttempt: job.attempt)
+            let runAt = now + ((failure as? RetryJobLater)?.milliseconds ?? JobQueue.backoff(afterAttempt: job.attempt))
             _ = try await store.finish(id: job.id, node: node, state: .retryable, runAt: runAt, errors: JSONValue.array(errors).text, now: now)
             Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "retryable")]).increment()
         }

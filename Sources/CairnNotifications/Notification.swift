@@ -75,6 +75,11 @@ package struct NotificationDraft: Sendable, Equatable {
     /// The built-in notification types.
     package static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
 
+    /// The types only the server publishes: `job_status` (the job system's own status) and
+    /// `system_alert` (which users cannot mute). `POST /notifications` refuses them, so no
+    /// publisher can pass for the server.
+    package static let serverTypes: Set<String> = ["job_status", "system_alert"]
+
     /// True when `type` matches `[a-z][a-z0-9_.]{0,63}`.
     package static func isValidType(_ type: String) -> Bool {
         let bytes = Array(type.utf8)
@@ -234,6 +239,15 @@ package enum NotificationsMigrations {
                     updated_at BIGINT NOT NULL,
                     PRIMARY KEY (tenant_id, type))
                 """
+            ]),
+        Migration(
+            module: "notifications", version: 5, name: "webhook secret rotation and endpoint versions",
+            sql: [
+                // The secret before the last rotation (sealed like `secret`), still signing until it expires.
+                "ALTER TABLE webhook_endpoints ADD COLUMN previous_secret TEXT",
+                "ALTER TABLE webhook_endpoints ADD COLUMN previous_secret_expires_at BIGINT",
+                // Grows with every change: the endpoint's `ETag`.
+                "ALTER TABLE webhook_endpoints ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
             ]),
     ]
 }

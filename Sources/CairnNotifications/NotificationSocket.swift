@@ -415,6 +415,8 @@ struct SocketSession {
             if batch.closed { return (1001, "server shutting down") }
             if batch.clientFlood { return (1008, "too many messages") }
             if let acked = batch.acked {
+                // Acks set aside are merged to their highest seq: above the cursor, one was never sent.
+                if acked > cursor.last { return (1008, "ack of seq \(acked), which was never sent") }
                 lastClientMessage = max(lastClientMessage, batch.ackedAt ?? .now)
                 inFlight.removeAll { $0.row.seq <= acked }
                 if behind { try await fill() }
@@ -438,6 +440,8 @@ struct SocketSession {
                     try await fill()
                 case .ack(let seq):
                     guard subscribed else { return (1008, "subscribe first") }
+                    // A client acks what it received: a seq past the last one sent is a protocol error.
+                    guard seq <= cursor.last else { return (1008, "ack of seq \(seq), which was never sent") }
                     inFlight.removeAll { $0.row.seq <= seq }
                     if behind { try await fill() }
                 }

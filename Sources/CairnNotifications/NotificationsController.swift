@@ -60,11 +60,17 @@ package struct NotificationsController: Sendable {
     /// `POST /notifications`. To `userIds` it stores the rows before answering 202
     /// `{ids, count}`; to `audience: "tenant"` it enqueues a ``TenantBroadcasts`` job and
     /// answers 202 `{broadcastId, job}` with `Location: /jobs/{id}` at once.
+    /// - Throws: 400 `invalid_input` for a bad draft, including one of the server's own types
+    ///   (``NotificationDraft/serverTypes``).
     @Sendable func publish(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: PublishBody.self, context: context)
         let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
         try draft.validate()
+        // Checked here, not in `validate()`: the server's own drafts (job status) pass through that too.
+        if NotificationDraft.serverTypes.contains(draft.type) {
+            throw AppError.invalidField("type", "is reserved for the server's own notifications (job_status, system_alert)")
+        }
         let tenantId = context.identity.tenantId
         switch (body.userIds, body.audience) {
         case (let userIds?, nil):

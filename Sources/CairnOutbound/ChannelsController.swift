@@ -28,6 +28,23 @@ package struct ChannelsController: Sendable {
         var types: [String]?
     }
 
+    /// `PATCH /webhooks/{id}`: every field optional.
+    struct EndpointPatch: Decodable {
+        var url: String?
+        var types: [String]?
+        var enabled: Bool?
+        var rotateSecret: Bool?
+        var secretOverlapSeconds: Int?
+    }
+
+    /// Checks a list of types to deliver: 1 to 100 notification types, or `*`.
+    /// - Throws: 400 `invalid_input` on `types`.
+    func validate(types: [String]) throws {
+        guard (1...100).contains(types.count), types.allSatisfy({ $0 == "*" || NotificationDraft.isValidType($0) }) else {
+            throw AppError.invalidField("types", "must list 1 to 100 notification types (or *)")
+        }
+    }
+
     /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless allowed.
     func validate(url text: String) async throws {
         guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http",
@@ -43,8 +60,11 @@ package struct ChannelsController: Sendable {
         group.group("webhooks").add(middleware: RequireAdmin())
             .post(use: createWebhook)
             .get(use: listWebhooks)
+            .get(":id", use: showWebhook)
+            .patch(":id", use: updateWebhook)
             .delete(":id", use: deleteWebhook)
         group.get("notifications/:id/deliveries", use: deliveries)
+        group.post("notifications/:id/deliveries/:deliveryId/redeliver", use: redeliver)
     }
 
     /// `POST /webhooks`: 201 with the signing secret, shown this once.
@@ -54,24 +74,104 @@ package struct ChannelsController: Sendable {
         let body = try await request.decodeJSON(as: EndpointBody.self, context: context)
         try await validate(url: body.url)
         let types = body.types ?? ["*"]
-        guard (1...100).contains(types.count), types.allSatisfy({ $0 == "*" || NotificationDraft.isValidType($0) }) else {
-            throw AppError.invalidField("types", "must list 1 to 100 notification types (or *)")
-        }
+        try validate(types: types)
         let typesJSON = String(decoding: try JSONEncoder().encode(types), as: UTF8.self)
         var endpoint = WebhookEndpoint(
             id: UUIDv7.make(), tenantId: context.identity.tenantId, url: body.url, types: types, secret: WebhookSignature.makeSecret(),
-            enabled: true, deadLetters: 0, createdAt: WallClock.milliseconds())
+            enabled: true, deadLetters: 0, createdAt: WallClock.milliseconds(), version: 1)
         let sealedSecret = channels.secrets.seal(endpoint.secret, purpose: WebhookEndpoint.secretPurpose)
         try await database.write { [endpoint] db in
             try await db.raw(
                 """
-                INSERT INTO webhook_endpoints (\(unsafeRaw: WebhookEndpoint.columns), disabled_at) VALUES (\(bind: endpoint.id), \(bind: endpoint.tenantId),
-                    \(bind: endpoint.url), \(bind: typesJSON), \(bind: sealedSecret), \(bind: true), 0, \(bind: endpoint.createdAt), NULL)
+                INSERT INTO webhook_endpoints (id, tenant_id, url, types, secret, enabled, dead_letters, created_at, disabled_at, version)
+                VALUES (\(bind: endpoint.id), \(bind: endpoint.tenantId), \(bind: endpoint.url), \(bind: typesJSON), \(bind: sealedSecret),
+                    \(bind: true), 0, \(bind: endpoint.createdAt), NULL, 1)
                 """
             ).run()
         }
         endpoint.showSecret = true
-        return .json(endpoint, status: .created, headers: [.location: "/webhooks/\(endpoint.id)"])
+        return .json(
+            endpoint, status: .created, headers: [.location: "/webhooks/\(endpoint.id)", .eTag: ETag.of(version: 1), .cacheControl: "no-store"])
+    }
+
+    /// The caller's tenant's endpoint `id`.
+    /// - Throws: 404 when it does not exist or is another tenant's.
+    func endpoint(_ id: String, tenantId: String) async throws -> WebhookEndpoint {
+        let secrets = channels.secrets
+        guard UUIDv7.isValid(id),
+            let endpoint = try await channels.database.read({ db in
+                try await db.raw(
+                    "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                ).first().map { try WebhookEndpoint.from($0, secrets: secrets) }
+            })
+        else { throw AppError.notFound("No such webhook endpoint.") }
+        return endpoint
+    }
+
+    /// `GET /webhooks/{id}`: the endpoint without its secret, with `ETag` (`If-None-Match` → 304).
+    @Sendable func showWebhook(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let endpoint = try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+        let etag = ETag.of(version: endpoint.version)
+        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
+        return .json(endpoint, headers: [.eTag: etag])
+    }
+
+    /// `PATCH /webhooks/{id}` (`If-Match` optional): changes `url` and `types`; `enabled: true`
+    /// re-enables a disabled endpoint (its dead-letter count starts again from 0), `false`
+    /// disables it; `rotateSecret: true` makes a new signing secret, answered this once, while
+    /// the old one keeps signing beside it for `secretOverlapSeconds` (0 to 604800, default
+    /// 86400): Standard Webhooks' rotation, one `v1,` signature per active secret.
+    /// - Throws: 400 `invalid_input`; 404; 412 when `If-Match` (or a concurrent change) differs.
+    @Sendable func updateWebhook(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let expected = try ETag.expectedVersion(request)
+        var request = request
+        let body = try await request.decodeJSON(as: EndpointPatch.self, context: context)
+        if let url = body.url { try await validate(url: url) }
+        if let types = body.types { try validate(types: types) }
+        if let overlap = body.secretOverlapSeconds {
+            guard body.rotateSecret == true else { throw AppError.invalidField("secretOverlapSeconds", "applies only with rotateSecret: true") }
+            guard (0...604_800).contains(overlap) else { throw AppError.invalidField("secretOverlapSeconds", "must be 0 to 604800 seconds") }
+        }
+        let current = try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId)
+        if let expected, expected != current.version { throw AppError.preconditionFailed() }
+        // The jobs' clock: deliveries judge the overlap by it.
+        let now = channels.jobs.clock.milliseconds
+        var updated = current
+        updated.url = body.url ?? current.url
+        updated.types = body.types ?? current.types
+        if let enabled = body.enabled, enabled != current.enabled {
+            updated.enabled = enabled
+            updated.disabledAt = enabled ? nil : now
+            // Re-enabled: the endpoint gets its full allowance of dead letters again.
+            if enabled { updated.deadLetters = 0 }
+        }
+        if body.rotateSecret == true {
+            let overlap = body.secretOverlapSeconds.map { Int64($0) * 1000 } ?? channels.settings.webhookSecretOverlap.components.seconds * 1000
+            updated.previousSecret = overlap > 0 ? current.secret : nil
+            updated.previousSecretExpiresAt = overlap > 0 ? now + overlap : nil
+            updated.secret = WebhookSignature.makeSecret()
+            updated.showSecret = true
+        }
+        updated.version = current.version + 1
+        let secrets = channels.secrets
+        let typesJSON = String(decoding: try JSONEncoder().encode(updated.types), as: UTF8.self)
+        let sealed = secrets.seal(updated.secret, purpose: WebhookEndpoint.secretPurpose)
+        let sealedPrevious = updated.previousSecret.map { secrets.seal($0, purpose: WebhookEndpoint.secretPurpose) }
+        let saved = try await channels.database.write { [updated] db in
+            try await db.raw(
+                """
+                UPDATE webhook_endpoints SET url = \(bind: updated.url), types = \(bind: typesJSON), enabled = \(bind: updated.enabled),
+                    disabled_at = \(bind: updated.disabledAt), dead_letters = \(bind: updated.deadLetters), secret = \(bind: sealed),
+                    previous_secret = \(bind: sealedPrevious), previous_secret_expires_at = \(bind: updated.previousSecretExpiresAt),
+                    version = \(bind: updated.version)
+                WHERE id = \(bind: updated.id) AND tenant_id = \(bind: updated.tenantId) AND version = \(bind: current.version) RETURNING id
+                """
+            ).first() != nil
+        }
+        guard saved else { throw AppError.preconditionFailed() }
+        var headers: HTTPFields = [.eTag: ETag.of(version: updated.version)]
+        if updated.showSecret { headers[.cacheControl] = "no-store" }
+        return .json(updated, headers: headers)
     }
 
     /// `GET /webhooks`: the tenant's endpoints (at most 100), without secrets.
@@ -114,5 +214,77 @@ package struct ChannelsController: Sendable {
             throw AppError.notFound("No such notification.")
         }
         return .json(ItemList(items: items))
+    }
+
+    /// `POST /notifications/{id}/deliveries/{deliveryId}/redeliver`: one new attempt of a
+    /// failed (dead-lettered) delivery, as a job, answering 202 with the delivery (`pending`).
+    /// A webhook keeps its `webhook-id` (the delivery id), so a receiver that already has it
+    /// can tell. Allowed to the notification's recipient and to the tenant's owners and admins.
+    /// - Throws: 404 for a delivery of another tenant (or user, for a member), or none;
+    ///   409 when the delivery has not failed, or its webhook endpoint is disabled or deleted.
+    @Sendable func redeliver(_ request: Request, context: AuthenticatedContext) async throws -> Response {
+        let notificationId = try context.parameters.require("id")
+        let deliveryId = try context.parameters.require("deliveryId")
+        let identity = context.identity
+        guard UUIDv7.isValid(notificationId), UUIDv7.isValid(deliveryId) else { throw AppError.notFound("No such delivery.") }
+        // Owners and admins see every delivery of their tenant; anyone else only their own.
+        let anyUser = (try? identity.requireAdmin()) != nil
+        let jobs = channels.jobs
+        let delivery = try await channels.database.transaction { db -> Delivery in
+            guard
+                let row = try await db.raw(
+                    """
+                    SELECT \(unsafeRaw: Delivery.columns), user_id FROM notification_deliveries
+                    WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: identity.tenantId) AND notification_id = \(bind: notificationId)
+                    """
+                ).first()
+            else { throw AppError.notFound("No such delivery.") }
+            let recipient = try row.decode(column: "user_id", as: String.self)
+            guard anyUser || recipient == identity.userId else { throw AppError.notFound("No such delivery.") }
+            var delivery = try Delivery.from(row)
+            guard delivery.state == "failed" else {
+                throw AppError.conflict("Only a failed delivery can be redelivered; this one is \(delivery.state).")
+            }
+            let job: any DeliveryJob.Type
+            switch NotificationChannel(rawValue: delivery.channel) {
+            case .webhook?:
+                let enabled = try await db.raw(
+                    """
+                    SELECT enabled FROM webhook_endpoints WHERE id = \(bind: delivery.endpointId ?? "") AND tenant_id = \(bind: identity.tenantId)
+                    """
+                ).first()?.decode(column: "enabled", as: Bool.self)
+                guard enabled == true else {
+                    throw AppError.conflict("The delivery's webhook endpoint is disabled or deleted: re-enable it (PATCH /webhooks/{id}) first.")
+                }
+                job = SendWebhook.self
+            case .email?: job = SendEmail.self
+            case .sms?: job = SendSMS.self
+            case .push?: job = SendPush.self
+            default: throw AppError.conflict("This delivery's channel cannot be redelivered.")
+            }
+            let now = jobs.clock.milliseconds
+            // Guarded by its state: of two concurrent redeliveries, one plans an attempt.
+            guard
+                try await db.raw(
+                    """
+                    UPDATE notification_deliveries SET state = 'pending', updated_at = \(bind: now)
+                    WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: identity.tenantId) AND state = 'failed' RETURNING id
+                    """
+                ).first() != nil
+            else { throw AppError.conflict("Only a failed delivery can be redelivered.") }
+            var request = try Self.jobRequest(job, deliveryId: deliveryId)
+            // One attempt, as Svix's and Stripe's manual resend: a failure is a dead letter again.
+            request.maxAttempts = 1
+            _ = try await jobs.enqueue(request, tenantId: identity.tenantId, createdBy: nil, on: db)
+            delivery.state = "pending"
+            delivery.updatedAt = now
+            return delivery
+        }
+        return .json(delivery, status: .accepted, headers: [.location: "/notifications/\(notificationId)/deliveries"])
+    }
+
+    /// The job request carrying out delivery `deliveryId` with job kind `job`.
+    private static func jobRequest<Job: DeliveryJob>(_ job: Job.Type, deliveryId: String) throws -> JobRequest {
+        try JobRequest(Job(deliveryId: deliveryId))
     }
 }

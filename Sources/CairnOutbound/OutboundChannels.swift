@@ -218,8 +218,10 @@ package final class OutboundChannels: PublishObserver {
         request.headers.add(name: "user-agent", value: "Cairn-Webhooks/1")
         request.headers.add(name: "webhook-id", value: deliveryId)
         request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        // Both secrets sign during a rotation's overlap, judged on the node's clock.
+        let signing = endpoint.signingSecrets(now: jobs.clock.milliseconds)
         request.headers.add(
-            name: "webhook-signature", value: WebhookSignature.sign(secret: endpoint.secret, id: deliveryId, timestamp: timestamp, body: payload))
+            name: "webhook-signature", value: WebhookSignature.sign(secrets: signing, id: deliveryId, timestamp: timestamp, body: payload))
         request.body = .bytes(ByteBuffer(string: payload))
         do {
             let response = try await OutboundHTTP.execute(
@@ -248,10 +250,13 @@ package final class OutboundChannels: PublishObserver {
                 try await Self.deadLetter(endpoint, limit: limit, on: db)
             }
             logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
-        } else {
-            try await record(deliveryId, tenantId: tenantId, state: "pending", error: failure, countAttempt: true)
+            throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
         }
-        throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
+        try await record(deliveryId, tenantId: tenantId, state: "pending", error: failure, countAttempt: true)
+        // The next attempt follows the webhook schedule (hours apart), not the queue's backoff.
+        let schedule = settings.webhookRetrySchedule
+        let wait = schedule.isEmpty ? Duration.seconds(60) : schedule[min(max(0, context.job.attempt - 1), schedule.count - 1)]
+        throw RetryJobLater(after: wait, "webhook delivery failed: \(failure ?? "?")")
     }
 
     func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool) async throws {
@@ -288,8 +293,19 @@ package final class OutboundChannels: PublishObserver {
 
 /// Settings of the outbound channels (`CAIRN_WEBHOOKS_*`, `CAIRN_PROVIDERS_*` and the providers' URLs).
 package struct OutboundSettings: Sendable {
-    /// Webhook delivery attempts before the delivery is a dead letter (`failed`).
-    package var webhookMaxAttempts = 8
+    /// The waits between webhook delivery attempts, one per retry, each counted from the failed
+    /// attempt (`CAIRN_WEBHOOKS_RETRY_SCHEDULE`). The default, 5 s, 5 min, 30 min, 2 h, 5 h, 8 h,
+    /// 8 h, is Svix's schedule trimmed to end near a day: 8 attempts over 23 h 35 min, so a
+    /// receiver down for a night still gets its events.
+    package var webhookRetrySchedule: [Duration] = [
+        .seconds(5), .seconds(300), .seconds(1800), .seconds(7200), .seconds(18_000), .seconds(28_800), .seconds(28_800),
+    ]
+    /// Webhook delivery attempts before the delivery is a dead letter (`failed`): the first
+    /// and one per entry of ``webhookRetrySchedule``.
+    package var webhookMaxAttempts: Int { webhookRetrySchedule.count + 1 }
+    /// How long the previous signing secret of an endpoint keeps signing after a rotation, when
+    /// the request does not say (default 24 h, as Svix).
+    package var webhookSecretOverlap: Duration = .seconds(86_400)
     /// Dead letters after which an endpoint is disabled.
     package var webhookDisableAfter = 5
     /// Time allowed for one webhook request (default 10 s).

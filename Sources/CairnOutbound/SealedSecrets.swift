@@ -35,6 +35,14 @@ extension OutboundChannels {
             try await db.raw("UPDATE webhook_endpoints SET secret = \(bind: sealed) WHERE id = \(bind: id)").run()
             count += 1
         }
+        // The secret before a rotation signs during its overlap: sealed the same way.
+        let previousFilter = " WHERE previous_secret IS NOT NULL" + (onlyPlaintext ? " AND previous_secret NOT LIKE 'v1:%'" : "")
+        for row in try await db.raw("SELECT id, previous_secret FROM webhook_endpoints\(unsafeRaw: previousFilter)").all() {
+            let id = try row.decode(column: "id", as: String.self)
+            let sealed = try transform(try row.decode(column: "previous_secret", as: String.self), WebhookEndpoint.secretPurpose)
+            try await db.raw("UPDATE webhook_endpoints SET previous_secret = \(bind: sealed) WHERE id = \(bind: id)").run()
+            count += 1
+        }
         let configFilter = onlyPlaintext ? " WHERE config NOT LIKE 'v1:%'" : ""
         for row in try await db.raw("SELECT tenant_id, provider, config FROM notification_providers\(unsafeRaw: configFilter)").all() {
             let tenantId = try row.decode(column: "tenant_id", as: String.self)

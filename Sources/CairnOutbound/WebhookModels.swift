@@ -14,9 +14,19 @@ struct WebhookEndpoint: Sendable, JSONWritable {
     var enabled: Bool
     var deadLetters: Int
     var createdAt: Int64
-    /// Shown once, in the creation response.
+    /// When the endpoint was disabled (epoch ms; nil while enabled).
+    var disabledAt: Int64?
+    /// The secret before the last rotation: it signs too until ``previousSecretExpiresAt``.
+    var previousSecret: String?
+    /// When the previous secret stops signing (epoch ms, the jobs' clock).
+    var previousSecretExpiresAt: Int64?
+    /// Grows with every change: the `ETag`.
+    var version: Int
+    /// Shown once, in the creation response and the response of a rotation.
     var showSecret = false
 
+    /// `{id, url, types, enabled, deadLetters, createdAt, disabledAt, previousSecretExpiresAt}`,
+    /// and `secret` when ``showSecret``.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
@@ -33,6 +43,14 @@ struct WebhookEndpoint: Sendable, JSONWritable {
         writer.int(deadLetters)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
+        writer.key("disabledAt")
+        if let disabledAt { writer.timestamp(milliseconds: disabledAt) } else { writer.null() }
+        writer.key("previousSecretExpiresAt")
+        if let previousSecretExpiresAt, previousSecret != nil {
+            writer.timestamp(milliseconds: previousSecretExpiresAt)
+        } else {
+            writer.null()
+        }
         if showSecret {
             writer.key("secret")
             writer.string(secret)
@@ -42,14 +60,23 @@ struct WebhookEndpoint: Sendable, JSONWritable {
 
     func accepts(_ type: String) -> Bool { types.contains("*") || types.contains(type) }
 
-    static let columns = "id, tenant_id, url, types, secret, enabled, dead_letters, created_at"
+    /// The secrets that sign a message sent at `now` (epoch ms): the current one first, then
+    /// the previous one while its overlap lasts (Standard Webhooks' rotation: a receiver
+    /// holding either verifies).
+    func signingSecrets(now: Int64) -> [String] {
+        guard let previousSecret, let until = previousSecretExpiresAt, now < until else { return [secret] }
+        return [secret, previousSecret]
+    }
+
+    static let columns =
+        "id, tenant_id, url, types, secret, enabled, dead_letters, created_at, disabled_at, previous_secret, previous_secret_expires_at, version"
 
     /// What the signing secret is sealed for (``SecretBox``'s additional data).
     static let secretPurpose = "webhook.secret"
 
-    /// The endpoint in `row`, its signing secret opened with `secrets` (a plaintext secret the
+    /// The endpoint in `row`, its signing secrets opened with `secrets` (a plaintext secret the
     /// start-up sealing step has not reached yet reads as it is).
-    /// - Throws: a decoding error, or `MasterKeyError` when the secret does not open.
+    /// - Throws: a decoding error, or `MasterKeyError` when a secret does not open.
     static func from(_ row: any SQLRow, secrets: SecretBox) throws -> WebhookEndpoint {
         let typesText = try row.decode(column: "types", as: String.self)
         return WebhookEndpoint(
@@ -58,7 +85,11 @@ struct WebhookEndpoint: Sendable, JSONWritable {
             types: (try? JSONDecoder().decode([String].self, from: Data(typesText.utf8))) ?? [],
             secret: try secrets.openOrPlain(try row.decode(column: "secret", as: String.self), purpose: secretPurpose),
             enabled: try row.decode(column: "enabled", as: Bool.self),
-            deadLetters: try row.decode(column: "dead_letters", as: Int.self), createdAt: try row.decode(column: "created_at", as: Int64.self))
+            deadLetters: try row.decode(column: "dead_letters", as: Int.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
+            disabledAt: try row.decode(column: "disabled_at", as: Int64?.self),
+            previousSecret: try row.decode(column: "previous_secret", as: String?.self).map { try secrets.openOrPlain($0, purpose: secretPurpose) },
+            previousSecretExpiresAt: try row.decode(column: "previous_secret_expires_at", as: Int64?.self),
+            version: try row.decode(column: "version", as: Int.self))
     }
 }
 

@@ -10,6 +10,12 @@ package enum WebhookSignature {
         "whsec_" + Data(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }).base64EncodedString()
     }
 
+    /// The `webhook-signature` header value signed with each of `secrets`: space-separated
+    /// `v1,<signature>` entries (Standard Webhooks' form during a secret rotation).
+    package static func sign(secrets: [String], id: String, timestamp: Int64, body: String) -> String {
+        secrets.map { sign(secret: $0, id: id, timestamp: timestamp, body: body) }.joined(separator: " ")
+    }
+
     /// The `webhook-signature` header value for a message.
     package static func sign(secret: String, id: String, timestamp: Int64, body: String) -> String {
         let keyText = secret.hasPrefix("whsec_") ? String(secret.dropFirst(6)) : secret

@@ -72,7 +72,7 @@ struct BroadcastTests {
             let headers: HTTPFields = [
                 HTTPField.Name("Idempotency-Key")!: "broadcast-1", .authorization: "Bearer \(owner.token)", .contentType: "application/json",
             ]
-            let body = ByteBuffer(string: #"{"audience":"tenant","type":"system_alert","title":"maintenance","data":{"minutes":30}}"#)
+            let body = ByteBuffer(string: #"{"audience":"tenant","type":"announcement","title":"maintenance","data":{"minutes":30}}"#)
             let first = try await client.execute(uri: "/notifications", method: .post, headers: headers, body: body)
             #expect(first.status == .accepted)
             let broadcastId = try #require(first.object["broadcastId"] as? String)
@@ -99,7 +99,7 @@ struct BroadcastTests {
             let rows = try await broadcastRows(components.database, broadcastId: broadcastId)
             #expect(rows == Dictionary(uniqueKeysWithValues: ([owner] + members).map { ($0.userId, 1) }))
             for member in [owner] + members {
-                let inbox = try await client.json(.get, "/notifications?type=system_alert", token: member.token).object
+                let inbox = try await client.json(.get, "/notifications?type=announcement", token: member.token).object
                 #expect((inbox["items"] as? [[String: Any]])?.map { $0["title"] as? String } == ["maintenance"])
             }
             #expect(try await client.json(.get, "/notifications/unread-count", token: stranger.token).object["unread"] as? Int == 0)
@@ -194,7 +194,7 @@ struct BroadcastTests {
             let answered = Observed<TestResponse?>(nil)
             let post = Task {
                 let response = try await client.json(
-                    .post, "/notifications", ["audience": "tenant", "type": "system_alert", "title": "big"], token: owner.token)
+                    .post, "/notifications", ["audience": "tenant", "type": "announcement", "title": "big"], token: owner.token)
                 answered.update { $0 = response }
             }
             try await gate.waitForArrivals(1)  // the broadcast started
@@ -215,7 +215,7 @@ struct BroadcastTests {
             gate.open()
             try await app.waitForJob(jobId, state: .succeeded, token: owner.token)
             for member in [owner] + members {
-                let inbox = try await client.json(.get, "/notifications?type=system_alert", token: member.token).object
+                let inbox = try await client.json(.get, "/notifications?type=announcement", token: member.token).object
                 #expect((inbox["items"] as? [[String: Any]])?.count == 1)
             }
         }

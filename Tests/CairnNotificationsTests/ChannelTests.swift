@@ -57,7 +57,7 @@ final class WebhookReceiver: Sendable {
 private func webhookSettings(_ configuration: inout CairnConfiguration) {
     fastNotifications(&configuration)
     configuration.outbound.allowPrivateWebhookTargets = true
-    configuration.outbound.webhookMaxAttempts = 2
+    configuration.outbound.webhookRetrySchedule = [.seconds(2)]
     configuration.outbound.webhookDisableAfter = 1
 }
 

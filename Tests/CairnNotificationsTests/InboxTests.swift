@@ -132,7 +132,7 @@ struct InboxTests {
             let headers: HTTPFields = [
                 HTTPField.Name("Idempotency-Key")!: "broadcast-1", .authorization: "Bearer \(owner.token)", .contentType: "application/json",
             ]
-            let body = ByteBuffer(string: #"{"audience":"tenant","type":"system_alert","title":"maintenance"}"#)
+            let body = ByteBuffer(string: #"{"audience":"tenant","type":"announcement","title":"maintenance"}"#)
             let first = try await client.execute(uri: "/notifications", method: .post, headers: headers, body: body)
             #expect(first.status == .accepted)
             #expect(first.object["broadcastId"] is String)
@@ -144,12 +144,42 @@ struct InboxTests {
             try await components.jobs.waitForJob(jobId, state: .succeeded)
             for member in members + [owner] {
                 // The owner also gets the job's job_status notifications: count the broadcast's type.
-                let inbox = try await client.json(.get, "/notifications?type=system_alert", token: member.token).decode(
+                let inbox = try await client.json(.get, "/notifications?type=announcement", token: member.token).decode(
                     PageBody<NotificationBody>.self)
                 #expect(inbox.items.map(\.title) == ["maintenance"])
             }
             #expect(try await client.json(.get, "/notifications/unread-count", token: stranger.token).object["unread"] as? Int == 0)
             _ = components
+        }
+    }
+
+    /// `job_status` and `system_alert` are the server's: neither an admin nor a service token
+    /// may publish them (to users or to the tenant), so nothing can pass for the server or
+    /// send an alert users cannot mute. Other types still publish.
+    @Test(arguments: TestEngine.available)
+    func publishersCannotUseTheServersTypes(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let owner = try await signUp(client, "reserved@example.com")
+            let member = try await addMember(client, owner: owner, email: "reserved-m@example.com")
+            let admin = try await addMember(client, owner: owner, email: "reserved-a@example.com", role: "admin")
+            let created = try await client.json(
+                .post, "/service-tokens", ["name": "impostor", "scopes": ["notifications:publish"]], token: owner.token)
+            let serviceToken = try #require(created.object["token"] as? String)
+            for token in [owner.token, admin.token, serviceToken] {
+                for type in ["job_status", "system_alert"] {
+                    for target in [["userIds": [member.userId]], ["audience": "tenant"]] as [[String: Any]] {
+                        let refused = try await client.json(
+                            .post, "/notifications", target.merging(["type": type, "title": "Job done"]) { $1 }, token: token)
+                        #expect(refused.status == .badRequest, "\(type) to \(target) was accepted")
+                        #expect(refused.code == "invalid_input")
+                        #expect((refused.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "type")
+                    }
+                }
+            }
+            #expect(try await components.notifications.store.currentSeq(tenantId: owner.tenantId, userId: member.userId) == 0)
+            let allowed = try await client.json(
+                .post, "/notifications", ["userIds": [member.userId], "type": "announcement", "title": "hello"], token: serviceToken)
+            #expect(allowed.status == .accepted)
         }
     }
 

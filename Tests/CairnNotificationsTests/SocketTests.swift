@@ -135,6 +135,44 @@ struct SocketTests {
         }
     }
 
+    /// An ack is of a seq the server sent: one past the last sent (a seq the user does not have
+    /// yet, or ever) closes with 1008 as other protocol errors do; acks up to it are accepted.
+    @Test(arguments: TestEngine.available)
+    func anAckOfASeqNeverSentClosesWith1008(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+            let (client, components, port) = (app.client, app.components, app.port!)
+            let owner = try await signUp(client, "ack-unsent@example.com")
+            for n in 1...3 {
+                try await components.notifications.publish(
+                    NotificationDraft(type: "message", title: "a\(n)"), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            // Acks up to the last seq sent (3) keep the socket open: a ping after them is answered.
+            let got = Mutex<[String]>([])
+            let fine = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, outbound in
+                let type = message["type"] as? String ?? "?"
+                got.withLock { $0.append(type) }
+                if type == "notification", (message["seq"] as? NSNumber)?.int64Value == 3 {
+                    try await outbound.write(.text(#"{"type":"ack","seq":2}"#))
+                    try await outbound.write(.text(#"{"type":"ack","seq":3}"#))
+                    try await outbound.write(.text(#"{"type":"ping"}"#))
+                }
+                return type != "pong"
+            }
+            #expect(fine == nil || fine?.closeCode == .normalClosure)
+            #expect(got.withLock { $0 }.filter { $0 == "notification" }.count == 3)
+            // Before anything is sent, and after all three were: an ack past the last seq sent closes.
+            let ahead = try await socket(port: port, opening: [auth(owner.token), subscribe(3), #"{"type":"ack","seq":4}"#])
+            #expect(ahead?.closeCode == .policyViolation)
+            let far = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, outbound in
+                if message["type"] as? String == "notification", (message["seq"] as? NSNumber)?.int64Value == 3 {
+                    try await outbound.write(.text(#"{"type":"ack","seq":1000000}"#))
+                }
+                return true
+            }
+            #expect(far?.closeCode == .policyViolation)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func socketsNeverCarryAnotherUsersNotifications(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in

@@ -37,7 +37,7 @@ struct RoutePolicyTests {
         "POST /products", "PATCH /products/{id}", "DELETE /products/{id}", "POST /products:import",
         "GET /reports/tasks.csv", "GET /reports/products.csv", "GET /reports/notifications.csv",
         "POST /pipelines", "PATCH /pipelines/{id}", "DELETE /pipelines/{id}",
-        "POST /webhooks", "GET /webhooks", "DELETE /webhooks/{id}",
+        "POST /webhooks", "GET /webhooks", "GET /webhooks/{id}", "PATCH /webhooks/{id}", "DELETE /webhooks/{id}",
         "GET /notification-providers", "PUT /notification-providers/{provider}", "DELETE /notification-providers/{provider}",
         "GET /notification-templates/{type}", "PUT /notification-templates/{type}", "DELETE /notification-templates/{type}",
         "POST /notification-templates/{type}/preview",
