@@ -136,8 +136,8 @@ package final class PipelineRunner: Service, Sendable {
 
     /// Removes the work folders this node holds as soon as their run no longer needs them: on
     /// every announced change of such a job (from any node: a cancel, a final state reached
-    /// elsewhere, a deletion) the job is read again, and its folder goes when the job is final,
-    /// gone, or running on another node (which loads its input again). A sweep of the whole
+    /// elsewhere, a deletion) the job is read again, and its folder goes when the job is final
+    /// or gone. A sweep of the whole
     /// work directory at start-up and every minute catches announcements that were missed.
     /// Sandbox processes end with their runs: on shutdown the job worker cancels the runs it
     /// does not let finish, which kills their processes.
@@ -161,7 +161,7 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// Removes the folders of `jobIds` (those this node holds and does not run) whose job is
-    /// final, deleted, or running on another node.
+    /// final or deleted.
     func removeWorkNoLongerNeeded(jobIds: [String]) async {
         let held = work.withLock { state in jobIds.compactMap { id in state.folders[id].map { (id, $0) } } }
         for (jobId, tenantId) in held where work.withLock({ !$0.active.contains(jobId) }) {
@@ -171,7 +171,10 @@ package final class PipelineRunner: Service, Sendable {
             } catch {
                 continue  // the next announcement or sweep tries again
             }
-            if let job, !job.state.isFinal, job.state != .running || job.leaseOwner == jobs.settings.nodeId { continue }
+            // A job still running elsewhere keeps its folder here: its lease may be a dead node's
+            // (this node's own earlier life, restarted), and the rescue that follows resumes from
+            // the folder's checkpoint. It goes when the job is final or deleted.
+            if let job, !job.state.isFinal { continue }
             removeWork(jobId: jobId, tenantId: tenantId, unlessActive: true)
         }
     }
@@ -329,9 +332,9 @@ package final class PipelineRunner: Service, Sendable {
         let inputPath = folder + "/" + Self.inputName
         let started = ContinuousClock.now
 
-        if checkpoint.load?.done == true && !FileManager.default.fileExists(atPath: databasePath) {
-            // Loaded by an attempt whose folder is gone (removed on cancel, or another node's):
-            // load again rather than query nothing.
+        if checkpoint.load != nil && !FileManager.default.fileExists(atPath: databasePath) {
+            // Loaded, wholly or in part, by an attempt whose folder is gone (removed on cancel,
+            // or another node's): load again from the first row rather than resume into nothing.
             checkpoint.load = nil
         }
         // Reported in the result, so a resumed load is visible (and testable).
@@ -648,7 +651,7 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// Learns every work folder on this node's disk (a restarted node's too) and deletes
-    /// those whose job is final, gone, or running on another node (see
+    /// those whose job is final or gone (see
     /// ``removeWorkNoLongerNeeded(jobIds:)``).
     func removeStaleWork() async {
         guard let tenants = try? FileManager.default.contentsOfDirectory(atPath: settings.workDirectory) else { return }
