@@ -262,6 +262,8 @@ final class PostgresBackend: Sendable {
     let client: PostgresClient
     let redactedURL: String
     private let runner: Task<Void, Never>
+    /// How to open a connection outside the pool (the liveness lock's).
+    private let connectionConfiguration: PostgresConnection.Configuration
 
     init(url: String, logger: Logger) throws {
         guard let components = URLComponents(string: url),
@@ -275,10 +277,15 @@ final class PostgresBackend: Sendable {
         let database = String(components.path.drop(while: { $0 == "/" }))
         let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
         let tls: PostgresClient.Configuration.TLS
+        let connectionTLS: PostgresConnection.Configuration.TLS
         switch sslmode {
-        case "disable": tls = .disable
-        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
-        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case "disable": (tls, connectionTLS) = (.disable, .disable)
+        case "prefer", "allow":
+            let tlsConfiguration = try NIOSSLContext(configuration: .makeClientConfiguration())
+            (tls, connectionTLS) = (.prefer(.makeClientConfiguration()), .prefer(tlsConfiguration))
+        case "require", "verify-ca", "verify-full":
+            let tlsConfiguration = try NIOSSLContext(configuration: .makeClientConfiguration())
+            (tls, connectionTLS) = (.require(.makeClientConfiguration()), .require(tlsConfiguration))
         default:
             throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
         }
@@ -286,6 +293,11 @@ final class PostgresBackend: Sendable {
             host: host, port: components.port ?? 5432, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: tls)
         configuration.options.maximumConnections = Self.maximumConnections
+        var connectionConfiguration = PostgresConnection.Configuration(
+            host: host, port: components.port ?? 5432, username: user, password: password,
+            database: database.isEmpty ? nil : database, tls: connectionTLS)
+        connectionConfiguration.options.connectTimeout = .seconds(5)
+        self.connectionConfiguration = connectionConfiguration
         configuration.options.connectTimeout = .seconds(5)
         self.redactedURL = "\(scheme)://\(user)@\(host):\(components.port ?? 5432)/\(database)"
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -318,31 +330,38 @@ final class PostgresBackend: Sendable {
     /// The task holding this node's liveness lock.
     private let liveness = Mutex<Task<Void, Never>?>(nil)
 
-    /// Takes the session advisory lock `key` on a connection of its own and keeps it for as long
-    /// as the backend runs (checked every 10 s; taken again on a new connection after an error),
-    /// so other nodes see this node alive exactly while its connection is (see
-    /// ``Database/livenessPredicate(ofColumn:)``). Returns once the lock is first held.
+    /// Takes the session advisory lock `key` on a connection of its own, outside the pool, and
+    /// keeps it for as long as the backend runs (checked every 10 s; taken again on a new
+    /// connection after an error), so other nodes see this node alive exactly while its
+    /// connection is (see ``Database/livenessPredicate(ofColumn:)``). Returns once the lock is
+    /// first held. Outside the pool: a lease held for the node's life, and retried while the
+    /// server is down, kept the pool from reconnecting after a database restart.
     /// - Throws: the driver's error when the first attempt fails.
     func holdLiveness(key: Int64) async throws {
         // Every attempt reports; the caller reads only the first (later ones replace each other).
         let (held, attempts) = AsyncStream<Result<Void, any Error>>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let (client, logger) = (self.client, Logger(label: "cairn.liveness"))
+        let (configuration, logger) = (connectionConfiguration, Logger(label: "cairn.liveness"))
         let task = Task {
+            var nextId = 0
             while !Task.isCancelled {
+                var opened: PostgresConnection?
                 do {
-                    try await client.withConnection { connection in
-                        try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
-                        attempts.yield(.success(()))
-                        while !Task.isCancelled {
-                            try await Task.sleep(for: .seconds(10))
-                            try await connection.query("SELECT 1", logger: logger)
-                        }
+                    nextId += 1
+                    let connection = try await PostgresConnection.connect(
+                        on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: nextId, logger: logger)
+                    opened = connection
+                    try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
+                    attempts.yield(.success(()))
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .seconds(10))
+                        try await connection.query("SELECT 1", logger: logger)
                     }
                 } catch {
                     attempts.yield(.failure(error))
-                    // A lost connection took the lock with it: take it again on a new one.
-                    try? await Task.sleep(for: .seconds(1))
                 }
+                try? await opened?.close()
+                // A lost connection took the lock with it: take it again on a new one.
+                if !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
             }
         }
         liveness.withLock { $0 = task }
