@@ -55,8 +55,7 @@ struct FreshUserFindingsTests {
     }
 
     @Test func lengthLimitsCountUnicodeScalarsNotGraphemes() async throws {
-        try await withTestApp(.sqlite) { client, _ in
-            let token = try await client.registerAndLogin(email: "zalgo@example.com").tokens.accessToken
+        try await withTestApp(.sqlite, owner: "zalgo@example.com") { client, _, token in
             let zalgo = "a" + String(repeating: "\u{301}", count: 300)
             let task = try await client.json(.post, "/tasks", ["title": zalgo], token: token)
             #expect(task.status == .badRequest)

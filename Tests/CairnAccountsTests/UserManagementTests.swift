@@ -118,17 +118,13 @@ struct UserManagementTests {
         guard TestEngine.available.contains(.postgres) else { return }
         let clock = TestClock()
         // Two nodes on one PostgreSQL database, sharing the signing key ring and the clock.
-        try await withTestDatabase(.postgres) { database in
-            try await withTestApp(on: database, clock: clock) { nodeA in
-                try await withTestApp(on: database, clock: clock) { nodeB in
-                    let (_, tokens) = try await nodeA.client.registerAndLogin(email: "multi@example.com")
-                    let token = tokens.accessToken
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
-                    #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: token).status == .noContent)
-                    clock.advance(by: .seconds(5))
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .unauthorized)
-                }
-            }
+        try await withTwoNodes(clock: clock) { nodeA, nodeB in
+            let (_, tokens) = try await nodeA.client.registerAndLogin(email: "multi@example.com")
+            let token = tokens.accessToken
+            #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
+            #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: token).status == .noContent)
+            clock.advance(by: .seconds(5))
+            #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .unauthorized)
         }
     }
 
@@ -137,26 +133,22 @@ struct UserManagementTests {
     @Test func logoutEndsThatSessionsAccessTokensOnEveryNode() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
         let clock = TestClock()
-        try await withTestDatabase(.postgres) { database in
-            try await withTestApp(on: database, clock: clock) { nodeA in
-                try await withTestApp(on: database, clock: clock) { nodeB in
-                    let (_, phone) = try await nodeA.client.registerAndLogin(email: "sid@example.com")
-                    let laptop = try await nodeA.client.login(email: "sid@example.com", password: "correct horse battery")
-                    for token in [phone.accessToken, laptop.accessToken] {
-                        #expect(try await nodeA.client.json(.get, "/users/me", token: token).status == .ok)
-                        #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
-                    }
-                    let logout = try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": phone.refreshToken])
-                    #expect(logout.status == .noContent)
-                    #expect(try await nodeA.client.json(.get, "/users/me", token: phone.accessToken).status == .unauthorized)
-                    clock.advance(by: .seconds(5))
-                    let ended = try await nodeB.client.json(.get, "/users/me", token: phone.accessToken)
-                    #expect(ended.status == .unauthorized)
-                    #expect(ended.code == "invalid_token")
-                    #expect(try await nodeA.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
-                }
+        try await withTwoNodes(clock: clock) { nodeA, nodeB in
+            let (_, phone) = try await nodeA.client.registerAndLogin(email: "sid@example.com")
+            let laptop = try await nodeA.client.login(email: "sid@example.com", password: "correct horse battery")
+            for token in [phone.accessToken, laptop.accessToken] {
+                #expect(try await nodeA.client.json(.get, "/users/me", token: token).status == .ok)
+                #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
             }
+            let logout = try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": phone.refreshToken])
+            #expect(logout.status == .noContent)
+            #expect(try await nodeA.client.json(.get, "/users/me", token: phone.accessToken).status == .unauthorized)
+            clock.advance(by: .seconds(5))
+            let ended = try await nodeB.client.json(.get, "/users/me", token: phone.accessToken)
+            #expect(ended.status == .unauthorized)
+            #expect(ended.code == "invalid_token")
+            #expect(try await nodeA.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
+            #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
         }
     }
 }

@@ -63,50 +63,46 @@ struct VerifiedTokenCacheTests {
     @Test func logoutsAnnouncedByAnotherNodeEndCachedTokensAtOnce() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
         let clock = TestClock()
-        try await withTestDatabase(.postgres) { database in
-            try await withTestApp(on: database, clock: clock) { nodeA in
-                try await withTestApp(on: database, clock: clock) { nodeB in
-                    let listening = ChangeSignal()
-                    let isListening = Atomic<Bool>(false)
-                    let heard = Mutex<[String]>([])
-                    let heardSignal = ChangeSignal()
-                    let changes = nodeB.components.accounts.sessionChanges {
-                        isListening.store(true, ordering: .releasing)
-                        listening.notify()
-                    }
-                    let watcher = Task {
-                        for await userId in changes {
-                            heard.withLock { $0.append(userId) }
-                            heardSignal.notify()
-                        }
-                    }
-                    defer { watcher.cancel() }
-                    try await listening.wait("node B listening on cairn_sessions", timeout: .seconds(20)) {
-                        isListening.load(ordering: .acquiring)
-                    }
-
-                    let (user, phone) = try await nodeA.client.registerAndLogin(email: "cached-nodes@example.com")
-                    let laptop = try await nodeA.client.login(email: "cached-nodes@example.com", password: "correct horse battery")
-                    for token in [phone.accessToken, laptop.accessToken] {
-                        #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
-                        #expect(nodeB.components.accounts.tokens.isCached(token))
-                    }
-
-                    #expect(try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": phone.refreshToken]).status == .noContent)
-                    try await heardSignal.wait("node B hearing the logout", timeout: .seconds(20)) {
-                        heard.withLock { $0.count } >= 1
-                    }
-                    #expect(heard.withLock { $0 } == [user.id])
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: phone.accessToken).status == .unauthorized)
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
-
-                    #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: laptop.accessToken).status == .noContent)
-                    try await heardSignal.wait("node B hearing the logout-all", timeout: .seconds(20)) {
-                        heard.withLock { $0.count } >= 2
-                    }
-                    #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .unauthorized)
+        try await withTwoNodes(clock: clock) { nodeA, nodeB in
+            let listening = ChangeSignal()
+            let isListening = Atomic<Bool>(false)
+            let heard = Mutex<[String]>([])
+            let heardSignal = ChangeSignal()
+            let changes = nodeB.components.accounts.sessionChanges {
+                isListening.store(true, ordering: .releasing)
+                listening.notify()
+            }
+            let watcher = Task {
+                for await userId in changes {
+                    heard.withLock { $0.append(userId) }
+                    heardSignal.notify()
                 }
             }
+            defer { watcher.cancel() }
+            try await listening.wait("node B listening on cairn_sessions", timeout: .seconds(20)) {
+                isListening.load(ordering: .acquiring)
+            }
+
+            let (user, phone) = try await nodeA.client.registerAndLogin(email: "cached-nodes@example.com")
+            let laptop = try await nodeA.client.login(email: "cached-nodes@example.com", password: "correct horse battery")
+            for token in [phone.accessToken, laptop.accessToken] {
+                #expect(try await nodeB.client.json(.get, "/users/me", token: token).status == .ok)
+                #expect(nodeB.components.accounts.tokens.isCached(token))
+            }
+
+            #expect(try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": phone.refreshToken]).status == .noContent)
+            try await heardSignal.wait("node B hearing the logout", timeout: .seconds(20)) {
+                heard.withLock { $0.count } >= 1
+            }
+            #expect(heard.withLock { $0 } == [user.id])
+            #expect(try await nodeB.client.json(.get, "/users/me", token: phone.accessToken).status == .unauthorized)
+            #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .ok)
+
+            #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: laptop.accessToken).status == .noContent)
+            try await heardSignal.wait("node B hearing the logout-all", timeout: .seconds(20)) {
+                heard.withLock { $0.count } >= 2
+            }
+            #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .unauthorized)
         }
     }
 
@@ -156,8 +152,7 @@ struct VerifiedTokenCacheTests {
     /// verified on its own, and refused.
     @Test(arguments: TestEngine.available)
     func aTamperedSignatureIsRefusedWhileTheGenuineTokenIsCached(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "cached-forge@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "cached-forge@example.com") { client, components, token in
             #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
             #expect(components.accounts.tokens.isCached(token))
             var bytes = Array(token.utf8)

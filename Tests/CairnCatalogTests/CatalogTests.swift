@@ -45,8 +45,7 @@ func fields(_ response: TestResponse) -> Set<String> {
 struct ProductsAPITests {
     @Test(arguments: TestEngine.available)
     func createReadUpdateDeleteWithETags(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "ann@example.com")
+        try await withTestApp(engine, owner: "ann@example.com") { client, _, token in
             let created = try await client.json(
                 .post, "/products",
                 [
@@ -100,8 +99,7 @@ struct ProductsAPITests {
 
     @Test(arguments: TestEngine.available)
     func validationNamesEveryBadField(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "val@example.com")
+        try await withTestApp(engine, owner: "val@example.com") { client, _, token in
             let bad = try await client.json(
                 .post, "/products",
                 [
@@ -127,8 +125,7 @@ struct ProductsAPITests {
 
     @Test(arguments: TestEngine.available)
     func writesAreForAdminsAndTenantsAreIsolated(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "own@example.com")
+        try await withTestApp(engine, owner: "own@example.com") { client, _, token in
             let product = try await createProduct(client, token: token, ["sku": "MINE"])
             let id = try #require(product["id"] as? String)
             let created = try await client.json(
@@ -157,8 +154,7 @@ struct ProductsAPITests {
     /// empty PATCH moves neither the version nor `updatedAt`.
     @Test(arguments: TestEngine.available)
     func fractionalPriceNamesTheFieldAndEmptyPatchKeepsTheVersion(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "frac@example.com")
+        try await withTestApp(engine, owner: "frac@example.com") { client, _, token in
             let fraction = try await client.json(
                 .post, "/products", ["sku": "F-1", "name": "F", "priceMinor": 1.5, "currency": "EUR"], token: token)
             #expect(fraction.status == .badRequest)
@@ -183,8 +179,7 @@ struct ProductsAPITests {
 struct ProductListTests {
     @Test(arguments: TestEngine.available)
     func filtersSortAndFullTextSearch(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "list@example.com")
+        try await withTestApp(engine, owner: "list@example.com") { client, _, token in
             try await createProduct(
                 client, token: token, ["sku": "A", "name": "Oak Chair", "description": "sturdy seat", "priceMinor": 5000, "category": "furniture"])
             try await createProduct(
@@ -217,8 +212,7 @@ struct ProductListTests {
     /// finds "Creme brulee"), in any case, and in decomposed text (`e` + U+0301) too.
     @Test(arguments: TestEngine.available)
     func fullTextSearchIgnoresAccentsBothWays(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "accents@example.com")
+        try await withTestApp(engine, owner: "accents@example.com") { client, _, token in
             try await createProduct(client, token: token, ["sku": "CAFE", "name": "Café crème", "description": "Douce et légère"])
             try await createProduct(client, token: token, ["sku": "PLAIN", "name": "Creme brulee", "description": "Naive recipe"])
             try await createProduct(client, token: token, ["sku": "NFD", "name": "Nai\u{0308}ve Tee", "description": "Ångström blend"])
@@ -243,38 +237,30 @@ struct ProductListTests {
     /// index is rebuilt, PostgreSQL's generated column recomputed.
     @Test(arguments: TestEngine.available)
     func theAccentMigrationReindexesExistingProducts(engine: TestEngine) async throws {
-        try await withTestDatabase(engine, migrated: false) { test in
-            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-            do {
-                let before = CatalogMigrations.all.filter { $0.version < 4 }
-                try await Migrator(database: database, migrations: before, logger: testLogger).migrate()
-                let store = ProductStore(database: database)
-                let tenantId = UUIDv7.make()
-                try await store.insert(
-                    Product(
-                        id: UUIDv7.make(), tenantId: tenantId, sku: "OLD", name: "Café crème", description: nil, priceMinor: 1, currency: "EUR",
-                        category: nil, stock: 0, attributes: "{}", version: 1, createdAt: 0, updatedAt: 0))
-                func found(_ query: String) async throws -> [String] {
-                    try await store.list(
-                        tenantId: tenantId, filter: ProductFilter(query: query), sort: .name, descending: false, limit: 10, after: nil
-                    ).items.map(\.sku)
-                }
-                #expect(try await found("creme").isEmpty, "accents mattered before the migration")
-                try await Migrator(database: database, migrations: CatalogMigrations.all, logger: testLogger).migrate()
-                #expect(try await found("creme") == ["OLD"])
-                #expect(try await found("café") == ["OLD"])
-            } catch {
-                await database.close()
-                throw error
+        try await withOpenDatabase(engine) { database, _ in
+            let before = CatalogMigrations.all.filter { $0.version < 4 }
+            try await Migrator(database: database, migrations: before, logger: testLogger).migrate()
+            let store = ProductStore(database: database)
+            let tenantId = UUIDv7.make()
+            try await store.insert(
+                Product(
+                    id: UUIDv7.make(), tenantId: tenantId, sku: "OLD", name: "Café crème", description: nil, priceMinor: 1, currency: "EUR",
+                    category: nil, stock: 0, attributes: "{}", version: 1, createdAt: 0, updatedAt: 0))
+            func found(_ query: String) async throws -> [String] {
+                try await store.list(
+                    tenantId: tenantId, filter: ProductFilter(query: query), sort: .name, descending: false, limit: 10, after: nil
+                ).items.map(\.sku)
             }
-            await database.close()
+            #expect(try await found("creme").isEmpty, "accents mattered before the migration")
+            try await Migrator(database: database, migrations: CatalogMigrations.all, logger: testLogger).migrate()
+            #expect(try await found("creme") == ["OLD"])
+            #expect(try await found("café") == ["OLD"])
         }
     }
 
     @Test(arguments: TestEngine.available)
     func keysetCursorIsStableUnderInserts(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "pages@example.com")
+        try await withTestApp(engine, owner: "pages@example.com") { client, _, token in
             for index in 0..<10 {
                 try await createProduct(client, token: token, ["sku": "P\(index)", "name": "Item \(index)", "priceMinor": 100 * (index % 4)])
             }
@@ -312,8 +298,8 @@ struct CatalogCacheTests {
     func hundredConcurrentMissesMakeOneDatabaseRead(engine: TestEngine) async throws {
         // The one read all 100 requests share must fit in the read budget (2 s by default),
         // which a loaded machine can exceed: this test is about single flight, not the budget.
-        try await withTestApp(engine, configure: { $0.catalog.readTimeout = .seconds(60) }) { client, components in
-            let (token, _) = try await owner(client, "flight@example.com")
+        try await withTestApp(engine, owner: "flight@example.com", configure: { $0.catalog.readTimeout = .seconds(60) }) {
+            client, components, token in
             let id = try #require(try await createProduct(client, token: token, [:])["id"] as? String)
             // Every read now takes 300 ms, so all 100 requests miss while the first read runs.
             components.catalog.setReadDelayForTesting(.milliseconds(300))
@@ -342,8 +328,7 @@ struct CatalogCacheTests {
 
     @Test(arguments: TestEngine.available)
     func listPagesAreCachedAndInvalidatedByWrites(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await owner(client, "lists@example.com")
+        try await withTestApp(engine, owner: "lists@example.com") { client, _, token in
             try await createProduct(client, token: token, ["sku": "L1"])
             let first = try await client.json(.get, "/products", token: token)
             #expect(first.headers[xCache] == "miss")

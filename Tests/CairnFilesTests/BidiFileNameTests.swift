@@ -15,8 +15,7 @@ import Testing
 struct BidiFileNameTests {
     @Test(arguments: TestEngine.available)
     func aBidiControlInAFileNameIsRefusedOnEveryWayIn(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "bidi-files@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "bidi-files@example.com") { client, components, token in
             let auth: HTTPFields = [.authorization: "Bearer \(token)"]
             func post(_ uri: String, _ headers: HTTPFields, _ body: String) async throws -> TestResponse {
                 var all = auth
@@ -35,8 +34,8 @@ struct BidiFileNameTests {
                 try await client.execute(
                     uri: "/uploads", method: .post,
                     headers: [
-                        .authorization: "Bearer \(token)", HTTPField.Name("Tus-Resumable")!: "1.0.0", HTTPField.Name("Upload-Length")!: "5",
-                        HTTPField.Name("Upload-Metadata")!: "filename \(Data("a\u{202E}vsc.exe".utf8).base64EncodedString())",
+                        .authorization: "Bearer \(token)", tus: "1.0.0", uploadLength: "5",
+                        uploadMetadata: "filename \(base64("a\u{202E}vsc.exe"))",
                     ], body: nil),
             ]
             for (index, answer) in answers.enumerated() {

@@ -10,14 +10,6 @@ import NIOCore
 import SQLKit
 import Testing
 
-private let tus = HTTPField.Name("Tus-Resumable")!
-private let uploadLength = HTTPField.Name("Upload-Length")!
-private let uploadOffset = HTTPField.Name("Upload-Offset")!
-private let uploadMetadata = HTTPField.Name("Upload-Metadata")!
-private let fileIdHeader = HTTPField.Name("Cairn-File-Id")!
-
-private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
-
 /// Issue 20, "What a new user found": one file-format allow-list for every way in, and
 /// downloads that can never run as a page on Cairn's origin (stored cross-site scripting).
 @Suite("Files: one allow-list, safe downloads, Tus-Max-Size")
@@ -27,8 +19,7 @@ struct FileAllowListTests {
     /// and served back as `text/html`.
     @Test(arguments: TestEngine.available)
     func tusCreationAppliesTheAllowList(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "allow@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "allow@example.com") { client, components, token in
             func create(_ metadata: String?) async throws -> TestResponse {
                 var headers: HTTPFields = [.authorization: "Bearer \(token)", tus: "1.0.0", uploadLength: "5"]
                 if let metadata { headers[uploadMetadata] = metadata }
@@ -69,8 +60,7 @@ struct FileAllowListTests {
     /// with a `format` field: before, a `text/html` part was stored with that type.
     @Test(arguments: TestEngine.available)
     func aMultipartPartOutsideTheAllowListIsRefused(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "allow-form@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "allow-form@example.com") { client, _, token in
             let body =
                 "--XyZ\r\nContent-Disposition: form-data; name=\"format\"\r\n\r\ncsv\r\n"
                 + "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\nContent-Type: text/html\r\n\r\n<script>x</script>\r\n--XyZ--\r\n"
@@ -88,8 +78,7 @@ struct FileAllowListTests {
     /// comes back as `application/octet-stream`.
     @Test(arguments: TestEngine.available)
     func downloadsAreAttachmentsThatNeverRenderOnTheOrigin(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "allow-dl@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "allow-dl@example.com") { client, components, token in
             let created = try await client.execute(
                 uri: "/uploads", method: .post,
                 headers: [
@@ -125,8 +114,7 @@ struct FileAllowListTests {
     /// no wait could cure); `Tus-Max-Size` names that smallest limit.
     @Test(arguments: TestEngine.available)
     func anUploadLengthAboveTusMaxSizeIs413(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.files.quotas.maxBytesPerHour = 500 }) { client, _ in
-            let token = try await client.registerAndLogin(email: "allow-max@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "allow-max@example.com", configure: { $0.files.quotas.maxBytesPerHour = 500 }) { client, _, token in
             let options = try await client.execute(uri: "/uploads", method: .options, headers: [:])
             #expect(options.headers[HTTPField.Name("Tus-Max-Size")!] == "500")
             for length in ["501", "99999999999999999999999"] {

@@ -13,8 +13,7 @@ import Testing
 struct FilesTests {
     @Test(arguments: TestEngine.available)
     func anUploadIsStoredHashedListedDownloadedAndDeleted(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "files@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "files@example.com") { client, components, token in
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(sharedData)/penguins.csv")))
             let created = try await upload(
                 client, token: token, bytes, headers: [.contentDisposition: "attachment; filename=\"../../etc/passwd\""])
@@ -67,8 +66,7 @@ struct FilesTests {
 
     @Test(arguments: TestEngine.available)
     func formatsMediaTypesAndNamesAreChecked(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "files-types@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "files-types@example.com") { client, _, token in
             let json = try await upload(client, token: token, Array("[{\"a\":1}]".utf8), contentType: "application/json; charset=utf-8")
             #expect(json.object["format"] as? String == "json")
             #expect(json.object["name"] as? String == "upload.json")

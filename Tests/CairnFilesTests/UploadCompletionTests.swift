@@ -16,44 +16,25 @@ import Testing
 /// a crash between the two leaves. The bytes stay, and the next HEAD or PATCH finishes it.
 @Suite("Uploads: completion after a failure")
 struct UploadCompletionTests {
-    static let tus = HTTPField.Name("Tus-Resumable")!
-    static let offset = HTTPField.Name("Upload-Offset")!
-    static let length = HTTPField.Name("Upload-Length")!
-    static let fileId = HTTPField.Name("Cairn-File-Id")!
-
-    func request(
-        _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, token: String, headers: HTTPFields = [:], body: [UInt8]? = nil
-    ) async throws -> TestResponse {
-        var all: HTTPFields = [.authorization: "Bearer \(token)", Self.tus: "1.0.0"]
-        for field in headers { all[field.name] = field.value }
-        return try await client.execute(uri: uri, method: method, headers: all, body: body.map { ByteBuffer(bytes: $0) })
-    }
-
-    func patch(_ client: any TestClientProtocol, _ uri: String, token: String, at offset: Int, _ bytes: [UInt8]) async throws -> TestResponse {
-        try await request(
-            client, .patch, uri, token: token, headers: [.contentType: "application/offset+octet-stream", Self.offset: String(offset)], body: bytes)
-    }
-
     @Test(arguments: TestEngine.available)
     func aFailedRecordKeepsEveryByteAndTheNextHeadOrPatchFinishesIt(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "tus-finish@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "tus-finish@example.com") { client, components, token in
             let bytes = Array("id,name\n1,one\n2,two\n".utf8)
             var locations: [String] = []
             for _ in 0..<2 {
-                let created = try await request(
+                let created = try await tusRequest(
                     client, .post, "/uploads", token: token,
-                    headers: [Self.length: String(bytes.count), HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
+                    headers: [uploadLength: String(bytes.count), uploadMetadata: "filename ZGF0YS5jc3Y="])
                 locations.append(try #require(created.headers[.location]))
             }
 
             try await injectDatabaseFailure(components.database, engine: engine, name: "refuse_files", on: "INSERT", of: "files")
             for location in locations {
-                let failed = try await patch(client, location, token: token, at: 0, bytes)
+                let failed = try await patch(client, location, token: token, offset: 0, bytes)
                 #expect(failed.status == .serviceUnavailable, "\(failed.status) \(failed.text)")
                 #expect(failed.code == "unavailable")
                 // While the database still fails, a HEAD's attempt to finish fails the same way.
-                #expect(try await request(client, .head, location, token: token).status == .serviceUnavailable)
+                #expect(try await tusRequest(client, .head, location, token: token).status == .serviceUnavailable)
             }
             // Not deleted: the uploads are still there, every byte received, their leases given back.
             let waiting = try await components.database.read { db in
@@ -68,11 +49,11 @@ struct UploadCompletionTests {
 
             // One is finished by a HEAD (what tuspy sends on resuming), the other by an empty PATCH
             // at its length; neither is made up from zeros.
-            let byHead = try await request(client, .head, locations[0], token: token)
+            let byHead = try await tusRequest(client, .head, locations[0], token: token)
             #expect(byHead.status == .ok)
-            let empty = try await patch(client, locations[1], token: token, at: bytes.count, [])
+            let empty = try await patch(client, locations[1], token: token, offset: bytes.count, [])
             #expect(empty.status == .noContent, "\(empty.status) \(empty.text)")
-            for id in [byHead.headers[Self.fileId], empty.headers[Self.fileId]] {
+            for id in [byHead.headers[fileIdHeader], empty.headers[fileIdHeader]] {
                 let fileId = try #require(id)
                 let file = try await client.json(.get, "/files/\(fileId)", token: token).object
                 #expect(file["sha256"] as? String == SHA256.hash(data: Data(bytes)).map { String(format: "%02x", $0) }.joined())
@@ -94,14 +75,14 @@ struct UploadCompletionTests {
         try await withTestApp(engine) { client, components in
             let (user, tokens) = try await client.registerAndLogin(email: "tus-lost@example.com")
             let token = tokens.accessToken
-            let created = try await request(
-                client, .post, "/uploads", token: token, headers: [Self.length: "8", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
+            let created = try await tusRequest(
+                client, .post, "/uploads", token: token, headers: [uploadLength: "8", uploadMetadata: "filename ZGF0YS5jc3Y="])
             let location = try #require(created.headers[.location])
-            #expect(try await patch(client, location, token: token, at: 0, Array("abcd".utf8)).status == .noContent)
+            #expect(try await patch(client, location, token: token, offset: 0, Array("abcd".utf8)).status == .noContent)
             let id = String(location.split(separator: "/").last ?? "")
             try FileManager.default.removeItem(atPath: components.partialUploads.path(tenantId: user.tenantId, id: id).description)
 
-            let refused = try await patch(client, location, token: token, at: 4, Array("efgh".utf8))
+            let refused = try await patch(client, location, token: token, offset: 4, Array("efgh".utf8))
             #expect(refused.status == .gone, "\(refused.status) \(refused.text)")
             let files = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
             #expect(files?.isEmpty == true, "no file made of zeros")

@@ -7,10 +7,6 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 
-private let tus = HTTPField.Name("Tus-Resumable")!
-private let lengthHeader = HTTPField.Name("Upload-Length")!
-private let offsetHeader = HTTPField.Name("Upload-Offset")!
-
 /// Unfinished tus uploads hold their declared length against the tenant's total quota from the
 /// moment they are created, so many of them cannot fill the disk, and creations racing each
 /// other cannot together overshoot the quota.
@@ -20,8 +16,8 @@ struct UploadQuotaTests {
         try await client.execute(
             uri: "/uploads", method: .post,
             headers: [
-                .authorization: "Bearer \(token)", tus: "1.0.0", lengthHeader: String(length),
-                HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+                .authorization: "Bearer \(token)", tus: "1.0.0", uploadLength: String(length),
+                uploadMetadata: "filename ZGF0YS5jc3Y=",
             ])
     }
 
@@ -52,7 +48,7 @@ struct UploadQuotaTests {
             let patched = try await client.execute(
                 uri: thirdLocation, method: .patch,
                 headers: [
-                    .authorization: "Bearer \(token)", tus: "1.0.0", .contentType: "application/offset+octet-stream", offsetHeader: "0",
+                    .authorization: "Bearer \(token)", tus: "1.0.0", .contentType: "application/offset+octet-stream", uploadOffset: "0",
                 ],
                 body: ByteBuffer(bytes: [UInt8](repeating: 0x62, count: 600)))
             #expect(patched.status == .noContent, "\(patched.text)")

@@ -12,31 +12,6 @@ import NIOCore
 import SQLKit
 import Testing
 
-private let tus: HTTPField.Name = HTTPField.Name("Tus-Resumable")!
-private let offsetHeader = HTTPField.Name("Upload-Offset")!
-private let lengthHeader = HTTPField.Name("Upload-Length")!
-private let fileIdHeader = HTTPField.Name("Cairn-File-Id")!
-
-/// A tus request: Bearer token, `Tus-Resumable: 1.0.0`, plus `extra`.
-private func tusRequest(
-    _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, token: String, headers extra: HTTPFields = [:],
-    body: [UInt8]? = nil
-) async throws -> TestResponse {
-    var headers: HTTPFields = [.authorization: "Bearer \(token)", tus: "1.0.0"]
-    for field in extra { headers[field.name] = field.value }
-    return try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(bytes: $0) })
-}
-
-private func patch(_ client: any TestClientProtocol, _ uri: String, token: String, offset: Int, _ bytes: [UInt8], extra: HTTPFields = [:])
-    async throws -> TestResponse
-{
-    var headers: HTTPFields = [.contentType: "application/offset+octet-stream", offsetHeader: String(offset)]
-    for field in extra { headers[field.name] = field.value }
-    return try await tusRequest(client, .patch, uri, token: token, headers: headers, body: bytes)
-}
-
-private func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
-
 @Suite("Uploads: tus 1.0 and multipart/form-data")
 struct UploadsTests {
     /// An upload is its uploader's (issue 13): another member of the tenant can neither read
@@ -44,8 +19,7 @@ struct UploadsTests {
     /// admins and owners can; another tenant does not see it at all (404).
     @Test(arguments: TestEngine.available)
     func onlyTheUploaderAndAdminsMayUseAnUpload(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await client.registerAndLogin(email: "tus-owner@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "tus-owner@example.com") { client, _, owner in
             func member(_ email: String, role: String) async throws -> String {
                 let created = try await client.json(
                     .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner)
@@ -58,7 +32,7 @@ struct UploadsTests {
             let stranger = try await client.registerAndLogin(email: "tus-stranger@example.com").tokens.accessToken
             let metadata = "filename \(base64("data.csv")),filetype \(base64("text/csv"))"
             let created = try await tusRequest(
-                client, .post, "/uploads", token: uploader, headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: metadata])
+                client, .post, "/uploads", token: uploader, headers: [uploadLength: "10", uploadMetadata: metadata])
             try #require(created.status == .created)
             let location = try #require(created.headers[.location])
 
@@ -75,7 +49,7 @@ struct UploadsTests {
             #expect(try await patch(client, location, token: uploader, offset: 0, Array("hello".utf8)).status == .noContent)
             let seenByAdmin = try await tusRequest(client, .head, location, token: admin)
             #expect(seenByAdmin.status == .ok)
-            #expect(seenByAdmin.headers[offsetHeader] == "5")
+            #expect(seenByAdmin.headers[uploadOffset] == "5")
             #expect(try await patch(client, location, token: admin, offset: 5, Array("world".utf8)).status == .noContent)
             #expect(try await tusRequest(client, .delete, location, token: owner).status == .noContent)
             #expect(try await tusRequest(client, .head, location, token: uploader).status == .notFound)
@@ -87,13 +61,12 @@ struct UploadsTests {
     /// that no request could append to until its lease ran out.
     @Test(arguments: TestEngine.available)
     func aCreationWithAMalformedChecksumRecordsNothing(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "tus-sum@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "tus-sum@example.com") { client, components, token in
             let refused = try await tusRequest(
                 client, .post, "/uploads", token: token,
                 headers: [
-                    lengthHeader: "5", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Checksum")!: "crc32 AAAA",
-                    HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+                    uploadLength: "5", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Checksum")!: "crc32 AAAA",
+                    uploadMetadata: "filename ZGF0YS5jc3Y=",
                 ],
                 body: Array("hello".utf8))
             #expect(refused.status == .badRequest)
@@ -109,11 +82,10 @@ struct UploadsTests {
     /// fresh-user trial reported `evil\0.csv` kept as `evil`; over tus' metadata it is a 400).
     @Test(arguments: TestEngine.available)
     func aFilenameWithANulIsRefusedNotCut(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "tus-nul@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "tus-nul@example.com") { client, _, token in
             let name = Data("evil\u{0}.csv".utf8).base64EncodedString()
             let refused = try await tusRequest(
-                client, .post, "/uploads", token: token, headers: [lengthHeader: "5", HTTPField.Name("Upload-Metadata")!: "filename \(name)"])
+                client, .post, "/uploads", token: token, headers: [uploadLength: "5", uploadMetadata: "filename \(name)"])
             #expect(refused.status == .badRequest, "\(refused.status) \(refused.text)")
             #expect(refused.code == "invalid_input")
         }
@@ -134,29 +106,29 @@ struct UploadsTests {
             let metadata = "filename \(base64("data.csv")),filetype \(base64("text/csv"))"
             let wrongVersion = try await tusRequest(
                 client, .post, "/uploads", token: token,
-                headers: [tus: "0.2.2", lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: metadata])
+                headers: [tus: "0.2.2", uploadLength: "10", uploadMetadata: metadata])
             #expect(wrongVersion.status == .preconditionFailed)
             #expect(wrongVersion.headers[HTTPField.Name("Tus-Version")!] == "1.0.0")
             #expect(wrongVersion.code == "precondition_failed")
 
-            let tooBig = try await tusRequest(client, .post, "/uploads", token: token, headers: [lengthHeader: "1001"])
+            let tooBig = try await tusRequest(client, .post, "/uploads", token: token, headers: [uploadLength: "1001"])
             #expect(tooBig.status == .contentTooLarge)
             #expect(tooBig.code == "payload_too_large")
 
             let created = try await tusRequest(
-                client, .post, "/uploads", token: token, headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: metadata])
+                client, .post, "/uploads", token: token, headers: [uploadLength: "10", uploadMetadata: metadata])
             #expect(created.status == .created)
             let location = try #require(created.headers[.location])
             #expect(location.hasPrefix("/uploads/"))
             #expect(created.headers[HTTPField.Name("Upload-Expires")!]?.hasSuffix("GMT") == true)
             let head = try await tusRequest(client, .head, location, token: token)
             #expect(head.status == .ok)
-            #expect(head.headers[offsetHeader] == "0")
-            #expect(head.headers[lengthHeader] == "10")
+            #expect(head.headers[uploadOffset] == "0")
+            #expect(head.headers[uploadLength] == "10")
             #expect(head.headers[.cacheControl] == "no-store")
 
             let wrongType = try await tusRequest(
-                client, .patch, location, token: token, headers: [.contentType: "text/plain", offsetHeader: "0"], body: Array("hello".utf8))
+                client, .patch, location, token: token, headers: [.contentType: "text/plain", uploadOffset: "0"], body: Array("hello".utf8))
             #expect(wrongType.status == .unsupportedMediaType)
             let mismatch = try await patch(client, location, token: token, offset: 3, Array("hello".utf8))
             #expect(mismatch.status == .conflict)
@@ -166,13 +138,13 @@ struct UploadsTests {
                 extra: [HTTPField.Name("Upload-Checksum")!: "sha256 \(Data(SHA256.hash(data: Data("other".utf8))).base64EncodedString())"])
             #expect(badSum.status.code == 460)
             #expect(badSum.code == "checksum_mismatch")
-            #expect(try await tusRequest(client, .head, location, token: token).headers[offsetHeader] == "0", "the chunk was not kept")
+            #expect(try await tusRequest(client, .head, location, token: token).headers[uploadOffset] == "0", "the chunk was not kept")
 
             let first = try await patch(
                 client, location, token: token, offset: 0, Array("hello".utf8),
                 extra: [HTTPField.Name("Upload-Checksum")!: "sha256 \(Data(SHA256.hash(data: Data("hello".utf8))).base64EncodedString())"])
             #expect(first.status == .noContent)
-            #expect(first.headers[offsetHeader] == "5")
+            #expect(first.headers[uploadOffset] == "5")
 
             let stranger = try await client.registerAndLogin(email: "tus-other@example.com").tokens.accessToken
             #expect(try await tusRequest(client, .head, location, token: stranger).status == .notFound)
@@ -181,7 +153,7 @@ struct UploadsTests {
 
             let last = try await patch(client, location, token: token, offset: 5, Array("world".utf8))
             #expect(last.status == .noContent)
-            #expect(last.headers[offsetHeader] == "10")
+            #expect(last.headers[uploadOffset] == "10")
             let fileId = try #require(last.headers[fileIdHeader])
             #expect(try await tusRequest(client, .head, location, token: token).headers[fileIdHeader] == fileId)
             let file = try await client.json(.get, "/files/\(fileId)", token: token).object
@@ -198,11 +170,11 @@ struct UploadsTests {
             let withBody = try await tusRequest(
                 client, .post, "/uploads", token: token,
                 headers: [
-                    lengthHeader: "8", .contentType: "application/offset+octet-stream", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y=",
+                    uploadLength: "8", .contentType: "application/offset+octet-stream", uploadMetadata: "filename ZGF0YS5jc3Y=",
                 ],
                 body: Array("abc".utf8))
             #expect(withBody.status == .created)
-            #expect(withBody.headers[offsetHeader] == "3")
+            #expect(withBody.headers[uploadOffset] == "3")
             let second = try #require(withBody.headers[.location])
             let partials = components.configuration.dataDir + "/uploads"
             let onDisk = {
@@ -217,7 +189,7 @@ struct UploadsTests {
             let third = try #require(
                 try await tusRequest(
                     client, .post, "/uploads", token: token,
-                    headers: [lengthHeader: "8", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                    headers: [uploadLength: "8", uploadMetadata: "filename ZGF0YS5jc3Y="]
                 ).headers[.location])
             #expect(try await patch(client, third, token: token, offset: 0, Array("abcd".utf8)).status == .noContent)
             let id = String(third.dropFirst("/uploads/".count))
@@ -241,11 +213,11 @@ struct UploadsTests {
             let a = try #require(
                 try await tusRequest(
                     client, .post, "/uploads", token: token,
-                    headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                    headers: [uploadLength: "10", uploadMetadata: "filename ZGF0YS5jc3Y="]
                 ).headers[.location])
             // The first upload's 10 bytes are reserved from its creation (UploadQuotaTests has more).
             let refused = try await tusRequest(
-                client, .post, "/uploads", token: token, headers: [lengthHeader: "10", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
+                client, .post, "/uploads", token: token, headers: [uploadLength: "10", uploadMetadata: "filename ZGF0YS5jc3Y="])
             #expect(refused.status == .contentTooLarge, "10 + 10 bytes exceed the 15-byte total")
             #expect(try await patch(client, a, token: token, offset: 0, Array(repeating: 0x61, count: 10)).status == .noContent)
             let items = try await client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
@@ -253,7 +225,7 @@ struct UploadsTests {
             #expect(
                 try await tusRequest(
                     client, .post, "/uploads", token: token,
-                    headers: [lengthHeader: "6", HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="]
+                    headers: [uploadLength: "6", uploadMetadata: "filename ZGF0YS5jc3Y="]
                 ).status == .contentTooLarge)
         }
     }

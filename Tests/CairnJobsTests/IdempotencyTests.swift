@@ -24,8 +24,7 @@ struct IdempotencyTests {
 
     @Test(arguments: TestEngine.available)
     func sameKeySameBodyReplaysOtherBodyIs422AndInFlightIs409(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "idem@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "idem@example.com") { client, components, token in
             let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
             let first = try await post(client, body, key: "order-1", token: token)
             #expect(first.status == .created)
@@ -81,8 +80,7 @@ struct IdempotencyScopeTests {
     /// their own job, never the other's reply.
     @Test(arguments: TestEngine.available)
     func twoUsersOfOneTenantDoNotShareKeys(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await client.registerAndLogin(email: "idem-owner@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "idem-owner@example.com") { client, _, owner in
             let created = try await client.json(
                 .post, "/users", ["email": "idem-member@example.com", "name": "Admin", "role": "admin", "password": "correct horse battery"],
                 token: owner)
@@ -146,8 +144,7 @@ struct IdempotencyScopeTests {
 struct JobEdgeCaseTests {
     @Test(arguments: TestEngine.available)
     func retryHeldUniqueKeyFarDatesNulKindsAndRateLimitedReplays(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 2 }) { client, _ in
-            let token = try await client.registerAndLogin(email: "edge@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "edge@example.com", configure: { $0.jobs.maxPendingPerTenant = 2 }) { client, _, token in
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "u2", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await client.json(.post, "/jobs", body, token: token).object["id"] as! String
             _ = try await client.json(.post, "/jobs/\(first)/cancel", token: token)
@@ -177,8 +174,7 @@ struct JobEdgeCaseTests {
 @Suite("Jobs: who may change a job")
 struct JobPermissionTests {
     @Test func membersChangeOnlyJobsTheyEnqueued() async throws {
-        try await withTestApp(.sqlite) { client, _ in
-            let owner = try await client.registerAndLogin(email: "boss@example.com").tokens.accessToken
+        try await withTestApp(.sqlite, owner: "boss@example.com") { client, _, owner in
             _ = try await client.json(
                 .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: owner)
             let member = try await client.login(email: "mem@example.com", password: "member password").accessToken

@@ -91,13 +91,7 @@ struct JobArgumentsTests {
 
     @Test(arguments: TestEngine.available)
     func aTypedJobIsStoredUnderItsKindAndItsHandlerGetsTheValue(engine: TestEngine) async throws {
-        let received = Recorded<Sample>()
-        try await withTestApp(
-            engine, runServices: true,
-            prepare: { components in
-                components.jobs.register(Sample.self) { args, _ in received.append(args) }
-            }
-        ) { _, components in
+        try await withSampleHandler(engine) { components, received in
             let tenant = UUIDv7.make()
             // Enqueued inside the caller's transaction, as modules do.
             let (job, created) = try await components.database.transaction { db in
@@ -117,13 +111,7 @@ struct JobArgumentsTests {
 
     @Test(arguments: TestEngine.available)
     func aStoredDocumentThatDoesNotDecodeIsDiscardedAtOnce(engine: TestEngine) async throws {
-        let calls = Recorded<Sample>()
-        try await withTestApp(
-            engine, runServices: true,
-            prepare: { components in
-                components.jobs.register(Sample.self) { args, _ in calls.append(args) }
-            }
-        ) { _, components in
+        try await withSampleHandler(engine) { components, calls in
             let tenant = UUIDv7.make()
             // Valid JSON of the wrong shape is refused at enqueue, naming the field…
             do {
@@ -160,8 +148,7 @@ struct JobArgumentsTests {
     /// schedules: an unknown member, another type or a value out of range is a 400 naming it.
     @Test(arguments: TestEngine.available)
     func noopArgumentsAreCheckedWhenEnqueuedOrScheduled(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "noop-args@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "noop-args@example.com") { client, _, token in
             func fields(_ response: TestResponse) -> [String] {
                 (response.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }
             }
@@ -228,6 +215,19 @@ extension JSONValue {
     fileprivate subscript(index: Int) -> JSONValue? {
         if case .array(let items) = self, items.indices.contains(index) { return items[index] }
         return nil
+    }
+}
+
+/// Runs `body` on a node whose job worker runs, with a handler of `Sample` jobs that records
+/// the arguments it gets.
+private func withSampleHandler(_ engine: TestEngine, _ body: @Sendable (CairnComponents, Recorded<Sample>) async throws -> Void)
+    async throws
+{
+    let received = Recorded<Sample>()
+    try await withTestApp(
+        engine, runServices: true, prepare: { components in components.jobs.register(Sample.self) { args, _ in received.append(args) } }
+    ) { _, components in
+        try await body(components, received)
     }
 }
 

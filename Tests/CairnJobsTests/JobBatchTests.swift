@@ -20,8 +20,7 @@ func jobCount(_ database: Database) async throws -> Int {
 struct JobBatchTests {
     @Test(arguments: TestEngine.available)
     func aBatchIsEnqueuedWhollyInOrderWithUniqueKeysResolved(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "batch@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "batch@example.com") { client, components, token in
             let later = "2099-01-01T00:00:00Z"
             let held = try await enqueue(client, token: token, ["kind": "noop", "uniqueKey": "nightly", "runAt": later])
             let response = try await client.json(
@@ -54,8 +53,7 @@ struct JobBatchTests {
 
     @Test(arguments: TestEngine.available)
     func aBadBatchNamesTheJobAndFieldAndEnqueuesNothing(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, components in
-            let token = try await client.registerAndLogin(email: "badbatch@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "badbatch@example.com", configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, components, token in
             let unknown = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop"], ["kind": "no-such-kind"]]], token: token)
             #expect(unknown.status == .badRequest)

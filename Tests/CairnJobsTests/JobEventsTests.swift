@@ -51,6 +51,28 @@ final class Steps: Sendable {
     static func shows(_ step: Int, _ events: [ServerSentEvent]) -> Bool {
         steps(events).contains(step)
     }
+
+    /// Lets the job take steps 1 to `count` one at a time, each once `stream` (`what`) shows
+    /// the one before, then lets it end.
+    func walk(_ count: Int, shownOn stream: EventStreamReader, _ what: String) async throws {
+        for step in 1...count {
+            allow(step)
+            try await stream.wait("step \(step) on \(what)") { Steps.shows(step, $0.events) }
+        }
+        allow(count + 1)
+    }
+
+    /// Registers `email` on `node`, enqueues a stepped job of theirs on `jobs` (the queue of
+    /// the node that runs it), and opens the job's event stream on `node`.
+    static func follow(_ email: String, on node: TestApp, enqueuedOn jobs: JobQueue) async throws -> (
+        id: String, token: String, stream: EventStreamReader
+    ) {
+        let (user, tokens) = try await node.client.registerAndLogin(email: email)
+        let id = try await jobs.enqueue(Stepped(), tenantId: user.tenantId, createdBy: user.id).job.id
+        let stream = try await EventStreamReader(
+            url: "\(node.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(tokens.accessToken)"])
+        return (id, tokens.accessToken, stream)
+    }
 }
 
 @Suite("Jobs: live status over Server-Sent Events")
@@ -59,18 +81,9 @@ struct JobEventsTests {
     func theStreamFollowsAJobToItsEndAndResumesAfterLastEventID(engine: TestEngine) async throws {
         let steps = Steps()
         try await withTestApp(engine, mode: .live, prepare: { steps.register(on: $0.jobs, count: 3) }) { app in
-            let (user, tokens) = try await app.client.registerAndLogin(email: "sse@example.com")
-            let token = tokens.accessToken
-            let id = try await app.components.jobs.enqueue(
-                Steps.Stepped(), tenantId: user.tenantId, createdBy: user.id
-            ).job.id
-            let stream = try await EventStreamReader(url: "\(app.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+            let (id, token, stream) = try await Steps.follow("sse@example.com", on: app, enqueuedOn: app.components.jobs)
             defer { stream.stop() }
-            for step in 1...3 {
-                steps.allow(step)
-                try await stream.wait("progress step \(step) on the stream") { Steps.shows(step, $0.events) }
-            }
-            steps.allow(4)
+            try await steps.walk(3, shownOn: stream, "the stream")
             let received = try await stream.wait("the stream's end after the final state") { $0.ended }
             #expect(received.text.hasPrefix("retry: 2000\n\n"))
             let events = received.events
@@ -155,18 +168,9 @@ struct JobEventsAcrossNodesTests {
                     defer { hearing.cancel() }
                     try await listening.wait("node B listening for job changes") { $0 }
 
-                    let (user, tokens) = try await nodeB.client.registerAndLogin(email: "sse-nodes@example.com")
-                    let token = tokens.accessToken
-                    let id = try await nodeA.components.jobs.enqueue(
-                        Steps.Stepped(), tenantId: user.tenantId, createdBy: user.id
-                    ).job.id
-                    let stream = try await EventStreamReader(url: "\(nodeB.baseURL)/jobs/\(id)/events", headers: ["Authorization: Bearer \(token)"])
+                    let (id, _, stream) = try await Steps.follow("sse-nodes@example.com", on: nodeB, enqueuedOn: nodeA.components.jobs)
                     defer { stream.stop() }
-                    for step in 1...10 {
-                        steps.allow(step)
-                        try await stream.wait("step \(step) on node B's stream") { Steps.shows(step, $0.events) }
-                    }
-                    steps.allow(11)
+                    try await steps.walk(10, shownOn: stream, "node B's stream")
                     let events = try await stream.wait("the end of node B's stream") { $0.ended }.events
                     #expect((try? events.last?.decode(JobBody.self))?.state == "succeeded")
                     #expect(Steps.steps(events) == Array(1...10))
@@ -204,8 +208,7 @@ struct JobMetricsTests {
 struct JobRetentionTests {
     @Test(arguments: TestEngine.available)
     func pruningDeletesOldFinishedJobsButKeepsDeadLettersAndRecentOnes(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let token = try await client.registerAndLogin(email: "prune@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "prune@example.com") { client, components, token in
             var ids: [String] = []
             for _ in 0..<3 {
                 ids.append(

@@ -73,8 +73,7 @@ struct JobLifecycleTests {
 
     @Test(arguments: TestEngine.available)
     func enqueueValidatesKindsFieldsAndRoles(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let token = try await client.registerAndLogin(email: "owner@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "owner@example.com") { client, _, token in
             let unknown = try await client.json(.post, "/jobs", ["kind": "rm -rf"], token: token)
             #expect(unknown.status == .badRequest)
             #expect((unknown.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "kind")
@@ -93,8 +92,7 @@ struct JobLifecycleTests {
 
     @Test(arguments: TestEngine.available)
     func uniqueKeysDeduplicateUnfinishedJobsAndThePendingCapAnswers429(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, _ in
-            let token = try await client.registerAndLogin(email: "uniq@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "uniq@example.com", configure: { $0.jobs.maxPendingPerTenant = 3 }) { client, _, token in
             let body: [String: Any] = ["kind": "noop", "uniqueKey": "report-2026-11", "runAt": "2099-01-01T00:00:00Z"]
             let first = try await enqueue(client, token: token, body)
             let second = try await enqueue(client, token: token, body)
@@ -118,8 +116,7 @@ struct JobLifecycleTests {
 
     @Test(arguments: TestEngine.available)
     func anotherTenantsJobIsNotFound(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await client.registerAndLogin(email: "a@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "a@example.com") { client, _, owner in
             let other = try await client.registerAndLogin(email: "b@example.com").tokens.accessToken
             let job = try await enqueue(client, token: owner, ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"])
             let id = job.job["id"] as! String

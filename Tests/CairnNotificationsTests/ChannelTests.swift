@@ -65,8 +65,7 @@ private func webhookSettings(_ configuration: inout CairnConfiguration) {
 struct ChannelTests {
     @Test(arguments: TestEngine.available)
     func preferencesValidateAndRoundTrip(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let owner = try await signUp(client, "prefs@example.com")
+        try await withOwner(engine, "prefs@example.com") { client, components, owner in
             let initial = try await client.json(.get, "/users/me/notification-preferences", token: owner.token)
             #expect(initial.status == .ok)
             #expect(initial.object["types"] as? [String: Any] != nil)
@@ -113,9 +112,8 @@ struct ChannelTests {
 
     @Test(arguments: TestEngine.available)
     func webhooksAreSignedRetriedAndDeadLettered(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: webhookSettings) { app in
+        try await withLiveOwner(engine, "hooks@example.com", configure: webhookSettings) { app, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "hooks@example.com")
             let member = try await addMember(client, owner: owner, email: "hooks-m@example.com")
             let flaky = try await WebhookReceiver(failFirst: 1)
             defer { flaky.stop() }
@@ -177,9 +175,8 @@ struct ChannelTests {
     /// row's unique key cannot protect.
     @Test(arguments: TestEngine.available)
     func aRepeatedDedupeKeyPlansNoSecondDelivery(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: webhookSettings) { app in
+        try await withLiveOwner(engine, "dedupe-hooks@example.com", configure: webhookSettings) { app, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "dedupe-hooks@example.com")
             let member = try await addMember(client, owner: owner, email: "dedupe-hooks-m@example.com")
             let receiver = try await WebhookReceiver(failFirst: 0)
             defer { receiver.stop() }
@@ -219,8 +216,7 @@ struct ChannelTests {
 
     @Test(arguments: TestEngine.available)
     func webhookURLsOnPrivateAddressesAreRefused(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await signUp(client, "ssrf@example.com")
+        try await withOwner(engine, "ssrf@example.com") { client, _, owner in
             for url in [
                 "http://127.0.0.1:8080/x", "http://localhost/x", "http://169.254.169.254/latest/meta-data", "http://10.1.2.3/",
                 "http://[::1]/x", "http://192.168.0.1/", "ftp://example.com/", "http://user:pw@example.com/",

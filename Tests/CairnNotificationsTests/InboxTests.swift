@@ -19,8 +19,7 @@ private func items(_ response: TestResponse) -> [[String: Any]] {
 struct InboxTests {
     @Test(arguments: TestEngine.available)
     func publishInsideACallerTransactionCommitsOrRollsBackWithIt(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let owner = try await signUp(client, "tx@example.com")
+        try await withOwner(engine, "tx@example.com") { client, components, owner in
             let center = components.notifications
             struct Boom: Error {}
             await #expect(throws: Boom.self) {
@@ -51,8 +50,7 @@ struct InboxTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentPublishersGetDistinctContiguousSeqs(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let owner = try await signUp(client, "seq@example.com")
+        try await withOwner(engine, "seq@example.com") { client, components, owner in
             let center = components.notifications
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for n in 0..<40 {
@@ -69,8 +67,7 @@ struct InboxTests {
 
     @Test(arguments: TestEngine.available)
     func restInboxIsScopedToTheCallerAndSupportsReadState(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await signUp(client, "owner@example.com")
+        try await withOwner(engine, "owner@example.com") { client, _, owner in
             let member = try await addMember(client, owner: owner, email: "member@example.com")
             let stranger = try await signUp(client, "stranger@example.com")
 
@@ -124,8 +121,7 @@ struct InboxTests {
 
     @Test(arguments: TestEngine.available)
     func broadcastReachesEveryUserOfTheTenantAndIdempotencyKeyReplays(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { client, components in
-            let owner = try await signUp(client, "bc@example.com")
+        try await withOwner(engine, "bc@example.com", runServices: true) { client, components, owner in
             var members: [Member] = []
             for n in 0..<4 { members.append(try await addMember(client, owner: owner, email: "m\(n)@example.com")) }
             let stranger = try await signUp(client, "outside@example.com")
@@ -158,8 +154,7 @@ struct InboxTests {
     /// send an alert users cannot mute. Other types still publish.
     @Test(arguments: TestEngine.available)
     func publishersCannotUseTheServersTypes(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, components in
-            let owner = try await signUp(client, "reserved@example.com")
+        try await withOwner(engine, "reserved@example.com") { client, components, owner in
             let member = try await addMember(client, owner: owner, email: "reserved-m@example.com")
             let admin = try await addMember(client, owner: owner, email: "reserved-a@example.com", role: "admin")
             let created = try await client.json(

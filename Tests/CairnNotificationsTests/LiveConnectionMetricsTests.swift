@@ -14,8 +14,7 @@ struct LiveConnectionMetricsTests {
     /// reads it while its own socket is surely open, then waits for it to fall below that.
     @Test(arguments: TestEngine.available)
     func websocketGaugeRisesWhileOpenAndFallsAfterClose(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let owner = try await signUp(app.client, "gauge@example.com")
+        try await withLiveOwner(engine, "gauge@example.com") { app, owner in
             let hub = app.components.notifications.hub
             let whileOpen = Mutex<Double?>(nil)
             _ = try await WebSocketClient.connect(url: "ws://127.0.0.1:\(app.port!)/ws", logger: testLogger) { inbound, outbound, _ in

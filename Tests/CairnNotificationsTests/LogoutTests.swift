@@ -69,19 +69,15 @@ struct LogoutTests {
     /// LISTEN/NOTIFY, drops its cached session state and ends them.
     @Test func aLogoutOnOneNodeEndsStreamsOnAnother() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        try await withTestDatabase(.postgres, configure: slowTokenChecks) { database in
-            try await withTestApp(on: database, mode: .live) { nodeA in
-                try await withTestApp(on: database, mode: .live) { nodeB in
-                    let tokens = try await nodeA.client.registerAndLogin(email: "logout-nodes@example.com").tokens
-                    let live = try await LiveConnections.open(
-                        port: nodeB.port!, hub: nodeB.components.notifications.hub, tokens: [tokens.accessToken])
-                    defer { live.stop() }
-                    #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: tokens.accessToken).status == .noContent)
-                    try await live.streams[0].wait("node B's stream ending", timeout: .seconds(10)) { $0.ended }
-                    let closed = try await withDeadline(.seconds(10), "node B's socket closing") { try await live.sockets[0].value }
-                    #expect(closed == 4401)
-                }
-            }
+        try await withTwoNodes(mode: .live, configure: slowTokenChecks) { nodeA, nodeB in
+            let tokens = try await nodeA.client.registerAndLogin(email: "logout-nodes@example.com").tokens
+            let live = try await LiveConnections.open(
+                port: nodeB.port!, hub: nodeB.components.notifications.hub, tokens: [tokens.accessToken])
+            defer { live.stop() }
+            #expect(try await nodeA.client.json(.post, "/auth/logout-all", token: tokens.accessToken).status == .noContent)
+            try await live.streams[0].wait("node B's stream ending", timeout: .seconds(10)) { $0.ended }
+            let closed = try await withDeadline(.seconds(10), "node B's socket closing") { try await live.sockets[0].value }
+            #expect(closed == 4401)
         }
     }
 }

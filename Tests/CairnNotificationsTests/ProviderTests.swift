@@ -60,6 +60,16 @@ final class LineProcess: Sendable {
     }
 }
 
+/// Runs `body` on a live node whose email, SMS and push providers are a ``FakeProviders``, with
+/// a tenant owner signed up as `email`; the fakes stop afterwards.
+func withFakeProviders(_ engine: TestEngine, owner email: String, _ body: @Sendable (TestApp, FakeProviders, Member) async throws -> Void)
+    async throws
+{
+    let fake = try await FakeProviders()
+    defer { fake.stop() }
+    try await withLiveOwner(engine, email, configure: fake.configure) { app, owner in try await body(app, fake, owner) }
+}
+
 /// The fake SendGrid, FCM (with its OAuth token endpoint), APNs and Twilio of
 /// `Resources/fake_providers.py`, over TLS with HTTP/2, checking credentials with PyJWT.
 final class FakeProviders: Sendable {
@@ -143,11 +153,8 @@ struct ProviderTests {
 
     @Test(arguments: TestEngine.available)
     func emailAndPushGoThroughTheTenantsProviders(engine: TestEngine) async throws {
-        let fake = try await FakeProviders()
-        defer { fake.stop() }
-        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+        try await withFakeProviders(engine, owner: "providers@example.com") { app, fake, owner in
             let client = app.client
-            let owner = try await signUp(client, "providers@example.com")
             let member = try await addMember(client, owner: owner, email: "reader@example.com")
             try await configureProviders(client, owner, fake)
             // Secrets never come back.
@@ -236,11 +243,8 @@ struct ProviderTests {
 
     @Test(arguments: TestEngine.available)
     func transientFailuresAreRetriedAndRefusalsAreNot(engine: TestEngine) async throws {
-        let fake = try await FakeProviders()
-        defer { fake.stop() }
-        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+        try await withFakeProviders(engine, owner: "retries@example.com") { app, fake, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "retries@example.com")
             try await configureProviders(client, owner, fake)
             let throttled = try await addMember(client, owner: owner, email: "throttle@example.com")
             let bouncing = try await addMember(client, owner: owner, email: "bounce@example.com")
@@ -276,8 +280,7 @@ struct ProviderTests {
 
     @Test(arguments: TestEngine.available)
     func settingsAndDevicesAreValidatedAndScoped(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: fastNotifications) { client, _ in
-            let owner = try await signUp(client, "validate-providers@example.com")
+        try await withOwner(engine, "validate-providers@example.com", configure: fastNotifications) { client, _, owner in
             let member = try await addMember(client, owner: owner, email: "validate-m@example.com")
             let other = try await signUp(client, "other-tenant-providers@example.com")
 

@@ -47,11 +47,8 @@ struct SMSTests {
 
     @Test(arguments: TestEngine.available)
     func smsIsSentRetriedOrRefusedAsTwilioAnswers(engine: TestEngine) async throws {
-        let fake = try await FakeProviders()
-        defer { fake.stop() }
-        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+        try await withFakeProviders(engine, owner: "sms-owner@example.com") { app, fake, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "sms-owner@example.com")
             let settings = try await configureTwilio(client, owner, fake)
             let twilio = try #require(fake.setup["twilio"] as? [String: Any])
             let authToken = try #require(twilio["authToken"] as? String)
@@ -125,8 +122,7 @@ struct SMSTests {
 
     @Test(arguments: TestEngine.available)
     func phoneNumbersAndTwilioSettingsAreValidatedAndScoped(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: fastNotifications) { client, _ in
-            let owner = try await signUp(client, "sms-validate@example.com")
+        try await withOwner(engine, "sms-validate@example.com", configure: fastNotifications) { client, _, owner in
             let member = try await addMember(client, owner: owner, email: "sms-validate-m@example.com")
             let other = try await signUp(client, "sms-other-tenant@example.com")
 

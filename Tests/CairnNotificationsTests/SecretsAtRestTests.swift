@@ -35,8 +35,7 @@ struct SecretsAtRestTests {
 
     @Test(arguments: TestEngine.available)
     func aDatabaseDumpHoldsNeitherTheProviderKeyNorTheWebhookSecret(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: Self.privateTargets) { client, components in
-            let owner = try await signUp(client, "sealed@example.com")
+        try await withOwner(engine, "sealed@example.com", configure: Self.privateTargets) { client, components, owner in
             let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:9/hook"], token: owner.token)
             #expect(created.status == .created)
             let secret = try #require(created.object["secret"] as? String)

@@ -13,9 +13,8 @@ import Testing
 struct ServiceTokenTests {
     @Test(arguments: TestEngine.available)
     func aServiceTokenPublishesOnlyWhereItsScopeAllowsUntilRevoked(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+        try await withLiveOwner(engine, "st-owner@example.com") { app, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "st-owner@example.com")
             let member = try await addMember(client, owner: owner, email: "st-member@example.com")
             let stranger = try await signUp(client, "st-stranger@example.com")
 
@@ -99,8 +98,7 @@ struct PublishIdempotencyTests {
     /// publish (issue 13): each publish is stored, neither caller is answered the other's reply.
     @Test(arguments: TestEngine.available)
     func aServiceTokenAndAUserOfOneTenantHaveTheirOwnKeys(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let owner = try await signUp(client, "idem-st@example.com")
+        try await withOwner(engine, "idem-st@example.com") { client, _, owner in
             let created = try await client.json(
                 .post, "/service-tokens", ["name": "billing", "scopes": ["notifications:publish"]], token: owner.token)
             let secret = try #require(created.object["token"] as? String)

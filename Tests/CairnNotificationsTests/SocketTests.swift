@@ -56,13 +56,9 @@ private func subscribe(_ since: Int64?) -> String {
 struct SocketTests {
     @Test(arguments: TestEngine.available)
     func replayAcksAndResumeAfterADropMidStream(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let (client, components, port) = (app.client, app.components, app.port!)
-            let owner = try await signUp(client, "ws@example.com")
-            for n in 1...100 {
-                try await components.notifications.publish(
-                    NotificationDraft(type: "message", title: "w\(n)"), to: [owner.userId], tenantId: owner.tenantId)
-            }
+        try await withLiveOwner(engine, "ws@example.com") { app, owner in
+            let (components, port) = (app.components, app.port!)
+            try await publishMessages(100, titled: "w", to: owner, on: components.notifications)
             // First connection: reads 40, acknowledges 30, then drops.
             let firstSeqs = Mutex<[Int64]>([])
             _ = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, outbound in
@@ -90,9 +86,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func unacknowledgedNotificationsAreSentAgain(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let (client, components, port) = (app.client, app.components, app.port!)
-            let owner = try await signUp(client, "resend@example.com")
+        try await withLiveOwner(engine, "resend@example.com") { app, owner in
+            let (components, port) = (app.components, app.port!)
             try await components.notifications.publish(
                 NotificationDraft(type: "message", title: "again"), to: [owner.userId], tenantId: owner.tenantId)
             let seen = Mutex(0)
@@ -110,9 +105,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func subprotocolAuthPingAndCloseCodes(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let (client, port) = (app.client, app.port!)
-            let owner = try await signUp(client, "codes@example.com")
+        try await withLiveOwner(engine, "codes@example.com") { app, owner in
+            let port = app.port!
             // Token in Sec-WebSocket-Protocol: ready without an auth message; ping → pong.
             let got = Mutex<[String]>([])
             _ = try await socket(
@@ -139,13 +133,9 @@ struct SocketTests {
     /// yet, or ever) closes with 1008 as other protocol errors do; acks up to it are accepted.
     @Test(arguments: TestEngine.available)
     func anAckOfASeqNeverSentClosesWith1008(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let (client, components, port) = (app.client, app.components, app.port!)
-            let owner = try await signUp(client, "ack-unsent@example.com")
-            for n in 1...3 {
-                try await components.notifications.publish(
-                    NotificationDraft(type: "message", title: "a\(n)"), to: [owner.userId], tenantId: owner.tenantId)
-            }
+        try await withLiveOwner(engine, "ack-unsent@example.com") { app, owner in
+            let (components, port) = (app.components, app.port!)
+            try await publishMessages(3, titled: "a", to: owner, on: components.notifications)
             // Acks up to the last seq sent (3) keep the socket open: a ping after them is answered.
             let got = Mutex<[String]>([])
             let fine = try await socket(port: port, opening: [auth(owner.token), subscribe(0)]) { message, outbound in
@@ -175,9 +165,8 @@ struct SocketTests {
 
     @Test(arguments: TestEngine.available)
     func socketsNeverCarryAnotherUsersNotifications(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+        try await withLiveOwner(engine, "wsiso@example.com") { app, owner in
             let (client, components, port) = (app.client, app.components, app.port!)
-            let owner = try await signUp(client, "wsiso@example.com")
             let member = try await addMember(client, owner: owner, email: "wsiso-m@example.com")
             let stranger = try await signUp(client, "wsiso-s@example.com")
             let center = components.notifications
@@ -204,17 +193,12 @@ struct SocketTests {
     /// queued, the hub forgets it) and the node must keep serving other sockets.
     @Test(arguments: TestEngine.available)
     func aClientThatStopsReadingIsDisconnected(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
+        try await withLiveOwner(engine, "stall@example.com", configure: stallingNotifications) { app, owner in
             let (client, components, port) = (app.client, app.components, app.port!)
-            let owner = try await signUp(client, "stall@example.com")
             let member = try await addMember(client, owner: owner, email: "stall-m@example.com")
             let center = components.notifications
             let raw = try RawClient(port: port)
-            await raw.send(
-                Array(
-                    ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                        + "Sec-WebSocket-Protocol: cairn.v1, bearer.\(owner.token)\r\n\r\n").utf8))
+            await raw.send(webSocketUpgradeRequest(headers: ["Sec-WebSocket-Protocol: cairn.v1, bearer.\(owner.token)"]))
             let opened = await raw.read { $0.containsText(#""type":"ready""#) }
             try #require(opened.bytes.containsText("101 Switching Protocols") && !opened.ended)
             await raw.send(RawClient.textFrame(subscribe(nil)))
@@ -257,73 +241,69 @@ struct FanOutTests {
             fastNotifications(&configuration)
             configuration.notifications.ackTimeout = .seconds(30)
         }
-        try await withTestDatabase(.postgres, configure: configure) { database in
-            try await withTestApp(on: database, mode: .live) { nodeA in
-                let (clientA, componentsA, portA) = (nodeA.client, nodeA.components, nodeA.port!)
-                try await withTestApp(on: database, mode: .live) { nodeB in
-                    let (componentsB, portB) = (nodeB.components, nodeB.port!)
-                    let owner = try await signUp(clientA, "fan@example.com")
-                    var members: [Member] = []
-                    for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
-                    let users = members + [owner]
-                    let perUser = 100
-                    let tally = Tally()
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        for (index, user) in users.enumerated() {
-                            group.addTask {
-                                _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
-                                    message, outbound in
-                                    switch message["type"] as? String {
-                                    case "ready":
-                                        tally.ready.update { $0 += 1 }
-                                        return true
-                                    case "notification":
-                                        let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
-                                        let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
-                                        if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
-                                        // At-least-once with seq: a client drops what it already has (a
-                                        // re-send after the ack timeout, on a slow machine).
-                                        let count = tally.received.withLock { all in
-                                            if let last = all[user.userId]?.last, seq <= last { return all[user.userId]!.count }
-                                            all[user.userId, default: []].append(seq)
-                                            return all[user.userId]!.count
-                                        }
-                                        try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
-                                        return count < perUser
-                                    default:
-                                        return true
-                                    }
+        try await withTwoNodes(mode: .live, configure: configure) { nodeA, nodeB in
+            let (clientA, componentsA, portA) = (nodeA.client, nodeA.components, nodeA.port!)
+            let (componentsB, portB) = (nodeB.components, nodeB.port!)
+            let owner = try await signUp(clientA, "fan@example.com")
+            var members: [Member] = []
+            for n in 0..<99 { members.append(try await addMember(clientA, owner: owner, email: "fan\(n)@example.com")) }
+            let users = members + [owner]
+            let perUser = 100
+            let tally = Tally()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, user) in users.enumerated() {
+                    group.addTask {
+                        _ = try await socket(port: index % 2 == 0 ? portA : portB, opening: [auth(user.token), subscribe(nil)]) {
+                            message, outbound in
+                            switch message["type"] as? String {
+                            case "ready":
+                                tally.ready.update { $0 += 1 }
+                                return true
+                            case "notification":
+                                let seq = (message["seq"] as? NSNumber)?.int64Value ?? -1
+                                let data = (message["notification"] as? [String: Any])?["data"] as? [String: Any]
+                                if data?["user"] as? String != user.userId { tally.foreign.withLock { $0 += 1 } }
+                                // At-least-once with seq: a client drops what it already has (a
+                                // re-send after the ack timeout, on a slow machine).
+                                let count = tally.received.withLock { all in
+                                    if let last = all[user.userId]?.last, seq <= last { return all[user.userId]!.count }
+                                    all[user.userId, default: []].append(seq)
+                                    return all[user.userId]!.count
                                 }
+                                try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
+                                return count < perUser
+                            default:
+                                return true
                             }
                         }
-                        // Publish once every socket is authenticated: `ready` fixes the socket's cursor,
-                        // so whatever is stored after it is delivered once the socket subscribes.
-                        try await tally.ready.wait("every socket ready", timeout: .seconds(60)) { $0 == users.count }
-                        try await withThrowingTaskGroup(of: Void.self) { publishers in
-                            for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
-                                for worker in 0..<4 {
-                                    publishers.addTask {
-                                        for round in 0..<(perUser / 2) where round % 4 == worker {
-                                            for user in users {
-                                                try await center.publish(
-                                                    NotificationDraft(
-                                                        type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
-                                                    to: [user.userId], tenantId: user.tenantId)
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                            try await publishers.waitForAll()
-                        }
-                        try await group.waitForAll()
-                    }
-                    let all = tally.received.withLock { $0 }
-                    #expect(tally.foreign.withLock { $0 } == 0)
-                    for user in users {
-                        #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
                     }
                 }
+                // Publish once every socket is authenticated: `ready` fixes the socket's cursor,
+                // so whatever is stored after it is delivered once the socket subscribes.
+                try await tally.ready.wait("every socket ready", timeout: .seconds(60)) { $0 == users.count }
+                try await withThrowingTaskGroup(of: Void.self) { publishers in
+                    for (node, center) in [componentsA.notifications, componentsB.notifications].enumerated() {
+                        for worker in 0..<4 {
+                            publishers.addTask {
+                                for round in 0..<(perUser / 2) where round % 4 == worker {
+                                    for user in users {
+                                        try await center.publish(
+                                            NotificationDraft(
+                                                type: "message", title: "n\(node)-\(round)", data: .object(["user": .string(user.userId)])),
+                                            to: [user.userId], tenantId: user.tenantId)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    try await publishers.waitForAll()
+                }
+                try await group.waitForAll()
+            }
+            let all = tally.received.withLock { $0 }
+            #expect(tally.foreign.withLock { $0 } == 0)
+            for user in users {
+                #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")
             }
         }
     }

@@ -15,8 +15,7 @@ import Testing
 struct StreamTests {
     @Test(arguments: TestEngine.available)
     func catchUpAfterLastEventIDThenLiveWithNoGapOrDuplicate(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let owner = try await signUp(app.client, "sse@example.com")
+        try await withLiveOwner(engine, "sse@example.com") { app, owner in
             let center = app.components.notifications
             let draft = { (n: Int) in NotificationDraft(type: "message", title: "n\(n)", data: .object(["n": .number(Double(n))])) }
             try await center.publish(draft(0), to: [owner.userId], tenantId: owner.tenantId)
@@ -38,14 +37,9 @@ struct StreamTests {
 
     @Test(arguments: TestEngine.available)
     func theSeamHoldsWhilePublishersRaceTheConnect(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
-            let owner = try await signUp(app.client, "seam@example.com")
+        try await withLiveOwner(engine, "seam@example.com") { app, owner in
             let center = app.components.notifications
-            let publisher = Task {
-                for n in 1...200 {
-                    try await center.publish(NotificationDraft(type: "message", title: "r\(n)"), to: [owner.userId], tenantId: owner.tenantId)
-                }
-            }
+            let publisher = Task { try await publishMessages(200, titled: "r", to: owner, on: center) }
             let reader = try await SSEReader(port: app.port!, token: owner.token, query: "?since=0")
             defer { reader.stop() }
             try await publisher.value
@@ -56,9 +50,8 @@ struct StreamTests {
 
     @Test(arguments: TestEngine.available)
     func streamsAreIsolatedPerUserAndEndWhenSessionsAreRevoked(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+        try await withLiveOwner(engine, "iso@example.com") { app, owner in
             let (client, port) = (app.client, app.port!)
-            let owner = try await signUp(client, "iso@example.com")
             let member = try await addMember(client, owner: owner, email: "iso-m@example.com")
             let stranger = try await signUp(client, "iso-s@example.com")
             let ownerStream = try await SSEReader(port: port, token: owner.token, query: "?since=0")
@@ -110,9 +103,8 @@ struct StreamTests {
     /// until then: the mailbox, capped, and the send buffers).
     @Test(arguments: TestEngine.available)
     func aReaderThatStopsReadingIsCut(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: stallingNotifications) { app in
+        try await withLiveOwner(engine, "sse-stall@example.com", configure: stallingNotifications) { app, owner in
             let port = app.port!
-            let owner = try await signUp(app.client, "sse-stall@example.com")
             let center = app.components.notifications
             let raw = try RawClient(port: port)
             await raw.send(
@@ -135,9 +127,8 @@ struct StreamTests {
 
     @Test(arguments: TestEngine.available)
     func badCursorsAndMissingTokensAreProblems(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: fastNotifications) { app in
+        try await withLiveOwner(engine, "bad@example.com") { app, owner in
             let client = app.client
-            let owner = try await signUp(client, "bad@example.com")
             let bad = try await client.execute(
                 uri: "/notifications/stream?since=-4", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
             #expect(bad.status == .badRequest && bad.code == "invalid_input")
@@ -203,25 +194,21 @@ struct StreamTests {
 
     @Test func twoNodesOnOnePostgreSQLDeliverAcrossNodes() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        try await withTestDatabase(.postgres, configure: fastNotifications) { database in
-            try await withTestApp(on: database, mode: .live) { nodeA in
-                try await withTestApp(on: database, mode: .live) { nodeB in
-                    let owner = try await signUp(nodeA.client, "nodes@example.com")
-                    let member = try await addMember(nodeA.client, owner: owner, email: "nodes-m@example.com")
-                    let reader = try await SSEReader(port: nodeB.port!, token: member.token, query: "?since=0")
-                    defer { reader.stop() }
-                    // Node B's stream is connected once its first bytes arrived.
-                    try await reader.waitUntilOpen()
-                    let published = try await nodeA.client.json(
-                        .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "across"], token: owner.token)
-                    #expect(published.status == .accepted)
-                    try await reader.wait("the notification published over HTTP on node A") { $0.seqs == [1] }
-                    // And through node A's Swift API.
-                    try await nodeA.components.notifications.publish(
-                        NotificationDraft(type: "message", title: "api"), to: [member.userId], tenantId: member.tenantId)
-                    try await reader.wait("the notification published through node A's API") { $0.seqs == [1, 2] }
-                }
-            }
+        try await withTwoNodes(mode: .live, configure: fastNotifications) { nodeA, nodeB in
+            let owner = try await signUp(nodeA.client, "nodes@example.com")
+            let member = try await addMember(nodeA.client, owner: owner, email: "nodes-m@example.com")
+            let reader = try await SSEReader(port: nodeB.port!, token: member.token, query: "?since=0")
+            defer { reader.stop() }
+            // Node B's stream is connected once its first bytes arrived.
+            try await reader.waitUntilOpen()
+            let published = try await nodeA.client.json(
+                .post, "/notifications", ["userIds": [member.userId], "type": "message", "title": "across"], token: owner.token)
+            #expect(published.status == .accepted)
+            try await reader.wait("the notification published over HTTP on node A") { $0.seqs == [1] }
+            // And through node A's Swift API.
+            try await nodeA.components.notifications.publish(
+                NotificationDraft(type: "message", title: "api"), to: [member.userId], tenantId: member.tenantId)
+            try await reader.wait("the notification published through node A's API") { $0.seqs == [1, 2] }
         }
     }
 

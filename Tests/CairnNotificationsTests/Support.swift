@@ -49,6 +49,36 @@ func signUp(_ client: any TestClientProtocol, _ email: String) async throws -> M
     return Member(token: tokens.accessToken, userId: user.id, tenantId: user.tenantId)
 }
 
+/// Publishes `count` messages to `member` alone, one after another, titled `title` followed by
+/// their number (1 to `count`).
+func publishMessages(_ count: Int, titled title: String, to member: Member, on notifier: Notifier) async throws {
+    for n in 1...count {
+        try await notifier.publish(NotificationDraft(type: "message", title: "\(title)\(n)"), to: [member.userId], tenantId: member.tenantId)
+    }
+}
+
+/// Runs `body` with the router-level client and components of a node on a fresh `engine`
+/// database, and a tenant owner signed up as `email`.
+func withOwner(
+    _ engine: TestEngine, _ email: String, configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool = false,
+    _ body: @Sendable (any TestClientProtocol, CairnComponents, Member) async throws -> Void
+) async throws {
+    try await withTestApp(engine, configure: configure, runServices: runServices) { client, components in
+        try await body(client, components, try await signUp(client, email))
+    }
+}
+
+/// Runs `body` on a live node (fast notification settings unless `configure` says otherwise)
+/// with a tenant owner signed up as `email`: the opening of the live notification tests.
+func withLiveOwner(
+    _ engine: TestEngine, _ email: String, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications,
+    _ body: @Sendable (TestApp, Member) async throws -> Void
+) async throws {
+    try await withTestApp(engine, mode: .live, configure: configure) { app in
+        try await body(app, try await signUp(app.client, email))
+    }
+}
+
 /// Adds a member to the owner's tenant and logs them in.
 func addMember(_ client: any TestClientProtocol, owner: Member, email: String, role: String = "member") async throws -> Member {
     let created = try await client.json(
@@ -144,29 +174,13 @@ final class RawClient: Sendable {
 
     deinit { Glibc.close(fd) }
 
-    /// Runs blocking socket calls off the concurrency pool.
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: body()) }.start()
-        }
-    }
-
     /// Sends all of `bytes`.
-    func send(_ bytes: [UInt8]) async {
-        await blocking { [fd] in
-            var offset = 0
-            while offset < bytes.count {
-                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if sent <= 0 { return }
-                offset += sent
-            }
-        }
-    }
+    func send(_ bytes: [UInt8]) async { await sendAll(bytes, on: fd) }
 
     /// Reads until `done` holds for what was read, the peer ends the connection, or a read
     /// times out; returns the bytes and whether the connection ended (EOF or reset).
     func read(until done: @escaping @Sendable ([UInt8]) -> Bool = { _ in false }) async -> (bytes: [UInt8], ended: Bool) {
-        await blocking { [fd] in
+        await offThePool { [fd] in
             var received: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
             while !done(received) {
@@ -185,14 +199,5 @@ final class RawClient: Sendable {
         precondition(payload.count < 126)
         let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
         return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
-    }
-}
-
-extension [UInt8] {
-    /// Whether `text` occurs in these bytes.
-    func containsText(_ text: String) -> Bool {
-        let needle = Array(text.utf8)
-        guard needle.count <= count else { return false }
-        return (0...(count - needle.count)).contains { self[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 }

@@ -20,8 +20,7 @@ private func fields(_ answer: TestResponse) -> [String: String] {
 struct TemplateTests {
     @Test(arguments: TestEngine.available)
     func templatesAreValidatedPreviewedAndScoped(engine: TestEngine) async throws {
-        try await withTestApp(engine, configure: fastNotifications) { client, _ in
-            let owner = try await signUp(client, "templates@example.com")
+        try await withOwner(engine, "templates@example.com", configure: fastNotifications) { client, _, owner in
             let member = try await addMember(client, owner: owner, email: "templates-m@example.com")
             let other = try await signUp(client, "templates-other@example.com")
 
@@ -94,11 +93,8 @@ struct TemplateTests {
 
     @Test(arguments: TestEngine.available)
     func deliveriesAreRenderedAndAMissingVariableDeadLetters(engine: TestEngine) async throws {
-        let fake = try await FakeProviders()
-        defer { fake.stop() }
-        try await withTestApp(engine, mode: .live, configure: fake.configure) { app in
+        try await withFakeProviders(engine, owner: "templates-live@example.com") { app, fake, owner in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "templates-live@example.com")
             let twilio = try #require(fake.setup["twilio"] as? [String: Any])
             #expect(try await client.json(.put, "/notification-providers/twilio", twilio, token: owner.token).status == .ok)
             let sendgrid: [String: Any] = ["apiKey": try #require(fake.setup["sendgridKey"] as? String), "fromEmail": "noreply@example.com"]

@@ -115,13 +115,7 @@ struct PipelineSandboxTests {
 
     @Test(arguments: TestEngine.available)
     func aRunawayQueryFailsOnTheCPUTimeLimit(engine: TestEngine) async throws {
-        try await withPipelines(
-            engine,
-            configure: {
-                $0.pipelines.cpuSeconds = 1
-                $0.pipelines.timeoutSeconds = 120
-            }
-        ) { tenant, _, _ in
+        try await withPipelines(engine, configure: { $0.allowLongRuns(cpuSeconds: 1) }) { tenant, _, _ in
             let file = try await tenant.upload(tinyCSV)
             let job = try await tenant.run(try await tenant.create(pipelineBody(runawaySQL)), fileId: file)
             #expect(tenant.failure(of: job) == "CPU time limit reached", "\(job)")
@@ -148,13 +142,7 @@ struct PipelineSandboxTests {
 
     @Test(arguments: TestEngine.available)
     func aCancelledRunKillsItsProcessWhichHeldNothingOfTheServers(engine: TestEngine) async throws {
-        try await withPipelines(
-            engine,
-            configure: {
-                $0.pipelines.timeoutSeconds = 120
-                $0.pipelines.cpuSeconds = 120
-            }
-        ) { tenant, client, components in
+        try await withPipelines(engine, configure: { $0.allowLongRuns() }) { tenant, client, components in
             let file = try await tenant.upload(tinyCSV)
             let jobId = try await tenant.startRun(try await tenant.create(pipelineBody(runawaySQL)), fileId: file)
             let runner = components.pipelineRunner

@@ -45,16 +45,25 @@ func pipelineChanges(name: String = "Nightly", sql: String = "SELECT * FROM inpu
         schedule: cron.map { .some(PipelineSpec.Schedule(cron: $0, timeZone: "Europe/Paris", source: nil, namePattern: nil)) })
 }
 
+/// Runs `body` on a node of a fresh `engine` database with its pipeline service, the tenant
+/// whose pipelines the test makes, and another tenant that must see none of them.
+func withPipelineService(
+    _ engine: TestEngine, _ body: @Sendable (PipelineService, _ tenant: TenantRow, _ other: TenantRow, CairnComponents) async throws -> Void
+) async throws {
+    try await withTestApp(engine) { _, components in
+        let tenant = try await Factory.tenant(on: components.database)
+        let other = try await Factory.tenant(on: components.database)
+        try await body(components.pipelineService, tenant, other, components)
+    }
+}
+
 /// `PipelineService` called directly on both engines: each write keeps the pipeline and its job
 /// schedule in step, in one transaction, and runs start as jobs.
 @Suite("PipelineService on both engines")
 struct PipelineServiceTests {
     @Test(arguments: TestEngine.available)
     func createStoresThePipelineWithItsScheduleOrWithNone(engine: TestEngine) async throws {
-        try await withTestApp(engine) { _, components in
-            let service = components.pipelineService
-            let tenant = try await Factory.tenant(on: components.database)
-
+        try await withPipelineService(engine) { service, tenant, _, components in
             let scheduled = try await service.create(pipelineChanges(name: "  Nightly ", cron: "0 3 * * *"), tenantId: tenant.id, createdBy: nil)
             #expect(scheduled.name == "Nightly")
             #expect(scheduled.version == 1)
@@ -86,9 +95,7 @@ struct PipelineServiceTests {
 
     @Test(arguments: TestEngine.available)
     func aPipelineIsNotStoredWhenItsScheduleCannotBe(engine: TestEngine) async throws {
-        try await withTestApp(engine) { _, components in
-            let service = components.pipelineService
-            let tenant = try await Factory.tenant(on: components.database)
+        try await withPipelineService(engine) { service, tenant, _, components in
             // Without its table, the job system cannot store a schedule: the pipeline's insert,
             // made first in the same transaction, must go with it.
             try await components.database.write { db in try await db.raw("ALTER TABLE schedules RENAME TO schedules_away").run() }
@@ -105,10 +112,7 @@ struct PipelineServiceTests {
 
     @Test(arguments: TestEngine.available)
     func updatesAddReplaceKeepAndRemoveTheSchedule(engine: TestEngine) async throws {
-        try await withTestApp(engine) { _, components in
-            let service = components.pipelineService
-            let tenant = try await Factory.tenant(on: components.database)
-            let other = try await Factory.tenant(on: components.database)
+        try await withPipelineService(engine) { service, tenant, other, components in
             let created = try await service.create(pipelineChanges(), tenantId: tenant.id, createdBy: nil)
 
             let added = try await service.update(
@@ -159,10 +163,7 @@ struct PipelineServiceTests {
 
     @Test(arguments: TestEngine.available)
     func deleteRemovesThePipelineAndItsSchedule(engine: TestEngine) async throws {
-        try await withTestApp(engine) { _, components in
-            let service = components.pipelineService
-            let tenant = try await Factory.tenant(on: components.database)
-            let other = try await Factory.tenant(on: components.database)
+        try await withPipelineService(engine) { service, tenant, other, components in
             let pipeline = try await service.create(pipelineChanges(cron: "0 3 * * *"), tenantId: tenant.id, createdBy: nil)
 
             #expect(
@@ -178,10 +179,7 @@ struct PipelineServiceTests {
 
     @Test(arguments: TestEngine.available)
     func startRunEnqueuesARunOfTheTenantsPipelineOnAFileItCanRead(engine: TestEngine) async throws {
-        try await withTestApp(engine) { _, components in
-            let service = components.pipelineService
-            let tenant = try await Factory.tenant(on: components.database)
-            let other = try await Factory.tenant(on: components.database)
+        try await withPipelineService(engine) { service, tenant, other, components in
             let pipeline = try await service.create(pipelineChanges(), tenantId: tenant.id, createdBy: nil)
             let csv = try await Factory.file(on: components.database, tenant: tenant, format: "csv")
             let binary = try await Factory.file(on: components.database, tenant: tenant, format: "binary")

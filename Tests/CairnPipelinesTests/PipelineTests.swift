@@ -122,6 +122,15 @@ func withPipelines<R: Sendable>(
     }
 }
 
+extension CairnConfiguration {
+    /// Gives each pipeline run two minutes of wall clock and `cpuSeconds` of CPU time: on a busy
+    /// machine neither ends a run a test means to stop itself (or to stop on the CPU limit alone).
+    mutating func allowLongRuns(cpuSeconds: Int = 120) {
+        pipelines.timeoutSeconds = 120
+        pipelines.cpuSeconds = cpuSeconds
+    }
+}
+
 @Suite("Pipelines: tenant SQL over uploaded files")
 struct PipelineTests {
     @Test(arguments: TestEngine.available)

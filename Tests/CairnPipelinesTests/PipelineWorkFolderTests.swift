@@ -25,13 +25,7 @@ struct PipelineWorkFolderTests {
 
     @Test(arguments: TestEngine.available)
     func succeededFailedAndCancelledRunsLeaveNoWorkFolder(engine: TestEngine) async throws {
-        try await withPipelines(
-            engine,
-            configure: {
-                $0.pipelines.timeoutSeconds = 120
-                $0.pipelines.cpuSeconds = 120
-            }
-        ) { tenant, client, components in
+        try await withPipelines(engine, configure: { $0.allowLongRuns() }) { tenant, client, components in
             let runner = components.pipelineRunner
             let tenantId = try await tenantOf(client, tenant.token)
             let penguins = try await tenant.upload(path: "\(sharedData)/penguins.csv")
@@ -65,8 +59,7 @@ struct PipelineWorkFolderTests {
             engine,
             configure: {
                 $0.jobs.leaseSeconds = 3  // renewed every second
-                $0.pipelines.timeoutSeconds = 120
-                $0.pipelines.cpuSeconds = 120
+                $0.allowLongRuns()
             }
         ) { tenant, client, components in
             let runner = components.pipelineRunner

@@ -8,19 +8,7 @@ import Testing
 private func exchange(_ method: String, _ url: String, headers: [String: String]) async throws -> (status: Int, headers: [String: String]) {
     var arguments = ["curl", "-s", "-o", "/dev/null", "-D", "-", "-X", method, "--max-time", "30"]
     for (name, value) in headers { arguments += ["-H", "\(name): \(value)"] }
-    let output = String(decoding: try await runProcess("/usr/bin/env", arguments + [url]), as: UTF8.self)
-    var status = 0
-    var fields: [String: String] = [:]
-    for line in output.split(separator: "\r\n") {
-        if line.hasPrefix("HTTP/") {
-            status = Int(line.split(separator: " ")[1]) ?? 0
-        } else if let colon = line.firstIndex(of: ":") {
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            fields[name] = fields[name].map { $0 + ", " + value } ?? value
-        }
-    }
-    return (status, fields)
+    return parseResponseHead(String(decoding: try await runProcess("/usr/bin/env", arguments + [url]), as: UTF8.self))
 }
 
 /// Issue 20, "What a new user found": CORS for the origins in `CAIRN_CORS_ORIGINS` (Fetch

@@ -137,9 +137,7 @@ struct HTTPTransportTests {
     func aWebSocketOutlivesTheTimeouts(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
             let wire = try WireClient(port: app.port!)
-            await wire.send(
-                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            await wire.send(webSocketUpgradeRequest())
             let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
             try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
             // 2.5 s of silence: more than the idle, head and body timeouts (the socket's own
@@ -159,9 +157,7 @@ struct HTTPTransportTests {
     func aWebSocketHandshakeWithABodyIsRefused(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
             let wire = try WireClient(port: app.port!)
-            await wire.send(
-                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                    + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 10\r\n\r\n")
+            await wire.send(webSocketUpgradeRequest(headers: ["Content-Length: 10"]))
             let answer = await wire.readToEnd(deadline: 10)
             #expect(answer.ended)
             #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
@@ -260,27 +256,11 @@ private final class WireClient: Sendable {
         var text: String { String(decoding: bytes, as: UTF8.self) }
     }
 
-    /// Runs blocking socket calls off the concurrency pool.
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread { continuation.resume(returning: body()) }.start()
-        }
-    }
-
     /// Sends `text` as UTF-8.
     func send(_ text: String) async { await send(Array(text.utf8)) }
 
     /// Sends all of `bytes` (stops quietly if the peer is gone).
-    func send(_ bytes: [UInt8]) async {
-        await blocking { [fd] in
-            var offset = 0
-            while offset < bytes.count {
-                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if sent <= 0 { return }
-                offset += sent
-            }
-        }
-    }
+    func send(_ bytes: [UInt8]) async { await sendAll(bytes, on: fd) }
 
     /// Reads until the peer ends the connection or `deadline` seconds pass.
     func readToEnd(deadline: Double) async -> Read { await read(deadline: deadline) { _ in false } }
@@ -288,7 +268,7 @@ private final class WireClient: Sendable {
     /// Reads until `done` holds for what was read, the peer ends the connection, or `deadline`
     /// seconds pass.
     func read(deadline: Double, until done: @escaping @Sendable ([UInt8]) -> Bool) async -> Read {
-        await blocking { [fd] in
+        await offThePool { [fd] in
             let start = Date()
             var received: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65536)
@@ -306,14 +286,5 @@ private final class WireClient: Sendable {
             }
             return Read(bytes: received, ended: false, elapsed: Date().timeIntervalSince(start))
         }
-    }
-}
-
-extension [UInt8] {
-    /// Whether `text`'s UTF-8 bytes occur in these bytes.
-    fileprivate func containsText(_ text: String) -> Bool {
-        let needle = Array(text.utf8)
-        guard needle.count <= count else { return false }
-        return (0...(count - needle.count)).contains { self[$0..<($0 + needle.count)].elementsEqual(needle) }
     }
 }

@@ -8,25 +8,9 @@ import Testing
 
 @Suite("Storage on both engines")
 struct StorageTests {
-    /// Runs `body` with a fresh, empty database (and its test configuration), closed and
-    /// removed afterwards.
-    static func withDatabase(_ engine: TestEngine, _ body: (Database, TestDatabase) async throws -> Void) async throws {
-        try await withTestDatabase(engine, migrated: false) { test in
-            let database = try await Database.open(
-                url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
-            do {
-                try await body(database, test)
-            } catch {
-                await database.close()
-                throw error
-            }
-            await database.close()
-        }
-    }
-
     @Test(arguments: TestEngine.available)
     func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { first, test in
+        try await withOpenDatabase(engine) { first, test in
             let probe = Migration(
                 module: "probe", version: 1, name: "counts its own runs",
                 sql: [
@@ -38,7 +22,7 @@ struct StorageTests {
             var nodes = [first]
             for _ in 0..<5 {
                 nodes.append(
-                    try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger))
+                    try await test.open())
             }
             let applied: [String]
             do {
@@ -66,7 +50,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func aFailingMigrationLeavesNothingHalfApplied(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             let broken = Migration(
                 module: "broken", version: 1, name: "fails halfway",
                 sql: [
@@ -81,13 +65,12 @@ struct StorageTests {
             }
             #expect(table == nil)
             #expect(try await Migrator(database: database, migrations: [broken], logger: testLogger).pending() == ["broken/1"])
-            await database.close()
         }
     }
 
     @Test(arguments: TestEngine.available)
     func transactionsCommitOrRollBackAsAWhole(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
             struct Boom: Error {}
             await #expect(throws: Boom.self) {
@@ -110,7 +93,6 @@ struct StorageTests {
             } catch {
                 #expect(Database.isUniqueViolation(error))
             }
-            await database.close()
         }
     }
 
@@ -119,7 +101,7 @@ struct StorageTests {
     /// of order, and read SQLKit rows of `RETURNING` through the same accessors.
     @Test(arguments: TestEngine.available)
     func positionalReadsBindAndDecodeEveryTypeAlike(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             try await database.write { db in
                 try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, done BOOLEAN NOT NULL, n BIGINT NOT NULL, v INTEGER NOT NULL)")
                     .run()
@@ -159,7 +141,7 @@ struct StorageTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             try await database.write { db in
                 try await db.raw("CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)").run()
                 try await db.raw("INSERT INTO counter (id, n) VALUES (1, 0)").run()
@@ -174,13 +156,12 @@ struct StorageTests {
             }
             let value = try await database.read { db in try await db.raw("SELECT n FROM counter").first()?.decode(column: "n", as: Int.self) }
             #expect(value == 50)
-            await database.close()
         }
     }
 
     @Test(arguments: TestEngine.available)
     func aFailingUnitInABusyBatchRollsBackAloneAndTheOthersCommit(engine: TestEngine) async throws {
-        try await Self.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             try await database.write { db in try await db.raw("CREATE TABLE units (id TEXT PRIMARY KEY, part INTEGER NOT NULL)").run() }
             struct Refused: Error {}
             // 60 concurrent transactions of two inserts each; every third throws after its first
@@ -208,15 +189,14 @@ struct StorageTests {
             }
             #expect(ids.count == 80)
             #expect(!ids.contains("u0") && !ids.contains("u3") && ids.contains("u1") && ids.contains("u1-b"))
-            await database.close()
         }
     }
 
     /// A churned table is vacuumed (its dead row versions gone), by one node at a time.
     @Test func vacuumReclaimsDeadRowsAndOnlyOneNodeRunsIt() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
-        try await Self.withDatabase(.postgres) { database, test in
-            let other = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        try await withOpenDatabase(.postgres) { database, test in
+            let other = try await test.open()
             try await database.write { db in
                 try await db.raw("CREATE TABLE churn (id INTEGER PRIMARY KEY, state TEXT NOT NULL)").run()
                 try await db.raw("INSERT INTO churn SELECT g, 'available' FROM generate_series(1, 5000) g").run()
@@ -239,7 +219,6 @@ struct StorageTests {
             #expect(plan.contains("Index Only Scan"), "\(plan)")
             #expect(plan.contains("Heap Fetches: 0"), "\(plan)")
             await other.close()
-            await database.close()
         }
     }
 
@@ -290,8 +269,7 @@ struct EventBusTests {
     /// source of truth at that moment, so nothing falls between their read and the LISTEN.
     @Test(arguments: TestEngine.available)
     func publishesAfterOnListeningAreDelivered(engine: TestEngine) async throws {
-        try await withTestDatabase(engine, migrated: false) { test in
-            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+        try await withOpenDatabase(engine) { database, _ in
             let bus = EventBus(database: database, logger: testLogger)
             let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
             let stream = bus.subscribe(channel: "probe") { listeningContinuation.yield() }
@@ -303,7 +281,6 @@ struct EventBusTests {
                 return await messages.next()
             }
             #expect(received == "after-listen")
-            await database.close()
         }
     }
 }
@@ -314,10 +291,8 @@ struct PostgresGuardTests {
     @Test func postgresSuitesRunWhenRequired() async throws {
         guard ProcessInfo.processInfo.environment["CAIRN_TEST_REQUIRE_POSTGRES"] == "1" else { return }
         #expect(TestEngine.available.contains(.postgres), "CAIRN_TEST_POSTGRES_URL is not set: the PostgreSQL suites were skipped")
-        try await withTestDatabase(.postgres, migrated: false) { test in
-            let database = try await Database.open(url: test.configuration.databaseURL, sqlitePath: "", logger: testLogger)
+        try await withOpenDatabase(.postgres) { database, _ in
             #expect(database.dialect == .postgres)
-            await database.close()
         }
     }
 }
@@ -330,7 +305,7 @@ struct TransactionTests {
     /// transaction (or a group-commit unit) that rolled back.
     @Test(arguments: TestEngine.available)
     func afterCommitWorkRunsOnlyOnCommit(engine: TestEngine) async throws {
-        try await StorageTests.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             let ran = Mutex<[String]>([])
             let insideSaw = try await database.transaction { db in
                 Database.afterCommit(on: db) { ran.withLock { $0.append("committed") } }
@@ -361,7 +336,7 @@ struct TransactionTests {
     /// dialect).
     @Test(arguments: TestEngine.available)
     func busMessagesFollowTheTransaction(engine: TestEngine) async throws {
-        try await StorageTests.withDatabase(engine) { database, _ in
+        try await withOpenDatabase(engine) { database, _ in
             let bus = EventBus(database: database, logger: testLogger)
             let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
             let stream = bus.subscribe(channel: "tx-probe") { listeningContinuation.yield() }

@@ -97,8 +97,7 @@ struct TasksCreateReadTests {
 
     @Test(arguments: TestEngine.available)
     func createKeepsGivenDescriptionAndCompleted(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "ben@example.com")
+        try await withTestApp(engine, owner: "ben@example.com") { client, _, token in
             let text = "Line one\nLine \"two\" \\ with \u{1F600} and caf\u{E9}"
             let task = try await createTask(client, token: token, ["title": "Write report", "description": text, "completed": true])
             #expect(task["description"] as? String == text)
@@ -111,8 +110,7 @@ struct TasksCreateReadTests {
 
     @Test(arguments: TestEngine.available)
     func unknownAndMalformedIdsAre404(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "cat@example.com")
+        try await withTestApp(engine, owner: "cat@example.com") { client, _, token in
             _ = try await createTask(client, token: token, ["title": "Exists"])
             for id in [UUIDv7.make(), "not-a-uuid", "12345", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "' OR 1=1 --"] {
                 let path = "/tasks/\(id.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? id)"
@@ -139,8 +137,7 @@ struct TasksCreateReadTests {
 struct TasksListTests {
     @Test(arguments: TestEngine.available)
     func listIsNewestFirst(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "dee@example.com")
+        try await withTestApp(engine, owner: "dee@example.com") { client, _, token in
             var created: [String] = []
             for title in ["first", "second", "third", "fourth"] {
                 created.append(try await createTask(client, token: token, ["title": title])["id"] as! String)
@@ -156,8 +153,7 @@ struct TasksListTests {
 
     @Test(arguments: TestEngine.available)
     func paginationWalksAllTasksOnceWithCursors(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "eve@example.com")
+        try await withTestApp(engine, owner: "eve@example.com") { client, _, token in
             var created: [String] = []
             for index in 0..<45 {
                 created.append(try await createTask(client, token: token, ["title": "task \(index)"])["id"] as! String)
@@ -193,8 +189,7 @@ struct TasksListTests {
 
     @Test(arguments: TestEngine.available)
     func completedFilter(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "fay@example.com")
+        try await withTestApp(engine, owner: "fay@example.com") { client, _, token in
             var done: [String] = []
             var open: [String] = []
             for index in 0..<7 {
@@ -230,8 +225,7 @@ struct TasksListTests {
 
     @Test(arguments: TestEngine.available)
     func badQueryParametersAre400NamingTheParameter(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "gus@example.com")
+        try await withTestApp(engine, owner: "gus@example.com") { client, _, token in
             let maybe = try await client.json(.get, "/tasks?completed=maybe", token: token)
             #expect(maybe.status == .badRequest)
             #expect(maybe.code == "invalid_input")
@@ -256,8 +250,7 @@ struct TasksListTests {
 struct TasksValidationTests {
     @Test(arguments: TestEngine.available)
     func invalidCreateBodiesName(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "hal@example.com")
+        try await withTestApp(engine, owner: "hal@example.com") { client, _, token in
             let cases: [(body: [String: Any], field: String)] = [
                 (["title": ""], "title"),
                 (["title": "   \t\n  "], "title"),
@@ -282,8 +275,7 @@ struct TasksValidationTests {
 
     @Test(arguments: TestEngine.available)
     func limitsAreInclusive(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "ida@example.com")
+        try await withTestApp(engine, owner: "ida@example.com") { client, _, token in
             let title = String(repeating: "t", count: 200)
             let description = String(repeating: "d", count: 10_000)
             let task = try await createTask(client, token: token, ["title": "  \(title)  ", "description": description])
@@ -298,8 +290,7 @@ struct TasksValidationTests {
 
     @Test(arguments: TestEngine.available)
     func controlCharactersRoundTrip(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "ctl@example.com")
+        try await withTestApp(engine, owner: "ctl@example.com") { client, _, token in
             let text = "bell\u{7} us\u{1F} tab\t cr\r del\u{7F} \"q\" \\ \u{2028}"
             let response = try await client.json(.post, "/tasks", ["title": text, "description": text], token: token)
             #expect(response.status == .created)
@@ -314,8 +305,7 @@ struct TasksValidationTests {
     /// PostgreSQL refuses it), so it is refused up front with 400, never stored cut short or 500.
     @Test(arguments: TestEngine.available)
     func nulCharactersAreStoredExactlyOrRefusedWith400(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "nul@example.com")
+        try await withTestApp(engine, owner: "nul@example.com") { client, _, token in
             for body: [String: Any] in [["title": "nul\u{0}inside"], ["title": "ok", "description": "nul\u{0}inside"]] {
                 let response = try await client.json(.post, "/tasks", body, token: token)
                 #expect(response.status == .badRequest, "\(body) → \(response.status)")
@@ -326,8 +316,7 @@ struct TasksValidationTests {
 
     @Test(arguments: TestEngine.available)
     func patchValidationAndClearingTheDescription(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "jon@example.com")
+        try await withTestApp(engine, owner: "jon@example.com") { client, _, token in
             let created = try await client.json(.post, "/tasks", ["title": "Keep", "description": "some text"], token: token)
             let task = created.object
             let path = "/tasks/\(task["id"] as! String)"
@@ -378,8 +367,7 @@ struct TasksValidationTests {
 struct TasksConditionalTests {
     @Test(arguments: TestEngine.available)
     func ifNoneMatchAnswers304OnlyForTheCurrentTag(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "kim@example.com")
+        try await withTestApp(engine, owner: "kim@example.com") { client, _, token in
             let created = try await client.json(.post, "/tasks", ["title": "Cache me"], token: token)
             let path = created.headers[.location]!
             let etag = try #require(created.headers[.eTag])
@@ -403,8 +391,7 @@ struct TasksConditionalTests {
 
     @Test(arguments: TestEngine.available)
     func patchWithIfMatch(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "lea@example.com")
+        try await withTestApp(engine, owner: "lea@example.com") { client, _, token in
             let created = try await client.json(.post, "/tasks", ["title": "Original"], token: token)
             let path = created.headers[.location]!
             let firstTag = try #require(created.headers[.eTag])
@@ -438,8 +425,7 @@ struct TasksConditionalTests {
 
     @Test(arguments: TestEngine.available)
     func deleteWithIfMatch(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "max@example.com")
+        try await withTestApp(engine, owner: "max@example.com") { client, _, token in
             let created = try await client.json(.post, "/tasks", ["title": "Delete me"], token: token)
             let path = created.headers[.location]!
             let staleTag = try #require(created.headers[.eTag])
@@ -466,8 +452,7 @@ struct TasksConditionalTests {
 
     @Test(arguments: TestEngine.available)
     func unconditionalDeleteWorks(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "ned@example.com")
+        try await withTestApp(engine, owner: "ned@example.com") { client, _, token in
             let keep = try await createTask(client, token: token, ["title": "Keep"])["id"] as! String
             let drop = try await createTask(client, token: token, ["title": "Drop"])["id"] as! String
             #expect(try await client.json(.delete, "/tasks/\(drop)", token: token).status == .noContent)
@@ -479,8 +464,7 @@ struct TasksConditionalTests {
     /// `If-Match` still applies. An unknown field is refused rather than ignored.
     @Test(arguments: TestEngine.available)
     func emptyPatchKeepsTheVersionAndUnknownFieldsAreRefused(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "empty@example.com")
+        try await withTestApp(engine, owner: "empty@example.com") { client, _, token in
             let task = try await createTask(client, token: token, ["title": "Same"])
             let id = try #require(task["id"] as? String)
             let empty = try await client.json(.patch, "/tasks/\(id)", [String: Any](), token: token)
@@ -549,8 +533,7 @@ struct TasksIsolationTests {
 
     @Test(arguments: TestEngine.available)
     func missingOrBadTokenIs401WithBearerChallenge(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (token, _) = try await signUp(client, "oli@example.com")
+        try await withTestApp(engine, owner: "oli@example.com") { client, _, token in
             let task = try await createTask(client, token: token, ["title": "Mine"])
             let path = "/tasks/\(task["id"] as! String)"
             let requests: [(HTTPRequest.Method, String, [String: Any]?)] = [

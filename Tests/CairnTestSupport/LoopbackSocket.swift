@@ -24,3 +24,42 @@ package func loopbackSocket(port: Int, configure: (Int32) -> Void = { _ in }) th
     }
     return fd
 }
+
+/// Runs blocking socket calls on a thread of their own, off the concurrency pool.
+package func offThePool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
+    }
+}
+
+/// Sends all of `bytes` on the connected socket `fd` (stops quietly if the peer is gone).
+package func sendAll(_ bytes: [UInt8], on fd: Int32) async {
+    await offThePool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { return }
+            offset += sent
+        }
+    }
+}
+
+extension [UInt8] {
+    /// Whether `text`'s UTF-8 bytes occur in these bytes.
+    package func containsText(_ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        guard needle.count <= count else { return false }
+        return (0...(count - needle.count)).contains { self[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+}
+
+/// A WebSocket upgrade request (RFC 6455 §4.1) for `path`, as the bytes a raw socket sends;
+/// `headers` are further header lines (`Name: value`), after the handshake's own.
+package func webSocketUpgradeRequest(path: String = "/ws", headers: [String] = []) -> [UInt8] {
+    let lines =
+        [
+            "GET \(path) HTTP/1.1", "Host: 127.0.0.1", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ] + headers
+    return Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
+}

@@ -205,3 +205,20 @@ package struct TaskBody: Decodable, Sendable {
     /// Last change.
     package var updatedAt: Date
 }
+
+/// The status and header fields of a response head as curl's `-D` writes it (names
+/// lower-cased; a field sent more than once has its values joined with ", ", RFC 9110 §5.3).
+package func parseResponseHead(_ head: String) -> (status: Int, headers: [String: String]) {
+    var status = 0
+    var headers: [String: String] = [:]
+    for line in head.split(separator: "\r\n") {
+        if line.hasPrefix("HTTP/") {
+            status = Int(line.split(separator: " ")[1]) ?? 0
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers[name] = headers[name].map { $0 + ", " + value } ?? value
+        }
+    }
+    return (status, headers)
+}

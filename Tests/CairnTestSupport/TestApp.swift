@@ -108,6 +108,37 @@ package func withTestApp<R: Sendable>(
     }
 }
 
+/// Builds a node on a fresh database, registers a tenant owner with the email `owner`, and runs
+/// `body` with a router-level test client, the node's components and the owner's access token:
+/// the opening most API tests share.
+package func withTestApp<R: Sendable>(
+    _ engine: TestEngine,
+    owner: String,
+    configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    runServices: Bool = false,
+    prepare: @Sendable (CairnComponents) -> Void = { _ in },
+    _ body: @Sendable (any TestClientProtocol, CairnComponents, String) async throws -> R
+) async throws -> R {
+    try await withTestApp(engine, configure: configure, runServices: runServices, prepare: prepare) { client, components in
+        let token = try await client.registerAndLogin(email: owner).tokens.accessToken
+        return try await body(client, components, token)
+    }
+}
+
+/// Runs `body` with two nodes on one fresh PostgreSQL database, as production runs several
+/// stateless nodes: they share its signing key ring, its LISTEN/NOTIFY channels and `clock`.
+/// `configure` changes the configuration both nodes read.
+package func withTwoNodes<R: Sendable>(
+    mode: TestAppMode = .router, clock: any CairnClock = SystemClock(), configure: (inout CairnConfiguration) -> Void = { _ in },
+    _ body: @Sendable (_ nodeA: TestApp, _ nodeB: TestApp) async throws -> R
+) async throws -> R {
+    try await withTestDatabase(.postgres, configure: configure) { database in
+        try await withTestApp(on: database, mode: mode, clock: clock) { nodeA in
+            try await withTestApp(on: database, mode: mode, clock: clock) { nodeB in try await body(nodeA, nodeB) }
+        }
+    }
+}
+
 private func livePort(_ client: any TestClientProtocol) throws -> Int {
     guard let port = client.port else { throw TestSetupError("the live test client has no port") }
     return port

@@ -1,7 +1,7 @@
 import CairnAccounts
 import CairnPipelines
 package import CairnServer
-import CairnStorage
+package import CairnStorage
 import Foundation
 import Logging
 import SQLKit
@@ -97,6 +97,32 @@ package func withTestDatabase<R: Sendable>(
     } catch {
         await database.remove()
         throw error
+    }
+}
+
+/// Runs `body` with a fresh database of `engine` (empty unless `migrated`) opened as a
+/// ``Database`` of its own, not a node's; closed and removed afterwards whether `body` succeeds
+/// or throws. `body` opens further pools with ``TestDatabase/open()``.
+package func withOpenDatabase<R: Sendable>(
+    _ engine: TestEngine, migrated: Bool = false, _ body: (Database, TestDatabase) async throws -> R
+) async throws -> R {
+    try await withTestDatabase(engine, migrated: migrated) { test in
+        let database = try await test.open()
+        do {
+            let result = try await body(database, test)
+            await database.close()
+            return result
+        } catch {
+            await database.close()
+            throw error
+        }
+    }
+}
+
+extension TestDatabase {
+    /// Opens a connection pool of its own to this database; the caller closes it.
+    package func open() async throws -> Database {
+        try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
     }
 }
 

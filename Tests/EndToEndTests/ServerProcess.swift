@@ -121,16 +121,7 @@ func curl(_ method: String, _ url: String, json: [String: Any]? = nil, token: St
     let result = try await runChild("/usr/bin/env", arguments, input: input)
     guard result.status == 0 else { throw E2EError("curl failed with \(result.status) for \(method) \(url): \(result.errorText)") }
     let body = result.output
-    let rawHeaders = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
-    var status = 0
-    var headers: [String: String] = [:]
-    for line in rawHeaders.split(separator: "\r\n") {
-        if line.hasPrefix("HTTP/") {
-            status = Int(line.split(separator: " ")[1]) ?? 0
-        } else if let colon = line.firstIndex(of: ":") {
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-    }
+    let (status, headers) = parseResponseHead((try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? "")
     return CurlResponse(status: status, headers: headers, body: String(decoding: body, as: UTF8.self))
 }
 
