@@ -385,18 +385,15 @@ struct ImportRows {
         case .ndjson(let lines):
             do {
                 guard let record = try lines.next() else { return nil }
-                // As strict as a CSV header and as `POST /products`: an unknown key is not
-                // silently dropped, and a repeated one does not let the last copy win.
-                var row = Row(minimumCapacity: record.count)
-                for (name, value) in record {
-                    guard Self.known.contains(name) else {
-                        return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: Self.unknownIssue(kind: "field"))))
-                    }
-                    guard row.updateValue(value, forKey: name) == nil else {
-                        return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: "appears more than once")))
-                    }
+                // As strict as a CSV header and as `POST /products`: a repeated key does not let
+                // the last copy win, and an unknown one is not silently dropped.
+                if let name = lines.repeatedName {
+                    return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: "appears more than once")))
                 }
-                return (lines.row, .success(row))
+                if let name = record.first(where: { !Self.known.contains($0.name) })?.name {
+                    return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: Self.unknownIssue(kind: "field"))))
+                }
+                return (lines.row, .success(Row(record.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })))
             } catch let error as IngestError where error.kind == .malformed || error.kind == .invalidUTF8 {
                 try lines.skipLine()
                 return (lines.row, .failure(ImportIssue(row: lines.row, field: "row", issue: error.message)))
