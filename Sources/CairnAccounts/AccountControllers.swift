@@ -165,14 +165,6 @@ package struct UsersController: Sendable {
             name = try container.decodePatch(String.self, forKey: .name)
             email = try container.decodePatch(String.self, forKey: .email)
             role = try container.decodePatch(String.self, forKey: .role)
-            var issues: [FieldIssue] = []
-            for (field, value) in [
-                ("name", name.isPresent && name.value == nil), ("email", email.isPresent && email.value == nil),
-                ("role", role.isPresent && role.value == nil),
-            ] where value {
-                issues.append(FieldIssue(field: field, issue: "must be a string, not null"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
         }
     }
     struct PasswordBody: Decodable {
@@ -298,5 +290,63 @@ package struct UsersController: Sendable {
         try await accounts.deleteUser(
             context.identity, id: try context.parameters.require("id"), expectedVersion: try ETag.expectedVersion(request))
         return Response(status: .noContent)
+    }
+}
+
+// The context-free checks of each body, run by the body decoder so that one answer lists type
+// and value errors together; the service repeats them for callers that are not HTTP (`cairn`).
+
+extension AccountRules {
+    /// The issue of an email that is not plausible.
+    static let emailIssue = "must be a valid email address"
+
+    /// The issues of the account fields given (nil ones are not checked).
+    static func issues(email: String? = nil, name: String? = nil, password: String? = nil) -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if let email, normalizeEmail(email) == nil { issues.append(FieldIssue(field: "email", issue: emailIssue)) }
+        if let password, let issue = passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
+        if let name, normalizeName(name) == nil { issues.append(FieldIssue(field: "name", issue: nameIssue)) }
+        return issues
+    }
+}
+
+extension AuthController.RegisterBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        var issues = AccountRules.issues(email: email, name: name, password: password)
+        if let tenantName, AccountRules.normalizeName(tenantName) == nil {
+            issues.append(FieldIssue(field: "tenantName", issue: AccountRules.nameIssue))
+        }
+        return issues
+    }
+}
+
+extension UsersController.ProfilePatch: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        // Name, email and role cannot be removed (phone and locale can).
+        var issues = [("name", name), ("email", email), ("role", role)].compactMap { field, value in
+            if case .null = value { FieldIssue(field: field, issue: "must be a string, not null") } else { nil }
+        }
+        issues += AccountRules.issues(email: email.value, name: name.value)
+        if let number = phone.value, !AccountRules.isE164(number) {
+            issues.append(FieldIssue(field: "phone", issue: AccountRules.phoneIssue))
+        }
+        if let tag = locale.value, !AccountRules.isLanguageTag(tag) {
+            issues.append(FieldIssue(field: "locale", issue: AccountRules.localeIssue))
+        }
+        return issues
+    }
+}
+
+extension UsersController.PasswordBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        AccountRules.passwordIssue(newPassword).map { [FieldIssue(field: "newPassword", issue: $0)] } ?? []
+    }
+}
+
+extension UsersController.CreateBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        var issues = AccountRules.issues(email: email, name: name, password: password)
+        if Role(rawValue: role) == nil { issues.append(FieldIssue(field: "role", issue: AccountRules.roleIssue)) }
+        return issues
     }
 }

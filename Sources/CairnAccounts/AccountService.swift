@@ -272,10 +272,10 @@ package final class AccountService: Sendable {
     ) async throws -> User {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
         if case .some(.some(let number)) = phone, !AccountRules.isE164(number) {
-            throw AppError.invalidField("phone", "must be an E.164 number: + and 8 to 15 digits, the first not 0 (or null to remove it)")
+            throw AppError.invalidField("phone", AccountRules.phoneIssue)
         }
         if case .some(.some(let tag)) = locale, !AccountRules.isLanguageTag(tag) {
-            throw AppError.invalidField("locale", "must be a BCP 47 language tag such as de or de-AT (or null to remove it)")
+            throw AppError.invalidField("locale", AccountRules.localeIssue)
         }
         if let cleanEmail {
             guard let current = try await store.user(id: identity.userId, tenantId: identity.tenantId) else { throw AppError.notFound() }
@@ -405,7 +405,7 @@ package final class AccountService: Sendable {
         let cleanName = AccountRules.normalizeName(name)
         if cleanName == nil { issues.append(FieldIssue(field: "name", issue: AccountRules.nameIssue)) }
         let parsedRole = Role(rawValue: role)
-        if parsedRole == nil { issues.append(FieldIssue(field: "role", issue: "must be one of owner, admin, member")) }
+        if parsedRole == nil { issues.append(FieldIssue(field: "role", issue: AccountRules.roleIssue)) }
         if let issue = AccountRules.passwordIssue(password) { issues.append(FieldIssue(field: "password", issue: issue)) }
         guard issues.isEmpty, let normalized, let cleanName, let parsedRole else { throw AppError.invalidInput(issues) }
         if parsedRole == .owner && identity.role != .owner { throw AppError.forbidden("Only an owner can create an owner.") }
@@ -445,7 +445,7 @@ package final class AccountService: Sendable {
         let (cleanName, cleanEmail) = try Self.validateProfile(name: name, email: email)
         var newRole: Role?
         if let role {
-            guard let parsed = Role(rawValue: role) else { throw AppError.invalidField("role", "must be one of owner, admin, member") }
+            guard let parsed = Role(rawValue: role) else { throw AppError.invalidField("role", AccountRules.roleIssue) }
             newRole = parsed
         }
         guard let target = try await store.user(id: id, tenantId: identity.tenantId) else { throw AppError.notFound() }

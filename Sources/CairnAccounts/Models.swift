@@ -123,6 +123,12 @@ package enum AccountRules {
 
     /// The issue reported for a name ``normalizeName(_:)`` refuses.
     package static let nameIssue = "must be 1 to 100 characters without bidirectional control characters"
+    /// The issue of a phone that is not E.164.
+    static let phoneIssue = "must be an E.164 number: + and 8 to 15 digits, the first not 0 (or null to remove it)"
+    /// The issue of a locale that is not a BCP 47 tag.
+    static let localeIssue = "must be a BCP 47 language tag such as de or de-AT (or null to remove it)"
+    /// The issue of a role that is not one of ``Role``'s.
+    static let roleIssue = "must be one of owner, admin, member"
 }
 
 /// Where other modules keep data of a user or a tenant, for deleting an account or a tenant

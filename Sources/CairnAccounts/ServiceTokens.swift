@@ -135,14 +135,8 @@ extension AccountService {
     /// - Throws: 403 `forbidden`; 400 `invalid_input` for a bad name or unknown scopes.
     package func createServiceToken(_ identity: Identity, name: String, scopes: [String]) async throws -> (ServiceToken, String) {
         try identity.requireAdmin()
-        var issues: [FieldIssue] = []
-        let cleanName = AccountRules.normalizeName(name)
-        if cleanName == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
-        if scopes.isEmpty { issues.append(FieldIssue(field: "scopes", issue: "must list at least one scope")) }
-        for (index, scope) in scopes.enumerated() where !ServiceTokenScope.all.contains(scope) {
-            issues.append(FieldIssue(field: "scopes[\(index)]", issue: "must be one of: \(ServiceTokenScope.all.sorted().joined(separator: ", "))"))
-        }
-        guard issues.isEmpty, let cleanName else { throw AppError.invalidInput(issues) }
+        let issues = Self.serviceTokenIssues(name: name, scopes: scopes)
+        guard issues.isEmpty, let cleanName = AccountRules.normalizeName(name) else { throw AppError.invalidInput(issues) }
         let secret = Self.serviceTokenPrefix + Self.newRefreshToken()
         let token = ServiceToken(
             id: UUIDv7.make(), tenantId: identity.tenantId, name: cleanName, scopes: Array(Set(scopes)).sorted(),
@@ -150,6 +144,17 @@ extension AccountService {
         try await store.insertServiceToken(token, secret: secret)
         logger.info("service token created", metadata: ["service_token_id": .string(token.id), "tenant_id": .string(token.tenantId)])
         return (token, secret)
+    }
+
+    /// The issues of a new service token's name and scopes.
+    static func serviceTokenIssues(name: String, scopes: [String]) -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if AccountRules.normalizeName(name) == nil { issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters")) }
+        if scopes.isEmpty { issues.append(FieldIssue(field: "scopes", issue: "must list at least one scope")) }
+        for (index, scope) in scopes.enumerated() where !ServiceTokenScope.all.contains(scope) {
+            issues.append(FieldIssue(field: "scopes[\(index)]", issue: "must be one of: \(ServiceTokenScope.all.sorted().joined(separator: ", "))"))
+        }
+        return issues
     }
 
     /// A page of the tenant's service tokens, oldest first, without secrets (owners and admins).
@@ -187,9 +192,11 @@ package struct ServiceTokensController: Sendable {
         self.accounts = accounts
     }
 
-    struct CreateBody: Decodable {
+    struct CreateBody: Decodable, ValueChecked {
         var name: String
         var scopes: [String]
+
+        func valueIssues() -> [FieldIssue] { AccountService.serviceTokenIssues(name: name, scopes: scopes) }
     }
 
     /// Adds `POST/GET /service-tokens` and `DELETE /service-tokens/{id}`, for owners and admins.

@@ -249,7 +249,7 @@ struct ImportedProduct {
 
 /// A problem with one input row (`row` is 1-based, counting data rows), or with the whole
 /// file (`row` 0 for its header).
-struct ImportIssue: Error {
+struct ImportIssue: Error, Equatable {
     var row: Int
     var field: String
     var issue: String
@@ -315,12 +315,18 @@ struct ImportInput {
 /// - CSV (RFC 4180, `,`) with a header row naming the columns (`sku,name,description,
 ///   priceMinor,currency,category,stock,attributes`; unknown columns are refused, order is
 ///   free). Every value is text (no null markers: `NA` is a name like any other).
-/// - NDJSON: one object per line, fields as in `POST /products` (nested values kept as JSON).
+/// - NDJSON: one object per line, fields as in `POST /products` (nested values kept as JSON);
+///   a line with an unknown or repeated key is a row error naming it.
 struct ImportRows {
     /// One input row as field values by column name (missing columns absent).
     typealias Row = [String: FieldValue]
 
     static let known: Set<String> = ["sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes"]
+
+    /// The issue of a CSV column or NDJSON key that is not a product field.
+    static func unknownIssue(kind: String) -> String {
+        "is not a known \(kind) (\(known.sorted().joined(separator: ", ")))"
+    }
 
     private enum Reader {
         case csv(CSVReader, columns: [String])
@@ -345,7 +351,7 @@ struct ImportRows {
         let csv = try Self.opening { try CSVReader(source: source, options: options) }
         let columns = csv.columns.map { $0.trimmingCharacters(in: .whitespaces) }
         for column in columns where !Self.known.contains(column) {
-            throw ImportIssue(row: 0, field: column, issue: "is not a known column (\(Self.known.sorted().joined(separator: ", ")))")
+            throw ImportIssue(row: 0, field: column, issue: Self.unknownIssue(kind: "column"))
         }
         reader = .csv(csv, columns: columns)
     }
@@ -379,6 +385,14 @@ struct ImportRows {
         case .ndjson(let lines):
             do {
                 guard let record = try lines.next() else { return nil }
+                // As strict as a CSV header and as `POST /products`: a repeated key does not let
+                // the last copy win, and an unknown one is not silently dropped.
+                if let name = lines.repeatedName {
+                    return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: "appears more than once")))
+                }
+                if let name = record.first(where: { !Self.known.contains($0.name) })?.name {
+                    return (lines.row, .failure(ImportIssue(row: lines.row, field: name, issue: Self.unknownIssue(kind: "field"))))
+                }
                 return (lines.row, .success(Row(record.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 })))
             } catch let error as IngestError where error.kind == .malformed || error.kind == .invalidUTF8 {
                 try lines.skipLine()

@@ -197,15 +197,7 @@ package struct ProductsController: Sendable {
     @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: CreateBody.self, context: context)
-        var issues: [FieldIssue] = []
-        let name = ProductRules.name(body.name, into: &issues)
-        let attributes = ProductRules.attributes(body.attributes ?? .object([:]), into: &issues)
-        let now = WallClock.milliseconds()
-        let product = Product(
-            id: UUIDv7.make(), tenantId: context.identity.tenantId, sku: body.sku, name: name ?? "", description: body.description,
-            priceMinor: body.priceMinor, currency: body.currency, category: body.category, stock: body.stock ?? 0,
-            attributes: attributes ?? "{}", version: 1, createdAt: now, updatedAt: now)
-        ProductRules.check(product, into: &issues)
+        let (product, issues) = Self.product(from: body, tenantId: context.identity.tenantId)
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         try await catalog.store.insert(product)
         await catalog.invalidate(tenantId: product.tenantId)
@@ -213,6 +205,20 @@ package struct ProductsController: Sendable {
         headers[.xCache] = nil
         headers[.location] = "/products/\(product.id)"
         return .json(product, status: .created, headers: headers)
+    }
+
+    /// The product a create body describes, and every issue with it.
+    static func product(from body: CreateBody, tenantId: String) -> (Product, [FieldIssue]) {
+        var issues: [FieldIssue] = []
+        let name = ProductRules.name(body.name, into: &issues)
+        let attributes = ProductRules.attributes(body.attributes ?? .object([:]), into: &issues)
+        let now = WallClock.milliseconds()
+        let product = Product(
+            id: UUIDv7.make(), tenantId: tenantId, sku: body.sku, name: name ?? "", description: body.description,
+            priceMinor: body.priceMinor, currency: body.currency, category: body.category, stock: body.stock ?? 0,
+            attributes: attributes ?? "{}", version: 1, createdAt: now, updatedAt: now)
+        ProductRules.check(product, into: &issues)
+        return (product, issues)
     }
 
     /// `PATCH /products/{id}` (admins; `If-Match` optional).
@@ -339,4 +345,14 @@ package struct ProductsController: Sendable {
 
 extension HTTPField.Name {
     static let xCache = HTTPField.Name("X-Cache")!
+}
+
+// Value checks run by the body decoder, so one answer lists type and value errors together.
+
+extension ProductsController.CreateBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] { ProductsController.product(from: self, tenantId: "").1 }
+}
+
+extension ProductsController.PatchBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] { issues { _ = try ProductsController.change(from: self) } }
 }

@@ -68,6 +68,10 @@ package final class JSONRecordReader: BufferedInput {
     private var started = false
     private var finished = false
 
+    /// The first field name the last record returned repeated (its last value is the one
+    /// returned), or nil: for readers that refuse repeats rather than pick one.
+    package private(set) var repeatedName: String?
+
     /// Creates a reader.
     package init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
         self.source = source
@@ -110,6 +114,7 @@ package final class JSONRecordReader: BufferedInput {
             try parser.record(UnsafeBufferPointer(rebasing: bytes[position..<(position + length)]))
         }
         position += length
+        repeatedName = parser.repeated
         if options.layout == .lines { try checkLineEnd(row: recordRow, recordLength: length) }
         row += 1
         return fields
@@ -265,6 +270,8 @@ private struct Parser {
     var i = 0
     /// UTF-8 bytes of the record's field names so far.
     var nameBytes = 0
+    /// The first name the record repeated, if any.
+    var repeated: String?
 
     init(options: JSONOptions, row: Int, base: Int64) {
         self.options = options
@@ -362,6 +369,7 @@ private struct Parser {
         _ name: String, _ value: FieldValue, _ fields: inout [(name: String, value: FieldValue)], _ index: inout [String: Int], at: Int
     ) throws {
         if let existing = index[name] {
+            if repeated == nil { repeated = name }
             fields[existing].value = value
         } else {
             guard fields.count < options.maxFields else {

@@ -31,6 +31,38 @@ extension JSONEnum {
 /// ``BodyDecoder`` does not refuse the others; every other model's unknown fields are refused.
 package protocol AllowsUnknownFields {}
 
+/// A body model with value checks that need nothing but the value itself: a name that must not
+/// be empty, an email's shape, a range, a choice between two fields. ``BodyDecoder`` runs them on
+/// every decoded model (nested ones too, and also when type errors were found, on the value
+/// built with placeholders), so one answer lists type and value errors together.
+///
+/// Checks that need the database or the network (uniqueness, a webhook host's DNS) stay with the
+/// service that runs them.
+package protocol ValueChecked {
+    /// Every value issue, each `field` named relative to this model (`name`, `items[0].sku`;
+    /// `body` for the model as a whole). An issue for a field that already has a type error is
+    /// dropped, so checks need not guess which fields hold placeholders.
+    func valueIssues() -> [FieldIssue]
+}
+
+extension ValueChecked {
+    /// The field issues of a check written to throw (see ``fieldIssues(_:)``).
+    package func issues(of check: () throws -> Void) -> [FieldIssue] { fieldIssues(check) }
+}
+
+/// The field issues of a check written to throw: those of the `invalid_input` it throws, none
+/// when it passes (or throws anything else, which the handler meets again when it runs it).
+package func fieldIssues(_ check: () throws -> Void) -> [FieldIssue] {
+    do {
+        try check()
+        return []
+    } catch let error as AppError where error.code == .invalidInput {
+        return error.errors
+    } catch {
+        return []
+    }
+}
+
 /// Decodes a parsed request body (``JSONNode``) into a model, collecting every field error
 /// instead of stopping at the first (RFC 9457 §3 lets a problem carry them as an extension
 /// member: Cairn's `errors: [{field, issue}]`).
@@ -40,7 +72,10 @@ package protocol AllowsUnknownFields {}
 ///   recorded), so `{"email":1,"password":2,"name":3}` names all three fields.
 /// - Integers are exact: `1.5` and `1e20` for an `Int` field are `invalid_input` naming it,
 ///   with the accepted range when the number is integral but too large.
+/// - Numbers beyond `Double` (`1e400`) are kept as ±infinity by the parser and refused by the
+///   field (and anywhere inside a ``JSONValue``), naming it.
 /// - ``JSONEnum`` fields list the allowed values.
+/// - ``ValueChecked`` models add their value issues to the type issues.
 /// - Members of an object that the model never asked for are unknown fields, refused by name
 ///   (Stripe's and PocketBase's behaviour: a misspelt optional field is not silently ignored).
 ///   Only checked when the model decoded, so a model that stopped early is not blamed for the
@@ -48,13 +83,18 @@ package protocol AllowsUnknownFields {}
 ///
 /// Single-value containers throw as usual (types such as `JSONValue` probe with `try?`).
 package enum BodyDecoder {
-    /// Decodes `type` from `node`.
-    /// - Throws: `AppError` 400 `invalid_input` listing every field issue found.
-    static func decode<Value: Decodable>(_ type: Value.Type, from node: JSONNode) throws -> Value {
+    /// Decodes `type` from `node`. `check` adds the value issues that need more than the value
+    /// (the job kinds registered on this server), merged like ``ValueChecked``'s.
+    /// - Throws: `AppError` 400 `invalid_input` listing every field issue found; whatever
+    ///   `check` throws.
+    static func decode<Value: Decodable>(
+        _ type: Value.Type, from node: JSONNode, check: ((Value) throws -> [FieldIssue])? = nil
+    ) throws -> Value {
         let state = BodyDecodingState()
         var value: Value?
         do {
             value = try state.decodeValue(Value.self, node: node, path: [])
+            if let check, let value { state.record(valueIssues: try check(value), at: []) }
         } catch is RecordedFailure {
             // Already in `state.issues`.
         } catch let error as DecodingError {
@@ -132,6 +172,31 @@ final class BodyDecodingState {
         if !issues.contains(where: { $0.field == field }) { issues.append(FieldIssue(field: field, issue: issue)) }
     }
 
+    /// Records the value issues of a model decoded at `path`, leaving out any field that
+    /// already has an issue, or whose parent or member has one (its value may be a placeholder).
+    func record(valueIssues: [FieldIssue], at path: [any CodingKey]) {
+        let prefix = path.isEmpty ? "" : Self.text(path)
+        for issue in valueIssues {
+            let field =
+                if prefix.isEmpty { issue.field } else if issue.field == "body" { prefix } else if issue.field.hasPrefix("[") {
+                    prefix + issue.field
+                } else { prefix + "." + issue.field }
+            let related = issues.contains { recorded in
+                recorded.field == field || Self.field(recorded.field, contains: field) || Self.field(field, contains: recorded.field)
+            }
+            if !related { issues.append(FieldIssue(field: field, issue: issue.issue)) }
+        }
+    }
+
+    /// True when `inner` is a member or element, at any depth, of `outer` (`a` holds `a.b`
+    /// and `a[0]`, not `ab`); the root (`body`) holds every field.
+    static func field(_ outer: String, contains inner: String) -> Bool {
+        if outer == "body" { return inner != "body" }
+        guard inner.count > outer.count, inner.hasPrefix(outer) else { return false }
+        let next = inner[inner.index(inner.startIndex, offsetBy: outer.count)]
+        return next == "." || next == "["
+    }
+
     /// Swift's own messages name Swift types; replace them with a neutral text.
     static func readable(_ description: String) -> String {
         description.hasPrefix("Cannot initialize") ? "has a value that is not allowed" : description
@@ -151,10 +216,12 @@ final class BodyDecodingState {
             guard case .bool(let flag) = node else { throw mismatch("a boolean") }
             return flag as! T
         case is Double.Type:
-            guard case .number(let double, _) = node, double.isFinite else { throw mismatch("a number") }
+            guard case .number(let double, _) = node else { throw mismatch("a number") }
+            guard double.isFinite else { throw Self.outOfRange(path) }
             return double as! T
         case is Float.Type:
-            guard case .number(let double, _) = node, Float(double).isFinite else { throw mismatch("a number") }
+            guard case .number(let double, _) = node else { throw mismatch("a number") }
+            guard Float(double).isFinite else { throw Self.outOfRange(path, limit: "3.4e38") }
             return Float(double) as! T
         case let integer as any FixedWidthInteger.Type:
             return try Self.integer(integer, node: node, path: path, mismatch: mismatch) as! T
@@ -165,11 +232,17 @@ final class BodyDecodingState {
             }
             return date as! T
         case is JSONValue.Type:
+            if let infinite = Self.infinitePath(in: node) {
+                throw Self.outOfRange(path + infinite)
+            }
             return Self.jsonValue(node) as! T
         default:
             let value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
             if T.self is any AllowsUnknownFields.Type, case .object(let object) = node {
                 object.read = Array(repeating: true, count: object.keys.count)
+            }
+            if let checked = value as? any ValueChecked {
+                record(valueIssues: checked.valueIssues(), at: path)
             }
             return value
         }
@@ -186,6 +259,30 @@ final class BodyDecodingState {
             throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "must be an integer from \(I.min) to \(I.max)"))
         }
         throw mismatch("an integer")
+    }
+
+    /// The issue for a number beyond `Double` (the parser keeps `1e400` as infinity), or
+    /// beyond `limit` for a narrower type.
+    static func outOfRange(_ path: [any CodingKey], limit: String = "1.8e308") -> DecodingError {
+        .dataCorrupted(.init(codingPath: path, debugDescription: "must be a finite number (at most \(limit) in magnitude)"))
+    }
+
+    /// The path, relative to `node`, of its first number beyond `Double`, if any.
+    static func infinitePath(in node: JSONNode) -> [any CodingKey]? {
+        switch node {
+        case .number(let double, _): return double.isFinite ? nil : []
+        case .array(let elements):
+            for (index, element) in elements.enumerated() {
+                if let inner = infinitePath(in: element) { return [AnyKey(intValue: index)] + inner }
+            }
+            return nil
+        case .object(let object):
+            for (index, member) in object.values.enumerated() {
+                if let inner = infinitePath(in: member) { return [AnyKey(object.keys[index])] + inner }
+            }
+            return nil
+        case .null, .bool, .string: return nil
+        }
     }
 
     /// The node as a ``JSONValue``, every member read.

@@ -18,7 +18,11 @@ extension Request {
     ///   `invalid_json`; the repeated name is in `errors`.
     /// - Every missing, null, mistyped, out-of-range or unknown field → one 400 `invalid_input`
     ///   listing them all in `errors`, each named by its dotted path (see ``BodyDecoder``).
-    package mutating func decodeJSON<Value: Decodable>(as type: Value.Type, context: some RequestContext) async throws -> Value {
+    /// - `check`, when given, adds value issues that need more than the body (see
+    ///   ``BodyDecoder/decode(_:from:check:)``).
+    package mutating func decodeJSON<Value: Decodable>(
+        as type: Value.Type, context: some RequestContext, check: ((Value) throws -> [FieldIssue])? = nil
+    ) async throws -> Value {
         guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
         }
@@ -28,11 +32,13 @@ extension Request {
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
         }
-        return try Self.decodeJSON(Value.self, from: buffer)
+        return try Self.decodeJSON(Value.self, from: buffer, check: check)
     }
 
     /// Decodes a JSON buffer with the same checks and error mapping as `decodeJSON(as:context:)`.
-    package static func decodeJSON<Value: Decodable>(_ type: Value.Type, from buffer: ByteBuffer) throws -> Value {
+    package static func decodeJSON<Value: Decodable>(
+        _ type: Value.Type, from buffer: ByteBuffer, check: ((Value) throws -> [FieldIssue])? = nil
+    ) throws -> Value {
         let bytes = buffer.readableBytesView
         if bytes.isEmpty {
             throw AppError(.badRequest, code: .invalidJSON, detail: "The body is empty.")
@@ -59,7 +65,7 @@ extension Request {
                 .badRequest, code: .invalidJSON, detail: "The body repeats the member \(path) in one object.",
                 errors: [FieldIssue(field: path, issue: "appears more than once")])
         }
-        return try BodyDecoder.decode(Value.self, from: node)
+        return try BodyDecoder.decode(Value.self, from: node, check: check)
     }
 
     static func isJSON(_ contentType: String) -> Bool {

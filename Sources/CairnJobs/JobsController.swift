@@ -26,11 +26,24 @@ package struct JobsController: Sendable {
         var maxAttempts: Int?
     }
 
-    static func decodeEnqueue(_ request: inout Request, context: AuthenticatedContext) async throws -> EnqueueBody {
+    /// Decodes an enqueue body, with every type and value issue in one answer.
+    func decodeEnqueue(_ request: inout Request, context: AuthenticatedContext) async throws -> EnqueueBody {
+        try await Self.unifyingRunAt {
+            try await request.decodeJSON(as: EnqueueBody.self, context: context) { body in
+                try makeRequest(body, field: "", context: context).1
+            }
+        }
+    }
+
+    /// Runs `decode`, giving a `runAt` of any wrong type the same issue as an unparsable string.
+    static func unifyingRunAt<T>(_ decode: () async throws -> T) async throws -> T {
         do {
-            return try await request.decodeJSON(as: EnqueueBody.self, context: context)
-        } catch let error as AppError where error.errors.first?.field == "runAt" {
-            throw AppError.invalidField("runAt", "must be an RFC 3339 date-time")
+            return try await decode()
+        } catch var error as AppError where error.code == .invalidInput {
+            for index in error.errors.indices where error.errors[index].field.hasSuffix("runAt") {
+                error.errors[index].issue = "must be an RFC 3339 date-time"
+            }
+            throw error
         }
     }
 
@@ -88,6 +101,21 @@ package struct JobsController: Sendable {
         return (job, issues)
     }
 
+    /// The requests of a batch body and its issues (at most 50, so the answer stays small).
+    func makeRequests(_ body: BatchBody, context: AuthenticatedContext) throws -> ([JobRequest], [FieldIssue]) {
+        guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
+            return ([], [FieldIssue(field: "jobs", issue: "must hold 1 to \(JobQueue.maxBatch) jobs")])
+        }
+        var requests: [JobRequest] = []
+        var issues: [FieldIssue] = []
+        for index in body.jobs.indices {
+            let (job, problems) = try makeRequest(body.jobs[index], field: "jobs[\(index)].", context: context)
+            requests.append(job)
+            issues += problems
+        }
+        return (requests, Array(issues.prefix(50)))
+    }
+
     /// Members may cancel, retry or delete only jobs they enqueued; owners and admins any job
     /// of the tenant. Returns the job id. Throws 404 (missing or another tenant's) or 403.
     func authorizeChange(_ context: AuthenticatedContext) async throws -> String {
@@ -116,7 +144,7 @@ package struct JobsController: Sendable {
     /// `POST /jobs`: 201 for a new job, 200 when its unique key matched an unfinished one.
     @Sendable func enqueue(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
-        let body = try await Self.decodeEnqueue(&request, context: context)
+        let body = try await decodeEnqueue(&request, context: context)
         let (job, issues) = try makeRequest(body, field: "", context: context)
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         let (created, isNew) = try await queue.enqueue(job, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
@@ -126,23 +154,13 @@ package struct JobsController: Sendable {
     /// `POST /jobs/batch`: up to ``JobQueue/maxBatch`` jobs in one transaction.
     @Sendable func enqueueBatch(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
-        let body: BatchBody
-        do {
-            body = try await request.decodeJSON(as: BatchBody.self, context: context)
-        } catch let error as AppError where error.errors.first?.field.hasSuffix("runAt") == true {
-            throw AppError.invalidField(error.errors[0].field, "must be an RFC 3339 date-time")
+        let body = try await Self.unifyingRunAt {
+            try await request.decodeJSON(as: BatchBody.self, context: context) { body in
+                try makeRequests(body, context: context).1
+            }
         }
-        guard (1...JobQueue.maxBatch).contains(body.jobs.count) else {
-            throw AppError.invalidField("jobs", "must hold 1 to \(JobQueue.maxBatch) jobs")
-        }
-        var requests: [JobRequest] = []
-        var issues: [FieldIssue] = []
-        for index in body.jobs.indices {
-            let (job, problems) = try makeRequest(body.jobs[index], field: "jobs[\(index)].", context: context)
-            requests.append(job)
-            issues += problems
-        }
-        if !issues.isEmpty { throw AppError.invalidInput(Array(issues.prefix(50))) }
+        let (requests, issues) = try makeRequests(body, context: context)
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
         let results = try await queue.enqueueMany(requests, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
         let batch = BatchResult(results: results)
         return .json(batch, status: batch.createdCount > 0 ? .created : .ok)

@@ -266,9 +266,18 @@ package struct SchedulesController: Sendable {
     @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let database = queue.store.database
         var request = request
-        let body = try await request.decodeJSON(as: Body.self, context: context)
-        let (cron, zone) = try validate(body, requireAll: true)
         let now = queue.clock.milliseconds
+        let body = try await request.decodeJSON(as: Body.self, context: context) { body in
+            var issues = fieldIssues { _ = try validate(body, requireAll: true) }
+            // The arguments and the firing are checked with the other fields when they can be.
+            let cron = body.cron.flatMap { try? CronExpression($0) }
+            let zone = body.timeZone.map { TimeZone(identifier: $0) } ?? TimeZone(identifier: "UTC")
+            if let kind = body.kind, queue.registration(kind)?.enqueueableOverHTTP == true, let cron, let zone {
+                issues += fieldIssues { try check(kind: kind, args: body.args ?? .object([:]), cron: cron, zone: zone, now: now) }
+            }
+            return issues
+        }
+        let (cron, zone) = try validate(body, requireAll: true)
         let timeZone = zone ?? TimeZone(identifier: "UTC")!
         try check(kind: body.kind!, args: body.args ?? .object([:]), cron: cron!, zone: timeZone, now: now)
         let schedule = Schedule(
@@ -313,7 +322,9 @@ package struct SchedulesController: Sendable {
     @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let expected = try ETag.expectedVersion(request)
         var request = request
-        let body = try await request.decodeJSON(as: Body.self, context: context)
+        let body = try await request.decodeJSON(as: Body.self, context: context) { body in
+            fieldIssues { _ = try validate(body, requireAll: false) }
+        }
         let (newCron, newZone) = try validate(body, requireAll: false)
         let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
         if let expected, expected != current.version { throw AppError.preconditionFailed() }

@@ -24,14 +24,36 @@ package struct NotificationsController: Sendable {
         self.broadcasts = broadcasts
     }
 
-    struct PublishBody: Decodable {
+    struct PublishBody: Decodable, ValueChecked {
         var userIds: [String]?
         var audience: String?
         var type: String
         var title: String
         var body: String?
         var data: JSONValue?
+
+        var draft: NotificationDraft { NotificationDraft(type: type, title: title, body: body ?? "", data: data ?? .object([:])) }
+
+        /// Everything `publish` checks that needs no database: the draft, the reserved types, and
+        /// the recipients' shape.
+        func valueIssues() -> [FieldIssue] {
+            var issues = issues { try draft.validate() }
+            if NotificationDraft.isValidType(type), NotificationDraft.serverTypes.contains(type) {
+                issues.append(FieldIssue(field: "type", issue: NotificationsController.reservedTypeIssue))
+            }
+            switch (userIds, audience) {
+            case (let userIds?, nil):
+                if !(1...1000).contains(userIds.count) { issues.append(FieldIssue(field: "userIds", issue: "must list 1 to 1000 user ids")) }
+            case (nil, "tenant"?): break
+            case (nil, _?): issues.append(FieldIssue(field: "audience", issue: "must be \"tenant\""))
+            default: issues.append(FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither"))
+            }
+            return issues
+        }
     }
+
+    /// The issue of a publisher's notification with one of the server's own types.
+    static let reservedTypeIssue = "is reserved for the server's own notifications (job_status, system_alert)"
 
     struct ReadAllBody: Decodable {
         var upToSeq: Int64?
@@ -65,12 +87,10 @@ package struct NotificationsController: Sendable {
     @Sendable func publish(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
         let body = try await request.decodeJSON(as: PublishBody.self, context: context)
-        let draft = NotificationDraft(type: body.type, title: body.title, body: body.body ?? "", data: body.data ?? .object([:]))
+        let draft = body.draft
         try draft.validate()
         // Checked here, not in `validate()`: the server's own drafts (job status) pass through that too.
-        if NotificationDraft.serverTypes.contains(draft.type) {
-            throw AppError.invalidField("type", "is reserved for the server's own notifications (job_status, system_alert)")
-        }
+        if NotificationDraft.serverTypes.contains(draft.type) { throw AppError.invalidField("type", Self.reservedTypeIssue) }
         let tenantId = context.identity.tenantId
         switch (body.userIds, body.audience) {
         case (let userIds?, nil):

@@ -210,3 +210,8 @@ package struct PreferencesController: Sendable {
         return try .json(encodable: preferences)
     }
 }
+
+extension NotificationPreferences: ValueChecked {
+    /// The issues of ``validate()``, for the body decoder.
+    package func valueIssues() -> [FieldIssue] { issues { try validate() } }
+}

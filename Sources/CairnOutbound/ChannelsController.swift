@@ -40,16 +40,32 @@ package struct ChannelsController: Sendable {
     /// Checks a list of types to deliver: 1 to 100 notification types, or `*`.
     /// - Throws: 400 `invalid_input` on `types`.
     func validate(types: [String]) throws {
-        guard (1...100).contains(types.count), types.allSatisfy({ $0 == "*" || NotificationDraft.isValidType($0) }) else {
-            throw AppError.invalidField("types", "must list 1 to 100 notification types (or *)")
-        }
+        if let issue = Self.typesIssue(types) { throw AppError.invalidInput([issue]) }
     }
+
+    /// The issue of a list of types to deliver, if any.
+    static func typesIssue(_ types: [String]) -> FieldIssue? {
+        guard (1...100).contains(types.count), types.allSatisfy({ $0 == "*" || NotificationDraft.isValidType($0) }) else {
+            return FieldIssue(field: "types", issue: "must list 1 to 100 notification types (or *)")
+        }
+        return nil
+    }
+
+    /// The host of a webhook URL of the right shape (http(s), a host, at most 2048 bytes, no
+    /// credentials), or nil.
+    static func webhookHost(_ text: String) -> String? {
+        guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http",
+            let host = url.host, !host.isEmpty, url.user == nil
+        else { return nil }
+        return host
+    }
+
+    /// The issue of a webhook URL of the wrong shape.
+    static let urlIssue = FieldIssue(field: "url", issue: "must be an absolute http or https URL without credentials")
 
     /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless allowed.
     func validate(url text: String) async throws {
-        guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http",
-            let host = url.host, !host.isEmpty, url.user == nil
-        else { throw AppError.invalidField("url", "must be an absolute http or https URL without credentials") }
+        guard let host = Self.webhookHost(text) else { throw AppError.invalidInput([Self.urlIssue]) }
         if await !channels.http.isAllowedTarget(host: host) {
             throw AppError.invalidField("url", "must resolve to public addresses (loopback, link-local and private ranges are refused)")
         }
@@ -128,10 +144,7 @@ package struct ChannelsController: Sendable {
         let body = try await request.decodeJSON(as: EndpointPatch.self, context: context)
         if let url = body.url { try await validate(url: url) }
         if let types = body.types { try validate(types: types) }
-        if let overlap = body.secretOverlapSeconds {
-            guard body.rotateSecret == true else { throw AppError.invalidField("secretOverlapSeconds", "applies only with rotateSecret: true") }
-            guard (0...604_800).contains(overlap) else { throw AppError.invalidField("secretOverlapSeconds", "must be 0 to 604800 seconds") }
-        }
+        if let issue = body.overlapIssue { throw AppError.invalidInput([issue]) }
         let current = try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId)
         if let expected, expected != current.version { throw AppError.preconditionFailed() }
         // The jobs' clock: deliveries judge the overlap by it.
@@ -286,5 +299,35 @@ package struct ChannelsController: Sendable {
     /// The job request carrying out delivery `deliveryId` with job kind `job`.
     private static func jobRequest<Job: DeliveryJob>(_ job: Job.Type, deliveryId: String) throws -> JobRequest {
         try JobRequest(Job(deliveryId: deliveryId))
+    }
+}
+
+// The checks that need no network, run by the body decoder so that one answer lists type and
+// value errors together (the URL's addresses are checked afterwards, by the handler).
+
+extension ChannelsController.EndpointBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if ChannelsController.webhookHost(url) == nil { issues.append(ChannelsController.urlIssue) }
+        if let types, let issue = ChannelsController.typesIssue(types) { issues.append(issue) }
+        return issues
+    }
+}
+
+extension ChannelsController.EndpointPatch: ValueChecked {
+    /// The issue of `secretOverlapSeconds`, if any.
+    var overlapIssue: FieldIssue? {
+        guard let overlap = secretOverlapSeconds else { return nil }
+        if rotateSecret != true { return FieldIssue(field: "secretOverlapSeconds", issue: "applies only with rotateSecret: true") }
+        if !(0...604_800).contains(overlap) { return FieldIssue(field: "secretOverlapSeconds", issue: "must be 0 to 604800 seconds") }
+        return nil
+    }
+
+    func valueIssues() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if let url, ChannelsController.webhookHost(url) == nil { issues.append(ChannelsController.urlIssue) }
+        if let types, let issue = ChannelsController.typesIssue(types) { issues.append(issue) }
+        if let issue = overlapIssue { issues.append(issue) }
+        return issues
     }
 }

@@ -339,8 +339,41 @@ enum ProviderSettingsInput {
         case .twilio:
             typeIssues = stringFieldIssues(raw, [("accountSid", true), ("authToken", true), ("from", true)])
         }
-        if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
-        let body = ByteBuffer(string: raw.text)
+        if !typeIssues.isEmpty { throw withValueIssues(typeIssues, raw: raw) { _ = try checkedConfig(for: provider, body: $0) } }
+        return try checkedConfig(for: provider, body: ByteBuffer(string: raw.text))
+    }
+
+    /// `typeIssues`, and the value issues `check` finds in the other fields once the fields at
+    /// fault hold placeholders: one answer for both kinds.
+    static func withValueIssues(_ typeIssues: [FieldIssue], raw: JSONValue, check: (ByteBuffer) throws -> Void) -> AppError {
+        var issues = typeIssues
+        if let patched = placeholders(raw, for: typeIssues) {
+            issues += fieldIssues { try check(ByteBuffer(string: patched.text)) }.filter { found in !typeIssues.contains { $0.field == found.field } }
+        }
+        return AppError.invalidInput(issues)
+    }
+
+    /// `raw` with an empty string in each field an issue names (`a` or `a.b`); nil when `raw` is
+    /// not an object or a path does not lead into one.
+    static func placeholders(_ raw: JSONValue, for issues: [FieldIssue]) -> JSONValue? {
+        guard case .object(var members) = raw else { return nil }
+        for issue in issues {
+            let path = issue.field.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            switch path.count {
+            case 1: members[path[0]] = .string("")
+            case 2:
+                guard case .object(var inner)? = members[path[0]] else { return nil }
+                inner[path[1]] = .string("")
+                members[path[0]] = .object(inner)
+            default: return nil
+            }
+        }
+        return .object(members)
+    }
+
+    /// The settings to store for `provider` from a body whose fields have the right types.
+    /// - Throws: 400 `invalid_input` naming every bad field.
+    static func checkedConfig(for provider: ProviderName, body: ByteBuffer) throws -> String {
         var issues: [FieldIssue] = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -534,9 +567,11 @@ package struct ProvidersController: Sendable {
         var request = request
         let raw = try await request.decodeJSON(as: JSONValue.self, context: context)
         let typeIssues = ProviderSettingsInput.stringFieldIssues(raw, [("platform", true), ("token", true)])
-        if !typeIssues.isEmpty { throw AppError.invalidInput(typeIssues) }
-        let (platform, token) = try ProviderSettingsInput.device(
-            try Request.decodeJSON(ProviderSettingsInput.DeviceBody.self, from: ByteBuffer(string: raw.text)))
+        let check = { (body: ByteBuffer) throws -> (ProviderName, String) in
+            try ProviderSettingsInput.device(try Request.decodeJSON(ProviderSettingsInput.DeviceBody.self, from: body))
+        }
+        if !typeIssues.isEmpty { throw ProviderSettingsInput.withValueIssues(typeIssues, raw: raw) { _ = try check($0) } }
+        let (platform, token) = try check(ByteBuffer(string: raw.text))
         let identity = context.identity
         let (device, created) = try await channels.database.write { db in
             try await ProviderStore.register(tenantId: identity.tenantId, userId: identity.userId, platform: platform, token: token, on: db)

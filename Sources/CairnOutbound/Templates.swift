@@ -405,10 +405,8 @@ package struct TemplatesController: Sendable {
         let type = try type(context)
         var request = request
         let body = try await request.decodeJSON(as: PreviewBody.self, context: context)
-        guard let channel = TemplateChannel(rawValue: body.channel) else { throw AppError.invalidField("channel", "must be email, sms or push") }
-        if let locale = body.locale, !NotificationTemplate.isLanguageTag(locale) {
-            throw AppError.invalidField("locale", "must be a BCP 47 language tag")
-        }
+        let issues = body.valueIssues()
+        guard issues.isEmpty, let channel = TemplateChannel(rawValue: body.channel) else { throw AppError.invalidInput(issues) }
         let tenantId = context.identity.tenantId
         guard let (template, _, _) = try await channels.database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
         else { throw AppError.notFound("This type has no templates.") }
@@ -424,5 +422,22 @@ package struct TemplatesController: Sendable {
             "channel": .string(channel.rawValue), "locale": .string(rendered.tag), "parts": .object(rendered.parts.mapValues { .string($0) }),
         ])
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: answer.text)))
+    }
+}
+
+// Value checks run by the body decoder, so one answer lists type and value errors together.
+
+extension NotificationTemplate: ValueChecked {
+    func valueIssues() -> [FieldIssue] { issues { try validate() } }
+}
+
+extension TemplatesController.PreviewBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if TemplateChannel(rawValue: channel) == nil { issues.append(FieldIssue(field: "channel", issue: "must be email, sms or push")) }
+        if let locale, !NotificationTemplate.isLanguageTag(locale) {
+            issues.append(FieldIssue(field: "locale", issue: "must be a BCP 47 language tag"))
+        }
+        return issues
     }
 }

@@ -345,14 +345,18 @@ enum PipelineValidation {
     /// Longest SQL text, bytes.
     static let maxSQLBytes = 64 << 10
 
+    /// The issue of a pipeline name, if any.
+    static func nameIssue(_ name: String) -> FieldIssue? {
+        (1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count)
+            ? nil : FieldIssue(field: "name", issue: "must be 1 to 100 characters")
+    }
+
     /// Adds every problem of `name` and `spec` to `issues`.
     /// - Parameter compile: whether to compile the SQL (``compileProblem(_:)``): on create, and
     ///   on an update that changes the SQL or the input, so a stored pipeline whose SQL no longer
     ///   compiles can still be renamed or rescheduled.
     static func validate(name: String?, spec: PipelineSpec, compile: Bool = true, issues: inout [FieldIssue]) {
-        if let name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
-            issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
-        }
+        if let name, let issue = nameIssue(name) { issues.append(issue) }
         let input = spec.input
         if let options = input.options {
             let isCSV = input.format == .csv

@@ -60,6 +60,25 @@ package struct PipelineService: Sendable {
         return pipeline
     }
 
+    /// The spec of a new pipeline and every issue with `changes` (all of them checked without
+    /// the database); no spec when a required member is missing.
+    package static func newSpec(_ changes: PipelineChanges) -> (PipelineSpec?, [FieldIssue]) {
+        var issues: [FieldIssue] = []
+        for (field, present) in [("name", changes.name != nil), ("input", changes.input != nil), ("sql", changes.sql != nil)] where !present {
+            issues.append(FieldIssue(field: field, issue: "is required"))
+        }
+        guard let name = changes.name, let input = changes.input, let sql = changes.sql else {
+            // The name needs nothing else to be checked.
+            if let name = changes.name, let issue = PipelineValidation.nameIssue(name) { issues.append(issue) }
+            return (nil, issues)
+        }
+        let spec = PipelineSpec(
+            input: input, sql: sql, output: changes.output ?? PipelineSpec.Output(format: .csv), onRowError: changes.onRowError ?? .fail,
+            schedule: changes.schedule ?? nil)
+        PipelineValidation.validate(name: name, spec: spec, issues: &issues)
+        return (spec, issues)
+    }
+
     /// A page of the tenant's pipelines, newest first.
     package func list(tenantId: String, page: PageRequest) async throws -> Page<Pipeline> {
         try await store.list(tenantId: tenantId, page: page)
@@ -70,16 +89,8 @@ package struct PipelineService: Sendable {
     /// - Throws: 400 `invalid_input` listing every missing or invalid member; the database's error
     ///   (nothing is stored then).
     package func create(_ changes: PipelineChanges, tenantId: String, createdBy: String?) async throws -> Pipeline {
-        var issues: [FieldIssue] = []
-        for (field, present) in [("name", changes.name != nil), ("input", changes.input != nil), ("sql", changes.sql != nil)] where !present {
-            issues.append(FieldIssue(field: field, issue: "is required"))
-        }
-        guard let name = changes.name, let input = changes.input, let sql = changes.sql else { throw AppError.invalidInput(issues) }
-        let spec = PipelineSpec(
-            input: input, sql: sql, output: changes.output ?? PipelineSpec.Output(format: .csv), onRowError: changes.onRowError ?? .fail,
-            schedule: changes.schedule ?? nil)
-        PipelineValidation.validate(name: name, spec: spec, issues: &issues)
-        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        let (spec, issues) = Self.newSpec(changes)
+        guard issues.isEmpty, let spec, let name = changes.name else { throw AppError.invalidInput(issues) }
         let now = WallClock.milliseconds()
         let pipeline = Pipeline(
             id: UUIDv7.make(), tenantId: tenantId, name: name.trimmingCharacters(in: .whitespaces), spec: spec,

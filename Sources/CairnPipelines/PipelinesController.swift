@@ -61,7 +61,7 @@ package struct PipelinesController: Sendable {
     /// `POST /pipelines` (admins): the pipeline and, with a schedule, its job schedule, in one transaction.
     @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
-        let body = try await request.decodeJSON(as: Body.self, context: context)
+        let body = try await request.decodeJSON(as: Body.self, context: context) { body in PipelineService.newSpec(body.changes).1 }
         let pipeline = try await service.create(body.changes, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
         return .json(pipeline, status: .created, headers: [.location: "/pipelines/\(pipeline.id)", .eTag: ETag.of(version: pipeline.version)])
     }

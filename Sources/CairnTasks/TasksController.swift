@@ -160,3 +160,18 @@ package struct TasksController: Sendable {
         throw AppError.notFound("No such task.")
     }
 }
+
+// Value checks run by the body decoder, so one answer lists type and value errors together.
+
+extension TasksController.CreateBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        _ = TasksController.validTitle(title, into: &issues)
+        TasksController.checkDescription(description, into: &issues)
+        return issues
+    }
+}
+
+extension TasksController.PatchBody: ValueChecked {
+    func valueIssues() -> [FieldIssue] { issues { _ = try TasksController.change(from: self) } }
+}

@@ -77,14 +77,23 @@ struct ProductImportTests {
                 {"sku":"J-2","name":"Two","priceMinor":"200","currency":"GBP","stock":4}
 
                 {"sku":"J-3","priceMinor":1,"currency":"EUR"}
+                {"sku":"J-4","name":"Four","priceMinor":1,"currency":"EUR","colour":"red"}
+                {"sku":"J-5","name":"Five","priceMinor":1,"currency":"EUR","name":"Six"}
                 """
             let accepted = try await send(client, "/products:import", body: ndjson, contentType: "application/x-ndjson", token: token)
             #expect(accepted.status == .accepted)
             let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
             let progress = try #require(job["progress"] as? [String: Any])
             #expect(progress["imported"] as? Int == 2)
-            #expect(progress["failed"] as? Int == 2)
-            #expect((progress["errors"] as? [[String: Any]] ?? []).map { $0["field"] as? String } == ["row", "name"])
+            #expect(progress["failed"] as? Int == 4)
+            // Unknown and repeated keys are row errors, as an unknown CSV column is refused.
+            let errors = progress["errors"] as? [[String: Any]] ?? []
+            let found = Set(errors.map { "\($0["row"] as? Int ?? 0) \($0["field"] as? String ?? "") \($0["issue"] as? String ?? "")" })
+            #expect(found.contains("5 colour \(ImportRows.unknownIssue(kind: "field"))"), "\(found)")
+            #expect(found.contains("6 name appears more than once"), "\(found)")
+            #expect(Set(errors.map { $0["field"] as? String ?? "" }) == ["row", "name", "colour"])
+            #expect(try await client.json(.get, "/products/by-sku/J-4", token: token).status == .notFound)
+            #expect(try await client.json(.get, "/products/by-sku/J-5", token: token).status == .notFound)
             #expect(try await client.json(.get, "/products/by-sku/J-2", token: token).object["stock"] as? Int == 4)
 
             #expect(try await send(client, "/products:import", body: "x", contentType: "text/plain", token: token).status == .unsupportedMediaType)
@@ -274,8 +283,25 @@ struct ImportRowsTests {
             #expect(rows.map(\.line) == [1, 2, 3, 4, 5, 6])
             #expect(try rows[0].row.get() == ["sku": .text("A"), "priceMinor": .integer(1), "attributes": .json(#"{"a":[1]}"#)])
             for bad in [1, 2, 3, 4] { #expect(throws: ImportIssue.self) { try rows[bad].row.get() } }
-            #expect(try rows[5].row.get() == ["sku": .text("F")], "a repeated key keeps its last value")
+            // A repeated key is refused, not resolved in favour of one copy.
+            #expect(throws: ImportIssue(row: 6, field: "sku", issue: "appears more than once")) { try rows[5].row.get() }
         }
+    }
+
+    /// Issue 20: NDJSON is as strict as a CSV header: a key that is no product field is a row
+    /// error naming it (not silently dropped), and reading goes on with the next line.
+    @Test func ndjsonKeysMustBeKnownAndUnique() throws {
+        let ndjson = """
+            {"sku":"A","colour":"red"}
+            {"sku":"B","name":"b","name":"c"}
+            {"sku":"C","priceMinor":1}
+            """
+        let rows = try importRows("ndjson", ndjson)
+        #expect(rows.map(\.line) == [1, 2, 3])
+        #expect(throws: ImportIssue(row: 1, field: "colour", issue: ImportRows.unknownIssue(kind: "field"))) { try rows[0].row.get() }
+        #expect(throws: ImportIssue(row: 2, field: "name", issue: "appears more than once")) { try rows[1].row.get() }
+        #expect(try rows[2].row.get() == ["sku": .text("C"), "priceMinor": .integer(1)])
+        #expect(ImportRows.unknownIssue(kind: "field").hasPrefix("is not a known field (attributes, category, "))
     }
 
     @Test func ndjsonValuesBecomeProductFieldsAsInPostProducts() throws {

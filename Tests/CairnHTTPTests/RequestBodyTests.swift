@@ -64,8 +64,86 @@ private struct Sample: Decodable, Equatable {
     }
 }
 
+/// A body with value checks of its own, one of them on a nested model.
+private struct Checked: Decodable, ValueChecked {
+    struct Line: Decodable, ValueChecked {
+        var sku: String
+        func valueIssues() -> [FieldIssue] { sku.isEmpty ? [FieldIssue(field: "sku", issue: "must not be empty")] : [] }
+    }
+    var email: String
+    var age: Int
+    var name: String
+    var lines: [Line]?
+
+    func valueIssues() -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if !email.contains("@") { issues.append(FieldIssue(field: "email", issue: "must be an email address")) }
+        // The placeholder of a mistyped `age` (0) fails this check: it must not be reported.
+        if !(1...150).contains(age) { issues.append(FieldIssue(field: "age", issue: "must be 1 to 150")) }
+        if name.isEmpty { issues.append(FieldIssue(field: "name", issue: "must not be empty")) }
+        return issues
+    }
+}
+
 @Suite("Request bodies: decoding")
 struct RequestBodyDecodingTests {
+    /// Issue 20: type and value errors in one answer; a field with a type error is not blamed
+    /// again for its placeholder; nested models' checks are named by their path.
+    @Test func valueIssuesJoinTypeIssues() throws {
+        let both = try problem(Checked.self, #"{"email":"x","age":"old","name":""}"#)
+        #expect(both.code == .invalidInput)
+        #expect(
+            both.errors == [
+                FieldIssue(field: "age", issue: "must be an integer"), FieldIssue(field: "email", issue: "must be an email address"),
+                FieldIssue(field: "name", issue: "must not be empty"),
+            ])
+        let values = try problem(Checked.self, #"{"email":"x","age":200,"name":"n"}"#)
+        #expect(values.errors.map(\.field) == ["email", "age"])
+        let nested = try problem(Checked.self, #"{"email":"a@b","age":3,"name":"n","lines":[{"sku":""},{"sku":5}],"extra":1}"#)
+        #expect(
+            nested.errors == [
+                FieldIssue(field: "lines[0].sku", issue: "must not be empty"), FieldIssue(field: "lines[1].sku", issue: "must be a string"),
+                FieldIssue(field: "extra", issue: "is not a known field"),
+            ])
+        #expect(try decode(Checked.self, #"{"email":"a@b","age":3,"name":"n","lines":[{"sku":"A"}]}"#).lines?.first?.sku == "A")
+        // A check given by the handler (it needs more than the body) joins the same answer.
+        do {
+            _ = try Request.decodeJSON(Checked.self, from: ByteBuffer(string: #"{"email":"x","age":3,"name":5}"#)) { _ in
+                [FieldIssue(field: "name", issue: "ignored: already mistyped"), FieldIssue(field: "age", issue: "is taken")]
+            }
+            Issue.record("decoded")
+        } catch let error as AppError {
+            #expect(error.errors.map(\.field) == ["name", "email", "age"])
+            #expect(error.errors.last?.issue == "is taken")
+        }
+    }
+
+    /// Issue 20: a number beyond `Double` is valid JSON of the wrong range: `invalid_input`
+    /// naming the field (inside free-form JSON too), not `invalid_json`.
+    @Test func numbersBeyondDoubleAreInvalidInputNamingTheField() throws {
+        let finite = "must be a finite number (at most 1.8e308 in magnitude)"
+        let cases = [
+            (#"{"name":"n","priceMinor":1e999}"#, "priceMinor", "must be an integer from \(Int64.min) to \(Int64.max)"),
+            (#"{"name":"n","priceMinor":1,"priority":-1e999}"#, "priority", "must be an integer from \(Int.min) to \(Int.max)"),
+            (#"{"name":"n","priceMinor":1,"list":[2,1e400]}"#, "list[1]", "must be an integer from \(Int.min) to \(Int.max)"),
+            (#"{"name":"n","priceMinor":1,"ratio":1e400}"#, "ratio", finite),
+            (#"{"name":"n","priceMinor":1,"ratio":-1E+999}"#, "ratio", finite),
+            (#"{"name":"n","priceMinor":1,"payload":{"a":[1,{"b":1e999}]}}"#, "payload.a[1].b", finite),
+        ]
+        for (body, field, issue) in cases {
+            let error = try problem(Sample.self, body)
+            #expect(error.code == .invalidInput, "\(body)")
+            #expect(error.errors == [FieldIssue(field: field, issue: issue)], "\(body)")
+        }
+        let root = try problem(JSONValue.self, "[1e400]")
+        #expect(root.code == .invalidInput)
+        #expect(root.errors == [FieldIssue(field: "[0]", issue: finite)])
+        #expect(try problem(JSONValue.self, "-1e400").errors.map(\.field) == ["body"])
+        // The largest doubles and underflow to zero are numbers like any other.
+        #expect(try decode(Sample.self, #"{"name":"n","priceMinor":1,"ratio":1.7e308}"#).ratio == 1.7e308)
+        #expect(try decode(JSONValue.self, "1e-400") == .number(0))
+    }
+
     @Test func wellFormedBodiesDecodeExactly() throws {
         let sample = try decode(
             Sample.self,
@@ -175,7 +253,7 @@ struct RequestBodyDecodingTests {
         }
         let invalid = [
             "01", "1.", ".5", "+1", "-", "1e", "1e+", "0x10", "NaN", "Infinity", "tru", "nul", "[1 2]", "{\"a\" 1}", "{\"a\":}", "{a:1}",
-            "{\"a\":1}}", "[1]]", "\"\\x\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"", "\"a\tb\"", "\"\\u12\"", "'a'", "[1,]", "1 2", "1e400",
+            "{\"a\":1}}", "[1]]", "\"\\x\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"", "\"a\tb\"", "\"\\u12\"", "'a'", "[1,]", "1 2",
         ]
         for text in invalid {
             #expect(try problem(JSONValue.self, text).code == .invalidJSON, "\(text)")
@@ -227,6 +305,85 @@ struct RequestBodyRouteTests {
                 client, .post, "/auth/register", #"{"email":"u@example.com","password":"long enough pw","name":"U","nmae":"typo"}"#)
             #expect(unknown.status == .badRequest)
             #expect(try unknown.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] } == [["nmae", "is not a known field"]])
+        }
+    }
+
+    /// Issue 20: on every JSON body endpoint, one answer lists the type errors and the value
+    /// errors together (before, types came first and each fix revealed the next error).
+    @Test(arguments: TestEngine.available)
+    func everyEndpointListsTypeAndValueErrorsTogether(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let register = try await raw(client, .post, "/auth/register", #"{"email":"x","password":2,"name":""}"#)
+            #expect(register.status == .badRequest)
+            #expect(register.code == "invalid_input")
+            let registerIssues = try register.decode(ProblemBody.self).errors ?? []
+            #expect(registerIssues.count == 3)
+            #expect(registerIssues.first.map { [$0.field, $0.issue] } == ["password", "must be a string"])
+            #expect(Set(registerIssues.map(\.field)) == ["email", "password", "name"])
+
+            let (_, tokens) = try await client.registerAndLogin(email: "all-at-once@example.com")
+            let token = tokens.accessToken
+            let id = "0190a0d0-0000-7000-8000-000000000000"
+            let cases: [(HTTPRequest.Method, String, String, Set<String>)] = [
+                (.patch, "/users/me", #"{"name":"","locale":"not a tag!","phone":5}"#, ["phone", "name", "locale"]),
+                (.post, "/users", #"{"email":"x","name":"","role":"boss","password":1}"#, ["password", "email", "name", "role"]),
+                (.post, "/service-tokens", #"{"name":"","scopes":["nope",5]}"#, ["scopes[1]", "name", "scopes[0]"]),
+                (.post, "/tasks", #"{"title":"   ","completed":"yes"}"#, ["completed", "title"]),
+                (.patch, "/tasks/\(id)", #"{"title":"","completed":1}"#, ["completed", "title"]),
+                (
+                    .post, "/products", #"{"sku":"bad sku","name":"","priceMinor":"1","currency":"EURO"}"#,
+                    ["priceMinor", "sku", "name", "currency"]
+                ),
+                (.patch, "/products/\(id)", #"{"name":"","priceMinor":1.5,"currency":"x"}"#, ["priceMinor", "name", "currency"]),
+                (.post, "/notifications", #"{"userIds":[],"type":"Bad Type","title":5}"#, ["title", "type", "userIds"]),
+                (
+                    .put, "/users/me/notification-preferences",
+                    #"{"types":{"*":{"fax":true}},"quietHours":{"start":"25:00","end":9,"timeZone":"Mars/Base"}}"#,
+                    ["quietHours.end", "types.*.fax", "quietHours.start", "quietHours.timeZone"]
+                ),
+                (.post, "/webhooks", #"{"url":"ftp://example.com","types":[1]}"#, ["types[0]", "url"]),
+                (
+                    .patch, "/webhooks/\(id)", #"{"url":"nope","secretOverlapSeconds":5,"enabled":"yes"}"#,
+                    ["enabled", "url", "secretOverlapSeconds"]
+                ),
+                (.post, "/jobs", #"{"kind":"nope","priority":9,"maxAttempts":"3"}"#, ["maxAttempts", "kind", "priority"]),
+                (.post, "/jobs/batch", #"{"jobs":[{"kind":"noop","priority":0},{"kind":7}]}"#, ["jobs[1].kind", "jobs[0].priority"]),
+                (.post, "/schedules", #"{"name":"","cron":"bad","kind":5}"#, ["kind", "name", "cron"]),
+                (.patch, "/schedules/\(id)", #"{"name":"","timeZone":"Mars/Base","enabled":"no"}"#, ["enabled", "name", "timeZone"]),
+                (.post, "/pipelines", #"{"name":"","input":{"format":"parquet"},"sql":5}"#, ["input.format", "sql", "name"]),
+                (.put, "/notification-templates/order_shipped", #"{"default":{"fax":{}},"variables":5}"#, ["variables", "default.fax"]),
+                (.put, "/notification-providers/sendgrid", #"{"apiKey":5,"fromEmail":"not-an-email"}"#, ["apiKey", "fromEmail"]),
+                (.post, "/users/me/devices", #"{"platform":"fax","token":5}"#, ["token", "platform"]),
+            ]
+            for (method, path, body, fields) in cases {
+                let response = try await raw(client, method, path, body, token: token)
+                #expect(response.status == .badRequest, "\(path): \(response.text)")
+                #expect(response.code == "invalid_input", "\(path): \(response.text)")
+                let issues = try response.decode(ProblemBody.self).errors ?? []
+                #expect(Set(issues.map(\.field)) == fields, "\(method) \(path): \(response.text)")
+                #expect(issues.count == fields.count, "\(method) \(path): \(response.text)")
+            }
+        }
+    }
+
+    /// Issue 20: `1e999` is a number of the wrong range for the field it is sent in.
+    @Test(arguments: TestEngine.available)
+    func numbersBeyondDoubleNameTheirField(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "inf@example.com")
+            let token = tokens.accessToken
+            for (path, body, field) in [
+                ("/jobs", #"{"kind":"noop","priority":1e999}"#, "priority"),
+                ("/jobs", #"{"kind":"noop","priority":-1e999}"#, "priority"),
+                ("/jobs", #"{"kind":"noop","args":{"n":[1e400]}}"#, "args.n[0]"),
+                ("/products", #"{"sku":"A-1","name":"A","priceMinor":1e400,"currency":"EUR"}"#, "priceMinor"),
+                ("/products", #"{"sku":"A-1","name":"A","priceMinor":1,"currency":"EUR","attributes":{"w":-1e999}}"#, "attributes.w"),
+            ] {
+                let response = try await raw(client, .post, path, body, token: token)
+                #expect(response.status == .badRequest, "\(body)")
+                #expect(response.code == "invalid_input", "\(body): \(response.text)")
+                #expect(try response.decode(ProblemBody.self).fields == [field], "\(body): \(response.text)")
+            }
         }
     }
 
