@@ -120,7 +120,8 @@ package struct ChannelsController: Sendable {
     /// re-enables a disabled endpoint (its dead-letter count starts again from 0), `false`
     /// disables it; `rotateSecret: true` makes a new signing secret, answered this once, while
     /// the old one keeps signing beside it for `secretOverlapSeconds` (0 to 604800, default
-    /// 86400): Standard Webhooks' rotation, one `v1,` signature per active secret.
+    /// 86400): Standard Webhooks' rotation, one `v1,` signature per active secret. A PATCH that
+    /// changes nothing answers the endpoint as it is, with the same `ETag`.
     /// - Throws: 400 `invalid_input`; 404; 412 when `If-Match` (or a concurrent change) differs.
     @Sendable func updateWebhook(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let expected = try ETag.expectedVersion(request)
@@ -151,6 +152,11 @@ package struct ChannelsController: Sendable {
             updated.previousSecretExpiresAt = overlap > 0 ? now + overlap : nil
             updated.secret = WebhookSignature.makeSecret()
             updated.showSecret = true
+        }
+        // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
+        // version and `ETag` stay, as for the other resources.
+        if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
+            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
         }
         updated.version = current.version + 1
         let secrets = channels.secrets
