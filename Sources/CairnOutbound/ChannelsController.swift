@@ -45,12 +45,18 @@ package struct ChannelsController: Sendable {
         }
     }
 
-    /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless allowed.
+    /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless
+    /// allowed; a host that does not resolve is said to be one.
     func validate(url text: String) async throws {
         guard text.utf8.count <= 2048, let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "https" || scheme == "http",
             let host = url.host, !host.isEmpty, url.user == nil
         else { throw AppError.invalidField("url", "must be an absolute http or https URL without credentials") }
-        if await !channels.http.isAllowedTarget(host: host) {
+        switch await channels.http.targetRefusal(host: host) {
+        case nil: break
+        case .unresolved:
+            // Said apart from the SSRF refusal: a typo in the host is not a private address.
+            throw AppError.invalidField("url", "has a host, \(host), that could not be resolved (no DNS record found)")
+        case .notPublic:
             throw AppError.invalidField("url", "must resolve to public addresses (loopback, link-local and private ranges are refused)")
         }
     }
