@@ -443,7 +443,8 @@ package struct ProductStore: Sendable {
             let groups = Dictionary(grouping: writable) { $0.columns.map(\.rawValue).sorted() }
             for (_, group) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 let sets = ProductColumn.allCases.filter(group[0].columns.contains).map { "\($0.sql) = excluded.\($0.sql)" }
-                let updates = (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
+                let updates =
+                    (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
                     + " WHERE " + Self.differs(ProductColumn.allCases.filter(group[0].columns.contains))
                 var start = 0
                 while start < group.count {

@@ -134,7 +134,10 @@ struct ProductImportTests {
                         + "SAME-1,Same,Kept,250,EUR,tools,42,\"{\"\"size\"\":2,\"\"color\"\":\"\"red\"\"}\"\r\n", "text/csv"
                 ),
                 ("sku,name,stock\r\nSAME-1,Same,42\r\n", "text/csv"),
-                (#"{"sku":"SAME-1","name":"Same","priceMinor":250,"currency":"EUR","attributes":{"color":"red","size":2}}"# + "\n", "application/x-ndjson"),
+                (
+                    #"{"sku":"SAME-1","name":"Same","priceMinor":250,"currency":"EUR","attributes":{"color":"red","size":2}}"# + "\n",
+                    "application/x-ndjson"
+                ),
             ]
             for (body, type) in imports {
                 let progress = try await run(body, type)
