@@ -32,7 +32,7 @@ struct UnchangedWriteTests {
                 .post, "/products", ["sku": "SAME-1", "name": "Same", "priceMinor": 100, "currency": "EUR", "attributes": ["a": 1]],
                 token: token)
             let schedule = try await client.json(
-                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["b": 1, "a": 2]], token: token)
+                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["sleepMs": 1, "checkpointEvery": 5]], token: token)
             let pipeline = try await client.json(
                 .post, "/pipelines", ["name": "p", "input": ["format": "csv"], "sql": "SELECT * FROM input", "output": ["format": "csv"]],
                 token: token)
@@ -41,7 +41,7 @@ struct UnchangedWriteTests {
             let cases: [(path: String, body: [String: Any])] = [
                 ("/tasks/\(id(task))", ["title": "Same", "description": "d", "completed": false]),
                 ("/products/\(id(product))", ["name": "Same", "priceMinor": 100, "currency": "EUR", "attributes": ["a": 1], "stock": 0]),
-                ("/schedules/\(id(schedule))", ["name": "n", "cron": "@daily", "args": ["a": 2, "b": 1], "enabled": true]),
+                ("/schedules/\(id(schedule))", ["name": "n", "cron": "@daily", "args": ["checkpointEvery": 5, "sleepMs": 1], "enabled": true]),
                 ("/pipelines/\(id(pipeline))", ["name": "p", "sql": "SELECT * FROM input", "output": ["format": "csv"]]),
                 ("/webhooks/\(id(webhook))", ["url": "http://127.0.0.1:9/hook", "types": ["message"], "enabled": true]),
                 ("/webhooks/\(id(webhook))", [:]),
@@ -51,7 +51,8 @@ struct UnchangedWriteTests {
             for (path, body) in cases {
                 let before = try await client.json(.get, path, token: token)
                 let etag = try #require(before.headers[.eTag], "\(path): \(before.text)")
-                try await wallClockPassed(try #require(Timestamp.parseMilliseconds(before.object["updatedAt"] as? String ?? ""), "\(path)"))
+                // Webhooks show no `updatedAt`: their ETag alone tells.
+                if let stamped = Timestamp.parseMilliseconds(before.object["updatedAt"] as? String ?? "") { try await wallClockPassed(stamped) }
                 let patched = try await client.json(.patch, path, body, token: token)
                 #expect(patched.status == .ok, "\(path): \(patched.text)")
                 #expect(patched.headers[.eTag] == etag, "\(path)")
