@@ -146,18 +146,19 @@ package struct AccountStore: Sendable {
         let now = clock.milliseconds
         do {
             return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
-                var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
-                if let name { sets.append(SQLQueryString("name = \(bind: name)")) }
+                // Values equal to the stored ones change nothing: the version and `updatedAt` stay.
+                var sets = VersionedAssignments()
+                if let name { sets.set("name", name) }
                 if let email {
-                    sets.append(SQLQueryString("email = \(bind: email.email)"))
-                    sets.append(SQLQueryString("email_key = \(bind: email.key)"))
+                    sets.set("email", email.email)
+                    sets.set("email_key", email.key)
                 }
-                if let role { sets.append(SQLQueryString("role = \(bind: role.rawValue)")) }
-                if let phone { sets.append(SQLQueryString("phone = \(bind: phone)")) }
-                if let locale { sets.append(SQLQueryString("locale = \(bind: locale)")) }
-                if let passwordHash { sets.append(SQLQueryString("password_hash = \(bind: passwordHash)")) }
-                if let revokeSessionsAt { sets.append(SQLQueryString("sessions_valid_after = \(bind: revokeSessionsAt)")) }
-                var query: SQLQueryString = "UPDATE users SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                if let role { sets.set("role", role.rawValue) }
+                if let phone { sets.set("phone", phone) }
+                if let locale { sets.set("locale", locale) }
+                if let passwordHash { sets.set("password_hash", passwordHash) }
+                if let revokeSessionsAt { sets.set("sessions_valid_after", revokeSessionsAt) }
+                var query: SQLQueryString = "UPDATE users SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
                 if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
                 query = query + " RETURNING \(unsafeRaw: Self.userColumns)"
                 return try await db.raw(query).first().map(Self.user(from:))

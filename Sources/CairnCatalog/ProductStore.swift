@@ -352,16 +352,17 @@ package struct ProductStore: Sendable {
         let now = WallClock.milliseconds()
         do {
             return try await database.write { db in
-                var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
-                if let sku = change.sku { sets.append(SQLQueryString("sku = \(bind: sku)")) }
-                if let name = change.name { sets.append(SQLQueryString("name = \(bind: name)")) }
-                if let description = change.description { sets.append(SQLQueryString("description = \(bind: description)")) }
-                if let price = change.priceMinor { sets.append(SQLQueryString("price_minor = \(bind: price)")) }
-                if let currency = change.currency { sets.append(SQLQueryString("currency = \(bind: currency)")) }
-                if let category = change.category { sets.append(SQLQueryString("category = \(bind: category)")) }
-                if let stock = change.stock { sets.append(SQLQueryString("stock = \(bind: stock)")) }
-                if let attributes = change.attributes { sets.append(SQLQueryString("attributes = \(bind: attributes)")) }
-                var query: SQLQueryString = "UPDATE products SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+                // Values equal to the stored ones change nothing: the version and `updatedAt` stay.
+                var sets = VersionedAssignments()
+                if let sku = change.sku { sets.set("sku", sku) }
+                if let name = change.name { sets.set("name", name) }
+                if let description = change.description { sets.set("description", description) }
+                if let price = change.priceMinor { sets.set("price_minor", price) }
+                if let currency = change.currency { sets.set("currency", currency) }
+                if let category = change.category { sets.set("category", category) }
+                if let stock = change.stock { sets.set("stock", stock) }
+                if let attributes = change.attributes { sets.set("attributes", attributes) }
+                var query: SQLQueryString = "UPDATE products SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
                 if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
                 return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.product(from:))
             }
@@ -381,7 +382,8 @@ package struct ProductStore: Sendable {
     }
 
     /// Inserts or updates products by (tenant, SKU) in one transaction, multi-row statements of
-    /// at most 500 rows: a changed row keeps its id and creation time and gets a new version.
+    /// at most 500 rows: a changed row keeps its id and creation time and gets a new version (an
+    /// unchanged one is left as it is).
     /// Used by imports and `cairn seed`.
     package func upsert(_ products: [Product]) async throws {
         guard !products.isEmpty else { return }
@@ -396,11 +398,21 @@ package struct ProductStore: Sendable {
                         price_minor = excluded.price_minor, currency = excluded.currency, category = excluded.category,
                         stock = excluded.stock, attributes = excluded.attributes, updated_at = excluded.updated_at,
                         version = products.version + 1
+                    WHERE \(unsafeRaw: Self.differs(ProductColumn.allCases))
                     """
                 ).run()
                 start += 500
             }
         }
+    }
+
+    /// The `DO UPDATE ... WHERE` condition of an upsert writing `columns`: true when one of them
+    /// differs from the stored product, so a row equal to it writes nothing and its version and
+    /// `updatedAt` stay.
+    static func differs(_ columns: [ProductColumn]) -> String {
+        // A row of only a SKU changes nothing.
+        guard !columns.isEmpty else { return "(1 = 0)" }
+        return "(" + columns.map { "products.\($0.sql) IS DISTINCT FROM excluded.\($0.sql)" }.joined(separator: " OR ") + ")"
     }
 
     /// Upserts import rows by (tenant, SKU) in one transaction, setting on an existing product
@@ -431,7 +443,9 @@ package struct ProductStore: Sendable {
             let groups = Dictionary(grouping: writable) { $0.columns.map(\.rawValue).sorted() }
             for (_, group) in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 let sets = ProductColumn.allCases.filter(group[0].columns.contains).map { "\($0.sql) = excluded.\($0.sql)" }
-                let updates = (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
+                let updates =
+                    (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
+                    + " WHERE " + Self.differs(ProductColumn.allCases.filter(group[0].columns.contains))
                 var start = 0
                 while start < group.count {
                     let chunk = group[start..<min(start + 500, group.count)]

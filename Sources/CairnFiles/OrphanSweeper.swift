@@ -62,10 +62,14 @@ package struct OrphanSweeper: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
+                // Shutdown cuts the sleep short: no sweep then, and none that shutdown
+                // interrupted is a failure worth a warning.
+                if Task.isCancelled { break }
                 do {
                     let removed = try await sweep()
                     if !removed.isEmpty { logger.info("orphaned blobs removed", metadata: ["count": .stringConvertible(removed.count)]) }
                 } catch {
+                    if Task.isCancelled || error is CancellationError { break }
                     logger.warning("sweeping orphaned blobs failed", metadata: ["error.type": .string(String(reflecting: type(of: error)))])
                 }
             }

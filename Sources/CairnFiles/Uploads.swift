@@ -219,6 +219,8 @@ package struct UploadExpiryService: Service {
                     let removed = try await sweep()
                     if removed > 0 { logger.info("expired uploads removed", metadata: ["count": .stringConvertible(removed)]) }
                 } catch {
+                    // A sweep that shutdown interrupted has not failed.
+                    if Task.isCancelled || error is CancellationError { break }
                     logger.warning("sweeping expired uploads failed", metadata: ["error": .string(String(describing: type(of: error)))])
                 }
                 try? await Task.sleep(for: interval)

@@ -230,8 +230,9 @@ package struct UploadsController: Sendable {
     /// `application/octet-stream`, or none), a name whose suffix, if any, is allow-listed, and a
     /// format from `format`, `filetype` or the name. The media type kept is `filetype` when
     /// allow-listed, else the format's own.
-    /// - Throws: 400 `invalid_input` on `Upload-Metadata`; 415 `unsupported_media_type` for a
-    ///   type, name or format outside the allow-list, or a body not typed as tus says.
+    /// - Throws: 400 `invalid_input` on `Upload-Metadata` (also when its `format`, `filetype` and
+    ///   `filename` suffix name different formats); 415 `unsupported_media_type` for a type,
+    ///   name or format outside the allow-list, or a body not typed as tus says.
     package static func describedUpload(_ request: Request) throws -> (name: String, contentType: String, format: String, hasBody: Bool) {
         let metadata = try Self.metadata(request.headers[Self.uploadMetadata] ?? "")
         let declared = metadata["filetype"].map(FileFormats.mediaType).flatMap { $0.isEmpty ? nil : $0 }
@@ -272,8 +273,21 @@ package struct UploadsController: Sendable {
 
     /// The upload's format: `Upload-Metadata`'s `format`, else its `filetype`'s, else the file
     /// name's suffix's.
-    /// - Throws: 415 `unsupported_media_type` when none of them names an allow-listed format.
+    /// - Throws: 415 `unsupported_media_type` when none of them names an allow-listed format;
+    ///   400 `invalid_input` on `Upload-Metadata` when two of them name different formats.
     static func format(asked: String?, contentType: String?, name: String) throws -> String {
+        // Hints that disagree (`format: json` on `flights.csv`) leave the file's format a guess:
+        // refused, naming both, rather than one silently winning.
+        var hints: [(said: String, format: String)] = []
+        if let asked, FileFormats.names.contains(asked) { hints.append(("format \(asked)", asked)) }
+        if let type = contentType, let format = FileFormats.mediaTypes[type] { hints.append(("filetype \(type)", format)) }
+        if let suffix = FileFormats.suffix(of: name), let format = FileFormats.suffixes[suffix] {
+            hints.append(("the filename's suffix .\(suffix)", format))
+        }
+        if let first = hints.first, let other = hints.first(where: { $0.format != first.format }) {
+            throw AppError.invalidField(
+                "Upload-Metadata", "\(first.said) (\(first.format)) and \(other.said) (\(other.format)) name different formats")
+        }
         if let format = asked ?? contentType.flatMap({ FileFormats.mediaTypes[$0] })
             ?? FileFormats.suffix(of: name).flatMap({
                 FileFormats.suffixes[$0]

@@ -349,6 +349,14 @@ package struct SchedulesController: Sendable {
             let cron = try newCron ?? CronExpression(updated.cron)
             updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
         }
+        // The stored values again change nothing either (an unchanged cron recomputes the same
+        // next run unless one is overdue): no write, no new version.
+        if updated.name == current.name, updated.cron == current.cron, updated.timeZone == current.timeZone, updated.kind == current.kind,
+            JSONValue(text: updated.args) == JSONValue(text: current.args), updated.enabled == current.enabled,
+            updated.nextRunAt == current.nextRunAt
+        {
+            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+        }
         updated.updatedAt = now
         updated.version = current.version + 1
         guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }

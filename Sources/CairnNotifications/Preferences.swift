@@ -165,7 +165,7 @@ package struct PreferenceStore: Sendable {
         return result
     }
 
-    /// Replaces a user's preferences.
+    /// Replaces a user's preferences; the same preferences again write nothing (`updated_at` stays).
     package func save(_ preferences: NotificationPreferences, tenantId: String, userId: String) async throws {
         let json = preferences.json
         let now = WallClock.milliseconds()
@@ -174,6 +174,7 @@ package struct PreferenceStore: Sendable {
                 """
                 INSERT INTO notification_preferences (tenant_id, user_id, prefs, updated_at) VALUES (\(bind: tenantId), \(bind: userId), \(bind: json), \(bind: now))
                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET prefs = excluded.prefs, updated_at = excluded.updated_at
+                WHERE notification_preferences.prefs IS DISTINCT FROM excluded.prefs
                 """
             ).run()
         }

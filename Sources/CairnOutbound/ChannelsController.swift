@@ -63,10 +63,16 @@ package struct ChannelsController: Sendable {
     /// The issue of a webhook URL of the wrong shape.
     static let urlIssue = FieldIssue(field: "url", issue: "must be an absolute http or https URL without credentials")
 
-    /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless allowed.
+    /// Checks a webhook URL: http(s), a host, at most 2048 bytes, and a public address unless
+    /// allowed; a host that does not resolve is said to be one.
     func validate(url text: String) async throws {
         guard let host = Self.webhookHost(text) else { throw AppError.invalidInput([Self.urlIssue]) }
-        if await !channels.http.isAllowedTarget(host: host) {
+        switch await channels.http.targetRefusal(host: host) {
+        case nil: break
+        case .unresolved:
+            // Said apart from the SSRF refusal: a typo in the host is not a private address.
+            throw AppError.invalidField("url", "has a host, \(host), that could not be resolved (no DNS record found)")
+        case .notPublic:
             throw AppError.invalidField("url", "must resolve to public addresses (loopback, link-local and private ranges are refused)")
         }
     }
@@ -136,7 +142,8 @@ package struct ChannelsController: Sendable {
     /// re-enables a disabled endpoint (its dead-letter count starts again from 0), `false`
     /// disables it; `rotateSecret: true` makes a new signing secret, answered this once, while
     /// the old one keeps signing beside it for `secretOverlapSeconds` (0 to 604800, default
-    /// 86400): Standard Webhooks' rotation, one `v1,` signature per active secret.
+    /// 86400): Standard Webhooks' rotation, one `v1,` signature per active secret. A PATCH that
+    /// changes nothing answers the endpoint as it is, with the same `ETag`.
     /// - Throws: 400 `invalid_input`; 404; 412 when `If-Match` (or a concurrent change) differs.
     @Sendable func updateWebhook(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let expected = try ETag.expectedVersion(request)
@@ -164,6 +171,11 @@ package struct ChannelsController: Sendable {
             updated.previousSecretExpiresAt = overlap > 0 ? now + overlap : nil
             updated.secret = WebhookSignature.makeSecret()
             updated.showSecret = true
+        }
+        // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
+        // version and `ETag` stay, as for the other resources.
+        if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
+            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
         }
         updated.version = current.version + 1
         let secrets = channels.secrets

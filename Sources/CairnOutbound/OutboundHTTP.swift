@@ -12,9 +12,21 @@ import Tracing
 /// (SSRF): loopback, private, link-local, shared, NAT64, documentation, benchmarking and every
 /// other special-purpose range, unless the operator allows them.
 enum AddressPolicy {
-    /// True when every address `host` resolves to is public.
-    static func isPublic(host: String) async -> Bool {
-        await publicAddress(host: host) != nil
+    /// What the policy makes of a target host.
+    enum Verdict: Sendable, Equatable {
+        /// Every address the host resolves to is public.
+        case allowed
+        /// The host resolves to no address (unknown name, or DNS unreachable).
+        case unresolved
+        /// The host resolves to a loopback, private or other non-public address.
+        case notPublic
+    }
+
+    /// What the policy makes of `host`, resolved once.
+    static func verdict(host: String) async -> Verdict {
+        let addresses = (try? await NIOThreadPool.singleton.runIfActive { try Self.resolve(bare(host)) }) ?? []
+        if addresses.isEmpty { return .unresolved }
+        return addresses.allSatisfy(isPublic) ? .allowed : .notPublic
     }
 
     /// The first address `host` resolves to (as text) when every one of them is public, else
@@ -212,11 +224,23 @@ package struct OutboundHTTP: Sendable {
         self.allowPrivateTargets = allowPrivateTargets
     }
 
-    /// Whether `host` may be a webhook target: every address it resolves to is public, or
-    /// private targets are allowed.
-    package func isAllowedTarget(host: String) async -> Bool {
-        if allowPrivateTargets { return true }
-        return await AddressPolicy.isPublic(host: host)
+    /// Why a host may not be a webhook target.
+    package enum TargetRefusal: Sendable, Equatable {
+        /// The host resolves to no address.
+        case unresolved
+        /// The host resolves to a loopback, private or other non-public address.
+        case notPublic
+    }
+
+    /// Why `host` may not be a webhook target, or nil when it may: every address it resolves
+    /// to is public, or private targets are allowed.
+    package func targetRefusal(host: String) async -> TargetRefusal? {
+        if allowPrivateTargets { return nil }
+        switch await AddressPolicy.verdict(host: host) {
+        case .allowed: return nil
+        case .unresolved: return .unresolved
+        case .notPublic: return .notPublic
+        }
     }
 
     /// The client for a request to a tenant-chosen `host`: with the address policy on, one

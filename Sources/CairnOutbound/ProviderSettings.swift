@@ -185,6 +185,11 @@ enum ProviderStore {
     static func put(tenantId: String, provider: ProviderName, config: String, secrets: SecretBox, on db: any SQLDatabase) async throws
         -> ProviderSettingsRecord?
     {
+        // The same settings again change nothing: no write, so `updatedAt` stays. Compared
+        // opened, since each sealing of the same text differs.
+        if let current = try await settings(tenantId: tenantId, provider: provider, secrets: secrets, on: db), current.config == config {
+            return current
+        }
         let now = WallClock.milliseconds()
         let sealed = secrets.seal(config, purpose: ProviderSettingsRecord.configPurpose)
         try await db.raw(

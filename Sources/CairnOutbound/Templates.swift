@@ -274,6 +274,7 @@ enum TemplateStore {
         return (template, try row.decode(column: "created_at", as: Int64.self), try row.decode(column: "updated_at", as: Int64.self))
     }
 
+    /// Stores `template` for `type`; the same document again writes nothing, so `updatedAt` stays.
     static func put(_ template: NotificationTemplate, tenantId: String, type: String, on db: any SQLDatabase) async throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -284,6 +285,7 @@ enum TemplateStore {
             INSERT INTO notification_templates (tenant_id, type, document, created_at, updated_at)
             VALUES (\(bind: tenantId), \(bind: type), \(bind: document), \(bind: now), \(bind: now))
             ON CONFLICT (tenant_id, type) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at
+            WHERE notification_templates.document IS DISTINCT FROM excluded.document
             """
         ).run()
     }

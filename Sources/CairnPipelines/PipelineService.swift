@@ -119,6 +119,8 @@ package struct PipelineService: Sendable {
             return current
         }
         let updated = try Self.applying(changes, to: current, now: WallClock.milliseconds())
+        // The stored values again change nothing either: no write, no new version.
+        if updated.name == current.name, updated.spec == current.spec { return current }
         let saved = try await store.database.transaction { db -> Bool in
             guard try await PipelineStore.update(updated, expected: current.version, on: db) else { return false }
             try await syncSchedule(updated, previous: current, on: db)

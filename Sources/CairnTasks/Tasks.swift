@@ -192,11 +192,12 @@ package struct TaskStore: Sendable {
         }
         let now = WallClock.milliseconds()
         return try await database.write { db in
-            var sets: [any SQLExpression] = [SQLRaw("version = version + 1"), SQLQueryString("updated_at = \(bind: now)")]
-            if let title = change.title { sets.append(SQLQueryString("title = \(bind: title)")) }
-            if let description = change.description { sets.append(SQLQueryString("description = \(bind: description)")) }
-            if let completed = change.completed { sets.append(SQLQueryString("completed = \(bind: completed)")) }
-            var query: SQLQueryString = "UPDATE tasks SET \(SQLList(sets)) WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+            // Values equal to the stored ones change nothing: the version and `updatedAt` stay.
+            var sets = VersionedAssignments()
+            if let title = change.title { sets.set("title", title) }
+            if let description = change.description { sets.set("description", description) }
+            if let completed = change.completed { sets.set("completed", completed) }
+            var query: SQLQueryString = "UPDATE tasks SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
             if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
             return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.task(from:))
         }

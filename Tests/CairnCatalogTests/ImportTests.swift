@@ -111,6 +111,58 @@ struct ProductImportTests {
         }
     }
 
+    /// An import row equal to the stored product (CSV or NDJSON, all columns or some) writes
+    /// nothing: `version` and `updatedAt` stay, though the row counts as imported (accepted);
+    /// a row with one differing value is a change.
+    @Test(arguments: TestEngine.available)
+    func anImportRowEqualToTheProductChangesNothing(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { app in
+            let client = app.client
+            let (token, _) = try await owner(client, "same-import@example.com")
+            let created = try await createProduct(
+                client, token: token,
+                [
+                    "sku": "SAME-1", "name": "Same", "description": "Kept", "priceMinor": 250, "currency": "EUR", "category": "tools",
+                    "stock": 42, "attributes": ["color": "red", "size": 2],
+                ])
+            let stamped = try #require(Timestamp.parseMilliseconds(created["updatedAt"] as? String ?? ""))
+            // Past the creation's millisecond, so any write would carry a later `updatedAt`.
+            try await withDeadline(.seconds(5), "the wall clock to move on") {
+                while WallClock.milliseconds() <= stamped { await Task.yield() }
+            }
+            func run(_ body: String, _ contentType: String) async throws -> [String: Any] {
+                let accepted = try await send(client, "/products:import", body: body, contentType: contentType, token: token)
+                try #require(accepted.status == .accepted)
+                let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
+                #expect(job["state"] as? String == "succeeded")
+                return try #require(job["progress"] as? [String: Any])
+            }
+            let imports: [(body: String, type: String)] = [
+                (
+                    "sku,name,description,priceMinor,currency,category,stock,attributes\r\n"
+                        + "SAME-1,Same,Kept,250,EUR,tools,42,\"{\"\"size\"\":2,\"\"color\"\":\"\"red\"\"}\"\r\n", "text/csv"
+                ),
+                ("sku,name,stock\r\nSAME-1,Same,42\r\n", "text/csv"),
+                (
+                    #"{"sku":"SAME-1","name":"Same","priceMinor":250,"currency":"EUR","attributes":{"color":"red","size":2}}"# + "\n",
+                    "application/x-ndjson"
+                ),
+            ]
+            for (body, type) in imports {
+                let progress = try await run(body, type)
+                #expect(progress["imported"] as? Int == 1, "\(body)")
+                #expect(progress["failed"] as? Int == 0, "\(body)")
+                let product = try await client.json(.get, "/products/by-sku/SAME-1", token: token).object
+                #expect(product["version"] as? Int == 1, "\(body)")
+                #expect(product["updatedAt"] as? String == created["updatedAt"] as? String, "\(body)")
+            }
+            _ = try await run("sku,name,stock\r\nSAME-1,Same,43\r\n", "text/csv")
+            let changed = try await client.json(.get, "/products/by-sku/SAME-1", token: token).object
+            #expect(changed["version"] as? Int == 2)
+            #expect(changed["stock"] as? Int == 43)
+        }
+    }
+
     /// Issue 20: an import is an upsert by SKU of the columns its file has. A CSV without the
     /// optional columns (or an NDJSON record without their keys) leaves them as they are; an
     /// explicit null clears an optional column; a row that would create a product without a

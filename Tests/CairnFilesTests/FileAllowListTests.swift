@@ -56,6 +56,49 @@ struct FileAllowListTests {
         }
     }
 
+    /// A tus creation whose format hints disagree (`format`, `filetype` and the `filename`'s
+    /// suffix naming different allow-listed formats) is refused with 400 `invalid_input` on
+    /// `Upload-Metadata`, naming both hints, and records nothing; before, one of them silently
+    /// won. Hints that agree, or one hint alone, still pass.
+    @Test(arguments: TestEngine.available)
+    func tusCreationRefusesFormatHintsThatDisagree(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, components in
+            let token = try await client.registerAndLogin(email: "hints@example.com").tokens.accessToken
+            func create(_ metadata: String) async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/uploads", method: .post,
+                    headers: [.authorization: "Bearer \(token)", tus: "1.0.0", uploadLength: "5", uploadMetadata: metadata])
+            }
+            let conflicts: [(metadata: String, names: [String])] = [
+                ("filename \(base64("data.csv")),filetype \(base64("application/json"))", ["filetype application/json", ".csv"]),
+                ("filename \(base64("data.csv")),format \(base64("xml"))", ["format xml", ".csv"]),
+                ("filename \(base64("data")),filetype \(base64("text/csv")),format \(base64("json"))", ["format json", "filetype text/csv"]),
+                ("filename \(base64("events.jsonl")),filetype \(base64("application/json"))", ["filetype application/json", ".jsonl"]),
+            ]
+            for (metadata, names) in conflicts {
+                let answer = try await create(metadata)
+                #expect(answer.status == .badRequest, "\(metadata): \(answer.status)")
+                #expect(answer.code == "invalid_input")
+                let problem = try answer.decode(ProblemBody.self)
+                #expect(problem.fields == ["Upload-Metadata"])
+                let issue = problem.errors?.first?.issue ?? ""
+                #expect(names.allSatisfy(issue.contains), "\(issue)")
+                #expect(answer.headers[tus] == "1.0.0")
+            }
+            let recorded = try await components.database.read { db in
+                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
+            }
+            #expect(recorded == 0)
+            for metadata in [
+                "filename \(base64("data.csv")),filetype \(base64("text/csv")),format \(base64("csv"))",
+                "filename \(base64("events.jsonl")),filetype \(base64("application/x-ndjson"))",
+                "filename \(base64("data.xml")),filetype \(base64("application/octet-stream"))",
+            ] {
+                #expect(try await create(metadata).status == .created, "\(metadata)")
+            }
+        }
+    }
+
     /// A multipart file part typed as something outside the allow-list is refused (415), even
     /// with a `format` field: before, a `text/html` part was stored with that type.
     @Test(arguments: TestEngine.available)

@@ -30,6 +30,32 @@ struct OrphanSweeperTests {
             #expect(try await blobs.size(tenantId: tenantId, id: fileId) == 8)
         }
     }
+
+    /// Shutdown is not a failure: the sweep loops (orphaned blobs, expired uploads) cancelled
+    /// as graceful shutdown cancels them, whether in their wait or in a sweep, end without a
+    /// warning; before, the sweep that followed the cut-short wait logged a CancellationError.
+    @Test(arguments: TestEngine.available)
+    func cancellingTheSweepsLogsNoFailure(engine: TestEngine) async throws {
+        try await withTestApp(engine) { app in
+            let log = CapturedLog()
+            let orphans = OrphanSweeper(
+                database: app.components.database, blobs: app.components.blobs, interval: .milliseconds(1), logger: log.logger())
+            let uploads = UploadExpiryService(
+                store: UploadStore(database: app.components.database), partials: app.components.partialUploads, interval: .milliseconds(1),
+                logger: log.logger())
+            // Many short lives, so cancellation lands both in a wait and in a sweep.
+            for round in 0..<20 {
+                let loops = [Task { try await orphans.run() }, Task { try await uploads.run() }]
+                if round % 2 == 1 { await Task.yield() }
+                for loop in loops {
+                    loop.cancel()
+                    try await withDeadline(.seconds(30), "a cancelled sweep loop to end") { try await loop.value }
+                }
+            }
+            #expect(!log.text.contains("failed"), "\(log.text)")
+            #expect(!log.text.contains("CancellationError"), "\(log.text)")
+        }
+    }
 }
 
 extension Array where Element: Sendable {

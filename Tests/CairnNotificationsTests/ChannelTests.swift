@@ -226,4 +226,25 @@ struct ChannelTests {
             }
         }
     }
+
+    /// A host that does not resolve is said to be one (`.invalid` never resolves, RFC 6761),
+    /// with the same code and field as a private address; before, it
+    /// was told to use public addresses, as though it had resolved to a private one.
+    @Test(arguments: TestEngine.available)
+    func aWebhookHostThatDoesNotResolveIsSaidToBeOne(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let owner = try await signUp(client, "unresolved@example.com")
+            let created = try await client.json(.post, "/webhooks", ["url": "https://no-such-host.invalid/hook"], token: owner.token)
+            #expect(created.status == .badRequest)
+            #expect(created.code == "invalid_input")
+            let issues = try created.decode(ProblemBody.self).errors ?? []
+            #expect(issues.map(\.field) == ["url"])
+            #expect(issues.first?.issue.contains("no-such-host.invalid") == true, "\(created.text)")
+            #expect(issues.first?.issue.contains("could not be resolved") == true, "\(created.text)")
+            #expect(issues.first?.issue.contains("public") == false, "\(created.text)")
+            let loopback = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:8080/x"], token: owner.token)
+            #expect(loopback.code == "invalid_input")
+            #expect(try loopback.decode(ProblemBody.self).errors?.first?.issue.contains("public addresses") == true)
+        }
+    }
 }
