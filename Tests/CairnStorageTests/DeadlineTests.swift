@@ -40,6 +40,10 @@ final class StuckBody: Sendable {
 
 @Suite("Deadlines that hold")
 struct DeadlineTests {
+    /// Failure bounds for the waits: a full parallel run on two cores can delay a new task by
+    /// tens of seconds, and a passing test never sits through them.
+    static let generous: Duration = .seconds(120)
+
     /// The deadline passes while the body ignores cancellation: the call throws
     /// `DeadlineExceeded` then, without waiting for the body, which is cancelled and finishes on
     /// its own later. (A task group waits for its children, so the caller would hang.) The
@@ -58,11 +62,11 @@ struct DeadlineTests {
             }
         }
         defer { body.release() }
-        let seen = try await outcome.wait("the call to give up at its deadline", timeout: .seconds(30)) { $0 != nil }
+        let seen = try await outcome.wait("the call to give up at its deadline", timeout: Self.generous) { $0 != nil }
         #expect(seen == "deadline 0.05 seconds")
         await caller.value
         body.release()
-        let cancelled = try await body.sawCancellation.wait("the left-behind body to finish") { $0 != nil }
+        let cancelled = try await body.sawCancellation.wait("the left-behind body to finish", timeout: Self.generous) { $0 != nil }
         #expect(cancelled == true)
     }
 
@@ -82,12 +86,12 @@ struct DeadlineTests {
             }
         }
         defer { body.release() }
-        try await body.waiting.wait("the body to start waiting") { $0 }
+        try await body.waiting.wait("the body to start waiting", timeout: Self.generous) { $0 }
         caller.cancel()
-        let seen = try await outcome.wait("the cancelled call to return", timeout: .seconds(30)) { $0 != nil }
+        let seen = try await outcome.wait("the cancelled call to return", timeout: Self.generous) { $0 != nil }
         #expect(seen == "cancelled")
         body.release()
-        #expect(try await body.sawCancellation.wait("the body to finish") { $0 != nil } == true)
+        #expect(try await body.sawCancellation.wait("the body to finish", timeout: Self.generous) { $0 != nil } == true)
     }
 
     /// A body that finishes in time: its value, or its error, reaches the caller unchanged.
