@@ -66,9 +66,18 @@ struct OwnCluster {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-own-pg-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if getuid() == 0 { try runProcess("/usr/bin/chown", ["postgres:postgres", data]) }
-        let cluster = OwnCluster(bin: "/usr/lib/postgresql/\(version)/bin", data: data, port: freePort())
+        var cluster = OwnCluster(bin: "/usr/lib/postgresql/\(version)/bin", data: data, port: freePort())
         try cluster.asPostgres("initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
-        try cluster.startServer()
+        // A random port may be in use (a full run's client sockets take ephemeral ports in
+        // this range): another one is tried.
+        for attempt in 1...5 {
+            do {
+                try cluster.startServer()
+                break
+            } catch  where attempt < 5 {
+                cluster = OwnCluster(bin: cluster.bin, data: data, port: freePort())
+            }
+        }
         try cluster.asPostgres("createdb", ["-h", "127.0.0.1", "-p", String(cluster.port), "-U", "postgres", "cairn_own"])
         return cluster
     }
