@@ -69,7 +69,7 @@ package final class SessionGuard: Sendable {
                 // Margin of a minute for clock skew between the nodes that issued the tokens.
                 let revokedSince = clock.milliseconds - tokenLifetimeMs - 60_000
                 entry = Entry(
-                    state: try await Self.within(.seconds(2)) { try await store.sessionState(userId: claims.sub, revokedSince: revokedSince) },
+                    state: try await withDeadline(.seconds(2)) { try await store.sessionState(userId: claims.sub, revokedSince: revokedSince) },
                     fetchedAt: now)
             } catch {
                 // The database cannot answer. No revocation can be committed while it is down,
@@ -111,19 +111,6 @@ package final class SessionGuard: Sendable {
 
     /// How long a cached entry is trusted when the database cannot be read.
     static let outageGrace: Duration = .seconds(60)
-
-    /// Runs `body` with a deadline (the PostgreSQL pool honours cancellation while waiting).
-    static func within<R: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
-        try await withThrowingTaskGroup(of: R.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw CancellationError()
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
-        }
-    }
 
     /// Drops a user's cached entry, so this node applies a change at once; re-reads already
     /// under way when it is called do not put their (possibly older) result back.

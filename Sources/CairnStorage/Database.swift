@@ -93,7 +93,7 @@ package final class Database: Sendable, Service {
             let backend = try PostgresBackend(url: url, logger: logger)
             let database = Database(dialect: .postgres, backend: .postgres(backend), instanceKey: Self.makeInstanceKey(), logger: logger)
             do {
-                try await withTimeout(startupTimeout) {
+                try await withDeadline(startupTimeout) {
                     try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
                     try await backend.holdLiveness(key: database.instanceKey)
                 }
@@ -117,7 +117,7 @@ package final class Database: Sendable, Service {
             if let message = error.serverInfo?[.message] { return message }
             return "\(error.code)"
         }
-        if error is TimeoutError { return "timed out" }
+        if error is DeadlineExceeded { return "timed out" }
         return String(describing: error).prefix(200).description
     }
 
@@ -243,20 +243,6 @@ package final class Database: Sendable, Service {
     }
 }
 
-struct TimeoutError: Error {}
-
-func withTimeout<R: Sendable>(_ duration: Duration, _ body: @escaping @Sendable () async throws -> R) async throws -> R {
-    try await withThrowingTaskGroup(of: R.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: duration)
-            throw TimeoutError()
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
-    }
-}
-
 /// PostgreSQL through postgres-nio's `PostgresClient`, whose `run()` drives the pool.
 final class PostgresBackend: Sendable {
     let client: PostgresClient
@@ -327,12 +313,16 @@ final class PostgresBackend: Sendable {
         _ = await runner.value
     }
 
+    /// How long a query of the liveness connection may take before the connection is
+    /// given up and a new one opened.
+    static let livenessQueryLimit: Duration = .seconds(10)
+
     /// The task holding this node's liveness lock.
     private let liveness = Mutex<Task<Void, Never>?>(nil)
 
     /// Takes the session advisory lock `key` on a connection of its own, outside the pool, and
-    /// keeps it for as long as the backend runs (checked every 10 s; taken again on a new
-    /// connection after an error), so other nodes see this node alive exactly while its
+    /// keeps it for as long as the backend runs (taken again on a new connection as soon as the
+    /// server drops this one, or a check every 10 s fails), so other nodes see this node alive exactly while its
     /// connection is (see ``Database/livenessPredicate(ofColumn:)``). Returns once the lock is
     /// first held. Outside the pool: a lease held for the node's life, and retried while the
     /// server is down, kept the pool from reconnecting after a database restart.
@@ -350,16 +340,25 @@ final class PostgresBackend: Sendable {
                     let connection = try await PostgresConnection.connect(
                         on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: nextId, logger: logger)
                     opened = connection
-                    try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
+                    // postgres-nio never answers a query written to a connection the server
+                    // has closed (a restart), and ignores cancellation while it waits: every
+                    // query and the close here have a deadline, so the loop goes on and
+                    // `shutdown()` is never held.
+                    try await withDeadline(Self.livenessQueryLimit) {
+                        _ = try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
+                    }
                     attempts.yield(.success(()))
                     while !Task.isCancelled {
-                        try await Task.sleep(for: .seconds(10))
-                        try await connection.query("SELECT 1", logger: logger)
+                        // Back at once when the server drops the connection, else checked every 10 s.
+                        _ = try? await withDeadline(.seconds(10)) { try await connection.closeFuture.get() }
+                        try Task.checkCancellation()
+                        guard !connection.isClosed else { break }
+                        try await withDeadline(Self.livenessQueryLimit) { _ = try await connection.query("SELECT 1", logger: logger) }
                     }
                 } catch {
                     attempts.yield(.failure(error))
                 }
-                try? await opened?.close()
+                if let opened { _ = try? await withDeadline(Self.livenessQueryLimit) { try await opened.close() } }
                 // A lost connection took the lock with it: take it again on a new one.
                 if !Task.isCancelled { try? await Task.sleep(for: .seconds(1)) }
             }

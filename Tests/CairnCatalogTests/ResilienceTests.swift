@@ -66,24 +66,57 @@ struct OwnCluster {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-own-pg-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if getuid() == 0 { try runProcess("/usr/bin/chown", ["postgres:postgres", data]) }
-        let cluster = OwnCluster(bin: "/usr/lib/postgresql/\(version)/bin", data: data, port: freePort())
+        var cluster = OwnCluster(bin: "/usr/lib/postgresql/\(version)/bin", data: data, port: freePort())
         try cluster.asPostgres("initdb", ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
-        try cluster.startServer()
+        // A random port may be in use (a full run's client sockets take ephemeral ports in
+        // this range): another one is tried.
+        for attempt in 1...5 {
+            do {
+                try cluster.startServer()
+                break
+            } catch  where attempt < 5 {
+                cluster = OwnCluster(bin: cluster.bin, data: data, port: freePort())
+            }
+        }
         try cluster.asPostgres("createdb", ["-h", "127.0.0.1", "-p", String(cluster.port), "-U", "postgres", "cairn_own"])
         return cluster
     }
 
+    /// Runs `tool` on a thread of its own and awaits it: `pg_ctl -w` blocks for seconds, and a
+    /// blocked thread of the cooperative pool (two threads on two cores) stalls every other
+    /// test of a parallel run, deadlines included.
+    func asPostgresOffThePool(_ tool: String, _ arguments: [String]) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let cluster = self
+            Thread {
+                continuation.resume(with: Result { try cluster.asPostgres(tool, arguments) })
+            }.start()
+        }
+    }
+
     func startServer() throws {
-        try asPostgres(
-            "pg_ctl",
-            [
-                "-D", data, "-l", data + "/server.log", "-w", "-t", "60", "-o", "-c listen_addresses=127.0.0.1 -p \(port) -k \(data) -c fsync=off",
-                "start",
-            ])
+        try asPostgres("pg_ctl", startArguments)
+    }
+
+    private var startArguments: [String] {
+        [
+            "-D", data, "-l", data + "/server.log", "-w", "-t", "60", "-o", "-c listen_addresses=127.0.0.1 -p \(port) -k \(data) -c fsync=off",
+            "start",
+        ]
     }
 
     func stopServer() throws {
         try asPostgres("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"])
+    }
+
+    /// ``startServer()`` off the cooperative pool.
+    func restart() async throws {
+        try await asPostgresOffThePool("pg_ctl", startArguments)
+    }
+
+    /// ``stopServer()`` off the cooperative pool.
+    func stop() async throws {
+        try await asPostgresOffThePool("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"])
     }
 
     func destroy() {
@@ -101,14 +134,7 @@ struct CatalogResilienceTests {
     /// back, a half-open probe closes it and fresh reads resume. The cache's TTL, the session
     /// guard's re-reads and the breaker's cooldown run on a test clock the test advances.
     @Test(
-        .enabled(if: TestEngine.postgresBaseURL != nil && FileManager.default.fileExists(atPath: "/usr/lib/postgresql")),
-        .disabled(
-            """
-            Passes alone, but in a full parallel run since session 9's merges it never ends: after the \
-            restart no connection reaches the server and the process sits idle (no timer, no I/O), a \
-            continuation never resumed. Disabled until that is found, so the suite cannot hang CI; \
-            run it with --filter while investigating.
-            """))
+        .enabled(if: TestEngine.postgresBaseURL != nil && FileManager.default.fileExists(atPath: "/usr/lib/postgresql")))
     func staleWhenTheDatabaseStopsAndRecoveryWhenItReturns() async throws {
         let cluster = try OwnCluster.start()
         defer { cluster.destroy() }
@@ -133,7 +159,7 @@ struct CatalogResilienceTests {
                 let uncached = try #require(try await createProduct(client, token: token, ["sku": "UNCACHED"])["id"] as? String)
                 #expect(try await client.json(.get, "/products/\(cached)", token: token).headers[xCache] == "miss")
 
-                try cluster.stopServer()
+                try await cluster.stop()
 
                 // Past the TTL the entry is served stale, with a warning.
                 clock.advance(by: .milliseconds(300))
@@ -158,7 +184,7 @@ struct CatalogResilienceTests {
                 let metrics = try await client.json(.get, "/metrics").text
                 #expect(metrics.contains("cairn_catalog_circuit_trips_total"))
 
-                try cluster.startServer()
+                try await cluster.restart()
 
                 // Each try comes after the cooldown, so the breaker lets a probe through; the
                 // connection pool reconnects to the restarted server on its own (real-time)

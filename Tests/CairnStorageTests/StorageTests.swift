@@ -8,6 +8,38 @@ import Testing
 
 @Suite("Storage on both engines")
 struct StorageTests {
+    /// The server ends the liveness connection (as a restart does): the node takes its lock
+    /// again on a new connection at once, and closing the database still finishes. The driver
+    /// never answers a query written to the dropped connection, so before, the next check hung
+    /// the liveness loop: the lock was never taken again and `close()` waited forever.
+    @Test(.enabled(if: TestEngine.postgresBaseURL != nil))
+    func theLivenessLockIsTakenAgainWhenTheServerDropsItsConnection() async throws {
+        try await withTestDatabase(.postgres, migrated: false) { test in
+            let database = try await Database.open(
+                url: test.configuration.databaseURL, sqlitePath: test.configuration.sqlitePath, logger: testLogger)
+            // The liveness lock is the only advisory lock taken in this test's database.
+            let holder: @Sendable () async throws -> Int32? = {
+                try await database.read { db in
+                    try await db.raw(
+                        """
+                        SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                        """
+                    ).first()?.decode(column: "pid", as: Int32.self)
+                }
+            }
+            let first = try #require(try await holder())
+            _ = try await database.read { db in try await db.raw("SELECT pg_terminate_backend(\(bind: first))").run() }
+            // Another connection's locks, with no event to wait on: polled.
+            let again = try await pollFor("the liveness lock held on a new connection") { () async throws -> Int32? in
+                guard let pid = try await holder(), pid != first else { return nil }
+                return pid
+            }
+            #expect(again != first)
+            try await withDeadline(.seconds(30), "the database closing") { await database.close() }
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func nodesStartingAtOnceApplyEachMigrationExactlyOnce(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { first, test in

@@ -1,3 +1,4 @@
+import CairnStorage
 import Synchronization
 
 /// A wait whose condition did not hold before its deadline.
@@ -15,28 +16,17 @@ package struct WaitTimeout: Error, CustomStringConvertible {
 ///
 /// The deadline bounds a failure; a passing test never sits through it, so it can be generous
 /// without slowing anything down, and a loaded machine does not make a correct test fail.
+/// It holds even when `body` is stuck on something that ignores cancellation: the wait fails
+/// at the deadline and leaves `body` behind (CairnStorage's `withDeadline`), so a hang shows
+/// as a failed test naming what was awaited, not as a run that never ends.
 package func withDeadline<R: Sendable>(
     _ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> R
 ) async throws -> R {
-    try await withThrowingTaskGroup(of: DeadlineOutcome<R>.self) { group in
-        group.addTask { .value(try await body()) }
-        group.addTask {
-            // The failure bound itself, the one sleep a wait may contain.
-            try await Task.sleep(for: timeout)
-            return .expired
-        }
-        defer { group.cancelAll() }
-        switch try await group.next() {
-        case .value(let value)?: return value
-        case .expired?, nil: throw WaitTimeout(what, after: timeout)
-        }
+    do {
+        return try await CairnStorage.withDeadline(timeout, body)
+    } catch is DeadlineExceeded {
+        throw WaitTimeout(what, after: timeout)
     }
-}
-
-/// What finished first in ``withDeadline(_:_:_:)``.
-private enum DeadlineOutcome<R: Sendable>: Sendable {
-    case value(R)
-    case expired
 }
 
 /// Re-checks `condition` every `interval` until it holds. Only for state that changes with no
