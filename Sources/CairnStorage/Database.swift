@@ -84,7 +84,8 @@ package final class Database: Sendable, Service {
     /// (or `postgresql://`) for PostgreSQL, otherwise a SQLite file at `sqlitePath`.
     ///
     /// PostgreSQL is checked with `SELECT 1` under `startupTimeout`, so a wrong host or password
-    /// fails fast with `database_unreachable` instead of retrying forever.
+    /// fails fast with `database_unreachable` instead of retrying forever. The URL's
+    /// `connect_timeout` (libpq's parameter, seconds) replaces `startupTimeout` when present.
     /// - Throws: `StorageError` (`invalid_database_url`, `database_unreachable`).
     package static func open(
         url: String?, sqlitePath: String, logger: Logger, startupTimeout: Duration = .seconds(15)
@@ -93,7 +94,7 @@ package final class Database: Sendable, Service {
             let backend = try PostgresBackend(url: url, logger: logger)
             let database = Database(dialect: .postgres, backend: .postgres(backend), instanceKey: Self.makeInstanceKey(), logger: logger)
             do {
-                try await withDeadline(startupTimeout) {
+                try await withDeadline(backend.connectTimeout ?? startupTimeout) {
                     try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
                     try await backend.holdLiveness(key: database.instanceKey)
                 }
@@ -250,6 +251,9 @@ final class PostgresBackend: Sendable {
     private let runner: Task<Void, Never>
     /// How to open a connection outside the pool (the liveness lock's).
     private let connectionConfiguration: PostgresConnection.Configuration
+    /// The URL's `connect_timeout`, when it has one: how long opening a connection, and the
+    /// start-up check, may take.
+    let connectTimeout: Duration?
 
     init(url: String, logger: Logger) throws {
         guard let components = URLComponents(string: url),
@@ -275,6 +279,8 @@ final class PostgresBackend: Sendable {
         default:
             throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
         }
+        let connectTimeout = try Self.connectTimeout(components.queryItems?.first(where: { $0.name == "connect_timeout" })?.value)
+        self.connectTimeout = connectTimeout
         var configuration = PostgresClient.Configuration(
             host: host, port: components.port ?? 5432, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: tls)
@@ -282,13 +288,24 @@ final class PostgresBackend: Sendable {
         var connectionConfiguration = PostgresConnection.Configuration(
             host: host, port: components.port ?? 5432, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: connectionTLS)
-        connectionConfiguration.options.connectTimeout = .seconds(5)
+        connectionConfiguration.options.connectTimeout = connectTimeout ?? .seconds(5)
         self.connectionConfiguration = connectionConfiguration
-        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.connectTimeout = connectTimeout ?? .seconds(5)
         self.redactedURL = "\(scheme)://\(user)@\(host):\(components.port ?? 5432)/\(database)"
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client
         self.runner = Task { await client.run() }
+    }
+
+    /// `connect_timeout` as libpq reads it (PostgreSQL docs, §34.1.2): whole seconds; zero,
+    /// negative or absent means none is set (Cairn's defaults apply), and 1 counts as 2.
+    /// - Throws: `invalid_database_url` when the value is not an integer.
+    static func connectTimeout(_ text: String?) throws -> Duration? {
+        guard let text else { return nil }
+        guard let seconds = Int(text.trimmingCharacters(in: .whitespaces)) else {
+            throw StorageError(code: "invalid_database_url", message: "connect_timeout in CAIRN_DATABASE_URL must be a whole number of seconds")
+        }
+        return seconds <= 0 ? nil : .seconds(max(seconds, 2))
     }
 
     /// Connections the pool opens at most.

@@ -124,7 +124,7 @@ struct OwnCluster {
         try? FileManager.default.removeItem(atPath: data)
     }
 
-    var url: String { "postgres://postgres@127.0.0.1:\(port)/cairn_own?sslmode=disable" }
+    var url: String { "postgres://postgres@127.0.0.1:\(port)/cairn_own?sslmode=disable&connect_timeout=60" }
 }
 
 @Suite("Catalog: resilience")

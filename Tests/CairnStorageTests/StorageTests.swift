@@ -254,6 +254,26 @@ struct StorageTests {
         }
     }
 
+    /// The URL's `connect_timeout` (libpq's, seconds) bounds the start-up check in place of
+    /// the caller's default: with a default of ten minutes, an unreachable server still fails
+    /// within the URL's 2 s (the deadline below only turns a hang into a failure). A value
+    /// that is not a whole number is refused.
+    @Test func theURLsConnectTimeoutBoundsTheStartUpCheck() async throws {
+        try await withDeadline(.seconds(60), "open with connect_timeout=2") {
+            await #expect(throws: StorageError.self) {
+                _ = try await Database.open(
+                    url: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", sqlitePath: "", logger: testLogger,
+                    startupTimeout: .seconds(600))
+            }
+        }
+        do {
+            _ = try await Database.open(url: "postgres://nobody@127.0.0.1:1/none?connect_timeout=soon", sqlitePath: "", logger: testLogger)
+            Issue.record("open succeeded")
+        } catch let error as StorageError {
+            #expect(error.code == "invalid_database_url")
+        }
+    }
+
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
         let started = ContinuousClock.now
         do {

@@ -15,9 +15,23 @@ package enum TestEngine: String, Sendable, CaseIterable, CustomTestStringConvert
         postgresBaseURL == nil ? [.sqlite] : [.sqlite, .postgres]
     }
 
-    /// The PostgreSQL server URL for tests, if any.
+    /// The PostgreSQL server URL for tests, if any. Unless it sets its own, it gets a
+    /// `connect_timeout` of 60 s: a full parallel run opens hundreds of connections at once on
+    /// two busy cores, where the node's 15 s start-up check is too short (a test of load, not
+    /// of Cairn).
     package static var postgresBaseURL: String? {
-        ProcessInfo.processInfo.environment["CAIRN_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let url = ProcessInfo.processInfo.environment["CAIRN_TEST_POSTGRES_URL"], !url.isEmpty else { return nil }
+        return withTestConnectTimeout(url)
+    }
+
+    /// `url` with `connect_timeout=60` added unless it has one.
+    package static func withTestConnectTimeout(_ url: String) -> String {
+        guard var components = URLComponents(string: url) else { return url }
+        var items = components.queryItems ?? []
+        guard !items.contains(where: { $0.name == "connect_timeout" }) else { return url }
+        items.append(URLQueryItem(name: "connect_timeout", value: "60"))
+        components.queryItems = items
+        return components.string ?? url
     }
 
     /// Shown in test output, so CI can see both engines ran.
