@@ -1,10 +1,10 @@
 import CairnHTTP
+import CairnObjects
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
 package import Hummingbird
-import CairnObjects
 import NIOCore
 
 extension UploadsController {
@@ -174,6 +174,8 @@ struct TusAppend {
             try await checkpoint(all: true)
             if !complete { _ = try await uploads.commit(id: upload.id, token: token, offset: committed, until: 0) }
         } catch {
+            // The lease goes back at the last committed offset (a store away, a lost lease).
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
             return error
         }
         return failure

@@ -1,6 +1,6 @@
 import CairnHTTP
-package import CairnStorage
 package import CairnObjects
+package import CairnStorage
 import Foundation
 package import Logging
 import SQLKit

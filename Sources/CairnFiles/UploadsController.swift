@@ -393,7 +393,8 @@ package struct UploadsController: Sendable {
             }
             throw error
         }
-        if let failure { throw failure }
+        // A store that went away mid-body is a 503, as before the body.
+        if let failure { try await FilesController.storeCall { () -> Void in throw failure } }
         var result = upload
         result.offset = written
         if written == upload.length { result = try await finish(result, token: token) }

@@ -98,7 +98,7 @@ extension LocalBlobStore {
     package func completePartial(tenantId: String, id: String, state: PartialBlob) async throws {
         let path = partialPath(tenantId: tenantId, id: id)
         guard try await FileSystem.shared.info(forFileAt: path) != nil else { throw PartialBlobMissing(id: id) }
-        try await FileSystem.shared.withFileHandle(forWritingAt: path, options: .modifyFile(createIfNecessary: false)) { handle in
+        try await FileSystem.shared.withFileHandle(forWritingAt: path, options: .modifyFile(createIfNecessary: false, permissions: nil)) { handle in
             try await handle.resize(to: .bytes(state.size))
             try await handle.synchronize()
         }
@@ -182,7 +182,8 @@ extension S3BlobStore {
                 var parts = state.parts.map { (number: $0.number, etag: $0.etag) }
                 if tail.readableBytes > 0 {
                     let number = parts.count + 1
-                    parts.append((number, try await client.uploadPart(bucket: bucket, key: key, uploadId: multipartId, number: number, body: tail)))
+                    let etag = try await client.uploadPart(bucket: bucket, key: key, uploadId: multipartId, number: number, body: tail)
+                    parts.append((number: number, etag: etag))
                 }
                 try await client.completeMultipartUpload(bucket: bucket, key: key, uploadId: multipartId, parts: parts)
             } else {

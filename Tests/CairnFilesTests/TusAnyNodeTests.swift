@@ -56,8 +56,9 @@ struct TusAnyNodeTests {
                 } else {
                     LocalBlobStore(rootPath: shared)
                 }
+            let nodeB = other
             try await withTestApp(on: database, mode: mode, runServices: false) { a in
-                try await withTestApp(on: other, mode: mode, runServices: false) { b in try await body(a, b, store) }
+                try await withTestApp(on: nodeB, mode: mode, runServices: false) { b in try await body(a, b, store) }
             }
         }
     }
