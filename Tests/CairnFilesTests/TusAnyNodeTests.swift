@@ -8,6 +8,8 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
+import SQLKit
+import SystemPackage
 import Testing
 
 /// tus uploads whose PATCHes land on two nodes in turn: the partial bytes live in the blob store
