@@ -374,13 +374,13 @@ package struct UploadsController: Sendable {
         // Every byte arrived and an earlier completion stopped short: finish that one.
         if upload.offset == upload.length && upload.length > 0 { return try await finish(upload, token: token) }
         let commit = TusAppend.committer(uploads: uploads, id: upload.id, token: token)
-        let (written, failure): (Int64, (any Error)?)
+        let (written, failure, durable): (Int64, (any Error)?, PartialBlob)
         do {
-            (written, failure) = try await FilesController.storeCall {
+            (written, failure, durable) = try await FilesController.storeCall {
                 try await blobs.appendPartial(tenantId: upload.tenantId, id: upload.id, from: upload.partial, commit: commit) { writer in
                     var append = TusAppend(upload: upload, token: token, checksum: checksum, uploads: uploads, writer: writer)
                     let failure = await append.write(body)
-                    return (append.offset, failure)
+                    return (append.offset, failure, writer.durable)
                 }
             }
         } catch {
@@ -396,7 +396,8 @@ package struct UploadsController: Sendable {
         // A store that went away mid-body is a 503, as before the body.
         if let failure { try await FilesController.storeCall { () -> Void in throw failure } }
         var result = upload
-        result.offset = written
+        // The parts this PATCH committed: a completion names them all.
+        (result.offset, result.multipartId, result.parts) = (written, durable.multipartId, durable.parts)
         if written == upload.length { result = try await finish(result, token: token) }
         return result
     }

@@ -118,9 +118,9 @@ struct TusAnyNodeTests {
     func patchesAlternatingBetweenNodesMakeTheRightFile(engine: TestEngine, backend: TestBlobBackend) async throws {
         try await Self.withTwoNodes(engine, backend) { a, b, store in
             let token = try await a.client.registerAndLogin(email: "tus-nodes@example.com").tokens.accessToken
-            // 3 MiB (a tail), 7 MiB (one 8 MiB part, the tail rest), 1 MiB, 6 MiB (a part
-            // again), then 5 KiB: the last part is the tail.
-            let sizes = [3 << 20, 7 << 20, 1 << 20, 6 << 20, 5 << 10]
+            // 3 MiB (a tail), 7 MiB (one 8 MiB part, the tail rest), 5 KiB, 6 MiB (a part
+            // again), then 9 MiB: the last PATCH sends a part, then its tail as the last part.
+            let sizes = [3 << 20, 7 << 20, 5 << 10, 6 << 20, 9 << 20]
             let content = Self.bytes(sizes.reduce(0, +))
             let location = try await Self.create(a.client, token: token, length: content.count)
             var offset = 0
