@@ -132,6 +132,8 @@ package enum IngestMigrations {
                 "ALTER TABLE files ADD COLUMN origin_pipeline_id TEXT",
                 "ALTER TABLE files ADD COLUMN origin_job_id TEXT",
             ]),
+        // Unfinished uploads' bytes live in the blob store: their multipart upload and parts.
+        Migration(module: "ingest", version: 5, name: "upload parts", sql: UploadStore.partsMigrationSQL),
     ]
 }
 

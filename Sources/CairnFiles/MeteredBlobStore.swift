@@ -48,6 +48,24 @@ package struct MeteredBlobStore: BlobStore {
         try await BlobMetrics.timed(.copy) { try await base.copy(tenantId: tenantId, id: id, toLocalFile: path) }
     }
 
+    /// See ``BlobStore/appendPartial(tenantId:id:from:commit:_:)``; timed as a whole, body included.
+    package func appendPartial<R: Sendable>(
+        tenantId: String, id: String, from state: PartialBlob, commit: @escaping PartialBlobCommit,
+        _ body: (any PartialBlobWriter) async throws -> R
+    ) async throws -> R {
+        try await BlobMetrics.timed(.append) { try await base.appendPartial(tenantId: tenantId, id: id, from: state, commit: commit, body) }
+    }
+
+    /// See ``BlobStore/completePartial(tenantId:id:state:)``.
+    package func completePartial(tenantId: String, id: String, state: PartialBlob) async throws {
+        try await BlobMetrics.timed(.complete) { try await base.completePartial(tenantId: tenantId, id: id, state: state) }
+    }
+
+    /// See ``BlobStore/removePartial(tenantId:id:multipartId:)``.
+    package func removePartial(tenantId: String, id: String, multipartId: String?) async throws {
+        try await BlobMetrics.timed(.delete) { try await base.removePartial(tenantId: tenantId, id: id, multipartId: multipartId) }
+    }
+
     /// See ``BlobStore/list()``.
     package func list() async throws -> [BlobEntry] {
         try await BlobMetrics.timed(.list) { try await base.list() }
@@ -77,6 +95,10 @@ package enum BlobMetrics {
         case copy
         /// Listing the store (the orphan sweeper).
         case list
+        /// One PATCH's append to an unfinished upload.
+        case append
+        /// Completing an unfinished upload into a blob.
+        case complete
     }
 
     /// Runs `body` as one `operation`, recording its duration and whether it failed.

@@ -1,11 +1,11 @@
 import CairnHTTP
+import CairnObjects
 import CairnStorage
 import Crypto
 import Foundation
 import HTTPTypes
 package import Hummingbird
 import NIOCore
-import NIOFileSystem
 
 extension UploadsController {
     /// `Upload-Checksum: <algorithm> <base64 digest>` of one request's body.
@@ -62,42 +62,56 @@ extension UploadsController {
     }
 }
 
-/// One request body appended to a partial upload file at the upload's committed offset, under
-/// the lease `token`. Bytes are fsynced before each new offset is committed (every
-/// `checkpointBytes` or `checkpointMilliseconds`, and at the end), so the offset never claims
-/// bytes not on disk, and a cut request keeps what was durably received. With a checksum
-/// nothing is committed until the whole body matched.
+/// One request body appended to an upload's partial blob at the upload's committed offset,
+/// under the lease `token`, through the blob store's writer. Bytes are made durable before each
+/// new offset is committed (every `checkpointBytes` or `checkpointMilliseconds`, and at the
+/// end), so the offset never claims bytes the store does not hold, and a cut request keeps what
+/// was durably received. With a checksum nothing is committed until the whole body matched.
 struct TusAppend {
     let upload: TusUpload
     let token: String
     let checksum: UploadsController.Checksum?
     let uploads: UploadStore
-    let handle: WriteFileHandle
+    let writer: any PartialBlobWriter
     private var hasher: UploadsController.ChunkHasher?
-    /// Where the next buffered byte goes in the file: bytes written so far end here.
-    private(set) var offset: Int64
     /// The offset the database holds.
     private var committed: Int64
-    /// Received bytes not yet written (up to 1 MiB).
+    /// Received bytes not yet handed to the writer (up to 1 MiB).
     private var pending = ByteBuffer()
     private var leaseUntil: Int64
     private var lastCheckpoint: Int64
+    /// `offset` at the last checkpoint.
+    private var checkpointedOffset: Int64
     /// Whether the whole body matched `checksum`: only then may a checksummed body be committed.
     private var verified = false
 
-    /// Prepares to append to `handle`, the upload's partial file, already cut to `upload.offset`.
-    init(upload: TusUpload, token: String, checksum: UploadsController.Checksum?, uploads: UploadStore, handle: WriteFileHandle) {
+    /// Prepares to append through `writer`, which starts at the upload's committed offset.
+    init(upload: TusUpload, token: String, checksum: UploadsController.Checksum?, uploads: UploadStore, writer: any PartialBlobWriter) {
         self.upload = upload
         self.token = token
         self.checksum = checksum
         self.uploads = uploads
-        self.handle = handle
+        self.writer = writer
         self.hasher = checksum?.makeHasher()
-        self.offset = upload.offset
         self.committed = upload.offset
+        self.checkpointedOffset = upload.offset
         let now = WallClock.milliseconds()
         self.leaseUntil = now + UploadsController.leaseMilliseconds
         self.lastCheckpoint = now
+    }
+
+    /// Bytes taken so far, buffered ones included, from the upload's start.
+    var offset: Int64 { writer.written + Int64(pending.readableBytes) }
+
+    /// The commit a writer makes: the state, the offset and a renewed lease in one statement.
+    /// - Throws: 409 `conflict` when the upload was terminated or its lease taken over.
+    static func committer(uploads: UploadStore, id: String, token: String) -> PartialBlobCommit {
+        { state in
+            guard
+                try await uploads.commit(
+                    id: id, token: token, state: state, until: WallClock.milliseconds() + UploadsController.leaseMilliseconds)
+            else { throw AppError.conflict("The upload was terminated or taken over by another PATCH.") }
+        }
     }
 
     /// Appends `body`, then verifies its checksum and keeps or drops what arrived.
@@ -120,14 +134,14 @@ struct TusAppend {
     private mutating func receive(_ chunk: ByteBuffer) async throws {
         let now = WallClock.milliseconds()
         // Never write without a live lease: renew it first when it runs short.
-        if now > leaseUntil - 15_000 || now - lastCheckpoint > UploadsController.checkpointMilliseconds { try await checkpoint(release: false) }
-        if offset - upload.offset + Int64(pending.readableBytes + chunk.readableBytes) > upload.length - upload.offset {
+        if now > leaseUntil - 15_000 || now - lastCheckpoint > UploadsController.checkpointMilliseconds { try await checkpoint(all: false) }
+        if offset + Int64(chunk.readableBytes) > upload.length {
             throw AppError.invalidField("Upload-Offset", "the body goes past Upload-Length (\(upload.length) bytes)")
         }
         hasher?.update(chunk)
         pending.writeImmutableBuffer(chunk)
         if pending.readableBytes >= 1 << 20 { try await flush() }
-        if checksum == nil && offset - committed >= UploadsController.checkpointBytes { try await checkpoint(release: false) }
+        if checksum == nil && offset - checkpointedOffset >= UploadsController.checkpointBytes { try await checkpoint(all: false) }
     }
 
     /// Compares the whole body's digest with `Upload-Checksum` (nothing to do without one).
@@ -144,8 +158,8 @@ struct TusAppend {
     }
 
     /// Ends the append after `failure` (nil when the whole body arrived and matched): a failed
-    /// checksummed body is dropped, anything else is committed, and the lease is released
-    /// unless the upload is now complete (its completion still needs the lease).
+    /// checksummed body is dropped, anything else is stored and committed, and the lease is
+    /// released unless the upload is now complete (its completion still needs the lease).
     /// - Returns: `failure`, or the final checkpoint's error.
     private mutating func end(after failure: (any Error)?) async -> (any Error)? {
         if failure != nil, checksum != nil {
@@ -154,37 +168,39 @@ struct TusAppend {
             _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
             return failure
         }
-        let complete = failure == nil && offset + Int64(pending.readableBytes) == upload.length
+        let complete = failure == nil && offset == upload.length
         // What arrived is kept, also when the connection was cut (tus: SHOULD keep partial data).
         do {
-            try await checkpoint(release: !complete)
+            try await checkpoint(all: true)
+            if !complete { _ = try await uploads.commit(id: upload.id, token: token, offset: committed, until: 0) }
         } catch {
+            // The lease goes back at the last committed offset (a store away, a lost lease).
+            _ = try? await uploads.commit(id: upload.id, token: token, offset: committed, until: 0)
             return error
         }
         return failure
     }
 
-    /// Writes the buffered bytes at `offset`.
+    /// Hands the buffered bytes to the writer.
     private mutating func flush() async throws {
         guard pending.readableBytes > 0 else { return }
-        try await handle.write(contentsOf: pending, toAbsoluteOffset: offset)
-        offset += Int64(pending.readableBytes)
+        try await writer.write(pending)
         pending.clear()
     }
 
-    /// fsync, then commit the offset (or, under a checksum not yet verified, only renew the
-    /// lease); `release` gives the lease back.
+    /// Makes bytes durable and commits them (`all`: every byte taken), or, under a checksum
+    /// not yet verified, only renews the lease.
     /// - Throws: 409 `conflict` when the upload was terminated or its lease taken over.
-    private mutating func checkpoint(release: Bool) async throws {
+    private mutating func checkpoint(all: Bool) async throws {
         try await flush()
-        try await handle.synchronize()
+        if checksum == nil || verified {
+            try await writer.persist(all: all)
+        } else {
+            try await Self.committer(uploads: uploads, id: upload.id, token: token)(writer.durable)
+        }
+        committed = writer.durable.size
+        checkpointedOffset = offset
         let now = WallClock.milliseconds()
-        let durable = checksum == nil || verified ? offset : committed
-        guard
-            try await uploads.commit(
-                id: upload.id, token: token, offset: durable, until: release ? 0 : now + UploadsController.leaseMilliseconds)
-        else { throw AppError.conflict("The upload was terminated or taken over by another PATCH.") }
-        committed = durable
         leaseUntil = now + UploadsController.leaseMilliseconds
         lastCheckpoint = now
     }

@@ -1,8 +1,8 @@
 import CairnHTTP
+package import CairnObjects
 package import CairnStorage
 import Foundation
 package import Logging
-package import NIOFileSystem
 import SQLKit
 import ServiceLifecycle
 
@@ -31,6 +31,13 @@ package struct TusUpload: Sendable, Equatable {
     package var expiresAt: Int64
     /// Epoch milliseconds.
     package var createdAt: Int64
+    /// The object store's multipart upload holding its bytes, once started.
+    package var multipartId: String? = nil
+    /// The parts of that multipart upload committed with `offset`.
+    package var parts: [PartialBlob.Part] = []
+
+    /// What the blob store holds of its bytes.
+    package var partial: PartialBlob { PartialBlob(size: offset, multipartId: multipartId, parts: parts) }
 }
 
 /// SQL for `uploads`, written once for both engines. A PATCH holds a lease on its upload
@@ -65,7 +72,15 @@ package struct UploadStore: Sendable {
         "CREATE INDEX uploads_expiry ON uploads (expires_at)",
     ]
 
-    static let columns = "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at"
+    static let columns =
+        "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at, multipart_id, store_parts"
+
+    /// The parts in an upload's state, in the database (migration ingest 5): `multipart_id`, and
+    /// `store_parts` holding the parts as JSON, written with the offset in one statement.
+    static let partsMigrationSQL = [
+        "ALTER TABLE uploads ADD COLUMN multipart_id TEXT",
+        "ALTER TABLE uploads ADD COLUMN store_parts TEXT NOT NULL DEFAULT '[]'",
+    ]
 
     static func upload(from row: any SQLRow) throws -> TusUpload {
         TusUpload(
@@ -74,7 +89,9 @@ package struct UploadStore: Sendable {
             offset: try row.decode(column: "upload_offset", as: Int64.self), name: try row.decode(column: "name", as: String.self),
             contentType: try row.decode(column: "content_type", as: String.self), format: try row.decode(column: "format", as: String.self),
             fileId: try row.decode(column: "file_id", as: String?.self), expiresAt: try row.decode(column: "expires_at", as: Int64.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self))
+            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            multipartId: try row.decode(column: "multipart_id", as: String?.self),
+            parts: try JSONDecoder().decode([PartialBlob.Part].self, from: Data(try row.decode(column: "store_parts", as: String.self).utf8)))
     }
 
     /// Records a new upload at offset 0. With `quotas`, its `length` is reserved against the
@@ -139,11 +156,31 @@ package struct UploadStore: Sendable {
         }
     }
 
-    /// Deletes an upload's row; false when there was none.
-    package func delete(id: String, tenantId: String) async throws -> Bool {
-        guard UUIDv7.isValid(id) else { return false }
+    /// Commits a durable state of the upload's bytes (offset, multipart upload and parts, in one
+    /// statement) and extends the lease to `until`.
+    /// - Returns: false when the lease was lost (nothing committed).
+    package func commit(id: String, token: String, state: PartialBlob, until: Int64) async throws -> Bool {
+        let parts = String(decoding: try JSONEncoder().encode(state.parts), as: UTF8.self)
         return try await database.write { db in
-            try await db.raw("DELETE FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING id").first() != nil
+            try await db.raw(
+                """
+                UPDATE uploads SET upload_offset = \(bind: state.size), multipart_id = \(bind: state.multipartId),
+                store_parts = \(bind: parts), locked_until = \(bind: until)
+                WHERE id = \(bind: id) AND lock_token = \(bind: token) RETURNING id
+                """
+            ).first() != nil
+        }
+    }
+
+    /// Deletes an upload's row.
+    /// - Returns: the upload deleted, nil when there was none.
+    @discardableResult
+    package func delete(id: String, tenantId: String) async throws -> TusUpload? {
+        guard UUIDv7.isValid(id) else { return nil }
+        return try await database.write { db in
+            try await db.raw(
+                "DELETE FROM uploads WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) RETURNING \(unsafeRaw: Self.columns)"
+            ).first().map(Self.upload(from:))
         }
     }
 
@@ -160,40 +197,19 @@ package struct UploadStore: Sendable {
     }
 }
 
-/// Where the bytes of unfinished uploads live: `<root>/<tenantId>/<uploadId>.part`, named by
-/// server ids only, never by the uploader's file name.
-package struct PartialUploads: Sendable {
-    /// The folder holding one folder per tenant (the data directory's `uploads`).
-    package let root: FilePath
-
-    /// Creates the store rooted at the folder `path`.
-    package init(rootPath path: String) {
-        root = FilePath(path)
-    }
-
-    /// The partial file of an upload; ids are server-made UUIDv7s (checked by the caller).
-    package func path(tenantId: String, id: String) -> FilePath {
-        root.appending(tenantId).appending(id + ".part")
-    }
-
-    /// Removes an upload's partial file; a missing one is not an error.
-    package func delete(tenantId: String, id: String) async throws {
-        _ = try await FileSystem.shared.removeItem(at: path(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
-    }
-}
-
-/// Deletes expired tus uploads and their partial bytes (tus 1.0 expiration extension), every
-/// `interval`, until graceful shutdown.
+/// Deletes expired tus uploads and their partial bytes in the blob store (tus 1.0 expiration
+/// extension: the multipart upload and the tail, whichever node wrote them), every `interval`,
+/// until graceful shutdown.
 package struct UploadExpiryService: Service {
     let store: UploadStore
-    let partials: PartialUploads
+    let blobs: any BlobStore
     let interval: Duration
     let logger: Logger
 
     /// Creates the service.
-    package init(store: UploadStore, partials: PartialUploads, interval: Duration = .seconds(60), logger: Logger) {
+    package init(store: UploadStore, blobs: any BlobStore, interval: Duration = .seconds(60), logger: Logger) {
         self.store = store
-        self.partials = partials
+        self.blobs = blobs
         self.interval = interval
         self.logger = logger
     }
@@ -205,7 +221,9 @@ package struct UploadExpiryService: Service {
         var removed = 0
         while true {
             let expired = try await store.expire(now: now)
-            for upload in expired { try? await partials.delete(tenantId: upload.tenantId, id: upload.id) }
+            for upload in expired where upload.fileId == nil {
+                try? await blobs.removePartial(tenantId: upload.tenantId, id: upload.id, multipartId: upload.multipartId)
+            }
             removed += expired.count
             if expired.count < 500 { return removed }
         }

@@ -7,7 +7,6 @@ import HTTPTypes
 package import Hummingbird
 package import Logging
 import NIOCore
-import NIOFileSystem
 
 /// `/uploads`: resumable uploads with the tus 1.0.0 protocol (https://tus.io/protocols/resumable-upload)
 /// — core, creation, creation-with-upload, termination, expiration and checksum (sha256, sha1,
@@ -18,20 +17,17 @@ package struct UploadsController: Sendable {
     let uploads: UploadStore
     let files: FileStore
     let blobs: any BlobStore
-    let partials: PartialUploads
     let quotas: FileQuotas
     let expirySeconds: Int
     let logger: Logger
 
     /// Creates the controller; uploads not finished within `expirySeconds` of their creation expire.
     package init(
-        uploads: UploadStore, files: FileStore, blobs: any BlobStore, partials: PartialUploads, quotas: FileQuotas, expirySeconds: Int,
-        logger: Logger
+        uploads: UploadStore, files: FileStore, blobs: any BlobStore, quotas: FileQuotas, expirySeconds: Int, logger: Logger
     ) {
         self.uploads = uploads
         self.files = files
         self.blobs = blobs
-        self.partials = partials
         self.quotas = quotas
         self.expirySeconds = expirySeconds
         self.logger = logger
@@ -112,8 +108,18 @@ package struct UploadsController: Sendable {
     @Sendable func deleteUpload(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         try await tus(request) {
             let upload = try await find(context)
-            guard try await uploads.delete(id: upload.id, tenantId: upload.tenantId) else { throw AppError.notFound("No such upload.") }
-            try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
+            // The bytes first, so a store that is away (503) leaves the row for a retry or the
+            // expiry sweep: the multipart upload as last committed, whichever node started it.
+            if upload.fileId == nil {
+                try await FilesController.storeCall {
+                    try await blobs.removePartial(tenantId: upload.tenantId, id: upload.id, multipartId: upload.multipartId)
+                }
+            }
+            guard let deleted = try await uploads.delete(id: upload.id, tenantId: upload.tenantId) else { throw AppError.notFound("No such upload.") }
+            if deleted.fileId == nil, deleted.multipartId != upload.multipartId || deleted.offset != upload.offset {
+                // A PATCH stored more in between (its commit now fails): remove that too.
+                try? await blobs.removePartial(tenantId: deleted.tenantId, id: deleted.id, multipartId: deleted.multipartId)
+            }
             return Response(status: .noContent)
         }
     }
@@ -182,7 +188,6 @@ package struct UploadsController: Sendable {
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,
             contentType: described.contentType, format: described.format, fileId: nil,
             expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
-        try await createPartialFile(tenantId: tenantId, id: upload.id)
         try await record(upload)
         if described.hasBody || length == 0 {
             let (leased, token) = try await lease(upload, busy: "The upload is busy.")
@@ -194,13 +199,12 @@ package struct UploadsController: Sendable {
     }
 
     /// Records `upload`, reserving its length against the tenant's total quota in the same
-    /// transaction; on refusal its empty partial file is removed.
+    /// transaction (its bytes are stored from its first PATCH on).
     /// - Throws: 413 `payload_too_large` when files and unfinished uploads would pass the quota.
     private func record(_ upload: TusUpload) async throws {
         do {
             try await uploads.create(upload, quotas: quotas)
         } catch {
-            try? await partials.delete(tenantId: upload.tenantId, id: upload.id)
             if error is FileStore.QuotaExceeded {
                 throw FilesController.tooLarge("The tenant's files and unfinished uploads would exceed their \(quotas.maxTotalBytes)-byte quota.")
             }
@@ -301,16 +305,6 @@ package struct UploadsController: Sendable {
                 "Name the file's format (csv, json, ndjson or xml) in Upload-Metadata: format, an allow-listed filetype, or the filename's suffix.")
     }
 
-    /// Creates the upload's empty partial file (and its directory).
-    private func createPartialFile(tenantId: String, id: String) async throws {
-        let path = partials.path(tenantId: tenantId, id: id)
-        try await FileSystem.shared.createDirectory(
-            at: path.removingLastComponent(), withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
-        try await FileSystem.shared.withFileHandle(
-            forWritingAt: path, options: .newFile(replaceExisting: true, permissions: [.ownerReadWrite])
-        ) { _ in }
-    }
-
     /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional), keys unique.
     /// - Throws: 400 `invalid_input` on `Upload-Metadata`.
     package static func metadata(_ header: String) throws -> [String: String] {
@@ -390,77 +384,80 @@ package struct UploadsController: Sendable {
     ///   the body's error when the connection was cut (after keeping what arrived); the
     ///   completion's errors.
     private func append(_ upload: TusUpload, token: String, body: RequestBody, checksum: Checksum?) async throws -> TusUpload {
-        let path = partials.path(tenantId: upload.tenantId, id: upload.id)
         let uploads = self.uploads
-        if upload.offset > 0, try await FileSystem.shared.info(forFileAt: path) == nil {
-            // Never make up the received bytes (a new file cut to the offset would be zeros).
-            // All of them arrived and an earlier completion moved them: finish that one.
-            if upload.offset == upload.length { return try await finish(upload, token: token) }
+        // Every byte arrived and an earlier completion stopped short: finish that one.
+        if upload.offset == upload.length && upload.length > 0 { return try await finish(upload, token: token) }
+        let commit = TusAppend.committer(uploads: uploads, id: upload.id, token: token)
+        let (written, failure, durable): (Int64, (any Error)?, PartialBlob)
+        do {
+            (written, failure, durable) = try await FilesController.storeCall {
+                try await blobs.appendPartial(tenantId: upload.tenantId, id: upload.id, from: upload.partial, commit: commit) { writer in
+                    var append = TusAppend(upload: upload, token: token, checksum: checksum, uploads: uploads, writer: writer)
+                    let failure = await append.write(body)
+                    return (append.offset, failure, writer.durable)
+                }
+            }
+        } catch {
             _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.offset, until: 0)
-            throw AppError(
-                .gone, code: .notFound, detail: "The upload's received bytes are not on this node; create a new upload.",
-                headers: [Self.uploadOffset: String(upload.offset)])
+            if error is PartialBlobMissing {
+                // Never make up the received bytes (zeros in their place would pass every check).
+                throw AppError(
+                    .gone, code: .notFound, detail: "The upload's received bytes are gone from the store; create a new upload.",
+                    headers: [Self.uploadOffset: String(upload.offset)])
+            }
+            throw error
         }
-        let (written, failure) = try await FileSystem.shared.withFileHandle(
-            forWritingAt: path, options: .modifyFile(createIfNecessary: true, permissions: [.ownerReadWrite])
-        ) { handle in
-            // Bytes past the committed offset (a cut or refused PATCH) are not part of the upload.
-            try await handle.resize(to: .bytes(upload.offset))
-            var append = TusAppend(upload: upload, token: token, checksum: checksum, uploads: uploads, handle: handle)
-            let failure = await append.write(body)
-            return (append.offset, failure)
-        }
-        if let failure { throw failure }
+        // A store that went away mid-body is a 503, as before the body.
+        if let failure { try await FilesController.storeCall { () -> Void in throw failure } }
         var result = upload
-        result.offset = written
+        // The parts this PATCH committed: a completion names them all.
+        (result.offset, result.multipartId, result.parts) = (written, durable.multipartId, durable.parts)
         if written == upload.length { result = try await finish(result, token: token) }
         return result
     }
 
-    /// Turns a complete upload into a file: hashes the partial file, moves it into the blob
-    /// store under the upload's id (a rename on the file system, a streamed write to an object
-    /// store), and records the file and the upload's completion in one transaction, with the
-    /// usual quota checks. Safe to repeat after it stopped anywhere: once the partial file is
-    /// gone its bytes are in the blob store, and the record is all or nothing.
+    /// Turns a complete upload into a file: makes its partial blob the upload's blob (a rename
+    /// on the file system; the tail as the last part and a completed multipart upload on an
+    /// object store), hashes the blob by streaming it once (the PATCHes may have come to several
+    /// nodes, and a SHA-256 state cannot travel between them), and records the file and the
+    /// upload's completion in one transaction, with the usual quota checks. Safe to repeat after
+    /// it stopped anywhere: once the blob exists its bytes are complete, and the record is all or
+    /// nothing.
     /// - Throws: 413/429 when the tenant's quotas no longer allow it (the upload is removed);
     ///   503 `unavailable` when the record could not be written or the store is unreachable (the
     ///   bytes stay, and the next HEAD or PATCH finishes it); 410 when the bytes are nowhere.
     private func finish(_ upload: TusUpload, token: String) async throws -> TusUpload {
-        let partial = partials.path(tenantId: upload.tenantId, id: upload.id)
-        let sha256: String
-        if try await FileSystem.shared.info(forFileAt: partial) != nil {
-            sha256 = try await Self.sha256(of: partial, length: upload.length)
-            try await FilesController.storeCall { try await blobs.adopt(tenantId: upload.tenantId, id: upload.id, movingFileAt: partial) }
-        } else if try await FilesController.storeCall({ try await blobs.size(tenantId: upload.tenantId, id: upload.id) }) != nil {
-            var hasher = SHA256()
+        let (tenantId, id) = (upload.tenantId, upload.id)
+        do {
+            if try await FilesController.storeCall({ try await blobs.size(tenantId: tenantId, id: id) }) == nil {
+                try await FilesController.storeCall { try await blobs.completePartial(tenantId: tenantId, id: id, state: upload.partial) }
+            }
+        } catch {
+            _ = try? await uploads.commit(id: id, token: token, offset: upload.offset, until: 0)
+            if error is PartialBlobMissing {
+                throw AppError(.gone, code: .notFound, detail: "The upload's bytes are gone from the store; create a new upload.")
+            }
+            throw error
+        }
+        var hasher = SHA256()
+        do {
             try await FilesController.storeCall {
-                for try await chunk in try await blobs.read(tenantId: upload.tenantId, id: upload.id, range: 0..<upload.length) {
+                for try await chunk in try await blobs.read(tenantId: tenantId, id: id, range: 0..<upload.length) {
                     chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
                 }
             }
-            sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        } else {
-            _ = try? await uploads.commit(id: upload.id, token: token, offset: upload.offset, until: 0)
-            throw AppError(.gone, code: .notFound, detail: "The upload's bytes are not on this node; create a new upload.")
+        } catch {
+            _ = try? await uploads.commit(id: id, token: token, offset: upload.offset, until: 0)
+            throw error
         }
+        let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let file = StoredFile(
-            id: upload.id, tenantId: upload.tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
+            id: id, tenantId: tenantId, name: upload.name, size: upload.length, sha256: sha256, contentType: upload.contentType,
             format: upload.format, createdBy: upload.createdBy, createdAt: WallClock.milliseconds())
         try await record(file, of: upload, token: token)
         var result = upload
         result.fileId = file.id
         return result
-    }
-
-    /// The lowercase hex SHA-256 of the first `length` bytes of the file at `path`.
-    static func sha256(of path: FilePath, length: Int64) async throws -> String {
-        var hasher = SHA256()
-        try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
-            for try await chunk in handle.readChunks(in: 0..<length, chunkLength: .mebibytes(1)) {
-                chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
-            }
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
     /// Records the finished upload's file, counting it against the tenant's quotas, and marks

@@ -48,6 +48,27 @@ package protocol BlobStore: Sendable {
     /// - Throws: `BlobNotFound`, `BlobStoreUnavailable`, the file system's errors.
     func copy(tenantId: String, id: String, toLocalFile path: FilePath) async throws
 
+    /// Appends to the unfinished blob `id` (a tus upload's bytes, kept in the store so any node
+    /// may take the next PATCH) from its last durable `state`: `body` writes through the writer
+    /// it is given, whose `persist` stores the bytes and calls `commit` with each new state.
+    /// Bytes written but never committed are not part of the blob.
+    /// - Throws: `PartialBlobMissing` when the stored bytes do not match `state`;
+    ///   `BlobStoreUnavailable`; `body`'s and `commit`'s errors.
+    func appendPartial<R: Sendable>(
+        tenantId: String, id: String, from state: PartialBlob, commit: @escaping PartialBlobCommit,
+        _ body: (any PartialBlobWriter) async throws -> R
+    ) async throws -> R
+
+    /// Makes the unfinished blob in `state` (all its bytes received) the blob `id`, and removes
+    /// what held it. Repeat it until the blob exists when it fails.
+    /// - Throws: `PartialBlobMissing`; `BlobStoreUnavailable`; the file system's errors.
+    func completePartial(tenantId: String, id: String, state: PartialBlob) async throws
+
+    /// Removes everything of an unfinished blob (its partial file, or its multipart upload
+    /// `multipartId` and tail object), whichever node wrote it; missing pieces are fine.
+    /// - Throws: `BlobStoreUnavailable`.
+    func removePartial(tenantId: String, id: String, multipartId: String?) async throws
+
     /// Every blob of the store with its size and last change (for the orphan sweeper), in no
     /// particular order; entries whose names are not blob names are left out.
     /// - Throws: `BlobStoreUnavailable`.

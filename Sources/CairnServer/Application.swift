@@ -108,15 +108,10 @@ package struct CairnComponents: Sendable {
         [
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
-            UploadExpiryService(store: UploadStore(database: database), partials: partialUploads, logger: logger),
+            UploadExpiryService(store: UploadStore(database: database), blobs: blobs, logger: logger),
             EventLoopProbe(), DiskProbe(path: configuration.dataDir),
             OrphanSweeper(database: database, blobs: blobs, logger: logger),
         ]
-    }
-
-    /// Bytes of unfinished tus uploads (`<data dir>/uploads`).
-    package var partialUploads: PartialUploads {
-        PartialUploads(rootPath: configuration.dataDir + "/uploads")
     }
 }
 
@@ -256,7 +251,7 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     PipelinesController(service: components.pipelineService, idempotency: idempotency).addRoutes(to: routes.authenticated())
     UploadsController(
         uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
-        partials: components.partialUploads, quotas: components.configuration.files.quotas,
+        quotas: components.configuration.files.quotas,
         expirySeconds: components.configuration.files.uploadsExpiry, logger: components.logger
     ).addRoutes(to: router, authenticated: routes.authenticated())
 

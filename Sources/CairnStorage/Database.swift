@@ -288,9 +288,9 @@ final class PostgresBackend: Sendable {
         var connectionConfiguration = PostgresConnection.Configuration(
             host: host, port: components.port ?? 5432, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: connectionTLS)
-        connectionConfiguration.options.connectTimeout = connectTimeout ?? .seconds(5)
+        connectionConfiguration.options.connectTimeout = .seconds(connectTimeout?.components.seconds ?? 5)
         self.connectionConfiguration = connectionConfiguration
-        configuration.options.connectTimeout = connectTimeout ?? .seconds(5)
+        configuration.options.connectTimeout = .seconds(connectTimeout?.components.seconds ?? 5)
         self.redactedURL = "\(scheme)://\(user)@\(host):\(components.port ?? 5432)/\(database)"
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.client = client

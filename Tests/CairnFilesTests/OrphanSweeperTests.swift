@@ -41,7 +41,7 @@ struct OrphanSweeperTests {
             let orphans = OrphanSweeper(
                 database: app.components.database, blobs: app.components.blobs, interval: .milliseconds(1), logger: log.logger())
             let uploads = UploadExpiryService(
-                store: UploadStore(database: app.components.database), partials: app.components.partialUploads, interval: .milliseconds(1),
+                store: UploadStore(database: app.components.database), blobs: app.components.blobs, interval: .milliseconds(1),
                 logger: log.logger())
             // Many short lives, so cancellation lands both in a wait and in a sweep.
             for round in 0..<20 {

@@ -68,8 +68,8 @@ struct UploadCompletionTests {
         }
     }
 
-    /// A PATCH that finds no partial file behind a non-zero offset (removed, or on another
-    /// node's disk) is refused: it used to create one cut to the offset, zeros, and complete it.
+    /// A PATCH that finds no partial file behind a non-zero offset (removed, or left on a
+    /// node's disk by an earlier version) is refused: it used to create one cut to the offset, zeros, and complete it.
     @Test(arguments: TestEngine.available)
     func aPatchWithoutItsReceivedBytesIsGoneNotZeros(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, components in
@@ -80,7 +80,8 @@ struct UploadCompletionTests {
             let location = try #require(created.headers[.location])
             #expect(try await patch(client, location, token: token, offset: 0, Array("abcd".utf8)).status == .noContent)
             let id = String(location.split(separator: "/").last ?? "")
-            try FileManager.default.removeItem(atPath: components.partialUploads.path(tenantId: user.tenantId, id: id).description)
+            // The file store's partial file, beside the blobs.
+            try FileManager.default.removeItem(atPath: components.configuration.dataDir + "/blobs/\(user.tenantId)/\(id).part")
 
             let refused = try await patch(client, location, token: token, offset: 4, Array("efgh".utf8))
             #expect(refused.status == .gone, "\(refused.status) \(refused.text)")

@@ -176,7 +176,8 @@ struct UploadsTests {
             #expect(withBody.status == .created)
             #expect(withBody.headers[uploadOffset] == "3")
             let second = try #require(withBody.headers[.location])
-            let partials = components.configuration.dataDir + "/uploads"
+            // The store's folder (the file store by default), not the node's own.
+            let partials = components.configuration.dataDir + "/blobs"
             let onDisk = {
                 FileManager.default.enumerator(atPath: partials)?.allObjects.compactMap { $0 as? String }.filter { $0.hasSuffix(".part") } ?? []
             }
@@ -199,7 +200,7 @@ struct UploadsTests {
             #expect(try await tusRequest(client, .head, third, token: token).status == .notFound)
             #expect(try await patch(client, third, token: token, offset: 4, Array("efgh".utf8)).status == .notFound)
             let sweeper = UploadExpiryService(
-                store: UploadStore(database: components.database), partials: components.partialUploads, logger: testLogger)
+                store: UploadStore(database: components.database), blobs: components.blobs, logger: testLogger)
             #expect(try await sweeper.sweep() == 1)
             #expect(onDisk().isEmpty)
         }
@@ -230,10 +231,13 @@ struct UploadsTests {
         }
     }
 
+    /// tuspy against two nodes on one database and one store: `plain` sends chunks of 3 and 7
+    /// MiB to the nodes in turn; `cut` loses its connection to node A mid-PATCH and resumes on
+    /// node B from HEAD's offset. Both end with hashlib's SHA-256.
     @Test(arguments: TestBlobBackend.available)
     func tuspyUploadsFlightsAndResumesAfterACutConnection(backend: TestBlobBackend) async throws {
-        try await withTestApp(.sqlite, mode: .live, configure: try await backend.configure(), runServices: false) { app in
-            let (port, client) = (app.port!, app.client)
+        try await TusAnyNodeTests.withTwoNodes(ObjectStoreFilesTests.sharedEngine, backend, mode: .live) { app, other, _ in
+            let (client, bases) = (app.client, "http://127.0.0.1:\(app.port!),http://127.0.0.1:\(other.port!)")
             let token = try await client.registerAndLogin(email: "tuspy@example.com").tokens.accessToken
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-tus-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -243,7 +247,7 @@ struct UploadsTests {
             let script = directory.appendingPathComponent("tus_client.py").path
             try Data(tusClientScript.utf8).write(to: URL(fileURLWithPath: script))
             for mode in ["plain", "cut"] {
-                let output = try await runProcess("/usr/bin/env", ["python3", script, "http://127.0.0.1:\(port)", token, csv, mode])
+                let output = try await runProcess("/usr/bin/env", ["python3", script, bases, token, csv, mode])
                 let report = try JSONSerialization.jsonObject(with: output) as! [String: Any]
                 let fileId = try #require(report["fileId"] as? String)
                 let file = try await client.json(.get, "/files/\(fileId)", token: token).object
@@ -265,15 +269,18 @@ struct UploadsTests {
     }
 }
 
-/// tuspy (a real tus client). `plain`: uploads the file. `cut`: uploads through a loopback proxy
-/// that drops the connection after 3 MB, waits (bounded) for the server to commit what arrived,
-/// then resumes with tuspy from HEAD's offset. Prints `{fileId, sha256, size, resumedAt}`.
+/// tuspy (a real tus client) against two nodes (`base,other`). `plain`: uploads the file in
+/// chunks of 3 and 7 MiB, to the nodes in turn. `cut`: uploads to the first node through a
+/// loopback proxy that drops the connection after 3 MB, waits (bounded) for the server to commit
+/// what arrived, then resumes with tuspy on the other node from HEAD's offset. Prints
+/// `{fileId, sha256, size, resumedAt}`.
 let tusClientScript = #"""
     import hashlib, json, os, socket, sys, threading, time
     import requests
     from tusclient import client as tus
 
-    base, token, path, mode = sys.argv[1:5]
+    bases, token, path, mode = sys.argv[1:5]
+    base, other = bases.split(",")
     auth = {"Authorization": "Bearer " + token}
     size = os.path.getsize(path)
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
@@ -285,9 +292,18 @@ let tusClientScript = #"""
 
     resumed_at = None
     if mode == "plain":
-        uploader = tus.TusClient(base + "/uploads", headers=auth).uploader(path, chunk_size=4 << 20, metadata=meta)
-        uploader.upload()
-        url = uploader.url
+        first = tus.TusClient(base + "/uploads", headers=auth).uploader(path, chunk_size=3 << 20, metadata=meta)
+        first.upload_chunk()
+        upload_id = first.url.rsplit("/", 1)[1]
+        offset, turn = first.offset, 1
+        while offset < size:
+            node = (base, other)[turn % 2]
+            chunk = (3 << 20, 7 << 20)[turn % 2]
+            uploader = tus.TusClient(node + "/uploads", headers=auth).uploader(path, url=node + "/uploads/" + upload_id, chunk_size=chunk)
+            assert uploader.offset == offset, (uploader.offset, offset)
+            uploader.upload_chunk()
+            offset, turn = uploader.offset, turn + 1
+        url = base + "/uploads/" + upload_id
     else:
         port = int(base.rsplit(":", 1)[1])
         listener = socket.socket()
@@ -336,12 +352,12 @@ let tusClientScript = #"""
         except Exception:
             pass
         listener.close()
-        url = base + "/uploads/" + proxied.url.rsplit("/", 1)[1]
+        url = other + "/uploads/" + proxied.url.rsplit("/", 1)[1]
         # The server commits what arrived once it sees the cut; wait for that, bounded.
         deadline = time.time() + 30
         while int(head(url).headers["Upload-Offset"]) == 0 and time.time() < deadline:
             time.sleep(0.05)
-        uploader = tus.TusClient(base + "/uploads", headers=auth).uploader(path, url=url, chunk_size=4 << 20)
+        uploader = tus.TusClient(other + "/uploads", headers=auth).uploader(path, url=url, chunk_size=4 << 20)
         resumed_at = uploader.offset
         uploader.upload()
 

@@ -259,7 +259,7 @@ struct StorageTests {
     /// within the URL's 2 s (the deadline below only turns a hang into a failure). A value
     /// that is not a whole number is refused.
     @Test func theURLsConnectTimeoutBoundsTheStartUpCheck() async throws {
-        try await withDeadline(.seconds(60), "open with connect_timeout=2") {
+        _ = try await withDeadline(.seconds(60), "open with connect_timeout=2") {
             await #expect(throws: StorageError.self) {
                 _ = try await Database.open(
                     url: "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2", sqlitePath: "", logger: testLogger,

@@ -148,11 +148,11 @@ struct FileStoreTests {
             #expect(try await store.get(id: upload.id, tenantId: other.id) == nil)
             #expect(try await store.get(id: "not-a-uuid", tenantId: tenant.id) == nil)
             #expect(try await store.lease(id: upload.id, tenantId: other.id, offset: 0, token: "t", until: 10, now: 1) == nil)
-            #expect(try await !store.delete(id: upload.id, tenantId: other.id))
+            #expect(try await store.delete(id: upload.id, tenantId: other.id) == nil)
             #expect(try await store.get(id: upload.id, tenantId: tenant.id) == upload)
-            #expect(try await store.delete(id: upload.id, tenantId: tenant.id))
+            #expect(try await store.delete(id: upload.id, tenantId: tenant.id) == upload)
             #expect(try await store.get(id: upload.id, tenantId: tenant.id) == nil)
-            #expect(try await !store.delete(id: upload.id, tenantId: tenant.id))
+            #expect(try await store.delete(id: upload.id, tenantId: tenant.id) == nil)
         }
     }
 

@@ -54,10 +54,10 @@ struct UploadLeaseAndShutdownEndToEndTests {
         // The server holds the lease once it writes the body: its partial file grows (another
         // process's file, so polled).
         try await pollUntil("the PATCH's bytes on disk") {
-            let found = FileManager.default.enumerator(atPath: dataDir + "/uploads")?.allObjects.compactMap { $0 as? String }
+            let found = FileManager.default.enumerator(atPath: dataDir + "/blobs")?.allObjects.compactMap { $0 as? String }
                 .first { $0.hasSuffix(id + ".part") }
             guard let found else { return false }
-            let size = (try? FileManager.default.attributesOfItem(atPath: dataDir + "/uploads/" + found)[.size] as? Int) ?? 0
+            let size = (try? FileManager.default.attributesOfItem(atPath: dataDir + "/blobs/" + found)[.size] as? Int) ?? 0
             return size >= 1 << 20
         }
         await server.kill()
