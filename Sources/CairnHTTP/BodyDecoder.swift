@@ -237,7 +237,15 @@ final class BodyDecodingState {
             }
             return Self.jsonValue(node) as! T
         default:
-            let value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
+            let value: T
+            do {
+                value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
+            } catch DecodingError.dataCorrupted(let context) where context.codingPath.count == path.count {
+                // A `String` enum declared where `JSONEnum` cannot be seen (CairnFormats'
+                // `ColumnType`) lists its values all the same, when it can list them.
+                guard let choices = Self.choices(of: T.self) else { throw DecodingError.dataCorrupted(context) }
+                throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "must be one of: \(choices)"))
+            }
             if T.self is any AllowsUnknownFields.Type, case .object(let object) = node {
                 object.read = Array(repeating: true, count: object.keys.count)
             }
@@ -246,6 +254,16 @@ final class BodyDecodingState {
             }
             return value
         }
+    }
+
+    /// The raw values of a `CaseIterable` `String` enum, comma-separated; nil for other types.
+    static func choices(of type: Any.Type) -> String? {
+        guard let cases = type as? any CaseIterable.Type else { return nil }
+        func names<C: CaseIterable>(_: C.Type) -> [String] {
+            C.allCases.compactMap { ($0 as? any RawRepresentable)?.rawValue as? String }
+        }
+        let list = names(cases)
+        return list.isEmpty ? nil : list.joined(separator: ", ")
     }
 
     /// An integer of `type`: exact, in range.

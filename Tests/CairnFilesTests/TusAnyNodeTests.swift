@@ -16,9 +16,6 @@ import Testing
 /// (a file beside the blobs, or a multipart upload and a tail object on S3), never on a node.
 @Suite("Uploads: tus on any node")
 struct TusAnyNodeTests {
-    static let tus = HTTPField.Name("Tus-Resumable")!
-    static let offsetHeader = HTTPField.Name("Upload-Offset")!
-    static let fileIdHeader = HTTPField.Name("Cairn-File-Id")!
 
     /// Two nodes on one database and one store. On PostgreSQL each node has a data directory of
     /// its own (so nothing a node keeps on disk can help the other); on SQLite they share the
@@ -65,19 +62,10 @@ struct TusAnyNodeTests {
         }
     }
 
-    static func request(
-        _ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, token: String, headers extra: HTTPFields = [:],
-        body: [UInt8]? = nil
-    ) async throws -> TestResponse {
-        var headers: HTTPFields = [.authorization: "Bearer \(token)", tus: "1.0.0"]
-        for field in extra { headers[field.name] = field.value }
-        return try await client.execute(uri: uri, method: method, headers: headers, body: body.map { ByteBuffer(bytes: $0) })
-    }
-
     static func create(_ client: any TestClientProtocol, token: String, length: Int) async throws -> String {
-        let created = try await request(
+        let created = try await tusRequest(
             client, .post, "/uploads", token: token,
-            headers: [HTTPField.Name("Upload-Length")!: String(length), HTTPField.Name("Upload-Metadata")!: "filename ZGF0YS5jc3Y="])
+            headers: [uploadLength: String(length), uploadMetadata: "filename ZGF0YS5jc3Y="])
         #expect(created.status == .created)
         return try #require(created.headers[.location])
     }
@@ -85,9 +73,7 @@ struct TusAnyNodeTests {
     static func patch(_ client: any TestClientProtocol, _ uri: String, token: String, offset: Int, _ bytes: ArraySlice<UInt8>)
         async throws -> TestResponse
     {
-        try await request(
-            client, .patch, uri, token: token,
-            headers: [.contentType: "application/offset+octet-stream", offsetHeader: String(offset)], body: Array(bytes))
+        try await CairnFilesTests.patch(client, uri, token: token, offset: offset, Array(bytes))
     }
 
     /// Deterministic bytes that differ from one offset to the next (a misplaced chunk shows).
@@ -126,15 +112,15 @@ struct TusAnyNodeTests {
             var offset = 0
             for (index, size) in sizes.enumerated() {
                 let node = index.isMultiple(of: 2) ? b : a
-                let head = try await Self.request(node.client, .head, location, token: token)
-                #expect(head.headers[Self.offsetHeader] == String(offset), "HEAD on either node says the committed offset")
+                let head = try await tusRequest(node.client, .head, location, token: token)
+                #expect(head.headers[uploadOffset] == String(offset), "HEAD on either node says the committed offset")
                 let answer = try await Self.patch(node.client, location, token: token, offset: offset, content[offset..<offset + size])
                 #expect(answer.status == .noContent, "chunk \(index): \(answer.text)")
                 offset += size
-                #expect(answer.headers[Self.offsetHeader] == String(offset))
+                #expect(answer.headers[uploadOffset] == String(offset))
             }
-            let head = try await Self.request(a.client, .head, location, token: token)
-            let fileId = try #require(head.headers[Self.fileIdHeader])
+            let head = try await tusRequest(a.client, .head, location, token: token)
+            let fileId = try #require(head.headers[fileIdHeader])
             let file = try await b.client.json(.get, "/files/\(fileId)", token: token).object
             #expect(file["sha256"] as? String == SigV4Signer.hex(SHA256.hash(data: content)))
             #expect(file["size"] as? Int == content.count)
@@ -159,9 +145,9 @@ struct TusAnyNodeTests {
             let sweeper = OrphanSweeper(database: b.database, blobs: b.components.blobs, graceSeconds: 0, logger: testLogger)
             try await sweeper.sweep(now: WallClock.milliseconds() + 60_000)
             #expect(try await Self.leftovers(store) == inStore, "the orphan sweeper leaves an upload in progress alone")
-            #expect(try await Self.request(b.client, .delete, location, token: token).status == .noContent)
+            #expect(try await tusRequest(b.client, .delete, location, token: token).status == .noContent)
             #expect(try await Self.leftovers(store).isEmpty, "termination removes every part, whichever node wrote it")
-            #expect(try await Self.request(a.client, .head, location, token: token).status == .notFound)
+            #expect(try await tusRequest(a.client, .head, location, token: token).status == .notFound)
         }
     }
 

@@ -43,6 +43,8 @@ private func raw(
 private struct Sample: Decodable, Equatable {
     enum Format: String, JSONEnum { case csv, json, ndjson }
     enum Plain: String, Decodable { case a, b }
+    /// A `String` enum from a module that cannot see `JSONEnum` (as `ColumnType` in CairnFormats).
+    enum Listed: String, Decodable, CaseIterable { case integer, real, text }
     struct Inner: Decodable, Equatable {
         var size: Int
         var label: String?
@@ -53,6 +55,7 @@ private struct Sample: Decodable, Equatable {
     var ratio: Double?
     var format: Format?
     var plain: Plain?
+    var listed: Listed?
     var inner: Inner?
     var list: [Int]?
     var payload: JSONValue?
@@ -191,6 +194,9 @@ struct RequestBodyDecodingTests {
         let plain = try problem(Sample.self, #"{"name":"n","priceMinor":1,"plain":"c"}"#)
         #expect(plain.errors.map(\.field) == ["plain"])
         #expect(!plain.errors.contains { $0.issue.contains("Cannot initialize") || $0.issue.contains("Plain") })
+        // A String enum that is CaseIterable lists its values too, though it is not a JSONEnum.
+        let listed = try problem(Sample.self, #"{"name":"n","priceMinor":1,"listed":"float"}"#)
+        #expect(listed.errors == [FieldIssue(field: "listed", issue: "must be one of: integer, real, text")])
     }
 
     @Test func everyFieldErrorIsInOneAnswer() throws {
