@@ -99,6 +99,12 @@ TOKEN="$(printf '%s' "$LOGIN" | json_field accessToken)"
 #                            password, backwards cron ranges such as `5-1`, time-zone names
 #                            that the server's zone list lacks);
 #   object_level_authorization needs a second tenant's credentials configured.
+# And for one operation: GET /files/{id}/content answers the stored bytes as they were uploaded,
+# labelled with the file's allow-listed type (application/json for a file sent as JSON), and
+# files are parsed when used, not when stored; so a fuzzed upload of random bytes as JSON comes
+# back as bytes that no JSON parser reads, which response_schema_conformance reports as a
+# deserialization error (ST110). The contract declares the body as binary (`*/*`); the headers
+# and status codes of that operation are still checked.
 cat >"$WORK/schemathesis.toml" <<'TOML'
 [checks]
 enabled = false
@@ -113,6 +119,10 @@ allow_header_conformance.enabled = true
 ignored_auth.enabled = true
 use_after_free.enabled = true
 ensure_resource_availability.enabled = true
+
+[[operations]]
+include-path = "/files/{id}/content"
+checks.response_schema_conformance.enabled = false
 TOML
 
 # POST /jobs honours Idempotency-Key: a key sent again with the same body replays the first
