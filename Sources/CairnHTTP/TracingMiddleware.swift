@@ -30,17 +30,21 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
         guard span.isRecording else {
             return try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await next(request, context) }
         }
-        span.attributes["http.request.method"] = request.method.rawValue
-        span.attributes["url.path"] = request.uri.path
-        span.attributes["url.scheme"] = "http"
-        if let query = request.uri.query, !query.isEmpty {
-            let redacted = RequestLogMiddleware<Context>.redacted(path: "", query: query)
-            span.attributes["url.query"] = String(redacted.dropFirst())
+        // One update: each attribute set on its own takes the span's lock and copies the
+        // attribute dictionary.
+        span.updateAttributes { attributes in
+            attributes["http.request.method"] = request.method.rawValue
+            attributes["url.path"] = request.uri.path
+            attributes["url.scheme"] = "http"
+            if let query = request.uri.query, !query.isEmpty {
+                let redacted = RequestLogMiddleware<Context>.redacted(path: "", query: query)
+                attributes["url.query"] = String(redacted.dropFirst())
+            }
+            if let agent = request.headers[.userAgent] { attributes["user_agent.original"] = agent }
+            if let context = context as? CairnRequestContext { attributes["client.address"] = context.clientAddress }
         }
-        if let agent = request.headers[.userAgent] { span.attributes["user_agent.original"] = agent }
-        if let context = context as? CairnRequestContext { span.attributes["client.address"] = context.clientAddress }
         do {
-            let response = try await ServiceContext.$current.withValue(span.context) { try await next(request, context) }
+            let response = try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await next(request, context) }
             finish(span, status: Int(response.status.code), route: context.endpointPath, method: request.method)
             return response
         } catch {
@@ -52,11 +56,11 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
     }
 
     private func finish(_ span: any Span, status: Int, route: String?, method: HTTPRequest.Method) {
-        if let route {
-            span.operationName = "\(method.rawValue) \(route)"
-            span.attributes["http.route"] = route
+        if let route { span.operationName = "\(method.rawValue) \(route)" }
+        span.updateAttributes { attributes in
+            if let route { attributes["http.route"] = route }
+            attributes["http.response.status_code"] = status
         }
-        span.attributes["http.response.status_code"] = status
         // Server spans are errors for 5xx only (OpenTelemetry HTTP conventions): a 4xx is the
         // client's mistake.
         if status >= 500 { span.setStatus(.init(code: .error)) }

@@ -174,7 +174,7 @@ extension Database {
         _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
         let system = dialect == .postgres ? "postgresql" : "sqlite"
-        return try await TracedSQLDatabase.withStatementSpan(TracedSQLDatabase.describe(sql), system: system) {
+        return try await TracedSQLDatabase.withStatementSpan(TraceContext.statementName(sql), system: system) {
             try await self.withNativeReader(
                 postgres: { connection in
                     var results: [R] = []

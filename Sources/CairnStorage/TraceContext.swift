@@ -48,18 +48,37 @@ package enum TraceContext {
         context[SampledOutKey.self] ?? false
     }
 
+    /// The span whose work runs in a context made by ``context(for:)``, when it records.
+    /// Kept in the context itself because the tracer's own lookup (`activeSpan(identifiedBy:)`)
+    /// takes one process-wide lock and hashes the span context, on every statement.
+    private enum RecordingSpanKey: ServiceContextKey {
+        typealias Value = any Span
+    }
+
     /// The context to run a span's work in: `span.context`, marked sampled-out when the span
-    /// does not record.
+    /// does not record, and naming the span when it does (see ``currentSpan``).
     package static func context(for span: any Span) -> ServiceContext {
         var context = span.context
-        if !span.isRecording { context[SampledOutKey.self] = true }
+        if span.isRecording {
+            context[RecordingSpanKey.self] = span
+        } else {
+            context[SampledOutKey.self] = true
+        }
         return context
     }
 
-    /// The recording span of the current task, when tracing is on and one is active.
+    /// The recording span of the current task, when tracing is on and one is active: the
+    /// innermost span Cairn made (request, job attempt, statement…) that has not ended. Work
+    /// that outlives its span (a stream after its request's handler) has none.
     package static var currentSpan: (any Span)? {
-        guard let tracer, let context = ServiceContext.current, !isSampledOut(context) else { return nil }
-        return tracer.activeSpan(identifiedBy: context)
+        guard isEnabled, let context = ServiceContext.current else { return nil }
+        return activeSpan(in: context)
+    }
+
+    /// The span ``context(for:)`` put in `context`, while it records (not ended).
+    package static func activeSpan(in context: ServiceContext) -> (any Span)? {
+        guard let span = context[RecordingSpanKey.self], span.isRecording else { return nil }
+        return span
     }
 
     /// Runs `body` in a new span named `operationName`, a child of `context` (default: the
@@ -124,6 +143,67 @@ package enum TraceContext {
 }
 
 /// Writes propagation headers into a `[String: String]` (lower-case names, as W3C sends them).
+extension TraceContext {
+    /// The operation (first keyword, upper-cased) and the plain table name a statement works
+    /// on, read from its text without parsing it. Words are separated by white space, `(` and
+    /// `,`; only the words up to the table are read (a span's name must not cost a pass over a
+    /// long statement).
+    package static func statementName(_ sql: String) -> (operation: String, collection: String?) {
+        var words = Words(sql)
+        guard let first = words.next() else { return ("SQL", nil) }
+        let operation = first.uppercased()
+        let marker: String? =
+            switch operation {
+            case "SELECT", "DELETE": "FROM"
+            case "INSERT": "INTO"
+            case "UPDATE": "UPDATE"
+            default: nil
+            }
+        guard let marker else { return (operation, nil) }
+        var found = operation == marker
+        while !found, let word = words.next() {
+            found = word.utf8.elementsEqual(marker.utf8) { ($0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0) == $1 }
+        }
+        // `FROM (SELECT …)` reads from a subquery, not a table.
+        guard found, !words.opensParenthesis(), let word = words.next() else { return (operation, nil) }
+        let table = word.trimmingCharacters(in: CharacterSet(charactersIn: "\"`"))
+        guard !table.isEmpty, table.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else { return (operation, nil) }
+        return (operation, table)
+    }
+
+    /// The words of a statement, one at a time.
+    private struct Words {
+        let text: String
+        var position: String.Index
+
+        init(_ text: String) {
+            self.text = text
+            self.position = text.utf8.startIndex
+        }
+
+        private static func isSeparator(_ byte: UInt8) -> Bool {
+            byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 || byte == 0x28 || byte == 0x2C
+        }
+
+        /// Whether the next character that is not white space is `(`.
+        func opensParenthesis() -> Bool {
+            let bytes = text.utf8
+            var index = position
+            while index < bytes.endIndex, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[index]) { bytes.formIndex(after: &index) }
+            return index < bytes.endIndex && bytes[index] == 0x28
+        }
+
+        mutating func next() -> Substring? {
+            let bytes = text.utf8
+            while position < bytes.endIndex, Self.isSeparator(bytes[position]) { bytes.formIndex(after: &position) }
+            guard position < bytes.endIndex else { return nil }
+            let start = position
+            while position < bytes.endIndex, !Self.isSeparator(bytes[position]) { bytes.formIndex(after: &position) }
+            return text[start..<position]
+        }
+    }
+}
+
 package struct DictionaryInjector: Injector {
     /// Creates the injector.
     package init() {}

@@ -26,57 +26,39 @@ final class TracedSQLDatabase: SQLDatabaseWrapper {
             {
                 var serializer = SQLSerializer(database: base)
                 query.serialize(to: &serializer)
-                return Self.describe(serializer.sql)
+                return TraceContext.statementName(serializer.sql)
             }(), system: system
         ) { try await base.execute(sql: query, onRow) }
     }
 
-    /// Runs one statement's `body` in a client span named by `statement` (see `describe`), when
+    /// Runs one statement's `body` in a client span named by `statement` (see `TraceContext.statementName`), when
     /// a recording span is active; else runs it untraced. `statement` is only worked out for a
     /// span that records: serialising and reading the SQL costs more than the statement's
     /// bookkeeping on a hot read.
     static func withStatementSpan<R>(
         _ statement: @autoclosure () -> (operation: String, collection: String?), system: String, _ body: () async throws -> R
     ) async throws -> R {
-        guard let tracer = TraceContext.tracer, let parent = ServiceContext.current, !TraceContext.isSampledOut(parent),
-            tracer.activeSpan(identifiedBy: parent) != nil
-        else {
+        guard let tracer = TraceContext.tracer, let parent = ServiceContext.current, TraceContext.activeSpan(in: parent) != nil else {
             return try await body()
         }
         let (operation, collection) = statement()
         let span: any Span = tracer.startSpan(collection.map { "\(operation) \($0)" } ?? operation, context: parent, ofKind: .client)
         defer { span.end() }
-        span.attributes["db.system.name"] = system
-        span.attributes["db.system"] = system
-        span.attributes["db.operation.name"] = operation
-        if let collection { span.attributes["db.collection.name"] = collection }
+        // One update: each attribute set on its own takes the span's lock and copies the
+        // attribute dictionary.
+        span.updateAttributes { attributes in
+            attributes["db.system.name"] = system
+            attributes["db.system"] = system
+            attributes["db.operation.name"] = operation
+            if let collection { attributes["db.collection.name"] = collection }
+        }
         do {
-            return try await ServiceContext.$current.withValue(span.context) { try await body() }
+            return try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await body() }
         } catch {
             span.recordError(error)
             span.setStatus(.init(code: .error))
             throw error
         }
-    }
-
-    /// The operation (first keyword, upper-cased) and the plain table name a statement works
-    /// on, read from its text without parsing it.
-    static func describe(_ sql: String) -> (operation: String, collection: String?) {
-        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "(" || $0 == "," })
-        let operation = words.first.map { $0.uppercased() } ?? "SQL"
-        let marker: String? =
-            switch operation {
-            case "SELECT", "DELETE": "FROM"
-            case "INSERT": "INTO"
-            case "UPDATE": "UPDATE"
-            default: nil
-            }
-        guard let marker, let index = words.firstIndex(where: { $0.uppercased() == marker }), index + 1 < words.count else {
-            return (operation, nil)
-        }
-        let table = words[index + 1].trimmingCharacters(in: CharacterSet(charactersIn: "\"`"))
-        guard !table.isEmpty, table.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else { return (operation, nil) }
-        return (operation, table)
     }
 }
 
