@@ -298,6 +298,24 @@ struct PaginationTests {
         if !key.isEmpty { #expect(!cursor.contains(key)) }
     }
 
+    /// RFC 4648 §10's vectors, in the URL-safe alphabet of §5 without padding, and the two
+    /// letters that differ from standard base64 (`+/` → `-_`).
+    @Test(arguments: [
+        ("", ""), ("f", "Zg"), ("fo", "Zm8"), ("foo", "Zm9v"), ("foob", "Zm9vYg"), ("fooba", "Zm9vYmE"), ("foobar", "Zm9vYmFy"),
+    ])
+    func base64URLFollowsRFC4648(text: String, encoded: String) {
+        #expect(Base64URL.encode(Array(text.utf8)) == encoded)
+        #expect(Base64URL.decode(encoded) == Array(text.utf8))
+    }
+
+    @Test func base64URLUsesTheURLSafeLetters() {
+        #expect(Base64URL.encode([0xFB, 0xFF, 0xBF]) == "-_-_")
+        #expect(Base64URL.encode([0xFB, 0xFF]) == "-_8")
+        #expect(Base64URL.decode("-_8") == [0xFB, 0xFF])
+        #expect(Base64URL.decode("+/8") == nil)
+        #expect(Base64URL.decode("Zg==") == nil)
+    }
+
     @Test func garbageCursorsDecodeToNil() {
         #expect(Cursor.decode("!!!not base64!!!") == nil)
         #expect(Cursor.decode("abc def") == nil)
