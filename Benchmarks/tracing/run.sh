@@ -9,7 +9,7 @@
 #
 #   DURATION=15     seconds per wrk run (--quick: 3)
 #   CONNECTIONS=32  wrk connections (2 wrk threads)
-#   ROUNDS=2        times the three modes are measured, interleaved (the best of each is shown)
+#   ROUNDS=3        times the three modes are measured, interleaved (the median of each is shown)
 #   CAIRN_BIN=...   the cairn binary (default: the release build, built if needed)
 #
 # Everything listens on 127.0.0.1; what is started here is stopped and removed on exit.
@@ -18,7 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-32}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 BUILD=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -108,12 +108,19 @@ measure() {
   done
   # warm-up, then the measured run
   wrk -t2 -c"$CONNECTIONS" -d1 -H "authorization: Bearer $token" "$base/tasks?limit=20" >/dev/null
+  # The server's CPU time (user + system, clock ticks) over the measured run: a figure per
+  # request that depends less on what else the machine runs than requests per second do.
+  local ticks0 ticks1
+  ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $token" "$base/tasks?limit=20" >"$work/wrk-$mode-$2.txt"
+  ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  local rps p99
+  local rps p99 requests cpu
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-$mode-$2.txt")
+  requests=$(awk '/requests in/ {print $1}' "$work/wrk-$mode-$2.txt")
+  cpu=$(python3 -c "print(($ticks1 - $ticks0) * 1e6 / $(getconf CLK_TCK) / $requests)")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' "$work/wrk-$mode-$2.txt")
-  echo "$mode $rps $p99" >>"$work/results"
+  echo "$mode $rps $p99 $cpu" >>"$work/results"
 }
 
 echo "GET /tasks?limit=20, SQLite, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS round(s); binary $CAIRN_BIN"
@@ -122,18 +129,20 @@ for round in $(seq "$ROUNDS"); do
 done
 
 python3 - "$work/results" <<'PY'
-import sys
-best = {}
+import statistics, sys
+runs = {}
 for line in open(sys.argv[1]):
-    mode, rps, p99 = line.split()
-    rps, p99 = float(rps), float(p99)
-    if mode not in best or rps > best[mode][0]:
-        best[mode] = (rps, p99)
-off = best["off"]
-print(f"{'tracing':<14}{'req/s':>12}{'p99 ms':>10}{'req/s vs off':>15}{'p99 vs off':>13}")
+    mode, rps, p99, cpu = line.split()
+    runs.setdefault(mode, []).append((float(rps), float(p99), float(cpu)))
 for mode, label in (("off", "off"), ("100", "on, 100 %"), ("10", "on, 10 %")):
-    rps, p99 = best[mode]
-    print(f"{label:<14}{rps:>12.0f}{p99:>10.2f}{rps / off[0]:>15.3f}{p99 / off[1]:>13.3f}")
-overhead = 1 - best["10"][0] / off[0]
-print(f"overhead at 10 %: {overhead * 100:.1f} % of req/s (goal: under 5 %)")
+    print(f"{label:<14} req/s " + "  ".join(f"{r[0]:.0f}" for r in runs[mode]) + "   CPU µs/req " + "  ".join(f"{r[2]:.0f}" for r in runs[mode]))
+median = {mode: tuple(statistics.median(r[i] for r in rows) for i in range(3)) for mode, rows in runs.items()}
+off = median["off"]
+print(f"medians over {len(runs['off'])} round(s):")
+print(f"{'tracing':<14}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'req/s vs off':>14}{'p99 vs off':>12}{'CPU vs off':>12}")
+for mode, label in (("off", "off"), ("100", "on, 100 %"), ("10", "on, 10 %")):
+    rps, p99, cpu = median[mode]
+    print(f"{label:<14}{rps:>10.0f}{p99:>9.2f}{cpu:>12.0f}{rps / off[0]:>14.3f}{p99 / off[1]:>12.3f}{cpu / off[2]:>12.3f}")
+overhead = 1 - median["10"][0] / off[0]
+print(f"overhead at 10 %: {overhead * 100:.1f} % of req/s, {(median['10'][2] / off[2] - 1) * 100:.1f} % of server CPU per request (goal: under 5 %)")
 PY
