@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Upload and download MB/s of one file through Cairn on the file store and on the S3 store
-# (moto's server on loopback), in one run, with the node's peak RSS (VmHWM) in each; and the
+# (moto's server on loopback), and a filter-and-aggregate pipeline run over it, in one run, with
+# the node's peak RSS (VmHWM) in each; and the
 # same bytes put to and got from moto directly with boto3 (multipart, 8 MiB parts), which is what
 # the loopback S3 server itself costs. A measuring tool: no thresholds.
 #
@@ -27,7 +28,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 now() { date +%s.%N; }
 rate() { python3 -c "import sys; print(f'{$SIZE_MB / ($2 - $1):.1f}')" "$@"; }
 
-head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom > "$work/data.bin"
+# The file: copies of flights.csv (real data, ../shared/data) to at least SIZE_MB, so the same upload
+# also feeds the pipeline run.
+data_dir=${CAIRN_SHARED_DATA:-$(cd .. && pwd)/shared/data}
+gzip -dc "$data_dir/flights.csv.gz" > "$work/flights.csv"
+copies=$(( (SIZE_MB * 1024 * 1024 + $(stat -c %s "$work/flights.csv") - 1) / $(stat -c %s "$work/flights.csv") ))
+{ cat "$work/flights.csv"; for _ in $(seq $((copies - 1))); do tail -n +2 "$work/flights.csv"; done; } > "$work/data.bin"
+rm -f "$work/flights.csv"
+SIZE_MB=$(python3 -c "import os; print(round(os.path.getsize('$work/data.bin') / 1048576))")
+sql="SELECT carrier, count(*) AS flights, avg(arr_delay) AS mean_arr_delay FROM input WHERE origin = 'JFK' AND dep_delay > 15 GROUP BY carrier ORDER BY carrier"
 moto_port=$(free_port)
 python3 -m moto.server -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 &
 pids+=($!)
@@ -72,8 +81,25 @@ run_node() { # $1 label, $2 blob url
   t2=$(now)
   cmp -s "$work/data.bin" "$data/down.bin" || echo "  ($1: the download differs!)"
   rm -f "$data/down.bin"
+  # The pipeline end to end: from POST /pipelines/{id}/runs to the job's success (input read
+  # from the store, output written to it).
+  local pipeline job state t3 t4
+  pipeline=$(python3 -c 'import json,sys; print(json.dumps({"name":"bench","input":{"format":"csv"},"sql":sys.argv[1],"output":{"format":"csv"}}))' "$sql" \
+    | curl -s --noproxy '*' -H "Authorization: Bearer $token" -H 'Content-Type: application/json' --data-binary @- "http://127.0.0.1:$port/pipelines" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  t3=$(now)
+  job=$(curl -s --noproxy '*' -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "{\"fileId\":\"$id\"}" \
+    "http://127.0.0.1:$port/pipelines/$pipeline/runs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  while :; do
+    state=$(curl -s --noproxy '*' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/jobs/$job" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+    case $state in succeeded | discarded | cancelled) break ;; esac
+    sleep 0.05
+  done
+  t4=$(now)
+  [ "$state" = succeeded ] || echo "  ($1: the pipeline run ended $state)"
   hwm=$(awk '/VmHWM/ {print $2 / 1024}' "/proc/$pid/status")
-  printf '%-23s upload %7s MB/s   download %7s MB/s   peak RSS %6.0f MiB\n' "$1" "$(rate "$t0" "$t1")" "$(rate "$t1" "$t2")" "$hwm"
+  printf '%-23s upload %7s MB/s   download %7s MB/s   pipeline %6.1f s   node peak RSS %6.0f MiB\n' "$1" "$(rate "$t0" "$t1")" "$(rate "$t1" "$t2")" \
+    "$(python3 -c "print($t4 - $t3)")" "$hwm"
   kill -TERM "$pid"; wait "$pid" || true
 }
 echo "Cairn, $SIZE_MB MiB, $CAIRN_BIN"
