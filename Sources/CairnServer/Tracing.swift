@@ -55,17 +55,40 @@ package enum TracingBootstrap {
         configuration.traces.batchSpanProcessor.exportTimeout = .seconds(3)
         configuration.diagnosticLogger = .custom(logger)
         configuration.diagnosticLogLevel = .warning
-        let (tracer, service) = try OTel.makeTracingBackend(configuration: configuration)
+        let (otelTracer, service) = try OTel.makeTracingBackend(configuration: configuration)
+        let tracer = BatchedEndTracer(otelTracer)
         InstrumentationSystem.bootstrap(tracer)
         TraceContext.markEnabled(tracer: tracer)
         logger.info("tracing on", metadata: ["exporter": "otlp/http"])
-        return BoundedShutdown(service, bound: .seconds(5))
+        return BoundedShutdown(TracingService(exporter: service, tracer: tracer), bound: .seconds(5))
     }
 
     /// The log metadata of the current span: `trace_id`, `span_id` (lower-case hex, as W3C
     /// Trace Context writes them) and `trace_flags`, when a span is active; nothing otherwise.
     package static var logMetadataProvider: Logger.MetadataProvider {
         OTel.makeLoggingMetadataProvider()
+    }
+}
+
+/// swift-otel's exporting service with the batched hand-over of span ends beside it. At
+/// graceful shutdown the waiting ends are handed over first (this handler is registered before
+/// the exporter's own), so the exporter's final flush sends them.
+struct TracingService<Tracer: Tracing.Tracer>: Service {
+    let exporter: any Service
+    let tracer: BatchedEndTracer<Tracer>
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await exporter.run() }
+                group.addTask { await tracer.handOverEndsPeriodically() }
+                // The exporter ends at shutdown; the hand-over loop only when cancelled.
+                _ = try await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            tracer.handOverEnds(finally: true)
+        }
     }
 }
 

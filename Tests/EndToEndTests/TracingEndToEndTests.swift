@@ -234,6 +234,28 @@ struct TracingEndToEndTests {
         #expect(try await nodeB.stop() == 0)
     }
 
+    /// Span ends are handed to the exporter in batches (`BatchedEndTracer`); those still
+    /// waiting when SIGTERM comes are exported by the final flush. The export delay is a minute,
+    /// so only the flush at shutdown can send them.
+    @Test func spansEndedJustBeforeShutdownAreExported() async throws {
+        let receiver = try await Self.startReceiver()
+        defer { receiver.child.signal(SIGKILL) }
+        let server = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(),
+            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "60000"])
+        let traceId = Self.hex(16)
+        let traced = try await curl(
+            "GET", "\(server.baseURL)/health/live", headers: ["traceparent": "00-\(traceId)-\(Self.hex(8))-01"])
+        #expect(traced.status == 200)
+        server.child.signal(SIGTERM)
+        let status = await server.child.waitForExit(timeout: .seconds(20))
+        if status == nil { server.child.signal(SIGKILL) }
+        #expect(status == 0)
+        _ = await receiver.output.wait(timeout: .seconds(10)) { text, _ in text.contains(traceId) }
+        let spans = receiver.spans.filter { $0["traceId"] as? String == traceId }
+        #expect(spans.map { $0["name"] as? String } == ["GET /health/live"], "spans of the trace: \(spans)")
+    }
+
     /// A collector that accepts connections and never answers neither slows requests down nor
     /// holds the node's exit: SIGTERM ends it within 10 s (the exporter is stopped 5 s after the
     /// shutdown signal at the latest; without the bounds it retries for 30 s).
