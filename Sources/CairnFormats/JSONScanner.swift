@@ -286,9 +286,8 @@ package struct JSONScanner {
     }
 
     /// The string whose opening quote is at `position`, escapes decoded. Refuses raw control
-    /// characters, bad escapes, invalid UTF-8 and (unless replaced) lone surrogates; when a
-    /// string breaks more than one rule, the first bad escape or control character wins over
-    /// bad UTF-8.
+    /// characters, bad escapes, invalid UTF-8 and (unless replaced) lone surrogates; which one
+    /// a string that breaks several reports is ``StringFaults``'.
     package mutating func string() throws(JSONScanError) -> String {
         let open = position
         position += 1
@@ -299,8 +298,7 @@ package struct JSONScanner {
             if byte == UInt8(ascii: "\"") {
                 let raw = UnsafeBufferPointer(rebasing: bytes[start..<position])
                 position += 1
-                guard let text = String(validating: raw, as: UTF8.self) else { throw invalidUTF8(start..<(position - 1)) }
-                return text
+                return try Self.text(raw, at: start)
             }
             if byte == UInt8(ascii: "\\") { break }
             if byte < 0x20 { throw JSONScanError(.controlCharacter, at: position) }
@@ -313,8 +311,12 @@ package struct JSONScanner {
             switch byte {
             case UInt8(ascii: "\""):
                 position += 1
-                guard let text = String(validating: utf8, as: UTF8.self) else { throw invalidUTF8(start..<(position - 1)) }
-                return text
+                // Escapes are ASCII: they never make or mend invalid UTF-8, so the bytes as
+                // written are checked, for the offset of a bad one.
+                guard UTF8Validation.firstInvalidByte(UnsafeBufferPointer(rebasing: bytes[start..<(position - 1)])) == nil else {
+                    throw invalidUTF8(start..<(position - 1))
+                }
+                return String(decoding: utf8, as: UTF8.self)
             case UInt8(ascii: "\\"):
                 let backslash = position
                 position += 1
@@ -405,8 +407,17 @@ package struct JSONScanner {
         return value
     }
 
-    /// The error for a string whose bytes in `content` (escapes included: they are ASCII, so
-    /// they never make or mend invalid UTF-8) are not UTF-8: at the first bad byte.
+    /// The string of `raw`, a string's content without escapes starting at `offset`.
+    /// (`String(validating:as:)` would check it in one pass but, generic and unspecialized, it
+    /// costs more than the two here.)
+    @inline(__always)
+    private static func text(_ raw: UnsafeBufferPointer<UInt8>, at offset: Int) throws(JSONScanError) -> String {
+        if let bad = UTF8Validation.firstInvalidByte(raw) { throw JSONScanError(.invalidUTF8, at: offset + bad, tokenStart: offset) }
+        return String(decoding: raw, as: UTF8.self)
+    }
+
+    /// The error for a string whose bytes in `content` (escapes included) are not UTF-8: at
+    /// the first bad byte.
     private func invalidUTF8(_ content: Range<Int>) -> JSONScanError {
         let bad = UTF8Validation.firstInvalidByte(UnsafeBufferPointer(rebasing: bytes[content])) ?? 0
         return JSONScanError(.invalidUTF8, at: content.lowerBound + bad, tokenStart: content.lowerBound)
