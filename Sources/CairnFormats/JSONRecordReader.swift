@@ -109,12 +109,13 @@ package final class JSONRecordReader: BufferedInput {
         let recordRow = row + 1
         let start = bytesConsumed
         let length = try elementLength(row: recordRow)
-        var parser = Parser(options: options, row: recordRow, base: start)
-        let fields = try buffer.withUnsafeBufferPointer { bytes in
-            try parser.record(UnsafeBufferPointer(rebasing: bytes[position..<(position + length)]))
+        let (fields, repeated) = try buffer.withUnsafeBufferPointer { bytes in
+            var parser = Parser(
+                options: options, row: recordRow, base: start, bytes: UnsafeBufferPointer(rebasing: bytes[position..<(position + length)]))
+            return (try parser.record(), parser.repeated)
         }
         position += length
-        repeatedName = parser.repeated
+        repeatedName = repeated
         if options.layout == .lines { try checkLineEnd(row: recordRow, recordLength: length) }
         row += 1
         return fields
@@ -263,103 +264,101 @@ package final class JSONRecordReader: BufferedInput {
 }
 
 /// A recursive-descent JSON parser (RFC 8259) over one record's bytes.
+/// One record's fields, read from its bytes with ``JSONScanner``: nested objects flattened
+/// (or kept as JSON text), arrays kept as JSON text.
 private struct Parser {
     let options: JSONOptions
     let row: Int
     let base: Int64
-    var i = 0
+    var scanner: JSONScanner
     /// UTF-8 bytes of the record's field names so far.
     var nameBytes = 0
     /// The first name the record repeated, if any.
     var repeated: String?
 
-    init(options: JSONOptions, row: Int, base: Int64) {
+    init(options: JSONOptions, row: Int, base: Int64, bytes: UnsafeBufferPointer<UInt8>) {
         self.options = options
         self.row = row
         self.base = base
+        // A lone surrogate becomes U+FFFD: a record of a file is kept rather than refused for it.
+        self.scanner = JSONScanner(bytes, loneSurrogates: .replace, stringFaults: .wholeStringFirst)
     }
 
     func fail(_ message: String, _ at: Int) -> IngestError {
         IngestError(.malformed, message, row: row, byteOffset: base + Int64(at))
     }
 
-    mutating func record(_ b: UnsafeBufferPointer<UInt8>) throws -> [(name: String, value: FieldValue)] {
-        skipSpace(b)
-        guard i < b.count, b[i] == 0x7B else { throw fail("the record is not a JSON object", i) }
+    /// The record's fields in document order (a repeated name keeps its last value).
+    /// - Throws: `IngestError` naming the row and byte.
+    mutating func record() throws -> [(name: String, value: FieldValue)] {
         var fields: [(name: String, value: FieldValue)] = []
-        var index: [String: Int] = [:]
-        try object(b, prefix: "", into: &fields, index: &index)
-        skipSpace(b)
-        guard i == b.count else { throw fail("unexpected text after the record", i) }
+        do {
+            scanner.skipWhitespace()
+            guard !scanner.atEnd, scanner.current == UInt8(ascii: "{") else { throw fail("the record is not a JSON object", scanner.position) }
+            var index: [String: Int] = [:]
+            try object(prefix: "", into: &fields, index: &index)
+            scanner.skipWhitespace()
+            guard scanner.atEnd else { throw fail("unexpected text after the record", scanner.position) }
+        } catch let error as JSONScanError {
+            throw ingestError(error)
+        }
         return fields
     }
 
-    mutating func skipSpace(_ b: UnsafeBufferPointer<UInt8>) {
-        while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 }
+    /// The scanner's error in the words (and at the byte) records have always been refused with.
+    func ingestError(_ error: JSONScanError) -> IngestError {
+        if error.reason == .invalidUTF8 {
+            return IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(error.offset))
+        }
+        let (message, offset): (String, Int) =
+            switch error.reason {
+            case .unexpectedEnd: ("the record is cut short", error.offset)
+            case .invalidValue: ("invalid value", error.tokenStart)
+            case .invalidLiteral: ("invalid literal", error.tokenStart)
+            case .invalidNumber: ("invalid number", error.tokenStart)
+            case .unclosedString: ("a string is never closed", error.tokenStart)
+            case .controlCharacter: ("a control character inside a string", error.offset)
+            case .invalidEscape: ("invalid escape", error.tokenStart)
+            case .invalidUnicodeEscape, .loneSurrogate: ("invalid \\u escape", error.tokenStart)
+            case .invalidUTF8: ("the text is not valid UTF-8", error.offset)  // above
+            case .expectedName: ("expected a member name", error.offset)
+            case .expectedColon: ("expected :", error.offset)
+            case .expectedCommaOrBrace: ("expected , or }", error.offset)
+            case .expectedCommaOrBracket: ("expected , or ]", error.offset)
+            }
+        return fail(message, offset)
     }
 
-    /// Reads an object at `i` into flattened fields.
-    mutating func object(
-        _ b: UnsafeBufferPointer<UInt8>, prefix: String, into fields: inout [(name: String, value: FieldValue)], index: inout [String: Int]
-    ) throws {
-        let open = i
-        if try opensEmpty(b, closing: 0x7D) {
+    /// Reads the object at the scanner into flattened fields.
+    mutating func object(prefix: String, into fields: inout [(name: String, value: FieldValue)], index: inout [String: Int]) throws {
+        let open = scanner.position
+        if scanner.enter(closing: UInt8(ascii: "}")) {
             if !prefix.isEmpty { try set(String(prefix.dropLast()), .json("{}"), &fields, &index, at: open) }
             return
         }
         repeat {
-            let key = try memberName(b)
-            skipSpace(b)
-            guard i < b.count else { throw fail("the record is cut short", i) }
-            if b[i] == 0x7B && options.flatten {
-                try object(b, prefix: prefix + key + ".", into: &fields, index: &index)
-            } else if b[i] == 0x7B || b[i] == 0x5B {
-                let start = i
-                try skipValue(b)
-                try set(prefix + key, .json(try compact(b, start..<i)), &fields, &index, at: start)
-            } else {
-                let start = i
-                try set(prefix + key, try scalar(b), &fields, &index, at: start)
+            let key = try scanner.memberName()
+            try scanner.colon()
+            guard !scanner.atEnd else { throw JSONScanError(.unexpectedEnd, at: scanner.position) }
+            let start = scanner.position
+            switch scanner.current {
+            case UInt8(ascii: "{") where options.flatten:
+                try object(prefix: prefix + key + ".", into: &fields, index: &index)
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                try scanner.skipValue()
+                try set(prefix + key, .json(compact(start..<scanner.position)), &fields, &index, at: start)
+            default:
+                let value: FieldValue =
+                    switch try scanner.scalar() {
+                    case .null: .null
+                    case .bool(let flag): .bool(flag)
+                    case .number(.integer(let number)): .integer(number)
+                    case .number(.real(let number)): .real(number)
+                    case .string(let text): .text(text)
+                    }
+                try set(prefix + key, value, &fields, &index, at: start)
             }
-        } while try continues(b, closing: 0x7D)
-    }
-
-    /// Steps past the `{` or `[` at `i`; true (and past the closing bracket too) when the
-    /// object or array is empty.
-    @inline(__always)
-    mutating func opensEmpty(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
-        i += 1
-        skipSpace(b)
-        guard i < b.count, b[i] == closing else { return false }
-        i += 1
-        return true
-    }
-
-    /// Reads `"name":` at `i` (after optional whitespace) and returns the name.
-    @inline(__always)
-    mutating func memberName(_ b: UnsafeBufferPointer<UInt8>) throws -> String {
-        skipSpace(b)
-        guard i < b.count, b[i] == 0x22 else { throw fail("expected a member name", i) }
-        let name = try string(b)
-        skipSpace(b)
-        guard i < b.count, b[i] == 0x3A else { throw fail("expected :", i) }
-        i += 1
-        return name
-    }
-
-    /// After a member or element: true past a `,` (another follows), false past the closing
-    /// bracket.
-    @inline(__always)
-    mutating func continues(_ b: UnsafeBufferPointer<UInt8>, closing: UInt8) throws -> Bool {
-        skipSpace(b)
-        guard i < b.count else { throw fail("the record is cut short", i) }
-        if b[i] == 0x2C {
-            i += 1
-            return true
-        }
-        guard b[i] == closing else { throw fail(closing == 0x7D ? "expected , or }" : "expected , or ]", i) }
-        i += 1
-        return false
+        } while try scanner.next(closing: UInt8(ascii: "}"))
     }
 
     /// Sets field `name` (a repeat keeps the last value); `at` is where its value starts.
@@ -387,156 +386,9 @@ private struct Parser {
         }
     }
 
-    mutating func scalar(_ b: UnsafeBufferPointer<UInt8>) throws -> FieldValue {
-        switch b[i] {
-        case 0x22: return .text(try string(b))
-        case UInt8(ascii: "t"):
-            try literal(b, "true")
-            return .bool(true)
-        case UInt8(ascii: "f"):
-            try literal(b, "false")
-            return .bool(false)
-        case UInt8(ascii: "n"):
-            try literal(b, "null")
-            return .null
-        default: return try number(b)
-        }
-    }
-
-    mutating func literal(_ b: UnsafeBufferPointer<UInt8>, _ word: StaticString) throws {
-        let count = word.utf8CodeUnitCount
-        guard i + count <= b.count else { throw fail("invalid literal", i) }
-        for k in 0..<count where b[i + k] != word.utf8Start[k] { throw fail("invalid literal", i) }
-        i += count
-    }
-
-    mutating func number(_ b: UnsafeBufferPointer<UInt8>) throws -> FieldValue {
-        let start = i
-        if i < b.count && b[i] == UInt8(ascii: "-") { i += 1 }
-        guard i < b.count, (0x30...0x39).contains(b[i]) else { throw fail("invalid value", start) }
-        if b[i] == 0x30 {
-            i += 1
-        } else {
-            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1 }
-        }
-        var integral = true
-        if i < b.count && b[i] == UInt8(ascii: ".") {
-            integral = false
-            i += 1
-            guard i < b.count, (0x30...0x39).contains(b[i]) else { throw fail("invalid number", start) }
-            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1 }
-        }
-        if i < b.count && (b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E")) {
-            integral = false
-            i += 1
-            if i < b.count && (b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-")) { i += 1 }
-            guard i < b.count, (0x30...0x39).contains(b[i]) else { throw fail("invalid number", start) }
-            while i < b.count, (0x30...0x39).contains(b[i]) { i += 1 }
-        }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
-        if integral, let value = Int64(text) { return .integer(value) }
-        guard let value = Double(text) else { throw fail("invalid number", start) }
-        return .real(value)
-    }
-
-    /// Reads a string at `i` (on its opening quote), decoding escapes and checking UTF-8.
-    mutating func string(_ b: UnsafeBufferPointer<UInt8>) throws -> String {
-        let open = i
-        i += 1
-        let start = i
-        var plain = true
-        while i < b.count && b[i] != 0x22 {
-            if b[i] == 0x5C {
-                plain = false
-                i += 2
-                continue
-            }
-            if b[i] < 0x20 { throw fail("a control character inside a string", i) }
-            i += 1
-        }
-        guard i < b.count else { throw fail("a string is never closed", open) }
-        let raw = UnsafeBufferPointer(rebasing: b[start..<i])
-        i += 1
-        if let bad = UTF8Validation.firstInvalidByte(raw) {
-            throw IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(start + bad))
-        }
-        if plain { return String(decoding: raw, as: UTF8.self) }
-        var out: [UInt8] = []
-        out.reserveCapacity(raw.count)
-        var k = 0
-        while k < raw.count {
-            let byte = raw[k]
-            guard byte == 0x5C else {
-                out.append(byte)
-                k += 1
-                continue
-            }
-            guard k + 1 < raw.count else { throw fail("invalid escape", start + k) }
-            let escape = raw[k + 1]
-            k += 2
-            switch escape {
-            case 0x22, 0x5C, 0x2F: out.append(escape)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
-            case UInt8(ascii: "u"):
-                var scalar = try hex4(raw, k, start)
-                k += 4
-                if (0xD800...0xDBFF).contains(scalar), k + 6 <= raw.count, raw[k] == 0x5C, raw[k + 1] == UInt8(ascii: "u") {
-                    let low = try hex4(raw, k + 2, start)
-                    if (0xDC00...0xDFFF).contains(low) {
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                        k += 6
-                    }
-                }
-                // A lone surrogate cannot be UTF-8: it becomes U+FFFD, as most decoders do.
-                out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar) ?? "\u{FFFD}")).utf8))
-            default: throw fail("invalid escape", start + k - 2)
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    func hex4(_ raw: UnsafeBufferPointer<UInt8>, _ at: Int, _ start: Int) throws -> UInt32 {
-        guard at + 4 <= raw.count else { throw fail("invalid \\u escape", start + at) }
-        var value: UInt32 = 0
-        for k in at..<(at + 4) {
-            let c = raw[k]
-            let digit: UInt32
-            switch c {
-            case 0x30...0x39: digit = UInt32(c - 0x30)
-            case 0x41...0x46: digit = UInt32(c - 0x41 + 10)
-            case 0x61...0x66: digit = UInt32(c - 0x61 + 10)
-            default: throw fail("invalid \\u escape", start + at)
-            }
-            value = value << 4 | digit
-        }
-        return value
-    }
-
-    /// Skips a whole value (validating its structure).
-    mutating func skipValue(_ b: UnsafeBufferPointer<UInt8>) throws {
-        skipSpace(b)
-        guard i < b.count else { throw fail("the record is cut short", i) }
-        switch b[i] {
-        case 0x7B:
-            if try opensEmpty(b, closing: 0x7D) { return }
-            repeat {
-                _ = try memberName(b)
-                try skipValue(b)
-            } while try continues(b, closing: 0x7D)
-        case 0x5B:
-            if try opensEmpty(b, closing: 0x5D) { return }
-            repeat { try skipValue(b) } while try continues(b, closing: 0x5D)
-        default:
-            _ = try scalar(b)
-        }
-    }
-
-    /// The value's text without insignificant whitespace.
-    func compact(_ b: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) throws -> String {
+    /// The text of the value in `range` without insignificant whitespace (escapes kept as written).
+    func compact(_ range: Range<Int>) -> String {
+        let b = scanner.bytes
         var out: [UInt8] = []
         out.reserveCapacity(range.count)
         var inString = false

@@ -54,9 +54,12 @@ extension Request {
         case .acceptable:
             break
         }
+        let parsed: Result<JSONNode, JSONTreeError> = buffer.withUnsafeReadableBytes { raw in
+            raw.withMemoryRebound(to: UInt8.self) { bytes in Result { () throws(JSONTreeError) in try JSONTree.parse(bytes) } }
+        }
         let node: JSONNode
         do {
-            node = try JSONTreeParser.parse(buffer)
+            node = try parsed.get()
         } catch .invalid(let offset) {
             throw AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON (at byte \(offset)).")
         } catch .duplicateKey(let path) {
