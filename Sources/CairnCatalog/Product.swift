@@ -3,7 +3,7 @@ package import CairnStorage
 import Foundation
 
 /// A product of a tenant's catalog. Money is integer minor units plus an ISO 4217 code.
-package struct Product: Sendable, Equatable, JSONWritable {
+package struct Product: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant (never shown to clients).
