@@ -379,9 +379,7 @@ package struct ProductStore: Sendable {
     package func upsert(_ products: [Product]) async throws {
         guard !products.isEmpty else { return }
         try await database.transaction { db in
-            var start = 0
-            while start < products.count {
-                let chunk = products[start..<min(start + 500, products.count)]
+            for chunk in products.chunks(of: 500) {
                 try await db.raw(
                     """
                     INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map(Self.values)))
@@ -392,7 +390,6 @@ package struct ProductStore: Sendable {
                     WHERE \(unsafeRaw: Self.differs(ProductColumn.allCases))
                     """
                 ).run()
-                start += 500
             }
         }
     }
@@ -437,16 +434,13 @@ package struct ProductStore: Sendable {
                 let updates =
                     (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
                     + " WHERE " + Self.differs(ProductColumn.allCases.filter(group[0].columns.contains))
-                var start = 0
-                while start < group.count {
-                    let chunk = group[start..<min(start + 500, group.count)]
+                for chunk in group.chunks(of: 500) {
                     try await db.raw(
                         """
                         INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map { Self.values($0.product) }))
                         ON CONFLICT (tenant_id, sku) DO UPDATE SET \(unsafeRaw: updates)
                         """
                     ).run()
-                    start += 500
                 }
             }
             return missing

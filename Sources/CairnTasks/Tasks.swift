@@ -217,9 +217,7 @@ package struct TaskStore: Sendable {
     package func insertBatch(_ tasks: [TaskItem]) async throws {
         guard !tasks.isEmpty else { return }
         try await database.transaction { db in
-            var start = 0
-            while start < tasks.count {
-                let chunk = tasks[start..<min(start + 1000, tasks.count)]
+            for chunk in tasks.chunks(of: 1000) {
                 let rows = chunk.map { task in
                     SQLQueryString(
                         """
@@ -228,7 +226,6 @@ package struct TaskStore: Sendable {
                         """)
                 }
                 try await db.raw("INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES \(SQLList(rows))").run()
-                start += 1000
             }
         }
     }
