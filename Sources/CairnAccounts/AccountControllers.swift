@@ -204,9 +204,7 @@ package struct UsersController: Sendable {
     /// `GET /users/me`.
     @Sendable func me(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let user = try await accounts.me(context.identity)
-        let etag = ETag.of(version: user.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.userResponse(user)
+        return ETag.conditional(request, user)
     }
 
     /// `PATCH /users/me`: name, email (with `currentPassword`), phone and locale (not the role).
@@ -269,9 +267,7 @@ package struct UsersController: Sendable {
     /// `GET /users/{id}` (admins).
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let user = try await accounts.user(context.identity, id: try context.parameters.require("id"))
-        let etag = ETag.of(version: user.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.userResponse(user)
+        return ETag.conditional(request, user)
     }
 
     /// `PATCH /users/{id}` (admins; `If-Match` optional).

@@ -235,8 +235,9 @@ package struct ProductsController: Sendable {
             headers[.xCache] = nil
             return .json(product, headers: headers)
         }
-        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such product.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such product.") {
+            try await catalog.store.get(id: id, tenantId: tenantId) != nil
+        }
     }
 
     /// `DELETE /products/{id}` (admins; `If-Match` optional).
@@ -248,8 +249,9 @@ package struct ProductsController: Sendable {
             await catalog.invalidate(tenantId: tenantId)
             return Response(status: .noContent)
         }
-        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such product.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such product.") {
+            try await catalog.store.get(id: id, tenantId: tenantId) != nil
+        }
     }
 
     /// `POST /products:import` (admins): 202, the import runs as a job.

@@ -1,3 +1,4 @@
+package import CairnStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -159,5 +160,21 @@ package enum ETag {
     /// An empty 304 response carrying the tag.
     package static func notModifiedResponse(etag: String) -> Response {
         Response(status: .notModified, headers: [.eTag: etag])
+    }
+
+    /// The answer to a read of `resource`: 304 with its tag when `If-None-Match` names it, else
+    /// 200 with the resource and its tag.
+    package static func conditional(_ request: Request, _ resource: some JSONWritable & Versioned) -> Response {
+        let etag = of(version: resource.version)
+        return notModified(request, etag: etag) ? notModifiedResponse(etag: etag) : .json(resource, headers: [.eTag: etag])
+    }
+
+    /// Why a conditional write or delete found no row to change: 412 when `If-Match` named a
+    /// version and the row still `exists` (it moved on since), else 404 with `notFound`.
+    package static func writeFailure(
+        expected: Int?, notFound: String, exists: () async throws -> Bool
+    ) async throws -> AppError {
+        if expected != nil, try await exists() { return AppError.preconditionFailed() }
+        return AppError.notFound(notFound)
     }
 }

@@ -101,9 +101,7 @@ package struct TasksController: Sendable {
         guard let task = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
             throw AppError.notFound("No such task.")
         }
-        let etag = ETag.of(version: task.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.response(task)
+        return ETag.conditional(request, task)
     }
 
     /// `PATCH /tasks/{id}` (JSON merge semantics; `If-Match` optional, 412 on mismatch).
@@ -117,9 +115,7 @@ package struct TasksController: Sendable {
         if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
             return Self.response(task)
         }
-        // Tell "gone" (404) from "changed since your ETag" (412).
-        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such task.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such task.") { try await store.get(id: id, tenantId: tenantId) != nil }
     }
 
     /// The change a PATCH body asks for.
@@ -156,8 +152,7 @@ package struct TasksController: Sendable {
         if try await store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
             return Response(status: .noContent)
         }
-        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such task.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such task.") { try await store.get(id: id, tenantId: tenantId) != nil }
     }
 }
 
