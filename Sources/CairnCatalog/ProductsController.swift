@@ -138,14 +138,8 @@ package struct ProductsController: Sendable {
     static func listQuery(_ uri: URI) throws -> ListQuery {
         var issues: [FieldIssue] = []
         var list = ListQuery(filter: parseFilter(uri, issues: &issues))
+        if let limit = PageRequest.parseLimit(uri, issues: &issues) { list.limit = limit }
         let query = uri.queryParameters
-        if let raw = query.get("limit") {
-            if let value = Int(raw), (1...100).contains(value) {
-                list.limit = value
-            } else {
-                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
-            }
-        }
         if var raw = query.get("sort").map({ String($0) }) {
             if raw.hasPrefix("-") {
                 list.descending = true

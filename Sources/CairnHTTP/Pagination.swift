@@ -24,15 +24,8 @@ package struct PageRequest: Sendable, Equatable {
     package static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
         var issues: [FieldIssue] = []
         var page = PageRequest()
-        let query = uri.queryParameters
-        if let raw = query.get("limit") {
-            if let value = Int(raw), (1...100).contains(value) {
-                page.limit = value
-            } else {
-                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
-            }
-        }
-        if let raw = query.get("cursor") {
+        if let limit = parseLimit(uri, issues: &issues) { page.limit = limit }
+        if let raw = uri.queryParameters.get("cursor") {
             if let key = Cursor.decode(raw), validateKey(key) {
                 page.after = key
             } else {
@@ -41,6 +34,17 @@ package struct PageRequest: Sendable, Equatable {
         }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         return page
+    }
+
+    /// `?limit=`, 1...100, for every list (keyset pages and lists with their own cursors); nil
+    /// when absent, or when invalid, with an issue appended.
+    package static func parseLimit(_ uri: URI, issues: inout [FieldIssue]) -> Int? {
+        guard let raw = uri.queryParameters.get("limit") else { return nil }
+        guard let value = Int(raw), (1...100).contains(value) else {
+            issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
+            return nil
+        }
+        return value
     }
 }
 
