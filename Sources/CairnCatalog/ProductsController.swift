@@ -277,64 +277,36 @@ package struct ProductsController: Sendable {
 
     /// `sku`, `name` and `description` of a PATCH body.
     static func describing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
-        if let sku = required(body.sku, "sku", issues: &issues) {
-            if ProductRules.isValidSKU(sku) {
-                change.sku = sku
-            } else {
-                issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
-            }
-        }
+        if let sku = required(body.sku, "sku", issues: &issues), ProductRules.checkSKU(sku, into: &issues) { change.sku = sku }
         if let name = required(body.name, "name", issues: &issues) { change.name = ProductRules.name(name, into: &issues) }
         switch body.description {
         case .absent: break
         case .null: change.description = .some(nil)
         case .value(let text):
-            if text.unicodeScalars.count > ProductRules.maxDescription {
-                issues.append(FieldIssue(field: "description", issue: "must be at most \(ProductRules.maxDescription) characters"))
-            }
+            ProductRules.checkDescription(text, into: &issues)
             change.description = .some(text)
         }
     }
 
     /// `priceMinor`, `currency`, `category`, `stock` and `attributes` of a PATCH body.
     static func pricing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
-        if let price = required(body.priceMinor, "priceMinor", issues: &issues) {
-            if (0...ProductRules.maxPrice).contains(price) {
-                change.priceMinor = price
-            } else {
-                issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(ProductRules.maxPrice)"))
-            }
+        if let price = required(body.priceMinor, "priceMinor", issues: &issues), ProductRules.checkPrice(price, into: &issues) {
+            change.priceMinor = price
         }
-        if let currency = required(body.currency, "currency", issues: &issues) {
-            if ISO4217.codes.contains(currency) {
-                change.currency = currency
-            } else {
-                issues.append(FieldIssue(field: "currency", issue: "must be an ISO 4217 currency code such as EUR or USD"))
-            }
+        if let currency = required(body.currency, "currency", issues: &issues), ProductRules.checkCurrency(currency, into: &issues) {
+            change.currency = currency
         }
         switch body.category {
         case .absent: break
         case .null: change.category = .some(nil)
         case .value(let text):
-            if text.isEmpty || text.unicodeScalars.count > ProductRules.maxCategory {
-                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters, or null"))
-            }
+            ProductRules.checkCategory(text, into: &issues)
             change.category = .some(text)
         }
-        if let stock = required(body.stock, "stock", issues: &issues) {
-            if (0...ProductRules.maxStock).contains(stock) {
-                change.stock = stock
-            } else {
-                issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(ProductRules.maxStock)"))
-            }
-        }
-        if let attributes = required(body.attributes, "attributes", issues: &issues) {
-            if let text = ProductRules.attributes(attributes, into: &issues) {
-                if text.utf8.count > ProductRules.maxAttributesBytes {
-                    issues.append(FieldIssue(field: "attributes", issue: "must be at most \(ProductRules.maxAttributesBytes) bytes of JSON"))
-                }
-                change.attributes = text
-            }
+        if let stock = required(body.stock, "stock", issues: &issues), ProductRules.checkStock(stock, into: &issues) { change.stock = stock }
+        if let attributes = required(body.attributes, "attributes", issues: &issues), let text = ProductRules.attributes(attributes, into: &issues) {
+            ProductRules.checkAttributesSize(text, into: &issues)
+            change.attributes = text
         }
     }
 }
