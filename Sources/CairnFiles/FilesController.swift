@@ -65,10 +65,7 @@ package struct FilesController: Sendable {
     @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let file = try await find(context)
         let (id, tenantId) = (file.id, file.tenantId)
-        // As with jobs: members delete what they uploaded; owners and admins anything.
-        if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
-            throw AppError.forbidden("Only admins and the file's uploader can delete it.")
-        }
+        try context.identity.requireAdminOrCreator(file.createdBy, "Only admins and the file's uploader can delete it.")
         guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
         do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
             logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
