@@ -212,10 +212,9 @@ package struct UsersController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
         if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
-        let phone: String?? = body.phone.isPresent ? .some(body.phone.value) : nil
-        let locale: String?? = body.locale.isPresent ? .some(body.locale.value) : nil
         let user = try await accounts.updateMe(
-            context.identity, name: body.name.value, email: body.email.value, phone: phone, locale: locale, currentPassword: body.currentPassword)
+            context.identity, name: body.name.value, email: body.email.value, phone: body.phone.nullableChange,
+            locale: body.locale.nullableChange, currentPassword: body.currentPassword)
         return Self.userResponse(user)
     }
 

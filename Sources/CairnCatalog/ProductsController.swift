@@ -279,13 +279,8 @@ package struct ProductsController: Sendable {
     static func describing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
         if let sku = required(body.sku, "sku", issues: &issues), ProductRules.checkSKU(sku, into: &issues) { change.sku = sku }
         if let name = required(body.name, "name", issues: &issues) { change.name = ProductRules.name(name, into: &issues) }
-        switch body.description {
-        case .absent: break
-        case .null: change.description = .some(nil)
-        case .value(let text):
-            ProductRules.checkDescription(text, into: &issues)
-            change.description = .some(text)
-        }
+        ProductRules.checkDescription(body.description.value, into: &issues)
+        change.description = body.description.nullableChange
     }
 
     /// `priceMinor`, `currency`, `category`, `stock` and `attributes` of a PATCH body.
@@ -296,13 +291,8 @@ package struct ProductsController: Sendable {
         if let currency = required(body.currency, "currency", issues: &issues), ProductRules.checkCurrency(currency, into: &issues) {
             change.currency = currency
         }
-        switch body.category {
-        case .absent: break
-        case .null: change.category = .some(nil)
-        case .value(let text):
-            ProductRules.checkCategory(text, into: &issues)
-            change.category = .some(text)
-        }
+        ProductRules.checkCategory(body.category.value, into: &issues)
+        change.category = body.category.nullableChange
         if let stock = required(body.stock, "stock", issues: &issues), ProductRules.checkStock(stock, into: &issues) { change.stock = stock }
         if let attributes = required(body.attributes, "attributes", issues: &issues), let text = ProductRules.attributes(attributes, into: &issues) {
             ProductRules.checkAttributesSize(text, into: &issues)

@@ -163,6 +163,16 @@ package enum PatchField<Value: Sendable>: Sendable {
         if case .absent = self { return false }
         return true
     }
+
+    /// The field as the change of a nullable value: nil when absent (leave it), `.some(nil)`
+    /// for null (clear it), `.some(value)` to set it.
+    package var nullableChange: Value?? {
+        switch self {
+        case .absent: nil
+        case .null: .some(nil)
+        case .value(let value): .some(value)
+        }
+    }
 }
 
 extension KeyedDecodingContainer {

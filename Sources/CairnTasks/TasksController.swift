@@ -128,13 +128,8 @@ package struct TasksController: Sendable {
         case .null: issues.append(FieldIssue(field: "title", issue: "must be a string, not null"))
         case .value(let raw): change.title = Self.validTitle(raw, into: &issues)
         }
-        switch body.description {
-        case .absent: break
-        case .null: change.description = .some(nil)
-        case .value(let text):
-            Self.checkDescription(text, into: &issues)
-            change.description = .some(text)
-        }
+        Self.checkDescription(body.description.value, into: &issues)
+        change.description = body.description.nullableChange
         switch body.completed {
         case .absent: break
         case .null: issues.append(FieldIssue(field: "completed", issue: "must be a boolean, not null"))
