@@ -46,34 +46,9 @@ CAIRN_BIN=${CAIRN_BIN:-$root/.build-release/release/cairn}
 [ -x "$CAIRN_BIN" ] || { echo "no cairn binary at $CAIRN_BIN (build it first, see --help)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/cairn-bench-reports.XXXXXX)
-PIDS=()
-PG_PGBIN= PG_PGDATA=
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-  done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-  if [ -n "$PG_PGDATA" ]; then
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_PGBIN/pg_ctl" -D "$PG_PGDATA" -m fast -w stop >/dev/null 2>&1
-    else "$PG_PGBIN/pg_ctl" -D "$PG_PGDATA" -m fast -w stop >/dev/null 2>&1; fi
-    rm -rf "$PG_PGDATA"
-  fi
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$here/common.sh"
 
-die() { echo "error: $*" >&2; exit 1; }
 c() { curl -sS --noproxy '*' --max-time 600 "$@"; }
-freeport() { python3 "$helpers" freeport; }
-rss_mb() { python3 "$helpers" rss "$1"; }
-start_bg() { local log=$1; shift; setsid "$@" >"$log" 2>&1 </dev/null & LAST_PID=$!; PIDS+=("$LAST_PID"); }
 wait_url() {
   local i
   for i in $(seq 600); do c -o /dev/null -f --max-time 2 "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -83,15 +58,8 @@ for tool in wrk curl python3 node setsid; do command -v "$tool" >/dev/null || di
 PEER_NODE_PATH=$("$PEER_DIR/setup.sh") || die "the peer's setup.sh failed"
 
 # ---- PostgreSQL (own throwaway cluster; keep another session's pg-cluster state file) ----------
-pgport=$(freeport)
-pgstate=/tmp/cairn-pg-cluster.path
-had_state=0; [ -f "$pgstate" ] && { cp "$pgstate" "$work/pgstate.before"; had_state=1; }
-pgurl=$("$root/scripts/pg-cluster.sh" start "$pgport") || die "scripts/pg-cluster.sh start failed"
-read -r PG_PGBIN PG_PGDATA <"$pgstate"
-if [ "$had_state" = 1 ]; then cp "$work/pgstate.before" "$pgstate"; else rm -f "$pgstate"; fi
+start_pg_cluster bench_cairn bench_peer
 psql() { "$PG_PGBIN/psql" -h 127.0.0.1 -p "$pgport" -U postgres -v ON_ERROR_STOP=1 "$@"; }
-for db in bench_cairn bench_peer; do psql -qc "CREATE DATABASE $db" >/dev/null; done
-pgbase="postgres://postgres@127.0.0.1:$pgport"
 CAIRN_DB="$pgbase/bench_cairn?sslmode=disable"
 # One HS256 secret for every cairn node, so a token of one node is valid on the others.
 JWT_SECRET=$(python3 -c "import secrets; print(secrets.token_urlsafe(48))")

@@ -45,47 +45,9 @@ wants() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
 # ---- bookkeeping and cleanup -----------------------------------------------------------------
 work=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-PIDS=()            # process-group leaders started here (each server runs in its own session)
-PG_PGBIN= PG_PGDATA=
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do stop_proc "$pid"; done
-  if [ -n "$PG_PGDATA" ]; then
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_PGBIN/pg_ctl" -D "$PG_PGDATA" -m fast -w stop >/dev/null 2>&1
-    else "$PG_PGBIN/pg_ctl" -D "$PG_PGDATA" -m fast -w stop >/dev/null 2>&1; fi
-    rm -rf "$PG_PGDATA"
-  fi
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$here/common.sh"
 
-stop_proc() {  # stop a process group started by start_bg (TERM, then KILL after 5 s)
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  return 0
-}
-
-LAST_PID=
-start_bg() {  # start_bg LOG CMD...: runs CMD in a new session (own process group), sets LAST_PID
-  local log=$1; shift
-  setsid "$@" >"$log" 2>&1 </dev/null &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-}
-
-die() { echo "error: $*" >&2; exit 1; }
 c() { curl -sS --noproxy '*' --max-time 30 "$@"; }
-freeport() { python3 "$helpers" freeport; }
-rss_mb() { python3 "$helpers" rss "$1"; }
 
 wait_healthy() {  # wait_healthy URL PID LOG NAME
   local url=$1 pid=$2 log=$3 name=$4 i
@@ -315,19 +277,7 @@ fi
 # ---- run 2: PostgreSQL -----------------------------------------------------------------------
 if wants postgres; then
   echo "[postgres] starting a throwaway PostgreSQL cluster..." >&2
-  pgport=$(freeport)
-  # scripts/pg-cluster.sh remembers "the cluster started last" in one shared state file; keep
-  # whatever another session put there, and stop our own cluster ourselves (see cleanup).
-  pgstate=/tmp/cairn-pg-cluster.path
-  had_state=0; [ -f "$pgstate" ] && { cp "$pgstate" "$work/pgstate.before"; had_state=1; }
-  pgurl=$("$root/scripts/pg-cluster.sh" start "$pgport") || die "scripts/pg-cluster.sh start failed"
-  read -r PG_PGBIN PG_PGDATA <"$pgstate"
-  if [ "$had_state" = 1 ]; then cp "$work/pgstate.before" "$pgstate"; else rm -f "$pgstate"; fi
-  for db in bench_cairn bench_peer; do
-    "$PG_PGBIN/psql" -h 127.0.0.1 -p "$pgport" -U postgres -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null \
-      || die "could not create database $db"
-  done
-  pgbase="postgres://postgres@127.0.0.1:$pgport"
+  start_pg_cluster bench_cairn bench_peer
   start_pair postgres "$pgbase/bench_cairn?sslmode=disable" "$pgbase/bench_peer"
   echo
   compare "Run 2 — both on PostgreSQL $(basename "$(dirname "$PG_PGBIN")") (same local cluster, fsync=off: DURABILITY OFF FOR BOTH in this run); cairn 1 process (pool 16), peer node:cluster PEER_WORKERS=2 (pool 10 each); 100 seeded tasks" postgres

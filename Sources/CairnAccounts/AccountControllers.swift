@@ -204,9 +204,7 @@ package struct UsersController: Sendable {
     /// `GET /users/me`.
     @Sendable func me(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let user = try await accounts.me(context.identity)
-        let etag = ETag.of(version: user.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.userResponse(user)
+        return ETag.conditional(request, user)
     }
 
     /// `PATCH /users/me`: name, email (with `currentPassword`), phone and locale (not the role).
@@ -214,10 +212,9 @@ package struct UsersController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: ProfilePatch.self, context: context)
         if body.role.isPresent { throw AppError.invalidField("role", "cannot be changed on your own account") }
-        let phone: String?? = body.phone.isPresent ? .some(body.phone.value) : nil
-        let locale: String?? = body.locale.isPresent ? .some(body.locale.value) : nil
         let user = try await accounts.updateMe(
-            context.identity, name: body.name.value, email: body.email.value, phone: phone, locale: locale, currentPassword: body.currentPassword)
+            context.identity, name: body.name.value, email: body.email.value, phone: body.phone.nullableChange,
+            locale: body.locale.nullableChange, currentPassword: body.currentPassword)
         return Self.userResponse(user)
     }
 
@@ -269,9 +266,7 @@ package struct UsersController: Sendable {
     /// `GET /users/{id}` (admins).
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let user = try await accounts.user(context.identity, id: try context.parameters.require("id"))
-        let etag = ETag.of(version: user.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.userResponse(user)
+        return ETag.conditional(request, user)
     }
 
     /// `PATCH /users/{id}` (admins; `If-Match` optional).

@@ -6,25 +6,26 @@ import HTTPTypes
 package import Logging
 
 /// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
-/// across nodes.
+/// across nodes. Their defaults are ``AccountSettings``'.
 package struct LoginLimits: Sendable {
     /// Failures allowed per email from one client address within the window before that
     /// address gets 429 for that email (other addresses are not affected).
-    package var perEmail = 5
+    package var perEmail: Int
     /// Failures allowed per client address within the window before 429.
-    package var perClient = 20
-    /// The sliding window, in seconds (15 minutes).
-    package var window = 15 * 60
+    package var perClient: Int
+    /// The sliding window, in seconds.
+    package var window: Int
     /// Registrations per client address within `registerWindow` before 429.
-    package var registerPerClient = 10
-    /// The registration window, in seconds (1 hour).
-    package var registerWindow = 3600
+    package var registerPerClient: Int
+    /// The registration window, in seconds.
+    package var registerWindow: Int
     /// Wrong current passwords per user within `passwordWindow` before 429.
-    package var passwordFailures = 5
-    /// The window of wrong current passwords, in seconds (15 minutes).
-    package var passwordWindow = 15 * 60
+    package var passwordFailures: Int
+    /// The window of wrong current passwords, in seconds.
+    package var passwordWindow: Int
+
     /// Creates the default limits.
-    package init() {}
+    package init() { self.init(AccountSettings()) }
 
     /// The limits configured in `settings`.
     package init(_ settings: AccountSettings) {

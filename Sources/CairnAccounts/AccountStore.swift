@@ -136,12 +136,10 @@ package struct AccountStore: Sendable {
         passwordHash: String? = nil, revokeSessionsAt: Int64? = nil, keepingAnOwner: Bool = false, phone: String?? = nil,
         locale: String?? = nil
     ) async throws -> User? {
+        let row = VersionedRow(table: "users", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
         // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay.
         if name == nil, email == nil, role == nil, phone == nil, locale == nil, passwordHash == nil, revokeSessionsAt == nil {
-            guard let current = try await user(id: id, tenantId: tenantId), expectedVersion.map({ $0 == current.version }) ?? true else {
-                return nil
-            }
-            return current
+            return row.unchanged(try await user(id: id, tenantId: tenantId))
         }
         let now = clock.milliseconds
         do {
@@ -158,10 +156,7 @@ package struct AccountStore: Sendable {
                 if let locale { sets.set("locale", locale) }
                 if let passwordHash { sets.set("password_hash", passwordHash) }
                 if let revokeSessionsAt { sets.set("sessions_valid_after", revokeSessionsAt) }
-                var query: SQLQueryString = "UPDATE users SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-                if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-                query = query + " RETURNING \(unsafeRaw: Self.userColumns)"
-                return try await db.raw(query).first().map(Self.user(from:))
+                return try await db.raw(row.update(sets, now: now, returning: Self.userColumns)).first().map(Self.user(from:))
             }
         } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("An account with this email already exists.")
@@ -199,9 +194,8 @@ package struct AccountStore: Sendable {
         return try await withOwnerGuard(tenantId: tenantId, userId: id, enabled: keepingAnOwner) { db in
             // Rotations lock the user row too: none can commit a successor after this.
             try await Self.lockSessions(db, dialect: dialect, userId: id)
-            var query: SQLQueryString = "DELETE FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-            guard let row = try await db.raw(query + " RETURNING email_key").first() else { return false }
+            let target = VersionedRow(table: "users", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
+            guard let row = try await db.raw(target.delete(returning: "email_key")).first() else { return false }
             try await Self.erasePersonalRows(
                 db, userId: id, emailKey: try row.decode(column: "email_key", as: String.self), tenantId: tenantId, erasure: erasure)
             return true

@@ -1,8 +1,9 @@
 package import CairnHTTP
+import CairnStorage
 import Foundation
 
 /// A user account as clients see it (never the password hash).
-package struct User: Sendable, Equatable, JSONWritable {
+package struct User: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// The tenant the user belongs to.

@@ -3,7 +3,7 @@ package import CairnStorage
 import Foundation
 
 /// A product of a tenant's catalog. Money is integer minor units plus an ISO 4217 code.
-package struct Product: Sendable, Equatable, JSONWritable {
+package struct Product: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant (never shown to clients).
@@ -120,27 +120,58 @@ package enum ProductRules {
 
     /// Checks every field of a complete product, appending issues.
     package static func check(_ product: Product, into issues: inout [FieldIssue]) {
-        if !isValidSKU(product.sku) {
-            issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
-        }
-        if let description = product.description, description.unicodeScalars.count > maxDescription {
-            issues.append(FieldIssue(field: "description", issue: "must be at most \(maxDescription) characters"))
-        }
-        if !(0...maxPrice).contains(product.priceMinor) {
-            issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(maxPrice)"))
-        }
-        if !ISO4217.codes.contains(product.currency) {
-            issues.append(FieldIssue(field: "currency", issue: "must be an ISO 4217 currency code such as EUR or USD"))
-        }
-        if let category = product.category, category.isEmpty || category.unicodeScalars.count > maxCategory {
-            issues.append(FieldIssue(field: "category", issue: "must be 1 to \(maxCategory) characters, or null"))
-        }
-        if !(0...maxStock).contains(product.stock) {
-            issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(maxStock)"))
-        }
-        if product.attributes.utf8.count > maxAttributesBytes {
-            issues.append(FieldIssue(field: "attributes", issue: "must be at most \(maxAttributesBytes) bytes of JSON"))
-        }
+        checkSKU(product.sku, into: &issues)
+        checkDescription(product.description, into: &issues)
+        checkPrice(product.priceMinor, into: &issues)
+        checkCurrency(product.currency, into: &issues)
+        checkCategory(product.category, into: &issues)
+        checkStock(product.stock, into: &issues)
+        checkAttributesSize(product.attributes, into: &issues)
+    }
+
+    // One check per field, shared by creation, PATCH and imports: each appends its issue when
+    // the value breaks the rule and answers whether it holds.
+
+    /// `sku`: see ``isValidSKU(_:)``.
+    @discardableResult package static func checkSKU(_ sku: String, into issues: inout [FieldIssue]) -> Bool {
+        rule(isValidSKU(sku), "sku", "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit", &issues)
+    }
+
+    /// `description`: at most ``maxDescription`` characters, or nil.
+    @discardableResult package static func checkDescription(_ description: String?, into issues: inout [FieldIssue]) -> Bool {
+        rule((description?.unicodeScalars.count ?? 0) <= maxDescription, "description", "must be at most \(maxDescription) characters", &issues)
+    }
+
+    /// `priceMinor`: 0 to ``maxPrice``.
+    @discardableResult package static func checkPrice(_ price: Int64, into issues: inout [FieldIssue]) -> Bool {
+        rule((0...maxPrice).contains(price), "priceMinor", "must be an integer from 0 to \(maxPrice)", &issues)
+    }
+
+    /// `currency`: an ISO 4217 code.
+    @discardableResult package static func checkCurrency(_ currency: String, into issues: inout [FieldIssue]) -> Bool {
+        rule(ISO4217.codes.contains(currency), "currency", "must be an ISO 4217 currency code such as EUR or USD", &issues)
+    }
+
+    /// `category`: 1 to ``maxCategory`` characters, or nil.
+    @discardableResult package static func checkCategory(_ category: String?, into issues: inout [FieldIssue]) -> Bool {
+        rule(
+            category.map { !$0.isEmpty && $0.unicodeScalars.count <= maxCategory } ?? true, "category",
+            "must be 1 to \(maxCategory) characters, or null", &issues)
+    }
+
+    /// `stock`: 0 to ``maxStock``.
+    @discardableResult package static func checkStock(_ stock: Int64, into issues: inout [FieldIssue]) -> Bool {
+        rule((0...maxStock).contains(stock), "stock", "must be an integer from 0 to \(maxStock)", &issues)
+    }
+
+    /// `attributes`: at most ``maxAttributesBytes`` bytes of compact JSON text.
+    @discardableResult package static func checkAttributesSize(_ attributes: String, into issues: inout [FieldIssue]) -> Bool {
+        rule(attributes.utf8.count <= maxAttributesBytes, "attributes", "must be at most \(maxAttributesBytes) bytes of JSON", &issues)
+    }
+
+    private static func rule(_ holds: Bool, _ field: String, _ issue: String, _ issues: inout [FieldIssue]) -> Bool {
+        if !holds { issues.append(FieldIssue(field: field, issue: issue)) }
+        return holds
     }
 
     /// Compact JSON text of an attributes value, or nil (with an issue) unless it is an object.

@@ -341,14 +341,10 @@ package struct ProductStore: Sendable {
     /// - Throws: 409 `conflict` when a new SKU is taken.
     package func update(id: String, tenantId: String, expectedVersion: Int?, change: ProductChange) async throws -> Product? {
         guard UUIDv7.isValid(id) else { return nil }
+        let row = VersionedRow(table: "products", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
         // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay;
         // `If-Match` still applies.
-        if change.isEmpty {
-            guard let product = try await get(id: id, tenantId: tenantId), expectedVersion.map({ $0 == product.version }) ?? true else {
-                return nil
-            }
-            return product
-        }
+        if change.isEmpty { return row.unchanged(try await get(id: id, tenantId: tenantId)) }
         let now = WallClock.milliseconds()
         do {
             return try await database.write { db in
@@ -362,9 +358,7 @@ package struct ProductStore: Sendable {
                 if let category = change.category { sets.set("category", category) }
                 if let stock = change.stock { sets.set("stock", stock) }
                 if let attributes = change.attributes { sets.set("attributes", attributes) }
-                var query: SQLQueryString = "UPDATE products SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-                if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-                return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.product(from:))
+                return try await db.raw(row.update(sets, now: now, returning: Self.columns)).first().map(Self.product(from:))
             }
         } catch  where Database.isUniqueViolation(error) {
             throw AppError.conflict("Another product already has that SKU.")
@@ -374,11 +368,8 @@ package struct ProductStore: Sendable {
     /// Deletes a product when the version matches (any when nil); false when nothing was deleted.
     package func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
-        return try await database.write { db in
-            var query: SQLQueryString = "DELETE FROM products WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-            return try await db.raw(query + " RETURNING id").first() != nil
-        }
+        let row = VersionedRow(table: "products", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
+        return try await database.write { db in try await db.raw(row.delete()).first() != nil }
     }
 
     /// Inserts or updates products by (tenant, SKU) in one transaction, multi-row statements of
@@ -388,9 +379,7 @@ package struct ProductStore: Sendable {
     package func upsert(_ products: [Product]) async throws {
         guard !products.isEmpty else { return }
         try await database.transaction { db in
-            var start = 0
-            while start < products.count {
-                let chunk = products[start..<min(start + 500, products.count)]
+            for chunk in products.chunks(of: 500) {
                 try await db.raw(
                     """
                     INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map(Self.values)))
@@ -401,7 +390,6 @@ package struct ProductStore: Sendable {
                     WHERE \(unsafeRaw: Self.differs(ProductColumn.allCases))
                     """
                 ).run()
-                start += 500
             }
         }
     }
@@ -446,16 +434,13 @@ package struct ProductStore: Sendable {
                 let updates =
                     (sets + ["updated_at = excluded.updated_at", "version = products.version + 1"]).joined(separator: ", ")
                     + " WHERE " + Self.differs(ProductColumn.allCases.filter(group[0].columns.contains))
-                var start = 0
-                while start < group.count {
-                    let chunk = group[start..<min(start + 500, group.count)]
+                for chunk in group.chunks(of: 500) {
                     try await db.raw(
                         """
                         INSERT INTO products (\(unsafeRaw: Self.columns)) VALUES \(SQLList(chunk.map { Self.values($0.product) }))
                         ON CONFLICT (tenant_id, sku) DO UPDATE SET \(unsafeRaw: updates)
                         """
                     ).run()
-                    start += 500
                 }
             }
             return missing

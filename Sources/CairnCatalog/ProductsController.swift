@@ -138,14 +138,8 @@ package struct ProductsController: Sendable {
     static func listQuery(_ uri: URI) throws -> ListQuery {
         var issues: [FieldIssue] = []
         var list = ListQuery(filter: parseFilter(uri, issues: &issues))
+        if let limit = PageRequest.parseLimit(uri, issues: &issues) { list.limit = limit }
         let query = uri.queryParameters
-        if let raw = query.get("limit") {
-            if let value = Int(raw), (1...100).contains(value) {
-                list.limit = value
-            } else {
-                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
-            }
-        }
         if var raw = query.get("sort").map({ String($0) }) {
             if raw.hasPrefix("-") {
                 list.descending = true
@@ -235,8 +229,9 @@ package struct ProductsController: Sendable {
             headers[.xCache] = nil
             return .json(product, headers: headers)
         }
-        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such product.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such product.") {
+            try await catalog.store.get(id: id, tenantId: tenantId) != nil
+        }
     }
 
     /// `DELETE /products/{id}` (admins; `If-Match` optional).
@@ -248,8 +243,9 @@ package struct ProductsController: Sendable {
             await catalog.invalidate(tenantId: tenantId)
             return Response(status: .noContent)
         }
-        if expected != nil, try await catalog.store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such product.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such product.") {
+            try await catalog.store.get(id: id, tenantId: tenantId) != nil
+        }
     }
 
     /// `POST /products:import` (admins): 202, the import runs as a job.
@@ -281,64 +277,26 @@ package struct ProductsController: Sendable {
 
     /// `sku`, `name` and `description` of a PATCH body.
     static func describing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
-        if let sku = required(body.sku, "sku", issues: &issues) {
-            if ProductRules.isValidSKU(sku) {
-                change.sku = sku
-            } else {
-                issues.append(FieldIssue(field: "sku", issue: "must be 1 to 64 of A-Z a-z 0-9 . _ - starting with a letter or digit"))
-            }
-        }
+        if let sku = required(body.sku, "sku", issues: &issues), ProductRules.checkSKU(sku, into: &issues) { change.sku = sku }
         if let name = required(body.name, "name", issues: &issues) { change.name = ProductRules.name(name, into: &issues) }
-        switch body.description {
-        case .absent: break
-        case .null: change.description = .some(nil)
-        case .value(let text):
-            if text.unicodeScalars.count > ProductRules.maxDescription {
-                issues.append(FieldIssue(field: "description", issue: "must be at most \(ProductRules.maxDescription) characters"))
-            }
-            change.description = .some(text)
-        }
+        ProductRules.checkDescription(body.description.value, into: &issues)
+        change.description = body.description.nullableChange
     }
 
     /// `priceMinor`, `currency`, `category`, `stock` and `attributes` of a PATCH body.
     static func pricing(_ change: inout ProductChange, from body: PatchBody, issues: inout [FieldIssue]) {
-        if let price = required(body.priceMinor, "priceMinor", issues: &issues) {
-            if (0...ProductRules.maxPrice).contains(price) {
-                change.priceMinor = price
-            } else {
-                issues.append(FieldIssue(field: "priceMinor", issue: "must be an integer from 0 to \(ProductRules.maxPrice)"))
-            }
+        if let price = required(body.priceMinor, "priceMinor", issues: &issues), ProductRules.checkPrice(price, into: &issues) {
+            change.priceMinor = price
         }
-        if let currency = required(body.currency, "currency", issues: &issues) {
-            if ISO4217.codes.contains(currency) {
-                change.currency = currency
-            } else {
-                issues.append(FieldIssue(field: "currency", issue: "must be an ISO 4217 currency code such as EUR or USD"))
-            }
+        if let currency = required(body.currency, "currency", issues: &issues), ProductRules.checkCurrency(currency, into: &issues) {
+            change.currency = currency
         }
-        switch body.category {
-        case .absent: break
-        case .null: change.category = .some(nil)
-        case .value(let text):
-            if text.isEmpty || text.unicodeScalars.count > ProductRules.maxCategory {
-                issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters, or null"))
-            }
-            change.category = .some(text)
-        }
-        if let stock = required(body.stock, "stock", issues: &issues) {
-            if (0...ProductRules.maxStock).contains(stock) {
-                change.stock = stock
-            } else {
-                issues.append(FieldIssue(field: "stock", issue: "must be an integer from 0 to \(ProductRules.maxStock)"))
-            }
-        }
-        if let attributes = required(body.attributes, "attributes", issues: &issues) {
-            if let text = ProductRules.attributes(attributes, into: &issues) {
-                if text.utf8.count > ProductRules.maxAttributesBytes {
-                    issues.append(FieldIssue(field: "attributes", issue: "must be at most \(ProductRules.maxAttributesBytes) bytes of JSON"))
-                }
-                change.attributes = text
-            }
+        ProductRules.checkCategory(body.category.value, into: &issues)
+        change.category = body.category.nullableChange
+        if let stock = required(body.stock, "stock", issues: &issues), ProductRules.checkStock(stock, into: &issues) { change.stock = stock }
+        if let attributes = required(body.attributes, "attributes", issues: &issues), let text = ProductRules.attributes(attributes, into: &issues) {
+            ProductRules.checkAttributesSize(text, into: &issues)
+            change.attributes = text
         }
     }
 }

@@ -65,10 +65,7 @@ package struct FilesController: Sendable {
     @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let file = try await find(context)
         let (id, tenantId) = (file.id, file.tenantId)
-        // As with jobs: members delete what they uploaded; owners and admins anything.
-        if !context.identity.role.isAdmin && file.createdBy != context.identity.userId {
-            throw AppError.forbidden("Only admins and the file's uploader can delete it.")
-        }
+        try context.identity.requireAdminOrCreator(file.createdBy, "Only admins and the file's uploader can delete it.")
         guard try await store.delete(id: id, tenantId: tenantId) else { throw AppError.notFound("No such file.") }
         do { try await blobs.delete(tenantId: tenantId, id: id) } catch {
             logger.warning("deleting a blob failed; it is orphaned", metadata: ["file_id": .string(id)])
@@ -129,44 +126,62 @@ package struct FilesController: Sendable {
     func store(
         tenantId: String, userId: String?, declared: Int64?, write: (_ id: String, _ limit: Int64) async throws -> Written
     ) async throws -> Response {
-        // Quotas first, from Content-Length when the client sent one (nothing is read yet).
-        if let declared, declared > quotas.maxFileBytes { throw Self.tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.") }
-        let used = try await store.usedBytes(tenantId: tenantId)
-        let room = quotas.maxTotalBytes - used
-        if let declared, declared > room { throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.") }
-        let hour = WallClock.milliseconds() / 3_600_000
-        let uploaded = try await store.uploaded(tenantId: tenantId, hour: hour)
-        if uploaded + (declared ?? 1) > quotas.maxBytesPerHour { throw Self.hourlyLimit(quotas, hour: hour) }
-
+        let admission = try await admit(tenantId: tenantId, declared: declared)
         let id = UUIDv7.make()
-        let limit = min(quotas.maxFileBytes, room)
-        let written: Written
-        do {
-            written = try await write(id, limit)
-        } catch is BlobStoreUnavailable {
-            throw Self.storeUnavailable
-        } catch is BlobTooLarge {
-            throw Self.tooLarge(
-                limit == quotas.maxFileBytes
-                    ? "The file exceeds the \(quotas.maxFileBytes)-byte limit."
-                    : "The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
-        }
+        let written = try await writeBlob(limit: admission.limit) { try await write(id, $0) }
         let file = StoredFile(
             id: id, tenantId: tenantId, name: written.name, size: written.size, sha256: written.sha256, contentType: written.contentType,
             format: written.format, createdBy: userId, createdAt: WallClock.milliseconds())
+        try await record(file, hour: admission.hour)
+        var response = Response.json(file, status: .created)
+        response.headers[.location] = "/files/\(id)"
+        return response
+    }
+
+    /// What the quotas leave an upload: the most bytes it may write, and the clock hour its
+    /// bytes count against.
+    typealias Admission = (limit: Int64, hour: Int64)
+
+    /// Checks the quotas before anything is read, with `Content-Length` when the client sent
+    /// one.
+    /// - Throws: 413 past the size limit or the tenant's total quota; 429 past the hourly volume.
+    func admit(tenantId: String, declared: Int64?) async throws -> Admission {
+        if let declared, declared > quotas.maxFileBytes { throw Self.fileTooLarge(quotas) }
+        let room = quotas.maxTotalBytes - (try await store.usedBytes(tenantId: tenantId))
+        if let declared, declared > room { throw Self.totalQuotaExceeded(quotas) }
+        let hour = WallClock.milliseconds() / 3_600_000
+        let uploaded = try await store.uploaded(tenantId: tenantId, hour: hour)
+        if uploaded + (declared ?? 1) > quotas.maxBytesPerHour { throw Self.hourlyLimit(quotas, hour: hour) }
+        return (min(quotas.maxFileBytes, room), hour)
+    }
+
+    /// Runs an upload's blob write, answering the store's refusals in HTTP terms.
+    /// - Throws: 503 when the blob store is unreachable; 413 when the bytes pass `limit` (naming
+    ///   whichever limit it is: the file size, or the tenant's room).
+    func writeBlob(limit: Int64, _ write: (_ limit: Int64) async throws -> Written) async throws -> Written {
+        do {
+            return try await write(limit)
+        } catch is BlobStoreUnavailable {
+            throw Self.storeUnavailable
+        } catch is BlobTooLarge {
+            throw limit == quotas.maxFileBytes ? Self.fileTooLarge(quotas) : Self.totalQuotaExceeded(quotas)
+        }
+    }
+
+    /// Records a written file, counting its bytes against the quotas in the same transaction;
+    /// when that fails, the blob is removed again.
+    /// - Throws: 413 or 429 when a concurrent upload took the room first.
+    func record(_ file: StoredFile, hour: Int64) async throws {
         do {
             try await store.insert(file, quotas: quotas, hour: hour)
         } catch {
-            try? await blobs.delete(tenantId: tenantId, id: id)
+            try? await blobs.delete(tenantId: file.tenantId, id: file.id)
             switch error as? FileStore.QuotaExceeded {
-            case .total: throw Self.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            case .total: throw Self.totalQuotaExceeded(quotas)
             case .hourly: throw Self.hourlyLimit(quotas, hour: hour)
             case nil: throw error
             }
         }
-        var response = Response.json(file, status: .created)
-        response.headers[.location] = "/files/\(id)"
-        return response
     }
 
     /// 503 `unavailable` with `Retry-After`: the blob store cannot be reached.
@@ -192,6 +207,16 @@ package struct FilesController: Sendable {
         let retryAfter = Int((hour + 1) * 3600 - WallClock.milliseconds() / 1000)
         return AppError.rateLimited(
             retryAfter: max(1, retryAfter), policy: "\(quotas.maxBytesPerHour);w=3600", detail: "Hourly upload volume reached for this tenant.")
+    }
+
+    /// 413 for a file past the size limit.
+    static func fileTooLarge(_ quotas: FileQuotas) -> AppError {
+        tooLarge("The file exceeds the \(quotas.maxFileBytes)-byte limit.")
+    }
+
+    /// 413 for a file that would take the tenant's files past their total quota.
+    static func totalQuotaExceeded(_ quotas: FileQuotas) -> AppError {
+        tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
     }
 
     /// The refusal of an upload past the file size limit or the tenant's total quota (413);

@@ -267,7 +267,7 @@ package struct UploadsController: Sendable {
             throw FilesController.tooLarge("Upload-Length \(length) is larger than Tus-Max-Size (\(maxSize) bytes).")
         }
         if try await files.usedBytes(tenantId: tenantId) + length > quotas.maxTotalBytes {
-            throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            throw FilesController.totalQuotaExceeded(quotas)
         }
         let hour = WallClock.milliseconds() / 3_600_000
         if try await files.uploaded(tenantId: tenantId, hour: hour) + length > quotas.maxBytesPerHour {
@@ -473,7 +473,7 @@ package struct UploadsController: Sendable {
             try? await blobs.delete(tenantId: upload.tenantId, id: upload.id)
             _ = try? await uploads.delete(id: upload.id, tenantId: upload.tenantId)
             switch exceeded {
-            case .total: throw FilesController.tooLarge("The tenant's files would exceed their \(quotas.maxTotalBytes)-byte quota.")
+            case .total: throw FilesController.totalQuotaExceeded(quotas)
             case .hourly: throw FilesController.hourlyLimit(quotas, hour: hour)
             }
         } catch {

@@ -42,6 +42,13 @@ package struct Identity: Sendable, Equatable {
         guard role.isAdmin, !isServiceToken else { throw AppError.forbidden() }
     }
 
+    /// Passes for owners and admins, and for the user who made the resource (its `createdBy`):
+    /// members change only what they made.
+    /// - Throws: 403 `forbidden` with `detail`.
+    package func requireAdminOrCreator(_ createdBy: String?, _ detail: String) throws {
+        guard role.isAdmin || createdBy == userId else { throw AppError.forbidden(detail) }
+    }
+
     /// Passes for owners and admins, and for service tokens holding `scope`.
     /// - Throws: 403 `forbidden`; for a service token without the scope, with
     ///   `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750 §3.1).

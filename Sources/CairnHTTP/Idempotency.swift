@@ -111,12 +111,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             throw AppError.invalidField("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
         }
         var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: context.maxUploadSize)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
-        }
+        let body = try await request.collectBody(context: context)
         var hasher = SHA256()
         hasher.update(data: Array("\(request.method.rawValue) \(request.uri.path)\n".utf8))
         hasher.update(data: Array(body.readableBytesView))

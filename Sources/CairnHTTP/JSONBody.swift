@@ -26,13 +26,17 @@ extension Request {
         guard let contentType = headers[.contentType], Self.isJSON(contentType) else {
             throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
         }
-        let buffer: ByteBuffer
+        return try Self.decodeJSON(Value.self, from: try await collectBody(context: context), check: check)
+    }
+
+    /// Collects the whole body, up to `context.maxUploadSize` bytes.
+    /// - Throws: 413 `payload_too_large` for a longer body.
+    package mutating func collectBody(context: some RequestContext) async throws -> ByteBuffer {
         do {
-            buffer = try await collectBody(upTo: context.maxUploadSize)
+            return try await collectBody(upTo: context.maxUploadSize)
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
         }
-        return try Self.decodeJSON(Value.self, from: buffer, check: check)
     }
 
     /// Decodes a JSON buffer with the same checks and error mapping as `decodeJSON(as:context:)`.
@@ -71,8 +75,10 @@ extension Request {
         return try BodyDecoder.decode(Value.self, from: node, check: check)
     }
 
-    static func isJSON(_ contentType: String) -> Bool {
-        let mediaType = contentType.split(separator: ";", maxSplits: 1)[0].trimmingCharacters(in: .whitespaces).lowercased()
+    /// True for `application/json` and `application/*+json` (parameters aside).
+    package static func isJSON(_ contentType: String) -> Bool {
+        // An empty field has no media type (and no first element to take).
+        let mediaType = (contentType.split(separator: ";", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
         return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))
     }
 }
@@ -159,6 +165,16 @@ package enum PatchField<Value: Sendable>: Sendable {
     package var isPresent: Bool {
         if case .absent = self { return false }
         return true
+    }
+
+    /// The field as the change of a nullable value: nil when absent (leave it), `.some(nil)`
+    /// for null (clear it), `.some(value)` to set it.
+    package var nullableChange: Value?? {
+        switch self {
+        case .absent: nil
+        case .null: .some(nil)
+        case .value(let value): .some(value)
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+package import CairnStorage
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -23,15 +24,8 @@ package struct PageRequest: Sendable, Equatable {
     package static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
         var issues: [FieldIssue] = []
         var page = PageRequest()
-        let query = uri.queryParameters
-        if let raw = query.get("limit") {
-            if let value = Int(raw), (1...100).contains(value) {
-                page.limit = value
-            } else {
-                issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
-            }
-        }
-        if let raw = query.get("cursor") {
+        if let limit = parseLimit(uri, issues: &issues) { page.limit = limit }
+        if let raw = uri.queryParameters.get("cursor") {
             if let key = Cursor.decode(raw), validateKey(key) {
                 page.after = key
             } else {
@@ -40,6 +34,17 @@ package struct PageRequest: Sendable, Equatable {
         }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
         return page
+    }
+
+    /// `?limit=`, 1...100, for every list (keyset pages and lists with their own cursors); nil
+    /// when absent, or when invalid, with an issue appended.
+    package static func parseLimit(_ uri: URI, issues: inout [FieldIssue]) -> Int? {
+        guard let raw = uri.queryParameters.get("limit") else { return nil }
+        guard let value = Int(raw), (1...100).contains(value) else {
+            issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
+            return nil
+        }
+        return value
     }
 }
 
@@ -176,5 +181,21 @@ package enum ETag {
     /// An empty 304 response carrying the tag.
     package static func notModifiedResponse(etag: String) -> Response {
         Response(status: .notModified, headers: [.eTag: etag])
+    }
+
+    /// The answer to a read of `resource`: 304 with its tag when `If-None-Match` names it, else
+    /// 200 with the resource and its tag.
+    package static func conditional(_ request: Request, _ resource: some JSONWritable & Versioned) -> Response {
+        let etag = of(version: resource.version)
+        return notModified(request, etag: etag) ? notModifiedResponse(etag: etag) : .json(resource, headers: [.eTag: etag])
+    }
+
+    /// Why a conditional write or delete found no row to change: 412 when `If-Match` named a
+    /// version and the row still `exists` (it moved on since), else 404 with `notFound`.
+    package static func writeFailure(
+        expected: Int?, notFound: String, exists: () async throws -> Bool
+    ) async throws -> AppError {
+        if expected != nil, try await exists() { return AppError.preconditionFailed() }
+        return AppError.notFound(notFound)
     }
 }

@@ -85,10 +85,7 @@ package struct JobStore: Sendable {
     static func insertMany(_ jobs: [Job], on db: any SQLDatabase) async throws -> [(job: Job, inserted: Bool)] {
         var results: [(job: Job, inserted: Bool)] = []
         results.reserveCapacity(jobs.count)
-        var start = 0
-        while start < jobs.count {
-            let chunk = jobs[start..<min(start + 500, jobs.count)]
-            start += chunk.count
+        for chunk in jobs.chunks(of: 500) {
             let rows = chunk.map { job -> any SQLExpression in
                 SQLQueryString(
                     """

@@ -121,9 +121,7 @@ package struct JobsController: Sendable {
     func authorizeChange(_ context: AuthenticatedContext) async throws -> String {
         let id = try context.parameters.require("id")
         guard let job = try await queue.store.job(id: id, tenantId: context.identity.tenantId) else { throw AppError.notFound("No such job.") }
-        if !context.identity.role.isAdmin && job.createdBy != context.identity.userId {
-            throw AppError.forbidden("Only admins and the job's creator can change it.")
-        }
+        try context.identity.requireAdminOrCreator(job.createdBy, "Only admins and the job's creator can change it.")
         return id
     }
 

@@ -290,44 +290,17 @@ struct SocketSession {
         return String(buffer: json.buffer)
     }
 
+    /// Serves the connection until either side ends it, then sends the close frame the loop
+    /// chose (none when the client left or the write stalled).
     func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
-        let settings = center.settings
-        let (channel, center) = (self.channel, self.center)
-        let mailbox = Mailbox(capacity: settings.mailboxCapacity, writeTimeout: settings.writeTimeout, stallOnOverflow: true) {
-            Self.closeSlowConsumer(channel, reason: $0, center: center)
-        }
+        let mailbox = makeMailbox()
         var registered: (tenantId: String, userId: String)?
         defer {
             if let registered { center.hub.unregister(mailbox, tenantId: registered.tenantId, userId: registered.userId, transport: .websocket) }
         }
         let closeCode: (UInt16, String)
         do {
-            closeCode = try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    // The reader: parses client frames into the mailbox, never blocking on the sender.
-                    do {
-                        for try await message in inbound.messages(maxSize: 64 * 1024) {
-                            switch message {
-                            case .text(let text): mailbox.push(client: ClientMessage.parse(text))
-                            case .binary: mailbox.push(client: .invalid("binary frames are not part of the protocol"))
-                            }
-                        }
-                    } catch {}
-                    mailbox.push(client: .disconnected)
-                }
-                group.addTask {
-                    // Ticks until authenticated (the hub ticks registered mailboxes).
-                    try? await Task.sleep(for: settings.authTimeout)
-                    mailbox.tick()
-                }
-                let result = try await withGracefulShutdownHandler {
-                    try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
-                } onGracefulShutdown: {
-                    mailbox.close()
-                }
-                group.cancelAll()
-                return result
-            }
+            closeCode = try await serve(inbound: inbound, mailbox: mailbox, headerToken: headerToken, registered: &registered)
         } catch {
             // A stalled write fails once the watchdog closes the channel: the socket is done.
             if error is CancellationError || mailbox.hasStalled { return }
@@ -336,6 +309,52 @@ struct SocketSession {
         if closeCode.0 != 0 {
             try? await mailbox.writing { try await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1) }
         }
+    }
+
+    /// The connection's mailbox: a stalled write or an overflow during one closes the socket
+    /// as a slow consumer.
+    func makeMailbox() -> Mailbox {
+        let (channel, center) = (self.channel, self.center)
+        return Mailbox(capacity: center.settings.mailboxCapacity, writeTimeout: center.settings.writeTimeout, stallOnOverflow: true) {
+            Self.closeSlowConsumer(channel, reason: $0, center: center)
+        }
+    }
+
+    /// Runs the connection's ``loop(mailbox:headerToken:registered:)`` beside its frame reader
+    /// and its authentication deadline; a graceful shutdown closes the mailbox.
+    func serve(
+        inbound: WebSocketInboundStream, mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?
+    ) async throws -> (UInt16, String) {
+        let authTimeout = center.settings.authTimeout
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await Self.read(inbound, into: mailbox) }
+            group.addTask {
+                // Ticks until authenticated (the hub ticks registered mailboxes).
+                try? await Task.sleep(for: authTimeout)
+                mailbox.tick()
+            }
+            let result = try await withGracefulShutdownHandler {
+                try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
+            } onGracefulShutdown: {
+                mailbox.close()
+            }
+            group.cancelAll()
+            return result
+        }
+    }
+
+    /// The reader: parses client frames into the mailbox, never blocking on the sender, and
+    /// reports the end of the client's side.
+    static func read(_ inbound: WebSocketInboundStream, into mailbox: Mailbox) async {
+        do {
+            for try await message in inbound.messages(maxSize: 64 * 1024) {
+                switch message {
+                case .text(let text): mailbox.push(client: ClientMessage.parse(text))
+                case .binary: mailbox.push(client: .invalid("binary frames are not part of the protocol"))
+                }
+            }
+        } catch {}
+        mailbox.push(client: .disconnected)
     }
 
     /// The connection's loop; returns the close code to send (0: the client left).

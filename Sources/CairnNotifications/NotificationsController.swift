@@ -145,17 +145,9 @@ package struct NotificationsController: Sendable {
         // The body is optional: none (or an empty one) marks everything read.
         var upToSeq: Int64?
         var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: context.maxUploadSize)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
-        }
+        let buffer = try await request.collectBody(context: context)
         if buffer.readableBytes > 0 {
-            let mediaType =
-                (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
-                .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-            guard mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json")) else {
+            guard Request.isJSON(request.headers[.contentType] ?? "") else {
                 throw AppError(.unsupportedMediaType, code: .unsupportedMediaType, detail: "Send the body as application/json.")
             }
             upToSeq = try Request.decodeJSON(ReadAllBody.self, from: buffer).upToSeq

@@ -110,13 +110,10 @@ package final class Notifier: Sendable {
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []
         stored.reserveCapacity(recipients.count)
-        var start = 0
         let database = store.database
         let hub = self.hub
         let observers = self.observers
-        while start < recipients.count {
-            let batch = Array(recipients[start..<min(start + batchSize, recipients.count)])
-            start += batchSize
+        for batch in recipients.chunks(of: batchSize).map(Array.init) {
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
                 let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)

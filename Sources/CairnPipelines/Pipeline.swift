@@ -140,7 +140,7 @@ package struct PipelineSpec: Codable, Sendable, Equatable {
 }
 
 /// A tenant's pipeline as stored and shown.
-package struct Pipeline: Sendable, JSONWritable {
+package struct Pipeline: Sendable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant.

@@ -75,9 +75,7 @@ package struct PipelinesController: Sendable {
     /// `GET /pipelines/{id}`, with `If-None-Match` → 304.
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let pipeline = try await service.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        let etag = ETag.of(version: pipeline.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return .json(pipeline, headers: [.eTag: etag])
+        return ETag.conditional(request, pipeline)
     }
 
     /// `PATCH /pipelines/{id}` (admins; `If-Match` optional; `schedule: null` removes the schedule).

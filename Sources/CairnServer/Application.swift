@@ -133,64 +133,88 @@ package func buildComponents(
         if configuration.migrateOnStart {
             try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
         }
-        let secrets = SecretBox(master: try configuration.masterKey ?? MasterKey.loadOrCreate(at: configuration.masterKeyFile))
-        do {
-            try await MasterKeyCheck.verify(secrets, on: database)
-        } catch let error as MasterKeyError {
-            throw error
-        } catch {
-            // No canary table yet: a node started with --no-migrate before `cairn migrate`;
-            // it is not ready until then, and checks the key on its next start.
-        }
-        var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
-        tokenSettings.hmacSecret = configuration.accounts.jwtSecret
-        tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
-        tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
-        tokenSettings.refreshReuseInterval = configuration.accounts.refreshReuseInterval
-        if configuration.databaseURL != nil {
-            // Several nodes: the ring lives in the database, sealed; nothing to copy between nodes.
-            tokenSettings.keyDatabase = (database, secrets)
-        }
-        let tokens = try await TokenService(settings: tokenSettings, clock: clock)
-        let hasher = PasswordHasher(
-            cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
-        let events = EventBus(database: database, logger: logger)
-        let accounts = AccountService(
-            store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
-            bus: events, erasure: .cairn, logger: logger)
-        let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
-        let catalog = CatalogService(
-            store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
-        let files = FileStore(database: database)
-        let blobs = MeteredBlobStore(configuration.files.makeBlobStore(dataDir: configuration.dataDir))
-        BlobMetrics.publishAll()
-        let notificationStore = NotificationStore(database: database)
-        let channels = OutboundChannels(
-            database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
-            logger: logger)
-        if configuration.migrateOnStart { try await channels.sealPlaintextSecrets() }
-        let notifications = Notifier(
-            store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
-            logger: logger, clock: clock)
-        let broadcasts = TenantBroadcasts(center: notifications, jobs: jobs)
-        let pipelines = PipelineStore(database: database)
-        var pipelineSettings = configuration.pipelines
-        pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
-        let runner = PipelineRunner(
-            pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
-            logger: logger)
-        let components = CairnComponents(
-            database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, secrets: secrets, jobs: jobs,
-            notifications: notifications, channels: channels, broadcasts: broadcasts, configuration: configuration, clock: clock, logger: logger,
-            catalog: catalog,
-            productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
-            pipelines: pipelines, pipelineRunner: runner, pipelineService: PipelineService(store: pipelines, files: files, jobs: jobs))
+        let secrets = try await openSecrets(configuration: configuration, database: database)
+        let tokens = try await makeTokenService(configuration: configuration, database: database, secrets: secrets, clock: clock)
+        let components = try await wireModules(
+            configuration: configuration, database: database, secrets: secrets, tokens: tokens, observers: observers, clock: clock, logger: logger)
         components.registerJobs()
         return components
     } catch {
         await database.close()
         throw error
     }
+}
+
+/// The node's secret box, under the configured master key (or the key file's, made on first
+/// start), checked against the key the database's secrets were sealed with.
+/// - Throws: `MasterKeyError` for a missing, unreadable or wrong master key.
+private func openSecrets(configuration: CairnConfiguration, database: Database) async throws -> SecretBox {
+    let secrets = SecretBox(master: try configuration.masterKey ?? MasterKey.loadOrCreate(at: configuration.masterKeyFile))
+    do {
+        try await MasterKeyCheck.verify(secrets, on: database)
+    } catch let error as MasterKeyError {
+        throw error
+    } catch {
+        // No canary table yet: a node started with --no-migrate before `cairn migrate`;
+        // it is not ready until then, and checks the key on its next start.
+    }
+    return secrets
+}
+
+/// The access and refresh token service: HS256 with a configured secret, else the key ring
+/// (in the database, sealed, when several nodes share PostgreSQL; in the key file otherwise).
+private func makeTokenService(
+    configuration: CairnConfiguration, database: Database, secrets: SecretBox, clock: any CairnClock
+) async throws -> TokenService {
+    var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
+    tokenSettings.hmacSecret = configuration.accounts.jwtSecret
+    tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
+    tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
+    tokenSettings.refreshReuseInterval = configuration.accounts.refreshReuseInterval
+    if configuration.databaseURL != nil {
+        // Several nodes: the ring lives in the database, sealed; nothing to copy between nodes.
+        tokenSettings.keyDatabase = (database, secrets)
+    }
+    return try await TokenService(settings: tokenSettings, clock: clock)
+}
+
+/// Builds every module on the open database, each given only the modules it uses.
+private func wireModules(
+    configuration: CairnConfiguration, database: Database, secrets: SecretBox, tokens: TokenService, observers: [any PublishObserver],
+    clock: any CairnClock, logger: Logger
+) async throws -> CairnComponents {
+    let hasher = PasswordHasher(
+        cost: configuration.accounts.bcryptCost, threads: configuration.accounts.bcryptThreads, queueLimit: configuration.accounts.bcryptQueue)
+    let events = EventBus(database: database, logger: logger)
+    let accounts = AccountService(
+        store: AccountStore(database: database, clock: clock), tokens: tokens, hasher: hasher, limits: LoginLimits(configuration.accounts),
+        bus: events, erasure: .cairn, logger: logger)
+    let jobs = JobQueue(store: JobStore(database: database), bus: events, settings: configuration.jobs, clock: clock)
+    let catalog = CatalogService(
+        store: ProductStore(database: database), bus: events, settings: configuration.catalog, logger: logger, clock: clock)
+    let files = FileStore(database: database)
+    let blobs = MeteredBlobStore(configuration.files.makeBlobStore(dataDir: configuration.dataDir))
+    BlobMetrics.publishAll()
+    let notificationStore = NotificationStore(database: database)
+    let channels = OutboundChannels(
+        database: database, notifications: notificationStore, accounts: accounts, jobs: jobs, settings: configuration.outbound, secrets: secrets,
+        logger: logger)
+    if configuration.migrateOnStart { try await channels.sealPlaintextSecrets() }
+    let notifications = Notifier(
+        store: notificationStore, bus: events, accounts: accounts, settings: configuration.notifications, observers: [channels] + observers,
+        logger: logger, clock: clock)
+    let pipelines = PipelineStore(database: database)
+    var pipelineSettings = configuration.pipelines
+    pipelineSettings.workDirectory = configuration.dataDir + "/pipelines"
+    let runner = PipelineRunner(
+        pipelines: pipelines, files: files, blobs: blobs, jobs: jobs, quotas: configuration.files.quotas, settings: pipelineSettings,
+        logger: logger)
+    return CairnComponents(
+        database: database, accounts: accounts, tasks: TaskStore(database: database), events: events, secrets: secrets, jobs: jobs,
+        notifications: notifications, channels: channels, broadcasts: TenantBroadcasts(center: notifications, jobs: jobs),
+        configuration: configuration, clock: clock, logger: logger, catalog: catalog,
+        productImporter: ProductImporter(catalog: catalog, jobs: jobs, files: files, blobs: blobs), files: files, blobs: blobs,
+        pipelines: pipelines, pipelineRunner: runner, pipelineService: PipelineService(store: pipelines, files: files, jobs: jobs))
 }
 
 extension CairnComponents {
@@ -214,30 +238,50 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     Observability.bootstrapMetrics()
     let routeIndex = RouteIndex()
     let router = Router(context: CairnRequestContext.self, options: .autoGenerateHeadEndpoints)
+    addMiddleware(to: router, configuration: components.configuration, routeIndex: routeIndex)
+    HealthController(database: components.database, blobs: components.blobs).addRoutes(to: router)
+    ConsoleController().addRoutes(to: router)
+    let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
+    let idempotency = IdempotencyMiddleware(database: components.database, settings: components.configuration.idempotency, clock: components.clock)
+    addAccountAndDataRoutes(components, to: routes, idempotency: idempotency)
+    addNotificationRoutes(components, to: routes, router: router, idempotency: idempotency)
+    addFileAndPipelineRoutes(components, to: routes, router: router, idempotency: idempotency)
+    routeIndex.load(from: router)
+    return router
+}
+
+/// The middleware every request passes, outermost first.
+private func addMiddleware(to router: Router<CairnRequestContext>, configuration: CairnConfiguration, routeIndex: RouteIndex) {
     router.add(middleware: RequestTracingMiddleware())
     router.add(middleware: RequestIDMiddleware())
     // Before everything that may refuse a request: preflights carry no credentials.
-    router.add(middleware: CORSMiddleware(origins: components.configuration.corsOrigins))
-    router.add(middleware: ClientAddressMiddleware(proxies: components.configuration.trustedProxies))
+    router.add(middleware: CORSMiddleware(origins: configuration.corsOrigins))
+    router.add(middleware: ClientAddressMiddleware(proxies: configuration.trustedProxies))
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))
     // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
     router.add(middleware: RequestLogMiddleware(.debug))
+}
 
-    HealthController(database: components.database, blobs: components.blobs).addRoutes(to: router)
-    ConsoleController().addRoutes(to: router)
-    let routes = RouteGroups(router: router, authenticator: BearerMiddleware(accounts: components.accounts))
+/// Accounts, tasks, jobs and schedules, the catalog and reports.
+private func addAccountAndDataRoutes(_ components: CairnComponents, to routes: RouteGroups, idempotency: IdempotencyMiddleware) {
     AuthController(accounts: components.accounts).addRoutes(to: routes)
     UsersController(accounts: components.accounts).addRoutes(to: routes.authenticated())
     ServiceTokensController(accounts: components.accounts).addRoutes(to: routes.authenticated())
     TasksController(store: components.tasks).addRoutes(to: routes.authenticated())
-    let idempotency = IdempotencyMiddleware(database: components.database, settings: components.configuration.idempotency, clock: components.clock)
     JobsController(queue: components.jobs, idempotency: idempotency).addRoutes(to: routes.authenticated())
     SchedulesController(queue: components.jobs).addRoutes(to: routes.authenticated())
     ProductsController(catalog: components.catalog, importer: components.productImporter).addRoutes(to: routes.authenticated())
     ReportsController(
         tasks: components.tasks, products: components.catalog.store, notifications: components.notifications.store, logger: components.logger
     ).addRoutes(to: routes.authenticated())
+}
+
+/// Notifications (HTTP, SSE and WebSocket) and their outbound channels, preferences,
+/// providers and templates.
+private func addNotificationRoutes(
+    _ components: CairnComponents, to routes: RouteGroups, router: Router<CairnRequestContext>, idempotency: IdempotencyMiddleware
+) {
     NotificationsController(center: components.notifications, broadcasts: components.broadcasts).addRoutes(
         to: routes, idempotency: idempotency)
     NotificationSocketController(center: components.notifications).addRoutes(to: router)
@@ -245,18 +289,20 @@ package func buildRouter(components: CairnComponents) -> Router<CairnRequestCont
     PreferencesController(store: PreferenceStore(database: components.database)).addRoutes(to: routes.authenticated())
     ProvidersController(channels: components.channels).addRoutes(to: routes.authenticated())
     TemplatesController(channels: components.channels).addRoutes(to: routes.authenticated())
-    FilesController(
-        store: components.files, blobs: components.blobs, quotas: components.configuration.files.quotas, logger: components.logger
-    ).addRoutes(to: routes.authenticated())
+}
+
+/// Files, tus uploads and pipelines.
+private func addFileAndPipelineRoutes(
+    _ components: CairnComponents, to routes: RouteGroups, router: Router<CairnRequestContext>, idempotency: IdempotencyMiddleware
+) {
+    let quotas = components.configuration.files.quotas
+    FilesController(store: components.files, blobs: components.blobs, quotas: quotas, logger: components.logger)
+        .addRoutes(to: routes.authenticated())
     PipelinesController(service: components.pipelineService, idempotency: idempotency).addRoutes(to: routes.authenticated())
     UploadsController(
-        uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs,
-        quotas: components.configuration.files.quotas,
+        uploads: UploadStore(database: components.database), files: components.files, blobs: components.blobs, quotas: quotas,
         expirySeconds: components.configuration.files.uploadsExpiry, logger: components.logger
     ).addRoutes(to: router, authenticated: routes.authenticated())
-
-    routeIndex.load(from: router)
-    return router
 }
 
 /// Builds a Cairn node: components, router and HTTP server, with the database as a service

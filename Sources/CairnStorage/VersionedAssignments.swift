@@ -38,3 +38,56 @@ package struct VersionedAssignments: Sendable {
         return list
     }
 }
+
+/// A row that carries a `version`, moved on by every write that changes it (its `ETag`).
+package protocol Versioned {
+    /// The row's version.
+    var version: Int { get }
+}
+
+/// The target of a conditional write: the row `id` of `table`, only in the caller's tenant and,
+/// when `expectedVersion` is set (`If-Match`), only at that version. Another tenant's row, or
+/// one whose version moved on, is simply not written: the statement returns no row.
+package struct VersionedRow: Sendable {
+    /// The table (a name from the caller's code, never user input).
+    package let table: String
+    /// The row's id.
+    package let id: String
+    /// The caller's tenant.
+    package let tenantId: String
+    /// The version the write applies to; nil for any.
+    package let expectedVersion: Int?
+
+    /// Names the row.
+    package init(table: String, id: String, tenantId: String, expectedVersion: Int?) {
+        self.table = table
+        self.id = id
+        self.tenantId = tenantId
+        self.expectedVersion = expectedVersion
+    }
+
+    /// `WHERE id … AND tenant_id … [AND version …]`.
+    private var condition: SQLQueryString {
+        var condition: SQLQueryString = " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
+        if let expectedVersion { condition = condition + " AND version = \(bind: expectedVersion)" }
+        return condition
+    }
+
+    /// `UPDATE … SET sets … RETURNING columns`: no row when the row is missing or at another
+    /// version.
+    package func update(_ sets: VersionedAssignments, now: Int64, returning columns: String) -> SQLQueryString {
+        "UPDATE \(unsafeRaw: table) SET " + sets.sql(now: now) + condition + " RETURNING \(unsafeRaw: columns)"
+    }
+
+    /// `DELETE … RETURNING columns`: no row when the row is missing or at another version.
+    package func delete(returning columns: String = "id") -> SQLQueryString {
+        "DELETE FROM \(unsafeRaw: table)" + condition + " RETURNING \(unsafeRaw: columns)"
+    }
+
+    /// What a write that changes nothing (a PATCH `{}`) answers without writing: the row as it
+    /// is, when it exists at the expected version, so `If-Match` still applies; else nil.
+    package func unchanged<Row: Versioned>(_ current: Row?) -> Row? {
+        guard let current, expectedVersion.map({ $0 == current.version }) ?? true else { return nil }
+        return current
+    }
+}

@@ -4,7 +4,7 @@ import Foundation
 import SQLKit
 
 /// A to-do item of a tenant.
-package struct TaskItem: Sendable, Equatable, JSONWritable {
+package struct TaskItem: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant (never shown to clients: it is always the caller's).
@@ -182,14 +182,10 @@ package struct TaskStore: Sendable {
     /// missing or its version moved on.
     package func update(id: String, tenantId: String, expectedVersion: Int?, change: TaskChange) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
+        let row = VersionedRow(table: "tasks", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
         // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay
         // (as Stripe answers an update without parameters); `If-Match` still applies.
-        if change.isEmpty {
-            guard let task = try await get(id: id, tenantId: tenantId), expectedVersion.map({ $0 == task.version }) ?? true else {
-                return nil
-            }
-            return task
-        }
+        if change.isEmpty { return row.unchanged(try await get(id: id, tenantId: tenantId)) }
         let now = WallClock.milliseconds()
         return try await database.write { db in
             // Values equal to the stored ones change nothing: the version and `updatedAt` stay.
@@ -197,20 +193,15 @@ package struct TaskStore: Sendable {
             if let title = change.title { sets.set("title", title) }
             if let description = change.description { sets.set("description", description) }
             if let completed = change.completed { sets.set("completed", completed) }
-            var query: SQLQueryString = "UPDATE tasks SET " + sets.sql(now: now) + " WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-            return try await db.raw(query + " RETURNING \(unsafeRaw: Self.columns)").first().map(Self.task(from:))
+            return try await db.raw(row.update(sets, now: now, returning: Self.columns)).first().map(Self.task(from:))
         }
     }
 
     /// Deletes a task when the version matches (any when nil); false when nothing was deleted.
     package func delete(id: String, tenantId: String, expectedVersion: Int?) async throws -> Bool {
         guard UUIDv7.isValid(id) else { return false }
-        return try await database.write { db in
-            var query: SQLQueryString = "DELETE FROM tasks WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)"
-            if let expectedVersion { query = query + " AND version = \(bind: expectedVersion)" }
-            return try await db.raw(query + " RETURNING id").first() != nil
-        }
+        let row = VersionedRow(table: "tasks", id: id, tenantId: tenantId, expectedVersion: expectedVersion)
+        return try await database.write { db in try await db.raw(row.delete()).first() != nil }
     }
 
     /// Up to `limit` of a tenant's tasks (only done or only open ones when `completed` is set)
@@ -226,9 +217,7 @@ package struct TaskStore: Sendable {
     package func insertBatch(_ tasks: [TaskItem]) async throws {
         guard !tasks.isEmpty else { return }
         try await database.transaction { db in
-            var start = 0
-            while start < tasks.count {
-                let chunk = tasks[start..<min(start + 1000, tasks.count)]
+            for chunk in tasks.chunks(of: 1000) {
                 let rows = chunk.map { task in
                     SQLQueryString(
                         """
@@ -237,7 +226,6 @@ package struct TaskStore: Sendable {
                         """)
                 }
                 try await db.raw("INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES \(SQLList(rows))").run()
-                start += 1000
             }
         }
     }

@@ -101,9 +101,7 @@ package struct TasksController: Sendable {
         guard let task = try await store.get(id: try context.parameters.require("id"), tenantId: context.identity.tenantId) else {
             throw AppError.notFound("No such task.")
         }
-        let etag = ETag.of(version: task.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return Self.response(task)
+        return ETag.conditional(request, task)
     }
 
     /// `PATCH /tasks/{id}` (JSON merge semantics; `If-Match` optional, 412 on mismatch).
@@ -117,9 +115,7 @@ package struct TasksController: Sendable {
         if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
             return Self.response(task)
         }
-        // Tell "gone" (404) from "changed since your ETag" (412).
-        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such task.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such task.") { try await store.get(id: id, tenantId: tenantId) != nil }
     }
 
     /// The change a PATCH body asks for.
@@ -132,13 +128,8 @@ package struct TasksController: Sendable {
         case .null: issues.append(FieldIssue(field: "title", issue: "must be a string, not null"))
         case .value(let raw): change.title = Self.validTitle(raw, into: &issues)
         }
-        switch body.description {
-        case .absent: break
-        case .null: change.description = .some(nil)
-        case .value(let text):
-            Self.checkDescription(text, into: &issues)
-            change.description = .some(text)
-        }
+        Self.checkDescription(body.description.value, into: &issues)
+        change.description = body.description.nullableChange
         switch body.completed {
         case .absent: break
         case .null: issues.append(FieldIssue(field: "completed", issue: "must be a boolean, not null"))
@@ -156,8 +147,7 @@ package struct TasksController: Sendable {
         if try await store.delete(id: id, tenantId: tenantId, expectedVersion: expected) {
             return Response(status: .noContent)
         }
-        if expected != nil, try await store.get(id: id, tenantId: tenantId) != nil { throw AppError.preconditionFailed() }
-        throw AppError.notFound("No such task.")
+        throw try await ETag.writeFailure(expected: expected, notFound: "No such task.") { try await store.get(id: id, tenantId: tenantId) != nil }
     }
 }
 

@@ -26,6 +26,15 @@ func finishedJob(_ app: TestApp, _ id: String, token: String) async throws -> [S
     return try await app.client.json(.get, "/jobs/\(id)", token: token).object
 }
 
+/// Runs an import of a raw body, expects it to succeed and returns its job's `progress`.
+func importSucceeding(_ app: TestApp, body: String, contentType: String, token: String) async throws -> [String: Any] {
+    let accepted = try await send(app.client, "/products:import", body: body, contentType: contentType, token: token)
+    try #require(accepted.status == .accepted)
+    let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
+    #expect(job["state"] as? String == "succeeded")
+    return try #require(job["progress"] as? [String: Any])
+}
+
 @Suite("Catalog: imports")
 struct ProductImportTests {
     @Test(arguments: TestEngine.available)
@@ -131,11 +140,7 @@ struct ProductImportTests {
                 while WallClock.milliseconds() <= stamped { await Task.yield() }
             }
             func run(_ body: String, _ contentType: String) async throws -> [String: Any] {
-                let accepted = try await send(client, "/products:import", body: body, contentType: contentType, token: token)
-                try #require(accepted.status == .accepted)
-                let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
-                #expect(job["state"] as? String == "succeeded")
-                return try #require(job["progress"] as? [String: Any])
+                try await importSucceeding(app, body: body, contentType: contentType, token: token)
             }
             let imports: [(body: String, type: String)] = [
                 (
@@ -178,11 +183,7 @@ struct ProductImportTests {
             // Read once, so a stale cache entry would show if the import forgot to invalidate.
             #expect(try await client.json(.get, "/products/by-sku/FULL-1", token: token).object["stock"] as? Int == 42)
             func run(_ body: String, _ contentType: String) async throws -> [String: Any] {
-                let accepted = try await send(client, "/products:import", body: body, contentType: contentType, token: token)
-                try #require(accepted.status == .accepted)
-                let job = try await finishedJob(app, try #require(accepted.object["id"] as? String), token: token)
-                #expect(job["state"] as? String == "succeeded")
-                return try #require(job["progress"] as? [String: Any])
+                try await importSucceeding(app, body: body, contentType: contentType, token: token)
             }
             func product(_ sku: String) async throws -> [String: Any] {
                 try await client.json(.get, "/products/by-sku/\(sku)", token: token).object

@@ -528,6 +528,8 @@ struct RoutingTests {
         try await withTestApp(.sqlite) { client, _ in
             for contentType in [
                 "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "text/json",
+                // An empty field names no media type (it once trapped the server).
+                "",
             ] {
                 let response = try await Self.raw(client, .post, "/auth/register", body: Self.registration, contentType: contentType)
                 #expect(response.status == .unsupportedMediaType, "\(contentType)")

@@ -102,8 +102,7 @@ struct AccountStoreTests {
             let made = try await rows(5, in: tenant, beside: other) { owner, index in
                 try await Factory.user(on: database, tenant: owner, name: "User \(index)")
             }
-            let pages = try await allPages(limit: 2) { try await store.users(tenantId: tenant.id, page: $0) }
-            #expect(pages.map { $0.map(\.id) } == [[made[0].id, made[1].id], [made[2].id, made[3].id], [made[4].id]])
+            try await expectListing(limit: 2, made.map(\.id), id: \.id) { try await store.users(tenantId: tenant.id, page: $0) }
             // A listing that ends exactly at a page boundary has no empty last page.
             let exact = try await allPages(limit: 5) { try await store.users(tenantId: tenant.id, page: $0) }
             #expect(exact.count == 1)

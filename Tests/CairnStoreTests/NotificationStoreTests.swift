@@ -110,19 +110,15 @@ struct NotificationStoreTests {
             _ = try await store.markRead(id: mine[4].id, tenantId: tenant.id, userId: alice, now: 1)
             _ = try await store.markRead(id: mine[1].id, tenantId: tenant.id, userId: alice, now: 1)
 
-            let pages = try await allPages(limit: 4) {
+            try await expectListing(limit: 4, mine.reversed().map(\.id), id: \.id) {
                 try await store.list(tenantId: tenant.id, userId: alice, unreadOnly: false, type: nil, page: $0)
             }
-            #expect(pages.map(\.count) == [4, 2])
-            #expect(pages.flatMap { $0.map(\.id) } == mine.reversed().map(\.id))
-            let unread = try await allPages(limit: 2) {
+            try await expectListing(limit: 2, [mine[5], mine[3], mine[2], mine[0]].map(\.id), id: \.id) {
                 try await store.list(tenantId: tenant.id, userId: alice, unreadOnly: true, type: nil, page: $0)
             }
-            #expect(unread.flatMap { $0.map(\.id) } == [mine[5], mine[3], mine[2], mine[0]].map(\.id))
-            let messages = try await allPages(limit: 2) {
+            try await expectListing(limit: 2, [mine[2], mine[0]].map(\.id), id: \.id) {
                 try await store.list(tenantId: tenant.id, userId: alice, unreadOnly: true, type: "message", page: $0)
             }
-            #expect(messages.flatMap { $0.map(\.id) } == [mine[2], mine[0]].map(\.id))
             #expect(try await store.unreadCount(tenantId: tenant.id, userId: alice) == 4)
             #expect(try await store.unreadCount(tenantId: tenant.id, userId: carol) == 0)
         }
@@ -202,9 +198,7 @@ struct NotificationStoreTests {
             let store = NotificationStore(database: database)
             let a = try await Factory.notification(on: database, tenant: try await Factory.tenant(on: database), user: alice)
             let b = try await Factory.notification(on: database, tenant: try await Factory.tenant(on: database), user: bob)
-            let found = try await store.notifications(ids: [a.id, b.id, "not-a-uuid", UUIDv7.make()])
-            #expect(Set(found.map(\.id)) == [a.id, b.id])
-            #expect(try await store.notifications(ids: ["not-a-uuid"]).isEmpty)
+            try await expectBulkRead(of: [a.id, b.id], id: \.id) { try await store.notifications(ids: $0) }
         }
     }
 

@@ -38,9 +38,7 @@ struct PipelineStoreTests {
             let made = try await rows(5, in: tenant, beside: other) { owner, index in
                 try await Factory.pipeline(on: database, tenant: owner, name: "P\(index)")
             }
-            let pages = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, page: $0) }
-            #expect(pages.map(\.count) == [2, 2, 1])
-            #expect(pages.flatMap { $0.map(\.id) } == made.reversed().map(\.id))
+            try await expectListing(limit: 2, made.reversed().map(\.id), id: \.id) { try await store.list(tenantId: tenant.id, page: $0) }
         }
     }
 

@@ -90,3 +90,26 @@ func allPages<Item: JSONWritable & Sendable>(
     Issue.record("the listing did not end within \(maxPages) pages", sourceLocation: sourceLocation)
     return pages
 }
+
+/// Expects a keyset-paged listing, walked `limit` rows at a time, to list exactly the rows
+/// `expected` names, in order, on full pages but the last (which is never empty unless the
+/// listing is).
+func expectListing<Item: JSONWritable & Sendable>(
+    limit: Int, _ expected: [String], id: (Item) -> String, sourceLocation: SourceLocation = #_sourceLocation,
+    _ fetch: (PageRequest) async throws -> Page<Item>
+) async throws {
+    let pages = try await allPages(limit: limit, sourceLocation: sourceLocation, fetch)
+    #expect(pages.flatMap { $0.map(id) } == expected, sourceLocation: sourceLocation)
+    let counts = stride(from: 0, to: max(expected.count, 1), by: limit).map { min(limit, expected.count - $0) }
+    #expect(pages.map(\.count) == counts, sourceLocation: sourceLocation)
+}
+
+/// Expects a bulk read by ids (one across tenants, for event fan-out) to answer exactly the
+/// rows `known` names, skipping ids that are not UUIDs or name no row.
+func expectBulkRead<Item>(
+    of known: [String], id: (Item) -> String, sourceLocation: SourceLocation = #_sourceLocation, _ read: ([String]) async throws -> [Item]
+) async throws {
+    let found = try await read(known + ["not-a-uuid", UUIDv7.make()])
+    #expect(Set(found.map(id)) == Set(known), sourceLocation: sourceLocation)
+    #expect(try await read(["not-a-uuid"]).isEmpty, sourceLocation: sourceLocation)
+}

@@ -25,15 +25,15 @@ struct TaskStoreTests {
             let made = try await rows(7, in: tenant, beside: other) { owner, index in
                 try await Factory.task(on: database, tenant: owner, title: "Task \(index)", completed: index % 2 == 0)
             }
-            let newestFirst = made.reversed().map(\.id)
-            let pages = try await allPages(limit: 3) { try await store.list(tenantId: tenant.id, completed: nil, page: $0) }
-            #expect(pages.map(\.count) == [3, 3, 1])
-            #expect(pages.flatMap { $0.map(\.id) } == newestFirst)
-
-            let done = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, completed: true, page: $0) }
-            #expect(done.flatMap { $0.map(\.id) } == made.filter(\.completed).reversed().map(\.id))
-            let open = try await allPages(limit: 2) { try await store.list(tenantId: tenant.id, completed: false, page: $0) }
-            #expect(open.flatMap { $0.map(\.id) } == made.filter { !$0.completed }.reversed().map(\.id))
+            try await expectListing(limit: 3, made.reversed().map(\.id), id: \.id) {
+                try await store.list(tenantId: tenant.id, completed: nil, page: $0)
+            }
+            try await expectListing(limit: 2, made.filter(\.completed).reversed().map(\.id), id: \.id) {
+                try await store.list(tenantId: tenant.id, completed: true, page: $0)
+            }
+            try await expectListing(limit: 2, made.filter { !$0.completed }.reversed().map(\.id), id: \.id) {
+                try await store.list(tenantId: tenant.id, completed: false, page: $0)
+            }
         }
     }
 
