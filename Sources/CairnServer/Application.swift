@@ -144,6 +144,7 @@ package func buildComponents(
         }
         var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
         tokenSettings.hmacSecret = configuration.accounts.jwtSecret
+        tokenSettings.keyFileSecrets = secrets
         tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
         tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
         tokenSettings.refreshReuseInterval = configuration.accounts.refreshReuseInterval
