@@ -460,7 +460,8 @@ struct KeyRing: Codable, Sendable {
         }
         if let ring = try? await load(settings) { return ring }
         let imported =
-            FileManager.default.fileExists(atPath: settings.keyFile) ? try load(at: settings.keyFile, secrets: settings.keyFileSecrets ?? secrets) : nil
+            FileManager.default.fileExists(atPath: settings.keyFile)
+            ? try load(at: settings.keyFile, secrets: settings.keyFileSecrets ?? secrets) : nil
         return try await database.withExclusiveLock(key: lockKey) { db in
             let existing = try await read(on: db, secrets: secrets)
             guard existing.keys.isEmpty else { return existing }
