@@ -77,6 +77,10 @@ package struct TokenSettings: Sendable {
     /// When set (PostgreSQL, several nodes), the key ring lives in the `signing_keys` table,
     /// private keys sealed with the box: no node needs a copied file.
     package var keyDatabase: (database: Database, secrets: SecretBox)?
+    /// When set, the private keys in `keyFile` are sealed under this box, so the data directory
+    /// holds no signing key in plain text; a file written in plain text before sealing existed
+    /// is rewritten sealed when the ring is loaded at start-up.
+    package var keyFileSecrets: SecretBox?
 
     /// Creates settings with the key ring at `keyFile`.
     package init(keyFile: String) {
@@ -286,12 +290,25 @@ package final class TokenService: Sendable {
                 return entry.kid
             }
         }
-        var ring = try KeyRing.loadOrCreate(at: settings.keyFile)
+        var ring = try KeyRing.loadOrCreate(at: settings.keyFile, secrets: settings.keyFileSecrets)
         let now = WallClock.milliseconds()
         let entry = KeyRing.Entry.generate(now: now)
         ring.keys = retire(ring, now) + [entry]
-        try ring.save(to: settings.keyFile)
+        try ring.save(to: settings.keyFile, secrets: settings.keyFileSecrets)
         return entry.kid
+    }
+
+    /// Re-seals the private keys of the ring file (when there is one) from `old` to `new`, for
+    /// `cairn keys rotate-master`; a file still in plain text is sealed. The file is replaced
+    /// whole (written beside it and renamed).
+    /// - Returns: how many keys it re-sealed.
+    /// - Throws: `MasterKeyError` when a key does not open under `old`; `KeyRingError`.
+    @discardableResult
+    package static func resealKeyFile(_ settings: TokenSettings, from old: SecretBox, to new: SecretBox) throws -> Int {
+        guard FileManager.default.fileExists(atPath: settings.keyFile) else { return 0 }
+        let ring = try KeyRing.read(at: settings.keyFile, secrets: old).ring
+        try ring.save(to: settings.keyFile, secrets: new)
+        return ring.keys.count
     }
 
     /// Re-seals the private keys of the database key ring from `old` to `new` on `db` (inside
@@ -373,7 +390,8 @@ package struct KeyRingError: Error, CustomStringConvertible {
 }
 
 /// The Ed25519 signing keys, stored as JSON in one file with mode 0600 (one node, SQLite), or
-/// as rows of `signing_keys` with private keys sealed under the master key (PostgreSQL).
+/// as rows of `signing_keys` (PostgreSQL); either way private keys are sealed under the master
+/// key (the file's only when the settings give a box, as the server always does).
 struct KeyRing: Codable, Sendable {
     struct Entry: Codable, Sendable {
         var kid: String
@@ -389,17 +407,35 @@ struct KeyRing: Codable, Sendable {
     }
     var keys: [Entry]
 
-    static func load(at path: String) throws -> KeyRing {
+    /// The ring in the file at `path`, private keys opened with `secrets`, and whether any
+    /// was in plain text (a file from before sealing).
+    /// - Throws: `KeyRingError` when the file is unreadable, not a ring, or sealed while
+    ///   `secrets` is nil; `MasterKeyError` when a key is sealed under another master key.
+    static func read(at path: String, secrets: SecretBox?) throws -> (ring: KeyRing, plain: Bool) {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw KeyRingError("cannot read the signing key file \(path)")
         }
-        guard let ring = try? JSONDecoder().decode(KeyRing.self, from: data), !ring.keys.isEmpty else {
+        guard var ring = try? JSONDecoder().decode(KeyRing.self, from: data), !ring.keys.isEmpty else {
             throw KeyRingError("the signing key file \(path) is not a Cairn key ring")
         }
-        return ring
+        var plain = false
+        for index in ring.keys.indices {
+            let stored = ring.keys[index].privateKey
+            guard SecretBox.isSealed(stored) else {
+                plain = true
+                continue
+            }
+            guard let secrets else { throw KeyRingError("the signing key file \(path) is sealed, and no master key was given") }
+            ring.keys[index].privateKey = try secrets.open(stored, purpose: purpose)
+        }
+        return (ring, plain)
+    }
+
+    static func load(at path: String, secrets: SecretBox?) throws -> KeyRing {
+        try read(at: path, secrets: secrets).ring
     }
 
     /// `pg_advisory_xact_lock` key for creating and rotating the database ring: "cairn-keyring".
@@ -409,7 +445,7 @@ struct KeyRing: Codable, Sendable {
 
     /// The ring from where `settings` keep it.
     static func load(_ settings: TokenSettings) async throws -> KeyRing {
-        guard let (database, secrets) = settings.keyDatabase else { return try load(at: settings.keyFile) }
+        guard let (database, secrets) = settings.keyDatabase else { return try load(at: settings.keyFile, secrets: settings.keyFileSecrets) }
         let ring = try await database.read { db in try await read(on: db, secrets: secrets) }
         guard !ring.keys.isEmpty else { throw KeyRingError("the signing key ring in the database is empty") }
         return ring
@@ -419,9 +455,13 @@ struct KeyRing: Codable, Sendable {
     /// the node's old `jwt-keys.json` when there is one (tokens it signed stay valid), or a
     /// new key. Creation runs under a lock, so nodes starting together make one ring.
     static func loadOrCreate(_ settings: TokenSettings) async throws -> KeyRing {
-        guard let (database, secrets) = settings.keyDatabase else { return try loadOrCreate(at: settings.keyFile) }
+        guard let (database, secrets) = settings.keyDatabase else {
+            return try loadOrCreate(at: settings.keyFile, secrets: settings.keyFileSecrets)
+        }
         if let ring = try? await load(settings) { return ring }
-        let imported = FileManager.default.fileExists(atPath: settings.keyFile) ? try load(at: settings.keyFile) : nil
+        let imported =
+            FileManager.default.fileExists(atPath: settings.keyFile)
+            ? try load(at: settings.keyFile, secrets: settings.keyFileSecrets ?? secrets) : nil
         return try await database.withExclusiveLock(key: lockKey) { db in
             let existing = try await read(on: db, secrets: secrets)
             guard existing.keys.isEmpty else { return existing }
@@ -452,16 +492,27 @@ struct KeyRing: Codable, Sendable {
         ).run()
     }
 
-    static func loadOrCreate(at path: String) throws -> KeyRing {
-        if FileManager.default.fileExists(atPath: path) { return try load(at: path) }
+    /// The ring in the file at `path`, created with a new key when there is none; with
+    /// `secrets`, a file in plain text is rewritten sealed.
+    static func loadOrCreate(at path: String, secrets: SecretBox?) throws -> KeyRing {
+        if FileManager.default.fileExists(atPath: path) {
+            let (ring, plain) = try read(at: path, secrets: secrets)
+            if plain, secrets != nil { try ring.save(to: path, secrets: secrets) }
+            return ring
+        }
         let ring = KeyRing(keys: [.generate(now: WallClock.milliseconds())])
-        try ring.save(to: path)
+        try ring.save(to: path, secrets: secrets)
         return ring
     }
 
-    /// Writes to a temporary file created with mode 0600, then renames it into place, so the
-    /// private keys are never readable by others, not even for a moment.
-    func save(to path: String) throws {
-        guard writePrivateFile(try JSONEncoder().encode(self), to: path) else { throw KeyRingError("cannot write the signing key file \(path)") }
+    /// Writes the ring, private keys sealed with `secrets` when given, to a temporary file
+    /// created with mode 0600, then renames it into place, so the file is never readable by
+    /// others nor half-written, not even for a moment.
+    func save(to path: String, secrets: SecretBox?) throws {
+        var stored = self
+        if let secrets {
+            for index in stored.keys.indices { stored.keys[index].privateKey = secrets.seal(stored.keys[index].privateKey, purpose: Self.purpose) }
+        }
+        guard writePrivateFile(try JSONEncoder().encode(stored), to: path) else { throw KeyRingError("cannot write the signing key file \(path)") }
     }
 }

@@ -71,6 +71,16 @@ package struct MeteredBlobStore: BlobStore {
         try await BlobMetrics.timed(.list) { try await base.list() }
     }
 
+    /// See ``BlobStore/listUnfinished()``.
+    package func listUnfinished() async throws -> [UnfinishedPiece] {
+        try await BlobMetrics.timed(.list) { try await base.listUnfinished() }
+    }
+
+    /// See ``BlobStore/removeUnfinished(_:)``.
+    package func removeUnfinished(_ piece: UnfinishedPiece) async throws {
+        try await BlobMetrics.timed(.delete) { try await base.removeUnfinished(piece) }
+    }
+
     /// See ``BlobStore/checkReachable()``; not measured (readiness probes would drown the rest).
     package func checkReachable() async throws {
         try await base.checkReachable()

@@ -5,13 +5,19 @@ import ServiceLifecycle
 
 /// Removes blobs that no file and no upload names, once they are older than a grace period (a
 /// write completes before its row is recorded, and a pipeline's output is stored before its file
-/// is: the grace covers that gap). On PostgreSQL one node at a time sweeps (the others wait for
+/// is: the grace covers that gap); likewise the pieces of unfinished blobs: partial files and
+/// tail objects no upload names, and multipart uploads in progress no upload names. A multipart
+/// upload's age counts from its start and a plain write (`POST /files`) streams through one for
+/// as long as its body lasts, so those wait longer (a day by default), as S3's own lifecycle
+/// rule for incomplete multipart uploads would. On PostgreSQL one node at a time sweeps (the others wait for
 /// its database-wide lock, then find little left); on SQLite there is one node.
 package struct OrphanSweeper: Service {
     let database: Database
     let blobs: any BlobStore
     /// Milliseconds a blob without a row is left alone.
     let graceMilliseconds: Int64
+    /// Milliseconds a multipart upload no upload names is left alone.
+    let multipartGraceMilliseconds: Int64
     let interval: Duration
     let logger: Logger
 
@@ -22,12 +28,17 @@ package struct OrphanSweeper: Service {
         return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
     }()
 
-    /// Creates the sweeper: every `interval`, blobs older than `graceSeconds` (default 1 h)
-    /// that no row names are deleted.
-    package init(database: Database, blobs: any BlobStore, graceSeconds: Int = 3600, interval: Duration = .seconds(3600), logger: Logger) {
+    /// Creates the sweeper: every `interval`, blobs, partial files and tail objects older than
+    /// `graceSeconds` (default 1 h), and multipart uploads started longer than
+    /// `multipartGraceSeconds` ago (default 24 h), that no row names are removed.
+    package init(
+        database: Database, blobs: any BlobStore, graceSeconds: Int = 3600, multipartGraceSeconds: Int = 86_400,
+        interval: Duration = .seconds(3600), logger: Logger
+    ) {
         self.database = database
         self.blobs = blobs
         self.graceMilliseconds = Int64(graceSeconds) * 1000
+        self.multipartGraceMilliseconds = Int64(max(graceSeconds, multipartGraceSeconds)) * 1000
         self.interval = interval
         self.logger = logger
     }
@@ -53,6 +64,20 @@ package struct OrphanSweeper: Service {
             if try await uploads.get(id: entry.id, tenantId: entry.tenantId) != nil { continue }
             try await blobs.delete(tenantId: entry.tenantId, id: entry.id)
             removed.append(entry.id)
+        }
+        // Pieces of unfinished blobs: a partial file or tail object that no upload names, and a
+        // multipart upload that is not its upload's (a node that died between starting it and
+        // recording its id, or a plain write whose abort never reached the store).
+        for piece in try await blobs.listUnfinished()
+        where now - piece.modifiedAt > (piece.multipartId == nil ? graceMilliseconds : multipartGraceMilliseconds) {
+            let upload = try await uploads.get(id: piece.id, tenantId: piece.tenantId)
+            if let multipartId = piece.multipartId {
+                if upload?.multipartId == multipartId { continue }
+            } else if upload != nil {
+                continue
+            }
+            try await blobs.removeUnfinished(piece)
+            removed.append(piece.id)
         }
         return removed
     }

@@ -74,6 +74,17 @@ package protocol BlobStore: Sendable {
     /// - Throws: `BlobStoreUnavailable`.
     func list() async throws -> [BlobEntry]
 
+    /// The pieces of unfinished blobs the store holds (partial files; multipart uploads in
+    /// progress and tail objects), for the orphan sweeper; names that are not blob names are
+    /// left out.
+    /// - Throws: `BlobStoreUnavailable`.
+    func listUnfinished() async throws -> [UnfinishedPiece]
+
+    /// Removes one piece listed by ``listUnfinished()`` and nothing else (a multipart upload is
+    /// aborted; a tail object or partial file deleted); a missing one is fine.
+    /// - Throws: `BlobStoreUnavailable`.
+    func removeUnfinished(_ piece: UnfinishedPiece) async throws
+
     /// Whether the store answers (a cheap listing or a look at its folder), for readiness.
     /// - Throws: `BlobStoreUnavailable` when it does not.
     func checkReachable() async throws
@@ -89,6 +100,27 @@ package struct BlobEntry: Sendable, Equatable {
     package var size: Int64
     /// When it was last written, epoch milliseconds.
     package var modifiedAt: Int64
+}
+
+/// One piece of an unfinished blob in a store: its partial file or tail object, or a
+/// multipart upload in progress.
+package struct UnfinishedPiece: Sendable, Equatable {
+    /// The tenant's id.
+    package var tenantId: String
+    /// The blob's (upload's) id.
+    package var id: String
+    /// The multipart upload's id; nil for a partial file or tail object.
+    package var multipartId: String?
+    /// When it was started (a multipart upload) or last written, epoch milliseconds.
+    package var modifiedAt: Int64
+
+    /// Creates a piece.
+    package init(tenantId: String, id: String, multipartId: String? = nil, modifiedAt: Int64) {
+        self.tenantId = tenantId
+        self.id = id
+        self.multipartId = multipartId
+        self.modifiedAt = modifiedAt
+    }
 }
 
 /// Whether a name is an id the stores use (UUIDs: lower-case hex and `-`).

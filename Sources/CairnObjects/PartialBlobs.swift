@@ -109,6 +109,27 @@ extension LocalBlobStore {
     package func removePartial(tenantId: String, id: String, multipartId: String?) async throws {
         _ = try await FileSystem.shared.removeItem(at: partialPath(tenantId: tenantId, id: id), strategy: .platformDefault, recursively: false)
     }
+
+    /// Every partial file, `<root>/<tenant>/<id>.part`.
+    package func listUnfinished() async throws -> [UnfinishedPiece] {
+        let root = self.root.string
+        let manager = FileManager.default
+        var pieces: [UnfinishedPiece] = []
+        for tenant in (try? manager.contentsOfDirectory(atPath: root)) ?? [] where isBlobName(tenant) {
+            for name in (try? manager.contentsOfDirectory(atPath: root + "/" + tenant)) ?? [] where name.hasSuffix(".part") {
+                let id = name.dropLast(".part".count)
+                guard isBlobName(id), let attributes = try? manager.attributesOfItem(atPath: root + "/" + tenant + "/" + name) else { continue }
+                let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                pieces.append(UnfinishedPiece(tenantId: tenant, id: String(id), modifiedAt: Int64(modified * 1000)))
+            }
+        }
+        return pieces
+    }
+
+    /// Removes the partial file.
+    package func removeUnfinished(_ piece: UnfinishedPiece) async throws {
+        try await removePartial(tenantId: piece.tenantId, id: piece.id, multipartId: nil)
+    }
 }
 
 /// Appends at the end of the partial file; a commit follows an fsync.
@@ -191,6 +212,42 @@ extension S3BlobStore {
             }
         }
         try? await available { try await client.deleteObject(bucket: bucket, key: tailKey(tenantId: tenantId, id: id)) }
+    }
+
+    /// The multipart uploads in progress under the prefix and the tail objects (`<id>.tail`).
+    package func listUnfinished() async throws -> [UnfinishedPiece] {
+        let uploads = try await available { try await client.listMultipartUploads(bucket: bucket, prefix: prefix) }
+        // An upload the store does not date counts as started now: never aborted for want of a date.
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var pieces = uploads.compactMap { upload -> UnfinishedPiece? in
+            guard let (tenantId, id) = blobName(upload.key) else { return nil }
+            return UnfinishedPiece(tenantId: tenantId, id: id, multipartId: upload.uploadId, modifiedAt: upload.initiated ?? now)
+        }
+        for object in try await listAll() where object.key.hasSuffix(".tail") {
+            guard let (tenantId, id) = blobName(String(object.key.dropLast(".tail".count))) else { continue }
+            pieces.append(UnfinishedPiece(tenantId: tenantId, id: id, modifiedAt: object.lastModified ?? 0))
+        }
+        return pieces
+    }
+
+    /// Aborts the multipart upload, or deletes the tail object.
+    package func removeUnfinished(_ piece: UnfinishedPiece) async throws {
+        let key = key(tenantId: piece.tenantId, id: piece.id)
+        try await available {
+            if let multipartId = piece.multipartId {
+                try await client.abortMultipartUpload(bucket: bucket, key: key, uploadId: multipartId)
+            } else {
+                try await client.deleteObject(bucket: bucket, key: key + ".tail")
+            }
+        }
+    }
+
+    /// The tenant and blob id of `key` (`<prefix><tenant>/<id>`), when it is a blob's key.
+    func blobName(_ key: String) -> (tenantId: String, id: String)? {
+        guard key.hasPrefix(prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, isBlobName(parts[0]), isBlobName(parts[1]) else { return nil }
+        return (String(parts[0]), String(parts[1]))
     }
 
     /// Aborts the multipart upload (its parts go, whichever node sent them) and deletes the tail.

@@ -89,6 +89,16 @@ package struct S3ObjectSummary: Sendable, Equatable {
     package var lastModified: Int64? = nil
 }
 
+/// One multipart upload in progress, as ListMultipartUploads names it.
+package struct S3MultipartSummary: Sendable, Equatable {
+    /// The object key it will write.
+    package var key: String
+    /// Its id.
+    package var uploadId: String
+    /// When it was started, epoch milliseconds (nil when the answer did not say).
+    package var initiated: Int64?
+}
+
 /// A small S3 client over AsyncHTTPClient, signing with ``SigV4Signer``: the object, multipart
 /// and listing operations a blob store needs. Path-style addressing (`endpoint/bucket/key`)
 /// whenever a custom endpoint is configured; virtual-hosted (`bucket.s3.region.amazonaws.com`)
@@ -183,16 +193,27 @@ package struct S3Client: Sendable {
         }
     }
 
-    /// The multipart uploads in progress under `prefix` (ListMultipartUploads, first 1000).
+    /// The multipart uploads in progress under `prefix` (ListMultipartUploads, every page).
     /// - Throws: `S3Error`.
-    package func listMultipartUploads(bucket: String, prefix: String) async throws -> [(key: String, uploadId: String)] {
-        let answer = try await send(
-            "ListMultipartUploads", method: .GET, bucket: bucket, key: nil, query: [("uploads", ""), ("prefix", prefix)], collect: true)
-        return XMLScan(answer.body).elements("Upload").compactMap { upload in
-            let scan = XMLScan(upload)
-            guard let key = scan.first("Key"), let id = scan.first("UploadId") else { return nil }
-            return (key, id)
-        }
+    package func listMultipartUploads(bucket: String, prefix: String) async throws -> [S3MultipartSummary] {
+        var all: [S3MultipartSummary] = []
+        var markers: (key: String, uploadId: String)?
+        repeat {
+            var query: [(String, String)] = [("uploads", ""), ("prefix", prefix)]
+            if let markers { query += [("key-marker", markers.key), ("upload-id-marker", markers.uploadId)] }
+            let answer = try await send("ListMultipartUploads", method: .GET, bucket: bucket, key: nil, query: query, collect: true)
+            let scan = XMLScan(answer.body)
+            all += scan.elements("Upload").compactMap { upload in
+                let entry = XMLScan(upload)
+                guard let key = entry.first("Key"), let id = entry.first("UploadId") else { return nil }
+                return S3MultipartSummary(key: key, uploadId: id, initiated: entry.first("Initiated").flatMap(Self.parseTime))
+            }
+            markers = nil
+            if scan.first("IsTruncated") == "true", let key = scan.first("NextKeyMarker"), let id = scan.first("NextUploadIdMarker") {
+                markers = (key, id)
+            }
+        } while markers != nil
+        return all
     }
 
     /// An object's size, or nil when there is none (HeadObject).

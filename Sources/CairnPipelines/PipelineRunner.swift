@@ -79,8 +79,9 @@ package struct PipelineSettings: Sendable {
 /// committed after the last checkpoint are removed and read again), and the output file's id is
 /// fixed in the checkpoint before it is recorded, so a run's output exists once. The input is
 /// read from the blob store into the run's work folder (node-local scratch) and the output
-/// written back through it, so an attempt rescued by another node fetches the input again and
-/// loads it again (its work database stayed on the first node).
+/// written back through it. An attempt on the same node, whose work database is still there,
+/// resumes the load at the checkpoint's byte offset; an attempt rescued by another node fetches
+/// the input again and loads it from the start (the work database stayed on the first node).
 package final class PipelineRunner: Service, Sendable {
     /// The job kind.
     package static var kind: String { RunPipeline.kind }
@@ -342,8 +343,9 @@ package final class PipelineRunner: Service, Sendable {
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
             // The input comes from the store into this node's scratch (a hard link when the store
-            // is this file system), once per work folder: a run rescued on another node fetches it
-            // again, and its load resumes at the checkpoint's byte offset of the same bytes.
+            // is this file system), once per work folder. A retry on this node with its work
+            // database resumes at the checkpoint's byte offset; a run rescued on another node
+            // has no work database there (reset above), fetches the input and loads from the start.
             if !FileManager.default.fileExists(atPath: inputPath) {
                 do {
                     try await blobs.copy(tenantId: tenantId, id: file.id, toLocalFile: FilePath(inputPath))

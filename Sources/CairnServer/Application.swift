@@ -168,6 +168,7 @@ private func makeTokenService(
 ) async throws -> TokenService {
     var tokenSettings = TokenSettings(keyFile: configuration.keyFile)
     tokenSettings.hmacSecret = configuration.accounts.jwtSecret
+    tokenSettings.keyFileSecrets = secrets
     tokenSettings.accessTokenTTL = configuration.accounts.accessTokenTTL
     tokenSettings.refreshTokenTTL = configuration.accounts.refreshTokenTTL
     tokenSettings.refreshReuseInterval = configuration.accounts.refreshReuseInterval

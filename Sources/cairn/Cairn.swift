@@ -280,12 +280,15 @@ struct KeysCommand: AsyncParsableCommand {
                 // The new key reaches the disk before the database uses it, so no crash leaves
                 // secrets sealed under a key that exists nowhere.
                 if let keyFile { try fresh.save(to: keyFile + ".new") }
-                let count = try await components.database.transaction { db in
+                let sealed = try await components.database.transaction { db in
                     let outbound = try await OutboundChannels.resealSecrets(from: old, to: new, on: db)
                     let keys = try await TokenService.resealKeys(from: old, to: new, on: db)
                     try await MasterKeyCheck.reseal(new, on: db)
                     return outbound + keys
                 }
+                // The ring file (SQLite) after the database: a failed transaction leaves it as it was.
+                let fileKeys = try TokenService.resealKeyFile(components.accounts.tokens.settings, from: old, to: new)
+                let count = sealed + fileKeys
                 if let keyFile {
                     guard rename(keyFile + ".new", keyFile) == 0 else {
                         throw MasterKeyError("re-sealed under the key in \(keyFile).new, but cannot rename it to \(keyFile): rename it by hand")

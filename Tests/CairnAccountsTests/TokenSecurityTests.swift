@@ -140,6 +140,7 @@ struct TokenSecurityTests {
             try await expectRefused(engine) { token, components in
                 let directory = components.accounts.tokens.settings.keyFile
                 var settings = TokenSettings(keyFile: directory)
+                settings.keyFileSecrets = components.accounts.tokens.settings.keyFileSecrets
                 if field == "aud" { settings.audience = "another-service" } else { settings.issuer = "someone-else" }
                 let other = try await TokenService(settings: settings)  // same keys, other claims
                 let claims = Forge.parts(token).claims

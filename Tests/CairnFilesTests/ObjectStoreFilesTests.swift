@@ -101,4 +101,49 @@ struct ObjectStoreFilesTests {
             }
         }
     }
+
+    /// Two nodes reach the bucket through a proxy that goes down while node A streams an
+    /// upload (its first 8 MiB part is in, the second is on the wire): the upload answers 503
+    /// `unavailable` with `Retry-After`, and nothing of it is visible (no file row, no object);
+    /// both nodes refuse uploads and are not ready while the store is away. When the proxy is
+    /// back, uploads on both nodes succeed and read back, with no node restarted.
+    @Test(arguments: TestEngine.available)
+    func theStoreStoppingMidUploadLeavesNothingAndServiceResumesByItself(engine: TestEngine) async throws {
+        guard Self.hasS3, let moto = URLComponents(string: TestBlobBackend.s3Endpoint ?? "")?.port else { return }
+        let proxy = try TCPProxy(upstreamPort: moto)
+        defer { proxy.close() }
+        try await TusAnyNodeTests.withTwoNodes(engine, .s3, s3Port: proxy.port) { a, b, store in
+            let token = try await a.client.registerAndLogin(email: "s3-outage@example.com").tokens.accessToken
+            let big = TusAnyNodeTests.bytes(20 << 20)
+            proxy.goDown(afterForwarding: 12 << 20)
+            let refused = try await upload(a.client, token: token, big)
+            #expect(refused.status == .serviceUnavailable, "\(refused.text)")
+            #expect(refused.object["code"] as? String == "unavailable")
+            #expect(refused.headers[.retryAfter] != nil)
+            #expect(!proxy.isUp, "the store went away mid-upload")
+            for node in [a, b] {
+                let small = try await upload(node.client, token: token, Array("a,b\n1,2\n".utf8))
+                #expect(small.status == .serviceUnavailable)
+                #expect(small.headers[.retryAfter] != nil)
+                #expect(try await node.client.execute(uri: "/health/ready", method: .get).status == .serviceUnavailable)
+            }
+            let listed = try await b.client.json(.get, "/files", token: token).object["items"] as? [[String: Any]]
+            #expect(listed?.isEmpty == true, "no file row")
+            #expect(try await store.list().isEmpty, "no object")
+
+            proxy.comeUp()
+            var ids: [String] = []
+            for (node, bytes) in [(b, big), (a, Array(big.prefix(3 << 20)))] {
+                let created = try await upload(node.client, token: token, bytes)
+                #expect(created.status == .created, "\(created.text)")
+                #expect(created.object["sha256"] as? String == SigV4Signer.hex(SHA256.hash(data: bytes)))
+                ids.append(try #require(created.object["id"] as? String))
+                #expect(try await node.client.execute(uri: "/health/ready", method: .get).status == .ok)
+            }
+            let back = try await a.client.execute(uri: "/files/\(ids[0])/content", method: .get, headers: [.authorization: "Bearer \(token)"])
+            #expect(back.status == .ok)
+            #expect(Array(back.body.readableBytesView) == big)
+            #expect(Set(try await store.list().map(\.id)) == Set(ids))
+        }
+    }
 }

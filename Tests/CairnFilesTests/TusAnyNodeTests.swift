@@ -19,9 +19,11 @@ struct TusAnyNodeTests {
 
     /// Two nodes on one database and one store. On PostgreSQL each node has a data directory of
     /// its own (so nothing a node keeps on disk can help the other); on SQLite they share the
-    /// database's. The store is a folder outside both, or a fresh prefix of the test bucket.
+    /// database's. The store is a folder outside both, or a fresh prefix of the test bucket;
+    /// with `s3Port`, the nodes reach the bucket's server through that loopback port (a proxy),
+    /// while the store handed to `body` reaches it directly.
     static func withTwoNodes(
-        _ engine: TestEngine, _ backend: TestBlobBackend, mode: TestAppMode = .router,
+        _ engine: TestEngine, _ backend: TestBlobBackend, mode: TestAppMode = .router, s3Port: Int? = nil,
         _ body: @Sendable (TestApp, TestApp, _ store: any BlobStore) async throws -> Void
     ) async throws {
         let shared = NSTemporaryDirectory() + "cairn-tus-store-" + UUID().uuidString.lowercased()
@@ -29,14 +31,17 @@ struct TusAnyNodeTests {
         let prefix = "tus-\(UUID().uuidString.lowercased())/"
         let s3 = backend == .s3 ? try TestBlobBackend.s3Configuration() : nil
         if backend == .s3 { _ = try await TestBlobBackend.s3Client() }
+        let nodeS3 = try s3.map { s3 in
+            try s3Port.map { try S3Configuration(credentials: s3.credentials, region: s3.region, endpoint: "http://127.0.0.1:\($0)") } ?? s3
+        }
         let masterKey = try MasterKey(bytes: [UInt8](repeating: 7, count: 32))
         try await withTestDatabase(
             engine,
             configure: {
                 $0.masterKey = masterKey
-                if let s3 {
+                if let nodeS3 {
                     $0.files.blobLocation = .s3(bucket: TestBlobBackend.bucket, prefix: prefix)
-                    $0.files.s3 = s3
+                    $0.files.s3 = nodeS3
                 } else {
                     $0.files.blobLocation = .file(path: shared)
                 }

@@ -83,6 +83,82 @@ struct PipelinesEndToEndTests {
     }
 }
 
+extension PipelinesEndToEndTests {
+    /// Two nodes on one PostgreSQL and one blob store (a folder both reach, as a shared volume
+    /// would be): a run started on node A, with A killed -9 mid-load, is rescued by node B once
+    /// A's (2-second) lease lapses, and completes there with every row exactly once. B has no
+    /// copy of A's work database (node-local scratch), so it loads again from the first row.
+    @Test(.enabled(if: E2EEngine.available.contains(.postgres), "needs PostgreSQL (two nodes)"))
+    func aRunWhoseNodeIsKilledMidLoadCompletesOnAnotherNode() async throws {
+        let dirA = try temporaryDirectory()
+        let dirB = try temporaryDirectory()
+        let blobs = try temporaryDirectory()
+        defer { for dir in [dirA, dirB, blobs] { try? FileManager.default.removeItem(atPath: dir) } }
+        let total = 600_000
+        let input = dirA + "-input.csv"
+        var text = "i,label\n"
+        text.reserveCapacity(total * 16)
+        for index in 1...total { text += "\(index),row \(index)\n" }
+        _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
+        defer { try? FileManager.default.removeItem(atPath: input) }
+
+        let masterKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let environment = try await E2EEngine.postgres.environment().merging([
+            "CAIRN_JOBS_LEASE": "2", "CAIRN_BLOB_URL": "file://" + blobs, "CAIRN_MASTER_KEY": masterKey,
+        ]) { $1 }
+        let nodeA = try await ServerProcess.start(dataDir: dirA, environment: environment)
+        _ = try await curl(
+            "POST", "\(nodeA.baseURL)/auth/register", json: ["email": "etl2@example.com", "password": "pipeline password", "name": "E"])
+        let token = try #require(
+            try await curl("POST", "\(nodeA.baseURL)/auth/login", json: ["email": "etl2@example.com", "password": "pipeline password"])
+                .json["accessToken"] as? String)
+        let file = try await upload(nodeA.baseURL, path: input, token: token)
+        let pipeline = try await curl(
+            "POST", "\(nodeA.baseURL)/pipelines",
+            json: [
+                "name": "totals", "input": ["format": "csv"], "output": ["format": "ndjson"],
+                "sql": "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s, count(DISTINCT label) AS l FROM input",
+            ], token: token)
+        let pipelineId = try #require(pipeline.json["id"] as? String, "\(pipeline.body)")
+        let started = try await curl("POST", "\(nodeA.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
+        #expect(started.status == 202)
+        let jobId = try #require(started.json["id"] as? String)
+
+        // Node A holds the run (B starts only once A's load has checkpointed part of the input).
+        let loaded = { @Sendable (job: [String: Any]) in
+            ((job["checkpoint"] as? [String: Any])?["load"] as? [String: Any])?["rowsLoaded"] as? Int ?? 0
+        }
+        let first = try await followJob(nodeA.baseURL, jobId, token: token, timeout: .seconds(120)) {
+            loaded($0) > 0 || $0["state"] as? String == "succeeded"
+        }
+        let checkpointed = loaded(first)
+        try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
+        let nodeB = try await ServerProcess.start(dataDir: dirB, environment: environment)
+        await nodeA.kill()
+
+        let job = try await followJob(nodeB.baseURL, jobId, token: token, timeout: .seconds(180)) {
+            ["succeeded", "discarded"].contains($0["state"] as? String ?? "")
+        }
+        #expect(job["state"] as? String == "succeeded", "\(job)")
+        #expect(job["attempt"] as? Int ?? 0 >= 2, "the kill cost the first attempt")
+        let result = try #require(job["result"] as? [String: Any])
+        #expect(result["resumedFromRow"] == nil, "node B resumed into a work database it does not have")
+        #expect(result["rowsLoaded"] as? Int == total)
+        let output = try #require(result["outputFileId"] as? String)
+        let content = try await curl("GET", "\(nodeB.baseURL)/files/\(output)/content", token: token)
+        let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
+        #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
+        #expect(row?["d"] as? Int == total)
+        #expect(row?["l"] as? Int == total)
+        #expect(row?["s"] as? Int == total * (total + 1) / 2)
+        let files = try await curl("GET", "\(nodeB.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
+        #expect(files.count == 2, "the input and one output")
+        let work = (try? FileManager.default.subpathsOfDirectory(atPath: dirB + "/pipelines")) ?? []
+        #expect(!work.contains { $0.hasSuffix("input.sqlite") }, "node B's work folder is gone")
+        #expect(try await nodeB.stop() == 0)
+    }
+}
+
 @Suite("End to end: a 2 GB CSV through a pipeline", .serialized, .enabled(if: ProcessInfo.processInfo.environment["CAIRN_TEST_LARGE_FILES"] == "1"))
 struct LargePipelineEndToEndTests {
     /// Writes `bytes` of CSV (`i,payload`, 200-byte payloads) and returns the row count.

@@ -68,13 +68,20 @@ struct SecretsEndToEndTests {
 
         let rotated = try await runCairn(["keys", "rotate-master", "--data-dir", dataDir], environment: environment)
         #expect(rotated.status == 0, "\(rotated.error)")
-        #expect(rotated.output.contains("re-sealed 2 secrets"), "\(rotated.output)")
+        // The provider's API key, the webhook's secret and the ring file's signing key.
+        #expect(rotated.output.contains("re-sealed 3 secrets"), "\(rotated.output)")
         let newKey = try String(contentsOfFile: dataDir + "/master.key", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(newKey != oldKey && !rotated.output.contains(newKey))
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
         let login = try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "master@example.com", "password": "master password!"])
         let fresh = try #require(login.json["accessToken"] as? String)
+        // The signing key survived its re-sealing: a token from before still verifies, and the
+        // ring file holds sealed keys only.
+        #expect(try await curl("GET", "\(server.baseURL)/tasks", token: token).status == 200)
+        let ring = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dataDir + "/jwt-keys.json"))) as? [String: Any]
+        let stored = (ring?["keys"] as? [[String: Any]] ?? []).map { $0["privateKey"] as? String ?? "" }
+        #expect(!stored.isEmpty && stored.allSatisfy { $0.hasPrefix("v1:") }, "\(stored)")
         let listed = try await curl("GET", "\(server.baseURL)/notification-providers", token: fresh)
         #expect(listed.body.contains("…" + apiKey.suffix(4)), "\(listed.body)")
         #expect(try await server.stop() == 0)
