@@ -49,6 +49,13 @@ private func configureMail(_ client: any TestClientProtocol, _ owner: Member, _ 
     }
 }
 
+/// `member` signed in again: access tokens expire while a test clock moves on by hours.
+private func signedInAgain(_ client: any TestClientProtocol, _ member: Member, email: String) async throws -> Member {
+    var member = member
+    member.token = try await client.login(email: email, password: "correct horse battery").accessToken
+    return member
+}
+
 /// The owner's digest jobs.
 private func digestJobs(_ client: any TestClientProtocol, _ owner: Member) async throws -> [JobBody] {
     try await client.json(.get, "/jobs?kind=notifications.digest&limit=100", token: owner.token).decode(PageBody<JobBody>.self).items
@@ -127,9 +134,11 @@ struct DigestTests {
 
             // The window ends: one email and one SMS carry the three.
             clock.advance(to: Date(timeIntervalSince1970: Double(windowEnd) / 1000))
+            let readerNow = try await signedInAgain(client, reader, email: "digest-reader@example.com")
+            let owner = try await signedInAgain(client, owner, email: "digest-owner@example.com")
             try await components.jobs.waitUntil("the reader's digests sent") {
                 for id in ids {
-                    let items = try await deliveries(client, id, reader)
+                    let items = try await deliveries(client, id, readerNow)
                     guard items.count == 2, items.allSatisfy({ $0["state"] as? String == "sent" }) else { return false }
                 }
                 return true
@@ -143,7 +152,7 @@ struct DigestTests {
             #expect(texts.count == 2)
             #expect(texts.last == "3 new notifications:\n- Message 1\n- Message 2\n- Message 3")
             for id in ids {
-                let email = try #require(try await deliveries(client, id, reader).first { $0["channel"] as? String == "email" })
+                let email = try #require(try await deliveries(client, id, readerNow).first { $0["channel"] as? String == "email" })
                 #expect(email["attempts"] as? Int == 1)
                 #expect((email["providerMessageId"] as? String)?.isEmpty == false)
             }
@@ -208,9 +217,10 @@ struct DigestTests {
             // A daily window in UTC: advance to the end of the day.
             let dayEnd = (windowEnd / 86_400_000 + (windowEnd % 86_400_000 == 0 ? 0 : 1)) * 86_400_000
             clock.advance(to: Date(timeIntervalSince1970: Double(dayEnd) / 1000))
+            let readerNow = try await signedInAgain(nodeA.client, reader, email: "digest-two-reader@example.com")
             try await nodeA.components.jobs.waitUntil("the digest sent") {
                 for id in ids {
-                    guard try await deliveries(nodeA.client, id, reader).first?["state"] as? String == "sent" else { return false }
+                    guard try await deliveries(nodeA.client, id, readerNow).first?["state"] as? String == "sent" else { return false }
                 }
                 return true
             }
@@ -218,7 +228,7 @@ struct DigestTests {
             #expect(mails.count == 1, "one digest across both nodes")
             #expect(jsonBody(try #require(mails.first))["subject"] as? String == "10 new notifications")
             #expect(mailText(try #require(mails.first)).split(separator: "\n").count == 10)
-            let digests = Set(try await ids.asyncMap { try await deliveries(nodeB.client, $0, reader).first?["digestId"] as? String ?? "" })
+            let digests = Set(try await ids.asyncMap { try await deliveries(nodeB.client, $0, readerNow).first?["digestId"] as? String ?? "" })
             #expect(digests.count == 1 && !digests.contains(""))
         }
     }
