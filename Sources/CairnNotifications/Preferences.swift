@@ -133,7 +133,8 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
                 issues.append(
                     FieldIssue(
                         field: "digests.\(type).\(channel)",
-                        issue: "must be one of \(digestChannels.joined(separator: ", ")) (in-app is immediate; webhooks are the tenant's, per event)"))
+                        issue: "must be one of \(digestChannels.joined(separator: ", ")) (in-app is immediate; webhooks are the tenant's, per event)")
+                )
             }
         }
         if types["system_alert"]?["in_app"] == false || (types["system_alert"]?["in_app"] == nil && types["*"]?["in_app"] == false) {

@@ -42,15 +42,16 @@ extension OutboundChannels {
         let windowEnd = preferences.digestWindowEnd(mode, now: now)
         let windowKey = [row.userId, row.type, channel.rawValue, endpointId ?? "", String(windowEnd)].joined(separator: "|")
         let newId = UUIDv7.make()
-        let created = try await db.raw(
-            """
-            INSERT INTO notification_digests (id, tenant_id, user_id, type, channel, endpoint_id, period, window_key, window_end, state, attempts,
-                created_at, updated_at)
-            VALUES (\(bind: newId), \(bind: row.tenantId), \(bind: row.userId), \(bind: row.type), \(bind: channel.rawValue), \(bind: endpointId),
-                \(bind: mode.rawValue), \(bind: windowKey), \(bind: windowEnd), 'open', 0, \(bind: now), \(bind: now))
-            ON CONFLICT DO NOTHING RETURNING id
-            """
-        ).first() != nil
+        let created =
+            try await db.raw(
+                """
+                INSERT INTO notification_digests (id, tenant_id, user_id, type, channel, endpoint_id, period, window_key, window_end, state, attempts,
+                    created_at, updated_at)
+                VALUES (\(bind: newId), \(bind: row.tenantId), \(bind: row.userId), \(bind: row.type), \(bind: channel.rawValue), \(bind: endpointId),
+                    \(bind: mode.rawValue), \(bind: windowKey), \(bind: windowEnd), 'open', 0, \(bind: now), \(bind: now))
+                ON CONFLICT DO NOTHING RETURNING id
+                """
+            ).first() != nil
         let digestId: String
         if created {
             digestId = newId
@@ -118,7 +119,8 @@ extension OutboundChannels {
                 let payload = JSONValue(text: try row.decode(column: "payload", as: String.self)) ?? .object([:])
                 return DigestItem(
                     notificationId: try row.decode(column: "notification_id", as: String.self), title: payload["title"]?.string ?? "",
-                    body: payload["body"]?.string ?? "", data: payload["data"] ?? .object([:]), createdAt: try row.decode(column: "created_at", as: Int64.self))
+                    body: payload["body"]?.string ?? "", data: payload["data"] ?? .object([:]),
+                    createdAt: try row.decode(column: "created_at", as: Int64.self))
             }
             return (digest, items)
         }
@@ -127,8 +129,10 @@ extension OutboundChannels {
         guard !items.isEmpty else {
             // Every notification it was opened for was a repeat (a dedupe key): no message.
             try await database.write { db in
-                try await db.raw("DELETE FROM notification_digests WHERE id = \(bind: digestId) AND tenant_id = \(bind: tenantId) AND state = 'pending'")
-                    .run()
+                try await db.raw(
+                    "DELETE FROM notification_digests WHERE id = \(bind: digestId) AND tenant_id = \(bind: tenantId) AND state = 'pending'"
+                )
+                .run()
             }
             return
         }
@@ -168,7 +172,8 @@ extension OutboundChannels {
             try await finishDigest(digestId, tenantId: tenantId, state: "failed", error: why, providerMessageId: nil)
             throw PermanentJobError("\(providerName.rawValue) refused the digest: \(why)")
         case .recipientGone(let why):
-            try await finishDigest(digestId, tenantId: tenantId, state: "failed", error: "device unregistered: \(why)", providerMessageId: nil) { db in
+            try await finishDigest(digestId, tenantId: tenantId, state: "failed", error: "device unregistered: \(why)", providerMessageId: nil) {
+                db in
                 if let deviceId { try await ProviderStore.deleteDevice(id: deviceId, tenantId: tenantId, userId: nil, on: db) }
             }
         case .retry(let why):

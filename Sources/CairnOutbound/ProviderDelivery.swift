@@ -75,7 +75,8 @@ extension OutboundChannels {
         let providerName: ProviderName
         let address: String
         let deviceId: String?
-        switch try await recipient(channel: channel, userId: userId, endpointId: try row.decode(column: "endpoint_id", as: String?.self), tenantId: tenantId)
+        switch try await recipient(
+            channel: channel, userId: userId, endpointId: try row.decode(column: "endpoint_id", as: String?.self), tenantId: tenantId)
         {
         case .unreachable(let why):
             try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: false)

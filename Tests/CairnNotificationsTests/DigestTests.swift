@@ -44,7 +44,8 @@ private func configureMail(_ client: any TestClientProtocol, _ owner: Member, _ 
         ["apiKey": try #require(fake.setup["sendgridKey"] as? String), "fromEmail": "noreply@example.com"], token: owner.token)
     try #require(sendgrid.status == .ok, "\(sendgrid.text)")
     if sms {
-        let twilio = try await client.json(.put, "/notification-providers/twilio", try #require(fake.setup["twilio"] as? [String: Any]), token: owner.token)
+        let twilio = try await client.json(
+            .put, "/notification-providers/twilio", try #require(fake.setup["twilio"] as? [String: Any]), token: owner.token)
         try #require(twilio.status == .ok, "\(twilio.text)")
     }
 }
@@ -110,8 +111,10 @@ struct DigestTests {
             let ids = published
             // Another type stays immediate; in-app is untouched (the inbox has all four).
             let alert = try #require(
-                try await components.notifications.publish(NotificationDraft(type: "alert", title: "Now"), to: [reader.userId], tenantId: owner.tenantId)
-                    .first)
+                try await components.notifications.publish(
+                    NotificationDraft(type: "alert", title: "Now"), to: [reader.userId], tenantId: owner.tenantId
+                )
+                .first)
             try await components.jobs.waitUntil("the immediate email and SMS sent") {
                 let items = try await deliveries(client, alert.id, reader)
                 return items.count == 2 && items.allSatisfy { $0["state"] as? String == "sent" }
@@ -239,7 +242,8 @@ struct DigestTests {
             let defaults = try await client.json(.get, "/users/me/notification-preferences", token: owner.token)
             #expect((defaults.object["digests"] as? [String: Any])?.isEmpty == true, "immediate by default: \(defaults.text)")
             func refused(_ digests: [String: Any]) async throws -> [[String: Any]] {
-                let answer = try await client.json(.put, "/users/me/notification-preferences", ["types": [:], "digests": digests], token: owner.token)
+                let answer = try await client.json(
+                    .put, "/users/me/notification-preferences", ["types": [:], "digests": digests], token: owner.token)
                 #expect(answer.status == .badRequest, "\(digests)")
                 #expect(answer.object["code"] as? String == "invalid_input")
                 return answer.object["errors"] as? [[String: Any]] ?? []
@@ -262,7 +266,11 @@ struct DigestTests {
             // Digest template parts: known at save time, so an unknown variable is refused now.
             let bad = try await client.json(
                 .put, "/notification-templates/message",
-                ["default": ["email": ["digestSubject": "{{count}} for {{userName}}"], "push": ["digestBody": "{{{count}}}"], "sms": ["digest": "x"]]],
+                [
+                    "default": [
+                        "email": ["digestSubject": "{{count}} for {{userName}}"], "push": ["digestBody": "{{{count}}}"], "sms": ["digest": "x"],
+                    ]
+                ],
                 token: owner.token)
             #expect(bad.status == .badRequest)
             let fields = Set((bad.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String })
@@ -272,7 +280,9 @@ struct DigestTests {
                 [
                     "variables": ["orderId"],
                     "default": [
-                        "email": ["digestHtml": "<ul>{{#notifications}}<li>{{title}} {{orderId}}</li>{{/notifications}}</ul>", "subject": "{{orderId}}"],
+                        "email": [
+                            "digestHtml": "<ul>{{#notifications}}<li>{{title}} {{orderId}}</li>{{/notifications}}</ul>", "subject": "{{orderId}}",
+                        ],
                         "sms": ["digestText": "{{count}} at {{windowEnd}} ({{type}})"],
                     ],
                 ], token: owner.token)
