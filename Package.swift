@@ -185,7 +185,8 @@ let package = Package(
         .target(
             name: "CairnOutbound",
             dependencies: moduleDependencies + [
-                "CairnAccounts", "CairnJobs", "CairnNotifications", metrics, crypto, asyncHTTPClient, nioPosix, nioHTTP1, nioSSL, jwtKit,
+                "CairnAccounts", "CairnJobs", "CairnNotifications", "CairnFormats", metrics, crypto, asyncHTTPClient, nioPosix, nioHTTP1, nioSSL,
+                jwtKit,
                 .product(name: "Mustache", package: "swift-mustache"),
             ],
             swiftSettings: strictSettings

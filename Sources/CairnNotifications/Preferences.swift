@@ -19,20 +19,58 @@ package enum NotificationChannel: String, Sendable, CaseIterable, Codable, JSONE
     case sms
 }
 
-/// A user's notification preferences: per type, per channel on/off, and quiet hours in the
-/// user's time zone for the channels other than in-app.
+/// How a user receives one type on one outbound channel: each notification at once, or
+/// batched into one message at the end of each hour or day (a digest).
+package enum DigestMode: String, Sendable, CaseIterable, Codable, JSONEnum {
+    /// Each notification as it is published (the default).
+    case immediate
+    /// One message at the end of each hour.
+    case hourly
+    /// One message at the end of each day.
+    case daily
+
+    /// The channels a user may digest. In-app stays immediate (the inbox is the record), and
+    /// webhooks are the tenant's integration, delivered per event to its endpoints.
+    package static let channels: [NotificationChannel] = [.email, .sms, .push]
+}
+
+/// A user's notification preferences: per type, per channel on/off, digests, and quiet hours
+/// in the user's time zone for the channels other than in-app.
 ///
 /// JSON: `{"types": {"<type>" | "*": {"in_app": bool, "webhook": bool, "email": bool,
-/// "push": bool, "sms": bool}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
+/// "push": bool, "sms": bool}}, "digests": {"<type>" | "*": {"email" | "sms" | "push":
+/// "immediate" | "hourly" | "daily"}}, "quietHours": {"start": "HH:MM", "end": "HH:MM", "timeZone": IANA} | null}`.
 /// `*` applies to types without their own entry; a channel missing from an entry takes the
 /// `*` entry's value, then the default: in_app, webhook and push on (push reaches only devices
-/// the user registered, which is their opt-in), email and sms off (opt-in).
-/// `system_alert` in-app cannot be turned off.
+/// the user registered, which is their opt-in), email and sms off (opt-in), every channel
+/// immediate. `system_alert` in-app cannot be turned off.
 package struct NotificationPreferences: Sendable, Equatable, Codable {
     /// Per type (or `*`), per channel.
     package var types: [String: [String: Bool]]
+    /// Per type (or `*`), per channel (email, sms, push): immediate or a digest period.
+    package var digests: [String: [String: DigestMode]]
     /// Quiet hours, when set.
     package var quietHours: QuietHours?
+
+    enum CodingKeys: String, CodingKey {
+        case types, digests, quietHours
+    }
+
+    /// Decodes the document; `digests` may be missing (documents stored before digests).
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        types = try container.decode([String: [String: Bool]].self, forKey: .types)
+        digests = try container.decodeIfPresent([String: [String: DigestMode]].self, forKey: .digests) ?? [:]
+        quietHours = try container.decodeIfPresent(QuietHours.self, forKey: .quietHours)
+    }
+
+    /// Encodes the document, `digests` always (`{}` when none), `quietHours` when set.
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(types, forKey: .types)
+        try container.encode(digests, forKey: .digests)
+        try container.encodeIfPresent(quietHours, forKey: .quietHours)
+    }
 
     /// A daily window, possibly crossing midnight, during which non-in-app channels wait.
     package struct QuietHours: Sendable, Equatable, Codable {
@@ -52,12 +90,14 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
     }
 
     /// Creates preferences.
-    package init(types: [String: [String: Bool]], quietHours: QuietHours?) {
+    package init(types: [String: [String: Bool]], digests: [String: [String: DigestMode]] = [:], quietHours: QuietHours?) {
         self.types = types
+        self.digests = digests
         self.quietHours = quietHours
     }
 
-    /// The defaults: every type on in-app, webhook and push, off on email and sms, no quiet hours.
+    /// The defaults: every type on in-app, webhook and push, off on email and sms, all
+    /// immediate, no quiet hours.
     package static let defaults = NotificationPreferences(types: [:], quietHours: nil)
 
     static func minutes(_ text: String) -> Int? {
@@ -82,6 +122,21 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
                 issues.append(FieldIssue(field: "types.\(type).\(channel)", issue: "must be one of in_app, webhook, email, push, sms"))
             }
         }
+        if digests.count > 200 { issues.append(FieldIssue(field: "digests", issue: "must have at most 200 entries")) }
+        let digestChannels = DigestMode.channels.map(\.rawValue)
+        for (type, channels) in digests.sorted(by: { $0.key < $1.key }) {
+            if type != "*" && !NotificationDraft.isValidType(type) {
+                issues.append(FieldIssue(field: "digests.\(type)", issue: "must be * or a type matching [a-z][a-z0-9_.]{0,63}"))
+                continue
+            }
+            for channel in channels.keys.sorted() where !digestChannels.contains(channel) {
+                issues.append(
+                    FieldIssue(
+                        field: "digests.\(type).\(channel)",
+                        issue: "must be one of \(digestChannels.joined(separator: ", ")) (in-app is immediate; webhooks are the tenant's, per event)")
+                )
+            }
+        }
         if types["system_alert"]?["in_app"] == false || (types["system_alert"]?["in_app"] == nil && types["*"]?["in_app"] == false) {
             issues.append(FieldIssue(field: "types.system_alert.in_app", issue: "system alerts cannot be turned off in-app"))
         }
@@ -100,6 +155,32 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
         if type == "system_alert" && channel == .inApp { return true }
         if let value = types[type]?[channel.rawValue] ?? types["*"]?[channel.rawValue] { return value }
         return channel != .email && channel != .sms
+    }
+
+    /// How `type` goes out on `channel`: immediate, or batched into an hourly or daily digest.
+    /// In-app and webhooks are always immediate.
+    package func digest(_ type: String, on channel: NotificationChannel) -> DigestMode {
+        guard DigestMode.channels.contains(channel) else { return .immediate }
+        return digests[type]?[channel.rawValue] ?? digests["*"]?[channel.rawValue] ?? .immediate
+    }
+
+    /// The end (epoch ms) of the `mode` digest window holding `now`: the next hour or day
+    /// boundary strictly after it, in the time zone of the quiet hours when they are set (the
+    /// only zone the preferences carry), in UTC otherwise. DST-aware: a day is a local day.
+    package func digestWindowEnd(_ mode: DigestMode, now: Int64) -> Int64 {
+        let zone = quietHours.flatMap { TimeZone(identifier: $0.timeZone) } ?? TimeZone(identifier: "UTC")!
+        let step: Int64 = mode == .daily ? 86_400_000 : 3_600_000
+        if zone.identifier == "UTC" || zone.identifier == "GMT" {
+            return (now / step + 1) * step
+        }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = zone
+        let date = Date(timeIntervalSince1970: Double(now) / 1000)
+        let boundary = mode == .daily ? DateComponents(hour: 0, minute: 0, second: 0) : DateComponents(minute: 0, second: 0)
+        guard let next = calendar.nextDate(after: date, matching: boundary, matchingPolicy: .nextTime) else {
+            return (now / step + 1) * step
+        }
+        return Int64((next.timeIntervalSince1970 * 1000).rounded())
     }
 
     /// The end of the quiet window containing `now` (epoch ms), or nil when `now` is outside
@@ -181,7 +262,7 @@ package struct PreferenceStore: Sendable {
     }
 }
 
-/// `/users/me/notification-preferences`: the caller's own channel and quiet-hour preferences.
+/// `/users/me/notification-preferences`: the caller's own channel, digest and quiet-hour preferences.
 package struct PreferencesController: Sendable {
     let store: PreferenceStore
 

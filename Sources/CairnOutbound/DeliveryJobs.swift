@@ -36,3 +36,12 @@ struct SendSMS: DeliveryJob {
     static let kind = "notifications.sms"
     var deliveryId: String
 }
+
+/// Sends one digest: the notifications a user batched for one type, channel (and device) over
+/// one hourly or daily window, as one message, at the window's end (`notifications.digest`).
+struct SendDigest: JobArguments {
+    static let kind = "notifications.digest"
+    static var defaultQueue: String { "notifications" }
+    /// The `notification_digests` row.
+    var digestId: String
+}

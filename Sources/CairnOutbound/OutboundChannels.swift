@@ -49,7 +49,7 @@ package final class OutboundChannels: PublishObserver {
         self.logger = logger
     }
 
-    /// Registers the delivery job handlers (webhook, email, push, SMS) on `queue`.
+    /// Registers the delivery job handlers (webhook, email, push, SMS, digests) on `queue`.
     package func registerJobs(on queue: JobQueue) {
         queue.register(SendWebhook.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
@@ -72,6 +72,13 @@ package final class OutboundChannels: PublishObserver {
         queue.register(SendSMS.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await self.deliverThroughProvider(args.deliveryId, context: context)
+        }
+        queue.register(SendDigest.self) { [weak self] args, context in
+            guard let self else { throw PermanentJobError("notifications are shutting down") }
+            try await TraceContext.withSpan("digest delivery") { span in
+                span.attributes["cairn.digest.id"] = args.digestId
+                try await self.deliverDigest(args.digestId, context: context)
+            }
         }
     }
 
@@ -136,22 +143,41 @@ package final class OutboundChannels: PublishObserver {
                 "type": .string(row.type), "title": .string(row.title), "body": .string(row.body), "data": JSONValue(text: row.data) ?? .object([:]),
             ]).text
             if email, prefs.allows(draft.type, on: .email) {
-                try await planDelivery(
-                    row, channel: .email, endpointId: nil, payload: message, job: SendEmail.self, maxAttempts: settings.providerMaxAttempts,
-                    runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+                try await planProviderDelivery(
+                    row, channel: .email, endpointId: nil, payload: message, job: SendEmail.self, preferences: prefs, runAt: runAt,
+                    dedupeKey: draft.dedupeKey, now: now, on: db)
             }
             // The phone is read when the job runs (as the email address): Accounts owns it.
             if sms, prefs.allows(draft.type, on: .sms) {
-                try await planDelivery(
-                    row, channel: .sms, endpointId: nil, payload: message, job: SendSMS.self, maxAttempts: settings.providerMaxAttempts,
-                    runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+                try await planProviderDelivery(
+                    row, channel: .sms, endpointId: nil, payload: message, job: SendSMS.self, preferences: prefs, runAt: runAt,
+                    dedupeKey: draft.dedupeKey, now: now, on: db)
             }
             for device in devices[row.userId] ?? [] {
-                try await planDelivery(
-                    row, channel: .push, endpointId: device.id, payload: message, job: SendPush.self,
-                    maxAttempts: settings.providerMaxAttempts, runAt: runAt, dedupeKey: draft.dedupeKey, now: now, on: db)
+                try await planProviderDelivery(
+                    row, channel: .push, endpointId: device.id, payload: message, job: SendPush.self, preferences: prefs, runAt: runAt,
+                    dedupeKey: draft.dedupeKey, now: now, on: db)
             }
         }
+    }
+
+    /// An email, SMS or push delivery: into the user's digest window when their preferences
+    /// batch the type on the channel (and the window is still open), at once otherwise.
+    private func planProviderDelivery<Delivery: DeliveryJob>(
+        _ row: StoredNotification, channel: NotificationChannel, endpointId: String?, payload: String, job: Delivery.Type,
+        preferences: NotificationPreferences, runAt: Int64?, dedupeKey: String?, now: Int64, on db: any SQLDatabase
+    ) async throws {
+        let mode = preferences.digest(row.type, on: channel)
+        if mode != .immediate,
+            try await planDigested(
+                row, channel: channel, endpointId: endpointId, payload: payload, mode: mode, preferences: preferences, dedupeKey: dedupeKey,
+                now: now, on: db)
+        {
+            return
+        }
+        try await planDelivery(
+            row, channel: channel, endpointId: endpointId, payload: payload, job: job, maxAttempts: settings.providerMaxAttempts, runAt: runAt,
+            dedupeKey: dedupeKey, now: now, on: db)
     }
 
     /// One delivery record and the job that carries it out, in the publishing transaction.

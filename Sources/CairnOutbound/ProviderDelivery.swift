@@ -74,33 +74,15 @@ extension OutboundChannels {
         }
         let providerName: ProviderName
         let address: String
-        var deviceId: String?
-        if channel == NotificationChannel.email.rawValue {
-            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId) else {
-                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user no longer exists", countAttempt: false)
-                return
-            }
-            providerName = .sendgrid
-            address = user.email
-        } else if channel == NotificationChannel.sms.rawValue {
-            // The phone as it is now: a number changed or removed after publishing counts.
-            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId), let phone = user.phone else {
-                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the user has no phone number", countAttempt: false)
-                return
-            }
-            providerName = .twilio
-            address = phone
-        } else {
-            let endpointId = try row.decode(column: "endpoint_id", as: String?.self) ?? ""
-            guard let device = try await database.read({ db in try await ProviderStore.device(id: endpointId, tenantId: tenantId, on: db) }),
-                device.userId == userId
-            else {
-                try await record(deliveryId, tenantId: tenantId, state: "failed", error: "the device is no longer registered", countAttempt: false)
-                return
-            }
-            providerName = device.platform
-            address = device.token
-            deviceId = device.id
+        let deviceId: String?
+        switch try await recipient(
+            channel: channel, userId: userId, endpointId: try row.decode(column: "endpoint_id", as: String?.self), tenantId: tenantId)
+        {
+        case .unreachable(let why):
+            try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: false)
+            return
+        case .found(let name, let to, let device):
+            (providerName, address, deviceId) = (name, to, device)
         }
         guard let provider = try await provider(providerName, tenantId: tenantId) else {
             try await record(
@@ -126,6 +108,35 @@ extension OutboundChannels {
             try await record(deliveryId, tenantId: tenantId, state: last ? "failed" : "pending", error: why, countAttempt: true)
             throw DeliveryFailure(description: "\(providerName.rawValue) delivery failed: \(why)")
         }
+    }
+
+    /// Where an email, SMS or push to `userId` goes now: the user's current email or phone (a
+    /// number changed or removed after publishing counts; Accounts owns both), or the device
+    /// `endpointId`'s token.
+    enum Recipient {
+        /// The provider and the address (the device, for push).
+        case found(ProviderName, address: String, deviceId: String?)
+        /// Why there is no address any more.
+        case unreachable(String)
+    }
+
+    /// See ``Recipient``.
+    func recipient(channel: String, userId: String, endpointId: String?, tenantId: String) async throws -> Recipient {
+        if channel == NotificationChannel.email.rawValue {
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId) else { return .unreachable("the user no longer exists") }
+            return .found(.sendgrid, address: user.email, deviceId: nil)
+        }
+        if channel == NotificationChannel.sms.rawValue {
+            guard let user = try await accounts.store.user(id: userId, tenantId: tenantId), let phone = user.phone else {
+                return .unreachable("the user has no phone number")
+            }
+            return .found(.twilio, address: phone, deviceId: nil)
+        }
+        let database = database
+        guard let device = try await database.read({ db in try await ProviderStore.device(id: endpointId ?? "", tenantId: tenantId, on: db) }),
+            device.userId == userId
+        else { return .unreachable("the device is no longer registered") }
+        return .found(device.platform, address: device.token, deviceId: device.id)
     }
 
     /// `message` rendered through its type's template for `channel` (email subject, text and

@@ -10,13 +10,13 @@ import NIOCore
 import SQLKit
 
 /// The parts a channel's template may have: email `subject`, `html`, `text`; SMS `text`;
-/// push `title`, `body`.
+/// push `title`, `body`; and the same prefixed with `digest` for the digests of the type.
 enum TemplateChannel: String, CaseIterable {
     case email
     case sms
     case push
 
-    /// The parts of the channel, in order.
+    /// The parts of one notification's message, in order.
     var parts: [String] {
         switch self {
         case .email: ["subject", "html", "text"]
@@ -24,6 +24,23 @@ enum TemplateChannel: String, CaseIterable {
         case .push: ["title", "body"]
         }
     }
+
+    /// The parts of a digest's message (`digestSubject`, `digestHtml`, …), in order.
+    var digestParts: [String] {
+        parts.map { "digest" + $0.prefix(1).uppercased() + $0.dropFirst() }
+    }
+
+    /// Every part a template of the channel may have.
+    var allParts: [String] { parts + digestParts }
+
+    /// Whether `part` is HTML (escaped by default, the only place for raw output).
+    func isHTML(_ part: String) -> Bool {
+        self == .email && (part == "html" || part == "digestHtml")
+    }
+
+    /// What a digest part may name at its top level: `count`, `notifications` (each with
+    /// `title`, `body`, `createdAt` and its `data` members), `period`, `type`, `windowEnd`.
+    static let digestVariables: Set<String> = ["count", "notifications", "period", "type", "windowEnd"]
 }
 
 /// A tenant's templates for one notification type: per locale variant (`default` and BCP 47
@@ -62,7 +79,7 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
         if let parts = self.default[channel.rawValue] { variants.append(("default", parts)) }
         guard let tag = variants.first?.0 else { return nil }
         var parts: [String: String] = [:]
-        for part in channel.parts {
+        for part in channel.allParts {
             parts[part] = variants.lazy.compactMap { $0.1[part] }.first
         }
         return (tag, parts)
@@ -93,8 +110,8 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
                 }
                 for (part, text) in parts.sorted(by: { $0.key < $1.key }) {
                     let field = "\(prefix).\(channelName).\(part)"
-                    guard channel.parts.contains(part) else {
-                        issues.append(FieldIssue(field: field, issue: "must be one of \(channel.parts.joined(separator: ", "))"))
+                    guard channel.allParts.contains(part) else {
+                        issues.append(FieldIssue(field: field, issue: "must be one of \(channel.allParts.joined(separator: ", "))"))
                         continue
                     }
                     if text.utf8.count > 100_000 { issues.append(FieldIssue(field: field, issue: "must be at most 100,000 bytes")) }
@@ -116,10 +133,16 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
                     if let unsupported = scan.unsupported {
                         issues.append(FieldIssue(field: field, issue: "must not use \(unsupported)"))
                     }
-                    if scan.raw && !(channel == .email && part == "html") {
-                        issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html"))
+                    if scan.raw && !channel.isHTML(part) {
+                        issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html and digestHtml"))
                     }
-                    if let declared, let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !declared.contains($0) }) {
+                    if channel.digestParts.contains(part) {
+                        // A digest's variables are Cairn's, known here: an unknown one is an error now.
+                        if let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !TemplateChannel.digestVariables.contains($0) }) {
+                            let known = TemplateChannel.digestVariables.sorted().joined(separator: ", ")
+                            issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown); a digest part may use \(known)"))
+                        }
+                    } else if let declared, let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !declared.contains($0) }) {
                         issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown), which is not in variables"))
                     }
                 }
@@ -228,19 +251,20 @@ enum TemplateRenderer {
     /// plain text elsewhere. Nil when the template has no variant for the channel.
     /// - Throws: ``TemplateVariableMissing`` for a top-level variable the context lacks (sections
     ///   may be missing: they render nothing).
+    /// `digest` renders the digest parts (`digestSubject`, …) instead of the message's.
     static func render(
-        _ template: NotificationTemplate, channel: TemplateChannel, locale: String?, context: [String: Any]
+        _ template: NotificationTemplate, channel: TemplateChannel, locale: String?, context: [String: Any], digest: Bool = false
     ) throws -> (tag: String, parts: [String: String])? {
         guard let (tag, parts) = template.variant(channel, locale: locale) else { return nil }
         var rendered: [String: String] = [:]
-        for part in channel.parts {
+        for part in digest ? channel.digestParts : channel.parts {
             guard let text = parts[part] else { continue }
             let scan = TemplateScan(text)
             let sections = Set(TemplateScan.sectionNames(text))
             if let missing = scan.topLevel.first(where: { !sections.contains($0) && !has($0, in: context) }) {
                 throw TemplateVariableMissing(name: missing)
             }
-            let source = channel == .email && part == "html" ? text : "{{% CONTENT_TYPE: TEXT}}" + text
+            let source = channel.isHTML(part) ? text : "{{% CONTENT_TYPE: TEXT}}" + text
             rendered[part] = try MustacheTemplate(string: source).render(context)
         }
         return (tag, rendered)

@@ -103,6 +103,8 @@ struct Delivery: Sendable, JSONWritable {
     var attempts: Int
     var lastError: String?
     var providerMessageId: String?
+    /// The digest that carries (or carried) it; its state is `batched` until the digest is sent.
+    var digestId: String?
     var createdAt: Int64
     var updatedAt: Int64
 
@@ -124,6 +126,8 @@ struct Delivery: Sendable, JSONWritable {
         writer.string(lastError)
         writer.key("providerMessageId")
         writer.string(providerMessageId)
+        writer.key("digestId")
+        writer.string(digestId)
         writer.key("createdAt")
         writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
@@ -131,7 +135,8 @@ struct Delivery: Sendable, JSONWritable {
         writer.objectEnd()
     }
 
-    static let columns = "id, notification_id, channel, endpoint_id, state, attempts, last_error, provider_message_id, created_at, updated_at"
+    static let columns =
+        "id, notification_id, channel, endpoint_id, state, attempts, last_error, provider_message_id, digest_id, created_at, updated_at"
 
     static func from(_ row: any SQLRow) throws -> Delivery {
         Delivery(
@@ -140,7 +145,7 @@ struct Delivery: Sendable, JSONWritable {
             state: try row.decode(column: "state", as: String.self), attempts: try row.decode(column: "attempts", as: Int.self),
             lastError: try row.decode(column: "last_error", as: String?.self),
             providerMessageId: try row.decode(column: "provider_message_id", as: String?.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self),
+            digestId: try row.decode(column: "digest_id", as: String?.self), createdAt: try row.decode(column: "created_at", as: Int64.self),
             updatedAt: try row.decode(column: "updated_at", as: Int64.self))
     }
 }

@@ -10,11 +10,12 @@ extension DataErasure {
     package static let cairn = DataErasure(
         userTables: [
             // CairnNotifications: the inbox, its counters, preferences, deliveries and push devices.
-            "notification_deliveries", "notifications", "notification_counters", "notification_preferences", "notification_devices",
+            "notification_deliveries", "notification_digests", "notifications", "notification_counters", "notification_preferences",
+            "notification_devices",
         ],
         tenantTables: [
-            "notification_deliveries", "notifications", "notification_counters", "notification_preferences", "notification_devices",
-            "notification_templates", "notification_providers", "webhook_endpoints",
+            "notification_deliveries", "notification_digests", "notifications", "notification_counters", "notification_preferences",
+            "notification_devices", "notification_templates", "notification_providers", "webhook_endpoints",
             "tasks",
             "product_imports", "products",
             "pipelines",

@@ -60,14 +60,15 @@ final class LineProcess: Sendable {
     }
 }
 
-/// Runs `body` on a live node whose email, SMS and push providers are a ``FakeProviders``, with
-/// a tenant owner signed up as `email`; the fakes stop afterwards.
-func withFakeProviders(_ engine: TestEngine, owner email: String, _ body: @Sendable (TestApp, FakeProviders, Member) async throws -> Void)
-    async throws
-{
+/// Runs `body` on a live node reading `clock` whose email, SMS and push providers are a
+/// ``FakeProviders``, with a tenant owner signed up as `email`; the fakes stop afterwards.
+func withFakeProviders(
+    _ engine: TestEngine, owner email: String, clock: any CairnClock = SystemClock(),
+    _ body: @Sendable (TestApp, FakeProviders, Member) async throws -> Void
+) async throws {
     let fake = try await FakeProviders()
     defer { fake.stop() }
-    try await withLiveOwner(engine, email, configure: fake.configure) { app, owner in try await body(app, fake, owner) }
+    try await withLiveOwner(engine, email, clock: clock, configure: fake.configure) { app, owner in try await body(app, fake, owner) }
 }
 
 /// The fake SendGrid, FCM (with its OAuth token endpoint), APNs and Twilio of

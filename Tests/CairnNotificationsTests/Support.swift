@@ -69,12 +69,12 @@ func withOwner(
 }
 
 /// Runs `body` on a live node (fast notification settings unless `configure` says otherwise)
-/// with a tenant owner signed up as `email`: the opening of the live notification tests.
+/// reading `clock`, with a tenant owner signed up as `email`: the opening of the live notification tests.
 func withLiveOwner(
-    _ engine: TestEngine, _ email: String, configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications,
-    _ body: @Sendable (TestApp, Member) async throws -> Void
+    _ engine: TestEngine, _ email: String, clock: any CairnClock = SystemClock(),
+    configure: @Sendable (inout CairnConfiguration) -> Void = fastNotifications, _ body: @Sendable (TestApp, Member) async throws -> Void
 ) async throws {
-    try await withTestApp(engine, mode: .live, configure: configure) { app in
+    try await withTestApp(engine, mode: .live, clock: clock, configure: configure) { app in
         try await body(app, try await signUp(app.client, email))
     }
 }
