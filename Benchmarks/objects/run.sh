@@ -74,7 +74,7 @@ run_node() { # $1 label, $2 blob url
   curl -s --noproxy '*' -o /dev/null -H 'Content-Type: application/json' -d '{"email":"b@example.com","password":"correct horse battery","name":"B"}' "http://127.0.0.1:$port/auth/register"
   token=$(curl -s --noproxy '*' -H 'Content-Type: application/json' -d '{"email":"b@example.com","password":"correct horse battery"}' "http://127.0.0.1:$port/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
   t0=$(now)
-  id=$(curl -s --noproxy '*' -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' --data-binary "@$work/data.bin" \
+  id=$(curl -s --noproxy '*' -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' -X POST -T "$work/data.bin" \
     "http://127.0.0.1:$port/files?format=csv" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   t1=$(now)
   curl -s --noproxy '*' -H "Authorization: Bearer $token" -o "$data/down.bin" "http://127.0.0.1:$port/files/$id/content"
