@@ -40,7 +40,8 @@ package final class SessionGuard: Sendable {
 
     private enum Decision {
         case use(Entry)
-        case fetch
+        /// Read the session state; `hasFallback` when a stale entry could serve if the read fails.
+        case fetch(hasFallback: Bool)
     }
 
     /// The identity for verified claims, or nil when the user is gone, moved tenant, or the
@@ -49,27 +50,31 @@ package final class SessionGuard: Sendable {
         let now = clock.instant
         let maxAge = self.maxAge
         let decision = cache.withLock { cache -> Decision in
-            guard var entry = cache[claims.sub] else { return .fetch }
+            guard var entry = cache[claims.sub] else { return .fetch(hasFallback: false) }
             let age = now - entry.fetchedAt
             if age <= maxAge || (entry.refreshing && age <= maxAge * 2) { return .use(entry) }
             // After a failed re-read, try the database again at most once a second.
             if let failed = entry.failedAt, now - failed < .seconds(1), age <= Self.outageGrace { return .use(entry) }
             entry.refreshing = true
             cache[claims.sub] = entry
-            return .fetch
+            return .fetch(hasFallback: age <= Self.outageGrace)
         }
         let entry: Entry
         switch decision {
         case .use(let cached):
             entry = cached
-        case .fetch:
+        case .fetch(let hasFallback):
+            // The short deadline is there to serve the stale entry during an outage; with none
+            // to serve, a slow database (a loaded node) is worth waiting for, up to a bound
+            // that still ends a query the driver never answers.
+            let deadline: Duration = hasFallback ? .seconds(2) : .seconds(15)
             let startedAt = generation.load(ordering: .acquiring)
             do {
                 let store = self.store
                 // Margin of a minute for clock skew between the nodes that issued the tokens.
                 let revokedSince = clock.milliseconds - tokenLifetimeMs - 60_000
                 entry = Entry(
-                    state: try await withDeadline(.seconds(2)) { try await store.sessionState(userId: claims.sub, revokedSince: revokedSince) },
+                    state: try await withDeadline(deadline) { try await store.sessionState(userId: claims.sub, revokedSince: revokedSince) },
                     fetchedAt: now)
             } catch {
                 // The database cannot answer. No revocation can be committed while it is down,

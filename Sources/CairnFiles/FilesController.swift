@@ -113,7 +113,13 @@ package struct FilesController: Sendable {
         return try await store(
             tenantId: tenantId, userId: context.identity.userId, declared: declared,
             write: { id, limit in
-                let written = try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
+                let written =
+                    if let declared {
+                        try await blobs.write(
+                            tenantId: tenantId, id: id, body: DeclaredLengthBody(base: request.body, declared: declared), maxBytes: limit)
+                    } else {
+                        try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
+                    }
                 return (written.size, written.sha256, name, mediaType, format)
             })
     }
@@ -157,7 +163,8 @@ package struct FilesController: Sendable {
 
     /// Runs an upload's blob write, answering the store's refusals in HTTP terms.
     /// - Throws: 503 when the blob store is unreachable; 413 when the bytes pass `limit` (naming
-    ///   whichever limit it is: the file size, or the tenant's room).
+    ///   whichever limit it is: the file size, or the tenant's room); 400 `invalid_input` on
+    ///   `body` when the body ended before its `Content-Length`.
     func writeBlob(limit: Int64, _ write: (_ limit: Int64) async throws -> Written) async throws -> Written {
         do {
             return try await write(limit)
@@ -165,6 +172,9 @@ package struct FilesController: Sendable {
             throw Self.storeUnavailable
         } catch is BlobTooLarge {
             throw limit == quotas.maxFileBytes ? Self.fileTooLarge(quotas) : Self.totalQuotaExceeded(quotas)
+        } catch let error as IncompleteBody {
+            // The client is most likely gone; the answer is for the log and any client left.
+            throw AppError.invalidField("body", "\(error.description); nothing was stored")
         }
     }
 

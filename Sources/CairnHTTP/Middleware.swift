@@ -1,3 +1,4 @@
+import CairnStorage
 import Foundation
 package import HTTPTypes
 package import Hummingbird
@@ -101,7 +102,8 @@ package struct RequestIDMiddleware: RouterMiddleware {
 /// Turns every error into an RFC 9457 problem document with a stable code.
 ///
 /// `AppError` passes through; Hummingbird's own errors are mapped by status (404 becomes 405 +
-/// `Allow` when the path exists under another method); anything else is logged by type and
+/// `Allow` when the path exists under another method); a ``DeadlineExceeded`` is 503
+/// `unavailable` with `Retry-After` (RFC 9110 §15.6.4); anything else is logged by type and
 /// answered as 500 `internal` without details, so no SQL or secret can reach a client.
 package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: RouteIndex
@@ -123,6 +125,13 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             throw AppError(error.status, code: Self.code(for: error.status))
         } catch is CancellationError {
             throw AppError(.serviceUnavailable, code: .unavailable, detail: "The request was cancelled.")
+        } catch let error as DeadlineExceeded {
+            // A dependency (most often the database) did not answer in time: the node is
+            // overloaded or cut off, not broken, and the client may try again.
+            context.logger.warning("deadline exceeded", metadata: ["error": .string(error.description)])
+            throw AppError(
+                .serviceUnavailable, code: .unavailable, detail: "A dependency did not answer in time; try again shortly.",
+                headers: [.retryAfter: "1"])
         } catch {
             context.logger.error(
                 "unhandled error",
