@@ -249,5 +249,12 @@ package enum NotificationsMigrations {
                 // Grows with every change: the endpoint's `ETag`.
                 "ALTER TABLE webhook_endpoints ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
             ]),
+        Migration(
+            module: "notifications", version: 6, name: "a delivery counts one dead letter",
+            sql: [
+                // When the delivery first counted as a dead letter of its webhook endpoint; a
+                // redelivery failing again does not count another.
+                "ALTER TABLE notification_deliveries ADD COLUMN dead_lettered_at BIGINT"
+            ]),
     ]
 }
