@@ -229,6 +229,17 @@ package struct UsersController: Sendable {
         default: throw AppError.invalidField("tenant", "must be delete (or absent)")
         }
         var request = request
+        // Clients often send a DELETE without any body (`curl -X DELETE`): the answer names the
+        // field it lacks, as for `{}`, rather than the media type it never set.
+        let sent: Int
+        do {
+            sent = try await request.collectBody(upTo: context.maxUploadSize).readableBytes
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
+        }
+        if sent == 0 {
+            throw AppError.invalidField("currentPassword", "is required (send {\"currentPassword\": \"…\"} as application/json)")
+        }
         let body = try await request.decodeJSON(as: DeleteMeBody.self, context: context)
         try await accounts.deleteMe(context.identity, currentPassword: body.currentPassword, deleteTenant: deleteTenant)
         var response = Response(status: .noContent)

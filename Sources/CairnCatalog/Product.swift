@@ -94,6 +94,8 @@ package enum ProductRules {
     package static let maxPrice: Int64 = 1_000_000_000_000_000
     /// Highest stock.
     package static let maxStock: Int64 = 1_000_000_000_000
+    /// The ranges of a product's integer fields, for the body decoder's messages.
+    static let integerRanges: [String: ClosedRange<Int64>] = ["priceMinor": 0...maxPrice, "stock": 0...maxStock]
     /// Largest attributes object, in UTF-8 bytes of its compact JSON text.
     package static let maxAttributesBytes = 16 * 1024
 

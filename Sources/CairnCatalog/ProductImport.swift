@@ -51,13 +51,15 @@ package struct ProductImporter: Sendable {
     /// (`text/csv`, `application/x-ndjson`) or from an uploaded file (`application/json`
     /// `{"fileId"}`, a CSV or NDJSON file of the tenant).
     /// - Throws: 415 for other media types, 413 above `maxBody`, 400 for a non-UTF-8 body, a
-    ///   file of another format, or a missing `fileId`; 404 for a file the tenant does not have.
+    ///   file of another format, a CSV header naming unknown columns, or a missing `fileId`;
+    ///   404 for a file the tenant does not have.
     func accept(request: Request, context: AuthenticatedContext) async throws -> Response {
         let mediaType =
             (request.headers[.contentType] ?? "").split(separator: ";", maxSplits: 1).first
             .map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         var format: String
         var buffer: ByteBuffer
+        var source = "body"
         switch mediaType {
         case "text/csv", "application/x-ndjson", "application/ndjson", "application/jsonl":
             format = mediaType == "text/csv" ? "csv" : "ndjson"
@@ -70,6 +72,7 @@ package struct ProductImporter: Sendable {
             var request = request
             let body = try await request.decodeJSON(as: FileBody.self, context: context)
             (format, buffer) = try await readFile(body.fileId, tenantId: context.identity.tenantId)
+            source = "fileId"
         default:
             throw AppError(
                 .unsupportedMediaType, code: .unsupportedMediaType,
@@ -80,6 +83,11 @@ package struct ProductImporter: Sendable {
         }
         guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw AppError.invalidField("body", "must contain at least one row")
+        }
+        // A header naming columns a product does not have fails the whole file: said now, not
+        // by a job discarded later. (A header that cannot be read at all is the job's to report.)
+        if format == "csv", case let unknown = ImportRows.unknownColumns(csv: text), !unknown.isEmpty {
+            throw AppError.invalidField(source, ImportRows.unknownColumnsIssue(unknown))
         }
         let tenantId = context.identity.tenantId
         let importId = try await catalog.store.saveImport(tenantId: tenantId, format: format, body: text)
@@ -124,7 +132,9 @@ package struct ProductImporter: Sendable {
             try await context.reportProgress(progress.json(done: false))
             // The job ends here for good: its stored rows are of no further use.
             try? await catalog.store.deleteImport(id: importId)
-            throw PermanentJobError("the import is not valid \(input.format.uppercased()): \(issue.issue)")
+            // The issue's field is part of what it says: `colour is not a known column`.
+            let what = issue.field == "body" ? issue.issue : "\(issue.field) \(issue.issue)"
+            throw PermanentJobError("the import is not valid \(input.format.uppercased()): \(what)")
         }
         var pending: [ImportedProduct] = []
         var seen = Set<String>()
@@ -323,9 +333,34 @@ struct ImportRows {
 
     static let known: Set<String> = ["sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes"]
 
+    /// The known columns (fields), sorted and comma-separated.
+    static var knownList: String { known.sorted().joined(separator: ", ") }
+
     /// The issue of a CSV column or NDJSON key that is not a product field.
     static func unknownIssue(kind: String) -> String {
-        "is not a known \(kind) (\(known.sorted().joined(separator: ", ")))"
+        "is not a known \(kind) (\(knownList))"
+    }
+
+    /// The issue of a CSV header naming `unknown` columns, naming each of them and the known ones.
+    static func unknownColumnsIssue(_ unknown: [String]) -> String {
+        let names = unknown.map { "\"\($0)\"" }.joined(separator: ", ")
+        let what = unknown.count == 1 ? "an unknown column" : "unknown columns"
+        return "has a CSV header naming \(what), \(names) (the known columns are \(knownList))"
+    }
+
+    /// The columns of a CSV `text`'s header that are not product fields, in header order; none
+    /// when the header names only known columns or cannot be read. Reads only the header.
+    static func unknownColumns(csv text: String) -> [String] {
+        guard let csv = try? CSVReader(source: MemoryByteSource(text), options: csvOptions) else { return [] }
+        return csv.columns.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !known.contains($0) }
+    }
+
+    /// RFC 4180 with `,`; no null markers (`NA` is a name like any other).
+    private static var csvOptions: CSVOptions {
+        var options = CSVOptions()
+        options.delimiter = UInt8(ascii: ",")
+        options.nullValues = []
+        return options
     }
 
     private enum Reader {
@@ -345,13 +380,15 @@ struct ImportRows {
             reader = .ndjson(try Self.opening { try JSONRecordReader(source: source, options: options) })
             return
         }
-        var options = CSVOptions()
-        options.delimiter = UInt8(ascii: ",")
-        options.nullValues = []
-        let csv = try Self.opening { try CSVReader(source: source, options: options) }
+        let csv = try Self.opening { try CSVReader(source: source, options: Self.csvOptions) }
         let columns = csv.columns.map { $0.trimmingCharacters(in: .whitespaces) }
-        for column in columns where !Self.known.contains(column) {
-            throw ImportIssue(row: 0, field: column, issue: Self.unknownIssue(kind: "column"))
+        let unknown = columns.filter { !Self.known.contains($0) }
+        if let first = unknown.first {
+            let others = unknown.dropFirst().map { "\"\($0)\"" }.joined(separator: ", ")
+            let issue =
+                others.isEmpty
+                ? Self.unknownIssue(kind: "column") : "is not a known column, nor are \(others) (\(Self.knownList))"
+            throw ImportIssue(row: 0, field: first, issue: issue)
         }
         reader = .csv(csv, columns: columns)
     }

@@ -308,9 +308,11 @@ extension HTTPField.Name {
 // Value checks run by the body decoder, so one answer lists type and value errors together.
 
 extension ProductsController.CreateBody: ValueChecked {
+    static var integerRanges: [String: ClosedRange<Int64>] { ProductRules.integerRanges }
     func valueIssues() -> [FieldIssue] { ProductsController.product(from: self, tenantId: "").1 }
 }
 
 extension ProductsController.PatchBody: ValueChecked {
+    static var integerRanges: [String: ClosedRange<Int64>] { ProductRules.integerRanges }
     func valueIssues() -> [FieldIssue] { issues { _ = try ProductsController.change(from: self) } }
 }

@@ -43,9 +43,20 @@ package protocol ValueChecked {
     /// `body` for the model as a whole). An issue for a field that already has a type error is
     /// dropped, so checks need not guess which fields hold placeholders.
     func valueIssues() -> [FieldIssue]
+
+    /// The accepted range of the model's integer fields whose range is narrower than their
+    /// type's, by member name (`["priceMinor": 0...1_000_000_000_000_000]`). ``BodyDecoder``
+    /// tells a number beyond the type (`1e20`) this range, `must be an integer from 0 to
+    /// 1000000000000000`, rather than the 64-bit one; ``valueIssues()`` checks the values within
+    /// the type against it, with the same words, so `-1` and `1e20` get one message. None by
+    /// default.
+    static var integerRanges: [String: ClosedRange<Int64>] { get }
 }
 
 extension ValueChecked {
+    /// No declared ranges: integers are checked against their type alone.
+    package static var integerRanges: [String: ClosedRange<Int64>] { [:] }
+
     /// The field issues of a check written to throw (see ``fieldIssues(_:)``).
     package func issues(of check: () throws -> Void) -> [FieldIssue] { fieldIssues(check) }
 }
@@ -139,6 +150,8 @@ final class BodyDecodingState {
     var issues: [FieldIssue] = []
     /// Every object a keyed container was opened on, with its path (for unknown members).
     var objects: [(JSONObject, [any CodingKey])] = []
+    /// The ranges ``ValueChecked`` models declared for their integer fields, by field path.
+    var integerRanges: [String: ClosedRange<Int64>] = [:]
 
     /// The dotted path of a coding path, as `errors[].field` shows it: `jobs[0].kind`; `body`
     /// for the root.
@@ -224,7 +237,7 @@ final class BodyDecodingState {
             guard Float(double).isFinite else { throw Self.outOfRange(path, limit: "3.4e38") }
             return Float(double) as! T
         case let integer as any FixedWidthInteger.Type:
-            return try Self.integer(integer, node: node, path: path, mismatch: mismatch) as! T
+            return try Self.integer(integer, node: node, path: path, range: integerRanges[Self.text(path)], mismatch: mismatch) as! T
         case is Date.Type:
             guard case .string(let text) = node else { throw mismatch("an RFC 3339 date-time string") }
             guard let date = Timestamp.parse(text) else {
@@ -237,6 +250,9 @@ final class BodyDecodingState {
             }
             return Self.jsonValue(node) as! T
         default:
+            if let checked = T.self as? any ValueChecked.Type {
+                for (name, range) in checked.integerRanges { integerRanges[Self.text(path + [AnyKey(name)])] = range }
+            }
             let value: T
             do {
                 value = try T(from: NodeDecoder(node: node, codingPath: path, state: self))
@@ -266,15 +282,19 @@ final class BodyDecodingState {
         return list.isEmpty ? nil : list.joined(separator: ", ")
     }
 
-    /// An integer of `type`: exact, in range.
+    /// An integer of `type`: exact and within the type; one beyond it is told `range` (the
+    /// model's declared range) when given, else the type's range.
     static func integer<I: FixedWidthInteger>(
-        _ type: I.Type, node: JSONNode, path: [any CodingKey], mismatch: (String) -> DecodingError
+        _ type: I.Type, node: JSONNode, path: [any CodingKey], range: ClosedRange<Int64>? = nil, mismatch: (String) -> DecodingError
     ) throws -> I {
         guard case .number(let double, let exact) = node else { throw mismatch("an integer") }
+        let accepted = range.map { "must be an integer from \($0.lowerBound) to \($0.upperBound)" } ?? "must be an integer from \(I.min) to \(I.max)"
+        // Within the type, a declared range is the model's own check to make (with its other
+        // value checks, so the issues keep the order the model reads its fields in).
         if let exact, let value = I(exactly: exact) { return value }
         // Integral but too large (1e20, or 300 for a UInt8): say which range is accepted.
         if double.rounded() == double || double.isInfinite {
-            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "must be an integer from \(I.min) to \(I.max)"))
+            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: accepted))
         }
         throw mismatch("an integer")
     }

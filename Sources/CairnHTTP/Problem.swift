@@ -61,6 +61,9 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         case methodNotAllowed = "method_not_allowed"
         /// 409: the change clashes with the current state.
         case conflict
+        /// 409: the resource belongs to another one, through which alone it changes (a
+        /// pipeline's own schedule, under `/schedules`); `detail` names the owner and the way.
+        case managedByOwner = "managed_by_owner"
         /// 412: `If-Match` (or tus' `Tus-Resumable`) does not match.
         case preconditionFailed = "precondition_failed"
         /// 413: the body or file is too large.

@@ -31,6 +31,14 @@ package protocol JobArguments: Codable, Sendable {
     /// them. Checked at enqueue time, so a bad argument is a `400`, not a discarded job. The
     /// default decodes them; a kind enqueueable over HTTP adds its ranges and unknown keys.
     static func issues(in arguments: JSONValue) -> [FieldIssue]
+    /// Where schedules of this kind are managed, when another module owns them (a pipeline's
+    /// own schedule is its `schedule`: `POST /pipelines`, `PATCH /pipelines/{id}`); nil (the
+    /// default) for kinds `/schedules` manages. `/schedules` refuses to create such a schedule.
+    static var schedulesManagedBy: String? { get }
+    /// The resource that owns a schedule carrying `arguments` (`/pipelines/{id}`), for kinds
+    /// with ``schedulesManagedBy``; `/schedules` shows it as `managedBy` and refuses to change
+    /// or delete the schedule. Nil by default.
+    static func scheduleOwner(of arguments: Self) -> String?
 }
 
 extension JobArguments {
@@ -42,6 +50,10 @@ extension JobArguments {
     package static var defaultQueue: String { "default" }
     /// 20 attempts.
     package static var defaultMaxAttempts: Int { 20 }
+    /// Schedules of the kind are `/schedules`' own.
+    package static var schedulesManagedBy: String? { nil }
+    /// No owner.
+    package static func scheduleOwner(of arguments: Self) -> String? { nil }
 
     /// The arguments decode as `Self`, or one issue naming the field that does not.
     package static func issues(in arguments: JSONValue) -> [FieldIssue] {
@@ -151,12 +163,32 @@ extension JobQueue {
     /// does not decode discards the job at once (``PermanentJobError``) without calling it.
     /// Modules register their kinds in their `registerJobs(on:)`, called once by the
     /// composition root.
+    ///
+    /// `abandoned`, if given, runs in the very transaction that ends a job of the kind without
+    /// success: cancelled (`POST /jobs/{id}/cancel`, before or while it runs), or discarded (a
+    /// permanent failure, its last attempt failed, or its node died during its last attempt),
+    /// with the job in its new state. The kind settles there what the job stood for (a delivery
+    /// record that would otherwise wait for good), and rolls the change back by throwing. Not
+    /// called for arguments that do not decode.
     package func register<Arguments: JobArguments>(
-        _ type: Arguments.Type, handler: @escaping @Sendable (_ arguments: Arguments, _ context: JobContext) async throws -> Void
+        _ type: Arguments.Type, handler: @escaping @Sendable (_ arguments: Arguments, _ context: JobContext) async throws -> Void,
+        abandoned: (@Sendable (_ arguments: Arguments, _ job: Job, _ db: any SQLDatabase) async throws -> Void)? = nil
     ) {
+        var hook: (@Sendable (Job, any SQLDatabase) async throws -> Void)?
+        if let abandoned {
+            hook = { @Sendable (job: Job, db: any SQLDatabase) async throws in
+                guard let arguments = try? Arguments.decode(storedArguments: job.args) else { return }
+                try await abandoned(arguments, job, db)
+            }
+        }
+        let schedules = Arguments.schedulesManagedBy.map { place in
+            ScheduleOwnership(place: place) { args in
+                (try? Arguments.decode(storedArguments: args.text)).flatMap { Arguments.scheduleOwner(of: $0) } ?? place
+            }
+        }
         register(
             kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly,
-            check: Arguments.issues(in:)
+            check: Arguments.issues(in:), abandoned: hook, schedules: schedules
         ) { context in
             try await handler(try Arguments.decode(storedArguments: context.job.args), context)
         }

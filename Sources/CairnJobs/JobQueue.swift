@@ -38,6 +38,14 @@ package struct JobsSettings: Sendable {
     package init() {}
 }
 
+/// Where the schedules of a kind that another module owns are managed (``JobArguments/schedulesManagedBy``).
+struct ScheduleOwnership: Sendable {
+    /// Where to manage them, in words and paths.
+    let place: String
+    /// The resource owning a schedule with these arguments (`/pipelines/{id}`).
+    let owner: @Sendable (JSONValue) -> String
+}
+
 /// A handler that must not be retried: the job is discarded at once.
 package struct PermanentJobError: Error, CustomStringConvertible {
     /// Why.
@@ -121,6 +129,10 @@ package final class JobQueue: Sendable {
         let adminOnly: Bool
         /// The kind's argument check (``JobArguments/issues(in:)``).
         let check: @Sendable (JSONValue) -> [FieldIssue]
+        /// Runs in the transaction that cancels or discards a job of the kind, if the kind has one.
+        let abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)?
+        /// Set when another module owns the kind's schedules (``JobArguments/schedulesManagedBy``).
+        let schedules: ScheduleOwnership?
     }
 
     /// Table access.
@@ -151,12 +163,27 @@ package final class JobQueue: Sendable {
     /// Registers the handler of a kind (``register(_:handler:)`` is the typed way). A second
     /// registration of a kind replaces the first. `enqueueableOverHTTP` lets `POST /jobs` create it.
     /// `check` finds what is wrong with a request's arguments (none by default).
+    /// `abandoned`, if any, runs in the transaction that ends a job of the kind without success.
     func register(
         kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, check: @escaping @Sendable (JSONValue) -> [FieldIssue] = { _ in [] },
+        abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)? = nil, schedules: ScheduleOwnership? = nil,
         handler: @escaping JobHandler
     ) {
         registry.withLock {
-            $0[kind] = Registration(handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly, check: check)
+            $0[kind] = Registration(
+                handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly, check: check, abandoned: abandoned,
+                schedules: schedules)
+        }
+    }
+
+    /// Runs the kinds' `abandoned` hooks for jobs just cancelled or discarded, on `db` (the
+    /// transaction that ended them): what every job-ending write of the store is given.
+    var abandonHook: JobStore.AbandonHook {
+        { [weak self] jobs, db in
+            guard let self else { return }
+            for job in jobs {
+                try await self.registration(job.kind)?.abandoned?(job, db)
+            }
         }
     }
 
@@ -282,9 +309,10 @@ package final class JobQueue: Sendable {
     }
 
     /// Cancels a job: at once when waiting; a running one is stopped by its node within a second.
+    /// Either way the kind's `abandoned` hook runs in the transaction that cancels it.
     /// - Throws: 404 when missing; 409 when already final.
     package func cancel(id: String, tenantId: String) async throws -> Job {
-        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: clock.milliseconds) {
+        if let job = try await store.requestCancel(id: id, tenantId: tenantId, now: clock.milliseconds, abandoned: abandonHook) {
             await events.announce([job.id])
             return job
         }

@@ -167,11 +167,31 @@ package struct JobStore: Sendable {
         }
     }
 
+    /// What runs, in the same transaction, for jobs a change ended without success (`cancelled`
+    /// or `discarded`): the job queue passes its kinds' ``JobQueue/register(_:handler:abandoned:)``
+    /// hooks, so the work a job stood for is settled with it (after a crash too, by the rescue).
+    typealias AbandonHook = @Sendable (_ jobs: [Job], _ db: any SQLDatabase) async throws -> Void
+
+    /// Runs `change` (whose second result is the jobs it changed, in their new state) as a single
+    /// write, or, with `abandoned`, in a transaction that also hands it the jobs now cancelled or
+    /// discarded.
+    private func changing<R: Sendable>(
+        abandoned: AbandonHook?, _ change: @escaping @Sendable (any SQLDatabase) async throws -> (R, [Job])
+    ) async throws -> R {
+        guard let abandoned else { return try await database.write { try await change($0).0 } }
+        return try await database.transaction { db in
+            let (result, changed) = try await change(db)
+            let ended = changed.filter { $0.state == .cancelled || $0.state == .discarded }
+            if !ended.isEmpty { try await abandoned(ended, db) }
+            return result
+        }
+    }
+
     /// Ends a running attempt held by `node`. Returns false when the lease was lost.
     func finish(
-        id: String, node: String, state: JobState, runAt: Int64? = nil, errors: String? = nil, now: Int64
+        id: String, node: String, state: JobState, runAt: Int64? = nil, errors: String? = nil, now: Int64, abandoned: AbandonHook? = nil
     ) async throws -> Bool {
-        return try await database.write { db in
+        return try await changing(abandoned: abandoned) { db in
             var sets: [any SQLExpression] = [
                 SQLRaw("version = version + 1"), SQLQueryString("state = \(bind: state.rawValue)"), SQLRaw("lease_owner = NULL"),
                 SQLRaw("lease_expires_at = NULL"),
@@ -179,12 +199,13 @@ package struct JobStore: Sendable {
             if state.isFinal { sets.append(SQLQueryString("finished_at = \(bind: now)")) }
             if let runAt { sets.append(SQLQueryString("run_at = \(bind: runAt)")) }
             if let errors { sets.append(SQLQueryString("errors = \(bind: errors)")) }
-            return try await db.raw(
+            let ended = try await db.raw(
                 """
                 UPDATE jobs SET \(SQLList(sets)) WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running'
-                RETURNING id
+                RETURNING \(unsafeRaw: Self.columns)
                 """
-            ).first() != nil
+            ).first().map(Self.job(from:))
+            return (ended != nil, ended.map { [$0] } ?? [])
         }
     }
 
@@ -204,25 +225,27 @@ package struct JobStore: Sendable {
 
     /// Hands jobs back without consuming an attempt (graceful shutdown). A job whose
     /// cancellation was requested is cancelled instead: it must not run again elsewhere.
-    func release(ids: [String], node: String, now: Int64 = WallClock.milliseconds()) async throws {
+    func release(ids: [String], node: String, now: Int64 = WallClock.milliseconds(), abandoned: AbandonHook? = nil) async throws {
         guard !ids.isEmpty else { return }
-        try await database.write { db in
-            try await db.raw(
+        try await changing(abandoned: abandoned) { db in
+            let released = try await db.raw(
                 """
                 UPDATE jobs SET version = version + 1, state = CASE WHEN cancel_requested_at IS NULL THEN 'available' ELSE 'cancelled' END,
                     finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE \(bind: now) END,
                     attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
                 WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
+                RETURNING \(unsafeRaw: Self.columns)
                 """
-            ).run()
+            ).all().map(Self.job(from:))
+            return ((), released)
         }
     }
 
     /// Returns jobs whose lease lapsed (their node died) to the queue, or discards them when no
     /// attempt is left, or cancels them when their cancellation was requested (as River's
     /// rescuer does). Returns the rescued jobs.
-    func rescue(now: Int64) async throws -> [Job] {
-        try await database.write { db in
+    func rescue(now: Int64, abandoned: AbandonHook? = nil) async throws -> [Job] {
+        try await changing(abandoned: abandoned) { db in
             let lapsed = try await db.raw(
                 """
                 UPDATE jobs SET version = version + 1,
@@ -234,7 +257,7 @@ package struct JobStore: Sendable {
                 RETURNING \(unsafeRaw: Self.columns)
                 """
             ).all().map(Self.job(from:))
-            return lapsed
+            return (lapsed, lapsed)
         }
     }
 
@@ -339,9 +362,9 @@ package struct JobStore: Sendable {
     }
 
     /// Cancels a waiting job at once, or flags a running one for its node to stop.
-    func requestCancel(id: String, tenantId: String, now: Int64) async throws -> Job? {
-        try await database.write { db in
-            try await db.raw(
+    func requestCancel(id: String, tenantId: String, now: Int64, abandoned: AbandonHook? = nil) async throws -> Job? {
+        try await changing(abandoned: abandoned) { db in
+            let job = try await db.raw(
                 """
                 UPDATE jobs SET version = version + 1,
                     state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
@@ -351,6 +374,7 @@ package struct JobStore: Sendable {
                 RETURNING \(unsafeRaw: Self.columns)
                 """
             ).first().map(Self.job(from:))
+            return (job, job.map { [$0] } ?? [])
         }
     }
 

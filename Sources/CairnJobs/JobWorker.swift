@@ -186,7 +186,7 @@ package final class JobWorker: Service, Sendable {
                 extra.append(job.id)
             }
         }
-        if !extra.isEmpty { try await store.release(ids: extra, node: settings.nodeId, now: queue.clock.milliseconds) }
+        if !extra.isEmpty { try await store.release(ids: extra, node: settings.nodeId, now: queue.clock.milliseconds, abandoned: queue.abandonHook) }
         return kept
     }
 
@@ -262,12 +262,12 @@ package final class JobWorker: Service, Sendable {
             return false
         case .shutdown:
             if failure != nil {
-                try await store.release(ids: [job.id], node: node, now: now)
+                try await store.release(ids: [job.id], node: node, now: now, abandoned: queue.abandonHook)
                 return true
             }
         case .cancelRequested:
             if failure != nil {
-                _ = try await store.finish(id: job.id, node: node, state: .cancelled, now: now)
+                _ = try await store.finish(id: job.id, node: node, state: .cancelled, now: now, abandoned: queue.abandonHook)
                 Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "cancelled")]).increment()
                 return true
             }
@@ -290,7 +290,8 @@ package final class JobWorker: Service, Sendable {
             .object(["at": .string(Timestamp.format(milliseconds: now)), "attempt": .number(Double(job.attempt)), "error": .string(message)]))
         let permanent = failure is PermanentJobError
         if permanent || job.attempt >= job.maxAttempts {
-            _ = try await store.finish(id: job.id, node: node, state: .discarded, errors: JSONValue.array(errors).text, now: now)
+            _ = try await store.finish(
+                id: job.id, node: node, state: .discarded, errors: JSONValue.array(errors).text, now: now, abandoned: queue.abandonHook)
             Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "discarded")]).increment()
             logger.warning(
                 "job discarded", metadata: ["job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt)])
@@ -330,7 +331,7 @@ package final class JobWorker: Service, Sendable {
         for state in JobState.allCases {
             Gauge(label: "cairn_jobs", dimensions: [("state", state.rawValue)]).record(counts[state] ?? 0)
         }
-        let rescued = try await store.rescue(now: queue.clock.milliseconds)
+        let rescued = try await store.rescue(now: queue.clock.milliseconds, abandoned: queue.abandonHook)
         if !rescued.isEmpty {
             await queue.events.announce(rescued.map(\.id))
             logger.info("rescued jobs whose lease lapsed", metadata: ["count": .stringConvertible(rescued.count)])

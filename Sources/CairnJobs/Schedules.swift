@@ -37,8 +37,11 @@ package struct Schedule: Sendable, JSONWritable {
     package var updatedAt: Int64
     /// Row version, the `ETag`.
     package var version: Int
+    /// The resource that owns the schedule (`/pipelines/{id}`), which alone may change or delete
+    /// it; nil for a schedule `/schedules` manages. Derived from the kind, not stored.
+    package var managedBy: String? = nil
 
-    /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt}`.
+    /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt, managedBy}`.
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         writer.key("id")
@@ -65,6 +68,8 @@ package struct Schedule: Sendable, JSONWritable {
         writer.timestamp(milliseconds: createdAt)
         writer.key("updatedAt")
         writer.timestamp(milliseconds: updatedAt)
+        writer.key("managedBy")
+        writer.string(managedBy)
         writer.objectEnd()
     }
 
@@ -117,6 +122,14 @@ package enum ScheduleMigrations {
                 "CREATE INDEX schedules_tenant ON schedules (tenant_id, id)",
             ])
     ]
+}
+
+extension Schedule {
+    /// True when `other` has the same settings and next run: saving would change nothing.
+    func hasSameSettings(as other: Schedule) -> Bool {
+        name == other.name && cron == other.cron && timeZone == other.timeZone && kind == other.kind
+            && JSONValue(text: args) == JSONValue(text: other.args) && enabled == other.enabled && nextRunAt == other.nextRunAt
+    }
 }
 
 /// Fires due schedules: each occurrence enqueues exactly one job, however many nodes run.
@@ -227,7 +240,9 @@ package struct SchedulesController: Sendable {
             zone = identifier.isEmpty || identifier.count > 64 ? nil : TimeZone(identifier: identifier)
             if zone == nil { issues.append(FieldIssue(field: "timeZone", issue: "must be an IANA time zone such as Europe/Paris")) }
         }
-        if let kind = body.kind, queue.registration(kind)?.enqueueableOverHTTP != true {
+        if let kind = body.kind, let owned = queue.registration(kind)?.schedules {
+            issues.append(FieldIssue(field: "kind", issue: "is scheduled through its owner, not /schedules: \(owned.place)"))
+        } else if let kind = body.kind, queue.registration(kind)?.enqueueableOverHTTP != true {
             issues.append(FieldIssue(field: "kind", issue: "is not a job kind that can be scheduled"))
         }
         if let args = body.args, case .object = args {
@@ -307,7 +322,7 @@ package struct SchedulesController: Sendable {
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return .json(Page(fetched: try rows.map(Schedule.from), limit: page.limit, sortKey: \.id))
+        return .json(Page(fetched: try rows.map { owned(try Schedule.from($0)) }, limit: page.limit, sortKey: \.id))
     }
 
     /// `GET /schedules/{id}`, with `If-None-Match` → 304.
@@ -318,7 +333,11 @@ package struct SchedulesController: Sendable {
         return .json(schedule, headers: [.eTag: etag])
     }
 
-    /// `PATCH /schedules/{id}` (`If-Match` optional): a new cron, zone or re-enabling moves the next run.
+    /// `PATCH /schedules/{id}` (`If-Match` optional): a new cron, zone or re-enabling moves the
+    /// next run. A change that changes nothing (`{}`, or the stored values again) writes
+    /// nothing: `version`, `ETag` and `updatedAt` stay.
+    /// - Throws: 400 `invalid_input`; 404; 409 `managed_by_owner` for a schedule another
+    ///   resource owns; 412 when `If-Match` (or a concurrent change) differs.
     @Sendable func update(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let expected = try ETag.expectedVersion(request)
         var request = request
@@ -326,12 +345,21 @@ package struct SchedulesController: Sendable {
             fieldIssues { _ = try validate(body, requireAll: false) }
         }
         let (newCron, newZone) = try validate(body, requireAll: false)
-        let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        if let expected, expected != current.version { throw AppError.preconditionFailed() }
-        // Nothing to change (PATCH `{}`): no write, so `version`, `ETag` and `updatedAt` stay.
-        if body.name == nil, body.cron == nil, body.timeZone == nil, body.kind == nil, body.args == nil, body.enabled == nil {
-            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
-        }
+        let current = try await changeable(try context.parameters.require("id"), tenantId: context.identity.tenantId, expected: expected)
+        let now = queue.clock.milliseconds
+        let updated = try applying(body, cron: newCron, zone: newZone, to: current, now: now)
+        if updated.hasSameSettings(as: current) { return .json(current, headers: [.eTag: ETag.of(version: current.version)]) }
+        guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }
+        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+    }
+
+    /// `current` with the fields of `body` (validated: `cron` and `zone` parsed) applied, its
+    /// arguments checked against its kind when they or the firing change, and its next run
+    /// moved when the cron, the zone or re-enabling asks for it; one version later.
+    /// - Throws: 400 `invalid_input` naming `args.…` or `cron`.
+    private func applying(_ body: Body, cron newCron: CronExpression?, zone newZone: TimeZone?, to current: Schedule, now: Int64) throws
+        -> Schedule
+    {
         var updated = current
         updated.name = body.name?.trimmingCharacters(in: .whitespaces) ?? current.name
         updated.cron = body.cron ?? current.cron
@@ -339,28 +367,17 @@ package struct SchedulesController: Sendable {
         updated.kind = body.kind ?? current.kind
         updated.args = body.args?.text ?? current.args
         updated.enabled = body.enabled ?? current.enabled
-        let now = queue.clock.milliseconds
+        let cron = try newCron ?? CronExpression(updated.cron)
+        let zone = TimeZone(identifier: updated.timeZone)!
         if newCron != nil || newZone != nil || body.kind != nil || body.args != nil {
-            try check(
-                kind: updated.kind, args: JSONValue(text: updated.args) ?? .object([:]), cron: try newCron ?? CronExpression(updated.cron),
-                zone: TimeZone(identifier: updated.timeZone)!, now: now)
+            try check(kind: updated.kind, args: JSONValue(text: updated.args) ?? .object([:]), cron: cron, zone: zone, now: now)
         }
         if newCron != nil || newZone != nil || (body.enabled == true && !current.enabled) {
-            let cron = try newCron ?? CronExpression(updated.cron)
-            updated.nextRunAt = Schedule.next(cron: cron, zone: TimeZone(identifier: updated.timeZone)!, after: now)
-        }
-        // The stored values again change nothing either (an unchanged cron recomputes the same
-        // next run unless one is overdue): no write, no new version.
-        if updated.name == current.name, updated.cron == current.cron, updated.timeZone == current.timeZone, updated.kind == current.kind,
-            JSONValue(text: updated.args) == JSONValue(text: current.args), updated.enabled == current.enabled,
-            updated.nextRunAt == current.nextRunAt
-        {
-            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+            updated.nextRunAt = Schedule.next(cron: cron, zone: zone, after: now)
         }
         updated.updatedAt = now
         updated.version = current.version + 1
-        guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }
-        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        return updated
     }
 
     /// Writes `change` over `current` if nobody changed it since it was read.
@@ -379,23 +396,50 @@ package struct SchedulesController: Sendable {
     }
 
     /// `DELETE /schedules/{id}` (`If-Match` optional).
+    /// - Throws: 404; 409 `managed_by_owner` for a schedule another resource owns; 412.
     @Sendable func delete(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let expected = try ETag.expectedVersion(request)
-        let current = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        if let expected, expected != current.version { throw AppError.preconditionFailed() }
+        let current = try await changeable(try context.parameters.require("id"), tenantId: context.identity.tenantId, expected: expected)
         try await queue.store.database.write { db in
             try await db.raw("DELETE FROM schedules WHERE id = \(bind: current.id) AND tenant_id = \(bind: current.tenantId)").run()
         }
         return Response(status: .noContent)
     }
 
+    /// The tenant's schedule `id`, with its owner (`managedBy`).
+    /// - Throws: 404 when it does not exist or is another tenant's.
     private func load(_ id: String, tenantId: String) async throws -> Schedule {
         guard UUIDv7.isValid(id) else { throw AppError.notFound("No such schedule.") }
         let row = try await queue.store.database.read { db in
             try await db.raw("SELECT \(unsafeRaw: Schedule.columns) FROM schedules WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
         }
         guard let row else { throw AppError.notFound("No such schedule.") }
-        return try Schedule.from(row)
+        return owned(try Schedule.from(row))
+    }
+
+    /// The tenant's schedule `id`, when `/schedules` may change it and it is at the version
+    /// `expected` (any when nil).
+    /// - Throws: 404; 409 `managed_by_owner` naming the owner, for a schedule another resource
+    ///   owns (a pipeline's, whose arguments name the pipeline: changed here, they would run
+    ///   another pipeline, or another tenant's); 412.
+    private func changeable(_ id: String, tenantId: String, expected: Int?) async throws -> Schedule {
+        let schedule = try await load(id, tenantId: tenantId)
+        if let owner = schedule.managedBy {
+            let place = queue.registration(schedule.kind)?.schedules?.place ?? owner
+            throw AppError(
+                .conflict, code: .managedByOwner,
+                detail: "This schedule belongs to \(owner) and changes only with it: use \(place).")
+        }
+        if let expected, expected != schedule.version { throw AppError.preconditionFailed() }
+        return schedule
+    }
+
+    /// `schedule` with `managedBy` set when its kind's schedules belong to another resource.
+    private func owned(_ schedule: Schedule) -> Schedule {
+        guard let ownership = queue.registration(schedule.kind)?.schedules else { return schedule }
+        var schedule = schedule
+        schedule.managedBy = ownership.owner(JSONValue(text: schedule.args) ?? .object([:]))
+        return schedule
     }
 }
 

@@ -279,5 +279,12 @@ package enum NotificationsMigrations {
                 "ALTER TABLE notification_deliveries ADD COLUMN digest_id TEXT",
                 "CREATE INDEX notification_deliveries_digest ON notification_deliveries (tenant_id, digest_id) WHERE digest_id IS NOT NULL",
             ]),
+        Migration(
+            module: "notifications", version: 7, name: "a delivery counts one dead letter",
+            sql: [
+                // When the delivery first counted as a dead letter of its webhook endpoint; a
+                // redelivery failing again does not count another.
+                "ALTER TABLE notification_deliveries ADD COLUMN dead_lettered_at BIGINT"
+            ]),
     ]
 }

@@ -154,7 +154,22 @@ package struct ChannelsController: Sendable {
         if let issue = body.overlapIssue { throw AppError.invalidInput([issue]) }
         let current = try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId)
         if let expected, expected != current.version { throw AppError.preconditionFailed() }
-        // The jobs' clock: deliveries judge the overlap by it.
+        let updated = applying(body, to: current)
+        // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
+        // version and `ETag` stay, as for the other resources.
+        if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
+            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+        }
+        guard try await save(updated, replacing: current) else { throw AppError.preconditionFailed() }
+        var headers: HTTPFields = [.eTag: ETag.of(version: updated.version)]
+        if updated.showSecret { headers[.cacheControl] = "no-store" }
+        return .json(updated, headers: headers)
+    }
+
+    /// `current` with a validated PATCH applied, one version later: re-enabling clears the
+    /// dead letters, a rotation makes a new secret (shown once) and keeps the old one signing
+    /// for the overlap, judged on the jobs' clock (deliveries judge it by that clock).
+    private func applying(_ body: EndpointPatch, to current: WebhookEndpoint) -> WebhookEndpoint {
         let now = channels.jobs.clock.milliseconds
         var updated = current
         updated.url = body.url ?? current.url
@@ -172,17 +187,17 @@ package struct ChannelsController: Sendable {
             updated.secret = WebhookSignature.makeSecret()
             updated.showSecret = true
         }
-        // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
-        // version and `ETag` stay, as for the other resources.
-        if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
-            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
-        }
         updated.version = current.version + 1
+        return updated
+    }
+
+    /// Writes `updated` (secrets sealed) over `current` if nobody changed it since it was read.
+    private func save(_ updated: WebhookEndpoint, replacing current: WebhookEndpoint) async throws -> Bool {
         let secrets = channels.secrets
         let typesJSON = String(decoding: try JSONEncoder().encode(updated.types), as: UTF8.self)
         let sealed = secrets.seal(updated.secret, purpose: WebhookEndpoint.secretPurpose)
         let sealedPrevious = updated.previousSecret.map { secrets.seal($0, purpose: WebhookEndpoint.secretPurpose) }
-        let saved = try await channels.database.write { [updated] db in
+        return try await channels.database.write { db in
             try await db.raw(
                 """
                 UPDATE webhook_endpoints SET url = \(bind: updated.url), types = \(bind: typesJSON), enabled = \(bind: updated.enabled),
@@ -193,10 +208,6 @@ package struct ChannelsController: Sendable {
                 """
             ).first() != nil
         }
-        guard saved else { throw AppError.preconditionFailed() }
-        var headers: HTTPFields = [.eTag: ETag.of(version: updated.version)]
-        if updated.showSecret { headers[.cacheControl] = "no-store" }
-        return .json(updated, headers: headers)
     }
 
     /// `GET /webhooks`: the tenant's endpoints (at most 100), without secrets.
@@ -256,56 +267,79 @@ package struct ChannelsController: Sendable {
         let anyUser = (try? identity.requireAdmin()) != nil
         let jobs = channels.jobs
         let delivery = try await channels.database.transaction { db -> Delivery in
-            guard
-                let row = try await db.raw(
-                    """
-                    SELECT \(unsafeRaw: Delivery.columns), user_id FROM notification_deliveries
-                    WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: identity.tenantId) AND notification_id = \(bind: notificationId)
-                    """
-                ).first()
-            else { throw AppError.notFound("No such delivery.") }
-            let recipient = try row.decode(column: "user_id", as: String.self)
-            guard anyUser || recipient == identity.userId else { throw AppError.notFound("No such delivery.") }
-            var delivery = try Delivery.from(row)
-            guard delivery.state == "failed" else {
-                throw AppError.conflict("Only a failed delivery can be redelivered; this one is \(delivery.state).")
-            }
-            let job: any DeliveryJob.Type
-            switch NotificationChannel(rawValue: delivery.channel) {
-            case .webhook?:
-                let enabled = try await db.raw(
-                    """
-                    SELECT enabled FROM webhook_endpoints WHERE id = \(bind: delivery.endpointId ?? "") AND tenant_id = \(bind: identity.tenantId)
-                    """
-                ).first()?.decode(column: "enabled", as: Bool.self)
-                guard enabled == true else {
-                    throw AppError.conflict("The delivery's webhook endpoint is disabled or deleted: re-enable it (PATCH /webhooks/{id}) first.")
-                }
-                job = SendWebhook.self
-            case .email?: job = SendEmail.self
-            case .sms?: job = SendSMS.self
-            case .push?: job = SendPush.self
-            default: throw AppError.conflict("This delivery's channel cannot be redelivered.")
-            }
-            let now = jobs.clock.milliseconds
-            // Guarded by its state: of two concurrent redeliveries, one plans an attempt.
-            guard
-                try await db.raw(
-                    """
-                    UPDATE notification_deliveries SET state = 'pending', updated_at = \(bind: now)
-                    WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: identity.tenantId) AND state = 'failed' RETURNING id
-                    """
-                ).first() != nil
-            else { throw AppError.conflict("Only a failed delivery can be redelivered.") }
-            var request = try Self.jobRequest(job, deliveryId: deliveryId)
-            // One attempt, as Svix's and Stripe's manual resend: a failure is a dead letter again.
-            request.maxAttempts = 1
-            _ = try await jobs.enqueue(request, tenantId: identity.tenantId, createdBy: nil, on: db)
+            var delivery = try await Self.failedDelivery(deliveryId, notificationId: notificationId, identity: identity, anyUser: anyUser, on: db)
+            let job = try await Self.redeliveryJob(for: delivery, tenantId: identity.tenantId, on: db)
+            delivery.updatedAt = try await Self.reopen(delivery, with: job, tenantId: identity.tenantId, jobs: jobs, on: db)
             delivery.state = "pending"
-            delivery.updatedAt = now
             return delivery
         }
         return .json(delivery, status: .accepted, headers: [.location: "/notifications/\(notificationId)/deliveries"])
+    }
+
+    /// The `failed` delivery `deliveryId` of the notification, if the caller may see it.
+    /// - Throws: 404 for another tenant's (or, without `anyUser`, another user's) or none;
+    ///   409 when it has not failed.
+    private static func failedDelivery(
+        _ deliveryId: String, notificationId: String, identity: Identity, anyUser: Bool, on db: any SQLDatabase
+    ) async throws -> Delivery {
+        guard
+            let row = try await db.raw(
+                """
+                SELECT \(unsafeRaw: Delivery.columns), user_id FROM notification_deliveries
+                WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: identity.tenantId) AND notification_id = \(bind: notificationId)
+                """
+            ).first()
+        else { throw AppError.notFound("No such delivery.") }
+        let recipient = try row.decode(column: "user_id", as: String.self)
+        guard anyUser || recipient == identity.userId else { throw AppError.notFound("No such delivery.") }
+        let delivery = try Delivery.from(row)
+        guard delivery.state == "failed" else {
+            throw AppError.conflict("Only a failed delivery can be redelivered; this one is \(delivery.state).")
+        }
+        return delivery
+    }
+
+    /// The job kind that carries out `delivery` again.
+    /// - Throws: 409 when its webhook endpoint is disabled or deleted, or its channel is unknown.
+    private static func redeliveryJob(for delivery: Delivery, tenantId: String, on db: any SQLDatabase) async throws -> any DeliveryJob.Type {
+        switch NotificationChannel(rawValue: delivery.channel) {
+        case .webhook?:
+            let enabled = try await db.raw(
+                "SELECT enabled FROM webhook_endpoints WHERE id = \(bind: delivery.endpointId ?? "") AND tenant_id = \(bind: tenantId)"
+            ).first()?.decode(column: "enabled", as: Bool.self)
+            guard enabled == true else {
+                throw AppError.conflict("The delivery's webhook endpoint is disabled or deleted: re-enable it (PATCH /webhooks/{id}) first.")
+            }
+            return SendWebhook.self
+        case .email?: return SendEmail.self
+        case .sms?: return SendSMS.self
+        case .push?: return SendPush.self
+        default: throw AppError.conflict("This delivery's channel cannot be redelivered.")
+        }
+    }
+
+    /// Puts the failed `delivery` back to `pending` and enqueues one attempt of `job`, on `db`;
+    /// returns the time it was reopened.
+    /// - Throws: 409 when a concurrent redelivery reopened it first.
+    private static func reopen(
+        _ delivery: Delivery, with job: any DeliveryJob.Type, tenantId: String, jobs: JobQueue, on db: any SQLDatabase
+    ) async throws -> Int64 {
+        let now = jobs.clock.milliseconds
+        // Guarded by its state: of two concurrent redeliveries, one plans an attempt.
+        guard
+            try await db.raw(
+                """
+                UPDATE notification_deliveries SET state = 'pending', updated_at = \(bind: now)
+                WHERE id = \(bind: delivery.id) AND tenant_id = \(bind: tenantId) AND state = 'failed' RETURNING id
+                """
+            ).first() != nil
+        else { throw AppError.conflict("Only a failed delivery can be redelivered.") }
+        var request = try Self.jobRequest(job, deliveryId: delivery.id)
+        // One attempt, as Svix's and Stripe's manual resend: a failure is a dead letter again
+        // (counted against the endpoint once per delivery, however often it is redelivered).
+        request.maxAttempts = 1
+        _ = try await jobs.enqueue(request, tenantId: tenantId, createdBy: nil, on: db)
+        return now
     }
 
     /// The job request carrying out delivery `deliveryId` with job kind `job`.
@@ -327,6 +361,8 @@ extension ChannelsController.EndpointBody: ValueChecked {
 }
 
 extension ChannelsController.EndpointPatch: ValueChecked {
+    static var integerRanges: [String: ClosedRange<Int64>] { ["secretOverlapSeconds": 0...604_800] }
+
     /// The issue of `secretOverlapSeconds`, if any.
     var overlapIssue: FieldIssue? {
         guard let overlap = secretOverlapSeconds else { return nil }

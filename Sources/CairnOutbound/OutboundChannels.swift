@@ -49,30 +49,41 @@ package final class OutboundChannels: PublishObserver {
         self.logger = logger
     }
 
-    /// Registers the delivery job handlers (webhook, email, push, SMS, digests) on `queue`.
+    /// Registers the delivery job handlers (webhook, email, push, SMS, digests) on `queue`. A
+    /// delivery whose job ends without sending it (cancelled, or discarded before it recorded an
+    /// outcome) is `failed` from the same transaction on (``abandon(_:job:on:)``), so it can be
+    /// redelivered.
     package func registerJobs(on queue: JobQueue) {
-        queue.register(SendWebhook.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.deliverWebhook(args.deliveryId, context: context)
-        }
-        queue.register(SendEmail.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await TraceContext.withSpan("email delivery") { span in
-                span.attributes["cairn.delivery.id"] = args.deliveryId
+        queue.register(
+            SendWebhook.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
+                try await self.deliverWebhook(args.deliveryId, context: context)
+            }, abandoned: Self.abandon)
+        queue.register(
+            SendEmail.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
+                try await TraceContext.withSpan("email delivery") { span in
+                    span.attributes["cairn.delivery.id"] = args.deliveryId
+                    try await self.deliverThroughProvider(args.deliveryId, context: context)
+                }
+            }, abandoned: Self.abandon)
+        queue.register(
+            SendPush.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
+                try await TraceContext.withSpan("push delivery") { span in
+                    span.attributes["cairn.delivery.id"] = args.deliveryId
+                    try await self.deliverThroughProvider(args.deliveryId, context: context)
+                }
+            }, abandoned: Self.abandon)
+        queue.register(
+            SendSMS.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
                 try await self.deliverThroughProvider(args.deliveryId, context: context)
-            }
-        }
-        queue.register(SendPush.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await TraceContext.withSpan("push delivery") { span in
-                span.attributes["cairn.delivery.id"] = args.deliveryId
-                try await self.deliverThroughProvider(args.deliveryId, context: context)
-            }
-        }
-        queue.register(SendSMS.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.deliverThroughProvider(args.deliveryId, context: context)
-        }
+            }, abandoned: Self.abandon)
         queue.register(SendDigest.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await TraceContext.withSpan("digest delivery") { span in
@@ -80,6 +91,27 @@ package final class OutboundChannels: PublishObserver {
                 try await self.deliverDigest(args.digestId, context: context)
             }
         }
+    }
+
+    /// Settles the delivery of a job that ended without sending it, in the transaction that
+    /// ended the job: a `pending` delivery becomes `failed` with `cancelled` (or `discarded: …`,
+    /// the job's last error) as its last error. One that already recorded its outcome (a
+    /// dead letter's own `failed`) stays as it is. No dead letter is counted: nothing was sent.
+    static func abandon(_ args: some DeliveryJob, job: Job, on db: any SQLDatabase) async throws {
+        let reason: String
+        if job.state == .cancelled {
+            reason = "cancelled"
+        } else if case .array(let errors)? = JSONValue(text: job.errors), let last = errors.last?["error"]?.string {
+            reason = "discarded: " + String(last.prefix(500))
+        } else {
+            reason = "discarded"
+        }
+        try await db.raw(
+            """
+            UPDATE notification_deliveries SET state = 'failed', last_error = \(bind: reason), updated_at = \(bind: WallClock.milliseconds())
+            WHERE id = \(bind: args.deliveryId) AND tenant_id = \(bind: job.tenantId) AND state = 'pending'
+            """
+        ).run()
     }
 
     /// Plans the outbound deliveries of notifications just stored, in the publishing transaction.
@@ -273,7 +305,7 @@ package final class OutboundChannels: PublishObserver {
             let limit = settings.webhookDisableAfter
             try await database.transaction { db in
                 try await Self.record(deliveryId, tenantId: tenantId, state: "failed", error: error, countAttempt: true, on: db)
-                try await Self.deadLetter(endpoint, limit: limit, on: db)
+                try await Self.deadLetter(endpoint, deliveryId: deliveryId, limit: limit, on: db)
             }
             logger.warning("webhook delivery dead-lettered", metadata: ["endpoint_id": .string(endpoint.id)])
             throw DeliveryFailure(description: "webhook delivery failed: \(failure ?? "?")")
@@ -303,9 +335,18 @@ package final class OutboundChannels: PublishObserver {
         ).run()
     }
 
-    /// Counts a dead letter; disables the endpoint at the limit.
-    static func deadLetter(_ endpoint: WebhookEndpoint, limit: Int, on db: any SQLDatabase) async throws {
+    /// Counts a dead letter against the endpoint, once per delivery: a redelivery that fails
+    /// again is a dead letter of the same event, not another one (five manual retries of one
+    /// failure must not disable the endpoint). Disables the endpoint at the limit.
+    static func deadLetter(_ endpoint: WebhookEndpoint, deliveryId: String, limit: Int, on db: any SQLDatabase) async throws {
         let now = WallClock.milliseconds()
+        let first = try await db.raw(
+            """
+            UPDATE notification_deliveries SET dead_lettered_at = \(bind: now)
+            WHERE id = \(bind: deliveryId) AND tenant_id = \(bind: endpoint.tenantId) AND dead_lettered_at IS NULL RETURNING id
+            """
+        ).first()
+        guard first != nil else { return }
         try await db.raw(
             """
             UPDATE webhook_endpoints SET dead_letters = dead_letters + 1,

@@ -676,9 +676,14 @@ struct RunPipeline: JobArguments {
     /// Bad data, refused SQL and timeouts discard a run at once; attempts are spent only by
     /// crashes, lost leases and I/O errors, which a later attempt resumes from its checkpoint.
     static let defaultMaxAttempts = 10
+    /// A pipeline's schedule is its own `schedule` field.
+    static let schedulesManagedBy: String? = "a pipeline's schedule field (POST /pipelines, PATCH /pipelines/{id})"
 
     /// The pipeline to run.
     var pipelineId: String
     /// The input file; nil for a scheduled run.
     var fileId: String?
+
+    /// The pipeline whose schedule it is.
+    static func scheduleOwner(of arguments: RunPipeline) -> String? { "/pipelines/\(arguments.pipelineId)" }
 }

@@ -6,6 +6,7 @@ import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import NIOCore
 import SQLKit
 import Testing
 
@@ -56,7 +57,13 @@ struct AccountDeletionTests {
             #expect(wrong.text.contains("currentPassword"))
             #expect(try await client.json(.get, "/users/me", token: token).object["email"] as? String == "mail@example.com")
             #expect(try await client.json(.patch, "/users/me", ["name": "Renamed"], token: token).status == .ok)
-            #expect(try await client.json(.patch, "/users/me", ["email": "MAIL@example.com"], token: token).status == .ok)
+            // The same address in other case is no new email (emails compare case-insensitively,
+            // as at sign-in): no password asked, the spelling as sent, sign-in in either case.
+            let recased = try await client.json(.patch, "/users/me", ["email": "MAIL@Example.com"], token: token)
+            #expect(recased.status == .ok)
+            #expect(recased.object["email"] as? String == "MAIL@Example.com")
+            _ = try await client.login(email: "mail@example.com", password: Self.password)
+            _ = try await client.login(email: "Mail@EXAMPLE.com", password: Self.password)
             let right = try await client.json(.patch, "/users/me", ["email": "new@example.com", "currentPassword": Self.password], token: token)
             #expect(right.status == .ok)
             #expect(right.object["email"] as? String == "new@example.com")
@@ -80,8 +87,20 @@ struct AccountDeletionTests {
             try await Self.seed(app.database, tenant: tenant, user: leaver)
             try await Self.seed(app.database, tenant: tenant, user: owner.id)
 
+            // No body at all (`curl -X DELETE`), or an empty one: the field it lacks is named.
             let noBody = try await client.json(.delete, "/users/me", token: session.accessToken)
-            #expect(noBody.status == .unsupportedMediaType)
+            #expect(noBody.status == .badRequest)
+            #expect(noBody.object["code"] as? String == "invalid_input")
+            #expect((noBody.object["errors"] as? [[String: Any]])?.first?["field"] as? String == "currentPassword", "\(noBody.text)")
+            let empty = try await client.execute(
+                uri: "/users/me", method: .delete, headers: [.authorization: "Bearer \(session.accessToken)", .contentType: "application/json"],
+                body: ByteBuffer())
+            #expect(empty.status == .badRequest)
+            #expect(String(buffer: empty.body).contains("currentPassword"))
+            let notJSON = try await client.execute(
+                uri: "/users/me", method: .delete, headers: [.authorization: "Bearer \(session.accessToken)", .contentType: "text/plain"],
+                body: ByteBuffer(string: "password"))
+            #expect(notJSON.status == .unsupportedMediaType, "a body of another type is still 415")
             let wrong = try await client.json(.delete, "/users/me", ["currentPassword": "not it at all"], token: session.accessToken)
             #expect(wrong.status == .badRequest)
             let deleted = try await client.json(.delete, "/users/me", ["currentPassword": Self.password], token: session.accessToken)

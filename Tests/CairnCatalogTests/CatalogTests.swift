@@ -115,6 +115,26 @@ struct ProductsAPITests {
             let fractional = try await client.json(
                 .post, "/products", ["sku": "A1", "name": "n", "priceMinor": 1.5, "currency": "USD"], token: token)
             #expect(fractional.status == .badRequest)
+            // Below the range or beyond 64 bits, a price and a stock are told their own range.
+            let range = "must be an integer from 0 to \(ProductRules.maxPrice)"
+            for price in ["-1", "1e20", "-1e20", "9223372036854775808"] {
+                let body = #"{"sku":"A1","name":"n","priceMinor":\#(price),"currency":"USD"}"#
+                let answer = try await client.execute(
+                    uri: "/products", method: .post, headers: [.contentType: "application/json", .authorization: "Bearer \(token)"],
+                    body: ByteBuffer(string: body))
+                #expect(try answer.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] } == [["priceMinor", range]], "\(price)")
+                let stock = try await client.execute(
+                    uri: "/products", method: .post, headers: [.contentType: "application/json", .authorization: "Bearer \(token)"],
+                    body: ByteBuffer(string: #"{"sku":"A1","name":"n","priceMinor":1,"currency":"USD","stock":\#(price)0}"#))
+                #expect(
+                    try stock.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] }
+                        == [["stock", "must be an integer from 0 to \(ProductRules.maxStock)"]], "stock \(price)0")
+                let patched = try await client.execute(
+                    uri: "/products/\(UUIDv7.make())", method: .patch,
+                    headers: [.contentType: "application/json", .authorization: "Bearer \(token)"],
+                    body: ByteBuffer(string: #"{"priceMinor":\#(price)}"#))
+                #expect(try patched.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] } == [["priceMinor", range]], "PATCH \(price)")
+            }
             for currency in ["JPY", "CHF", "USD", "XAU"] {
                 try await createProduct(client, token: token, ["currency": currency])
             }

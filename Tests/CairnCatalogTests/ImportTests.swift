@@ -1,5 +1,6 @@
 import CairnFormats
 import CairnHTTP
+import CairnJobs
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -112,11 +113,31 @@ struct ProductImportTests {
             try #require(created.status == .created)
             let member = try await client.login(email: "m@example.com", password: "member password").accessToken
             #expect(try await send(client, "/products:import", body: "sku\r\n", contentType: "text/csv", token: member).status == .forbidden)
-            // A header naming an unknown column fails the whole file, saying which.
-            let badHeader = try await send(client, "/products:import", body: "sku,colour\r\nA,red\r\n", contentType: "text/csv", token: token)
-            let failed = try await finishedJob(app, try #require(badHeader.object["id"] as? String), token: token)
+            // A header naming unknown columns is refused at once, naming each and the known ones.
+            let badHeader = try await send(
+                client, "/products:import", body: "sku,colour,size\r\nA,red,L\r\n", contentType: "text/csv", token: token)
+            #expect(badHeader.status == .badRequest)
+            let issue = try #require((badHeader.object["errors"] as? [[String: Any]])?.first)
+            #expect(issue["field"] as? String == "body")
+            let text = try #require(issue["issue"] as? String)
+            #expect(text.contains("\"colour\"") && text.contains("\"size\"") && text.contains("priceMinor"), "\(text)")
+        }
+    }
+
+    /// An import stored with a header the job cannot use (one accepted before the header was
+    /// checked up front) is discarded with a message naming the column, and a progress error on it.
+    @Test(arguments: TestEngine.available)
+    func aJobRefusingAHeaderNamesTheColumn(engine: TestEngine) async throws {
+        try await withTestApp(engine, runServices: true) { app in
+            let (token, tenantId) = try await owner(app.client, "bad-header-job@example.com")
+            let importId = try await app.components.catalog.store.saveImport(tenantId: tenantId, format: "csv", body: "sku,colour\r\nA,red\r\n")
+            let (job, _) = try await app.components.jobs.enqueue(
+                ImportProducts(importId: importId, format: "csv"), tenantId: tenantId, createdBy: nil)
+            let failed = try await finishedJob(app, job.id, token: token)
             #expect(failed["state"] as? String == "discarded")
             #expect(((failed["progress"] as? [String: Any])?["errors"] as? [[String: Any]])?.first?["field"] as? String == "colour")
+            let message = try #require((failed["errors"] as? [[String: Any]])?.last?["error"] as? String)
+            #expect(message.contains("colour is not a known column") && message.contains("priceMinor"), "\(message)")
         }
     }
 
@@ -283,6 +304,14 @@ struct ProductImportTests {
             let wrong = try await client.json(.post, "/products:import", ["fileId": try #require(xml.object["id"] as? String)], token: token)
             #expect(wrong.status == .badRequest)
             #expect(try await client.json(.post, "/products:import", ["fileId": 5], token: token).status == .badRequest)
+
+            // A file whose header names an unknown column is refused before any job, naming it.
+            let odd = try await send(client, "/files", body: "sku,name,colour\r\nF-3,Odd,red\r\n", contentType: "text/csv", token: token)
+            let refused = try await client.json(.post, "/products:import", ["fileId": try #require(odd.object["id"] as? String)], token: token)
+            #expect(refused.status == .badRequest)
+            let issue = try #require((refused.object["errors"] as? [[String: Any]])?.first)
+            #expect(issue["field"] as? String == "fileId")
+            #expect((issue["issue"] as? String)?.contains("an unknown column, \"colour\" (the known columns are attributes,") == true, "\(issue)")
         }
     }
 }

@@ -88,8 +88,37 @@ private struct Checked: Decodable, ValueChecked {
     }
 }
 
+/// A body declaring the ranges of its integer fields, one of them on a nested model.
+private struct Ranged: Decodable, ValueChecked {
+    struct Line: Decodable, ValueChecked {
+        static let integerRanges: [String: ClosedRange<Int64>] = ["quantity": 1...999]
+        var quantity: Int
+        func valueIssues() -> [FieldIssue] { [] }
+    }
+    static let integerRanges: [String: ClosedRange<Int64>] = ["priceMinor": 0...1_000_000_000_000_000]
+    var priceMinor: Int64
+    var other: Int64?
+    var lines: [Line]?
+    func valueIssues() -> [FieldIssue] { [] }
+}
+
 @Suite("Request bodies: decoding")
 struct RequestBodyDecodingTests {
+    /// A model's declared range is the one an integer beyond its type (`1e20`) is told, at any
+    /// depth; fields without one keep their type's range.
+    @Test(arguments: [
+        (#"{"priceMinor":1e20}"#, "priceMinor", "must be an integer from 0 to 1000000000000000"),
+        (#"{"priceMinor":-1e20}"#, "priceMinor", "must be an integer from 0 to 1000000000000000"),
+        (#"{"priceMinor":9223372036854775808}"#, "priceMinor", "must be an integer from 0 to 1000000000000000"),
+        (#"{"priceMinor":1,"other":1e20}"#, "other", "must be an integer from \(Int64.min) to \(Int64.max)"),
+        (#"{"priceMinor":1,"lines":[{"quantity":1},{"quantity":1e30}]}"#, "lines[1].quantity", "must be an integer from 1 to 999"),
+    ])
+    func declaredRangesAreTheOnesTold(body: String, field: String, issue: String) throws {
+        let error = try problem(Ranged.self, body)
+        #expect(error.errors == [FieldIssue(field: field, issue: issue)], "\(body)")
+        #expect(try decode(Ranged.self, #"{"priceMinor":1000000000000000,"lines":[{"quantity":999}]}"#).priceMinor == 1_000_000_000_000_000)
+    }
+
     /// Issue 20: type and value errors in one answer; a field with a type error is not blamed
     /// again for its placeholder; nested models' checks are named by their path.
     @Test func valueIssuesJoinTypeIssues() throws {

@@ -229,4 +229,74 @@ struct WebhookManagementTests {
             #expect(try await client.json(.post, redeliverPath, token: member.token).status == .conflict)
         }
     }
+
+    /// A delivery whose job is cancelled before it ran becomes `failed` (`cancelled`) in the
+    /// cancelling transaction, so it stays so after a restart and can be redelivered.
+    @Test(arguments: TestEngine.available)
+    func aCancelledDeliveryJobFailsTheDeliverySoItCanBeRedelivered(engine: TestEngine) async throws {
+        try await withTestApp(engine, configure: hookSettings) { app in
+            let (client, components) = (app.client, app.components)
+            let owner = try await signUp(client, "cancelled-delivery@example.com")
+            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:9/hook"], token: owner.token)
+            #expect(created.status == .created)
+            let stored = try await components.notifications.publish(
+                NotificationDraft(type: "message", title: "never sent"), to: [owner.userId], tenantId: owner.tenantId)
+            let deliveriesPath = "/notifications/\(try #require(stored.first?.id))/deliveries"
+            let jobId = try #require(
+                try await components.database.read { db in
+                    try await db.raw("SELECT id FROM jobs WHERE kind = 'notifications.webhook'").first()?.decode(column: "id", as: String.self)
+                })
+            #expect(try await client.json(.post, "/jobs/\(jobId)/cancel", token: owner.token).status == .ok)
+            let delivery = try #require(
+                try await client.json(.get, deliveriesPath, token: owner.token).decode(PageBody<DeliveryBody>.self).items.first)
+            #expect(delivery.state == "failed")
+            #expect(delivery.lastError == "cancelled")
+            #expect(delivery.attempts == 0)
+            let endpoint = try await client.json(.get, "/webhooks/\(try #require(created.object["id"] as? String))", token: owner.token)
+            #expect(endpoint.object["deadLetters"] as? Int == 0, "a cancelled delivery is no dead letter")
+            let redelivered = try await client.json(.post, "\(deliveriesPath)/\(delivery.id)/redeliver", token: owner.token)
+            #expect(redelivered.status == .accepted, "\(redelivered.text)")
+            #expect(redelivered.object["state"] as? String == "pending")
+        }
+    }
+
+    /// Redeliveries of one failed delivery that fail again count one dead letter between them:
+    /// with the endpoint disabled after two, one event retried by hand three times leaves it on.
+    @Test(arguments: TestEngine.available)
+    func redeliveriesOfOneFailureCountOneDeadLetter(engine: TestEngine) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                hookSettings(&$0)
+                $0.outbound.webhookRetrySchedule = [.milliseconds(50)]
+                $0.outbound.webhookDisableAfter = 2
+            }
+        ) { app in
+            let (client, components) = (app.client, app.components)
+            let owner = try await signUp(client, "dead-letters-once@example.com")
+            let down = try await WebhookReceiver(failFirst: 1000)
+            defer { down.stop() }
+            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:\(down.port)/hook"], token: owner.token)
+            let endpointPath = "/webhooks/\(try #require(created.object["id"] as? String))"
+            let stored = try await components.notifications.publish(
+                NotificationDraft(type: "message", title: "unlucky"), to: [owner.userId], tenantId: owner.tenantId)
+            let deliveriesPath = "/notifications/\(try #require(stored.first?.id))/deliveries"
+            @Sendable func delivery() async throws -> DeliveryBody? {
+                try await client.json(.get, deliveriesPath, token: owner.token).decode(PageBody<DeliveryBody>.self).items.first
+            }
+            try await components.jobs.waitUntil("the delivery dead-lettered") { try await delivery()?.state == "failed" }
+            let id = try #require(try await delivery()?.id)
+            for round in 1...3 {
+                let accepted = try await client.json(.post, "\(deliveriesPath)/\(id)/redeliver", token: owner.token)
+                #expect(accepted.status == .accepted, "redelivery \(round): \(accepted.text)")
+                try await components.jobs.waitUntil("redelivery \(round) failed") {
+                    let current = try await delivery()
+                    return current?.state == "failed" && current?.attempts == 2 + round
+                }
+            }
+            let endpoint = try await client.json(.get, endpointPath, token: owner.token)
+            #expect(endpoint.object["deadLetters"] as? Int == 1)
+            #expect(endpoint.object["enabled"] as? Bool == true)
+        }
+    }
 }
