@@ -222,7 +222,10 @@ package final class TokenService: Sendable {
         if header["crit"] != nil { throw TokenError.invalid("unsupported critical header") }
         var known = state.withLock { $0.knownKids.contains(kid) }
         if !known {
-            await reloadIfStale()
+            // Another node may have rotated a moment ago and signs with the new key already:
+            // an unknown key id re-reads the ring sooner than the periodic 5 s (at most once a
+            // second, so tokens with made-up key ids cannot turn into a read per request).
+            await reloadIfStale(after: .seconds(1))
             known = state.withLock { $0.knownKids.contains(kid) }
         }
         guard known else { throw TokenError.invalid("unknown key id") }
@@ -243,13 +246,14 @@ package final class TokenService: Sendable {
     }
 
     /// A node started before `cairn keys rotate` learns the new keys by re-reading the ring
-    /// (file or database), at most every 5 seconds: it then signs with the newest key, publishes all of them,
-    /// and verifies tokens signed by any of them.
-    private func reloadIfStale() async {
+    /// (file or database), at most every 5 seconds (`age`; 1 s for a token of a key id it does
+    /// not know): it then signs with the newest key, publishes all of them, and verifies tokens
+    /// signed by any of them.
+    private func reloadIfStale(after age: Duration = .seconds(5)) async {
         guard settings.hmacSecret == nil else { return }
         let now = clock.instant
         let due = state.withLock { state -> Bool in
-            guard now - state.loadedAt > .seconds(5) else { return false }
+            guard now - state.loadedAt > age else { return false }
             state.loadedAt = now  // one reload at a time
             return true
         }

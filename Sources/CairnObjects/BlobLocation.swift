@@ -11,7 +11,7 @@ package enum BlobLocation: Sendable, Equatable {
     package static func parse(_ url: String) throws(S3ConfigurationError) -> BlobLocation {
         if url.hasPrefix("file://") {
             let path = String(url.dropFirst(7))
-            guard path.hasPrefix("/") else { throw S3ConfigurationError(message: "CAIRN_BLOB_URL file:// needs an absolute path (file:///path)") }
+            guard path.hasPrefix("/") else { throw S3ConfigurationError(message: "file:// needs an absolute path (file:///path)") }
             return .file(path: path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path)
         }
         if url.hasPrefix("s3://") {
@@ -20,10 +20,10 @@ package enum BlobLocation: Sendable, Equatable {
             var prefix = String(rest.dropFirst(bucket.count).drop { $0 == "/" })
             guard (3...63).contains(bucket.count),
                 bucket.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D })
-            else { throw S3ConfigurationError(message: "CAIRN_BLOB_URL s3:// needs a valid bucket name (3-63 of a-z, 0-9, '.', '-')") }
+            else { throw S3ConfigurationError(message: "s3:// needs a valid bucket name (3-63 of a-z, 0-9, '.', '-')") }
             if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
             return .s3(bucket: bucket, prefix: prefix)
         }
-        throw S3ConfigurationError(message: "CAIRN_BLOB_URL must start with file:// or s3://")
+        throw S3ConfigurationError(message: "must start with file:// or s3://")
     }
 }

@@ -63,6 +63,27 @@ struct FreshUserFindingsTests {
         }
     }
 
+    /// Right after a rotation, a node that started after it (or re-read its ring sooner)
+    /// signs with the new key; another node accepts those tokens at once, not only at its next
+    /// periodic re-read (a fresh user saw one 401 two seconds after `cairn keys rotate`).
+    @Test func aTokenOfAKeyRotatedAMomentAgoIsAcceptedByAnotherNode() async throws {
+        let clock = TestClock()
+        try await withTestApp(.sqlite, clock: clock) { app in
+            let nodeB = app.components.accounts.tokens
+            _ = try await app.client.registerAndLogin(email: "rotated@example.com")
+            clock.advance(by: .seconds(6))
+            _ = await nodeB.currentJWKS()  // B has just re-read its ring
+            let newKid = try await TokenService.rotate(nodeB.settings)
+            let nodeA = try await TokenService(settings: nodeB.settings, clock: clock)
+            let (token, _) = try await nodeA.issueAccessToken(
+                userId: UUIDv7.make(), tenantId: UUIDv7.make(), role: .member, sessionId: UUIDv7.make())
+            let header = try JSONSerialization.jsonObject(with: Data(Base64URL.decode(String(token.split(separator: ".")[0]))!)) as? [String: Any]
+            #expect(header?["kid"] as? String == newKid)
+            clock.advance(by: .seconds(2))
+            #expect(try await nodeB.verify(token).sub.isEmpty == false)
+        }
+    }
+
     @Test func aRunningNodeSignsWithARotatedKey() async throws {
         let clock = TestClock()
         try await withTestApp(.sqlite, clock: clock) { app in

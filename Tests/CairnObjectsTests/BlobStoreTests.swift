@@ -1,4 +1,6 @@
 import CairnObjects
+import CairnServer
+import CairnStorage
 import CairnTestSupport
 import Crypto
 import Foundation
@@ -228,4 +230,19 @@ struct SignallingBody: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator(), signalAt: signalAt, signal: signal) }
+}
+
+/// A bad `CAIRN_BLOB_URL` is one line naming the setting once, with what is wrong.
+@Suite struct BlobURLTests {
+    @Test(arguments: [
+        ("ftp://bucket", "invalid configuration: CAIRN_BLOB_URL must start with file:// or s3://"),
+        ("file://relative/path", "invalid configuration: CAIRN_BLOB_URL file:// needs an absolute path (file:///path)"),
+        ("s3://B_d", "invalid configuration: CAIRN_BLOB_URL s3:// needs a valid bucket name (3-63 of a-z, 0-9, '.', '-')"),
+    ])
+    func badBlobURLsAreNamedOnce(url: String, message: String) async throws {
+        let error = await #expect(throws: ConfigurationError.self) {
+            _ = try await CairnConfiguration.load(environment: ["CAIRN_BLOB_URL": url])
+        }
+        #expect(error?.description == message)
+    }
 }
