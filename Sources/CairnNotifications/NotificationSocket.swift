@@ -359,169 +359,216 @@ struct SocketSession {
 
     /// The connection's loop; returns the close code to send (0: the client left).
     func loop(mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?) async throws -> (UInt16, String) {
-        let settings = center.settings
-        let started = ContinuousClock.now
-        var token: String?
-        var identity: Identity?
-        var expiresAt = Date.distantFuture
-        var lastAuthCheck = ContinuousClock.now
-        var lastClientMessage = ContinuousClock.now
-        var lastResync = ContinuousClock.now
-        var subscribed = false
-        var cursor = LiveCursor(store: center.store, tenantId: "", userId: "")
-        var inFlight: [InFlight] = []
-        var behind = false
-
-        func authenticate(_ candidate: String) async throws -> (UInt16, String)? {
-            let verified: Identity
-            do {
-                verified = try await center.accounts.authenticate(bearer: candidate)
-                expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(candidate).exp)
-            } catch {
-                return (4401, "token invalid, expired or revoked; refresh and reconnect")
-            }
-            if let identity, identity.userId != verified.userId || identity.tenantId != verified.tenantId {
-                return (1008, "a connection cannot change user")
-            }
-            token = candidate
-            lastAuthCheck = .now
-            if identity == nil {
-                identity = verified
-                cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
-                center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId, transport: .websocket)
-                registered = (verified.tenantId, verified.userId)
-                let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
-                cursor.last = seq
-                try await send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
-            }
-            return nil
-        }
-
-        /// Sends stored rows after the cursor while the in-flight window has room.
-        func fill() async throws {
-            while inFlight.count < settings.maxUnacked {
-                let room = min(200, settings.maxUnacked - inFlight.count)
-                let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
-                for row in rows {
-                    try await send(notificationFrame(row), mailbox)
-                    inFlight.append(InFlight(row: row, sentAt: .now))
-                    cursor.last = row.seq
-                }
-                if rows.count < room {
-                    behind = false
-                    return
-                }
-            }
-            behind = true
-        }
-
-        /// When the next periodic check is due (the earliest of the checks below).
-        func nextCheck() -> ContinuousClock.Instant {
-            guard identity != nil else { return started + settings.authTimeout }
-            var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
-            let left = expiresAt.timeIntervalSince(center.clock.now)
-            if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
-            if subscribed { next = min(next, lastResync + settings.resyncInterval) }
-            for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
-            return next
-        }
-
-        if let headerToken, let close = try await authenticate(headerToken) { return close }
+        var state = SocketLoop(session: self, mailbox: mailbox)
+        // Written back on return and on throw, so `run` unregisters whatever was registered.
+        defer { registered = state.registered }
+        if let headerToken, let close = try await state.authenticate(headerToken) { return close }
         while true {
-            mailbox.nextCheck(at: nextCheck())
-            if subscribed { mailbox.takeAcksAside(wake: behind) }
-            let batch = await mailbox.next()
-            if batch.closed { return (1001, "server shutting down") }
-            if batch.clientFlood { return (1008, "too many messages") }
-            if let acked = batch.acked {
-                // Acks set aside are merged to their highest seq: above the cursor, one was never sent.
-                if acked > cursor.last { return (1008, "ack of seq \(acked), which was never sent") }
-                lastClientMessage = max(lastClientMessage, batch.ackedAt ?? .now)
-                inFlight.removeAll { $0.row.seq <= acked }
-                if behind { try await fill() }
-            }
-            for message in batch.client {
-                lastClientMessage = .now
-                switch message {
-                case .disconnected:
-                    return (0, "")
-                case .invalid(let reason):
-                    return (1008, reason)
-                case .auth(let candidate):
-                    if let close = try await authenticate(candidate) { return close }
-                case .ping:
-                    try await send(#"{"type":"pong"}"#, mailbox)
-                case .subscribe(let since):
-                    guard identity != nil else { return (4401, "authenticate first") }
-                    guard !subscribed else { return (1008, "already subscribed") }
-                    subscribed = true
-                    if let since { cursor.last = since }
-                    try await fill()
-                case .ack(let seq):
-                    guard subscribed else { return (1008, "subscribe first") }
-                    // A client acks what it received: a seq past the last one sent is a protocol error.
-                    guard seq <= cursor.last else { return (1008, "ack of seq \(seq), which was never sent") }
-                    inFlight.removeAll { $0.row.seq <= seq }
-                    if behind { try await fill() }
-                }
-            }
-            if batch.overflowed {
-                if subscribed { return (1013, "slow consumer: reconnect and resume from your last ack") }
-            } else if subscribed && batch.resync {
-                try await fill()
-            } else if subscribed && !batch.rows.isEmpty {
-                let fresh = batch.rows.filter { $0.seq > cursor.last }.sorted { $0.seq < $1.seq }
-                if behind || inFlight.count + fresh.count > settings.maxUnacked || (fresh.first.map { $0.seq != cursor.last + 1 } ?? false) {
-                    try await fill()
-                } else {
-                    var expected = cursor.last + 1
-                    for row in fresh {
-                        if row.seq < expected { continue }
-                        if row.seq > expected {
-                            try await fill()
-                            break
-                        }
-                        try await send(notificationFrame(row), mailbox)
-                        inFlight.append(InFlight(row: row, sentAt: .now))
-                        cursor.last = row.seq
-                        expected = row.seq + 1
-                    }
-                }
-            }
-            if batch.authCheck, let token {
-                // The user's sessions changed on some node (a logout): close now if this one did.
-                lastAuthCheck = .now
-                do {
-                    _ = try await center.accounts.authenticate(bearer: token)
-                } catch let error as AppError where error.status == .unauthorized {
-                    return (4401, "session ended (logged out or revoked); log in again")
-                }
-            }
-            if batch.ticked {
-                let now = batch.tickedAt ?? .now
-                if identity == nil {
-                    if now - started >= settings.authTimeout { return (4408, "no auth message in time") }
-                    continue
-                }
-                if center.clock.now >= expiresAt { return (4401, "access token expired; refresh and reconnect") }
-                if now - lastClientMessage >= settings.idleTimeout { return (4408, "idle") }
-                if let token, now - lastAuthCheck >= settings.authCheckInterval {
-                    lastAuthCheck = now
-                    do {
-                        _ = try await center.accounts.authenticate(bearer: token)
-                    } catch let error as AppError where error.status == .unauthorized {
-                        return (4401, "session revoked or token expired; refresh and reconnect")
-                    }
-                }
-                if subscribed && now - lastResync >= settings.resyncInterval {
-                    lastResync = now
-                    try await fill()
-                }
-                for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
-                    try await send(notificationFrame(inFlight[index].row), mailbox)
-                    inFlight[index].sentAt = now
-                }
+            mailbox.nextCheck(at: state.nextCheck())
+            if state.subscribed { mailbox.takeAcksAside(wake: state.behind) }
+            if let close = try await state.handle(await mailbox.next()) { return close }
+        }
+    }
+}
+
+/// What one connection's loop knows between wake-ups, and how it answers each kind of wake-up;
+/// a close code returned by a handler ends the connection.
+struct SocketLoop {
+    typealias Close = (UInt16, String)
+
+    let session: SocketSession
+    let mailbox: Mailbox
+    let started = ContinuousClock.now
+    var token: String?
+    var identity: Identity?
+    var expiresAt = Date.distantFuture
+    var lastAuthCheck = ContinuousClock.now
+    var lastClientMessage = ContinuousClock.now
+    var lastResync = ContinuousClock.now
+    var subscribed = false
+    var cursor: LiveCursor
+    var inFlight: [SocketSession.InFlight] = []
+    /// Stored rows after the cursor did not fit the in-flight window: acks refill from the store.
+    var behind = false
+    var registered: (tenantId: String, userId: String)?
+
+    init(session: SocketSession, mailbox: Mailbox) {
+        self.session = session
+        self.mailbox = mailbox
+        self.cursor = LiveCursor(store: session.center.store, tenantId: "", userId: "")
+    }
+
+    var center: Notifier { session.center }
+    var settings: NotificationSettings { session.center.settings }
+
+    /// Answers one batch of wake-ups, in the order that keeps delivery gap-free.
+    mutating func handle(_ batch: MailboxBatch) async throws -> Close? {
+        if batch.closed { return (1001, "server shutting down") }
+        if batch.clientFlood { return (1008, "too many messages") }
+        if let acked = batch.acked {
+            // Acks set aside are merged to their highest seq: above the cursor, one was never sent.
+            if acked > cursor.last { return (1008, "ack of seq \(acked), which was never sent") }
+            lastClientMessage = max(lastClientMessage, batch.ackedAt ?? .now)
+            try await acknowledge(upTo: acked)
+        }
+        for message in batch.client {
+            if let close = try await handle(message) { return close }
+        }
+        if batch.overflowed {
+            if subscribed { return (1013, "slow consumer: reconnect and resume from your last ack") }
+        } else if subscribed && batch.resync {
+            try await fill()
+        } else if subscribed && !batch.rows.isEmpty {
+            try await deliver(live: batch.rows)
+        }
+        if batch.authCheck, token != nil {
+            // The user's sessions changed on some node (a logout): close now if this one did.
+            if let close = try await recheckSession(reason: "session ended (logged out or revoked); log in again") { return close }
+        }
+        if batch.ticked { return try await tick(at: batch.tickedAt ?? .now) }
+        return nil
+    }
+
+    /// Answers one client message.
+    mutating func handle(_ message: ClientMessage) async throws -> Close? {
+        lastClientMessage = .now
+        switch message {
+        case .disconnected:
+            return (0, "")
+        case .invalid(let reason):
+            return (1008, reason)
+        case .auth(let candidate):
+            return try await authenticate(candidate)
+        case .ping:
+            try await session.send(#"{"type":"pong"}"#, mailbox)
+        case .subscribe(let since):
+            guard identity != nil else { return (4401, "authenticate first") }
+            guard !subscribed else { return (1008, "already subscribed") }
+            subscribed = true
+            if let since { cursor.last = since }
+            try await fill()
+        case .ack(let seq):
+            guard subscribed else { return (1008, "subscribe first") }
+            // A client acks what it received: a seq past the last one sent is a protocol error.
+            guard seq <= cursor.last else { return (1008, "ack of seq \(seq), which was never sent") }
+            try await acknowledge(upTo: seq)
+        }
+        return nil
+    }
+
+    /// Verifies a token (the first one registers the connection with the hub and answers
+    /// `ready`; a later one must be the same user's and extends the connection's life).
+    mutating func authenticate(_ candidate: String) async throws -> Close? {
+        let verified: Identity
+        do {
+            verified = try await center.accounts.authenticate(bearer: candidate)
+            expiresAt = Date(timeIntervalSince1970: try await center.accounts.tokens.verify(candidate).exp)
+        } catch {
+            return (4401, "token invalid, expired or revoked; refresh and reconnect")
+        }
+        if let identity, identity.userId != verified.userId || identity.tenantId != verified.tenantId {
+            return (1008, "a connection cannot change user")
+        }
+        token = candidate
+        lastAuthCheck = .now
+        if identity == nil {
+            identity = verified
+            cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
+            center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId, transport: .websocket)
+            registered = (verified.tenantId, verified.userId)
+            let seq = try await center.store.currentSeq(tenantId: verified.tenantId, userId: verified.userId)
+            cursor.last = seq
+            try await session.send(#"{"type":"ready","userId":"\#(verified.userId)","seq":\#(seq)}"#, mailbox)
+        }
+        return nil
+    }
+
+    /// Drops acknowledged rows from the in-flight window and refills it if rows wait.
+    mutating func acknowledge(upTo seq: Int64) async throws {
+        inFlight.removeAll { $0.row.seq <= seq }
+        if behind { try await fill() }
+    }
+
+    /// Sends stored rows after the cursor while the in-flight window has room.
+    mutating func fill() async throws {
+        while inFlight.count < settings.maxUnacked {
+            let room = min(200, settings.maxUnacked - inFlight.count)
+            let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
+            for row in rows { try await send(row) }
+            if rows.count < room {
+                behind = false
+                return
             }
         }
+        behind = true
+    }
+
+    /// Sends live rows that continue the cursor; a gap, a full window or rows waiting in the
+    /// store send from the store instead, so order holds.
+    mutating func deliver(live rows: [StoredNotification]) async throws {
+        let fresh = rows.filter { $0.seq > cursor.last }.sorted { $0.seq < $1.seq }
+        if behind || inFlight.count + fresh.count > settings.maxUnacked || (fresh.first.map { $0.seq != cursor.last + 1 } ?? false) {
+            return try await fill()
+        }
+        var expected = cursor.last + 1
+        for row in fresh {
+            if row.seq < expected { continue }
+            if row.seq > expected { return try await fill() }
+            try await send(row)
+            expected = row.seq + 1
+        }
+    }
+
+    /// Sends one row and holds it in flight until acknowledged.
+    mutating func send(_ row: StoredNotification) async throws {
+        try await session.send(session.notificationFrame(row), mailbox)
+        inFlight.append(SocketSession.InFlight(row: row, sentAt: .now))
+        cursor.last = row.seq
+    }
+
+    /// Re-authenticates the connection's token: a 401 closes it with 4401 and `reason`.
+    mutating func recheckSession(reason: String, at now: ContinuousClock.Instant = .now) async throws -> Close? {
+        guard let token else { return nil }
+        lastAuthCheck = now
+        do {
+            _ = try await center.accounts.authenticate(bearer: token)
+        } catch let error as AppError where error.status == .unauthorized {
+            return (4401, reason)
+        }
+        return nil
+    }
+
+    /// The periodic checks: auth deadline, token expiry, idleness, session, resync, redelivery.
+    mutating func tick(at now: ContinuousClock.Instant) async throws -> Close? {
+        if identity == nil {
+            return now - started >= settings.authTimeout ? (4408, "no auth message in time") : nil
+        }
+        if center.clock.now >= expiresAt { return (4401, "access token expired; refresh and reconnect") }
+        if now - lastClientMessage >= settings.idleTimeout { return (4408, "idle") }
+        if now - lastAuthCheck >= settings.authCheckInterval,
+            let close = try await recheckSession(reason: "session revoked or token expired; refresh and reconnect", at: now)
+        {
+            return close
+        }
+        if subscribed && now - lastResync >= settings.resyncInterval {
+            lastResync = now
+            try await fill()
+        }
+        for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
+            try await session.send(session.notificationFrame(inFlight[index].row), mailbox)
+            inFlight[index].sentAt = now
+        }
+        return nil
+    }
+
+    /// When the next periodic check is due (the earliest of the checks in ``tick(at:)``).
+    func nextCheck() -> ContinuousClock.Instant {
+        guard identity != nil else { return started + settings.authTimeout }
+        var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
+        let left = expiresAt.timeIntervalSince(center.clock.now)
+        if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+        if subscribed { next = min(next, lastResync + settings.resyncInterval) }
+        for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
+        return next
     }
 }
