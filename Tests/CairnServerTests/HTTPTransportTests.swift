@@ -99,10 +99,15 @@ struct HTTPTransportTests {
             let wire = try WireClient(port: app.port!)
             await wire.send(
                 "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
-            for piece in stride(from: 0, to: body.count, by: 4) {
-                // The pacing is the client under test, not a wait for the server.
-                try await Task.sleep(for: .milliseconds(250))
-                await wire.send(Array(body[piece..<min(piece + 4, body.count)]))
+            // The pacing is the client under test, not a wait for the server. It runs on a
+            // thread of its own: on the test process's busy cooperative pool, a 250 ms sleep
+            // could stretch past the 4 s body timeout while other suites run beside it.
+            await offThePool { [fd = wire.fd] in
+                for piece in stride(from: 0, to: body.count, by: 4) {
+                    usleep(250_000)
+                    let bytes = Array(body[piece..<min(piece + 4, body.count)])
+                    guard bytes.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == bytes.count else { return }
+                }
             }
             let answer = await wire.read(deadline: 20) { $0.containsText("invalid_credentials") }
             #expect(answer.text.hasPrefix("HTTP/1.1 401"), "got \(answer.text.prefix(200))")
