@@ -2,6 +2,7 @@ import CairnFiles
 import CairnHTTP
 import CairnObjects
 import CairnServer
+import CairnStorage
 import CairnTestSupport
 import Crypto
 import Foundation
