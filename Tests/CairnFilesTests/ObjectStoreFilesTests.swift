@@ -103,7 +103,10 @@ struct ObjectStoreFilesTests {
                 // A tus creation too: refused before anything is recorded.
                 let created = try await app.client.execute(
                     uri: "/uploads", method: .post,
-                    headers: [.authorization: "Bearer \(token)", HTTPField.Name("Tus-Resumable")!: "1.0.0", HTTPField.Name("Upload-Length")!: "10"])
+                    headers: [
+                        .authorization: "Bearer \(token)", HTTPField.Name("Tus-Resumable")!: "1.0.0", HTTPField.Name("Upload-Length")!: "10",
+                        HTTPField.Name("Upload-Metadata")!: "filename YS5jc3Y=",
+                    ])
                 #expect(created.status == .serviceUnavailable, "\(created.text)")
                 #expect(created.object["code"] as? String == "unavailable")
                 #expect(created.headers[.retryAfter] != nil)
@@ -163,6 +166,7 @@ struct ObjectStoreFilesTests {
                 var tus = auth
                 tus[HTTPField.Name("Tus-Resumable")!] = "1.0.0"
                 tus[HTTPField.Name("Upload-Length")!] = "10"
+                tus[HTTPField.Name("Upload-Metadata")!] = "filename YS5jc3Y="  // a.csv
                 let created = try await app.client.execute(uri: "/uploads", method: .post, headers: tus)
                 #expect(created.status == .serviceUnavailable, "\(created.text)")
                 let ready = try await app.client.execute(uri: "/health/ready", method: .get)
