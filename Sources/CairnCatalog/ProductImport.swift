@@ -50,7 +50,8 @@ package struct ProductImporter: Sendable {
     /// Accepts an import: 202 with the job and `Location: /jobs/{id}`. The rows come as the body
     /// (`text/csv`, `application/x-ndjson`) or from an uploaded file (`application/json`
     /// `{"fileId"}`, a CSV or NDJSON file of the tenant).
-    /// - Throws: 415 for other media types, 413 above `maxBody`, 400 for a non-UTF-8 body, a
+    /// - Throws: 415 for other media types, 411 for rows without `Content-Length`, 413 above
+    ///   `maxBody`, 400 for a body that ended before its `Content-Length`, a non-UTF-8 body, a
     ///   file of another format, a CSV header naming unknown columns, or a missing `fileId`;
     ///   404 for a file the tenant does not have.
     func accept(request: Request, context: AuthenticatedContext) async throws -> Response {
@@ -63,8 +64,16 @@ package struct ProductImporter: Sendable {
         switch mediaType {
         case "text/csv", "application/x-ndjson", "application/ndjson", "application/jsonl":
             format = mediaType == "text/csv" ? "csv" : "ndjson"
+            // Rows cut off with their connection must not import as a shorter, complete-looking
+            // file: the body is held to its announced length (see `FilesController.lengthRequired`).
+            guard let declared = request.headers[.contentLength].flatMap({ Int64($0) }) else { throw FilesController.lengthRequired }
+            guard declared <= Int64(Self.maxBody) else {
+                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
+            }
             do {
-                buffer = try await request.body.collect(upTo: Self.maxBody)
+                buffer = try await DeclaredLengthBody(base: request.body, declared: declared).collect(upTo: Self.maxBody)
+            } catch let error as IncompleteBody {
+                throw AppError.invalidField("body", "\(error.description); nothing was imported")
             } catch {
                 throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
             }

@@ -89,7 +89,9 @@ package struct FilesController: Sendable {
             (request.headers[.contentType] ?? "").split(separator: ";").first.map {
                 $0.trimmingCharacters(in: .whitespaces).lowercased()
             } ?? ""
+        // A multipart body proves its own end (its closing delimiter), so it may come chunked.
         if mediaType == "multipart/form-data" { return try await uploadForm(request, context: context) }
+        guard let declared = request.headers[.contentLength].flatMap({ Int64($0) }) else { throw Self.lengthRequired }
         var format: String
         if mediaType == "application/octet-stream" {
             guard let asked = request.uri.queryParameters.get("format").map({ String($0) }), FileFormats.names.contains(asked) else {
@@ -109,19 +111,23 @@ package struct FilesController: Sendable {
             format = asked
         }
         let name = try Self.fileName(request, format: format)
-        let declared = request.headers[.contentLength].flatMap { Int64($0) }
         return try await store(
             tenantId: tenantId, userId: context.identity.userId, declared: declared,
             write: { id, limit in
-                let written =
-                    if let declared {
-                        try await blobs.write(
-                            tenantId: tenantId, id: id, body: DeclaredLengthBody(base: request.body, declared: declared), maxBytes: limit)
-                    } else {
-                        try await blobs.write(tenantId: tenantId, id: id, body: request.body, maxBytes: limit)
-                    }
+                let written = try await blobs.write(
+                    tenantId: tenantId, id: id, body: DeclaredLengthBody(base: request.body, declared: declared), maxBytes: limit)
                 return (written.size, written.sha256, name, mediaType, format)
             })
+    }
+
+    /// 411 `length_required`: a raw body without `Content-Length`. Hummingbird ends a request
+    /// body quietly when its connection closes, so a chunked body cut off before its last
+    /// chunk would read as a shorter, complete file; only an announced length tells the two
+    /// apart (S3's PutObject asks for one too).
+    package static var lengthRequired: AppError {
+        AppError(
+            .lengthRequired, code: .lengthRequired,
+            detail: "Send the file with a Content-Length header (or as multipart/form-data, or through tus at /uploads).")
     }
 
     /// What an upload's writer reports: the stored bytes and the file's labels.
@@ -200,14 +206,27 @@ package struct FilesController: Sendable {
             .serviceUnavailable, code: .unavailable, detail: "The file store is not reachable; try again shortly.", headers: [.retryAfter: "5"])
     }
 
-    /// Runs a blob store call, answering 503 when the store is unreachable.
-    /// - Throws: ``storeUnavailable`` for `BlobStoreUnavailable`; other errors as they are.
+    /// Runs a blob store call, answering 503 when the store is unreachable and 404 when the
+    /// blob read is missing.
+    /// - Throws: ``storeUnavailable`` for `BlobStoreUnavailable`; ``contentMissing`` for
+    ///   `BlobNotFound`; other errors as they are.
     package static func storeCall<T>(_ call: () async throws -> T) async throws -> T {
         do {
             return try await call()
         } catch is BlobStoreUnavailable {
             throw storeUnavailable
+        } catch let error as BlobNotFound {
+            Logger(label: "cairn.files").error("a recorded file has no blob in the store", metadata: ["file_id": .string(error.id)])
+            throw contentMissing
         }
+    }
+
+    /// 404 `not_found` for a file whose row exists but whose bytes the store does not have (an
+    /// object deleted behind Cairn's back). Not 503: the store answered, and asking again will
+    /// not bring the bytes back, so a client must not be told to retry; the error log tells
+    /// the operator.
+    package static var contentMissing: AppError {
+        AppError.notFound("The file's content is missing from the file store.")
     }
 
     /// The refusal of an upload past the tenant's hourly volume (429); counted in

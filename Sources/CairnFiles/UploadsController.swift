@@ -183,6 +183,9 @@ package struct UploadsController: Sendable {
         let described = try Self.describedUpload(request)
         // Read before the upload is recorded and leased: a malformed header must leave nothing.
         let checksum = described.hasBody || length == 0 ? try Self.checksum(request) : nil
+        // An upload whose bytes could not be stored must not be recorded: the client would
+        // learn of the outage only at its first PATCH, with a row left to expire.
+        try await FilesController.storeCall { try await blobs.checkReachable() }
         let now = WallClock.milliseconds()
         var upload = TusUpload(
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,

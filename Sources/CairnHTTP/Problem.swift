@@ -64,6 +64,9 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         /// 409: the resource belongs to another one, through which alone it changes (a
         /// pipeline's own schedule, under `/schedules`); `detail` names the owner and the way.
         case managedByOwner = "managed_by_owner"
+        /// 411: a raw file upload without `Content-Length` (a chunked body cut off before its
+        /// last chunk cannot be told from a complete one, so its length must be announced).
+        case lengthRequired = "length_required"
         /// 412: `If-Match` (or tus' `Tus-Resumable`) does not match.
         case preconditionFailed = "precondition_failed"
         /// 413: the body or file is too large.

@@ -110,9 +110,10 @@ package struct S3BlobStore: BlobStore {
         let body: HTTPClientResponseBodyReader
         do {
             body = HTTPClientResponseBodyReader(try await client.getObject(bucket: bucket, key: key(tenantId: tenantId, id: id), range: range).body)
-        } catch let error as S3Error where error.status == 404 {
+        } catch let error as S3Error where error.status == 404 && error.code != "NoSuchBucket" {
             throw BlobNotFound(id: id)
         } catch let error as S3Error {
+            // A missing bucket (also a 404) is a store nobody can use, not a missing object.
             throw BlobStoreUnavailable(reason: error.description)
         }
         return BlobChunks {

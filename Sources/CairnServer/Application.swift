@@ -149,11 +149,18 @@ package func buildComponents(
 /// start), checked against the key the database's secrets were sealed with.
 /// - Throws: `MasterKeyError` for a missing, unreadable or wrong master key.
 private func openSecrets(configuration: CairnConfiguration, database: Database) async throws -> SecretBox {
+    let generating = configuration.masterKey == nil && !FileManager.default.fileExists(atPath: configuration.masterKeyFile)
     let secrets = SecretBox(master: try configuration.masterKey ?? MasterKey.loadOrCreate(at: configuration.masterKeyFile))
     do {
         try await MasterKeyCheck.verify(secrets, on: database)
     } catch let error as MasterKeyError {
-        throw error
+        guard generating else { throw error }
+        // A key made just now for a database already sealed under another: left behind, it
+        // would stand in for the right key at every later start, so it goes again.
+        try? FileManager.default.removeItem(atPath: configuration.masterKeyFile)
+        throw MasterKeyError(
+            "no master key: this database's secrets are sealed under another master key; set CAIRN_MASTER_KEY to it (or restore \(configuration.masterKeyFile))"
+        )
     } catch {
         // No canary table yet: a node started with --no-migrate before `cairn migrate`;
         // it is not ready until then, and checks the key on its next start.

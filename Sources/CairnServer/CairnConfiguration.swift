@@ -129,9 +129,13 @@ package struct CairnConfiguration: Sendable {
             }
             config.databaseURL = url
         }
-        if let text = settings.text("master.key"), !text.isEmpty {
+        // Set but empty counts as set: taken for unset, a node would write a new master.key
+        // and then refuse the database sealed under the intended key.
+        if let text = settings.text("master.key") ?? environment["CAIRN_MASTER_KEY"] {
             // The message never repeats the value: it is a secret.
-            guard let key = try? MasterKey(base64: text) else { throw settings.invalid("master.key", "must be 32 bytes in base64") }
+            guard let key = try? MasterKey(base64: text) else {
+                throw settings.invalid("master.key", "must be 32 bytes in base64 (unset it to use the data directory's master.key)")
+            }
             config.masterKey = key
         }
         if let format = settings.text("log.format") {

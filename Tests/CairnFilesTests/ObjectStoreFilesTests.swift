@@ -2,12 +2,14 @@ import CairnFiles
 import CairnHTTP
 import CairnObjects
 import CairnServer
+import CairnStorage
 import CairnTestSupport
 import Crypto
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import NIOCore
+import SQLKit
 import Testing
 
 /// Files on the S3-compatible store (moto's server in CI): the whole app, two nodes sharing one
@@ -98,6 +100,78 @@ struct ObjectStoreFilesTests {
                 #expect(download.headers[.retryAfter] != nil)
                 let ready = try await app.client.execute(uri: "/health/ready", method: .get)
                 #expect(ready.status == .serviceUnavailable)
+                // A tus creation too: refused before anything is recorded.
+                let created = try await app.client.execute(
+                    uri: "/uploads", method: .post,
+                    headers: [
+                        .authorization: "Bearer \(token)", HTTPField.Name("Tus-Resumable")!: "1.0.0", HTTPField.Name("Upload-Length")!: "10",
+                        HTTPField.Name("Upload-Metadata")!: "filename YS5jc3Y=",
+                    ])
+                #expect(created.status == .serviceUnavailable, "\(created.text)")
+                #expect(created.object["code"] as? String == "unavailable")
+                #expect(created.headers[.retryAfter] != nil)
+                #expect(created.headers[HTTPField.Name("Tus-Resumable")!] == "1.0.0")
+                let uploads = try await app.components.database.read { db in
+                    try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
+                }
+                #expect(uploads == 0, "no upload row")
+            }
+        }
+    }
+
+    /// A bucket that does not exist makes the store unusable: downloads, uploads and tus
+    /// creations answer 503 `unavailable` with `Retry-After` (S3 answers 404 `NoSuchBucket`,
+    /// which once read as a missing object and answered 500), and the node is not ready. An
+    /// object gone behind Cairn's back, in a bucket that exists, is a 404.
+    @Test(arguments: TestEngine.available)
+    func aMissingBucketIsAnOutageAndAMissingObjectA404(engine: TestEngine) async throws {
+        guard Self.hasS3 else { return }
+        let s3 = try TestBlobBackend.s3Configuration()
+        _ = try await TestBlobBackend.s3Client()
+        let prefix = "gone-\(UUID().uuidString.lowercased())/"
+        try await withTestDatabase(
+            engine,
+            configure: {
+                $0.files.blobLocation = .s3(bucket: TestBlobBackend.bucket, prefix: prefix)
+                $0.files.s3 = s3
+            }
+        ) { database in
+            let bytes = Array("a,b\n1,2\n".utf8)
+            let (token, kept, removed) = try await withTestApp(on: database) { app in
+                let token = try await app.client.registerAndLogin(email: "s3-gone@example.com").tokens.accessToken
+                let kept = try #require(try await upload(app.client, token: token, bytes).object["id"] as? String)
+                let removed = try #require(try await upload(app.client, token: token, bytes).object["id"] as? String)
+                let store = S3BlobStore(client: S3Client(configuration: s3), bucket: TestBlobBackend.bucket, prefix: prefix)
+                let tenantId = try #require(try await store.list().first?.tenantId)
+                try await store.delete(tenantId: tenantId, id: removed)
+                let missing = try await app.client.execute(
+                    uri: "/files/\(removed)/content", method: .get, headers: [.authorization: "Bearer \(token)"])
+                #expect(missing.status == .notFound, "\(missing.text)")
+                #expect(missing.object["code"] as? String == "not_found")
+                return (token, kept, removed)
+            }
+            var noBucket = database
+            noBucket.configuration.files.blobLocation = .s3(
+                bucket: "cairn-no-such-bucket-\(UUID().uuidString.prefix(8).lowercased())", prefix: prefix)
+            try await withTestApp(on: noBucket) { app in
+                let auth: HTTPFields = [.authorization: "Bearer \(token)"]
+                for id in [kept, removed] {
+                    let download = try await app.client.execute(uri: "/files/\(id)/content", method: .get, headers: auth)
+                    #expect(download.status == .serviceUnavailable, "\(download.text)")
+                    #expect(download.object["code"] as? String == "unavailable")
+                    #expect(download.headers[.retryAfter] != nil)
+                }
+                let refused = try await upload(app.client, token: token, bytes)
+                #expect(refused.status == .serviceUnavailable, "\(refused.text)")
+                var tus = auth
+                tus[HTTPField.Name("Tus-Resumable")!] = "1.0.0"
+                tus[HTTPField.Name("Upload-Length")!] = "10"
+                tus[HTTPField.Name("Upload-Metadata")!] = "filename YS5jc3Y="  // a.csv
+                let created = try await app.client.execute(uri: "/uploads", method: .post, headers: tus)
+                #expect(created.status == .serviceUnavailable, "\(created.text)")
+                let ready = try await app.client.execute(uri: "/health/ready", method: .get)
+                #expect(ready.status == .serviceUnavailable)
+                #expect(ready.object["blobs"] as? String != "ok", "\(ready.text)")
             }
         }
     }

@@ -78,7 +78,8 @@ struct ConfigurationTests {
     @Test(arguments: [
         ("CAIRN_HTTP_PORT", "eighty"), ("CAIRN_HTTP_PORT", "70000"), ("CAIRN_BCRYPT_COST", "3"), ("CAIRN_BCRYPT_COST", "32"),
         ("CAIRN_ACCESS_TOKEN_TTL", "soon"), ("CAIRN_REFRESH_TOKEN_TTL", "-5"), ("CAIRN_LOG_FORMAT", "xml"),
-        ("CAIRN_JWT_SECRET", "short"), ("CAIRN_DATABASE_URL", "mysql://localhost/x"), ("CAIRN_CONFIG_FILE", "/nonexistent.json"),
+        ("CAIRN_JWT_SECRET", "short"), ("CAIRN_MASTER_KEY", ""), ("CAIRN_MASTER_KEY", " "), ("CAIRN_MASTER_KEY", "c2hvcnQ="),
+        ("CAIRN_DATABASE_URL", "mysql://localhost/x"), ("CAIRN_CONFIG_FILE", "/nonexistent.json"),
         ("CAIRN_JOBS_LEASE", "soon"), ("CAIRN_JOBS_CLAIM_LIMIT", "0"), ("CAIRN_CATALOG_CACHE_SIZE", "1"),
         ("CAIRN_NOTIFICATIONS_BATCH_SIZE", "5000"), ("CAIRN_PIPELINE_THREADS", "0"), ("CAIRN_WEBHOOKS_ALLOW_PRIVATE", "maybe"),
         ("CAIRN_SENDGRID_URL", "ftp://mail.example"), ("CAIRN_FILES_MAX_SIZE", "0"), ("CAIRN_UPLOADS_EXPIRY", "never"),

@@ -63,3 +63,26 @@ package func webSocketUpgradeRequest(path: String = "/ws", headers: [String] = [
         ] + headers
     return Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
 }
+
+/// Reads from the connected socket `fd` until `done` holds for what was read, the peer ends
+/// the connection (EOF or reset), or `deadline` passes.
+/// - Returns: the bytes read, and whether the peer ended the connection.
+package func receive(
+    _ fd: Int32, deadline: Duration, until done: @escaping @Sendable ([UInt8]) -> Bool = { _ in false }
+) async -> (bytes: [UInt8], ended: Bool) {
+    await offThePool {
+        let end = ContinuousClock.now + deadline
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while ContinuousClock.now < end, !done(received) {
+            let left = ContinuousClock.now.duration(to: end).components
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, Int32(left.seconds * 1000 + left.attoseconds / 1_000_000_000_000_000) + 1) > 0 else { continue }
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 || (count < 0 && errno == ECONNRESET) { return (received, true) }
+            if count < 0 { break }
+            received += chunk[0..<count]
+        }
+        return (received, false)
+    }
+}

@@ -31,6 +31,37 @@ struct SecretsEndToEndTests {
         #expect(try await again.stop() == 0)
     }
 
+    /// `CAIRN_MASTER_KEY` set but empty, or not 32 bytes of base64, stops the node with one
+    /// line and exit 2 before anything is written: an empty value once made a new `master.key`.
+    @Test(arguments: ["", "not a key"])
+    func anEmptyOrMalformedMasterKeyExits2AndWritesNothing(value: String) async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let (status, output) = try await Self.serveUntilExit(dataDir: dataDir, environment: ["CAIRN_MASTER_KEY": value])
+        #expect(status == 2)
+        #expect(output.split(separator: "\n").count == 1, "\(output)")
+        #expect(output.contains("CAIRN_MASTER_KEY"))
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/master.key"), "no master key was generated")
+    }
+
+    /// A node whose `master.key` was lost, on a database sealed under it, says so and exits 2,
+    /// leaving no new key file behind (one would stand in for the right key at every start).
+    @Test(arguments: E2EEngine.available)
+    func aLostMasterKeyFileIsNotReplacedByANewOne(engine: E2EEngine) async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let environment = try await engine.environment()
+        let first = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        #expect(try await first.stop() == 0)
+        try FileManager.default.removeItem(atPath: dataDir + "/master.key")
+
+        let (status, output) = try await Self.serveUntilExit(dataDir: dataDir, environment: environment)
+        #expect(status == 2)
+        #expect(output.split(separator: "\n").count == 1, "\(output)")
+        #expect(output.hasPrefix("cairn: no master key"), "\(output)")
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/master.key"), "no new master key was left")
+    }
+
     /// Runs `cairn serve` expecting it to stop by itself (at most 60 s, then it is killed).
     /// - Returns: its exit status (nil when it had to be killed) and everything it printed.
     static func serveUntilExit(dataDir: String, environment: [String: String]) async throws -> (Int32?, String) {
