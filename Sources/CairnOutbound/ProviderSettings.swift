@@ -41,61 +41,44 @@ struct ProviderSettingsRecord: Sendable, JSONWritable {
     /// The settings without their secrets (API key, private keys).
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("provider")
-        writer.string(provider.rawValue)
-        writer.key("channel")
-        writer.string(provider.channel.rawValue)
+        writer.field("provider", provider.rawValue)
+        writer.field("channel", provider.channel.rawValue)
         writer.key("settings")
         writer.objectStart()
         let decoder = JSONDecoder()
         switch provider {
         case .sendgrid:
             if let config = try? decoder.decode(SendGridConfig.self, from: Data(self.config.utf8)) {
-                writer.key("fromEmail")
-                writer.string(config.fromEmail)
-                writer.key("fromName")
-                writer.string(config.fromName)
+                writer.field("fromEmail", config.fromEmail)
+                writer.field("fromName", config.fromName)
                 // The last 4 characters identify a real key (tens of characters); a short one
                 // would be shown whole, so it shows nothing.
-                writer.key("apiKey")
-                writer.string(config.apiKey.count >= 16 ? "…" + config.apiKey.suffix(4) : "…")
+                writer.field("apiKey", config.apiKey.count >= 16 ? "…" + config.apiKey.suffix(4) : "…")
             }
         case .fcm:
             if let config = try? decoder.decode(FCMConfig.self, from: Data(self.config.utf8)) {
-                writer.key("projectId")
-                writer.string(config.projectId)
-                writer.key("clientEmail")
-                writer.string(config.clientEmail)
-                writer.key("privateKeyId")
-                writer.string(config.privateKeyId)
+                writer.field("projectId", config.projectId)
+                writer.field("clientEmail", config.clientEmail)
+                writer.field("privateKeyId", config.privateKeyId)
             }
         case .apns:
             if let config = try? decoder.decode(APNsConfig.self, from: Data(self.config.utf8)) {
-                writer.key("teamId")
-                writer.string(config.teamId)
-                writer.key("keyId")
-                writer.string(config.keyId)
-                writer.key("topic")
-                writer.string(config.topic)
-                writer.key("environment")
-                writer.string(config.environment)
+                writer.field("teamId", config.teamId)
+                writer.field("keyId", config.keyId)
+                writer.field("topic", config.topic)
+                writer.field("environment", config.environment)
             }
         case .twilio:
             if let config = try? decoder.decode(TwilioConfig.self, from: Data(self.config.utf8)) {
-                writer.key("accountSid")
-                writer.string(config.accountSid)
-                writer.key("from")
-                writer.string(config.from)
+                writer.field("accountSid", config.accountSid)
+                writer.field("from", config.from)
                 // As SendGrid's key: Twilio's tokens are 32 characters, a short one shows nothing.
-                writer.key("authToken")
-                writer.string(config.authToken.count >= 16 ? "…" + config.authToken.suffix(4) : "…")
+                writer.field("authToken", config.authToken.count >= 16 ? "…" + config.authToken.suffix(4) : "…")
             }
         }
         writer.objectEnd()
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
         writer.objectEnd()
     }
 
@@ -126,16 +109,11 @@ struct PushDevice: Sendable, JSONWritable {
     /// The token is not echoed whole: its last 8 characters identify it to its owner.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("platform")
-        writer.string(platform.rawValue)
-        writer.key("tokenEnding")
-        writer.string(String(token.suffix(8)))
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("lastSeenAt")
-        writer.timestamp(milliseconds: lastSeenAt)
+        writer.field("id", id)
+        writer.field("platform", platform.rawValue)
+        writer.field("tokenEnding", String(token.suffix(8)))
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("lastSeenAt", timestamp: lastSeenAt)
         writer.objectEnd()
     }
 

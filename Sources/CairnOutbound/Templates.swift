@@ -364,22 +364,16 @@ package struct TemplatesController: Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
             writer.objectStart()
-            writer.key("type")
-            writer.string(type)
+            writer.field("type", type)
             if let variables = template.variables {
-                writer.key("variables")
-                writer.raw(json: (try? encoder.encode(variables)).map { String(decoding: $0, as: UTF8.self) } ?? "[]")
+                writer.field("variables", json: (try? encoder.encode(variables)).map { String(decoding: $0, as: UTF8.self) } ?? "[]")
             }
-            writer.key("default")
-            writer.raw(json: (try? encoder.encode(template.default)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+            writer.field("default", json: (try? encoder.encode(template.default)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
             if let locales = template.locales {
-                writer.key("locales")
-                writer.raw(json: (try? encoder.encode(locales)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+                writer.field("locales", json: (try? encoder.encode(locales)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
             }
-            writer.key("createdAt")
-            writer.timestamp(milliseconds: createdAt)
-            writer.key("updatedAt")
-            writer.timestamp(milliseconds: updatedAt)
+            writer.field("createdAt", timestamp: createdAt)
+            writer.field("updatedAt", timestamp: updatedAt)
             writer.objectEnd()
         }
     }
