@@ -8,7 +8,7 @@ package import SQLKit
 import ServiceLifecycle
 
 /// A recurring job: a cron expression in a time zone, and the job it enqueues.
-package struct Schedule: Sendable, JSONWritable {
+package struct Schedule: Sendable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant.
@@ -314,10 +314,7 @@ package struct SchedulesController: Sendable {
 
     /// `GET /schedules/{id}`, with `If-None-Match` → 304.
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        let etag = ETag.of(version: schedule.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return .json(schedule, headers: [.eTag: etag])
+        ETag.conditional(request, try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId))
     }
 
     /// `PATCH /schedules/{id}` (`If-Match` optional): a new cron, zone or re-enabling moves the

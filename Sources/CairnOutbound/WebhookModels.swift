@@ -5,7 +5,7 @@ import Foundation
 import SQLKit
 
 /// A tenant's webhook endpoint.
-struct WebhookEndpoint: Sendable, JSONWritable {
+struct WebhookEndpoint: Sendable, Versioned, JSONWritable {
     var id: String
     var tenantId: String
     var url: String
