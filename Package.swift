@@ -248,7 +248,7 @@ let package = Package(
                 "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnObjects", "CairnPipelines", "CairnNotifications", httpTypes,
                 hummingbird,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
-                logging, nioCore,
+                logging, nioCore, tracing,
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 sqlKit,
                 .product(name: "Subprocess", package: "swift-subprocess"),

@@ -28,24 +28,15 @@ package struct User: Sendable, Equatable, Versioned, JSONWritable {
     /// `{id, tenantId, email, name, role, phone, locale, createdAt, updatedAt}` (`phone`, `locale` null when unset).
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("tenantId")
-        writer.string(tenantId)
-        writer.key("email")
-        writer.string(email)
-        writer.key("name")
-        writer.string(name)
-        writer.key("role")
-        writer.string(role.rawValue)
-        writer.key("phone")
-        writer.string(phone)
-        writer.key("locale")
-        writer.string(locale)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
+        writer.field("id", id)
+        writer.field("tenantId", tenantId)
+        writer.field("email", email)
+        writer.field("name", name)
+        writer.field("role", role.rawValue)
+        writer.field("phone", phone)
+        writer.field("locale", locale)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
         writer.objectEnd()
     }
 }
@@ -62,14 +53,10 @@ package struct TokenPair: Sendable, JSONWritable {
     /// `{accessToken, refreshToken, tokenType: "Bearer", expiresIn}`.
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("accessToken")
-        writer.string(accessToken)
-        writer.key("refreshToken")
-        writer.string(refreshToken)
-        writer.key("tokenType")
-        writer.string("Bearer")
-        writer.key("expiresIn")
-        writer.int(expiresIn)
+        writer.field("accessToken", accessToken)
+        writer.field("refreshToken", refreshToken)
+        writer.field("tokenType", "Bearer")
+        writer.field("expiresIn", expiresIn)
         writer.objectEnd()
     }
 }

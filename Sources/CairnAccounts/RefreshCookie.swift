@@ -107,12 +107,9 @@ struct AccessTokenOnly: JSONWritable {
     /// Writes `{accessToken, tokenType, expiresIn}`.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("accessToken")
-        writer.string(pair.accessToken)
-        writer.key("tokenType")
-        writer.string("Bearer")
-        writer.key("expiresIn")
-        writer.int(pair.expiresIn)
+        writer.field("accessToken", pair.accessToken)
+        writer.field("tokenType", "Bearer")
+        writer.field("expiresIn", pair.expiresIn)
         writer.objectEnd()
     }
 }

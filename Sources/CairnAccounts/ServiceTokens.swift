@@ -42,20 +42,15 @@ package struct ServiceToken: Sendable, Equatable, JSONWritable {
     }
 
     func writeFields(to writer: inout JSONWriter) {
-        writer.key("id")
-        writer.string(id)
-        writer.key("name")
-        writer.string(name)
+        writer.field("id", id)
+        writer.field("name", name)
         writer.key("scopes")
         writer.arrayStart()
         for scope in scopes { writer.string(scope) }
         writer.arrayEnd()
-        writer.key("hint")
-        writer.string(hint)
-        writer.key("createdBy")
-        writer.string(createdBy)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
+        writer.field("hint", hint)
+        writer.field("createdBy", createdBy)
+        writer.field("createdAt", timestamp: createdAt)
     }
 }
 
@@ -67,8 +62,7 @@ struct CreatedServiceToken: JSONWritable {
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
         token.writeFields(to: &writer)
-        writer.key("token")
-        writer.string(secret)
+        writer.field("token", secret)
         writer.objectEnd()
     }
 }

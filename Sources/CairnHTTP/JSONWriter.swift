@@ -7,7 +7,7 @@ package import NIOCore
 /// problem documents) write themselves through this instead. Bytes are gathered in an array
 /// (appending a byte is cheap) and copied into one `ByteBuffer` at the end. Commas are inserted
 /// automatically; callers only pair `objectStart`/`objectEnd`, `arrayStart`/`arrayEnd` and
-/// precede values in objects with `key(_:)`.
+/// precede values in objects with `key(_:)`, or write a member in one call with `field(_:_:)`.
 package struct JSONWriter: Sendable {
     private var bytes: [UInt8]
     private var needsComma = false
@@ -110,6 +110,48 @@ package struct JSONWriter: Sendable {
         separator()
         append("null")
         needsComma = true
+    }
+}
+
+// MARK: Object members: a key and its value in one call
+
+extension JSONWriter {
+    /// Writes the member `"name": "value"`.
+    package mutating func field(_ name: StaticString, _ value: String) {
+        key(name)
+        string(value)
+    }
+
+    /// Writes the member `"name": "value"`, or `"name": null` when `value` is nil.
+    package mutating func field(_ name: StaticString, _ value: String?) {
+        key(name)
+        string(value)
+    }
+
+    /// Writes the member `"name": value` for an integer.
+    package mutating func field(_ name: StaticString, _ value: some BinaryInteger) {
+        key(name)
+        int(value)
+    }
+
+    /// Writes the member `"name": true` or `"name": false`.
+    package mutating func field(_ name: StaticString, _ value: Bool) {
+        key(name)
+        bool(value)
+    }
+
+    /// Writes the member `"name": "<RFC 3339 time>"` for epoch milliseconds, or `"name": null`
+    /// when `milliseconds` is nil.
+    package mutating func field(_ name: StaticString, timestamp milliseconds: Int64?) {
+        key(name)
+        if let milliseconds { timestamp(milliseconds: milliseconds) } else { null() }
+    }
+
+    /// Writes the member `"name": <text>` for JSON text that is already valid (a stored payload),
+    /// or `"name": null` when `text` is nil.
+    package mutating func field(_ name: StaticString, json text: String?) {
+        key(name)
+        if let text { rawValue(text) } else { null() }
     }
 }
 

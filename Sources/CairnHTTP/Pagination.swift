@@ -139,8 +139,7 @@ package struct Page<Item: JSONWritable>: JSONWritable {
         writer.arrayStart()
         for item in items { item.writeJSON(to: &writer) }
         writer.arrayEnd()
-        writer.key("nextCursor")
-        writer.string(nextCursor)
+        writer.field("nextCursor", nextCursor)
         writer.objectEnd()
     }
 }

@@ -186,27 +186,20 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         headers[.contentType] = "application/problem+json"
         var writer = JSONWriter()
         writer.objectStart()
-        writer.key("type")
-        writer.string("https://cairn.dev/problems/\(code.rawValue)")
-        writer.key("title")
-        writer.string(status.reasonPhrase)
-        writer.key("status")
-        writer.int(status.code)
-        writer.key("code")
-        writer.string(code.rawValue)
+        writer.field("type", "https://cairn.dev/problems/\(code.rawValue)")
+        writer.field("title", status.reasonPhrase)
+        writer.field("status", status.code)
+        writer.field("code", code.rawValue)
         if let detail {
-            writer.key("detail")
-            writer.string(detail)
+            writer.field("detail", detail)
         }
         if !errors.isEmpty {
             writer.key("errors")
             writer.arrayStart()
             for issue in errors {
                 writer.objectStart()
-                writer.key("field")
-                writer.string(issue.field)
-                writer.key("issue")
-                writer.string(issue.issue)
+                writer.field("field", issue.field)
+                writer.field("issue", issue.issue)
                 writer.objectEnd()
             }
             writer.arrayEnd()

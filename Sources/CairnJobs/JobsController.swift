@@ -63,8 +63,7 @@ package struct JobsController: Sendable {
             writer.arrayStart()
             for result in results { result.job.writeJSON(to: &writer) }
             writer.arrayEnd()
-            writer.key("createdCount")
-            writer.int(createdCount)
+            writer.field("createdCount", createdCount)
             writer.key("existing")
             writer.arrayStart()
             for index in results.indices where !results[index].created { writer.int(index) }

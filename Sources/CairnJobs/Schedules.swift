@@ -8,7 +8,7 @@ package import SQLKit
 import ServiceLifecycle
 
 /// A recurring job: a cron expression in a time zone, and the job it enqueues.
-package struct Schedule: Sendable, JSONWritable {
+package struct Schedule: Sendable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant.
@@ -44,32 +44,19 @@ package struct Schedule: Sendable, JSONWritable {
     /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt, managedBy}`.
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("name")
-        writer.string(name)
-        writer.key("cron")
-        writer.string(cron)
-        writer.key("timeZone")
-        writer.string(timeZone)
-        writer.key("kind")
-        writer.string(kind)
-        writer.key("args")
-        writer.raw(json: args)
-        writer.key("enabled")
-        writer.bool(enabled)
-        writer.key("nextRunAt")
-        if let nextRunAt { writer.timestamp(milliseconds: nextRunAt) } else { writer.null() }
-        writer.key("lastRunAt")
-        if let lastRunAt { writer.timestamp(milliseconds: lastRunAt) } else { writer.null() }
-        writer.key("createdBy")
-        writer.string(createdBy)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
-        writer.key("managedBy")
-        writer.string(managedBy)
+        writer.field("id", id)
+        writer.field("name", name)
+        writer.field("cron", cron)
+        writer.field("timeZone", timeZone)
+        writer.field("kind", kind)
+        writer.field("args", json: args)
+        writer.field("enabled", enabled)
+        writer.field("nextRunAt", timestamp: nextRunAt)
+        writer.field("lastRunAt", timestamp: lastRunAt)
+        writer.field("createdBy", createdBy)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
+        writer.field("managedBy", managedBy)
         writer.objectEnd()
     }
 
@@ -327,10 +314,7 @@ package struct SchedulesController: Sendable {
 
     /// `GET /schedules/{id}`, with `If-None-Match` → 304.
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let schedule = try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        let etag = ETag.of(version: schedule.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return .json(schedule, headers: [.eTag: etag])
+        ETag.conditional(request, try await load(try context.parameters.require("id"), tenantId: context.identity.tenantId))
     }
 
     /// `PATCH /schedules/{id}` (`If-Match` optional): a new cron, zone or re-enabling moves the

@@ -135,8 +135,7 @@ struct BroadcastAccepted: JSONWritable {
 
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("broadcastId")
-        writer.string(broadcastId)
+        writer.field("broadcastId", broadcastId)
         writer.key("job")
         job.writeJSON(to: &writer)
         writer.objectEnd()

@@ -28,22 +28,14 @@ package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// `{id, seq, type, title, body, data, createdAt, readAt}`.
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("seq")
-        writer.int(seq)
-        writer.key("type")
-        writer.string(type)
-        writer.key("title")
-        writer.string(title)
-        writer.key("body")
-        writer.string(body)
-        writer.key("data")
-        writer.raw(json: data)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("readAt")
-        if let readAt { writer.timestamp(milliseconds: readAt) } else { writer.null() }
+        writer.field("id", id)
+        writer.field("seq", seq)
+        writer.field("type", type)
+        writer.field("title", title)
+        writer.field("body", body)
+        writer.field("data", json: data)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("readAt", timestamp: readAt)
         writer.objectEnd()
     }
 }

@@ -345,10 +345,14 @@ package final class NotificationHub: Sendable {
         if removed { transport.connectionClosed() }
     }
 
+    /// Every connection's mailbox on this node, at this moment.
+    private var allMailboxes: [Mailbox] {
+        state.withLock { state in state.mailboxes.values.flatMap(\.values) }
+    }
+
     /// Closes every connection's mailbox (server shutdown).
     func closeAll() {
-        let all = state.withLock { state in state.mailboxes.values.flatMap(\.values) }
-        for mailbox in all { mailbox.close() }
+        for mailbox in allMailboxes { mailbox.close() }
     }
 
     /// Closes every live connection (WebSockets with 1001 "going away", RFC 6455 §7.4.1; SSE
@@ -383,8 +387,7 @@ package final class NotificationHub: Sendable {
         // periodic resync for what was committed in between. So every connection re-reads then.
         let stream = bus.subscribe(channel: Self.channel) { [weak self] in
             guard let self else { return }
-            let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
-            for mailbox in all { mailbox.requestResync() }
+            for mailbox in self.allMailboxes { mailbox.requestResync() }
         }
         let subscription = Task { [weak self] in
             for await payload in stream {
@@ -397,8 +400,7 @@ package final class NotificationHub: Sendable {
         // re-check of every connection once listening (again).
         let changes = accounts.sessionChanges { [weak self] in
             guard let self else { return }
-            let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
-            for mailbox in all { mailbox.requestAuthCheck() }
+            for mailbox in self.allMailboxes { mailbox.requestAuthCheck() }
         }
         let sessionWatch = Task { [weak self] in
             for await userId in changes {
@@ -415,9 +417,8 @@ package final class NotificationHub: Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 guard let self else { return }
-                let all = self.state.withLock { state in state.mailboxes.values.flatMap(\.values) }
                 let now = ContinuousClock.now
-                for mailbox in all { mailbox.tick(now: now) }
+                for mailbox in self.allMailboxes { mailbox.tick(now: now) }
             }
         }
         let keep = state.withLock { state -> Bool in

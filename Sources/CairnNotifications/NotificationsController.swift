@@ -331,8 +331,7 @@ struct PublishResult: JSONWritable {
         writer.arrayStart()
         for id in ids { writer.string(id) }
         writer.arrayEnd()
-        writer.key("count")
-        writer.int(ids.count)
+        writer.field("count", ids.count)
         writer.objectEnd()
     }
 }

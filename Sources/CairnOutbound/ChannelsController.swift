@@ -132,10 +132,7 @@ package struct ChannelsController: Sendable {
 
     /// `GET /webhooks/{id}`: the endpoint without its secret, with `ETag` (`If-None-Match` → 304).
     @Sendable func showWebhook(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let endpoint = try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId)
-        let etag = ETag.of(version: endpoint.version)
-        if ETag.notModified(request, etag: etag) { return ETag.notModifiedResponse(etag: etag) }
-        return .json(endpoint, headers: [.eTag: etag])
+        ETag.conditional(request, try await endpoint(try context.parameters.require("id"), tenantId: context.identity.tenantId))
     }
 
     /// `PATCH /webhooks/{id}` (`If-Match` optional): changes `url` and `types`; `enabled: true`

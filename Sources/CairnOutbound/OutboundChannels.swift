@@ -54,36 +54,10 @@ package final class OutboundChannels: PublishObserver {
     /// outcome) is `failed` from the same transaction on (``abandon(_:job:on:)``), so it can be
     /// redelivered.
     package func registerJobs(on queue: JobQueue) {
-        queue.register(
-            SendWebhook.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                try await self.deliverWebhook(args.deliveryId, context: context)
-            }, abandoned: Self.abandon)
-        queue.register(
-            SendEmail.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                try await TraceContext.withSpan("email delivery") { span in
-                    span.attributes["cairn.delivery.id"] = args.deliveryId
-                    try await self.deliverThroughProvider(args.deliveryId, context: context)
-                }
-            }, abandoned: Self.abandon)
-        queue.register(
-            SendPush.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                try await TraceContext.withSpan("push delivery") { span in
-                    span.attributes["cairn.delivery.id"] = args.deliveryId
-                    try await self.deliverThroughProvider(args.deliveryId, context: context)
-                }
-            }, abandoned: Self.abandon)
-        queue.register(
-            SendSMS.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                try await self.deliverThroughProvider(args.deliveryId, context: context)
-            }, abandoned: Self.abandon)
+        registerDelivery(SendWebhook.self, on: queue, span: nil) { try await $0.deliverWebhook($1, context: $2) }
+        registerDelivery(SendEmail.self, on: queue, span: "email delivery") { try await $0.deliverThroughProvider($1, context: $2) }
+        registerDelivery(SendPush.self, on: queue, span: "push delivery") { try await $0.deliverThroughProvider($1, context: $2) }
+        registerDelivery(SendSMS.self, on: queue, span: nil) { try await $0.deliverThroughProvider($1, context: $2) }
         queue.register(SendDigest.self) { [weak self] args, context in
             guard let self else { throw PermanentJobError("notifications are shutting down") }
             try await TraceContext.withSpan("digest delivery") { span in
@@ -91,6 +65,25 @@ package final class OutboundChannels: PublishObserver {
                 try await self.deliverDigest(args.digestId, context: context)
             }
         }
+    }
+
+    /// Registers the handler of one kind of delivery job: `deliver` carries out the job's
+    /// delivery (inside a span named `spanName`, with the delivery's id, when one is given), and an
+    /// abandoned job settles it (``abandon(_:job:on:)``).
+    private func registerDelivery<Delivery: DeliveryJob>(
+        _ kind: Delivery.Type, on queue: JobQueue, span spanName: String?,
+        _ deliver: @escaping @Sendable (OutboundChannels, _ deliveryId: String, JobContext) async throws -> Void
+    ) {
+        queue.register(
+            kind,
+            handler: { [weak self] args, context in
+                guard let self else { throw PermanentJobError("notifications are shutting down") }
+                guard let spanName else { return try await deliver(self, args.deliveryId, context) }
+                try await TraceContext.withSpan(spanName) { span in
+                    span.attributes["cairn.delivery.id"] = args.deliveryId
+                    try await deliver(self, args.deliveryId, context)
+                }
+            }, abandoned: Self.abandon)
     }
 
     /// Settles the delivery of a job that ended without sending it, in the transaction that

@@ -41,62 +41,51 @@ struct ProviderSettingsRecord: Sendable, JSONWritable {
     /// The settings without their secrets (API key, private keys).
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("provider")
-        writer.string(provider.rawValue)
-        writer.key("channel")
-        writer.string(provider.channel.rawValue)
+        writer.field("provider", provider.rawValue)
+        writer.field("channel", provider.channel.rawValue)
         writer.key("settings")
         writer.objectStart()
+        writeShownSettings(to: &writer)
+        writer.objectEnd()
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
+        writer.objectEnd()
+    }
+
+    /// The members of `settings`: what identifies the account, and of a secret only its ending;
+    /// none when the stored settings do not decode.
+    private func writeShownSettings(to writer: inout JSONWriter) {
+        let data = Data(config.utf8)
         let decoder = JSONDecoder()
         switch provider {
         case .sendgrid:
-            if let config = try? decoder.decode(SendGridConfig.self, from: Data(self.config.utf8)) {
-                writer.key("fromEmail")
-                writer.string(config.fromEmail)
-                writer.key("fromName")
-                writer.string(config.fromName)
-                // The last 4 characters identify a real key (tens of characters); a short one
-                // would be shown whole, so it shows nothing.
-                writer.key("apiKey")
-                writer.string(config.apiKey.count >= 16 ? "…" + config.apiKey.suffix(4) : "…")
-            }
+            guard let config = try? decoder.decode(SendGridConfig.self, from: data) else { return }
+            writer.field("fromEmail", config.fromEmail)
+            writer.field("fromName", config.fromName)
+            writer.field("apiKey", Self.ending(of: config.apiKey))
         case .fcm:
-            if let config = try? decoder.decode(FCMConfig.self, from: Data(self.config.utf8)) {
-                writer.key("projectId")
-                writer.string(config.projectId)
-                writer.key("clientEmail")
-                writer.string(config.clientEmail)
-                writer.key("privateKeyId")
-                writer.string(config.privateKeyId)
-            }
+            guard let config = try? decoder.decode(FCMConfig.self, from: data) else { return }
+            writer.field("projectId", config.projectId)
+            writer.field("clientEmail", config.clientEmail)
+            writer.field("privateKeyId", config.privateKeyId)
         case .apns:
-            if let config = try? decoder.decode(APNsConfig.self, from: Data(self.config.utf8)) {
-                writer.key("teamId")
-                writer.string(config.teamId)
-                writer.key("keyId")
-                writer.string(config.keyId)
-                writer.key("topic")
-                writer.string(config.topic)
-                writer.key("environment")
-                writer.string(config.environment)
-            }
+            guard let config = try? decoder.decode(APNsConfig.self, from: data) else { return }
+            writer.field("teamId", config.teamId)
+            writer.field("keyId", config.keyId)
+            writer.field("topic", config.topic)
+            writer.field("environment", config.environment)
         case .twilio:
-            if let config = try? decoder.decode(TwilioConfig.self, from: Data(self.config.utf8)) {
-                writer.key("accountSid")
-                writer.string(config.accountSid)
-                writer.key("from")
-                writer.string(config.from)
-                // As SendGrid's key: Twilio's tokens are 32 characters, a short one shows nothing.
-                writer.key("authToken")
-                writer.string(config.authToken.count >= 16 ? "…" + config.authToken.suffix(4) : "…")
-            }
+            guard let config = try? decoder.decode(TwilioConfig.self, from: data) else { return }
+            writer.field("accountSid", config.accountSid)
+            writer.field("from", config.from)
+            writer.field("authToken", Self.ending(of: config.authToken))
         }
-        writer.objectEnd()
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
-        writer.objectEnd()
+    }
+
+    /// `…` and the last 4 characters of a secret: they identify a real one (SendGrid's keys are
+    /// tens of characters, Twilio's tokens 32); a short one would be shown whole, so it shows `…`.
+    static func ending(of secret: String) -> String {
+        secret.count >= 16 ? "…" + secret.suffix(4) : "…"
     }
 
     /// What the settings (API keys, private keys) are sealed for (``SecretBox``'s additional data).
@@ -126,16 +115,11 @@ struct PushDevice: Sendable, JSONWritable {
     /// The token is not echoed whole: its last 8 characters identify it to its owner.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("platform")
-        writer.string(platform.rawValue)
-        writer.key("tokenEnding")
-        writer.string(String(token.suffix(8)))
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("lastSeenAt")
-        writer.timestamp(milliseconds: lastSeenAt)
+        writer.field("id", id)
+        writer.field("platform", platform.rawValue)
+        writer.field("tokenEnding", String(token.suffix(8)))
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("lastSeenAt", timestamp: lastSeenAt)
         writer.objectEnd()
     }
 
@@ -379,82 +363,95 @@ enum ProviderSettingsInput {
     /// The settings to store for `provider` from a body whose fields have the right types.
     /// - Throws: 400 `invalid_input` naming every bad field.
     static func checkedConfig(for provider: ProviderName, body: ByteBuffer) throws -> String {
-        var issues: [FieldIssue] = []
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        let data: Data
-        switch provider {
-        case .sendgrid:
-            let input = try Request.decodeJSON(SendGridBody.self, from: body)
-            let apiKey = input.apiKey.trimmingCharacters(in: .whitespaces)
-            if apiKey.isEmpty || apiKey.utf8.count > 512 || apiKey.contains(where: { $0.isNewline }) {
-                issues.append(FieldIssue(field: "apiKey", issue: "must be 1 to 512 characters on one line"))
+        let data =
+            switch provider {
+            case .sendgrid: try encoder.encode(checkedSendGrid(body))
+            case .fcm: try encoder.encode(checkedFCM(body))
+            case .apns: try encoder.encode(checkedAPNs(body))
+            case .twilio: try encoder.encode(checkedTwilio(body))
             }
-            if AccountRules.normalizeEmail(input.fromEmail) == nil {
-                issues.append(FieldIssue(field: "fromEmail", issue: "must be an email address"))
-            }
-            if let name = input.fromName, name.isEmpty || name.count > 100 || name.contains(where: { $0.isNewline }) {
-                issues.append(FieldIssue(field: "fromName", issue: "must be 1 to 100 characters on one line"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            data = try encoder.encode(SendGridConfig(apiKey: apiKey, fromEmail: input.fromEmail, fromName: input.fromName))
-        case .fcm:
-            let input = try Request.decodeJSON(FCMBody.self, from: body).serviceAccount
-            if !isIdentifier(input.project_id, max: 64, extra: "-") {
-                issues.append(FieldIssue(field: "serviceAccount.project_id", issue: "must be a Firebase project id"))
-            }
-            if AccountRules.normalizeEmail(input.client_email) == nil {
-                issues.append(FieldIssue(field: "serviceAccount.client_email", issue: "must be the service account's email address"))
-            }
-            if let kid = input.private_key_id, !isIdentifier(kid, max: 128, extra: "") {
-                issues.append(FieldIssue(field: "serviceAccount.private_key_id", issue: "must be a key id (letters and digits)"))
-            }
-            if (try? Insecure.RSA.PrivateKey(pem: input.private_key)) == nil {
-                issues.append(FieldIssue(field: "serviceAccount.private_key", issue: "must be an RSA private key PEM of at least 2048 bits"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            data = try encoder.encode(
-                FCMConfig(
-                    projectId: input.project_id, clientEmail: input.client_email, privateKey: input.private_key, privateKeyId: input.private_key_id))
-        case .apns:
-            let input = try Request.decodeJSON(APNsBody.self, from: body)
-            if !isIdentifier(input.teamId, max: 10, extra: "") || input.teamId.count != 10 {
-                issues.append(FieldIssue(field: "teamId", issue: "must be the 10-character team id"))
-            }
-            if !isIdentifier(input.keyId, max: 10, extra: "") || input.keyId.count != 10 {
-                issues.append(FieldIssue(field: "keyId", issue: "must be the 10-character key id"))
-            }
-            if (try? ES256PrivateKey(pem: input.privateKey)) == nil {
-                issues.append(FieldIssue(field: "privateKey", issue: "must be the .p8 signing key (a P-256 private key PEM)"))
-            }
-            if !isIdentifier(input.topic, max: 255, extra: "-.") {
-                issues.append(FieldIssue(field: "topic", issue: "must be the app's bundle id"))
-            }
-            let environment = input.environment ?? "production"
-            if !["production", "sandbox"].contains(environment) {
-                issues.append(FieldIssue(field: "environment", issue: "must be production or sandbox"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            data = try encoder.encode(
-                APNsConfig(teamId: input.teamId, keyId: input.keyId, privateKey: input.privateKey, topic: input.topic, environment: environment))
-        case .twilio:
-            let input = try Request.decodeJSON(TwilioBody.self, from: body)
-            // Account SIDs are "AC" and 32 hexadecimal digits; compatible APIs may use other ids,
-            // which only need to be safe in a URL path.
-            if !isIdentifier(input.accountSid, max: 64, extra: "-_") {
-                issues.append(FieldIssue(field: "accountSid", issue: "must be the account SID (letters, digits, - and _)"))
-            }
-            if input.authToken.isEmpty || input.authToken.utf8.count > 256 || input.authToken.contains(where: { $0.isNewline || $0 == ":" }) {
-                issues.append(FieldIssue(field: "authToken", issue: "must be 1 to 256 characters on one line, without a colon"))
-            }
-            if !AccountRules.isE164(input.from) && !isIdentifier(input.from, max: 34, extra: "") {
-                issues.append(
-                    FieldIssue(field: "from", issue: "must be an E.164 number, a messaging service SID or an alphanumeric sender id"))
-            }
-            if !issues.isEmpty { throw AppError.invalidInput(issues) }
-            data = try encoder.encode(TwilioConfig(accountSid: input.accountSid, authToken: input.authToken, from: input.from))
-        }
         return String(decoding: data, as: UTF8.self)
+    }
+
+    static func checkedSendGrid(_ body: ByteBuffer) throws -> SendGridConfig {
+        let input = try Request.decodeJSON(SendGridBody.self, from: body)
+        var issues: [FieldIssue] = []
+        let apiKey = input.apiKey.trimmingCharacters(in: .whitespaces)
+        if apiKey.isEmpty || apiKey.utf8.count > 512 || apiKey.contains(where: { $0.isNewline }) {
+            issues.append(FieldIssue(field: "apiKey", issue: "must be 1 to 512 characters on one line"))
+        }
+        if AccountRules.normalizeEmail(input.fromEmail) == nil {
+            issues.append(FieldIssue(field: "fromEmail", issue: "must be an email address"))
+        }
+        if let name = input.fromName, name.isEmpty || name.count > 100 || name.contains(where: { $0.isNewline }) {
+            issues.append(FieldIssue(field: "fromName", issue: "must be 1 to 100 characters on one line"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return SendGridConfig(apiKey: apiKey, fromEmail: input.fromEmail, fromName: input.fromName)
+    }
+
+    static func checkedFCM(_ body: ByteBuffer) throws -> FCMConfig {
+        let input = try Request.decodeJSON(FCMBody.self, from: body).serviceAccount
+        var issues: [FieldIssue] = []
+        if !isIdentifier(input.project_id, max: 64, extra: "-") {
+            issues.append(FieldIssue(field: "serviceAccount.project_id", issue: "must be a Firebase project id"))
+        }
+        if AccountRules.normalizeEmail(input.client_email) == nil {
+            issues.append(FieldIssue(field: "serviceAccount.client_email", issue: "must be the service account's email address"))
+        }
+        if let kid = input.private_key_id, !isIdentifier(kid, max: 128, extra: "") {
+            issues.append(FieldIssue(field: "serviceAccount.private_key_id", issue: "must be a key id (letters and digits)"))
+        }
+        if (try? Insecure.RSA.PrivateKey(pem: input.private_key)) == nil {
+            issues.append(FieldIssue(field: "serviceAccount.private_key", issue: "must be an RSA private key PEM of at least 2048 bits"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return FCMConfig(
+            projectId: input.project_id, clientEmail: input.client_email, privateKey: input.private_key, privateKeyId: input.private_key_id)
+    }
+
+    static func checkedAPNs(_ body: ByteBuffer) throws -> APNsConfig {
+        let input = try Request.decodeJSON(APNsBody.self, from: body)
+        var issues: [FieldIssue] = []
+        if !isIdentifier(input.teamId, max: 10, extra: "") || input.teamId.count != 10 {
+            issues.append(FieldIssue(field: "teamId", issue: "must be the 10-character team id"))
+        }
+        if !isIdentifier(input.keyId, max: 10, extra: "") || input.keyId.count != 10 {
+            issues.append(FieldIssue(field: "keyId", issue: "must be the 10-character key id"))
+        }
+        if (try? ES256PrivateKey(pem: input.privateKey)) == nil {
+            issues.append(FieldIssue(field: "privateKey", issue: "must be the .p8 signing key (a P-256 private key PEM)"))
+        }
+        if !isIdentifier(input.topic, max: 255, extra: "-.") {
+            issues.append(FieldIssue(field: "topic", issue: "must be the app's bundle id"))
+        }
+        let environment = input.environment ?? "production"
+        if !["production", "sandbox"].contains(environment) {
+            issues.append(FieldIssue(field: "environment", issue: "must be production or sandbox"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return APNsConfig(teamId: input.teamId, keyId: input.keyId, privateKey: input.privateKey, topic: input.topic, environment: environment)
+    }
+
+    static func checkedTwilio(_ body: ByteBuffer) throws -> TwilioConfig {
+        let input = try Request.decodeJSON(TwilioBody.self, from: body)
+        var issues: [FieldIssue] = []
+        // Account SIDs are "AC" and 32 hexadecimal digits; compatible APIs may use other ids,
+        // which only need to be safe in a URL path.
+        if !isIdentifier(input.accountSid, max: 64, extra: "-_") {
+            issues.append(FieldIssue(field: "accountSid", issue: "must be the account SID (letters, digits, - and _)"))
+        }
+        if input.authToken.isEmpty || input.authToken.utf8.count > 256 || input.authToken.contains(where: { $0.isNewline || $0 == ":" }) {
+            issues.append(FieldIssue(field: "authToken", issue: "must be 1 to 256 characters on one line, without a colon"))
+        }
+        if !AccountRules.isE164(input.from) && !isIdentifier(input.from, max: 34, extra: "") {
+            issues.append(
+                FieldIssue(field: "from", issue: "must be an E.164 number, a messaging service SID or an alphanumeric sender id"))
+        }
+        if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        return TwilioConfig(accountSid: input.accountSid, authToken: input.authToken, from: input.from)
     }
 
     /// Every field of `spec` (name, required) that is missing when required or not a string,

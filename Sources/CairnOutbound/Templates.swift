@@ -114,41 +114,44 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
                         issues.append(FieldIssue(field: field, issue: "must be one of \(channel.allParts.joined(separator: ", "))"))
                         continue
                     }
-                    if text.utf8.count > 100_000 { issues.append(FieldIssue(field: field, issue: "must be at most 100,000 bytes")) }
-                    do {
-                        _ = try MustacheTemplate(string: text)
-                    } catch let error as MustacheTemplate.ParserError {
-                        issues.append(
-                            FieldIssue(
-                                field: field,
-                                issue:
-                                    "Mustache syntax error at line \(error.context.lineNumber), column \(error.context.columnNumber): \(error.error)")
-                        )
-                        continue
-                    } catch {
-                        issues.append(FieldIssue(field: field, issue: "is not a valid Mustache template"))
-                        continue
-                    }
-                    let scan = TemplateScan(text)
-                    if let unsupported = scan.unsupported {
-                        issues.append(FieldIssue(field: field, issue: "must not use \(unsupported)"))
-                    }
-                    if scan.raw && !channel.isHTML(part) {
-                        issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html and digestHtml"))
-                    }
-                    if channel.digestParts.contains(part) {
-                        // A digest's variables are Cairn's, known here: an unknown one is an error now.
-                        if let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !TemplateChannel.digestVariables.contains($0) }) {
-                            let known = TemplateChannel.digestVariables.sorted().joined(separator: ", ")
-                            issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown); a digest part may use \(known)"))
-                        }
-                    } else if let declared, let unknown = scan.topLevel.map({ Self.root($0) }).first(where: { !declared.contains($0) }) {
-                        issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown), which is not in variables"))
-                    }
+                    issues += Self.partIssues(text, field: field, channel: channel, part: part, declared: declared)
                 }
             }
         }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }
+    }
+
+    /// What is wrong with the text of one `part` of `channel`: its size, its Mustache syntax and,
+    /// once it parses, the tags it uses; `declared` is the type's variables (nil: any goes).
+    static func partIssues(_ text: String, field: String, channel: TemplateChannel, part: String, declared: Set<String>?) -> [FieldIssue] {
+        var issues: [FieldIssue] = []
+        if text.utf8.count > 100_000 { issues.append(FieldIssue(field: field, issue: "must be at most 100,000 bytes")) }
+        do {
+            _ = try MustacheTemplate(string: text)
+        } catch let error as MustacheTemplate.ParserError {
+            let position = "line \(error.context.lineNumber), column \(error.context.columnNumber)"
+            return issues + [FieldIssue(field: field, issue: "Mustache syntax error at \(position): \(error.error)")]
+        } catch {
+            return issues + [FieldIssue(field: field, issue: "is not a valid Mustache template")]
+        }
+        let scan = TemplateScan(text)
+        if let unsupported = scan.unsupported {
+            issues.append(FieldIssue(field: field, issue: "must not use \(unsupported)"))
+        }
+        if scan.raw && !channel.isHTML(part) {
+            issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html and digestHtml"))
+        }
+        let roots = scan.topLevel.map { root($0) }
+        if channel.digestParts.contains(part) {
+            // A digest's variables are Cairn's, known here: an unknown one is an error now.
+            if let unknown = roots.first(where: { !TemplateChannel.digestVariables.contains($0) }) {
+                let known = TemplateChannel.digestVariables.sorted().joined(separator: ", ")
+                issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown); a digest part may use \(known)"))
+            }
+        } else if let declared, let unknown = roots.first(where: { !declared.contains($0) }) {
+            issues.append(FieldIssue(field: field, issue: "uses the variable \(unknown), which is not in variables"))
+        }
+        return issues
     }
 
     /// The first segment of a dotted name.
@@ -364,22 +367,16 @@ package struct TemplatesController: Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = .sortedKeys
             writer.objectStart()
-            writer.key("type")
-            writer.string(type)
+            writer.field("type", type)
             if let variables = template.variables {
-                writer.key("variables")
-                writer.raw(json: (try? encoder.encode(variables)).map { String(decoding: $0, as: UTF8.self) } ?? "[]")
+                writer.field("variables", json: (try? encoder.encode(variables)).map { String(decoding: $0, as: UTF8.self) } ?? "[]")
             }
-            writer.key("default")
-            writer.raw(json: (try? encoder.encode(template.default)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+            writer.field("default", json: (try? encoder.encode(template.default)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
             if let locales = template.locales {
-                writer.key("locales")
-                writer.raw(json: (try? encoder.encode(locales)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
+                writer.field("locales", json: (try? encoder.encode(locales)).map { String(decoding: $0, as: UTF8.self) } ?? "{}")
             }
-            writer.key("createdAt")
-            writer.timestamp(milliseconds: createdAt)
-            writer.key("updatedAt")
-            writer.timestamp(milliseconds: updatedAt)
+            writer.field("createdAt", timestamp: createdAt)
+            writer.field("updatedAt", timestamp: updatedAt)
             writer.objectEnd()
         }
     }

@@ -5,7 +5,7 @@ import Foundation
 import SQLKit
 
 /// A tenant's webhook endpoint.
-struct WebhookEndpoint: Sendable, JSONWritable {
+struct WebhookEndpoint: Sendable, Versioned, JSONWritable {
     var id: String
     var tenantId: String
     var url: String
@@ -29,31 +29,19 @@ struct WebhookEndpoint: Sendable, JSONWritable {
     /// and `secret` when ``showSecret``.
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("url")
-        writer.string(url)
+        writer.field("id", id)
+        writer.field("url", url)
         writer.key("types")
         writer.arrayStart()
         for type in types { writer.string(type) }
         writer.arrayEnd()
-        writer.key("enabled")
-        writer.bool(enabled)
-        writer.key("deadLetters")
-        writer.int(deadLetters)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("disabledAt")
-        if let disabledAt { writer.timestamp(milliseconds: disabledAt) } else { writer.null() }
-        writer.key("previousSecretExpiresAt")
-        if let previousSecretExpiresAt, previousSecret != nil {
-            writer.timestamp(milliseconds: previousSecretExpiresAt)
-        } else {
-            writer.null()
-        }
+        writer.field("enabled", enabled)
+        writer.field("deadLetters", deadLetters)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("disabledAt", timestamp: disabledAt)
+        writer.field("previousSecretExpiresAt", timestamp: previousSecret != nil ? previousSecretExpiresAt : nil)
         if showSecret {
-            writer.key("secret")
-            writer.string(secret)
+            writer.field("secret", secret)
         }
         writer.objectEnd()
     }
@@ -110,28 +98,17 @@ struct Delivery: Sendable, JSONWritable {
 
     func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("notificationId")
-        writer.string(notificationId)
-        writer.key("channel")
-        writer.string(channel)
-        writer.key("endpointId")
-        writer.string(endpointId)
-        writer.key("state")
-        writer.string(state)
-        writer.key("attempts")
-        writer.int(attempts)
-        writer.key("lastError")
-        writer.string(lastError)
-        writer.key("providerMessageId")
-        writer.string(providerMessageId)
-        writer.key("digestId")
-        writer.string(digestId)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
+        writer.field("id", id)
+        writer.field("notificationId", notificationId)
+        writer.field("channel", channel)
+        writer.field("endpointId", endpointId)
+        writer.field("state", state)
+        writer.field("attempts", attempts)
+        writer.field("lastError", lastError)
+        writer.field("providerMessageId", providerMessageId)
+        writer.field("digestId", digestId)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
         writer.objectEnd()
     }
 

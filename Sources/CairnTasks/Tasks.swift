@@ -43,20 +43,13 @@ package struct TaskItem: Sendable, Equatable, Versioned, JSONWritable {
     /// `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()
-        writer.key("id")
-        writer.string(id)
-        writer.key("title")
-        writer.string(title)
-        writer.key("description")
-        writer.string(description)
-        writer.key("completed")
-        writer.bool(completed)
-        writer.key("createdBy")
-        writer.string(createdBy)
-        writer.key("createdAt")
-        writer.timestamp(milliseconds: createdAt)
-        writer.key("updatedAt")
-        writer.timestamp(milliseconds: updatedAt)
+        writer.field("id", id)
+        writer.field("title", title)
+        writer.field("description", description)
+        writer.field("completed", completed)
+        writer.field("createdBy", createdBy)
+        writer.field("createdAt", timestamp: createdAt)
+        writer.field("updatedAt", timestamp: updatedAt)
         writer.objectEnd()
     }
 }

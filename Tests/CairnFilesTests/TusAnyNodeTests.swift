@@ -81,6 +81,16 @@ struct TusAnyNodeTests {
         try await CairnFilesTests.patch(client, uri, token: token, offset: offset, Array(bytes))
     }
 
+    /// Signs up `email` on `node` and starts an upload of `length` bytes there with its first
+    /// `sending` bytes; returns the access token and the upload's location.
+    static func startUpload(on node: TestApp, _ email: String, length: Int, sending: Int) async throws -> (token: String, location: String) {
+        let token = try await node.client.registerAndLogin(email: email).tokens.accessToken
+        let content = bytes(length)
+        let location = try await create(node.client, token: token, length: length)
+        #expect(try await patch(node.client, location, token: token, offset: 0, content[0..<sending]).status == .noContent)
+        return (token, location)
+    }
+
     /// Deterministic bytes that differ from one offset to the next (a misplaced chunk shows).
     static func bytes(_ count: Int) -> [UInt8] {
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -140,11 +150,8 @@ struct TusAnyNodeTests {
     @Test(arguments: TestEngine.available, TestBlobBackend.available)
     func terminationOnAnotherNodeRemovesEveryPart(engine: TestEngine, backend: TestBlobBackend) async throws {
         try await Self.withTwoNodes(engine, backend) { a, b, store in
-            let token = try await a.client.registerAndLogin(email: "tus-terminate@example.com").tokens.accessToken
-            let content = Self.bytes(20 << 20)
-            let location = try await Self.create(a.client, token: token, length: content.count)
             // 9 MiB: one part and a 1 MiB tail.
-            #expect(try await Self.patch(a.client, location, token: token, offset: 0, content[0..<(9 << 20)]).status == .noContent)
+            let (token, location) = try await Self.startUpload(on: a, "tus-terminate@example.com", length: 20 << 20, sending: 9 << 20)
             let inStore = try await Self.leftovers(store)
             #expect(inStore.count == (backend == .s3 ? 2 : 1), "the unfinished upload is in the store: \(inStore)")
             let sweeper = OrphanSweeper(database: b.database, blobs: b.components.blobs, graceSeconds: 0, logger: testLogger)
@@ -160,10 +167,7 @@ struct TusAnyNodeTests {
     @Test(arguments: TestEngine.available, TestBlobBackend.available)
     func expiryOnAnotherNodeRemovesEveryPart(engine: TestEngine, backend: TestBlobBackend) async throws {
         try await Self.withTwoNodes(engine, backend) { a, b, store in
-            let token = try await a.client.registerAndLogin(email: "tus-expire@example.com").tokens.accessToken
-            let content = Self.bytes(12 << 20)
-            let location = try await Self.create(a.client, token: token, length: content.count)
-            #expect(try await Self.patch(a.client, location, token: token, offset: 0, content[0..<(10 << 20)]).status == .noContent)
+            let (_, location) = try await Self.startUpload(on: a, "tus-expire@example.com", length: 12 << 20, sending: 10 << 20)
             let id = String(location.dropFirst("/uploads/".count))
             try await b.database.write { db in try await db.raw("UPDATE uploads SET expires_at = 0 WHERE id = \(bind: id)").run() }
             let sweeper = UploadExpiryService(store: UploadStore(database: b.database), blobs: b.components.blobs, logger: testLogger)

@@ -74,6 +74,26 @@ struct JSONWriterTests {
         #expect(Array(plain.buffer.readableBytesView) == Array("\"caf\u{E9} \u{1F600}\"".utf8))  // UTF-8 passes through
     }
 
+    /// A member written in one call is the key and its value, nil as `null`.
+    @Test func fieldsWriteTheKeyAndItsValue() {
+        var writer = JSONWriter()
+        writer.objectStart()
+        writer.field("s", "a\"b")
+        writer.field("none", String?.none)
+        writer.field("some", String?.some("x"))
+        writer.field("n", Int64(-3))
+        writer.field("b", true)
+        writer.field("at", timestamp: 1_700_000_000_123)
+        writer.field("never", timestamp: nil)
+        writer.field("raw", json: #"{"k":[1]}"#)
+        writer.field("missing", json: nil)
+        writer.objectEnd()
+        #expect(
+            Self.text(writer)
+                == #"{"s":"a\"b","none":null,"some":"x","n":-3,"b":true,"at":"2023-11-14T22:13:20.123Z","never":null,"raw":{"k":[1]},"missing":null}"#
+        )
+    }
+
     @Test func scalarsNullNestingAndCommas() throws {
         var writer = JSONWriter()
         writer.objectStart()

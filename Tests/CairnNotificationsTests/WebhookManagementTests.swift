@@ -16,6 +16,25 @@ private func hookSettings(_ configuration: inout CairnConfiguration) {
     configuration.outbound.allowPrivateWebhookTargets = true
 }
 
+/// A live app with `hookSettings` whose webhooks retry once, `retryAfter` after a failure, and
+/// whose endpoints are disabled after `disableAfter` dead letters.
+private func withQuickDeadLetters(
+    _ engine: TestEngine, retryAfter: Duration, disableAfter: Int, _ body: @Sendable (TestApp) async throws -> Void
+) async throws {
+    try await withTestApp(
+        engine, mode: .live,
+        configure: {
+            hookSettings(&$0)
+            $0.outbound.webhookRetrySchedule = [retryAfter]
+            $0.outbound.webhookDisableAfter = disableAfter
+        }, body)
+}
+
+/// The first delivery `path` (`/notifications/{id}/deliveries`) lists for `token`.
+private func firstDelivery(_ client: any TestClientProtocol, _ path: String, token: String) async throws -> DeliveryBody? {
+    try await client.json(.get, path, token: token).decode(PageBody<DeliveryBody>.self).items.first
+}
+
 /// The webhook delivery jobs' `(state, attempt, run_at)`, oldest first.
 private func webhookJobs(_ database: Database) async throws -> [(state: String, attempt: Int, runAt: Int64)] {
     try await database.read { db in
@@ -164,14 +183,7 @@ struct WebhookManagementTests {
     /// `webhook-id`. Only the tenant's admins and the recipient may ask; another tenant gets 404.
     @Test(arguments: TestEngine.available)
     func aReEnabledEndpointGetsAFailedDeliveryRedelivered(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                hookSettings(&$0)
-                $0.outbound.webhookRetrySchedule = [.milliseconds(200)]
-                $0.outbound.webhookDisableAfter = 1
-            }
-        ) { app in
+        try await withQuickDeadLetters(engine, retryAfter: .milliseconds(200), disableAfter: 1) { app in
             let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "redeliver@example.com")
             let member = try await addMember(client, owner: owner, email: "redeliver-m@example.com")
@@ -188,10 +200,10 @@ struct WebhookManagementTests {
             let notificationId = try #require(stored.first?.id)
             let deliveriesPath = "/notifications/\(notificationId)/deliveries"
             try await components.jobs.waitUntil("the delivery dead-lettered") {
-                try await client.json(.get, deliveriesPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first?.state == "failed"
+                try await firstDelivery(client, deliveriesPath, token: member.token)?.state == "failed"
             }
             let delivery = try #require(
-                try await client.json(.get, deliveriesPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first)
+                try await firstDelivery(client, deliveriesPath, token: member.token))
             let disabled = try await client.json(.get, "/webhooks/\(id)", token: owner.token)
             #expect(disabled.object["enabled"] as? Bool == false)
             #expect(disabled.object["disabledAt"] as? String != nil)
@@ -221,9 +233,9 @@ struct WebhookManagementTests {
             #expect(requests[2]["status"] as? Int == 200)
             #expect(Set(requests.compactMap { $0["id"] as? String }) == [delivery.id], "a redelivery keeps its webhook-id")
             try await components.jobs.waitUntil("the redelivery recorded") {
-                try await client.json(.get, deliveriesPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first?.state == "sent"
+                try await firstDelivery(client, deliveriesPath, token: member.token)?.state == "sent"
             }
-            let sent = try #require(try await client.json(.get, deliveriesPath, token: member.token).decode(PageBody<DeliveryBody>.self).items.first)
+            let sent = try #require(try await firstDelivery(client, deliveriesPath, token: member.token))
             #expect(sent.attempts == 3)
             // Sent: nothing to redeliver, for the recipient as for admins.
             #expect(try await client.json(.post, redeliverPath, token: member.token).status == .conflict)
@@ -248,7 +260,7 @@ struct WebhookManagementTests {
                 })
             #expect(try await client.json(.post, "/jobs/\(jobId)/cancel", token: owner.token).status == .ok)
             let delivery = try #require(
-                try await client.json(.get, deliveriesPath, token: owner.token).decode(PageBody<DeliveryBody>.self).items.first)
+                try await firstDelivery(client, deliveriesPath, token: owner.token))
             #expect(delivery.state == "failed")
             #expect(delivery.lastError == "cancelled")
             #expect(delivery.attempts == 0)
@@ -264,14 +276,7 @@ struct WebhookManagementTests {
     /// with the endpoint disabled after two, one event retried by hand three times leaves it on.
     @Test(arguments: TestEngine.available)
     func redeliveriesOfOneFailureCountOneDeadLetter(engine: TestEngine) async throws {
-        try await withTestApp(
-            engine, mode: .live,
-            configure: {
-                hookSettings(&$0)
-                $0.outbound.webhookRetrySchedule = [.milliseconds(50)]
-                $0.outbound.webhookDisableAfter = 2
-            }
-        ) { app in
+        try await withQuickDeadLetters(engine, retryAfter: .milliseconds(50), disableAfter: 2) { app in
             let (client, components) = (app.client, app.components)
             let owner = try await signUp(client, "dead-letters-once@example.com")
             let down = try await WebhookReceiver(failFirst: 1000)
@@ -281,9 +286,7 @@ struct WebhookManagementTests {
             let stored = try await components.notifications.publish(
                 NotificationDraft(type: "message", title: "unlucky"), to: [owner.userId], tenantId: owner.tenantId)
             let deliveriesPath = "/notifications/\(try #require(stored.first?.id))/deliveries"
-            @Sendable func delivery() async throws -> DeliveryBody? {
-                try await client.json(.get, deliveriesPath, token: owner.token).decode(PageBody<DeliveryBody>.self).items.first
-            }
+            @Sendable func delivery() async throws -> DeliveryBody? { try await firstDelivery(client, deliveriesPath, token: owner.token) }
             try await components.jobs.waitUntil("the delivery dead-lettered") { try await delivery()?.state == "failed" }
             let id = try #require(try await delivery()?.id)
             for round in 1...3 {

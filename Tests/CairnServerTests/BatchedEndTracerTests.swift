@@ -1,49 +1,19 @@
 import CairnServer
+import CairnTestSupport
 import Synchronization
 import Testing
 import Tracing
 
-/// A span that remembers when it was ended, and how often.
-private final class RecordedSpan: Span {
-    let context: ServiceContext = .topLevel
-    let isRecordingAtStart: Bool
-    private let state = Mutex<(name: String, attributes: SpanAttributes, ends: [UInt64])>(("", [:], []))
-
-    init(_ name: String, recording: Bool) {
-        isRecordingAtStart = recording
-        state.withLock { $0.name = name }
-    }
-
-    var ends: [UInt64] { state.withLock { $0.ends } }
-    var operationName: String {
-        get { state.withLock { $0.name } }
-        set { state.withLock { $0.name = newValue } }
-    }
-    var attributes: SpanAttributes {
-        get { state.withLock { $0.attributes } }
-        set { state.withLock { $0.attributes = newValue } }
-    }
-    var isRecording: Bool { isRecordingAtStart && ends.isEmpty }
-    func setStatus(_ status: SpanStatus) {}
-    func addEvent(_ event: SpanEvent) {}
-    func recordError<Instant: TracerInstant>(_ error: any Error, attributes: SpanAttributes, at instant: @autoclosure () -> Instant) {}
-    func addLink(_ link: SpanLink) {}
-    func end<Instant: TracerInstant>(at instant: @autoclosure () -> Instant) {
-        let at = instant().nanosecondsSinceEpoch
-        state.withLock { $0.ends.append(at) }
-    }
-}
-
 /// Makes recording spans, or dropped ones when `sampled` is off, and keeps them.
 private final class RecordingTracer: Tracer {
     let sampled = Atomic(true)
-    let made = Mutex<[RecordedSpan]>([])
+    let made = Mutex<[RecordingSpan]>([])
 
     func startSpan<Instant: TracerInstant>(
         _ operationName: String, context: @autoclosure () -> ServiceContext, ofKind kind: SpanKind, at instant: @autoclosure () -> Instant,
         function: String, file fileID: String, line: UInt
-    ) -> RecordedSpan {
-        let span = RecordedSpan(operationName, recording: sampled.load(ordering: .relaxed))
+    ) -> RecordingSpan {
+        let span = RecordingSpan(operationName, recording: sampled.load(ordering: .relaxed))
         made.withLock { $0.append(span) }
         return span
     }

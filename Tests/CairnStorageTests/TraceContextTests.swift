@@ -1,33 +1,8 @@
 import CairnStorage
+import CairnTestSupport
 import Synchronization
 import Testing
 import Tracing
-
-/// A span that records until it is ended, like a sampled OpenTelemetry span.
-private final class RecordingSpan: Span {
-    let context: ServiceContext
-    private let state = Mutex<(name: String, attributes: SpanAttributes, ended: Bool)>(("", [:], false))
-
-    init(_ name: String) {
-        self.context = .topLevel
-        state.withLock { $0.name = name }
-    }
-
-    var operationName: String {
-        get { state.withLock { $0.name } }
-        set { state.withLock { $0.name = newValue } }
-    }
-    var attributes: SpanAttributes {
-        get { state.withLock { $0.attributes } }
-        set { state.withLock { $0.attributes = newValue } }
-    }
-    var isRecording: Bool { state.withLock { !$0.ended } }
-    func setStatus(_ status: SpanStatus) {}
-    func addEvent(_ event: SpanEvent) {}
-    func recordError<Instant: TracerInstant>(_ error: any Error, attributes: SpanAttributes, at instant: @autoclosure () -> Instant) {}
-    func addLink(_ link: SpanLink) {}
-    func end<Instant: TracerInstant>(at instant: @autoclosure () -> Instant) { state.withLock { $0.ended = true } }
-}
 
 @Suite struct TraceContextTests {
     /// Statement spans are named by their operation and plain table, read from the text.

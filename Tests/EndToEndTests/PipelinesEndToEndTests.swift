@@ -16,46 +16,80 @@ struct PipelinesEndToEndTests {
         return try #require(file?["id"] as? String, "upload failed: \(result.text) \(result.errorText)")
     }
 
-    @Test(arguments: E2EEngine.available)
-    func aRunKilledMidLoadResumesFromItsCheckpointWithCompleteOutput(engine: E2EEngine) async throws {
-        let dataDir = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: dataDir) }
-        let total = 600_000
-        let input = dataDir + "-input.csv"
+    /// Rows of `i,label` the `totals` pipeline counts.
+    static let total = 600_000
+
+    /// Writes ``total`` rows of `i,label` (`1,row 1`, …) to `path` and returns it.
+    static func writeNumberedCSV(_ path: String) throws -> String {
         var text = "i,label\n"
         text.reserveCapacity(total * 16)
         for index in 1...total { text += "\(index),row \(index)\n" }
-        _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
-        defer { try? FileManager.default.removeItem(atPath: input) }
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        return path
+    }
 
-        let environment = try await engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
-        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
-        _ = try await curl(
-            "POST", "\(server.baseURL)/auth/register", json: ["email": "etl@example.com", "password": "pipeline password", "name": "E"])
+    /// Signs up `email` on the node at `base`, uploads `input` and starts a run of a `totals`
+    /// pipeline (count, distinct counts and sum of the rows) on it.
+    func startTotalsRun(_ base: String, email: String, input: String) async throws -> (token: String, jobId: String) {
+        _ = try await curl("POST", "\(base)/auth/register", json: ["email": email, "password": "pipeline password", "name": "E"])
         let token = try #require(
-            try await curl("POST", "\(server.baseURL)/auth/login", json: ["email": "etl@example.com", "password": "pipeline password"])
-                .json["accessToken"] as? String)
-        let file = try await upload(server.baseURL, path: input, token: token)
+            try await curl("POST", "\(base)/auth/login", json: ["email": email, "password": "pipeline password"]).json["accessToken"] as? String)
+        let file = try await upload(base, path: input, token: token)
         let pipeline = try await curl(
-            "POST", "\(server.baseURL)/pipelines",
+            "POST", "\(base)/pipelines",
             json: [
                 "name": "totals", "input": ["format": "csv"], "output": ["format": "ndjson"],
                 "sql": "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s, count(DISTINCT label) AS l FROM input",
             ], token: token)
         let pipelineId = try #require(pipeline.json["id"] as? String, "\(pipeline.body)")
-        let started = try await curl("POST", "\(server.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
+        let started = try await curl("POST", "\(base)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
         #expect(started.status == 202)
-        let jobId = try #require(started.json["id"] as? String)
+        return (token, try #require(started.json["id"] as? String))
+    }
 
-        // Kill the node as soon as a checkpoint holds part of the load, before the load is done.
+    /// Follows the run until a checkpoint holds part of the load; returns the rows it holds.
+    /// - Throws: when the run finished first (nothing left to kill mid-load).
+    func rowsLoadedOnceCheckpointed(_ base: String, _ jobId: String, token: String) async throws -> Int {
         let loaded = { @Sendable (job: [String: Any]) in
             ((job["checkpoint"] as? [String: Any])?["load"] as? [String: Any])?["rowsLoaded"] as? Int ?? 0
         }
-        let first = try await followJob(server.baseURL, jobId, token: token, timeout: .seconds(120)) {
+        let first = try await followJob(base, jobId, token: token, timeout: .seconds(120)) {
             loaded($0) > 0 || $0["state"] as? String == "succeeded"
         }
         let checkpointed = loaded(first)
-        try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
+        try #require(checkpointed > 0 && checkpointed < Self.total, "the run finished before it could be killed mid-load")
+        return checkpointed
+    }
+
+    /// The finished run loaded every row, its output counts each exactly once, and the tenant
+    /// has the input and that one output file.
+    func expectCompleteTotals(_ base: String, result: [String: Any], token: String) async throws {
+        let total = Self.total
+        #expect(result["rowsLoaded"] as? Int == total)
+        let output = try #require(result["outputFileId"] as? String)
+        let content = try await curl("GET", "\(base)/files/\(output)/content", token: token)
+        let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
+        #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
+        #expect(row?["d"] as? Int == total)
+        #expect(row?["l"] as? Int == total)
+        #expect(row?["s"] as? Int == total * (total + 1) / 2)
+        let files = try await curl("GET", "\(base)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
+        #expect(files.count == 2, "the input and one output")
+    }
+
+    @Test(arguments: E2EEngine.available)
+    func aRunKilledMidLoadResumesFromItsCheckpointWithCompleteOutput(engine: E2EEngine) async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let input = try Self.writeNumberedCSV(dataDir + "-input.csv")
+        defer { try? FileManager.default.removeItem(atPath: input) }
+
+        let environment = try await engine.environment().merging(["CAIRN_JOBS_LEASE": "2"]) { $1 }
+        var server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
+        let (token, jobId) = try await startTotalsRun(server.baseURL, email: "etl@example.com", input: input)
+
+        // Kill the node as soon as a checkpoint holds part of the load, before the load is done.
+        let checkpointed = try await rowsLoadedOnceCheckpointed(server.baseURL, jobId, token: token)
         await server.kill()
 
         server = try await ServerProcess.start(dataDir: dataDir, environment: environment)
@@ -66,17 +100,8 @@ struct PipelinesEndToEndTests {
         #expect(job["attempt"] as? Int ?? 0 >= 2, "the kill cost the first attempt (a lease lapsing on a loaded machine may cost more)")
         let result = try #require(job["result"] as? [String: Any])
         #expect((result["resumedFromRow"] as? Int ?? 0) >= checkpointed, "the second attempt loaded from scratch")
-        #expect(result["rowsLoaded"] as? Int == total)
-        let output = try #require(result["outputFileId"] as? String)
-        let content = try await curl("GET", "\(server.baseURL)/files/\(output)/content", token: token)
-        let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
-        #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
-        #expect(row?["d"] as? Int == total)
-        #expect(row?["l"] as? Int == total)
-        #expect(row?["s"] as? Int == total * (total + 1) / 2)
-        // One output file, and the work folder is gone.
-        let files = try await curl("GET", "\(server.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
-        #expect(files.count == 2, "the input and one output")
+        try await expectCompleteTotals(server.baseURL, result: result, token: token)
+        // The work folder is gone.
         let work = (try? FileManager.default.subpathsOfDirectory(atPath: dataDir + "/pipelines")) ?? []
         #expect(!work.contains { $0.hasSuffix("input.sqlite") })
         #expect(try await server.stop() == 0)
@@ -94,12 +119,7 @@ extension PipelinesEndToEndTests {
         let dirB = try temporaryDirectory()
         let blobs = try temporaryDirectory()
         defer { for dir in [dirA, dirB, blobs] { try? FileManager.default.removeItem(atPath: dir) } }
-        let total = 600_000
-        let input = dirA + "-input.csv"
-        var text = "i,label\n"
-        text.reserveCapacity(total * 16)
-        for index in 1...total { text += "\(index),row \(index)\n" }
-        _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
+        let input = try Self.writeNumberedCSV(dirA + "-input.csv")
         defer { try? FileManager.default.removeItem(atPath: input) }
 
         let masterKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
@@ -107,32 +127,10 @@ extension PipelinesEndToEndTests {
             "CAIRN_JOBS_LEASE": "2", "CAIRN_BLOB_URL": "file://" + blobs, "CAIRN_MASTER_KEY": masterKey,
         ]) { $1 }
         let nodeA = try await ServerProcess.start(dataDir: dirA, environment: environment)
-        _ = try await curl(
-            "POST", "\(nodeA.baseURL)/auth/register", json: ["email": "etl2@example.com", "password": "pipeline password", "name": "E"])
-        let token = try #require(
-            try await curl("POST", "\(nodeA.baseURL)/auth/login", json: ["email": "etl2@example.com", "password": "pipeline password"])
-                .json["accessToken"] as? String)
-        let file = try await upload(nodeA.baseURL, path: input, token: token)
-        let pipeline = try await curl(
-            "POST", "\(nodeA.baseURL)/pipelines",
-            json: [
-                "name": "totals", "input": ["format": "csv"], "output": ["format": "ndjson"],
-                "sql": "SELECT count(*) AS n, count(DISTINCT i) AS d, sum(i) AS s, count(DISTINCT label) AS l FROM input",
-            ], token: token)
-        let pipelineId = try #require(pipeline.json["id"] as? String, "\(pipeline.body)")
-        let started = try await curl("POST", "\(nodeA.baseURL)/pipelines/\(pipelineId)/runs", json: ["fileId": file], token: token)
-        #expect(started.status == 202)
-        let jobId = try #require(started.json["id"] as? String)
+        let (token, jobId) = try await startTotalsRun(nodeA.baseURL, email: "etl2@example.com", input: input)
 
         // Node A holds the run (B starts only once A's load has checkpointed part of the input).
-        let loaded = { @Sendable (job: [String: Any]) in
-            ((job["checkpoint"] as? [String: Any])?["load"] as? [String: Any])?["rowsLoaded"] as? Int ?? 0
-        }
-        let first = try await followJob(nodeA.baseURL, jobId, token: token, timeout: .seconds(120)) {
-            loaded($0) > 0 || $0["state"] as? String == "succeeded"
-        }
-        let checkpointed = loaded(first)
-        try #require(checkpointed > 0 && checkpointed < total, "the run finished before it could be killed mid-load")
+        _ = try await rowsLoadedOnceCheckpointed(nodeA.baseURL, jobId, token: token)
         let nodeB = try await ServerProcess.start(dataDir: dirB, environment: environment)
         await nodeA.kill()
 
@@ -143,16 +141,7 @@ extension PipelinesEndToEndTests {
         #expect(job["attempt"] as? Int ?? 0 >= 2, "the kill cost the first attempt")
         let result = try #require(job["result"] as? [String: Any])
         #expect(result["resumedFromRow"] == nil, "node B resumed into a work database it does not have")
-        #expect(result["rowsLoaded"] as? Int == total)
-        let output = try #require(result["outputFileId"] as? String)
-        let content = try await curl("GET", "\(nodeB.baseURL)/files/\(output)/content", token: token)
-        let row = try JSONSerialization.jsonObject(with: Data(content.body.utf8)) as? [String: Any]
-        #expect(row?["n"] as? Int == total, "no row lost or loaded twice")
-        #expect(row?["d"] as? Int == total)
-        #expect(row?["l"] as? Int == total)
-        #expect(row?["s"] as? Int == total * (total + 1) / 2)
-        let files = try await curl("GET", "\(nodeB.baseURL)/files?limit=100", token: token).json["items"] as? [[String: Any]] ?? []
-        #expect(files.count == 2, "the input and one output")
+        try await expectCompleteTotals(nodeB.baseURL, result: result, token: token)
         let work = (try? FileManager.default.subpathsOfDirectory(atPath: dirB + "/pipelines")) ?? []
         #expect(!work.contains { $0.hasSuffix("input.sqlite") }, "node B's work folder is gone")
         #expect(try await nodeB.stop() == 0)
