@@ -162,7 +162,7 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// Removes the folders of `jobIds` (those this node holds and does not run) whose job is
-    /// final, deleted, or running under another lease than this node's.
+    /// final or deleted.
     func removeWorkNoLongerNeeded(jobIds: [String]) async {
         let held = work.withLock { state in jobIds.compactMap { id in state.folders[id].map { (id, $0) } } }
         for (jobId, tenantId) in held where work.withLock({ !$0.active.contains(jobId) }) {
@@ -172,13 +172,10 @@ package final class PipelineRunner: Service, Sendable {
             } catch {
                 continue  // the next announcement or sweep tries again
             }
-            // A job waiting for its next attempt keeps its folder: that attempt may come here and
-            // resume from the folder's checkpoint. A job running under another lease does not:
-            // another node runs it, or a dead one (this node's own earlier life, killed, whose
-            // lease names an id no process has any more), and whichever node takes it next
-            // loads again, as a rescue elsewhere does; kept, the folder would wait for a final
-            // state this node may never hear of.
-            if let job, !job.state.isFinal, !(job.state == .running && job.leaseOwner != jobs.settings.nodeId) { continue }
+            // A job still running elsewhere keeps its folder here: its lease may be a dead node's
+            // (this node's own earlier life, restarted), and the rescue that follows resumes from
+            // the folder's checkpoint. It goes when the job is final or deleted.
+            if let job, !job.state.isFinal { continue }
             removeWork(jobId: jobId, tenantId: tenantId, unlessActive: true)
         }
     }
@@ -656,10 +653,8 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// Learns every work folder on this node's disk (a restarted node's too) and deletes
-    /// those whose job is final, gone, or running under another lease (see
-    /// ``removeWorkNoLongerNeeded(jobIds:)``): at start-up, that is every run a killed earlier
-    /// life of this node left. Only this node's work directory is looked at, and never a
-    /// folder a run on this node uses.
+    /// those whose job is final or gone (see
+    /// ``removeWorkNoLongerNeeded(jobIds:)``).
     func removeStaleWork() async {
         guard let tenants = try? FileManager.default.contentsOfDirectory(atPath: settings.workDirectory) else { return }
         var found: [String] = []

@@ -114,35 +114,4 @@ struct PipelineWorkFolderTests {
             try await waitUntilGone(deletedFolder, "deleted")
         }
     }
-
-    /// A node killed mid-run leaves the run's folder and a job still `running` under the dead
-    /// process's lease. The restarted node (a new node id) does not run it, so its start-up
-    /// sweep removes that folder; a folder kept for a job waiting for its next attempt stays.
-    @Test(arguments: TestEngine.available)
-    func theStartUpSweepRemovesTheFolderOfARunAKilledNodeLeft(engine: TestEngine) async throws {
-        // The retries' backoff never elapses: the test clock does not move.
-        try await withPipelines(engine, clock: TestClock()) { tenant, client, components in
-            let runner = components.pipelineRunner
-            let tenantId = try await tenantOf(client, tenant.token)
-            let file = try await tenant.upload(tinyCSV)
-            let blob = components.configuration.dataDir + "/blobs/\(tenantId)/\(file)"
-            #expect(rename(blob, blob + ".away") == 0)
-            let pipeline = try await tenant.create(pipelineBody("SELECT count(*) AS n FROM input"))
-            let killed = try await tenant.startRun(pipeline, fileId: file)
-            let waiting = try await tenant.startRun(pipeline, fileId: file)
-            for job in [killed, waiting] { try await components.jobs.waitForJob(job, state: .retryable) }
-            let killedFolder = runner.workFolder(tenantId: tenantId, jobId: killed)
-            let waitingFolder = runner.workFolder(tenantId: tenantId, jobId: waiting)
-            #expect(FileManager.default.fileExists(atPath: killedFolder) && FileManager.default.fileExists(atPath: waitingFolder))
-            // What a SIGKILL leaves: the job running under a lease no live process holds.
-            try await components.database.write { db in
-                try await db.raw(
-                    "UPDATE jobs SET state = 'running', lease_owner = 'node-killed', lease_expires_at = \(bind: Int64.max / 2) WHERE id = \(bind: killed)"
-                ).run()
-            }
-            await runner.removeStaleWork()
-            #expect(!FileManager.default.fileExists(atPath: killedFolder), "the killed run's folder is removed")
-            #expect(FileManager.default.fileExists(atPath: waitingFolder), "kept for the next attempt")
-        }
-    }
 }
