@@ -32,6 +32,14 @@ package struct AccountStore: Sendable {
             phone: try row.decode(column: "phone", as: String?.self), locale: try row.decode(column: "locale", as: String?.self))
     }
 
+    /// A user from a positional row holding `userColumns` in order.
+    static func user(from row: PositionalRow) throws -> User {
+        User(
+            id: try row.string(0), tenantId: try row.string(1), email: try row.string(2), name: try row.string(3),
+            role: Role(rawValue: try row.string(4)) ?? .member, version: try row.int(5), createdAt: try row.int64(6),
+            updatedAt: try row.int64(7), phone: try row.optionalString(8), locale: try row.optionalString(9))
+    }
+
     // MARK: Tenants and users
 
     /// Inserts a tenant and its owner in one transaction.
@@ -107,10 +115,14 @@ package struct AccountStore: Sendable {
     /// A user of the given tenant, or nil (also for other tenants' users).
     package func user(id: String, tenantId: String) async throws -> User? {
         guard UUIDv7.isValid(id) else { return nil }
-        return try await database.read { db in
-            try await db.raw("SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)")
-                .first().map(Self.user(from:))
-        }
+        return try await database.readRows(UserByID.self, [.text(id), .text(tenantId)], Self.user(from:)).first
+    }
+
+    /// A user by id within a tenant (`GET /users/me` on every call): prepared once per
+    /// PostgreSQL connection, read by position.
+    enum UserByID: PreparedRead {
+        static let name = "cairn_accounts_user_by_id"
+        static let sql = "SELECT \(userColumns) FROM users WHERE id = $1 AND tenant_id = $2"
     }
 
     /// A page of a tenant's users, oldest first (for trusted callers: no role check).

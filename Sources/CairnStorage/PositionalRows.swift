@@ -183,17 +183,52 @@ extension Database {
                     for try await row in rows { results.append(try decode(.postgres(row))) }
                     return results
                 },
-                sqlite: { connection in
-                    let values: [SQLiteData] = binds.map { bind in
-                        switch bind {
-                        case .text(let text): .text(text)
-                        case .integer(let value): .integer(Int(value))
-                        case .bool(let value): .integer(value ? 1 : 0)
-                        case .null: .null
-                        }
-                    }
-                    return try await connection.query(Self.sqliteParameters(sql), values).map { try decode(.sqlite($0)) }
-                })
+                sqlite: { connection in try await Self.sqliteRows(connection, sql, binds, decode) })
+        }
+    }
+
+    /// `sql` run on a SQLite connection, rows decoded by position.
+    private static func sqliteRows<R: Sendable>(
+        _ connection: SQLiteConnection, _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
+    ) async throws -> [R] {
+        let values: [SQLiteData] = binds.map { bind in
+            switch bind {
+            case .text(let text): .text(text)
+            case .integer(let value): .integer(Int(value))
+            case .bool(let value): .integer(value ? 1 : 0)
+            case .null: .null
+            }
+        }
+        return try await connection.query(sqliteParameters(sql), values).map { try decode(.sqlite($0)) }
+    }
+
+    /// Runs the hot read `Statement` and decodes its rows by position, as
+    /// ``readRows(_:_:_:)`` does, with its statement prepared once per connection on
+    /// PostgreSQL (postgres-nio's `PostgresPreparedStatement`): the server parses and plans it
+    /// on a connection's first use only, then binds and executes. On SQLite it runs as
+    /// ``readRows(_:_:_:)`` (SQLiteNIO prepares every statement it runs and exposes no cache).
+    ///
+    /// - Parameters:
+    ///   - statement: the statement's type: its fixed SQL and its server-side name.
+    ///   - binds: the values of `$1`…`$n`, in order, each always of the same type for a
+    ///     statement (the first execution on a connection fixes the parameter types).
+    ///   - decode: builds a value from one row; runs once per row, in order.
+    /// - Returns: the decoded rows, in the order the statement returned them.
+    /// - Throws: the engine's errors, or what `decode` throws.
+    package func readRows<Statement: PreparedRead, R: Sendable>(
+        _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
+    ) async throws -> [R] {
+        let system = dialect == .postgres ? "postgresql" : "sqlite"
+        return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
+            try await self.withNativeReader(
+                postgres: { connection in
+                    var results: [R] = []
+                    let rows = try await connection.execute(
+                        PostgresPreparedRead<Statement, R>(binds: binds, decode: decode), logger: Self.quiet)
+                    for try await row in rows { results.append(row) }
+                    return results
+                },
+                sqlite: { connection in try await Self.sqliteRows(connection, Statement.sql, binds, decode) })
         }
     }
 
@@ -213,4 +248,35 @@ extension Database {
         }
         return String(decoding: out, as: UTF8.self)
     }
+}
+
+/// A hot read with fixed SQL, run through ``Database/readRows(_:_:_:)-(Statement.Type,_,_)``
+/// so PostgreSQL plans it once per connection instead of on every request.
+///
+/// Conform a caseless enum per statement; the SQL must not depend on the request (pass every
+/// value as a bound `$n`), so that one server-side plan serves every execution.
+package protocol PreparedRead: Sendable {
+    /// The statement's name on the server: unique in the process, `cairn_<module>_…` in
+    /// `[a-z0-9_]`, at most 63 bytes (PostgreSQL's identifier length).
+    static var name: String { get }
+    /// One statement whose placeholders are `$1`…`$n` (see ``Database/readRows(_:_:_:)``).
+    static var sql: String { get }
+}
+
+extension PreparedRead {
+    /// The tracing span name: the statement's verb and table, as unprepared reads show it.
+    static var spanName: (operation: String, collection: String?) { TraceContext.statementName(sql) }
+}
+
+/// One execution of a ``PreparedRead`` in postgres-nio's terms: its name and SQL come from
+/// `Statement`, so the connection prepares it the first time and reuses it after.
+private struct PostgresPreparedRead<Statement: PreparedRead, R: Sendable>: PostgresPreparedStatement {
+    typealias Row = R
+    static var name: String { Statement.name }
+    static var sql: String { Statement.sql }
+    let binds: [SQLBindValue]
+    let decode: @Sendable (PositionalRow) throws -> R
+
+    func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
+    func decodeRow(_ row: PostgresRow) throws -> R { try decode(.postgres(row)) }
 }

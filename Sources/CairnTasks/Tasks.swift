@@ -127,21 +127,25 @@ package struct TaskStore: Sendable {
     }
 
     /// Tasks of `tenantId` (only done or open ones when `completed` is set), after the id
-    /// `after` (before it when `descending`), at most `limit`, in id order: one positional read.
+    /// `after` (before it when `descending`), at most `limit`, in id order: one positional read
+    /// of a statement prepared once per connection.
     private func read(tenantId: String, completed: Bool?, after: String?, descending: Bool, limit: Int) async throws -> [TaskItem] {
-        var sql = "SELECT \(Self.columns) FROM tasks WHERE tenant_id = $1"
         var binds: [SQLBindValue] = [.text(tenantId)]
-        if let completed {
-            binds.append(.bool(completed))
-            sql += " AND completed = $\(binds.count)"
-        }
-        if let after {
-            binds.append(.text(after))
-            sql += descending ? " AND id < $\(binds.count)" : " AND id > $\(binds.count)"
-        }
+        if let completed { binds.append(.bool(completed)) }
+        if let after { binds.append(.text(after)) }
         binds.append(.integer(Int64(limit)))
-        sql += (descending ? " ORDER BY id DESC" : " ORDER BY id ASC") + " LIMIT $\(binds.count)"
-        return try await database.readRows(sql, binds, Self.task(from:))
+        let statement: any PreparedRead.Type =
+            switch (completed != nil, after != nil, descending) {
+            case (false, false, true): ListDesc.self
+            case (false, true, true): ListAfterDesc.self
+            case (true, false, true): ListCompletedDesc.self
+            case (true, true, true): ListCompletedAfterDesc.self
+            case (false, false, false): ListAsc.self
+            case (false, true, false): ListAfterAsc.self
+            case (true, false, false): ListCompletedAsc.self
+            case (true, true, false): ListCompletedAfterAsc.self
+            }
+        return try await database.readRows(statement, binds, Self.task(from:))
     }
 
     /// A page of a tenant's tasks, newest first (UUIDv7 ids sort by creation time).
@@ -153,9 +157,7 @@ package struct TaskStore: Sendable {
     /// One task of the tenant, or nil.
     package func get(id: String, tenantId: String) async throws -> TaskItem? {
         guard UUIDv7.isValid(id) else { return nil }
-        return try await database.readRows(
-            "SELECT \(Self.columns) FROM tasks WHERE id = $1 AND tenant_id = $2", [.text(id), .text(tenantId)], Self.task(from:)
-        ).first
+        return try await database.readRows(ByID.self, [.text(id), .text(tenantId)], Self.task(from:)).first
     }
 
     /// Inserts a new task.
@@ -221,5 +223,67 @@ package struct TaskStore: Sendable {
                 try await db.raw("INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES \(SQLList(rows))").run()
             }
         }
+    }
+}
+
+// The hot reads' statements, each prepared once per PostgreSQL connection. A list read has
+// eight shapes (completed filter or not, keyset position or not, direction), each its own
+// statement, so every plan can use the index that fits it. Stored constants: a request builds
+// no SQL text.
+
+extension TaskStore {
+    /// One task by id, within a tenant.
+    enum ByID: PreparedRead {
+        static let name = "cairn_tasks_by_id"
+        static let sql = "SELECT \(columns) FROM tasks WHERE id = $1 AND tenant_id = $2"
+    }
+
+    /// A list read: `$1` the tenant, then `completed` and the keyset id when present, then
+    /// the limit.
+    static func listSQL(completed: Bool, after: Bool, descending: Bool) -> String {
+        var sql = "SELECT \(columns) FROM tasks WHERE tenant_id = $1"
+        var count = 1
+        if completed {
+            count += 1
+            sql += " AND completed = $\(count)"
+        }
+        if after {
+            count += 1
+            sql += descending ? " AND id < $\(count)" : " AND id > $\(count)"
+        }
+        return sql + (descending ? " ORDER BY id DESC" : " ORDER BY id ASC") + " LIMIT $\(count + 1)"
+    }
+
+    enum ListDesc: PreparedRead {
+        static let name = "cairn_tasks_list_desc"
+        static let sql = listSQL(completed: false, after: false, descending: true)
+    }
+    enum ListAfterDesc: PreparedRead {
+        static let name = "cairn_tasks_list_after_desc"
+        static let sql = listSQL(completed: false, after: true, descending: true)
+    }
+    enum ListCompletedDesc: PreparedRead {
+        static let name = "cairn_tasks_list_completed_desc"
+        static let sql = listSQL(completed: true, after: false, descending: true)
+    }
+    enum ListCompletedAfterDesc: PreparedRead {
+        static let name = "cairn_tasks_list_completed_after_desc"
+        static let sql = listSQL(completed: true, after: true, descending: true)
+    }
+    enum ListAsc: PreparedRead {
+        static let name = "cairn_tasks_list_asc"
+        static let sql = listSQL(completed: false, after: false, descending: false)
+    }
+    enum ListAfterAsc: PreparedRead {
+        static let name = "cairn_tasks_list_after_asc"
+        static let sql = listSQL(completed: false, after: true, descending: false)
+    }
+    enum ListCompletedAsc: PreparedRead {
+        static let name = "cairn_tasks_list_completed_asc"
+        static let sql = listSQL(completed: true, after: false, descending: false)
+    }
+    enum ListCompletedAfterAsc: PreparedRead {
+        static let name = "cairn_tasks_list_completed_after_asc"
+        static let sql = listSQL(completed: true, after: true, descending: false)
     }
 }

@@ -34,10 +34,11 @@ struct VerifiedTokenCacheTests {
     }
 
     /// Logout ends that session's cached tokens at once, logout-all the others', on the node
-    /// that took it (no clock advance: the session guard is consulted on every request).
+    /// that took it (no clock advance: the session guard is consulted on every request), over
+    /// real HTTP.
     @Test(arguments: TestEngine.available)
     func cachedTokensStopAtLogoutAndLogoutAll(engine: TestEngine) async throws {
-        try await withTestApp(engine, clock: TestClock()) { app in
+        try await withTestApp(engine, mode: .live, clock: TestClock()) { app in
             let client = app.client
             let phone = try await client.registerAndLogin(email: "cached-logout@example.com").tokens
             let laptop = try await client.login(email: "cached-logout@example.com", password: "correct horse battery")
@@ -59,11 +60,12 @@ struct VerifiedTokenCacheTests {
 
     /// Node B has the tokens cached; node A takes the logout and the logout-all. B applies
     /// each as soon as it hears the `cairn_sessions` announcement, with its clock standing
-    /// still (so not through the session guard's periodic re-read).
+    /// still (so not through the session guard's periodic re-read). Both nodes serve real HTTP
+    /// and run their services.
     @Test func logoutsAnnouncedByAnotherNodeEndCachedTokensAtOnce() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
         let clock = TestClock()
-        try await withTwoNodes(clock: clock) { nodeA, nodeB in
+        try await withTwoNodes(mode: .live, clock: clock) { nodeA, nodeB in
             let listening = ChangeSignal()
             let isListening = Atomic<Bool>(false)
             let heard = Mutex<[String]>([])
@@ -103,6 +105,35 @@ struct VerifiedTokenCacheTests {
                 heard.withLock { $0.count } >= 2
             }
             #expect(try await nodeB.client.json(.get, "/users/me", token: laptop.accessToken).status == .unauthorized)
+        }
+    }
+
+    /// The bound when node B misses the announcement (it runs no services, so it listens to
+    /// nothing): B keeps accepting a cached token of a session node A logged out only until
+    /// its session guard's entry for the user is older than its 2 s refresh interval, on B's
+    /// clock; the first request after that re-reads the session and is refused. README's
+    /// "Access-token checks" states this bound.
+    @Test func withoutTheAnnouncementAnotherNodeRefusesALoggedOutTokenAfterTwoSeconds() async throws {
+        guard TestEngine.available.contains(.postgres) else { return }
+        let clock = TestClock()
+        try await withTestDatabase(.postgres) { database in
+            try await withTestApp(on: database, mode: .live, clock: clock, runServices: false) { nodeA in
+                try await withTestApp(on: database, mode: .live, clock: clock, runServices: false) { nodeB in
+                    let tokens = try await nodeA.client.registerAndLogin(email: "missed-logout@example.com").tokens
+                    #expect(try await nodeB.client.json(.get, "/users/me", token: tokens.accessToken).status == .ok)
+                    #expect(nodeB.components.accounts.tokens.isCached(tokens.accessToken))
+                    #expect(try await nodeA.client.json(.post, "/auth/logout", ["refreshToken": tokens.refreshToken]).status == .noContent)
+                    #expect(try await nodeA.client.json(.get, "/users/me", token: tokens.accessToken).status == .unauthorized)
+                    clock.advance(by: .milliseconds(1_999))
+                    #expect(
+                        try await nodeB.client.json(.get, "/users/me", token: tokens.accessToken).status == .ok,
+                        "within the bound, B has not heard of the logout")
+                    clock.advance(by: .milliseconds(2))
+                    let refused = try await nodeB.client.json(.get, "/users/me", token: tokens.accessToken)
+                    #expect(refused.status == .unauthorized)
+                    #expect(refused.code == "invalid_token")
+                }
+            }
         }
     }
 

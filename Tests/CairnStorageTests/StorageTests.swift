@@ -171,6 +171,37 @@ struct StorageTests {
         }
     }
 
+    /// A hot read declared as a ``PreparedRead`` answers as the same SQL run unprepared, on
+    /// both engines, every time; on PostgreSQL the connection holds it prepared under its name
+    /// afterwards (`pg_prepared_statements`), so later runs skip parsing and planning.
+    @Test(arguments: TestEngine.available)
+    func preparedReadsAnswerAsUnpreparedOnesAndStayPreparedOnPostgres(engine: TestEngine) async throws {
+        enum ItemsAbove: PreparedRead {
+            static let name = "cairn_test_items_above"
+            static let sql = "SELECT id, n FROM items WHERE n > $1 AND label = $2 ORDER BY id LIMIT $3"
+        }
+        try await withOpenDatabase(engine) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, n BIGINT NOT NULL)").run()
+                for index in 0..<6 {
+                    try await db.raw("INSERT INTO items VALUES (\(bind: "i\(index)"), \(bind: index % 2 == 0 ? "even" : "odd"), \(bind: index))")
+                        .run()
+                }
+            }
+            let decode: @Sendable (PositionalRow) throws -> String = { row in "\(try row.string(0)):\(try row.int64(1))" }
+            for (above, label, limit) in [(Int64(0), "even", Int64(10)), (1, "odd", 1), (4, "odd", 10), (9, "even", 10), (0, "even", 10)] {
+                let binds: [SQLBindValue] = [.integer(above), .text(label), .integer(limit)]
+                let prepared = try await database.readRows(ItemsAbove.self, binds, decode)
+                #expect(prepared == (try await database.readRows(ItemsAbove.sql, binds, decode)))
+            }
+            #expect(try await database.readRows(ItemsAbove.self, [.integer(0), .text("even"), .integer(10)], decode) == ["i2:2", "i4:4"])
+            guard engine == .postgres else { return }
+            // Used one at a time, the pool keeps a single connection: the one that prepared it.
+            let names = try await database.readRows("SELECT name FROM pg_prepared_statements", []) { try $0.string(0) }
+            #expect(names.contains(ItemsAbove.name))
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { database, _ in
