@@ -270,7 +270,7 @@ struct CSVBoundaryScanner {
         case .quoted:
             let rest = bytes.count - index
             if let found = memchr(bytes.baseAddress! + index, Int32(quote), rest) {
-                index += bytes.baseAddress!.distance(to: UnsafePointer(found.assumingMemoryBound(to: UInt8.self))) + 1
+                index = bytes.baseAddress!.distance(to: UnsafePointer(found.assumingMemoryBound(to: UInt8.self))) + 1
                 state = .quoteInQuoted
             } else {
                 index = bytes.count

@@ -145,7 +145,7 @@ struct PipelineChunkTests {
     /// numbers and byte offsets of the whole file), failures and outputs are the whole run's.
     @Test(arguments: TestEngine.available)
     func quotedLineBreaksAtChunkEdgesAndBadRowsEqualTheWholeRun(engine: TestEngine) async throws {
-        let bytes = quotedLineBreaksCSV(records: 6000)
+        let bytes = quotedLineBreaksCSV(records: 8000)
         let chunkBytes: Int64 = 64 << 10
         // Most chunk targets fall inside a quoted field (the text is mostly quoted line breaks).
         #expect(bytes.count > 5 * Int(chunkBytes))
