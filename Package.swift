@@ -26,6 +26,7 @@ let jwtKit = Target.Dependency.product(name: "JWTKit", package: "jwt-kit")
 let asyncHTTPClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let tracing = Target.Dependency.product(name: "Tracing", package: "swift-distributed-tracing")
+let w3cTraceContext = Target.Dependency.product(name: "W3CTraceContext", package: "swift-w3c-trace-context")
 
 /// What every feature module (and the composition root) builds on: the HTTP layer, storage,
 /// Hummingbird, SQLKit and logging.
@@ -81,6 +82,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.3.0"),
         // Trace export only (OTLP over HTTP/protobuf, no gRPC); metrics stay on Prometheus.
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // swift-otel's own W3C Trace Context types: ids and headers of the spans the sampler drops.
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),  // notification templates
     ],
     targets: [
@@ -112,7 +115,7 @@ let package = Package(
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing,
+                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing, w3cTraceContext,
             ],
             swiftSettings: strictSettings
         ),
@@ -207,7 +210,7 @@ let package = Package(
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "OTel", package: "swift-otel"), w3cTraceContext,
             ],
             resources: [.copy("Resources/openapi.yaml")],
             swiftSettings: strictSettings

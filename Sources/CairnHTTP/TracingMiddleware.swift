@@ -69,8 +69,17 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
 
 /// Reads propagation headers (`traceparent`, `tracestate`) from a request's fields.
 struct HTTPFieldsExtractor: Extractor {
+    private static let traceParent = HTTPField.Name("traceparent")!
+    private static let traceState = HTTPField.Name("tracestate")!
+
     func extract(key: String, from carrier: HTTPFields) -> String? {
-        guard let name = HTTPField.Name(key) else { return nil }
-        return carrier[name]
+        // The two names every request is asked for are made once, not validated per request.
+        let name: HTTPField.Name? =
+            switch key {
+            case "traceparent": Self.traceParent
+            case "tracestate": Self.traceState
+            default: HTTPField.Name(key)
+            }
+        return name.flatMap { carrier[$0] }
     }
 }

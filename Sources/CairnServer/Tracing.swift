@@ -5,6 +5,7 @@ import OTel
 package import ServiceLifecycle
 import Synchronization
 import Tracing
+import W3CTraceContext
 
 /// The process's OpenTelemetry tracing (issue 16): spans exported with swift-otel over
 /// OTLP/HTTP (protobuf), configured by the standard `OTEL_*` environment variables, which
@@ -55,18 +56,51 @@ package enum TracingBootstrap {
         configuration.traces.batchSpanProcessor.exportTimeout = .seconds(3)
         configuration.diagnosticLogger = .custom(logger)
         configuration.diagnosticLogLevel = .warning
-        let (otelTracer, service) = try OTel.makeTracingBackend(configuration: configuration)
-        let tracer = BatchedEndTracer(otelTracer)
+        // Cairn's tracer samples; swift-otel records every span it is given. It reads the
+        // sampler from the process environment itself (over its configuration), so the
+        // environment says `always_on` while it reads it, and is restored at once.
+        let sampler = try HeadSampler(environment: environment, logger: logger)
+        let (otelTracer, service) = try withEnvironment(["OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": nil]) {
+            try OTel.makeTracingBackend(configuration: configuration)
+        }
+        let propagators = environment["OTEL_PROPAGATORS"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        // Server spans are lazy: a request whose work is only statements makes its spans off the
+        // request path.
+        let tracer = BatchedEndTracer(
+            otelTracer, sampler: sampler, propagates: propagators?.contains("tracecontext") ?? true, lazyKinds: [.server])
         InstrumentationSystem.bootstrap(tracer)
-        TraceContext.markEnabled(tracer: tracer)
-        logger.info("tracing on", metadata: ["exporter": "otlp/http"])
+        CairnStorage.TraceContext.markEnabled(tracer: tracer)
+        logger.info("tracing on", metadata: ["exporter": "otlp/http", "sampler": "\(sampler)"])
         return BoundedShutdown(TracingService(exporter: service, tracer: tracer), bound: .seconds(5))
     }
 
     /// The log metadata of the current span: `trace_id`, `span_id` (lower-case hex, as W3C
-    /// Trace Context writes them) and `trace_flags`, when a span is active; nothing otherwise.
+    /// Trace Context writes them) and `trace_flags`, when a span is active, recorded or dropped
+    /// by the sampler; nothing otherwise.
     package static var logMetadataProvider: Logger.MetadataProvider {
-        OTel.makeLoggingMetadataProvider()
+        let recorded = OTel.makeLoggingMetadataProvider()
+        return Logger.MetadataProvider {
+            guard var context = ServiceContext.current else { return [:] }
+            if let lazy = context[LazySpanKey.self] {
+                // The ids of a lazy span: made now.
+                context = lazy.madeContext()
+                return ServiceContext.$current.withValue(context) { recorded.get() }
+            }
+            guard let dropped = CairnStorage.TraceContext.droppedSpan(in: context) else { return recorded.get() }
+            return ["trace_id": "\(dropped.traceID)", "span_id": "\(dropped.spanID)", "trace_flags": "\(dropped.flags.rawValue)"]
+        }
+    }
+
+    /// Runs `body` with the process environment changed as `changes` say (nil unsets), then
+    /// puts it back. Only at bootstrap, before the node serves: the environment is process-wide.
+    private static func withEnvironment<T>(_ changes: [String: String?], _ body: () throws -> T) rethrows -> T {
+        let saved = changes.keys.map { ($0, getenv($0).map { String(cString: $0) }) }
+        func apply(_ name: String, _ value: String?) {
+            if let value { setenv(name, value, 1) } else { unsetenv(name) }
+        }
+        for (name, value) in changes { apply(name, value) }
+        defer { for (name, value) in saved { apply(name, value) } }
+        return try body()
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 package import Tracing
+package import W3CTraceContext
 
 /// Helpers every module shares for OpenTelemetry tracing (issue 16): whether a tracer is
 /// installed, the current span, and the W3C Trace Context (`traceparent`/`tracestate`)
@@ -14,6 +15,8 @@ package enum TraceContext {
     // Written once by `markEnabled` before `enabled` is set (release), read only after `enabled`
     // is seen set (acquire): no lock on the per-request and per-statement paths.
     nonisolated(unsafe) private static var installed: (any Tracer)?
+    // The same tracer when it records finished spans (written and read as `installed` is).
+    nonisolated(unsafe) private static var recorder: (any FinishedSpanRecorder)?
 
     /// Whether a tracer is installed in this process (set once, by the bootstrap).
     package static var isEnabled: Bool { enabled.load(ordering: .acquiring) }
@@ -30,22 +33,49 @@ package enum TraceContext {
     package static func markEnabled(tracer: any Tracer) {
         guard !isEnabled else { return }
         installed = tracer
+        recorder = tracer as? any FinishedSpanRecorder
         enabled.store(true, ordering: .releasing)
+    }
+
+    /// The installed tracer when it can record a span after it ran (see
+    /// ``FinishedSpanRecorder``).
+    package static var finishedSpanRecorder: (any FinishedSpanRecorder)? {
+        guard isEnabled else { return nil }
+        return recorder
     }
 
     /// Marks a service context whose trace the sampler dropped, so the work done under it
     /// (statements, enqueues, deliveries) makes no span at all: a dropped span's children are
     /// dropped anyway (parent-based sampling, and ratio sampling by the same trace id), and
-    /// asking the tracer for each one costs ids, a sampling decision and allocations on every
-    /// request. The context keeps the dropped span's W3C context, so `traceparent` still goes
-    /// out, flagged not sampled (W3C Trace Context §3.2.2.5).
+    /// asking the tracer for each one would cost allocations on every request. The value is the
+    /// dropped span's W3C context when the tracer made one, so `traceparent` still goes out,
+    /// flagged not sampled (W3C Trace Context §3.2.2.5).
     private enum SampledOutKey: ServiceContextKey {
-        typealias Value = Bool
+        typealias Value = DroppedSpan
+    }
+
+    /// What a context says of a span the sampler dropped.
+    private struct DroppedSpan: Sendable {
+        let traceContext: W3CTraceContext.TraceContext?
     }
 
     /// Whether work under `context` is in a trace the sampler dropped (see `SampledOutKey`).
     package static func isSampledOut(_ context: ServiceContext) -> Bool {
-        context[SampledOutKey.self] ?? false
+        context[SampledOutKey.self] != nil
+    }
+
+    /// `context` marked as the context of a span the sampler dropped, whose W3C context (trace
+    /// id, its own span id, flags without `sampled`, the caller's `tracestate`) is
+    /// `traceContext`: what the tracer propagates and logs for it.
+    package static func sampledOut(_ context: ServiceContext, as traceContext: W3CTraceContext.TraceContext) -> ServiceContext {
+        var context = context
+        context[SampledOutKey.self] = DroppedSpan(traceContext: traceContext)
+        return context
+    }
+
+    /// The W3C context of the dropped span `context` belongs to, when the tracer made one.
+    package static func droppedSpan(in context: ServiceContext) -> W3CTraceContext.TraceContext? {
+        context[SampledOutKey.self]?.traceContext
     }
 
     /// The span whose work runs in a context made by ``context(for:)``, when it records.
@@ -61,8 +91,8 @@ package enum TraceContext {
         var context = span.context
         if span.isRecording {
             context[RecordingSpanKey.self] = span
-        } else {
-            context[SampledOutKey.self] = true
+        } else if !isSampledOut(context) {
+            context[SampledOutKey.self] = DroppedSpan(traceContext: nil)
         }
         return context
     }
@@ -142,7 +172,18 @@ package enum TraceContext {
     }
 }
 
-/// Writes propagation headers into a `[String: String]` (lower-case names, as W3C sends them).
+/// A tracer that records a leaf span after it ran: a span no other span descends from and whose
+/// context nobody reads while it runs (a database statement), so the span object is made later,
+/// off the request path, in a batch with others (`CairnServer`'s `BatchedEndTracer`).
+package protocol FinishedSpanRecorder: Sendable {
+    /// Records a span named `operationName` of `kind`, a child of the span of `parent`, that ran
+    /// from `start` to `end` (nanoseconds since the epoch) with `attributes`, and failed with
+    /// `error` when there is one (recorded, and the span's status set to error).
+    func recordFinishedSpan(
+        _ operationName: String, parent: ServiceContext, kind: SpanKind, start: UInt64, end: UInt64, attributes: SpanAttributes,
+        error: (any Error)?)
+}
+
 extension TraceContext {
     /// The operation (first keyword, upper-cased) and the plain table name a statement works
     /// on, read from its text without parsing it. Words are separated by white space, `(` and
@@ -204,6 +245,7 @@ extension TraceContext {
     }
 }
 
+/// Writes propagation headers into a `[String: String]` (lower-case names, as W3C sends them).
 package struct DictionaryInjector: Injector {
     /// Creates the injector.
     package init() {}

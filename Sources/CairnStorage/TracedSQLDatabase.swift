@@ -35,6 +35,9 @@ final class TracedSQLDatabase: SQLDatabaseWrapper {
     /// a recording span is active; else runs it untraced. `statement` is only worked out for a
     /// span that records: serialising and reading the SQL costs more than the statement's
     /// bookkeeping on a hot read.
+    ///
+    /// A statement is a leaf: with a tracer that records finished spans, only its times are taken
+    /// here and its span is made after it ran, off the request path.
     static func withStatementSpan<R>(
         _ statement: @autoclosure () -> (operation: String, collection: String?), system: String, _ body: () async throws -> R
     ) async throws -> R {
@@ -42,16 +45,30 @@ final class TracedSQLDatabase: SQLDatabaseWrapper {
             return try await body()
         }
         let (operation, collection) = statement()
-        let span: any Span = tracer.startSpan(collection.map { "\(operation) \($0)" } ?? operation, context: parent, ofKind: .client)
-        defer { span.end() }
-        // One update: each attribute set on its own takes the span's lock and copies the
-        // attribute dictionary.
-        span.updateAttributes { attributes in
-            attributes["db.system.name"] = system
-            attributes["db.system"] = system
-            attributes["db.operation.name"] = operation
-            if let collection { attributes["db.collection.name"] = collection }
+        let name = collection.map { "\(operation) \($0)" } ?? operation
+        var attributes = SpanAttributes()
+        attributes["db.system.name"] = system
+        attributes["db.system"] = system
+        attributes["db.operation.name"] = operation
+        if let collection { attributes["db.collection.name"] = collection }
+        if let recorder = TraceContext.finishedSpanRecorder {
+            let start = DefaultTracerClock.now.nanosecondsSinceEpoch
+            do {
+                let result = try await body()
+                recorder.recordFinishedSpan(
+                    name, parent: parent, kind: .client, start: start, end: DefaultTracerClock.now.nanosecondsSinceEpoch, attributes: attributes,
+                    error: nil)
+                return result
+            } catch {
+                recorder.recordFinishedSpan(
+                    name, parent: parent, kind: .client, start: start, end: DefaultTracerClock.now.nanosecondsSinceEpoch, attributes: attributes,
+                    error: error)
+                throw error
+            }
         }
+        let span: any Span = tracer.startSpan(name, context: parent, ofKind: .client)
+        defer { span.end() }
+        span.attributes = attributes
         do {
             return try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await body() }
         } catch {

@@ -1,5 +1,7 @@
 import CairnServer
+import CairnStorage
 import CairnTestSupport
+import Logging
 import Synchronization
 import Testing
 import Tracing
@@ -13,7 +15,7 @@ private final class RecordingTracer: Tracer {
         _ operationName: String, context: @autoclosure () -> ServiceContext, ofKind kind: SpanKind, at instant: @autoclosure () -> Instant,
         function: String, file fileID: String, line: UInt
     ) -> RecordingSpan {
-        let span = RecordingSpan(operationName, recording: sampled.load(ordering: .relaxed))
+        let span = RecordingSpan(operationName, recording: sampled.load(ordering: .relaxed), start: instant().nanosecondsSinceEpoch, kind: kind)
         made.withLock { $0.append(span) }
         return span
     }
@@ -50,6 +52,55 @@ private struct At: TracerInstant {
         #expect(spans.map(\.ends) == [[40], [30]])
     }
 
+    /// A statement's span, recorded after it ran, is made by the inner tracer only at the
+    /// hand-over, with its own times, kind and attributes (after the final hand-over, at once).
+    @Test func finishedSpansAreMadeAtTheHandOver() {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner)
+        tracer.recordFinishedSpan(
+            "SELECT tasks", parent: .topLevel, kind: .client, start: 10, end: 20, attributes: ["db.system.name": "sqlite"], error: nil)
+        #expect(inner.made.withLock { $0.isEmpty }, "made before the hand-over")
+        #expect(tracer.waitingEnds == 1)
+        tracer.handOverEnds()
+        let made = inner.made.withLock { $0 }
+        #expect(made.map(\.operationName) == ["SELECT tasks"])
+        #expect(made.first?.start == 10 && made.first?.ends == [20] && made.first?.kind == .client)
+        #expect(made.first?.attributes["db.system.name"]?.toSpanAttribute() == .string("sqlite"))
+
+        tracer.handOverEnds(finally: true)
+        tracer.recordFinishedSpan("SELECT users", parent: .topLevel, kind: .client, start: 30, end: 40, attributes: [:], error: nil)
+        #expect(inner.made.withLock { $0.map(\.operationName) } == ["SELECT tasks", "SELECT users"])
+    }
+
+    /// A lazy span (a request's) is made by the inner tracer only at the hand-over after it
+    /// ended, with its own start time, name and attributes, before the statements under it;
+    /// what needs its context while it runs (`traceparent`) makes it at once.
+    @Test func lazySpansAreMadeWhenNeededOrAtTheHandOver() {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, lazyKinds: [.server])
+        let request = tracer.startSpan("GET", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: 5))
+        #expect(request.isRecording)
+        request.attributes["http.route"] = "/tasks"
+        request.operationName = "GET /tasks"
+        tracer.recordFinishedSpan("SELECT tasks", parent: request.context, kind: .client, start: 6, end: 7, attributes: [:], error: nil)
+        request.end(at: At(nanosecondsSinceEpoch: 9))
+        #expect(!request.isRecording)
+        #expect(inner.made.withLock { $0.isEmpty }, "made before the hand-over")
+        tracer.handOverEnds()
+        let made = inner.made.withLock { $0 }
+        #expect(made.map(\.operationName) == ["GET /tasks", "SELECT tasks"])
+        #expect(made.first?.start == 5 && made.first?.ends == [9] && made.first?.kind == .server)
+        #expect(made.first?.attributes["http.route"]?.toSpanAttribute() == .string("/tasks"))
+
+        let webhook = tracer.startSpan("POST /webhooks", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: 10))
+        var carrier: [String: String] = [:]
+        tracer.inject(webhook.context, into: &carrier, using: DictionaryInjector())
+        #expect(inner.made.withLock { $0.map(\.operationName) } == ["GET /tasks", "SELECT tasks", "POST /webhooks"])
+        webhook.end(at: At(nanosecondsSinceEpoch: 11))
+        tracer.handOverEnds()
+        #expect(inner.made.withLock { $0.last?.ends } == [11])
+    }
+
     /// A span the sampler dropped is ended at once: nothing would read it later.
     @Test func droppedSpansEndAtOnce() {
         let inner = RecordingTracer()
@@ -73,5 +124,157 @@ private struct At: TracerInstant {
         late.end(at: At(nanosecondsSinceEpoch: 4))
         #expect(tracer.waitingEnds == 0)
         #expect(inner.made.withLock { $0.map(\.ends) } == [[3], [4]])
+    }
+}
+
+/// The W3C headers `tracer` writes for `context`.
+private func headers(_ tracer: BatchedEndTracer<RecordingTracer>, _ context: ServiceContext) -> [String: String] {
+    var carrier: [String: String] = [:]
+    tracer.inject(context, into: &carrier, using: DictionaryInjector())
+    return carrier
+}
+
+/// The parts of a `traceparent` value: version, trace id, span id, flags.
+private func parts(_ traceparent: String?) -> [String] {
+    (traceparent ?? "").split(separator: "-").map(String.init)
+}
+
+@Suite struct HeadSamplingTests {
+    /// A root span the sampler drops never reaches the inner tracer, yet has a W3C context of
+    /// its own: `traceparent` flagged not sampled, which its children (dropped too, without
+    /// asking the inner tracer) carry on with the same trace id.
+    @Test func aDroppedRootMakesNoInnerSpanButPropagatesItsTrace() throws {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, sampler: HeadSampler(root: .never, parentBased: true))
+        let root = tracer.startSpan("GET /tasks", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: 1))
+        #expect(!root.isRecording)
+        #expect(TraceContext.isSampledOut(root.context))
+        let rootParent = parts(headers(tracer, root.context)["traceparent"])
+        try #require(rootParent.count == 4)
+        #expect(rootParent[0] == "00" && rootParent[1].count == 32 && rootParent[2].count == 16 && rootParent[3] == "00")
+        #expect(rootParent[1] != String(repeating: "0", count: 32))
+
+        let child = tracer.startSpan("SELECT tasks", context: root.context, ofKind: .client, at: At(nanosecondsSinceEpoch: 2))
+        #expect(!child.isRecording)
+        let childParent = parts(headers(tracer, child.context)["traceparent"])
+        #expect(childParent[1] == rootParent[1], "the child left its parent's trace")
+        #expect(childParent[2] != rootParent[2], "the child has its parent's span id")
+        child.end(at: At(nanosecondsSinceEpoch: 3))
+        root.end(at: At(nanosecondsSinceEpoch: 4))
+        #expect(inner.made.withLock { $0.isEmpty }, "a dropped span reached the inner tracer")
+        #expect(tracer.waitingEnds == 0)
+
+        // Another root, another trace.
+        let other = tracer.startSpan("GET /tasks", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: 5))
+        #expect(parts(headers(tracer, other.context)["traceparent"])[1] != rootParent[1])
+    }
+
+    /// At a ratio, about that share of roots reaches the inner tracer (10 % of 4,000 here:
+    /// 400 expected, the bounds more than ten standard deviations away).
+    @Test func aRatioSamplesThatShareOfRoots() {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, sampler: HeadSampler(root: .ratio(0.1), parentBased: true))
+        var recorded = 0
+        for index in 0..<4000 {
+            let span = tracer.startSpan("GET /tasks", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: UInt64(index)))
+            if span.isRecording { recorded += 1 }
+        }
+        #expect(recorded == inner.made.withLock { $0.count })
+        #expect((200...600).contains(recorded), "\(recorded) of 4000 roots sampled at 10 %")
+    }
+
+    /// A caller's context decides a parent-based sampler: sampled, the span reaches the inner
+    /// tracer whatever the root rule; not sampled, it is dropped and goes on in the caller's
+    /// trace, flagged not sampled, with the caller's `tracestate`.
+    @Test func aCallersFlagDecidesAParentBasedSampler() {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, sampler: HeadSampler(root: .never, parentBased: true))
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        var sampled = ServiceContext.topLevel
+        tracer.extract(["traceparent": "00-\(trace)-00f067aa0ba902b7-01"], into: &sampled, using: DictionaryExtractor())
+        #expect(tracer.startSpan("POST /notifications", context: sampled, ofKind: .server, at: At(nanosecondsSinceEpoch: 1)).isRecording)
+        #expect(inner.made.withLock { $0.count } == 1)
+
+        var unsampled = ServiceContext.topLevel
+        tracer.extract(
+            ["traceparent": "00-\(trace)-00f067aa0ba902b7-00", "tracestate": "vendor=value"], into: &unsampled, using: DictionaryExtractor())
+        let dropped = tracer.startSpan("POST /notifications", context: unsampled, ofKind: .server, at: At(nanosecondsSinceEpoch: 2))
+        #expect(!dropped.isRecording)
+        #expect(inner.made.withLock { $0.count } == 1)
+        let out = headers(tracer, dropped.context)
+        let traceparent = parts(out["traceparent"])
+        #expect(traceparent.count == 4 && traceparent[1] == trace && traceparent[2] != "00f067aa0ba902b7" && traceparent[3] == "00")
+        #expect(out["tracestate"] == "vendor=value")
+
+        // A malformed traceparent is ignored: the span is a root (dropped by this sampler).
+        var malformed = ServiceContext.topLevel
+        tracer.extract(["traceparent": "00-not-a-trace-01"], into: &malformed, using: DictionaryExtractor())
+        let root = tracer.startSpan("GET /tasks", context: malformed, ofKind: .server, at: At(nanosecondsSinceEpoch: 3))
+        #expect(!root.isRecording)
+        #expect(parts(headers(tracer, root.context)["traceparent"]).dropFirst().first != trace)
+    }
+
+    /// `traceidratio` (not parent-based) decides a caller's trace by its id, whatever its flag,
+    /// as OpenTelemetry's TraceIdRatioBased sampler does (the last eight bytes, little-endian,
+    /// below ratio × 2^64).
+    @Test func aRatioSamplerReadsTheCallersTraceId() {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, sampler: HeadSampler(root: .ratio(0.5), parentBased: false))
+        func decision(_ trace: String, flags: String) -> Bool {
+            var context = ServiceContext.topLevel
+            tracer.extract(["traceparent": "00-\(trace)-00f067aa0ba902b7-\(flags)"], into: &context, using: DictionaryExtractor())
+            return tracer.startSpan("job", context: context, ofKind: .consumer, at: At(nanosecondsSinceEpoch: 1)).isRecording
+        }
+        // Byte 15 is the most significant: 0x10… is below half, 0xf0… above.
+        #expect(decision("0000000000000000ffffffffffffff10", flags: "00"))
+        #expect(!decision("0000000000000000000000000000f0f0", flags: "01"))
+    }
+
+    /// With `OTEL_PROPAGATORS=none`, no caller's context is read and none is written.
+    @Test func withoutPropagatorsNothingIsReadOrWritten() {
+        let tracer = BatchedEndTracer(RecordingTracer(), sampler: HeadSampler(root: .never, parentBased: true), propagates: false)
+        var context = ServiceContext.topLevel
+        tracer.extract(["traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"], into: &context, using: DictionaryExtractor())
+        let span = tracer.startSpan("GET /tasks", context: context, ofKind: .server, at: At(nanosecondsSinceEpoch: 1))
+        #expect(!span.isRecording)
+        #expect(headers(tracer, span.context).isEmpty)
+    }
+
+    /// Log lines under a dropped span carry its trace and span ids, as under a recorded one.
+    @Test func logLinesUnderADroppedSpanCarryItsIds() {
+        let tracer = BatchedEndTracer(RecordingTracer(), sampler: HeadSampler(root: .never, parentBased: true))
+        let span = tracer.startSpan("GET /tasks", context: .topLevel, ofKind: .server, at: At(nanosecondsSinceEpoch: 1))
+        let traceparent = parts(headers(tracer, span.context)["traceparent"])
+        let metadata = ServiceContext.$current.withValue(span.context) { TracingBootstrap.logMetadataProvider.get() }
+        #expect(metadata["trace_id"]?.description == traceparent[1])
+        #expect(metadata["span_id"]?.description == traceparent[2])
+        #expect(metadata["trace_flags"]?.description == "0")
+    }
+
+    /// The sampler is read from the standard variables, as swift-otel reads them.
+    @Test func theSamplerComesFromTheEnvironment() throws {
+        let logger = Logger(label: "test")
+        func sampler(_ environment: [String: String]) throws -> HeadSampler { try HeadSampler(environment: environment, logger: logger) }
+        #expect(try sampler([:]) == .parentBasedAlwaysOn)
+        #expect(
+            try sampler(["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"])
+                == HeadSampler(root: .ratio(0.1), parentBased: false))
+        #expect(
+            try sampler(["OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"])
+                == HeadSampler(root: .ratio(0.25), parentBased: true))
+        #expect(
+            try sampler(["OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"]) == HeadSampler(root: .ratio(1), parentBased: false))
+        #expect(try sampler(["OTEL_TRACES_SAMPLER": "always_off"]) == HeadSampler(root: .never, parentBased: false))
+        #expect(try sampler(["OTEL_TRACES_SAMPLER": "parentbased_always_off"]) == HeadSampler(root: .never, parentBased: true))
+        #expect(try sampler(["OTEL_TRACES_SAMPLER": "always_on"]) == HeadSampler(root: .always, parentBased: false))
+        #expect(try sampler(["OTEL_TRACES_SAMPLER": "sometimes"]) == .parentBasedAlwaysOn)
+        #expect(throws: HeadSampler.UnsupportedSampler.self) { try sampler(["OTEL_TRACES_SAMPLER": "xray"]) }
+    }
+
+    /// The fast ids do not repeat.
+    @Test func fastIdsDoNotRepeat() {
+        var generator = FastIDGenerator()
+        let draws = (0..<100_000).map { _ in generator.next() }
+        #expect(Set(draws).count == draws.count)
     }
 }

@@ -7,11 +7,17 @@ package final class RecordingSpan: Span {
     package let context: ServiceContext = .topLevel
     /// Whether the span recorded when it started (a sampled span).
     package let isRecordingAtStart: Bool
+    /// When it started, in nanoseconds since the epoch (0 unless given).
+    package let start: UInt64
+    /// The kind it was started with.
+    package let kind: SpanKind
     private let state = Mutex<(name: String, attributes: SpanAttributes, ends: [UInt64])>(("", [:], []))
 
     /// A span named `name`, recording unless `recording` is false.
-    package init(_ name: String, recording: Bool = true) {
+    package init(_ name: String, recording: Bool = true, start: UInt64 = 0, kind: SpanKind = .internal) {
         isRecordingAtStart = recording
+        self.start = start
+        self.kind = kind
         state.withLock { $0.name = name }
     }
 
