@@ -96,7 +96,7 @@ let package = Package(
         // AWS Signature Version 4 (no app code: Crypto, NIO and AsyncHTTPClient only).
         .target(
             name: "CairnObjects",
-            dependencies: [nioCore, nioFileSystem, nioHTTP1, crypto, asyncHTTPClient],
+            dependencies: [nioCore, nioFileSystem, nioHTTP1, crypto, asyncHTTPClient, logging],
             swiftSettings: strictSettings
         ),
         .target(

@@ -213,7 +213,9 @@ package struct FilesController: Sendable {
     package static func storeCall<T>(_ call: () async throws -> T) async throws -> T {
         do {
             return try await call()
-        } catch is BlobStoreUnavailable {
+        } catch let error as BlobStoreUnavailable {
+            // The operator's one sign of an outage besides the metric (the reason names no secret).
+            Logger(label: "cairn.files").warning("the blob store is unavailable", metadata: ["reason": .string(error.reason)])
             throw storeUnavailable
         } catch let error as BlobNotFound {
             Logger(label: "cairn.files").error("a recorded file has no blob in the store", metadata: ["file_id": .string(error.id)])

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Logging
 package import NIOCore
 package import NIOFileSystem
 
@@ -98,10 +99,31 @@ package struct S3BlobStore: BlobStore {
                 await Task {
                     pending?.cancel()
                     _ = try? await pending?.value
-                    try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadId: uploadId)
+                    if (try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadId: uploadId)) == nil {
+                        Self.abortLater(client: client, bucket: bucket, key: key, uploadId: uploadId)
+                    }
                 }.value
             }
             throw error
+        }
+    }
+
+    /// Retries the abort of a failed write's multipart upload in the background (after 1, 2, 4 …
+    /// up to 60 s, for about 10 minutes): the write usually failed because the store went away,
+    /// so its abort failed too, and the parts would otherwise stay until the orphan sweep's
+    /// one-day limit.
+    static func abortLater(client: S3Client, bucket: String, key: String, uploadId: String) {
+        Task.detached {
+            var delay = 1
+            var waited = 0
+            while waited < 600 {
+                try? await Task.sleep(for: .seconds(delay))
+                waited += delay
+                if (try? await client.abortMultipartUpload(bucket: bucket, key: key, uploadId: uploadId)) != nil { return }
+                delay = min(delay * 2, 60)
+            }
+            Logger(label: "cairn.blobs").warning(
+                "a failed write's multipart upload could not be aborted; the orphan sweep removes it", metadata: ["key": .string(key)])
         }
     }
 
