@@ -274,6 +274,11 @@ package final class JobWorker: Service, Sendable {
         case nil:
             break
         }
+        if let snooze = failure as? SnoozeJob {
+            _ = try await store.snooze(
+                id: job.id, node: node, claimedRunAt: job.runAt, until: now + snooze.milliseconds, now: now, abandoned: queue.abandonHook)
+            return true
+        }
         guard let failure else {
             Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "succeeded")]).increment()
             if settings.batchCompletions {
