@@ -21,6 +21,9 @@ package struct JobsSettings: Sendable {
     package var pollInterval: Duration = .seconds(1)
     /// How long running handlers get to finish on shutdown before they are released.
     package var shutdownGrace: Duration = .seconds(10)
+    /// How long shutdown then waits for cancelled handlers to end before it leaves those that
+    /// ignore cancellation to their lapsing leases (default 30 s past the grace).
+    package var abandonAfter: Duration = .seconds(30)
     /// Age after which succeeded and cancelled jobs are deleted (default 7 days).
     package var retentionSeconds = 7 * 86_400
     /// How often lapsed leases are looked for.

@@ -363,13 +363,13 @@ package final class JobWorker: Service, Sendable {
 
     private func shutdown() async {
         let start = ContinuousClock.now
-        await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty } }
+        _ = await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty } }
         let remaining = state.withLock { Array($0.running.keys) }
         for id in remaining { stop(id, reason: .shutdown) }
         // Outcomes being written still need the database, which closes after this returns. A
-        // handler that ignores its cancellation is left behind after a bound: its lease lapses
-        // and another node rescues the job.
-        let ended = await Self.wait(until: ContinuousClock.now + settings.shutdownGrace + .seconds(30)) {
+        // handler that ignores its cancellation is left behind after `abandonAfter`: its lease
+        // lapses and another node rescues the job.
+        let ended = await Self.wait(until: ContinuousClock.now + settings.abandonAfter) {
             self.state.withLock { $0.running.isEmpty && $0.recording == 0 }
         }
         if !ended {
