@@ -320,13 +320,19 @@ struct JobWorkerShutdownTests {
             }
             defer { gate.open() }
             let id = try await node.jobs.enqueue(Stuck(), tenantId: UUIDv7.make(), createdBy: nil).job.id
-            let worker = Task { try await JobWorker(queue: node.jobs, logger: testLogger).run() }
+            // Waiting on this stream, unlike on the task's value, ends when the deadline wins.
+            let (ended, endedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let worker = Task {
+                try? await JobWorker(queue: node.jobs, logger: testLogger).run()
+                endedContinuation.finish()
+            }
             var running = started.makeAsyncIterator()
             #expect(await running.next() == id)
             worker.cancel()
             let stopped = await withTaskGroup(of: Bool.self) { group in
                 group.addTask {
-                    _ = try? await worker.value; return true
+                    for await _ in ended {}
+                    return !Task.isCancelled
                 }
                 group.addTask {
                     try? await Task.sleep(for: .seconds(60)); return false
