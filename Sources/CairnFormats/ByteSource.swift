@@ -12,24 +12,40 @@ package protocol ByteSource {
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
 }
 
-/// A file read with POSIX `read(2)`; closed when the source is released.
+/// A file read with POSIX `read(2)`, whole or one byte range of it (a chunk of a chunked
+/// pipeline run); closed when the source is released.
 package final class FileByteSource: ByteSource {
     private let descriptor: Int32
+    /// Bytes left to read in the range; nil reads to the end of the file.
+    private var remaining: Int64?
 
-    /// Opens `path` for reading.
+    /// Opens `path` for reading; with `range`, only those bytes are read (the source ends at
+    /// the range's end, or the file's if that comes first).
     /// - Throws: `IngestError` (`io`) when the file cannot be opened.
-    package init(path: String) throws {
+    package init(path: String, range: Range<Int64>? = nil) throws {
         descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw IngestError(.io, "cannot open the file (errno \(errno))") }
+        if let range {
+            guard lseek(descriptor, off_t(range.lowerBound), SEEK_SET) >= 0 else {
+                close(descriptor)
+                throw IngestError(.io, "cannot seek in the file (errno \(errno))")
+            }
+            remaining = range.upperBound - range.lowerBound
+        }
     }
 
     deinit { close(descriptor) }
 
     /// Reads the next bytes, retrying reads interrupted by signals.
     package func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let wanted = remaining.map { Int(min(Int64(buffer.count), max(0, $0))) } ?? buffer.count
+        if wanted == 0 { return 0 }
         while true {
-            let count = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
-            if count >= 0 { return count }
+            let count = Glibc.read(descriptor, buffer.baseAddress, wanted)
+            if count >= 0 {
+                if let left = remaining { remaining = left - Int64(count) }
+                return count
+            }
             if errno == EINTR { continue }
             throw IngestError(.io, "reading the file failed (errno \(errno))")
         }

@@ -86,6 +86,23 @@ package final class CSVReader: BufferedInput {
         }
     }
 
+    /// Opens a reader over one chunk of a file after its first (``ChunkPlanner``): `source`
+    /// holds the chunk's bytes only, the delimiter and columns are the whole file's, and rows
+    /// and byte offsets (`row`, `bytesConsumed`, errors) count as in the whole file.
+    /// - Throws: `IngestError` (`io`) when the input cannot be read.
+    package init(source: any ByteSource, options: CSVOptions, chunk: InputChunk, delimiter: UInt8, columns: [String]) throws {
+        self.source = source
+        self.options = options
+        self.buffer = [UInt8](repeating: 0, count: 1 << 20)
+        self.nullMarkers = options.nullValues.map { Array($0.utf8) }
+        self.delimiter = delimiter
+        self.columns = columns
+        consumedBase = chunk.start
+        row = chunk.firstRow - 1
+        // No byte-order mark: a chunk starts at a record.
+        _ = try refill(growingUpTo: .max)
+    }
+
     /// The next record, its fields in column order (nil for null markers), or nil at the end.
     /// - Throws: `IngestError` naming the row and byte offset.
     package func next() throws -> [String?]? {

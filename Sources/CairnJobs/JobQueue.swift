@@ -21,6 +21,9 @@ package struct JobsSettings: Sendable {
     package var pollInterval: Duration = .seconds(1)
     /// How long running handlers get to finish on shutdown before they are released.
     package var shutdownGrace: Duration = .seconds(10)
+    /// How long shutdown then waits for cancelled handlers to end before it leaves those that
+    /// ignore cancellation to their lapsing leases (default 30 s past the grace).
+    package var abandonAfter: Duration = .seconds(30)
     /// Age after which succeeded and cancelled jobs are deleted (default 7 days).
     package var retentionSeconds = 7 * 86_400
     /// How often lapsed leases are looked for.
@@ -318,6 +321,32 @@ package final class JobQueue: Sendable {
         }
         guard try await store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
         throw AppError.conflict("The job has already finished.")
+    }
+
+    /// Makes a job snoozed by ``SnoozeJob`` due now (a running one snoozes no longer than it takes
+    /// to end its attempt), and wakes the workers. With `db`, in the caller's transaction. Does
+    /// nothing to a job in another state.
+    package func wake(id: String, tenantId: String, on db: (any SQLDatabase)? = nil) async throws {
+        let now = clock.milliseconds
+        let woken = try await store.database.transaction(joining: db) { [bus] db in
+            let woken = try await JobStore.wake(id: id, tenantId: tenantId, now: now, on: db)
+            if woken { try await bus.publish(channel: Self.wakeChannel, payload: id, on: db) }
+            return woken
+        }
+        if woken && db == nil { await events.announce([id]) }
+    }
+
+    /// Cancels the tenant's unfinished jobs among `ids` on `db` (the caller's transaction): waiting
+    /// ones at once (their kinds' `abandoned` hooks run there too), running ones are flagged for
+    /// their nodes to stop within a second. For a job that stands for others (a chunked pipeline
+    /// run's chunks), from its own `abandoned` hook.
+    package func cancel(ids: [String], tenantId: String, on db: any SQLDatabase) async throws {
+        let changed = try await JobStore.requestCancel(ids: ids, tenantId: tenantId, now: clock.milliseconds, on: db)
+        let ended = changed.filter { $0.state == .cancelled }
+        if !ended.isEmpty { try await abandonHook(ended, db) }
+        let announced = changed.map(\.id)
+        // Announced once the caller's transaction has had its chance to commit.
+        if !announced.isEmpty { Task { [events] in await events.announce(announced) } }
     }
 
     /// Retries a discarded (dead-letter) or cancelled job.

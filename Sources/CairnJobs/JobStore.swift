@@ -361,6 +361,59 @@ package struct JobStore: Sendable {
         return Page(fetched: try rows.map(Self.job(from:)), limit: page.limit, sortKey: \.id)
     }
 
+    /// Sends a running attempt held by `node` back to wait until `until` without spending its
+    /// attempt (``SnoozeJob``); due at `now` instead when ``wake(id:tenantId:now:)`` moved its
+    /// `run_at` past `claimedRunAt` while it ran, so no wake-up is lost. A job whose
+    /// cancellation was requested is cancelled. Returns false when the lease was lost.
+    func snooze(id: String, node: String, claimedRunAt: Int64, until: Int64, now: Int64, abandoned: AbandonHook? = nil) async throws -> Bool {
+        try await changing(abandoned: abandoned) { db in
+            let snoozed = try await db.raw(
+                """
+                UPDATE jobs SET version = version + 1,
+                    state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' WHEN run_at > \(bind: claimedRunAt) THEN 'available'
+                        ELSE 'scheduled' END,
+                    finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE \(bind: now) END,
+                    run_at = CASE WHEN run_at > \(bind: claimedRunAt) THEN \(bind: now) ELSE \(bind: until) END,
+                    attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL
+                WHERE id = \(bind: id) AND lease_owner = \(bind: node) AND state = 'running'
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).first().map(Self.job(from:))
+            return (snoozed != nil, snoozed.map { [$0] } ?? [])
+        }
+    }
+
+    /// Makes a snoozed job due now; a running one is marked woken (its `run_at` moves to `now`)
+    /// so that its snooze does not wait. Returns whether a job was changed.
+    static func wake(id: String, tenantId: String, now: Int64, on db: any SQLDatabase) async throws -> Bool {
+        try await db.raw(
+            """
+            UPDATE jobs SET version = version + 1,
+                state = CASE WHEN state = 'scheduled' THEN 'available' ELSE state END,
+                run_at = CASE WHEN state = 'scheduled' OR run_at < \(bind: now) THEN \(bind: now) ELSE run_at END
+            WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND state IN ('scheduled', 'running')
+            RETURNING id
+            """
+        ).first() != nil
+    }
+
+    /// Cancels waiting jobs among `ids` at once and flags running ones for their nodes to stop,
+    /// on `db` (the caller's transaction); returns the jobs changed.
+    static func requestCancel(ids: [String], tenantId: String, now: Int64, on db: any SQLDatabase) async throws -> [Job] {
+        guard !ids.isEmpty else { return [] }
+        return try await db.raw(
+            """
+            UPDATE jobs SET version = version + 1,
+                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+                finished_at = CASE WHEN state = 'running' THEN finished_at ELSE \(bind: now) END,
+                cancel_requested_at = CASE WHEN state = 'running' THEN \(bind: now) ELSE cancel_requested_at END
+            WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND tenant_id = \(bind: tenantId)
+              AND state IN \(Self.stateList([.scheduled, .available, .retryable, .running]))
+            RETURNING \(unsafeRaw: Self.columns)
+            """
+        ).all().map(Self.job(from:))
+    }
+
     /// Cancels a waiting job at once, or flags a running one for its node to stop.
     func requestCancel(id: String, tenantId: String, now: Int64, abandoned: AbandonHook? = nil) async throws -> Job? {
         try await changing(abandoned: abandoned) { db in

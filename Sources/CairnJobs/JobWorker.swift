@@ -274,6 +274,11 @@ package final class JobWorker: Service, Sendable {
         case nil:
             break
         }
+        if let snooze = failure as? SnoozeJob {
+            _ = try await store.snooze(
+                id: job.id, node: node, claimedRunAt: job.runAt, until: now + snooze.milliseconds, now: now, abandoned: queue.abandonHook)
+            return true
+        }
         guard let failure else {
             Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "succeeded")]).increment()
             if settings.batchCompletions {
@@ -357,19 +362,38 @@ package final class JobWorker: Service, Sendable {
     // MARK: Shutdown
 
     private func shutdown() async {
-        let deadline = ContinuousClock.now + settings.shutdownGrace
-        while state.withLock({ !$0.running.isEmpty }) && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        let start = ContinuousClock.now
+        _ = await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty } }
         let remaining = state.withLock { Array($0.running.keys) }
         for id in remaining { stop(id, reason: .shutdown) }
-        // Outcomes being written still need the database, which closes after this returns.
-        while state.withLock({ !$0.running.isEmpty || $0.recording > 0 }) {
-            try? await Task.sleep(for: .milliseconds(20))
+        // Outcomes being written still need the database, which closes after this returns. A
+        // handler that ignores its cancellation is left behind after `abandonAfter`: its lease
+        // lapses and another node rescues the job.
+        let ended = await Self.wait(until: ContinuousClock.now + settings.abandonAfter) {
+            self.state.withLock { $0.running.isEmpty && $0.recording == 0 }
+        }
+        if !ended {
+            logger.error("job handlers did not stop after cancellation; their leases will lapse")
         }
         if !remaining.isEmpty {
             logger.info("released running jobs for other nodes", metadata: ["count": .stringConvertible(remaining.count)])
         }
+    }
+
+    /// Waits until `done()` holds (true) or `deadline` passes (false), checking every 20 ms.
+    ///
+    /// The wait runs in a task of its own because shutdown often runs in a cancelled task, where
+    /// `Task.sleep` returns at once: a loop there spins, and two spinning workers occupy the
+    /// whole cooperative pool, so the handlers it waits for (and the process reaping they await)
+    /// never run again.
+    static func wait(until deadline: ContinuousClock.Instant, _ done: @escaping @Sendable () -> Bool) async -> Bool {
+        await Task {
+            while !done() {
+                if ContinuousClock.now >= deadline { return false }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return true
+        }.value
     }
 }
 

@@ -22,3 +22,26 @@ package struct RetryJobLater: Error, CustomStringConvertible {
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }
+
+/// Thrown by a handler that waits for other work (a chunked pipeline run for its chunk jobs):
+/// the job goes back to `scheduled` until `delay` has passed, or until ``JobQueue/wake(id:tenantId:)``
+/// makes it due, without spending an attempt or recording an error (River's `JobSnooze`). It
+/// holds no worker slot while it waits. A job woken while it ran is due again at once.
+package struct SnoozeJob: Error, CustomStringConvertible {
+    /// How long the job waits at most.
+    package var delay: Duration
+
+    /// Creates the error: run again within `delay` (negative counts as zero).
+    package init(upTo delay: Duration) {
+        self.delay = max(.zero, delay)
+    }
+
+    /// What it is.
+    package var description: String { "snoozed" }
+
+    /// ``delay`` in whole milliseconds.
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = delay.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -90,6 +90,10 @@ extension PipelineEngine {
         /// learnt from the authorizer while compiling the query against the new table).
         var loaded: [Bool] = []
         let recordsAlreadyRead: Int
+        /// Stop once the table exists and the records read to make it (the type sample, or the
+        /// first record with declared columns) are in: planning a chunked run learns its
+        /// columns, and where its first chunk may end, exactly as the whole run would.
+        var stopAfterSample = false
 
         init(spec: PipelineSpec, db: SandboxDatabase, state: LoadState, control: SandboxControl, report: @escaping (LoadState) -> Void) {
             self.spec = spec
@@ -305,7 +309,7 @@ extension PipelineEngine {
                 try insertCSV(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
                 if insert != nil { break }  // the table exists: the fast path takes over
             }
-            if !ended && inference == nil && insert != nil { try loadCSVRecords(reader) }
+            if !ended && inference == nil && insert != nil && !stopAfterSample { try loadCSVRecords(reader) }
             if inference != nil { try flushCSVSample(&sample, inference: &inference, reader: reader) }
             state.bytesRead = reader.bytesConsumed
         }
@@ -350,6 +354,25 @@ extension PipelineEngine {
                 }
             }
             try commitRow(bytesRead: bytesAfter)
+        }
+
+        /// One chunk after the first of a chunked run (``PipelineEngine/loadChunk(spec:filePath:databasePath:control:chunk:report:)``):
+        /// the file holds the chunk's bytes only; the table has the columns the plan found in
+        /// the first chunk, and every record is loaded as the whole run loads those past its
+        /// sample, with the whole file's row numbers and byte offsets.
+        func loadCSVChunk(path: String, chunk: ChunkLoad) throws {
+            let reader: CSVReader
+            do {
+                reader = try CSVReader(
+                    source: try FileByteSource(path: path), options: spec.csvOptions, chunk: chunk.chunk, delimiter: chunk.delimiter,
+                    columns: chunk.header)
+            } catch let error as IngestError {
+                throw Self.openFailure(error, format: "CSV")
+            }
+            state.sourceFields = chunk.sourceFields
+            try createTable(chunk.columns)
+            try loadCSVRecords(reader)
+            state.bytesRead = reader.bytesConsumed
         }
 
         /// The rest of the file, bound from the reader's bytes without making strings.

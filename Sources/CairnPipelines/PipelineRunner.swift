@@ -9,6 +9,7 @@ import Foundation
 package import Logging
 import Metrics
 import NIOFileSystem
+import SQLKit
 import ServiceLifecycle
 import Subprocess
 import Synchronization
@@ -41,6 +42,9 @@ package struct PipelineSettings: Sendable {
     package var maxOutputBytes: Int64 = 1 << 30
     /// Descriptors one sandbox process may hold (its `RLIMIT_NOFILE`).
     package var openFiles = 64
+    /// A CSV input larger than this is loaded in chunks of about this size, each a job of its
+    /// own that any worker of any node may take (`CAIRN_PIPELINE_CHUNK`, default 64 MiB).
+    package var chunkBytes: Int64 = 64 << 20
     /// Where runs keep their job-private databases (`<data dir>/pipelines`).
     package var workDirectory = "./cairn-data/pipelines"
     /// The `cairn` binary started in sandbox mode; by default the running binary itself
@@ -129,10 +133,29 @@ package final class PipelineRunner: Service, Sendable {
 
     /// Registers the pipeline run job handler on `queue`.
     package func registerJobs(on queue: JobQueue) {
-        queue.register(RunPipeline.self) { [weak self] args, context in
-            guard let self else { throw CancellationError() }
-            try await self.run(args, context: context)
-        }
+        queue.register(
+            RunPipeline.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw CancellationError() }
+                try await self.run(args, context: context)
+            },
+            abandoned: { [weak queue] _, job, db in
+                // A run cancelled or discarded takes its chunks with it.
+                guard let queue, let checkpoint = job.checkpoint.flatMap({ JSONValue(text: $0) }).flatMap({ Self.decode(Checkpoint.self, $0) }),
+                    let ids = checkpoint.chunked?.jobIds, !ids.isEmpty
+                else { return }
+                try await queue.cancel(ids: ids, tenantId: job.tenantId, on: db)
+            })
+        queue.register(
+            RunPipelineChunk.self,
+            handler: { [weak self] args, context in
+                guard let self else { throw CancellationError() }
+                try await self.runChunk(args, context: context)
+            },
+            abandoned: { [weak queue] args, job, db in
+                // The run learns at once that this chunk will not load.
+                try await queue?.wake(id: args.runJobId, tenantId: job.tenantId, on: db)
+            })
     }
 
     /// Removes the work folders this node holds as soon as their run no longer needs them: on
@@ -204,6 +227,8 @@ package final class PipelineRunner: Service, Sendable {
         var pipelineName: String
         var load: LoadState?
         var outputFileId: String?
+        /// A chunked run's plan and chunk jobs.
+        var chunked: ChunkedRun? = nil
     }
 
     /// The name of the input's copy in a run's work folder.
@@ -255,19 +280,31 @@ package final class PipelineRunner: Service, Sendable {
         }
         defer { work.withLock { _ = $0.active.remove(job.id) } }
         do {
+            // A chunked run whose chunks are still loading snoozes again without waiting for
+            // a pipeline slot (its chunks may hold them all).
+            if checkpoint.chunked?.jobIds.isEmpty == false && checkpoint.outputFileId == nil {
+                _ = try await chunkResults(context, checkpoint: checkpoint, size: checkpoint.chunked?.plan.chunks.last?.end ?? 0)
+            }
             try await slots.withSlot(tenantId: job.tenantId) {
                 // Until now the run showed `waiting` (for a pipeline slot), not a load that is stuck.
-                if checkpoint.load?.done != true { try await context.reportProgress(Self.progress(checkpoint, phase: "loading")) }
+                if checkpoint.load?.done != true && checkpoint.chunked == nil {
+                    try await context.reportProgress(Self.progress(checkpoint, phase: "loading"))
+                }
                 try await run(context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
             }
             removeWork(jobId: job.id, tenantId: job.tenantId)
+        } catch let snooze as SnoozeJob {
+            // A chunked run waiting for its chunks, holding no slot.
+            throw snooze
         } catch let failure as PipelineFailure {
             removeWork(jobId: job.id, tenantId: job.tenantId)
+            await removeChunkDatabases(checkpoint, tenantId: job.tenantId)
             try? await context.saveResult(
                 resultValue(checkpoint, output: nil, failure: failure.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(failure.message)
         } catch let error as SandboxError where error.kind != .io && error.kind != .cancelled {
             removeWork(jobId: job.id, tenantId: job.tenantId)
+            await removeChunkDatabases(checkpoint, tenantId: job.tenantId)
             try? await context.saveResult(
                 resultValue(checkpoint, output: nil, failure: error.message), progress: Self.progress(checkpoint, phase: "failed"))
             throw PermanentJobError(error.message)
@@ -340,6 +377,15 @@ package final class PipelineRunner: Service, Sendable {
         }
         // Reported in the result, so a resumed load is visible (and testable).
         let resumedFromRow = checkpoint.load.flatMap { $0.done ? nil : $0.rowsLoaded }
+        // A chunked run's chunks' databases, merged into the work database by the query phase.
+        var pieces: [String]?
+        if checkpoint.load?.done != true && isChunked(checkpoint, size: file.size) {
+            if let loaded = try await loadInChunks(context, checkpoint: &checkpoint, file: file, folder: folder) {
+                checkpoint.load = loaded.0
+                pieces = loaded.1
+                try await context.reportProgress(Self.progress(checkpoint, phase: "querying", size: file.size))
+            }
+        }
         if checkpoint.load?.done != true {
             if checkpoint.load == nil { Self.removeDatabase(databasePath) }
             // The input comes from the store into this node's scratch (a hard link when the store
@@ -374,10 +420,13 @@ package final class PipelineRunner: Service, Sendable {
         let snapshot = checkpoint
         // The query writes its output and SQLite's temporary files (sorts, grouping); each may
         // be as large as the output limit or twice the work database.
-        let databaseBytes = Self.fileSize(databasePath) + Self.fileSize(databasePath + "-wal")
+        let databaseBytes =
+            pieces.map { names in names.reduce(Int64(0)) { total, name in total + Self.fileSize(folder + "/" + name) } }
+            ?? Self.fileSize(databasePath) + Self.fileSize(databasePath + "-wal")
         let order = SandboxOrder(
             phase: .query, spec: spec, inputPath: nil, resume: nil, maxOutputBytes: maxBytes, timeoutSeconds: timeout,
-            limits: limits(fileBytes: max(maxBytes + (1 << 20), 2 * databaseBytes + (64 << 20))))
+            limits: limits(fileBytes: max(maxBytes + (1 << 20), 2 * databaseBytes + (64 << 20))), merge: pieces,
+            mergeColumns: pieces == nil ? nil : checkpoint.load?.columns)
         let queried = try await TraceContext.withSpan("pipeline query") { span in
             span.attributes["cairn.pipeline.phase"] = "query"
             let queried = try await inSandbox(order, context: context, folder: folder, deadline: .seconds(timeout + 5)) { report in
@@ -400,6 +449,7 @@ package final class PipelineRunner: Service, Sendable {
             span.attributes["cairn.file.size"] = Int(outcome.bytes)
             return try await store(outcome, context, pipelineId: pipelineId, checkpoint: &checkpoint, folder: folder)
         }
+        await removeChunkDatabases(checkpoint, tenantId: tenantId)
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "loaded")]).increment(by: checkpoint.load?.rowsLoaded ?? 0)
         Counter(label: "cairn_pipeline_rows_total", dimensions: [("phase", "output")]).increment(by: outcome.rows)
         try await context.saveResult(
@@ -463,7 +513,7 @@ package final class PipelineRunner: Service, Sendable {
     }
 
     /// The limits of one sandbox process of this node.
-    private func limits(fileBytes: Int64) -> SandboxLimits {
+    func limits(fileBytes: Int64) -> SandboxLimits {
         SandboxLimits(memoryBytes: settings.memoryBytes, cpuSeconds: settings.cpuSeconds, fileBytes: fileBytes, openFiles: settings.openFiles)
     }
 
@@ -473,7 +523,7 @@ package final class PipelineRunner: Service, Sendable {
     /// process.
     /// - Throws: `PipelineFailure` for a limit reached, bad data or refused SQL (final);
     ///   `SandboxError` (`io`) when another attempt may succeed; `CancellationError`.
-    private func inSandbox(
+    func inSandbox(
         _ order: SandboxOrder, context: JobContext, folder: String, deadline: Duration?,
         save: @escaping @Sendable (SandboxReport) -> (checkpoint: JSONValue?, progress: JSONValue)?
     ) async throws -> SandboxReport {

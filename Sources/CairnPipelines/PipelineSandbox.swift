@@ -32,6 +32,8 @@ struct SandboxOrder: Codable, Sendable {
         case load
         /// Run the tenant's query over `input.sqlite` into `output`.
         case query
+        /// Find the chunks of a large CSV input (`chunkBytes`) and its columns.
+        case plan
     }
 
     /// Which phase.
@@ -48,6 +50,15 @@ struct SandboxOrder: Codable, Sendable {
     var timeoutSeconds: Double
     /// The process's limits.
     var limits: SandboxLimits
+    /// Load only: the chunk of a chunked run the input file holds (its bytes only).
+    var chunk: ChunkLoad? = nil
+    /// Plan only: the chunk size wanted, bytes.
+    var chunkBytes: Int64? = nil
+    /// Query only: the chunks' databases (in the working folder, in file order), merged into a
+    /// fresh `input.sqlite` with these columns before the query runs.
+    var merge: [String]? = nil
+    /// Query only, with `merge`: the columns of `input`.
+    var mergeColumns: [PipelineSpec.Column]? = nil
 
     /// The work database, in the process's working folder.
     static let databaseName = "input.sqlite"
@@ -71,6 +82,8 @@ struct SandboxReport: Codable, Sendable {
         case rows
         /// The query is complete (`outcome`).
         case queried
+        /// The plan is made (`plan`).
+        case planned
         /// The phase failed (`kind`, `message`).
         case failed
     }
@@ -85,6 +98,8 @@ struct SandboxReport: Codable, Sendable {
     var rows: Int?
     /// `queried`: the outcome.
     var outcome: QueryOutcome?
+    /// `planned`: the chunks and columns.
+    var plan: ChunkedPlan? = nil
     /// `failed`: `failure` (bad data or a limit: final), a `SandboxError` kind, or `internal`.
     var kind: String?
     /// `failed`: words safe to show the tenant.
@@ -127,6 +142,7 @@ package enum PipelineSandbox {
             switch order.phase {
             case .load: try load(order)
             case .query: try query(order)
+            case .plan: try plan(order)
             }
             exit(0)
         } catch let failure as PipelineFailure {
@@ -148,10 +164,24 @@ package enum PipelineSandbox {
         "memory limit of \(PipelineSettings.describe(bytes: bytes)) reached"
     }
 
+    private static func plan(_ order: SandboxOrder) throws {
+        guard let inputPath = order.inputPath, let target = order.chunkBytes else { throw PipelineFailure(message: "the run has no input file") }
+        let plan = try PipelineEngine.plan(spec: order.spec, filePath: inputPath, targetBytes: target, control: SandboxControl())
+        emit(SandboxReport(event: .planned, plan: plan))
+    }
+
     private static func load(_ order: SandboxOrder) throws {
         guard let inputPath = order.inputPath else { throw PipelineFailure(message: "the run has no input file") }
         let control = SandboxControl()
         let report: (LoadState) -> Void = { emit(SandboxReport(event: .committed, load: $0)) }
+        if let chunk = order.chunk {
+            // Every attempt of a chunk loads a fresh database: a retry never repeats a row.
+            PipelineRunner.removeDatabase(SandboxOrder.databaseName)
+            let state = try PipelineEngine.loadChunk(
+                spec: order.spec, filePath: inputPath, databasePath: SandboxOrder.databaseName, control: control, chunk: chunk, report: report)
+            emit(SandboxReport(event: .loaded, load: state))
+            return
+        }
         let state: LoadState
         do {
             state = try PipelineEngine.load(
@@ -168,6 +198,9 @@ package enum PipelineSandbox {
 
     private static func query(_ order: SandboxOrder) throws {
         let limit = order.limits.memoryBytes
+        if let pieces = order.merge, let columns = order.mergeColumns {
+            try PipelineEngine.merge(pieces, columns: columns, into: SandboxOrder.databaseName, control: SandboxControl())
+        }
         let outcome = try PipelineEngine.query(
             spec: order.spec, databasePath: SandboxOrder.databaseName, outputPath: SandboxOrder.outputName, maxBytes: order.maxOutputBytes,
             timeoutSeconds: order.timeoutSeconds, control: SandboxControl(),

@@ -18,7 +18,7 @@ import SystemPackage
 enum SandboxProcess {
     /// How a sandbox process ended.
     struct Ending: Sendable {
-        /// The phase's last report: `loaded`, `queried` or `failed`; nil when it died first.
+        /// The phase's last report: `loaded`, `queried`, `planned` or `failed`; nil when it died first.
         var last: SandboxReport?
         /// Its termination status.
         var status: TerminationStatus
@@ -98,7 +98,7 @@ enum SandboxProcess {
     }
 
     /// Reads report lines until end of file; hands intermediate ones to `report` and returns
-    /// the final one (`loaded`, `queried`, `failed`), if any.
+    /// the final one (`loaded`, `queried`, `planned`, `failed`), if any.
     private static func follow(_ output: SubprocessOutputSequence, report: @Sendable (SandboxReport) -> Void) async throws -> SandboxReport? {
         let decoder = JSONDecoder()
         var pending: [UInt8] = []
@@ -109,7 +109,7 @@ enum SandboxProcess {
             while let end = pending[start...].firstIndex(of: 0x0A) {
                 if let line = try? decoder.decode(SandboxReport.self, from: Data(pending[start..<end])) {
                     switch line.event {
-                    case .loaded, .queried, .failed: last = line
+                    case .loaded, .queried, .planned, .failed: last = line
                     default: report(line)
                     }
                 }

@@ -172,6 +172,31 @@ package final class SandboxDatabase {
         if status != SQLITE_OK { throw error(status, text) }
     }
 
+    /// Appends every row of `table` in the database file at `path` to this database's table of
+    /// the same name, in that table's row order, in one transaction: how the chunks of a
+    /// chunked run meet in one `input`. Cairn's own step, before ``lockDown()``; the other file
+    /// is attached only while it is read.
+    /// - Throws: `SandboxError`.
+    package func appendRows(of table: String, fromDatabaseAt path: String) throws {
+        precondition(!guardState.lockedDown.load(ordering: .sequentiallyConsistent), "before lockDown()")
+        sqlite3_limit(handle, SQLITE_LIMIT_ATTACHED, 1)
+        defer { sqlite3_limit(handle, SQLITE_LIMIT_ATTACHED, 0) }
+        do {
+            let attach = try prepare("ATTACH DATABASE ? AS piece")
+            attach.bind(1, path)
+            _ = try attach.step()
+        }
+        let name = SQLText.quoted(table)
+        do {
+            try execute("BEGIN; INSERT INTO main.\(name) SELECT * FROM piece.\(name) ORDER BY rowid; COMMIT")
+        } catch {
+            try? execute("ROLLBACK")
+            try? execute("DETACH DATABASE piece")
+            throw error
+        }
+        try execute("DETACH DATABASE piece")
+    }
+
     /// Compiles one statement of Cairn's own.
     /// - Throws: `SandboxError`.
     package func prepare(_ sql: String) throws -> SandboxStatement {

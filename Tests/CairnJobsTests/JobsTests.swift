@@ -8,6 +8,7 @@ import Foundation
 import HTTPTypes
 import HummingbirdTesting
 import SQLKit
+import Synchronization
 import Testing
 
 func enqueue(_ client: any TestClientProtocol, token: String, _ body: [String: Any]) async throws -> (status: HTTPResponse.Status, job: [String: Any])
@@ -266,4 +267,84 @@ struct JobRuntimeTests {
 /// The job kind of the exactly-once test, without arguments; each node registers its handler.
 struct Effect: JobArguments {
     static let kind = "effect"
+}
+
+/// The job kind of the stuck-handler test.
+struct Stuck: JobArguments {
+    static let kind = "stuck"
+}
+
+/// A gate a handler waits at, deaf to its task's cancellation, until the test opens it.
+final class DeafGate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    func open() {
+        for waiter in state.withLock({ state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }) { waiter.resume() }
+    }
+}
+
+@Suite("Jobs: worker shutdown")
+struct JobWorkerShutdownTests {
+    /// A worker whose task is cancelled while a handler ignores its own cancellation returns
+    /// once `abandonAfter` has passed, instead of waiting for that handler for ever (before, its
+    /// wait loop also spun: a sleep in a cancelled task returns at once). The job keeps its
+    /// lease, for another node to rescue.
+    @Test(arguments: TestEngine.available)
+    func aCancelledWorkerDoesNotWaitForeverForAHandlerThatIgnoresCancellation(engine: TestEngine) async throws {
+        let configure = { (configuration: inout CairnConfiguration) in
+            configuration.jobs.shutdownGrace = .zero
+            configuration.jobs.abandonAfter = .milliseconds(200)
+        }
+        try await withTestDatabase(engine, configure: configure) { test in
+            let node = try await buildComponents(configuration: test.configuration, logger: testLogger)
+            let gate = DeafGate()
+            let (started, startedContinuation) = AsyncStream.makeStream(of: String.self)
+            node.jobs.register(Stuck.self) { _, context in
+                startedContinuation.yield(context.job.id)
+                await gate.wait()
+            }
+            defer { gate.open() }
+            let id = try await node.jobs.enqueue(Stuck(), tenantId: UUIDv7.make(), createdBy: nil).job.id
+            // Waiting on this stream, unlike on the task's value, ends when the deadline wins.
+            let (ended, endedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let worker = Task {
+                try? await JobWorker(queue: node.jobs, logger: testLogger).run()
+                endedContinuation.finish()
+            }
+            var running = started.makeAsyncIterator()
+            #expect(await running.next() == id)
+            worker.cancel()
+            let stopped = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for await _ in ended {}
+                    return !Task.isCancelled
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(60)); return false
+                }
+                defer { group.cancelAll() }
+                return await group.next() ?? false
+            }
+            #expect(stopped, "the worker waited for a handler that ignores cancellation")
+            let job = try #require(try await node.jobs.store.jobs(ids: [id]).first)
+            #expect(job.state == .running, "left under its lease for rescue")
+            gate.open()
+            await node.database.close()
+        }
+    }
 }
