@@ -64,19 +64,7 @@ package struct ProductImporter: Sendable {
         switch mediaType {
         case "text/csv", "application/x-ndjson", "application/ndjson", "application/jsonl":
             format = mediaType == "text/csv" ? "csv" : "ndjson"
-            // Rows cut off with their connection must not import as a shorter, complete-looking
-            // file: the body is held to its announced length (see `FilesController.lengthRequired`).
-            guard let declared = request.headers[.contentLength].flatMap({ Int64($0) }) else { throw FilesController.lengthRequired }
-            guard declared <= Int64(Self.maxBody) else {
-                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
-            }
-            do {
-                buffer = try await DeclaredLengthBody(base: request.body, declared: declared).collect(upTo: Self.maxBody)
-            } catch let error as IncompleteBody {
-                throw AppError.invalidField("body", "\(error.description); nothing was imported")
-            } catch {
-                throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(Self.maxBody) bytes.")
-            }
+            buffer = try await Self.collectRows(request)
         case "application/json":
             var request = request
             let body = try await request.decodeJSON(as: FileBody.self, context: context)
@@ -87,6 +75,36 @@ package struct ProductImporter: Sendable {
                 .unsupportedMediaType, code: .unsupportedMediaType,
                 detail: "Send the rows as text/csv or application/x-ndjson, or {\"fileId\"} as application/json.")
         }
+        let text = try Self.checkedRows(buffer, format: format, source: source)
+        let tenantId = context.identity.tenantId
+        let importId = try await catalog.store.saveImport(tenantId: tenantId, format: format, body: text)
+        let (job, _) = try await jobs.enqueue(
+            ImportProducts(importId: importId, format: format), tenantId: tenantId, createdBy: context.identity.userId)
+        return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
+    }
+
+    /// A body of rows, held to its announced length: rows cut off with their connection must not
+    /// import as a shorter, complete-looking file (see `FilesController.lengthRequired`).
+    /// - Throws: 411 without `Content-Length`, 413 above `maxBody`, 400 for a body that ended early.
+    static func collectRows(_ request: Request) async throws -> ByteBuffer {
+        guard let declared = request.headers[.contentLength].flatMap({ Int64($0) }) else { throw FilesController.lengthRequired }
+        guard declared <= Int64(maxBody) else {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(maxBody) bytes.")
+        }
+        do {
+            return try await DeclaredLengthBody(base: request.body, declared: declared).collect(upTo: maxBody)
+        } catch let error as IncompleteBody {
+            throw AppError.invalidField("body", "\(error.description); nothing was imported")
+        } catch {
+            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(maxBody) bytes.")
+        }
+    }
+
+    /// The rows as text, checked before anything is stored; `source` names the field a bad
+    /// CSV header is reported on (`body` or `fileId`).
+    /// - Throws: 400 for text that is not UTF-8, holds NUL, has no row, or (CSV) whose header
+    ///   names columns a product does not have.
+    static func checkedRows(_ buffer: ByteBuffer, format: String, source: String) throws -> String {
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self), !text.contains("\u{0}") else {
             throw AppError.invalidField("body", "must be UTF-8 text without NUL characters")
         }
@@ -98,11 +116,7 @@ package struct ProductImporter: Sendable {
         if format == "csv", case let unknown = ImportRows.unknownColumns(csv: text), !unknown.isEmpty {
             throw AppError.invalidField(source, ImportRows.unknownColumnsIssue(unknown))
         }
-        let tenantId = context.identity.tenantId
-        let importId = try await catalog.store.saveImport(tenantId: tenantId, format: format, body: text)
-        let (job, _) = try await jobs.enqueue(
-            ImportProducts(importId: importId, format: format), tenantId: tenantId, createdBy: context.identity.userId)
-        return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
+        return text
     }
 
     /// The bytes and format of an uploaded CSV or NDJSON file of the tenant.

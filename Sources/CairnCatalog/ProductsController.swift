@@ -42,18 +42,6 @@ package struct ProductsController: Sendable {
         var category: PatchField<String>
         var stock: PatchField<Int64>
         var attributes: PatchField<JSONValue>
-        enum CodingKeys: String, CodingKey { case sku, name, description, priceMinor, currency, category, stock, attributes }
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            sku = try container.decodePatch(String.self, forKey: .sku)
-            name = try container.decodePatch(String.self, forKey: .name)
-            description = try container.decodePatch(String.self, forKey: .description)
-            priceMinor = try container.decodePatch(Int64.self, forKey: .priceMinor)
-            currency = try container.decodePatch(String.self, forKey: .currency)
-            category = try container.decodePatch(String.self, forKey: .category)
-            stock = try container.decodePatch(Int64.self, forKey: .stock)
-            attributes = try container.decodePatch(JSONValue.self, forKey: .attributes)
-        }
     }
 
     static func headers(status: CacheStatus, etag: String? = nil) -> HTTPFields {

@@ -320,30 +320,39 @@ extension FilesController {
                 } catch let problem as MultipartProblem {
                     throw AppError.invalidField(problem.field, problem.issue)
                 }
-                let outcome = body.outcome.value.withLock { $0 }
                 do {
-                    let mediaType = outcome.fileContentType ?? "application/octet-stream"
-                    try FileFormats.checkDeclared(type: mediaType)
-                    let asked = outcome.fields["format"] ?? query.get("format").map { String($0) }
-                    let format: String
-                    if let asked {
-                        guard FileFormats.names.contains(asked) else {
-                            throw AppError.invalidField("format", "must be csv, json, ndjson or xml")
-                        }
-                        format = asked
-                    } else if let known = FileFormats.mediaTypes[mediaType] {
-                        format = known
-                    } else {
-                        throw AppError.invalidField("format", "give a format field (csv, json, ndjson or xml) or the file part's Content-Type")
-                    }
-                    let name = try Self.checkedName(
-                        outcome.fileName ?? outcome.fields["name"] ?? query.get("name").map { String($0) } ?? "upload.\(format)")
-                    return (written.size, written.sha256, name, mediaType, format)
+                    let described = try Self.describeFormFile(body.outcome.value.withLock { $0 }, query: query)
+                    return (written.size, written.sha256, described.name, described.mediaType, described.format)
                 } catch {
                     // The blob is complete on disk by now; a refused form must not leave it.
                     try? await blobs.delete(tenantId: tenantId, id: id)
                     throw error
                 }
             })
+    }
+
+    /// The name, media type and format of a form's file: the format from a `format` field (or
+    /// `?format=`), else from the file part's media type; the name from the part's filename, a
+    /// `name` field, `?name=`, or `upload.<format>`.
+    /// - Throws: 400 `invalid_input` for an unknown or undeterminable format or a bad name.
+    static func describeFormFile(
+        _ outcome: MultipartOutcome, query: Parameters
+    ) throws -> (name: String, mediaType: String, format: String) {
+        let mediaType = outcome.fileContentType ?? "application/octet-stream"
+        try FileFormats.checkDeclared(type: mediaType)
+        let asked = outcome.fields["format"] ?? query.get("format").map { String($0) }
+        let format: String
+        if let asked {
+            guard FileFormats.names.contains(asked) else {
+                throw AppError.invalidField("format", "must be csv, json, ndjson or xml")
+            }
+            format = asked
+        } else if let known = FileFormats.mediaTypes[mediaType] {
+            format = known
+        } else {
+            throw AppError.invalidField("format", "give a format field (csv, json, ndjson or xml) or the file part's Content-Type")
+        }
+        let name = try checkedName(outcome.fileName ?? outcome.fields["name"] ?? query.get("name").map { String($0) } ?? "upload.\(format)")
+        return (name, mediaType, format)
     }
 }

@@ -178,11 +178,28 @@ package enum PatchField<Value: Sendable>: Sendable {
     }
 }
 
+extension PatchField: Decodable where Value: Decodable {
+    /// Decodes a present field: `null` or a value. An absent member never gets here: a body's
+    /// synthesized `init(from:)` decodes its `PatchField` members through
+    /// `KeyedDecodingContainer.decode(_:forKey:)` below, which answers `.absent` for it.
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        self = container.decodeNil() ? .null : .value(try container.decode(Value.self))
+    }
+}
+
 extension KeyedDecodingContainer {
     /// Decodes a partial-update field, keeping "absent" and "null" apart.
     package func decodePatch<Value: Decodable & Sendable>(_ type: Value.Type, forKey key: Key) throws -> PatchField<Value> {
         guard contains(key) else { return .absent }
         if try decodeNil(forKey: key) { return .null }
         return .value(try decode(Value.self, forKey: key))
+    }
+
+    /// Chosen over the generic `decode(_:forKey:)` for `PatchField` members, so a patch body
+    /// can use the synthesized `Decodable` conformance: an absent member is `.absent` rather
+    /// than a missing-key error.
+    package func decode<Value: Decodable & Sendable>(_ type: PatchField<Value>.Type, forKey key: Key) throws -> PatchField<Value> {
+        try decodePatch(Value.self, forKey: key)
     }
 }

@@ -105,6 +105,16 @@ extension JobsController {
             body: eventStream(jobId: id, tenantId: tenantId, after: lastEventId, credential: context.credential))
     }
 
+    /// A job's state as one server-sent event: `id` is its version, `event: job`, the job as data.
+    static func event(_ job: Job) -> ByteBuffer {
+        var json = JSONWriter()
+        job.writeJSON(to: &json)
+        var event = ByteBuffer(string: "id: \(job.version)\nevent: job\ndata: ")
+        event.writeImmutableBuffer(json.buffer)
+        event.writeString("\n\n")
+        return event
+    }
+
     /// How often a job's event stream re-checks the caller's credential (revocations).
     static let credentialCheckInterval: Duration = .seconds(2)
 
@@ -135,12 +145,7 @@ extension JobsController {
                     }
                     guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
                     if job.version > sent {
-                        var json = JSONWriter()
-                        job.writeJSON(to: &json)
-                        var event = ByteBuffer(string: "id: \(job.version)\nevent: job\ndata: ")
-                        event.writeImmutableBuffer(json.buffer)
-                        event.writeString("\n\n")
-                        try await writer.write(event)
+                        try await writer.write(Self.event(job))
                         sent = job.version
                         lastWrite = .now
                     }

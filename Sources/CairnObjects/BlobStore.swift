@@ -113,14 +113,6 @@ package struct UnfinishedPiece: Sendable, Equatable {
     package var multipartId: String?
     /// When it was started (a multipart upload) or last written, epoch milliseconds.
     package var modifiedAt: Int64
-
-    /// Creates a piece.
-    package init(tenantId: String, id: String, multipartId: String? = nil, modifiedAt: Int64) {
-        self.tenantId = tenantId
-        self.id = id
-        self.multipartId = multipartId
-        self.modifiedAt = modifiedAt
-    }
 }
 
 /// Whether a name is an id the stores use (UUIDs: lower-case hex and `-`).

@@ -23,13 +23,6 @@ package struct PartialBlob: Sendable, Equatable {
         package var etag: String
         /// Its size in bytes.
         package var size: Int64
-
-        /// Creates a part.
-        package init(number: Int, etag: String, size: Int64) {
-            self.number = number
-            self.etag = etag
-            self.size = size
-        }
     }
 
     /// Creates a state; the default is an empty blob.

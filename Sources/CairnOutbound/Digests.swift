@@ -230,33 +230,23 @@ extension OutboundChannels {
         _ items: [DigestItem], digestId: String, type: String, channel: String, period: String, windowEnd: Int64, tenantId: String,
         userId: String
     ) async throws -> OutboundMessage {
-        var message = Self.digestListing(items, digestId: digestId, type: type, channel: channel)
+        let message = Self.digestListing(items, digestId: digestId, type: type, channel: channel)
         guard let templateChannel = TemplateChannel(rawValue: channel),
-            let (template, _, _) = try await database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
+            let parts = try await renderTemplate(
+                type: type, channel: templateChannel, digest: true, tenantId: tenantId, userId: userId,
+                context: {
+                    [
+                        "count": items.count, "period": period, "type": type, "windowEnd": Timestamp.format(milliseconds: windowEnd),
+                        "notifications": items.map { item -> [String: Any] in
+                            var context = TemplateRenderer.context(title: item.title, body: item.body, data: item.data)
+                            context["createdAt"] = Timestamp.format(milliseconds: item.createdAt)
+                            return context
+                        },
+                    ]
+                })
         else { return message }
-        let locale = try await accounts.store.user(id: userId, tenantId: tenantId)?.locale
-        let context: [String: Any] = [
-            "count": items.count, "period": period, "type": type, "windowEnd": Timestamp.format(milliseconds: windowEnd),
-            "notifications": items.map { item -> [String: Any] in
-                var context = TemplateRenderer.context(title: item.title, body: item.body, data: item.data)
-                context["createdAt"] = Timestamp.format(milliseconds: item.createdAt)
-                return context
-            },
-        ]
-        guard let (_, parts) = try TemplateRenderer.render(template, channel: templateChannel, locale: locale, context: context, digest: true)
-        else { return message }
-        switch templateChannel {
-        case .email:
-            message.title = parts["digestSubject"] ?? message.title
-            message.body = parts["digestText"] ?? message.body
-            message.html = parts["digestHtml"]
-        case .sms:
-            message.body = parts["digestText"] ?? message.body
-        case .push:
-            message.title = parts["digestTitle"] ?? message.title
-            message.body = parts["digestBody"] ?? message.body
-        }
-        return message
+        // The listing of an SMS has no title already, so the template's text replaces its body alone.
+        return message.applying(parts, channel: templateChannel, digest: true)
     }
 
     /// The default digest: "3 new notifications" and the titles, one a line (email: all of

@@ -142,34 +142,26 @@ extension OutboundChannels {
     /// `message` rendered through its type's template for `channel` (email subject, text and
     /// html; SMS text; push title and body), or as it is when the type has none for the channel.
     /// - Throws: ``TemplateVariableMissing``.
-    /// The variant is the user's profile `locale`'s (then its shorter tags, then `default`).
     func rendered(_ message: OutboundMessage, channel: String, tenantId: String, userId: String) async throws -> OutboundMessage {
-        guard let templateChannel = TemplateChannel(rawValue: channel) else { return message }
-        let type = message.type
+        guard let templateChannel = TemplateChannel(rawValue: channel),
+            let parts = try await renderTemplate(
+                type: message.type, channel: templateChannel, digest: false, tenantId: tenantId, userId: userId,
+                context: { TemplateRenderer.context(title: message.title, body: message.body, data: message.data) })
+        else { return message }
+        return message.applying(parts, channel: templateChannel, digest: false)
+    }
+
+    /// The rendered parts of `type`'s template for `channel` (its digest parts when `digest`),
+    /// in the variant of the user's profile `locale` (then its shorter tags, then `default`); nil
+    /// when the type has no template for the channel. `context` is built only when there is one.
+    /// - Throws: ``TemplateVariableMissing``.
+    func renderTemplate(
+        type: String, channel: TemplateChannel, digest: Bool, tenantId: String, userId: String, context: () -> [String: Any]
+    ) async throws -> [String: String]? {
         guard let (template, _, _) = try await database.read({ db in try await TemplateStore.get(tenantId: tenantId, type: type, on: db) })
-        else { return message }
+        else { return nil }
         let locale = try await accounts.store.user(id: userId, tenantId: tenantId)?.locale
-        guard
-            let (_, parts) = try TemplateRenderer.render(
-                template, channel: templateChannel, locale: locale,
-                context: TemplateRenderer.context(title: message.title, body: message.body, data: message.data))
-        else { return message }
-        var message = message
-        switch templateChannel {
-        case .email:
-            message.title = parts["subject"] ?? message.title
-            message.body = parts["text"] ?? message.body
-            message.html = parts["html"]
-        case .sms:
-            if let text = parts["text"] {
-                message.title = ""
-                message.body = text
-            }
-        case .push:
-            message.title = parts["title"] ?? message.title
-            message.body = parts["body"] ?? message.body
-        }
-        return message
+        return try TemplateRenderer.render(template, channel: channel, locale: locale, context: context(), digest: digest)?.parts
     }
 
     func record(_ deliveryId: String, tenantId: String, state: String, error: String?, countAttempt: Bool, providerMessageId: String?) async throws {
@@ -183,5 +175,30 @@ extension OutboundChannels {
                 """
             ).run()
         }
+    }
+}
+
+extension OutboundMessage {
+    /// The message with a template's rendered parts in place of its own: email subject, text and
+    /// html; SMS text (an SMS has no subject); push title and body. A part the template lacks
+    /// keeps the message's own. `digest` reads the digest parts (`digestSubject`, …).
+    func applying(_ parts: [String: String], channel: TemplateChannel, digest: Bool) -> OutboundMessage {
+        func part(_ name: String) -> String? { parts[digest ? TemplateChannel.digestPart(name) : name] }
+        var message = self
+        switch channel {
+        case .email:
+            message.title = part("subject") ?? title
+            message.body = part("text") ?? body
+            message.html = part("html")
+        case .sms:
+            if let text = part("text") {
+                message.title = ""
+                message.body = text
+            }
+        case .push:
+            message.title = part("title") ?? title
+            message.body = part("body") ?? body
+        }
+        return message
     }
 }

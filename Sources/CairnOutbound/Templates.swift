@@ -27,7 +27,12 @@ enum TemplateChannel: String, CaseIterable {
 
     /// The parts of a digest's message (`digestSubject`, `digestHtml`, …), in order.
     var digestParts: [String] {
-        parts.map { "digest" + $0.prefix(1).uppercased() + $0.dropFirst() }
+        parts.map(Self.digestPart)
+    }
+
+    /// The digest counterpart of a message part: `subject` → `digestSubject`.
+    static func digestPart(_ part: String) -> String {
+        "digest" + part.prefix(1).uppercased() + part.dropFirst()
     }
 
     /// Every part a template of the channel may have.

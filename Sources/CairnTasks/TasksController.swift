@@ -27,13 +27,6 @@ package struct TasksController: Sendable {
         var title: PatchField<String>
         var description: PatchField<String>
         var completed: PatchField<Bool>
-        enum CodingKeys: String, CodingKey { case title, description, completed }
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            title = try container.decodePatch(String.self, forKey: .title)
-            description = try container.decodePatch(String.self, forKey: .description)
-            completed = try container.decodePatch(Bool.self, forKey: .completed)
-        }
     }
 
     static func validTitle(_ raw: String, into issues: inout [FieldIssue]) -> String? {
