@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Job system benchmark: noop jobs end to end on SQLite and PostgreSQL (one and two nodes).
 
-    Benchmarks/bench/jobs.py [--quick] [--only sqlite|postgres] [--no-build] [--jobs N]
+    Benchmarks/bench/jobs.py [--quick] [--only sqlite|postgres] [--no-build] [--jobs N] [--modes batched,single] [--nodes 1,2]
 
 For each setup it measures, against real `cairn serve` processes over loopback HTTP:
   1. throughput: N noop jobs enqueued through `POST /jobs/batch` in batches of 1,000, timed
@@ -40,6 +40,8 @@ PASSWORD = "correct horse battery staple"
 # One master key for every node of a run: nodes sharing a database must seal secrets alike
 # (a node with another key refuses to start, by design).
 MASTER_KEY = __import__("base64").b64encode(os.urandom(32)).decode()
+# Issue 19's goals for one PostgreSQL node (end-to-end jobs/s), printed beside the figures.
+GOALS = {"PostgreSQL ×1 batched": 30_000, "PostgreSQL ×1 single": 8_000}
 CONCURRENCY = 100  # jobs per node at once (River's benchmark runs 100 workers too)
 
 
@@ -249,6 +251,7 @@ def main():
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--jobs", type=int, default=None, help="jobs per throughput run (default 100,000; --quick 20,000)")
     parser.add_argument("--modes", default="batched,single")
+    parser.add_argument("--nodes", default="1,2", help="PostgreSQL node counts to run (default 1,2)")
     args = parser.parse_args()
     total = args.jobs or (20_000 if args.quick else 100_000)
     seconds = 5 if args.quick else 10
@@ -267,7 +270,7 @@ def main():
         if args.only in (None, "sqlite"):
             setups.append(("SQLite", 1))
         if args.only in (None, "postgres"):
-            setups += [("PostgreSQL", 1), ("PostgreSQL", 2)]
+            setups += [("PostgreSQL", int(n)) for n in args.nodes.split(",")]
         for mode in args.modes.split(","):
             env = {} if mode == "batched" else {"CAIRN_JOBS_CLAIM_LIMIT": "1", "CAIRN_JOBS_BATCH_COMPLETIONS": "false"}
             for engine, count in setups:
@@ -303,10 +306,13 @@ def main():
         print()
         print(f"Job system, noop jobs, {total:,} per throughput run, {CONCURRENCY} jobs at once per node; "
               f"load average at end {os.getloadavg()[0]:.1f} (2 cores shared by server(s), PostgreSQL, the client and wrk)")
-        print("| setup | end-to-end jobs/s | enqueue jobs/s | not succeeded | wait p50 / p99 at rate | GET /tasks p99 idle → busy (ratio) | jobs/s while busy |")
+        print("Goals (issue 19): one PostgreSQL node ≥ 30,000 jobs/s batched, ≥ 8,000 claiming singly; GET /tasks p99 busy ≤ 1.5× idle.")
+        print("| setup | end-to-end jobs/s (goal) | enqueue jobs/s | not succeeded | wait p50 / p99 at rate | GET /tasks p99 idle → busy (ratio, goal ≤ 1.5×) | jobs/s while busy |")
         print("|---|---|---|---|---|---|---|")
         for label, rate, insert_rate, bad, half, p50, p99, idle_p99, busy_p99, busy_rate in rows:
-            print(f"| {label} | {rate:,.0f} | {insert_rate:,.0f} | {bad} | {p50} / {p99} ms at {half:,.0f}/s | "
+            goal = GOALS.get(label)
+            goal_text = f" ({rate / goal:.2f}× of goal {goal:,})" if goal else ""
+            print(f"| {label} | {rate:,.0f}{goal_text} | {insert_rate:,.0f} | {bad} | {p50} / {p99} ms at {half:,.0f}/s | "
                   f"{idle_p99:.1f} → {busy_p99:.1f} ms ({busy_p99 / idle_p99:.1f}×) | {busy_rate:,.0f} |")
     finally:
         for node in nodes:

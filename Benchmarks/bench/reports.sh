@@ -199,7 +199,7 @@ row = lambda name, b, s, t, r, cols: print(f"  {name:<22} {b / 1e6:8.1f} MB in {
 row("cairn", cb, cs, ct, f"{cr:.1f} MB", "7 columns")
 row("peer", pb, ps, pt, f"{pr:.1f} MB", "4 columns")
 print(f"  cairn gzip (level 1)   {gb / 1e6:8.1f} MB in {gs:6.2f} s = {n / gs:9,.0f} rows/s, first byte after {gt * 1000:.0f} ms")
-print(f"  ratio cairn/peer: {cb / cs / (pb / ps):.2f}x MB/s, {ps / cs:.2f}x rows/s")
+print(f"  ratio cairn/peer: {cb / cs / (pb / ps):.2f}x MB/s (goal 3x), {ps / cs:.2f}x rows/s; cairn peak RSS growth {cr:.1f} MB (goal < 50 MB)")
 EOF
   echo
   echo "Latency of other requests while reports stream (${DURATION} s each)"

@@ -68,6 +68,24 @@ package struct Job: Sendable, JSONWritable {
     /// clients.
     package var traceContext: String? = nil
 
+    /// The job as `JobStore.insertMany` writes its row: no attempt, progress, checkpoint, errors,
+    /// lease or result yet, at version 1.
+    var asInserted: Job {
+        var job = self
+        job.attempt = 0
+        job.progress = nil
+        job.checkpoint = nil
+        job.errors = "[]"
+        job.attemptedAt = nil
+        job.finishedAt = nil
+        job.leaseOwner = nil
+        job.leaseExpiresAt = nil
+        job.cancelRequestedAt = nil
+        job.version = 1
+        job.result = nil
+        return job
+    }
+
     /// The job's JSON representation (camelCase, RFC 3339 times).
     package func writeJSON(to writer: inout JSONWriter) {
         writer.objectStart()

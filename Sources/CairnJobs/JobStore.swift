@@ -94,15 +94,18 @@ package struct JobStore: Sendable {
                     \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
                     """)
             }
+            // Only the ids come back: an inserted row is exactly the values written (below), and
+            // decoding all 24 columns of each row through SQLKit's by-name Codable decoding was
+            // a tenth of a busy node's CPU.
             let inserted = try await db.raw(
                 """
-                INSERT INTO jobs (\(unsafeRaw: columns)) VALUES \(SQLList(rows)) ON CONFLICT DO NOTHING RETURNING \(unsafeRaw: columns)
+                INSERT INTO jobs (\(unsafeRaw: columns)) VALUES \(SQLList(rows)) ON CONFLICT DO NOTHING RETURNING id
                 """
-            ).all().map(Self.job(from:))
-            let byId = Dictionary(uniqueKeysWithValues: inserted.map { ($0.id, $0) })
+            ).all().map { try $0.decode(column: "id", as: String.self) }
+            let insertedIds = Set(inserted)
             for job in chunk {
-                if let row = byId[job.id] {
-                    results.append((row, true))
+                if insertedIds.contains(job.id) {
+                    results.append((job.asInserted, true))
                 } else {
                     // Rare: a unique key already held (possibly by an earlier job of this batch).
                     results.append(try await insert(job, on: db))
@@ -129,6 +132,12 @@ package struct JobStore: Sendable {
     func claim(node: String, limit: Int, excludedTenants: Set<String>, queues: [String], now: Int64, leaseMs: Int64) async throws -> [Job] {
         guard limit > 0 else { return [] }
         let dialect = database.dialect
+        if dialect == .postgres && queues.isEmpty {
+            return try await database.writeRows(
+                ClaimStatement.self,
+                [.integer(now), .text(node), .integer(now + leaseMs), .textArray(excludedTenants.sorted()), .integer(Int64(limit))],
+                Self.job(from:))
+        }
         return try await database.write { db in
             var inner: SQLQueryString = """
                 SELECT id FROM jobs WHERE state IN \(Self.stateList(JobState.waiting)) AND run_at <= \(bind: now)
@@ -209,18 +218,49 @@ package struct JobStore: Sendable {
         }
     }
 
-    /// Marks running jobs `node` holds as succeeded, in one statement (batched completions).
-    /// Jobs whose lease was lost are left alone.
-    func succeed(ids: [String], node: String, now: Int64) async throws {
-        guard !ids.isEmpty else { return }
-        try await database.write { db in
+    /// Marks running jobs `node` holds as succeeded, in one statement (batched completions, and
+    /// single ones). Jobs whose lease was lost are left alone.
+    /// - Returns: how many jobs it marked (the others' leases were lost).
+    @discardableResult
+    func succeed(ids: [String], node: String, now: Int64) async throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        if database.dialect == .postgres {
+            return try await database.writeRows(SucceedStatement.self, [.textArray(ids), .text(node), .integer(now)]) { _ in () }.count
+        }
+        return try await database.write { db in
             try await db.raw(
                 """
                 UPDATE jobs SET version = version + 1, state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = \(bind: now)
                 WHERE id IN (\(SQLList(ids.map { SQLBind($0) }))) AND lease_owner = \(bind: node) AND state = 'running'
+                RETURNING id
                 """
-            ).run()
+            ).all().count
         }
+    }
+
+    /// The claim on PostgreSQL, prepared: its plan (about 0.8 ms when planned per claim) is
+    /// made once per connection. `$4` is the excluded tenants (possibly none), `$5` the limit.
+    enum ClaimStatement: PreparedRead {
+        static let name = "cairn_jobs_claim"
+        static let sql = """
+            UPDATE jobs SET version = version + 1, state = 'running', attempt = attempt + 1, attempted_at = $1, lease_owner = $2,
+                lease_expires_at = $3
+            WHERE id IN (
+                SELECT id FROM jobs WHERE state IN ('scheduled', 'available', 'retryable') AND run_at <= $1 AND tenant_id <> ALL($4::text[])
+                ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+            RETURNING \(JobStore.columns)
+            """
+    }
+
+    /// Successful completions on PostgreSQL, prepared, the ids as one `text[]`: one plan serves
+    /// every batch size.
+    enum SucceedStatement: PreparedRead {
+        static let name = "cairn_jobs_succeed"
+        static let sql = """
+            UPDATE jobs SET version = version + 1, state = 'succeeded', lease_owner = NULL, lease_expires_at = NULL, finished_at = $3
+            WHERE id = ANY($1::text[]) AND lease_owner = $2 AND state = 'running'
+            RETURNING 1
+            """
     }
 
     /// Hands jobs back without consuming an attempt (graceful shutdown). A job whose

@@ -285,7 +285,7 @@ package final class JobWorker: Service, Sendable {
                 try await completions.complete(job.id, events: queue.events)
                 return false
             }
-            _ = try await store.finish(id: job.id, node: node, state: .succeeded, now: now)
+            try await store.succeed(ids: [job.id], node: node, now: now)
             return true
         }
         let message = String(String(describing: failure).prefix(2000))

@@ -219,6 +219,17 @@ package final class Database: Sendable, Service {
         }
     }
 
+    /// Runs `postgres` on a pooled connection, or `sqlite` on the writer connection as one unit
+    /// of group commit (so it commits, durably, with its batch), for positional writes.
+    func withNativeWriter<R: Sendable>(
+        postgres: @escaping @Sendable (PostgresConnection) async throws -> R, sqlite: @escaping @Sendable (SQLiteConnection) async throws -> R
+    ) async throws -> R {
+        switch backend {
+        case .sqlite(let backend): return try await backend.withWriter { _ in try await sqlite(backend.writerConnection) }
+        case .postgres(let backend): return try await backend.withConnection(postgres)
+        }
+    }
+
     /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
     var postgresClient: PostgresClient? {
         if case .postgres(let postgres) = backend { return postgres.client }
@@ -445,6 +456,9 @@ final class SQLiteBackend: Sendable {
     func withWriter<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         try await groupCommit.submit(body)
     }
+
+    /// The writer connection, for positional statements run inside a group-commit unit only.
+    var writerConnection: SQLiteConnection { writer }
 
     private let closed = Atomic<Bool>(false)
 

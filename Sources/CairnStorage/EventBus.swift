@@ -30,13 +30,21 @@ package final class EventBus: Sendable {
             if let db {
                 try await db.raw(query).run()
             } else {
-                try await database.write { try await $0.raw(query).run() }
+                // Outside a transaction (job claims and completions announce every batch):
+                // prepared, so it costs one round trip and no planning.
+                _ = try await database.readRows(Notify.self, [.text(channel), .text(payload)]) { _ in () }
             }
         } else if let db {
             Database.afterCommit(on: db) { [weak self] in self?.deliverLocally(channel: channel, payload: payload) }
         } else {
             deliverLocally(channel: channel, payload: payload)
         }
+    }
+
+    /// `pg_notify` as a prepared statement.
+    private enum Notify: PreparedRead {
+        static let name = "cairn_storage_notify"
+        static let sql = "SELECT pg_notify($1, $2)"
     }
 
     private func deliverLocally(channel: String, payload: String) {

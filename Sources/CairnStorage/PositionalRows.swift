@@ -14,6 +14,9 @@ package enum SQLBindValue: Sendable, Equatable {
     case bool(Bool)
     /// SQL NULL.
     case null
+    /// A list of text values: a PostgreSQL `text[]` (read it with `= ANY($n)` or `<> ALL($n)`);
+    /// on SQLite, a JSON array as text (read it with `json_each($n)`).
+    case textArray([String])
 
     /// The values as PostgreSQL bindings.
     static func postgresBindings(_ binds: [SQLBindValue]) -> PostgresBindings {
@@ -24,6 +27,7 @@ package enum SQLBindValue: Sendable, Equatable {
             case .integer(let value): bindings.append(value)
             case .bool(let value): bindings.append(value)
             case .null: bindings.appendNull()
+            case .textArray(let values): bindings.append(values)
             }
         }
         return bindings
@@ -197,6 +201,7 @@ extension Database {
             case .integer(let value): .integer(Int(value))
             case .bool(let value): .integer(value ? 1 : 0)
             case .null: .null
+            case .textArray(let values): .text(JSONArrayText.of(values))
             }
         }
         return try await connection.query(sqliteParameters(sql), values).map { try decode(.sqlite($0)) }
@@ -232,6 +237,34 @@ extension Database {
         }
     }
 
+    /// Runs the write `Statement` (an `INSERT`, `UPDATE` or `DELETE`, with `RETURNING` when it
+    /// has rows to give back) and decodes its rows by position: prepared once per connection on
+    /// PostgreSQL, on a pooled connection in autocommit; on SQLite as one unit of the group-commit
+    /// writer, so it is durable when this returns on both engines.
+    ///
+    /// - Parameters:
+    ///   - statement: the statement's type: its fixed SQL and its server-side name.
+    ///   - binds: the values of `$1`…`$n`, in order, each always of the same type for a statement.
+    ///   - decode: builds a value from one returned row; runs once per row, in order.
+    /// - Returns: the decoded rows, in the order the statement returned them.
+    /// - Throws: the engine's errors, or what `decode` throws.
+    package func writeRows<Statement: PreparedRead, R: Sendable>(
+        _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
+    ) async throws -> [R] {
+        let system = dialect == .postgres ? "postgresql" : "sqlite"
+        return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
+            try await self.withNativeWriter(
+                postgres: { connection in
+                    var results: [R] = []
+                    let rows = try await connection.execute(
+                        PostgresPreparedRead<Statement, R>(binds: binds, decode: decode), logger: Self.quiet)
+                    for try await row in rows { results.append(row) }
+                    return results
+                },
+                sqlite: { connection in try await Self.sqliteRows(connection, Statement.sql, binds, decode) })
+        }
+    }
+
     /// postgres-nio logs each query at debug level; positional reads log nothing of their own.
     static let quiet = Logger(label: "cairn.storage.rows", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -250,8 +283,9 @@ extension Database {
     }
 }
 
-/// A hot read with fixed SQL, run through ``Database/readRows(_:_:_:)-(Statement.Type,_,_)``
-/// so PostgreSQL plans it once per connection instead of on every request.
+/// A hot statement with fixed SQL, run through ``Database/readRows(_:_:_:)-(Statement.Type,_,_)``
+/// (reads) or ``Database/writeRows(_:_:_:)`` (writes) so PostgreSQL plans it once per
+/// connection instead of on every execution.
 ///
 /// Conform a caseless enum per statement; the SQL must not depend on the request (pass every
 /// value as a bound `$n`), so that one server-side plan serves every execution.
@@ -279,4 +313,28 @@ private struct PostgresPreparedRead<Statement: PreparedRead, R: Sendable>: Postg
 
     func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
     func decodeRow(_ row: PostgresRow) throws -> R { try decode(.postgres(row)) }
+}
+
+/// A JSON array of strings as text (the SQLite form of ``SQLBindValue/textArray(_:)``).
+enum JSONArrayText {
+    /// `values` as a JSON array, each string escaped per RFC 8259.
+    static func of(_ values: [String]) -> String {
+        var out = "["
+        for (index, value) in values.enumerated() {
+            if index > 0 { out += "," }
+            out += "\""
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            out += "\""
+        }
+        return out + "]"
+    }
 }

@@ -202,6 +202,42 @@ struct StorageTests {
         }
     }
 
+    /// A prepared write (``Database/writeRows(_:_:_:)``) changes rows and returns what its
+    /// `RETURNING` gives, committed when it returns (a read on another connection sees it), on
+    /// both engines; a `textArray` bind carries any text, quotes, backslashes and control
+    /// characters included, as `text[]` on PostgreSQL and as JSON for `json_each` on SQLite.
+    @Test(arguments: TestEngine.available)
+    func preparedWritesCommitAndTextArraysBindAnyText(engine: TestEngine) async throws {
+        enum BumpPostgres: PreparedRead {
+            static let name = "cairn_test_items_bump"
+            static let sql = "UPDATE items SET n = n + $2 WHERE id = ANY($1::text[]) RETURNING id"
+        }
+        enum BumpSQLite: PreparedRead {
+            static let name = "cairn_test_items_bump"
+            static let sql = "UPDATE items SET n = n + $2 WHERE id IN (SELECT value FROM json_each($1)) RETURNING id"
+        }
+        try await withOpenDatabase(engine) { database, _ in
+            let awkward = ["plain", "quote\"d", "back\\slash", "line\nbreak\u{1}", "ünï €", "comma,[]"]
+            try await database.write { db in
+                try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run()
+                for id in awkward + ["other"] { try await db.raw("INSERT INTO items VALUES (\(bind: id), 0)").run() }
+            }
+            func bump(_ ids: [String], by step: Int64) async throws -> [String] {
+                let binds: [SQLBindValue] = [.textArray(ids), .integer(step)]
+                let ids =
+                    engine == .postgres
+                    ? try await database.writeRows(BumpPostgres.self, binds) { try $0.string(0) }
+                    : try await database.writeRows(BumpSQLite.self, binds) { try $0.string(0) }
+                return ids.sorted()
+            }
+            #expect(try await bump(awkward, by: 5) == awkward.sorted())
+            #expect(try await bump([], by: 1).isEmpty)
+            #expect(try await bump(["other", "missing"], by: 2) == ["other"])
+            let rows = try await database.readRows("SELECT id, n FROM items", []) { row in "\(try row.string(0))=\(try row.int64(1))" }
+            #expect(rows.sorted() == (awkward.map { "\($0)=5" } + ["other=2"]).sorted())
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { database, _ in

@@ -118,6 +118,30 @@ struct JobStoreTests {
         }
     }
 
+    /// The jobs `insertMany` returns are the rows as stored, every field, even when the input
+    /// carried values the insert does not write (an attempt, errors, a lease, a version).
+    @Test(arguments: TestEngine.available)
+    func insertManyReturnsTheRowsAsStored(engine: TestEngine) async throws {
+        try await withStore(engine, JobStore.init) { store, tenant, _, database in
+            var odd = Factory.jobRow(tenant: tenant, kind: "k", args: #"{"n":2}"#, priority: 4, now: now, uniqueKey: "u", createdBy: "me")
+            odd.attempt = 3
+            odd.errors = #"["old"]"#
+            odd.progress = "{}"
+            odd.leaseOwner = "node-x"
+            odd.leaseExpiresAt = now
+            odd.version = 9
+            odd.result = "{}"
+            odd.traceContext = "{}"
+            let rows = [odd, Factory.jobRow(tenant: tenant, runAt: now + 5, now: now)]
+            let results = try await database.transaction { db in try await JobStore.insertMany(rows, on: db) }
+            for (job, inserted) in results {
+                #expect(inserted)
+                let stored = try #require(try await store.job(id: job.id, tenantId: tenant.id))
+                #expect(String(describing: job) == String(describing: stored))
+            }
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func claimTakesDueJobsByPriorityThenRunAtThenId(engine: TestEngine) async throws {
         try await withStore(engine, JobStore.init) { store, tenant, _, database in
@@ -256,7 +280,9 @@ struct JobStoreTests {
             let elsewhere = try await Factory.runningJob(on: database, tenant: tenant, node: "node-b", now: now)
             let waiting = try await Factory.job(on: database, tenant: tenant, now: now)
 
-            try await store.succeed(ids: [first.id, second.id, elsewhere.id, waiting.id], node: "node-a", now: now + 5)
+            // Only the two jobs node-a holds count: the others' leases are not its own.
+            #expect(try await store.succeed(ids: [first.id, second.id, elsewhere.id, waiting.id], node: "node-a", now: now + 5) == 2)
+            #expect(try await store.succeed(ids: [first.id], node: "node-a", now: now + 6) == 0)
             for id in [first.id, second.id] {
                 let job = try #require(try await store.job(id: id, tenantId: tenant.id))
                 #expect(job.state == .succeeded)
@@ -265,7 +291,7 @@ struct JobStoreTests {
             }
             #expect(try await store.job(id: elsewhere.id, tenantId: tenant.id)?.state == .running)
             #expect(try await store.job(id: waiting.id, tenantId: tenant.id)?.state == .available)
-            try await store.succeed(ids: [], node: "node-a", now: now)
+            #expect(try await store.succeed(ids: [], node: "node-a", now: now) == 0)
         }
     }
 
