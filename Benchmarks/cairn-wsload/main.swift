@@ -56,7 +56,9 @@ func number(after key: String, in view: [UInt8], from start: Int = 0) -> (Double
         if view[index] == pattern[0], Array(view[index..<(index + pattern.count)]) == pattern {
             var end = index + pattern.count
             let begin = end
-            while end < view.count, let scalar = Optional(view[end]), (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43 {
+            while end < view.count, let scalar = Optional(view[end]),
+                (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43
+            {
                 end += 1
             }
             guard let value = Double(String(decoding: view[begin..<end], as: UTF8.self)) else { return nil }
@@ -232,12 +234,18 @@ final class LoadClient: @unchecked Sendable {
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 20, automaticErrorHandling: true) { channel, _ in
-                    channel.eventLoop.makeCompletedFuture {
+                    // Upgraded: the requester leaves (its reads are HTTP), the socket's handler comes.
+                    channel.pipeline.removeHandler(name: "requester").flatMapThrowing {
                         try channel.pipeline.syncOperations.addHandler(SocketHandler(connection: connection, stats: stats, client: self))
                     }
                 }
-                return channel.pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-                    .flatMapThrowing { try channel.pipeline.syncOperations.addHandler(UpgradeRequester(port: port, token: connection.token)) }
+                return channel.pipeline.addHTTPClientHandlers(
+                    leftOverBytesStrategy: .forwardBytes, withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
+                )
+                .flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(
+                            UpgradeRequester(port: port, token: connection.token, connection: connection, client: self), name: "requester")
+                    }
             }
             .connect(host: "127.0.0.1", port: port)
             .whenComplete { result in
@@ -271,15 +279,20 @@ final class LoadClient: @unchecked Sendable {
 }
 
 /// Sends the upgrade request (authenticating with `Sec-WebSocket-Protocol: cairn.v1, bearer.<token>`).
+/// Removed once upgraded; a connection that ends before that is retried.
 final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = NIOAny
     typealias OutboundOut = HTTPClientRequestPart
     let port: Int
     let token: String
+    let connection: Connection
+    let client: LoadClient
 
-    init(port: Int, token: String) {
+    init(port: Int, token: String, connection: Connection, client: LoadClient) {
         self.port = port
         self.token = token
+        self.connection = connection
+        self.client = client
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -295,9 +308,16 @@ final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Only reached when the server refused the upgrade.
-        if case .head(let head) = unwrapInboundIn(data), head.status != .switchingProtocols {
-            context.close(promise: nil)
-        }
+        context.close(promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.channel = nil
+        client.lost(connection)
     }
 }
 
