@@ -243,9 +243,9 @@ final class LoadClient: @unchecked Sendable {
                     leftOverBytesStrategy: .forwardBytes, withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
                 )
                 .flatMapThrowing {
-                        try channel.pipeline.syncOperations.addHandler(
-                            UpgradeRequester(port: port, token: connection.token, connection: connection, client: self), name: "requester")
-                    }
+                    try channel.pipeline.syncOperations.addHandler(
+                        UpgradeRequester(port: port, token: connection.token, connection: connection, client: self), name: "requester")
+                }
             }
             .connect(host: "127.0.0.1", port: port)
             .whenComplete { result in
