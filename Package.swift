@@ -243,6 +243,13 @@ let package = Package(
             path: "Benchmarks/cairn-bench",
             swiftSettings: strictSettings
         ),
+        // The notification benchmark's WebSocket load client: raw NIO, one thread, no task per connection.
+        .executableTarget(
+            name: "cairn-wsload",
+            dependencies: [nioCore, nioPosix, nioHTTP1, .product(name: "NIOWebSocket", package: "swift-nio")],
+            path: "Benchmarks/cairn-wsload",
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "CairnTestSupport",
             dependencies: [

@@ -58,6 +58,68 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by the server, the load client and this script (the HTTP publishers) over a phase."""
+
+    def __init__(self, server_pid, client_pid):
+        self.pids = {"server": server_pid, "load client": client_pid}
+        self.start = self.sample()
+
+    def sample(self):
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items() if pid}
+        times = os.times()
+        values["bench.py"] = times.user + times.system
+        values["wall"] = time.time()
+        return values
+
+    def report(self, phase):
+        end = self.sample()
+        wall = end["wall"] - self.start["wall"]
+        cores = os.cpu_count() or 1
+        parts = [f"{name} {end[name] - self.start[name]:.1f} s ({(end[name] - self.start[name]) / wall / cores * 100:.0f}%)"
+                 for name in end if name != "wall"]
+        print(f"CPU during {phase} ({wall:.1f} s wall, share of {cores} cores): " + ", ".join(parts), flush=True)
+        self.start = end
+
+
+class SwiftClient:
+    """The load client `cairn-wsload` (Benchmarks/cairn-wsload): one process, raw SwiftNIO."""
+
+    def __init__(self, binary, port, conn_tokens, conn_users):
+        self.file = tempfile.NamedTemporaryFile("w", prefix="cairn-wsload-", delete=False)
+        for user, token in zip(conn_users, conn_tokens):
+            self.file.write(f"{user} {token}\n")
+        self.file.close()
+        self.proc = subprocess.Popen([binary, str(port), self.file.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def wait_ready(self, timeout):
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), line
+        return int(line.split()[1])
+
+    def report(self):
+        self.proc.stdin.write("report\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self.proc.kill()
+        os.unlink(self.file.name)
+
+
 def client_process(port, tokens, ready_queue, result_queue, stop_event):
     """Holds len(tokens) sockets; reports latencies (ms) and counts when stop_event is set."""
     import websockets
@@ -127,7 +189,12 @@ def main():
     parser.add_argument("--publishers", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--load-client", default=None,
+                        help="cairn-wsload binary (default: next to --bin); 'python' for the websockets clients")
     args = parser.parse_args()
+    if args.load_client is None:
+        candidate = os.path.join(os.path.dirname(args.bin), "cairn-wsload")
+        args.load_client = candidate if os.path.exists(candidate) else "python"
 
     data_dir = tempfile.mkdtemp(prefix="cairn-nbench-")
     port = free_port()
@@ -169,20 +236,28 @@ def main():
         conns_of = [0] * len(user_ids)
         for i in range(args.conns):
             conns_of[i % len(user_ids)] += 1
-        for c in range(args.clients):
-            p = mp.Process(target=client_process, args=(port, conn_tokens[c::args.clients], ready_queue, result_queue, stop_event))
-            p.start()
-            procs.append(p)
         t0 = time.time()
-        ready = 0
-        while ready < args.conns and time.time() - t0 < 600:
-            ready_queue.get(timeout=600)
-            ready += 1
+        swift = None
+        if args.load_client != "python":
+            swift = SwiftClient(args.load_client, port, conn_tokens, [i % len(user_ids) for i in range(args.conns)])
+            meter = CpuMeter(server.pid, swift.pid)
+            ready = swift.wait_ready(600)
+        else:
+            for c in range(args.clients):
+                p = mp.Process(target=client_process, args=(port, conn_tokens[c::args.clients], ready_queue, result_queue, stop_event))
+                p.start()
+                procs.append(p)
+            meter = CpuMeter(server.pid, None)
+            ready = 0
+            while ready < args.conns and time.time() - t0 < 600:
+                ready_queue.get(timeout=600)
+                ready += 1
         print(f"connections: {ready} authenticated and subscribed in {time.time() - t0:.1f} s", flush=True)
         time.sleep(2)
         rss_after = rss_kib(server.pid)
         print(f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB with {ready} sockets -> "
               f"{(rss_after - rss_before) / max(ready, 1):.1f} KiB per connection", flush=True)
+        meter.report(f"connecting ({args.load_client if swift else 'python websockets'} client)")
 
         # 1. Broadcasts.
         for r in range(args.rounds):
@@ -203,6 +278,7 @@ def main():
                   f"{(job.get('result') or {}).get('stored')} stored {(time.time() - start) * 1000:.0f} ms after the POST", flush=True)
             time.sleep(3)
         broadcast_expected = args.rounds * args.conns
+        meter.report("the broadcasts (incl. 3 s pauses)")
 
         # 2. Throughput: publishers to random single users.
         stored = [0]
@@ -231,17 +307,28 @@ def main():
             t.join()
         elapsed = time.time() - t0
         time.sleep(3)
+        meter.report(f"the throughput phase ({args.publishers} python HTTP publishers)")
         stop_event.set()
         latencies = {"b": [], "t": []}
         received = {"b": 0, "t": 0}
         per_round = {}
-        for _ in procs:
-            lat, count, rounds = result_queue.get(timeout=120)
+        if swift:
+            result = swift.report()
             for phase in ("b", "t"):
-                latencies[phase] += lat[phase]
-                received[phase] += count[phase]
-            for r, values in rounds.items():
-                per_round.setdefault(r, []).extend(values)
+                latencies[phase] = result["latencies"][phase]
+                received[phase] = len(latencies[phase])
+            per_round = {int(r): values for r, values in result["rounds"].items()}
+            print(f"seq check: {result['lost']} lost (gaps), {result['duplicated']} duplicated, {result['behind']} behind their "
+                  f"user's highest seq; closes {result['closes']}, reconnects {result['reconnects']}; load client "
+                  f"{result['cpuSeconds']:.1f} CPU s, max RSS {result['maxRssKiB'] / 1024:.0f} MiB", flush=True)
+        else:
+            for _ in procs:
+                lat, count, rounds = result_queue.get(timeout=120)
+                for phase in ("b", "t"):
+                    latencies[phase] += lat[phase]
+                    received[phase] += count[phase]
+                for r, values in rounds.items():
+                    per_round.setdefault(r, []).extend(values)
         # When a round's first and last deliveries arrive tells storing (first late) from fan-out (spread).
         for r in sorted(per_round):
             values = per_round[r]
@@ -260,6 +347,8 @@ def main():
         stop_event_set = locals().get("stop_event")
         if stop_event_set is not None:
             stop_event_set.set()
+        if locals().get("swift"):
+            swift.close()
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():

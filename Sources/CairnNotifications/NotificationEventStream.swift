@@ -57,7 +57,7 @@ struct NotificationEventStream {
             if batch.overflowed || batch.resync {
                 try await catchUp(writer: &writer)
             } else if !batch.rows.isEmpty {
-                try await deliver(batch.rows, writer: &writer)
+                try await deliver(batch.rows.map(\.row), writer: &writer)
             }
             if batch.authCheck {
                 // The user's sessions changed on some node (a logout): end now if this one did.

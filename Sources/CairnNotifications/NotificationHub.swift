@@ -1,15 +1,50 @@
 import CairnAccounts
+import CairnHTTP
 import CairnStorage
 import Logging
 import Metrics
+import NIOCore
 import SQLKit
 import Synchronization
 import Tracing
 
+/// A live notification as the hub hands it to every connection of its recipient on this node:
+/// the row, and its WebSocket message encoded once here rather than once per socket (a user
+/// with ten sockets shares one buffer; NIO writes it without copying).
+final class LiveRow: Sendable {
+    /// The stored notification.
+    let row: StoredNotification
+    /// `{"type":"notification","seq":n,"notification":{…}}`, the `/ws` text frame's payload.
+    let webSocketMessage: ByteBuffer
+
+    /// Encodes `row`'s WebSocket message.
+    init(_ row: StoredNotification) {
+        self.row = row
+        self.webSocketMessage = Self.webSocketMessage(row)
+    }
+
+    /// The row's sequence number.
+    var seq: Int64 { row.seq }
+
+    /// The `/ws` message delivering `row`.
+    static func webSocketMessage(_ row: StoredNotification) -> ByteBuffer {
+        var json = JSONWriter(capacity: 300 + row.data.utf8.count + row.body.utf8.count)
+        json.objectStart()
+        json.key("type")
+        json.string("notification")
+        json.key("seq")
+        json.int(row.seq)
+        json.key("notification")
+        row.writeJSON(to: &json)
+        json.objectEnd()
+        return json.buffer
+    }
+}
+
 /// What a live connection's mailbox holds when its consumer wakes.
 struct MailboxBatch: Sendable {
     /// Live notifications, in arrival order (not necessarily seq order).
-    var rows: [StoredNotification] = []
+    var rows: [LiveRow] = []
     /// Rows were dropped because the mailbox was full: re-read from the database.
     var overflowed = false
     /// The hub's ticker fired (heartbeats, token checks, ack timeouts).
@@ -127,7 +162,7 @@ final class Mailbox: Sendable {
     }
 
     /// Adds live rows.
-    func push(_ rows: [StoredNotification]) {
+    func push(_ rows: [LiveRow]) {
         let capacity = self.capacity
         var overflowedNow = false
         mutate { batch in
@@ -477,7 +512,8 @@ package final class NotificationHub: Sendable {
                 logger.warning("notification hub read failed; connections catch up on their next gap")
                 return nil
             }
-            let grouped = Dictionary(grouping: rows) { Self.key($0.tenantId, $0.userId) }
+            // Each row's frame is encoded once here, for all of its recipient's connections.
+            let grouped = Dictionary(grouping: rows.map(LiveRow.init)) { Self.key($0.row.tenantId, $0.row.userId) }
             let targets = state.withLock { state in
                 grouped.compactMap { key, rows in state.mailboxes[key].map { (Array($0.values), rows) } }
             }

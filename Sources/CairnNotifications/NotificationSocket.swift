@@ -179,7 +179,8 @@ package enum ClientMessage: Sendable {
 ///    The client answers `{"type":"ack","seq":n}` (cumulative: everything up to n). Anything
 ///    not acknowledged within 10 s is sent again while the socket is open; at most 500 are
 ///    in flight, the rest wait.
-/// 4. `{"type":"ping"}` → `{"type":"pong"}`; the server also sends WebSocket pings every 30 s.
+/// 4. `{"type":"ping"}` → `{"type":"pong"}`; the server also sends WebSocket pings every 30 s
+///    once authenticated.
 ///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect), sent
 /// within moments of the session's logout (or logout-all) on any node, with a reason;
@@ -247,8 +248,10 @@ struct SocketSession {
         case close(UInt16, String)
     }
 
+    /// A notification sent and not yet acknowledged: its seq, and its message for a resend.
     struct InFlight {
-        var row: StoredNotification
+        var seq: Int64
+        var message: ByteBuffer
         var sentAt: ContinuousClock.Instant
     }
 
@@ -277,17 +280,14 @@ struct SocketSession {
         try await mailbox.writing { try await outbound.write(.text(text)) }
     }
 
-    func notificationFrame(_ row: StoredNotification) -> String {
-        var json = JSONWriter(capacity: 300 + row.data.utf8.count + row.body.utf8.count)
-        json.objectStart()
-        json.key("type")
-        json.string("notification")
-        json.key("seq")
-        json.int(row.seq)
-        json.key("notification")
-        row.writeJSON(to: &json)
-        json.objectEnd()
-        return String(buffer: json.buffer)
+    /// Sends a WebSocket ping (RFC 6455 §5.5.2); the client's pong needs no answer.
+    func ping(_ mailbox: Mailbox) async throws {
+        try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()))) }
+    }
+
+    /// Sends an encoded text message (a buffer shared with the user's other sockets is not copied).
+    func send(message: ByteBuffer, _ mailbox: Mailbox) async throws {
+        try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: message))) }
     }
 
     /// Serves the connection until either side ends it, then sends the close frame the loop
@@ -325,14 +325,12 @@ struct SocketSession {
     func serve(
         inbound: WebSocketInboundStream, mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?
     ) async throws -> (UInt16, String) {
-        let authTimeout = center.settings.authTimeout
+        // The authentication deadline ticks the mailbox (the hub ticks registered ones): a timer
+        // on the channel's event loop, not a task sleeping beside every connection.
+        let authDeadline = channel.eventLoop.scheduleTask(in: TimeAmount(center.settings.authTimeout)) { mailbox.tick() }
+        defer { authDeadline.cancel() }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await Self.read(inbound, into: mailbox) }
-            group.addTask {
-                // Ticks until authenticated (the hub ticks registered mailboxes).
-                try? await Task.sleep(for: authTimeout)
-                mailbox.tick()
-            }
             let result = try await withGracefulShutdownHandler {
                 try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
             } onGracefulShutdown: {
@@ -385,6 +383,7 @@ struct SocketLoop {
     var lastAuthCheck = ContinuousClock.now
     var lastClientMessage = ContinuousClock.now
     var lastResync = ContinuousClock.now
+    var lastPing = ContinuousClock.now
     var subscribed = false
     var cursor: LiveCursor
     var inFlight: [SocketSession.InFlight] = []
@@ -485,7 +484,7 @@ struct SocketLoop {
 
     /// Drops acknowledged rows from the in-flight window and refills it if rows wait.
     mutating func acknowledge(upTo seq: Int64) async throws {
-        inFlight.removeAll { $0.row.seq <= seq }
+        inFlight.removeAll { $0.seq <= seq }
         if behind { try await fill() }
     }
 
@@ -494,7 +493,7 @@ struct SocketLoop {
         while inFlight.count < settings.maxUnacked {
             let room = min(200, settings.maxUnacked - inFlight.count)
             let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
-            for row in rows { try await send(row) }
+            for row in rows { try await send(row.seq, message: LiveRow.webSocketMessage(row)) }
             if rows.count < room {
                 behind = false
                 return
@@ -505,7 +504,7 @@ struct SocketLoop {
 
     /// Sends live rows that continue the cursor; a gap, a full window or rows waiting in the
     /// store send from the store instead, so order holds.
-    mutating func deliver(live rows: [StoredNotification]) async throws {
+    mutating func deliver(live rows: [LiveRow]) async throws {
         let fresh = rows.filter { $0.seq > cursor.last }.sorted { $0.seq < $1.seq }
         if behind || inFlight.count + fresh.count > settings.maxUnacked || (fresh.first.map { $0.seq != cursor.last + 1 } ?? false) {
             return try await fill()
@@ -514,16 +513,16 @@ struct SocketLoop {
         for row in fresh {
             if row.seq < expected { continue }
             if row.seq > expected { return try await fill() }
-            try await send(row)
+            try await send(row.seq, message: row.webSocketMessage)
             expected = row.seq + 1
         }
     }
 
-    /// Sends one row and holds it in flight until acknowledged.
-    mutating func send(_ row: StoredNotification) async throws {
-        try await session.send(session.notificationFrame(row), mailbox)
-        inFlight.append(SocketSession.InFlight(row: row, sentAt: .now))
-        cursor.last = row.seq
+    /// Sends one row's message and holds it in flight until acknowledged.
+    mutating func send(_ seq: Int64, message: ByteBuffer) async throws {
+        try await session.send(message: message, mailbox)
+        inFlight.append(SocketSession.InFlight(seq: seq, message: message, sentAt: .now))
+        cursor.last = seq
     }
 
     /// Re-authenticates the connection's token: a 401 closes it with 4401 and `reason`.
@@ -550,12 +549,18 @@ struct SocketLoop {
         {
             return close
         }
+        if now - lastPing >= settings.pingInterval {
+            // Keeps idle connections alive through proxies; sent from the connection's tick
+            // rather than by a task of the WebSocket layer beside every connection.
+            lastPing = now
+            try await session.ping(mailbox)
+        }
         if subscribed && now - lastResync >= settings.resyncInterval {
             lastResync = now
             try await fill()
         }
         for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
-            try await session.send(session.notificationFrame(inFlight[index].row), mailbox)
+            try await session.send(message: inFlight[index].message, mailbox)
             inFlight[index].sentAt = now
         }
         return nil
@@ -567,6 +572,7 @@ struct SocketLoop {
         var next = min(lastClientMessage + settings.idleTimeout, lastAuthCheck + settings.authCheckInterval)
         let left = expiresAt.timeIntervalSince(center.clock.now)
         if left < 86_400 { next = min(next, .now + .milliseconds(Int64(max(0, left) * 1000))) }
+        next = min(next, lastPing + settings.pingInterval)
         if subscribed { next = min(next, lastResync + settings.resyncInterval) }
         for entry in inFlight { next = min(next, entry.sentAt + settings.ackTimeout) }
         return next

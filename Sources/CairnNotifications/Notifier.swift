@@ -30,6 +30,8 @@ package struct NotificationSettings: Sendable {
     /// stopped reading, and the kernel's and NIO's send buffers are full) ends the connection:
     /// a WebSocket is closed as a slow consumer (1013), a stream is cut. Checked on each tick.
     package var writeTimeout: Duration = .seconds(10)
+    /// WebSocket: how often an authenticated connection sends a WebSocket ping.
+    package var pingInterval: Duration = .seconds(30)
     /// WebSocket: notifications not acknowledged after this long are sent again.
     package var ackTimeout: Duration = .seconds(10)
     /// WebSocket: at most this many unacknowledged notifications in flight; more wait.

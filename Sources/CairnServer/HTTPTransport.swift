@@ -53,7 +53,10 @@ extension HTTPServerBuilder {
             maxHeaderFieldSize: settings.maxHeaderBytes, maxHeaderListSize: settings.maxHeaderBytes)
         // Hummingbird's own idle timer stays off: it would also close SSE streams that write
         // nothing for a while; ConnectionGuard times only the phases where the client owes bytes.
-        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder))
+        // No auto-ping: it is a task sleeping beside every WebSocket; the notifications socket
+        // pings from its connection's tick instead (NotificationSettings.pingInterval).
+        let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
+            http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder), ws: .init(autoPing: .disabled))
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),

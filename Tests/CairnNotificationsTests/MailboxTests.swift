@@ -44,9 +44,10 @@ struct MailboxTests {
 
 @Suite("Notifications: mailbox wakes and watchdog")
 struct MailboxWakeTests {
-    private static func row(_ seq: Int64) -> StoredNotification {
-        StoredNotification(
-            id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil)
+    private static func row(_ seq: Int64) -> LiveRow {
+        LiveRow(
+            StoredNotification(
+                id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil))
     }
 
     /// Acks set aside ride along with the next wake, the highest one kept.

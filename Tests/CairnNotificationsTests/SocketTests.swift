@@ -187,6 +187,26 @@ struct SocketTests {
         }
     }
 
+    /// An authenticated socket is pinged (RFC 6455 §5.5.2) every `pingInterval` by its own
+    /// tick: the WebSocket layer's auto-ping, a task beside every connection, is off.
+    @Test(arguments: TestEngine.available)
+    func anAuthenticatedSocketIsPingedFromItsTick(engine: TestEngine) async throws {
+        let configure = { @Sendable (configuration: inout CairnConfiguration) in
+            fastNotifications(&configuration)
+            configuration.notifications.pingInterval = .milliseconds(300)
+        }
+        try await withLiveOwner(engine, "pinged@example.com", configure: configure) { app, owner in
+            let raw = try RawClient(port: app.port!)
+            await raw.send(webSocketUpgradeRequest(headers: ["Sec-WebSocket-Protocol: cairn.v1, bearer.\(owner.token)"]))
+            let opened = await raw.read { $0.containsText(#""type":"ready""#) }
+            try #require(opened.bytes.containsText("101 Switching Protocols") && !opened.ended)
+            // An unmasked server ping with an empty payload: 0x89 0x00 (a read gives up after 10 s).
+            let isPing = { @Sendable (bytes: [UInt8]) in zip(bytes, bytes.dropFirst()).contains { $0 == (0x89, 0x00) } }
+            let pinged = await raw.read(until: isPing)
+            #expect(isPing(pinged.bytes) && !pinged.ended)
+        }
+    }
+
     /// A client that completes the handshake, authenticates and subscribes, then never reads
     /// again while large notifications pile up: the server's writes wait on the full send
     /// buffers, so only the write deadline can notice. The connection must be dropped (1013
