@@ -75,7 +75,9 @@ struct PipelineClient {
     }
 
     /// Waits (on job events) for the run's job to end; returns it as `GET /jobs/{id}` shows it.
-    func finished(_ jobId: String, timeout: Duration = .seconds(120)) async throws -> [String: Any] {
+    /// The bound only stops a run that never ends: debug-built sandbox processes loading
+    /// flights.csv beside the chunked runs' own loads took over 120 s on a busy 2-core machine.
+    func finished(_ jobId: String, timeout: Duration = .seconds(300)) async throws -> [String: Any] {
         try await jobs.waitUntilFinished(jobId, timeout: timeout)
         return try await client.json(.get, "/jobs/\(jobId)", token: token).object
     }
