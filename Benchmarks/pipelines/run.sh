@@ -10,6 +10,7 @@
 #   Benchmarks/pipelines/run.sh [--quick]    (--quick: ~100 MB files instead of 500 MB / 1 GB)
 #   BIG_COPIES=64 Benchmarks/pipelines/run.sh  (the large CSV as 64 copies of flights.csv: 2 GB)
 #   SKIP_PARSERS=1 Benchmarks/pipelines/run.sh (sections 2 and 3 only)
+#   BUILD_PATH=.build-release Benchmarks/pipelines/run.sh (reuse a release build kept apart)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 data=${CAIRN_SHARED_DATA:-$root/../shared/data}
@@ -21,8 +22,9 @@ copies_500=16; copies_1g=${BIG_COPIES:-32}
 if [ "${1:-}" = --quick ]; then copies_500=3; copies_1g=3; fi
 
 echo "building cairn and cairn-bench (release)..." >&2
-(cd "$root" && swift build -c release --product cairn >/dev/null && swift build -c release --product cairn-bench >/dev/null)
-bench=$root/.build/release/cairn-bench
+build=${BUILD_PATH:-.build}
+(cd "$root" && swift build -c release --build-path "$build" --product cairn >/dev/null && swift build -c release --build-path "$build" --product cairn-bench >/dev/null)
+bench=$root/$build/release/cairn-bench
 python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
 
 gzip -dc "$data/flights.csv.gz" >"$work/flights.csv"
@@ -60,7 +62,7 @@ rm -f "$work/flights-500.ndjson" "$work/flights-500.xml"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 base=http://127.0.0.1:$port
-CAIRN_BCRYPT_COST=4 CAIRN_LOG_LEVEL=warning "$root/.build/release/cairn" serve --data-dir "$work/data" --port "$port" >"$work/server.log" 2>&1 &
+CAIRN_BCRYPT_COST=4 CAIRN_LOG_LEVEL=warning "$root/$build/release/cairn" serve --data-dir "$work/data" --port "$port" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do curl -sf "$base/health/live" >/dev/null && break; sleep 0.1; done
 curl -sf -X POST "$base/auth/register" -H 'Content-Type: application/json' \
