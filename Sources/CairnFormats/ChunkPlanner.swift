@@ -40,7 +40,7 @@ package struct CSVChunkPlan: Codable, Sendable, Equatable {
 }
 
 /// Finds where an input may be cut so that each piece holds whole records, for chunked
-/// pipeline runs (`CAIRN_PIPELINE_CHUNK`, default 64 MiB a chunk).
+/// pipeline runs (`CAIRN_PIPELINE_CHUNK`, e.g. 64 MiB a chunk).
 ///
 /// CSV boundaries come from one sequential pass over the bytes with the CSV reader's own state
 /// machine (a quote opens a quoted field only at a field's start, `""` inside one is a quote,
@@ -223,6 +223,23 @@ struct CSVBoundaryScanner {
         return nil
     }
 
+    /// A delimiter or line-break byte where a field may end: the state it leads to, and the
+    /// step to report; nil for any other byte.
+    @inline(__always)
+    private mutating func separator(_ byte: UInt8) -> Step? {
+        if byte == delimiter {
+            state = .fieldStart
+            return .more
+        } else if byte == 0x0A {
+            state = .recordStart
+            return .recordEnded
+        } else if byte == 0x0D {
+            state = .afterCR
+            return .more
+        }
+        return nil
+    }
+
     /// Follows one byte (or a run of field bytes) at `index`, moving it on.
     @inline(__always)
     private mutating func step(_ bytes: UnsafeBufferPointer<UInt8>, _ index: inout Int) -> Step {
@@ -239,13 +256,8 @@ struct CSVBoundaryScanner {
             index += 1
             if byte == quote {
                 state = .quoted
-            } else if byte == delimiter {
-                state = .fieldStart
-            } else if byte == 0x0A {
-                state = .recordStart
-                return .recordEnded
-            } else if byte == 0x0D {
-                state = .afterCR
+            } else if let step = separator(byte) {
+                return step
             } else {
                 state = .unquoted
             }
@@ -284,13 +296,8 @@ struct CSVBoundaryScanner {
             }
         case .closed:
             index += 1
-            if byte == delimiter {
-                state = .fieldStart
-            } else if byte == 0x0A {
-                state = .recordStart
-                return .recordEnded
-            } else if byte == 0x0D {
-                state = .afterCR
+            if let step = separator(byte) {
+                return step
             } else {
                 failed = true
                 return .failed

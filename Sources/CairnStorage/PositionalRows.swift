@@ -223,18 +223,7 @@ extension Database {
     package func readRows<Statement: PreparedRead, R: Sendable>(
         _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
-        let system = dialect == .postgres ? "postgresql" : "sqlite"
-        return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
-            try await self.withNativeReader(
-                postgres: { connection in
-                    var results: [R] = []
-                    let rows = try await connection.execute(
-                        PostgresPreparedRead<Statement, R>(binds: binds, decode: decode), logger: Self.quiet)
-                    for try await row in rows { results.append(row) }
-                    return results
-                },
-                sqlite: { connection in try await Self.sqliteRows(connection, Statement.sql, binds, decode) })
-        }
+        try await preparedRows(statement, binds, decode, writing: false)
     }
 
     /// Runs the write `Statement` (an `INSERT`, `UPDATE` or `DELETE`, with `RETURNING` when it
@@ -251,17 +240,28 @@ extension Database {
     package func writeRows<Statement: PreparedRead, R: Sendable>(
         _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
+        try await preparedRows(statement, binds, decode, writing: true)
+    }
+
+    /// ``readRows(_:_:_:)`` and ``writeRows(_:_:_:)``: the statement on a reader, or through the
+    /// writer when `writing`, in a statement span.
+    private func preparedRows<Statement: PreparedRead, R: Sendable>(
+        _ statement: Statement.Type, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R, writing: Bool
+    ) async throws -> [R] {
         let system = dialect == .postgres ? "postgresql" : "sqlite"
+        let postgres: @Sendable (PostgresConnection) async throws -> [R] = { connection in
+            var results: [R] = []
+            let rows = try await connection.execute(PostgresPreparedRead<Statement, R>(binds: binds, decode: decode), logger: Self.quiet)
+            for try await row in rows { results.append(row) }
+            return results
+        }
+        let sqlite: @Sendable (SQLiteConnection) async throws -> [R] = { connection in
+            try await Self.sqliteRows(connection, Statement.sql, binds, decode)
+        }
         return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
-            try await self.withNativeWriter(
-                postgres: { connection in
-                    var results: [R] = []
-                    let rows = try await connection.execute(
-                        PostgresPreparedRead<Statement, R>(binds: binds, decode: decode), logger: Self.quiet)
-                    for try await row in rows { results.append(row) }
-                    return results
-                },
-                sqlite: { connection in try await Self.sqliteRows(connection, Statement.sql, binds, decode) })
+            writing
+                ? try await self.withNativeWriter(postgres: postgres, sqlite: sqlite)
+                : try await self.withNativeReader(postgres: postgres, sqlite: sqlite)
         }
     }
 
