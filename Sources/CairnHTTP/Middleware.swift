@@ -183,6 +183,10 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// Query parameters whose values are never logged or traced (see `RequestLogMiddleware`).
+private let redactedQueryParameters: Set<String> = ["access_token"]
+private let redactedQueryParameterBytes: [[UInt8]] = redactedQueryParameters.map { Array($0.utf8) }
+
 /// Logs every request (`Request`, with `hb.request.method` and `hb.request.path`), like
 /// Hummingbird's `LogRequestsMiddleware`, except that the values of credential query
 /// parameters (`access_token`, RFC 6750 §2.3, whose caveats include URLs ending up in logs)
@@ -191,7 +195,10 @@ package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     let level: Logger.Level
 
     /// Query parameters whose values are never logged (compared after percent-decoding, in any case).
-    package static var redactedParameters: Set<String> { ["access_token"] }
+    package static var redactedParameters: Set<String> { redactedQueryParameters }
+
+    /// ``redactedParameters`` as lower-case bytes, for the scan that skips decoding.
+    private static var redactedParameterBytes: [[UInt8]] { redactedQueryParameterBytes }
 
     /// Creates the middleware, logging at `level`.
     package init(_ level: Logger.Level) {
@@ -215,6 +222,21 @@ package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     /// `path?query` with the values of ``redactedParameters`` replaced by `***`.
     static func redacted(path: String, query: String?) -> String {
         guard let query, !query.isEmpty else { return path }
+        return path + "?" + redactedQuery(query)
+    }
+
+    /// `query` with the values of ``redactedParameters`` replaced by `***`; `query` itself when
+    /// it names none of them.
+    ///
+    /// An ASCII query with no `%` or `+` names its parameters literally, so one pass over its bytes
+    /// tells whether any needs redacting, with no allocation: the common case on every traced
+    /// request (`url.query`) and logged one. Anything else takes the decoding path.
+    package static func redactedQuery(_ query: String) -> String {
+        mayNameRedactedParameter(query) ? redactedQueryByDecoding(query) : query
+    }
+
+    /// ``redactedQuery(_:)`` without its shortcut: every name percent-decoded and compared.
+    package static func redactedQueryByDecoding(_ query: String) -> String {
         let pairs = query.split(separator: "&", omittingEmptySubsequences: false).map { pair -> String in
             let name = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             // A name that does not decode is redacted too: no guessing how a parser reads it.
@@ -225,6 +247,29 @@ package struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
             else { return "\(name)=***" }
             return String(pair)
         }
-        return path + "?" + pairs.joined(separator: "&")
+        return pairs.joined(separator: "&")
+    }
+
+    /// False only when `query` certainly names no redacted parameter: every byte is ASCII and
+    /// none is `%` or `+` (so names are literal, and ASCII lower-casing is Unicode's: the
+    /// Kelvin sign lower-cases to `k`), and no name equals one of ``redactedParameters`` in any
+    /// case.
+    private static func mayNameRedactedParameter(_ query: String) -> Bool {
+        let bytes = query.utf8
+        if bytes.contains(where: { $0 >= 0x80 || $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) { return true }
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "&")) ?? bytes.endIndex
+            let name = bytes[start..<end].prefix { $0 != UInt8(ascii: "=") }
+            if redactedParameterBytes.contains(where: { $0.count == name.count && zip($0, name).allSatisfy { $0 == asciiLowercased($1) } }) {
+                return true
+            }
+            start = end == bytes.endIndex ? end : bytes.index(after: end)
+        }
+        return false
+    }
+
+    private static func asciiLowercased(_ byte: UInt8) -> UInt8 {
+        byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte
     }
 }

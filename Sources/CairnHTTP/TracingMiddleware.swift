@@ -33,15 +33,15 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
         // One update: each attribute set on its own takes the span's lock and copies the
         // attribute dictionary.
         span.updateAttributes { attributes in
-            attributes["http.request.method"] = request.method.rawValue
-            attributes["url.path"] = request.uri.path
-            attributes["url.scheme"] = "http"
+            // `set` stores the attribute itself: the subscript boxes each value as an existential.
+            attributes.set("http.request.method", value: .string(request.method.rawValue))
+            attributes.set("url.path", value: .string(request.uri.path))
+            attributes.set("url.scheme", value: "http")
             if let query = request.uri.query, !query.isEmpty {
-                let redacted = RequestLogMiddleware<Context>.redacted(path: "", query: query)
-                attributes["url.query"] = String(redacted.dropFirst())
+                attributes.set("url.query", value: .string(RequestLogMiddleware<Context>.redactedQuery(query)))
             }
-            if let agent = request.headers[.userAgent] { attributes["user_agent.original"] = agent }
-            if let context = context as? CairnRequestContext { attributes["client.address"] = context.clientAddress }
+            if let agent = request.headers[.userAgent] { attributes.set("user_agent.original", value: .string(agent)) }
+            if let context = context as? CairnRequestContext { attributes.set("client.address", value: .string(context.clientAddress)) }
         }
         do {
             let response = try await ServiceContext.$current.withValue(TraceContext.context(for: span)) { try await next(request, context) }
@@ -58,8 +58,8 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
     private func finish(_ span: any Span, status: Int, route: String?, method: HTTPRequest.Method) {
         if let route { span.operationName = "\(method.rawValue) \(route)" }
         span.updateAttributes { attributes in
-            if let route { attributes["http.route"] = route }
-            attributes["http.response.status_code"] = status
+            if let route { attributes.set("http.route", value: .string(route)) }
+            attributes.set("http.response.status_code", value: .int64(Int64(status)))
         }
         // Server spans are errors for 5xx only (OpenTelemetry HTTP conventions): a 4xx is the
         // client's mistake.

@@ -3,6 +3,7 @@ import NIOCore
 import PostgresNIO
 package import SQLKit
 import SQLiteNIO
+import Synchronization
 
 /// A value bound to a numbered placeholder (`$1`, `$2`, …) of a positional query.
 package enum SQLBindValue: Sendable, Equatable {
@@ -299,8 +300,20 @@ package protocol PreparedRead: Sendable {
 
 extension PreparedRead {
     /// The tracing span name: the statement's verb and table, as unprepared reads show it.
-    static var spanName: (operation: String, collection: String?) { TraceContext.statementName(sql) }
+    /// Worked out once per statement: its SQL is fixed, and reading it on every traced
+    /// execution cost more than the rest of the statement's span bookkeeping.
+    static var spanName: (operation: String, collection: String?) {
+        let key = ObjectIdentifier(Self.self)
+        if let name = preparedSpanNames.withLock({ $0[key] }) { return name }
+        let name = TraceContext.statementName(sql)
+        preparedSpanNames.withLock { $0[key] = name }
+        return name
+    }
 }
+
+/// ``PreparedRead/spanName`` of each statement type seen so far (a few dozen at most: one per
+/// conforming type).
+private let preparedSpanNames = Mutex<[ObjectIdentifier: (operation: String, collection: String?)]>([:])
 
 /// One execution of a ``PreparedRead`` in postgres-nio's terms: its name and SQL come from
 /// `Statement`, so the connection prepares it the first time and reuses it after.

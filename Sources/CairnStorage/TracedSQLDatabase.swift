@@ -47,10 +47,10 @@ final class TracedSQLDatabase: SQLDatabaseWrapper {
         let (operation, collection) = statement()
         let name = collection.map { "\(operation) \($0)" } ?? operation
         var attributes = SpanAttributes()
-        attributes["db.system.name"] = system
-        attributes["db.system"] = system
-        attributes["db.operation.name"] = operation
-        if let collection { attributes["db.collection.name"] = collection }
+        attributes.set("db.system.name", value: .string(system))
+        attributes.set("db.system", value: .string(system))
+        attributes.set("db.operation.name", value: .string(operation))
+        if let collection { attributes.set("db.collection.name", value: .string(collection)) }
         if let recorder = TraceContext.finishedSpanRecorder {
             let start = DefaultTracerClock.now.nanosecondsSinceEpoch
             do {
