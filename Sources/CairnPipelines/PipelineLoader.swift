@@ -171,10 +171,12 @@ extension PipelineEngine {
         }
 
         /// Runs the insert once its parameters are bound; commits a batch when full.
-        func commitRow(bytesRead: Int64?) throws {
+        /// - Parameter keepingBindings: the caller binds every parameter of every row, so the
+        ///   bindings need not be cleared (clearing frees SQLite's value buffers each row).
+        func commitRow(bytesRead: Int64?, keepingBindings: Bool = false) throws {
             guard let insert else { return }
             _ = try insert.step()
-            insert.reset()
+            if keepingBindings { insert.resetKeepingBindings() } else { insert.reset() }
             state.rowsLoaded += 1
             inBatch += 1
             if inBatch >= batchRows {
@@ -392,6 +394,8 @@ extension PipelineEngine {
 
         /// The rest of the file, bound from the reader's bytes without making strings.
         private func loadCSVRecords(_ reader: CSVReader) throws {
+            // Text is bound borrowing the reader's buffer: no binding may outlive it.
+            defer { insert?.reset() }
             while true {
                 let offset = reader.bytesConsumed
                 do {
@@ -410,18 +414,29 @@ extension PipelineEngine {
             }
         }
 
+        /// Binds every loaded column of the record (NULL included, so bindings need not be
+        /// cleared between rows; text borrows the reader's bytes, valid until the step) and
+        /// inserts it.
         private func insertRaw(_ record: CSVRawRecord, row: Int, offset: Int64, bytesAfter: Int64) throws {
             guard let insert else { return }
-            for (column, field) in state.sourceFields.enumerated() where field < record.count && !record.isNull(field) {
+            for (column, field) in state.sourceFields.enumerated() {
                 let parameter = parameters[column]
+                guard field < record.count && !record.isNull(field) else {
+                    if parameter > 0 { insert.bindNull(parameter) }
+                    continue
+                }
                 let type = types[column]
+                let borrow = !record.isEscaped(field)
                 // Every value is checked against its column's type; only the columns the query
                 // reads are bound (the others stay NULL, which it never sees).
                 let bind = parameter > 0
                 let fits: Bool = record.withField(field) { bytes in
                     switch type {
                     case .text:
-                        if bind { insert.bind(parameter, utf8: bytes) }
+                        if bind {
+                            // An escaped field's bytes are a copy that ends with this closure.
+                            if borrow { insert.bind(parameter, borrowing: bytes) } else { insert.bind(parameter, utf8: bytes) }
+                        }
                         return true
                     case .integer:
                         guard let value = Self.integer(bytes) else { return false }
@@ -444,7 +459,7 @@ extension PipelineEngine {
                     return
                 }
             }
-            try commitRow(bytesRead: bytesAfter)
+            try commitRow(bytesRead: bytesAfter, keepingBindings: true)
         }
 
         /// A decimal integer (optional sign, surrounding spaces) that fits 64 bits.

@@ -327,6 +327,14 @@ package final class SandboxStatement {
         _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), cairn_sqlite_transient(), UInt8(SQLITE_UTF8))
     }
 
+    /// Binds UTF-8 text given as bytes without copying them (`SQLITE_STATIC`): they must stay
+    /// valid and unchanged until the statement has stepped and been reset, and the parameter
+    /// is bound again (or cleared with ``reset()``) before they go away.
+    package func bind(_ index: Int32, borrowing bytes: UnsafeBufferPointer<UInt8>) {
+        let pointer = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+        _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), nil, UInt8(SQLITE_UTF8))
+    }
+
     /// Runs one step: true when a row is ready, false when the statement is done.
     /// - Throws: `SandboxError` (timeouts and cancellation included).
     package func step() throws -> Bool {
@@ -340,6 +348,12 @@ package final class SandboxStatement {
     package func reset() {
         sqlite3_reset(statement)
         sqlite3_clear_bindings(statement)
+    }
+
+    /// Resets the statement for another execution, keeping its bindings: for a caller that
+    /// binds every parameter of every execution (SQLite then reuses its value buffers).
+    package func resetKeepingBindings() {
+        sqlite3_reset(statement)
     }
 
     /// Result columns.

@@ -112,6 +112,30 @@ struct PipelineColumnPushdownTests {
         }
     }
 
+    @Test func rowsPastTheTypeSampleKeepTheirNullsAndQuotedText() throws {
+        // Past the first 1,000 records, text is bound borrowing the reader's bytes and bindings
+        // are kept from row to row: a null must never show the previous row's value, and a
+        // value with doubled quotes its own.
+        try Self.withFolder { folder in
+            var text = "i,name,note\n"
+            for row in 1...3000 { text += row % 2 == 0 ? "\(row),,\"say \"\"\(row)\"\"\"\n" : "\(row),n\(row),NA\n" }
+            let input = folder + "/input.csv"
+            _ = FileManager.default.createFile(atPath: input, contents: Data(text.utf8))
+            let database = folder + "/work.sqlite"
+            var spec = PipelineSpec(
+                input: .init(format: .csv), sql: "SELECT count(name) AS names, count(note) AS notes, max(note) AS last FROM input WHERE i > 1000",
+                output: .init(format: .ndjson), onRowError: .fail)
+            _ = try PipelineEngine.load(spec: spec, filePath: input, databasePath: database, control: SandboxControl(), resume: nil, report: { _ in })
+            spec.sql += " UNION ALL SELECT count(name), count(note), min(note) FROM input WHERE i > 1000"
+            _ = try PipelineEngine.query(
+                spec: spec, databasePath: database, outputPath: database + ".out", maxBytes: 1 << 20, timeoutSeconds: 10,
+                control: SandboxControl(), report: { _ in })
+            let lines = try String(contentsOfFile: database + ".out", encoding: .utf8)
+            #expect(
+                lines == #"{"names":1000,"notes":1000,"last":"say \"3000\""}"# + "\n" + #"{"names":1000,"notes":1000,"last":"say \"1002\""}"# + "\n")
+        }
+    }
+
     @Test func keywordsAreFoundOnlyOutsideQuotesAndComments() {
         let keywords: Set<String> = ["NATURAL", "USING"]
         #expect(SQLText.containsKeyword("select * from input natural join input", anyOf: keywords))
