@@ -399,6 +399,10 @@ package struct CSVRawRecord {
     /// The number of fields.
     package var count: Int { fields.count }
 
+    /// Whether field `index` holds doubled quotes, so that ``withField(_:_:)`` hands out a
+    /// copy rather than the reader's own bytes.
+    package func isEscaped(_ index: Int) -> Bool { fields[index].escaped }
+
     /// Whether field `index` is unquoted and one of the null markers.
     package func isNull(_ index: Int) -> Bool {
         let field = fields[index]

@@ -86,9 +86,11 @@ extension PipelineEngine {
         var types: [ColumnType] = []
         var inBatch = 0
         var columnIndex: [String: Int] = [:]  // JSON/XML field name → column
-        /// Whether the query reads each column; the others are left NULL (projection pushdown,
-        /// learnt from the authorizer while compiling the query against the new table).
-        var loaded: [Bool] = []
+        /// Each column's parameter of `insert`, or 0 for a column the query does not read: those
+        /// are left NULL (projection pushdown, learnt from the authorizer while compiling the
+        /// query against the new table). The insert names only the loaded columns, so SQLite
+        /// copies, and clears after each row, only those.
+        var parameters: [Int32] = []
         let recordsAlreadyRead: Int
         /// Stop once the table exists and the records read to make it (the type sample, or the
         /// first record with declared columns) are in: planning a chunked run learns its
@@ -128,11 +130,21 @@ extension PipelineEngine {
             // The query is compiled once here, so an SQL error or a refusal ends the run before
             // the file is loaded.
             let read = try db.columnsRead(by: spec.sql)
-            loaded = state.columns.map { read.contains($0.name.lowercased()) }
+            let loaded = state.columns.map { read?.contains($0.name.lowercased()) ?? true }
             types = state.columns.map(\.type)
             for (index, column) in state.columns.enumerated() { columnIndex[column.name] = index }
-            let marks = Array(repeating: "?", count: state.columns.count).joined(separator: ", ")
-            insert = try db.prepare("INSERT INTO input VALUES (\(marks))")
+            var names: [String] = []
+            parameters = loaded.enumerated().map { index, isLoaded in
+                guard isLoaded else { return 0 }
+                names.append(SQLText.quoted(state.columns[index].name))
+                return Int32(names.count)
+            }
+            if names.isEmpty {
+                insert = try db.prepare("INSERT INTO input DEFAULT VALUES")
+            } else {
+                let marks = Array(repeating: "?", count: names.count).joined(separator: ", ")
+                insert = try db.prepare("INSERT INTO input (\(names.joined(separator: ", "))) VALUES (\(marks))")
+            }
         }
 
         /// SQLite declared types; `BOOLEAN` and `TIMESTAMP` survive into query results'
@@ -159,10 +171,12 @@ extension PipelineEngine {
         }
 
         /// Runs the insert once its parameters are bound; commits a batch when full.
-        func commitRow(bytesRead: Int64?) throws {
+        /// - Parameter keepingBindings: the caller binds every parameter of every row, so the
+        ///   bindings need not be cleared (clearing frees SQLite's value buffers each row).
+        func commitRow(bytesRead: Int64?, keepingBindings: Bool = false) throws {
             guard let insert else { return }
             _ = try insert.step()
-            insert.reset()
+            if keepingBindings { insert.resetKeepingBindings() } else { insert.reset() }
             state.rowsLoaded += 1
             inBatch += 1
             if inBatch >= batchRows {
@@ -188,68 +202,71 @@ extension PipelineEngine {
 
         // MARK: Binding
 
-        /// Binds a text value (CSV or XML) to column `index` by its type.
+        /// Binds a text value (CSV or XML) to column `index` by its type; a column the query
+        /// does not read is only checked.
         /// - Returns: the problem, when it does not fit.
         func bind(text value: String, to index: Int) -> String? {
             guard let insert else { return nil }
-            let parameter = Int32(index + 1)
+            let parameter = parameters[index]
+            let bind = parameter > 0
             switch types[index] {
             case .text:
-                insert.bind(parameter, value)
+                if bind { insert.bind(parameter, value) }
             case .integer:
                 guard let number = Int64(value) ?? Int64(value.trimmingCharacters(in: .whitespaces)) else {
                     return "'\(Self.excerpt(value))' is not an integer"
                 }
-                insert.bind(parameter, number)
+                if bind { insert.bind(parameter, number) }
             case .real:
                 guard ColumnTypeInference.fits(value, .real), let number = Double(value) else { return "'\(Self.excerpt(value))' is not a number" }
-                insert.bind(parameter, number)
+                if bind { insert.bind(parameter, number) }
             case .boolean:
                 switch value.lowercased() {
-                case "true": insert.bind(parameter, Int64(1))
-                case "false": insert.bind(parameter, Int64(0))
+                case "true": if bind { insert.bind(parameter, Int64(1)) }
+                case "false": if bind { insert.bind(parameter, Int64(0)) }
                 default: return "'\(Self.excerpt(value))' is not true or false"
                 }
             case .timestamp:
                 guard ColumnTypeInference.fits(value, .timestamp) else { return "'\(Self.excerpt(value))' is not an RFC 3339 timestamp or date" }
-                insert.bind(parameter, value)
+                if bind { insert.bind(parameter, value) }
             }
             return nil
         }
 
-        /// Binds a JSON value to column `index` by its type.
-        /// Strings are read as text would be (`"5"` fits an integer column), other JSON
-        /// values must match.
+        /// Binds a JSON value to column `index` by its type; a column the query does not read
+        /// is only checked. Strings are read as text would be (`"5"` fits an integer column),
+        /// other JSON values must match.
         func bind(_ value: FieldValue, to index: Int) -> String? {
             guard let insert else { return nil }
-            let parameter = Int32(index + 1)
+            let parameter = parameters[index]
             let type = types[index]
+            let target = parameter > 0 ? insert : nil  // nil: only checked
             switch value {
             case .null: return nil
             case .text(let text):
                 return bind(text: text, to: index)
             case .integer(let number):
                 switch type {
-                case .integer: insert.bind(parameter, number)
-                case .real: insert.bind(parameter, Double(number))
-                case .text: insert.bind(parameter, String(number))
+                case .integer: target?.bind(parameter, number)
+                case .real: target?.bind(parameter, Double(number))
+                case .text: target?.bind(parameter, String(number))
                 default: return "a number does not fit a \(type.rawValue) column"
                 }
             case .real(let number):
                 switch type {
-                case .real: insert.bind(parameter, number)
-                case .text: insert.bind(parameter, "\(number)")
+                case .real: target?.bind(parameter, number)
+                case .text: target?.bind(parameter, "\(number)")
                 default: return "\(number) does not fit a \(type.rawValue) column"
                 }
             case .bool(let flag):
                 switch type {
-                case .boolean: insert.bind(parameter, Int64(flag ? 1 : 0))
-                case .text: insert.bind(parameter, flag ? "true" : "false")
+                case .boolean: target?.bind(parameter, Int64(flag ? 1 : 0))
+                case .text: target?.bind(parameter, flag ? "true" : "false")
                 default: return "a boolean does not fit a \(type.rawValue) column"
                 }
             case .json(let text):
                 guard type == .text else { return "an array or object does not fit a \(type.rawValue) column" }
-                insert.bind(parameter, text)
+                target?.bind(parameter, text)
             }
             return nil
         }
@@ -377,6 +394,8 @@ extension PipelineEngine {
 
         /// The rest of the file, bound from the reader's bytes without making strings.
         private func loadCSVRecords(_ reader: CSVReader) throws {
+            // Text is bound borrowing the reader's buffer: no binding may outlive it.
+            defer { insert?.reset() }
             while true {
                 let offset = reader.bytesConsumed
                 do {
@@ -395,18 +414,29 @@ extension PipelineEngine {
             }
         }
 
+        /// Binds every loaded column of the record (NULL included, so bindings need not be
+        /// cleared between rows; text borrows the reader's bytes, valid until the step) and
+        /// inserts it.
         private func insertRaw(_ record: CSVRawRecord, row: Int, offset: Int64, bytesAfter: Int64) throws {
             guard let insert else { return }
-            for (column, field) in state.sourceFields.enumerated() where field < record.count && !record.isNull(field) {
-                let parameter = Int32(column + 1)
+            for (column, field) in state.sourceFields.enumerated() {
+                let parameter = parameters[column]
+                guard field < record.count && !record.isNull(field) else {
+                    if parameter > 0 { insert.bindNull(parameter) }
+                    continue
+                }
                 let type = types[column]
+                let borrow = !record.isEscaped(field)
                 // Every value is checked against its column's type; only the columns the query
                 // reads are bound (the others stay NULL, which it never sees).
-                let bind = loaded[column]
+                let bind = parameter > 0
                 let fits: Bool = record.withField(field) { bytes in
                     switch type {
                     case .text:
-                        if bind { insert.bind(parameter, utf8: bytes) }
+                        if bind {
+                            // An escaped field's bytes are a copy that ends with this closure.
+                            if borrow { insert.bind(parameter, borrowing: bytes) } else { insert.bind(parameter, utf8: bytes) }
+                        }
                         return true
                     case .integer:
                         guard let value = Self.integer(bytes) else { return false }
@@ -429,7 +459,7 @@ extension PipelineEngine {
                     return
                 }
             }
-            try commitRow(bytesRead: bytesAfter)
+            try commitRow(bytesRead: bytesAfter, keepingBindings: true)
         }
 
         /// A decimal integer (optional sign, surrounding spaces) that fits 64 bits.

@@ -242,10 +242,14 @@ package final class SandboxDatabase {
 
     /// Compiles the tenant's query under the tenant-phase policy (so a refused or broken query
     /// fails before anything is loaded) and returns the lower-cased names of the `input`
-    /// columns it reads, from the authorizer's reports. Columns it never reads need not be
-    /// loaded.
+    /// columns it reads, from the authorizer's reports, or nil when that cannot be told (then
+    /// every column must be loaded). Columns it never reads need not be loaded.
+    ///
+    /// SQLite builds the comparisons of a `NATURAL` join and of `USING (…)` from column
+    /// references it never reports to the authorizer: `input x NATURAL JOIN input y` reports no
+    /// column at all, yet compares every one. A query with either keyword therefore gets nil.
     /// - Throws: `SandboxError` (`notAQuery`, `refused`, `sql`).
-    package func columnsRead(by sql: String) throws -> Set<String> {
+    package func columnsRead(by sql: String) throws -> Set<String>? {
         guardState.columnsRead.withLock { $0 = [] }
         guardState.checking.store(true, ordering: .sequentiallyConsistent)
         defer { guardState.checking.store(false, ordering: .sequentiallyConsistent) }
@@ -260,6 +264,7 @@ package final class SandboxDatabase {
             if let refused = guardState.refusal.withLock({ $0 }) { throw SandboxError(.refused, refused) }
             throw error(status, nil)
         }
+        if SQLText.containsKeyword(sql, anyOf: ["NATURAL", "USING"]) { return nil }
         return guardState.columnsRead.withLock { $0 }
     }
 
@@ -322,6 +327,14 @@ package final class SandboxStatement {
         _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), cairn_sqlite_transient(), UInt8(SQLITE_UTF8))
     }
 
+    /// Binds UTF-8 text given as bytes without copying them (`SQLITE_STATIC`): they must stay
+    /// valid and unchanged until the statement has stepped and been reset, and the parameter
+    /// is bound again (or cleared with ``reset()``) before they go away.
+    package func bind(_ index: Int32, borrowing bytes: UnsafeBufferPointer<UInt8>) {
+        let pointer = UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+        _ = sqlite3_bind_text64(statement, index, pointer, UInt64(bytes.count), nil, UInt8(SQLITE_UTF8))
+    }
+
     /// Runs one step: true when a row is ready, false when the statement is done.
     /// - Throws: `SandboxError` (timeouts and cancellation included).
     package func step() throws -> Bool {
@@ -335,6 +348,12 @@ package final class SandboxStatement {
     package func reset() {
         sqlite3_reset(statement)
         sqlite3_clear_bindings(statement)
+    }
+
+    /// Resets the statement for another execution, keeping its bindings: for a caller that
+    /// binds every parameter of every execution (SQLite then reuses its value buffers).
+    package func resetKeepingBindings() {
+        sqlite3_reset(statement)
     }
 
     /// Result columns.
@@ -504,6 +523,41 @@ package enum SQLText {
             }
         }
         return true
+    }
+
+    /// Whether one of `keywords` (upper case) appears in `sql` as a word of its own, outside
+    /// string literals, quoted identifiers and comments, in any letter case.
+    package static func containsKeyword(_ sql: String, anyOf keywords: Set<String>) -> Bool {
+        let bytes = Array(sql.utf8)
+        func isWordByte(_ byte: UInt8) -> Bool {
+            (0x41...0x5A).contains(byte & 0xDF) || (0x30...0x39).contains(byte) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "$")
+                || byte >= 0x80
+        }
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            switch byte {
+            case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"), UInt8(ascii: "["):
+                // A doubled quote inside ends one quoted run and starts the next: same outcome.
+                let close = byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : byte
+                index += 1
+                while index < bytes.count && bytes[index] != close { index += 1 }
+                index += 1
+            case UInt8(ascii: "-"), UInt8(ascii: "/"):
+                let next = skipBlank(bytes, from: index)
+                index = next > index ? next : index + 1
+            default:
+                guard isWordByte(byte) else {
+                    index += 1
+                    continue
+                }
+                let start = index
+                while index < bytes.count && isWordByte(bytes[index]) { index += 1 }
+                let word = String(decoding: bytes[start..<index], as: UTF8.self).uppercased()
+                if keywords.contains(word) { return true }
+            }
+        }
+        return false
     }
 
     /// Whether the first keyword, after comments and blanks, is `SELECT` or `WITH`.
