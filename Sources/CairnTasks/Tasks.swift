@@ -207,6 +207,28 @@ package struct TaskStore: Sendable {
         try await read(tenantId: tenantId, completed: completed, after: after, descending: false, limit: limit)
     }
 
+    /// ``batch(tenantId:completed:after:limit:)`` read in place: each row is lent to `body`,
+    /// which folds it into `state`, instead of becoming a ``TaskItem`` (reports copy the
+    /// fields straight into their CSV).
+    /// - Returns: the state after the last row.
+    package func scanBatch<State: Sendable>(
+        tenantId: String, completed: Bool? = nil, after: String?, limit: Int, into state: State,
+        _ body: @escaping @Sendable (inout State, TaskRowView) throws -> Void
+    ) async throws -> State {
+        var binds: [SQLBindValue] = [.text(tenantId)]
+        if let completed { binds.append(.bool(completed)) }
+        if let after { binds.append(.text(after)) }
+        binds.append(.integer(Int64(limit)))
+        let statement: any PreparedRead.Type =
+            switch (completed != nil, after != nil) {
+            case (false, false): Scan.self
+            case (false, true): ScanAfter.self
+            case (true, false): ScanCompleted.self
+            case (true, true): ScanCompletedAfter.self
+            }
+        return try await database.scanRows(statement, binds, into: state) { state, row in try body(&state, TaskRowView(row: row)) }
+    }
+
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
     /// (for seeding demo data fast).
     package func insertBatch(_ tasks: [TaskItem]) async throws {
@@ -238,9 +260,9 @@ extension TaskStore {
         static let sql = "SELECT \(columns) FROM tasks WHERE id = $1 AND tenant_id = $2"
     }
 
-    /// A list read: `$1` the tenant, then `completed` and the keyset id when present, then
-    /// the limit.
-    static func listSQL(completed: Bool, after: Bool, descending: Bool) -> String {
+    /// A list read of `columns`: `$1` the tenant, then `completed` and the keyset id when
+    /// present, then the limit.
+    static func listSQL(completed: Bool, after: Bool, descending: Bool, columns: String = columns) -> String {
         var sql = "SELECT \(columns) FROM tasks WHERE tenant_id = $1"
         var count = 1
         if completed {
@@ -252,6 +274,27 @@ extension TaskStore {
             sql += descending ? " AND id < $\(count)" : " AND id > $\(count)"
         }
         return sql + (descending ? " ORDER BY id DESC" : " ORDER BY id ASC") + " LIMIT $\(count + 1)"
+    }
+
+    /// The columns a ``TaskRowView`` reads, in its order: what a task shows, without the
+    /// tenant and the version.
+    static let scanColumns = "id, title, description, completed, created_by, created_at, updated_at"
+
+    enum Scan: PreparedRead {
+        static let name = "cairn_tasks_scan"
+        static let sql = listSQL(completed: false, after: false, descending: false, columns: scanColumns)
+    }
+    enum ScanAfter: PreparedRead {
+        static let name = "cairn_tasks_scan_after"
+        static let sql = listSQL(completed: false, after: true, descending: false, columns: scanColumns)
+    }
+    enum ScanCompleted: PreparedRead {
+        static let name = "cairn_tasks_scan_completed"
+        static let sql = listSQL(completed: true, after: false, descending: false, columns: scanColumns)
+    }
+    enum ScanCompletedAfter: PreparedRead {
+        static let name = "cairn_tasks_scan_completed_after"
+        static let sql = listSQL(completed: true, after: true, descending: false, columns: scanColumns)
     }
 
     enum ListDesc: PreparedRead {
@@ -285,5 +328,33 @@ extension TaskStore {
     enum ListCompletedAfterAsc: PreparedRead {
         static let name = "cairn_tasks_list_completed_after_asc"
         static let sql = listSQL(completed: true, after: true, descending: false)
+    }
+}
+
+/// One task row of ``TaskStore/scanBatch(tenantId:completed:after:limit:into:_:)``, read in
+/// place: text fields are lent as UTF-8 bytes, valid only during the call that lends them.
+package struct TaskRowView {
+    let row: PositionalRow
+
+    /// Lends the id's bytes to `body`.
+    package func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(0, body) }
+    /// Lends the title's bytes to `body`.
+    package func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(1, body) }
+    /// Lends the description's bytes to `body`, nil when there is none.
+    package func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T { try row.withUTF8(2, body) }
+    /// Done or not.
+    package func completed() throws -> Bool { try row.bool(3) }
+    /// Lends the creating user's id's bytes to `body`.
+    package func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(4, body) }
+    /// Epoch milliseconds.
+    package func createdAt() throws -> Int64 { try row.int64(5) }
+    /// Epoch milliseconds.
+    package func updatedAt() throws -> Int64 { try row.int64(6) }
+
+    private func required<T>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T {
+        try row.withUTF8(index) { bytes in
+            guard let bytes else { throw PositionalRowError(column: index, expected: "text") }
+            return try body(bytes)
+        }
     }
 }
