@@ -41,12 +41,6 @@ package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
     /// The type asked for.
     package var expected: String
 
-    /// Creates the error of column `column`, which did not hold `expected`.
-    package init(column: Int, expected: String) {
-        self.column = column
-        self.expected = expected
-    }
-
     /// A short diagnosis for logs (no values: they may be user data).
     package var description: String { "column \(column) is not \(expected)" }
 }
@@ -108,38 +102,6 @@ package struct PositionalRow {
                 throw PositionalRowError(column: index, expected: "text")
             }
         }
-    }
-
-    /// Lends the UTF-8 bytes of the text in column `index` to `body` (nil for NULL) without
-    /// making a `String` on PostgreSQL, where the bytes are read in place from the received
-    /// row: for streaming hot paths (report rows written straight into CSV).
-    /// - Throws: `PositionalRowError` when it is not text, or what `body` throws.
-    package func withUTF8<T>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T {
-        switch storage {
-        case .postgres(let row):
-            let cell = row[index]
-            switch cell.dataType {
-            case .text, .varchar, .bpchar, .name:
-                // Text is the same UTF-8 bytes in PostgreSQL's binary and text formats.
-                guard let bytes = cell.bytes else { return try body(nil) }
-                return try bytes.withUnsafeReadableBytes { try body($0.assumingMemoryBound(to: UInt8.self)) }
-            default:
-                return try Self.withUTF8(try optionalString(index), body)
-            }
-        case .sqlite(let row):
-            switch row[index].data {
-            case .text(let text): return try Self.withUTF8(text, body)
-            case .null: return try body(nil)
-            default: throw PositionalRowError(column: index, expected: "text")
-            }
-        case .sqlKit:
-            return try Self.withUTF8(try optionalString(index), body)
-        }
-    }
-
-    private static func withUTF8<T>(_ text: String?, _ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T {
-        guard var text else { return try body(nil) }
-        return try text.withUTF8 { try body($0) }
     }
 
     /// The integer in column `index` (any integer width on PostgreSQL).
@@ -237,7 +199,7 @@ extension Database {
     }
 
     /// `binds` as SQLite values.
-    private static func sqliteValues(_ binds: [SQLBindValue]) -> [SQLiteData] {
+    static func sqliteValues(_ binds: [SQLBindValue]) -> [SQLiteData] {
         binds.map { bind in
             switch bind {
             case .text(let text): .text(text)
@@ -307,41 +269,6 @@ extension Database {
         }
     }
 
-    /// Runs the hot read `Statement` (prepared once per connection on PostgreSQL, as
-    /// ``readRows(_:_:_:)-(Statement.Type,_,_)`` runs it) and folds its rows, in order, into
-    /// `state` with `body`, which reads each row in place: nothing is built per row unless
-    /// `body` builds it (report batches written straight into CSV).
-    ///
-    /// - Parameters:
-    ///   - statement: the statement's type: its fixed SQL and its server-side name.
-    ///   - binds: the values of `$1`…`$n`, in order, each always of the same type for a statement.
-    ///   - state: the value `body` starts from.
-    ///   - body: called once per row with the state so far; the row is valid only during the call.
-    /// - Returns: the state after the last row.
-    /// - Throws: the engine's errors, or what `body` throws.
-    package func scanRows<Statement: PreparedRead, State: Sendable>(
-        _ statement: Statement.Type, _ binds: [SQLBindValue], into state: State,
-        _ body: @escaping @Sendable (inout State, PositionalRow) throws -> Void
-    ) async throws -> State {
-        let system = dialect == .postgres ? "postgresql" : "sqlite"
-        return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
-            try await self.withNativeReader(
-                postgres: { connection in
-                    var state = state
-                    let rows = try await connection.execute(PostgresPreparedScan<Statement>(binds: binds), logger: Self.quiet)
-                    for try await row in rows { try body(&state, .postgres(row)) }
-                    return state
-                },
-                sqlite: { connection in
-                    var state = state
-                    for row in try await connection.query(Self.sqliteParameters(Statement.sql), Self.sqliteValues(binds)) {
-                        try body(&state, .sqlite(row))
-                    }
-                    return state
-                })
-        }
-    }
-
     /// postgres-nio logs each query at debug level; positional reads log nothing of their own.
     static let quiet = Logger(label: "cairn.storage.rows", factory: { _ in SwiftLogNoOpLogHandler() })
 
@@ -390,18 +317,6 @@ private struct PostgresPreparedRead<Statement: PreparedRead, R: Sendable>: Postg
 
     func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
     func decodeRow(_ row: PostgresRow) throws -> R { try decode(.postgres(row)) }
-}
-
-/// One execution of a ``PreparedRead`` whose rows are handed on as they are, for
-/// ``Database/scanRows(_:_:into:_:)``.
-private struct PostgresPreparedScan<Statement: PreparedRead>: PostgresPreparedStatement {
-    typealias Row = PostgresRow
-    static var name: String { Statement.name }
-    static var sql: String { Statement.sql }
-    let binds: [SQLBindValue]
-
-    func makeBindings() throws -> PostgresBindings { SQLBindValue.postgresBindings(binds) }
-    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
 }
 
 /// A JSON array of strings as text (the SQLite form of ``SQLBindValue/textArray(_:)``).

@@ -209,7 +209,8 @@ package struct TaskStore: Sendable {
 
     /// ``batch(tenantId:completed:after:limit:)`` read in place: each row is lent to `body`,
     /// which folds it into `state`, instead of becoming a ``TaskItem`` (reports copy the
-    /// fields straight into their CSV).
+    /// fields straight into their CSV). `body` runs where the rows arrive (an event loop on
+    /// PostgreSQL): keep it short.
     /// - Returns: the state after the last row.
     package func scanBatch<State: Sendable>(
         tenantId: String, completed: Bool? = nil, after: String?, limit: Int, into state: State,
@@ -219,14 +220,14 @@ package struct TaskStore: Sendable {
         if let completed { binds.append(.bool(completed)) }
         if let after { binds.append(.text(after)) }
         binds.append(.integer(Int64(limit)))
-        let statement: any PreparedRead.Type =
+        let sql =
             switch (completed != nil, after != nil) {
-            case (false, false): Scan.self
-            case (false, true): ScanAfter.self
-            case (true, false): ScanCompleted.self
-            case (true, true): ScanCompletedAfter.self
+            case (false, false): Self.scanSQL
+            case (false, true): Self.scanAfterSQL
+            case (true, false): Self.scanCompletedSQL
+            case (true, true): Self.scanCompletedAfterSQL
             }
-        return try await database.scanRows(statement, binds, into: state) { state, row in try body(&state, TaskRowView(row: row)) }
+        return try await database.scanRows(sql, binds, into: state) { state, row in try body(&state, try TaskRowView(&row)) }
     }
 
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
@@ -279,23 +280,10 @@ extension TaskStore {
     /// The columns a ``TaskRowView`` reads, in its order: what a task shows, without the
     /// tenant and the version.
     static let scanColumns = "id, title, description, completed, created_by, created_at, updated_at"
-
-    enum Scan: PreparedRead {
-        static let name = "cairn_tasks_scan"
-        static let sql = listSQL(completed: false, after: false, descending: false, columns: scanColumns)
-    }
-    enum ScanAfter: PreparedRead {
-        static let name = "cairn_tasks_scan_after"
-        static let sql = listSQL(completed: false, after: true, descending: false, columns: scanColumns)
-    }
-    enum ScanCompleted: PreparedRead {
-        static let name = "cairn_tasks_scan_completed"
-        static let sql = listSQL(completed: true, after: false, descending: false, columns: scanColumns)
-    }
-    enum ScanCompletedAfter: PreparedRead {
-        static let name = "cairn_tasks_scan_completed_after"
-        static let sql = listSQL(completed: true, after: true, descending: false, columns: scanColumns)
-    }
+    static let scanSQL = listSQL(completed: false, after: false, descending: false, columns: scanColumns)
+    static let scanAfterSQL = listSQL(completed: false, after: true, descending: false, columns: scanColumns)
+    static let scanCompletedSQL = listSQL(completed: true, after: false, descending: false, columns: scanColumns)
+    static let scanCompletedAfterSQL = listSQL(completed: true, after: true, descending: false, columns: scanColumns)
 
     enum ListDesc: PreparedRead {
         static let name = "cairn_tasks_list_desc"
@@ -334,27 +322,37 @@ extension TaskStore {
 /// One task row of ``TaskStore/scanBatch(tenantId:completed:after:limit:into:_:)``, read in
 /// place: text fields are lent as UTF-8 bytes, valid only during the call that lends them.
 package struct TaskRowView {
-    let row: PositionalRow
+    private let id: RowCell
+    private let title: RowCell
+    private let description: RowCell
+    private let completedCell: RowCell
+    private let createdBy: RowCell
+    private let createdAtCell: RowCell
+    private let updatedAtCell: RowCell
+
+    /// The columns of `TaskStore.scanColumns`, in order.
+    init(_ row: inout RowCursor) throws {
+        id = try row.next()
+        title = try row.next()
+        description = try row.next()
+        completedCell = try row.next()
+        createdBy = try row.next()
+        createdAtCell = try row.next()
+        updatedAtCell = try row.next()
+    }
 
     /// Lends the id's bytes to `body`.
-    package func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(0, body) }
+    package func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try id.withText(body) }
     /// Lends the title's bytes to `body`.
-    package func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(1, body) }
+    package func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try title.withText(body) }
     /// Lends the description's bytes to `body`, nil when there is none.
-    package func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T { try row.withUTF8(2, body) }
+    package func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T { try description.withOptionalText(body) }
     /// Done or not.
-    package func completed() throws -> Bool { try row.bool(3) }
+    package func completed() throws -> Bool { try completedCell.bool() }
     /// Lends the creating user's id's bytes to `body`.
-    package func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try required(4, body) }
+    package func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try createdBy.withText(body) }
     /// Epoch milliseconds.
-    package func createdAt() throws -> Int64 { try row.int64(5) }
+    package func createdAt() throws -> Int64 { try createdAtCell.int64() }
     /// Epoch milliseconds.
-    package func updatedAt() throws -> Int64 { try row.int64(6) }
-
-    private func required<T>(_ index: Int, _ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T {
-        try row.withUTF8(index) { bytes in
-            guard let bytes else { throw PositionalRowError(column: index, expected: "text") }
-            return try body(bytes)
-        }
-    }
+    package func updatedAt() throws -> Int64 { try updatedAtCell.int64() }
 }
