@@ -81,7 +81,8 @@ package struct RowCell {
             guard case .integer(let value) = sqlite else { throw PositionalRowError(column: column, expected: "an integer") }
             return Int64(value)
         }
-        if type == .int8, format == .binary, let bytes, bytes.readableBytes == 8, let value = bytes.getInteger(at: bytes.readerIndex, as: Int64.self) {
+        if type == .int8, format == .binary, let bytes, bytes.readableBytes == 8, let value = bytes.getInteger(at: bytes.readerIndex, as: Int64.self)
+        {
             return value
         }
         guard bytes != nil, let value = try? postgresCell.decode(Int64.self) else { throw PositionalRowError(column: column, expected: "an integer") }
@@ -95,7 +96,8 @@ package struct RowCell {
             guard case .integer(let value) = sqlite else { throw PositionalRowError(column: column, expected: "a boolean") }
             return value != 0
         }
-        if type == .bool, format == .binary, let bytes, bytes.readableBytes == 1, let value = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) {
+        if type == .bool, format == .binary, let bytes, bytes.readableBytes == 1, let value = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self)
+        {
             return value != 0
         }
         guard bytes != nil, let value = try? postgresCell.decode(Bool.self) else { throw PositionalRowError(column: column, expected: "a boolean") }
