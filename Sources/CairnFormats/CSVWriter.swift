@@ -78,6 +78,12 @@ package struct CSVWriter: Sendable {
         bytes.append(contentsOf: value.utf8)
     }
 
+    /// ``plain(_:)`` from UTF-8 bytes (a value the server generated, read in place).
+    package mutating func plain(utf8: UnsafeBufferPointer<UInt8>) {
+        separator()
+        bytes.append(contentsOf: utf8)
+    }
+
     /// An empty field (null).
     package mutating func null() {
         separator()

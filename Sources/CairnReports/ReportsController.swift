@@ -54,8 +54,8 @@ package struct ReportsController: Sendable {
         try query.validate()
         let store = tasks
         let wanted = completed
-        return stream(Self.tasksCSV, query: query, request: request, context: context) { tenantId, after, limit in
-            try await store.batch(tenantId: tenantId, completed: wanted, after: after, limit: limit)
+        return stream(Self.tasksCSV, query: query, request: request, context: context) { tenantId, after, limit, batch in
+            try await store.scanBatch(tenantId: tenantId, completed: wanted, after: after, limit: limit, into: batch, Self.writeTask)
         }
     }
 
@@ -65,9 +65,10 @@ package struct ReportsController: Sendable {
         let filter = ProductsController.parseFilter(request.uri, issues: &query.issues)
         try query.validate()
         let store = products
-        return stream(Self.productsCSV, query: query, request: request, context: context) { tenantId, after, limit in
-            try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: limit)
-        }
+        let fetch = CSVReportStream.encoding(
+            { tenantId, after, limit in try await store.batch(tenantId: tenantId, filter: filter, after: after, limit: limit) },
+            key: { $0.id }, encode: Self.writeProduct)
+        return stream(Self.productsCSV, query: query, request: request, context: context, fetch: fetch)
     }
 
     /// `GET /reports/notifications.csv[?type=&raw=]`: every notification of the tenant, all users.
@@ -79,30 +80,39 @@ package struct ReportsController: Sendable {
             query.issues.append(FieldIssue(field: "type", issue: "must be 1 to 64 visible ASCII characters"))
         }
         try query.validate()
-        return stream(Self.notificationsCSV, query: query, request: request, context: context) { tenantId, after, limit in
-            try await store.batch(tenantId: tenantId, type: type, after: after, limit: limit)
-        }
+        let fetch = CSVReportStream.encoding(
+            { tenantId, after, limit in try await store.batch(tenantId: tenantId, type: type, after: after, limit: limit) },
+            key: { $0.id }, encode: Self.writeNotification)
+        return stream(Self.notificationsCSV, query: query, request: request, context: context, fetch: fetch)
     }
 
     // MARK: Columns
 
-    static let tasksCSV = CSVReport<TaskItem>(
-        name: "tasks", header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"], key: { $0.id }
-    ) { task, csv in
-        csv.plain(task.id)
-        csv.text(task.title)
-        csv.text(task.description)
-        csv.bool(task.completed)
-        csv.plain(task.createdBy)
-        csv.timestamp(milliseconds: task.createdAt)
-        csv.timestamp(milliseconds: task.updatedAt)
+    static let tasksCSV = CSVReport(name: "tasks", header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"])
+
+    /// One task's record, its fields copied from the database row into the CSV as they are read.
+    @Sendable static func writeTask(_ batch: inout CSVBatch, _ task: TaskRowView) throws {
+        try task.withID { id in
+            batch.csv.plain(utf8: id)
+            batch.key(id)
+        }
+        try task.withTitle { batch.csv.text(utf8: $0) }
+        try task.withDescription { description in
+            if let description { batch.csv.text(utf8: description) } else { batch.csv.null() }
+        }
+        batch.csv.bool(try task.completed())
+        try task.withCreatedBy { batch.csv.plain(utf8: $0) }
+        batch.csv.timestamp(milliseconds: try task.createdAt())
+        batch.csv.timestamp(milliseconds: try task.updatedAt())
+        batch.csv.endRecord()
+        batch.rows += 1
     }
 
-    static let productsCSV = CSVReport<Product>(
+    static let productsCSV = CSVReport(
         name: "products",
-        header: ["id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt", "updatedAt"],
-        key: { $0.id }
-    ) { product, csv in
+        header: ["id", "sku", "name", "description", "priceMinor", "currency", "category", "stock", "attributes", "createdAt", "updatedAt"])
+
+    @Sendable static func writeProduct(_ product: Product, _ csv: inout CSVWriter) {
         csv.plain(product.id)
         csv.text(product.sku)
         csv.text(product.name)
@@ -116,9 +126,10 @@ package struct ReportsController: Sendable {
         csv.timestamp(milliseconds: product.updatedAt)
     }
 
-    static let notificationsCSV = CSVReport<StoredNotification>(
-        name: "notifications", header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"], key: { $0.id }
-    ) { notification, csv in
+    static let notificationsCSV = CSVReport(
+        name: "notifications", header: ["id", "userId", "seq", "type", "title", "body", "data", "createdAt", "readAt"])
+
+    @Sendable static func writeNotification(_ notification: StoredNotification, _ csv: inout CSVWriter) {
         csv.plain(notification.id)
         csv.plain(notification.userId)
         csv.integer(notification.seq)
@@ -144,11 +155,10 @@ package struct ReportsController: Sendable {
         return false
     }
 
-    /// The streamed response of `report`. `fetch(tenantId, after, limit)` reads at most `limit`
-    /// rows after the key `after` (from the first row when nil).
-    func stream<Row: Sendable>(
-        _ report: CSVReport<Row>, query: ReportQuery, request: Request, context: AuthenticatedContext,
-        fetch: @escaping @Sendable (_ tenantId: String, _ after: String?, _ limit: Int) async throws -> [Row]
+    /// The streamed response of `report`. `fetch(tenantId, after, limit, batch)` reads at most
+    /// `limit` rows after the key `after` (from the first row when nil) and writes them into `batch`.
+    func stream(
+        _ report: CSVReport, query: ReportQuery, request: Request, context: AuthenticatedContext, fetch: @escaping CSVReportStream.Fetch
     ) -> Response {
         let gzip = Self.acceptsGzip(request)
         let run = CSVReportStream(
@@ -158,7 +168,7 @@ package struct ReportsController: Sendable {
     }
 
     /// A report's response headers: a CSV attachment named after it, never cached.
-    static func headers<Row>(_ report: CSVReport<Row>, gzip: Bool) -> HTTPFields {
+    static func headers(_ report: CSVReport, gzip: Bool) -> HTTPFields {
         var headers: HTTPFields = [
             .contentType: "text/csv; charset=utf-8; header=present",
             .contentDisposition: "attachment; filename=\"\(report.name).csv\"",
@@ -170,13 +180,11 @@ package struct ReportsController: Sendable {
     }
 }
 
-/// One CSV report: its name (the file's and the metrics' label), its header, a row's keyset key
-/// and how a row's fields are written (the record is ended after it).
-struct CSVReport<Row: Sendable>: Sendable {
+/// One CSV report: its name (the file's and the metrics' label) and its header. Its rows are
+/// written by the fetch the controller gives its stream.
+struct CSVReport: Sendable {
     let name: String
     let header: [String]
-    let key: @Sendable (Row) -> String
-    let encode: @Sendable (Row, inout CSVWriter) -> Void
 }
 
 /// What every report checks first (the group's `RequireAdmin` has let only admins in): `raw`

@@ -196,7 +196,12 @@ extension Database {
     private static func sqliteRows<R: Sendable>(
         _ connection: SQLiteConnection, _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R
     ) async throws -> [R] {
-        let values: [SQLiteData] = binds.map { bind in
+        try await connection.query(sqliteParameters(sql), sqliteValues(binds)).map { try decode(.sqlite($0)) }
+    }
+
+    /// `binds` as SQLite values.
+    static func sqliteValues(_ binds: [SQLBindValue]) -> [SQLiteData] {
+        binds.map { bind in
             switch bind {
             case .text(let text): .text(text)
             case .integer(let value): .integer(Int(value))
@@ -205,7 +210,6 @@ extension Database {
             case .textArray(let values): .text(JSONArrayText.of(values))
             }
         }
-        return try await connection.query(sqliteParameters(sql), values).map { try decode(.sqlite($0)) }
     }
 
     /// Runs the hot read `Statement` and decodes its rows by position, as

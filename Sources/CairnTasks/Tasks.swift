@@ -207,6 +207,29 @@ package struct TaskStore: Sendable {
         try await read(tenantId: tenantId, completed: completed, after: after, descending: false, limit: limit)
     }
 
+    /// ``batch(tenantId:completed:after:limit:)`` read in place: each row is lent to `body`,
+    /// which folds it into `state`, instead of becoming a ``TaskItem`` (reports copy the
+    /// fields straight into their CSV). `body` runs where the rows arrive (an event loop on
+    /// PostgreSQL): keep it short.
+    /// - Returns: the state after the last row.
+    package func scanBatch<State: Sendable>(
+        tenantId: String, completed: Bool? = nil, after: String?, limit: Int, into state: State,
+        _ body: @escaping @Sendable (inout State, TaskRowView) throws -> Void
+    ) async throws -> State {
+        var binds: [SQLBindValue] = [.text(tenantId)]
+        if let completed { binds.append(.bool(completed)) }
+        if let after { binds.append(.text(after)) }
+        binds.append(.integer(Int64(limit)))
+        let sql =
+            switch (completed != nil, after != nil) {
+            case (false, false): Self.scanSQL
+            case (false, true): Self.scanAfterSQL
+            case (true, false): Self.scanCompletedSQL
+            case (true, true): Self.scanCompletedAfterSQL
+            }
+        return try await database.scanRows(sql, binds, into: state) { state, row in try body(&state, try TaskRowView(&row)) }
+    }
+
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
     /// (for seeding demo data fast).
     package func insertBatch(_ tasks: [TaskItem]) async throws {
@@ -238,9 +261,9 @@ extension TaskStore {
         static let sql = "SELECT \(columns) FROM tasks WHERE id = $1 AND tenant_id = $2"
     }
 
-    /// A list read: `$1` the tenant, then `completed` and the keyset id when present, then
-    /// the limit.
-    static func listSQL(completed: Bool, after: Bool, descending: Bool) -> String {
+    /// A list read of `columns`: `$1` the tenant, then `completed` and the keyset id when
+    /// present, then the limit.
+    static func listSQL(completed: Bool, after: Bool, descending: Bool, columns: String = columns) -> String {
         var sql = "SELECT \(columns) FROM tasks WHERE tenant_id = $1"
         var count = 1
         if completed {
@@ -253,6 +276,14 @@ extension TaskStore {
         }
         return sql + (descending ? " ORDER BY id DESC" : " ORDER BY id ASC") + " LIMIT $\(count + 1)"
     }
+
+    /// The columns a ``TaskRowView`` reads, in its order: what a task shows, without the
+    /// tenant and the version.
+    static let scanColumns = "id, title, description, completed, created_by, created_at, updated_at"
+    static let scanSQL = listSQL(completed: false, after: false, descending: false, columns: scanColumns)
+    static let scanAfterSQL = listSQL(completed: false, after: true, descending: false, columns: scanColumns)
+    static let scanCompletedSQL = listSQL(completed: true, after: false, descending: false, columns: scanColumns)
+    static let scanCompletedAfterSQL = listSQL(completed: true, after: true, descending: false, columns: scanColumns)
 
     enum ListDesc: PreparedRead {
         static let name = "cairn_tasks_list_desc"
@@ -286,4 +317,42 @@ extension TaskStore {
         static let name = "cairn_tasks_list_completed_after_asc"
         static let sql = listSQL(completed: true, after: true, descending: false)
     }
+}
+
+/// One task row of ``TaskStore/scanBatch(tenantId:completed:after:limit:into:_:)``, read in
+/// place: text fields are lent as UTF-8 bytes, valid only during the call that lends them.
+package struct TaskRowView {
+    private let id: RowCell
+    private let title: RowCell
+    private let description: RowCell
+    private let completedCell: RowCell
+    private let createdBy: RowCell
+    private let createdAtCell: RowCell
+    private let updatedAtCell: RowCell
+
+    /// The columns of `TaskStore.scanColumns`, in order.
+    init(_ row: inout RowCursor) throws {
+        id = try row.next()
+        title = try row.next()
+        description = try row.next()
+        completedCell = try row.next()
+        createdBy = try row.next()
+        createdAtCell = try row.next()
+        updatedAtCell = try row.next()
+    }
+
+    /// Lends the id's bytes to `body`.
+    package func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try id.withText(body) }
+    /// Lends the title's bytes to `body`.
+    package func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try title.withText(body) }
+    /// Lends the description's bytes to `body`, nil when there is none.
+    package func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T { try description.withOptionalText(body) }
+    /// Done or not.
+    package func completed() throws -> Bool { try completedCell.bool() }
+    /// Lends the creating user's id's bytes to `body`.
+    package func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try createdBy.withText(body) }
+    /// Epoch milliseconds.
+    package func createdAt() throws -> Int64 { try createdAtCell.int64() }
+    /// Epoch milliseconds.
+    package func updatedAt() throws -> Int64 { try updatedAtCell.int64() }
 }

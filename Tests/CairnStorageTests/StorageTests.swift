@@ -171,6 +171,55 @@ struct StorageTests {
         }
     }
 
+    /// A scan folds the rows, in order, read column after column in place, as positional
+    /// reads decode them (text lent as UTF-8 bytes, NULL as nil, integers, booleans) on both
+    /// engines; a wrong type or a missing column is a `PositionalRowError`, and the first error
+    /// the fold throws ends the scan with that error.
+    @Test(arguments: TestEngine.available)
+    func scannedRowsFoldInOrderAndReadEveryTypeAlike(engine: TestEngine) async throws {
+        struct Stop: Error {}
+        try await withOpenDatabase(engine) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, label TEXT, done BOOLEAN NOT NULL, n BIGINT NOT NULL)").run()
+                for (index, label) in ["Zürich, \"東京\" 🚀", nil, ""].enumerated() {
+                    try await db.raw(
+                        "INSERT INTO items VALUES (\(bind: "i\(index)"), \(bind: label), \(bind: index != 1), \(bind: (Int64(1) << 40) - Int64(index)))"
+                    )
+                    .run()
+                }
+            }
+            let sql = "SELECT id, label, done, n FROM items WHERE n > $1 ORDER BY id"
+            let lines = try await database.scanRows(sql, [.integer(0)], into: [String]()) { lines, row in
+                let id = try row.next().withText { String(decoding: $0, as: UTF8.self) }
+                let label = try row.next().withOptionalText { $0.map { String(decoding: $0, as: UTF8.self) } ?? "NULL" }
+                lines.append("\(id)|\(label)|\(try row.next().bool())|\(try row.next().int64())")
+            }
+            #expect(lines == ["i0|Zürich, \"東京\" 🚀|true|1099511627776", "i1|NULL|false|1099511627775", "i2||true|1099511627774"])
+            let none = try await database.scanRows(sql, [.integer(Int64.max)], into: 0) { count, _ in count += 1 }
+            #expect(none == 0)
+            await #expect(throws: PositionalRowError.self) {
+                _ = try await database.scanRows(sql, [.integer(0)], into: 0) { _, row in _ = try row.next().int64() }
+            }
+            await #expect(throws: PositionalRowError.self) {
+                _ = try await database.scanRows("SELECT label FROM items WHERE id = 'i1'", [], into: 0) { _, row in try row.next().withText { _ in } }
+            }
+            await #expect(throws: PositionalRowError.self) {
+                _ = try await database.scanRows("SELECT id FROM items", [], into: 0) { _, row in
+                    _ = try row.next()
+                    _ = try row.next()
+                }
+            }
+            let counted = Mutex(0)
+            await #expect(throws: Stop.self) {
+                _ = try await database.scanRows(sql, [.integer(0)], into: 0) { _, _ in
+                    counted.withLock { $0 += 1 }
+                    throw Stop()
+                }
+            }
+            #expect(counted.withLock { $0 } == 1)
+        }
+    }
+
     /// A hot read declared as a ``PreparedRead`` answers as the same SQL run unprepared, on
     /// both engines, every time; on PostgreSQL the connection holds it prepared under its name
     /// afterwards (`pg_prepared_statements`), so later runs skip parsing and planning.
