@@ -40,4 +40,35 @@ struct SharedFrameTests {
             #expect((message?["notification"] as? [String: Any])?["title"] as? String == "shared")
         }
     }
+
+    /// The hub writes a live row to a caught-up socket itself instead of waking the socket's
+    /// task (10,000 task switches per tenant broadcast were most of its p99): two publishes
+    /// reach the socket's writer in seq order while its consumer sleeps, and its next wake
+    /// carries both as sent.
+    @Test(arguments: TestEngine.available)
+    func theHubWritesToACaughtUpSocketWithoutWakingIt(engine: TestEngine) async throws {
+        try await withLiveOwner(engine, "direct-write@example.com") { app, owner in
+            let center = app.components.notifications
+            let mailbox = Mailbox(capacity: 10)
+            let recorder = DirectRecorder()
+            center.hub.register(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket)
+            defer { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
+            mailbox.nextCheck(at: .now + .seconds(600))
+            mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(600), writer: recorder.writer)
+            for title in ["one", "two"] {
+                try await center.publish(NotificationDraft(type: "message", title: title), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            let written = try await withDeadline(.seconds(30), "both rows written by the hub") { () -> [Int64] in
+                var written: [Int64] = []
+                for await seq in recorder.writes {
+                    written.append(seq)
+                    if written.count == 2 { break }
+                }
+                return written
+            }
+            #expect(written == [1, 2])
+            mailbox.push(client: .ping)
+            #expect(await mailbox.next().sent.map(\.seq) == [1, 2])
+        }
+    }
 }
