@@ -9,6 +9,11 @@
 // Usage: cairn-wsload PORT TOKENS_FILE   (TOKENS_FILE: one `userIndex token` line per connection)
 // stdout: `ready N` once every connection is ready; then on each `report` line read from stdin,
 // one line of JSON with the counts, latencies and this process's CPU seconds; `quit` exits.
+// `publish SECONDS CONNECTIONS TOKEN USER_IDS_FILE` (one user id a line, in userIndex order)
+// posts `{"userIds":[one random user]}` notifications for SECONDS over CONNECTIONS keep-alive
+// HTTP/1.1 connections on the same event loop (the Python publishers' GIL capped the stored
+// rate), then answers one line of JSON: stored (202s), other statuses, the deliveries expected
+// (the recipient's sockets), the elapsed seconds.
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -321,6 +326,134 @@ final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+/// The HTTP publishers of the `publish` command; event-loop confined.
+final class Publishers: @unchecked Sendable {
+    // @unchecked: every method runs on `loop`.
+    let loop: any EventLoop
+    let port: Int
+    let token: String
+    let userIds: [String]
+    let socketsOf: [Int]
+    let deadline: NIODeadline
+    var stored = 0
+    var expected = 0
+    var statuses: [Int: Int] = [:]
+    var running = 0
+    let started = Date()
+    let done: EventLoopPromise<String>
+
+    init(loop: any EventLoop, port: Int, token: String, userIds: [String], socketsOf: [Int], seconds: Int) {
+        self.loop = loop
+        self.port = port
+        self.token = token
+        self.userIds = userIds
+        self.socketsOf = socketsOf
+        self.deadline = .now() + .seconds(Int64(seconds))
+        self.done = loop.makePromise()
+    }
+
+    func start(connections: Int) {
+        for _ in 0..<connections {
+            running += 1
+            ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.pipeline.addHTTPClientHandlers().flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(PublishHandler(publishers: self))
+                    }
+                }
+                .connect(host: "127.0.0.1", port: port)
+                .whenFailure { _ in self.finished() }
+        }
+    }
+
+    /// One request's head and body for a random user; the user's index rides along.
+    func nextRequest() -> (HTTPRequestHead, ByteBuffer, Int)? {
+        guard NIODeadline.now() < deadline else { return nil }
+        let target = Int.random(in: 0..<userIds.count)
+        let body = #"{"userIds":["\#(userIds[target])"],"type":"message","title":"tp","data":{"t":\#(Date().timeIntervalSince1970),"p":"t"}}"#
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "127.0.0.1:\(port)")
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Authorization", value: "Bearer \(token)")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        return (HTTPRequestHead(version: .http1_1, method: .POST, uri: "/notifications", headers: headers), ByteBuffer(string: body), target)
+    }
+
+    func answered(status: Int, target: Int) {
+        statuses[status, default: 0] += 1
+        if status == 202 {
+            stored += 1
+            expected += socketsOf[target]
+        }
+    }
+
+    func finished() {
+        running -= 1
+        guard running == 0 else { return }
+        let object: [String: Any] = [
+            "stored": stored, "expected": expected, "elapsed": Date().timeIntervalSince(started),
+            "statuses": Dictionary(uniqueKeysWithValues: statuses.map { (String($0.key), $0.value) }),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8)
+        done.succeed(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// One keep-alive publishing connection: the next request goes when the last answer ended.
+final class PublishHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let publishers: Publishers
+    var target = 0
+    var status = 0
+    var isDone = false
+
+    init(publishers: Publishers) {
+        self.publishers = publishers
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendNext(context: context)
+        context.fireChannelActive()
+    }
+
+    func sendNext(context: ChannelHandlerContext) {
+        guard let (head, body, target) = publishers.nextRequest() else {
+            finish()
+            context.close(promise: nil)
+            return
+        }
+        self.target = target
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): status = Int(head.status.code)
+        case .body: break
+        case .end:
+            publishers.answered(status: status, target: target)
+            sendNext(context: context)
+        }
+    }
+
+    func finish() {
+        guard !isDone else { return }
+        isDone = true
+        publishers.finished()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
 /// Writes one line to stdout at once (the bench reads it line by line).
 func output(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -344,6 +477,23 @@ while let line = readLine() {
     switch line.trimmingCharacters(in: .whitespaces) {
     case "report":
         let report = try loop.submit { client.report() }.wait()
+        output(report)
+    case let command where command.hasPrefix("publish "):
+        let parts = command.split(separator: " ").map(String.init)
+        guard parts.count == 5, let seconds = Int(parts[1]), let count = Int(parts[2]),
+            let ids = try? String(contentsOfFile: parts[4], encoding: .utf8)
+        else {
+            output("{}")
+            continue
+        }
+        let userIds = ids.split(separator: "\n").map(String.init)
+        let report = try loop.submit { () -> EventLoopFuture<String> in
+            var socketsOf = [Int](repeating: 0, count: userIds.count)
+            for connection in client.stats.connections where connection.user < userIds.count { socketsOf[connection.user] += 1 }
+            let publishers = Publishers(loop: loop, port: port, token: parts[3], userIds: userIds, socketsOf: socketsOf, seconds: seconds)
+            publishers.start(connections: count)
+            return publishers.done.futureResult
+        }.wait().wait()
         output(report)
     case "quit":
         try loop.submit {
