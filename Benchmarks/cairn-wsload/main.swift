@@ -53,25 +53,43 @@ final class Connection: @unchecked Sendable {
     }
 }
 
-/// Finds `"key":` in `bytes` from `start` and parses the number after it (nil: absent).
-func number(after key: String, in view: [UInt8], from start: Int = 0) -> (Double, Int)? {
-    let pattern = Array("\"\(key)\":".utf8)
+/// The byte patterns the client looks for, made once (they were made per frame and per
+/// candidate position, which cost the client most of its CPU).
+enum Pattern {
+    static let seq = Array(#""seq":"#.utf8)
+    static let t = Array(#""t":"#.utf8)
+    static let r = Array(#""r":"#.utf8)
+    static let ready = Array(#"{"type":"ready""#.utf8)
+    static let notification = Array(#"{"type":"notification""#.utf8)
+    static let broadcast = Array(#""p":"b""#.utf8)
+}
+
+/// Where `pattern` occurs in `view` at or after `start` (nil: nowhere).
+func find(_ pattern: [UInt8], in view: [UInt8], from start: Int = 0) -> Int? {
     var index = start
     while index + pattern.count <= view.count {
-        if view[index] == pattern[0], Array(view[index..<(index + pattern.count)]) == pattern {
-            var end = index + pattern.count
-            let begin = end
-            while end < view.count, let scalar = Optional(view[end]),
-                (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43
-            {
-                end += 1
-            }
-            guard let value = Double(String(decoding: view[begin..<end], as: UTF8.self)) else { return nil }
-            return (value, end)
+        if view[index] == pattern[0] {
+            var offset = 1
+            while offset < pattern.count, view[index + offset] == pattern[offset] { offset += 1 }
+            if offset == pattern.count { return index }
         }
         index += 1
     }
     return nil
+}
+
+/// Finds `pattern` (`"key":`) in `view` from `start` and parses the number after it (nil: absent).
+func number(after pattern: [UInt8], in view: [UInt8], from start: Int = 0) -> (Double, Int)? {
+    guard let index = find(pattern, in: view, from: start) else { return nil }
+    let begin = index + pattern.count
+    var end = begin
+    while end < view.count, let scalar = Optional(view[end]),
+        (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43
+    {
+        end += 1
+    }
+    guard let value = Double(String(decoding: view[begin..<end], as: UTF8.self)) else { return nil }
+    return (value, end)
 }
 
 /// The WebSocket handler of one connection: parses, checks and acknowledges on the event loop.
@@ -129,9 +147,8 @@ final class SocketHandler: ChannelInboundHandler {
 
     func handle(_ bytes: [UInt8], context: ChannelHandlerContext) {
         let now = Date().timeIntervalSince1970
-        let prefix = Array(bytes.prefix(24))
-        if prefix.starts(with: Array(#"{"type":"ready""#.utf8)) {
-            guard let (seq, _) = number(after: "seq", in: bytes) else { return }
+        if bytes.starts(with: Pattern.ready) {
+            guard let (seq, _) = number(after: Pattern.seq, in: bytes) else { return }
             if connection.last < 0 { connection.last = Int64(seq) }
             if !connection.isReady {
                 connection.isReady = true
@@ -140,18 +157,20 @@ final class SocketHandler: ChannelInboundHandler {
             }
             return
         }
-        guard prefix.starts(with: Array(#"{"type":"notification""#.utf8)), let (seqValue, at) = number(after: "seq", in: bytes) else { return }
+        guard bytes.starts(with: Pattern.notification), let (seqValue, at) = number(after: Pattern.seq, in: bytes) else { return }
         let seq = Int64(seqValue)
         if seq <= connection.last {
             stats.duplicated += 1
         } else {
             if seq > connection.last + 1 { stats.lost += Int(seq - connection.last - 1) }
             connection.last = seq
-            if let (sent, _) = number(after: "t", in: bytes, from: at) {
+            if let (sent, _) = number(after: Pattern.t, in: bytes, from: at) {
                 let latency = (now - sent) * 1000
-                let isBroadcast = bytes.firstRange(of: Array(#""p":"b""#.utf8)) != nil
+                let isBroadcast = find(Pattern.broadcast, in: bytes, from: at) != nil
                 stats.latencies[isBroadcast ? "b" : "t", default: []].append(latency)
-                if isBroadcast, let (round, _) = number(after: "r", in: bytes, from: at) { stats.rounds[Int(round), default: []].append(latency) }
+                if isBroadcast, let (round, _) = number(after: Pattern.r, in: bytes, from: at) {
+                    stats.rounds[Int(round), default: []].append(latency)
+                }
             }
         }
         toAck = max(toAck ?? seq, seq)
