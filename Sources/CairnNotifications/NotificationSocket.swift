@@ -340,10 +340,6 @@ struct SocketSession {
     func serve(
         inbound: WebSocketInboundStream, mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?
     ) async throws -> (UInt16, String) {
-        // The authentication deadline ticks the mailbox (the hub ticks registered ones): a timer
-        // on the channel's event loop, not a task sleeping beside every connection.
-        let authDeadline = channel.eventLoop.scheduleTask(in: TimeAmount(center.settings.authTimeout)) { mailbox.tick() }
-        defer { authDeadline.cancel() }
         // Acks of a subscribed socket are taken on the event loop, not by the reader task: one
         // task switch fewer per delivered notification. Added before the reader starts, so
         // every frame not taken there still reaches it in order.
@@ -352,10 +348,17 @@ struct SocketSession {
             let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
             try pipeline.addHandler(AckTaker(mailbox: mailbox), position: .after(decoder.handler))
         }.get()
+        // The authentication deadline ticks the mailbox (the hub ticks registered ones): a timer
+        // on the channel's event loop, not a task sleeping beside every connection. The loop
+        // counts its deadline from `started`, taken first, so the timer never fires before it
+        // is due (a tick before it would leave the loop asleep for good).
+        let started = ContinuousClock.now
+        let authDeadline = channel.eventLoop.scheduleTask(in: TimeAmount(center.settings.authTimeout)) { mailbox.tick() }
+        defer { authDeadline.cancel() }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await Self.read(inbound, into: mailbox) }
             let result = try await withGracefulShutdownHandler {
-                try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
+                try await loop(mailbox: mailbox, headerToken: headerToken, started: started, registered: &registered)
             } onGracefulShutdown: {
                 mailbox.close()
             }
@@ -379,8 +382,10 @@ struct SocketSession {
     }
 
     /// The connection's loop; returns the close code to send (0: the client left).
-    func loop(mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?) async throws -> (UInt16, String) {
-        var state = SocketLoop(session: self, mailbox: mailbox)
+    func loop(
+        mailbox: Mailbox, headerToken: String?, started: ContinuousClock.Instant = .now, registered: inout (tenantId: String, userId: String)?
+    ) async throws -> (UInt16, String) {
+        var state = SocketLoop(session: self, mailbox: mailbox, started: started)
         // Written back on return and on throw, so `run` unregisters whatever was registered.
         defer { registered = state.registered }
         if let headerToken, let close = try await state.authenticate(headerToken) { return close }
@@ -450,7 +455,8 @@ struct SocketLoop {
 
     let session: SocketSession
     let mailbox: Mailbox
-    let started = ContinuousClock.now
+    /// When the connection started: its authentication deadline counts from here.
+    let started: ContinuousClock.Instant
     var token: String?
     var identity: Identity?
     var expiresAt = Date.distantFuture
@@ -465,7 +471,8 @@ struct SocketLoop {
     var behind = false
     var registered: (tenantId: String, userId: String)?
 
-    init(session: SocketSession, mailbox: Mailbox) {
+    init(session: SocketSession, mailbox: Mailbox, started: ContinuousClock.Instant = .now) {
+        self.started = started
         self.session = session
         self.mailbox = mailbox
         self.cursor = LiveCursor(store: session.center.store, tenantId: "", userId: "")

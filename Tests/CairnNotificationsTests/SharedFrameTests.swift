@@ -53,6 +53,11 @@ struct SharedFrameTests {
             let recorder = DirectRecorder()
             center.hub.register(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket)
             defer { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
+            // Announcements made before the node listens are lost (connections re-read their
+            // inbox then, which this mailbox does not): publish once it says it listens.
+            try await withDeadline(.seconds(30), "the hub listening") {
+                while await !mailbox.next().resync {}
+            }
             mailbox.nextCheck(at: .now + .seconds(600))
             mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(600), writer: recorder.writer)
             for title in ["one", "two"] {
