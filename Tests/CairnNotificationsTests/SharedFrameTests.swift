@@ -22,6 +22,10 @@ struct SharedFrameTests {
             defer {
                 for mailbox in mailboxes { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
             }
+            // An announcement before the node listens is lost (connections re-read then): publish once it does.
+            try await withDeadline(.seconds(30), "the hub listening") {
+                while await !mailboxes[0].next().resync {}
+            }
             try await center.publish(NotificationDraft(type: "message", title: "shared"), to: [owner.userId], tenantId: owner.tenantId)
             var received: [LiveRow] = []
             for mailbox in mailboxes {
