@@ -291,6 +291,7 @@ let package = Package(
             [
                 "CairnNotifications", "CairnOutbound", "CairnAccounts", "CairnJobs",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"), .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ], exclude: ["Resources"]),
         .testTarget(
             name: "EndToEndTests",

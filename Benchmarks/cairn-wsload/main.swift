@@ -9,6 +9,11 @@
 // Usage: cairn-wsload PORT TOKENS_FILE   (TOKENS_FILE: one `userIndex token` line per connection)
 // stdout: `ready N` once every connection is ready; then on each `report` line read from stdin,
 // one line of JSON with the counts, latencies and this process's CPU seconds; `quit` exits.
+// `publish SECONDS CONNECTIONS TOKEN USER_IDS_FILE` (one user id a line, in userIndex order)
+// posts `{"userIds":[one random user]}` notifications for SECONDS over CONNECTIONS keep-alive
+// HTTP/1.1 connections on the same event loop (the Python publishers' GIL capped the stored
+// rate), then answers one line of JSON: stored (202s), other statuses, the deliveries expected
+// (the recipient's sockets), the elapsed seconds.
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -48,25 +53,43 @@ final class Connection: @unchecked Sendable {
     }
 }
 
-/// Finds `"key":` in `bytes` from `start` and parses the number after it (nil: absent).
-func number(after key: String, in view: [UInt8], from start: Int = 0) -> (Double, Int)? {
-    let pattern = Array("\"\(key)\":".utf8)
+/// The byte patterns the client looks for, made once (they were made per frame and per
+/// candidate position, which cost the client most of its CPU).
+enum Pattern {
+    static let seq = Array(#""seq":"#.utf8)
+    static let t = Array(#""t":"#.utf8)
+    static let r = Array(#""r":"#.utf8)
+    static let ready = Array(#"{"type":"ready""#.utf8)
+    static let notification = Array(#"{"type":"notification""#.utf8)
+    static let broadcast = Array(#""p":"b""#.utf8)
+}
+
+/// Where `pattern` occurs in `view` at or after `start` (nil: nowhere).
+func find(_ pattern: [UInt8], in view: [UInt8], from start: Int = 0) -> Int? {
     var index = start
     while index + pattern.count <= view.count {
-        if view[index] == pattern[0], Array(view[index..<(index + pattern.count)]) == pattern {
-            var end = index + pattern.count
-            let begin = end
-            while end < view.count, let scalar = Optional(view[end]),
-                (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43
-            {
-                end += 1
-            }
-            guard let value = Double(String(decoding: view[begin..<end], as: UTF8.self)) else { return nil }
-            return (value, end)
+        if view[index] == pattern[0] {
+            var offset = 1
+            while offset < pattern.count, view[index + offset] == pattern[offset] { offset += 1 }
+            if offset == pattern.count { return index }
         }
         index += 1
     }
     return nil
+}
+
+/// Finds `pattern` (`"key":`) in `view` from `start` and parses the number after it (nil: absent).
+func number(after pattern: [UInt8], in view: [UInt8], from start: Int = 0) -> (Double, Int)? {
+    guard let index = find(pattern, in: view, from: start) else { return nil }
+    let begin = index + pattern.count
+    var end = begin
+    while end < view.count, let scalar = Optional(view[end]),
+        (scalar >= 48 && scalar <= 57) || scalar == 46 || scalar == 45 || scalar == 101 || scalar == 43
+    {
+        end += 1
+    }
+    guard let value = Double(String(decoding: view[begin..<end], as: UTF8.self)) else { return nil }
+    return (value, end)
 }
 
 /// The WebSocket handler of one connection: parses, checks and acknowledges on the event loop.
@@ -124,9 +147,8 @@ final class SocketHandler: ChannelInboundHandler {
 
     func handle(_ bytes: [UInt8], context: ChannelHandlerContext) {
         let now = Date().timeIntervalSince1970
-        let prefix = Array(bytes.prefix(24))
-        if prefix.starts(with: Array(#"{"type":"ready""#.utf8)) {
-            guard let (seq, _) = number(after: "seq", in: bytes) else { return }
+        if bytes.starts(with: Pattern.ready) {
+            guard let (seq, _) = number(after: Pattern.seq, in: bytes) else { return }
             if connection.last < 0 { connection.last = Int64(seq) }
             if !connection.isReady {
                 connection.isReady = true
@@ -135,18 +157,20 @@ final class SocketHandler: ChannelInboundHandler {
             }
             return
         }
-        guard prefix.starts(with: Array(#"{"type":"notification""#.utf8)), let (seqValue, at) = number(after: "seq", in: bytes) else { return }
+        guard bytes.starts(with: Pattern.notification), let (seqValue, at) = number(after: Pattern.seq, in: bytes) else { return }
         let seq = Int64(seqValue)
         if seq <= connection.last {
             stats.duplicated += 1
         } else {
             if seq > connection.last + 1 { stats.lost += Int(seq - connection.last - 1) }
             connection.last = seq
-            if let (sent, _) = number(after: "t", in: bytes, from: at) {
+            if let (sent, _) = number(after: Pattern.t, in: bytes, from: at) {
                 let latency = (now - sent) * 1000
-                let isBroadcast = bytes.firstRange(of: Array(#""p":"b""#.utf8)) != nil
+                let isBroadcast = find(Pattern.broadcast, in: bytes, from: at) != nil
                 stats.latencies[isBroadcast ? "b" : "t", default: []].append(latency)
-                if isBroadcast, let (round, _) = number(after: "r", in: bytes, from: at) { stats.rounds[Int(round), default: []].append(latency) }
+                if isBroadcast, let (round, _) = number(after: Pattern.r, in: bytes, from: at) {
+                    stats.rounds[Int(round), default: []].append(latency)
+                }
             }
         }
         toAck = max(toAck ?? seq, seq)
@@ -321,6 +345,134 @@ final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
+/// The HTTP publishers of the `publish` command; event-loop confined.
+final class Publishers: @unchecked Sendable {
+    // @unchecked: every method runs on `loop`.
+    let loop: any EventLoop
+    let port: Int
+    let token: String
+    let userIds: [String]
+    let socketsOf: [Int]
+    let deadline: NIODeadline
+    var stored = 0
+    var expected = 0
+    var statuses: [Int: Int] = [:]
+    var running = 0
+    let started = Date()
+    let done: EventLoopPromise<String>
+
+    init(loop: any EventLoop, port: Int, token: String, userIds: [String], socketsOf: [Int], seconds: Int) {
+        self.loop = loop
+        self.port = port
+        self.token = token
+        self.userIds = userIds
+        self.socketsOf = socketsOf
+        self.deadline = .now() + .seconds(Int64(seconds))
+        self.done = loop.makePromise()
+    }
+
+    func start(connections: Int) {
+        for _ in 0..<connections {
+            running += 1
+            ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.pipeline.addHTTPClientHandlers().flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(PublishHandler(publishers: self))
+                    }
+                }
+                .connect(host: "127.0.0.1", port: port)
+                .whenFailure { _ in self.finished() }
+        }
+    }
+
+    /// One request's head and body for a random user; the user's index rides along.
+    func nextRequest() -> (HTTPRequestHead, ByteBuffer, Int)? {
+        guard NIODeadline.now() < deadline else { return nil }
+        let target = Int.random(in: 0..<userIds.count)
+        let body = #"{"userIds":["\#(userIds[target])"],"type":"message","title":"tp","data":{"t":\#(Date().timeIntervalSince1970),"p":"t"}}"#
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "127.0.0.1:\(port)")
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Authorization", value: "Bearer \(token)")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        return (HTTPRequestHead(version: .http1_1, method: .POST, uri: "/notifications", headers: headers), ByteBuffer(string: body), target)
+    }
+
+    func answered(status: Int, target: Int) {
+        statuses[status, default: 0] += 1
+        if status == 202 {
+            stored += 1
+            expected += socketsOf[target]
+        }
+    }
+
+    func finished() {
+        running -= 1
+        guard running == 0 else { return }
+        let object: [String: Any] = [
+            "stored": stored, "expected": expected, "elapsed": Date().timeIntervalSince(started),
+            "statuses": Dictionary(uniqueKeysWithValues: statuses.map { (String($0.key), $0.value) }),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8)
+        done.succeed(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// One keep-alive publishing connection: the next request goes when the last answer ended.
+final class PublishHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let publishers: Publishers
+    var target = 0
+    var status = 0
+    var isDone = false
+
+    init(publishers: Publishers) {
+        self.publishers = publishers
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendNext(context: context)
+        context.fireChannelActive()
+    }
+
+    func sendNext(context: ChannelHandlerContext) {
+        guard let (head, body, target) = publishers.nextRequest() else {
+            finish()
+            context.close(promise: nil)
+            return
+        }
+        self.target = target
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): status = Int(head.status.code)
+        case .body: break
+        case .end:
+            publishers.answered(status: status, target: target)
+            sendNext(context: context)
+        }
+    }
+
+    func finish() {
+        guard !isDone else { return }
+        isDone = true
+        publishers.finished()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
 /// Writes one line to stdout at once (the bench reads it line by line).
 func output(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
@@ -344,6 +496,23 @@ while let line = readLine() {
     switch line.trimmingCharacters(in: .whitespaces) {
     case "report":
         let report = try loop.submit { client.report() }.wait()
+        output(report)
+    case let command where command.hasPrefix("publish "):
+        let parts = command.split(separator: " ").map(String.init)
+        guard parts.count == 5, let seconds = Int(parts[1]), let count = Int(parts[2]),
+            let ids = try? String(contentsOfFile: parts[4], encoding: .utf8)
+        else {
+            output("{}")
+            continue
+        }
+        let userIds = ids.split(separator: "\n").map(String.init)
+        let report = try loop.submit { () -> EventLoopFuture<String> in
+            var socketsOf = [Int](repeating: 0, count: userIds.count)
+            for connection in client.stats.connections where connection.user < userIds.count { socketsOf[connection.user] += 1 }
+            let publishers = Publishers(loop: loop, port: port, token: parts[3], userIds: userIds, socketsOf: socketsOf, seconds: seconds)
+            publishers.start(connections: count)
+            return publishers.done.futureResult
+        }.wait().wait()
         output(report)
     case "quit":
         try loop.submit {

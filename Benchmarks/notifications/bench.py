@@ -110,6 +110,17 @@ class SwiftClient:
         self.proc.stdin.flush()
         return json.loads(self.proc.stdout.readline())
 
+    def publish(self, seconds, connections, token, user_ids):
+        """Runs the load client's HTTP publishers; returns their JSON report."""
+        with tempfile.NamedTemporaryFile("w", suffix=".ids", delete=False) as f:
+            f.write("\n".join(user_ids))
+        try:
+            self.proc.stdin.write(f"publish {seconds} {connections} {token} {f.name}\n")
+            self.proc.stdin.flush()
+            return json.loads(self.proc.stdout.readline())
+        finally:
+            os.unlink(f.name)
+
     def close(self):
         try:
             self.proc.stdin.write("quit\n")
@@ -186,7 +197,9 @@ def main():
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--publishers", type=int, default=8)
+    parser.add_argument("--publishers", type=int, default=8, help="HTTP publishing connections")
+    parser.add_argument("--publisher", choices=("swift", "python"), default=None,
+                        help="swift: keep-alive connections in cairn-wsload (default with it); python: threads of this script")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--pg-url", default=None)
     parser.add_argument("--load-client", default=None,
@@ -195,6 +208,10 @@ def main():
     if args.load_client is None:
         candidate = os.path.join(os.path.dirname(args.bin), "cairn-wsload")
         args.load_client = candidate if os.path.exists(candidate) else "python"
+    if args.publisher is None:
+        args.publisher = "python" if args.load_client == "python" else "swift"
+    if args.publisher == "swift" and args.load_client == "python":
+        parser.error("--publisher swift needs cairn-wsload as the load client")
 
     data_dir = tempfile.mkdtemp(prefix="cairn-nbench-")
     port = free_port()
@@ -299,15 +316,21 @@ def main():
                         stored[0] += 1
                         expected[0] += conns_of[target]
 
-        threads = [threading.Thread(target=publisher) for _ in range(args.publishers)]
-        t0 = time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.time() - t0
+        if args.publisher == "swift":
+            published = swift.publish(args.seconds, args.publishers, admin, user_ids)
+            stored[0], expected[0], elapsed = published["stored"], published["expected"], published["elapsed"]
+            if set(published["statuses"]) - {"202"}:
+                print(f"publisher statuses: {published['statuses']}", flush=True)
+        else:
+            threads = [threading.Thread(target=publisher) for _ in range(args.publishers)]
+            t0 = time.time()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.time() - t0
         time.sleep(3)
-        meter.report(f"the throughput phase ({args.publishers} python HTTP publishers)")
+        meter.report(f"the throughput phase ({args.publishers} {args.publisher} HTTP publishers)")
         stop_event.set()
         latencies = {"b": [], "t": []}
         received = {"b": 0, "t": 0}
@@ -340,7 +363,7 @@ def main():
               f"(lost {broadcast_expected - received['b']})", flush=True)
         t = latencies["t"]
         print(f"throughput: {stored[0]} notifications stored in {elapsed:.1f} s = {stored[0] / elapsed:.0f}/s "
-              f"({args.publishers} HTTP publishers, one recipient each); delivered {received['t']} of {expected[0]} "
+              f"({args.publishers} {args.publisher} HTTP publishers, one recipient each); delivered {received['t']} of {expected[0]} "
               f"= {received['t'] / elapsed:.0f}/s (lost {expected[0] - received['t']}); latency p50 {percentile(t, 50):.1f} "
               f"p99 {percentile(t, 99):.1f} ms", flush=True)
     finally:

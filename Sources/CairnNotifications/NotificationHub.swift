@@ -41,10 +41,33 @@ final class LiveRow: Sendable {
     }
 }
 
+/// A notification the hub wrote to a WebSocket while the connection's loop slept (see
+/// ``Mailbox/armDirect(after:room:ackTimeout:writer:)``): the loop takes it into its in-flight
+/// window when it next wakes.
+struct DirectSend: Sendable {
+    /// The row's seq.
+    let seq: Int64
+    /// The message written, kept for a resend.
+    let message: ByteBuffer
+    /// When it was handed to the connection.
+    let sentAt: ContinuousClock.Instant
+}
+
+/// How the hub writes to a WebSocket without waking its loop.
+struct DirectWriter: Sendable {
+    /// False while the peer is not reading: the loop's own write then parks under the watchdog.
+    let isWritable: @Sendable () -> Bool
+    /// Queues text messages on the connection behind everything the loop queued before.
+    let write: @Sendable ([ByteBuffer]) -> Void
+}
+
 /// What a live connection's mailbox holds when its consumer wakes.
 struct MailboxBatch: Sendable {
     /// Live notifications, in arrival order (not necessarily seq order).
     var rows: [LiveRow] = []
+    /// Notifications the hub wrote directly while the consumer slept, in seq order; they do not
+    /// wake it (``isEmpty`` ignores them).
+    var sent: [DirectSend] = []
     /// Rows were dropped because the mailbox was full: re-read from the database.
     var overflowed = false
     /// The hub's ticker fired (heartbeats, token checks, ack timeouts).
@@ -100,6 +123,63 @@ final class Mailbox: Sendable {
         /// Acks are kept aside rather than queued; `wakeOnAck` says whether one wakes the consumer.
         var acksAside = false
         var wakeOnAck = true
+        /// Set while the consumer sleeps caught up: live rows that continue `last` are written
+        /// by the producer itself (see ``Mailbox/armDirect(after:room:ackTimeout:writer:)``).
+        var direct: Direct?
+
+        struct Direct {
+            /// The last seq written to the socket.
+            var last: Int64
+            /// How many more rows the in-flight window holds.
+            var room: Int
+            let ackTimeout: Duration
+            let writer: DirectWriter
+        }
+
+        /// Hands the batch to the consumer, which is awake from then on: direct writes stop.
+        mutating func takeBatch() -> MailboxBatch {
+            let taken = batch
+            batch = MailboxBatch()
+            direct = nil
+            return taken
+        }
+
+        /// The sleeping consumer and what to wake it with, if it sleeps.
+        mutating func wake() -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? {
+            guard let waiter else { return nil }
+            self.waiter = nil
+            return (waiter, takeBatch())
+        }
+
+        /// Writes `rows` to the socket if they continue what it was last sent, in order, and fit
+        /// its window; false (and direct writes end) when the consumer must handle them.
+        mutating func writeDirectly(_ rows: [LiveRow]) -> Bool {
+            guard var direct, !isClosed, !stalled, batch.rows.isEmpty, !batch.overflowed else { return false }
+            let fresh = rows.filter { $0.seq > direct.last }.sorted { $0.seq < $1.seq }
+            guard !fresh.isEmpty else { return true }
+            var expected = direct.last + 1
+            for row in fresh {
+                guard row.seq == expected else {
+                    self.direct = nil
+                    return false
+                }
+                expected += 1
+            }
+            guard fresh.count <= direct.room, direct.writer.isWritable() else {
+                self.direct = nil
+                return false
+            }
+            let now = ContinuousClock.now
+            // Written under the lock: two producers cannot reorder one socket's frames.
+            direct.writer.write(fresh.map(\.webSocketMessage))
+            for row in fresh { batch.sent.append(DirectSend(seq: row.seq, message: row.webSocketMessage, sentAt: now)) }
+            direct.last = expected - 1
+            direct.room -= fresh.count
+            // The ack timeout of what was just sent is a check the consumer did not know of.
+            checkAt = min(checkAt ?? now + direct.ackTimeout, now + direct.ackTimeout)
+            self.direct = direct
+            return true
+        }
     }
     /// Why the watchdog gave up on a connection.
     enum Stall: Sendable {
@@ -152,29 +232,40 @@ final class Mailbox: Sendable {
     private func mutate(_ change: (inout MailboxBatch) -> Void) {
         let resume = state.withLock { state -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? in
             change(&state.batch)
-            guard let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            let batch = state.batch
-            state.batch = MailboxBatch()
-            return (waiter, batch)
+            return state.wake()
         }
         if let (waiter, batch) = resume { waiter.resume(returning: batch) }
     }
 
-    /// Adds live rows.
+    /// Lets producers write live rows that continue seq `last` straight to the socket while the
+    /// consumer sleeps, at most `room` of them, instead of waking it: a tenant broadcast then
+    /// costs each socket one queued write on its event loop, not a task switch. It ends when
+    /// the consumer is next handed a batch (which carries what was written, in
+    /// ``MailboxBatch/sent``), or at the first row that does not continue `last`, would
+    /// overflow `room`, or meets an unwritable socket: that row wakes the consumer as before.
+    /// The first resend of a row written so is due `ackTimeout` after it, and wakes the consumer.
+    func armDirect(after last: Int64, room: Int, ackTimeout: Duration, writer: DirectWriter) {
+        guard room > 0 else { return }
+        state.withLock { $0.direct = .init(last: last, room: room, ackTimeout: ackTimeout, writer: writer) }
+    }
+
+    /// Adds live rows (or writes them, see ``armDirect(after:room:ackTimeout:writer:)``).
     func push(_ rows: [LiveRow]) {
         let capacity = self.capacity
         var overflowedNow = false
-        mutate { batch in
-            if batch.overflowed { return }
-            if batch.rows.count + rows.count > capacity {
-                batch.rows.removeAll()
-                batch.overflowed = true
+        let resume = state.withLock { state -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? in
+            if state.direct != nil, state.writeDirectly(rows) { return nil }
+            if state.batch.overflowed { return state.wake() }
+            if state.batch.rows.count + rows.count > capacity {
+                state.batch.rows.removeAll()
+                state.batch.overflowed = true
                 overflowedNow = true
             } else {
-                batch.rows.append(contentsOf: rows)
+                state.batch.rows.append(contentsOf: rows)
             }
+            return state.wake()
         }
+        if let (waiter, batch) = resume { waiter.resume(returning: batch) }
         if overflowedNow, stallOnOverflow, state.withLock({ $0.writingSince != nil }) { stall(.overflow) }
     }
 
@@ -193,11 +284,7 @@ final class Mailbox: Sendable {
                 state.batch.ackedAt = now
                 guard state.wakeOnAck else { return (true, nil) }
                 state.batch.ackWake = true
-                guard let waiter = state.waiter else { return (true, nil) }
-                state.waiter = nil
-                let batch = state.batch
-                state.batch = MailboxBatch()
-                return (true, (waiter, batch))
+                return (true, state.wake())
             }
             if let (waiter, batch) = outcome.resume { waiter.resume(returning: batch) }
             if outcome.aside { return }
@@ -224,6 +311,10 @@ final class Mailbox: Sendable {
             if wake, $0.batch.acked != nil { $0.batch.ackWake = true }
         }
     }
+
+    /// True once acks are kept aside (the consumer subscribed): from then on their order among
+    /// other client messages no longer matters.
+    var setsAcksAside: Bool { state.withLock { $0.acksAside } }
 
     /// Asks the consumer to re-read its inbox after its cursor.
     func requestResync() {
@@ -268,9 +359,7 @@ final class Mailbox: Sendable {
                     state.waiter = continuation
                     return nil
                 }
-                let batch = state.batch
-                state.batch = MailboxBatch()
-                return batch
+                return state.takeBatch()
             }
             if let ready { continuation.resume(returning: ready) }
         }

@@ -285,6 +285,21 @@ struct SocketSession {
         try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()))) }
     }
 
+    /// How the hub writes notification messages to this socket while its loop sleeps: on the
+    /// channel's event loop, behind the writes the loop queued there before (the outbound
+    /// writer queues its writes on that loop too, and loops do not run on it).
+    var directWriter: DirectWriter {
+        let channel = self.channel
+        return DirectWriter(
+            isWritable: { channel.isWritable },
+            write: { messages in
+                channel.eventLoop.execute {
+                    for message in messages { channel.write(WebSocketFrame(fin: true, opcode: .text, data: message), promise: nil) }
+                    channel.flush()
+                }
+            })
+    }
+
     /// Sends an encoded text message (a buffer shared with the user's other sockets is not copied).
     func send(message: ByteBuffer, _ mailbox: Mailbox) async throws {
         try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: message))) }
@@ -325,14 +340,25 @@ struct SocketSession {
     func serve(
         inbound: WebSocketInboundStream, mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?
     ) async throws -> (UInt16, String) {
+        // Acks of a subscribed socket are taken on the event loop, not by the reader task: one
+        // task switch fewer per delivered notification. Added before the reader starts, so
+        // every frame not taken there still reaches it in order.
+        try? await channel.eventLoop.submit { [channel] in
+            let pipeline = channel.pipeline.syncOperations
+            let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try pipeline.addHandler(AckTaker(mailbox: mailbox), position: .after(decoder.handler))
+        }.get()
         // The authentication deadline ticks the mailbox (the hub ticks registered ones): a timer
-        // on the channel's event loop, not a task sleeping beside every connection.
+        // on the channel's event loop, not a task sleeping beside every connection. The loop
+        // counts its deadline from `started`, taken first, so the timer never fires before it
+        // is due (a tick before it would leave the loop asleep for good).
+        let started = ContinuousClock.now
         let authDeadline = channel.eventLoop.scheduleTask(in: TimeAmount(center.settings.authTimeout)) { mailbox.tick() }
         defer { authDeadline.cancel() }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await Self.read(inbound, into: mailbox) }
             let result = try await withGracefulShutdownHandler {
-                try await loop(mailbox: mailbox, headerToken: headerToken, registered: &registered)
+                try await loop(mailbox: mailbox, headerToken: headerToken, started: started, registered: &registered)
             } onGracefulShutdown: {
                 mailbox.close()
             }
@@ -356,16 +382,69 @@ struct SocketSession {
     }
 
     /// The connection's loop; returns the close code to send (0: the client left).
-    func loop(mailbox: Mailbox, headerToken: String?, registered: inout (tenantId: String, userId: String)?) async throws -> (UInt16, String) {
-        var state = SocketLoop(session: self, mailbox: mailbox)
+    func loop(
+        mailbox: Mailbox, headerToken: String?, started: ContinuousClock.Instant = .now, registered: inout (tenantId: String, userId: String)?
+    ) async throws -> (UInt16, String) {
+        var state = SocketLoop(session: self, mailbox: mailbox, started: started)
         // Written back on return and on throw, so `run` unregisters whatever was registered.
         defer { registered = state.registered }
         if let headerToken, let close = try await state.authenticate(headerToken) { return close }
+        let writer = directWriter
         while true {
             mailbox.nextCheck(at: state.nextCheck())
-            if state.subscribed { mailbox.takeAcksAside(wake: state.behind) }
+            if state.subscribed {
+                mailbox.takeAcksAside(wake: state.behind)
+                // Caught up: live rows reach the socket from the hub while this loop sleeps.
+                if !state.behind {
+                    mailbox.armDirect(
+                        after: state.cursor.last, room: state.settings.maxUnacked - state.inFlight.count,
+                        ackTimeout: state.settings.ackTimeout, writer: writer)
+                }
+            }
             if let close = try await state.handle(await mailbox.next()) { return close }
         }
+    }
+}
+
+/// Takes a subscribed socket's acks out of its inbound frames on the event loop, into its
+/// mailbox (see ``Mailbox/takeAcksAside(wake:)``), where they would have gone through the
+/// reader task one frame at a time. Everything else passes on to the reader untouched: frames
+/// before the subscription (an ack before it is an error the loop reports in order), other
+/// messages, control frames, fragmented messages, frames with reserved bits, and non-ASCII text
+/// (the reader's UTF-8 checks apply).
+final class AckTaker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    let mailbox: Mailbox
+    /// Inside a fragmented message, whose frames all go to the reader.
+    private var inFragments = false
+
+    init(mailbox: Mailbox) {
+        self.mailbox = mailbox
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.opcode == .text || frame.opcode == .binary || frame.opcode == .continuation {
+            let whole = frame.opcode == .text && frame.fin && !inFragments
+            if frame.opcode != .continuation { inFragments = !frame.fin } else if frame.fin { inFragments = false }
+            if whole, !frame.rsv1, !frame.rsv2, !frame.rsv3, frame.data.readableBytes <= 256, mailbox.setsAcksAside,
+                case .ack(let seq) = Self.ack(frame.unmaskedData)
+            {
+                mailbox.push(client: .ack(seq: seq))
+                return
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The message in an ASCII text payload, or nil.
+    static func ack(_ payload: ByteBuffer) -> ClientMessage? {
+        guard payload.readableBytesView.allSatisfy({ $0 < 0x80 }) else { return nil }
+        let message = ClientMessage.parse(String(buffer: payload))
+        if case .ack = message { return message }
+        return nil
     }
 }
 
@@ -376,7 +455,8 @@ struct SocketLoop {
 
     let session: SocketSession
     let mailbox: Mailbox
-    let started = ContinuousClock.now
+    /// When the connection started: its authentication deadline counts from here.
+    let started: ContinuousClock.Instant
     var token: String?
     var identity: Identity?
     var expiresAt = Date.distantFuture
@@ -391,7 +471,8 @@ struct SocketLoop {
     var behind = false
     var registered: (tenantId: String, userId: String)?
 
-    init(session: SocketSession, mailbox: Mailbox) {
+    init(session: SocketSession, mailbox: Mailbox, started: ContinuousClock.Instant = .now) {
+        self.started = started
         self.session = session
         self.mailbox = mailbox
         self.cursor = LiveCursor(store: session.center.store, tenantId: "", userId: "")
@@ -402,6 +483,11 @@ struct SocketLoop {
 
     /// Answers one batch of wake-ups, in the order that keeps delivery gap-free.
     mutating func handle(_ batch: MailboxBatch) async throws -> Close? {
+        // What the hub wrote while this loop slept is in flight, before any ack is checked.
+        for sent in batch.sent {
+            inFlight.append(SocketSession.InFlight(seq: sent.seq, message: sent.message, sentAt: sent.sentAt))
+            cursor.last = sent.seq
+        }
         if batch.closed { return (1001, "server shutting down") }
         if batch.clientFlood { return (1008, "too many messages") }
         if let acked = batch.acked {

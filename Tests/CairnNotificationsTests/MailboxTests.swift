@@ -1,3 +1,7 @@
+import Foundation
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
 import Synchronization
 import Testing
 
@@ -106,6 +110,108 @@ struct MailboxWakeTests {
     }
 }
 
+/// A ``DirectWriter`` that records the messages' seqs in the order written.
+final class DirectRecorder: Sendable {
+    let written = Mutex<[Int64]>([])
+    let writable = Atomic<Bool>(true)
+    /// Each seq as it is written, for tests that wait for writes made by another task.
+    let writes: AsyncStream<Int64>
+    private let continuation: AsyncStream<Int64>.Continuation
+
+    init() {
+        (writes, continuation) = AsyncStream.makeStream(of: Int64.self)
+    }
+
+    /// The `seq` of a notification message.
+    static func seq(of message: ByteBuffer) -> Int64 {
+        let object = try? JSONSerialization.jsonObject(with: Data(String(buffer: message).utf8)) as? [String: Any]
+        return (object?["seq"] as? Int).map(Int64.init) ?? -1
+    }
+
+    var writer: DirectWriter {
+        DirectWriter(
+            isWritable: { self.writable.load(ordering: .relaxed) },
+            write: { messages in
+                self.written.withLock { written in
+                    for message in messages {
+                        written.append(Self.seq(of: message))
+                        self.continuation.yield(Self.seq(of: message))
+                    }
+                }
+            })
+    }
+}
+
+@Suite("Notifications: broadcasts written by the hub to sleeping sockets")
+struct DirectDeliveryTests {
+    private static func row(_ seq: Int64) -> LiveRow {
+        LiveRow(
+            StoredNotification(
+                id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil))
+    }
+
+    /// A caught-up consumer is not woken by live rows that continue its seq: they are written
+    /// to its socket in order, and its next wake carries them as sent (for its in-flight
+    /// window) ahead of whatever woke it. A row it already has is not written again.
+    @Test func rowsThatContinueTheCursorAreWrittenWithoutWakingTheConsumer() async {
+        let mailbox = Mailbox(capacity: 10)
+        let recorder = DirectRecorder()
+        mailbox.takeAcksAside(wake: false)
+        mailbox.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        mailbox.push([Self.row(7), Self.row(6)])
+        mailbox.push([Self.row(7)])
+        mailbox.push([Self.row(8)])
+        mailbox.push(client: .ack(seq: 7))
+        #expect(recorder.written.withLock { $0 } == [6, 7, 8])
+        mailbox.push(client: .ping)
+        let batch = await mailbox.next()
+        #expect(batch.sent.map(\.seq) == [6, 7, 8])
+        #expect(batch.rows.isEmpty && batch.acked == 7 && batch.client.count == 1)
+        // Handed a batch, the consumer is awake: rows wake it again instead of being written.
+        mailbox.push([Self.row(9)])
+        #expect(await mailbox.next().rows.map(\.seq) == [9])
+        #expect(recorder.written.withLock { $0 } == [6, 7, 8])
+    }
+
+    /// A gap, a full window or a socket that is not writable wakes the consumer with the row
+    /// (it reads the store, or parks in its own write under the watchdog), and direct writes
+    /// stop until it arms them again.
+    @Test func aGapAFullWindowOrAnUnwritableSocketWakesTheConsumer() async {
+        let recorder = DirectRecorder()
+        let gap = Mailbox(capacity: 10)
+        gap.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        gap.push([Self.row(7)])
+        gap.push([Self.row(8)])
+        #expect(await gap.next().rows.map(\.seq) == [7, 8])
+        let full = Mailbox(capacity: 10)
+        full.armDirect(after: 5, room: 1, ackTimeout: .seconds(10), writer: recorder.writer)
+        full.push([Self.row(6), Self.row(7)])
+        #expect(await full.next().rows.map(\.seq) == [6, 7])
+        let stuck = Mailbox(capacity: 10)
+        recorder.writable.store(false, ordering: .relaxed)
+        stuck.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        stuck.push([Self.row(6)])
+        recorder.writable.store(true, ordering: .relaxed)
+        stuck.push([Self.row(7)])
+        #expect(await stuck.next().rows.map(\.seq) == [6, 7])
+        #expect(recorder.written.withLock { $0 }.isEmpty)
+    }
+
+    /// A row written directly is due for a resend an ack timeout later even though the
+    /// consumer planned its next check later still: that tick wakes it with the row in flight.
+    @Test func anUnackedDirectWriteWakesTheConsumerAtItsAckTimeout() async {
+        let mailbox = Mailbox(capacity: 10)
+        let recorder = DirectRecorder()
+        let start = ContinuousClock.now
+        mailbox.nextCheck(at: start + .seconds(60))
+        mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        mailbox.push([Self.row(1)])
+        mailbox.tick(now: start + .seconds(11))
+        let batch = await mailbox.next()
+        #expect(batch.ticked && batch.sent.map(\.seq) == [1])
+    }
+}
+
 @Suite("Notifications: client message parsing")
 struct ClientMessageTests {
     /// The short scanner either agrees with the full JSON parser or leaves the text to it.
@@ -130,5 +236,41 @@ struct ClientMessageTests {
         if case .ack(let seq) = ClientMessage.parse(#"{"type":"a\u0063k","seq":5}"#) { #expect(seq == 5) } else { Issue.record("expected an ack") }
         if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":-1}"#) {} else { Issue.record("negative seq must be invalid") }
         if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":01}"#) {} else { Issue.record("leading zero must be invalid") }
+    }
+}
+
+@Suite("Notifications: acks taken on the event loop")
+struct AckTakerTests {
+    private static func text(_ string: String, fin: Bool = true, opcode: WebSocketOpcode = .text) -> WebSocketFrame {
+        let key = WebSocketMaskingKey.random()
+        var data = ByteBuffer(string: string)
+        data.webSocketMask(key)
+        return WebSocketFrame(fin: fin, opcode: opcode, maskKey: key, data: data)
+    }
+
+    /// Once the socket subscribed, a client's acks go from the event loop straight to the
+    /// mailbox (set aside, as the reader would have put them) and never reach the reader;
+    /// every other frame, and acks before the subscription, reach it untouched and in order.
+    @Test func acksOfASubscribedSocketSkipTheReader() async throws {
+        let mailbox = Mailbox(capacity: 10)
+        let channel = EmbeddedChannel(handler: AckTaker(mailbox: mailbox))
+        func passed() throws -> [String] {
+            var texts: [String] = []
+            while let frame = try channel.readInbound(as: WebSocketFrame.self) { texts.append(String(buffer: frame.unmaskedData)) }
+            return texts
+        }
+        try channel.writeInbound(Self.text(#"{"type":"ack","seq":1}"#))
+        #expect(try passed() == [#"{"type":"ack","seq":1}"#])
+        mailbox.takeAcksAside(wake: false)
+        try channel.writeInbound(Self.text(#"{"type":"ack","seq":2}"#))
+        try channel.writeInbound(Self.text(#"{"type":"ping"}"#))
+        try channel.writeInbound(Self.text(#"{"type":"ack","#, fin: false))
+        try channel.writeInbound(Self.text(#""seq":3}"#, opcode: .continuation))
+        try channel.writeInbound(Self.text(#"{"type":"ack","seq":4}"#))
+        #expect(try passed() == [#"{"type":"ping"}"#, #"{"type":"ack","#, #""seq":3}"#])
+        mailbox.push(client: .ping)
+        let batch = await mailbox.next()
+        #expect(batch.acked == 4 && batch.client.count == 1)
+        _ = try channel.finish()
     }
 }

@@ -22,6 +22,10 @@ struct SharedFrameTests {
             defer {
                 for mailbox in mailboxes { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
             }
+            // An announcement before the node listens is lost (connections re-read then): publish once it does.
+            try await withDeadline(.seconds(30), "the hub listening") {
+                while await !mailboxes[0].next().resync {}
+            }
             try await center.publish(NotificationDraft(type: "message", title: "shared"), to: [owner.userId], tenantId: owner.tenantId)
             var received: [LiveRow] = []
             for mailbox in mailboxes {
@@ -38,6 +42,42 @@ struct SharedFrameTests {
             #expect(message?["type"] as? String == "notification")
             #expect(message?["seq"] as? Int == 1)
             #expect((message?["notification"] as? [String: Any])?["title"] as? String == "shared")
+        }
+    }
+
+    /// The hub writes a live row to a caught-up socket itself instead of waking the socket's
+    /// task (10,000 task switches per tenant broadcast were most of its p99): two publishes
+    /// reach the socket's writer in seq order while its consumer sleeps, and its next wake
+    /// carries both as sent.
+    @Test(arguments: TestEngine.available)
+    func theHubWritesToACaughtUpSocketWithoutWakingIt(engine: TestEngine) async throws {
+        try await withLiveOwner(engine, "direct-write@example.com") { app, owner in
+            let center = app.components.notifications
+            let mailbox = Mailbox(capacity: 10)
+            let recorder = DirectRecorder()
+            center.hub.register(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket)
+            defer { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
+            // Announcements made before the node listens are lost (connections re-read their
+            // inbox then, which this mailbox does not): publish once it says it listens.
+            try await withDeadline(.seconds(30), "the hub listening") {
+                while await !mailbox.next().resync {}
+            }
+            mailbox.nextCheck(at: .now + .seconds(600))
+            mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(600), writer: recorder.writer)
+            for title in ["one", "two"] {
+                try await center.publish(NotificationDraft(type: "message", title: title), to: [owner.userId], tenantId: owner.tenantId)
+            }
+            let written = try await withDeadline(.seconds(30), "both rows written by the hub") { () -> [Int64] in
+                var written: [Int64] = []
+                for await seq in recorder.writes {
+                    written.append(seq)
+                    if written.count == 2 { break }
+                }
+                return written
+            }
+            #expect(written == [1, 2])
+            mailbox.push(client: .ping)
+            #expect(await mailbox.next().sent.map(\.seq) == [1, 2])
         }
     }
 }
