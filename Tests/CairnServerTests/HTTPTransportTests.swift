@@ -119,7 +119,13 @@ struct HTTPTransportTests {
     @Test(arguments: TestEngine.available)
     func anSSEStreamOutlivesTheIdleTimeout(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, configure: shortTimeouts) { app in
-            let (user, tokens) = try await app.client.registerAndLogin(email: "transport-sse@example.com")
+            // The user is made through the service, not the test's HTTP client: that client keeps
+            // its connection between requests, and on a loaded machine the 1 s idle timeout under
+            // test could close it between registering and logging in.
+            let accounts = app.components.accounts
+            let user = try await accounts.register(
+                email: "transport-sse@example.com", password: "correct horse battery", name: "SSE", tenantName: nil)
+            let tokens = try await accounts.login(email: "transport-sse@example.com", password: "correct horse battery", client: "test")
             let wire = try WireClient(port: app.port!)
             await wire.send("GET /notifications/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(tokens.accessToken)\r\n\r\n")
             let opened = await wire.read(deadline: 10) { $0.containsText("retry: 3000") }
