@@ -506,23 +506,34 @@ package enum SQLText {
         let bytes = Array(sql.utf8)
         var index = 0
         while index < bytes.count {
-            let byte = bytes[index]
-            switch byte {
-            case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"), UInt8(ascii: "["):
-                let close = byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : byte
-                index += 1
-                while index < bytes.count && bytes[index] != close { index += 1 }
-                index += 1
-            case UInt8(ascii: "-"), UInt8(ascii: "/"):
-                let next = skipBlank(bytes, from: index)
-                index = next > index ? next : index + 1
-            case UInt8(ascii: ";"):
+            if let next = skipQuotedOrComment(bytes, at: index) {
+                index = next
+            } else if bytes[index] == UInt8(ascii: ";") {
                 return isBlank(String(decoding: bytes[(index + 1)...], as: UTF8.self))
-            default:
+            } else {
                 index += 1
             }
         }
         return true
+    }
+
+    /// The index just past the string literal, quoted identifier or comment that starts at
+    /// `index`, or nil when none starts there. A doubled quote inside ends one quoted run and
+    /// starts the next: the same outcome for a scan that only skips them.
+    private static func skipQuotedOrComment(_ bytes: [UInt8], at index: Int) -> Int? {
+        let byte = bytes[index]
+        switch byte {
+        case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"), UInt8(ascii: "["):
+            let close = byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : byte
+            var end = index + 1
+            while end < bytes.count && bytes[end] != close { end += 1 }
+            return end + 1
+        case UInt8(ascii: "-"), UInt8(ascii: "/"):
+            let next = skipBlank(bytes, from: index)
+            return next > index ? next : nil
+        default:
+            return nil
+        }
     }
 
     /// Whether one of `keywords` (upper case) appears in `sql` as a word of its own, outside
@@ -535,26 +546,15 @@ package enum SQLText {
         }
         var index = 0
         while index < bytes.count {
-            let byte = bytes[index]
-            switch byte {
-            case UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`"), UInt8(ascii: "["):
-                // A doubled quote inside ends one quoted run and starts the next: same outcome.
-                let close = byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : byte
-                index += 1
-                while index < bytes.count && bytes[index] != close { index += 1 }
-                index += 1
-            case UInt8(ascii: "-"), UInt8(ascii: "/"):
-                let next = skipBlank(bytes, from: index)
-                index = next > index ? next : index + 1
-            default:
-                guard isWordByte(byte) else {
-                    index += 1
-                    continue
-                }
+            if let next = skipQuotedOrComment(bytes, at: index) {
+                index = next
+            } else if isWordByte(bytes[index]) {
                 let start = index
                 while index < bytes.count && isWordByte(bytes[index]) { index += 1 }
                 let word = String(decoding: bytes[start..<index], as: UTF8.self).uppercased()
                 if keywords.contains(word) { return true }
+            } else {
+                index += 1
             }
         }
         return false
