@@ -6,11 +6,13 @@
 // highest seq any connection of its user saw) and records publish -> receive latency from the
 // bench's own payload (`data.t`, epoch seconds; `data.p` the phase, `data.r` the round).
 //
-// Usage: cairn-wsload PORT TOKENS_FILE   (TOKENS_FILE: one `userIndex token` line per connection)
+// Usage: cairn-wsload PORT TOKENS_FILE   (TOKENS_FILE: one `userIndex token [port]` line per
+// connection; a line's port, when given, is the node that connection holds, PORT otherwise)
 // stdout: `ready N` once every connection is ready; then on each `report` line read from stdin,
-// one line of JSON with the counts, latencies and this process's CPU seconds; `quit` exits.
+// one line of JSON with the counts, latencies and this process's CPU seconds, overall and per
+// node (`nodes`, keyed by port); `quit` exits.
 // `publish SECONDS CONNECTIONS TOKEN USER_IDS_FILE` (one user id a line, in userIndex order)
-// posts `{"userIds":[one random user]}` notifications for SECONDS over CONNECTIONS keep-alive
+// posts `{"userIds":[one random user]}` notifications to PORT for SECONDS over CONNECTIONS keep-alive
 // HTTP/1.1 connections on the same event loop (the Python publishers' GIL capped the stored
 // rate), then answers one line of JSON: stored (202s), other statuses, the deliveries expected
 // (the recipient's sockets), the elapsed seconds.
@@ -28,6 +30,8 @@ final class Stats: @unchecked Sendable {
     var rounds: [Int: [Double]] = [:]
     var lost = 0
     var duplicated = 0
+    /// The same, per node (keyed by port).
+    var nodes: [Int: Node] = [:]
     var ready = 0
     var readyAnnounced = false
     var closes: [Int: Int] = [:]
@@ -38,18 +42,28 @@ final class Stats: @unchecked Sendable {
     var inHandshake = 0
 }
 
+/// What the connections to one node recorded.
+struct Node {
+    var latencies: [String: [Double]] = ["b": [], "t": []]
+    var lost = 0
+    var duplicated = 0
+}
+
 /// One connection's seq tracking, kept across reconnects.
 final class Connection: @unchecked Sendable {
     // @unchecked: event-loop confined, like ``Stats``.
     let user: Int
     let token: String
+    /// The node (its port) this connection holds.
+    let port: Int
     var last: Int64 = -1
     var isReady = false
     var channel: (any Channel)?
 
-    init(user: Int, token: String) {
+    init(user: Int, token: String, port: Int) {
         self.user = user
         self.token = token
+        self.port = port
     }
 }
 
@@ -161,13 +175,18 @@ final class SocketHandler: ChannelInboundHandler {
         let seq = Int64(seqValue)
         if seq <= connection.last {
             stats.duplicated += 1
+            stats.nodes[connection.port, default: Node()].duplicated += 1
         } else {
-            if seq > connection.last + 1 { stats.lost += Int(seq - connection.last - 1) }
+            if seq > connection.last + 1 {
+                stats.lost += Int(seq - connection.last - 1)
+                stats.nodes[connection.port, default: Node()].lost += Int(seq - connection.last - 1)
+            }
             connection.last = seq
             if let (sent, _) = number(after: Pattern.t, in: bytes, from: at) {
                 let latency = (now - sent) * 1000
                 let isBroadcast = find(Pattern.broadcast, in: bytes, from: at) != nil
                 stats.latencies[isBroadcast ? "b" : "t", default: []].append(latency)
+                stats.nodes[connection.port, default: Node()].latencies[isBroadcast ? "b" : "t", default: []].append(latency)
                 if isBroadcast, let (round, _) = number(after: Pattern.r, in: bytes, from: at) {
                     stats.rounds[Int(round), default: []].append(latency)
                 }
@@ -252,7 +271,7 @@ final class LoadClient: @unchecked Sendable {
     }
 
     func open(_ connection: Connection) {
-        let port = port
+        let port = connection.port
         let stats = stats
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -287,7 +306,19 @@ final class LoadClient: @unchecked Sendable {
         var highest: [Int: Int64] = [:]
         for connection in stats.connections { highest[connection.user] = max(highest[connection.user] ?? -1, connection.last) }
         var behind = 0
-        for connection in stats.connections { behind += Int((highest[connection.user] ?? 0) - connection.last) }
+        var behindOn: [Int: Int] = [:]
+        for connection in stats.connections {
+            let gap = Int((highest[connection.user] ?? 0) - connection.last)
+            behind += gap
+            behindOn[connection.port, default: 0] += gap
+        }
+        var nodes: [String: Any] = [:]
+        for (port, node) in stats.nodes {
+            nodes[String(port)] = ["latencies": node.latencies, "lost": node.lost, "duplicated": node.duplicated, "behind": behindOn[port] ?? 0]
+        }
+        for (port, gap) in behindOn where stats.nodes[port] == nil {
+            nodes[String(port)] = ["latencies": ["b": [Double](), "t": [Double]()], "lost": 0, "duplicated": 0, "behind": gap]
+        }
         var usage = rusage()
         getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let cpu = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
@@ -295,7 +326,7 @@ final class LoadClient: @unchecked Sendable {
             "ready": stats.ready, "lost": stats.lost, "duplicated": stats.duplicated, "behind": behind,
             "closes": Dictionary(uniqueKeysWithValues: stats.closes.map { (String($0.key), $0.value) }), "reconnects": stats.reconnects,
             "latencies": stats.latencies, "rounds": Dictionary(uniqueKeysWithValues: stats.rounds.map { (String($0.key), $0.value) }),
-            "cpuSeconds": cpu, "maxRssKiB": usage.ru_maxrss,
+            "cpuSeconds": cpu, "maxRssKiB": usage.ru_maxrss, "nodes": nodes,
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
@@ -485,8 +516,8 @@ guard arguments.count == 3, let port = Int(arguments[1]), let tokens = try? Stri
 }
 let connections = tokens.split(separator: "\n").compactMap { line -> Connection? in
     let parts = line.split(separator: " ")
-    guard parts.count == 2, let user = Int(parts[0]) else { return nil }
-    return Connection(user: user, token: String(parts[1]))
+    guard parts.count == 2 || parts.count == 3, let user = Int(parts[0]) else { return nil }
+    return Connection(user: user, token: String(parts[1]), port: parts.count == 3 ? Int(parts[2]) ?? port : port)
 }
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let loop = group.next()

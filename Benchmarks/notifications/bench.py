@@ -12,9 +12,15 @@ users in one tenant, opens CONNS WebSocket connections (round-robin over the use
   2. throughput: PUBLISHERS threads POST /notifications to one random user each for SECONDS
      seconds; reports notifications stored per second (202s) and delivered per second.
 
-Usage: bench.py --bin .build/release/cairn [--conns 10000] [--users 1000] [--pg-url URL]
+With --nodes 2 (PostgreSQL only) it starts two `cairn serve` processes on one database (one
+master key, one blob directory), holds half of every user's sockets on each, publishes on the
+first, and reports latency, lost/duplicated and RSS per connection per node. Every figure is
+printed with its goal from issue 17 beside it.
+
+Usage: bench.py --bin .build/release/cairn [--conns 10000] [--users 1000] [--pg-url URL] [--nodes 2]
 All traffic stays on 127.0.0.1.
 """
+import base64
 import argparse
 import asyncio
 import http.client
@@ -30,6 +36,11 @@ import sys
 import tempfile
 import threading
 import time
+
+# The goals of issue 17, printed beside the figures.
+GOAL_RSS_KB = 20  # per live connection, in kB (1000 bytes)
+GOAL_P99_MS = 250  # tenant broadcast, last delivery after the POST
+GOAL_STORED_PG = 5000  # notifications stored per second on PostgreSQL, fsync on
 
 
 def free_port():
@@ -66,11 +77,13 @@ def cpu_seconds(pid):
 
 
 class CpuMeter:
-    """CPU used by the server, the load client and this script (the HTTP publishers) over a phase."""
+    """CPU used by the servers, the load client and this script (the HTTP publishers) over a phase."""
 
-    def __init__(self, server_pid, client_pid):
-        self.pids = {"server": server_pid, "load client": client_pid}
+    def __init__(self, server_pids, client_pid):
+        names = ["server"] if len(server_pids) == 1 else [f"server {n + 1}" for n in range(len(server_pids))]
+        self.pids = {**dict(zip(names, server_pids)), "load client": client_pid}
         self.start = self.sample()
+        self.shares = {}
 
     def sample(self):
         values = {name: cpu_seconds(pid) for name, pid in self.pids.items() if pid}
@@ -86,16 +99,17 @@ class CpuMeter:
         parts = [f"{name} {end[name] - self.start[name]:.1f} s ({(end[name] - self.start[name]) / wall / cores * 100:.0f}%)"
                  for name in end if name != "wall"]
         print(f"CPU during {phase} ({wall:.1f} s wall, share of {cores} cores): " + ", ".join(parts), flush=True)
+        self.shares[phase] = {name: (end[name] - self.start[name]) / wall / cores * 100 for name in end if name != "wall"}
         self.start = end
 
 
 class SwiftClient:
     """The load client `cairn-wsload` (Benchmarks/cairn-wsload): one process, raw SwiftNIO."""
 
-    def __init__(self, binary, port, conn_tokens, conn_users):
+    def __init__(self, binary, port, conn_tokens, conn_users, conn_ports):
         self.file = tempfile.NamedTemporaryFile("w", prefix="cairn-wsload-", delete=False)
-        for user, token in zip(conn_users, conn_tokens):
-            self.file.write(f"{user} {token}\n")
+        for user, token, conn_port in zip(conn_users, conn_tokens, conn_ports):
+            self.file.write(f"{user} {token} {conn_port}\n")
         self.file.close()
         self.proc = subprocess.Popen([binary, str(port), self.file.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
@@ -183,6 +197,15 @@ def client_process(port, tokens, ready_queue, result_queue, stop_event):
     asyncio.run(main())
 
 
+def pg_setting(url, name):
+    """A PostgreSQL setting through psql (None without psql or on failure)."""
+    try:
+        out = subprocess.run(["psql", url, "-Atc", f"SHOW {name}"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -202,6 +225,7 @@ def main():
                         help="swift: keep-alive connections in cairn-wsload (default with it); python: threads of this script")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--pg-url", default=None)
+    parser.add_argument("--nodes", type=int, default=1, help="cairn serve processes on the one PostgreSQL (--pg-url)")
     parser.add_argument("--load-client", default=None,
                         help="cairn-wsload binary (default: next to --bin); 'python' for the websockets clients")
     args = parser.parse_args()
@@ -212,22 +236,34 @@ def main():
         args.publisher = "python" if args.load_client == "python" else "swift"
     if args.publisher == "swift" and args.load_client == "python":
         parser.error("--publisher swift needs cairn-wsload as the load client")
+    if args.nodes < 1 or (args.nodes > 1 and (not args.pg_url or args.load_client == "python")):
+        parser.error("--nodes above 1 needs --pg-url and cairn-wsload")
 
     data_dir = tempfile.mkdtemp(prefix="cairn-nbench-")
-    port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}), "CAIRN_DATA_DIR": data_dir, "CAIRN_HTTP_PORT": str(port),
-           "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h"}
+    ports = [free_port() for _ in range(args.nodes)]
+    port = ports[0]
+    base_env = {"PATH": os.environ.get("PATH", ""), **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}),
+                "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h",
+                # What several nodes must share (README, "Several nodes on one PostgreSQL").
+                "CAIRN_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "CAIRN_BLOB_URL": f"file://{data_dir}/blobs"}
     if args.pg_url:
-        env["CAIRN_DATABASE_URL"] = args.pg_url
-    server = subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base_env["CAIRN_DATABASE_URL"] = args.pg_url
+    servers = []
     procs = []
     try:
-        for _ in range(200):
-            try:
-                if request(port, "GET", "/health/live")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        # The first node migrates and makes the key ring; the others start once it is live.
+        for node, node_port in enumerate(ports):
+            node_dir = os.path.join(data_dir, f"node{node + 1}")
+            os.makedirs(node_dir)
+            env = {**base_env, "CAIRN_DATA_DIR": node_dir, "CAIRN_HTTP_PORT": str(node_port)}
+            servers.append(subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for _ in range(300):
+                try:
+                    if request(node_port, "GET", "/health/live")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+        server = servers[0]
         status, owner = request(port, "POST", "/auth/register",
                                 {"email": "owner@bench.test", "password": "correct horse battery", "name": "Owner"})
         assert status == 201, (status, owner)
@@ -247,33 +283,42 @@ def main():
         print(f"users: {args.users} created in {time.time() - t0:.1f} s", flush=True)
 
         time.sleep(1)
-        rss_before = rss_kib(server.pid)
+        rss_before = [rss_kib(s.pid) for s in servers]
         ready_queue, result_queue, stop_event = mp.Queue(), mp.Queue(), mp.Event()
         conn_tokens = [user_tokens[i % len(user_tokens)] for i in range(args.conns)]
         conns_of = [0] * len(user_ids)
         for i in range(args.conns):
             conns_of[i % len(user_ids)] += 1
+        # Connection i is user i mod USERS's; shifting the node by each pass over the users
+        # spreads every user's sockets over the nodes, so a user's seqs are compared across them.
+        conn_nodes = [(i + i // len(user_ids)) % args.nodes for i in range(args.conns)]
+        sockets_on = [conn_nodes.count(n) for n in range(args.nodes)]
         t0 = time.time()
         swift = None
         if args.load_client != "python":
-            swift = SwiftClient(args.load_client, port, conn_tokens, [i % len(user_ids) for i in range(args.conns)])
-            meter = CpuMeter(server.pid, swift.pid)
+            swift = SwiftClient(args.load_client, port, conn_tokens, [i % len(user_ids) for i in range(args.conns)],
+                                [ports[n] for n in conn_nodes])
+            meter = CpuMeter([s.pid for s in servers], swift.pid)
             ready = swift.wait_ready(600)
         else:
             for c in range(args.clients):
                 p = mp.Process(target=client_process, args=(port, conn_tokens[c::args.clients], ready_queue, result_queue, stop_event))
                 p.start()
                 procs.append(p)
-            meter = CpuMeter(server.pid, None)
+            meter = CpuMeter([server.pid], None)
             ready = 0
             while ready < args.conns and time.time() - t0 < 600:
                 ready_queue.get(timeout=600)
                 ready += 1
         print(f"connections: {ready} authenticated and subscribed in {time.time() - t0:.1f} s", flush=True)
         time.sleep(2)
-        rss_after = rss_kib(server.pid)
-        print(f"server RSS: {rss_before / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB with {ready} sockets -> "
-              f"{(rss_after - rss_before) / max(ready, 1):.1f} KiB per connection", flush=True)
+        rss_per_conn = []
+        for n, s in enumerate(servers):
+            rss_after = rss_kib(s.pid)
+            sockets = sockets_on[n] if ready == args.conns else ready / args.nodes
+            rss_per_conn.append((rss_after - rss_before[n]) * 1024 / 1000 / max(sockets, 1))
+            print(f"server{'' if args.nodes == 1 else f' {n + 1}'} RSS: {rss_before[n] / 1024:.1f} MiB before, {rss_after / 1024:.1f} MiB "
+                  f"with {sockets} sockets -> {(rss_after - rss_before[n]) / max(sockets, 1):.1f} KiB per connection", flush=True)
         meter.report(f"connecting ({args.load_client if swift else 'python websockets'} client)")
 
         # 1. Broadcasts.
@@ -344,6 +389,7 @@ def main():
             print(f"seq check: {result['lost']} lost (gaps), {result['duplicated']} duplicated, {result['behind']} behind their "
                   f"user's highest seq; closes {result['closes']}, reconnects {result['reconnects']}; load client "
                   f"{result['cpuSeconds']:.1f} CPU s, max RSS {result['maxRssKiB'] / 1024:.0f} MiB", flush=True)
+            nodes = result.get("nodes", {})
         else:
             for _ in procs:
                 lat, count, rounds = result_queue.get(timeout=120)
@@ -366,6 +412,46 @@ def main():
               f"({args.publishers} {args.publisher} HTTP publishers, one recipient each); delivered {received['t']} of {expected[0]} "
               f"= {received['t'] / elapsed:.0f}/s (lost {expected[0] - received['t']}); latency p50 {percentile(t, 50):.1f} "
               f"p99 {percentile(t, 99):.1f} ms", flush=True)
+
+        # The figures beside their goals (issue 17).
+        engine = "PostgreSQL" if args.pg_url else "SQLite"
+        fsync = pg_setting(args.pg_url, "fsync") if args.pg_url else None
+        print(f"\n== goals: {engine}, {args.nodes} node{'s' if args.nodes > 1 else ''}, {args.conns} connections over {args.users} users ==",
+              flush=True)
+        for n in range(args.nodes):
+            name = "" if args.nodes == 1 else f"node {n + 1} ({'publishes; ' if n == 0 else ''}{sockets_on[n]} sockets): "
+            mark = "ok" if rss_per_conn[n] < GOAL_RSS_KB else "MISSED"
+            print(f"{name}RSS per connection {rss_per_conn[n]:.1f} kB (goal < {GOAL_RSS_KB} kB) {mark}", flush=True)
+        if swift and args.nodes > 1:
+            for n in range(args.nodes):
+                node = nodes.get(str(ports[n]), {"latencies": {"b": []}, "lost": 0, "duplicated": 0, "behind": 0})
+                values = node["latencies"]["b"]
+                mark = "ok" if percentile(values, 99) < GOAL_P99_MS else "MISSED"
+                print(f"node {n + 1}: broadcast p50 {percentile(values, 50):.0f} ms, p99 {percentile(values, 99):.0f} ms (goal p99 < "
+                      f"{GOAL_P99_MS} ms) {mark}; {len(values)} of {args.rounds * sockets_on[n]} broadcast deliveries; lost "
+                      f"{node['lost']}, duplicated {node['duplicated']}, behind {node['behind']} (goal 0)", flush=True)
+        mark = "ok" if percentile(b, 99) < GOAL_P99_MS else "MISSED"
+        print(f"broadcast p50 {percentile(b, 50):.0f} ms, p99 {percentile(b, 99):.0f} ms (goal p99 < {GOAL_P99_MS} ms) {mark}", flush=True)
+        if swift:
+            bad = result["lost"] + result["duplicated"] + result["behind"] + (broadcast_expected - received["b"]) + (expected[0] - received["t"])
+            print(f"lost {result['lost']} + undelivered {broadcast_expected - received['b'] + expected[0] - received['t']}, duplicated "
+                  f"{result['duplicated']}, behind {result['behind']} (goal 0) {'ok' if bad == 0 else 'MISSED'}", flush=True)
+        goal = f"goal >= {GOAL_STORED_PG}/s on PostgreSQL with fsync on"
+        if args.pg_url:
+            mark = "ok" if stored[0] / elapsed >= GOAL_STORED_PG else "MISSED"
+            if fsync != "on":
+                mark += f" (this cluster runs with fsync {fsync or 'unknown'})"
+        else:
+            mark = "(SQLite: the goal is PostgreSQL's)"
+        print(f"stored {stored[0] / elapsed:.0f}/s ({goal}) {mark}", flush=True)
+        for phase, shares in meter.shares.items():
+            if phase.startswith("connecting"):
+                continue
+            servers_share = sum(v for k, v in shares.items() if k.startswith("server"))
+            client_share = shares.get("load client", 0) + (shares.get("bench.py", 0) if args.publisher == "python" else 0)
+            mark = "ok" if client_share < servers_share else "MISSED"
+            print(f"load client CPU during {phase}: {client_share:.0f}% of the cores beside the server's {servers_share:.0f}% "
+                  f"(goal: the client leaves the server its cores, a smaller share) {mark}", flush=True)
     finally:
         stop_event_set = locals().get("stop_event")
         if stop_event_set is not None:
@@ -376,11 +462,13 @@ def main():
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for s in servers:
+            s.terminate()
+        for s in servers:
+            try:
+                s.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                s.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
