@@ -206,6 +206,7 @@ let package = Package(
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
                 "CairnFiles", "CairnObjects", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 metrics,
                 .product(name: "Prometheus", package: "swift-prometheus"), serviceLifecycle,

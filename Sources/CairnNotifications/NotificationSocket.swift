@@ -288,7 +288,9 @@ struct SocketSession: Sendable {
 
     /// How the hub writes notification messages to this socket while its loop sleeps: on the
     /// channel's event loop, behind the writes the loop queued there before (the outbound
-    /// writer queues its writes on that loop too, and loops do not run on it).
+    /// writer queues its writes on that loop too, and loops do not run on it). With
+    /// permessage-deflate negotiated these frames still go uncompressed (RSV1 unset): RFC 7692
+    /// lets a sender leave any message uncompressed, and one encoded buffer serves every socket.
     var directWriter: DirectWriter {
         let channel = self.channel
         return DirectWriter(

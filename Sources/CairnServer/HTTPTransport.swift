@@ -3,6 +3,7 @@ package import CairnStorage
 import Foundation
 package import Hummingbird
 import HummingbirdCore
+import HummingbirdWSCompression
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -30,17 +31,22 @@ package struct HTTPTransportSettings: Sendable {
     /// Largest header block in bytes (64 KiB; nginx allows 32 KiB, Node 16 KiB); a larger one
     /// gets `431 request_header_fields_too_large` (RFC 6585 §5), then the connection closes.
     package var maxHeaderBytes = 64 * 1024
+    /// Whether `/ws` agrees to permessage-deflate (RFC 7692) when a client offers it
+    /// (`CAIRN_WS_DEFLATE`, default off): less bandwidth for notifications of 256 bytes or
+    /// more, at the price of a zlib compressor and decompressor per connection that takes it.
+    package var webSocketDeflate = false
 
     /// The defaults.
     package init() {}
 
     /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT` and `CAIRN_HTTP_BODY_TIMEOUT`
-    /// (durations: `30`, `30s`, `2m`).
+    /// (durations: `30`, `30s`, `2m`) and `CAIRN_WS_DEFLATE` (true or false).
     /// - Throws: `ConfigurationError` naming the first bad setting.
     package mutating func read(from settings: SettingsReader) throws {
         headTimeout = .seconds(try settings.seconds("http.head.timeout", default: 30))
         idleTimeout = .seconds(try settings.seconds("http.idle.timeout", default: 65))
         bodyTimeout = .seconds(try settings.seconds("http.body.timeout", default: 60))
+        webSocketDeflate = try settings.boolean("ws.deflate", default: false)
     }
 }
 
@@ -55,8 +61,12 @@ extension HTTPServerBuilder {
         // nothing for a while; ConnectionGuard times only the phases where the client owes bytes.
         // No auto-ping: it is a task sleeping beside every WebSocket; the notifications socket
         // pings from its connection's tick instead (NotificationSettings.pingInterval).
+        // permessage-deflate applies to what the WebSocket layer writes (replays, resends,
+        // answers); the frames the notification hub writes straight to a caught-up socket go
+        // uncompressed, as RFC 7692 lets a sender leave any message (RSV1 unset).
+        let extensions: [WebSocketExtensionFactory] = settings.webSocketDeflate ? [.perMessageDeflate(minFrameSizeToCompress: 256)] : []
         let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
-            http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder), ws: .init(autoPing: .disabled))
+            http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder), ws: .init(extensions: extensions, autoPing: .disabled))
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),

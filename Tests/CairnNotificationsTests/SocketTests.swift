@@ -129,6 +129,53 @@ struct SocketTests {
         }
     }
 
+    /// With `CAIRN_WS_DEFLATE` on, a client that offers permessage-deflate (RFC 7692; Python
+    /// `websockets` does by default) gets it, and every message decodes: replayed ones
+    /// (compressed by the WebSocket layer) and a live one the hub writes (uncompressed). Off,
+    /// the offer is declined.
+    @Test(arguments: TestEngine.available)
+    func permessageDeflateIsNegotiatedWhenEnabled(engine: TestEngine) async throws {
+        let client = #"""
+            import json, sys, urllib.request
+            from websockets.sync.client import connect
+            port, token, user = sys.argv[1], sys.argv[2], sys.argv[3]
+            with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=["cairn.v1", "bearer." + token], open_timeout=30) as ws:
+                ws.send(json.dumps({"type": "subscribe", "since": 0}))
+                titles = []
+                while len(titles) < 3:
+                    message = json.loads(ws.recv(timeout=30))
+                    if message["type"] != "notification":
+                        continue
+                    titles.append(message["notification"]["title"])
+                    ws.send(json.dumps({"type": "ack", "seq": message["seq"]}))
+                    if len(titles) == 2:
+                        body = {"userIds": [user], "type": "message", "title": "live", "data": {"pad": "compressible " * 100}}
+                        request = urllib.request.Request(f"http://127.0.0.1:{port}/notifications", json.dumps(body).encode(),
+                            {"content-type": "application/json", "authorization": "Bearer " + token})
+                        urllib.request.urlopen(request, timeout=30).read()
+                print(json.dumps({"extensions": ws.response.headers.get("Sec-WebSocket-Extensions"), "titles": titles}))
+            """#
+        for enabled in [true, false] {
+            let configure = { @Sendable (configuration: inout CairnConfiguration) in
+                fastNotifications(&configuration)
+                configuration.http.webSocketDeflate = enabled
+            }
+            try await withLiveOwner(engine, "deflate@example.com", configure: configure) { app, owner in
+                let center = app.components.notifications
+                let pad = JSONValue.object(["pad": .string(String(repeating: "compressible ", count: 100))])
+                for title in ["one", "two"] {
+                    try await center.publish(
+                        NotificationDraft(type: "message", title: title, data: pad), to: [owner.userId], tenantId: owner.tenantId)
+                }
+                let output = try await runPython(client, [String(app.port!), owner.token, owner.userId])
+                let result = try JSONSerialization.jsonObject(with: output) as? [String: Any] ?? [:]
+                #expect(result["titles"] as? [String] == ["one", "two", "live"], "\(String(decoding: output, as: UTF8.self))")
+                let extensions = result["extensions"] as? String
+                #expect((extensions?.contains("permessage-deflate") ?? false) == enabled, "negotiated: \(String(describing: extensions))")
+            }
+        }
+    }
+
     /// An ack is of a seq the server sent: one past the last sent (a seq the user does not have
     /// yet, or ever) closes with 1008 as other protocol errors do; acks up to it are accepted.
     @Test(arguments: TestEngine.available)

@@ -245,6 +245,15 @@ struct HTTPTransportTests {
             _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_HTTP_IDLE_TIMEOUT": "soon"])
         }
     }
+
+    /// permessage-deflate for `/ws` is off unless `CAIRN_WS_DEFLATE` turns it on.
+    @Test func webSocketDeflateIsReadAndOffByDefault() async throws {
+        #expect(try await CairnConfiguration.load(flags: [:], environment: [:]).http.webSocketDeflate == false)
+        #expect(try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_WS_DEFLATE": "true"]).http.webSocketDeflate == true)
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_WS_DEFLATE": "maybe"])
+        }
+    }
 }
 
 /// A blocking TCP client for bytes no HTTP library would send.
