@@ -238,9 +238,8 @@ package struct NotificationSocketController: Sendable {
     }
 }
 
-/// One WebSocket connection's state machine; every decision runs on the connection's one task
-/// (each wake-up's work in a child task of it, see ``SocketLoop/apart(_:)``).
-struct SocketSession: Sendable {
+/// One WebSocket connection's state machine; every decision runs on the connection's one task.
+struct SocketSession {
     let center: Notifier
     let outbound: WebSocketOutboundWriter
     let channel: any Channel
@@ -391,7 +390,7 @@ struct SocketSession: Sendable {
         var state = SocketLoop(session: self, mailbox: mailbox, started: started)
         // Written back on return and on throw, so `run` unregisters whatever was registered.
         defer { registered = state.registered }
-        if let headerToken, let close = try await state.apart({ try await $0.authenticate(headerToken) }) { return close }
+        if let headerToken, let close = try await state.authenticate(headerToken) { return close }
         let writer = directWriter
         while true {
             mailbox.nextCheck(at: state.nextCheck())
@@ -404,8 +403,7 @@ struct SocketSession: Sendable {
                         ackTimeout: state.settings.ackTimeout, writer: writer)
                 }
             }
-            let batch = await mailbox.next()
-            if let close = try await state.apart({ try await $0.handle(batch) }) { return close }
+            if let close = try await state.handle(await mailbox.next()) { return close }
         }
     }
 }
@@ -454,7 +452,7 @@ final class AckTaker: ChannelInboundHandler, RemovableChannelHandler {
 
 /// What one connection's loop knows between wake-ups, and how it answers each kind of wake-up;
 /// a close code returned by a handler ends the connection.
-struct SocketLoop: Sendable {
+struct SocketLoop {
     typealias Close = (UInt16, String)
 
     let session: SocketSession
@@ -484,29 +482,6 @@ struct SocketLoop: Sendable {
 
     var center: Notifier { session.center }
     var settings: NotificationSettings { session.center.settings }
-
-    /// Runs `step` on this state in a child task and keeps what it changed, also when it
-    /// throws. A task keeps every stack slab its deepest call ever needed until it ends: the
-    /// connection's own task, asleep in ``Mailbox/next()`` for most of the connection's life,
-    /// would keep what the database, the token checks and the WebSocket writer once needed
-    /// (kilobytes per connection); the child that made those calls frees it when it ends.
-    mutating func apart(_ step: @escaping @Sendable (inout SocketLoop) async throws -> Close?) async throws -> Close? {
-        let start = self
-        let (state, outcome) = await withTaskGroup(of: (SocketLoop, Result<Close?, any Error>).self) { group in
-            group.addTask {
-                var state = start
-                do {
-                    let close = try await step(&state)
-                    return (state, .success(close))
-                } catch {
-                    return (state, .failure(error))
-                }
-            }
-            return await group.next() ?? (start, .success(nil))
-        }
-        self = state
-        return try outcome.get()
-    }
 
     /// Answers one batch of wake-ups, in the order that keeps delivery gap-free.
     mutating func handle(_ batch: MailboxBatch) async throws -> Close? {
