@@ -21,8 +21,20 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
     /// Handles one request.
     package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let tracer = TraceContext.tracer else { return try await next(request, context) }
-        var parent = ServiceContext.current ?? .topLevel
-        tracer.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
+        let current = ServiceContext.current
+        var parent = current ?? .topLevel
+        if current == nil, request.headers[HTTPFieldsExtractor.traceParent] == nil, let sampler = TraceContext.installedRootSampler {
+            // A new trace: the sampler decides before any span is made, and a dropped request
+            // (most of them at a low ratio) runs in the dropped span's context and nothing else.
+            switch sampler.decideRoot() {
+            case .dropped(let dropped):
+                return try await ServiceContext.$current.withValue(dropped) { try await next(request, context) }
+            case .recorded(let root):
+                parent = root
+            }
+        } else {
+            tracer.extract(request.headers, into: &parent, using: HTTPFieldsExtractor())
+        }
         let span: any Span = tracer.startSpan(request.method.rawValue, context: parent, ofKind: .server)
         defer { span.end() }
         // A request the sampler dropped runs with the dropped span's context (so `traceparent`
@@ -69,7 +81,7 @@ package struct RequestTracingMiddleware<Context: RequestContext>: RouterMiddlewa
 
 /// Reads propagation headers (`traceparent`, `tracestate`) from a request's fields.
 struct HTTPFieldsExtractor: Extractor {
-    private static let traceParent = HTTPField.Name("traceparent")!
+    static let traceParent = HTTPField.Name("traceparent")!
     private static let traceState = HTTPField.Name("tracestate")!
 
     func extract(key: String, from carrier: HTTPFields) -> String? {

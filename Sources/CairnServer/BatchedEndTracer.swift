@@ -1,4 +1,4 @@
-import CairnStorage
+package import CairnStorage
 import OTel
 import Synchronization
 package import Tracing
@@ -72,12 +72,13 @@ package final class BatchedEndTracer<Inner: Tracer>: Tracer {
             var headers = ["traceparent": remote.traceParentHeaderValue]
             headers["tracestate"] = remote.traceStateHeaderValue
             inner.extract(headers, into: &parentForInner, using: DictionaryExtractor())
-        } else {
+        } else if parent[SampledRootKey.self] == nil {
             var generator = FastIDGenerator()
             let traceID = TraceID.random(using: &generator)
             // The root of a trace (the inner tracer draws its own ids for the ones it records).
             guard sampler.samplesRoot(traceID) else { return dropping(traceID: traceID, state: TraceState(), parent: parent) }
         }
+        // Else a root `decideRoot` already sampled: one draw per trace.
         if lazyKinds.contains(kind) {
             let inner = self.inner
             let lazy = LazySpan<Inner.Span>(
@@ -176,6 +177,29 @@ package final class BatchedEndTracer<Inner: Tracer>: Tracer {
         guard let remote = try? W3CTraceContext.TraceContext(traceParentHeaderValue: parent, traceStateHeaderValue: state) else { return }
         context[RemoteParentKey.self] = remote
     }
+}
+
+extension BatchedEndTracer: RootSampler {
+    /// Draws a new trace's sampling decision without making a span: dropped, the context of a
+    /// dropped root span (the same as ``startSpan(_:context:ofKind:at:function:file:line:)``
+    /// would give it); recorded, a parent context under which `startSpan` makes the root span
+    /// without drawing again.
+    package func decideRoot() -> RootDecision {
+        var generator = FastIDGenerator()
+        let traceID = TraceID.random(using: &generator)
+        guard sampler.samplesRoot(traceID) else {
+            let dropped = W3CTraceContext.TraceContext(traceID: traceID, spanID: .random(using: &generator), flags: [], state: TraceState())
+            return .dropped(CairnStorage.TraceContext.sampledOut(.topLevel, as: dropped))
+        }
+        var context = ServiceContext.topLevel
+        context[SampledRootKey.self] = true
+        return .recorded(context)
+    }
+}
+
+/// Marks the parent context of a root span ``BatchedEndTracer/decideRoot()`` sampled.
+private enum SampledRootKey: ServiceContextKey {
+    typealias Value = Bool
 }
 
 extension BatchedEndTracer: FinishedSpanRecorder {

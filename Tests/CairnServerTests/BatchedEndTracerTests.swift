@@ -183,6 +183,34 @@ private func parts(_ traceparent: String?) -> [String] {
         #expect((200...600).contains(recorded), "\(recorded) of 4000 roots sampled at 10 %")
     }
 
+    /// `decideRoot` draws a new trace's decision once: a root it records is started recording
+    /// (not drawn again), and one it drops is a dropped span's context, flagged not sampled,
+    /// with a trace id of its own, that reaches no inner tracer.
+    @Test func aRootDecidedBeforeItsSpanIsDrawnOnce() throws {
+        let inner = RecordingTracer()
+        let tracer = BatchedEndTracer(inner, sampler: HeadSampler(root: .ratio(0.5), parentBased: true))
+        var recorded = 0
+        var droppedTraces = Set<String>()
+        for index in 0..<200 {
+            switch tracer.decideRoot() {
+            case .recorded(let parent):
+                let span = tracer.startSpan("GET /tasks", context: parent, ofKind: .server, at: At(nanosecondsSinceEpoch: UInt64(index)))
+                #expect(span.isRecording, "a root decided recorded was drawn again and dropped")
+                recorded += 1
+            case .dropped(let context):
+                #expect(TraceContext.isSampledOut(context))
+                let traceparent = parts(headers(tracer, context)["traceparent"])
+                try #require(traceparent.count == 4)
+                #expect(traceparent[3] == "00" && traceparent[1] != String(repeating: "0", count: 32))
+                droppedTraces.insert(traceparent[1])
+                let child = tracer.startSpan("SELECT tasks", context: context, ofKind: .client, at: At(nanosecondsSinceEpoch: 1))
+                #expect(!child.isRecording)
+            }
+        }
+        #expect(inner.made.withLock { $0.count } == recorded, "a dropped root reached the inner tracer")
+        #expect(recorded > 0 && droppedTraces.count == 200 - recorded, "\(recorded) recorded, \(droppedTraces.count) distinct dropped")
+    }
+
     /// A caller's context decides a parent-based sampler: sampled, the span reaches the inner
     /// tracer whatever the root rule; not sampled, it is dropped and goes on in the caller's
     /// trace, flagged not sampled, with the caller's `tracestate`.

@@ -82,6 +82,11 @@ final class ServerProcess: Sendable {
         return port
     }
 
+    /// Waits until the server's output so far satisfies `done`, or `timeout` passes; whether it did.
+    func waitForOutput(timeout: Duration, until done: @escaping @Sendable (String) -> Bool) async -> Bool {
+        await log.wait(timeout: timeout) { text, _ in done(text) }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     func stop() async throws -> Int32 {
         child.signal(SIGTERM)

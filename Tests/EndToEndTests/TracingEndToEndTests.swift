@@ -234,6 +234,53 @@ struct TracingEndToEndTests {
         #expect(try await nodeB.stop() == 0)
     }
 
+    /// A request with no caller's context starts a trace the sampler decides before any span
+    /// is made (`traceidratio` at 0.5 here, over 40 requests: both outcomes, all but surely).
+    /// Every request's log line carries a trace id of its own; a recorded trace exports its
+    /// server span under that id, a dropped one (flags 0) exports nothing.
+    @Test func newTracesAreDecidedByTheRatioBeforeAnySpanIsMade() async throws {
+        let receiver = try await Self.startReceiver()
+        defer { receiver.child.signal(SIGKILL) }
+        let server = try await ServerProcess.start(
+            dataDir: try temporaryDirectory(),
+            environment: [
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "100",
+                "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5", "CAIRN_LOG_LEVEL": "debug", "CAIRN_LOG_FORMAT": "json",
+            ])
+        defer { server.child.signal(SIGKILL) }
+        let requests = 40
+        for _ in 0..<requests { #expect(try await curl("GET", "\(server.baseURL)/health/live").status == 200) }
+        @Sendable func requestLines(_ text: String) -> [[String: Any]] {
+            text.split(separator: "\n").compactMap { line in
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                    object["msg"] as? String == "Request", object["hb.request.path"] as? String == "/health/live"
+                else { return nil }
+                return object
+            }
+        }
+        let logged = await server.waitForOutput(timeout: .seconds(30)) { requestLines($0).count >= requests }
+        try #require(logged, "not every request was logged: \(server.output.suffix(2_000))")
+        let lines = requestLines(server.output)
+        let traces = lines.compactMap { $0["trace_id"] as? String }
+        #expect(traces.count == requests, "a request's log line has no trace id")
+        #expect(Set(traces).count == requests, "two requests share a trace")
+        #expect(traces.allSatisfy { $0.count == 32 && $0 != String(repeating: "0", count: 32) })
+        let dropped = Set(lines.filter { "\($0["trace_flags"] ?? "")" == "0" }.compactMap { $0["trace_id"] as? String })
+        let recorded = Set(traces).subtracting(dropped)
+        #expect(!dropped.isEmpty && !recorded.isEmpty, "\(dropped.count) of \(requests) dropped at 0.5")
+
+        // Every recorded trace exports its server span; no dropped one exports anything.
+        let exported = await receiver.output.wait(timeout: .seconds(30)) { _, _ in
+            let ids = Set(receiver.spans.compactMap { $0["traceId"] as? String })
+            return recorded.isSubset(of: ids)
+        }
+        let spans = receiver.spans
+        #expect(exported, "recorded traces without a span: \(recorded.subtracting(spans.compactMap { $0["traceId"] as? String }))")
+        #expect(spans.allSatisfy { recorded.contains($0["traceId"] as? String ?? "") }, "a span outside the recorded traces")
+        #expect(spans.filter { $0["name"] as? String == "GET /health/live" }.count == recorded.count)
+        #expect(try await server.stop() == 0)
+    }
+
     /// Span ends are handed to the exporter in batches (`BatchedEndTracer`); those still
     /// waiting when SIGTERM comes are exported by the final flush. The export delay is a minute,
     /// so only the flush at shutdown can send them.
