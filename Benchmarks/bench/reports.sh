@@ -201,6 +201,10 @@ row("peer", pb, ps, pt, f"{pr:.1f} MB", "4 columns")
 print(f"  cairn gzip (level 1)   {gb / 1e6:8.1f} MB in {gs:6.2f} s = {n / gs:9,.0f} rows/s, first byte after {gt * 1000:.0f} ms")
 print(f"  ratio cairn/peer: {cb / cs / (pb / ps):.2f}x MB/s (goal 3x), {ps / cs:.2f}x rows/s; cairn peak RSS growth {cr:.1f} MB (goal < 50 MB)")
 EOF
+  summary reports.tasks "$TASKS"
+  summary reports.cairn_mbps "$(python3 -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]) / 1e6)" "$cb" "$cs")"
+  summary reports.peer_mbps "$(python3 -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]) / 1e6)" "$pb" "$ps")"
+  summary reports.cairn_rss_growth "$cr"; summary reports.peer_rss_growth "$pr"
   echo
   echo "Latency of other requests while reports stream (${DURATION} s each)"
   p99_with_reports cairn "$main_BASE" "$TOKEN" "$main_BASE/reports/tasks.csv"
@@ -219,8 +223,8 @@ for line in io.lines("$work/ids.txt") do ids[#ids + 1] = line end
 request = function() return wrk.format("GET", "/products/" .. ids[math.random(#ids)]) end
 EOF
   start_cairn nocache CAIRN_CATALOG_CACHE_TTL=0
-  run() {  # run LABEL BASE PATH|-lua
-    local label=$1 base=$2 target=$3 out=$work/cat-$RANDOM.txt args=()
+  run() {  # run LABEL BASE PATH|lua [SUMMARY_KEY]
+    local label=$1 base=$2 target=$3 key=${4:-} out=$work/cat-$RANDOM.txt args=()
     if [ "$target" = lua ]; then args=(-s "$work/ids.lua" "$base"); else args=("$base$target"); fi
     # Warm-up (fills the cache where there is one), then the measured run.
     timeout 60 wrk -t2 -c64 -d3s -H "Authorization: Bearer $TOKEN" "${args[@]}" >/dev/null 2>&1 || true
@@ -238,9 +242,10 @@ rps = re.search(r"Requests/sec:\s*([0-9.]+)", text)
 bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
 print(f"  {label:<52} {float(rps.group(1)) if rps else float('nan'):9,.0f} req/s   p50 {ms(50):7.2f} ms   p99 {ms(99):7.2f} ms" + (f"   ({bad.group(1)} non-2xx)" if bad else ""))
 EOF
+    [ -z "$key" ] || summary "$key" "$(python3 "$helpers" wrk "$out" | cut -d' ' -f1)"
   }
-  run "GET /products/{id}, 1,000 ids, cached (TTL 30 s)" "$main_BASE" lua
-  run "GET /products/{id}, 1,000 ids, uncached (TTL 0)" "$nocache_BASE" lua
+  run "GET /products/{id}, 1,000 ids, cached (TTL 30 s)" "$main_BASE" lua catalog.cached_rps
+  run "GET /products/{id}, 1,000 ids, uncached (TTL 0)" "$nocache_BASE" lua catalog.uncached_rps
   run "GET /products?category=kitchen&limit=20, cached" "$main_BASE" "/products?category=kitchen&limit=20"
   run "GET /products?category=kitchen&limit=20, uncached" "$nocache_BASE" "/products?category=kitchen&limit=20"
   # The database made slow: the products table is locked for the whole run, so every read
