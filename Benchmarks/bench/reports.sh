@@ -63,13 +63,16 @@ psql() { "$PG_PGBIN/psql" -h 127.0.0.1 -p "$pgport" -U postgres -v ON_ERROR_STOP
 CAIRN_DB="$pgbase/bench_cairn?sslmode=disable"
 # One HS256 secret for every cairn node, so a token of one node is valid on the others.
 JWT_SECRET=$(python3 -c "import secrets; print(secrets.token_urlsafe(48))")
+# And one master key: nodes sharing a database must seal secrets alike (a node with another key
+# refuses to start, by design), so the catalog's second and third nodes need the first one's.
+MASTER_KEY=$(python3 -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())")
 
 # start_cairn NAME EXTRA_ENV...: sets <NAME>_PID and <NAME>_BASE.
 start_cairn() {
   local name=$1 port; shift
   port=$(freeport)
   start_bg "$work/$name.log" env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning \
-    CAIRN_ACCESS_TOKEN_TTL=2h CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" "$@" \
+    CAIRN_ACCESS_TOKEN_TTL=2h CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" CAIRN_MASTER_KEY="$MASTER_KEY" "$@" \
     "$CAIRN_BIN" serve --data-dir "$work/$name-data" --host 127.0.0.1 --port "$port"
   printf -v "${name}_PID" %s "$LAST_PID"
   printf -v "${name}_BASE" %s "http://127.0.0.1:$port"
@@ -92,7 +95,7 @@ c -o "$work/login.json" -X POST "$main_BASE/auth/login" -H 'Content-Type: applic
   -d "{\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}"
 TOKEN=$(python3 "$helpers" json accessToken <"$work/login.json")
 seed_start=$(date +%s.%N)
-env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" \
+env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" CAIRN_MASTER_KEY="$MASTER_KEY" \
   "$CAIRN_BIN" seed --data-dir "$MAIN_DATA" --tenant "$TENANT" --tasks "$TASKS" --products "$PRODUCTS" >"$work/seed.log" 2>&1 \
   || { tail -5 "$work/seed.log" >&2; die "cairn seed failed"; }
 seed_s=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$seed_start" "$(date +%s.%N)")
