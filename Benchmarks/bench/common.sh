@@ -42,6 +42,9 @@ start_bg() {  # start_bg LOG CMD...: runs CMD in a new session (own process grou
 }
 
 die() { echo "error: $*" >&2; exit 1; }
+# summary KEY VALUE: one figure for Benchmarks/bench/all.sh's closing table (a line of
+# BENCH_SUMMARY, when it is set; nothing otherwise).
+summary() { [ -z "${BENCH_SUMMARY:-}" ] || printf '%s\t%s\n' "$1" "$2" >>"$BENCH_SUMMARY"; }
 freeport() { python3 "$helpers" freeport; }
 rss_mb() { python3 "$helpers" rss "$1"; }
 

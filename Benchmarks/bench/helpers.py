@@ -8,6 +8,9 @@
   helpers.py logins URL RATE SECONDS TOTAL CONCURRENCY EMAIL... -- PASSWORD
                                            bounded open-loop login load, prints a JSON summary
   helpers.py rss PID                       sum of VmRSS (MB) of PID's process group
+  helpers.py cpu PID                       CPU seconds (user + system) PID has used so far
+  helpers.py cpureq WRK_FILE BEFORE AFTER  "rps µs_per_request": CPU seconds AFTER - BEFORE over wrk's requests
+  helpers.py summary FILE                  all.sh's closing table from KEY<TAB>VALUE lines
 """
 import json
 import os
@@ -51,7 +54,9 @@ def parse_wrk(path):
     p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    total = re.search(r"(\d+) requests in", text)
     return {
+        "requests": int(total.group(1)) if total else 0,
         "rps": float(rps.group(1)) if rps else float("nan"),
         "p99": to_ms(p99.group(1)) if p99 else float("nan"),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
@@ -185,6 +190,90 @@ def rss(pid):
     print(f"{total / 1024:.1f}")
 
 
+def cpu(pid):
+    # Fields 14 and 15 of /proc/PID/stat (after the parenthesised name): utime and stime in ticks,
+    # summed over every thread of the process.
+    with open(f"/proc/{int(pid)}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    print((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+
+
+def cpureq(path, before, after):
+    r = parse_wrk(path)
+    us = (float(after) - float(before)) / r["requests"] * 1e6 if r["requests"] else float("nan")
+    print(f'{r["rps"]:.1f} {us:.2f}')
+
+
+def summary(path):
+    """The figures issue 19 names, each beside its peer (where it has one) and its goal."""
+    v = {}
+    for line in open(path, encoding="utf-8"):
+        if "\t" in line:
+            key, value = line.rstrip("\n").split("\t", 1)
+            try:
+                v[key] = float(value)
+            except ValueError:
+                v[key] = float("nan")
+    nan = float("nan")
+    get = lambda k: v.get(k, nan)  # noqa: E731
+    ok = lambda b: "n/a" if b is None else ("yes" if b else "NO")  # noqa: E731
+    rows = []
+
+    def ratio(a, b):
+        return a / b if a == a and b == b and b else nan
+
+    def f(x, unit="", digits=0):
+        return "n/a" if x != x else f"{x:,.{digits}f}{unit}"
+
+    for tag, engine in (("sqlite", "SQLite (peer in memory)"), ("postgres", "PostgreSQL (fsync off)")):
+        for route in ("GET /tasks?limit=20", "GET /tasks/{id}", "POST /tasks"):
+            k = f"tasks.{tag}.{route}."
+            c, p = get(k + "cairn_rps"), get(k + "peer_rps")
+            cp, pp = get(k + "cairn_p99"), get(k + "peer_p99")
+            r = ratio(c, p)
+            rows.append((f"{route}, {engine}: req/s", f(c), f(p), f(r, "x", 2), "≥ 3x", ok(None if r != r else r >= 3)))
+            rows.append((f"{route}, {engine}: p99", f(cp, " ms", 2), f(pp, " ms", 2), f(ratio(cp, pp), "x", 2), "≤ peer's",
+                         ok(None if cp != cp or pp != pp else cp <= pp)))
+    live, me = get("auth.live_us"), get("auth.me_us")
+    d = me - live
+    rows.append(("auth CPU: /users/me minus /health/live, µs/request", f(d, " µs", 1), "-",
+                 f"{f(me, '', 1)} - {f(live, '', 1)}", "≤ ~20 µs", ok(None if d != d else d <= 20)))
+    c, p = get("reports.cairn_mbps"), get("reports.peer_mbps")
+    r = ratio(c, p)
+    rows.append((f"GET /reports/tasks.csv, {f(get('reports.tasks'))} tasks: MB/s", f(c, "", 1), f(p, "", 1), f(r, "x", 2), "≥ 3x",
+                 ok(None if r != r else r >= 3)))
+    g = get("reports.cairn_rss_growth")
+    rows.append(("GET /reports/tasks.csv: RSS growth while streaming", f(g, " MB", 1), f(get("reports.peer_rss_growth"), " MB", 1), "-",
+                 "< 50 MB", ok(None if g != g else g < 50)))
+    for mode, goal in (("batched", 30000), ("single", 8000)):
+        j = get(f"jobs.{mode}.rate")
+        rows.append((f"jobs, 1 PostgreSQL node (fsync on), {mode}: jobs/s", f(j), "-", f(ratio(j, goal), "x of goal", 2), f"≥ {goal:,}",
+                     ok(None if j != j else j >= goal)))
+    for mode in ("batched", "single"):
+        i, b = get(f"jobs.{mode}.idle_p99"), get(f"jobs.{mode}.busy_p99")
+        r = ratio(b, i)
+        rows.append((f"GET /tasks p99, queue flat out ({mode}) vs idle", f(b, " ms", 2), f"idle {f(i, ' ms', 2)}", f(r, "x", 2), "≤ 1.5x",
+                     ok(None if r != r else r <= 1.5)))
+    c, u = get("catalog.cached_rps"), get("catalog.uncached_rps")
+    r = ratio(c, u)
+    rows.append(("GET /products/{id}: cached vs uncached req/s", f(c), f"uncached {f(u)}", f(r, "x", 2), "≥ 5x", ok(None if r != r else r >= 5)))
+    i, b = get("login.idle_p99"), get("login.busy_p99")
+    r = ratio(b, i)
+    rows.append((f"GET /tasks p99 while 20 logins/s are asked ({f(get('login.achieved'), '/s achieved', 1)}) vs idle",
+                 f(b, " ms", 2), f"idle {f(i, ' ms', 2)}", f(r, "x", 2), "≤ 1.5x", ok(None if r != r else r <= 1.5)))
+    m = get("rss.cairn_sqlite_start")
+    rows.append(("idle RSS, SQLite, after start-up", f(m, " MB", 1), f(get("rss.peer_memory_start"), " MB", 1), "-", "< 40 MB",
+                 ok(None if m != m else m < 40)))
+    head = ("figure", "cairn", "peer / baseline", "ratio", "goal", "met")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    line = lambda cells: "| " + " | ".join(  # noqa: E731
+        (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(cells)) + " |"
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "freeport":
@@ -201,6 +290,12 @@ def main(argv):
         logins(url, rate, seconds, total, conc, argv[7:sep], argv[sep + 1])
     elif cmd == "rss":
         rss(argv[2])
+    elif cmd == "cpu":
+        cpu(argv[2])
+    elif cmd == "cpureq":
+        cpureq(argv[2], argv[3], argv[4])
+    elif cmd == "summary":
+        summary(argv[2])
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

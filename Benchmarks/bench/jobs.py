@@ -300,6 +300,10 @@ def main():
                 print(f"[{label}] at {half:,.0f}/s: wait p50 {p50} ms, p99 {p99} ms", file=sys.stderr)
                 idle_rps, idle_p99, busy_rps, busy_p99, busy_rate = tasks_under_load(nodes, token, jobs, seconds, work, label.replace(" ", "_"))
                 rows.append((label, rate, insert_rate, bad, half, p50, p99, idle_p99, busy_p99, busy_rate))
+                if engine == "PostgreSQL" and count == 1 and os.environ.get("BENCH_SUMMARY"):
+                    with open(os.environ["BENCH_SUMMARY"], "a") as out:  # for all.sh's closing table
+                        for key, value in (("rate", rate), ("idle_p99", idle_p99), ("busy_p99", busy_p99)):
+                            out.write(f"jobs.{mode}.{key}\t{value}\n")
                 for node in nodes:
                     node.stop()
                 nodes = []

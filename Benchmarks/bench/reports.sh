@@ -63,13 +63,16 @@ psql() { "$PG_PGBIN/psql" -h 127.0.0.1 -p "$pgport" -U postgres -v ON_ERROR_STOP
 CAIRN_DB="$pgbase/bench_cairn?sslmode=disable"
 # One HS256 secret for every cairn node, so a token of one node is valid on the others.
 JWT_SECRET=$(python3 -c "import secrets; print(secrets.token_urlsafe(48))")
+# And one master key: nodes sharing a database must seal secrets alike (a node with another key
+# refuses to start, by design), so the catalog's second and third nodes need the first one's.
+MASTER_KEY=$(python3 -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())")
 
 # start_cairn NAME EXTRA_ENV...: sets <NAME>_PID and <NAME>_BASE.
 start_cairn() {
   local name=$1 port; shift
   port=$(freeport)
   start_bg "$work/$name.log" env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning \
-    CAIRN_ACCESS_TOKEN_TTL=2h CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" "$@" \
+    CAIRN_ACCESS_TOKEN_TTL=2h CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" CAIRN_MASTER_KEY="$MASTER_KEY" "$@" \
     "$CAIRN_BIN" serve --data-dir "$work/$name-data" --host 127.0.0.1 --port "$port"
   printf -v "${name}_PID" %s "$LAST_PID"
   printf -v "${name}_BASE" %s "http://127.0.0.1:$port"
@@ -92,7 +95,7 @@ c -o "$work/login.json" -X POST "$main_BASE/auth/login" -H 'Content-Type: applic
   -d "{\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}"
 TOKEN=$(python3 "$helpers" json accessToken <"$work/login.json")
 seed_start=$(date +%s.%N)
-env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" \
+env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 CAIRN_LOG_LEVEL=warning CAIRN_DATABASE_URL="$CAIRN_DB" CAIRN_JWT_SECRET="$JWT_SECRET" CAIRN_MASTER_KEY="$MASTER_KEY" \
   "$CAIRN_BIN" seed --data-dir "$MAIN_DATA" --tenant "$TENANT" --tasks "$TASKS" --products "$PRODUCTS" >"$work/seed.log" 2>&1 \
   || { tail -5 "$work/seed.log" >&2; die "cairn seed failed"; }
 seed_s=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$seed_start" "$(date +%s.%N)")
@@ -201,6 +204,10 @@ row("peer", pb, ps, pt, f"{pr:.1f} MB", "4 columns")
 print(f"  cairn gzip (level 1)   {gb / 1e6:8.1f} MB in {gs:6.2f} s = {n / gs:9,.0f} rows/s, first byte after {gt * 1000:.0f} ms")
 print(f"  ratio cairn/peer: {cb / cs / (pb / ps):.2f}x MB/s (goal 3x), {ps / cs:.2f}x rows/s; cairn peak RSS growth {cr:.1f} MB (goal < 50 MB)")
 EOF
+  summary reports.tasks "$TASKS"
+  summary reports.cairn_mbps "$(python3 -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]) / 1e6)" "$cb" "$cs")"
+  summary reports.peer_mbps "$(python3 -c "import sys; print(float(sys.argv[1]) / float(sys.argv[2]) / 1e6)" "$pb" "$ps")"
+  summary reports.cairn_rss_growth "$cr"; summary reports.peer_rss_growth "$pr"
   echo
   echo "Latency of other requests while reports stream (${DURATION} s each)"
   p99_with_reports cairn "$main_BASE" "$TOKEN" "$main_BASE/reports/tasks.csv"
@@ -219,8 +226,8 @@ for line in io.lines("$work/ids.txt") do ids[#ids + 1] = line end
 request = function() return wrk.format("GET", "/products/" .. ids[math.random(#ids)]) end
 EOF
   start_cairn nocache CAIRN_CATALOG_CACHE_TTL=0
-  run() {  # run LABEL BASE PATH|-lua
-    local label=$1 base=$2 target=$3 out=$work/cat-$RANDOM.txt args=()
+  run() {  # run LABEL BASE PATH|lua [SUMMARY_KEY]
+    local label=$1 base=$2 target=$3 key=${4:-} out=$work/cat-$RANDOM.txt args=()
     if [ "$target" = lua ]; then args=(-s "$work/ids.lua" "$base"); else args=("$base$target"); fi
     # Warm-up (fills the cache where there is one), then the measured run.
     timeout 60 wrk -t2 -c64 -d3s -H "Authorization: Bearer $TOKEN" "${args[@]}" >/dev/null 2>&1 || true
@@ -238,9 +245,10 @@ rps = re.search(r"Requests/sec:\s*([0-9.]+)", text)
 bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
 print(f"  {label:<52} {float(rps.group(1)) if rps else float('nan'):9,.0f} req/s   p50 {ms(50):7.2f} ms   p99 {ms(99):7.2f} ms" + (f"   ({bad.group(1)} non-2xx)" if bad else ""))
 EOF
+    [ -z "$key" ] || summary "$key" "$(python3 "$helpers" wrk "$out" | cut -d' ' -f1)"
   }
-  run "GET /products/{id}, 1,000 ids, cached (TTL 30 s)" "$main_BASE" lua
-  run "GET /products/{id}, 1,000 ids, uncached (TTL 0)" "$nocache_BASE" lua
+  run "GET /products/{id}, 1,000 ids, cached (TTL 30 s)" "$main_BASE" lua catalog.cached_rps
+  run "GET /products/{id}, 1,000 ids, uncached (TTL 0)" "$nocache_BASE" lua catalog.uncached_rps
   run "GET /products?category=kitchen&limit=20, cached" "$main_BASE" "/products?category=kitchen&limit=20"
   run "GET /products?category=kitchen&limit=20, uncached" "$nocache_BASE" "/products?category=kitchen&limit=20"
   # The database made slow: the products table is locked for the whole run, so every read

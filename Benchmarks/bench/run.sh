@@ -2,7 +2,7 @@
 # Cairn beside the Express peer (/work/shared/peers/express), on this machine, in one run.
 # A measurement tool, not a test: it prints tables and never fails on a number.
 #
-#   Benchmarks/bench/run.sh [--quick] [--only sqlite|postgres|login|rss] [--no-build]
+#   Benchmarks/bench/run.sh [--quick] [--only sqlite|postgres|login|auth|rss] [--no-build]
 #
 #   DURATION=15     seconds per wrk run (--quick: 3)
 #   CONNECTIONS=64  wrk connections for the cairn-vs-peer tables (2 wrk threads)
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 DURATION=${DURATION:-15}
-case $ONLY in all|sqlite|postgres|login|rss) ;; *) echo "--only takes sqlite, postgres, login or rss" >&2; exit 2 ;; esac
+case $ONLY in all|sqlite|postgres|login|auth|rss) ;; *) echo "--only takes sqlite, postgres, login, auth or rss" >&2; exit 2 ;; esac
 case $DURATION in ''|*[!0-9]*) echo "DURATION must be a whole number of seconds" >&2; exit 2 ;; esac
 wants() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
@@ -207,6 +207,8 @@ compare() {
       sleep 1
     done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "${results[@]}" "$note" >>"$tsv"
+    summary "tasks.$tag.$label.cairn_rps" "${results[0]}"; summary "tasks.$tag.$label.cairn_p99" "${results[1]}"
+    summary "tasks.$tag.$label.peer_rps" "${results[4]}"; summary "tasks.$tag.$label.peer_p99" "${results[5]}"
   done
   echo
   python3 "$helpers" table "$title" "$tsv"
@@ -330,6 +332,8 @@ try:
 except Exception as e:
     print(f"  logins: no summary ({e})")
 EOF
+  summary login.idle_p99 "$idle_p99"; summary login.busy_p99 "$busy_p99"
+  summary login.achieved "$(python3 "$helpers" json achieved_per_s <"$work/logins.json" 2>/dev/null || echo nan)"
   [ -s "$work/logins.err" ] && echo "  note: the login client wrote: $(head -c 300 "$work/logins.err")"
   for f in idle busy; do
     b=${f}_bad s=${f}_sock
@@ -338,6 +342,43 @@ EOF
   done
   server_log_notes cairn "$login_srv_LOG"
   stop_server "$login_srv_PID"
+fi
+
+# ---- the cost of authenticating ------------------------------------------------------------------
+# The server's CPU time per request (utime + stime from /proc/PID/stat over a wrk run, divided by
+# the requests it served) for GET /health/live (no token, no database) and GET /users/me (a token
+# verified, one row read): the difference is what authenticating a request costs. CPU time, not
+# req/s: wrk shares the cores, and CPU per request is what the goal is about.
+if wants auth; then
+  echo "[auth] starting cairn (SQLite)..." >&2
+  start_cairn auth_srv
+  cairn_register "$auth_srv_BASE" auth@example.com
+  token=$(cairn_login "$auth_srv_BASE" auth@example.com)
+  cpu_per_request() {  # cpu_per_request OUT URL [TOKEN]: prints "rps µs_per_request"
+    local out=$1 url=$2 token=${3:-} before after headers=()
+    [ -n "$token" ] && headers=(-H "Authorization: Bearer $token")
+    timeout 60 wrk -t2 -c32 -d2s "${headers[@]}" "$url" >/dev/null 2>&1 || true   # warm-up (fills the token cache)
+    before=$(python3 "$helpers" cpu "$auth_srv_PID")
+    timeout -k 5 $((DURATION + 60)) wrk -t2 -c32 -d"${DURATION}s" --latency "${headers[@]}" "$url" >"$out" 2>&1 || true
+    after=$(python3 "$helpers" cpu "$auth_srv_PID")
+    python3 "$helpers" cpureq "$out" "$before" "$after"
+  }
+  for route in /health/live /users/me; do
+    code=$(c -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$auth_srv_BASE$route" || echo 000)
+    [ "$code" = 200 ] || die "auth run: GET $route answered $code"
+  done
+  echo "  wrk -t2 -c32 -d${DURATION}s GET /health/live (no token), then GET /users/me (token) ..." >&2
+  read -r live_rps live_us < <(cpu_per_request "$work/auth-live.txt" "$auth_srv_BASE/health/live")
+  read -r me_rps me_us < <(cpu_per_request "$work/auth-me.txt" "$auth_srv_BASE/users/me" "$token")
+  echo
+  echo "The cost of authenticating — cairn on SQLite, wrk -t2 -c32 -d${DURATION}s; server CPU time per request"
+  printf '  GET /health/live (no token, no database): %9.0f req/s  %7.1f µs CPU/request\n' "$live_rps" "$live_us"
+  printf '  GET /users/me (token, one row read)     : %9.0f req/s  %7.1f µs CPU/request\n' "$me_rps" "$me_us"
+  printf '  authenticated minus unauthenticated      : %7.1f µs CPU/request (goal ≤ ~20 µs)\n' \
+    "$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$live_us" "$me_us")"
+  summary auth.live_us "$live_us"; summary auth.me_us "$me_us"; summary auth.live_rps "$live_rps"; summary auth.me_rps "$me_rps"
+  server_log_notes cairn "$auth_srv_LOG"
+  stop_server "$auth_srv_PID"
 fi
 
 # ---- memory --------------------------------------------------------------------------------------
@@ -353,6 +394,7 @@ if wants rss || [ "$ONLY" = all ]; then
     local loaded=${!l:--}; [ "$ONLY" = rss ] && loaded=-
     printf '  %-34s | %15s | %23s | %16s\n' "$1" "${!s}" "${!d}" "$loaded"
   }
+  summary rss.cairn_sqlite_start "${RSS_sqlite_CAIRN_START:-nan}"; summary rss.peer_memory_start "${RSS_sqlite_PEER_START:-nan}"
   row "cairn, SQLite" sqlite CAIRN
   row "peer, in memory (1 process)" sqlite PEER
   row "cairn, PostgreSQL" postgres CAIRN

@@ -230,6 +230,17 @@ package final class Database: Sendable, Service {
         }
     }
 
+    /// The SQLite backend; nil on PostgreSQL.
+    var sqliteBackend: SQLiteBackend? {
+        if case .sqlite(let sqlite) = backend { return sqlite }
+        return nil
+    }
+
+    /// How often SQLite's per-connection statement caches prepared and reused a statement,
+    /// summed over the connections; nil on PostgreSQL (which keeps its prepared statements
+    /// on the server, see ``PreparedRead``).
+    package var sqliteStatementCacheCounts: SQLiteStatementCacheCounts? { sqliteBackend?.statementCacheCounts }
+
     /// The PostgreSQL client, for the event bus's LISTEN connections; nil on SQLite.
     var postgresClient: PostgresClient? {
         if case .postgres(let postgres) = backend { return postgres.client }
@@ -403,6 +414,10 @@ final class PostgresBackend: Sendable {
 final class SQLiteBackend: Sendable {
     private let writer: SQLiteConnection
     private let readers: [SQLiteConnection]
+    /// Each connection's prepared statements (nil when SQLiteNIO's handle is out of reach),
+    /// `readers`' in the same order.
+    private let writerStatements: SQLiteStatementCache?
+    private let readerStatements: [SQLiteStatementCache?]
     private let groupCommit: GroupCommitWriter
     private let nextReader = AtomicCounter()
     private let threadPool: NIOThreadPool
@@ -413,7 +428,10 @@ final class SQLiteBackend: Sendable {
         self.writer = writer
         self.readers = readers
         self.threadPool = threadPool
-        self.groupCommit = GroupCommitWriter(database: writer.sql())
+        let writerStatements = SQLiteStatementCache(connection: writer, threadPool: threadPool)
+        self.writerStatements = writerStatements
+        self.readerStatements = readers.map { SQLiteStatementCache(connection: $0, threadPool: threadPool) }
+        self.groupCommit = GroupCommitWriter(database: writer.sql(), statements: writerStatements)
         // Without readers (an in-memory database) reads go to the writer connection.
         self.readerMetrics = PoolMetrics(pool: "sqlite_reader", capacity: max(readers.count, 1))
     }
@@ -449,8 +467,14 @@ final class SQLiteBackend: Sendable {
 
     /// The next reader connection, round robin (the writer when there are none: in memory).
     func readerConnection() -> SQLiteConnection {
-        if readers.isEmpty { return writer }
-        return readers[nextReader.next() % readers.count]
+        nextReaderPair().connection
+    }
+
+    /// The next reader connection with its statement cache, round robin.
+    private func nextReaderPair() -> (connection: SQLiteConnection, statements: SQLiteStatementCache?) {
+        if readers.isEmpty { return (writer, writerStatements) }
+        let index = nextReader.next() % readers.count
+        return (readers[index], readerStatements[index])
     }
 
     func withWriter<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
@@ -460,10 +484,50 @@ final class SQLiteBackend: Sendable {
     /// The writer connection, for positional statements run inside a group-commit unit only.
     var writerConnection: SQLiteConnection { writer }
 
+    /// Runs the fixed statement `sql` on a reader (metered) with the reader's prepared copy,
+    /// or `fallback` on the connection when it has no statement cache.
+    func cachedRead<R: Sendable>(
+        _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R,
+        fallback: @escaping @Sendable (SQLiteConnection) async throws -> [R]
+    ) async throws -> [R] {
+        try await readerMetrics.using {
+            let (connection, statements) = self.nextReaderPair()
+            guard let statements else { return try await fallback(connection) }
+            return try await statements.rows(sql, binds, decode)
+        }
+    }
+
+    /// Runs the fixed statement `sql` as one group-commit unit on the writer with its prepared
+    /// copy, or `fallback` on the writer connection when it has no statement cache.
+    func cachedWrite<R: Sendable>(
+        _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R,
+        fallback: @escaping @Sendable (SQLiteConnection) async throws -> [R]
+    ) async throws -> [R] {
+        try await withWriter { _ in
+            guard let statements = self.writerStatements else { return try await fallback(self.writer) }
+            return try await statements.rows(sql, binds, decode)
+        }
+    }
+
+    /// The statement caches' counts, summed over the connections.
+    var statementCacheCounts: SQLiteStatementCacheCounts {
+        var total = SQLiteStatementCacheCounts(prepared: 0, reused: 0, held: 0)
+        for cache in [writerStatements] + readerStatements {
+            guard let counts = cache?.counts else { continue }
+            total.prepared += counts.prepared
+            total.reused += counts.reused
+            total.held += counts.held
+            total.recompiled += counts.recompiled
+        }
+        return total
+    }
+
     private let closed = Atomic<Bool>(false)
 
     func close() async {
         guard !closed.exchange(true, ordering: .acquiring) else { return }
+        // Prepared statements first: SQLite does not close a connection that still has some.
+        for cache in [writerStatements] + readerStatements { cache?.close() }
         for connection in readers + [writer] where !connection.isClosed {
             try? await connection.close()
         }
@@ -479,6 +543,9 @@ extension Database {
             return error.serverInfo?[.sqlState] == "23505"
         }
         if let error = error as? SQLiteError {
+            return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
+        }
+        if let error = error as? SQLiteStatementError {
             return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
         }
         return false
@@ -506,14 +573,27 @@ final class GroupCommitWriter: Sendable {
         var draining = false
     }
     private let database: any SQLDatabase
+    /// The writer's statement cache, for the batch's own statements (BEGIN, SAVEPOINT, …),
+    /// which otherwise are compiled again for every unit.
+    private let statements: SQLiteStatementCache?
     private let state = Mutex(State())
     /// Upper bound on units per transaction, so one batch cannot grow without limit.
     private let maximumBatch = 256
     /// The writer's use and the units' wait for it.
     private let metrics = PoolMetrics(pool: "sqlite_writer", capacity: 1)
 
-    init(database: any SQLDatabase) {
+    init(database: any SQLDatabase, statements: SQLiteStatementCache?) {
         self.database = database
+        self.statements = statements
+    }
+
+    /// Runs one of the batch's own statements, prepared once when the writer has a cache.
+    private func control(_ sql: String) async throws {
+        if let statements {
+            try await statements.execute([sql])
+        } else {
+            try await database.raw(SQLQueryString(sql)).run()
+        }
     }
 
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
@@ -554,7 +634,7 @@ final class GroupCommitWriter: Sendable {
         var results: [Result<any Sendable, any Error>] = []
         results.reserveCapacity(batch.count)
         do {
-            try await database.raw("BEGIN IMMEDIATE").run()
+            try await control("BEGIN IMMEDIATE")
         } catch {
             for unit in batch { unit.continuation.resume(throwing: error) }
             return
@@ -562,20 +642,20 @@ final class GroupCommitWriter: Sendable {
         for unit in batch {
             do {
                 metrics.waited(since: unit.submitted)
-                try await database.raw("SAVEPOINT unit").run()
+                try await control("SAVEPOINT unit")
                 let value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
-                try await database.raw("RELEASE unit").run()
+                try await control("RELEASE unit")
                 results.append(.success(value))
             } catch {
-                try? await database.raw("ROLLBACK TO unit").run()
-                try? await database.raw("RELEASE unit").run()
+                try? await control("ROLLBACK TO unit")
+                try? await control("RELEASE unit")
                 results.append(.failure(error))
             }
         }
         do {
-            try await database.raw("COMMIT").run()
+            try await control("COMMIT")
         } catch {
-            try? await database.raw("ROLLBACK").run()
+            try? await control("ROLLBACK")
             for unit in batch { unit.continuation.resume(throwing: error) }
             return
         }

@@ -55,8 +55,8 @@ package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
 package struct PositionalRow {
     private enum Storage {
         case postgres(PostgresRandomAccessRow)
-        /// The columns, taken once: `SQLiteRow.columns` builds a new array on every access.
-        case sqlite([SQLiteColumn])
+        /// The values, taken once: `SQLiteRow.columns` builds a new array on every access.
+        case sqlite([SQLiteData])
         case sqlKit(any SQLRow, columns: [String])
     }
 
@@ -70,14 +70,19 @@ package struct PositionalRow {
     /// by position straight away: its columns are in the statement's order).
     package init(_ row: any SQLRow, columns: [String]) {
         if let sqlite = row as? SQLiteRow {
-            self.storage = .sqlite(sqlite.columns)
+            self.storage = .sqlite(sqlite.columns.map(\.data))
         } else {
             self.storage = .sqlKit(row, columns: columns)
         }
     }
 
     fileprivate static func postgres(_ row: PostgresRow) -> PositionalRow { PositionalRow(.postgres(row.makeRandomAccess())) }
-    fileprivate static func sqlite(_ row: SQLiteRow) -> PositionalRow { PositionalRow(.sqlite(row.columns)) }
+    fileprivate static func sqlite(_ row: SQLiteRow) -> PositionalRow { PositionalRow(.sqlite(row.columns.map(\.data))) }
+
+    /// A row of SQLite values in `SELECT` order (the statement cache's rows).
+    init(sqliteValues: [SQLiteData]) {
+        self.storage = .sqlite(sqliteValues)
+    }
 
     /// The text in column `index`.
     /// - Throws: `PositionalRowError` when it is NULL or not text.
@@ -93,7 +98,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(String?.self) } catch { throw PositionalRowError(column: index, expected: "text") }
         case .sqlite(let row):
-            switch row[index].data {
+            switch row[index] {
             case .text(let text): return text
             case .null: return nil
             default: throw PositionalRowError(column: index, expected: "text")
@@ -112,7 +117,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(Int64.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
         case .sqlite(let row):
-            guard case .integer(let value) = row[index].data else { throw PositionalRowError(column: index, expected: "an integer") }
+            guard case .integer(let value) = row[index] else { throw PositionalRowError(column: index, expected: "an integer") }
             return Int64(value)
         case .sqlKit(let row, let columns):
             do { return try row.decode(column: columns[index], as: Int64.self) } catch {
@@ -128,7 +133,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(Int64?.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
         case .sqlite(let row):
-            switch row[index].data {
+            switch row[index] {
             case .integer(let value): return Int64(value)
             case .null: return nil
             default: throw PositionalRowError(column: index, expected: "an integer")
@@ -153,7 +158,7 @@ package struct PositionalRow {
         case .postgres(let row):
             do { return try row[index].decode(Bool.self) } catch { throw PositionalRowError(column: index, expected: "a boolean") }
         case .sqlite(let row):
-            guard case .integer(let value) = row[index].data else { throw PositionalRowError(column: index, expected: "a boolean") }
+            guard case .integer(let value) = row[index] else { throw PositionalRowError(column: index, expected: "a boolean") }
             return value != 0
         case .sqlKit(let row, let columns):
             do { return try row.decode(column: columns[index], as: Bool.self) } catch {
@@ -213,10 +218,10 @@ extension Database {
     }
 
     /// Runs the hot read `Statement` and decodes its rows by position, as
-    /// ``readRows(_:_:_:)`` does, with its statement prepared once per connection on
-    /// PostgreSQL (postgres-nio's `PostgresPreparedStatement`): the server parses and plans it
-    /// on a connection's first use only, then binds and executes. On SQLite it runs as
-    /// ``readRows(_:_:_:)`` (SQLiteNIO prepares every statement it runs and exposes no cache).
+    /// ``readRows(_:_:_:)`` does, with its statement prepared once per connection: on
+    /// PostgreSQL postgres-nio's `PostgresPreparedStatement` (the server parses and plans it on
+    /// a connection's first use only, then binds and executes), on SQLite the connection's
+    /// statement cache (``SQLiteStatementCache``).
     ///
     /// - Parameters:
     ///   - statement: the statement's type: its fixed SQL and its server-side name.
@@ -264,7 +269,14 @@ extension Database {
             try await Self.sqliteRows(connection, Statement.sql, binds, decode)
         }
         return try await TracedSQLDatabase.withStatementSpan(Statement.spanName, system: system) {
-            writing
+            if let backend = self.sqliteBackend {
+                // The connection's prepared copy of the statement (its text rewritten once).
+                let sql = Statement.sqliteSQL
+                return writing
+                    ? try await backend.cachedWrite(sql, binds, decode, fallback: sqlite)
+                    : try await backend.cachedRead(sql, binds, decode, fallback: sqlite)
+            }
+            return writing
                 ? try await self.withNativeWriter(postgres: postgres, sqlite: sqlite)
                 : try await self.withNativeReader(postgres: postgres, sqlite: sqlite)
         }
@@ -315,9 +327,27 @@ extension PreparedRead {
     }
 }
 
+extension PreparedRead {
+    /// ``sql`` with SQLite's `?n` placeholders, worked out once per statement (the key of its
+    /// prepared copies in each SQLite connection's statement cache). A bare `LIMIT ?n` becomes
+    /// `LIMIT +?n`: SQLite plans a bare bound limit with its value and marks the statement to
+    /// be compiled again whenever that parameter is bound anew (every run, so a cached list
+    /// read was recompiled every time); the unary plus keeps the value out of the plan.
+    static var sqliteSQL: String {
+        let key = ObjectIdentifier(Self.self)
+        if let sql = preparedSQLiteSQL.withLock({ $0[key] }) { return sql }
+        let sql = Database.sqliteParameters(self.sql).replacing("LIMIT ?", with: "LIMIT +?")
+        preparedSQLiteSQL.withLock { $0[key] = sql }
+        return sql
+    }
+}
+
 /// ``PreparedRead/spanName`` of each statement type seen so far (a few dozen at most: one per
 /// conforming type).
 private let preparedSpanNames = Mutex<[ObjectIdentifier: (operation: String, collection: String?)]>([:])
+
+/// ``PreparedRead/sqliteSQL`` of each statement type seen so far.
+private let preparedSQLiteSQL = Mutex<[ObjectIdentifier: String]>([:])
 
 /// One execution of a ``PreparedRead`` in postgres-nio's terms: its name and SQL come from
 /// `Statement`, so the connection prepares it the first time and reuses it after.

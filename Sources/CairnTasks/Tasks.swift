@@ -160,17 +160,14 @@ package struct TaskStore: Sendable {
         return try await database.readRows(ByID.self, [.text(id), .text(tenantId)], Self.task(from:)).first
     }
 
-    /// Inserts a new task.
+    /// Inserts a new task: one prepared write (planned once per connection on PostgreSQL,
+    /// compiled once per connection on SQLite), durable when it returns.
     package func insert(_ task: TaskItem) async throws {
-        try await database.write { db in
-            try await db.raw(
-                """
-                INSERT INTO tasks (\(unsafeRaw: Self.columns)) VALUES (\(bind: task.id), \(bind: task.tenantId), \(bind: task.title),
-                    \(bind: task.description), \(bind: task.completed), \(bind: task.createdBy), \(bind: task.version),
-                    \(bind: task.createdAt), \(bind: task.updatedAt))
-                """
-            ).run()
-        }
+        let binds: [SQLBindValue] = [
+            .text(task.id), .text(task.tenantId), .text(task.title), task.description.map(SQLBindValue.text) ?? .null, .bool(task.completed),
+            .text(task.createdBy), .integer(Int64(task.version)), .integer(task.createdAt), .integer(task.updatedAt),
+        ]
+        _ = try await database.writeRows(Insert.self, binds) { _ in () }
     }
 
     /// Applies a change when the version matches (any version when nil); nil when the task is
@@ -255,6 +252,13 @@ package struct TaskStore: Sendable {
 // no SQL text.
 
 extension TaskStore {
+    /// A new task. `version` is an INTEGER column, so its bigint parameter is cast: a
+    /// prepared statement's parameter types come from the first planning.
+    enum Insert: PreparedRead {
+        static let name = "cairn_tasks_insert"
+        static let sql = "INSERT INTO tasks (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9)"
+    }
+
     /// One task by id, within a tenant.
     enum ByID: PreparedRead {
         static let name = "cairn_tasks_by_id"

@@ -287,6 +287,84 @@ struct StorageTests {
         }
     }
 
+    /// On SQLite every connection keeps its hot statements prepared between runs (a cache
+    /// keyed by SQL text), so reads and writes run many times compile each statement about
+    /// once per connection; concurrent runs on one connection never share a statement; a
+    /// cached write still reports a unique violation as one; the statements keep answering
+    /// after the schema under them changes (SQLite recompiles them itself); and closing the
+    /// database finalizes them all. PostgreSQL keeps its prepared statements on the server
+    /// (the test above), and has no such cache.
+    @Test(arguments: TestEngine.available)
+    func sqliteConnectionsKeepHotStatementsPreparedAcrossSchemaChangesUntilClosed(engine: TestEngine) async throws {
+        enum ItemByID: PreparedRead {
+            static let name = "cairn_test_item_by_id"
+            static let sql = "SELECT id, n FROM items WHERE id = $1"
+        }
+        enum ItemsFrom: PreparedRead {
+            static let name = "cairn_test_items_from"
+            static let sql = "SELECT id, n FROM items WHERE n >= $1 ORDER BY n LIMIT $2"
+        }
+        enum AddItem: PreparedRead {
+            static let name = "cairn_test_item_add"
+            static let sql = "INSERT INTO items (id, n) VALUES ($1, $2) RETURNING id"
+        }
+        try await withTestDatabase(engine, migrated: false) { test in
+            let database = try await test.open()
+            try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
+            let decode: @Sendable (PositionalRow) throws -> String = { row in "\(try row.string(0)):\(try row.int64(1))" }
+            for index in 0..<40 {
+                #expect(
+                    try await database.writeRows(AddItem.self, [.text("i\(index)"), .integer(Int64(index))]) { try $0.string(0) } == ["i\(index)"])
+            }
+            // 64 reads at once: more than the readers' threads, so connections run it side by side.
+            let answers = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<64 {
+                    group.addTask {
+                        try await database.readRows(ItemByID.self, [.text("i\(index % 40)")], decode) == ["i\(index % 40):\(index % 40)"]
+                    }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(answers.count == 64 && answers.allSatisfy { $0 })
+            // A list read whose limit changes on every run (as page sizes do).
+            for limit in 1...20 {
+                let rows = try await database.readRows(ItemsFrom.self, [.integer(Int64(limit)), .integer(Int64(limit))], decode)
+                #expect(rows == (limit..<min(2 * limit, 40)).map { "i\($0):\($0)" })
+            }
+            // Nothing recompiled itself so far: a bound limit does not expire a cached plan.
+            #expect(database.sqliteStatementCacheCounts.map(\.recompiled) ?? 0 == 0)
+            do {
+                _ = try await database.writeRows(AddItem.self, [.text("i0"), .integer(0)]) { _ in () }
+                Issue.record("a duplicate id was inserted")
+            } catch {
+                #expect(Database.isUniqueViolation(error))
+            }
+            try await database.write { db in
+                try await db.raw("ALTER TABLE items ADD COLUMN note TEXT").run()
+                try await db.raw("CREATE INDEX items_n ON items (n)").run()
+            }
+            #expect(try await database.writeRows(AddItem.self, [.text("late"), .integer(99)]) { try $0.string(0) } == ["late"])
+            for index in [0, 39] {
+                #expect(try await database.readRows(ItemByID.self, [.text("i\(index)")], decode) == ["i\(index):\(index)"])
+            }
+            #expect(try await database.readRows(ItemByID.self, [.text("late")], decode) == ["late:99"])
+            if let counts = database.sqliteStatementCacheCounts {
+                #expect(engine == .sqlite)
+                // Without the cache every run prepares: 40 + 64 + 20 + 1 + 1 + 3 statement runs,
+                // each with its group-commit BEGIN/SAVEPOINT/RELEASE/COMMIT when it writes.
+                #expect(counts.prepared <= 28, "\(counts)")
+                #expect(counts.reused >= 220, "\(counts)")
+                #expect(counts.held > 0, "\(counts)")
+                // The schema change made SQLite recompile the statements it outdated, by itself.
+                #expect(counts.recompiled > 0, "\(counts)")
+            } else {
+                #expect(engine == .postgres)
+            }
+            await database.close()
+            #expect(database.sqliteStatementCacheCounts.map(\.held) ?? 0 == 0)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { database, _ in
