@@ -57,7 +57,7 @@ package final class CSVReader: BufferedInput {
     private var fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)] = []
     /// Fields of the last scanned record beyond `maxColumns` (counted, not kept).
     private var extraFields = 0
-    private let nullMarkers: [[UInt8]]
+    private let nullMarkers: CSVNullMarkers
 
     /// Opens a reader: detects the delimiter if needed and reads the header.
     /// - Parameter skipping: bytes already processed by an earlier run (a checkpoint's
@@ -67,7 +67,7 @@ package final class CSVReader: BufferedInput {
         self.source = source
         self.options = options
         self.buffer = [UInt8](repeating: 0, count: 1 << 20)
-        self.nullMarkers = options.nullValues.map { Array($0.utf8) }
+        self.nullMarkers = CSVNullMarkers(options.nullValues)
         try start()
         delimiter = options.delimiter ?? detectDelimiter()
         guard let first = try readRecord(countRow: false) else { return }
@@ -94,7 +94,7 @@ package final class CSVReader: BufferedInput {
         self.source = source
         self.options = options
         self.buffer = [UInt8](repeating: 0, count: 1 << 20)
-        self.nullMarkers = options.nullValues.map { Array($0.utf8) }
+        self.nullMarkers = CSVNullMarkers(options.nullValues)
         self.delimiter = delimiter
         self.columns = columns
         consumedBase = chunk.start
@@ -150,11 +150,22 @@ package final class CSVReader: BufferedInput {
         let fields = self.fields
         let quote = options.quote
         let nullMarkers = self.nullMarkers
+        // With ASCII separators the bytes between fields are ASCII, so the record's span is valid
+        // UTF-8 exactly when every field is, and its first bad byte is the first bad field's:
+        // one check per record instead of one per field.
+        let wholeSpan = delimiter < 0x80 && quote < 0x80
         position = next
         row += 1
         return try buffer.withUnsafeBufferPointer { bytes in
-            for field in fields {
-                try Self.checkUTF8(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]), row: recordRow, at: base + Int64(field.start))
+            if wholeSpan {
+                if let first = fields.first, let last = fields.last {
+                    try Self.checkUTF8(UnsafeBufferPointer(rebasing: bytes[first.start..<last.end]), row: recordRow, at: base + Int64(first.start))
+                }
+            } else {
+                for field in fields {
+                    try Self.checkUTF8(
+                        UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]), row: recordRow, at: base + Int64(field.start))
+                }
             }
             return try body(CSVRawRecord(bytes: bytes, fields: fields, quote: quote, nullMarkers: nullMarkers))
         }
@@ -326,7 +337,7 @@ package final class CSVReader: BufferedInput {
         try buffer.withUnsafeBufferPointer { bytes in
             for field in fields {
                 let slice = UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
-                if !field.quoted && nullMarkers.contains(where: { $0.count == slice.count && $0.elementsEqual(slice) }) {
+                if !field.quoted && nullMarkers.matches(slice) {
                     values.append(nil)
                     continue
                 }
@@ -389,28 +400,75 @@ package final class CSVReader: BufferedInput {
     }
 }
 
+/// The unquoted values a CSV reader reads as null, with the set of their lengths kept as bits:
+/// most fields are ruled out by their length alone, without comparing bytes.
+@usableFromInline
+struct CSVNullMarkers: Sendable {
+    /// Bit n set: some marker is n bytes long (n < 64).
+    @usableFromInline let lengths: UInt64
+    /// Whether some marker is 64 bytes or longer.
+    @usableFromInline let long: Bool
+    @usableFromInline let markers: [[UInt8]]
+
+    init(_ values: Set<String>) {
+        markers = values.map { Array($0.utf8) }
+        lengths = markers.reduce(0) { $1.count < 64 ? $0 | 1 << UInt64($1.count) : $0 }
+        long = markers.contains { $0.count >= 64 }
+    }
+
+    /// Whether `bytes` are one of the markers.
+    @inlinable
+    func matches(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        let length = bytes.count
+        if length < 64 ? lengths & (1 << UInt64(length)) == 0 : !long { return false }
+        for marker in markers where marker.count == length {
+            if marker.withUnsafeBufferPointer({ $0.elementsEqual(bytes) }) { return true }
+        }
+        return false
+    }
+}
+
 /// One CSV record's fields as bytes (see `CSVReader.withNextRecord`).
+///
+/// Its accessors are inlinable: the bulk loader calls them for every field of every record.
 package struct CSVRawRecord {
-    let bytes: UnsafeBufferPointer<UInt8>
-    let fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)]
-    let quote: UInt8
-    let nullMarkers: [[UInt8]]
+    @usableFromInline let bytes: UnsafeBufferPointer<UInt8>
+    @usableFromInline let fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)]
+    @usableFromInline let quote: UInt8
+    @usableFromInline let nullMarkers: CSVNullMarkers
+
+    init(
+        bytes: UnsafeBufferPointer<UInt8>, fields: [(start: Int, end: Int, quoted: Bool, escaped: Bool)], quote: UInt8, nullMarkers: CSVNullMarkers
+    ) {
+        self.bytes = bytes
+        self.fields = fields
+        self.quote = quote
+        self.nullMarkers = nullMarkers
+    }
 
     /// The number of fields.
+    @inlinable
     package var count: Int { fields.count }
 
     /// Whether field `index` holds doubled quotes, so that ``withField(_:_:)`` hands out a
     /// copy rather than the reader's own bytes.
+    @inlinable
     package func isEscaped(_ index: Int) -> Bool { fields[index].escaped }
 
     /// Whether field `index` is unquoted and one of the null markers.
+    @inlinable
     package func isNull(_ index: Int) -> Bool {
         let field = fields[index]
         guard !field.quoted else { return false }
-        let length = field.end - field.start
-        return nullMarkers.contains { marker in
-            marker.count == length && marker.withUnsafeBufferPointer { $0.elementsEqual(bytes[field.start..<field.end]) }
-        }
+        return nullMarkers.matches(UnsafeBufferPointer(rebasing: bytes[field.start..<field.end]))
+    }
+
+    /// Field `index` as the reader's own bytes (doubled quotes still doubled: see
+    /// ``isEscaped(_:)``), valid as long as the record is.
+    @inlinable
+    package func rawField(_ index: Int) -> UnsafeBufferPointer<UInt8> {
+        let field = fields[index]
+        return UnsafeBufferPointer(rebasing: bytes[field.start..<field.end])
     }
 
     /// Calls `body` with field `index`'s bytes (doubled quotes undone).

@@ -89,8 +89,21 @@ package struct ColumnTypeInference: Sendable {
             let lower = value.lowercased()
             return lower == "true" || lower == "false"
         case .timestamp:
-            if Timestamp.parseMilliseconds(value) != nil { return true }
-            return value.utf8.count == 10 && Timestamp.parseMilliseconds(value + "T00:00:00Z") != nil
+            var value = value
+            return value.withUTF8 { fitsTimestamp(utf8: $0) }
+        }
+    }
+
+    /// Whether UTF-8 `bytes` are a timestamp as `fits(_:_:)` takes one (RFC 3339, or a date
+    /// alone read as its midnight UTC), without making a String.
+    package static func fitsTimestamp(utf8 bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        if Timestamp.parseMilliseconds(utf8: bytes) != nil { return true }
+        guard bytes.count == 10 else { return false }
+        let midnight: StaticString = "T00:00:00Z"
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { text in
+            _ = text.initialize(fromContentsOf: bytes)
+            midnight.withUTF8Buffer { _ = UnsafeMutableBufferPointer(rebasing: text[10...]).initialize(fromContentsOf: $0) }
+            return Timestamp.parseMilliseconds(utf8: UnsafeBufferPointer(text)) != nil
         }
     }
 }

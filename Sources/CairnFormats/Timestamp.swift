@@ -61,7 +61,13 @@ package enum Timestamp {
 
     /// Like `parse(_:)`, in epoch milliseconds.
     package static func parseMilliseconds(_ text: String) -> Int64? {
-        let b = Array(text.utf8)
+        var text = text
+        return text.withUTF8 { parseMilliseconds(utf8: $0) }
+    }
+
+    /// Like `parse(_:)`, in epoch milliseconds, from UTF-8 bytes (no String made: the loader
+    /// checks every timestamp of a file).
+    package static func parseMilliseconds(utf8 b: UnsafeBufferPointer<UInt8>) -> Int64? {
         var i = 0
         func digits(_ count: Int) -> Int? {
             guard i + count <= b.count else { return nil }

@@ -392,24 +392,45 @@ extension PipelineEngine {
             state.bytesRead = reader.bytesConsumed
         }
 
+        /// What the bulk loader does with one column of `input`, worked out once per load.
+        struct CSVColumnPlan {
+            /// The column (in `input`).
+            var column: Int
+            /// The record's field that feeds it.
+            var field: Int
+            /// The insert's parameter, or 0 for a column the query does not read.
+            var parameter: Int32
+            var type: ColumnType
+        }
+
         /// The rest of the file, bound from the reader's bytes without making strings.
         private func loadCSVRecords(_ reader: CSVReader) throws {
+            guard let insert else { return }
             // Text is bound borrowing the reader's buffer: no binding may outlive it.
-            defer { insert?.reset() }
-            while true {
-                let offset = reader.bytesConsumed
-                do {
-                    let more = try reader.withNextRecord { record -> Bool in
-                        state.recordsRead = recordsAlreadyRead + reader.row
-                        try insertRaw(record, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
-                        return true
+            defer { insert.reset() }
+            // A text column the query does not read takes any value (null included) and is left
+            // NULL: nothing to do for it. Every other value is checked against its column's type.
+            let plan = state.sourceFields.enumerated().compactMap { column, field -> CSVColumnPlan? in
+                let plan = CSVColumnPlan(column: column, field: field, parameter: parameters[column], type: types[column])
+                return plan.parameter == 0 && plan.type == .text ? nil : plan
+            }
+            try plan.withUnsafeBufferPointer { plan in
+                while true {
+                    let offset = reader.bytesConsumed
+                    do {
+                        let more = try reader.withNextRecord { record -> Bool in
+                            state.recordsRead = recordsAlreadyRead + reader.row
+                            try insertRaw(
+                                record, plan: plan, insert: insert, row: state.recordsRead, offset: offset, bytesAfter: reader.bytesConsumed)
+                            return true
+                        }
+                        if more == nil { break }
+                    } catch let error as IngestError {
+                        if reader.streamError != nil { throw Self.streamFailure(error, format: "CSV") }
+                        let row = recordsAlreadyRead + (error.row ?? reader.row)
+                        state.recordsRead = max(recordsAlreadyRead + reader.row, row)
+                        try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
                     }
-                    if more == nil { break }
-                } catch let error as IngestError {
-                    if reader.streamError != nil { throw Self.streamFailure(error, format: "CSV") }
-                    let row = recordsAlreadyRead + (error.row ?? reader.row)
-                    state.recordsRead = max(recordsAlreadyRead + reader.row, row)
-                    try rowError(RowError(row: row, byteOffset: error.byteOffset, column: nil, message: error.message))
                 }
             }
         }
@@ -417,49 +438,63 @@ extension PipelineEngine {
         /// Binds every loaded column of the record (NULL included, so bindings need not be
         /// cleared between rows; text borrows the reader's bytes, valid until the step) and
         /// inserts it.
-        private func insertRaw(_ record: CSVRawRecord, row: Int, offset: Int64, bytesAfter: Int64) throws {
-            guard let insert else { return }
-            for (column, field) in state.sourceFields.enumerated() {
-                let parameter = parameters[column]
-                guard field < record.count && !record.isNull(field) else {
+        private func insertRaw(
+            _ record: CSVRawRecord, plan: UnsafeBufferPointer<CSVColumnPlan>, insert: SandboxStatement, row: Int, offset: Int64, bytesAfter: Int64
+        ) throws {
+            let count = record.count
+            for entry in plan {
+                let field = entry.field
+                let parameter = entry.parameter
+                guard field < count && !record.isNull(field) else {
                     if parameter > 0 { insert.bindNull(parameter) }
                     continue
                 }
-                let type = types[column]
-                let borrow = !record.isEscaped(field)
-                // Every value is checked against its column's type; only the columns the query
-                // reads are bound (the others stay NULL, which it never sees).
-                let bind = parameter > 0
-                let fits: Bool = record.withField(field) { bytes in
-                    switch type {
-                    case .text:
-                        if bind {
-                            // An escaped field's bytes are a copy that ends with this closure.
-                            if borrow { insert.bind(parameter, borrowing: bytes) } else { insert.bind(parameter, utf8: bytes) }
-                        }
-                        return true
-                    case .integer:
-                        guard let value = Self.integer(bytes) else { return false }
-                        if bind { insert.bind(parameter, value) }
-                        return true
-                    case .real:
-                        guard let value = Self.real(bytes) else { return false }
-                        if bind { insert.bind(parameter, value) }
-                        return true
-                    case .boolean, .timestamp:
-                        let text = String(decoding: bytes, as: UTF8.self)
-                        guard ColumnTypeInference.fits(text, type) else { return false }
-                        return !bind || self.bind(text: text, to: column) == nil
-                    }
-                }
+                // Only the columns the query reads are bound (the others stay NULL, which it
+                // never sees). An escaped field's bytes are a copy that ends with the closure.
+                let fits =
+                    record.isEscaped(field)
+                    ? record.withField(field) { bindChecked($0, entry.type, parameter, insert, borrow: false, column: entry.column) }
+                    : bindChecked(record.rawField(field), entry.type, parameter, insert, borrow: true, column: entry.column)
                 if !fits {
-                    let problem = self.bind(text: record.string(field) ?? "", to: column) ?? "does not fit its column"
+                    let problem = self.bind(text: record.string(field) ?? "", to: entry.column) ?? "does not fit its column"
                     insert.reset()
-                    try rowError(RowError(row: row, byteOffset: offset, column: state.columns[column].name, message: problem))
+                    try rowError(RowError(row: row, byteOffset: offset, column: state.columns[entry.column].name, message: problem))
                     return
                 }
             }
             try commitRow(bytesRead: bytesAfter, keepingBindings: true)
+        }
+
+        /// Checks a field's bytes against its column's type and binds them to `parameter`
+        /// (unless it is 0); `borrow` binds text without copying it.
+        /// - Returns: whether the value fits.
+        @inline(__always)
+        private func bindChecked(
+            _ bytes: UnsafeBufferPointer<UInt8>, _ type: ColumnType, _ parameter: Int32, _ insert: SandboxStatement, borrow: Bool, column: Int
+        ) -> Bool {
+            let bind = parameter > 0
+            switch type {
+            case .text:
+                if bind { if borrow { insert.bind(parameter, borrowing: bytes) } else { insert.bind(parameter, utf8: bytes) } }
+                return true
+            case .integer:
+                guard let value = Self.integer(bytes) else { return false }
+                if bind { insert.bind(parameter, value) }
+                return true
+            case .real:
+                guard let value = Self.real(bytes) else { return false }
+                if bind { insert.bind(parameter, value) }
+                return true
+            case .timestamp:
+                // Stored as the text it was given (as `bind(text:to:)` does).
+                guard ColumnTypeInference.fitsTimestamp(utf8: bytes) else { return false }
+                if bind { if borrow { insert.bind(parameter, borrowing: bytes) } else { insert.bind(parameter, utf8: bytes) } }
+                return true
+            case .boolean:
+                let text = String(decoding: bytes, as: UTF8.self)
+                guard ColumnTypeInference.fits(text, type) else { return false }
+                return !bind || self.bind(text: text, to: column) == nil
+            }
         }
 
         /// A decimal integer (optional sign, surrounding spaces) that fits 64 bits.

@@ -169,4 +169,78 @@ struct ColumnTypeInferenceTests {
         #expect(types["time_hour"] == .timestamp)
         #expect(inference.samples == 1000)
     }
+
+    /// Every record of `bytes` as the bulk loader's raw path sees it (`withNextRecord`: null
+    /// markers as nil, doubled quotes undone) or the error it throws, reading on past bad rows.
+    static func rawRecords(_ bytes: [UInt8], _ options: CSVOptions) throws -> [Result<[String?], IngestError>] {
+        let reader = try CSVReader(source: MemoryByteSource(bytes, chunkSize: 7), options: options)
+        var out: [Result<[String?], IngestError>] = []
+        while true {
+            do {
+                guard let record = try reader.withNextRecord({ record in (0..<record.count).map { record.string($0) } }) else { break }
+                out.append(.success(record))
+            } catch let error as IngestError {
+                out.append(.failure(error))
+                if reader.streamError != nil { break }
+            }
+        }
+        return out
+    }
+
+    /// The same through `next()`, which checks and converts field by field.
+    static func stringRecords(_ bytes: [UInt8], _ options: CSVOptions) throws -> [Result<[String?], IngestError>] {
+        let reader = try CSVReader(source: MemoryByteSource(bytes, chunkSize: 7), options: options)
+        var out: [Result<[String?], IngestError>] = []
+        while true {
+            do {
+                guard let record = try reader.next() else { break }
+                out.append(.success(record))
+            } catch let error as IngestError {
+                out.append(.failure(error))
+                if reader.streamError != nil { break }
+            }
+        }
+        return out
+    }
+
+    @Test func theRawPathFindsTheNullsAndBadBytesThatStringsFind() throws {
+        // The raw path checks UTF-8 once over a record's span and rules null markers out by
+        // their length: it must agree with the field-by-field path on every byte.
+        let lines: [[UInt8]] = [
+            Array("1,ok,NA,\"q\"\"x\"\n".utf8),
+            Array("2,caf".utf8) + [0xC3] + Array(",x,y\n".utf8),  // a sequence cut by the delimiter
+            Array("3,a,".utf8) + [0xE2, 0x82] + Array(",z\n".utf8),
+            Array("4,\"".utf8) + [0xFF] + Array("\",,\n".utf8),  // in quotes
+            Array("5,\"a\"\"b\",NULL,".utf8) + [0xF0, 0x9F, 0x98, 0x80] + Array("\n".utf8),
+            Array("6,,\"\",LONGNULLMARKERLONGNULLMARKERLONGNULLMARKERLONGNULLMARKERLONGNULLMARKER\n".utf8),
+            Array("7,,\"NA\",N\n".utf8),
+            Array("8,x,y,".utf8) + [0xED, 0xA0, 0x80] + Array("\n".utf8),  // a surrogate
+        ]
+        let bytes = Array("a,b,c,d\n".utf8) + lines.joined()
+        var options = CSVOptions()
+        for nulls: Set<String> in [["", "NA", "NULL"], ["N", String(repeating: "LONGNULLMARKER", count: 5)], []] {
+            options.nullValues = nulls
+            let raw = try Self.rawRecords(bytes, options)
+            let strings = try Self.stringRecords(bytes, options)
+            #expect(raw.count == 8)
+            #expect(raw == strings, "null values \(nulls)")
+        }
+        options.nullValues = ["", "NA", "NULL"]
+        #expect(try Self.rawRecords(bytes, options)[1] == .failure(IngestError(.invalidUTF8, "the text is not valid UTF-8", row: 2, byteOffset: 28)))
+    }
+
+    @Test func timestampBytesFitAsTheirTextDoes() {
+        let values = [
+            "2013-01-01T10:00:00Z", "2024-02-29", "2023-02-29", "2024-02-29T23:59:59.9999+01:00", "2024-13-01", "2024-01-01T24:00:00Z",
+            "2024-01-01t10:00:00Z", "2024-01-01 10:00:00Z", "20240101", "2024-01-0", "9999-12-31T23:59:59.9996Z", "", "x", "2024-01-01T10:00:00",
+            "0000-01-01", "２０２４-01-01",
+        ]
+        for value in values {
+            var text = value
+            let bytes = text.withUTF8 { ColumnTypeInference.fitsTimestamp(utf8: $0) }
+            #expect(bytes == ColumnTypeInference.fits(value, .timestamp), "\(value)")
+        }
+        #expect(ColumnTypeInference.fits("2024-02-29", .timestamp))
+        #expect(!ColumnTypeInference.fits("2023-02-29", .timestamp))
+    }
 }

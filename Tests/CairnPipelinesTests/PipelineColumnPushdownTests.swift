@@ -1,3 +1,4 @@
+import CairnFormats
 import CairnSandbox
 import Foundation
 import Testing
@@ -133,6 +134,37 @@ struct PipelineColumnPushdownTests {
             let lines = try String(contentsOfFile: database + ".out", encoding: .utf8)
             #expect(
                 lines == #"{"names":1000,"notes":1000,"last":"say \"3000\""}"# + "\n" + #"{"names":1000,"notes":1000,"last":"say \"1002\""}"# + "\n")
+        }
+    }
+
+    @Test func columnsTheQueryDoesNotReadAreStillChecked() throws {
+        // Past the type sample an unread column is never bound, but a value that does not fit
+        // its type (a timestamp here) or is not UTF-8 (in a text column) is still a row error,
+        // with the whole file's row number and byte offset.
+        try Self.withFolder { folder in
+            var text = Array("i,day,note\n".utf8)
+            var offsets: [Int: Int] = [:]
+            for row in 1...1500 {
+                offsets[row] = text.count
+                switch row {
+                case 1200: text += Array("1200,2024-02-30,x\n".utf8)
+                case 1300: text += Array("1300,2024-03-01,caf".utf8) + [0xC3] + Array("\n".utf8)
+                default: text += Array("\(row),2024-03-0\(row % 9 + 1),n\(row)\n".utf8)
+                }
+            }
+            let input = folder + "/input.csv"
+            _ = FileManager.default.createFile(atPath: input, contents: Data(text))
+            let spec = PipelineSpec(input: .init(format: .csv), sql: "SELECT sum(i) FROM input", output: .init(format: .ndjson), onRowError: .skip)
+            let state = try PipelineEngine.load(
+                spec: spec, filePath: input, databasePath: folder + "/work.sqlite", control: SandboxControl(), resume: nil, report: { _ in })
+            #expect(state.columns.map(\.type) == [.integer, .timestamp, .text])
+            #expect(state.rowsLoaded == 1498)
+            #expect(
+                state.errors == [
+                    RowError(
+                        row: 1200, byteOffset: Int64(offsets[1200]!), column: "day", message: "'2024-02-30' is not an RFC 3339 timestamp or date"),
+                    RowError(row: 1300, byteOffset: Int64(offsets[1300]! + 19), column: nil, message: "the text is not valid UTF-8"),
+                ])
         }
     }
 
