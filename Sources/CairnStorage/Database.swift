@@ -542,13 +542,9 @@ extension Database {
         if let error = error as? PSQLError {
             return error.serverInfo?[.sqlState] == "23505"
         }
-        if let error = error as? SQLiteError {
-            return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
-        }
-        if let error = error as? SQLiteStatementError {
-            return error.message.contains("UNIQUE constraint failed") || error.message.contains("PRIMARY KEY")
-        }
-        return false
+        // SQLiteNIO's error, or the statement cache's own (SQLiteStatementCache).
+        guard let message = (error as? SQLiteError)?.message ?? (error as? SQLiteStatementError)?.message else { return false }
+        return message.contains("UNIQUE constraint failed") || message.contains("PRIMARY KEY")
     }
 }
 

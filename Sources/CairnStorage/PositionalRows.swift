@@ -319,11 +319,17 @@ extension PreparedRead {
     /// Worked out once per statement: its SQL is fixed, and reading it on every traced
     /// execution cost more than the rest of the statement's span bookkeeping.
     static var spanName: (operation: String, collection: String?) {
+        once(preparedSpanNames) { TraceContext.statementName(sql) }
+    }
+
+    /// What `make` gives for this statement type, worked out on first use and kept in `cache`
+    /// (one entry per conforming type), so hot paths only look it up.
+    fileprivate static func once<Value: Sendable>(_ cache: borrowing Mutex<[ObjectIdentifier: Value]>, _ make: () -> Value) -> Value {
         let key = ObjectIdentifier(Self.self)
-        if let name = preparedSpanNames.withLock({ $0[key] }) { return name }
-        let name = TraceContext.statementName(sql)
-        preparedSpanNames.withLock { $0[key] = name }
-        return name
+        if let value = cache.withLock({ $0[key] }) { return value }
+        let value = make()
+        cache.withLock { $0[key] = value }
+        return value
     }
 }
 
@@ -334,11 +340,7 @@ extension PreparedRead {
     /// be compiled again whenever that parameter is bound anew (every run, so a cached list
     /// read was recompiled every time); the unary plus keeps the value out of the plan.
     static var sqliteSQL: String {
-        let key = ObjectIdentifier(Self.self)
-        if let sql = preparedSQLiteSQL.withLock({ $0[key] }) { return sql }
-        let sql = Database.sqliteParameters(self.sql).replacing("LIMIT ?", with: "LIMIT +?")
-        preparedSQLiteSQL.withLock { $0[key] = sql }
-        return sql
+        once(preparedSQLiteSQL) { Database.sqliteParameters(sql).replacing("LIMIT ?", with: "LIMIT +?") }
     }
 }
 
