@@ -20,14 +20,22 @@ package enum Timestamp {
         // Formatted on the stack and appended once: 24 separate appends cost more than the digits.
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
             ("0000-00-00T00:00:00.000Z" as StaticString).withUTF8Buffer { _ = text.initialize(fromContentsOf: $0) }
-            let fields = [(year, 0, 4), (month, 5, 2), (day, 8, 2), (hour, 11, 2), (minute, 14, 2), (second, 17, 2), (millisecond, 20, 3)]
-            for (value, offset, width) in fields {
+            // Field by field, not a loop over an array of them: the array was allocated on
+            // every call, and reports format two timestamps a row.
+            func put(_ value: Int, at offset: Int, width: Int) {
                 var rest = value
                 for index in stride(from: offset + width - 1, through: offset, by: -1) {
                     text[index] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
                     rest /= 10
                 }
             }
+            put(year, at: 0, width: 4)
+            put(month, at: 5, width: 2)
+            put(day, at: 8, width: 2)
+            put(hour, at: 11, width: 2)
+            put(minute, at: 14, width: 2)
+            put(second, at: 17, width: 2)
+            put(millisecond, at: 20, width: 3)
             if (0...9999).contains(year) {
                 out.append(contentsOf: UnsafeBufferPointer(text))
             } else {

@@ -91,7 +91,7 @@ package struct ReportsController: Sendable {
     static let tasksCSV = CSVReport(name: "tasks", header: ["id", "title", "description", "completed", "createdBy", "createdAt", "updatedAt"])
 
     /// One task's record, its fields copied from the database row into the CSV as they are read.
-    @Sendable static func writeTask(_ batch: inout CSVBatch, _ task: TaskRowView) throws {
+    @Sendable static func writeTask(_ batch: inout CSVBatch, _ task: inout TaskRowView) throws {
         try task.withID { id in
             batch.csv.plain(utf8: id)
             batch.key(id)

@@ -42,6 +42,12 @@ package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
     /// The type asked for.
     package var expected: String
 
+    /// An error for the column at the zero-based index `column`, which is not `expected`.
+    package init(column: Int, expected: String) {
+        self.column = column
+        self.expected = expected
+    }
+
     /// A short diagnosis for logs (no values: they may be user data).
     package var description: String { "column \(column) is not \(expected)" }
 }

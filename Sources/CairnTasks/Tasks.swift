@@ -211,7 +211,7 @@ package struct TaskStore: Sendable {
     /// - Returns: the state after the last row.
     package func scanBatch<State: Sendable>(
         tenantId: String, completed: Bool? = nil, after: String?, limit: Int, into state: State,
-        _ body: @escaping @Sendable (inout State, TaskRowView) throws -> Void
+        _ body: @escaping @Sendable (inout State, inout TaskRowView) throws -> Void
     ) async throws -> State {
         var binds: [SQLBindValue] = [.text(tenantId)]
         if let completed { binds.append(.bool(completed)) }
@@ -224,7 +224,10 @@ package struct TaskStore: Sendable {
             case (true, false): Self.scanCompletedSQL
             case (true, true): Self.scanCompletedAfterSQL
             }
-        return try await database.scanRows(sql, binds, into: state) { state, row in try body(&state, try TaskRowView(&row)) }
+        return try await database.scanRows(sql, binds, into: state) { state, row in
+            var view = TaskRowView(row)
+            try body(&state, &view)
+        }
     }
 
     /// Inserts many tasks in multi-row statements of at most 1,000 rows, all in one transaction
@@ -324,39 +327,42 @@ extension TaskStore {
 }
 
 /// One task row of ``TaskStore/scanBatch(tenantId:completed:after:limit:into:_:)``, read in
-/// place: text fields are lent as UTF-8 bytes, valid only during the call that lends them.
+/// place and in column order: each accessor reads the next column, so call them once each, in
+/// the order they are declared (an accessor out of order throws `PositionalRowError`). Text
+/// fields are lent as UTF-8 bytes, valid only during the call that lends them. Nothing is kept
+/// per column: a report reads millions of rows, and holding their cells cost more than
+/// writing them.
 package struct TaskRowView {
-    private let id: RowCell
-    private let title: RowCell
-    private let description: RowCell
-    private let completedCell: RowCell
-    private let createdBy: RowCell
-    private let createdAtCell: RowCell
-    private let updatedAtCell: RowCell
+    private var row: RowCursor
+    /// The column the next accessor must be for.
+    private var nextField = 0
 
-    /// The columns of `TaskStore.scanColumns`, in order.
-    init(_ row: inout RowCursor) throws {
-        id = try row.next()
-        title = try row.next()
-        description = try row.next()
-        completedCell = try row.next()
-        createdBy = try row.next()
-        createdAtCell = try row.next()
-        updatedAtCell = try row.next()
+    /// A view over a row of `TaskStore.scanColumns`.
+    init(_ row: RowCursor) {
+        self.row = row
+    }
+
+    /// The next column, which must be `field`.
+    private mutating func cell(_ field: Int) throws -> RowCell {
+        guard field == nextField else { throw PositionalRowError(column: field, expected: "read after the columns before it") }
+        nextField += 1
+        return try row.next()
     }
 
     /// Lends the id's bytes to `body`.
-    package func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try id.withText(body) }
+    package mutating func withID<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try cell(0).withText(body) }
     /// Lends the title's bytes to `body`.
-    package func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try title.withText(body) }
+    package mutating func withTitle<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try cell(1).withText(body) }
     /// Lends the description's bytes to `body`, nil when there is none.
-    package func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T { try description.withOptionalText(body) }
+    package mutating func withDescription<T>(_ body: (UnsafeBufferPointer<UInt8>?) throws -> T) throws -> T {
+        try cell(2).withOptionalText(body)
+    }
     /// Done or not.
-    package func completed() throws -> Bool { try completedCell.bool() }
+    package mutating func completed() throws -> Bool { try cell(3).bool() }
     /// Lends the creating user's id's bytes to `body`.
-    package func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try createdBy.withText(body) }
+    package mutating func withCreatedBy<T>(_ body: (UnsafeBufferPointer<UInt8>) throws -> T) throws -> T { try cell(4).withText(body) }
     /// Epoch milliseconds.
-    package func createdAt() throws -> Int64 { try createdAtCell.int64() }
+    package mutating func createdAt() throws -> Int64 { try cell(5).int64() }
     /// Epoch milliseconds.
-    package func updatedAt() throws -> Int64 { try updatedAtCell.int64() }
+    package mutating func updatedAt() throws -> Int64 { try cell(6).int64() }
 }

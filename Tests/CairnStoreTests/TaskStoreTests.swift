@@ -96,6 +96,39 @@ struct TaskStoreTests {
         }
     }
 
+    /// The in-place read behind reports: every field as stored, keyset batches like `batch`,
+    /// and a field read out of column order refused rather than answered with another column.
+    @Test(arguments: TestEngine.available)
+    func rowViewsLendEveryFieldInColumnOrderOnly(engine: TestEngine) async throws {
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
+            let made = try await rows(3, in: tenant, beside: other) { owner, index in
+                try await Factory.task(
+                    on: database, tenant: owner, title: "Zürich \"東京\" \(index)", description: index == 1 ? nil : "d\(index)", completed: index == 2)
+            }
+            let read = try await store.scanBatch(tenantId: tenant.id, after: made[0].id, limit: 10, into: [TaskItem]()) { items, row in
+                let id = try row.withID { String(decoding: $0, as: UTF8.self) }
+                let title = try row.withTitle { String(decoding: $0, as: UTF8.self) }
+                let description = try row.withDescription { $0.map { String(decoding: $0, as: UTF8.self) } }
+                let completed = try row.completed()
+                let createdBy = try row.withCreatedBy { String(decoding: $0, as: UTF8.self) }
+                let createdAt = try row.createdAt()
+                let updatedAt = try row.updatedAt()
+                items.append(
+                    TaskItem(
+                        id: id, tenantId: tenant.id, title: title, description: description, completed: completed, createdBy: createdBy,
+                        version: 1, createdAt: createdAt, updatedAt: updatedAt))
+            }
+            #expect(read == Array(made[1...]))
+            let error = await #expect(throws: PositionalRowError.self) {
+                _ = try await store.scanBatch(tenantId: tenant.id, after: nil, limit: 10, into: 0) { _, row in
+                    _ = try row.withID { $0.count }
+                    _ = try row.completed()
+                }
+            }
+            #expect(error?.column == 3)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func batchInsertsCrossChunksAndAreAllOrNothing(engine: TestEngine) async throws {
         try await withStore(engine, TaskStore.init) { store, tenant, _, database in
