@@ -627,6 +627,10 @@ final class GroupCommitWriter: Sendable {
     }
 
     private func run(_ batch: [Unit]) async {
+        if batch.count == 1 {
+            await runAlone(batch[0])
+            return
+        }
         var results: [Result<any Sendable, any Error>] = []
         results.reserveCapacity(batch.count)
         do {
@@ -660,5 +664,29 @@ final class GroupCommitWriter: Sendable {
             if case .success = result { unit.transaction.committed() }
             unit.continuation.resume(with: result)
         }
+    }
+
+    /// A batch of one, the common case under light load: the transaction is the unit's own,
+    /// so it needs no savepoint (a failing unit rolls the transaction back). Two statements
+    /// and two hops to the thread pool fewer per write.
+    private func runAlone(_ unit: Unit) async {
+        do {
+            try await control("BEGIN IMMEDIATE")
+        } catch {
+            unit.continuation.resume(throwing: error)
+            return
+        }
+        let value: any Sendable
+        do {
+            metrics.waited(since: unit.submitted)
+            value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
+            try await control("COMMIT")
+        } catch {
+            try? await control("ROLLBACK")
+            unit.continuation.resume(throwing: error)
+            return
+        }
+        unit.transaction.committed()
+        unit.continuation.resume(returning: value)
     }
 }
