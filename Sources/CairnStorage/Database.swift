@@ -585,10 +585,16 @@ final class GroupCommitWriter: Sendable {
 
     /// Runs one of the batch's own statements, prepared once when the writer has a cache.
     private func control(_ sql: String) async throws {
+        try await control([sql])
+    }
+
+    /// Runs some of the batch's own statements in order, in one hop to the thread pool when
+    /// the writer has a statement cache; stops at the first error.
+    private func control(_ sql: [String]) async throws {
         if let statements {
-            try await statements.execute([sql])
+            try await statements.execute(sql)
         } else {
-            try await database.raw(SQLQueryString(sql)).run()
+            for statement in sql { try await database.raw(SQLQueryString(statement)).run() }
         }
     }
 
@@ -633,28 +639,30 @@ final class GroupCommitWriter: Sendable {
         }
         var results: [Result<any Sendable, any Error>] = []
         results.reserveCapacity(batch.count)
+        // Control statements that can go together go in one hop to the thread pool: BEGIN with
+        // the first SAVEPOINT, each RELEASE with the next SAVEPOINT, the last with COMMIT. If
+        // one of those fails, which of them failed is not known, so the whole batch is rolled
+        // back and fails with it.
+        var controls = ["BEGIN IMMEDIATE"]
         do {
-            try await control("BEGIN IMMEDIATE")
-        } catch {
-            for unit in batch { unit.continuation.resume(throwing: error) }
-            return
-        }
-        for unit in batch {
-            do {
+            for unit in batch {
+                controls.append("SAVEPOINT unit")
+                try await control(controls)
                 metrics.waited(since: unit.submitted)
-                try await control("SAVEPOINT unit")
-                let value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
-                try await control("RELEASE unit")
-                results.append(.success(value))
-            } catch {
-                try? await control("ROLLBACK TO unit")
-                try? await control("RELEASE unit")
-                results.append(.failure(error))
+                do {
+                    let value = try await ServiceContext.$current.withValue(unit.context) { try await unit.body(unit.transaction) }
+                    results.append(.success(value))
+                    controls = ["RELEASE unit"]
+                } catch {
+                    results.append(.failure(error))
+                    try await control(["ROLLBACK TO unit", "RELEASE unit"])
+                    controls = []
+                }
             }
-        }
-        do {
-            try await control("COMMIT")
+            controls.append("COMMIT")
+            try await control(controls)
         } catch {
+            // Harmless when BEGIN itself failed and no transaction is open.
             try? await control("ROLLBACK")
             for unit in batch { unit.continuation.resume(throwing: error) }
             return
