@@ -119,11 +119,10 @@ package struct AccountStore: Sendable {
     }
 
     /// A user by id within a tenant (`GET /users/me` on every call): prepared once per
-    /// PostgreSQL connection, read by position; a primary-key lookup, so inline on SQLite.
+    /// PostgreSQL connection, read by position.
     enum UserByID: PreparedRead {
         static let name = "cairn_accounts_user_by_id"
         static let sql = "SELECT \(userColumns) FROM users WHERE id = $1 AND tenant_id = $2"
-        static let runsInline = true
     }
 
     /// A page of a tenant's users, oldest first (for trusted callers: no role check).

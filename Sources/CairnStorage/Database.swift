@@ -423,36 +423,10 @@ final class SQLiteBackend: Sendable {
     private let threadPool: NIOThreadPool
     /// The reader connections' use (the writer's is kept by its group commit).
     let readerMetrics: PoolMetrics
-    /// Readers kept for ``PreparedRead/runsInline`` statements alone (none in memory).
-    private let inlineReaders: [InlineReader]
 
-    /// A reader connection that only inline reads use, one caller at a time, so such a read
-    /// never waits on SQLite's connection mutex behind a long statement of another caller.
-    final class InlineReader: Sendable {
-        let connection: SQLiteConnection
-        let statements: SQLiteStatementCache
-        /// Held by the caller running a statement on it, or for good once the database closes.
-        private let taken = Atomic<Bool>(false)
-
-        init(connection: SQLiteConnection, statements: SQLiteStatementCache) {
-            self.connection = connection
-            self.statements = statements
-        }
-
-        /// Takes the reader if it is free.
-        func take() -> Bool {
-            taken.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged
-        }
-
-        func release() {
-            taken.store(false, ordering: .sequentiallyConsistent)
-        }
-    }
-
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], inlineReaders: [InlineReader], threadPool: NIOThreadPool) {
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], threadPool: NIOThreadPool) {
         self.writer = writer
         self.readers = readers
-        self.inlineReaders = inlineReaders
         self.threadPool = threadPool
         let writerStatements = SQLiteStatementCache(connection: writer, threadPool: threadPool)
         self.writerStatements = writerStatements
@@ -484,23 +458,7 @@ final class SQLiteBackend: Sendable {
                 readers.append(reader)
             }
         }
-        var inlineReaders: [InlineReader] = []
-        if path != ":memory:" {
-            // One per thread of the cooperative pool, which is as many as may read at once.
-            for _ in 0..<min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 8) {
-                let reader = try await SQLiteConnection.open(
-                    storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-                // No busy wait on the caller's thread: a busy reader (rare in WAL mode: a
-                // recovery under way) answers at once, and the read goes to the thread pool.
-                _ = try await reader.sql().raw("PRAGMA busy_timeout=0").all()
-                guard let statements = SQLiteStatementCache(connection: reader, threadPool: pool) else {
-                    try await reader.close()
-                    break
-                }
-                inlineReaders.append(InlineReader(connection: reader, statements: statements))
-            }
-        }
-        return SQLiteBackend(writer: writer, readers: readers, inlineReaders: inlineReaders, threadPool: pool)
+        return SQLiteBackend(writer: writer, readers: readers, threadPool: pool)
     }
 
     func reader() -> any SQLDatabase {
@@ -528,23 +486,11 @@ final class SQLiteBackend: Sendable {
 
     /// Runs the fixed statement `sql` on a reader (metered) with the reader's prepared copy,
     /// or `fallback` on the connection when it has no statement cache.
-    ///
-    /// With `inline` (a ``PreparedRead/runsInline`` statement) it runs on the calling thread,
-    /// on a free inline reader; when every inline reader is taken, or SQLite answers busy, it
-    /// goes to the thread pool as any other read.
     func cachedRead<R: Sendable>(
-        _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R, inline: Bool = false,
+        _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R,
         fallback: @escaping @Sendable (SQLiteConnection) async throws -> [R]
     ) async throws -> [R] {
-        if inline, let reader = takeInlineReader() {
-            defer { reader.release() }
-            do {
-                return try reader.statements.rowsHere(sql, binds, decode)
-            } catch let error as SQLiteStatementError where error.isBusy {
-                // Read again below, where waiting for the database does not hold a cooperative thread.
-            }
-        }
-        return try await readerMetrics.using {
+        try await readerMetrics.using {
             let (connection, statements) = self.nextReaderPair()
             guard let statements else { return try await fallback(connection) }
             return try await statements.rows(sql, binds, decode)
@@ -566,45 +512,23 @@ final class SQLiteBackend: Sendable {
     /// The statement caches' counts, summed over the connections.
     var statementCacheCounts: SQLiteStatementCacheCounts {
         var total = SQLiteStatementCacheCounts(prepared: 0, reused: 0, held: 0)
-        for cache in [writerStatements] + readerStatements + inlineReaders.map(\.statements) {
+        for cache in [writerStatements] + readerStatements {
             guard let counts = cache?.counts else { continue }
             total.prepared += counts.prepared
             total.reused += counts.reused
             total.held += counts.held
             total.recompiled += counts.recompiled
-            total.inline += counts.inline
         }
         return total
-    }
-
-    /// A free inline reader, taken; nil when all are in use or the database is closing.
-    private func takeInlineReader() -> InlineReader? {
-        guard !inlineReaders.isEmpty else { return nil }
-        // The first free one: the fewer connections serve, the warmer their page caches.
-        for reader in inlineReaders {
-            guard reader.take() else { continue }
-            // Checked after taking it: close() marks the database closed before it takes every
-            // inline reader for good, so either it waits for this read or this read sees it.
-            if closed.load(ordering: .sequentiallyConsistent) {
-                reader.release()
-                return nil
-            }
-            return reader
-        }
-        return nil
     }
 
     private let closed = Atomic<Bool>(false)
 
     func close() async {
-        guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
-        // Inline reads under way end within microseconds; none starts after this.
-        for reader in inlineReaders {
-            while !reader.take() { await Task.yield() }
-        }
+        guard !closed.exchange(true, ordering: .acquiring) else { return }
         // Prepared statements first: SQLite does not close a connection that still has some.
-        for cache in [writerStatements] + readerStatements + inlineReaders.map(\.statements) { cache?.close() }
-        for connection in readers + inlineReaders.map(\.connection) + [writer] where !connection.isClosed {
+        for cache in [writerStatements] + readerStatements { cache?.close() }
+        for connection in readers + [writer] where !connection.isClosed {
             try? await connection.close()
         }
         try? await threadPool.shutdownGracefully()

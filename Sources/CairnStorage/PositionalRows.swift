@@ -274,7 +274,7 @@ extension Database {
                 let sql = Statement.sqliteSQL
                 return writing
                     ? try await backend.cachedWrite(sql, binds, decode, fallback: sqlite)
-                    : try await backend.cachedRead(sql, binds, decode, inline: Statement.runsInline, fallback: sqlite)
+                    : try await backend.cachedRead(sql, binds, decode, fallback: sqlite)
             }
             return writing
                 ? try await self.withNativeWriter(postgres: postgres, sqlite: sqlite)
@@ -312,18 +312,6 @@ package protocol PreparedRead: Sendable {
     static var name: String { get }
     /// One statement whose placeholders are `$1`…`$n` (see ``Database/readRows(_:_:_:)``).
     static var sql: String { get }
-    /// True for a read that always ends within microseconds: an indexed lookup of one row, or
-    /// a page (a bound `LIMIT`) walked along an index. On SQLite such a read runs on the
-    /// calling task's own thread, on a reader connection no other work uses, instead of hopping
-    /// to the database thread pool and back (two thread wake-ups, which cost several times the
-    /// read itself: ~90 µs of CPU per `GET /users/me`). Never set it for scans, sorts of
-    /// unbounded input or writes. False unless a statement says otherwise.
-    static var runsInline: Bool { get }
-}
-
-extension PreparedRead {
-    /// Statements hop to the thread pool unless they declare themselves short.
-    package static var runsInline: Bool { false }
 }
 
 extension PreparedRead {

@@ -12,9 +12,6 @@ package struct SQLiteStatementError: Error, Sendable, CustomStringConvertible {
     /// SQLite's message (`sqlite3_errmsg`), e.g. `UNIQUE constraint failed: tasks.id`.
     package var message: String
 
-    /// True for `SQLITE_BUSY` and its extended codes: another connection holds a lock.
-    package var isBusy: Bool { code & 0xFF == SQLITE_BUSY }
-
     /// `message (code)`.
     package var description: String { "\(message) (SQLite code \(code))" }
 }
@@ -31,9 +28,6 @@ package struct SQLiteStatementCacheCounts: Sendable, Equatable {
     /// Times SQLite compiled a cached statement again by itself (after a schema change, or
     /// when a bound value its plan used changed: `SQLITE_STMTSTATUS_REPREPARE`).
     package var recompiled: Int = 0
-    /// Executions run on the calling task's thread (``PreparedRead/runsInline`` statements on
-    /// an inline reader), without a hop to the thread pool.
-    package var inline: Int = 0
 }
 
 /// Prepared statements of one SQLite connection, kept between executions and keyed by their
@@ -68,7 +62,6 @@ final class SQLiteStatementCache: Sendable {
     private let preparedCount = Atomic<Int>(0)
     private let reusedCount = Atomic<Int>(0)
     private let recompiledCount = Atomic<Int>(0)
-    private let inlineCount = Atomic<Int>(0)
     /// Idle statements kept in all; hot statements are a few dozen fixed texts.
     let capacity: Int
     /// Idle copies kept of one statement (one per thread that may run it at once).
@@ -96,8 +89,7 @@ final class SQLiteStatementCache: Sendable {
     var counts: SQLiteStatementCacheCounts {
         SQLiteStatementCacheCounts(
             prepared: preparedCount.load(ordering: .relaxed), reused: reusedCount.load(ordering: .relaxed),
-            held: state.withLock { $0.held }, recompiled: recompiledCount.load(ordering: .relaxed),
-            inline: inlineCount.load(ordering: .relaxed))
+            held: state.withLock { $0.held }, recompiled: recompiledCount.load(ordering: .relaxed))
     }
 
     /// Runs `sql` with `binds` on the thread pool, with a cached statement, and decodes its rows
@@ -105,15 +97,6 @@ final class SQLiteStatementCache: Sendable {
     /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
     func rows<R: Sendable>(_ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R) async throws -> [R] {
         try await threadPool.runIfActive { try self.run(sql, binds, decode) }
-    }
-
-    /// Runs `sql` as ``rows(_:_:_:)`` does, but here, on the calling thread: only for short
-    /// reads (``PreparedRead/runsInline``) on a connection that nothing else is using at the
-    /// time, so the call never waits for another statement (see `SQLiteBackend.cachedRead`).
-    /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
-    func rowsHere<R>(_ sql: String, _ binds: [SQLBindValue], _ decode: (PositionalRow) throws -> R) throws -> [R] {
-        inlineCount.add(1, ordering: .relaxed)
-        return try run(sql, binds, decode)
     }
 
     /// Runs statements without bindings or rows (`BEGIN`, `SAVEPOINT`, `COMMIT`, …) one after

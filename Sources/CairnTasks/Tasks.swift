@@ -259,11 +259,10 @@ extension TaskStore {
         static let sql = "INSERT INTO tasks (\(columns)) VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT), $8, $9)"
     }
 
-    /// One task by id, within a tenant (a primary-key lookup: inline on SQLite).
+    /// One task by id, within a tenant.
     enum ByID: PreparedRead {
         static let name = "cairn_tasks_by_id"
         static let sql = "SELECT \(columns) FROM tasks WHERE id = $1 AND tenant_id = $2"
-        static let runsInline = true
     }
 
     /// A list read of `columns`: `$1` the tenant, then `completed` and the keyset id when
@@ -290,27 +289,21 @@ extension TaskStore {
     static let scanCompletedSQL = listSQL(completed: true, after: false, descending: false, columns: scanColumns)
     static let scanCompletedAfterSQL = listSQL(completed: true, after: true, descending: false, columns: scanColumns)
 
-    // The descending lists serve `GET /tasks` pages (at most 101 rows along an index) and run
-    // inline on SQLite; the ascending ones serve batches whose size the caller picks.
     enum ListDesc: PreparedRead {
         static let name = "cairn_tasks_list_desc"
         static let sql = listSQL(completed: false, after: false, descending: true)
-        static let runsInline = true
     }
     enum ListAfterDesc: PreparedRead {
         static let name = "cairn_tasks_list_after_desc"
         static let sql = listSQL(completed: false, after: true, descending: true)
-        static let runsInline = true
     }
     enum ListCompletedDesc: PreparedRead {
         static let name = "cairn_tasks_list_completed_desc"
         static let sql = listSQL(completed: true, after: false, descending: true)
-        static let runsInline = true
     }
     enum ListCompletedAfterDesc: PreparedRead {
         static let name = "cairn_tasks_list_completed_after_desc"
         static let sql = listSQL(completed: true, after: true, descending: true)
-        static let runsInline = true
     }
     enum ListAsc: PreparedRead {
         static let name = "cairn_tasks_list_asc"

@@ -365,52 +365,6 @@ struct StorageTests {
         }
     }
 
-    /// A statement that declares itself short (``PreparedRead/runsInline``) runs on the
-    /// caller's thread on SQLite, on readers of its own, without the hop to the thread pool and
-    /// back; it answers as any read does: what was committed before it, many at once, the same
-    /// on PostgreSQL (where it changes nothing). Other statements still hop. Once the database
-    /// is closed, an inline read fails instead of touching a closed connection.
-    @Test(arguments: TestEngine.available)
-    func shortPreparedReadsRunOnTheCallersThreadOnSQLite(engine: TestEngine) async throws {
-        enum ItemByIDInline: PreparedRead {
-            static let name = "cairn_test_item_by_id_inline"
-            static let sql = "SELECT id, n FROM items WHERE id = $1"
-            static let runsInline = true
-        }
-        enum ItemByIDHopping: PreparedRead {
-            static let name = "cairn_test_item_by_id_hopping"
-            static let sql = "SELECT n, id FROM items WHERE id = $1"
-        }
-        try await withTestDatabase(engine, migrated: false) { test in
-            let database = try await test.open()
-            try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
-            let decode: @Sendable (PositionalRow) throws -> String = { row in "\(try row.string(0)):\(try row.int64(1))" }
-            let inlineCount = { database.sqliteStatementCacheCounts?.inline ?? 0 }
-            for index in 0..<20 {
-                #expect(try await database.readRows(ItemByIDInline.self, [.text("i\(index)")], decode).isEmpty)
-                try await database.write { db in try await db.raw("INSERT INTO items (id, n) VALUES (\(bind: "i\(index)"), \(bind: index))").run() }
-                // Committed before the write returned: the next read sees it.
-                #expect(try await database.readRows(ItemByIDInline.self, [.text("i\(index)")], decode) == ["i\(index):\(index)"])
-            }
-            #expect(inlineCount() == (engine == .sqlite ? 40 : 0))
-            #expect(try await database.readRows(ItemByIDHopping.self, [.text("i3")]) { "\(try $0.int64(0))" } == ["3"])
-            #expect(inlineCount() == (engine == .sqlite ? 40 : 0))
-            // More at once than there are inline readers: the rest hop, every answer is right.
-            let answers = try await withThrowingTaskGroup(of: Bool.self) { group in
-                for index in 0..<64 {
-                    group.addTask {
-                        try await database.readRows(ItemByIDInline.self, [.text("i\(index % 20)")], decode) == ["i\(index % 20):\(index % 20)"]
-                    }
-                }
-                return try await group.reduce(into: [Bool]()) { $0.append($1) }
-            }
-            #expect(answers.count == 64 && answers.allSatisfy { $0 })
-            if engine == .sqlite { #expect(inlineCount() > 40) }
-            await database.close()
-            await #expect(throws: (any Error).self) { try await database.readRows(ItemByIDInline.self, [.text("i1")], decode) }
-        }
-    }
-
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { database, _ in
