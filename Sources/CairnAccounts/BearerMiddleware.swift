@@ -131,13 +131,33 @@ package struct BearerMiddleware: RouterMiddleware {
     /// True for a non-empty RFC 6750 `b64token`.
     package static func isB64Token(_ bytes: Substring.UTF8View) -> Bool {
         guard !bytes.isEmpty else { return false }
+        // Every protected request scans its whole token here: over contiguous bytes (a native
+        // string's) with one bit test per byte, which took ~2% of such a request's CPU as a
+        // chain of range comparisons.
+        return bytes.withContiguousStorageIfAvailable { allB64TokenBytes($0) } ?? allB64TokenBytes(bytes)
+    }
+
+    private static func allB64TokenBytes(_ bytes: some Sequence<UInt8>) -> Bool {
         for byte in bytes {
-            let allowed =
-                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "~")
-                || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "=")
-            if !allowed { return false }
+            let bit: UInt64 =
+                switch byte {
+                case 0..<64: (b64TokenMask.low >> UInt64(byte)) & 1
+                case 64..<128: (b64TokenMask.high >> UInt64(byte - 64)) & 1
+                default: 0
+                }
+            if bit == 0 { return false }
         }
         return true
     }
+
+    /// The `b64token` characters of RFC 6750 §2.1 (`ALPHA / DIGIT / "-" / "." / "_" / "~" /
+    /// "+" / "/"`, then `"="` padding) as a bit set over ASCII: bytes 0–63, then 64–127.
+    private static let b64TokenMask: (low: UInt64, high: UInt64) = {
+        var low: UInt64 = 0
+        var high: UInt64 = 0
+        for byte in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-._~+/=".utf8 {
+            if byte < 64 { low |= 1 << UInt64(byte) } else { high |= 1 << UInt64(byte - 64) }
+        }
+        return (low, high)
+    }()
 }

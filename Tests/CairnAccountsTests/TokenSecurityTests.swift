@@ -36,6 +36,24 @@ enum Forge {
 
 @Suite("Bearer tokens (RFC 6750, RFC 8725)")
 struct TokenSecurityTests {
+    /// The `Authorization` value's token is accepted exactly when every character is one of
+    /// RFC 6750 §2.1's `b64token` set: each ASCII character and a few beyond it, alone and
+    /// inside a token; the scheme is case-insensitive and surrounding spaces are dropped.
+    @Test func bearerTokensAcceptExactlyTheB64TokenCharacters() {
+        let allowed = Set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-._~+/=".unicodeScalars)
+        for value in UInt32(0)..<128 {
+            let scalar = Unicode.Scalar(value)!
+            let char = String(Character(scalar))
+            #expect(BearerMiddleware.isB64Token(char[...].utf8) == allowed.contains(scalar), "\(value)")
+            #expect(BearerMiddleware.isB64Token("abc\(char)def"[...].utf8) == allowed.contains(scalar), "\(value)")
+        }
+        for text in ["é", "a\u{00A0}b", "\u{1F600}", ""] { #expect(!BearerMiddleware.isB64Token(text[...].utf8), "\(text)") }
+        #expect(BearerMiddleware.bearerToken("bEaReR  eyJ.a-b_c~d+e/f==  ") == "eyJ.a-b_c~d+e/f==")
+        #expect(BearerMiddleware.bearerToken("Bearer eyJ a") == nil)
+        #expect(BearerMiddleware.bearerToken("Bearer é") == nil)
+        #expect(BearerMiddleware.bearerToken("Basic abc") == nil)
+    }
+
     /// Registers, logs in, and checks a forged variant of the token is refused with `code`.
     func expectRefused(
         _ engine: TestEngine, code: String = "invalid_token",
