@@ -162,6 +162,42 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A message sent in the same TCP write as the handshake is read: the socket's frame
+    /// handler joins the pipeline at the upgrade, before the first frame is decoded (the
+    /// earlier attempt to take frames on the event loop lost such messages).
+    @Test(arguments: TestEngine.available)
+    func aMessageRightBehindTheHandshakeIsRead(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(webSocketUpgradeRequest() + maskedClientFrame(opcode: 0x1, Array(#"{"type":"ping"}"#.utf8)))
+            let answer = await wire.read(deadline: 10) { $0.containsText(#"{"type":"pong"}"#) }
+            #expect(answer.text.hasPrefix("HTTP/1.1 101"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#"{"type":"pong"}"#))
+            #expect(!answer.ended)
+        }
+    }
+
+    /// A message in fragments (RFC 6455 §5.4) is read whole; a client's close frame is
+    /// answered with one (1000) and the connection ends.
+    @Test(arguments: TestEngine.available)
+    func fragmentsAreJoinedAndACloseIsAnswered(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(webSocketUpgradeRequest())
+            let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+            try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+            await wire.send(maskedClientFrame(opcode: 0x1, fin: false, Array(#"{"type""#.utf8)))
+            await wire.send(maskedClientFrame(opcode: 0x0, fin: false, Array(#":"pi"#.utf8)))
+            await wire.send(maskedClientFrame(opcode: 0x0, Array(#"ng"}"#.utf8)))
+            let pong = await wire.read(deadline: 10) { $0.containsText(#"{"type":"pong"}"#) }
+            #expect(pong.text.contains(#"{"type":"pong"}"#))
+            await wire.send(maskedClientFrame(opcode: 0x8, [0x03, 0xE8]))
+            let closed = await wire.readToEnd(deadline: 10)
+            #expect(closed.bytes.starts(with: [0x88, 0x02, 0x03, 0xE8]), "got \(closed.bytes.prefix(8))")
+            #expect(closed.ended)
+        }
+    }
+
     /// A WebSocket handshake that announces a body and never sends it is not left waiting,
     /// untimed, in the upgrade: `400 bad_request`, then the connection closes.
     @Test(arguments: TestEngine.available)
