@@ -100,9 +100,10 @@ struct MailboxBatch: Sendable {
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
-/// hub, the ticker, the socket reader) push without waiting; the connection's one task takes
-/// everything at once. Bounded: past `capacity` rows it drops them and flags an overflow, so a
-/// slow consumer costs at most `capacity` rows of memory and nothing is lost (it re-reads).
+/// hub, the ticker, the socket's frame reader) push without waiting; the connection's consumer
+/// (one task at a time) takes everything at once. Bounded: past `capacity` rows it drops them
+/// and flags an overflow, so a slow consumer costs at most `capacity` rows of memory and
+/// nothing is lost (it re-reads).
 ///
 /// It is also the connection's write watchdog. Writes wait for the peer (NIO's outbound
 /// writers suspend while the channel is not writable), so a client that stops reading parks

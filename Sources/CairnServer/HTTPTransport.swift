@@ -1,8 +1,8 @@
 package import CairnHTTP
 package import CairnStorage
 import Foundation
-package import Hummingbird
 import HTTPTypes
+package import Hummingbird
 import HummingbirdCore
 import HummingbirdWSCompression
 import HummingbirdWebSocket

@@ -177,6 +177,29 @@ struct HTTPTransportTests {
         }
     }
 
+    /// An upgrade no route accepts is refused with `400` and the connection closes; an upgrade
+    /// asked for on a later request of a keep-alive connection gets `307` to the same URL with
+    /// `Connection: close` (only a connection's first request can upgrade).
+    @Test(arguments: TestEngine.available)
+    func upgradesThatCannotBeServedAreAnswered(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let refused = try WireClient(port: app.port!)
+            await refused.send(webSocketUpgradeRequest(path: "/nowhere"))
+            let answer = await refused.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
+            #expect(answer.ended)
+            let later = try WireClient(port: app.port!)
+            await later.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let first = await later.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) }
+            #expect(first.text.hasPrefix("HTTP/1.1 200"))
+            await later.send(webSocketUpgradeRequest(path: "/ws?x=1"))
+            let redirected = await later.readToEnd(deadline: 10)
+            #expect(redirected.text.hasPrefix("HTTP/1.1 307"), "got \(redirected.text.prefix(200))")
+            #expect(redirected.text.lowercased().contains("location: /ws?x=1"))
+            #expect(redirected.ended)
+        }
+    }
+
     /// A message in fragments (RFC 6455 §5.4) is read whole; a client's close frame is
     /// answered with one (1000) and the connection ends.
     @Test(arguments: TestEngine.available)
