@@ -177,6 +177,32 @@ struct HTTPTransportTests {
         }
     }
 
+    /// Frames the protocol does not allow close the socket with RFC 6455's codes: reserved
+    /// bits or a continuation with nothing to continue 1002, a binary message 1008 (the
+    /// `cairn.v1` protocol is JSON text).
+    @Test(arguments: TestEngine.available)
+    func framesOutsideTheProtocolClose(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let cases: [([UInt8], UInt16)] = [
+                ([0xC1, 0x80, 1, 2, 3, 4], 1002),  // text with RSV1, no extension agreed
+                (maskedClientFrame(opcode: 0x0, Array("{}".utf8)), 1002),
+                (maskedClientFrame(opcode: 0x2, [1, 2, 3]), 1008),
+            ]
+            for (frame, code) in cases {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(webSocketUpgradeRequest())
+                let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+                try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+                await wire.send(frame)
+                let closing = await wire.read(deadline: 10) { $0.count >= 4 }
+                #expect(
+                    Array(closing.bytes.prefix(1)) == [0x88]
+                        && Array(closing.bytes.dropFirst(2).prefix(2)) == [UInt8(code >> 8), UInt8(code & 0xFF)],
+                    "frame \(frame.prefix(2)): got \(closing.bytes.prefix(8))")
+            }
+        }
+    }
+
     /// An upgrade no route accepts is refused with `400` and the connection closes; an upgrade
     /// asked for on a later request of a keep-alive connection gets `307` to the same URL with
     /// `Connection: close` (only a connection's first request can upgrade).
