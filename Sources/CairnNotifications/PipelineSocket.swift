@@ -278,8 +278,13 @@ final class SocketFrameHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A reset or a broken frame (the protocol error handler before this one answered it).
-        end(context)
+        guard error is NIOWebSocketError else { return end(context) }
+        // A broken frame: the protocol error handler before this one sends its close frame and
+        // closes the connection once it is written; closing here could cut that frame off.
+        guard !ended else { return }
+        ended = true
+        closeSent = true
+        mailbox?.push(client: .disconnected)
     }
 }
 

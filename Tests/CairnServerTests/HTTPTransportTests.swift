@@ -179,7 +179,7 @@ struct HTTPTransportTests {
 
     /// Frames the protocol does not allow close the socket with RFC 6455's codes: reserved
     /// bits or a continuation with nothing to continue 1002, a binary message 1008 (the
-    /// `cairn.v1` protocol is JSON text).
+    /// `cairn.v1` protocol is JSON text), a frame over 16 KiB 1009.
     @Test(arguments: TestEngine.available)
     func framesOutsideTheProtocolClose(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live) { app in
@@ -187,6 +187,7 @@ struct HTTPTransportTests {
                 ([0xC1, 0x80, 1, 2, 3, 4], 1002),  // text with RSV1, no extension agreed
                 (maskedClientFrame(opcode: 0x0, Array("{}".utf8)), 1002),
                 (maskedClientFrame(opcode: 0x2, [1, 2, 3]), 1008),
+                ([0x81, 0xFE, 0x4E, 0x20, 1, 2, 3, 4], 1009),  // a 20,000-byte frame announced (over 16 KiB)
             ]
             for (frame, code) in cases {
                 let wire = try WireClient(port: app.port!)
