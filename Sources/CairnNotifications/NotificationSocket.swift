@@ -338,8 +338,9 @@ struct SocketSession {
         try await mailbox.writing { try await outbound.write(WebSocketFrame(fin: true, opcode: .text, data: message)) }
     }
 
-    /// Serves the connection until either side ends it, then sends the close frame the loop
-    /// chose (none when the client left or the write stalled).
+    /// Serves a connection of Hummingbird's WebSocket layer (the transport with
+    /// permessage-deflate; see ``PipelineSocket`` for the other) until either side ends it,
+    /// then sends the close frame the loop chose (none when the client left or the write stalled).
     func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
         let mailbox = makeMailbox()
         var registered: (tenantId: String, userId: String)?
@@ -430,8 +431,8 @@ struct SocketSession {
     }
 }
 
-/// Takes a subscribed socket's acks out of its inbound frames on the event loop, into its
-/// mailbox (see ``Mailbox/takeAcksAside(wake:)``), where they would have gone through the
+/// On a socket of Hummingbird's WebSocket layer (permessage-deflate), takes a subscribed
+/// socket's acks out of its inbound frames on the event loop, into its mailbox (see ``Mailbox/takeAcksAside(wake:)``), where they would have gone through the
 /// reader task one frame at a time. Everything else passes on to the reader untouched: frames
 /// before the subscription (an ack before it is an error the loop reports in order), other
 /// messages, control frames, fragmented messages, frames with reserved bits, and non-ASCII text
