@@ -71,6 +71,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.4.0"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
@@ -206,6 +207,8 @@ let package = Package(
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
                 "CairnFiles", "CairnObjects", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                .product(name: "NIOWebSocket", package: "swift-nio"), .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 metrics,

@@ -2,6 +2,7 @@ package import Hummingbird
 package import HummingbirdWebSocket
 import Logging
 package import NIOCore
+import Synchronization
 
 /// Roles a user can hold within a tenant. `owner` and `admin` manage users.
 package enum Role: String, Sendable, Codable, CaseIterable, JSONEnum {
@@ -103,6 +104,9 @@ package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext,
     package let remoteAddress: SocketAddress?
     /// The WebSocket handler a `ws` route hands to the upgrade (hummingbird-websocket).
     package let webSocket: WebSocketHandlerReference<CairnRequestContext>
+    /// How a WebSocket route serves the connection from its pipeline once upgraded (see
+    /// ``WebSocketPipelineReference``); without one, the upgrade falls back to `webSocket`.
+    package let webSocketPipeline: WebSocketPipelineReference
     /// The request's connection: long-lived responses (WebSocket, SSE) close it when the client
     /// stops reading, since a write waiting for the peer cannot be cancelled otherwise.
     package let channel: any Channel
@@ -113,6 +117,7 @@ package struct CairnRequestContext: RequestContext, RemoteAddressRequestContext,
         self.remoteAddress = source.channel.remoteAddress
         self.channel = source.channel
         self.webSocket = .init()
+        self.webSocketPipeline = .init()
         self.clientAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
@@ -163,4 +168,26 @@ package struct AuthenticatedContext: ChildRequestContext {
 
     /// Bodies above 1 MiB are refused with 413.
     package var maxUploadSize: Int { 1 << 20 }
+}
+
+/// How an upgraded WebSocket connection is served from its channel pipeline, with no task per
+/// connection: a route's handler sets it while answering the upgrade request; the server's
+/// upgrade channel runs it on the channel's event loop when the handshake is answered, before
+/// any frame is read, so a frame sent right behind the handshake reaches it too.
+package final class WebSocketPipelineReference: Sendable {
+    /// Adds the handlers that serve the upgraded channel (it runs on the channel's event loop).
+    package typealias Installer = @Sendable (any Channel) throws -> Void
+
+    private let installer = Mutex<Installer?>(nil)
+
+    /// None set yet.
+    package init() {}
+
+    /// The installer set by the route, if any.
+    package var value: Installer? { installer.withLock { $0 } }
+
+    /// Sets how the upgraded connection is served.
+    package func set(_ value: @escaping Installer) {
+        installer.withLock { $0 = value }
+    }
 }

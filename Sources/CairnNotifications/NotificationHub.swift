@@ -100,9 +100,10 @@ struct MailboxBatch: Sendable {
 }
 
 /// The single-consumer queue of one live connection (SSE stream or WebSocket). Producers (the
-/// hub, the ticker, the socket reader) push without waiting; the connection's one task takes
-/// everything at once. Bounded: past `capacity` rows it drops them and flags an overflow, so a
-/// slow consumer costs at most `capacity` rows of memory and nothing is lost (it re-reads).
+/// hub, the ticker, the socket's frame reader) push without waiting; the connection's consumer
+/// (one task at a time) takes everything at once. Bounded: past `capacity` rows it drops them
+/// and flags an overflow, so a slow consumer costs at most `capacity` rows of memory and
+/// nothing is lost (it re-reads).
 ///
 /// It is also the connection's write watchdog. Writes wait for the peer (NIO's outbound
 /// writers suspend while the channel is not writable), so a client that stops reading parks
@@ -112,7 +113,7 @@ struct MailboxBatch: Sendable {
 final class Mailbox: Sendable {
     private struct State {
         var batch = MailboxBatch()
-        var waiter: CheckedContinuation<MailboxBatch, Never>?
+        var waiter: Waiter?
         var isClosed = false
         /// When the write in progress started (nil: none).
         var writingSince: ContinuousClock.Instant?
@@ -145,7 +146,7 @@ final class Mailbox: Sendable {
         }
 
         /// The sleeping consumer and what to wake it with, if it sleeps.
-        mutating func wake() -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? {
+        mutating func wake() -> (Waiter, MailboxBatch)? {
             guard let waiter else { return nil }
             self.waiter = nil
             return (waiter, takeBatch())
@@ -179,6 +180,20 @@ final class Mailbox: Sendable {
             checkAt = min(checkAt ?? now + direct.ackTimeout, now + direct.ackTimeout)
             self.direct = direct
             return true
+        }
+    }
+    /// How the sleeping consumer is woken: a task waiting in ``next()``, or a callback
+    /// registered by ``next(orWake:)`` (a consumer with no task of its own while it sleeps).
+    enum Waiter: Sendable {
+        case task(CheckedContinuation<MailboxBatch, Never>)
+        case callback(@Sendable (MailboxBatch) -> Void)
+
+        /// Hands `batch` to the consumer (outside the lock).
+        func resume(_ batch: MailboxBatch) {
+            switch self {
+            case .task(let continuation): continuation.resume(returning: batch)
+            case .callback(let wake): wake(batch)
+            }
         }
     }
     /// Why the watchdog gave up on a connection.
@@ -230,11 +245,11 @@ final class Mailbox: Sendable {
     }
 
     private func mutate(_ change: (inout MailboxBatch) -> Void) {
-        let resume = state.withLock { state -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? in
+        let resume = state.withLock { state -> (Waiter, MailboxBatch)? in
             change(&state.batch)
             return state.wake()
         }
-        if let (waiter, batch) = resume { waiter.resume(returning: batch) }
+        if let (waiter, batch) = resume { waiter.resume(batch) }
     }
 
     /// Lets producers write live rows that continue seq `last` straight to the socket while the
@@ -253,7 +268,7 @@ final class Mailbox: Sendable {
     func push(_ rows: [LiveRow]) {
         let capacity = self.capacity
         var overflowedNow = false
-        let resume = state.withLock { state -> (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)? in
+        let resume = state.withLock { state -> (Waiter, MailboxBatch)? in
             if state.direct != nil, state.writeDirectly(rows) { return nil }
             if state.batch.overflowed { return state.wake() }
             if state.batch.rows.count + rows.count > capacity {
@@ -265,7 +280,7 @@ final class Mailbox: Sendable {
             }
             return state.wake()
         }
-        if let (waiter, batch) = resume { waiter.resume(returning: batch) }
+        if let (waiter, batch) = resume { waiter.resume(batch) }
         if overflowedNow, stallOnOverflow, state.withLock({ $0.writingSince != nil }) { stall(.overflow) }
     }
 
@@ -278,7 +293,7 @@ final class Mailbox: Sendable {
             // window is full, and otherwise rides along with the next wake (one task switch
             // saved per delivered notification).
             let now = ContinuousClock.now
-            let outcome = state.withLock { state -> (aside: Bool, resume: (CheckedContinuation<MailboxBatch, Never>, MailboxBatch)?) in
+            let outcome = state.withLock { state -> (aside: Bool, resume: (Waiter, MailboxBatch)?) in
                 guard state.acksAside else { return (false, nil) }
                 state.batch.acked = max(state.batch.acked ?? seq, seq)
                 state.batch.ackedAt = now
@@ -286,7 +301,7 @@ final class Mailbox: Sendable {
                 state.batch.ackWake = true
                 return (true, state.wake())
             }
-            if let (waiter, batch) = outcome.resume { waiter.resume(returning: batch) }
+            if let (waiter, batch) = outcome.resume { waiter.resume(batch) }
             if outcome.aside { return }
         }
         mutate { batch in
@@ -350,13 +365,27 @@ final class Mailbox: Sendable {
         mutate { $0.closed = true }
     }
 
+    /// Everything that arrived since the last call, or nil when nothing did: then `wake` is
+    /// called with the next batch, once, from the producer that brings it (it must not block).
+    /// The consumer thus holds no task while it sleeps.
+    func next(orWake wake: @escaping @Sendable (MailboxBatch) -> Void) -> MailboxBatch? {
+        state.withLock { state -> MailboxBatch? in
+            if state.isClosed { state.batch.closed = true }
+            if state.batch.isEmpty {
+                state.waiter = .callback(wake)
+                return nil
+            }
+            return state.takeBatch()
+        }
+    }
+
     /// Everything that arrived since the last call; waits while there is nothing.
     func next() async -> MailboxBatch {
         await withCheckedContinuation { continuation in
             let ready = state.withLock { state -> MailboxBatch? in
                 if state.isClosed { state.batch.closed = true }
                 if state.batch.isEmpty {
-                    state.waiter = continuation
+                    state.waiter = .task(continuation)
                     return nil
                 }
                 return state.takeBatch()

@@ -225,23 +225,54 @@ package struct NotificationSocketController: Sendable {
         let offered = Self.offeredProtocols(request)
         var headers = HTTPFields()
         if offered.contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
+        // Served from the channel pipeline where the server supports it (no task per socket);
+        // Hummingbird's WebSocket layer runs `onUpgrade` otherwise (permessage-deflate).
+        let (center, token) = (self.center, Self.headerToken(request))
+        context.webSocketPipeline.set { channel in try PipelineSocket.install(on: channel, center: center, headerToken: token) }
         return .upgrade(headers)
+    }
+
+    /// The token of a `bearer.<token>` subprotocol, if offered.
+    static func headerToken(_ request: Request) -> String? {
+        offeredProtocols(request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
     }
 
     /// Runs one connection's ``SocketSession``, with the token of `bearer.<token>` if offered.
     @Sendable func onUpgrade(
         _ inbound: WebSocketInboundStream, _ outbound: WebSocketOutboundWriter, context: WebSocketRouterContext<CairnRequestContext>
     ) async throws {
-        let token = Self.offeredProtocols(context.request).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
-        let session = SocketSession(center: center, outbound: outbound, channel: context.requestContext.channel)
+        let token = Self.headerToken(context.request)
+        let session = SocketSession(center: center, outbound: WriterOutput(writer: outbound), channel: context.requestContext.channel)
         try await session.run(inbound: inbound, headerToken: token)
     }
 }
 
-/// One WebSocket connection's state machine; every decision runs on the connection's one task.
+/// Where a connection's loop writes its frames: Hummingbird's WebSocket writer, or the
+/// channel itself when the socket is served from its pipeline.
+protocol SocketOutput: Sendable {
+    /// Writes one frame; waits while the peer is not reading.
+    func write(_ frame: WebSocketFrame) async throws
+    /// Starts the closing handshake with `code` and `reason`.
+    func close(code: UInt16, reason: String) async throws
+}
+
+/// The output of a socket served by Hummingbird's WebSocket layer.
+struct WriterOutput: SocketOutput {
+    let writer: WebSocketOutboundWriter
+
+    func write(_ frame: WebSocketFrame) async throws {
+        try await writer.write(.custom(frame))
+    }
+
+    func close(code: UInt16, reason: String) async throws {
+        try await writer.close(.init(codeNumber: Int(code)), reason: reason)
+    }
+}
+
+/// One WebSocket connection's state machine; one task at a time makes its decisions.
 struct SocketSession {
     let center: Notifier
-    let outbound: WebSocketOutboundWriter
+    let outbound: any SocketOutput
     let channel: any Channel
 
     enum Closing: Error {
@@ -277,12 +308,12 @@ struct SocketSession {
     }
 
     func send(_ text: String, _ mailbox: Mailbox) async throws {
-        try await mailbox.writing { try await outbound.write(.text(text)) }
+        try await mailbox.writing { try await outbound.write(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text))) }
     }
 
     /// Sends a WebSocket ping (RFC 6455 §5.5.2); the client's pong needs no answer.
     func ping(_ mailbox: Mailbox) async throws {
-        try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()))) }
+        try await mailbox.writing { try await outbound.write(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())) }
     }
 
     /// How the hub writes notification messages to this socket while its loop sleeps: on the
@@ -304,11 +335,12 @@ struct SocketSession {
 
     /// Sends an encoded text message (a buffer shared with the user's other sockets is not copied).
     func send(message: ByteBuffer, _ mailbox: Mailbox) async throws {
-        try await mailbox.writing { try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: message))) }
+        try await mailbox.writing { try await outbound.write(WebSocketFrame(fin: true, opcode: .text, data: message)) }
     }
 
-    /// Serves the connection until either side ends it, then sends the close frame the loop
-    /// chose (none when the client left or the write stalled).
+    /// Serves a connection of Hummingbird's WebSocket layer (the transport with
+    /// permessage-deflate; see ``PipelineSocket`` for the other) until either side ends it,
+    /// then sends the close frame the loop chose (none when the client left or the write stalled).
     func run(inbound: WebSocketInboundStream, headerToken: String?) async throws {
         let mailbox = makeMailbox()
         var registered: (tenantId: String, userId: String)?
@@ -324,7 +356,7 @@ struct SocketSession {
             throw error
         }
         if closeCode.0 != 0 {
-            try? await mailbox.writing { try await outbound.close(.init(codeNumber: Int(closeCode.0)), reason: closeCode.1) }
+            try? await mailbox.writing { try await outbound.close(code: closeCode.0, reason: closeCode.1) }
         }
     }
 
@@ -393,23 +425,14 @@ struct SocketSession {
         if let headerToken, let close = try await state.authenticate(headerToken) { return close }
         let writer = directWriter
         while true {
-            mailbox.nextCheck(at: state.nextCheck())
-            if state.subscribed {
-                mailbox.takeAcksAside(wake: state.behind)
-                // Caught up: live rows reach the socket from the hub while this loop sleeps.
-                if !state.behind {
-                    mailbox.armDirect(
-                        after: state.cursor.last, room: state.settings.maxUnacked - state.inFlight.count,
-                        ackTimeout: state.settings.ackTimeout, writer: writer)
-                }
-            }
+            state.prepareToSleep(writer: writer)
             if let close = try await state.handle(await mailbox.next()) { return close }
         }
     }
 }
 
-/// Takes a subscribed socket's acks out of its inbound frames on the event loop, into its
-/// mailbox (see ``Mailbox/takeAcksAside(wake:)``), where they would have gone through the
+/// On a socket of Hummingbird's WebSocket layer (permessage-deflate), takes a subscribed
+/// socket's acks out of its inbound frames on the event loop, into its mailbox (see ``Mailbox/takeAcksAside(wake:)``), where they would have gone through the
 /// reader task one frame at a time. Everything else passes on to the reader untouched: frames
 /// before the subscription (an ack before it is an error the loop reports in order), other
 /// messages, control frames, fragmented messages, frames with reserved bits, and non-ASCII text
@@ -482,6 +505,18 @@ struct SocketLoop {
 
     var center: Notifier { session.center }
     var settings: NotificationSettings { session.center.settings }
+
+    /// Tells the mailbox what may wake the loop before it sleeps: its next periodic check,
+    /// acks (only when the in-flight window is full), and, when caught up, live rows the hub
+    /// writes to the socket itself through `writer` while the loop sleeps.
+    func prepareToSleep(writer: DirectWriter) {
+        mailbox.nextCheck(at: nextCheck())
+        guard subscribed else { return }
+        mailbox.takeAcksAside(wake: behind)
+        if !behind {
+            mailbox.armDirect(after: cursor.last, room: settings.maxUnacked - inFlight.count, ackTimeout: settings.ackTimeout, writer: writer)
+        }
+    }
 
     /// Answers one batch of wake-ups, in the order that keeps delivery gap-free.
     mutating func handle(_ batch: MailboxBatch) async throws -> Close? {

@@ -1,6 +1,7 @@
 package import CairnHTTP
 package import CairnStorage
 import Foundation
+import HTTPTypes
 package import Hummingbird
 import HummingbirdCore
 import HummingbirdWSCompression
@@ -8,6 +9,10 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+import Synchronization
 
 /// How long an HTTP/1.1 client may hold a connection without making progress, and how large a
 /// request head may be. SSE responses and WebSocket connections are not timed here: they keep
@@ -51,22 +56,32 @@ package struct HTTPTransportSettings: Sendable {
 }
 
 extension HTTPServerBuilder {
-    /// HTTP/1.1 with WebSocket upgrade (Hummingbird's `http1WebSocketUpgrade`), every connection
-    /// watched by a ``ConnectionGuard`` that applies `settings`.
+    /// HTTP/1.1 with WebSocket upgrade, every connection watched by a ``ConnectionGuard`` that
+    /// applies `settings`. Upgrades are served from the channel pipeline
+    /// (``PipelineUpgradeChannel``), with no task per open socket; with permessage-deflate on
+    /// they go through Hummingbird's `http1WebSocketUpgrade` instead, whose WebSocket layer
+    /// does the compression (and keeps a task per connection).
     package static func cairn(router: Router<CairnRequestContext>, settings: HTTPTransportSettings) -> HTTPServerBuilder {
         let webSocketResponder = router.buildResponder()
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: settings.maxHeaderBytes, maxHeaderListSize: settings.maxHeaderBytes)
         // Hummingbird's own idle timer stays off: it would also close SSE streams that write
         // nothing for a while; ConnectionGuard times only the phases where the client owes bytes.
+        let http1 = HTTP1Channel.Configuration(idleTimeout: nil, httpDecoderConfiguration: decoder)
+        guard settings.webSocketDeflate else {
+            return HTTPServerBuilder { responder in
+                GuardedHTTPChannel(
+                    inner: PipelineUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: http1),
+                    settings: settings)
+            }
+        }
         // No auto-ping: it is a task sleeping beside every WebSocket; the notifications socket
         // pings from its connection's tick instead (NotificationSettings.pingInterval).
         // permessage-deflate applies to what the WebSocket layer writes (replays, resends,
         // answers); the frames the notification hub writes straight to a caught-up socket go
         // uncompressed, as RFC 7692 lets a sender leave any message (RSV1 unset).
-        let extensions: [WebSocketExtensionFactory] = settings.webSocketDeflate ? [.perMessageDeflate(minFrameSizeToCompress: 256)] : []
         let configuration = HTTP1WebSocketUpgradeChannel.Configuration(
-            http1: .init(idleTimeout: nil, httpDecoderConfiguration: decoder), ws: .init(extensions: extensions, autoPing: .disabled))
+            http1: http1, ws: .init(extensions: [.perMessageDeflate(minFrameSizeToCompress: 256)], autoPing: .disabled))
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
@@ -75,14 +90,160 @@ extension HTTPServerBuilder {
     }
 }
 
-/// Hummingbird's HTTP/1.1 + WebSocket child channel with a ``ConnectionGuard`` placed right
+/// HTTP/1.1 whose WebSocket upgrades are served by channel handlers rather than a task per
+/// connection. An upgrade request (the connection's first) runs through the router, middleware
+/// and all; when its route answers 200 and set a ``WebSocketPipelineReference`` installer, the
+/// handshake is answered and the installer adds its handlers on the event loop before the first
+/// frame is read. The server's task for the connection then ends: an open WebSocket holds none.
+/// A refused upgrade gets `400` and the connection closes, and an upgrade asked for on a later
+/// request of a keep-alive connection gets `307` to the same URL with `Connection: close`
+/// (both as Hummingbird's WebSocket channel answers). Everything else is Hummingbird's HTTP/1.1.
+struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
+    /// Ends a connection whose later request asked for an upgrade, once answered.
+    private struct LaterUpgrade: Error {}
+
+    /// What became of the connection's first request.
+    enum UpgradeResult: Sendable {
+        /// A WebSocket now served by its handlers.
+        case upgraded
+        /// Plain HTTP.
+        case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// An upgrade was asked for and refused.
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+    }
+
+    /// The connection as set up, its first request not yet decided.
+    struct Value: ServerChildChannelValue {
+        let upgradeResult: EventLoopFuture<UpgradeResult>
+        let channel: any Channel
+    }
+
+    /// Answers HTTP requests.
+    let responder: HTTPChannelHandler.Responder
+    /// Decides upgrade requests (the application's router).
+    let webSocketResponder: RouterResponder<CairnRequestContext>
+    /// Hummingbird's HTTP/1.1 settings for plain requests.
+    let configuration: HTTP1Channel.Configuration
+    /// The largest WebSocket frame read (Hummingbird's default, 16 KiB).
+    let maxFrameSize = 1 << 14
+
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, webSocketResponder: RouterResponder<CairnRequestContext>,
+        configuration: HTTP1Channel.Configuration
+    ) {
+        self.webSocketResponder = webSocketResponder
+        self.configuration = configuration
+        self.responder = { request, writer, channel in
+            guard request.headers[.upgrade] == "websocket" else { return try await responder(request, writer, channel) }
+            // Only a connection's first request can upgrade: this client is sent to open a new one.
+            let location = request.uri.query.map { request.uri.path + "?" + $0 } ?? request.uri.path
+            try await writer.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
+            throw LaterUpgrade()
+        }
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let attempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            // Handed from the upgrade's decision to the pipeline's setup.
+            let chosen = Mutex<WebSocketPipelineReference.Installer?>(nil)
+            let logger = {
+                var logger = logger
+                logger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+                return logger
+            }()
+            let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
+                maxFrameSize: maxFrameSize,
+                shouldUpgrade: { channel, head in
+                    attempted.value = true
+                    return decide(head, channel: channel, logger: logger).map { decision in
+                        guard let (headers, installer) = decision else { return nil }
+                        chosen.withLock { $0 = installer }
+                        return headers
+                    }
+                },
+                upgradePipelineHandler: { channel, _ in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard let installer = chosen.withLock({ $0 }) else { throw ChannelError.inappropriateOperationForState }
+                        try installer(channel)
+                        return .upgraded
+                    }
+                })
+            let upgrade = NIOTypedHTTPServerUpgradeConfiguration(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try pipeline.addHandlers(configuration.additionalChannelHandlers())
+                        try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger))
+                        let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                        return attempted.value ? .refused(http) : .notUpgraded(http)
+                    }
+                })
+            var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: upgrade)
+            // Hummingbird answers errors and pipelines requests itself; HTTPTypes validates headers.
+            pipelineConfiguration.enablePipelining = false
+            pipelineConfiguration.enableErrorHandling = false
+            pipelineConfiguration.enableResponseHeaderValidation = false
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
+            pipelineConfiguration.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
+            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipelineConfiguration)
+            return Value(upgradeResult: result, channel: channel)
+        }
+    }
+
+    /// Runs an upgrade request through the router: the response headers and the route's
+    /// installer when it answered 200 and set one, else nil (refused).
+    private func decide(
+        _ head: HTTPRequestHead, channel: any Channel, logger: Logger
+    ) -> EventLoopFuture<(HTTPHeaders, WebSocketPipelineReference.Installer)?> {
+        let promise = channel.eventLoop.makePromise(of: (HTTPHeaders, WebSocketPipelineReference.Installer)?.self)
+        let responder = webSocketResponder
+        promise.completeWithTask {
+            guard let head = try? HTTPRequest(head, secure: false, splitCookie: false) else { return nil }
+            let context = CairnRequestContext(source: .init(channel: channel, logger: logger))
+            guard let response = try? await responder.respond(to: Request(head: head, body: .init(buffer: .init())), context: context),
+                response.status == .ok, let installer = context.webSocketPipeline.value
+            else { return nil }
+            return (HTTPHeaders(response.headers), installer)
+        }
+        return promise.futureResult
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.upgradeResult.get() {
+            case .upgraded:
+                // The socket's handlers serve it from here on; nothing waits for it.
+                return
+            case .notUpgraded(let http):
+                await handleHTTP(asyncChannel: http, logger: logger)
+            case .refused(let http):
+                try await http.executeThenClose { _, outbound in
+                    try await outbound.write(contentsOf: [
+                        .head(HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])), .end(nil),
+                    ])
+                }
+            }
+        } catch let error as ChannelError where error == .inputClosed {
+            logger.trace("connection closed before its first request was decided")
+        } catch {
+            logger.debug("connection ended", metadata: ["error.type": "\(type(of: error))"])
+        }
+    }
+}
+
+/// An HTTP/1.1 + WebSocket child channel with a ``ConnectionGuard`` placed right
 /// after the HTTP request decoder, from the connection's first byte (Hummingbird's
 /// `additionalChannelHandlers` join only after the first request head, too late for a head
 /// timeout or for the decoder's errors).
-struct GuardedHTTPChannel: ServerChildChannel {
-    typealias Value = HTTP1WebSocketUpgradeChannel.Value
+struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Inner.Value
     /// The channel that does the HTTP and WebSocket work.
-    let inner: HTTP1WebSocketUpgradeChannel
+    let inner: Inner
     /// Timeouts and limits.
     let settings: HTTPTransportSettings
 

@@ -65,6 +65,21 @@ struct MailboxWakeTests {
         #expect(batch.acked == 5 && batch.client.isEmpty && batch.rows.map(\.seq) == [6])
     }
 
+    /// A consumer with no task of its own (a pipeline-served socket): what waits is handed over
+    /// at once; when nothing does, its callback gets the next batch, once, from the producer.
+    @Test func aCallbackConsumerIsWokenOnceWithTheNextBatch() {
+        let mailbox = Mailbox(capacity: 10)
+        let woken = Mutex<[MailboxBatch]>([])
+        mailbox.push([Self.row(1)])
+        #expect(mailbox.next { batch in woken.withLock { $0.append(batch) } }?.rows.map(\.seq) == [1])
+        #expect(mailbox.next { batch in woken.withLock { $0.append(batch) } } == nil)
+        #expect(woken.withLock { $0.isEmpty })
+        mailbox.push([Self.row(2)])
+        mailbox.push([Self.row(3)])
+        #expect(woken.withLock { $0.map { $0.rows.map(\.seq) } } == [[2]])
+        #expect(mailbox.next { _ in }?.rows.map(\.seq) == [3])
+    }
+
     /// A consumer whose window is full is woken by an ack, also one set aside just before it asked.
     @Test func aFullWindowIsWokenByAnAck() async {
         let mailbox = Mailbox(capacity: 10)

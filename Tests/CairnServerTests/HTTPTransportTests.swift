@@ -162,6 +162,92 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A message sent in the same TCP write as the handshake is read: the socket's frame
+    /// handler joins the pipeline at the upgrade, before the first frame is decoded (the
+    /// earlier attempt to take frames on the event loop lost such messages).
+    @Test(arguments: TestEngine.available)
+    func aMessageRightBehindTheHandshakeIsRead(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(webSocketUpgradeRequest() + maskedClientFrame(opcode: 0x1, Array(#"{"type":"ping"}"#.utf8)))
+            let answer = await wire.read(deadline: 10) { $0.containsText(#"{"type":"pong"}"#) }
+            #expect(answer.text.hasPrefix("HTTP/1.1 101"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#"{"type":"pong"}"#))
+            #expect(!answer.ended)
+        }
+    }
+
+    /// Frames the protocol does not allow close the socket with RFC 6455's codes: reserved
+    /// bits or a continuation with nothing to continue 1002, a binary message 1008 (the
+    /// `cairn.v1` protocol is JSON text), a frame over 16 KiB 1009.
+    @Test(arguments: TestEngine.available)
+    func framesOutsideTheProtocolClose(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let cases: [([UInt8], UInt16)] = [
+                ([0xC1, 0x80, 1, 2, 3, 4], 1002),  // text with RSV1, no extension agreed
+                (maskedClientFrame(opcode: 0x0, Array("{}".utf8)), 1002),
+                (maskedClientFrame(opcode: 0x2, [1, 2, 3]), 1008),
+                ([0x81, 0xFE, 0x4E, 0x20, 1, 2, 3, 4], 1009),  // a 20,000-byte frame announced (over 16 KiB)
+            ]
+            for (frame, code) in cases {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(webSocketUpgradeRequest())
+                let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+                try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+                await wire.send(frame)
+                let closing = await wire.read(deadline: 10) { $0.count >= 4 }
+                #expect(
+                    Array(closing.bytes.prefix(1)) == [0x88]
+                        && Array(closing.bytes.dropFirst(2).prefix(2)) == [UInt8(code >> 8), UInt8(code & 0xFF)],
+                    "frame \(frame.prefix(2)): got \(closing.bytes.prefix(8))")
+            }
+        }
+    }
+
+    /// An upgrade no route accepts is refused with `400` and the connection closes; an upgrade
+    /// asked for on a later request of a keep-alive connection gets `307` to the same URL with
+    /// `Connection: close` (only a connection's first request can upgrade).
+    @Test(arguments: TestEngine.available)
+    func upgradesThatCannotBeServedAreAnswered(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let refused = try WireClient(port: app.port!)
+            await refused.send(webSocketUpgradeRequest(path: "/nowhere"))
+            let answer = await refused.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
+            #expect(answer.ended)
+            let later = try WireClient(port: app.port!)
+            await later.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let first = await later.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) }
+            #expect(first.text.hasPrefix("HTTP/1.1 200"))
+            await later.send(webSocketUpgradeRequest(path: "/ws?x=1"))
+            let redirected = await later.readToEnd(deadline: 10)
+            #expect(redirected.text.hasPrefix("HTTP/1.1 307"), "got \(redirected.text.prefix(200))")
+            #expect(redirected.text.lowercased().contains("location: /ws?x=1"))
+            #expect(redirected.ended)
+        }
+    }
+
+    /// A message in fragments (RFC 6455 §5.4) is read whole; a client's close frame is
+    /// answered with one (1000) and the connection ends.
+    @Test(arguments: TestEngine.available)
+    func fragmentsAreJoinedAndACloseIsAnswered(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(webSocketUpgradeRequest())
+            let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+            try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+            await wire.send(maskedClientFrame(opcode: 0x1, fin: false, Array(#"{"type""#.utf8)))
+            await wire.send(maskedClientFrame(opcode: 0x0, fin: false, Array(#":"pi"#.utf8)))
+            await wire.send(maskedClientFrame(opcode: 0x0, Array(#"ng"}"#.utf8)))
+            let pong = await wire.read(deadline: 10) { $0.containsText(#"{"type":"pong"}"#) }
+            #expect(pong.text.contains(#"{"type":"pong"}"#))
+            await wire.send(maskedClientFrame(opcode: 0x8, [0x03, 0xE8]))
+            let closed = await wire.readToEnd(deadline: 10)
+            #expect(closed.bytes.starts(with: [0x88, 0x02, 0x03, 0xE8]), "got \(closed.bytes.prefix(8))")
+            #expect(closed.ended)
+        }
+    }
+
     /// A WebSocket handshake that announces a body and never sends it is not left waiting,
     /// untimed, in the upgrade: `400 bad_request`, then the connection closes.
     @Test(arguments: TestEngine.available)

@@ -86,3 +86,11 @@ package func receive(
         return (received, false)
     }
 }
+
+/// A masked client frame (RFC 6455 §5.2) of `payload` (at most 125 bytes), as a raw socket
+/// sends it: `opcode` 0x1 text, 0x0 continuation, 0x8 close, 0x9 ping.
+package func maskedClientFrame(opcode: UInt8, fin: Bool = true, _ payload: [UInt8]) -> [UInt8] {
+    precondition(payload.count <= 125)
+    let mask: [UInt8] = [0x37, 0xFA, 0x21, 0x3D]
+    return [(fin ? 0x80 : 0) | opcode, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+}
