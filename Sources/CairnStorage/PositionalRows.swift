@@ -42,11 +42,9 @@ package struct PositionalRowError: Error, Sendable, CustomStringConvertible {
     /// The type asked for.
     package var expected: String
 
-    /// An error for the column at the zero-based index `column`, which is not `expected`.
-    package init(column: Int, expected: String) {
-        self.column = column
-        self.expected = expected
-    }
+    /// The column at the zero-based index `column` was asked for before the columns ahead of
+    /// it were read (row views read their columns in order).
+    package static func outOfOrder(column: Int) -> Self { Self(column: column, expected: "read after the columns before it") }
 
     /// A short diagnosis for logs (no values: they may be user data).
     package var description: String { "column \(column) is not \(expected)" }

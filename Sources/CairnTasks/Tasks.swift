@@ -344,7 +344,7 @@ package struct TaskRowView {
 
     /// The next column, which must be `field`.
     private mutating func cell(_ field: Int) throws -> RowCell {
-        guard field == nextField else { throw PositionalRowError(column: field, expected: "read after the columns before it") }
+        guard field == nextField else { throw PositionalRowError.outOfOrder(column: field) }
         nextField += 1
         return try row.next()
     }
