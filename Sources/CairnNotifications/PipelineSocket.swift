@@ -164,6 +164,9 @@ final class SocketFrameHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !ended else { return }
         let frame = unwrapInboundIn(data)
+        // RFC 6455 §5.1: every frame from a client is masked; the server closes the connection
+        // on one that is not (with 1002, as §7.4.1 allows).
+        guard frame.maskKey != nil else { return protocolError(context, 1002) }
         switch frame.opcode {
         case .connectionClose:
             receivedClose(context, frame)

@@ -178,8 +178,8 @@ struct HTTPTransportTests {
     }
 
     /// Frames the protocol does not allow close the socket with RFC 6455's codes: reserved
-    /// bits or a continuation with nothing to continue 1002, a binary message 1008 (the
-    /// `cairn.v1` protocol is JSON text), a frame over 16 KiB 1009.
+    /// bits, a frame the client did not mask, or a continuation with nothing to continue 1002,
+    /// a binary message 1008 (the `cairn.v1` protocol is JSON text), a frame over 16 KiB 1009.
     @Test(arguments: TestEngine.available)
     func framesOutsideTheProtocolClose(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live) { app in
@@ -188,6 +188,7 @@ struct HTTPTransportTests {
                 (maskedClientFrame(opcode: 0x0, Array("{}".utf8)), 1002),
                 (maskedClientFrame(opcode: 0x2, [1, 2, 3]), 1008),
                 ([0x81, 0xFE, 0x4E, 0x20, 1, 2, 3, 4], 1009),  // a 20,000-byte frame announced (over 16 KiB)
+                ([0x81, 0x02] + Array("{}".utf8), 1002),  // not masked (RFC 6455 §5.1)
             ]
             for (frame, code) in cases {
                 let wire = try WireClient(port: app.port!)
