@@ -274,7 +274,8 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
 /// - the decoder's errors are answered here, since nothing else would: `431
 ///   request_header_fields_too_large` for a header block over the limit, `400 bad_request` for
 ///   anything else that is not HTTP/1.1 (a raw non-ASCII byte in the request line), then the
-///   connection closes; when a response is already under way the connection just closes.
+///   connection closes; when a response is already under way the connection just closes;
+/// - so are WebSocket handshakes NIO's upgrader would fail unanswered (``handshakeRefusal(_:)``).
 ///
 /// A first request that asks for a WebSocket upgrade takes the guard out of the pipeline: the
 /// connection becomes a WebSocket (with its own pings) or Hummingbird answers and closes it.
@@ -367,6 +368,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     pendingResponses = 0
                     readingBody = false
                     answer(context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.")
+                    return
+                }
+                // NIO's upgrader fails such a handshake before any route is asked, and the client
+                // got no answer at all; RFC 6455 §4.2.1 wants 400, and §4.2.2 426 naming version 13.
+                if let refusal = Self.handshakeRefusal(head) {
+                    requestsSeen = 0
+                    pendingResponses = 0
+                    readingBody = false
+                    answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, headers: refusal.headers)
                     return
                 }
                 // Removed before the request's end can start the upgrade: after it, the pipeline
@@ -471,6 +481,30 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             && head.headers["upgrade"].contains { $0.lowercased().contains("websocket") }
     }
 
+    /// Why a WebSocket handshake cannot be served, or nil when it can: `Sec-WebSocket-Version`
+    /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13`, RFC 6455
+    /// §4.2.2), and `Sec-WebSocket-Key` one base64 value of 16 bytes (else `400 bad_request`,
+    /// RFC 6455 §4.2.1).
+    static func handshakeRefusal(
+        _ head: HTTPRequestHead
+    ) -> (status: HTTPResponseStatus, code: AppError.Code, detail: String, headers: [(String, String)])? {
+        let versions = head.headers["sec-websocket-version"]
+        guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
+            return (
+                .upgradeRequired, .invalidInput, "This server speaks WebSocket version 13 only (RFC 6455): send Sec-WebSocket-Version: 13.",
+                [("Sec-WebSocket-Version", "13")]
+            )
+        }
+        let keys = head.headers["sec-websocket-key"]
+        guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
+            return (
+                .badRequest, .badRequest, "A WebSocket handshake needs one Sec-WebSocket-Key: 16 random bytes in base64 (RFC 6455 §4.1).",
+                []
+            )
+        }
+        return nil
+    }
+
     /// True for a head whose framing announces a body (`Transfer-Encoding`, or a
     /// `Content-Length` other than 0).
     private static func declaresBody(_ head: HTTPRequestHead) -> Bool {
@@ -541,7 +575,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Writes a small problem+json answer with `Connection: close`, then closes.
-    private func answer(_ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String) {
+    private func answer(
+        _ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String, headers: [(String, String)] = []
+    ) {
         finished = true
         cancelTimer()
         var body = context.channel.allocator.buffer(capacity: 256)
@@ -554,6 +590,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.add(name: "Connection", value: "close")
         // As every other answer (openapi.yaml's conventions); there is no request id to echo.
         head.headers.add(name: "X-Request-Id", value: UUID().uuidString.lowercased())
+        head.headers.add(contentsOf: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in

@@ -228,6 +228,44 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A handshake NIO's upgrader would fail before any route is asked is answered, on both
+    /// WebSocket layers, and the connection closes (before: no answer at all): another
+    /// `Sec-WebSocket-Version` gets `426` naming version 13 (RFC 6455 §4.2.2); a missing,
+    /// doubled or short `Sec-WebSocket-Key` gets `400` (§4.2.1). A valid one still upgrades.
+    @Test(arguments: TestEngine.available, [false, true])
+    func malformedHandshakesAreAnswered(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                parserAnswerTimeouts(&$0)
+                $0.http.webSocketDeflate = deflate
+            }
+        ) { app in
+            let start = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            let cases: [(headers: String, status: String, code: String)] = [
+                (key + "Sec-WebSocket-Version: 8\r\n", "426", "invalid_input"),
+                (key, "426", "invalid_input"),
+                ("Sec-WebSocket-Version: 13\r\n", "400", "bad_request"),
+                ("Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n", "400", "bad_request"),
+                (key + key + "Sec-WebSocket-Version: 13\r\n", "400", "bad_request"),
+            ]
+            for (headers, status, code) in cases {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(start + headers + "\r\n")
+                let answer = await wire.readToEnd(deadline: 10)
+                #expect(answer.text.hasPrefix("HTTP/1.1 \(status)"), "\(headers): got \(answer.text.prefix(200))")
+                #expect(answer.text.contains(#""code":"\#(code)""#), "\(headers)")
+                #expect(answer.ended, "\(headers)")
+                if status == "426" { #expect(answer.text.lowercased().contains("sec-websocket-version: 13\r\n"), "\(headers)") }
+            }
+            let valid = try WireClient(port: app.port!)
+            await valid.send(webSocketUpgradeRequest())
+            let upgraded = await valid.read(deadline: 10) { $0.containsText("\r\n\r\n") }
+            #expect(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+        }
+    }
+
     /// A message in fragments (RFC 6455 §5.4) is read whole; a client's close frame is
     /// answered with one (1000) and the connection ends.
     @Test(arguments: TestEngine.available)
