@@ -9,7 +9,8 @@
 #
 #   DURATION=15     seconds per wrk run (--quick: 3)
 #   CONNECTIONS=32  wrk connections (2 wrk threads)
-#   ROUNDS=3        times the three modes are measured, interleaved (the median of each is shown)
+#   ROUNDS=3        times the three modes are measured, interleaved (the median of each is shown,
+#                   and with more than one round the median of each round's ratio to off)
 #   CAIRN_BIN=...   the cairn binary (default: the release build, built if needed)
 #
 # CPU µs/req is Cairn's own CPU time (user + system) over the measured run per request; the
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --quick) DURATION=3; ROUNDS=1 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -155,4 +156,18 @@ for mode, label in (("off", "off"), ("100", "on, 100 %"), ("10", "on, 10 %")):
     print(f"{label:<14}{rps:>10.0f}{p99:>9.2f}{cpu:>12.1f}{rps / off[0]:>14.3f}{p99 / off[1]:>12.3f}{cpu / off[2]:>12.3f}{sink:>17.1f}")
 overhead = 1 - median["10"][0] / off[0]
 print(f"overhead at 10 %: {overhead * 100:.1f} % of req/s, {(median['10'][2] / off[2] - 1) * 100:.1f} % of server CPU per request (goal: under 5 %)")
+# The modes of one round ran back to back, so a round's ratio cancels most of what the rest of
+# the machine did meanwhile; the median of those paired ratios moves less than the ratio of
+# medians above when the load changes during the run.
+if len(runs["off"]) > 1:
+    for mode, label in (("100", "100 %"), ("10", "10 %")):
+        rps_loss = sorted(1 - b[0] / a[0] for a, b in zip(runs["off"], runs[mode]))
+        cpu_gain = sorted(b[2] / a[2] - 1 for a, b in zip(runs["off"], runs[mode]))
+        print(
+            f"paired by round, {label}: req/s lost {statistics.median(rps_loss) * 100:.1f} % (rounds: "
+            + ", ".join(f"{v * 100:.1f}" for v in rps_loss)
+            + f"), CPU per request added {statistics.median(cpu_gain) * 100:.1f} % (rounds: "
+            + ", ".join(f"{v * 100:.1f}" for v in cpu_gain)
+            + ")"
+        )
 PY
