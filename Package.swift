@@ -41,6 +41,10 @@ let testDependencies: [Target.Dependency] = [
     httpTypes, nioCore, sqlKit, logging, tracing,
 ]
 
+/// A module's migrations, `Migrations/<module>/<version>_<slug>.sql`, read by `Migration.files(in:)`
+/// from the module's resource bundle (beside the executable: ship every `*.resources` with it).
+let migrationFiles: [Resource] = [.copy("Migrations")]
+
 extension Target {
     /// A test target of the module's own name: ``testDependencies``, then the modules it tests.
     static func testTarget(named name: String, _ modules: [Target.Dependency] = [], exclude: [String] = []) -> Target {
@@ -106,6 +110,7 @@ let package = Package(
                 "CairnFormats", "CairnStorage", sqlKit, crypto, hummingbird, hummingbirdWebSocket, hummingbirdCore, httpTypes,
                 nioCore, logging, tracing,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -118,6 +123,7 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing, w3cTraceContext,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -125,6 +131,7 @@ let package = Package(
             dependencies: moduleDependencies + [
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"), jwtKit, crypto,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -132,6 +139,7 @@ let package = Package(
             dependencies: moduleDependencies + [
                 "CairnAccounts"
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -139,6 +147,7 @@ let package = Package(
             dependencies: moduleDependencies + [
                 metrics, serviceLifecycle,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         // The system SQLite (libsqlite3-dev), for the pipeline sandbox's authorizer, progress
@@ -152,6 +161,7 @@ let package = Package(
                 "CairnFormats", "CairnObjects", nioFileSystem, nioPosix, metrics, crypto, .product(name: "MultipartKit", package: "multipart-kit"),
                 serviceLifecycle,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -162,6 +172,7 @@ let package = Package(
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(
@@ -184,6 +195,7 @@ let package = Package(
                 "CairnAccounts", "CairnJobs", hummingbirdWebSocket, metrics, crypto, serviceLifecycle, asyncHTTPClient, nioPosix,
                 .product(name: "NIOWebSocket", package: "swift-nio"), nioHTTP1, nioSSL, jwtKit,
             ],
+            resources: migrationFiles,
             swiftSettings: strictSettings
         ),
         .target(

@@ -80,50 +80,10 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
     }
 }
 
-/// The ingest module's tables.
+/// The files' tables (migration module `ingest`, its name before CairnFiles): `Migrations/ingest/*.sql` among the module's resources.
 package enum IngestMigrations {
     /// All migrations of the module, in order.
-    package static let all: [Migration] = [
-        Migration(
-            module: "ingest", version: 1, name: "files",
-            sql: [
-                """
-                CREATE TABLE files (
-                    id TEXT PRIMARY KEY,
-                    tenant_id TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    size BIGINT NOT NULL,
-                    sha256 TEXT NOT NULL,
-                    content_type TEXT NOT NULL,
-                    format TEXT NOT NULL,
-                    created_by TEXT,
-                    created_at BIGINT NOT NULL)
-                """,
-                "CREATE INDEX files_tenant ON files (tenant_id, id)",
-                // Bytes uploaded per tenant and hour (the hourly upload quota).
-                """
-                CREATE TABLE file_upload_usage (
-                    tenant_id TEXT NOT NULL,
-                    hour BIGINT NOT NULL,
-                    bytes BIGINT NOT NULL,
-                    PRIMARY KEY (tenant_id, hour))
-                """,
-            ]),
-        Migration(module: "ingest", version: 2, name: "uploads", sql: UploadStore.migrationSQL),
-        // The node holding an upload's lease (its `Database.instanceKey`): a dead node's lease is free at once.
-        Migration(
-            module: "ingest", version: 3, name: "upload_lock_node", sql: ["ALTER TABLE uploads ADD COLUMN lock_node BIGINT NOT NULL DEFAULT 0"]),
-        // Files existing before this migration count as uploads: outputs were not told apart.
-        Migration(
-            module: "ingest", version: 4, name: "file origin",
-            sql: [
-                "ALTER TABLE files ADD COLUMN origin TEXT NOT NULL DEFAULT 'upload'",
-                "ALTER TABLE files ADD COLUMN origin_pipeline_id TEXT",
-                "ALTER TABLE files ADD COLUMN origin_job_id TEXT",
-            ]),
-        // Unfinished uploads' bytes live in the blob store: their multipart upload and parts.
-        Migration(module: "ingest", version: 5, name: "upload parts", sql: UploadStore.partsMigrationSQL),
-    ]
+    package static func all() throws -> [Migration] { try Migration.files(in: .module) }
 }
 
 /// Per-tenant limits on files.

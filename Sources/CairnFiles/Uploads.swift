@@ -51,36 +51,8 @@ package struct UploadStore: Sendable {
         self.database = database
     }
 
-    /// The `uploads` table (migration ingest 2).
-    static let migrationSQL = [
-        """
-        CREATE TABLE uploads (
-            id TEXT PRIMARY KEY,
-            tenant_id TEXT NOT NULL,
-            created_by TEXT,
-            length BIGINT NOT NULL,
-            upload_offset BIGINT NOT NULL,
-            name TEXT NOT NULL,
-            content_type TEXT NOT NULL,
-            format TEXT NOT NULL,
-            file_id TEXT,
-            lock_token TEXT,
-            locked_until BIGINT NOT NULL,
-            expires_at BIGINT NOT NULL,
-            created_at BIGINT NOT NULL)
-        """,
-        "CREATE INDEX uploads_expiry ON uploads (expires_at)",
-    ]
-
     static let columns =
         "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at, multipart_id, store_parts"
-
-    /// The parts in an upload's state, in the database (migration ingest 5): `multipart_id`, and
-    /// `store_parts` holding the parts as JSON, written with the offset in one statement.
-    static let partsMigrationSQL = [
-        "ALTER TABLE uploads ADD COLUMN multipart_id TEXT",
-        "ALTER TABLE uploads ADD COLUMN store_parts TEXT NOT NULL DEFAULT '[]'",
-    ]
 
     static func upload(from row: any SQLRow) throws -> TusUpload {
         TusUpload(

@@ -6,55 +6,13 @@ package import Hummingbird
 import NIOCore
 import SQLKit
 
-/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header). It moved here
-/// from CairnJobs with the middleware; its migration key (`idempotency`, version 1) is unchanged,
-/// so existing databases do not run it again.
+/// The idempotency module's table (draft-ietf-httpapi-idempotency-key-header):
+/// `Migrations/idempotency/*.sql` among CairnHTTP's resources. It moved here from CairnJobs with
+/// the middleware; its migration key (`idempotency`, version 1) is unchanged, so existing
+/// databases do not run it again.
 package enum IdempotencyMigrations {
     /// All migrations of the module, in order.
-    package static let all: [Migration] = [
-        Migration(
-            module: "idempotency", version: 1, name: "idempotency keys",
-            sql: [
-                """
-                CREATE TABLE idempotency_keys (
-                    tenant_id TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    fingerprint TEXT NOT NULL,
-                    state TEXT NOT NULL,
-                    status INTEGER,
-                    content_type TEXT,
-                    location TEXT,
-                    body TEXT,
-                    created_at BIGINT NOT NULL,
-                    PRIMARY KEY (tenant_id, key))
-                """,
-                "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
-            ]),
-        // Keys belong to their caller (user or service token), not to the whole tenant: two
-        // users of one tenant picking the same key must not see each other's responses. The
-        // table only caches replies for a day, so it is recreated rather than converted (a
-        // request retried across the upgrade runs again, as after the key's lifetime).
-        Migration(
-            module: "idempotency", version: 2, name: "idempotency keys per caller",
-            sql: [
-                "DROP TABLE idempotency_keys",
-                """
-                CREATE TABLE idempotency_keys (
-                    tenant_id TEXT NOT NULL,
-                    caller_id TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    fingerprint TEXT NOT NULL,
-                    state TEXT NOT NULL,
-                    status INTEGER,
-                    content_type TEXT,
-                    location TEXT,
-                    body TEXT,
-                    created_at BIGINT NOT NULL,
-                    PRIMARY KEY (tenant_id, caller_id, key))
-                """,
-                "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
-            ]),
-    ]
+    package static func all() throws -> [Migration] { try Migration.files(in: .module) }
 }
 
 /// Settings of `Idempotency-Key` handling (`CAIRN_IDEMPOTENCY_*`).

@@ -1,5 +1,5 @@
 package import CairnHTTP
-package import CairnStorage
+import CairnStorage
 import Foundation
 import HTTPTypes
 package import Hummingbird
@@ -79,36 +79,6 @@ package struct Schedule: Sendable, Versioned, JSONWritable {
         cron.nextOccurrence(after: Date(timeIntervalSince1970: Double(instant) / 1000), in: zone)
             .map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
     }
-}
-
-/// The schedules table.
-package enum ScheduleMigrations {
-    /// All migrations of the module, in order.
-    package static let all: [Migration] = [
-        Migration(
-            module: "schedules", version: 1, name: "schedules",
-            sql: [
-                """
-                CREATE TABLE schedules (
-                    id TEXT PRIMARY KEY,
-                    tenant_id TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    cron TEXT NOT NULL,
-                    time_zone TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    args TEXT NOT NULL,
-                    enabled BOOLEAN NOT NULL,
-                    next_run_at BIGINT,
-                    last_run_at BIGINT,
-                    created_by TEXT,
-                    created_at BIGINT NOT NULL,
-                    updated_at BIGINT NOT NULL,
-                    version INTEGER NOT NULL)
-                """,
-                "CREATE INDEX schedules_due ON schedules (next_run_at) WHERE enabled",
-                "CREATE INDEX schedules_tenant ON schedules (tenant_id, id)",
-            ])
-    ]
 }
 
 extension Schedule {

@@ -184,29 +184,10 @@ package struct Pipeline: Sendable, Versioned, JSONWritable {
     }
 }
 
-/// The pipelines' tables (a migration module of their own, beside the files').
+/// The pipelines' tables (a migration module of their own, beside the files'): `Migrations/pipelines/*.sql` among the module's resources.
 package enum PipelineMigrations {
     /// All migrations of the module, in order.
-    package static let all: [Migration] = [
-        Migration(
-            module: "pipelines", version: 1, name: "pipelines",
-            sql: [
-                """
-                CREATE TABLE pipelines (
-                    id TEXT PRIMARY KEY,
-                    tenant_id TEXT NOT NULL,
-                    name TEXT NOT NULL,
-                    spec TEXT NOT NULL,
-                    schedule_id TEXT,
-                    last_scheduled_file_id TEXT,
-                    created_by TEXT,
-                    created_at BIGINT NOT NULL,
-                    updated_at BIGINT NOT NULL,
-                    version INTEGER NOT NULL)
-                """,
-                "CREATE INDEX pipelines_tenant ON pipelines (tenant_id, id)",
-            ])
-    ]
+    package static func all() throws -> [Migration] { try Migration.files(in: .module) }
 }
 
 /// SQL for `pipelines`, written once for both engines.

@@ -24,11 +24,17 @@ package import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
-/// Every module's migrations, in the order modules depend on each other.
-package let allMigrations: [Migration] =
-    StorageMigrations.all + AccountsMigrations.all + TasksMigrations.all + JobsMigrations.all + IdempotencyMigrations.all
-    + ScheduleMigrations.all
-    + CatalogMigrations.all + NotificationsMigrations.all + IngestMigrations.all + PipelineMigrations.all
+/// Every module's migrations: the SQL files in the modules' resource bundles, and the catalog's,
+/// written in Swift because its statements differ by dialect. Read once, on first use.
+/// - Throws: `StorageError` `migration_files` when a bundle's files are unreadable or misnamed.
+package func allMigrations() throws -> [Migration] {
+    try loadedMigrations.get()
+}
+
+private let loadedMigrations = Result {
+    try StorageMigrations.all() + AccountsMigrations.all() + TasksMigrations.all() + JobsMigrations.all() + IdempotencyMigrations.all()
+        + NotificationsMigrations.all() + IngestMigrations.all() + PipelineMigrations.all() + CatalogMigrations.all
+}
 
 /// Process-wide observability bootstrap: swift-metrics backed by one Prometheus registry.
 /// Bootstrapping is once per process (swift-metrics' rule); later calls are no-ops.
@@ -128,10 +134,12 @@ package func buildComponents(
         try FileManager.default.createDirectory(
             atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
+    // Read before the database opens, so a broken bundle stops a node that would not migrate too.
+    let migrations = try allMigrations()
     let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
     do {
         if configuration.migrateOnStart {
-            try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
+            try await Migrator(database: database, migrations: migrations, logger: logger).migrate()
         }
         let secrets = try await openSecrets(configuration: configuration, database: database)
         let tokens = try await makeTokenService(configuration: configuration, database: database, secrets: secrets, clock: clock)
@@ -377,7 +385,7 @@ struct HealthController {
         let pending: [String]
         do {
             pending = try await withThrowingTaskGroup(of: [String].self) { group in
-                group.addTask { try await Migrator(database: database, migrations: allMigrations, logger: quietLogger).pending() }
+                group.addTask { try await Migrator(database: database, migrations: allMigrations(), logger: quietLogger).pending() }
                 group.addTask {
                     try await Task.sleep(for: .seconds(2))
                     throw CancellationError()

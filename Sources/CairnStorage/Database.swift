@@ -18,15 +18,10 @@ package enum Dialect: String, Sendable {
 
 /// A coded storage failure that reaches operators (start-up) rather than HTTP clients.
 package struct StorageError: Error, Sendable, CustomStringConvertible {
-    /// Stable code: `invalid_database_url`, `database_unreachable`, `migration_failed`.
+    /// Stable code: `invalid_database_url`, `database_unreachable`, `migration_failed`, `migration_files`.
     package var code: String
     /// What went wrong, without credentials.
     package var message: String
-    /// Creates an error.
-    package init(code: String, message: String) {
-        self.code = code
-        self.message = message
-    }
     /// `code: message`.
     package var description: String { "\(code): \(message)" }
 }

@@ -192,12 +192,8 @@ package enum MasterKeyCheck {
     }
 }
 
-/// CairnStorage's own tables.
+/// CairnStorage's own tables: `cairn_master_key`, the master key canary (see ``MasterKeyCheck``), in `Migrations/storage/*.sql`.
 package enum StorageMigrations {
-    /// `cairn_master_key`: the master key canary (see ``MasterKeyCheck``).
-    package static let all: [Migration] = [
-        Migration(
-            module: "storage", version: 1, name: "master key canary",
-            sql: ["CREATE TABLE cairn_master_key (id INTEGER PRIMARY KEY, canary TEXT NOT NULL)"])
-    ]
+    /// All migrations of the module, in order.
+    package static func all() throws -> [Migration] { try Migration.files(in: .module) }
 }

@@ -54,29 +54,10 @@ package struct TaskItem: Sendable, Equatable, Versioned, JSONWritable {
     }
 }
 
-/// The tasks module's tables.
+/// The tasks module's tables: `Migrations/tasks/*.sql` among its resources.
 package enum TasksMigrations {
     /// All migrations of the module, in order.
-    package static let all: [Migration] = [
-        Migration(
-            module: "tasks", version: 1, name: "tasks",
-            sql: [
-                """
-                CREATE TABLE tasks (
-                    id TEXT PRIMARY KEY,
-                    tenant_id TEXT NOT NULL,
-                    title TEXT NOT NULL,
-                    description TEXT,
-                    completed BOOLEAN NOT NULL,
-                    created_by TEXT NOT NULL,
-                    version INTEGER NOT NULL,
-                    created_at BIGINT NOT NULL,
-                    updated_at BIGINT NOT NULL)
-                """,
-                "CREATE INDEX tasks_tenant ON tasks (tenant_id, id)",
-                "CREATE INDEX tasks_tenant_completed ON tasks (tenant_id, completed, id)",
-            ])
-    ]
+    package static func all() throws -> [Migration] { try Migration.files(in: .module) }
 }
 
 /// A validated change to a task; nil fields stay as they are.

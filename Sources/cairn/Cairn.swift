@@ -38,8 +38,17 @@ struct CommonOptions: ParsableArguments {
         return flags
     }
 
-    /// Loads the configuration and bootstraps logging; a bad value prints one line and exits 2.
+    /// Loads the configuration and bootstraps logging; a bad value prints one line and exits 2, a
+    /// resource bundle missing beside the binary (see `ResourceBundles`) exits 1.
     func load(extra: [String: String] = [:]) async throws -> (CairnConfiguration, Logger) {
+        let missing = ResourceBundles.missing()
+        guard missing.isEmpty else {
+            FileHandle.standardError.write(
+                Data(
+                    "cairn: missing beside \(Bundle.main.bundlePath): \(missing.joined(separator: ", ")) (copy the build's Cairn_*.resources folders next to the binary)\n"
+                        .utf8))
+            throw ExitCode(1)
+        }
         let configuration: CairnConfiguration
         do {
             configuration = try await CairnConfiguration.load(flags: flags.merging(extra) { $1 })
@@ -143,7 +152,7 @@ struct Migrate: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
             let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
             defer { Task { await database.close() } }
-            let applied = try await Migrator(database: database, migrations: allMigrations, logger: logger).migrate()
+            let applied = try await Migrator(database: database, migrations: allMigrations(), logger: logger).migrate()
             print(applied.isEmpty ? "no pending migrations" : "applied \(applied.count): \(applied.joined(separator: ", "))")
             await database.close()
         } catch {

@@ -46,21 +46,22 @@ struct MailboxTests {
     }
 }
 
+/// A live row of user `u` with sequence number `seq`, for the mailbox suites.
+private func liveRow(_ seq: Int64) -> LiveRow {
+    LiveRow(
+        StoredNotification(
+            id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil))
+}
+
 @Suite("Notifications: mailbox wakes and watchdog")
 struct MailboxWakeTests {
-    private static func row(_ seq: Int64) -> LiveRow {
-        LiveRow(
-            StoredNotification(
-                id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil))
-    }
-
     /// Acks set aside ride along with the next wake, the highest one kept.
     @Test func acksSetAsideRideAlongWithTheNextWake() async {
         let mailbox = Mailbox(capacity: 10)
         mailbox.takeAcksAside(wake: false)
         mailbox.push(client: .ack(seq: 3))
         mailbox.push(client: .ack(seq: 5))
-        mailbox.push([Self.row(6)])
+        mailbox.push([liveRow(6)])
         let batch = await mailbox.next()
         #expect(batch.acked == 5 && batch.client.isEmpty && batch.rows.map(\.seq) == [6])
     }
@@ -70,12 +71,12 @@ struct MailboxWakeTests {
     @Test func aCallbackConsumerIsWokenOnceWithTheNextBatch() {
         let mailbox = Mailbox(capacity: 10)
         let woken = Mutex<[MailboxBatch]>([])
-        mailbox.push([Self.row(1)])
+        mailbox.push([liveRow(1)])
         #expect(mailbox.next { batch in woken.withLock { $0.append(batch) } }?.rows.map(\.seq) == [1])
         #expect(mailbox.next { batch in woken.withLock { $0.append(batch) } } == nil)
         #expect(woken.withLock { $0.isEmpty })
-        mailbox.push([Self.row(2)])
-        mailbox.push([Self.row(3)])
+        mailbox.push([liveRow(2)])
+        mailbox.push([liveRow(3)])
         #expect(woken.withLock { $0.map { $0.rows.map(\.seq) } } == [[2]])
         #expect(mailbox.next { _ in }?.rows.map(\.seq) == [3])
     }
@@ -110,11 +111,11 @@ struct MailboxWakeTests {
         let stalls = Mutex<[Mailbox.Stall]>([])
         let mailbox = Mailbox(capacity: 1, writeTimeout: .zero, stallOnOverflow: true) { reason in stalls.withLock { $0.append(reason) } }
         mailbox.tick()
-        mailbox.push([Self.row(1), Self.row(2)])
+        mailbox.push([liveRow(1), liveRow(2)])
         #expect(stalls.withLock { $0 }.isEmpty)
         _ = await mailbox.next()
         try await mailbox.writing {
-            mailbox.push([Self.row(1), Self.row(2)])
+            mailbox.push([liveRow(1), liveRow(2)])
             mailbox.tick()
         }
         #expect(stalls.withLock { $0 } == [.overflow])
@@ -159,12 +160,6 @@ final class DirectRecorder: Sendable {
 
 @Suite("Notifications: broadcasts written by the hub to sleeping sockets")
 struct DirectDeliveryTests {
-    private static func row(_ seq: Int64) -> LiveRow {
-        LiveRow(
-            StoredNotification(
-                id: "n\(seq)", tenantId: "t", userId: "u", seq: seq, type: "message", title: "", body: "", data: "{}", createdAt: 0, readAt: nil))
-    }
-
     /// A caught-up consumer is not woken by live rows that continue its seq: they are written
     /// to its socket in order, and its next wake carries them as sent (for its in-flight
     /// window) ahead of whatever woke it. A row it already has is not written again.
@@ -173,9 +168,9 @@ struct DirectDeliveryTests {
         let recorder = DirectRecorder()
         mailbox.takeAcksAside(wake: false)
         mailbox.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
-        mailbox.push([Self.row(7), Self.row(6)])
-        mailbox.push([Self.row(7)])
-        mailbox.push([Self.row(8)])
+        mailbox.push([liveRow(7), liveRow(6)])
+        mailbox.push([liveRow(7)])
+        mailbox.push([liveRow(8)])
         mailbox.push(client: .ack(seq: 7))
         #expect(recorder.written.withLock { $0 } == [6, 7, 8])
         mailbox.push(client: .ping)
@@ -183,7 +178,7 @@ struct DirectDeliveryTests {
         #expect(batch.sent.map(\.seq) == [6, 7, 8])
         #expect(batch.rows.isEmpty && batch.acked == 7 && batch.client.count == 1)
         // Handed a batch, the consumer is awake: rows wake it again instead of being written.
-        mailbox.push([Self.row(9)])
+        mailbox.push([liveRow(9)])
         #expect(await mailbox.next().rows.map(\.seq) == [9])
         #expect(recorder.written.withLock { $0 } == [6, 7, 8])
     }
@@ -195,19 +190,19 @@ struct DirectDeliveryTests {
         let recorder = DirectRecorder()
         let gap = Mailbox(capacity: 10)
         gap.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
-        gap.push([Self.row(7)])
-        gap.push([Self.row(8)])
+        gap.push([liveRow(7)])
+        gap.push([liveRow(8)])
         #expect(await gap.next().rows.map(\.seq) == [7, 8])
         let full = Mailbox(capacity: 10)
         full.armDirect(after: 5, room: 1, ackTimeout: .seconds(10), writer: recorder.writer)
-        full.push([Self.row(6), Self.row(7)])
+        full.push([liveRow(6), liveRow(7)])
         #expect(await full.next().rows.map(\.seq) == [6, 7])
         let stuck = Mailbox(capacity: 10)
         recorder.writable.store(false, ordering: .relaxed)
         stuck.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
-        stuck.push([Self.row(6)])
+        stuck.push([liveRow(6)])
         recorder.writable.store(true, ordering: .relaxed)
-        stuck.push([Self.row(7)])
+        stuck.push([liveRow(7)])
         #expect(await stuck.next().rows.map(\.seq) == [6, 7])
         #expect(recorder.written.withLock { $0 }.isEmpty)
     }
@@ -220,7 +215,7 @@ struct DirectDeliveryTests {
         let start = ContinuousClock.now
         mailbox.nextCheck(at: start + .seconds(60))
         mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
-        mailbox.push([Self.row(1)])
+        mailbox.push([liveRow(1)])
         mailbox.tick(now: start + .seconds(11))
         let batch = await mailbox.next()
         #expect(batch.ticked && batch.sent.map(\.seq) == [1])

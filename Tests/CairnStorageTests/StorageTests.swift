@@ -61,7 +61,7 @@ struct StorageTests {
                 applied = try await withThrowingTaskGroup(of: [String].self) { group in
                     for node in nodes {
                         group.addTask {
-                            try await Migrator(database: node, migrations: allMigrations + [second, probe], logger: testLogger).migrate()
+                            try await Migrator(database: node, migrations: allMigrations() + [second, probe], logger: testLogger).migrate()
                         }
                     }
                     return try await group.reduce(into: [String]()) { $0 += $1 }
@@ -72,10 +72,10 @@ struct StorageTests {
                 for node in nodes { await node.close() }
                 throw error
             }
-            #expect(applied.sorted() == (allMigrations + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
+            #expect(applied.sorted() == (try allMigrations() + [probe, second]).map { "\($0.module)/\($0.version)" }.sorted())
             let rows = try await first.read { db in try await db.raw("SELECT id FROM probe_runs ORDER BY id").all() }
             #expect(try rows.map { try $0.decode(column: "id", as: String.self) } == ["ran", "ran-2"])
-            #expect(try await Migrator(database: first, migrations: allMigrations + [probe, second], logger: testLogger).pending().isEmpty)
+            #expect(try await Migrator(database: first, migrations: allMigrations() + [probe, second], logger: testLogger).pending().isEmpty)
             for node in nodes { await node.close() }
         }
     }

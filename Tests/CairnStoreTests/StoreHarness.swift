@@ -18,7 +18,7 @@ func withStoreDatabase<R: Sendable>(_ engine: TestEngine, _ body: @Sendable (Dat
         let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
         let result: Result<R, any Error>
         do {
-            try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
+            try await Migrator(database: database, migrations: allMigrations(), logger: testLogger).migrate()
             result = .success(try await body(database))
         } catch {
             result = .failure(error)

@@ -168,9 +168,9 @@ final class Templates: Sendable {
     private let tasks = Mutex<[TestEngine: Task<String, any Error>]>([:])
 
     /// A digest of the migrations (FNV-1a, 64 bits), as 16 hex digits.
-    static let migrationsDigest: String = {
+    static func migrationsDigest() throws -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for migration in allMigrations {
+        for migration in try allMigrations() {
             for text in [migration.module, String(migration.version)] + migration.statements(.sqlite) + migration.statements(.postgres) {
                 for byte in text.utf8 + [0] {
                     hash ^= UInt64(byte)
@@ -179,14 +179,14 @@ final class Templates: Sendable {
             }
         }
         return String(hash, radix: 16)
-    }()
+    }
 
     /// Applies every migration to the database at `url` (or the SQLite file at `sqlitePath`),
     /// then closes it, failed or not: a template must have no connection left open.
     private static func migrate(url: String?, sqlitePath: String) async throws {
         let database = try await Database.open(url: url, sqlitePath: sqlitePath, logger: testLogger)
         do {
-            try await Migrator(database: database, migrations: allMigrations, logger: testLogger).migrate()
+            try await Migrator(database: database, migrations: allMigrations(), logger: testLogger).migrate()
         } catch {
             await database.close()
             throw error
@@ -197,7 +197,7 @@ final class Templates: Sendable {
     /// The path of the migrated SQLite template.
     func sqlite() async throws -> String {
         try await once(.sqlite) {
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-template-\(Self.migrationsDigest).sqlite").path
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-template-\(try Self.migrationsDigest()).sqlite").path
             if FileManager.default.fileExists(atPath: path) { return path }
             let building = path + ".building-\(UUID().uuidString)"
             // Closing the last connection checkpoints the write-ahead log into the main file and
@@ -212,7 +212,7 @@ final class Templates: Sendable {
     /// The name of the migrated PostgreSQL template database on the test server.
     func postgres() async throws -> String {
         try await once(.postgres) {
-            let name = "cairn_tpl_\(Self.migrationsDigest)"
+            let name = "cairn_tpl_\(try Self.migrationsDigest())"
             let admin = try await PostgresAdmin.shared.database()
             let exists = { () async throws -> Bool in
                 try await admin.read { db in

@@ -1,0 +1,2 @@
+-- name: job results
+ALTER TABLE jobs ADD COLUMN result TEXT;
