@@ -190,4 +190,28 @@ package protocol PublishObserver: Sendable {
     /// - Throws: any error, which rolls the batch back.
     func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
         async throws
+
+    /// Called once for the publishes stored together in one transaction (``PublishBatcher``),
+    /// in their order, none empty; an observer that reads per tenant reads once here instead of
+    /// once per publish. By default, ``didStore(_:draft:preferences:on:)`` for each.
+    /// - Throws: any error, which rolls every publish of the batch back.
+    func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws
+}
+
+extension PublishObserver {
+    /// ``didStore(_:draft:preferences:on:)`` for each publish, in order.
+    package func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws {
+        for publish in publishes { try await didStore(publish.rows, draft: publish.draft, preferences: publish.preferences, on: db) }
+    }
+}
+
+/// One publish's share of a batch, as a ``PublishObserver`` sees it: the rows as
+/// ``PublishObserver/didStore(_:draft:preferences:on:)`` gets them.
+package struct StoredPublish: Sendable {
+    /// The stored rows, and those of recipients who turned in-app off (no inbox row).
+    package let rows: [StoredNotification]
+    /// The draft published.
+    package let draft: NotificationDraft
+    /// The preferences of the recipients who set any.
+    package let preferences: [String: NotificationPreferences]
 }

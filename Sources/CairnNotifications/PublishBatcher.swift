@@ -173,7 +173,7 @@ final class PublishBatcher: Sendable {
     /// Stores every publish of `batch` on `db` (a transaction): the recipients' preferences
     /// (one read per tenant), one counter upsert allocating each user as many seqs as the batch
     /// holds rows for them (in the batch's order), one INSERT of every row, then the outbound
-    /// observers once per publish, as a publish alone would call them.
+    /// observers once with every publish, as a publish alone would see its own.
     /// - Returns: each publish's stored rows, in `batch` order.
     static func store(_ batch: [Unit], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
         var usersByTenant: [String: Set<String>] = [:]
@@ -238,8 +238,8 @@ final class PublishBatcher: Sendable {
             ).run()
         }
         guard !observers.isEmpty else { return stored }
+        var publishes: [StoredPublish] = []
         for (index, unit) in batch.enumerated() {
-            let tenantPreferences = preferences[unit.tenantId] ?? [:]
             let inInbox = Set(inApp[index])
             let data = unit.draft.data.text
             let outOfInbox = unit.userIds.filter { !inInbox.contains($0) }.map { userId in
@@ -250,9 +250,11 @@ final class PublishBatcher: Sendable {
             let all = stored[index] + outOfInbox
             guard !all.isEmpty else { continue }
             let recipients = Set(unit.userIds)
-            let unitPreferences = tenantPreferences.filter { recipients.contains($0.key) }
-            for observer in observers { try await observer.didStore(all, draft: unit.draft, preferences: unitPreferences, on: db) }
+            let unitPreferences = (preferences[unit.tenantId] ?? [:]).filter { recipients.contains($0.key) }
+            publishes.append(StoredPublish(rows: all, draft: unit.draft, preferences: unitPreferences))
         }
+        guard !publishes.isEmpty else { return stored }
+        for observer in observers { try await observer.didStore(publishes, on: db) }
         return stored
     }
 }

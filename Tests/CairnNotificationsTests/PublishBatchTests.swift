@@ -1,9 +1,12 @@
 import CairnHTTP
 import CairnNotifications
+import CairnOutbound
 import CairnServer
 import CairnStorage
 import CairnTestSupport
 import Foundation
+import HTTPTypes
+import HummingbirdTesting
 import SQLKit
 import Synchronization
 import Testing
@@ -14,6 +17,8 @@ import Testing
 private final class BatchGate: PublishObserver {
     struct Poison: Error {}
     let notifier = Mutex<Notifier?>(nil)
+    /// The size of each batch the gate was shown, in order.
+    let batchCalls = Mutex<[Int]>([])
     let waiting: Int
     let entered: AsyncStream<Void>
     private let enteredContinuation: AsyncStream<Void>.Continuation
@@ -21,6 +26,11 @@ private final class BatchGate: PublishObserver {
     init(waiting: Int) {
         self.waiting = waiting
         (entered, enteredContinuation) = AsyncStream.makeStream()
+    }
+
+    func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws {
+        batchCalls.withLock { $0.append(publishes.count) }
+        for publish in publishes { try await didStore(publish.rows, draft: publish.draft, preferences: publish.preferences, on: db) }
     }
 
     func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
@@ -76,10 +86,13 @@ struct PublishBatchTests {
     func concurrentPublishesShareOneTransactionWithPerUserSeqsAndDelivery(engine: TestEngine) async throws {
         let titles = (1...30).map { "batched \($0)" }
         let gate = BatchGate(waiting: titles.count)
-        try await withTestApp(engine, observers: [gate]) { app in
+        try await withTestApp(engine, configure: { $0.outbound.allowPrivateWebhookTargets = true }, observers: [gate]) { app in
             let components = app.components
             let owner = try await signUp(app.client, "batch@example.com")
             let member = try await addMember(app.client, owner: owner, email: "batch-member@example.com")
+            // The outbound channels plan a webhook delivery per row, in the batch's transaction.
+            let hook = try await app.client.json(.post, "/webhooks", ["url": "http://127.0.0.1:9/hook", "types": ["message"]], token: owner.token)
+            try #require(hook.status == .created, "\(hook.text)")
             // Every announced id, heard as the node's hub hears them (after the commit).
             let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
             let announcements = components.events.subscribe(channel: "cairn_notifications") { listeningContinuation.yield() }
@@ -116,6 +129,14 @@ struct PublishBatchTests {
             #expect(returned.count == 1 + 30 + 10)
             let heard = try await withDeadline(.seconds(20)) { await announced.value }
             #expect(heard == Set(returned.map(\.id)))
+            let planned = try await components.database.read { db in
+                try await db.raw("SELECT notification_id FROM notification_deliveries WHERE channel = 'webhook'").all()
+                    .map { try $0.decode(column: "notification_id", as: String.self) }
+            }
+            #expect(planned.count == returned.count)
+            #expect(Set(planned) == Set(returned.map(\.id)))
+            // "first" was alone; the batch behind it was shown to the observers in one call.
+            #expect(gate.batchCalls.withLock { $0 } == [30])
         }
     }
 
