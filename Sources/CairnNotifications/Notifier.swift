@@ -4,8 +4,8 @@ package import CairnStorage
 import Foundation
 package import Logging
 import Metrics
-import Synchronization
 package import SQLKit
+import Synchronization
 import Tracing
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).

@@ -139,7 +139,8 @@ package final class OutboundChannels: PublishObserver {
     }
 
     func tenantChannels(_ tenantId: String, on db: any SQLDatabase) async throws -> TenantChannels {
-        TenantChannels(endpoints: try await endpoints(tenantId: tenantId, on: db), providers: try await ProviderStore.configured(tenantId: tenantId, on: db))
+        TenantChannels(
+            endpoints: try await endpoints(tenantId: tenantId, on: db), providers: try await ProviderStore.configured(tenantId: tenantId, on: db))
     }
 
     func endpoints(tenantId: String, on db: any SQLDatabase) async throws -> [WebhookEndpoint] {
