@@ -47,6 +47,9 @@ package struct NotificationSettings: Sendable {
     /// Rows (recipients) per transaction when concurrent publishes to a few users each are
     /// stored together (``PublishBatcher``); 0 stores each publish in its own transaction.
     package var publishBatchRows = 500
+    /// Publish batches stored at once on this node (tests use 1, so that the publishes arriving
+    /// behind a batch held open are all in the next one).
+    package var publishBatchesInFlight = 1
     /// Creates the defaults.
     package init() {}
 }
@@ -84,7 +87,9 @@ package final class Notifier: Sendable {
         self.logger = logger
         self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
         self.observers = observers
-        self.batcher = PublishBatcher(database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows)
+        self.batcher = PublishBatcher(
+            database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
+            maximumInFlight: settings.publishBatchesInFlight)
     }
 
     /// How many transactions this node opened to publish (a caller's own transaction, joined,

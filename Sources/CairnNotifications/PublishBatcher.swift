@@ -5,8 +5,8 @@ import SQLKit
 import Synchronization
 import Tracing
 
-/// Group commit for publishes on one node: publishes that arrive while a batch is being stored
-/// wait, and the next batch stores all of them in one transaction, with one counter upsert, one
+/// Group commit for publishes on one node: publishes that arrive while batches are being stored
+/// (at most ``maximumInFlight`` at once) wait, and the next batch stores all of them in one transaction, with one counter upsert, one
 /// multi-row INSERT and one announcement, so a commit (and its fsync) is paid once per batch
 /// instead of once per notification. Under no load a batch holds one publish, so nothing waits
 /// longer than its own transaction.
@@ -31,7 +31,8 @@ final class PublishBatcher: Sendable {
 
     private struct State {
         var pending: [Unit] = []
-        var draining = false
+        /// Batches being stored now.
+        var inFlight = 0
         /// Callers of ``waitUntilPending(_:)``: how many pending publishes each waits for.
         var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
@@ -42,16 +43,21 @@ final class PublishBatcher: Sendable {
     /// Upper bound on the rows (recipients) of one batch, so its statements stay well under
     /// both engines' limits on bound parameters.
     let maximumRows: Int
+    /// How many batches may be stored at once: while one waits for the database (a round
+    /// trip, its COMMIT's fsync), the next is built and sent. Counter row locks, taken in one
+    /// order, keep each user's seqs in commit order across them.
+    let maximumInFlight: Int
     private let state = Mutex(State())
     /// Transactions opened to publish on this node, batched or not (see
     /// ``Notifier/publishTransactions``).
     let transactions = Atomic<Int>(0)
 
-    init(database: Database, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int) {
+    init(database: Database, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
         self.database = database
         self.hub = hub
         self.observers = observers
         self.maximumRows = max(1, maximumRows)
+        self.maximumInFlight = max(1, maximumInFlight)
     }
 
     /// Stores `draft` for `userIds` (distinct, sorted, at most ``maximumRows``) in the next
@@ -67,8 +73,8 @@ final class PublishBatcher: Sendable {
                     ready.append(waiter.continuation)
                     return true
                 }
-                if state.draining { return (false, ready) }
-                state.draining = true
+                if state.inFlight >= maximumInFlight { return (false, ready) }
+                state.inFlight += 1
                 return (true, ready)
             }
             for waiter in ready { waiter.resume() }
@@ -100,7 +106,7 @@ final class PublishBatcher: Sendable {
                     taken += 1
                 }
                 if taken == 0 {
-                    state.draining = false
+                    state.inFlight -= 1
                     return []
                 }
                 let batch = Array(state.pending.prefix(taken))

@@ -67,7 +67,8 @@ private func publishBehindFirst(
         _ = await entered.next()
         for (index, title) in titles.enumerated() {
             group.addTask {
-                let stored = try? await notifier.publish(NotificationDraft(type: "message", title: title), to: recipients(index), tenantId: owner.tenantId)
+                let stored = try? await notifier.publish(
+                    NotificationDraft(type: "message", title: title), to: recipients(index), tenantId: owner.tenantId)
                 return Outcome(title: title, stored: stored)
             }
         }
@@ -86,7 +87,12 @@ struct PublishBatchTests {
     func concurrentPublishesShareOneTransactionWithPerUserSeqsAndDelivery(engine: TestEngine) async throws {
         let titles = (1...30).map { "batched \($0)" }
         let gate = BatchGate(waiting: titles.count)
-        try await withTestApp(engine, configure: { $0.outbound.allowPrivateWebhookTargets = true }, observers: [gate]) { app in
+        try await withTestApp(
+            engine,
+            configure: {
+                $0.outbound.allowPrivateWebhookTargets = true; $0.notifications.publishBatchesInFlight = 1
+            }, observers: [gate]
+        ) { app in
             let components = app.components
             let owner = try await signUp(app.client, "batch@example.com")
             let member = try await addMember(app.client, owner: owner, email: "batch-member@example.com")
@@ -144,7 +150,7 @@ struct PublishBatchTests {
     func aFailingPublishFailsAloneAndTheRestOfItsBatchIsStored(engine: TestEngine) async throws {
         let titles = (1...12).map { $0 % 4 == 0 ? "poison \($0)" : "kept \($0)" }
         let gate = BatchGate(waiting: titles.count)
-        try await withTestApp(engine, observers: [gate]) { app in
+        try await withTestApp(engine, configure: { $0.notifications.publishBatchesInFlight = 1 }, observers: [gate]) { app in
             let components = app.components
             let owner = try await signUp(app.client, "poison@example.com")
             let before = components.notifications.publishTransactions
@@ -169,7 +175,9 @@ struct PublishBatchTests {
             let before = notifier.publishTransactions
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for n in 1...10 {
-                    group.addTask { try await notifier.publish(NotificationDraft(type: "message", title: "n\(n)"), to: [owner.userId], tenantId: owner.tenantId) }
+                    group.addTask {
+                        try await notifier.publish(NotificationDraft(type: "message", title: "n\(n)"), to: [owner.userId], tenantId: owner.tenantId)
+                    }
                 }
                 try await group.waitForAll()
             }
