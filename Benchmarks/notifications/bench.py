@@ -245,7 +245,9 @@ def main():
     base_env = {"PATH": os.environ.get("PATH", ""), **({"MALLOC_ARENA_MAX": os.environ["MALLOC_ARENA_MAX"]} if "MALLOC_ARENA_MAX" in os.environ else {}),
                 "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h",
                 # What several nodes must share (README, "Several nodes on one PostgreSQL").
-                "CAIRN_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "CAIRN_BLOB_URL": f"file://{data_dir}/blobs"}
+                "CAIRN_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "CAIRN_BLOB_URL": f"file://{data_dir}/blobs",
+                # The notification settings under test (CAIRN_NOTIFICATIONS_PUBLISH_BATCH=0: each publish alone).
+                **{key: value for key, value in os.environ.items() if key.startswith("CAIRN_NOTIFICATIONS_")}}
     if args.pg_url:
         base_env["CAIRN_DATABASE_URL"] = args.pg_url
     servers = []

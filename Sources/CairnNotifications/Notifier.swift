@@ -5,6 +5,7 @@ import Foundation
 package import Logging
 import Metrics
 package import SQLKit
+import Synchronization
 import Tracing
 
 /// Settings of the notifications module (`CAIRN_NOTIFICATIONS_*`).
@@ -43,6 +44,12 @@ package struct NotificationSettings: Sendable {
     package var idleTimeout: Duration = .seconds(60)
     /// Recipients per transaction when publishing to many users (tenant broadcasts).
     package var batchSize = 500
+    /// Rows (recipients) per transaction when concurrent publishes to a few users each are
+    /// stored together (``PublishBatcher``); 0 stores each publish in its own transaction.
+    package var publishBatchRows = 500
+    /// Publish batches stored at once on this node (tests use 1, so that the publishes arriving
+    /// behind a batch held open are all in the next one).
+    package var publishBatchesInFlight = 1
     /// Creates the defaults.
     package init() {}
 }
@@ -63,6 +70,8 @@ package final class Notifier: Sendable {
     package let clock: any CairnClock
     let logger: Logger
     let observers: [any PublishObserver]
+    /// Publishes to a few users outside a caller's transaction, stored in batches.
+    let batcher: PublishBatcher
 
     /// Creates the center. `observers` (the outbound channels) see every batch of stored
     /// notifications inside the publishing transaction, in order; `clock` gives the time (see
@@ -78,10 +87,26 @@ package final class Notifier: Sendable {
         self.logger = logger
         self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
         self.observers = observers
+        self.batcher = PublishBatcher(
+            database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
+            maximumInFlight: settings.publishBatchesInFlight)
+    }
+
+    /// How many transactions this node opened to publish (a caller's own transaction, joined,
+    /// is not counted): several concurrent publishes share one when batched.
+    package var publishTransactions: Int { batcher.transactions.load(ordering: .relaxed) }
+
+    /// Returns once at least `count` publishes on this node wait for their batch to start.
+    /// Tests hold a batch open with it (from a ``PublishObserver``) to see the publishes
+    /// arriving meanwhile stored together.
+    package func waitUntilPending(_ count: Int) async {
+        await batcher.waitUntilPending(count)
     }
 
     /// Publishes `draft` to `userIds` of `tenantId` (duplicates ignored). Without `db`, each
-    /// batch of `settings.batchSize` recipients is its own transaction; with `db` (the caller's
+    /// batch of `settings.batchSize` recipients is its own transaction, and a publish to at
+    /// most that many users without a `dedupeKey` shares its transaction with the other
+    /// publishes waiting at the time (``PublishBatcher``); with `db` (the caller's
     /// open transaction), every row commits or rolls back with the caller's own changes and
     /// live delivery happens after the commit (no dual write). The caller vouches that the
     /// users belong to the tenant.
@@ -109,6 +134,13 @@ package final class Notifier: Sendable {
     {
         let recipients = Array(Set(userIds)).sorted()
         let now = clock.milliseconds
+        // Dedupe keys need a look at existing rows before the counters move: those publishes
+        // (job status, a few a second) keep their own transaction.
+        if db == nil, draft.dedupeKey == nil, !recipients.isEmpty, recipients.count <= settings.publishBatchRows {
+            let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now)
+            Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
+            return stored
+        }
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []
         stored.reserveCapacity(recipients.count)
@@ -116,6 +148,7 @@ package final class Notifier: Sendable {
         let hub = self.hub
         let observers = self.observers
         for batch in recipients.chunks(of: batchSize).map(Array.init) {
+            if db == nil { batcher.transactions.add(1, ordering: .relaxed) }
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
                 let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)
@@ -162,4 +195,28 @@ package protocol PublishObserver: Sendable {
     /// - Throws: any error, which rolls the batch back.
     func didStore(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
         async throws
+
+    /// Called once for the publishes stored together in one transaction (``PublishBatcher``),
+    /// in their order, none empty; an observer that reads per tenant reads once here instead of
+    /// once per publish. By default, ``didStore(_:draft:preferences:on:)`` for each.
+    /// - Throws: any error, which rolls every publish of the batch back.
+    func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws
+}
+
+extension PublishObserver {
+    /// ``didStore(_:draft:preferences:on:)`` for each publish, in order.
+    package func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws {
+        for publish in publishes { try await didStore(publish.rows, draft: publish.draft, preferences: publish.preferences, on: db) }
+    }
+}
+
+/// One publish's share of a batch, as a ``PublishObserver`` sees it: the rows as
+/// ``PublishObserver/didStore(_:draft:preferences:on:)`` gets them.
+package struct StoredPublish: Sendable {
+    /// The stored rows, and those of recipients who turned in-app off (no inbox row).
+    package let rows: [StoredNotification]
+    /// The draft published.
+    package let draft: NotificationDraft
+    /// The preferences of the recipients who set any.
+    package let preferences: [String: NotificationPreferences]
 }

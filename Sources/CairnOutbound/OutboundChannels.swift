@@ -114,6 +114,35 @@ package final class OutboundChannels: PublishObserver {
         try await plan(rows, draft: draft, preferences: preferences, on: db)
     }
 
+    /// Plans the outbound deliveries of publishes stored together, reading each tenant's
+    /// endpoints and providers once for all of them (a batch of single-user publishes would
+    /// otherwise read them once per notification, inside the batch's transaction).
+    package func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws {
+        var known: [String: TenantChannels] = [:]
+        for publish in publishes {
+            guard let tenantId = publish.rows.first?.tenantId else { continue }
+            let channels: TenantChannels
+            if let cached = known[tenantId] {
+                channels = cached
+            } else {
+                channels = try await tenantChannels(tenantId, on: db)
+                known[tenantId] = channels
+            }
+            try await plan(publish.rows, draft: publish.draft, preferences: publish.preferences, on: db, channels: channels)
+        }
+    }
+
+    /// A tenant's enabled webhook endpoints and configured providers.
+    struct TenantChannels {
+        var endpoints: [WebhookEndpoint]
+        var providers: Set<ProviderName>
+    }
+
+    func tenantChannels(_ tenantId: String, on db: any SQLDatabase) async throws -> TenantChannels {
+        TenantChannels(
+            endpoints: try await endpoints(tenantId: tenantId, on: db), providers: try await ProviderStore.configured(tenantId: tenantId, on: db))
+    }
+
     func endpoints(tenantId: String, on db: any SQLDatabase) async throws -> [WebhookEndpoint] {
         try await db.raw(
             "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)"
@@ -124,13 +153,17 @@ package final class OutboundChannels: PublishObserver {
     /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the
     /// tenant's endpoints, email (SMS) when the tenant has an email (SMS) provider, push to each of the
     /// recipient's devices whose platform the tenant configured — each as the recipient's
-    /// preferences allow, delayed to the end of their quiet hours.
-    func plan(_ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase)
-        async throws
-    {
+    /// preferences allow, delayed to the end of their quiet hours. `channels`, when given, are
+    /// the tenant's, already read.
+    func plan(
+        _ rows: [StoredNotification], draft: NotificationDraft, preferences: [String: NotificationPreferences], on db: any SQLDatabase,
+        channels: TenantChannels? = nil
+    ) async throws {
         guard let tenantId = rows.first?.tenantId else { return }
-        let endpoints = try await endpoints(tenantId: tenantId, on: db).filter { $0.accepts(draft.type) }
-        let providers = try await ProviderStore.configured(tenantId: tenantId, on: db)
+        let known: TenantChannels
+        if let channels { known = channels } else { known = try await tenantChannels(tenantId, on: db) }
+        let endpoints = known.endpoints.filter { $0.accepts(draft.type) }
+        let providers = known.providers
         let email = providers.contains(.sendgrid)
         let sms = providers.contains(.twilio)
         let pushPlatforms = providers.intersection([.fcm, .apns])

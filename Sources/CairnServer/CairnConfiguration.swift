@@ -55,8 +55,8 @@ package struct CairnConfiguration: Sendable {
     /// Catalog cache and circuit breaker (`CAIRN_CATALOG_CACHE_TTL`, `CAIRN_CATALOG_CACHE_SIZE`,
     /// `CAIRN_CATALOG_READ_TIMEOUT_MS`).
     package var catalog = CatalogSettings()
-    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; `CAIRN_NOTIFICATIONS_BATCH_SIZE`,
-    /// default 500; the rest tests shorten).
+    /// Notifications (`CAIRN_NOTIFICATIONS_RETENTION`, default 90d; `CAIRN_NOTIFICATIONS_BATCH_SIZE`
+    /// and `CAIRN_NOTIFICATIONS_PUBLISH_BATCH`, default 500; the rest tests shorten).
     package var notifications = NotificationSettings()
     /// Webhooks, email and push (`CAIRN_WEBHOOKS_ALLOW_PRIVATE`, the providers' URLs and
     /// `CAIRN_PROVIDERS_CA_FILE`; attempts and timeouts tests shorten).

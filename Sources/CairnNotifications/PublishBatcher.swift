@@ -1,0 +1,275 @@
+import CairnHTTP
+import CairnStorage
+import Foundation
+import SQLKit
+import Synchronization
+import Tracing
+
+/// Group commit for publishes on one node: publishes that arrive while batches are being stored
+/// (at most ``maximumInFlight`` at once) wait, and the next batch stores all of them in one transaction, with one counter upsert, one
+/// multi-row INSERT and one announcement, so a commit (and its fsync) is paid once per batch
+/// instead of once per notification. Under no load a batch holds one publish, so nothing waits
+/// longer than its own transaction.
+///
+/// Guarantees, as for a publish alone: no caller is answered before the COMMIT holding its rows
+/// succeeded (durable before the answer); live delivery is announced in the transaction, so it
+/// happens after the commit; each user's seqs are allocated under the counter's row lock, in
+/// the batch's order of arrival. A batch whose statements fail (one publish's observer
+/// throwing, a row the database refuses) is rolled back as a whole and its publishes are
+/// retried one transaction each, so the failure reaches only the publish that caused it. A
+/// failed COMMIT fails every publish of its batch, none retried (whether it committed is not
+/// known), as a COMMIT of a publish alone would.
+final class PublishBatcher: Sendable {
+    /// One waiting publish: recipients are distinct and sorted.
+    struct Unit: Sendable {
+        let draft: NotificationDraft
+        let tenantId: String
+        let userIds: [String]
+        let now: Int64
+        let continuation: CheckedContinuation<[StoredNotification], any Error>
+    }
+
+    private struct State {
+        var pending: [Unit] = []
+        /// Batches being stored now.
+        var inFlight = 0
+        /// Callers of ``waitUntilPending(_:)``: how many pending publishes each waits for.
+        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let database: Database
+    private let hub: NotificationHub
+    private let observers: [any PublishObserver]
+    /// Upper bound on the rows (recipients) of one batch, so its statements stay well under
+    /// both engines' limits on bound parameters.
+    let maximumRows: Int
+    /// How many batches may be stored at once: while one waits for the database (a round
+    /// trip, its COMMIT's fsync), the next is built and sent. Counter row locks, taken in one
+    /// order, keep each user's seqs in commit order across them.
+    let maximumInFlight: Int
+    private let state = Mutex(State())
+    /// Transactions opened to publish on this node, batched or not (see
+    /// ``Notifier/publishTransactions``).
+    let transactions = Atomic<Int>(0)
+
+    init(database: Database, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
+        self.database = database
+        self.hub = hub
+        self.observers = observers
+        self.maximumRows = max(1, maximumRows)
+        self.maximumInFlight = max(1, maximumInFlight)
+    }
+
+    /// Stores `draft` for `userIds` (distinct, sorted, at most ``maximumRows``) in the next
+    /// batch; returns once that batch committed.
+    func submit(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64) async throws -> [StoredNotification] {
+        try await withCheckedThrowingContinuation { continuation in
+            let (startDrain, ready) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+                state.pending.append(Unit(draft: draft, tenantId: tenantId, userIds: userIds, now: now, continuation: continuation))
+                var ready: [CheckedContinuation<Void, Never>] = []
+                let count = state.pending.count
+                state.waiters.removeAll { waiter in
+                    guard waiter.count <= count else { return false }
+                    ready.append(waiter.continuation)
+                    return true
+                }
+                if state.inFlight >= maximumInFlight { return (false, ready) }
+                state.inFlight += 1
+                return (true, ready)
+            }
+            for waiter in ready { waiter.resume() }
+            if startDrain { Task { await self.drain() } }
+        }
+    }
+
+    /// Returns once at least `count` publishes wait for a batch: a test holds a batch open
+    /// with it (from an observer) to see the ones arriving meanwhile stored together.
+    func waitUntilPending(_ count: Int) async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                if state.pending.count >= count { return true }
+                state.waiters.append((count, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    private func drain() async {
+        while true {
+            let batch = state.withLock { state -> [Unit] in
+                var rows = 0
+                var taken = 0
+                for unit in state.pending {
+                    if taken > 0 && rows + unit.userIds.count > maximumRows { break }
+                    rows += unit.userIds.count
+                    taken += 1
+                }
+                if taken == 0 {
+                    state.inFlight -= 1
+                    return []
+                }
+                let batch = Array(state.pending.prefix(taken))
+                state.pending.removeFirst(taken)
+                return batch
+            }
+            if batch.isEmpty { return }
+            await run(batch)
+        }
+    }
+
+    private func run(_ batch: [Unit]) async {
+        if batch.count == 1 {
+            let unit = batch[0]
+            unit.continuation.resume(with: await outcome { try await self.storeAlone(unit) })
+            return
+        }
+        let observers = self.observers
+        let hub = self.hub
+        // Set when the body finished: an error after it is the COMMIT's, whose outcome is unknown.
+        let bodyDone = Atomic<Bool>(false)
+        transactions.add(1, ordering: .relaxed)
+        let result = await outcome {
+            try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
+                span.attributes["cairn.notification.batch"] = batch.count
+                return try await database.transaction { db in
+                    let rows = try await Self.store(batch, observers: observers, on: db)
+                    try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
+                    bodyDone.store(true, ordering: .relaxed)
+                    return rows
+                }
+            }
+        }
+        switch result {
+        case .success(let rows):
+            for (unit, stored) in zip(batch, rows) { unit.continuation.resume(returning: stored) }
+        case .failure(let error) where bodyDone.load(ordering: .relaxed):
+            for unit in batch { unit.continuation.resume(throwing: error) }
+        case .failure:
+            // Rolled back whole: each publish again on its own, so only the failing one fails.
+            for unit in batch { unit.continuation.resume(with: await outcome { try await self.storeAlone(unit) }) }
+        }
+    }
+
+    /// One publish in a transaction of its own, as ``Notifier`` stores a batch of recipients.
+    private func storeAlone(_ unit: Unit) async throws -> [StoredNotification] {
+        transactions.add(1, ordering: .relaxed)
+        let observers = self.observers
+        let hub = self.hub
+        return try await database.transaction { db in
+            let rows = try await Notifier.storeBatch(
+                unit.draft, tenantId: unit.tenantId, userIds: unit.userIds, now: unit.now, observers: observers, on: db)
+            try await hub.announce(rows.map(\.id), on: db)
+            return rows
+        }
+    }
+
+    /// A user of a tenant: the counter's key, ordered so every transaction locks counters in
+    /// one order (as ``NotificationStore/insert(_:tenantId:userIds:now:on:)`` does for one
+    /// tenant) and concurrent batches, on this node or others, cannot deadlock.
+    private struct Recipient: Hashable, Comparable {
+        let tenantId: String
+        let userId: String
+
+        static func < (a: Recipient, b: Recipient) -> Bool {
+            (a.tenantId, a.userId) < (b.tenantId, b.userId)
+        }
+    }
+
+    /// Stores every publish of `batch` on `db` (a transaction): the recipients' preferences
+    /// (one read per tenant), one counter upsert allocating each user as many seqs as the batch
+    /// holds rows for them (in the batch's order), one INSERT of every row, then the outbound
+    /// observers once with every publish, as a publish alone would see its own.
+    /// - Returns: each publish's stored rows, in `batch` order.
+    static func store(_ batch: [Unit], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
+        var usersByTenant: [String: Set<String>] = [:]
+        for unit in batch { usersByTenant[unit.tenantId, default: []].formUnion(unit.userIds) }
+        var preferences: [String: [String: NotificationPreferences]] = [:]
+        for (tenantId, users) in usersByTenant.sorted(by: { $0.key < $1.key }) {
+            preferences[tenantId] = try await PreferenceStore.preferences(tenantId: tenantId, userIds: users.sorted(), on: db)
+        }
+        let inApp = batch.map { unit in
+            unit.userIds.filter { (preferences[unit.tenantId]?[$0] ?? .defaults).allows(unit.draft.type, on: .inApp) }
+        }
+        var counts: [Recipient: Int64] = [:]
+        for (unit, users) in zip(batch, inApp) {
+            for userId in users { counts[Recipient(tenantId: unit.tenantId, userId: userId), default: 0] += 1 }
+        }
+        // The first seq each recipient gets in this batch; the counter row ends at the last.
+        var next: [Recipient: Int64] = [:]
+        if !counts.isEmpty {
+            let keys = counts.keys.sorted()
+            let counterRows = try await db.raw(
+                """
+                INSERT INTO notification_counters (tenant_id, user_id, seq) VALUES \
+                \(NotificationStore.joined(keys.map { "(\(bind: $0.tenantId), \(bind: $0.userId), \(bind: counts[$0] ?? 0))" }))
+                ON CONFLICT (tenant_id, user_id) DO UPDATE SET seq = notification_counters.seq + excluded.seq
+                RETURNING tenant_id, user_id, seq
+                """
+            ).all()
+            for row in counterRows {
+                let key = Recipient(
+                    tenantId: try row.decode(column: "tenant_id", as: String.self), userId: try row.decode(column: "user_id", as: String.self))
+                next[key] = try row.decode(column: "seq", as: Int64.self) - (counts[key] ?? 0) + 1
+            }
+        }
+        var stored: [[StoredNotification]] = []
+        stored.reserveCapacity(batch.count)
+        var values: [SQLQueryString] = []
+        for (unit, users) in zip(batch, inApp) {
+            let data = unit.draft.data.text
+            stored.append(
+                users.map { userId in
+                    let key = Recipient(tenantId: unit.tenantId, userId: userId)
+                    let seq = next[key] ?? 0
+                    next[key] = seq + 1
+                    return StoredNotification(
+                        id: UUIDv7.make(), tenantId: unit.tenantId, userId: userId, seq: seq, type: unit.draft.type, title: unit.draft.title,
+                        body: unit.draft.body, data: data, createdAt: unit.now, readAt: nil)
+                })
+            for item in stored[stored.count - 1] {
+                values.append(
+                    """
+                    (\(bind: item.id), \(bind: item.tenantId), \(bind: item.userId), \(bind: item.seq), \(bind: item.type), \(bind: item.title), \
+                    \(bind: item.body), \(bind: item.data), NULL, \(bind: item.createdAt), NULL)
+                    """)
+            }
+        }
+        if !values.isEmpty {
+            try await db.raw(
+                """
+                INSERT INTO notifications (id, tenant_id, user_id, seq, type, title, body, data, dedupe_key, created_at, read_at) VALUES \
+                \(NotificationStore.joined(values))
+                """
+            ).run()
+        }
+        guard !observers.isEmpty else { return stored }
+        var publishes: [StoredPublish] = []
+        for (index, unit) in batch.enumerated() {
+            let inInbox = Set(inApp[index])
+            let data = unit.draft.data.text
+            let outOfInbox = unit.userIds.filter { !inInbox.contains($0) }.map { userId in
+                StoredNotification(
+                    id: UUIDv7.make(), tenantId: unit.tenantId, userId: userId, seq: 0, type: unit.draft.type, title: unit.draft.title,
+                    body: unit.draft.body, data: data, createdAt: unit.now, readAt: nil)
+            }
+            let all = stored[index] + outOfInbox
+            guard !all.isEmpty else { continue }
+            let recipients = Set(unit.userIds)
+            let unitPreferences = (preferences[unit.tenantId] ?? [:]).filter { recipients.contains($0.key) }
+            publishes.append(StoredPublish(rows: all, draft: unit.draft, preferences: unitPreferences))
+        }
+        guard !publishes.isEmpty else { return stored }
+        for observer in observers { try await observer.didStore(publishes, on: db) }
+        return stored
+    }
+}
+
+/// What `body` returns or throws, as a value.
+private func outcome<T: Sendable>(_ body: () async throws -> T) async -> Result<T, any Error> {
+    do {
+        return .success(try await body())
+    } catch {
+        return .failure(error)
+    }
+}
