@@ -49,66 +49,6 @@ package struct NotificationStore: Sendable {
         "(" + joined(items) + ")"
     }
 
-    /// Stores `draft` for each of `userIds` (distinct, sorted so concurrent publishers lock
-    /// counters in one order and cannot deadlock) on `db`, which should be a transaction.
-    /// Users that already hold a notification with the draft's `dedupeKey` are skipped.
-    /// - Returns: the stored notifications, in `userIds` order.
-    static func insert(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, on db: any SQLDatabase) async throws
-        -> [StoredNotification]
-    {
-        guard !userIds.isEmpty else { return [] }
-        let counterRows = try await db.raw(
-            """
-            INSERT INTO notification_counters (tenant_id, user_id, seq) VALUES \
-            \(joined(userIds.map { "(\(bind: tenantId), \(bind: $0), 1)" }))
-            ON CONFLICT (tenant_id, user_id) DO UPDATE SET seq = notification_counters.seq + 1
-            RETURNING user_id, seq
-            """
-        ).all()
-        var seqs: [String: Int64] = [:]
-        for row in counterRows { seqs[try row.decode(column: "user_id", as: String.self)] = try row.decode(column: "seq", as: Int64.self) }
-        var recipients = userIds
-        if let key = draft.dedupeKey {
-            let existing = try await db.raw(
-                """
-                SELECT user_id FROM notifications WHERE tenant_id = \(bind: tenantId) AND dedupe_key = \(bind: key)
-                AND user_id IN \(list(userIds.map { "\(bind: $0)" }))
-                """
-            ).all()
-            let duplicates = Set(try existing.map { try $0.decode(column: "user_id", as: String.self) })
-            if !duplicates.isEmpty {
-                // Give the numbers back: still under the counter's row lock, so no gap is visible.
-                try await db.raw(
-                    """
-                    UPDATE notification_counters SET seq = seq - 1 WHERE tenant_id = \(bind: tenantId)
-                    AND user_id IN \(list(duplicates.sorted().map { "\(bind: $0)" }))
-                    """
-                ).run()
-                recipients.removeAll { duplicates.contains($0) }
-            }
-        }
-        guard !recipients.isEmpty else { return [] }
-        let data = draft.data.text
-        let stored = recipients.map { userId in
-            StoredNotification(
-                id: UUIDv7.make(), tenantId: tenantId, userId: userId, seq: seqs[userId] ?? 0, type: draft.type, title: draft.title,
-                body: draft.body, data: data, createdAt: now, readAt: nil)
-        }
-        let values = stored.map { item -> SQLQueryString in
-            """
-            (\(bind: item.id), \(bind: tenantId), \(bind: item.userId), \(bind: item.seq), \(bind: item.type), \(bind: item.title), \
-            \(bind: item.body), \(bind: item.data), \(bind: draft.dedupeKey), \(bind: now), NULL)
-            """
-        }
-        try await db.raw(
-            """
-            INSERT INTO notifications (id, tenant_id, user_id, seq, type, title, body, data, dedupe_key, created_at, read_at) VALUES \
-            \(joined(values))
-            """
-        ).run()
-        return stored
-    }
-
     /// How many of `userIds` hold a notification with `dedupeKey` (one per user at most: the
     /// key is unique per tenant and user).
     func count(dedupeKey: String, tenantId: String, userIds: [String]) async throws -> Int {

@@ -151,7 +151,8 @@ package final class Notifier: Sendable {
             if db == nil { batcher.transactions.add(1, ordering: .relaxed) }
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
-                let rows = try await Self.storeBatch(draft, tenantId: tenantId, userIds: batch, now: now, observers: observers, on: db)
+                let publish = Publish(draft: draft, tenantId: tenantId, userIds: batch, now: now)
+                let rows = try await PublishStore.store([publish], observers: observers, on: db)[0]
                 try await hub.announce(rows.map(\.id), on: db)
                 return rows
             }
@@ -159,31 +160,6 @@ package final class Notifier: Sendable {
         }
         Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
         return stored
-    }
-}
-
-extension Notifier {
-    /// One batch in one transaction: applies each recipient's in-app preference, stores the
-    /// inbox rows, and lets the outbound channels plan their deliveries (recipients who turned
-    /// in-app off still get those, under a notification id that has no inbox row).
-    static func storeBatch(
-        _ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, observers: [any PublishObserver], on db: any SQLDatabase
-    ) async throws -> [StoredNotification] {
-        let preferences = try await PreferenceStore.preferences(tenantId: tenantId, userIds: userIds, on: db)
-        let inApp = userIds.filter { (preferences[$0] ?? .defaults).allows(draft.type, on: .inApp) }
-        let rows = try await NotificationStore.insert(draft, tenantId: tenantId, userIds: inApp, now: now, on: db)
-        if observers.isEmpty { return rows }
-        let stored = Set(inApp)
-        let data = draft.data.text
-        let outOfInbox = userIds.filter { !stored.contains($0) }.map { userId in
-            StoredNotification(
-                id: UUIDv7.make(), tenantId: tenantId, userId: userId, seq: 0, type: draft.type, title: draft.title, body: draft.body, data: data,
-                createdAt: now, readAt: nil)
-        }
-        let all = rows + outOfInbox
-        guard !all.isEmpty else { return rows }
-        for observer in observers { try await observer.didStore(all, draft: draft, preferences: preferences, on: db) }
-        return rows
     }
 }
 

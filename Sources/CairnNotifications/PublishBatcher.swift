@@ -20,12 +20,9 @@ import Tracing
 /// failed COMMIT fails every publish of its batch, none retried (whether it committed is not
 /// known), as a COMMIT of a publish alone would.
 final class PublishBatcher: Sendable {
-    /// One waiting publish: recipients are distinct and sorted.
+    /// One waiting publish (recipients distinct and sorted) and its caller.
     struct Unit: Sendable {
-        let draft: NotificationDraft
-        let tenantId: String
-        let userIds: [String]
-        let now: Int64
+        let publish: Publish
         let continuation: CheckedContinuation<[StoredNotification], any Error>
     }
 
@@ -65,7 +62,7 @@ final class PublishBatcher: Sendable {
     func submit(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64) async throws -> [StoredNotification] {
         try await withCheckedThrowingContinuation { continuation in
             let (startDrain, ready) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
-                state.pending.append(Unit(draft: draft, tenantId: tenantId, userIds: userIds, now: now, continuation: continuation))
+                state.pending.append(Unit(publish: Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now), continuation: continuation))
                 var ready: [CheckedContinuation<Void, Never>] = []
                 let count = state.pending.count
                 state.waiters.removeAll { waiter in
@@ -101,8 +98,8 @@ final class PublishBatcher: Sendable {
                 var rows = 0
                 var taken = 0
                 for unit in state.pending {
-                    if taken > 0 && rows + unit.userIds.count > maximumRows { break }
-                    rows += unit.userIds.count
+                    if taken > 0 && rows + unit.publish.userIds.count > maximumRows { break }
+                    rows += unit.publish.userIds.count
                     taken += 1
                 }
                 if taken == 0 {
@@ -133,7 +130,7 @@ final class PublishBatcher: Sendable {
             try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
                 span.attributes["cairn.notification.batch"] = batch.count
                 return try await database.transaction { db in
-                    let rows = try await Self.store(batch, observers: observers, on: db)
+                    let rows = try await PublishStore.store(batch.map(\.publish), observers: observers, on: db)
                     try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
                     bodyDone.store(true, ordering: .relaxed)
                     return rows
@@ -151,117 +148,16 @@ final class PublishBatcher: Sendable {
         }
     }
 
-    /// One publish in a transaction of its own, as ``Notifier`` stores a batch of recipients.
+    /// One publish in a transaction of its own, stored as a batch of one.
     private func storeAlone(_ unit: Unit) async throws -> [StoredNotification] {
         transactions.add(1, ordering: .relaxed)
         let observers = self.observers
         let hub = self.hub
         return try await database.transaction { db in
-            let rows = try await Notifier.storeBatch(
-                unit.draft, tenantId: unit.tenantId, userIds: unit.userIds, now: unit.now, observers: observers, on: db)
+            let rows = try await PublishStore.store([unit.publish], observers: observers, on: db)[0]
             try await hub.announce(rows.map(\.id), on: db)
             return rows
         }
-    }
-
-    /// A user of a tenant: the counter's key, ordered so every transaction locks counters in
-    /// one order (as ``NotificationStore/insert(_:tenantId:userIds:now:on:)`` does for one
-    /// tenant) and concurrent batches, on this node or others, cannot deadlock.
-    private struct Recipient: Hashable, Comparable {
-        let tenantId: String
-        let userId: String
-
-        static func < (a: Recipient, b: Recipient) -> Bool {
-            (a.tenantId, a.userId) < (b.tenantId, b.userId)
-        }
-    }
-
-    /// Stores every publish of `batch` on `db` (a transaction): the recipients' preferences
-    /// (one read per tenant), one counter upsert allocating each user as many seqs as the batch
-    /// holds rows for them (in the batch's order), one INSERT of every row, then the outbound
-    /// observers once with every publish, as a publish alone would see its own.
-    /// - Returns: each publish's stored rows, in `batch` order.
-    static func store(_ batch: [Unit], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
-        var usersByTenant: [String: Set<String>] = [:]
-        for unit in batch { usersByTenant[unit.tenantId, default: []].formUnion(unit.userIds) }
-        var preferences: [String: [String: NotificationPreferences]] = [:]
-        for (tenantId, users) in usersByTenant.sorted(by: { $0.key < $1.key }) {
-            preferences[tenantId] = try await PreferenceStore.preferences(tenantId: tenantId, userIds: users.sorted(), on: db)
-        }
-        let inApp = batch.map { unit in
-            unit.userIds.filter { (preferences[unit.tenantId]?[$0] ?? .defaults).allows(unit.draft.type, on: .inApp) }
-        }
-        var counts: [Recipient: Int64] = [:]
-        for (unit, users) in zip(batch, inApp) {
-            for userId in users { counts[Recipient(tenantId: unit.tenantId, userId: userId), default: 0] += 1 }
-        }
-        // The first seq each recipient gets in this batch; the counter row ends at the last.
-        var next: [Recipient: Int64] = [:]
-        if !counts.isEmpty {
-            let keys = counts.keys.sorted()
-            let counterRows = try await db.raw(
-                """
-                INSERT INTO notification_counters (tenant_id, user_id, seq) VALUES \
-                \(NotificationStore.joined(keys.map { "(\(bind: $0.tenantId), \(bind: $0.userId), \(bind: counts[$0] ?? 0))" }))
-                ON CONFLICT (tenant_id, user_id) DO UPDATE SET seq = notification_counters.seq + excluded.seq
-                RETURNING tenant_id, user_id, seq
-                """
-            ).all()
-            for row in counterRows {
-                let key = Recipient(
-                    tenantId: try row.decode(column: "tenant_id", as: String.self), userId: try row.decode(column: "user_id", as: String.self))
-                next[key] = try row.decode(column: "seq", as: Int64.self) - (counts[key] ?? 0) + 1
-            }
-        }
-        var stored: [[StoredNotification]] = []
-        stored.reserveCapacity(batch.count)
-        var values: [SQLQueryString] = []
-        for (unit, users) in zip(batch, inApp) {
-            let data = unit.draft.data.text
-            stored.append(
-                users.map { userId in
-                    let key = Recipient(tenantId: unit.tenantId, userId: userId)
-                    let seq = next[key] ?? 0
-                    next[key] = seq + 1
-                    return StoredNotification(
-                        id: UUIDv7.make(), tenantId: unit.tenantId, userId: userId, seq: seq, type: unit.draft.type, title: unit.draft.title,
-                        body: unit.draft.body, data: data, createdAt: unit.now, readAt: nil)
-                })
-            for item in stored[stored.count - 1] {
-                values.append(
-                    """
-                    (\(bind: item.id), \(bind: item.tenantId), \(bind: item.userId), \(bind: item.seq), \(bind: item.type), \(bind: item.title), \
-                    \(bind: item.body), \(bind: item.data), NULL, \(bind: item.createdAt), NULL)
-                    """)
-            }
-        }
-        if !values.isEmpty {
-            try await db.raw(
-                """
-                INSERT INTO notifications (id, tenant_id, user_id, seq, type, title, body, data, dedupe_key, created_at, read_at) VALUES \
-                \(NotificationStore.joined(values))
-                """
-            ).run()
-        }
-        guard !observers.isEmpty else { return stored }
-        var publishes: [StoredPublish] = []
-        for (index, unit) in batch.enumerated() {
-            let inInbox = Set(inApp[index])
-            let data = unit.draft.data.text
-            let outOfInbox = unit.userIds.filter { !inInbox.contains($0) }.map { userId in
-                StoredNotification(
-                    id: UUIDv7.make(), tenantId: unit.tenantId, userId: userId, seq: 0, type: unit.draft.type, title: unit.draft.title,
-                    body: unit.draft.body, data: data, createdAt: unit.now, readAt: nil)
-            }
-            let all = stored[index] + outOfInbox
-            guard !all.isEmpty else { continue }
-            let recipients = Set(unit.userIds)
-            let unitPreferences = (preferences[unit.tenantId] ?? [:]).filter { recipients.contains($0.key) }
-            publishes.append(StoredPublish(rows: all, draft: unit.draft, preferences: unitPreferences))
-        }
-        guard !publishes.isEmpty else { return stored }
-        for observer in observers { try await observer.didStore(publishes, on: db) }
-        return stored
     }
 }
 

@@ -141,8 +141,8 @@ struct PublishBatchTests {
             }
             #expect(planned.count == returned.count)
             #expect(Set(planned) == Set(returned.map(\.id)))
-            // "first" was alone; the batch behind it was shown to the observers in one call.
-            #expect(gate.batchCalls.withLock { $0 } == [30])
+            // "first" was a batch of one; the 30 behind it were shown to the observers in one call.
+            #expect(gate.batchCalls.withLock { $0 } == [1, 30])
         }
     }
 

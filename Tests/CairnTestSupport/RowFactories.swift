@@ -210,8 +210,9 @@ package enum Factory {
 
     // MARK: Notifications
 
-    /// Publishes one notification to each of `users` of `tenant` through the store's insert,
-    /// in a transaction of its own (sequence numbers and dedupe keys apply).
+    /// Publishes one notification to each of `users` of `tenant` through the store's write path
+    /// (``PublishStore``), in a transaction of its own (preferences, sequence numbers and dedupe
+    /// keys apply; no outbound observer).
     /// - Returns: the stored notifications, in `users` order (users holding `dedupeKey` skipped).
     package static func notifications(
         on database: Database, tenant: TenantRow, users: [String], type: String = "message", title: String = "Factory notification",
@@ -220,7 +221,7 @@ package enum Factory {
         let draft = NotificationDraft(type: type, title: title, body: body, data: data, dedupeKey: dedupeKey)
         let userIds = Array(Set(users)).sorted()
         let stored = try await database.transaction { db in
-            try await NotificationStore.insert(draft, tenantId: tenant.id, userIds: userIds, now: now, on: db)
+            try await PublishStore.store(draft, tenantId: tenant.id, userIds: userIds, now: now, on: db)
         }
         let byUser = Dictionary(uniqueKeysWithValues: stored.map { ($0.userId, $0) })
         return users.compactMap { byUser[$0] }

@@ -1,0 +1,198 @@
+import CairnHTTP
+import CairnStorage
+import Foundation
+package import SQLKit
+
+/// One publish to store: `draft` for `userIds` (distinct, sorted) of `tenantId`, stamped `now`
+/// (milliseconds since the epoch).
+struct Publish: Sendable {
+    let draft: NotificationDraft
+    let tenantId: String
+    let userIds: [String]
+    let now: Int64
+}
+
+/// The one way publishes are written: a publish alone, a batch of concurrent ones
+/// (``PublishBatcher``), a chunk of a tenant broadcast and a publish inside a caller's
+/// transaction all go through ``store(_:observers:on:)``, so preferences, dedupe keys, seqs and
+/// the outbound observers are applied the same way everywhere.
+package enum PublishStore {
+    /// A user of a tenant: a counter's key, ordered so every transaction locks counters in one
+    /// order and concurrent publishes, on this node or others, cannot deadlock.
+    private struct Recipient: Hashable, Comparable {
+        let tenantId: String
+        let userId: String
+
+        static func < (a: Recipient, b: Recipient) -> Bool {
+            (a.tenantId, a.userId) < (b.tenantId, b.userId)
+        }
+    }
+
+    /// Stores `publishes` on `db` (a transaction), in order:
+    /// 1. the recipients' preferences, one read per tenant; recipients who turned in-app off for
+    ///    a type get no inbox row;
+    /// 2. one counter upsert that gives each recipient as many seqs as the batch holds rows for
+    ///    it (the counter's row lock orders each user's seqs by commit);
+    /// 3. for publishes with a `dedupeKey`, recipients already holding it (or given it earlier
+    ///    in the batch) are skipped and their seqs given back under the same lock, so no seq is
+    ///    ever skipped;
+    /// 4. one multi-row INSERT of every inbox row;
+    /// 5. the outbound observers, once, with every publish (recipients with in-app off appear
+    ///    under a notification id that has no inbox row).
+    /// - Returns: each publish's stored inbox rows, in `publishes` order, each in its
+    ///   `userIds` order.
+    /// - Throws: database errors and what an observer throws; the caller rolls back.
+    static func store(_ publishes: [Publish], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
+        let preferences = try await self.preferences(of: publishes, on: db)
+        var inApp = publishes.map { publish in
+            publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) }
+        }
+        var counts: [Recipient: Int64] = [:]
+        for (publish, users) in zip(publishes, inApp) {
+            for userId in users { counts[Recipient(tenantId: publish.tenantId, userId: userId), default: 0] += 1 }
+        }
+        var next = try await allocate(counts, on: db)
+        try await dropDuplicates(publishes, &inApp, next: &next, on: db)
+        var stored: [[StoredNotification]] = []
+        stored.reserveCapacity(publishes.count)
+        var values: [SQLQueryString] = []
+        for (publish, users) in zip(publishes, inApp) {
+            let data = publish.draft.data.text
+            let rows = users.map { userId in
+                let key = Recipient(tenantId: publish.tenantId, userId: userId)
+                let seq = next[key] ?? 0
+                next[key] = seq + 1
+                return StoredNotification(
+                    id: UUIDv7.make(), tenantId: publish.tenantId, userId: userId, seq: seq, type: publish.draft.type, title: publish.draft.title,
+                    body: publish.draft.body, data: data, createdAt: publish.now, readAt: nil)
+            }
+            for item in rows {
+                values.append(
+                    """
+                    (\(bind: item.id), \(bind: item.tenantId), \(bind: item.userId), \(bind: item.seq), \(bind: item.type), \(bind: item.title), \
+                    \(bind: item.body), \(bind: item.data), \(bind: publish.draft.dedupeKey), \(bind: item.createdAt), NULL)
+                    """)
+            }
+            stored.append(rows)
+        }
+        if !values.isEmpty {
+            try await db.raw(
+                """
+                INSERT INTO notifications (id, tenant_id, user_id, seq, type, title, body, data, dedupe_key, created_at, read_at) VALUES \
+                \(NotificationStore.joined(values))
+                """
+            ).run()
+        }
+        try await notify(observers, publishes, stored: stored, preferences: preferences, on: db)
+        return stored
+    }
+
+    /// Stores `draft` for `userIds` (distinct, sorted) of `tenantId` on `db` (a transaction),
+    /// with no observer: ``store(_:observers:on:)`` for one publish.
+    /// - Returns: the stored inbox rows, in `userIds` order (recipients holding the draft's
+    ///   `dedupeKey` or with in-app off left out).
+    /// - Throws: database errors.
+    package static func store(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, on db: any SQLDatabase) async throws
+        -> [StoredNotification]
+    {
+        try await store([Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now)], observers: [], on: db)[0]
+    }
+
+    /// The preferences of every recipient who set any, by tenant then user: one read per tenant.
+    private static func preferences(of publishes: [Publish], on db: any SQLDatabase) async throws
+        -> [String: [String: NotificationPreferences]]
+    {
+        var usersByTenant: [String: Set<String>] = [:]
+        for publish in publishes { usersByTenant[publish.tenantId, default: []].formUnion(publish.userIds) }
+        var preferences: [String: [String: NotificationPreferences]] = [:]
+        for (tenantId, users) in usersByTenant.sorted(by: { $0.key < $1.key }) {
+            preferences[tenantId] = try await PreferenceStore.preferences(tenantId: tenantId, userIds: users.sorted(), on: db)
+        }
+        return preferences
+    }
+
+    /// Moves each recipient's counter on by its count, in one upsert (keys locked in order).
+    /// - Returns: the first seq each recipient gets in this batch.
+    private static func allocate(_ counts: [Recipient: Int64], on db: any SQLDatabase) async throws -> [Recipient: Int64] {
+        guard !counts.isEmpty else { return [:] }
+        let keys = counts.keys.sorted()
+        let rows = try await db.raw(
+            """
+            INSERT INTO notification_counters (tenant_id, user_id, seq) VALUES \
+            \(NotificationStore.joined(keys.map { "(\(bind: $0.tenantId), \(bind: $0.userId), \(bind: counts[$0] ?? 0))" }))
+            ON CONFLICT (tenant_id, user_id) DO UPDATE SET seq = notification_counters.seq + excluded.seq
+            RETURNING tenant_id, user_id, seq
+            """
+        ).all()
+        var first: [Recipient: Int64] = [:]
+        for row in rows {
+            let key = Recipient(
+                tenantId: try row.decode(column: "tenant_id", as: String.self), userId: try row.decode(column: "user_id", as: String.self))
+            first[key] = try row.decode(column: "seq", as: Int64.self) - (counts[key] ?? 0) + 1
+        }
+        return first
+    }
+
+    /// Removes from `inApp` the recipients of a publish with a `dedupeKey` who already hold it
+    /// (read after the counters are locked, so a concurrent publish with the same key has
+    /// committed or waits) or got it earlier in this batch, and gives their seqs back: each
+    /// recipient's counter ends at the last seq stored, `next` unchanged (the skipped rows were
+    /// not numbered yet).
+    private static func dropDuplicates(
+        _ publishes: [Publish], _ inApp: inout [[String]], next: inout [Recipient: Int64], on db: any SQLDatabase
+    ) async throws {
+        var dropped: [Recipient: Int64] = [:]
+        var given: Set<[String]> = []
+        for (index, publish) in publishes.enumerated() {
+            guard let key = publish.draft.dedupeKey, !inApp[index].isEmpty else { continue }
+            let existing = try await db.raw(
+                """
+                SELECT user_id FROM notifications WHERE tenant_id = \(bind: publish.tenantId) AND dedupe_key = \(bind: key)
+                AND user_id IN \(NotificationStore.list(inApp[index].map { "\(bind: $0)" }))
+                """
+            ).all()
+            let holders = Set(try existing.map { try $0.decode(column: "user_id", as: String.self) })
+            inApp[index].removeAll { userId in
+                let duplicate = holders.contains(userId) || !given.insert([publish.tenantId, key, userId]).inserted
+                if duplicate { dropped[Recipient(tenantId: publish.tenantId, userId: userId), default: 0] += 1 }
+                return duplicate
+            }
+        }
+        // Rare (a retried job's status notification): one statement per recipient given back.
+        for (recipient, count) in dropped.sorted(by: { $0.key < $1.key }) {
+            try await db.raw(
+                """
+                UPDATE notification_counters SET seq = seq - \(bind: count)
+                WHERE tenant_id = \(bind: recipient.tenantId) AND user_id = \(bind: recipient.userId)
+                """
+            ).run()
+        }
+    }
+
+    /// Tells every observer of every publish stored, once per batch.
+    private static func notify(
+        _ observers: [any PublishObserver], _ publishes: [Publish], stored: [[StoredNotification]],
+        preferences: [String: [String: NotificationPreferences]], on db: any SQLDatabase
+    ) async throws {
+        guard !observers.isEmpty else { return }
+        var seen: [StoredPublish] = []
+        for (index, publish) in publishes.enumerated() {
+            let allowed = Set(publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) })
+            let data = publish.draft.data.text
+            // Recipients with in-app off: delivered elsewhere under an id that has no inbox row.
+            let outOfInbox = publish.userIds.filter { !allowed.contains($0) }.map { userId in
+                StoredNotification(
+                    id: UUIDv7.make(), tenantId: publish.tenantId, userId: userId, seq: 0, type: publish.draft.type, title: publish.draft.title,
+                    body: publish.draft.body, data: data, createdAt: publish.now, readAt: nil)
+            }
+            let all = stored[index] + outOfInbox
+            guard !all.isEmpty else { continue }
+            let recipients = Set(publish.userIds)
+            seen.append(
+                StoredPublish(
+                    rows: all, draft: publish.draft, preferences: (preferences[publish.tenantId] ?? [:]).filter { recipients.contains($0.key) }))
+        }
+        guard !seen.isEmpty else { return }
+        for observer in observers { try await observer.didStore(seen, on: db) }
+    }
+}
