@@ -129,8 +129,9 @@ package final class BatchedEndTracer<Inner: Tracer>: Tracer {
         }
     }
 
-    /// Makes `span` with the inner tracer, as it ran.
-    private func make(_ span: FinishedSpan) {
+    /// Makes `span` with the inner tracer, as it ran, except its end: returned with the time to
+    /// end it at, so a hand-over can end all its spans together (see `SpanEndQueue.handOver`).
+    private func make(_ span: FinishedSpan) -> (Inner.Span, UInt64) {
         let parent = span.parent[LazySpanKey.self]?.madeContext() ?? span.parent
         let made = inner.startSpan(
             span.operationName, context: parent, ofKind: span.kind, at: EndInstant(nanosecondsSinceEpoch: span.start), function: #function,
@@ -140,7 +141,7 @@ package final class BatchedEndTracer<Inner: Tracer>: Tracer {
             made.recordError(error, attributes: [:], at: EndInstant(nanosecondsSinceEpoch: span.end))
             made.setStatus(.init(code: .error))
         }
-        made.end(at: EndInstant(nanosecondsSinceEpoch: span.end))
+        return (made, span.end)
     }
 
     /// Writes `traceparent` (and `tracestate`) for the span of `context`: a dropped span's own,
@@ -211,7 +212,10 @@ extension BatchedEndTracer: FinishedSpanRecorder {
     ) {
         let span = FinishedSpan(
             operationName: operationName, parent: parent, kind: kind, start: start, end: end, attributes: attributes, error: error)
-        if !queue.add(span) { make(span) }
+        if !queue.add(span) {
+            let (made, end) = make(span)
+            made.end(at: EndInstant(nanosecondsSinceEpoch: end))
+        }
     }
 }
 
@@ -515,9 +519,15 @@ final class SpanEndQueue<S: Span>: Sendable {
         }
     }
 
-    /// Makes every waiting finished span with `make`, then ends every waiting span at its
-    /// recorded time, in the order they ended; with `finally`, what comes later is not queued.
-    func handOver(finally: Bool = false, making make: (FinishedSpan) -> Void) {
+    /// Makes every waiting finished span with `make` (which returns it with its end time),
+    /// then ends every waiting span at its recorded time, in the order they ended; with
+    /// `finally`, what comes later is not queued.
+    ///
+    /// Every span is made first and all are ended after, in one tight loop: an end is what
+    /// wakes the exporter's tasks (swift-otel hands each end through a stream), and ends that
+    /// come faster than those tasks wake are taken in one wake-up, where ends spaced out by the
+    /// work of making the next span would wake them once each.
+    func handOver(finally: Bool = false, making make: (FinishedSpan) -> (S, UInt64)) {
         let (ends, finished, lazy) = state.withLock { state in
             if finally { state.direct = true }
             defer {
@@ -527,10 +537,14 @@ final class SpanEndQueue<S: Span>: Sendable {
             }
             return (state.waiting, state.finished, state.lazy)
         }
+        guard !(ends.isEmpty && finished.isEmpty && lazy.isEmpty) else { return }
+        var toEnd: [(span: S, at: UInt64)] = []
+        toEnd.reserveCapacity(ends.count + finished.count + lazy.count)
         // Leaves first: making one makes its lazy parent, with the parent's own start time.
-        for span in finished { make(span) }
-        for (span, at) in lazy { span.made().end(at: EndInstant(nanosecondsSinceEpoch: at)) }
-        for (span, at) in ends { span.end(at: EndInstant(nanosecondsSinceEpoch: at)) }
+        for span in finished { toEnd.append(make(span)) }
+        for (span, at) in lazy { toEnd.append((span.made(), at)) }
+        toEnd += ends
+        for (span, at) in toEnd { span.end(at: EndInstant(nanosecondsSinceEpoch: at)) }
     }
 
     var count: Int { state.withLock { $0.waiting.count + $0.finished.count + $0.lazy.count } }
