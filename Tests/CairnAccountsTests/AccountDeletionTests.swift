@@ -16,10 +16,7 @@ struct AccountDeletionTests {
 
     /// Rows of `table` whose `column` is `value`.
     static func count(_ database: Database, _ table: String, _ column: String, _ value: String) async throws -> Int {
-        try await database.read { db in
-            try await db.raw("SELECT COUNT(*) AS n FROM \(unsafeRaw: table) WHERE \(unsafeRaw: column) = \(bind: value)").first()?.decode(
-                column: "n", as: Int.self) ?? 0
-        }
+        try await database.rowCount("\(unsafeRaw: table) WHERE \(unsafeRaw: column) = \(bind: value)")
     }
 
     /// Seeds one row per personal table for `user` and some tenant content.

@@ -108,9 +108,7 @@ struct RegistrationTests {
             #expect(retryAfter > 800 && retryAfter <= 900)
             #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "5;w=900")
             // The counters live in the database, where every node reads them.
-            let count = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
-            }
+            let count = try await components.database.rowCount("login_failures")
             #expect(count == 5)
         }
     }
@@ -131,9 +129,7 @@ struct RegistrationTests {
             let limited = answers.filter { $0.status == .tooManyRequests }
             #expect(limited.count == 36)
             #expect(limited.allSatisfy { $0.code == "rate_limited" && (Int($0.headers[.retryAfter] ?? "") ?? 0) > 0 })
-            let recorded = try await app.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
-            }
+            let recorded = try await app.database.rowCount("login_failures")
             #expect(recorded == 4)
         }
     }
@@ -209,14 +205,8 @@ struct RegistrationTests {
             #expect(try await held.status == .ok)
             #expect(components.accounts.hasher.inFlight == 0)
             // Refused attempts were never evaluated, so they use up no allowance.
-            let counts = try await components.database.read { db in
-                (
-                    try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self),
-                    try await db.raw("SELECT COUNT(*) AS n FROM auth_attempts").first()?.decode(column: "n", as: Int.self)
-                )
-            }
-            #expect(counts.0 == 0)
-            #expect(counts.1 == 1)  // hana's own registration
+            #expect(try await components.database.rowCount("login_failures") == 0)
+            #expect(try await components.database.rowCount("auth_attempts") == 1)  // hana's own registration
         }
     }
 

@@ -71,9 +71,7 @@ struct UploadsTests {
                 body: Array("hello".utf8))
             #expect(refused.status == .badRequest)
             #expect(refused.code == "invalid_input")
-            let uploads = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
-            }
+            let uploads = try await components.database.rowCount("uploads")
             #expect(uploads == 0)
         }
     }

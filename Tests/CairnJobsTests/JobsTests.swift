@@ -243,9 +243,7 @@ struct JobRuntimeTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in workers { group.addTask { try await worker.run() } }
             try await producer.waitUntil("every job succeeded", timeout: .seconds(300)) {
-                try await database.read { db in
-                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state = 'succeeded'").first()?.decode(column: "n", as: Int.self)
-                } == total
+                try await database.rowCount("jobs WHERE state = 'succeeded'") == total
             }
             group.cancelAll()
         }

@@ -103,9 +103,7 @@ struct BroadcastTests {
                 #expect((inbox["items"] as? [[String: Any]])?.map { $0["title"] as? String } == ["maintenance"])
             }
             #expect(try await client.json(.get, "/notifications/unread-count", token: stranger.token).object["unread"] as? Int == 0)
-            let jobs = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'notifications.broadcast'").first()?.decode(column: "n", as: Int.self)
-            }
+            let jobs = try await components.database.rowCount("jobs WHERE kind = 'notifications.broadcast'")
             #expect(jobs == 1)
         }
     }

@@ -205,10 +205,7 @@ struct ChannelTests {
             try await receiver.wait("three webhook requests") { $0.count >= 3 }
             // Every delivery job has ended, so no fourth request is on its way.
             try await components.jobs.waitUntil("every delivery job finished") {
-                try await components.database.read { db in
-                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'discarded', 'cancelled')").first()?
-                        .decode(column: "n", as: Int.self)
-                } == 0
+                try await components.database.rowCount("jobs WHERE state NOT IN ('succeeded', 'discarded', 'cancelled')") == 0
             }
             #expect(receiver.requests.count == 3)
         }
