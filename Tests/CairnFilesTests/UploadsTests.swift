@@ -21,10 +21,7 @@ struct UploadsTests {
     func onlyTheUploaderAndAdminsMayUseAnUpload(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "tus-owner@example.com") { client, _, owner in
             func member(_ email: String, role: String) async throws -> String {
-                let created = try await client.json(
-                    .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner)
-                try #require(created.status == .created)
-                return try await client.login(email: email, password: "correct horse battery").accessToken
+                try await client.addUser(email: email, role: role, token: owner).tokens.accessToken
             }
             let uploader = try await member("tus-uploader@example.com", role: "member")
             let other = try await member("tus-other@example.com", role: "member")

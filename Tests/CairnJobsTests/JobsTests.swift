@@ -84,9 +84,7 @@ struct JobLifecycleTests {
                 #expect((response.object["errors"] as? [[String: Any]])?.first?["field"] as? String == field, "\(field)")
             }
             // noop is for admins only.
-            _ = try await client.json(
-                .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@example.com", password: "member password").accessToken
+            let member = try await client.addUser(email: "m@example.com", token: token).tokens.accessToken
             #expect(try await client.json(.post, "/jobs", ["kind": "noop"], token: member).status == .forbidden)
         }
     }

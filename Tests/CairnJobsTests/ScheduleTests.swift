@@ -72,9 +72,7 @@ struct ScheduleTests {
             let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens.accessToken
             #expect(try await client.json(.get, "/schedules/\(id)", token: stranger).status == .notFound)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: stranger).status == .notFound)
-            _ = try await client.json(
-                .post, "/users", ["email": "m@cron.example", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@cron.example", password: "member password").accessToken
+            let member = try await client.addUser(email: "m@cron.example", token: token).tokens.accessToken
             #expect(try await client.json(.get, "/schedules", token: member).status == .forbidden)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: token).status == .noContent)
         }

@@ -81,11 +81,8 @@ func withLiveOwner(
 
 /// Adds a member to the owner's tenant and logs them in.
 func addMember(_ client: any TestClientProtocol, owner: Member, email: String, role: String = "member") async throws -> Member {
-    let created = try await client.json(
-        .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner.token)
-    try #require(created.status == .created, "create user: \(created.status) \(created.text)")
-    let tokens = try await client.login(email: email, password: "correct horse battery")
-    return Member(token: tokens.accessToken, userId: try created.decode(UserBody.self).id, tenantId: owner.tenantId)
+    let (user, tokens) = try await client.addUser(email: email, role: role, token: owner.token)
+    return Member(token: tokens.accessToken, userId: user.id, tenantId: owner.tenantId)
 }
 
 /// Publishes 600 notifications of 12 KiB to `owner`, far more than the kernel's and NIO's
