@@ -203,9 +203,8 @@ struct UploadsTests {
 
     @Test(arguments: TestEngine.available)
     func aFinishedUploadStillMeetsTheTotalQuota(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxTotalBytes = 15 }, runServices: false) { app in
+        try await withTotalQuota(engine, 15, owner: "tus-quota@example.com") { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens.accessToken
             let a = try #require(
                 try await tusRequest(
                     client, .post, "/uploads", token: token,

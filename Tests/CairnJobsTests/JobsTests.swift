@@ -23,9 +23,8 @@ struct JobLifecycleTests {
     func jobsSucceedRetryWithBackoffAndLandInTheDeadLetters(engine: TestEngine) async throws {
         // Backoff is measured on a clock the test moves: no waiting for a retry to come due.
         let clock = TestClock()
-        try await withTestApp(engine, clock: clock, runServices: true) { app in
+        try await withTestApp(engine, owner: "jobs@example.com", clock: clock, runServices: true) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "jobs@example.com").tokens.accessToken
             let ok = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 20]])
             #expect(ok.status == .created)
             let okId = ok.job["id"] as! String
@@ -132,9 +131,8 @@ struct JobLifecycleTests {
 struct JobRuntimeTests {
     @Test(arguments: TestEngine.available)
     func cancellationStopsARunningHandler(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { app in
+        try await withTestApp(engine, owner: "cancel@example.com", runServices: true) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cancel@example.com").tokens.accessToken
             let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 50]])
             let id = job.job["id"] as! String
             try await app.waitForJob(id, state: .running, token: token)

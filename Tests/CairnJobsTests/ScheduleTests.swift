@@ -18,9 +18,8 @@ struct ScheduleTests {
     func schedulesAreValidatedAndManagedByAdminsOfTheirTenant(engine: TestEngine) async throws {
         // 2026-03-10T12:00:00Z: the next 02:30 in Berlin (UTC+1 until the 29th) is 01:30 UTC on the 11th.
         let clock = TestClock(now: Date(timeIntervalSince1970: 1_773_144_000))
-        try await withTestApp(engine, clock: clock) { app in
+        try await withTestApp(engine, owner: "cron@example.com", clock: clock) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cron@example.com").tokens.accessToken
             let bad = try await client.json(
                 .post, "/schedules", ["name": "x", "cron": "61 * * * *", "timeZone": "Mars/Olympus", "kind": "nope"], token: token)
             #expect(bad.status == .badRequest)
