@@ -46,15 +46,6 @@ final class Box<Value: Sendable>: Sendable {
     init(_ value: Value) { self.value = Mutex(value) }
 }
 
-/// Owner plus `members` more users in one tenant, and a user of another tenant.
-func makeTenant(_ client: any TestClientProtocol, prefix: String, members: Int) async throws -> (owner: Member, members: [Member], stranger: Member) {
-    let owner = try await signUp(client, "\(prefix)-owner@example.com")
-    var added: [Member] = []
-    for n in 0..<members { added.append(try await addMember(client, owner: owner, email: "\(prefix)-\(n)@example.com")) }
-    let stranger = try await signUp(client, "\(prefix)-stranger@example.com")
-    return (owner, added, stranger)
-}
-
 @Suite("Notifications: tenant broadcasts as jobs")
 struct BroadcastTests {
     @Test(arguments: TestEngine.available)

@@ -185,10 +185,8 @@ struct WebhookManagementTests {
     func aReEnabledEndpointGetsAFailedDeliveryRedelivered(engine: TestEngine) async throws {
         try await withQuickDeadLetters(engine, retryAfter: .milliseconds(200), disableAfter: 1) { app in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "redeliver@example.com")
-            let member = try await addMember(client, owner: owner, email: "redeliver-m@example.com")
-            let bystander = try await addMember(client, owner: owner, email: "redeliver-b@example.com")
-            let stranger = try await signUp(client, "redeliver-other@example.com")
+            let (owner, members, stranger) = try await makeTenant(client, prefix: "redeliver", members: 2)
+            let (member, bystander) = (members[0], members[1])
             let receiver = try await WebhookReceiver(failFirst: 2)
             defer { receiver.stop() }
             let created = try await client.json(
