@@ -16,10 +16,7 @@ struct AccountDeletionTests {
 
     /// Rows of `table` whose `column` is `value`.
     static func count(_ database: Database, _ table: String, _ column: String, _ value: String) async throws -> Int {
-        try await database.read { db in
-            try await db.raw("SELECT COUNT(*) AS n FROM \(unsafeRaw: table) WHERE \(unsafeRaw: column) = \(bind: value)").first()?.decode(
-                column: "n", as: Int.self) ?? 0
-        }
+        try await database.rowCount("\(unsafeRaw: table) WHERE \(unsafeRaw: column) = \(bind: value)")
     }
 
     /// Seeds one row per personal table for `user` and some tenant content.
@@ -77,12 +74,9 @@ struct AccountDeletionTests {
         try await withTestApp(engine) { app in
             let client = app.client
             let (owner, ownerTokens) = try await client.registerAndLogin(email: "boss@example.com")
-            let created = try await client.json(
-                .post, "/users", ["email": "leaver@example.com", "name": "Leaver", "role": "member", "password": Self.password],
-                token: ownerTokens.accessToken)
-            #expect(created.status == .created)
-            let leaver = try #require(created.object["id"] as? String)
-            let session = try await client.login(email: "leaver@example.com", password: Self.password)
+            let (leaverUser, session) = try await client.addUser(
+                email: "leaver@example.com", password: Self.password, name: "Leaver", token: ownerTokens.accessToken)
+            let leaver = leaverUser.id
             let tenant = TenantRow(id: owner.tenantId, name: "t")
             try await Self.seed(app.database, tenant: tenant, user: leaver)
             try await Self.seed(app.database, tenant: tenant, user: owner.id)
@@ -127,11 +121,9 @@ struct AccountDeletionTests {
             let client = app.client
             let (owner, ownerTokens) = try await client.registerAndLogin(email: "last@example.com")
             let (other, _) = try await client.registerAndLogin(email: "neighbour@example.com")
-            let member = try await client.json(
-                .post, "/users", ["email": "member@example.com", "name": "Member", "role": "member", "password": Self.password],
-                token: ownerTokens.accessToken)
-            let memberId = try #require(member.object["id"] as? String)
-            let memberSession = try await client.login(email: "member@example.com", password: Self.password)
+            let (member, memberSession) = try await client.addUser(
+                email: "member@example.com", password: Self.password, token: ownerTokens.accessToken)
+            let memberId = member.id
             let tenant = TenantRow(id: owner.tenantId, name: "t")
             try await Self.seed(app.database, tenant: tenant, user: owner.id)
             try await Self.seed(app.database, tenant: tenant, user: memberId)

@@ -9,6 +9,18 @@ import HummingbirdTesting
 import SQLKit
 import Testing
 
+/// A login of `email` with a wrong password: the attempt the login limits count.
+private func failedLogin(_ client: any TestClientProtocol, _ email: String, headers: HTTPFields = [:]) async throws -> TestResponse {
+    try await client.json(.post, "/auth/login", ["email": email, "password": "wrong password"], headers: headers)
+}
+
+/// The client address of every recorded login failure (a row each), sorted.
+private func failedLoginClients(_ database: Database) async throws -> [String] {
+    try await database.read { db in
+        try await db.raw("SELECT client FROM login_failures ORDER BY client").all().map { try $0.decode(column: "client", as: String.self) }
+    }
+}
+
 @Suite("Registration and login")
 struct RegistrationTests {
     @Test(arguments: TestEngine.available)
@@ -65,8 +77,8 @@ struct RegistrationTests {
     func loginAnswersTheSameForUnknownEmailAndWrongPassword(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             _ = try await client.registerAndLogin(email: "bob@example.com")
-            let wrong = try await client.json(.post, "/auth/login", ["email": "bob@example.com", "password": "wrong password"])
-            let unknown = try await client.json(.post, "/auth/login", ["email": "nobody@example.com", "password": "wrong password"])
+            let wrong = try await failedLogin(client, "bob@example.com")
+            let unknown = try await failedLogin(client, "nobody@example.com")
             #expect(wrong.status == .unauthorized)
             #expect(unknown.status == .unauthorized)
             #expect(wrong.code == "invalid_credentials")
@@ -97,7 +109,7 @@ struct RegistrationTests {
         try await withTestApp(engine) { client, components in
             _ = try await client.registerAndLogin(email: "carol@example.com")
             for _ in 0..<5 {
-                let response = try await client.json(.post, "/auth/login", ["email": "carol@example.com", "password": "wrong password"])
+                let response = try await failedLogin(client, "carol@example.com")
                 #expect(response.status == .unauthorized)
             }
             // Even the right password is refused now.
@@ -108,9 +120,7 @@ struct RegistrationTests {
             #expect(retryAfter > 800 && retryAfter <= 900)
             #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "5;w=900")
             // The counters live in the database, where every node reads them.
-            let count = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
-            }
+            let count = try await components.database.rowCount("login_failures")
             #expect(count == 5)
         }
     }
@@ -122,7 +132,7 @@ struct RegistrationTests {
             _ = try await client.registerAndLogin(email: "dave@example.com")
             let answers = try await withThrowingTaskGroup(of: TestResponse.self) { group in
                 for _ in 0..<40 {
-                    group.addTask { try await client.json(.post, "/auth/login", ["email": "dave@example.com", "password": "wrong password"]) }
+                    group.addTask { try await failedLogin(client, "dave@example.com") }
                 }
                 return try await group.reduce(into: [TestResponse]()) { $0.append($1) }
             }
@@ -131,9 +141,7 @@ struct RegistrationTests {
             let limited = answers.filter { $0.status == .tooManyRequests }
             #expect(limited.count == 36)
             #expect(limited.allSatisfy { $0.code == "rate_limited" && (Int($0.headers[.retryAfter] ?? "") ?? 0) > 0 })
-            let recorded = try await app.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self)
-            }
+            let recorded = try await app.database.rowCount("login_failures")
             #expect(recorded == 4)
         }
     }
@@ -196,7 +204,7 @@ struct RegistrationTests {
             async let held = client.json(.post, "/auth/login", ["email": "hana@example.com", "password": "correct horse battery"])
             try await gate.waitForArrivals(1, timeout: .seconds(10))
             // The one slot is taken: other logins and registrations are refused, not queued.
-            let login = try await client.json(.post, "/auth/login", ["email": "ivan@example.com", "password": "wrong password"])
+            let login = try await failedLogin(client, "ivan@example.com")
             let register = try await client.json(
                 .post, "/auth/register", ["email": "ivan@example.com", "password": "correct horse battery", "name": "Ivan"])
             for refused in [login, register] {
@@ -209,14 +217,8 @@ struct RegistrationTests {
             #expect(try await held.status == .ok)
             #expect(components.accounts.hasher.inFlight == 0)
             // Refused attempts were never evaluated, so they use up no allowance.
-            let counts = try await components.database.read { db in
-                (
-                    try await db.raw("SELECT COUNT(*) AS n FROM login_failures").first()?.decode(column: "n", as: Int.self),
-                    try await db.raw("SELECT COUNT(*) AS n FROM auth_attempts").first()?.decode(column: "n", as: Int.self)
-                )
-            }
-            #expect(counts.0 == 0)
-            #expect(counts.1 == 1)  // hana's own registration
+            #expect(try await components.database.rowCount("login_failures") == 0)
+            #expect(try await components.database.rowCount("auth_attempts") == 1)  // hana's own registration
         }
     }
 
@@ -228,18 +230,12 @@ struct RegistrationTests {
                     HTTPField(name: HTTPField.Name("X-Forwarded-For")!, value: "203.0.113.\(index)"),
                     HTTPField(name: HTTPField.Name("Forwarded")!, value: "for=198.51.100.\(index)"),
                 ])
-                let wrong = try await app.client.json(
-                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"], headers: spoofed)
+                let wrong = try await failedLogin(app.client, "user\(index)@example.com", headers: spoofed)
                 #expect(wrong.status == .unauthorized)
             }
-            let limited = try await app.client.json(
-                .post, "/auth/login", ["email": "other@example.com", "password": "wrong password"],
-                headers: [HTTPField.Name("X-Forwarded-For")!: "192.0.2.99"])
+            let limited = try await failedLogin(app.client, "other@example.com", headers: [HTTPField.Name("X-Forwarded-For")!: "192.0.2.99"])
             #expect(limited.status == .tooManyRequests)
-            let clients = try await app.database.read { db in
-                try await db.raw("SELECT DISTINCT client FROM login_failures").all().map { try $0.decode(column: "client", as: String.self) }
-            }
-            #expect(clients == ["127.0.0.1"])
+            #expect(Set(try await failedLoginClients(app.database)) == ["127.0.0.1"])
         }
     }
 
@@ -253,15 +249,11 @@ struct RegistrationTests {
             }, runServices: false
         ) { app in
             for index in 0..<3 {
-                let wrong = try await app.client.json(
-                    .post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"],
-                    headers: [HTTPField.Name("Forwarded")!: "for=\"[2001:db8::\(index)]:4711\""])
+                let wrong = try await failedLogin(
+                    app.client, "user\(index)@example.com", headers: [HTTPField.Name("Forwarded")!: "for=\"[2001:db8::\(index)]:4711\""])
                 #expect(wrong.status == .unauthorized)
             }
-            let clients = try await app.database.read { db in
-                try await db.raw("SELECT client FROM login_failures ORDER BY client").all().map { try $0.decode(column: "client", as: String.self) }
-            }
-            #expect(clients == ["2001:db8::", "2001:db8::1", "2001:db8::2"])
+            #expect(try await failedLoginClients(app.database) == ["2001:db8::", "2001:db8::1", "2001:db8::2"])
         }
     }
 
@@ -269,9 +261,9 @@ struct RegistrationTests {
     func loginIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine) { client, _ in
             for index in 0..<20 {
-                _ = try await client.json(.post, "/auth/login", ["email": "user\(index)@example.com", "password": "wrong password"])
+                _ = try await failedLogin(client, "user\(index)@example.com")
             }
-            let limited = try await client.json(.post, "/auth/login", ["email": "fresh@example.com", "password": "wrong password"])
+            let limited = try await failedLogin(client, "fresh@example.com")
             #expect(limited.status == .tooManyRequests)
             #expect(limited.headers[HTTPField.Name("RateLimit-Policy")!] == "20;w=900")
         }

@@ -20,8 +20,7 @@ struct VerifiedTokenCacheTests {
     @Test(arguments: TestEngine.available)
     func aCachedTokenStopsAtItsExpiry(engine: TestEngine) async throws {
         let clock = TestClock()
-        try await withTestApp(engine, clock: clock) { app in
-            let token = try await app.client.registerAndLogin(email: "exp@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "exp@example.com", clock: clock) { app, token in
             #expect(try await app.client.json(.get, "/users/me", token: token).status == .ok)
             #expect(app.components.accounts.tokens.isCached(token))
             clock.advance(by: .seconds(900 + 59))
@@ -143,9 +142,8 @@ struct VerifiedTokenCacheTests {
     @Test(arguments: TestEngine.available)
     func aCachedTokenStopsWhenItsKeyIsRemovedFromTheRing(engine: TestEngine) async throws {
         let clock = TestClock()
-        try await withTestApp(engine, clock: clock) { app in
+        try await withTestApp(engine, owner: "cached-key@example.com", clock: clock) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cached-key@example.com").tokens.accessToken
             #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
             #expect(app.components.accounts.tokens.isCached(token))
             let keyFile = app.components.accounts.tokens.settings.keyFile

@@ -148,10 +148,7 @@ struct ProductsAPITests {
         try await withTestApp(engine, owner: "own@example.com") { client, _, token in
             let product = try await createProduct(client, token: token, ["sku": "MINE"])
             let id = try #require(product["id"] as? String)
-            let created = try await client.json(
-                .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
-            try #require(created.status == .created)
-            let member = try await client.login(email: "mem@example.com", password: "member password").accessToken
+            let member = try await client.addUser(email: "mem@example.com", token: token).tokens.accessToken
             #expect(try await client.json(.get, "/products/\(id)", token: member).status == .ok)
             #expect(
                 try await client.json(.post, "/products", ["sku": "X", "name": "x", "priceMinor": 1, "currency": "EUR"], token: member).status

@@ -108,10 +108,7 @@ struct ProductImportTests {
 
             #expect(try await send(client, "/products:import", body: "x", contentType: "text/plain", token: token).status == .unsupportedMediaType)
             #expect(try await send(client, "/products:import", body: "  \n", contentType: "text/csv", token: token).status == .badRequest)
-            let created = try await client.json(
-                .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
-            try #require(created.status == .created)
-            let member = try await client.login(email: "m@example.com", password: "member password").accessToken
+            let member = try await client.addUser(email: "m@example.com", token: token).tokens.accessToken
             #expect(try await send(client, "/products:import", body: "sku\r\n", contentType: "text/csv", token: member).status == .forbidden)
             // A header naming unknown columns is refused at once, naming each and the known ones.
             let badHeader = try await send(

@@ -40,9 +40,7 @@ struct FileAllowListTests {
                 #expect(answer.code == "unsupported_media_type")
                 #expect(answer.headers[tus] == "1.0.0")
             }
-            let recorded = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
-            }
+            let recorded = try await components.database.rowCount("uploads")
             #expect(recorded == 0)
 
             // Allowed: a listed filetype; octet-stream with a format; a name's suffix alone.
@@ -85,9 +83,7 @@ struct FileAllowListTests {
                 #expect(names.allSatisfy(issue.contains), "\(issue)")
                 #expect(answer.headers[tus] == "1.0.0")
             }
-            let recorded = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
-            }
+            let recorded = try await components.database.rowCount("uploads")
             #expect(recorded == 0)
             for metadata in [
                 "filename \(base64("data.csv")),filetype \(base64("text/csv")),format \(base64("csv"))",

@@ -164,11 +164,7 @@ struct FilesTests {
             #expect(try await fetch("bytes=0-99999999999999999999999").status == .partialContent)
 
             // A member deletes only what they uploaded.
-            let created = try await client.json(
-                .post, "/users", ["email": "files-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
-                token: owner)
-            #expect(created.status == .created)
-            let member = try await client.login(email: "files-member@example.com", password: "correct horse battery").accessToken
+            let member = try await client.addUser(email: "files-member@example.com", token: owner).tokens.accessToken
             #expect(try await client.json(.delete, "/files/\(id)", token: member).status == .forbidden)
             let own = try await upload(client, token: member, [0x62])
             #expect(try await client.json(.delete, "/files/\(own.object["id"] as! String)", token: member).status == .noContent)

@@ -45,8 +45,7 @@ struct MultipartHeaderGuardTests {
 
     @Test(arguments: TestEngine.available)
     func aNonASCIIHeaderNameIs400AndTheNodeStaysUp(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, runServices: false) { app in
-            let token = try await app.client.registerAndLogin(email: "header-names@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "header-names@example.com", mode: .live, runServices: false) { app, token in
             // schemathesis' body, sent by curl over real HTTP as it was.
             var body = Data("--ac8a8cbba50529c0f64f5de92f78af08\r\n\u{D2}".utf8)
             body.append(contentsOf: [0xF3, 0x8D, 0x80, 0xAD, 0xF1, 0x85, 0x8B, 0x8E, 0xF3, 0x8E, 0x8E, 0xB7])

@@ -19,9 +19,8 @@ struct MultipartLimitTests {
 
     @Test(arguments: TestEngine.available)
     func formsPastALimitAre413AndLeaveNothing(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, runServices: false) { app in
+        try await withTestApp(engine, owner: "form-limits@example.com", mode: .live, runServices: false) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "form-limits@example.com").tokens.accessToken
             let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-multipart-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: folder) }

@@ -111,9 +111,7 @@ struct ObjectStoreFilesTests {
                 #expect(created.object["code"] as? String == "unavailable")
                 #expect(created.headers[.retryAfter] != nil)
                 #expect(created.headers[HTTPField.Name("Tus-Resumable")!] == "1.0.0")
-                let uploads = try await app.components.database.read { db in
-                    try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
-                }
+                let uploads = try await app.components.database.rowCount("uploads")
                 #expect(uploads == 0, "no upload row")
             }
         }

@@ -16,8 +16,7 @@ struct OrphanSweeperTests {
     /// file's blob stays, and so does a young orphan.
     @Test(arguments: TestEngine.available, TestBlobBackend.available)
     func orphansPastTheGraceAreRemoved(engine: TestEngine, backend: TestBlobBackend) async throws {
-        try await withTestApp(engine, configure: try await backend.configure()) { app in
-            let token = try await app.client.registerAndLogin(email: "sweep@example.com").tokens.accessToken
+        try await withTestApp(engine, owner: "sweep@example.com", configure: try await backend.configure()) { app, token in
             let created = try await upload(app.client, token: token, Array("a,b\n1,2\n".utf8))
             let fileId = try #require(created.object["id"] as? String)
             let blobs = app.components.blobs

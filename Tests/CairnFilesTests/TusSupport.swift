@@ -1,3 +1,5 @@
+import CairnFiles
+import CairnServer
 import CairnTestSupport
 import Foundation
 import HTTPTypes
@@ -20,6 +22,15 @@ let fileIdHeader = HTTPField.Name("Cairn-File-Id")!
 
 /// `text` in base64, as `Upload-Metadata` values are written.
 func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+/// Runs `body` on a live node that only serves (no background services), with a tenant quota of
+/// `maxTotalBytes` in all and an owner registered as `owner`: the opening of the quota tests
+/// that upload over real HTTP.
+func withTotalQuota(
+    _ engine: TestEngine, _ maxTotalBytes: Int64, owner: String, _ body: @Sendable (TestApp, _ token: String) async throws -> Void
+) async throws {
+    try await withTestApp(engine, owner: owner, mode: .live, configure: { $0.files.quotas.maxTotalBytes = maxTotalBytes }, runServices: false, body)
+}
 
 /// A tus request: Bearer token, `Tus-Resumable: 1.0.0`, plus `extra`.
 func tusRequest(

@@ -61,9 +61,7 @@ struct UploadCompletionTests {
                 #expect(Array(content.body.readableBytesView) == bytes)
             }
             // And the quota counts each file once (no reservation left beside it).
-            let uploads = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM uploads WHERE file_id IS NULL").first()?.decode(column: "n", as: Int.self)
-            }
+            let uploads = try await components.database.rowCount("uploads WHERE file_id IS NULL")
             #expect(uploads == 0)
         }
     }

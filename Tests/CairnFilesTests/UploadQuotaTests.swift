@@ -23,9 +23,8 @@ struct UploadQuotaTests {
 
     @Test(arguments: TestEngine.available)
     func unfinishedUploadsHoldTheirLengthAgainstTheQuota(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxTotalBytes = 1000 }, runServices: false) { app in
+        try await withTotalQuota(engine, 1000, owner: "tus-quota@example.com") { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens.accessToken
             let first = try await Self.create(client, token: token, length: 600)
             #expect(first.status == .created)
             let location = try #require(first.headers[.location])
@@ -59,8 +58,7 @@ struct UploadQuotaTests {
 
     @Test(arguments: TestEngine.available)
     func concurrentCreationsCannotOvershootTheQuota(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxTotalBytes = 1000 }, runServices: false) { app in
-            let token = try await app.client.registerAndLogin(email: "tus-race@example.com").tokens.accessToken
+        try await withTotalQuota(engine, 1000, owner: "tus-race@example.com") { app, token in
             // 20 creations of 100 bytes at once from separate curl processes: 10 fit.
             let script = """
                 for i in $(seq 1 20); do

@@ -21,10 +21,7 @@ struct UploadsTests {
     func onlyTheUploaderAndAdminsMayUseAnUpload(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "tus-owner@example.com") { client, _, owner in
             func member(_ email: String, role: String) async throws -> String {
-                let created = try await client.json(
-                    .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner)
-                try #require(created.status == .created)
-                return try await client.login(email: email, password: "correct horse battery").accessToken
+                try await client.addUser(email: email, role: role, token: owner).tokens.accessToken
             }
             let uploader = try await member("tus-uploader@example.com", role: "member")
             let other = try await member("tus-other@example.com", role: "member")
@@ -71,9 +68,7 @@ struct UploadsTests {
                 body: Array("hello".utf8))
             #expect(refused.status == .badRequest)
             #expect(refused.code == "invalid_input")
-            let uploads = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM uploads").first()?.decode(column: "n", as: Int.self)
-            }
+            let uploads = try await components.database.rowCount("uploads")
             #expect(uploads == 0)
         }
     }
@@ -208,9 +203,8 @@ struct UploadsTests {
 
     @Test(arguments: TestEngine.available)
     func aFinishedUploadStillMeetsTheTotalQuota(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live, configure: { $0.files.quotas.maxTotalBytes = 15 }, runServices: false) { app in
+        try await withTotalQuota(engine, 15, owner: "tus-quota@example.com") { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "tus-quota@example.com").tokens.accessToken
             let a = try #require(
                 try await tusRequest(
                     client, .post, "/uploads", token: token,

@@ -81,11 +81,8 @@ struct IdempotencyScopeTests {
     @Test(arguments: TestEngine.available)
     func twoUsersOfOneTenantDoNotShareKeys(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "idem-owner@example.com") { client, _, owner in
-            let created = try await client.json(
-                .post, "/users", ["email": "idem-member@example.com", "name": "Admin", "role": "admin", "password": "correct horse battery"],
-                token: owner)
-            try #require(created.status == .created)
-            let member = try await client.login(email: "idem-member@example.com", password: "correct horse battery").accessToken
+            let (admin, adminTokens) = try await client.addUser(email: "idem-member@example.com", role: "admin", token: owner)
+            let member = adminTokens.accessToken
             let body = #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#
             let first = try await IdempotencyTests().post(client, body, key: "shared-1", token: owner)
             #expect(first.status == .created)
@@ -93,7 +90,7 @@ struct IdempotencyScopeTests {
             #expect(second.status == .created)
             #expect(second.headers[IdempotencyMiddleware.replayed] == nil, "not the owner's reply")
             #expect(second.object["id"] as? String != first.object["id"] as? String)
-            #expect(second.object["createdBy"] as? String == created.object["id"] as? String)
+            #expect(second.object["createdBy"] as? String == admin.id)
             // Each still replays their own.
             let again = try await IdempotencyTests().post(client, body, key: "shared-1", token: member)
             #expect(again.headers[IdempotencyMiddleware.replayed] == "true")
@@ -175,9 +172,7 @@ struct JobEdgeCaseTests {
 struct JobPermissionTests {
     @Test func membersChangeOnlyJobsTheyEnqueued() async throws {
         try await withTestApp(.sqlite, owner: "boss@example.com") { client, _, owner in
-            _ = try await client.json(
-                .post, "/users", ["email": "mem@example.com", "name": "M", "role": "member", "password": "member password"], token: owner)
-            let member = try await client.login(email: "mem@example.com", password: "member password").accessToken
+            let member = try await client.addUser(email: "mem@example.com", token: owner).tokens.accessToken
             let job = try await client.json(.post, "/jobs", ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], token: owner).object["id"] as! String
             #expect(try await client.json(.post, "/jobs/\(job)/cancel", token: member).status == .forbidden)
             #expect(try await client.json(.delete, "/jobs/\(job)", token: member).status == .forbidden)

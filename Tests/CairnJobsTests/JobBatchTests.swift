@@ -10,12 +10,6 @@ import HummingbirdTesting
 import SQLKit
 import Testing
 
-func jobCount(_ database: Database) async throws -> Int {
-    try await database.read { db in
-        try await db.raw("SELECT COUNT(*) AS n FROM jobs").first()?.decode(column: "n", as: Int.self) ?? -1
-    }
-}
-
 @Suite("Jobs: batch enqueue and fairness at scale")
 struct JobBatchTests {
     @Test(arguments: TestEngine.available)
@@ -42,7 +36,7 @@ struct JobBatchTests {
             // An existing unique job is returned, and a key repeated inside the batch makes one job.
             #expect(items[1]["id"] as? String == held.job["id"] as? String)
             #expect(items[2]["id"] as? String == items[3]["id"] as? String)
-            #expect(try await jobCount(components.database) == 3)
+            #expect(try await components.database.rowCount("jobs") == 3)
 
             // Only duplicates: nothing created → 200.
             let again = try await client.json(.post, "/jobs/batch", ["jobs": [["kind": "noop", "uniqueKey": "nightly"]]], token: token)
@@ -78,7 +72,7 @@ struct JobBatchTests {
                 .post, "/jobs/batch", ["jobs": Array(repeating: ["kind": "noop", "runAt": "2099-01-01T00:00:00Z"], count: 4)], token: token)
             #expect(overCap.status == .tooManyRequests)
             #expect(overCap.headers[.retryAfter] != nil)
-            #expect(try await jobCount(components.database) == 0)
+            #expect(try await components.database.rowCount("jobs") == 0)
             // Within the cap, the same request goes through.
             #expect(try await client.json(.post, "/jobs/batch", ["jobs": [["kind": "noop"]]], token: token).status == .created)
         }
@@ -96,12 +90,12 @@ struct JobBatchTests {
                     throw Abort()
                 }
             }
-            #expect(try await jobCount(components.database) == 0)
+            #expect(try await components.database.rowCount("jobs") == 0)
             let results = try await components.jobs.enqueueMany(
                 Array(repeating: JobRequest(kind: "noop"), count: 700), tenantId: tenant, createdBy: nil)
             #expect(results.count == 700)
             #expect(Set(results.map(\.job.id)).count == 700)
-            #expect(try await jobCount(components.database) == 700)
+            #expect(try await components.database.rowCount("jobs") == 700)
         }
     }
 

@@ -23,9 +23,8 @@ struct JobLifecycleTests {
     func jobsSucceedRetryWithBackoffAndLandInTheDeadLetters(engine: TestEngine) async throws {
         // Backoff is measured on a clock the test moves: no waiting for a retry to come due.
         let clock = TestClock()
-        try await withTestApp(engine, clock: clock, runServices: true) { app in
+        try await withTestApp(engine, owner: "jobs@example.com", clock: clock, runServices: true) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "jobs@example.com").tokens.accessToken
             let ok = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 20]])
             #expect(ok.status == .created)
             let okId = ok.job["id"] as! String
@@ -84,9 +83,7 @@ struct JobLifecycleTests {
                 #expect((response.object["errors"] as? [[String: Any]])?.first?["field"] as? String == field, "\(field)")
             }
             // noop is for admins only.
-            _ = try await client.json(
-                .post, "/users", ["email": "m@example.com", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@example.com", password: "member password").accessToken
+            let member = try await client.addUser(email: "m@example.com", token: token).tokens.accessToken
             #expect(try await client.json(.post, "/jobs", ["kind": "noop"], token: member).status == .forbidden)
         }
     }
@@ -134,9 +131,8 @@ struct JobLifecycleTests {
 struct JobRuntimeTests {
     @Test(arguments: TestEngine.available)
     func cancellationStopsARunningHandler(engine: TestEngine) async throws {
-        try await withTestApp(engine, runServices: true) { app in
+        try await withTestApp(engine, owner: "cancel@example.com", runServices: true) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cancel@example.com").tokens.accessToken
             let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 50]])
             let id = job.job["id"] as! String
             try await app.waitForJob(id, state: .running, token: token)
@@ -243,9 +239,7 @@ struct JobRuntimeTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in workers { group.addTask { try await worker.run() } }
             try await producer.waitUntil("every job succeeded", timeout: .seconds(300)) {
-                try await database.read { db in
-                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state = 'succeeded'").first()?.decode(column: "n", as: Int.self)
-                } == total
+                try await database.rowCount("jobs WHERE state = 'succeeded'") == total
             }
             group.cancelAll()
         }

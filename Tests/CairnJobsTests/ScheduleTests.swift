@@ -18,9 +18,8 @@ struct ScheduleTests {
     func schedulesAreValidatedAndManagedByAdminsOfTheirTenant(engine: TestEngine) async throws {
         // 2026-03-10T12:00:00Z: the next 02:30 in Berlin (UTC+1 until the 29th) is 01:30 UTC on the 11th.
         let clock = TestClock(now: Date(timeIntervalSince1970: 1_773_144_000))
-        try await withTestApp(engine, clock: clock) { app in
+        try await withTestApp(engine, owner: "cron@example.com", clock: clock) { app, token in
             let client = app.client
-            let token = try await client.registerAndLogin(email: "cron@example.com").tokens.accessToken
             let bad = try await client.json(
                 .post, "/schedules", ["name": "x", "cron": "61 * * * *", "timeZone": "Mars/Olympus", "kind": "nope"], token: token)
             #expect(bad.status == .badRequest)
@@ -72,9 +71,7 @@ struct ScheduleTests {
             let stranger = try await client.registerAndLogin(email: "cron2@example.com").tokens.accessToken
             #expect(try await client.json(.get, "/schedules/\(id)", token: stranger).status == .notFound)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: stranger).status == .notFound)
-            _ = try await client.json(
-                .post, "/users", ["email": "m@cron.example", "name": "M", "role": "member", "password": "member password"], token: token)
-            let member = try await client.login(email: "m@cron.example", password: "member password").accessToken
+            let member = try await client.addUser(email: "m@cron.example", token: token).tokens.accessToken
             #expect(try await client.json(.get, "/schedules", token: member).status == .forbidden)
             #expect(try await client.json(.delete, "/schedules/\(id)", token: token).status == .noContent)
         }

@@ -46,15 +46,6 @@ final class Box<Value: Sendable>: Sendable {
     init(_ value: Value) { self.value = Mutex(value) }
 }
 
-/// Owner plus `members` more users in one tenant, and a user of another tenant.
-func makeTenant(_ client: any TestClientProtocol, prefix: String, members: Int) async throws -> (owner: Member, members: [Member], stranger: Member) {
-    let owner = try await signUp(client, "\(prefix)-owner@example.com")
-    var added: [Member] = []
-    for n in 0..<members { added.append(try await addMember(client, owner: owner, email: "\(prefix)-\(n)@example.com")) }
-    let stranger = try await signUp(client, "\(prefix)-stranger@example.com")
-    return (owner, added, stranger)
-}
-
 @Suite("Notifications: tenant broadcasts as jobs")
 struct BroadcastTests {
     @Test(arguments: TestEngine.available)
@@ -103,9 +94,7 @@ struct BroadcastTests {
                 #expect((inbox["items"] as? [[String: Any]])?.map { $0["title"] as? String } == ["maintenance"])
             }
             #expect(try await client.json(.get, "/notifications/unread-count", token: stranger.token).object["unread"] as? Int == 0)
-            let jobs = try await components.database.read { db in
-                try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'notifications.broadcast'").first()?.decode(column: "n", as: Int.self)
-            }
+            let jobs = try await components.database.rowCount("jobs WHERE kind = 'notifications.broadcast'")
             #expect(jobs == 1)
         }
     }

@@ -48,6 +48,18 @@ final class WebhookReceiver: Sendable {
         _ = FileManager.default.createFile(atPath: secretFile, contents: Data(secret.utf8))
     }
 
+    /// Registers a webhook endpoint (for `types`, or every type) that delivers here, and keeps
+    /// its secret so each request's signature is checked with it; returns the 201 answer.
+    @discardableResult
+    func register(on client: any TestClientProtocol, types: [String]? = nil, token: String) async throws -> TestResponse {
+        var body: [String: Any] = ["url": "http://127.0.0.1:\(port)/hook"]
+        if let types { body["types"] = types }
+        let created = try await client.json(.post, "/webhooks", body, token: token)
+        try #require(created.status == .created, "register a webhook: \(created.status) \(created.text)")
+        setSecret(try #require(created.object["secret"] as? String))
+        return created
+    }
+
     func stop() {
         process.stop()
         try? FileManager.default.removeItem(atPath: secretFile)
@@ -117,12 +129,9 @@ struct ChannelTests {
             let member = try await addMember(client, owner: owner, email: "hooks-m@example.com")
             let flaky = try await WebhookReceiver(failFirst: 1)
             defer { flaky.stop() }
-            let created = try await client.json(
-                .post, "/webhooks", ["url": "http://127.0.0.1:\(flaky.port)/hook", "types": ["message"]], token: owner.token)
-            #expect(created.status == .created)
+            let created = try await flaky.register(on: client, types: ["message"], token: owner.token)
             let secret = try #require(created.object["secret"] as? String)
             #expect(secret.hasPrefix("whsec_"))
-            flaky.setSecret(secret)
             // The secret is shown once only.
             #expect(try await client.json(.get, "/webhooks", token: owner.token).text.contains(secret) == false)
             #expect(try await client.json(.get, "/webhooks", token: member.token).status == .forbidden)
@@ -153,9 +162,7 @@ struct ChannelTests {
             // An endpoint that keeps failing: the delivery dead-letters and the endpoint is disabled.
             let broken = try await WebhookReceiver(failFirst: 1000)
             defer { broken.stop() }
-            let second = try await client.json(
-                .post, "/webhooks", ["url": "http://127.0.0.1:\(broken.port)/hook", "types": ["friend_request"]], token: owner.token)
-            broken.setSecret(try #require(second.object["secret"] as? String))
+            let second = try await broken.register(on: client, types: ["friend_request"], token: owner.token)
             let failing = try await components.notifications.publish(
                 NotificationDraft(type: "friend_request", title: "doomed"), to: [member.userId], tenantId: member.tenantId)
             let failingId = try #require(failing.first?.id)
@@ -180,8 +187,7 @@ struct ChannelTests {
             let member = try await addMember(client, owner: owner, email: "dedupe-hooks-m@example.com")
             let receiver = try await WebhookReceiver(failFirst: 0)
             defer { receiver.stop() }
-            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:\(receiver.port)/hook"], token: owner.token)
-            receiver.setSecret(try #require(created.object["secret"] as? String))
+            try await receiver.register(on: client, token: owner.token)
             _ = try await client.json(
                 .put, "/users/me/notification-preferences", ["types": ["message": ["in_app": false, "webhook": true]]], token: member.token)
             for _ in 0..<3 {
@@ -205,10 +211,7 @@ struct ChannelTests {
             try await receiver.wait("three webhook requests") { $0.count >= 3 }
             // Every delivery job has ended, so no fourth request is on its way.
             try await components.jobs.waitUntil("every delivery job finished") {
-                try await components.database.read { db in
-                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE state NOT IN ('succeeded', 'discarded', 'cancelled')").first()?
-                        .decode(column: "n", as: Int.self)
-                } == 0
+                try await components.database.rowCount("jobs WHERE state NOT IN ('succeeded', 'discarded', 'cancelled')") == 0
             }
             #expect(receiver.requests.count == 3)
         }

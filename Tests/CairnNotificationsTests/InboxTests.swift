@@ -67,9 +67,7 @@ struct InboxTests {
 
     @Test(arguments: TestEngine.available)
     func restInboxIsScopedToTheCallerAndSupportsReadState(engine: TestEngine) async throws {
-        try await withOwner(engine, "owner@example.com") { client, _, owner in
-            let member = try await addMember(client, owner: owner, email: "member@example.com")
-            let stranger = try await signUp(client, "stranger@example.com")
+        try await withTenant(engine, "inbox") { client, owner, member, stranger in
 
             // Members cannot publish; admins can, to users of their own tenant only.
             let forbidden = try await client.json(

@@ -281,9 +281,7 @@ struct ProviderTests {
 
     @Test(arguments: TestEngine.available)
     func settingsAndDevicesAreValidatedAndScoped(engine: TestEngine) async throws {
-        try await withOwner(engine, "validate-providers@example.com", configure: fastNotifications) { client, _, owner in
-            let member = try await addMember(client, owner: owner, email: "validate-m@example.com")
-            let other = try await signUp(client, "other-tenant-providers@example.com")
+        try await withTenant(engine, "validate-providers", configure: fastNotifications) { client, owner, member, other in
 
             let bad = try await client.json(
                 .put, "/notification-providers/apns",

@@ -122,9 +122,7 @@ struct SMSTests {
 
     @Test(arguments: TestEngine.available)
     func phoneNumbersAndTwilioSettingsAreValidatedAndScoped(engine: TestEngine) async throws {
-        try await withOwner(engine, "sms-validate@example.com", configure: fastNotifications) { client, _, owner in
-            let member = try await addMember(client, owner: owner, email: "sms-validate-m@example.com")
-            let other = try await signUp(client, "sms-other-tenant@example.com")
+        try await withTenant(engine, "sms-validate", configure: fastNotifications) { client, owner, member, other in
 
             // E.164 on the profile: + and 8 to 15 digits, the first not 0; null removes it.
             for bad: Any in [

@@ -49,6 +49,28 @@ func signUp(_ client: any TestClientProtocol, _ email: String) async throws -> M
     return Member(token: tokens.accessToken, userId: user.id, tenantId: user.tenantId)
 }
 
+/// An owner plus `members` more users in one tenant, and a user of another tenant, with emails
+/// starting `prefix`: the cast of the tests of who may see or change what.
+func makeTenant(_ client: any TestClientProtocol, prefix: String, members: Int) async throws -> (owner: Member, members: [Member], stranger: Member) {
+    let owner = try await signUp(client, "\(prefix)-owner@example.com")
+    var added: [Member] = []
+    for n in 0..<members { added.append(try await addMember(client, owner: owner, email: "\(prefix)-\(n)@example.com")) }
+    let stranger = try await signUp(client, "\(prefix)-stranger@example.com")
+    return (owner, added, stranger)
+}
+
+/// Runs `body` with the router-level client of a node on a fresh `engine` database and
+/// ``makeTenant(_:prefix:members:)``'s owner, one member of theirs and a user of another tenant.
+func withTenant(
+    _ engine: TestEngine, _ prefix: String, configure: @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    _ body: @Sendable (_ client: any TestClientProtocol, _ owner: Member, _ member: Member, _ stranger: Member) async throws -> Void
+) async throws {
+    try await withTestApp(engine, configure: configure) { client, _ in
+        let (owner, members, stranger) = try await makeTenant(client, prefix: prefix, members: 1)
+        try await body(client, owner, members[0], stranger)
+    }
+}
+
 /// Publishes `count` messages to `member` alone, one after another, titled `title` followed by
 /// their number (1 to `count`).
 func publishMessages(_ count: Int, titled title: String, to member: Member, on notifier: Notifier) async throws {
@@ -81,11 +103,8 @@ func withLiveOwner(
 
 /// Adds a member to the owner's tenant and logs them in.
 func addMember(_ client: any TestClientProtocol, owner: Member, email: String, role: String = "member") async throws -> Member {
-    let created = try await client.json(
-        .post, "/users", ["email": email, "name": "Member", "role": role, "password": "correct horse battery"], token: owner.token)
-    try #require(created.status == .created, "create user: \(created.status) \(created.text)")
-    let tokens = try await client.login(email: email, password: "correct horse battery")
-    return Member(token: tokens.accessToken, userId: try created.decode(UserBody.self).id, tenantId: owner.tenantId)
+    let (user, tokens) = try await client.addUser(email: email, role: role, token: owner.token)
+    return Member(token: tokens.accessToken, userId: user.id, tenantId: owner.tenantId)
 }
 
 /// Publishes 600 notifications of 12 KiB to `owner`, far more than the kernel's and NIO's

@@ -20,9 +20,7 @@ private func fields(_ answer: TestResponse) -> [String: String] {
 struct TemplateTests {
     @Test(arguments: TestEngine.available)
     func templatesAreValidatedPreviewedAndScoped(engine: TestEngine) async throws {
-        try await withOwner(engine, "templates@example.com", configure: fastNotifications) { client, _, owner in
-            let member = try await addMember(client, owner: owner, email: "templates-m@example.com")
-            let other = try await signUp(client, "templates-other@example.com")
+        try await withTenant(engine, "templates", configure: fastNotifications) { client, owner, member, other in
 
             // Save-time checks: syntax (with the position), raw output outside email html,
             // variables outside the declared list, unknown channels and parts, bad tags.

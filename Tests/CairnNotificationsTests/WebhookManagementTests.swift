@@ -68,8 +68,7 @@ struct WebhookManagementTests {
             let owner = try await signUp(client, "schedule@example.com")
             let down = try await WebhookReceiver(failFirst: 1000)
             defer { down.stop() }
-            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:\(down.port)/hook"], token: owner.token)
-            down.setSecret(try #require(created.object["secret"] as? String))
+            try await down.register(on: client, token: owner.token)
             let stored = try await components.notifications.publish(
                 NotificationDraft(type: "message", title: "persistent"), to: [owner.userId], tenantId: owner.tenantId)
             let notificationId = try #require(stored.first?.id)
@@ -130,8 +129,7 @@ struct WebhookManagementTests {
             let stranger = try await signUp(client, "rotate-other@example.com")
             let receiver = try await WebhookReceiver(failFirst: 0)
             defer { receiver.stop() }
-            let created = try await client.json(
-                .post, "/webhooks", ["url": "http://127.0.0.1:\(receiver.port)/hook", "types": ["message"]], token: owner.token)
+            let created = try await receiver.register(on: client, types: ["message"], token: owner.token)
             let old = try #require(created.object["secret"] as? String)
             let id = try #require(created.object["id"] as? String)
             let shown = try await client.json(.get, "/webhooks/\(id)", token: owner.token)
@@ -185,15 +183,11 @@ struct WebhookManagementTests {
     func aReEnabledEndpointGetsAFailedDeliveryRedelivered(engine: TestEngine) async throws {
         try await withQuickDeadLetters(engine, retryAfter: .milliseconds(200), disableAfter: 1) { app in
             let (client, components) = (app.client, app.components)
-            let owner = try await signUp(client, "redeliver@example.com")
-            let member = try await addMember(client, owner: owner, email: "redeliver-m@example.com")
-            let bystander = try await addMember(client, owner: owner, email: "redeliver-b@example.com")
-            let stranger = try await signUp(client, "redeliver-other@example.com")
+            let (owner, members, stranger) = try await makeTenant(client, prefix: "redeliver", members: 2)
+            let (member, bystander) = (members[0], members[1])
             let receiver = try await WebhookReceiver(failFirst: 2)
             defer { receiver.stop() }
-            let created = try await client.json(
-                .post, "/webhooks", ["url": "http://127.0.0.1:\(receiver.port)/hook", "types": ["friend_request"]], token: owner.token)
-            receiver.setSecret(try #require(created.object["secret"] as? String))
+            let created = try await receiver.register(on: client, types: ["friend_request"], token: owner.token)
             let id = try #require(created.object["id"] as? String)
             let stored = try await components.notifications.publish(
                 NotificationDraft(type: "friend_request", title: "again"), to: [member.userId], tenantId: owner.tenantId)
@@ -281,7 +275,7 @@ struct WebhookManagementTests {
             let owner = try await signUp(client, "dead-letters-once@example.com")
             let down = try await WebhookReceiver(failFirst: 1000)
             defer { down.stop() }
-            let created = try await client.json(.post, "/webhooks", ["url": "http://127.0.0.1:\(down.port)/hook"], token: owner.token)
+            let created = try await down.register(on: client, token: owner.token)
             let endpointPath = "/webhooks/\(try #require(created.object["id"] as? String))"
             let stored = try await components.notifications.publish(
                 NotificationDraft(type: "message", title: "unlucky"), to: [owner.userId], tenantId: owner.tenantId)

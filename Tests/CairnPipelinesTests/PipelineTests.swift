@@ -111,15 +111,14 @@ func withPipelines<R: Sendable>(
     _ body: @Sendable (PipelineClient, any TestClientProtocol, CairnComponents) async throws -> R
 ) async throws -> R {
     try await withTestApp(
-        engine, clock: clock,
+        engine, owner: "pipelines@example.com", clock: clock,
         configure: { configuration in
             // Generous: sandbox processes run at nice 10, so a busy test machine slows them; the
             // test of the time limit sets its own.
             configuration.pipelines.timeoutSeconds = 60
             configure(&configuration)
         }, runServices: true
-    ) { app in
-        let token = try await app.client.registerAndLogin(email: "pipelines@example.com").tokens.accessToken
+    ) { app, token in
         return try await body(PipelineClient(client: app.client, token: token, jobs: app.components.jobs), app.client, app.components)
     }
 }

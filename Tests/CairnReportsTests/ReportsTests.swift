@@ -154,11 +154,7 @@ struct ReportsTests {
         try await withTestApp(engine) { client, _ in
             let token = try await owner(client, "boss@example.com").token
             // A member of the same tenant.
-            let created = try await client.json(
-                .post, "/users", ["email": "member@example.com", "name": "M", "role": "member", "password": "correct horse battery"], token: token)
-            try #require(created.status == .created)
-            let memberTokens = try await client.login(email: "member@example.com", password: "correct horse battery")
-            let memberToken = memberTokens.accessToken
+            let memberToken = try await client.addUser(email: "member@example.com", token: token).tokens.accessToken
             for path in ["/reports/tasks.csv", "/reports/products.csv"] {
                 let forbidden = try await client.json(.get, path, token: memberToken)
                 #expect(forbidden.status == .forbidden)
@@ -213,10 +209,7 @@ struct ReportsTests {
         try await withTestApp(engine, mode: .live, runServices: false) { app in
             let (port, client, components) = (app.port!, app.client, app.components)
             let (token, tenantId, ownerId) = try await owner(client, "inbox-report@example.com")
-            let member = try await client.json(
-                .post, "/users", ["email": "inbox-member@example.com", "password": "correct horse battery", "name": "M", "role": "member"],
-                token: token)
-            let memberId = try #require(member.object["id"] as? String)
+            let memberId = try await client.addUser(email: "inbox-member@example.com", token: token).user.id
             for text in trickyTexts where !text.isEmpty {
                 _ = try await components.notifications.publish(
                     NotificationDraft(type: "message", title: text, body: text), to: [ownerId, memberId], tenantId: tenantId)

@@ -77,11 +77,7 @@ struct RoutePolicyTests {
     static func callers(_ client: some TestClientProtocol) async throws -> (owner: String, member: String, service: String) {
         let owner = try await client.registerAndLogin(email: "policy-owner@example.com")
         let ownerToken = owner.tokens.accessToken
-        let created = try await client.json(
-            .post, "/users", ["email": "policy-member@example.com", "name": "Member", "role": "member", "password": "correct horse battery"],
-            token: ownerToken)
-        #expect(created.status == .created)
-        let member = try await client.login(email: "policy-member@example.com", password: "correct horse battery")
+        let member = try await client.addUser(email: "policy-member@example.com", token: ownerToken).tokens
         let service = try await client.json(.post, "/service-tokens", ["name": "policy", "scopes": ["notifications:publish"]], token: ownerToken)
         #expect(service.status == .created)
         return (ownerToken, member.accessToken, try #require(service.object["token"] as? String))

@@ -55,6 +55,19 @@ package func withTestApp<R: Sendable>(
     }
 }
 
+/// ``withTestApp(_:mode:clock:configure:runServices:logger:observers:prepare:_:)`` with a tenant
+/// owner registered as `owner` before `body` runs with the node and the owner's access token:
+/// the opening of the tests that need the node itself (its port, clock or job waits).
+package func withTestApp<R: Sendable>(
+    _ engine: TestEngine, owner: String, mode: TestAppMode = .router, clock: any CairnClock = SystemClock(),
+    configure: @Sendable (inout CairnConfiguration) -> Void = { _ in }, runServices: Bool? = nil,
+    _ body: @Sendable (TestApp, String) async throws -> R
+) async throws -> R {
+    try await withTestApp(engine, mode: mode, clock: clock, configure: configure, runServices: runServices) { app in
+        try await body(app, try await app.client.registerAndLogin(email: owner).tokens.accessToken)
+    }
+}
+
 /// Builds a node on an existing test database and runs `body` with it; several nodes may
 /// share one database (see ``withTestDatabase(_:migrated:_:)``). The node's connections and
 /// threads are closed when `body` returns or throws.

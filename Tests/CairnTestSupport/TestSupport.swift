@@ -81,6 +81,16 @@ extension TestClientProtocol {
         return (try registered.decode(UserBody.self), tokens)
     }
 
+    /// Adds a user with `role` to the tenant of the owner or admin whose access token is
+    /// `token` (`POST /users`) and logs them in; returns the user and their token pair.
+    package func addUser(
+        email: String, role: String = "member", password: String = "correct horse battery", name: String = "Member", token: String
+    ) async throws -> (user: UserBody, tokens: TokenPairBody) {
+        let created = try await json(.post, "/users", ["email": email, "name": name, "role": role, "password": password], token: token)
+        guard created.status == .created else { throw TestSetupError("add user failed: \(created.status) \(created.text)") }
+        return (try created.decode(UserBody.self), try await login(email: email, password: password))
+    }
+
     /// Logs in; fails the setup unless 200.
     package func login(email: String, password: String) async throws -> TokenPairBody {
         let response = try await json(.post, "/auth/login", ["email": email, "password": password])

@@ -91,6 +91,13 @@ struct TracingEndToEndTests {
         /// The webhook requests received so far.
         var webhooks: [[String: Any]] { records("webhook") }
 
+        /// Starts a node on a fresh data directory that exports its spans here in batches every
+        /// `scheduleDelay` milliseconds, with `environment` on top.
+        func startNode(exportingEvery scheduleDelay: Int = 100, _ environment: [String: String] = [:]) async throws -> ServerProcess {
+            let exporting = ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(port)", "OTEL_BSP_SCHEDULE_DELAY": String(scheduleDelay)]
+            return try await ServerProcess.start(dataDir: try temporaryDirectory(), environment: exporting.merging(environment) { $1 })
+        }
+
         func records(_ kind: String) -> [[String: Any]] {
             output.text.split(separator: "\n").compactMap { line in
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
@@ -128,6 +135,12 @@ struct TracingEndToEndTests {
         (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
     }
 
+    /// The W3C `traceparent` header of a caller in `trace`, in span `span` (a random one by
+    /// default), who sampled the trace or not.
+    static func traceparent(_ trace: String, span: String = hex(8), sampled: Bool = true) -> [String: String] {
+        ["traceparent": "00-\(trace)-\(span)-\(sampled ? "01" : "00")"]
+    }
+
     /// A tenant broadcast asked of node A (which runs no jobs) with a caller's `traceparent`:
     /// its job runs on node B, publishes, and a webhook delivery job posts to the receiver. One
     /// trace — the caller's — holds request (A) → job attempt (B) → publish → webhook delivery,
@@ -139,16 +152,13 @@ struct TracingEndToEndTests {
         defer { receiver.child.signal(SIGKILL) }
         let shared = try await E2EEngine.postgres.environment().merging([
             "CAIRN_MASTER_KEY": Self.masterKey(), "CAIRN_WEBHOOKS_ALLOW_PRIVATE": "true", "CAIRN_LOG_LEVEL": "debug",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "100",
         ]) { $1 }
-        let nodeA = try await ServerProcess.start(
-            dataDir: try temporaryDirectory(),
-            environment: shared.merging([
+        let nodeA = try await receiver.startNode(
+            shared.merging([
                 "CAIRN_JOBS_CONCURRENCY": "0", "CAIRN_LOG_FORMAT": "json", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-a",
             ]) { $1 })
-        let nodeB = try await ServerProcess.start(
-            dataDir: try temporaryDirectory(),
-            environment: shared.merging(["CAIRN_LOG_FORMAT": "text", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-b"]) { $1 })
+        let nodeB = try await receiver.startNode(
+            shared.merging(["CAIRN_LOG_FORMAT": "text", "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=node-b"]) { $1 })
 
         let base = nodeA.baseURL
         _ = try await curl("POST", "\(base)/auth/register", json: ["email": "trace@example.com", "password": "trace password!", "name": "T"])
@@ -160,24 +170,23 @@ struct TracingEndToEndTests {
             "POST", "\(base)/webhooks", json: ["url": "http://127.0.0.1:\(receiver.port)/hook?key=\(hookKey)", "types": ["message"]], token: token)
         #expect(hook.status == 201, "\(hook.body)")
 
+        func broadcast(_ title: String, headers: [String: String]) async throws {
+            let accepted = try await curl(
+                "POST", "\(base)/notifications", json: ["type": "message", "title": title, "audience": "tenant"], token: token, headers: headers)
+            #expect(accepted.status == 202, "\(title): \(accepted.body)")
+        }
         // First a caller whose trace is not sampled (flags 00): the node makes no span for it,
         // anywhere, yet carries its trace on, still flagged 00, to the webhook.
         let droppedTrace = Self.hex(16)
-        let unsampled = try await curl(
-            "POST", "\(base)/notifications", json: ["type": "message", "title": "untraced", "audience": "tenant"], token: token,
-            headers: ["traceparent": "00-\(droppedTrace)-\(Self.hex(8))-00"])
-        #expect(unsampled.status == 202, "\(unsampled.body)")
+        try await broadcast("untraced", headers: Self.traceparent(droppedTrace, sampled: false))
         let traceId = Self.hex(16)
         let callerSpan = Self.hex(8)
-        let published = try await curl(
-            "POST", "\(base)/notifications", json: ["type": "message", "title": "traced", "audience": "tenant"], token: token,
-            headers: ["traceparent": "00-\(traceId)-\(callerSpan)-01"])
-        #expect(published.status == 202, "\(published.body)")
+        try await broadcast("traced", headers: Self.traceparent(traceId, span: callerSpan))
         // A credential in the query string reaches no span (its own trace).
         let queryTrace = Self.hex(16)
         _ = try await curl(
             "GET", "\(base)/notifications/unread-count?access_token=\(token)", token: token,
-            headers: ["traceparent": "00-\(queryTrace)-\(Self.hex(8))-01"])
+            headers: Self.traceparent(queryTrace))
 
         // Done when both webhooks arrived and every span of the chain was exported.
         let arrived = await receiver.output.wait(timeout: .seconds(60)) { _, _ in
@@ -241,10 +250,8 @@ struct TracingEndToEndTests {
     @Test func newTracesAreDecidedByTheRatioBeforeAnySpanIsMade() async throws {
         let receiver = try await Self.startReceiver()
         defer { receiver.child.signal(SIGKILL) }
-        let server = try await ServerProcess.start(
-            dataDir: try temporaryDirectory(),
-            environment: [
-                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "100",
+        let server = try await receiver.startNode(
+            [
                 "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5", "CAIRN_LOG_LEVEL": "debug", "CAIRN_LOG_FORMAT": "json",
             ])
         defer { server.child.signal(SIGKILL) }
@@ -287,12 +294,10 @@ struct TracingEndToEndTests {
     @Test func spansEndedJustBeforeShutdownAreExported() async throws {
         let receiver = try await Self.startReceiver()
         defer { receiver.child.signal(SIGKILL) }
-        let server = try await ServerProcess.start(
-            dataDir: try temporaryDirectory(),
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(receiver.port)", "OTEL_BSP_SCHEDULE_DELAY": "60000"])
+        let server = try await receiver.startNode(exportingEvery: 60_000)
         let traceId = Self.hex(16)
         let traced = try await curl(
-            "GET", "\(server.baseURL)/health/live", headers: ["traceparent": "00-\(traceId)-\(Self.hex(8))-01"])
+            "GET", "\(server.baseURL)/health/live", headers: Self.traceparent(traceId))
         #expect(traced.status == 200)
         server.child.signal(SIGTERM)
         let status = await server.child.waitForExit(timeout: .seconds(20))
@@ -309,9 +314,7 @@ struct TracingEndToEndTests {
     @Test func aHangingCollectorDoesNotDelayShutdown() async throws {
         let blackhole = try await Self.startReceiver(["blackhole"])
         defer { blackhole.child.signal(SIGKILL) }
-        let server = try await ServerProcess.start(
-            dataDir: try temporaryDirectory(),
-            environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:\(blackhole.port)", "OTEL_BSP_SCHEDULE_DELAY": "100"])
+        let server = try await blackhole.startNode()
         for _ in 0..<5 {
             #expect(try await curl("GET", "\(server.baseURL)/health/live").status == 200)
         }
