@@ -194,11 +194,7 @@ package struct UsersController: Sendable {
             .delete(use: deleteMe)
             .put("password", use: changePassword)
         group.group("users").add(middleware: RequireAdmin())
-            .get(use: list)
-            .post(use: create)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `GET /users/me`.

@@ -101,13 +101,11 @@ package struct ProductsController: Sendable {
     /// Adds the routes to the authenticated group: reads for everyone, writes for owners and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("products")
-            .get(use: list)
+            .resource(list: list, show: show)
             .get("by-sku/:sku", use: showBySKU)
-            .get(":id", use: show)
+        group.group("products").add(middleware: RequireAdmin())
+            .resource(create: create, update: update, delete: delete)
         group.group().add(middleware: RequireAdmin())
-            .post("products", use: create)
-            .patch("products/:id", use: update)
-            .delete("products/:id", use: delete)
             .post("products:import", use: startImport)
     }
 

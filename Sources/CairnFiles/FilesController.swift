@@ -29,11 +29,8 @@ package struct FilesController: Sendable {
     /// Adds the routes to the authenticated group.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("files")
-            .post(use: upload)
-            .get(use: list)
-            .get(":id", use: show)
+            .resource(list: list, create: upload, show: show, delete: delete)
             .get(":id/content", use: content)
-            .delete(":id", use: delete)
     }
 
     /// `GET /files`: a page of the tenant's files.

@@ -227,11 +227,7 @@ package struct SchedulesController: Sendable {
     /// Adds the routes to the authenticated group, all for owners and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("schedules").add(middleware: RequireAdmin())
-            .post(use: create)
-            .get(use: list)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `POST /schedules`: 201 with `Location` and `ETag`.

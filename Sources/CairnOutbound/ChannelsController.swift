@@ -80,11 +80,7 @@ package struct ChannelsController: Sendable {
     /// Adds the routes: `/webhooks` for owners and admins, a notification's deliveries for its recipient.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("webhooks").add(middleware: RequireAdmin())
-            .post(use: createWebhook)
-            .get(use: listWebhooks)
-            .get(":id", use: showWebhook)
-            .patch(":id", use: updateWebhook)
-            .delete(":id", use: deleteWebhook)
+            .resource(list: listWebhooks, create: createWebhook, show: showWebhook, update: updateWebhook, delete: deleteWebhook)
         group.get("notifications/:id/deliveries", use: deliveries)
         group.post("notifications/:id/deliveries/:deliveryId/redeliver", use: redeliver)
     }

@@ -48,12 +48,9 @@ package struct PipelinesController: Sendable {
     /// Adds the routes to the authenticated group: owners and admins write, members read and run.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("pipelines")
-            .get(use: list)
-            .get(":id", use: show)
+            .resource(list: list, show: show)
         group.group("pipelines").add(middleware: RequireAdmin())
-            .post(use: create)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(create: create, update: update, delete: delete)
         group.group("pipelines").add(middleware: idempotency)
             .post(":id/runs", use: run)
     }

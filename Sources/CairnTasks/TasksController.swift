@@ -52,12 +52,7 @@ package struct TasksController: Sendable {
 
     /// Adds the routes to the authenticated group.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.group("tasks")
-            .get(use: list)
-            .post(use: create)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+        group.group("tasks").resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `GET /tasks[?completed=]`: a page of the tenant's tasks.
