@@ -55,11 +55,7 @@ package struct ProductsController: Sendable {
 
     static func answer(_ read: CatalogRead<Product?>, request: Request) throws -> Response {
         guard let product = read.value else { throw AppError.notFound("No such product.") }
-        let etag = ETag.of(version: product.version)
-        if ETag.notModified(request, etag: etag) {
-            return Response(status: .notModified, headers: headers(status: read.status, etag: etag))
-        }
-        return .json(product, headers: headers(status: read.status, etag: etag))
+        return ETag.conditional(request, product, etag: ETag.of(version: product.version), headers: headers(status: read.status))
     }
 
     /// Parses the list filters shared with `/reports/products.csv`.

@@ -1,3 +1,5 @@
+package import CairnStorage
+package import HTTPTypes
 package import Hummingbird
 
 /// A handler of one route whose requests carry `Context`.
@@ -27,5 +29,31 @@ extension RouterGroup {
         if let update { patch(":id", use: update) }
         if let delete { self.delete(":id", use: delete) }
         return self
+    }
+}
+
+extension ETag {
+    /// The answer to a read of `resource` whose tag is `etag` (a row version's, ``of(version:)``,
+    /// or a content hash): 304 with `headers` and the tag when `If-None-Match` names it (weak
+    /// comparison, `*` included, RFC 9110 §13.1.2), else 200 with the resource, `headers` and
+    /// the tag.
+    package static func conditional(_ request: Request, _ resource: some JSONWritable, etag: String, headers: HTTPFields = [:]) -> Response {
+        var headers = headers
+        headers[.eTag] = etag
+        return notModified(request, etag: etag) ? Response(status: .notModified, headers: headers) : .json(resource, headers: headers)
+    }
+}
+
+extension Response {
+    /// A versioned resource as JSON with its version's `ETag` (``ETag/of(version:)``), the
+    /// answer of every create, read and write of one: `status` (201 for a new one, with the
+    /// `location` it can be read at) and any other `headers`.
+    package static func versioned(
+        _ resource: some JSONWritable & Versioned, status: HTTPResponse.Status = .ok, location: String? = nil, headers: HTTPFields = [:]
+    ) -> Response {
+        var headers = headers
+        if let location { headers[.location] = location }
+        headers[.eTag] = ETag.of(version: resource.version)
+        return .json(resource, status: status, headers: headers)
     }
 }

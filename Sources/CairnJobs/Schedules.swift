@@ -262,7 +262,7 @@ package struct SchedulesController: Sendable {
                 """
             ).run()
         }
-        return .json(schedule, status: .created, headers: [.location: "/schedules/\(schedule.id)", .eTag: ETag.of(version: 1)])
+        return .versioned(schedule, status: .created, location: "/schedules/\(schedule.id)")
     }
 
     /// `GET /schedules`: a page of the tenant's schedules, newest first.
@@ -298,9 +298,9 @@ package struct SchedulesController: Sendable {
         let current = try await changeable(try context.parameters.require("id"), tenantId: context.identity.tenantId, expected: expected)
         let now = queue.clock.milliseconds
         let updated = try applying(body, cron: newCron, zone: newZone, to: current, now: now)
-        if updated.hasSameSettings(as: current) { return .json(current, headers: [.eTag: ETag.of(version: current.version)]) }
+        if updated.hasSameSettings(as: current) { return .versioned(current) }
         guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }
-        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        return .versioned(updated)
     }
 
     /// `current` with the fields of `body` (validated: `cron` and `zone` parsed) applied, its

@@ -108,8 +108,7 @@ package struct ChannelsController: Sendable {
             ).run()
         }
         endpoint.showSecret = true
-        return .json(
-            endpoint, status: .created, headers: [.location: "/webhooks/\(endpoint.id)", .eTag: ETag.of(version: 1), .cacheControl: "no-store"])
+        return .versioned(endpoint, status: .created, location: "/webhooks/\(endpoint.id)", headers: [.cacheControl: "no-store"])
     }
 
     /// The caller's tenant's endpoint `id`.
@@ -151,12 +150,11 @@ package struct ChannelsController: Sendable {
         // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
         // version and `ETag` stay, as for the other resources.
         if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
-            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+            return .versioned(current)
         }
         guard try await save(updated, replacing: current) else { throw AppError.preconditionFailed() }
-        var headers: HTTPFields = [.eTag: ETag.of(version: updated.version)]
-        if updated.showSecret { headers[.cacheControl] = "no-store" }
-        return .json(updated, headers: headers)
+        // A new secret is shown this once: no copy of the answer may be kept.
+        return .versioned(updated, headers: updated.showSecret ? [.cacheControl: "no-store"] : [:])
     }
 
     /// `current` with a validated PATCH applied, one version later: re-enabling clears the

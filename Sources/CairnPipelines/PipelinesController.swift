@@ -60,7 +60,7 @@ package struct PipelinesController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: Body.self, context: context) { body in PipelineService.newSpec(body.changes).1 }
         let pipeline = try await service.create(body.changes, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
-        return .json(pipeline, status: .created, headers: [.location: "/pipelines/\(pipeline.id)", .eTag: ETag.of(version: pipeline.version)])
+        return .versioned(pipeline, status: .created, location: "/pipelines/\(pipeline.id)")
     }
 
     /// `GET /pipelines`: a page of the tenant's pipelines.
@@ -82,7 +82,7 @@ package struct PipelinesController: Sendable {
         let body = try await request.decodeJSON(as: Body.self, context: context)
         let updated = try await service.update(
             id: try context.parameters.require("id"), tenantId: context.identity.tenantId, expectedVersion: expected, changes: body.changes)
-        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        return .versioned(updated)
     }
 
     /// `DELETE /pipelines/{id}` (admins; `If-Match` optional): the pipeline and its schedule.
