@@ -47,7 +47,7 @@ package struct AuthController: Sendable {
         let body = try await request.decodeJSON(as: RegisterBody.self, context: context)
         let user = try await accounts.register(
             email: body.email, password: body.password, name: body.name, tenantName: body.tenantName, client: context.clientAddress)
-        return .json(user, status: .created, headers: [.location: "/users/\(user.id)", .eTag: ETag.of(version: user.version)])
+        return .versioned(user, status: .created, location: "/users/\(user.id)")
     }
 
     /// `POST /auth/login`: an access and refresh token pair.
@@ -181,10 +181,6 @@ package struct UsersController: Sendable {
         var password: String
     }
 
-    static func userResponse(_ user: User, status: HTTPResponse.Status = .ok) -> Response {
-        .json(user, status: status, headers: [.eTag: ETag.of(version: user.version)])
-    }
-
     /// Adds the routes: the caller's own profile for everyone, the tenant's users for owners
     /// and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
@@ -194,11 +190,7 @@ package struct UsersController: Sendable {
             .delete(use: deleteMe)
             .put("password", use: changePassword)
         group.group("users").add(middleware: RequireAdmin())
-            .get(use: list)
-            .post(use: create)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `GET /users/me`.
@@ -215,7 +207,7 @@ package struct UsersController: Sendable {
         let user = try await accounts.updateMe(
             context.identity, name: body.name.value, email: body.email.value, phone: body.phone.nullableChange,
             locale: body.locale.nullableChange, currentPassword: body.currentPassword)
-        return Self.userResponse(user)
+        return .versioned(user)
     }
 
     /// `DELETE /users/me`: the caller's account (body `{"currentPassword": …}`); with
@@ -269,9 +261,7 @@ package struct UsersController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: CreateBody.self, context: context)
         let user = try await accounts.createUser(context.identity, email: body.email, name: body.name, role: body.role, password: body.password)
-        var response = Self.userResponse(user, status: .created)
-        response.headers[.location] = "/users/\(user.id)"
-        return response
+        return .versioned(user, status: .created, location: "/users/\(user.id)")
     }
 
     /// `GET /users/{id}` (admins).
@@ -288,7 +278,7 @@ package struct UsersController: Sendable {
         let user = try await accounts.updateUser(
             context.identity, id: try context.parameters.require("id"), expectedVersion: expected,
             name: body.name.value, email: body.email.value, role: body.role.value)
-        return Self.userResponse(user)
+        return .versioned(user)
     }
 
     /// `DELETE /users/{id}` (admins; `If-Match` optional).

@@ -55,11 +55,7 @@ package struct ProductsController: Sendable {
 
     static func answer(_ read: CatalogRead<Product?>, request: Request) throws -> Response {
         guard let product = read.value else { throw AppError.notFound("No such product.") }
-        let etag = ETag.of(version: product.version)
-        if ETag.notModified(request, etag: etag) {
-            return Response(status: .notModified, headers: headers(status: read.status, etag: etag))
-        }
-        return .json(product, headers: headers(status: read.status, etag: etag))
+        return ETag.conditional(request, product, etag: ETag.of(version: product.version), headers: headers(status: read.status))
     }
 
     /// Parses the list filters shared with `/reports/products.csv`.
@@ -101,13 +97,11 @@ package struct ProductsController: Sendable {
     /// Adds the routes to the authenticated group: reads for everyone, writes for owners and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("products")
-            .get(use: list)
+            .resource(list: list, show: show)
             .get("by-sku/:sku", use: showBySKU)
-            .get(":id", use: show)
+        group.group("products").add(middleware: RequireAdmin())
+            .resource(create: create, update: update, delete: delete)
         group.group().add(middleware: RequireAdmin())
-            .post("products", use: create)
-            .patch("products/:id", use: update)
-            .delete("products/:id", use: delete)
             .post("products:import", use: startImport)
     }
 

@@ -29,11 +29,8 @@ package struct FilesController: Sendable {
     /// Adds the routes to the authenticated group.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("files")
-            .post(use: upload)
-            .get(use: list)
-            .get(":id", use: show)
+            .resource(list: list, create: upload, show: show, delete: delete)
             .get(":id/content", use: content)
-            .delete(":id", use: delete)
     }
 
     /// `GET /files`: a page of the tenant's files.
@@ -45,15 +42,7 @@ package struct FilesController: Sendable {
     /// `GET /files/{id}`: the file's metadata; its `ETag` is the content's SHA-256.
     @Sendable func show(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let file = try await find(context)
-        let etag = "\"\(file.sha256)\""
-        if let match = request.headers[.ifNoneMatch],
-            match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == etag })
-        {
-            return Response(status: .notModified, headers: [.eTag: etag])
-        }
-        var response = Response.json(file)
-        response.headers[.eTag] = etag
-        return response
+        return ETag.conditional(request, file, etag: "\"\(file.sha256)\"")
     }
 
     /// `GET /files/{id}/content`: the bytes, with single `Range` requests.

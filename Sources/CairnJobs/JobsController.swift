@@ -127,15 +127,13 @@ package struct JobsController: Sendable {
     /// Adds the routes to the authenticated group; the two enqueue routes honour `Idempotency-Key`.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("jobs").add(middleware: idempotency)
-            .post(use: enqueue)
+            .resource(create: enqueue)
             .post("batch", use: enqueueBatch)
         group.group("jobs")
-            .get(use: list)
-            .get(":id", use: show)
+            .resource(list: list, show: show, delete: delete)
             .post(":id/cancel", use: cancel)
             .post(":id/retry", use: retry)
             .get(":id/events", use: events)
-            .delete(":id", use: delete)
     }
 
     /// `POST /jobs`: 201 for a new job, 200 when its unique key matched an unfinished one.

@@ -227,11 +227,7 @@ package struct SchedulesController: Sendable {
     /// Adds the routes to the authenticated group, all for owners and admins.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("schedules").add(middleware: RequireAdmin())
-            .post(use: create)
-            .get(use: list)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `POST /schedules`: 201 with `Location` and `ETag`.
@@ -266,7 +262,7 @@ package struct SchedulesController: Sendable {
                 """
             ).run()
         }
-        return .json(schedule, status: .created, headers: [.location: "/schedules/\(schedule.id)", .eTag: ETag.of(version: 1)])
+        return .versioned(schedule, status: .created, location: "/schedules/\(schedule.id)")
     }
 
     /// `GET /schedules`: a page of the tenant's schedules, newest first.
@@ -302,9 +298,9 @@ package struct SchedulesController: Sendable {
         let current = try await changeable(try context.parameters.require("id"), tenantId: context.identity.tenantId, expected: expected)
         let now = queue.clock.milliseconds
         let updated = try applying(body, cron: newCron, zone: newZone, to: current, now: now)
-        if updated.hasSameSettings(as: current) { return .json(current, headers: [.eTag: ETag.of(version: current.version)]) }
+        if updated.hasSameSettings(as: current) { return .versioned(current) }
         guard try await save(updated, replacing: current, now: now) else { throw AppError.preconditionFailed() }
-        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        return .versioned(updated)
     }
 
     /// `current` with the fields of `body` (validated: `cron` and `zone` parsed) applied, its

@@ -71,12 +71,10 @@ package struct NotificationsController: Sendable {
         routes.authenticated("notifications", accepting: .queryToken)
             .get("stream", use: stream)
         routes.authenticated("notifications")
-            .get(use: list)
+            .resource(list: list, show: show, delete: delete)
             .get("unread-count", use: unreadCount)
             .post("read-all", use: readAll)
-            .get(":id", use: show)
             .post(":id/read", use: markRead)
-            .delete(":id", use: delete)
     }
 
     /// `POST /notifications`. To `userIds` it stores the rows before answering 202

@@ -80,11 +80,7 @@ package struct ChannelsController: Sendable {
     /// Adds the routes: `/webhooks` for owners and admins, a notification's deliveries for its recipient.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("webhooks").add(middleware: RequireAdmin())
-            .post(use: createWebhook)
-            .get(use: listWebhooks)
-            .get(":id", use: showWebhook)
-            .patch(":id", use: updateWebhook)
-            .delete(":id", use: deleteWebhook)
+            .resource(list: listWebhooks, create: createWebhook, show: showWebhook, update: updateWebhook, delete: deleteWebhook)
         group.get("notifications/:id/deliveries", use: deliveries)
         group.post("notifications/:id/deliveries/:deliveryId/redeliver", use: redeliver)
     }
@@ -112,8 +108,7 @@ package struct ChannelsController: Sendable {
             ).run()
         }
         endpoint.showSecret = true
-        return .json(
-            endpoint, status: .created, headers: [.location: "/webhooks/\(endpoint.id)", .eTag: ETag.of(version: 1), .cacheControl: "no-store"])
+        return .versioned(endpoint, status: .created, location: "/webhooks/\(endpoint.id)", headers: [.cacheControl: "no-store"])
     }
 
     /// The caller's tenant's endpoint `id`.
@@ -155,12 +150,11 @@ package struct ChannelsController: Sendable {
         // A PATCH that changes nothing (`{}`, or the stored values again) writes nothing: the
         // version and `ETag` stay, as for the other resources.
         if !updated.showSecret, updated.url == current.url, updated.types == current.types, updated.enabled == current.enabled {
-            return .json(current, headers: [.eTag: ETag.of(version: current.version)])
+            return .versioned(current)
         }
         guard try await save(updated, replacing: current) else { throw AppError.preconditionFailed() }
-        var headers: HTTPFields = [.eTag: ETag.of(version: updated.version)]
-        if updated.showSecret { headers[.cacheControl] = "no-store" }
-        return .json(updated, headers: headers)
+        // A new secret is shown this once: no copy of the answer may be kept.
+        return .versioned(updated, headers: updated.showSecret ? [.cacheControl: "no-store"] : [:])
     }
 
     /// `current` with a validated PATCH applied, one version later: re-enabling clears the

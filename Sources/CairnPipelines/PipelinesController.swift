@@ -48,12 +48,9 @@ package struct PipelinesController: Sendable {
     /// Adds the routes to the authenticated group: owners and admins write, members read and run.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
         group.group("pipelines")
-            .get(use: list)
-            .get(":id", use: show)
+            .resource(list: list, show: show)
         group.group("pipelines").add(middleware: RequireAdmin())
-            .post(use: create)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+            .resource(create: create, update: update, delete: delete)
         group.group("pipelines").add(middleware: idempotency)
             .post(":id/runs", use: run)
     }
@@ -63,7 +60,7 @@ package struct PipelinesController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: Body.self, context: context) { body in PipelineService.newSpec(body.changes).1 }
         let pipeline = try await service.create(body.changes, tenantId: context.identity.tenantId, createdBy: context.identity.userId)
-        return .json(pipeline, status: .created, headers: [.location: "/pipelines/\(pipeline.id)", .eTag: ETag.of(version: pipeline.version)])
+        return .versioned(pipeline, status: .created, location: "/pipelines/\(pipeline.id)")
     }
 
     /// `GET /pipelines`: a page of the tenant's pipelines.
@@ -85,7 +82,7 @@ package struct PipelinesController: Sendable {
         let body = try await request.decodeJSON(as: Body.self, context: context)
         let updated = try await service.update(
             id: try context.parameters.require("id"), tenantId: context.identity.tenantId, expectedVersion: expected, changes: body.changes)
-        return .json(updated, headers: [.eTag: ETag.of(version: updated.version)])
+        return .versioned(updated)
     }
 
     /// `DELETE /pipelines/{id}` (admins; `If-Match` optional): the pipeline and its schedule.

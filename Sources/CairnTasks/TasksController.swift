@@ -46,18 +46,9 @@ package struct TasksController: Sendable {
         }
     }
 
-    static func response(_ task: TaskItem, status: HTTPResponse.Status = .ok) -> Response {
-        .json(task, status: status, headers: [.eTag: ETag.of(version: task.version)])
-    }
-
     /// Adds the routes to the authenticated group.
     package func addRoutes(to group: RouterGroup<AuthenticatedContext>) {
-        group.group("tasks")
-            .get(use: list)
-            .post(use: create)
-            .get(":id", use: show)
-            .patch(":id", use: update)
-            .delete(":id", use: delete)
+        group.group("tasks").resource(list: list, create: create, show: show, update: update, delete: delete)
     }
 
     /// `GET /tasks[?completed=]`: a page of the tenant's tasks.
@@ -84,9 +75,7 @@ package struct TasksController: Sendable {
             id: UUIDv7.make(), tenantId: context.identity.tenantId, title: title, description: body.description,
             completed: body.completed ?? false, createdBy: context.identity.userId, version: 1, createdAt: now, updatedAt: now)
         try await store.insert(task)
-        var response = Self.response(task, status: .created)
-        response.headers[.location] = "/tasks/\(task.id)"
-        return response
+        return .versioned(task, status: .created, location: "/tasks/\(task.id)")
     }
 
     /// `GET /tasks/{id}`, with `If-None-Match` → 304.
@@ -106,7 +95,7 @@ package struct TasksController: Sendable {
         let change = try Self.change(from: body)
         let tenantId = context.identity.tenantId
         if let task = try await store.update(id: id, tenantId: tenantId, expectedVersion: expected, change: change) {
-            return Self.response(task)
+            return .versioned(task)
         }
         throw try await ETag.writeFailure(expected: expected, notFound: "No such task.") { try await store.get(id: id, tenantId: tenantId) != nil }
     }
