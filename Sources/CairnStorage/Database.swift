@@ -591,10 +591,13 @@ final class GroupCommitWriter: Sendable {
 
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
-            let unit = Unit(
-                body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now,
-                context: ServiceContext.current)
-            if pending.withLock({ $0.add(unit) }) { Task { await self.drain() } }
+            let startDrain = pending.withLock { pending in
+                pending.add(
+                    Unit(
+                        body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now,
+                        context: ServiceContext.current))
+            }
+            if startDrain { Task { await self.drain() } }
         }
         // Safe: the unit stored above returns exactly `R`.
         return result as! R

@@ -26,7 +26,7 @@ package struct PendingBatches<Item> {
 
     /// Adds `item` to what is pending; see ``add(contentsOf:)``.
     @inlinable
-    package mutating func add(_ item: Item) -> Bool {
+    package mutating func add(_ item: consuming Item) -> Bool {
         pending.append(item)
         return startDrain()
     }
