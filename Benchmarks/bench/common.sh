@@ -1,7 +1,16 @@
-# Sourced by run.sh and reports.sh once `root`, `helpers` and `work` are set: the process
-# groups a benchmark starts, their cleanup on exit, and a throwaway PostgreSQL cluster.
-# Everything a benchmark starts through start_bg or start_pg_cluster is stopped and removed
-# when it exits, however it exits.
+# Sourced first by run.sh and reports.sh: where things are and the settings both share, the
+# process groups a benchmark starts, their cleanup on exit, and a throwaway PostgreSQL cluster.
+# Everything a benchmark starts through start_bg or start_pg_cluster, and its `work` directory
+# once it sets one, is stopped and removed when it exits, however it exits.
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+helpers="$here/helpers.py"
+PEER_DIR=${PEER_DIR:-/work/shared/peers/express}
+PASSWORD='correct horse battery staple'   # of every account the benchmarks register
+ONLY=all                                  # the part to run (--only); wants PART: whether it runs
+wants() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+work=                                     # the script's temp directory, set once its arguments are read
 
 PIDS=()            # process-group leaders started here (each server runs in its own session)
 PG_PGBIN= PG_PGDATA=
@@ -17,7 +26,7 @@ cleanup() {
     else "$PG_PGBIN/pg_ctl" -D "$PG_PGDATA" -m fast -w stop >/dev/null 2>&1; fi
     rm -rf "$PG_PGDATA"
   fi
-  rm -rf "$work"
+  [ -z "$work" ] || rm -rf "$work"
   exit "$rc"
 }
 trap cleanup EXIT

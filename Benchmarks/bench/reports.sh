@@ -22,15 +22,10 @@
 # on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-helpers="$here/helpers.py"
-PEER_DIR=${PEER_DIR:-/work/shared/peers/express}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # here, root, helpers, PEER_DIR, PASSWORD, ONLY, wants
 TASKS=${TASKS:-1000000}
 PRODUCTS=${PRODUCTS:-100000}
 DURATION=${DURATION:-15}
-PASSWORD='correct horse battery staple'
-ONLY=all
 while [ $# -gt 0 ]; do
   case $1 in
     --only) ONLY=$2; shift ;;
@@ -41,12 +36,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 case $ONLY in all|reports|catalog) ;; *) echo "--only takes reports or catalog" >&2; exit 2 ;; esac
-wants() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 CAIRN_BIN=${CAIRN_BIN:-$root/.build-release/release/cairn}
 [ -x "$CAIRN_BIN" ] || { echo "no cairn binary at $CAIRN_BIN (build it first, see --help)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/cairn-bench-reports.XXXXXX)
-source "$here/common.sh"
 
 c() { curl -sS --noproxy '*' --max-time 600 "$@"; }
 wait_url() {

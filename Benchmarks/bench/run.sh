@@ -13,17 +13,12 @@
 # (servers, the PostgreSQL cluster, temp dirs) is stopped and removed on exit.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-helpers="$here/helpers.py"
-PEER_DIR=${PEER_DIR:-/work/shared/peers/express}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # here, root, helpers, PEER_DIR, PASSWORD, ONLY, wants
 CONNECTIONS=${CONNECTIONS:-64}
 LOGIN_CONNECTIONS=16      # wrk connections for the login-interference reads
 LOGIN_RATE=20             # logins per second asked of the second client
 LOGIN_INFLIGHT=8          # at most this many logins in flight at once
 LOGIN_USERS=4             # distinct accounts the logins rotate over
-PASSWORD='correct horse battery staple'
-ONLY=all
 BUILD=1
 
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -41,11 +36,9 @@ done
 DURATION=${DURATION:-15}
 case $ONLY in all|sqlite|postgres|login|auth|rss) ;; *) echo "--only takes sqlite, postgres, login, auth or rss" >&2; exit 2 ;; esac
 case $DURATION in ''|*[!0-9]*) echo "DURATION must be a whole number of seconds" >&2; exit 2 ;; esac
-wants() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
-# ---- bookkeeping and cleanup -----------------------------------------------------------------
+# ---- bookkeeping (cleanup: common.sh) ---------------------------------------------------------
 work=$(mktemp -d /tmp/cairn-bench.XXXXXX)
-source "$here/common.sh"
 
 c() { curl -sS --noproxy '*' --max-time 30 "$@"; }
 

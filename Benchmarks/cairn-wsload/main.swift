@@ -205,7 +205,6 @@ final class SocketHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        connection.channel = nil
         client.lost(connection)
     }
 }
@@ -255,7 +254,9 @@ final class LoadClient: @unchecked Sendable {
         pump()
     }
 
+    /// `connection`'s channel closed (or never opened): it is opened again shortly.
     func lost(_ connection: Connection) {
+        connection.channel = nil
         guard !stopping else { return }
         if connection.isReady {
             stats.ready -= 1
@@ -371,7 +372,6 @@ final class UpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        connection.channel = nil
         client.lost(connection)
     }
 }

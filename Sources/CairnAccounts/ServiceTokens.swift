@@ -44,10 +44,7 @@ package struct ServiceToken: Sendable, Equatable, JSONWritable {
     func writeFields(to writer: inout JSONWriter) {
         writer.field("id", id)
         writer.field("name", name)
-        writer.key("scopes")
-        writer.arrayStart()
-        for scope in scopes { writer.string(scope) }
-        writer.arrayEnd()
+        writer.field("scopes", strings: scopes)
         writer.field("hint", hint)
         writer.field("createdBy", createdBy)
         writer.field("createdAt", timestamp: createdAt)

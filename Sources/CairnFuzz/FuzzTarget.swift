@@ -113,17 +113,10 @@ enum FuzzParsers {
         options.delimiter = [nil, 0x2C, 0x3B, 0x09][Int(first >> 4) % 4]
         options.header = first & 0x08 != 0
         let input = Array(bytes.dropFirst())
-        do {
-            let reader = try CSVReader(source: MemoryByteSource(input, chunkSize: chunkSize(first)), options: options)
-            var records = 0
-            while let record = try reader.next() {
-                records += 1
-                precondition(record.count <= options.maxColumns, "a CSV record has more fields than maxColumns")
-                // Every record consumes input, so there are never more records than bytes.
-                precondition(records <= input.count + 1, "the CSV reader returns records without consuming input")
-            }
-            precondition(reader.bytesConsumed <= Int64(input.count), "the CSV reader consumed more bytes than it was given")
-        } catch {}
+        guard let reader = try? CSVReader(source: MemoryByteSource(input, chunkSize: chunkSize(first)), options: options) else { return }
+        readAll(
+            "CSV", of: input, maxFields: (options.maxColumns, "maxColumns"), next: { try reader.next()?.count },
+            consumed: { reader.bytesConsumed })
     }
 
     static func jsonRecords(_ bytes: [UInt8], layout: JSONOptions.Layout) {
@@ -132,15 +125,28 @@ enum FuzzParsers {
         options.layout = layout
         options.flatten = first & 0x08 == 0
         let input = Array(bytes.dropFirst())
+        guard let reader = try? JSONRecordReader(source: MemoryByteSource(input, chunkSize: chunkSize(first)), options: options) else { return }
+        readAll(
+            "JSON", of: input, maxFields: (options.maxFields, "maxFields"), next: { try reader.next()?.count },
+            consumed: { reader.bytesConsumed })
+    }
+
+    /// Reads every record of a streaming `format` reader over `input` (`next` gives a record's
+    /// field count, nil at the end) and checks what holds for any input: no record has more
+    /// fields than its limit, and the reader neither returns records without consuming input
+    /// nor consumes more bytes than it was given. A parse error ends the reading.
+    static func readAll(
+        _ format: String, of input: [UInt8], maxFields limit: (Int, name: String), next: () throws -> Int?, consumed: () -> Int64
+    ) {
         do {
-            let reader = try JSONRecordReader(source: MemoryByteSource(input, chunkSize: chunkSize(first)), options: options)
             var records = 0
-            while let record = try reader.next() {
+            while let fields = try next() {
                 records += 1
-                precondition(record.count <= options.maxFields, "a JSON record has more fields than maxFields")
-                precondition(records <= input.count + 1, "the JSON reader returns records without consuming input")
+                precondition(fields <= limit.0, "a \(format) record has more fields than \(limit.name)")
+                // Every record consumes input, so there are never more records than bytes.
+                precondition(records <= input.count + 1, "the \(format) reader returns records without consuming input")
             }
-            precondition(reader.bytesConsumed <= Int64(input.count), "the JSON reader consumed more bytes than it was given")
+            precondition(consumed() <= Int64(input.count), "the \(format) reader consumed more bytes than it was given")
         } catch {}
     }
 

@@ -140,6 +140,14 @@ extension JSONWriter {
         bool(value)
     }
 
+    /// Writes the member `"name": ["…", …]` for a list of strings.
+    package mutating func field(_ name: StaticString, strings values: [String]) {
+        key(name)
+        arrayStart()
+        for value in values { string(value) }
+        arrayEnd()
+    }
+
     /// Writes the member `"name": "<RFC 3339 time>"` for epoch milliseconds, or `"name": null`
     /// when `milliseconds` is nil.
     package mutating func field(_ name: StaticString, timestamp milliseconds: Int64?) {

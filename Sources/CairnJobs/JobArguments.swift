@@ -194,6 +194,22 @@ extension JobQueue {
         }
     }
 
+    /// ``register(_:handler:abandoned:)`` for a handler that is a method of `owner`, which the
+    /// queue does not keep alive (the owner holds the queue): a job of the kind that starts
+    /// after `owner` is gone fails with the error `gone` makes.
+    package func register<Arguments: JobArguments, Owner: AnyObject & Sendable>(
+        _ type: Arguments.Type, on owner: Owner, whenGone gone: @escaping @Sendable () -> any Error,
+        handler: @escaping @Sendable (Owner, _ arguments: Arguments, _ context: JobContext) async throws -> Void,
+        abandoned: (@Sendable (_ arguments: Arguments, _ job: Job, _ db: any SQLDatabase) async throws -> Void)? = nil
+    ) {
+        register(
+            type,
+            handler: { [weak owner] arguments, context in
+                guard let owner else { throw gone() }
+                try await handler(owner, arguments, context)
+            }, abandoned: abandoned)
+    }
+
     /// Enqueues a job of `Arguments.kind` carrying `arguments` on the kind's default queue and
     /// attempts (build a ``JobRequest`` from the arguments to set other fields). With `db` (the
     /// caller's open transaction), the job commits or rolls back with the caller's own rows.

@@ -30,9 +30,8 @@ package final class TenantBroadcasts: Sendable {
 
     /// Registers the broadcast job handler on `queue`.
     package func registerJobs(on queue: JobQueue) {
-        queue.register(SendBroadcast.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
-            try await self.run(args, context: context)
+        queue.register(SendBroadcast.self, on: self, whenGone: { PermanentJobError("notifications are shutting down") }) {
+            try await $0.run($1, context: $2)
         }
     }
 

@@ -415,8 +415,7 @@ package final class NotificationHub: Sendable {
         var count = 0
         /// Announced ids not read yet, and whether a drain is running: under load, many
         /// announcements are read with one query instead of one query each.
-        var pendingIds: [String] = []
-        var draining = false
+        var pendingIds = PendingBatches<String>()
         /// Observers of ``connectionCount`` (see ``connectionCounts()``).
         var countObservers: [UInt64: AsyncStream<Int>.Continuation] = [:]
         var nextObserver: UInt64 = 0
@@ -589,28 +588,13 @@ package final class NotificationHub: Sendable {
     }
 
     private func enqueue(_ ids: [String]) {
-        let start = state.withLock { state -> Bool in
-            state.pendingIds += ids
-            if state.draining { return false }
-            state.draining = true
-            return true
-        }
-        if start { Task { await self.drain() } }
+        if state.withLock({ $0.pendingIds.add(contentsOf: ids) }) { Task { await self.drain() } }
     }
 
     /// Reads everything announced so far, 500 ids per query, until nothing is pending.
     private func drain() async {
         while true {
-            let batch = state.withLock { state -> [String] in
-                if state.pendingIds.isEmpty {
-                    state.draining = false
-                    return []
-                }
-                let count = min(state.pendingIds.count, 500)
-                let batch = Array(state.pendingIds.prefix(count))
-                state.pendingIds.removeFirst(count)
-                return batch
-            }
+            let batch = state.withLock { $0.pendingIds.next(upTo: 500) }
             if batch.isEmpty { return }
             await deliver(ids: batch, attempt: 0)
         }

@@ -58,14 +58,16 @@ package final class OutboundChannels: PublishObserver {
         registerDelivery(SendEmail.self, on: queue, span: "email delivery") { try await $0.deliverThroughProvider($1, context: $2) }
         registerDelivery(SendPush.self, on: queue, span: "push delivery") { try await $0.deliverThroughProvider($1, context: $2) }
         registerDelivery(SendSMS.self, on: queue, span: nil) { try await $0.deliverThroughProvider($1, context: $2) }
-        queue.register(SendDigest.self) { [weak self] args, context in
-            guard let self else { throw PermanentJobError("notifications are shutting down") }
+        queue.register(SendDigest.self, on: self, whenGone: Self.shuttingDown) { channels, args, context in
             try await TraceContext.withSpan("digest delivery") { span in
                 span.attributes["cairn.digest.id"] = args.digestId
-                try await self.deliverDigest(args.digestId, context: context)
+                try await channels.deliverDigest(args.digestId, context: context)
             }
         }
     }
+
+    /// The failure of a delivery job that starts after the channels are gone.
+    @Sendable static func shuttingDown() -> any Error { PermanentJobError("notifications are shutting down") }
 
     /// Registers the handler of one kind of delivery job: `deliver` carries out the job's
     /// delivery (inside a span named `spanName`, with the delivery's id, when one is given), and an
@@ -75,13 +77,12 @@ package final class OutboundChannels: PublishObserver {
         _ deliver: @escaping @Sendable (OutboundChannels, _ deliveryId: String, JobContext) async throws -> Void
     ) {
         queue.register(
-            kind,
-            handler: { [weak self] args, context in
-                guard let self else { throw PermanentJobError("notifications are shutting down") }
-                guard let spanName else { return try await deliver(self, args.deliveryId, context) }
+            kind, on: self, whenGone: Self.shuttingDown,
+            handler: { channels, args, context in
+                guard let spanName else { return try await deliver(channels, args.deliveryId, context) }
                 try await TraceContext.withSpan(spanName) { span in
                     span.attributes["cairn.delivery.id"] = args.deliveryId
-                    try await deliver(self, args.deliveryId, context)
+                    try await deliver(channels, args.deliveryId, context)
                 }
             }, abandoned: Self.abandon)
     }

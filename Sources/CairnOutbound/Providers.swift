@@ -111,6 +111,19 @@ enum ProviderHTTP {
         return Answer(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
     }
 
+    /// One send of a message: the request, its answer classified by `outcome`; a network
+    /// failure is a `.retry` (the delivery job's backoff tries again).
+    static func deliver(
+        _ client: HTTPClient, url: String, headers: [(String, String)], body: String, timeout: Duration,
+        outcome: (Answer) -> ProviderOutcome
+    ) async -> ProviderOutcome {
+        do {
+            return outcome(try await send(client, url: url, headers: headers, body: body, timeout: timeout))
+        } catch {
+            return .retry(describe(error))
+        }
+    }
+
     /// A network failure's short description (never the request, which holds credentials).
     static func describe(_ error: any Error) -> String {
         if let error = error as? HTTPClientError, error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
@@ -218,15 +231,13 @@ struct SendGridProvider: NotificationProvider {
                     + (message.html.map { [.object(["type": .string("text/html"), "value": .string($0)])] } ?? [])),
             "custom_args": .object(["notification_id": .string(message.notificationId), "delivery_id": .string(message.deliveryId)]),
         ])
-        do {
-            let answer = try await ProviderHTTP.send(
-                client, url: endpoints.sendGrid + "/v3/mail/send",
-                headers: [("authorization", "Bearer \(config.apiKey)"), ("content-type", "application/json")], body: body.text,
-                timeout: endpoints.timeout)
-            return ProviderHTTP.classify(
+        return await ProviderHTTP.deliver(
+            client, url: endpoints.sendGrid + "/v3/mail/send",
+            headers: [("authorization", "Bearer \(config.apiKey)"), ("content-type", "application/json")], body: body.text,
+            timeout: endpoints.timeout
+        ) { answer in
+            ProviderHTTP.classify(
                 answer, messageId: answer.headers.first(name: "x-message-id"), detail: ProviderHTTP.reason(answer.body, [["errors"]]))
-        } catch {
-            return .retry(ProviderHTTP.describe(error))
         }
     }
 }
@@ -390,16 +401,15 @@ struct FCMProvider: NotificationProvider {
         } catch {
             return .retry((error as? TokenFailure).map { if case .retry(let why) = $0 { why } else { "" } } ?? "token endpoint failed")
         }
-        let answer: ProviderHTTP.Answer
-        do {
-            let project = config.projectId.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(["-", "_"])) ?? config.projectId
-            answer = try await ProviderHTTP.send(
-                client, url: "\(endpoints.fcm)/v1/projects/\(project)/messages:send",
-                headers: [("authorization", "Bearer \(accessToken)"), ("content-type", "application/json")],
-                body: Self.payload(message, token: token), timeout: endpoints.timeout)
-        } catch {
-            return .retry(ProviderHTTP.describe(error))
-        }
+        let project = config.projectId.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(["-", "_"])) ?? config.projectId
+        return await ProviderHTTP.deliver(
+            client, url: "\(endpoints.fcm)/v1/projects/\(project)/messages:send",
+            headers: [("authorization", "Bearer \(accessToken)"), ("content-type", "application/json")],
+            body: Self.payload(message, token: token), timeout: endpoints.timeout, outcome: outcome(of:))
+    }
+
+    /// What FCM's answer to a send means.
+    func outcome(of answer: ProviderHTTP.Answer) -> ProviderOutcome {
         let json = JSONValue(text: answer.body)
         // FCM names the reason in error.details[].errorCode (UNREGISTERED, INVALID_ARGUMENT, …).
         var code = json?["error"]?["status"]?.string ?? ""
@@ -488,17 +498,16 @@ struct APNsProvider: NotificationProvider {
             return .rejected("the APNs signing key cannot sign")
         }
         let base = config.environment == "sandbox" ? endpoints.apnsSandbox : endpoints.apns
-        let answer: ProviderHTTP.Answer
-        do {
-            answer = try await ProviderHTTP.send(
-                client, url: "\(base)/3/device/\(deviceToken)",
-                headers: [
-                    ("authorization", "bearer \(token)"), ("apns-topic", config.topic), ("apns-push-type", "alert"), ("apns-priority", "10"),
-                    ("apns-id", message.deliveryId), ("content-type", "application/json"),
-                ], body: Self.payload(message), timeout: endpoints.timeout)
-        } catch {
-            return .retry(ProviderHTTP.describe(error))
-        }
+        return await ProviderHTTP.deliver(
+            client, url: "\(base)/3/device/\(deviceToken)",
+            headers: [
+                ("authorization", "bearer \(token)"), ("apns-topic", config.topic), ("apns-push-type", "alert"), ("apns-priority", "10"),
+                ("apns-id", message.deliveryId), ("content-type", "application/json"),
+            ], body: Self.payload(message), timeout: endpoints.timeout, outcome: outcome(of:))
+    }
+
+    /// What APNs' answer to a send means.
+    func outcome(of answer: ProviderHTTP.Answer) -> ProviderOutcome {
         let reason = ProviderHTTP.reason(answer.body, [["reason"]])
         switch (answer.status, reason) {
         case (200, _): return .sent(messageId: answer.headers.first(name: "apns-id"))
@@ -549,16 +558,15 @@ struct TwilioProvider: NotificationProvider {
         let form = [("To", phone), ("From", config.from), ("Body", Self.text(message))]
             .map { "\($0.0)=\(FCMProvider.formEncode($0.1))" }.joined(separator: "&")
         let credentials = Data("\(config.accountSid):\(config.authToken)".utf8).base64EncodedString()
-        let answer: ProviderHTTP.Answer
-        do {
-            let account = FCMProvider.formEncode(config.accountSid)
-            answer = try await ProviderHTTP.send(
-                client, url: "\(endpoints.twilio)/2010-04-01/Accounts/\(account)/Messages.json",
-                headers: [("authorization", "Basic \(credentials)"), ("content-type", "application/x-www-form-urlencoded")], body: form,
-                timeout: endpoints.timeout)
-        } catch {
-            return .retry(ProviderHTTP.describe(error))
-        }
+        let account = FCMProvider.formEncode(config.accountSid)
+        return await ProviderHTTP.deliver(
+            client, url: "\(endpoints.twilio)/2010-04-01/Accounts/\(account)/Messages.json",
+            headers: [("authorization", "Basic \(credentials)"), ("content-type", "application/x-www-form-urlencoded")], body: form,
+            timeout: endpoints.timeout, outcome: Self.outcome(of:))
+    }
+
+    /// What Twilio's answer to a send means.
+    static func outcome(of answer: ProviderHTTP.Answer) -> ProviderOutcome {
         let json = JSONValue(text: answer.body)
         let code = json?["code"]?.int
         let detail = code.map { "code \($0)" } ?? ""

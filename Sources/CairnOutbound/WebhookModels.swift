@@ -31,10 +31,7 @@ struct WebhookEndpoint: Sendable, Versioned, JSONWritable {
         writer.objectStart()
         writer.field("id", id)
         writer.field("url", url)
-        writer.key("types")
-        writer.arrayStart()
-        for type in types { writer.string(type) }
-        writer.arrayEnd()
+        writer.field("types", strings: types)
         writer.field("enabled", enabled)
         writer.field("deadLetters", deadLetters)
         writer.field("createdAt", timestamp: createdAt)

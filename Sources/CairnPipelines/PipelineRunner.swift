@@ -137,11 +137,7 @@ package final class PipelineRunner: Service, Sendable {
     /// Registers the pipeline run job handler on `queue`.
     package func registerJobs(on queue: JobQueue) {
         queue.register(
-            RunPipeline.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw CancellationError() }
-                try await self.run(args, context: context)
-            },
+            RunPipeline.self, on: self, whenGone: { CancellationError() }, handler: { try await $0.run($1, context: $2) },
             abandoned: { [weak queue] _, job, db in
                 // A run cancelled or discarded takes its chunks with it.
                 guard let queue, let checkpoint = job.checkpoint.flatMap({ JSONValue(text: $0) }).flatMap({ Self.decode(Checkpoint.self, $0) }),
@@ -150,11 +146,7 @@ package final class PipelineRunner: Service, Sendable {
                 try await queue.cancel(ids: ids, tenantId: job.tenantId, on: db)
             })
         queue.register(
-            RunPipelineChunk.self,
-            handler: { [weak self] args, context in
-                guard let self else { throw CancellationError() }
-                try await self.runChunk(args, context: context)
-            },
+            RunPipelineChunk.self, on: self, whenGone: { CancellationError() }, handler: { try await $0.runChunk($1, context: $2) },
             abandoned: { [weak queue] args, job, db in
                 // The run learns at once that this chunk will not load.
                 try await queue?.wake(id: args.runJobId, tenantId: job.tenantId, on: db)

@@ -559,15 +559,11 @@ final class GroupCommitWriter: Sendable {
         /// The submitter's service context, so its statements join the submitter's trace.
         let context: ServiceContext?
     }
-    private struct State {
-        var pending: [Unit] = []
-        var draining = false
-    }
     private let database: any SQLDatabase
     /// The writer's statement cache, for the batch's own statements (BEGIN, SAVEPOINT, …),
     /// which otherwise are compiled again for every unit.
     private let statements: SQLiteStatementCache?
-    private let state = Mutex(State())
+    private let pending = Mutex(PendingBatches<Unit>())
     /// Upper bound on units per transaction, so one batch cannot grow without limit.
     private let maximumBatch = 256
     /// The writer's use and the units' wait for it.
@@ -595,14 +591,11 @@ final class GroupCommitWriter: Sendable {
 
     func submit<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, any Error>) in
-            let startDrain = state.withLock { state -> Bool in
-                state.pending.append(
+            let startDrain = pending.withLock { pending in
+                pending.add(
                     Unit(
                         body: { try await body($0) }, continuation: continuation, transaction: Transaction(database), submitted: .now,
                         context: ServiceContext.current))
-                if state.draining { return false }
-                state.draining = true
-                return true
             }
             if startDrain { Task { await self.drain() } }
         }
@@ -612,16 +605,7 @@ final class GroupCommitWriter: Sendable {
 
     private func drain() async {
         while true {
-            let batch = state.withLock { state -> [Unit] in
-                if state.pending.isEmpty {
-                    state.draining = false
-                    return []
-                }
-                let count = min(state.pending.count, maximumBatch)
-                let batch = Array(state.pending.prefix(count))
-                state.pending.removeFirst(count)
-                return batch
-            }
+            let batch = pending.withLock { $0.next(upTo: maximumBatch) }
             if batch.isEmpty { return }
             await metrics.using { await run(batch) }
         }

@@ -98,18 +98,11 @@ package struct PositionalRow {
     /// The text in column `index`, nil for NULL.
     /// - Throws: `PositionalRowError` when it is not text.
     package func optionalString(_ index: Int) throws -> String? {
-        switch storage {
-        case .postgres(let row):
-            do { return try row[index].decode(String?.self) } catch { throw PositionalRowError(column: index, expected: "text") }
-        case .sqlite(let row):
-            switch row[index] {
-            case .text(let text): return text
-            case .null: return nil
-            default: throw PositionalRowError(column: index, expected: "text")
-            }
-        case .sqlKit(let row, let columns):
-            do { return try row.decode(column: columns[index], as: String?.self) } catch {
-                throw PositionalRowError(column: index, expected: "text")
+        try column(index, "text") { value in
+            switch value {
+            case .text(let text): text
+            case .null: nil
+            default: throw SQLiteTypeMismatch()
             }
         }
     }
@@ -117,34 +110,20 @@ package struct PositionalRow {
     /// The integer in column `index` (any integer width on PostgreSQL).
     /// - Throws: `PositionalRowError` when it is NULL or not an integer.
     package func int64(_ index: Int) throws -> Int64 {
-        switch storage {
-        case .postgres(let row):
-            do { return try row[index].decode(Int64.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
-        case .sqlite(let row):
-            guard case .integer(let value) = row[index] else { throw PositionalRowError(column: index, expected: "an integer") }
-            return Int64(value)
-        case .sqlKit(let row, let columns):
-            do { return try row.decode(column: columns[index], as: Int64.self) } catch {
-                throw PositionalRowError(column: index, expected: "an integer")
-            }
+        try column(index, "an integer") { value in
+            guard case .integer(let integer) = value else { throw SQLiteTypeMismatch() }
+            return Int64(integer)
         }
     }
 
     /// The integer in column `index`, nil for NULL.
     /// - Throws: `PositionalRowError` when it is not an integer.
     package func optionalInt64(_ index: Int) throws -> Int64? {
-        switch storage {
-        case .postgres(let row):
-            do { return try row[index].decode(Int64?.self) } catch { throw PositionalRowError(column: index, expected: "an integer") }
-        case .sqlite(let row):
-            switch row[index] {
-            case .integer(let value): return Int64(value)
-            case .null: return nil
-            default: throw PositionalRowError(column: index, expected: "an integer")
-            }
-        case .sqlKit(let row, let columns):
-            do { return try row.decode(column: columns[index], as: Int64?.self) } catch {
-                throw PositionalRowError(column: index, expected: "an integer")
+        try column(index, "an integer") { value in
+            switch value {
+            case .integer(let integer): Int64(integer)
+            case .null: nil
+            default: throw SQLiteTypeMismatch()
             }
         }
     }
@@ -158,19 +137,30 @@ package struct PositionalRow {
     /// The boolean in column `index` (SQLite: an integer, 0 is false).
     /// - Throws: `PositionalRowError` when it is NULL or not a boolean.
     package func bool(_ index: Int) throws -> Bool {
-        switch storage {
-        case .postgres(let row):
-            do { return try row[index].decode(Bool.self) } catch { throw PositionalRowError(column: index, expected: "a boolean") }
-        case .sqlite(let row):
-            guard case .integer(let value) = row[index] else { throw PositionalRowError(column: index, expected: "a boolean") }
-            return value != 0
-        case .sqlKit(let row, let columns):
-            do { return try row.decode(column: columns[index], as: Bool.self) } catch {
-                throw PositionalRowError(column: index, expected: "a boolean")
+        try column(index, "a boolean") { value in
+            guard case .integer(let integer) = value else { throw SQLiteTypeMismatch() }
+            return integer != 0
+        }
+    }
+
+    /// Column `index` as `T`: decoded by type from a PostgreSQL or SQLKit row, read by `sqlite`
+    /// from a SQLite value (SQLite's values carry their storage class, not a column type). Any
+    /// failure is a `PositionalRowError` saying the column is not `expected`.
+    private func column<T: PostgresDecodable & Decodable>(_ index: Int, _ expected: String, sqlite: (SQLiteData) throws -> T) throws -> T {
+        do {
+            switch storage {
+            case .postgres(let row): return try row[index].decode(T.self)
+            case .sqlite(let row): return try sqlite(row[index])
+            case .sqlKit(let row, let columns): return try row.decode(column: columns[index], as: T.self)
             }
+        } catch {
+            throw PositionalRowError(column: index, expected: expected)
         }
     }
 }
+
+/// A SQLite value of another storage class than an accessor reads.
+private struct SQLiteTypeMismatch: Error {}
 
 extension Database {
     /// Runs one read-only statement and decodes its rows by position, without SQLKit's Codable
