@@ -316,6 +316,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case head, idle, body
     }
 
+    /// Whether the request decoder must be replaced: not at all, once the current request has
+    /// ended, or at the end of the current read (the decoder has then finished with it).
+    private enum FreshDecoder {
+        case no, afterEnd, now
+    }
+
     /// Timeouts and the header limit (named in answers).
     private let settings: HTTPTransportSettings
     /// The paths whose `GET` may upgrade to a WebSocket; `Upgrade` elsewhere is ignored.
@@ -347,6 +353,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var partsThisRead = false
     /// When bytes last came in after the guard answered (it drains them before closing).
     private var lastBytes = NIODeadline.now()
+    /// When the request decoder is to be replaced (see ``replaceDecoder(_:)``).
+    private var freshDecoder = FreshDecoder.no
     /// The one scheduled check, if any.
     private var timer: Scheduled<Void>?
     /// When ``timer`` fires.
@@ -388,6 +396,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 // connection that stays open (see the type's notes).
                 head.headers.remove(name: "upgrade")
                 data = wrapInboundOut(.head(head))
+                // The decoder (llhttp) stops parsing after a request with `Connection: upgrade`
+                // and an `Upgrade` header, leaving the bytes for the new protocol: a fresh one
+                // takes over once this request has ended, or the next request would never be read.
+                if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) { freshDecoder = .afterEnd }
             }
             requestsSeen += 1
             pendingResponses += 1
@@ -428,12 +440,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             readingBody = false
             if pendingResponses == 0 { becomeIdle() }
+            if freshDecoder == .afterEnd { freshDecoder = .now }
         }
         context.fireChannelRead(data)
         rearm(context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if freshDecoder == .now {
+            freshDecoder = .no
+            replaceDecoder(context)
+        }
         readPending = false
         if finished { lastBytes = .now() }
         if !finished, !partsThisRead, !readingBody, pendingResponses == 0, headStarted == nil || !headBytesSeen {
@@ -557,6 +574,27 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// `Content-Length` other than 0).
     private static func declaresBody(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
+    }
+
+    /// Puts a new request decoder in place of the one that stopped parsing after an ignored
+    /// upgrade. The new one goes right after the old, so the bytes the old one still holds (a
+    /// request sent behind the upgrade one) reach it as it leaves (NIO's upgrade pipeline
+    /// forwards them). The old decoder also told the response encoder each request's method
+    /// (so a `HEAD` answer has no body); the new one cannot, and Hummingbird writes none anyway.
+    private func replaceDecoder(_ context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let old = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = settings.maxHeaderBytes
+            limits.maxHeaderListSize = settings.maxHeaderBytes
+            let fresh = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
+            try pipeline.addHandler(fresh, position: .after(old))
+            pipeline.removeHandler(old, promise: nil)
+        } catch {
+            // No decoder to replace: the connection is going away.
+            finish(context)
+        }
     }
 
     /// Starts timing the connection's first head, once.
