@@ -310,6 +310,23 @@ struct HTTPTransportTests {
         }
     }
 
+    /// `GET /ws` without a handshake (no `Upgrade`, or `Upgrade: websocket` without
+    /// `Connection: Upgrade`, which RFC 9110 §7.8 makes no upgrade) answers `426 invalid_input`
+    /// whose `errors` name `Upgrade`, as every `invalid_input` names its field.
+    @Test(arguments: TestEngine.available, [false, true])
+    func aPlainGetOfTheSocketNamesUpgrade(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.http.webSocketDeflate = deflate }) { app in
+            for extra in ["", "Upgrade: websocket\r\n"] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\(extra)\r\n")
+                let answer = await wire.read(deadline: 10, until: isWholeResponse)
+                #expect(answer.text.hasPrefix("HTTP/1.1 426"), "\(extra): got \(answer.text.prefix(200))")
+                #expect(answer.text.contains(#""code":"invalid_input""#), "\(extra)")
+                #expect(answer.text.contains(#""errors":[{"field":"Upgrade","issue":"#), "\(extra): \(answer.text)")
+            }
+        }
+    }
+
     /// A message in fragments (RFC 6455 §5.4) is read whole; a client's close frame is
     /// answered with one (1000) and the connection ends.
     @Test(arguments: TestEngine.available)
