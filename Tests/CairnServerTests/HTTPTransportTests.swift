@@ -284,7 +284,8 @@ struct HTTPTransportTests {
             _ = try await accounts.register(email: "transport-h2c@example.com", password: "correct horse battery", name: "H", tenantName: nil)
             let token = try await accounts.login(email: "transport-h2c@example.com", password: "correct horse battery", client: "test").accessToken
             let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
-            let webSocket = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            let webSocket =
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             let auth = "Authorization: Bearer \(token)\r\n"
             let cases: [(request: String, status: String, ends: String)] = [
                 ("GET /health/live", "200", #"{"status":"ok"}"#),
