@@ -1,9 +1,13 @@
 import CairnAccounts
+import CairnHTTP
 import CairnNotifications
 import CairnServer
 import CairnStorage
 import CairnTestSupport
 import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import Testing
 
 #if canImport(Glibc)
@@ -308,6 +312,28 @@ struct HTTPTransportTests {
                     if status != "200" { #expect(answer.text.contains("application/problem+json"), "\(request) with \(upgrade)") }
                 }
             }
+        }
+    }
+
+    /// A handshake the WebSocket route itself refuses (here a `GET /ws` route that answers
+    /// 403 and opens no socket) gets `400 bad_request` as problem+json with `X-Request-Id`,
+    /// and the connection closes (before: an empty 400). No route of Cairn's refuses a
+    /// well-formed handshake today; this is the answer for when one does.
+    @Test func aHandshakeItsRouteRefusesIsAnsweredWithAProblem() async throws {
+        let router = Router(context: CairnRequestContext.self)
+        router.get("ws") { _, _ -> HTTPResponse.Status in .forbidden }
+        let app = Application(
+            router: router, server: .cairn(router: router, settings: HTTPTransportSettings()),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
+        try await app.test(.live) { client in
+            let wire = try WireClient(port: try #require(client.port))
+            await wire.send(webSocketUpgradeRequest())
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.contains("application/problem+json"))
+            #expect(answer.text.contains(#""code":"bad_request""#))
+            #expect(answer.text.lowercased().contains("x-request-id: "))
+            #expect(answer.ended)
         }
     }
 
