@@ -6,8 +6,10 @@ package indirect enum JSONNode {
     case bool(Bool)
     /// A number: `integer` is its exact value when it is integral and fits `Int64` (`1.0` and
     /// `1e2` included); `double` is ±infinity beyond the range of `Double` (1e400), which every
-    /// field refuses.
-    case number(double: Double, integer: Int64?)
+    /// field refuses. `plain` is true when it was written as an integer, digits alone (no
+    /// fraction or exponent), whatever its size: free-form JSON refuses such integers beyond
+    /// what a `Double` holds exactly rather than round them.
+    case number(double: Double, integer: Int64?, plain: Bool)
     case string(String)
     case array([JSONNode])
     case object(JSONObject)
@@ -85,6 +87,18 @@ package enum JSONTree {
     private struct Builder {
         var scanner: JSONScanner
 
+        /// True when the number token ending before `end` has no fraction or exponent (an
+        /// integer too large for `Int64`, which the scanner reads through `Double`).
+        func isPlainInteger(endingAt end: Int) -> Bool {
+            var index = end - 1
+            while index >= 0, scanner.bytes[index] >= UInt8(ascii: "0"), scanner.bytes[index] <= UInt8(ascii: "9") { index -= 1 }
+            // Digits preceded by a sign or anything but `.`, `e`, `E`, `+` (an exponent's sign).
+            guard index >= 0 else { return true }
+            let before = scanner.bytes[index]
+            return before != UInt8(ascii: ".") && before != UInt8(ascii: "e") && before != UInt8(ascii: "E") && before != UInt8(ascii: "+")
+                && !(before == UInt8(ascii: "-") && index > 0 && (scanner.bytes[index - 1] | 0x20) == UInt8(ascii: "e"))
+        }
+
         /// Runs one step of the scanner, its syntax error as ``JSONTreeError/invalid(offset:)``.
         @inline(__always)
         mutating func scan<T>(_ step: (inout JSONScanner) throws(JSONScanError) -> T) throws(JSONTreeError) -> T {
@@ -106,13 +120,13 @@ package enum JSONTree {
                 case .null: return .null
                 case .bool(let flag): return .bool(flag)
                 case .string(let text): return .string(text)
-                case .number(.integer(let value)): return .number(double: Double(value), integer: value)
+                case .number(.integer(let value)): return .number(double: Double(value), integer: value, plain: true)
                 case .number(.real(let double)):
                     // `1.0` and `1e2` are integral: decoders of integer fields accept them exactly.
                     let integer: Int64? =
                         double.rounded() == double && double >= -9.223_372_036_854_775_808e18 && double < 9.223_372_036_854_775_808e18
                         ? Int64(double) : nil
-                    return .number(double: double, integer: integer)
+                    return .number(double: double, integer: integer, plain: isPlainInteger(endingAt: scanner.position))
                 }
             }
         }

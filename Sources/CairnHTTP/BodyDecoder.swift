@@ -84,7 +84,8 @@ package func fieldIssues(_ check: () throws -> Void) -> [FieldIssue] {
 /// - Integers are exact: `1.5` and `1e20` for an `Int` field are `invalid_input` naming it,
 ///   with the accepted range when the number is integral but too large.
 /// - Numbers beyond `Double` (`1e400`) are kept as ±infinity by the parser and refused by the
-///   field (and anywhere inside a ``JSONValue``), naming it.
+///   field (and anywhere inside a ``JSONValue``), naming it; so are integers beyond ±(2^53 − 1)
+///   inside a ``JSONValue``, which its `Double` would round.
 /// - ``JSONEnum`` fields list the allowed values.
 /// - ``ValueChecked`` models add their value issues to the type issues.
 /// - Members of an object that the model never asked for are unknown fields, refused by name
@@ -229,11 +230,11 @@ final class BodyDecodingState {
             guard case .bool(let flag) = node else { throw mismatch("a boolean") }
             return flag as! T
         case is Double.Type:
-            guard case .number(let double, _) = node else { throw mismatch("a number") }
+            guard case .number(let double, _, _) = node else { throw mismatch("a number") }
             guard double.isFinite else { throw Self.outOfRange(path) }
             return double as! T
         case is Float.Type:
-            guard case .number(let double, _) = node else { throw mismatch("a number") }
+            guard case .number(let double, _, _) = node else { throw mismatch("a number") }
             guard Float(double).isFinite else { throw Self.outOfRange(path, limit: "3.4e38") }
             return Float(double) as! T
         case let integer as any FixedWidthInteger.Type:
@@ -245,8 +246,8 @@ final class BodyDecodingState {
             }
             return date as! T
         case is JSONValue.Type:
-            if let infinite = Self.infinitePath(in: node) {
-                throw Self.outOfRange(path + infinite)
+            if let (inner, issue) = Self.unheldNumber(in: node) {
+                throw DecodingError.dataCorrupted(.init(codingPath: path + inner, debugDescription: issue))
             }
             return Self.jsonValue(node) as! T
         default:
@@ -287,7 +288,7 @@ final class BodyDecodingState {
     static func integer<I: FixedWidthInteger>(
         _ type: I.Type, node: JSONNode, path: [any CodingKey], range: ClosedRange<Int64>? = nil, mismatch: (String) -> DecodingError
     ) throws -> I {
-        guard case .number(let double, let exact) = node else { throw mismatch("an integer") }
+        guard case .number(let double, let exact, _) = node else { throw mismatch("an integer") }
         let accepted = range.map { "must be an integer from \($0.lowerBound) to \($0.upperBound)" } ?? "must be an integer from \(I.min) to \(I.max)"
         // Within the type, a declared range is the model's own check to make (with its other
         // value checks, so the issues keep the order the model reads its fields in).
@@ -305,18 +306,34 @@ final class BodyDecodingState {
         .dataCorrupted(.init(codingPath: path, debugDescription: "must be a finite number (at most \(limit) in magnitude)"))
     }
 
-    /// The path, relative to `node`, of its first number beyond `Double`, if any.
-    static func infinitePath(in node: JSONNode) -> [any CodingKey]? {
+    /// The largest integer a ``JSONValue`` (a `Double`) holds together with all smaller ones:
+    /// 2^53 − 1 (I-JSON, RFC 7493 §2.2; JavaScript's `Number.MAX_SAFE_INTEGER`).
+    static let largestExactInteger: Int64 = (1 << 53) - 1
+
+    /// The path, relative to `node`, of its first number a ``JSONValue`` cannot hold, with the
+    /// issue: one beyond `Double` (`1e400`), or an integer written as such (digits alone)
+    /// beyond ±(2^53 − 1), which a `Double` would silently round (`9007199254740993` would
+    /// come back as `…992`). A number written with a fraction or exponent is a floating-point
+    /// value and is kept as the nearest `Double`, as every JSON reader does.
+    static func unheldNumber(in node: JSONNode) -> ([any CodingKey], String)? {
         switch node {
-        case .number(let double, _): return double.isFinite ? nil : []
+        case .number(let double, let integer, let plain):
+            if !double.isFinite { return ([], "must be a finite number (at most 1.8e308 in magnitude)") }
+            if plain, integer.map({ $0.magnitude > largestExactInteger.magnitude }) ?? true {
+                return (
+                    [],
+                    "must be an integer from -\(largestExactInteger) to \(largestExactInteger) (larger ones would lose precision: send them as strings)"
+                )
+            }
+            return nil
         case .array(let elements):
             for (index, element) in elements.enumerated() {
-                if let inner = infinitePath(in: element) { return [AnyKey(intValue: index)] + inner }
+                if let (inner, issue) = unheldNumber(in: element) { return ([AnyKey(intValue: index)] + inner, issue) }
             }
             return nil
         case .object(let object):
             for (index, member) in object.values.enumerated() {
-                if let inner = infinitePath(in: member) { return [AnyKey(object.keys[index])] + inner }
+                if let (inner, issue) = unheldNumber(in: member) { return ([AnyKey(object.keys[index])] + inner, issue) }
             }
             return nil
         case .null, .bool, .string: return nil
@@ -328,7 +345,7 @@ final class BodyDecodingState {
         switch node {
         case .null: return .null
         case .bool(let flag): return .bool(flag)
-        case .number(let double, _): return .number(double)
+        case .number(let double, _, _): return .number(double)
         case .string(let text): return .string(text)
         case .array(let elements): return .array(elements.map(jsonValue))
         case .object(let object):

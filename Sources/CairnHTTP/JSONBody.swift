@@ -47,12 +47,12 @@ extension Request {
         if bytes.isEmpty {
             throw AppError(.badRequest, code: .invalidJSON, detail: "The body is empty.")
         }
-        switch JSONDepth.scan(bytes, limit: maximumJSONDepth) {
+        let verdict = JSONDepth.scan(bytes, limit: maximumJSONDepth)
+        switch verdict {
         case .tooDeep:
             throw AppError(.badRequest, code: .invalidJSON, detail: "JSON nests deeper than \(maximumJSONDepth) levels.")
         case .containsNUL:
-            // Neither engine stores U+0000 in text (SQLite cuts the string, PostgreSQL refuses it).
-            throw AppError.invalidField("body", "strings must not contain the NUL character (U+0000)")
+            break  // refused once parsed, naming the fields that hold it
         case .trailingComma:
             throw AppError(.badRequest, code: .invalidJSON, detail: "The body is not valid JSON (trailing comma).")
         case .acceptable:
@@ -72,7 +72,36 @@ extension Request {
                 .badRequest, code: .invalidJSON, detail: "The body repeats the member \(path) in one object.",
                 errors: [FieldIssue(field: path, issue: "appears more than once")])
         }
+        if verdict == .containsNUL {
+            // Neither engine stores U+0000 in text (SQLite cuts the string, PostgreSQL refuses it).
+            var issues: [FieldIssue] = []
+            Self.collectNUL(in: node, path: [], into: &issues)
+            if !issues.isEmpty { throw AppError.invalidInput(issues) }
+        }
         return try BodyDecoder.decode(Value.self, from: node, check: check)
+    }
+
+    /// Adds an issue for every string holding U+0000, on its field (`title`, `data.tags[2]`),
+    /// and for every member name holding it, on the object that has the member.
+    static func collectNUL(in node: JSONNode, path: [any CodingKey], into issues: inout [FieldIssue]) {
+        switch node {
+        case .string(let text):
+            if text.utf8.contains(0) {
+                issues.append(FieldIssue(field: BodyDecodingState.text(path), issue: "must not contain the NUL character (U+0000)"))
+            }
+        case .array(let elements):
+            for (index, element) in elements.enumerated() { collectNUL(in: element, path: path + [AnyKey(intValue: index)], into: &issues) }
+        case .object(let object):
+            for (key, value) in zip(object.keys, object.values) {
+                if key.utf8.contains(0) {
+                    issues.append(
+                        FieldIssue(field: BodyDecodingState.text(path), issue: "member names must not contain the NUL character (U+0000)"))
+                } else {
+                    collectNUL(in: value, path: path + [AnyKey(key)], into: &issues)
+                }
+            }
+        case .null, .bool, .number: break
+        }
     }
 
     /// True for `application/json` and `application/*+json` (parameters aside).

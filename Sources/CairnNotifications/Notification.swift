@@ -86,7 +86,11 @@ package struct NotificationDraft: Sendable, Equatable {
         var issues: [FieldIssue] = []
         if !Self.isValidType(type) { issues.append(FieldIssue(field: "type", issue: "must match [a-z][a-z0-9_.]{0,63}")) }
         let titleLength = title.unicodeScalars.count
-        if title.trimmingWhitespace().isEmpty || titleLength > 200 { issues.append(FieldIssue(field: "title", issue: "must be 1 to 200 characters")) }
+        if title.trimmingWhitespace().isEmpty {
+            issues.append(FieldIssue(field: "title", issue: "must not be blank"))
+        } else if titleLength > 200 {
+            issues.append(FieldIssue(field: "title", issue: "must be 1 to 200 characters"))
+        }
         if body.unicodeScalars.count > 10_000 { issues.append(FieldIssue(field: "body", issue: "must be at most 10,000 characters")) }
         if case .object = data {
             if data.text.utf8.count > 16 * 1024 { issues.append(FieldIssue(field: "data", issue: "must be at most 16 KiB of JSON")) }

@@ -195,6 +195,8 @@ package struct NotificationSocketController: Sendable {
 
     /// The subprotocol name.
     package static let subprotocol = "cairn.v1"
+    /// The socket's path: the transport offers WebSocket upgrades on it alone.
+    package static let path = "/ws"
 
     /// Creates the controller.
     package init(center: Notifier) {
@@ -210,7 +212,7 @@ package struct NotificationSocketController: Sendable {
 
     /// Adds `GET /ws` to the root router (the socket authenticates itself).
     package func addRoutes(to router: Router<CairnRequestContext>) {
-        router.ws("ws", shouldUpgrade: shouldUpgrade, onUpgrade: onUpgrade)
+        router.ws(RouterPath(Self.path), shouldUpgrade: shouldUpgrade, onUpgrade: onUpgrade)
     }
 
     /// Upgrades a WebSocket handshake, agreeing on `cairn.v1` when offered.
@@ -219,8 +221,9 @@ package struct NotificationSocketController: Sendable {
         // A plain GET (no upgrade) gets a problem, not an empty 200.
         guard request.headers[.upgrade]?.lowercased().contains("websocket") == true else {
             throw AppError(
-                .upgradeRequired, code: .invalidInput, detail: "GET /ws speaks WebSocket only (RFC 6455): send Upgrade: websocket.",
-                headers: [.upgrade: "websocket"])
+                .upgradeRequired, code: .invalidInput,
+                detail: "GET /ws speaks WebSocket only (RFC 6455): send Connection: Upgrade and Upgrade: websocket.",
+                errors: [FieldIssue(field: "Upgrade", issue: "must be websocket, with Connection: Upgrade")], headers: [.upgrade: "websocket"])
         }
         let offered = Self.offeredProtocols(request)
         var headers = HTTPFields()

@@ -44,6 +44,9 @@ package struct NotificationsController: Sendable {
             switch (userIds, audience) {
             case (let userIds?, nil):
                 if !(1...1000).contains(userIds.count) { issues.append(FieldIssue(field: "userIds", issue: "must list 1 to 1000 user ids")) }
+                for (index, id) in userIds.enumerated() where !UUIDv7.isValid(id) {
+                    issues.append(FieldIssue(field: "userIds[\(index)]", issue: NotificationsController.malformedUserIdIssue))
+                }
             case (nil, "tenant"?): break
             case (nil, _?): issues.append(FieldIssue(field: "audience", issue: "must be \"tenant\""))
             default: issues.append(FieldIssue(field: "userIds", issue: "give either userIds or audience, not both or neither"))
@@ -51,6 +54,10 @@ package struct NotificationsController: Sendable {
             return issues
         }
     }
+
+    /// The issue of a recipient that is no user id at all (not "not a user of this tenant": its
+    /// shape, not the tenant, is at fault).
+    static let malformedUserIdIssue = "is not a user id (a UUIDv7 string)"
 
     /// The issue of a publisher's notification with one of the server's own types.
     static let reservedTypeIssue = "is reserved for the server's own notifications (job_status, system_alert)"

@@ -1,4 +1,5 @@
 package import CairnHTTP
+import CairnNotifications
 package import CairnStorage
 import Foundation
 import HTTPTypes
@@ -60,8 +61,14 @@ extension HTTPServerBuilder {
     /// applies `settings`. Upgrades are served from the channel pipeline
     /// (``PipelineUpgradeChannel``), with no task per open socket; with permessage-deflate on
     /// they go through Hummingbird's `http1WebSocketUpgrade` instead, whose WebSocket layer
-    /// does the compression (and keeps a task per connection).
-    package static func cairn(router: Router<CairnRequestContext>, settings: HTTPTransportSettings) -> HTTPServerBuilder {
+    /// does the compression (and keeps a task per connection). Only `GET` on one of
+    /// `webSocketPaths` is offered to the upgrade; an `Upgrade` header on any other request
+    /// (`h2c`, or `websocket` to a route that is not a WebSocket endpoint) is ignored and the
+    /// request served as plain HTTP/1.1 (see ``ConnectionGuard``).
+    package static func cairn(
+        router: Router<CairnRequestContext>, settings: HTTPTransportSettings,
+        webSocketPaths: Set<String> = [NotificationSocketController.path]
+    ) -> HTTPServerBuilder {
         let webSocketResponder = router.buildResponder()
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
             maxHeaderFieldSize: settings.maxHeaderBytes, maxHeaderListSize: settings.maxHeaderBytes)
@@ -72,7 +79,7 @@ extension HTTPServerBuilder {
             return HTTPServerBuilder { responder in
                 GuardedHTTPChannel(
                     inner: PipelineUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: http1),
-                    settings: settings)
+                    settings: settings, webSocketPaths: webSocketPaths)
             }
         }
         // No auto-ping: it is a task sleeping beside every WebSocket; the notifications socket
@@ -85,7 +92,7 @@ extension HTTPServerBuilder {
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
-                settings: settings)
+                settings: settings, webSocketPaths: webSocketPaths)
         }
     }
 }
@@ -95,7 +102,7 @@ extension HTTPServerBuilder {
 /// and all; when its route answers 200 and set a ``WebSocketPipelineReference`` installer, the
 /// handshake is answered and the installer adds its handlers on the event loop before the first
 /// frame is read. The server's task for the connection then ends: an open WebSocket holds none.
-/// A refused upgrade gets `400` and the connection closes, and an upgrade asked for on a later
+/// A refused upgrade gets `400 bad_request` and the connection closes, and an upgrade asked for on a later
 /// request of a keep-alive connection gets `307` to the same URL with `Connection: close`
 /// (both as Hummingbird's WebSocket channel answers). Everything else is Hummingbird's HTTP/1.1.
 struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
@@ -222,9 +229,18 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http):
+                // The route answered the handshake with no socket. NIO's upgrade handler has
+                // consumed the request, so the route's own answer cannot be replayed here: a
+                // problem document instead of Hummingbird's empty 400, as every answer has.
+                let body = problemJSON(
+                    status: .badRequest, code: .badRequest, detail: "This WebSocket handshake was refused; no socket was opened.")
                 try await http.executeThenClose { _, outbound in
+                    let headers: HTTPFields = [
+                        .connection: "close", .contentType: "application/problem+json", .contentLength: String(body.utf8.count),
+                        .init("X-Request-Id")!: UUID().uuidString.lowercased(),
+                    ]
                     try await outbound.write(contentsOf: [
-                        .head(HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])), .end(nil),
+                        .head(HTTPResponse(status: .badRequest, headerFields: headers)), .body(ByteBuffer(string: body)), .end(nil),
                     ])
                 }
             }
@@ -246,14 +262,16 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let inner: Inner
     /// Timeouts and limits.
     let settings: HTTPTransportSettings
+    /// The paths whose `GET` may upgrade to a WebSocket.
+    let webSocketPaths: Set<String>
 
     /// Sets up the inner channel, then adds the guard after its request decoder.
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let settings = settings
+        let (settings, webSocketPaths) = (settings, webSocketPaths)
         return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let pipeline = channel.pipeline.syncOperations
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(ConnectionGuard(settings: settings), position: .after(decoder))
+            try pipeline.addHandler(ConnectionGuard(settings: settings, webSocketPaths: webSocketPaths), position: .after(decoder))
             return value
         }
     }
@@ -275,7 +293,14 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
 ///   request_header_fields_too_large` for a header block over the limit, `400 bad_request` for
 ///   anything else that is not HTTP/1.1 (a raw non-ASCII byte in the request line), then the
 ///   connection closes; when a response is already under way the connection just closes;
-/// - so are WebSocket handshakes NIO's upgrader would fail unanswered (``handshakeRefusal(_:)``).
+/// - so are WebSocket handshakes NIO's upgrader would fail unanswered (``handshakeRefusal(_:)``);
+/// - an `Upgrade` header on anything but a WebSocket handshake to a WebSocket endpoint (`GET`
+///   on one of `webSocketPaths`) is removed here, so the request is served as plain HTTP/1.1.
+///   RFC 9110 §7.8 lets a server ignore `Upgrade`; NIO's upgrade handler, had it seen one it
+///   cannot serve (`h2c` from `curl --http2`, RFC 7540 §3.2, which RFC 9113 dropped; or
+///   `websocket` to `/openapi.yaml`), would swallow the request and the client got no answer,
+///   or an empty 400. A WebSocket route, not the mere header, decides whether Upgrade
+///   applies (RFC 6455 §4.1: the handshake targets a WebSocket endpoint's URI).
 ///
 /// A first request that asks for a WebSocket upgrade takes the guard out of the pipeline: the
 /// connection becomes a WebSocket (with its own pings) or Hummingbird answers and closes it.
@@ -291,8 +316,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case head, idle, body
     }
 
+    /// Whether the request decoder must be replaced: not at all, once the current request has
+    /// ended, or at the end of the current read (the decoder has then finished with it).
+    private enum FreshDecoder {
+        case no, afterEnd, now
+    }
+
     /// Timeouts and the header limit (named in answers).
     private let settings: HTTPTransportSettings
+    /// The paths whose `GET` may upgrade to a WebSocket; `Upgrade` elsewhere is ignored.
+    private let webSocketPaths: Set<String>
     /// Whether the connection's first head timer has been started.
     private var started = false
     /// Set once the guard answers or closes: everything after is ignored.
@@ -320,14 +353,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var partsThisRead = false
     /// When bytes last came in after the guard answered (it drains them before closing).
     private var lastBytes = NIODeadline.now()
+    /// When the request decoder is to be replaced (see ``replaceDecoder(_:)``).
+    private var freshDecoder = FreshDecoder.no
     /// The one scheduled check, if any.
     private var timer: Scheduled<Void>?
     /// When ``timer`` fires.
     private var timerDeadline: NIODeadline?
 
-    /// A guard applying `settings`' timeouts.
-    init(settings: HTTPTransportSettings) {
+    /// A guard applying `settings`' timeouts, letting only `GET` on `webSocketPaths` upgrade.
+    init(settings: HTTPTransportSettings, webSocketPaths: Set<String>) {
         self.settings = settings
+        self.webSocketPaths = webSocketPaths
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -352,8 +388,19 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !finished else { return }
         partsThisRead = true
+        var data = data
         switch unwrapInboundIn(data) {
-        case .head(let head):
+        case .head(var head):
+            if head.headers.contains(name: "upgrade"), !(Self.asksForWebSocket(head) && takesWebSocket(head)) {
+                // Ignored (RFC 9110 §7.8): served as the plain request it also is, on a
+                // connection that stays open (see the type's notes).
+                head.headers.remove(name: "upgrade")
+                data = wrapInboundOut(.head(head))
+                // The decoder (llhttp) stops parsing after a request with `Connection: upgrade`
+                // and an `Upgrade` header, leaving the bytes for the new protocol: a fresh one
+                // takes over once this request has ended, or the next request would never be read.
+                if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) { freshDecoder = .afterEnd }
+            }
             requestsSeen += 1
             pendingResponses += 1
             readingBody = true
@@ -376,7 +423,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     requestsSeen = 0
                     pendingResponses = 0
                     readingBody = false
-                    answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, headers: refusal.headers)
+                    answer(
+                        context, status: refusal.status, code: refusal.code, detail: refusal.detail, errors: refusal.errors,
+                        headers: refusal.headers)
                     return
                 }
                 // Removed before the request's end can start the upgrade: after it, the pipeline
@@ -391,12 +440,17 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             readingBody = false
             if pendingResponses == 0 { becomeIdle() }
+            if freshDecoder == .afterEnd { freshDecoder = .now }
         }
         context.fireChannelRead(data)
         rearm(context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if freshDecoder == .now {
+            freshDecoder = .no
+            replaceDecoder(context)
+        }
         readPending = false
         if finished { lastBytes = .now() }
         if !finished, !partsThisRead, !readingBody, pendingResponses == 0, headStarted == nil || !headBytesSeen {
@@ -475,23 +529,34 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// True for a head asking to become a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+    /// True for a head asking to become a WebSocket (`Connection: upgrade`, `Upgrade: websocket`,
+    /// each a token of its comma-separated list, as NIO's upgrade handler reads them).
     private static func asksForWebSocket(_ head: HTTPRequestHead) -> Bool {
         head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-            && head.headers["upgrade"].contains { $0.lowercased().contains("websocket") }
+            && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
+    }
+
+    /// True for a `GET` of a WebSocket endpoint (query and trailing slashes aside, as the
+    /// router matches paths).
+    private func takesWebSocket(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .GET else { return false }
+        var path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        while path.count > 1, path.hasSuffix("/") { path.removeLast() }
+        return webSocketPaths.contains(String(path))
     }
 
     /// Why a WebSocket handshake cannot be served, or nil when it can: `Sec-WebSocket-Version`
     /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13`, RFC 6455
-    /// §4.2.2), and `Sec-WebSocket-Key` one base64 value of 16 bytes (else `400 bad_request`,
-    /// RFC 6455 §4.2.1).
+    /// §4.2.2, its `errors` naming the header as every `invalid_input` names its field), and
+    /// `Sec-WebSocket-Key` one base64 value of 16 bytes (else `400 bad_request`, RFC 6455 §4.2.1).
     static func handshakeRefusal(
         _ head: HTTPRequestHead
-    ) -> (status: HTTPResponseStatus, code: AppError.Code, detail: String, headers: [(String, String)])? {
+    ) -> (status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue], headers: [(String, String)])? {
         let versions = head.headers["sec-websocket-version"]
         guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
             return (
                 .upgradeRequired, .invalidInput, "This server speaks WebSocket version 13 only (RFC 6455): send Sec-WebSocket-Version: 13.",
+                [FieldIssue(field: "Sec-WebSocket-Version", issue: versions.isEmpty ? "is required and must be 13" : "must be 13")],
                 [("Sec-WebSocket-Version", "13")]
             )
         }
@@ -499,7 +564,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
             return (
                 .badRequest, .badRequest, "A WebSocket handshake needs one Sec-WebSocket-Key: 16 random bytes in base64 (RFC 6455 §4.1).",
-                []
+                [], []
             )
         }
         return nil
@@ -509,6 +574,27 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// `Content-Length` other than 0).
     private static func declaresBody(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
+    }
+
+    /// Puts a new request decoder in place of the one that stopped parsing after an ignored
+    /// upgrade. The new one goes right after the old, so the bytes the old one still holds (a
+    /// request sent behind the upgrade one) reach it as it leaves (NIO's upgrade pipeline
+    /// forwards them). The old decoder also told the response encoder each request's method
+    /// (so a `HEAD` answer has no body); the new one cannot, and Hummingbird writes none anyway.
+    private func replaceDecoder(_ context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let old = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = settings.maxHeaderBytes
+            limits.maxHeaderListSize = settings.maxHeaderBytes
+            let fresh = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
+            try pipeline.addHandler(fresh, position: .after(old))
+            pipeline.removeHandler(old, promise: nil)
+        } catch {
+            // No decoder to replace: the connection is going away.
+            finish(context)
+        }
     }
 
     /// Starts timing the connection's first head, once.
@@ -576,14 +662,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes a small problem+json answer with `Connection: close`, then closes.
     private func answer(
-        _ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String, headers: [(String, String)] = []
+        _ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue] = [],
+        headers: [(String, String)] = []
     ) {
         finished = true
         cancelTimer()
         var body = context.channel.allocator.buffer(capacity: 256)
-        body.writeString(
-            #"{"type":"https://cairn.dev/problems/\#(code.rawValue)","title":"\#(status.reasonPhrase)","status":\#(status.code),"#
-                + #""code":"\#(code.rawValue)","detail":"\#(detail)"}"#)
+        body.writeString(problemJSON(status: status, code: code, detail: detail, errors: errors))
         var head = HTTPResponseHead(version: .http1_1, status: status)
         head.headers.add(name: "Content-Type", value: "application/problem+json")
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
@@ -633,3 +718,28 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension ConnectionGuard: Sendable {}
+
+/// The problem document (RFC 9457) of an answer written below the router, as
+/// ``AppError/response(from:context:)`` writes it.
+private func problemJSON(status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue] = []) -> String {
+    var writer = JSONWriter()
+    writer.objectStart()
+    writer.field("type", "https://cairn.dev/problems/\(code.rawValue)")
+    writer.field("title", status.reasonPhrase)
+    writer.field("status", Int(status.code))
+    writer.field("code", code.rawValue)
+    writer.field("detail", detail)
+    if !errors.isEmpty {
+        writer.key("errors")
+        writer.arrayStart()
+        for issue in errors {
+            writer.objectStart()
+            writer.field("field", issue.field)
+            writer.field("issue", issue.issue)
+            writer.objectEnd()
+        }
+        writer.arrayEnd()
+    }
+    writer.objectEnd()
+    return String(buffer: writer.buffer)
+}

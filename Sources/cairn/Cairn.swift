@@ -149,7 +149,10 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let (configuration, logger) = try await options.load()
         do {
-            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+            // Only SQLite keeps its file there: on PostgreSQL, migrating leaves no empty folder behind.
+            if configuration.databaseURL == nil {
+                try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+            }
             let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
             defer { Task { await database.close() } }
             let applied = try await Migrator(database: database, migrations: allMigrations(), logger: logger).migrate()

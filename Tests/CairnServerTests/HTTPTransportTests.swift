@@ -1,9 +1,13 @@
 import CairnAccounts
+import CairnHTTP
 import CairnNotifications
 import CairnServer
 import CairnStorage
 import CairnTestSupport
 import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import Testing
 
 #if canImport(Glibc)
@@ -205,17 +209,18 @@ struct HTTPTransportTests {
         }
     }
 
-    /// An upgrade no route accepts is refused with `400` and the connection closes; an upgrade
-    /// asked for on a later request of a keep-alive connection gets `307` to the same URL with
+    /// A WebSocket handshake to a path that is no WebSocket endpoint is served as the plain
+    /// request it also is (here `404 not_found`; before: an empty 400); an upgrade asked for on a
+    /// later request of a keep-alive connection gets `307` to the same URL with
     /// `Connection: close` (only a connection's first request can upgrade).
     @Test(arguments: TestEngine.available)
     func upgradesThatCannotBeServedAreAnswered(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live) { app in
             let refused = try WireClient(port: app.port!)
             await refused.send(webSocketUpgradeRequest(path: "/nowhere"))
-            let answer = await refused.readToEnd(deadline: 10)
-            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(200))")
-            #expect(answer.ended)
+            let answer = await refused.read(deadline: 10) { $0.containsText("}") }
+            #expect(answer.text.hasPrefix("HTTP/1.1 404"), "got \(answer.text.prefix(200))")
+            #expect(answer.text.contains(#""code":"not_found""#))
             let later = try WireClient(port: app.port!)
             await later.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             let first = await later.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) }
@@ -257,12 +262,95 @@ struct HTTPTransportTests {
                 #expect(answer.text.hasPrefix("HTTP/1.1 \(status)"), "\(headers): got \(answer.text.prefix(200))")
                 #expect(answer.text.contains(#""code":"\#(code)""#), "\(headers)")
                 #expect(answer.ended, "\(headers)")
-                if status == "426" { #expect(answer.text.lowercased().contains("sec-websocket-version: 13\r\n"), "\(headers)") }
+                if status == "426" {
+                    #expect(answer.text.lowercased().contains("sec-websocket-version: 13\r\n"), "\(headers)")
+                    // As every other invalid_input, it names its field.
+                    #expect(answer.text.contains(#""errors":[{"field":"Sec-WebSocket-Version","issue":"#), "\(headers): \(answer.text)")
+                }
             }
             let valid = try WireClient(port: app.port!)
             await valid.send(webSocketUpgradeRequest())
             let upgraded = await valid.read(deadline: 10) { $0.containsText("\r\n\r\n") }
             #expect(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
+        }
+    }
+
+    /// An `Upgrade` the server does not take is ignored (RFC 9110 §7.8) and the request served
+    /// as plain HTTP/1.1 on a connection that stays open, on both WebSocket layers: `h2c` (what
+    /// `curl --http2` sends on plain HTTP, RFC 7540 §3.2) to a public and an authenticated
+    /// route, and a WebSocket handshake to routes that are no WebSocket endpoint (the answer is
+    /// the route's own, problem+json and `X-Request-Id` included). Before, `h2c` got no answer
+    /// at all and the handshakes an empty `400`.
+    @Test(arguments: TestEngine.available, [false, true])
+    func anUpgradeTheServerDoesNotTakeIsIgnored(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.http.webSocketDeflate = deflate }) { app in
+            let accounts = app.components.accounts
+            _ = try await accounts.register(email: "transport-h2c@example.com", password: "correct horse battery", name: "H", tenantName: nil)
+            let token = try await accounts.login(email: "transport-h2c@example.com", password: "correct horse battery", client: "test").accessToken
+            let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+            let webSocket =
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            let auth = "Authorization: Bearer \(token)\r\n"
+            let cases: [(request: String, status: String, ends: String)] = [
+                ("GET /health/live", "200", #"{"status":"ok"}"#),
+                ("GET /tasks", "200", #""nextCursor":null}"#),
+                ("PUT /ws", "405", #""code":"method_not_allowed""#),
+                ("GET /tasks", "200", #""nextCursor":null}"#),
+                ("GET /openapi.yaml", "200", "openapi: "),
+            ]
+            for upgrade in [h2c, webSocket] {
+                // One connection for all of them: each answer leaves it open for the next.
+                let wire = try WireClient(port: app.port!)
+                for (request, status, ends) in cases {
+                    await wire.send("\(request) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(auth)\(upgrade)\r\n")
+                    let answer = await wire.read(deadline: 10, until: isWholeResponse)
+                    let head = answer.text.prefix(300)
+                    #expect(answer.text.hasPrefix("HTTP/1.1 \(status)"), "\(request) with \(upgrade): got \(head)")
+                    #expect(answer.text.contains(ends), "\(request) with \(upgrade): got \(head)")
+                    #expect(answer.text.contains("X-Request-Id: "), "\(request) with \(upgrade)")
+                    #expect(!answer.ended, "\(request) with \(upgrade): the connection closed")
+                    if status != "200" { #expect(answer.text.contains("application/problem+json"), "\(request) with \(upgrade)") }
+                }
+            }
+        }
+    }
+
+    /// A handshake the WebSocket route itself refuses (here a `GET /ws` route that answers
+    /// 403 and opens no socket) gets `400 bad_request` as problem+json with `X-Request-Id`,
+    /// and the connection closes (before: an empty 400). No route of Cairn's refuses a
+    /// well-formed handshake today; this is the answer for when one does.
+    @Test func aHandshakeItsRouteRefusesIsAnsweredWithAProblem() async throws {
+        let router = Router(context: CairnRequestContext.self)
+        router.get("ws") { _, _ -> HTTPResponse.Status in .forbidden }
+        let app = Application(
+            router: router, server: .cairn(router: router, settings: HTTPTransportSettings()),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
+        try await app.test(.live) { client in
+            let wire = try WireClient(port: try #require(client.port))
+            await wire.send(webSocketUpgradeRequest())
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.contains("application/problem+json"))
+            #expect(answer.text.contains(#""code":"bad_request""#))
+            #expect(answer.text.lowercased().contains("x-request-id: "))
+            #expect(answer.ended)
+        }
+    }
+
+    /// `GET /ws` without a handshake (no `Upgrade`, or `Upgrade: websocket` without
+    /// `Connection: Upgrade`, which RFC 9110 §7.8 makes no upgrade) answers `426 invalid_input`
+    /// whose `errors` name `Upgrade`, as every `invalid_input` names its field.
+    @Test(arguments: TestEngine.available, [false, true])
+    func aPlainGetOfTheSocketNamesUpgrade(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.http.webSocketDeflate = deflate }) { app in
+            for extra in ["", "Upgrade: websocket\r\n"] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\(extra)\r\n")
+                let answer = await wire.read(deadline: 10, until: isWholeResponse)
+                #expect(answer.text.hasPrefix("HTTP/1.1 426"), "\(extra): got \(answer.text.prefix(200))")
+                #expect(answer.text.contains(#""code":"invalid_input""#), "\(extra)")
+                #expect(answer.text.contains(#""errors":[{"field":"Upgrade","issue":"#), "\(extra): \(answer.text)")
+            }
         }
     }
 
@@ -379,6 +467,16 @@ struct HTTPTransportTests {
             _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_WS_DEFLATE": "maybe"])
         }
     }
+}
+
+/// True once `bytes` hold one whole response with a `Content-Length` body.
+@Sendable private func isWholeResponse(_ bytes: [UInt8]) -> Bool {
+    let separator = Array("\r\n\r\n".utf8)
+    guard let end = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else { return false }
+    let head = String(decoding: bytes[..<end], as: UTF8.self).lowercased()
+    guard let field = head.range(of: "\r\ncontent-length: ") else { return false }
+    let length = Int(head[field.upperBound...].prefix { $0.isNumber }) ?? 0
+    return bytes.count - (end + separator.count) >= length
 }
 
 /// A blocking TCP client for bytes no HTTP library would send.
