@@ -206,11 +206,10 @@ struct ObjectStoreFilesTests {
             proxy.comeUp()
             // The cut write's abort failed with the store away: it is retried once it is back.
             // The store announces nothing, so this reads it, bounded by a deadline.
-            let deadline = ContinuousClock.now + .seconds(60)
-            while try await !store.listUnfinished().isEmpty {
-                #expect(ContinuousClock.now < deadline, "the cut write's multipart upload is aborted once the store is back")
-                if ContinuousClock.now >= deadline { break }
-                try await Task.sleep(for: .milliseconds(250))
+            try await pollUntil(
+                "the cut write's multipart upload is aborted once the store is back", every: .milliseconds(250), timeout: .seconds(60)
+            ) {
+                try await store.listUnfinished().isEmpty
             }
             var ids: [String] = []
             for (node, bytes) in [(b, big), (a, Array(big.prefix(3 << 20)))] {
