@@ -61,12 +61,13 @@ struct ConfigurationTests {
                 "CAIRN_JOBS_LEASE": "45", "CAIRN_JOBS_SHUTDOWN_GRACE": "3", "CAIRN_CATALOG_CACHE_SIZE": "100",
                 "CAIRN_NOTIFICATIONS_BATCH_SIZE": "100", "CAIRN_PIPELINE_THREADS": "3", "CAIRN_FILES_MAX_SIZE": "1000",
                 "CAIRN_UPLOADS_EXPIRY": "2h", "CAIRN_WEBHOOKS_ALLOW_PRIVATE": "true", "CAIRN_FCM_URL": "http://127.0.0.1:9",
-                "CAIRN_BCRYPT_THREADS": "3",
+                "CAIRN_BCRYPT_THREADS": "3", "CAIRN_NOTIFICATIONS_PUBLISH_BATCHES": "4",
             ])
         #expect(config.jobs.leaseSeconds == 45)
         #expect(config.jobs.shutdownGrace == .seconds(3))
         #expect(config.catalog.cacheCapacity == 100)
         #expect(config.notifications.batchSize == 100)
+        #expect(config.notifications.publishBatchesInFlight == 4)
         #expect(config.pipelines.threads == 3)
         #expect(config.files.quotas.maxFileBytes == 1000)
         #expect(config.files.uploadsExpiry == 7200)
@@ -83,6 +84,7 @@ struct ConfigurationTests {
         ("CAIRN_JOBS_LEASE", "soon"), ("CAIRN_JOBS_CLAIM_LIMIT", "0"), ("CAIRN_CATALOG_CACHE_SIZE", "1"),
         ("CAIRN_NOTIFICATIONS_BATCH_SIZE", "5000"), ("CAIRN_PIPELINE_THREADS", "0"), ("CAIRN_WEBHOOKS_ALLOW_PRIVATE", "maybe"),
         ("CAIRN_SENDGRID_URL", "ftp://mail.example"), ("CAIRN_FILES_MAX_SIZE", "0"), ("CAIRN_UPLOADS_EXPIRY", "never"),
+        ("CAIRN_NOTIFICATIONS_PUBLISH_BATCHES", "0"),
     ])
     func badValuesNameTheSetting(setting: String, value: String) async throws {
         do {
