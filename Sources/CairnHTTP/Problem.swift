@@ -2,7 +2,7 @@ import Foundation
 package import HTTPTypes
 package import Hummingbird
 package import HummingbirdCore
-import NIOCore
+package import NIOCore
 
 /// One field-level validation failure inside a problem document: `{field, issue}`.
 package struct FieldIssue: Sendable, Equatable, Codable {
@@ -184,6 +184,12 @@ package struct AppError: Error, Sendable, HTTPResponseError {
     package func response(from request: Request, context: some RequestContext) throws -> Response {
         var headers = self.headers
         headers[.contentType] = "application/problem+json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: document()))
+    }
+
+    /// The problem document (RFC 9457): `{type, title, status, code, detail?, errors?}`, as
+    /// every error answer carries it, including those written below the router.
+    package func document() -> ByteBuffer {
         var writer = JSONWriter()
         writer.objectStart()
         writer.field("type", "https://cairn.dev/problems/\(code.rawValue)")
@@ -205,6 +211,6 @@ package struct AppError: Error, Sendable, HTTPResponseError {
             writer.arrayEnd()
         }
         writer.objectEnd()
-        return Response(status: status, headers: headers, body: .init(byteBuffer: writer.buffer))
+        return writer.buffer
     }
 }

@@ -722,24 +722,7 @@ extension ConnectionGuard: Sendable {}
 /// The problem document (RFC 9457) of an answer written below the router, as
 /// ``AppError/response(from:context:)`` writes it.
 private func problemJSON(status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue] = []) -> String {
-    var writer = JSONWriter()
-    writer.objectStart()
-    writer.field("type", "https://cairn.dev/problems/\(code.rawValue)")
-    writer.field("title", status.reasonPhrase)
-    writer.field("status", Int(status.code))
-    writer.field("code", code.rawValue)
-    writer.field("detail", detail)
-    if !errors.isEmpty {
-        writer.key("errors")
-        writer.arrayStart()
-        for issue in errors {
-            writer.objectStart()
-            writer.field("field", issue.field)
-            writer.field("issue", issue.issue)
-            writer.objectEnd()
-        }
-        writer.arrayEnd()
-    }
-    writer.objectEnd()
-    return String(buffer: writer.buffer)
+    String(
+        buffer: AppError(HTTPResponse.Status(code: Int(status.code), reasonPhrase: status.reasonPhrase), code: code, detail: detail, errors: errors)
+            .document())
 }
