@@ -44,9 +44,10 @@ package enum PublishStore {
     /// - Throws: database errors and what an observer throws; the caller rolls back.
     static func store(_ publishes: [Publish], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
         let preferences = try await self.preferences(of: publishes, on: db)
-        var inApp = publishes.map { publish in
+        let allowed = publishes.map { publish in
             publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) }
         }
+        var inApp = allowed
         var counts: [Recipient: Int64] = [:]
         for (publish, users) in zip(publishes, inApp) {
             for userId in users { counts[Recipient(tenantId: publish.tenantId, userId: userId), default: 0] += 1 }
@@ -83,7 +84,7 @@ package enum PublishStore {
                 """
             ).run()
         }
-        try await notify(observers, publishes, stored: stored, preferences: preferences, on: db)
+        try await notify(observers, publishes, allowed: allowed, stored: stored, preferences: preferences, on: db)
         return stored
     }
 
@@ -169,18 +170,19 @@ package enum PublishStore {
         }
     }
 
-    /// Tells every observer of every publish stored, once per batch.
+    /// Tells every observer of every publish stored, once per batch; `allowed` holds each
+    /// publish's recipients with in-app on (before dedupe), the others get no inbox row.
     private static func notify(
-        _ observers: [any PublishObserver], _ publishes: [Publish], stored: [[StoredNotification]],
+        _ observers: [any PublishObserver], _ publishes: [Publish], allowed: [[String]], stored: [[StoredNotification]],
         preferences: [String: [String: NotificationPreferences]], on db: any SQLDatabase
     ) async throws {
         guard !observers.isEmpty else { return }
         var seen: [StoredPublish] = []
         for (index, publish) in publishes.enumerated() {
-            let allowed = Set(publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) })
+            let inApp = Set(allowed[index])
             let data = publish.draft.data.text
             // Recipients with in-app off: delivered elsewhere under an id that has no inbox row.
-            let outOfInbox = publish.userIds.filter { !allowed.contains($0) }.map { userId in
+            let outOfInbox = publish.userIds.filter { !inApp.contains($0) }.map { userId in
                 StoredNotification(
                     id: UUIDv7.make(), tenantId: publish.tenantId, userId: userId, seq: 0, type: publish.draft.type, title: publish.draft.title,
                     body: publish.draft.body, data: data, createdAt: publish.now, readAt: nil)
