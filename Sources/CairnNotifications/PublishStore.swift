@@ -58,7 +58,7 @@ package enum PublishStore {
         stored.reserveCapacity(publishes.count)
         var values: [SQLQueryString] = []
         for (publish, users) in zip(publishes, inApp) {
-            let data = publish.draft.data.text
+            let data = publish.draft.dataText
             let rows = users.map { userId in
                 let key = Recipient(tenantId: publish.tenantId, userId: userId)
                 let seq = next[key] ?? 0
@@ -180,7 +180,7 @@ package enum PublishStore {
         var seen: [StoredPublish] = []
         for (index, publish) in publishes.enumerated() {
             let inApp = Set(allowed[index])
-            let data = publish.draft.data.text
+            let data = publish.draft.dataText
             // Recipients with in-app off: delivered elsewhere under an id that has no inbox row.
             let outOfInbox = publish.userIds.filter { !inApp.contains($0) }.map { userId in
                 StoredNotification(
