@@ -3,13 +3,16 @@ package import CairnStorage
 import Foundation
 
 /// One notification in a user's inbox, as stored and as clients see it.
+///
+/// As JSON: `{id, seq, type, title, body, data, createdAt, readAt}`.
+@JSONObject
 package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// The owning tenant (never shown to clients: it is always the caller's).
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// The recipient.
-    package var userId: String
+    @JSONSkip package var userId: String
     /// The recipient's sequence number: grows by one per notification, the catch-up cursor of
     /// `GET /notifications/stream` (`Last-Event-ID`) and of the WebSocket `subscribe {since}`.
     package var seq: Int64
@@ -20,28 +23,15 @@ package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// Text body.
     package var body: String
     /// JSON object text, at most 16 KiB.
-    package var data: String
+    @JSONText package var data: String
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Epoch milliseconds, nil while unread.
-    package var readAt: Int64?
-
-    /// `{id, seq, type, title, body, data, createdAt, readAt}`.
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("seq", seq)
-        writer.field("type", type)
-        writer.field("title", title)
-        writer.field("body", body)
-        writer.field("data", json: data)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("readAt", timestamp: readAt)
-        writer.objectEnd()
-    }
+    @JSONTimestamp package var readAt: Int64?
 }
 
 /// What to publish: the content of a notification, before it has recipients and sequence numbers.
+@MemberwiseInit
 package struct NotificationDraft: Sendable, Equatable {
     /// `[a-z][a-z0-9_.]{0,63}`; the built-in types are `message`, `friend_request`,
     /// `system_alert` and `job_status`.
@@ -49,21 +39,12 @@ package struct NotificationDraft: Sendable, Equatable {
     /// 1 to 200 characters.
     package var title: String
     /// Up to 10,000 characters.
-    package var body: String
+    package var body: String = ""
     /// A JSON object of at most 16 KiB.
-    package var data: JSONValue
+    package var data: JSONValue = .object([:])
     /// When set, a second publish with the same key to the same user is a no-op (per tenant
     /// and user; 1 to 200 characters). Used for job status and retried broadcasts.
-    package var dedupeKey: String?
-
-    /// Creates a draft.
-    package init(type: String, title: String, body: String = "", data: JSONValue = .object([:]), dedupeKey: String? = nil) {
-        self.type = type
-        self.title = title
-        self.body = body
-        self.data = data
-        self.dedupeKey = dedupeKey
-    }
+    package var dedupeKey: String? = nil
 
     /// The built-in notification types.
     package static let builtInTypes: Set<String> = ["message", "friend_request", "system_alert", "job_status"]
