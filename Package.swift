@@ -1,4 +1,5 @@
 // swift-tools-version: 6.1
+import CompilerPluginSupport
 import PackageDescription
 
 /// The upcoming features every target builds with (DESIGN.md, code style).
@@ -90,8 +91,22 @@ let package = Package(
         // swift-otel's own W3C Trace Context types: ids and headers of the spans the sampler drops.
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),  // notification templates
+        // The models' macros (`@MemberwiseInit`, `@JSONObject`): compile-time only, nothing of it links into cairn.
+        .package(url: "https://github.com/swiftlang/swift-syntax.git", from: "603.0.1"),
     ],
     targets: [
+        // The compiler plug-in behind the models' macros, declared in CairnHTTP (ModelMacros.swift).
+        .macro(
+            name: "CairnMacros",
+            dependencies: [
+                .product(name: "SwiftSyntax", package: "swift-syntax"),
+                .product(name: "SwiftSyntaxBuilder", package: "swift-syntax"),
+                .product(name: "SwiftSyntaxMacros", package: "swift-syntax"),
+                .product(name: "SwiftCompilerPlugin", package: "swift-syntax"),
+                .product(name: "SwiftDiagnostics", package: "swift-syntax"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "CairnFormats",
             dependencies: [nioCore],
@@ -107,7 +122,7 @@ let package = Package(
         .target(
             name: "CairnHTTP",
             dependencies: [
-                "CairnFormats", "CairnStorage", sqlKit, crypto, hummingbird, hummingbirdWebSocket, hummingbirdCore, httpTypes,
+                "CairnFormats", "CairnStorage", "CairnMacros", sqlKit, crypto, hummingbird, hummingbirdWebSocket, hummingbirdCore, httpTypes,
                 nioCore, logging, tracing,
             ],
             resources: migrationFiles,
@@ -284,6 +299,14 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(named: "CairnHTTPTests"),
+        .testTarget(
+            name: "CairnMacrosTests",
+            dependencies: [
+                "CairnMacros", .product(name: "SwiftSyntaxMacroExpansion", package: "swift-syntax"),
+                .product(name: "SwiftSyntaxMacrosGenericTestSupport", package: "swift-syntax"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(named: "CairnStorageTests"),
         // The store conformance suite: every store's operations called directly, on both engines.
         .testTarget(

@@ -26,18 +26,18 @@ package struct AccountStore: Sendable {
             email: try row.decode(column: "email", as: String.self),
             name: try row.decode(column: "name", as: String.self),
             role: Role(rawValue: try row.decode(column: "role", as: String.self)) ?? .member,
+            phone: try row.decode(column: "phone", as: String?.self), locale: try row.decode(column: "locale", as: String?.self),
             version: try row.decode(column: "version", as: Int.self),
             createdAt: try row.decode(column: "created_at", as: Int64.self),
-            updatedAt: try row.decode(column: "updated_at", as: Int64.self),
-            phone: try row.decode(column: "phone", as: String?.self), locale: try row.decode(column: "locale", as: String?.self))
+            updatedAt: try row.decode(column: "updated_at", as: Int64.self))
     }
 
     /// A user from a positional row holding `userColumns` in order.
     static func user(from row: PositionalRow) throws -> User {
         User(
             id: try row.string(0), tenantId: try row.string(1), email: try row.string(2), name: try row.string(3),
-            role: Role(rawValue: try row.string(4)) ?? .member, version: try row.int(5), createdAt: try row.int64(6),
-            updatedAt: try row.int64(7), phone: try row.optionalString(8), locale: try row.optionalString(9))
+            role: Role(rawValue: try row.string(4)) ?? .member, phone: try row.optionalString(8), locale: try row.optionalString(9),
+            version: try row.int(5), createdAt: try row.int64(6), updatedAt: try row.int64(7))
     }
 
     // MARK: Tenants and users

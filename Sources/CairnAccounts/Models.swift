@@ -3,6 +3,10 @@ import CairnStorage
 import Foundation
 
 /// A user account as clients see it (never the password hash).
+///
+/// As JSON: `{id, tenantId, email, name, role, phone, locale, createdAt, updatedAt}` (`phone`,
+/// `locale` null when unset).
+@JSONObject
 package struct User: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
@@ -13,32 +17,17 @@ package struct User: Sendable, Equatable, Versioned, JSONWritable {
     /// Display name.
     package var name: String
     /// Role within the tenant.
-    package var role: Role
-    /// Row version, the `ETag`.
-    package var version: Int
-    /// Epoch milliseconds.
-    package var createdAt: Int64
-    /// Epoch milliseconds.
-    package var updatedAt: Int64
+    @JSONRawValue package var role: Role
     /// The user's mobile number for SMS, E.164 (`+` and 8 to 15 digits), when they gave one.
     package var phone: String? = nil
     /// The user's language for notifications, a BCP 47 tag (RFC 5646), when they chose one.
     package var locale: String? = nil
-
-    /// `{id, tenantId, email, name, role, phone, locale, createdAt, updatedAt}` (`phone`, `locale` null when unset).
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("tenantId", tenantId)
-        writer.field("email", email)
-        writer.field("name", name)
-        writer.field("role", role.rawValue)
-        writer.field("phone", phone)
-        writer.field("locale", locale)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("updatedAt", timestamp: updatedAt)
-        writer.objectEnd()
-    }
+    /// Row version, the `ETag`.
+    @JSONSkip package var version: Int
+    /// Epoch milliseconds.
+    @JSONTimestamp package var createdAt: Int64
+    /// Epoch milliseconds.
+    @JSONTimestamp package var updatedAt: Int64
 }
 
 /// The answer to login and refresh (RFC 6749 §5.1 field meanings, camelCase names).

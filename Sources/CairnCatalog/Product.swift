@@ -3,11 +3,15 @@ package import CairnStorage
 import Foundation
 
 /// A product of a tenant's catalog. Money is integer minor units plus an ISO 4217 code.
+///
+/// As JSON: `{id, sku, name, description, priceMinor, currency, category, stock, attributes, version, createdAt, updatedAt}`.
+@MemberwiseInit
+@JSONObject
 package struct Product: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant (never shown to clients).
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// Stock keeping unit, unique per tenant: 1–64 of `A-Z a-z 0-9 . _ -`, starting alphanumeric.
     package var sku: String
     /// Trimmed, 1–200 characters.
@@ -23,51 +27,13 @@ package struct Product: Sendable, Equatable, Versioned, JSONWritable {
     /// Units in stock, 0...10^12.
     package var stock: Int64
     /// A JSON object as compact text (at most 16 KiB).
-    package var attributes: String
+    @JSONText package var attributes: String
     /// Row version, the `ETag`.
     package var version: Int
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Epoch milliseconds.
-    package var updatedAt: Int64
-
-    /// Creates a product.
-    package init(
-        id: String, tenantId: String, sku: String, name: String, description: String?, priceMinor: Int64, currency: String,
-        category: String?, stock: Int64, attributes: String, version: Int, createdAt: Int64, updatedAt: Int64
-    ) {
-        self.id = id
-        self.tenantId = tenantId
-        self.sku = sku
-        self.name = name
-        self.description = description
-        self.priceMinor = priceMinor
-        self.currency = currency
-        self.category = category
-        self.stock = stock
-        self.attributes = attributes
-        self.version = version
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-    }
-
-    /// `{id, sku, name, description, priceMinor, currency, category, stock, attributes, version, createdAt, updatedAt}`.
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("sku", sku)
-        writer.field("name", name)
-        writer.field("description", description)
-        writer.field("priceMinor", priceMinor)
-        writer.field("currency", currency)
-        writer.field("category", category)
-        writer.field("stock", stock)
-        writer.field("attributes", json: attributes)
-        writer.field("version", version)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("updatedAt", timestamp: updatedAt)
-        writer.objectEnd()
-    }
+    @JSONTimestamp package var updatedAt: Int64
 }
 
 /// Field rules shared by the HTTP API and the importer.

@@ -13,11 +13,16 @@ package enum FileOrigin: String, Sendable, Equatable {
 
 /// An uploaded file of a tenant, or a pipeline run's output. Its bytes live in the `BlobStore`
 /// under its id.
+///
+/// As JSON: `{id, name, size, sha256, contentType, format, createdBy, createdAt, origin, pipelineId,
+/// jobId}`; `pipelineId` and `jobId` name the run that wrote a pipeline output (null for uploads).
+@MemberwiseInit
+@JSONObject
 package struct StoredFile: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant.
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// The name the uploader gave (a label only; never used as a path).
     package var name: String
     /// Bytes.
@@ -31,53 +36,14 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
     /// The uploading user.
     package var createdBy: String?
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Who made it: a user's upload, or a pipeline run. Scheduled pipelines take only uploads,
     /// so no run ever takes its own (or another pipeline's) output as input.
-    package var origin: FileOrigin
+    @JSONRawValue package var origin: FileOrigin = .upload
     /// With `origin` `pipeline`: the pipeline that wrote it.
-    package var originPipelineId: String?
+    @JSONKey("pipelineId") package var originPipelineId: String? = nil
     /// With `origin` `pipeline`: the run (a `pipeline.run` job) that wrote it.
-    package var originJobId: String?
-
-    /// Creates a file record (the row is written by ``FileStore``); an upload unless `origin`
-    /// says otherwise.
-    package init(
-        id: String, tenantId: String, name: String, size: Int64, sha256: String, contentType: String, format: String, createdBy: String?,
-        createdAt: Int64, origin: FileOrigin = .upload, originPipelineId: String? = nil, originJobId: String? = nil
-    ) {
-        self.id = id
-        self.tenantId = tenantId
-        self.name = name
-        self.size = size
-        self.sha256 = sha256
-        self.contentType = contentType
-        self.format = format
-        self.createdBy = createdBy
-        self.createdAt = createdAt
-        self.origin = origin
-        self.originPipelineId = originPipelineId
-        self.originJobId = originJobId
-    }
-
-    /// `{id, name, size, sha256, contentType, format, createdBy, createdAt, origin, pipelineId,
-    /// jobId}`; `pipelineId` and `jobId` name the run that wrote a pipeline output (null for
-    /// uploads).
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("name", name)
-        writer.field("size", Int(size))
-        writer.field("sha256", sha256)
-        writer.field("contentType", contentType)
-        writer.field("format", format)
-        writer.field("createdBy", createdBy)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("origin", origin.rawValue)
-        writer.field("pipelineId", originPipelineId)
-        writer.field("jobId", originJobId)
-        writer.objectEnd()
-    }
+    @JSONKey("jobId") package var originJobId: String? = nil
 }
 
 /// The files' tables (migration module `ingest`, its name before CairnFiles): `Migrations/ingest/*.sql` among the module's resources.
@@ -100,14 +66,10 @@ package struct FileQuotas: Sendable, Equatable {
 }
 
 /// SQL for `files`, written once for both engines.
+@MemberwiseInit
 package struct FileStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns = "id, tenant_id, name, size, sha256, content_type, format, created_by, created_at, origin, origin_pipeline_id, origin_job_id"
 

@@ -42,14 +42,10 @@ package struct TusUpload: Sendable, Equatable {
 
 /// SQL for `uploads`, written once for both engines. A PATCH holds a lease on its upload
 /// (`lock_token`, `locked_until`), so two PATCHes of one upload never interleave on any node.
+@MemberwiseInit
 package struct UploadStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns =
         "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at, multipart_id, store_parts"

@@ -16,58 +16,63 @@ package enum JobState: String, Sendable, CaseIterable, Codable, JSONEnum {
 }
 
 /// A durable job, as stored and as clients see it.
+///
+/// As JSON: `{id, queue, kind, args, priority, state, attempt, maxAttempts, runAt, progress,
+/// checkpoint, result, errors, uniqueKey, createdBy, createdAt, attemptedAt, finishedAt}`
+/// (camelCase, RFC 3339 times).
+@JSONObject
 package struct Job: Sendable, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// The owning tenant.
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// Queue name (`default` unless given).
     package var queue: String
     /// The registered handler's name.
     package var kind: String
     /// Arguments, JSON text.
-    package var args: String
+    @JSONText package var args: String
     /// 1 (most urgent) to 4, as in River.
     package var priority: Int
     /// Where it is in its life.
-    package var state: JobState
+    @JSONRawValue package var state: JobState
     /// Attempts started so far (a claim starts one).
     package var attempt: Int
     /// Attempts allowed before the job is discarded.
     package var maxAttempts: Int
     /// Epoch milliseconds before which it is not run.
-    package var runAt: Int64
+    @JSONTimestamp package var runAt: Int64
     /// Latest progress report, JSON text.
-    package var progress: String?
+    @JSONText package var progress: String?
     /// Latest checkpoint, JSON text, handed to the next attempt.
-    package var checkpoint: String?
+    @JSONText package var checkpoint: String?
+    /// What the handler reported as its outcome (JSON text), e.g. a pipeline run's output file.
+    @JSONText package var result: String? = nil
     /// One entry per failed attempt, JSON array text: `[{at, attempt, error}]`.
-    package var errors: String
+    @JSONText package var errors: String
     /// Deduplication key (unique per tenant and kind among unfinished jobs).
     package var uniqueKey: String?
     /// The user who enqueued it, if any.
     package var createdBy: String?
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// When the last attempt started (epoch ms).
-    package var attemptedAt: Int64?
+    @JSONTimestamp package var attemptedAt: Int64?
     /// When it reached a final state (epoch ms).
-    package var finishedAt: Int64?
+    @JSONTimestamp package var finishedAt: Int64?
     /// The node holding its lease while running.
-    package var leaseOwner: String?
+    @JSONSkip package var leaseOwner: String?
     /// When the lease lapses unless renewed (epoch ms).
-    package var leaseExpiresAt: Int64?
+    @JSONSkip package var leaseExpiresAt: Int64?
     /// Set when cancellation was requested while it ran.
-    package var cancelRequestedAt: Int64?
+    @JSONSkip package var cancelRequestedAt: Int64?
     /// Grows with every change of state, progress or checkpoint: the event id of
     /// `GET /jobs/{id}/events`.
-    package var version: Int
-    /// What the handler reported as its outcome (JSON text), e.g. a pipeline run's output file.
-    package var result: String? = nil
+    @JSONSkip package var version: Int
     /// The W3C Trace Context of the span that enqueued it (JSON text of `traceparent` and
     /// `tracestate`), so each attempt, on whichever node, continues that trace. Never shown to
     /// clients.
-    package var traceContext: String? = nil
+    @JSONSkip package var traceContext: String? = nil
 
     /// The job as `JobStore.insertMany` writes its row: no attempt, progress, checkpoint, errors,
     /// lease or result yet, at version 1.
@@ -85,30 +90,6 @@ package struct Job: Sendable, JSONWritable {
         job.version = 1
         job.result = nil
         return job
-    }
-
-    /// The job's JSON representation (camelCase, RFC 3339 times).
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("queue", queue)
-        writer.field("kind", kind)
-        writer.field("args", json: args)
-        writer.field("priority", priority)
-        writer.field("state", state.rawValue)
-        writer.field("attempt", attempt)
-        writer.field("maxAttempts", maxAttempts)
-        writer.field("runAt", timestamp: runAt)
-        writer.field("progress", json: progress)
-        writer.field("checkpoint", json: checkpoint)
-        writer.field("result", json: result)
-        writer.field("errors", json: errors)
-        writer.field("uniqueKey", uniqueKey)
-        writer.field("createdBy", createdBy)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("attemptedAt", timestamp: attemptedAt)
-        writer.field("finishedAt", timestamp: finishedAt)
-        writer.objectEnd()
     }
 }
 

@@ -6,14 +6,10 @@ import SQLKit
 /// SQL for the `jobs` table, written once for both engines. Claiming is one statement:
 /// `UPDATE … WHERE id IN (SELECT … LIMIT n)`, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so
 /// nodes never wait on each other; on SQLite the single writer makes it atomic.
+@MemberwiseInit
 package struct JobStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
@@ -30,11 +26,10 @@ package struct JobStore: Sendable {
             id: try row.string(0), tenantId: try row.string(1), queue: try row.string(2), kind: try row.string(3), args: try row.string(4),
             priority: try row.int(5), state: JobState(rawValue: try row.string(6)) ?? .discarded, attempt: try row.int(7),
             maxAttempts: try row.int(8), runAt: try row.int64(9), progress: try row.optionalString(10), checkpoint: try row.optionalString(11),
-            errors: try row.string(12), uniqueKey: try row.optionalString(13), createdBy: try row.optionalString(14),
-            createdAt: try row.int64(15), attemptedAt: try row.optionalInt64(16), finishedAt: try row.optionalInt64(17),
-            leaseOwner: try row.optionalString(18), leaseExpiresAt: try row.optionalInt64(19),
-            cancelRequestedAt: try row.optionalInt64(20), version: try row.int(21), result: try row.optionalString(22),
-            traceContext: try row.optionalString(23))
+            result: try row.optionalString(22), errors: try row.string(12), uniqueKey: try row.optionalString(13),
+            createdBy: try row.optionalString(14), createdAt: try row.int64(15), attemptedAt: try row.optionalInt64(16),
+            finishedAt: try row.optionalInt64(17), leaseOwner: try row.optionalString(18), leaseExpiresAt: try row.optionalInt64(19),
+            cancelRequestedAt: try row.optionalInt64(20), version: try row.int(21), traceContext: try row.optionalString(23))
     }
 
     /// A job from a SQLKit row holding `columns`.

@@ -8,11 +8,14 @@ package import SQLKit
 import ServiceLifecycle
 
 /// A recurring job: a cron expression in a time zone, and the job it enqueues.
+///
+/// As JSON: `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt, managedBy}`.
+@JSONObject
 package struct Schedule: Sendable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant.
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// Display name.
     package var name: String
     /// The cron expression.
@@ -22,43 +25,24 @@ package struct Schedule: Sendable, Versioned, JSONWritable {
     /// Job kind to enqueue.
     package var kind: String
     /// Job arguments, JSON text.
-    package var args: String
+    @JSONText package var args: String
     /// Paused when false.
     package var enabled: Bool
     /// The next occurrence (epoch ms), nil when the expression never fires again.
-    package var nextRunAt: Int64?
+    @JSONTimestamp package var nextRunAt: Int64?
     /// The last occurrence that enqueued a job (epoch ms).
-    package var lastRunAt: Int64?
+    @JSONTimestamp package var lastRunAt: Int64?
     /// Creator.
     package var createdBy: String?
     /// Epoch ms.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Epoch ms.
-    package var updatedAt: Int64
+    @JSONTimestamp package var updatedAt: Int64
     /// Row version, the `ETag`.
-    package var version: Int
+    @JSONSkip package var version: Int
     /// The resource that owns the schedule (`/pipelines/{id}`), which alone may change or delete
     /// it; nil for a schedule `/schedules` manages. Derived from the kind, not stored.
     package var managedBy: String? = nil
-
-    /// `{id, name, cron, timeZone, kind, args, enabled, nextRunAt, lastRunAt, createdBy, createdAt, updatedAt, managedBy}`.
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("name", name)
-        writer.field("cron", cron)
-        writer.field("timeZone", timeZone)
-        writer.field("kind", kind)
-        writer.field("args", json: args)
-        writer.field("enabled", enabled)
-        writer.field("nextRunAt", timestamp: nextRunAt)
-        writer.field("lastRunAt", timestamp: lastRunAt)
-        writer.field("createdBy", createdBy)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("updatedAt", timestamp: updatedAt)
-        writer.field("managedBy", managedBy)
-        writer.objectEnd()
-    }
 
     static let columns =
         "id, tenant_id, name, cron, time_zone, kind, args, enabled, next_run_at, last_run_at, created_by, created_at, updated_at, version"

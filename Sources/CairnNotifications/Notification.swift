@@ -3,13 +3,16 @@ package import CairnStorage
 import Foundation
 
 /// One notification in a user's inbox, as stored and as clients see it.
+///
+/// As JSON: `{id, seq, type, title, body, data, createdAt, readAt}`.
+@JSONObject
 package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// The owning tenant (never shown to clients: it is always the caller's).
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// The recipient.
-    package var userId: String
+    @JSONSkip package var userId: String
     /// The recipient's sequence number: grows by one per notification, the catch-up cursor of
     /// `GET /notifications/stream` (`Last-Event-ID`) and of the WebSocket `subscribe {since}`.
     package var seq: Int64
@@ -20,28 +23,15 @@ package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// Text body.
     package var body: String
     /// JSON object text, at most 16 KiB.
-    package var data: String
+    @JSONText package var data: String
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Epoch milliseconds, nil while unread.
-    package var readAt: Int64?
-
-    /// `{id, seq, type, title, body, data, createdAt, readAt}`.
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("seq", seq)
-        writer.field("type", type)
-        writer.field("title", title)
-        writer.field("body", body)
-        writer.field("data", json: data)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("readAt", timestamp: readAt)
-        writer.objectEnd()
-    }
+    @JSONTimestamp package var readAt: Int64?
 }
 
 /// What to publish: the content of a notification, before it has recipients and sequence numbers.
+/// Its init is written out, not generated: it derives ``dataText``.
 package struct NotificationDraft: Sendable, Equatable {
     /// `[a-z][a-z0-9_.]{0,63}`; the built-in types are `message`, `friend_request`,
     /// `system_alert` and `job_status`.

@@ -9,14 +9,10 @@ import SQLKit
 /// recipient's counter in the publishing transaction. The row lock it takes on PostgreSQL (and
 /// the single writer on SQLite) means that for each user, seq order is commit order: when a
 /// reader sees seq n, every lower seq is committed (or was deleted).
+@MemberwiseInit
 package struct NotificationStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns = "id, tenant_id, user_id, seq, type, title, body, data, created_at, read_at"
 

@@ -211,14 +211,10 @@ package struct NotificationPreferences: Sendable, Equatable, Codable {
 }
 
 /// Stored preferences (`notification_preferences`).
+@MemberwiseInit
 package struct PreferenceStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates the store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static func decode(_ text: String) -> NotificationPreferences {
         (try? JSONDecoder().decode(NotificationPreferences.self, from: Data(text.utf8))) ?? .defaults

@@ -79,6 +79,7 @@ struct WebhookEndpoint: Sendable, Versioned, JSONWritable {
 }
 
 /// A delivery of one notification on one outbound channel (and endpoint).
+@JSONObject
 struct Delivery: Sendable, JSONWritable {
     var id: String
     var notificationId: String
@@ -90,24 +91,8 @@ struct Delivery: Sendable, JSONWritable {
     var providerMessageId: String?
     /// The digest that carries (or carried) it; its state is `batched` until the digest is sent.
     var digestId: String?
-    var createdAt: Int64
-    var updatedAt: Int64
-
-    func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("notificationId", notificationId)
-        writer.field("channel", channel)
-        writer.field("endpointId", endpointId)
-        writer.field("state", state)
-        writer.field("attempts", attempts)
-        writer.field("lastError", lastError)
-        writer.field("providerMessageId", providerMessageId)
-        writer.field("digestId", digestId)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("updatedAt", timestamp: updatedAt)
-        writer.objectEnd()
-    }
+    @JSONTimestamp var createdAt: Int64
+    @JSONTimestamp var updatedAt: Int64
 
     static let columns =
         "id, notification_id, channel, endpoint_id, state, attempts, last_error, provider_message_id, digest_id, created_at, updated_at"

@@ -191,14 +191,10 @@ package enum PipelineMigrations {
 }
 
 /// SQL for `pipelines`, written once for both engines.
+@MemberwiseInit
 package struct PipelineStore: Sendable {
     /// The database.
     package let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns = "id, tenant_id, name, spec, schedule_id, last_scheduled_file_id, created_by, created_at, updated_at, version"
 

@@ -4,11 +4,15 @@ import Foundation
 import SQLKit
 
 /// A to-do item of a tenant.
+///
+/// As JSON: `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
+@MemberwiseInit
+@JSONObject
 package struct TaskItem: Sendable, Equatable, Versioned, JSONWritable {
     /// UUIDv7.
     package var id: String
     /// Owning tenant (never shown to clients: it is always the caller's).
-    package var tenantId: String
+    @JSONSkip package var tenantId: String
     /// Trimmed, 1–200 characters.
     package var title: String
     /// Up to 10,000 characters, or nil.
@@ -18,40 +22,11 @@ package struct TaskItem: Sendable, Equatable, Versioned, JSONWritable {
     /// Id of the user who created it.
     package var createdBy: String
     /// Row version, the `ETag`.
-    package var version: Int
+    @JSONSkip package var version: Int
     /// Epoch milliseconds.
-    package var createdAt: Int64
+    @JSONTimestamp package var createdAt: Int64
     /// Epoch milliseconds.
-    package var updatedAt: Int64
-
-    /// Creates a task.
-    package init(
-        id: String, tenantId: String, title: String, description: String?, completed: Bool, createdBy: String, version: Int,
-        createdAt: Int64, updatedAt: Int64
-    ) {
-        self.id = id
-        self.tenantId = tenantId
-        self.title = title
-        self.description = description
-        self.completed = completed
-        self.createdBy = createdBy
-        self.version = version
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
-    }
-
-    /// `{id, title, description, completed, createdBy, createdAt, updatedAt}`.
-    package func writeJSON(to writer: inout JSONWriter) {
-        writer.objectStart()
-        writer.field("id", id)
-        writer.field("title", title)
-        writer.field("description", description)
-        writer.field("completed", completed)
-        writer.field("createdBy", createdBy)
-        writer.field("createdAt", timestamp: createdAt)
-        writer.field("updatedAt", timestamp: updatedAt)
-        writer.objectEnd()
-    }
+    @JSONTimestamp package var updatedAt: Int64
 }
 
 /// The tasks module's tables: `Migrations/tasks/*.sql` among its resources.
@@ -81,13 +56,9 @@ package struct TaskChange: Sendable {
 }
 
 /// Task persistence, tenant-scoped in every query: another tenant's task is simply absent.
+@MemberwiseInit
 package struct TaskStore: Sendable {
     let database: Database
-
-    /// Creates a store.
-    package init(database: Database) {
-        self.database = database
-    }
 
     static let columns = "id, tenant_id, title, description, completed, created_by, version, created_at, updated_at"
 
