@@ -590,7 +590,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             limits.maxHeaderListSize = settings.maxHeaderBytes
             let fresh = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
             try pipeline.addHandler(fresh, position: .after(old))
-            pipeline.removeHandler(old, promise: nil)
+            let removed = context.eventLoop.makePromise(of: Void.self)
+            pipeline.removeHandler(old, promise: removed)
+            // The old decoder leaves on a later tick of the event loop, handing its leftover
+            // bytes to the new one, which decodes the requests in them outside any socket read:
+            // without a read-complete after them, Hummingbird's channel (NIOAsyncChannel hands
+            // reads on at read-complete) would hold them until the client's next bytes, which a
+            // client waiting for its answers never sends.
+            removed.futureResult.assumeIsolated().whenSuccess {
+                context.pipeline.syncOperations.fireChannelReadComplete()
+            }
         } catch {
             // No decoder to replace: the connection is going away.
             finish(context)

@@ -315,6 +315,34 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A request pipelined right behind one whose `Upgrade` is ignored, in the same write (so
+    /// in one socket read), is answered after it, on both WebSocket layers. Before, its bytes
+    /// reached the replacement decoder outside any read and were never handed on: no second
+    /// answer, and the connection stayed open past the idle timeout (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available, [false, true])
+    func aRequestPipelinedBehindAnIgnoredUpgradeIsAnswered(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.http.webSocketDeflate = deflate }) { app in
+            let upgrades = [
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            ]
+            for upgrade in upgrades {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(
+                    "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\(upgrade)\r\n"
+                        + "GET /openapi.yaml HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                let answer = await wire.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) && $0.containsText("openapi: ") }
+                let text = answer.text
+                let first = text.range(of: #"{"status":"ok"}"#)
+                let second = text.range(of: "openapi: ")
+                #expect(text.hasPrefix("HTTP/1.1 200"), "\(upgrade): got \(text.prefix(300))")
+                #expect(first != nil && second != nil, "\(upgrade): both answers, got \(text.prefix(600))")
+                if let first, let second { #expect(first.upperBound <= second.lowerBound, "\(upgrade): in order") }
+                #expect(!answer.ended, "\(upgrade): the connection closed")
+            }
+        }
+    }
+
     /// A handshake the WebSocket route itself refuses (here a `GET /ws` route that answers
     /// 403 and opens no socket) gets `400 bad_request` as problem+json with `X-Request-Id`,
     /// and the connection closes (before: an empty 400). No route of Cairn's refuses a
