@@ -570,7 +570,12 @@ struct SocketLoop {
             guard identity != nil else { return (4401, "authenticate first") }
             guard !subscribed else { return (1008, "already subscribed") }
             subscribed = true
-            if let since { cursor.last = since }
+            if let since {
+                // Past the newest seq, the cursor starts at the newest instead: as sent, every
+                // later row would look already delivered (see NotificationEventStream.open).
+                let newest = try await center.store.currentSeq(tenantId: cursor.tenantId, userId: cursor.userId)
+                cursor.last = min(since, newest)
+            }
             try await fill()
         case .ack(let seq):
             guard subscribed else { return (1008, "subscribe first") }
