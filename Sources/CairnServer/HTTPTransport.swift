@@ -115,8 +115,8 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
         case upgraded
         /// Plain HTTP.
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
-        /// An upgrade was asked for and refused.
-        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// An upgrade was asked for and refused; `requestId` is the handshake's `X-Request-Id`.
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, requestId: String?)
     }
 
     /// The connection as set up, its first request not yet decided.
@@ -152,6 +152,8 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let attempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            // The handshake's own X-Request-Id, echoed should it be refused.
+            let requestId = NIOLoopBoundBox<String?>(nil, eventLoop: channel.eventLoop)
             // Handed from the upgrade's decision to the pipeline's setup.
             let chosen = Mutex<WebSocketPipelineReference.Installer?>(nil)
             let logger = {
@@ -163,6 +165,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: maxFrameSize,
                 shouldUpgrade: { channel, head in
                     attempted.value = true
+                    requestId.value = head.headers.first(name: "x-request-id")
                     return decide(head, channel: channel, logger: logger).map { decision in
                         guard let (headers, installer) = decision else { return nil }
                         chosen.withLock { $0 = installer }
@@ -186,7 +189,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                         try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        return attempted.value ? .refused(http) : .notUpgraded(http)
+                        return attempted.value ? .refused(http, requestId: requestId.value) : .notUpgraded(http)
                     }
                 })
             var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: upgrade)
@@ -228,7 +231,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
-            case .refused(let http):
+            case .refused(let http, let requestId):
                 // The route answered the handshake with no socket. NIO's upgrade handler has
                 // consumed the request, so the route's own answer cannot be replayed here: a
                 // problem document instead of Hummingbird's empty 400, as every answer has.
@@ -237,7 +240,9 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 try await http.executeThenClose { _, outbound in
                     let headers: HTTPFields = [
                         .connection: "close", .contentType: "application/problem+json", .contentLength: String(body.utf8.count),
-                        .init("X-Request-Id")!: UUID().uuidString.lowercased(),
+                        .init("X-Request-Id")!: requestId.flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil }
+                            ?? UUID().uuidString.lowercased(),
+                        .date: ConnectionGuard.httpDate(Date()),
                     ]
                     try await outbound.write(contentsOf: [
                         .head(HTTPResponse(status: .badRequest, headerFields: headers)), .body(ByteBuffer(string: body)), .end(nil),
@@ -414,7 +419,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     requestsSeen = 0  // never forwarded: the upgrade handler has seen nothing
                     pendingResponses = 0
                     readingBody = false
-                    answer(context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.")
+                    answer(
+                        context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.",
+                        requestId: head.headers.first(name: "x-request-id"))
                     return
                 }
                 // NIO's upgrader fails such a handshake before any route is asked, and the client
@@ -425,7 +432,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     readingBody = false
                     answer(
                         context, status: refusal.status, code: refusal.code, detail: refusal.detail, errors: refusal.errors,
-                        headers: refusal.headers)
+                        headers: refusal.headers, requestId: head.headers.first(name: "x-request-id"))
                     return
                 }
                 // Removed before the request's end can start the upgrade: after it, the pipeline
@@ -557,7 +564,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return (
                 .upgradeRequired, .invalidInput, "This server speaks WebSocket version 13 only (RFC 6455): send Sec-WebSocket-Version: 13.",
                 [FieldIssue(field: "Sec-WebSocket-Version", issue: versions.isEmpty ? "is required and must be 13" : "must be 13")],
-                [("Sec-WebSocket-Version", "13")]
+                [("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")]
             )
         }
         let keys = head.headers["sec-websocket-key"]
@@ -669,10 +676,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes a small problem+json answer with `Connection: close`, then closes.
+    /// Writes a small problem+json answer with `Connection: close`, `Date` and `X-Request-Id`
+    /// (the client's `requestId` when it sent an acceptable one, as the router echoes it), then
+    /// closes.
     private func answer(
         _ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue] = [],
-        headers: [(String, String)] = []
+        headers: [(String, String)] = [], requestId: String? = nil
     ) {
         finished = true
         cancelTimer()
@@ -682,8 +691,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.add(name: "Content-Type", value: "application/problem+json")
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         head.headers.add(name: "Connection", value: "close")
-        // As every other answer (openapi.yaml's conventions); there is no request id to echo.
-        head.headers.add(name: "X-Request-Id", value: UUID().uuidString.lowercased())
+        // As every other answer (openapi.yaml's conventions; RFC 9110 §6.6.1 for Date).
+        head.headers.add(name: "Date", value: Self.httpDate(Date()))
+        let echoed = requestId.flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil }
+        head.headers.add(name: "X-Request-Id", value: echoed ?? UUID().uuidString.lowercased())
         head.headers.add(contentsOf: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
@@ -691,6 +702,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             lastBytes = .now()
             linger(context, until: .now() + .seconds(2))
         }
+    }
+
+    /// `date` as an IMF-fixdate (RFC 9110 §5.6.7), for the `Date` of the guard's own answers.
+    static func httpDate(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
     }
 
     /// Reads and drops what the client still sends, and closes once it has been quiet for

@@ -236,7 +236,10 @@ struct HTTPTransportTests {
     /// A handshake NIO's upgrader would fail before any route is asked is answered, on both
     /// WebSocket layers, and the connection closes (before: no answer at all): another
     /// `Sec-WebSocket-Version` gets `426` naming version 13 (RFC 6455 §4.2.2); a missing,
-    /// doubled or short `Sec-WebSocket-Key` gets `400` (§4.2.1). A valid one still upgrades.
+    /// doubled or short `Sec-WebSocket-Key` gets `400` (§4.2.1). Each carries `Date` and echoes
+    /// the client's `X-Request-Id`, and the 426 `Upgrade: websocket` (RFC 9110 §15.5.22), as
+    /// every other answer does (those three were missing before, found by a fresh-user trial).
+    /// A valid one still upgrades.
     @Test(arguments: TestEngine.available, [false, true])
     func malformedHandshakesAreAnswered(engine: TestEngine, deflate: Bool) async throws {
         try await withTestApp(
@@ -246,7 +249,7 @@ struct HTTPTransportTests {
                 $0.http.webSocketDeflate = deflate
             }
         ) { app in
-            let start = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            let start = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Request-Id: trial-42\r\n"
             let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             let cases: [(headers: String, status: String, code: String)] = [
                 (key + "Sec-WebSocket-Version: 8\r\n", "426", "invalid_input"),
@@ -262,7 +265,11 @@ struct HTTPTransportTests {
                 #expect(answer.text.hasPrefix("HTTP/1.1 \(status)"), "\(headers): got \(answer.text.prefix(200))")
                 #expect(answer.text.contains(#""code":"\#(code)""#), "\(headers)")
                 #expect(answer.ended, "\(headers)")
+                let lowered = answer.text.lowercased()
+                #expect(lowered.contains("\r\nx-request-id: trial-42\r\n"), "\(headers): \(answer.text.prefix(400))")
+                #expect(lowered.contains("\r\ndate: "), "\(headers): \(answer.text.prefix(400))")
                 if status == "426" {
+                    #expect(lowered.contains("\r\nupgrade: websocket\r\n"), "\(headers): \(answer.text.prefix(400))")
                     #expect(answer.text.lowercased().contains("sec-websocket-version: 13\r\n"), "\(headers)")
                     // As every other invalid_input, it names its field.
                     #expect(answer.text.contains(#""errors":[{"field":"Sec-WebSocket-Version","issue":"#), "\(headers): \(answer.text)")
@@ -355,12 +362,13 @@ struct HTTPTransportTests {
             configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
         try await app.test(.live) { client in
             let wire = try WireClient(port: try #require(client.port))
-            await wire.send(webSocketUpgradeRequest())
+            await wire.send(webSocketUpgradeRequest(headers: ["X-Request-Id: refused-7"]))
             let answer = await wire.readToEnd(deadline: 10)
             #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
             #expect(answer.text.contains("application/problem+json"))
             #expect(answer.text.contains(#""code":"bad_request""#))
-            #expect(answer.text.lowercased().contains("x-request-id: "))
+            #expect(answer.text.lowercased().contains("\r\nx-request-id: refused-7\r\n"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.lowercased().contains("\r\ndate: "), "got \(answer.text.prefix(300))")
             #expect(answer.ended)
         }
     }
