@@ -342,6 +342,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// A decoder error that came while earlier requests were still being answered; answered
     /// once they are.
     private var deferredError: HTTPParserError?
+    /// A head refused here (no `Host`) while earlier requests were still being answered;
+    /// answered once they are, and nothing after it is read.
+    private var deferredAnswer: (status: HTTPResponseStatus, code: AppError.Code, detail: String, requestId: String?)?
+    /// The `Connection` value owed to each request whose response head has not gone out yet,
+    /// in order (nil: none to add).
+    private var responseConnection: [String?] = []
     /// Between a request's head and its end.
     private var readingBody = false
     /// When the awaited head started (connection opening or its first bytes); nil when idle.
@@ -391,11 +397,35 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !finished else { return }
+        guard !finished, deferredAnswer == nil else { return }
         partsThisRead = true
         var data = data
         switch unwrapInboundIn(data) {
         case .head(var head):
+            if Self.isHTTP11(head.version), head.headers["host"].count != 1 {
+                // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is answered 400.
+                let refusal = (
+                    status: HTTPResponseStatus.badRequest, code: AppError.Code.badRequest,
+                    detail: "An HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2).",
+                    requestId: head.headers.first(name: "x-request-id")
+                )
+                guard pendingResponses == 0 else {
+                    // Behind requests still being answered: theirs go first (RFC 9112 §9.3.2).
+                    deferredAnswer = refusal
+                    return
+                }
+                answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, requestId: refusal.requestId)
+                return
+            }
+            // Hummingbird keeps a connection open unless the request says exactly
+            // `Connection: close`; HTTP/1.0 is not persistent without `keep-alive`, and the close
+            // token may come in a list (RFC 9112 §9.3, §9.6). A handshake keeps its `upgrade`.
+            let persistent = Self.isPersistent(head)
+            if !persistent, !Self.asksForWebSocket(head) {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+                data = wrapInboundOut(.head(head))
+            }
+            responseConnection.append(persistent ? (Self.isHTTP11(head.version) ? nil : "keep-alive") : "close")
             if head.headers.contains(name: "upgrade"), !(Self.asksForWebSocket(head) && takesWebSocket(head)) {
                 // Ignored (RFC 9110 §7.8): served as the plain request it also is, on a
                 // connection that stays open (see the type's notes).
@@ -481,19 +511,44 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var data = data
         var answerDeferred = false
-        if case .end = unwrapOutboundIn(data), pendingResponses > 0 {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.code >= 200 && !responseConnection.isEmpty:
+            // The request's persistence, said to the client (RFC 9112 §9.3, §9.6).
+            if let connection = responseConnection.removeFirst() {
+                head.headers.replaceOrAdd(name: "Connection", value: connection)
+                data = wrapOutboundOut(.head(head))
+            }
+        case .end where pendingResponses > 0:
             pendingResponses -= 1
             if pendingResponses == 0, !readingBody { becomeIdle() }
-            answerDeferred = pendingResponses == 0 && deferredError != nil
+            answerDeferred = pendingResponses == 0 && (deferredError != nil || deferredAnswer != nil)
             if !finished { rearm(context) }
+        default:
+            break
         }
         context.write(data, promise: promise)
         if answerDeferred, let error = deferredError {
             // The responses to the requests before the bad one are out, in order: now its answer.
             deferredError = nil
             answer(context, parserError: error)
+        } else if answerDeferred, let refusal = deferredAnswer {
+            answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, requestId: refusal.requestId)
         }
+    }
+
+    /// Whether `version` is HTTP/1.1 or later.
+    static func isHTTP11(_ version: HTTPVersion) -> Bool {
+        version.major > 1 || (version.major == 1 && version.minor >= 1)
+    }
+
+    /// Whether the connection stays open after answering `head` (RFC 9112 §9.3): HTTP/1.1 unless
+    /// `Connection` lists `close`, HTTP/1.0 only when it lists `keep-alive` (and not `close`).
+    static func isPersistent(_ head: HTTPRequestHead) -> Bool {
+        let tokens = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
+        if tokens.contains("close") { return false }
+        return isHTTP11(head.version) || tokens.contains("keep-alive")
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -552,13 +607,18 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         return webSocketPaths.contains(String(path))
     }
 
-    /// Why a WebSocket handshake cannot be served, or nil when it can: `Sec-WebSocket-Version`
-    /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13`, RFC 6455
-    /// §4.2.2, its `errors` naming the header as every `invalid_input` names its field), and
+    /// Why a WebSocket handshake cannot be served, or nil when it can: HTTP/1.1 or later (else
+    /// `400 bad_request`, RFC 6455 §4.1); `Sec-WebSocket-Version`
+    /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13` and
+    /// `Upgrade: websocket`, RFC 6455 §4.2.2 and RFC 9110 §15.5.22, its `errors` naming the
+    /// header as every `invalid_input` names its field), and
     /// `Sec-WebSocket-Key` one base64 value of 16 bytes (else `400 bad_request`, RFC 6455 §4.2.1).
     static func handshakeRefusal(
         _ head: HTTPRequestHead
     ) -> (status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue], headers: [(String, String)])? {
+        guard isHTTP11(head.version) else {
+            return (.badRequest, .badRequest, "A WebSocket handshake needs HTTP/1.1 or later (RFC 6455 §4.1).", [], [])
+        }
         let versions = head.headers["sec-websocket-version"]
         guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
             return (

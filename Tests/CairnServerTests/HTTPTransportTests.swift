@@ -462,6 +462,81 @@ struct HTTPTransportTests {
         }
     }
 
+    /// Persistence follows RFC 9112 §9.3: an HTTP/1.0 request without `keep-alive`, and an
+    /// HTTP/1.1 one listing `close` in any case, are answered with `Connection: close` and the
+    /// connection closes at once (idle timeout 65 s here); HTTP/1.0 with `keep-alive` gets
+    /// `Connection: keep-alive` and the connection serves the next request. Before, HTTP/1.0
+    /// connections stayed open with no `Connection` (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func httpOneZeroIsNotPersistentUnlessAskedTo(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            for request in [
+                "GET /health/live HTTP/1.0\r\n\r\n", "GET /health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Close\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: te, close\r\nTE: trailers\r\n\r\n",
+            ] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(request)
+                let answer = await wire.readToEnd(deadline: 10)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(request): got \(answer.text.prefix(300))")
+                #expect(answer.text.lowercased().contains("\r\nconnection: close\r\n"), "\(request): got \(answer.text.prefix(300))")
+                #expect(answer.ended && answer.elapsed < 5, "\(request): closed \(answer.ended) after \(answer.elapsed) s")
+            }
+            let wire = try WireClient(port: app.port!)
+            for _ in 0..<2 {
+                await wire.send("GET /health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                let answer = await wire.read(deadline: 10, until: isWholeResponse)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"), "got \(answer.text.prefix(300))")
+                #expect(answer.text.lowercased().contains("\r\nconnection: keep-alive\r\n"), "got \(answer.text.prefix(300))")
+                #expect(!answer.ended)
+            }
+        }
+    }
+
+    /// An HTTP/1.1 request without `Host`, or with two, is answered `400 bad_request` and the
+    /// connection closes (RFC 9112 §3.2); behind a pipelined valid request, after its answer.
+    /// Before, it was served (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func anHTTPOneOneRequestNeedsOneHost(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: parserAnswerTimeouts) { app in
+            for request in [
+                "GET /health/live HTTP/1.1\r\n\r\n", "GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health/live HTTP/1.1\r\nX-Request-Id: no-host\r\n\r\n",
+            ] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(request)
+                let answer = await wire.readToEnd(deadline: 10)
+                let text = answer.text
+                let pipelined = request.components(separatedBy: "GET ").count > 2
+                #expect(text.hasPrefix(pipelined ? "HTTP/1.1 200" : "HTTP/1.1 400"), "\(request): got \(text.prefix(300))")
+                #expect(text.contains("HTTP/1.1 400 Bad Request"), "\(request): got \(text.prefix(600))")
+                #expect(text.contains(#""code":"bad_request""#), "\(request)")
+                if pipelined { #expect(text.contains("X-Request-Id: no-host"), "\(request): got \(text.prefix(600))") }
+                #expect(answer.ended, "\(request)")
+            }
+        }
+    }
+
+    /// A WebSocket handshake over HTTP/1.0 is answered `400 bad_request` (RFC 6455 §4.1 asks
+    /// for HTTP/1.1 or later) and opens no socket, on both WebSocket layers. Before, it upgraded.
+    @Test(arguments: TestEngine.available, [false, true])
+    func aWebSocketHandshakeOverHTTPOneZeroIsRefused(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                parserAnswerTimeouts(&$0)
+                $0.http.webSocketDeflate = deflate
+            }
+        ) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(String(decoding: webSocketUpgradeRequest(), as: UTF8.self).replacingOccurrences(of: "HTTP/1.1", with: "HTTP/1.0"))
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.contains(#""code":"bad_request""#))
+            #expect(answer.ended)
+        }
+    }
+
     /// A 100 KiB header block: `431 request_header_fields_too_large` (RFC 6585 §5), then the
     /// connection closes, and the answer survives the unread rest of the block.
     @Test(arguments: TestEngine.available)
