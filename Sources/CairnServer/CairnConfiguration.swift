@@ -127,6 +127,7 @@ package struct CairnConfiguration: Sendable {
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
                 throw settings.invalid("database.url", "must start with postgres:// (leave it unset for embedded SQLite)")
             }
+            do { try Database.checkPostgresURL(url) } catch let error as StorageError { throw settings.invalid("database.url", error.message) }
             config.databaseURL = url
         }
         // Set but empty counts as set: taken for unset, a node would write a new master.key
