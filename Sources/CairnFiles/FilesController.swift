@@ -374,9 +374,14 @@ package struct FilesController: Sendable {
             .eTag: "\"\(file.sha256)\"", .xContentTypeOptions: "nosniff", .contentDisposition: FileFormats.attachment(name: file.name),
             .contentSecurityPolicy: "sandbox; default-src 'none'",
         ]
+        let etag = "\"\(file.sha256)\""
+        // If-None-Match comes before Range (RFC 9110 §13.2.2), as on `GET /files/{id}`.
+        if ETag.notModified(request, etag: etag) {
+            return Response(status: .notModified, headers: [.eTag: etag, .acceptRanges: "bytes"])
+        }
         var range: Range<Int64> = 0..<file.size
         var status = HTTPResponse.Status.ok
-        if let header = request.headers[.range] {
+        if let header = request.headers[.range], Self.rangeApplies(ifRange: request.headers[.ifRange], etag: etag) {
             switch Self.parseRange(header, size: file.size) {
             case .whole: break
             case .unsatisfiable:
@@ -400,6 +405,15 @@ package struct FilesController: Sendable {
     }
 
     package enum RangeAnswer: Equatable { case whole, unsatisfiable, range(Range<Int64>) }
+
+    /// Whether a `Range` is to be served given the request's `If-Range` (RFC 9110 §13.1.5):
+    /// always without one; with one, only when it is exactly the file's strong `etag` (a weak
+    /// tag never matches, and a date cannot, as files send no `Last-Modified`). Otherwise the
+    /// whole file is sent with 200, so a client resuming a download of other bytes restarts it.
+    package static func rangeApplies(ifRange: String?, etag: String) -> Bool {
+        guard let ifRange else { return true }
+        return ifRange.trimmingCharacters(in: .whitespaces) == etag
+    }
 
     /// One `bytes=` range (first-last, first-, or -suffix; digits only). Several ranges, other
     /// units or bad syntax are answered with the whole file, as RFC 9110 §14.2 allows; a first

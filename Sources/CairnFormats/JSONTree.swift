@@ -8,11 +8,20 @@ package indirect enum JSONNode {
     /// `1e2` included); `double` is ±infinity beyond the range of `Double` (1e400), which every
     /// field refuses. `plain` is true when it was written as an integer, digits alone (no
     /// fraction or exponent), whatever its size: free-form JSON refuses such integers beyond
-    /// what a `Double` holds exactly rather than round them.
+    /// what a `Double` holds exactly rather than round them. A number too small for `Double`
+    /// that is not zero (`1e-400`) reads as `double` 0 with `integer` nil (a written zero has
+    /// `integer` 0): see ``isUnderflow``.
     case number(double: Double, integer: Int64?, plain: Bool)
     case string(String)
     case array([JSONNode])
     case object(JSONObject)
+
+    /// True for a non-zero number too small in magnitude for a `Double` (`1e-400`), which would
+    /// read as 0: refused like one too large, rather than stored as another value.
+    package var isUnderflow: Bool {
+        if case .number(let double, nil, _) = self, double == 0 { return true }
+        return false
+    }
 
     /// What the node is, for "must be …" messages: "null", "a string", "an object", ….
     package var kind: String {
@@ -99,6 +108,18 @@ package enum JSONTree {
                 && !(before == UInt8(ascii: "-") && index > 0 && (scanner.bytes[index - 1] | 0x20) == UInt8(ascii: "e"))
         }
 
+        /// True when the number token in `start..<end` has a digit 1–9 before its exponent.
+        func hasNonZeroDigit(from start: Int, to end: Int) -> Bool {
+            var index = start
+            while index < end {
+                let byte = scanner.bytes[index]
+                if byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E") { return false }
+                if byte >= UInt8(ascii: "1"), byte <= UInt8(ascii: "9") { return true }
+                index += 1
+            }
+            return false
+        }
+
         /// Runs one step of the scanner, its syntax error as ``JSONTreeError/invalid(offset:)``.
         @inline(__always)
         mutating func scan<T>(_ step: (inout JSONScanner) throws(JSONScanError) -> T) throws(JSONTreeError) -> T {
@@ -116,12 +137,16 @@ package enum JSONTree {
             case UInt8(ascii: "{"): return try object()
             case UInt8(ascii: "["): return try array()
             default:
+                let start = scanner.position
                 switch try scan({ scanner throws(JSONScanError) in try scanner.scalar() }) {
                 case .null: return .null
                 case .bool(let flag): return .bool(flag)
                 case .string(let text): return .string(text)
                 case .number(.integer(let value)): return .number(double: Double(value), integer: value, plain: true)
                 case .number(.real(let double)):
+                    if double == 0, hasNonZeroDigit(from: start, to: scanner.position) {
+                        return .number(double: 0, integer: nil, plain: false)  // underflow (see isUnderflow)
+                    }
                     // `1.0` and `1e2` are integral: decoders of integer fields accept them exactly.
                     let integer: Int64? =
                         double.rounded() == double && double >= -9.223_372_036_854_775_808e18 && double < 9.223_372_036_854_775_808e18

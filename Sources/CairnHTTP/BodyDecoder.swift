@@ -51,11 +51,19 @@ package protocol ValueChecked {
     /// the type against it, with the same words, so `-1` and `1e20` get one message. None by
     /// default.
     static var integerRanges: [String: ClosedRange<Int64>] { get }
+
+    /// Optional members that may be left out but not sent as `null`, with the issue to name
+    /// (`["data": "must be an object (leave it out for none)"]`): `null` would otherwise read
+    /// as left out, and be stored as the default rather than as sent. None by default.
+    static var nonNullMembers: [String: String] { get }
 }
 
 extension ValueChecked {
     /// No declared ranges: integers are checked against their type alone.
     package static var integerRanges: [String: ClosedRange<Int64>] { [:] }
+
+    /// No member refuses `null`.
+    package static var nonNullMembers: [String: String] { [:] }
 
     /// The field issues of a check written to throw (see ``fieldIssues(_:)``).
     package func issues(of check: () throws -> Void) -> [FieldIssue] { fieldIssues(check) }
@@ -153,6 +161,8 @@ final class BodyDecodingState {
     var objects: [(JSONObject, [any CodingKey])] = []
     /// The ranges ``ValueChecked`` models declared for their integer fields, by field path.
     var integerRanges: [String: ClosedRange<Int64>] = [:]
+    /// The issue of each ``ValueChecked/nonNullMembers`` member sent as `null`, by field path.
+    var nonNullMembers: [String: String] = [:]
 
     /// The dotted path of a coding path, as `errors[].field` shows it: `jobs[0].kind`; `body`
     /// for the root.
@@ -253,6 +263,7 @@ final class BodyDecodingState {
         default:
             if let checked = T.self as? any ValueChecked.Type {
                 for (name, range) in checked.integerRanges { integerRanges[Self.text(path + [AnyKey(name)])] = range }
+                for (name, issue) in checked.nonNullMembers { nonNullMembers[Self.text(path + [AnyKey(name)])] = issue }
             }
             let value: T
             do {
@@ -319,6 +330,9 @@ final class BodyDecodingState {
         switch node {
         case .number(let double, let integer, let plain):
             if !double.isFinite { return ([], "must be a finite number (at most 1.8e308 in magnitude)") }
+            if node.isUnderflow {
+                return ([], "must be 0 or at least 4.9e-324 in magnitude (a smaller number would be stored as 0)")
+            }
             if plain, integer.map({ $0.magnitude > largestExactInteger.magnitude }) ?? true {
                 return (
                     [],
@@ -454,7 +468,10 @@ struct NodeKeyedContainer<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     func decodeIfPresent<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
         guard let node = member(key) else { return nil }
-        if case .null = node { return nil }
+        if case .null = node {
+            if let issue = state.nonNullMembers[BodyDecodingState.text(codingPath + [key])] { state.record(codingPath + [key], issue) }
+            return nil
+        }
         do {
             return try state.decodeValue(type, node: node, path: codingPath + [key])
         } catch let error as DecodingError {

@@ -1,4 +1,6 @@
+import CairnFormats
 import Foundation
+import NIOCore
 
 /// Any JSON value (RFC 8259), for free-form payloads such as job arguments, progress and
 /// checkpoints. Stored as JSON text; decoded only where a handler needs it.
@@ -45,6 +47,19 @@ package enum JSONValue: Sendable, Equatable, Codable {
     package init?(text: String) {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
         self = value
+    }
+
+    /// Parses JSON text as request bodies are read: nil when it is not JSON (RFC 8259), nests
+    /// deeper than ``maximumJSONDepth``, or repeats a member name within one object (RFC 8259
+    /// §4: readers disagree on which value counts). Numbers are doubles, as in ``init(text:)``.
+    package init?(strictText text: String) {
+        let buffer = ByteBuffer(string: text)
+        guard JSONDepth.scan(buffer.readableBytesView, limit: maximumJSONDepth) != .tooDeep else { return nil }
+        let node = buffer.withUnsafeReadableBytes { raw in
+            raw.withMemoryRebound(to: UInt8.self) { bytes in try? JSONTree.parse(bytes) }
+        }
+        guard let node else { return nil }
+        self = BodyDecodingState.jsonValue(node)
     }
 
     /// Compact JSON text with sorted keys (stable, so equal values give equal text).

@@ -89,8 +89,9 @@ package struct RequestIDMiddleware: RouterMiddleware {
         }
     }
 
-    /// Only short ids of URL-safe characters are propagated, so a client cannot inject log lines.
-    static func isAcceptable(_ value: String) -> Bool {
+    /// Only short ids of URL-safe characters are propagated, so a client cannot inject log lines:
+    /// 1 to 128 of `A-Z a-z 0-9 - _ .`.
+    package static func isAcceptable(_ value: String) -> Bool {
         !value.isEmpty && value.utf8.count <= 128
             && value.utf8.allSatisfy { byte in
                 (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)

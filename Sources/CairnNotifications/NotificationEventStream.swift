@@ -35,11 +35,12 @@ struct NotificationEventStream {
         // The starting point is fixed before the client sees the stream open: a row stored
         // after the first bytes reach it is after the cursor, so it is delivered (read later,
         // the cursor could pass a row the client expects, and drop it).
-        if let since {
-            cursor.last = since
-        } else {
-            cursor.last = try await center.store.currentSeq(tenantId: cursor.tenantId, userId: cursor.userId)
-        }
+        // A cursor past the newest seq (a client that kept one across a restore of the
+        // database, or made one up) starts at the newest: kept as sent, every later row would
+        // look already delivered and the stream would stay silent (Centrifugo's recovery from
+        // a position it does not hold goes on from the present, too).
+        let newest = try await center.store.currentSeq(tenantId: cursor.tenantId, userId: cursor.userId)
+        cursor.last = since.map { min($0, newest) } ?? newest
         try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
         let now = ContinuousClock.now
         (lastWrite, lastAuthCheck, lastResync) = (now, now, now)

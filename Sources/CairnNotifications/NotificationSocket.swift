@@ -39,9 +39,10 @@ package enum ClientMessage: Sendable {
         return message(members)
     }
 
-    /// The members of any JSON object, through the full parser (nil: not an object).
+    /// The members of any JSON object, through the full parser (nil: not an object, or one
+    /// that repeats a member name, as every JSON input refuses: RFC 8259 §4).
     package static func fullMembers(_ text: String) -> [String: Member]? {
-        guard case .object(let object)? = JSONValue(text: text) else { return nil }
+        guard case .object(let object)? = JSONValue(strictText: text) else { return nil }
         return object.mapValues { value in
             switch value {
             case .string(let string): return .string(string)
@@ -71,7 +72,8 @@ package enum ClientMessage: Sendable {
             guard let since = seq("since") else { return .invalid("since must be a sequence number") }
             return .subscribe(since: since)
         case "ack":
-            guard let value = seq("seq"), let seq = value else { return .invalid("ack needs a seq") }
+            // Seqs start at 1: an ack of 0 or less acknowledges nothing ever sent.
+            guard let value = seq("seq"), let seq = value, seq >= 1 else { return .invalid("ack needs a seq (1 or more)") }
             return .ack(seq: seq)
         case "ping":
             return .ping
@@ -570,7 +572,12 @@ struct SocketLoop {
             guard identity != nil else { return (4401, "authenticate first") }
             guard !subscribed else { return (1008, "already subscribed") }
             subscribed = true
-            if let since { cursor.last = since }
+            if let since {
+                // Past the newest seq, the cursor starts at the newest instead: as sent, every
+                // later row would look already delivered (see NotificationEventStream.open).
+                let newest = try await center.store.currentSeq(tenantId: cursor.tenantId, userId: cursor.userId)
+                cursor.last = min(since, newest)
+            }
             try await fill()
         case .ack(let seq):
             guard subscribed else { return (1008, "subscribe first") }

@@ -32,6 +32,9 @@ package struct NotificationsController: Sendable {
         var body: String?
         var data: JSONValue?
 
+        /// `"data": null` is refused: stored as `{}` it would not be what was sent.
+        static var nonNullMembers: [String: String] { ["data": "must be a JSON object (leave it out for none)"] }
+
         var draft: NotificationDraft { NotificationDraft(type: type, title: title, body: body ?? "", data: data ?? .object([:])) }
 
         /// Everything `publish` checks that needs no database: the draft, the reserved types, and
@@ -97,7 +100,8 @@ package struct NotificationsController: Sendable {
         // Checked here, not in `validate()`: the server's own drafts (job status) pass through that too.
         if NotificationDraft.serverTypes.contains(draft.type) { throw AppError.invalidField("type", Self.reservedTypeIssue) }
         let tenantId = context.identity.tenantId
-        switch (body.userIds, body.audience) {
+        // Ids are stored in lower case; RFC 9562 §4 has UUIDs compare case-insensitively.
+        switch (body.userIds?.map { $0.lowercased() }, body.audience) {
         case (let userIds?, nil):
             guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
             for (index, userId) in userIds.enumerated() {

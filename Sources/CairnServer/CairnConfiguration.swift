@@ -127,6 +127,11 @@ package struct CairnConfiguration: Sendable {
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
                 throw settings.invalid("database.url", "must start with postgres:// (leave it unset for embedded SQLite)")
             }
+            do { try Database.checkPostgresURL(url) } catch let error as StorageError {
+                // The setting is named once, by the configuration error.
+                let problem = error.message.hasPrefix("CAIRN_DATABASE_URL ") ? String(error.message.dropFirst(19)) : error.message
+                throw settings.invalid("database.url", problem)
+            }
             config.databaseURL = url
         }
         // Set but empty counts as set: taken for unset, a node would write a new master.key

@@ -115,8 +115,8 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
         case upgraded
         /// Plain HTTP.
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
-        /// An upgrade was asked for and refused.
-        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// An upgrade was asked for and refused; `requestId` is the handshake's `X-Request-Id`.
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, requestId: String?)
     }
 
     /// The connection as set up, its first request not yet decided.
@@ -152,6 +152,8 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let attempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            // The handshake's own X-Request-Id, echoed should it be refused.
+            let requestId = NIOLoopBoundBox<String?>(nil, eventLoop: channel.eventLoop)
             // Handed from the upgrade's decision to the pipeline's setup.
             let chosen = Mutex<WebSocketPipelineReference.Installer?>(nil)
             let logger = {
@@ -163,6 +165,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: maxFrameSize,
                 shouldUpgrade: { channel, head in
                     attempted.value = true
+                    requestId.value = head.headers.first(name: "x-request-id")
                     return decide(head, channel: channel, logger: logger).map { decision in
                         guard let (headers, installer) = decision else { return nil }
                         chosen.withLock { $0 = installer }
@@ -186,7 +189,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                         try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        return attempted.value ? .refused(http) : .notUpgraded(http)
+                        return attempted.value ? .refused(http, requestId: requestId.value) : .notUpgraded(http)
                     }
                 })
             var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: upgrade)
@@ -228,7 +231,7 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
-            case .refused(let http):
+            case .refused(let http, let requestId):
                 // The route answered the handshake with no socket. NIO's upgrade handler has
                 // consumed the request, so the route's own answer cannot be replayed here: a
                 // problem document instead of Hummingbird's empty 400, as every answer has.
@@ -237,7 +240,9 @@ struct PipelineUpgradeChannel: ServerChildChannel, HTTPChannelHandler {
                 try await http.executeThenClose { _, outbound in
                     let headers: HTTPFields = [
                         .connection: "close", .contentType: "application/problem+json", .contentLength: String(body.utf8.count),
-                        .init("X-Request-Id")!: UUID().uuidString.lowercased(),
+                        .init("X-Request-Id")!: requestId.flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil }
+                            ?? UUID().uuidString.lowercased(),
+                        .date: ConnectionGuard.httpDate(Date()),
                     ]
                     try await outbound.write(contentsOf: [
                         .head(HTTPResponse(status: .badRequest, headerFields: headers)), .body(ByteBuffer(string: body)), .end(nil),
@@ -337,6 +342,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// A decoder error that came while earlier requests were still being answered; answered
     /// once they are.
     private var deferredError: HTTPParserError?
+    /// A head refused here (no `Host`) while earlier requests were still being answered;
+    /// answered once they are, and nothing after it is read.
+    private var deferredAnswer: (status: HTTPResponseStatus, code: AppError.Code, detail: String, requestId: String?)?
+    /// The `Connection` value owed to each request whose response head has not gone out yet,
+    /// in order (nil: none to add).
+    private var responseConnection: [String?] = []
     /// Between a request's head and its end.
     private var readingBody = false
     /// When the awaited head started (connection opening or its first bytes); nil when idle.
@@ -386,11 +397,35 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !finished else { return }
+        guard !finished, deferredAnswer == nil else { return }
         partsThisRead = true
         var data = data
         switch unwrapInboundIn(data) {
         case .head(var head):
+            if Self.isHTTP11(head.version), head.headers["host"].count != 1 {
+                // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is answered 400.
+                let refusal = (
+                    status: HTTPResponseStatus.badRequest, code: AppError.Code.badRequest,
+                    detail: "An HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2).",
+                    requestId: head.headers.first(name: "x-request-id")
+                )
+                guard pendingResponses == 0 else {
+                    // Behind requests still being answered: theirs go first (RFC 9112 §9.3.2).
+                    deferredAnswer = refusal
+                    return
+                }
+                answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, requestId: refusal.requestId)
+                return
+            }
+            // Hummingbird keeps a connection open unless the request says exactly
+            // `Connection: close`; HTTP/1.0 is not persistent without `keep-alive`, and the close
+            // token may come in a list (RFC 9112 §9.3, §9.6). A handshake keeps its `upgrade`.
+            let persistent = Self.isPersistent(head)
+            if !persistent, !Self.asksForWebSocket(head) {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+                data = wrapInboundOut(.head(head))
+            }
+            responseConnection.append(persistent ? (Self.isHTTP11(head.version) ? nil : "keep-alive") : "close")
             if head.headers.contains(name: "upgrade"), !(Self.asksForWebSocket(head) && takesWebSocket(head)) {
                 // Ignored (RFC 9110 §7.8): served as the plain request it also is, on a
                 // connection that stays open (see the type's notes).
@@ -414,7 +449,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     requestsSeen = 0  // never forwarded: the upgrade handler has seen nothing
                     pendingResponses = 0
                     readingBody = false
-                    answer(context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.")
+                    answer(
+                        context, status: .badRequest, code: .badRequest, detail: "A WebSocket handshake has no body.",
+                        requestId: head.headers.first(name: "x-request-id"))
                     return
                 }
                 // NIO's upgrader fails such a handshake before any route is asked, and the client
@@ -425,7 +462,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
                     readingBody = false
                     answer(
                         context, status: refusal.status, code: refusal.code, detail: refusal.detail, errors: refusal.errors,
-                        headers: refusal.headers)
+                        headers: refusal.headers, requestId: head.headers.first(name: "x-request-id"))
                     return
                 }
                 // Removed before the request's end can start the upgrade: after it, the pipeline
@@ -474,19 +511,44 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var data = data
         var answerDeferred = false
-        if case .end = unwrapOutboundIn(data), pendingResponses > 0 {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.code >= 200 && !responseConnection.isEmpty:
+            // The request's persistence, said to the client (RFC 9112 §9.3, §9.6).
+            if let connection = responseConnection.removeFirst() {
+                head.headers.replaceOrAdd(name: "Connection", value: connection)
+                data = wrapOutboundOut(.head(head))
+            }
+        case .end where pendingResponses > 0:
             pendingResponses -= 1
             if pendingResponses == 0, !readingBody { becomeIdle() }
-            answerDeferred = pendingResponses == 0 && deferredError != nil
+            answerDeferred = pendingResponses == 0 && (deferredError != nil || deferredAnswer != nil)
             if !finished { rearm(context) }
+        default:
+            break
         }
         context.write(data, promise: promise)
         if answerDeferred, let error = deferredError {
             // The responses to the requests before the bad one are out, in order: now its answer.
             deferredError = nil
             answer(context, parserError: error)
+        } else if answerDeferred, let refusal = deferredAnswer {
+            answer(context, status: refusal.status, code: refusal.code, detail: refusal.detail, requestId: refusal.requestId)
         }
+    }
+
+    /// Whether `version` is HTTP/1.1 or later.
+    static func isHTTP11(_ version: HTTPVersion) -> Bool {
+        version.major > 1 || (version.major == 1 && version.minor >= 1)
+    }
+
+    /// Whether the connection stays open after answering `head` (RFC 9112 §9.3): HTTP/1.1 unless
+    /// `Connection` lists `close`, HTTP/1.0 only when it lists `keep-alive` (and not `close`).
+    static func isPersistent(_ head: HTTPRequestHead) -> Bool {
+        let tokens = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
+        if tokens.contains("close") { return false }
+        return isHTTP11(head.version) || tokens.contains("keep-alive")
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -545,19 +607,24 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         return webSocketPaths.contains(String(path))
     }
 
-    /// Why a WebSocket handshake cannot be served, or nil when it can: `Sec-WebSocket-Version`
-    /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13`, RFC 6455
-    /// §4.2.2, its `errors` naming the header as every `invalid_input` names its field), and
+    /// Why a WebSocket handshake cannot be served, or nil when it can: HTTP/1.1 or later (else
+    /// `400 bad_request`, RFC 6455 §4.1); `Sec-WebSocket-Version`
+    /// must be exactly `13` (else `426 invalid_input` with `Sec-WebSocket-Version: 13` and
+    /// `Upgrade: websocket`, RFC 6455 §4.2.2 and RFC 9110 §15.5.22, its `errors` naming the
+    /// header as every `invalid_input` names its field), and
     /// `Sec-WebSocket-Key` one base64 value of 16 bytes (else `400 bad_request`, RFC 6455 §4.2.1).
     static func handshakeRefusal(
         _ head: HTTPRequestHead
     ) -> (status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue], headers: [(String, String)])? {
+        guard isHTTP11(head.version) else {
+            return (.badRequest, .badRequest, "A WebSocket handshake needs HTTP/1.1 or later (RFC 6455 §4.1).", [], [])
+        }
         let versions = head.headers["sec-websocket-version"]
         guard versions.count == 1, versions[0].trimmingCharacters(in: .whitespaces) == "13" else {
             return (
                 .upgradeRequired, .invalidInput, "This server speaks WebSocket version 13 only (RFC 6455): send Sec-WebSocket-Version: 13.",
                 [FieldIssue(field: "Sec-WebSocket-Version", issue: versions.isEmpty ? "is required and must be 13" : "must be 13")],
-                [("Sec-WebSocket-Version", "13")]
+                [("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")]
             )
         }
         let keys = head.headers["sec-websocket-key"]
@@ -590,7 +657,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             limits.maxHeaderListSize = settings.maxHeaderBytes
             let fresh = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits))
             try pipeline.addHandler(fresh, position: .after(old))
-            pipeline.removeHandler(old, promise: nil)
+            let removed = context.eventLoop.makePromise(of: Void.self)
+            pipeline.removeHandler(old, promise: removed)
+            // The old decoder leaves on a later tick of the event loop, handing its leftover
+            // bytes to the new one, which decodes the requests in them outside any socket read:
+            // without a read-complete after them, Hummingbird's channel (NIOAsyncChannel hands
+            // reads on at read-complete) would hold them until the client's next bytes, which a
+            // client waiting for its answers never sends.
+            removed.futureResult.assumeIsolated().whenSuccess {
+                context.pipeline.syncOperations.fireChannelReadComplete()
+            }
         } catch {
             // No decoder to replace: the connection is going away.
             finish(context)
@@ -660,10 +736,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Writes a small problem+json answer with `Connection: close`, then closes.
+    /// Writes a small problem+json answer with `Connection: close`, `Date` and `X-Request-Id`
+    /// (the client's `requestId` when it sent an acceptable one, as the router echoes it), then
+    /// closes.
     private func answer(
         _ context: ChannelHandlerContext, status: HTTPResponseStatus, code: AppError.Code, detail: String, errors: [FieldIssue] = [],
-        headers: [(String, String)] = []
+        headers: [(String, String)] = [], requestId: String? = nil
     ) {
         finished = true
         cancelTimer()
@@ -673,8 +751,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         head.headers.add(name: "Content-Type", value: "application/problem+json")
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         head.headers.add(name: "Connection", value: "close")
-        // As every other answer (openapi.yaml's conventions); there is no request id to echo.
-        head.headers.add(name: "X-Request-Id", value: UUID().uuidString.lowercased())
+        // As every other answer (openapi.yaml's conventions; RFC 9110 §6.6.1 for Date).
+        head.headers.add(name: "Date", value: Self.httpDate(Date()))
+        let echoed = requestId.flatMap { RequestIDMiddleware.isAcceptable($0) ? $0 : nil }
+        head.headers.add(name: "X-Request-Id", value: echoed ?? UUID().uuidString.lowercased())
         head.headers.add(contentsOf: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
@@ -682,6 +762,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             lastBytes = .now()
             linger(context, until: .now() + .seconds(2))
         }
+    }
+
+    /// `date` as an IMF-fixdate (RFC 9110 §5.6.7), for the `Date` of the guard's own answers.
+    static func httpDate(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
     }
 
     /// Reads and drops what the client still sends, and closes once it has been quiet for

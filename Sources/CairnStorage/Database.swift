@@ -90,8 +90,11 @@ package final class Database: Sendable, Service {
             let database = Database(dialect: .postgres, backend: .postgres(backend), instanceKey: Self.makeInstanceKey(), logger: logger)
             do {
                 try await withDeadline(backend.connectTimeout ?? startupTimeout) {
-                    try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
+                    // The liveness connection first: it is opened outside the pool and fails at
+                    // the server's first refusal (a database that does not exist, a wrong
+                    // password), where the pool would retry it until the deadline.
                     try await backend.holdLiveness(key: database.instanceKey)
+                    try await database.read { db in _ = try await db.raw("SELECT 1 AS one").all() }
                 }
             } catch {
                 await backend.shutdown()
@@ -110,11 +113,21 @@ package final class Database: Sendable, Service {
 
     private static func describe(_ error: any Error) -> String {
         if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return message }
+            if let message = error.serverInfo?[.message] {
+                // The SQLSTATE tells a missing database (3D000) from a refused login (28P01).
+                return error.serverInfo?[.sqlState].map { "\(message) (SQLSTATE \($0))" } ?? message
+            }
             return "\(error.code)"
         }
         if error is DeadlineExceeded { return "timed out" }
         return String(describing: error).prefix(200).description
+    }
+
+    /// Checks a PostgreSQL URL without connecting (scheme, host, `sslmode`, `connect_timeout`),
+    /// so a malformed one is a configuration error before anything is written.
+    /// - Throws: `StorageError` `invalid_database_url` saying what is wrong.
+    package static func checkPostgresURL(_ url: String) throws {
+        _ = try PostgresBackend.parse(url: url)
     }
 
     /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
@@ -272,17 +285,38 @@ final class PostgresBackend: Sendable {
     /// start-up check, may take.
     let connectTimeout: Duration?
 
-    init(url: String, logger: Logger) throws {
+    /// The parts of a PostgreSQL URL Cairn reads, checked.
+    struct URLParts {
+        let components: URLComponents
+        let scheme: String
+        let host: String
+        let sslmode: String
+        let connectTimeout: Duration?
+    }
+
+    /// Parses `url` without connecting: scheme, host, `sslmode` and `connect_timeout`.
+    /// - Throws: `invalid_database_url` naming what is wrong.
+    static func parse(url: String) throws -> URLParts {
         guard let components = URLComponents(string: url),
             let scheme = components.scheme, scheme == "postgres" || scheme == "postgresql",
             let host = components.host, !host.isEmpty
         else {
             throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL must look like postgres://user:password@host:5432/database")
         }
+        let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
+        guard ["disable", "prefer", "allow", "require", "verify-ca", "verify-full"].contains(sslmode) else {
+            throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
+        }
+        let connectTimeout = try Self.connectTimeout(components.queryItems?.first(where: { $0.name == "connect_timeout" })?.value)
+        return URLParts(components: components, scheme: scheme, host: host, sslmode: sslmode, connectTimeout: connectTimeout)
+    }
+
+    init(url: String, logger: Logger) throws {
+        let parts = try Self.parse(url: url)
+        let (components, scheme, host, sslmode) = (parts.components, parts.scheme, parts.host, parts.sslmode)
         let user = components.user.flatMap { $0.removingPercentEncoding } ?? "postgres"
         let password = components.password.flatMap { $0.removingPercentEncoding }
         let database = String(components.path.drop(while: { $0 == "/" }))
-        let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
         let tls: PostgresClient.Configuration.TLS
         let connectionTLS: PostgresConnection.Configuration.TLS
         switch sslmode {
@@ -296,7 +330,7 @@ final class PostgresBackend: Sendable {
         default:
             throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
         }
-        let connectTimeout = try Self.connectTimeout(components.queryItems?.first(where: { $0.name == "connect_timeout" })?.value)
+        let connectTimeout = parts.connectTimeout
         self.connectTimeout = connectTimeout
         var configuration = PostgresClient.Configuration(
             host: host, port: components.port ?? 5432, username: user, password: password,

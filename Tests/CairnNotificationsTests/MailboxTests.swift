@@ -247,6 +247,19 @@ struct ClientMessageTests {
         if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":-1}"#) {} else { Issue.record("negative seq must be invalid") }
         if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":01}"#) {} else { Issue.record("leading zero must be invalid") }
     }
+
+    /// A member repeated in one message is refused, as in every other JSON input (RFC 8259 §4),
+    /// and so is an ack of 0 (seqs start at 1): both were taken before (found by a fresh-user
+    /// trial; the repeat was read as its last value).
+    @Test func repeatedMembersAndAnAckOfZeroAreInvalid() {
+        for sample in [
+            #"{"type":"ack","seq":1,"type":"ping"}"#, #"{"type":"ack","seq":1,"seq":2}"#, #"{"type":"subscribe","since":1,"since":null}"#,
+            #"{"type":"ping","x":{"a":1,"a":2}}"#, #"{"type":"ack","seq":0}"#, #"{"type":"ack","seq":-1}"#,
+        ] {
+            if case .invalid = ClientMessage.parse(sample) {} else { Issue.record("\(sample) must be invalid") }
+        }
+        if case .ack(let seq) = ClientMessage.parse(#"{"type":"ack","seq":1}"#) { #expect(seq == 1) } else { Issue.record("expected an ack") }
+    }
 }
 
 @Suite("Notifications: acks taken on the event loop")

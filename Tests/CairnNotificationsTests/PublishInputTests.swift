@@ -60,6 +60,38 @@ struct PublishInputTests {
     }
 
     /// A NUL (U+0000) is refused on the field that holds it (before: always on `body`).
+    /// A non-zero number too small for a double (`1e-400`) is refused on its path, as one too
+    /// large is, and `"data": null` is refused on `data` (leave it out for none), where both
+    /// were stored as something else (0, `{}`); a recipient's id in upper case names the same
+    /// user (RFC 9562 §4), where it was "not a user of this tenant" (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func underflowsNullDataAndUpperCaseIdsAreTakenAsMeant(engine: TestEngine) async throws {
+        try await withOwner(engine, "underflow@example.com") { client, _, owner in
+            let start = #"{"userIds":["\#(owner.userId)"],"type":"message","title":"numbers","data":"#
+            for (data, field) in [(#"{"tiny":1e-400}"#, "data.tiny"), (#"{"list":[0,-0.5e-330]}"#, "data.list[1]")] {
+                let response = try await post(client, "/notifications", start + data + "}", token: owner.token)
+                #expect(response.status == .badRequest, "\(data) → \(response.status)")
+                #expect(issues(response)[field]?.contains("stored as 0") == true, "\(data): \(response.text)")
+            }
+            let zeros = try await post(client, "/notifications", start + #"{"a":0,"b":0.0,"c":0e-400,"d":5e-324}"# + "}", token: owner.token)
+            #expect(zeros.status == .accepted, "\(zeros.text)")
+
+            let null = try await post(client, "/notifications", start + "null}", token: owner.token)
+            #expect(null.status == .badRequest, "\(null.text)")
+            #expect(issues(null)["data"] == "must be a JSON object (leave it out for none)", "\(null.text)")
+            let without = try await post(
+                client, "/notifications", #"{"userIds":["\#(owner.userId)"],"type":"message","title":"no data"}"#, token: owner.token)
+            #expect(without.status == .accepted, "\(without.text)")
+
+            let upper = try await post(
+                client, "/notifications", #"{"userIds":["\#(owner.userId.uppercased())"],"type":"message","title":"upper"}"#,
+                token: owner.token)
+            #expect(upper.status == .accepted, "\(upper.text)")
+            let inbox = try await client.json(.get, "/notifications?limit=100", token: owner.token)
+            #expect(inbox.text.contains(#""title":"upper""#), "\(inbox.text)")
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func aNULIsReportedOnItsField(engine: TestEngine) async throws {
         try await withOwner(engine, "nul-field@example.com") { client, components, owner in

@@ -84,6 +84,32 @@ struct SocketTests {
         }
     }
 
+    /// A `subscribe` with a `since` past the newest seq starts at the newest: the next
+    /// notification arrives. Before, the socket took the cursor as sent and stayed silent
+    /// (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func aSinceAheadOfTheNewestSeqStartsAtTheNewest(engine: TestEngine) async throws {
+        try await withLiveOwner(engine, "ws-ahead@example.com") { app, owner in
+            let center = app.components.notifications
+            try await publishMessages(2, titled: "before", to: owner, on: center)
+            let seqs = Mutex<[Int64]>([])
+            // A ping after the subscribe: its pong means the subscribe was taken.
+            _ = try await socket(port: app.port!, opening: [auth(owner.token), subscribe(100_000), #"{"type":"ping"}"#]) { message, _ in
+                switch message["type"] as? String {
+                case "pong":
+                    try await center.publish(NotificationDraft(type: "message", title: "after"), to: [owner.userId], tenantId: owner.tenantId)
+                    return true
+                case "notification":
+                    seqs.withLock { $0.append((message["seq"] as? NSNumber)?.int64Value ?? -1) }
+                    return false
+                default:
+                    return true
+                }
+            }
+            #expect(seqs.withLock { $0 } == [3])
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func unacknowledgedNotificationsAreSentAgain(engine: TestEngine) async throws {
         try await withLiveOwner(engine, "resend@example.com") { app, owner in

@@ -35,6 +35,24 @@ struct StreamTests {
         }
     }
 
+    /// A `Last-Event-ID` past the newest seq starts the stream at the newest: the next
+    /// notification arrives. Before, the stream took the cursor as sent and stayed silent
+    /// (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func aCursorPastTheNewestSeqStartsAtTheNewest(engine: TestEngine) async throws {
+        try await withLiveOwner(engine, "sse-ahead@example.com") { app, owner in
+            let center = app.components.notifications
+            try await publishMessages(2, titled: "before", to: owner, on: center)
+            let reader = try await SSEReader(port: app.port!, token: owner.token, lastEventId: 100_000)
+            defer { reader.stop() }
+            try await reader.waitUntilOpen()
+            try await center.publish(NotificationDraft(type: "message", title: "after"), to: [owner.userId], tenantId: owner.tenantId)
+            let received = try await reader.wait("the notification published after the connect") { !$0.notifications.isEmpty }
+            #expect(received.seqs == [3])
+            #expect(received.notifications.first?.data["title"] as? String == "after")
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func theSeamHoldsWhilePublishersRaceTheConnect(engine: TestEngine) async throws {
         try await withLiveOwner(engine, "seam@example.com") { app, owner in

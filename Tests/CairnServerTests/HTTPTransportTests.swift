@@ -236,7 +236,10 @@ struct HTTPTransportTests {
     /// A handshake NIO's upgrader would fail before any route is asked is answered, on both
     /// WebSocket layers, and the connection closes (before: no answer at all): another
     /// `Sec-WebSocket-Version` gets `426` naming version 13 (RFC 6455 §4.2.2); a missing,
-    /// doubled or short `Sec-WebSocket-Key` gets `400` (§4.2.1). A valid one still upgrades.
+    /// doubled or short `Sec-WebSocket-Key` gets `400` (§4.2.1). Each carries `Date` and echoes
+    /// the client's `X-Request-Id`, and the 426 `Upgrade: websocket` (RFC 9110 §15.5.22), as
+    /// every other answer does (those three were missing before, found by a fresh-user trial).
+    /// A valid one still upgrades.
     @Test(arguments: TestEngine.available, [false, true])
     func malformedHandshakesAreAnswered(engine: TestEngine, deflate: Bool) async throws {
         try await withTestApp(
@@ -246,7 +249,7 @@ struct HTTPTransportTests {
                 $0.http.webSocketDeflate = deflate
             }
         ) { app in
-            let start = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            let start = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Request-Id: trial-42\r\n"
             let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             let cases: [(headers: String, status: String, code: String)] = [
                 (key + "Sec-WebSocket-Version: 8\r\n", "426", "invalid_input"),
@@ -262,7 +265,11 @@ struct HTTPTransportTests {
                 #expect(answer.text.hasPrefix("HTTP/1.1 \(status)"), "\(headers): got \(answer.text.prefix(200))")
                 #expect(answer.text.contains(#""code":"\#(code)""#), "\(headers)")
                 #expect(answer.ended, "\(headers)")
+                let lowered = answer.text.lowercased()
+                #expect(lowered.contains("\r\nx-request-id: trial-42\r\n"), "\(headers): \(answer.text.prefix(400))")
+                #expect(lowered.contains("\r\ndate: "), "\(headers): \(answer.text.prefix(400))")
                 if status == "426" {
+                    #expect(lowered.contains("\r\nupgrade: websocket\r\n"), "\(headers): \(answer.text.prefix(400))")
                     #expect(answer.text.lowercased().contains("sec-websocket-version: 13\r\n"), "\(headers)")
                     // As every other invalid_input, it names its field.
                     #expect(answer.text.contains(#""errors":[{"field":"Sec-WebSocket-Version","issue":"#), "\(headers): \(answer.text)")
@@ -315,6 +322,34 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A request pipelined right behind one whose `Upgrade` is ignored, in the same write (so
+    /// in one socket read), is answered after it, on both WebSocket layers. Before, its bytes
+    /// reached the replacement decoder outside any read and were never handed on: no second
+    /// answer, and the connection stayed open past the idle timeout (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available, [false, true])
+    func aRequestPipelinedBehindAnIgnoredUpgradeIsAnswered(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.http.webSocketDeflate = deflate }) { app in
+            let upgrades = [
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            ]
+            for upgrade in upgrades {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(
+                    "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\(upgrade)\r\n"
+                        + "GET /openapi.yaml HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                let answer = await wire.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) && $0.containsText("openapi: ") }
+                let text = answer.text
+                let first = text.range(of: #"{"status":"ok"}"#)
+                let second = text.range(of: "openapi: ")
+                #expect(text.hasPrefix("HTTP/1.1 200"), "\(upgrade): got \(text.prefix(300))")
+                #expect(first != nil && second != nil, "\(upgrade): both answers, got \(text.prefix(600))")
+                if let first, let second { #expect(first.upperBound <= second.lowerBound, "\(upgrade): in order") }
+                #expect(!answer.ended, "\(upgrade): the connection closed")
+            }
+        }
+    }
+
     /// A handshake the WebSocket route itself refuses (here a `GET /ws` route that answers
     /// 403 and opens no socket) gets `400 bad_request` as problem+json with `X-Request-Id`,
     /// and the connection closes (before: an empty 400). No route of Cairn's refuses a
@@ -327,12 +362,13 @@ struct HTTPTransportTests {
             configuration: .init(address: .hostname("127.0.0.1", port: 0)), logger: testLogger)
         try await app.test(.live) { client in
             let wire = try WireClient(port: try #require(client.port))
-            await wire.send(webSocketUpgradeRequest())
+            await wire.send(webSocketUpgradeRequest(headers: ["X-Request-Id: refused-7"]))
             let answer = await wire.readToEnd(deadline: 10)
             #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
             #expect(answer.text.contains("application/problem+json"))
             #expect(answer.text.contains(#""code":"bad_request""#))
-            #expect(answer.text.lowercased().contains("x-request-id: "))
+            #expect(answer.text.lowercased().contains("\r\nx-request-id: refused-7\r\n"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.lowercased().contains("\r\ndate: "), "got \(answer.text.prefix(300))")
             #expect(answer.ended)
         }
     }
@@ -423,6 +459,81 @@ struct HTTPTransportTests {
             let second = answer.text.range(of: "HTTP/1.1 400")
             #expect(second != nil, "then the 400: \(answer.text)")
             #expect(answer.text.contains(#""code":"bad_request""#))
+        }
+    }
+
+    /// Persistence follows RFC 9112 §9.3: an HTTP/1.0 request without `keep-alive`, and an
+    /// HTTP/1.1 one listing `close` in any case, are answered with `Connection: close` and the
+    /// connection closes at once (idle timeout 65 s here); HTTP/1.0 with `keep-alive` gets
+    /// `Connection: keep-alive` and the connection serves the next request. Before, HTTP/1.0
+    /// connections stayed open with no `Connection` (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func httpOneZeroIsNotPersistentUnlessAskedTo(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            for request in [
+                "GET /health/live HTTP/1.0\r\n\r\n", "GET /health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Close\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: te, close\r\nTE: trailers\r\n\r\n",
+            ] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(request)
+                let answer = await wire.readToEnd(deadline: 10)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(request): got \(answer.text.prefix(300))")
+                #expect(answer.text.lowercased().contains("\r\nconnection: close\r\n"), "\(request): got \(answer.text.prefix(300))")
+                #expect(answer.ended && answer.elapsed < 5, "\(request): closed \(answer.ended) after \(answer.elapsed) s")
+            }
+            let wire = try WireClient(port: app.port!)
+            for _ in 0..<2 {
+                await wire.send("GET /health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                let answer = await wire.read(deadline: 10, until: isWholeResponse)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"), "got \(answer.text.prefix(300))")
+                #expect(answer.text.lowercased().contains("\r\nconnection: keep-alive\r\n"), "got \(answer.text.prefix(300))")
+                #expect(!answer.ended)
+            }
+        }
+    }
+
+    /// An HTTP/1.1 request without `Host`, or with two, is answered `400 bad_request` and the
+    /// connection closes (RFC 9112 §3.2); behind a pipelined valid request, after its answer.
+    /// Before, it was served (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func anHTTPOneOneRequestNeedsOneHost(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: parserAnswerTimeouts) { app in
+            for request in [
+                "GET /health/live HTTP/1.1\r\n\r\n", "GET /health/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /health/live HTTP/1.1\r\nX-Request-Id: no-host\r\n\r\n",
+            ] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(request)
+                let answer = await wire.readToEnd(deadline: 10)
+                let text = answer.text
+                let pipelined = request.components(separatedBy: "GET ").count > 2
+                #expect(text.hasPrefix(pipelined ? "HTTP/1.1 200" : "HTTP/1.1 400"), "\(request): got \(text.prefix(300))")
+                #expect(text.contains("HTTP/1.1 400 Bad Request"), "\(request): got \(text.prefix(600))")
+                #expect(text.contains(#""code":"bad_request""#), "\(request)")
+                if pipelined { #expect(text.contains("X-Request-Id: no-host"), "\(request): got \(text.prefix(600))") }
+                #expect(answer.ended, "\(request)")
+            }
+        }
+    }
+
+    /// A WebSocket handshake over HTTP/1.0 is answered `400 bad_request` (RFC 6455 §4.1 asks
+    /// for HTTP/1.1 or later) and opens no socket, on both WebSocket layers. Before, it upgraded.
+    @Test(arguments: TestEngine.available, [false, true])
+    func aWebSocketHandshakeOverHTTPOneZeroIsRefused(engine: TestEngine, deflate: Bool) async throws {
+        try await withTestApp(
+            engine, mode: .live,
+            configure: {
+                parserAnswerTimeouts(&$0)
+                $0.http.webSocketDeflate = deflate
+            }
+        ) { app in
+            let wire = try WireClient(port: app.port!)
+            await wire.send(String(decoding: webSocketUpgradeRequest(), as: UTF8.self).replacingOccurrences(of: "HTTP/1.1", with: "HTTP/1.0"))
+            let answer = await wire.readToEnd(deadline: 10)
+            #expect(answer.text.hasPrefix("HTTP/1.1 400"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.contains(#""code":"bad_request""#))
+            #expect(answer.ended)
         }
     }
 

@@ -498,6 +498,37 @@ struct StorageTests {
         }
     }
 
+    /// A database the server does not have fails at the server's first answer, naming the
+    /// database and SQLSTATE 3D000, instead of the pool retrying until the start-up deadline
+    /// and saying "timed out" (found by a fresh-user trial: 15 s, then "timed out").
+    @Test func aMissingDatabaseFailsAtOnceNamingIt() async throws {
+        guard let base = TestEngine.postgresBaseURL, var components = URLComponents(string: base) else { return }
+        components.path = "/cairn_no_such_database"
+        let url = try #require(components.string)
+        do {
+            _ = try await Database.open(url: url, sqlitePath: "", logger: testLogger, startupTimeout: .seconds(300))
+            Issue.record("open succeeded")
+        } catch let error as StorageError {
+            #expect(error.code == "database_unreachable")
+            #expect(error.message.contains("cairn_no_such_database"), "\(error)")
+            #expect(error.message.contains("3D000"), "\(error)")
+        }
+    }
+
+    /// A malformed URL is a configuration error (exit 2, before the data directory is made),
+    /// naming the setting (before: exit 1 from the database's opening, after an empty
+    /// `./cairn-data` was created).
+    @Test func aMalformedDatabaseURLIsAConfigurationError() async throws {
+        for url in ["postgres://host:notaport/db", "postgres:///db", "postgres://h/db?sslmode=sometimes", "postgres://h/db?connect_timeout=x"] {
+            do {
+                _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_DATABASE_URL": url])
+                Issue.record("\(url) was taken")
+            } catch let error as ConfigurationError {
+                #expect(error.description.contains("CAIRN_DATABASE_URL"), "\(url): \(error)")
+            }
+        }
+    }
+
     @Test func unreachablePostgresFailsFastWithAClearError() async throws {
         let started = ContinuousClock.now
         do {
