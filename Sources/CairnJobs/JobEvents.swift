@@ -89,7 +89,8 @@ package final class JobEventHub: Sendable {
 extension JobsController {
     /// `GET /jobs/{id}/events`: Server-Sent Events (WHATWG HTML §9.2) of a job's changes. The
     /// first event is the current state; each event's `id` is the job's version, so a client
-    /// reconnecting with `Last-Event-ID` only gets what changed since. A comment line every
+    /// reconnecting with `Last-Event-ID` only gets what changed since (an id past the job's
+    /// version gets the current state, as if absent). A comment line every
     /// 15 s keeps proxies from closing an idle stream; the stream ends after the final state,
     /// on server shutdown, when the access token expires, and within ``credentialCheckInterval``
     /// of its session's logout (or any other revocation of the credential), as notification
@@ -144,6 +145,10 @@ extension JobsController {
                         }
                     }
                     guard let job = try await store.job(id: id, tenantId: tenantId) else { break }
+                    // A Last-Event-ID past the job's version names no state it ever had (a stale
+                    // id, a restored database): start from the present, as notification streams
+                    // do, or the client would never learn the job's state.
+                    if sent > job.version { sent = 0 }
                     if job.version > sent {
                         try await writer.write(Self.event(job))
                         sent = job.version

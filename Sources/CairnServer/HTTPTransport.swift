@@ -335,6 +335,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var started = false
     /// Set once the guard answers or closes: everything after is ignored.
     private var finished = false
+    /// Set once a request that ends the connection (`Connection: close`, HTTP/1.0 without
+    /// `keep-alive`) has been forwarded: the server processes nothing received after it and
+    /// answers none of it (RFC 9112 §9.6); the connection closes after that request's answer.
+    private var lastRequestSeen = false
+    /// Set when a request head came after the last request: it and all that follows are dropped.
+    private var ignoringRest = false
     /// Request heads forwarded so far (0: the upgrade handler has seen nothing yet).
     private var requestsSeen = 0
     /// Request heads whose response has not ended yet.
@@ -397,10 +403,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !finished, deferredAnswer == nil else { return }
+        guard !finished, deferredAnswer == nil, !ignoringRest else { return }
         partsThisRead = true
         var data = data
         switch unwrapInboundIn(data) {
+        case .head where lastRequestSeen:
+            // A request after the connection's last one: neither processed nor answered.
+            ignoringRest = true
+            return
         case .head(var head):
             if Self.isHTTP11(head.version), head.headers["host"].count != 1 {
                 // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is answered 400.
@@ -424,6 +434,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if !persistent, !Self.asksForWebSocket(head) {
                 head.headers.replaceOrAdd(name: "connection", value: "close")
                 data = wrapInboundOut(.head(head))
+                lastRequestSeen = true
             }
             responseConnection.append(persistent ? (Self.isHTTP11(head.version) ? nil : "keep-alive") : "close")
             if head.headers.contains(name: "upgrade"), !(Self.asksForWebSocket(head) && takesWebSocket(head)) {
@@ -566,6 +577,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         guard !finished, deferredError == nil else { return }
+        // Bytes after the connection's last request (llhttp refuses data after
+        // `Connection: close`) are not a request of this connection: no answer (RFC 9112 §9.6).
+        guard !lastRequestSeen || readingBody else { return }
         // Inside a body there is no request boundary left to answer at.
         guard !readingBody else {
             finish(context)

@@ -108,6 +108,11 @@ struct JobEventsTests {
                 uri: "/jobs/\(id)/events", method: .get,
                 headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(versions.first!)])
             #expect(ServerSentEvent.parse(earlier.text).map(\.id) == [String(last)])
+            // Reconnecting with an id past every version the job had: the current state once.
+            let ahead = try await app.client.execute(
+                uri: "/jobs/\(id)/events", method: .get,
+                headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(last + 1000)])
+            #expect(ServerSentEvent.parse(ahead.text).map(\.id) == [String(last)])
 
             let stranger = try await app.client.registerAndLogin(email: "sse2@example.com").tokens.accessToken
             #expect(try await app.client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)

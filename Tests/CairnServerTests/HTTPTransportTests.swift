@@ -493,6 +493,28 @@ struct HTTPTransportTests {
         }
     }
 
+    /// Requests pipelined behind one that ends the connection (`Connection: close`, HTTP/1.0
+    /// without `keep-alive`) are neither served nor answered (RFC 9112 §9.6): one answer, then
+    /// the close. Before, the decoder's refusal of the later bytes was answered with a 400
+    /// (found by a fresh-user trial).
+    @Test(arguments: TestEngine.available)
+    func nothingIsAnsweredAfterTheLastRequestOfAConnection(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            for request in [
+                "GET /health/live HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /health/live HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET /health/live HTTP/1.0\r\n\r\nGET /health/live HTTP/1.0\r\n\r\n",
+                "GET /health/live HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nnot http at all\r\n\r\n",
+            ] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send(request)
+                let answer = await wire.readToEnd(deadline: 10)
+                #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(request): got \(answer.text.prefix(300))")
+                #expect(answer.text.components(separatedBy: "HTTP/1.1 ").count == 2, "\(request): got \(answer.text.prefix(600))")
+                #expect(answer.ended && answer.elapsed < 5, "\(request): closed \(answer.ended) after \(answer.elapsed) s")
+            }
+        }
+    }
+
     /// An HTTP/1.1 request without `Host`, or with two, is answered `400 bad_request` and the
     /// connection closes (RFC 9112 §3.2); behind a pipelined valid request, after its answer.
     /// Before, it was served (found by a fresh-user trial).
