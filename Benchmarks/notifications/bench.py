@@ -246,8 +246,9 @@ def main():
                 "CAIRN_BCRYPT_COST": "4", "CAIRN_LOG_LEVEL": "warning", "CAIRN_ACCESS_TOKEN_TTL": "2h",
                 # What several nodes must share (README, "Several nodes on one PostgreSQL").
                 "CAIRN_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(), "CAIRN_BLOB_URL": f"file://{data_dir}/blobs",
-                # The notification settings under test (CAIRN_NOTIFICATIONS_PUBLISH_BATCH=0: each publish alone).
-                **{key: value for key, value in os.environ.items() if key.startswith("CAIRN_NOTIFICATIONS_")}}
+                # The notification settings under test (CAIRN_NOTIFICATIONS_PUBLISH_BATCH=0: each publish alone),
+                # and OpenTelemetry's variables for a traced run (OTEL_EXPORTER_OTLP_ENDPOINT and the sampler).
+                **{key: value for key, value in os.environ.items() if key.startswith(("CAIRN_NOTIFICATIONS_", "OTEL_"))}}
     if args.pg_url:
         base_env["CAIRN_DATABASE_URL"] = args.pg_url
     servers = []
