@@ -112,6 +112,21 @@ package struct AccountStore: Sendable {
         }
     }
 
+    /// The tenant of each of `ids` that is a user: one read for many recipients (a batch of
+    /// publishes checks all its recipients' membership at once). Ids that are no user's are
+    /// absent from the answer. At most a few hundred ids at a time (each is a bound parameter).
+    /// - Returns: user id → tenant id.
+    package func tenants(ofUsers ids: [String]) async throws -> [String: String] {
+        let ids = ids.filter(UUIDv7.isValid)
+        guard !ids.isEmpty else { return [:] }
+        let rows = try await database.read { db in
+            try await db.select().columns("id", "tenant_id").from("users").where("id", .in, ids).all()
+        }
+        var tenants: [String: String] = [:]
+        for row in rows { tenants[try row.decode(column: "id", as: String.self)] = try row.decode(column: "tenant_id", as: String.self) }
+        return tenants
+    }
+
     /// A user of the given tenant, or nil (also for other tenants' users).
     package func user(id: String, tenantId: String) async throws -> User? {
         guard UUIDv7.isValid(id) else { return nil }

@@ -104,13 +104,16 @@ package struct NotificationsController: Sendable {
         switch (body.userIds?.map { $0.lowercased() }, body.audience) {
         case (let userIds?, nil):
             guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
-            for (index, userId) in userIds.enumerated() {
-                guard UUIDv7.isValid(userId), try await center.accounts.store.user(id: userId, tenantId: tenantId) != nil else {
-                    throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
-                }
+            if let index = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {
+                throw AppError.invalidField("userIds[\(index)]", Self.malformedUserIdIssue)
             }
-            let stored = try await center.publish(draft, to: userIds, tenantId: tenantId)
-            return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
+            do {
+                let stored = try await center.publish(draft, to: userIds, tenantId: tenantId, checkingMembership: true)
+                return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
+            } catch let error as NotTenantMembers {
+                let index = userIds.firstIndex(where: error.userIds.contains) ?? 0
+                throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
+            }
         case (nil, "tenant"?):
             // A service token is no user: nobody gets the job's status notifications.
             let createdBy = context.identity.isServiceToken ? nil : context.identity.userId

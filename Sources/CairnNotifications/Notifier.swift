@@ -88,7 +88,7 @@ package final class Notifier: Sendable {
         self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
         self.observers = observers
         self.batcher = PublishBatcher(
-            database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
+            database: store.database, accounts: accounts.store, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
             maximumInFlight: settings.publishBatchesInFlight)
     }
 
@@ -109,13 +109,15 @@ package final class Notifier: Sendable {
     /// publishes waiting at the time (``PublishBatcher``); with `db` (the caller's
     /// open transaction), every row commits or rolls back with the caller's own changes and
     /// live delivery happens after the commit (no dual write). The caller vouches that the
-    /// users belong to the tenant.
+    /// users belong to the tenant, or asks for it to be checked (`checkingMembership`, a
+    /// publisher's request): a batched publish is checked in its batch's one read.
     /// - Returns: the stored notifications (users skipped by `dedupeKey` are left out).
-    /// - Throws: 400 `invalid_input` for a bad draft or user id; database errors.
+    /// - Throws: 400 `invalid_input` for a bad draft or user id; ``NotTenantMembers`` (nothing
+    ///   stored) when a checked id is no user of the tenant; database errors.
     @discardableResult
-    package func publish(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)? = nil) async throws
-        -> [StoredNotification]
-    {
+    package func publish(
+        _ draft: NotificationDraft, to userIds: [String], tenantId: String, checkingMembership: Bool = false, on db: (any SQLDatabase)? = nil
+    ) async throws -> [StoredNotification] {
         try draft.validate()
         if let bad = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {
             throw AppError.invalidField("userIds[\(bad)]", "must be a user id")
@@ -124,22 +126,30 @@ package final class Notifier: Sendable {
             span.attributes["cairn.tenant_id"] = tenantId
             span.attributes["cairn.notification.type"] = draft.type
             span.attributes["cairn.notification.recipients"] = userIds.count
-            return try await storeAll(draft, to: userIds, tenantId: tenantId, on: db)
+            return try await storeAll(draft, to: userIds, tenantId: tenantId, checkingMembership: checkingMembership, on: db)
         }
     }
 
-    /// ``publish(_:to:tenantId:on:)`` once validated, inside its span.
-    private func storeAll(_ draft: NotificationDraft, to userIds: [String], tenantId: String, on db: (any SQLDatabase)?) async throws
-        -> [StoredNotification]
+    /// ``publish(_:to:tenantId:checkingMembership:on:)`` once validated, inside its span.
+    private func storeAll(_ draft: NotificationDraft, to userIds: [String], tenantId: String, checkingMembership: Bool, on db: (any SQLDatabase)?)
+        async throws -> [StoredNotification]
     {
         let recipients = Array(Set(userIds)).sorted()
         let now = clock.milliseconds
         // Dedupe keys need a look at existing rows before the counters move: those publishes
         // (job status, a few a second) keep their own transaction.
         if db == nil, draft.dedupeKey == nil, !recipients.isEmpty, recipients.count <= settings.publishBatchRows {
-            let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now)
+            let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now, checkingMembership: checkingMembership)
             Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
             return stored
+        }
+        if checkingMembership {
+            var outsiders: Set<String> = []
+            for chunk in recipients.chunks(of: max(1, settings.batchSize)) {
+                let tenants = try await accounts.store.tenants(ofUsers: Array(chunk))
+                outsiders.formUnion(chunk.filter { tenants[$0] != tenantId })
+            }
+            if !outsiders.isEmpty { throw NotTenantMembers(userIds: outsiders) }
         }
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []

@@ -1,3 +1,4 @@
+import CairnAccounts
 import CairnHTTP
 import CairnStorage
 import Foundation
@@ -35,6 +36,7 @@ final class PublishBatcher: Sendable {
     }
 
     private let database: Database
+    private let accounts: AccountStore
     private let hub: NotificationHub
     private let observers: [any PublishObserver]
     /// Upper bound on the rows (recipients) of one batch, so its statements stay well under
@@ -49,8 +51,9 @@ final class PublishBatcher: Sendable {
     /// ``Notifier/publishTransactions``).
     let transactions = Atomic<Int>(0)
 
-    init(database: Database, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
+    init(database: Database, accounts: AccountStore, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
         self.database = database
+        self.accounts = accounts
         self.hub = hub
         self.observers = observers
         self.maximumRows = max(1, maximumRows)
@@ -58,11 +61,16 @@ final class PublishBatcher: Sendable {
     }
 
     /// Stores `draft` for `userIds` (distinct, sorted, at most ``maximumRows``) in the next
-    /// batch; returns once that batch committed.
-    func submit(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64) async throws -> [StoredNotification] {
+    /// batch; returns once that batch committed. With `checkingMembership`, the batch first
+    /// reads, once for all its publishes, which recipients are users of their tenant.
+    /// - Throws: ``NotTenantMembers`` (nothing stored) when a checked recipient is not one.
+    func submit(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, checkingMembership: Bool = false) async throws
+        -> [StoredNotification]
+    {
         try await withCheckedThrowingContinuation { continuation in
+            let publish = Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now, checksMembership: checkingMembership)
             let (startDrain, ready) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
-                state.pending.append(Unit(publish: Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now), continuation: continuation))
+                state.pending.append(Unit(publish: publish, continuation: continuation))
                 var ready: [CheckedContinuation<Void, Never>] = []
                 let count = state.pending.count
                 state.waiters.removeAll { waiter in
@@ -116,6 +124,8 @@ final class PublishBatcher: Sendable {
     }
 
     private func run(_ batch: [Unit]) async {
+        let batch = await refusingNonMembers(batch)
+        if batch.isEmpty { return }
         if batch.count == 1 {
             let unit = batch[0]
             unit.continuation.resume(with: await outcome { try await self.storeAlone(unit) })
@@ -145,6 +155,30 @@ final class PublishBatcher: Sendable {
         case .failure:
             // Rolled back whole: each publish again on its own, so only the failing one fails.
             for unit in batch { unit.continuation.resume(with: await outcome { try await self.storeAlone(unit) }) }
+        }
+    }
+
+    /// Answers the publishes of `batch` that asked for a membership check and name an id that
+    /// is no user of their tenant, with ``NotTenantMembers``, and returns the others. One read
+    /// serves the whole batch: a publisher's request costs no read of its own, and one
+    /// tenant's bad recipients fail only its own publish, never the batch it shares.
+    private func refusingNonMembers(_ batch: [Unit]) async -> [Unit] {
+        let checked = batch.filter(\.publish.checksMembership)
+        guard !checked.isEmpty else { return batch }
+        let tenants: [String: String]
+        do {
+            tenants = try await accounts.tenants(ofUsers: Array(Set(checked.flatMap(\.publish.userIds))))
+        } catch {
+            for unit in checked { unit.continuation.resume(throwing: error) }
+            return batch.filter { !$0.publish.checksMembership }
+        }
+        return batch.filter { unit in
+            let publish = unit.publish
+            guard publish.checksMembership else { return true }
+            let outsiders = publish.userIds.filter { tenants[$0] != publish.tenantId }
+            if outsiders.isEmpty { return true }
+            unit.continuation.resume(throwing: NotTenantMembers(userIds: Set(outsiders)))
+            return false
         }
     }
 

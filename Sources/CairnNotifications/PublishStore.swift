@@ -10,6 +10,16 @@ struct Publish: Sendable {
     let tenantId: String
     let userIds: [String]
     let now: Int64
+    /// Whether `userIds` must be checked to be users of `tenantId` before anything is stored
+    /// (a publisher's request), rather than vouched for by the caller (the server's own).
+    var checksMembership = false
+}
+
+/// A publish that named ids that are no user of its tenant (checked for publishers'
+/// requests); nothing of it was stored.
+package struct NotTenantMembers: Error {
+    /// The ids that are no user of the tenant.
+    package let userIds: Set<String>
 }
 
 /// The one way publishes are written: a publish alone, a batch of concurrent ones

@@ -48,12 +48,14 @@ private final class BatchGate: PublishObserver {
 private struct Outcome: Sendable {
     let title: String
     let stored: [StoredNotification]?
+    var refused: Set<String>? = nil
 }
 
 /// Publishes "first" to `owner`, and once it is inside its transaction, `titles` concurrently
 /// (each to the users `recipients` gives), so all of those wait for one batch.
 private func publishBehindFirst(
-    _ components: CairnComponents, gate: BatchGate, owner: Member, titles: [String], recipients: @escaping @Sendable (Int) -> [String]
+    _ components: CairnComponents, gate: BatchGate, owner: Member, titles: [String], checkingMembership: Bool = false,
+    recipients: @escaping @Sendable (Int) -> [String]
 ) async throws -> (first: [StoredNotification], rest: [Outcome]) {
     let notifier = components.notifications
     gate.notifier.withLock { $0 = notifier }
@@ -67,9 +69,16 @@ private func publishBehindFirst(
         _ = await entered.next()
         for (index, title) in titles.enumerated() {
             group.addTask {
-                let stored = try? await notifier.publish(
-                    NotificationDraft(type: "message", title: title), to: recipients(index), tenantId: owner.tenantId)
-                return Outcome(title: title, stored: stored)
+                do {
+                    let stored = try await notifier.publish(
+                        NotificationDraft(type: "message", title: title), to: recipients(index), tenantId: owner.tenantId,
+                        checkingMembership: checkingMembership)
+                    return Outcome(title: title, stored: stored)
+                } catch let error as NotTenantMembers {
+                    return Outcome(title: title, stored: nil, refused: error.userIds)
+                } catch {
+                    return Outcome(title: title, stored: nil)
+                }
             }
         }
         var first: [StoredNotification] = []
@@ -164,6 +173,46 @@ struct PublishBatchTests {
             #expect(stored.map(\.seq) == Array(1...Int64(1 + 9)))
             #expect(Set(stored.map(\.title)) == Set(["first"] + titles.filter { !$0.hasPrefix("poison") }))
             #expect(Set(stored.map(\.id)) == Set((first + rest.flatMap { $0.stored ?? [] }).map(\.id)))
+        }
+    }
+
+    /// A publisher's recipients are checked in the batch's one read: a publish naming another
+    /// tenant's user or no user at all is refused alone, nothing of it stored, and the others
+    /// of its batch are stored together (no rollback, no retries one by one).
+    @Test(arguments: TestEngine.available)
+    func membershipIsCheckedOnceForABatchAndRefusesOnlyTheOutsidersPublishes(engine: TestEngine) async throws {
+        let titles = (1...12).map { "checked \($0)" }
+        let gate = BatchGate(waiting: titles.count)
+        try await withTestApp(engine, configure: { $0.notifications.publishBatchesInFlight = 1 }, observers: [gate]) { app in
+            let components = app.components
+            let owner = try await signUp(app.client, "checked@example.com")
+            let stranger = try await signUp(app.client, "stranger@example.com")
+            let nobody = UUIDv7.make()
+            let before = components.notifications.publishTransactions
+            let (first, rest) = try await publishBehindFirst(components, gate: gate, owner: owner, titles: titles, checkingMembership: true) {
+                index in
+                switch index % 4 {
+                case 1: [owner.userId, stranger.userId]
+                case 3: [nobody]
+                default: [owner.userId]
+                }
+            }
+            #expect(first.map(\.seq) == [1])
+            for (index, title) in titles.enumerated() {
+                let outcome = try #require(rest.first { $0.title == title })
+                switch index % 4 {
+                case 1: #expect(outcome.stored == nil && outcome.refused == [stranger.userId], "\(title)")
+                case 3: #expect(outcome.stored == nil && outcome.refused == [nobody], "\(title)")
+                default: #expect(outcome.stored?.count == 1, "\(title)")
+                }
+            }
+            // "first" alone, then the six members' publishes in one transaction.
+            #expect(components.notifications.publishTransactions - before == 2)
+            #expect(gate.batchCalls.withLock { $0 } == [1, 6])
+            let stored = try await components.notifications.store.after(seq: 0, tenantId: owner.tenantId, userId: owner.userId, limit: 100)
+            #expect(stored.map(\.seq) == Array(1...7))
+            let strangers = try await components.notifications.store.after(seq: 0, tenantId: stranger.tenantId, userId: stranger.userId, limit: 100)
+            #expect(strangers.isEmpty)
         }
     }
 

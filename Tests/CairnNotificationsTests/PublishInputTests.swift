@@ -139,6 +139,14 @@ struct PublishInputTests {
                 .post, "/notifications", ["userIds": ["01939b1e-0000-7000-8000-000000000000"], "type": "message", "title": "hi"],
                 token: owner.token)
             #expect(issues(stranger) == ["userIds[0]": "is not a user of this tenant"], "\(stranger.text)")
+            // The outsider is named at its own index, and nothing is stored for the member beside it.
+            let mixed = try await client.json(
+                .post, "/notifications", ["userIds": [owner.userId, "01939b1e-0000-7000-8000-000000000000"], "type": "message", "title": "hi"],
+                token: owner.token)
+            #expect(issues(mixed) == ["userIds[1]": "is not a user of this tenant"], "\(mixed.text)")
+            let inbox = try await client.json(.get, "/notifications", token: owner.token)
+            #expect(inbox.status == .ok)
+            #expect(inbox.text.contains("\"items\":[]"), "\(inbox.text)")
         }
     }
 }
