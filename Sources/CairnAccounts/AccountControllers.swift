@@ -5,13 +5,9 @@ import HTTPTypes
 package import Hummingbird
 
 /// `/auth/*`: register, login, refresh-token rotation, logout; and `/.well-known/jwks.json`.
+@MemberwiseInit
 package struct AuthController: Sendable {
     let accounts: AccountService
-
-    /// Creates the controller.
-    package init(accounts: AccountService) {
-        self.accounts = accounts
-    }
 
     struct RegisterBody: Decodable {
         var email: String
@@ -124,13 +120,9 @@ package struct AuthController: Sendable {
 }
 
 /// `/users/me` for everyone; `/users` and `/users/{id}` for owners and admins.
+@MemberwiseInit
 package struct UsersController: Sendable {
     let accounts: AccountService
-
-    /// Creates the controller.
-    package init(accounts: AccountService) {
-        self.accounts = accounts
-    }
 
     struct ProfilePatch: Decodable {
         var name: PatchField<String>

@@ -18,6 +18,7 @@ package enum ServiceTokenScope {
 /// A tenant's API key for servers (the Supabase service key, PocketBase's API tokens): an
 /// opaque secret `cairn_st_<43 base64url characters>` (256 random bits) with a name and scopes.
 /// Only its SHA-256 is stored; the secret is shown once, on creation.
+@SQLRow
 package struct ServiceToken: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
@@ -26,7 +27,7 @@ package struct ServiceToken: Sendable, Equatable, JSONWritable {
     /// A label for people (1 to 100 characters).
     package var name: String
     /// Granted scopes, sorted.
-    package var scopes: [String]
+    @SQLSpaceSeparated package var scopes: [String]
     /// The secret's first characters (`cairn_st_AbCd`), to recognise it in a list.
     package var hint: String
     /// The user who created it.
@@ -65,19 +66,6 @@ struct CreatedServiceToken: JSONWritable {
 }
 
 extension AccountStore {
-    static let serviceTokenColumns = "id, tenant_id, name, scopes, hint, created_by, created_at"
-
-    static func serviceToken(from row: any SQLRow) throws -> ServiceToken {
-        ServiceToken(
-            id: try row.decode(column: "id", as: String.self),
-            tenantId: try row.decode(column: "tenant_id", as: String.self),
-            name: try row.decode(column: "name", as: String.self),
-            scopes: try row.decode(column: "scopes", as: String.self).split(separator: " ").map(String.init),
-            hint: try row.decode(column: "hint", as: String.self),
-            createdBy: try row.decode(column: "created_by", as: String.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self))
-    }
-
     func insertServiceToken(_ token: ServiceToken, secret: String) async throws {
         try await database.write { db in
             try await db.raw(
@@ -94,18 +82,18 @@ extension AccountStore {
         let rows = try await database.read { db in
             try await db.raw(
                 """
-                SELECT \(unsafeRaw: Self.serviceTokenColumns) FROM service_tokens
+                SELECT \(unsafeRaw: ServiceToken.sqlColumns) FROM service_tokens
                 WHERE tenant_id = \(bind: tenantId) AND id > \(bind: page.after ?? "") ORDER BY id LIMIT \(bind: page.limit + 1)
                 """
             ).all()
         }
-        return Page(fetched: try rows.map(Self.serviceToken(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(ServiceToken.init(row:)), limit: page.limit, sortKey: \.id)
     }
 
     func serviceToken(secret: String) async throws -> ServiceToken? {
         try await database.read { db in
-            try await db.raw("SELECT \(unsafeRaw: Self.serviceTokenColumns) FROM service_tokens WHERE token_hash = \(bind: Self.hash(secret))")
-                .first().map(Self.serviceToken(from:))
+            try await db.raw("SELECT \(unsafeRaw: ServiceToken.sqlColumns) FROM service_tokens WHERE token_hash = \(bind: Self.hash(secret))")
+                .first().map(ServiceToken.init(row:))
         }
     }
 

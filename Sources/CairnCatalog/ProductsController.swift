@@ -7,15 +7,10 @@ package import HummingbirdCore
 import NIOCore
 
 /// `/products`: reads for every member of the tenant (through the cache), writes for admins.
+@MemberwiseInit
 package struct ProductsController: Sendable {
     let catalog: CatalogService
     let importer: ProductImporter
-
-    /// Creates the controller.
-    package init(catalog: CatalogService, importer: ProductImporter) {
-        self.catalog = catalog
-        self.importer = importer
-    }
 
     static let xCache = HTTPField.Name("X-Cache")!
     static let warning = HTTPField.Name("Warning")!

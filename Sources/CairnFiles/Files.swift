@@ -18,6 +18,7 @@ package enum FileOrigin: String, Sendable, Equatable {
 /// jobId}`; `pipelineId` and `jobId` name the run that wrote a pipeline output (null for uploads).
 @MemberwiseInit
 @JSONObject
+@SQLRow
 package struct StoredFile: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String
@@ -39,7 +40,7 @@ package struct StoredFile: Sendable, Equatable, JSONWritable {
     @JSONTimestamp package var createdAt: Int64
     /// Who made it: a user's upload, or a pipeline run. Scheduled pipelines take only uploads,
     /// so no run ever takes its own (or another pipeline's) output as input.
-    @JSONRawValue package var origin: FileOrigin = .upload
+    @JSONRawValue @SQLRawValue package var origin: FileOrigin = .upload
     /// With `origin` `pipeline`: the pipeline that wrote it.
     @JSONKey("pipelineId") package var originPipelineId: String? = nil
     /// With `origin` `pipeline`: the run (a `pipeline.run` job) that wrote it.
@@ -70,20 +71,6 @@ package struct FileQuotas: Sendable, Equatable {
 package struct FileStore: Sendable {
     /// The database.
     package let database: Database
-
-    static let columns = "id, tenant_id, name, size, sha256, content_type, format, created_by, created_at, origin, origin_pipeline_id, origin_job_id"
-
-    static func file(from row: any SQLRow) throws -> StoredFile {
-        StoredFile(
-            id: try row.decode(column: "id", as: String.self), tenantId: try row.decode(column: "tenant_id", as: String.self),
-            name: try row.decode(column: "name", as: String.self), size: try row.decode(column: "size", as: Int64.self),
-            sha256: try row.decode(column: "sha256", as: String.self), contentType: try row.decode(column: "content_type", as: String.self),
-            format: try row.decode(column: "format", as: String.self), createdBy: try row.decode(column: "created_by", as: String?.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self),
-            origin: FileOrigin(rawValue: try row.decode(column: "origin", as: String.self)) ?? .upload,
-            originPipelineId: try row.decode(column: "origin_pipeline_id", as: String?.self),
-            originJobId: try row.decode(column: "origin_job_id", as: String?.self))
-    }
 
     /// Why a completely written file could not be recorded.
     package enum QuotaExceeded: Error, Sendable {
@@ -117,7 +104,7 @@ package struct FileStore: Sendable {
             }
             try await db.raw(
                 """
-                INSERT INTO files (\(unsafeRaw: Self.columns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
+                INSERT INTO files (\(unsafeRaw: StoredFile.sqlColumns)) VALUES (\(bind: file.id), \(bind: file.tenantId), \(bind: file.name),
                 \(bind: file.size), \(bind: file.sha256), \(bind: file.contentType), \(bind: file.format), \(bind: file.createdBy),
                 \(bind: file.createdAt), \(bind: file.origin.rawValue), \(bind: file.originPipelineId), \(bind: file.originJobId))
                 """
@@ -163,20 +150,20 @@ package struct FileStore: Sendable {
     package func get(id: String, tenantId: String) async throws -> StoredFile? {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
-            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
-                .map(Self.file(from:))
+            try await db.raw("SELECT \(unsafeRaw: StoredFile.sqlColumns) FROM files WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId)").first()
+                .map(StoredFile.init(row:))
         }
     }
 
     /// A page of the tenant's files, newest first.
     package func list(tenantId: String, page: PageRequest) async throws -> Page<StoredFile> {
         let rows = try await database.read { db in
-            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId)"
+            var query: SQLQueryString = "SELECT \(unsafeRaw: StoredFile.sqlColumns) FROM files WHERE tenant_id = \(bind: tenantId)"
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
             return try await db.raw(query).all()
         }
-        return Page(fetched: try rows.map(Self.file(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(StoredFile.init(row:)), limit: page.limit, sortKey: \.id)
     }
 
     /// The tenant's newest uploaded files of `format` created after the file `afterId` (all
@@ -186,10 +173,10 @@ package struct FileStore: Sendable {
     package func newest(tenantId: String, format: String, after afterId: String?, limit: Int = 500) async throws -> [StoredFile] {
         try await database.read { db in
             var query: SQLQueryString =
-                "SELECT \(unsafeRaw: Self.columns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format) AND origin = 'upload'"
+                "SELECT \(unsafeRaw: StoredFile.sqlColumns) FROM files WHERE tenant_id = \(bind: tenantId) AND format = \(bind: format) AND origin = 'upload'"
             if let afterId { query = query + " AND id > \(bind: afterId)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: limit)").all()
-        }.map(Self.file(from:))
+        }.map(StoredFile.init(row:))
     }
 
     /// Deletes a file's row; false when there was none.

@@ -6,15 +6,11 @@ package import Hummingbird
 
 /// `/jobs`: enqueue (kinds registered as enqueueable over HTTP), list, read, cancel, retry,
 /// delete; all scoped to the caller's tenant.
+@MemberwiseInit
 package struct JobsController: Sendable {
     let queue: JobQueue
+    /// Serves the enqueue routes' `Idempotency-Key`.
     let idempotency: IdempotencyMiddleware
-
-    /// Creates the controller; `idempotency` serves the enqueue routes' `Idempotency-Key`.
-    package init(queue: JobQueue, idempotency: IdempotencyMiddleware) {
-        self.queue = queue
-        self.idempotency = idempotency
-    }
 
     struct EnqueueBody: Decodable {
         var kind: String

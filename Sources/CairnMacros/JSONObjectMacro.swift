@@ -41,9 +41,9 @@ struct JSONObjectMacro: StructMemberMacro {
     }
 }
 
-/// The per-property markers of `@JSONObject` (`@JSONSkip`, `@JSONKey`, …): they add nothing
-/// themselves; `JSONObjectMacro` reads them.
-struct JSONMarkerMacro: PeerMacro {
+/// The per-property markers of `@JSONObject` (`@JSONSkip`, `@JSONKey`, …) and of `@SQLRow`
+/// (`@SQLRawValue`, …): they add nothing themselves; `JSONObjectMacro` and `SQLRowMacro` read them.
+struct MarkerMacro: PeerMacro {
     /// Nothing: the marker only marks.
     static func expansion(
         of node: AttributeSyntax, providingPeersOf declaration: some DeclSyntaxProtocol, in context: some MacroExpansionContext

@@ -1,11 +1,13 @@
 package import CairnHTTP
 package import CairnStorage
 import Foundation
+import SQLKit
 
 /// One notification in a user's inbox, as stored and as clients see it.
 ///
 /// As JSON: `{id, seq, type, title, body, data, createdAt, readAt}`.
 @JSONObject
+@SQLRow
 package struct StoredNotification: Sendable, Equatable, JSONWritable {
     /// UUIDv7.
     package var id: String

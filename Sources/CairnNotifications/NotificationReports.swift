@@ -6,11 +6,11 @@ extension NotificationStore {
     /// streamed reports: one short keyset read per batch, never a long-lived cursor.
     package func batch(tenantId: String, type: String?, after: String?, limit: Int) async throws -> [StoredNotification] {
         try await database.read { db in
-            var query: SQLQueryString = "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId)"
+            var query: SQLQueryString = "SELECT \(unsafeRaw: StoredNotification.sqlColumns) FROM notifications WHERE tenant_id = \(bind: tenantId)"
             if let type { query = query + " AND type = \(bind: type)" }
             if let after { query = query + " AND id > \(bind: after)" }
             query = query + " ORDER BY id LIMIT \(bind: limit)"
-            return try await db.raw(query).all().map(Self.notification(from:))
+            return try await db.raw(query).all().map(StoredNotification.init(row:))
         }
     }
 }

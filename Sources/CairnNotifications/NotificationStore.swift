@@ -14,22 +14,6 @@ package struct NotificationStore: Sendable {
     /// The database.
     package let database: Database
 
-    static let columns = "id, tenant_id, user_id, seq, type, title, body, data, created_at, read_at"
-
-    static func notification(from row: any SQLRow) throws -> StoredNotification {
-        StoredNotification(
-            id: try row.decode(column: "id", as: String.self),
-            tenantId: try row.decode(column: "tenant_id", as: String.self),
-            userId: try row.decode(column: "user_id", as: String.self),
-            seq: try row.decode(column: "seq", as: Int64.self),
-            type: try row.decode(column: "type", as: String.self),
-            title: try row.decode(column: "title", as: String.self),
-            body: try row.decode(column: "body", as: String.self),
-            data: try row.decode(column: "data", as: String.self),
-            createdAt: try row.decode(column: "created_at", as: Int64.self),
-            readAt: try row.decode(column: "read_at", as: Int64?.self))
-    }
-
     /// `a, b, c`.
     static func joined(_ items: [SQLQueryString]) -> SQLQueryString {
         var query: SQLQueryString = ""
@@ -64,8 +48,10 @@ package struct NotificationStore: Sendable {
         let valid = ids.filter { UUIDv7.isValid($0) }
         guard !valid.isEmpty else { return [] }
         return try await database.read { db in
-            try await db.raw("SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE id IN \(Self.list(valid.map { "\(bind: $0)" }))")
-                .all().map(Self.notification(from:))
+            try await db.raw(
+                "SELECT \(unsafeRaw: StoredNotification.sqlColumns) FROM notifications WHERE id IN \(Self.list(valid.map { "\(bind: $0)" }))"
+            )
+            .all().map(StoredNotification.init(row:))
         }
     }
 
@@ -74,10 +60,10 @@ package struct NotificationStore: Sendable {
         try await database.read { db in
             try await db.raw(
                 """
-                SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)
+                SELECT \(unsafeRaw: StoredNotification.sqlColumns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)
                 AND seq > \(bind: seq) ORDER BY seq LIMIT \(bind: limit)
                 """
-            ).all().map(Self.notification(from:))
+            ).all().map(StoredNotification.init(row:))
         }
     }
 
@@ -93,13 +79,13 @@ package struct NotificationStore: Sendable {
     func list(tenantId: String, userId: String, unreadOnly: Bool, type: String?, page: PageRequest) async throws -> Page<StoredNotification> {
         let rows = try await database.read { db in
             var query: SQLQueryString =
-                "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
+                "SELECT \(unsafeRaw: StoredNotification.sqlColumns) FROM notifications WHERE tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
             if unreadOnly { query = query + " AND read_at IS NULL" }
             if let type { query = query + " AND type = \(bind: type)" }
             if let after = page.after, let seq = Int64(after) { query = query + " AND seq < \(bind: seq)" }
             return try await db.raw(query + " ORDER BY seq DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return Page(fetched: try rows.map(Self.notification(from:)), limit: page.limit, sortKey: { String($0.seq) })
+        return Page(fetched: try rows.map(StoredNotification.init(row:)), limit: page.limit, sortKey: { String($0.seq) })
     }
 
     /// One notification of a user.
@@ -107,8 +93,8 @@ package struct NotificationStore: Sendable {
         guard UUIDv7.isValid(id) else { return nil }
         return try await database.read { db in
             try await db.raw(
-                "SELECT \(unsafeRaw: Self.columns) FROM notifications WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
-            ).first().map(Self.notification(from:))
+                "SELECT \(unsafeRaw: StoredNotification.sqlColumns) FROM notifications WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)"
+            ).first().map(StoredNotification.init(row:))
         }
     }
 
@@ -129,9 +115,9 @@ package struct NotificationStore: Sendable {
                 """
                 UPDATE notifications SET read_at = COALESCE(read_at, \(bind: now))
                 WHERE id = \(bind: id) AND tenant_id = \(bind: tenantId) AND user_id = \(bind: userId)
-                RETURNING \(unsafeRaw: Self.columns)
+                RETURNING \(unsafeRaw: StoredNotification.sqlColumns)
                 """
-            ).first().map(Self.notification(from:))
+            ).first().map(StoredNotification.init(row:))
         }
     }
 

@@ -14,15 +14,11 @@ import Synchronization
 /// `/notifications`: publish (admins and service tokens), the caller's inbox, read state, and the live
 /// Server-Sent Events stream. Every read is scoped to the caller's tenant and user: another
 /// user's notification answers 404.
+@MemberwiseInit
 package struct NotificationsController: Sendable {
     let center: Notifier
+    /// Runs tenant broadcasts as jobs.
     let broadcasts: TenantBroadcasts
-
-    /// Creates the controller; tenant broadcasts run as jobs of `broadcasts`.
-    package init(center: Notifier, broadcasts: TenantBroadcasts) {
-        self.center = center
-        self.broadcasts = broadcasts
-    }
 
     struct PublishBody: Decodable, ValueChecked {
         var userIds: [String]?

@@ -15,13 +15,9 @@ import SQLKit
 import Synchronization
 
 /// `/webhooks` (admins) and `/notifications/{id}/deliveries`.
+@MemberwiseInit
 package struct ChannelsController: Sendable {
     let channels: OutboundChannels
-
-    /// Creates the controller.
-    package init(channels: OutboundChannels) {
-        self.channels = channels
-    }
 
     struct EndpointBody: Decodable {
         var url: String

@@ -7,15 +7,11 @@ package import Hummingbird
 /// `/pipelines`: a tenant's processing logic (owners and admins write, members read and run)
 /// and `POST /pipelines/{id}/runs`, which starts a run as a job (202 + `Location: /jobs/{id}`,
 /// `Idempotency-Key` honoured). It translates HTTP only; ``PipelineService`` does the work.
+@MemberwiseInit
 package struct PipelinesController: Sendable {
     let service: PipelineService
+    /// Serves `POST /pipelines/{id}/runs`.
     let idempotency: IdempotencyMiddleware
-
-    /// Creates the controller; `idempotency` serves `POST /pipelines/{id}/runs`.
-    package init(service: PipelineService, idempotency: IdempotencyMiddleware) {
-        self.service = service
-        self.idempotency = idempotency
-    }
 
     /// A create or update body. On update every member is optional; `schedule: null` removes
     /// the schedule.

@@ -5,13 +5,9 @@ import HTTPTypes
 package import Hummingbird
 
 /// `/tasks`: list, create, read, update, delete, scoped to the caller's tenant.
+@MemberwiseInit
 package struct TasksController: Sendable {
     let store: TaskStore
-
-    /// Creates the controller.
-    package init(store: TaskStore) {
-        self.store = store
-    }
 
     /// Validation limits.
     static let maxTitle = 200

@@ -8,11 +8,14 @@ import Testing
 private let macros: [String: MacroSpec] = [
     "MemberwiseInit": MacroSpec(type: MemberwiseInitMacro.self),
     "JSONObject": MacroSpec(type: JSONObjectMacro.self),
-    "JSONSkip": MacroSpec(type: JSONMarkerMacro.self),
-    "JSONKey": MacroSpec(type: JSONMarkerMacro.self),
-    "JSONRawValue": MacroSpec(type: JSONMarkerMacro.self),
-    "JSONTimestamp": MacroSpec(type: JSONMarkerMacro.self),
-    "JSONText": MacroSpec(type: JSONMarkerMacro.self),
+    "JSONSkip": MacroSpec(type: MarkerMacro.self),
+    "JSONKey": MacroSpec(type: MarkerMacro.self),
+    "JSONRawValue": MacroSpec(type: MarkerMacro.self),
+    "JSONTimestamp": MacroSpec(type: MarkerMacro.self),
+    "JSONText": MacroSpec(type: MarkerMacro.self),
+    "SQLRow": MacroSpec(type: SQLRowMacro.self),
+    "SQLRawValue": MacroSpec(type: MarkerMacro.self),
+    "SQLSpaceSeparated": MacroSpec(type: MarkerMacro.self),
 ]
 
 /// Expands `source` (a macro attribute on its first line, then a type whose last line is `}`)
@@ -171,5 +174,105 @@ struct JSONObjectTests {
             }
             """,
             adds: nil, diagnostics: [DiagnosticSpec(message: "@JSONKey takes one string literal", line: 3, column: 5)])
+    }
+}
+
+@Suite("SQLRow")
+struct SQLRowTests {
+    /// Expands `source` and expects `expanded`; failures are reported at the caller's line.
+    private func expect(
+        _ source: String, expands expanded: String, diagnostics: [DiagnosticSpec] = [], sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        assertMacroExpansion(source, expandedSource: expanded, diagnostics: diagnostics, macroSpecs: macros) { failure in
+            Issue.record(Comment(rawValue: failure.message), sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("a snake_case column per stored property, decoded as its type; the markers read text")
+    func columns() {
+        expect(
+            """
+            @SQLRow
+            struct Item {
+                static let limit = 10
+                var id: String
+                var contentType: String?
+                var readAt: Int64?
+                @SQLRawValue var origin: Origin = .upload
+                @SQLSpaceSeparated var scopes: [String]
+                var sha256: String
+                var label: String { id }
+            }
+            """,
+            expands: """
+                struct Item {
+                    static let limit = 10
+                    var id: String
+                    var contentType: String?
+                    var readAt: Int64?
+                    var origin: Origin = .upload
+                    var scopes: [String]
+                    var sha256: String
+                    var label: String { id }
+                }
+
+                extension Item {
+                    /// The columns ``init(row:)`` reads, in declaration order: a SELECT list.
+                    static let sqlColumns = "id, content_type, read_at, origin, scopes, sha256"
+
+                    /// Decodes a row holding ``sqlColumns``, by column name.
+                    /// - Throws: SQLKit's error for a missing column or a value of another type.
+                    init(row: any SQLRow) throws {
+                        self.id = try row.decode(column: "id", as: String.self)
+                        self.contentType = try row.decode(column: "content_type", as: String?.self)
+                        self.readAt = try row.decode(column: "read_at", as: Int64?.self)
+                        self.origin = Origin(rawValue: try row.decode(column: "origin", as: String.self)) ?? .upload
+                        self.scopes = try row.decode(column: "scopes", as: String.self).split(separator: " ").map(String.init)
+                        self.sha256 = try row.decode(column: "sha256", as: String.self)
+                    }
+                }
+                """)
+    }
+
+    @Test("anything but a struct is an error")
+    func notAStruct() {
+        expect(
+            """
+            @SQLRow
+            final class Item {
+                var id: String
+            }
+            """,
+            expands: """
+                final class Item {
+                    var id: String
+                }
+                """,
+            diagnostics: [DiagnosticSpec(message: "@SQLRow applies to structs only", line: 1, column: 1)])
+    }
+
+    @Test("a raw value without an initial value to fall back on, a let with one and an unwritten type are errors")
+    func unfit() {
+        for (property, message) in [
+            ("@SQLRawValue var origin: Origin", "@SQLRawValue needs an initial value on 'origin', for text it does not know"),
+            ("let origin: Origin = .upload", "@SQLRow cannot set 'origin': a let with an initial value"),
+            ("var origin = Origin.upload", "@SQLRow needs the type of 'origin' written out"),
+        ] {
+            expect(
+                """
+                @SQLRow
+                struct Item {
+                    \(property)
+                }
+                """,
+                expands: """
+                    struct Item {
+                        \(property.replacing("@SQLRawValue ", with: ""))
+                    }
+                    """,
+                diagnostics: [
+                    DiagnosticSpec(message: message, line: 3, column: property.firstRange(of: "origin")!.lowerBound.utf16Offset(in: property) + 5)
+                ])
+        }
     }
 }
