@@ -99,7 +99,7 @@ extension AccountStore {
                 """
             ).all()
         }
-        return Page(fetched: try rows.map(Self.serviceToken(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(Self.serviceToken(from:)), page: page, sortKey: \.id)
     }
 
     func serviceToken(secret: String) async throws -> ServiceToken? {

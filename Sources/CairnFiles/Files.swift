@@ -176,7 +176,7 @@ package struct FileStore: Sendable {
             query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
             return try await db.raw(query).all()
         }
-        return Page(fetched: try rows.map(Self.file(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(Self.file(from:)), page: page, sortKey: \.id)
     }
 
     /// The tenant's newest uploaded files of `format` created after the file `afterId` (all
