@@ -31,8 +31,12 @@ package struct PageRequest: Sendable, Equatable {
         var page = PageRequest(collection: Cursor.collection(of: uri.path))
         if let limit = parseLimit(uri, issues: &issues) { page.limit = limit }
         if let raw = uri.queryParameters.get("cursor") {
-            if let key = Cursor.decode(raw, collection: page.collection), validateKey(key) {
-                page.after = key
+            if let key = Cursor.decode(raw, collection: page.collection) {
+                if validateKey(key) {
+                    page.after = key
+                } else {
+                    issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued"))
+                }
             } else if Cursor.decode(raw, collection: nil) != nil {
                 issues.append(FieldIssue(field: "cursor", issue: "is a cursor of another list (use this list's nextCursor)"))
             } else {

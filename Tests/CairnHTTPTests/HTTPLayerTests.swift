@@ -409,6 +409,13 @@ struct PaginationTests {
         } catch let error as AppError {
             #expect(error.errors.map(\.issue) == ["is a cursor of another list (use this list's nextCursor)"])
         }
+        // This list's cursor with a key its validator refuses is forged, not another list's.
+        do {
+            _ = try PageRequest.parse(URI("/tasks?cursor=\(Cursor.encode("1 OR 1=1", collection: "/tasks"))"), validateKey: { UUIDv7.isValid($0) })
+            Issue.record("a forged key was taken")
+        } catch let error as AppError {
+            #expect(error.errors.map(\.issue) == ["is not a cursor this server issued"])
+        }
         let legacy = Base64URL.encode(Array("c1:\(id)".utf8))
         #expect(try PageRequest.parse(URI("/files?cursor=\(legacy)"), validateKey: { UUIDv7.isValid($0) }).after == id)
     }
