@@ -207,7 +207,7 @@ let package = Package(
         .target(
             name: "CairnNotifications",
             dependencies: moduleDependencies + [
-                "CairnAccounts", "CairnJobs", hummingbirdWebSocket, metrics, crypto, serviceLifecycle, asyncHTTPClient, nioPosix,
+                "CairnAccounts", "CairnJobs", "CairnFormats", hummingbirdWebSocket, metrics, crypto, serviceLifecycle, asyncHTTPClient, nioPosix,
                 .product(name: "NIOWebSocket", package: "swift-nio"), nioHTTP1, nioSSL, jwtKit,
             ],
             resources: migrationFiles,

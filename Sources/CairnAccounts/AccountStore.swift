@@ -148,7 +148,7 @@ package struct AccountStore: Sendable {
                 "SELECT \(unsafeRaw: Self.userColumns) FROM users WHERE tenant_id = \(bind: tenantId) AND id > \(bind: after) ORDER BY id LIMIT \(bind: page.limit + 1)"
             ).all()
         }
-        return Page(fetched: try rows.map(Self.user(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(Self.user(from:)), page: page, sortKey: \.id)
     }
 
     /// Applies a change to a user row if its version still matches; returns the new row, or nil

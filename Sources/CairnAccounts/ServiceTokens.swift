@@ -87,7 +87,7 @@ extension AccountStore {
                 """
             ).all()
         }
-        return Page(fetched: try rows.map(ServiceToken.init(row:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(ServiceToken.init(row:)), page: page, sortKey: \.id)
     }
 
     func serviceToken(secret: String) async throws -> ServiceToken? {

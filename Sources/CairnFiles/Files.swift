@@ -163,7 +163,7 @@ package struct FileStore: Sendable {
             query = query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)"
             return try await db.raw(query).all()
         }
-        return Page(fetched: try rows.map(StoredFile.init(row:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(StoredFile.init(row:)), page: page, sortKey: \.id)
     }
 
     /// The tenant's newest uploaded files of `format` created after the file `afterId` (all

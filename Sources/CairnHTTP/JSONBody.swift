@@ -35,7 +35,10 @@ extension Request {
         do {
             return try await collectBody(upTo: context.maxUploadSize)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The body exceeds \(context.maxUploadSize) bytes.")
+            throw AppError.bodyTooLarge(limit: context.maxUploadSize)
+        } catch is NIOTooManyBytesError {
+            // A streamed body (no `Content-Length`, or one that lies) fails while it is read.
+            throw AppError.bodyTooLarge(limit: context.maxUploadSize)
         }
     }
 

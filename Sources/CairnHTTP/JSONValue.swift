@@ -1,4 +1,4 @@
-import CairnFormats
+package import CairnFormats
 import Foundation
 import NIOCore
 
@@ -53,12 +53,7 @@ package enum JSONValue: Sendable, Equatable, Codable {
     /// deeper than ``maximumJSONDepth``, or repeats a member name within one object (RFC 8259
     /// §4: readers disagree on which value counts). Numbers are doubles, as in ``init(text:)``.
     package init?(strictText text: String) {
-        let buffer = ByteBuffer(string: text)
-        guard JSONDepth.scan(buffer.readableBytesView, limit: maximumJSONDepth) != .tooDeep else { return nil }
-        let node = buffer.withUnsafeReadableBytes { raw in
-            raw.withMemoryRebound(to: UInt8.self) { bytes in try? JSONTree.parse(bytes) }
-        }
-        guard let node else { return nil }
+        guard let node = try? JSONNode(strictText: text) else { return nil }
         self = BodyDecodingState.jsonValue(node)
     }
 
@@ -85,6 +80,22 @@ package enum JSONValue: Sendable, Equatable, Codable {
     package var string: String? {
         if case .string(let value) = self { return value }
         return nil
+    }
+}
+
+extension JSONNode {
+    /// Parses JSON text as request bodies are read (RFC 8259), keeping what ``JSONValue`` drops:
+    /// whether a number is an integer, and which member name a refused text repeats.
+    /// - Throws: ``JSONTreeError``: `duplicateKey` naming a member repeated within one object
+    ///   (RFC 8259 §4); `invalid` for text that is not JSON or nests deeper than
+    ///   ``maximumJSONDepth``.
+    package init(strictText text: String) throws(JSONTreeError) {
+        let buffer = ByteBuffer(string: text)
+        guard JSONDepth.scan(buffer.readableBytesView, limit: maximumJSONDepth) != .tooDeep else { throw .invalid(offset: 0) }
+        let parsed = buffer.withUnsafeReadableBytes { raw in
+            raw.withMemoryRebound(to: UInt8.self) { bytes in Result { () throws(JSONTreeError) in try JSONTree.parse(bytes) } }
+        }
+        self = try parsed.get()
     }
 }
 

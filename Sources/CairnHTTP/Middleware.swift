@@ -121,8 +121,10 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as AppError {
             throw error
         } catch let error as HTTPError {
-            throw map(error, request: request)
+            throw map(error, request: request, context: context)
         } catch let error as any HTTPResponseError {
+            // NIO's `NIOTooManyBytesError` (a body read past its limit) is one: it comes with no words.
+            if error.status == .contentTooLarge { throw AppError.bodyTooLarge(limit: context.maxUploadSize) }
             throw AppError(error.status, code: Self.code(for: error.status))
         } catch is CancellationError {
             throw AppError(.serviceUnavailable, code: .unavailable, detail: "The request was cancelled.")
@@ -142,7 +144,7 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
-    private func map(_ error: HTTPError, request: Request) -> AppError {
+    private func map(_ error: HTTPError, request: Request, context: Context) -> AppError {
         if error.status == .notFound {
             let allowed = routes.allowedMethods(for: request.uri.path)
             if !allowed.isEmpty {
@@ -155,7 +157,7 @@ package struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return AppError(.notFound, code: .notFound, detail: "No route matches \(request.method.rawValue) \(request.uri.path).")
         }
         if error.status == .contentTooLarge {
-            return AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The request body exceeds the limit.")
+            return AppError.bodyTooLarge(limit: context.maxUploadSize)
         }
         return AppError(error.status, code: Self.code(for: error.status), detail: error.body)
     }

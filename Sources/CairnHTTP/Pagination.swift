@@ -11,23 +11,34 @@ package struct PageRequest: Sendable, Equatable {
     package var limit: Int
     /// The sort key after which the page starts, decoded from the opaque cursor; nil for page one.
     package var after: String?
+    /// The list the page is of (its path, such as `/files`): the next page's cursor is bound to
+    /// it, so a cursor of another list is refused rather than read as a position in this one.
+    package var collection: String
 
     /// Creates a page request.
-    package init(limit: Int = 20, after: String? = nil) {
+    package init(limit: Int = 20, after: String? = nil, collection: String = "") {
         self.limit = limit
         self.after = after
+        self.collection = collection
     }
 
-    /// Parses and validates the query. `validateKey` checks a decoded cursor's key (for example
-    /// that it is a UUID); a cursor that fails is a forged cursor → 400 `invalid_input`.
+    /// Parses and validates the query of a list at `uri`'s path. `validateKey` checks a decoded
+    /// cursor's key (for example that it is a UUID); a cursor that fails, or one issued by
+    /// another list, is refused → 400 `invalid_input`.
     /// - Throws: `AppError.invalidInput` naming `limit` or `cursor`.
     package static func parse(_ uri: URI, validateKey: (String) -> Bool) throws -> PageRequest {
         var issues: [FieldIssue] = []
-        var page = PageRequest()
+        var page = PageRequest(collection: Cursor.collection(of: uri.path))
         if let limit = parseLimit(uri, issues: &issues) { page.limit = limit }
         if let raw = uri.queryParameters.get("cursor") {
-            if let key = Cursor.decode(raw), validateKey(key) {
-                page.after = key
+            if let key = Cursor.decode(raw, collection: page.collection) {
+                if validateKey(key) {
+                    page.after = key
+                } else {
+                    issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued"))
+                }
+            } else if Cursor.decode(raw, collection: nil) != nil {
+                issues.append(FieldIssue(field: "cursor", issue: "is a cursor of another list (use this list's nextCursor)"))
             } else {
                 issues.append(FieldIssue(field: "cursor", issue: "is not a cursor this server issued"))
             }
@@ -48,21 +59,39 @@ package struct PageRequest: Sendable, Equatable {
     }
 }
 
-/// Opaque pagination cursors: base64url (RFC 4648 §5) of a versioned sort key.
+/// Opaque pagination cursors: base64url (RFC 4648 §5) of a versioned sort key, bound to the
+/// list that issued it (`c2:<list path>|<key>`). Cursors of the first version (`c1:<key>`,
+/// bound to no list) are still read, by any list, so pages a client was walking across an
+/// upgrade go on.
 package enum Cursor {
-    private static let prefix = "c1:"
+    private static let legacyPrefix = "c1:"
+    private static let prefix = "c2:"
 
-    /// Encodes a sort key as an opaque cursor.
-    package static func encode(_ key: String) -> String {
-        Base64URL.encode(Array((prefix + key).utf8))
+    /// The list a request path names, as cursors record it: the path without a trailing `/`.
+    package static func collection(of path: String) -> String {
+        path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
     }
 
-    /// Decodes a cursor to its sort key, or nil when it is not one of ours.
-    package static func decode(_ cursor: String) -> String? {
+    /// Encodes a sort key of the list at `collection` (``collection(of:)``) as an opaque cursor.
+    package static func encode(_ key: String, collection: String = "") -> String {
+        Base64URL.encode(Array((prefix + collection + "|" + key).utf8))
+    }
+
+    /// Decodes a cursor to its sort key, or nil when it is not one of ours or, with a
+    /// `collection`, was issued by another list (nil `collection`: any list's).
+    package static func decode(_ cursor: String, collection: String? = "") -> String? {
         guard cursor.utf8.count <= 256, let bytes = Base64URL.decode(cursor),
-            let text = String(validating: bytes, as: UTF8.self), text.hasPrefix(prefix)
+            let text = String(validating: bytes, as: UTF8.self)
         else { return nil }
-        return String(text.dropFirst(prefix.count))
+        if text.hasPrefix(legacyPrefix) { return String(text.dropFirst(legacyPrefix.count)) }
+        guard text.hasPrefix(prefix) else { return nil }
+        let bound = text.dropFirst(prefix.count)
+        if let collection {
+            guard bound.hasPrefix(collection + "|") else { return nil }
+            return String(bound.dropFirst(collection.utf8.count + 1))
+        }
+        guard let separator = bound.firstIndex(of: "|") else { return nil }
+        return String(bound[bound.index(after: separator)...])
     }
 }
 
@@ -120,14 +149,15 @@ package struct Page<Item: JSONWritable>: JSONWritable {
         self.nextCursor = nextCursor
     }
 
-    /// A page from rows fetched with `LIMIT limit + 1`: the extra row, if any, only says there
-    /// is a next page, whose cursor is the sort key of the last row kept.
-    package init(fetched: [Item], limit: Int, sortKey: (Item) -> String) {
+    /// A page of `page`'s list from rows fetched with `LIMIT page.limit + 1`: the extra row, if
+    /// any, only says there is a next page, whose cursor is the sort key of the last row kept,
+    /// bound to the list (``PageRequest/collection``).
+    package init(fetched: [Item], page: PageRequest, sortKey: (Item) -> String) {
         var items = fetched
         var next: String?
-        if items.count > limit {
-            items.removeLast(items.count - limit)
-            next = items.last.map { Cursor.encode(sortKey($0)) }
+        if items.count > page.limit {
+            items.removeLast(items.count - page.limit)
+            next = items.last.map { Cursor.encode(sortKey($0), collection: page.collection) }
         }
         self.init(items: items, nextCursor: next)
     }

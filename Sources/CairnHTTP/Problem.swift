@@ -157,6 +157,12 @@ package struct AppError: Error, Sendable, HTTPResponseError {
         AppError(.conflict, code: .conflict, detail: detail)
     }
 
+    /// 413 `payload_too_large` for a request body longer than `limit` bytes, which the detail
+    /// names (RFC 9110 §15.5.14).
+    package static func bodyTooLarge(limit: Int) -> AppError {
+        AppError(.contentTooLarge, code: .payloadTooLarge, detail: "The request body exceeds the limit of \(limit) bytes.")
+    }
+
     /// 412 `precondition_failed`: `If-Match` did not match the current `ETag`.
     package static func preconditionFailed() -> AppError {
         AppError(.preconditionFailed, code: .preconditionFailed, detail: "The resource has changed since the given ETag.")

@@ -1,3 +1,4 @@
+import CairnStorage
 package import Hummingbird
 
 /// What a group of routes accepts as credentials besides a user's access token in the
@@ -45,6 +46,33 @@ struct TokenPolicyMiddleware: RouterMiddleware {
     }
 }
 
+/// Route-group middleware: a path parameter that carries an id (`id`, or a name ending in
+/// `Id`, such as `deliveryId`) and is a UUID in any case is read in lower case
+/// (``UUIDv7/normalized(_:)``, RFC 9562 §4), so `/users/{ID}` written in upper case names the
+/// same user as the id the server wrote. Other parameters (a SKU, a template type) are left
+/// as they are. Every authenticated group has it (``RouteGroups/authenticated(_:accepting:)``).
+package struct IDParameterMiddleware: RouterMiddleware {
+    /// Creates the middleware.
+    package init() {}
+
+    /// Lower-cases the id parameters that need it, then hands on.
+    package func handle(
+        _ request: Request, context: CairnRequestContext, next: (Request, CairnRequestContext) async throws -> Response
+    ) async throws -> Response {
+        // Most requests carry ids in lower case already: the parameters are rebuilt only when one is not.
+        guard context.parameters.contains(where: { Self.needsLowering($0.key, $0.value) }) else { return try await next(request, context) }
+        var context = context
+        context.coreContext.parameters = .init(
+            context.parameters.map { (key: $0.key, value: Self.needsLowering($0.key, $0.value) ? Substring($0.value.lowercased()) : $0.value) })
+        return try await next(request, context)
+    }
+
+    /// True for an id parameter holding a UUID with an upper-case letter.
+    static func needsLowering(_ name: Substring, _ value: Substring) -> Bool {
+        (name == "id" || name.hasSuffix("Id")) && value.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x46 }) && UUIDv7.isValid(value)
+    }
+}
+
 /// The router as controllers see it: public routes, and authenticated route groups whose token
 /// policy is declared where the group is made, next to its routes.
 ///
@@ -70,6 +98,7 @@ package struct RouteGroups {
     package func authenticated(_ path: RouterPath = "", accepting policy: TokenPolicy = .users) -> RouterGroup<AuthenticatedContext> {
         router.group(path)
             .add(middleware: TokenPolicyMiddleware(policy: policy))
+            .add(middleware: IDParameterMiddleware())
             .add(middleware: authenticator)
             .group(context: AuthenticatedContext.self)
     }

@@ -393,7 +393,7 @@ package struct JobStore: Sendable {
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return Page(fetched: try rows.map(Self.job(from:)), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(Self.job(from:)), page: page, sortKey: \.id)
     }
 
     /// Sends a running attempt held by `node` back to wait until `until` without spending its

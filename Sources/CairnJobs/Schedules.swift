@@ -259,7 +259,7 @@ package struct SchedulesController: Sendable {
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return .json(Page(fetched: try rows.map { owned(try Schedule.from($0)) }, limit: page.limit, sortKey: \.id))
+        return .json(Page(fetched: try rows.map { owned(try Schedule.from($0)) }, page: page, sortKey: \.id))
     }
 
     /// `GET /schedules/{id}`, with `If-None-Match` → 304.

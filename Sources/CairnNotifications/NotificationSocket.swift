@@ -1,4 +1,5 @@
 import CairnAccounts
+import CairnFormats
 package import CairnHTTP
 import CairnStorage
 import Foundation
@@ -35,22 +36,49 @@ package enum ClientMessage: Sendable {
         guard text.utf8.count <= 8192 else { return .invalid("messages are JSON objects with a \"type\"") }
         // Acks arrive once per delivered notification: Foundation's JSONDecoder cost more than
         // the rest of the socket's work, so the protocol's flat messages take a short scanner.
-        guard let members = flatObject(text) ?? fullMembers(text) else { return .invalid("messages are JSON objects with a \"type\"") }
-        return message(members)
+        if let members = flatObject(text) { return message(members) }
+        switch fullParse(text) {
+        case .members(let members): return message(members)
+        case .refused(let reason): return .invalid(reason)
+        }
     }
 
-    /// The members of any JSON object, through the full parser (nil: not an object, or one
-    /// that repeats a member name, as every JSON input refuses: RFC 8259 §4).
-    package static func fullMembers(_ text: String) -> [String: Member]? {
-        guard case .object(let object)? = JSONValue(strictText: text) else { return nil }
-        return object.mapValues { value in
-            switch value {
-            case .string(let string): return .string(string)
-            case .null: return .null
-            case .number(let number): return Int64(exactly: number).map(Member.integer) ?? .other
-            default: return .other
-            }
+    /// What the full parser makes of a message: its members, or the close reason.
+    package enum FullParse: Equatable {
+        case members([String: Member])
+        case refused(String)
+    }
+
+    /// The members of any JSON object, through the full parser. Refused, with a reason naming
+    /// the member: one whose name is repeated (RFC 8259 §4, as every JSON input refuses).
+    /// Refused as not a message: text that is not a JSON object. A number is an integer when
+    /// its value is one (`7`, `7.0`, `7e0`); a non-zero number too small for a `Double`
+    /// (`1e-400`) is not, where it would read as 0.
+    package static func fullParse(_ text: String) -> FullParse {
+        let object: JSONObject
+        switch Result(catching: { () throws(JSONTreeError) in try JSONNode(strictText: text) }) {
+        case .success(.object(let members)): object = members
+        case .failure(.duplicateKey(let path)): return .refused("member \"\(path)\" is repeated")
+        default: return .refused("messages are JSON objects with a \"type\"")
         }
+        var members: [String: Member] = [:]
+        for index in object.keys.indices {
+            members[object.keys[index]] =
+                switch object.values[index] {
+                case .string(let string): .string(string)
+                case .null: .null
+                case .number(_, let integer?, _): .integer(integer)
+                default: .other
+                }
+        }
+        return .members(members)
+    }
+
+    /// The members of any JSON object, through the full parser (nil when ``fullParse(_:)``
+    /// refuses the text).
+    package static func fullMembers(_ text: String) -> [String: Member]? {
+        if case .members(let members) = fullParse(text) { return members }
+        return nil
     }
 
     static func message(_ object: [String: Member]) -> ClientMessage {
@@ -64,21 +92,32 @@ package enum ClientMessage: Sendable {
             default: return nil
             }
         }
+        // Each type's members, `type` aside; any other member is refused, as unknown members of
+        // HTTP bodies are (a misspelt `since` would otherwise replay nothing, silently).
+        let member: String?
+        switch type {
+        case "auth": member = "token"
+        case "subscribe": member = "since"
+        case "ack": member = "seq"
+        case "ping": member = nil
+        default: return .invalid("unknown message type")
+        }
+        if let unknown = object.keys.filter({ $0 != "type" && $0 != member }).min() {
+            return .invalid("unknown member \"\(unknown)\" in a \"\(type)\" message")
+        }
         switch type {
         case "auth":
             guard case .string(let token)? = object["token"], !token.isEmpty, token.utf8.count <= 4096 else { return .invalid("auth needs a token") }
             return .auth(token: token)
         case "subscribe":
-            guard let since = seq("since") else { return .invalid("since must be a sequence number") }
+            guard let since = seq("since") else { return .invalid("since must be a sequence number (an integer, 0 or more)") }
             return .subscribe(since: since)
         case "ack":
             // Seqs start at 1: an ack of 0 or less acknowledges nothing ever sent.
             guard let value = seq("seq"), let seq = value, seq >= 1 else { return .invalid("ack needs a seq (1 or more)") }
             return .ack(seq: seq)
-        case "ping":
-            return .ping
         default:
-            return .invalid("unknown message type")
+            return .ping
         }
     }
 
@@ -184,10 +223,15 @@ package enum ClientMessage: Sendable {
 /// 4. `{"type":"ping"}` → `{"type":"pong"}`; the server also sends WebSocket pings every 30 s
 ///    once authenticated.
 ///
+/// Messages are JSON objects (RFC 8259) with exactly the members above: a member of another
+/// name, or one repeated, closes the socket with 1008 and a reason naming it. Seqs (`since`,
+/// `seq`) are integers: a fraction, or a number too small to read (`1e-400`), is refused
+/// rather than read as another value. Every message but `auth` needs an authenticated socket.
+///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect), sent
 /// within moments of the session's logout (or logout-all) on any node, with a reason;
-/// 4408 no `auth` in time, or no client message for 60 s; 1008 a malformed or unexpected
-/// message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
+/// 4408 no `auth` in time, or no client message for 60 s; 4401 also for a `subscribe` or
+/// `ping` before `auth`; 1008 a malformed or unexpected message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
 /// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
 /// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
 /// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
@@ -567,6 +611,8 @@ struct SocketLoop {
         case .auth(let candidate):
             return try await authenticate(candidate)
         case .ping:
+            // Like every message but `auth`, a ping needs an authenticated socket.
+            guard identity != nil else { return (4401, "authenticate first") }
             try await session.send(#"{"type":"pong"}"#, mailbox)
         case .subscribe(let since):
             guard identity != nil else { return (4401, "authenticate first") }

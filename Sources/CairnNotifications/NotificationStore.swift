@@ -85,7 +85,7 @@ package struct NotificationStore: Sendable {
             if let after = page.after, let seq = Int64(after) { query = query + " AND seq < \(bind: seq)" }
             return try await db.raw(query + " ORDER BY seq DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return Page(fetched: try rows.map(StoredNotification.init(row:)), limit: page.limit, sortKey: { String($0.seq) })
+        return Page(fetched: try rows.map(StoredNotification.init(row:)), page: page, sortKey: { String($0.seq) })
     }
 
     /// One notification of a user.

@@ -96,8 +96,7 @@ package struct NotificationsController: Sendable {
         // Checked here, not in `validate()`: the server's own drafts (job status) pass through that too.
         if NotificationDraft.serverTypes.contains(draft.type) { throw AppError.invalidField("type", Self.reservedTypeIssue) }
         let tenantId = context.identity.tenantId
-        // Ids are stored in lower case; RFC 9562 §4 has UUIDs compare case-insensitively.
-        switch (body.userIds?.map { $0.lowercased() }, body.audience) {
+        switch (body.userIds?.map(UUIDv7.normalized), body.audience) {
         case (let userIds?, nil):
             guard (1...1000).contains(userIds.count) else { throw AppError.invalidField("userIds", "must list 1 to 1000 user ids") }
             if let index = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) {

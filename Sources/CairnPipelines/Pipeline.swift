@@ -255,7 +255,7 @@ package struct PipelineStore: Sendable {
             if let after = page.after { query = query + " AND id < \(bind: after)" }
             return try await db.raw(query + " ORDER BY id DESC LIMIT \(bind: page.limit + 1)").all()
         }
-        return Page(fetched: try rows.map(Self.pipeline), limit: page.limit, sortKey: \.id)
+        return Page(fetched: try rows.map(Self.pipeline), page: page, sortKey: \.id)
     }
 
     /// Records the file a scheduled run took, if it is newer than the one recorded.

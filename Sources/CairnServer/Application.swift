@@ -131,8 +131,7 @@ package func buildComponents(
     // Metrics created while wiring (the catalog's gauges) bind to the backend present then.
     Observability.bootstrapMetrics()
     if configuration.databaseURL == nil || configuration.accounts.jwtSecret == nil || configuration.masterKey == nil {
-        try FileManager.default.createDirectory(
-            atPath: configuration.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try configuration.createDataDir()
     }
     // Read before the database opens, so a broken bundle stops a node that would not migrate too.
     let migrations = try allMigrations()

@@ -79,6 +79,30 @@ package struct CairnConfiguration: Sendable {
     /// The generated master key, used when `CAIRN_MASTER_KEY` is not set.
     package var masterKeyFile: String { dataDir + "/master.key" }
 
+    /// Creates the data directory and any missing parents (`permissions` for what it creates,
+    /// under the umask) when it does not exist yet.
+    /// - Throws: ``ConfigurationError`` naming `CAIRN_DATA_DIR`, the directory and the
+    ///   operating system's reason (`No such file or directory`, `Not a directory`, …), which
+    ///   `cairn` prints as a configuration error (exit 2) instead of Foundation's error text.
+    package func createDataDir(permissions: Int? = 0o700) throws(ConfigurationError) {
+        // mkdir(2) one level at a time, as `mkdir -p` does: Foundation's error on Linux keeps no
+        // errno, so its text could not say why.
+        let absolute = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        var path = ""
+        for component in absolute.split(separator: "/") {
+            path += "/" + component
+            guard mkdir(path, mode_t(permissions ?? 0o777)) != 0 else { continue }
+            var code = errno
+            if code == EEXIST {
+                var isDirectory: ObjCBool = false
+                if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { continue }
+                code = ENOTDIR
+            }
+            throw ConfigurationError(
+                setting: "CAIRN_DATA_DIR", problem: "'\(dataDir)' cannot be used as the data directory: \(String(cString: strerror(code)))")
+        }
+    }
+
     /// Reads the configuration.
     /// - Parameters:
     ///   - flags: values given on the command line, keyed like `http.port`.

@@ -123,7 +123,8 @@ package final class Database: Sendable, Service {
         return String(describing: error).prefix(200).description
     }
 
-    /// Checks a PostgreSQL URL without connecting (scheme, host, `sslmode`, `connect_timeout`),
+    /// Checks a PostgreSQL URL without connecting (scheme, host, database name, `sslmode`,
+    /// `connect_timeout`, no other query parameter),
     /// so a malformed one is a configuration error before anything is written.
     /// - Throws: `StorageError` `invalid_database_url` saying what is wrong.
     package static func checkPostgresURL(_ url: String) throws {
@@ -294,7 +295,11 @@ final class PostgresBackend: Sendable {
         let connectTimeout: Duration?
     }
 
-    /// Parses `url` without connecting: scheme, host, `sslmode` and `connect_timeout`.
+    /// The URL's query parameters Cairn reads (libpq's names); any other is refused.
+    static let acceptedParameters = ["sslmode", "connect_timeout"]
+
+    /// Parses `url` without connecting: scheme, host, a database name in the path, and the
+    /// query's `sslmode` and `connect_timeout` (no other parameter).
     /// - Throws: `invalid_database_url` naming what is wrong.
     static func parse(url: String) throws -> URLParts {
         guard let components = URLComponents(string: url),
@@ -302,6 +307,20 @@ final class PostgresBackend: Sendable {
             let host = components.host, !host.isEmpty
         else {
             throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL must look like postgres://user:password@host:5432/database")
+        }
+        // libpq would take the user name as the database's (PostgreSQL docs, §32.1.2): Cairn
+        // would then migrate whatever database that names, often `postgres` itself.
+        guard components.path.contains(where: { $0 != "/" }) else {
+            throw StorageError(
+                code: "invalid_database_url",
+                message: "CAIRN_DATABASE_URL names no database: put the database name in the URL's path, as in postgres://user@\(host):5432/cairn")
+        }
+        // A parameter Cairn does not read would be ignored: a typo such as `sslmod=require`
+        // would connect without TLS.
+        for item in components.queryItems ?? [] where !Self.acceptedParameters.contains(item.name) {
+            throw StorageError(
+                code: "invalid_database_url",
+                message: "unknown parameter '\(item.name)' in CAIRN_DATABASE_URL (accepted: \(Self.acceptedParameters.joined(separator: ", ")))")
         }
         let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
         guard ["disable", "prefer", "allow", "require", "verify-ca", "verify-full"].contains(sslmode) else {

@@ -41,6 +41,14 @@ package enum UUIDv7 {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// `text` in lower case when it is a UUID (``isValid(_:)``), else `text` as it is (for the
+    /// caller's own "not found" or "invalid"). RFC 9562 §4 reads UUIDs in either case and writes
+    /// them in lower case, the case Cairn stores and compares ids in: every id Cairn reads from a
+    /// client (path parameters, bodies) goes through this.
+    package static func normalized(_ text: some StringProtocol) -> String {
+        isValid(text) ? text.lowercased() : String(text)
+    }
+
     /// True for a canonical lowercase or uppercase hyphenated UUID string of any version.
     package static func isValid(_ text: some StringProtocol) -> Bool {
         let bytes = Array(text.utf8)

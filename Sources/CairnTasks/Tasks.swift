@@ -103,7 +103,7 @@ package struct TaskStore: Sendable {
     /// A page of a tenant's tasks, newest first (UUIDv7 ids sort by creation time).
     package func list(tenantId: String, completed: Bool?, page: PageRequest) async throws -> Page<TaskItem> {
         let items = try await read(tenantId: tenantId, completed: completed, after: page.after, descending: true, limit: page.limit + 1)
-        return Page(fetched: items, limit: page.limit, sortKey: \.id)
+        return Page(fetched: items, page: page, sortKey: \.id)
     }
 
     /// One task of the tenant, or nil.

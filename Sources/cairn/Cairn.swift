@@ -69,12 +69,15 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// Prints a start-up failure as one line and exits 1 (2 for a wrong or unreadable master key,
-/// as for any other bad setting).
+/// Prints a start-up failure as one line and exits 1 (2 for a wrong or unreadable master key
+/// or a data directory that cannot be made, as for any other bad setting).
 func fail(_ error: any Error) -> ExitCode {
     let text: String
     switch error {
     case let error as MasterKeyError:
+        FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
+        return ExitCode(2)
+    case let error as ConfigurationError:
         FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
         return ExitCode(2)
     case let error as AppError:
@@ -151,7 +154,7 @@ struct Migrate: AsyncParsableCommand {
         do {
             // Only SQLite keeps its file there: on PostgreSQL, migrating leaves no empty folder behind.
             if configuration.databaseURL == nil {
-                try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+                try configuration.createDataDir(permissions: nil)
             }
             let database = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: logger)
             defer { Task { await database.close() } }

@@ -378,20 +378,46 @@ struct PaginationTests {
         #expect(try PageRequest.parse(URI("/x?limit=100"), validateKey: { _ in true }).limit == 100)
         #expect(try PageRequest.parse(URI("/x?limit=37"), validateKey: { _ in true }).limit == 37)
         let defaults = try PageRequest.parse(URI("/x"), validateKey: { _ in true })
-        #expect(defaults == PageRequest(limit: 20, after: nil))
+        #expect(defaults == PageRequest(limit: 20, after: nil, collection: "/x"))
         #expect(try PageRequest.parse(URI("/x?other=1"), validateKey: { _ in true }).limit == 20)
     }
 
     @Test func cursorsAreValidatedAndDecoded() throws {
         let id = UUIDv7.make()
-        let page = try PageRequest.parse(URI("/x?limit=5&cursor=\(Cursor.encode(id))"), validateKey: { UUIDv7.isValid($0) })
-        #expect(page == PageRequest(limit: 5, after: id))
+        let page = try PageRequest.parse(URI("/x?limit=5&cursor=\(Cursor.encode(id, collection: "/x"))"), validateKey: { UUIDv7.isValid($0) })
+        #expect(page == PageRequest(limit: 5, after: id, collection: "/x"))
         // Forged: not a cursor at all; ours but with a key the caller's validator refuses.
         #expect(Self.failingFields("cursor=forged!") == ["cursor"])
         #expect(Self.failingFields("cursor=\(Base64URL.encode(Array(id.utf8)))") == ["cursor"])
         #expect(Self.failingFields("cursor=\(Cursor.encode("1 OR 1=1"))") == ["cursor"])
         // Both problems are reported together.
         #expect(Set(Self.failingFields("limit=0&cursor=forged") ?? []) == ["limit", "cursor"])
+    }
+
+    /// A cursor is bound to the list that issued it: another list's is refused naming `cursor`
+    /// (a task list's cursor was taken by `GET /files`, found by a fresh-user trial), while a
+    /// cursor of the first version, bound to no list, is still read.
+    @Test func cursorsAreBoundToTheirList() throws {
+        let id = UUIDv7.make()
+        let tasks = Cursor.encode(id, collection: "/tasks")
+        #expect(try PageRequest.parse(URI("/tasks?cursor=\(tasks)"), validateKey: { UUIDv7.isValid($0) }).after == id)
+        #expect(try PageRequest.parse(URI("/tasks/?cursor=\(tasks)"), validateKey: { UUIDv7.isValid($0) }).after == id)
+        #expect(Self.failingFields("cursor=\(tasks)") == ["cursor"])
+        do {
+            _ = try PageRequest.parse(URI("/files?cursor=\(tasks)"), validateKey: { UUIDv7.isValid($0) })
+            Issue.record("another list's cursor was taken")
+        } catch let error as AppError {
+            #expect(error.errors.map(\.issue) == ["is a cursor of another list (use this list's nextCursor)"])
+        }
+        // This list's cursor with a key its validator refuses is forged, not another list's.
+        do {
+            _ = try PageRequest.parse(URI("/tasks?cursor=\(Cursor.encode("1 OR 1=1", collection: "/tasks"))"), validateKey: { UUIDv7.isValid($0) })
+            Issue.record("a forged key was taken")
+        } catch let error as AppError {
+            #expect(error.errors.map(\.issue) == ["is not a cursor this server issued"])
+        }
+        let legacy = Base64URL.encode(Array("c1:\(id)".utf8))
+        #expect(try PageRequest.parse(URI("/files?cursor=\(legacy)"), validateKey: { UUIDv7.isValid($0) }).after == id)
     }
 }
 

@@ -248,6 +248,39 @@ struct ClientMessageTests {
         if case .invalid = ClientMessage.parse(#"{"type":"ack","seq":01}"#) {} else { Issue.record("leading zero must be invalid") }
     }
 
+    /// The protocol is as strict as HTTP bodies (found by a fresh-user trial): a `since` of
+    /// `1e-400` (read as 0 before) or any fraction is refused, so is a member the message type
+    /// does not have, and the reason for a repeated member names it.
+    @Test func underflowingSeqsUnknownMembersAndRepeatsAreRefusedByName() {
+        func reason(_ text: String) -> String? {
+            if case .invalid(let reason) = ClientMessage.parse(text) { return reason }
+            return nil
+        }
+        for sample in [
+            #"{"type":"subscribe","since":1e-400}"#, #"{"type":"subscribe","since":0.5}"#, #"{"type":"subscribe","since":"1"}"#,
+            #"{"type":"ack","seq":1e-400}"#,
+        ] {
+            #expect(reason(sample) != nil, "\(sample)")
+        }
+        #expect(reason(#"{"type":"subscribe","since":1e-400}"#)?.contains("since") == true)
+        #expect(reason(#"{"type":"subscribe","sinse":4}"#) == #"unknown member "sinse" in a "subscribe" message"#)
+        #expect(reason(#"{"type":"ping","x":1}"#) == #"unknown member "x" in a "ping" message"#)
+        #expect(reason(#"{"type":"auth","token":"t","extra":null}"#) == #"unknown member "extra" in a "auth" message"#)
+        #expect(reason(#"{"type":"ack","seq":1,"since":2}"#) == #"unknown member "since" in a "ack" message"#)
+        #expect(reason(#"{"type":"ack","seq":1,"seq":2}"#) == #"member "seq" is repeated"#)
+        #expect(reason(#"{"type":"ack","type":"ack","seq":1}"#) == #"member "type" is repeated"#)
+        // What the protocol has still parses, through either parser.
+        if case .subscribe(let since) = ClientMessage.parse(#"{"type":"subscribe","since":7}"#) {
+            #expect(since == 7)
+        } else {
+            Issue.record("subscribe")
+        }
+        if case .subscribe(let since) = ClientMessage.parse(#"{"type":"subscribe","since":7.0}"#) { #expect(since == 7) } else { Issue.record("7.0") }
+        if case .subscribe(let since) = ClientMessage.parse(#"{"type":"subscribe"}"#) { #expect(since == nil) } else { Issue.record("no since") }
+        if case .ping = ClientMessage.parse(#"{ "type" : "ping" }"#) {} else { Issue.record("ping") }
+        if case .auth = ClientMessage.parse(#"{"type":"auth","token":"a\/b"}"#) {} else { Issue.record("escaped token") }
+    }
+
     /// A member repeated in one message is refused, as in every other JSON input (RFC 8259 §4),
     /// and so is an ack of 0 (seqs start at 1): both were taken before (found by a fresh-user
     /// trial; the repeat was read as its last value).

@@ -159,6 +159,29 @@ struct SocketTests {
         }
     }
 
+    /// Over a real socket, the protocol is strict and says why (found by a fresh-user trial):
+    /// a ping before `auth` closes with 4401 like a subscribe (it was answered), a `since` of
+    /// `1e-400` closes with 1008 (it replayed from 0), and so does an unknown member (it was
+    /// ignored), with a reason naming it; a repeated member's reason names the member.
+    @Test(arguments: TestEngine.available)
+    func theProtocolRefusesWhatItDoesNotHaveNamingIt(engine: TestEngine) async throws {
+        try await withLiveOwner(engine, "strict-socket@example.com") { app, owner in
+            let port = app.port!
+            let early = try await socket(port: port, opening: [#"{"type":"ping"}"#])
+            #expect(early?.closeCode == .unknown(4401))
+            #expect(early?.reason == "authenticate first")
+            let cases = [
+                (#"{"type":"subscribe","since":1e-400}"#, "since"), (#"{"type":"subscribe","sinse":0}"#, #"unknown member "sinse""#),
+                (#"{"type":"ping","id":1}"#, #"unknown member "id""#), (#"{"type":"subscribe","since":1,"since":2}"#, #"member "since" is repeated"#),
+            ]
+            for (message, named) in cases {
+                let close = try await socket(port: port, opening: [auth(owner.token), message])
+                #expect(close?.closeCode == .policyViolation, "\(message)")
+                #expect(close?.reason?.contains(named) == true, "\(message): \(String(describing: close?.reason))")
+            }
+        }
+    }
+
     /// With `CAIRN_WS_DEFLATE` on, a client that offers permessage-deflate (RFC 7692; Python
     /// `websockets` does by default) gets it, and every message decodes: replayed ones
     /// (compressed by the WebSocket layer) and a live one the hub writes (uncompressed). Off,

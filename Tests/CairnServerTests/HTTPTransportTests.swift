@@ -182,9 +182,11 @@ struct HTTPTransportTests {
     /// earlier attempt to take frames on the event loop lost such messages).
     @Test(arguments: TestEngine.available)
     func aMessageRightBehindTheHandshakeIsRead(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live) { app in
+        try await withTestApp(engine, owner: "behind-handshake@example.com", mode: .live) { app, token in
             let wire = try WireClient(port: app.port!)
-            await wire.send(webSocketUpgradeRequest() + maskedClientFrame(opcode: 0x1, Array(#"{"type":"ping"}"#.utf8)))
+            // Authenticated by the subprotocol: a ping before `auth` closes the socket.
+            let upgrade = webSocketUpgradeRequest(headers: ["Sec-WebSocket-Protocol: cairn.v1, bearer.\(token)"])
+            await wire.send(upgrade + maskedClientFrame(opcode: 0x1, Array(#"{"type":"ping"}"#.utf8)))
             let answer = await wire.read(deadline: 10) { $0.containsText(#"{"type":"pong"}"#) }
             #expect(answer.text.hasPrefix("HTTP/1.1 101"), "got \(answer.text.prefix(200))")
             #expect(answer.text.contains(#"{"type":"pong"}"#))
@@ -399,9 +401,10 @@ struct HTTPTransportTests {
     /// answered with one (1000) and the connection ends.
     @Test(arguments: TestEngine.available)
     func fragmentsAreJoinedAndACloseIsAnswered(engine: TestEngine) async throws {
-        try await withTestApp(engine, mode: .live) { app in
+        try await withTestApp(engine, owner: "fragments@example.com", mode: .live) { app, token in
             let wire = try WireClient(port: app.port!)
-            await wire.send(webSocketUpgradeRequest())
+            // Authenticated by the subprotocol: a ping before `auth` closes the socket.
+            await wire.send(webSocketUpgradeRequest(headers: ["Sec-WebSocket-Protocol: cairn.v1, bearer.\(token)"]))
             let upgraded = await wire.read(deadline: 10) { $0.containsText("\r\n\r\n") }
             try #require(upgraded.text.hasPrefix("HTTP/1.1 101"), "got \(upgraded.text.prefix(200))")
             await wire.send(maskedClientFrame(opcode: 0x1, fin: false, Array(#"{"type""#.utf8)))

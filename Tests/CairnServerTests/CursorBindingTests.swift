@@ -1,0 +1,43 @@
+import CairnHTTP
+import CairnTestSupport
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import Testing
+
+@Suite("Cursors bound to their list")
+struct CursorBindingTests {
+    /// A list's `nextCursor` pages that list and no other: `GET /files` (or `/users`) with a
+    /// task list's cursor is 400 `invalid_input` naming `cursor` (it was taken as a position
+    /// among the files, found by a fresh-user trial); the task list still takes it, and a
+    /// cursor of the first version (bound to no list) still pages.
+    @Test(arguments: TestEngine.available)
+    func anotherListsCursorIsRefusedNamingCursor(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "cursors@example.com")
+            let token = tokens.accessToken
+            var ids: [String] = []
+            for title in ["one", "two", "three"] {
+                ids.append(try await client.json(.post, "/tasks", ["title": title], token: token).object["id"] as? String ?? "")
+            }
+            let first = try await client.json(.get, "/tasks?limit=1", token: token)
+            let cursor = try #require(first.object["nextCursor"] as? String, "\(first.text)")
+            let second = try await client.json(.get, "/tasks?limit=1&cursor=\(cursor)", token: token)
+            #expect(second.status == .ok, "\(second.text)")
+            #expect((second.object["items"] as? [[String: Any]])?.count == 1)
+            for list in ["/files", "/users", "/jobs"] {
+                let refused = try await client.json(.get, "\(list)?cursor=\(cursor)", token: token)
+                #expect(refused.status == .badRequest, "\(list): \(refused.text)")
+                #expect(refused.code == "invalid_input", "\(list)")
+                let fields = (refused.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }
+                #expect(fields == ["cursor"], "\(list): \(refused.text)")
+            }
+            // A first-version cursor (before cursors named their list) of the newest task.
+            let newest = try #require(ids.max())
+            let legacy = Base64URL.encode(Array("c1:\(newest)".utf8))
+            let resumed = try await client.json(.get, "/tasks?cursor=\(legacy)", token: token)
+            #expect(resumed.status == .ok, "\(resumed.text)")
+            #expect((resumed.object["items"] as? [[String: Any]])?.count == 2)
+        }
+    }
+}

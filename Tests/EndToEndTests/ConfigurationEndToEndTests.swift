@@ -1,0 +1,40 @@
+import CairnTestSupport
+import Foundation
+import Testing
+
+@Suite("End to end: configuration errors")
+struct ConfigurationEndToEndTests {
+    /// A data directory that cannot be made is a configuration error (exit 2) in one line naming
+    /// the setting, the directory and the system's reason, instead of Foundation's error text
+    /// and exit 1 (found by a fresh-user trial with `--data-dir /proc/nope`).
+    @Test func aDataDirectoryThatCannotBeMadeExits2NamingItAndTheReason() async throws {
+        let file = try temporaryDirectory() + "/plain-file"
+        defer { try? FileManager.default.removeItem(atPath: (file as NSString).deletingLastPathComponent) }
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        for (dataDir, reason) in [("/proc/nope", "No such file or directory"), (file + "/data", "Not a directory")] {
+            for command in [["serve", "--port", "0"], ["migrate"]] {
+                let result = try await runCairn(command + ["--data-dir", dataDir], environment: ["CAIRN_LOG_LEVEL": "error"])
+                #expect(result.status == 2, "\(command) \(dataDir): \(result.error)")
+                let lines = result.error.split(separator: "\n")
+                #expect(lines.count == 1, "\(result.error)")
+                #expect(result.error.contains("CAIRN_DATA_DIR") && result.error.contains("'\(dataDir)'"), "\(result.error)")
+                #expect(result.error.contains(reason), "\(result.error)")
+            }
+        }
+    }
+
+    /// A database URL without a database name, or with a parameter Cairn does not read, stops
+    /// `cairn serve` with exit 2 before anything is made (the data directory included).
+    @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
+        let dataDir = try temporaryDirectory() + "/never-made"
+        // Port 1: nothing listens there, so without the check the start fails later (exit 1)
+        // instead of migrating whatever database the URL falls back to.
+        for url in ["postgres://postgres@127.0.0.1:1", "postgres://postgres@127.0.0.1:1/cairn?sslmod=require"] {
+            let result = try await runCairn(
+                ["serve", "--port", "0", "--data-dir", dataDir], environment: ["CAIRN_DATABASE_URL": url, "CAIRN_LOG_LEVEL": "error"])
+            #expect(result.status == 2, "\(url): \(result.error)")
+            #expect(result.error.contains("CAIRN_DATABASE_URL"), "\(result.error)")
+            #expect(!FileManager.default.fileExists(atPath: dataDir))
+        }
+    }
+}
