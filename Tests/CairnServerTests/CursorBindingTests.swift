@@ -13,9 +13,8 @@ struct CursorBindingTests {
     /// cursor of the first version (bound to no list) still pages.
     @Test(arguments: TestEngine.available)
     func anotherListsCursorIsRefusedNamingCursor(engine: TestEngine) async throws {
-        try await withTestApp(engine) { client, _ in
-            let (_, tokens) = try await client.registerAndLogin(email: "cursors@example.com")
-            let token = tokens.accessToken
+        try await withTestApp(engine, owner: "cursors@example.com") { app, token in
+            let client = app.client
             var ids: [String] = []
             for title in ["one", "two", "three"] {
                 ids.append(try await client.json(.post, "/tasks", ["title": title], token: token).object["id"] as? String ?? "")
