@@ -2,7 +2,7 @@ package import CairnHTTP
 package import CairnStorage
 import Crypto
 import Foundation
-import SQLKit
+package import SQLKit
 
 /// SQL for the accounts module's tables, written once against SQLKit for both engines.
 package struct AccountStore: Sendable {
@@ -122,6 +122,26 @@ package struct AccountStore: Sendable {
         let rows = try await database.read { db in
             try await db.select().columns("id", "tenant_id").from("users").where("id", .in, ids).all()
         }
+        var tenants: [String: String] = [:]
+        for row in rows { tenants[try row.decode(column: "id", as: String.self)] = try row.decode(column: "tenant_id", as: String.self) }
+        return tenants
+    }
+
+    /// The tenant of each of `ids` that is a user, read on `db` (an open transaction) and kept
+    /// a user until that transaction ends: on PostgreSQL the rows are locked `FOR KEY SHARE` in
+    /// id order, so a deletion of one of them (which locks the user row `FOR UPDATE` first) waits
+    /// for the commit and then erases what the transaction stored for the user, and a deletion
+    /// committed before the read leaves the id out; on SQLite the transaction holds the only
+    /// writer. Rows written for a user in the same transaction can then never outlive them.
+    /// At most a few hundred ids at a time (each is a bound parameter).
+    /// - Returns: user id → tenant id; ids that are no user's are absent.
+    /// - Throws: database errors.
+    package static func lockedTenants(ofUsers ids: [String], on db: any SQLDatabase) async throws -> [String: String] {
+        let ids = Array(Set(ids.filter(UUIDv7.isValid))).sorted()
+        guard !ids.isEmpty else { return [:] }
+        let lock = db.dialect.name == "postgresql" ? " FOR KEY SHARE" : ""
+        let list = SQLList(ids.map { SQLBind($0) })
+        let rows = try await db.raw("SELECT id, tenant_id FROM users WHERE id IN (\(list)) ORDER BY id\(unsafeRaw: lock)").all()
         var tenants: [String: String] = [:]
         for row in rows { tenants[try row.decode(column: "id", as: String.self)] = try row.decode(column: "tenant_id", as: String.self) }
         return tenants

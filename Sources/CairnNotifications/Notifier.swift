@@ -150,6 +150,7 @@ package final class Notifier: Sendable {
                 outsiders.formUnion(chunk.filter { tenants[$0] != tenantId })
             }
             if !outsiders.isEmpty { throw NotTenantMembers(userIds: outsiders) }
+            for observer in observers { await observer.checkedMembership(of: recipients, tenantId: tenantId) }
         }
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []
@@ -187,6 +188,12 @@ package protocol PublishObserver: Sendable {
     /// once per publish. By default, ``didStore(_:draft:preferences:on:)`` for each.
     /// - Throws: any error, which rolls every publish of the batch back.
     func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws
+
+    /// Called when a publisher's request (`checkingMembership`) was found to name only users
+    /// of `tenantId`, before the transaction that stores it opens: a user deleted from here on
+    /// is left out inside that transaction. By default nothing; tests delete a user here to
+    /// order a deletion between the check and the store.
+    func checkedMembership(of userIds: [String], tenantId: String) async
 }
 
 extension PublishObserver {
@@ -194,6 +201,9 @@ extension PublishObserver {
     package func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws {
         for publish in publishes { try await didStore(publish.rows, draft: publish.draft, preferences: publish.preferences, on: db) }
     }
+
+    /// Nothing.
+    package func checkedMembership(of userIds: [String], tenantId: String) async {}
 }
 
 /// One publish's share of a batch, as a ``PublishObserver`` sees it: the rows as

@@ -161,7 +161,9 @@ final class PublishBatcher: Sendable {
     /// Answers the publishes of `batch` that asked for a membership check and name an id that
     /// is no user of their tenant, with ``NotTenantMembers``, and returns the others. One read
     /// serves the whole batch: a publisher's request costs no read of its own, and one
-    /// tenant's bad recipients fail only its own publish, never the batch it shares.
+    /// tenant's bad recipients fail only its own publish, never the batch it shares. A user
+    /// deleted after this read is left out again inside the batch's transaction
+    /// (``PublishStore/store(_:observers:on:)``).
     private func refusingNonMembers(_ batch: [Unit]) async -> [Unit] {
         let checked = batch.filter(\.publish.checksMembership)
         guard !checked.isEmpty else { return batch }
@@ -172,7 +174,7 @@ final class PublishBatcher: Sendable {
             for unit in checked { unit.continuation.resume(throwing: error) }
             return batch.filter { !$0.publish.checksMembership }
         }
-        return batch.filter { unit in
+        let members = batch.filter { unit in
             let publish = unit.publish
             guard publish.checksMembership else { return true }
             let outsiders = publish.userIds.filter { tenants[$0] != publish.tenantId }
@@ -180,6 +182,10 @@ final class PublishBatcher: Sendable {
             unit.continuation.resume(throwing: NotTenantMembers(userIds: Set(outsiders)))
             return false
         }
+        for unit in members where unit.publish.checksMembership {
+            for observer in observers { await observer.checkedMembership(of: unit.publish.userIds, tenantId: unit.publish.tenantId) }
+        }
+        return members
     }
 
     /// One publish in a transaction of its own, stored as a batch of one.
