@@ -52,7 +52,8 @@ package struct ProductImporter: Sendable {
     /// `{"fileId"}`, a CSV or NDJSON file of the tenant).
     /// - Throws: 415 for other media types, 411 for rows without `Content-Length`, 413 above
     ///   `maxBody`, 400 for a body that ended before its `Content-Length`, a non-UTF-8 body, a
-    ///   file of another format, a CSV header naming unknown columns, or a missing `fileId`;
+    ///   file of another format, a CSV header naming unknown columns, or a missing or malformed
+    ///   `fileId` (`invalid_input`);
     ///   404 for a file the tenant does not have.
     func accept(request: Request, context: AuthenticatedContext) async throws -> Response {
         let mediaType =
@@ -68,7 +69,7 @@ package struct ProductImporter: Sendable {
         case "application/json":
             var request = request
             let body = try await request.decodeJSON(as: FileBody.self, context: context)
-            (format, buffer) = try await readFile(body.fileId, tenantId: context.identity.tenantId)
+            (format, buffer) = try await readFile(try UUIDv7.bodyID(body.fileId, field: "fileId"), tenantId: context.identity.tenantId)
             source = "fileId"
         default:
             throw AppError(

@@ -93,7 +93,8 @@ package struct PipelinesController: Sendable {
         var request = request
         let body = try await request.decodeJSON(as: RunBody.self, context: context)
         let job = try await service.startRun(
-            pipelineId: try context.parameters.require("id"), fileId: body.fileId, tenantId: context.identity.tenantId,
+            pipelineId: try context.parameters.require("id"), fileId: try UUIDv7.bodyID(body.fileId, field: "fileId"),
+            tenantId: context.identity.tenantId,
             createdBy: context.identity.userId)
         return .json(job, status: .accepted, headers: [.location: "/jobs/\(job.id)"])
     }

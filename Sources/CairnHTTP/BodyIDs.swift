@@ -1,0 +1,17 @@
+package import CairnStorage
+
+extension UUIDv7 {
+    /// The issue reported for a request-body id that is no UUID (RFC 9562 §4), as
+    /// `400 invalid_input` on its field.
+    package static let malformedBodyIdIssue = "is not an id (a UUID string)"
+
+    /// An id read from a request body (`fileId`, …), as path ids are read: a UUID in either
+    /// case (RFC 9562 §4) comes back in lower case, the case ids are stored and compared in.
+    /// - Parameter field: the body member, named in the error.
+    /// - Throws: 400 `invalid_input` on `field` when `text` is no UUID: a malformed id is bad
+    ///   input, not a resource that happens not to exist.
+    package static func bodyID(_ text: String, field: String) throws -> String {
+        guard isValid(text) else { throw AppError.invalidField(field, malformedBodyIdIssue) }
+        return text.lowercased()
+    }
+}
