@@ -85,7 +85,7 @@ package enum AccountRules {
 
     /// Password length rule (NIST SP 800-63B §5.1.1.2): 8 to 128 characters.
     package static func passwordIssue(_ password: String) -> String? {
-        let length = password.unicodeScalars.count
+        let length = TextSafety.length(password)
         if length < 8 { return "must be at least 8 characters" }
         if length > 128 { return "must be at most 128 characters" }
         return nil
@@ -95,7 +95,7 @@ package enum AccountRules {
     /// bidirectional control characters (``TextSafety/containsBidiControl(_:)``).
     package static func normalizeName(_ raw: String) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        return (1...100).contains(name.unicodeScalars.count) && !TextSafety.containsBidiControl(name) ? name : nil
+        return (1...100).contains(TextSafety.length(name)) && !TextSafety.containsBidiControl(name) ? name : nil
     }
 
     /// The issue reported for a name ``normalizeName(_:)`` refuses.

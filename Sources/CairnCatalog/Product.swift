@@ -67,7 +67,7 @@ package enum ProductRules {
     /// The trimmed name, or nil (with an issue) when empty or too long.
     package static func name(_ raw: String, into issues: inout [FieldIssue]) -> String? {
         let name = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard (1...maxName).contains(name.unicodeScalars.count) else {
+        guard (1...maxName).contains(TextSafety.length(name)) else {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to \(maxName) characters after trimming"))
             return nil
         }
@@ -95,7 +95,7 @@ package enum ProductRules {
 
     /// `description`: at most ``maxDescription`` characters, or nil.
     @discardableResult package static func checkDescription(_ description: String?, into issues: inout [FieldIssue]) -> Bool {
-        rule((description?.unicodeScalars.count ?? 0) <= maxDescription, "description", "must be at most \(maxDescription) characters", &issues)
+        rule(TextSafety.length(description ?? "") <= maxDescription, "description", "must be at most \(maxDescription) characters", &issues)
     }
 
     /// `priceMinor`: 0 to ``maxPrice``.
@@ -108,11 +108,20 @@ package enum ProductRules {
         rule(ISO4217.codes.contains(currency), "currency", "must be an ISO 4217 currency code such as EUR or USD", &issues)
     }
 
-    /// `category`: 1 to ``maxCategory`` characters, or nil.
+    /// `category`: 1 to ``maxCategory`` characters without control characters (Unicode Cc), or
+    /// nil. The `?category=` filter refuses control characters, so a category holding one
+    /// could be stored but never found: it is refused here too.
     @discardableResult package static func checkCategory(_ category: String?, into issues: inout [FieldIssue]) -> Bool {
         rule(
-            category.map { !$0.isEmpty && $0.unicodeScalars.count <= maxCategory } ?? true, "category",
-            "must be 1 to \(maxCategory) characters, or null", &issues)
+            category.map { isValidCategory($0) } ?? true, "category",
+            "must be 1 to \(maxCategory) characters without control characters, or null", &issues)
+    }
+
+    /// Whether `category` is 1 to ``maxCategory`` characters without control characters: the
+    /// one rule of stored categories and of the `?category=` filter.
+    package static func isValidCategory(_ category: String) -> Bool {
+        (1...maxCategory).contains(TextSafety.length(category))
+            && !category.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
     }
 
     /// `stock`: 0 to ``maxStock``.

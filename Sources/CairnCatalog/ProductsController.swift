@@ -60,9 +60,7 @@ package struct ProductsController: Sendable {
         var filter = ProductFilter()
         if let category = query.get("category") {
             // Control characters never name a category (and NUL would reach PostgreSQL).
-            if (1...ProductRules.maxCategory).contains(category.unicodeScalars.count),
-                !category.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-            {
+            if ProductRules.isValidCategory(category) {
                 filter.category = category
             } else {
                 issues.append(FieldIssue(field: "category", issue: "must be 1 to \(ProductRules.maxCategory) characters without control characters"))
@@ -80,7 +78,7 @@ package struct ProductsController: Sendable {
             issues.append(FieldIssue(field: "maxPrice", issue: "must not be below minPrice"))
         }
         if let text = query.get("q") {
-            if text.unicodeScalars.count > 200 {
+            if TextSafety.length(text) > 200 {
                 issues.append(FieldIssue(field: "q", issue: "must be at most 200 characters"))
             } else if !text.trimmingCharacters(in: .whitespaces).isEmpty {
                 filter.query = text

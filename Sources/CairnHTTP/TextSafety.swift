@@ -23,6 +23,18 @@ package enum TextSafety {
         }
     }
 
+    /// The length of `text` as every text limit of the API counts it (titles, names,
+    /// descriptions, keys; the `maxLength` of `openapi.yaml`): in Unicode scalars (code points).
+    /// JSON Schema's `maxLength` counts characters as RFC 8259 §7 defines them, code points
+    /// (JSON Schema Validation §6.3.1), so the contract and the server agree. It is the stricter
+    /// of the two counts a client may think of: every user-perceived character (grapheme
+    /// cluster, Swift's `String.count`) is one code point or more, so text within a limit in
+    /// code points is within it in graphemes too, and stacked combining marks cannot pass a
+    /// huge string as "one character". A family emoji (four people joined by U+200D) counts 7.
+    package static func length(_ text: some StringProtocol) -> Int {
+        text.unicodeScalars.count
+    }
+
     /// Whether `text` contains a bidirectional formatting character (``isBidiControl(_:)``):
     /// refused in names, where other invisible characters (an emoji's zero-width joiner) are fine.
     package static func containsBidiControl(_ text: String) -> Bool {

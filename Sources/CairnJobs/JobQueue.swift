@@ -278,10 +278,12 @@ package final class JobQueue: Sendable {
         if registration(request.kind) == nil { issues.append(FieldIssue(field: prefix + "kind", issue: "is not a registered job kind")) }
         if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: prefix + "priority", issue: "must be 1 to 4")) }
         if !(1...100).contains(request.maxAttempts) { issues.append(FieldIssue(field: prefix + "maxAttempts", issue: "must be 1 to 100")) }
-        if request.queue.isEmpty || request.queue.count > 64 || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+        if request.queue.isEmpty || TextSafety.length(request.queue) > 64
+            || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" })
+        {
             issues.append(FieldIssue(field: prefix + "queue", issue: "must be 1 to 64 letters, digits, - or _"))
         }
-        if let key = request.uniqueKey, key.isEmpty || key.count > 256 {
+        if let key = request.uniqueKey, key.isEmpty || TextSafety.length(key) > 256 {
             issues.append(FieldIssue(field: prefix + "uniqueKey", issue: "must be 1 to 256 characters"))
         }
         if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {

@@ -169,7 +169,7 @@ package struct SchedulesController: Sendable {
                 issues.append(FieldIssue(field: field, issue: "is required"))
             }
         }
-        if let name = body.name, !(1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count) {
+        if let name = body.name, !(1...100).contains(TextSafety.length(name.trimmingCharacters(in: .whitespaces))) {
             issues.append(FieldIssue(field: "name", issue: "must be 1 to 100 characters"))
         }
         var cron: CronExpression?

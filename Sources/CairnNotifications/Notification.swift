@@ -84,19 +84,19 @@ package struct NotificationDraft: Sendable, Equatable {
     package func validate() throws {
         var issues: [FieldIssue] = []
         if !Self.isValidType(type) { issues.append(FieldIssue(field: "type", issue: "must match [a-z][a-z0-9_.]{0,63}")) }
-        let titleLength = title.unicodeScalars.count
+        let titleLength = TextSafety.length(title)
         if title.trimmingWhitespace().isEmpty {
             issues.append(FieldIssue(field: "title", issue: "must not be blank"))
         } else if titleLength > 200 {
             issues.append(FieldIssue(field: "title", issue: "must be 1 to 200 characters"))
         }
-        if body.unicodeScalars.count > 10_000 { issues.append(FieldIssue(field: "body", issue: "must be at most 10,000 characters")) }
+        if TextSafety.length(body) > 10_000 { issues.append(FieldIssue(field: "body", issue: "must be at most 10,000 characters")) }
         if case .object = data {
             if dataText.utf8.count > 16 * 1024 { issues.append(FieldIssue(field: "data", issue: "must be at most 16 KiB of JSON")) }
         } else {
             issues.append(FieldIssue(field: "data", issue: "must be a JSON object"))
         }
-        if let key = dedupeKey, key.isEmpty || key.utf8.count > 200 {
+        if let key = dedupeKey, key.isEmpty || TextSafety.length(key) > 200 {
             issues.append(FieldIssue(field: "dedupeKey", issue: "must be 1 to 200 characters"))
         }
         if !issues.isEmpty { throw AppError.invalidInput(issues) }

@@ -314,7 +314,7 @@ enum PipelineValidation {
 
     /// The issue of a pipeline name, if any.
     static func nameIssue(_ name: String) -> FieldIssue? {
-        (1...100).contains(name.trimmingCharacters(in: .whitespaces).unicodeScalars.count)
+        (1...100).contains(TextSafety.length(name.trimmingCharacters(in: .whitespaces)))
             ? nil : FieldIssue(field: "name", issue: "must be 1 to 100 characters")
     }
 

@@ -27,9 +27,8 @@ package struct TasksController: Sendable {
 
     static func validTitle(_ raw: String, into issues: inout [FieldIssue]) -> String? {
         let title = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-        // Lengths count Unicode scalars (as JSON Schema's maxLength does), so stacked combining
-        // marks cannot smuggle a huge string in as "one character".
-        guard (1...maxTitle).contains(title.unicodeScalars.count) else {
+        // In code points, as every limit (TextSafety.length): the stricter count, and openapi's.
+        guard (1...maxTitle).contains(TextSafety.length(title)) else {
             issues.append(FieldIssue(field: "title", issue: "must be 1 to \(maxTitle) characters after trimming"))
             return nil
         }
@@ -37,7 +36,7 @@ package struct TasksController: Sendable {
     }
 
     static func checkDescription(_ description: String?, into issues: inout [FieldIssue]) {
-        if let description, description.unicodeScalars.count > maxDescription {
+        if let description, TextSafety.length(description) > maxDescription {
             issues.append(FieldIssue(field: "description", issue: "must be at most \(maxDescription) characters"))
         }
     }

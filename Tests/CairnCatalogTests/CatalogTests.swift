@@ -140,6 +140,18 @@ struct ProductsAPITests {
             }
             let list = try await client.json(.get, "/products?limit=0&sort=colour&minPrice=x&cursor=zzz", token: token)
             #expect(fields(list) == ["limit", "sort", "minPrice", "cursor"])
+            // A category with a control character was stored, yet `?category=` refuses it, so
+            // the product could never be found by it: refused at write, by POST and PATCH.
+            for category in ["tab\there", "bell\u{7}", "line\nbreak", "del\u{7F}"] {
+                let created = try await client.json(
+                    .post, "/products", ["sku": "CC-1", "name": "n", "priceMinor": 1, "currency": "EUR", "category": category], token: token)
+                #expect(created.status == .badRequest, "\(category.debugDescription): \(created.text)")
+                #expect(fields(created) == ["category"], "\(category.debugDescription)")
+            }
+            let plain = try #require(try await createProduct(client, token: token, ["sku": "CC-2", "category": "plain"])["id"] as? String)
+            let patched = try await client.json(.patch, "/products/\(plain)", ["category": "a\u{1B}b"], token: token)
+            #expect(patched.status == .badRequest, "\(patched.text)")
+            #expect(fields(patched) == ["category"])
         }
     }
 
