@@ -71,7 +71,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         var request = request
         let body = try await request.collectBody(context: context)
         var hasher = SHA256()
-        hasher.update(data: Array("\(request.method.rawValue) \(request.uri.path)\n".utf8))
+        hasher.update(data: Array("\(request.method.rawValue) \(Self.normalizedPath(request.uri.path))\n".utf8))
         hasher.update(data: Array(body.readableBytesView))
         let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         let scope = Scope(tenantId: context.identity.tenantId, callerId: context.identity.userId, key: key)
@@ -114,6 +114,14 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             return response
         }
         return try await store(response, scope)
+    }
+
+    /// `path` as the request fingerprint reads it: each segment that is a UUID in lower case
+    /// (RFC 9562 §4), as the routes read ids, so `/jobs/{ID}/cancel` retried with the id in
+    /// another case is the same request, not a 422 mismatch.
+    package static func normalizedPath(_ path: String) -> String {
+        guard path.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x46 }) else { return path }
+        return path.split(separator: "/", omittingEmptySubsequences: false).map { UUIDv7.normalized($0) }.joined(separator: "/")
     }
 
     /// Whose key: a key is one caller's (user or service token) within one tenant.

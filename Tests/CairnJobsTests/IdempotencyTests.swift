@@ -78,6 +78,33 @@ struct IdempotencyTests {
 struct IdempotencyScopeTests {
     /// Two users of one tenant (owner and admin: members may not enqueue) pick the same key for the same request (issue 13): each gets
     /// their own job, never the other's reply.
+    /// The fingerprint reads ids in the path in lower case, as the routes do: a retry of
+    /// `POST /pipelines/{id}/runs` that writes the pipeline's id in upper case is the same
+    /// request (replayed), not a 422 mismatch.
+    @Test(arguments: TestEngine.available)
+    func aRetryWithTheIdInAnotherCaseIsTheSameRequest(engine: TestEngine) async throws {
+        try await withTestApp(engine, owner: "idem-case@example.com") { client, _, token in
+            let file = try await client.execute(
+                uri: "/files", method: .post, headers: [.contentType: "text/csv", .authorization: "Bearer \(token)"],
+                body: ByteBuffer(string: "a,b\n1,2\n"))
+            let fileId = try #require(file.object["id"] as? String, "\(file.text)")
+            let pipeline = try await client.json(
+                .post, "/pipelines", ["name": "p", "input": ["format": "csv"], "sql": "SELECT * FROM input"], token: token)
+            let id = try #require(pipeline.object["id"] as? String, "\(pipeline.text)")
+            let first = try await client.json(
+                .post, "/pipelines/\(id)/runs", ["fileId": fileId], token: token, headers: [IdempotencyTests.key: "run-1"])
+            #expect(first.status == .accepted, "\(first.text)")
+            let upper = try await client.json(
+                .post, "/pipelines/\(id.uppercased())/runs", ["fileId": fileId], token: token, headers: [IdempotencyTests.key: "run-1"])
+            #expect(upper.status == .accepted, "\(upper.text)")
+            #expect(upper.headers[HTTPField.Name("Idempotent-Replayed")!] == "true")
+            #expect(upper.text == first.text)
+            // Other text in the path is still read as written.
+            #expect(IdempotencyMiddleware.normalizedPath("/jobs/\(id.uppercased())/cancel") == "/jobs/\(id)/cancel")
+            #expect(IdempotencyMiddleware.normalizedPath("/Jobs/ABC") == "/Jobs/ABC")
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func twoUsersOfOneTenantDoNotShareKeys(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "idem-owner@example.com") { client, _, owner in
