@@ -85,7 +85,10 @@ package enum ClientMessage: Sendable {
         guard case .string(let type)? = object["type"] else { return .invalid("messages are JSON objects with a \"type\"") }
         func seq(_ key: String) -> Int64?? {
             switch object[key] {
-            case nil, .null?: return .some(nil)
+            // Absent means "none"; an explicit null is refused like any other non-seq, so a
+            // client that meant to resume (and serialised a missing value) is told, not
+            // silently started at the present.
+            case nil: return .some(nil)
             case .integer(let exact)?:
                 guard exact >= 0 else { return nil }
                 return .some(exact)
@@ -110,7 +113,9 @@ package enum ClientMessage: Sendable {
             guard case .string(let token)? = object["token"], !token.isEmpty, token.utf8.count <= 4096 else { return .invalid("auth needs a token") }
             return .auth(token: token)
         case "subscribe":
-            guard let since = seq("since") else { return .invalid("since must be a sequence number (an integer, 0 or more)") }
+            guard let since = seq("since") else {
+                return .invalid("since must be a sequence number (an integer, 0 or more); leave it out to start at the present")
+            }
             return .subscribe(since: since)
         case "ack":
             // Seqs start at 1: an ack of 0 or less acknowledges nothing ever sent.
@@ -225,13 +230,13 @@ package enum ClientMessage: Sendable {
 ///
 /// Messages are JSON objects (RFC 8259) with exactly the members above: a member of another
 /// name, or one repeated, closes the socket with 1008 and a reason naming it. Seqs (`since`,
-/// `seq`) are integers: a fraction, or a number too small to read (`1e-400`), is refused
+/// `seq`) are integers: a fraction, a number too small to read (`1e-400`) or `null` is refused
 /// rather than read as another value. Every message but `auth` needs an authenticated socket.
 ///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect), sent
 /// within moments of the session's logout (or logout-all) on any node, with a reason;
-/// 4408 no `auth` in time, or no client message for 60 s; 4401 also for a `subscribe` or
-/// `ping` before `auth`; 1008 a malformed or unexpected message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
+/// 4408 no `auth` in time, or no client message for 60 s; 4401 also for a `subscribe`, `ack`
+/// or `ping` before `auth`; 1008 a malformed or unexpected message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
 /// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
 /// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
 /// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
@@ -626,6 +631,8 @@ struct SocketLoop {
             }
             try await fill()
         case .ack(let seq):
+            // As for a ping or a subscribe: unauthenticated is 4401, before any protocol order.
+            guard identity != nil else { return (4401, "authenticate first") }
             guard subscribed else { return (1008, "subscribe first") }
             // A client acks what it received: a seq past the last one sent is a protocol error.
             guard seq <= cursor.last else { return (1008, "ack of seq \(seq), which was never sent") }
