@@ -126,7 +126,7 @@ package struct ProductsController: Sendable {
                 issues.append(FieldIssue(field: "sort", issue: "must be name, price or updatedAt, optionally prefixed with - for descending"))
             }
         }
-        if let raw = query.get("cursor") {
+        if let raw = PageRequest.single("cursor", of: uri, issues: &issues) {
             if let cursor = ProductCursor.decode(raw), cursor.sort == list.sort, cursor.descending == list.descending {
                 list.after = cursor
             } else {

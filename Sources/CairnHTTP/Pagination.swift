@@ -30,8 +30,10 @@ package struct PageRequest: Sendable, Equatable {
         var issues: [FieldIssue] = []
         var page = PageRequest(collection: Cursor.collection(of: uri.path))
         if let limit = parseLimit(uri, issues: &issues) { page.limit = limit }
-        if let raw = uri.queryParameters.get("cursor") {
-            if let key = Cursor.decode(raw, collection: page.collection) {
+        if let raw = single("cursor", of: uri, issues: &issues) {
+            // A UUID key is read in lower case, as ids in paths and bodies are (RFC 9562 §4):
+            // in another case it would sort apart from the stored ids and page nothing.
+            if let key = Cursor.decode(raw, collection: page.collection).map(UUIDv7.normalized) {
                 if validateKey(key) {
                     page.after = key
                 } else {
@@ -50,12 +52,26 @@ package struct PageRequest: Sendable, Equatable {
     /// `?limit=`, 1...100, for every list (keyset pages and lists with their own cursors); nil
     /// when absent, or when invalid, with an issue appended.
     package static func parseLimit(_ uri: URI, issues: inout [FieldIssue]) -> Int? {
-        guard let raw = uri.queryParameters.get("limit") else { return nil }
+        guard let raw = single("limit", of: uri, issues: &issues) else { return nil }
         guard let value = Int(raw), (1...100).contains(value) else {
             issues.append(FieldIssue(field: "limit", issue: "must be an integer from 1 to 100"))
             return nil
         }
         return value
+    }
+}
+
+extension PageRequest {
+    /// The value of the query parameter `name` of `uri`, when it is given once; nil when it is
+    /// absent, and when it is repeated, with an issue appended (`?cursor=a&cursor=b` has no one
+    /// meaning, and servers and proxies differ on which one wins).
+    package static func single(_ name: String, of uri: URI, issues: inout [FieldIssue]) -> String? {
+        let values = uri.queryParameters.getAll(name)
+        if values.count > 1 {
+            issues.append(FieldIssue(field: name, issue: "must be given at most once"))
+            return nil
+        }
+        return values.first
     }
 }
 
