@@ -115,7 +115,7 @@ struct TusAppend {
     }
 
     /// Appends `body`, then verifies its checksum and keeps or drops what arrived.
-    /// - Returns: the error that ended the append (460 `checksum_mismatch`; 400 past
+    /// - Returns: the error that ended the append (460 `checksum_mismatch`; 413 past
     ///   `Upload-Length`; 409 when the lease was lost; the body's error when the connection was
     ///   cut), or nil when the whole body was written and committed.
     mutating func write(_ body: RequestBody) async -> (any Error)? {
@@ -136,7 +136,7 @@ struct TusAppend {
         // Never write without a live lease: renew it first when it runs short.
         if now > leaseUntil - 15_000 || now - lastCheckpoint > UploadsController.checkpointMilliseconds { try await checkpoint(all: false) }
         if offset + Int64(chunk.readableBytes) > upload.length {
-            throw AppError.invalidField("Upload-Offset", "the body goes past Upload-Length (\(upload.length) bytes)")
+            throw UploadsController.pastLength(upload)
         }
         hasher?.update(chunk)
         pending.writeImmutableBuffer(chunk)

@@ -35,6 +35,9 @@ package struct TusUpload: Sendable, Equatable {
     package var multipartId: String? = nil
     /// The parts of that multipart upload committed with `offset`.
     package var parts: [PartialBlob.Part] = []
+    /// The creation's `Upload-Metadata` header as sent (validated), answered by HEAD as tus
+    /// 1.0.0 says; nil when there was none (and for uploads created before it was kept).
+    package var metadata: String? = nil
 
     /// What the blob store holds of its bytes.
     package var partial: PartialBlob { PartialBlob(size: offset, multipartId: multipartId, parts: parts) }
@@ -48,7 +51,7 @@ package struct UploadStore: Sendable {
     package let database: Database
 
     static let columns =
-        "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at, multipart_id, store_parts"
+        "id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, expires_at, created_at, multipart_id, store_parts, metadata"
 
     static func upload(from row: any SQLRow) throws -> TusUpload {
         TusUpload(
@@ -59,7 +62,8 @@ package struct UploadStore: Sendable {
             fileId: try row.decode(column: "file_id", as: String?.self), expiresAt: try row.decode(column: "expires_at", as: Int64.self),
             createdAt: try row.decode(column: "created_at", as: Int64.self),
             multipartId: try row.decode(column: "multipart_id", as: String?.self),
-            parts: try JSONDecoder().decode([PartialBlob.Part].self, from: Data(try row.decode(column: "store_parts", as: String.self).utf8)))
+            parts: try JSONDecoder().decode([PartialBlob.Part].self, from: Data(try row.decode(column: "store_parts", as: String.self).utf8)),
+            metadata: try row.decode(column: "metadata", as: String?.self))
     }
 
     /// Records a new upload at offset 0. With `quotas`, its `length` is reserved against the
@@ -75,9 +79,9 @@ package struct UploadStore: Sendable {
             try await db.raw(
                 """
                 INSERT INTO uploads (id, tenant_id, created_by, length, upload_offset, name, content_type, format, file_id, lock_token,
-                locked_until, expires_at, created_at) VALUES (\(bind: upload.id), \(bind: upload.tenantId), \(bind: upload.createdBy),
+                locked_until, expires_at, created_at, metadata) VALUES (\(bind: upload.id), \(bind: upload.tenantId), \(bind: upload.createdBy),
                 \(bind: upload.length), 0, \(bind: upload.name), \(bind: upload.contentType), \(bind: upload.format), NULL, NULL, 0,
-                \(bind: upload.expiresAt), \(bind: upload.createdAt))
+                \(bind: upload.expiresAt), \(bind: upload.createdAt), \(bind: upload.metadata))
                 """
             ).run()
         }

@@ -95,6 +95,8 @@ package struct UploadsController: Sendable {
             var headers = state(upload)
             headers[.cacheControl] = "no-store"
             headers[Self.uploadLength] = String(upload.length)
+            // tus 1.0.0 core, HEAD: the creation's metadata, as the client sent it.
+            if let metadata = upload.metadata { headers[Self.uploadMetadata] = metadata }
             return Response(status: .ok, headers: headers)
         }
     }
@@ -190,7 +192,8 @@ package struct UploadsController: Sendable {
         var upload = TusUpload(
             id: UUIDv7.make(), tenantId: tenantId, createdBy: context.identity.userId, length: length, offset: 0, name: described.name,
             contentType: described.contentType, format: described.format, fileId: nil,
-            expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now)
+            expiresAt: now + Int64(expirySeconds) * 1000, createdAt: now,
+            metadata: request.headers[Self.uploadMetadata].flatMap { $0.isEmpty ? nil : $0 })
         try await record(upload)
         if described.hasBody || length == 0 {
             let (leased, token) = try await lease(upload, busy: "The upload is busy.")
@@ -334,10 +337,23 @@ package struct UploadsController: Sendable {
         let checksum = try Self.checksum(request)
         let upload = try await find(context)
         try Self.checkResumable(upload, at: offset)
+        // A declared body that cannot fit is refused before a byte is read (or kept).
+        if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > upload.length - offset {
+            throw Self.pastLength(upload)
+        }
         let (leased, token) = try await lease(
             upload, busy: "Another PATCH of this upload is in progress, or its offset moved; ask HEAD for the offset.")
         let finished = try await append(leased, token: token, body: request.body, checksum: checksum)
         return Response(status: .noContent, headers: state(finished))
+    }
+
+    /// A PATCH whose body goes past the upload's `Upload-Length`: 413 `payload_too_large`, as
+    /// tus 1.0.0 answers a request larger than the server takes (RFC 9110 §15.5.14). What
+    /// arrived before the excess (a chunked body) is kept, and HEAD tells its offset.
+    static func pastLength(_ upload: TusUpload) -> AppError {
+        AppError(
+            .contentTooLarge, code: .payloadTooLarge,
+            detail: "The body goes past Upload-Length (\(upload.length) bytes); ask HEAD for the offset and send the rest only.")
     }
 
     /// A PATCH's `Upload-Offset`, once its body is typed as tus says.
@@ -383,7 +399,7 @@ package struct UploadsController: Sendable {
 
     /// Appends `body` at the upload's committed offset under the lease `token` (see
     /// ``TusAppend``), and completes the upload when it reaches its length.
-    /// - Throws: 460 `checksum_mismatch`; 400 past `Upload-Length`; 409 when the lease was lost;
+    /// - Throws: 460 `checksum_mismatch`; 413 past `Upload-Length`; 409 when the lease was lost;
     ///   the body's error when the connection was cut (after keeping what arrived); the
     ///   completion's errors.
     private func append(_ upload: TusUpload, token: String, body: RequestBody, checksum: Checksum?) async throws -> TusUpload {

@@ -77,7 +77,7 @@ package struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
     /// Response headers a page may read (besides the CORS-safelisted ones).
     static var exposedHeaders: String {
         [
-            "Location", "ETag", "Retry-After", "X-Request-Id", "Upload-Offset", "Upload-Length", "Upload-Expires", "Tus-Resumable",
+            "Location", "ETag", "Retry-After", "X-Request-Id", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires", "Tus-Resumable",
             "Tus-Version", "Tus-Extension", "Tus-Max-Size", "Tus-Checksum-Algorithm", "Cairn-File-Id", "Content-Disposition",
             "Content-Range", "Accept-Ranges", "RateLimit", "RateLimit-Policy", "WWW-Authenticate", "Link",
         ].joined(separator: ", ")

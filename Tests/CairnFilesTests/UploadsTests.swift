@@ -121,6 +121,8 @@ struct UploadsTests {
             #expect(head.headers[uploadOffset] == "0")
             #expect(head.headers[uploadLength] == "10")
             #expect(head.headers[.cacheControl] == "no-store")
+            // tus 1.0.0: HEAD answers the creation's Upload-Metadata as sent (it was left out).
+            #expect(head.headers[uploadMetadata] == metadata)
 
             let wrongType = try await tusRequest(
                 client, .patch, location, token: token, headers: [.contentType: "text/plain", uploadOffset: "0"], body: Array("hello".utf8))
@@ -140,6 +142,12 @@ struct UploadsTests {
                 extra: [HTTPField.Name("Upload-Checksum")!: "sha256 \(Data(SHA256.hash(data: Data("hello".utf8))).base64EncodedString())"])
             #expect(first.status == .noContent)
             #expect(first.headers[uploadOffset] == "5")
+            // Past Upload-Length: 413, as tus 1.0.0 says (it was 400), and nothing of it kept.
+            let tooLong = try await patch(client, location, token: token, offset: 5, Array("world!".utf8))
+            #expect(tooLong.status == .contentTooLarge, "\(tooLong.text)")
+            #expect(tooLong.code == "payload_too_large")
+            #expect(tooLong.headers[tus] == "1.0.0")
+            #expect(try await tusRequest(client, .head, location, token: token).headers[uploadOffset] == "5")
 
             let stranger = try await client.registerAndLogin(email: "tus-other@example.com").tokens.accessToken
             #expect(try await tusRequest(client, .head, location, token: stranger).status == .notFound)
