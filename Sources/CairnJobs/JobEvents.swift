@@ -90,20 +90,33 @@ extension JobsController {
     /// `GET /jobs/{id}/events`: Server-Sent Events (WHATWG HTML §9.2) of a job's changes. The
     /// first event is the current state; each event's `id` is the job's version, so a client
     /// reconnecting with `Last-Event-ID` only gets what changed since (an id past the job's
-    /// version gets the current state, as if absent). A comment line every
+    /// version gets the current state, as if absent; one that is no such id is 400
+    /// `invalid_input` on `Last-Event-ID`). A comment line every
     /// 15 s keeps proxies from closing an idle stream; the stream ends after the final state,
     /// on server shutdown, when the access token expires, and within ``credentialCheckInterval``
     /// of its session's logout (or any other revocation of the credential), as notification
     /// streams do.
     @Sendable func events(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let id = try context.parameters.require("id")
+        let lastEventId = try Self.lastEventId(request.headers[HTTPField.Name("Last-Event-ID")!])
         let tenantId = context.identity.tenantId
         guard try await queue.store.job(id: id, tenantId: tenantId) != nil else { throw AppError.notFound("No such job.") }
-        let lastEventId = request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache", HTTPField.Name("X-Accel-Buffering")!: "no"],
             body: eventStream(jobId: id, tenantId: tenantId, after: lastEventId, credential: context.credential))
+    }
+
+    /// A job stream's `Last-Event-ID`: a version the stream sent (0 or more), 0 when absent.
+    /// Anything else is refused rather than read as 0 (which replays the current state as if
+    /// nothing had been seen), as `GET /notifications/stream` refuses it.
+    /// - Throws: 400 `invalid_input` on `Last-Event-ID`.
+    static func lastEventId(_ header: String?) throws -> Int {
+        guard let header else { return 0 }
+        guard let value = Int(header.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+            throw AppError.invalidField("Last-Event-ID", "must be an event id this stream sent (an integer, 0 or more)")
+        }
+        return value
     }
 
     /// A job's state as one server-sent event: `id` is its version, `event: job`, the job as data.

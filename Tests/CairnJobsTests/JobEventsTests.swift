@@ -113,6 +113,18 @@ struct JobEventsTests {
                 uri: "/jobs/\(id)/events", method: .get,
                 headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: String(last + 1000)])
             #expect(ServerSentEvent.parse(ahead.text).map(\.id) == [String(last)])
+            // A Last-Event-ID that is no event id is refused, as the notification stream
+            // refuses it (it was read as 0 and replayed the current state).
+            for garbage in ["abc", "-1", "1.5", "3 4", "99999999999999999999999"] {
+                let refused = try await app.client.execute(
+                    uri: "/jobs/\(id)/events", method: .get,
+                    headers: [.authorization: "Bearer \(token)", HTTPField.Name("Last-Event-ID")!: garbage])
+                #expect(refused.status == .badRequest, "\(garbage): \(refused.text)")
+                #expect(refused.code == "invalid_input", "\(garbage)")
+                #expect(refused.headers[.contentType] == "application/problem+json", "\(garbage)")
+                let fields = (refused.object["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }
+                #expect(fields == ["Last-Event-ID"], "\(garbage)")
+            }
 
             let stranger = try await app.client.registerAndLogin(email: "sse2@example.com").tokens.accessToken
             #expect(try await app.client.json(.get, "/jobs/\(id)/events", token: stranger).status == .notFound)
