@@ -1,4 +1,5 @@
 import CairnStorage
+import Foundation
 package import Hummingbird
 
 /// What a group of routes accepts as credentials besides a user's access token in the
@@ -49,7 +50,7 @@ struct TokenPolicyMiddleware: RouterMiddleware {
 /// Route-group middleware: a path parameter that carries an id (`id`, or a name ending in
 /// `Id`, such as `deliveryId`) and is a UUID in any case is read in lower case
 /// (``UUIDv7/normalized(_:)``, RFC 9562 §4), so `/users/{ID}` written in upper case names the
-/// same user as the id the server wrote. Other parameters (a SKU, a template type) are left
+/// same user as the id the server wrote; a percent-encoded one is decoded first. Other parameters (a SKU, a template type) are left
 /// as they are. Every authenticated group has it (``RouteGroups/authenticated(_:accepting:)``).
 package struct IDParameterMiddleware: RouterMiddleware {
     /// Creates the middleware.
@@ -60,16 +61,25 @@ package struct IDParameterMiddleware: RouterMiddleware {
         _ request: Request, context: CairnRequestContext, next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
         // Most requests carry ids in lower case already: the parameters are rebuilt only when one is not.
-        guard context.parameters.contains(where: { Self.needsLowering($0.key, $0.value) }) else { return try await next(request, context) }
+        guard context.parameters.contains(where: { Self.rewritten($0.key, $0.value) != nil }) else { return try await next(request, context) }
         var context = context
         context.coreContext.parameters = .init(
-            context.parameters.map { (key: $0.key, value: Self.needsLowering($0.key, $0.value) ? Substring($0.value.lowercased()) : $0.value) })
+            context.parameters.map { (key: $0.key, value: Self.rewritten($0.key, $0.value).map { Substring($0) } ?? $0.value) })
         return try await next(request, context)
     }
 
-    /// True for an id parameter holding a UUID with an upper-case letter.
-    static func needsLowering(_ name: Substring, _ value: Substring) -> Bool {
-        (name == "id" || name.hasSuffix("Id")) && value.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x46 }) && UUIDv7.isValid(value)
+    /// The id an id parameter names when it is not written as stored, else nil: a UUID with an
+    /// upper-case letter, in lower case; a percent-encoded one (RFC 3986 §2.1: `%2D` is `-`,
+    /// and the router hands segments on undecoded), decoded and in lower case. Anything else
+    /// stays as written (a 404 of its route).
+    static func rewritten(_ name: Substring, _ value: Substring) -> String? {
+        guard name == "id" || name.hasSuffix("Id") else { return nil }
+        if value.utf8.contains(UInt8(ascii: "%")) {
+            guard let decoded = String(value).removingPercentEncoding, UUIDv7.isValid(decoded) else { return nil }
+            return decoded.lowercased()
+        }
+        guard value.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x46 }), UUIDv7.isValid(value) else { return nil }
+        return value.lowercased()
     }
 }
 

@@ -45,6 +45,13 @@ struct IdentifierCaseTests {
             #expect(published.status == .accepted, "\(published.text)")
             let stored = try #require((published.object["ids"] as? [String])?.first)
             #expect(try await client.json(.get, "/notifications/\(stored.uppercased())", token: token).status == .ok)
+            // Percent-encoded (RFC 3986 §2.1), the id is decoded first (it was 404).
+            let encoded = id(task).replacingOccurrences(of: "-", with: "%2D").replacingOccurrences(of: "a", with: "%61")
+            let decoded = try await client.json(.get, "/tasks/\(encoded)", token: token)
+            #expect(decoded.status == .ok, "\(encoded): \(decoded.text)")
+            #expect(id(decoded) == id(task))
+            #expect(try await client.json(.get, "/tasks/\(encoded.uppercased())", token: token).status == .ok)
+            #expect(try await client.json(.get, "/tasks/%ZZ\(id(task).dropFirst(3))", token: token).status == .notFound)
             let deleted = try await client.json(.delete, "/tasks/\(id(task).uppercased())", token: token)
             #expect(deleted.status == .noContent, "\(deleted.text)")
             #expect(try await client.json(.get, "/tasks/\(id(task))", token: token).status == .notFound)
