@@ -163,7 +163,8 @@ package final class Notifier: Sendable {
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
                 let publish = Publish(draft: draft, tenantId: tenantId, userIds: batch, now: now)
-                let rows = try await PublishStore.store([publish], observers: observers, on: db)[0]
+                let publishes = try await PublishStore.keepingUsers([publish], on: db)
+                let rows = try await PublishStore.store(publishes, observers: observers, on: db)[0]
                 try await hub.announce(rows.map(\.id), on: db)
                 return rows
             }

@@ -140,7 +140,8 @@ final class PublishBatcher: Sendable {
             try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
                 span.attributes["cairn.notification.batch"] = batch.count
                 return try await database.transaction { db in
-                    let rows = try await PublishStore.store(batch.map(\.publish), observers: observers, on: db)
+                    let publishes = try await PublishStore.keepingUsers(batch.map(\.publish), on: db)
+                    let rows = try await PublishStore.store(publishes, observers: observers, on: db)
                     try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
                     bodyDone.store(true, ordering: .relaxed)
                     return rows
@@ -163,7 +164,7 @@ final class PublishBatcher: Sendable {
     /// serves the whole batch: a publisher's request costs no read of its own, and one
     /// tenant's bad recipients fail only its own publish, never the batch it shares. A user
     /// deleted after this read is left out again inside the batch's transaction
-    /// (``PublishStore/store(_:observers:on:)``).
+    /// (``PublishStore/keepingUsers(_:on:)``).
     private func refusingNonMembers(_ batch: [Unit]) async -> [Unit] {
         let checked = batch.filter(\.publish.checksMembership)
         guard !checked.isEmpty else { return batch }
@@ -194,7 +195,8 @@ final class PublishBatcher: Sendable {
         let observers = self.observers
         let hub = self.hub
         return try await database.transaction { db in
-            let rows = try await PublishStore.store([unit.publish], observers: observers, on: db)[0]
+            let publishes = try await PublishStore.keepingUsers([unit.publish], on: db)
+            let rows = try await PublishStore.store(publishes, observers: observers, on: db)[0]
             try await hub.announce(rows.map(\.id), on: db)
             return rows
         }

@@ -40,11 +40,6 @@ package enum PublishStore {
     }
 
     /// Stores `publishes` on `db` (a transaction), in order:
-    /// 0. the recipients that are users of the publish's tenant, read and locked against
-    ///    deletion until the commit (``AccountStore/lockedTenants(ofUsers:on:)``); the others are
-    ///    left out of everything below, so a user deleted while the publish was on its way
-    ///    (after a membership check, or a broadcast's page of users) gets no row, counter or
-    ///    delivery, and one deleted after the commit has them erased with them;
     /// 1. the recipients' preferences, one read per tenant; recipients who turned in-app off for
     ///    a type get no inbox row;
     /// 2. one counter upsert that gives each recipient as many seqs as the batch holds rows for
@@ -59,7 +54,6 @@ package enum PublishStore {
     ///   `userIds` order.
     /// - Throws: database errors and what an observer throws; the caller rolls back.
     static func store(_ publishes: [Publish], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
-        let publishes = try await keepingUsers(publishes, on: db)
         let preferences = try await self.preferences(of: publishes, on: db)
         let allowed = publishes.map { publish in
             publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) }
@@ -116,9 +110,14 @@ package enum PublishStore {
         try await store([Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now)], observers: [], on: db)[0]
     }
 
-    /// `publishes` with only the recipients that are, inside this transaction, users of the
-    /// publish's tenant: one read (and lock) for the whole batch.
-    private static func keepingUsers(_ publishes: [Publish], on db: any SQLDatabase) async throws -> [Publish] {
+    /// `publishes` with only the recipients that are, inside the transaction `db`, users of
+    /// the publish's tenant: one read for the whole batch, which also locks them against
+    /// deletion until the commit (``AccountStore/lockedTenants(ofUsers:on:)``). Every publish
+    /// of ``Notifier`` stores what this returns, in the same transaction, so a user deleted
+    /// while the publish was on its way (after a membership check, or a broadcast's page of
+    /// users) gets no row, counter or delivery, and one deleted after the commit has them
+    /// erased with them. (``store(_:observers:on:)`` itself takes the recipients as given.)
+    static func keepingUsers(_ publishes: [Publish], on db: any SQLDatabase) async throws -> [Publish] {
         let tenants = try await AccountStore.lockedTenants(ofUsers: publishes.flatMap(\.userIds), on: db)
         return publishes.map { publish in
             let users = publish.userIds.filter { tenants[$0] == publish.tenantId }
