@@ -70,8 +70,11 @@ package struct S3Error: Error, Sendable, CustomStringConvertible {
     /// S3's request id, for the operator.
     package var requestId: String?
 
-    /// Whether trying again later may work: no answer, 5xx, or throttling.
-    package var isTransient: Bool { status == 0 || status >= 500 || status == 429 || code == "SlowDown" || code == "RequestTimeout" }
+    /// Whether trying again may work, as the AWS SDKs' standard retry mode decides: no answer,
+    /// 500, 502, 503 or 504, throttling (429, `SlowDown`), or `RequestTimeout`.
+    package var isTransient: Bool {
+        status == 0 || [500, 502, 503, 504, 429].contains(status) || code == "SlowDown" || code == "RequestTimeout"
+    }
 
     /// One line for logs.
     package var description: String {
@@ -99,6 +102,36 @@ package struct S3MultipartSummary: Sendable, Equatable {
     package var initiated: Int64?
 }
 
+/// How often and how patiently an ``S3Client`` repeats a request that failed transiently
+/// (``S3Error/isTransient``), after the AWS SDKs' standard retry mode: at most `maxAttempts`
+/// attempts, waiting a random time up to `baseDelay` × 2^(retry − 1) (at most `maxDelay`)
+/// before each retry ("full jitter"), so clients that failed together do not retry together.
+package struct S3RetryPolicy: Sendable {
+    /// Attempts in all, the first included (1: never retry).
+    package var maxAttempts: Int
+    /// The bound of the first retry's wait; it doubles with each further retry.
+    package var baseDelay: Duration
+    /// The longest wait before a retry.
+    package var maxDelay: Duration
+
+    /// Creates a policy.
+    package init(maxAttempts: Int, baseDelay: Duration, maxDelay: Duration = .seconds(20)) {
+        self.maxAttempts = max(1, maxAttempts)
+        self.baseDelay = baseDelay
+        self.maxDelay = maxDelay
+    }
+
+    /// The SDKs' standard mode: 3 attempts, waits of up to 100 ms, then 200 ms.
+    package static let standard = S3RetryPolicy(maxAttempts: 3, baseDelay: .milliseconds(100))
+
+    /// The wait before retry number `retry` (1 for the first).
+    func delay(beforeRetry retry: Int) -> Duration {
+        let bound = min(maxDelay, baseDelay * (1 << min(retry - 1, 20)))
+        let microseconds = bound.components.seconds * 1_000_000 + bound.components.attoseconds / 1_000_000_000_000
+        return .microseconds(Int64.random(in: 0...max(0, microseconds)))
+    }
+}
+
 /// A small S3 client over AsyncHTTPClient, signing with ``SigV4Signer``: the object, multipart
 /// and listing operations a blob store needs. Path-style addressing (`endpoint/bucket/key`)
 /// whenever a custom endpoint is configured; virtual-hosted (`bucket.s3.region.amazonaws.com`)
@@ -109,6 +142,8 @@ package struct S3Client: Sendable {
     let httpClient: HTTPClient
     /// Reads the time for signatures (seconds since 1970); tests may fix it.
     let now: @Sendable () -> Int64
+    /// When a transiently failed request is sent again.
+    package let retry: S3RetryPolicy
 
     /// The process's client: no redirects, 5 s to connect, 60 s of silence ends an exchange.
     /// It lives as long as the process, like `HTTPClient.shared` (a released client traps).
@@ -121,10 +156,13 @@ package struct S3Client: Sendable {
     }()
 
     /// Creates a client.
-    package init(configuration: S3Configuration, httpClient: HTTPClient? = nil, now: (@Sendable () -> Int64)? = nil) {
+    package init(
+        configuration: S3Configuration, httpClient: HTTPClient? = nil, now: (@Sendable () -> Int64)? = nil, retry: S3RetryPolicy = .standard
+    ) {
         self.configuration = configuration
         self.httpClient = httpClient ?? Self.sharedClient
         self.now = now ?? { Int64(Date().timeIntervalSince1970) }
+        self.retry = retry
     }
 
     // MARK: Operations
@@ -280,11 +318,31 @@ package struct S3Client: Sendable {
         var stream: HTTPClientResponse.Body?
     }
 
-    /// Signs and sends one request; any status outside 2xx becomes an `S3Error` (its XML body
-    /// read, at most 64 KiB), as does a failed exchange (status 0).
+    /// Signs and sends one request, again after a transient failure as ``retry`` allows (every
+    /// operation here is safe to repeat: a body is a buffer sent whole each time). Any status
+    /// outside 2xx becomes an `S3Error` (its XML body read, at most 64 KiB), as does a failed
+    /// exchange (status 0); the last attempt's error is thrown.
     func send(
         _ operation: String, method: HTTPMethod, bucket: String, key: String?, query: [(String, String)] = [],
         extraHeaders: [(name: String, value: String)] = [], body: ByteBuffer? = nil, contentType: String? = nil, collect: Bool
+    ) async throws -> Answer {
+        var attempt = 1
+        while true {
+            do {
+                return try await sendOnce(
+                    operation, method: method, bucket: bucket, key: key, query: query, extraHeaders: extraHeaders, body: body,
+                    contentType: contentType, collect: collect)
+            } catch let error as S3Error where error.isTransient && attempt < retry.maxAttempts {
+                try await Task.sleep(for: retry.delay(beforeRetry: attempt))
+                attempt += 1
+            }
+        }
+    }
+
+    /// One signed exchange (signed anew, so a retry's signature carries its own time).
+    private func sendOnce(
+        _ operation: String, method: HTTPMethod, bucket: String, key: String?, query: [(String, String)],
+        extraHeaders: [(name: String, value: String)], body: ByteBuffer?, contentType: String?, collect: Bool
     ) async throws -> Answer {
         let (host, path) = address(bucket: bucket, key: key)
         var headers: [(name: String, value: String)] = [("host", host)] + extraHeaders

@@ -92,13 +92,7 @@ struct TusAnyNodeTests {
     }
 
     /// Deterministic bytes that differ from one offset to the next (a misplaced chunk shows).
-    static func bytes(_ count: Int) -> [UInt8] {
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-        return (0..<count).map { _ in
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return UInt8(truncatingIfNeeded: state >> 33)
-        }
-    }
+    static func bytes(_ count: Int) -> [UInt8] { noiseBytes(count, seed: 0x9E37_79B9_7F4A_7C15) }
 
     /// What is left in the store of unfinished uploads: partial files, tail objects and
     /// multipart uploads in progress.

@@ -26,7 +26,7 @@ func temporaryFile(_ bytes: [UInt8]) throws -> String {
     return path
 }
 
-@Suite("CSV reader (RFC 4180)")
+@Suite("CSV reader (RFC 4180)", .dedicatedThreads)
 struct CSVReaderTests {
     @Test func realFilesHaveTheDocumentedRecordCounts() throws {
         for (file, count, columns) in [
@@ -147,7 +147,7 @@ struct CSVReaderTests {
     }
 }
 
-@Suite("Column type inference")
+@Suite("Column type inference", .dedicatedThreads)
 struct ColumnTypeInferenceTests {
     @Test func narrowestTypeEverySampleFits() {
         var inference = ColumnTypeInference(columns: 7)

@@ -77,7 +77,7 @@ private func expectChunksReadAsWhole(_ text: String, options: CSVOptions = CSVOp
     #expect(split, "the file split at some chunk size", sourceLocation: sourceLocation)
 }
 
-@Suite("Chunk planner: CSV and NDJSON cut at record starts")
+@Suite("Chunk planner: CSV and NDJSON cut at record starts", .dedicatedThreads)
 struct ChunkPlannerTests {
     /// Quoted fields hold line feeds, CRLFs, delimiters and doubled quotes; with every chunk
     /// size, some chunk edge falls on each of those bytes, and no record is cut.

@@ -10,7 +10,7 @@ func readRecords(_ source: some ByteSource, _ options: JSONOptions = JSONOptions
     return records
 }
 
-@Suite("JSON and NDJSON records")
+@Suite("JSON and NDJSON records", .dedicatedThreads)
 struct JSONRecordReaderTests {
     @Test func carsJSONMatchesPythonsJSONModule() throws {
         let records = try readRecords(try FileByteSource(path: "\(sharedData)/cars.json"))

@@ -1,9 +1,10 @@
 import CairnFormats
+import CairnTestSupport
 import Testing
 
 /// The tokenizer's two policies: each JSON reader picked its own before they shared one
 /// tokenizer, and each still gets what it had.
-@Suite("JSON scanner")
+@Suite("JSON scanner", .dedicatedThreads)
 struct JSONScannerTests {
     /// Reads the one string in `bytes` (opening quote at 0).
     func string(

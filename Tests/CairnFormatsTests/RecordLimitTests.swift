@@ -1,10 +1,11 @@
 import CairnFormats
+import CairnTestSupport
 import Foundation
 import Testing
 
 /// Every reader bounds what one record can hold, so hostile input fails with `tooLarge` (naming
 /// the limit) instead of growing memory without end.
-@Suite("Record limits of the readers")
+@Suite("Record limits of the readers", .dedicatedThreads)
 struct RecordLimitTests {
     @Test func theDefaultsAreTheDocumentedOnes() {
         #expect(CSVOptions().maxRecordBytes == 64 << 20)

@@ -17,7 +17,7 @@ let awkwardCells = [
     "+SUM(1,2)", "-2+3", "@HYPERLINK(\"http://x\")", "\tTabbed", "\rCarriage", " lead", "trail ", "'already quoted", "a\"b,c\nd",
 ]
 
-@Suite("CSV writer (RFC 4180, OWASP neutralising)")
+@Suite("CSV writer (RFC 4180, OWASP neutralising)", .dedicatedThreads)
 struct CSVWriterTests {
     @Test func quotesAreDoubledInsideQuotes() {
         #expect(csvRecord { $0.text("say \"hi\"") } == "\"say \"\"hi\"\"\"\r\n")
@@ -119,7 +119,7 @@ struct CSVWriterTests {
     }
 }
 
-@Suite("JSON string escaper (RFC 8259 §7)")
+@Suite("JSON string escaper (RFC 8259 §7)", .dedicatedThreads)
 struct JSONStringTests {
     static let awkward: [String] =
         awkwardCells + [

@@ -1,11 +1,12 @@
 import CairnFormats
+import CairnTestSupport
 import Foundation
 import Testing
 
 /// An entity reference or an element whose name is not UTF-8 once trapped inside FoundationXML
 /// (found by fuzzing): the reader refuses a UTF-8 document holding bytes that are not UTF-8 as
 /// malformed instead, and leaves documents declared in another encoding to libxml2's transcoding.
-@Suite("XML names that are not UTF-8")
+@Suite("XML names that are not UTF-8", .dedicatedThreads)
 struct XMLEntityNameTests {
     /// Reads `document` with records at `/r/row`.
     static func read(_ document: [UInt8]) throws -> Int {

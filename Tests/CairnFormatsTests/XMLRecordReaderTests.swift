@@ -9,7 +9,7 @@ func xmlRecords(_ text: String, _ path: String) throws -> [[(name: String, value
     return records
 }
 
-@Suite("XML records")
+@Suite("XML records", .dedicatedThreads)
 struct XMLRecordReaderTests {
     @Test func isoCountriesGive249RecordsWithTheirAttributes() throws {
         var records: [[(name: String, value: FieldValue)]] = []

@@ -1,10 +1,11 @@
 import CairnFuzz
+import CairnTestSupport
 import Foundation
 import Testing
 
 /// Replays the checked-in fuzz corpora and every regression input (issue 13) through the same
 /// dispatch the libFuzzer binary uses, so a crash once found stays fixed in plain builds.
-@Suite struct FuzzReplayTests {
+@Suite(.dedicatedThreads) struct FuzzReplayTests {
     /// `Fuzz/` at the package root: the working directory's (tests run from the package root),
     /// else the one beside this source file.
     static let fuzzRoot: String = {

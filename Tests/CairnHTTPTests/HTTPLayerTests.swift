@@ -206,7 +206,7 @@ struct JSONWriterTests {
 
 // MARK: - Timestamp
 
-@Suite("Timestamp")
+@Suite("Timestamp", .dedicatedThreads)
 struct TimestampTests {
     @Test func jsonWriterTimestampsMatchTheFormatter() throws {
         var generator = SystemRandomNumberGenerator()

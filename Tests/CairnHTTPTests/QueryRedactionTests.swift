@@ -6,7 +6,7 @@ import Testing
 /// The request log and the request span redact credential query parameters (RFC 6750 §2.3)
 /// through a shortcut that skips percent-decoding for plain ASCII queries; it must redact
 /// exactly what the decoding path does.
-@Suite struct QueryRedactionTests {
+@Suite(.dedicatedThreads) struct QueryRedactionTests {
     typealias Log = RequestLogMiddleware<BasicRequestContext>
 
     @Test func knownQueriesAreRedactedAsByDecoding() {

@@ -102,7 +102,7 @@ private struct Ranged: Decodable, ValueChecked {
     func valueIssues() -> [FieldIssue] { [] }
 }
 
-@Suite("Request bodies: decoding")
+@Suite("Request bodies: decoding", .dedicatedThreads)
 struct RequestBodyDecodingTests {
     /// A model's declared range is the one an integer beyond its type (`1e20`) is told, at any
     /// depth; fields without one keep their type's range.

@@ -5,7 +5,7 @@ import CairnTestSupport
 import Foundation
 import Testing
 
-@Suite("Cron expressions")
+@Suite("Cron expressions", .dedicatedThreads)
 struct CronTests {
     static let utc = TimeZone(identifier: "UTC")!
 

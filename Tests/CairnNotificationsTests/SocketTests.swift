@@ -442,9 +442,12 @@ struct FanOutTests {
             let all = tally.received.withLock { $0 }
             #expect(tally.foreign.withLock { $0 } == 0)
             // Only the closes a loaded machine may cause: a failed database read (1011), a
-            // client that did not read for the write timeout (1013), or no close frame at all.
+            // client that did not read for the write timeout (1013), a reconnect whose `auth`
+            // came later than the auth timeout or a socket with no client message for the idle
+            // timeout while the publishers were slowed (4408: these clients send no pings), or
+            // no close frame at all.
             let closes = tally.closes.withLock { $0 }
-            #expect(closes.allSatisfy { [nil, 1011, 1013].contains($0) }, "close codes: \(closes)")
+            #expect(closes.allSatisfy { [nil, 1011, 1013, 4408].contains($0) }, "close codes: \(closes)")
             if !closes.isEmpty { print("fan-out: \(closes.count) sockets ended by the server and reconnected; close codes \(closes)") }
             for user in users {
                 #expect(all[user.userId] == Array(1...Int64(perUser)), "user \(user.userId) got \(all[user.userId]?.count ?? 0)")

@@ -20,7 +20,7 @@ struct PatternBody: AsyncSequence, Sendable {
     var failAt: Int?
 
     /// The bytes of the whole body.
-    func bytes() -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) } }
+    func bytes() -> [UInt8] { patternBytes(0..<size) }
 
     struct AsyncIterator: AsyncIteratorProtocol {
         let body: PatternBody
@@ -29,7 +29,7 @@ struct PatternBody: AsyncSequence, Sendable {
             if let failAt = body.failAt, sent >= failAt { throw BodyFailure() }
             guard sent < body.size else { return nil }
             let count = Swift.min(body.chunk, body.size - sent)
-            let buffer = ByteBuffer(bytes: (sent..<(sent + count)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) })
+            let buffer = ByteBuffer(bytes: patternBytes(sent..<(sent + count)))
             sent += count
             return buffer
         }

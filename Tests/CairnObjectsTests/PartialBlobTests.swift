@@ -28,7 +28,7 @@ actor Ledger {
 @Suite struct PartialBlobTests {
     let tenant = "0190a0b0-0000-7000-8000-000000000002"
 
-    static let content = (0..<(12 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
+    static let content = patternBytes(0..<(12 << 20), multiplier: 7, shift: 11)
 
     /// Appends `bytes` from the ledger's state; `persist` false stops before anything is made
     /// durable (a node killed mid-PATCH).

@@ -1,5 +1,6 @@
 import CairnFormats
 import CairnSandbox
+import CairnTestSupport
 import Foundation
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
 
 /// A load binds only the `input` columns the query reads (the others are type-checked and
 /// stored NULL): every query must give exactly what it gives over a fully loaded table.
-@Suite("Pipeline loads skip the columns the query does not read")
+@Suite("Pipeline loads skip the columns the query does not read", .dedicatedThreads)
 struct PipelineColumnPushdownTests {
     /// Ten columns, every value present, with repeats so that joins on them match: `k` repeats
     /// every 7 rows, the others are functions of it or of the row.

@@ -1,5 +1,6 @@
 import CairnFormats
 import CairnSandbox
+import CairnTestSupport
 import Foundation
 import Testing
 
@@ -7,7 +8,7 @@ import Testing
 
 /// The output writer's bytes for every kind of SQLite value, per output format: pinned so that
 /// the shared CSV writer and JSON escaper keep pipeline outputs byte for byte as they were.
-@Suite("Pipeline outputs, byte for byte")
+@Suite("Pipeline outputs, byte for byte", .dedicatedThreads)
 struct PipelineOutputTests {
     /// Loads `flag` (inferred BOOLEAN) and runs a query of awkward values into `format`.
     static func output(_ format: PipelineSpec.OutputFormat) throws -> [UInt8] {

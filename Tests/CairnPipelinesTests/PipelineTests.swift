@@ -587,7 +587,7 @@ extension Dictionary where Key == String, Value == Any {
     }
 }
 
-@Suite("Pipeline loads resume from their checkpoints")
+@Suite("Pipeline loads resume from their checkpoints", .dedicatedThreads)
 struct PipelineCheckpointTests {
     /// A CSV of `rows` rows `i,i*2`.
     static func csv(rows: Int) -> [UInt8] {

@@ -591,7 +591,7 @@ struct StorageTests {
     }
 }
 
-@Suite("Identifiers")
+@Suite("Identifiers", .dedicatedThreads)
 struct IdentifierTests {
     @Test func uuidV7HasVersionVariantTimeAndStrictOrder() throws {
         let before = WallClock.milliseconds()

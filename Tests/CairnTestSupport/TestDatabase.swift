@@ -86,6 +86,7 @@ package func withTestDatabase<R: Sendable>(
     _ engine: TestEngine, migrated: Bool = true, configure: (inout CairnConfiguration) -> Void = { _ in },
     _ body: (TestDatabase) async throws -> R
 ) async throws -> R {
+    stallWatch  // starts the opt-in stall log (CAIRN_TEST_STALL_LOG) once
     await TestSlots.shared.acquire()
     defer { TestSlots.shared.release() }
     var database = try await TestDatabase.make(engine, migrated: migrated)
