@@ -257,8 +257,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // The fuzz targets of every parser of untrusted bytes (issue 13): a library, so tests
-        // replay the corpora in-process, and an executable that replays files, or with
-        // -DCAIRN_LIBFUZZER and -sanitize=fuzzer is the libFuzzer binary (scripts/fuzz.sh).
+        // replay the corpora in-process, and an executable that replays files, or built with
+        // CAIRN_LIBFUZZER=1 (below) is the libFuzzer binary (scripts/fuzz.sh).
         .target(
             name: "CairnFuzz",
             dependencies: [
@@ -339,3 +339,18 @@ let package = Package(
         ),
     ]
 )
+
+// scripts/fuzz.sh's build, `CAIRN_LIBFUZZER=1 swift build --product cairn-fuzz` (issue 13): every
+// module of ours is compiled with libFuzzer's coverage instrumentation and AddressSanitizer, and
+// cairn-fuzz links libFuzzer with CAIRN_LIBFUZZER defined. Set per target, not with -Xswiftc, which
+// also reaches the macro plug-in: a host tool that would link libFuzzer's `main` and fail (no
+// LLVMFuzzerTestOneInput). Dependencies stay uninstrumented. Other products do not link this way.
+if Context.environment["CAIRN_LIBFUZZER"] == "1" {
+    for target in package.targets where target.type == .regular || target.name == "cairn-fuzz" {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    }
+    for target in package.targets where target.name == "cairn-fuzz" {
+        target.swiftSettings = (target.swiftSettings ?? []) + [.define("CAIRN_LIBFUZZER")]
+        target.linkerSettings = [.unsafeFlags(["-sanitize=fuzzer,address"])]
+    }
+}

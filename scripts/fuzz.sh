@@ -4,12 +4,14 @@
 #   scripts/fuzz.sh [seconds-per-target] [target...]      default: 60 s, every target
 #   scripts/fuzz.sh --list                                 the targets
 #
-# Builds cairn-fuzz with -sanitize=fuzzer,address into .build-fuzz (its own scratch path, so
-# the normal .build stays valid), then runs each target for the given time on a scratch copy of
-# Fuzz/corpus/<target> plus Fuzz/regressions/<target>. A crash, leak or hang stops that target
-# and leaves the input in Fuzz/findings/<target>/ (kept out of git): turn it into a regression
-# (Fuzz/regressions/<target>/) with a fix. Prints executions, rate and findings per target and
-# exits 1 if anything was found.
+# Builds cairn-fuzz into .build-fuzz (its own scratch path, so the normal .build stays valid) with
+# CAIRN_LIBFUZZER=1, which makes Package.swift compile our modules with -sanitize=fuzzer,address
+# (coverage feedback and AddressSanitizer) and link cairn-fuzz with libFuzzer. Not -Xswiftc: that
+# also reaches the macro plug-in CairnMacros, a host tool that cannot link libFuzzer's own `main`.
+# Then runs each target for the given time on a scratch copy of Fuzz/corpus/<target> plus
+# Fuzz/regressions/<target>. A crash, leak or hang stops that target and leaves the input in
+# Fuzz/findings/<target>/ (kept out of git): turn it into a regression (Fuzz/regressions/<target>/)
+# with a fix. Prints executions, rate and findings per target and exits 1 if anything was found.
 #
 # Environment: CAIRN_FUZZ_JOBS (parallel targets, default 1), CAIRN_FUZZ_TIMEOUT (seconds one
 # input may take before it counts as a hang, default 10), CAIRN_FUZZ_MAX_LEN (bytes, default 4096),
@@ -32,8 +34,7 @@ binary="$scratch/debug/cairn-fuzz"
 if [ "${CAIRN_FUZZ_SKIP_BUILD:-0}" != 1 ]; then
   echo "== building cairn-fuzz with libFuzzer and AddressSanitizer into $scratch"
   start=$(date +%s)
-  swift build --scratch-path "$scratch" --product cairn-fuzz \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -DCAIRN_LIBFUZZER 2>&1 |
+  CAIRN_LIBFUZZER=1 swift build --scratch-path "$scratch" --product cairn-fuzz 2>&1 |
     grep -E "error|warning: .*(Cairn|cairn-fuzz)" || true
   [ -x "$binary" ] || { echo "the fuzz build failed"; exit 2; }
   echo "   built in $(($(date +%s) - start)) s"
