@@ -116,12 +116,14 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         return try await store(response, scope)
     }
 
-    /// `path` as the request fingerprint reads it: each segment that is a UUID in lower case
-    /// (RFC 9562 §4), as the routes read ids, so `/jobs/{ID}/cancel` retried with the id in
-    /// another case is the same request, not a 422 mismatch.
+    /// `path` as the request fingerprint reads it: each segment that is a UUID, in any case or
+    /// percent-encoded (RFC 3986 §2.1), in its stored form (RFC 9562 §4), as the routes read ids
+    /// (``IDParameterMiddleware/storedForm(ofPathId:)``), so `/jobs/{ID}/cancel` retried with
+    /// the id written another way is the same request, not a 422 mismatch.
     package static func normalizedPath(_ path: String) -> String {
-        guard path.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x46 }) else { return path }
-        return path.split(separator: "/", omittingEmptySubsequences: false).map { UUIDv7.normalized($0) }.joined(separator: "/")
+        guard path.utf8.contains(where: { ($0 >= 0x41 && $0 <= 0x46) || $0 == UInt8(ascii: "%") }) else { return path }
+        return path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { IDParameterMiddleware.storedForm(ofPathId: $0) ?? String($0) }.joined(separator: "/")
     }
 
     /// Whose key: a key is one caller's (user or service token) within one tenant.

@@ -74,6 +74,13 @@ package struct IDParameterMiddleware: RouterMiddleware {
     /// stays as written (a 404 of its route).
     static func rewritten(_ name: Substring, _ value: Substring) -> String? {
         guard name == "id" || name.hasSuffix("Id") else { return nil }
+        return storedForm(ofPathId: value)
+    }
+
+    /// The id a path segment names when it is not written as stored, else nil: a UUID with an
+    /// upper-case letter, in lower case; a percent-encoded UUID, decoded and in lower case.
+    /// What the routes read, and what the idempotency fingerprint compares.
+    package static func storedForm(ofPathId value: Substring) -> String? {
         if value.utf8.contains(UInt8(ascii: "%")) {
             guard let decoded = String(value).removingPercentEncoding, UUIDv7.isValid(decoded) else { return nil }
             return decoded.lowercased()

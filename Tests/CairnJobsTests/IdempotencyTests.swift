@@ -102,6 +102,10 @@ struct IdempotencyScopeTests {
             // Other text in the path is still read as written.
             #expect(IdempotencyMiddleware.normalizedPath("/jobs/\(id.uppercased())/cancel") == "/jobs/\(id)/cancel")
             #expect(IdempotencyMiddleware.normalizedPath("/Jobs/ABC") == "/Jobs/ABC")
+            // Percent-encoded, as a client may write a path segment (RFC 3986 §2.1).
+            let encoded = id.uppercased().replacingOccurrences(of: "-", with: "%2D")
+            #expect(IdempotencyMiddleware.normalizedPath("/jobs/\(encoded)/cancel") == "/jobs/\(id)/cancel")
+            #expect(IdempotencyMiddleware.normalizedPath("/jobs/%2D/cancel") == "/jobs/%2D/cancel")
         }
     }
 
