@@ -51,7 +51,7 @@ struct PipelineInputLimitTests {
             #expect(csvFailure.contains("more than the limit of 10000 columns"), "\(csvFailure)")
 
             // NDJSON: a line longer than 16 MiB, with skip.
-            let long = Array("{\"n\":1}\n{\"n\":\"".utf8) + repeatedBytes("x", count: 16 << 20) + Array("\"}\n{\"n\":3}\n".utf8)
+            let long = Array("{\"n\":1}\n{\"n\":\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 16 << 20) + Array("\"}\n{\"n\":3}\n".utf8)
             let ndjson = try await tenant.run(
                 try await tenant.create(pipelineBody("SELECT count(*) AS c FROM input", format: "ndjson", onRowError: "skip")),
                 fileId: try await tenant.upload(long, contentType: "application/x-ndjson"))
@@ -60,7 +60,7 @@ struct PipelineInputLimitTests {
             #expect(ndjsonFailure.contains("a line is longer than \(16 << 20) bytes"), "\(ndjsonFailure)")
 
             // XML: an element's text longer than 8 MiB.
-            let text = Array("<r><row><a>".utf8) + repeatedBytes("x", count: (8 << 20) + 1) + Array("</a></row></r>".utf8)
+            let text = Array("<r><row><a>".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: (8 << 20) + 1) + Array("</a></row></r>".utf8)
             let xml = try await tenant.run(
                 try await tenant.create(pipelineBody("SELECT count(*) AS c FROM input", format: "xml", extra: ["recordPath": "/r/row"])),
                 fileId: try await tenant.upload(text, contentType: "application/xml"))

@@ -29,13 +29,13 @@ struct TestSupportTests {
             #expect(patternBytes(range) == range.map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) })
             #expect(patternBytes(range, multiplier: 7, shift: 11) == range.map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) })
         }
-        var state: UInt64 = 42
-        let reference = (0..<1_000).map { _ -> UInt8 in
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return UInt8(truncatingIfNeeded: state >> 33)
+        var generator = SeededGenerator(seed: 42)
+        let reference = (0..<125).flatMap { _ -> [UInt8] in
+            let draw = generator.next()
+            return (0..<8).map { UInt8(truncatingIfNeeded: draw >> (8 * $0)) }
         }
         #expect(noiseBytes(1_000, seed: 42) == reference)
+        #expect(noiseBytes(997, seed: 42) == Array(reference.prefix(997)))
         #expect(noiseBytes(1_000, seed: 43) != reference)
-        #expect(repeatedBytes("x", count: 3) == Array("xxx".utf8))
     }
 }

@@ -18,25 +18,24 @@ package func patternBytes(_ range: Range<Int>, multiplier: Int = 31, shift: Int 
     }
 }
 
-/// `count` bytes of a linear congruential sequence started at `seed`: noise that differs from one
-/// offset to the next, the same for the same seed. A plain loop, as ``patternBytes(_:multiplier:shift:)``.
+/// `count` bytes of ``SeededGenerator``'s sequence started at `seed` (eight bytes a draw):
+/// noise that differs from one offset to the next, the same for the same seed. A plain loop, as
+/// ``patternBytes(_:multiplier:shift:)``.
 package func noiseBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
         guard let base = buffer.baseAddress else { return }
-        var state = seed
+        var generator = SeededGenerator(seed: seed)
         var offset = 0
         while offset < count {
-            // Knuth's MMIX multiplier and increment; the high bits are the well-mixed ones.
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            (base + offset).initialize(to: UInt8(truncatingIfNeeded: state >> 33))
-            offset &+= 1
+            var draw = generator.next()
+            var byte = 0
+            while byte < 8 && offset < count {
+                (base + offset).initialize(to: UInt8(truncatingIfNeeded: draw))
+                draw >>= 8
+                byte += 1
+                offset &+= 1
+            }
         }
         initialized = count
     }
-}
-
-/// `count` copies of the ASCII `character`: a long run of one character made with one fill, not
-/// `String(repeating:count:)`'s append per character.
-package func repeatedBytes(_ character: Unicode.Scalar, count: Int) -> [UInt8] {
-    [UInt8](repeating: UInt8(ascii: character), count: count)
 }
