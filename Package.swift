@@ -252,7 +252,7 @@ let package = Package(
                 "CairnServer", "CairnStorage", "CairnAccounts", "CairnHTTP",
                 "CairnTasks", "CairnCatalog", "CairnPipelines", "CairnOutbound",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                hummingbird, logging, serviceLifecycle,
+                hummingbird, logging, serviceLifecycle, nioCore, nioPosix,
             ],
             swiftSettings: strictSettings
         ),

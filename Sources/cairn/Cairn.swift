@@ -8,6 +8,8 @@ import CairnStorage
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 
 /// The `cairn` command: serve, migrate, and operator tasks.
@@ -18,6 +20,19 @@ struct Cairn: AsyncParsableCommand {
         abstract: "Cairn: a self-hostable backend server (tasks, accounts, JWT auth).",
         subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self, PipelineSandboxCommand.self],
         defaultSubcommand: Serve.self)
+
+    /// Runs the command with SwiftNIO's event loops as Swift concurrency's global executor, so a
+    /// request's handler runs on the event loop that read it instead of hopping to the runtime's
+    /// cooperative pool and back (two thread switches per request, and two sets of threads
+    /// competing for the same cores). `CAIRN_CONCURRENCY_EXECUTOR=swift` keeps the runtime's pool,
+    /// to compare the two.
+    static func main() async {
+        // Must come first: tasks enqueued before the hook is installed stay on the runtime's pool.
+        if ProcessInfo.processInfo.environment["CAIRN_CONCURRENCY_EXECUTOR"] != "swift" {
+            _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
+        await main(nil)
+    }
 }
 
 /// Settings shared by every command; each maps to a `CAIRN_*` variable and wins over it.
