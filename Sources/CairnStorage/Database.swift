@@ -469,19 +469,42 @@ final class SQLiteBackend: Sendable {
     private let groupCommit: GroupCommitWriter
     private let nextReader = AtomicCounter()
     private let threadPool: NIOThreadPool
+    /// Reader connections lent to one hot read at a time, run on the caller's thread (see
+    /// ``cachedRead(_:_:_:fallback:)``); never used by anything else, so such a read never waits
+    /// for a connection another thread holds.
+    private let lentReaders: [LentReader]
+    /// Every lent connection, for closing (one without a statement cache is never lent).
+    private let lentConnections: [SQLiteConnection]
     /// The reader connections' use (the writer's is kept by its group commit).
     let readerMetrics: PoolMetrics
 
-    private init(writer: SQLiteConnection, readers: [SQLiteConnection], threadPool: NIOThreadPool) {
+    /// A reader connection's statement cache, lent to one read at a time.
+    private final class LentReader: Sendable {
+        let statements: SQLiteStatementCache
+        private let busy = Atomic<Bool>(false)
+
+        init(statements: SQLiteStatementCache) {
+            self.statements = statements
+        }
+
+        func tryLend() -> Bool { busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged }
+        func giveBack() { busy.store(false, ordering: .releasing) }
+    }
+
+    private init(writer: SQLiteConnection, readers: [SQLiteConnection], lent: [SQLiteConnection], threadPool: NIOThreadPool) {
         self.writer = writer
         self.readers = readers
         self.threadPool = threadPool
         let writerStatements = SQLiteStatementCache(connection: writer, threadPool: threadPool)
         self.writerStatements = writerStatements
         self.readerStatements = readers.map { SQLiteStatementCache(connection: $0, threadPool: threadPool) }
+        self.lentConnections = lent
+        self.lentReaders = lent.compactMap { connection in
+            SQLiteStatementCache(connection: connection, threadPool: threadPool).map { LentReader(statements: $0) }
+        }
         self.groupCommit = GroupCommitWriter(database: writer.sql(), statements: writerStatements)
         // Without readers (an in-memory database) reads go to the writer connection.
-        self.readerMetrics = PoolMetrics(pool: "sqlite_reader", capacity: max(readers.count, 1))
+        self.readerMetrics = PoolMetrics(pool: "sqlite_reader", capacity: max(readers.count + lentReaders.count, 1))
     }
 
     static func open(path: String, logger: Logger) async throws -> SQLiteBackend {
@@ -498,15 +521,18 @@ final class SQLiteBackend: Sendable {
             _ = try await writerSQL.raw(SQLQueryString(pragma)).all()
         }
         var readers: [SQLiteConnection] = []
+        var lent: [SQLiteConnection] = []
         if path != ":memory:" {
-            for _ in 0..<3 {
+            // Three shared readers, and one lent reader per event loop: each loop can then run a
+            // hot read on its own thread while the others do theirs.
+            for index in 0..<(3 + NIOSingletons.groupLoopCountSuggestion) {
                 let reader = try await SQLiteConnection.open(
                     storage: storage, threadPool: pool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
                 _ = try await reader.sql().raw("PRAGMA busy_timeout=30000").all()
-                readers.append(reader)
+                if index < 3 { readers.append(reader) } else { lent.append(reader) }
             }
         }
-        return SQLiteBackend(writer: writer, readers: readers, threadPool: pool)
+        return SQLiteBackend(writer: writer, readers: readers, lent: lent, threadPool: pool)
     }
 
     func reader() -> any SQLDatabase {
@@ -534,11 +560,20 @@ final class SQLiteBackend: Sendable {
 
     /// Runs the fixed statement `sql` on a reader (metered) with the reader's prepared copy,
     /// or `fallback` on the connection when it has no statement cache.
+    ///
+    /// A free lent reader runs it on the calling thread (an event loop when the server runs on
+    /// NIO's executor): the callers are short keyed reads (a task, a page of tasks, a user), and
+    /// the hop to SQLite's thread pool and back cost more than the read itself. With every lent
+    /// reader busy it goes to a shared reader on the thread pool, as before.
     func cachedRead<R: Sendable>(
         _ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R,
         fallback: @escaping @Sendable (SQLiteConnection) async throws -> [R]
     ) async throws -> [R] {
         try await readerMetrics.using {
+            if let lent = self.lentReaders.first(where: { $0.tryLend() }) {
+                defer { lent.giveBack() }
+                return try lent.statements.rowsOnCallingThread(sql, binds, decode)
+            }
             let (connection, statements) = self.nextReaderPair()
             guard let statements else { return try await fallback(connection) }
             return try await statements.rows(sql, binds, decode)
@@ -560,12 +595,13 @@ final class SQLiteBackend: Sendable {
     /// The statement caches' counts, summed over the connections.
     var statementCacheCounts: SQLiteStatementCacheCounts {
         var total = SQLiteStatementCacheCounts(prepared: 0, reused: 0, held: 0)
-        for cache in [writerStatements] + readerStatements {
+        for cache in [writerStatements] + readerStatements + lentReaders.map(\.statements) {
             guard let counts = cache?.counts else { continue }
             total.prepared += counts.prepared
             total.reused += counts.reused
             total.held += counts.held
             total.recompiled += counts.recompiled
+            total.onCallingThread += counts.onCallingThread
         }
         return total
     }
@@ -575,8 +611,8 @@ final class SQLiteBackend: Sendable {
     func close() async {
         guard !closed.exchange(true, ordering: .acquiring) else { return }
         // Prepared statements first: SQLite does not close a connection that still has some.
-        for cache in [writerStatements] + readerStatements { cache?.close() }
-        for connection in readers + [writer] where !connection.isClosed {
+        for cache in [writerStatements] + readerStatements + lentReaders.map(\.statements) { cache?.close() }
+        for connection in readers + lentConnections + [writer] where !connection.isClosed {
             try? await connection.close()
         }
         try? await threadPool.shutdownGracefully()

@@ -28,6 +28,8 @@ package struct SQLiteStatementCacheCounts: Sendable, Equatable {
     /// Times SQLite compiled a cached statement again by itself (after a schema change, or
     /// when a bound value its plan used changed: `SQLITE_STMTSTATUS_REPREPARE`).
     package var recompiled: Int = 0
+    /// Executions run on the caller's thread, without the hop to the thread pool.
+    package var onCallingThread: Int = 0
 }
 
 /// Prepared statements of one SQLite connection, kept between executions and keyed by their
@@ -62,6 +64,7 @@ final class SQLiteStatementCache: Sendable {
     private let preparedCount = Atomic<Int>(0)
     private let reusedCount = Atomic<Int>(0)
     private let recompiledCount = Atomic<Int>(0)
+    private let callingThreadCount = Atomic<Int>(0)
     /// Idle statements kept in all; hot statements are a few dozen fixed texts.
     let capacity: Int
     /// Idle copies kept of one statement (one per thread that may run it at once).
@@ -89,7 +92,8 @@ final class SQLiteStatementCache: Sendable {
     var counts: SQLiteStatementCacheCounts {
         SQLiteStatementCacheCounts(
             prepared: preparedCount.load(ordering: .relaxed), reused: reusedCount.load(ordering: .relaxed),
-            held: state.withLock { $0.held }, recompiled: recompiledCount.load(ordering: .relaxed))
+            held: state.withLock { $0.held }, recompiled: recompiledCount.load(ordering: .relaxed),
+            onCallingThread: callingThreadCount.load(ordering: .relaxed))
     }
 
     /// Runs `sql` with `binds` on the thread pool, with a cached statement, and decodes its rows
@@ -97,6 +101,15 @@ final class SQLiteStatementCache: Sendable {
     /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
     func rows<R: Sendable>(_ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R) async throws -> [R] {
         try await threadPool.runIfActive { try self.run(sql, binds, decode) }
+    }
+
+    /// Runs `sql` like ``rows(_:_:_:)`` but on the calling thread, without the hop to the thread
+    /// pool and back (two thread switches). For short reads on a connection no other thread is
+    /// using (see `SQLiteBackend.cachedRead`): SQLite blocks the caller while it runs.
+    /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
+    func rowsOnCallingThread<R>(_ sql: String, _ binds: [SQLBindValue], _ decode: (PositionalRow) throws -> R) throws -> [R] {
+        callingThreadCount.add(1, ordering: .relaxed)
+        return try run(sql, binds, decode)
     }
 
     /// Runs statements without bindings or rows (`BEGIN`, `SAVEPOINT`, `COMMIT`, …) one after

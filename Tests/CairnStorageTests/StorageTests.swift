@@ -366,6 +366,49 @@ struct StorageTests {
         }
     }
 
+    /// A hot read on a file-backed SQLite runs on the caller's thread on a lent reader (no hop
+    /// to SQLite's thread pool), one read per lent reader at a time: each read in a row finds
+    /// one free, even after a read that failed, and many at once still all answer right.
+    @Test(arguments: TestEngine.available)
+    func hotSQLiteReadsRunOnTheCallingThreadAndGiveTheirReaderBack(engine: TestEngine) async throws {
+        enum ItemByID: PreparedRead {
+            static let name = "cairn_test_lent_item_by_id"
+            static let sql = "SELECT id, n FROM items WHERE id = $1"
+        }
+        enum BadRead: PreparedRead {
+            static let name = "cairn_test_lent_bad"
+            static let sql = "SELECT id, n FROM no_such_table WHERE id = $1"
+        }
+        try await withOpenDatabase(engine) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run()
+                try await db.raw("INSERT INTO items (id, n) VALUES ('a', 1), ('b', 2)").run()
+            }
+            let decode: @Sendable (PositionalRow) throws -> String = { row in "\(try row.string(0)):\(try row.int64(1))" }
+            func onCallingThread() -> Int { database.sqliteStatementCacheCounts?.onCallingThread ?? 0 }
+            let before = onCallingThread()
+            for _ in 0..<10 {
+                #expect(try await database.readRows(ItemByID.self, [.text("a")], decode) == ["a:1"])
+                await #expect(throws: (any Error).self) { try await database.readRows(BadRead.self, [.text("a")], decode) }
+            }
+            #expect(try await database.readRows(ItemByID.self, [.text("b")], decode) == ["b:2"])
+            let answers = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<50 {
+                    let id = index % 2 == 0 ? "a" : "b"
+                    group.addTask { try await database.readRows(ItemByID.self, [.text(id)], decode) == [id == "a" ? "a:1" : "b:2"] }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(answers.count == 50 && answers.allSatisfy { $0 })
+            if engine == .sqlite {
+                // The 21 reads in a row each found a lent reader free (a failed one gave its back).
+                #expect(onCallingThread() - before >= 21)
+            } else {
+                #expect(database.sqliteStatementCacheCounts == nil)
+            }
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func concurrentWritersDoNotLoseUpdates(engine: TestEngine) async throws {
         try await withOpenDatabase(engine) { database, _ in
