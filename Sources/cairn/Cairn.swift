@@ -21,14 +21,13 @@ struct Cairn: AsyncParsableCommand {
         subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self, PipelineSandboxCommand.self],
         defaultSubcommand: Serve.self)
 
-    /// Runs the command with SwiftNIO's event loops as Swift concurrency's global executor, so a
-    /// request's handler runs on the event loop that read it instead of hopping to the runtime's
-    /// cooperative pool and back (two thread switches per request, and two sets of threads
-    /// competing for the same cores). `CAIRN_CONCURRENCY_EXECUTOR=swift` keeps the runtime's pool,
-    /// to compare the two.
+    /// Runs the command with its Swift tasks where ``ConcurrencyExecutorChoice`` says: on
+    /// SwiftNIO's event loops as Swift concurrency's global executor (on SQLite, by default), so
+    /// a request's handler runs on the event loop that read it instead of hopping to the
+    /// runtime's cooperative pool and back; or on that pool (`CAIRN_CONCURRENCY_EXECUTOR`).
     static func main() async {
         // Must come first: tasks enqueued before the hook is installed stay on the runtime's pool.
-        if ProcessInfo.processInfo.environment["CAIRN_CONCURRENCY_EXECUTOR"] != "swift" {
+        if ConcurrencyExecutorChoice.usesEventLoops(arguments: CommandLine.arguments, environment: ProcessInfo.processInfo.environment) {
             _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
         await main(nil)
