@@ -136,8 +136,8 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         }
         let raw = hash(body.readableBytesView)
         guard let contentType, Request.isJSON(contentType),
-            let canonical = body.withUnsafeReadableBytes({ raw in
-                raw.withMemoryRebound(to: UInt8.self) { CanonicalJSON.canonical($0) }
+            let canonical = body.withUnsafeReadableBytes({ pointer in
+                pointer.withMemoryRebound(to: UInt8.self) { CanonicalJSON.canonical($0) }
             })
         else { return (raw, raw) }
         return (hash(canonical), raw)
