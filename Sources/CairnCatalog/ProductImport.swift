@@ -43,8 +43,10 @@ package struct ProductImporter: Sendable {
         }
     }
 
-    struct FileBody: Decodable {
+    struct FileBody: Decodable, ValueChecked {
         var fileId: String
+
+        func valueIssues() -> [FieldIssue] { UUIDv7.bodyIDIssues(fileId, field: "fileId") }
     }
 
     /// Accepts an import: 202 with the job and `Location: /jobs/{id}`. The rows come as the body

@@ -148,9 +148,11 @@ package struct ProductsController: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: read.value))
     }
 
-    /// `GET /products/by-sku/{sku}`.
+    /// `GET /products/by-sku/{sku}`; the SKU is percent-decoded (RFC 3986 §2.1) as ids are.
+    /// - Throws: 400 `invalid_input` on `sku` for escapes that are malformed or decode to invalid
+    ///   UTF-8 or a control character; 404 for a SKU no product has (or none can have).
     @Sendable func showBySKU(_ request: Request, context: AuthenticatedContext) async throws -> Response {
-        let sku = try context.parameters.require("sku")
+        let sku = try PathParameter.decoded(try context.parameters.require("sku"), field: "sku")
         guard ProductRules.isValidSKU(sku) else { throw AppError.notFound("No such product.") }
         return try Self.answer(try await catalog.product(sku: sku, tenantId: context.identity.tenantId), request: request)
     }

@@ -14,4 +14,12 @@ extension UUIDv7 {
         guard isValid(text) else { throw AppError.invalidField(field, malformedBodyIdIssue) }
         return text.lowercased()
     }
+
+    /// The issue of a request-body id for a ``ValueChecked`` model's ``ValueChecked/valueIssues()``:
+    /// none for a UUID (RFC 9562 §4), else ``malformedBodyIdIssue`` on `field`. Checked there,
+    /// a malformed id is listed in one answer with the body's other issues (an unknown member,
+    /// say) instead of after they are fixed.
+    package static func bodyIDIssues(_ text: String, field: String) -> [FieldIssue] {
+        isValid(text) ? [] : [FieldIssue(field: field, issue: malformedBodyIdIssue)]
+    }
 }

@@ -70,10 +70,8 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         }
         var request = request
         let body = try await request.collectBody(context: context)
-        var hasher = SHA256()
-        hasher.update(data: Array("\(request.method.rawValue) \(Self.normalizedPath(request.uri.path))\n".utf8))
-        hasher.update(data: Array(body.readableBytesView))
-        let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let (fingerprint, byteFingerprint) = Self.fingerprints(
+            method: request.method, path: request.uri.path, contentType: request.headers[.contentType], body: body)
         let scope = Scope(tenantId: context.identity.tenantId, callerId: context.identity.userId, key: key)
         let now = clock.milliseconds
         let (lifetimeMs, leaseMs) = (Self.lifetimeMs, self.leaseMs)
@@ -96,7 +94,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             ).first() != nil
         }
         if !claimed {
-            return try await replay(scope, fingerprint: fingerprint)
+            return try await replay(scope, fingerprints: [fingerprint, byteFingerprint])
         }
 
         let response: Response
@@ -114,6 +112,35 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             return response
         }
         return try await store(response, scope)
+    }
+
+    /// The fingerprint of a request, which a retry with the same key must match: SHA-256 (hex)
+    /// over the method, the ``normalizedPath(_:)`` and the body. A JSON body (`application/json`
+    /// or `application/*+json`) is hashed in its ``CanonicalJSON`` form, so a retry whose body
+    /// differs only in whitespace, member order or string escapes (`"\u0041"` for `"A"`) is
+    /// the same request and replays; numbers are compared as written (`1.0` is not `1`), and a
+    /// retry with any other value is another request (422). A body that is not JSON, or not
+    /// valid JSON, is hashed byte for byte. Whose key it is (tenant, caller) is part of the
+    /// key's row, not of the hash.
+    /// - Returns: the fingerprint stored for a new key, and the byte-for-byte one (the same for
+    ///   a body that is not JSON), which keys stored before JSON was canonicalised hold: a match
+    ///   with either is the same request, as equal bytes are equal JSON.
+    package static func fingerprints(
+        method: HTTPRequest.Method, path: String, contentType: String?, body: ByteBuffer
+    ) -> (stored: String, bytes: String) {
+        func hash(_ bytes: some Sequence<UInt8>) -> String {
+            var hasher = SHA256()
+            hasher.update(data: Array("\(method.rawValue) \(normalizedPath(path))\n".utf8))
+            hasher.update(data: Array(bytes))
+            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        }
+        let raw = hash(body.readableBytesView)
+        guard let contentType, Request.isJSON(contentType),
+            let canonical = body.withUnsafeReadableBytes({ pointer in
+                pointer.withMemoryRebound(to: UInt8.self) { CanonicalJSON.canonical($0) }
+            })
+        else { return (raw, raw) }
+        return (hash(canonical), raw)
     }
 
     /// `path` as the request fingerprint reads it: each segment that is a UUID, in any case or
@@ -172,7 +199,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
         return response
     }
 
-    private func replay(_ scope: Scope, fingerprint: String) async throws -> Response {
+    private func replay(_ scope: Scope, fingerprints: [String]) async throws -> Response {
         let row = try await database.read { db in
             try await db.raw(
                 """
@@ -185,7 +212,7 @@ package struct IdempotencyMiddleware: RouterMiddleware {
             throw AppError(
                 .conflict, code: .conflict, detail: "The request with this Idempotency-Key is still being processed.", headers: [.retryAfter: "1"])
         }
-        guard try row.decode(column: "fingerprint", as: String.self) == fingerprint else {
+        guard fingerprints.contains(try row.decode(column: "fingerprint", as: String.self)) else {
             throw AppError(
                 .unprocessableContent, code: .idempotencyKeyMismatch,
                 detail: "This Idempotency-Key was used with a different request.")

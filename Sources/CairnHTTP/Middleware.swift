@@ -100,6 +100,58 @@ package struct RequestIDMiddleware: RouterMiddleware {
     }
 }
 
+/// Refuses a request path that names a resource only once normalised, so it can never be
+/// served as another one: an empty segment (`/tasks//{id}`, which the router's split drops) or a
+/// dot segment (`.` or `..`, RFC 3986 §3.3 and §5.2.4, also written percent-encoded as `%2e`,
+/// RFC 3986 §2.1 and §6.2.2.2). Such a path answers 404 `not_found`: it matches no route as
+/// written, and the closed set of problem codes has no other for it. One trailing `/` stays
+/// allowed (`/`, `/console/`), as the routes have always read it.
+package struct PathSegmentsMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Creates the middleware.
+    package init() {}
+
+    /// Handles one request.
+    /// - Throws: 404 `not_found` for a path with an empty or dot segment.
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Self.isRoutable(request.uri.path) else {
+            throw AppError.notFound("No route matches \(request.method.rawValue) \(request.uri.path): a path has no empty, `.` or `..` segments.")
+        }
+        return try await next(request, context)
+    }
+
+    /// Whether `path` has neither an empty segment (one trailing `/` aside) nor a dot segment,
+    /// percent-encoded or not.
+    package static func isRoutable(_ path: String) -> Bool {
+        var segments = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        // The text before the leading `/` is no segment; one trailing `/` (`/`, `/console/`)
+        // leaves an empty last one, which the routes have always read as none.
+        if segments.first?.isEmpty == true { segments.removeFirst() }
+        if segments.last?.isEmpty == true { segments.removeLast() }
+        return segments.allSatisfy { !$0.isEmpty && !isDotSegment($0) }
+    }
+
+    /// True for `.` and `..`, each dot written as itself or as `%2e` / `%2E`.
+    static func isDotSegment(_ segment: Substring.UTF8View) -> Bool {
+        var dots = 0
+        var index = segment.startIndex
+        while index < segment.endIndex {
+            if segment[index] == UInt8(ascii: ".") {
+                index = segment.index(after: index)
+            } else if segment[index] == UInt8(ascii: "%"), segment.distance(from: index, to: segment.endIndex) >= 3,
+                segment[segment.index(index, offsetBy: 1)] == UInt8(ascii: "2"),
+                segment[segment.index(index, offsetBy: 2)] | 0x20 == UInt8(ascii: "e")
+            {
+                index = segment.index(index, offsetBy: 3)
+            } else {
+                return false
+            }
+            dots += 1
+            if dots > 2 { return false }
+        }
+        return dots > 0
+    }
+}
+
 /// Turns every error into an RFC 9457 problem document with a stable code.
 ///
 /// `AppError` passes through; Hummingbird's own errors are mapped by status (404 becomes 405 +

@@ -18,8 +18,15 @@ package enum ClientMessage: Sendable {
     case subscribe(since: Int64?)
     case ack(seq: Int64)
     case ping
-    /// Anything else: the socket is closed with 1008.
+    /// Any other text: not a JSON object with a known `type`, or a `subscribe`, `ack` or `ping`
+    /// with members it does not have. Closed with 1008 once authenticated, and with 4401 before,
+    /// as a well-formed message is: every message but `auth` needs an authenticated socket,
+    /// whatever its members.
     case invalid(String)
+    /// An `auth` message with members it does not have (no token, another member), or a binary
+    /// frame: closed with 1008, authenticated or not (the client did try to authenticate, and
+    /// the reason says what was wrong).
+    case violation(String)
     /// The client's side of the socket ended.
     case disconnected
 
@@ -106,11 +113,14 @@ package enum ClientMessage: Sendable {
         default: return .invalid("unknown message type")
         }
         if let unknown = object.keys.filter({ $0 != "type" && $0 != member }).min() {
-            return .invalid("unknown member \"\(unknown)\" in a \"\(type)\" message")
+            let reason = "unknown member \"\(unknown)\" in a \"\(type)\" message"
+            return type == "auth" ? .violation(reason) : .invalid(reason)
         }
         switch type {
         case "auth":
-            guard case .string(let token)? = object["token"], !token.isEmpty, token.utf8.count <= 4096 else { return .invalid("auth needs a token") }
+            guard case .string(let token)? = object["token"], !token.isEmpty, token.utf8.count <= 4096 else {
+                return .violation("auth needs a token")
+            }
             return .auth(token: token)
         case "subscribe":
             guard let since = seq("since") else {
@@ -229,14 +239,16 @@ package enum ClientMessage: Sendable {
 ///    once authenticated.
 ///
 /// Messages are JSON objects (RFC 8259) with exactly the members above: a member of another
-/// name, or one repeated, closes the socket with 1008 and a reason naming it. Seqs (`since`,
+/// name, or one repeated, closes the socket with 1008 and a reason naming it (4401 before
+/// `auth`, unless the message is an `auth`). Seqs (`since`,
 /// `seq`) are integers: a fraction, a number too small to read (`1e-400`) or `null` is refused
 /// rather than read as another value. Every message but `auth` needs an authenticated socket.
 ///
 /// Close codes: 4401 token missing, invalid, expired or revoked (refresh and reconnect), sent
 /// within moments of the session's logout (or logout-all) on any node, with a reason;
-/// 4408 no `auth` in time, or no client message for 60 s; 4401 also for a `subscribe`, `ack`
-/// or `ping` before `auth`; 1008 a malformed or unexpected message; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
+/// 4408 no `auth` in time, or no client message for 60 s; 4401 also for any text message but
+/// `auth` before `auth` (a `subscribe`, `ack` or `ping`, malformed or not, or any other text);
+/// 1008 a malformed or unexpected message once authenticated, a malformed `auth`, a binary frame; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
 /// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
 /// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
 /// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
@@ -462,7 +474,7 @@ struct SocketSession {
             for try await message in inbound.messages(maxSize: 64 * 1024) {
                 switch message {
                 case .text(let text): mailbox.push(client: ClientMessage.parse(text))
-                case .binary: mailbox.push(client: .invalid("binary frames are not part of the protocol"))
+                case .binary: mailbox.push(client: .violation("binary frames are not part of the protocol"))
                 }
             }
         } catch {}
@@ -612,6 +624,11 @@ struct SocketLoop {
         case .disconnected:
             return (0, "")
         case .invalid(let reason):
+            // Unauthenticated comes first, whatever the message's members (an ack with a null
+            // seq was 1008 before auth, a well-formed one 4401).
+            guard identity != nil else { return (4401, "authenticate first") }
+            return (1008, reason)
+        case .violation(let reason):
             return (1008, reason)
         case .auth(let candidate):
             return try await authenticate(candidate)

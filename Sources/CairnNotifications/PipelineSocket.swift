@@ -210,7 +210,7 @@ final class SocketFrameHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func deliver(_ payload: ByteBuffer, binary: Bool) {
         guard !closeSent else { return }
         // Text is decoded as Hummingbird's layer did (invalid UTF-8 repaired, not refused).
-        mailbox?.push(client: binary ? .invalid("binary frames are not part of the protocol") : ClientMessage.parse(String(buffer: payload)))
+        mailbox?.push(client: binary ? .violation("binary frames are not part of the protocol") : ClientMessage.parse(String(buffer: payload)))
     }
 
     /// The client's close frame: answered (when the server has not closed first), then the end.

@@ -37,8 +37,10 @@ package struct PipelinesController: Sendable {
         }
     }
 
-    struct RunBody: Decodable {
+    struct RunBody: Decodable, ValueChecked {
         var fileId: String
+
+        func valueIssues() -> [FieldIssue] { UUIDv7.bodyIDIssues(fileId, field: "fileId") }
     }
 
     /// Adds the routes to the authenticated group: owners and admins write, members read and run.

@@ -245,7 +245,8 @@ extension CairnComponents {
 
 /// Builds the router: middleware order, then each module's routes.
 ///
-/// Order (outermost first): tracing span → request id → CORS → client address → metrics → problem+json mapping → request log → routes.
+/// Order (outermost first): tracing span → request id → CORS → client address → metrics → problem+json mapping → empty and dot
+/// path segments refused → request log → routes.
 /// Protected routes sit in authenticated groups (a child context whose identity is not
 /// optional); each group's token policy, and any admin-only subgroup, is declared by its
 /// controller next to its routes.
@@ -274,6 +275,8 @@ private func addMiddleware(to router: Router<CairnRequestContext>, configuration
     router.add(middleware: ClientAddressMiddleware(proxies: configuration.trustedProxies))
     router.add(middleware: MetricsMiddleware())
     router.add(middleware: ProblemMiddleware(routes: routeIndex))
+    // One check for every route: the router drops empty segments, so `/tasks//{id}` would be served as `/tasks/{id}`.
+    router.add(middleware: PathSegmentsMiddleware())
     // Not Hummingbird's LogRequestsMiddleware: it logs the whole URI, `?access_token=` included.
     router.add(middleware: RequestLogMiddleware(.debug))
 }

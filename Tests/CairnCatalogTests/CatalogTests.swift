@@ -43,6 +43,37 @@ func fields(_ response: TestResponse) -> Set<String> {
 
 @Suite("Catalog: products API")
 struct ProductsAPITests {
+    /// The SKU in `GET /products/by-sku/{sku}` is percent-decoded as path ids are (RFC 3986
+    /// §2.1; found by a fresh-user trial: `CHAIR%2D1` was 404); escapes that are malformed or
+    /// decode to invalid UTF-8 or a control character are 400 `invalid_input` on `sku`.
+    @Test(arguments: TestEngine.available)
+    func skusInPathsArePercentDecoded(engine: TestEngine) async throws {
+        try await withTestApp(engine, owner: "sku-escapes@example.com") { client, _, token in
+            let id = try #require(try await createProduct(client, token: token, ["sku": "Oak.Chair_1-B"])["id"] as? String)
+            for path in ["Oak.Chair_1-B", "Oak.Chair_1%2DB", "%4Fak%2eChair%5F1%2dB", "%4F%61%6B%2E%43%68%61%69%72%5F%31%2D%42"] {
+                let found = try await client.json(.get, "/products/by-sku/\(path)", token: token)
+                #expect(found.status == .ok, "\(path): \(found.text)")
+                #expect(found.object["id"] as? String == id, "\(path)")
+            }
+            // Decoded, but no SKU could be it (or no product has it): still 404.
+            for path in ["Oak%20Chair", "%C3%A9t%C3%A9", "Oak.Chair_1-C"] {
+                #expect(try await client.json(.get, "/products/by-sku/\(path)", token: token).status == .notFound, "\(path)")
+            }
+            for (path, issue) in [
+                ("Oak%FF", PathParameter.malformedIssue), ("Oak%C3", PathParameter.malformedIssue), ("Oak%G1", PathParameter.malformedIssue),
+                ("Oak%", PathParameter.malformedIssue), ("Oak%00", PathParameter.controlIssue), ("Oak%0A1", PathParameter.controlIssue),
+                ("Oak%7F", PathParameter.controlIssue), ("Oak%C2%85", PathParameter.controlIssue),
+            ] {
+                let refused = try await client.json(.get, "/products/by-sku/\(path)", token: token)
+                #expect(refused.status == .badRequest, "\(path): \(refused.text)")
+                #expect(refused.code == "invalid_input", "\(path)")
+                let problem = try refused.decode(ProblemBody.self)
+                #expect(problem.fields == ["sku"], "\(path)")
+                #expect(problem.errors?.first?.issue == issue, "\(path)")
+            }
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func createReadUpdateDeleteWithETags(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "ann@example.com") { client, _, token in

@@ -74,6 +74,62 @@ struct IdempotencyTests {
     }
 }
 
+extension IdempotencyTests {
+    /// A retry whose JSON body differs only in whitespace, member order or string escapes is
+    /// the same request and replays (found by a fresh-user trial: it was 422, the fingerprint
+    /// hashed the bytes); a retry with another value is still 422; a body that is not JSON is
+    /// still compared byte for byte; and a key stored with the byte fingerprint (before JSON was
+    /// canonicalised) still matches its own bytes.
+    @Test(arguments: TestEngine.available)
+    func jsonRetriesAreComparedInCanonicalForm(engine: TestEngine) async throws {
+        try await withTestApp(engine, owner: "idem-canonical@example.com") { client, components, token in
+            let replayed = HTTPField.Name("Idempotent-Replayed")!
+            let first = try await post(client, #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z","priority":2}"#, key: "c-1", token: token)
+            #expect(first.status == .created, "\(first.text)")
+            for retry in [
+                "{ \"runAt\" : \"2099-01-01T00:00:00Z\",\n\t\"priority\": 2, \"kind\":\"noop\" }\r\n",
+                #"{"priority":2,"kind":"no\u006fp","runAt":"2099-01-01T00:00:00Z"}"#,
+            ] {
+                let again = try await post(client, retry, key: "c-1", token: token)
+                #expect(again.status == .created, "\(retry): \(again.text)")
+                #expect(again.headers[replayed] == "true", "\(retry)")
+                #expect(again.text == first.text, "\(retry)")
+            }
+            #expect((try await client.json(.get, "/jobs", token: token).object["items"] as? [Any])?.count == 1)
+            for other in [
+                #"{"runAt":"2099-01-02T00:00:00Z","kind":"noop","priority":2}"#, #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z","priority":3}"#,
+                #"{"kind":"noop","runAt":"2099-01-01T00:00:00Z"}"#,
+            ] {
+                let refused = try await post(client, other, key: "c-1", token: token)
+                #expect(refused.status == .unprocessableContent, "\(other): \(refused.text)")
+                #expect(refused.code == "idempotency_key_mismatch", "\(other)")
+            }
+            // Not JSON: the bytes are the request.
+            let broken = try await post(client, #"{"kind": "noop","#, key: "c-2", token: token)
+            #expect(broken.status == .badRequest)
+            #expect(try await post(client, #"{"kind": "noop","#, key: "c-2", token: token).headers[replayed] == "true")
+            #expect(try await post(client, #"{"kind":"noop","#, key: "c-2", token: token).status == .unprocessableContent)
+            // A key stored with the byte fingerprint of a body that is not in canonical form.
+            let pending = #"{ "runAt":"2099-01-03T00:00:00Z", "kind":"noop" }"#
+            var hasher = SHA256()
+            hasher.update(data: Array("POST /jobs\n".utf8))
+            hasher.update(data: Array(pending.utf8))
+            let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            let me = try await client.json(.get, "/users/me", token: token).object
+            let (tenantId, userId) = (me["tenantId"] as! String, me["id"] as! String)
+            try await components.database.write { db in
+                try await db.raw(
+                    """
+                    INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
+                    VALUES (\(bind: tenantId), \(bind: userId), 'c-3', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
+                    """
+                ).run()
+            }
+            #expect(try await post(client, pending, key: "c-3", token: token).status == .conflict, "the same request, still in flight")
+        }
+    }
+}
+
 @Suite("Idempotency-Key: per caller, and released after a lease")
 struct IdempotencyScopeTests {
     /// Two users of one tenant (owner and admin: members may not enqueue) pick the same key for the same request (issue 13): each gets

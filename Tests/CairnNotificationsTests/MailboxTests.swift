@@ -253,8 +253,10 @@ struct ClientMessageTests {
     /// does not have, and the reason for a repeated member names it.
     @Test func underflowingSeqsUnknownMembersAndRepeatsAreRefusedByName() {
         func reason(_ text: String) -> String? {
-            if case .invalid(let reason) = ClientMessage.parse(text) { return reason }
-            return nil
+            switch ClientMessage.parse(text) {
+            case .invalid(let reason), .violation(let reason): return reason
+            default: return nil
+            }
         }
         for sample in [
             #"{"type":"subscribe","since":1e-400}"#, #"{"type":"subscribe","since":0.5}"#, #"{"type":"subscribe","since":"1"}"#,

@@ -168,11 +168,20 @@ struct SocketTests {
         try await withLiveOwner(engine, "strict-socket@example.com") { app, owner in
             let port = app.port!
             // An ack before `auth` is unauthenticated first, like a ping (it was 1008 "subscribe first").
-            for message in [#"{"type":"ping"}"#, #"{"type":"ack","seq":1}"#] {
+            // So is any other message, whatever its members (an ack with a null seq was 1008).
+            for message in [
+                #"{"type":"ping"}"#, #"{"type":"ack","seq":1}"#, #"{"type":"ack","seq":null}"#, #"{"type":"ack"}"#,
+                #"{"type":"ack","seq":1,"x":2}"#, #"{"type":"subscribe","since":"1"}"#, #"{"type":"ping","id":1}"#, #"{"type":"nope"}"#,
+                #"{"type":"ack","seq":1,"seq":2}"#, "{oops",
+            ] {
                 let early = try await socket(port: port, opening: [message])
                 #expect(early?.closeCode == .unknown(4401), "\(message)")
                 #expect(early?.reason == "authenticate first", "\(message)")
             }
+            // A malformed `auth` is an attempt to authenticate: its reason says what was wrong.
+            let noToken = try await socket(port: port, opening: [#"{"type":"auth"}"#])
+            #expect(noToken?.closeCode == .policyViolation)
+            #expect(noToken?.reason == "auth needs a token")
             let cases = [
                 // An explicit null `since` started at the present, as if none was sent.
                 (#"{"type":"subscribe","since":null}"#, "since"),

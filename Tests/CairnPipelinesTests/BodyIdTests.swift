@@ -37,4 +37,22 @@ struct BodyIdTests {
             #expect(args["fileId"] as? String == file)
         }
     }
+
+    /// A body with an unknown member and a malformed `fileId` lists both in one problem, as
+    /// bodies with several bad members do (found by a fresh-user trial: only the unknown member
+    /// was named, and the malformed id came back after it was fixed).
+    @Test(arguments: TestEngine.available)
+    func aMalformedFileIdIsListedWithTheBodysOtherIssues(engine: TestEngine) async throws {
+        try await withPipelines(engine) { tenant, client, _ in
+            let pipeline = try await tenant.create(pipelineBody("SELECT * FROM input"))
+            for path in ["/pipelines/\(pipeline)/runs", "/products:import"] {
+                let refused = try await client.json(.post, path, ["fileId": "not-a-uuid", "fileID": "x"], token: tenant.token)
+                #expect(refused.status == .badRequest, "\(path): \(refused.text)")
+                #expect(refused.code == "invalid_input", "\(path)")
+                let problem = try refused.decode(ProblemBody.self)
+                #expect(Set(problem.fields) == ["fileId", "fileID"], "\(path): \(refused.text)")
+                #expect(problem.errors?.first { $0.field == "fileId" }?.issue == "is not an id (a UUID string)", "\(path)")
+            }
+        }
+    }
 }

@@ -222,6 +222,27 @@ struct HTTPTransportTests {
         }
     }
 
+    /// A path with an empty or dot segment is refused over a real connection too, as `curl
+    /// --path-as-is` sends it (see PathSegmentTests): the server's HTTP layer hands the path on
+    /// as written, and the refusal comes before authentication (a 404, not a 401,
+    /// for a path no route has), the WebSocket endpoint included.
+    @Test(arguments: TestEngine.available)
+    func theRefusalHoldsOnTheWire(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live) { app in
+            for path in ["/users/me/devices/..", "/tasks//0190d6a0-0000-7000-8000-000000000000", "/ws/.", "/health//live"] {
+                let wire = try WireClient(port: app.port!)
+                await wire.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: wire-1\r\n\r\n")
+                let answer = await wire.read(deadline: 10) { $0.containsText("}") }
+                #expect(answer.text.hasPrefix("HTTP/1.1 404"), "\(path): \(answer.text.prefix(200))")
+                #expect(answer.text.contains(#""code":"not_found""#), "\(path)")
+                #expect(answer.text.lowercased().contains("x-request-id: wire-1"), "\(path)")
+            }
+            let live = try WireClient(port: app.port!)
+            await live.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            #expect(await live.read(deadline: 10) { $0.containsText(#"{"status":"ok"}"#) }.text.hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
     /// A WebSocket handshake to a path that is no WebSocket endpoint is served as the plain
     /// request it also is (here `404 not_found`; before: an empty 400); an upgrade asked for on a
     /// later request of a keep-alive connection gets `307` to the same URL with
