@@ -22,6 +22,26 @@ struct IdempotencyTests {
             body: ByteBuffer(string: body))
     }
 
+    /// Stores `key` as a first request still in flight, fingerprinted as the bytes of `body`
+    /// (`POST /jobs`), as a node that has not answered yet (or one before canonical JSON
+    /// fingerprints) leaves it.
+    func storeInFlight(key: String, body: String, _ client: any TestClientProtocol, _ components: CairnComponents, token: String) async throws {
+        var hasher = SHA256()
+        hasher.update(data: Array("POST /jobs\n".utf8))
+        hasher.update(data: Array(body.utf8))
+        let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let me = try await client.json(.get, "/users/me", token: token).object
+        let (tenantId, userId) = (me["tenantId"] as! String, me["id"] as! String)
+        try await components.database.write { db in
+            try await db.raw(
+                """
+                INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
+                VALUES (\(bind: tenantId), \(bind: userId), \(bind: key), \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
+                """
+            ).run()
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func sameKeySameBodyReplaysOtherBodyIs422AndInFlightIs409(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "idem@example.com") { client, components, token in
@@ -51,20 +71,7 @@ struct IdempotencyTests {
 
             // A first request still in flight: the same request again gets 409.
             let pending = #"{"kind":"noop","runAt":"2099-01-03T00:00:00Z"}"#
-            var hasher = SHA256()
-            hasher.update(data: Array("POST /jobs\n".utf8))
-            hasher.update(data: Array(pending.utf8))
-            let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-            let me = try await client.json(.get, "/users/me", token: token).object
-            let (tenantId, userId) = (me["tenantId"] as! String, me["id"] as! String)
-            try await components.database.write { db in
-                try await db.raw(
-                    """
-                    INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
-                    VALUES (\(bind: tenantId), \(bind: userId), 'slow-1', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
-                    """
-                ).run()
-            }
+            try await storeInFlight(key: "slow-1", body: pending, client, components, token: token)
             let inFlight = try await post(client, pending, key: "slow-1", token: token)
             #expect(inFlight.status == .conflict)
             #expect(inFlight.headers[.retryAfter] != nil)
@@ -111,20 +118,7 @@ extension IdempotencyTests {
             #expect(try await post(client, #"{"kind":"noop","#, key: "c-2", token: token).status == .unprocessableContent)
             // A key stored with the byte fingerprint of a body that is not in canonical form.
             let pending = #"{ "runAt":"2099-01-03T00:00:00Z", "kind":"noop" }"#
-            var hasher = SHA256()
-            hasher.update(data: Array("POST /jobs\n".utf8))
-            hasher.update(data: Array(pending.utf8))
-            let fingerprint = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-            let me = try await client.json(.get, "/users/me", token: token).object
-            let (tenantId, userId) = (me["tenantId"] as! String, me["id"] as! String)
-            try await components.database.write { db in
-                try await db.raw(
-                    """
-                    INSERT INTO idempotency_keys (tenant_id, caller_id, key, fingerprint, state, created_at)
-                    VALUES (\(bind: tenantId), \(bind: userId), 'c-3', \(bind: fingerprint), 'processing', \(bind: WallClock.milliseconds()))
-                    """
-                ).run()
-            }
+            try await storeInFlight(key: "c-3", body: pending, client, components, token: token)
             #expect(try await post(client, pending, key: "c-3", token: token).status == .conflict, "the same request, still in flight")
         }
     }

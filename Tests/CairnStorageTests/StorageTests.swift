@@ -8,6 +8,17 @@ import Testing
 
 @Suite("Storage on both engines")
 struct StorageTests {
+    /// A keyed read of the `items` tables the statement tests make.
+    enum ItemByID: PreparedRead {
+        static let name = "cairn_test_item_by_id"
+        static let sql = "SELECT id, n FROM items WHERE id = $1"
+    }
+    /// A read of a table that does not exist: fails when it runs.
+    enum BadRead: PreparedRead {
+        static let name = "cairn_test_bad_read"
+        static let sql = "SELECT id, n FROM no_such_table WHERE id = $1"
+    }
+
     /// The server ends the liveness connection (as a restart does): the node takes its lock
     /// again on a new connection at once, and closing the database still finishes. The driver
     /// never answers a query written to the dropped connection, so before, the next check hung
@@ -296,10 +307,6 @@ struct StorageTests {
     /// (the test above), and has no such cache.
     @Test(arguments: TestEngine.available)
     func sqliteConnectionsKeepHotStatementsPreparedAcrossSchemaChangesUntilClosed(engine: TestEngine) async throws {
-        enum ItemByID: PreparedRead {
-            static let name = "cairn_test_item_by_id"
-            static let sql = "SELECT id, n FROM items WHERE id = $1"
-        }
         enum ItemsFrom: PreparedRead {
             static let name = "cairn_test_items_from"
             static let sql = "SELECT id, n FROM items WHERE n >= $1 ORDER BY n LIMIT $2"
@@ -371,14 +378,6 @@ struct StorageTests {
     /// one free, even after a read that failed, and many at once still all answer right.
     @Test(arguments: TestEngine.available)
     func hotSQLiteReadsRunOnTheCallingThreadAndGiveTheirReaderBack(engine: TestEngine) async throws {
-        enum ItemByID: PreparedRead {
-            static let name = "cairn_test_lent_item_by_id"
-            static let sql = "SELECT id, n FROM items WHERE id = $1"
-        }
-        enum BadRead: PreparedRead {
-            static let name = "cairn_test_lent_bad"
-            static let sql = "SELECT id, n FROM no_such_table WHERE id = $1"
-        }
         try await withOpenDatabase(engine) { database, _ in
             try await database.write { db in
                 try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run()
