@@ -2,9 +2,10 @@ import CairnTestSupport
 import Foundation
 import Testing
 
-/// `cairn serve` runs its Swift tasks on SwiftNIO's event loops (the global-executor takeover in
-/// `Cairn.main`), so a request never hops to the runtime's cooperative pool and back.
-@Suite("End to end: request handlers run on the event loops")
+/// With `CAIRN_CONCURRENCY_EXECUTOR=nio`, `cairn serve` runs its Swift tasks on SwiftNIO's event
+/// loops (the global-executor takeover in `Cairn.main`), so a request never hops to the
+/// runtime's cooperative pool and back; by default it keeps the pool; a bad value stops it.
+@Suite("End to end: request handlers run where CAIRN_CONCURRENCY_EXECUTOR says")
 struct ExecutorEndToEndTests {
     /// CPU ticks (user + system, from `/proc/PID/task/*/stat`, fields 14 and 15 after the name)
     /// summed by thread name. Linux only, as the server's deployment target.
@@ -52,15 +53,21 @@ struct ExecutorEndToEndTests {
     }
 
     @Test func handlersRunOnTheEventLoopsNotTheCooperativePool() async throws {
-        let taken = try await Self.load(executor: nil, count: 3000)
-        // Control: the same load with the runtime's pool kept shows the pool's work, so the
-        // measurement can see a hop when there is one.
-        let pooled = try await Self.load(executor: "swift", count: 3000)
+        let taken = try await Self.load(executor: "nio", count: 3000)
+        // The default: the runtime's pool does the requests' work (and shows that the
+        // measurement can see a hop when there is one).
+        let pooled = try await Self.load(executor: nil, count: 3000)
         func total(_ ticks: [String: Int]) -> Int { ticks.values.reduce(0, +) }
         #expect(Self.poolTicks(pooled) * 4 > total(pooled), "with the runtime's pool: \(pooled)")
         // Not zero: a task resumed from `Task.sleep` runs its first slice on Dispatch's threads
         // (NIO takes over the runtime's enqueue hook, not its timers), so a node's background
         // timers leave a few ticks there; a request's work leaves none.
         #expect(Self.poolTicks(taken) * 10 < total(taken), "with the takeover: \(taken)")
+    }
+
+    @Test func anUnknownExecutorStopsStartUpWithExitCode2() async throws {
+        let result = try await runCairn(["serve", "--port", "0"], environment: ["CAIRN_CONCURRENCY_EXECUTOR": "fast"])
+        #expect(result.status == 2)
+        #expect(result.error.contains("CAIRN_CONCURRENCY_EXECUTOR must be swift or nio"))
     }
 }
