@@ -136,7 +136,7 @@ let package = Package(
                 .product(name: "SQLiteKit", package: "sqlite-kit"),
                 .product(name: "PostgresKit", package: "postgres-kit"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
-                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing, w3cTraceContext,
+                nioSSL, nioPosix, logging, serviceLifecycle, crypto, metrics, tracing, w3cTraceContext, "CSQLiteNIOConfig",
             ],
             resources: migrationFiles,
             swiftSettings: strictSettings
@@ -169,6 +169,8 @@ let package = Package(
         // handler and limits. A module of its own: its C structs clash with SQLiteNIO's bundled
         // copy in any module that sees both.
         .systemLibrary(name: "CSQLite3", path: "Sources/CSQLite3"),
+        // sqlite3_db_config of SQLiteNIO's bundled SQLite, which is variadic (Swift cannot call it).
+        .target(name: "CSQLiteNIOConfig"),
         .target(name: "CairnSandbox", dependencies: ["CSQLite3"], swiftSettings: strictSettings),
         .target(
             name: "CairnFiles",

@@ -19,6 +19,30 @@ struct TaskStoreTests {
         }
     }
 
+    /// The hot reads run their cached SQLite statements as compiled: a statement that SQLite
+    /// marks to be compiled again when a parameter is bound anew (a bare bound LIMIT, or any
+    /// statement with such a mark when its bindings are cleared) would be parsed and planned on
+    /// every request.
+    @Test(arguments: TestEngine.available)
+    func hotReadsKeepTheirCompiledStatements(engine: TestEngine) async throws {
+        try await withStore(engine, TaskStore.init) { store, tenant, other, database in
+            let made = try await rows(4, in: tenant, beside: other) { owner, index in
+                try await Factory.task(on: database, tenant: owner, title: "Task \(index)", completed: index % 2 == 0)
+            }
+            for round in 1...12 {
+                let limit = round % 5 + 1
+                let page = try await store.list(tenantId: tenant.id, completed: nil, page: PageRequest(limit: limit))
+                #expect(page.items.map(\.id) == Array(made.reversed().map(\.id).prefix(limit)))
+                #expect(try await store.list(tenantId: tenant.id, completed: round % 2 == 0, page: PageRequest(limit: limit)).items.count <= limit)
+                #expect(try await store.get(id: made[round % made.count].id, tenantId: tenant.id) == made[round % made.count])
+            }
+            if let counts = database.sqliteStatementCacheCounts {
+                #expect(counts.reused > 0, "\(counts)")
+                #expect(counts.recompiled == 0, "\(counts)")
+            }
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func listsPageNewestFirstAndFilterByCompletion(engine: TestEngine) async throws {
         try await withStore(engine, TaskStore.init) { store, tenant, other, database in
