@@ -306,3 +306,17 @@ private func parts(_ traceparent: String?) -> [String] {
         #expect(Set(draws).count == draws.count)
     }
 }
+
+/// How many spans one export sends (see `TracingBootstrap.exportBatchSize`).
+@Suite struct ExportBatchSizeTests {
+    /// By default an export takes the whole queue, so swift-otel's processor, which exports
+    /// only when its queue is full, empties it instead of staying full and dropping spans.
+    @Test func anExportTakesTheWholeQueueUnlessTold() {
+        #expect(TracingBootstrap.exportBatchSize([:]) == 2048)
+        #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": "8192"]) == 8192)
+        #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": " 4096 "]) == 4096)
+        // The user's own batch size stands; what is not a positive number is ignored.
+        #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": "8192", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "256"]) == 256)
+        #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": "many", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "0"]) == 2048)
+    }
+}
