@@ -329,12 +329,10 @@ extension PreparedRead {
 
 extension PreparedRead {
     /// ``sql`` with SQLite's `?n` placeholders, worked out once per statement (the key of its
-    /// prepared copies in each SQLite connection's statement cache). A bare `LIMIT ?n` becomes
-    /// `LIMIT +?n`: SQLite plans a bare bound limit with its value and marks the statement to
-    /// be compiled again whenever that parameter is bound anew (every run, so a cached list
-    /// read was recompiled every time); the unary plus keeps the value out of the plan.
+    /// prepared copies in each SQLite connection's statement cache, whose connections plan a
+    /// statement without its bound values: see `SQLiteStatementCache`).
     static var sqliteSQL: String {
-        once(preparedSQLiteSQL) { Database.sqliteParameters(sql).replacing("LIMIT ?", with: "LIMIT +?") }
+        once(preparedSQLiteSQL) { Database.sqliteParameters(sql) }
     }
 }
 
