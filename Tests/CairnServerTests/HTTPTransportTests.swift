@@ -56,7 +56,9 @@ struct HTTPTransportTests {
             #expect(answer.text.hasPrefix("HTTP/1.1 408"))
             #expect(answer.text.contains(#""code":"request_timeout""#))
             #expect(answer.text.contains("application/problem+json"))
-            #expect(answer.elapsed >= 0.9 && answer.elapsed < 5, "closed after \(answer.elapsed) s")
+            // Not before the timeout; that it came at all is `ended` within the read's deadline
+            // (no other limit closes a connection that soon): no upper bound on a loaded clock.
+            #expect(answer.elapsed >= 0.9, "closed after \(answer.elapsed) s")
         }
     }
 
@@ -79,7 +81,9 @@ struct HTTPTransportTests {
             // The idle timer starts when the answer is written, which is after the request was
             // sent but may be well before a loaded client reads it: measure from the send.
             let idle = (ContinuousClock.now - lastSent) / .seconds(1)
-            #expect(idle >= 0.9 && rest.elapsed < 5, "closed \(idle) s after the last request, \(rest.elapsed) s after its answer was read")
+            // Closed by the idle timer: not before it, and (`ended` above) within the read's deadline,
+            // which no other limit reaches; no upper bound on a loaded machine's clock.
+            #expect(idle >= 0.9, "closed \(idle) s after the last request, \(rest.elapsed) s after its answer was read")
         }
     }
 
@@ -92,7 +96,9 @@ struct HTTPTransportTests {
                 "POST /auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"email\": ")
             let answer = await wire.readToEnd(deadline: 10)
             #expect(answer.ended)
-            #expect(answer.elapsed >= 0.9 && answer.elapsed < 5, "closed after \(answer.elapsed) s")
+            // Not before the timeout; that it came at all is `ended` within the read's deadline
+            // (no other limit closes a connection that soon): no upper bound on a loaded clock.
+            #expect(answer.elapsed >= 0.9, "closed after \(answer.elapsed) s")
         }
     }
 
@@ -515,7 +521,9 @@ struct HTTPTransportTests {
                 #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(request): got \(answer.text.prefix(300))")
                 #expect(answer.text.components(separatedBy: "HTTP/1.1 ").count == 2, "\(request): one answer, got \(answer.text.prefix(600))")
                 #expect(answer.text.lowercased().contains("\r\nconnection: close\r\n"), "\(request): got \(answer.text.prefix(300))")
-                #expect(answer.ended && answer.elapsed < 5, "\(request): closed \(answer.ended) after \(answer.elapsed) s")
+                // Closed after the answer: within the read's 10 s deadline, which the idle timer
+                // (65 s by default) never reaches.
+                #expect(answer.ended, "\(request): closed \(answer.ended) after \(answer.elapsed) s")
             }
             let wire = try WireClient(port: app.port!)
             for _ in 0..<2 {
