@@ -109,7 +109,8 @@ struct PipelineWorkFolderTests {
             try await components.database.write { db in
                 try await db.raw("UPDATE jobs SET state = 'discarded', finished_at = 1 WHERE id = \(bind: deleted)").run()
             }
-            #expect(FileManager.default.fileExists(atPath: deletedFolder))
+            // No check that the folder is still there at this point: a loaded CI run saw this node
+            // notice the finished job and remove it first, which is also right.
             #expect(try await client.json(.delete, "/jobs/\(deleted)", token: tenant.token).status == .noContent)
             try await waitUntilGone(deletedFolder, "deleted")
         }
