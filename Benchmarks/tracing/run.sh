@@ -5,8 +5,10 @@
 # A measurement tool, not a test: it prints a table and never fails on a number (goal: the
 # overhead at 10 % under 5 %).
 #
-#   Benchmarks/tracing/run.sh [--quick] [--no-build]
+#   Benchmarks/tracing/run.sh [--quick] [--no-build] [--together]
 #
+#   --together      load the three nodes at the same time, each with its own wrk, instead of one
+#                   after another: what else slows the machine then slows all three alike
 #   DURATION=15     seconds per wrk run (--quick: 3)
 #   CONNECTIONS=32  wrk connections (2 wrk threads)
 #   ROUNDS=3        times the three modes are measured, interleaved (the median of each is shown,
@@ -16,6 +18,7 @@
 # CPU µs/req is Cairn's own CPU time (user + system) over the measured run per request; the
 # OTLP receiver's is shown apart ("receiver µs/req"), as wrk's is not counted at all: both share
 # the machine with Cairn, so they can lower its requests per second, not its CPU per request.
+# With --together, compare CPU per request: each node then serves about a third of the requests.
 #
 # Everything listens on 127.0.0.1; what is started here is stopped and removed on exit.
 set -euo pipefail
@@ -25,11 +28,13 @@ root=$(cd "$here/../.." && pwd)
 CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-3}
 BUILD=1
+TOGETHER=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) DURATION=3; ROUNDS=1 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --together) TOGETHER=1 ;;
+    -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -90,9 +95,10 @@ PIDS+=("$receiver_pid")
 for i in $(seq 100); do [ -s "$work/receiver.port" ] && break; sleep 0.1; done
 collector="http://127.0.0.1:$(cat "$work/receiver.port")"
 
-# ---- one measurement: start a node in MODE, seed 40 tasks, run wrk, stop it ----------------------
-measure() {
-  local mode=$1 data="$work/data-$1-$2" log="$work/cairn-$1-$2.log" port pid token
+# ---- a node in MODE for round ROUND: started, seeded with 40 tasks and warmed up -----------------
+# Sets NODE_PID, NODE_BASE and NODE_TOKEN.
+start_node() {
+  local mode=$1 data="$work/data-$1-$2" log="$work/cairn-$1-$2.log" port token
   local -a env=(CAIRN_BCRYPT_COST=4)
   case $mode in
     off) ;;
@@ -101,42 +107,79 @@ measure() {
   esac
   # Info level: the `listening` line gives the port; requests log at debug, so nothing more.
   env "${env[@]}" CAIRN_LOG_LEVEL=info "$CAIRN_BIN" serve --port 0 --data-dir "$data" >"$log" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
+  NODE_PID=$!
+  PIDS+=("$NODE_PID")
   port=$(wait_for "$log" 'port[=":]+[0-9]+' | grep -Eo '[0-9]+$')
-  local base="http://127.0.0.1:$port"
-  curl -fsS -o /dev/null -X POST "$base/auth/register" -H 'content-type: application/json' \
+  NODE_BASE="http://127.0.0.1:$port"
+  curl -fsS -o /dev/null -X POST "$NODE_BASE/auth/register" -H 'content-type: application/json' \
     -d '{"email":"bench@example.com","password":"bench password!","name":"Bench"}'
-  token=$(curl -fsS -X POST "$base/auth/login" -H 'content-type: application/json' \
+  NODE_TOKEN=$(curl -fsS -X POST "$NODE_BASE/auth/login" -H 'content-type: application/json' \
     -d '{"email":"bench@example.com","password":"bench password!"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
   for i in $(seq 40); do
-    curl -fsS -o /dev/null -X POST "$base/tasks" -H "authorization: Bearer $token" -H 'content-type: application/json' -d "{\"title\":\"task $i\"}"
+    curl -fsS -o /dev/null -X POST "$NODE_BASE/tasks" -H "authorization: Bearer $NODE_TOKEN" -H 'content-type: application/json' -d "{\"title\":\"task $i\"}"
   done
-  # warm-up, then the measured run
-  wrk -t2 -c"$CONNECTIONS" -d1 -H "authorization: Bearer $token" "$base/tasks?limit=20" >/dev/null
-  # The server's CPU time (user + system, clock ticks) over the measured run: a figure per
-  # request that depends less on what else the machine runs than requests per second do.
-  # The receiver's CPU time too, apart: it shares the machine, so it can take requests per
-  # second from Cairn, but it is not Cairn's cost (it is shown beside it, never added).
-  local ticks0 ticks1 sink0 sink1
-  ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  sink0=$(awk '{print $14 + $15}' "/proc/$receiver_pid/stat")
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $token" "$base/tasks?limit=20" >"$work/wrk-$mode-$2.txt"
-  ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  sink1=$(awk '{print $14 + $15}' "/proc/$receiver_pid/stat")
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  local rps p99 requests cpu sink
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk-$mode-$2.txt")
-  requests=$(awk '/requests in/ {print $1}' "$work/wrk-$mode-$2.txt")
+  wrk -t2 -c"$CONNECTIONS" -d1 -H "authorization: Bearer $NODE_TOKEN" "$NODE_BASE/tasks?limit=20" >/dev/null
+}
+
+# user + system CPU time of a process so far, in clock ticks
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Appends "MODE req/s p99-ms CPU-µs/req receiver-µs/req" to the results from wrk's output and
+# the node's CPU ticks over the run (the receiver's too, or "nan" when it served several nodes).
+record() {
+  local mode=$1 out=$2 ticks0=$3 ticks1=$4 sink_ticks=$5 rps p99 requests cpu sink
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  requests=$(awk '/requests in/ {print $1}' "$out")
   cpu=$(python3 -c "print(($ticks1 - $ticks0) * 1e6 / $(getconf CLK_TCK) / $requests)")
-  sink=$(python3 -c "print(($sink1 - $sink0) * 1e6 / $(getconf CLK_TCK) / $requests)")
-  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' "$work/wrk-$mode-$2.txt")
+  if [ "$sink_ticks" = nan ]; then sink=nan; else sink=$(python3 -c "print($sink_ticks * 1e6 / $(getconf CLK_TCK) / $requests)"); fi
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' "$out")
   echo "$mode $rps $p99 $cpu $sink" >>"$work/results"
 }
 
-echo "GET /tasks?limit=20, SQLite, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS round(s); binary $CAIRN_BIN"
+# ---- one round, the modes one after another: each node has the machine to itself ----------------
+# The server's CPU time (user + system) over the measured run gives a figure per request that
+# depends less on what else the machine runs than requests per second do. The receiver's CPU
+# time is shown apart ("receiver µs/req"): it shares the machine, so it can take requests per
+# second from Cairn, but it is not Cairn's cost (shown beside it, never added).
+round_in_turn() {
+  local round=$1 mode t0 t1 s0 s1
+  for mode in off 100 10; do
+    start_node "$mode" "$round"
+    t0=$(ticks "$NODE_PID"); s0=$(ticks "$receiver_pid")
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer $NODE_TOKEN" "$NODE_BASE/tasks?limit=20" >"$work/wrk-$mode-$round.txt"
+    t1=$(ticks "$NODE_PID"); s1=$(ticks "$receiver_pid")
+    kill -TERM "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+    record "$mode" "$work/wrk-$mode-$round.txt" "$t0" "$t1" $((s1 - s0))
+  done
+}
+
+# ---- one round, the three nodes loaded at the same time (--together) ----------------------------
+# Each node gets its own single-threaded wrk; all three share the cores for the same seconds, so
+# whatever else slows the machine then slows them alike. Their CPU per request compares directly;
+# their requests per second are each about a third of what one node alone serves.
+round_together() {
+  local round=$1 mode i
+  local -a modes=(off 100 10) pids=() bases=() tokens=() t0=() t1=() loads=()
+  for mode in "${modes[@]}"; do
+    start_node "$mode" "$round"
+    pids+=("$NODE_PID"); bases+=("$NODE_BASE"); tokens+=("$NODE_TOKEN")
+  done
+  for i in 0 1 2; do t0+=("$(ticks "${pids[$i]}")"); done
+  for i in 0 1 2; do
+    wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "authorization: Bearer ${tokens[$i]}" "${bases[$i]}/tasks?limit=20" \
+      >"$work/wrk-${modes[$i]}-$round.txt" &
+    loads+=($!)
+  done
+  for i in 0 1 2; do wait "${loads[$i]}"; done
+  for i in 0 1 2; do t1+=("$(ticks "${pids[$i]}")"); done
+  for i in 0 1 2; do kill -TERM "${pids[$i]}"; wait "${pids[$i]}" 2>/dev/null || true; done
+  for i in 0 1 2; do record "${modes[$i]}" "$work/wrk-${modes[$i]}-$round.txt" "${t0[$i]}" "${t1[$i]}" nan; done
+}
+
+if [ "$TOGETHER" = 1 ]; then how="the three nodes loaded together, wrk -t1 each"; else how="one node at a time, wrk -t2"; fi
+echo "GET /tasks?limit=20, SQLite, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS round(s), $how; binary $CAIRN_BIN"
 for round in $(seq "$ROUNDS"); do
-  for mode in off 100 10; do measure "$mode" "$round"; done
+  if [ "$TOGETHER" = 1 ]; then round_together "$round"; else round_in_turn "$round"; fi
 done
 
 python3 - "$work/results" <<'PY'
@@ -153,10 +196,11 @@ print(f"medians over {len(runs['off'])} round(s):")
 print(f"{'tracing':<14}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'req/s vs off':>14}{'p99 vs off':>12}{'CPU vs off':>12}{'receiver µs/req':>17}")
 for mode, label in (("off", "off"), ("100", "on, 100 %"), ("10", "on, 10 %")):
     rps, p99, cpu, sink = median[mode]
-    print(f"{label:<14}{rps:>10.0f}{p99:>9.2f}{cpu:>12.1f}{rps / off[0]:>14.3f}{p99 / off[1]:>12.3f}{cpu / off[2]:>12.3f}{sink:>17.1f}")
+    receiver = "-" if sink != sink else f"{sink:.1f}"  # nan: the receiver served the nodes together
+    print(f"{label:<14}{rps:>10.0f}{p99:>9.2f}{cpu:>12.1f}{rps / off[0]:>14.3f}{p99 / off[1]:>12.3f}{cpu / off[2]:>12.3f}{receiver:>17}")
 overhead = 1 - median["10"][0] / off[0]
 print(f"overhead at 10 %: {overhead * 100:.1f} % of req/s, {(median['10'][2] / off[2] - 1) * 100:.1f} % of server CPU per request (goal: under 5 %)")
-# The modes of one round ran back to back, so a round's ratio cancels most of what the rest of
+# The modes of one round ran back to back (or together), so a round's ratio cancels most of what the rest of
 # the machine did meanwhile; the median of those paired ratios moves less than the ratio of
 # medians above when the load changes during the run.
 if len(runs["off"]) > 1:
