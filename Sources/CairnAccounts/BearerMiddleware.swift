@@ -1,6 +1,7 @@
 package import CairnHTTP
 import CairnStorage
 import Foundation
+import HTTPTypes
 package import Hummingbird
 import Logging
 
@@ -43,7 +44,7 @@ package struct BearerMiddleware: RouterMiddleware {
         let policy = context.tokenPolicy
         let queryToken = policy.acceptsQueryToken ? Self.queryToken(request) : nil
         let token: String
-        switch (request.headers[.authorization], queryToken) {
+        switch (try Self.authorization(request.headers), queryToken) {
         case (_?, _?):
             throw AppError.invalidField(Self.queryParameter, "send the access token in the Authorization header or the query, not both")
         case (let header?, nil):
@@ -98,6 +99,22 @@ package struct BearerMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// The request's `Authorization` value, or nil. Read field by field: a lookup by name joins
+    /// every value into a new string, a copy of the token on every protected request.
+    /// - Throws: `AppError.unauthorized` (`invalid_token`) for more than one `Authorization`
+    ///   field: RFC 9110 §5.3 allows repeating only list-valued fields, and a credential is not.
+    package static func authorization(_ fields: HTTPFields) throws -> String? {
+        let name = HTTPField.Name.authorization
+        var value: String?
+        for field in fields where field.name == name {
+            guard value == nil else {
+                throw AppError.unauthorized(code: .invalidToken, detail: "The request has more than one Authorization header.", invalidToken: true)
+            }
+            value = field.value
+        }
+        return value
+    }
+
     /// The token of an `Authorization` value in the RFC 6750 §2.1 `b64token` syntax, or nil.
     /// Scans UTF-8 bytes directly: this runs on every protected request.
     package static func bearerToken(_ header: String) -> String? {
@@ -138,6 +155,8 @@ package struct BearerMiddleware: RouterMiddleware {
     }
 
     private static func allB64TokenBytes(_ bytes: some Sequence<UInt8>) -> Bool {
+        // Read once: a static is a lazy global, and each read checks its initialisation.
+        let b64TokenMask = Self.b64TokenMask
         for byte in bytes {
             let bit: UInt64 =
                 switch byte {

@@ -188,6 +188,23 @@ struct TokenSecurityTests {
         }
     }
 
+    /// Two `Authorization` fields are not one credential (RFC 9110 §5.3: only list-valued
+    /// fields repeat), even when each alone is a valid token: 401 `invalid_token`.
+    @Test(arguments: TestEngine.available)
+    func twoAuthorizationFieldsAreRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "twice@example.com")
+            var headers = HTTPFields()
+            headers.append(HTTPField(name: .authorization, value: "Bearer \(tokens.accessToken)"))
+            headers.append(HTTPField(name: .authorization, value: "Bearer \(tokens.accessToken)"))
+            let response = try await client.execute(uri: "/users/me", method: .get, headers: headers)
+            #expect(response.status == .unauthorized)
+            #expect(response.code == "invalid_token")
+            let once = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: "Bearer \(tokens.accessToken)"])
+            #expect(once.status == .ok)
+        }
+    }
+
     /// `Authorization: Basic …` (or any scheme but Bearer) carries no Bearer credential: 401
     /// `unauthorized` with a bare `WWW-Authenticate: Bearer` challenge, as without a header
     /// (RFC 6750 §3.1: no error code when the client used another authentication method).
