@@ -31,6 +31,8 @@ package struct SQLiteStatementCacheCounts: Sendable, Equatable {
     package var recompiled: Int = 0
     /// Executions run on the caller's thread, without the hop to the thread pool.
     package var onCallingThread: Int = 0
+    /// Hops to the thread pool (each a thread switch there and one back).
+    package var poolHops: Int = 0
 }
 
 /// Prepared statements of one SQLite connection, kept between executions and keyed by their
@@ -66,6 +68,7 @@ final class SQLiteStatementCache: Sendable {
     private let reusedCount = Atomic<Int>(0)
     private let recompiledCount = Atomic<Int>(0)
     private let callingThreadCount = Atomic<Int>(0)
+    private let poolHopCount = Atomic<Int>(0)
     /// Idle statements kept in all; hot statements are a few dozen fixed texts.
     let capacity: Int
     /// Idle copies kept of one statement (one per thread that may run it at once).
@@ -101,14 +104,36 @@ final class SQLiteStatementCache: Sendable {
         SQLiteStatementCacheCounts(
             prepared: preparedCount.load(ordering: .relaxed), reused: reusedCount.load(ordering: .relaxed),
             held: state.withLock { $0.held }, recompiled: recompiledCount.load(ordering: .relaxed),
-            onCallingThread: callingThreadCount.load(ordering: .relaxed))
+            onCallingThread: callingThreadCount.load(ordering: .relaxed), poolHops: poolHopCount.load(ordering: .relaxed))
     }
 
     /// Runs `sql` with `binds` on the thread pool, with a cached statement, and decodes its rows
     /// by position.
     /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
     func rows<R: Sendable>(_ sql: String, _ binds: [SQLBindValue], _ decode: @escaping @Sendable (PositionalRow) throws -> R) async throws -> [R] {
-        try await threadPool.runIfActive { try self.run(sql, binds, decode) }
+        try await onThreadPool { try self.run(sql, binds, decode) }
+    }
+
+    /// Runs `body` on the thread pool, in one hop; `body` may call ``rowsInPlace(_:_:_:)`` and
+    /// ``executeInPlace(_:)`` any number of times.
+    /// - Throws: what `body` throws, or the thread pool's error when it is shut down.
+    func onThreadPool<R: Sendable>(_ body: @escaping @Sendable () throws -> R) async throws -> R {
+        poolHopCount.add(1, ordering: .relaxed)
+        return try await threadPool.runIfActive(body)
+    }
+
+    /// Runs `sql` like ``rows(_:_:_:)`` on the current thread, which must be the thread pool's:
+    /// inside ``onThreadPool(_:)``.
+    /// - Throws: ``SQLiteStatementError`` for SQLite's errors, or what `decode` throws.
+    func rowsInPlace<R>(_ sql: String, _ binds: [SQLBindValue], _ decode: (PositionalRow) throws -> R) throws -> [R] {
+        try run(sql, binds, decode)
+    }
+
+    /// Runs statements without bindings or rows one after another on the current thread, which
+    /// must be the thread pool's (inside ``onThreadPool(_:)``); stops at the first error.
+    /// - Throws: ``SQLiteStatementError``.
+    func executeInPlace(_ statements: [String]) throws {
+        for sql in statements { _ = try run(sql, [], { _ in () }) }
     }
 
     /// Runs `sql` like ``rows(_:_:_:)`` but on the calling thread, without the hop to the thread
@@ -124,9 +149,7 @@ final class SQLiteStatementCache: Sendable {
     /// another in one hop to the thread pool; stops at the first error.
     /// - Throws: ``SQLiteStatementError``.
     func execute(_ statements: [String]) async throws {
-        try await threadPool.runIfActive {
-            for sql in statements { _ = try self.run(sql, [], { _ in () }) }
-        }
+        try await onThreadPool { try self.executeInPlace(statements) }
     }
 
     /// Finalizes every idle statement; statements still running are finalized when they come

@@ -490,6 +490,55 @@ struct StorageTests {
         }
     }
 
+    /// Cached single-statement writes (`writeRows`) run in place on the SQLite writer: a batch
+    /// of them, BEGIN and COMMIT included, takes one hop to the thread pool, where it took two
+    /// per write and one more (three for a write alone). A write that fails in a batch (a
+    /// duplicate id) reports its own error and is rolled back alone; the others commit.
+    @Test(arguments: TestEngine.available)
+    func cachedWritesRunInPlaceOnTheWriterOneHopPerBatch(engine: TestEngine) async throws {
+        enum AddItem: PreparedRead {
+            static let name = "cairn_test_in_place_add"
+            static let sql = "INSERT INTO items (id, n) VALUES ($1, $2) RETURNING id"
+        }
+        try await withOpenDatabase(engine) { database, _ in
+            try await database.write { db in try await db.raw("CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)").run() }
+            func hops() -> Int { database.sqliteStatementCacheCounts?.poolHops ?? 0 }
+            let alone = hops()
+            for index in 0..<5 {
+                let ids = try await database.writeRows(AddItem.self, [.text("a\(index)"), .integer(Int64(index))]) { try $0.string(0) }
+                #expect(ids == ["a\(index)"])
+            }
+            if engine == .sqlite { #expect(hops() - alone == 5) }
+            let together = hops()
+            let failed = try await withThrowingTaskGroup(of: Int?.self) { group in
+                for index in 0..<64 {
+                    group.addTask {
+                        do {
+                            _ = try await database.writeRows(AddItem.self, [.text(index == 31 ? "a0" : "b\(index)"), .integer(1000)]) {
+                                try $0.string(0)
+                            }
+                            return nil
+                        } catch {
+                            #expect(Database.isUniqueViolation(error), "\(error)")
+                            return index
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { if let index = $1 { $0.append(index) } }
+            }
+            #expect(failed == [31])
+            if engine == .sqlite { #expect(hops() - together <= 64, "\(hops() - together) hops for 64 writes") }
+            let rows = try await database.read { db in
+                try await db.raw("SELECT CAST(count(*) AS BIGINT) AS n, CAST(sum(CASE WHEN id = 'a0' THEN n ELSE 0 END) AS BIGINT) AS a0 FROM items")
+                    .first().map {
+                        (try $0.decode(column: "n", as: Int.self), try $0.decode(column: "a0", as: Int.self))
+                    }
+            }
+            #expect(rows?.0 == 68)
+            #expect(rows?.1 == 0)
+        }
+    }
+
     /// A churned table is vacuumed (its dead row versions gone), by one node at a time.
     @Test func vacuumReclaimsDeadRowsAndOnlyOneNodeRunsIt() async throws {
         guard TestEngine.available.contains(.postgres) else { return }
