@@ -211,7 +211,7 @@ package final class TokenService: Sendable {
 
     private func verifyUncached(_ token: String, now: Date) async throws -> AccessTokenClaims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, token.utf8.count <= 4096,
+        guard parts.count == 3, token.utf8.count <= 4096, parts.allSatisfy(Self.isCanonicalBase64URL),
             let headerBytes = Base64URL.decode(String(parts[0])),
             let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any]
         else { throw TokenError.invalid("malformed token") }
@@ -243,6 +243,16 @@ package final class TokenService: Sendable {
         }
         guard now.timeIntervalSince1970 < claims.exp + settings.leeway else { throw TokenError.expired }
         return claims
+    }
+
+    /// Whether `part` is base64url without padding, in its only spelling (RFC 7515 §2, RFC
+    /// 4648 §3.5 and §3.1). A decoder that takes `=` padding or ignores the unused low bits of
+    /// the last character accepts dozens of spellings of one signature, each a token of its own
+    /// to anything that compares or caches tokens.
+    private static func isCanonicalBase64URL(_ part: Substring) -> Bool {
+        let text = String(part)
+        guard let bytes = Base64URL.decode(text) else { return false }
+        return Base64URL.encode(bytes) == text
     }
 
     /// A node started before `cairn keys rotate` learns the new keys by re-reading the ring

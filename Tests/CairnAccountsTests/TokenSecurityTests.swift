@@ -188,6 +188,31 @@ struct TokenSecurityTests {
         }
     }
 
+    /// A token has one spelling: the same signature with `=` padding, or with other unused low
+    /// bits in its last character (which a lenient base64url decoder maps to the same bytes),
+    /// is 401 `invalid_token` (RFC 7515 §2: base64url without padding).
+    @Test(arguments: TestEngine.available)
+    func aTokenIsAcceptedInItsOneSpellingOnly(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "spelling@example.com")
+            let token = tokens.accessToken
+            let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            let signature = String(token.split(separator: ".")[2])
+            let last = try #require(alphabet.firstIndex(of: signature.last!))
+            // The last character's low bits the signature's length leaves unused.
+            let unusedBits = (6 * signature.count) % 8
+            #expect(unusedBits > 0)
+            let respellings = (0..<(1 << unusedBits)).map { alphabet[(last & ~((1 << unusedBits) - 1)) | $0] }.filter { $0 != signature.last! }
+            #expect(!respellings.isEmpty)
+            for spelling in respellings.map({ String(token.dropLast()) + String($0) }) + [token + "=", token + "=="] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: "Bearer \(spelling)"])
+                #expect(response.status == .unauthorized, "\(spelling.suffix(4))")
+                #expect(response.code == "invalid_token", "\(spelling.suffix(4))")
+            }
+            #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
+        }
+    }
+
     /// Two `Authorization` fields are not one credential (RFC 9110 §5.3: only list-valued
     /// fields repeat), even when each alone is a valid token: 401 `invalid_token`.
     @Test(arguments: TestEngine.available)
