@@ -256,11 +256,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 hummingbird, logging, serviceLifecycle, nioCore, nioPosix,
             ],
-            swiftSettings: strictSettings,
-            // Release builds on Linux link the Swift runtime and Foundation into the binary, as
-            // `swift build --static-swift-stdlib` does (issue 19, idle RSS: Benchmarks/README.md, "Static Swift
-            // runtime"): the node then maps no shared Swift libraries, only their code it runs.
-            linkerSettings: [.unsafeFlags(["-static-stdlib"], .when(platforms: [.linux], configuration: .release))]
+            swiftSettings: strictSettings
         ),
         // The fuzz targets of every parser of untrusted bytes (issue 13): a library, so tests
         // replay the corpora in-process, and an executable that replays files, or built with
