@@ -630,6 +630,19 @@ extension Database {
         guard let message = (error as? SQLiteError)?.message ?? (error as? SQLiteStatementError)?.message else { return false }
         return message.contains("UNIQUE constraint failed") || message.contains("PRIMARY KEY")
     }
+
+    /// True when `error` is a foreign-key violation on either engine: a row naming a parent
+    /// row that does not exist (or no longer does). SQLite `SQLITE_CONSTRAINT_FOREIGNKEY`
+    /// (extended code 787, message `FOREIGN KEY constraint failed`), PostgreSQL SQLSTATE 23503.
+    package static func isForeignKeyViolation(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            return error.serverInfo?[.sqlState] == "23503"
+        }
+        if let error = error as? SQLiteStatementError {
+            return error.code == 787 || error.message.contains("FOREIGN KEY constraint failed")
+        }
+        return (error as? SQLiteError)?.message.contains("FOREIGN KEY constraint failed") == true
+    }
 }
 
 /// Group commit for SQLite's single writer: units of work that arrive while a commit is being
