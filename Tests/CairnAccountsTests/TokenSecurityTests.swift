@@ -246,6 +246,29 @@ struct TokenSecurityTests {
         }
     }
 
+    /// A tab between `Bearer` and the token makes a malformed Bearer header, not another scheme:
+    /// RFC 9110 §11.4 separates scheme and credentials by spaces only (`1*SP`), so the header
+    /// is refused (401 `invalid_token`, saying so) rather than read leniently. It was answered
+    /// `unauthorized`, as for `Basic …`, which told the client to send a Bearer token it had sent.
+    @Test(arguments: TestEngine.available)
+    func aTabAfterTheSchemeIsAMalformedBearerHeader(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "tab@example.com")
+            let token = tokens.accessToken
+            for value in ["Bearer\t\(token)", "bearer\t\t\(token)", "Bearer\t \(token)", "Bearer \t\(token)"] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
+                #expect(response.status == .unauthorized, "\(value.prefix(9).debugDescription)")
+                #expect(response.code == "invalid_token", "\(value.prefix(9).debugDescription)")
+                #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="cairn", error="invalid_token""#)
+                #expect(response.text.contains("spaces only"), "\(response.text)")
+            }
+            #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
+        }
+        #expect(BearerMiddleware.isBearerScheme("Bearer\tabc"))
+        #expect(BearerMiddleware.bearerToken("Bearer\tabc") == nil)
+        #expect(!BearerMiddleware.isBearerScheme("Basic\tabc"))
+    }
+
     /// curl's own `-u user:password` (HTTP Basic) against a Bearer route, over real HTTP: 401
     /// `unauthorized` and the bare challenge a client needs to switch to a Bearer token.
     @Test func curlWithBasicCredentialsIsToldToUseBearer() async throws {
