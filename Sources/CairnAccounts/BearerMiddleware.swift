@@ -20,7 +20,8 @@ import Logging
 ///
 /// Groups whose policy accepts a query token also take the token as the `access_token` query
 /// parameter (RFC 6750 §2.3), for clients that cannot set a header (a browser's `EventSource`);
-/// a request that sends both is 400 `invalid_input` (RFC 6750 §2: one method per request).
+/// a request that sends both, or the parameter more than once, is 400 `invalid_input` (RFC 6750
+/// §2: one method per request; §3.1: a repeated parameter is an invalid request).
 /// Other groups ignore the parameter. The request log redacts it (``RequestLogMiddleware``).
 ///
 /// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
@@ -44,7 +45,7 @@ package struct BearerMiddleware: RouterMiddleware {
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
         let policy = context.tokenPolicy
-        let queryToken = policy.acceptsQueryToken ? Self.queryToken(request) : nil
+        let queryToken = policy.acceptsQueryToken ? try Self.onlyQueryToken(request) : nil
         let token: String
         switch (try Self.authorization(request.headers), queryToken) {
         case (_?, _?):
@@ -155,6 +156,17 @@ package struct BearerMiddleware: RouterMiddleware {
     /// The `access_token` query parameter (percent-decoded), if present.
     package static func queryToken(_ request: Request) -> String? {
         request.uri.queryParameters.get(queryParameter).map { String($0) }
+    }
+
+    /// The `access_token` query parameter (percent-decoded), if present once.
+    /// - Throws: 400 `invalid_input` on `access_token` when it is repeated: which one is the
+    ///   credential would be a guess (RFC 6750 §3.1 `invalid_request`).
+    package static func onlyQueryToken(_ request: Request) throws -> String? {
+        let values = request.uri.queryParameters.getAll(queryParameter)
+        guard values.count <= 1 else {
+            throw AppError.invalidField(queryParameter, "must be given once, not \(values.count) times")
+        }
+        return values.first
     }
 
     /// True for a non-empty RFC 6750 `b64token`.
