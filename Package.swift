@@ -315,7 +315,7 @@ let package = Package(
             named: "CairnStoreTests",
             ["CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnFiles", "CairnPipelines", "CairnNotifications"]),
         .testTarget(named: "CairnAccountsTests", ["CairnAccounts"]),
-        .testTarget(named: "CairnTasksTests", ["CairnTasks"]),
+        .testTarget(named: "CairnTasksTests", ["CairnTasks", asyncHTTPClient]),
         .testTarget(
             named: "CairnServerTests",
             ["CairnConsole", "CairnAccounts", "CairnCatalog", "CairnFiles", "CairnJobs", "CairnNotifications", "CairnOutbound", "CairnPipelines"]),

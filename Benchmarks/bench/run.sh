@@ -60,9 +60,15 @@ if ! command -v wrk >/dev/null; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
 fi
-for tool in wrk curl python3 node setsid; do command -v "$tool" >/dev/null || die "$tool is required"; done
-[ -x "$PEER_DIR/run.sh" ] || die "no Express peer at $PEER_DIR"
-PEER_NODE_PATH=$("$PEER_DIR/setup.sh") || die "the peer's setup.sh failed"
+# Whether the peer runs at all: --only login and --only auth measure cairn alone.
+PEER_RUNS=0
+if wants sqlite || wants postgres || wants rss; then PEER_RUNS=1; fi
+for tool in wrk curl python3 setsid; do command -v "$tool" >/dev/null || die "$tool is required"; done
+if [ "$PEER_RUNS" = 1 ]; then
+  command -v node >/dev/null || die "node is required"
+  [ -x "$PEER_DIR/run.sh" ] || die "no Express peer at $PEER_DIR"
+  PEER_NODE_PATH=$("$PEER_DIR/setup.sh") || die "the peer's setup.sh failed"
+fi
 
 if [ -z "${CAIRN_BIN:-}" ]; then
   CAIRN_BIN=$root/.build-release/release/cairn
@@ -252,12 +258,19 @@ stop_pair() {
 
 # ---- header ----------------------------------------------------------------------------------
 cairn_kind=other; case $CAIRN_BIN in */release/*) cairn_kind=release ;; */debug/*) cairn_kind="DEBUG (numbers not meaningful)" ;; esac
-echo "Cairn vs Express peer — $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+# What this run does, and only that: the login and auth parts start no peer and name their own
+# wrk settings in their sections.
+stamp="$(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$PEER_RUNS" = 1 ]; then echo "Cairn vs Express peer — $stamp"; else echo "Cairn alone (--only $ONLY, no peer) — $stamp"; fi
 echo "  machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the box adds noise)"
 echo "  cairn:   $CAIRN_BIN ($cairn_kind)"
-echo "  peer:    $PEER_DIR (node $(node --version), NODE_ENV=production)"
-echo "  wrk:     -t2 -c$CONNECTIONS -d${DURATION}s --latency; wrk, cairn and the peer share the same $(nproc) cores"
-echo "  ratio c/p = cairn / peer (req/s: above 1 means cairn is faster; p99: below 1 means cairn is faster)"
+if [ "$PEER_RUNS" = 1 ]; then
+  echo "  peer:    $PEER_DIR (node $(node --version), NODE_ENV=production)"
+  echo "  wrk:     -t2 -c$CONNECTIONS -d${DURATION}s --latency; wrk, cairn and the peer share the same $(nproc) cores"
+  echo "  ratio c/p = cairn / peer (req/s: above 1 means cairn is faster; p99: below 1 means cairn is faster)"
+else
+  echo "  wrk:     -t2, ${DURATION}s runs (connections as each part says below); wrk and cairn share the same $(nproc) cores"
+fi
 
 # ---- run 1: SQLite vs in-memory ----------------------------------------------------------------
 if wants sqlite || wants rss; then

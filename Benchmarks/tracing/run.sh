@@ -44,7 +44,12 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 command -v curl >/dev/null || { echo "curl is not installed" >&2; exit 2; }
 
 if [ -z "${CAIRN_BIN:-}" ]; then
-  if [ "$BUILD" = 1 ]; then (cd "$root" && swift build -c release --scratch-path .build-release --product cairn >/dev/null); fi
+  if [ "$BUILD" = 1 ]; then
+    # The build's own output goes to stderr (stdout is the results): its progress, and the
+    # compiler's errors when it fails, which stdout alone would have hidden.
+    echo "building cairn (release, --scratch-path .build-release; ~10 min the first time)..." >&2
+    (cd "$root" && swift build -c release --scratch-path .build-release --product cairn) >&2 || { echo "the release build failed (its output is above)" >&2; exit 1; }
+  fi
   CAIRN_BIN="$root/.build-release/release/cairn"
 fi
 [ -x "$CAIRN_BIN" ] || { echo "no cairn binary at $CAIRN_BIN (build with: swift build -c release --scratch-path .build-release --product cairn)" >&2; exit 2; }

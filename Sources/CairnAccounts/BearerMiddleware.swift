@@ -10,7 +10,9 @@ import Logging
 /// Reads `Authorization: Bearer <token>` (scheme case-insensitive), verifies the access token
 /// and its revocation state, and puts the identity on the context. Missing, or another scheme
 /// (`Basic …`) → 401 `unauthorized`; malformed, forged, revoked or wrong-algorithm → 401 `invalid_token`;
-/// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`.
+/// expired → 401 `token_expired`; each with `WWW-Authenticate: Bearer`. The scheme ends at a
+/// space or a tab: `Bearer<TAB>token` is a malformed Bearer header (`invalid_token`), not another
+/// scheme, since RFC 9110 §11.4 separates scheme and credentials by spaces only (`1*SP`).
 ///
 /// What else a route accepts is its group's ``TokenPolicy`` (``CairnRequestContext/tokenPolicy``,
 /// set where the group is declared: ``RouteGroups/authenticated(_:accepting:)``), never a list
@@ -18,7 +20,8 @@ import Logging
 ///
 /// Groups whose policy accepts a query token also take the token as the `access_token` query
 /// parameter (RFC 6750 §2.3), for clients that cannot set a header (a browser's `EventSource`);
-/// a request that sends both is 400 `invalid_input` (RFC 6750 §2: one method per request).
+/// a request that sends both, or the parameter more than once, is 400 `invalid_input` (RFC 6750
+/// §2: one method per request; §3.1: a repeated parameter is an invalid request).
 /// Other groups ignore the parameter. The request log redacts it (``RequestLogMiddleware``).
 ///
 /// Service tokens (`cairn_st_…`, see ``ServiceToken``) are looked up in the database on every
@@ -42,7 +45,7 @@ package struct BearerMiddleware: RouterMiddleware {
         next: (Request, CairnRequestContext) async throws -> Response
     ) async throws -> Response {
         let policy = context.tokenPolicy
-        let queryToken = policy.acceptsQueryToken ? Self.queryToken(request) : nil
+        let queryToken = policy.acceptsQueryToken ? try Self.onlyQueryToken(request) : nil
         let token: String
         switch (try Self.authorization(request.headers), queryToken) {
         case (_?, _?):
@@ -53,9 +56,7 @@ package struct BearerMiddleware: RouterMiddleware {
             guard Self.isBearerScheme(header) else {
                 throw AppError.unauthorized(code: .unauthorized, detail: "A Bearer access token is required.", invalidToken: false)
             }
-            guard let parsed = Self.bearerToken(header) else {
-                throw AppError.unauthorized(code: .invalidToken, detail: "The Authorization header is not a Bearer token.", invalidToken: true)
-            }
+            guard let parsed = Self.bearerToken(header) else { throw Self.malformed(header) }
             token = parsed
         case (nil, let query?):
             guard Self.isB64Token(query.utf8[...]) else {
@@ -134,15 +135,38 @@ package struct BearerMiddleware: RouterMiddleware {
     }
 
     /// Whether an `Authorization` value uses the `Bearer` scheme (ASCII case-insensitive,
-    /// RFC 9110 §11.1): its first word, up to a space or the end.
+    /// RFC 9110 §11.1): its first word, up to a space, a tab or the end. A tab ends the word
+    /// too, so `Bearer<TAB>token` counts as a Bearer header (then refused as malformed by
+    /// ``bearerToken(_:)``) rather than as an unknown scheme.
     package static func isBearerScheme(_ header: String) -> Bool {
-        let scheme = header.utf8.prefix { $0 != UInt8(ascii: " ") }
+        let scheme = header.utf8.prefix { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") }
         return scheme.count == 6 && zip(scheme, "bearer".utf8).allSatisfy { $0 | 0x20 == $1 }
+    }
+
+    /// The 401 `invalid_token` for a Bearer header ``bearerToken(_:)`` refuses, saying why when
+    /// the cause is a tab (off the hot path: only refused headers get here).
+    static func malformed(_ header: String) -> AppError {
+        let detail =
+            header.utf8.contains(UInt8(ascii: "\t"))
+            ? "The Authorization header has a tab: RFC 9110 §11.4 separates the scheme and the token by spaces only."
+            : "The Authorization header is not a Bearer token."
+        return AppError.unauthorized(code: .invalidToken, detail: detail, invalidToken: true)
     }
 
     /// The `access_token` query parameter (percent-decoded), if present.
     package static func queryToken(_ request: Request) -> String? {
         request.uri.queryParameters.get(queryParameter).map { String($0) }
+    }
+
+    /// The `access_token` query parameter (percent-decoded), if present once.
+    /// - Throws: 400 `invalid_input` on `access_token` when it is repeated: which one is the
+    ///   credential would be a guess (RFC 6750 §3.1 `invalid_request`).
+    package static func onlyQueryToken(_ request: Request) throws -> String? {
+        let values = request.uri.queryParameters.getAll(queryParameter)
+        guard values.count <= 1 else {
+            throw AppError.invalidField(queryParameter, "must be given once, not \(values.count) times")
+        }
+        return values.first
     }
 
     /// True for a non-empty RFC 6750 `b64token`.

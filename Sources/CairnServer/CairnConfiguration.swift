@@ -148,13 +148,17 @@ package struct CairnConfiguration: Sendable {
         // a path relative to the server's working directory would name nothing.
         config.dataDir = URL(fileURLWithPath: config.dataDir).standardizedFileURL.path
         if let url = settings.text("database.url"), !url.isEmpty {
+            // Named as the operator gave it: the flag wins over the variable.
+            let setting = flags["database.url"] != nil ? "--database-url" : settings.variable("database.url")
             guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
-                throw settings.invalid("database.url", "must start with postgres:// (leave it unset for embedded SQLite)")
+                throw ConfigurationError(setting: setting, problem: "must start with postgres:// (leave it unset for embedded SQLite)")
             }
             do { try Database.checkPostgresURL(url) } catch let error as StorageError {
-                // The setting is named once, by the configuration error.
-                let problem = error.message.hasPrefix("CAIRN_DATABASE_URL ") ? String(error.message.dropFirst(19)) : error.message
-                throw settings.invalid("database.url", problem)
+                // The setting is named once, by the configuration error: the storage message's
+                // own `CAIRN_DATABASE_URL ` goes.
+                let prefix = "CAIRN_DATABASE_URL "
+                let problem = error.message.hasPrefix(prefix) ? String(error.message.dropFirst(prefix.count)) : error.message
+                throw ConfigurationError(setting: setting, problem: problem)
             }
             config.databaseURL = url
         }

@@ -300,7 +300,9 @@ final class PostgresBackend: Sendable {
 
     /// Parses `url` without connecting: scheme, host, a database name in the path, and the
     /// query's `sslmode` and `connect_timeout` (no other parameter).
-    /// - Throws: `invalid_database_url` naming what is wrong.
+    /// - Throws: `invalid_database_url` naming what is wrong, its message always
+    ///   `CAIRN_DATABASE_URL <problem>` (the configuration names the flag instead when the URL
+    ///   came from `--database-url`).
     static func parse(url: String) throws -> URLParts {
         guard let components = URLComponents(string: url),
             let scheme = components.scheme, scheme == "postgres" || scheme == "postgresql",
@@ -320,11 +322,11 @@ final class PostgresBackend: Sendable {
         for item in components.queryItems ?? [] where !Self.acceptedParameters.contains(item.name) {
             throw StorageError(
                 code: "invalid_database_url",
-                message: "unknown parameter '\(item.name)' in CAIRN_DATABASE_URL (accepted: \(Self.acceptedParameters.joined(separator: ", ")))")
+                message: "CAIRN_DATABASE_URL has an unknown parameter '\(item.name)' (accepted: \(Self.acceptedParameters.joined(separator: ", ")))")
         }
         let sslmode = components.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "prefer"
         guard ["disable", "prefer", "allow", "require", "verify-ca", "verify-full"].contains(sslmode) else {
-            throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
+            throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL has an unsupported sslmode '\(sslmode)'")
         }
         let connectTimeout = try Self.connectTimeout(components.queryItems?.first(where: { $0.name == "connect_timeout" })?.value)
         return URLParts(components: components, scheme: scheme, host: host, sslmode: sslmode, connectTimeout: connectTimeout)
@@ -347,7 +349,7 @@ final class PostgresBackend: Sendable {
             let tlsConfiguration = try NIOSSLContext(configuration: .makeClientConfiguration())
             (tls, connectionTLS) = (.require(.makeClientConfiguration()), .require(tlsConfiguration))
         default:
-            throw StorageError(code: "invalid_database_url", message: "unsupported sslmode '\(sslmode)' in CAIRN_DATABASE_URL")
+            throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL has an unsupported sslmode '\(sslmode)'")
         }
         let connectTimeout = parts.connectTimeout
         self.connectTimeout = connectTimeout
@@ -373,7 +375,8 @@ final class PostgresBackend: Sendable {
     static func connectTimeout(_ text: String?) throws -> Duration? {
         guard let text else { return nil }
         guard let seconds = Int(text.trimmingCharacters(in: .whitespaces)) else {
-            throw StorageError(code: "invalid_database_url", message: "connect_timeout in CAIRN_DATABASE_URL must be a whole number of seconds")
+            throw StorageError(
+                code: "invalid_database_url", message: "CAIRN_DATABASE_URL has a connect_timeout that is not a whole number of seconds")
         }
         return seconds <= 0 ? nil : .seconds(max(seconds, 2))
     }
@@ -629,6 +632,19 @@ extension Database {
         // SQLiteNIO's error, or the statement cache's own (SQLiteStatementCache).
         guard let message = (error as? SQLiteError)?.message ?? (error as? SQLiteStatementError)?.message else { return false }
         return message.contains("UNIQUE constraint failed") || message.contains("PRIMARY KEY")
+    }
+
+    /// True when `error` is a foreign-key violation on either engine: a row naming a parent
+    /// row that does not exist (or no longer does). SQLite `SQLITE_CONSTRAINT_FOREIGNKEY`
+    /// (extended code 787, message `FOREIGN KEY constraint failed`), PostgreSQL SQLSTATE 23503.
+    package static func isForeignKeyViolation(_ error: any Error) -> Bool {
+        if let error = error as? PSQLError {
+            return error.serverInfo?[.sqlState] == "23503"
+        }
+        if let error = error as? SQLiteStatementError {
+            return error.code == 787 || error.message.contains("FOREIGN KEY constraint failed")
+        }
+        return (error as? SQLiteError)?.message.contains("FOREIGN KEY constraint failed") == true
     }
 }
 

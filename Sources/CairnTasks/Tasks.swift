@@ -114,13 +114,27 @@ package struct TaskStore: Sendable {
 
     /// Inserts a new task: one prepared write (planned once per connection on PostgreSQL,
     /// compiled once per connection on SQLite), durable when it returns.
+    ///
+    /// `tasks.tenant_id` is a foreign key to `tenants`, so an insert racing its tenant's deletion
+    /// (`DELETE /users/me?tenant=delete`) either commits first, and the deletion removes the
+    /// row, or finds the tenant gone and fails: no task outlives its tenant.
+    /// - Throws: 401 `invalid_token` when the tenant no longer exists (deleting a tenant ends
+    ///   every session of it, so the caller's token was revoked while the request ran).
     package func insert(_ task: TaskItem) async throws {
         let binds: [SQLBindValue] = [
             .text(task.id), .text(task.tenantId), .text(task.title), task.description.map(SQLBindValue.text) ?? .null, .bool(task.completed),
             .text(task.createdBy), .integer(Int64(task.version)), .integer(task.createdAt), .integer(task.updatedAt),
         ]
-        _ = try await database.writeRows(Insert.self, binds) { _ in () }
+        do {
+            _ = try await database.writeRows(Insert.self, binds) { _ in () }
+        } catch  where Database.isForeignKeyViolation(error) {
+            throw Self.tenantDeleted
+        }
     }
+
+    /// What a write into a deleted tenant answers: what the caller's token answers from now on.
+    static let tenantDeleted = AppError.unauthorized(
+        code: .invalidToken, detail: "The access token has been revoked: its tenant was deleted.", invalidToken: true)
 
     /// Applies a change when the version matches (any version when nil); nil when the task is
     /// missing or its version moved on.

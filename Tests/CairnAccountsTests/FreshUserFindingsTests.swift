@@ -47,7 +47,7 @@ struct FreshUserFindingsTests {
 
     @Test func readinessReportsPendingMigrations() async throws {
         try await withTestApp(.sqlite) { client, components in
-            try await components.database.write { try await $0.raw("DELETE FROM cairn_migrations WHERE module = 'tasks'").run() }
+            try await components.database.write { try await $0.raw("DELETE FROM cairn_migrations WHERE module = 'tasks' AND version = 1").run() }
             let ready = try await client.execute(uri: "/health/ready", method: .get)
             #expect(ready.status == .serviceUnavailable)
             #expect(ready.object["detail"] as? String == "1 database migrations are pending; run `cairn migrate`.")

@@ -246,6 +246,52 @@ struct TokenSecurityTests {
         }
     }
 
+    /// A tab between `Bearer` and the token makes a malformed Bearer header, not another scheme:
+    /// RFC 9110 §11.4 separates scheme and credentials by spaces only (`1*SP`), so the header
+    /// is refused (401 `invalid_token`, saying so) rather than read leniently. It was answered
+    /// `unauthorized`, as for `Basic …`, which told the client to send a Bearer token it had sent.
+    @Test(arguments: TestEngine.available)
+    func aTabAfterTheSchemeIsAMalformedBearerHeader(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "tab@example.com")
+            let token = tokens.accessToken
+            for value in ["Bearer\t\(token)", "bearer\t\t\(token)", "Bearer\t \(token)", "Bearer \t\(token)"] {
+                let response = try await client.execute(uri: "/users/me", method: .get, headers: [.authorization: value])
+                #expect(response.status == .unauthorized, "\(value.prefix(9).debugDescription)")
+                #expect(response.code == "invalid_token", "\(value.prefix(9).debugDescription)")
+                #expect(response.headers[.wwwAuthenticate] == #"Bearer realm="cairn", error="invalid_token""#)
+                #expect(response.text.contains("spaces only"), "\(response.text)")
+            }
+            #expect(try await client.json(.get, "/users/me", token: token).status == .ok)
+        }
+        #expect(BearerMiddleware.isBearerScheme("Bearer\tabc"))
+        #expect(BearerMiddleware.bearerToken("Bearer\tabc") == nil)
+        #expect(!BearerMiddleware.isBearerScheme("Basic\tabc"))
+    }
+
+    /// `access_token` given twice is refused, as a query token beside an Authorization header
+    /// is: which one is the credential would be a guess (RFC 6750 §2.3 sends one token, §3.1
+    /// calls a repeated parameter an invalid request). 400 `invalid_input` on `access_token`;
+    /// the first value used to win.
+    @Test(arguments: TestEngine.available)
+    func aRepeatedAccessTokenParameterIsRefused(engine: TestEngine) async throws {
+        try await withTestApp(engine) { client, _ in
+            let (_, tokens) = try await client.registerAndLogin(email: "repeat@example.com")
+            let token = tokens.accessToken
+            // The first value is not a token: before the fix it was the one read, and refused
+            // (401), so no stream opens whichever way this goes.
+            for query in ["access_token=not*a*token&access_token=\(token)", "access_token=x&since=0&access_token=y&access_token=z"] {
+                let response = try await client.execute(uri: "/notifications/stream?\(query)", method: .get)
+                #expect(response.status == .badRequest, "\(query.prefix(30))")
+                #expect(response.code == "invalid_input", "\(query.prefix(30))")
+                #expect(response.text.contains("access_token"), "\(response.text)")
+                #expect(!response.text.contains(token))
+            }
+            // Once is still fine where the query token counts: a malformed one is looked at.
+            #expect(try await client.execute(uri: "/notifications/stream?access_token=not*a*token", method: .get).code == "invalid_token")
+        }
+    }
+
     /// curl's own `-u user:password` (HTTP Basic) against a Bearer route, over real HTTP: 401
     /// `unauthorized` and the bare challenge a client needs to switch to a Bearer token.
     @Test func curlWithBasicCredentialsIsToldToUseBearer() async throws {

@@ -620,6 +620,34 @@ struct StorageTests {
         }
     }
 
+    /// A bad database URL names the setting it came from once: `CAIRN_DATABASE_URL` from the
+    /// environment, `--database-url` from the command line (which wins over the variable). A
+    /// fresh-user trial got `CAIRN_DATABASE_URL` twice, for a URL given with the flag.
+    @Test func aDatabaseURLErrorNamesWhereTheURLCameFromOnce() async throws {
+        let urls = [
+            "mysql://localhost/x", "postgres://host:notaport/db", "postgres://h", "postgres://h/db?sslmod=require",
+            "postgres://h/db?sslmode=sometimes", "postgres://h/db?connect_timeout=x",
+        ]
+        for url in urls {
+            for (flags, environment, named) in [
+                ([:], ["CAIRN_DATABASE_URL": url], "CAIRN_DATABASE_URL"),
+                (["database.url": url], [:], "--database-url"),
+                (["database.url": url], ["CAIRN_DATABASE_URL": "postgres://h/fine"], "--database-url"),
+            ] {
+                do {
+                    _ = try await CairnConfiguration.load(flags: flags, environment: environment)
+                    Issue.record("\(url) was taken")
+                } catch let error as ConfigurationError {
+                    let text = error.description
+                    #expect(error.setting == named, "\(url): \(text)")
+                    #expect(text.hasPrefix("invalid configuration: \(named) "), "\(url): \(text)")
+                    #expect(text.components(separatedBy: "CAIRN_DATABASE_URL").count == (named == "CAIRN_DATABASE_URL" ? 2 : 1), "\(url): \(text)")
+                    #expect(text.components(separatedBy: "--database-url").count == (named == "--database-url" ? 2 : 1), "\(url): \(text)")
+                }
+            }
+        }
+    }
+
     /// The configuration error that `url` as `CAIRN_DATABASE_URL` gives; a loaded
     /// configuration is recorded as a failure (nil).
     private func databaseURLError(_ url: String) async throws -> ConfigurationError? {
