@@ -1,5 +1,5 @@
-package import CairnJobs
 import CairnHTTP
+package import CairnJobs
 import CairnStorage
 import Foundation
 package import Logging

@@ -39,4 +39,5 @@ package struct NotificationService: Service {
             }
             do { try await Task.sleep(for: center.settings.pruneInterval) } catch { return }
         }
-    }}
+    }
+}

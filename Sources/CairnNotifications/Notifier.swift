@@ -188,7 +188,7 @@ package final class Notifier: Sendable {
         let recipients = Array(Set(userIds)).sorted()
         let now = clock.milliseconds
         // Dedupe keys need a look at existing rows before the counters move: those publishes
-        // (job status, a few a second) keep their own transaction.
+        // keep their own transaction (the job-status bridge batches its own: publishAll).
         if db == nil, draft.dedupeKey == nil, !recipients.isEmpty, recipients.count <= settings.publishBatchRows {
             let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now, checkingMembership: checkingMembership)
             Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
