@@ -88,7 +88,7 @@ package final class Notifier: Sendable {
         self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
         self.observers = observers
         self.batcher = PublishBatcher(
-            database: store.database, accounts: accounts.store, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
+            database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
             maximumInFlight: settings.publishBatchesInFlight)
     }
 
@@ -110,7 +110,8 @@ package final class Notifier: Sendable {
     /// open transaction), every row commits or rolls back with the caller's own changes and
     /// live delivery happens after the commit (no dual write). The caller vouches that the
     /// users belong to the tenant, or asks for it to be checked (`checkingMembership`, a
-    /// publisher's request): a batched publish is checked in its batch's one read.
+    /// publisher's request): a batched publish is checked in its batch's transaction, by the
+    /// locked read of the recipients that the store uses.
     /// - Returns: the stored notifications (users skipped by `dedupeKey` are left out).
     /// - Throws: 400 `invalid_input` for a bad draft or user id; ``NotTenantMembers`` (nothing
     ///   stored) when a checked id is no user of the tenant; database errors.
@@ -201,7 +202,7 @@ package final class Notifier: Sendable {
                 outsiders.formUnion(chunk.filter { tenants[$0] != tenantId })
             }
             if !outsiders.isEmpty { throw NotTenantMembers(userIds: outsiders) }
-            for observer in observers { await observer.checkedMembership(of: recipients, tenantId: tenantId) }
+            for observer in observers { await observer.willStoreCheckedPublish(to: recipients, tenantId: tenantId) }
         }
         let batchSize = max(1, settings.batchSize)
         var stored: [StoredNotification] = []
@@ -214,8 +215,10 @@ package final class Notifier: Sendable {
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
                 let publish = Publish(draft: draft, tenantId: tenantId, userIds: batch, now: now)
-                let publishes = try await PublishStore.keepingUsers([publish], on: db)
-                let rows = try await PublishStore.store(publishes, observers: observers, on: db)[0]
+                // Vouched for or checked above: no publish of this read is refused.
+                let read = try await PublishStore.recipients(of: [publish], on: db)
+                let rows = try await PublishStore.store(
+                    try read.publishes.map { try $0.get() }, preferences: read.preferences, observers: observers, on: db)[0]
                 try await hub.announce(rows.map(\.id), on: db)
                 return rows
             }
@@ -241,11 +244,15 @@ package protocol PublishObserver: Sendable {
     /// - Throws: any error, which rolls every publish of the batch back.
     func didStore(_ publishes: [StoredPublish], on db: any SQLDatabase) async throws
 
-    /// Called when a publisher's request (`checkingMembership`) was found to name only users
-    /// of `tenantId`, before the transaction that stores it opens: a user deleted from here on
-    /// is left out inside that transaction. By default nothing; tests delete a user here to
-    /// order a deletion between the check and the store.
-    func checkedMembership(of userIds: [String], tenantId: String) async
+    /// Called for a publisher's request (`checkingMembership`) to `userIds` of `tenantId`
+    /// before the transaction that stores it opens. A publish stored in a batch
+    /// (``PublishBatcher``) is checked inside that transaction, in the same locked read of its
+    /// recipients that the store uses, so a user deleted from here on makes it refused
+    /// (``NotTenantMembers``); a publish to more users than a batch holds was checked by a read
+    /// of its own before this call, and a user deleted from here on is left out inside its
+    /// transaction. By default nothing; tests delete a user here to order a deletion before
+    /// the store.
+    func willStoreCheckedPublish(to userIds: [String], tenantId: String) async
 }
 
 extension PublishObserver {
@@ -255,7 +262,7 @@ extension PublishObserver {
     }
 
     /// Nothing.
-    package func checkedMembership(of userIds: [String], tenantId: String) async {}
+    package func willStoreCheckedPublish(to userIds: [String], tenantId: String) async {}
 }
 
 /// One publish's share of a batch, as a ``PublishObserver`` sees it: the rows as

@@ -1,4 +1,3 @@
-import CairnAccounts
 import CairnHTTP
 import CairnStorage
 import Foundation
@@ -19,7 +18,9 @@ import Tracing
 /// throwing, a row the database refuses) is rolled back as a whole and its publishes are
 /// retried one transaction each, so the failure reaches only the publish that caused it. A
 /// failed COMMIT fails every publish of its batch, none retried (whether it committed is not
-/// known), as a COMMIT of a publish alone would.
+/// known), as a COMMIT of a publish alone would. A publisher's request that names an id that
+/// is no user of its tenant is refused alone, inside the batch's transaction, from the same
+/// locked read of the recipients that the others are stored by.
 final class PublishBatcher: Sendable {
     /// One waiting publish (recipients distinct and sorted) and its caller.
     struct Unit: Sendable {
@@ -36,7 +37,6 @@ final class PublishBatcher: Sendable {
     }
 
     private let database: Database
-    private let accounts: AccountStore
     private let hub: NotificationHub
     private let observers: [any PublishObserver]
     /// Upper bound on the rows (recipients) of one batch, so its statements stay well under
@@ -51,9 +51,8 @@ final class PublishBatcher: Sendable {
     /// ``Notifier/publishTransactions``).
     let transactions = Atomic<Int>(0)
 
-    init(database: Database, accounts: AccountStore, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
+    init(database: Database, hub: NotificationHub, observers: [any PublishObserver], maximumRows: Int, maximumInFlight: Int) {
         self.database = database
-        self.accounts = accounts
         self.hub = hub
         self.observers = observers
         self.maximumRows = max(1, maximumRows)
@@ -61,8 +60,10 @@ final class PublishBatcher: Sendable {
     }
 
     /// Stores `draft` for `userIds` (distinct, sorted, at most ``maximumRows``) in the next
-    /// batch; returns once that batch committed. With `checkingMembership`, the batch first
-    /// reads, once for all its publishes, which recipients are users of their tenant.
+    /// batch; returns once that batch committed. With `checkingMembership`, the publish is
+    /// refused unless every recipient is a user of `tenantId`, judged by the batch's one
+    /// locked read of its recipients inside its transaction (the read the store uses too), so
+    /// no separate read precedes the batch and no deletion can fall between check and store.
     /// - Throws: ``NotTenantMembers`` (nothing stored) when a checked recipient is not one.
     func submit(_ draft: NotificationDraft, tenantId: String, userIds: [String], now: Int64, checkingMembership: Bool = false) async throws
         -> [StoredNotification]
@@ -124,8 +125,9 @@ final class PublishBatcher: Sendable {
     }
 
     private func run(_ batch: [Unit]) async {
-        let batch = await refusingNonMembers(batch)
-        if batch.isEmpty { return }
+        for unit in batch where unit.publish.checksMembership {
+            for observer in observers { await observer.willStoreCheckedPublish(to: unit.publish.userIds, tenantId: unit.publish.tenantId) }
+        }
         if batch.count == 1 {
             let unit = batch[0]
             unit.continuation.resume(with: await outcome { try await self.storeAlone(unit) })
@@ -140,17 +142,22 @@ final class PublishBatcher: Sendable {
             try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
                 span.attributes["cairn.notification.batch"] = batch.count
                 return try await database.transaction { db in
-                    let publishes = try await PublishStore.keepingUsers(batch.map(\.publish), on: db)
-                    let rows = try await PublishStore.store(publishes, observers: observers, on: db)
-                    try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
+                    // One read for the batch: who is a user of which tenant (the membership
+                    // check of publishers' requests) and their preferences, locked until the commit.
+                    let read = try await PublishStore.recipients(of: batch.map(\.publish), on: db)
+                    var kept: [Publish] = []
+                    for case .success(let publish) in read.publishes { kept.append(publish) }
+                    var rows = try await PublishStore.store(kept, preferences: read.preferences, observers: observers, on: db).makeIterator()
+                    let outcomes = read.publishes.map { checked in checked.map { _ in rows.next() ?? [] } }
+                    try await hub.announce(outcomes.flatMap { (try? $0.get().map(\.id)) ?? [] }, on: db)
                     bodyDone.store(true, ordering: .relaxed)
-                    return rows
+                    return outcomes
                 }
             }
         }
         switch result {
-        case .success(let rows):
-            for (unit, stored) in zip(batch, rows) { unit.continuation.resume(returning: stored) }
+        case .success(let outcomes):
+            for (unit, stored) in zip(batch, outcomes) { unit.continuation.resume(with: stored.mapError { $0 as any Error }) }
         case .failure(let error) where bodyDone.load(ordering: .relaxed):
             for unit in batch { unit.continuation.resume(throwing: error) }
         case .failure:
@@ -159,44 +166,16 @@ final class PublishBatcher: Sendable {
         }
     }
 
-    /// Answers the publishes of `batch` that asked for a membership check and name an id that
-    /// is no user of their tenant, with ``NotTenantMembers``, and returns the others. One read
-    /// serves the whole batch: a publisher's request costs no read of its own, and one
-    /// tenant's bad recipients fail only its own publish, never the batch it shares. A user
-    /// deleted after this read is left out again inside the batch's transaction
-    /// (``PublishStore/keepingUsers(_:on:)``).
-    private func refusingNonMembers(_ batch: [Unit]) async -> [Unit] {
-        let checked = batch.filter(\.publish.checksMembership)
-        guard !checked.isEmpty else { return batch }
-        let tenants: [String: String]
-        do {
-            tenants = try await accounts.tenants(ofUsers: Array(Set(checked.flatMap(\.publish.userIds))))
-        } catch {
-            for unit in checked { unit.continuation.resume(throwing: error) }
-            return batch.filter { !$0.publish.checksMembership }
-        }
-        let members = batch.filter { unit in
-            let publish = unit.publish
-            guard publish.checksMembership else { return true }
-            let outsiders = publish.userIds.filter { tenants[$0] != publish.tenantId }
-            if outsiders.isEmpty { return true }
-            unit.continuation.resume(throwing: NotTenantMembers(userIds: Set(outsiders)))
-            return false
-        }
-        for unit in members where unit.publish.checksMembership {
-            for observer in observers { await observer.checkedMembership(of: unit.publish.userIds, tenantId: unit.publish.tenantId) }
-        }
-        return members
-    }
-
-    /// One publish in a transaction of its own, stored as a batch of one.
+    /// One publish in a transaction of its own, stored as a batch of one (a publisher's
+    /// request refused there with ``NotTenantMembers``, nothing stored).
     private func storeAlone(_ unit: Unit) async throws -> [StoredNotification] {
         transactions.add(1, ordering: .relaxed)
         let observers = self.observers
         let hub = self.hub
         return try await database.transaction { db in
-            let publishes = try await PublishStore.keepingUsers([unit.publish], on: db)
-            let rows = try await PublishStore.store(publishes, observers: observers, on: db)[0]
+            let read = try await PublishStore.recipients(of: [unit.publish], on: db)
+            let publish = try read.publishes[0].get()
+            let rows = try await PublishStore.store([publish], preferences: read.preferences, observers: observers, on: db)[0]
             try await hub.announce(rows.map(\.id), on: db)
             return rows
         }

@@ -40,8 +40,8 @@ package enum PublishStore {
     }
 
     /// Stores `publishes` on `db` (a transaction), in order:
-    /// 1. the recipients' preferences, one read per tenant; recipients who turned in-app off for
-    ///    a type get no inbox row;
+    /// 1. the recipients' preferences (`preferences`, read by ``recipients(of:on:)``, or else
+    ///    one read per tenant); recipients who turned in-app off for a type get no inbox row;
     /// 2. one counter upsert that gives each recipient as many seqs as the batch holds rows for
     ///    it (the counter's row lock orders each user's seqs by commit);
     /// 3. for publishes with a `dedupeKey`, recipients already holding it (or given it earlier
@@ -53,8 +53,12 @@ package enum PublishStore {
     /// - Returns: each publish's stored inbox rows, in `publishes` order, each in its
     ///   `userIds` order.
     /// - Throws: database errors and what an observer throws; the caller rolls back.
-    static func store(_ publishes: [Publish], observers: [any PublishObserver], on db: any SQLDatabase) async throws -> [[StoredNotification]] {
-        let preferences = try await self.preferences(of: publishes, on: db)
+    static func store(
+        _ publishes: [Publish], preferences known: [String: [String: NotificationPreferences]]? = nil, observers: [any PublishObserver],
+        on db: any SQLDatabase
+    ) async throws -> [[StoredNotification]] {
+        let preferences: [String: [String: NotificationPreferences]]
+        if let known { preferences = known } else { preferences = try await self.preferences(of: publishes, on: db) }
         let allowed = publishes.map { publish in
             publish.userIds.filter { (preferences[publish.tenantId]?[$0] ?? .defaults).allows(publish.draft.type, on: .inApp) }
         }
@@ -110,22 +114,55 @@ package enum PublishStore {
         try await store([Publish(draft: draft, tenantId: tenantId, userIds: userIds, now: now)], observers: [], on: db)[0]
     }
 
-    /// `publishes` with only the recipients that are, inside the transaction `db`, users of
-    /// the publish's tenant: one read for the whole batch, which also locks them against
-    /// deletion until the commit (``AccountStore/lockedTenants(ofUsers:on:)``). Every publish
-    /// of ``Notifier`` stores what this returns, in the same transaction, so a user deleted
-    /// while the publish was on its way (after a membership check, or a broadcast's page of
-    /// users) gets no row, counter or delivery, and one deleted after the commit has them
-    /// erased with them. (``store(_:observers:on:)`` itself takes the recipients as given.)
-    static func keepingUsers(_ publishes: [Publish], on db: any SQLDatabase) async throws -> [Publish] {
-        let tenants = try await AccountStore.lockedTenants(ofUsers: publishes.flatMap(\.userIds), on: db)
-        return publishes.map { publish in
-            let users = publish.userIds.filter { tenants[$0] == publish.tenantId }
-            if users.count == publish.userIds.count { return publish }
-            var kept = Publish(draft: publish.draft, tenantId: publish.tenantId, userIds: users, now: publish.now)
-            kept.checksMembership = publish.checksMembership
-            return kept
+    /// What ``recipients(of:on:)`` read for a batch of publishes inside its transaction.
+    struct Recipients: Sendable {
+        /// Each publish in order: with only the recipients that are users of its tenant, or,
+        /// for a publish that asked for the check (`checksMembership`) and named any id that is
+        /// not one, the refusal naming those ids (nothing of it may be stored).
+        let publishes: [Result<Publish, NotTenantMembers>]
+        /// The preferences of every recipient who set any, by tenant then user.
+        let preferences: [String: [String: NotificationPreferences]]
+    }
+
+    /// Reads, inside the transaction `db`, which recipients of `publishes` are users of each
+    /// publish's tenant and their preferences, in one statement for the whole batch that also
+    /// locks the users against deletion until the commit, as
+    /// ``AccountStore/lockedTenants(ofUsers:on:)`` does (PostgreSQL: `FOR KEY SHARE` in id
+    /// order; SQLite: the transaction holds the only writer). Every publish of ``Notifier``
+    /// stores what this returns in the same transaction, so a user deleted while the publish
+    /// was on its way (a broadcast's page of users) gets no row, counter or delivery, one
+    /// deleted after the commit has them erased with them, and a publisher's membership check
+    /// and the store see the same users. At most a few hundred ids (each a bound parameter).
+    /// - Throws: database errors.
+    static func recipients(of publishes: [Publish], on db: any SQLDatabase) async throws -> Recipients {
+        let ids = Array(Set(publishes.flatMap(\.userIds).filter(UUIDv7.isValid))).sorted()
+        var tenants: [String: String] = [:]
+        var preferences: [String: [String: NotificationPreferences]] = [:]
+        if !ids.isEmpty {
+            let lock = db.dialect.name == "postgresql" ? " FOR KEY SHARE OF u" : ""
+            let rows = try await db.raw(
+                """
+                SELECT u.id, u.tenant_id, p.prefs FROM users u
+                LEFT JOIN notification_preferences p ON p.tenant_id = u.tenant_id AND p.user_id = u.id
+                WHERE u.id IN \(NotificationStore.list(ids.map { "\(bind: $0)" })) ORDER BY u.id\(unsafeRaw: lock)
+                """
+            ).all()
+            for row in rows {
+                let userId = try row.decode(column: "id", as: String.self)
+                let tenantId = try row.decode(column: "tenant_id", as: String.self)
+                tenants[userId] = tenantId
+                if let prefs = try row.decode(column: "prefs", as: String?.self) {
+                    preferences[tenantId, default: [:]][userId] = PreferenceStore.decode(prefs)
+                }
+            }
         }
+        let checked = publishes.map { publish -> Result<Publish, NotTenantMembers> in
+            let users = publish.userIds.filter { tenants[$0] == publish.tenantId }
+            if users.count == publish.userIds.count { return .success(publish) }
+            if publish.checksMembership { return .failure(NotTenantMembers(userIds: Set(publish.userIds).subtracting(users))) }
+            return .success(Publish(draft: publish.draft, tenantId: publish.tenantId, userIds: users, now: publish.now))
+        }
+        return Recipients(publishes: checked, preferences: preferences)
     }
 
     /// The preferences of every recipient who set any, by tenant then user: one read per tenant.

@@ -139,16 +139,27 @@ package final class OutboundChannels: PublishObserver {
         var providers: Set<ProviderName>
     }
 
+    /// One statement for both (a publish batch reads this once per tenant inside its
+    /// transaction, where each round trip holds the batch): the enabled endpoints' rows, then
+    /// one row per configured provider, told apart by `provider` (NULL on endpoint rows).
     func tenantChannels(_ tenantId: String, on db: any SQLDatabase) async throws -> TenantChannels {
-        TenantChannels(
-            endpoints: try await endpoints(tenantId: tenantId, on: db), providers: try await ProviderStore.configured(tenantId: tenantId, on: db))
-    }
-
-    func endpoints(tenantId: String, on db: any SQLDatabase) async throws -> [WebhookEndpoint] {
-        try await db.raw(
-            "SELECT \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)"
-        )
-        .all().map { try WebhookEndpoint.from($0, secrets: secrets) }
+        let blanks = Array(repeating: "NULL", count: WebhookEndpoint.columns.split(separator: ",").count).joined(separator: ", ")
+        let rows = try await db.raw(
+            """
+            SELECT NULL AS provider, \(unsafeRaw: WebhookEndpoint.columns) FROM webhook_endpoints
+            WHERE tenant_id = \(bind: tenantId) AND enabled = \(bind: true)
+            UNION ALL SELECT provider, \(unsafeRaw: blanks) FROM notification_providers WHERE tenant_id = \(bind: tenantId)
+            """
+        ).all()
+        var channels = TenantChannels(endpoints: [], providers: [])
+        for row in rows {
+            if let provider = try row.decode(column: "provider", as: String?.self) {
+                if let name = ProviderName(rawValue: provider) { channels.providers.insert(name) }
+            } else {
+                channels.endpoints.append(try WebhookEndpoint.from(row, secrets: secrets))
+            }
+        }
+        return channels
     }
 
     /// Plans the outbound deliveries of stored (or in-app-less) notifications: webhooks to the

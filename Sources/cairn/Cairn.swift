@@ -11,6 +11,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// The `cairn` command: serve, migrate, and operator tasks.
 @main
@@ -21,23 +22,66 @@ struct Cairn: AsyncParsableCommand {
         subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self, PipelineSandboxCommand.self],
         defaultSubcommand: Serve.self)
 
-    /// Runs the command with its Swift tasks on the Swift runtime's cooperative pool, or with
-    /// `CAIRN_CONCURRENCY_EXECUTOR=nio` on SwiftNIO's event loops as Swift concurrency's global
-    /// executor (a request's handler then runs on the event loop that read it, with no hop to
-    /// the pool and back). The pool stays the default: on this project's benchmarks the event
-    /// loops served SQLite reads 30–50 % faster but writes 7–15 % slower, PostgreSQL's task list
-    /// about 15 % slower, and let heavy reads delay other requests' answers longer.
+    /// Runs the command with its Swift tasks on SwiftNIO's event loops (as Swift concurrency's
+    /// global executor: a request's handler runs on the event loop that read it, with no hop to
+    /// the runtime's cooperative pool and back) or on the runtime's pool, as
+    /// `CAIRN_CONCURRENCY_EXECUTOR` says: `nio`, `swift`, or `auto` (the default, any case):
+    /// the event loops on embedded SQLite, the pool on PostgreSQL. Measured on this project's
+    /// benchmarks (`Benchmarks/README.md`): on SQLite the event loops serve reads 30–50 % faster,
+    /// writes as fast (each batch of writes is one hop to SQLite's thread), and heavy reads delay
+    /// other answers less; on PostgreSQL they serve the task list about 15 % slower.
     static func main() async {
         // Must come first: tasks enqueued before the hook is installed stay on the runtime's pool.
-        switch ProcessInfo.processInfo.environment["CAIRN_CONCURRENCY_EXECUTOR"] {
-        case nil, "", "swift": break
-        case "nio": _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        case let other?:
-            FileHandle.standardError.write(Data("cairn: CAIRN_CONCURRENCY_EXECUTOR must be swift or nio, not \(other.prefix(100))\n".utf8))
+        let setting = ProcessInfo.processInfo.environment["CAIRN_CONCURRENCY_EXECUTOR"] ?? ""
+        let eventLoops: Bool
+        switch setting.lowercased() {
+        case "", "auto": eventLoops = runsOnSQLite()
+        case "swift": eventLoops = false
+        case "nio": eventLoops = true
+        default:
+            FileHandle.standardError.write(Data("cairn: CAIRN_CONCURRENCY_EXECUTOR must be auto, swift or nio, not \(setting.prefix(100))\n".utf8))
             Foundation.exit(2)
+        }
+        if eventLoops, NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
+            executor.store(.nio, ordering: .relaxed)
         }
         await main(nil)
     }
+
+    /// Where this process runs its Swift tasks (logged when `serve` starts).
+    static let executor = Atomic<ConcurrencyExecutor>(.swift)
+
+    /// Whether the command line names a command that opens a database and that database is
+    /// embedded SQLite: no `postgres://` URL from `--database-url`, `CAIRN_DATABASE_URL` or the
+    /// `--config` / `CAIRN_CONFIG_FILE` file, in the precedence `CairnConfiguration.load` gives
+    /// them. Read before the configuration is loaded (the executor must be chosen before any
+    /// task runs); a command line or file that does not parse counts as not SQLite, and is
+    /// reported by the command itself.
+    static func runsOnSQLite() -> Bool {
+        guard let command = try? parseAsRoot(), let options = (command as? any CommonOptionsCommand)?.options else { return false }
+        let environment = ProcessInfo.processInfo.environment
+        if let url = options.databaseURL ?? environment["CAIRN_DATABASE_URL"] { return url.isEmpty }
+        guard let file = options.config ?? environment["CAIRN_CONFIG_FILE"] else { return true }
+        guard let data = FileManager.default.contents(atPath: file), let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return false }
+        return ((json["database"] as? [String: Any])?["url"] as? String ?? "").isEmpty
+    }
+}
+
+/// Where a process runs its Swift tasks (see `Cairn.main`).
+enum ConcurrencyExecutor: UInt8, AtomicRepresentable, CustomStringConvertible {
+    /// The Swift runtime's cooperative thread pool.
+    case swift
+    /// SwiftNIO's event loops.
+    case nio
+
+    var description: String { self == .nio ? "nio" : "swift" }
+}
+
+/// A command that takes the settings every database command shares.
+protocol CommonOptionsCommand {
+    /// The command's `--config`, `--data-dir`, `--database-url` and log options.
+    var options: CommonOptions { get }
 }
 
 /// Settings shared by every command; each maps to a `CAIRN_*` variable and wins over it.
@@ -128,7 +172,10 @@ struct Serve: AsyncParsableCommand {
         configuration.migrateOnStart = !noMigrate
         logger.info(
             "starting cairn",
-            metadata: ["database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir)])
+            metadata: [
+                "database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir),
+                "executor": .stringConvertible(Cairn.executor.load(ordering: .relaxed)),
+            ])
         let tracing: (any Service)?
         do {
             tracing = try TracingBootstrap.bootstrap(logger: logger)
@@ -337,3 +384,11 @@ struct KeysCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension Serve: CommonOptionsCommand {}
+extension Migrate: CommonOptionsCommand {}
+extension TenantCommand.Create: CommonOptionsCommand {}
+extension UserCommand.Create: CommonOptionsCommand {}
+extension KeysCommand.Rotate: CommonOptionsCommand {}
+extension KeysCommand.RotateMaster: CommonOptionsCommand {}
+extension Seed: CommonOptionsCommand {}

@@ -9,9 +9,9 @@ import SQLKit
 import Synchronization
 import Testing
 
-/// Deletes `victim` (through `DELETE /users/{id}`, as the owner) once the membership check of
-/// a publish naming them has passed, before that publish's transaction opens: the interleaving
-/// a deletion racing a publish can take.
+/// Deletes `victim` (through `DELETE /users/{id}`, as the owner) just before the transaction
+/// that stores a publisher's publish naming them opens (after its membership read when that is
+/// a read of its own): the interleaving a deletion racing a publish can take.
 private final class DeleteAfterCheck: PublishObserver {
     struct Target: Sendable {
         let client: any TestClientProtocol
@@ -27,7 +27,7 @@ private final class DeleteAfterCheck: PublishObserver {
         async throws
     {}
 
-    func checkedMembership(of userIds: [String], tenantId: String) async {
+    func willStoreCheckedPublish(to userIds: [String], tenantId: String) async {
         guard
             let target = target.withLock({ value in
                 defer { value = nil }; return value
@@ -48,12 +48,13 @@ private func rows(_ table: String, userId: String, _ components: CairnComponents
 
 @Suite("Notifications: a publish racing the deletion of a recipient")
 struct PublishDeletionRaceTests {
-    /// The trial's race, ordered: the publisher's recipients are checked, the member is deleted
-    /// (committed), then the publish is stored. Batched (`publishBatchRows` 500) and alone (0).
-    @Test(arguments: TestEngine.available, [500, 0])
-    func aRecipientDeletedAfterTheCheckGetsNoRowNorCounter(engine: TestEngine, batchRows: Int) async throws {
+    /// The trial's race, ordered, with each publish alone (`publishBatchRows` 0): the
+    /// publisher's recipients are checked by a read of their own, the member is deleted
+    /// (committed), then the publish is stored without them.
+    @Test(arguments: TestEngine.available)
+    func aRecipientDeletedAfterTheCheckGetsNoRowNorCounter(engine: TestEngine) async throws {
         let gate = DeleteAfterCheck()
-        try await withTestApp(engine, configure: { $0.notifications.publishBatchRows = batchRows }, observers: [gate]) { app in
+        try await withTestApp(engine, configure: { $0.notifications.publishBatchRows = 0 }, observers: [gate]) { app in
             let components = app.components
             let owner = try await signUp(app.client, "race-owner@example.com")
             let member = try await addMember(app.client, owner: owner, email: "race-member@example.com")
@@ -66,6 +67,31 @@ struct PublishDeletionRaceTests {
             #expect(try await rows("notifications", userId: member.userId, components) == 0)
             #expect(try await rows("notification_counters", userId: member.userId, components) == 0)
             #expect(try await rows("notifications", userId: owner.userId, components) == 1)
+        }
+    }
+
+    /// The same race, batched (`publishBatchRows` 500): the membership check is the batch's
+    /// locked read of its recipients inside the transaction that stores them, so there is no
+    /// window between check and store: the member deleted before that transaction makes the
+    /// publish refused as a whole (``NotTenantMembers``), nothing stored for anyone.
+    @Test(arguments: TestEngine.available)
+    func aBatchedPublishChecksMembershipInItsTransaction(engine: TestEngine) async throws {
+        let gate = DeleteAfterCheck()
+        try await withTestApp(engine, configure: { $0.notifications.publishBatchRows = 500 }, observers: [gate]) { app in
+            let components = app.components
+            let owner = try await signUp(app.client, "race-owner@example.com")
+            let member = try await addMember(app.client, owner: owner, email: "race-member@example.com")
+            gate.target.withLock { $0 = .init(client: app.client, owner: owner, victim: member.userId) }
+            await #expect(throws: NotTenantMembers.self) {
+                try await components.notifications.publish(
+                    NotificationDraft(type: "message", title: "race"), to: [owner.userId, member.userId], tenantId: owner.tenantId,
+                    checkingMembership: true)
+            }
+            #expect(gate.statuses.withLock { $0 } == [204])
+            for user in [owner.userId, member.userId] {
+                #expect(try await rows("notifications", userId: user, components) == 0)
+                #expect(try await rows("notification_counters", userId: user, components) == 0)
+            }
         }
     }
 

@@ -53,10 +53,11 @@ final class ServerProcess: Sendable {
     }
 
     /// Starts the server with port 0 and reads the bound port from its `listening` log line.
-    static func start(dataDir: String, environment: [String: String] = [:]) async throws -> ServerProcess {
+    /// `arguments` follow `serve`'s own.
+    static func start(dataDir: String, environment: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
         let log = LogBuffer()
         let child = try await ChildProcess(
-            try cairnBinary(), ["serve", "--port", "0", "--data-dir", dataDir],
+            try cairnBinary(), ["serve", "--port", "0", "--data-dir", dataDir] + arguments,
             environment: cairnEnvironment(["CAIRN_BCRYPT_COST": "4"].merging(environment) { $1 }), includeErrors: true
         ) { data in
             if let data { log.append(String(decoding: data, as: UTF8.self)) } else { log.end() }
