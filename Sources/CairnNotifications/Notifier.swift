@@ -170,8 +170,10 @@ package final class Notifier: Sendable {
             stored += try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
                 span.attributes["cairn.notification.publishes"] = batch.count
                 return try await database.transaction { db in
-                    let kept = try await PublishStore.keepingUsers(batch, on: db)
-                    let rows = try await PublishStore.store(kept, observers: observers, on: db)
+                    // Vouched for (no publish asks for the check): none of this read is refused.
+                    let read = try await PublishStore.recipients(of: batch, on: db)
+                    let rows = try await PublishStore.store(
+                        try read.publishes.map { try $0.get() }, preferences: read.preferences, observers: observers, on: db)
                     // Delivered after the commit on both engines (no dual write).
                     try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
                     return rows
