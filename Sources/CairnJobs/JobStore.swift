@@ -384,6 +384,70 @@ package struct JobStore: Sendable {
         }
     }
 
+    // MARK: Status reporting
+
+    /// Jobs by id across tenants with `statusVersion`, the version whose change a status
+    /// consumer has reported (``markStatusReported(_:)``): a job with `statusVersion` ≥
+    /// `job.version` has nothing new to report. For the job-status notifications, which keep
+    /// results within each job's tenant. Ids that are no UUIDv7, or of no job, are left out.
+    /// - Throws: database errors.
+    package func jobsWithStatusVersion(ids: [String]) async throws -> [(job: Job, statusVersion: Int)] {
+        let valid = ids.filter { UUIDv7.isValid($0) }
+        var found: [(job: Job, statusVersion: Int)] = []
+        // 500 binds a statement, well under both engines' limits.
+        for chunk in valid.chunks(of: 500) {
+            found += try await database.read { db in
+                try await db.raw(
+                    "SELECT \(unsafeRaw: Self.columns), status_version FROM jobs WHERE id IN (\(SQLList(chunk.map { SQLBind($0) })))"
+                ).all().map(Self.jobWithStatusVersion(from:))
+            }
+        }
+        return found
+    }
+
+    /// Up to `limit` jobs with a creator whose latest change is not reported yet (their
+    /// `status_version` is below their `version`), in id order after `after` (keyset paging),
+    /// each with its `statusVersion`. Read on the partial index of such rows, so the cost
+    /// follows the backlog, not the table.
+    /// - Throws: database errors.
+    package func unreportedStatus(after: String?, limit: Int) async throws -> [(job: Job, statusVersion: Int)] {
+        try await database.read { db in
+            var query: SQLQueryString = """
+                SELECT \(unsafeRaw: Self.columns), status_version FROM jobs WHERE created_by IS NOT NULL AND status_version < version
+                """
+            if let after { query = query + " AND id > \(bind: after)" }
+            return try await db.raw(query + " ORDER BY id LIMIT \(bind: max(1, limit))").all().map(Self.jobWithStatusVersion(from:))
+        }
+    }
+
+    /// Records that the changes of each job up to the given version are reported, in one
+    /// statement per 300 jobs; a job already marked at that version or later (another node
+    /// reported it) keeps its mark, so marks never go back.
+    /// - Parameter versions: the version each job was read at, by job id.
+    /// - Throws: database errors.
+    package func markStatusReported(_ versions: [String: Int]) async throws {
+        let entries = versions.sorted { $0.key < $1.key }
+        for chunk in entries.chunks(of: 300) {
+            var cases: SQLQueryString = "CASE id"
+            for (id, version) in chunk { cases = cases + " WHEN \(bind: id) THEN \(bind: version)" }
+            cases = cases + " END"
+            try await database.write { [cases] db in
+                try await db.raw(
+                    """
+                    UPDATE jobs SET status_version = \(cases)
+                    WHERE id IN (\(SQLList(chunk.map { SQLBind($0.key) }))) AND status_version < \(cases)
+                    """
+                ).run()
+            }
+        }
+    }
+
+    /// A job and its `status_version`, from a row of `columns` then `status_version`.
+    private static func jobWithStatusVersion(from row: any SQLRow) throws -> (job: Job, statusVersion: Int) {
+        let positional = PositionalRow(row, columns: columnNames + ["status_version"])
+        return (try job(from: positional), try positional.int(columnNames.count))
+    }
+
     /// A page of a tenant's jobs, newest first.
     func list(tenantId: String, state: JobState?, kind: String?, page: PageRequest) async throws -> Page<Job> {
         let rows = try await database.read { db in

@@ -131,6 +131,59 @@ package final class Notifier: Sendable {
         }
     }
 
+    /// Publishes many drafts, each to users of its tenant whom the caller vouches for, stored
+    /// together: one transaction (one counter upsert, one multi-row INSERT, one announcement)
+    /// per ``NotificationSettings/publishBatchRows`` rows, in order, so each user's seqs follow
+    /// the order of `publishes` (the job-status bridge: a job's `running` before its outcome).
+    /// A draft's `dedupeKey` stores it at most once per user, however often it is published,
+    /// here or by other nodes.
+    /// - Parameter publishes: the drafts, each with its recipients (duplicates ignored) and tenant.
+    /// - Returns: each publish's stored rows, in order (users skipped by `dedupeKey` left out).
+    /// - Throws: 400 `invalid_input` for a bad draft or user id (nothing stored); database
+    ///   errors, in which case the transactions before the failing one stay committed.
+    @discardableResult
+    package func publishAll(_ publishes: [(draft: NotificationDraft, userIds: [String], tenantId: String)]) async throws -> [[StoredNotification]] {
+        for (draft, userIds, _) in publishes {
+            try draft.validate()
+            if let bad = userIds.firstIndex(where: { !UUIDv7.isValid($0) }) { throw AppError.invalidField("userIds[\(bad)]", "must be a user id") }
+        }
+        let now = clock.milliseconds
+        let units = publishes.map { Publish(draft: $0.draft, tenantId: $0.tenantId, userIds: Array(Set($0.userIds)).sorted(), now: now) }
+        // Consecutive publishes, up to the row bound (a publish larger than it alone).
+        var batches: [[Publish]] = []
+        var rows = 0
+        for unit in units {
+            if batches.isEmpty || rows + unit.userIds.count > max(1, settings.publishBatchRows) {
+                batches.append([])
+                rows = 0
+            }
+            batches[batches.count - 1].append(unit)
+            rows += unit.userIds.count
+        }
+        let database = store.database
+        let hub = self.hub
+        let observers = self.observers
+        var stored: [[StoredNotification]] = []
+        stored.reserveCapacity(units.count)
+        for batch in batches {
+            batcher.transactions.add(1, ordering: .relaxed)
+            stored += try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
+                span.attributes["cairn.notification.publishes"] = batch.count
+                return try await database.transaction { db in
+                    // Vouched for (no publish asks for the check): none of this read is refused.
+                    let read = try await PublishStore.recipients(of: batch, on: db)
+                    let rows = try await PublishStore.store(
+                        try read.publishes.map { try $0.get() }, preferences: read.preferences, observers: observers, on: db)
+                    // Delivered after the commit on both engines (no dual write).
+                    try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
+                    return rows
+                }
+            }
+        }
+        Counter(label: "cairn_notifications_stored_total").increment(by: stored.reduce(0) { $0 + $1.count })
+        return stored
+    }
+
     /// ``publish(_:to:tenantId:checkingMembership:on:)`` once validated, inside its span.
     private func storeAll(_ draft: NotificationDraft, to userIds: [String], tenantId: String, checkingMembership: Bool, on db: (any SQLDatabase)?)
         async throws -> [StoredNotification]
@@ -138,7 +191,7 @@ package final class Notifier: Sendable {
         let recipients = Array(Set(userIds)).sorted()
         let now = clock.milliseconds
         // Dedupe keys need a look at existing rows before the counters move: those publishes
-        // (job status, a few a second) keep their own transaction.
+        // keep their own transaction (the job-status bridge batches its own: publishAll).
         if db == nil, draft.dedupeKey == nil, !recipients.isEmpty, recipients.count <= settings.publishBatchRows {
             let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now, checkingMembership: checkingMembership)
             Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)

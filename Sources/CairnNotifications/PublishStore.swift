@@ -210,17 +210,13 @@ package enum PublishStore {
     ) async throws {
         var dropped: [Recipient: Int64] = [:]
         var given: Set<[String]> = []
+        let held = try await heldKeys(publishes, inApp, on: db)
         for (index, publish) in publishes.enumerated() {
             guard let key = publish.draft.dedupeKey, !inApp[index].isEmpty else { continue }
-            let existing = try await db.raw(
-                """
-                SELECT user_id FROM notifications WHERE tenant_id = \(bind: publish.tenantId) AND dedupe_key = \(bind: key)
-                AND user_id IN \(NotificationStore.list(inApp[index].map { "\(bind: $0)" }))
-                """
-            ).all()
-            let holders = Set(try existing.map { try $0.decode(column: "user_id", as: String.self) })
             inApp[index].removeAll { userId in
-                let duplicate = holders.contains(userId) || !given.insert([publish.tenantId, key, userId]).inserted
+                let duplicate =
+                    held[Recipient(tenantId: publish.tenantId, userId: userId)]?.contains(key) == true
+                    || !given.insert([publish.tenantId, key, userId]).inserted
                 if duplicate { dropped[Recipient(tenantId: publish.tenantId, userId: userId), default: 0] += 1 }
                 return duplicate
             }
@@ -234,6 +230,30 @@ package enum PublishStore {
                 """
             ).run()
         }
+    }
+
+    /// The dedupe keys of `publishes` that each of their recipients (in `inApp`) already holds:
+    /// one read per recipient, of all the keys published to them (500 a statement), rather than
+    /// one per publish, so a batch of many keyed publishes to one user (job status) costs one.
+    private static func heldKeys(_ publishes: [Publish], _ inApp: [[String]], on db: any SQLDatabase) async throws -> [Recipient: Set<String>] {
+        var wanted: [Recipient: Set<String>] = [:]
+        for (index, publish) in publishes.enumerated() {
+            guard let key = publish.draft.dedupeKey else { continue }
+            for userId in inApp[index] { wanted[Recipient(tenantId: publish.tenantId, userId: userId), default: []].insert(key) }
+        }
+        var held: [Recipient: Set<String>] = [:]
+        for (recipient, keys) in wanted.sorted(by: { $0.key < $1.key }) {
+            for chunk in keys.sorted().chunks(of: 500) {
+                let rows = try await db.raw(
+                    """
+                    SELECT dedupe_key FROM notifications WHERE tenant_id = \(bind: recipient.tenantId) AND user_id = \(bind: recipient.userId)
+                    AND dedupe_key IN \(NotificationStore.list(chunk.map { "\(bind: $0)" }))
+                    """
+                ).all()
+                for row in rows { held[recipient, default: []].insert(try row.decode(column: "dedupe_key", as: String.self)) }
+            }
+        }
+        return held
     }
 
     /// Tells every observer of every publish stored, once per batch; `allowed` holds each

@@ -107,13 +107,16 @@ package struct CairnComponents: Sendable {
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
     package var pipelineService: PipelineService
 
-    /// The background services of a node: the job worker, the cron scheduler, the catalog's
-    /// cache invalidation listener, the notification bridge, pipeline runs, upload expiry, the
-    /// orphaned-blob sweeper and the event-loop latency and data-directory disk probes.
+    /// The background services of a node: the job-status bridge, the job worker, the cron
+    /// scheduler, the catalog's cache invalidation listener, notification pruning, pipeline runs,
+    /// upload expiry, the orphaned-blob sweeper and the event-loop latency and data-directory disk
+    /// probes. A service group stops them last first: the bridge comes before the worker, so on
+    /// SIGTERM it reports the jobs the worker finished while draining, before the database closes.
     package func makeServices() -> [any Service] {
         [
+            JobStatusService(center: notifications, jobs: jobs, logger: logger),
             JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
-            NotificationService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
+            NotificationService(center: notifications, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), blobs: blobs, logger: logger),
             EventLoopProbe(), DiskProbe(path: configuration.dataDir),
             OrphanSweeper(database: database, blobs: blobs, logger: logger),
