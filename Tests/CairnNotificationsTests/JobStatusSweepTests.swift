@@ -10,11 +10,6 @@ import Testing
 
 @Suite("Notifications: job status sweeps and marks")
 struct JobStatusSweepTests {
-    /// A noop job that runs for `sleepMs`.
-    static func noop(_ sleepMs: Int) -> JobRequest {
-        JobRequest(kind: "noop", args: .object(["sleepMs": .number(Double(sleepMs))]))
-    }
-
     @Test(arguments: TestEngine.available)
     /// A sweep reads the unreported jobs in pages, stores each page's drafts in one transaction,
     /// and marks them; reading them again (another node, or a sweep racing an announcement)
@@ -24,9 +19,11 @@ struct JobStatusSweepTests {
             let owner = try await signUp(app.client, "sweep@example.com")
             let queue = app.components.jobs
             let store = queue.store
-            let ids = try await queue.enqueueMany((0..<11).map { _ in Self.noop(0) }, tenantId: owner.tenantId, createdBy: owner.userId)
-                .map(\.job.id)
-            let orphan = try await queue.enqueue(Self.noop(0), tenantId: owner.tenantId, createdBy: nil).job.id
+            let ids = try await queue.enqueueMany(
+                (0..<11).map { _ in JobStatusDurabilityTests.noop(0) }, tenantId: owner.tenantId, createdBy: owner.userId
+            )
+            .map(\.job.id)
+            let orphan = try await queue.enqueue(JobStatusDurabilityTests.noop(0), tenantId: owner.tenantId, createdBy: nil).job.id
             #expect(try await store.unreportedStatus(after: nil, limit: 100).isEmpty, "a new job has no change to report")
             try await withBareWorker(app) {
                 for id in ids + [orphan] { try await queue.waitUntilFinished(id) }
