@@ -25,17 +25,19 @@ struct Cairn: AsyncParsableCommand {
     /// Runs the command with its Swift tasks on SwiftNIO's event loops (as Swift concurrency's
     /// global executor: a request's handler runs on the event loop that read it, with no hop to
     /// the runtime's cooperative pool and back) or on the runtime's pool, as
-    /// `CAIRN_CONCURRENCY_EXECUTOR` says: `nio`, `swift`, or `auto` (the default, any case):
-    /// the event loops on embedded SQLite, the pool on PostgreSQL. Measured on this project's
-    /// benchmarks (`Benchmarks/README.md`): on SQLite the event loops serve reads 30–50 % faster,
-    /// writes as fast (each batch of writes is one hop to SQLite's thread), and heavy reads delay
-    /// other answers less; on PostgreSQL they serve the task list about 15 % slower.
+    /// `CAIRN_CONCURRENCY_EXECUTOR` (or `concurrency.executor` in the configuration file) says:
+    /// `nio`, `swift`, or `auto` (the default, any case): the event loops on embedded SQLite,
+    /// the pool on PostgreSQL. Measured on this project's benchmarks (`Benchmarks/README.md`):
+    /// on SQLite the event loops serve reads 30–50 % faster, writes as fast (each batch of
+    /// writes is one hop to SQLite's thread), and heavy reads delay other answers less; on
+    /// PostgreSQL they serve the task list about 15 % slower.
     static func main() async {
         // Must come first: tasks enqueued before the hook is installed stay on the runtime's pool.
-        let setting = ProcessInfo.processInfo.environment["CAIRN_CONCURRENCY_EXECUTOR"] ?? ""
+        let sources = StartSettings()
+        let setting = sources.value(environment: "CAIRN_CONCURRENCY_EXECUTOR", file: "concurrency", "executor") ?? ""
         let eventLoops: Bool
         switch setting.lowercased() {
-        case "", "auto": eventLoops = runsOnSQLite()
+        case "", "auto": eventLoops = sources.runsOnSQLite
         case "swift": eventLoops = false
         case "nio": eventLoops = true
         default:
@@ -50,21 +52,37 @@ struct Cairn: AsyncParsableCommand {
 
     /// Where this process runs its Swift tasks (logged when `serve` starts).
     static let executor = Atomic<ConcurrencyExecutor>(.swift)
+}
 
-    /// Whether the command line names a command that opens a database and that database is
-    /// embedded SQLite: no `postgres://` URL from `--database-url`, `CAIRN_DATABASE_URL` or the
-    /// `--config` / `CAIRN_CONFIG_FILE` file, in the precedence `CairnConfiguration.load` gives
-    /// them. Read before the configuration is loaded (the executor must be chosen before any
-    /// task runs); a command line or file that does not parse counts as not SQLite, and is
-    /// reported by the command itself.
-    static func runsOnSQLite() -> Bool {
-        guard let command = try? parseAsRoot(), let options = (command as? any CommonOptionsCommand)?.options else { return false }
-        let environment = ProcessInfo.processInfo.environment
-        if let url = options.databaseURL ?? environment["CAIRN_DATABASE_URL"] { return url.isEmpty }
-        guard let file = options.config ?? environment["CAIRN_CONFIG_FILE"] else { return true }
-        guard let data = FileManager.default.contents(atPath: file), let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return false }
-        return ((json["database"] as? [String: Any])?["url"] as? String ?? "").isEmpty
+/// The few settings read before the configuration is loaded (the executor must be chosen before
+/// any task runs), from the same sources in the precedence `CairnConfiguration.load` gives
+/// them: flags, then the environment, then the `--config` / `CAIRN_CONFIG_FILE` JSON file. A
+/// command line or file that does not parse gives nothing here, and is reported by the command.
+struct StartSettings {
+    /// The common options, when the command line names a command that takes them.
+    let options: CommonOptions?
+    /// The configuration file's top-level object, when there is one that parses.
+    let file: [String: Any]?
+    let environment = ProcessInfo.processInfo.environment
+
+    init() {
+        options = ((try? Cairn.parseAsRoot()) as? any CommonOptionsCommand)?.options
+        let path = options.flatMap { $0.config } ?? environment["CAIRN_CONFIG_FILE"]
+        file = path.flatMap { FileManager.default.contents(atPath: $0) }.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+    }
+
+    /// The value of `variable`, else of the file's `section.key`.
+    func value(environment variable: String, file section: String, _ key: String) -> String? {
+        environment[variable] ?? (file?[section] as? [String: Any])?[key] as? String
+    }
+
+    /// Whether the command opens a database and that database is embedded SQLite: no
+    /// `postgres://` URL from `--database-url`, `CAIRN_DATABASE_URL` or the file.
+    var runsOnSQLite: Bool {
+        guard let options else { return false }
+        if let url = options.databaseURL ?? value(environment: "CAIRN_DATABASE_URL", file: "database", "url") { return url.isEmpty }
+        // A file named but unreadable: the command stops on it; SQLite is not assumed.
+        return (options.config ?? environment["CAIRN_CONFIG_FILE"]) == nil || file != nil
     }
 }
 

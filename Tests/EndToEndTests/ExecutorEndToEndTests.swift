@@ -81,6 +81,20 @@ struct ExecutorEndToEndTests {
         #expect(pooled.log.contains("executor=swift"), "\(pooled.log)")
         // Any case, as the other `CAIRN_*` words.
         Self.expectEventLoops(try await Self.load(executor: "NIO", count: 1000).ticks, "NIO")
+        // From the configuration file, as every other setting (the environment wins over it).
+        let file = try Self.configFile(["concurrency": ["executor": "swift"]])
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let byFile = try await Self.load(executor: nil, count: 1000, arguments: ["--config", file])
+        Self.expectPool(byFile.ticks, "swift from --config")
+        #expect(byFile.log.contains("executor=swift"), "\(byFile.log)")
+        #expect(try await Self.load(executor: "nio", count: 10, arguments: ["--config", file]).log.contains("executor=nio"))
+    }
+
+    /// A JSON configuration file holding `object`; the caller removes it.
+    static func configFile(_ object: [String: Any]) throws -> String {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: file))
+        return file
     }
 
     /// The default: the event loops on embedded SQLite, the runtime's pool on PostgreSQL (where
@@ -101,10 +115,9 @@ struct ExecutorEndToEndTests {
             var url = try #require(try await engine.environment()["CAIRN_DATABASE_URL"])
             let byFlag = try await Self.load(executor: "auto", count: 1000, arguments: ["--database-url", url])
             Self.expectPool(byFlag.ticks, "auto on PostgreSQL, --database-url")
-            let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
-            defer { try? FileManager.default.removeItem(atPath: file) }
             url = try #require(try await engine.environment()["CAIRN_DATABASE_URL"])
-            try JSONSerialization.data(withJSONObject: ["database": ["url": url]]).write(to: URL(fileURLWithPath: file))
+            let file = try Self.configFile(["database": ["url": url]])
+            defer { try? FileManager.default.removeItem(atPath: file) }
             let byFile = try await Self.load(executor: nil, count: 1000, arguments: ["--config", file])
             Self.expectPool(byFile.ticks, "default on PostgreSQL, --config")
         }
@@ -114,5 +127,13 @@ struct ExecutorEndToEndTests {
         let result = try await runCairn(["serve", "--port", "0"], environment: ["CAIRN_CONCURRENCY_EXECUTOR": "fast"])
         #expect(result.status == 2)
         #expect(result.error.contains("CAIRN_CONCURRENCY_EXECUTOR must be auto, swift or nio"))
+        let file = try Self.configFile(["concurrency": ["executor": "bogus"]])
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        // `migrate`, which exits by itself, so that a value that were ignored would not leave a server running.
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let fromFile = try await runCairn(["migrate", "--data-dir", dataDir, "--config", file])
+        #expect(fromFile.status == 2)
+        #expect(fromFile.error.contains("must be auto, swift or nio, not bogus"), "\(fromFile.error)")
     }
 }
