@@ -235,7 +235,7 @@ let package = Package(
             name: "CairnServer",
             dependencies: moduleDependencies + [
                 "CairnAccounts", "CairnTasks", "CairnJobs", "CairnCatalog", "CairnReports", "CairnNotifications", "CairnOutbound", "CairnFormats",
-                "CairnFiles", "CairnObjects", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1,
+                "CairnFiles", "CairnObjects", "CairnPipelines", "CairnConsole", hummingbirdWebSocket, nioHTTP1, nioPosix,
                 .product(name: "NIOWebSocket", package: "swift-nio"), .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),

@@ -4,7 +4,7 @@ package import Logging
 import OTel
 package import ServiceLifecycle
 import Synchronization
-import Tracing
+package import Tracing
 import W3CTraceContext
 
 /// The process's OpenTelemetry tracing (issue 16): spans exported with swift-otel over
@@ -20,6 +20,10 @@ import W3CTraceContext
 /// ``BoundedShutdown`` stops the exporter at most 5 s after the shutdown signal whatever they say.
 package enum TracingBootstrap {
     private static let bootstrapped = Mutex(false)
+
+    /// The thread tracing's background work runs on (see ``TracingService``), one per process,
+    /// started when first used.
+    package static let executor = DedicatedTaskExecutor()
 
     /// Whether `environment` turns tracing on: an OTLP endpoint is set, and neither
     /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns it off.
@@ -126,11 +130,26 @@ package enum TracingBootstrap {
 /// swift-otel's exporting service with the batched hand-over of span ends beside it. At
 /// graceful shutdown the waiting ends are handed over first (this handler is registered before
 /// the exporter's own), so the exporter's final flush sends them.
-struct TracingService<Tracer: Tracing.Tracer>: Service {
+///
+/// Both run on a thread of their own (``TracingBootstrap/executor``), never on the event loops that serve
+/// requests, whichever executor the process runs its tasks on.
+package struct TracingService<Tracer: Tracing.Tracer>: Service {
     let exporter: any Service
     let tracer: BatchedEndTracer<Tracer>
 
-    func run() async throws {
+    /// Runs `exporter` (swift-otel's service) and `tracer`'s periodic hand-over.
+    package init(exporter: any Service, tracer: BatchedEndTracer<Tracer>) {
+        self.exporter = exporter
+        self.tracer = tracer
+    }
+
+    /// Runs both on ``TracingBootstrap/executor`` until graceful shutdown, then hands the waiting ends over.
+    /// - Throws: what the exporter's service throws.
+    package func run() async throws {
+        try await withTaskExecutorPreference(TracingBootstrap.executor) { try await runHere() }
+    }
+
+    private func runHere() async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await exporter.run() }

@@ -2,6 +2,7 @@ import CairnServer
 import CairnStorage
 import CairnTestSupport
 import Logging
+import ServiceLifecycle
 import Synchronization
 import Testing
 import Tracing
@@ -318,5 +319,36 @@ private func parts(_ traceparent: String?) -> [String] {
         // The user's own batch size stands; what is not a positive number is ignored.
         #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": "8192", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "256"]) == 256)
         #expect(TracingBootstrap.exportBatchSize(["OTEL_BSP_MAX_QUEUE_SIZE": "many", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "0"]) == 2048)
+    }
+}
+
+/// Records, as swift-otel's exporting service would run, whether its own task, a child task and
+/// a default actor it calls run on the tracing thread.
+private final class ExecutorProbe: Service {
+    actor Processor {
+        func onTracingThread() -> Bool { TracingBootstrap.executor.isCurrent }
+    }
+    let seen = Mutex<[String: Bool]>([:])
+
+    func run() async throws {
+        let own = TracingBootstrap.executor.isCurrent
+        let child = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { TracingBootstrap.executor.isCurrent }
+            return await group.next() ?? false
+        }
+        let actor = await Processor().onTracingThread()
+        seen.withLock { $0 = ["service": own, "child task": child, "actor": actor] }
+    }
+}
+
+@Suite struct TracingServiceTests {
+    /// Tracing's background work (swift-otel's services, their child tasks and actors) runs on
+    /// the tracing thread, never on the threads that serve requests (on SQLite, SwiftNIO's event
+    /// loops). The exporter ending ends the service.
+    @Test func theExporterRunsOnTheTracingThread() async throws {
+        let probe = ExecutorProbe()
+        #expect(!TracingBootstrap.executor.isCurrent)
+        try await TracingService(exporter: probe, tracer: BatchedEndTracer(RecordingTracer())).run()
+        #expect(probe.seen.withLock { $0 } == ["service": true, "child task": true, "actor": true])
     }
 }
