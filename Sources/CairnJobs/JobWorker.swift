@@ -10,8 +10,14 @@ import Tracing
 
 /// Runs jobs on this node: claims due jobs (woken by the EventBus, with a slow poll as a
 /// fallback), renews their leases, stops cancelled ones, rescues lapsed leases of dead nodes,
-/// prunes old jobs, and on graceful shutdown stops claiming, lets running handlers finish
-/// within the grace period, and releases the rest for other nodes.
+/// prunes old jobs, and on shutdown stops claiming, lets running handlers finish within the
+/// grace period, and releases the rest for other nodes.
+///
+/// Shutdown starts at ``beginShutdown()`` (a node calls it when the signal arrives, so the
+/// grace does not wait for the services a service group stops before this one, the HTTP
+/// server's drain above all) or at this service's own graceful shutdown, whichever comes
+/// first; ``run()`` returns once the handlers ended and their outcomes are written, and not
+/// before its own graceful shutdown, keeping its place in the group's stop order.
 package final class JobWorker: Service, Sendable {
     enum StopReason: Sendable { case cancelRequested, leaseLost, shutdown }
 
@@ -26,6 +32,10 @@ package final class JobWorker: Service, Sendable {
         var draining = false
         /// Handlers that ended whose outcome is still being written; shutdown waits for them.
         var recording = 0
+        /// A claim is under way that may still start jobs.
+        var claiming = false
+        /// The shutdown begun by ``beginShutdown()``: the grace, then the hand-back.
+        var windDown: Task<Void, Never>?
     }
 
     let queue: JobQueue
@@ -46,7 +56,8 @@ package final class JobWorker: Service, Sendable {
     private var settings: JobsSettings { queue.settings }
     private var store: JobStore { queue.store }
 
-    /// Runs until graceful shutdown.
+    /// Runs until graceful shutdown (or cancellation), and until the shutdown begun then or
+    /// earlier by ``beginShutdown()`` has handed back what still ran.
     package func run() async throws {
         let notifications = queue.bus.subscribe(channel: JobQueue.wakeChannel)
         await withGracefulShutdownHandler {
@@ -69,10 +80,30 @@ package final class JobWorker: Service, Sendable {
                 group.cancelAll()
             }
         } onGracefulShutdown: {
-            self.state.withLock { $0.draining = true }
-            self.wake.signal()
+            self.beginShutdown()
         }
-        await shutdown()
+        // Cancelled rather than shut down: the running jobs are handed back all the same.
+        beginShutdown()
+        await state.withLock { $0.windDown }?.value
+        // Begun at the signal, the shutdown may be over long before this service's turn to
+        // stop; a service that ends before its turn makes the group cancel every other one.
+        try? await gracefulShutdown()
+    }
+
+    /// Starts this worker's shutdown now, once: it stops claiming, and the jobs running get
+    /// the grace period (`CAIRN_JOBS_SHUTDOWN_GRACE`) from this moment, then are cancelled and
+    /// handed back for other nodes. Maintenance (lease renewal, rescue, pruning) stops too.
+    /// ``run()`` waits for it to end; later calls do nothing.
+    package func beginShutdown() {
+        let first = state.withLock { state -> Bool in
+            guard state.windDown == nil else { return false }
+            state.draining = true
+            // Its own task: the caller's may be cancelled (a sleep there returns at once), and
+            // the hand-back's writes must go through.
+            state.windDown = Task { await self.shutdown() }
+            return true
+        }
+        if first { wake.signal() }
     }
 
     /// Returns once graceful shutdown began, or the worker's task was cancelled.
@@ -101,24 +132,30 @@ package final class JobWorker: Service, Sendable {
                 var perTenant: [String: Int] = [:]
                 for running in state.running.values { perTenant[running.tenantId, default: 0] += 1 }
                 let excluded = Set(perTenant.filter { $0.value >= settings.maxRunningPerTenant }.keys)
+                // Shutdown waits for a claim that began before it to start its jobs, so that it
+                // hands those back too.
+                state.claiming = !state.draining
                 return (settings.concurrency - state.running.count, excluded, state.draining)
             }
             if draining { return }
             var claimed: [Job] = []
             let claimStarted = DefaultTracerClock.now
-            if free > 0 {
-                do {
-                    claimed = try await claimRound(free: free, excluded: excluded)
-                    claimed = try await enforceTenantCap(claimed)
-                } catch is CancellationError {
-                    return
-                } catch {
-                    logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+            do {
+                defer { state.withLock { $0.claiming = false } }
+                if free > 0 {
+                    do {
+                        claimed = try await claimRound(free: free, excluded: excluded)
+                        claimed = try await enforceTenantCap(claimed)
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.warning("claiming jobs failed", metadata: ["error": .string(String(describing: error).prefix(200).description)])
+                    }
+                    for job in claimed { start(job, claimStarted: claimStarted) }
+                    claimedSinceVacuum.add(claimed.count, ordering: .relaxed)
+                    // Announcing is best effort and must not hold up the next claim.
+                    if !claimed.isEmpty { Task { [events = queue.events, ids = claimed.map(\.id)] in await events.announce(ids) } }
                 }
-                for job in claimed { start(job, claimStarted: claimStarted) }
-                claimedSinceVacuum.add(claimed.count, ordering: .relaxed)
-                // Announcing is best effort and must not hold up the next claim.
-                if !claimed.isEmpty { Task { [events = queue.events, ids = claimed.map(\.id)] in await events.announce(ids) } }
             }
             // Something was claimed: go round at once to fill the remaining slots; otherwise
             // sleep until a notification, a finished job, or the poll interval.
@@ -363,7 +400,9 @@ package final class JobWorker: Service, Sendable {
 
     private func shutdown() async {
         let start = ContinuousClock.now
-        _ = await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty } }
+        _ = await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty && !$0.claiming } }
+        // A claim that began before the shutdown starts its jobs all the same: they go back too.
+        _ = await Self.wait(until: ContinuousClock.now + settings.abandonAfter) { self.state.withLock { !$0.claiming } }
         let remaining = state.withLock { Array($0.running.keys) }
         for id in remaining { stop(id, reason: .shutdown) }
         // Outcomes being written still need the database, which closes after this returns. A

@@ -112,10 +112,12 @@ package struct CairnComponents: Sendable {
     /// upload expiry, the orphaned-blob sweeper and the event-loop latency and data-directory disk
     /// probes. A service group stops them last first: the bridge comes before the worker, so on
     /// SIGTERM it reports the jobs the worker finished while draining, before the database closes.
-    package func makeServices() -> [any Service] {
+    /// `worker` is the job worker to run (one made here when nil): ``runNode(components:services:)``
+    /// keeps it, to start its shutdown when the signal arrives.
+    package func makeServices(worker: JobWorker? = nil) -> [any Service] {
         [
             JobStatusService(center: notifications, jobs: jobs, logger: logger),
-            JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
+            worker ?? JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
             NotificationService(center: notifications, logger: logger), pipelineRunner,
             UploadExpiryService(store: UploadStore(database: database), blobs: blobs, logger: logger),
             EventLoopProbe(), DiskProbe(path: configuration.dataDir),
@@ -335,16 +337,20 @@ package func buildApplication(configuration: CairnConfiguration, logger: Logger)
 /// Builds the HTTP application around already wired components (the CLI keeps the components,
 /// so it can close the database when the server cannot start). `services` run before every
 /// other and stop after them (the trace exporter, which flushes the spans of the drained work).
-package func makeApplication(components: CairnComponents, services extra: [any Service] = []) -> some ApplicationProtocol {
+/// `worker` is the node's job worker (one made here when nil), and `connections`, when given,
+/// tracks the server's connections (both for ``runNode(components:services:)``).
+package func makeApplication(
+    components: CairnComponents, services extra: [any Service] = [], worker: JobWorker? = nil, connections: OpenConnections? = nil
+) -> some ApplicationProtocol {
     let configuration = components.configuration
     let logger = components.logger
     let router = buildRouter(components: components)
     let hasher = components.accounts.hasher
     return Application(
         router: router,
-        server: .cairn(router: router, settings: configuration.http),
+        server: .cairn(router: router, settings: configuration.http, connections: connections),
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
-        services: extra + [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(),
+        services: extra + [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(worker: worker),
         onServerRunning: { channel in
             logger.info(
                 "listening",
@@ -457,15 +463,28 @@ struct LiveConnectionsCloser: Service {
     }
 }
 
-/// Runs a node until SIGTERM or SIGINT: the application of ``makeApplication(components:services:)``
-/// and, stopped before it (a service group stops its services last first), the
-/// ``LiveConnectionsCloser``.
+/// Runs a node until SIGTERM or SIGINT: the application of
+/// ``makeApplication(components:services:worker:connections:)``, its HTTP drain bounded by
+/// `CAIRN_HTTP_DRAIN_TIMEOUT` (``BoundedDrain``), and, stopped before it (a service group stops
+/// its services last first), the ``LiveConnectionsCloser`` and, first of all, the
+/// ``ShutdownStart``. Inside the application the HTTP server stops first and the job worker
+/// only after it has drained, so the signal itself starts the worker's grace
+/// (`CAIRN_JOBS_SHUTDOWN_GRACE`) and the drain's deadline: running jobs are handed back within
+/// their grace of the signal, however long a client holds a request open.
 /// - Throws: the application's error (the server could not start).
 package func runNode(components: CairnComponents, services extra: [any Service] = []) async throws {
-    let application = makeApplication(components: components, services: extra)
+    let worker = JobWorker(queue: components.jobs, logger: components.logger)
+    let connections = OpenConnections()
+    let application = BoundedDrain(
+        makeApplication(components: components, services: extra, worker: worker, connections: connections), connections: connections,
+        limit: components.configuration.http.drainTimeout, logger: components.logger)
+    let start = ShutdownStart {
+        worker.beginShutdown()
+        application.startClock()
+    }
     let group = ServiceGroup(
         configuration: .init(
-            services: [application, LiveConnectionsCloser(hub: components.notifications.hub)], gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: components.logger))
+            services: [application, LiveConnectionsCloser(hub: components.notifications.hub), start],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: components.logger))
     try await group.run()
 }

@@ -20,7 +20,8 @@ package struct CairnConfiguration: Sendable {
     /// Listen port (`CAIRN_HTTP_PORT`, default 8080; 0 picks a free port).
     package var httpPort = 8080
     /// Connection timeouts, the header block limit and WebSocket compression
-    /// (`CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT`, `CAIRN_WS_DEFLATE`).
+    /// (`CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT`, `CAIRN_HTTP_DRAIN_TIMEOUT`,
+    /// `CAIRN_WS_DEFLATE`).
     package var http = HTTPTransportSettings()
     /// Data directory for the SQLite file and signing keys (`CAIRN_DATA_DIR`, default ./cairn-data),
     /// made absolute against the working directory when loaded.

@@ -41,17 +41,25 @@ package struct HTTPTransportSettings: Sendable {
     /// (`CAIRN_WS_DEFLATE`, default off): less bandwidth for notifications of 256 bytes or
     /// more, at the price of a zlib compressor and decompressor per connection that takes it.
     package var webSocketDeflate = false
+    /// Time the server's drain may take on shutdown, from the signal (`CAIRN_HTTP_DRAIN_TIMEOUT`,
+    /// default 25 s: inside the 30 s Kubernetes gives a pod before SIGKILL). It stops
+    /// accepting connections at once and finishes the requests under way; connections still
+    /// open at the deadline are closed (an upload cut so stores nothing), so a slow client
+    /// cannot hold the node up.
+    package var drainTimeout: Duration = .seconds(25)
 
     /// The defaults.
     package init() {}
 
-    /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT` and `CAIRN_HTTP_BODY_TIMEOUT`
-    /// (durations: `30`, `30s`, `2m`) and `CAIRN_WS_DEFLATE` (true or false).
+    /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT` and
+    /// `CAIRN_HTTP_DRAIN_TIMEOUT` (durations: `30`, `30s`, `2m`) and `CAIRN_WS_DEFLATE` (true or
+    /// false).
     /// - Throws: `ConfigurationError` naming the first bad setting.
     package mutating func read(from settings: SettingsReader) throws {
         headTimeout = .seconds(try settings.seconds("http.head.timeout", default: 30))
         idleTimeout = .seconds(try settings.seconds("http.idle.timeout", default: 65))
         bodyTimeout = .seconds(try settings.seconds("http.body.timeout", default: 60))
+        drainTimeout = .seconds(try settings.seconds("http.drain.timeout", default: 25))
         webSocketDeflate = try settings.boolean("ws.deflate", default: false)
     }
 }
@@ -65,9 +73,11 @@ extension HTTPServerBuilder {
     /// `webSocketPaths` is offered to the upgrade; an `Upgrade` header on any other request
     /// (`h2c`, or `websocket` to a route that is not a WebSocket endpoint) is ignored and the
     /// request served as plain HTTP/1.1 (see ``ConnectionGuard``).
+    /// Every connection is added to `connections` when given (so a drain past its deadline
+    /// can close them).
     package static func cairn(
         router: Router<CairnRequestContext>, settings: HTTPTransportSettings,
-        webSocketPaths: Set<String> = [NotificationSocketController.path]
+        webSocketPaths: Set<String> = [NotificationSocketController.path], connections: OpenConnections? = nil
     ) -> HTTPServerBuilder {
         let webSocketResponder = router.buildResponder()
         let decoder = HTTP1Channel.Configuration.DecoderConfiguration(
@@ -79,7 +89,7 @@ extension HTTPServerBuilder {
             return HTTPServerBuilder { responder in
                 GuardedHTTPChannel(
                     inner: PipelineUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: http1),
-                    settings: settings, webSocketPaths: webSocketPaths)
+                    settings: settings, webSocketPaths: webSocketPaths, connections: connections)
             }
         }
         // No auto-ping: it is a task sleeping beside every WebSocket; the notifications socket
@@ -92,7 +102,7 @@ extension HTTPServerBuilder {
         return HTTPServerBuilder { responder in
             GuardedHTTPChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: configuration),
-                settings: settings, webSocketPaths: webSocketPaths)
+                settings: settings, webSocketPaths: webSocketPaths, connections: connections)
         }
     }
 }
@@ -269,10 +279,13 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
     let settings: HTTPTransportSettings
     /// The paths whose `GET` may upgrade to a WebSocket.
     let webSocketPaths: Set<String>
+    /// Where the connection is tracked until it closes, if anywhere.
+    var connections: OpenConnections?
 
     /// Sets up the inner channel, then adds the guard after its request decoder.
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let (settings, webSocketPaths) = (settings, webSocketPaths)
+        connections?.add(channel)
         return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let pipeline = channel.pipeline.syncOperations
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)

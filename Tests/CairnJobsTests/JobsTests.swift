@@ -328,4 +328,35 @@ struct JobWorkerShutdownTests {
             await node.database.close()
         }
     }
+
+    /// `beginShutdown()` (a node calls it at the signal, while its HTTP server still drains)
+    /// hands a running job back after the grace, without waiting for the worker's own graceful
+    /// shutdown; the worker's service still waits for that, so as not to end before its turn.
+    @Test(arguments: TestEngine.available)
+    func beginShutdownHandsJobsBackBeforeTheWorkersOwnShutdown(engine: TestEngine) async throws {
+        try await withTestDatabase(engine, configure: { $0.jobs.shutdownGrace = .milliseconds(100) }) { test in
+            let node = try await buildComponents(configuration: test.configuration, logger: testLogger)
+            let (started, startedContinuation) = AsyncStream.makeStream(of: String.self)
+            node.jobs.register(Stuck.self) { _, context in
+                startedContinuation.yield(context.job.id)
+                try await Task.sleep(for: .seconds(3600))
+            }
+            let id = try await node.jobs.enqueue(Stuck(), tenantId: UUIDv7.make(), createdBy: nil).job.id
+            let worker = JobWorker(queue: node.jobs, logger: testLogger)
+            let ended = Observed(false)
+            let running = Task {
+                try? await worker.run()
+                ended.update { $0 = true }
+            }
+            var starts = started.makeAsyncIterator()
+            #expect(await starts.next() == id)
+            worker.beginShutdown()
+            let job = try await node.jobs.waitForJob(id, "the job handed back") { $0.state == .available }
+            #expect(job.attempt == 0, "the hand-back spent an attempt")
+            #expect(!ended.value, "the worker's service ended before its own shutdown")
+            running.cancel()
+            try await withDeadline(.seconds(60), "the worker stops") { await running.value }
+            await node.database.close()
+        }
+    }
 }

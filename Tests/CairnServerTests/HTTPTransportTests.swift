@@ -590,18 +590,24 @@ struct HTTPTransportTests {
         }
     }
 
-    /// The three timeouts come from `CAIRN_HTTP_*_TIMEOUT`, with defaults near nginx's and Node's.
+    /// The timeouts come from `CAIRN_HTTP_*_TIMEOUT`, with defaults near nginx's and Node's (the
+    /// drain's inside Kubernetes' 30 s before SIGKILL).
     @Test func timeoutsAreRead() async throws {
         let defaults = try await CairnConfiguration.load(flags: [:], environment: [:])
         #expect(defaults.http.headTimeout == .seconds(30))
         #expect(defaults.http.idleTimeout == .seconds(65))
         #expect(defaults.http.bodyTimeout == .seconds(60))
+        #expect(defaults.http.drainTimeout == .seconds(25))
         #expect(defaults.http.maxHeaderBytes == 64 * 1024)
         let set = try await CairnConfiguration.load(
-            flags: [:], environment: ["CAIRN_HTTP_HEAD_TIMEOUT": "10", "CAIRN_HTTP_IDLE_TIMEOUT": "5s", "CAIRN_HTTP_BODY_TIMEOUT": "2m"])
+            flags: [:],
+            environment: [
+                "CAIRN_HTTP_HEAD_TIMEOUT": "10", "CAIRN_HTTP_IDLE_TIMEOUT": "5s", "CAIRN_HTTP_BODY_TIMEOUT": "2m", "CAIRN_HTTP_DRAIN_TIMEOUT": "40s",
+            ])
         #expect(set.http.headTimeout == .seconds(10))
         #expect(set.http.idleTimeout == .seconds(5))
         #expect(set.http.bodyTimeout == .seconds(120))
+        #expect(set.http.drainTimeout == .seconds(40))
         await #expect(throws: ConfigurationError.self) {
             _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_HTTP_IDLE_TIMEOUT": "soon"])
         }
