@@ -73,7 +73,9 @@ struct JobStatusDurabilityTests {
             let (owner, ids) = try await withTestApp(on: database, runServices: true) { app in
                 let owner = try await signUp(app.client, "shutdown@example.com")
                 let queue = app.components.jobs
-                let ids = try await queue.enqueueMany((0..<20).map { _ in Self.noop(1000) }, tenantId: owner.tenantId, createdBy: owner.userId)
+                // 3 s: shutdown must reach the worker before the first 8 finish, or it claims the
+                // next 8; 1 s was too short on a loaded CI machine (16 finished).
+                let ids = try await queue.enqueueMany((0..<20).map { _ in Self.noop(3000) }, tenantId: owner.tenantId, createdBy: owner.userId)
                     .map(\.job.id)
                 try await queue.waitUntil("8 jobs running") { try await queue.store.jobs(ids: ids).filter { $0.state == .running }.count == 8 }
                 return (owner, ids)
