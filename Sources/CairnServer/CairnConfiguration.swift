@@ -160,7 +160,9 @@ package struct CairnConfiguration: Sendable {
         if let url = settings.text("database.url"), !url.isEmpty {
             // Named as the operator gave it: the flag wins over the variable.
             let setting = flags["database.url"]?.isEmpty == false ? "--database-url" : settings.variable("database.url")
-            guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+            // Schemes compare in any case (RFC 3986 §3.1).
+            let scheme = url.prefix(while: { $0 != ":" }).lowercased()
+            guard (scheme == "postgres" || scheme == "postgresql") && url.dropFirst(scheme.count).hasPrefix("://") else {
                 throw ConfigurationError(setting: setting, problem: "must start with postgres:// (leave it unset for embedded SQLite)")
             }
             do { try Database.checkPostgresURL(url) } catch let error as StorageError {
