@@ -57,6 +57,8 @@ package struct NotificationsController: Sendable {
     /// The issue of a recipient that is no user id at all (not "not a user of this tenant": its
     /// shape, not the tenant, is at fault).
     static let malformedUserIdIssue = "is not a user id (a UUIDv7 string)"
+    /// The issue of a well-formed recipient id that is no user of the publisher's tenant.
+    static let notAMemberIssue = "is not a user of this tenant"
 
     /// The issue of a publisher's notification with one of the server's own types.
     static let reservedTypeIssue = "is reserved for the server's own notifications (job_status, system_alert)"
@@ -106,8 +108,10 @@ package struct NotificationsController: Sendable {
                 let stored = try await center.publish(draft, to: userIds, tenantId: tenantId, checkingMembership: true)
                 return .json(PublishResult(ids: stored.map(\.id)), status: .accepted)
             } catch let error as NotTenantMembers {
-                let index = userIds.firstIndex(where: error.userIds.contains) ?? 0
-                throw AppError.invalidField("userIds[\(index)]", "is not a user of this tenant")
+                // Every recipient at fault, at each index it is listed at, in one answer.
+                let indices = userIds.indices.filter { error.userIds.contains(userIds[$0]) }
+                throw AppError.invalidInput(
+                    (indices.isEmpty ? [0] : indices).map { FieldIssue(field: "userIds[\($0)]", issue: Self.notAMemberIssue) })
             }
         case (nil, "tenant"?):
             // A service token is no user: nobody gets the job's status notifications.

@@ -104,6 +104,14 @@ package struct CairnConfiguration: Sendable {
         }
     }
 
+    /// The settings that are optional switches, unset meaning a built-in choice (embedded SQLite,
+    /// a generated Ed25519 key, blobs in the data directory, the system's CAs), keyed as flags
+    /// are (`database.url`): set to an empty value, each counts as not set, as Compose writes
+    /// `${VAR:-}` for a variable it has no value for, and the next source (the configuration
+    /// file) decides, as for a variable not set at all. An empty value of any other setting is
+    /// refused (exit 2), as before.
+    static let emptyMeansUnset = ["database.url", "jwt.secret", "blob.url", "providers.ca.file"]
+
     /// Reads the configuration.
     /// - Parameters:
     ///   - flags: values given on the command line, keyed like `http.port`.
@@ -114,7 +122,9 @@ package struct CairnConfiguration: Sendable {
     {
         var providers: [any ConfigProvider] = []
         var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
-        for (key, value) in flags {
+        let skipped = Set(emptyMeansUnset.map { "CAIRN_" + $0.replacingOccurrences(of: ".", with: "_").uppercased() })
+        let environment = environment.filter { !($0.value.isEmpty && skipped.contains($0.key)) }
+        for (key, value) in flags where !(value.isEmpty && emptyMeansUnset.contains(key)) {
             flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = ConfigValue(
                 .string(value), isSecret: key == "jwt.secret" || key == "master.key")
         }
@@ -150,8 +160,10 @@ package struct CairnConfiguration: Sendable {
         config.dataDir = URL(fileURLWithPath: config.dataDir).standardizedFileURL.path
         if let url = settings.text("database.url"), !url.isEmpty {
             // Named as the operator gave it: the flag wins over the variable.
-            let setting = flags["database.url"] != nil ? "--database-url" : settings.variable("database.url")
-            guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
+            let setting = flags["database.url"]?.isEmpty == false ? "--database-url" : settings.variable("database.url")
+            // Schemes compare in any case (RFC 3986 §3.1).
+            let scheme = url.prefix(while: { $0 != ":" }).lowercased()
+            guard (scheme == "postgres" || scheme == "postgresql") && url.dropFirst(scheme.count).hasPrefix("://") else {
                 throw ConfigurationError(setting: setting, problem: "must start with postgres:// (leave it unset for embedded SQLite)")
             }
             do { try Database.checkPostgresURL(url) } catch let error as StorageError {

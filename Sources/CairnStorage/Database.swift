@@ -304,8 +304,9 @@ final class PostgresBackend: Sendable {
     ///   `CAIRN_DATABASE_URL <problem>` (the configuration names the flag instead when the URL
     ///   came from `--database-url`).
     static func parse(url: String) throws -> URLParts {
+        // Schemes compare in any case (RFC 3986 §3.1): `POSTGRESQL://` is `postgresql://`.
         guard let components = URLComponents(string: url),
-            let scheme = components.scheme, scheme == "postgres" || scheme == "postgresql",
+            let scheme = components.scheme?.lowercased(), scheme == "postgres" || scheme == "postgresql",
             let host = components.host, !host.isEmpty
         else {
             throw StorageError(code: "invalid_database_url", message: "CAIRN_DATABASE_URL must look like postgres://user:password@host:5432/database")

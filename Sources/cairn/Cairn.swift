@@ -77,10 +77,12 @@ struct StartSettings {
     }
 
     /// Whether the command opens a database and that database is embedded SQLite: no
-    /// `postgres://` URL from `--database-url`, `CAIRN_DATABASE_URL` or the file.
+    /// `postgres://` URL from `--database-url`, `CAIRN_DATABASE_URL` or the file. An empty one
+    /// counts as not set, as `CairnConfiguration.load` reads it: the next source decides.
     var runsOnSQLite: Bool {
         guard let options else { return false }
-        if let url = options.databaseURL ?? value(environment: "CAIRN_DATABASE_URL", file: "database", "url") { return url.isEmpty }
+        let urls = [options.databaseURL, environment["CAIRN_DATABASE_URL"], (file?["database"] as? [String: Any])?["url"] as? String]
+        if urls.contains(where: { !($0 ?? "").isEmpty }) { return false }
         // A file named but unreadable: the command stops on it; SQLite is not assumed.
         return (options.config ?? environment["CAIRN_CONFIG_FILE"]) == nil || file != nil
     }

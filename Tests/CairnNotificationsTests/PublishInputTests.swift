@@ -149,4 +149,28 @@ struct PublishInputTests {
             #expect(inbox.text.contains("\"items\":[]"), "\(inbox.text)")
         }
     }
+
+    /// Several recipients that are no users of the tenant are all named, each at every index it
+    /// is listed at, in one answer (before: only the first, `userIds[1]`), whether the publish
+    /// is stored in a batch or alone; a user of another tenant counts as one of them.
+    @Test(arguments: TestEngine.available, [500, 0])
+    func everyRecipientThatIsNoUserOfTheTenantIsNamed(engine: TestEngine, batchRows: Int) async throws {
+        try await withOwner(engine, "publish-many-bad@example.com", configure: { $0.notifications.publishBatchRows = batchRows }) {
+            client, components, owner in
+            let stranger = try await signUp(client, "publish-many-bad-stranger@example.com")
+            let nobody = "01939b1e-0000-7000-8000-000000000000"
+            let nobodyElse = "01939b1e-0000-7000-8000-000000000001"
+            let response = try await client.json(
+                .post, "/notifications",
+                [
+                    "userIds": [owner.userId, nobody, stranger.userId, owner.userId, nobodyElse, nobody.uppercased()], "type": "message",
+                    "title": "hi",
+                ], token: owner.token)
+            #expect(response.status == .badRequest)
+            #expect(response.code == "invalid_input")
+            let named = ["userIds[1]", "userIds[2]", "userIds[4]", "userIds[5]"]
+            #expect(issues(response) == Dictionary(uniqueKeysWithValues: named.map { ($0, "is not a user of this tenant") }), "\(response.text)")
+            #expect(try await components.notifications.store.currentSeq(tenantId: owner.tenantId, userId: owner.userId) == 0)
+        }
+    }
 }

@@ -53,6 +53,31 @@ struct ConfigurationTests {
         #expect(fileOnly.httpPort == 7001)
     }
 
+    /// An optional switch set to an empty value (`CAIRN_DATABASE_URL=`, as Compose writes
+    /// `${VAR:-}`) counts as not set, as it did without a file: the configuration file then
+    /// decides. Before, the empty variable hid the file's PostgreSQL URL and the node started
+    /// on a SQLite file of its own; an empty value of a setting that is not such a switch still
+    /// stops start-up (`CAIRN_HTTP_PORT=`).
+    @Test func anEmptyOptionalSettingLetsTheFileDecide() async throws {
+        let url = "postgres://cairn@127.0.0.1:5432/cairn"
+        let secret = String(repeating: "s", count: 32)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        try JSONSerialization.data(withJSONObject: ["database": ["url": url], "jwt": ["secret": secret]]).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let empty = ["CAIRN_CONFIG_FILE": file, "CAIRN_DATABASE_URL": "", "CAIRN_JWT_SECRET": ""]
+        let fromFile = try await CairnConfiguration.load(flags: [:], environment: empty)
+        #expect(fromFile.databaseURL == url)
+        #expect(fromFile.accounts.jwtSecret == secret)
+        let emptyFlag = try await CairnConfiguration.load(flags: ["database.url": ""], environment: ["CAIRN_CONFIG_FILE": file])
+        #expect(emptyFlag.databaseURL == url)
+        // Without a file, empty is unset as before: embedded SQLite.
+        let noFile = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_DATABASE_URL": ""])
+        #expect(noFile.databaseURL == nil)
+        await #expect(throws: ConfigurationError.self) {
+            try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_CONFIG_FILE": file, "CAIRN_HTTP_PORT": ""])
+        }
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(

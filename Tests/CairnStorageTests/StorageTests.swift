@@ -676,6 +676,27 @@ struct StorageTests {
         }
     }
 
+    /// The URL's scheme is read in any case (RFC 3986 §3.1): `POSTGRESQL://` and `Postgres://`
+    /// load as `postgresql://` does, and open the database (before: refused, "must start with
+    /// postgres://"). Other schemes are still refused, in any case.
+    @Test func theDatabaseURLsSchemeIsReadInAnyCase() async throws {
+        for url in ["POSTGRESQL://u@h:5432/cairn", "Postgres://u@h/cairn?sslmode=disable", "PostgreSQL://u:p@h/db", "POSTGRES://h/db"] {
+            let configuration = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_DATABASE_URL": url])
+            #expect(configuration.databaseURL == url)
+            let flagged = try await CairnConfiguration.load(flags: ["database.url": url], environment: [:])
+            #expect(flagged.databaseURL == url)
+        }
+        for url in ["MYSQL://h/db", "POSTGRESQLX://h/db", "Postgres:/h/db"] {
+            #expect(try await databaseURLError(url)?.setting == "CAIRN_DATABASE_URL", "\(url)")
+        }
+        guard let base = TestEngine.postgresBaseURL, let colon = base.firstIndex(of: ":") else { return }
+        let upper = base[..<colon].uppercased() + base[colon...]
+        let database = try await Database.open(url: upper, sqlitePath: "", logger: testLogger)
+        let one = try await database.read { db in try await db.raw("SELECT 1 AS one").first()?.decode(column: "one", as: Int.self) }
+        #expect(one == 1)
+        await database.close()
+    }
+
     /// A query parameter Cairn does not read is refused, naming it and the accepted ones: it
     /// was ignored, so a typo such as `sslmod=require` connected without TLS (found by a
     /// fresh-user trial).

@@ -37,4 +37,23 @@ struct ConfigurationEndToEndTests {
             #expect(!FileManager.default.fileExists(atPath: dataDir))
         }
     }
+
+    /// `CAIRN_DATABASE_URL=` (empty, as Compose writes `${VAR:-}`) beside a `--config` file that
+    /// names PostgreSQL: the node runs on that PostgreSQL, with the executor chosen for it, as
+    /// without the variable. Before, the empty variable hid the file's URL and the node started
+    /// on a SQLite file in its data directory.
+    @Test func anEmptyDatabaseURLVariableLeavesTheFilesPostgreSQL() async throws {
+        guard E2EEngine.available.contains(.postgres) else { return }
+        let url = try #require(try await E2EEngine.postgres.environment()["CAIRN_DATABASE_URL"])
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let file = dataDir + "/cairn.json"
+        try JSONSerialization.data(withJSONObject: ["database": ["url": url]]).write(to: URL(fileURLWithPath: file))
+        let server = try await ServerProcess.start(dataDir: dataDir, environment: ["CAIRN_DATABASE_URL": ""], arguments: ["--config", file])
+        let output = server.output
+        #expect(try await server.stop() == 0)
+        #expect(output.contains("database=postgres"), "\(output)")
+        #expect(output.contains("executor=swift"), "\(output)")
+        #expect(!FileManager.default.fileExists(atPath: dataDir + "/cairn.sqlite"), "a SQLite file was made")
+    }
 }
