@@ -146,8 +146,8 @@ extension OutboundChannels {
         do {
             message = try await digestMessage(
                 items, digestId: digestId, type: type, channel: channel, period: period, windowEnd: windowEnd, tenantId: tenantId, userId: userId)
-        } catch let missing as TemplateVariableMissing {
-            let why = "template_variable_missing: \(missing.name)"
+        } catch let failure as any TemplateRenderError {
+            let why = failure.reason
             try await finishDigest(digestId, tenantId: tenantId, state: "failed", error: why, providerMessageId: nil)
             throw PermanentJobError(why)
         }
@@ -225,7 +225,7 @@ extension OutboundChannels {
 
     /// The digest's message: the type's digest template parts for the channel where it has
     /// them, a listing (the count and the titles) for the others.
-    /// - Throws: ``TemplateVariableMissing``.
+    /// - Throws: ``TemplateRenderError``.
     func digestMessage(
         _ items: [DigestItem], digestId: String, type: String, channel: String, period: String, windowEnd: Int64, tenantId: String,
         userId: String

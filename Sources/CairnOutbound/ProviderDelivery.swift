@@ -67,8 +67,8 @@ extension OutboundChannels {
         // variable the notification lacks fails the delivery (a dead letter), never half a message.
         do {
             message = try await rendered(message, channel: channel, tenantId: tenantId, userId: userId)
-        } catch let missing as TemplateVariableMissing {
-            let why = "template_variable_missing: \(missing.name)"
+        } catch let failure as any TemplateRenderError {
+            let why = failure.reason
             try await record(deliveryId, tenantId: tenantId, state: "failed", error: why, countAttempt: true)
             throw PermanentJobError(why)
         }
@@ -141,7 +141,7 @@ extension OutboundChannels {
 
     /// `message` rendered through its type's template for `channel` (email subject, text and
     /// html; SMS text; push title and body), or as it is when the type has none for the channel.
-    /// - Throws: ``TemplateVariableMissing``.
+    /// - Throws: ``TemplateRenderError``.
     func rendered(_ message: OutboundMessage, channel: String, tenantId: String, userId: String) async throws -> OutboundMessage {
         guard let templateChannel = TemplateChannel(rawValue: channel),
             let parts = try await renderTemplate(
@@ -154,7 +154,7 @@ extension OutboundChannels {
     /// The rendered parts of `type`'s template for `channel` (its digest parts when `digest`),
     /// in the variant of the user's profile `locale` (then its shorter tags, then `default`); nil
     /// when the type has no template for the channel. `context` is built only when there is one.
-    /// - Throws: ``TemplateVariableMissing``.
+    /// - Throws: ``TemplateRenderError``.
     func renderTemplate(
         type: String, channel: TemplateChannel, digest: Bool, tenantId: String, userId: String, context: () -> [String: Any]
     ) async throws -> [String: String]? {

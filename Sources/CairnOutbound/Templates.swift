@@ -217,10 +217,90 @@ struct TemplateScan {
     }
 }
 
+/// Why a template could not be rendered for a notification: the delivery fails for good with
+/// `reason` (a dead letter), and a preview answers 400 naming `field`.
+protocol TemplateRenderError: Error {
+    /// The request field at fault in a preview (`data.<name>`, or `data`).
+    var field: String { get }
+    /// The stable code and what it concerns, as a delivery records it.
+    var reason: String { get }
+}
+
 /// A template variable the notification does not have.
-struct TemplateVariableMissing: Error {
+struct TemplateVariableMissing: TemplateRenderError {
     /// The variable's name.
     var name: String
+    var field: String { "data.\(name)" }
+    var reason: String { "template_variable_missing: \(name)" }
+}
+
+/// A part whose rendering would write more than ``RenderBudget/limit`` bytes: sections nested
+/// over the data's lists grow as the product of their lengths (four levels over 60 items wrote
+/// 130 MB and held a node's memory), so a render is bounded, not trusted.
+struct TemplateOutputTooLarge: TemplateRenderError {
+    /// The part (`html`, `text`, …).
+    var part: String
+    var field: String { "data" }
+    var reason: String { "template_output_too_large: \(part) would render more than \(RenderBudget.limit >> 20) MiB" }
+}
+
+/// What one rendered part may write, charged before the writing: each time a section or a
+/// variable looks a list up, the list's length times an upper bound of what one item can
+/// write (the part's source plus the longest string in the data). Once the charges pass
+/// ``limit``, every list looks empty and the render is refused (``TemplateOutputTooLarge``).
+final class RenderBudget {
+    /// Bytes one part may write, at most.
+    static let limit = 8 << 20
+    private let perItem: Int
+    private var charged = 0
+    /// Whether some list was refused.
+    private(set) var exhausted = false
+
+    /// A budget for rendering `source` over `context`.
+    init(source: String, context: [String: Any]) {
+        perItem = source.utf8.count + Self.longestString(in: context)
+    }
+
+    /// Charges a list of `count` items; false (and exhausted from then on) past the limit.
+    func charge(_ count: Int) -> Bool {
+        guard !exhausted else { return false }
+        let (sum, overflow) = charged.addingReportingOverflow(count.multipliedReportingOverflow(by: perItem).partialValue)
+        guard !overflow, sum <= Self.limit else {
+            exhausted = true
+            return false
+        }
+        charged = sum
+        return true
+    }
+
+    /// `context` with every list, at any depth, charged to this budget when looked up.
+    func bounding(_ context: [String: Any]) -> [String: Any] { context.mapValues(bounding) }
+
+    private func bounding(_ value: Any) -> Any {
+        switch value {
+        case let items as [Any]: BoundedList(items: items.map(bounding), budget: self)
+        case let members as [String: Any]: members.mapValues(bounding)
+        default: value
+        }
+    }
+
+    private static func longestString(in value: Any) -> Int {
+        switch value {
+        case let text as String: text.utf8.count
+        case let items as [Any]: items.map(longestString).max() ?? 0
+        case let members as [String: Any]: members.values.map(longestString).max() ?? 0
+        default: 32  // a number or a boolean
+        }
+    }
+}
+
+/// A list of the render context that charges its ``RenderBudget`` when looked up, then is the
+/// plain array to Mustache (so sections, inverted sections and transforms treat it as one).
+private struct BoundedList: MustacheCustomRepresentation {
+    let items: [Any]
+    let budget: RenderBudget
+
+    var representation: Any? { budget.charge(items.count) ? items : [Any]() }
 }
 
 /// Rendering of a notification through its type's templates.
@@ -258,7 +338,8 @@ enum TemplateRenderer {
     /// Renders the channel's parts of the variant for `locale`: HTML-escaped in email `html`,
     /// plain text elsewhere. Nil when the template has no variant for the channel.
     /// - Throws: ``TemplateVariableMissing`` for a top-level variable the context lacks (sections
-    ///   may be missing: they render nothing).
+    ///   may be missing: they render nothing); ``TemplateOutputTooLarge`` for a part that would
+    ///   write more than ``RenderBudget/limit``.
     /// `digest` renders the digest parts (`digestSubject`, …) instead of the message's.
     static func render(
         _ template: NotificationTemplate, channel: TemplateChannel, locale: String?, context: [String: Any], digest: Bool = false
@@ -273,7 +354,10 @@ enum TemplateRenderer {
                 throw TemplateVariableMissing(name: missing)
             }
             let source = channel.isHTML(part) ? text : "{{% CONTENT_TYPE: TEXT}}" + text
-            rendered[part] = try MustacheTemplate(string: source).render(context)
+            let budget = RenderBudget(source: source, context: context)
+            let output = try MustacheTemplate(string: source).render(budget.bounding(context))
+            guard !budget.exhausted, output.utf8.count <= RenderBudget.limit else { throw TemplateOutputTooLarge(part: part) }
+            rendered[part] = output
         }
         return (tag, rendered)
     }
@@ -443,7 +527,9 @@ package struct TemplatesController: Sendable {
         do {
             rendered = try TemplateRenderer.render(template, channel: channel, locale: body.locale, context: renderContext)
         } catch let missing as TemplateVariableMissing {
-            throw AppError.invalidField("data.\(missing.name)", "template_variable_missing: the template uses it and the sample lacks it")
+            throw AppError.invalidField(missing.field, "template_variable_missing: the template uses it and the sample lacks it")
+        } catch let failure as any TemplateRenderError {
+            throw AppError.invalidField(failure.field, failure.reason)
         }
         guard let rendered else { throw AppError.notFound("This type has no \(channel.rawValue) template.") }
         let answer = JSONValue.object([

@@ -89,6 +89,29 @@ struct TemplateTests {
         }
     }
 
+    /// The fresh-user trial's template bomb: sections nested four deep over a list of 60 wrote
+    /// 130 MB in 7 s and held the node's memory. A render is bounded: past 8 MiB the preview is a
+    /// 400 naming `template_output_too_large`, while two levels over the same list still render.
+    @Test(arguments: TestEngine.available)
+    func aRenderThatWouldGrowWithoutBoundIsRefused(engine: TestEngine) async throws {
+        try await withTenant(engine, "template-bomb", configure: fastNotifications) { client, owner, _, _ in
+            let bomb = "{{#a}}{{#a}}{{#a}}{{#a}}xxxxxxxxxx{{/a}}{{/a}}{{/a}}{{/a}}"
+            let saved = try await client.json(
+                .put, "/notification-templates/bomb", ["default": ["sms": ["text": bomb], "push": ["title": "{{#a}}{{#a}}ab{{/a}}{{/a}}"]]],
+                token: owner.token)
+            #expect(saved.status == .ok, "\(saved.text)")
+            let list = Array(repeating: 0, count: 60)
+            let refused = try await client.json(
+                .post, "/notification-templates/bomb/preview", ["channel": "sms", "data": ["a": list]], token: owner.token)
+            #expect(refused.status == .badRequest)
+            #expect(fields(refused)["data"]?.contains("template_output_too_large") == true, "\(refused.text.prefix(300))")
+            let nested = try await client.json(
+                .post, "/notification-templates/bomb/preview", ["channel": "push", "data": ["a": list]], token: owner.token)
+            #expect(nested.status == .ok)
+            #expect(((nested.object["parts"] as? [String: Any])?["title"] as? String)?.count == 60 * 60 * 2)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func deliveriesAreRenderedAndAMissingVariableDeadLetters(engine: TestEngine) async throws {
         try await withFakeProviders(engine, owner: "templates-live@example.com") { app, fake, owner in
