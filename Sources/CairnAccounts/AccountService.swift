@@ -4,6 +4,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 package import Logging
+import Synchronization
 
 /// Login rate limits (OWASP Authentication Cheat Sheet), counted in the database so they hold
 /// across nodes. Their defaults are ``AccountSettings``'.
@@ -56,6 +57,8 @@ package final class AccountService: Sendable {
     /// Other modules' tables deleted with a user or a tenant.
     let erasure: DataErasure
     let logger: Logger
+    /// See ``onSessionChange(_:)``.
+    private let localObservers = Mutex<[@Sendable (String) -> Void]>([])
     /// The time of revocations and login-failure windows; the token service's clock.
     var clock: any CairnClock { tokens.clock }
 
@@ -491,12 +494,24 @@ package final class AccountService: Sendable {
     /// node that misses it still applies it within the session guard's refresh interval).
     func sessionsChanged(userId: String) async {
         sessions.invalidate(userId: userId)
+        for observer in localObservers.withLock({ $0 }) { observer(userId) }
         guard let bus else { return }
         do {
             try await bus.publish(channel: Self.sessionsChannel, payload: userId)
         } catch {
             logger.warning("could not announce a session revocation; other nodes apply it within seconds")
         }
+    }
+
+    /// Registers `observer`, called with the user's id whenever a change of that user's sessions
+    /// (logout, logout-all, password or role change, deletion) is committed on this node: after
+    /// this node's cached session state is dropped, before the change is announced and before
+    /// the call that made it returns. So this node's live connections of the user stop
+    /// delivering before the client that made the change is answered, where the announcement
+    /// (``sessionChanges(onListening:)``) reaches them a few task switches later. `observer`
+    /// must not block.
+    package func onSessionChange(_ observer: @escaping @Sendable (String) -> Void) {
+        localObservers.withLock { $0.append(observer) }
     }
 
     /// Ids of users whose sessions changed, as any node announces them, until the consuming

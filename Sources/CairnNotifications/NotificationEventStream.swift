@@ -19,6 +19,12 @@ struct NotificationEventStream {
     private var lastWrite = ContinuousClock.now
     private var lastAuthCheck = ContinuousClock.now
     private var lastResync = ContinuousClock.now
+    /// Sending stopped for a session check (see ``send(_:writer:)``): rows after the cursor may
+    /// not have been sent, so the stream catches up once the session is found to go on.
+    private var interrupted = false
+
+    /// Thrown by ``send(_:writer:)`` when a session check waits in the mailbox.
+    private struct SessionCheckPending: Error {}
 
     /// A stream for `identity`'s inbox, fed by `mailbox` (registered with the hub by the caller).
     init(center: Notifier, identity: Identity, token: String, expiresAt: Date, mailbox: Mailbox) {
@@ -44,7 +50,16 @@ struct NotificationEventStream {
         try await mailbox.writing { try await writer.write(ByteBuffer(string: "retry: 3000\n\n")) }
         let now = ContinuousClock.now
         (lastWrite, lastAuthCheck, lastResync) = (now, now, now)
-        try await catchUp(writer: &writer)
+        try await sending { try await $0.catchUp(writer: &writer) }
+    }
+
+    /// Runs `delivery`; one that stops for a session check is taken up again after the check.
+    private mutating func sending(_ delivery: (inout Self) async throws -> Void) async throws {
+        do {
+            try await delivery(&self)
+        } catch is SessionCheckPending {
+            interrupted = true
+        }
     }
 
     /// Delivers the hub's batches until the mailbox closes (shutdown, a stalled client), the
@@ -55,15 +70,17 @@ struct NotificationEventStream {
             mailbox.nextCheck(at: nextDue())
             let batch = await mailbox.next()
             if batch.closed { return }
-            if batch.overflowed || batch.resync {
-                try await catchUp(writer: &writer)
-            } else if !batch.rows.isEmpty {
-                try await deliver(batch.rows.map(\.row), writer: &writer)
-            }
             if batch.authCheck {
-                // The user's sessions changed on some node (a logout): end now if this one did.
+                // The user's sessions changed on some node (a logout, a deletion): checked
+                // before anything more is sent, and the stream ended now if this one's did.
                 lastAuthCheck = .now
                 guard try await isStillAuthorized() else { return }
+            }
+            if batch.overflowed || batch.resync || interrupted {
+                interrupted = false
+                try await sending { try await $0.catchUp(writer: &writer) }
+            } else if !batch.rows.isEmpty {
+                try await sending { try await $0.deliver(batch.rows.map(\.row), writer: &writer) }
             }
             if batch.ticked {
                 guard try await tick(at: batch.tickedAt ?? .now, writer: &writer) else { return }
@@ -92,7 +109,7 @@ struct NotificationEventStream {
         }
         if now - lastResync >= center.settings.resyncInterval {
             lastResync = now
-            try await catchUp(writer: &writer)
+            try await sending { try await $0.catchUp(writer: &writer) }
         }
         if now - lastWrite >= center.settings.heartbeat {
             try await mailbox.writing { try await writer.write(ByteBuffer(string: ": heartbeat\n\n")) }
@@ -127,9 +144,12 @@ struct NotificationEventStream {
         try await cursor.deliver(rows) { rows in try await send(rows, writer: &writer) }
     }
 
-    /// Writes `rows` as one buffer of events.
+    /// Writes `rows` as one buffer of events; nothing while a session check waits in the
+    /// mailbox (the user may be logged out or deleted): it throws ``SessionCheckPending`` then,
+    /// before the cursor passes the rows.
     private mutating func send(_ rows: [StoredNotification], writer: inout any ResponseBodyWriter) async throws {
         guard !rows.isEmpty else { return }
+        if mailbox.authCheckPending { throw SessionCheckPending() }
         var buffer = ByteBuffer()
         for row in rows { NotificationsController.writeEvent(row, to: &buffer) }
         try await mailbox.writing { try await writer.write(buffer) }

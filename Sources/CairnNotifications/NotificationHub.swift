@@ -155,7 +155,8 @@ final class Mailbox: Sendable {
         /// Writes `rows` to the socket if they continue what it was last sent, in order, and fit
         /// its window; false (and direct writes end) when the consumer must handle them.
         mutating func writeDirectly(_ rows: [LiveRow]) -> Bool {
-            guard var direct, !isClosed, !stalled, batch.rows.isEmpty, !batch.overflowed else { return false }
+            // A pending session check goes first: nothing more is written before it.
+            guard var direct, !isClosed, !stalled, batch.rows.isEmpty, !batch.overflowed, !batch.authCheck else { return false }
             let fresh = rows.filter { $0.seq > direct.last }.sorted { $0.seq < $1.seq }
             guard !fresh.isEmpty else { return true }
             var expected = direct.last + 1
@@ -336,10 +337,21 @@ final class Mailbox: Sendable {
         mutate { $0.resync = true }
     }
 
-    /// Asks the consumer to re-check its token at once (its user's sessions changed).
+    /// Asks the consumer to re-check its token at once (its user's sessions changed). Until it
+    /// takes the request, live rows wait in the mailbox rather than being written directly,
+    /// and ``authCheckPending`` tells the consumer to stop sending.
     func requestAuthCheck() {
-        mutate { $0.authCheck = true }
+        let resume = state.withLock { state -> (Waiter, MailboxBatch)? in
+            state.batch.authCheck = true
+            state.direct = nil
+            return state.wake()
+        }
+        if let (waiter, batch) = resume { waiter.resume(batch) }
     }
+
+    /// True while a session check asked for by ``requestAuthCheck()`` waits for the consumer:
+    /// it sends no notification before making it (the user may be logged out or deleted).
+    var authCheckPending: Bool { state.withLock { $0.batch.authCheck } }
 
     /// Tells when the consumer's next periodic check is due: until then ticks leave it asleep
     /// (10,000 idle sockets woken every second cost a tenth of a core and delayed broadcasts).
@@ -428,7 +440,8 @@ package final class NotificationHub: Sendable {
     private let state = Mutex(State())
 
     /// A hub announcing on `bus`, reading rows from `store`; it hears `accounts`' session
-    /// changes so a logout on any node ends the user's live connections at once.
+    /// changes so a logout on any node ends the user's live connections at once. Those made on
+    /// this node reach its connections before the request that made them is answered.
     init(bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, logger: Logger) {
         self.bus = bus
         self.store = store
@@ -436,6 +449,17 @@ package final class NotificationHub: Sendable {
         self.tickInterval = tickInterval
         self.logger = logger
         LiveTransport.publishAll()
+        accounts.onSessionChange { [weak self] userId in self?.requestAuthCheck(userId: userId) }
+    }
+
+    /// Makes every live connection of `userId` on this node re-check its token before it
+    /// delivers anything more (their user's sessions changed: a logout, a deletion).
+    private func requestAuthCheck(userId: String) {
+        let suffix = "/" + userId
+        let targets = state.withLock { state in
+            state.mailboxes.filter { $0.key.hasSuffix(suffix) }.values.flatMap(\.values)
+        }
+        for mailbox in targets { mailbox.requestAuthCheck() }
     }
 
     /// Live connections on this node.
@@ -557,11 +581,7 @@ package final class NotificationHub: Sendable {
         let sessionWatch = Task { [weak self] in
             for await userId in changes {
                 guard let self else { return }
-                let suffix = "/" + userId
-                let targets = self.state.withLock { state in
-                    state.mailboxes.filter { $0.key.hasSuffix(suffix) }.values.flatMap(\.values)
-                }
-                for mailbox in targets { mailbox.requestAuthCheck() }
+                self.requestAuthCheck(userId: userId)
             }
         }
         let interval = tickInterval

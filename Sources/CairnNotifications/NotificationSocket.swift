@@ -593,6 +593,13 @@ struct SocketLoop {
         }
         if batch.closed { return (1001, "server shutting down") }
         if batch.clientFlood { return (1008, "too many messages") }
+        if batch.authCheck, token != nil {
+            // The user's sessions changed on some node (a logout, a deletion): checked before
+            // anything more is sent, and the socket closed now if this one's session ended.
+            if let close = try await recheckSession(reason: "session ended (logged out or revoked); log in again") { return close }
+            // Sending stopped for this check may have left stored rows unsent.
+            if subscribed && behind { try await fill() }
+        }
         if let acked = batch.acked {
             // Acks set aside are merged to their highest seq: above the cursor, one was never sent.
             if acked > cursor.last { return (1008, "ack of seq \(acked), which was never sent") }
@@ -608,10 +615,6 @@ struct SocketLoop {
             try await fill()
         } else if subscribed && !batch.rows.isEmpty {
             try await deliver(live: batch.rows)
-        }
-        if batch.authCheck, token != nil {
-            // The user's sessions changed on some node (a logout): close now if this one did.
-            if let close = try await recheckSession(reason: "session ended (logged out or revoked); log in again") { return close }
         }
         if batch.ticked { return try await tick(at: batch.tickedAt ?? .now) }
         return nil
@@ -696,7 +699,10 @@ struct SocketLoop {
         while inFlight.count < settings.maxUnacked {
             let room = min(200, settings.maxUnacked - inFlight.count)
             let rows = try await center.store.after(seq: cursor.last, tenantId: cursor.tenantId, userId: cursor.userId, limit: room)
-            for row in rows { try await send(row.seq, message: LiveRow.webSocketMessage(row)) }
+            for row in rows {
+                if stopsForSessionCheck() { return }
+                try await send(row.seq, message: LiveRow.webSocketMessage(row))
+            }
             if rows.count < room {
                 behind = false
                 return
@@ -716,9 +722,19 @@ struct SocketLoop {
         for row in fresh {
             if row.seq < expected { continue }
             if row.seq > expected { return try await fill() }
+            if stopsForSessionCheck() { return }
             try await send(row.seq, message: row.webSocketMessage)
             expected = row.seq + 1
         }
+    }
+
+    /// True when a session check waits in the mailbox (see ``Mailbox/requestAuthCheck()``):
+    /// nothing more is sent before it is made, and what was not sent is read from the store
+    /// afterwards (`behind`) if the session goes on.
+    mutating func stopsForSessionCheck() -> Bool {
+        guard mailbox.authCheckPending else { return false }
+        behind = true
+        return true
     }
 
     /// Sends one row's message and holds it in flight until acknowledged.
@@ -763,6 +779,7 @@ struct SocketLoop {
             try await fill()
         }
         for index in inFlight.indices where now - inFlight[index].sentAt >= settings.ackTimeout {
+            if mailbox.authCheckPending { break }
             try await session.send(message: inFlight[index].message, mailbox)
             inFlight[index].sentAt = now
         }

@@ -131,7 +131,9 @@ package final class Database: Sendable, Service {
         _ = try PostgresBackend.parse(url: url)
     }
 
-    /// Runs read-only work on a connection. SQLite: a reader connection (WAL snapshot).
+    /// Runs read-only work on a connection. SQLite: the reader connections, each statement on
+    /// one that no other statement is using, so it reads the database as last committed when it
+    /// starts (a WAL snapshot of its own; see ``SQLiteBackend/withReader(_:)``).
     package func read<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
         switch backend {
         case .sqlite(let sqlite): return try await sqlite.readerMetrics.using { try await body(self.traced(sqlite.reader())) }
@@ -223,7 +225,7 @@ package final class Database: Sendable, Service {
         postgres: @escaping @Sendable (PostgresConnection) async throws -> R, sqlite: @escaping @Sendable (SQLiteConnection) async throws -> R
     ) async throws -> R {
         switch backend {
-        case .sqlite(let backend): return try await backend.readerMetrics.using { try await sqlite(backend.readerConnection()) }
+        case .sqlite(let backend): return try await backend.readerMetrics.using { try await backend.withReader { try await sqlite($0.connection) } }
         case .postgres(let backend): return try await backend.withConnection(postgres)
         }
     }
@@ -471,7 +473,8 @@ final class SQLiteBackend: Sendable {
     private let writerStatements: SQLiteStatementCache?
     private let readerStatements: [SQLiteStatementCache?]
     private let groupCommit: GroupCommitWriter
-    private let nextReader = AtomicCounter()
+    /// Which of `readers` are free: each runs one statement at a time (see ``withReader(_:)``).
+    private let readerSlots: ReaderSlots
     private let threadPool: NIOThreadPool
     /// Reader connections lent to one hot read at a time, run on the caller's thread (see
     /// ``cachedRead(_:_:_:fallback:)``); never used by anything else, so such a read never waits
@@ -502,6 +505,7 @@ final class SQLiteBackend: Sendable {
         let writerStatements = SQLiteStatementCache(connection: writer, threadPool: threadPool)
         self.writerStatements = writerStatements
         self.readerStatements = readers.map { SQLiteStatementCache(connection: $0, threadPool: threadPool) }
+        self.readerSlots = ReaderSlots(count: readers.count)
         self.lentConnections = lent
         self.lentReaders = lent.compactMap { connection in
             SQLiteStatementCache(connection: connection, threadPool: threadPool).map { LentReader(statements: $0) }
@@ -539,20 +543,32 @@ final class SQLiteBackend: Sendable {
         return SQLiteBackend(writer: writer, readers: readers, lent: lent, threadPool: pool)
     }
 
+    /// The shared readers as one connection: each statement runs on a free one (see
+    /// ``withReader(_:)``); the writer when there are none (in memory).
     func reader() -> any SQLDatabase {
-        readerConnection().sql()
+        if readers.isEmpty { return writer.sql() }
+        return SharedReaders(backend: self, base: readers[0].sql())
     }
 
-    /// The next reader connection, round robin (the writer when there are none: in memory).
-    func readerConnection() -> SQLiteConnection {
-        nextReaderPair().connection
-    }
-
-    /// The next reader connection with its statement cache, round robin.
-    private func nextReaderPair() -> (connection: SQLiteConnection, statements: SQLiteStatementCache?) {
-        if readers.isEmpty { return (writer, writerStatements) }
-        let index = nextReader.next() % readers.count
-        return (readers[index], readerStatements[index])
+    /// Runs `body` on a shared reader connection (with its statement cache) that no other
+    /// statement is using, waiting for one to be free; the writer when there are none (in memory).
+    ///
+    /// SQLite's read transaction belongs to the connection: a statement that starts while
+    /// another one on the same connection is still stepping (on another thread of the pool)
+    /// joins that one's implicit transaction, and so reads the database as it was when that one
+    /// began, before commits that returned since. Under load, reads overlapping one after
+    /// another kept a reader on one snapshot for seconds: a deleted user's session state was
+    /// read, after the deletion had committed and this node had dropped its cached state, as
+    /// before it, and cached again. One statement per connection at a time gives each its own
+    /// snapshot, taken when it starts. SQLite runs one call per connection at a time anyway
+    /// (serialized mode), so this costs no parallelism; `body` must be one statement.
+    func withReader<R: Sendable>(_ body: (_ reader: (connection: SQLiteConnection, statements: SQLiteStatementCache?)) async throws -> R)
+        async throws -> R
+    {
+        if readers.isEmpty { return try await body((writer, writerStatements)) }
+        let index = await readerSlots.acquire()
+        defer { readerSlots.release(index) }
+        return try await body((readers[index], readerStatements[index]))
     }
 
     func withWriter<R: Sendable>(_ body: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
@@ -578,9 +594,10 @@ final class SQLiteBackend: Sendable {
                 defer { lent.giveBack() }
                 return try lent.statements.rowsOnCallingThread(sql, binds, decode)
             }
-            let (connection, statements) = self.nextReaderPair()
-            guard let statements else { return try await fallback(connection) }
-            return try await statements.rows(sql, binds, decode)
+            return try await self.withReader { reader in
+                guard let statements = reader.statements else { return try await fallback(reader.connection) }
+                return try await statements.rows(sql, binds, decode)
+            }
         }
     }
 
@@ -850,5 +867,73 @@ final class GroupCommitWriter: Sendable {
         }
         unit.transaction.committed()
         unit.continuation.resume(returning: value)
+    }
+}
+
+/// The free reader connections of a ``SQLiteBackend``, lent to one statement at a time; the
+/// reads waiting for one get them in order of arrival.
+final class ReaderSlots: Sendable {
+    private struct State {
+        var free: [Int]
+        var waiting: [CheckedContinuation<Int, Never>] = []
+    }
+    private let state: Mutex<State>
+
+    /// Slots `0..<count`, all free.
+    init(count: Int) {
+        state = Mutex(State(free: Array((0..<count).reversed())))
+    }
+
+    /// A free slot, once there is one. The most recently freed goes first (its pages are warm).
+    func acquire() async -> Int {
+        if let index = state.withLock({ $0.free.popLast() }) { return index }
+        return await withCheckedContinuation { continuation in
+            let index = state.withLock { state -> Int? in
+                if let index = state.free.popLast() { return index }
+                state.waiting.append(continuation)
+                return nil
+            }
+            if let index { continuation.resume(returning: index) }
+        }
+    }
+
+    /// Frees `index`: to the longest waiting read, if any.
+    func release(_ index: Int) {
+        let waiter = state.withLock { state -> CheckedContinuation<Int, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.free.append(index)
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        waiter?.resume(returning: index)
+    }
+}
+
+/// ``SQLiteBackend``'s shared readers as one `SQLDatabase` (what ``Database/read(_:)`` hands
+/// its body): each statement runs on a reader no other statement is using (see
+/// ``SQLiteBackend/withReader(_:)``).
+struct SharedReaders: SQLDatabase {
+    let backend: SQLiteBackend
+    /// One of the readers, for what every reader shares (dialect, logger, event loop).
+    let base: any SQLDatabase
+
+    var logger: Logger { base.logger }
+    var eventLoop: any EventLoop { base.eventLoop }
+    var version: (any SQLDatabaseReportedVersion)? { base.version }
+    var dialect: any SQLDialect { base.dialect }
+    var queryLogLevel: Logger.Level? { base.queryLogLevel }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
+        eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) }
+    }
+
+    func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
+        try await backend.withReader { reader in try await reader.connection.sql().execute(sql: query, onRow) }
+    }
+
+    /// Statements of a session run here too, each on a free reader.
+    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
+        try await closure(self)
     }
 }

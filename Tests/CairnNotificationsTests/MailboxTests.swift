@@ -207,6 +207,34 @@ struct DirectDeliveryTests {
         #expect(recorder.written.withLock { $0 }.isEmpty)
     }
 
+    /// A session check asked for (a logout, a deletion of the user) stops direct writes at once,
+    /// whether the consumer sleeps or has not yet gone back to sleep: rows wait in the mailbox
+    /// for the consumer, which makes the check first. Before, the hub kept writing a deleted
+    /// user's notifications to the socket until the consumer got round to the check.
+    @Test func aPendingSessionCheckStopsDirectWrites() async {
+        let recorder = DirectRecorder()
+        let sleeping = Mailbox(capacity: 10)
+        sleeping.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        sleeping.push([liveRow(6)])
+        sleeping.requestAuthCheck()
+        #expect(sleeping.authCheckPending)
+        sleeping.push([liveRow(7)])
+        let batch = await sleeping.next()
+        #expect(batch.authCheck && batch.sent.map(\.seq) == [6] && batch.rows.map(\.seq) == [7])
+        #expect(!sleeping.authCheckPending)
+        // Asked for while the consumer is awake and about to sleep (direct writes armed, its
+        // `next` not yet called): nothing is written either.
+        let waking = Mailbox(capacity: 10)
+        waking.push(client: .ping)
+        _ = await waking.next()
+        waking.armDirect(after: 5, room: 10, ackTimeout: .seconds(10), writer: recorder.writer)
+        waking.requestAuthCheck()
+        waking.push([liveRow(6)])
+        let next = await waking.next()
+        #expect(next.authCheck && next.sent.isEmpty && next.rows.map(\.seq) == [6])
+        #expect(recorder.written.withLock { $0 } == [6])
+    }
+
     /// A row written directly is due for a resend an ack timeout later even though the
     /// consumer planned its next check later still: that tick wakes it with the row in flight.
     @Test func anUnackedDirectWriteWakesTheConsumerAtItsAckTimeout() async {

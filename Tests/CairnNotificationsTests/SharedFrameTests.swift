@@ -58,9 +58,15 @@ struct SharedFrameTests {
             center.hub.register(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket)
             defer { center.hub.unregister(mailbox, tenantId: owner.tenantId, userId: owner.userId, transport: .websocket) }
             // Announcements made before the node listens are lost (connections re-read their
-            // inbox then, which this mailbox does not): publish once it says it listens.
+            // inbox then, which this mailbox does not): publish once it says it listens. It also
+            // re-checks every connection's session once it listens for session changes, and
+            // that pending check holds direct writes: taken here too before they are armed.
             try await withDeadline(.seconds(30), "the hub listening") {
-                while await !mailbox.next().resync {}
+                var (resync, authCheck) = (false, false)
+                while !(resync && authCheck) {
+                    let batch = await mailbox.next()
+                    (resync, authCheck) = (resync || batch.resync, authCheck || batch.authCheck)
+                }
             }
             mailbox.nextCheck(at: .now + .seconds(600))
             mailbox.armDirect(after: 0, room: 10, ackTimeout: .seconds(600), writer: recorder.writer)

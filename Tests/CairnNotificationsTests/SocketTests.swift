@@ -40,6 +40,18 @@ func socketCloseCode(port: Int, token: String) async throws -> UInt16? {
     closeCode(of: try await socket(port: port, opening: [auth(token), subscribe(nil)]))
 }
 
+/// ``socketCloseCode(port:token:)`` for a client that acknowledges every notification it
+/// receives, after handing its seq to `received`.
+func socketCloseCode(port: Int, token: String, received: @escaping @Sendable (Int64) -> Void) async throws -> UInt16? {
+    closeCode(
+        of: try await socket(port: port, opening: [auth(token), subscribe(nil)]) { message, outbound in
+            guard message["type"] as? String == "notification", let seq = (message["seq"] as? NSNumber)?.int64Value else { return true }
+            received(seq)
+            try await outbound.write(.text(#"{"type":"ack","seq":\#(seq)}"#))
+            return true
+        })
+}
+
 /// The numeric code of a server's close frame (nil: none was sent).
 private func closeCode(of close: WebSocketCloseFrame?) -> UInt16? {
     switch close?.closeCode {

@@ -1,10 +1,12 @@
 import CairnServer
-import CairnStorage
 import CairnTestSupport
 import Foundation
+import NIOPosix
 import SQLKit
 import Synchronization
 import Testing
+
+@testable import CairnStorage
 
 @Suite("Storage on both engines")
 struct StorageTests {
@@ -728,6 +730,60 @@ struct StorageTests {
         await #expect(throws: StorageError.self) {
             _ = try await Database.open(url: "mysql://x", sqlitePath: "", logger: testLogger)
         }
+    }
+
+    /// A read sees every commit that returned before it started, even while another read on
+    /// SQLite is between two rows of its statement. SQLite's read transaction belongs to the
+    /// connection: a statement started on a reader while another one there is unfinished joins
+    /// that one's snapshot. Before, reads went round robin to the readers, shared: the third
+    /// read after one that held its reader mid-statement ran on that reader and missed the
+    /// commit, as a node's re-check of a deleted user's sessions missed the deletion during a
+    /// publish burst (found by a fresh-user trial). The statement is held between two rows by
+    /// its row decoder, on a thread pool of the test's own; no timing is involved.
+    @Test func aSQLiteReadSeesWhatCommittedBeforeItWhileAnotherReadIsMidStatement() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-reads-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = try await Database.open(url: nil, sqlitePath: directory + "/reads.sqlite", logger: testLogger)
+        try await database.write { db in
+            try await db.raw("CREATE TABLE counter (x INTEGER NOT NULL)").run()
+            try await db.raw("INSERT INTO counter (x) VALUES (0)").run()
+        }
+        let value: @Sendable () async throws -> Int? = {
+            try await database.read { db in try await db.raw("SELECT x FROM counter").first()?.decode(column: "x", as: Int.self) }
+        }
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let (held, holding) = AsyncStream<Void>.makeStream()
+        let release = DispatchSemaphore(value: 0)
+        let holder = Task {
+            try await database.withNativeReader(
+                postgres: { _ in 0 },
+                sqlite: { connection in
+                    let statements = try #require(SQLiteStatementCache(connection: connection, threadPool: pool))
+                    defer { statements.close() }
+                    // The first row (the counter's) stops the statement, stepped once and
+                    // unfinished, until released; the second (-1) ends it.
+                    return try await statements.rows("SELECT x FROM counter UNION ALL SELECT -1", []) { row in
+                        let x = try row.int(0)
+                        if x >= 0 {
+                            holding.yield()
+                            release.wait()
+                        }
+                        return x
+                    }.count
+                })
+        }
+        for await _ in held { break }
+        // Two reads in between: round robin, the next read went to the held reader again.
+        for _ in 0..<2 { #expect(try await value() == 0) }
+        try await database.write { db in try await db.raw("UPDATE counter SET x = 1").run() }
+        let seen = try await value()
+        release.signal()
+        #expect(try await holder.value == 2)
+        #expect(seen == 1, "a read that started after the commit missed it")
+        await database.close()
+        try await pool.shutdownGracefully()
     }
 }
 
