@@ -156,6 +156,72 @@ package struct JobStore: Sendable {
         }
     }
 
+    /// The tenants that have waiting jobs, at most `limit` of them, in tenant id order after
+    /// `after` (`""` for the first), each with its most urgent job due by `now` (its priority
+    /// and `run_at`, nil when none is due yet): what a fair claim chooses between
+    /// (``FairClaim``). One index probe per tenant plus two for its head, however long its
+    /// queue is (`jobs_tenant_waiting`).
+    func waitingTenants(after: String, limit: Int, now: Int64) async throws -> [FairClaim.TenantHead] {
+        try await database.readRows(DueTenantsStatement.self, [.integer(now), .text(after), .integer(Int64(limit))]) { row in
+            FairClaim.TenantHead(tenantId: try row.string(0), priority: try row.optionalInt64(1).map(Int.init), runAt: try row.optionalInt64(2))
+        }
+    }
+
+    /// ``waitingTenants(after:limit:now:)``'s statement: a recursive skip scan over the tenants with
+    /// waiting jobs (`$2`: start after this id, `$3`: at most this many), and for each one the
+    /// priority and `run_at` of its first job due by `$1` (NULL when none is due yet).
+    enum DueTenantsStatement: PreparedRead {
+        static let name = "cairn_jobs_due_tenants"
+        static let sql = """
+            WITH RECURSIVE waiting(tenant_id) AS (
+                SELECT (SELECT tenant_id FROM jobs WHERE state IN ('scheduled', 'available', 'retryable') AND tenant_id > $2
+                    ORDER BY tenant_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT next.tenant_id FROM jobs next WHERE next.state IN ('scheduled', 'available', 'retryable')
+                    AND next.tenant_id > waiting.tenant_id ORDER BY next.tenant_id LIMIT 1)
+                FROM waiting WHERE waiting.tenant_id IS NOT NULL
+            )
+            SELECT waiting.tenant_id,
+                (SELECT priority FROM jobs WHERE jobs.tenant_id = waiting.tenant_id AND state IN ('scheduled', 'available', 'retryable')
+                    AND run_at <= $1 ORDER BY priority, run_at, id LIMIT 1),
+                (SELECT run_at FROM jobs WHERE jobs.tenant_id = waiting.tenant_id AND state IN ('scheduled', 'available', 'retryable')
+                    AND run_at <= $1 ORDER BY priority, run_at, id LIMIT 1)
+            FROM waiting WHERE waiting.tenant_id IS NOT NULL LIMIT $3
+            """
+    }
+
+    /// Claims for `node`, from each tenant in `shares`, up to its count of that tenant's due
+    /// jobs in the tenant's own order (most urgent, then oldest), in one statement; each starts
+    /// an attempt with a lease until `now + leaseMs`. On PostgreSQL rows another node is claiming
+    /// are skipped (`SKIP LOCKED`), so a tenant may give fewer than its count.
+    func claim(node: String, shares: [FairClaim.Share], now: Int64, leaseMs: Int64) async throws -> [Job] {
+        let shares = shares.filter { $0.count > 0 }
+        guard !shares.isEmpty else { return [] }
+        let lock: SQLQueryString = database.dialect == .postgres ? " FOR UPDATE SKIP LOCKED" : ""
+        return try await database.write { db in
+            // One sub-select per tenant, each reading its tenant's part of `jobs_tenant_waiting`
+            // in order; PostgreSQL locks rows inside each one, as UNION forbids it outside.
+            var pick: SQLQueryString = ""
+            for (index, share) in shares.enumerated() {
+                if index > 0 { pick = pick + " UNION ALL " }
+                pick =
+                    pick
+                        + """
+                        SELECT id FROM (SELECT id FROM jobs WHERE tenant_id = \(bind: share.tenantId) AND state IN \(Self.stateList(JobState.waiting))
+                            AND run_at <= \(bind: now) ORDER BY priority, run_at, id LIMIT \(bind: share.count)\(lock)) share\(unsafeRaw: String(index))
+                        """
+            }
+            return try await db.raw(
+                """
+                UPDATE jobs SET version = version + 1, state = 'running', attempt = attempt + 1, attempted_at = \(bind: now), lease_owner = \(bind: node),
+                    lease_expires_at = \(bind: now + leaseMs)
+                WHERE id IN (\(pick))
+                RETURNING \(unsafeRaw: Self.columns)
+                """
+            ).all().map(Self.job(from:))
+        }
+    }
+
     /// Extends the leases `node` holds; returns the ids it still holds.
     func renew(ids: [String], node: String, until: Int64) async throws -> Set<String> {
         guard !ids.isEmpty else { return [] }

@@ -36,6 +36,9 @@ package final class JobWorker: Service, Sendable {
         var claiming = false
         /// The shutdown begun by ``beginShutdown()``: the grace, then the hand-back.
         var windDown: Task<Void, Never>?
+        /// Where the next claim starts listing tenants with waiting jobs, when there are more
+        /// than one claim lists (``JobWorker/tenantsPerClaim``): they take turns.
+        var tenantCursor = ""
     }
 
     let queue: JobQueue
@@ -128,14 +131,13 @@ package final class JobWorker: Service, Sendable {
 
     private func claimLoop() async {
         while !Task.isCancelled {
-            let (free, excluded, draining) = state.withLock { state -> (Int, Set<String>, Bool) in
+            let (free, perTenant, draining) = state.withLock { state -> (Int, [String: Int], Bool) in
                 var perTenant: [String: Int] = [:]
                 for running in state.running.values { perTenant[running.tenantId, default: 0] += 1 }
-                let excluded = Set(perTenant.filter { $0.value >= settings.maxRunningPerTenant }.keys)
                 // Shutdown waits for a claim that began before it to start its jobs, so that it
                 // hands those back too.
                 state.claiming = !state.draining
-                return (settings.concurrency - state.running.count, excluded, state.draining)
+                return (settings.concurrency - state.running.count, perTenant, state.draining)
             }
             if draining { return }
             var claimed: [Job] = []
@@ -144,7 +146,7 @@ package final class JobWorker: Service, Sendable {
                 defer { state.withLock { $0.claiming = false } }
                 if free > 0 {
                     do {
-                        claimed = try await claimRound(free: free, excluded: excluded)
+                        claimed = try await claimRound(free: free, running: perTenant)
                         claimed = try await enforceTenantCap(claimed)
                     } catch is CancellationError {
                         return
@@ -164,20 +166,35 @@ package final class JobWorker: Service, Sendable {
         }
     }
 
-    /// Fills up to `free` slots with statements of at most `claimLimit` jobs each, up to
-    /// `maxClaimsInFlight` of them at once (so claiming singly still keeps every slot busy).
-    private func claimRound(free: Int, excluded: Set<String>) async throws -> [Job] {
-        let limit = settings.claimLimit
-        var sizes: [Int] = []
-        var left = free
-        while left > 0 && sizes.count < Self.maxClaimsInFlight {
-            sizes.append(min(limit, left))
-            left -= limit
-        }
+    /// Fills up to `free` slots fairly between tenants (``FairClaim``), `running` being this
+    /// node's running jobs per tenant: first the tenants with due jobs are listed; when two or
+    /// more are below their cap, one statement takes each one's share. When one is, its jobs
+    /// are claimed in statements of at most `claimLimit` jobs each, up to `maxClaimsInFlight`
+    /// of them at once (so claiming singly still keeps every slot busy).
+    private func claimRound(free: Int, running: [String: Int]) async throws -> [Job] {
         let store = self.store
         let node = settings.nodeId
         let clock = queue.clock
         let leaseMs = Int64(settings.leaseSeconds) * 1000
+        let cap = settings.maxRunningPerTenant
+        let eligible = try await tenantsWithDueJobs(now: clock.milliseconds).filter {
+            $0.priority != nil && running[$0.tenantId, default: 0] < cap
+        }
+        guard let only = eligible.first else { return [] }
+        if eligible.count > 1 {
+            let shares = FairClaim.shares(free: free, cap: cap, running: running, heads: eligible)
+            return try await store.claim(node: node, shares: shares, now: clock.milliseconds, leaseMs: leaseMs)
+        }
+        // One tenant has due jobs: up to its cap, in batches; the tenants at their cap are left
+        // out (any job of theirs that became due since is handed back by `enforceTenantCap`).
+        let excluded = Set(running.filter { $0.value >= cap }.keys)
+        let limit = settings.claimLimit
+        var sizes: [Int] = []
+        var left = min(free, cap - running[only.tenantId, default: 0])
+        while left > 0 && sizes.count < Self.maxClaimsInFlight {
+            sizes.append(min(limit, left))
+            left -= limit
+        }
         if sizes.count == 1 {
             return try await store.claim(
                 node: node, limit: sizes[0], excludedTenants: excluded, queues: [], now: clock.milliseconds, leaseMs: leaseMs)
@@ -203,6 +220,26 @@ package final class JobWorker: Service, Sendable {
 
     /// Claim statements one round may run at once.
     static let maxClaimsInFlight = 8
+
+    /// Tenants with waiting jobs one claim considers. With more, each claim lists the next ones
+    /// in id order, so all take turns.
+    static let tenantsPerClaim = 256
+
+    /// The tenants with waiting jobs, up to ``tenantsPerClaim`` of them from where the last
+    /// claim's list ended (wrapping round to the first), each with its most urgent due job.
+    private func tenantsWithDueJobs(now: Int64) async throws -> [FairClaim.TenantHead] {
+        let limit = Self.tenantsPerClaim
+        let cursor = state.withLock { $0.tenantCursor }
+        var heads = try await store.waitingTenants(after: cursor, limit: limit, now: now)
+        var next = ""
+        if heads.count == limit, let last = heads.last {
+            next = last.tenantId
+        } else if !cursor.isEmpty {
+            heads += try await store.waitingTenants(after: "", limit: limit - heads.count, now: now).filter { $0.tenantId <= cursor }
+        }
+        state.withLock { $0.tenantCursor = next }
+        return heads
+    }
 
     /// A batch is claimed in priority order across tenants; any job that would take its tenant
     /// past `maxRunningPerTenant` on this node is handed straight back (no attempt consumed),

@@ -105,6 +105,47 @@ struct JobBatchTests {
     func tenThousandQueuedJobsOfOneTenantDoNotDelayAnothersJob(engine: TestEngine) async throws {
         try await expectBacklogDoesNotDelayAnotherTenant(engine, backlog: 10_000, quietEmail: "quiet10k@example.com")
     }
+
+    /// When every slot is taken by two tenants with backlogs, the next slot to free goes to a
+    /// third tenant's single job, enqueued after both backlogs, not to the backlogs' next jobs:
+    /// a fresh-user trial saw it wait for all 24 before it (concurrency 4, cap 2 per tenant).
+    @Test(arguments: TestEngine.available)
+    func aFreedSlotGoesToTheTenantRunningFewestJobs(engine: TestEngine) async throws {
+        let first = Gate()
+        let rest = Gate()
+        let starts = Observed([String]())
+        let busy = [UUIDv7.make(), UUIDv7.make()]
+        let quiet = UUIDv7.make()
+        try await withTestApp(
+            engine,
+            configure: {
+                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
+            }, runServices: true,
+            prepare: { components in
+                components.jobs.register(Probe.self) { _, context in
+                    let tenant = context.job.tenantId
+                    var order = 0
+                    starts.update {
+                        order = $0.count; $0.append(tenant)
+                    }
+                    if tenant == quiet { return }
+                    // The first busy job to start ends when the test says; the others hold
+                    // their slots for the whole test.
+                    try await (order == 0 ? first : rest).wait()
+                }
+            }
+        ) { app in
+            defer { first.open(); rest.open() }
+            for tenant in busy {
+                _ = try await app.components.jobs.enqueueMany(Array(repeating: try JobRequest(Probe()), count: 12), tenantId: tenant, createdBy: nil)
+            }
+            try await starts.wait("both busy tenants at their cap") { starts in busy.allSatisfy { id in starts.filter { $0 == id }.count == 2 } }
+            _ = try await app.components.jobs.enqueueMany([try JobRequest(Probe())], tenantId: quiet, createdBy: nil)
+            first.open()
+            let seen = try await starts.wait("the quiet tenant's job started") { $0.contains(quiet) }
+            #expect(seen.firstIndex(of: quiet) == 4, "started before the quiet tenant's job: \(seen)")
+        }
+    }
 }
 
 /// The fairness check, at any backlog size: a busy tenant's `backlog` jobs are held at a gate
