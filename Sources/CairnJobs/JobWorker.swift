@@ -437,6 +437,13 @@ package final class JobWorker: Service, Sendable {
 
     private func shutdown() async {
         let start = ContinuousClock.now
+        // The leases of the jobs still running are renewed through the grace and the
+        // hand-back, as while running: a grace longer than a lease must not let another node
+        // rescue a job that still runs here. (The maintenance loops stop when shutdown begins.)
+        let renewal = Task {
+            await self.every(.seconds(Double(self.settings.leaseSeconds) / 3)) { try await self.renewLeases() }
+        }
+        defer { renewal.cancel() }
         _ = await Self.wait(until: start + settings.shutdownGrace) { self.state.withLock { $0.running.isEmpty && !$0.claiming } }
         // A claim that began before the shutdown starts its jobs all the same: they go back too.
         _ = await Self.wait(until: ContinuousClock.now + settings.abandonAfter) { self.state.withLock { !$0.claiming } }

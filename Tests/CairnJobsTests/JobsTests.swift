@@ -1,6 +1,5 @@
 import CairnFormats
 import CairnHTTP
-import CairnJobs
 import CairnServer
 import CairnStorage
 import CairnTestSupport
@@ -10,6 +9,8 @@ import HummingbirdTesting
 import SQLKit
 import Synchronization
 import Testing
+
+@testable import CairnJobs
 
 func enqueue(_ client: any TestClientProtocol, token: String, _ body: [String: Any]) async throws -> (status: HTTPResponse.Status, job: [String: Any])
 {
@@ -332,6 +333,49 @@ struct JobWorkerShutdownTests {
     /// `beginShutdown()` (a node calls it at the signal, while its HTTP server still drains)
     /// hands a running job back after the grace, without waiting for the worker's own graceful
     /// shutdown; the worker's service still waits for that, so as not to end before its turn.
+    /// A grace longer than a lease: the running job's lease is still renewed after shutdown
+    /// began, so no other node's rescue takes a job that still runs here (the maintenance
+    /// loops, renewal among them, stop when shutdown begins).
+    @Test(arguments: TestEngine.available)
+    func leasesAreRenewedThroughTheShutdownGrace(engine: TestEngine) async throws {
+        let clock = TestClock()
+        try await withTestDatabase(
+            engine,
+            configure: {
+                $0.jobs.shutdownGrace = .seconds(3600); $0.jobs.leaseSeconds = 3
+            }
+        ) { test in
+            let node = try await buildComponents(configuration: test.configuration, logger: testLogger, clock: clock)
+            let gate = Gate()
+            let (started, startedContinuation) = AsyncStream.makeStream(of: String.self)
+            node.jobs.register(Stuck.self) { _, context in
+                startedContinuation.yield(context.job.id)
+                try await gate.wait()
+            }
+            let id = try await node.jobs.enqueue(Stuck(), tenantId: UUIDv7.make(), createdBy: nil).job.id
+            let worker = JobWorker(queue: node.jobs, logger: testLogger)
+            let running = Task { try? await worker.run() }
+            var starts = started.makeAsyncIterator()
+            #expect(await starts.next() == id)
+            worker.beginShutdown()
+            // An hour on: the lease taken at the claim lapsed long ago, unless renewed since.
+            clock.advance(by: .seconds(3600))
+            let later = clock.milliseconds
+            // A renewal announces nothing on the bus (nothing about the job changed for its
+            // watchers), so the row is read until it shows one.
+            let store = node.jobs.store
+            try await pollUntil("the lease renewed during the grace") {
+                try await store.jobs(ids: [id]).first.map { $0.state == .running && ($0.leaseExpiresAt ?? 0) > later } ?? false
+            }
+            #expect(try await node.jobs.store.rescue(now: later).isEmpty, "a rescue took the job still running here")
+            gate.open()
+            _ = try await node.jobs.waitForJob(id, state: .succeeded)
+            running.cancel()
+            try await withDeadline(.seconds(60), "the worker stops") { await running.value }
+            await node.database.close()
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func beginShutdownHandsJobsBackBeforeTheWorkersOwnShutdown(engine: TestEngine) async throws {
         try await withTestDatabase(engine, configure: { $0.jobs.shutdownGrace = .milliseconds(100) }) { test in
