@@ -1,4 +1,5 @@
 import CairnAccounts
+package import CairnJobs
 package import CairnNotifications
 package import CairnServer
 package import CairnStorage
@@ -24,6 +25,9 @@ package struct TestApp: Sendable {
     package let components: CairnComponents
     /// The loopback port the node listens on (live mode only).
     package let port: Int?
+    /// The node's job worker, when its background services run: a test may begin its shutdown
+    /// (``JobWorker/beginShutdown()``) at a moment it chooses, as a signal would.
+    package var worker: JobWorker? = nil
 
     /// The clock every module of the node reads.
     package var clock: any CairnClock { components.clock }
@@ -82,14 +86,16 @@ package func withTestApp<R: Sendable>(
         let result: R
         switch (mode, runServices ?? (mode == .live)) {
         case (.router, let services):
+            let worker = services ? JobWorker(queue: components.jobs, logger: logger) : nil
             let app = Application(
-                router: buildRouter(components: components), services: services ? components.makeServices() : [], logger: logger)
+                router: buildRouter(components: components), services: services ? components.makeServices(worker: worker) : [], logger: logger)
             result = try await app.test(.router) { client in
-                try await body(TestApp(client: client, components: components, port: nil))
+                try await body(TestApp(client: client, components: components, port: nil, worker: worker))
             }
         case (.live, true):
-            result = try await makeApplication(components: components).test(.live) { client in
-                try await body(TestApp(client: client, components: components, port: try livePort(client)))
+            let worker = JobWorker(queue: components.jobs, logger: logger)
+            result = try await makeApplication(components: components, worker: worker).test(.live) { client in
+                try await body(TestApp(client: client, components: components, port: try livePort(client), worker: worker))
             }
         case (.live, false):
             // As `makeApplication`, without the background services (a node that only serves).
