@@ -84,14 +84,35 @@ package struct SettingsReader: Sendable {
         }
     }
 
-    /// A duration in whole seconds, from `900`, `90s`, `15m`, `12h` or `30d` (1 s to 10 years).
+    /// The range a duration setting takes unless it says otherwise: 1 s to 10 years.
+    package static let durationRange: ClosedRange<Duration> = .seconds(1) ... .seconds(10 * 365 * 86_400)
+
+    /// A duration in whole seconds in `range` (default 1 s to 10 years), read as every duration
+    /// setting is (see ``duration(_:in:plain:default:)``).
+    /// - Throws: ``ConfigurationError`` when set to anything else, or to a duration that is
+    ///   not whole seconds (`1500ms`).
+    package func seconds(_ key: String, in range: ClosedRange<Int>? = nil, default value: Int) throws -> Int {
+        let bounds = range.map { Duration.seconds($0.lowerBound)...Duration.seconds($0.upperBound) } ?? Self.durationRange
+        let duration = try self.duration(key, in: bounds, default: .seconds(value))
+        guard duration.components.attoseconds == 0 else {
+            throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(text(key) ?? "")'")
+        }
+        return Int(duration.components.seconds)
+    }
+
+    /// A duration in `range` (default 1 s to 10 years): a number of `plain` units (seconds
+    /// unless the setting's name says otherwise, as `_MS` does), or a whole number with a unit,
+    /// `ms`, `s`, `m`, `h` or `d` (`500ms`, `90s`, `15m`, `12h`, `30d`). Every duration setting
+    /// is read by this one reader, so each takes the same forms.
     /// - Throws: ``ConfigurationError`` when set to anything else.
-    package func seconds(_ key: String, default value: Int) throws -> Int {
+    package func duration(
+        _ key: String, in range: ClosedRange<Duration> = SettingsReader.durationRange, plain: Duration = .seconds(1), default value: Duration
+    ) throws -> Duration {
         guard let raw = text(key) else { return value }
-        guard let seconds = Self.parseDuration(raw), seconds >= 1, seconds <= 10 * 365 * 86_400 else {
+        guard let parsed = Self.parseDuration(raw, plain: plain), range.contains(parsed) else {
             throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(raw)'")
         }
-        return seconds
+        return parsed
     }
 
     /// An absolute http(s) URL without a trailing `/`, if set.
@@ -129,15 +150,19 @@ package struct SettingsReader: Sendable {
         return value * unit
     }
 
-    /// Seconds from `900`, `90s`, `15m`, `12h` or `30d`; nil for anything else.
-    package static func parseDuration(_ raw: String) -> Int? {
+    /// A duration from `900` (that many `plain` units, seconds by default), `500ms`, `90s`,
+    /// `15m`, `12h` or `30d`; nil for anything else (a negative number, a fraction, an unknown
+    /// unit, or more than `Int64.max` milliseconds).
+    package static func parseDuration(_ raw: String, plain: Duration = .seconds(1)) -> Duration? {
         let text = raw.trimmingCharacters(in: .whitespaces).lowercased()
-        guard let last = text.last else { return nil }
-        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-        if let unit = units[last] {
-            guard let value = Int(text.dropLast()), value >= 0, value <= Int.max / unit else { return nil }
-            return value * unit
-        }
-        return Int(text)
+        let units: [(suffix: String, milliseconds: Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        // `ms` before `s` and `m`: the longest suffix that matches.
+        let unit = units.first { text.hasSuffix($0.suffix) }
+        let number = unit.map { text.dropLast($0.suffix.count) } ?? Substring(text)
+        let scale = unit?.milliseconds ?? plain.components.seconds * 1000 + plain.components.attoseconds / 1_000_000_000_000_000
+        guard !number.isEmpty, number.allSatisfy(\.isASCII), number.allSatisfy(\.isNumber), let value = Int64(number), scale > 0,
+            value <= Int64.max / scale
+        else { return nil }
+        return .milliseconds(value * scale)
     }
 }

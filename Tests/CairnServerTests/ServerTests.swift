@@ -101,6 +101,46 @@ struct ConfigurationTests {
         #expect(config.accounts.bcryptThreads == 3)
     }
 
+    /// Every duration setting reads the same forms: a number of seconds, or a whole number with
+    /// a unit (`ms`, `s`, `m`, `h`, `d`). A fresh-user trial's `CAIRN_JOBS_SHUTDOWN_GRACE=1m`
+    /// was refused while `CAIRN_HTTP_DRAIN_TIMEOUT=1m` was taken.
+    @Test func everyDurationSettingTakesSecondsOrAUnit() async throws {
+        let config = try await CairnConfiguration.load(
+            flags: [:],
+            environment: [
+                "CAIRN_JOBS_SHUTDOWN_GRACE": "1m", "CAIRN_HTTP_DRAIN_TIMEOUT": "1m", "CAIRN_HTTP_HEAD_TIMEOUT": "1500ms",
+                "CAIRN_CATALOG_CACHE_TTL": "2m", "CAIRN_CATALOG_READ_TIMEOUT_MS": "3s", "CAIRN_REFRESH_REUSE_INTERVAL": "1m",
+                "CAIRN_JOBS_LEASE": "2m", "CAIRN_IDEMPOTENCY_LEASE": "5000ms", "CAIRN_PIPELINE_CPU": "1h",
+                "CAIRN_WEBHOOKS_RETRY_SCHEDULE": "1500ms,1h",
+            ])
+        #expect(config.jobs.shutdownGrace == .seconds(60))
+        #expect(config.http.drainTimeout == .seconds(60))
+        #expect(config.http.headTimeout == .milliseconds(1500))
+        #expect(config.catalog.cacheTTL == .seconds(120))
+        #expect(config.catalog.readTimeout == .seconds(3))
+        #expect(config.accounts.refreshReuseInterval == 60)
+        #expect(config.jobs.leaseSeconds == 120)
+        #expect(config.idempotency.leaseSeconds == 5)
+        #expect(config.pipelines.cpuSeconds == 3600)
+        #expect(config.outbound.webhookRetrySchedule == [.milliseconds(1500), .seconds(3600)])
+        // A plain number keeps its unit: seconds, and milliseconds for the setting named `_MS`.
+        let plain = try await CairnConfiguration.load(
+            flags: [:], environment: ["CAIRN_JOBS_SHUTDOWN_GRACE": "90", "CAIRN_CATALOG_READ_TIMEOUT_MS": "250", "CAIRN_CATALOG_CACHE_TTL": "0"])
+        #expect(plain.jobs.shutdownGrace == .seconds(90))
+        #expect(plain.catalog.readTimeout == .milliseconds(250))
+        #expect(plain.catalog.cacheTTL == .zero)
+        // A setting kept in whole seconds refuses a fraction of one; no form takes a fraction
+        // or a sign.
+        for (setting, value) in [
+            ("CAIRN_JOBS_LEASE", "1500ms"), ("CAIRN_JOBS_SHUTDOWN_GRACE", "1.5"), ("CAIRN_HTTP_DRAIN_TIMEOUT", "+5s"),
+            ("CAIRN_HTTP_IDLE_TIMEOUT", "5 s"), ("CAIRN_HTTP_BODY_TIMEOUT", "5w"),
+        ] {
+            await #expect(throws: ConfigurationError.self, "\(setting)=\(value)") {
+                _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            }
+        }
+    }
+
     @Test(arguments: [
         ("CAIRN_HTTP_PORT", "eighty"), ("CAIRN_HTTP_PORT", "70000"), ("CAIRN_BCRYPT_COST", "3"), ("CAIRN_BCRYPT_COST", "32"),
         ("CAIRN_ACCESS_TOKEN_TTL", "soon"), ("CAIRN_REFRESH_TOKEN_TTL", "-5"), ("CAIRN_LOG_FORMAT", "xml"),
