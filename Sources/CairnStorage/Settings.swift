@@ -95,7 +95,10 @@ package struct SettingsReader: Sendable {
         let bounds = range.map { Duration.seconds($0.lowerBound)...Duration.seconds($0.upperBound) } ?? Self.durationRange
         let duration = try self.duration(key, in: bounds, default: .seconds(value))
         guard duration.components.attoseconds == 0 else {
-            throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(text(key) ?? "")'")
+            throw invalid(
+                key,
+                "must be a whole number of seconds from \(Self.describe(bounds.lowerBound)) to \(Self.describe(bounds.upperBound)) (like 900, 90s, 15m, 12h or 30d), got '\(text(key) ?? "")'"
+            )
         }
         return Int(duration.components.seconds)
     }
@@ -110,7 +113,12 @@ package struct SettingsReader: Sendable {
     ) throws -> Duration {
         guard let raw = text(key) else { return value }
         guard let parsed = Self.parseDuration(raw, plain: plain), range.contains(parsed) else {
-            throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(raw)'")
+            // The range always, so a value refused for its size says what would be taken.
+            let unit = plain == .milliseconds(1) ? "milliseconds" : "seconds"
+            throw invalid(
+                key,
+                "must be a duration from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound)) (a number of \(unit), or with a unit: 500ms, 90s, 15m, 12h, 30d), got '\(raw)'"
+            )
         }
         return parsed
     }
@@ -148,6 +156,17 @@ package struct SettingsReader: Sendable {
         }
         guard let value = Int64(text.trimmingCharacters(in: .whitespaces)), value >= 0, value <= Int64.max / unit else { return nil }
         return value * unit
+    }
+
+    /// `duration` in the largest unit that writes it whole (`0s`, `10ms`, `90s`, `1h`, `3650d`),
+    /// as the settings take it.
+    package static func describe(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if milliseconds == 0 { return "0s" }
+        for (suffix, scale) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] where milliseconds % scale == 0 {
+            return "\(milliseconds / scale)\(suffix)"
+        }
+        return "\(milliseconds)ms"
     }
 
     /// A duration from `900` (that many `plain` units, seconds by default), `500ms`, `90s`,

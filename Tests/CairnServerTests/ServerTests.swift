@@ -141,6 +141,28 @@ struct ConfigurationTests {
         }
     }
 
+    /// A value out of its setting's range is refused in one line naming the setting and the
+    /// range it takes: a fresh-user trial's `CAIRN_HTTP_DRAIN_TIMEOUT=0` was refused as
+    /// "must be a duration like 900, 15m, 12h or 30d", which 0 looks like.
+    @Test(arguments: [
+        ("CAIRN_HTTP_DRAIN_TIMEOUT", "0", "from 1s to 3650d"), ("CAIRN_ACCESS_TOKEN_TTL", "0", "from 1s to 3650d"),
+        ("CAIRN_JOBS_SHUTDOWN_GRACE", "2h", "from 0s to 1h"), ("CAIRN_CATALOG_CACHE_TTL", "2d", "from 0s to 1d"),
+        ("CAIRN_CATALOG_READ_TIMEOUT_MS", "5", "from 10ms to 10m"), ("CAIRN_REFRESH_REUSE_INTERVAL", "301", "from 0s to 5m"),
+        ("CAIRN_JOBS_LEASE", "1500ms", "from 1s to 3650d"), ("CAIRN_HTTP_PORT", "70000", "from 0 to 65535"),
+        ("CAIRN_JOBS_CONCURRENCY", "2000", "from 0 to 1024"), ("CAIRN_PIPELINE_MEMORY", "1KiB", "from 67108864 to 1099511627776 bytes"),
+        ("CAIRN_WEBHOOKS_RETRY_SCHEDULE", "8d", "from 1s to 7d"),
+    ])
+    func outOfRangeValuesNameTheSettingAndItsRange(setting: String, value: String, range: String) async throws {
+        do {
+            _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            Issue.record("accepted \(setting)=\(value)")
+        } catch let error as ConfigurationError {
+            #expect(error.description.hasPrefix("invalid configuration: \(setting) "), "\(error)")
+            #expect(error.description.contains(range), "\(error)")
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
     @Test(arguments: [
         ("CAIRN_HTTP_PORT", "eighty"), ("CAIRN_HTTP_PORT", "70000"), ("CAIRN_BCRYPT_COST", "3"), ("CAIRN_BCRYPT_COST", "32"),
         ("CAIRN_ACCESS_TOKEN_TTL", "soon"), ("CAIRN_REFRESH_TOKEN_TTL", "-5"), ("CAIRN_LOG_FORMAT", "xml"),

@@ -23,6 +23,19 @@ struct ConfigurationEndToEndTests {
         }
     }
 
+    /// A value out of its range stops `cairn serve` with exit 2 and one line naming the setting
+    /// and the range it takes (a fresh-user trial's `CAIRN_HTTP_DRAIN_TIMEOUT=0` was refused
+    /// without either saying what would do).
+    @Test func anOutOfRangeValueExits2NamingTheSettingAndItsRange() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let result = try await runCairn(
+            ["serve", "--port", "0", "--data-dir", dataDir], environment: ["CAIRN_HTTP_DRAIN_TIMEOUT": "0", "CAIRN_LOG_LEVEL": "error"])
+        #expect(result.status == 2, "\(result.error)")
+        #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+        #expect(result.error.contains("CAIRN_HTTP_DRAIN_TIMEOUT") && result.error.contains("from 1s to 3650d"), "\(result.error)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
