@@ -1,5 +1,6 @@
 package import Configuration
 import Foundation
+import Synchronization
 
 /// A setting with a bad value: start-up stops with one line naming it, and exit code 2.
 package struct ConfigurationError: Error, CustomStringConvertible {
@@ -23,28 +24,48 @@ package struct ConfigurationError: Error, CustomStringConvertible {
 /// when the key is absent and throws a ``ConfigurationError`` naming the environment variable
 /// (`jobs.lease` → `CAIRN_JOBS_LEASE`) when the value is bad. Each module reads its own
 /// settings type with it; the server's configuration only wires the scopes together.
+///
+/// It records every key looked up (``keysRead``), whether set or not: each reader looks up all
+/// of its keys on every load, so after a load they are every key the configuration knows, and a
+/// key of the configuration file outside them is one nothing reads (a typo).
 package struct SettingsReader: Sendable {
     private let reader: ConfigReader
     private let scope: [String]
+    private let log: KeyLog
+
+    /// The keys looked up through a reader and every reader scoped from it.
+    private final class KeyLog: Sendable {
+        let keys = Mutex<Set<String>>([])
+    }
 
     /// A reader over the whole configuration.
     package init(_ reader: ConfigReader) {
         self.reader = reader
         self.scope = []
+        self.log = KeyLog()
     }
 
-    private init(reader: ConfigReader, scope: [String]) {
+    private init(reader: ConfigReader, scope: [String], log: KeyLog) {
         self.reader = reader
         self.scope = scope
+        self.log = log
     }
 
     /// The settings below `key` (`"jobs"`: `lease` then means `jobs.lease`).
     package func scoped(to key: String) -> SettingsReader {
-        SettingsReader(reader: reader, scope: scope + Self.components(key))
+        SettingsReader(reader: reader, scope: scope + Self.components(key), log: log)
     }
 
+    /// Every key looked up so far through this reader or one scoped from it, dotted from the
+    /// top (`jobs.lease`), as the configuration file nests them.
+    package var keysRead: Set<String> { log.keys.withLock { $0 } }
+
     private static func components(_ key: String) -> [String] { key.split(separator: ".").map(String.init) }
-    private func configKey(_ key: String) -> ConfigKey { ConfigKey(scope + Self.components(key)) }
+    private func configKey(_ key: String) -> ConfigKey {
+        let components = scope + Self.components(key)
+        _ = log.keys.withLock { $0.insert(components.joined(separator: ".")) }
+        return ConfigKey(components)
+    }
 
     /// The environment variable of `key` in this scope.
     package func variable(_ key: String) -> String {

@@ -78,6 +78,39 @@ struct ConfigurationTests {
         }
     }
 
+    /// A key of the configuration file that no setting reads stops start-up, naming every such
+    /// key and, when one is close, the known key meant: a fresh-user trial's typo
+    /// (`jobs.concurency`) was dropped without a word and the default used.
+    @Test func keysOfTheFileThatNoSettingReadsAreRefused() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try JSONSerialization.data(withJSONObject: [
+            "jobs": ["concurency": 4, "lease": 30], "HTTP": ["port": 9000], "nonsense": true, "concurrency": ["executor": "swift"],
+        ]).write(to: URL(fileURLWithPath: file))
+        for (flags, environment, setting) in [
+            ([:], ["CAIRN_CONFIG_FILE": file], "CAIRN_CONFIG_FILE"), (["config.file": file], [:], "--config"),
+        ] {
+            do {
+                _ = try await CairnConfiguration.load(flags: flags, environment: environment)
+                Issue.record("a file with unknown keys was accepted")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == setting)
+                #expect(error.description.contains("jobs.concurency (did you mean jobs.concurrency?)"), "\(error)")
+                #expect(error.description.contains("HTTP.port (did you mean http.port?)"), "\(error)")
+                #expect(error.description.contains("nonsense"), "\(error)")
+                // Known keys are not named, the executor's (read before the configuration) included.
+                #expect(!error.description.contains("jobs.lease") && !error.description.contains("concurrency.executor"), "\(error)")
+                #expect(!error.description.contains("\n"))
+            }
+        }
+        // Known keys only, nested or dotted as swift-configuration reads them: the file loads.
+        try JSONSerialization.data(withJSONObject: ["jobs.lease": 45, "http": ["port": 9000], "concurrency": ["executor": "swift"]])
+            .write(to: URL(fileURLWithPath: file))
+        let config = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_CONFIG_FILE": file])
+        #expect(config.jobs.leaseSeconds == 45)
+        #expect(config.httpPort == 9000)
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(

@@ -79,6 +79,22 @@ struct ConfigurationEndToEndTests {
         }
     }
 
+    /// A `--config` file with a key no setting reads stops `cairn serve` with exit 2 and one line
+    /// naming the key and the one meant: a fresh-user trial's `jobs.concurency` was dropped
+    /// without a word.
+    @Test func aConfigurationFileWithAnUnknownKeyExits2NamingIt() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try JSONSerialization.data(withJSONObject: ["jobs": ["concurency": 1]]).write(to: URL(fileURLWithPath: file))
+        let (status, output) = try await serveUntilItExitsOrListens(environment: [:], arguments: ["--config", file])
+        #expect(status == 2, "\(output)")
+        let errors = errorLines(output)
+        #expect(errors.count == 1, "\(output)")
+        #expect(
+            errors.first?.contains("--config") == true && errors.first?.contains("jobs.concurency (did you mean jobs.concurrency?)") == true,
+            "\(output)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
