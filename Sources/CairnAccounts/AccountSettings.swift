@@ -52,7 +52,7 @@ package struct AccountSettings: Sendable {
         }
         accessTokenTTL = try settings.seconds("access.token.ttl", default: accessTokenTTL)
         refreshTokenTTL = try settings.seconds("refresh.token.ttl", default: refreshTokenTTL)
-        refreshReuseInterval = try settings.integer("refresh.reuse.interval", in: 0...300, default: refreshReuseInterval)
+        refreshReuseInterval = try settings.seconds("refresh.reuse.interval", in: 0...300, default: refreshReuseInterval)
         bcryptCost = try settings.integer("bcrypt.cost", in: 4...31, default: bcryptCost)
         bcryptThreads = try settings.integer("bcrypt.threads", in: 1...64, default: bcryptThreads)
         bcryptQueue = try settings.integer("bcrypt.queue", in: 1...100_000, default: bcryptQueue)

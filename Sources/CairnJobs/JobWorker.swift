@@ -292,9 +292,11 @@ package final class JobWorker: Service, Sendable {
         }
         // The handler runs in its own task, the one cancellation targets; the outcome is
         // recorded by another, which stays uncancelled so its database writes go through.
+        let attemptContext = AttemptContext()
         let handler = Task<Void, any Error> {
             guard let registration else { throw PermanentJobError("no handler is registered for kind '\(job.kind)'") }
             try await TraceContext.withSpan("job \(job.kind)", context: parent, ofKind: .consumer) { span in
+                attemptContext.keep(ServiceContext.current)
                 JobQueue.describe(span, operation: "process", queue: job.queue, kind: job.kind, tenantId: job.tenantId)
                 span.attributes["messaging.message.id"] = job.id
                 span.attributes["cairn.job.attempt"] = job.attempt
@@ -316,7 +318,9 @@ package final class JobWorker: Service, Sendable {
             }
             Timer(label: "cairn_jobs_run_seconds", dimensions: [("kind", job.kind)]).recordNanoseconds((ContinuousClock.now - startedAt).nanoseconds)
             do {
-                if try await self.record(job, failure: failure, reason: reason) { await self.queue.events.announce([job.id]) }
+                if try await self.record(job, failure: failure, reason: reason, attempt: attemptContext.value) {
+                    await self.queue.events.announce([job.id])
+                }
             } catch {
                 self.logger.warning(
                     "recording a job outcome failed; its lease will lapse and it will be retried", metadata: ["job_id": .string(job.id)])
@@ -327,8 +331,9 @@ package final class JobWorker: Service, Sendable {
     }
 
     /// Writes a handler's outcome. Returns true when the change still has to be announced
-    /// (batched completions announce their whole batch themselves).
-    private func record(_ job: Job, failure: (any Error)?, reason: StopReason?) async throws -> Bool {
+    /// (batched completions announce their whole batch themselves). `attempt` is the context
+    /// the handler ran in (its span's), which the outcome's log line is written in.
+    private func record(_ job: Job, failure: (any Error)?, reason: StopReason?, attempt: ServiceContext?) async throws -> Bool {
         let now = queue.clock.milliseconds
         let node = settings.nodeId
         switch reason {
@@ -372,8 +377,12 @@ package final class JobWorker: Service, Sendable {
             _ = try await store.finish(
                 id: job.id, node: node, state: .discarded, errors: JSONValue.array(errors).text, now: now, abandoned: queue.abandonHook)
             Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "discarded")]).increment()
-            logger.warning(
-                "job discarded", metadata: ["job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt)])
+            // In the attempt's context, ended by now, so the line carries its trace and span ids as
+            // the attempt's own lines do.
+            ServiceContext.$current.withValue(attempt ?? ServiceContext.current) {
+                logger.warning(
+                    "job discarded", metadata: ["job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt)])
+            }
         } else {
             let runAt = now + ((failure as? RetryJobLater)?.milliseconds ?? JobQueue.backoff(afterAttempt: job.attempt))
             _ = try await store.finish(id: job.id, node: node, state: .retryable, runAt: runAt, errors: JSONValue.array(errors).text, now: now)
@@ -586,4 +595,16 @@ final class CompletionBatcher: Sendable {
             }
         }
     }
+}
+
+/// The service context a job attempt's handler ran in (its span's, when tracing is on), kept
+/// for the outcome recorded after the span ended.
+private final class AttemptContext: Sendable {
+    private let context = Mutex<ServiceContext?>(nil)
+
+    /// Keeps `context`.
+    func keep(_ context: ServiceContext?) { self.context.withLock { $0 = context } }
+
+    /// The context kept, if any.
+    var value: ServiceContext? { context.withLock { $0 } }
 }

@@ -34,14 +34,14 @@ extension OutboundSettings {
     }
 
     /// The waits of a webhook retry schedule: a comma-separated list of 1 to 99 durations
-    /// (`90`, `90s`, `15m`, `2h`, `1d`; each from 1 s to 7 days), or nil when it is not one.
+    /// (`90`, `90s`, `15m`, `2h`, `1d`, `1500ms`; each from 1 s to 7 days), or nil when it is not one.
     package static func parseRetrySchedule(_ text: String) -> [Duration]? {
         let parts = text.split(separator: ",", omittingEmptySubsequences: false)
         guard (1...99).contains(parts.count) else { return nil }
         var waits: [Duration] = []
         for part in parts {
-            guard let seconds = SettingsReader.parseDuration(String(part)), (1...7 * 86_400).contains(seconds) else { return nil }
-            waits.append(.seconds(seconds))
+            guard let wait = SettingsReader.parseDuration(String(part)), (.seconds(1) ... .seconds(7 * 86_400)).contains(wait) else { return nil }
+            waits.append(wait)
         }
         return waits
     }

@@ -218,6 +218,61 @@ package struct CairnConfiguration: Sendable {
         try config.notifications.read(from: settings.scoped(to: "notifications"))
         try config.outbound.read(from: settings)
         try config.pipelines.read(from: settings.scoped(to: "pipeline"))
+        if let file = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
+            try checkKeys(
+                ofFile: file, known: settings.keysRead.union(readBeforeLoad), setting: flags["config.file"] != nil ? "--config" : "CAIRN_CONFIG_FILE")
+        }
         return config
+    }
+
+    /// Keys of the configuration file that `cairn` reads before the configuration is loaded
+    /// (the executor is chosen before any task runs), so no settings reader looks them up.
+    static let readBeforeLoad: Set<String> = ["concurrency.executor"]
+
+    /// Refuses a configuration file with keys no setting reads: a typo (`jobs.concurency`)
+    /// would otherwise be dropped without a word and the default used.
+    /// - Throws: ``ConfigurationError`` naming `setting` and every unknown key, each with the
+    ///   nearest known key when one is close.
+    static func checkKeys(ofFile path: String, known: Set<String>, setting: String) throws(ConfigurationError) {
+        // The provider has parsed it already; nothing here can fail that did not fail there.
+        guard let data = FileManager.default.contents(atPath: path),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return }
+        let unknown = leafKeys(of: object).filter { !known.contains($0) }.sorted()
+        guard !unknown.isEmpty else { return }
+        let named = unknown.map { key in nearest(to: key, in: known).map { "\(key) (did you mean \($0)?)" } ?? key }
+        throw ConfigurationError(setting: setting, problem: "'\(path)' has keys no setting reads: \(named.joined(separator: ", "))")
+    }
+
+    /// The dotted paths of `object`'s values that are not objects, as swift-configuration's
+    /// JSON provider names them (`{"jobs": {"lease": 30}}` → `jobs.lease`).
+    static func leafKeys(of object: [String: Any], under prefix: String = "") -> [String] {
+        object.flatMap { key, value -> [String] in
+            let path = prefix.isEmpty ? key : prefix + "." + key
+            if let nested = value as? [String: Any] { return leafKeys(of: nested, under: path) }
+            return [path]
+        }
+    }
+
+    /// The known key nearest to `key` in edit distance (any case), when it is within a third
+    /// of `key`'s length and at most 3 edits.
+    static func nearest(to key: String, in known: Set<String>) -> String? {
+        let target = Array(key.lowercased())
+        let limit = min(3, target.count / 3)
+        let (best, distance) = known.sorted().map { ($0, editDistance(target, Array($0.lowercased()))) }.min { $0.1 < $1.1 } ?? ("", Int.max)
+        return distance <= limit ? best : nil
+    }
+
+    /// Levenshtein distance between `a` and `b`.
+    static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1]
+            for (j, y) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 }

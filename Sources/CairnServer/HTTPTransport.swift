@@ -52,14 +52,14 @@ package struct HTTPTransportSettings: Sendable {
     package init() {}
 
     /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT` and
-    /// `CAIRN_HTTP_DRAIN_TIMEOUT` (durations: `30`, `30s`, `2m`) and `CAIRN_WS_DEFLATE` (true or
+    /// `CAIRN_HTTP_DRAIN_TIMEOUT` (durations, 1 s–10 years: `30`, `30s`, `2m`, `1500ms`) and `CAIRN_WS_DEFLATE` (true or
     /// false).
     /// - Throws: `ConfigurationError` naming the first bad setting.
     package mutating func read(from settings: SettingsReader) throws {
-        headTimeout = .seconds(try settings.seconds("http.head.timeout", default: 30))
-        idleTimeout = .seconds(try settings.seconds("http.idle.timeout", default: 65))
-        bodyTimeout = .seconds(try settings.seconds("http.body.timeout", default: 60))
-        drainTimeout = .seconds(try settings.seconds("http.drain.timeout", default: 25))
+        headTimeout = try settings.duration("http.head.timeout", default: headTimeout)
+        idleTimeout = try settings.duration("http.idle.timeout", default: idleTimeout)
+        bodyTimeout = try settings.duration("http.body.timeout", default: bodyTimeout)
+        drainTimeout = try settings.duration("http.drain.timeout", default: drainTimeout)
         webSocketDeflate = try settings.boolean("ws.deflate", default: false)
     }
 }

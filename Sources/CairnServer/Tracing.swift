@@ -1,4 +1,4 @@
-import CairnStorage
+package import CairnStorage
 import Foundation
 package import Logging
 import OTel
@@ -39,12 +39,15 @@ package enum TracingBootstrap {
     /// that exports its spans (to run first in the node's service group, so it stops last and
     /// flushes the spans of the work that drained before it); nil when tracing is off or
     /// already installed. `logger` gets swift-otel's own warnings (export failures).
-    /// - Throws: swift-otel's configuration errors (a malformed `OTEL_*` value), so the
-    ///   node refuses to start rather than run untraced unnoticed.
+    /// - Throws: ``ConfigurationError`` naming an OTLP endpoint that is not an http(s) URL
+    ///   with a host (see ``checkEndpoints(_:)``), and swift-otel's configuration errors (a
+    ///   malformed `OTEL_*` value), so the node refuses to start rather than run untraced
+    ///   unnoticed.
     package static func bootstrap(environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger) throws
         -> (any Service)?
     {
         guard isConfigured(environment) else { return nil }
+        try checkEndpoints(environment)
         let first = bootstrapped.withLock { done -> Bool in
             defer { done = true }
             return !done
@@ -77,6 +80,23 @@ package enum TracingBootstrap {
         CairnStorage.TraceContext.markEnabled(tracer: tracer)
         logger.info("tracing on", metadata: ["exporter": "otlp/http", "sampler": "\(sampler)"])
         return BoundedShutdown(TracingService(exporter: service, tracer: tracer), bound: .seconds(5))
+    }
+
+    /// Refuses an OTLP endpoint variable that is set but is not an `http` or `https` URL with a
+    /// host (`notaurl`, `localhost:4318`, `http:///v1/traces`): swift-otel takes any text and
+    /// fails only when it exports, so a node would run with every span lost and one warning
+    /// per batch. The value is not repeated: a URL may carry credentials.
+    /// - Throws: ``ConfigurationError`` naming the first such variable.
+    package static func checkEndpoints(_ environment: [String: String]) throws(ConfigurationError) {
+        for name in ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"] {
+            let value = (environment[name] ?? "").trimmingCharacters(in: .whitespaces)
+            guard !value.isEmpty else { continue }
+            let url = URL(string: value)
+            let scheme = url?.scheme?.lowercased()
+            guard scheme == "http" || scheme == "https", let host = url?.host, !host.isEmpty else {
+                throw ConfigurationError(setting: name, problem: "must be an http or https URL with a host, like http://127.0.0.1:4318")
+            }
+        }
     }
 
     /// The largest batch one export sends, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says: the whole

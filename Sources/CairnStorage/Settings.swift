@@ -1,5 +1,6 @@
 package import Configuration
 import Foundation
+import Synchronization
 
 /// A setting with a bad value: start-up stops with one line naming it, and exit code 2.
 package struct ConfigurationError: Error, CustomStringConvertible {
@@ -23,28 +24,48 @@ package struct ConfigurationError: Error, CustomStringConvertible {
 /// when the key is absent and throws a ``ConfigurationError`` naming the environment variable
 /// (`jobs.lease` → `CAIRN_JOBS_LEASE`) when the value is bad. Each module reads its own
 /// settings type with it; the server's configuration only wires the scopes together.
+///
+/// It records every key looked up (``keysRead``), whether set or not: each reader looks up all
+/// of its keys on every load, so after a load they are every key the configuration knows, and a
+/// key of the configuration file outside them is one nothing reads (a typo).
 package struct SettingsReader: Sendable {
     private let reader: ConfigReader
     private let scope: [String]
+    private let log: KeyLog
+
+    /// The keys looked up through a reader and every reader scoped from it.
+    private final class KeyLog: Sendable {
+        let keys = Mutex<Set<String>>([])
+    }
 
     /// A reader over the whole configuration.
     package init(_ reader: ConfigReader) {
         self.reader = reader
         self.scope = []
+        self.log = KeyLog()
     }
 
-    private init(reader: ConfigReader, scope: [String]) {
+    private init(reader: ConfigReader, scope: [String], log: KeyLog) {
         self.reader = reader
         self.scope = scope
+        self.log = log
     }
 
     /// The settings below `key` (`"jobs"`: `lease` then means `jobs.lease`).
     package func scoped(to key: String) -> SettingsReader {
-        SettingsReader(reader: reader, scope: scope + Self.components(key))
+        SettingsReader(reader: reader, scope: scope + Self.components(key), log: log)
     }
 
+    /// Every key looked up so far through this reader or one scoped from it, dotted from the
+    /// top (`jobs.lease`), as the configuration file nests them.
+    package var keysRead: Set<String> { log.keys.withLock { $0 } }
+
     private static func components(_ key: String) -> [String] { key.split(separator: ".").map(String.init) }
-    private func configKey(_ key: String) -> ConfigKey { ConfigKey(scope + Self.components(key)) }
+    private func configKey(_ key: String) -> ConfigKey {
+        let components = scope + Self.components(key)
+        _ = log.keys.withLock { $0.insert(components.joined(separator: ".")) }
+        return ConfigKey(components)
+    }
 
     /// The environment variable of `key` in this scope.
     package func variable(_ key: String) -> String {
@@ -84,14 +105,43 @@ package struct SettingsReader: Sendable {
         }
     }
 
-    /// A duration in whole seconds, from `900`, `90s`, `15m`, `12h` or `30d` (1 s to 10 years).
-    /// - Throws: ``ConfigurationError`` when set to anything else.
-    package func seconds(_ key: String, default value: Int) throws -> Int {
-        guard let raw = text(key) else { return value }
-        guard let seconds = Self.parseDuration(raw), seconds >= 1, seconds <= 10 * 365 * 86_400 else {
-            throw invalid(key, "must be a duration like 900, 15m, 12h or 30d, got '\(raw)'")
+    /// The range a duration setting takes unless it says otherwise: 1 s to 10 years.
+    package static let durationRange: ClosedRange<Duration> = .seconds(1) ... .seconds(10 * 365 * 86_400)
+
+    /// A duration in whole seconds in `range` (default 1 s to 10 years), read as every duration
+    /// setting is (see ``duration(_:in:plain:default:)``).
+    /// - Throws: ``ConfigurationError`` when set to anything else, or to a duration that is
+    ///   not whole seconds (`1500ms`).
+    package func seconds(_ key: String, in range: ClosedRange<Int>? = nil, default value: Int) throws -> Int {
+        let bounds = range.map { Duration.seconds($0.lowerBound)...Duration.seconds($0.upperBound) } ?? Self.durationRange
+        let duration = try self.duration(key, in: bounds, default: .seconds(value))
+        guard duration.components.attoseconds == 0 else {
+            throw invalid(
+                key,
+                "must be a whole number of seconds from \(Self.describe(bounds.lowerBound)) to \(Self.describe(bounds.upperBound)) (like 900, 90s, 15m, 12h or 30d), got '\(text(key) ?? "")'"
+            )
         }
-        return seconds
+        return Int(duration.components.seconds)
+    }
+
+    /// A duration in `range` (default 1 s to 10 years): a number of `plain` units (seconds
+    /// unless the setting's name says otherwise, as `_MS` does), or a whole number with a unit,
+    /// `ms`, `s`, `m`, `h` or `d` (`500ms`, `90s`, `15m`, `12h`, `30d`). Every duration setting
+    /// is read by this one reader, so each takes the same forms.
+    /// - Throws: ``ConfigurationError`` when set to anything else.
+    package func duration(
+        _ key: String, in range: ClosedRange<Duration> = SettingsReader.durationRange, plain: Duration = .seconds(1), default value: Duration
+    ) throws -> Duration {
+        guard let raw = text(key) else { return value }
+        guard let parsed = Self.parseDuration(raw, plain: plain), range.contains(parsed) else {
+            // The range always, so a value refused for its size says what would be taken.
+            let unit = plain == .milliseconds(1) ? "milliseconds" : "seconds"
+            throw invalid(
+                key,
+                "must be a duration from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound)) (a number of \(unit), or with a unit: 500ms, 90s, 15m, 12h, 30d), got '\(raw)'"
+            )
+        }
+        return parsed
     }
 
     /// An absolute http(s) URL without a trailing `/`, if set.
@@ -129,15 +179,30 @@ package struct SettingsReader: Sendable {
         return value * unit
     }
 
-    /// Seconds from `900`, `90s`, `15m`, `12h` or `30d`; nil for anything else.
-    package static func parseDuration(_ raw: String) -> Int? {
-        let text = raw.trimmingCharacters(in: .whitespaces).lowercased()
-        guard let last = text.last else { return nil }
-        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-        if let unit = units[last] {
-            guard let value = Int(text.dropLast()), value >= 0, value <= Int.max / unit else { return nil }
-            return value * unit
+    /// `duration` in the largest unit that writes it whole (`0s`, `10ms`, `90s`, `1h`, `3650d`),
+    /// as the settings take it.
+    package static func describe(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if milliseconds == 0 { return "0s" }
+        for (suffix, scale) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] where milliseconds % scale == 0 {
+            return "\(milliseconds / scale)\(suffix)"
         }
-        return Int(text)
+        return "\(milliseconds)ms"
+    }
+
+    /// A duration from `900` (that many `plain` units, seconds by default), `500ms`, `90s`,
+    /// `15m`, `12h` or `30d`; nil for anything else (a negative number, a fraction, an unknown
+    /// unit, or more than `Int64.max` milliseconds).
+    package static func parseDuration(_ raw: String, plain: Duration = .seconds(1)) -> Duration? {
+        let text = raw.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(suffix: String, milliseconds: Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        // `ms` before `s` and `m`: the longest suffix that matches.
+        let unit = units.first { text.hasSuffix($0.suffix) }
+        let number = unit.map { text.dropLast($0.suffix.count) } ?? Substring(text)
+        let scale = unit?.milliseconds ?? plain.components.seconds * 1000 + plain.components.attoseconds / 1_000_000_000_000_000
+        guard !number.isEmpty, number.allSatisfy(\.isASCII), number.allSatisfy(\.isNumber), let value = Int64(number), scale > 0,
+            value <= Int64.max / scale
+        else { return nil }
+        return .milliseconds(value * scale)
     }
 }

@@ -199,6 +199,9 @@ struct Serve: AsyncParsableCommand {
         let tracing: (any Service)?
         do {
             tracing = try TracingBootstrap.bootstrap(logger: logger)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
+            throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("cairn: OTEL_* settings: \(String(describing: error).prefix(300))\n".utf8))
             throw ExitCode(2)

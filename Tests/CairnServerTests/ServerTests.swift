@@ -78,6 +78,39 @@ struct ConfigurationTests {
         }
     }
 
+    /// A key of the configuration file that no setting reads stops start-up, naming every such
+    /// key and, when one is close, the known key meant: a fresh-user trial's typo
+    /// (`jobs.concurency`) was dropped without a word and the default used.
+    @Test func keysOfTheFileThatNoSettingReadsAreRefused() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try JSONSerialization.data(withJSONObject: [
+            "jobs": ["concurency": 4, "lease": 30], "HTTP": ["port": 9000], "nonsense": true, "concurrency": ["executor": "swift"],
+        ]).write(to: URL(fileURLWithPath: file))
+        for (flags, environment, setting) in [
+            ([:], ["CAIRN_CONFIG_FILE": file], "CAIRN_CONFIG_FILE"), (["config.file": file], [:], "--config"),
+        ] {
+            do {
+                _ = try await CairnConfiguration.load(flags: flags, environment: environment)
+                Issue.record("a file with unknown keys was accepted")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == setting)
+                #expect(error.description.contains("jobs.concurency (did you mean jobs.concurrency?)"), "\(error)")
+                #expect(error.description.contains("HTTP.port (did you mean http.port?)"), "\(error)")
+                #expect(error.description.contains("nonsense"), "\(error)")
+                // Known keys are not named, the executor's (read before the configuration) included.
+                #expect(!error.description.contains("jobs.lease") && !error.description.contains("concurrency.executor"), "\(error)")
+                #expect(!error.description.contains("\n"))
+            }
+        }
+        // Known keys only, nested or dotted as swift-configuration reads them: the file loads.
+        try JSONSerialization.data(withJSONObject: ["jobs.lease": 45, "http": ["port": 9000], "concurrency": ["executor": "swift"]])
+            .write(to: URL(fileURLWithPath: file))
+        let config = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_CONFIG_FILE": file])
+        #expect(config.jobs.leaseSeconds == 45)
+        #expect(config.httpPort == 9000)
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(
@@ -99,6 +132,68 @@ struct ConfigurationTests {
         #expect(config.outbound.allowPrivateWebhookTargets)
         #expect(config.outbound.providers.fcm == "http://127.0.0.1:9")
         #expect(config.accounts.bcryptThreads == 3)
+    }
+
+    /// Every duration setting reads the same forms: a number of seconds, or a whole number with
+    /// a unit (`ms`, `s`, `m`, `h`, `d`). A fresh-user trial's `CAIRN_JOBS_SHUTDOWN_GRACE=1m`
+    /// was refused while `CAIRN_HTTP_DRAIN_TIMEOUT=1m` was taken.
+    @Test func everyDurationSettingTakesSecondsOrAUnit() async throws {
+        let config = try await CairnConfiguration.load(
+            flags: [:],
+            environment: [
+                "CAIRN_JOBS_SHUTDOWN_GRACE": "1m", "CAIRN_HTTP_DRAIN_TIMEOUT": "1m", "CAIRN_HTTP_HEAD_TIMEOUT": "1500ms",
+                "CAIRN_CATALOG_CACHE_TTL": "2m", "CAIRN_CATALOG_READ_TIMEOUT_MS": "3s", "CAIRN_REFRESH_REUSE_INTERVAL": "1m",
+                "CAIRN_JOBS_LEASE": "2m", "CAIRN_IDEMPOTENCY_LEASE": "5000ms", "CAIRN_PIPELINE_CPU": "1h",
+                "CAIRN_WEBHOOKS_RETRY_SCHEDULE": "1500ms,1h",
+            ])
+        #expect(config.jobs.shutdownGrace == .seconds(60))
+        #expect(config.http.drainTimeout == .seconds(60))
+        #expect(config.http.headTimeout == .milliseconds(1500))
+        #expect(config.catalog.cacheTTL == .seconds(120))
+        #expect(config.catalog.readTimeout == .seconds(3))
+        #expect(config.accounts.refreshReuseInterval == 60)
+        #expect(config.jobs.leaseSeconds == 120)
+        #expect(config.idempotency.leaseSeconds == 5)
+        #expect(config.pipelines.cpuSeconds == 3600)
+        #expect(config.outbound.webhookRetrySchedule == [.milliseconds(1500), .seconds(3600)])
+        // A plain number keeps its unit: seconds, and milliseconds for the setting named `_MS`.
+        let plain = try await CairnConfiguration.load(
+            flags: [:], environment: ["CAIRN_JOBS_SHUTDOWN_GRACE": "90", "CAIRN_CATALOG_READ_TIMEOUT_MS": "250", "CAIRN_CATALOG_CACHE_TTL": "0"])
+        #expect(plain.jobs.shutdownGrace == .seconds(90))
+        #expect(plain.catalog.readTimeout == .milliseconds(250))
+        #expect(plain.catalog.cacheTTL == .zero)
+        // A setting kept in whole seconds refuses a fraction of one; no form takes a fraction
+        // or a sign.
+        for (setting, value) in [
+            ("CAIRN_JOBS_LEASE", "1500ms"), ("CAIRN_JOBS_SHUTDOWN_GRACE", "1.5"), ("CAIRN_HTTP_DRAIN_TIMEOUT", "+5s"),
+            ("CAIRN_HTTP_IDLE_TIMEOUT", "5 s"), ("CAIRN_HTTP_BODY_TIMEOUT", "5w"),
+        ] {
+            await #expect(throws: ConfigurationError.self, "\(setting)=\(value)") {
+                _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            }
+        }
+    }
+
+    /// A value out of its setting's range is refused in one line naming the setting and the
+    /// range it takes: a fresh-user trial's `CAIRN_HTTP_DRAIN_TIMEOUT=0` was refused as
+    /// "must be a duration like 900, 15m, 12h or 30d", which 0 looks like.
+    @Test(arguments: [
+        ("CAIRN_HTTP_DRAIN_TIMEOUT", "0", "from 1s to 3650d"), ("CAIRN_ACCESS_TOKEN_TTL", "0", "from 1s to 3650d"),
+        ("CAIRN_JOBS_SHUTDOWN_GRACE", "2h", "from 0s to 1h"), ("CAIRN_CATALOG_CACHE_TTL", "2d", "from 0s to 1d"),
+        ("CAIRN_CATALOG_READ_TIMEOUT_MS", "5", "from 10ms to 10m"), ("CAIRN_REFRESH_REUSE_INTERVAL", "301", "from 0s to 5m"),
+        ("CAIRN_JOBS_LEASE", "1500ms", "from 1s to 3650d"), ("CAIRN_HTTP_PORT", "70000", "from 0 to 65535"),
+        ("CAIRN_JOBS_CONCURRENCY", "2000", "from 0 to 1024"), ("CAIRN_PIPELINE_MEMORY", "1KiB", "from 67108864 to 1099511627776 bytes"),
+        ("CAIRN_WEBHOOKS_RETRY_SCHEDULE", "8d", "from 1s to 7d"),
+    ])
+    func outOfRangeValuesNameTheSettingAndItsRange(setting: String, value: String, range: String) async throws {
+        do {
+            _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            Issue.record("accepted \(setting)=\(value)")
+        } catch let error as ConfigurationError {
+            #expect(error.description.hasPrefix("invalid configuration: \(setting) "), "\(error)")
+            #expect(error.description.contains(range), "\(error)")
+            #expect(!error.description.contains("\n"))
+        }
     }
 
     @Test(arguments: [

@@ -23,6 +23,78 @@ struct ConfigurationEndToEndTests {
         }
     }
 
+    /// A value out of its range stops `cairn serve` with exit 2 and one line naming the setting
+    /// and the range it takes (a fresh-user trial's `CAIRN_HTTP_DRAIN_TIMEOUT=0` was refused
+    /// without either saying what would do).
+    @Test func anOutOfRangeValueExits2NamingTheSettingAndItsRange() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let result = try await runCairn(
+            ["serve", "--port", "0", "--data-dir", dataDir], environment: ["CAIRN_HTTP_DRAIN_TIMEOUT": "0", "CAIRN_LOG_LEVEL": "error"])
+        #expect(result.status == 2, "\(result.error)")
+        #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+        #expect(result.error.contains("CAIRN_HTTP_DRAIN_TIMEOUT") && result.error.contains("from 1s to 3650d"), "\(result.error)")
+    }
+
+    /// `cairn serve` with `environment` and `arguments`, on a fresh data directory, until it
+    /// exits or listens: its exit status (nil when it started, and was then stopped) and its
+    /// output, JSON log lines and standard error together.
+    func serveUntilItExitsOrListens(environment: [String: String], arguments: [String] = []) async throws -> (status: Int32?, output: String) {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let log = LogBuffer()
+        let child = try await ChildProcess(
+            try cairnBinary(), ["serve", "--port", "0", "--data-dir", dataDir] + arguments,
+            environment: cairnEnvironment(["CAIRN_LOG_FORMAT": "json", "CAIRN_BCRYPT_COST": "4"].merging(environment) { $1 }), includeErrors: true
+        ) { data in
+            if let data { log.append(String(decoding: data, as: UTF8.self)) } else { log.end() }
+        }
+        _ = await log.wait(timeout: .seconds(60)) { text, ended in ended || text.contains("\"listening\"") }
+        if log.text.contains("\"listening\"") {
+            child.signal(SIGTERM)
+            _ = await child.waitForExit(timeout: .seconds(30))
+            return (nil, log.text)
+        }
+        return (await child.waitForExit(timeout: .seconds(30)), log.text)
+    }
+
+    /// The lines of `output` that are not JSON log lines: what `cairn` printed as an error.
+    func errorLines(_ output: String) -> [Substring] {
+        output.split(separator: "\n").filter { !$0.hasPrefix("{") }
+    }
+
+    /// A malformed OTLP endpoint stops `cairn serve` with exit 2 and one line naming the
+    /// variable: a fresh-user trial's `OTEL_EXPORTER_OTLP_ENDPOINT=notaurl` was taken at start
+    /// and every export then failed.
+    @Test func aMalformedOTLPEndpointExits2NamingTheVariable() async throws {
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "notaurl"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://127.0.0.1/v1/traces"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http:///v1/traces"),
+        ] {
+            let (status, output) = try await serveUntilItExitsOrListens(environment: [name: value])
+            #expect(status == 2, "\(name)=\(value): \(output)")
+            let errors = errorLines(output)
+            #expect(errors.count == 1, "\(name)=\(value): \(output)")
+            #expect(errors.first?.contains(name) == true && errors.first?.contains("http or https URL with a host") == true, "\(output)")
+        }
+    }
+
+    /// A `--config` file with a key no setting reads stops `cairn serve` with exit 2 and one line
+    /// naming the key and the one meant: a fresh-user trial's `jobs.concurency` was dropped
+    /// without a word.
+    @Test func aConfigurationFileWithAnUnknownKeyExits2NamingIt() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try JSONSerialization.data(withJSONObject: ["jobs": ["concurency": 1]]).write(to: URL(fileURLWithPath: file))
+        let (status, output) = try await serveUntilItExitsOrListens(environment: [:], arguments: ["--config", file])
+        #expect(status == 2, "\(output)")
+        let errors = errorLines(output)
+        #expect(errors.count == 1, "\(output)")
+        #expect(
+            errors.first?.contains("--config") == true && errors.first?.contains("jobs.concurency (did you mean jobs.concurrency?)") == true,
+            "\(output)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {

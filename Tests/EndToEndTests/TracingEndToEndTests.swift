@@ -243,6 +243,42 @@ struct TracingEndToEndTests {
         #expect(try await nodeB.stop() == 0)
     }
 
+    /// The `job discarded` warning carries the trace and span ids of the attempt that failed,
+    /// as the attempt's other log lines do: it was written after the attempt's span had ended,
+    /// outside its context, with neither.
+    @Test func theJobDiscardedLineCarriesItsAttemptsSpan() async throws {
+        let receiver = try await Self.startReceiver()
+        defer { receiver.child.signal(SIGKILL) }
+        let server = try await receiver.startNode(["CAIRN_LOG_FORMAT": "json"])
+        defer { server.child.signal(SIGKILL) }
+        let base = server.baseURL
+        _ = try await curl("POST", "\(base)/auth/register", json: ["email": "discard@example.com", "password": "discard password!", "name": "D"])
+        let login = try await curl("POST", "\(base)/auth/login", json: ["email": "discard@example.com", "password": "discard password!"])
+        let token = try #require(login.json["accessToken"] as? String)
+        let traceId = Self.hex(16)
+        let created = try await curl(
+            "POST", "\(base)/jobs", json: ["kind": "noop", "args": ["fail": "permanent"]], token: token, headers: Self.traceparent(traceId))
+        let id = try #require(created.json["id"] as? String, "\(created.body)")
+        _ = try await followJob(base, id, token: token) { $0["state"] as? String == "discarded" }
+        @Sendable func discarded(_ text: String) -> [String: Any]? {
+            text.split(separator: "\n").lazy.compactMap { line in
+                try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            }.first { $0["msg"] as? String == "job discarded" && $0["job_id"] as? String == id }
+        }
+        let logged = await server.waitForOutput(timeout: .seconds(30)) { discarded($0) != nil }
+        let line = try #require(logged ? discarded(server.output) : nil, "no job discarded line: \(server.output.suffix(2_000))")
+        // The attempt's span, once exported.
+        _ = await receiver.output.wait(timeout: .seconds(30)) { _, _ in
+            receiver.spans.contains { $0["name"] as? String == "job noop" && $0["traceId"] as? String == traceId }
+        }
+        let attempt = try #require(
+            receiver.spans.first { $0["name"] as? String == "job noop" && $0["traceId"] as? String == traceId }, "the attempt's span was not exported"
+        )
+        #expect(line["trace_id"] as? String == traceId, "\(line)")
+        #expect(line["span_id"] as? String == attempt["spanId"] as? String, "\(line)")
+        #expect(try await server.stop() == 0)
+    }
+
     /// A request with no caller's context starts a trace the sampler decides before any span
     /// is made (`traceidratio` at 0.5 here, over 40 requests: both outcomes, all but surely).
     /// Every request's log line carries a trace id of its own; a recorded trace exports its
