@@ -230,27 +230,76 @@ package struct CairnConfiguration: Sendable {
     static let readBeforeLoad: Set<String> = ["concurrency.executor"]
 
     /// Refuses a configuration file with keys no setting reads: a typo (`jobs.concurency`)
-    /// would otherwise be dropped without a word and the default used.
+    /// would otherwise be dropped without a word and the default used. So is a value of a kind
+    /// no setting takes (settings are strings, whole numbers and booleans): a decimal such as
+    /// `"lease": 4.5`, a list or a null reads as not set, so it is refused too.
     /// - Throws: ``ConfigurationError`` naming `setting` and every unknown key, each with the
-    ///   nearest known key when one is close.
+    ///   nearest known key when one is close, or else every value of a kind no setting takes.
     static func checkKeys(ofFile path: String, known: Set<String>, setting: String) throws(ConfigurationError) {
         // The provider has parsed it already; nothing here can fail that did not fail there.
         guard let data = FileManager.default.contents(atPath: path),
-            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            case .object(let object)? = try? JSONDecoder().decode(FileValue.self, from: data)
         else { return }
-        let unknown = leafKeys(of: object).filter { !known.contains($0) }.sorted()
-        guard !unknown.isEmpty else { return }
-        let named = unknown.map { key in nearest(to: key, in: known).map { "\(key) (did you mean \($0)?)" } ?? key }
-        throw ConfigurationError(setting: setting, problem: "'\(path)' has keys no setting reads: \(named.joined(separator: ", "))")
+        let leaves = FileValue.leaves(of: object)
+        let unknown = leaves.keys.filter { !known.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            let named = unknown.map { key in nearest(to: key, in: known).map { "\(key) (did you mean \($0)?)" } ?? key }
+            throw ConfigurationError(setting: setting, problem: "'\(path)' has keys no setting reads: \(named.joined(separator: ", "))")
+        }
+        let untaken = leaves.compactMap { key, value in value.kindNoSettingTakes.map { "\(key) (\($0))" } }.sorted()
+        if !untaken.isEmpty {
+            throw ConfigurationError(
+                setting: setting,
+                problem:
+                    "'\(path)' has values no setting takes (a setting is a string, a whole number or a boolean): \(untaken.joined(separator: ", "))")
+        }
     }
 
-    /// The dotted paths of `object`'s values that are not objects, as swift-configuration's
-    /// JSON provider names them (`{"jobs": {"lease": 30}}` → `jobs.lease`).
-    static func leafKeys(of object: [String: Any], under prefix: String = "") -> [String] {
-        object.flatMap { key, value -> [String] in
-            let path = prefix.isEmpty ? key : prefix + "." + key
-            if let nested = value as? [String: Any] { return leafKeys(of: nested, under: path) }
-            return [path]
+    /// A value of a JSON configuration file, as far as the keys check needs to tell kinds apart.
+    enum FileValue: Decodable {
+        case scalar, decimal, list, null
+        case object([String: FileValue])
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if container.decodeNil() {
+                self = .null
+            } else if (try? container.decode(Bool.self)) != nil || (try? container.decode(String.self)) != nil
+                || (try? container.decode(Int.self)) != nil
+            {
+                self = .scalar
+            } else if (try? container.decode(Double.self)) != nil {
+                self = .decimal
+            } else if (try? container.decode([FileValue].self)) != nil {
+                self = .list
+            } else {
+                self = .object(try container.decode([String: FileValue].self))
+            }
+        }
+
+        /// What this value is when no setting can take it, or nil.
+        var kindNoSettingTakes: String? {
+            switch self {
+            case .scalar, .object: nil
+            case .decimal: "a decimal number"
+            case .list: "a list"
+            case .null: "null"
+            }
+        }
+
+        /// The values of `object` that are not objects, by their dotted paths as
+        /// swift-configuration's JSON provider names them (`{"jobs": {"lease": 30}}` → `jobs.lease`).
+        static func leaves(of object: [String: FileValue], under prefix: String = "") -> [String: FileValue] {
+            var leaves: [String: FileValue] = [:]
+            for (key, value) in object {
+                let path = prefix.isEmpty ? key : prefix + "." + key
+                if case .object(let nested) = value {
+                    leaves.merge(Self.leaves(of: nested, under: path)) { first, _ in first }
+                } else {
+                    leaves[path] = value
+                }
+            }
+            return leaves
         }
     }
 

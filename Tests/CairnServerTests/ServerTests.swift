@@ -111,6 +111,27 @@ struct ConfigurationTests {
         #expect(config.httpPort == 9000)
     }
 
+    /// A value no setting takes would read as not set, and the default would be used without a
+    /// word: a decimal, a list or a null under a known key is refused, naming each.
+    @Test func valuesOfAKindNoSettingTakesAreRefused() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"jobs": {"lease": 4.5, "concurrency": 4}, "cors": {"origins": ["https://a.example"]}, "http": {"port": null}}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        do {
+            _ = try await CairnConfiguration.load(flags: ["config.file": file], environment: [:])
+            Issue.record("a file with a decimal, a list and a null was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.setting == "--config")
+            #expect(error.description.contains("cors.origins (a list), http.port (null), jobs.lease (a decimal number)"), "\(error)")
+            #expect(!error.description.contains("jobs.concurrency"), "\(error)")
+        }
+        try Data(#"{"jobs": {"lease": 45, "concurrency": 4}, "cors": {"origins": "https://a.example"}, "http": {"port": 9000}}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        let config = try await CairnConfiguration.load(flags: ["config.file": file], environment: [:])
+        #expect(config.jobs.leaseSeconds == 45)
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(
