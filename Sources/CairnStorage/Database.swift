@@ -913,16 +913,11 @@ final class ReaderSlots: Sendable {
 /// ``SQLiteBackend``'s shared readers as one `SQLDatabase` (what ``Database/read(_:)`` hands
 /// its body): each statement runs on a reader no other statement is using (see
 /// ``SQLiteBackend/withReader(_:)``).
-struct SharedReaders: SQLDatabase {
+struct SharedReaders: SQLDatabaseWrapper {
     let backend: SQLiteBackend
-    /// One of the readers, for what every reader shares (dialect, logger, event loop).
+    /// One of the readers, for what every reader shares (dialect, logger, event loop); no
+    /// statement runs on it directly.
     let base: any SQLDatabase
-
-    var logger: Logger { base.logger }
-    var eventLoop: any EventLoop { base.eventLoop }
-    var version: (any SQLDatabaseReportedVersion)? { base.version }
-    var dialect: any SQLDialect { base.dialect }
-    var queryLogLevel: Logger.Level? { base.queryLogLevel }
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) -> EventLoopFuture<Void> {
         eventLoop.makeFutureWithTask { try await self.execute(sql: query, onRow) }
@@ -930,10 +925,5 @@ struct SharedReaders: SQLDatabase {
 
     func execute(sql query: any SQLExpression, _ onRow: @escaping @Sendable (any SQLRow) -> Void) async throws {
         try await backend.withReader { reader in try await reader.connection.sql().execute(sql: query, onRow) }
-    }
-
-    /// Statements of a session run here too, each on a free reader.
-    func withSession<R>(_ closure: @escaping @Sendable (any SQLDatabase) async throws -> R) async throws -> R {
-        try await closure(self)
     }
 }

@@ -117,10 +117,7 @@ struct JobBatchTests {
         let busy = [UUIDv7.make(), UUIDv7.make()]
         let quiet = UUIDv7.make()
         try await withTestApp(
-            engine,
-            configure: {
-                $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
-            }, runServices: true,
+            engine, configure: fourSlotsTwoPerTenant, runServices: true,
             prepare: { components in
                 components.jobs.register(Probe.self) { _, context in
                     let tenant = context.job.tenantId
@@ -148,6 +145,12 @@ struct JobBatchTests {
     }
 }
 
+/// The fairness tests' node: four job slots, at most two of them one tenant's.
+let fourSlotsTwoPerTenant: @Sendable (inout CairnConfiguration) -> Void = {
+    $0.jobs.concurrency = 4
+    $0.jobs.maxRunningPerTenant = 2
+}
+
 /// The fairness check, at any backlog size: a busy tenant's `backlog` jobs are held at a gate
 /// for the whole test, so another tenant's single job can only succeed if it waited for none of
 /// them (fairness without a stopwatch), and the busy tenant never runs more than its per-node cap.
@@ -155,10 +158,7 @@ func expectBacklogDoesNotDelayAnotherTenant(_ engine: TestEngine, backlog: Int, 
     let gate = Gate()
     let probe = ConcurrencyProbe()
     try await withTestApp(
-        engine,
-        configure: {
-            $0.jobs.concurrency = 4; $0.jobs.maxRunningPerTenant = 2
-        }, runServices: true,
+        engine, configure: fourSlotsTwoPerTenant, runServices: true,
         prepare: { components in
             // A handler that counts how many of its kind run at once, per tenant, and waits at the gate.
             components.jobs.register(Probe.self) { _, context in
