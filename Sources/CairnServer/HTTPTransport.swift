@@ -44,8 +44,9 @@ package struct HTTPTransportSettings: Sendable {
     /// Time the server's drain may take on shutdown, from the signal (`CAIRN_HTTP_DRAIN_TIMEOUT`,
     /// default 25 s: inside the 30 s Kubernetes gives a pod before SIGKILL). It stops
     /// accepting connections at once and finishes the requests under way; connections still
-    /// open at the deadline are closed (an upload cut so stores nothing), so a slow client
-    /// cannot hold the node up.
+    /// open at the deadline are closed and the requests on them cancelled (an upload cut so
+    /// stores nothing, a queued password hash is not run), so a slow client cannot hold the
+    /// node up.
     package var drainTimeout: Duration = .seconds(25)
 
     /// The defaults.
@@ -74,7 +75,7 @@ extension HTTPServerBuilder {
     /// (`h2c`, or `websocket` to a route that is not a WebSocket endpoint) is ignored and the
     /// request served as plain HTTP/1.1 (see ``ConnectionGuard``).
     /// Every connection is added to `connections` when given (so a drain past its deadline
-    /// can close them).
+    /// can close them and cancel their handlers).
     package static func cairn(
         router: Router<CairnRequestContext>, settings: HTTPTransportSettings,
         webSocketPaths: Set<String> = [NotificationSocketController.path], connections: OpenConnections? = nil
@@ -294,9 +295,11 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
         }
     }
 
-    /// Serves the connection as the inner channel does.
+    /// Serves the connection as the inner channel does (in a task the drain's deadline can
+    /// cancel, when tracked).
     func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
+        guard let connections else { return await inner.handle(value: value, logger: logger) }
+        await connections.serve(value.channel) { [inner] in await inner.handle(value: value, logger: logger) }
     }
 }
 
