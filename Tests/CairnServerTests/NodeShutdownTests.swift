@@ -154,6 +154,52 @@ struct NodeShutdownTests {
         }
     }
 
+    /// A response finished during the drain says `Connection: close` (RFC 9112 §9.6), so a
+    /// keep-alive client sends its next request elsewhere; the connection then closes. Before,
+    /// Hummingbird closed it after the response without saying so.
+    @Test(arguments: TestEngine.available)
+    func aResponseFinishedDuringTheDrainSaysConnectionClose(engine: TestEngine) async throws {
+        try await withDrainingNode(engine, drainTimeout: .seconds(60)) { node in
+            let gate = Gate()
+            node.components.accounts.hasher.holdAdmittedWork { try await gate.wait() }
+            defer { gate.open() }
+            let wire = try RawConnection(port: node.port)
+            // A first request answered before the drain keeps the connection open.
+            await wire.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            let before = await wire.read(timeout: 30) { $0.containsText(#"{"status":"ok"}"#) }
+            #expect(before.text.hasPrefix("HTTP/1.1 200"))
+            #expect(!before.text.lowercased().contains("connection: close"))
+            await wire.send(Self.login)
+            try await gate.waitForArrivals(1, timeout: .seconds(30))
+            let stopped = Task { try await node.stop() }
+            try await node.log.wait(forLineContaining: "connection drains")
+            gate.open()
+            let answer = await wire.readToEnd(timeout: 30)
+            #expect(answer.text.hasPrefix("HTTP/1.1 401"), "got \(answer.text.prefix(300))")
+            #expect(answer.text.lowercased().contains("\r\nconnection: close\r\n"), "got \(answer.text.prefix(300))")
+            #expect(answer.ended)
+            try await stopped.value
+        }
+    }
+
+    /// A connection that has asked nothing when the drain begins (a browser's preconnect) is
+    /// closed at once: before, nothing closed it until its head timeout or the drain's deadline,
+    /// so one idle socket held every shutdown for the deadline's full 25 s.
+    @Test(arguments: TestEngine.available)
+    func aConnectionThatAskedNothingClosesWhenTheDrainBegins(engine: TestEngine) async throws {
+        try await withDrainingNode(engine, drainTimeout: .seconds(600), headTimeout: .seconds(600)) { node in
+            let wire = try RawConnection(port: node.port)
+            // Another connection, opened after it, answered: the server has taken both in.
+            let other = try RawConnection(port: node.port)
+            await other.send("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            _ = await other.read(timeout: 30) { $0.containsText(#"{"status":"ok"}"#) }
+            try await node.stop(within: .seconds(60))
+            let answer = await wire.readToEnd(timeout: 30)
+            #expect(answer.ended)
+            #expect(answer.bytes.isEmpty)
+        }
+    }
+
     /// A login of an unknown user (checked against the dummy hash all the same).
     private static let login: String = {
         let body = #"{"email":"nobody@example.com","password":"something long"}"#
