@@ -27,6 +27,7 @@ package final class PasswordHasher: Sendable {
     private let dummyHash: String
     private let admitted = Mutex(0)
     private let gate = Mutex<(@Sendable () async throws -> Void)?>(nil)
+    private let poolStart = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// Creates a hasher with its own pool of `threads` threads admitting `queueLimit` hashes at
     /// once, and precomputes the dummy hash that unknown emails are checked against (so both
@@ -49,15 +50,27 @@ package final class PasswordHasher: Sendable {
         gate.withLock { $0 = hold }
     }
 
+    /// Runs `observe` on the pool's thread as each hash or check starts there (tests count the
+    /// hashes that ran, and hold the thread with it); nil removes it.
+    package func observePoolWork(_ observe: (@Sendable () -> Void)?) {
+        poolStart.withLock { $0 = observe }
+    }
+
     /// 503 `unavailable` for a full queue. `Retry-After` is one second: a slot frees as soon as
     /// one hash ends, which at cost 12 is about 0.2 s per thread.
     static let queueFull = AppError(
         .serviceUnavailable, code: .unavailable, detail: "The server is busy checking passwords. Try again shortly.",
         headers: [.retryAfter: "1"])
 
-    /// Runs `work` on the pool if the queue has room.
-    /// - Throws: 503 `unavailable` (``queueFull``) when `queueLimit` hashes are already admitted.
+    /// Runs `work` on the pool if the queue has room, unless the calling task is cancelled
+    /// before the work starts: a request cut off (its connection closed at the drain's
+    /// deadline, which cancels its task) must not cost a hash, nor hold the node's exit while
+    /// the hashes queued before it run.
+    /// - Throws: 503 `unavailable` (``queueFull``) when `queueLimit` hashes are already admitted;
+    ///   `CancellationError` when the task is cancelled before the work starts (a queued hash is
+    ///   dropped: NIO's pool skips the work of a cancelled `runIfActive`).
     private func admit<R: Sendable>(_ work: @escaping @Sendable () -> R) async throws -> R {
+        try Task.checkCancellation()
         let limit = queueLimit
         let entered = admitted.withLock { count -> Bool in
             guard count < limit else { return false }
@@ -67,8 +80,11 @@ package final class PasswordHasher: Sendable {
         guard entered else { throw Self.queueFull }
         defer { admitted.withLock { $0 -= 1 } }
         if let hold = gate.withLock({ $0 }) { try await hold() }
+        try Task.checkCancellation()
+        let observe = poolStart.withLock { $0 }
         return try await pool.runIfActive {
             Self.lowerThreadPriority()
+            observe?()
             return work()
         }
     }

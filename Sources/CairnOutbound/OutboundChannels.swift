@@ -330,10 +330,14 @@ package final class OutboundChannels: PublishObserver {
                 return
             }
             failure = "HTTP \(response.status.code)"
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
-            failure = "timeout"
         } catch {
-            failure = "connection failed"
+            // Stopped by the worker (a shutdown hands the job back, a cancel request or a lost
+            // lease ends it here): the receiver was not judged, so no attempt nor error is
+            // recorded. Before, a shutdown left "connection failed" on a delivery that the next
+            // node then sent.
+            if Task.isCancelled { throw CancellationError() }
+            let timedOut = [HTTPClientError.deadlineExceeded, .readTimeout, .connectTimeout].contains { $0 == error as? HTTPClientError }
+            failure = timedOut ? "timeout" : "connection failed"
         }
         let last = context.job.attempt >= context.job.maxAttempts
         if last {

@@ -469,8 +469,9 @@ struct LiveConnectionsCloser: Service {
 /// its services last first), the ``LiveConnectionsCloser`` and, first of all, the
 /// ``ShutdownStart``. Inside the application the HTTP server stops first and the job worker
 /// only after it has drained, so the signal itself starts the worker's grace
-/// (`CAIRN_JOBS_SHUTDOWN_GRACE`) and the drain's deadline: running jobs are handed back within
-/// their grace of the signal, however long a client holds a request open.
+/// (`CAIRN_JOBS_SHUTDOWN_GRACE`), the drain's deadline and the trace exporter's bound
+/// (``BoundedShutdown``): running jobs are handed back within their grace of the signal, however
+/// long a client holds a request open.
 /// - Throws: the application's error (the server could not start).
 package func runNode(components: CairnComponents, services extra: [any Service] = []) async throws {
     let worker = JobWorker(queue: components.jobs, logger: components.logger)
@@ -478,9 +479,12 @@ package func runNode(components: CairnComponents, services extra: [any Service] 
     let application = BoundedDrain(
         makeApplication(components: components, services: extra, worker: worker, connections: connections), connections: connections,
         limit: components.configuration.http.drainTimeout, logger: components.logger)
+    // The trace exporter's bound counts from the signal too (it stops last of all).
+    let bounded = extra.compactMap { $0 as? BoundedShutdown<ContinuousClock> }
     let start = ShutdownStart {
         worker.beginShutdown()
         application.startClock()
+        for service in bounded { service.startClock() }
     }
     let group = ServiceGroup(
         configuration: .init(

@@ -43,9 +43,11 @@ package struct HTTPTransportSettings: Sendable {
     package var webSocketDeflate = false
     /// Time the server's drain may take on shutdown, from the signal (`CAIRN_HTTP_DRAIN_TIMEOUT`,
     /// default 25 s: inside the 30 s Kubernetes gives a pod before SIGKILL). It stops
-    /// accepting connections at once and finishes the requests under way; connections still
-    /// open at the deadline are closed (an upload cut so stores nothing), so a slow client
-    /// cannot hold the node up.
+    /// accepting connections at once, closes those that have sent no request, and finishes
+    /// the requests under way, their responses saying `Connection: close`; connections still
+    /// open at the deadline are closed and the requests on them cancelled (an upload cut so
+    /// stores nothing, a queued password hash is not run), so a slow client cannot hold the
+    /// node up.
     package var drainTimeout: Duration = .seconds(25)
 
     /// The defaults.
@@ -74,7 +76,7 @@ extension HTTPServerBuilder {
     /// (`h2c`, or `websocket` to a route that is not a WebSocket endpoint) is ignored and the
     /// request served as plain HTTP/1.1 (see ``ConnectionGuard``).
     /// Every connection is added to `connections` when given (so a drain past its deadline
-    /// can close them).
+    /// can close them and cancel their handlers).
     package static func cairn(
         router: Router<CairnRequestContext>, settings: HTTPTransportSettings,
         webSocketPaths: Set<String> = [NotificationSocketController.path], connections: OpenConnections? = nil
@@ -289,14 +291,16 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
         return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let pipeline = channel.pipeline.syncOperations
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-            try pipeline.addHandler(ConnectionGuard(settings: settings, webSocketPaths: webSocketPaths), position: .after(decoder))
+            try pipeline.addHandler(ConnectionGuard(settings: settings, webSocketPaths: webSocketPaths, logger: logger), position: .after(decoder))
             return value
         }
     }
 
-    /// Serves the connection as the inner channel does.
+    /// Serves the connection as the inner channel does (in a task the drain's deadline can
+    /// cancel, when tracked).
     func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
+        guard let connections else { return await inner.handle(value: value, logger: logger) }
+        await connections.serve(value.channel) { [inner] in await inner.handle(value: value, logger: logger) }
     }
 }
 
@@ -312,6 +316,9 @@ struct GuardedHTTPChannel<Inner: ServerChildChannel>: ServerChildChannel {
 ///   anything else that is not HTTP/1.1 (a raw non-ASCII byte in the request line), then the
 ///   connection closes; when a response is already under way the connection just closes;
 /// - so are WebSocket handshakes NIO's upgrader would fail unanswered (``handshakeRefusal(_:)``);
+/// - at the server's drain (NIO's quiescing event), the responses still owed say
+///   `Connection: close` (Hummingbird closes the connection after them), and a connection that
+///   has sent no request yet closes at once;
 /// - an `Upgrade` header on anything but a WebSocket handshake to a WebSocket endpoint (`GET`
 ///   on one of `webSocketPaths`) is removed here, so the request is served as plain HTTP/1.1.
 ///   RFC 9110 §7.8 lets a server ignore `Upgrade`; NIO's upgrade handler, had it seen one it
@@ -342,6 +349,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Timeouts and the header limit (named in answers).
     private let settings: HTTPTransportSettings
+    /// The server's logger.
+    private let logger: Logger
     /// The paths whose `GET` may upgrade to a WebSocket; `Upgrade` elsewhere is ignored.
     private let webSocketPaths: Set<String>
     /// Whether the connection's first head timer has been started.
@@ -352,6 +361,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// `keep-alive`) has been forwarded: the server processes nothing received after it and
     /// answers none of it (RFC 9112 §9.6); the connection closes after that request's answer.
     private var lastRequestSeen = false
+    /// Set once the server began to drain (NIO's quiescing event): the responses still owed
+    /// are the connection's last.
+    private var draining = false
     /// Set when a request head came after the last request: it and all that follows are dropped.
     private var ignoringRest = false
     /// Request heads forwarded so far (0: the upgrade handler has seen nothing yet).
@@ -390,10 +402,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// When ``timer`` fires.
     private var timerDeadline: NIODeadline?
 
-    /// A guard applying `settings`' timeouts, letting only `GET` on `webSocketPaths` upgrade.
-    init(settings: HTTPTransportSettings, webSocketPaths: Set<String>) {
+    /// A guard applying `settings`' timeouts, letting only `GET` on `webSocketPaths` upgrade;
+    /// `logger` gets its debug lines.
+    init(settings: HTTPTransportSettings, webSocketPaths: Set<String>, logger: Logger) {
         self.settings = settings
         self.webSocketPaths = webSocketPaths
+        self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -443,7 +457,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             // Hummingbird keeps a connection open unless the request says exactly
             // `Connection: close`; HTTP/1.0 is not persistent without `keep-alive`, and the close
             // token may come in a list (RFC 9112 §9.3, §9.6). A handshake keeps its `upgrade`.
-            let persistent = Self.isPersistent(head)
+            // During a drain, a request is the connection's last.
+            let persistent = Self.isPersistent(head) && !draining
             if !persistent, !Self.asksForWebSocket(head) {
                 head.headers.replaceOrAdd(name: "connection", value: "close")
                 data = wrapInboundOut(.head(head))
@@ -576,6 +591,26 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, !draining {
+            draining = true
+            if pendingResponses > 0 {
+                // Hummingbird closes the connection once the responses under way have ended. Each
+                // of them not begun yet says so, so a keep-alive client sends its next request
+                // elsewhere rather than into a closing node (RFC 9112 §9.6); nothing received
+                // after them is served.
+                responseConnection = responseConnection.map { _ in "close" }
+                lastRequestSeen = true
+                logger.debug("connection drains: it closes after the responses under way", metadata: ["responses": "\(pendingResponses)"])
+            } else if requestsSeen == 0, !headBytesSeen {
+                // Nothing asked yet (a browser's preconnect): Hummingbird's handler that closes
+                // idle connections at a drain joins only with the first request, so without this
+                // the connection held the drain until its head timeout or the drain's deadline.
+                finish(context)
+                return
+            }
+            // Otherwise Hummingbird closes an idle connection at once, and a first request still
+            // arriving is served as the connection's last (see `channelRead`).
+        }
         context.fireUserInboundEventTriggered(event)
         // The client ended its side while an answer lingers: nothing more to drain (closed
         // after the event has passed, so the upgrade handler sees an end of input, not a removal).

@@ -4,9 +4,15 @@ import ServiceLifecycle
 import Synchronization
 
 /// The connections a node's HTTP server holds open, so that a drain that outlasts its deadline
-/// can close them.
+/// can close them and cancel the tasks serving them.
 package final class OpenConnections: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// One open connection, and how to cancel the task serving it (once it is served).
+    private struct Open {
+        let channel: any Channel
+        var cancel: (@Sendable () -> Void)?
+    }
+
+    private let state = Mutex<(open: [ObjectIdentifier: Open], closed: Bool)>(([:], false))
 
     /// An empty set.
     package init() {}
@@ -14,26 +20,87 @@ package final class OpenConnections: Sendable {
     /// Tracks `channel` until it closes.
     func add(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
-        channels.withLock { $0[key] = channel }
+        state.withLock { $0.open[key] = Open(channel: channel) }
         channel.closeFuture.whenComplete { _ in
-            _ = self.channels.withLock { $0.removeValue(forKey: key) }
+            _ = self.state.withLock { $0.open.removeValue(forKey: key) }
         }
     }
 
-    /// Closes every connection still open; returns how many there were.
+    /// Runs `serve`, the handling of `channel`, in a child task that ``closeAll()`` cancels.
+    ///
+    /// Closing a connection alone does not end its handler: a request waiting on something
+    /// other than the connection (a queued password hash, a database call) would go on, and
+    /// hold the node's exit, long after its client was cut off. Cancelled, it stops waiting (a
+    /// queued hash is dropped unrun) and answers no one.
+    func serve(_ channel: any Channel, _ serve: @escaping @Sendable () async -> Void) async {
+        let key = ObjectIdentifier(channel)
+        let ended = Outcome()
+        let closed = state.withLock { state -> Bool in
+            state.open[key]?.cancel = { ended.settle(cancelled: true) }
+            return state.closed
+        }
+        if closed { ended.settle(cancelled: true) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await serve()
+                ended.settle(cancelled: false)
+            }
+            if await ended.value { group.cancelAll() }
+        }
+    }
+
+    /// Closes every connection still open and cancels the tasks serving them (and any that
+    /// starts later); returns how many connections there were.
     func closeAll() -> Int {
-        let open = channels.withLock { Array($0.values) }
-        for channel in open { channel.close(promise: nil) }
+        let open = state.withLock { state in
+            state.closed = true
+            return Array(state.open.values)
+        }
+        for connection in open {
+            connection.channel.close(promise: nil)
+            connection.cancel?()
+        }
         return open.count
+    }
+}
+
+/// How a connection's serving ended, settled once: by its own end, or cancelled by the
+/// drain's deadline. ``value`` waits for it.
+private final class Outcome: Sendable {
+    private let state = Mutex<(cancelled: Bool?, waiter: CheckedContinuation<Bool, Never>?)>((nil, nil))
+
+    /// Settles the outcome, unless it is settled already.
+    func settle(cancelled: Bool) {
+        let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            guard state.cancelled == nil else { return nil }
+            state.cancelled = cancelled
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: cancelled)
+    }
+
+    /// True when cancelled, false when the serving ended by itself. (Not cancellable: the
+    /// serving task, cancelled with the caller's, settles it as it ends.)
+    var value: Bool {
+        get async {
+            await withCheckedContinuation { continuation in
+                let settled = state.withLock { state -> Bool? in
+                    if state.cancelled == nil { state.waiter = continuation }
+                    return state.cancelled
+                }
+                if let settled { continuation.resume(returning: settled) }
+            }
+        }
     }
 }
 
 /// Runs a node's application and bounds its HTTP server's drain: the connections still open
 /// `limit` after shutdown began (``startClock()``, called when the signal arrives, or this
-/// service's own graceful shutdown) are closed, with one log line. A request cut so sees its
-/// body end short: an upload stores nothing (raw bodies are read against their
-/// `Content-Length`, multipart ones up to their closing delimiter, tus appends keep what
-/// arrived, as after any broken connection).
+/// service's own graceful shutdown) are closed and the tasks serving them cancelled, with one
+/// log line. A request cut so sees its body end short: an upload stores nothing (raw bodies
+/// are read against their `Content-Length`, multipart ones up to their closing delimiter, tus
+/// appends keep what arrived, as after any broken connection).
 ///
 /// Not `ServiceGroupConfiguration.maximumGracefulShutdownDuration`: that cancels every service
 /// of the group at once, the job worker and the database included, so the job status bridge

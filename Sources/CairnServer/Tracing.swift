@@ -17,7 +17,8 @@ import W3CTraceContext
 /// standard output. Spans are exported in batches off the request path, so an unreachable
 /// collector costs requests nothing; each export gives up after 2 s and the flush at shutdown
 /// after 3 s (unless `OTEL_EXPORTER_OTLP_TIMEOUT`/`OTEL_BSP_EXPORT_TIMEOUT` say otherwise), and
-/// ``BoundedShutdown`` stops the exporter at most 5 s after the shutdown signal whatever they say.
+/// ``BoundedShutdown`` stops the exporter at most 5 s after the shutdown signal whatever they say
+/// (however long the HTTP drain before its turn took).
 package enum TracingBootstrap {
     private static let bootstrapped = Mutex(false)
 
@@ -184,27 +185,54 @@ package struct TracingService<Tracer: Tracing.Tracer>: Service {
     }
 }
 
-/// Runs a service and, once graceful shutdown has begun, gives it at most `bound` to finish
-/// before cancelling it: a collector that does not answer must not hold a node's exit.
-struct BoundedShutdown: Service {
+/// Runs a service and gives it at most `bound` from the shutdown signal to finish before
+/// cancelling it: a collector that does not answer must not hold a node's exit.
+///
+/// The bound counts from ``startClock()`` (``runNode(components:services:)`` calls it when the
+/// signal arrives), not from this service's own turn to stop: that turn comes only after the
+/// HTTP drain (`CAIRN_HTTP_DRAIN_TIMEOUT`, 25 s by default), and 5 s more after it met
+/// Kubernetes' SIGKILL at 30 s. A turn that comes later than `bound` after the signal still
+/// gets `minimum` to flush. Without ``startClock()`` the bound counts from the turn.
+final class BoundedShutdown<C: Clock>: Service where C.Duration == Duration {
     let inner: any Service
     let bound: Duration
+    let minimum: Duration
+    let clock: C
+    private let signalled = Mutex<C.Instant?>(nil)
 
-    init(_ inner: any Service, bound: Duration) {
+    init(_ inner: any Service, bound: Duration, minimum: Duration = .milliseconds(250), clock: C) {
         self.inner = inner
         self.bound = bound
+        self.minimum = minimum
+        self.clock = clock
+    }
+
+    /// Notes now as the moment shutdown began, if it was not noted yet.
+    func startClock() {
+        let now = clock.now
+        signalled.withLock { $0 = $0 ?? now }
     }
 
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await inner.run() }
-            group.addTask { [bound] in
+            group.addTask { try await self.inner.run() }
+            group.addTask {
                 try await gracefulShutdown()
-                try await Task.sleep(for: bound)
+                self.startClock()
+                let start = self.signalled.withLock { $0 } ?? self.clock.now
+                let deadline = max(start.advanced(by: self.bound), self.clock.now.advanced(by: self.minimum))
+                try await self.clock.sleep(until: deadline, tolerance: nil)
             }
             // Whichever ends first: the service (done), or the bound after shutdown began.
             _ = try await group.next()
             group.cancelAll()
         }
+    }
+}
+
+extension BoundedShutdown where C == ContinuousClock {
+    /// Bounded on the continuous clock.
+    convenience init(_ inner: any Service, bound: Duration) {
+        self.init(inner, bound: bound, clock: ContinuousClock())
     }
 }
