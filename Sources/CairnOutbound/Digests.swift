@@ -165,7 +165,7 @@ extension OutboundChannels {
                 countAttempt: false)
             return
         }
-        switch await provider.send(message, to: address) {
+        switch try await provider.send(message, to: address).unlessCancelled() {
         case .sent(let messageId):
             try await finishDigest(digestId, tenantId: tenantId, state: "sent", error: nil, providerMessageId: messageId)
         case .rejected(let why):

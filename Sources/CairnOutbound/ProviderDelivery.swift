@@ -89,7 +89,8 @@ extension OutboundChannels {
                 deliveryId, tenantId: tenantId, state: "failed", error: "\(providerName.rawValue) is not configured", countAttempt: false)
             return
         }
-        let outcome = await provider.send(message, to: address)
+        // A send cut by the node's shutdown is no attempt: the job goes back untouched.
+        let outcome = try await provider.send(message, to: address).unlessCancelled()
         switch outcome {
         case .sent(let messageId):
             try await record(deliveryId, tenantId: tenantId, state: "sent", error: nil, countAttempt: true, providerMessageId: messageId)

@@ -50,6 +50,18 @@ package enum ProviderOutcome: Sendable, Equatable {
     case recipientGone(String)
 }
 
+extension ProviderOutcome {
+    /// This outcome, unless it is a network failure of a send whose task was cancelled (the
+    /// node's shutdown hands the job back; a cancel request or a lost lease ends it): the
+    /// provider was not judged then, so no attempt nor error may be recorded.
+    /// - Throws: `CancellationError` in that case, which the job worker takes as the job
+    ///   handed back (or stopped), not as a failed attempt.
+    func unlessCancelled() throws -> ProviderOutcome {
+        if case .retry = self, Task.isCancelled { throw CancellationError() }
+        return self
+    }
+}
+
 /// A provider adapter of an outbound channel (email, push or SMS): sends one message to one
 /// address (an email address, a device token, a phone number) with the tenant's credentials.
 ///

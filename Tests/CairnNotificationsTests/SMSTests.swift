@@ -1,4 +1,5 @@
 import CairnHTTP
+import CairnJobs
 import CairnNotifications
 import CairnServer
 import CairnStorage
@@ -6,6 +7,7 @@ import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import SQLKit
 import Testing
 
 /// The form fields of a request the fake Twilio received.
@@ -117,6 +119,45 @@ struct SMSTests {
             #expect(fineRequest["path"] as? String == "/2010-04-01/Accounts/\(twilio["accountSid"] as? String ?? "")/Messages.json")
             #expect(form(fineRequest) == ["To": "+4915112345678", "From": "+15005550006", "Body": "Order shipped\nParcel 42 is on its way"])
             #expect(!requests.contains { form($0)["To"] == "+4915100000001" })
+        }
+    }
+
+    /// A send cut by the node's shutdown is no attempt (as for webhooks): the provider never
+    /// answered, so the job goes back with the delivery untouched, not recorded as a failed
+    /// attempt ("connection failed") that a later successful send would still show.
+    @Test(arguments: TestEngine.available)
+    func anSMSCutByShutdownIsHandedBackWithoutAnAttempt(engine: TestEngine) async throws {
+        let fake = try await FakeProviders()
+        defer { fake.stop() }
+        try await withLiveOwner(
+            engine, "sms-held@example.com",
+            configure: {
+                fake.configure(&$0)
+                fastNotifications(&$0)
+                $0.jobs.shutdownGrace = .zero
+            }
+        ) { app, owner in
+            let client = app.client
+            _ = try await configureTwilio(client, owner, fake)
+            let member = try await smsMember(client, owner: owner, email: "sms-held-m@example.com", phone: "+14155557770")
+            let stored = try await app.components.notifications.publish(
+                NotificationDraft(type: "message", title: "held"), to: [member.userId], tenantId: owner.tenantId)
+            let id = try #require(stored.first?.id)
+            try await fake.process.wait("the SMS send held by the provider") { LineProcess.objects($0).contains { $0["stalled"] != nil } }
+            // The signal, with no grace: the send is cancelled and its job handed back.
+            try #require(app.worker).beginShutdown()
+            let database = app.database
+            try await pollUntil("the SMS job handed back") {
+                try await database.read { db in
+                    try await db.raw("SELECT COUNT(*) AS n FROM jobs WHERE kind = 'notifications.sms' AND state = 'available'").first()?
+                        .decode(column: "n", as: Int.self)
+                } == 1
+            }
+            let items = try await deliveries(client, id, member).filter { $0["channel"] as? String == "sms" }
+            let held = try #require(items.first, "\(items)")
+            #expect(held["state"] as? String == "pending")
+            #expect(held["attempts"] as? Int == 0, "\(held)")
+            #expect((held["lastError"] as? String) == nil, "\(held)")
         }
     }
 

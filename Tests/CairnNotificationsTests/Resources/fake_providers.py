@@ -11,6 +11,8 @@ token, RFC 7617) and form body. Behaviour by recipient, to exercise every outcom
   APNs token "dead…"  410 Unregistered       APNs over HTTP/1.1 refused (400)
   SMS "+15005550001"  400 code 21211         SMS "+15005550009" 400 code 21614
   SMS "…4290"         429 once, then 201     SMS "…5030"        503 once, then 201
+  SMS "…7770"         never answered once (prints {"stalled": to}), then 201: a provider
+                      slower than the node's shutdown
 
 Usage: fake_providers.py WORKDIR. Writes WORKDIR/setup.json (port, CA file, the credentials a
 tenant configures) and then prints "ready"; then one JSON line per request:
@@ -201,6 +203,12 @@ async def app(scope, receive, send):
         if not event.get("more_body"):
             break
     headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    if scope["path"].endswith("/Messages.json"):
+        to = urllib.parse.parse_qs(body.decode(errors="replace")).get("To", [""])[0]
+        if to.endswith("7770") and once("stall " + to):
+            print(json.dumps({"stalled": to}), flush=True)
+            await asyncio.sleep(3600)
+            return
     status, extra, answer, verified = handle(scope["path"], scope["http_version"], headers, body, scope["method"])
     record = {"path": scope["path"], "method": scope["method"], "httpVersion": scope["http_version"], "headers": headers,
               "body": body.decode(errors="replace"), "status": status, "verified": verified}
