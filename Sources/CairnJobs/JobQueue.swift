@@ -15,6 +15,9 @@ package struct JobsSettings: Sendable {
     package var leaseSeconds = 30
     /// Running jobs per tenant on this node (default 2).
     package var maxRunningPerTenant = 2
+    /// Free slots kept, while two or more tenants run jobs on this node, for a tenant running
+    /// none (`CAIRN_JOBS_RESERVED_SLOTS`, default 1; see ``FairClaim``).
+    package var reservedSlots = 1
     /// Waiting jobs per tenant before enqueue answers 429 (default 100,000).
     package var maxPendingPerTenant = 100_000
     /// Fallback poll interval when no notification arrives.

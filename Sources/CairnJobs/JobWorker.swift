@@ -182,7 +182,7 @@ package final class JobWorker: Service, Sendable {
         }
         guard let only = eligible.first else { return [] }
         if eligible.count > 1 {
-            let shares = FairClaim.shares(free: free, cap: cap, running: running, heads: eligible)
+            let shares = FairClaim.shares(free: free, cap: cap, reserve: settings.reservedSlots, running: running, heads: eligible)
             return try await store.claim(node: node, shares: shares, now: clock.milliseconds, leaseMs: leaseMs)
         }
         // One tenant has due jobs: up to its cap, in batches; the tenants at their cap are left
@@ -190,7 +190,8 @@ package final class JobWorker: Service, Sendable {
         let excluded = Set(running.filter { $0.value >= cap }.keys)
         let limit = settings.claimLimit
         var sizes: [Int] = []
-        var left = min(free, cap - running[only.tenantId, default: 0])
+        var left = FairClaim.slots(for: only.tenantId, free: free, cap: cap, reserve: settings.reservedSlots, running: running)
+        guard left > 0 else { return [] }
         while left > 0 && sizes.count < Self.maxClaimsInFlight {
             sizes.append(min(limit, left))
             left -= limit

@@ -29,6 +29,27 @@ struct FairClaimTests {
         #expect(FairClaim.shares(free: 3, cap: 1, running: ["a": 1, "b": 1, "c": 1], heads: heads).isEmpty)
     }
 
+    @Test func whileTwoTenantsRunTheLastSlotIsKeptForATenantRunningNothing() {
+        let heads = [head("a", runAt: 1), head("c", runAt: 2)]
+        // a and c take three of four slots; the fourth waits for a tenant running nothing.
+        #expect(
+            FairClaim.shares(free: 4, cap: 2, reserve: 1, running: [:], heads: heads) == [
+                .init(tenantId: "a", count: 2), .init(tenantId: "c", count: 1),
+            ])
+        // A newcomer takes it.
+        let withB = heads + [head("b", runAt: 9)]
+        #expect(FairClaim.shares(free: 1, cap: 2, reserve: 1, running: ["a": 2, "c": 1], heads: withB) == [.init(tenantId: "b", count: 1)])
+        #expect(FairClaim.shares(free: 1, cap: 2, reserve: 1, running: ["a": 2, "c": 1], heads: heads).isEmpty)
+        // A tenant alone may use every slot.
+        #expect(FairClaim.shares(free: 4, cap: 4, reserve: 1, running: [:], heads: [head("a", runAt: 1)]) == [.init(tenantId: "a", count: 4)])
+        #expect(FairClaim.slots(for: "a", free: 4, cap: 4, reserve: 1, running: [:]) == 4)
+        #expect(FairClaim.slots(for: "a", free: 2, cap: 4, reserve: 1, running: ["a": 2]) == 2)
+        // Beside another tenant's jobs, the one tenant with due jobs leaves the reserved slot.
+        #expect(FairClaim.slots(for: "c", free: 2, cap: 2, reserve: 1, running: ["a": 2, "c": 0]) == 1)
+        #expect(FairClaim.slots(for: "c", free: 1, cap: 2, reserve: 1, running: ["a": 2, "c": 1]) == 0)
+        #expect(FairClaim.slots(for: "b", free: 1, cap: 2, reserve: 1, running: ["a": 2, "c": 1]) == 1)
+    }
+
     @Test func aTenantWithNothingDueYetGetsNoSlot() {
         let heads = [FairClaim.TenantHead(tenantId: "later", priority: nil, runAt: nil), head("now", runAt: 7)]
         #expect(FairClaim.shares(free: 2, cap: 2, running: [:], heads: heads) == [.init(tenantId: "now", count: 2)])

@@ -108,16 +108,35 @@ struct JobBatchTests {
 
     /// When every slot is taken by two tenants with backlogs, the next slot to free goes to a
     /// third tenant's single job, enqueued after both backlogs, not to the backlogs' next jobs:
-    /// a fresh-user trial saw it wait for all 24 before it (concurrency 4, cap 2 per tenant).
+    /// a fresh-user trial saw it wait for all 24 before it (concurrency 4, cap 2 per tenant, no
+    /// reserved slot).
     @Test(arguments: TestEngine.available)
     func aFreedSlotGoesToTheTenantRunningFewestJobs(engine: TestEngine) async throws {
+        try await expectNextSlotGoesToTheQuietTenant(engine, reservedSlots: 0)
+    }
+
+    /// With a slot reserved (the default), the third tenant's job does not wait for any busy
+    /// job to end: a fresh-user trial held all four slots with two tenants' day-long jobs.
+    @Test(arguments: TestEngine.available)
+    func aTenantRunningNothingStartsInTheReservedSlot(engine: TestEngine) async throws {
+        try await expectNextSlotGoesToTheQuietTenant(engine, reservedSlots: 1)
+    }
+
+    /// Two busy tenants take the slots they may (all four, or three with one reserved), then a
+    /// third tenant's single job must be the next to start: at once in the reserved slot, or
+    /// when the first busy job ends without one.
+    private func expectNextSlotGoesToTheQuietTenant(_ engine: TestEngine, reservedSlots: Int) async throws {
         let first = Gate()
         let rest = Gate()
         let starts = Observed([String]())
         let busy = [UUIDv7.make(), UUIDv7.make()]
         let quiet = UUIDv7.make()
         try await withTestApp(
-            engine, configure: fourSlotsTwoPerTenant, runServices: true,
+            engine,
+            configure: {
+                fourSlotsTwoPerTenant(&$0)
+                $0.jobs.reservedSlots = reservedSlots
+            }, runServices: true,
             prepare: { components in
                 components.jobs.register(Probe.self) { _, context in
                     let tenant = context.job.tenantId
@@ -136,11 +155,12 @@ struct JobBatchTests {
             for tenant in busy {
                 _ = try await app.components.jobs.enqueueMany(Array(repeating: try JobRequest(Probe()), count: 12), tenantId: tenant, createdBy: nil)
             }
-            try await starts.wait("both busy tenants at their cap") { starts in busy.allSatisfy { id in starts.filter { $0 == id }.count == 2 } }
+            let held = 4 - reservedSlots
+            try await starts.wait("the busy tenants in \(held) slots") { $0.count == held && busy.allSatisfy($0.contains) }
             _ = try await app.components.jobs.enqueueMany([try JobRequest(Probe())], tenantId: quiet, createdBy: nil)
-            first.open()
+            if reservedSlots == 0 { first.open() }
             let seen = try await starts.wait("the quiet tenant's job started") { $0.contains(quiet) }
-            #expect(seen.firstIndex(of: quiet) == 4, "started before the quiet tenant's job: \(seen)")
+            #expect(seen.firstIndex(of: quiet) == held, "started before the quiet tenant's job: \(seen)")
         }
     }
 }
