@@ -192,6 +192,11 @@ package final class JobWorker: Service, Sendable {
         var sizes: [Int] = []
         var left = FairClaim.slots(for: only.tenantId, free: free, cap: cap, reserve: settings.reservedSlots, running: running)
         guard left > 0 else { return [] }
+        if running.contains(where: { $0.key != only.tenantId && $0.value > 0 }) {
+            // Beside other tenants' jobs (where a slot may be a reserved one): this tenant's
+            // jobs only, not another's that came due since the list was read.
+            return try await store.claim(node: node, shares: [.init(tenantId: only.tenantId, count: left)], now: clock.milliseconds, leaseMs: leaseMs)
+        }
         while left > 0 && sizes.count < Self.maxClaimsInFlight {
             sizes.append(min(limit, left))
             left -= limit
