@@ -74,7 +74,8 @@ package struct RequestIDMiddleware: RouterMiddleware {
         if let given = request.headers[Self.header], Self.isAcceptable(given) {
             id = given
         } else {
-            id = UUID().uuidString.lowercased()
+            var generator = FastIDGenerator()
+            id = generator.uuidString()
         }
         context.requestId = id
         context.logger[metadataKey: "request_id"] = .string(id)

@@ -1,4 +1,5 @@
 package import CairnStorage
+import CairnHTTP
 import OTel
 import Synchronization
 package import Tracing

@@ -1,5 +1,4 @@
 package import Logging
-import Synchronization
 package import W3CTraceContext
 
 /// The sampler named by `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, applied by Cairn's
@@ -118,26 +117,5 @@ package struct HeadSampler: Sendable, Equatable, CustomStringConvertible {
             case .ratio(let ratio): (parentBased ? "parentbased_traceidratio" : "traceidratio") + " \(ratio)"
             }
         return rule
-    }
-}
-
-/// Trace and span ids for the spans the sampler drops: SplitMix64 over one atomic counter,
-/// seeded once from the system's random source. Ids must be unique, not secret (OpenTelemetry
-/// SDKs draw them from a fast generator too); the system's source costs a system call per
-/// eight bytes, three per root span.
-package struct FastIDGenerator: RandomNumberGenerator {
-    private static let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
-
-    /// A generator; every instance draws from the same sequence.
-    package init() {}
-
-    /// The next 64 random bits.
-    package mutating func next() -> UInt64 {
-        // SplitMix64 (Steele, Lea, Flood 2014): a Weyl sequence through a bijective mix, so
-        // no value repeats before 2^64 draws, whichever thread draws it.
-        var z = Self.state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,3 +1,4 @@
+import CairnHTTP
 import CairnServer
 import CairnStorage
 import CairnTestSupport
