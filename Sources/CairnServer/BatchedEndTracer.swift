@@ -1,5 +1,5 @@
-package import CairnStorage
 import CairnHTTP
+package import CairnStorage
 import OTel
 import Synchronization
 package import Tracing
