@@ -20,6 +20,14 @@ package struct JobsSettings: Sendable {
     package var reservedSlots = 1
     /// Waiting jobs per tenant before enqueue answers 429 (default 100,000).
     package var maxPendingPerTenant = 100_000
+    /// The longest one attempt of a job may run on this node before it is cancelled and counted
+    /// as failed (`CAIRN_JOBS_TIMEOUT`, default 30 min; nil, set as 0, for none), as River's
+    /// `JobTimeout`: a kind may declare its own (``JobArguments/timeout``), and a job may ask
+    /// for less (``JobRequest/timeoutMs``), never more.
+    package var timeout: Duration? = .seconds(1800)
+    /// Schedules one tenant may have, its pipelines' included (`CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT`,
+    /// default 100); past it, creating one answers 409.
+    package var maxSchedulesPerTenant = 100
     /// Fallback poll interval when no notification arrives.
     package var pollInterval: Duration = .seconds(1)
     /// How long running handlers get to finish on shutdown before they are released.
