@@ -60,6 +60,25 @@ struct ScheduleOwnership: Sendable {
     let owner: @Sendable (JSONValue) -> String
 }
 
+/// How long one attempt of a kind's jobs may run before the worker cancels it
+/// (``JobArguments/timeout``).
+package enum JobTimeout: Sendable, Equatable {
+    /// The node's limit, `CAIRN_JOBS_TIMEOUT` (``JobsSettings/timeout``).
+    case node
+    /// A limit of the kind's own, whatever the node's.
+    case fixed(Duration)
+    /// None: the kind bounds its own work (a pipeline run's sandbox limits).
+    case unlimited
+}
+
+/// The failure of an attempt that ran past its time limit: recorded as `timed out after 30m`
+/// (the limit as the settings write durations), then retried or discarded like any failure.
+struct JobTimedOut: Error, CustomStringConvertible {
+    /// The limit it ran past.
+    let limit: Duration
+    var description: String { "timed out after \(SettingsReader.describe(limit))" }
+}
+
 /// A handler that must not be retried: the job is discarded at once.
 package struct PermanentJobError: Error, CustomStringConvertible {
     /// Why.
@@ -125,6 +144,9 @@ package struct JobRequest: Sendable {
     package var uniqueKey: String?
     /// Attempts before discarding.
     package var maxAttempts = 20
+    /// The most milliseconds one attempt may run, when less than its kind's limit on the node
+    /// (``JobsSettings/timeout``); nil for the kind's limit.
+    package var timeoutMs: Int64?
 
     /// Creates a request from a kind's name and its arguments as JSON (`/jobs`, schedules);
     /// Swift producers use ``init(_:)`` with the kind's ``JobArguments``.
@@ -147,6 +169,8 @@ package final class JobQueue: Sendable {
         let abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)?
         /// Set when another module owns the kind's schedules (``JobArguments/schedulesManagedBy``).
         let schedules: ScheduleOwnership?
+        /// The kind's attempt time limit (``JobArguments/timeout``).
+        let timeout: JobTimeout
     }
 
     /// Table access.
@@ -181,13 +205,39 @@ package final class JobQueue: Sendable {
     func register(
         kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, check: @escaping @Sendable (JSONValue) -> [FieldIssue] = { _ in [] },
         abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)? = nil, schedules: ScheduleOwnership? = nil,
-        handler: @escaping JobHandler
+        timeout: JobTimeout = .node, handler: @escaping JobHandler
     ) {
         registry.withLock {
             $0[kind] = Registration(
                 handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly, check: check, abandoned: abandoned,
-                schedules: schedules)
+                schedules: schedules, timeout: timeout)
         }
+    }
+
+    /// The most time an attempt of `kind` may run on this node: its kind's own limit, or the
+    /// node's (``JobsSettings/timeout``); nil for none (and for a kind not registered here).
+    func kindTimeout(_ kind: String) -> Duration? {
+        switch registration(kind)?.timeout ?? .node {
+        case .node: settings.timeout
+        case .fixed(let limit): limit
+        case .unlimited: nil
+        }
+    }
+
+    /// The time limit of one attempt of `job` on this node: the job's own (``JobRequest/timeoutMs``)
+    /// within its kind's (``kindTimeout(_:)``), which bounds it here too, whatever the node that
+    /// enqueued it allowed; nil for none.
+    func timeout(for job: Job) -> Duration? {
+        let limit = kindTimeout(job.kind)
+        guard let own = job.timeoutMs.map({ Duration.milliseconds($0) }) else { return limit }
+        return limit.map { min($0, own) } ?? own
+    }
+
+    /// The most milliseconds a job of `kind` may ask for as its `timeoutMs`: its kind's limit
+    /// on this node, or, without one, the longest duration any setting takes (10 years).
+    func maxTimeoutMs(_ kind: String) -> Int64 {
+        let limit = kindTimeout(kind) ?? SettingsReader.durationRange.upperBound
+        return limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Runs the kinds' `abandoned` hooks for jobs just cancelled or discarded, on `db` (the
@@ -297,6 +347,16 @@ package final class JobQueue: Sendable {
         if let key = request.uniqueKey, key.isEmpty || TextSafety.length(key) > 256 {
             issues.append(FieldIssue(field: prefix + "uniqueKey", issue: "must be 1 to 256 characters"))
         }
+        if let timeout = request.timeoutMs {
+            let most = maxTimeoutMs(request.kind)
+            if !(1...most).contains(timeout) {
+                let limit = SettingsReader.describe(.milliseconds(most))
+                issues.append(
+                    FieldIssue(
+                        field: prefix + "timeoutMs",
+                        issue: "must be an integer from 1 to \(most) (milliseconds; at most the job timeout of its kind, \(limit))"))
+            }
+        }
         if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {
             issues.append(FieldIssue(field: prefix + "runAt", issue: "must be between 1970-01-01 and 9999-12-31 (UTC)"))
         }
@@ -319,7 +379,8 @@ package final class JobQueue: Sendable {
         let runAt = request.runAt ?? now
         return Job(
             id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
-            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
+            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, timeoutMs: request.timeoutMs, runAt: runAt,
+            progress: nil, checkpoint: nil,
             errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
             leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1, traceContext: TraceContext.serialized())
     }
