@@ -134,6 +134,12 @@ extension JSONWriter {
         int(value)
     }
 
+    /// Writes the member `"name": value` for an integer, or `"name": null` when `value` is nil.
+    package mutating func field(_ name: StaticString, _ value: (some BinaryInteger)?) {
+        key(name)
+        if let value { int(value) } else { null() }
+    }
+
     /// Writes the member `"name": true` or `"name": false`.
     package mutating func field(_ name: StaticString, _ value: Bool) {
         key(name)

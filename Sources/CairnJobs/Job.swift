@@ -40,6 +40,9 @@ package struct Job: Sendable, JSONWritable {
     package var attempt: Int
     /// Attempts allowed before the job is discarded.
     package var maxAttempts: Int
+    /// The most milliseconds one attempt may run, as the job asked (its kind's limit on the
+    /// node bounds it too: `CAIRN_JOBS_TIMEOUT`); nil for the kind's limit alone.
+    package var timeoutMs: Int64? = nil
     /// Epoch milliseconds before which it is not run.
     @JSONTimestamp package var runAt: Int64
     /// Latest progress report, JSON text.

@@ -26,6 +26,10 @@ package protocol JobArguments: Codable, Sendable {
     static var defaultQueue: String { get }
     /// The attempts a ``JobRequest`` of this kind starts with (default 20).
     static var defaultMaxAttempts: Int { get }
+    /// How long one attempt may run before the worker cancels it and counts it as failed
+    /// (retried with backoff, as any failure): by default the node's `CAIRN_JOBS_TIMEOUT`
+    /// (``JobTimeout/node``). A kind whose work is bounded otherwise may declare its own.
+    static var timeout: JobTimeout { get }
     /// What is wrong with `arguments`, a job's `args` object as a client or schedule gives it,
     /// each issue naming its field below `args` (`args.sleepMs`); empty when a job may carry
     /// them. Checked at enqueue time, so a bad argument is a `400`, not a discarded job. The
@@ -50,6 +54,8 @@ extension JobArguments {
     package static var defaultQueue: String { "default" }
     /// 20 attempts.
     package static var defaultMaxAttempts: Int { 20 }
+    /// The node's limit.
+    package static var timeout: JobTimeout { .node }
     /// Schedules of the kind are `/schedules`' own.
     package static var schedulesManagedBy: String? { nil }
     /// No owner.
@@ -188,7 +194,7 @@ extension JobQueue {
         }
         register(
             kind: Arguments.kind, enqueueableOverHTTP: Arguments.enqueueableOverHTTP, adminOnly: Arguments.adminOnly,
-            check: Arguments.issues(in:), abandoned: hook, schedules: schedules
+            check: Arguments.issues(in:), abandoned: hook, schedules: schedules, timeout: Arguments.timeout
         ) { context in
             try await handler(try Arguments.decode(storedArguments: context.job.args), context)
         }

@@ -20,6 +20,14 @@ package struct JobsSettings: Sendable {
     package var reservedSlots = 1
     /// Waiting jobs per tenant before enqueue answers 429 (default 100,000).
     package var maxPendingPerTenant = 100_000
+    /// The longest one attempt of a job may run on this node before it is cancelled and counted
+    /// as failed (`CAIRN_JOBS_TIMEOUT`, default 30 min; nil, set as 0, for none), as River's
+    /// `JobTimeout`: a kind may declare its own (``JobArguments/timeout``), and a job may ask
+    /// for less (``JobRequest/timeoutMs``), never more.
+    package var timeout: Duration? = .seconds(1800)
+    /// Schedules one tenant may have, its pipelines' included (`CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT`,
+    /// default 100); past it, creating one answers 409.
+    package var maxSchedulesPerTenant = 100
     /// Fallback poll interval when no notification arrives.
     package var pollInterval: Duration = .seconds(1)
     /// How long running handlers get to finish on shutdown before they are released.
@@ -50,6 +58,25 @@ struct ScheduleOwnership: Sendable {
     let place: String
     /// The resource owning a schedule with these arguments (`/pipelines/{id}`).
     let owner: @Sendable (JSONValue) -> String
+}
+
+/// How long one attempt of a kind's jobs may run before the worker cancels it
+/// (``JobArguments/timeout``).
+package enum JobTimeout: Sendable, Equatable {
+    /// The node's limit, `CAIRN_JOBS_TIMEOUT` (``JobsSettings/timeout``).
+    case node
+    /// A limit of the kind's own, whatever the node's.
+    case fixed(Duration)
+    /// None: the kind bounds its own work (a pipeline run's sandbox limits).
+    case unlimited
+}
+
+/// The failure of an attempt that ran past its time limit: recorded as `timed out after 30m`
+/// (the limit as the settings write durations), then retried or discarded like any failure.
+struct JobTimedOut: Error, CustomStringConvertible {
+    /// The limit it ran past.
+    let limit: Duration
+    var description: String { "timed out after \(SettingsReader.describe(limit))" }
 }
 
 /// A handler that must not be retried: the job is discarded at once.
@@ -117,6 +144,9 @@ package struct JobRequest: Sendable {
     package var uniqueKey: String?
     /// Attempts before discarding.
     package var maxAttempts = 20
+    /// The most milliseconds one attempt may run, when less than its kind's limit on the node
+    /// (``JobsSettings/timeout``); nil for the kind's limit.
+    package var timeoutMs: Int64?
 
     /// Creates a request from a kind's name and its arguments as JSON (`/jobs`, schedules);
     /// Swift producers use ``init(_:)`` with the kind's ``JobArguments``.
@@ -139,6 +169,8 @@ package final class JobQueue: Sendable {
         let abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)?
         /// Set when another module owns the kind's schedules (``JobArguments/schedulesManagedBy``).
         let schedules: ScheduleOwnership?
+        /// The kind's attempt time limit (``JobArguments/timeout``).
+        let timeout: JobTimeout
     }
 
     /// Table access.
@@ -173,13 +205,39 @@ package final class JobQueue: Sendable {
     func register(
         kind: String, enqueueableOverHTTP: Bool, adminOnly: Bool, check: @escaping @Sendable (JSONValue) -> [FieldIssue] = { _ in [] },
         abandoned: (@Sendable (Job, any SQLDatabase) async throws -> Void)? = nil, schedules: ScheduleOwnership? = nil,
-        handler: @escaping JobHandler
+        timeout: JobTimeout = .node, handler: @escaping JobHandler
     ) {
         registry.withLock {
             $0[kind] = Registration(
                 handler: handler, enqueueableOverHTTP: enqueueableOverHTTP, adminOnly: adminOnly, check: check, abandoned: abandoned,
-                schedules: schedules)
+                schedules: schedules, timeout: timeout)
         }
+    }
+
+    /// The most time an attempt of `kind` may run on this node: its kind's own limit, or the
+    /// node's (``JobsSettings/timeout``); nil for none (and for a kind not registered here).
+    func kindTimeout(_ kind: String) -> Duration? {
+        switch registration(kind)?.timeout ?? .node {
+        case .node: settings.timeout
+        case .fixed(let limit): limit
+        case .unlimited: nil
+        }
+    }
+
+    /// The time limit of one attempt of `job` on this node: the job's own (``JobRequest/timeoutMs``)
+    /// within its kind's (``kindTimeout(_:)``), which bounds it here too, whatever the node that
+    /// enqueued it allowed; nil for none.
+    func timeout(for job: Job) -> Duration? {
+        let limit = kindTimeout(job.kind)
+        guard let own = job.timeoutMs.map({ Duration.milliseconds($0) }) else { return limit }
+        return limit.map { min($0, own) } ?? own
+    }
+
+    /// The most milliseconds a job of `kind` may ask for as its `timeoutMs`: its kind's limit
+    /// on this node, or, without one, the longest duration any setting takes (10 years).
+    func maxTimeoutMs(_ kind: String) -> Int64 {
+        let limit = kindTimeout(kind) ?? SettingsReader.durationRange.upperBound
+        return limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Runs the kinds' `abandoned` hooks for jobs just cancelled or discarded, on `db` (the
@@ -289,6 +347,16 @@ package final class JobQueue: Sendable {
         if let key = request.uniqueKey, key.isEmpty || TextSafety.length(key) > 256 {
             issues.append(FieldIssue(field: prefix + "uniqueKey", issue: "must be 1 to 256 characters"))
         }
+        if let timeout = request.timeoutMs {
+            let most = maxTimeoutMs(request.kind)
+            if !(1...most).contains(timeout) {
+                let limit = SettingsReader.describe(.milliseconds(most))
+                issues.append(
+                    FieldIssue(
+                        field: prefix + "timeoutMs",
+                        issue: "must be an integer from 1 to \(most) (milliseconds; at most the job timeout of its kind, \(limit))"))
+            }
+        }
         if let runAt = request.runAt, !(0...253_402_300_799_999).contains(runAt) {
             issues.append(FieldIssue(field: prefix + "runAt", issue: "must be between 1970-01-01 and 9999-12-31 (UTC)"))
         }
@@ -311,7 +379,8 @@ package final class JobQueue: Sendable {
         let runAt = request.runAt ?? now
         return Job(
             id: UUIDv7.make(), tenantId: tenantId, queue: request.queue, kind: request.kind, args: request.args.text, priority: request.priority,
-            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, runAt: runAt, progress: nil, checkpoint: nil,
+            state: runAt > now ? .scheduled : .available, attempt: 0, maxAttempts: request.maxAttempts, timeoutMs: request.timeoutMs, runAt: runAt,
+            progress: nil, checkpoint: nil,
             errors: "[]", uniqueKey: request.uniqueKey, createdBy: createdBy, createdAt: now, attemptedAt: nil, finishedAt: nil, leaseOwner: nil,
             leaseExpiresAt: nil, cancelRequestedAt: nil, version: 1, traceContext: TraceContext.serialized())
     }
@@ -402,7 +471,9 @@ package enum BuiltInJobs {
 /// The built-in `noop` kind: sleeps `sleepMs` (in slices of `checkpointEvery` ms, saving a
 /// checkpoint after each and resuming from it), then succeeds, or fails with
 /// `fail: "transient"` (retried) or `"permanent"` (discarded). For tests and benchmarks;
-/// owners and admins may enqueue it over HTTP.
+/// owners and admins may enqueue it over HTTP. However long it sleeps, one attempt runs no
+/// longer than the job timeout (`CAIRN_JOBS_TIMEOUT`); with checkpoints, the next attempt
+/// resumes where the timed-out one stopped.
 struct Noop: JobArguments {
     static let kind = "noop"
     static let enqueueableOverHTTP = true
@@ -410,13 +481,18 @@ struct Noop: JobArguments {
 
     /// Milliseconds to sleep, 0 to ``maxMilliseconds`` (default 0).
     var sleepMs: Int?
-    /// Milliseconds between checkpoints, 1 to ``maxMilliseconds``; none are saved without it.
+    /// Milliseconds between checkpoints, ``minCheckpointEvery`` to ``maxMilliseconds``; none
+    /// are saved without it.
     var checkpointEvery: Int?
     /// `transient` or `permanent` to fail as asked; succeeds when absent or null.
     var fail: String?
 
     /// The longest sleep and checkpoint interval: one day, in milliseconds.
     static let maxMilliseconds = 86_400_000
+    /// The shortest interval between checkpoints, in milliseconds: each is a database write and
+    /// an event to every listener, and a fresh-user trial saw `checkpointEvery: 1` write about
+    /// 110 of them a second.
+    static let minCheckpointEvery = 100
 
     /// Unknown keys, non-integers, values out of range and other `fail` values, each naming its
     /// field (`args.sleepMs`); `null` is the same as leaving a key out.
@@ -426,7 +502,7 @@ struct Noop: JobArguments {
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) where value != .null {
             switch key {
             case "sleepMs", "checkpointEvery":
-                let lowest = key == "sleepMs" ? 0 : 1
+                let lowest = key == "sleepMs" ? 0 : minCheckpointEvery
                 if value.int.map({ (lowest...maxMilliseconds).contains($0) }) != true {
                     issues.append(FieldIssue(field: "args.\(key)", issue: "must be an integer from \(lowest) to \(maxMilliseconds) (milliseconds)"))
                 }
@@ -443,25 +519,36 @@ struct Noop: JobArguments {
 
     @Sendable static func run(_ args: Noop, context: JobContext) async throws {
         let total = max(0, args.sleepMs ?? 0)
-        let slice = max(1, args.checkpointEvery ?? max(total, 1))
-        var done = context.checkpoint?["doneMs"]?.int ?? 0
-        let resumedFrom = done
-        while done < total {
-            let step = min(slice, total - done)
-            try await Task.sleep(for: .milliseconds(step))
-            done += step
-            if args.checkpointEvery != nil {
-                try await context.saveCheckpoint(
-                    .object(["doneMs": .number(Double(done))]),
-                    progress: .object([
-                        "fraction": .number(total == 0 ? 1 : Double(done) / Double(total)), "resumedFromMs": .number(Double(resumedFrom)),
-                    ]))
-            }
+        let resumedFrom = context.checkpoint?["doneMs"]?.int ?? 0
+        try await sleep(args, resumedFrom: resumedFrom, clock: ContinuousClock()) { done in
+            try await context.saveCheckpoint(
+                .object(["doneMs": .number(Double(done))]),
+                progress: .object([
+                    "fraction": .number(total == 0 ? 1 : Double(done) / Double(total)), "resumedFromMs": .number(Double(resumedFrom)),
+                ]))
         }
         switch args.fail {
         case "transient": throw NoopFailure(message: "noop failed as asked (attempt \(context.job.attempt))")
         case "permanent": throw PermanentJobError("noop failed permanently as asked")
         default: return
+        }
+    }
+
+    /// Sleeps from `resumedFrom` to `sleepMs` milliseconds on `clock`, calling `checkpoint` with
+    /// the milliseconds done after each slice of `checkpointEvery` (when given). Each slice ends
+    /// at a deadline counted from the start, so the time the checkpoints take is part of the
+    /// sleep, not added to it: the whole lasts about `sleepMs - resumedFrom` however slow the
+    /// writes (slices one after another ran about 9 times as long with `checkpointEvery: 1`).
+    static func sleep<C: Clock>(_ args: Noop, resumedFrom: Int, clock: C, checkpoint: (Int) async throws -> Void) async throws
+    where C.Duration == Duration {
+        let total = max(0, args.sleepMs ?? 0)
+        let slice = max(1, args.checkpointEvery ?? max(total, 1))
+        let start = clock.now
+        var done = resumedFrom
+        while done < total {
+            done = min(done + slice, total)
+            try await clock.sleep(until: start.advanced(by: .milliseconds(done - resumedFrom)), tolerance: nil)
+            if args.checkpointEvery != nil { try await checkpoint(done) }
         }
     }
 

@@ -14,7 +14,7 @@ package struct JobStore: Sendable {
     static let columns = """
         id, tenant_id, queue, kind, args, priority, state, attempt, max_attempts, run_at, progress, checkpoint, errors, \
         unique_key, created_by, created_at, attempted_at, finished_at, lease_owner, lease_expires_at, cancel_requested_at, version, result, \
-        trace_context
+        trace_context, timeout_ms
         """
 
     /// `columns`, in order, for SQLKit rows read by name.
@@ -25,7 +25,8 @@ package struct JobStore: Sendable {
         Job(
             id: try row.string(0), tenantId: try row.string(1), queue: try row.string(2), kind: try row.string(3), args: try row.string(4),
             priority: try row.int(5), state: JobState(rawValue: try row.string(6)) ?? .discarded, attempt: try row.int(7),
-            maxAttempts: try row.int(8), runAt: try row.int64(9), progress: try row.optionalString(10), checkpoint: try row.optionalString(11),
+            maxAttempts: try row.int(8), timeoutMs: try row.optionalInt64(24), runAt: try row.int64(9), progress: try row.optionalString(10),
+            checkpoint: try row.optionalString(11),
             result: try row.optionalString(22), errors: try row.string(12), uniqueKey: try row.optionalString(13),
             createdBy: try row.optionalString(14), createdAt: try row.int64(15), attemptedAt: try row.optionalInt64(16),
             finishedAt: try row.optionalInt64(17), leaseOwner: try row.optionalString(18), leaseExpiresAt: try row.optionalInt64(19),
@@ -55,7 +56,8 @@ package struct JobStore: Sendable {
             INSERT INTO jobs (\(unsafeRaw: columns)) VALUES (
                 \(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority),
                 \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey),
-                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
+                \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext),
+                \(bind: job.timeoutMs))
             ON CONFLICT DO NOTHING
             RETURNING \(unsafeRaw: columns)
             """
@@ -86,11 +88,12 @@ package struct JobStore: Sendable {
                     """
                     (\(bind: job.id), \(bind: job.tenantId), \(bind: job.queue), \(bind: job.kind), \(bind: job.args), \(bind: job.priority), \
                     \(bind: job.state.rawValue), 0, \(bind: job.maxAttempts), \(bind: job.runAt), NULL, NULL, '[]', \(bind: job.uniqueKey), \
-                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext))
+                    \(bind: job.createdBy), \(bind: job.createdAt), NULL, NULL, NULL, NULL, NULL, 1, NULL, \(bind: job.traceContext), \
+                    \(bind: job.timeoutMs))
                     """)
             }
             // Only the ids come back: an inserted row is exactly the values written (below), and
-            // decoding all 24 columns of each row through SQLKit's by-name Codable decoding was
+            // decoding all 25 columns of each row through SQLKit's by-name Codable decoding was
             // a tenth of a busy node's CPU.
             let inserted = try await db.raw(
                 """

@@ -10,7 +10,8 @@ import Tracing
 
 /// Runs jobs on this node: claims due jobs (woken by the EventBus, with a slow poll as a
 /// fallback), renews their leases, stops cancelled ones, rescues lapsed leases of dead nodes,
-/// prunes old jobs, and on shutdown stops claiming, lets running handlers finish within the
+/// cancels attempts that run past their time limit (``JobQueue/timeout(for:)``, on the queue's
+/// clock), prunes old jobs, and on shutdown stops claiming, lets running handlers finish within the
 /// grace period, and releases the rest for other nodes.
 ///
 /// Shutdown starts at ``beginShutdown()`` (a node calls it when the signal arrives, so the
@@ -19,11 +20,17 @@ import Tracing
 /// first; ``run()`` returns once the handlers ended and their outcomes are written, and not
 /// before its own graceful shutdown, keeping its place in the group's stop order.
 package final class JobWorker: Service, Sendable {
-    enum StopReason: Sendable { case cancelRequested, leaseLost, shutdown }
+    enum StopReason: Sendable {
+        case cancelRequested, leaseLost, shutdown
+        /// The attempt ran past its time limit.
+        case timedOut(Duration)
+    }
 
     struct Running: Sendable {
         let tenantId: String
         let task: Task<Void, any Error>
+        /// The attempt's time limit and the instant of the queue's clock it ends at; nil for none.
+        let limit: (timeout: Duration, deadline: ContinuousClock.Instant)?
     }
 
     struct State: Sendable {
@@ -71,6 +78,7 @@ package final class JobWorker: Service, Sendable {
                 group.addTask { await self.claimLoop() }
                 group.addTask { await self.every(.seconds(Double(self.settings.leaseSeconds) / 3)) { try await self.renewLeases() } }
                 group.addTask { await self.every(.milliseconds(500)) { try await self.stopCancelled() } }
+                group.addTask { await self.every(Self.timeoutCheckInterval) { self.stopTimedOut() } }
                 group.addTask { await self.every(self.settings.rescueInterval) { try await self.rescue() } }
                 group.addTask { await self.every(.seconds(2)) { try await self.vacuumIfChurned() } }
                 group.addTask {
@@ -288,6 +296,8 @@ package final class JobWorker: Service, Sendable {
                 await events.announce([job.id])
             })
         let registration = queue.registration(job.kind)
+        // From the claim, on the queue's clock: the time the attempt is given starts as it does.
+        let limit = queue.timeout(for: job).map { (timeout: $0, deadline: queue.clock.instant + $0) }
         let parent = TraceContext.context(from: job.traceContext)
         if TraceContext.isEnabled {
             let claim = startSpan("job claim \(job.kind)", context: parent, ofKind: .consumer, at: claimStarted)
@@ -311,7 +321,7 @@ package final class JobWorker: Service, Sendable {
             }
         }
         state.withLock { state in
-            state.running[job.id] = Running(tenantId: job.tenantId, task: handler)
+            state.running[job.id] = Running(tenantId: job.tenantId, task: handler, limit: limit)
         }
         Task {
             let startedAt = ContinuousClock.now
@@ -342,6 +352,7 @@ package final class JobWorker: Service, Sendable {
     private func record(_ job: Job, failure: (any Error)?, reason: StopReason?, attempt: ServiceContext?) async throws -> Bool {
         let now = queue.clock.milliseconds
         let node = settings.nodeId
+        var failure = failure
         switch reason {
         case .leaseLost:
             return false
@@ -355,6 +366,20 @@ package final class JobWorker: Service, Sendable {
                 _ = try await store.finish(id: job.id, node: node, state: .cancelled, now: now, abandoned: queue.abandonHook)
                 Counter(label: "cairn_jobs_finished_total", dimensions: [("kind", job.kind), ("state", "cancelled")]).increment()
                 return true
+            }
+        case .timedOut(let limit):
+            // Whatever the cancelled handler threw, the attempt failed by running too long; one
+            // that finished all the same succeeded.
+            if failure != nil {
+                failure = JobTimedOut(limit: limit)
+                ServiceContext.$current.withValue(attempt ?? ServiceContext.current) {
+                    logger.warning(
+                        "job attempt timed out",
+                        metadata: [
+                            "job_id": .string(job.id), "kind": .string(job.kind), "attempt": .stringConvertible(job.attempt),
+                            "timeout": .string(SettingsReader.describe(limit)),
+                        ])
+                }
             }
         case nil:
             break
@@ -409,6 +434,20 @@ package final class JobWorker: Service, Sendable {
     private func stopCancelled() async throws {
         guard state.withLock({ !$0.running.isEmpty }) else { return }
         for id in try await store.cancelRequested(node: settings.nodeId) { stop(id, reason: .cancelRequested) }
+    }
+
+    /// How often running attempts are checked against their time limits: the queue's clock may be
+    /// a test's, which moves without telling anyone, so it is read rather than slept on.
+    static let timeoutCheckInterval: Duration = .milliseconds(250)
+
+    /// Cancels every attempt past its deadline on the queue's clock; ``record(_:failure:reason:attempt:)``
+    /// then fails it as timed out.
+    private func stopTimedOut() {
+        let now = queue.clock.instant
+        let late = state.withLock { state in
+            state.running.compactMap { id, running in running.limit.flatMap { now >= $0.deadline ? (id, $0.timeout) : nil } }
+        }
+        for (id, timeout) in late { stop(id, reason: .timedOut(timeout)) }
     }
 
     private func stop(_ id: String, reason: StopReason) {

@@ -20,6 +20,7 @@ package struct JobsController: Sendable {
         var runAt: Date?
         var uniqueKey: String?
         var maxAttempts: Int?
+        var timeoutMs: Int64?
     }
 
     /// Decodes an enqueue body, with every type and value issue in one answer.
@@ -90,6 +91,7 @@ package struct JobsController: Sendable {
         job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
         job.uniqueKey = body.uniqueKey
         job.maxAttempts = body.maxAttempts ?? job.maxAttempts
+        job.timeoutMs = body.timeoutMs
         let enqueueable = registration?.enqueueableOverHTTP == true
         // The arguments of a kind clients may not enqueue are none of their business.
         issues += queue.validate(job, field: field).filter { $0.field != field + "kind" && (enqueueable || !$0.field.hasPrefix(field + "args.")) }

@@ -4,7 +4,8 @@ extension JobsSettings {
     /// Reads the settings that are set, in the `jobs` scope: `CAIRN_JOBS_CONCURRENCY` (0–1024;
     /// 0: the node enqueues but runs no jobs),
     /// `_LEASE`, `_MAX_RUNNING_PER_TENANT` (1–1024), `_RESERVED_SLOTS` (0–1024), `_MAX_PENDING_PER_TENANT`,
-    /// `_SHUTDOWN_GRACE` (a duration, 0 s–1 h), `_RETENTION`, `_CLAIM_LIMIT` (1–1000), `_BATCH_COMPLETIONS`.
+    /// `_SHUTDOWN_GRACE` (a duration, 0 s–1 h), `_RETENTION`, `_CLAIM_LIMIT` (1–1000), `_BATCH_COMPLETIONS`,
+    /// `_TIMEOUT` (a duration; 0 for none), `_MAX_SCHEDULES_PER_TENANT` (1–1,000,000).
     /// - Throws: `ConfigurationError` naming the first bad one.
     package mutating func read(from settings: SettingsReader) throws {
         concurrency = try settings.integer("concurrency", in: 0...1024, default: concurrency)
@@ -16,5 +17,8 @@ extension JobsSettings {
         retentionSeconds = try settings.seconds("retention", default: retentionSeconds)
         claimLimit = try settings.integer("claim.limit", in: 1...1000, default: claimLimit)
         batchCompletions = try settings.boolean("batch.completions", default: batchCompletions)
+        let attemptLimit = try settings.duration("timeout", in: .zero...SettingsReader.durationRange.upperBound, default: timeout ?? .zero)
+        timeout = attemptLimit == .zero ? nil : attemptLimit
+        maxSchedulesPerTenant = try settings.integer("max.schedules.per.tenant", in: 1...1_000_000, default: maxSchedulesPerTenant)
     }
 }

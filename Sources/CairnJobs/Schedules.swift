@@ -215,6 +215,8 @@ package struct SchedulesController: Sendable {
     }
 
     /// `POST /schedules`: 201 with `Location` and `ETag`.
+    /// - Throws: 400 `invalid_input`; 409 `conflict` when the tenant has its most schedules
+    ///   (``JobsSettings/maxSchedulesPerTenant``).
     @Sendable func create(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         let database = queue.store.database
         var request = request
@@ -237,7 +239,8 @@ package struct SchedulesController: Sendable {
             timeZone: body.timeZone ?? "UTC", kind: body.kind!, args: (body.args ?? .object([:])).text, enabled: body.enabled ?? true,
             nextRunAt: Schedule.next(cron: cron!, zone: timeZone, after: now), lastRunAt: nil, createdBy: context.identity.userId,
             createdAt: now, updatedAt: now, version: 1)
-        try await database.write { db in
+        try await database.transaction { [queue] db in
+            try await queue.checkScheduleLimit(tenantId: schedule.tenantId, adding: schedule.id, on: db)
             try await db.raw(
                 """
                 INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: schedule.id), \(bind: schedule.tenantId),
@@ -382,7 +385,9 @@ extension JobQueue {
     /// schedule, say), on `db` — the caller's transaction, so the schedule and the caller's row
     /// commit together. The schedule then fires like any other: one job of `Arguments.kind`
     /// carrying `job` per occurrence.
-    /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; the database's error.
+    /// - Throws: 400 `invalid_input` for a bad cron expression or time zone; 409 `conflict` for a
+    ///   new schedule of a tenant that has its most (``JobsSettings/maxSchedulesPerTenant``);
+    ///   the database's error.
     package func putSchedule<Arguments: JobArguments>(
         id: String, tenantId: String, name: String, cron: String, timeZone: String, job: Arguments, createdBy: String?, on db: any SQLDatabase
     ) async throws {
@@ -392,6 +397,7 @@ extension JobQueue {
         guard let zone = TimeZone(identifier: timeZone) else { throw AppError.invalidField("timeZone", "must be an IANA time zone") }
         let now = clock.milliseconds
         let next = Schedule.next(cron: expression, zone: zone, after: now)
+        try await checkScheduleLimit(tenantId: tenantId, adding: id, on: db)
         try await db.raw(
             """
             INSERT INTO schedules (\(unsafeRaw: Schedule.columns)) VALUES (\(bind: id), \(bind: tenantId), \(bind: name), \(bind: cron),
@@ -402,6 +408,36 @@ extension JobQueue {
                 updated_at = excluded.updated_at, version = schedules.version + 1
             """
         ).run()
+    }
+
+    /// Refuses to add the schedule `id` to the tenant's (a new one, or one replacing itself)
+    /// when the tenant's other schedules, its pipelines' included, already number
+    /// ``JobsSettings/maxSchedulesPerTenant``. Runs on `db`, the transaction that then writes
+    /// the schedule, holding the tenant's schedule lock there on PostgreSQL so that schedules
+    /// created at once on several nodes cannot pass the limit together (SQLite has one writer).
+    /// - Throws: 409 `conflict` naming the limit.
+    func checkScheduleLimit(tenantId: String, adding id: String, on db: any SQLDatabase) async throws {
+        if store.database.dialect == .postgres {
+            try await db.raw("SELECT pg_advisory_xact_lock(\(bind: Self.scheduleLockKey(tenantId: tenantId)))").run()
+        }
+        let others =
+            try await db.raw("SELECT COUNT(*) AS n FROM schedules WHERE tenant_id = \(bind: tenantId) AND id <> \(bind: id)").first()?
+            .decode(column: "n", as: Int.self) ?? 0
+        let limit = settings.maxSchedulesPerTenant
+        if others >= limit {
+            throw AppError.conflict(
+                "The tenant already has \(limit) schedules (its pipelines' included), the most it may have; delete one first.")
+        }
+    }
+
+    /// The advisory-lock key of a tenant's schedules: FNV-1a of `schedules:<tenant>`, folded to 63 bits.
+    static func scheduleLockKey(tenantId: String) -> Int64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in ("schedules:" + tenantId).utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
     }
 
     /// Deletes the schedule `id` of the tenant on `db`; a missing one is not an error.

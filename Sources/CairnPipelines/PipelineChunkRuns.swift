@@ -39,6 +39,9 @@ struct RunPipelineChunk: JobArguments {
     static let kind = "pipeline.chunk"
     /// As runs: bad data ends a chunk at once (its run fails), crashes and I/O errors retry.
     static let defaultMaxAttempts = 10
+    /// As runs (``RunPipeline/timeout``): a chunk waits for a pipeline slot, then its load's
+    /// sandbox process is bounded by `CAIRN_PIPELINE_CPU` and the memory cap.
+    static let timeout = JobTimeout.unlimited
 
     /// The run's job.
     var runJobId: String

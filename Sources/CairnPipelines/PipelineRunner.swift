@@ -721,6 +721,12 @@ struct RunPipeline: JobArguments {
     /// Bad data, refused SQL and timeouts discard a run at once; attempts are spent only by
     /// crashes, lost leases and I/O errors, which a later attempt resumes from its checkpoint.
     static let defaultMaxAttempts = 10
+    /// No job timeout (`CAIRN_JOBS_TIMEOUT`): an attempt first waits its turn for a pipeline
+    /// slot (`CAIRN_PIPELINE_THREADS`), however long other tenants' runs take, and then every
+    /// phase that works is bounded by the run's own limits (`CAIRN_PIPELINE_CPU` per sandbox
+    /// process, `CAIRN_PIPELINE_TIMEOUT` for the query, memory and output caps), which fail
+    /// the run with a message naming the limit instead of retrying it as a timeout would.
+    static let timeout = JobTimeout.unlimited
     /// A pipeline's schedule is its own `schedule` field.
     static let schedulesManagedBy: String? = "a pipeline's schedule field (POST /pipelines, PATCH /pipelines/{id})"
 

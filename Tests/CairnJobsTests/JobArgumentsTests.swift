@@ -155,6 +155,8 @@ struct JobArgumentsTests {
             let bad: [([String: Any], [String])] = [
                 (["sleepMs": "10"], ["args.sleepMs"]), (["sleepMs": -1], ["args.sleepMs"]), (["sleepMs": 1.5], ["args.sleepMs"]),
                 (["sleepMs": 86_400_001], ["args.sleepMs"]), (["checkpointEvery": 0], ["args.checkpointEvery"]),
+                // At most ten checkpoints a second: each is a write and an event.
+                (["checkpointEvery": 99], ["args.checkpointEvery"]),
                 (["fail": "sometimes"], ["args.fail"]), (["fail": true], ["args.fail"]), (["slepMs": 5], ["args.slepMs"]),
                 (["sleepMs": "x", "extra": 1], ["args.extra", "args.sleepMs"]),
             ]

@@ -134,7 +134,7 @@ struct JobRuntimeTests {
     func cancellationStopsARunningHandler(engine: TestEngine) async throws {
         try await withTestApp(engine, owner: "cancel@example.com", runServices: true) { app, token in
             let client = app.client
-            let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 50]])
+            let job = try await enqueue(client, token: token, ["kind": "noop", "args": ["sleepMs": 60_000, "checkpointEvery": 100]])
             let id = job.job["id"] as! String
             try await app.waitForJob(id, state: .running, token: token)
             let cancel = try await client.json(.post, "/jobs/\(id)/cancel", token: token)

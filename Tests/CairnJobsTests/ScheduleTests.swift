@@ -97,6 +97,42 @@ struct ScheduleTests {
         }
     }
 
+    /// A tenant has at most `CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT` schedules: a fresh-user trial
+    /// created 3,000 every-minute ones. Past it, `POST /schedules` answers 409 `conflict`, also
+    /// when the creates arrive at once; other tenants are not affected, and deleting one makes
+    /// room.
+    @Test(arguments: TestEngine.available)
+    func aTenantsSchedulesAreLimited(engine: TestEngine) async throws {
+        try await withTestApp(engine, owner: "many@example.com", configure: { $0.jobs.maxSchedulesPerTenant = 3 }) { app, token in
+            let client = app.client
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for index in 0..<6 {
+                    group.addTask {
+                        try await client.json(.post, "/schedules", ["name": "s\(index)", "cron": "* * * * *", "kind": "noop"], token: token).status
+                    }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == .created }.count == 3, "\(statuses)")
+            #expect(statuses.filter { $0 == .conflict }.count == 3, "\(statuses)")
+            let over = try await client.json(.post, "/schedules", ["name": "one more", "cron": "@daily", "kind": "noop"], token: token)
+            #expect(over.status == .conflict)
+            #expect(over.code == "conflict")
+            #expect((over.object["detail"] as? String)?.contains("3 schedules") == true, "\(over.text)")
+            let listed = try await client.json(.get, "/schedules", token: token).object["items"] as? [[String: Any]] ?? []
+            #expect(listed.count == 3)
+
+            let other = try await client.registerAndLogin(email: "few@example.com").tokens.accessToken
+            #expect(try await client.json(.post, "/schedules", ["name": "o", "cron": "@daily", "kind": "noop"], token: other).status == .created)
+
+            let first = try #require(listed.first?["id"] as? String)
+            // Changing one is not adding one.
+            #expect(try await client.json(.patch, "/schedules/\(first)", ["cron": "@hourly"], token: token).status == .ok)
+            #expect(try await client.json(.delete, "/schedules/\(first)", token: token).status == .noContent)
+            #expect(try await client.json(.post, "/schedules", ["name": "again", "cron": "@daily", "kind": "noop"], token: token).status == .created)
+        }
+    }
+
     private func fireOnce(_ nodes: [CairnComponents], clock: TestClock) async throws {
         let database = nodes[0].database
         let tenant = UUIDv7.make()

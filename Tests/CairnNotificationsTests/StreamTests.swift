@@ -232,8 +232,8 @@ struct StreamTests {
 
     @Test(arguments: TestEngine.available)
     /// Progress notifications are throttled to one per 2 s of the node's clock, which stands
-    /// still here: however long the 15 checkpoints take, only the run and the outcome are
-    /// reported (unthrottled: 17 notifications).
+    /// still here: however long the 3 checkpoints take, only the run and the outcome are
+    /// reported (unthrottled: 5 notifications).
     func jobChangesReachTheCreatorAsJobStatusNotifications(engine: TestEngine) async throws {
         try await withTestApp(engine, mode: .live, clock: TestClock(), configure: fastNotifications) { app in
             let client = app.client
@@ -242,7 +242,7 @@ struct StreamTests {
             defer { reader.stop() }
             try await reader.waitUntilOpen()
             let created = try await client.json(
-                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 300, "checkpointEvery": 20]], token: owner.token)
+                .post, "/jobs", ["kind": "noop", "args": ["sleepMs": 300, "checkpointEvery": 100]], token: owner.token)
             #expect(created.status == .created)
             let jobId = try #require(created.object["id"] as? String)
             try await app.components.jobs.waitForJob(jobId, state: .succeeded)

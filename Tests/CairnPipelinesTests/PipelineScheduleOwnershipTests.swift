@@ -56,4 +56,31 @@ struct PipelineScheduleOwnershipTests {
             #expect(try await client.json(.delete, ownPath, token: tenant.token).status == .noContent)
         }
     }
+
+    /// A pipeline's schedule counts towards the tenant's schedules
+    /// (`CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT`), or pipelines would be a way round the limit:
+    /// past it, a pipeline with a schedule, or a change that gives one a schedule, is refused
+    /// with 409 `conflict` and nothing is stored; replacing a pipeline's schedule is no new one.
+    @Test(arguments: TestEngine.available)
+    func aPipelinesScheduleCountsTowardsTheTenantsLimit(engine: TestEngine) async throws {
+        try await withPipelines(engine, configure: { $0.jobs.maxSchedulesPerTenant = 1 }) { tenant, client, _ in
+            let scheduled = pipelineBody("SELECT count(*) AS n FROM input").merging(["schedule": ["cron": "0 3 * * *", "timeZone": "UTC"]]) { $1 }
+            let own = try await client.json(.post, "/schedules", ["name": "mine", "cron": "0 5 * * *", "kind": "noop"], token: tenant.token)
+            #expect(own.status == .created)
+            let refused = try await client.json(.post, "/pipelines", scheduled, token: tenant.token)
+            #expect(refused.status == .conflict, "\(refused.text)")
+            #expect(refused.code == "conflict")
+            #expect((try await client.json(.get, "/pipelines", token: tenant.token).object["items"] as? [Any])?.isEmpty == true)
+
+            let plain = try await tenant.create(pipelineBody("SELECT count(*) AS n FROM input"))
+            let given = try await client.json(.patch, "/pipelines/\(plain)", ["schedule": ["cron": "0 3 * * *"]], token: tenant.token)
+            #expect(given.status == .conflict, "\(given.text)")
+            #expect(
+                try await client.json(.delete, "/schedules/\(try #require(own.object["id"] as? String))", token: tenant.token).status == .noContent)
+            #expect(try await client.json(.patch, "/pipelines/\(plain)", ["schedule": ["cron": "0 3 * * *"]], token: tenant.token).status == .ok)
+            #expect(try await client.json(.patch, "/pipelines/\(plain)", ["schedule": ["cron": "0 4 * * *"]], token: tenant.token).status == .ok)
+            let full = try await client.json(.post, "/schedules", ["name": "mine", "cron": "0 5 * * *", "kind": "noop"], token: tenant.token)
+            #expect(full.status == .conflict)
+        }
+    }
 }

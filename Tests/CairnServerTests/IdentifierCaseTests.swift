@@ -22,7 +22,7 @@ struct IdentifierCaseTests {
                 body: .init(string: "a,b\n1,2\n"))
             #expect(file.status == .created, "\(file.text)")
             let schedule = try await client.json(
-                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["sleepMs": 1, "checkpointEvery": 5]], token: token)
+                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["sleepMs": 1, "checkpointEvery": 100]], token: token)
             let id = { (response: TestResponse) in response.object["id"] as? String ?? "" }
             let cases = [
                 ("/users/", user.id, ""), ("/tasks/", id(task), ""), ("/files/", id(file), ""), ("/files/", id(file), "/content"),

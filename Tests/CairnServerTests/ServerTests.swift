@@ -195,6 +195,25 @@ struct ConfigurationTests {
         }
     }
 
+    /// The job attempt time limit (default 30 min; 0 for none) and the schedules a tenant may
+    /// have (default 100) are settings, read as the others of their kinds.
+    @Test func theJobTimeoutAndTheScheduleLimitAreSettings() async throws {
+        let defaults = try await CairnConfiguration.load(flags: [:], environment: [:])
+        #expect(defaults.jobs.timeout == .seconds(1800))
+        #expect(defaults.jobs.maxSchedulesPerTenant == 100)
+        let set = try await CairnConfiguration.load(
+            flags: [:], environment: ["CAIRN_JOBS_TIMEOUT": "45M", "CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT": "250"])
+        #expect(set.jobs.timeout == .seconds(2700))
+        #expect(set.jobs.maxSchedulesPerTenant == 250)
+        #expect(try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_TIMEOUT": "1500ms"]).jobs.timeout == .milliseconds(1500))
+        #expect(try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_TIMEOUT": "0"]).jobs.timeout == nil)
+        for (setting, value) in [("CAIRN_JOBS_TIMEOUT", "soon"), ("CAIRN_JOBS_TIMEOUT", "-1m"), ("CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT", "0")] {
+            await #expect(throws: ConfigurationError.self, "\(setting)=\(value)") {
+                _ = try await CairnConfiguration.load(flags: [:], environment: [setting: value])
+            }
+        }
+    }
+
     /// A value out of its setting's range is refused in one line naming the setting and the
     /// range it takes: a fresh-user trial's `CAIRN_HTTP_DRAIN_TIMEOUT=0` was refused as
     /// "must be a duration like 900, 15m, 12h or 30d", which 0 looks like.

@@ -32,7 +32,7 @@ struct UnchangedWriteTests {
                 .post, "/products", ["sku": "SAME-1", "name": "Same", "priceMinor": 100, "currency": "EUR", "attributes": ["a": 1]],
                 token: token)
             let schedule = try await client.json(
-                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["sleepMs": 1, "checkpointEvery": 5]], token: token)
+                .post, "/schedules", ["name": "n", "cron": "@daily", "kind": "noop", "args": ["sleepMs": 1, "checkpointEvery": 100]], token: token)
             let pipeline = try await client.json(
                 .post, "/pipelines", ["name": "p", "input": ["format": "csv"], "sql": "SELECT * FROM input", "output": ["format": "csv"]],
                 token: token)
@@ -41,7 +41,7 @@ struct UnchangedWriteTests {
             let cases: [(path: String, body: [String: Any])] = [
                 ("/tasks/\(id(task))", ["title": "Same", "description": "d", "completed": false]),
                 ("/products/\(id(product))", ["name": "Same", "priceMinor": 100, "currency": "EUR", "attributes": ["a": 1], "stock": 0]),
-                ("/schedules/\(id(schedule))", ["name": "n", "cron": "@daily", "args": ["checkpointEvery": 5, "sleepMs": 1], "enabled": true]),
+                ("/schedules/\(id(schedule))", ["name": "n", "cron": "@daily", "args": ["checkpointEvery": 100, "sleepMs": 1], "enabled": true]),
                 ("/pipelines/\(id(pipeline))", ["name": "p", "sql": "SELECT * FROM input", "output": ["format": "csv"]]),
                 ("/webhooks/\(id(webhook))", ["url": "http://127.0.0.1:9/hook", "types": ["message"], "enabled": true]),
                 ("/webhooks/\(id(webhook))", [:]),

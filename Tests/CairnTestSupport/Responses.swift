@@ -114,6 +114,8 @@ package struct JobBody: Decodable, Sendable {
     package var attempt: Int
     /// Attempts allowed.
     package var maxAttempts: Int
+    /// The attempt time limit the job asked for, in milliseconds.
+    package var timeoutMs: Int64?
     /// Not before this time.
     package var runAt: Date
     /// Free-form arguments.
