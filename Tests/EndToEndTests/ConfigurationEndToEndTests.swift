@@ -95,6 +95,26 @@ struct ConfigurationEndToEndTests {
             "\(output)")
     }
 
+    /// A `--config` file that is not strict JSON stops `cairn serve` with exit 2 and one line
+    /// saying where: a fresh-user trial's trailing comma was taken, a repeated member silently
+    /// took the last value, and a top-level array was only "missing or not valid JSON".
+    @Test func aConfigurationFileThatIsNotStrictJSONExits2SayingWhere() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        for (text, fragment) in [
+            ("{\n  \"jobs\": {\"concurrency\": 1,}\n}", "is not valid JSON at line 2, column 28: a trailing comma"),
+            ("{\n  \"jobs\": {\"concurrency\": 1},\n  \"jobs\": {\"lease\": 30}\n}", "repeats the key jobs at line 3, column 3"),
+            (#"[{"jobs": {"concurrency": 1}}]"#, "holds an array at line 1, column 1: the configuration file must hold a JSON object"),
+        ] {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+            let (status, output) = try await serveUntilItExitsOrListens(environment: [:], arguments: ["--config", file])
+            #expect(status == 2, "\(text): \(output)")
+            let errors = errorLines(output)
+            #expect(errors.count == 1, "\(output)")
+            #expect(errors.first?.contains("--config '\(file)' \(fragment)") == true, "\(output)")
+        }
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
