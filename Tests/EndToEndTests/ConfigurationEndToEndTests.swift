@@ -115,6 +115,18 @@ struct ConfigurationEndToEndTests {
         }
     }
 
+    /// An OTLP endpoint whose port is outside 1–65535 stops `cairn serve` with exit 2 naming the
+    /// variable, as a malformed one does (a fresh-user trial's `:99999` and `:0` were taken).
+    @Test func anOTLPEndpointPortOutOfRangeExits2() async throws {
+        for (name, port) in [("OTEL_EXPORTER_OTLP_ENDPOINT", "99999"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "0")] {
+            let (status, output) = try await serveUntilItExitsOrListens(environment: [name: "http://127.0.0.1:\(port)"])
+            #expect(status == 2, "\(name): \(output)")
+            let errors = errorLines(output)
+            #expect(errors.count == 1, "\(output)")
+            #expect(errors.first?.contains("\(name) has port \(port), out of range: a port is from 1 to 65535") == true, "\(output)")
+        }
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
