@@ -232,7 +232,61 @@ package struct CairnConfiguration: Sendable {
         if let file {
             try checkKeys(of: file.content, path: file.path, known: known, setting: fileSetting)
         }
+        config.knownVariables = Set(known.map { "CAIRN_" + $0.replacingOccurrences(of: ".", with: "_").uppercased() }).union(
+            variablesReadElsewhere)
         return config
+    }
+
+    /// A `CAIRN_*` environment variable that no setting reads: most often a typo
+    /// (`CAIRN_JOBS_CONCURENCY`), which would otherwise leave the default in place unsaid.
+    package struct UnknownVariable: Sendable, Equatable, CustomStringConvertible {
+        /// The variable as set.
+        package var name: String
+        /// The known variable nearest to it, when one is close.
+        package var meant: String?
+
+        /// Names `name`, and the variable `meant`.
+        package init(name: String, meant: String?) {
+            self.name = name
+            self.meant = meant
+        }
+
+        /// `CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)`.
+        package var description: String { meant.map { "\(name) (did you mean \($0)?)" } ?? name }
+    }
+
+    /// Every `CAIRN_*` variable a setting or a command reads (`CAIRN_JOBS_CONCURRENCY`,
+    /// `CAIRN_CONFIG_FILE`, …), as the last load found them.
+    package var knownVariables: Set<String> = []
+
+    /// Variables with the `CAIRN_` prefix read by something other than the settings: the
+    /// configuration file's path, the secrets of `cairn user create` and `cairn keys
+    /// rotate-master`, and those of the tests, benchmarks and scripts, which may share the
+    /// environment a node runs in.
+    static let variablesReadElsewhere: Set<String> = [
+        "CAIRN_CONFIG_FILE", "CAIRN_USER_PASSWORD", "CAIRN_NEW_MASTER_KEY", "CAIRN_BINARY", "CAIRN_BIN", "CAIRN_SHARED_DATA",
+        "CAIRN_CONSOLE_SCREENSHOTS",
+    ]
+
+    /// Prefixes of variables the tests (`CAIRN_TEST_POSTGRES_URL`, …) and the fuzzing script
+    /// (`CAIRN_FUZZ_TARGET`, …) read: never a node's.
+    static let prefixesReadElsewhere = ["CAIRN_TEST_", "CAIRN_FUZZ_"]
+
+    /// The variables of `environment` that start with `CAIRN_` and are neither one of
+    /// ``knownVariables`` nor under a prefix the tests and scripts use, sorted, each with the
+    /// known variable it is closest to when one is close. `cairn` logs them as a warning when a
+    /// command starts rather than stopping: other tools may use the prefix too.
+    package func unknownVariables(in environment: [String: String]) -> [UnknownVariable] {
+        // Compared without the prefix, so the distance allowed follows the part that differs.
+        let stems = Set(knownVariables.map { String($0.dropFirst("CAIRN_".count)) })
+        return environment.keys
+            .filter { name in
+                name.hasPrefix("CAIRN_") && !knownVariables.contains(name) && !Self.prefixesReadElsewhere.contains { name.hasPrefix($0) }
+            }
+            .sorted()
+            .map { name in
+                UnknownVariable(name: name, meant: Self.nearest(to: String(name.dropFirst("CAIRN_".count)), in: stems).map { "CAIRN_" + $0 })
+            }
     }
 
     /// Keys of the configuration file that `cairn` reads before the configuration is loaded

@@ -149,7 +149,13 @@ struct CommonOptions: ParsableArguments {
                 handler.logLevel = level
                 return handler
             }, metadataProvider: TracingBootstrap.logMetadataProvider)
-        return (configuration, Logger(label: "cairn"))
+        let logger = Logger(label: "cairn")
+        // A warning, not a stop: scripts and other tools may share the prefix.
+        for variable in configuration.unknownVariables(in: ProcessInfo.processInfo.environment) {
+            logger.warning(
+                "unknown environment variable \(variable) ignored: no setting reads it", metadata: ["variable": .string(variable.name)])
+        }
+        return (configuration, logger)
     }
 }
 

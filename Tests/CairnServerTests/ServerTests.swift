@@ -190,6 +190,36 @@ struct ConfigurationTests {
         }
     }
 
+    /// A `CAIRN_*` variable no setting reads is reported, with the variable meant when one is
+    /// close: a fresh-user trial's `CAIRN_JOBS_CONCURENCY=8` was ignored without a word. The
+    /// variables the tests, scripts and commands read are not.
+    @Test func unknownVariablesAreReportedWithTheOneMeant() async throws {
+        let environment = [
+            "CAIRN_JOBS_CONCURENCY": "8", "CAIRN_HTTP_PORT": "9000", "CAIRN_NOTHING_LIKE_IT": "1", "PATH": "/bin",
+            "CAIRN_TEST_POSTGRES_URL": "postgres://x", "CAIRN_SHARED_DATA": "/data", "CAIRN_FUZZ_TARGET": "csv", "CAIRN_BINARY": "/bin/cairn",
+            "CAIRN_CONCURRENCY_EXECUTOR": "nio", "CAIRN_USER_PASSWORD": "pw", "CAIRN_NEW_MASTER_KEY": "k", "CAIRN_CONFIG_FILE_": "x",
+        ]
+        let config = try await CairnConfiguration.load(flags: [:], environment: environment)
+        #expect(
+            config.unknownVariables(in: environment) == [
+                .init(name: "CAIRN_CONFIG_FILE_", meant: "CAIRN_CONFIG_FILE"),
+                .init(name: "CAIRN_JOBS_CONCURENCY", meant: "CAIRN_JOBS_CONCURRENCY"), .init(name: "CAIRN_NOTHING_LIKE_IT", meant: nil),
+            ])
+        #expect(
+            config.unknownVariables(in: environment).map(\.description).contains("CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)"))
+        // Every variable the README documents is one a setting reads.
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md"), encoding: .utf8)
+        // `CAIRN_LIBFUZZER` is a compilation condition (`-D`), not a variable, and
+        // `CAIRN_JOBS_CONCURENCY` the README's example of a typo.
+        let documented = Set(readme.matches(of: /CAIRN_[A-Z0-9_]*[A-Z0-9]\b/).map { String($0.output) }).subtracting([
+            "CAIRN_LIBFUZZER", "CAIRN_JOBS_CONCURENCY",
+        ])
+        #expect(documented.count > 60)
+        let unknown = config.unknownVariables(in: Dictionary(uniqueKeysWithValues: documented.map { ($0, "") }))
+        #expect(unknown.isEmpty, "\(unknown)")
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(

@@ -127,6 +127,26 @@ struct ConfigurationEndToEndTests {
         }
     }
 
+    /// What `cairn serve` warns about at start names what the operator set: a `CAIRN_*`
+    /// variable no setting reads, with the one meant (a fresh-user trial's
+    /// `CAIRN_JOBS_CONCURENCY=8` was ignored without a word), and an invalid
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, which swift-otel reported as `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`
+    /// (and twice more). Both are warnings: the node starts.
+    @Test func startWarningsNameTheVariablesSet() async throws {
+        let (status, output) = try await serveUntilItExitsOrListens(environment: [
+            "CAIRN_JOBS_CONCURENCY": "8", "CAIRN_TEST_ANYTHING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "-5",
+        ])
+        #expect(status == nil, "\(output)")
+        let warnings = output.split(separator: "\n").filter { $0.contains(#""level":"warning""#) }
+        #expect(
+            warnings.contains { $0.contains("unknown environment variable CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)") },
+            "\(output)")
+        #expect(warnings.contains { $0.contains("OTEL_EXPORTER_OTLP_TIMEOUT ignored") }, "\(output)")
+        #expect(!output.contains("CAIRN_TEST_ANYTHING"), "\(output)")
+        #expect(!output.contains("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") && !output.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"), "\(output)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
