@@ -147,6 +147,25 @@ struct ConfigurationEndToEndTests {
         #expect(!output.contains("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") && !output.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"), "\(output)")
     }
 
+    /// A bad value given by a flag is named by the flag, exit 2; an unknown option is a usage
+    /// error, exit 64 (sysexits(3) EX_USAGE, as swift-argument-parser exits); `cairn --help`
+    /// says which status means what.
+    @Test func exitStatusesAreDocumentedAndFlagsNamed() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let badPort = try await runCairn(["serve", "--port", "eighty", "--data-dir", dataDir], environment: ["CAIRN_LOG_LEVEL": "error"])
+        #expect(badPort.status == 2, "\(badPort.error)")
+        #expect(badPort.error.hasPrefix("cairn: invalid configuration: --port must be an integer from 0 to 65535"), "\(badPort.error)")
+        let unknown = try await runCairn(["serve", "--prot", "8080"])
+        #expect(unknown.status == 64, "\(unknown.error)")
+        #expect(unknown.error.contains("Unknown option '--prot'"), "\(unknown.error)")
+        let help = try await runCairn(["--help"])
+        #expect(help.status == 0)
+        let text = help.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("Exit status: 0 done; 1 a failure while running"), "\(help.output)")
+        #expect(text.contains("2 a setting with a bad value") && text.contains("64 a command line that does not parse"), "\(help.output)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
