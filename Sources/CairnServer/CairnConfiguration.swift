@@ -134,12 +134,22 @@ package struct CairnConfiguration: Sendable {
                 environmentVariables: environment, secretsSpecifier: .specific(["CAIRN_JWT_SECRET", "CAIRN_DATABASE_URL", "CAIRN_MASTER_KEY"])
             )
             .prefixKeys(with: ["cairn"]))
-        if let file = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
+        // Named as the operator gave it: the flag wins over the variable.
+        let fileSetting = flags["config.file"] != nil ? "--config" : "CAIRN_CONFIG_FILE"
+        var file: (path: String, content: ConfigurationFile)?
+        if let path = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
+            // Strictly first: swift-configuration's reader takes a trailing comma and a repeated
+            // member, and refuses a top-level array without saying where.
+            let content = try ConfigurationFile.read(path, setting: fileSetting)
             do {
-                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(file)))
+                providers.append(try await FileProvider<JSONSnapshot>(filePath: FilePath(path)))
             } catch {
-                throw ConfigurationError(setting: "CAIRN_CONFIG_FILE", problem: "names a file that is missing or not valid JSON: \(file)")
+                // What the strict reader lets through and swift-configuration refuses: a list
+                // mixing strings and numbers, which no setting takes anyway.
+                try checkValueKinds(of: content, path: path, setting: fileSetting)
+                throw ConfigurationError(setting: fileSetting, problem: "'\(path)' cannot be read as configuration: \(error)")
             }
+            file = (path, content)
         }
         let settings = SettingsReader(ConfigReader(providers: providers))
         var config = CairnConfiguration()
@@ -218,11 +228,65 @@ package struct CairnConfiguration: Sendable {
         try config.notifications.read(from: settings.scoped(to: "notifications"))
         try config.outbound.read(from: settings)
         try config.pipelines.read(from: settings.scoped(to: "pipeline"))
-        if let file = flags["config.file"] ?? environment["CAIRN_CONFIG_FILE"] {
-            try checkKeys(
-                ofFile: file, known: settings.keysRead.union(readBeforeLoad), setting: flags["config.file"] != nil ? "--config" : "CAIRN_CONFIG_FILE")
+        let known = settings.keysRead.union(readBeforeLoad)
+        if let file {
+            try checkKeys(of: file.content, path: file.path, known: known, setting: fileSetting)
         }
+        config.knownVariables = Set(known.map { "CAIRN_" + $0.replacingOccurrences(of: ".", with: "_").uppercased() }).union(
+            variablesReadElsewhere)
         return config
+    }
+
+    /// A `CAIRN_*` environment variable that no setting reads: most often a typo
+    /// (`CAIRN_JOBS_CONCURENCY`), which would otherwise leave the default in place unsaid.
+    package struct UnknownVariable: Sendable, Equatable, CustomStringConvertible {
+        /// The variable as set.
+        package var name: String
+        /// The known variable nearest to it, when one is close.
+        package var meant: String?
+
+        /// Names `name`, and the variable `meant`.
+        package init(name: String, meant: String?) {
+            self.name = name
+            self.meant = meant
+        }
+
+        /// `CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)`.
+        package var description: String { meant.map { "\(name) (did you mean \($0)?)" } ?? name }
+    }
+
+    /// Every `CAIRN_*` variable a setting or a command reads (`CAIRN_JOBS_CONCURRENCY`,
+    /// `CAIRN_CONFIG_FILE`, …), as the last load found them.
+    package var knownVariables: Set<String> = []
+
+    /// Variables with the `CAIRN_` prefix read by something other than the settings: the
+    /// configuration file's path, the secrets of `cairn user create` and `cairn keys
+    /// rotate-master`, and those of the tests, benchmarks and scripts, which may share the
+    /// environment a node runs in.
+    static let variablesReadElsewhere: Set<String> = [
+        "CAIRN_CONFIG_FILE", "CAIRN_USER_PASSWORD", "CAIRN_NEW_MASTER_KEY", "CAIRN_BINARY", "CAIRN_BIN", "CAIRN_SHARED_DATA",
+        "CAIRN_CONSOLE_SCREENSHOTS",
+    ]
+
+    /// Prefixes of variables the tests (`CAIRN_TEST_POSTGRES_URL`, …) and the fuzzing script
+    /// (`CAIRN_FUZZ_TARGET`, …) read: never a node's.
+    static let prefixesReadElsewhere = ["CAIRN_TEST_", "CAIRN_FUZZ_"]
+
+    /// The variables of `environment` that start with `CAIRN_` and are neither one of
+    /// ``knownVariables`` nor under a prefix the tests and scripts use, sorted, each with the
+    /// known variable it is closest to when one is close. `cairn` logs them as a warning when a
+    /// command starts rather than stopping: other tools may use the prefix too.
+    package func unknownVariables(in environment: [String: String]) -> [UnknownVariable] {
+        // Compared without the prefix, so the distance allowed follows the part that differs.
+        let stems = Set(knownVariables.map { String($0.dropFirst("CAIRN_".count)) })
+        return environment.keys
+            .filter { name in
+                name.hasPrefix("CAIRN_") && !knownVariables.contains(name) && !Self.prefixesReadElsewhere.contains { name.hasPrefix($0) }
+            }
+            .sorted()
+            .map { name in
+                UnknownVariable(name: name, meant: Self.nearest(to: String(name.dropFirst("CAIRN_".count)), in: stems).map { "CAIRN_" + $0 })
+            }
     }
 
     /// Keys of the configuration file that `cairn` reads before the configuration is loaded
@@ -231,75 +295,29 @@ package struct CairnConfiguration: Sendable {
 
     /// Refuses a configuration file with keys no setting reads: a typo (`jobs.concurency`)
     /// would otherwise be dropped without a word and the default used. So is a value of a kind
-    /// no setting takes (settings are strings, whole numbers and booleans): a decimal such as
-    /// `"lease": 4.5`, a list or a null reads as not set, so it is refused too.
+    /// no setting takes (see ``checkValueKinds(of:path:setting:)``).
     /// - Throws: ``ConfigurationError`` naming `setting` and every unknown key, each with the
     ///   nearest known key when one is close, or else every value of a kind no setting takes.
-    static func checkKeys(ofFile path: String, known: Set<String>, setting: String) throws(ConfigurationError) {
-        // The provider has parsed it already; nothing here can fail that did not fail there.
-        guard let data = FileManager.default.contents(atPath: path),
-            case .object(let object)? = try? JSONDecoder().decode(FileValue.self, from: data)
-        else { return }
-        let leaves = FileValue.leaves(of: object)
-        let unknown = leaves.keys.filter { !known.contains($0) }.sorted()
+    static func checkKeys(of file: ConfigurationFile, path: String, known: Set<String>, setting: String) throws(ConfigurationError) {
+        let unknown = file.leaves.keys.filter { !known.contains($0) }.sorted()
         if !unknown.isEmpty {
             let named = unknown.map { key in nearest(to: key, in: known).map { "\(key) (did you mean \($0)?)" } ?? key }
             throw ConfigurationError(setting: setting, problem: "'\(path)' has keys no setting reads: \(named.joined(separator: ", "))")
         }
-        let untaken = leaves.compactMap { key, value in value.kindNoSettingTakes.map { "\(key) (\($0))" } }.sorted()
+        try checkValueKinds(of: file, path: path, setting: setting)
+    }
+
+    /// Refuses a value of a kind no setting takes (settings are strings, whole numbers and
+    /// booleans): a decimal such as `"lease": 4.5`, a list or a null reads as not set, so the
+    /// default would be used without a word.
+    /// - Throws: ``ConfigurationError`` naming `setting` and every such value.
+    static func checkValueKinds(of file: ConfigurationFile, path: String, setting: String) throws(ConfigurationError) {
+        let untaken = file.leaves.compactMap { key, leaf in leaf.kind.noSettingTakes.map { "\(key) (\($0))" } }.sorted()
         if !untaken.isEmpty {
             throw ConfigurationError(
                 setting: setting,
                 problem:
                     "'\(path)' has values no setting takes (a setting is a string, a whole number or a boolean): \(untaken.joined(separator: ", "))")
-        }
-    }
-
-    /// A value of a JSON configuration file, as far as the keys check needs to tell kinds apart.
-    enum FileValue: Decodable {
-        case scalar, decimal, list, null
-        case object([String: FileValue])
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if container.decodeNil() {
-                self = .null
-            } else if (try? container.decode(Bool.self)) != nil || (try? container.decode(String.self)) != nil
-                || (try? container.decode(Int.self)) != nil
-            {
-                self = .scalar
-            } else if (try? container.decode(Double.self)) != nil {
-                self = .decimal
-            } else if (try? container.decode([FileValue].self)) != nil {
-                self = .list
-            } else {
-                self = .object(try container.decode([String: FileValue].self))
-            }
-        }
-
-        /// What this value is when no setting can take it, or nil.
-        var kindNoSettingTakes: String? {
-            switch self {
-            case .scalar, .object: nil
-            case .decimal: "a decimal number"
-            case .list: "a list"
-            case .null: "null"
-            }
-        }
-
-        /// The values of `object` that are not objects, by their dotted paths as
-        /// swift-configuration's JSON provider names them (`{"jobs": {"lease": 30}}` → `jobs.lease`).
-        static func leaves(of object: [String: FileValue], under prefix: String = "") -> [String: FileValue] {
-            var leaves: [String: FileValue] = [:]
-            for (key, value) in object {
-                let path = prefix.isEmpty ? key : prefix + "." + key
-                if case .object(let nested) = value {
-                    leaves.merge(Self.leaves(of: nested, under: path)) { first, _ in first }
-                } else {
-                    leaves[path] = value
-                }
-            }
-            return leaves
         }
     }
 

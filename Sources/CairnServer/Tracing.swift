@@ -67,9 +67,12 @@ package enum TracingBootstrap {
         configuration.diagnosticLogLevel = .warning
         // Cairn's tracer samples; swift-otel records every span it is given. It reads the
         // sampler from the process environment itself (over its configuration), so the
-        // environment says `always_on` while it reads it, and is restored at once.
+        // environment says `always_on` while it reads it, and is restored at once; an invalid
+        // export timeout, reported here, is hidden from it the same way.
         let sampler = try HeadSampler(environment: environment, logger: logger)
-        let (otelTracer, service) = try withEnvironment(["OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": nil]) {
+        var hidden: [String: String?] = ["OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": nil]
+        for name in ignoredTimeouts(environment, logger: logger) { hidden[name] = .some(nil) }
+        let (otelTracer, service) = try withEnvironment(hidden) {
             try OTel.makeTracingBackend(configuration: configuration)
         }
         let propagators = environment["OTEL_PROPAGATORS"].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
@@ -97,7 +100,40 @@ package enum TracingBootstrap {
             guard scheme == "http" || scheme == "https", let host = url?.host, !host.isEmpty else {
                 throw ConfigurationError(setting: name, problem: "must be an http or https URL with a host, like http://127.0.0.1:4318")
             }
+            // Foundation takes any number as a port (`:99999`, `:0`); no connection can be made to
+            // one outside 1–65535 (RFC 6335 §6), so every export would fail.
+            if let port = url?.port, !(1...65_535).contains(port) {
+                throw ConfigurationError(setting: name, problem: "has port \(port), out of range: a port is from 1 to 65535")
+            }
         }
+    }
+
+    /// The OTLP export timeouts Cairn documents, traces' first, as OpenTelemetry reads them
+    /// (a whole number of milliseconds, 0 or more).
+    package static let timeoutVariables = ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+
+    /// The export timeout variables of `environment` that are set but not a whole number of
+    /// milliseconds from 0 (`-5`, `2s`), each reported to `logger` by the name the operator set
+    /// and then treated as not set, as the OpenTelemetry specification asks of an invalid value
+    /// ("SHOULD generate a warning and gracefully ignore the setting") and as Cairn does for
+    /// `OTEL_TRACES_SAMPLER_ARG`. swift-otel would report `OTEL_EXPORTER_OTLP_TIMEOUT=-5` three
+    /// times under the names of its three signals (`OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, …), none
+    /// of them set, so these are hidden from it while it reads its configuration.
+    /// - Returns: the variables to unset while swift-otel reads the environment.
+    package static func ignoredTimeouts(_ environment: [String: String], logger: Logger) -> [String] {
+        let ignored = timeoutVariables.filter { name in
+            // As swift-otel parses it, so whatever passes here it takes.
+            guard let value = environment[name] else { return false }
+            return (Int(value) ?? -1) < 0
+        }
+        // The traces' own variable wins over the shared one; the default (2 s) over neither.
+        let fallback = timeoutVariables.first { environment[$0] != nil && !ignored.contains($0) } ?? "the default, 2000"
+        for name in ignored {
+            logger.warning(
+                "\(name) ignored: not a whole number of milliseconds, 0 or more; using \(fallback)",
+                metadata: ["environment_value": "\(environment[name] ?? "")"])
+        }
+        return ignored
     }
 
     /// The largest batch one export sends, unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says: the whole

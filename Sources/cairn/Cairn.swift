@@ -19,6 +19,13 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "Cairn: a self-hostable backend server (tasks, accounts, JWT auth).",
+        discussion: """
+            Exit status: 0 done; 1 a failure while running (a database that cannot be reached, a \
+            file missing beside the binary); 2 a setting with a bad value, from a flag, a CAIRN_* or \
+            OTEL_* variable or the configuration file (one line on standard error names it); 64 a \
+            command line that does not parse (an unknown command or option, a missing value) or an \
+            argument a command refuses, with the usage (sysexits(3) EX_USAGE).
+            """,
         subcommands: [Serve.self, Migrate.self, TenantCommand.self, UserCommand.self, KeysCommand.self, Seed.self, PipelineSandboxCommand.self],
         defaultSubcommand: Serve.self)
 
@@ -112,6 +119,12 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Log format: text or json (CAIRN_LOG_FORMAT).") var logFormat: String?
     @Option(help: "Log level (CAIRN_LOG_LEVEL, default info).") var logLevel: String?
 
+    /// The flag of each setting a command line can give, by its key.
+    static let flagNames = [
+        "config.file": "--config", "data.dir": "--data-dir", "database.url": "--database-url", "log.format": "--log-format",
+        "log.level": "--log-level", "http.host": "--host", "http.port": "--port",
+    ]
+
     var flags: [String: String] {
         var flags: [String: String] = [:]
         flags["config.file"] = config
@@ -134,9 +147,16 @@ struct CommonOptions: ParsableArguments {
             throw ExitCode(1)
         }
         let configuration: CairnConfiguration
+        let given = flags.merging(extra) { $1 }
         do {
-            configuration = try await CairnConfiguration.load(flags: flags.merging(extra) { $1 })
-        } catch let error as ConfigurationError {
+            configuration = try await CairnConfiguration.load(flags: given)
+        } catch var error as ConfigurationError {
+            // A value from a flag is named by the flag (`--port`), not by the variable it won over.
+            if let key = given.keys.first(where: { "CAIRN_" + $0.replacingOccurrences(of: ".", with: "_").uppercased() == error.setting }),
+                let flag = Self.flagNames[key]
+            {
+                error.setting = flag
+            }
             FileHandle.standardError.write(Data("cairn: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
@@ -149,7 +169,13 @@ struct CommonOptions: ParsableArguments {
                 handler.logLevel = level
                 return handler
             }, metadataProvider: TracingBootstrap.logMetadataProvider)
-        return (configuration, Logger(label: "cairn"))
+        let logger = Logger(label: "cairn")
+        // A warning, not a stop: scripts and other tools may share the prefix.
+        for variable in configuration.unknownVariables(in: ProcessInfo.processInfo.environment) {
+            logger.warning(
+                "unknown environment variable \(variable) ignored: no setting reads it", metadata: ["variable": .string(variable.name)])
+        }
+        return (configuration, logger)
     }
 }
 

@@ -353,3 +353,46 @@ private final class ExecutorProbe: Service {
         #expect(probe.seen.withLock { $0 } == ["service": true, "child task": true, "actor": true])
     }
 }
+
+/// The OTLP variables Cairn checks itself before swift-otel reads them.
+@Suite struct OTLPSettingsTests {
+    /// A port outside 1–65535 stops the start, as a malformed endpoint does: a fresh-user
+    /// trial's `:99999` and `:0` were taken and every export would have failed.
+    @Test func anEndpointPortOutOfRangeIsRefused() throws {
+        for name in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
+            for port in ["99999", "0", "65536"] {
+                do {
+                    try TracingBootstrap.checkEndpoints([name: "http://127.0.0.1:\(port)"])
+                    Issue.record("\(name) with port \(port) accepted")
+                } catch {
+                    #expect(error.setting == name)
+                    #expect(error.problem == "has port \(port), out of range: a port is from 1 to 65535", "\(error)")
+                }
+            }
+            for value in ["http://127.0.0.1:4318", "https://collector.example:65535/v1/traces", "http://127.0.0.1", "http://[::1]:1"] {
+                #expect(throws: Never.self, "\(value)") { try TracingBootstrap.checkEndpoints([name: value]) }
+            }
+        }
+    }
+
+    /// An export timeout that is not a whole number of milliseconds is reported once, by the
+    /// name the operator set, and treated as not set (as the OpenTelemetry specification asks,
+    /// and as `OTEL_TRACES_SAMPLER_ARG` is): swift-otel named `OTEL_EXPORTER_OTLP_TIMEOUT=-5`
+    /// `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT` (and its traces and metrics twins).
+    @Test func anInvalidExportTimeoutIsReportedByTheNameSet() {
+        func ignored(_ environment: [String: String]) -> ([String], String) {
+            let log = CapturedLog()
+            return (TracingBootstrap.ignoredTimeouts(environment, logger: log.logger()), log.text)
+        }
+        var (names, text) = ignored(["OTEL_EXPORTER_OTLP_TIMEOUT": "-5"])
+        #expect(names == ["OTEL_EXPORTER_OTLP_TIMEOUT"])
+        #expect(text.split(separator: "\n").count == 1, "\(text)")
+        #expect(text.hasPrefix("warning OTEL_EXPORTER_OTLP_TIMEOUT ignored: not a whole number of milliseconds, 0 or more; using the default, 2000"))
+        #expect(text.contains("environment_value=-5") && !text.contains("LOGS") && !text.contains("TRACES"), "\(text)")
+        (names, text) = ignored(["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2s", "OTEL_EXPORTER_OTLP_TIMEOUT": "500"])
+        #expect(names == ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"])
+        #expect(text.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT ignored") && text.contains("using OTEL_EXPORTER_OTLP_TIMEOUT"), "\(text)")
+        (names, text) = ignored(["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0", "OTEL_EXPORTER_OTLP_TIMEOUT": "1500"])
+        #expect(names.isEmpty && text.isEmpty, "\(text)")
+    }
+}

@@ -132,6 +132,94 @@ struct ConfigurationTests {
         #expect(config.jobs.leaseSeconds == 45)
     }
 
+    /// The configuration file is read as strict RFC 8259 JSON, each fault stopping start-up in
+    /// one line with where it is: a fresh-user trial found a trailing comma taken, a member
+    /// given twice silently taking the last value, and a top-level array refused as "missing or
+    /// not valid JSON".
+    @Test(arguments: [
+        (#"{"http": {"port": 7001,}}"#, ["is not valid JSON at line 1, column 23: a trailing comma"]),
+        ("{\n  \"cors\": {\"origins\": [\"https://a.example\" , ]}\n}", ["at line 2, column 44: a trailing comma"]),
+        (
+            "{\n  \"jobs\": {\"lease\": 30},\n  \"jobs\": {\"concurrency\": 4}\n}",
+            ["repeats the key jobs at line 3, column 3 (first at line 2, column 3)"]
+        ),
+        (#"{"jobs": {"lease": 30, "lease": 45}}"#, ["repeats the key jobs.lease at line 1, column 24 (first at line 1, column 11)"]),
+        // One setting, nested and dotted: swift-configuration keeps either value.
+        (#"{"jobs": {"lease": 30}, "jobs.lease": 45}"#, ["repeats the key jobs.lease at line 1, column 25"]),
+        (#"[{"http": {"port": 7001}}]"#, ["holds an array at line 1, column 1: the configuration file must hold a JSON object"]),
+        (#""http.port=7001""#, ["holds a string at line 1, column 1: the configuration file must hold a JSON object"]),
+        (" \n", ["is empty: the configuration file must hold a JSON object"]),
+        (#"{"http": {"port": 7001}} // the port"#, ["at line 1, column 26: a comment (JSON has none)"]),
+        // Columns count characters, not bytes.
+        (#"{"http": {"host": "été", "port": 70 01}}"#, ["is not valid JSON at line 1, column 37: expected , or }"]),
+        (String(repeating: #"{"a":"#, count: 70) + "1" + String(repeating: "}", count: 70), ["nests deeper than 64 levels"]),
+    ])
+    func theConfigurationFileIsStrictJSON(text: String, fragments: [String]) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+        for (flags, environment, setting) in [(["config.file": file], [:], "--config"), ([:], ["CAIRN_CONFIG_FILE": file], "CAIRN_CONFIG_FILE")] {
+            do {
+                _ = try await CairnConfiguration.load(flags: flags, environment: environment)
+                Issue.record("accepted \(text)")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == setting)
+                #expect(error.description.hasPrefix("invalid configuration: \(setting) '\(file)' "), "\(error)")
+                for fragment in fragments { #expect(error.description.contains(fragment), "\(error)") }
+                #expect(!error.description.contains("\n"))
+            }
+        }
+    }
+
+    /// A strict file still loads, with a byte order mark (RFC 8259 §8.1), nested and dotted
+    /// keys and an empty object; one that cannot be read says why.
+    @Test func aStrictFileWithAByteOrderMarkLoads() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data([0xEF, 0xBB, 0xBF] + Array("{\"http\": {\"port\": 7001}, \"jobs.lease\": 45, \"log\": {}}\n".utf8)).write(
+            to: URL(fileURLWithPath: file))
+        let config = try await CairnConfiguration.load(flags: ["config.file": file], environment: [:])
+        #expect(config.httpPort == 7001)
+        #expect(config.jobs.leaseSeconds == 45)
+        // A file that cannot be read says why, in the system's words.
+        do {
+            _ = try await CairnConfiguration.load(flags: ["config.file": file + ".missing"], environment: [:])
+            Issue.record("a missing file was accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains("No such file or directory"), "\(error)")
+        }
+    }
+
+    /// A `CAIRN_*` variable no setting reads is reported, with the variable meant when one is
+    /// close: a fresh-user trial's `CAIRN_JOBS_CONCURENCY=8` was ignored without a word. The
+    /// variables the tests, scripts and commands read are not.
+    @Test func unknownVariablesAreReportedWithTheOneMeant() async throws {
+        let environment = [
+            "CAIRN_JOBS_CONCURENCY": "8", "CAIRN_HTTP_PORT": "9000", "CAIRN_NOTHING_LIKE_IT": "1", "PATH": "/bin",
+            "CAIRN_TEST_POSTGRES_URL": "postgres://x", "CAIRN_SHARED_DATA": "/data", "CAIRN_FUZZ_TARGET": "csv", "CAIRN_BINARY": "/bin/cairn",
+            "CAIRN_CONCURRENCY_EXECUTOR": "nio", "CAIRN_USER_PASSWORD": "pw", "CAIRN_NEW_MASTER_KEY": "k", "CAIRN_CONFIG_FILE_": "x",
+        ]
+        let config = try await CairnConfiguration.load(flags: [:], environment: environment)
+        #expect(
+            config.unknownVariables(in: environment) == [
+                .init(name: "CAIRN_CONFIG_FILE_", meant: "CAIRN_CONFIG_FILE"),
+                .init(name: "CAIRN_JOBS_CONCURENCY", meant: "CAIRN_JOBS_CONCURRENCY"), .init(name: "CAIRN_NOTHING_LIKE_IT", meant: nil),
+            ])
+        #expect(
+            config.unknownVariables(in: environment).map(\.description).contains("CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)"))
+        // Every variable the README documents is one a setting reads.
+        let readme = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../README.md"), encoding: .utf8)
+        // `CAIRN_LIBFUZZER` is a compilation condition (`-D`), not a variable, and
+        // `CAIRN_JOBS_CONCURENCY` the README's example of a typo.
+        let documented = Set(readme.matches(of: /CAIRN_[A-Z0-9_]*[A-Z0-9]\b/).map { String($0.output) }).subtracting([
+            "CAIRN_LIBFUZZER", "CAIRN_JOBS_CONCURENCY",
+        ])
+        #expect(documented.count > 60)
+        let unknown = config.unknownVariables(in: Dictionary(uniqueKeysWithValues: documented.map { ($0, "") }))
+        #expect(unknown.isEmpty, "\(unknown)")
+    }
+
     /// Each module reads its own scope: a variable lands in that module's settings type.
     @Test func eachModuleReadsItsOwnScope() async throws {
         let config = try await CairnConfiguration.load(

@@ -95,6 +95,77 @@ struct ConfigurationEndToEndTests {
             "\(output)")
     }
 
+    /// A `--config` file that is not strict JSON stops `cairn serve` with exit 2 and one line
+    /// saying where: a fresh-user trial's trailing comma was taken, a repeated member silently
+    /// took the last value, and a top-level array was only "missing or not valid JSON".
+    @Test func aConfigurationFileThatIsNotStrictJSONExits2SayingWhere() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        for (text, fragment) in [
+            ("{\n  \"jobs\": {\"concurrency\": 1,}\n}", "is not valid JSON at line 2, column 28: a trailing comma"),
+            ("{\n  \"jobs\": {\"concurrency\": 1},\n  \"jobs\": {\"lease\": 30}\n}", "repeats the key jobs at line 3, column 3"),
+            (#"[{"jobs": {"concurrency": 1}}]"#, "holds an array at line 1, column 1: the configuration file must hold a JSON object"),
+        ] {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+            let (status, output) = try await serveUntilItExitsOrListens(environment: [:], arguments: ["--config", file])
+            #expect(status == 2, "\(text): \(output)")
+            let errors = errorLines(output)
+            #expect(errors.count == 1, "\(output)")
+            #expect(errors.first?.contains("--config '\(file)' \(fragment)") == true, "\(output)")
+        }
+    }
+
+    /// An OTLP endpoint whose port is outside 1–65535 stops `cairn serve` with exit 2 naming the
+    /// variable, as a malformed one does (a fresh-user trial's `:99999` and `:0` were taken).
+    @Test func anOTLPEndpointPortOutOfRangeExits2() async throws {
+        for (name, port) in [("OTEL_EXPORTER_OTLP_ENDPOINT", "99999"), ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "0")] {
+            let (status, output) = try await serveUntilItExitsOrListens(environment: [name: "http://127.0.0.1:\(port)"])
+            #expect(status == 2, "\(name): \(output)")
+            let errors = errorLines(output)
+            #expect(errors.count == 1, "\(output)")
+            #expect(errors.first?.contains("\(name) has port \(port), out of range: a port is from 1 to 65535") == true, "\(output)")
+        }
+    }
+
+    /// What `cairn serve` warns about at start names what the operator set: a `CAIRN_*`
+    /// variable no setting reads, with the one meant (a fresh-user trial's
+    /// `CAIRN_JOBS_CONCURENCY=8` was ignored without a word), and an invalid
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, which swift-otel reported as `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`
+    /// (and twice more). Both are warnings: the node starts.
+    @Test func startWarningsNameTheVariablesSet() async throws {
+        let (status, output) = try await serveUntilItExitsOrListens(environment: [
+            "CAIRN_JOBS_CONCURENCY": "8", "CAIRN_TEST_ANYTHING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "-5",
+        ])
+        #expect(status == nil, "\(output)")
+        let warnings = output.split(separator: "\n").filter { $0.contains(#""level":"warning""#) }
+        #expect(
+            warnings.contains { $0.contains("unknown environment variable CAIRN_JOBS_CONCURENCY (did you mean CAIRN_JOBS_CONCURRENCY?)") },
+            "\(output)")
+        #expect(warnings.contains { $0.contains("OTEL_EXPORTER_OTLP_TIMEOUT ignored") }, "\(output)")
+        #expect(!output.contains("CAIRN_TEST_ANYTHING"), "\(output)")
+        #expect(!output.contains("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT") && !output.contains("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"), "\(output)")
+    }
+
+    /// A bad value given by a flag is named by the flag, exit 2; an unknown option is a usage
+    /// error, exit 64 (sysexits(3) EX_USAGE, as swift-argument-parser exits); `cairn --help`
+    /// says which status means what.
+    @Test func exitStatusesAreDocumentedAndFlagsNamed() async throws {
+        let dataDir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let badPort = try await runCairn(["serve", "--port", "eighty", "--data-dir", dataDir], environment: ["CAIRN_LOG_LEVEL": "error"])
+        #expect(badPort.status == 2, "\(badPort.error)")
+        #expect(badPort.error.hasPrefix("cairn: invalid configuration: --port must be an integer from 0 to 65535"), "\(badPort.error)")
+        let unknown = try await runCairn(["serve", "--prot", "8080"])
+        #expect(unknown.status == 64, "\(unknown.error)")
+        #expect(unknown.error.contains("Unknown option '--prot'"), "\(unknown.error)")
+        let help = try await runCairn(["--help"])
+        #expect(help.status == 0)
+        let text = help.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.contains("Exit status: 0 done; 1 a failure while running"), "\(help.output)")
+        #expect(text.contains("2 a setting with a bad value") && text.contains("64 a command line that does not parse"), "\(help.output)")
+    }
+
     /// A database URL without a database name, or with a parameter Cairn does not read, stops
     /// `cairn serve` with exit 2 before anything is made (the data directory included).
     @Test func aDatabaseURLWithoutADatabaseOrWithAnUnknownParameterExits2() async throws {
