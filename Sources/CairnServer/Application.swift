@@ -102,23 +102,28 @@ package struct CairnComponents: Sendable {
     package var blobs: any BlobStore
     /// Tenants' pipelines.
     package var pipelines: PipelineStore
-    /// Pipeline runs, jobs of kind `pipeline.run` (a service for its thread pool).
+    /// Pipeline runs, jobs of kind `pipeline.run` (a service for the upkeep of its work folders).
     package var pipelineRunner: PipelineRunner
     /// Pipelines' use cases: writes with their job schedules, runs started as jobs.
     package var pipelineService: PipelineService
 
-    /// The background services of a node: the job-status bridge, the job worker, the cron
-    /// scheduler, the catalog's cache invalidation listener, notification pruning, pipeline runs,
-    /// upload expiry, the orphaned-blob sweeper and the event-loop latency and data-directory disk
-    /// probes. A service group stops them last first: the bridge comes before the worker, so on
-    /// SIGTERM it reports the jobs the worker finished while draining, before the database closes.
+    /// The background services of a node: the job-status bridge, the pipeline runner, the job
+    /// worker, the cron scheduler, the catalog's cache invalidation listener, notification
+    /// pruning, upload expiry, the event-loop latency and data-directory disk probes and the
+    /// orphaned-blob sweeper. A service group stops them last first, so everything the jobs the
+    /// worker drains use comes before the worker and stops after it: the bridge, so on SIGTERM
+    /// it reports the jobs the worker finished while draining, before the database closes; the
+    /// pipeline runner, so its work folders are still looked after (a run cancelled during the
+    /// grace loses its folder then) while the runs the worker lets finish go on. The services
+    /// after the worker (scheduling, cache invalidation, pruning, expiry, probes, the sweeper)
+    /// serve no job in progress, and stop while the worker drains.
     /// `worker` is the job worker to run (one made here when nil): ``runNode(components:services:)``
     /// keeps it, to start its shutdown when the signal arrives.
     package func makeServices(worker: JobWorker? = nil) -> [any Service] {
         [
-            JobStatusService(center: notifications, jobs: jobs, logger: logger),
+            JobStatusService(center: notifications, jobs: jobs, logger: logger), pipelineRunner,
             worker ?? JobWorker(queue: jobs, logger: logger), Scheduler(queue: jobs, logger: logger), catalog.makeInvalidationListener(),
-            NotificationService(center: notifications, logger: logger), pipelineRunner,
+            NotificationService(center: notifications, logger: logger),
             UploadExpiryService(store: UploadStore(database: database), blobs: blobs, logger: logger),
             EventLoopProbe(), DiskProbe(path: configuration.dataDir),
             OrphanSweeper(database: database, blobs: blobs, logger: logger),
