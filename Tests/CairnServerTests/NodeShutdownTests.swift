@@ -1,11 +1,18 @@
 import CairnAccounts
+import CairnFiles
+import CairnHTTP
+import CairnJobs
+import CairnObjects
+import CairnStorage
 import CairnTestSupport
 import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Synchronization
 import Testing
 
+@testable import CairnPipelines
 @testable import CairnServer
 
 #if canImport(Glibc)
@@ -200,6 +207,84 @@ struct NodeShutdownTests {
         }
     }
 
+    /// A pipeline run whose query still works when shutdown begins gets the job worker's grace
+    /// (`CAIRN_JOBS_SHUTDOWN_GRACE`) as any job does: it finishes and succeeds, and the node
+    /// stops after it. Its sandbox process is held (SIGSTOP) until the group's reverse stop
+    /// order reaches the worker, so every service stopped before the worker is gone while the
+    /// run goes on. The pipeline runner outlives the worker: a run waiting for its retry that is
+    /// cancelled meanwhile loses its work folder then, as on a running node; before, the runner
+    /// stopped first and the folder stayed until the node's next start.
+    @Test(arguments: TestEngine.available)
+    func aPipelineRunInProgressFinishesWithinTheWorkersGraceAndTheRunnerOutlivesIt(engine: TestEngine) async throws {
+        let configure: @Sendable (inout CairnConfiguration) -> Void = { configuration in
+            configuration.jobs.shutdownGrace = .seconds(120)
+            configuration.pipelines.timeoutSeconds = 240
+            configuration.pipelines.cpuSeconds = 120
+        }
+        // The retry's backoff never elapses: the queue's clock does not move.
+        try await withDrainingNode(engine, drainTimeout: .seconds(30), clock: TestClock(), configure: configure) { node in
+            let components = node.components
+            let database = components.database
+            let runner = components.pipelineRunner
+            let tenant = try await Factory.tenant(on: database)
+            let user = try await Factory.user(on: database, tenant: tenant)
+
+            // A run whose input's bytes are not in the store waits for its retry, its folder kept.
+            let missing = try await Factory.file(on: database, tenant: tenant, createdBy: user.id)
+            let counting = try await Factory.pipeline(
+                on: database, tenant: tenant, spec: Factory.pipelineSpec(sql: "SELECT count(*) AS n FROM input"))
+            let waiting = try await components.pipelineService.startRun(
+                pipelineId: counting.id, fileId: missing.id, tenantId: tenant.id, createdBy: user.id)
+            try await components.jobs.waitForJob(waiting.id, state: .retryable)
+            let waitingFolder = runner.workFolder(tenantId: tenant.id, jobId: waiting.id)
+            #expect(FileManager.default.fileExists(atPath: waitingFolder), "kept for the next attempt")
+
+            let csv = ByteBuffer(string: "n\n1\n2\n3\n")
+            let file = try await Factory.file(on: database, tenant: tenant, size: Int64(csv.readableBytes), createdBy: user.id)
+            let bytes = AsyncStream<ByteBuffer> { continuation in
+                continuation.yield(csv)
+                continuation.finish()
+            }
+            _ = try await components.blobs.write(tenantId: tenant.id, id: file.id, body: bytes, maxBytes: 1 << 20)
+            // Seconds of work: still going when the test stops its process, done soon after it goes on.
+            let sql = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 20000000) SELECT count(*) AS n FROM c"
+            let pipeline = try await Factory.pipeline(on: database, tenant: tenant, spec: Factory.pipelineSpec(sql: sql))
+            let job = try await components.pipelineService.startRun(
+                pipelineId: pipeline.id, fileId: file.id, tenantId: tenant.id, createdBy: user.id)
+            try await components.jobs.waitUntil("the run's query working in its sandbox process", timeout: .seconds(120)) {
+                guard let current = try await components.jobs.store.jobs(ids: [job.id]).first,
+                    current.progress.flatMap({ JSONValue(text: $0) })?["phase"]?.string == "querying"
+                else { return false }
+                return runner.sandboxProcess(jobId: job.id) != nil
+            }
+            let pid = try #require(runner.sandboxProcess(jobId: job.id))
+            #expect(kill(pid, SIGSTOP) == 0)
+            defer { kill(pid, SIGCONT) }
+            try await pollUntil("the query's process stopped") { processState(pid) == "T" }
+
+            // As the signal does in `runNode`: the worker's grace starts with the group's shutdown.
+            node.worker.beginShutdown()
+            let stopped = Task { try await node.stop(within: .seconds(180)) }
+            try await node.log.wait(forLineContaining: "Triggering graceful shutdown for service sl-service=CairnJobs.JobWorker")
+            _ = try await components.jobs.cancel(id: waiting.id, tenantId: tenant.id)
+            // Not thrown: the held run is released and its outcome checked either way.
+            let removed =
+                (try? await pollUntil("the cancelled run's work folder removed", timeout: .seconds(20)) {
+                    !FileManager.default.fileExists(atPath: waitingFolder)
+                }) != nil
+            #expect(removed, "the work folder of a run cancelled during the grace stayed")
+            #expect(kill(pid, SIGCONT) == 0)
+            try await stopped.value
+
+            let configuration = components.configuration
+            let reopened = try await Database.open(url: configuration.databaseURL, sqlitePath: configuration.sqlitePath, logger: testLogger)
+            let finished = try await JobStore(database: reopened).job(id: job.id, tenantId: tenant.id)
+            await reopened.close()
+            #expect(finished?.state == .succeeded, "the run after shutdown: \(String(describing: finished))")
+            #expect(finished?.result?.contains("outputFileId") == true, "\(String(describing: finished?.result))")
+        }
+    }
+
     /// A login of an unknown user (checked against the dummy hash all the same).
     private static let login: String = {
         let body = #"{"email":"nobody@example.com","password":"something long"}"#
@@ -212,6 +297,8 @@ struct NodeShutdownTests {
 /// ``BoundedDrain``), on a free loopback port, that a test stops as a signal would.
 private struct DrainingNode: Sendable {
     let components: CairnComponents
+    /// The node's job worker (``runNode(components:services:)`` begins its shutdown at the signal).
+    let worker: JobWorker
     let port: Int
     let log: CapturedLog
     let group: ServiceGroup
@@ -228,7 +315,9 @@ private struct DrainingNode: Sendable {
 /// Runs `body` with a ``DrainingNode`` on a fresh database of `engine`, whose drain ends after
 /// `drainTimeout`; stops it afterwards if `body` did not.
 private func withDrainingNode(
-    _ engine: TestEngine, drainTimeout: Duration, headTimeout: Duration = .seconds(30), _ body: @Sendable (DrainingNode) async throws -> Void
+    _ engine: TestEngine, drainTimeout: Duration, headTimeout: Duration = .seconds(30),
+    clock: any CairnClock = SystemClock(), configure: @escaping @Sendable (inout CairnConfiguration) -> Void = { _ in },
+    _ body: @Sendable (DrainingNode) async throws -> Void
 ) async throws {
     let log = CapturedLog()
     try await withTestDatabase(
@@ -237,19 +326,21 @@ private func withDrainingNode(
             $0.httpPort = 0
             $0.http.drainTimeout = drainTimeout
             $0.http.headTimeout = headTimeout
+            configure(&$0)
         }
     ) { database in
-        let components = try await buildComponents(configuration: database.configuration, logger: log.logger(level: .debug))
+        let components = try await buildComponents(configuration: database.configuration, logger: log.logger(level: .debug), clock: clock)
         let connections = OpenConnections()
+        let worker = JobWorker(queue: components.jobs, logger: components.logger)
         let drain = BoundedDrain(
-            makeApplication(components: components, connections: connections), connections: connections, limit: drainTimeout,
+            makeApplication(components: components, worker: worker, connections: connections), connections: connections, limit: drainTimeout,
             logger: components.logger)
         let group = ServiceGroup(configuration: .init(services: [drain], logger: testLogger))
         let running = Task { try await group.run() }
         do {
             let line = try await log.wait(forLineContaining: "listening address=").first { $0.contains("listening address=") } ?? ""
             let port = try #require(line.firstMatch(of: /port=(\d+)/).flatMap { Int($0.1) }, "no port in \(line)")
-            try await body(DrainingNode(components: components, port: port, log: log, group: group, running: running))
+            try await body(DrainingNode(components: components, worker: worker, port: port, log: log, group: group, running: running))
         } catch {
             running.cancel()
             _ = try? await running.value
@@ -299,4 +390,11 @@ private final class RawConnection: Sendable {
             return Read(bytes: received, ended: false)
         }
     }
+}
+
+/// The state letter of process `pid` as /proc shows it (`T` when stopped by a signal), or nil
+/// when there is no such process.
+private func processState(_ pid: pid_t) -> Character? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let end = stat.lastIndex(of: ")") else { return nil }
+    return stat[end...].dropFirst(2).first
 }
