@@ -170,13 +170,9 @@ package final class Notifier: Sendable {
             stored += try await TraceContext.withSpan("notification publish batch", ofKind: .producer) { span in
                 span.attributes["cairn.notification.publishes"] = batch.count
                 return try await database.transaction { db in
-                    // Vouched for (no publish asks for the check): none of this read is refused.
-                    let read = try await PublishStore.recipients(of: batch, on: db)
-                    let rows = try await PublishStore.store(
-                        try read.publishes.map { try $0.get() }, preferences: read.preferences, observers: observers, on: db)
-                    // Delivered after the commit on both engines (no dual write).
-                    try await hub.announce(rows.flatMap { $0.map(\.id) }, on: db)
-                    return rows
+                    // Vouched for (no publish asks for the check): none is refused. Delivered
+                    // after the commit on both engines (no dual write).
+                    try await PublishStore.storeAndAnnounce(batch, observers: observers, hub: hub, on: db).map { try $0.get() }
                 }
             }
         }
@@ -217,12 +213,8 @@ package final class Notifier: Sendable {
             // The announcement is delivered after the commit on both engines (no dual write).
             let rows = try await database.transaction(joining: db) { db in
                 let publish = Publish(draft: draft, tenantId: tenantId, userIds: batch, now: now)
-                // Vouched for or checked above: no publish of this read is refused.
-                let read = try await PublishStore.recipients(of: [publish], on: db)
-                let rows = try await PublishStore.store(
-                    try read.publishes.map { try $0.get() }, preferences: read.preferences, observers: observers, on: db)[0]
-                try await hub.announce(rows.map(\.id), on: db)
-                return rows
+                // Vouched for or checked above: not refused.
+                return try await PublishStore.storeAndAnnounce([publish], observers: observers, hub: hub, on: db)[0].get()
             }
             stored += rows
         }

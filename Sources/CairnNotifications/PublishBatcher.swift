@@ -144,12 +144,7 @@ final class PublishBatcher: Sendable {
                 return try await database.transaction { db in
                     // One read for the batch: who is a user of which tenant (the membership
                     // check of publishers' requests) and their preferences, locked until the commit.
-                    let read = try await PublishStore.recipients(of: batch.map(\.publish), on: db)
-                    var kept: [Publish] = []
-                    for case .success(let publish) in read.publishes { kept.append(publish) }
-                    var rows = try await PublishStore.store(kept, preferences: read.preferences, observers: observers, on: db).makeIterator()
-                    let outcomes = read.publishes.map { checked in checked.map { _ in rows.next() ?? [] } }
-                    try await hub.announce(outcomes.flatMap { (try? $0.get().map(\.id)) ?? [] }, on: db)
+                    let outcomes = try await PublishStore.storeAndAnnounce(batch.map(\.publish), observers: observers, hub: hub, on: db)
                     bodyDone.store(true, ordering: .relaxed)
                     return outcomes
                 }
@@ -173,11 +168,7 @@ final class PublishBatcher: Sendable {
         let observers = self.observers
         let hub = self.hub
         return try await database.transaction { db in
-            let read = try await PublishStore.recipients(of: [unit.publish], on: db)
-            let publish = try read.publishes[0].get()
-            let rows = try await PublishStore.store([publish], preferences: read.preferences, observers: observers, on: db)[0]
-            try await hub.announce(rows.map(\.id), on: db)
-            return rows
+            try await PublishStore.storeAndAnnounce([unit.publish], observers: observers, hub: hub, on: db)[0].get()
         }
     }
 }

@@ -24,9 +24,11 @@ package struct NotTenantMembers: Error {
 }
 
 /// The one way publishes are written: a publish alone, a batch of concurrent ones
-/// (``PublishBatcher``), a chunk of a tenant broadcast and a publish inside a caller's
-/// transaction all go through ``store(_:observers:on:)``, so preferences, dedupe keys, seqs and
-/// the outbound observers are applied the same way everywhere.
+/// (``PublishBatcher``), a chunk of a tenant broadcast, a publish inside a caller's
+/// transaction and the job-status bridge's batches all go through
+/// ``storeAndAnnounce(_:observers:hub:on:)`` (and so ``store(_:observers:on:)``), so the
+/// recipients' locked read, preferences, dedupe keys, seqs, the outbound observers and the
+/// live announcement are applied the same way everywhere.
 package enum PublishStore {
     /// A user of a tenant: a counter's key, ordered so every transaction locks counters in one
     /// order and concurrent publishes, on this node or others, cannot deadlock.
@@ -101,6 +103,27 @@ package enum PublishStore {
         }
         try await notify(observers, publishes, allowed: allowed, stored: stored, preferences: preferences, on: db)
         return stored
+    }
+
+    /// Publishes `publishes` inside the transaction `db`, in order: reads their recipients
+    /// (``recipients(of:on:)``, locked until the commit), stores those of every publish not
+    /// refused (``store(_:observers:on:)``, `observers` included), and announces the stored
+    /// ids to live connections on every node (delivered after the commit, so never for rows
+    /// rolled back).
+    /// - Returns: each publish's outcome, in `publishes` order: its stored inbox rows, or the
+    ///   refusal of a publish that asked for the membership check (`checksMembership`) and
+    ///   named an id that is no user of its tenant (nothing of it stored).
+    /// - Throws: database errors and what an observer throws; the caller rolls back.
+    static func storeAndAnnounce(
+        _ publishes: [Publish], observers: [any PublishObserver], hub: NotificationHub, on db: any SQLDatabase
+    ) async throws -> [Result<[StoredNotification], NotTenantMembers>] {
+        let read = try await recipients(of: publishes, on: db)
+        var kept: [Publish] = []
+        for case .success(let publish) in read.publishes { kept.append(publish) }
+        var rows = try await store(kept, preferences: read.preferences, observers: observers, on: db).makeIterator()
+        let outcomes = read.publishes.map { checked in checked.map { _ in rows.next() ?? [] } }
+        try await hub.announce(outcomes.flatMap { (try? $0.get().map(\.id)) ?? [] }, on: db)
+        return outcomes
     }
 
     /// Stores `draft` for `userIds` (distinct, sorted) of `tenantId` on `db` (a transaction),

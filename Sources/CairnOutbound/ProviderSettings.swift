@@ -142,13 +142,6 @@ enum ProviderStore {
     /// Devices kept per user; registering one more forgets the least recently seen.
     static let devicesPerUser = 20
 
-    static func configured(tenantId: String, on db: any SQLDatabase) async throws -> Set<ProviderName> {
-        Set(
-            try await db.raw("SELECT provider FROM notification_providers WHERE tenant_id = \(bind: tenantId)").all().compactMap {
-                ProviderName(rawValue: try $0.decode(column: "provider", as: String.self))
-            })
-    }
-
     static func settings(tenantId: String, provider: ProviderName, secrets: SecretBox, on db: any SQLDatabase) async throws
         -> ProviderSettingsRecord?
     {
