@@ -354,7 +354,7 @@ package func makeApplication(
     return Application(
         router: router,
         server: .cairn(router: router, settings: configuration.http, connections: connections),
-        configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn"),
+        configuration: serverConfiguration(configuration, logger: logger),
         services: extra + [components.database, CleanupService { await hasher.shutdown() }] + components.makeServices(worker: worker),
         onServerRunning: { channel in
             logger.info(
@@ -363,6 +363,13 @@ package func makeApplication(
         },
         logger: logger
     )
+}
+
+/// The HTTP server's address, name and connection limit (``HTTPTransportSettings/maxConnections``).
+package func serverConfiguration(_ configuration: CairnConfiguration, logger: Logger) -> ApplicationConfiguration {
+    .init(
+        address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: "Cairn",
+        availableConnectionsDelegate: ConnectionLimit(maximum: configuration.http.maxConnections, logger: logger))
 }
 
 /// Runs an action on graceful shutdown (stopping thread pools and the like).

@@ -49,13 +49,19 @@ package struct HTTPTransportSettings: Sendable {
     /// stores nothing, a queued password hash is not run), so a slow client cannot hold the
     /// node up.
     package var drainTimeout: Duration = .seconds(25)
+    /// Connections served at once (`CAIRN_HTTP_MAX_CONNECTIONS`, 16–1,000,000; by default the
+    /// open-file limit less an eighth of it, at least 256, kept for files, databases and
+    /// pipelines: 768 with the common 1,024). At the maximum the server stops accepting and the
+    /// kernel queues new connections until one closes, so a flood of idle connections cannot
+    /// exhaust the process's descriptors.
+    package var maxConnections = FileDescriptorLimit.defaultMaxConnections(limit: FileDescriptorLimit.current)
 
     /// The defaults.
     package init() {}
 
     /// Reads `CAIRN_HTTP_HEAD_TIMEOUT`, `CAIRN_HTTP_IDLE_TIMEOUT`, `CAIRN_HTTP_BODY_TIMEOUT` and
-    /// `CAIRN_HTTP_DRAIN_TIMEOUT` (durations, 1 s–10 years: `30`, `30s`, `2m`, `1500ms`) and `CAIRN_WS_DEFLATE` (true or
-    /// false).
+    /// `CAIRN_HTTP_DRAIN_TIMEOUT` (durations, 1 s–10 years: `30`, `30s`, `2m`, `1500ms`), `CAIRN_WS_DEFLATE` (true or
+    /// false) and `CAIRN_HTTP_MAX_CONNECTIONS` (16–1,000,000).
     /// - Throws: `ConfigurationError` naming the first bad setting.
     package mutating func read(from settings: SettingsReader) throws {
         headTimeout = try settings.duration("http.head.timeout", default: headTimeout)
@@ -63,6 +69,7 @@ package struct HTTPTransportSettings: Sendable {
         bodyTimeout = try settings.duration("http.body.timeout", default: bodyTimeout)
         drainTimeout = try settings.duration("http.drain.timeout", default: drainTimeout)
         webSocketDeflate = try settings.boolean("ws.deflate", default: false)
+        maxConnections = try settings.integer("http.max.connections", in: 16...1_000_000, default: maxConnections)
     }
 }
 

@@ -211,6 +211,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Do not apply pending migrations; leave them to `cairn migrate`.") var noMigrate = false
 
     func run() async throws {
+        // Before the configuration is read: the default connection limit follows the raised one.
+        let descriptors = FileDescriptorLimit.raiseToHardLimit()
         var extra: [String: String] = [:]
         extra["http.host"] = host
         extra["http.port"] = port
@@ -221,7 +223,12 @@ struct Serve: AsyncParsableCommand {
             metadata: [
                 "database": .string(configuration.databaseURL == nil ? "sqlite" : "postgres"), "data_dir": .string(configuration.dataDir),
                 "executor": .stringConvertible(Cairn.executor.load(ordering: .relaxed)),
+                "open_files": .string(descriptors.after.map(String.init) ?? "unlimited"),
+                "max_connections": .stringConvertible(configuration.http.maxConnections),
             ])
+        if descriptors.before != descriptors.after, let before = descriptors.before {
+            logger.info("open-file limit raised to the hard limit", metadata: ["from": .stringConvertible(before)])
+        }
         let tracing: (any Service)?
         do {
             tracing = try TracingBootstrap.bootstrap(logger: logger)

@@ -592,6 +592,22 @@ struct HTTPTransportTests {
 
     /// The timeouts come from `CAIRN_HTTP_*_TIMEOUT`, with defaults near nginx's and Node's (the
     /// drain's inside Kubernetes' 30 s before SIGKILL).
+    @Test func theConnectionLimitFollowsTheOpenFileLimit() {
+        #expect(FileDescriptorLimit.defaultMaxConnections(limit: 1024) == 768)
+        #expect(FileDescriptorLimit.defaultMaxConnections(limit: 524_288) == 458_752)
+        #expect(FileDescriptorLimit.defaultMaxConnections(limit: 100) == 16)
+    }
+
+    @Test func theConnectionLimitIsRead() async throws {
+        let defaults = try await CairnConfiguration.load(flags: [:], environment: [:])
+        #expect(defaults.http.maxConnections == FileDescriptorLimit.defaultMaxConnections(limit: FileDescriptorLimit.current))
+        let set = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_HTTP_MAX_CONNECTIONS": "5000"])
+        #expect(set.http.maxConnections == 5000)
+        await #expect(throws: ConfigurationError.self) {
+            _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_HTTP_MAX_CONNECTIONS": "8"])
+        }
+    }
+
     @Test func timeoutsAreRead() async throws {
         let defaults = try await CairnConfiguration.load(flags: [:], environment: [:])
         #expect(defaults.http.headTimeout == .seconds(30))

@@ -100,7 +100,9 @@ package func withTestApp<R: Sendable>(
         case (.live, false):
             // As `makeApplication`, without the background services (a node that only serves).
             let router = buildRouter(components: components)
-            let app = Application(router: router, server: .cairn(router: router, settings: components.configuration.http), logger: logger)
+            let app = Application(
+                router: router, server: .cairn(router: router, settings: components.configuration.http),
+                configuration: serverConfiguration(components.configuration, logger: logger), logger: logger)
             result = try await app.test(.live) { client in
                 try await body(TestApp(client: client, components: components, port: try livePort(client)))
             }

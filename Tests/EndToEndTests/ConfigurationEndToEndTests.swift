@@ -132,6 +132,57 @@ struct ConfigurationEndToEndTests {
     /// `CAIRN_JOBS_CONCURENCY=8` was ignored without a word), and an invalid
     /// `OTEL_EXPORTER_OTLP_TIMEOUT`, which swift-otel reported as `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`
     /// (and twice more). Both are warnings: the node starts.
+    /// A node started under systemd's soft limit of 1,024 open files (here 512) raises it to the
+    /// hard limit, and sizes its connection limit from that.
+    @Test func theOpenFileLimitIsRaisedToTheHardLimit() async throws {
+        var limit = rlimit()
+        try #require(getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0)
+        // Nothing to raise where the hard limit is this low (never on a Linux default).
+        guard limit.rlim_max != rlim_t.max, limit.rlim_max > 1024 else { return }
+        let hard = Int(limit.rlim_max)
+        let server = try await ServerProcess.start(dataDir: try temporaryDirectory(), softFileLimit: 512)
+        let limits = try String(contentsOfFile: "/proc/\(server.pid)/limits", encoding: .utf8)
+        let line = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+        let numbers = line.split(separator: " ").compactMap { Int($0) }
+        #expect(numbers == [hard, hard], "\(line)")
+        #expect(server.output.contains("open-file limit raised to the hard limit"), "\(server.output)")
+        let start = try #require(server.output.split(separator: "\n").first { $0.contains("starting cairn") })
+        #expect(start.contains("max_connections") && start.contains("\(FileDescriptorLimitFormula.maxConnections(hard))"), "\(start)")
+        #expect(try await server.stop() == 0)
+    }
+
+    /// At `CAIRN_HTTP_MAX_CONNECTIONS` the server stops accepting: a flood of idle connections
+    /// cannot exhaust the node's file descriptors (a trial crashed a node with a soft limit of
+    /// 1,024 by opening 1,200). A connection over the limit waits in the kernel's queue and is
+    /// served once another closes. (End to end: Hummingbird's test server drops the limit.)
+    @Test func connectionsOverTheLimitWaitUntilOneCloses() async throws {
+        let server = try await ServerProcess.start(dataDir: try temporaryDirectory(), environment: ["CAIRN_HTTP_MAX_CONNECTIONS": "16"])
+        var idle: [Int32] = []
+        for _ in 0..<16 { idle.append(try loopbackSocket(port: server.port)) }
+        #expect(await server.waitForOutput(timeout: .seconds(30)) { $0.contains("at the connection limit") }, "\(server.output)")
+        let late = try loopbackSocket(port: server.port)
+        await sendAll(Array("GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8), on: late)
+        close(idle.removeFirst())
+        let answer = await offThePool {
+            // Reads to the end of the response (the server closes after it), for at most 30 s.
+            var received: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let start = ContinuousClock.now
+            while ContinuousClock.now - start < .seconds(30) {
+                var poller = pollfd(fd: late, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 1000) > 0 else { continue }
+                let count = chunk.withUnsafeMutableBytes { recv(late, $0.baseAddress, $0.count, 0) }
+                if count <= 0 { break }
+                received += chunk[0..<count]
+            }
+            return String(decoding: received, as: UTF8.self)
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer)")
+        close(late)
+        for fd in idle { close(fd) }
+        #expect(try await server.stop() == 0)
+    }
+
     @Test func startWarningsNameTheVariablesSet() async throws {
         let (status, output) = try await serveUntilItExitsOrListens(environment: [
             "CAIRN_JOBS_CONCURENCY": "8", "CAIRN_TEST_ANYTHING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
@@ -199,4 +250,9 @@ struct ConfigurationEndToEndTests {
         #expect(output.contains("executor=swift"), "\(output)")
         #expect(!FileManager.default.fileExists(atPath: dataDir + "/cairn.sqlite"), "a SQLite file was made")
     }
+}
+
+/// The default connection limit for `limit` open files, as README states it.
+private enum FileDescriptorLimitFormula {
+    static func maxConnections(_ limit: Int) -> Int { max(16, limit - max(256, limit / 8)) }
 }

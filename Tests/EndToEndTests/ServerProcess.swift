@@ -54,10 +54,18 @@ final class ServerProcess: Sendable {
 
     /// Starts the server with port 0 and reads the bound port from its `listening` log line.
     /// `arguments` follow `serve`'s own.
-    static func start(dataDir: String, environment: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
+    /// With `softFileLimit`, the server starts under that soft open-file limit (`ulimit -Sn`).
+    static func start(
+        dataDir: String, environment: [String: String] = [:], arguments: [String] = [], softFileLimit: Int? = nil
+    ) async throws -> ServerProcess {
         let log = LogBuffer()
+        var command = [try cairnBinary(), "serve", "--port", "0", "--data-dir", dataDir] + arguments
+        if let softFileLimit {
+            // The shell sets the limit, then becomes the server (same process id).
+            command = ["/bin/sh", "-c", "ulimit -Sn \(softFileLimit) && exec \"$0\" \"$@\""] + command
+        }
         let child = try await ChildProcess(
-            try cairnBinary(), ["serve", "--port", "0", "--data-dir", dataDir] + arguments,
+            command[0], Array(command.dropFirst()),
             environment: cairnEnvironment(["CAIRN_BCRYPT_COST": "4"].merging(environment) { $1 }), includeErrors: true
         ) { data in
             if let data { log.append(String(decoding: data, as: UTF8.self)) } else { log.end() }
