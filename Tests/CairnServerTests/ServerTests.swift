@@ -158,9 +158,24 @@ struct ConfigurationTests {
         }
     }
 
-    /// A JSON boolean loads for a boolean setting, and a flag or variable that wins over a
+    /// Booleans are `true` or `false` (any case), as the README says, from every source:
+    /// `yes` and `1` were read as true by swift-configuration's environment provider. A JSON
+    /// boolean in the file still loads for a boolean setting, and a flag that wins over a
     /// wrongly kinded file value leaves nothing to refuse.
-    @Test func aBooleanLoadsForABooleanSetting() async throws {
+    @Test func aBooleanIsTrueOrFalse() async throws {
+        for value in ["yes", "1", "on", "0", "no"] {
+            do {
+                _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": value])
+                Issue.record("accepted CAIRN_JOBS_BATCH_COMPLETIONS=\(value)")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == "CAIRN_JOBS_BATCH_COMPLETIONS")
+                #expect(error.problem == "must be true or false, got '\(value)'")
+            }
+        }
+        let on = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "TRUE"])
+        #expect(on.jobs.batchCompletions == true)
+        let off = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "false"])
+        #expect(off.jobs.batchCompletions == false)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try Data(#"{"jobs": {"batch": {"completions": false}}, "webhooks": {"allow": {"private": true}}, "http": {"port": true}}"#.utf8)
@@ -169,23 +184,6 @@ struct ConfigurationTests {
         #expect(config.jobs.batchCompletions == false)
         #expect(config.outbound.allowPrivateWebhookTargets == true)
         #expect(config.httpPort == 9000)
-    }
-
-    /// Booleans are `true` or `false` (any case), as the README says, from every source:
-    /// `yes` and `1` were read as true by swift-configuration's environment provider.
-    @Test(arguments: ["yes", "1", "on", "0", "no"])
-    func aBooleanVariableIsTrueOrFalse(value: String) async throws {
-        do {
-            _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": value])
-            Issue.record("accepted CAIRN_JOBS_BATCH_COMPLETIONS=\(value)")
-        } catch let error as ConfigurationError {
-            #expect(error.setting == "CAIRN_JOBS_BATCH_COMPLETIONS")
-            #expect(error.problem == "must be true or false, got '\(value)'")
-        }
-        let on = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "TRUE"])
-        #expect(on.jobs.batchCompletions == true)
-        let off = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "false"])
-        #expect(off.jobs.batchCompletions == false)
     }
 
     /// A bad value is named by the source that gave it: the file's key when the file did (a
