@@ -151,7 +151,18 @@ package struct CairnConfiguration: Sendable {
             }
             file = (path, content)
         }
-        let settings = SettingsReader(ConfigReader(providers: providers))
+        let sources = SettingSources(
+            flags: Set(flagValues.keys.map { $0.components.joined(separator: ".") }), environment: Set(environment.keys),
+            file: file?.content.leaves.compactMapValues { leaf in
+                switch leaf.kind {
+                case .boolean: .boolean
+                case .integer: .number
+                case .string: .string
+                case .decimal, .list, .null: nil
+                }
+            } ?? [:],
+            fileSetting: fileSetting)
+        let settings = SettingsReader(ConfigReader(providers: providers), sources: sources)
         var config = CairnConfiguration()
         if let host = settings.text("http.host") {
             guard !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" }) else {
@@ -170,7 +181,7 @@ package struct CairnConfiguration: Sendable {
         config.dataDir = URL(fileURLWithPath: config.dataDir).standardizedFileURL.path
         if let url = settings.text("database.url"), !url.isEmpty {
             // Named as the operator gave it: the flag wins over the variable.
-            let setting = flags["database.url"]?.isEmpty == false ? "--database-url" : settings.variable("database.url")
+            let setting = flags["database.url"]?.isEmpty == false ? "--database-url" : settings.setting("database.url")
             // Schemes compare in any case (RFC 3986 §3.1).
             let scheme = url.prefix(while: { $0 != ":" }).lowercased()
             guard (scheme == "postgres" || scheme == "postgresql") && url.dropFirst(scheme.count).hasPrefix("://") else {
@@ -231,6 +242,17 @@ package struct CairnConfiguration: Sendable {
         let known = settings.keysRead.union(readBeforeLoad)
         if let file {
             try checkKeys(of: file.content, path: file.path, known: known, setting: fileSetting)
+            // The typed settings refuse a boolean as they read it; the rest read text, and
+            // swift-configuration gives `true` as `1` (`"host": true` would listen on "1").
+            let booleans = settings.keysReadAsBooleans
+            for (key, leaf) in file.content.leaves.sorted(by: { $0.key < $1.key }) where leaf.kind == .boolean && !booleans.contains(key) {
+                let overridden =
+                    flagValues[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] != nil
+                    || environment["CAIRN_" + key.replacingOccurrences(of: ".", with: "_").uppercased()] != nil
+                if !overridden {
+                    throw ConfigurationError(setting: "\(key) in \(fileSetting) file", problem: "must be a string, not a boolean")
+                }
+            }
         }
         config.knownVariables = Set(known.map { "CAIRN_" + $0.replacingOccurrences(of: ".", with: "_").uppercased() }).union(
             variablesReadElsewhere)

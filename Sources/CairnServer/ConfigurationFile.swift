@@ -14,8 +14,12 @@ import SystemPackage
 package struct ConfigurationFile: Sendable {
     /// A value that is not an object, told apart as far as the checks need.
     package enum Kind: Sendable, Equatable {
-        /// A string, a boolean or a whole number: what settings take.
-        case scalar
+        /// A string: what settings take.
+        case string
+        /// `true` or `false`: what boolean settings take.
+        case boolean
+        /// A whole number: what number settings take.
+        case integer
         /// A number with a fraction or an exponent (`4.5`, `1e3`).
         case decimal
         /// An array.
@@ -27,7 +31,7 @@ package struct ConfigurationFile: Sendable {
         /// numbers and booleans), or nil.
         var noSettingTakes: String? {
             switch self {
-            case .scalar: nil
+            case .string, .boolean, .integer: nil
             case .decimal: "a decimal number"
             case .list: "a list"
             case .null: "null"
@@ -259,7 +263,9 @@ package struct ConfigurationFile: Sendable {
                     switch try scan({ scanner throws(JSONScanError) in try scanner.scalar() }) {
                     case .null: kind = .null
                     case .number(.real): kind = .decimal
-                    case .bool, .string, .number(.integer): kind = .scalar
+                    case .bool: kind = .boolean
+                    case .string: kind = .string
+                    case .number(.integer): kind = .integer
                     }
                     try leaf(path, kind, at: start)
                 }

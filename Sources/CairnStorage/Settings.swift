@@ -4,7 +4,8 @@ import Synchronization
 
 /// A setting with a bad value: start-up stops with one line naming it, and exit code 2.
 package struct ConfigurationError: Error, CustomStringConvertible {
-    /// The environment variable naming the setting (e.g. `CAIRN_HTTP_PORT`).
+    /// The source naming the setting: its environment variable (`CAIRN_HTTP_PORT`), its flag
+    /// (`--port`) or its key in the configuration file (`http.port in --config file`).
     package var setting: String
     /// What is wrong with it.
     package var problem: String
@@ -17,6 +18,39 @@ package struct ConfigurationError: Error, CustomStringConvertible {
 
     /// `invalid configuration: CAIRN_HTTP_PORT must be …`.
     package var description: String { "invalid configuration: \(setting) \(problem)" }
+}
+
+/// Which source gave each setting, so a bad value is named by where it came from: the flag
+/// or the environment variable, or the key of the configuration file
+/// (`jobs.lease in --config file`), and a file value of the wrong JSON kind (`"port": true`,
+/// which swift-configuration reads as the number 1) is refused instead of converted.
+package struct SettingSources: Sendable {
+    /// The JSON kind of a value in the configuration file.
+    package enum FileValue: Sendable, Equatable {
+        /// `true` or `false`.
+        case boolean
+        /// A whole number.
+        case number
+        /// A string.
+        case string
+    }
+
+    /// Keys given as flags, dotted (`http.port`).
+    package var flags: Set<String>
+    /// Environment variables set (`CAIRN_HTTP_PORT`).
+    package var environment: Set<String>
+    /// The configuration file's values by dotted key, with their kinds.
+    package var file: [String: FileValue]
+    /// How the file was named: `--config` or `CAIRN_CONFIG_FILE`.
+    package var fileSetting: String
+
+    /// Sources as given; the default knows of none, so every value is named by its variable.
+    package init(flags: Set<String> = [], environment: Set<String> = [], file: [String: FileValue] = [:], fileSetting: String = "--config") {
+        self.flags = flags
+        self.environment = environment
+        self.file = file
+        self.fileSetting = fileSetting
+    }
 }
 
 /// One module's view of the configuration (swift-configuration's `ConfigReader`, scoped to
@@ -32,33 +66,41 @@ package struct SettingsReader: Sendable {
     private let reader: ConfigReader
     private let scope: [String]
     private let log: KeyLog
+    private let sources: SettingSources
 
     /// The keys looked up through a reader and every reader scoped from it.
     private final class KeyLog: Sendable {
         let keys = Mutex<Set<String>>([])
+        let booleans = Mutex<Set<String>>([])
     }
 
-    /// A reader over the whole configuration.
-    package init(_ reader: ConfigReader) {
+    /// A reader over the whole configuration, naming bad values by the source in `sources`
+    /// that gave them.
+    package init(_ reader: ConfigReader, sources: SettingSources = SettingSources()) {
         self.reader = reader
         self.scope = []
         self.log = KeyLog()
+        self.sources = sources
     }
 
-    private init(reader: ConfigReader, scope: [String], log: KeyLog) {
+    private init(reader: ConfigReader, scope: [String], log: KeyLog, sources: SettingSources) {
         self.reader = reader
         self.scope = scope
         self.log = log
+        self.sources = sources
     }
 
     /// The settings below `key` (`"jobs"`: `lease` then means `jobs.lease`).
     package func scoped(to key: String) -> SettingsReader {
-        SettingsReader(reader: reader, scope: scope + Self.components(key), log: log)
+        SettingsReader(reader: reader, scope: scope + Self.components(key), log: log, sources: sources)
     }
 
     /// Every key looked up so far through this reader or one scoped from it, dotted from the
     /// top (`jobs.lease`), as the configuration file nests them.
     package var keysRead: Set<String> { log.keys.withLock { $0 } }
+
+    /// The keys of ``keysRead`` read as booleans: a boolean in the file for any other is refused.
+    package var keysReadAsBooleans: Set<String> { log.booleans.withLock { $0 } }
 
     private static func components(_ key: String) -> [String] { key.split(separator: ".").map(String.init) }
     private func configKey(_ key: String) -> ConfigKey {
@@ -72,13 +114,36 @@ package struct SettingsReader: Sendable {
         "CAIRN_" + (scope + Self.components(key)).joined(separator: "_").uppercased()
     }
 
-    /// An error naming `key`'s environment variable.
+    /// The kind of `key`'s value in the configuration file when the file gives the value used
+    /// (no flag or variable wins over it), else nil.
+    package func fileValue(_ key: String) -> SettingSources.FileValue? {
+        let dotted = (scope + Self.components(key)).joined(separator: ".")
+        guard !sources.flags.contains(dotted), !sources.environment.contains(variable(key)) else { return nil }
+        return sources.file[dotted]
+    }
+
+    /// The source of `key`'s value: `jobs.lease in --config file` when the file gives it, else
+    /// the environment variable (a flag's is renamed to the flag where flags are known).
+    package func setting(_ key: String) -> String {
+        guard fileValue(key) != nil else { return variable(key) }
+        return (scope + Self.components(key)).joined(separator: ".") + " in \(sources.fileSetting) file"
+    }
+
+    /// An error naming the source of `key`'s value (see ``setting(_:)``).
     package func invalid(_ key: String, _ problem: String) -> ConfigurationError {
-        ConfigurationError(setting: variable(key), problem: problem)
+        ConfigurationError(setting: setting(key), problem: problem)
+    }
+
+    /// Refuses a boolean from the file for a setting that takes `kind`: swift-configuration
+    /// reads `true` as the number 1 (`"port": true` would listen on port 1).
+    private func refuseFileBoolean(_ key: String, _ kind: String) throws(ConfigurationError) {
+        if fileValue(key) == .boolean { throw invalid(key, "must be \(kind), not a boolean") }
     }
 
     /// The raw value of `key`, if set (numbers given in a JSON file read as their text).
     package func text(_ key: String) -> String? {
+        // swift-configuration gives a file's `true` as `1`; a message says what was written.
+        if fileValue(key) == .boolean, let flag = reader.bool(forKey: configKey(key)) { return String(flag) }
         if let value = reader.string(forKey: configKey(key)) { return value }
         return reader.int(forKey: configKey(key)).map(String.init)
     }
@@ -86,6 +151,7 @@ package struct SettingsReader: Sendable {
     /// An integer in `range`.
     /// - Throws: ``ConfigurationError`` when set to anything else.
     package func integer(_ key: String, in range: ClosedRange<Int>, default value: Int) throws -> Int {
+        try refuseFileBoolean(key, "an integer from \(range.lowerBound) to \(range.upperBound)")
         guard let raw = text(key) else { return value }
         guard let parsed = Int(raw.trimmingCharacters(in: .whitespaces)), range.contains(parsed) else {
             throw invalid(key, "must be an integer from \(range.lowerBound) to \(range.upperBound), got '\(raw)'")
@@ -93,16 +159,28 @@ package struct SettingsReader: Sendable {
         return parsed
     }
 
-    /// A boolean: true/1/yes/on or false/0/no/off, in any case.
+    /// A boolean: `true` or `false` (any case), as the README documents; a JSON boolean in the
+    /// file. `yes`, `1` and the like are refused rather than read as swift-configuration
+    /// would, so every source takes the same two words.
     /// - Throws: ``ConfigurationError`` when set to anything else.
     package func boolean(_ key: String, default value: Bool) throws -> Bool {
-        if let flag = reader.bool(forKey: configKey(key)) { return flag }
-        guard let raw = text(key) else { return value }
-        switch raw.trimmingCharacters(in: .whitespaces).lowercased() {
-        case "true", "1", "yes", "on": return true
-        case "false", "0", "no", "off": return false
-        default: throw invalid(key, "must be true or false, got '\(raw)'")
+        let dotted = (scope + Self.components(key)).joined(separator: ".")
+        _ = log.booleans.withLock { $0.insert(dotted) }
+        switch fileValue(key) {
+        case .boolean: return reader.bool(forKey: configKey(key)) ?? value
+        case .number: throw invalid(key, "must be true or false, not a number")
+        case .string, nil: break
         }
+        if let raw = reader.string(forKey: configKey(key)) {
+            switch raw.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true": return true
+            case "false": return false
+            default: throw invalid(key, "must be true or false, got '\(raw)'")
+            }
+        }
+        // A boolean from a provider that holds one (a test's in-memory values).
+        if let flag = reader.bool(forKey: configKey(key)) { return flag }
+        return value
     }
 
     /// The range a duration setting takes unless it says otherwise: 1 s to 10 years.
@@ -132,6 +210,8 @@ package struct SettingsReader: Sendable {
     package func duration(
         _ key: String, in range: ClosedRange<Duration> = SettingsReader.durationRange, plain: Duration = .seconds(1), default value: Duration
     ) throws -> Duration {
+        try refuseFileBoolean(
+            key, "a duration from \(Self.describe(range.lowerBound)) to \(Self.describe(range.upperBound)) (like 500ms, 90s, 15m, 12h, 30d)")
         guard let raw = text(key) else { return value }
         guard let parsed = Self.parseDuration(raw, plain: plain), range.contains(parsed) else {
             // The range always, so a value refused for its size says what would be taken.
@@ -147,6 +227,7 @@ package struct SettingsReader: Sendable {
     /// An absolute http(s) URL without a trailing `/`, if set.
     /// - Throws: ``ConfigurationError`` when set to anything else.
     package func baseURL(_ key: String) throws -> String? {
+        try refuseFileBoolean(key, "an http(s) URL")
         guard let url = text(key) else { return nil }
         guard let parsed = URL(string: url), parsed.scheme == "https" || parsed.scheme == "http", parsed.host != nil, !url.hasSuffix("/") else {
             throw invalid(key, "must be an http(s) URL without a trailing /")
@@ -158,6 +239,7 @@ package struct SettingsReader: Sendable {
     /// with or without the `iB`), in `range`.
     /// - Throws: ``ConfigurationError`` when set to anything else.
     package func bytes(_ key: String, in range: ClosedRange<Int64>, default value: Int64) throws -> Int64 {
+        try refuseFileBoolean(key, "a size from \(range.lowerBound) to \(range.upperBound) bytes, like 536870912 or 512MiB")
         guard let raw = text(key) else { return value }
         guard let parsed = Self.parseBytes(raw), range.contains(parsed) else {
             throw invalid(key, "must be a size from \(range.lowerBound) to \(range.upperBound) bytes, like 536870912 or 512MiB, got '\(raw)'")

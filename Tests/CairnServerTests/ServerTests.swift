@@ -132,6 +132,94 @@ struct ConfigurationTests {
         #expect(config.jobs.leaseSeconds == 45)
     }
 
+    /// A JSON boolean in the file for a setting that takes a number, a duration or text stops
+    /// start-up naming the key and the kind it takes: swift-configuration read `true` as 1, so
+    /// a fresh-user trial's `{"http": {"port": true}}` listened on port 1. A number for a
+    /// boolean setting is refused the same way; a boolean for one loads.
+    @Test(arguments: [
+        (#"{"http": {"port": true}}"#, "http.port", "must be an integer from 0 to 65535, not a boolean"),
+        (#"{"jobs": {"concurrency": true}}"#, "jobs.concurrency", "must be an integer from"),
+        (#"{"jobs": {"lease": false}}"#, "jobs.lease", "must be a duration from"),
+        (#"{"http": {"host": true}}"#, "http.host", "must be a string, not a boolean"),
+        (#"{"log": {"format": true}}"#, "log.format", "must be text or json, got 'true'"),
+        (#"{"jobs": {"batch": {"completions": 1}}}"#, "jobs.batch.completions", "must be true or false, not a number"),
+        (#"{"webhooks": {"allow": {"private": 0}}}"#, "webhooks.allow.private", "must be true or false, not a number"),
+    ])
+    func aValueOfTheWrongJSONKindIsRefused(text: String, key: String, problem: String) async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+        do {
+            let config = try await CairnConfiguration.load(flags: ["config.file": file], environment: [:])
+            Issue.record("accepted \(text): port \(config.httpPort), concurrency \(config.jobs.concurrency)")
+        } catch let error as ConfigurationError {
+            #expect(error.setting == "\(key) in --config file", "\(error)")
+            #expect(error.problem.hasPrefix(problem), "\(error)")
+        }
+    }
+
+    /// Booleans are `true` or `false` (any case), as the README says, from every source:
+    /// `yes` and `1` were read as true by swift-configuration's environment provider. A JSON
+    /// boolean in the file still loads for a boolean setting, and a flag that wins over a
+    /// wrongly kinded file value leaves nothing to refuse.
+    @Test func aBooleanIsTrueOrFalse() async throws {
+        for value in ["yes", "1", "on", "0", "no"] {
+            do {
+                _ = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": value])
+                Issue.record("accepted CAIRN_JOBS_BATCH_COMPLETIONS=\(value)")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == "CAIRN_JOBS_BATCH_COMPLETIONS")
+                #expect(error.problem == "must be true or false, got '\(value)'")
+            }
+        }
+        let on = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "TRUE"])
+        #expect(on.jobs.batchCompletions == true)
+        let off = try await CairnConfiguration.load(flags: [:], environment: ["CAIRN_JOBS_BATCH_COMPLETIONS": "false"])
+        #expect(off.jobs.batchCompletions == false)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"jobs": {"batch": {"completions": false}}, "webhooks": {"allow": {"private": true}}, "http": {"port": true}}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        let config = try await CairnConfiguration.load(flags: ["config.file": file, "http.port": "9000"], environment: [:])
+        #expect(config.jobs.batchCompletions == false)
+        #expect(config.outbound.allowPrivateWebhookTargets == true)
+        #expect(config.httpPort == 9000)
+    }
+
+    /// A bad value is named by the source that gave it: the file's key when the file did (a
+    /// fresh-user trial saw the file's value named as `CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT`),
+    /// the variable when the environment did.
+    @Test func aBadValueIsNamedByItsSource() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try Data(#"{"jobs": {"max": {"schedules": {"per": {"tenant": 0}}}}, "database": {"url": "mysql://x"}}"#.utf8)
+            .write(to: URL(fileURLWithPath: file))
+        for (flags, environment, setting) in [(["config.file": file], [:], "--config"), ([:], ["CAIRN_CONFIG_FILE": file], "CAIRN_CONFIG_FILE")] {
+            do {
+                _ = try await CairnConfiguration.load(flags: flags, environment: environment)
+                Issue.record("accepted a bad database URL")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == "database.url in \(setting) file", "\(error)")
+            }
+            let url = ["CAIRN_DATABASE_URL": "postgres://cairn@127.0.0.1/cairn"]
+            do {
+                _ = try await CairnConfiguration.load(flags: flags, environment: environment.merging(url) { $1 })
+                Issue.record("accepted 0 schedules per tenant")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == "jobs.max.schedules.per.tenant in \(setting) file", "\(error)")
+                #expect(error.problem.hasPrefix("must be an integer from 1 to"), "\(error)")
+            }
+            // From the environment, named by the variable.
+            do {
+                _ = try await CairnConfiguration.load(
+                    flags: flags, environment: environment.merging(url) { $1 }.merging(["CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT": "-1"]) { $1 })
+                Issue.record("accepted -1 schedules per tenant")
+            } catch let error as ConfigurationError {
+                #expect(error.setting == "CAIRN_JOBS_MAX_SCHEDULES_PER_TENANT", "\(error)")
+            }
+        }
+    }
+
     /// The configuration file is read as strict RFC 8259 JSON, each fault stopping start-up in
     /// one line with where it is: a fresh-user trial found a trailing comma taken, a member
     /// given twice silently taking the last value, and a top-level array refused as "missing or
