@@ -138,12 +138,7 @@ package struct FileStore: Sendable {
 
     /// The advisory-lock key of a tenant's file quota: FNV-1a of `files:<tenant>`, folded to 63 bits.
     static func lockKey(tenantId: String) -> Int64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in ("files:" + tenantId).utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
-        }
-        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
+        Database.lockKey("files:" + tenantId)
     }
 
     /// One file of the tenant, or nil.

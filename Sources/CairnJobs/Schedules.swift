@@ -432,12 +432,7 @@ extension JobQueue {
 
     /// The advisory-lock key of a tenant's schedules: FNV-1a of `schedules:<tenant>`, folded to 63 bits.
     static func scheduleLockKey(tenantId: String) -> Int64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in ("schedules:" + tenantId).utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
-        }
-        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
+        Database.lockKey("schedules:" + tenantId)
     }
 
     /// Deletes the schedule `id` of the tenant on `db`; a missing one is not an error.

@@ -1,5 +1,5 @@
 import HummingbirdCore
-package import Logging
+import Logging
 
 #if canImport(Glibc)
     import Glibc

@@ -181,6 +181,18 @@ package final class Database: Sendable, Service {
         }
     }
 
+    /// A lock key named by `name` (`files:<tenant>`, `schedules:<tenant>`): FNV-1a of its UTF-8
+    /// bytes, folded to the 63 bits of a non-negative `bigint` that `pg_advisory_xact_lock`
+    /// takes.
+    package static func lockKey(_ name: String) -> Int64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in name.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: hash & 0x7FFF_FFFF_FFFF_FFFF)
+    }
+
     /// Runs `body` in a transaction that first takes a database-wide exclusive lock named by
     /// `key`: `pg_advisory_xact_lock` on PostgreSQL, the SQLite write lock otherwise. Used for
     /// migrations, so several nodes starting at once apply each one exactly once.
