@@ -1,5 +1,5 @@
-import HummingbirdCore
-import Logging
+package import HummingbirdCore
+package import Logging
 
 #if canImport(Glibc)
     import Glibc
@@ -46,31 +46,41 @@ package enum FileDescriptorLimit {
 /// maximum it stops accepting, and the kernel queues new connections (up to the listen backlog)
 /// until one closes, as nginx does at `worker_connections`. Counted on the server channel by
 /// Hummingbird's `AvailableConnectionsChannelHandler`; WebSockets and SSE streams count as the
-/// connections they are. Logs a warning each time the maximum is reached.
-struct ConnectionLimit: AvailableConnectionsDelegate {
-    let maximum: Int
+/// connections they are. Logs a warning when the maximum is reached, and again only after the
+/// count has fallen below nine tenths of it: a flood that keeps the server at its limit must not
+/// also flood the log.
+package struct ConnectionLimit: AvailableConnectionsDelegate {
+    /// The most connections held at once.
+    package let maximum: Int
     let logger: Logger
     private var open = 0
+    private var warned = false
 
-    init(maximum: Int, logger: Logger) {
+    /// A limit of `maximum` connections, warning on `logger`.
+    package init(maximum: Int, logger: Logger) {
         self.maximum = maximum
         self.logger = logger
     }
 
-    mutating func connectionOpened() {
+    /// Counts a connection the server accepted.
+    package mutating func connectionOpened() {
         open += 1
-        if open == maximum {
+        if open >= maximum, !warned {
+            warned = true
             logger.warning(
                 "at the connection limit: new connections wait until one closes (CAIRN_HTTP_MAX_CONNECTIONS)",
                 metadata: ["max_connections": .stringConvertible(maximum)])
         }
     }
 
-    mutating func connectionClosed() {
+    /// Counts a connection that closed.
+    package mutating func connectionClosed() {
         open -= 1
+        if open < maximum - maximum / 10 { warned = false }
     }
 
-    func isAcceptingNewConnections() -> Bool {
+    /// Whether the server may accept another connection.
+    package func isAcceptingNewConnections() -> Bool {
         open < maximum
     }
 }

@@ -8,6 +8,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import Testing
 
 #if canImport(Glibc)
@@ -596,6 +597,26 @@ struct HTTPTransportTests {
         #expect(FileDescriptorLimit.defaultMaxConnections(limit: 1024) == 768)
         #expect(FileDescriptorLimit.defaultMaxConnections(limit: 524_288) == 458_752)
         #expect(FileDescriptorLimit.defaultMaxConnections(limit: 100) == 16)
+    }
+
+    /// One warning when the limit is reached, and another only once the count fell below nine
+    /// tenths of it: connections churning at the limit do not flood the log.
+    @Test func theConnectionLimitWarnsOncePerApproach() async throws {
+        let log = CapturedLog()
+        var limit = ConnectionLimit(maximum: 20, logger: log.logger(level: .warning))
+        func warnings() -> Int { log.text.split(separator: "\n").filter { $0.contains("at the connection limit") }.count }
+        for _ in 0..<19 { limit.connectionOpened() }
+        #expect(warnings() == 0 && limit.isAcceptingNewConnections())
+        limit.connectionOpened()
+        #expect(warnings() == 1 && !limit.isAcceptingNewConnections())
+        for _ in 0..<5 {
+            limit.connectionClosed()
+            limit.connectionOpened()
+        }
+        #expect(warnings() == 1)
+        for _ in 0..<3 { limit.connectionClosed() }  // 17: below 18, nine tenths of 20
+        for _ in 0..<3 { limit.connectionOpened() }
+        #expect(warnings() == 2)
     }
 
     @Test func theConnectionLimitIsRead() async throws {
