@@ -72,6 +72,8 @@ package final class Notifier: Sendable {
     let observers: [any PublishObserver]
     /// Publishes to a few users outside a caller's transaction, stored in batches.
     let batcher: PublishBatcher
+    /// The inbox table's planner statistics while it fills (see ``FreshStatistics``).
+    let inboxStatistics: FreshStatistics
 
     /// Creates the center. `observers` (the outbound channels) see every batch of stored
     /// notifications inside the publishing transaction, in order; `clock` gives the time (see
@@ -90,6 +92,15 @@ package final class Notifier: Sendable {
         self.batcher = PublishBatcher(
             database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,
             maximumInFlight: settings.publishBatchesInFlight)
+        self.inboxStatistics = FreshStatistics(database: store.database, table: "notifications")
+    }
+
+    /// Counts `count` inbox rows stored (and committed, unless in a caller's transaction).
+    /// - Returns: the planner-statistics refresh this started, if any (tests await it).
+    @discardableResult
+    func noteStored(_ count: Int) -> Task<Void, Never>? {
+        Counter(label: "cairn_notifications_stored_total").increment(by: count)
+        return inboxStatistics.added(count)
     }
 
     /// How many transactions this node opened to publish (a caller's own transaction, joined,
@@ -176,7 +187,7 @@ package final class Notifier: Sendable {
                 }
             }
         }
-        Counter(label: "cairn_notifications_stored_total").increment(by: stored.reduce(0) { $0 + $1.count })
+        noteStored(stored.reduce(0) { $0 + $1.count })
         return stored
     }
 
@@ -190,7 +201,7 @@ package final class Notifier: Sendable {
         // keep their own transaction (the job-status bridge batches its own: publishAll).
         if db == nil, draft.dedupeKey == nil, !recipients.isEmpty, recipients.count <= settings.publishBatchRows {
             let stored = try await batcher.submit(draft, tenantId: tenantId, userIds: recipients, now: now, checkingMembership: checkingMembership)
-            Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
+            noteStored(stored.count)
             return stored
         }
         if checkingMembership {
@@ -218,7 +229,7 @@ package final class Notifier: Sendable {
             }
             stored += rows
         }
-        Counter(label: "cairn_notifications_stored_total").increment(by: stored.count)
+        noteStored(stored.count)
         return stored
     }
 }

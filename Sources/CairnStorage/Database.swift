@@ -231,6 +231,20 @@ package final class Database: Sendable, Service {
         }
     }
 
+    /// Refreshes the planner's statistics of `table`: `ANALYZE` on PostgreSQL. SQLite's
+    /// planner needs none for Cairn's queries (it prefers the index matching more equality
+    /// terms): a no-op there.
+    /// - Returns: whether this call analyzed.
+    /// - Throws: the driver's error when the statement fails.
+    package func analyze(table: String) async throws -> Bool {
+        guard let client = postgresClient else { return false }
+        precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
+        _ = try await client.withConnection { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: "ANALYZE \(table)"), logger: logger)
+        }
+        return true
+    }
+
     /// Runs `postgres` or `sqlite` on a reader connection of the engine in use, metered like
     /// `read` (positional reads, which bypass SQLKit).
     func withNativeReader<R: Sendable>(
