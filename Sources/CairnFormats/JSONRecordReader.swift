@@ -305,27 +305,13 @@ private struct Parser {
         return fields
     }
 
-    /// The scanner's error in the words (and at the byte) records have always been refused with.
+    /// The scanner's error as a row error of this record, at the byte it names.
     func ingestError(_ error: JSONScanError) -> IngestError {
         if error.reason == .invalidUTF8 {
             return IngestError(.invalidUTF8, "the text is not valid UTF-8", row: row, byteOffset: base + Int64(error.offset))
         }
-        let (message, offset): (String, Int) =
-            switch error.reason {
-            case .unexpectedEnd: ("the record is cut short", error.offset)
-            case .invalidValue: ("invalid value", error.tokenStart)
-            case .invalidLiteral: ("invalid literal", error.tokenStart)
-            case .invalidNumber: ("invalid number", error.tokenStart)
-            case .unclosedString: ("a string is never closed", error.tokenStart)
-            case .controlCharacter: ("a control character inside a string", error.offset)
-            case .invalidEscape: ("invalid escape", error.tokenStart)
-            case .invalidUnicodeEscape, .loneSurrogate: ("invalid \\u escape", error.tokenStart)
-            case .invalidUTF8: ("the text is not valid UTF-8", error.offset)  // above
-            case .expectedName: ("expected a member name", error.offset)
-            case .expectedColon: ("expected :", error.offset)
-            case .expectedCommaOrBrace: ("expected , or }", error.offset)
-            case .expectedCommaOrBracket: ("expected , or ]", error.offset)
-            }
+        // A record cut short is said so; the other reasons as the scanner words them.
+        let (message, offset) = error.reason == .unexpectedEnd ? ("the record is cut short", error.offset) : error.explanation
         return fail(message, offset)
     }
 

@@ -1,5 +1,6 @@
-/// Why bytes are not JSON (RFC 8259), and where. Each reader words it its own way (a request
-/// body names one byte, a record reader names the record, the byte and the reason).
+/// Why bytes are not JSON (RFC 8259), and where. ``explanation`` words the reason and picks the
+/// byte to name; each reader frames it its own way (a configuration file names a line and a
+/// column, a record reader the record and the byte offset).
 package struct JSONScanError: Error, Equatable, Sendable {
     /// What does not fit the grammar.
     package enum Reason: Sendable, Equatable {
@@ -47,6 +48,26 @@ package struct JSONScanError: Error, Equatable, Sendable {
         self.reason = reason
         self.offset = offset
         self.tokenStart = tokenStart ?? offset
+    }
+
+    /// The reason in a few words, and the byte to point at: the failing token's start for a
+    /// token that went wrong (a literal, a number, a string, an escape), else ``offset``.
+    package var explanation: (message: String, at: Int) {
+        switch reason {
+        case .unexpectedEnd: ("the text ends where JSON needs more", offset)
+        case .invalidValue: ("no JSON value starts here", tokenStart)
+        case .invalidLiteral: ("not true, false or null", tokenStart)
+        case .invalidNumber: ("an invalid number", tokenStart)
+        case .unclosedString: ("a string is never closed", tokenStart)
+        case .controlCharacter: ("a control character inside a string", offset)
+        case .invalidEscape: ("an invalid escape", tokenStart)
+        case .invalidUnicodeEscape, .loneSurrogate: ("an invalid \\u escape", tokenStart)
+        case .invalidUTF8: ("the text is not UTF-8", tokenStart)
+        case .expectedName: ("expected a member name in double quotes", offset)
+        case .expectedColon: ("expected :", offset)
+        case .expectedCommaOrBrace: ("expected , or }", offset)
+        case .expectedCommaOrBracket: ("expected , or ]", offset)
+        }
     }
 }
 

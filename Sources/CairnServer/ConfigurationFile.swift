@@ -186,22 +186,7 @@ package struct ConfigurationFile: Sendable {
             if error.offset < bytes.count, bytes[error.offset] == UInt8(ascii: "/"), error.reason != .invalidUTF8 {
                 return problem("is not valid JSON{at}: a comment (JSON has none)", at: error.offset)
             }
-            let (message, offset): (String, Int) =
-                switch error.reason {
-                case .unexpectedEnd: ("the text ends where JSON needs more", error.offset)
-                case .invalidValue: ("no JSON value starts here", error.tokenStart)
-                case .invalidLiteral: ("not true, false or null", error.tokenStart)
-                case .invalidNumber: ("an invalid number", error.tokenStart)
-                case .unclosedString: ("a string is never closed", error.tokenStart)
-                case .controlCharacter: ("a control character inside a string", error.offset)
-                case .invalidEscape: ("an invalid escape", error.tokenStart)
-                case .invalidUnicodeEscape, .loneSurrogate: ("an invalid \\u escape", error.tokenStart)
-                case .invalidUTF8: ("the text is not UTF-8", error.tokenStart)
-                case .expectedName: ("expected a member name in double quotes", error.offset)
-                case .expectedColon: ("expected :", error.offset)
-                case .expectedCommaOrBrace: ("expected , or }", error.offset)
-                case .expectedCommaOrBracket: ("expected , or ]", error.offset)
-                }
+            let (message, offset) = error.explanation
             return problem("is not valid JSON{at}: " + message, at: offset)
         }
 

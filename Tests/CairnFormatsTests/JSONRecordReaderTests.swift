@@ -89,7 +89,7 @@ struct JSONRecordReaderTests {
         #expect(throws: IngestError(.malformed, "the record is not a JSON object", row: 2, byteOffset: 10)) {
             try readRecords(MemoryByteSource("[{\"a\":1}, 5]"))
         }
-        #expect(throws: IngestError(.malformed, "invalid literal", row: 1, byteOffset: 7)) {
+        #expect(throws: IngestError(.malformed, "not true, false or null", row: 1, byteOffset: 7)) {
             try readRecords(MemoryByteSource("[{\"a\": nope}]"))
         }
         #expect(throws: IngestError(.malformed, "the record is cut short", row: 1, byteOffset: 1)) {
