@@ -231,18 +231,23 @@ package final class Database: Sendable, Service {
         }
     }
 
-    /// Refreshes the planner's statistics of `table`: `ANALYZE` on PostgreSQL. SQLite's
-    /// planner needs none for Cairn's queries (it prefers the index matching more equality
-    /// terms): a no-op there.
+    /// Refreshes the planner's statistics of `table` (`ANALYZE` on PostgreSQL) unless they
+    /// already describe at least `unlessCounted` rows (`pg_class.reltuples`, −1 until the
+    /// table's first analysis): rows added to a big table move its statistics little, and
+    /// autovacuum keeps those. SQLite's planner needs none for Cairn's queries (it prefers the
+    /// index matching more equality terms): a no-op there.
     /// - Returns: whether this call analyzed.
-    /// - Throws: the driver's error when the statement fails.
-    package func analyze(table: String) async throws -> Bool {
+    /// - Throws: the driver's error when a statement fails.
+    package func analyze(table: String, unlessCounted: Int = .max) async throws -> Bool {
         guard let client = postgresClient else { return false }
         precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
-        _ = try await client.withConnection { connection in
+        return try await client.withConnection { connection in
+            let counted = try await connection.query(
+                "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(\(table))", logger: logger)
+            for try await n in counted.decode(Int.self) where n >= unlessCounted { return false }
             try await connection.query(PostgresQuery(unsafeSQL: "ANALYZE \(table)"), logger: logger)
+            return true
         }
-        return true
     }
 
     /// Runs `postgres` or `sqlite` on a reader connection of the engine in use, metered like

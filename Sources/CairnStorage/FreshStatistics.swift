@@ -14,7 +14,9 @@ import Synchronization
 /// So the owner reports the rows it added (``added(_:)``), and this process analyzes the table
 /// when they pass 1,000, then each doubling, up to `last` (65,536 by default); by then the
 /// statistics tell the planner how unselective a prefix is, and autovacuum keeps up from there.
-/// At most log2(`last` / 1,000) + 1 analyses (seven by default) per table and process.
+/// At most log2(`last` / 1,000) + 1 analyses (seven by default) per table and process, and none
+/// while the statistics already count twice the rows this process added (a node restarted on a
+/// big table, or one that another node or autovacuum analyzed meanwhile).
 package final class FreshStatistics: Sendable {
     private let database: Database
     private let table: String
@@ -36,15 +38,15 @@ package final class FreshStatistics: Sendable {
     @discardableResult
     package func added(_ rows: Int) -> Task<Void, Never>? {
         guard rows > 0, database.dialect == .postgres else { return nil }
-        let due = state.withLock { state -> Bool in
+        let due = state.withLock { state -> Int? in
             state.added += rows
-            guard state.next <= last, state.added >= state.next else { return false }
+            guard state.next <= last, state.added >= state.next else { return nil }
             while state.next <= state.added { state.next *= 2 }
-            return true
+            return state.added
         }
-        guard due else { return nil }
+        guard let added = due else { return nil }
         let database = self.database
         let table = self.table
-        return Task { _ = try? await database.analyze(table: table) }
+        return Task { _ = try? await database.analyze(table: table, unlessCounted: added.multipliedReportingOverflow(by: 2).partialValue) }
     }
 }

@@ -53,6 +53,46 @@ struct FreshStatisticsTests {
     }
 }
 
+extension FreshStatisticsTests {
+    /// A table whose statistics already count twice the rows this process added is left to
+    /// autovacuum (a node restarted on a big inbox): `reltuples` stays put until the rows added
+    /// reach half of it.
+    @Test(.enabled(if: TestEngine.postgresBaseURL != nil))
+    func aTableAnalyzedAlreadyIsLeftAloneUntilTheRowsAddedAreHalfItsCount() async throws {
+        try await withOpenDatabase(.postgres) { database, _ in
+            try await database.write { db in
+                try await db.raw("CREATE TABLE filled (id INTEGER PRIMARY KEY) WITH (autovacuum_enabled = false)").run()
+                try await db.raw("INSERT INTO filled (id) SELECT generate_series(1, 100)").run()
+            }
+            #expect(try await database.analyze(table: "filled"))
+            let statistics = FreshStatistics(database: database, table: "filled", first: 10, last: 1_000)
+            var next = 101
+            func add(_ count: Int) async throws -> Task<Void, Never>? {
+                try await database.write { [next] db in
+                    try await db.raw("INSERT INTO filled (id) SELECT generate_series(\(bind: next), \(bind: next + count - 1))").run()
+                }
+                next += count
+                return statistics.added(count)
+            }
+            func analyzedRows() async throws -> Int {
+                try await database.read { db in
+                    try await db.raw("SELECT reltuples::bigint AS n FROM pg_class WHERE relname = 'filled'").first()!.decode(
+                        column: "n", as: Int.self)
+                }
+            }
+            #expect(try await analyzedRows() == 100)
+            // 10, 20 and 40 rows added: 100 counted is at least twice each.
+            for count in [10, 10, 20] {
+                try await #require(try await add(count)).value
+                #expect(try await analyzedRows() == 100)
+            }
+            // 80 added: 100 is less than twice that.
+            try await #require(try await add(40)).value
+            #expect(try await analyzedRows() == 180)
+        }
+    }
+}
+
 /// Consecutive ids for the test's rows.
 private final class Counter: Sendable {
     private let value = Mutex(0)
