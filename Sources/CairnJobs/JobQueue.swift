@@ -334,11 +334,20 @@ package final class JobQueue: Sendable {
     /// The most jobs one `enqueueMany` call takes.
     package static let maxBatch = 1000
 
+    /// The accepted `priority` (1 most urgent) and `maxAttempts` of a job, by field name: what
+    /// ``validate(_:field:)`` checks, and what the body decoder names for a number beyond an
+    /// integer (`1e20`), so both get the same words.
+    package static let integerRanges: [String: ClosedRange<Int64>] = ["priority": 1...4, "maxAttempts": 1...100]
+
     func validate(_ request: JobRequest, field prefix: String) -> [FieldIssue] {
         var issues: [FieldIssue] = []
         if registration(request.kind) == nil { issues.append(FieldIssue(field: prefix + "kind", issue: "is not a registered job kind")) }
-        if !(1...4).contains(request.priority) { issues.append(FieldIssue(field: prefix + "priority", issue: "must be 1 to 4")) }
-        if !(1...100).contains(request.maxAttempts) { issues.append(FieldIssue(field: prefix + "maxAttempts", issue: "must be 1 to 100")) }
+        for (name, value) in [("priority", Int64(request.priority)), ("maxAttempts", Int64(request.maxAttempts))] {
+            let range = Self.integerRanges[name]!
+            if !range.contains(value) {
+                issues.append(FieldIssue(field: prefix + name, issue: "must be an integer from \(range.lowerBound) to \(range.upperBound)"))
+            }
+        }
         if request.queue.isEmpty || TextSafety.length(request.queue) > 64
             || !request.queue.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" })
         {

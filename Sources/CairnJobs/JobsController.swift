@@ -12,7 +12,7 @@ package struct JobsController: Sendable {
     /// Serves the enqueue routes' `Idempotency-Key`.
     let idempotency: IdempotencyMiddleware
 
-    struct EnqueueBody: Decodable {
+    struct EnqueueBody: Decodable, ValueChecked {
         var kind: String
         var args: JSONValue?
         var queue: String?
@@ -21,6 +21,13 @@ package struct JobsController: Sendable {
         var uniqueKey: String?
         var maxAttempts: Int?
         var timeoutMs: Int64?
+
+        /// `priority` and `maxAttempts` beyond an integer (`1e20`) are told their own range.
+        /// (`timeoutMs`'s depends on the kind and the node: the 64-bit one is named for it.)
+        static var integerRanges: [String: ClosedRange<Int64>] { JobQueue.integerRanges }
+
+        /// Checked with the rest of the request by ``JobsController/makeRequest(_:field:context:)``.
+        func valueIssues() -> [FieldIssue] { [] }
     }
 
     /// Decodes an enqueue body, with every type and value issue in one answer.

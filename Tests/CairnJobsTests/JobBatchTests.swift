@@ -7,6 +7,7 @@ import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import NIOCore
 import SQLKit
 import Testing
 
@@ -64,6 +65,21 @@ struct JobBatchTests {
                     == ["jobs[0].kind", "jobs[1].priority", "jobs[1].queue"])
             let single = try await client.json(.post, "/jobs", ["kind": "bad", "priority": 9, "maxAttempts": 0], token: token)
             #expect((single.object["errors"] as? [[String: Any]])?.compactMap { $0["field"] as? String } == ["kind", "priority", "maxAttempts"])
+            // A number beyond an integer gets the field's own range, in the same words as one within it.
+            for priority in ["0", "1e20"] {
+                for path in ["/jobs", "/jobs/batch"] {
+                    let job = #"{"kind":"noop","priority":\#(priority),"maxAttempts":\#(priority)}"#
+                    let answer = try await client.execute(
+                        uri: path, method: .post, headers: [.contentType: "application/json", .authorization: "Bearer \(token)"],
+                        body: ByteBuffer(string: path == "/jobs" ? job : #"{"jobs":[\#(job)]}"#))
+                    let prefix = path == "/jobs" ? "" : "jobs[0]."
+                    #expect(answer.status == .badRequest)
+                    #expect(
+                        try answer.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] }
+                            == [[prefix + "priority", "must be an integer from 1 to 4"], [prefix + "maxAttempts", "must be an integer from 1 to 100"]],
+                        "\(path) \(priority)")
+                }
+            }
             #expect(try await client.json(.post, "/jobs/batch", ["jobs": []], token: token).status == .badRequest)
             let tooMany = Array(repeating: ["kind": "noop"], count: 1001)
             #expect(try await client.json(.post, "/jobs/batch", ["jobs": tooMany], token: token).code == "invalid_input")
