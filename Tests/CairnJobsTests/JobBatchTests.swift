@@ -76,7 +76,10 @@ struct JobBatchTests {
                     #expect(answer.status == .badRequest)
                     #expect(
                         try answer.decode(ProblemBody.self).errors?.map { [$0.field, $0.issue] }
-                            == [[prefix + "priority", "must be an integer from 1 to 4"], [prefix + "maxAttempts", "must be an integer from 1 to 100"]],
+                            == [
+                                [prefix + "priority", "must be an integer from 1 to 4"],
+                                [prefix + "maxAttempts", "must be an integer from 1 to 100"],
+                            ],
                         "\(path) \(priority)")
                 }
             }
