@@ -113,7 +113,8 @@ package enum ClientMessage: Sendable {
         default: return .invalid("unknown message type")
         }
         if let unknown = object.keys.filter({ $0 != "type" && $0 != member }).min() {
-            let reason = "unknown member \"\(unknown)\" in a \"\(type)\" message"
+            let article = type.first.map { "aeiou".contains($0) } == true ? "an" : "a"
+            let reason = "unknown member \"\(unknown)\" in \(article) \"\(type)\" message"
             return type == "auth" ? .violation(reason) : .invalid(reason)
         }
         switch type {

@@ -295,8 +295,8 @@ struct ClientMessageTests {
         #expect(reason(#"{"type":"subscribe","since":1e-400}"#)?.contains("since") == true)
         #expect(reason(#"{"type":"subscribe","sinse":4}"#) == #"unknown member "sinse" in a "subscribe" message"#)
         #expect(reason(#"{"type":"ping","x":1}"#) == #"unknown member "x" in a "ping" message"#)
-        #expect(reason(#"{"type":"auth","token":"t","extra":null}"#) == #"unknown member "extra" in a "auth" message"#)
-        #expect(reason(#"{"type":"ack","seq":1,"since":2}"#) == #"unknown member "since" in a "ack" message"#)
+        #expect(reason(#"{"type":"auth","token":"t","extra":null}"#) == #"unknown member "extra" in an "auth" message"#)
+        #expect(reason(#"{"type":"ack","seq":1,"since":2}"#) == #"unknown member "since" in an "ack" message"#)
         #expect(reason(#"{"type":"ack","seq":1,"seq":2}"#) == #"member "seq" is repeated"#)
         #expect(reason(#"{"type":"ack","type":"ack","seq":1}"#) == #"member "type" is repeated"#)
         // What the protocol has still parses, through either parser.
