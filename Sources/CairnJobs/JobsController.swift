@@ -20,10 +20,12 @@ package struct JobsController: Sendable {
         var runAt: Date?
         var uniqueKey: String?
         var maxAttempts: Int?
-        var timeoutMs: Int64?
+        /// Read as any JSON number: its range depends on the kind and the node, so a value the
+        /// decoder would refuse as beyond 64 bits (`1e20`) or a fraction is told that range by
+        /// the check (`must be an integer from 1 to 1800000 (milliseconds; …)`), like `0` is.
+        var timeoutMs: Double?
 
         /// `priority` and `maxAttempts` beyond an integer (`1e20`) are told their own range.
-        /// (`timeoutMs`'s depends on the kind and the node: the 64-bit one is named for it.)
         static var integerRanges: [String: ClosedRange<Int64>] { JobQueue.integerRanges }
 
         /// Checked with the rest of the request by ``JobsController/makeRequest(_:field:context:)``.
@@ -98,7 +100,8 @@ package struct JobsController: Sendable {
         job.runAt = body.runAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
         job.uniqueKey = body.uniqueKey
         job.maxAttempts = body.maxAttempts ?? job.maxAttempts
-        job.timeoutMs = body.timeoutMs
+        // Not a whole number of milliseconds within 64 bits: 0, which the check refuses with the range.
+        job.timeoutMs = body.timeoutMs.map { Int64(exactly: $0) ?? 0 }
         let enqueueable = registration?.enqueueableOverHTTP == true
         // The arguments of a kind clients may not enqueue are none of their business.
         issues += queue.validate(job, field: field).filter { $0.field != field + "kind" && (enqueueable || !$0.field.hasPrefix(field + "args.")) }

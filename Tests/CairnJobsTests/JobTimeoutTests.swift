@@ -5,6 +5,7 @@ import CairnTestSupport
 import Foundation
 import HTTPTypes
 import HummingbirdTesting
+import NIOCore
 import Testing
 
 @testable import CairnJobs
@@ -72,9 +73,14 @@ struct JobTimeoutTests {
                 let issues = response.object["errors"] as? [[String: Any]] ?? []
                 #expect(issues.map { $0["field"] as? String } == ["timeoutMs"], "\(value): \(response.text)")
             }
-            let tooLong = try await client.json(.post, "/jobs", ["kind": "noop", "timeoutMs": 20_001], token: token)
-            let issue = (tooLong.object["errors"] as? [[String: Any]])?.first?["issue"] as? String
-            #expect(issue == "must be an integer from 1 to 20000 (milliseconds; at most the job timeout of its kind, 20s)")
+            // Out of range within 64 bits, beyond them, or a fraction: the node's range, in one wording.
+            for value in ["20001", "0", "1e20", "-1e20", "1.5", "1e-400"] {
+                let tooLong = try await client.execute(
+                    uri: "/jobs", method: .post, headers: [.contentType: "application/json", .authorization: "Bearer \(token)"],
+                    body: ByteBuffer(string: #"{"kind":"noop","timeoutMs":\#(value)}"#))
+                let issue = (tooLong.object["errors"] as? [[String: Any]])?.first?["issue"] as? String
+                #expect(issue == "must be an integer from 1 to 20000 (milliseconds; at most the job timeout of its kind, 20s)", "\(value)")
+            }
             let batch = try await client.json(
                 .post, "/jobs/batch", ["jobs": [["kind": "noop", "timeoutMs": 20_000], ["kind": "noop", "timeoutMs": 30_000]]], token: token)
             #expect(batch.status == .badRequest)
