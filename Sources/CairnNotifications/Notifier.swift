@@ -73,7 +73,7 @@ package final class Notifier: Sendable {
     /// Publishes to a few users outside a caller's transaction, stored in batches.
     let batcher: PublishBatcher
     /// The inbox table's planner statistics while it fills (see ``FreshStatistics``).
-    let inboxStatistics: FreshStatistics
+    package let inboxStatistics: FreshStatistics
 
     /// Creates the center. `observers` (the outbound channels) see every batch of stored
     /// notifications inside the publishing transaction, in order; `clock` gives the time (see

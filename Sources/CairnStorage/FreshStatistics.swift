@@ -22,6 +22,8 @@ package final class FreshStatistics: Sendable {
     private let table: String
     private let last: Int
     private let state: Mutex<(added: Int, next: Int)>
+    /// The last analysis started (see ``settled()``).
+    private let lastAnalysis: Mutex<Task<Void, Never>?> = Mutex(nil)
 
     /// Watches `table` of `database`: the first analysis after `first` rows, the last after
     /// `last` (both at least 1).
@@ -47,6 +49,14 @@ package final class FreshStatistics: Sendable {
         guard let added = due else { return nil }
         let database = self.database
         let table = self.table
-        return Task { _ = try? await database.analyze(table: table, unlessCounted: added.multipliedReportingOverflow(by: 2).partialValue) }
+        let task = Task { _ = try? await database.analyze(table: table, unlessCounted: added.multipliedReportingOverflow(by: 2).partialValue) }
+        lastAnalysis.withLock { $0 = task }
+        return task
+    }
+
+    /// Returns once the last analysis started so far has ended (at once when none was):
+    /// what a test waits on after adding rows through an owner that does not hand the task out.
+    package func settled() async {
+        await lastAnalysis.withLock { $0 }?.value
     }
 }
