@@ -95,12 +95,11 @@ package final class Notifier: Sendable {
         self.inboxStatistics = FreshStatistics(database: store.database, table: "notifications")
     }
 
-    /// Counts `count` inbox rows stored (and committed, unless in a caller's transaction).
-    /// - Returns: the planner-statistics refresh this started, if any (tests await it).
-    @discardableResult
-    func noteStored(_ count: Int) -> Task<Void, Never>? {
+    /// Counts `count` inbox rows stored (and committed, unless in a caller's transaction), for
+    /// the metric and the table's planner statistics.
+    func noteStored(_ count: Int) {
         Counter(label: "cairn_notifications_stored_total").increment(by: count)
-        return inboxStatistics.added(count)
+        inboxStatistics.added(count)
     }
 
     /// How many transactions this node opened to publish (a caller's own transaction, joined,

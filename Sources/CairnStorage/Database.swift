@@ -214,7 +214,7 @@ package final class Database: Sendable, Service {
     /// - Throws: the driver's error when the statement fails.
     package func vacuum(table: String, lockKey: Int64) async throws -> Bool {
         guard let client = postgresClient else { return false }
-        precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
+        Self.requireIdentifier(table)
         return try await client.withConnection { connection in
             let locked = try await connection.query("SELECT pg_try_advisory_lock(\(lockKey)) AS locked", logger: logger)
             var acquired = false
@@ -231,6 +231,12 @@ package final class Database: Sendable, Service {
         }
     }
 
+    /// Stops on a table name that is not a plain identifier: maintenance statements take it
+    /// as SQL text, not as a bound value.
+    private static func requireIdentifier(_ table: String) {
+        precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
+    }
+
     /// Refreshes the planner's statistics of `table` (`ANALYZE` on PostgreSQL) unless they
     /// already describe at least `unlessCounted` rows (`pg_class.reltuples`, −1 until the
     /// table's first analysis): rows added to a big table move its statistics little, and
@@ -240,7 +246,7 @@ package final class Database: Sendable, Service {
     /// - Throws: the driver's error when a statement fails.
     package func analyze(table: String, unlessCounted: Int = .max) async throws -> Bool {
         guard let client = postgresClient else { return false }
-        precondition(table.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "table names are identifiers")
+        Self.requireIdentifier(table)
         return try await client.withConnection { connection in
             let counted = try await connection.query(
                 "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass(\(table))", logger: logger)

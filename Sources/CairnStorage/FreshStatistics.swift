@@ -35,27 +35,28 @@ package final class FreshStatistics: Sendable {
     }
 
     /// Notes `rows` rows added to the table and committed. When that passes the next threshold,
-    /// starts the analysis in a task of its own and returns it (tests await it); a failure is
-    /// ignored (autovacuum remains). Nil when no analysis is due, and on SQLite.
+    /// starts the analysis in a task of its own (``settled()`` waits for it); a failure is
+    /// ignored (autovacuum remains).
+    /// - Returns: whether an analysis started (never on SQLite).
     @discardableResult
-    package func added(_ rows: Int) -> Task<Void, Never>? {
-        guard rows > 0, database.dialect == .postgres else { return nil }
+    package func added(_ rows: Int) -> Bool {
+        guard rows > 0, database.dialect == .postgres else { return false }
         let due = state.withLock { state -> Int? in
             state.added += rows
             guard state.next <= last, state.added >= state.next else { return nil }
             while state.next <= state.added { state.next *= 2 }
             return state.added
         }
-        guard let added = due else { return nil }
+        guard let added = due else { return false }
         let database = self.database
         let table = self.table
-        let task = Task { _ = try? await database.analyze(table: table, unlessCounted: added.multipliedReportingOverflow(by: 2).partialValue) }
+        let task = Task { _ = try? await database.analyze(table: table, unlessCounted: min(added, .max / 2) * 2) }
         lastAnalysis.withLock { $0 = task }
-        return task
+        return true
     }
 
-    /// Returns once the last analysis started so far has ended (at once when none was):
-    /// what a test waits on after adding rows through an owner that does not hand the task out.
+    /// Returns once the last analysis started so far has ended (at once when none was): what a
+    /// test waits on after adding rows.
     package func settled() async {
         await lastAnalysis.withLock { $0 }?.value
     }

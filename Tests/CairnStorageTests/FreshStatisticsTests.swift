@@ -17,7 +17,7 @@ struct FreshStatisticsTests {
             try await database.write { db in try await db.raw("CREATE TABLE filling (id INTEGER PRIMARY KEY)\(unsafeRaw: options)").run() }
             let statistics = FreshStatistics(database: database, table: "filling", first: 10, last: 40)
             let inserted = Counter()
-            func add(_ count: Int) async throws -> Task<Void, Never>? {
+            func add(_ count: Int) async throws -> Bool {
                 for _ in 0..<count {
                     let id = inserted.next()
                     try await database.write { db in try await db.raw("INSERT INTO filling (id) VALUES (\(bind: id))").run() }
@@ -31,23 +31,24 @@ struct FreshStatisticsTests {
                 }
             }
             guard engine == .postgres else {
-                #expect(try await add(50) == nil)
+                #expect(try await add(50) == false)
                 return
             }
             #expect(try await analyzedRows() == -1)
-            #expect(try await add(9) == nil)
+            #expect(try await add(9) == false)
             #expect(try await analyzedRows() == -1)
-            let first = try await add(1)
-            #expect(first != nil)
-            await first?.value
+            #expect(try await add(1))
+            await statistics.settled()
             #expect(try await analyzedRows() == 10)
-            #expect(try await add(9) == nil)
-            try await #require(try await add(1)).value
+            #expect(try await add(9) == false)
+            #expect(try await add(1))
+            await statistics.settled()
             #expect(try await analyzedRows() == 20)
-            try await #require(try await add(25)).value
+            #expect(try await add(25))
+            await statistics.settled()
             #expect(try await analyzedRows() == 45)
             // 45 rows: the next doubling (80) is past the last (40).
-            #expect(try await add(100) == nil)
+            #expect(try await add(100) == false)
             #expect(try await analyzedRows() == 45)
         }
     }
@@ -67,7 +68,7 @@ extension FreshStatisticsTests {
             #expect(try await database.analyze(table: "filled"))
             let statistics = FreshStatistics(database: database, table: "filled", first: 10, last: 1_000)
             var next = 101
-            func add(_ count: Int) async throws -> Task<Void, Never>? {
+            func add(_ count: Int) async throws -> Bool {
                 try await database.write { [next] db in
                     try await db.raw("INSERT INTO filled (id) SELECT generate_series(\(bind: next), \(bind: next + count - 1))").run()
                 }
@@ -83,11 +84,13 @@ extension FreshStatisticsTests {
             #expect(try await analyzedRows() == 100)
             // 10, 20 and 40 rows added: 100 counted is at least twice each.
             for count in [10, 10, 20] {
-                try await #require(try await add(count)).value
+                #expect(try await add(count))
+                await statistics.settled()
                 #expect(try await analyzedRows() == 100)
             }
             // 80 added: 100 is less than twice that.
-            try await #require(try await add(40)).value
+            #expect(try await add(40))
+            await statistics.settled()
             #expect(try await analyzedRows() == 180)
         }
     }
