@@ -109,6 +109,8 @@ extension Request {
 
     /// True for `application/json` and `application/*+json` (parameters aside).
     package static func isJSON(_ contentType: String) -> Bool {
+        // What clients send nearly always, told without splitting or lowercasing a copy.
+        if contentType == "application/json" || contentType == "application/json; charset=utf-8" { return true }
         // An empty field has no media type (and no first element to take).
         let mediaType = (contentType.split(separator: ";", maxSplits: 1).first ?? "").trimmingCharacters(in: .whitespaces).lowercased()
         return mediaType == "application/json" || (mediaType.hasPrefix("application/") && mediaType.hasSuffix("+json"))

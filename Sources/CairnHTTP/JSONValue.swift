@@ -57,11 +57,59 @@ package enum JSONValue: Sendable, Equatable, Codable {
         self = BodyDecodingState.jsonValue(node)
     }
 
-    /// Compact JSON text with sorted keys (stable, so equal values give equal text).
+    /// Compact JSON text (RFC 8259) with members sorted by name (stable, so equal values give
+    /// equal text). It is the text Foundation's `JSONEncoder` wrote for these values with
+    /// `[.sortedKeys, .withoutEscapingSlashes]` (what earlier versions stored), written
+    /// directly: names in `String` order, numbers as Swift prints a `Double` without a trailing
+    /// `.0`, strings through ``JSONString`` (the one escaper; it writes backspace and form feed
+    /// as `\u0008` and `\u000c`, where `JSONEncoder` wrote `\b` and `\f`). A number that is
+    /// not finite, which JSON cannot hold, is written `null`.
     package var text: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        write(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends ``text`` to `out` as UTF-8.
+    package func write(to out: inout [UInt8]) {
+        switch self {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let flag): out.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .number(let number): Self.write(number, to: &out)
+        case .string(let string): JSONString.append(string, to: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                item.write(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (index, member) in members.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                JSONString.append(member.key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                member.value.write(to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// A number as `JSONEncoder` writes a `Double`: its shortest round-tripping text, without
+    /// a trailing `.0` (`100`, `1.5`, `1e+16`, `-0`).
+    private static func write(_ number: Double, to out: inout [UInt8]) {
+        guard number.isFinite else { return out.append(contentsOf: "null".utf8) }
+        // Whole numbers up to 2^53 print as digits and `.0` (larger ones with an exponent): the
+        // integer's digits are the same.
+        if number.rounded(.towardZero) == number, number.magnitude <= 0x1p53, !(number == 0 && number.sign == .minus) {
+            out.append(contentsOf: String(Int64(number)).utf8)
+            return
+        }
+        var text = number.description
+        if text.hasSuffix(".0") { text.removeLast(2) }
+        out.append(contentsOf: text.utf8)
     }
 
     /// The member of an object, or nil.

@@ -92,11 +92,9 @@ package struct NotificationsController: Sendable {
     ///   (``NotificationDraft/serverTypes``).
     @Sendable func publish(_ request: Request, context: AuthenticatedContext) async throws -> Response {
         var request = request
+        // Decoding checked the draft and refused the server's own types (`PublishBody.valueIssues`).
         let body = try await request.decodeJSON(as: PublishBody.self, context: context)
         let draft = body.draft
-        try draft.validate()
-        // Checked here, not in `validate()`: the server's own drafts (job status) pass through that too.
-        if NotificationDraft.serverTypes.contains(draft.type) { throw AppError.invalidField("type", Self.reservedTypeIssue) }
         let tenantId = context.identity.tenantId
         switch (body.userIds?.map(UUIDv7.normalized), body.audience) {
         case (let userIds?, nil):
