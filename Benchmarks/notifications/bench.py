@@ -18,7 +18,8 @@ first, and reports latency, lost/duplicated and RSS per connection per node. Eve
 printed with its goal from issue 17 beside it.
 
 Usage: bench.py --bin .build/release/cairn [--conns 10000] [--users 1000] [--pg-url URL] [--nodes 2]
-All traffic stays on 127.0.0.1.
+With --pg-url, each run makes a database of its own on that cluster (psql) and drops it at the
+end, so runs never meet each other's data or master key. All traffic stays on 127.0.0.1.
 """
 import base64
 import argparse
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 # The goals of issue 17, printed beside the figures.
 GOAL_RSS_KB = 20  # per live connection, in kB (1000 bytes)
@@ -206,6 +208,21 @@ def pg_setting(url, name):
         return None
 
 
+def fresh_database(url):
+    """A new empty database on the cluster `url` names, and its URL: each run starts its nodes
+    under a master key of its own, which a database sealed by an earlier run's key refuses."""
+    parts = urllib.parse.urlsplit(url)
+    name = f"cairn_nbench_{os.getpid()}_{int(time.time())}"
+    made = subprocess.run(["psql", url, "-qc", f'CREATE DATABASE "{name}"'], capture_output=True, text=True, timeout=60)
+    if made.returncode != 0:
+        sys.exit(f"cannot make a database for the run on {parts.hostname}:{parts.port}: {made.stderr.strip()}")
+    return name, urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(url, name):
+    subprocess.run(["psql", url, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], capture_output=True, timeout=60)
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -249,8 +266,10 @@ def main():
                 # The notification settings under test (CAIRN_NOTIFICATIONS_PUBLISH_BATCH=0: each publish alone),
                 # and OpenTelemetry's variables for a traced run (OTEL_EXPORTER_OTLP_ENDPOINT and the sampler).
                 **{key: value for key, value in os.environ.items() if key.startswith(("CAIRN_NOTIFICATIONS_", "OTEL_"))}}
+    database = None
     if args.pg_url:
-        base_env["CAIRN_DATABASE_URL"] = args.pg_url
+        database, run_url = fresh_database(args.pg_url)
+        base_env["CAIRN_DATABASE_URL"] = run_url
     servers = []
     procs = []
     try:
@@ -259,12 +278,16 @@ def main():
             node_dir = os.path.join(data_dir, f"node{node + 1}")
             os.makedirs(node_dir)
             env = {**base_env, "CAIRN_DATA_DIR": node_dir, "CAIRN_HTTP_PORT": str(node_port)}
-            servers.append(subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            log = open(os.path.join(node_dir, "server.log"), "wb")
+            servers.append(subprocess.Popen([args.bin, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log))
             for _ in range(300):
                 try:
                     if request(node_port, "GET", "/health/live")[0] == 200:
                         break
                 except OSError:
+                    if servers[-1].poll() is not None:
+                        with open(log.name, errors="replace") as failed:
+                            sys.exit(f"node {node + 1} exited ({servers[-1].returncode}) before it was live:\n" + failed.read()[-2000:])
                     time.sleep(0.1)
         server = servers[0]
         status, owner = request(port, "POST", "/auth/register",
@@ -473,6 +496,8 @@ def main():
             except subprocess.TimeoutExpired:
                 s.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
+        if database:
+            drop_database(args.pg_url, database)
 
 
 if __name__ == "__main__":
