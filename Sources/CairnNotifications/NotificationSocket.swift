@@ -23,8 +23,8 @@ package enum ClientMessage: Sendable {
     /// as a well-formed message is: every message but `auth` needs an authenticated socket,
     /// whatever its members.
     case invalid(String)
-    /// An `auth` message with members it does not have (no token, another member), or a binary
-    /// frame: closed with 1008, authenticated or not (the client did try to authenticate, and
+    /// An `auth` message with members it does not have (no token, another member, one
+    /// repeated), or a binary frame: closed with 1008, authenticated or not (the client did try to authenticate, and
     /// the reason says what was wrong).
     case violation(String)
     /// The client's side of the socket ended.
@@ -46,8 +46,23 @@ package enum ClientMessage: Sendable {
         if let members = flatObject(text) { return message(members) }
         switch fullParse(text) {
         case .members(let members): return message(members)
+        case .refused(let reason) where isAuth(repeating: text):
+            // Still an attempt to authenticate: told what was wrong, as any malformed `auth` is.
+            return .violation(reason)
         case .refused(let reason): return .invalid(reason)
         }
+    }
+
+    /// Whether `text`, refused for a repeated member, is an `auth` all the same: an object
+    /// whose one `type` member is `"auth"` (a repeated `type` leaves the type unknown). Read
+    /// with Foundation's parser, which takes a repeated member's last value; only on this
+    /// rare path.
+    static func isAuth(repeating text: String) -> Bool {
+        guard case .failure(.duplicateKey(let path)) = Result(catching: { () throws(JSONTreeError) in try JSONNode(strictText: text) }),
+            path != "type",
+            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        else { return false }
+        return object["type"] as? String == "auth"
     }
 
     /// What the full parser makes of a message: its members, or the close reason.
@@ -241,7 +256,7 @@ package enum ClientMessage: Sendable {
 ///
 /// Messages are JSON objects (RFC 8259) with exactly the members above: a member of another
 /// name, or one repeated, closes the socket with 1008 and a reason naming it (4401 before
-/// `auth`, unless the message is an `auth`). Seqs (`since`,
+/// `auth`, unless the message is an `auth`: its one `type` member says so). Seqs (`since`,
 /// `seq`) are integers: a fraction, a number too small to read (`1e-400`) or `null` is refused
 /// rather than read as another value. Every message but `auth` needs an authenticated socket.
 ///

@@ -299,6 +299,21 @@ struct ClientMessageTests {
         #expect(reason(#"{"type":"ack","seq":1,"since":2}"#) == #"unknown member "since" in an "ack" message"#)
         #expect(reason(#"{"type":"ack","seq":1,"seq":2}"#) == #"member "seq" is repeated"#)
         #expect(reason(#"{"type":"ack","type":"ack","seq":1}"#) == #"member "type" is repeated"#)
+        // An `auth` with a repeated member is a malformed auth (1008 whatever the socket's state);
+        // with `type` itself repeated, the type is not known.
+        if case .violation(let reason) = ClientMessage.parse(#"{"type":"auth","token":"a","token":"b"}"#) {
+            #expect(reason == #"member "token" is repeated"#)
+        } else {
+            Issue.record("an auth with a repeated token is not a violation")
+        }
+        if case .violation = ClientMessage.parse(#"{"type":"auth","token":"a","x":{"y":1,"y":2}}"#) {
+        } else {
+            Issue.record("an auth with a repeated nested member is not a violation")
+        }
+        if case .invalid = ClientMessage.parse(#"{"type":"auth","type":"ack","token":"a"}"#) {
+        } else {
+            Issue.record("a message with a repeated type is taken for an auth")
+        }
         // What the protocol has still parses, through either parser.
         if case .subscribe(let since) = ClientMessage.parse(#"{"type":"subscribe","since":7}"#) {
             #expect(since == 7)

@@ -194,6 +194,9 @@ struct SocketTests {
             let noToken = try await socket(port: port, opening: [#"{"type":"auth"}"#])
             #expect(noToken?.closeCode == .policyViolation)
             #expect(noToken?.reason == "auth needs a token")
+            let repeatedToken = try await socket(port: port, opening: [#"{"type":"auth","token":"a","token":"b"}"#])
+            #expect(repeatedToken?.closeCode == .policyViolation)
+            #expect(repeatedToken?.reason == #"member "token" is repeated"#)
             let cases = [
                 // An explicit null `since` started at the present, as if none was sent.
                 (#"{"type":"subscribe","since":null}"#, "since"),
