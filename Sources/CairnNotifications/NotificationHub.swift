@@ -431,6 +431,8 @@ package final class NotificationHub: Sendable {
         /// Observers of ``connectionCount`` (see ``connectionCounts()``).
         var countObservers: [UInt64: AsyncStream<Int>.Continuation] = [:]
         var nextObserver: UInt64 = 0
+        /// Live connections held per user on this node (``reserve(tenantId:userId:)``).
+        var slots: [String: Int] = [:]
     }
     private let bus: EventBus
     private let store: NotificationStore
@@ -442,11 +444,14 @@ package final class NotificationHub: Sendable {
     /// A hub announcing on `bus`, reading rows from `store`; it hears `accounts`' session
     /// changes so a logout on any node ends the user's live connections at once. Those made on
     /// this node reach its connections before the request that made them is answered.
-    init(bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, logger: Logger) {
+    init(
+        bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, maxUserConnections: Int = 100, logger: Logger
+    ) {
         self.bus = bus
         self.store = store
         self.accounts = accounts
         self.tickInterval = tickInterval
+        self.maxUserConnections = max(1, maxUserConnections)
         self.logger = logger
         LiveTransport.publishAll()
         accounts.onSessionChange { [weak self] userId in self?.requestAuthCheck(userId: userId) }
@@ -464,6 +469,32 @@ package final class NotificationHub: Sendable {
 
     /// Live connections on this node.
     package var connectionCount: Int { state.withLock { $0.count } }
+
+    /// Most live connections (SSE and WebSocket together) one user may hold on this node
+    /// (`CAIRN_NOTIFICATIONS_MAX_USER_CONNECTIONS`), so that one user's streams cannot take
+    /// every connection the node serves (`CAIRN_HTTP_MAX_CONNECTIONS`) from the others.
+    let maxUserConnections: Int
+
+    /// Takes one of `userId`'s live-connection slots on this node, held until the returned
+    /// slot is released or dropped; nil when the user already holds ``maxUserConnections``.
+    func reserve(tenantId: String, userId: String) -> LiveSlot? {
+        let key = Self.key(tenantId, userId)
+        let taken = state.withLock { state -> Bool in
+            guard state.slots[key, default: 0] < maxUserConnections else { return false }
+            state.slots[key, default: 0] += 1
+            return true
+        }
+        guard taken else {
+            Counter(label: "cairn_live_connections_refused_total").increment()
+            return nil
+        }
+        return LiveSlot { [weak self] in
+            self?.state.withLock { state in
+                state.slots[key, default: 1] -= 1
+                if state.slots[key] == 0 { state.slots[key] = nil }
+            }
+        }
+    }
 
     /// ``connectionCount`` now and after each change, until the consuming task is cancelled:
     /// for callers that wait for connections to come and go (the newest count is kept when the
@@ -695,4 +726,26 @@ package enum LiveTransport: String, Sendable, CaseIterable {
             Counter(label: "cairn_notifications_slow_consumers_total", dimensions: [("transport", transport.rawValue)]).increment(by: 0)
         }
     }
+}
+
+/// One live connection's place in its user's allowance on a node (see
+/// ``NotificationHub/reserve(tenantId:userId:)``): given back once, when the connection ends
+/// (``release()``) or when the slot is dropped without it, so a response that never started
+/// does not keep it.
+final class LiveSlot: Sendable {
+    private let giveBack: Mutex<(@Sendable () -> Void)?>
+
+    init(_ giveBack: @escaping @Sendable () -> Void) {
+        self.giveBack = Mutex(giveBack)
+    }
+
+    /// Gives the slot back (once; later calls do nothing).
+    func release() {
+        giveBack.withLock { action in
+            defer { action = nil }
+            return action
+        }?()
+    }
+
+    deinit { release() }
 }

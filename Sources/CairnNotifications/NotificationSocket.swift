@@ -267,7 +267,9 @@ package enum ClientMessage: Sendable {
 /// 1008 a malformed or unexpected message once authenticated, a malformed `auth`, a binary frame; 1013 (RFC 6455 §7.4.1 "Try Again Later") slow consumer: its live buffer filled, or
 /// a frame could not be written for `writeTimeout` (10 s) because the client stopped reading;
 /// the close frame is queued behind the unread data and the TCP connection is dropped 2 s later
-/// whether or not it went out; reconnect and resume from the last ack. 1001 server shutdown.
+/// whether or not it went out; reconnect and resume from the last ack. 4429 at `auth`: the
+/// user already holds `CAIRN_NOTIFICATIONS_MAX_USER_CONNECTIONS` live connections (streams
+/// and sockets) on this node. 1001 server shutdown.
 /// Tokens are never logged.
 package struct NotificationSocketController: Sendable {
     let center: Notifier
@@ -503,7 +505,10 @@ struct SocketSession {
     ) async throws -> (UInt16, String) {
         var state = SocketLoop(session: self, mailbox: mailbox, started: started)
         // Written back on return and on throw, so `run` unregisters whatever was registered.
-        defer { registered = state.registered }
+        defer {
+            registered = state.registered
+            state.slot?.release()
+        }
         if let headerToken, let close = try await state.authenticate(headerToken) { return close }
         let writer = directWriter
         while true {
@@ -577,6 +582,9 @@ struct SocketLoop {
     /// Stored rows after the cursor did not fit the in-flight window: acks refill from the store.
     var behind = false
     var registered: (tenantId: String, userId: String)?
+    /// The user's live-connection slot on this node, taken at the first `auth` and given back
+    /// when the loop ends.
+    var slot: LiveSlot?
 
     init(session: SocketSession, mailbox: Mailbox, started: ContinuousClock.Instant = .now) {
         self.started = started
@@ -693,6 +701,10 @@ struct SocketLoop {
         token = candidate
         lastAuthCheck = .now
         if identity == nil {
+            guard let slot = center.hub.reserve(tenantId: verified.tenantId, userId: verified.userId) else {
+                return (4429, "this user already holds \(center.hub.maxUserConnections) live connections on this node")
+            }
+            self.slot = slot
             identity = verified
             cursor = LiveCursor(store: center.store, tenantId: verified.tenantId, userId: verified.userId)
             center.hub.register(mailbox, tenantId: verified.tenantId, userId: verified.userId, transport: .websocket)

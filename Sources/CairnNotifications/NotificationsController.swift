@@ -237,7 +237,10 @@ package struct NotificationsController: Sendable {
         guard expiresAt > center.clock.now else {
             throw AppError.unauthorized(code: .tokenExpired, detail: "The access token has expired.", invalidToken: true)
         }
-        let body = eventStream(identity: context.identity, token: token, since: since, expiresAt: expiresAt, channel: context.channel)
+        guard let slot = center.hub.reserve(tenantId: context.identity.tenantId, userId: context.identity.userId) else {
+            throw Self.tooManyConnections(center.hub.maxUserConnections)
+        }
+        let body = eventStream(identity: context.identity, token: token, since: since, expiresAt: expiresAt, channel: context.channel, slot: slot)
         return Response(
             status: .ok,
             // RFC 6750 §2.3: a response to a request with the token in its URI is `private`.
@@ -248,14 +251,28 @@ package struct NotificationsController: Sendable {
             body: body)
     }
 
+    /// 429 `rate_limited` for a user already holding `maximum` live connections on this node.
+    static func tooManyConnections(_ maximum: Int) -> AppError {
+        var error = AppError.rateLimited(
+            retryAfter: 5, policy: "\(maximum)",
+            detail: "This user already holds \(maximum) live connections (streams and WebSockets) on this node; close one first.")
+        // A limit on connections held, not on requests in a window: no window to announce.
+        error.headers[HTTPField.Name("RateLimit-Policy")!] = nil
+        error.headers[HTTPField.Name("RateLimit")!] = nil
+        return error
+    }
+
     /// The body of `GET /notifications/stream` for `identity`, from `since` (or the present),
-    /// until shutdown, the token's expiry at `expiresAt`, or the revocation of `token`.
-    func eventStream(identity: Identity, token: String, since: Int64?, expiresAt: Date, channel: any Channel) -> ResponseBody {
+    /// until shutdown, the token's expiry at `expiresAt`, or the revocation of `token`; it
+    /// holds the user's live-connection `slot` until it ends.
+    func eventStream(identity: Identity, token: String, since: Int64?, expiresAt: Date, channel: any Channel, slot: LiveSlot) -> ResponseBody {
         let center = self.center
         return ResponseBody { writer in
             let mailbox = Self.makeMailbox(center: center, channel: channel)
             center.hub.register(mailbox, tenantId: identity.tenantId, userId: identity.userId, transport: .sse)
             defer { center.hub.unregister(mailbox, tenantId: identity.tenantId, userId: identity.userId, transport: .sse) }
+            // Given back before the connection count drops, so whoever waits for that finds it free.
+            defer { slot.release() }
             var stream = NotificationEventStream(center: center, identity: identity, token: token, expiresAt: expiresAt, mailbox: mailbox)
             try await withGracefulShutdownHandler {
                 try await stream.open(since: since, writer: &writer)

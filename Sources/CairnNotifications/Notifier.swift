@@ -50,6 +50,9 @@ package struct NotificationSettings: Sendable {
     /// Publish batches stored at once on this node (tests use 1, so that the publishes arriving
     /// behind a batch held open are all in the next one).
     package var publishBatchesInFlight = 1
+    /// Live connections (SSE and WebSocket together) one user may hold on a node; one more is
+    /// refused (429 `rate_limited`, WebSocket close 4429).
+    package var maxUserConnections = 100
     /// Creates the defaults.
     package init() {}
 }
@@ -87,7 +90,8 @@ package final class Notifier: Sendable {
         self.clock = clock
         self.accounts = accounts
         self.logger = logger
-        self.hub = NotificationHub(bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, logger: logger)
+        self.hub = NotificationHub(
+            bus: bus, store: store, accounts: accounts, tickInterval: settings.tick, maxUserConnections: settings.maxUserConnections, logger: logger)
         self.observers = observers
         self.batcher = PublishBatcher(
             database: store.database, hub: hub, observers: observers, maximumRows: settings.publishBatchRows,

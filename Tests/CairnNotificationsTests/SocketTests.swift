@@ -211,6 +211,48 @@ struct SocketTests {
         }
     }
 
+    /// `CAIRN_NOTIFICATIONS_MAX_USER_CONNECTIONS`: a user holding the limit's live connections
+    /// on a node gets 429 `rate_limited` (with `Retry-After`) for one more stream and close 4429
+    /// for one more socket's `auth`; another user of the tenant is not held back, and a stream
+    /// that ends gives its slot back.
+    @Test(arguments: TestEngine.available)
+    func oneUserHoldsAtMostTheLimitOfLiveConnections(engine: TestEngine) async throws {
+        let configure: @Sendable (inout CairnConfiguration) -> Void = {
+            fastNotifications(&$0)
+            $0.notifications.maxUserConnections = 2
+        }
+        try await withLiveOwner(engine, "slots@example.com", configure: configure) { app, owner in
+            let port = app.port!
+            let hub = app.components.notifications.hub
+            let first = try await SSEReader(port: port, token: owner.token)
+            let second = try await SSEReader(port: port, token: owner.token)
+            defer {
+                first.stop()
+                second.stop()
+            }
+            try await first.waitUntilOpen()
+            try await second.waitUntilOpen()
+            let refused = try await app.client.execute(
+                uri: "/notifications/stream", method: .get, headers: [.authorization: "Bearer \(owner.token)"])
+            #expect(refused.status == .tooManyRequests && refused.code == "rate_limited")
+            #expect(refused.headers[.retryAfter] == "5")
+            let close = try await socket(port: port, opening: [auth(owner.token)])
+            #expect(closeCode(of: close) == 4429)
+            #expect(close?.reason?.contains("2 live connections") == true)
+
+            let member = try await addMember(app.client, owner: owner, email: "slots-m@example.com")
+            let other = try await SSEReader(port: port, token: member.token)
+            defer { other.stop() }
+            try await other.waitUntilOpen()
+
+            first.stop()
+            try await hub.waitForConnections("the first stream to end", timeout: .seconds(20)) { $0 == 2 }
+            let again = try await SSEReader(port: port, token: owner.token)
+            defer { again.stop() }
+            try await again.waitUntilOpen()
+        }
+    }
+
     /// With `CAIRN_WS_DEFLATE` on, a client that offers permessage-deflate (RFC 7692; Python
     /// `websockets` does by default) gets it, and every message decodes: replayed ones
     /// (compressed by the WebSocket layer) and a live one the hub writes (uncompressed). Off,
