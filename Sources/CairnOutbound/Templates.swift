@@ -128,9 +128,27 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
 
     /// What is wrong with the text of one `part` of `channel`: its size, its Mustache syntax and,
     /// once it parses, the tags it uses; `declared` is the type's variables (nil: any goes).
+    /// The most bytes of UTF-8 one template part may hold.
+    static let maximumPartBytes = 100_000
+    /// The most tags (`{{…}}`, sections and comments included) one template part may hold: with
+    /// the size bound, it keeps the parser's work per part to a fraction of a second.
+    static let maximumPartTags = 500
+
     static func partIssues(_ text: String, field: String, channel: TemplateChannel, part: String, declared: Set<String>?) -> [FieldIssue] {
         var issues: [FieldIssue] = []
-        if text.utf8.count > 100_000 { issues.append(FieldIssue(field: field, issue: "must be at most 100,000 bytes")) }
+        // swift-mustache's parser takes time in proportion to the tags times the text's length
+        // (it measures the rest of the text at each tag): the bounds are checked first, and a
+        // part past them is not parsed at all (a megabyte of `{{s}}` took minutes of CPU).
+        if text.utf8.count > maximumPartBytes {
+            return [FieldIssue(field: field, issue: "must be at most 100,000 bytes")]
+        }
+        let scan = TemplateScan(text)
+        if scan.tags > maximumPartTags {
+            return [FieldIssue(field: field, issue: "must have at most \(maximumPartTags) tags ({{…}}), has \(scan.tags)")]
+        }
+        if let unsupported = scan.unsupported {
+            return [FieldIssue(field: field, issue: "must not use \(unsupported)")]
+        }
         do {
             _ = try MustacheTemplate(string: text)
         } catch let error as MustacheTemplate.ParserError {
@@ -138,10 +156,6 @@ struct NotificationTemplate: Sendable, Codable, Equatable {
             return issues + [FieldIssue(field: field, issue: "Mustache syntax error at \(position): \(error.error)")]
         } catch {
             return issues + [FieldIssue(field: field, issue: "is not a valid Mustache template")]
-        }
-        let scan = TemplateScan(text)
-        if let unsupported = scan.unsupported {
-            issues.append(FieldIssue(field: field, issue: "must not use \(unsupported)"))
         }
         if scan.raw && !channel.isHTML(part) {
             issues.append(FieldIssue(field: field, issue: "raw output ({{{…}}} or {{&…}}) is only for email html and digestHtml"))
@@ -183,12 +197,15 @@ struct TemplateScan {
     var raw = false
     /// A construct Cairn's templates do not support (partials, pragmas, delimiter changes, blocks).
     var unsupported: String?
+    /// The tags (`{{` … `}}`) read; delimiter changes are refused, so every tag opens with `{{`.
+    var tags = 0
 
     init(_ text: String) {
         var depth = 0
         var rest = Substring(text)
         while let open = rest.range(of: "{{") {
             rest = rest[open.upperBound...]
+            tags += 1
             let triple = rest.first == "{"
             guard let close = rest.range(of: triple ? "}}}" : "}}") else { break }
             var tag = rest[..<close.lowerBound]

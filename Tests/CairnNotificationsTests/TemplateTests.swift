@@ -89,6 +89,34 @@ struct TemplateTests {
         }
     }
 
+    /// Session 30's trial: swift-mustache's parser works in proportion to tags times length,
+    /// so a megabyte of `{{s}}` held a node's CPU for minutes while it was checked. A part is
+    /// refused on its size or its number of tags before it is parsed: each gets that one issue
+    /// (parsed, the declared variables' check would add "uses the variable s"), and 500 tags
+    /// are still a template.
+    @Test(arguments: TestEngine.available)
+    func partsPastTheSizeOrTagBoundsAreRefusedUnparsed(engine: TestEngine) async throws {
+        try await withTenant(engine, "template-size", configure: fastNotifications) { client, owner, _, _ in
+            let refused = try await client.json(
+                .put, "/notification-templates/big",
+                [
+                    "variables": ["v"],
+                    "default": [
+                        "sms": ["text": String(repeating: "{{s}}", count: 20_001)], "push": ["title": String(repeating: "{{s}}", count: 501)],
+                    ],
+                ], token: owner.token)
+            #expect(refused.status == .badRequest)
+            let errors = (refused.object["errors"] as? [[String: Any]]) ?? []
+            #expect(errors.filter { $0["field"] as? String == "default.sms.text" }.count == 1, "\(refused.text.prefix(500))")
+            #expect(errors.filter { $0["field"] as? String == "default.push.title" }.count == 1, "\(refused.text.prefix(500))")
+            #expect(fields(refused)["default.sms.text"] == "must be at most 100,000 bytes")
+            #expect(fields(refused)["default.push.title"] == "must have at most 500 tags ({{…}}), has 501")
+            let bounded = try await client.json(
+                .put, "/notification-templates/big", ["default": ["push": ["title": String(repeating: "{{s}}", count: 500)]]], token: owner.token)
+            #expect(bounded.status == .ok, "\(bounded.text.prefix(300))")
+        }
+    }
+
     /// The fresh-user trial's template bomb: sections nested four deep over a list of 60 wrote
     /// 130 MB in 7 s and held the node's memory. A render is bounded: past 8 MiB the preview is a
     /// 400 naming `template_output_too_large`, while two levels over the same list still render.
