@@ -445,7 +445,7 @@ package final class NotificationHub: Sendable {
     /// changes so a logout on any node ends the user's live connections at once. Those made on
     /// this node reach its connections before the request that made them is answered.
     init(
-        bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, maxUserConnections: Int = 100, logger: Logger
+        bus: EventBus, store: NotificationStore, accounts: AccountService, tickInterval: Duration, maxUserConnections: Int, logger: Logger
     ) {
         self.bus = bus
         self.store = store

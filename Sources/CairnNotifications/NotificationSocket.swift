@@ -46,29 +46,27 @@ package enum ClientMessage: Sendable {
         if let members = flatObject(text) { return message(members) }
         switch fullParse(text) {
         case .members(let members): return message(members)
-        case .refused(let reason) where isAuth(repeating: text):
+        case .refused(let reason, let repeated?) where repeated != "type" && isAuth(text):
             // Still an attempt to authenticate: told what was wrong, as any malformed `auth` is.
+            // (A repeated `type` leaves the type unknown.)
             return .violation(reason)
-        case .refused(let reason): return .invalid(reason)
+        case .refused(let reason, _): return .invalid(reason)
         }
     }
 
-    /// Whether `text`, refused for a repeated member, is an `auth` all the same: an object
-    /// whose one `type` member is `"auth"` (a repeated `type` leaves the type unknown). Read
-    /// with Foundation's parser, which takes a repeated member's last value; only on this
-    /// rare path.
-    static func isAuth(repeating text: String) -> Bool {
-        guard case .failure(.duplicateKey(let path)) = Result(catching: { () throws(JSONTreeError) in try JSONNode(strictText: text) }),
-            path != "type",
-            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-        else { return false }
-        return object["type"] as? String == "auth"
+    /// Whether `text`, refused for a repeated member other than `type`, is an `auth` all the
+    /// same. Read with Foundation's parser, which takes a repeated member's last value; only
+    /// on this rare path.
+    static func isAuth(_ text: String) -> Bool {
+        let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        return object?["type"] as? String == "auth"
     }
 
-    /// What the full parser makes of a message: its members, or the close reason.
+    /// What the full parser makes of a message: its members, or the close reason (with the
+    /// path of the member whose name is repeated, when that is why).
     package enum FullParse: Equatable {
         case members([String: Member])
-        case refused(String)
+        case refused(String, repeated: String? = nil)
     }
 
     /// The members of any JSON object, through the full parser. Refused, with a reason naming
@@ -80,7 +78,7 @@ package enum ClientMessage: Sendable {
         let object: JSONObject
         switch Result(catching: { () throws(JSONTreeError) in try JSONNode(strictText: text) }) {
         case .success(.object(let members)): object = members
-        case .failure(.duplicateKey(let path)): return .refused("member \"\(path)\" is repeated")
+        case .failure(.duplicateKey(let path)): return .refused("member \"\(path)\" is repeated", repeated: path)
         default: return .refused("messages are JSON objects with a \"type\"")
         }
         var members: [String: Member] = [:]
