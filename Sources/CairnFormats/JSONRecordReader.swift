@@ -71,6 +71,8 @@ package final class JSONRecordReader: BufferedInput {
     /// The first field name the last record returned repeated (its last value is the one
     /// returned), or nil: for readers that refuse repeats rather than pick one.
     package private(set) var repeatedName: String?
+    /// The byte offset where the last record returned starts.
+    package private(set) var recordStart: Int64 = 0
 
     /// Creates a reader.
     package init(source: any ByteSource, options: JSONOptions = JSONOptions()) throws {
@@ -116,6 +118,7 @@ package final class JSONRecordReader: BufferedInput {
         }
         position += length
         repeatedName = repeated
+        recordStart = start
         if options.layout == .lines { try checkLineEnd(row: recordRow, recordLength: length) }
         row += 1
         return fields

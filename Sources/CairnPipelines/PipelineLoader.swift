@@ -615,6 +615,14 @@ extension PipelineEngine {
                         continue
                     }
                     state.recordsRead += 1
+                    if let name = reader.repeatedName {
+                        // One column cannot hold two values, and keeping either would drop the
+                        // other unseen: a bad record (RFC 8259 §4 leaves repeated names' meaning open).
+                        try rowError(
+                            RowError(
+                                row: state.recordsRead, byteOffset: reader.recordStart, column: name, message: Self.repeatedField))
+                        continue
+                    }
                     try addNamed(record, untyped: false, bytesAfter: reader.bytesConsumed)
                 }
             } catch let error as IngestError {
@@ -627,6 +635,11 @@ extension PipelineEngine {
             try flushNamedSample(untyped: false)
             state.bytesRead = reader.bytesConsumed
         }
+
+        /// Why a JSON record naming a field twice is refused (the row error names the field).
+        static let repeatedField =
+            "the field appears more than once in the record (a repeated member name, names that differ only in Unicode "
+            + "normalization, or a nested object's flattened name that another member already has)"
 
         func loadXML(path: String) throws {
             let reader: XMLRecordReader

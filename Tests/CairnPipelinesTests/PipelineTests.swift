@@ -243,6 +243,46 @@ struct PipelineTests {
         }
     }
 
+    /// A JSON record that names one field twice (a repeated member, two spellings of one name
+    /// in different Unicode normalization forms, a flattened nested name that another member
+    /// has) is a bad record naming the field, not a row holding whichever value came last:
+    /// skipped and reported with `skip`, the end of the run with `fail`, in NDJSON and arrays.
+    @Test(arguments: TestEngine.available)
+    func aJSONRecordThatRepeatsAFieldIsABadRecord(engine: TestEngine) async throws {
+        try await withPipelines(engine) { tenant, _, _ in
+            let lines = [
+                #"{"a": 1, "b": 10}"#, #"{"a": 1, "a": 2}"#, #"{"b": {"c": 5}, "b.c": 6, "a": 3}"#, #"{"caf\u00e9": 1, "cafe\u0301": 2}"#,
+                #"{"a": 4}"#,
+            ]
+            let text = lines.joined(separator: "\n") + "\n"
+            let sql = "SELECT sum(a) AS total, count(*) AS c FROM input"
+            let file = try await tenant.upload(Array(text.utf8), contentType: "application/x-ndjson")
+            let skipped = try await tenant.run(try await tenant.create(pipelineBody(sql, format: "ndjson", onRowError: "skip")), fileId: file)
+            #expect(skipped["state"] as? String == "succeeded", "\(skipped)")
+            let result = try #require(skipped["result"] as? [String: Any])
+            let errors = try #require(result["errors"] as? [[String: Any]])
+            #expect(errors.map { $0["row"] as? Int } == [2, 3, 4])
+            #expect(errors.map { $0["column"] as? String } == ["a", "b.c", "café"])
+            let starts = lines.indices.map { index in lines[..<index].reduce(0) { $0 + $1.utf8.count + 1 } }
+            #expect(errors.map { $0["byteOffset"] as? Int } == [starts[1], starts[2], starts[3]], "each error names its record's first byte")
+            #expect((errors.first?["message"] as? String)?.contains("appears more than once") == true, "\(errors)")
+            #expect(result["rowsSkipped"] as? Int == 3)
+            let row = try #require(try await tenant.rows(of: skipped).first)
+            #expect(row["total"] as? Int == 5 && row["c"] as? Int == 2, "only the two good records are loaded: \(row)")
+
+            let failed = try await tenant.run(try await tenant.create(pipelineBody(sql, format: "ndjson")), fileId: file)
+            #expect(failed["state"] as? String == "discarded")
+            let failure = (failed["result"] as? [String: Any])?["failure"] as? String ?? ""
+            #expect(failure.contains("row 2") && failure.contains("column a") && failure.contains("more than once"), "\(failure)")
+
+            let array = try await tenant.upload(Array("[\(lines.joined(separator: ","))]".utf8), contentType: "application/json")
+            let arrayRun = try await tenant.run(try await tenant.create(pipelineBody(sql, format: "json", onRowError: "skip")), fileId: array)
+            #expect(arrayRun["state"] as? String == "succeeded", "\(arrayRun)")
+            #expect(((arrayRun["result"] as? [String: Any])?["errors"] as? [[String: Any]])?.map { $0["row"] as? Int } == [2, 3, 4])
+            #expect(try await tenant.rows(of: arrayRun).first?["total"] as? Int == 5)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func craftedCSVQuotesBOMRaggedRowsAndInvalidUTF8(engine: TestEngine) async throws {
         try await withPipelines(engine) { tenant, _, _ in
