@@ -152,6 +152,8 @@ package final class AccountService: Sendable {
             throw error
         }
         guard valid, let user = record?.user else {
+            // Unsettled, it would still count as a failure once 30 s old.
+            try? await store.settleLoginFailure(attemptId, now: clock.milliseconds)
             throw AppError(.unauthorized, code: .invalidCredentials, detail: "The email or password is incorrect.")
         }
         try await store.clearFailures(emailKey: key, client: client)

@@ -523,30 +523,42 @@ package struct AccountStore: Sendable {
     /// (see ``lockThrottleKeys(_:dialect:_:)``), so exactly `perEmail` guesses for one email
     /// from one client get evaluated in a window however many arrive at once. A correct password
     /// later clears that client's rows for the email; an attempt that could not be evaluated is
-    /// released.
+    /// released. An admitted attempt is in flight until its password is found wrong
+    /// (``settleLoginFailure(_:now:)``) or 30 s pass: a burst refused only because of attempts in
+    /// flight (concurrent logins with the right password, say) is told to retry after 1 s, not
+    /// after the window.
     func admitLoginAttempt(emailKey: String, client: String, now: Int64, windowMs: Int64, perEmail: Int, perClient: Int) async throws
         -> Admission
     {
         let dialect = database.dialect
         let since = now - windowMs
+        // An attempt not settled after this long was left by a node that stopped: a failure.
+        let stranded = now - Self.attemptInFlightMs
         return try await database.transaction { db in
             try await Self.lockThrottleKeys(db, dialect: dialect, ["login-email:" + emailKey, "login-client:" + client])
+            // Failures are attempts settled as wrong, or stranded; the rest are still in flight.
             let byEmail = try await db.raw(
                 """
-                SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures
+                SELECT COUNT(*) AS n, SUM(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN 1 ELSE 0 END) AS failed,
+                MIN(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN at END) AS oldest FROM login_failures
                 WHERE email_key = \(bind: emailKey) AND client = \(bind: client) AND at > \(bind: since)
                 """
             ).first()
             let byClient = try await db.raw(
-                "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM login_failures WHERE client = \(bind: client) AND at > \(bind: since)"
+                """
+                SELECT COUNT(*) AS n, SUM(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN 1 ELSE 0 END) AS failed,
+                MIN(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN at END) AS oldest FROM login_failures
+                WHERE client = \(bind: client) AND at > \(bind: since)
+                """
             ).first()
-            let emailCount = try byEmail?.decode(column: "n", as: Int.self) ?? 0
-            let clientCount = try byClient?.decode(column: "n", as: Int.self) ?? 0
-            if emailCount >= perEmail || clientCount >= perClient {
-                let row = emailCount >= perEmail ? byEmail : byClient
+            let checks = [(byEmail, perEmail), (byClient, perClient)]
+            for (row, limit) in checks where try row?.decode(column: "failed", as: Int?.self) ?? 0 >= limit {
                 let oldest = try row?.decode(column: "oldest", as: Int64?.self) ?? now
-                return .limited(
-                    retryAfter: Int((oldest + windowMs - now + 999) / 1000), limit: emailCount >= perEmail ? perEmail : perClient)
+                return .limited(retryAfter: Int((oldest + windowMs - now + 999) / 1000), limit: limit)
+            }
+            // Full only with attempts still being checked: a second is enough to know.
+            for (row, limit) in checks where try row?.decode(column: "n", as: Int.self) ?? 0 >= limit {
+                return .limited(retryAfter: 1, limit: limit)
             }
             let id = UUIDv7.make()
             try await db.raw(
@@ -554,6 +566,18 @@ package struct AccountStore: Sendable {
             ).run()
             try await db.raw("DELETE FROM login_failures WHERE at <= \(bind: since)").run()
             return .admitted(attemptId: id)
+        }
+    }
+
+    /// How long an admitted login attempt counts as in flight (30 s, far above a bcrypt check):
+    /// one not settled by then is taken for a failure.
+    static let attemptInFlightMs: Int64 = 30_000
+
+    /// Records that the admitted attempt `attemptId` had a wrong password (at `now`, epoch ms):
+    /// from then on it counts as a failure, not as an attempt in flight.
+    func settleLoginFailure(_ attemptId: String, now: Int64) async throws {
+        try await database.write { db in
+            try await db.raw("UPDATE login_failures SET settled_at = \(bind: now) WHERE id = \(bind: attemptId)").run()
         }
     }
 

@@ -146,6 +146,67 @@ struct RegistrationTests {
         }
     }
 
+    /// A login refused only because other attempts for the email are still being checked (a
+    /// burst of logins with the right password, say) is told to retry in a second, not after
+    /// the window; attempts found wrong, or left unsettled for 30 s by a node that stopped,
+    /// count as failures and the window applies. Then concurrent right logins all get in.
+    @Test(arguments: TestEngine.available)
+    func loginsRefusedForAttemptsInFlightRetryInASecond(engine: TestEngine) async throws {
+        try await withTestApp(engine, mode: .live, configure: { $0.accounts.loginMaxPerEmail = 3 }, runServices: false) { app in
+            let (client, database) = (app.client, app.database)
+            _ = try await client.registerAndLogin(email: "erin@example.com")
+            let right = ["email": "erin@example.com", "password": "correct horse battery"]
+            #expect(try await failedLogin(client, "erin@example.com").status == .unauthorized)
+            let failure = try #require(
+                try await database.read { db in try await db.raw("SELECT email_key, client, at, settled_at FROM login_failures").first() })
+            #expect(try failure.decode(column: "settled_at", as: Int64?.self) != nil, "a wrong password settles its attempt as a failure")
+            let (key, address) = (try failure.decode(column: "email_key", as: String.self), try failure.decode(column: "client", as: String.self))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            // Two attempts in flight beside the failure (as concurrent logins leave them).
+            func attempt(at: Int64, settled: Int64? = nil) async throws {
+                try await database.write { db in
+                    try await db.raw(
+                        """
+                        INSERT INTO login_failures (id, email_key, client, at, settled_at)
+                        VALUES (\(bind: UUID().uuidString), \(bind: key), \(bind: address), \(bind: at), \(bind: settled))
+                        """
+                    ).run()
+                }
+            }
+            try await attempt(at: now)
+            try await attempt(at: now)
+            let busy = try await client.json(.post, "/auth/login", right)
+            #expect(busy.status == .tooManyRequests && busy.code == "rate_limited")
+            #expect(busy.headers[.retryAfter] == "1", "\(busy.headers)")
+            // Found wrong, the same attempts are failures: the window applies.
+            try await database.write { db in try await db.raw("UPDATE login_failures SET settled_at = \(bind: now)").run() }
+            let locked = try await client.json(.post, "/auth/login", right)
+            #expect(locked.status == .tooManyRequests && (Int(locked.headers[.retryAfter] ?? "") ?? 0) > 800)
+            // Attempts never settled by a node that stopped count as failures after 30 s.
+            try await database.write { db in try await db.raw("DELETE FROM login_failures").run() }
+            for _ in 0..<3 { try await attempt(at: now - 31_000) }
+            let stranded = try await client.json(.post, "/auth/login", right)
+            #expect(stranded.status == .tooManyRequests && (Int(stranded.headers[.retryAfter] ?? "") ?? 0) > 800)
+
+            // Concurrent right logins: every one gets in, at once or after the retry it is told.
+            try await database.write { db in try await db.raw("DELETE FROM login_failures").run() }
+            let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        for _ in 0..<20 {
+                            let answer = try await client.json(.post, "/auth/login", right)
+                            guard answer.status == .tooManyRequests, answer.headers[.retryAfter] == "1" else { return answer.status }
+                        }
+                        return .tooManyRequests
+                    }
+                }
+                return try await group.reduce(into: [HTTPResponse.Status]()) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == .ok }, "\(statuses)")
+            #expect(try await database.rowCount("login_failures") == 0)
+        }
+    }
+
     @Test(arguments: TestEngine.available)
     func registrationIsRateLimitedPerClientAddress(engine: TestEngine) async throws {
         try await withTestApp(engine, configure: { $0.accounts.registerMaxPerClient = 2 }) { client, _ in

@@ -20,7 +20,7 @@ struct MigrationFilesTests {
         }
         #expect(
             versions == [
-                "storage": [1], "accounts": Array(1...7), "tasks": [1, 2], "jobs": Array(1...7), "schedules": [1], "idempotency": [1, 2],
+                "storage": [1], "accounts": Array(1...8), "tasks": [1, 2], "jobs": Array(1...7), "schedules": [1], "idempotency": [1, 2],
                 "catalog": Array(1...4), "notifications": Array(1...7), "ingest": Array(1...6), "pipelines": [1],
             ])
         let names = Dictionary(uniqueKeysWithValues: migrations.map { ("\($0.module)/\($0.version)", $0.name) })
