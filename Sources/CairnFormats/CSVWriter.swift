@@ -106,10 +106,16 @@ package struct CSVWriter: Sendable {
     }
 
     /// A floating-point cell in Swift's shortest round-trip form (`1.5`, `1e-05`, `100.0`);
-    /// infinities and NaN are an empty field.
+    /// infinities and NaN as PostgreSQL and ECMAScript write them (`Infinity`, `-Infinity`,
+    /// `NaN`, which Python's `float`, Swift's `Double` and JavaScript's `Number` read back): an
+    /// empty field would read as NULL.
     package mutating func real(_ value: Double) {
         separator()
-        if value.isFinite { bytes.append(contentsOf: value.description.utf8) }
+        if value.isFinite {
+            bytes.append(contentsOf: value.description.utf8)
+        } else {
+            bytes.append(contentsOf: (value.isNaN ? "NaN" : value < 0 ? "-Infinity" : "Infinity").utf8)
+        }
     }
 
     /// `true` or `false`.

@@ -89,10 +89,12 @@ struct CSVWriterTests {
             $0.real(1e-05)
             $0.real(100)
             $0.real(.infinity)
+            $0.real(-.infinity)
+            $0.real(.nan)
             $0.timestamp(milliseconds: 1_767_225_600_123)
             $0.timestamp(milliseconds: -1)
         }
-        let text = "p-1,-9223372036854775808,0,42,true,false,1e-05,100.0,,2026-01-01T00:00:00.123Z,1969-12-31T23:59:59.999Z"
+        let text = "p-1,-9223372036854775808,0,42,true,false,1e-05,100.0,Infinity,-Infinity,NaN,2026-01-01T00:00:00.123Z,1969-12-31T23:59:59.999Z"
         #expect(csvRecord(fields) == text + "\r\n")
         #expect(csvRecord(lineEnding: .lf, fields) == text + "\n")
     }

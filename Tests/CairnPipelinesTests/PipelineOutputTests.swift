@@ -35,7 +35,7 @@ struct PipelineOutputTests {
 
     @Test func csvIsRFC4180WithLFRecordEndsAndNoNeutralising() throws {
         let header = "flag,null,int,real,inf,\"a,b\",\"q\"\"x\",lf,formula,empty,controls,unicode,badUTF8,blob\n"
-        let rest = ",,-7,1.5,,plain,\"say \"\"hi\"\", twice\",\"line\nbreak\r\n\",=1+2,,\u{01}\t\\\u{7F},Zürich 東京 🚀,A\u{FFFD}B,AP8Q\n"
+        let rest = ",,-7,1.5,Infinity,plain,\"say \"\"hi\"\", twice\",\"line\nbreak\r\n\",=1+2,,\u{01}\t\\\u{7F},Zürich 東京 🚀,A\u{FFFD}B,AP8Q\n"
         #expect(try Self.output(.csv) == Array((header + "1" + rest + "0" + rest).utf8))
     }
 
