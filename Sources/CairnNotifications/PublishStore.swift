@@ -284,7 +284,8 @@ package enum PublishStore {
                         """
                     ).all()
                     for row in rows {
-                        held[Recipient(tenantId: group.tenantId, userId: try row.decode(column: "user_id", as: String.self)), default: []].insert(group.key)
+                        held[Recipient(tenantId: group.tenantId, userId: try row.decode(column: "user_id", as: String.self)), default: []].insert(
+                            group.key)
                     }
                 }
             }
