@@ -276,33 +276,36 @@ package enum PublishStore {
         var held: [Recipient: Set<String>] = [:]
         if byKey < byRecipient {
             for (group, userIds) in recipientsOfKey.sorted(by: { $0.key < $1.key }) {
-                for chunk in userIds.sorted().chunks(of: 500) {
-                    let rows = try await db.raw(
-                        """
-                        SELECT user_id FROM notifications WHERE tenant_id = \(bind: group.tenantId) AND dedupe_key = \(bind: group.key)
-                        AND user_id IN \(NotificationStore.list(chunk.map { "\(bind: $0)" }))
-                        """
-                    ).all()
-                    for row in rows {
-                        held[Recipient(tenantId: group.tenantId, userId: try row.decode(column: "user_id", as: String.self)), default: []].insert(
-                            group.key)
-                    }
-                }
+                let holders = try await present(
+                    "user_id", among: userIds, where: "dedupe_key", is: group.key, tenantId: group.tenantId, on: db)
+                for userId in holders { held[Recipient(tenantId: group.tenantId, userId: userId), default: []].insert(group.key) }
             }
-            return held
-        }
-        for (recipient, keys) in wanted.sorted(by: { $0.key < $1.key }) {
-            for chunk in keys.sorted().chunks(of: 500) {
-                let rows = try await db.raw(
-                    """
-                    SELECT dedupe_key FROM notifications WHERE tenant_id = \(bind: recipient.tenantId) AND user_id = \(bind: recipient.userId)
-                    AND dedupe_key IN \(NotificationStore.list(chunk.map { "\(bind: $0)" }))
-                    """
-                ).all()
-                for row in rows { held[recipient, default: []].insert(try row.decode(column: "dedupe_key", as: String.self)) }
+        } else {
+            for (recipient, keys) in wanted.sorted(by: { $0.key < $1.key }) {
+                let keys = try await present(
+                    "dedupe_key", among: keys, where: "user_id", is: recipient.userId, tenantId: recipient.tenantId, on: db)
+                if !keys.isEmpty { held[recipient, default: []].formUnion(keys) }
             }
         }
         return held
+    }
+
+    /// The values of `column` among `values` held by inbox rows of `tenantId` whose `fixed`
+    /// column is `value`, 500 values a statement (both columns are in `notifications_dedupe`).
+    private static func present(
+        _ column: String, among values: Set<String>, where fixed: String, is value: String, tenantId: String, on db: any SQLDatabase
+    ) async throws -> [String] {
+        var found: [String] = []
+        for chunk in values.sorted().chunks(of: 500) {
+            let rows = try await db.raw(
+                """
+                SELECT \(ident: column) FROM notifications WHERE tenant_id = \(bind: tenantId) AND \(ident: fixed) = \(bind: value)
+                AND \(ident: column) IN \(NotificationStore.list(chunk.map { "\(bind: $0)" }))
+                """
+            ).all()
+            for row in rows { found.append(try row.decode(column: column, as: String.self)) }
+        }
+        return found
     }
 
     /// A dedupe key within its tenant.
