@@ -76,13 +76,18 @@ package struct ColumnTypeInference: Sendable {
         }
     }
 
+    /// The spellings of infinity a `real` column takes: `Infinity`, `-Infinity`, `+Infinity`.
+    package static let infinities: Set<String> = ["Infinity", "-Infinity", "+Infinity"]
+
     /// Whether `value` can be stored as `type`.
     package static func fits(_ value: String, _ type: ColumnType) -> Bool {
         switch type {
         case .text: return true
         case .integer: return Int64(value) != nil
         case .real:
-            // Double("inf")/("nan") parse but are not numbers a user means.
+            // `Infinity` as Cairn's CSV output writes it (PostgreSQL's spelling) reads back as a
+            // number; Double's other spellings ("inf", "nan") are not numbers a user means.
+            if infinities.contains(value) { return true }
             guard let number = Double(value), number.isFinite else { return false }
             return value.utf8.allSatisfy { (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 }
         case .boolean:

@@ -522,8 +522,12 @@ extension PipelineEngine {
             return value
         }
 
-        /// A finite decimal number, as `ColumnTypeInference.fits(_:.real)` accepts.
+        /// A finite decimal number or a spelling of infinity, as `ColumnTypeInference.fits(_:.real)` accepts.
         static func real(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
+            if bytes.count <= 9, bytes.last == UInt8(ascii: "y") {
+                let text = String(decoding: bytes, as: UTF8.self)
+                if ColumnTypeInference.infinities.contains(text) { return text.hasPrefix("-") ? -.infinity : .infinity }
+            }
             guard !bytes.isEmpty, bytes.count < 64,
                 bytes.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x2B || $0 == 0x65 || $0 == 0x45 })
             else { return nil }

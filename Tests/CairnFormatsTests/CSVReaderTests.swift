@@ -155,6 +155,11 @@ struct ColumnTypeInferenceTests {
         inference.add(["-20", "2", "FALSE", "2013-01-01", "y", nil, "8.25"])
         inference.add([nil, "-3e2", "true", nil, "1", nil, "nan"])
         #expect(inference.types == [.integer, .real, .boolean, .timestamp, .text, .text, .text])
+        // Infinity as Cairn's CSV output writes it is a number; Double's other spellings are not.
+        var infinite = ColumnTypeInference(columns: 3)
+        infinite.add(["Infinity", "inf", "1.5"])
+        infinite.add(["-Infinity", "-inf", "+Infinity"])
+        #expect(infinite.types == [.real, .text, .real])
     }
 
     @Test func weatherColumnsAreInferredFromTheFirstThousandRecords() throws {

@@ -50,6 +50,30 @@ struct PipelineOutputTests {
         #expect(try Self.output(.ndjson) == Array((Self.object(flag: true) + "\n" + Self.object(flag: false) + "\n").utf8))
     }
 
+    /// A CSV output's infinities are numbers when the file is read back as a pipeline's input,
+    /// inferred or declared `real` (not text, not bad rows), and are written the same again.
+    @Test func infinitiesInCSVOutputReadBackAsNumbers() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("cairn-infinity-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let input = folder + "/input.csv"
+        _ = FileManager.default.createFile(atPath: input, contents: Data("x\nInfinity\n-Infinity\n1.5\n".utf8))
+        for declared in [nil, [PipelineSpec.Column(name: "x", type: .real)]] {
+            let sql = "SELECT typeof(x) AS t, x > 1e308 AS big, x < -1e308 AS small, x FROM input"
+            let spec = PipelineSpec(input: .init(format: .csv, columns: declared), sql: sql, output: .init(format: .csv), onRowError: .fail)
+            let database = folder + "/work-\(declared == nil).sqlite"
+            let loaded = try PipelineEngine.load(
+                spec: spec, filePath: input, databasePath: database, control: SandboxControl(), resume: nil, report: { _ in })
+            #expect(loaded.rowsLoaded == 3 && loaded.errorCount == 0, "declared: \(declared != nil)")
+            let path = folder + "/out-\(declared == nil).csv"
+            _ = try PipelineEngine.query(
+                spec: spec, databasePath: database, outputPath: path, maxBytes: 1 << 20, timeoutSeconds: 10, control: SandboxControl(),
+                report: { _ in })
+            let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self)
+            #expect(text == "t,big,small,x\nreal,1,0,Infinity\nreal,0,1,-Infinity\nreal,0,0,1.5\n", "declared: \(declared != nil)")
+        }
+    }
+
     @Test func jsonIsOneArray() throws {
         #expect(try Self.output(.json) == Array(("[" + Self.object(flag: true) + "," + Self.object(flag: false) + "]\n").utf8))
     }
