@@ -537,20 +537,17 @@ package struct AccountStore: Sendable {
         return try await database.transaction { db in
             try await Self.lockThrottleKeys(db, dialect: dialect, ["login-email:" + emailKey, "login-client:" + client])
             // Failures are attempts settled as wrong, or stranded; the rest are still in flight.
-            let byEmail = try await db.raw(
-                """
-                SELECT COUNT(*) AS n, SUM(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN 1 ELSE 0 END) AS failed,
-                MIN(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN at END) AS oldest FROM login_failures
-                WHERE email_key = \(bind: emailKey) AND client = \(bind: client) AND at > \(bind: since)
-                """
-            ).first()
-            let byClient = try await db.raw(
-                """
-                SELECT COUNT(*) AS n, SUM(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN 1 ELSE 0 END) AS failed,
-                MIN(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN at END) AS oldest FROM login_failures
-                WHERE client = \(bind: client) AND at > \(bind: since)
-                """
-            ).first()
+            func attempts(_ scope: SQLQueryString) async throws -> (any SQLRow)? {
+                try await db.raw(
+                    """
+                    SELECT COUNT(*) AS n, SUM(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN 1 ELSE 0 END) AS failed,
+                    MIN(CASE WHEN settled_at IS NOT NULL OR at <= \(bind: stranded) THEN at END) AS oldest FROM login_failures
+                    WHERE \(scope) AND at > \(bind: since)
+                    """
+                ).first()
+            }
+            let byEmail = try await attempts("email_key = \(bind: emailKey) AND client = \(bind: client)")
+            let byClient = try await attempts("client = \(bind: client)")
             let checks = [(byEmail, perEmail), (byClient, perClient)]
             for (row, limit) in checks where try row?.decode(column: "failed", as: Int?.self) ?? 0 >= limit {
                 let oldest = try row?.decode(column: "oldest", as: Int64?.self) ?? now
